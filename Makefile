@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make up` (a local 7-peer cluster) and `make test` (the suite).
+# The pyenv interpreters for the tox matrix answer only when PYENV_VERSION names them.
+PYENV_VERSION ?= 3.11.7:3.10.13:3.12.1:3.13.0
+export PYENV_VERSION
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+PEERS ?= 7
+PORT ?= 8000
+DATA ?= ./data
+
+.PHONY: up test dev lint type bench clean
+
+$(BIN)/activate:
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/python -m pip install -q -e '.[test]' tox mypy ruff
+	touch $@
+
+dev: $(VENV)/.installed
+
+up: dev
+	$(BIN)/ringstore up -n $(PEERS) --data-dir $(DATA) --port $(PORT)
+
+test: dev
+	$(BIN)/tox run
+
+lint: dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+type: dev
+	$(BIN)/mypy
+
+bench: dev
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The Python client library of ringstore (see docs/client.md)."""
