@@ -1,0 +1,22 @@
+"""Placement for ringstore: a pure, immutable consistent-hash ring.
+
+Owns which peers hold which chunks and manifests, and what moves when a peer
+joins. Pure: imports only the stdlib (no I/O, no asyncio), ``uhashring`` and
+``msgpack``, so every process computes the same placement from the same members.
+"""
+
+from ring.errors import EmptyRing, RingError, UnknownMember
+from ring.member import Member
+from ring.plan import Move, plan_moves
+from ring.ring import DEFAULT_VNODES, Ring
+
+__all__ = [
+    "DEFAULT_VNODES",
+    "EmptyRing",
+    "Member",
+    "Move",
+    "Ring",
+    "RingError",
+    "UnknownMember",
+    "plan_moves",
+]

@@ -1,0 +1,38 @@
+"""A ring member: one peer as placement sees it.
+
+Owns the ``Member`` value. Invariants: ``id`` is a non-empty string and is the
+only identity placement uses (with ``weight``); ``url`` is where to reach the
+peer and never affects placement; ``weight`` is an int >= 1 and scales the
+member's share of the hash space (weight 2 gets about twice the points).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Member"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One peer on the ring.
+
+    Raises ``TypeError`` if a field has the wrong type and ``ValueError`` if
+    ``id`` is empty or ``weight`` < 1.
+    """
+
+    id: str
+    url: str
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str):
+            raise TypeError(f"Member.id must be a str, got {type(self.id).__name__}")
+        if not self.id:
+            raise ValueError("Member.id must not be empty")
+        if not isinstance(self.url, str):
+            raise TypeError(f"Member.url must be a str, got {type(self.url).__name__}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int):
+            raise TypeError(f"Member.weight must be an int, got {type(self.weight).__name__}")
+        if self.weight < 1:
+            raise ValueError(f"Member.weight must be >= 1, got {self.weight}")

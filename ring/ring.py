@@ -1,0 +1,235 @@
+"""The ring: an immutable consistent-hash ring over a set of members.
+
+Owns placement: which members hold a key's chunks or replicas. Invariants:
+
+* A ring is a value. It is built once from members and ``vnodes`` and never
+  changes; the same members (in any order) and ``vnodes`` give the same
+  placement in every process, and ``digest`` names that placement.
+* Only member ids and weights place keys; URLs never do.
+* ``successors(key)`` is every member exactly once, clockwise from the key's
+  hash. ``placement`` is a prefix of it (minus skipped ids), so adding a member
+  changes any key's placement set by at most one swap: the newcomer in, the
+  last old member out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Collection, Iterable, Iterator
+
+import msgpack
+
+from ring.continuum import HASH_NAME, HASH_SPACE, build_continuum, hash_point
+from ring.errors import EmptyRing, UnknownMember
+from ring.member import Member
+
+__all__ = ["DEFAULT_VNODES", "Ring"]
+
+DEFAULT_VNODES = 1024
+"""Virtual nodes per unit of weight.
+
+Chosen by measurement over equal-weight clusters of 6..100 uuid4 members
+(10 seeds each): ``evenness(7)`` worst 1.043 at 1024 (1.055 at 768, 1.074 at
+256), while a 100-member ring still builds in about 0.2 s.
+"""
+
+_DIGEST_SCHEME = "ringstore.ring/1"
+
+
+class Ring:
+    """An immutable consistent-hash ring over ``members``.
+
+    Raises ``ValueError`` if two members share an id or ``vnodes`` < 1, and
+    ``TypeError`` if a member is not a ``Member`` or ``vnodes`` is not an int.
+    """
+
+    __slots__ = ("_by_id", "_digest", "_ids", "_members", "_owners", "_points", "_vnodes")
+
+    def __init__(self, members: Iterable[Member], vnodes: int = DEFAULT_VNODES) -> None:
+        if isinstance(vnodes, bool) or not isinstance(vnodes, int):
+            raise TypeError(f"vnodes must be an int, got {type(vnodes).__name__}")
+        if vnodes < 1:
+            raise ValueError(f"vnodes must be >= 1, got {vnodes}")
+        ordered = sorted(members, key=_member_id)
+        by_id: dict[str, Member] = {}
+        for member in ordered:
+            if member.id in by_id:
+                raise ValueError(f"duplicate member id {member.id!r}")
+            by_id[member.id] = member
+        weights = [(member.id, member.weight) for member in ordered]
+        continuum = build_continuum(weights, vnodes)
+        self._members = tuple(ordered)
+        self._by_id = by_id
+        self._ids = tuple(by_id)
+        self._vnodes = vnodes
+        self._points = continuum.points
+        self._owners = continuum.owners
+        self._digest = _digest(weights, vnodes)
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """The members, sorted by id."""
+        return self._members
+
+    @property
+    def vnodes(self) -> int:
+        """Virtual nodes per unit of member weight."""
+        return self._vnodes
+
+    @property
+    def digest(self) -> str:
+        """Hex sha256 naming the placement: equal digests place every key alike."""
+        return self._digest
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member_id: object) -> bool:
+        return isinstance(member_id, str) and member_id in self._by_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ring):
+            return NotImplemented
+        return self._vnodes == other._vnodes and self._members == other._members
+
+    def __hash__(self) -> int:
+        return hash((self._digest, self._members))
+
+    def __reduce__(self) -> tuple[type[Ring], tuple[tuple[Member, ...], int]]:
+        return (Ring, (self._members, self._vnodes))
+
+    def __repr__(self) -> str:
+        return f"Ring(members={len(self)}, vnodes={self._vnodes}, digest={self._digest[:8]})"
+
+    def member(self, member_id: str) -> Member:
+        """Return the member with ``member_id``.
+
+        Raises ``UnknownMember`` if the ring does not hold it.
+        """
+        try:
+            return self._by_id[member_id]
+        except KeyError:
+            raise UnknownMember(member_id) from None
+
+    def successors(self, key: str) -> Iterator[str]:
+        """Yield every member id exactly once, clockwise from the hash of ``key``.
+
+        Raises ``EmptyRing`` (at the call, not at the first ``next``) if the
+        ring has no members.
+        """
+        if not self._points:
+            raise EmptyRing("the ring has no members")
+        return self._walk(bisect_right(self._points, hash_point(key)))
+
+    def placement(self, key: str, n: int, skip: Collection[str] = ()) -> tuple[str, ...]:
+        """Return the first ``n`` distinct member ids clockwise from ``key``, passing over ``skip``.
+
+        Skipped ids (e.g. members that are down) are handed off to the next
+        members in successor order. Returns fewer than ``n`` ids if the ring
+        has too few unskipped members. Raises ``ValueError`` if ``n`` < 0 and
+        ``EmptyRing`` if the ring has no members.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        successors = self.successors(key)
+        if n == 0:
+            return ()
+        skipped = skip if isinstance(skip, (set, frozenset)) else frozenset(skip)
+        chosen: list[str] = []
+        for member_id in successors:
+            if member_id in skipped:
+                continue
+            chosen.append(member_id)
+            if len(chosen) == n:
+                break
+        return tuple(chosen)
+
+    def ownership(self, n: int) -> dict[str, float]:
+        """Return, per member id, the exact fraction of keys whose ``placement(key, n)`` holds it.
+
+        Computed from the ring's arcs, not by sampling; the values sum to
+        ``min(n, len(self))``. Raises ``ValueError`` if ``n`` < 1 and
+        ``EmptyRing`` if the ring has no members.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not self._points:
+            raise EmptyRing("the ring has no members")
+        if n >= len(self._ids):
+            return dict.fromkeys(self._ids, 1.0)
+        owned = _owned_arcs(self._points, self._owners, len(self._ids), n)
+        return {member_id: owned[i] / HASH_SPACE for i, member_id in enumerate(self._ids)}
+
+    def evenness(self, n: int) -> float:
+        """Return max/mean of ``ownership(n)`` per unit of weight; 1.0 is perfectly even.
+
+        Raises ``ValueError`` if ``n`` < 1 and ``EmptyRing`` if the ring has no members.
+        """
+        owned = self.ownership(n)
+        shares = [owned[member.id] / member.weight for member in self._members]
+        return max(shares) / (sum(shares) / len(shares))
+
+    def _walk(self, start: int) -> Iterator[str]:
+        ids, owners = self._ids, self._owners
+        total = len(owners)
+        seen = bytearray(len(ids))
+        remaining = len(ids)
+        for i in range(start, start + total):
+            owner = owners[i - total if i >= total else i]
+            if not seen[owner]:
+                seen[owner] = 1
+                yield ids[owner]
+                remaining -= 1
+                if remaining == 0:
+                    return
+
+
+def _member_id(member: Member) -> str:
+    if not isinstance(member, Member):
+        raise TypeError(f"ring members must be Member, got {type(member).__name__}")
+    return member.id
+
+
+def _digest(weights: list[tuple[str, int]], vnodes: int) -> str:
+    payload = [_DIGEST_SCHEME, HASH_NAME, vnodes, [[member_id, w] for member_id, w in weights]]
+    packed: bytes = msgpack.packb(payload, use_bin_type=True)
+    return hashlib.sha256(packed).hexdigest()
+
+
+def _owned_arcs(points: tuple[int, ...], owners: tuple[int, ...], size: int, n: int) -> list[int]:
+    """Sum, per member index, the length of the arcs whose n-member placement holds it.
+
+    Keys hashing into ``[points[i-1], points[i])`` start their walk at point
+    ``i``. A sliding window ``[i, j)`` over the doubled point list holds exactly
+    the first ``n`` distinct owners from ``i``; each member accumulates the
+    arcs between entering and leaving the window. Linear in the number of points.
+    """
+    total = len(points)
+    arcs = [points[0] + HASH_SPACE - points[-1]]
+    arcs.extend(points[i] - points[i - 1] for i in range(1, total))
+    prefix = [0]
+    for arc in arcs:
+        prefix.append(prefix[-1] + arc)
+    owned = [0] * size
+    count = [0] * size
+    entered = [0] * size
+    distinct = 0
+    j = 0
+    for i in range(total):
+        while distinct < n:
+            owner = owners[j - total if j >= total else j]
+            if count[owner] == 0:
+                distinct += 1
+                entered[owner] = i
+            count[owner] += 1
+            j += 1
+        owner = owners[i]
+        count[owner] -= 1
+        if count[owner] == 0:
+            distinct -= 1
+            owned[owner] += prefix[i + 1] - prefix[entered[owner]]
+    for owner in range(size):
+        if count[owner]:
+            owned[owner] += prefix[total] - prefix[entered[owner]]
+    return owned
