@@ -1,0 +1,1 @@
+"""A ringstore peer: HTTP APIs, coordinator, stores and membership."""

@@ -1,0 +1,165 @@
+"""Chunks on one peer's disk.
+
+Layout under the data directory::
+
+    incoming/<chunk id>.<token>   being received; never served; removed on start
+    chunks/<2 hex>/<chunk id>     complete: fsynced, then renamed into place
+
+A chunk is visible only once all of its bytes are durable, so a reader never sees a
+half-written chunk and a crash leaves at worst a stray file in ``incoming/``. All disk work
+runs in worker threads; the event loop only keeps the byte and chunk counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+CHUNK_ID = re.compile(r"^[0-9a-f]{32}-[0-9]{1,3}$")
+WRITE_BATCH = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ChunkStore:
+    """The complete chunks of one peer, plus counters of what they use."""
+
+    def __init__(self, root: Path) -> None:
+        self._chunks = root / "chunks"
+        self._incoming = root / "incoming"
+        self.used_bytes = 0
+        self.chunk_count = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ChunkStore({self._chunks.parent}, chunks={self.chunk_count}, used={self.used_bytes})"
+        )
+
+    async def open(self) -> None:
+        """Create the directories, drop leftovers of interrupted writes, count what is stored."""
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self._chunks.mkdir(parents=True, exist_ok=True)
+        if self._incoming.exists():
+            leftovers = list(self._incoming.iterdir())
+            if leftovers:
+                log.info("removing %d interrupted chunk writes from incoming/", len(leftovers))
+            shutil.rmtree(self._incoming)
+        self._incoming.mkdir()
+        sizes = [p.stat().st_size for p in self._chunk_files()]
+        self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
+
+    def _chunk_files(self) -> Iterator[Path]:
+        for shard in self._chunks.iterdir():
+            yield from shard.iterdir()
+
+    def path(self, chunk_id: str) -> Path:
+        """Where a complete chunk lives; raises ChunkNotFound if it is not stored."""
+        path = self._path(chunk_id)
+        if not path.is_file():
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here")
+        return path
+
+    def _path(self, chunk_id: str) -> Path:
+        if not CHUNK_ID.match(chunk_id):
+            raise InvalidRequest(f"malformed chunk id {chunk_id!r}")
+        return self._chunks / chunk_id[:2] / chunk_id
+
+    async def write(
+        self, chunk_id: str, pieces: AsyncIterable[bytes], expected_size: int | None
+    ) -> int:
+        """Store a chunk from a stream of pieces and return its size.
+
+        Nothing becomes visible unless the stream ends cleanly with ``expected_size`` bytes
+        (when given). Raises IncompleteBody, InsufficientStorage or the stream's own error.
+        """
+        final = self._path(chunk_id)
+        temp = self._incoming / f"{chunk_id}.{secrets.token_hex(6)}"
+        file = await asyncio.to_thread(open, temp, "wb")
+        size = 0
+        try:
+            batch: list[bytes] = []
+            batched = 0
+            async for piece in pieces:
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= WRITE_BATCH:
+                    await asyncio.to_thread(_write_all, file, batch)
+                    size += batched
+                    batch, batched = [], 0
+            await asyncio.to_thread(_write_all, file, batch)
+            size += batched
+            if expected_size is not None and size != expected_size:
+                raise IncompleteBody(f"chunk {chunk_id}: got {size} of {expected_size} bytes")
+            replaced = await asyncio.to_thread(_commit, file, temp, final)
+        except OSError as exc:
+            await asyncio.to_thread(_discard, file, temp)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"no space left to store chunk {chunk_id}") from exc
+            raise
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_discard, file, temp))
+            raise
+        if replaced is not None:  # the same chunk written twice: count it once
+            self.used_bytes -= replaced
+            self.chunk_count -= 1
+        self.used_bytes += size
+        self.chunk_count += 1
+        return size
+
+    async def delete(self, chunk_id: str) -> None:
+        """Remove a chunk; raises ChunkNotFound if it is not stored."""
+        path = self._path(chunk_id)
+        try:
+            size = await asyncio.to_thread(_unlink, path)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+        self.used_bytes -= size
+        self.chunk_count -= 1
+
+
+def _commit(file: BinaryIO, temp: Path, final: Path) -> int | None:
+    """Make a received chunk durable and visible; return the size of a copy it replaced."""
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+    final.parent.mkdir(exist_ok=True)
+    replaced = final.stat().st_size if final.exists() else None
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+    return replaced
+
+
+def _write_all(file: BinaryIO, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        file.write(piece)
+
+
+def _discard(file: BinaryIO, temp: Path) -> None:
+    file.close()
+    temp.unlink(missing_ok=True)
+
+
+def _unlink(path: Path) -> int:
+    size = path.stat().st_size
+    path.unlink()
+    return size

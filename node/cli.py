@@ -1,0 +1,95 @@
+"""The ``ringstore`` command: ``peer`` and ``up`` run the store; the client adds file commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from node.config import PeerConfig
+from node.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
+
+
+@click.group()
+@click.version_option(package_name="ringstore")
+def main() -> None:
+    """ringstore: a peer-to-peer file store on a consistent-hash ring."""
+
+
+def _setup_logging(level: str, tag: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format=f"%(asctime)s %(levelname)-7s [{tag}] %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where this peer keeps its id, members, chunks and manifests.",
+)
+@click.option("--join", multiple=True, metavar="URL", help="A peer to join (repeatable).")
+@click.option("--weight", default=1, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--parity", default=DEFAULT_M, show_default=True, type=click.IntRange(0, 10))
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1))
+@click.option("--heartbeat-interval", default=1.0, show_default=True, type=click.FloatRange(0.05))
+@click.option("--peer-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--stall-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--delete-grace", default=30.0, show_default=True, type=click.FloatRange(0))
+@click.option("--log-level", default="info", show_default=True)
+def peer(
+    host: str,
+    port: int,
+    data_dir: Path,
+    join: tuple[str, ...],
+    weight: int,
+    parity: int,
+    block_size: int,
+    heartbeat_interval: float,
+    peer_timeout: float,
+    stall_timeout: float,
+    delete_grace: float,
+    log_level: str,
+) -> None:
+    """Run one peer."""
+    from node.serve import serve
+
+    _setup_logging(log_level, f"{host}:{port}")
+    config = PeerConfig(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        join=join,
+        weight=weight,
+        k=DEFAULT_K,
+        m=parity,
+        block_size=block_size,
+        heartbeat_interval=heartbeat_interval,
+        peer_timeout=peer_timeout,
+        stall_timeout=stall_timeout,
+        delete_grace=delete_grace,
+    )
+    asyncio.run(serve(config))
+
+
+@main.command()
+@click.option("-n", "--peers", "count", default=7, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--data-dir", default=Path("data"), show_default=True, type=click.Path(path_type=Path)
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+def up(count: int, data_dir: Path, port: int, host: str, log_level: str) -> None:
+    """Start N peers on this machine and supervise them until Ctrl-C."""
+    from node.supervisor import Supervisor
+
+    _setup_logging(log_level, "up")
+    supervisor = Supervisor(count, data_dir, port, host, log_level)
+    raise SystemExit(asyncio.run(supervisor.run()))

@@ -1,0 +1,42 @@
+"""Settings of one peer, with the defaults a production peer runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
+from ring import DEFAULT_VNODES
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    join: tuple[str, ...] = ()
+    weight: int = 1
+    k: int = DEFAULT_K
+    m: int = DEFAULT_M
+    block_size: int = DEFAULT_BLOCK_SIZE
+    # Chunks that must be durable before a PUT commits; None means k+1 (or all, below k+2 peers).
+    write_quorum: int | None = None
+    manifest_replicas: int = 3
+    manifest_write_quorum: int = 2
+    manifest_read_quorum: int = 2
+    heartbeat_interval: float = 1.0
+    down_after: int = 2  # consecutive failed exchanges before a member is down
+    peer_timeout: float = 10.0  # connect / read timeout of a call to another peer
+    stall_timeout: float = 30.0  # a chunk stream that takes no block for this long is dropped
+    queue_depth: int = 4  # blocks buffered per chunk stream, each way
+    delete_grace: float = 30.0  # seconds before chunks of a replaced version are deleted
+    vnodes: int = DEFAULT_VNODES
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def chunk_quorum(self, n: int) -> int:
+        """Durable chunks a PUT of ``n`` chunks needs."""
+        wanted = self.write_quorum if self.write_quorum is not None else self.k + 1
+        return max(self.k, min(wanted, n))

@@ -1,0 +1,85 @@
+"""The peer's domain exceptions: one root, no HTTP in sight.
+
+The store, codec and coordinator raise these; ``node.http_errors`` maps each class to an HTTP
+status and a JSON body in one place, and the client maps them back.
+
+    RingstoreError
+    ├── InvalidRequest (ValueError)        bad input from a client
+    │   ├── InvalidName
+    │   ├── InvalidRange
+    │   └── IncompleteBody                 the body ended before Content-Length
+    ├── NotFound (KeyError)
+    │   ├── FileNotFound
+    │   └── ChunkNotFound
+    ├── Unavailable                        not enough healthy peers to serve the request
+    │   └── PeerUnavailable                one peer could not be reached or failed
+    ├── InsufficientStorage                a disk is full
+    └── CorruptData                        stored bytes fail their digest
+"""
+
+from __future__ import annotations
+
+
+class RingstoreError(Exception):
+    """Root of every error ringstore raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(RingstoreError, ValueError):
+    code = "invalid_request"
+
+
+class InvalidName(InvalidRequest):
+    code = "invalid_name"
+
+
+class InvalidRange(InvalidRequest):
+    code = "invalid_range"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class IncompleteBody(InvalidRequest):
+    code = "incomplete_body"
+
+
+class NotFound(RingstoreError, KeyError):
+    code = "not_found"
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class ChunkNotFound(NotFound):
+    code = "chunk_not_found"
+
+
+class Unavailable(RingstoreError):
+    code = "unavailable"
+
+
+class PeerUnavailable(Unavailable):
+    code = "peer_unavailable"
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"peer {peer}: {reason}")
+        self.peer = peer
+
+
+class InsufficientStorage(RingstoreError):
+    code = "insufficient_storage"
+
+
+class CorruptData(RingstoreError):
+    code = "corrupt_data"

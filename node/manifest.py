@@ -1,0 +1,158 @@
+"""Manifests: the record of one file version, and the commit point of a PUT.
+
+A file version exists exactly when a manifest for it is stored on a write quorum of its
+replicas. The manifest names the layout, the content digest, and for every stored chunk its
+index, holder peer, size and block digests. A tombstone is a manifest with ``deleted`` set
+and no chunks. On the wire and on disk a manifest is msgpack with a schema number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from node.errors import CorruptData
+from node.layout import Layout
+from node.version import Version
+
+SCHEMA = 1
+DIGEST_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """Where one chunk of a file version lives, and how to check it."""
+
+    index: int
+    holder: str
+    block_digests: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        """Digest of the whole chunk: a hash over its block digests."""
+        return hashlib.blake2b(self.block_digests, digest_size=DIGEST_SIZE).digest()
+
+    def block_digest(self, stripe: int) -> bytes:
+        return self.block_digests[stripe * DIGEST_SIZE : (stripe + 1) * DIGEST_SIZE]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: Version
+    layout: Layout
+    etag: str = ""
+    content_type: str = "application/octet-stream"
+    chunks: tuple[ChunkRef, ...] = ()
+    deleted: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.layout.size
+
+    @property
+    def file_id(self) -> str:
+        return file_id(self.name, self.version)
+
+    def chunk_id(self, index: int) -> str:
+        return chunk_id(self.file_id, index)
+
+    def holders(self) -> dict[int, str]:
+        return {ref.index: ref.holder for ref in self.chunks}
+
+    @property
+    def degraded(self) -> bool:
+        """True when fewer chunks are stored than the layout has."""
+        return not self.deleted and len(self.chunks) < self.layout.n
+
+    def to_bytes(self) -> bytes:
+        layout = self.layout
+        record = {
+            "schema": SCHEMA,
+            "name": self.name,
+            "version": self.version.to_wire(),
+            "size": layout.size,
+            "k": layout.k,
+            "m": layout.m,
+            "block_size": layout.block_size,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "deleted": self.deleted,
+            "chunks": [[c.index, c.holder, c.block_digests] for c in self.chunks],
+        }
+        data: bytes = msgpack.packb(record, use_bin_type=True)
+        return data
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Decode a stored manifest; raises CorruptData if it is not one."""
+        try:
+            record: dict[str, Any] = msgpack.unpackb(data, raw=False)
+            if record["schema"] != SCHEMA:
+                raise CorruptData(f"unknown manifest schema {record['schema']!r}")
+            layout = Layout(record["size"], record["k"], record["m"], record["block_size"])
+            return cls(
+                name=record["name"],
+                version=Version.from_wire(record["version"]),
+                layout=layout,
+                etag=record["etag"],
+                content_type=record["content_type"],
+                deleted=record["deleted"],
+                chunks=tuple(ChunkRef(i, h, d) for i, h, d in record["chunks"]),
+            )
+        except CorruptData:
+            raise
+        except Exception as exc:
+            raise CorruptData(f"undecodable manifest: {exc!r}") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        layout = self.layout
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "size": layout.size,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "deleted": self.deleted,
+            "degraded": self.degraded,
+            "k": layout.k,
+            "m": layout.m,
+            "block_size": layout.block_size,
+            "chunk_size": layout.chunk_size,
+            "stripes": layout.stripes,
+            "chunks": [
+                {
+                    "index": ref.index,
+                    "kind": "data" if ref.index < layout.k else "parity",
+                    "holder": ref.holder,
+                    "id": self.chunk_id(ref.index),
+                    "size": layout.chunk_size,
+                    "digest": ref.digest.hex(),
+                }
+                for ref in self.chunks
+            ],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of this version."""
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "size": self.size,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "deleted": self.deleted,
+        }
+
+
+def file_id(name: str, version: Version) -> str:
+    """Ring key of a file version's chunks: blake2b-128 of (name, version)."""
+    packed = msgpack.packb([name, version.to_wire()])
+    return hashlib.blake2b(packed, digest_size=16).hexdigest()
+
+
+def chunk_id(file: str, index: int) -> str:
+    return f"{file}-{index}"

@@ -1,0 +1,50 @@
+"""File names: what the public API accepts, decided in one place.
+
+A name is 1-1024 bytes of UTF-8 made of ``/``-separated segments. Segments are never empty,
+``.`` or ``..``, and no character is a control character (C0, DEL or C1), so a name can be
+shown, logged and mapped to a path without surprises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from urllib.parse import unquote_to_bytes
+
+from node.errors import InvalidName
+
+MAX_NAME_BYTES = 1024
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid file name; raise InvalidName saying why otherwise."""
+    size = len(name.encode("utf-8", errors="surrogatepass"))
+    if not 1 <= size <= MAX_NAME_BYTES:
+        raise InvalidName(f"a name is 1-{MAX_NAME_BYTES} bytes of UTF-8, this one is {size}")
+    for char in name:
+        if unicodedata.category(char) == "Cc":
+            raise InvalidName(f"names may not contain control characters (found {char!r})")
+        if unicodedata.category(char) == "Cs":
+            raise InvalidName("names must be valid UTF-8")
+    for segment in name.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidName(f"empty, '.' and '..' segments are not allowed: {name!r}")
+    return name
+
+
+def name_from_raw_path(raw: str) -> str:
+    """Decode a percent-encoded path remainder into a validated name.
+
+    Works on the raw request path so that ``..`` or ``//`` a proxy or URL library would have
+    normalised away still reach validation.
+    """
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName("names must be valid UTF-8") from None
+    return validate_name(name)
+
+
+def name_key(name: str) -> str:
+    """The ring key and on-disk key of a name's manifest (blake2b-128, hex)."""
+    return hashlib.blake2b(name.encode("utf-8"), digest_size=16).hexdigest()

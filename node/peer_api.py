@@ -1,0 +1,98 @@
+"""The peer-to-peer API under ``/internal/``: chunks, manifest replicas and gossip.
+
+Only other peers call these routes. Bodies are raw bytes for chunks and msgpack otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from node.app import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP
+from node.body import body_pieces
+from node.errors import FileNotFound, InvalidRequest
+from node.manifest import Manifest
+
+MSGPACK = "application/msgpack"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/internal/chunks/{chunk_id}", put_chunk)
+    app.router.add_get("/internal/chunks/{chunk_id}", get_chunk)
+    app.router.add_delete("/internal/chunks/{chunk_id}", delete_chunk)
+    app.router.add_get("/internal/manifests", get_manifest)
+    app.router.add_put("/internal/manifests", put_manifest)
+    app.router.add_get("/internal/manifests/list", list_manifests)
+    app.router.add_post("/internal/gossip", gossip)
+
+
+def _packed(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgpack.packb(value), status=status, content_type=MSGPACK)
+
+
+async def _unpacked(request: web.Request) -> Any:
+    try:
+        return msgpack.unpackb(await request.read(), raw=False)
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not msgpack: {exc}") from exc
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    chunk_id = request.match_info["chunk_id"]
+    size = await request.app[CHUNKS].write(chunk_id, body_pieces(request), request.content_length)
+    return web.json_response({"size": size}, status=201)
+
+
+async def get_chunk(request: web.Request) -> web.FileResponse:
+    # FileResponse serves Range requests with sendfile, off the event loop.
+    return web.FileResponse(request.app[CHUNKS].path(request.match_info["chunk_id"]))
+
+
+async def delete_chunk(request: web.Request) -> web.Response:
+    await request.app[CHUNKS].delete(request.match_info["chunk_id"])
+    return web.Response(status=204)
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = request.query.get("name", "")
+    manifest = await request.app[MANIFESTS].get(name)
+    if manifest is None:
+        raise FileNotFound(f"no manifest replica of {name!r} here")
+    return web.Response(body=manifest.to_bytes(), content_type=MSGPACK)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    manifest = Manifest.from_bytes(await request.read())
+    request.app[CLOCK].observe(manifest.version)
+    result = await request.app[MANIFESTS].put(manifest)
+    return _packed(
+        {
+            "stored": result.stored,
+            "current": result.current.to_wire(),
+            "replaced": result.replaced.to_bytes() if result.replaced else None,
+        }
+    )
+
+
+async def list_manifests(request: web.Request) -> web.Response:
+    query = request.query
+    try:
+        limit = int(query.get("limit", "1000"))
+    except ValueError:
+        raise InvalidRequest("limit must be an integer") from None
+    found, truncated = request.app[MANIFESTS].list(
+        query.get("prefix", ""), query.get("start_after", ""), limit
+    )
+    return _packed({"manifests": [m.to_bytes() for m in found], "truncated": truncated})
+
+
+async def gossip(request: web.Request) -> web.Response:
+    membership = request.app[MEMBERSHIP]
+    payload = await _unpacked(request)
+    try:
+        membership.receive(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed gossip: {exc!r}") from exc
+    return _packed(membership.gossip())

@@ -1,0 +1,180 @@
+"""The public HTTP API: files, listings, manifests, cluster view and health.
+
+Routes parse and validate input, call the coordinator, and shape responses; errors are the
+middleware's job. Names come from the raw request path so nothing normalises them before
+validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from node.app import CHUNKS, CONFIG, COORDINATOR, MEMBERSHIP
+from node.body import body_pieces
+from node.errors import InvalidRequest, RingstoreError
+from node.manifest import Manifest
+from node.names import name_from_raw_path
+from node.ranges import parse_range
+
+log = logging.getLogger(__name__)
+
+FILES = "/files/"
+MANIFESTS = "/manifests/"
+MAX_LIST = 10_000
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put(FILES + "{name:.*}", put_file)
+    app.router.add_get(FILES + "{name:.*}", get_file)  # HEAD too
+    app.router.add_delete(FILES + "{name:.*}", delete_file)
+    app.router.add_get("/files", list_files)
+    app.router.add_get(MANIFESTS + "{name:.*}", get_manifest)
+    app.router.add_get("/cluster", get_cluster)
+    app.router.add_get("/health", get_health)
+
+
+def _name(request: web.Request, prefix: str) -> str:
+    raw_path = request.raw_path.split("?", 1)[0]
+    return name_from_raw_path(raw_path[len(prefix) :])
+
+
+def _file_headers(manifest: Manifest) -> dict[str, str]:
+    return {
+        hdrs.ETAG: f'"{manifest.etag}"',
+        hdrs.CONTENT_TYPE: manifest.content_type,
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.LAST_MODIFIED: time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
+        ),
+        "X-Ringstore-Version": str(manifest.version),
+    }
+
+
+async def put_file(request: web.Request) -> web.Response:
+    name = _name(request, FILES)
+    started = time.monotonic()
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    manifest = await request.app[COORDINATOR].put(
+        name, body_pieces(request), request.content_length, content_type
+    )
+    log.info(
+        "PUT %r %d bytes as %s in %.3fs%s",
+        name,
+        manifest.size,
+        manifest.version,
+        time.monotonic() - started,
+        " (degraded)" if manifest.degraded else "",
+    )
+    return web.json_response(
+        {
+            "name": name,
+            "size": manifest.size,
+            "version": str(manifest.version),
+            "etag": manifest.etag,
+            "content_type": manifest.content_type,
+            "chunks": len(manifest.chunks),
+            "degraded": manifest.degraded,
+        },
+        status=201,
+        headers={hdrs.ETAG: f'"{manifest.etag}"'},
+    )
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    name = _name(request, FILES)
+    coordinator = request.app[COORDINATOR]
+    manifest = await coordinator.stat(name)
+    headers = _file_headers(manifest)
+    if request.headers.get(hdrs.IF_NONE_MATCH) == headers[hdrs.ETAG]:
+        return web.Response(status=304, headers={hdrs.ETAG: headers[hdrs.ETAG]})
+    size = manifest.size
+    wanted = parse_range(request.headers.get(hdrs.RANGE), size)
+    start, end = wanted if wanted is not None else (0, size)
+    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+    if wanted is not None:
+        response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
+    response.content_length = end - start
+    await response.prepare(request)
+    if request.method == hdrs.METH_HEAD:
+        return response
+    try:
+        async for piece in coordinator.stream(manifest, start, end):
+            await response.write(piece)
+    except RingstoreError as error:
+        # Headers are gone: the only honest signal left is a short body on a closed connection.
+        log.error("GET %r failed after %s: %s", name, response.status, error)
+        response.force_close()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    name = _name(request, FILES)
+    tombstone = await request.app[COORDINATOR].delete(name)
+    log.info("DELETE %r as %s", name, tombstone.version)
+    return web.Response(status=204)
+
+
+async def list_files(request: web.Request) -> web.Response:
+    query = request.query
+    prefix = query.get("prefix", "")
+    start_after = query.get("start_after", "")
+    try:
+        limit = int(query.get("limit", "1000"))
+    except ValueError:
+        raise InvalidRequest("limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIST}")
+    files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
+    return web.json_response({"files": [m.summary() for m in files], "next": next_after or None})
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = _name(request, MANIFESTS)
+    manifest = await request.app[COORDINATOR].stat(name)
+    return web.json_response(manifest.to_json())
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    membership = request.app[MEMBERSHIP]
+    chunks = request.app[CHUNKS]
+    config = request.app[CONFIG]
+    ring = membership.ring
+    peers: list[dict[str, Any]] = []
+    for member in membership.members():
+        live = membership.liveness(member.id)
+        is_me = member.id == membership.me.id
+        peers.append(
+            {
+                "id": member.id,
+                "url": member.url,
+                "state": live.state,
+                "weight": member.weight,
+                "used_bytes": chunks.used_bytes if is_me else live.used_bytes,
+                "chunks": chunks.chunk_count if is_me else live.chunks,
+            }
+        )
+    return web.json_response(
+        {
+            "self": membership.me.id,
+            "ring": {
+                "digest": ring.digest,
+                "vnodes": ring.vnodes,
+                "members": len(ring),
+                "evenness": round(ring.evenness(config.k + config.m), 4),
+            },
+            "peers": peers,
+        }
+    )
+
+
+async def get_health(request: web.Request) -> web.Response:
+    membership = request.app[MEMBERSHIP]
+    return web.json_response(
+        {"status": "ok", "id": membership.me.id, "members": len(membership.members())}
+    )

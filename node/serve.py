@@ -1,0 +1,33 @@
+"""Running one peer process until SIGTERM or SIGINT, then stopping it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from node.app import MEMBERSHIP, create_app
+from node.config import PeerConfig
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: PeerConfig) -> None:
+    """Serve ``config`` until the process is asked to stop."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        log.info("peer %s listening on %s", app[MEMBERSHIP].me.id, config.url)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()

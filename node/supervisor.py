@@ -1,0 +1,159 @@
+"""``ringstore up``: N peer processes on one machine, started, watched and stopped together.
+
+Each peer gets its own data directory (``DIR/peer-i``), port ``BASE+i``, a log file in its
+data directory, and every other peer's URL as a join seed. A peer that dies is restarted
+after a short pause; a peer that dies before it ever answered (port taken, bad data dir)
+stops the whole start-up with its log tail, since restarting it would only loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+
+
+class PeerProcess:
+    """One ``ringstore peer`` child process, by pid."""
+
+    def __init__(self, data_dir: Path, host: str, port: int, join: list[str], args: list[str]):
+        self.data_dir = data_dir
+        self.url = f"http://{host}:{port}"
+        self.log_path = data_dir / "peer.log"
+        self._command = [
+            sys.executable,
+            "-m",
+            "node",
+            "peer",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *(arg for url in join for arg in ("--join", url)),
+            *args,
+        ]
+        self.process: asyncio.subprocess.Process | None = None
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"PeerProcess({self.url}, pid={pid}, running={self.running})"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                *self._command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops peers in order
+            )
+
+    async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """Poll ``/health`` until it answers; raises RuntimeError if the peer exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
+            try:
+                async with session.get(f"{self.url}/health") as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, OSError):
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"peer {self.url} did not answer within {timeout}s")
+
+    def signal(self, sig: int) -> None:
+        if self.running and self.process is not None:
+            self.process.send_signal(sig)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if the peer has not stopped within ``timeout``."""
+        if self.process is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.signal(signal.SIGKILL)
+            await self.process.wait()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Supervisor:
+    def __init__(self, count: int, data_dir: Path, base_port: int, host: str, log_level: str):
+        urls = [f"http://{host}:{base_port + i}" for i in range(count)]
+        self.peers = [
+            PeerProcess(
+                data_dir / f"peer-{i}",
+                host,
+                base_port + i,
+                [u for u in urls if u != urls[i]],
+                ["--log-level", log_level],
+            )
+            for i in range(count)
+        ]
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> int:
+        """Start every peer, supervise until SIGINT/SIGTERM, stop them all; return an exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await asyncio.gather(*(p.start() for p in self.peers))
+            async with aiohttp.ClientSession() as session:
+                await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
+            self._print_ready()
+            watchers = [asyncio.ensure_future(self._watch(p)) for p in self.peers]
+            await self._stopping.wait()
+            for watcher in watchers:
+                watcher.cancel()
+            return 0
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            print("stopping peers...", flush=True)
+            await asyncio.gather(*(p.stop() for p in self.peers))
+            print("all peers stopped", flush=True)
+
+    def _print_ready(self) -> None:
+        print(f"ringstore: {len(self.peers)} peers up", flush=True)
+        for peer in self.peers:
+            pid = peer.process.pid if peer.process else "?"
+            print(f"  {peer.url}  pid {pid}  data {peer.data_dir}", flush=True)
+        print(f"logs: {self.peers[0].data_dir.parent}/peer-*/peer.log; Ctrl-C stops", flush=True)
+
+    async def _watch(self, peer: PeerProcess) -> None:
+        while not self._stopping.is_set():
+            assert peer.process is not None
+            code = await peer.process.wait()
+            if self._stopping.is_set():
+                return
+            log.warning(
+                "peer %s exited with %s; restarting in %.0fs", peer.url, code, RESTART_DELAY
+            )
+            await asyncio.sleep(RESTART_DELAY)
+            await peer.start()

@@ -1,0 +1,266 @@
+"""Test clusters: real aiohttp peers on 127.0.0.1, in-process or as processes.
+
+``LocalCluster`` runs N peers in the test's event loop, each on its own port and data
+directory, and can stop, hang, restart and add peers (after Tahoe-LAFS's NoNetworkGrid, but
+over real sockets). ``ProcessCluster`` runs real ``ringstore peer`` processes and can SIGKILL
+them. Every wait polls with a deadline; nothing sleeps for a fixed time to wait for a state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from node.app import CHUNKS, COORDINATOR, MANIFESTS, MEMBERSHIP, create_app
+from node.chunk_store import ChunkStore
+from node.config import PeerConfig
+from node.coordinator import Coordinator
+from node.manifest_store import ManifestStore
+from node.membership import Membership
+from node.supervisor import PeerProcess
+
+# Fast timings so failures are noticed within a test's patience.
+FAST = {
+    "heartbeat_interval": 0.2,
+    "down_after": 2,
+    "peer_timeout": 2.0,
+    "stall_timeout": 3.0,
+    "delete_grace": 0.2,
+}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, what: str = ""
+) -> None:
+    """Poll ``check`` until it is true; fail the test if ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalPeer:
+    """One in-process peer that can be stopped, hung and restarted on the same port."""
+
+    def __init__(self, data_dir: Path, join: tuple[str, ...], **overrides: Any) -> None:
+        self.data_dir = data_dir
+        self._join = join
+        self._overrides = {**FAST, **overrides}
+        self.port = 0
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._running = asyncio.Event()  # cleared while hung
+        self._running.set()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._runner is None else "hung" if self.hung else "up"
+        return f"LocalPeer({self.url}, {state})"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def id(self) -> str:
+        return self.membership.me.id
+
+    @property
+    def hung(self) -> bool:
+        return not self._running.is_set()
+
+    @web.middleware
+    async def _hang(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        await self._running.wait()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def start(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        config = PeerConfig(
+            data_dir=self.data_dir, port=self.port, join=self._join, **self._overrides
+        )
+        self.app = create_app(config)
+        self.app.middlewares.insert(0, self._hang)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    async def stop(self) -> None:
+        """Stop serving, as a crash would look to other peers (connections refused)."""
+        self._running.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def hang(self) -> None:
+        """Accept connections but answer nothing until ``unhang``."""
+        self._running.clear()
+
+    def unhang(self) -> None:
+        self._running.set()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    def chunk_files(self) -> list[Path]:
+        return sorted((self.data_dir / "chunks").glob("*/*"))
+
+    def _app(self) -> web.Application:
+        assert self.app is not None, f"{self} was never started"
+        return self.app
+
+    @property
+    def coordinator(self) -> Coordinator:
+        return self._app()[COORDINATOR]
+
+    @property
+    def membership(self) -> Membership:
+        return self._app()[MEMBERSHIP]
+
+    @property
+    def chunks(self) -> ChunkStore:
+        return self._app()[CHUNKS]
+
+    @property
+    def manifests(self) -> ManifestStore:
+        return self._app()[MANIFESTS]
+
+
+class LocalCluster:
+    """N in-process peers that found each other through ``--join``."""
+
+    def __init__(self, root: Path, **overrides: Any) -> None:
+        self.root = root
+        self.overrides = overrides
+        self.peers: list[LocalPeer] = []
+
+    def __repr__(self) -> str:
+        return f"LocalCluster({self.peers})"
+
+    def __getitem__(self, index: int) -> LocalPeer:
+        return self.peers[index]
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.peers]
+
+    async def add_peer(self, **overrides: Any) -> LocalPeer:
+        join = (self.peers[0].url,) if self.peers else ()
+        peer = LocalPeer(
+            self.root / f"peer-{len(self.peers)}", join, **{**self.overrides, **overrides}
+        )
+        await peer.start()
+        self.peers.append(peer)
+        return peer
+
+    async def start(self, count: int) -> None:
+        for _ in range(count):
+            await self.add_peer()
+        await self.wait_converged()
+
+    async def wait_converged(self, timeout: float = 15.0) -> None:
+        """Wait until every running peer sees every running peer up."""
+        running = [p for p in self.peers if p.running and not p.hung]
+        ids = {p.id for p in running}
+
+        def converged() -> bool:
+            return all(ids <= p.membership.up_ids() for p in running)
+
+        await eventually(converged, timeout, "the cluster to converge")
+
+    async def wait_down(self, peer: LocalPeer, timeout: float = 15.0) -> None:
+        """Wait until every other running peer sees ``peer`` as down."""
+        others = [p for p in self.peers if p.running and p is not peer and not p.hung]
+        await eventually(
+            lambda: all(peer.id in p.membership.down_ids() for p in others),
+            timeout,
+            f"{peer} to be seen down",
+        )
+
+    def holder(self, peer_id: str) -> LocalPeer:
+        return next(p for p in self.peers if p.id == peer_id)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.peers))
+
+
+class ProcessCluster:
+    """Real ``ringstore peer`` processes on free ports, each stopped by its own pid."""
+
+    def __init__(self, root: Path, count: int, *args: str) -> None:
+        ports = [free_port() for _ in range(count)]
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        fast = [
+            "--heartbeat-interval=0.2",
+            "--peer-timeout=2",
+            "--stall-timeout=3",
+            "--delete-grace=0.2",
+            "--log-level=info",
+        ]
+        self.peers = [
+            PeerProcess(
+                root / f"peer-{i}", "127.0.0.1", port, [urls[0]] if i else [], fast + list(args)
+            )
+            for i, port in enumerate(ports)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.peers]
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(p.start() for p in self.peers))
+        await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
+        await self.wait_converged(session)
+
+    async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
+        running = [p for p in self.peers if p.running]
+
+        async def converged() -> bool:
+            for peer in running:
+                async with session.get(f"{peer.url}/cluster") as response:
+                    view = await response.json()
+                up = [m for m in view["peers"] if m["state"] == "up"]
+                if len(up) < len(running):
+                    return False
+            return True
+
+        await eventually(converged, timeout, "the processes to see each other")
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one peer, by its pid."""
+        process = self.peers[index].process
+        assert process is not None
+        os.kill(process.pid, 9)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop(timeout=5.0) for p in self.peers))
