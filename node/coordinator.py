@@ -99,14 +99,26 @@ class Coordinator:
         brought up to date in the background.
         """
         replicas = self._manifest_replicas(name)
-        answers = await asyncio.gather(
-            *(self._call(r, lambda url: self._peers.get_manifest(url, name)) for r in replicas),
-            return_exceptions=True,
-        )
-        found = {
-            r: a for r, a in zip(replicas, answers, strict=True) if not isinstance(a, BaseException)
-        }
         quorum = self._config.manifest_read_quorum
+        asking = {
+            asyncio.ensure_future(self._call(r, partial(self._peers.get_manifest, name=name))): r
+            for r in replicas
+        }
+        found: dict[str, Manifest | None] = {}
+        pending = set(asking)
+        try:
+            while pending and len(found) < quorum:  # the first R answers decide
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is None:
+                        found[asking[task]] = task.result()
+                    elif not isinstance(error, RingstoreError):
+                        raise error
+        finally:
+            for task in pending:
+                task.cancel()
+                task.add_done_callback(_consume)
         if len(found) < quorum:
             raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
         versions = [m for m in found.values() if m is not None]
@@ -379,6 +391,12 @@ class Coordinator:
         if cutoff is not None:
             return live, cutoff
         return live, ""
+
+
+def _consume(task: asyncio.Task[object]) -> None:
+    """Mark an abandoned task's outcome as seen, so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _pad(stripe: memoryview, length: int) -> memoryview:

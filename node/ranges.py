@@ -1,11 +1,17 @@
 """HTTP ``Range: bytes=...`` parsing (RFC 9110 section 14), pure and single-range.
 
 Multi-range requests are answered with the whole body (the RFC allows ignoring Range).
+Positions are ASCII digits only: ``int()`` would also take ``+1``, ``1_0`` or other scripts'
+digits, which no HTTP peer means.
 """
 
 from __future__ import annotations
 
+import re
+
 from node.errors import InvalidRange
+
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -19,19 +25,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
+    match = _SPEC.fullmatch(spec.strip())
+    if match is None or match.group(1) == match.group(2) == "":
         raise InvalidRange(f"malformed range {header!r}", size)
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix <= 0 or size == 0:
-                raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
-            return max(0, size - suffix), size
-        start = int(first)
-        end = size - 1 if last == "" else min(int(last), size - 1)
-    except ValueError:
-        raise InvalidRange(f"malformed range {header!r}", size) from None
-    if start < 0 or start >= size or end < start:
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
+        return max(0, size - suffix), size
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or end < start:
         raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
     return start, end + 1

@@ -1,0 +1,203 @@
+"""End to end against real ``ringstore`` processes: big files, SIGKILL, curl, ``ringstore up``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import ProcessCluster, eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+MIB = 1 << 20
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident set size of a live process (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    return kib / 1024
+
+
+async def random_body(size: int, seed: bytes, digest: hashlib._Hash) -> AsyncIterator[bytes]:
+    """A deterministic pseudo-random stream, hashed as it goes, never held whole."""
+    block = hashlib.sha256(seed).digest() * (MIB // 32)
+    sent = 0
+    counter = 0
+    while sent < size:
+        piece = bytes([counter % 251]) + block[1 : min(MIB, size - sent)]
+        counter += 1
+        digest.update(piece)
+        sent += len(piece)
+        yield piece
+
+
+async def fetch_digest(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    async with http.get(url) as response:
+        assert response.status == 200, await response.text()
+        async for piece in response.content.iter_any():
+            digest.update(piece)
+            size += len(piece)
+    return size, digest.hexdigest()
+
+
+@pytest.fixture
+async def processes(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    cluster = ProcessCluster(tmp_path, 7)
+    try:
+        await cluster.start(http)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+async def test_100_mib_round_trip_then_two_peers_killed(
+    processes: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    size = 100 * MIB + 3
+    sent = hashlib.sha256()
+    headers = {"Content-Length": str(size)}
+    url = f"{processes.urls[3]}/files/big/file.bin"
+    async with http.put(url, data=random_body(size, b"big", sent), headers=headers) as response:
+        assert response.status == 201, await response.text()
+    assert await fetch_digest(http, f"{processes.urls[0]}/files/big/file.bin") == (
+        size,
+        sent.hexdigest(),
+    )
+    rss = {p.url: peak_rss_mib(p.process.pid) for p in processes.peers if p.process}
+    print("peak RSS per peer after 100 MiB PUT+GET (MiB):", rss)
+    # Bounded memory: a coordinator that buffered the file would pass 100 MiB on its own.
+    assert max(rss.values()) < 160, rss
+
+    processes.kill(1)
+    processes.kill(5)
+    assert await fetch_digest(http, f"{processes.urls[2]}/files/big/file.bin") == (
+        size,
+        sent.hexdigest(),
+    )
+
+
+async def test_chunked_upload_between_processes(
+    processes: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    size = 3 * MIB + 12345
+    sent = hashlib.sha256()
+    async with http.put(
+        f"{processes.urls[6]}/files/chunked", data=random_body(size, b"chunked", sent)
+    ) as response:
+        assert response.status == 201
+        assert response.request_info.headers["Transfer-Encoding"] == "chunked"
+    assert await fetch_digest(http, f"{processes.urls[1]}/files/chunked") == (
+        size,
+        sent.hexdigest(),
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_as_in_the_readme(processes: ProcessCluster, tmp_path: Path) -> None:
+    source = tmp_path / "bigfile"
+    source.write_bytes(os.urandom(7 * MIB + 1))
+
+    def curl(*args: str, stdin: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            ["curl", "-sS", "--fail-with-body", *args],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    up = processes.urls
+    await asyncio.to_thread(curl, "-T", str(source), f"{up[3]}/files/some/dir/bigfile.bin")
+    got = await asyncio.to_thread(curl, f"{up[0]}/files/some/dir/bigfile.bin")
+    assert got == source.read_bytes()
+    await asyncio.to_thread(curl, "-T", "-", f"{up[2]}/files/piped", stdin=b"from a pipe")
+    assert await asyncio.to_thread(curl, f"{up[4]}/files/piped") == b"from a pipe"
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` free ports after it."""
+    for base in range(24000 + os.getpid() % 1000 * 20, 60000, 37):
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of ports")
+
+
+async def test_ringstore_up_starts_serves_stops_and_keeps_data(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    base = free_port_block(5)
+    command = [
+        sys.executable, "-m", "node", "up", "-n", "5",
+        "--port", str(base), "--data-dir", str(tmp_path / "data"),
+    ]  # fmt: skip
+
+    async def run_once(check: bool) -> list[int]:
+        up = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        pids: list[int] = []
+        try:
+            assert up.stdout is not None
+            while len(pids) < 5:
+                line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
+                assert line, "ringstore up exited early"
+                if match := re.search(r"pid (\d+)", line):
+                    pids.append(int(match.group(1)))
+            url = f"http://127.0.0.1:{base + 3}/files/kept"
+            if check:
+                async with http.get(url) as response:
+                    assert await response.read() == b"still here"
+            else:
+                await eventually(lambda: _all_up(http, base, 5), what="peers to see each other")
+                async with http.put(url, data=b"still here") as response:
+                    assert response.status == 201
+        finally:
+            up.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(up.wait(), 30) == 0
+        for pid in pids:
+            assert _gone(pid), f"peer {pid} still runs"
+        return pids
+
+    first = await run_once(check=False)
+    second = await run_once(check=True)
+    assert not set(first) & set(second)
+
+
+async def _all_up(http: aiohttp.ClientSession, base: int, count: int) -> bool:
+    async with http.get(f"http://127.0.0.1:{base}/cluster") as response:
+        view = await response.json()
+    return sum(p["state"] == "up" for p in view["peers"]) == count
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True

@@ -1,0 +1,229 @@
+"""Faults against an in-process cluster: stopped, hung and corrupted peers, cut-off uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.node.test_cluster_files import get, payload, put, stored_chunk_ids
+
+
+async def manifest_of(http: aiohttp.ClientSession, url: str, name: str) -> dict:  # type: ignore[type-arg]
+    async with http.get(f"{url}/manifests/{name}") as response:
+        assert response.status == 200, await response.text()
+        return await response.json()  # type: ignore[no-any-return]
+
+
+def data_holders(cluster: LocalCluster, manifest: dict) -> list[LocalPeer]:  # type: ignore[type-arg]
+    return [cluster.holder(c["holder"]) for c in manifest["chunks"] if c["kind"] == "data"]
+
+
+def chunk_path(cluster: LocalCluster, chunk: dict) -> Path:  # type: ignore[type-arg]
+    return cluster.holder(chunk["holder"]).chunks.path(chunk["id"])
+
+
+async def test_get_survives_two_stopped_data_holders(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(200_003, seed=11)
+    await put(http, cluster[0].url, "precious", data)
+    manifest = await manifest_of(http, cluster[0].url, "precious")
+    victims = data_holders(cluster, manifest)[:2]
+    for victim in victims:
+        await victim.stop()
+    reader = next(p for p in cluster.peers if p.running)
+    # At once, before heartbeats notice, and again once they have.
+    assert await get(http, reader.url, "precious") == data
+    for victim in victims:
+        await cluster.wait_down(victim)
+    assert await get(http, reader.url, "precious") == data
+
+
+async def test_three_lost_chunks_fail_loudly_never_with_wrong_bytes(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(100_000, seed=12)
+    await put(http, cluster[0].url, "fragile", data)
+    manifest = await manifest_of(http, cluster[0].url, "fragile")
+    for chunk in manifest["chunks"][:3]:
+        chunk_path(cluster, chunk).unlink()
+    async with http.get(f"{cluster[1].url}/files/fragile") as response:
+        assert response.status == 200  # headers go out before the chunks are read
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_get_survives_a_hung_data_holder(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(150_000, seed=13)
+    await put(http, cluster[0].url, "patient", data)
+    manifest = await manifest_of(http, cluster[0].url, "patient")
+    victim = data_holders(cluster, manifest)[0]
+    reader = next(p for p in cluster.peers if p is not victim)
+    victim.hang()
+    try:
+        assert await get(http, reader.url, "patient") == data
+    finally:
+        victim.unhang()
+
+
+async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(77_777, seed=14)
+    await put(http, cluster[0].url, "rotting", data)
+    manifest = await manifest_of(http, cluster[0].url, "rotting")
+    for chunk in manifest["chunks"][1:3]:  # two data chunks, one byte each
+        path = chunk_path(cluster, chunk)
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    assert await get(http, cluster[4].url, "rotting") == data
+    async with http.get(
+        f"{cluster[5].url}/files/rotting", headers={"Range": "bytes=30000-40000"}
+    ) as response:
+        assert await response.read() == data[30000:40001]
+
+
+async def test_fewer_peers_up_means_fewer_parity_chunks(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    await cluster[6].stop()
+    await cluster.wait_down(cluster[6])
+    reply = await put(http, cluster[0].url, "six", payload(50_000))
+    assert reply["chunks"] == 6
+    manifest = await manifest_of(http, cluster[1].url, "six")
+    assert (manifest["k"], manifest["m"]) == (5, 1)
+    await cluster[5].stop()
+    await cluster.wait_down(cluster[5])
+    reply = await put(http, cluster[0].url, "five", payload(50_000))
+    assert (await manifest_of(http, cluster[1].url, "five"))["m"] == 0
+    assert await get(http, cluster[2].url, "five") == payload(50_000)
+    assert await get(http, cluster[2].url, "six") == payload(50_000)
+
+
+async def test_fewer_than_five_peers_up_is_503(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    for victim in cluster.peers[4:]:
+        await victim.stop()
+    for victim in cluster.peers[4:]:
+        await cluster.wait_down(victim)
+    async with http.put(f"{cluster[0].url}/files/nope", data=b"data") as response:
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "unavailable"
+    async with http.get(f"{cluster[0].url}/files/nope") as response:
+        assert response.status == 404
+
+
+async def test_put_survives_a_peer_dying_mid_stream(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(400_000, seed=15)
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 20_000):
+            if start == 200_000:
+                await cluster[6].stop()  # every peer holds a chunk of a 7-peer file
+            yield data[start : start + 20_000]
+
+    headers = {"Content-Length": str(len(data))}
+    async with http.put(
+        f"{cluster[0].url}/files/survivor", data=body(), headers=headers
+    ) as response:
+        assert response.status == 201, await response.text()
+        reply = await response.json()
+    assert reply["chunks"] == 6
+    assert reply["degraded"] is True
+    assert await get(http, cluster[3].url, "survivor") == data
+
+
+async def test_put_drops_a_hung_peer_after_the_stall_timeout(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(2_000_000, seed=16)
+    cluster[6].hang()
+    try:
+        reply = await put(http, cluster[0].url, "impatient", data)
+    finally:
+        cluster[6].unhang()
+    assert reply["chunks"] == 6
+    assert await get(http, cluster[1].url, "impatient") == data
+
+
+async def test_cut_off_upload_leaves_nothing(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    class Cut(Exception):
+        pass
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 100_000
+        raise Cut
+
+    headers = {"Content-Length": "1000000"}
+    with pytest.raises((Cut, aiohttp.ClientError)):
+        async with http.put(f"{cluster[0].url}/files/half", data=body(), headers=headers):
+            pass
+    async with http.get(f"{cluster[1].url}/files/half") as response:
+        assert response.status == 404
+
+    def nothing_stored() -> bool:
+        incoming = [f for p in cluster.peers for f in (p.data_dir / "incoming").iterdir()]
+        return not incoming and not stored_chunk_ids(cluster)
+
+    await eventually(nothing_stored, what="no chunks and nothing in incoming/")
+
+
+async def test_short_body_with_content_length_leaves_nothing(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    # A client that promises more than it sends and then closes the connection.
+    _, writer = await asyncio.open_connection("127.0.0.1", cluster[0].port)
+    writer.write(
+        b"PUT /files/liar HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + b"y" * 1000
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await eventually(lambda: not stored_chunk_ids(cluster), what="no chunks")
+    async with http.get(f"{cluster[1].url}/files/liar") as response:
+        assert response.status == 404
+
+
+async def test_restart_of_every_peer_keeps_files_and_members(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(90_000, seed=17)
+    await put(http, cluster[0].url, "durable", data)
+    ids = {p.id for p in cluster.peers}
+    for peer in cluster.peers:
+        await peer.stop()
+    for peer in cluster.peers:
+        await peer.start()
+    assert {p.id for p in cluster.peers} == ids
+    assert all(len(p.membership.members()) == 7 for p in cluster.peers)
+    await cluster.wait_converged()
+    assert await get(http, cluster[6].url, "durable") == data
+
+
+async def test_manifest_survives_a_lost_replica(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    await put(http, cluster[0].url, "meta", b"payload")
+    holders = [p for p in cluster.peers if await p.manifests.get("meta") is not None]
+    assert len(holders) == 3
+    await holders[0].stop()
+    reader = next(p for p in cluster.peers if p.running)
+    assert await get(http, reader.url, "meta") == b"payload"
+    body = io.BytesIO(b"newer")
+    async with http.put(f"{reader.url}/files/meta", data=body) as response:
+        assert response.status == 201
+    assert await get(http, reader.url, "meta") == b"newer"
