@@ -20,6 +20,7 @@ from aiohttp import web
 from node.chunk_store import ChunkStore
 from node.config import PeerConfig
 from node.coordinator import Coordinator
+from node.durable import write_atomically
 from node.http_errors import error_middleware
 from node.manifest_store import ManifestStore
 from node.membership import Membership
@@ -41,19 +42,20 @@ def load_peer_id(data_dir: Path) -> str:
     """The peer's stable id, created on first start and kept in the data directory."""
     path = data_dir / "peer-id"
     try:
-        return path.read_text().strip()
+        return str(uuid.UUID(path.read_text().strip()))
     except FileNotFoundError:
         peer_id = str(uuid.uuid4())
-        temp = path.with_suffix(".tmp")
-        temp.write_text(peer_id + "\n")
-        temp.replace(path)
+        write_atomically(path, f"{peer_id}\n".encode())
         return peer_id
+    except ValueError:
+        raise SystemExit(f"{path} does not hold a peer id; fix or remove it") from None
 
 
 def create_app(config: PeerConfig) -> web.Application:
     from node import peer_api, public_api
 
-    app = web.Application(middlewares=[error_middleware])
+    # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
+    app = web.Application(middlewares=[error_middleware], client_max_size=256 << 20)
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifecycle)
     public_api.add_routes(app)
@@ -73,18 +75,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector)
     peers = PeerClient(session, config.peer_timeout)
     me = Member(peer_id, config.url, config.weight)
+    clock = HybridClock(peer_id)
     membership = Membership(
         me,
         config.data_dir,
         config.join,
         peers,
+        clock,
         lambda: (chunks.used_bytes, chunks.chunk_count),
         vnodes=config.vnodes,
         interval=config.heartbeat_interval,
         down_after=config.down_after,
     )
     await asyncio.to_thread(membership.load)
-    clock = HybridClock(peer_id)
     coordinator = Coordinator(config, membership, peers, clock)
     app[CHUNKS], app[MANIFESTS], app[MEMBERSHIP] = chunks, manifests, membership
     app[CLOCK], app[COORDINATOR] = clock, coordinator

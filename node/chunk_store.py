@@ -23,20 +23,14 @@ from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from node.durable import fsync_dir
 from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
+from node.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
-CHUNK_ID = re.compile(r"^[0-9a-f]{32}-[0-9]{1,3}$")
+CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ChunkStore:
@@ -47,6 +41,7 @@ class ChunkStore:
         self._incoming = root / "incoming"
         self.used_bytes = 0
         self.chunk_count = 0
+        self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
         return (
@@ -80,7 +75,7 @@ class ChunkStore:
         return path
 
     def _path(self, chunk_id: str) -> Path:
-        if not CHUNK_ID.match(chunk_id):
+        if not CHUNK_ID.fullmatch(chunk_id):
             raise InvalidRequest(f"malformed chunk id {chunk_id!r}")
         return self._chunks / chunk_id[:2] / chunk_id
 
@@ -110,7 +105,8 @@ class ChunkStore:
             size += batched
             if expected_size is not None and size != expected_size:
                 raise IncompleteBody(f"chunk {chunk_id}: got {size} of {expected_size} bytes")
-            replaced = await asyncio.to_thread(_commit, file, temp, final)
+            # Shielded: once the rename may happen, the counters must follow it.
+            await asyncio.shield(self._commit(chunk_id, file, temp, final, size))
         except OSError as exc:
             await asyncio.to_thread(_discard, file, temp)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -119,12 +115,18 @@ class ChunkStore:
         except BaseException:
             await asyncio.shield(asyncio.to_thread(_discard, file, temp))
             raise
-        if replaced is not None:  # the same chunk written twice: count it once
-            self.used_bytes -= replaced
-            self.chunk_count -= 1
-        self.used_bytes += size
-        self.chunk_count += 1
         return size
+
+    async def _commit(
+        self, chunk_id: str, file: BinaryIO, temp: Path, final: Path, size: int
+    ) -> None:
+        async with self._locks.hold(chunk_id):  # two writes of one id count once
+            replaced = await asyncio.to_thread(_commit, file, temp, final)
+            if replaced is not None:
+                self.used_bytes -= replaced
+                self.chunk_count -= 1
+            self.used_bytes += size
+            self.chunk_count += 1
 
     async def delete(self, chunk_id: str) -> None:
         """Remove a chunk; raises ChunkNotFound if it is not stored."""
@@ -145,7 +147,7 @@ def _commit(file: BinaryIO, temp: Path, final: Path) -> int | None:
     final.parent.mkdir(exist_ok=True)
     replaced = final.stat().st_size if final.exists() else None
     os.replace(temp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return replaced
 
 

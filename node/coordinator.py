@@ -15,11 +15,12 @@ chunk is missing, slow or corrupt switches to a parity chunk and decodes from th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import xxhash
 
@@ -34,18 +35,20 @@ from node.errors import (
     Unavailable,
 )
 from node.layout import Layout
-from node.manifest import ChunkRef, Manifest, chunk_id, file_id
+from node.manifest import DIGEST_SIZE, ChunkRef, Manifest, chunk_id, file_id
+from node.manifest_store import ReplicaWrite
 from node.membership import Membership
 from node.names import name_key
-from node.peer_client import ManifestWrite, PeerClient
+from node.peer_client import PeerClient
 from node.version import HybridClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DIGEST = 16
 
 
 class Coordinator:
+    """Carries out PUT, GET, DELETE and listings for the public API, from any peer."""
+
     def __init__(
         self,
         config: PeerConfig,
@@ -86,92 +89,116 @@ class Coordinator:
 
     # --- manifests -------------------------------------------------------------------------
 
-    def _manifest_replicas(self, name: str) -> tuple[str, ...]:
-        ring = self._membership.ring
-        return ring.placement(
-            name_key(name), self._config.manifest_replicas, skip=self._membership.down_ids()
-        )
+    async def _ask_replicas(
+        self, name: str, call: Callable[[str], Awaitable[T]], wanted: int
+    ) -> dict[str, T]:
+        """Call the manifest replicas of ``name`` until ``wanted`` of them have answered.
 
-    async def read_manifest(self, name: str) -> Manifest | None:
-        """The newest manifest of ``name`` on a read quorum, tombstones included.
-
-        Raises Unavailable when fewer than R replicas answer. Replicas found behind are
-        brought up to date in the background.
+        Starts with the first N up members clockwise from the name's key; each one that fails
+        is replaced by the next member on the ring, so a peer that died a moment ago (not yet
+        seen down) costs an extra call, not the request. Returns the answers by member.
         """
-        replicas = self._manifest_replicas(name)
-        quorum = self._config.manifest_read_quorum
-        asking = {
-            asyncio.ensure_future(self._call(r, partial(self._peers.get_manifest, name=name))): r
-            for r in replicas
-        }
-        found: dict[str, Manifest | None] = {}
-        pending = set(asking)
+        down = self._membership.down_ids()
+        ring = self._membership.ring
+        candidates = (m for m in ring.successors(name_key(name)) if m not in down)
+        asking: dict[asyncio.Future[T], str] = {}
+
+        def ask(member: str) -> None:
+            asking[asyncio.ensure_future(self._call(member, call))] = member
+
+        for member in itertools.islice(candidates, self._config.manifest_replicas):
+            ask(member)
+        answers: dict[str, T] = {}
         try:
-            while pending and len(found) < quorum:  # the first R answers decide
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while asking and len(answers) < wanted:
+                done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
+                    member = asking.pop(task)
                     error = task.exception()
                     if error is None:
-                        found[asking[task]] = task.result()
+                        answers[member] = task.result()
                     elif not isinstance(error, RingstoreError):
                         raise error
+                    elif (standby := next(candidates, None)) is not None:
+                        ask(standby)
         finally:
-            for task in pending:
+            for task in asking:
                 task.cancel()
                 task.add_done_callback(_consume)
+        return answers
+
+    async def read_manifest(self, name: str) -> Manifest | None:
+        """The newest manifest of ``name`` among the first R replicas to answer.
+
+        Tombstones included. Raises Unavailable when fewer than R replicas answer. Replicas
+        found behind are brought up to date in the background.
+        """
+        quorum = self._config.manifest_read_quorum
+        found = await self._ask_replicas(name, partial(self._peers.get_manifest, name=name), quorum)
         if len(found) < quorum:
             raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
         versions = [m for m in found.values() if m is not None]
         if not versions:
             return None
-        newest = max(versions, key=lambda m: m.version)
+        newest = max(versions, key=lambda m: m.precedence)
         self._clock.observe(newest.version)
         for replica, manifest in found.items():
-            if manifest is None or manifest.version < newest.version:
+            if manifest is None or manifest.precedence < newest.precedence:
                 self._spawn(self._repair_manifest(replica, newest))
         return newest
 
     async def _repair_manifest(self, replica: str, manifest: Manifest) -> None:
         try:
-            await self._call(replica, lambda url: self._peers.put_manifest(url, manifest))
+            await self._call(replica, partial(self._peers.put_manifest, manifest=manifest))
         except RingstoreError as exc:
             log.warning("read repair of %r on %s failed: %s", manifest.name, replica, exc)
 
-    async def _write_manifest(self, manifest: Manifest) -> list[ManifestWrite]:
-        """Write a manifest to its replicas; raises Unavailable below the write quorum."""
-        replicas = self._manifest_replicas(manifest.name)
-        answers = await asyncio.gather(
-            *(self._call(r, lambda url: self._peers.put_manifest(url, manifest)) for r in replicas),
-            return_exceptions=True,
+    async def _write_manifest(self, manifest: Manifest) -> list[ReplicaWrite]:
+        """Write a manifest to its N replicas; raises Unavailable below the write quorum.
+
+        A write that misses the quorum is retracted from the replicas that took it, so a
+        failed PUT or DELETE does not surface later through them (as far as they answer).
+        """
+        answers = await self._ask_replicas(
+            manifest.name,
+            partial(self._peers.put_manifest, manifest=manifest),
+            self._config.manifest_replicas,
         )
-        acks = [a for a in answers if isinstance(a, ManifestWrite)]
-        for answer in answers:
-            if isinstance(answer, BaseException) and not isinstance(answer, RingstoreError):
-                raise answer
         quorum = self._config.manifest_write_quorum
-        if len(acks) < quorum:
-            raise Unavailable(
-                f"manifest of {manifest.name!r} reached {len(acks)} of the {quorum} replicas needed"
+        if len(answers) < quorum:
+            await asyncio.gather(
+                *(
+                    self._call(r, partial(self._peers.retract_manifest, manifest=manifest))
+                    for r, answer in answers.items()
+                    if answer.stored
+                ),
+                return_exceptions=True,
             )
-        return acks
+            raise Unavailable(
+                f"manifest of {manifest.name!r} reached {len(answers)} of the {quorum} "
+                "replicas needed"
+            )
+        return list(answers.values())
 
-    def _retire(self, acks: list[ManifestWrite], manifest: Manifest) -> None:
+    def _retire(self, acks: list[ReplicaWrite], manifest: Manifest) -> None:
         """After a commit, delete what it superseded once readers had time to finish."""
-        retired = {a.replaced.version: a.replaced for a in acks if a.replaced is not None}
-        if not any(a.stored for a in acks):  # a newer version beat this one everywhere
-            retired[manifest.version] = manifest
-        for old in retired.values():
-            if old.chunks:
-                self._spawn(self._delete_chunks(old, self._config.delete_grace))
+        stored = any(a.stored for a in acks)
+        unused = {c for a in acks if a.replaced is not None for c in a.replaced.placed_chunks()}
+        if stored:
+            unused -= manifest.placed_chunks()
+        else:  # a newer manifest beat this one on every replica
+            unused |= manifest.placed_chunks()
+        if unused:
+            self._spawn(self._delete_chunks(unused, self._config.delete_grace))
 
-    async def _delete_chunks(self, manifest: Manifest, delay: float) -> None:
+    async def _delete_chunks(self, chunks: set[tuple[str, str]], delay: float) -> None:
+        """Delete ``(holder, chunk id)`` pairs after ``delay`` seconds, as far as possible."""
         await asyncio.sleep(delay)
-        for ref in manifest.chunks:
-            chunk = manifest.chunk_id(ref.index)
+        for holder, chunk in sorted(chunks):
             try:
-                await self._call(ref.holder, partial(self._peers.delete_chunk, chunk_id=chunk))
+                await self._call(holder, partial(self._peers.delete_chunk, chunk_id=chunk))
             except (RingstoreError, KeyError) as exc:
-                log.info("chunk %s not deleted from %s: %s", chunk, ref.holder, exc)
+                log.info("chunk %s not deleted from %s: %s", chunk, holder, exc)
 
     # --- public operations -----------------------------------------------------------------
 
@@ -238,7 +265,7 @@ class Coordinator:
                 self._membership.report_failure(writer.holder, str(writer.error))
         quorum = config.chunk_quorum(n)
         if len(chunks) < quorum:
-            self._spawn(self._delete_chunks(Manifest(name, version, layout, chunks=chunks), 0))
+            self._spawn(self._delete_chunks({(w.holder, w.chunk_id) for w in writers}, 0))
             raise Unavailable(f"only {len(chunks)} of {n} chunks were stored; {quorum} needed")
         manifest = Manifest(name, version, layout, etag, content_type, chunks)
         acks = await self._write_manifest(manifest)
@@ -268,7 +295,7 @@ class Coordinator:
         async def send(encoded: tuple[list[Buffer], bytes]) -> None:
             blocks, stripe_digests = encoded
             for index, writer in enumerate(writers):
-                digests[index] += stripe_digests[index * DIGEST : (index + 1) * DIGEST]
+                digests[index] += stripe_digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
                 await writer.send(blocks[index])
 
         pending: asyncio.Future[tuple[list[Buffer], bytes]] | None = None
@@ -286,9 +313,12 @@ class Coordinator:
         finally:
             if pending is not None:
                 pending.cancel()
+                pending.add_done_callback(_consume)
         return received, content.hexdigest(), digests
 
-    async def stream(self, manifest: Manifest, start: int, end: int) -> AsyncIterator[Buffer]:
+    async def stream(
+        self, manifest: Manifest, start: int, end: int
+    ) -> AsyncGenerator[Buffer, None]:
         """Yield file bytes ``[start, end)`` of ``manifest``, verified, decoding if needed.
 
         Raises Unavailable when fewer than k chunks of a stripe can be read.
@@ -320,7 +350,7 @@ class Coordinator:
             for stripe in stripes:
                 blocks: dict[int, Buffer] = {}
                 for index in list(active):
-                    block = await active[index].next_block()
+                    block = await active[index].next_block(self._config.peer_timeout)
                     if block is None:
                         active.pop(index).close()
                     else:
@@ -332,7 +362,7 @@ class Coordinator:
                             f"needed for stripe {stripe} are readable"
                         )
                     reader = activate(stripe)
-                    block = await reader.next_block()
+                    block = await reader.next_block(self._config.peer_timeout)
                     if block is None:
                         active.pop(reader.ref.index).close()
                     else:
@@ -380,7 +410,7 @@ class Coordinator:
             entries, truncated = answer
             for entry in entries:
                 known = newest.get(entry.name)
-                if known is None or known.version < entry.version:
+                if known is None or known.precedence < entry.precedence:
                     newest[entry.name] = entry
             if truncated and entries and (cutoff is None or entries[-1].name < cutoff):
                 cutoff = entries[-1].name
@@ -393,7 +423,7 @@ class Coordinator:
         return live, ""
 
 
-def _consume(task: asyncio.Task[object]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     """Mark an abandoned task's outcome as seen, so asyncio does not log it."""
     if not task.cancelled():
         task.exception()
@@ -512,7 +542,11 @@ class ChunkWriter:
 
 
 class ChunkReader:
-    """Reads one chunk's blocks for a range of stripes ahead of the consumer, verified."""
+    """Reads one chunk's blocks for a range of stripes ahead of the consumer, verified.
+
+    The reading task ends on the first failure (unreachable or silent holder, short or
+    corrupt data); the consumer then gets None and switches to another chunk.
+    """
 
     def __init__(
         self,
@@ -530,11 +564,13 @@ class ChunkReader:
         self._membership = membership
         self._layout = layout
         self._stripes = stripes
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(depth)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(depth)
         self._task = asyncio.ensure_future(self._run())
 
     def __repr__(self) -> str:
-        return f"ChunkReader({self.chunk_id} @ {self.ref.holder[:8]}, queued={self._queue.qsize()})"
+        state = "ended" if self._task.done() else "reading"
+        where = f"{self.chunk_id} @ {self.ref.holder[:8]}"
+        return f"ChunkReader({where}, {state}, queued={self._queue.qsize()})"
 
     async def _run(self) -> None:
         layout, stripes = self._layout, self._stripes
@@ -552,16 +588,23 @@ class ChunkReader:
         except PeerUnavailable as exc:
             self._membership.report_failure(self.ref.holder, str(exc))
             log.warning("reading chunk %s: %s", self.chunk_id, exc)
-        except (RingstoreError, EOFError, KeyError) as exc:
+        except Exception as exc:  # any failure means: read another chunk instead
             log.warning("reading chunk %s from %s: %r", self.chunk_id, self.ref.holder, exc)
-        await self._queue.put(None)
 
-    async def next_block(self) -> bytes | None:
-        """The next stripe's block, or None once this chunk cannot give more."""
-        block = await self._queue.get()
-        if block is None:
-            self._queue.put_nowait(None)  # stay failed for later calls
-        return block
+    async def next_block(self, timeout: float) -> bytes | None:
+        """The next stripe's block, or None if this chunk cannot give it within ``timeout``."""
+        if self._queue.empty() and self._task.done():
+            return None
+        getting = asyncio.ensure_future(self._queue.get())
+        done, _ = await asyncio.wait(
+            {getting, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getting in done:
+            return getting.result()
+        getting.cancel()
+        if not self._queue.empty():  # the reader ended right after queueing its last block
+            return self._queue.get_nowait()
+        return None
 
     def close(self) -> None:
         self._task.cancel()

@@ -83,3 +83,24 @@ class InsufficientStorage(RingstoreError):
 
 class CorruptData(RingstoreError):
     code = "corrupt_data"
+
+
+def _codes(cls: type[RingstoreError]) -> dict[str, type[RingstoreError]]:
+    found = {cls.code: cls}
+    for sub in cls.__subclasses__():
+        found.update(_codes(sub))
+    return found
+
+
+# Classes rebuilt from an error code alone; those needing more (a size, a peer) are left out.
+BY_CODE = {
+    code: cls
+    for code, cls in _codes(RingstoreError).items()
+    if cls not in (InvalidRange, PeerUnavailable, RingstoreError)
+}
+
+
+def error_from_code(code: str, message: str) -> RingstoreError | None:
+    """The exception another peer reported with ``code``, or None for an unknown code."""
+    cls = BY_CODE.get(code)
+    return cls(message) if cls is not None else None

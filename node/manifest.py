@@ -1,8 +1,10 @@
 """Manifests: the record of one file version, and the commit point of a PUT.
 
 A file version exists exactly when a manifest for it is stored on a write quorum of its
-replicas. The manifest names the layout, the content digest, and for every stored chunk its
-index, holder peer, size and block digests. A tombstone is a manifest with ``deleted`` set
+replicas. Manifests are ordered by ``(version, revision)``: the version orders the writes of a
+name, the revision orders changes of where one version's chunks live (moves and repairs).
+The manifest names the layout, the content digest, and for every stored chunk its index,
+holder peer and block digests. A tombstone is a manifest with ``deleted`` set
 and no chunks. On the wire and on disk a manifest is msgpack with a schema number.
 """
 
@@ -48,6 +50,16 @@ class Manifest:
     content_type: str = "application/octet-stream"
     chunks: tuple[ChunkRef, ...] = ()
     deleted: bool = False
+    revision: int = 0
+
+    @property
+    def precedence(self) -> tuple[Version, int]:
+        """What decides which of two manifests of a name is current: the greater."""
+        return self.version, self.revision
+
+    def placed_chunks(self) -> set[tuple[str, str]]:
+        """``(holder, chunk id)`` of every stored chunk."""
+        return {(ref.holder, self.chunk_id(ref.index)) for ref in self.chunks}
 
     @property
     def size(self) -> int:
@@ -81,6 +93,7 @@ class Manifest:
             "etag": self.etag,
             "content_type": self.content_type,
             "deleted": self.deleted,
+            "revision": self.revision,
             "chunks": [[c.index, c.holder, c.block_digests] for c in self.chunks],
         }
         data: bytes = msgpack.packb(record, use_bin_type=True)
@@ -101,6 +114,7 @@ class Manifest:
                 etag=record["etag"],
                 content_type=record["content_type"],
                 deleted=record["deleted"],
+                revision=record.get("revision", 0),
                 chunks=tuple(ChunkRef(i, h, d) for i, h, d in record["chunks"]),
             )
         except CorruptData:
@@ -113,6 +127,7 @@ class Manifest:
         return {
             "name": self.name,
             "version": str(self.version),
+            "revision": self.revision,
             "size": layout.size,
             "etag": self.etag,
             "content_type": self.content_type,

@@ -4,9 +4,10 @@ Layout under the data directory::
 
     manifests/<2 hex>/<name key>   msgpack manifest, replaced only by a newer version
 
-A write is kept only if its version is newer than the stored one, so replicas converge on the
-highest version whatever order writes arrive in. Files are written to a temporary name,
-fsynced and renamed. An in-memory index of summaries serves listings without disk reads.
+A write is kept only if it takes precedence over the stored one (a newer version, or a newer
+revision of the same version), so replicas converge whatever order writes arrive in. Files
+are written to a temporary name, fsynced and renamed. An in-memory index of summaries serves
+listings without disk reads.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.durable import write_atomically
 from node.errors import CorruptData
+from node.locks import KeyedLocks
 from node.manifest import Manifest
 from node.names import name_key
 from node.version import Version
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StoreResult:
+class ReplicaWrite:
     """What a replica did with a manifest it was sent."""
 
     stored: bool
@@ -39,6 +38,8 @@ class StoreResult:
 
 
 class ManifestStore:
+    """The manifest replicas on this peer's disk, with an in-memory index for listings."""
+
     def __init__(self, root: Path) -> None:
         self._root = root / "manifests"
         self._index: dict[str, Manifest] = {}
@@ -58,7 +59,7 @@ class ManifestStore:
         self._root.mkdir(parents=True, exist_ok=True)
         for shard in self._root.iterdir():
             for path in shard.iterdir():
-                if path.name.endswith(".tmp"):
+                if path.suffix == ".tmp":
                     path.unlink()
                     continue
                 try:
@@ -83,33 +84,40 @@ class ManifestStore:
             return None
         return Manifest.from_bytes(data)
 
-    async def put(self, manifest: Manifest) -> StoreResult:
-        """Keep ``manifest`` if it is newer than the stored version of its name."""
+    async def put(self, manifest: Manifest) -> ReplicaWrite:
+        """Keep ``manifest`` if it takes precedence over the stored one of its name."""
         async with self._locks.hold(manifest.name):
             current = self._index.get(manifest.name)
-            if current is not None and current.version >= manifest.version:
-                return StoreResult(False, current.version, None)
-            replaced = await self.get(manifest.name) if current is not None else None
+            if current is not None and current.precedence >= manifest.precedence:
+                return ReplicaWrite(False, current.version, None)
+            replaced = await self._get_replaced(manifest.name) if current is not None else None
             await asyncio.to_thread(self._write, manifest)
             if current is None:
                 bisect.insort(self._names, manifest.name)
             self._index[manifest.name] = _summary(manifest)
-            return StoreResult(True, manifest.version, replaced)
+            return ReplicaWrite(True, manifest.version, replaced)
+
+    async def retract(self, name: str, precedence: tuple[Version, int]) -> None:
+        """Drop this replica of ``name`` if it is exactly ``precedence`` (a failed write's)."""
+        async with self._locks.hold(name):
+            current = self._index.get(name)
+            if current is None or current.precedence != precedence:
+                return
+            await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
+            del self._index[name]
+            self._names.pop(bisect.bisect_left(self._names, name))
+
+    async def _get_replaced(self, name: str) -> Manifest | None:
+        try:
+            return await self.get(name)
+        except CorruptData as exc:  # a damaged replica must not block newer writes
+            log.error("replacing unreadable manifest of %r: %s", name, exc)
+            return None
 
     def _write(self, manifest: Manifest) -> None:
         path = self._path(manifest.name)
         path.parent.mkdir(exist_ok=True)
-        temp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-        with open(temp, "wb") as file:
-            file.write(manifest.to_bytes())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomically(path, manifest.to_bytes())
 
     def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], bool]:
         """Summaries of names with ``prefix`` after ``start_after``, tombstones included.
@@ -130,25 +138,6 @@ class ManifestStore:
         return found, False
 
 
-class KeyedLocks:
-    """One asyncio lock per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._entries.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._entries[key]
-
-
 def _summary(manifest: Manifest) -> Manifest:
     """The manifest without its chunk list: what the index keeps in memory."""
     return Manifest(
@@ -159,4 +148,5 @@ def _summary(manifest: Manifest) -> Manifest:
         manifest.content_type,
         (),
         manifest.deleted,
+        manifest.revision,
     )

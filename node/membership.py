@@ -2,13 +2,17 @@
 
 Members are an address book: learned from ``--join`` seeds and from every gossip exchange, so a
 member known to one peer is soon known to all; persisted in the data directory; never removed.
-Liveness is separate: a member is ``up`` only while this peer's own HTTP exchanges with it
-succeed, and ``down`` after ``down_after`` consecutive failures (a failed exchange, or a failed
-call the coordinator reports). Down members keep their place on the ring; placement passes
-over them for new writes.
+A member's own record (its gossip ``from`` field) decides its URL and weight; hearsay only
+adds members not yet known.
 
-Each gossip round sends this peer's member list and storage figures to every member and to
-seeds not yet known, and merges what comes back.
+Liveness is separate and local: a member is ``up`` only while this peer's own HTTP exchanges
+with it succeed, and ``down`` after ``down_after`` consecutive failures (a failed exchange, or
+a failed call the coordinator reports). Down members keep their place on the ring; placement
+passes over them for new writes. New members start ``down`` until the first exchange.
+
+Each gossip round sends this peer's member list, storage figures and hybrid clock to every
+member and to seeds not yet known, and merges what comes back; clocks observed this way keep
+versions issued by different peers in causal order within a heartbeat.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
-from node.errors import RingstoreError
+from node.durable import write_atomically
+from node.errors import CorruptData, RingstoreError
 from node.peer_client import PeerClient
+from node.version import HybridClock
+from node.wire import pack, unpack
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,15 @@ class Liveness:
 
 
 class Membership:
+    """The member list, each member's liveness, and the ring built from the members."""
+
     def __init__(
         self,
         me: Member,
         data_dir: Path,
         seeds: Iterable[str],
         peers: PeerClient,
+        clock: HybridClock,
         stats: Callable[[], tuple[int, int]],
         vnodes: int,
         interval: float = 1.0,
@@ -63,14 +70,16 @@ class Membership:
         self._path = data_dir / "members.msgpack"
         self._seeds = [s.rstrip("/") for s in seeds if s.rstrip("/") != me.url]
         self._peers = peers
+        self._clock = clock
+        self._stats = stats  # this peer's (used_bytes, chunks)
         self._vnodes = vnodes
         self._interval = interval
         self._down_after = down_after
         self._members: dict[str, Member] = {me.id: me}
         self._liveness: dict[str, Liveness] = {me.id: Liveness(up=True)}
         self._ring = Ring([me], vnodes)
+        self._ring_stale = False
         self._wake = asyncio.Event()
-        self._stats = stats  # this peer's (used_bytes, chunks)
 
     def __repr__(self) -> str:
         up = len(self.up_ids())
@@ -80,6 +89,7 @@ class Membership:
 
     @property
     def ring(self) -> Ring:
+        """The ring of every member; rebuilt off the loop shortly after a member is learned."""
         return self._ring
 
     def member(self, member_id: str) -> Member:
@@ -103,35 +113,48 @@ class Membership:
     # --- learning -----------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the persisted member list (blocking; call before serving)."""
+        """Read the persisted member list and build the ring (blocking; before serving)."""
         try:
-            records = msgpack.unpackb(self._path.read_bytes(), raw=False)
+            records = unpack(self._path.read_bytes())
+            members = [_member(r) for r in records]
         except FileNotFoundError:
             return
-        self.merge([_member(r) for r in records], persist=False)
+        except (CorruptData, KeyError, TypeError, ValueError) as exc:
+            log.error("ignoring unreadable %s (%s); members will be relearned", self._path, exc)
+            return
+        self._add(members)
+        self._ring = Ring(self._members.values(), self._vnodes)
+        self._ring_stale = False
 
-    def merge(self, members: Iterable[Member], persist: bool = True) -> bool:
+    def merge(self, members: Iterable[Member]) -> bool:
         """Add members not yet known (hearsay never changes a known member)."""
+        if not self._add(members):
+            return False
+        self._persist()
+        self._wake.set()
+        return True
+
+    def _add(self, members: Iterable[Member]) -> bool:
         changed = False
         for member in members:
             if member.id == self.me.id or member.id in self._members:
                 continue
             self._members[member.id] = member
             self._liveness.setdefault(member.id, Liveness())
+            self._ring_stale = True
             changed = True
             log.info("member %s at %s (weight %d)", member.id, member.url, member.weight)
-        if changed:
-            self._ring = Ring(self._members.values(), self._vnodes)
-            self._wake.set()
-            if persist:
-                self._persist()
         return changed
 
     def _persist(self) -> None:
         # A few hundred bytes per member: small enough to write on the loop.
-        temp = self._path.with_suffix(".tmp")
-        temp.write_bytes(msgpack.packb([_record(m) for m in self.members()]))
-        os.replace(temp, self._path)
+        write_atomically(self._path, pack([_record(m) for m in self.members()]))
+
+    async def refresh_ring(self) -> None:
+        """Rebuild the ring in a thread if members changed (O(vnodes x members))."""
+        if self._ring_stale:
+            self._ring_stale = False
+            self._ring = await asyncio.to_thread(Ring, list(self._members.values()), self._vnodes)
 
     def report_success(self, member_id: str) -> None:
         live = self._liveness.get(member_id)
@@ -159,29 +182,35 @@ class Membership:
             "members": [_record(m) for m in self.members()],
             "used_bytes": used,
             "chunks": chunks,
+            "clock": self._clock.now().to_wire(),
         }
 
     def receive(self, payload: dict[str, Any]) -> None:
-        """Merge a gossip payload from another peer; the sender is evidently up."""
+        """Merge a gossip payload from another peer; the sender is evidently up.
+
+        Raises KeyError, TypeError or ValueError for a malformed payload.
+        """
         sender = _member(payload["from"])
+        members = [_member(r) for r in payload["members"]]
+        used, chunks = int(payload["used_bytes"]), int(payload["chunks"])
         if sender.id != self.me.id and self._members.get(sender.id) != sender:
             self._members.pop(sender.id, None)  # its own record beats hearsay
             self.merge([sender])
-        self.merge(_member(r) for r in payload["members"])
+        self.merge(members)
+        if "clock" in payload:
+            self._clock.observe_wire(payload["clock"])
         self.report_success(sender.id)
         live = self._liveness[sender.id]
-        live.used_bytes, live.chunks = payload["used_bytes"], payload["chunks"]
+        live.used_bytes, live.chunks = used, chunks
 
     async def _exchange(self, url: str, member_id: str | None) -> None:
+        timeout = max(1.0, 2 * self._interval)
         try:
-            reply = await asyncio.wait_for(
-                self._peers.exchange(url, self.gossip()), max(1.0, 2 * self._interval)
-            )
-        except (RingstoreError, asyncio.TimeoutError) as exc:
+            reply = await asyncio.wait_for(self._peers.exchange(url, self.gossip()), timeout)
+            self.receive(reply)
+        except (RingstoreError, asyncio.TimeoutError, KeyError, TypeError, ValueError) as exc:
             if member_id is not None:
-                self.report_failure(member_id, str(exc) or "no answer in time")
-            return
-        self.receive(reply)
+                self.report_failure(member_id, str(exc) or type(exc).__name__)
 
     async def gossip_round(self) -> None:
         """Exchange gossip with every member and every seed not yet known."""
@@ -191,12 +220,16 @@ class Membership:
         ]
         targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
         await asyncio.gather(*(self._exchange(url, mid) for url, mid in targets))
+        await self.refresh_ring()
 
     async def run(self) -> None:
         """Gossip every ``interval`` seconds, and at once when a member is learned."""
         while True:
             self._wake.clear()
-            await self.gossip_round()
+            try:
+                await self.gossip_round()
+            except Exception:  # a bug here must not end heartbeats for good
+                log.exception("gossip round failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
 

@@ -39,7 +39,8 @@ def name_from_raw_path(raw: str) -> str:
     normalised away still reach validation.
     """
     try:
-        name = unquote_to_bytes(raw).decode("utf-8")
+        # aiohttp's pure-Python parser hands undecodable bytes over as surrogate escapes.
+        name = unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidName("names must be valid UTF-8") from None
     return validate_name(name)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 from aiohttp import web
 
 from node.app import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP
-from node.body import body_pieces
-from node.errors import FileNotFound, InvalidRequest
+from node.errors import CorruptData, FileNotFound, InvalidRequest
+from node.http_input import body_pieces, query_int
 from node.manifest import Manifest
-
-MSGPACK = "application/msgpack"
+from node.version import Version
+from node.wire import MSGPACK, pack, unpack
 
 
 def add_routes(app: web.Application) -> None:
@@ -24,18 +23,19 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/internal/chunks/{chunk_id}", delete_chunk)
     app.router.add_get("/internal/manifests", get_manifest)
     app.router.add_put("/internal/manifests", put_manifest)
+    app.router.add_delete("/internal/manifests", retract_manifest)
     app.router.add_get("/internal/manifests/list", list_manifests)
     app.router.add_post("/internal/gossip", gossip)
 
 
-def _packed(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgpack.packb(value), status=status, content_type=MSGPACK)
+def _packed(value: Any) -> web.Response:
+    return web.Response(body=pack(value), content_type=MSGPACK)
 
 
 async def _unpacked(request: web.Request) -> Any:
     try:
-        return msgpack.unpackb(await request.read(), raw=False)
-    except ValueError as exc:
+        return unpack(await request.read())
+    except CorruptData as exc:
         raise InvalidRequest(f"body is not msgpack: {exc}") from exc
 
 
@@ -64,7 +64,10 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def put_manifest(request: web.Request) -> web.Response:
-    manifest = Manifest.from_bytes(await request.read())
+    try:
+        manifest = Manifest.from_bytes(await request.read())
+    except CorruptData as exc:
+        raise InvalidRequest(str(exc)) from exc
     request.app[CLOCK].observe(manifest.version)
     result = await request.app[MANIFESTS].put(manifest)
     return _packed(
@@ -76,12 +79,19 @@ async def put_manifest(request: web.Request) -> web.Response:
     )
 
 
-async def list_manifests(request: web.Request) -> web.Response:
+async def retract_manifest(request: web.Request) -> web.Response:
     query = request.query
     try:
-        limit = int(query.get("limit", "1000"))
-    except ValueError:
-        raise InvalidRequest("limit must be an integer") from None
+        precedence = Version.parse(query["version"]), int(query["revision"])
+    except (KeyError, ValueError):
+        raise InvalidRequest("version and revision are required") from None
+    await request.app[MANIFESTS].retract(query.get("name", ""), precedence)
+    return web.Response(status=204)
+
+
+async def list_manifests(request: web.Request) -> web.Response:
+    query = request.query
+    limit = query_int(request, "limit", 1000, 1, 100_000)
     found, truncated = request.app[MANIFESTS].list(
         query.get("prefix", ""), query.get("start_after", ""), limit
     )

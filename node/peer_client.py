@@ -1,7 +1,9 @@
 """Calls from one peer to another over the peer-to-peer API (``/internal/...``).
 
-One pooled aiohttp session serves every call. Transport failures and error statuses become
-the domain exceptions of ``node.errors`` here, so the coordinator never sees aiohttp errors.
+One pooled aiohttp session serves every call. Here, and only here, transport failures and
+error answers become the domain exceptions of ``node.errors``: a transport failure or an
+unexplained server error is PeerUnavailable (it counts against the peer's liveness); an error
+the peer explained (404, 507, a corrupt manifest...) is raised as the class it named.
 """
 
 from __future__ import annotations
@@ -9,54 +11,60 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import msgpack
 
 from node.codec import Buffer
 from node.errors import (
-    ChunkNotFound,
-    CorruptData,
     InsufficientStorage,
+    InvalidRequest,
+    NotFound,
     PeerUnavailable,
     RingstoreError,
+    error_from_code,
 )
 from node.manifest import Manifest
+from node.manifest_store import ReplicaWrite
 from node.version import Version
+from node.wire import MSGPACK, pack, unpack
 
-MSGPACK = "application/msgpack"
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-@dataclass(frozen=True)
-class ManifestWrite:
-    """A replica's answer to a manifest write."""
-
-    stored: bool
-    current: Version
-    replaced: Manifest | None
+async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    try:
+        error = (await response.json())["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        code, message = "", response.reason or ""
+    known = error_from_code(code, message)
+    if known is not None:
+        raise known
+    if response.status == 404:
+        raise NotFound(message)
+    if response.status == 507:
+        raise InsufficientStorage(message)
+    if 400 <= response.status < 500:
+        raise InvalidRequest(f"{url}: HTTP {response.status} {code}: {message}")
+    raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
 
 
 class PeerClient:
+    """The client side of the peer-to-peer API.
+
+    Every method raises PeerUnavailable when the peer cannot be reached or fails without
+    explanation, and the peer's own error class (NotFound, InsufficientStorage, ...) otherwise.
+    """
+
     def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
 
-    async def _check(self, url: str, response: aiohttp.ClientResponse) -> None:
-        if response.status < 400:
-            return
-        try:
-            error = (await response.json())["error"]
-            code, message = error["code"], error["message"]
-        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
-            code, message = "", response.reason or ""
-        if response.status == 404:
-            raise ChunkNotFound(message)
-        if response.status == 507:
-            raise InsufficientStorage(message)
-        raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
+    def __repr__(self) -> str:
+        return f"PeerClient(timeout={self._timeout.sock_read}s, closed={self._session.closed})"
 
     @asynccontextmanager
     async def _request(
@@ -66,7 +74,7 @@ class PeerClient:
             async with self._session.request(
                 method, url, timeout=self._timeout, **kwargs
             ) as response:
-                await self._check(url, response)
+                await _raise_for_status(url, response)
                 yield response
         except RingstoreError:
             raise
@@ -102,37 +110,49 @@ class PeerClient:
             pass
 
     async def get_manifest(self, base: str, name: str) -> Manifest | None:
+        """The peer's replica of ``name``'s manifest, or None if it has none."""
         try:
             async with self._request(
                 "GET", f"{base}/internal/manifests", params={"name": name}
             ) as response:
                 return Manifest.from_bytes(await response.read())
-        except ChunkNotFound:
+        except NotFound:
             return None
 
-    async def put_manifest(self, base: str, manifest: Manifest) -> ManifestWrite:
+    async def put_manifest(self, base: str, manifest: Manifest) -> ReplicaWrite:
         async with self._request(
             "PUT",
             f"{base}/internal/manifests",
             data=manifest.to_bytes(),
             headers={"Content-Type": MSGPACK},
         ) as response:
-            reply = await _unpack(response)
+            reply = unpack(await response.read())
             replaced = reply["replaced"]
-            return ManifestWrite(
+            return ReplicaWrite(
                 reply["stored"],
                 Version.from_wire(reply["current"]),
                 Manifest.from_bytes(replaced) if replaced is not None else None,
             )
 
+    async def retract_manifest(self, base: str, manifest: Manifest) -> None:
+        """Remove the peer's replica of ``manifest`` if it is still exactly that one."""
+        params = {
+            "name": manifest.name,
+            "version": str(manifest.version),
+            "revision": str(manifest.revision),
+        }
+        async with self._request("DELETE", f"{base}/internal/manifests", params=params):
+            pass
+
     async def list_manifests(
         self, base: str, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
+        """Summaries (manifests without chunks) of the peer's replicas, and if it had more."""
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
         async with self._request(
             "GET", f"{base}/internal/manifests/list", params=params
         ) as response:
-            reply = await _unpack(response)
+            reply = unpack(await response.read())
             return [Manifest.from_bytes(m) for m in reply["manifests"]], reply["truncated"]
 
     async def exchange(self, base: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -140,15 +160,8 @@ class PeerClient:
         async with self._request(
             "POST",
             f"{base}/internal/gossip",
-            data=msgpack.packb(payload),
+            data=pack(payload),
             headers={"Content-Type": MSGPACK},
         ) as response:
-            return await _unpack(response)
-
-
-async def _unpack(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        reply: dict[str, Any] = msgpack.unpackb(await response.read(), raw=False)
-    except ValueError as exc:
-        raise CorruptData(f"undecodable reply from {response.url}: {exc}") from exc
-    return reply
+            reply: dict[str, Any] = unpack(await response.read())
+            return reply

@@ -7,24 +7,27 @@ validation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from node.app import CHUNKS, CONFIG, COORDINATOR, MEMBERSHIP
-from node.body import body_pieces
-from node.errors import InvalidRequest, RingstoreError
+from node.errors import RingstoreError
+from node.http_input import body_pieces, query_int
 from node.manifest import Manifest
 from node.names import name_from_raw_path
 from node.ranges import parse_range
+from ring import Ring
 
 log = logging.getLogger(__name__)
 
 FILES = "/files/"
 MANIFESTS = "/manifests/"
-MAX_LIST = 10_000
+MAX_LIST = 1000
 
 
 def add_routes(app: web.Application) -> None:
@@ -98,17 +101,27 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if wanted is not None:
         response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
     response.content_length = end - start
-    await response.prepare(request)
     if request.method == hdrs.METH_HEAD:
+        await response.prepare(request)
         return response
-    try:
-        async for piece in coordinator.stream(manifest, start, end):
-            await response.write(piece)
-    except RingstoreError as error:
-        # Headers are gone: the only honest signal left is a short body on a closed connection.
-        log.error("GET %r failed after %s: %s", name, response.status, error)
-        response.force_close()
-        return response
+    async with contextlib.aclosing(coordinator.stream(manifest, start, end)) as pieces:
+        # The first stripe is read before the headers go out, so that a file with too few
+        # readable chunks is a 503 with a JSON body, not a 200 with a truncated one.
+        first = await anext(pieces, None)
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await response.write(first)
+            async for piece in pieces:
+                await response.write(piece)
+        except RingstoreError as error:
+            # Headers are gone: the honest signal left is a short body on a closed connection.
+            log.error("GET %r failed after %s: %s", name, response.status, error)
+            response.force_close()
+            return response
+        except ConnectionError:
+            log.info("GET %r: the client went away", name)
+            return response
     await response.write_eof()
     return response
 
@@ -121,15 +134,9 @@ async def delete_file(request: web.Request) -> web.Response:
 
 
 async def list_files(request: web.Request) -> web.Response:
-    query = request.query
-    prefix = query.get("prefix", "")
-    start_after = query.get("start_after", "")
-    try:
-        limit = int(query.get("limit", "1000"))
-    except ValueError:
-        raise InvalidRequest("limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIST:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_LIST}")
+    prefix = request.query.get("prefix", "")
+    start_after = request.query.get("start_after", "")
+    limit = query_int(request, "limit", MAX_LIST, 1, MAX_LIST)
     files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
     return web.json_response({"files": [m.summary() for m in files], "next": next_after or None})
 
@@ -166,11 +173,17 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "digest": ring.digest,
                 "vnodes": ring.vnodes,
                 "members": len(ring),
-                "evenness": round(ring.evenness(config.k + config.m), 4),
+                "evenness": _evenness(ring, config.k + config.m),
             },
             "peers": peers,
         }
     )
+
+
+@lru_cache(maxsize=4)
+def _evenness(ring: Ring, n: int) -> float:
+    """Placement-set evenness, computed once per ring (it walks every ring point)."""
+    return round(ring.evenness(n), 4)
 
 
 async def get_health(request: web.Request) -> web.Response:

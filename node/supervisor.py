@@ -147,8 +147,7 @@ class Supervisor:
         print(f"logs: {self.peers[0].data_dir.parent}/peer-*/peer.log; Ctrl-C stops", flush=True)
 
     async def _watch(self, peer: PeerProcess) -> None:
-        while not self._stopping.is_set():
-            assert peer.process is not None
+        while not self._stopping.is_set() and peer.process is not None:
             code = await peer.process.wait()
             if self._stopping.is_set():
                 return

@@ -58,5 +58,9 @@ class HybridClock:
         """Move past a version seen from another peer."""
         self._last = max(self._last, (version.wall_ms, version.counter))
 
+    def observe_wire(self, value: list[int | str]) -> None:
+        """Move past a version in its wire form; raises ValueError if it is not one."""
+        self.observe(Version.from_wire(value))
+
     def __repr__(self) -> str:
         return f"HybridClock(peer={self._peer!r}, last={self._last})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -259,8 +260,9 @@ class ProcessCluster:
     def kill(self, index: int) -> None:
         """SIGKILL one peer, by its pid."""
         process = self.peers[index].process
-        assert process is not None
-        os.kill(process.pid, 9)
+        if process is None:
+            raise RuntimeError(f"peer {index} was never started")
+        os.kill(process.pid, signal.SIGKILL)
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop(timeout=5.0) for p in self.peers))

@@ -51,12 +51,22 @@ async def test_three_lost_chunks_fail_loudly_never_with_wrong_bytes(
     data = payload(100_000, seed=12)
     await put(http, cluster[0].url, "fragile", data)
     manifest = await manifest_of(http, cluster[0].url, "fragile")
+    # Broken in the last stripe only: found after the headers went out.
+    for chunk in manifest["chunks"][:3]:
+        path = chunk_path(cluster, chunk)
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    async with http.get(f"{cluster[1].url}/files/fragile") as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    # Missing from the start: found before the headers, so a clean 503.
     for chunk in manifest["chunks"][:3]:
         chunk_path(cluster, chunk).unlink()
     async with http.get(f"{cluster[1].url}/files/fragile") as response:
-        assert response.status == 200  # headers go out before the chunks are read
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await response.read()
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "unavailable"
 
 
 async def test_get_survives_a_hung_data_holder(

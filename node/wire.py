@@ -1,0 +1,24 @@
+"""The msgpack encoding of peer-to-peer bodies (manifests, listings, gossip)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from node.errors import CorruptData
+
+MSGPACK = "application/msgpack"
+
+
+def pack(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def unpack(data: bytes) -> Any:
+    """Decode msgpack; raises CorruptData if ``data`` is not msgpack."""
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except ValueError as exc:
+        raise CorruptData(f"undecodable msgpack: {exc}") from exc

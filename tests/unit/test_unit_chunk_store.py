@@ -1,0 +1,274 @@
+"""The on-disk chunk store: all-or-nothing writes, honest counters, clean restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+
+from node.chunk_store import WRITE_BATCH, ChunkStore
+from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
+
+FILE = "0123456789abcdef0123456789abcdef"
+CHUNK = f"{FILE}-0"
+OTHER = f"{FILE}-1"
+
+
+class SourceBroke(Exception):
+    """What a body stream raises when the client goes away mid-upload."""
+
+
+async def stream(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        await asyncio.sleep(0)
+        yield piece
+
+
+async def breaking_stream(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
+    async for piece in stream(pieces):
+        yield piece
+    raise SourceBroke("connection reset by peer")
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ChunkStore:
+    opened = ChunkStore(tmp_path)
+    await opened.open()
+    return opened
+
+
+async def test_open_creates_an_empty_store(tmp_path: Path, store: ChunkStore) -> None:
+    assert (tmp_path / "chunks").is_dir()
+    assert (tmp_path / "incoming").is_dir()
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_written_pieces_are_the_chunk(tmp_path: Path, store: ChunkStore) -> None:
+    pieces = [b"hello ", b"", b"chunk", bytes(range(256))]
+    size = await store.write(CHUNK, stream(pieces), sum(map(len, pieces)))
+    assert size == sum(map(len, pieces))
+    path = store.path(CHUNK)
+    assert path.read_bytes() == b"".join(pieces)
+    assert path == tmp_path / "chunks" / CHUNK[:2] / CHUNK
+    assert files_under(tmp_path / "incoming") == []
+
+
+async def test_size_is_optional(store: ChunkStore) -> None:
+    assert await store.write(CHUNK, stream([b"abc", b"de"]), None) == 5
+    assert store.path(CHUNK).read_bytes() == b"abcde"
+
+
+async def test_an_empty_chunk_is_stored(store: ChunkStore) -> None:
+    assert await store.write(CHUNK, stream([]), 0) == 0
+    assert store.path(CHUNK).read_bytes() == b""
+    assert (store.used_bytes, store.chunk_count) == (0, 1)
+
+
+async def test_writes_larger_than_a_batch_arrive_whole(store: ChunkStore) -> None:
+    piece = bytes(range(256)) * 1024  # 256 KiB
+    count = 2 * WRITE_BATCH // len(piece) + 1
+    size = await store.write(CHUNK, stream([piece] * count), len(piece) * count)
+    assert size == len(piece) * count
+    assert store.path(CHUNK).read_bytes() == piece * count
+
+
+async def test_counters_follow_writes_and_deletes(store: ChunkStore) -> None:
+    await store.write(CHUNK, stream([b"x" * 10]), 10)
+    await store.write(OTHER, stream([b"y" * 7]), 7)
+    assert (store.used_bytes, store.chunk_count) == (17, 2)
+    await store.delete(CHUNK)
+    assert (store.used_bytes, store.chunk_count) == (7, 1)
+    await store.delete(OTHER)
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_writing_the_same_chunk_twice_counts_it_once(store: ChunkStore) -> None:
+    await store.write(CHUNK, stream([b"x" * 10]), 10)
+    await store.write(CHUNK, stream([b"z" * 4]), 4)
+    assert (store.used_bytes, store.chunk_count) == (4, 1)
+    assert store.path(CHUNK).read_bytes() == b"zzzz"
+
+
+async def test_a_short_body_raises_and_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
+    with pytest.raises(IncompleteBody):
+        await store.write(CHUNK, stream([b"abc"]), 10)
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+    with pytest.raises(ChunkNotFound):
+        store.path(CHUNK)
+
+
+async def test_a_long_body_raises_and_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
+    with pytest.raises(IncompleteBody):
+        await store.write(CHUNK, stream([b"abc", b"def"]), 4)
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_failed_rewrite_keeps_the_stored_copy(store: ChunkStore) -> None:
+    await store.write(CHUNK, stream([b"good"]), 4)
+    with pytest.raises(IncompleteBody):
+        await store.write(CHUNK, stream([b"ba"]), 4)
+    assert store.path(CHUNK).read_bytes() == b"good"
+    assert (store.used_bytes, store.chunk_count) == (4, 1)
+
+
+@pytest.mark.parametrize("pieces", [[], [b"partial"], [b"x" * WRITE_BATCH, b"more"]])
+async def test_a_source_error_mid_stream_leaves_nothing(
+    tmp_path: Path, store: ChunkStore, pieces: list[bytes]
+) -> None:
+    with pytest.raises(SourceBroke):
+        await store.write(CHUNK, breaking_stream(pieces), None)
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
+    proceed = asyncio.Event()
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield b"first part"
+        proceed.set()
+        await asyncio.Event().wait()  # the client hangs
+        yield b"never"
+
+    task = asyncio.ensure_future(store.write(CHUNK, stalling(), None))
+    await proceed.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore) -> None:
+    halfway = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"first"
+        halfway.set()
+        await finish.wait()
+        yield b"second"
+
+    task = asyncio.ensure_future(store.write(CHUNK, slow(), 11))
+    await halfway.wait()
+    with pytest.raises(ChunkNotFound):
+        store.path(CHUNK)
+    finish.set()
+    assert await task == 11
+    assert store.path(CHUNK).read_bytes() == b"firstsecond"
+
+
+async def test_reopening_removes_interrupted_writes_and_counts_chunks(tmp_path: Path) -> None:
+    first = ChunkStore(tmp_path)
+    await first.open()
+    await first.write(CHUNK, stream([b"a" * 5]), 5)
+    await first.write(OTHER, stream([b"b" * 3]), 3)
+    leftover = tmp_path / "incoming" / f"{FILE}-2.abcdef012345"
+    leftover.write_bytes(b"half a chunk")  # as a crash mid-write leaves it
+
+    restarted = ChunkStore(tmp_path)
+    await restarted.open()
+    assert not leftover.exists()
+    assert (tmp_path / "incoming").is_dir()
+    assert (restarted.used_bytes, restarted.chunk_count) == (8, 2)
+    assert restarted.path(CHUNK).read_bytes() == b"aaaaa"
+
+
+async def test_open_creates_missing_directories(tmp_path: Path) -> None:
+    root = tmp_path / "not" / "there" / "yet"
+    store = ChunkStore(root)
+    await store.open()
+    await store.write(CHUNK, stream([b"x"]), 1)
+    assert store.path(CHUNK).read_bytes() == b"x"
+
+
+async def test_missing_chunks_raise_chunk_not_found(store: ChunkStore) -> None:
+    with pytest.raises(ChunkNotFound):
+        store.path(CHUNK)
+    with pytest.raises(ChunkNotFound):
+        await store.delete(CHUNK)
+    await store.write(CHUNK, stream([b"x"]), 1)
+    await store.delete(CHUNK)
+    with pytest.raises(ChunkNotFound):
+        await store.delete(CHUNK)
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+def test_chunk_not_found_is_a_key_error() -> None:
+    assert issubclass(ChunkNotFound, KeyError)
+
+
+MALFORMED = [
+    "",
+    FILE,  # no index
+    f"{FILE}-",
+    f"{FILE}-1234",  # index of more than 3 digits
+    f"{FILE[:-1]}-0",  # 31 hex digits
+    f"{FILE}0-0",  # 33 hex digits
+    f"{FILE.upper()}-0",
+    f"{FILE}-x",
+    f"{FILE}_0",
+    f"../{FILE}-0",
+    f"{FILE}-0/../../x",
+    f"{FILE}-0.tmp",
+    f" {FILE}-0",
+]
+
+
+@pytest.mark.parametrize("chunk_id", MALFORMED)
+async def test_malformed_chunk_ids_are_invalid_requests(
+    tmp_path: Path, store: ChunkStore, chunk_id: str
+) -> None:
+    with pytest.raises(InvalidRequest):
+        store.path(chunk_id)
+    with pytest.raises(InvalidRequest):
+        await store.delete(chunk_id)
+    with pytest.raises(InvalidRequest):
+        await store.write(chunk_id, stream([b"x"]), 1)
+    assert files_under(tmp_path) == []
+
+
+async def test_a_trailing_newline_is_a_malformed_chunk_id(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await store.write(f"{CHUNK}\n", stream([b"x"]), 1)
+    assert files_under(tmp_path) == []
+
+
+async def test_concurrent_writes_of_one_chunk_count_it_once(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold each commit just before its rename until the other one gets there too (or 1 s
+    # passes, so a store that serialises commits still finishes): the race made deterministic.
+    both_checked = threading.Barrier(2, timeout=1)
+    replace = os.replace
+
+    def rendezvous_then_replace(source: str, target: str) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_checked.wait()
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", rendezvous_then_replace)
+    await asyncio.gather(
+        store.write(CHUNK, stream([b"x" * 10]), 10),
+        store.write(CHUNK, stream([b"x" * 10]), 10),
+    )
+    assert (store.used_bytes, store.chunk_count) == (10, 1)
+
+
+async def test_repr_shows_the_counters(store: ChunkStore) -> None:
+    await store.write(CHUNK, stream([b"abc"]), 3)
+    assert "chunks=1" in repr(store)
+    assert "used=3" in repr(store)

@@ -1,0 +1,145 @@
+"""The coordinator's pure helpers: regroup a body into stripes, trim a stripe to a range."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.codec import Buffer, decode_stripe, encode_stripe
+from node.coordinator import _trim, read_stripes
+from node.layout import Layout
+
+fast = settings(max_examples=80, deadline=None)
+
+
+async def pieces_of(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
+    """Yield ``data`` cut at the given offsets (empty pieces included)."""
+    previous = 0
+    for cut in [*sorted(cuts), len(data)]:
+        yield data[previous:cut]
+        previous = cut
+
+
+async def collect(body: AsyncIterator[bytes], stripe_size: int) -> list[memoryview]:
+    return [stripe async for stripe in read_stripes(body, stripe_size)]
+
+
+@st.composite
+def split_bodies(draw: st.DrawFn) -> tuple[bytes, list[int], int]:
+    stripe_size = draw(st.integers(1, 64), label="stripe_size")
+    data = draw(st.binary(max_size=5 * stripe_size + 3), label="data")
+    cuts = draw(st.lists(st.integers(0, len(data)), max_size=12), label="cuts")
+    return data, cuts, stripe_size
+
+
+@fast
+@given(body=split_bodies())
+async def test_stripes_are_full_then_one_short_and_rebuild_the_body(
+    body: tuple[bytes, list[int], int],
+) -> None:
+    data, cuts, stripe_size = body
+    stripes = await collect(pieces_of(data, cuts), stripe_size)
+    assert b"".join(stripes) == data
+    assert all(len(s) == stripe_size for s in stripes[:-1])
+    if stripes:
+        assert 0 < len(stripes[-1]) <= stripe_size
+    assert len(stripes) == -(-len(data) // stripe_size)
+
+
+@fast
+@given(body=split_bodies())
+async def test_a_stripe_stays_unchanged_after_later_stripes_are_read(
+    body: tuple[bytes, list[int], int],
+) -> None:
+    data, cuts, stripe_size = body
+    seen: list[tuple[memoryview, bytes]] = []
+    async for stripe in read_stripes(pieces_of(data, cuts), stripe_size):
+        seen.append((stripe, bytes(stripe)))  # the view itself, and what it held when handed on
+    for view, content in seen:
+        assert bytes(view) == content
+    assert b"".join(content for _, content in seen) == data
+
+
+async def test_an_empty_body_gives_no_stripe() -> None:
+    assert await collect(pieces_of(b"", []), 8) == []
+    assert await collect(pieces_of(b"", [0, 0, 0]), 8) == []
+
+
+async def test_an_exact_multiple_gives_no_empty_last_stripe() -> None:
+    stripes = await collect(pieces_of(bytes(range(24)), [5, 17]), 8)
+    assert [bytes(s) for s in stripes] == [
+        bytes(range(0, 8)),
+        bytes(range(8, 16)),
+        bytes(range(16, 24)),
+    ]
+
+
+async def test_memoryview_and_bytearray_pieces_are_accepted() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield memoryview(b"abcde")  # type: ignore[misc]
+        yield bytearray(b"fgh")  # type: ignore[misc]
+
+    assert [bytes(s) for s in await collect(body(), 3)] == [b"abc", b"def", b"gh"]
+
+
+def stripe_blocks(layout: Layout, data: bytes, stripe: int) -> list[bytes]:
+    """The k data blocks of ``stripe``, zero-padded, as the coordinator cuts them."""
+    block = layout.block_length(stripe)
+    start = layout.stripe_start(stripe)
+    chunk = data[start : start + layout.stripe_data_length(stripe)].ljust(layout.k * block, b"\0")
+    return [chunk[i * block : (i + 1) * block] for i in range(layout.k)]
+
+
+@st.composite
+def ranged_files(draw: st.DrawFn) -> tuple[Layout, bytes, int, int]:
+    k = draw(st.integers(1, 5), label="k")
+    m = draw(st.integers(0, 2), label="m")
+    block_size = draw(st.integers(1, 16), label="block_size")
+    size = draw(st.integers(0, 4 * k * block_size + k), label="size")
+    data = draw(st.binary(min_size=size, max_size=size), label="data")
+    start = draw(st.integers(0, size), label="start")
+    end = draw(st.integers(start, size), label="end")
+    return Layout(size, k, m, block_size), data, start, end
+
+
+@fast
+@given(file=ranged_files())
+def test_trimmed_stripes_are_exactly_the_range(file: tuple[Layout, bytes, int, int]) -> None:
+    layout, data, start, end = file
+    pieces: list[Buffer] = []
+    for stripe in layout.stripes_covering(start, end):
+        pieces.extend(_trim(layout, stripe, list(stripe_blocks(layout, data, stripe)), start, end))
+    assert all(len(piece) > 0 for piece in pieces)
+    assert b"".join(pieces) == data[start:end]
+
+
+@fast
+@given(file=ranged_files(), data=st.data())
+def test_trimming_decoded_stripes_gives_the_range(
+    file: tuple[Layout, bytes, int, int], data: st.DataObject
+) -> None:
+    layout, content, start, end = file
+    pieces: list[Buffer] = []
+    for stripe in layout.stripes_covering(start, end):
+        encoded, _ = encode_stripe(stripe_blocks(layout, content, stripe), layout.m)
+        readable = data.draw(st.permutations(range(layout.n)), label="readable")[: layout.k]
+        decoded = decode_stripe({i: encoded[i] for i in readable}, layout.k, layout.m)
+        pieces.extend(_trim(layout, stripe, decoded, start, end))
+    assert b"".join(pieces) == content[start:end]
+
+
+def test_trim_drops_the_padding_of_the_last_stripe() -> None:
+    layout = Layout(7, 3, 0, 4)  # one short stripe of 3 blocks of 3 bytes: 2 padding bytes
+    blocks = [b"abc", b"def", b"g\0\0"]
+    assert b"".join(_trim(layout, 0, list(blocks), 0, 7)) == b"abcdefg"
+    assert b"".join(_trim(layout, 0, list(blocks), 5, 7)) == b"fg"
+    assert _trim(layout, 0, list(blocks), 7, 7) == []
+
+
+def test_trim_skips_blocks_outside_the_range() -> None:
+    layout = Layout(12, 3, 0, 4)
+    blocks = [b"abcd", b"efgh", b"ijkl"]
+    assert [bytes(p) for p in _trim(layout, 0, list(blocks), 5, 7)] == [b"fg"]
+    assert [bytes(p) for p in _trim(layout, 0, list(blocks), 3, 9)] == [b"d", b"efgh", b"i"]

@@ -1,0 +1,240 @@
+"""Manifests: lossless msgpack round trip, CorruptData for anything else, stable file ids."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.errors import CorruptData
+from node.layout import Layout
+from node.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
+from node.version import Version
+
+DIGEST = 16
+fast = settings(max_examples=60, deadline=None)
+
+PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
+VERSION = Version(1700000000000, 0, "peer-1")
+
+
+def sample(name: str = "docs/report.pdf", version: Version = VERSION, chunks: int = 7) -> Manifest:
+    layout = Layout(10_000, 5, 2, 1024)
+    refs = tuple(
+        ChunkRef(index, f"holder-{index}", bytes([index]) * (DIGEST * layout.stripes))
+        for index in range(chunks)
+    )
+    return Manifest(name, version, layout, "0123abcd", "text/plain", refs)
+
+
+def tombstone(name: str = "docs/report.pdf") -> Manifest:
+    return Manifest(name, Version(1700000000500, 2, PEER), Layout(0, 5, 0), deleted=True)
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> Manifest:
+    k = draw(st.integers(1, 6))
+    m = draw(st.integers(0, 3))
+    layout = Layout(draw(st.integers(0, 10**12)), k, m, draw(st.integers(1, 1 << 22)))
+    indexes = draw(st.sets(st.integers(0, k + m - 1)))
+    chunks = tuple(
+        ChunkRef(index, draw(st.uuids()).hex, draw(st.binary(max_size=8 * DIGEST)))
+        for index in sorted(indexes)
+    )
+    return Manifest(
+        name=draw(st.text(min_size=1, max_size=40)),
+        version=Version(
+            draw(st.integers(0, 2**48)), draw(st.integers(0, 2**16)), str(draw(st.uuids()))
+        ),
+        layout=layout,
+        etag=draw(st.text(max_size=32)),
+        content_type=draw(st.text(max_size=40)),
+        chunks=chunks,
+        deleted=draw(st.booleans()),
+        revision=draw(st.integers(0, 2**31)),
+    )
+
+
+@pytest.mark.parametrize(
+    "manifest", [sample(), sample(chunks=5), tombstone()], ids=["full", "degraded", "tombstone"]
+)
+def test_round_trip(manifest: Manifest) -> None:
+    data = manifest.to_bytes()
+    assert isinstance(data, bytes)
+    assert Manifest.from_bytes(data) == manifest
+
+
+@fast
+@given(manifest=manifests())
+def test_any_manifest_round_trips(manifest: Manifest) -> None:
+    again = Manifest.from_bytes(manifest.to_bytes())
+    assert again == manifest
+    assert again.file_id == manifest.file_id
+
+
+def test_tombstone_round_trip_keeps_it_deleted_and_chunkless() -> None:
+    again = Manifest.from_bytes(tombstone().to_bytes())
+    assert again.deleted
+    assert again.chunks == ()
+    assert again.size == 0
+    assert not again.degraded
+
+
+def record(**changes: Any) -> bytes:
+    fields = msgpack.unpackb(sample().to_bytes())
+    fields.update(changes)
+    packed: bytes = msgpack.packb({k: v for k, v in fields.items() if v is not ...})
+    return packed
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage that is not msgpack \xc1",
+        b"\xc1",  # a byte msgpack never uses
+        msgpack.packb(42),
+        msgpack.packb("a string"),
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({}),
+        sample().to_bytes()[:-3],  # truncated
+        sample().to_bytes() + b"\x00",  # trailing bytes
+        record(schema=SCHEMA + 1),
+        record(schema="1"),
+        record(schema=...),  # missing
+        record(name=...),
+        record(version=[1, 2]),
+        record(version="1.2.p"),
+        record(k=0),
+        record(size=-1),
+        record(block_size=0),
+        record(chunks=[[0, "holder"]]),
+        record(chunks=7),
+    ],
+)
+def test_anything_else_raises_corrupt_data(data: bytes) -> None:
+    with pytest.raises(CorruptData):
+        Manifest.from_bytes(data)
+
+
+def test_unknown_schema_says_so() -> None:
+    with pytest.raises(CorruptData, match="schema"):
+        Manifest.from_bytes(record(schema=99))
+
+
+@fast
+@given(data=st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_corrupt_data(data: bytes) -> None:
+    with contextlib.suppress(CorruptData):
+        Manifest.from_bytes(data)
+
+
+def test_revision_round_trips_and_orders_after_the_version() -> None:
+    moved = dataclasses.replace(sample(), revision=3)
+    assert Manifest.from_bytes(moved.to_bytes()).revision == 3
+    assert moved.to_json()["revision"] == 3
+    assert moved.precedence > sample().precedence
+    newer = sample(version=Version(VERSION.wall_ms + 1, 0, "peer-1"))
+    assert newer.precedence > moved.precedence  # any revision of an older version loses
+    assert moved.file_id == sample().file_id  # a revision moves chunks, it does not rename them
+
+
+def test_placed_chunks_pairs_holders_with_chunk_ids() -> None:
+    manifest = sample(chunks=3)
+    assert manifest.placed_chunks() == {
+        (f"holder-{index}", manifest.chunk_id(index)) for index in range(3)
+    }
+    assert tombstone().placed_chunks() == set()
+
+
+def test_file_id_is_pinned() -> None:
+    # Chunk ids on every disk derive from this: it must not change between releases.
+    assert file_id("a", VERSION) == "0d580ce104d721664b827c18401c49b9"
+
+
+def test_file_id_differs_across_names_and_versions() -> None:
+    ids = {
+        file_id("a", VERSION),
+        file_id("b", VERSION),
+        file_id("a", Version(VERSION.wall_ms + 1, 0, "peer-1")),
+        file_id("a", Version(VERSION.wall_ms, 1, "peer-1")),
+        file_id("a", Version(VERSION.wall_ms, 0, "peer-2")),
+    }
+    assert len(ids) == 5
+
+
+@fast
+@given(
+    names=st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=2, unique=True),
+    counter=st.integers(0, 100),
+)
+def test_file_id_is_stable_and_32_hex(names: list[str], counter: int) -> None:
+    version = Version(1, counter, PEER)
+    first = file_id(names[0], version)
+    assert first == file_id(names[0], Version(1, counter, PEER))
+    assert len(first) == 32
+    assert int(first, 16) >= 0
+    assert first != file_id(names[1], version)
+
+
+def test_chunk_ids_join_file_id_and_index() -> None:
+    manifest = sample()
+    assert manifest.file_id == file_id(manifest.name, manifest.version)
+    assert manifest.chunk_id(3) == chunk_id(manifest.file_id, 3) == f"{manifest.file_id}-3"
+
+
+def test_to_json_describes_data_and_parity_chunks_of_equal_size() -> None:
+    manifest = sample()
+    shown = manifest.to_json()
+    assert shown["name"] == manifest.name
+    assert shown["version"] == str(VERSION)
+    assert (shown["size"], shown["k"], shown["m"]) == (10_000, 5, 2)
+    assert shown["chunk_size"] == manifest.layout.chunk_size
+    assert shown["stripes"] == manifest.layout.stripes
+    assert [c["kind"] for c in shown["chunks"]] == ["data"] * 5 + ["parity"] * 2
+    assert {c["size"] for c in shown["chunks"]} == {manifest.layout.chunk_size}
+    assert [c["id"] for c in shown["chunks"]] == [manifest.chunk_id(i) for i in range(7)]
+    assert [c["holder"] for c in shown["chunks"]] == [f"holder-{i}" for i in range(7)]
+    assert all(len(c["digest"]) == 2 * DIGEST for c in shown["chunks"])
+    assert shown["deleted"] is False
+    assert shown["degraded"] is False
+
+
+def test_fewer_chunks_than_the_layout_is_degraded() -> None:
+    assert sample(chunks=6).degraded
+    assert sample(chunks=6).to_json()["degraded"] is True
+    assert not sample(chunks=7).degraded
+    assert sample(chunks=6).holders() == {i: f"holder-{i}" for i in range(6)}
+
+
+def test_summary_shows_no_chunks() -> None:
+    summary = sample().summary()
+    assert summary == {
+        "name": "docs/report.pdf",
+        "version": str(VERSION),
+        "size": 10_000,
+        "etag": "0123abcd",
+        "content_type": "text/plain",
+        "deleted": False,
+    }
+
+
+def test_block_digest_slices_16_bytes_per_stripe() -> None:
+    digests = b"".join(bytes([stripe]) * DIGEST for stripe in range(4))
+    ref = ChunkRef(0, PEER, digests)
+    for stripe in range(4):
+        assert ref.block_digest(stripe) == bytes([stripe]) * DIGEST
+    assert ref.block_digest(4) == b""  # past the end: nothing, never a wrong digest
+
+
+def test_chunk_digest_covers_every_block_digest() -> None:
+    ref = ChunkRef(0, PEER, bytes(64))
+    changed = ChunkRef(0, PEER, bytes(63) + b"\x01")
+    assert len(ref.digest) == DIGEST
+    assert ref.digest != changed.digest
+    assert ref.digest == ChunkRef(5, "elsewhere", bytes(64)).digest

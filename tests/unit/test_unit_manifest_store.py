@@ -1,0 +1,280 @@
+"""The manifest replica store: newest version wins in any order, durable, listable."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from node.layout import Layout
+from node.manifest import ChunkRef, Manifest
+from node.manifest_store import KeyedLocks, ManifestStore
+from node.names import name_key
+from node.version import Version
+
+PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
+
+
+def version(wall: int, counter: int = 0, peer: str = PEER) -> Version:
+    return Version(wall, counter, peer)
+
+
+def manifest(name: str, wall: int = 1, counter: int = 0, size: int = 100) -> Manifest:
+    layout = Layout(size, 3, 2, 16)
+    chunks = tuple(
+        ChunkRef(index, f"holder-{index}", bytes([wall % 256]) * (16 * layout.stripes))
+        for index in range(layout.n)
+    )
+    return Manifest(name, version(wall, counter), layout, f"etag-{wall}", "text/plain", chunks)
+
+
+def tombstone(name: str, wall: int) -> Manifest:
+    return Manifest(name, version(wall), Layout(0, 3, 0), deleted=True)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ManifestStore:
+    opened = ManifestStore(tmp_path)
+    await opened.open()
+    return opened
+
+
+async def reopen(tmp_path: Path) -> ManifestStore:
+    again = ManifestStore(tmp_path)
+    await again.open()
+    return again
+
+
+async def test_a_new_name_is_stored(store: ManifestStore) -> None:
+    first = manifest("a", wall=10)
+    result = await store.put(first)
+    assert (result.stored, result.current, result.replaced) == (True, first.version, None)
+    assert await store.get("a") == first
+    assert len(store) == 1
+
+
+async def test_unknown_names_are_none(store: ManifestStore) -> None:
+    assert await store.get("nothing") is None
+
+
+async def test_a_newer_version_replaces_and_returns_the_replaced(store: ManifestStore) -> None:
+    old, new = manifest("a", wall=10), manifest("a", wall=11, size=500)
+    await store.put(old)
+    result = await store.put(new)
+    assert result.stored
+    assert result.current == new.version
+    assert result.replaced == old  # the full manifest, chunks included: the caller retires them
+    assert await store.get("a") == new
+    assert len(store) == 1
+
+
+async def test_a_higher_counter_or_peer_is_newer(store: ManifestStore) -> None:
+    await store.put(manifest("a", wall=10, counter=0))
+    assert (await store.put(manifest("a", wall=10, counter=1))).stored
+    later_peer = Manifest("a", version(10, 1, PEER + "x"), Layout(1, 3, 2, 16))
+    assert (await store.put(later_peer)).stored
+    assert await store.get("a") == later_peer
+
+
+@pytest.mark.parametrize("older_wall", [10, 9, 0])
+async def test_an_older_or_equal_version_is_refused(store: ManifestStore, older_wall: int) -> None:
+    current = manifest("a", wall=10)
+    await store.put(current)
+    result = await store.put(manifest("a", wall=older_wall, size=7))
+    assert (result.stored, result.current, result.replaced) == (False, current.version, None)
+    assert await store.get("a") == current
+
+
+async def test_a_tombstone_replaces_and_is_kept(store: ManifestStore) -> None:
+    live = manifest("a", wall=10)
+    await store.put(live)
+    result = await store.put(tombstone("a", wall=11))
+    assert result.stored
+    assert result.replaced == live
+    stored = await store.get("a")
+    assert stored is not None
+    assert stored.deleted
+    assert not (await store.put(manifest("a", wall=10, counter=5))).stored
+
+
+async def test_a_newer_revision_of_the_same_version_replaces(store: ManifestStore) -> None:
+    first = manifest("a", wall=10)
+    moved = dataclasses.replace(first, chunks=first.chunks[:-1], revision=1)
+    await store.put(first)
+    result = await store.put(moved)
+    assert (result.stored, result.replaced) == (True, first)
+    assert await store.get("a") == moved
+    again = await store.put(dataclasses.replace(first, revision=1))  # equal precedence
+    assert (again.stored, again.current, again.replaced) == (False, first.version, None)
+    assert not (await store.put(first)).stored  # an older revision
+    newer = await store.put(manifest("a", wall=11))  # a newer version beats any revision
+    assert (newer.stored, newer.replaced) == (True, moved)
+
+
+async def test_manifests_survive_a_reopen(tmp_path: Path, store: ManifestStore) -> None:
+    kept = [manifest("a", wall=12), manifest("b/c", wall=3), tombstone("d", wall=4)]
+    await store.put(manifest("a", wall=11))
+    for item in kept:
+        await store.put(item)
+    again = await reopen(tmp_path)
+    assert len(again) == 3
+    for item in kept:
+        assert await again.get(item.name) == item
+    assert not (await again.put(manifest("a", wall=11))).stored  # the version is remembered
+    assert [m.name for m in again.list("", "", 10)[0]] == ["a", "b/c", "d"]
+
+
+async def test_files_live_under_the_name_key(tmp_path: Path, store: ManifestStore) -> None:
+    await store.put(manifest("a"))
+    key = name_key("a")
+    path = tmp_path / "manifests" / key[:2] / key
+    assert Manifest.from_bytes(path.read_bytes()) == manifest("a")
+    assert sorted(p.name for p in (tmp_path / "manifests").rglob("*") if p.is_file()) == [key]
+
+
+async def test_tmp_leftovers_are_removed_on_open(tmp_path: Path, store: ManifestStore) -> None:
+    await store.put(manifest("a"))
+    key = name_key("a")
+    shard = tmp_path / "manifests" / key[:2]
+    leftover = shard / f"{key}.0badc0de.tmp"
+    leftover.write_bytes(manifest("a", wall=99).to_bytes())  # a crash before the rename
+    again = await reopen(tmp_path)
+    assert not leftover.exists()
+    assert await again.get("a") == manifest("a")
+
+
+async def test_an_unreadable_manifest_is_skipped_on_open(
+    tmp_path: Path, store: ManifestStore
+) -> None:
+    await store.put(manifest("a"))
+    shard = tmp_path / "manifests" / "ff"
+    shard.mkdir(exist_ok=True)
+    (shard / ("f" * 32)).write_bytes(b"not a manifest")
+    again = await reopen(tmp_path)
+    assert len(again) == 1
+    assert await again.get("a") == manifest("a")
+
+
+async def test_a_damaged_stored_manifest_is_replaced_by_a_newer_one(
+    tmp_path: Path, store: ManifestStore
+) -> None:
+    await store.put(manifest("a", wall=1))
+    key = name_key("a")
+    (tmp_path / "manifests" / key[:2] / key).write_bytes(b"bit rot")
+    result = await store.put(manifest("a", wall=2))
+    assert result.stored
+    assert await store.get("a") == manifest("a", wall=2)
+
+
+async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:
+    names = ["b", "a/2", "a/1", "ab", "a/10", "c", "a"]
+    for wall, name in enumerate(names, start=1):
+        await store.put(manifest(name, wall=wall))
+    await store.put(tombstone("a/2", wall=50))
+
+    everything, more = store.list("", "", 100)
+    assert [m.name for m in everything] == sorted(names)
+    assert not more
+
+    under_a, more = store.list("a/", "", 100)
+    assert [m.name for m in under_a] == ["a/1", "a/10", "a/2"]
+    assert [m.deleted for m in under_a] == [False, False, True]
+    assert not more
+
+    assert [m.name for m in store.list("a", "", 100)[0]] == ["a", "a/1", "a/10", "a/2", "ab"]
+    assert store.list("zzz", "", 100) == ([], False)
+    assert store.list("", "c", 100) == ([], False)
+
+
+async def test_list_entries_are_summaries_without_chunks(store: ManifestStore) -> None:
+    full = manifest("a", wall=5)
+    await store.put(full)
+    [entry], _ = store.list("", "", 10)
+    assert entry.chunks == ()
+    assert (entry.name, entry.version, entry.layout, entry.etag) == (
+        full.name,
+        full.version,
+        full.layout,
+        full.etag,
+    )
+
+
+async def test_list_pages_with_start_after_limit_and_truncation(store: ManifestStore) -> None:
+    names = [f"f{i:02}" for i in range(7)]
+    for name in reversed(names):
+        await store.put(manifest(name))
+
+    page, more = store.list("", "", 3)
+    assert ([m.name for m in page], more) == (names[:3], True)
+    page, more = store.list("", page[-1].name, 3)
+    assert ([m.name for m in page], more) == (names[3:6], True)
+    page, more = store.list("", page[-1].name, 3)
+    assert ([m.name for m in page], more) == (names[6:], False)
+
+    page, more = store.list("", "", 7)  # exactly the limit: nothing more
+    assert (len(page), more) == (7, False)
+    assert store.list("", "f03x", 2)[0][0].name == "f04"  # start_after need not be a stored name
+    assert store.list("", "e", 1)[0][0].name == "f00"  # nor inside the prefix
+
+
+async def test_list_with_prefix_and_start_after_together(store: ManifestStore) -> None:
+    for name in ["a/1", "a/2", "a/3", "b/1"]:
+        await store.put(manifest(name))
+    assert [m.name for m in store.list("a/", "a/1", 10)[0]] == ["a/2", "a/3"]
+    assert store.list("a/", "a/2", 1)[1] is False  # the one remaining name fits
+    assert [m.name for m in store.list("a/", "a/2", 1)[0]] == ["a/3"]
+    assert [m.name for m in store.list("b/", "a/9", 10)[0]] == ["b/1"]
+
+
+async def test_concurrent_puts_of_one_name_end_with_the_highest(store: ManifestStore) -> None:
+    versions = [
+        manifest("hot", wall=wall, counter=counter) for wall in range(6) for counter in range(5)
+    ]
+    random.Random(7).shuffle(versions)
+    results = await asyncio.gather(*(store.put(m) for m in versions))
+    highest = max(versions, key=lambda m: m.version)
+    assert await store.get("hot") == highest
+    assert len(store) == 1
+    assert sum(r.stored for r in results) >= 1
+    assert all(r.current <= highest.version for r in results)
+    # Every accepted version but the last was replaced exactly once, by a newer one.
+    stored = sorted(r.current for r in results if r.stored)
+    replaced = sorted(r.replaced.version for r in results if r.replaced is not None)
+    assert replaced == stored[:-1]
+    assert stored[-1] == highest.version
+
+
+async def test_concurrent_puts_of_many_names(tmp_path: Path, store: ManifestStore) -> None:
+    batch = [manifest(f"n{i}", wall=w) for i in range(10) for w in (3, 1, 2)]
+    random.Random(3).shuffle(batch)
+    await asyncio.gather(*(store.put(m) for m in batch))
+    again = await reopen(tmp_path)
+    for i in range(10):
+        assert await again.get(f"n{i}") == manifest(f"n{i}", wall=3)
+    assert [m.name for m in again.list("", "", 100)[0]] == sorted(f"n{i}" for i in range(10))
+
+
+async def test_keyed_locks_are_dropped_when_unused() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def hold(key: str, tag: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{tag} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{tag} out")
+
+    await asyncio.gather(hold("k", "1"), hold("k", "2"), hold("other", "3"))
+    assert order.index("1 out") < order.index("2 in")  # one key: one holder at a time
+    assert order.index("3 in") < order.index("1 out")  # other keys do not wait
+    assert locks._entries == {}
+
+
+async def test_repr_and_len(store: ManifestStore) -> None:
+    await store.put(manifest("a"))
+    await store.put(manifest("b"))
+    assert len(store) == 2
+    assert "names=2" in repr(store)
