@@ -1,7 +1,15 @@
 # Two commands for a newcomer: `make up` (a local 7-peer cluster) and `make test` (the suite).
-# The pyenv interpreters for the tox matrix answer only when PYENV_VERSION names them.
-PYENV_VERSION ?= 3.11.7:3.10.13:3.12.1:3.13.0
-export PYENV_VERSION
+#
+# tox needs python3.10 ... python3.13 on PATH. pyenv's shims only answer when PYENV_VERSION
+# names a version, and tox's interpreter discovery does not pass that through, so the
+# interpreters' own bin directories go on PATH (first the default 3.11, then the others).
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON_VERSIONS ?= 3.11.7 3.10.13 3.12.1 3.13.0
+empty :=
+space := $(empty) $(empty)
+PYTHON_BINS := $(wildcard $(foreach v,$(PYTHON_VERSIONS),$(PYENV_ROOT)/versions/$(v)/bin))
+export PATH := $(subst $(space),:,$(strip $(PYTHON_BINS) $(PATH)))
+export PYENV_VERSION ?= $(subst $(space),:,$(PYTHON_VERSIONS))
 
 VENV ?= .venv
 BIN := $(VENV)/bin

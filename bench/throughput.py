@@ -1,0 +1,198 @@
+"""PUT/GET throughput and peak memory of a local cluster of real peer processes.
+
+For every variant (block size) and file size, a fresh cluster of N peers is started on
+127.0.0.1, one file is PUT through peer 0 and read back through peer 1, the bytes are checked
+(xxh3-128 against the etag), and each peer's peak RSS (VmHWM) is read. Variants run in the
+same invocation so they are compared on the same noisy machine. Figures are printed as a
+markdown table and saved as JSON + markdown under bench/results/.
+
+    python bench/throughput.py                      # 100 MiB and 1 GiB, 1 MiB blocks
+    python bench/throughput.py --sizes 100M,2G --block-sizes 256K,1M,4M
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import xxhash
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from node.supervisor import PeerProcess
+
+MIB = 1 << 20
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    if text[-1] in UNITS:
+        return int(float(text[:-1]) * UNITS[text[-1]])
+    return int(text)
+
+
+def label(size: int) -> str:
+    for unit in ("G", "M", "K"):
+        if size >= UNITS[unit] and size % UNITS[unit] == 0:
+            return f"{size // UNITS[unit]} {unit}iB"
+    return f"{size} B"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+async def body(size: int, digest: xxhash.xxh3_128) -> AsyncIterator[bytes]:
+    """Pseudo-random bytes, 1 MiB at a time, hashed as they are produced."""
+    base = bytearray(xxhash.xxh3_128_digest(b"bench") * (MIB // 16))
+    sent = 0
+    counter = 0
+    while sent < size:
+        base[:8] = counter.to_bytes(8, "little")
+        piece = bytes(base[: min(MIB, size - sent)])
+        digest.update(piece)
+        sent += len(piece)
+        counter += 1
+        yield piece
+
+
+async def start_cluster(root: Path, count: int, block_size: int) -> list[PeerProcess]:
+    ports = [free_port() for _ in range(count)]
+    first = f"http://127.0.0.1:{ports[0]}"
+    peers = [
+        PeerProcess(
+            root / f"peer-{i}",
+            "127.0.0.1",
+            port,
+            [first] if i else [],
+            [f"--block-size={block_size}", "--heartbeat-interval=0.5", "--log-level=warning"],
+        )
+        for i, port in enumerate(ports)
+    ]
+    await asyncio.gather(*(p.start() for p in peers))
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(p.wait_healthy(session, 60) for p in peers))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with session.get(f"{first}/cluster") as response:
+                view = await response.json()
+            if sum(p["state"] == "up" for p in view["peers"]) == count:
+                return peers
+            await asyncio.sleep(0.1)
+    raise RuntimeError("cluster did not converge")
+
+
+async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
+        peers = await start_cluster(Path(tmp), count, block_size)
+        try:
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                sent = xxhash.xxh3_128()
+                url = f"{peers[0].url}/files/bench.bin"
+                started = time.perf_counter()
+                async with session.put(
+                    url, data=body(size, sent), headers={"Content-Length": str(size)}
+                ) as response:
+                    reply = await response.json()
+                    if response.status != 201:
+                        raise RuntimeError(f"PUT failed: {reply}")
+                put_seconds = time.perf_counter() - started
+
+                received = xxhash.xxh3_128()
+                got = 0
+                started = time.perf_counter()
+                async with session.get(f"{peers[1].url}/files/bench.bin") as response:
+                    async for piece in response.content.iter_any():
+                        received.update(piece)
+                        got += len(piece)
+                get_seconds = time.perf_counter() - started
+            expected = sent.hexdigest()
+            if got != size or received.hexdigest() != expected or reply["etag"] != expected:
+                raise RuntimeError("GET returned different bytes")
+            rss = [peak_rss_mib(p.process.pid) for p in peers if p.process]
+        finally:
+            await asyncio.gather(*(p.stop() for p in peers))
+    return {
+        "peers": count,
+        "block_size": block_size,
+        "size": size,
+        "put_seconds": round(put_seconds, 3),
+        "get_seconds": round(get_seconds, 3),
+        "put_mb_s": round(size / put_seconds / 1e6, 1),
+        "get_mb_s": round(size / get_seconds / 1e6, 1),
+        "peak_rss_mib": [round(r, 1) for r in rss],
+        "put_coordinator_rss_mib": round(rss[0], 1),
+        "get_coordinator_rss_mib": round(rss[1], 1),
+    }
+
+
+def markdown(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| block | file | PUT MB/s | GET MB/s | peak RSS PUT coord. | peak RSS GET coord. "
+        "| peak RSS max / min (MiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        rss = row["peak_rss_mib"]
+        assert isinstance(rss, list)
+        lines.append(
+            f"| {label(int(str(row['block_size'])))} | {label(int(str(row['size'])))} "
+            f"| {row['put_mb_s']} | {row['get_mb_s']} | {row['put_coordinator_rss_mib']} "
+            f"| {row['get_coordinator_rss_mib']} | {max(rss)} / {min(rss)} |"
+        )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100M,1G")
+    parser.add_argument("--block-sizes", default="1M")
+    parser.add_argument("--peers", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    rows = []
+    for block_size in map(parse_size, args.block_sizes.split(",")):
+        for size in map(parse_size, args.sizes.split(",")):
+            row = await measure(args.peers, block_size, size)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    table = markdown(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    (args.out / f"throughput-{stamp}.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=2)
+    )
+    (args.out / f"throughput-{stamp}.md").write_text(table + "\n")
+    print(f"saved to {args.out}/throughput-{stamp}.{{json,md}}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
