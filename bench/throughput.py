@@ -138,6 +138,8 @@ async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
         "peers": count,
         "block_size": block_size,
         "size": size,
+        "chunks": reply["chunks"],
+        "degraded": reply["degraded"],
         "put_seconds": round(put_seconds, 3),
         "get_seconds": round(get_seconds, 3),
         "put_mb_s": round(size / put_seconds / 1e6, 1),

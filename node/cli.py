@@ -93,3 +93,9 @@ def up(count: int, data_dir: Path, port: int, host: str, log_level: str) -> None
     _setup_logging(log_level, "up")
     supervisor = Supervisor(count, data_dir, port, host, log_level)
     raise SystemExit(asyncio.run(supervisor.run()))
+
+
+# The file commands (put, get, ls, rm, stat, status) belong to the client package.
+from client.cli import register  # noqa: E402
+
+register(main)

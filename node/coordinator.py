@@ -222,13 +222,15 @@ class Coordinator:
         peers, too few durable chunks, no manifest quorum) or IncompleteBody.
         """
         config = self._config
-        up = self._membership.up_ids()
-        n = min(config.k + config.m, len(up))
-        if n < config.k:
-            raise Unavailable(f"{len(up)} peers are up; a file needs at least {config.k}")
+        await self._membership.refresh_ring()
         version = self._clock.now()
         file = file_id(name, version)
-        holders = self._membership.ring.placement(file, n, skip=self._membership.down_ids())
+        holders = self._membership.ring.placement(
+            file, config.k + config.m, skip=self._membership.down_ids()
+        )
+        n = len(holders)  # fewer than k+m peers up: fewer parity chunks
+        if n < config.k:
+            raise Unavailable(f"{n} peers are up; a file needs at least {config.k}")
         expected = (
             Layout(size, config.k, n - config.k, config.block_size) if size is not None else None
         )
