@@ -1,0 +1,324 @@
+"""``AsyncClient``: the source of truth of the client API; ``Client`` only wraps it.
+
+The client keeps one aiohttp session (pooled keep-alive connections), created on first use
+in the running loop. Names are percent-encoded segment by segment, keeping ``/``, and sent
+raw so that the server, not a URL library, decides whether a name is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+from client.body import BodySource, ProgressCallback, RequestBody
+from client.errors import FileNotFound, InvalidName, UnexpectedResponse
+from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
+from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
+from client.transport import PeerList, RetryPolicy, Transport, read_json
+
+PEERS_ENV = "RINGSTORE_PEERS"
+DEFAULT_PEER = "http://127.0.0.1:8000"
+DEFAULT_PAGE_SIZE = 1000
+
+_Record = TypeVar("_Record")
+
+
+def default_peers() -> list[str]:
+    """Peer URLs from ``$RINGSTORE_PEERS`` (comma-separated), else ``http://127.0.0.1:8000``."""
+    return split_peers(os.environ.get(PEERS_ENV, "")) or [DEFAULT_PEER]
+
+
+def split_peers(text: str) -> list[str]:
+    """``"http://a:8000, http://b:8000"`` as a list of URLs (empty items dropped)."""
+    return [url.strip() for url in text.split(",") if url.strip()]
+
+
+def file_path(name: str, base: str = "/files/") -> str:
+    """The percent-encoded request path of a file name; raises InvalidName if not UTF-8."""
+    try:
+        encoded = quote(name.encode("utf-8"), safe="/")
+    except UnicodeEncodeError:
+        raise InvalidName(f"names must be valid UTF-8: {name!r}") from None
+    return base + encoded
+
+
+class AsyncClient:
+    """Talks to a ringstore cluster through any of its peers, failing over between them.
+
+    ``peers`` is a URL, a comma-separated string of URLs or a sequence of them (default:
+    ``$RINGSTORE_PEERS``, else ``http://127.0.0.1:8000``). A request that finds its peer
+    unreachable or answering 503 is tried on the next peer, up to ``attempts`` tries in all
+    (default: one per peer, at least 3) with exponential ``backoff`` seconds between tries.
+    ``timeout`` is how long a peer may stay silent mid-request, ``connect_timeout`` how long
+    connecting may take. Use as ``async with AsyncClient(...) as client:`` or call ``aclose``.
+    Raises ValueError for a malformed peer URL.
+    """
+
+    def __init__(
+        self,
+        peers: str | Sequence[str] | None = None,
+        *,
+        attempts: int | None = None,
+        backoff: float = 0.05,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if peers is None:
+            urls = default_peers()
+        elif isinstance(peers, str):
+            urls = split_peers(peers)
+        else:
+            urls = list(peers)
+        peer_list = PeerList(urls)
+        retry = RetryPolicy(max(3, len(peer_list)) if attempts is None else attempts, backoff)
+        timeouts = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=timeout
+        )
+        self._transport = Transport(peer_list, retry, timeouts)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self._transport!r})"
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """The peer URLs this client may ask, normalised, in order."""
+        return self._transport.peers.urls
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. The client cannot be used afterwards."""
+        await self._transport.aclose()
+
+    async def put(
+        self,
+        name: str,
+        data: BodySource,
+        *,
+        content_type: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> PutResult:
+        """Store ``data`` as ``name``, replacing any previous version; return the new version.
+
+        ``data`` is bytes, a path (``os.PathLike``), a binary file object (read from its
+        current position) or an iterator or async iterator of bytes. ``progress`` is called
+        with (bytes sent, total or None); it restarts from 0 if the upload is retried.
+        Bytes, paths and seekable files are retried on another peer; an iterator or a pipe
+        only if the failure came before its first piece was taken. Raises InvalidName,
+        Unavailable, PeerUnreachable, InsufficientStorage, TypeError for unsupported data,
+        and OSError for a file that cannot be read.
+        """
+        async with await RequestBody.prepare(data, progress) as body:
+            headers = {}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            if body.size is not None:
+                headers["Content-Length"] = str(body.size)
+            path = file_path(name)
+            peer, response = await self._transport.send("PUT", path, headers=headers, body=body)
+            record = await read_json(response, peer, f"PUT {path}")
+        return _parse(PutResult.from_json, record, peer, f"PUT {path}")
+
+    async def get(self, name: str) -> bytes:
+        """The whole content of ``name``. Raises FileNotFound, InvalidName, Unavailable."""
+        async with self.open(name) as reader:
+            return await reader.read()
+
+    async def get_range(self, name: str, start: int, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``name``, like ``data[start:end]``.
+
+        ``end`` past the end of the file is clipped; ``end=None`` reads to the end; a
+        negative ``start`` with no ``end`` gives the last ``-start`` bytes. Raises
+        InvalidRange when ``start`` is at or past the end of the file, ValueError when
+        ``end <= start``, and FileNotFound.
+        """
+        async with self.open(name, start=start, end=end) as reader:
+            return await reader.read()
+
+    @asynccontextmanager
+    async def open(
+        self,
+        name: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> AsyncIterator[AsyncFileReader]:
+        """Stream ``name`` (or bytes ``[start, end)`` of it) without holding it in memory.
+
+        ``async with client.open(name) as reader:`` then ``async for piece in reader`` or
+        ``await reader.read(n)``; ``reader.stat`` describes the file. A connection that dies
+        mid-way is resumed on the next peer. Raises FileNotFound, InvalidRange, FileChanged.
+        """
+        reader = await AsyncFileReader.open(
+            self._transport, name, file_path(name), start=start, end=end, chunk_size=chunk_size
+        )
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
+
+    async def iter(
+        self, name: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """Yield the content of ``name`` in pieces of at most ``chunk_size`` bytes.
+
+        If you may stop early, wrap it in ``contextlib.aclosing`` (or use ``open``) so the
+        connection is closed at once. Raises FileNotFound and what ``open`` raises.
+        """
+        async with self.open(name, chunk_size=chunk_size) as reader:
+            async for piece in reader:
+                yield piece
+
+    async def download(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> FileStat:
+        """Write ``name`` to the local file ``path`` and return what was downloaded.
+
+        Streams into a temporary file in the same directory, fsyncs it and renames it over
+        ``path``, so ``path`` is either untouched or complete. ``progress`` is called with
+        (bytes received, total). Raises FileNotFound, OSError for the local file, and what
+        ``open`` raises.
+        """
+        target = Path(path)
+        async with self.open(name) as reader:
+            temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+            try:
+                file = await asyncio.to_thread(temp.open, "xb")
+            except OSError as exc:  # name the file asked for, not the temporary one
+                raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
+            try:
+                done = 0
+                if progress is not None:
+                    progress(0, reader.stat.size)
+                async for piece in reader:
+                    await asyncio.to_thread(file.write, piece)
+                    done += len(piece)
+                    if progress is not None:
+                        progress(done, reader.stat.size)
+                await asyncio.to_thread(_sync_and_close, file)
+                await asyncio.to_thread(os.replace, temp, target)
+            except BaseException:
+                await asyncio.to_thread(_discard, file, temp)
+                raise
+            return reader.stat
+
+    async def stat(self, name: str) -> FileStat:
+        """Size, version, etag, content type and modification time of ``name``.
+
+        Raises FileNotFound, InvalidName, Unavailable.
+        """
+        path = file_path(name)
+        peer, response = await self._transport.send(
+            "HEAD", path, implied_code={404: "file_not_found", 400: "invalid_name"}
+        )
+        response.release()
+        return _parse(
+            lambda headers: FileStat.from_headers(name, headers),
+            response.headers,
+            peer,
+            f"HEAD {path}",
+        )
+
+    async def exists(self, name: str) -> bool:
+        """True if a live file is named ``name``. Raises InvalidName, Unavailable."""
+        try:
+            await self.stat(name)
+        except FileNotFound:
+            return False
+        return True
+
+    async def delete(self, name: str) -> None:
+        """Delete ``name`` (its chunks are freed shortly after).
+
+        Raises FileNotFound if there is no such file, InvalidName, Unavailable.
+        """
+        _, response = await self._transport.send("DELETE", file_path(name))
+        response.release()
+
+    async def list(
+        self, prefix: str = "", *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[FileEntry]:
+        """Yield every live file whose name starts with ``prefix``, in name order.
+
+        Fetches pages of up to ``page_size`` entries as the iteration goes. Raises
+        InvalidRequest for a bad ``page_size`` (1-10000), Unavailable.
+        """
+        after = ""
+        while True:
+            params = {"prefix": prefix, "limit": str(page_size), "start_after": after}
+            page = await self._transport.json("GET", "/files", params=params)
+            entries, following = _parse(_page, page, None, "GET /files")
+            for entry in entries:
+                yield entry
+            if not following:
+                return
+            if following == after:
+                raise UnexpectedResponse(f"GET /files: the listing stopped at {after!r}")
+            after = following
+
+    async def manifest(self, name: str) -> Manifest:
+        """The manifest of ``name``: layout and which peer holds each chunk.
+
+        Raises FileNotFound, InvalidName, Unavailable.
+        """
+        path = file_path(name, "/manifests/")
+        record = await self._transport.json("GET", path)
+        return _parse(Manifest.from_json, record, None, f"GET {path}")
+
+    async def cluster(self) -> ClusterView:
+        """What the current peer believes about the cluster: ring, members, their fill.
+
+        Raises Unavailable or PeerUnreachable.
+        """
+        record = await self._transport.json("GET", "/cluster")
+        return _parse(ClusterView.from_json, record, None, "GET /cluster")
+
+
+def _page(record: Any) -> tuple[list[FileEntry], str | None]:
+    entries = [FileEntry.from_json(entry) for entry in record["files"]]
+    following = record["next"]
+    return entries, None if following is None else str(following)
+
+
+def _parse(build: Callable[[Any], _Record], record: Any, peer: str | None, what: str) -> _Record:
+    """``build(record)``, with a malformed answer raised as UnexpectedResponse."""
+    try:
+        return build(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnexpectedResponse(
+            f"{what}: unexpected answer: missing or bad {exc!r}", peer=peer
+        ) from exc
+
+
+def _sync_and_close(file: BinaryIO) -> None:
+    with file:
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _discard(file: BinaryIO, temp: Path) -> None:
+    file.close()
+    temp.unlink(missing_ok=True)

@@ -1,0 +1,245 @@
+"""Upload bodies: bytes, a path, a file object or an iterator, sent as a stream of pieces.
+
+A body knows its size when it can (so the server gets a Content-Length) and whether it can
+be sent again after a failed attempt. Bytes, paths and seekable files rewind; a one-shot
+source (an iterator, a pipe) can be sent again only if no piece was taken from it yet, such as
+when the first peer refused the connection. File reads and a sync iterator's ``next`` run in a
+worker thread so a slow disk or a blocking generator never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
+
+PIECE = 1 << 20  # bytes per read from a file and per piece handed to aiohttp
+
+ProgressCallback: TypeAlias = Callable[[int, int | None], None]
+"""Called with (bytes done so far, total bytes or None when unknown)."""
+
+
+@runtime_checkable
+class BinaryReader(Protocol):
+    """Anything with a binary ``read(n)``: an open file, ``io.BytesIO``, ``sys.stdin.buffer``."""
+
+    def read(self, size: int = ..., /) -> bytes:
+        """Read up to ``size`` bytes; ``b""`` at the end."""
+
+
+BodySource: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | os.PathLike[str]
+    | BinaryReader
+    | BinaryIO
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+)
+"""What ``put`` accepts as file content."""
+
+
+class _Source(Protocol):
+    size: int | None
+    rewindable: bool
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _BytesSource:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data).cast("B")
+        self.size: int | None = len(self._view)
+        self.rewindable = True
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._view), PIECE):
+            yield bytes(self._view[start : start + PIECE])
+
+    async def aclose(self) -> None:
+        self._view.release()
+
+
+class _FileSource:
+    """An open binary file; rewindable when seekable, read from where it stood at the start."""
+
+    def __init__(self, file: BinaryReader, *, owned: bool) -> None:
+        self._file = file
+        self._owned = owned
+        self._start = 0
+        self.size: int | None = None
+        self.rewindable = False
+
+    @classmethod
+    async def from_path(cls, path: os.PathLike[str]) -> _FileSource:
+        file = await asyncio.to_thread(Path(path).open, "rb")
+        source = cls(file, owned=True)
+        await asyncio.to_thread(source._measure)
+        return source
+
+    @classmethod
+    async def from_file(cls, file: BinaryReader) -> _FileSource:
+        source = cls(file, owned=False)
+        await asyncio.to_thread(source._measure)
+        return source
+
+    def _measure(self) -> None:
+        seekable = getattr(self._file, "seekable", None)
+        if seekable is None or not seekable():
+            return
+        file: BinaryIO = self._file  # type: ignore[assignment]  # seekable() said so
+        self._start = file.tell()
+        self.size = file.seek(0, os.SEEK_END) - self._start
+        file.seek(self._start)
+        self.rewindable = True
+
+    def _rewind(self) -> None:
+        if self.rewindable:
+            self._file.seek(self._start)  # type: ignore[attr-defined]
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        await asyncio.to_thread(self._rewind)
+        remaining = self.size
+        while remaining is None or remaining > 0:
+            want = PIECE if remaining is None else min(PIECE, remaining)
+            piece = await asyncio.to_thread(self._file.read, want)
+            if not piece:
+                if remaining is not None:
+                    raise OSError(f"the file ended {remaining} bytes early; did it shrink?")
+                return
+            if remaining is not None:
+                remaining -= len(piece)
+            yield _checked(piece)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await asyncio.to_thread(self._file.close)  # type: ignore[attr-defined]
+
+
+_END = object()
+
+
+class _IterableSource:
+    """A sync iterable of bytes, advanced in a worker thread: one-shot."""
+
+    def __init__(self, data: Iterable[bytes]) -> None:
+        self._iterator: Iterator[bytes] = iter(data)
+        self.size: int | None = None
+        self.rewindable = False
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        while True:
+            piece = await asyncio.to_thread(next, self._iterator, _END)
+            if piece is _END:
+                return
+            yield _checked(piece)
+
+    async def aclose(self) -> None:
+        pass  # the caller owns its iterator
+
+
+class _AsyncIterableSource:
+    """An async iterable of bytes: one-shot."""
+
+    def __init__(self, data: AsyncIterable[bytes]) -> None:
+        self._iterator = aiter(data)
+        self.size: int | None = None
+        self.rewindable = False
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        async for piece in self._iterator:
+            yield _checked(piece)
+
+    async def aclose(self) -> None:
+        pass  # the caller owns its iterator
+
+
+def _checked(piece: object) -> bytes:
+    if isinstance(piece, bytes):
+        return piece
+    if isinstance(piece, (bytearray, memoryview)):
+        return bytes(piece)
+    raise TypeError(f"an upload iterator must yield bytes, not {type(piece).__name__}")
+
+
+class RequestBody:
+    """One upload's body across attempts: counts progress and knows if it can be resent.
+
+    Use ``async with await RequestBody.prepare(data):`` so a file it opened is closed.
+    """
+
+    def __init__(self, source: _Source, progress: ProgressCallback | None) -> None:
+        self._source = source
+        self._progress = progress
+        self._started = False
+        self.failure: BaseException | None = None
+        """An error raised by the source or the progress callback (not by the network)."""
+
+    def __repr__(self) -> str:
+        kind = "rewindable" if self._source.rewindable else "one-shot"
+        return f"RequestBody({kind}, size={self.size}, started={self._started})"
+
+    @classmethod
+    async def prepare(cls, data: BodySource, progress: ProgressCallback | None) -> RequestBody:
+        """Wrap ``data``; opens a path. Raises TypeError for a type it cannot send, like str."""
+        source: _Source
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            source = _BytesSource(data)
+        elif isinstance(data, os.PathLike):
+            source = await _FileSource.from_path(data)
+        elif isinstance(data, str):
+            raise TypeError("put takes bytes or a path (pathlib.Path), not str")
+        elif isinstance(data, BinaryReader):
+            source = await _FileSource.from_file(data)
+        elif isinstance(data, AsyncIterable):
+            source = _AsyncIterableSource(data)
+        elif isinstance(data, Iterable):
+            source = _IterableSource(data)
+        else:
+            raise TypeError(f"cannot upload a {type(data).__name__}")
+        return cls(source, progress)
+
+    @property
+    def size(self) -> int | None:
+        """The number of bytes to send, when known before sending."""
+        return self._source.size
+
+    @property
+    def can_send(self) -> bool:
+        """True while an attempt can send the whole body: rewindable, or never started."""
+        return self.failure is None and (self._source.rewindable or not self._started)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """A fresh stream of the whole body for one attempt; reports progress as it goes."""
+        if not self.can_send:
+            raise RuntimeError(f"{self!r} cannot be sent again")
+        self._started = True
+        sent = 0
+        try:
+            if self._progress is not None:
+                self._progress(0, self.size)
+            async for piece in self._source.pieces():
+                yield piece
+                sent += len(piece)
+                if self._progress is not None:
+                    self._progress(sent, self.size)
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    async def aclose(self) -> None:
+        """Close what ``prepare`` opened (a path's file); a caller's own file stays open."""
+        await self._source.aclose()
+
+    async def __aenter__(self) -> RequestBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,97 @@
+"""An event loop on a private thread, so blocking code can call async code.
+
+The sync ``Client`` runs every ``AsyncClient`` call here and blocks for the result. Because
+the loop is its own, this works from plain scripts, from threads, and from code that is
+itself called by a running loop (through ``asyncio.to_thread``), where ``asyncio.run`` would
+refuse. Interrupting the waiting thread (Ctrl-C) cancels the call on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """A running event loop on a daemon thread, until ``close``."""
+
+    def __init__(self, name: str = "ringstore-client") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "running" if self._thread.is_alive() else "closed"
+        return f"LoopThread({self._thread.name!r}, {state})"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` has stopped the loop."""
+        return self._loop.is_closed()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and block until it is done; return or raise its result.
+
+        Raises RuntimeError if called from the loop's own thread (it would deadlock) or after
+        ``close``.
+        """
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("a sync client call cannot be made from its own loop")
+        if self.closed:
+            coroutine.close()
+            raise RuntimeError("this client is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # KeyboardInterrupt in the waiting thread: stop the work too
+            raise
+
+    def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """A blocking iterator over an async iterator that lives on the loop.
+
+        Closing the iterator (or leaving a ``for`` loop early and dropping it) closes the
+        async iterator on the loop, so a connection it holds is let go.
+        """
+        try:
+            while True:
+                try:
+                    item = self.run(_next(items))
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None and not self.closed:
+                # RuntimeError: still running after an interrupt; its cancellation ends it.
+                with contextlib.suppress(RuntimeError):
+                    self.run(_await(aclose()))
+
+    def close(self) -> None:
+        """Stop the loop, join its thread and close the loop. Idempotent."""
+        if self.closed:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        self._loop.close()
+
+
+async def _next(items: AsyncIterator[T]) -> T:
+    return await items.__anext__()
+
+
+async def _await(awaitable: Awaitable[Any]) -> None:
+    await awaitable

@@ -1,0 +1,243 @@
+"""Typed records of what the server answers: stored files, listings, manifests, the cluster.
+
+Each record is a frozen dataclass built from the API's JSON (or a file's headers) by one
+``from_json`` / ``from_headers`` constructor, which raises KeyError, TypeError or ValueError
+when the answer lacks a field; the transport turns those into UnexpectedResponse. Versions
+are kept as the server's opaque strings: equal strings name the same file version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+
+def _etag(header: str) -> str:
+    """An ETag header without its quotes (and without a weak ``W/`` prefix)."""
+    return header.removeprefix("W/").strip('"')
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """A file version just stored by ``put``."""
+
+    name: str
+    size: int
+    version: str
+    etag: str
+    content_type: str
+    chunks: int
+    """How many chunks were stored (data and parity)."""
+    degraded: bool
+    """True when fewer chunks were stored than the layout has (a peer was down)."""
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> PutResult:
+        """Build from the JSON answer of ``PUT /files/{name}``."""
+        return cls(
+            name=str(record["name"]),
+            size=int(record["size"]),
+            version=str(record["version"]),
+            etag=str(record["etag"]),
+            content_type=str(record["content_type"]),
+            chunks=int(record["chunks"]),
+            degraded=bool(record["degraded"]),
+        )
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What the headers of a file tell: its size, version, etag, type and modification time."""
+
+    name: str
+    size: int
+    version: str
+    etag: str
+    content_type: str
+    last_modified: datetime
+    """When this version was written (UTC, whole seconds)."""
+
+    @classmethod
+    def from_headers(cls, name: str, headers: Mapping[str, str]) -> FileStat:
+        """Build from the headers of a ``GET`` or ``HEAD`` of ``/files/{name}``.
+
+        The size comes from ``Content-Range`` on a 206 answer, else from ``Content-Length``.
+        """
+        content_range = headers.get("Content-Range")
+        if content_range is not None:
+            size = int(content_range.rpartition("/")[2])
+        else:
+            size = int(headers["Content-Length"])
+        modified = parsedate_to_datetime(headers["Last-Modified"])
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=timezone.utc)
+        return cls(
+            name=name,
+            size=size,
+            version=headers["X-Ringstore-Version"],
+            etag=_etag(headers["ETag"]),
+            content_type=headers.get("Content-Type", "application/octet-stream"),
+            last_modified=modified,
+        )
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a listing."""
+
+    name: str
+    size: int
+    version: str
+    etag: str
+    content_type: str
+    deleted: bool
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> FileEntry:
+        """Build from one entry of ``GET /files``."""
+        return cls(
+            name=str(record["name"]),
+            size=int(record["size"]),
+            version=str(record["version"]),
+            etag=str(record["etag"]),
+            content_type=str(record["content_type"]),
+            deleted=bool(record["deleted"]),
+        )
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """One stored chunk of a file version: which peer holds it and how to check it."""
+
+    index: int
+    kind: str
+    """``"data"`` or ``"parity"``."""
+    holder: str
+    """Id of the peer that holds the chunk (see ``ClusterView.peers`` for its URL)."""
+    id: str
+    size: int
+    digest: str
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> ChunkInfo:
+        """Build from one entry of a manifest's ``chunks``."""
+        return cls(
+            index=int(record["index"]),
+            kind=str(record["kind"]),
+            holder=str(record["holder"]),
+            id=str(record["id"]),
+            size=int(record["size"]),
+            digest=str(record["digest"]),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The committed record of one file version: layout, content digest and chunk holders."""
+
+    name: str
+    version: str
+    size: int
+    etag: str
+    content_type: str
+    deleted: bool
+    degraded: bool
+    k: int
+    """Data chunks per file."""
+    m: int
+    """Parity chunks per file: how many chunks may be lost."""
+    block_size: int
+    chunk_size: int
+    stripes: int
+    chunks: tuple[ChunkInfo, ...]
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Manifest:
+        """Build from the JSON answer of ``GET /manifests/{name}``."""
+        return cls(
+            name=str(record["name"]),
+            version=str(record["version"]),
+            size=int(record["size"]),
+            etag=str(record["etag"]),
+            content_type=str(record["content_type"]),
+            deleted=bool(record["deleted"]),
+            degraded=bool(record["degraded"]),
+            k=int(record["k"]),
+            m=int(record["m"]),
+            block_size=int(record["block_size"]),
+            chunk_size=int(record["chunk_size"]),
+            stripes=int(record["stripes"]),
+            chunks=tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"]),
+        )
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """One member of the cluster as the answering peer sees it."""
+
+    id: str
+    url: str
+    state: str
+    """``"up"`` or ``"down"``, as last seen by the answering peer."""
+    weight: int
+    used_bytes: int
+    chunks: int
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
+        """Build from one entry of ``GET /cluster``'s ``peers``."""
+        return cls(
+            id=str(record["id"]),
+            url=str(record["url"]),
+            state=str(record["state"]),
+            weight=int(record["weight"]),
+            used_bytes=int(record["used_bytes"]),
+            chunks=int(record["chunks"]),
+        )
+
+
+@dataclass(frozen=True)
+class RingInfo:
+    """The consistent-hash ring the answering peer places chunks on."""
+
+    digest: str
+    vnodes: int
+    members: int
+    evenness: float
+    """Largest share of placements over the mean share, per unit of weight; 1.0 is even."""
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> RingInfo:
+        """Build from ``GET /cluster``'s ``ring``."""
+        return cls(
+            digest=str(record["digest"]),
+            vnodes=int(record["vnodes"]),
+            members=int(record["members"]),
+            evenness=float(record["evenness"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What one peer believes about the cluster: its ring and every member's state and fill."""
+
+    self_id: str
+    """Id of the peer that answered."""
+    ring: RingInfo
+    peers: tuple[PeerInfo, ...]
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> ClusterView:
+        """Build from the JSON answer of ``GET /cluster``."""
+        return cls(
+            self_id=str(record["self"]),
+            ring=RingInfo.from_json(record["ring"]),
+            peers=tuple(PeerInfo.from_json(peer) for peer in record["peers"]),
+        )
+
+    def peer(self, peer_id: str) -> PeerInfo | None:
+        """The member with this id, or None if the answering peer does not know it."""
+        return next((p for p in self.peers if p.id == peer_id), None)

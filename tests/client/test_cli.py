@@ -1,0 +1,203 @@
+"""The file commands of ``ringstore``: through click's CliRunner, and once as real processes.
+
+CliRunner runs a command in a worker thread (``asyncio.to_thread``) because the command's
+sync client blocks while this test's loop serves the in-process cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner, Result
+
+from node.cli import main
+from tests.harness import LocalCluster, ProcessCluster, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def ringstore(
+    cluster: LocalCluster, *args: str, stdin: bytes | None = None, **env: str
+) -> Result:
+    """Run ``ringstore ARGS --peer <second peer>`` the way a shell would, in a thread."""
+    runner = CliRunner(env={"RINGSTORE_PEERS": None, **env})
+    peers = ("--peer", cluster[1].url) if "RINGSTORE_PEERS" not in env else ()
+    return await asyncio.to_thread(runner.invoke, main, [*args, *peers], input=stdin)
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stderr == ""
+    return result
+
+
+def failed(result: Result, code: int = 1) -> str:
+    """The one error line of a failed command."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 or code == 2, result.stderr
+    return lines[-1]
+
+
+async def test_put_and_get_files_and_pipes(
+    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(100_000, seed=1)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(data)
+    out = ok(await ringstore(cluster, "put", str(source)))
+    assert out.stdout.startswith("photo.jpg: 100000 bytes, version ")
+    ok(await ringstore(cluster, "put", str(source), "trips/été/photo.jpg", "--quiet"))
+    assert ok(await ringstore(cluster, "put", "-", "piped.txt", stdin=b"from stdin")).stdout
+
+    monkeypatch.chdir(tmp_path / ".")
+    (tmp_path / "down").mkdir()
+    assert ok(await ringstore(cluster, "get", "piped.txt", "-")).stdout_bytes == b"from stdin"
+    assert ok(await ringstore(cluster, "get", "piped.txt", "-o", "-")).stdout_bytes == b"from stdin"
+    ok(await ringstore(cluster, "get", "trips/été/photo.jpg", "down"))  # into a directory
+    assert (tmp_path / "down" / "photo.jpg").read_bytes() == data
+    ok(await ringstore(cluster, "get", "trips/été/photo.jpg", "-o", "down/renamed.jpg"))
+    assert (tmp_path / "down" / "renamed.jpg").read_bytes() == data
+    ok(await ringstore(cluster, "get", "piped.txt"))  # default: its last segment, here
+    assert (tmp_path / "piped.txt").read_bytes() == b"from stdin"
+
+    stat = json.loads(ok(await ringstore(cluster, "stat", "photo.jpg", "--json")).stdout)
+    assert stat["content_type"] == "image/jpeg"  # guessed from the name
+    stat = json.loads(ok(await ringstore(cluster, "stat", "piped.txt", "--json")).stdout)
+    assert stat["content_type"] == "text/plain"
+
+    usage = failed(await ringstore(cluster, "put", "-", stdin=b"x"), code=2)
+    assert "NAME is required" in usage
+    failed(await ringstore(cluster, "get", "piped.txt", "a", "-o", "b"), code=2)
+    failed(await ringstore(cluster, "put", str(tmp_path / "absent")), code=2)
+
+
+async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) -> None:
+    for i in range(3):
+        ok(await ringstore(cluster, "put", "-", f"dir/f{i}", stdin=b"x" * (i + 1) * 1000))
+    ok(await ringstore(cluster, "put", "-", "other", stdin=b"y"))
+
+    lines = ok(await ringstore(cluster, "ls", "dir/")).stdout.splitlines()
+    assert [line.split() for line in lines] == [
+        ["1000", "dir/f0"],
+        ["2000", "dir/f1"],
+        ["3000", "dir/f2"],
+    ]
+    listing = json.loads(ok(await ringstore(cluster, "ls", "--json")).stdout)
+    assert [(e["name"], e["size"]) for e in listing] == [
+        ("dir/f0", 1000),
+        ("dir/f1", 2000),
+        ("dir/f2", 3000),
+        ("other", 1),
+    ]
+    assert json.loads(ok(await ringstore(cluster, "ls", "nothing/", "--json")).stdout) == []
+
+    text = ok(await ringstore(cluster, "stat", "dir/f2")).stdout
+    assert "size:         3000 bytes" in text
+    assert "5 data + 2 parity chunks" in text
+    manifest = json.loads(ok(await ringstore(cluster, "stat", "dir/f2", "--json")).stdout)
+    assert manifest["size"] == 3000
+    assert len(manifest["chunks"]) == 7
+    assert {c["holder_url"] for c in manifest["chunks"]} == set(cluster.urls)
+    for chunk in manifest["chunks"]:
+        assert chunk["holder"] in text
+        assert chunk["holder_url"] in text
+
+    text = ok(await ringstore(cluster, "status")).stdout
+    for peer in cluster.peers:
+        assert peer.url in text
+        assert peer.id[:8] in text
+    assert "7 of 7 peers up" in text
+    assert "evenness" in text
+    view = json.loads(ok(await ringstore(cluster, "status", "--json")).stdout)
+    assert view["self_id"] == cluster[1].id
+    assert {p["url"] for p in view["peers"]} == set(cluster.urls)
+    assert view["ring"]["evenness"] >= 1.0
+
+    ok(await ringstore(cluster, "rm", "dir/f0", "dir/f1"))
+    assert ok(await ringstore(cluster, "ls")).stdout.split()[1::2] == ["dir/f2", "other"]
+
+
+async def test_failures_are_one_line_on_stderr(cluster: LocalCluster, tmp_path: Path) -> None:
+    missing = "error: no file named 'missing'"
+    assert failed(await ringstore(cluster, "get", "missing", "-")) == missing
+    assert failed(await ringstore(cluster, "get", "missing", "-o", str(tmp_path / "m"))) == missing
+    assert not (tmp_path / "m").exists()
+    assert failed(await ringstore(cluster, "rm", "missing")) == missing
+    assert failed(await ringstore(cluster, "stat", "missing")) == missing
+    assert failed(await ringstore(cluster, "put", "-", "a//b", stdin=b"x")).startswith(
+        "error: empty, '.' and '..' segments are not allowed"
+    )
+    assert failed(await ringstore(cluster, "get", "x", str(tmp_path / "no" / "dir"))).startswith(
+        "error: "
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    unreachable = failed(await ringstore(cluster, "ls", RINGSTORE_PEERS=dead))
+    assert unreachable.startswith("error: GET /files failed after 3 tries: peer " + dead)
+    assert "--peer" in failed(await ringstore(cluster, "ls", "--peer", "nonsense"), code=2)
+
+    # A dead peer first: the commands fail over to the next one, stdin included.
+    env = {"RINGSTORE_PEERS": f"{dead},{cluster[2].url}"}
+    ok(await ringstore(cluster, "put", "-", "failed-over", stdin=b"still here", **env))
+    assert ok(await ringstore(cluster, "get", "failed-over", "-", **env)).stdout_bytes == (
+        b"still here"
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_pipes_through_real_processes(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    processes = ProcessCluster(tmp_path / "peers", 5)
+    try:
+        await processes.start(http)
+        dead = f"http://127.0.0.1:{free_port()}"
+        live = processes.urls[2]
+        ringstore = f"{sys.executable} -m node"
+
+        # The commands run in tmp_path but import this checkout, as the peers do.
+        env = {**os.environ, "PYTHONPATH": str(REPO), "RINGSTORE_PEERS": ""}
+
+        def shell(command: str) -> subprocess.CompletedProcess[Any]:
+            return subprocess.run(
+                ["sh", "-c", command],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+
+        put = await asyncio.to_thread(
+            shell,
+            "head -c 3000000 /dev/urandom | tee in.bin"
+            f" | {ringstore} put - piped/random.bin --peer {dead} --peer {live}",
+        )
+        assert put.returncode == 0, put.stderr
+        assert put.stdout.startswith(b"piped/random.bin: 3000000 bytes")
+        get = await asyncio.to_thread(
+            shell, f"{ringstore} get piped/random.bin - --peer {processes.urls[4]} > out.bin"
+        )
+        assert get.returncode == 0, get.stderr
+        assert get.stderr == b""
+        assert (tmp_path / "out.bin").read_bytes() == (tmp_path / "in.bin").read_bytes()
+        assert (tmp_path / "out.bin").stat().st_size == 3_000_000
+
+        missing = await asyncio.to_thread(shell, f"{ringstore} get nope - --peer {live}")
+        assert (missing.returncode, missing.stdout) == (1, b"")
+        assert missing.stderr == b"error: no file named 'nope'\n"
+    finally:
+        await processes.stop()

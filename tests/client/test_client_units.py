@@ -1,0 +1,216 @@
+"""The client's pure parts, without a cluster: error mapping, retries, peers, names, bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from client import (
+    AsyncClient,
+    Client,
+    CorruptData,
+    FileNotFound,
+    IncompleteBody,
+    InsufficientStorage,
+    InvalidName,
+    InvalidRange,
+    InvalidRequest,
+    NotFound,
+    PeerUnreachable,
+    RingstoreError,
+    ServerError,
+    Unavailable,
+    UnexpectedResponse,
+)
+from client.async_client import PEERS_ENV, default_peers, file_path
+from client.body import PIECE, ProgressCallback, RequestBody
+from client.errors import error_from_exception, error_from_response
+from client.reader import range_header
+from client.transport import PeerList, RetryPolicy
+
+
+def error_body(code: str, message: str = "why") -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (400, "invalid_request", InvalidRequest),
+        (400, "invalid_name", InvalidName),
+        (400, "incomplete_body", IncompleteBody),
+        (416, "invalid_range", InvalidRange),
+        (404, "not_found", NotFound),
+        (404, "file_not_found", FileNotFound),
+        (404, "chunk_not_found", NotFound),
+        (503, "unavailable", Unavailable),
+        (503, "peer_unavailable", Unavailable),
+        (507, "insufficient_storage", InsufficientStorage),
+        (500, "corrupt_data", CorruptData),
+        (500, "internal", ServerError),
+        (405, "method_not_allowed", InvalidRequest),
+        (502, "bad_gateway", ServerError),
+    ],
+)
+def test_error_answers_map_to_one_class_each(
+    status: int, code: str, cls: type[RingstoreError]
+) -> None:
+    error = error_from_response(status, error_body(code, "the reason"), peer="http://p:1")
+    assert type(error) is cls
+    assert (error.status, error.code, error.peer, str(error)) == (
+        status,
+        code,
+        "http://p:1",
+        "the reason",
+    )
+
+
+def test_error_answers_without_the_json_body() -> None:
+    # HEAD answers carry no body: the caller says what the status stands for.
+    head = error_from_response(404, b"", peer="p", implied_code="file_not_found")
+    assert type(head) is FileNotFound
+    assert str(head) == "HTTP 404"
+    assert type(error_from_response(404, b"", peer="p")) is NotFound
+    proxy = error_from_response(502, b"<html>Bad Gateway</html>", peer="p")
+    assert type(proxy) is ServerError
+    assert "Bad Gateway" in str(proxy)
+    ranged = error_from_response(
+        416, error_body("invalid_range"), peer="p", content_range="bytes */1234"
+    )
+    assert isinstance(ranged, InvalidRange)
+    assert ranged.size == 1234
+    assert type(error_from_response(302, b"", peer="p")) is UnexpectedResponse
+    assert isinstance(FileNotFound("x"), KeyError)
+    assert isinstance(InvalidName("x"), ValueError)
+
+
+def test_transport_failures_become_peer_unreachable() -> None:
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    for exc, reason in [
+        (refused, "cannot connect (Connection refused)"),
+        (asyncio.TimeoutError(), "timed out"),
+        (aiohttp.ServerDisconnectedError(), "the connection closed before an answer"),
+    ]:
+        error = error_from_exception(exc, peer="http://p:1")
+        assert isinstance(error, PeerUnreachable)
+        assert isinstance(error, Unavailable)
+        assert str(error) == f"peer http://p:1: {reason}"
+
+
+def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
+    policy = RetryPolicy(attempts=6, backoff=0.1, max_backoff=0.5)
+    assert [policy.delay(a) for a in range(6)] == [0.0, 0.1, 0.2, 0.4, 0.5, 0.5]
+    with pytest.raises(ValueError, match="at least 1"):
+        RetryPolicy(attempts=0)
+
+
+def test_peer_list_normalises_and_moves_past_failed_peers() -> None:
+    peers = PeerList(["http://a:1/", " http://b:2", "http://a:1", "https://c"])
+    assert peers.urls == ("http://a:1", "http://b:2", "https://c")
+    peers.failed("http://b:2")  # not the current one: nothing moves
+    assert peers.current == "http://a:1"
+    peers.failed("http://a:1")
+    assert peers.current == "http://b:2"
+    peers.failed("http://b:2")
+    peers.failed("https://c")
+    assert peers.current == "http://a:1"
+    for bad in ([], ["127.0.0.1:8000"], ["ftp://x"]):
+        with pytest.raises(ValueError, match="peer"):
+            PeerList(bad)
+
+
+def test_default_peers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PEERS_ENV, raising=False)
+    assert default_peers() == ["http://127.0.0.1:8000"]
+    monkeypatch.setenv(PEERS_ENV, "http://a:1, http://b:2,")
+    assert default_peers() == ["http://a:1", "http://b:2"]
+    assert AsyncClient().peers == ("http://a:1", "http://b:2")
+    assert AsyncClient("http://c:3,http://d:4").peers == ("http://c:3", "http://d:4")
+
+
+def test_names_are_percent_encoded_by_segment() -> None:
+    assert file_path("a b/c%d/é?#") == "/files/a%20b/c%25d/%C3%A9%3F%23"
+    assert file_path("a/../b", "/manifests/") == "/manifests/a/../b"  # the server judges
+    with pytest.raises(InvalidName, match="UTF-8"):
+        file_path("lone \udc80 surrogate")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "header"),
+    [(0, None, None), (5, None, "bytes=5-"), (0, 1, "bytes=0-0"), (-3, None, "bytes=-3")],
+)
+def test_range_headers_are_half_open(start: int, end: int | None, header: str | None) -> None:
+    assert range_header(start, end) == header
+
+
+def test_impossible_ranges_are_refused_before_asking() -> None:
+    for start, end, why in [(4, 4, "greater"), (5, 2, "greater"), (-3, 10, "takes no end")]:
+        with pytest.raises(ValueError, match=why):
+            range_header(start, end)
+
+
+def progress_into(calls: list[tuple[int, int | None]]) -> ProgressCallback:
+    return lambda done, total: calls.append((done, total))
+
+
+async def test_bodies_know_their_size_and_whether_they_rewind(tmp_path: Path) -> None:
+    async def replay(body: RequestBody) -> bytes:
+        return b"".join([piece async for piece in body.pieces()])
+
+    data = os.urandom(2 * PIECE + 3)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    for source in (data, bytearray(data), memoryview(data), path, io.BytesIO(data)):
+        progress: list[tuple[int, int | None]] = []
+        async with await RequestBody.prepare(source, progress_into(progress)) as body:
+            assert body.size == len(data)
+            assert await replay(body) == data
+            assert body.can_send
+            assert await replay(body) == data  # and again, from the start
+        once = [(0, len(data)), (PIECE, len(data)), (2 * PIECE, len(data)), (len(data), len(data))]
+        assert progress == once + once
+
+    def pieces() -> Iterator[bytes]:
+        yield b"ab"
+        yield bytearray(b"cd")
+
+    async def async_pieces() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"cd"
+
+    for one_shot in (pieces(), async_pieces()):
+        async with await RequestBody.prepare(one_shot, None) as body:
+            assert body.size is None
+            assert body.can_send
+            assert await replay(body) == b"abcd"
+            assert not body.can_send
+            with pytest.raises(RuntimeError, match="cannot be sent again"):
+                await replay(body)
+
+    async with await RequestBody.prepare(iter([b"ok", "text"]), None) as body:  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="must yield bytes"):
+            await replay(body)
+        assert isinstance(body.failure, TypeError)
+        assert not body.can_send
+    with pytest.raises(TypeError, match="not str"):
+        await RequestBody.prepare("some text", None)  # type: ignore[arg-type]
+
+
+def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
+    client = Client("http://127.0.0.1:9")
+    with client:
+        assert "running" in repr(client)
+    client.close()  # idempotent
+    assert "closed" in repr(client)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.get("x")
