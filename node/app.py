@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,11 +21,13 @@ from aiohttp import web
 from node.chunk_store import ChunkStore
 from node.config import PeerConfig
 from node.coordinator import Coordinator
+from node.discovery import DISCOVERY, Discovery
 from node.durable import write_atomically
 from node.http_errors import error_middleware
 from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.peer_client import PeerClient
+from node.rebalancer import Rebalancer
 from node.version import HybridClock
 from ring import Member
 
@@ -36,6 +39,8 @@ MANIFESTS = web.AppKey("manifests", ManifestStore)
 MEMBERSHIP = web.AppKey("membership", Membership)
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 CLOCK = web.AppKey("clock", HybridClock)
+PEERS = web.AppKey("peers", PeerClient)
+REBALANCER = web.AppKey("rebalancer", Rebalancer)
 
 
 def load_peer_id(data_dir: Path) -> str:
@@ -49,6 +54,12 @@ def load_peer_id(data_dir: Path) -> str:
         return peer_id
     except ValueError:
         raise SystemExit(f"{path} does not hold a peer id; fix or remove it") from None
+
+
+def disk_usage(data_dir: Path) -> dict[str, int]:
+    """Size and free space of the data directory's file system (one statvfs call)."""
+    usage = shutil.disk_usage(data_dir)
+    return {"disk_total_bytes": usage.total, "disk_free_bytes": usage.free}
 
 
 def create_app(config: PeerConfig) -> web.Application:
@@ -82,23 +93,42 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         config.join,
         peers,
         clock,
-        lambda: (chunks.used_bytes, chunks.chunk_count),
+        lambda: {
+            "used_bytes": chunks.used_bytes,
+            "chunks": chunks.chunk_count,
+            **disk_usage(config.data_dir),
+            "rebalance": rebalancer.progress.to_json(),
+        },
         vnodes=config.vnodes,
         interval=config.heartbeat_interval,
         down_after=config.down_after,
     )
     await asyncio.to_thread(membership.load)
     coordinator = Coordinator(config, membership, peers, clock)
+    rebalancer = Rebalancer(config, membership, manifests, coordinator, peers)
     app[CHUNKS], app[MANIFESTS], app[MEMBERSHIP] = chunks, manifests, membership
-    app[CLOCK], app[COORDINATOR] = clock, coordinator
+    app[CLOCK], app[COORDINATOR], app[PEERS], app[REBALANCER] = (
+        clock,
+        coordinator,
+        peers,
+        rebalancer,
+    )
     gossip = asyncio.ensure_future(membership.run())
+    rebalancing = asyncio.ensure_future(rebalancer.run())
+    discovery = None
+    if config.discovery == "zeroconf":
+        discovery = app[DISCOVERY] = Discovery(config, membership)
+        await discovery.start()
     log.info("peer %s serving %s from %s", peer_id, config.url, config.data_dir)
     try:
         yield
     finally:
-        gossip.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gossip
+        if discovery is not None:
+            await discovery.stop()  # first: nothing learned while the rest shuts down
+        for task in (gossip, rebalancing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await coordinator.close()
         await session.close()
         log.info("peer %s stopped", peer_id)

@@ -4,10 +4,13 @@ Layout under the data directory::
 
     incoming/<chunk id>.<token>   being received; never served; removed on start
     chunks/<2 hex>/<chunk id>     complete: fsynced, then renamed into place
+    chunks/<2 hex>/<chunk id>.meta   its sidecar: file name, version, index, block digests
 
 A chunk is visible only once all of its bytes are durable, so a reader never sees a
-half-written chunk and a crash leaves at worst a stray file in ``incoming/``. All disk work
-runs in worker threads; the event loop only keeps the byte and chunk counters.
+half-written chunk and a crash leaves at worst a stray file in ``incoming/``. The sidecar is
+made durable and renamed first, so every visible chunk has one: it lets the scrubber verify
+the chunk without its manifest and find the manifest from the chunk. All disk work runs in
+worker threads; the event loop only keeps the byte and chunk counters.
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from node.durable import fsync_dir
+from node.codec import BlockDigests
+from node.durable import fsync_dir, write_atomically
 from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
 from node.locks import KeyedLocks
+from node.manifest import ChunkMeta
 
 log = logging.getLogger(__name__)
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
+META = ".meta"
 
 
 class ChunkStore:
@@ -60,12 +68,33 @@ class ChunkStore:
                 log.info("removing %d interrupted chunk writes from incoming/", len(leftovers))
             shutil.rmtree(self._incoming)
         self._incoming.mkdir()
-        sizes = [p.stat().st_size for p in self._chunk_files()]
+        sizes = []
+        for path in self._chunk_files():
+            if path.with_name(path.name + META).exists():
+                sizes.append(path.stat().st_size)
+            else:  # only a crash between the two renames of a pre-sidecar write leaves this
+                log.warning("chunk %s has no sidecar; removing it", path.name)
+                path.unlink()
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
 
     def _chunk_files(self) -> Iterator[Path]:
         for shard in self._chunks.iterdir():
-            yield from shard.iterdir()
+            for path in shard.iterdir():
+                if CHUNK_ID.fullmatch(path.name):
+                    yield path
+
+    async def chunk_ids(self) -> list[str]:
+        """The ids of every stored chunk."""
+        return await asyncio.to_thread(lambda: sorted(p.name for p in self._chunk_files()))
+
+    async def meta(self, chunk_id: str) -> ChunkMeta:
+        """A chunk's sidecar; raises ChunkNotFound or CorruptData."""
+        path = self._path(chunk_id)
+        try:
+            data = await asyncio.to_thread(path.with_name(path.name + META).read_bytes)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+        return ChunkMeta.from_bytes(data)
 
     def path(self, chunk_id: str) -> Path:
         """Where a complete chunk lives; raises ChunkNotFound if it is not stored."""
@@ -80,9 +109,13 @@ class ChunkStore:
         return self._chunks / chunk_id[:2] / chunk_id
 
     async def write(
-        self, chunk_id: str, pieces: AsyncIterable[bytes], expected_size: int | None
-    ) -> int:
-        """Store a chunk from a stream of pieces and return its size.
+        self,
+        chunk_id: str,
+        pieces: AsyncIterable[bytes],
+        expected_size: int | None,
+        meta: ChunkMeta,
+    ) -> ChunkMeta:
+        """Store a chunk from a stream of pieces; return its sidecar (size, block digests).
 
         Nothing becomes visible unless the stream ends cleanly with ``expected_size`` bytes
         (when given). Raises IncompleteBody, InsufficientStorage or the stream's own error.
@@ -90,11 +123,13 @@ class ChunkStore:
         final = self._path(chunk_id)
         temp = self._incoming / f"{chunk_id}.{secrets.token_hex(6)}"
         file = await asyncio.to_thread(open, temp, "wb")
+        digests = BlockDigests(meta.block_size)
         size = 0
         try:
             batch: list[bytes] = []
             batched = 0
             async for piece in pieces:
+                digests.update(piece)
                 batch.append(piece)
                 batched += len(piece)
                 if batched >= WRITE_BATCH:
@@ -105,8 +140,9 @@ class ChunkStore:
             size += batched
             if expected_size is not None and size != expected_size:
                 raise IncompleteBody(f"chunk {chunk_id}: got {size} of {expected_size} bytes")
+            meta = replace(meta, size=size, block_digests=digests.digests(), stored_at=time.time())
             # Shielded: once the rename may happen, the counters must follow it.
-            await asyncio.shield(self._commit(chunk_id, file, temp, final, size))
+            await asyncio.shield(self._commit(chunk_id, file, temp, final, meta))
         except OSError as exc:
             await asyncio.to_thread(_discard, file, temp)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -115,37 +151,39 @@ class ChunkStore:
         except BaseException:
             await asyncio.shield(asyncio.to_thread(_discard, file, temp))
             raise
-        return size
+        return meta
 
     async def _commit(
-        self, chunk_id: str, file: BinaryIO, temp: Path, final: Path, size: int
+        self, chunk_id: str, file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta
     ) -> None:
         async with self._locks.hold(chunk_id):  # two writes of one id count once
-            replaced = await asyncio.to_thread(_commit, file, temp, final)
+            replaced = await asyncio.to_thread(_commit, file, temp, final, meta)
             if replaced is not None:
                 self.used_bytes -= replaced
                 self.chunk_count -= 1
-            self.used_bytes += size
+            self.used_bytes += meta.size
             self.chunk_count += 1
 
     async def delete(self, chunk_id: str) -> None:
-        """Remove a chunk; raises ChunkNotFound if it is not stored."""
+        """Remove a chunk and its sidecar; raises ChunkNotFound if it is not stored."""
         path = self._path(chunk_id)
-        try:
-            size = await asyncio.to_thread(_unlink, path)
-        except FileNotFoundError:
-            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
-        self.used_bytes -= size
-        self.chunk_count -= 1
+        async with self._locks.hold(chunk_id):
+            try:
+                size = await asyncio.to_thread(_unlink, path)
+            except FileNotFoundError:
+                raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+            self.used_bytes -= size
+            self.chunk_count -= 1
 
 
-def _commit(file: BinaryIO, temp: Path, final: Path) -> int | None:
-    """Make a received chunk durable and visible; return the size of a copy it replaced."""
+def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | None:
+    """Make a received chunk durable and visible, sidecar first; return a replaced copy's size."""
     file.flush()
     os.fsync(file.fileno())
     file.close()
     final.parent.mkdir(exist_ok=True)
     replaced = final.stat().st_size if final.exists() else None
+    write_atomically(final.with_name(final.name + META), meta.to_bytes())
     os.replace(temp, final)
     fsync_dir(final.parent)
     return replaced
@@ -164,4 +202,5 @@ def _discard(file: BinaryIO, temp: Path) -> None:
 def _unlink(path: Path) -> int:
     size = path.stat().st_size
     path.unlink()
+    path.with_name(path.name + META).unlink(missing_ok=True)
     return size

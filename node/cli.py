@@ -42,6 +42,23 @@ def _setup_logging(level: str, tag: str) -> None:
 @click.option("--peer-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("--stall-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("--delete-grace", default=30.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--discovery",
+    type=click.Choice(["zeroconf", "none"]),
+    default="zeroconf",
+    show_default=True,
+    help="Find peers with mDNS on the serving address, or only through --join.",
+)
+@click.option("--cluster", default="ringstore", show_default=True, help="mDNS cluster name.")
+@click.option("--interface", metavar="ADDR", help="Address for mDNS (default: --host).")
+@click.option("--service-type", default="_ringstore._tcp.local.", hidden=True)
+@click.option(
+    "--rebalance-rate",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="MB/s this peer moves after a join (0: unthrottled).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def peer(
     host: str,
@@ -55,6 +72,11 @@ def peer(
     peer_timeout: float,
     stall_timeout: float,
     delete_grace: float,
+    discovery: str,
+    cluster: str,
+    interface: str | None,
+    service_type: str,
+    rebalance_rate: float,
     log_level: str,
 ) -> None:
     """Run one peer."""
@@ -74,6 +96,11 @@ def peer(
         peer_timeout=peer_timeout,
         stall_timeout=stall_timeout,
         delete_grace=delete_grace,
+        discovery=discovery,
+        cluster=cluster,
+        interface=interface,
+        service_type=service_type,
+        rebalance_rate=rebalance_rate * 1e6,
     )
     asyncio.run(serve(config))
 
@@ -85,13 +112,25 @@ def peer(
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--discovery", type=click.Choice(["zeroconf", "none"]), default="zeroconf", show_default=True
+)
+@click.option("--service-type", default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)
-def up(count: int, data_dir: Path, port: int, host: str, log_level: str) -> None:
+def up(
+    count: int,
+    data_dir: Path,
+    port: int,
+    host: str,
+    discovery: str,
+    service_type: str | None,
+    log_level: str,
+) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.supervisor import Supervisor
 
     _setup_logging(log_level, "up")
-    supervisor = Supervisor(count, data_dir, port, host, log_level)
+    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type)
     raise SystemExit(asyncio.run(supervisor.run()))
 
 

@@ -23,6 +23,36 @@ def block_digest(block: Buffer) -> bytes:
     return xxhash.xxh3_128_digest(block)
 
 
+class BlockDigests:
+    """Digests a chunk block by block as its bytes stream past, without buffering.
+
+    A chunk's blocks are ``block_size`` bytes each but the last, which may be shorter.
+    """
+
+    def __init__(self, block_size: int) -> None:
+        self._block_size = block_size
+        self._current = xxhash.xxh3_128()
+        self._filled = 0
+        self._digests = bytearray()
+
+    def update(self, piece: Buffer) -> None:
+        view = memoryview(piece)
+        while view:
+            take = min(len(view), self._block_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self._block_size:
+                self._digests += self._current.digest()
+                self._current.reset()
+                self._filled = 0
+
+    def digests(self) -> bytes:
+        """The block digests so far, the short last block included."""
+        tail = self._current.digest() if self._filled else b""
+        return bytes(self._digests) + tail
+
+
 @lru_cache(maxsize=32)
 def _encoder(k: int, n: int) -> zfec.Encoder:
     return zfec.Encoder(k, n)

@@ -31,10 +31,24 @@ class PeerConfig:
     queue_depth: int = 4  # blocks buffered per chunk stream, each way
     delete_grace: float = 30.0  # seconds before chunks of a replaced version are deleted
     vnodes: int = DEFAULT_VNODES
+    # Discovery: "zeroconf" announces and browses mDNS on ``interface`` (default: ``host``);
+    # "none" relies on ``join`` seeds. Members found either way are exchanged over HTTP.
+    discovery: str = "none"
+    cluster: str = "ringstore"
+    interface: str | None = None
+    service_type: str = "_ringstore._tcp.local."
+    # Bytes per second this peer moves when rebalancing after a join (0: unthrottled).
+    rebalance_rate: float = 50e6
+    rebalance_interval: float = 30.0  # seconds between passes that resume unfinished moves
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def zeroconf_address(self) -> str:
+        """The address mDNS runs on: never a network the peer does not serve."""
+        return self.interface or self.host
 
     def chunk_quorum(self, n: int) -> int:
         """Durable chunks a PUT of ``n`` chunks needs."""

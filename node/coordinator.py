@@ -35,7 +35,7 @@ from node.errors import (
     Unavailable,
 )
 from node.layout import Layout
-from node.manifest import DIGEST_SIZE, ChunkRef, Manifest, chunk_id, file_id
+from node.manifest import DIGEST_SIZE, ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.manifest_store import ReplicaWrite
 from node.membership import Membership
 from node.names import name_key
@@ -180,13 +180,25 @@ class Coordinator:
             )
         return list(answers.values())
 
+    async def commit(self, manifest: Manifest) -> None:
+        """Write ``manifest`` to a quorum of its replicas, then retire what it superseded.
+
+        Raises Unavailable below the write quorum (nothing is retired then).
+        """
+        acks = await self._write_manifest(manifest)
+        self._retire(acks, manifest)
+
     def _retire(self, acks: list[ReplicaWrite], manifest: Manifest) -> None:
-        """After a commit, delete what it superseded once readers had time to finish."""
-        stored = any(a.stored for a in acks)
+        """After a commit, delete chunks no longer referenced, once readers had time to finish.
+
+        Chunks of the manifests it replaced go, except those it still references. If every
+        replica already held a newer *version*, this manifest's own chunks go too; if they
+        held the same version at a newer revision (another move won), nothing does.
+        """
         unused = {c for a in acks if a.replaced is not None for c in a.replaced.placed_chunks()}
-        if stored:
+        if any(a.stored for a in acks):
             unused -= manifest.placed_chunks()
-        else:  # a newer manifest beat this one on every replica
+        elif all(a.current > manifest.version for a in acks):
             unused |= manifest.placed_chunks()
         if unused:
             self._spawn(self._delete_chunks(unused, self._config.delete_grace))
@@ -240,6 +252,7 @@ class Coordinator:
                 holder,
                 self._membership.url(holder),
                 chunk_id(file, index),
+                ChunkMeta(name, str(version), index, config.block_size),
                 expected.chunk_size if expected else None,
                 config.queue_depth,
                 config.stall_timeout,
@@ -270,8 +283,7 @@ class Coordinator:
             self._spawn(self._delete_chunks({(w.holder, w.chunk_id) for w in writers}, 0))
             raise Unavailable(f"only {len(chunks)} of {n} chunks were stored; {quorum} needed")
         manifest = Manifest(name, version, layout, etag, content_type, chunks)
-        acks = await self._write_manifest(manifest)
-        self._retire(acks, manifest)
+        await self.commit(manifest)
         if manifest.degraded:
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), n)
         return manifest
@@ -380,11 +392,18 @@ class Coordinator:
                 reader.close()
 
     async def delete(self, name: str) -> Manifest:
-        """Write a tombstone for ``name``; raises FileNotFound or Unavailable."""
-        current = await self.stat(name)
+        """Write a tombstone for ``name``; raises FileNotFound or Unavailable.
+
+        Deleting a deleted file succeeds again (a client retrying after a lost answer must
+        not be told the file never existed).
+        """
+        current = await self.read_manifest(name)
+        if current is None:
+            raise FileNotFound(f"no file named {name!r}")
+        if current.deleted:
+            return current
         tombstone = Manifest(name, self._clock.now(), Layout(0, current.layout.k, 0), deleted=True)
-        acks = await self._write_manifest(tombstone)
-        self._retire(acks, tombstone)
+        await self.commit(tombstone)
         return tombstone
 
     async def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], str]:
@@ -487,6 +506,7 @@ class ChunkWriter:
         holder: str,
         url: str,
         chunk_id: str,
+        owner: ChunkMeta,
         size: int | None,
         depth: int,
         stall_timeout: float,
@@ -496,7 +516,9 @@ class ChunkWriter:
         self.error: BaseException | None = None
         self._stall_timeout = stall_timeout
         self._queue: asyncio.Queue[Buffer] = asyncio.Queue(depth)
-        self._task = asyncio.ensure_future(peers.put_chunk(url, chunk_id, self._blocks(), size))
+        self._task = asyncio.ensure_future(
+            peers.put_chunk(url, chunk_id, self._blocks(), size, owner)
+        )
         self._task.add_done_callback(self._on_done)
 
     def __repr__(self) -> str:

@@ -43,7 +43,12 @@ def status_of(error: RingstoreError) -> int:
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    # The code is repeated in a header because answers to HEAD carry no body.
+    return web.json_response(
+        {"error": {"code": code, "message": message}},
+        status=status,
+        headers={"X-Ringstore-Error": code},
+    )
 
 
 @web.middleware

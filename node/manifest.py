@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import msgpack
@@ -19,9 +20,45 @@ import msgpack
 from node.errors import CorruptData
 from node.layout import Layout
 from node.version import Version
+from node.wire import pack, unpack
 
 SCHEMA = 1
 DIGEST_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    """What a holder keeps beside a chunk: whose it is, and the digest of every block."""
+
+    name: str
+    version: str
+    index: int
+    block_size: int
+    size: int = 0
+    block_digests: bytes = b""
+    stored_at: float = 0.0  # wall-clock seconds
+
+    def to_bytes(self) -> bytes:
+        return pack(
+            [
+                self.name,
+                self.version,
+                self.index,
+                self.block_size,
+                self.size,
+                self.block_digests,
+                self.stored_at,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChunkMeta:
+        """Decode a sidecar; raises CorruptData if it is not one."""
+        try:
+            name, version, index, block_size, size, digests, stored_at = unpack(data)
+            return cls(name, version, index, block_size, size, digests, stored_at)
+        except (ValueError, TypeError) as exc:
+            raise CorruptData(f"undecodable chunk sidecar: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -35,7 +72,7 @@ class ChunkRef:
     @property
     def digest(self) -> bytes:
         """Digest of the whole chunk: a hash over its block digests."""
-        return hashlib.blake2b(self.block_digests, digest_size=DIGEST_SIZE).digest()
+        return chunk_digest(self.block_digests)
 
     def block_digest(self, stripe: int) -> bytes:
         return self.block_digests[stripe * DIGEST_SIZE : (stripe + 1) * DIGEST_SIZE]
@@ -71,6 +108,10 @@ class Manifest:
 
     def chunk_id(self, index: int) -> str:
         return chunk_id(self.file_id, index)
+
+    def chunk_owner(self, index: int) -> ChunkMeta:
+        """The sidecar a holder keeps for chunk ``index`` (before size and digests)."""
+        return ChunkMeta(self.name, str(self.version), index, self.layout.block_size)
 
     def holders(self) -> dict[int, str]:
         return {ref.index: ref.holder for ref in self.chunks}
@@ -122,11 +163,18 @@ class Manifest:
         except Exception as exc:
             raise CorruptData(f"undecodable manifest: {exc!r}") from exc
 
+    @property
+    def modified(self) -> str:
+        """When this version was written (its clock time), as RFC 3339 UTC."""
+        moment = datetime.fromtimestamp(self.version.wall_ms / 1000, tz=timezone.utc)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def to_json(self) -> dict[str, Any]:
         layout = self.layout
         return {
             "name": self.name,
             "version": str(self.version),
+            "modified": self.modified,
             "revision": self.revision,
             "size": layout.size,
             "etag": self.etag,
@@ -156,11 +204,16 @@ class Manifest:
         return {
             "name": self.name,
             "version": str(self.version),
+            "modified": self.modified,
             "size": self.size,
             "etag": self.etag,
             "content_type": self.content_type,
             "deleted": self.deleted,
         }
+
+
+def chunk_digest(block_digests: bytes) -> bytes:
+    return hashlib.blake2b(block_digests, digest_size=DIGEST_SIZE).digest()
 
 
 def file_id(name: str, version: Version) -> str:

@@ -52,6 +52,10 @@ class ManifestStore:
     def __len__(self) -> int:
         return len(self._index)
 
+    def names(self) -> list[str]:
+        """Every name this peer holds a replica of, in order."""
+        return list(self._names)
+
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
 

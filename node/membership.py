@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Liveness:
     last_seen: float = 0.0
     used_bytes: int = 0
     chunks: int = 0
+    rebalance: dict[str, Any] = field(default_factory=dict)
+    disk_total_bytes: int = 0
+    disk_free_bytes: int = 0
 
     @property
     def state(self) -> str:
@@ -61,7 +64,7 @@ class Membership:
         seeds: Iterable[str],
         peers: PeerClient,
         clock: HybridClock,
-        stats: Callable[[], tuple[int, int]],
+        stats: Callable[[], dict[str, Any]],
         vnodes: int,
         interval: float = 1.0,
         down_after: int = 2,
@@ -71,7 +74,7 @@ class Membership:
         self._seeds = [s.rstrip("/") for s in seeds if s.rstrip("/") != me.url]
         self._peers = peers
         self._clock = clock
-        self._stats = stats  # this peer's (used_bytes, chunks)
+        self._stats = stats  # this peer's used_bytes, chunks and rebalance progress
         self._vnodes = vnodes
         self._interval = interval
         self._down_after = down_after
@@ -126,6 +129,12 @@ class Membership:
         self._ring = Ring(self._members.values(), self._vnodes)
         self._ring_stale = False
 
+    def learn(self, member: Member) -> None:
+        """Take a member's own record (from its gossip or its mDNS announcement)."""
+        if member.id != self.me.id and self._members.get(member.id) != member:
+            self._members.pop(member.id, None)  # its own record beats hearsay
+            self.merge([member])
+
     def merge(self, members: Iterable[Member]) -> bool:
         """Add members not yet known (hearsay never changes a known member)."""
         if not self._add(members):
@@ -176,12 +185,10 @@ class Membership:
     # --- gossip -------------------------------------------------------------------------
 
     def gossip(self) -> dict[str, Any]:
-        used, chunks = self._stats()
         return {
+            **self._stats(),
             "from": _record(self.me),
             "members": [_record(m) for m in self.members()],
-            "used_bytes": used,
-            "chunks": chunks,
             "clock": self._clock.now().to_wire(),
         }
 
@@ -193,15 +200,16 @@ class Membership:
         sender = _member(payload["from"])
         members = [_member(r) for r in payload["members"]]
         used, chunks = int(payload["used_bytes"]), int(payload["chunks"])
-        if sender.id != self.me.id and self._members.get(sender.id) != sender:
-            self._members.pop(sender.id, None)  # its own record beats hearsay
-            self.merge([sender])
+        rebalance = dict(payload.get("rebalance", {}))
+        disk = int(payload.get("disk_total_bytes", 0)), int(payload.get("disk_free_bytes", 0))
+        self.learn(sender)
         self.merge(members)
         if "clock" in payload:
             self._clock.observe_wire(payload["clock"])
         self.report_success(sender.id)
         live = self._liveness[sender.id]
-        live.used_bytes, live.chunks = used, chunks
+        live.used_bytes, live.chunks, live.rebalance = used, chunks, rebalance
+        live.disk_total_bytes, live.disk_free_bytes = disk
 
     async def _exchange(self, url: str, member_id: str | None) -> None:
         timeout = max(1.0, 2 * self._interval)

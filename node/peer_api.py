@@ -5,22 +5,26 @@ Only other peers call these routes. Bodies are raw bytes for chunks and msgpack 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
-from node.app import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP
+from node.app import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP, PEERS, REBALANCER
+from node.codec import BlockDigests
 from node.errors import CorruptData, FileNotFound, InvalidRequest
 from node.http_input import body_pieces, query_int
-from node.manifest import Manifest
+from node.manifest import ChunkMeta, Manifest, chunk_digest
 from node.version import Version
-from node.wire import MSGPACK, pack, unpack
+from node.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_put("/internal/chunks/{chunk_id}", put_chunk)
     app.router.add_get("/internal/chunks/{chunk_id}", get_chunk)
     app.router.add_delete("/internal/chunks/{chunk_id}", delete_chunk)
+    app.router.add_post("/internal/chunks/{chunk_id}/pull", pull_chunk)
     app.router.add_get("/internal/manifests", get_manifest)
     app.router.add_put("/internal/manifests", put_manifest)
     app.router.add_delete("/internal/manifests", retract_manifest)
@@ -39,15 +43,60 @@ async def _unpacked(request: web.Request) -> Any:
         raise InvalidRequest(f"body is not msgpack: {exc}") from exc
 
 
+def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str | int) -> ChunkMeta:
+    try:
+        return ChunkMeta(
+            unquote(name, errors="strict"),
+            version,
+            int(chunk_id.rpartition("-")[2]),
+            int(block_size),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"chunk {chunk_id}: bad owner or block size: {exc}") from exc
+
+
 async def put_chunk(request: web.Request) -> web.Response:
     chunk_id = request.match_info["chunk_id"]
-    size = await request.app[CHUNKS].write(chunk_id, body_pieces(request), request.content_length)
-    return web.json_response({"size": size}, status=201)
+    headers = request.headers
+    meta = _chunk_meta(
+        chunk_id,
+        headers.get(CHUNK_NAME, ""),
+        headers.get(CHUNK_VERSION, ""),
+        headers.get(CHUNK_BLOCK_SIZE, ""),
+    )
+    stored = await request.app[CHUNKS].write(
+        chunk_id, body_pieces(request), request.content_length, meta
+    )
+    return web.json_response({"size": stored.size}, status=201)
 
 
 async def get_chunk(request: web.Request) -> web.FileResponse:
     # FileResponse serves Range requests with sendfile, off the event loop.
     return web.FileResponse(request.app[CHUNKS].path(request.match_info["chunk_id"]))
+
+
+async def pull_chunk(request: web.Request) -> web.Response:
+    """Copy a chunk from another peer (a rebalancing move), verified before it is kept."""
+    chunk_id = request.match_info["chunk_id"]
+    order = await _unpacked(request)
+    try:
+        source, size = str(order["source"]), int(order["size"])
+        block_size, expected = int(order["block_size"]), bytes(order["digest"])
+        meta = _chunk_meta(chunk_id, str(order["name"]), str(order["version"]), block_size)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed pull order: {exc!r}") from exc
+    async with request.app[PEERS].open_chunk(source, chunk_id, 0, size) as stream:
+
+        async def verified() -> AsyncIterator[bytes]:
+            digests = BlockDigests(block_size)
+            async for piece in stream.iter_any():
+                digests.update(piece)
+                yield piece
+            if chunk_digest(digests.digests()) != expected:
+                raise CorruptData(f"chunk {chunk_id} from {source} fails its digest")
+
+        stored = await request.app[CHUNKS].write(chunk_id, verified(), size, meta)
+    return web.json_response({"size": stored.size}, status=201)
 
 
 async def delete_chunk(request: web.Request) -> web.Response:
@@ -70,6 +119,8 @@ async def put_manifest(request: web.Request) -> web.Response:
         raise InvalidRequest(str(exc)) from exc
     request.app[CLOCK].observe(manifest.version)
     result = await request.app[MANIFESTS].put(manifest)
+    if result.stored:
+        request.app[REBALANCER].consider(manifest)
     return _packed(
         {
             "stored": result.stored,

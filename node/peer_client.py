@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -24,10 +25,10 @@ from node.errors import (
     RingstoreError,
     error_from_code,
 )
-from node.manifest import Manifest
+from node.manifest import ChunkMeta, Manifest
 from node.manifest_store import ReplicaWrite
 from node.version import Version
-from node.wire import MSGPACK, pack, unpack
+from node.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -70,10 +71,9 @@ class PeerClient:
     async def _request(
         self, method: str, url: str, **kwargs: Any
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        kwargs.setdefault("timeout", self._timeout)
         try:
-            async with self._session.request(
-                method, url, timeout=self._timeout, **kwargs
-            ) as response:
+            async with self._session.request(method, url, **kwargs) as response:
                 await _raise_for_status(url, response)
                 yield response
         except RingstoreError:
@@ -82,10 +82,20 @@ class PeerClient:
             raise PeerUnavailable(url, str(exc) or type(exc).__name__) from exc
 
     async def put_chunk(
-        self, base: str, chunk_id: str, body: AsyncIterable[Buffer], size: int | None
+        self,
+        base: str,
+        chunk_id: str,
+        body: AsyncIterable[Buffer],
+        size: int | None,
+        owner: ChunkMeta,
     ) -> int:
-        """Stream a chunk to a peer; return the size it stored."""
-        headers = {"Content-Type": "application/octet-stream"}
+        """Stream a chunk of ``owner`` (name, version, block size) to a peer; return its size."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            CHUNK_NAME: quote(owner.name, safe=""),
+            CHUNK_VERSION: owner.version,
+            CHUNK_BLOCK_SIZE: str(owner.block_size),
+        }
         if size is not None:  # a known length avoids chunked encoding (cheaper on both ends)
             headers["Content-Length"] = str(size)
         async with self._request(
@@ -104,6 +114,34 @@ class PeerClient:
             "GET", f"{base}/internal/chunks/{chunk_id}", headers=headers
         ) as response:
             yield response.content
+
+    async def pull_chunk(
+        self, base: str, chunk_id: str, source: str, owner: ChunkMeta, size: int, digest: bytes
+    ) -> int:
+        """Have peer ``base`` copy a chunk from ``source``, checking it against ``digest``.
+
+        Returns the size stored. The copy goes straight from source to target; the call may
+        take as long as copying ``size`` bytes at a floor of 1 MB/s.
+        """
+        budget = self._timeout.sock_read or 10.0
+        timeout = aiohttp.ClientTimeout(total=budget + size / 1e6, sock_connect=budget)
+        body = {
+            "source": source,
+            "size": size,
+            "block_size": owner.block_size,
+            "digest": digest,
+            "name": owner.name,
+            "version": owner.version,
+        }
+        async with self._request(
+            "POST",
+            f"{base}/internal/chunks/{chunk_id}/pull",
+            data=pack(body),
+            headers={"Content-Type": MSGPACK},
+            timeout=timeout,
+        ) as response:
+            stored: int = (await response.json())["size"]
+            return stored
 
     async def delete_chunk(self, base: str, chunk_id: str) -> None:
         async with self._request("DELETE", f"{base}/internal/chunks/{chunk_id}"):

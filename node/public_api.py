@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from node.app import CHUNKS, CONFIG, COORDINATOR, MEMBERSHIP
+from node.app import CHUNKS, CONFIG, COORDINATOR, MEMBERSHIP, REBALANCER, disk_usage
 from node.errors import RingstoreError
 from node.http_input import body_pieces, query_int
 from node.manifest import Manifest
@@ -151,6 +151,7 @@ async def get_cluster(request: web.Request) -> web.Response:
     membership = request.app[MEMBERSHIP]
     chunks = request.app[CHUNKS]
     config = request.app[CONFIG]
+    rebalance = request.app[REBALANCER].progress
     ring = membership.ring
     peers: list[dict[str, Any]] = []
     for member in membership.members():
@@ -164,6 +165,15 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "weight": member.weight,
                 "used_bytes": chunks.used_bytes if is_me else live.used_bytes,
                 "chunks": chunks.chunk_count if is_me else live.chunks,
+                "rebalance": rebalance.to_json() if is_me else live.rebalance,
+                **(
+                    disk_usage(config.data_dir)
+                    if is_me
+                    else {
+                        "disk_total_bytes": live.disk_total_bytes,
+                        "disk_free_bytes": live.disk_free_bytes,
+                    }
+                ),
             }
         )
     return web.json_response(

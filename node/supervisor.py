@@ -1,9 +1,11 @@
 """``ringstore up``: N peer processes on one machine, started, watched and stopped together.
 
 Each peer gets its own data directory (``DIR/peer-i``), port ``BASE+i``, a log file in its
-data directory, and every other peer's URL as a join seed. A peer that dies is restarted
-after a short pause; a peer that dies before it ever answered (port taken, bad data dir)
-stops the whole start-up with its log tail, since restarting it would only loop.
+data directory, every other peer's URL as a join seed, and mDNS discovery on its serving
+address (loopback by default), so a peer started by hand on that address finds the cluster.
+A peer that dies is restarted after a short pause; a peer that dies before it ever answered
+(port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
+would only loop.
 """
 
 from __future__ import annotations
@@ -102,15 +104,28 @@ class PeerProcess:
 
 
 class Supervisor:
-    def __init__(self, count: int, data_dir: Path, base_port: int, host: str, log_level: str):
+    def __init__(
+        self,
+        count: int,
+        data_dir: Path,
+        base_port: int,
+        host: str,
+        log_level: str,
+        discovery: str = "zeroconf",
+        service_type: str | None = None,
+    ):
         urls = [f"http://{host}:{base_port + i}" for i in range(count)]
+        # Seeds are kept: discovery only adds peers, and cannot fail a start-up.
+        args = ["--log-level", log_level, "--discovery", discovery]
+        if service_type is not None:
+            args += ["--service-type", service_type]
         self.peers = [
             PeerProcess(
                 data_dir / f"peer-{i}",
                 host,
                 base_port + i,
                 [u for u in urls if u != urls[i]],
-                ["--log-level", log_level],
+                args,
             )
             for i in range(count)
         ]

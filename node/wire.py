@@ -10,6 +10,11 @@ from node.errors import CorruptData
 
 MSGPACK = "application/msgpack"
 
+# Headers of a chunk upload saying whose chunk it is (the name percent-encoded).
+CHUNK_NAME = "X-Ringstore-Name"
+CHUNK_VERSION = "X-Ringstore-Version"
+CHUNK_BLOCK_SIZE = "X-Ringstore-Block-Size"
+
 
 def pack(value: Any) -> bytes:
     data: bytes = msgpack.packb(value, use_bin_type=True)

@@ -20,12 +20,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.app import CHUNKS, COORDINATOR, MANIFESTS, MEMBERSHIP, create_app
+from node.app import CHUNKS, COORDINATOR, MANIFESTS, MEMBERSHIP, REBALANCER, create_app
 from node.chunk_store import ChunkStore
 from node.config import PeerConfig
 from node.coordinator import Coordinator
 from node.manifest_store import ManifestStore
 from node.membership import Membership
+from node.rebalancer import Rebalancer
 from node.supervisor import PeerProcess
 
 # Fast timings so failures are noticed within a test's patience.
@@ -155,12 +156,21 @@ class LocalPeer:
     def manifests(self) -> ManifestStore:
         return self._app()[MANIFESTS]
 
+    @property
+    def rebalancer(self) -> Rebalancer:
+        return self._app()[REBALANCER]
+
 
 class LocalCluster:
-    """N in-process peers that found each other through ``--join``."""
+    """N in-process peers that found each other through ``--join`` (the first peer's URL).
 
-    def __init__(self, root: Path, **overrides: Any) -> None:
+    ``seeded=False`` gives peers no seeds at all, for clusters that must find each other
+    through discovery (pass ``discovery="zeroconf", service_type=...`` as overrides).
+    """
+
+    def __init__(self, root: Path, *, seeded: bool = True, **overrides: Any) -> None:
         self.root = root
+        self.seeded = seeded
         self.overrides = overrides
         self.peers: list[LocalPeer] = []
 
@@ -175,7 +185,7 @@ class LocalCluster:
         return [p.url for p in self.peers]
 
     async def add_peer(self, **overrides: Any) -> LocalPeer:
-        join = (self.peers[0].url,) if self.peers else ()
+        join = (self.peers[0].url,) if self.peers and self.seeded else ()
         peer = LocalPeer(
             self.root / f"peer-{len(self.peers)}", join, **{**self.overrides, **overrides}
         )
@@ -215,9 +225,24 @@ class LocalCluster:
 
 
 class ProcessCluster:
-    """Real ``ringstore peer`` processes on free ports, each stopped by its own pid."""
+    """Real ``ringstore peer`` processes on free ports, each stopped by its own pid.
 
-    def __init__(self, root: Path, count: int, *args: str) -> None:
+    Peers join the first one and run no discovery, unless ``service_type`` is given: then they
+    find each other with mDNS under that (test-unique) type, and ``seeded=False`` drops the
+    seeds so mDNS is the only way.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        count: int,
+        *args: str,
+        service_type: str | None = None,
+        seeded: bool = True,
+    ) -> None:
+        self._root = root
+        self._args = args
+        self._service_type = service_type
         ports = [free_port() for _ in range(count)]
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         fast = [
@@ -227,12 +252,37 @@ class ProcessCluster:
             "--delete-grace=0.2",
             "--log-level=info",
         ]
+        if service_type is None:
+            fast.append("--discovery=none")
+        else:
+            fast += ["--discovery=zeroconf", f"--service-type={service_type}"]
+        self._fast = fast
         self.peers = [
             PeerProcess(
-                root / f"peer-{i}", "127.0.0.1", port, [urls[0]] if i else [], fast + list(args)
+                root / f"peer-{i}",
+                "127.0.0.1",
+                port,
+                [urls[0]] if i and seeded else [],
+                fast + list(args),
             )
             for i, port in enumerate(ports)
         ]
+
+    async def add_peer(
+        self, session: aiohttp.ClientSession, *args: str, seeded: bool = True
+    ) -> PeerProcess:
+        """Start one more peer (joining the first, unless ``seeded`` is False)."""
+        peer = PeerProcess(
+            self._root / f"peer-{len(self.peers)}",
+            "127.0.0.1",
+            free_port(),
+            [self.peers[0].url] if seeded else [],
+            self._fast + list(self._args) + list(args),
+        )
+        self.peers.append(peer)  # stopped with the others, even if it fails to start
+        await peer.start()
+        await peer.wait_healthy(session, 30.0)
+        return peer
 
     @property
     def urls(self) -> list[str]:

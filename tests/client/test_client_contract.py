@@ -278,9 +278,12 @@ async def test_stat_exists_and_delete(connect: Connect) -> None:
 
     assert await d.call("delete", "life/cycle") is None
     assert await d.call("exists", "life/cycle") is False
-    for method in ("get", "stat", "delete", "manifest"):
+    for method in ("get", "stat", "manifest"):
         with pytest.raises(FileNotFound):
             await d.call(method, "life/cycle")
+    assert await d.call("delete", "life/cycle") is None  # deleting again is not an error
+    with pytest.raises(FileNotFound):
+        await d.call("delete", "life/never")
 
 
 async def test_list_follows_pages(connect: Connect) -> None:

@@ -155,6 +155,7 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
     command = [
         sys.executable, "-m", "node", "up", "-n", "5",
         "--port", str(base), "--data-dir", str(tmp_path / "data"),
+        "--service-type", f"_rs{os.getpid() % 10**6:06d}._tcp.local.",
     ]  # fmt: skip
 
     async def run_once(check: bool) -> list[int]:
@@ -176,7 +177,7 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
             else:
                 await eventually(lambda: _all_up(http, base, 5), what="peers to see each other")
                 async with http.put(url, data=b"still here") as response:
-                    assert response.status == 201
+                    assert response.status == 201, await response.text()
         finally:
             up.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(up.wait(), 30) == 0
@@ -190,9 +191,13 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
 
 
 async def _all_up(http: aiohttp.ClientSession, base: int, count: int) -> bool:
-    async with http.get(f"http://127.0.0.1:{base}/cluster") as response:
-        view = await response.json()
-    return sum(p["state"] == "up" for p in view["peers"]) == count
+    """Every peer sees every peer up."""
+    for port in range(base, base + count):
+        async with http.get(f"http://127.0.0.1:{port}/cluster") as response:
+            view = await response.json()
+        if sum(p["state"] == "up" for p in view["peers"]) < count:
+            return False
+    return True
 
 
 def _gone(pid: int) -> bool:

@@ -171,6 +171,9 @@ async def test_missing_file_is_404_json(cluster: LocalCluster, http: aiohttp.Cli
         async with http.request(method, f"{cluster[0].url}/files/nope") as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "file_not_found"
+    async with http.head(f"{cluster[0].url}/files/nope") as response:
+        assert response.status == 404
+        assert response.headers["X-Ringstore-Error"] == "file_not_found"
     async with http.get(f"{cluster[0].url}/manifests/nope") as response:
         assert response.status == 404
 
@@ -202,6 +205,8 @@ async def test_delete_removes_file_and_chunks(
     used = sum(p.chunks.used_bytes for p in cluster.peers)
     async with http.delete(f"{cluster[5].url}/files/doomed") as response:
         assert response.status == 204
+    async with http.delete(f"{cluster[2].url}/files/doomed") as response:
+        assert response.status == 204  # a retried DELETE is not told the file never was
     for peer in cluster.peers:
         async with http.get(f"{peer.url}/files/doomed") as response:
             assert response.status == 404

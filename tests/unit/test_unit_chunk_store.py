@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from node.chunk_store import WRITE_BATCH, ChunkStore
+from node.codec import block_digest
 from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
+from node.manifest import ChunkMeta
 
 FILE = "0123456789abcdef0123456789abcdef"
 CHUNK = f"{FILE}-0"
@@ -35,6 +37,16 @@ async def breaking_stream(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
     raise SourceBroke("connection reset by peer")
 
 
+OWNER = ChunkMeta("some/file", "1.0.peer", 0, 4)
+
+
+async def write(
+    store: ChunkStore, chunk_id: str, pieces: AsyncIterator[bytes], size: int | None
+) -> int:
+    """Write a chunk with a fixed owner and return its stored size."""
+    return (await store.write(chunk_id, pieces, size, OWNER)).size
+
+
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
@@ -54,7 +66,7 @@ async def test_open_creates_an_empty_store(tmp_path: Path, store: ChunkStore) ->
 
 async def test_written_pieces_are_the_chunk(tmp_path: Path, store: ChunkStore) -> None:
     pieces = [b"hello ", b"", b"chunk", bytes(range(256))]
-    size = await store.write(CHUNK, stream(pieces), sum(map(len, pieces)))
+    size = await write(store, CHUNK, stream(pieces), sum(map(len, pieces)))
     assert size == sum(map(len, pieces))
     path = store.path(CHUNK)
     assert path.read_bytes() == b"".join(pieces)
@@ -63,12 +75,12 @@ async def test_written_pieces_are_the_chunk(tmp_path: Path, store: ChunkStore) -
 
 
 async def test_size_is_optional(store: ChunkStore) -> None:
-    assert await store.write(CHUNK, stream([b"abc", b"de"]), None) == 5
+    assert await write(store, CHUNK, stream([b"abc", b"de"]), None) == 5
     assert store.path(CHUNK).read_bytes() == b"abcde"
 
 
 async def test_an_empty_chunk_is_stored(store: ChunkStore) -> None:
-    assert await store.write(CHUNK, stream([]), 0) == 0
+    assert await write(store, CHUNK, stream([]), 0) == 0
     assert store.path(CHUNK).read_bytes() == b""
     assert (store.used_bytes, store.chunk_count) == (0, 1)
 
@@ -76,14 +88,14 @@ async def test_an_empty_chunk_is_stored(store: ChunkStore) -> None:
 async def test_writes_larger_than_a_batch_arrive_whole(store: ChunkStore) -> None:
     piece = bytes(range(256)) * 1024  # 256 KiB
     count = 2 * WRITE_BATCH // len(piece) + 1
-    size = await store.write(CHUNK, stream([piece] * count), len(piece) * count)
+    size = await write(store, CHUNK, stream([piece] * count), len(piece) * count)
     assert size == len(piece) * count
     assert store.path(CHUNK).read_bytes() == piece * count
 
 
 async def test_counters_follow_writes_and_deletes(store: ChunkStore) -> None:
-    await store.write(CHUNK, stream([b"x" * 10]), 10)
-    await store.write(OTHER, stream([b"y" * 7]), 7)
+    await write(store, CHUNK, stream([b"x" * 10]), 10)
+    await write(store, OTHER, stream([b"y" * 7]), 7)
     assert (store.used_bytes, store.chunk_count) == (17, 2)
     await store.delete(CHUNK)
     assert (store.used_bytes, store.chunk_count) == (7, 1)
@@ -92,15 +104,15 @@ async def test_counters_follow_writes_and_deletes(store: ChunkStore) -> None:
 
 
 async def test_writing_the_same_chunk_twice_counts_it_once(store: ChunkStore) -> None:
-    await store.write(CHUNK, stream([b"x" * 10]), 10)
-    await store.write(CHUNK, stream([b"z" * 4]), 4)
+    await write(store, CHUNK, stream([b"x" * 10]), 10)
+    await write(store, CHUNK, stream([b"z" * 4]), 4)
     assert (store.used_bytes, store.chunk_count) == (4, 1)
     assert store.path(CHUNK).read_bytes() == b"zzzz"
 
 
 async def test_a_short_body_raises_and_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
     with pytest.raises(IncompleteBody):
-        await store.write(CHUNK, stream([b"abc"]), 10)
+        await write(store, CHUNK, stream([b"abc"]), 10)
     assert files_under(tmp_path) == []
     assert (store.used_bytes, store.chunk_count) == (0, 0)
     with pytest.raises(ChunkNotFound):
@@ -109,15 +121,15 @@ async def test_a_short_body_raises_and_leaves_nothing(tmp_path: Path, store: Chu
 
 async def test_a_long_body_raises_and_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
     with pytest.raises(IncompleteBody):
-        await store.write(CHUNK, stream([b"abc", b"def"]), 4)
+        await write(store, CHUNK, stream([b"abc", b"def"]), 4)
     assert files_under(tmp_path) == []
     assert (store.used_bytes, store.chunk_count) == (0, 0)
 
 
 async def test_a_failed_rewrite_keeps_the_stored_copy(store: ChunkStore) -> None:
-    await store.write(CHUNK, stream([b"good"]), 4)
+    await write(store, CHUNK, stream([b"good"]), 4)
     with pytest.raises(IncompleteBody):
-        await store.write(CHUNK, stream([b"ba"]), 4)
+        await write(store, CHUNK, stream([b"ba"]), 4)
     assert store.path(CHUNK).read_bytes() == b"good"
     assert (store.used_bytes, store.chunk_count) == (4, 1)
 
@@ -127,7 +139,7 @@ async def test_a_source_error_mid_stream_leaves_nothing(
     tmp_path: Path, store: ChunkStore, pieces: list[bytes]
 ) -> None:
     with pytest.raises(SourceBroke):
-        await store.write(CHUNK, breaking_stream(pieces), None)
+        await write(store, CHUNK, breaking_stream(pieces), None)
     assert files_under(tmp_path) == []
     assert (store.used_bytes, store.chunk_count) == (0, 0)
 
@@ -141,7 +153,7 @@ async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStor
         await asyncio.Event().wait()  # the client hangs
         yield b"never"
 
-    task = asyncio.ensure_future(store.write(CHUNK, stalling(), None))
+    task = asyncio.ensure_future(write(store, CHUNK, stalling(), None))
     await proceed.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -160,7 +172,7 @@ async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore)
         await finish.wait()
         yield b"second"
 
-    task = asyncio.ensure_future(store.write(CHUNK, slow(), 11))
+    task = asyncio.ensure_future(write(store, CHUNK, slow(), 11))
     await halfway.wait()
     with pytest.raises(ChunkNotFound):
         store.path(CHUNK)
@@ -172,8 +184,8 @@ async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore)
 async def test_reopening_removes_interrupted_writes_and_counts_chunks(tmp_path: Path) -> None:
     first = ChunkStore(tmp_path)
     await first.open()
-    await first.write(CHUNK, stream([b"a" * 5]), 5)
-    await first.write(OTHER, stream([b"b" * 3]), 3)
+    await write(first, CHUNK, stream([b"a" * 5]), 5)
+    await write(first, OTHER, stream([b"b" * 3]), 3)
     leftover = tmp_path / "incoming" / f"{FILE}-2.abcdef012345"
     leftover.write_bytes(b"half a chunk")  # as a crash mid-write leaves it
 
@@ -189,7 +201,7 @@ async def test_open_creates_missing_directories(tmp_path: Path) -> None:
     root = tmp_path / "not" / "there" / "yet"
     store = ChunkStore(root)
     await store.open()
-    await store.write(CHUNK, stream([b"x"]), 1)
+    await write(store, CHUNK, stream([b"x"]), 1)
     assert store.path(CHUNK).read_bytes() == b"x"
 
 
@@ -198,7 +210,7 @@ async def test_missing_chunks_raise_chunk_not_found(store: ChunkStore) -> None:
         store.path(CHUNK)
     with pytest.raises(ChunkNotFound):
         await store.delete(CHUNK)
-    await store.write(CHUNK, stream([b"x"]), 1)
+    await write(store, CHUNK, stream([b"x"]), 1)
     await store.delete(CHUNK)
     with pytest.raises(ChunkNotFound):
         await store.delete(CHUNK)
@@ -235,7 +247,7 @@ async def test_malformed_chunk_ids_are_invalid_requests(
     with pytest.raises(InvalidRequest):
         await store.delete(chunk_id)
     with pytest.raises(InvalidRequest):
-        await store.write(chunk_id, stream([b"x"]), 1)
+        await write(store, chunk_id, stream([b"x"]), 1)
     assert files_under(tmp_path) == []
 
 
@@ -243,7 +255,7 @@ async def test_a_trailing_newline_is_a_malformed_chunk_id(
     tmp_path: Path, store: ChunkStore
 ) -> None:
     with pytest.raises(InvalidRequest):
-        await store.write(f"{CHUNK}\n", stream([b"x"]), 1)
+        await write(store, f"{CHUNK}\n", stream([b"x"]), 1)
     assert files_under(tmp_path) == []
 
 
@@ -262,13 +274,43 @@ async def test_concurrent_writes_of_one_chunk_count_it_once(
 
     monkeypatch.setattr(os, "replace", rendezvous_then_replace)
     await asyncio.gather(
-        store.write(CHUNK, stream([b"x" * 10]), 10),
-        store.write(CHUNK, stream([b"x" * 10]), 10),
+        write(store, CHUNK, stream([b"x" * 10]), 10),
+        write(store, CHUNK, stream([b"x" * 10]), 10),
     )
     assert (store.used_bytes, store.chunk_count) == (10, 1)
 
 
 async def test_repr_shows_the_counters(store: ChunkStore) -> None:
-    await store.write(CHUNK, stream([b"abc"]), 3)
+    await write(store, CHUNK, stream([b"abc"]), 3)
     assert "chunks=1" in repr(store)
     assert "used=3" in repr(store)
+
+
+async def test_every_chunk_has_a_sidecar_with_its_owner_and_block_digests(
+    store: ChunkStore,
+) -> None:
+    data = b"0123456789"  # blocks of 4: "0123", "4567", "89"
+    await write(store, CHUNK, stream([data[:3], data[3:]]), len(data))
+    meta = await store.meta(CHUNK)
+    assert (meta.name, meta.version, meta.index, meta.block_size) == ("some/file", "1.0.peer", 0, 4)
+    assert meta.size == len(data)
+    assert meta.block_digests == b"".join(
+        block_digest(data[i : i + 4]) for i in range(0, len(data), 4)
+    )
+    assert meta.stored_at > 0
+    assert ChunkMeta.from_bytes(meta.to_bytes()) == meta
+    await store.delete(CHUNK)
+    with pytest.raises(ChunkNotFound):
+        await store.meta(CHUNK)
+
+
+async def test_a_chunk_without_sidecar_is_dropped_on_open(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    await store.open()
+    await write(store, CHUNK, stream([b"abc"]), 3)
+    path = store.path(CHUNK)
+    path.with_name(path.name + ".meta").unlink()
+    reopened = ChunkStore(tmp_path)
+    await reopened.open()
+    assert (reopened.chunk_count, reopened.used_bytes) == (0, 0)
+    assert await reopened.chunk_ids() == []

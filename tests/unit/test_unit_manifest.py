@@ -217,6 +217,7 @@ def test_summary_shows_no_chunks() -> None:
     assert summary == {
         "name": "docs/report.pdf",
         "version": str(VERSION),
+        "modified": "2023-11-14T22:13:20.000Z",  # VERSION's wall clock, in RFC 3339
         "size": 10_000,
         "etag": "0123abcd",
         "content_type": "text/plain",

@@ -1,0 +1,241 @@
+"""Rebalancing after joins: each file's displaced chunk goes to the newcomer, nothing else moves.
+
+The ring decides where a file version's chunks *should* be; its manifest says where they
+*are*. When a member joins, a file's placement set changes by at most one swap, and
+``ring.plan_moves`` names the one chunk to copy (from the member that left the set to the
+newcomer). Per name, exactly one peer acts: the first up member of the name's manifest
+replica set, the *primary*. It has the target pull the chunk straight from the source
+(verified against the manifest before it is kept), commits the manifest at the next
+revision, and the old copy is deleted after the delete grace, so GETs already streaming it
+finish. A replica that is no longer in its name's replica set hands the manifest to the
+members that now are, then drops its copy.
+
+Everything here is idempotent: a crash at any point leaves the manifest pointing at the old
+copy, and the next pass redoes the move. Passes run when the ring or the set of up members
+changes, every ``rebalance_interval``, and for single names whose manifest arrives needing
+work. Moves are paced to ``rebalance_rate`` bytes per second per peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.config import PeerConfig
+from node.coordinator import Coordinator
+from node.errors import RingstoreError
+from node.manifest import ChunkRef, Manifest
+from node.manifest_store import ManifestStore
+from node.membership import Membership
+from node.names import name_key
+from node.peer_client import PeerClient
+from ring import Move, Ring, plan_moves
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What this peer's rebalancing has planned and done since it started."""
+
+    planned_bytes: int = 0
+    moved_bytes: int = 0
+    moves: int = 0
+    failed_moves: int = 0
+    passes: int = 0
+    last_pass: float = 0.0  # wall-clock time of the last finished pass
+    pending: int = 0  # names queued for the next pass
+
+    @property
+    def remaining_bytes(self) -> int:
+        return self.planned_bytes - self.moved_bytes
+
+    def to_json(self) -> dict[str, float | int]:
+        return {**dataclasses.asdict(self), "remaining_bytes": self.remaining_bytes}
+
+
+class Rebalancer:
+    """Carries out the moves a ring change asks for, for the names this peer is primary of."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        manifests: ManifestStore,
+        coordinator: Coordinator,
+        peers: PeerClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._manifests = manifests
+        self._coordinator = coordinator
+        self._peers = peers
+        self._clock = clock
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+        self._free_at = 0.0
+        self.progress = Progress()
+
+    def __repr__(self) -> str:
+        p = self.progress
+        return (
+            f"Rebalancer(pending={len(self._pending)}, moved={p.moved_bytes}/"
+            f"{p.planned_bytes}, passes={p.passes})"
+        )
+
+    # --- deciding what to look at ---------------------------------------------------------
+
+    def _replicas(self, ring: Ring, name: str) -> tuple[str, ...]:
+        return ring.placement(
+            name_key(name), self._config.manifest_replicas, skip=self._membership.down_ids()
+        )
+
+    def _feasible(self, moves: tuple[Move, ...]) -> list[Move]:
+        """Moves whose source and target are both up (a down source is repair's business)."""
+        up = self._membership.up_ids()
+        return [m for m in moves if m.source in up and m.target in up]
+
+    def _moves(self, ring: Ring, manifest: Manifest) -> list[Move]:
+        if manifest.deleted or not manifest.chunks:
+            return []
+        holders = manifest.holders()
+        return self._feasible(
+            plan_moves(holders, ring, manifest.file_id, skip=self._membership.down_ids())
+        )
+
+    def needs_work(self, manifest: Manifest) -> bool:
+        """Whether this peer has something to do for ``manifest`` under the current ring."""
+        ring = self._membership.ring
+        replicas = self._replicas(ring, manifest.name)
+        me = self._membership.me.id
+        if me not in replicas:
+            return True
+        return replicas[0] == me and bool(self._moves(ring, manifest))
+
+    def consider(self, manifest: Manifest) -> None:
+        """Queue one name whose manifest just arrived, if it needs work here."""
+        if self.needs_work(manifest):
+            self._pending.add(manifest.name)
+            self.progress.pending += 1
+            self._wake.set()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pass over every local manifest when the ring or liveness changes, or periodically."""
+        seen: tuple[str, frozenset[str]] | None = None
+        last_full = self._clock()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.heartbeat_interval)
+            self._wake.clear()
+            await self._membership.refresh_ring()
+            state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
+            due = self._clock() - last_full >= self._config.rebalance_interval
+            if state != seen or due:
+                seen, last_full = state, self._clock()
+                self._pending.update(self._manifests.names())
+            if self._pending:
+                try:
+                    await self.rebalance_pass()
+                except Exception:  # the next pass retries; a bug must not stop rebalancing
+                    log.exception("rebalance pass failed")
+
+    async def rebalance_pass(self) -> None:
+        """Work through the queued names once."""
+        names, self._pending = sorted(self._pending), set()
+        self.progress.pending = len(names)
+        for name in names:
+            try:
+                await self._rebalance(name)
+            except RingstoreError as exc:
+                log.warning("rebalancing %r: %s; will retry", name, exc)
+                self._pending.add(name)
+            self.progress.pending -= 1
+        self.progress.pending = len(self._pending)
+        self.progress.passes += 1
+        self.progress.last_pass = time.time()
+
+    async def _rebalance(self, name: str) -> None:
+        local = await self._manifests.get(name)
+        if local is None or not self.needs_work(local):
+            return
+        ring = self._membership.ring
+        replicas = self._replicas(ring, name)
+        if self._membership.me.id not in replicas:
+            await self._hand_over(local, replicas)
+            return
+        current = await self._coordinator.read_manifest(name)
+        if current is None:
+            return
+        moves = self._moves(ring, current)
+        if moves:
+            await self._move(current, moves)
+
+    async def _hand_over(self, local: Manifest, replicas: tuple[str, ...]) -> None:
+        """Give this replica's manifest to the members now in its replica set, then drop it."""
+        for member in replicas:  # any failure raises: the copy stays until all confirm
+            url = self._membership.url(member)
+            held = await self._peers.get_manifest(url, local.name)
+            if held is None or held.precedence < local.precedence:
+                await self._peers.put_manifest(url, local)
+        await self._manifests.retract(local.name, local.precedence)
+        log.info("handed the manifest of %r over to %s", local.name, ", ".join(replicas))
+
+    async def _move(self, manifest: Manifest, moves: list[Move]) -> None:
+        """Copy each move's chunk to its target, then commit the new holders."""
+        layout = manifest.layout
+        refs = {ref.index: ref for ref in manifest.chunks}
+        moved: dict[int, str] = {}
+        for move in moves:
+            ref = refs[move.index]
+            self.progress.planned_bytes += layout.chunk_size
+            await self._pace(layout.chunk_size)
+            chunk = manifest.chunk_id(move.index)
+            try:
+                await self._peers.pull_chunk(
+                    self._membership.url(move.target),
+                    chunk,
+                    self._membership.url(move.source),
+                    manifest.chunk_owner(move.index),
+                    layout.chunk_size,
+                    ref.digest,
+                )
+            except RingstoreError as exc:
+                self.progress.failed_moves += 1
+                self.progress.planned_bytes -= layout.chunk_size
+                log.warning("moving %s to %s failed: %s", chunk, move.target, exc)
+                raise
+            moved[move.index] = move.target
+            self.progress.moved_bytes += layout.chunk_size
+            self.progress.moves += 1
+        chunks = tuple(
+            ChunkRef(ref.index, moved.get(ref.index, ref.holder), ref.block_digests)
+            for ref in manifest.chunks
+        )
+        updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
+        await self._coordinator.commit(updated)
+        log.info(
+            "moved %d chunk(s) of %r (%d bytes each) to %s",
+            len(moved),
+            manifest.name,
+            layout.chunk_size,
+            ", ".join(sorted(set(moved.values()))),
+        )
+
+    async def _pace(self, size: int) -> None:
+        """Wait so that moves average ``rebalance_rate`` bytes per second."""
+        rate = self._config.rebalance_rate
+        if rate <= 0:
+            return
+        now = self._clock()
+        start = max(now, self._free_at)
+        self._free_at = start + size / rate
+        if start > now:
+            await asyncio.sleep(start - now)

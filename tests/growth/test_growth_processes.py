@@ -1,0 +1,172 @@
+"""Growth end to end with real processes: joins by seed and by mDNS alone, weights, restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ring import Member, Ring
+from tests.harness import ProcessCluster, eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+BLOCK = 4096
+FILES = 600
+NETNS = os.environ.get("RINGSTORE_TEST_NETNS") == "1"
+
+
+async def views(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[dict[str, Any]]:
+    found = []
+    for url in cluster.urls:
+        async with http.get(f"{url}/cluster") as response:
+            found.append(await response.json())
+    return found
+
+
+async def used(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
+    result = []
+    for view in await views(http, cluster):
+        me = next(p for p in view["peers"] if p["id"] == view["self"])
+        result.append(me["used_bytes"])
+    return result
+
+
+async def quiet(http: aiohttp.ClientSession, cluster: ProcessCluster) -> bool:
+    """Every peer sees every peer up, has nothing queued, and used bytes stopped changing."""
+    for view in await views(http, cluster):
+        if sum(p["state"] == "up" for p in view["peers"]) < len(cluster.peers):
+            return False
+        me = next(p for p in view["peers"] if p["id"] == view["self"])
+        if me["rebalance"]["pending"] or me["rebalance"]["remaining_bytes"]:
+            return False
+    return True
+
+
+async def settle(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
+    """Wait for rebalancing and the deletions after it to finish; return used bytes."""
+    await eventually(lambda: quiet(http, cluster), 120, "rebalancing to finish")
+    last: list[int] = []
+    since = time.monotonic()
+
+    async def stable() -> bool:
+        """Unchanged for a second: longer than the delete grace (0.2 s) plus a heartbeat."""
+        nonlocal last, since
+        now = await used(http, cluster)
+        if now != last:
+            last, since = now, time.monotonic()
+        return time.monotonic() - since >= 1.0 and await quiet(http, cluster)
+
+    await eventually(stable, 60, "used bytes to settle")
+    return last
+
+
+@pytest.fixture
+async def six(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    service = f"_rs{random.getrandbits(32):08x}._tcp.local." if NETNS else None
+    cluster = ProcessCluster(
+        tmp_path,
+        6,
+        f"--block-size={BLOCK}",
+        "--rebalance-rate=0",
+        service_type=service,
+    )
+    try:
+        await cluster.start(http)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+async def store(http: aiohttp.ClientSession, cluster: ProcessCluster) -> dict[str, str]:
+    rng = random.Random(5)
+    digests = {}
+    for i in range(FILES):
+        data = rng.randbytes(rng.randint(1, 6 * 5 * BLOCK))
+        name = f"grow/{i:04d}"
+        async with http.put(f"{cluster.urls[i % 6]}/files/{name}", data=data) as response:
+            assert response.status == 201, await response.text()
+        digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+async def check_files(http: aiohttp.ClientSession, url: str, digests: dict[str, str]) -> None:
+    for name, digest in digests.items():
+        async with http.get(f"{url}/files/{name}") as response:
+            assert response.status == 200
+            assert hashlib.sha256(await response.read()).hexdigest() == digest, name
+
+
+async def test_joins_move_only_to_newcomers_about_their_share(
+    six: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    digests = await store(http, six)
+    before = await settle(http, six)
+    joins = [("--join", True)]
+    if NETNS:  # mDNS alone, only inside the test's private network namespace
+        joins.append(("mdns", False))
+    for how, seeded in joins:
+        newcomer = await six.add_peer(http, seeded=seeded)
+        await six.wait_converged(http)
+        after = await settle(http, six)
+        stored = sum(before)
+        for index, (was, now) in enumerate(zip(before, after[:-1], strict=True)):
+            assert now <= was, f"join by {how}: old peer {index} grew from {was} to {now}"
+        moved = after[-1]
+        ideal = stored / len(after)
+        mean = sum(after) / len(after)
+        print(
+            f"join by {how}: moved/ideal {moved / ideal:.3f}, newcomer/mean "
+            f"{after[-1] / mean:.3f}, max/mean {max(after) / mean:.3f}"
+        )
+        assert sum(after) == stored, f"moves must not create or lose bytes: {before} -> {after}"
+        assert 0.9 <= moved / ideal <= 1.2, f"join by {how}: moved/ideal {moved / ideal:.3f}"
+        assert abs(after[-1] - mean) / mean <= 0.10
+        await check_files(http, newcomer.url, digests)
+        before = after
+
+
+async def test_a_weight_2_newcomer_gets_the_share_its_ring_ownership_says(
+    six: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    await store(http, six)
+    await settle(http, six)
+    heavy = await six.add_peer(http, "--weight=2")
+    await six.wait_converged(http)
+    after = await settle(http, six)
+    # Files written on 6 peers have 6 chunks; a peer holds at most one chunk of a file, so
+    # with 7 peers a weight can only do so much: the newcomer's bytes follow the weighted
+    # ring's exact ownership of 6-wide placement sets (docs/operations.md, "Weights").
+    view = (await views(http, six))[0]
+    ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
+    ids = [v["self"] for v in await views(http, six)]
+    share = ring.ownership(6)[ids[-1]] / 6
+    measured = after[-1] / sum(after)
+    print(f"weight-2 newcomer: {measured:.4f} of all bytes, ring says {share:.4f}")
+    assert abs(measured - share) / share <= 0.1
+    assert measured > 1 / 7  # more than an equal share, though not twice
+    del heavy
+
+
+async def test_killing_and_restarting_a_peer_moves_nothing(
+    six: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    digests = await store(http, six)
+    before = await settle(http, six)
+    six.kill(3)
+    await six.peers[3].process.wait()  # type: ignore[union-attr]
+    await six.peers[3].start()
+    await six.peers[3].wait_healthy(http, 30)
+    after = await settle(http, six)
+    assert after == before
+    for view in await views(http, six):
+        me = next(p for p in view["peers"] if p["id"] == view["self"])
+        assert me["rebalance"]["moves"] == 0
+    await check_files(http, six.urls[3], digests)
