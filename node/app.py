@@ -23,12 +23,16 @@ from node.config import PeerConfig
 from node.coordinator import Coordinator
 from node.discovery import DISCOVERY, Discovery
 from node.durable import write_atomically
-from node.http_errors import error_middleware
+from node.errors import WrongPeer
+from node.http_errors import Handler, error_middleware
 from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.peer_client import PeerClient
 from node.rebalancer import Rebalancer
+from node.repairer import Repairer
+from node.scrubber import Scrubber
 from node.version import HybridClock
+from node.wire import PEER_HEADER
 from ring import Member
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 CLOCK = web.AppKey("clock", HybridClock)
 PEERS = web.AppKey("peers", PeerClient)
 REBALANCER = web.AppKey("rebalancer", Rebalancer)
+REPAIRER = web.AppKey("repairer", Repairer)
+SCRUBBER = web.AppKey("scrubber", Scrubber)
 
 
 def load_peer_id(data_dir: Path) -> str:
@@ -66,7 +72,9 @@ def create_app(config: PeerConfig) -> web.Application:
     from node import peer_api, public_api
 
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
-    app = web.Application(middlewares=[error_middleware], client_max_size=256 << 20)
+    app = web.Application(
+        middlewares=[error_middleware, _addressed_to_me], client_max_size=256 << 20
+    )
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifecycle)
     public_api.add_routes(app)
@@ -74,11 +82,20 @@ def create_app(config: PeerConfig) -> web.Application:
     return app
 
 
+@web.middleware
+async def _addressed_to_me(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse peer-to-peer calls meant for another peer (one that had this address before)."""
+    meant = request.headers.get(PEER_HEADER)
+    if meant is not None and meant != request.app[MEMBERSHIP].me.id:
+        raise WrongPeer(request.app[CONFIG].url, f"this is not peer {meant}")
+    return await handler(request)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
-    chunks = ChunkStore(config.data_dir)
+    chunks = ChunkStore(config.data_dir, config.max_bytes)
     manifests = ManifestStore(config.data_dir)
     await chunks.open()
     await manifests.open()
@@ -106,15 +123,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(membership.load)
     coordinator = Coordinator(config, membership, peers, clock)
     rebalancer = Rebalancer(config, membership, manifests, coordinator, peers)
+    repairer = Repairer(config, membership, manifests, coordinator)
+    coordinator.on_broken_chunks = repairer.report  # read repair
+    scrubber = Scrubber(config, membership, chunks, coordinator, repairer)
     app[CHUNKS], app[MANIFESTS], app[MEMBERSHIP] = chunks, manifests, membership
-    app[CLOCK], app[COORDINATOR], app[PEERS], app[REBALANCER] = (
-        clock,
-        coordinator,
-        peers,
-        rebalancer,
-    )
-    gossip = asyncio.ensure_future(membership.run())
-    rebalancing = asyncio.ensure_future(rebalancer.run())
+    app[CLOCK], app[COORDINATOR], app[PEERS] = clock, coordinator, peers
+    app[REBALANCER], app[REPAIRER], app[SCRUBBER] = rebalancer, repairer, scrubber
+    loops = [
+        asyncio.ensure_future(job.run()) for job in (membership, rebalancer, repairer, scrubber)
+    ]
     discovery = None
     if config.discovery == "zeroconf":
         discovery = app[DISCOVERY] = Discovery(config, membership)
@@ -125,7 +142,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
-        for task in (gossip, rebalancing):
+        for task in loops:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -44,9 +44,11 @@ META = ".meta"
 class ChunkStore:
     """The complete chunks of one peer, plus counters of what they use."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self._chunks = root / "chunks"
         self._incoming = root / "incoming"
+        self._max_bytes = max_bytes
+        self._reserved = 0  # bytes of writes in progress, held against max_bytes
         self.used_bytes = 0
         self.chunk_count = 0
         self._locks = KeyedLocks()
@@ -121,6 +123,33 @@ class ChunkStore:
         (when given). Raises IncompleteBody, InsufficientStorage or the stream's own error.
         """
         final = self._path(chunk_id)
+        self._reserve(chunk_id, expected_size or 0)
+        try:
+            return await self._write(chunk_id, final, pieces, expected_size, meta)
+        finally:
+            self._reserved -= expected_size or 0
+
+    def _reserve(self, chunk_id: str, size: int) -> None:
+        """Hold ``size`` bytes for a write; refuse one that would pass ``max_bytes``."""
+        if self._over_limit(size):
+            raise InsufficientStorage(
+                f"storing chunk {chunk_id} ({size} bytes) would pass this peer's limit "
+                f"of {self._max_bytes} bytes ({self.used_bytes} used)"
+            )
+        self._reserved += size
+
+    def _over_limit(self, more: int) -> bool:
+        limit = self._max_bytes
+        return limit is not None and self.used_bytes + self._reserved + more > limit
+
+    async def _write(
+        self,
+        chunk_id: str,
+        final: Path,
+        pieces: AsyncIterable[bytes],
+        expected_size: int | None,
+        meta: ChunkMeta,
+    ) -> ChunkMeta:
         temp = self._incoming / f"{chunk_id}.{secrets.token_hex(6)}"
         file = await asyncio.to_thread(open, temp, "wb")
         digests = BlockDigests(meta.block_size)
@@ -132,6 +161,8 @@ class ChunkStore:
                 digests.update(piece)
                 batch.append(piece)
                 batched += len(piece)
+                if expected_size is None and self._over_limit(size + batched):
+                    raise InsufficientStorage(f"no room left for chunk {chunk_id}")
                 if batched >= WRITE_BATCH:
                     await asyncio.to_thread(_write_all, file, batch)
                     size += batched

@@ -59,6 +59,25 @@ def _setup_logging(level: str, tag: str) -> None:
     type=click.FloatRange(0),
     help="MB/s this peer moves after a join (0: unthrottled).",
 )
+@click.option(
+    "--repair-after",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a holder may be down before its chunks are rebuilt elsewhere.",
+)
+@click.option(
+    "--scrub-rate", default=20.0, show_default=True, type=click.FloatRange(0), help="MB/s."
+)
+@click.option("--scrub-interval", default=3600.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--gc-grace",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds before an unreferenced chunk is garbage.",
+)
+@click.option("--max-bytes", type=click.IntRange(0), help="Chunk bytes this peer may hold.")
 @click.option("--log-level", default="info", show_default=True)
 def peer(
     host: str,
@@ -77,6 +96,11 @@ def peer(
     interface: str | None,
     service_type: str,
     rebalance_rate: float,
+    repair_after: float,
+    scrub_rate: float,
+    scrub_interval: float,
+    gc_grace: float,
+    max_bytes: int | None,
     log_level: str,
 ) -> None:
     """Run one peer."""
@@ -101,6 +125,11 @@ def peer(
         interface=interface,
         service_type=service_type,
         rebalance_rate=rebalance_rate * 1e6,
+        repair_after=repair_after,
+        scrub_rate=scrub_rate * 1e6,
+        scrub_interval=scrub_interval,
+        gc_grace=gc_grace,
+        max_bytes=max_bytes,
     )
     asyncio.run(serve(config))
 

@@ -40,6 +40,13 @@ class PeerConfig:
     # Bytes per second this peer moves when rebalancing after a join (0: unthrottled).
     rebalance_rate: float = 50e6
     rebalance_interval: float = 30.0  # seconds between passes that resume unfinished moves
+    # Durability: a chunk whose holder has been down this long is rebuilt elsewhere.
+    repair_after: float = 300.0
+    repair_interval: float = 30.0  # seconds between sweeps for chunks needing repair
+    scrub_rate: float = 20e6  # bytes per second the scrubber re-reads
+    scrub_interval: float = 3600.0  # pause between scrub passes
+    gc_grace: float = 600.0  # an unreferenced chunk older than this is garbage
+    max_bytes: int | None = None  # chunk bytes this peer may hold (None: until the disk is full)
 
     @property
     def url(self) -> str:

@@ -15,6 +15,8 @@ chunk is missing, slow or corrupt switches to a parity chunk and decodes from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import logging
 from collections import deque
@@ -30,6 +32,7 @@ from node.errors import (
     CorruptData,
     FileNotFound,
     IncompleteBody,
+    InsufficientStorage,
     PeerUnavailable,
     RingstoreError,
     Unavailable,
@@ -39,7 +42,7 @@ from node.manifest import DIGEST_SIZE, ChunkMeta, ChunkRef, Manifest, chunk_id, 
 from node.manifest_store import ReplicaWrite
 from node.membership import Membership
 from node.names import name_key
-from node.peer_client import PeerClient
+from node.peer_client import Address, PeerClient
 from node.version import HybridClock
 
 log = logging.getLogger(__name__)
@@ -61,16 +64,18 @@ class Coordinator:
         self._peers = peers
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        # Called with a manifest and the indexes of chunks a read found missing or corrupt.
+        self.on_broken_chunks: Callable[[Manifest, set[int]], None] | None = None
 
     def __repr__(self) -> str:
         return f"Coordinator(peer={self._membership.me.id[:8]}, background={len(self._background)})"
 
     # --- calls to members ------------------------------------------------------------------
 
-    async def _call(self, member_id: str, call: Callable[[str], Awaitable[T]]) -> T:
-        """Run ``call(url)`` against a member, feeding the outcome to liveness."""
+    async def _call(self, member_id: str, call: Callable[[Address], Awaitable[T]]) -> T:
+        """Run ``call(address)`` against a member, feeding the outcome to liveness."""
         try:
-            result = await call(self._membership.url(member_id))
+            result = await call(self._membership.address(member_id))
         except PeerUnavailable as exc:
             self._membership.report_failure(member_id, str(exc))
             raise
@@ -90,7 +95,7 @@ class Coordinator:
     # --- manifests -------------------------------------------------------------------------
 
     async def _ask_replicas(
-        self, name: str, call: Callable[[str], Awaitable[T]], wanted: int
+        self, name: str, call: Callable[[Address], Awaitable[T]], wanted: int
     ) -> dict[str, T]:
         """Call the manifest replicas of ``name`` until ``wanted`` of them have answered.
 
@@ -127,13 +132,15 @@ class Coordinator:
                 task.add_done_callback(_consume)
         return answers
 
-    async def read_manifest(self, name: str) -> Manifest | None:
+    async def read_manifest(self, name: str, every_replica: bool = False) -> Manifest | None:
         """The newest manifest of ``name`` among the first R replicas to answer.
 
-        Tombstones included. Raises Unavailable when fewer than R replicas answer. Replicas
-        found behind are brought up to date in the background.
+        Tombstones included. With ``every_replica``, all N replicas must answer (for
+        decisions that destroy data). Raises Unavailable when too few replicas answer.
+        Replicas found behind are brought up to date in the background.
         """
-        quorum = self._config.manifest_read_quorum
+        config = self._config
+        quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         found = await self._ask_replicas(name, partial(self._peers.get_manifest, name=name), quorum)
         if len(found) < quorum:
             raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
@@ -250,7 +257,7 @@ class Coordinator:
             ChunkWriter(
                 self._peers,
                 holder,
-                self._membership.url(holder),
+                self._membership.address(holder),
                 chunk_id(file, index),
                 ChunkMeta(name, str(version), index, config.block_size),
                 expected.chunk_size if expected else None,
@@ -281,7 +288,10 @@ class Coordinator:
         quorum = config.chunk_quorum(n)
         if len(chunks) < quorum:
             self._spawn(self._delete_chunks({(w.holder, w.chunk_id) for w in writers}, 0))
-            raise Unavailable(f"only {len(chunks)} of {n} chunks were stored; {quorum} needed")
+            message = f"only {len(chunks)} of {n} chunks were stored; {quorum} needed"
+            if any(isinstance(w.error, InsufficientStorage) for w in writers):
+                raise InsufficientStorage(f"{message}: peers are out of space")
+            raise Unavailable(message)
         manifest = Manifest(name, version, layout, etag, content_type, chunks)
         await self.commit(manifest)
         if manifest.degraded:
@@ -330,26 +340,25 @@ class Coordinator:
                 pending.add_done_callback(_consume)
         return received, content.hexdigest(), digests
 
-    async def stream(
-        self, manifest: Manifest, start: int, end: int
-    ) -> AsyncGenerator[Buffer, None]:
-        """Yield file bytes ``[start, end)`` of ``manifest``, verified, decoding if needed.
+    async def _read_stripes(
+        self, manifest: Manifest, stripes: range, broken: set[int]
+    ) -> AsyncGenerator[tuple[int, list[Buffer]], None]:
+        """Yield each stripe's k data blocks, verified, decoding around failed chunks.
 
+        Chunks in ``broken`` are not read; chunks that fail while reading are added to it.
         Raises Unavailable when fewer than k chunks of a stripe can be read.
         """
         layout = manifest.layout
-        stripes = layout.stripes_covering(start, end)
-        refs = {ref.index: ref for ref in manifest.chunks}
+        refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
         spares = deque(sorted(refs))  # data chunks first, then parity
         active: dict[int, ChunkReader] = {}
 
         def activate(first: int) -> ChunkReader:
             index = spares.popleft()
-            ref = refs[index]
             reader = ChunkReader(
                 self._peers,
                 self._membership,
-                ref,
+                refs[index],
                 manifest.chunk_id(index),
                 layout,
                 range(first, stripes.stop),
@@ -358,38 +367,119 @@ class Coordinator:
             active[index] = reader
             return reader
 
+        async def next_block(index: int, blocks: dict[int, Buffer]) -> None:
+            block = await active[index].next_block(self._config.peer_timeout)
+            if block is None:
+                active.pop(index).close()
+                broken.add(index)
+            else:
+                blocks[index] = block
+
         try:
             while spares and len(active) < layout.k:
                 activate(stripes.start)
             for stripe in stripes:
                 blocks: dict[int, Buffer] = {}
                 for index in list(active):
-                    block = await active[index].next_block(self._config.peer_timeout)
-                    if block is None:
-                        active.pop(index).close()
-                    else:
-                        blocks[index] = block
+                    await next_block(index, blocks)
                 while len(blocks) < layout.k:
                     if not spares:
                         raise Unavailable(
                             f"{manifest.name!r}: only {len(blocks)} of the {layout.k} chunks "
                             f"needed for stripe {stripe} are readable"
                         )
-                    reader = activate(stripe)
-                    block = await reader.next_block(self._config.peer_timeout)
-                    if block is None:
-                        active.pop(reader.ref.index).close()
-                    else:
-                        blocks[reader.ref.index] = block
+                    await next_block(activate(stripe).ref.index, blocks)
                 if all(i in blocks for i in range(layout.k)):
-                    data = [blocks[i] for i in range(layout.k)]
+                    yield stripe, [blocks[i] for i in range(layout.k)]
                 else:
-                    data = await asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
-                for piece in _trim(layout, stripe, data, start, end):
-                    yield piece
+                    yield stripe, await asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
         finally:
             for reader in active.values():
                 reader.close()
+
+    async def stream(
+        self, manifest: Manifest, start: int, end: int
+    ) -> AsyncGenerator[Buffer, None]:
+        """Yield file bytes ``[start, end)`` of ``manifest``, verified, decoding if needed.
+
+        Raises Unavailable when fewer than k chunks of a stripe can be read. Chunks found
+        broken on the way are reported to ``on_broken_chunks`` (read repair).
+        """
+        broken: set[int] = set()
+        stripes = manifest.layout.stripes_covering(start, end)
+        try:
+            async with contextlib.aclosing(self._read_stripes(manifest, stripes, broken)) as read:
+                async for stripe, data in read:
+                    for piece in _trim(manifest.layout, stripe, data, start, end):
+                        yield piece
+        finally:
+            if broken and self.on_broken_chunks is not None:
+                self.on_broken_chunks(manifest, broken)
+
+    async def rebuild(self, manifest: Manifest, targets: dict[int, str]) -> Manifest:
+        """Recompute chunks ``targets`` (index -> new holder) from the others and commit.
+
+        The chunks named in ``targets`` are not read. Each rebuilt chunk is streamed to its
+        target stripe by stripe, checked against the manifest's block digests when it had
+        them, and the manifest is committed at the next revision with the new holders.
+        Raises Unavailable (too few readable chunks, a target failed, no quorum) or
+        CorruptData (a rebuilt chunk differs from what the manifest recorded).
+        """
+        layout = manifest.layout
+        writers = {
+            index: ChunkWriter(
+                self._peers,
+                holder,
+                self._membership.address(holder),
+                manifest.chunk_id(index),
+                manifest.chunk_owner(index),
+                layout.chunk_size,
+                self._config.queue_depth,
+                self._config.stall_timeout,
+            )
+            for index, holder in targets.items()
+        }
+        digests = {index: bytearray() for index in targets}
+        broken = set(targets)
+        try:
+            async with contextlib.aclosing(
+                self._read_stripes(manifest, range(layout.stripes), broken)
+            ) as read:
+                async for _, data in read:
+                    blocks, stripe_digests = await asyncio.to_thread(encode_stripe, data, layout.m)
+                    for index, writer in writers.items():
+                        digests[index] += stripe_digests[
+                            index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE
+                        ]
+                        await writer.send(blocks[index])
+            stored = dict(
+                zip(
+                    writers,
+                    await asyncio.gather(*(w.finish() for w in writers.values())),
+                    strict=True,
+                )
+            )
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            await asyncio.gather(*(w.wait() for w in writers.values()))
+            raise
+        failed = [i for i, size in stored.items() if size != layout.chunk_size]
+        if failed:
+            raise Unavailable(f"rebuilding {manifest.name!r}: chunks {failed} were not stored")
+        known = {ref.index: ref for ref in manifest.chunks}
+        for index in targets:
+            if index in known and known[index].block_digests != bytes(digests[index]):
+                raise CorruptData(f"rebuilt chunk {index} of {manifest.name!r} differs")
+        chunks = [ref for ref in manifest.chunks if ref.index not in targets]
+        chunks += [ChunkRef(i, targets[i], bytes(digests[i])) for i in targets]
+        updated = dataclasses.replace(
+            manifest,
+            chunks=tuple(sorted(chunks, key=lambda ref: ref.index)),
+            revision=manifest.revision + 1,
+        )
+        await self.commit(updated)
+        return updated
 
     async def delete(self, name: str) -> Manifest:
         """Write a tombstone for ``name``; raises FileNotFound or Unavailable.
@@ -415,7 +505,7 @@ class Coordinator:
         answers = await asyncio.gather(
             *(
                 self._call(
-                    member, lambda url: self._peers.list_manifests(url, prefix, start_after, limit)
+                    member, lambda to: self._peers.list_manifests(to, prefix, start_after, limit)
                 )
                 for member in members
             ),
@@ -504,7 +594,7 @@ class ChunkWriter:
         self,
         peers: PeerClient,
         holder: str,
-        url: str,
+        to: Address,
         chunk_id: str,
         owner: ChunkMeta,
         size: int | None,
@@ -517,7 +607,7 @@ class ChunkWriter:
         self._stall_timeout = stall_timeout
         self._queue: asyncio.Queue[Buffer] = asyncio.Queue(depth)
         self._task = asyncio.ensure_future(
-            peers.put_chunk(url, chunk_id, self._blocks(), size, owner)
+            peers.put_chunk(to, chunk_id, self._blocks(), size, owner)
         )
         self._task.add_done_callback(self._on_done)
 
@@ -602,8 +692,8 @@ class ChunkReader:
         last = stripes.stop - 1
         length = layout.chunk_offset(last) + layout.block_length(last) - offset
         try:
-            url = self._membership.url(self.ref.holder)
-            async with self._peers.open_chunk(url, self.chunk_id, offset, length) as stream:
+            to = self._membership.address(self.ref.holder)
+            async with self._peers.open_chunk(to, self.chunk_id, offset, length) as stream:
                 for stripe in stripes:
                     block = await stream.readexactly(layout.block_length(stripe))
                     if block_digest(block) != self.ref.block_digest(stripe):

@@ -13,6 +13,7 @@ status and a JSON body in one place, and the client maps them back.
     │   └── ChunkNotFound
     ├── Unavailable                        not enough healthy peers to serve the request
     │   └── PeerUnavailable                one peer could not be reached or failed
+    │       └── WrongPeer                  another peer answers at that peer's address
     ├── InsufficientStorage                a disk is full
     └── CorruptData                        stored bytes fail their digest
 """
@@ -77,6 +78,10 @@ class PeerUnavailable(Unavailable):
         self.peer = peer
 
 
+class WrongPeer(PeerUnavailable):
+    code = "wrong_peer"
+
+
 class InsufficientStorage(RingstoreError):
     code = "insufficient_storage"
 
@@ -96,7 +101,7 @@ def _codes(cls: type[RingstoreError]) -> dict[str, type[RingstoreError]]:
 BY_CODE = {
     code: cls
     for code, cls in _codes(RingstoreError).items()
-    if cls not in (InvalidRange, PeerUnavailable, RingstoreError)
+    if not issubclass(cls, (InvalidRange, PeerUnavailable)) and cls is not RingstoreError
 }
 
 

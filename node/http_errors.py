@@ -19,12 +19,14 @@ from node.errors import (
     NotFound,
     RingstoreError,
     Unavailable,
+    WrongPeer,
 )
 
 log = logging.getLogger(__name__)
 
 STATUS: dict[type[RingstoreError], int] = {
     InvalidRange: 416,
+    WrongPeer: 421,
     InvalidRequest: 400,
     NotFound: 404,
     Unavailable: 503,

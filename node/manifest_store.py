@@ -44,6 +44,7 @@ class ManifestStore:
         self._root = root / "manifests"
         self._index: dict[str, Manifest] = {}
         self._names: list[str] = []  # sorted names in the index
+        self._degraded: set[str] = set()  # live versions stored with fewer than k+m chunks
         self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -55,6 +56,16 @@ class ManifestStore:
     def names(self) -> list[str]:
         """Every name this peer holds a replica of, in order."""
         return list(self._names)
+
+    def degraded_names(self) -> list[str]:
+        """Names whose stored version has fewer chunks than its layout (repair's work)."""
+        return sorted(self._degraded)
+
+    def _note_degraded(self, manifest: Manifest) -> None:
+        if manifest.degraded:
+            self._degraded.add(manifest.name)
+        else:
+            self._degraded.discard(manifest.name)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
@@ -72,6 +83,7 @@ class ManifestStore:
                     log.error("unreadable manifest %s: %s", path, exc)
                     continue
                 self._index[manifest.name] = _summary(manifest)
+                self._note_degraded(manifest)
         self._names = sorted(self._index)
 
     def _path(self, name: str) -> Path:
@@ -99,6 +111,7 @@ class ManifestStore:
             if current is None:
                 bisect.insort(self._names, manifest.name)
             self._index[manifest.name] = _summary(manifest)
+            self._note_degraded(manifest)
             return ReplicaWrite(True, manifest.version, replaced)
 
     async def retract(self, name: str, precedence: tuple[Version, int]) -> None:
@@ -110,6 +123,7 @@ class ManifestStore:
             await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
             del self._index[name]
             self._names.pop(bisect.bisect_left(self._names, name))
+            self._degraded.discard(name)
 
     async def _get_replaced(self, name: str) -> Manifest | None:
         try:

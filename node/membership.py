@@ -28,7 +28,7 @@ from typing import Any
 
 from node.durable import write_atomically
 from node.errors import CorruptData, RingstoreError
-from node.peer_client import PeerClient
+from node.peer_client import Address, PeerClient
 from node.version import HybridClock
 from node.wire import pack, unpack
 from ring import Member, Ring
@@ -43,6 +43,7 @@ class Liveness:
     up: bool = False
     failures: int = 0
     last_seen: float = 0.0
+    down_since: float = field(default_factory=time.monotonic)
     used_bytes: int = 0
     chunks: int = 0
     rebalance: dict[str, Any] = field(default_factory=dict)
@@ -110,8 +111,17 @@ class Membership:
     def down_ids(self) -> set[str]:
         return set(self._members) - self.up_ids()
 
+    def down_for(self, member_id: str) -> float:
+        """Seconds ``member_id`` has been down as far as this peer knows (0 when up)."""
+        live = self._liveness[member_id]
+        return 0.0 if live.up else time.monotonic() - live.down_since
+
     def url(self, member_id: str) -> str:
         return self._members[member_id].url
+
+    def address(self, member_id: str) -> Address:
+        """Where to call ``member_id``, so that only that peer answers."""
+        return Address(self._members[member_id].url, member_id)
 
     # --- learning -----------------------------------------------------------------------
 
@@ -179,7 +189,7 @@ class Membership:
             return
         live.failures += 1
         if live.up and live.failures >= self._down_after:
-            live.up = False
+            live.up, live.down_since = False, time.monotonic()
             log.warning("member %s is down: %s", member_id, reason)
 
     # --- gossip -------------------------------------------------------------------------
@@ -214,7 +224,9 @@ class Membership:
     async def _exchange(self, url: str, member_id: str | None) -> None:
         timeout = max(1.0, 2 * self._interval)
         try:
-            reply = await asyncio.wait_for(self._peers.exchange(url, self.gossip()), timeout)
+            reply = await asyncio.wait_for(
+                self._peers.exchange(Address(url, member_id), self.gossip()), timeout
+            )
             self.receive(reply)
         except (RingstoreError, asyncio.TimeoutError, KeyError, TypeError, ValueError) as exc:
             if member_id is not None:

@@ -16,6 +16,7 @@ from node.codec import BlockDigests
 from node.errors import CorruptData, FileNotFound, InvalidRequest
 from node.http_input import body_pieces, query_int
 from node.manifest import ChunkMeta, Manifest, chunk_digest
+from node.peer_client import Address
 from node.version import Version
 from node.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
 
@@ -80,7 +81,8 @@ async def pull_chunk(request: web.Request) -> web.Response:
     chunk_id = request.match_info["chunk_id"]
     order = await _unpacked(request)
     try:
-        source, size = str(order["source"]), int(order["size"])
+        source = Address(str(order["source"]), order.get("source_id"))
+        size = int(order["size"])
         block_size, expected = int(order["block_size"]), bytes(order["digest"])
         meta = _chunk_meta(chunk_id, str(order["name"]), str(order["version"]), block_size)
     except (KeyError, TypeError, ValueError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +29,15 @@ from node.errors import (
 from node.manifest import ChunkMeta, Manifest
 from node.manifest_store import ReplicaWrite
 from node.version import Version
-from node.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
+from node.wire import (
+    CHUNK_BLOCK_SIZE,
+    CHUNK_NAME,
+    CHUNK_VERSION,
+    MSGPACK,
+    PEER_HEADER,
+    pack,
+    unpack,
+)
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -44,6 +53,8 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     known = error_from_code(code, message)
     if known is not None:
         raise known
+    if response.status == 421:  # a different peer now serves this address
+        raise PeerUnavailable(url, f"another peer answers here: {message}")
     if response.status == 404:
         raise NotFound(message)
     if response.status == 507:
@@ -51,6 +62,19 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     if 400 <= response.status < 500:
         raise InvalidRequest(f"{url}: HTTP {response.status} {code}: {message}")
     raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to reach a peer, and which peer must answer there.
+
+    A URL can change hands (a peer whose disk was wiped restarts on the same port as a new
+    member); with ``peer_id`` set, any other peer at that URL refuses the call (421), so it
+    fails like an unreachable peer instead of answering for the one we meant.
+    """
+
+    url: str
+    peer_id: str | None = None
 
 
 class PeerClient:
@@ -69,9 +93,12 @@ class PeerClient:
 
     @asynccontextmanager
     async def _request(
-        self, method: str, url: str, **kwargs: Any
+        self, method: str, to: Address, path: str, **kwargs: Any
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         kwargs.setdefault("timeout", self._timeout)
+        if to.peer_id is not None:
+            kwargs["headers"] = {**kwargs.get("headers", {}), PEER_HEADER: to.peer_id}
+        url = f"{to.url}{path}"
         try:
             async with self._session.request(method, url, **kwargs) as response:
                 await _raise_for_status(url, response)
@@ -83,7 +110,7 @@ class PeerClient:
 
     async def put_chunk(
         self,
-        base: str,
+        to: Address,
         chunk_id: str,
         body: AsyncIterable[Buffer],
         size: int | None,
@@ -99,26 +126,32 @@ class PeerClient:
         if size is not None:  # a known length avoids chunked encoding (cheaper on both ends)
             headers["Content-Length"] = str(size)
         async with self._request(
-            "PUT", f"{base}/internal/chunks/{chunk_id}", data=body, headers=headers
+            "PUT", to, f"/internal/chunks/{chunk_id}", data=body, headers=headers
         ) as response:
             stored: int = (await response.json())["size"]
             return stored
 
     @asynccontextmanager
     async def open_chunk(
-        self, base: str, chunk_id: str, offset: int, length: int
+        self, to: Address, chunk_id: str, offset: int, length: int
     ) -> AsyncIterator[aiohttp.StreamReader]:
         """Open bytes ``[offset, offset+length)`` of a chunk as a stream."""
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"} if length else {}
         async with self._request(
-            "GET", f"{base}/internal/chunks/{chunk_id}", headers=headers
+            "GET", to, f"/internal/chunks/{chunk_id}", headers=headers
         ) as response:
             yield response.content
 
     async def pull_chunk(
-        self, base: str, chunk_id: str, source: str, owner: ChunkMeta, size: int, digest: bytes
+        self,
+        to: Address,
+        chunk_id: str,
+        source: Address,
+        owner: ChunkMeta,
+        size: int,
+        digest: bytes,
     ) -> int:
-        """Have peer ``base`` copy a chunk from ``source``, checking it against ``digest``.
+        """Have peer ``to`` copy a chunk from ``source``, checking it against ``digest``.
 
         Returns the size stored. The copy goes straight from source to target; the call may
         take as long as copying ``size`` bytes at a floor of 1 MB/s.
@@ -126,7 +159,8 @@ class PeerClient:
         budget = self._timeout.sock_read or 10.0
         timeout = aiohttp.ClientTimeout(total=budget + size / 1e6, sock_connect=budget)
         body = {
-            "source": source,
+            "source": source.url,
+            "source_id": source.peer_id,
             "size": size,
             "block_size": owner.block_size,
             "digest": digest,
@@ -135,7 +169,8 @@ class PeerClient:
         }
         async with self._request(
             "POST",
-            f"{base}/internal/chunks/{chunk_id}/pull",
+            to,
+            f"/internal/chunks/{chunk_id}/pull",
             data=pack(body),
             headers={"Content-Type": MSGPACK},
             timeout=timeout,
@@ -143,24 +178,25 @@ class PeerClient:
             stored: int = (await response.json())["size"]
             return stored
 
-    async def delete_chunk(self, base: str, chunk_id: str) -> None:
-        async with self._request("DELETE", f"{base}/internal/chunks/{chunk_id}"):
+    async def delete_chunk(self, to: Address, chunk_id: str) -> None:
+        async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}"):
             pass
 
-    async def get_manifest(self, base: str, name: str) -> Manifest | None:
+    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         """The peer's replica of ``name``'s manifest, or None if it has none."""
         try:
             async with self._request(
-                "GET", f"{base}/internal/manifests", params={"name": name}
+                "GET", to, "/internal/manifests", params={"name": name}
             ) as response:
                 return Manifest.from_bytes(await response.read())
         except NotFound:
             return None
 
-    async def put_manifest(self, base: str, manifest: Manifest) -> ReplicaWrite:
+    async def put_manifest(self, to: Address, manifest: Manifest) -> ReplicaWrite:
         async with self._request(
             "PUT",
-            f"{base}/internal/manifests",
+            to,
+            "/internal/manifests",
             data=manifest.to_bytes(),
             headers={"Content-Type": MSGPACK},
         ) as response:
@@ -172,32 +208,31 @@ class PeerClient:
                 Manifest.from_bytes(replaced) if replaced is not None else None,
             )
 
-    async def retract_manifest(self, base: str, manifest: Manifest) -> None:
+    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
         """Remove the peer's replica of ``manifest`` if it is still exactly that one."""
         params = {
             "name": manifest.name,
             "version": str(manifest.version),
             "revision": str(manifest.revision),
         }
-        async with self._request("DELETE", f"{base}/internal/manifests", params=params):
+        async with self._request("DELETE", to, "/internal/manifests", params=params):
             pass
 
     async def list_manifests(
-        self, base: str, prefix: str, start_after: str, limit: int
+        self, to: Address, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
         """Summaries (manifests without chunks) of the peer's replicas, and if it had more."""
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
-        async with self._request(
-            "GET", f"{base}/internal/manifests/list", params=params
-        ) as response:
+        async with self._request("GET", to, "/internal/manifests/list", params=params) as response:
             reply = unpack(await response.read())
             return [Manifest.from_bytes(m) for m in reply["manifests"]], reply["truncated"]
 
-    async def exchange(self, base: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def exchange(self, to: Address, payload: dict[str, Any]) -> dict[str, Any]:
         """Send this peer's gossip to another and return its answer."""
         async with self._request(
             "POST",
-            f"{base}/internal/gossip",
+            to,
+            "/internal/gossip",
             data=pack(payload),
             headers={"Content-Type": MSGPACK},
         ) as response:

@@ -15,7 +15,16 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from node.app import CHUNKS, CONFIG, COORDINATOR, MEMBERSHIP, REBALANCER, disk_usage
+from node.app import (
+    CHUNKS,
+    CONFIG,
+    COORDINATOR,
+    MEMBERSHIP,
+    REBALANCER,
+    REPAIRER,
+    SCRUBBER,
+    disk_usage,
+)
 from node.errors import RingstoreError
 from node.http_input import body_pieces, query_int
 from node.manifest import Manifest
@@ -38,6 +47,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(MANIFESTS + "{name:.*}", get_manifest)
     app.router.add_get("/cluster", get_cluster)
     app.router.add_get("/health", get_health)
+    app.router.add_get("/scrub", get_scrub)
 
 
 def _name(request: web.Request, prefix: str) -> str:
@@ -194,6 +204,16 @@ async def get_cluster(request: web.Request) -> web.Response:
 def _evenness(ring: Ring, n: int) -> float:
     """Placement-set evenness, computed once per ring (it walks every ring point)."""
     return round(ring.evenness(n), 4)
+
+
+async def get_scrub(request: web.Request) -> web.Response:
+    """This peer's scrub, garbage collection and repair figures."""
+    return web.json_response(
+        {
+            "scrub": request.app[SCRUBBER].stats.to_json(),
+            "repair": request.app[REPAIRER].stats.to_json(),
+        }
+    )
 
 
 async def get_health(request: web.Request) -> web.Response:

@@ -181,10 +181,10 @@ class Rebalancer:
     async def _hand_over(self, local: Manifest, replicas: tuple[str, ...]) -> None:
         """Give this replica's manifest to the members now in its replica set, then drop it."""
         for member in replicas:  # any failure raises: the copy stays until all confirm
-            url = self._membership.url(member)
-            held = await self._peers.get_manifest(url, local.name)
+            to = self._membership.address(member)
+            held = await self._peers.get_manifest(to, local.name)
             if held is None or held.precedence < local.precedence:
-                await self._peers.put_manifest(url, local)
+                await self._peers.put_manifest(to, local)
         await self._manifests.retract(local.name, local.precedence)
         log.info("handed the manifest of %r over to %s", local.name, ", ".join(replicas))
 
@@ -200,9 +200,9 @@ class Rebalancer:
             chunk = manifest.chunk_id(move.index)
             try:
                 await self._peers.pull_chunk(
-                    self._membership.url(move.target),
+                    self._membership.address(move.target),
                     chunk,
-                    self._membership.url(move.source),
+                    self._membership.address(move.source),
                     manifest.chunk_owner(move.index),
                     layout.chunk_size,
                     ref.digest,

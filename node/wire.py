@@ -14,6 +14,8 @@ MSGPACK = "application/msgpack"
 CHUNK_NAME = "X-Ringstore-Name"
 CHUNK_VERSION = "X-Ringstore-Version"
 CHUNK_BLOCK_SIZE = "X-Ringstore-Block-Size"
+# The peer a peer-to-peer call is meant for; any other peer answers 421.
+PEER_HEADER = "X-Ringstore-Peer"
 
 
 def pack(value: Any) -> bytes:

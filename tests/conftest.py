@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import LocalCluster
 
-SLOW_CALLBACK = 0.5  # seconds one loop step may take before the test fails
+SLOW_CALLBACK = 1.0  # seconds one loop step may take before the test fails (wall time: generous)
 
 
 class _SlowCallbacks(logging.Handler):

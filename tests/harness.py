@@ -20,13 +20,24 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.app import CHUNKS, COORDINATOR, MANIFESTS, MEMBERSHIP, REBALANCER, create_app
+from node.app import (
+    CHUNKS,
+    COORDINATOR,
+    MANIFESTS,
+    MEMBERSHIP,
+    REBALANCER,
+    REPAIRER,
+    SCRUBBER,
+    create_app,
+)
 from node.chunk_store import ChunkStore
 from node.config import PeerConfig
 from node.coordinator import Coordinator
 from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.rebalancer import Rebalancer
+from node.repairer import Repairer
+from node.scrubber import Scrubber
 from node.supervisor import PeerProcess
 
 # Fast timings so failures are noticed within a test's patience.
@@ -134,7 +145,8 @@ class LocalPeer:
         return self._runner is not None
 
     def chunk_files(self) -> list[Path]:
-        return sorted((self.data_dir / "chunks").glob("*/*"))
+        """The chunk files on this peer's disk (not their sidecars)."""
+        return sorted(p for p in (self.data_dir / "chunks").glob("*/*") if p.suffix != ".meta")
 
     def _app(self) -> web.Application:
         assert self.app is not None, f"{self} was never started"
@@ -159,6 +171,14 @@ class LocalPeer:
     @property
     def rebalancer(self) -> Rebalancer:
         return self._app()[REBALANCER]
+
+    @property
+    def repairer(self) -> Repairer:
+        return self._app()[REPAIRER]
+
+    @property
+    def scrubber(self) -> Scrubber:
+        return self._app()[SCRUBBER]
 
 
 class LocalCluster:

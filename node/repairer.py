@@ -1,0 +1,164 @@
+"""Repair: bring every file back to its full k+m chunks after losses.
+
+A chunk needs rebuilding when a read or the scrubber found it missing or corrupt, when its
+holder has been down longer than ``repair_after`` (a crash that lasts, a lost disk: a peer
+whose data directory was wiped comes back as a new member and the old one stays down), or
+when the file was written degraded and a chunk was never stored. The repairer rebuilds such
+chunks from any k others (``Coordinator.rebuild``), onto the same holder when it is up and
+only the copy was bad, otherwise onto a handoff: the next up member clockwise that holds no
+chunk of the file. The manifest is committed at the next revision; a returning holder's
+stale copy is then unreferenced and garbage-collected, never counted twice.
+
+Reports arrive from reads (read repair) and from the scrubber; every ``repair_interval`` the
+repairer also sweeps the manifests it is primary for, looking for long-down holders and
+missing chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+from node.config import PeerConfig
+from node.coordinator import Coordinator
+from node.errors import RingstoreError
+from node.manifest import Manifest
+from node.manifest_store import ManifestStore
+from node.membership import Membership
+from node.names import name_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepairStats:
+    chunks_repaired: int = 0
+    bytes_repaired: int = 0
+    failures: int = 0
+    last_repair: float = 0.0  # wall-clock time
+    queued: int = 0
+
+    def to_json(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+class Repairer:
+    """Rebuilds lost and corrupt chunks and commits where they now live."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        manifests: ManifestStore,
+        coordinator: Coordinator,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._manifests = manifests
+        self._coordinator = coordinator
+        self._reports: dict[str, set[tuple[int, str]]] = {}  # name -> {(index, holder)}
+        self._wake = asyncio.Event()
+        self.stats = RepairStats()
+
+    def __repr__(self) -> str:
+        return f"Repairer(queued={len(self._reports)}, repaired={self.stats.chunks_repaired})"
+
+    def report(self, manifest: Manifest, indexes: set[int]) -> None:
+        """Queue chunks of ``manifest`` that were found missing or corrupt."""
+        holders = manifest.holders()
+        found = {(i, holders[i]) for i in indexes if i in holders}
+        self.report_chunks(manifest.name, found)
+
+    def report_chunks(self, name: str, chunks: set[tuple[int, str]]) -> None:
+        """Queue ``(index, holder)`` chunks of ``name`` found missing or corrupt."""
+        self._reports.setdefault(name, set()).update(chunks)
+        self.stats.queued = len(self._reports)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.repair_interval)
+            self._wake.clear()
+            try:
+                await self.sweep()
+            except Exception:  # the next sweep retries; a bug must not stop repairs
+                log.exception("repair sweep failed")
+
+    async def sweep(self) -> None:
+        """Repair everything reported, then the primary names with long-down holders."""
+        reports, self._reports = self._reports, {}
+        names = set(reports) | set(self._primary_names_needing_repair())
+        for name in sorted(names):
+            try:
+                await self.repair(name, reports.get(name, set()))
+            except RingstoreError as exc:
+                self.stats.failures += 1
+                log.warning("repairing %r failed: %s; will retry", name, exc)
+                self._reports.setdefault(name, set()).update(reports.get(name, set()))
+        self.stats.queued = len(self._reports)
+
+    def _primary_names_needing_repair(self) -> list[str]:
+        """Names this peer is primary for that may miss chunks: all of them while a member
+        has been down past ``repair_after``, else only those written degraded."""
+        ring = self._membership.ring
+        down = self._membership.down_ids()
+        long_down = any(self._membership.down_for(m) >= self._config.repair_after for m in down)
+        names = self._manifests.names() if long_down else self._manifests.degraded_names()
+        me = self._membership.me.id
+        return [n for n in names if ring.placement(name_key(n), 1, skip=down) == (me,)]
+
+    def _targets(self, manifest: Manifest, reported: set[tuple[int, str]]) -> dict[int, str]:
+        """Which chunks to rebuild, and where."""
+        up = self._membership.up_ids()
+        layout = manifest.layout
+        holders = manifest.holders()
+        targets: dict[int, str] = {}
+        for index, holder in holders.items():
+            if (index, holder) in reported:
+                targets[index] = holder if holder in up else ""
+            elif holder not in up and (
+                self._membership.down_for(holder) >= self._config.repair_after
+            ):
+                targets[index] = ""
+        for index in range(layout.n):
+            if index not in holders:
+                targets[index] = ""  # written degraded: never stored
+        taken = {h for i, h in holders.items() if i not in targets} | set(targets.values())
+        handoffs = (
+            m
+            for m in self._membership.ring.successors(manifest.file_id)
+            if m in up and m not in taken
+        )
+        for index in sorted(targets):
+            if not targets[index]:
+                handoff = next(handoffs, None)
+                if handoff is None:
+                    del targets[index]  # nowhere to put it yet; a later sweep retries
+                else:
+                    targets[index] = handoff
+        return targets
+
+    async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
+        """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
+        manifest = await self._coordinator.read_manifest(name)
+        if manifest is None or manifest.deleted:
+            return
+        targets = self._targets(manifest, reported)
+        if not targets:
+            return
+        await self._coordinator.rebuild(manifest, targets)
+        count = len(targets)
+        self.stats.chunks_repaired += count
+        self.stats.bytes_repaired += count * manifest.layout.chunk_size
+        self.stats.last_repair = time.time()
+        log.info(
+            "repaired %d chunk(s) of %r: %s",
+            count,
+            name,
+            ", ".join(f"{i}->{h[:8]}" for i, h in sorted(targets.items())),
+        )

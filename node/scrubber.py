@@ -1,0 +1,168 @@
+"""Scrub and garbage collection: re-read every stored chunk, slowly, and keep only what counts.
+
+Each pass walks this peer's chunks at ``scrub_rate`` bytes per second. A chunk whose bytes
+no longer match the block digests in its sidecar (bit rot, a torn write, a flipped byte) is
+deleted and reported to the repairer, which rebuilds it from the file's other chunks.
+
+A chunk older than ``gc_grace`` is garbage when no manifest references it: its PUT died
+before the commit, its version was overwritten or deleted, or it was moved or repaired to
+another peer (a returning peer's stale copy). The check asks the name's manifest quorum; when
+the answer is not certain (too few replicas answer) the chunk is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.chunk_store import ChunkStore
+from node.codec import BlockDigests
+from node.config import PeerConfig
+from node.coordinator import Coordinator
+from node.errors import ChunkNotFound, CorruptData, RingstoreError
+from node.manifest import ChunkMeta, Manifest
+from node.membership import Membership
+from node.repairer import Repairer
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+
+
+@dataclass
+class ScrubStats:
+    passes: int = 0
+    last_scrub: float = 0.0  # wall-clock end of the last full pass
+    bytes_checked: int = 0
+    chunks_checked: int = 0
+    errors_found: int = 0
+    garbage_removed: int = 0
+    garbage_bytes: int = 0
+
+    def to_json(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+def chunk_matches(path: Path, meta: ChunkMeta) -> bool:
+    """Whether a chunk file still has the size and block digests of its sidecar (blocking)."""
+    digests = BlockDigests(meta.block_size)
+    size = 0
+    with open(path, "rb") as file:
+        while piece := file.read(READ_SIZE):
+            digests.update(piece)
+            size += len(piece)
+    return size == meta.size and digests.digests() == meta.block_digests
+
+
+class Scrubber:
+    """Verifies this peer's chunks and removes the ones nothing references."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        chunks: ChunkStore,
+        coordinator: Coordinator,
+        repairer: Repairer,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._chunks = chunks
+        self._coordinator = coordinator
+        self._repairer = repairer
+        self._free_at = 0.0
+        self._wake = asyncio.Event()
+        self.stats = ScrubStats()
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return f"Scrubber(passes={s.passes}, checked={s.bytes_checked}, errors={s.errors_found})"
+
+    def wake(self) -> None:
+        """Start the next pass now instead of after ``scrub_interval``."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.scrub_pass()
+            except Exception:  # the next pass retries; a bug must not stop scrubbing
+                log.exception("scrub pass failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.scrub_interval)
+            self._wake.clear()
+
+    async def scrub_pass(self) -> None:
+        """Check every chunk once; collect garbage among them."""
+        manifests: dict[str, Manifest | None] = {}
+        for chunk_id in await self._chunks.chunk_ids():
+            try:
+                await self._check(chunk_id, manifests)
+            except ChunkNotFound:
+                continue  # deleted while we walked
+        self.stats.passes += 1
+        self.stats.last_scrub = time.time()
+
+    async def _check(self, chunk_id: str, manifests: dict[str, Manifest | None]) -> None:
+        try:
+            meta = await self._chunks.meta(chunk_id)
+        except CorruptData as exc:
+            log.error("chunk %s: unreadable sidecar (%s); removing it", chunk_id, exc)
+            self.stats.errors_found += 1
+            await self._chunks.delete(chunk_id)
+            return
+        await self._pace(meta.size)
+        path = self._chunks.path(chunk_id)
+        intact = await asyncio.to_thread(chunk_matches, path, meta)
+        self.stats.bytes_checked += meta.size
+        self.stats.chunks_checked += 1
+        if not intact:
+            self.stats.errors_found += 1
+            log.error("chunk %s of %r is corrupt; removing it for repair", chunk_id, meta.name)
+            await self._chunks.delete(chunk_id)
+            self._repairer.report_chunks(meta.name, {(meta.index, self._membership.me.id)})
+            return
+        if time.time() - meta.stored_at >= self._config.gc_grace:
+            await self._collect(chunk_id, meta, manifests)
+
+    async def _collect(
+        self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, Manifest | None]
+    ) -> None:
+        """Delete the chunk if the current manifest of its name does not reference it here."""
+        if meta.name not in manifests:
+            try:
+                # Every replica must answer: deleting on a partial view could lose data.
+                manifests[meta.name] = await self._coordinator.read_manifest(
+                    meta.name, every_replica=True
+                )
+            except RingstoreError as exc:
+                log.info("not collecting %s: %s", chunk_id, exc)
+                return
+        manifest = manifests[meta.name]
+        referenced = (
+            manifest is not None
+            and not manifest.deleted
+            and str(manifest.version) == meta.version
+            and manifest.holders().get(meta.index) == self._membership.me.id
+        )
+        if referenced:
+            return
+        await self._chunks.delete(chunk_id)
+        self.stats.garbage_removed += 1
+        self.stats.garbage_bytes += meta.size
+        log.info("collected %s of %r: no manifest references it here", chunk_id, meta.name)
+
+    async def _pace(self, size: int) -> None:
+        rate = self._config.scrub_rate
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._free_at)
+        self._free_at = start + size / rate
+        if start > now:
+            await asyncio.sleep(start - now)
