@@ -146,6 +146,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await membership.save()
         await coordinator.close()
         await session.close()
         log.info("peer %s stopped", peer_id)

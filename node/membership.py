@@ -83,6 +83,7 @@ class Membership:
         self._liveness: dict[str, Liveness] = {me.id: Liveness(up=True)}
         self._ring = Ring([me], vnodes)
         self._ring_stale = False
+        self._unsaved = False  # members learned but not yet written to disk
         self._wake = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -149,7 +150,7 @@ class Membership:
         """Add members not yet known (hearsay never changes a known member)."""
         if not self._add(members):
             return False
-        self._persist()
+        self._unsaved = True
         self._wake.set()
         return True
 
@@ -165,9 +166,12 @@ class Membership:
             log.info("member %s at %s (weight %d)", member.id, member.url, member.weight)
         return changed
 
-    def _persist(self) -> None:
-        # A few hundred bytes per member: small enough to write on the loop.
-        write_atomically(self._path, pack([_record(m) for m in self.members()]))
+    async def save(self) -> None:
+        """Persist the member list if it changed (fsync: in a thread, it can take a while)."""
+        if self._unsaved:
+            self._unsaved = False
+            records = pack([_record(m) for m in self.members()])
+            await asyncio.to_thread(write_atomically, self._path, records)
 
     async def refresh_ring(self) -> None:
         """Rebuild the ring in a thread if members changed (O(vnodes x members))."""
@@ -240,6 +244,7 @@ class Membership:
         ]
         targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
         await asyncio.gather(*(self._exchange(url, mid) for url, mid in targets))
+        await self.save()
         await self.refresh_ring()
 
     async def run(self) -> None:

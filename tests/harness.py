@@ -35,6 +35,7 @@ from node.config import PeerConfig
 from node.coordinator import Coordinator
 from node.manifest_store import ManifestStore
 from node.membership import Membership
+from node.names import name_key
 from node.rebalancer import Rebalancer
 from node.repairer import Repairer
 from node.scrubber import Scrubber
@@ -128,6 +129,8 @@ class LocalPeer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            for _ in range(3):  # let closed transports run their connection_lost callbacks
+                await asyncio.sleep(0)
 
     async def restart(self) -> None:
         await self.stop()
@@ -336,3 +339,148 @@ class ProcessCluster:
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop(timeout=5.0) for p in self.peers))
+
+    # --- additions for the process-level fault suite (tests/faults) ----------------------
+
+    async def crash(self, index: int) -> None:
+        """SIGKILL one peer by its pid and reap it, so ``running`` is False at once."""
+        self.kill(index)
+        process = self.peers[index].process
+        assert process is not None
+        await process.wait()
+
+    def index_of(self, peer_id: str) -> int:
+        """The index of the running peer whose data directory holds ``peer_id``."""
+        for index, peer in enumerate(self.peers):
+            if peer_id_of(peer.data_dir) == peer_id:
+                return index
+        raise KeyError(f"no peer of this cluster has id {peer_id}")
+
+    async def restart(self, index: int, session: aiohttp.ClientSession) -> None:
+        """Start peer ``index`` again (after a kill or a stop), on its port and data dir."""
+        peer = self.peers[index]
+        if peer.process is not None:
+            await peer.process.wait()  # reap a killed peer; a running one would be an error
+        await peer.start()
+        await peer.wait_healthy(session, 30.0)
+
+    async def views(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """``GET /cluster`` of every running peer, in peer order."""
+        found = []
+        for peer in self.peers:
+            if peer.running:
+                async with session.get(f"{peer.url}/cluster") as response:
+                    found.append(await response.json())
+        return found
+
+    async def used_bytes(self, session: aiohttp.ClientSession) -> list[int]:
+        """Chunk bytes each running peer reports for itself, in peer order."""
+        return [own_record(view)["used_bytes"] for view in await self.views(session)]
+
+    async def scrub_stats(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """``GET /scrub`` of every running peer, in peer order."""
+        found = []
+        for peer in self.peers:
+            if peer.running:
+                async with session.get(f"{peer.url}/scrub") as response:
+                    found.append(await response.json())
+        return found
+
+    async def wait_seen_down(
+        self, session: aiohttp.ClientSession, peer_ids: set[str], timeout: float = 20.0
+    ) -> None:
+        """Wait until every running peer sees each of ``peer_ids`` as down."""
+
+        async def seen() -> bool:
+            for view in await self.views(session):
+                states = {p["id"]: p["state"] for p in view["peers"]}
+                if any(states.get(i) == "up" for i in peer_ids if i != view["self"]):
+                    return False
+            return True
+
+        await eventually(seen, timeout, f"{sorted(peer_ids)} to be seen down")
+
+
+def own_record(view: dict[str, Any]) -> dict[str, Any]:
+    """A peer's entry for itself in its ``/cluster`` answer."""
+    return next(p for p in view["peers"] if p["id"] == view["self"])
+
+
+def peer_id_of(data_dir: Path) -> str:
+    """The id a peer keeps in its data directory."""
+    return (data_dir / "peer-id").read_text().strip()
+
+
+def chunk_files_in(data_dir: Path) -> list[Path]:
+    """Complete chunk files under a peer's data directory (not their sidecars)."""
+    return sorted(p for p in (data_dir / "chunks").glob("*/*") if "." not in p.name)
+
+
+def incoming_files_in(data_dir: Path) -> list[Path]:
+    """Chunks being received (or left behind by a crash) under a peer's data directory."""
+    incoming = data_dir / "incoming"
+    return sorted(incoming.iterdir()) if incoming.is_dir() else []
+
+
+def manifest_replica_path(data_dir: Path, name: str) -> Path:
+    """Where a peer keeps its replica of ``name``'s manifest (it may not hold one)."""
+    key = name_key(name)
+    return data_dir / "manifests" / key[:2] / key
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    """Invert one byte of a file in place (no truncation), by default the middle one."""
+    with path.open("r+b") as file:
+        size = file.seek(0, os.SEEK_END)
+        where = size // 2 if offset is None else offset % size
+        file.seek(where)
+        old = file.read(1)
+        file.seek(where)
+        file.write(bytes([old[0] ^ 0xFF]))
+
+
+async def put_file(
+    session: aiohttp.ClientSession, url: str, name: str, data: bytes
+) -> dict[str, Any]:
+    """PUT ``data`` as ``name`` through ``url``; fail the test unless it is a 201."""
+    async with session.put(f"{url}/files/{name}", data=data) as response:
+        assert response.status == 201, f"PUT {name}: {response.status} {await response.text()}"
+        reply: dict[str, Any] = await response.json()
+        return reply
+
+
+async def get_file(session: aiohttp.ClientSession, url: str, name: str) -> bytes:
+    """GET ``name`` through ``url``; fail the test unless it is a 200."""
+    async with session.get(f"{url}/files/{name}") as response:
+        assert response.status == 200, f"GET {name}: {response.status} {await response.text()}"
+        return await response.read()
+
+
+async def get_manifest(session: aiohttp.ClientSession, url: str, name: str) -> dict[str, Any]:
+    """``GET /manifests/{name}`` through ``url``; fail the test unless it is a 200."""
+    async with session.get(f"{url}/manifests/{name}") as response:
+        assert response.status == 200, f"manifest {name}: {response.status}"
+        manifest: dict[str, Any] = await response.json()
+        return manifest
+
+
+async def check_files(
+    session: aiohttp.ClientSession, urls: list[str], files: dict[str, bytes]
+) -> None:
+    """Read every file back, rotating over ``urls``; fail on any status or byte difference."""
+    for i, (name, data) in enumerate(sorted(files.items())):
+        got = await get_file(session, urls[i % len(urls)], name)
+        assert got == data, f"{name}: {len(got)} bytes read differ from the {len(data)} written"
+
+
+async def fully_redundant(session: aiohttp.ClientSession, url: str, names: list[str]) -> bool:
+    """Every file's manifest has all k+m chunks of its layout, each on a member seen up."""
+    async with session.get(f"{url}/cluster") as response:
+        view = await response.json()
+    up = {p["id"] for p in view["peers"] if p["state"] == "up"}
+    for name in names:
+        manifest = await get_manifest(session, url, name)
+        holders = [c["holder"] for c in manifest["chunks"]]
+        if len(holders) != manifest["k"] + manifest["m"] or not set(holders) <= up:
+            return False
+    return True
