@@ -77,6 +77,13 @@ def _setup_logging(level: str, tag: str) -> None:
     type=click.FloatRange(0),
     help="Seconds before an unreferenced chunk is garbage.",
 )
+@click.option(
+    "--orphan-grace",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds before a chunk no manifest knows is garbage.",
+)
 @click.option("--max-bytes", type=click.IntRange(0), help="Chunk bytes this peer may hold.")
 @click.option("--log-level", default="info", show_default=True)
 def peer(
@@ -100,6 +107,7 @@ def peer(
     scrub_rate: float,
     scrub_interval: float,
     gc_grace: float,
+    orphan_grace: float,
     max_bytes: int | None,
     log_level: str,
 ) -> None:
@@ -129,6 +137,7 @@ def peer(
         scrub_rate=scrub_rate * 1e6,
         scrub_interval=scrub_interval,
         gc_grace=gc_grace,
+        orphan_grace=orphan_grace,
         max_bytes=max_bytes,
     )
     asyncio.run(serve(config))

@@ -45,7 +45,11 @@ class PeerConfig:
     repair_interval: float = 30.0  # seconds between sweeps for chunks needing repair
     scrub_rate: float = 20e6  # bytes per second the scrubber re-reads
     scrub_interval: float = 3600.0  # pause between scrub passes
-    gc_grace: float = 600.0  # an unreferenced chunk older than this is garbage
+    gc_grace: float = 600.0  # a chunk a newer or moved manifest superseded this long ago goes
+    # A chunk no manifest knows at all (a PUT that died before its commit) goes only after
+    # this long, and only if the ring did not change meanwhile: a manifest mid-hand-over
+    # after joins can look absent.
+    orphan_grace: float = 86400.0
     max_bytes: int | None = None  # chunk bytes this peer may hold (None: until the disk is full)
 
     @property

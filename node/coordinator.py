@@ -160,19 +160,23 @@ class Coordinator:
         except RingstoreError as exc:
             log.warning("read repair of %r on %s failed: %s", manifest.name, replica, exc)
 
-    async def _write_manifest(self, manifest: Manifest) -> list[ReplicaWrite]:
+    async def _write_manifest(
+        self, manifest: Manifest, base: Manifest | None = None
+    ) -> list[ReplicaWrite]:
         """Write a manifest to its N replicas; raises Unavailable below the write quorum.
 
         A write that misses the quorum is retracted from the replicas that took it, so a
         failed PUT or DELETE does not surface later through them (as far as they answer).
         """
+        expect = None if base is None else base.precedence
         answers = await self._ask_replicas(
             manifest.name,
-            partial(self._peers.put_manifest, manifest=manifest),
+            partial(self._peers.put_manifest, manifest=manifest, expect=expect),
             self._config.manifest_replicas,
         )
         quorum = self._config.manifest_write_quorum
-        if len(answers) < quorum:
+        counted = answers if base is None else {r: a for r, a in answers.items() if a.stored}
+        if len(counted) < quorum:
             await asyncio.gather(
                 *(
                     self._call(r, partial(self._peers.retract_manifest, manifest=manifest))
@@ -182,17 +186,19 @@ class Coordinator:
                 return_exceptions=True,
             )
             raise Unavailable(
-                f"manifest of {manifest.name!r} reached {len(answers)} of the {quorum} "
+                f"manifest of {manifest.name!r} reached {len(counted)} of the {quorum} "
                 "replicas needed"
             )
         return list(answers.values())
 
-    async def commit(self, manifest: Manifest) -> None:
+    async def commit(self, manifest: Manifest, base: Manifest | None = None) -> None:
         """Write ``manifest`` to a quorum of its replicas, then retire what it superseded.
 
-        Raises Unavailable below the write quorum (nothing is retired then).
+        ``base`` is the manifest a move or repair started from: the new revision is then
+        kept only by replicas still holding ``base``, and only if a quorum of them took it
+        does it count. Raises Unavailable below the quorum (nothing is retired then).
         """
-        acks = await self._write_manifest(manifest)
+        acks = await self._write_manifest(manifest, base)
         self._retire(acks, manifest)
 
     def _retire(self, acks: list[ReplicaWrite], manifest: Manifest) -> None:
@@ -208,11 +214,24 @@ class Coordinator:
         elif all(a.current > manifest.version for a in acks):
             unused |= manifest.placed_chunks()
         if unused:
-            self._spawn(self._delete_chunks(unused, self._config.delete_grace))
+            self._spawn(self._delete_chunks(manifest.name, unused, self._config.delete_grace))
 
-    async def _delete_chunks(self, chunks: set[tuple[str, str]], delay: float) -> None:
-        """Delete ``(holder, chunk id)`` pairs after ``delay`` seconds, as far as possible."""
+    async def _delete_chunks(self, name: str, chunks: set[tuple[str, str]], delay: float) -> None:
+        """Delete ``(holder, chunk id)`` pairs of ``name`` after ``delay`` seconds.
+
+        What to delete was decided ``delay`` ago; since then a move or repair may have put
+        the same chunk back on the same holder. So the current manifest is read first and
+        whatever it references stays; if it cannot be read, nothing is deleted (garbage
+        collection will decide later).
+        """
         await asyncio.sleep(delay)
+        try:
+            current = await self.read_manifest(name)
+        except RingstoreError as exc:
+            log.info("not deleting chunks of %r now: %s", name, exc)
+            return
+        if current is not None:
+            chunks = chunks - current.placed_chunks()
         for holder, chunk in sorted(chunks):
             try:
                 await self._call(holder, partial(self._peers.delete_chunk, chunk_id=chunk))
@@ -287,7 +306,8 @@ class Coordinator:
                 self._membership.report_failure(writer.holder, str(writer.error))
         quorum = config.chunk_quorum(n)
         if len(chunks) < quorum:
-            self._spawn(self._delete_chunks({(w.holder, w.chunk_id) for w in writers}, 0))
+            written = {(w.holder, w.chunk_id) for w in writers}
+            self._spawn(self._delete_chunks(name, written, 0))
             message = f"only {len(chunks)} of {n} chunks were stored; {quorum} needed"
             if any(isinstance(w.error, InsufficientStorage) for w in writers):
                 raise InsufficientStorage(f"{message}: peers are out of space")
@@ -478,7 +498,7 @@ class Coordinator:
             chunks=tuple(sorted(chunks, key=lambda ref: ref.index)),
             revision=manifest.revision + 1,
         )
-        await self.commit(updated)
+        await self.commit(updated, base=manifest)
         return updated
 
     async def delete(self, name: str) -> Manifest:

@@ -100,11 +100,21 @@ class ManifestStore:
             return None
         return Manifest.from_bytes(data)
 
-    async def put(self, manifest: Manifest) -> ReplicaWrite:
-        """Keep ``manifest`` if it takes precedence over the stored one of its name."""
+    async def put(
+        self, manifest: Manifest, expect: tuple[Version, int] | None = None
+    ) -> ReplicaWrite:
+        """Keep ``manifest`` if it takes precedence over the stored one of its name.
+
+        With ``expect`` (a move or repair: a new revision of one version), keep it only if
+        the stored manifest is exactly ``expect`` or there is none: of two revisions built
+        on the same base, each replica keeps the first, and only one can reach a quorum.
+        """
         async with self._locks.hold(manifest.name):
             current = self._index.get(manifest.name)
-            if current is not None and current.precedence >= manifest.precedence:
+            if current is not None and (
+                current.precedence >= manifest.precedence
+                or (expect is not None and current.precedence != expect)
+            ):
                 return ReplicaWrite(False, current.version, None)
             replaced = await self._get_replaced(manifest.name) if current is not None else None
             await asyncio.to_thread(self._write, manifest)

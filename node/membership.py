@@ -84,6 +84,7 @@ class Membership:
         self._ring = Ring([me], vnodes)
         self._ring_stale = False
         self._unsaved = False  # members learned but not yet written to disk
+        self.ring_changed_at = time.monotonic()
         self._wake = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -177,7 +178,10 @@ class Membership:
         """Rebuild the ring in a thread if members changed (O(vnodes x members))."""
         if self._ring_stale:
             self._ring_stale = False
-            self._ring = await asyncio.to_thread(Ring, list(self._members.values()), self._vnodes)
+            ring = await asyncio.to_thread(Ring, list(self._members.values()), self._vnodes)
+            if ring.digest != self._ring.digest:
+                self.ring_changed_at = time.monotonic()
+            self._ring = ring
 
     def report_success(self, member_id: str) -> None:
         live = self._liveness.get(member_id)

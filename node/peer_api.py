@@ -119,8 +119,15 @@ async def put_manifest(request: web.Request) -> web.Response:
         manifest = Manifest.from_bytes(await request.read())
     except CorruptData as exc:
         raise InvalidRequest(str(exc)) from exc
+    expect = None
+    if "expect" in request.query:
+        try:
+            version, _, revision = request.query["expect"].rpartition("/")
+            expect = Version.parse(version), int(revision)
+        except ValueError:
+            raise InvalidRequest("expect is VERSION/REVISION") from None
     request.app[CLOCK].observe(manifest.version)
-    result = await request.app[MANIFESTS].put(manifest)
+    result = await request.app[MANIFESTS].put(manifest, expect)
     if result.stored:
         request.app[REBALANCER].consider(manifest)
     return _packed(

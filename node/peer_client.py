@@ -192,12 +192,17 @@ class PeerClient:
         except NotFound:
             return None
 
-    async def put_manifest(self, to: Address, manifest: Manifest) -> ReplicaWrite:
+    async def put_manifest(
+        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None = None
+    ) -> ReplicaWrite:
+        """Offer a manifest to a replica (conditional on its current one with ``expect``)."""
+        params = {} if expect is None else {"expect": f"{expect[0]}/{expect[1]}"}
         async with self._request(
             "PUT",
             to,
             "/internal/manifests",
             data=manifest.to_bytes(),
+            params=params,
             headers={"Content-Type": MSGPACK},
         ) as response:
             reply = unpack(await response.read())

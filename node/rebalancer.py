@@ -78,6 +78,7 @@ class Rebalancer:
         self._peers = peers
         self._clock = clock
         self._pending: set[str] = set()
+        self._retry: set[str] = set()  # names that failed: back on the next full pass
         self._wake = asyncio.Event()
         self._free_at = 0.0
         self.progress = Progress()
@@ -135,17 +136,18 @@ class Rebalancer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._config.heartbeat_interval)
             self._wake.clear()
-            await self._membership.refresh_ring()
-            state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
-            due = self._clock() - last_full >= self._config.rebalance_interval
-            if state != seen or due:
-                seen, last_full = state, self._clock()
-                self._pending.update(self._manifests.names())
-            if self._pending:
-                try:
+            try:
+                await self._membership.refresh_ring()
+                state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
+                due = self._clock() - last_full >= self._config.rebalance_interval
+                if state != seen or due:
+                    seen, last_full = state, self._clock()
+                    self._pending.update(self._manifests.names())
+                    self._retry.clear()
+                if self._pending:
                     await self.rebalance_pass()
-                except Exception:  # the next pass retries; a bug must not stop rebalancing
-                    log.exception("rebalance pass failed")
+            except Exception:  # the next pass retries; a bug must not stop rebalancing
+                log.exception("rebalance pass failed")
 
     async def rebalance_pass(self) -> None:
         """Work through the queued names once."""
@@ -154,11 +156,14 @@ class Rebalancer:
         for name in names:
             try:
                 await self._rebalance(name)
-            except RingstoreError as exc:
-                log.warning("rebalancing %r: %s; will retry", name, exc)
-                self._pending.add(name)
+            except Exception as exc:  # anything: retry the name on the next full pass
+                if isinstance(exc, RingstoreError):
+                    log.warning("rebalancing %r: %s; will retry", name, exc)
+                else:
+                    log.exception("rebalancing %r failed; will retry", name)
+                self._retry.add(name)
             self.progress.pending -= 1
-        self.progress.pending = len(self._pending)
+        self.progress.pending = len(self._pending) + len(self._retry)
         self.progress.passes += 1
         self.progress.last_pass = time.time()
 
@@ -220,7 +225,7 @@ class Rebalancer:
             for ref in manifest.chunks
         )
         updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
-        await self._coordinator.commit(updated)
+        await self._coordinator.commit(updated, base=manifest)
         log.info(
             "moved %d chunk(s) of %r (%d bytes each) to %s",
             len(moved),

@@ -96,9 +96,12 @@ class Repairer:
         for name in sorted(names):
             try:
                 await self.repair(name, reports.get(name, set()))
-            except RingstoreError as exc:
+            except Exception as exc:  # anything: keep the reports for the next sweep
                 self.stats.failures += 1
-                log.warning("repairing %r failed: %s; will retry", name, exc)
+                if isinstance(exc, RingstoreError):
+                    log.warning("repairing %r failed: %s; will retry", name, exc)
+                else:
+                    log.exception("repairing %r failed; will retry", name)
                 self._reports.setdefault(name, set()).update(reports.get(name, set()))
         self.stats.queued = len(self._reports)
 

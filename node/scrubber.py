@@ -4,10 +4,11 @@ Each pass walks this peer's chunks at ``scrub_rate`` bytes per second. A chunk w
 no longer match the block digests in its sidecar (bit rot, a torn write, a flipped byte) is
 deleted and reported to the repairer, which rebuilds it from the file's other chunks.
 
-A chunk older than ``gc_grace`` is garbage when no manifest references it: its PUT died
-before the commit, its version was overwritten or deleted, or it was moved or repaired to
-another peer (a returning peer's stale copy). The check asks the name's manifest quorum; when
-the answer is not certain (too few replicas answer) the chunk is kept.
+A chunk older than ``gc_grace`` is garbage when its name's manifest proves it dead: a newer
+version or a tombstone replaced it, or the manifest places its index on another peer (moved,
+repaired, a returning peer's stale copy). A chunk no manifest knows (its PUT died before the
+commit) goes only after ``orphan_grace`` on a ring that stayed the same that long. Every
+manifest replica must answer; when the answer is not certain, the chunk is kept.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from node.errors import ChunkNotFound, CorruptData, RingstoreError
 from node.manifest import ChunkMeta, Manifest
 from node.membership import Membership
 from node.repairer import Repairer
+from node.version import Version
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+MANIFEST_TTL = 5.0  # seconds a manifest read serves collection decisions for other chunks
 
 
 @dataclass
@@ -99,16 +102,20 @@ class Scrubber:
 
     async def scrub_pass(self) -> None:
         """Check every chunk once; collect garbage among them."""
-        manifests: dict[str, Manifest | None] = {}
+        manifests: dict[str, tuple[float, Manifest | None]] = {}
         for chunk_id in await self._chunks.chunk_ids():
             try:
                 await self._check(chunk_id, manifests)
-            except ChunkNotFound:
+            except (ChunkNotFound, FileNotFoundError):
                 continue  # deleted while we walked
+            except Exception:  # one bad chunk must not end the pass
+                log.exception("scrubbing chunk %s failed", chunk_id)
         self.stats.passes += 1
         self.stats.last_scrub = time.time()
 
-    async def _check(self, chunk_id: str, manifests: dict[str, Manifest | None]) -> None:
+    async def _check(
+        self, chunk_id: str, manifests: dict[str, tuple[float, Manifest | None]]
+    ) -> None:
         try:
             meta = await self._chunks.meta(chunk_id)
         except CorruptData as exc:
@@ -131,31 +138,42 @@ class Scrubber:
             await self._collect(chunk_id, meta, manifests)
 
     async def _collect(
-        self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, Manifest | None]
+        self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, tuple[float, Manifest | None]]
     ) -> None:
-        """Delete the chunk if the current manifest of its name does not reference it here."""
-        if meta.name not in manifests:
+        """Delete the chunk if its name's manifest proves nothing will ever read it here.
+
+        Proof is a manifest found on every replica that is of a newer version (or a
+        tombstone), or of the same version with this chunk's index on another peer. No
+        manifest, or an older one, proves nothing after joins (a manifest may be mid
+        hand-over): such orphans go only after ``orphan_grace`` on a ring stable that long.
+        """
+        cached = manifests.get(meta.name)
+        if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
             try:
                 # Every replica must answer: deleting on a partial view could lose data.
-                manifests[meta.name] = await self._coordinator.read_manifest(
-                    meta.name, every_replica=True
-                )
+                found = await self._coordinator.read_manifest(meta.name, every_replica=True)
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return
-        manifest = manifests[meta.name]
-        referenced = (
-            manifest is not None
-            and not manifest.deleted
-            and str(manifest.version) == meta.version
-            and manifest.holders().get(meta.index) == self._membership.me.id
-        )
-        if referenced:
-            return
+            manifests[meta.name] = cached = (time.monotonic(), found)
+        manifest = cached[1]
+        chunk_version = Version.parse(meta.version)
+        if manifest is not None and manifest.version > chunk_version:
+            reason = "a newer version or a tombstone replaced it"
+        elif manifest is not None and manifest.version == chunk_version:
+            if manifest.holders().get(meta.index) == self._membership.me.id:
+                return
+            reason = "its manifest places it on another peer"
+        else:
+            config = self._config
+            stable = time.monotonic() - self._membership.ring_changed_at >= config.orphan_grace
+            if time.time() - meta.stored_at < config.orphan_grace or not stable:
+                return
+            reason = "no manifest has referenced it for the orphan grace"
         await self._chunks.delete(chunk_id)
         self.stats.garbage_removed += 1
         self.stats.garbage_bytes += meta.size
-        log.info("collected %s of %r: no manifest references it here", chunk_id, meta.name)
+        log.info("collected %s of %r: %s", chunk_id, meta.name, reason)
 
     async def _pace(self, size: int) -> None:
         rate = self._config.scrub_rate

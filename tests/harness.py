@@ -48,6 +48,7 @@ FAST = {
     "peer_timeout": 2.0,
     "stall_timeout": 3.0,
     "delete_grace": 0.2,
+    "rebalance_interval": 2.0,
 }
 
 
@@ -484,3 +485,14 @@ async def fully_redundant(session: aiohttp.ClientSession, url: str, names: list[
         if len(holders) != manifest["k"] + manifest["m"] or not set(holders) <= up:
             return False
     return True
+
+
+class NetnsPeerProcess(PeerProcess):
+    """A ``ringstore peer`` run inside network namespace ``netns`` (``ip netns exec`` execs,
+    so the pid is still the peer's own)."""
+
+    def __init__(
+        self, netns: str, data_dir: Path, host: str, port: int, join: list[str], args: list[str]
+    ) -> None:
+        super().__init__(data_dir, host, port, join, args)
+        self._command = ["ip", "netns", "exec", netns, *self._command]

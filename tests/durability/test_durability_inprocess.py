@@ -27,6 +27,7 @@ async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluste
         repair_after=1.0,
         repair_interval=0.3,
         gc_grace=0.5,
+        orphan_grace=0.5,
         scrub_interval=3600.0,
         scrub_rate=0,
     )
