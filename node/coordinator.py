@@ -141,10 +141,16 @@ class Coordinator:
         """
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
-        found = await self._ask_replicas(name, partial(self._peers.get_manifest, name=name), quorum)
+        ask = partial(self._peers.get_manifest, name=name)
+        found = await self._ask_replicas(name, ask, quorum)
         if len(found) < quorum:
             raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
         versions = [m for m in found.values() if m is not None]
+        if not versions and quorum < config.manifest_replicas:
+            # The first "none"s may come from stand-ins for replicas that are down, which
+            # answer faster than a surviving replica reading its file: hear all N first.
+            found = await self._ask_replicas(name, ask, config.manifest_replicas)
+            versions = [m for m in found.values() if m is not None]
         if not versions:
             return None
         newest = max(versions, key=lambda m: m.precedence)
@@ -302,7 +308,7 @@ class Coordinator:
             if stored[index] == layout.chunk_size
         )
         for writer, result in zip(writers, stored, strict=True):
-            if result is None:
+            if result is None and isinstance(writer.error, PeerUnavailable):
                 self._membership.report_failure(writer.holder, str(writer.error))
         quorum = config.chunk_quorum(n)
         if len(chunks) < quorum:
@@ -370,7 +376,9 @@ class Coordinator:
         """
         layout = manifest.layout
         refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
-        spares = deque(sorted(refs))  # data chunks first, then parity
+        down = self._membership.down_ids()
+        # Data chunks first, then parity; chunks on holders seen down only as a last resort.
+        spares = deque(sorted(refs, key=lambda i: (refs[i].holder in down, i)))
         active: dict[int, ChunkReader] = {}
 
         def activate(first: int) -> ChunkReader:

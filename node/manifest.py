@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgpack
+import xxhash
 
 from node.errors import CorruptData
 from node.layout import Layout
@@ -137,14 +138,20 @@ class Manifest:
             "revision": self.revision,
             "chunks": [[c.index, c.holder, c.block_digests] for c in self.chunks],
         }
-        data: bytes = msgpack.packb(record, use_bin_type=True)
-        return data
+        packed: bytes = msgpack.packb(record, use_bin_type=True)
+        # A checksum over the record: a flipped byte must never decode into another manifest
+        # (a version bit flipped upward would otherwise win every read and doom the file).
+        sealed: bytes = msgpack.packb([packed, _checksum(packed)], use_bin_type=True)
+        return sealed
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Decode a stored manifest; raises CorruptData if it is not one."""
         try:
-            record: dict[str, Any] = msgpack.unpackb(data, raw=False)
+            packed, checksum = msgpack.unpackb(data, raw=False)
+            if not isinstance(packed, bytes) or _checksum(packed) != checksum:
+                raise CorruptData("manifest fails its checksum")
+            record: dict[str, Any] = msgpack.unpackb(packed, raw=False)
             if record["schema"] != SCHEMA:
                 raise CorruptData(f"unknown manifest schema {record['schema']!r}")
             layout = Layout(record["size"], record["k"], record["m"], record["block_size"])
@@ -210,6 +217,10 @@ class Manifest:
             "content_type": self.content_type,
             "deleted": self.deleted,
         }
+
+
+def _checksum(packed: bytes) -> bytes:
+    return xxhash.xxh3_128_digest(packed)
 
 
 def chunk_digest(block_digests: bytes) -> bytes:

@@ -74,6 +74,8 @@ class ManifestStore:
         self._root.mkdir(parents=True, exist_ok=True)
         for shard in self._root.iterdir():
             for path in shard.iterdir():
+                if path.suffix == ".corrupt":
+                    continue
                 if path.suffix == ".tmp":
                     path.unlink()
                     continue
@@ -91,14 +93,30 @@ class ManifestStore:
         return self._root / key[:2] / key
 
     async def get(self, name: str) -> Manifest | None:
-        """The stored manifest of ``name``, or None. Raises CorruptData if it is damaged."""
+        """The stored manifest of ``name``, or None.
+
+        A damaged replica is set aside (renamed ``.corrupt``) and forgotten, so that this
+        peer answers "none" and read repair or the next write puts a good copy back.
+        """
         if name not in self._index:
             return None
+        path = self._path(name)
         try:
-            data = await asyncio.to_thread(self._path(name).read_bytes)
+            data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             return None
-        return Manifest.from_bytes(data)
+        try:
+            return Manifest.from_bytes(data)
+        except CorruptData as exc:
+            log.error("manifest replica of %r is damaged (%s); set aside for repair", name, exc)
+            await asyncio.to_thread(path.replace, path.with_suffix(".corrupt"))
+            self._forget(name)
+            return None
+
+    def _forget(self, name: str) -> None:
+        del self._index[name]
+        self._names.pop(bisect.bisect_left(self._names, name))
+        self._degraded.discard(name)
 
     async def put(
         self, manifest: Manifest, expect: tuple[Version, int] | None = None
@@ -116,9 +134,10 @@ class ManifestStore:
                 or (expect is not None and current.precedence != expect)
             ):
                 return ReplicaWrite(False, current.version, None)
-            replaced = await self._get_replaced(manifest.name) if current is not None else None
+            # A damaged stored replica reads as none (and is forgotten): it is just replaced.
+            replaced = await self.get(manifest.name) if current is not None else None
             await asyncio.to_thread(self._write, manifest)
-            if current is None:
+            if manifest.name not in self._index:
                 bisect.insort(self._names, manifest.name)
             self._index[manifest.name] = _summary(manifest)
             self._note_degraded(manifest)
@@ -131,16 +150,7 @@ class ManifestStore:
             if current is None or current.precedence != precedence:
                 return
             await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
-            del self._index[name]
-            self._names.pop(bisect.bisect_left(self._names, name))
-            self._degraded.discard(name)
-
-    async def _get_replaced(self, name: str) -> Manifest | None:
-        try:
-            return await self.get(name)
-        except CorruptData as exc:  # a damaged replica must not block newer writes
-            log.error("replacing unreadable manifest of %r: %s", name, exc)
-            return None
+            self._forget(name)
 
     def _write(self, manifest: Manifest) -> None:
         path = self._path(manifest.name)

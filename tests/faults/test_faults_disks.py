@@ -1,0 +1,286 @@
+"""Disk faults under real peer processes: a wiped data directory, flipped bytes in chunks and
+manifest replicas, and a full disk. Every acknowledged file is read back byte for byte."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from node.codec import block_digest
+from node.errors import CorruptData
+from node.manifest import Manifest, chunk_digest
+from tests.harness import (
+    ProcessCluster,
+    check_files,
+    chunk_files_in,
+    eventually,
+    flip_byte,
+    fully_redundant,
+    get_file,
+    get_manifest,
+    incoming_files_in,
+    manifest_replica_path,
+    own_record,
+    peer_id_of,
+    put_file,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+BLOCK = 4096
+
+
+def random_files(prefix: str, count: int, seed: int, largest: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {f"{prefix}/{i}": rng.randbytes(rng.randint(1, largest)) for i in range(count)}
+
+
+async def store(
+    http: aiohttp.ClientSession, cluster: ProcessCluster, files: dict[str, bytes]
+) -> None:
+    for i, (name, data) in enumerate(files.items()):
+        await put_file(http, cluster.urls[i % len(cluster.urls)], name, data)
+
+
+async def test_a_wiped_data_directory_comes_back_as_a_new_member_and_repair_refills_it(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # Repair sweeps run when a read reports a broken chunk, else every 30 s (a setting with
+    # no command-line flag). With --repair-after=0 the sweeps woken by the reads below
+    # already treat the lost member as gone, so parity chunks need not wait for the 30 s.
+    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}", "--repair-after=0")
+    try:
+        await cluster.start(http)
+        files = random_files("wiped", 30, 3, 30 * BLOCK)
+        await store(http, cluster, files)
+        victim = cluster.peers[4]
+        old_id = peer_id_of(victim.data_dir)
+        await cluster.crash(4)
+        shutil.rmtree(victim.data_dir)
+        await cluster.restart(4, http)  # same port, empty disk: a new member
+        new_id = peer_id_of(victim.data_dir)
+        assert new_id != old_id
+        await cluster.wait_converged(http)
+        await cluster.wait_seen_down(http, {old_id})
+
+        # Reads decode around the lost chunks, report them, and wake every repairer.
+        await check_files(http, cluster.urls, files)
+        names = sorted(files)
+        await eventually(
+            lambda: fully_redundant(http, cluster.urls[0], names), 60, "full redundancy"
+        )
+        for name in names:
+            manifest = await get_manifest(http, cluster.urls[1], name)
+            holders = [c["holder"] for c in manifest["chunks"]]
+            assert old_id not in holders
+            assert len(set(holders)) == 7, f"{name}: two chunks on one peer: {holders}"
+        assert own_record((await cluster.views(http))[4])["used_bytes"] > 0
+        await check_files(http, cluster.urls[1:] + cluster.urls[:1], files)
+    finally:
+        await cluster.stop()
+
+
+@pytest.fixture
+async def scrubbed(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    """Seven peers that scrub every second at full speed."""
+    cluster = ProcessCluster(
+        tmp_path, 7, f"--block-size={BLOCK}", "--scrub-interval=1", "--scrub-rate=0"
+    )
+    try:
+        await cluster.start(http)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+def chunk_path(cluster: ProcessCluster, chunk: dict[str, Any]) -> Path:
+    peer = cluster.peers[cluster.index_of(chunk["holder"])]
+    return peer.data_dir / "chunks" / chunk["id"][:2] / chunk["id"]
+
+
+def chunk_matches_manifest(path: Path, chunk: dict[str, Any]) -> bool:
+    """The chunk file is whole again: its block digests hash to the manifest's digest."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    blocks = b"".join(block_digest(data[i : i + BLOCK]) for i in range(0, len(data), BLOCK))
+    return len(data) == chunk["size"] and chunk_digest(blocks).hex() == chunk["digest"]
+
+
+async def test_flipped_bytes_in_chunks_are_found_by_scrub_and_repaired(
+    scrubbed: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    files = random_files("rot", 10, 4, 12 * BLOCK)
+    await store(http, scrubbed, files)
+    names = sorted(files)
+    # Two chunks of one file (its parity can still rebuild both), one chunk of three others.
+    damage = [(names[0], 0), (names[0], 6), (names[1], 2), (names[2], 4), (names[3], 1)]
+    flipped = []
+    for name, index in damage:
+        chunk = (await get_manifest(http, scrubbed.urls[0], name))["chunks"][index]
+        flip_byte(chunk_path(scrubbed, chunk))
+        flipped.append((name, chunk))
+    holders = {scrubbed.index_of(chunk["holder"]) for _, chunk in flipped}
+    assert len(holders) >= 3, "the damage should be spread over several peers"
+
+    async def found() -> bool:
+        stats = await scrubbed.scrub_stats(http)
+        return sum(s["scrub"]["errors_found"] for s in stats) >= len(flipped)
+
+    await eventually(found, 30, "scrubbers to find every flipped chunk")
+
+    async def restored() -> bool:
+        for name, chunk in flipped:
+            now = (await get_manifest(http, scrubbed.urls[0], name))["chunks"][chunk["index"]]
+            if not chunk_matches_manifest(chunk_path(scrubbed, now), now):
+                return False
+        return True
+
+    await eventually(restored, 30, "every damaged chunk to be rebuilt")
+    stats = await scrubbed.scrub_stats(http)
+    for index in holders:
+        assert stats[index]["scrub"]["errors_found"] >= 1
+    # Not one repair per flip: two peers rebuilding chunks of one file race, the loser's
+    # commit is refused and retried, and a rebuilt chunk may land before its commit.
+    assert sum(s["repair"]["chunks_repaired"] for s in stats) > 0
+    for name, chunk in flipped:  # rebuilt where it was: the holder is up, only its copy was bad
+        now = (await get_manifest(http, scrubbed.urls[0], name))["chunks"][chunk["index"]]
+        assert now["holder"] == chunk["holder"]
+    for url in scrubbed.urls:
+        await check_files(http, [url], files)
+
+
+def replicas_of(cluster: ProcessCluster, name: str) -> list[Path]:
+    paths = [manifest_replica_path(p.data_dir, name) for p in cluster.peers]
+    return [p for p in paths if p.exists()]
+
+
+def decodes(path: Path) -> bool:
+    try:
+        Manifest.from_bytes(path.read_bytes())
+    except CorruptData:
+        return False
+    return True
+
+
+async def test_an_undecodable_manifest_replica_is_passed_over_and_replaced_by_a_write(
+    scrubbed: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    data = random.Random(7).randbytes(9 * BLOCK)
+    await put_file(http, scrubbed.urls[0], "ledger", data)
+    replicas = replicas_of(scrubbed, "ledger")
+    assert len(replicas) == 3
+    flip_byte(replicas[0], 0)  # the msgpack map header: the replica no longer decodes
+    assert not decodes(replicas[0])
+    for url in scrubbed.urls:  # the other two replicas answer for it
+        assert await get_file(http, url, "ledger") == data
+    newer = random.Random(8).randbytes(7 * BLOCK)
+    await put_file(http, scrubbed.urls[1], "ledger", newer)
+    assert decodes(replicas[0])
+    assert Manifest.from_bytes(replicas[0].read_bytes()).size == len(newer)
+    for url in scrubbed.urls:
+        assert await get_file(http, url, "ledger") == newer
+
+
+async def test_an_undecodable_manifest_replica_is_repaired_by_reads(
+    scrubbed: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    data = random.Random(9).randbytes(9 * BLOCK)
+    await put_file(http, scrubbed.urls[0], "ledger", data)
+    replica = replicas_of(scrubbed, "ledger")[0]
+    flip_byte(replica, 0)
+
+    async def repaired() -> bool:
+        for url in scrubbed.urls:
+            assert await get_file(http, url, "ledger") == data
+        return decodes(replica)
+
+    await eventually(repaired, 8, "reads to repair the damaged replica")
+
+
+def version_offset(raw: bytes) -> int:
+    """Offset of the most significant byte of the version's wall clock (a msgpack uint64)."""
+    at = raw.index(b"\xa7version") + len(b"\xa7version")
+    assert raw[at : at + 2] == b"\x93\xcf", "version is [uint64 wall_ms, counter, peer]"
+    return at + 2
+
+
+async def test_a_manifest_replica_with_a_flipped_version_bit_never_wins(
+    scrubbed: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    data = random.Random(10).randbytes(9 * BLOCK)
+    await put_file(http, scrubbed.urls[0], "ledger", data)
+    replica = replicas_of(scrubbed, "ledger")[0]
+    flip_byte(replica, version_offset(replica.read_bytes()))
+    assert not decodes(replica)  # the checksum over the record catches the flip
+    for url in scrubbed.urls:
+        assert await get_file(http, url, "ledger") == data
+
+
+@pytest.fixture
+async def small(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    """Seven peers that may each hold 100,000 bytes of chunks."""
+    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}", "--max-bytes=100000")
+    try:
+        await cluster.start(http)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+FITS = random.Random(11).randbytes(200_000)  # 40,000 bytes per peer
+TOO_BIG = random.Random(12).randbytes(400_000)  # 80,000 more per peer: past every limit
+
+
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    """A body without Content-Length: peers learn it is too big part-way."""
+    for start in range(0, len(data), 32_768):
+        yield data[start : start + 32_768]
+
+
+async def test_a_full_disk_is_507_and_leaves_nothing_behind(
+    small: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    await put_file(http, small.urls[0], "fits", FITS)
+    # With a Content-Length every holder refuses at once; without, each one part-way. Each
+    # goes through its own coordinator (see the test below for why).
+    refused = [(1, "too-big", TOO_BIG), (2, "too-big-chunked", chunked(TOO_BIG))]
+    for coordinator, name, body in refused:
+        async with http.put(f"{small.urls[coordinator]}/files/{name}", data=body) as response:
+            reply = await response.json()
+            assert response.status == 507, f"{name}: {response.status} {reply}"
+            assert reply["error"]["code"] == "insufficient_storage"
+        for url in small.urls:
+            async with http.get(f"{url}/files/{name}") as response:
+                assert response.status == 404
+    for url in small.urls:
+        assert await get_file(http, url, "fits") == FITS
+
+    async def only_the_first_file() -> bool:
+        used = await small.used_bytes(http)
+        on_disk = [len(chunk_files_in(p.data_dir)) for p in small.peers]
+        leftovers = [incoming_files_in(p.data_dir) for p in small.peers]
+        return used == [40_000] * 7 and on_disk == [1] * 7 and not any(leftovers)
+
+    await eventually(only_the_first_file, 20, "partial chunks of refused files to go")
+
+
+async def test_refusals_of_a_full_disk_do_not_make_peers_look_down(
+    small: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    await put_file(http, small.urls[0], "fits", FITS)
+    for name in ("too-big", "too-big-again"):
+        async with http.put(f"{small.urls[1]}/files/{name}", data=TOO_BIG) as response:
+            assert response.status == 507
+    async with http.get(f"{small.urls[1]}/files/fits") as response:
+        assert response.status == 200, await response.text()
+        assert await response.read() == FITS
+    view = (await small.views(http))[1]
+    assert all(p["state"] == "up" for p in view["peers"]), view["peers"]
