@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,10 +87,22 @@ def test_tombstone_round_trip_keeps_it_deleted_and_chunkless() -> None:
 
 
 def record(**changes: Any) -> bytes:
-    fields = msgpack.unpackb(sample().to_bytes())
+    """A sample manifest with some fields changed, sealed with a valid checksum."""
+    inner, _ = msgpack.unpackb(sample().to_bytes())
+    fields = msgpack.unpackb(inner)
     fields.update(changes)
     packed: bytes = msgpack.packb({k: v for k, v in fields.items() if v is not ...})
-    return packed
+    sealed: bytes = msgpack.packb([packed, xxhash.xxh3_128_digest(packed)])
+    return sealed
+
+
+def test_a_flipped_byte_anywhere_fails_the_checksum() -> None:
+    data = sample().to_bytes()
+    for position in range(len(data)):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x01
+        with pytest.raises(CorruptData):
+            Manifest.from_bytes(bytes(flipped))
 
 
 @pytest.mark.parametrize(
