@@ -44,6 +44,7 @@ from node.membership import Membership
 from node.names import name_key
 from node.peer_client import Address, PeerClient
 from node.version import HybridClock
+from node.waiting import within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -662,7 +663,7 @@ class ChunkWriter:
         if self._task.done():
             return
         try:
-            await asyncio.wait_for(self._queue.put(block), self._stall_timeout)
+            await within(self._queue.put(block), self._stall_timeout)
         except asyncio.TimeoutError:
             self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
             log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)

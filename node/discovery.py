@@ -32,6 +32,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from node.config import PeerConfig
 from node.membership import Membership
+from node.waiting import within
 from ring import Member
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Discovery:
             self._not_working(f"cannot announce {self._name}: {type(exc).__name__}: {exc}")
             return
         try:
-            await asyncio.wait_for(self._heard_self.wait(), SELF_CHECK_TIMEOUT)
+            await within(self._heard_self.wait(), SELF_CHECK_TIMEOUT)
         except asyncio.TimeoutError:
             self._not_working(f"did not hear our own announcement within {SELF_CHECK_TIMEOUT}s")
             return

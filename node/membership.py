@@ -18,7 +18,6 @@ versions issued by different peers in causal order within a heartbeat.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from node.durable import write_atomically
 from node.errors import CorruptData, RingstoreError
 from node.peer_client import Address, PeerClient
 from node.version import HybridClock
+from node.waiting import wait_event, within
 from node.wire import pack, unpack
 from ring import Member, Ring
 
@@ -232,7 +232,7 @@ class Membership:
     async def _exchange(self, url: str, member_id: str | None) -> None:
         timeout = max(1.0, 2 * self._interval)
         try:
-            reply = await asyncio.wait_for(
+            reply = await within(
                 self._peers.exchange(Address(url, member_id), self.gossip()), timeout
             )
             self.receive(reply)
@@ -259,8 +259,7 @@ class Membership:
                 await self.gossip_round()
             except Exception:  # a bug here must not end heartbeats for good
                 log.exception("gossip round failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            await wait_event(self._wake, self._interval)
 
 
 def _record(member: Member) -> dict[str, Any]:

@@ -19,7 +19,6 @@ work. Moves are paced to ``rebalance_rate`` bytes per second per peer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -34,6 +33,7 @@ from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.names import name_key
 from node.peer_client import PeerClient
+from node.waiting import wait_event
 from ring import Move, Ring, plan_moves
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class Rebalancer:
         seen: tuple[str, frozenset[str]] | None = None
         last_full = self._clock()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.heartbeat_interval)
+            await wait_event(self._wake, self._config.heartbeat_interval)
             self._wake.clear()
             try:
                 await self._membership.refresh_ring()

@@ -17,7 +17,6 @@ missing chunks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -30,6 +29,7 @@ from node.manifest import Manifest
 from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.names import name_key
+from node.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class Repairer:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.repair_interval)
+            await wait_event(self._wake, self._config.repair_interval)
             self._wake.clear()
             try:
                 await self.sweep()

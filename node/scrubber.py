@@ -14,7 +14,6 @@ manifest replica must answer; when the answer is not certain, the chunk is kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -30,6 +29,7 @@ from node.manifest import ChunkMeta, Manifest
 from node.membership import Membership
 from node.repairer import Repairer
 from node.version import Version
+from node.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ class Scrubber:
                 await self.scrub_pass()
             except Exception:  # the next pass retries; a bug must not stop scrubbing
                 log.exception("scrub pass failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.scrub_interval)
+            await wait_event(self._wake, self._config.scrub_interval)
             self._wake.clear()
 
     async def scrub_pass(self) -> None:

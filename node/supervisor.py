@@ -19,6 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
+from node.waiting import within
+
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
@@ -91,7 +93,7 @@ class PeerProcess:
             return
         self.signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), timeout)
+            await within(self.process.wait(), timeout)
         except asyncio.TimeoutError:
             self.signal(signal.SIGKILL)
             await self.process.wait()

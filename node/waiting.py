@@ -1,0 +1,41 @@
+"""Waiting with a time limit without ever losing a cancellation.
+
+``asyncio.wait_for`` on Python 3.10 and 3.11 can swallow the cancellation of the task that
+awaits it when the inner awaitable finishes at the same moment (fixed in 3.12). A background
+loop that loses its cancellation never stops, and a peer shutting down waits for it forever
+(seen in CI on 3.11). These helpers are built on ``asyncio.wait``, which never does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds; raises asyncio.TimeoutError."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        # Not `await task` under suppress(CancelledError): that would also swallow a
+        # cancellation of *this* task arriving meanwhile, the very bug this module avoids.
+        await asyncio.wait({task})
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes; return whether it was set."""
+    try:
+        await within(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
