@@ -33,7 +33,7 @@ from node.manifest_store import ManifestStore
 from node.membership import Membership
 from node.names import name_key
 from node.peer_client import PeerClient
-from node.waiting import wait_event
+from node.waiting import Pacer, wait_event
 from ring import Move, Ring, plan_moves
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Rebalancer:
         self._pending: set[str] = set()
         self._retry: set[str] = set()  # names that failed: back on the next full pass
         self._wake = asyncio.Event()
-        self._free_at = 0.0
+        self._pacer = Pacer(config.rebalance_rate, clock)
         self.progress = Progress()
 
     def __repr__(self) -> str:
@@ -200,7 +200,7 @@ class Rebalancer:
         for move in moves:
             ref = refs[move.index]
             self.progress.planned_bytes += layout.chunk_size
-            await self._pace(layout.chunk_size)
+            await self._pacer.pace(layout.chunk_size)
             chunk = manifest.chunk_id(move.index)
             try:
                 await self._peers.pull_chunk(
@@ -232,14 +232,3 @@ class Rebalancer:
             layout.chunk_size,
             ", ".join(sorted(set(moved.values()))),
         )
-
-    async def _pace(self, size: int) -> None:
-        """Wait so that moves average ``rebalance_rate`` bytes per second."""
-        rate = self._config.rebalance_rate
-        if rate <= 0:
-            return
-        now = self._clock()
-        start = max(now, self._free_at)
-        self._free_at = start + size / rate
-        if start > now:
-            await asyncio.sleep(start - now)

@@ -29,7 +29,7 @@ from node.manifest import ChunkMeta, Manifest
 from node.membership import Membership
 from node.repairer import Repairer
 from node.version import Version
-from node.waiting import wait_event
+from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Scrubber:
         self._chunks = chunks
         self._coordinator = coordinator
         self._repairer = repairer
-        self._free_at = 0.0
+        self._pacer = Pacer(config.scrub_rate, time.monotonic)
         self._wake = asyncio.Event()
         self.stats = ScrubStats()
 
@@ -122,7 +122,7 @@ class Scrubber:
             self.stats.errors_found += 1
             await self._chunks.delete(chunk_id)
             return
-        await self._pace(meta.size)
+        await self._pacer.pace(meta.size)
         path = self._chunks.path(chunk_id)
         intact = await asyncio.to_thread(chunk_matches, path, meta)
         self.stats.bytes_checked += meta.size
@@ -173,13 +173,3 @@ class Scrubber:
         self.stats.garbage_removed += 1
         self.stats.garbage_bytes += meta.size
         log.info("collected %s of %r: %s", chunk_id, meta.name, reason)
-
-    async def _pace(self, size: int) -> None:
-        rate = self._config.scrub_rate
-        if rate <= 0:
-            return
-        now = time.monotonic()
-        start = max(now, self._free_at)
-        self._free_at = start + size / rate
-        if start > now:
-            await asyncio.sleep(start - now)

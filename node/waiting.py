@@ -9,7 +9,8 @@ loop that loses its cancellation never stops, and a peer shutting down waits for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -39,3 +40,25 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
+
+
+class Pacer:
+    """Spaces work out so that it averages at most ``rate`` bytes per second (0: no limit)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._free_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"Pacer(rate={self._rate})"
+
+    async def pace(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit within the rate."""
+        if self._rate <= 0:
+            return
+        now = self._clock()
+        start = max(now, self._free_at)
+        self._free_at = start + size / self._rate
+        if start > now:
+            await asyncio.sleep(start - now)
