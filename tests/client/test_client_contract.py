@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -38,7 +37,7 @@ from client import (
     PutResult,
     RingstoreError,
 )
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, Served
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -154,22 +153,18 @@ async def connect(request: pytest.FixtureRequest, cluster: LocalCluster) -> Asyn
 @pytest.fixture
 async def fake_peer() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
     """Serve a test's own aiohttp app on 127.0.0.1 and return its URL."""
-    runners: list[web.AppRunner] = []
+    served: list[Served] = []
 
     async def serve(app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        runners.append(runner)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        served.append(Served())
+        await served[-1].serve(app)
+        return f"http://127.0.0.1:{served[-1].port}"
 
     try:
         yield serve
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        for one in served:
+            await one.stop()
 
 
 async def test_put_and_get_every_kind_of_body(connect: Connect, tmp_path: Path) -> None:
