@@ -9,10 +9,28 @@ are kept as the server's opaque strings: equal strings name the same file versio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
+
+_SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _fields(cls: type[Any], record: Mapping[str, Any], **given: Any) -> dict[str, Any]:
+    """``given``, and each other field of dataclass ``cls`` read from ``record`` by name.
+
+    A field is converted to its declared scalar type (str, int, float or bool), so an answer
+    with a field missing or of the wrong kind raises KeyError, TypeError or ValueError.
+    """
+    return {
+        **{
+            f.name: _SCALARS[str(f.type)](record[f.name])
+            for f in fields(cls)
+            if f.name not in given
+        },
+        **given,
+    }
 
 
 def _etag(header: str) -> str:
@@ -37,15 +55,7 @@ class PutResult:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PutResult:
         """Build from the JSON answer of ``PUT /files/{name}``."""
-        return cls(
-            name=str(record["name"]),
-            size=int(record["size"]),
-            version=str(record["version"]),
-            etag=str(record["etag"]),
-            content_type=str(record["content_type"]),
-            chunks=int(record["chunks"]),
-            degraded=bool(record["degraded"]),
-        )
+        return cls(**_fields(cls, record))
 
 
 @dataclass(frozen=True)
@@ -98,14 +108,7 @@ class FileEntry:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> FileEntry:
         """Build from one entry of ``GET /files``."""
-        return cls(
-            name=str(record["name"]),
-            size=int(record["size"]),
-            version=str(record["version"]),
-            etag=str(record["etag"]),
-            content_type=str(record["content_type"]),
-            deleted=bool(record["deleted"]),
-        )
+        return cls(**_fields(cls, record))
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,7 @@ class ChunkInfo:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> ChunkInfo:
         """Build from one entry of a manifest's ``chunks``."""
-        return cls(
-            index=int(record["index"]),
-            kind=str(record["kind"]),
-            holder=str(record["holder"]),
-            id=str(record["id"]),
-            size=int(record["size"]),
-            digest=str(record["digest"]),
-        )
+        return cls(**_fields(cls, record))
 
 
 @dataclass(frozen=True)
@@ -157,21 +153,8 @@ class Manifest:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
         """Build from the JSON answer of ``GET /manifests/{name}``."""
-        return cls(
-            name=str(record["name"]),
-            version=str(record["version"]),
-            size=int(record["size"]),
-            etag=str(record["etag"]),
-            content_type=str(record["content_type"]),
-            deleted=bool(record["deleted"]),
-            degraded=bool(record["degraded"]),
-            k=int(record["k"]),
-            m=int(record["m"]),
-            block_size=int(record["block_size"]),
-            chunk_size=int(record["chunk_size"]),
-            stripes=int(record["stripes"]),
-            chunks=tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"]),
-        )
+        chunks = tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"])
+        return cls(**_fields(cls, record, chunks=chunks))
 
 
 @dataclass(frozen=True)
@@ -189,14 +172,7 @@ class PeerInfo:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
         """Build from one entry of ``GET /cluster``'s ``peers``."""
-        return cls(
-            id=str(record["id"]),
-            url=str(record["url"]),
-            state=str(record["state"]),
-            weight=int(record["weight"]),
-            used_bytes=int(record["used_bytes"]),
-            chunks=int(record["chunks"]),
-        )
+        return cls(**_fields(cls, record))
 
 
 @dataclass(frozen=True)
@@ -212,12 +188,7 @@ class RingInfo:
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> RingInfo:
         """Build from ``GET /cluster``'s ``ring``."""
-        return cls(
-            digest=str(record["digest"]),
-            vnodes=int(record["vnodes"]),
-            members=int(record["members"]),
-            evenness=float(record["evenness"]),
-        )
+        return cls(**_fields(cls, record))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from client.async_client import PEERS_ENV, default_peers, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
+from client.records import ClusterView, Manifest
 from client.transport import PeerList, RetryPolicy
 
 
@@ -214,3 +215,52 @@ def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
     assert "closed" in repr(client)
     with pytest.raises(RuntimeError, match="closed"):
         client.get("x")
+
+
+MANIFEST = {
+    "name": "a/b",
+    "version": "v1",
+    "size": 10,
+    "etag": "e",
+    "content_type": "text/plain",
+    "deleted": False,
+    "degraded": True,
+    "k": 5,
+    "m": 2,
+    "block_size": 4096,
+    "chunk_size": 2,
+    "stripes": 1,
+    "chunks": [{"index": 0, "kind": "data", "holder": "p1", "id": "c-0", "size": 2, "digest": "d"}],
+}
+
+
+def test_records_read_every_field_with_its_type() -> None:
+    manifest = Manifest.from_json({**MANIFEST, "size": "10"})
+    assert (manifest.size, manifest.degraded, manifest.k) == (10, True, 5)
+    assert manifest.chunks[0].holder == "p1"
+    assert manifest.chunks[0].size == 2
+    view = ClusterView.from_json(
+        {
+            "self": "p1",
+            "ring": {"digest": "r", "vnodes": 1024, "members": 1, "evenness": 1},
+            "peers": [
+                {"id": "p1", "url": "u", "state": "up", "weight": 1, "used_bytes": 0, "chunks": 0}
+            ],
+        }
+    )
+    assert view.ring.evenness == 1.0
+    assert view.peer("p1") is view.peers[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [({"k": None}, TypeError), ({"size": "ten"}, ValueError), ({"chunks": [{}]}, KeyError)],
+)
+def test_records_refuse_an_answer_missing_a_field_or_of_the_wrong_kind(
+    change: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        Manifest.from_json({**MANIFEST, **change})
+    incomplete = {key: value for key, value in MANIFEST.items() if key != "etag"}
+    with pytest.raises(KeyError):
+        Manifest.from_json(incomplete)
