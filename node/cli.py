@@ -60,11 +60,25 @@ def _setup_logging(level: str, tag: str) -> None:
     help="MB/s this peer moves after a join (0: unthrottled).",
 )
 @click.option(
+    "--rebalance-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between full passes that resume unfinished moves.",
+)
+@click.option(
     "--repair-after",
     default=300.0,
     show_default=True,
     type=click.FloatRange(0),
     help="Seconds a holder may be down before its chunks are rebuilt elsewhere.",
+)
+@click.option(
+    "--repair-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between sweeps for chunks needing repair.",
 )
 @click.option(
     "--scrub-rate", default=20.0, show_default=True, type=click.FloatRange(0), help="MB/s."
@@ -103,7 +117,9 @@ def peer(
     interface: str | None,
     service_type: str,
     rebalance_rate: float,
+    rebalance_interval: float,
     repair_after: float,
+    repair_interval: float,
     scrub_rate: float,
     scrub_interval: float,
     gc_grace: float,
@@ -133,7 +149,9 @@ def peer(
         interface=interface,
         service_type=service_type,
         rebalance_rate=rebalance_rate * 1e6,
+        rebalance_interval=rebalance_interval,
         repair_after=repair_after,
+        repair_interval=repair_interval,
         scrub_rate=scrub_rate * 1e6,
         scrub_interval=scrub_interval,
         gc_grace=gc_grace,

@@ -41,6 +41,7 @@ class RepairStats:
     failures: int = 0
     last_repair: float = 0.0  # wall-clock time
     queued: int = 0
+    sweeps: int = 0  # finished sweeps, woken by reports or every repair_interval
 
     def to_json(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -103,6 +104,7 @@ class Repairer:
                     log.exception("repairing %r failed; will retry", name)
                 self._reports.setdefault(name, set()).update(reports.get(name, set()))
         self.stats.queued = len(self._reports)
+        self.stats.sweeps += 1
 
     def _primary_names_needing_repair(self) -> list[str]:
         """Names this peer is primary for that may miss chunks: all of them while a member

@@ -51,10 +51,16 @@ async def store(
 async def test_a_wiped_data_directory_comes_back_as_a_new_member_and_repair_refills_it(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    # Repair sweeps run when a read reports a broken chunk, else every 30 s (a setting with
-    # no command-line flag). With --repair-after=0 the sweeps woken by the reads below
-    # already treat the lost member as gone, so parity chunks need not wait for the 30 s.
-    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}", "--repair-after=0")
+    # No reads until redundancy is back: the repair sweeps alone (every second here, and
+    # treating a member as gone at once) must rebuild what the wiped disk held.
+    cluster = ProcessCluster(
+        tmp_path,
+        7,
+        f"--block-size={BLOCK}",
+        "--repair-after=0",
+        "--repair-interval=1",
+        "--rebalance-interval=1",
+    )
     try:
         await cluster.start(http)
         files = random_files("wiped", 30, 3, 30 * BLOCK)
@@ -69,8 +75,6 @@ async def test_a_wiped_data_directory_comes_back_as_a_new_member_and_repair_refi
         await cluster.wait_converged(http)
         await cluster.wait_seen_down(http, {old_id})
 
-        # Reads decode around the lost chunks, report them, and wake every repairer.
-        await check_files(http, cluster.urls, files)
         names = sorted(files)
         await eventually(
             lambda: fully_redundant(http, cluster.urls[0], names), 60, "full redundancy"
@@ -82,6 +86,22 @@ async def test_a_wiped_data_directory_comes_back_as_a_new_member_and_repair_refi
             assert len(set(holders)) == 7, f"{name}: two chunks on one peer: {holders}"
         assert own_record((await cluster.views(http))[4])["used_bytes"] > 0
         await check_files(http, cluster.urls[1:] + cluster.urls[:1], files)
+
+        # Background rounds come every second, as asked, where the defaults wait 30 s: each
+        # peer sweeps for repairs, and each old member (all hold manifests) passes over its
+        # names for rebalancing, twice more within a few seconds.
+        async def rounds() -> list[int]:
+            sweeps = [s["repair"]["sweeps"] for s in await cluster.scrub_stats(http)]
+            views = await cluster.views(http)
+            passes = [own_record(v)["rebalance"]["passes"] for v in views[:4] + views[5:]]
+            return sweeps + passes
+
+        first = await rounds()
+
+        async def two_more() -> bool:
+            return all(now >= then + 2 for now, then in zip(await rounds(), first, strict=True))
+
+        await eventually(two_more, 15, "two more repair sweeps and rebalance passes")
     finally:
         await cluster.stop()
 
