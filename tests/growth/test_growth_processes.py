@@ -8,13 +8,12 @@ import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from ring import Member, Ring
-from tests.harness import ProcessCluster, eventually
+from tests.harness import ProcessCluster, eventually, own_record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -23,37 +22,21 @@ FILES = 600
 NETNS = os.environ.get("RINGSTORE_TEST_NETNS") == "1"
 
 
-async def views(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[dict[str, Any]]:
-    found = []
-    for url in cluster.urls:
-        async with http.get(f"{url}/cluster") as response:
-            found.append(await response.json())
-    return found
-
-
-async def selves(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[dict[str, Any]]:
-    """Each peer's entry for itself in its own /cluster view, in peer order."""
-    return [
-        next(p for p in view["peers"] if p["id"] == view["self"])
-        for view in await views(http, cluster)
-    ]
-
-
 async def used(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
-    return [me["used_bytes"] for me in await selves(http, cluster)]
+    return [own_record(view)["used_bytes"] for view in await cluster.views(http)]
 
 
 async def moves(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
     """Each peer's count of rebalance moves since it started."""
-    return [me["rebalance"]["moves"] for me in await selves(http, cluster)]
+    return [own_record(view)["rebalance"]["moves"] for view in await cluster.views(http)]
 
 
 async def quiet(http: aiohttp.ClientSession, cluster: ProcessCluster) -> bool:
     """Every peer sees every peer up, has nothing queued, and used bytes stopped changing."""
-    for view in await views(http, cluster):
+    for view in await cluster.views(http):
         if sum(p["state"] == "up" for p in view["peers"]) < len(cluster.peers):
             return False
-        me = next(p for p in view["peers"] if p["id"] == view["self"])
+        me = own_record(view)
         if me["rebalance"]["pending"] or me["rebalance"]["remaining_bytes"]:
             return False
     return True
@@ -153,9 +136,9 @@ async def test_a_weight_2_newcomer_gets_the_share_its_ring_ownership_says(
     # Files written on 6 peers have 6 chunks; a peer holds at most one chunk of a file, so
     # with 7 peers a weight can only do so much: the newcomer's bytes follow the weighted
     # ring's exact ownership of 6-wide placement sets (docs/operations.md, "Weights").
-    view = (await views(http, six))[0]
+    view = (await six.views(http))[0]
     ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
-    ids = [v["self"] for v in await views(http, six)]
+    ids = [v["self"] for v in await six.views(http)]
     share = ring.ownership(6)[ids[-1]] / 6
     measured = after[-1] / sum(after)
     print(f"weight-2 newcomer: {measured:.4f} of all bytes, ring says {share:.4f}")
