@@ -409,6 +409,37 @@ class ProcessCluster:
         """Chunk bytes each running peer reports for itself, in peer order."""
         return [own_record(view)["used_bytes"] for view in await self.views(session)]
 
+    async def quiet(self, session: aiohttp.ClientSession) -> bool:
+        """Every peer sees every peer up and has no rebalancing queued or under way."""
+        for view in await self.views(session):
+            if sum(p["state"] == "up" for p in view["peers"]) < len(self.peers):
+                return False
+            me = own_record(view)
+            if me["rebalance"]["pending"] or me["rebalance"]["remaining_bytes"]:
+                return False
+        return True
+
+    async def settle(self, session: aiohttp.ClientSession) -> list[int]:
+        """Wait until rebalancing and the deletions after it are done; return used bytes.
+
+        Writes made while a busy peer was briefly seen down are placed around it and moved
+        back once it is seen again, so "nothing moves from here on" needs this first.
+        """
+        await eventually(lambda: self.quiet(session), 120, "rebalancing to finish")
+        last: list[int] = []
+        since = time.monotonic()
+
+        async def stable() -> bool:
+            """Unchanged for a second: longer than the delete grace (0.2 s) and a heartbeat."""
+            nonlocal last, since
+            now = await self.used_bytes(session)
+            if now != last:
+                last, since = now, time.monotonic()
+            return time.monotonic() - since >= 1.0 and await self.quiet(session)
+
+        await eventually(stable, 60, "used bytes to settle")
+        return last
+
     async def scrub_stats(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
         """``GET /scrub`` of every running peer, in peer order."""
         found = []

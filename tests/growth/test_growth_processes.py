@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import aiohttp
 import pytest
 
 from ring import Member, Ring
-from tests.harness import ProcessCluster, eventually, own_record
+from tests.harness import ProcessCluster, own_record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -22,42 +21,9 @@ FILES = 600
 NETNS = os.environ.get("RINGSTORE_TEST_NETNS") == "1"
 
 
-async def used(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
-    return [own_record(view)["used_bytes"] for view in await cluster.views(http)]
-
-
 async def moves(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
     """Each peer's count of rebalance moves since it started."""
     return [own_record(view)["rebalance"]["moves"] for view in await cluster.views(http)]
-
-
-async def quiet(http: aiohttp.ClientSession, cluster: ProcessCluster) -> bool:
-    """Every peer sees every peer up, has nothing queued, and used bytes stopped changing."""
-    for view in await cluster.views(http):
-        if sum(p["state"] == "up" for p in view["peers"]) < len(cluster.peers):
-            return False
-        me = own_record(view)
-        if me["rebalance"]["pending"] or me["rebalance"]["remaining_bytes"]:
-            return False
-    return True
-
-
-async def settle(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
-    """Wait for rebalancing and the deletions after it to finish; return used bytes."""
-    await eventually(lambda: quiet(http, cluster), 120, "rebalancing to finish")
-    last: list[int] = []
-    since = time.monotonic()
-
-    async def stable() -> bool:
-        """Unchanged for a second: longer than the delete grace (0.2 s) plus a heartbeat."""
-        nonlocal last, since
-        now = await used(http, cluster)
-        if now != last:
-            last, since = now, time.monotonic()
-        return time.monotonic() - since >= 1.0 and await quiet(http, cluster)
-
-    await eventually(stable, 60, "used bytes to settle")
-    return last
 
 
 @pytest.fixture
@@ -100,14 +66,14 @@ async def test_joins_move_only_to_newcomers_about_their_share(
     six: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     digests = await store(http, six)
-    before = await settle(http, six)
+    before = await six.settle(http)
     joins = [("--join", True)]
     if NETNS:  # mDNS alone, only inside the test's private network namespace
         joins.append(("mdns", False))
     for how, seeded in joins:
         newcomer = await six.add_peer(http, seeded=seeded)
         await six.wait_converged(http)
-        after = await settle(http, six)
+        after = await six.settle(http)
         stored = sum(before)
         for index, (was, now) in enumerate(zip(before, after[:-1], strict=True)):
             assert now <= was, f"join by {how}: old peer {index} grew from {was} to {now}"
@@ -129,10 +95,10 @@ async def test_a_weight_2_newcomer_gets_the_share_its_ring_ownership_says(
     six: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     await store(http, six)
-    await settle(http, six)
+    await six.settle(http)
     heavy = await six.add_peer(http, "--weight=2")
     await six.wait_converged(http)
-    after = await settle(http, six)
+    after = await six.settle(http)
     # Files written on 6 peers have 6 chunks; a peer holds at most one chunk of a file, so
     # with 7 peers a weight can only do so much: the newcomer's bytes follow the weighted
     # ring's exact ownership of 6-wide placement sets (docs/operations.md, "Weights").
@@ -151,13 +117,13 @@ async def test_killing_and_restarting_a_peer_moves_nothing(
     six: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     digests = await store(http, six)
-    before = await settle(http, six)
+    before = await six.settle(http)
     moves_before = await moves(http, six)  # a peer seen down while storing can cause some
     six.kill(3)
     await six.peers[3].process.wait()  # type: ignore[union-attr]
     await six.peers[3].start()
     await six.peers[3].wait_healthy(http, 30)
-    after = await settle(http, six)
+    after = await six.settle(http)
     assert after == before  # not one byte changed peers
     moves_before[3] = 0  # the restarted peer counts from its start
     assert await moves(http, six) == moves_before
