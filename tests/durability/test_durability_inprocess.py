@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,8 @@ import aiohttp
 import pytest
 
 from node.codec import block_digest
-from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness import LocalCluster, LocalPeer, eventually, get_manifest
+from tests.node.test_cluster_files import get, payload, put
 
 BLOCK = 4096
 
@@ -36,28 +36,6 @@ async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluste
         yield local
     finally:
         await local.stop()
-
-
-def payload(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-async def put(http: aiohttp.ClientSession, url: str, name: str, data: bytes) -> dict[str, Any]:
-    async with http.put(f"{url}/files/{name}", data=io.BytesIO(data)) as response:
-        assert response.status == 201, await response.text()
-        return await response.json()  # type: ignore[no-any-return]
-
-
-async def get(http: aiohttp.ClientSession, url: str, name: str) -> bytes:
-    async with http.get(f"{url}/files/{name}") as response:
-        assert response.status == 200, await response.text()
-        return await response.read()
-
-
-async def manifest(http: aiohttp.ClientSession, url: str, name: str) -> dict[str, Any]:
-    async with http.get(f"{url}/manifests/{name}") as response:
-        assert response.status == 200, await response.text()
-        return await response.json()  # type: ignore[no-any-return]
 
 
 def chunk_file(cluster: LocalCluster, chunk: dict[str, Any]) -> Path:
@@ -87,7 +65,7 @@ async def test_a_read_that_decodes_repairs_what_it_found_broken(
 ) -> None:
     data = payload(80_000, 1)
     await put(http, cluster[0].url, "healing", data)
-    chunk = (await manifest(http, cluster[0].url, "healing"))["chunks"][2]
+    chunk = (await get_manifest(http, cluster[0].url, "healing"))["chunks"][2]
     flip_byte(chunk_file(cluster, chunk))
     assert await get(http, cluster[3].url, "healing") == data
     await eventually(lambda: chunk_intact(cluster, chunk), what="read repair")
@@ -102,7 +80,7 @@ async def test_scrub_finds_flipped_bytes_and_repair_restores_them(
 ) -> None:
     data = payload(50_000, 2)
     await put(http, cluster[0].url, "rotting", data)
-    chunk = (await manifest(http, cluster[0].url, "rotting"))["chunks"][6]
+    chunk = (await get_manifest(http, cluster[0].url, "rotting"))["chunks"][6]
     holder = cluster.holder(chunk["holder"])
     flip_byte(chunk_file(cluster, chunk))
     holder.scrubber.wake()
@@ -132,7 +110,7 @@ async def test_a_lost_disk_is_rebuilt_on_handoffs(
     async def redundant() -> bool:
         up = cluster[0].membership.up_ids()
         for name in files:
-            chunks = (await manifest(http, cluster[0].url, name))["chunks"]
+            chunks = (await get_manifest(http, cluster[0].url, name))["chunks"]
             if len(chunks) < 7 or any(c["holder"] not in up for c in chunks):
                 return False
         return True
@@ -154,7 +132,7 @@ async def test_a_degraded_write_is_completed_later(
     assert reply["degraded"] is True
 
     async def complete() -> bool:
-        return len((await manifest(http, cluster[1].url, "partial"))["chunks"]) == 7
+        return len((await get_manifest(http, cluster[1].url, "partial"))["chunks"]) == 7
 
     await eventually(complete, timeout=30, what="the missing chunk to be rebuilt")
     assert await get(http, cluster[2].url, "partial") == data
