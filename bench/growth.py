@@ -30,7 +30,7 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
-from node.supervisor import PeerProcess
+from node.process.supervisor import PeerProcess
 
 MIB = 1 << 20
 SIZES = [64 << 10, 256 << 10, 1 * MIB, 4 * MIB]

@@ -41,7 +41,7 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
-from node.supervisor import PeerProcess
+from node.process.supervisor import PeerProcess
 
 PEERS = 7
 MAX_DOWN = 2

@@ -30,7 +30,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.supervisor import PeerProcess
+from node.process.supervisor import PeerProcess
 
 MIB = 1 << 20
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

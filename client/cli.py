@@ -1,7 +1,7 @@
 """The file commands of ``ringstore``: put, get, ls, rm, stat and status.
 
-``register`` adds them to the ``ringstore`` group of ``node.cli``. Every command talks to the
-cluster through a sync ``Client`` built from ``--peer`` (repeatable) or ``$RINGSTORE_PEERS``.
+``register`` adds them to the ``ringstore`` group of ``node.process.cli``. Every command talks
+to the cluster through a sync ``Client`` built from ``--peer`` (repeatable) or ``$RINGSTORE_PEERS``.
 A failure is one ``error: <message>`` line on stderr and exit status 1 (2 for bad usage).
 Data goes to stdout only when asked for (``get NAME -``, ``--json``); progress bars go to
 stderr, and only on a terminal, for files of ``PROGRESS_MIN`` bytes or more, unless ``--quiet``.

@@ -1,3 +1,3 @@
-from node.cli import main
+from node.process.cli import main
 
 main()

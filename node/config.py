@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
+from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
 from ring import DEFAULT_VNODES
 
 

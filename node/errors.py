@@ -1,6 +1,6 @@
 """The peer's domain exceptions: one root, no HTTP in sight.
 
-The store, codec and coordinator raise these; ``node.http_errors`` maps each class to an HTTP
+The store, codec and coordinator raise these; ``node.api.errors`` maps each class to an HTTP
 status and a JSON body in one place, and the client maps them back.
 
     RingstoreError

@@ -20,7 +20,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.app import (
+from node.cluster.membership import Membership
+from node.config import PeerConfig
+from node.datapath.coordinator import Coordinator
+from node.disk.chunk_store import ChunkStore
+from node.disk.manifest_store import ManifestStore
+from node.model.names import name_key
+from node.process.supervisor import PeerProcess
+from node.process.wiring import (
     CHUNKS,
     COORDINATOR,
     MANIFESTS,
@@ -30,16 +37,9 @@ from node.app import (
     SCRUBBER,
     create_app,
 )
-from node.chunk_store import ChunkStore
-from node.config import PeerConfig
-from node.coordinator import Coordinator
-from node.manifest_store import ManifestStore
-from node.membership import Membership
-from node.names import name_key
-from node.rebalancer import Rebalancer
-from node.repairer import Repairer
-from node.scrubber import Scrubber
-from node.supervisor import PeerProcess
+from node.upkeep.rebalancer import Rebalancer
+from node.upkeep.repairer import Repairer
+from node.upkeep.scrubber import Scrubber
 
 # Fast timings so failures are noticed within a test's patience.
 FAST = {

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
-from node.cli import main
+from node.process.cli import main
 from tests.harness import LocalCluster, ProcessCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.discovery import DISCOVERY, Discovery
-from node.supervisor import PeerProcess
+from node.cluster.discovery import DISCOVERY, Discovery
+from node.process.supervisor import PeerProcess
 from tests.harness import LocalCluster, LocalPeer, ProcessCluster, eventually, free_port
 
 pytestmark = pytest.mark.skipif(
@@ -142,8 +142,9 @@ async def test_self_check_warns_and_seeds_still_work(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("node.discovery.SELF_CHECK_TIMEOUT", 2.0)  # a peer hears itself in ms
-    caplog.set_level(logging.WARNING, logger="node.discovery")
+    # A peer hears itself within milliseconds.
+    monkeypatch.setattr("node.cluster.discovery.SELF_CHECK_TIMEOUT", 2.0)
+    caplog.set_level(logging.WARNING, logger="node.cluster.discovery")
     cluster = LocalCluster(tmp_path, discovery="zeroconf", service_type=service_type())
     stopping.append(cluster)
     seed = await cluster.add_peer()
@@ -164,7 +165,7 @@ async def test_self_check_warns_and_seeds_still_work(
 async def test_an_address_without_multicast_warns_and_seeds_still_work(
     tmp_path: Path, loop_guard: None, stopping: list[LocalCluster], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="node.discovery")
+    caplog.set_level(logging.WARNING, logger="node.cluster.discovery")
     cluster = LocalCluster(tmp_path, discovery="zeroconf", service_type=service_type())
     stopping.append(cluster)
     await cluster.add_peer()

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.codec import block_digest
+from node.model.digests import block_digest
 from tests.harness import LocalCluster, LocalPeer, eventually, get_manifest
 from tests.node.test_cluster_files import get, payload, put
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.manifest import ChunkMeta
-from node.names import name_key
+from node.model.manifest import ChunkMeta
+from node.model.names import name_key
 from ring import Member, Ring
 from tests.harness import (
     ProcessCluster,

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.codec import block_digest
 from node.errors import CorruptData
-from node.manifest import Manifest, chunk_digest
+from node.model.digests import block_digest, chunk_digest
+from node.model.manifest import Manifest
 from tests.harness import (
     ProcessCluster,
     check_files,

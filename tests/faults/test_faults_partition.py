@@ -24,9 +24,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.manifest import file_id
-from node.supervisor import PeerProcess
-from node.version import Version
+from node.model.manifest import file_id
+from node.model.version import Version
+from node.process.supervisor import PeerProcess
 from ring import Member, Ring
 from tests.harness import (
     NetnsPeerProcess,

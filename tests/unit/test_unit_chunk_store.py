@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from node.chunk_store import WRITE_BATCH, ChunkStore
-from node.codec import block_digest
+from node.disk.chunk_store import WRITE_BATCH, ChunkStore
 from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
-from node.manifest import ChunkMeta
+from node.model.digests import block_digest
+from node.model.manifest import ChunkMeta
 
 FILE = "0123456789abcdef0123456789abcdef"
 CHUNK = f"{FILE}-0"

@@ -9,8 +9,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.codec import Buffer, block_digest, decode_stripe, encode_stripe
+from node.datapath.codec import decode_stripe, encode_stripe
 from node.errors import CorruptData
+from node.model.digests import Buffer, block_digest
 
 DIGEST = 16
 coding = settings(max_examples=60, deadline=None)

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.codec import Buffer, decode_stripe, encode_stripe
-from node.coordinator import _trim, read_stripes
-from node.layout import Layout
+from node.datapath.codec import decode_stripe, encode_stripe
+from node.datapath.coordinator import _trim, read_stripes
+from node.model.digests import Buffer
+from node.model.layout import Layout
 
 fast = settings(max_examples=80, deadline=None)
 

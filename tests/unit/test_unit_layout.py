@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from node.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M, Layout
+from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M, Layout
 
 fast = settings(max_examples=150, deadline=None)
 

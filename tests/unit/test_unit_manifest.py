@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import CorruptData
-from node.layout import Layout
-from node.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
-from node.version import Version
+from node.model.layout import Layout
+from node.model.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
+from node.model.version import Version
 
 DIGEST = 16
 fast = settings(max_examples=60, deadline=None)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from node.layout import Layout
-from node.manifest import ChunkRef, Manifest
-from node.manifest_store import KeyedLocks, ManifestStore
-from node.names import name_key
-from node.version import Version
+from node.disk.manifest_store import KeyedLocks, ManifestStore
+from node.model.layout import Layout
+from node.model.manifest import ChunkRef, Manifest
+from node.model.names import name_key
+from node.model.version import Version
 
 PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import InvalidName, InvalidRequest
-from node.names import MAX_NAME_BYTES, name_from_raw_path, name_key, validate_name
+from node.model.names import MAX_NAME_BYTES, name_from_raw_path, name_key, validate_name
 
 fast = settings(max_examples=80, deadline=None)
 

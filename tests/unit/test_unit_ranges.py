@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.api.ranges import parse_range
 from node.errors import InvalidRange, InvalidRequest
-from node.ranges import parse_range
 
 fast = settings(max_examples=200, deadline=None)
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.version import HybridClock, Version
+from node.model.version import HybridClock, Version
 
 fast = settings(max_examples=150, deadline=None)
 

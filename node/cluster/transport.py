@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from node.codec import Buffer
+from node.disk.manifest_store import ReplicaWrite
 from node.errors import (
     InsufficientStorage,
     InvalidRequest,
@@ -26,10 +26,10 @@ from node.errors import (
     RingstoreError,
     error_from_code,
 )
-from node.manifest import ChunkMeta, Manifest
-from node.manifest_store import ReplicaWrite
-from node.version import Version
-from node.wire import (
+from node.model.digests import Buffer
+from node.model.manifest import ChunkMeta, Manifest
+from node.model.version import Version
+from node.model.wire import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,

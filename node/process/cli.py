@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from node.config import PeerConfig
-from node.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
+from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
 
 
 @click.group()
@@ -128,7 +128,7 @@ def peer(
     log_level: str,
 ) -> None:
     """Run one peer."""
-    from node.serve import serve
+    from node.process.serve import serve
 
     _setup_logging(log_level, f"{host}:{port}")
     config = PeerConfig(
@@ -183,7 +183,7 @@ def up(
     log_level: str,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
-    from node.supervisor import Supervisor
+    from node.process.supervisor import Supervisor
 
     _setup_logging(log_level, "up")
     supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type)

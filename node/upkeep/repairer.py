@@ -22,13 +22,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from node.cluster.membership import Membership
 from node.config import PeerConfig
-from node.coordinator import Coordinator
+from node.datapath.coordinator import Coordinator
+from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
-from node.manifest import Manifest
-from node.manifest_store import ManifestStore
-from node.membership import Membership
-from node.names import name_key
+from node.model.manifest import Manifest
+from node.model.names import name_key
 from node.waiting import wait_event
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,12 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from node.app import (
+from node.api.input import body_pieces, query_int
+from node.api.ranges import parse_range
+from node.errors import RingstoreError
+from node.model.manifest import Manifest
+from node.model.names import name_from_raw_path
+from node.process.wiring import (
     CHUNKS,
     CONFIG,
     COORDINATOR,
@@ -25,11 +30,6 @@ from node.app import (
     SCRUBBER,
     disk_usage,
 )
-from node.errors import RingstoreError
-from node.http_input import body_pieces, query_int
-from node.manifest import Manifest
-from node.names import name_from_raw_path
-from node.ranges import parse_range
 from ring import Ring
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ import msgpack
 import xxhash
 
 from node.errors import CorruptData
-from node.layout import Layout
-from node.version import Version
-from node.wire import pack, unpack
+from node.model.digests import DIGEST_SIZE, chunk_digest
+from node.model.layout import Layout
+from node.model.version import Version
+from node.model.wire import pack, unpack
 
 SCHEMA = 1
-DIGEST_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -221,10 +221,6 @@ class Manifest:
 
 def _checksum(packed: bytes) -> bytes:
     return xxhash.xxh3_128_digest(packed)
-
-
-def chunk_digest(block_digests: bytes) -> bytes:
-    return hashlib.blake2b(block_digests, digest_size=DIGEST_SIZE).digest()
 
 
 def file_id(name: str, version: Version) -> str:

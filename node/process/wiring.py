@@ -18,21 +18,21 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from node.chunk_store import ChunkStore
+from node.api.errors import Handler, error_middleware
+from node.cluster.discovery import DISCOVERY, Discovery
+from node.cluster.membership import Membership
+from node.cluster.transport import PeerClient
 from node.config import PeerConfig
-from node.coordinator import Coordinator
-from node.discovery import DISCOVERY, Discovery
-from node.durable import write_atomically
+from node.datapath.coordinator import Coordinator
+from node.disk.chunk_store import ChunkStore
+from node.disk.durable import write_atomically
+from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
-from node.http_errors import Handler, error_middleware
-from node.manifest_store import ManifestStore
-from node.membership import Membership
-from node.peer_client import PeerClient
-from node.rebalancer import Rebalancer
-from node.repairer import Repairer
-from node.scrubber import Scrubber
-from node.version import HybridClock
-from node.wire import PEER_HEADER
+from node.model.version import HybridClock
+from node.model.wire import PEER_HEADER
+from node.upkeep.rebalancer import Rebalancer
+from node.upkeep.repairer import Repairer
+from node.upkeep.scrubber import Scrubber
 from ring import Member
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def disk_usage(data_dir: Path) -> dict[str, int]:
 
 
 def create_app(config: PeerConfig) -> web.Application:
-    from node import peer_api, public_api
+    from node.api import peer, public
 
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
@@ -77,8 +77,8 @@ def create_app(config: PeerConfig) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(_lifecycle)
-    public_api.add_routes(app)
-    peer_api.add_routes(app)
+    public.add_routes(app)
+    peer.add_routes(app)
     return app
 
 

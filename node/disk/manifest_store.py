@@ -18,12 +18,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.durable import write_atomically
+from node.disk.durable import write_atomically
+from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
-from node.locks import KeyedLocks
-from node.manifest import Manifest
-from node.names import name_key
-from node.version import Version
+from node.model.manifest import Manifest
+from node.model.names import name_key
+from node.model.version import Version
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from node.codec import BlockDigests
-from node.durable import fsync_dir, write_atomically
+from node.disk.durable import fsync_dir, write_atomically
+from node.disk.locks import KeyedLocks
 from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
-from node.locks import KeyedLocks
-from node.manifest import ChunkMeta
+from node.model.digests import BlockDigests
+from node.model.manifest import ChunkMeta
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.chunk_store import ChunkStore
-from node.codec import BlockDigests
+from node.cluster.membership import Membership
 from node.config import PeerConfig
-from node.coordinator import Coordinator
+from node.datapath.coordinator import Coordinator
+from node.disk.chunk_store import ChunkStore
 from node.errors import ChunkNotFound, CorruptData, RingstoreError
-from node.manifest import ChunkMeta, Manifest
-from node.membership import Membership
-from node.repairer import Repairer
-from node.version import Version
+from node.model.digests import BlockDigests
+from node.model.manifest import ChunkMeta, Manifest
+from node.model.version import Version
+from node.upkeep.repairer import Repairer
 from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)

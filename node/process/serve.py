@@ -8,8 +8,8 @@ import signal
 
 from aiohttp import web
 
-from node.app import MEMBERSHIP, create_app
 from node.config import PeerConfig
+from node.process.wiring import MEMBERSHIP, create_app
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.durable import write_atomically
+from node.cluster.transport import Address, PeerClient
+from node.disk.durable import write_atomically
 from node.errors import CorruptData, RingstoreError
-from node.peer_client import Address, PeerClient
-from node.version import HybridClock
+from node.model.version import HybridClock
+from node.model.wire import pack, unpack
 from node.waiting import wait_event, within
-from node.wire import pack, unpack
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,14 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from node.app import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP, PEERS, REBALANCER
-from node.codec import BlockDigests
+from node.api.input import body_pieces, query_int
+from node.cluster.transport import Address
 from node.errors import CorruptData, FileNotFound, InvalidRequest
-from node.http_input import body_pieces, query_int
-from node.manifest import ChunkMeta, Manifest, chunk_digest
-from node.peer_client import Address
-from node.version import Version
-from node.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
+from node.model.digests import BlockDigests, chunk_digest
+from node.model.manifest import ChunkMeta, Manifest
+from node.model.version import Version
+from node.model.wire import CHUNK_BLOCK_SIZE, CHUNK_NAME, CHUNK_VERSION, MSGPACK, pack, unpack
+from node.process.wiring import CHUNKS, CLOCK, MANIFESTS, MEMBERSHIP, PEERS, REBALANCER
 
 
 def add_routes(app: web.Application) -> None:

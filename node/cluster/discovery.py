@@ -30,8 +30,8 @@ from aiohttp import web
 from zeroconf import DNSQuestionType, Error, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from node.cluster.membership import Membership
 from node.config import PeerConfig
-from node.membership import Membership
 from node.waiting import within
 from ring import Member
 

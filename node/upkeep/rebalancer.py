@@ -25,14 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from node.cluster.membership import Membership
+from node.cluster.transport import PeerClient
 from node.config import PeerConfig
-from node.coordinator import Coordinator
+from node.datapath.coordinator import Coordinator
+from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
-from node.manifest import ChunkRef, Manifest
-from node.manifest_store import ManifestStore
-from node.membership import Membership
-from node.names import name_key
-from node.peer_client import PeerClient
+from node.model.manifest import ChunkRef, Manifest
+from node.model.names import name_key
 from node.waiting import Pacer, wait_event
 from ring import Move, Ring, plan_moves
 

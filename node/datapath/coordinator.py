@@ -26,8 +26,11 @@ from typing import Any, TypeVar
 
 import xxhash
 
-from node.codec import Buffer, block_digest, decode_stripe, encode_stripe
+from node.cluster.membership import Membership
+from node.cluster.transport import Address, PeerClient
 from node.config import PeerConfig
+from node.datapath.codec import decode_stripe, encode_stripe
+from node.disk.manifest_store import ReplicaWrite
 from node.errors import (
     CorruptData,
     FileNotFound,
@@ -37,13 +40,11 @@ from node.errors import (
     RingstoreError,
     Unavailable,
 )
-from node.layout import Layout
-from node.manifest import DIGEST_SIZE, ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
-from node.manifest_store import ReplicaWrite
-from node.membership import Membership
-from node.names import name_key
-from node.peer_client import Address, PeerClient
-from node.version import HybridClock
+from node.model.digests import DIGEST_SIZE, Buffer, block_digest
+from node.model.layout import Layout
+from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
+from node.model.names import name_key
+from node.model.version import HybridClock
 from node.waiting import within
 
 log = logging.getLogger(__name__)
