@@ -24,7 +24,7 @@ $(BIN)/activate:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
-	$(BIN)/python -m pip install -q -e '.[test]' tox mypy ruff
+	$(BIN)/python -m pip install -q -e '.[test]' tox mypy ruff import-linter
 	touch $@
 
 dev: $(VENV)/.installed
@@ -36,7 +36,7 @@ test: dev
 	$(BIN)/tox run
 
 lint: dev
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 type: dev
 	$(BIN)/mypy

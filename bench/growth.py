@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -30,97 +29,28 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
-from node.process.supervisor import PeerProcess
+from tests.harness import ProcessCluster, eventually
 
 MIB = 1 << 20
 SIZES = [64 << 10, 256 << 10, 1 * MIB, 4 * MIB]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def peer_args(rate: float) -> list[str]:
+    """Production timeouts (not the test suite's quick ones), moves paced at ``rate`` MB/s."""
+    return [
+        f"--rebalance-rate={rate}",
+        "--heartbeat-interval=0.5",
+        "--peer-timeout=10",
+        "--stall-timeout=30",
+        "--delete-grace=1",
+        "--log-level=warning",
+    ]
 
 
-class Cluster:
-    def __init__(self, root: Path, rate: float) -> None:
-        self.root = root
-        self.rate = rate
-        self.peers: list[PeerProcess] = []
-
-    def _args(self) -> list[str]:
-        return [
-            "--discovery=none",
-            f"--rebalance-rate={self.rate}",
-            "--heartbeat-interval=0.5",
-            "--delete-grace=1",
-            "--log-level=warning",
-        ]
-
-    async def add(self, session: aiohttp.ClientSession, weight: int = 1) -> PeerProcess:
-        join = [self.peers[0].url] if self.peers else []
-        peer = PeerProcess(
-            self.root / f"peer-{len(self.peers)}",
-            "127.0.0.1",
-            free_port(),
-            join,
-            [*self._args(), f"--weight={weight}"],
-        )
-        await peer.start()
-        await peer.wait_healthy(session, 60)
-        self.peers.append(peer)
-        return peer
-
-    async def views(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
-        views = []
-        for peer in self.peers:
-            async with session.get(f"{peer.url}/cluster") as response:
-                views.append(await response.json())
-        return views
-
-    async def converged(self, session: aiohttp.ClientSession) -> bool:
-        for view in await self.views(session):
-            if sum(p["state"] == "up" for p in view["peers"]) < len(self.peers):
-                return False
-        return True
-
-    async def used(self, session: aiohttp.ClientSession) -> dict[str, int]:
-        used = {}
-        for peer, view in zip(self.peers, await self.views(session), strict=True):
-            me = next(p for p in view["peers"] if p["id"] == view["self"])
-            used[peer.url] = me["used_bytes"]
-        return used
-
-    async def stable_used(self, session: aiohttp.ClientSession) -> dict[str, int]:
-        """Used bytes per peer once deletions after the grace period have run their course."""
-        previous = await self.used(session)
-        for _ in range(120):
-            await asyncio.sleep(1.5)
-            current = await self.used(session)
-            if current == previous:
-                return current
-            previous = current
-        raise RuntimeError("used bytes never settled")
-
-    async def settled(self, session: aiohttp.ClientSession) -> bool:
-        for view in await self.views(session):
-            me = next(p for p in view["peers"] if p["id"] == view["self"])
-            progress = me["rebalance"]
-            if progress.get("pending", 0) or progress.get("remaining_bytes", 0):
-                return False
-        return True
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(p.stop() for p in self.peers))
-
-
-async def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
+async def used_by_url(session: aiohttp.ClientSession, cluster: ProcessCluster) -> dict[str, int]:
+    """Used bytes per peer URL once rebalancing and its deletions are done."""
+    used = await cluster.settle(session, timeout=3600, unchanged_for=2.0)
+    return dict(zip(cluster.urls, used, strict=True))
 
 
 async def probe(session: aiohttp.ClientSession, url: str, size: int) -> tuple[float, float]:
@@ -141,7 +71,7 @@ async def probe(session: aiohttp.ClientSession, url: str, size: int) -> tuple[fl
     return round(put, 1), round(get, 1)
 
 
-async def fill(session: aiohttp.ClientSession, cluster: Cluster, total: int) -> dict[str, str]:
+async def fill(session: aiohttp.ClientSession, urls: list[str], total: int) -> dict[str, str]:
     rng = random.Random(7)
     digests = {}
     stored = 0
@@ -150,7 +80,7 @@ async def fill(session: aiohttp.ClientSession, cluster: Cluster, total: int) -> 
         size = min(rng.choice(SIZES), total - stored)
         name = f"growth/{index:05d}"
         digest = xxhash.xxh3_128()
-        url = cluster.peers[index % len(cluster.peers)].url
+        url = urls[index % len(urls)]
         async with session.put(
             f"{url}/files/{name}", data=body(size, digest), headers={"Content-Length": str(size)}
         ) as response:
@@ -185,33 +115,32 @@ async def main() -> None:
     rows = []
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     with tempfile.TemporaryDirectory(prefix="ringstore-growth-") as tmp:
-        cluster = Cluster(Path(tmp), args.rate)
+        cluster = ProcessCluster(Path(tmp), 6, *peer_args(args.rate))
         async with aiohttp.ClientSession(timeout=timeout) as session:
             try:
-                for _ in range(6):
-                    await cluster.add(session)
-                await wait_for(lambda: cluster.converged(session), 60, "6 peers")
-                digests = await fill(session, cluster, total)
+                await cluster.start(session)
+                digests = await fill(session, cluster.urls, total)
                 print(f"stored {label(total)} in {len(digests)} files on 6 peers", flush=True)
                 for join in range(args.joins):
-                    before_probe = await probe(session, cluster.peers[0].url, probe_size)
-                    await probe_cleanup(session, cluster.peers[0].url)
-                    before = await cluster.stable_used(session)
+                    first = cluster.urls[0]
+                    before_probe = await probe(session, first, probe_size)
+                    await probe_cleanup(session, first)
+                    before = await used_by_url(session, cluster)
                     started = time.perf_counter()
-                    newcomer = await cluster.add(session)
-                    await wait_for(lambda: cluster.converged(session), 60, "the newcomer")
-                    during_probe = await probe(session, cluster.peers[0].url, probe_size)
-                    await probe_cleanup(session, cluster.peers[0].url)
-                    await wait_for(lambda: cluster.settled(session), 3600, "rebalancing")
+                    newcomer = await cluster.add_peer(session)
+                    await cluster.wait_converged(session, 60)
+                    during_probe = await probe(session, first, probe_size)
+                    await probe_cleanup(session, first)
+                    await eventually(lambda: cluster.quiet(session), 3600, "rebalancing", 0.25)
                     seconds = time.perf_counter() - started
-                    after = await cluster.stable_used(session)
+                    after = await used_by_url(session, cluster)
                     rows.append(
                         report(
                             join, before, after, newcomer.url, seconds, before_probe, during_probe
                         )
                     )
                     print(json.dumps(rows[-1]), flush=True)
-                wrong = await verify(session, cluster.peers[-1].url, digests)
+                wrong = await verify(session, cluster.urls[-1], digests)
                 print(f"read back {len(digests)} files through the last newcomer: {wrong} wrong")
             finally:
                 await cluster.stop()

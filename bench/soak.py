@@ -24,8 +24,6 @@ import math
 import os
 import platform
 import random
-import signal
-import socket
 import sys
 import tempfile
 import time
@@ -41,19 +39,12 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
-from node.process.supervisor import PeerProcess
+from tests.harness import ProcessCluster
 
 PEERS = 7
 MAX_DOWN = 2
 ABSENT = None  # the state of a name with no live file
 OPS = (("PUT", 0.40), ("GET", 0.45), ("DELETE", 0.15))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def content(tag: str, size: int, digest: xxhash.xxh3_128) -> AsyncIterator[bytes]:
@@ -93,13 +84,12 @@ class Stats:
 
 
 class Cluster:
-    """Seven peers, each joined to all others, restartable on their ports."""
+    """Seven peer processes (the test harness's), killed and restarted on their ports."""
 
     def __init__(self, root: Path, block_size: int) -> None:
-        ports = [free_port() for _ in range(PEERS)]
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        args = [
-            "--discovery=none",
+        self.processes = ProcessCluster(
+            root,
+            PEERS,
             f"--block-size={block_size}",
             "--heartbeat-interval=0.5",
             "--peer-timeout=2",
@@ -107,11 +97,8 @@ class Cluster:
             "--delete-grace=1",
             "--repair-after=5",
             "--log-level=warning",
-        ]
-        self.peers = [
-            PeerProcess(root / f"peer-{i}", "127.0.0.1", port, urls[:i] + urls[i + 1 :], args)
-            for i, port in enumerate(ports)
-        ]
+        )
+        self.peers = self.processes.peers
         self.down: dict[int, float] = {}  # index -> when it was killed
         self.events: list[tuple[float, str, int]] = []
 
@@ -120,21 +107,15 @@ class Cluster:
         return [i for i in range(PEERS) if i not in self.down]
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        await asyncio.gather(*(p.start() for p in self.peers))
-        await asyncio.gather(*(p.wait_healthy(session, 60) for p in self.peers))
-        await wait_for(lambda: self.converged(session), 60, "the peers to see each other")
+        await self.processes.start(session)
 
     async def kill(self, index: int) -> None:
-        process = self.peers[index].process
-        assert process is not None
-        os.kill(process.pid, signal.SIGKILL)
-        await process.wait()
+        await self.processes.crash(index)
         self.down[index] = time.monotonic()
         self.events.append((time.monotonic(), "kill", index))
 
     async def restart(self, session: aiohttp.ClientSession, index: int) -> None:
-        await self.peers[index].start()
-        await self.peers[index].wait_healthy(session, 60)
+        await self.processes.restart(index, session)
         del self.down[index]
         self.events.append((time.monotonic(), "restart", index))
 
@@ -151,7 +132,7 @@ class Cluster:
         return True
 
     async def stop(self) -> None:
-        await asyncio.gather(*(p.stop() for p in self.peers))
+        await self.processes.stop()
 
 
 async def wait_for(check: Any, timeout: float, what: str) -> float:

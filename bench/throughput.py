@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.process.supervisor import PeerProcess
+from tests.harness import ProcessCluster
 
 MIB = 1 << 20
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -48,13 +47,6 @@ def label(size: int) -> str:
         if size >= UNITS[unit] and size % UNITS[unit] == 0:
             return f"{size // UNITS[unit]} {unit}iB"
     return f"{size} B"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -77,35 +69,31 @@ async def body(size: int, digest: xxhash.xxh3_128) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def start_cluster(root: Path, count: int, block_size: int) -> list[PeerProcess]:
-    ports = [free_port() for _ in range(count)]
-    first = f"http://127.0.0.1:{ports[0]}"
-    peers = [
-        PeerProcess(
-            root / f"peer-{i}",
-            "127.0.0.1",
-            port,
-            [first] if i else [],
-            [f"--block-size={block_size}", "--heartbeat-interval=0.5", "--log-level=warning"],
-        )
-        for i, port in enumerate(ports)
-    ]
-    await asyncio.gather(*(p.start() for p in peers))
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(p.wait_healthy(session, 60) for p in peers))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            async with session.get(f"{first}/cluster") as response:
-                view = await response.json()
-            if sum(p["state"] == "up" for p in view["peers"]) == count:
-                return peers
-            await asyncio.sleep(0.1)
-    raise RuntimeError("cluster did not converge")
+async def start_cluster(root: Path, count: int, block_size: int) -> ProcessCluster:
+    """``count`` peers with production timeouts, started and converged (stop it after)."""
+    cluster = ProcessCluster(
+        root,
+        count,
+        f"--block-size={block_size}",
+        "--heartbeat-interval=0.5",
+        "--peer-timeout=10",
+        "--stall-timeout=30",
+        "--delete-grace=30",
+        "--log-level=warning",
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await cluster.start(session)
+    except BaseException:
+        await cluster.stop()
+        raise
+    return cluster
 
 
 async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
-        peers = await start_cluster(Path(tmp), count, block_size)
+        cluster = await start_cluster(Path(tmp), count, block_size)
+        peers = cluster.peers
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -133,7 +121,7 @@ async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
                 raise RuntimeError("GET returned different bytes")
             rss = [peak_rss_mib(p.process.pid) for p in peers if p.process]
         finally:
-            await asyncio.gather(*(p.stop() for p in peers))
+            await cluster.stop()
     return {
         "peers": count,
         "block_size": block_size,

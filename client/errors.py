@@ -11,7 +11,7 @@ they read naturally (``except KeyError`` catches a missing file).
     │   └── IncompleteBody               400 incomplete_body: the upload was cut short
     ├── NotFound (KeyError)              404 not_found, chunk_not_found
     │   └── FileNotFound                 404 file_not_found
-    ├── Unavailable                      503 unavailable, peer_unavailable
+    ├── Unavailable                      503 unavailable, peer_unavailable; 421 wrong_peer
     │   └── PeerUnreachable              no answer: connection refused or reset, timed out
     ├── InsufficientStorage              507 insufficient_storage
     ├── ServerError                      500 internal, any other 5xx
@@ -137,6 +137,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "chunk_not_found": NotFound,
     "unavailable": Unavailable,
     "peer_unavailable": Unavailable,
+    "wrong_peer": Unavailable,
     "insufficient_storage": InsufficientStorage,
     "corrupt_data": CorruptData,
     "internal": ServerError,

@@ -1,56 +1,141 @@
-"""Settings of one peer, with the defaults a production peer runs with."""
+"""Settings of one peer: every option, its default, its range and its help, in one place.
+
+``PeerConfig`` is the single source of truth: ``ringstore peer``'s command-line options are
+generated from its fields (``node.process.cli``), so a default cannot differ between the
+command line and code that builds a config directly (tests, ``ringstore up``). A field's
+``Option`` metadata says how it appears on the command line; fields without one are
+settings for tests and experiments only.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
 from ring import DEFAULT_VNODES
 
 
 @dataclass(frozen=True)
+class Option:
+    """How a config field appears as a ``ringstore peer`` option.
+
+    ``flag`` overrides the option name (default: the field name with dashes); ``low`` and
+    ``high`` bound numbers (inclusive); ``scale`` converts the value typed (e.g. MB/s) into
+    the field's unit (bytes/s); ``choices`` restricts text; ``metavar`` names the value.
+    """
+
+    help: str
+    flag: str | None = None
+    low: float | None = None
+    high: float | None = None
+    scale: float = 1.0
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    hidden: bool = False
+
+
+def option(help: str, **kwargs: Any) -> dict[str, Option]:
+    """Field metadata that makes a config field a command-line option."""
+    return {"option": Option(help, **kwargs)}
+
+
+@dataclass(frozen=True)
 class PeerConfig:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    join: tuple[str, ...] = ()
-    weight: int = 1
+    data_dir: Path = field(
+        metadata=option("Where this peer keeps its id, members, chunks and manifests.")
+    )
+    host: str = field(default="127.0.0.1", metadata=option("Address to serve on."))
+    port: int = field(default=8000, metadata=option("Port to serve on.", low=1, high=65535))
+    join: tuple[str, ...] = field(
+        default=(), metadata=option("A peer to join (repeatable).", metavar="URL")
+    )
+    weight: int = field(
+        default=1,
+        metadata=option("Share of the data relative to weight-1 peers.", low=1, high=1000),
+    )
     k: int = DEFAULT_K
-    m: int = DEFAULT_M
-    block_size: int = DEFAULT_BLOCK_SIZE
+    m: int = field(
+        default=DEFAULT_M,
+        metadata=option("Parity chunks per file (k is 5).", flag="--parity", low=0, high=10),
+    )
+    block_size: int = field(
+        default=DEFAULT_BLOCK_SIZE, metadata=option("Bytes per block of a stripe.", low=1)
+    )
     # Chunks that must be durable before a PUT commits; None means k+1 (or all, below k+2 peers).
     write_quorum: int | None = None
     manifest_replicas: int = 3
     manifest_write_quorum: int = 2
     manifest_read_quorum: int = 2
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = field(
+        default=1.0, metadata=option("Seconds between gossip rounds.", low=0.05)
+    )
     down_after: int = 2  # consecutive failed exchanges before a member is down
-    peer_timeout: float = 10.0  # connect / read timeout of a call to another peer
-    stall_timeout: float = 30.0  # a chunk stream that takes no block for this long is dropped
+    peer_timeout: float = field(
+        default=10.0, metadata=option("Connect and read timeout of peer calls (s).", low=0.1)
+    )
+    stall_timeout: float = field(
+        default=30.0,
+        metadata=option("Seconds a chunk stream may take no block before it is dropped.", low=0.1),
+    )
     queue_depth: int = 4  # blocks buffered per chunk stream, each way
-    delete_grace: float = 30.0  # seconds before chunks of a replaced version are deleted
+    delete_grace: float = field(
+        default=30.0,
+        metadata=option("Seconds before chunks of a replaced version are deleted.", low=0),
+    )
     vnodes: int = DEFAULT_VNODES
-    # Discovery: "zeroconf" announces and browses mDNS on ``interface`` (default: ``host``);
-    # "none" relies on ``join`` seeds. Members found either way are exchanged over HTTP.
-    discovery: str = "none"
-    cluster: str = "ringstore"
-    interface: str | None = None
-    service_type: str = "_ringstore._tcp.local."
-    # Bytes per second this peer moves when rebalancing after a join (0: unthrottled).
-    rebalance_rate: float = 50e6
-    rebalance_interval: float = 30.0  # seconds between passes that resume unfinished moves
-    # Durability: a chunk whose holder has been down this long is rebuilt elsewhere.
-    repair_after: float = 300.0
-    repair_interval: float = 30.0  # seconds between sweeps for chunks needing repair
-    scrub_rate: float = 20e6  # bytes per second the scrubber re-reads
-    scrub_interval: float = 3600.0  # pause between scrub passes
-    gc_grace: float = 600.0  # a chunk a newer or moved manifest superseded this long ago goes
+    discovery: str = field(
+        default="zeroconf",
+        metadata=option(
+            "Find peers with mDNS on the serving address, or only through --join.",
+            choices=("zeroconf", "none"),
+        ),
+    )
+    cluster: str = field(default="ringstore", metadata=option("mDNS cluster name."))
+    interface: str | None = field(
+        default=None, metadata=option("Address for mDNS (default: --host).", metavar="ADDR")
+    )
+    service_type: str = field(
+        default="_ringstore._tcp.local.", metadata=option("mDNS service type.", hidden=True)
+    )
+    rebalance_rate: float = field(
+        default=50e6,
+        metadata=option("MB/s this peer moves after a join (0: unthrottled).", low=0, scale=1e6),
+    )
+    rebalance_interval: float = field(
+        default=30.0,
+        metadata=option("Seconds between full passes that resume unfinished moves.", low=0.1),
+    )
+    repair_after: float = field(
+        default=300.0,
+        metadata=option(
+            "Seconds a holder may be down before its chunks are rebuilt elsewhere.", low=0
+        ),
+    )
+    repair_interval: float = field(
+        default=30.0, metadata=option("Seconds between sweeps for chunks needing repair.", low=0.1)
+    )
+    scrub_rate: float = field(
+        default=20e6, metadata=option("MB/s the scrubber re-reads.", low=0, scale=1e6)
+    )
+    scrub_interval: float = field(
+        default=3600.0, metadata=option("Seconds between scrub passes.", low=0)
+    )
+    gc_grace: float = field(
+        default=600.0,
+        metadata=option("Seconds before an unreferenced chunk is garbage.", low=0),
+    )
     # A chunk no manifest knows at all (a PUT that died before its commit) goes only after
     # this long, and only if the ring did not change meanwhile: a manifest mid-hand-over
     # after joins can look absent.
-    orphan_grace: float = 86400.0
-    max_bytes: int | None = None  # chunk bytes this peer may hold (None: until the disk is full)
+    orphan_grace: float = field(
+        default=86400.0,
+        metadata=option("Seconds before a chunk no manifest knows is garbage.", low=0),
+    )
+    max_bytes: int | None = field(
+        default=None, metadata=option("Chunk bytes this peer may hold (default: the disk).", low=0)
+    )
 
     @property
     def url(self) -> str:

@@ -1,8 +1,11 @@
 """The HTTP frontends: the public files API and the peer-to-peer API, and the error mapping.
 
-Routes parse and validate requests, call the room below, and shape answers; one middleware
-(``errors``) turns domain exceptions into statuses and JSON bodies. Later frontends (S3, the
-web console) live here beside them.
+- ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/health``, ``/scrub``;
+- ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
+- ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
+- ``input``, ``ranges``: request bodies, query parameters and ``Range`` headers;
+- ``keys``: the typed app keys the routes read components from.
 
-May import every room below it. Nothing but ``node.process`` imports the frontends.
+Routes parse, call the room below and shape answers; later frontends (S3, the web console)
+live here beside them. May import every room below. Only ``node.process`` imports it.
 """

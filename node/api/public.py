@@ -16,20 +16,11 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.input import body_pieces, query_int
+from node.api.keys import CONFIG, COORDINATOR, GOSSIP, MEMBERSHIP, REPAIRER, SCRUBBER
 from node.api.ranges import parse_range
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
-from node.process.wiring import (
-    CHUNKS,
-    CONFIG,
-    COORDINATOR,
-    MEMBERSHIP,
-    REBALANCER,
-    REPAIRER,
-    SCRUBBER,
-    disk_usage,
-)
 from ring import Ring
 
 log = logging.getLogger(__name__)
@@ -159,31 +150,24 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 async def get_cluster(request: web.Request) -> web.Response:
     membership = request.app[MEMBERSHIP]
-    chunks = request.app[CHUNKS]
     config = request.app[CONFIG]
-    rebalance = request.app[REBALANCER].progress
+    own = request.app[GOSSIP].own_figures()
     ring = membership.ring
     peers: list[dict[str, Any]] = []
     for member in membership.members():
         live = membership.liveness(member.id)
-        is_me = member.id == membership.me.id
+        figures = own if member.id == membership.me.id else live.figures
         peers.append(
             {
                 "id": member.id,
                 "url": member.url,
                 "state": live.state,
                 "weight": member.weight,
-                "used_bytes": chunks.used_bytes if is_me else live.used_bytes,
-                "chunks": chunks.chunk_count if is_me else live.chunks,
-                "rebalance": rebalance.to_json() if is_me else live.rebalance,
-                **(
-                    disk_usage(config.data_dir)
-                    if is_me
-                    else {
-                        "disk_total_bytes": live.disk_total_bytes,
-                        "disk_free_bytes": live.disk_free_bytes,
-                    }
-                ),
+                "used_bytes": figures.used_bytes,
+                "chunks": figures.chunks,
+                "rebalance": figures.rebalance,
+                "disk_total_bytes": figures.disk_total_bytes,
+                "disk_free_bytes": figures.disk_free_bytes,
             }
         )
     return web.json_response(

@@ -1,7 +1,12 @@
-"""The cluster as one peer sees it: members, liveness, the ring, and calls to other peers.
+"""The cluster as one peer sees it: members, liveness, placement, and calls to other peers.
 
-``membership`` is the address book and each member's liveness, ``discovery`` finds members
-by mDNS, ``transport`` is the HTTP client of the peer-to-peer API.
+- ``membership``: the address book, each member's liveness, the ring, and placement sets;
+- ``placement``: who holds a key (members, primary, handoffs): one answer for every caller;
+- ``gossip``: the heartbeat loop that spreads members, clocks and storage figures;
+- ``discovery``: finding members by mDNS on the serving address;
+- ``protocol``: the peer-to-peer routes and their typed bodies (msgspec records);
+- ``transport``: the ``Transport`` interface and its HTTP implementation;
+- ``peers``: the peer-call interface every caller uses; it records liveness as it goes.
 
 May import: ``node.disk`` (to persist the member list), ``node.model``, the shared modules
 and ``ring``. Never the data path, upkeep or the frontends.

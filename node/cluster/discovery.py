@@ -26,7 +26,6 @@ import logging
 import socket
 import uuid
 
-from aiohttp import web
 from zeroconf import DNSQuestionType, Error, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -261,6 +260,3 @@ def _url_from(info: AsyncServiceInfo) -> str:
     if not addresses or not info.port:
         raise ValueError("no url, address or port")
     return f"http://{addresses[0]}:{info.port}"
-
-
-DISCOVERY = web.AppKey("discovery", Discovery)

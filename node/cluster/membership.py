@@ -1,18 +1,15 @@
-"""Who is in the cluster, and who is up.
+"""Who is in the cluster, who is up, and where a key lives.
 
-Members are an address book: learned from ``--join`` seeds and from every gossip exchange, so a
-member known to one peer is soon known to all; persisted in the data directory; never removed.
-A member's own record (its gossip ``from`` field) decides its URL and weight; hearsay only
-adds members not yet known.
+Members are an address book: learned from ``--join`` seeds, mDNS and every gossip exchange
+(``node.cluster.gossip``), persisted in the data directory, never removed. A member's own
+record (its gossip ``from`` field or its mDNS announcement) decides its URL and weight;
+hearsay only adds members not yet known.
 
 Liveness is separate and local: a member is ``up`` only while this peer's own HTTP exchanges
-with it succeed, and ``down`` after ``down_after`` consecutive failures (a failed exchange, or
-a failed call the coordinator reports). Down members keep their place on the ring; placement
-passes over them for new writes. New members start ``down`` until the first exchange.
-
-Each gossip round sends this peer's member list, storage figures and hybrid clock to every
-member and to seeds not yet known, and merges what comes back; clocks observed this way keep
-versions issued by different peers in causal order within a heartbeat.
+with it succeed, and ``down`` after ``down_after`` consecutive failures. Every call to another
+peer reports its outcome here (``node.cluster.peers`` does it for every caller). Down members
+keep their place on the ring; placement passes over them for new writes. New members start
+``down`` until the first exchange.
 """
 
 from __future__ import annotations
@@ -20,20 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from node.cluster.transport import Address, PeerClient
+import msgspec
+
+from node.cluster.placement import PlacementSet, place
+from node.cluster.protocol import MemberRecord, PeerFigures
+from node.cluster.transport import Address
 from node.disk.durable import write_atomically
-from node.errors import CorruptData, RingstoreError
-from node.model.version import HybridClock
-from node.model.wire import pack, unpack
-from node.waiting import wait_event, within
+from node.model.names import name_key
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)
+
+MEMBERS_FILE = "members.msgpack"  # a msgpack array of MemberRecord maps
 
 
 @dataclass
@@ -44,11 +43,7 @@ class Liveness:
     failures: int = 0
     last_seen: float = 0.0
     down_since: float = field(default_factory=time.monotonic)
-    used_bytes: int = 0
-    chunks: int = 0
-    rebalance: dict[str, Any] = field(default_factory=dict)
-    disk_total_bytes: int = 0
-    disk_free_bytes: int = 0
+    figures: PeerFigures = field(default_factory=PeerFigures)  # from its last gossip
 
     @property
     def state(self) -> str:
@@ -62,22 +57,14 @@ class Membership:
         self,
         me: Member,
         data_dir: Path,
-        seeds: Iterable[str],
-        peers: PeerClient,
-        clock: HybridClock,
-        stats: Callable[[], dict[str, Any]],
         vnodes: int,
-        interval: float = 1.0,
+        replicas: int,
         down_after: int = 2,
     ) -> None:
         self.me = me
-        self._path = data_dir / "members.msgpack"
-        self._seeds = [s.rstrip("/") for s in seeds if s.rstrip("/") != me.url]
-        self._peers = peers
-        self._clock = clock
-        self._stats = stats  # this peer's used_bytes, chunks and rebalance progress
+        self._path = data_dir / MEMBERS_FILE
         self._vnodes = vnodes
-        self._interval = interval
+        self._replicas = replicas
         self._down_after = down_after
         self._members: dict[str, Member] = {me.id: me}
         self._liveness: dict[str, Liveness] = {me.id: Liveness(up=True)}
@@ -85,21 +72,18 @@ class Membership:
         self._ring_stale = False
         self._unsaved = False  # members learned but not yet written to disk
         self.ring_changed_at = time.monotonic()
-        self._wake = asyncio.Event()
+        self.learned = asyncio.Event()  # set whenever a member is learned (gossip waits on it)
 
     def __repr__(self) -> str:
         up = len(self.up_ids())
         return f"Membership(me={self.me.id[:8]}, members={len(self._members)}, up={up})"
 
-    # --- the views the coordinator uses -------------------------------------------------
+    # --- views ------------------------------------------------------------------------------
 
     @property
     def ring(self) -> Ring:
         """The ring of every member; rebuilt off the loop shortly after a member is learned."""
         return self._ring
-
-    def member(self, member_id: str) -> Member:
-        return self._members[member_id]
 
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.id)
@@ -118,23 +102,29 @@ class Membership:
         live = self._liveness[member_id]
         return 0.0 if live.up else time.monotonic() - live.down_since
 
-    def url(self, member_id: str) -> str:
-        return self._members[member_id].url
-
     def address(self, member_id: str) -> Address:
         """Where to call ``member_id``, so that only that peer answers."""
         return Address(self._members[member_id].url, member_id)
 
-    # --- learning -----------------------------------------------------------------------
+    def placement(self, key: str, n: int) -> PlacementSet:
+        """The first ``n`` up members clockwise from ``key``, with the handoffs after them."""
+        return place(self._ring, key, n, self.down_ids())
+
+    def replicas(self, name: str) -> PlacementSet:
+        """The members that hold ``name``'s manifest now; the first is its primary."""
+        return self.placement(name_key(name), self._replicas)
+
+    # --- learning -------------------------------------------------------------------------
 
     def load(self) -> None:
         """Read the persisted member list and build the ring (blocking; before serving)."""
         try:
-            records = unpack(self._path.read_bytes())
-            members = [_member(r) for r in records]
+            data = self._path.read_bytes()
         except FileNotFoundError:
             return
-        except (CorruptData, KeyError, TypeError, ValueError) as exc:
+        try:
+            members = [r.member() for r in msgspec.msgpack.decode(data, type=list[MemberRecord])]
+        except (msgspec.DecodeError, ValueError) as exc:
             log.error("ignoring unreadable %s (%s); members will be relearned", self._path, exc)
             return
         self._add(members)
@@ -152,7 +142,7 @@ class Membership:
         if not self._add(members):
             return False
         self._unsaved = True
-        self._wake.set()
+        self.learned.set()
         return True
 
     def _add(self, members: Iterable[Member]) -> bool:
@@ -171,7 +161,7 @@ class Membership:
         """Persist the member list if it changed (fsync: in a thread, it can take a while)."""
         if self._unsaved:
             self._unsaved = False
-            records = pack([_record(m) for m in self.members()])
+            records = msgspec.msgpack.encode([MemberRecord.of(m) for m in self.members()])
             await asyncio.to_thread(write_atomically, self._path, records)
 
     async def refresh_ring(self) -> None:
@@ -182,6 +172,8 @@ class Membership:
             if ring.digest != self._ring.digest:
                 self.ring_changed_at = time.monotonic()
             self._ring = ring
+
+    # --- liveness ---------------------------------------------------------------------------
 
     def report_success(self, member_id: str) -> None:
         live = self._liveness.get(member_id)
@@ -200,71 +192,8 @@ class Membership:
             live.up, live.down_since = False, time.monotonic()
             log.warning("member %s is down: %s", member_id, reason)
 
-    # --- gossip -------------------------------------------------------------------------
-
-    def gossip(self) -> dict[str, Any]:
-        return {
-            **self._stats(),
-            "from": _record(self.me),
-            "members": [_record(m) for m in self.members()],
-            "clock": self._clock.now().to_wire(),
-        }
-
-    def receive(self, payload: dict[str, Any]) -> None:
-        """Merge a gossip payload from another peer; the sender is evidently up.
-
-        Raises KeyError, TypeError or ValueError for a malformed payload.
-        """
-        sender = _member(payload["from"])
-        members = [_member(r) for r in payload["members"]]
-        used, chunks = int(payload["used_bytes"]), int(payload["chunks"])
-        rebalance = dict(payload.get("rebalance", {}))
-        disk = int(payload.get("disk_total_bytes", 0)), int(payload.get("disk_free_bytes", 0))
-        self.learn(sender)
-        self.merge(members)
-        if "clock" in payload:
-            self._clock.observe_wire(payload["clock"])
-        self.report_success(sender.id)
-        live = self._liveness[sender.id]
-        live.used_bytes, live.chunks, live.rebalance = used, chunks, rebalance
-        live.disk_total_bytes, live.disk_free_bytes = disk
-
-    async def _exchange(self, url: str, member_id: str | None) -> None:
-        timeout = max(1.0, 2 * self._interval)
-        try:
-            reply = await within(
-                self._peers.exchange(Address(url, member_id), self.gossip()), timeout
-            )
-            self.receive(reply)
-        except (RingstoreError, asyncio.TimeoutError, KeyError, TypeError, ValueError) as exc:
-            if member_id is not None:
-                self.report_failure(member_id, str(exc) or type(exc).__name__)
-
-    async def gossip_round(self) -> None:
-        """Exchange gossip with every member and every seed not yet known."""
-        known_urls = {m.url for m in self._members.values()}
-        targets: list[tuple[str, str | None]] = [
-            (m.url, m.id) for m in self._members.values() if m.id != self.me.id
-        ]
-        targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
-        await asyncio.gather(*(self._exchange(url, mid) for url, mid in targets))
-        await self.save()
-        await self.refresh_ring()
-
-    async def run(self) -> None:
-        """Gossip every ``interval`` seconds, and at once when a member is learned."""
-        while True:
-            self._wake.clear()
-            try:
-                await self.gossip_round()
-            except Exception:  # a bug here must not end heartbeats for good
-                log.exception("gossip round failed")
-            await wait_event(self._wake, self._interval)
-
-
-def _record(member: Member) -> dict[str, Any]:
-    return {"id": member.id, "url": member.url, "weight": member.weight}
-
-
-def _member(record: dict[str, Any]) -> Member:
-    return Member(str(record["id"]), str(record["url"]), int(record["weight"]))
+    def hear(self, member_id: str, figures: PeerFigures) -> None:
+        """Keep the storage figures ``member_id`` reported about itself."""
+        live = self._liveness.get(member_id)
+        if live is not None:
+            live.figures = figures

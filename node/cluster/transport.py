@@ -1,23 +1,39 @@
-"""Calls from one peer to another over the peer-to-peer API (``/internal/...``).
+"""How one peer reaches another: the ``Transport`` interface and its HTTP implementation.
 
-One pooled aiohttp session serves every call. Here, and only here, transport failures and
-error answers become the domain exceptions of ``node.errors``: a transport failure or an
-unexplained server error is PeerUnavailable (it counts against the peer's liveness); an error
-the peer explained (404, 507, a corrupt manifest...) is raised as the class it named.
+A transport makes one call of the peer-to-peer API (``node.cluster.protocol``) to an address;
+it knows nothing of members or liveness (``node.cluster.peers`` adds those). ``HttpTransport``
+is the real one: one pooled aiohttp session serves every call, and here, and only here,
+transport failures and error answers become the domain exceptions of ``node.errors``: a
+transport failure, an unreadable answer or an unexplained server error is PeerUnavailable
+(it counts against the peer's liveness); an error the peer explained (404, 507, a corrupt
+manifest...) is raised as the class it named. Tests swap in an in-process transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 
-from node.disk.manifest_store import ReplicaWrite
+from node.cluster.protocol import (
+    CHUNK_BLOCK_SIZE,
+    CHUNK_NAME,
+    CHUNK_VERSION,
+    MSGPACK,
+    PEER_HEADER,
+    ChunkStored,
+    GossipMessage,
+    ManifestList,
+    PullOrder,
+    ReplicaWriteReply,
+    encode,
+)
 from node.errors import (
     InsufficientStorage,
     InvalidRequest,
@@ -27,19 +43,94 @@ from node.errors import (
     error_from_code,
 )
 from node.model.digests import Buffer
-from node.model.manifest import ChunkMeta, Manifest
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
 from node.model.version import Version
-from node.model.wire import (
-    CHUNK_BLOCK_SIZE,
-    CHUNK_NAME,
-    CHUNK_VERSION,
-    MSGPACK,
-    PEER_HEADER,
-    pack,
-    unpack,
-)
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to reach a peer, and which peer must answer there.
+
+    A URL can change hands (a peer whose disk was wiped restarts on the same port as a new
+    member); with ``peer_id`` set, any other peer at that URL refuses the call (421), so it
+    fails like an unreachable peer instead of answering for the one we meant.
+    """
+
+    url: str
+    peer_id: str | None = None
+
+
+class ChunkStream(Protocol):
+    """Bytes of a chunk being read (aiohttp's StreamReader is one)."""
+
+    async def readexactly(self, n: int) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class Transport(Protocol):
+    """One call of the peer-to-peer API to the peer at an address.
+
+    Every method raises PeerUnavailable when the peer cannot be reached, answers something
+    unreadable or fails without explanation, and the peer's own error class (NotFound,
+    InsufficientStorage, CorruptData...) when it explained its refusal.
+    """
+
+    async def put_chunk(
+        self,
+        to: Address,
+        chunk_id: str,
+        body: AsyncIterable[Buffer],
+        size: int | None,
+        owner: ChunkMeta,
+    ) -> int:
+        """Stream a chunk of ``owner`` (name, version, block size); return the size stored."""
+        ...
+
+    def open_chunk(
+        self, to: Address, chunk_id: str, offset: int, length: int
+    ) -> AbstractAsyncContextManager[ChunkStream]:
+        """Open bytes ``[offset, offset+length)`` of a chunk as a stream (0: all of it)."""
+        ...
+
+    async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
+        """Have peer ``to`` copy a chunk as ``order`` says; return the size stored."""
+        ...
+
+    async def delete_chunk(self, to: Address, chunk_id: str) -> None: ...
+
+    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
+        """The peer's replica of ``name``'s manifest, or None if it has none."""
+        ...
+
+    async def put_manifest(
+        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
+    ) -> ReplicaWrite:
+        """Offer a manifest to a replica (conditional on its current one with ``expect``)."""
+        ...
+
+    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
+        """Remove the peer's replica of ``manifest`` if it is still exactly that one."""
+        ...
+
+    async def list_manifests(
+        self, to: Address, prefix: str, start_after: str, limit: int
+    ) -> tuple[list[Manifest], bool]:
+        """Summaries (manifests without chunks) of the peer's replicas, and if it had more."""
+        ...
+
+    async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
+        """Send this peer's gossip to another and return its answer."""
+        ...
+
+
+def replica_write(reply: ReplicaWriteReply) -> ReplicaWrite:
+    """The typed result of a manifest write from its wire reply; raises CorruptData."""
+    replaced = Manifest.from_bytes(reply.replaced) if reply.replaced is not None else None
+    return ReplicaWrite(reply.stored, reply.current, replaced)
 
 
 async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
@@ -64,32 +155,15 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
 
 
-@dataclass(frozen=True)
-class Address:
-    """Where to reach a peer, and which peer must answer there.
-
-    A URL can change hands (a peer whose disk was wiped restarts on the same port as a new
-    member); with ``peer_id`` set, any other peer at that URL refuses the call (421), so it
-    fails like an unreachable peer instead of answering for the one we meant.
-    """
-
-    url: str
-    peer_id: str | None = None
-
-
-class PeerClient:
-    """The client side of the peer-to-peer API.
-
-    Every method raises PeerUnavailable when the peer cannot be reached or fails without
-    explanation, and the peer's own error class (NotFound, InsufficientStorage, ...) otherwise.
-    """
+class HttpTransport:
+    """The peer-to-peer API over HTTP, on one pooled aiohttp session."""
 
     def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
 
     def __repr__(self) -> str:
-        return f"PeerClient(timeout={self._timeout.sock_read}s, closed={self._session.closed})"
+        return f"HttpTransport(timeout={self._timeout.sock_read}s, closed={self._session.closed})"
 
     @asynccontextmanager
     async def _request(
@@ -108,6 +182,16 @@ class PeerClient:
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(url, str(exc) or type(exc).__name__) from exc
 
+    async def _read(self, response: aiohttp.ClientResponse, kind: type[T], json: bool = False) -> T:
+        """Decode an answer (msgpack, or JSON); an unreadable one means the peer is broken."""
+        data = await response.read()
+        try:
+            if json:
+                return msgspec.json.decode(data, type=kind)
+            return msgspec.msgpack.decode(data, type=kind)
+        except msgspec.DecodeError as exc:
+            raise PeerUnavailable(str(response.url), f"malformed {kind.__name__}: {exc}") from exc
+
     async def put_chunk(
         self,
         to: Address,
@@ -116,7 +200,6 @@ class PeerClient:
         size: int | None,
         owner: ChunkMeta,
     ) -> int:
-        """Stream a chunk of ``owner`` (name, version, block size) to a peer; return its size."""
         headers = {
             "Content-Type": "application/octet-stream",
             CHUNK_NAME: quote(owner.name, safe=""),
@@ -128,62 +211,37 @@ class PeerClient:
         async with self._request(
             "PUT", to, f"/internal/chunks/{chunk_id}", data=body, headers=headers
         ) as response:
-            stored: int = (await response.json())["size"]
-            return stored
+            return (await self._read(response, ChunkStored, json=True)).size
 
     @asynccontextmanager
     async def open_chunk(
         self, to: Address, chunk_id: str, offset: int, length: int
-    ) -> AsyncIterator[aiohttp.StreamReader]:
-        """Open bytes ``[offset, offset+length)`` of a chunk as a stream."""
+    ) -> AsyncIterator[ChunkStream]:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"} if length else {}
         async with self._request(
             "GET", to, f"/internal/chunks/{chunk_id}", headers=headers
         ) as response:
             yield response.content
 
-    async def pull_chunk(
-        self,
-        to: Address,
-        chunk_id: str,
-        source: Address,
-        owner: ChunkMeta,
-        size: int,
-        digest: bytes,
-    ) -> int:
-        """Have peer ``to`` copy a chunk from ``source``, checking it against ``digest``.
-
-        Returns the size stored. The copy goes straight from source to target; the call may
-        take as long as copying ``size`` bytes at a floor of 1 MB/s.
-        """
+    async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
+        """The call may take as long as copying the chunk at a floor of 1 MB/s."""
         budget = self._timeout.sock_read or 10.0
-        timeout = aiohttp.ClientTimeout(total=budget + size / 1e6, sock_connect=budget)
-        body = {
-            "source": source.url,
-            "source_id": source.peer_id,
-            "size": size,
-            "block_size": owner.block_size,
-            "digest": digest,
-            "name": owner.name,
-            "version": owner.version,
-        }
+        timeout = aiohttp.ClientTimeout(total=budget + order.size / 1e6, sock_connect=budget)
         async with self._request(
             "POST",
             to,
             f"/internal/chunks/{chunk_id}/pull",
-            data=pack(body),
+            data=encode(order),
             headers={"Content-Type": MSGPACK},
             timeout=timeout,
         ) as response:
-            stored: int = (await response.json())["size"]
-            return stored
+            return (await self._read(response, ChunkStored, json=True)).size
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}"):
             pass
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
-        """The peer's replica of ``name``'s manifest, or None if it has none."""
         try:
             async with self._request(
                 "GET", to, "/internal/manifests", params={"name": name}
@@ -193,9 +251,8 @@ class PeerClient:
             return None
 
     async def put_manifest(
-        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None = None
+        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
     ) -> ReplicaWrite:
-        """Offer a manifest to a replica (conditional on its current one with ``expect``)."""
         params = {} if expect is None else {"expect": f"{expect[0]}/{expect[1]}"}
         async with self._request(
             "PUT",
@@ -205,16 +262,9 @@ class PeerClient:
             params=params,
             headers={"Content-Type": MSGPACK},
         ) as response:
-            reply = unpack(await response.read())
-            replaced = reply["replaced"]
-            return ReplicaWrite(
-                reply["stored"],
-                Version.from_wire(reply["current"]),
-                Manifest.from_bytes(replaced) if replaced is not None else None,
-            )
+            return replica_write(await self._read(response, ReplicaWriteReply))
 
     async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
-        """Remove the peer's replica of ``manifest`` if it is still exactly that one."""
         params = {
             "name": manifest.name,
             "version": str(manifest.version),
@@ -226,20 +276,17 @@ class PeerClient:
     async def list_manifests(
         self, to: Address, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
-        """Summaries (manifests without chunks) of the peer's replicas, and if it had more."""
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
         async with self._request("GET", to, "/internal/manifests/list", params=params) as response:
-            reply = unpack(await response.read())
-            return [Manifest.from_bytes(m) for m in reply["manifests"]], reply["truncated"]
+            page = await self._read(response, ManifestList)
+            return [Manifest.from_bytes(m) for m in page.manifests], page.truncated
 
-    async def exchange(self, to: Address, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send this peer's gossip to another and return its answer."""
+    async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
         async with self._request(
             "POST",
             to,
             "/internal/gossip",
-            data=pack(payload),
+            data=encode(gossip),
             headers={"Content-Type": MSGPACK},
         ) as response:
-            reply: dict[str, Any] = unpack(await response.read())
-            return reply
+            return await self._read(response, GossipMessage)

@@ -24,9 +24,10 @@ import secrets
 import shutil
 import time
 from collections.abc import AsyncIterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 from node.disk.durable import fsync_dir, write_atomically
 from node.disk.locks import KeyedLocks
@@ -171,7 +172,9 @@ class ChunkStore:
             size += batched
             if expected_size is not None and size != expected_size:
                 raise IncompleteBody(f"chunk {chunk_id}: got {size} of {expected_size} bytes")
-            meta = replace(meta, size=size, block_digests=digests.digests(), stored_at=time.time())
+            meta = msgspec.structs.replace(
+                meta, size=size, block_digests=digests.digests(), stored_at=time.time()
+            )
             # Shielded: once the rename may happen, the counters must follow it.
             await asyncio.shield(self._commit(chunk_id, file, temp, final, meta))
         except OSError as exc:

@@ -15,26 +15,16 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from node.disk.durable import write_atomically
 from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
-from node.model.manifest import Manifest
+from node.model.manifest import Manifest, ReplicaWrite
 from node.model.names import name_key
 from node.model.version import Version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReplicaWrite:
-    """What a replica did with a manifest it was sent."""
-
-    stored: bool
-    current: Version
-    replaced: Manifest | None
 
 
 class ManifestStore:
@@ -84,7 +74,7 @@ class ManifestStore:
                 except CorruptData as exc:
                     log.error("unreadable manifest %s: %s", path, exc)
                     continue
-                self._index[manifest.name] = _summary(manifest)
+                self._index[manifest.name] = manifest.without_chunks()
                 self._note_degraded(manifest)
         self._names = sorted(self._index)
 
@@ -139,7 +129,7 @@ class ManifestStore:
             await asyncio.to_thread(self._write, manifest)
             if manifest.name not in self._index:
                 bisect.insort(self._names, manifest.name)
-            self._index[manifest.name] = _summary(manifest)
+            self._index[manifest.name] = manifest.without_chunks()
             self._note_degraded(manifest)
             return ReplicaWrite(True, manifest.version, replaced)
 
@@ -174,17 +164,3 @@ class ManifestStore:
                 return found, True
             found.append(self._index[name])
         return found, False
-
-
-def _summary(manifest: Manifest) -> Manifest:
-    """The manifest without its chunk list: what the index keeps in memory."""
-    return Manifest(
-        manifest.name,
-        manifest.version,
-        manifest.layout,
-        manifest.etag,
-        manifest.content_type,
-        (),
-        manifest.deleted,
-        manifest.revision,
-    )

@@ -1,9 +1,13 @@
 """The store's records, pure: layouts, versions, names, digests, manifests and chunk sidecars.
 
-What a file version *is*, independent of where it is kept or how it travels: striping
-arithmetic (``layout``), hybrid-logical-clock versions (``version``), name rules and keys
-(``names``), block and chunk digests (``digests``), and the manifest and sidecar records with
-their byte encodings (``manifest``).
+What a file version *is*, independent of where it is kept or how it travels:
+
+- ``layout``: striping arithmetic (k equal data chunks, m parity, stripes of blocks);
+- ``version``: hybrid-logical-clock versions and the clock that issues them;
+- ``names``: which names are valid, and the ring key of a name;
+- ``digests``: block digests (xxh3-128) and chunk digests;
+- ``manifest``: the manifest, chunk references, sidecars and replica-write records, with
+  their msgpack encodings (msgspec Structs; formats pinned by tests).
 
 May import: ``node.errors``, ``ring`` and libraries. No I/O, no asyncio, no other room.
 """

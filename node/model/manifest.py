@@ -1,35 +1,42 @@
-"""Manifests: the record of one file version, and the commit point of a PUT.
+"""Manifests and chunk sidecars: the records of one file version and of one stored chunk.
 
 A file version exists exactly when a manifest for it is stored on a write quorum of its
 replicas. Manifests are ordered by ``(version, revision)``: the version orders the writes of a
 name, the revision orders changes of where one version's chunks live (moves and repairs).
 The manifest names the layout, the content digest, and for every stored chunk its index,
-holder peer and block digests. A tombstone is a manifest with ``deleted`` set
-and no chunks. On the wire and on disk a manifest is msgpack with a schema number.
+holder peer and block digests. A tombstone is a manifest with ``deleted`` set and no chunks.
+
+On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
+the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
+flipped byte never decodes into another manifest. A sidecar (``ChunkMeta``) is the msgpack
+array ``[name, version, index, block_size, size, block_digests, stored_at]``. Both formats
+are pinned by tests that decode bytes written by earlier releases.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import msgpack
+import msgspec
 import xxhash
 
 from node.errors import CorruptData
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import Layout
 from node.model.version import Version
-from node.model.wire import pack, unpack
 
 SCHEMA = 1
 
+# What a malformed record raises while it is decoded: msgspec's errors, and Layout's.
+_DECODE_ERRORS = (msgspec.DecodeError, ValueError)
 
-@dataclass(frozen=True)
-class ChunkMeta:
-    """What a holder keeps beside a chunk: whose it is, and the digest of every block."""
+
+class ChunkMeta(msgspec.Struct, frozen=True, array_like=True):
+    """What a holder keeps beside a chunk (its sidecar): whose chunk it is, and the digest of
+    every block. ``version`` is the file version as text; ``stored_at`` wall-clock seconds."""
 
     name: str
     version: str
@@ -37,38 +44,30 @@ class ChunkMeta:
     block_size: int
     size: int = 0
     block_digests: bytes = b""
-    stored_at: float = 0.0  # wall-clock seconds
+    stored_at: float = 0.0
 
     def to_bytes(self) -> bytes:
-        return pack(
-            [
-                self.name,
-                self.version,
-                self.index,
-                self.block_size,
-                self.size,
-                self.block_digests,
-                self.stored_at,
-            ]
-        )
+        return msgspec.msgpack.encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChunkMeta:
         """Decode a sidecar; raises CorruptData if it is not one."""
         try:
-            name, version, index, block_size, size, digests, stored_at = unpack(data)
-            return cls(name, version, index, block_size, size, digests, stored_at)
-        except (ValueError, TypeError) as exc:
-            raise CorruptData(f"undecodable chunk sidecar: {exc!r}") from exc
+            return msgspec.msgpack.decode(data, type=cls)
+        except msgspec.DecodeError as exc:
+            raise CorruptData(f"undecodable chunk sidecar: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class ChunkRef:
-    """Where one chunk of a file version lives, and how to check it."""
+class ChunkRef(msgspec.Struct, frozen=True, array_like=True):
+    """Where one chunk of a file version lives (``holder``, a member id), and how to check it
+    (``block_digests``: ``DIGEST_SIZE`` bytes per stripe)."""
 
     index: int
     holder: str
-    block_digests: bytes = field(repr=False)
+    block_digests: bytes
+
+    def __repr__(self) -> str:
+        return f"ChunkRef({self.index}, {self.holder!r})"
 
     @property
     def digest(self) -> bytes:
@@ -77,6 +76,34 @@ class ChunkRef:
 
     def block_digest(self, stripe: int) -> bytes:
         return self.block_digests[stripe * DIGEST_SIZE : (stripe + 1) * DIGEST_SIZE]
+
+
+class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A manifest as stored and sent: a msgpack map (unknown keys are ignored on decode)."""
+
+    schema: int
+    name: str
+    version: Version
+    size: int
+    k: int
+    m: int
+    block_size: int
+    etag: str
+    content_type: str
+    deleted: bool
+    revision: int = 0  # absent from manifests written before moves existed
+    chunks: list[ChunkRef]
+
+
+class SealedManifest(msgspec.Struct, frozen=True, array_like=True):
+    """The outer array: the packed record and its xxh3-128 checksum."""
+
+    record: bytes
+    checksum: bytes
+
+
+_record_decoder = msgspec.msgpack.Decoder(ManifestRecord)
+_sealed_decoder = msgspec.msgpack.Decoder(SealedManifest)
 
 
 @dataclass(frozen=True)
@@ -122,53 +149,61 @@ class Manifest:
         """True when fewer chunks are stored than the layout has."""
         return not self.deleted and len(self.chunks) < self.layout.n
 
+    def without_chunks(self) -> Manifest:
+        """This manifest without its chunk list: what listings and in-memory indexes keep."""
+        return Manifest(
+            self.name,
+            self.version,
+            self.layout,
+            self.etag,
+            self.content_type,
+            (),
+            self.deleted,
+            self.revision,
+        )
+
     def to_bytes(self) -> bytes:
         layout = self.layout
-        record = {
-            "schema": SCHEMA,
-            "name": self.name,
-            "version": self.version.to_wire(),
-            "size": layout.size,
-            "k": layout.k,
-            "m": layout.m,
-            "block_size": layout.block_size,
-            "etag": self.etag,
-            "content_type": self.content_type,
-            "deleted": self.deleted,
-            "revision": self.revision,
-            "chunks": [[c.index, c.holder, c.block_digests] for c in self.chunks],
-        }
-        packed: bytes = msgpack.packb(record, use_bin_type=True)
-        # A checksum over the record: a flipped byte must never decode into another manifest
-        # (a version bit flipped upward would otherwise win every read and doom the file).
-        sealed: bytes = msgpack.packb([packed, _checksum(packed)], use_bin_type=True)
-        return sealed
+        record = ManifestRecord(
+            schema=SCHEMA,
+            name=self.name,
+            version=self.version,
+            size=layout.size,
+            k=layout.k,
+            m=layout.m,
+            block_size=layout.block_size,
+            etag=self.etag,
+            content_type=self.content_type,
+            deleted=self.deleted,
+            revision=self.revision,
+            chunks=list(self.chunks),
+        )
+        packed = msgspec.msgpack.encode(record)
+        return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Decode a stored manifest; raises CorruptData if it is not one."""
         try:
-            packed, checksum = msgpack.unpackb(data, raw=False)
-            if not isinstance(packed, bytes) or _checksum(packed) != checksum:
+            sealed = _sealed_decoder.decode(data)
+            if _checksum(sealed.record) != sealed.checksum:
                 raise CorruptData("manifest fails its checksum")
-            record: dict[str, Any] = msgpack.unpackb(packed, raw=False)
-            if record["schema"] != SCHEMA:
-                raise CorruptData(f"unknown manifest schema {record['schema']!r}")
-            layout = Layout(record["size"], record["k"], record["m"], record["block_size"])
-            return cls(
-                name=record["name"],
-                version=Version.from_wire(record["version"]),
-                layout=layout,
-                etag=record["etag"],
-                content_type=record["content_type"],
-                deleted=record["deleted"],
-                revision=record.get("revision", 0),
-                chunks=tuple(ChunkRef(i, h, d) for i, h, d in record["chunks"]),
-            )
-        except CorruptData:
-            raise
-        except Exception as exc:
-            raise CorruptData(f"undecodable manifest: {exc!r}") from exc
+            record = _record_decoder.decode(sealed.record)
+            if record.schema != SCHEMA:
+                raise CorruptData(f"unknown manifest schema {record.schema!r}")
+            layout = Layout(record.size, record.k, record.m, record.block_size)
+        except _DECODE_ERRORS as exc:
+            raise CorruptData(f"undecodable manifest: {exc}") from exc
+        return cls(
+            name=record.name,
+            version=record.version,
+            layout=layout,
+            etag=record.etag,
+            content_type=record.content_type,
+            deleted=record.deleted,
+            revision=record.revision,
+            chunks=tuple(record.chunks),
+        )
 
     @property
     def modified(self) -> str:
@@ -177,6 +212,7 @@ class Manifest:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest as ``GET /manifests/{name}`` shows it."""
         layout = self.layout
         return {
             "name": self.name,
@@ -219,13 +255,23 @@ class Manifest:
         }
 
 
+@dataclass(frozen=True)
+class ReplicaWrite:
+    """What a replica did with a manifest it was sent: kept it or not, the version it holds
+    now, and the manifest it replaced."""
+
+    stored: bool
+    current: Version
+    replaced: Manifest | None
+
+
 def _checksum(packed: bytes) -> bytes:
     return xxhash.xxh3_128_digest(packed)
 
 
 def file_id(name: str, version: Version) -> str:
-    """Ring key of a file version's chunks: blake2b-128 of (name, version)."""
-    packed = msgpack.packb([name, version.to_wire()])
+    """Ring key of a file version's chunks: blake2b-128 of msgpack ``[name, version]``."""
+    packed = msgspec.msgpack.encode((name, version))
     return hashlib.blake2b(packed, digest_size=16).hexdigest()
 
 

@@ -2,18 +2,23 @@
 
 A version is ``(wall_ms, counter, peer)``. The clock never goes backwards on one peer and
 moves past every version it has observed, so a version written after another was seen is
-always greater, even when wall clocks disagree a little.
+always greater, even when wall clocks disagree a little (Kulkarni et al., "Logical Physical
+Clocks", OPODIS 2014). On the wire and on disk a version is the msgpack array
+``[wall_ms, counter, peer]``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 
-@dataclass(frozen=True, order=True)
-class Version:
+class Version(msgspec.Struct, frozen=True, order=True, array_like=True):
+    """One file version: milliseconds since the epoch, a counter within that millisecond, and
+    the id of the peer that issued it. Compares in that order."""
+
     wall_ms: int
     counter: int
     peer: str
@@ -26,14 +31,6 @@ class Version:
         """Parse ``str(version)``; raises ValueError if it is not one."""
         wall, counter, peer = text.split(".", 2)
         return cls(int(wall), int(counter), peer)
-
-    def to_wire(self) -> list[int | str]:
-        return [self.wall_ms, self.counter, self.peer]
-
-    @classmethod
-    def from_wire(cls, value: list[int | str]) -> Version:
-        wall, counter, peer = value
-        return cls(int(wall), int(counter), str(peer))
 
 
 def _wall_ms() -> int:
@@ -57,10 +54,6 @@ class HybridClock:
     def observe(self, version: Version) -> None:
         """Move past a version seen from another peer."""
         self._last = max(self._last, (version.wall_ms, version.counter))
-
-    def observe_wire(self, value: list[int | str]) -> None:
-        """Move past a version in its wire form; raises ValueError if it is not one."""
-        self.observe(Version.from_wire(value))
 
     def __repr__(self) -> str:
         return f"HybridClock(peer={self._peer!r}, last={self._last})"

@@ -1,8 +1,9 @@
 """Process start-up: wiring one peer together, serving it, the ``ringstore`` command, ``up``.
 
-``wiring`` builds a peer's components in order and attaches them to the aiohttp app,
-``serve`` runs one peer until a signal, ``supervisor`` runs N of them for ``ringstore up``,
-``cli`` is the command line.
+- ``wiring``: builds a peer's components in dependency order onto its aiohttp app;
+- ``serve``: runs one peer until SIGTERM or SIGINT;
+- ``supervisor``: runs N peer processes for ``ringstore up``;
+- ``cli``: the command line; ``peer``'s options are generated from ``node.config``.
 
 May import every room. Nothing in ``node`` imports it.
 """

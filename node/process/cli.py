@@ -1,15 +1,25 @@
-"""The ``ringstore`` command: ``peer`` and ``up`` run the store; the client adds file commands."""
+"""The ``ringstore`` command: ``peer`` and ``up`` run the store; the client adds file commands.
+
+``peer``'s options are generated from ``PeerConfig``'s fields and their ``Option`` metadata
+(``config_options``), so names, defaults, ranges and help cannot drift from the config.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from node.config import PeerConfig
-from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
+from node.config import Option, PeerConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -25,139 +35,80 @@ def _setup_logging(level: str, tag: str) -> None:
     )
 
 
+def config_default(name: str) -> Any:
+    """The default of ``PeerConfig`` field ``name``."""
+    return next(f.default for f in dataclasses.fields(PeerConfig) if f.name == name)
+
+
+def _click_type(kind: Any, spec: Option) -> Any:
+    """The click parameter type for a field of type ``kind`` (Optional unwrapped)."""
+    if spec.choices:
+        return click.Choice(spec.choices)
+    if kind is int:
+        return click.IntRange(
+            None if spec.low is None else int(spec.low),
+            None if spec.high is None else int(spec.high),
+        )
+    if kind is float:
+        return click.FloatRange(spec.low, spec.high)
+    if kind is Path:
+        return click.Path(file_okay=False, path_type=Path)
+    return str
+
+
+def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[[F], F]:
+    flag = spec.flag or "--" + field.name.replace("_", "-")
+    optional = type(None) in typing.get_args(kind) and isinstance(kind, types.UnionType)
+    if optional:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    multiple = typing.get_origin(kind) is tuple
+    required = field.default is dataclasses.MISSING and not multiple
+    default = None if required else field.default
+    if isinstance(default, float) and spec.scale != 1.0:
+        default = default / spec.scale
+    return click.option(
+        flag,
+        field.name,
+        type=_click_type(str if multiple else kind, spec),
+        default=default,
+        required=required,
+        multiple=multiple,
+        metavar=spec.metavar,
+        hidden=spec.hidden,
+        show_default=not required and default is not None and not multiple,
+        help=spec.help,
+    )
+
+
+def config_options(func: F) -> F:
+    """Add a click option for every ``PeerConfig`` field that has ``Option`` metadata."""
+    hints = typing.get_type_hints(PeerConfig)
+    for field in reversed(dataclasses.fields(PeerConfig)):
+        spec = field.metadata.get("option")
+        if spec is not None:
+            func = _option(field, hints[field.name], spec)(func)
+    return func
+
+
+def config_from_options(values: dict[str, Any]) -> PeerConfig:
+    """A ``PeerConfig`` from the values of ``config_options`` (scaled back to its units)."""
+    fields = {f.name: f for f in dataclasses.fields(PeerConfig)}
+    settings = {}
+    for name, value in values.items():
+        spec: Option = fields[name].metadata["option"]
+        settings[name] = value * spec.scale if spec.scale != 1.0 and value is not None else value
+    return PeerConfig(**settings)
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--data-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where this peer keeps its id, members, chunks and manifests.",
-)
-@click.option("--join", multiple=True, metavar="URL", help="A peer to join (repeatable).")
-@click.option("--weight", default=1, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--parity", default=DEFAULT_M, show_default=True, type=click.IntRange(0, 10))
-@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True, type=click.IntRange(1))
-@click.option("--heartbeat-interval", default=1.0, show_default=True, type=click.FloatRange(0.05))
-@click.option("--peer-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
-@click.option("--stall-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
-@click.option("--delete-grace", default=30.0, show_default=True, type=click.FloatRange(0))
-@click.option(
-    "--discovery",
-    type=click.Choice(["zeroconf", "none"]),
-    default="zeroconf",
-    show_default=True,
-    help="Find peers with mDNS on the serving address, or only through --join.",
-)
-@click.option("--cluster", default="ringstore", show_default=True, help="mDNS cluster name.")
-@click.option("--interface", metavar="ADDR", help="Address for mDNS (default: --host).")
-@click.option("--service-type", default="_ringstore._tcp.local.", hidden=True)
-@click.option(
-    "--rebalance-rate",
-    default=50.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="MB/s this peer moves after a join (0: unthrottled).",
-)
-@click.option(
-    "--rebalance-interval",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0.1),
-    help="Seconds between full passes that resume unfinished moves.",
-)
-@click.option(
-    "--repair-after",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds a holder may be down before its chunks are rebuilt elsewhere.",
-)
-@click.option(
-    "--repair-interval",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0.1),
-    help="Seconds between sweeps for chunks needing repair.",
-)
-@click.option(
-    "--scrub-rate", default=20.0, show_default=True, type=click.FloatRange(0), help="MB/s."
-)
-@click.option("--scrub-interval", default=3600.0, show_default=True, type=click.FloatRange(0))
-@click.option(
-    "--gc-grace",
-    default=600.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds before an unreferenced chunk is garbage.",
-)
-@click.option(
-    "--orphan-grace",
-    default=86400.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds before a chunk no manifest knows is garbage.",
-)
-@click.option("--max-bytes", type=click.IntRange(0), help="Chunk bytes this peer may hold.")
+@config_options
 @click.option("--log-level", default="info", show_default=True)
-def peer(
-    host: str,
-    port: int,
-    data_dir: Path,
-    join: tuple[str, ...],
-    weight: int,
-    parity: int,
-    block_size: int,
-    heartbeat_interval: float,
-    peer_timeout: float,
-    stall_timeout: float,
-    delete_grace: float,
-    discovery: str,
-    cluster: str,
-    interface: str | None,
-    service_type: str,
-    rebalance_rate: float,
-    rebalance_interval: float,
-    repair_after: float,
-    repair_interval: float,
-    scrub_rate: float,
-    scrub_interval: float,
-    gc_grace: float,
-    orphan_grace: float,
-    max_bytes: int | None,
-    log_level: str,
-) -> None:
+def peer(log_level: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
 
-    _setup_logging(log_level, f"{host}:{port}")
-    config = PeerConfig(
-        data_dir=data_dir,
-        host=host,
-        port=port,
-        join=join,
-        weight=weight,
-        k=DEFAULT_K,
-        m=parity,
-        block_size=block_size,
-        heartbeat_interval=heartbeat_interval,
-        peer_timeout=peer_timeout,
-        stall_timeout=stall_timeout,
-        delete_grace=delete_grace,
-        discovery=discovery,
-        cluster=cluster,
-        interface=interface,
-        service_type=service_type,
-        rebalance_rate=rebalance_rate * 1e6,
-        rebalance_interval=rebalance_interval,
-        repair_after=repair_after,
-        repair_interval=repair_interval,
-        scrub_rate=scrub_rate * 1e6,
-        scrub_interval=scrub_interval,
-        gc_grace=gc_grace,
-        orphan_grace=orphan_grace,
-        max_bytes=max_bytes,
-    )
+    config = config_from_options(options)
+    _setup_logging(log_level, f"{config.host}:{config.port}")
     asyncio.run(serve(config))
 
 
@@ -166,10 +117,19 @@ def peer(
 @click.option(
     "--data-dir", default=Path("data"), show_default=True, type=click.Path(path_type=Path)
 )
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
-    "--discovery", type=click.Choice(["zeroconf", "none"]), default="zeroconf", show_default=True
+    "--port",
+    default=config_default("port"),
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of the first peer; peer i serves on PORT+i.",
+)
+@click.option("--host", default=config_default("host"), show_default=True)
+@click.option(
+    "--discovery",
+    type=click.Choice(["zeroconf", "none"]),
+    default=config_default("discovery"),
+    show_default=True,
 )
 @click.option("--service-type", default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True)

@@ -8,8 +8,9 @@ import signal
 
 from aiohttp import web
 
+from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
-from node.process.wiring import MEMBERSHIP, create_app
+from node.process.wiring import create_app
 
 log = logging.getLogger(__name__)
 

@@ -26,15 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.cluster.membership import Membership
-from node.cluster.transport import PeerClient
+from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.datapath.coordinator import Coordinator
+from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
 from node.model.manifest import ChunkRef, Manifest
-from node.model.names import name_key
 from node.waiting import Pacer, wait_event
-from ring import Move, Ring, plan_moves
+from ring import Move, plan_moves
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +66,22 @@ class Rebalancer:
         config: PeerConfig,
         membership: Membership,
         manifests: ManifestStore,
-        coordinator: Coordinator,
-        peers: PeerClient,
+        replicas: ManifestReplicas,
+        peers: Peers,
+        progress: Progress,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._membership = membership
         self._manifests = manifests
-        self._coordinator = coordinator
+        self._replicas = replicas
         self._peers = peers
         self._clock = clock
         self._pending: set[str] = set()
         self._retry: set[str] = set()  # names that failed: back on the next full pass
         self._wake = asyncio.Event()
         self._pacer = Pacer(config.rebalance_rate, clock)
-        self.progress = Progress()
+        self.progress = progress  # shared with gossip, which reports it to other peers
 
     def __repr__(self) -> str:
         p = self.progress
@@ -92,32 +92,25 @@ class Rebalancer:
 
     # --- deciding what to look at ---------------------------------------------------------
 
-    def _replicas(self, ring: Ring, name: str) -> tuple[str, ...]:
-        return ring.placement(
-            name_key(name), self._config.manifest_replicas, skip=self._membership.down_ids()
-        )
-
     def _feasible(self, moves: tuple[Move, ...]) -> list[Move]:
         """Moves whose source and target are both up (a down source is repair's business)."""
         up = self._membership.up_ids()
         return [m for m in moves if m.source in up and m.target in up]
 
-    def _moves(self, ring: Ring, manifest: Manifest) -> list[Move]:
+    def _moves(self, manifest: Manifest) -> list[Move]:
         if manifest.deleted or not manifest.chunks:
             return []
-        holders = manifest.holders()
-        return self._feasible(
-            plan_moves(holders, ring, manifest.file_id, skip=self._membership.down_ids())
-        )
+        ring, down = self._membership.ring, self._membership.down_ids()
+        return self._feasible(plan_moves(manifest.holders(), ring, manifest.file_id, skip=down))
 
     def needs_work(self, manifest: Manifest) -> bool:
-        """Whether this peer has something to do for ``manifest`` under the current ring."""
-        ring = self._membership.ring
-        replicas = self._replicas(ring, manifest.name)
+        """Whether this peer has something to do for ``manifest`` under the current ring:
+        hand its replica over (it left the replica set), or move chunks (it is primary)."""
+        replicas = self._membership.replicas(manifest.name)
         me = self._membership.me.id
-        if me not in replicas:
+        if me not in replicas.members:
             return True
-        return replicas[0] == me and bool(self._moves(ring, manifest))
+        return replicas.primary == me and bool(self._moves(manifest))
 
     def consider(self, manifest: Manifest) -> None:
         """Queue one name whose manifest just arrived, if it needs work here."""
@@ -170,25 +163,23 @@ class Rebalancer:
         local = await self._manifests.get(name)
         if local is None or not self.needs_work(local):
             return
-        ring = self._membership.ring
-        replicas = self._replicas(ring, name)
+        replicas = self._membership.replicas(name).members
         if self._membership.me.id not in replicas:
             await self._hand_over(local, replicas)
             return
-        current = await self._coordinator.read_manifest(name)
+        current = await self._replicas.read(name)
         if current is None:
             return
-        moves = self._moves(ring, current)
+        moves = self._moves(current)
         if moves:
             await self._move(current, moves)
 
     async def _hand_over(self, local: Manifest, replicas: tuple[str, ...]) -> None:
         """Give this replica's manifest to the members now in its replica set, then drop it."""
         for member in replicas:  # any failure raises: the copy stays until all confirm
-            to = self._membership.address(member)
-            held = await self._peers.get_manifest(to, local.name)
+            held = await self._peers.get_manifest(member, local.name)
             if held is None or held.precedence < local.precedence:
-                await self._peers.put_manifest(to, local)
+                await self._peers.put_manifest(member, local)
         await self._manifests.retract(local.name, local.precedence)
         log.info("handed the manifest of %r over to %s", local.name, ", ".join(replicas))
 
@@ -204,9 +195,9 @@ class Rebalancer:
             chunk = manifest.chunk_id(move.index)
             try:
                 await self._peers.pull_chunk(
-                    self._membership.address(move.target),
+                    move.target,
                     chunk,
-                    self._membership.address(move.source),
+                    move.source,
                     manifest.chunk_owner(move.index),
                     layout.chunk_size,
                     ref.digest,
@@ -224,7 +215,7 @@ class Rebalancer:
             for ref in manifest.chunks
         )
         updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
-        await self._coordinator.commit(updated, base=manifest)
+        await self._replicas.commit(updated, base=manifest)
         log.info(
             "moved %d chunk(s) of %r (%d bytes each) to %s",
             len(moved),

@@ -4,7 +4,7 @@ A chunk needs rebuilding when a read or the scrubber found it missing or corrupt
 holder has been down longer than ``repair_after`` (a crash that lasts, a lost disk: a peer
 whose data directory was wiped comes back as a new member and the old one stays down), or
 when the file was written degraded and a chunk was never stored. The repairer rebuilds such
-chunks from any k others (``Coordinator.rebuild``), onto the same holder when it is up and
+chunks from any k others (``Rebuilder.rebuild``), onto the same holder when it is up and
 only the copy was bad, otherwise onto a handoff: the next up member clockwise that holds no
 chunk of the file. The manifest is committed at the next revision; a returning holder's
 stale copy is then unreferenced and garbage-collected, never counted twice.
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 from node.cluster.membership import Membership
 from node.config import PeerConfig
-from node.datapath.coordinator import Coordinator
+from node.datapath.rebuild import Rebuilder
+from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
-from node.model.names import name_key
+from node.upkeep.decisions import repair_targets
 from node.waiting import wait_event
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ class Repairer:
         config: PeerConfig,
         membership: Membership,
         manifests: ManifestStore,
-        coordinator: Coordinator,
+        replicas: ManifestReplicas,
+        rebuilder: Rebuilder,
     ) -> None:
         self._config = config
         self._membership = membership
         self._manifests = manifests
-        self._coordinator = coordinator
+        self._replicas = replicas
+        self._rebuilder = rebuilder
         self._reports: dict[str, set[tuple[int, str]]] = {}  # name -> {(index, holder)}
         self._wake = asyncio.Event()
         self.stats = RepairStats()
@@ -109,53 +112,31 @@ class Repairer:
     def _primary_names_needing_repair(self) -> list[str]:
         """Names this peer is primary for that may miss chunks: all of them while a member
         has been down past ``repair_after``, else only those written degraded."""
-        ring = self._membership.ring
-        down = self._membership.down_ids()
-        long_down = any(self._membership.down_for(m) >= self._config.repair_after for m in down)
-        names = self._manifests.names() if long_down else self._manifests.degraded_names()
-        me = self._membership.me.id
-        return [n for n in names if ring.placement(name_key(n), 1, skip=down) == (me,)]
-
-    def _targets(self, manifest: Manifest, reported: set[tuple[int, str]]) -> dict[int, str]:
-        """Which chunks to rebuild, and where."""
-        up = self._membership.up_ids()
-        layout = manifest.layout
-        holders = manifest.holders()
-        targets: dict[int, str] = {}
-        for index, holder in holders.items():
-            if (index, holder) in reported:
-                targets[index] = holder if holder in up else ""
-            elif holder not in up and (
-                self._membership.down_for(holder) >= self._config.repair_after
-            ):
-                targets[index] = ""
-        for index in range(layout.n):
-            if index not in holders:
-                targets[index] = ""  # written degraded: never stored
-        taken = {h for i, h in holders.items() if i not in targets} | set(targets.values())
-        handoffs = (
-            m
-            for m in self._membership.ring.successors(manifest.file_id)
-            if m in up and m not in taken
+        membership = self._membership
+        long_down = any(
+            membership.down_for(m) >= self._config.repair_after for m in membership.down_ids()
         )
-        for index in sorted(targets):
-            if not targets[index]:
-                handoff = next(handoffs, None)
-                if handoff is None:
-                    del targets[index]  # nowhere to put it yet; a later sweep retries
-                else:
-                    targets[index] = handoff
-        return targets
+        names = self._manifests.names() if long_down else self._manifests.degraded_names()
+        me = membership.me.id
+        return [n for n in names if membership.replicas(n).primary == me]
 
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
-        manifest = await self._coordinator.read_manifest(name)
+        manifest = await self._replicas.read(name)
         if manifest is None or manifest.deleted:
             return
-        targets = self._targets(manifest, reported)
+        membership = self._membership
+        targets = repair_targets(
+            manifest,
+            reported,
+            membership.up_ids(),
+            {m: membership.down_for(m) for m in membership.down_ids()},
+            self._config.repair_after,
+            membership.placement(manifest.file_id, manifest.layout.n).candidates(),
+        )
         if not targets:
             return
-        await self._coordinator.rebuild(manifest, targets)
+        await self._rebuilder.rebuild(manifest, targets)
         count = len(targets)
         self.stats.chunks_repaired += count
         self.stats.bytes_repaired += count * manifest.layout.chunk_size

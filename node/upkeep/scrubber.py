@@ -22,12 +22,12 @@ from pathlib import Path
 
 from node.cluster.membership import Membership
 from node.config import PeerConfig
-from node.datapath.coordinator import Coordinator
+from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.errors import ChunkNotFound, CorruptData, RingstoreError
 from node.model.digests import BlockDigests
 from node.model.manifest import ChunkMeta, Manifest
-from node.model.version import Version
+from node.upkeep.decisions import collection_verdict
 from node.upkeep.repairer import Repairer
 from node.waiting import Pacer, wait_event
 
@@ -70,13 +70,13 @@ class Scrubber:
         config: PeerConfig,
         membership: Membership,
         chunks: ChunkStore,
-        coordinator: Coordinator,
+        replicas: ManifestReplicas,
         repairer: Repairer,
     ) -> None:
         self._config = config
         self._membership = membership
         self._chunks = chunks
-        self._coordinator = coordinator
+        self._replicas = replicas
         self._repairer = repairer
         self._pacer = Pacer(config.scrub_rate, time.monotonic)
         self._wake = asyncio.Event()
@@ -139,37 +139,28 @@ class Scrubber:
     async def _collect(
         self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, tuple[float, Manifest | None]]
     ) -> None:
-        """Delete the chunk if its name's manifest proves nothing will ever read it here.
-
-        Proof is a manifest found on every replica that is of a newer version (or a
-        tombstone), or of the same version with this chunk's index on another peer. No
-        manifest, or an older one, proves nothing after joins (a manifest may be mid
-        hand-over): such orphans go only after ``orphan_grace`` on a ring stable that long.
-        """
+        """Delete the chunk if its name's manifest proves nothing will ever read it here
+        (``collection_verdict``); the manifest is read from every replica, or not at all."""
         cached = manifests.get(meta.name)
         if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
             try:
                 # Every replica must answer: deleting on a partial view could lose data.
-                found = await self._coordinator.read_manifest(meta.name, every_replica=True)
+                found = await self._replicas.read(meta.name, every_replica=True)
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return
             manifests[meta.name] = cached = (time.monotonic(), found)
-        manifest = cached[1]
-        chunk_version = Version.parse(meta.version)
-        if manifest is not None and manifest.version > chunk_version:
-            reason = "a newer version or a tombstone replaced it"
-        elif manifest is not None and manifest.version == chunk_version:
-            if manifest.holders().get(meta.index) == self._membership.me.id:
-                return
-            reason = "its manifest places it on another peer"
-        else:
-            config = self._config
-            stable = time.monotonic() - self._membership.ring_changed_at >= config.orphan_grace
-            if time.time() - meta.stored_at < config.orphan_grace or not stable:
-                return
-            reason = "no manifest has referenced it for the orphan grace"
+        verdict = collection_verdict(
+            meta,
+            cached[1],
+            self._membership.me.id,
+            time.time(),
+            time.monotonic() - self._membership.ring_changed_at,
+            self._config.orphan_grace,
+        )
+        if not verdict.collect:
+            return
         await self._chunks.delete(chunk_id)
         self.stats.garbage_removed += 1
         self.stats.garbage_bytes += meta.size
-        log.info("collected %s of %r: %s", chunk_id, meta.name, reason)
+        log.info("collected %s of %r: %s", chunk_id, meta.name, verdict.reason)

@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.cluster.discovery import DISCOVERY, Discovery
+from node.api.keys import DISCOVERY
+from node.cluster.discovery import Discovery
 from node.process.supervisor import PeerProcess
 from tests.harness import LocalCluster, LocalPeer, ProcessCluster, eventually, free_port
 

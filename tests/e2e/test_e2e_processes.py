@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness import ProcessCluster, eventually
+from tests.harness import ProcessCluster, eventually, free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -128,24 +127,6 @@ async def test_curl_as_in_the_readme(processes: ProcessCluster, tmp_path: Path) 
     assert got == source.read_bytes()
     await asyncio.to_thread(curl, "-T", "-", f"{up[2]}/files/piped", stdin=b"from a pipe")
     assert await asyncio.to_thread(curl, f"{up[4]}/files/piped") == b"from a pipe"
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` free ports after it."""
-    for base in range(24000 + os.getpid() % 1000 * 20, 60000, 37):
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free block of ports")
 
 
 async def test_ringstore_up_starts_serves_stops_and_keeps_data(

@@ -50,7 +50,7 @@ async def settled(cluster: LocalCluster, names: list[str]) -> bool:
     if len(ring) != len(cluster.peers):
         return False
     for name in names:
-        manifest = await peer.coordinator.read_manifest(name)
+        manifest = await peer.replicas.read(name)
         assert manifest is not None
         if plan_moves(manifest.holders(), ring, manifest.file_id):
             return False

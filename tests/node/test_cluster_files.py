@@ -255,7 +255,9 @@ async def test_cluster_and_health(cluster: LocalCluster, http: aiohttp.ClientSes
 def cluster_chunks_seen(cluster: LocalCluster) -> int:
     peer = cluster[1]
     return sum(
-        peer.chunks.chunk_count if m.id == peer.id else peer.membership.liveness(m.id).chunks
+        peer.chunks.chunk_count
+        if m.id == peer.id
+        else peer.membership.liveness(m.id).figures.chunks
         for m in peer.membership.members()
     )
 

@@ -1,4 +1,4 @@
-"""The coordinator's pure helpers: regroup a body into stripes, trim a stripe to a range."""
+"""The stripe pipeline's pure parts: regroup a body into stripes, trim a stripe to a range."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.datapath.codec import decode_stripe, encode_stripe
-from node.datapath.coordinator import _trim, read_stripes
+from node.datapath.stripes import cut_stripes, trim
 from node.model.digests import Buffer
 from node.model.layout import Layout
 
@@ -24,7 +24,7 @@ async def pieces_of(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
 
 
 async def collect(body: AsyncIterator[bytes], stripe_size: int) -> list[memoryview]:
-    return [stripe async for stripe in read_stripes(body, stripe_size)]
+    return [stripe async for stripe in cut_stripes(body, stripe_size)]
 
 
 @st.composite
@@ -56,7 +56,7 @@ async def test_a_stripe_stays_unchanged_after_later_stripes_are_read(
 ) -> None:
     data, cuts, stripe_size = body
     seen: list[tuple[memoryview, bytes]] = []
-    async for stripe in read_stripes(pieces_of(data, cuts), stripe_size):
+    async for stripe in cut_stripes(pieces_of(data, cuts), stripe_size):
         seen.append((stripe, bytes(stripe)))  # the view itself, and what it held when handed on
     for view, content in seen:
         assert bytes(view) == content
@@ -111,7 +111,7 @@ def test_trimmed_stripes_are_exactly_the_range(file: tuple[Layout, bytes, int, i
     layout, data, start, end = file
     pieces: list[Buffer] = []
     for stripe in layout.stripes_covering(start, end):
-        pieces.extend(_trim(layout, stripe, list(stripe_blocks(layout, data, stripe)), start, end))
+        pieces.extend(trim(layout, stripe, list(stripe_blocks(layout, data, stripe)), start, end))
     assert all(len(piece) > 0 for piece in pieces)
     assert b"".join(pieces) == data[start:end]
 
@@ -127,20 +127,20 @@ def test_trimming_decoded_stripes_gives_the_range(
         encoded, _ = encode_stripe(stripe_blocks(layout, content, stripe), layout.m)
         readable = data.draw(st.permutations(range(layout.n)), label="readable")[: layout.k]
         decoded = decode_stripe({i: encoded[i] for i in readable}, layout.k, layout.m)
-        pieces.extend(_trim(layout, stripe, decoded, start, end))
+        pieces.extend(trim(layout, stripe, decoded, start, end))
     assert b"".join(pieces) == content[start:end]
 
 
 def test_trim_drops_the_padding_of_the_last_stripe() -> None:
     layout = Layout(7, 3, 0, 4)  # one short stripe of 3 blocks of 3 bytes: 2 padding bytes
     blocks = [b"abc", b"def", b"g\0\0"]
-    assert b"".join(_trim(layout, 0, list(blocks), 0, 7)) == b"abcdefg"
-    assert b"".join(_trim(layout, 0, list(blocks), 5, 7)) == b"fg"
-    assert _trim(layout, 0, list(blocks), 7, 7) == []
+    assert b"".join(trim(layout, 0, list(blocks), 0, 7)) == b"abcdefg"
+    assert b"".join(trim(layout, 0, list(blocks), 5, 7)) == b"fg"
+    assert trim(layout, 0, list(blocks), 7, 7) == []
 
 
 def test_trim_skips_blocks_outside_the_range() -> None:
     layout = Layout(12, 3, 0, 4)
     blocks = [b"abcd", b"efgh", b"ijkl"]
-    assert [bytes(p) for p in _trim(layout, 0, list(blocks), 5, 7)] == [b"fg"]
-    assert [bytes(p) for p in _trim(layout, 0, list(blocks), 3, 9)] == [b"d", b"efgh", b"i"]
+    assert [bytes(p) for p in trim(layout, 0, list(blocks), 5, 7)] == [b"fg"]
+    assert [bytes(p) for p in trim(layout, 0, list(blocks), 3, 9)] == [b"d", b"efgh", b"i"]

@@ -1,0 +1,35 @@
+"""The typed keys under which a peer's components hang on its aiohttp app.
+
+``node.process.wiring`` sets every key once, at start-up, before the first request; the
+routes read them. Kept apart from the wiring so that routes never import start-up code.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.cluster.discovery import Discovery
+from node.cluster.gossip import Gossip
+from node.cluster.membership import Membership
+from node.config import PeerConfig
+from node.datapath.coordinator import Coordinator
+from node.datapath.holder import Holder
+from node.datapath.replicas import ManifestReplicas
+from node.disk.chunk_store import ChunkStore
+from node.disk.manifest_store import ManifestStore
+from node.upkeep.rebalancer import Rebalancer
+from node.upkeep.repairer import Repairer
+from node.upkeep.scrubber import Scrubber
+
+CONFIG = web.AppKey("config", PeerConfig)
+CHUNKS = web.AppKey("chunks", ChunkStore)
+MANIFESTS = web.AppKey("manifests", ManifestStore)
+MEMBERSHIP = web.AppKey("membership", Membership)
+GOSSIP = web.AppKey("gossip", Gossip)
+REPLICAS = web.AppKey("replicas", ManifestReplicas)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+HOLDER = web.AppKey("holder", Holder)
+REBALANCER = web.AppKey("rebalancer", Rebalancer)
+REPAIRER = web.AppKey("repairer", Repairer)
+SCRUBBER = web.AppKey("scrubber", Scrubber)
+DISCOVERY = web.AppKey("discovery", Discovery)

@@ -1,0 +1,111 @@
+"""Gossip: every peer tells every member what it knows, and so learns who is up.
+
+Each round sends this peer's ``GossipMessage`` (its own record, every member it knows, its
+hybrid clock and its storage figures) to every member and to every seed not yet known, and
+merges the answers, which are the receivers' own messages. A member learned by one peer is
+so learned by all within a round or two, with or without multicast; clocks observed this way
+keep versions issued by different peers in causal order within a heartbeat. The exchange is
+also the heartbeat: its outcome feeds liveness (through ``Peers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from node.cluster.membership import Membership
+from node.cluster.peers import Peers
+from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures
+from node.errors import RingstoreError
+from node.model.version import HybridClock
+from node.waiting import wait_event
+
+log = logging.getLogger(__name__)
+
+
+class Gossip:
+    """The gossip loop of one peer, and the merging of what other peers send."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        peers: Peers,
+        clock: HybridClock,
+        seeds: Iterable[str],
+        figures: Callable[[], PeerFigures],
+        interval: float = 1.0,
+    ) -> None:
+        self._membership = membership
+        self._peers = peers
+        self._clock = clock
+        me = membership.me.url
+        self._seeds = [s.rstrip("/") for s in seeds if s.rstrip("/") != me]
+        self._figures = figures  # this peer's own storage figures, read at every message
+        self._interval = interval
+
+    def __repr__(self) -> str:
+        return f"Gossip(every {self._interval}s, seeds={len(self._seeds)})"
+
+    def own_figures(self) -> PeerFigures:
+        """This peer's storage figures now, as it reports them to others."""
+        return self._figures()
+
+    def message(self) -> GossipMessage:
+        """What this peer tells others now."""
+        figures = self._figures()
+        return GossipMessage(
+            sender=MemberRecord.of(self._membership.me),
+            members=[MemberRecord.of(m) for m in self._membership.members()],
+            clock=self._clock.now(),
+            used_bytes=figures.used_bytes,
+            chunks=figures.chunks,
+            disk_total_bytes=figures.disk_total_bytes,
+            disk_free_bytes=figures.disk_free_bytes,
+            rebalance=figures.rebalance,
+        )
+
+    def receive(self, message: GossipMessage) -> None:
+        """Merge a message from another peer; its sender is evidently up.
+
+        Raises ValueError when a member record in it cannot be a member.
+        """
+        sender = message.sender.member()
+        members = [r.member() for r in message.members]
+        membership = self._membership
+        membership.learn(sender)
+        membership.merge(members)
+        if message.clock is not None:
+            self._clock.observe(message.clock)
+        membership.report_success(sender.id)
+        membership.hear(sender.id, message.figures())
+
+    async def _exchange(self, url: str, member_id: str | None) -> None:
+        timeout = max(1.0, 2 * self._interval)
+        try:
+            reply = await self._peers.exchange(url, member_id, self.message(), timeout)
+            self.receive(reply)
+        except (RingstoreError, ValueError) as exc:
+            log.debug("gossip with %s failed: %s", url, exc)
+
+    async def round(self) -> None:
+        """Exchange gossip with every member and every seed not yet known."""
+        membership = self._membership
+        known_urls = {m.url for m in membership.members()}
+        targets: list[tuple[str, str | None]] = [
+            (m.url, m.id) for m in membership.members() if m.id != membership.me.id
+        ]
+        targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
+        await asyncio.gather(*(self._exchange(url, mid) for url, mid in targets))
+        await membership.save()
+        await membership.refresh_ring()
+
+    async def run(self) -> None:
+        """Gossip every ``interval`` seconds, and at once when a member is learned."""
+        while True:
+            self._membership.learned.clear()
+            try:
+                await self.round()
+            except Exception:  # a bug here must not end heartbeats for good
+                log.exception("gossip round failed")
+            await wait_event(self._membership.learned, self._interval)

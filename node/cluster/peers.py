@@ -1,0 +1,145 @@
+"""The peer-call interface: every call from this peer to another member goes through here.
+
+``Peers`` addresses members by id, resolves their current address from the membership, makes
+the call over a ``Transport`` (HTTP in production, in-process in tests) and reports the
+outcome to liveness as a side effect: a call that fails with PeerUnavailable counts against
+the member, one that returns counts for it. Callers never report liveness themselves, except
+for what only they can see (a chunk stream that stalls: ``report_failure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from node.cluster.membership import Membership
+from node.cluster.protocol import GossipMessage, PullOrder
+from node.cluster.transport import Address, ChunkStream, Transport
+from node.errors import PeerUnavailable
+from node.model.digests import Buffer
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.version import Version
+from node.waiting import within
+
+T = TypeVar("T")
+
+
+class Peers:
+    """Calls to members by id, with liveness recorded for every outcome."""
+
+    def __init__(self, membership: Membership, transport: Transport) -> None:
+        self._membership = membership
+        self.transport = transport
+
+    def __repr__(self) -> str:
+        return f"Peers({self._membership!r}, {self.transport!r})"
+
+    def report_failure(self, member: str, reason: str) -> None:
+        """Count a failure the caller saw and the transport could not (a stalled stream)."""
+        self._membership.report_failure(member, reason)
+
+    async def _call(self, member: str, call: Callable[[Address], Awaitable[T]]) -> T:
+        try:
+            result = await call(self._membership.address(member))
+        except PeerUnavailable as exc:
+            self._membership.report_failure(member, str(exc))
+            raise
+        self._membership.report_success(member)
+        return result
+
+    async def put_chunk(
+        self,
+        member: str,
+        chunk_id: str,
+        body: AsyncIterable[Buffer],
+        size: int | None,
+        owner: ChunkMeta,
+    ) -> int:
+        """Stream a chunk to ``member``; return the size it stored."""
+        return await self._call(
+            member, lambda to: self.transport.put_chunk(to, chunk_id, body, size, owner)
+        )
+
+    @asynccontextmanager
+    async def open_chunk(
+        self, member: str, chunk_id: str, offset: int, length: int
+    ) -> AsyncIterator[ChunkStream]:
+        """Read bytes ``[offset, offset+length)`` of a chunk on ``member`` as a stream.
+
+        A PeerUnavailable raised while the stream is read counts against the member too.
+        """
+        to = self._membership.address(member)
+        try:
+            async with self.transport.open_chunk(to, chunk_id, offset, length) as stream:
+                self._membership.report_success(member)
+                yield stream
+        except PeerUnavailable as exc:
+            self._membership.report_failure(member, str(exc))
+            raise
+
+    async def pull_chunk(
+        self,
+        target: str,
+        chunk_id: str,
+        source: str,
+        owner: ChunkMeta,
+        size: int,
+        digest: bytes,
+    ) -> int:
+        """Have ``target`` copy a chunk straight from ``source``, checked against ``digest``.
+
+        Returns the size stored; the copy goes from source to target, not through here.
+        """
+        where = self._membership.address(source)
+        order = PullOrder(
+            where.url, where.peer_id, size, owner.block_size, digest, owner.name, owner.version
+        )
+        return await self._call(target, lambda to: self.transport.pull_chunk(to, chunk_id, order))
+
+    async def delete_chunk(self, member: str, chunk_id: str) -> None:
+        await self._call(member, lambda to: self.transport.delete_chunk(to, chunk_id))
+
+    async def get_manifest(self, member: str, name: str) -> Manifest | None:
+        """``member``'s replica of ``name``'s manifest, or None if it has none."""
+        return await self._call(member, lambda to: self.transport.get_manifest(to, name))
+
+    async def put_manifest(
+        self, member: str, manifest: Manifest, expect: tuple[Version, int] | None = None
+    ) -> ReplicaWrite:
+        """Offer a manifest to a replica (only over exactly ``expect``, when given)."""
+        return await self._call(
+            member, lambda to: self.transport.put_manifest(to, manifest, expect)
+        )
+
+    async def retract_manifest(self, member: str, manifest: Manifest) -> None:
+        await self._call(member, lambda to: self.transport.retract_manifest(to, manifest))
+
+    async def list_manifests(
+        self, member: str, prefix: str, start_after: str, limit: int
+    ) -> tuple[list[Manifest], bool]:
+        return await self._call(
+            member, lambda to: self.transport.list_manifests(to, prefix, start_after, limit)
+        )
+
+    async def exchange(
+        self, url: str, member: str | None, gossip: GossipMessage, timeout: float
+    ) -> GossipMessage:
+        """One gossip exchange with the peer at ``url`` (``member``: its id, when known).
+
+        The heartbeat: no answer within ``timeout`` is a failure like any other.
+        """
+        to = Address(url, member)
+        try:
+            try:
+                reply = await within(self.transport.exchange(to, gossip), timeout)
+            except asyncio.TimeoutError as exc:
+                raise PeerUnavailable(url, f"no gossip answer within {timeout}s") from exc
+        except PeerUnavailable as exc:
+            if member is not None:
+                self._membership.report_failure(member, str(exc))
+            raise
+        if member is not None:
+            self._membership.report_success(member)
+        return reply

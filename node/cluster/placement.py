@@ -1,0 +1,45 @@
+"""Who holds a key: one answer for every caller (after Swift's ``get_nodes``/``get_more_nodes``).
+
+A ``PlacementSet`` is computed from a ring and the members seen down: the first ``n`` up
+members clockwise from the key, and after them, lazily, the up members that stand in when one
+of those fails (handoffs). For a file version the key is its file id and ``n`` is k+m; for a
+name's manifest the key is the name's key and ``n`` the replica count. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+from ring import Ring
+
+
+@dataclass(frozen=True)
+class PlacementSet:
+    """The members that hold ``key`` now, and the handoffs after them, in ring order."""
+
+    key: str
+    members: tuple[str, ...]
+    ring: Ring = field(repr=False)
+    down: frozenset[str] = field(repr=False)
+
+    @property
+    def primary(self) -> str | None:
+        """The first member of the set: the one that acts for the key (None: nobody is up)."""
+        return self.members[0] if self.members else None
+
+    def candidates(self) -> Iterator[str]:
+        """Every up member, clockwise from the key: the set's members, then the handoffs."""
+        return (m for m in self.ring.successors(self.key) if m not in self.down)
+
+    def handoffs(self) -> Iterator[str]:
+        """The up members after the set, clockwise: who stands in when a member fails."""
+        return itertools.islice(self.candidates(), len(self.members), None)
+
+
+def place(ring: Ring, key: str, n: int, down: Collection[str] = ()) -> PlacementSet:
+    """The placement set of ``key``: its first ``n`` members not in ``down`` (fewer if the
+    ring has fewer). Raises ``ring.EmptyRing`` on an empty ring."""
+    skip = frozenset(down)
+    return PlacementSet(key, ring.placement(key, n, skip), ring, skip)

@@ -1,0 +1,133 @@
+"""The peer-to-peer protocol: routes, headers and the typed bodies peers exchange.
+
+Bodies other than chunk bytes are msgpack (``application/msgpack``) encodings of the records
+below; decoding validates every field's type, and unknown fields are ignored so that a newer
+peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
+
+    route                                  body -> answer
+    PUT    /internal/chunks/{id}           chunk bytes, owner headers -> JSON {"size"}
+    GET    /internal/chunks/{id}           (Range) -> chunk bytes
+    DELETE /internal/chunks/{id}           -> 204
+    POST   /internal/chunks/{id}/pull      PullOrder -> JSON {"size"}
+    GET    /internal/manifests?name=       -> sealed manifest bytes (404: none)
+    PUT    /internal/manifests?expect=     sealed manifest -> ReplicaWriteReply
+    DELETE /internal/manifests?name=&version=&revision=   -> 204
+    GET    /internal/manifests/list?prefix=&start_after=&limit=   -> ManifestList
+    POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from node.errors import CorruptData
+from node.model.version import Version
+from ring import Member
+
+MSGPACK = "application/msgpack"
+
+# Headers of a chunk upload saying whose chunk it is (the name percent-encoded).
+CHUNK_NAME = "X-Ringstore-Name"
+CHUNK_VERSION = "X-Ringstore-Version"
+CHUNK_BLOCK_SIZE = "X-Ringstore-Block-Size"
+# The peer a peer-to-peer call is meant for; any other peer answers 421.
+PEER_HEADER = "X-Ringstore-Peer"
+
+T = TypeVar("T")
+
+
+class MemberRecord(msgspec.Struct, frozen=True):
+    """A member as gossip and the persisted member list carry it."""
+
+    id: str
+    url: str
+    weight: int
+
+    @classmethod
+    def of(cls, member: Member) -> MemberRecord:
+        return cls(member.id, member.url, member.weight)
+
+    def member(self) -> Member:
+        """The ring member; raises ValueError if the record cannot be one."""
+        return Member(self.id, self.url, self.weight)
+
+
+class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """What a peer reports about its own storage in every gossip message."""
+
+    used_bytes: int = 0
+    chunks: int = 0
+    disk_total_bytes: int = 0
+    disk_free_bytes: int = 0
+    rebalance: dict[str, int | float] = {}
+
+
+class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):
+    """One gossip message: the sender, every member it knows, its clock and its figures.
+
+    The answer to a gossip POST is the receiver's own message, so one exchange teaches both
+    sides. ``clock`` lets the receiver's hybrid clock move past the sender's.
+    """
+
+    sender: MemberRecord
+    members: list[MemberRecord]
+    clock: Version | None = None
+
+    def figures(self) -> PeerFigures:
+        return PeerFigures(
+            used_bytes=self.used_bytes,
+            chunks=self.chunks,
+            disk_total_bytes=self.disk_total_bytes,
+            disk_free_bytes=self.disk_free_bytes,
+            rebalance=self.rebalance,
+        )
+
+
+class PullOrder(msgspec.Struct, frozen=True):
+    """Asks a peer to copy chunk ``id`` from ``source`` (a member's URL and id) and keep it
+    only if its block digests hash to ``digest``. ``name``/``version`` own the chunk."""
+
+    source: str
+    source_id: str | None
+    size: int
+    block_size: int
+    digest: bytes
+    name: str
+    version: str
+
+
+class ReplicaWriteReply(msgspec.Struct, frozen=True):
+    """What a replica did with a manifest: kept it or not, the version it now holds, and the
+    sealed bytes of the manifest it replaced (or None)."""
+
+    stored: bool
+    current: Version
+    replaced: bytes | None
+
+
+class ManifestList(msgspec.Struct, frozen=True):
+    """One page of a replica's manifests (sealed, without chunks), and whether more remain."""
+
+    manifests: list[bytes]
+    truncated: bool
+
+
+class ChunkStored(msgspec.Struct, frozen=True):
+    """The answer to a chunk upload or pull: the bytes now stored."""
+
+    size: int
+
+
+def encode(record: Any) -> bytes:
+    """The msgpack body of a record."""
+    return msgspec.msgpack.encode(record)
+
+
+def decode(data: bytes, kind: type[T]) -> T:
+    """Decode a msgpack body as ``kind``; raises CorruptData naming what is wrong."""
+    try:
+        return msgspec.msgpack.decode(data, type=kind)
+    except msgspec.DecodeError as exc:
+        raise CorruptData(f"malformed {kind.__name__}: {exc}") from exc

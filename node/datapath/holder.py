@@ -1,0 +1,95 @@
+"""The holder: what a peer does when another peer stores, reads, copies or deletes a chunk on
+it, or offers, reads, retracts or lists a manifest replica (Tahoe-LAFS's storage server).
+
+This is the business logic behind the peer-to-peer routes, free of HTTP: ``node.api.peer``
+adapts it to requests, and the in-process transport of the tests calls it directly. Every
+replica a holder keeps is told to ``on_replica_stored`` (the rebalancer checks whether the
+name needs work here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+
+from node.cluster.protocol import PullOrder
+from node.cluster.transport import Address, Transport
+from node.disk.chunk_store import ChunkStore
+from node.disk.manifest_store import ManifestStore
+from node.errors import CorruptData
+from node.model.digests import BlockDigests, chunk_digest
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.version import HybridClock, Version
+
+
+class Holder:
+    """The chunks and manifest replicas of this peer, as other peers use them."""
+
+    def __init__(
+        self,
+        chunks: ChunkStore,
+        manifests: ManifestStore,
+        clock: HybridClock,
+        transport: Transport,
+        on_replica_stored: Callable[[Manifest], None],
+    ) -> None:
+        self.chunks = chunks
+        self.manifests = manifests
+        self._clock = clock
+        self._transport = transport
+        self._on_replica_stored = on_replica_stored
+
+    def __repr__(self) -> str:
+        return f"Holder({self.chunks!r}, {self.manifests!r})"
+
+    async def write_chunk(
+        self, chunk_id: str, pieces: AsyncIterable[bytes], size: int | None, owner: ChunkMeta
+    ) -> ChunkMeta:
+        """Store a chunk from a stream; see ``ChunkStore.write`` for what it raises."""
+        return await self.chunks.write(chunk_id, pieces, size, owner)
+
+    def chunk_path(self, chunk_id: str) -> Path:
+        """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
+        return self.chunks.path(chunk_id)
+
+    async def pull_chunk(self, chunk_id: str, order: PullOrder, owner: ChunkMeta) -> ChunkMeta:
+        """Copy a chunk from the peer ``order`` names (a rebalancing move), kept only if its
+        block digests hash to ``order.digest``. Raises CorruptData on a mismatch, and what
+        the source or the store raise."""
+        source = Address(order.source, order.source_id)
+        async with self._transport.open_chunk(source, chunk_id, 0, order.size) as stream:
+
+            async def verified() -> AsyncIterator[bytes]:
+                digests = BlockDigests(order.block_size)
+                async for piece in stream.iter_any():
+                    digests.update(piece)
+                    yield piece
+                if chunk_digest(digests.digests()) != order.digest:
+                    raise CorruptData(f"chunk {chunk_id} from {order.source} fails its digest")
+
+            return await self.chunks.write(chunk_id, verified(), order.size, owner)
+
+    async def delete_chunk(self, chunk_id: str) -> None:
+        """Remove a chunk; raises ChunkNotFound if it is not here."""
+        await self.chunks.delete(chunk_id)
+
+    async def get_manifest(self, name: str) -> Manifest | None:
+        return await self.manifests.get(name)
+
+    async def put_manifest(
+        self, manifest: Manifest, expect: tuple[Version, int] | None
+    ) -> ReplicaWrite:
+        """Keep a replica if it takes precedence (see ``ManifestStore.put``)."""
+        self._clock.observe(manifest.version)
+        written = await self.manifests.put(manifest, expect)
+        if written.stored:
+            self._on_replica_stored(manifest)
+        return written
+
+    async def retract_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
+        await self.manifests.retract(name, precedence)
+
+    def list_manifests(
+        self, prefix: str, start_after: str, limit: int
+    ) -> tuple[list[Manifest], bool]:
+        return self.manifests.list(prefix, start_after, limit)

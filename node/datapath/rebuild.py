@@ -1,0 +1,97 @@
+"""Rebuilding chunks from the others: the repairer's one data-path operation.
+
+Chunks named as targets (index -> new holder) are recomputed stripe by stripe from any k
+readable chunks of the file version (``read_stripes``, re-encoded with ``codec``), streamed
+to their targets, checked against the block digests the manifest recorded, and the manifest
+is committed at the next revision with the new holders (over exactly the manifest it started
+from, so a concurrent move or repair cannot both win).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+from node.cluster.membership import Membership
+from node.cluster.peers import Peers
+from node.config import PeerConfig
+from node.datapath.chunk_streams import ChunkWriter, ChunkWriters
+from node.datapath.replicas import ManifestReplicas
+from node.datapath.stripes import encode, read_stripes
+from node.errors import CorruptData, Unavailable
+from node.model.manifest import ChunkRef, Manifest
+
+
+class Rebuilder:
+    """Recomputes lost or corrupt chunks onto new holders and commits where they live."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        peers: Peers,
+        replicas: ManifestReplicas,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._peers = peers
+        self._replicas = replicas
+
+    def __repr__(self) -> str:
+        return f"Rebuilder(peer={self._membership.me.id[:8]})"
+
+    async def rebuild(self, manifest: Manifest, targets: dict[int, str]) -> Manifest:
+        """Recompute chunks ``targets`` (index -> new holder) from the others and commit.
+
+        The chunks named in ``targets`` are not read. Returns the committed manifest.
+        Raises Unavailable (too few readable chunks, a target failed, no quorum) or
+        CorruptData (a rebuilt chunk differs from what the manifest recorded).
+        """
+        config, layout = self._config, manifest.layout
+        writers = {
+            index: ChunkWriter(
+                self._peers,
+                holder,
+                manifest.chunk_id(index),
+                manifest.chunk_owner(index),
+                layout.chunk_size,
+                config.queue_depth,
+                config.stall_timeout,
+            )
+            for index, holder in targets.items()
+        }
+        digests = {index: bytearray() for index in targets}
+        reading = read_stripes(
+            self._peers,
+            manifest,
+            range(layout.stripes),
+            set(targets),
+            self._membership.down_ids(),
+            config.queue_depth,
+            config.peer_timeout,
+        )
+        async with ChunkWriters(writers) as group:
+            async with contextlib.aclosing(reading) as read:
+                async for _, data in read:
+                    blocks, stripe_digests = await asyncio.to_thread(encode, data, layout.m)
+                    for index in digests:
+                        digests[index] += stripe_digests[index]
+                    await group.send(blocks)
+            stored = await group.finish()
+        failed = [i for i, size in stored.items() if size != layout.chunk_size]
+        if failed:
+            raise Unavailable(f"rebuilding {manifest.name!r}: chunks {failed} were not stored")
+        known = {ref.index: ref for ref in manifest.chunks}
+        for index in targets:
+            if index in known and known[index].block_digests != bytes(digests[index]):
+                raise CorruptData(f"rebuilt chunk {index} of {manifest.name!r} differs")
+        chunks = [ref for ref in manifest.chunks if ref.index not in targets]
+        chunks += [ChunkRef(i, targets[i], bytes(digests[i])) for i in targets]
+        updated = dataclasses.replace(
+            manifest,
+            chunks=tuple(sorted(chunks, key=lambda ref: ref.index)),
+            revision=manifest.revision + 1,
+        )
+        await self._replicas.commit(updated, base=manifest)
+        return updated

@@ -1,0 +1,217 @@
+"""Manifest replicas and their quorums: read, write, commit, read repair, retire.
+
+A name's manifest lives on the N members of its replica set (``Membership.replicas``). A read
+asks them until R answer (highest ``(version, revision)`` wins) and brings replicas found
+behind up to date in the background (read repair). A write goes to all N and succeeds at W;
+one that misses W is retracted from the replicas that took it. A commit is a write followed
+by retiring what it superseded: chunks no manifest references any more are deleted after the
+delete grace, once a fresh read confirms they are still unreferenced. With R + W > N a read
+after a successful write sees that version or a newer one (Dynamo, DeCandia et al., SOSP 2007).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from node.cluster.membership import Membership
+from node.cluster.peers import Peers
+from node.config import PeerConfig
+from node.datapath.chunk_streams import consume
+from node.errors import RingstoreError, Unavailable
+from node.model.manifest import Manifest, ReplicaWrite
+from node.model.version import HybridClock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tuple[str, str]]:
+    """The ``(holder, chunk id)`` pairs a commit of ``manifest`` left unreferenced.
+
+    Chunks of the manifests it replaced go, except those it still references. If no replica
+    stored it and every one already held a newer *version*, its own chunks go too; if they
+    held the same version at a newer revision (another move won), its own chunks stay.
+    """
+    acks = list(acks)
+    unused = {c for a in acks if a.replaced is not None for c in a.replaced.placed_chunks()}
+    if any(a.stored for a in acks):
+        return unused - manifest.placed_chunks()
+    if all(a.current > manifest.version for a in acks):
+        return unused | manifest.placed_chunks()
+    return unused
+
+
+class ManifestReplicas:
+    """Quorum reads and writes of manifests, and the background work they leave."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        peers: Peers,
+        clock: HybridClock,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._peers = peers
+        self._clock = clock
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"ManifestReplicas(N={self._config.manifest_replicas}, "
+            f"background={len(self._background)})"
+        )
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Cancel the read repairs and delayed deletions still pending."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _ask(
+        self, name: str, call: Callable[[str], Awaitable[T]], wanted: int
+    ) -> dict[str, T]:
+        """Call the replicas of ``name`` until ``wanted`` of them have answered.
+
+        Starts with the N members of the name's replica set; each one that fails is replaced
+        by the next handoff, so a peer that died a moment ago (not yet seen down) costs an
+        extra call, not the request. Returns the answers by member.
+        """
+        replicas = self._membership.replicas(name)
+        standbys = replicas.handoffs()
+        asking: dict[asyncio.Future[T], str] = {}
+
+        def ask(member: str) -> None:
+            asking[asyncio.ensure_future(call(member))] = member
+
+        for member in replicas.members:
+            ask(member)
+        answers: dict[str, T] = {}
+        try:
+            while asking and len(answers) < wanted:
+                done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    member = asking.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        answers[member] = task.result()
+                    elif not isinstance(error, RingstoreError):
+                        raise error
+                    elif (standby := next(standbys, None)) is not None:
+                        ask(standby)
+        finally:
+            for task in asking:
+                task.cancel()
+                task.add_done_callback(consume)
+        return answers
+
+    async def read(self, name: str, every_replica: bool = False) -> Manifest | None:
+        """The newest manifest of ``name`` among the first R replicas to answer.
+
+        Tombstones included. With ``every_replica``, all N replicas must answer (for
+        decisions that destroy data). Raises Unavailable when too few replicas answer.
+        Replicas found behind are brought up to date in the background.
+        """
+        config = self._config
+        quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
+
+        async def get(member: str) -> Manifest | None:
+            return await self._peers.get_manifest(member, name)
+
+        found = await self._ask(name, get, quorum)
+        if len(found) < quorum:
+            raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
+        versions = [m for m in found.values() if m is not None]
+        if not versions and quorum < config.manifest_replicas:
+            # The first "none"s may come from stand-ins for replicas that are down, which
+            # answer faster than a surviving replica reading its file: hear all N first.
+            found = await self._ask(name, get, config.manifest_replicas)
+            versions = [m for m in found.values() if m is not None]
+        if not versions:
+            return None
+        newest = max(versions, key=lambda m: m.precedence)
+        self._clock.observe(newest.version)
+        for replica, manifest in found.items():
+            if manifest is None or manifest.precedence < newest.precedence:
+                self._spawn(self._repair(replica, newest))
+        return newest
+
+    async def _repair(self, replica: str, manifest: Manifest) -> None:
+        try:
+            await self._peers.put_manifest(replica, manifest)
+        except RingstoreError as exc:
+            log.warning("read repair of %r on %s failed: %s", manifest.name, replica, exc)
+
+    async def _write(self, manifest: Manifest, base: Manifest | None) -> list[ReplicaWrite]:
+        """Write a manifest to its N replicas; raises Unavailable below the write quorum.
+
+        A write that misses the quorum is retracted from the replicas that took it, so a
+        failed PUT or DELETE does not surface later through them (as far as they answer).
+        """
+        expect = None if base is None else base.precedence
+
+        async def put(member: str) -> ReplicaWrite:
+            return await self._peers.put_manifest(member, manifest, expect)
+
+        answers = await self._ask(manifest.name, put, self._config.manifest_replicas)
+        quorum = self._config.manifest_write_quorum
+        counted = answers if base is None else {r: a for r, a in answers.items() if a.stored}
+        if len(counted) < quorum:
+            await asyncio.gather(
+                *(
+                    self._peers.retract_manifest(r, manifest)
+                    for r, answer in answers.items()
+                    if answer.stored
+                ),
+                return_exceptions=True,
+            )
+            raise Unavailable(
+                f"manifest of {manifest.name!r} reached {len(counted)} of the {quorum} "
+                "replicas needed"
+            )
+        return list(answers.values())
+
+    async def commit(self, manifest: Manifest, base: Manifest | None = None) -> None:
+        """Write ``manifest`` to a quorum of its replicas, then retire what it superseded.
+
+        ``base`` is the manifest a move or repair started from: the new revision is then
+        kept only by replicas still holding ``base``, and only if a quorum of them took it
+        does it count. Raises Unavailable below the quorum (nothing is retired then).
+        """
+        acks = await self._write(manifest, base)
+        unused = retired_chunks(acks, manifest)
+        if unused:
+            self.delete_later(manifest.name, unused, self._config.delete_grace)
+
+    def delete_later(self, name: str, chunks: set[tuple[str, str]], delay: float) -> None:
+        """Delete ``(holder, chunk id)`` pairs of ``name`` after ``delay`` seconds, in the
+        background, unless the current manifest references them by then."""
+        self._spawn(self._delete(name, chunks, delay))
+
+    async def _delete(self, name: str, chunks: set[tuple[str, str]], delay: float) -> None:
+        # What to delete was decided ``delay`` ago; since then a move or repair may have put
+        # the same chunk back on the same holder. So the current manifest is read first and
+        # whatever it references stays; if it cannot be read, nothing is deleted (garbage
+        # collection will decide later).
+        await asyncio.sleep(delay)
+        try:
+            current = await self.read(name)
+        except RingstoreError as exc:
+            log.info("not deleting chunks of %r now: %s", name, exc)
+            return
+        if current is not None:
+            chunks = chunks - current.placed_chunks()
+        for holder, chunk in sorted(chunks):
+            try:
+                await self._peers.delete_chunk(holder, chunk)
+            except (RingstoreError, KeyError) as exc:
+                log.info("chunk %s not deleted from %s: %s", chunk, holder, exc)

@@ -1,0 +1,158 @@
+"""The data path over the in-process grid: no sockets, real stores, real quorums and codes.
+
+Each test breaks or hangs grid peers the way the cluster tests stop or hang real ones, and
+checks what the coordinator, the replica quorums, the rebuilder and liveness do about it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.errors import FileNotFound, Unavailable
+from node.model.manifest import Manifest
+from tests.harness.grid import Grid, GridPeer
+
+BLOCK = 1024  # one stripe is 5 KiB: small files span several stripes
+
+
+@pytest.fixture
+async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
+    grid = Grid(tmp_path, 8, block_size=BLOCK, stall_timeout=0.5, peer_timeout=1.0)
+    await grid.start()
+    try:
+        yield grid
+    finally:
+        await grid.close()
+
+
+async def body(data: bytes, piece: int = 3000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+async def read(peer: GridPeer, name: str, start: int = 0, end: int | None = None) -> bytes:
+    manifest = await peer.coordinator.stat(name)
+    stop = manifest.size if end is None else end
+    return b"".join([bytes(p) async for p in peer.coordinator.stream(manifest, start, stop)])
+
+
+async def store(peer: GridPeer, name: str, data: bytes) -> Manifest:
+    return await peer.coordinator.put(name, body(data), len(data), "application/octet-stream")
+
+
+def holders_of(grid: Grid, manifest: Manifest, indexes: range) -> list[GridPeer]:
+    return [grid.peer_of(manifest.holders()[i]) for i in indexes]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 5, 6, BLOCK * 5 - 1, BLOCK * 5, BLOCK * 17 + 3])
+async def test_round_trip_through_different_coordinators(grid: Grid, size: int) -> None:
+    data = os.urandom(size)
+    manifest = await store(grid[1], "f", data)
+    assert len(manifest.chunks) == 7
+    assert len(set(manifest.holders().values())) == 7, "every chunk on a different peer"
+    assert await read(grid[6], "f") == data
+    assert await read(grid[3], "f", size // 3, size // 2) == data[size // 3 : size // 2]
+
+
+async def test_two_broken_data_holders_are_decoded_around_and_reported(grid: Grid) -> None:
+    data = os.urandom(BLOCK * 12 + 7)
+    manifest = await store(grid[0], "f", data)
+    for peer in holders_of(grid, manifest, range(2)):
+        grid.break_peer(peer)
+    reader = next(p for p in grid.peers if p.url not in grid.transport.broken)
+    assert await read(reader, "f") == data
+    assert reader.broken_reports == [("f", {0, 1})]
+
+
+async def test_three_broken_holders_fail_loudly(grid: Grid) -> None:
+    manifest = await store(grid[0], "f", os.urandom(BLOCK * 6))
+    for peer in holders_of(grid, manifest, range(3)):
+        grid.break_peer(peer)
+    reader = next(p for p in grid.peers if p.url not in grid.transport.broken)
+    with pytest.raises(Unavailable, match="readable"):
+        await read(reader, "f")
+
+
+async def test_a_holder_that_fails_mid_put_gives_a_degraded_file_and_counts_as_down(
+    grid: Grid,
+) -> None:
+    coordinator = grid[0]
+    victim = next(p for p in grid.peers[1:])
+    grid.break_peer(victim)
+    data = os.urandom(BLOCK * 9)
+    stored = [await store(coordinator, f"f{i}", data) for i in range(6)]
+    degraded = [m for m in stored if m.degraded]
+    assert degraded, "the broken peer was in some placement set"
+    assert all(len(m.chunks) == 6 for m in degraded)
+    assert victim.id not in coordinator.membership.up_ids(), "failed calls count against it"
+    for manifest in stored:
+        assert await read(grid[5], manifest.name) == data
+
+
+async def test_a_hung_holder_is_dropped_after_the_stall_timeout(tmp_path: Path) -> None:
+    """Seven peers: every placement set has them all, so the hung one is always in it."""
+    grid = Grid(tmp_path, 7, block_size=BLOCK, stall_timeout=0.5, peer_timeout=1.0)
+    await grid.start()
+    try:
+        hung = grid[2]
+        grid.hang_peer(hung)
+        data = os.urandom(BLOCK * 5 * 20)  # 20 blocks per chunk: more than a writer queues
+        manifest = await store(grid[0], "f", data)
+        assert manifest.degraded
+        assert hung.id not in manifest.holders().values()
+        live = grid[0].membership.liveness(hung.id)
+        assert live.failures >= 1 or not live.up, "the stall counts against the hung peer"
+        assert await read(grid[4], "f") == data
+    finally:
+        await grid.close()
+
+
+async def test_rebuild_moves_a_lost_chunk_to_a_spare_and_commits_it(grid: Grid) -> None:
+    data = os.urandom(BLOCK * 8 + 11)
+    manifest = await store(grid[0], "f", data)
+    lost = grid.peer_of(manifest.holders()[2])
+    grid.break_peer(lost)
+    spare = next(p for p in grid.peers if p.id not in manifest.holders().values())
+    rebuilt = await grid[0].rebuilder.rebuild(manifest, {2: spare.id})
+    assert rebuilt.holders()[2] == spare.id
+    assert rebuilt.revision == manifest.revision + 1
+    reader = grid[7] if grid[7] is not lost else grid[6]
+    assert (await reader.coordinator.stat("f")).holders()[2] == spare.id
+    assert await read(reader, "f") == data
+    assert reader.broken_reports == [], "nothing left to decode around"
+
+
+async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid) -> None:
+    replicas = grid[0].membership.replicas("f")
+    first = grid.peer_of(replicas.members[0])
+    grid.break_peer(first)
+    await store(grid[1] if grid[1] is not first else grid[2], "f", b"hello")
+    holding = [p for p in grid.peers if p.manifests.names() == ["f"]]
+    assert first not in holding
+    assert len(holding) == 3
+    assert next(replicas.handoffs()) in {p.id for p in holding}
+
+
+async def test_delete_leaves_a_tombstone_every_coordinator_sees(grid: Grid) -> None:
+    await store(grid[0], "f", b"x" * 100)
+    await grid[3].coordinator.delete("f")
+    for peer in (grid[1], grid[6]):
+        with pytest.raises(FileNotFound):
+            await peer.coordinator.stat("f")
+    assert (await grid[2].coordinator.delete("f")).deleted, "deleting again succeeds"
+
+
+async def test_liveness_comes_from_every_call(grid: Grid) -> None:
+    watcher, target = grid[0], grid[1]
+    grid.break_peer(target)
+    for _ in range(2):  # down_after = 2
+        with pytest.raises(Unavailable):
+            await watcher.peers.get_manifest(target.id, "anything")
+    assert target.id in watcher.membership.down_ids()
+    grid.mend_peer(target)
+    assert await watcher.peers.get_manifest(target.id, "anything") is None
+    assert target.id in watcher.membership.up_ids()

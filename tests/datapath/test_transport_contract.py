@@ -1,0 +1,150 @@
+"""One contract, two transports: HTTP between real in-process peers, and the in-process grid.
+
+Every peer-to-peer call behaves the same through both (the data-path tests on the grid are
+only worth something if it does): same results, same error classes, nothing stored on a
+refused write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node.cluster.protocol import PullOrder
+from node.cluster.transport import Address, HttpTransport, Transport
+from node.datapath.holder import Holder
+from node.errors import ChunkNotFound, CorruptData, PeerUnavailable
+from node.model.digests import BlockDigests, chunk_digest
+from node.model.layout import Layout
+from node.model.manifest import ChunkMeta, ChunkRef, Manifest
+from node.model.version import Version
+from tests.harness import LocalCluster
+from tests.harness.grid import Grid
+
+CHUNK = "0123456789abcdef0123456789abcdef-3"
+OWNER = ChunkMeta("ns/file", "5.0.p", 3, 1000)
+DATA = bytes(range(256)) * 10  # 2560 bytes: blocks of 1000, 1000 and 560
+
+
+@dataclass
+class Pair:
+    """A transport and two peers it can reach, with their holders for looking inside."""
+
+    transport: Transport
+    a: Address
+    b: Address
+    holder_a: Holder
+    holder_b: Holder
+
+
+@pytest.fixture(params=["http", "grid"])
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
+    if request.param == "grid":
+        grid = Grid(tmp_path, 2)
+        await grid.start()
+        try:
+            yield Pair(
+                grid.transport,
+                Address(grid[0].url, grid[0].id),
+                Address(grid[1].url, grid[1].id),
+                grid[0].holder,
+                grid[1].holder,
+            )
+        finally:
+            await grid.close()
+        return
+    cluster = LocalCluster(tmp_path)
+    try:
+        await cluster.start(2)
+        async with aiohttp.ClientSession() as session:
+            yield Pair(
+                HttpTransport(session, 5.0),
+                Address(cluster[0].url, cluster[0].id),
+                Address(cluster[1].url, cluster[1].id),
+                cluster[0].holder,
+                cluster[1].holder,
+            )
+    finally:
+        await cluster.stop()
+
+
+async def pieces(data: bytes, size: int = 700) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def read(pair: Pair, to: Address, offset: int = 0, length: int = 0) -> bytes:
+    async with pair.transport.open_chunk(to, CHUNK, offset, length) as stream:
+        return await stream.readexactly(length or len(DATA))
+
+
+def manifest(version: Version, revision: int = 0) -> Manifest:
+    chunks = (ChunkRef(0, "p", bytes(16)),)
+    return Manifest("ns/file", version, Layout(10, 5, 2, 100), "e", "t", chunks, revision=revision)
+
+
+def digest_of(data: bytes) -> bytes:
+    digests = BlockDigests(OWNER.block_size)
+    digests.update(data)
+    return chunk_digest(digests.digests())
+
+
+async def test_a_chunk_goes_in_and_comes_out_in_ranges(pair: Pair) -> None:
+    assert await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER) == 2560
+    assert await read(pair, pair.a) == DATA
+    assert await read(pair, pair.a, 1000, 1000) == DATA[1000:2000]
+    meta = await pair.holder_a.chunks.meta(CHUNK)
+    assert (meta.name, meta.index, meta.size) == ("ns/file", 3, 2560)
+    await pair.transport.delete_chunk(pair.a, CHUNK)
+    with pytest.raises(ChunkNotFound):
+        await read(pair, pair.a)
+    with pytest.raises(ChunkNotFound):
+        await pair.transport.delete_chunk(pair.a, CHUNK)
+
+
+async def test_a_pull_keeps_only_a_chunk_that_matches_its_digest(pair: Pair) -> None:
+    await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER)
+    order = PullOrder(pair.a.url, pair.a.peer_id, len(DATA), 1000, b"\0" * 16, "ns/file", "5.0.p")
+    with pytest.raises(CorruptData):
+        await pair.transport.pull_chunk(pair.b, CHUNK, order)
+    with pytest.raises(ChunkNotFound):
+        pair.holder_b.chunk_path(CHUNK)
+    good = PullOrder(
+        pair.a.url, pair.a.peer_id, len(DATA), 1000, digest_of(DATA), "ns/file", "5.0.p"
+    )
+    assert await pair.transport.pull_chunk(pair.b, CHUNK, good) == len(DATA)
+    assert await read(pair, pair.b) == DATA
+
+
+async def test_manifest_replicas_keep_only_what_takes_precedence(pair: Pair) -> None:
+    t, a = pair.transport, pair.a
+    assert await t.get_manifest(a, "ns/file") is None
+    first = manifest(Version(5, 0, "p"))
+    written = await t.put_manifest(a, first, None)
+    assert (written.stored, written.current, written.replaced) == (True, first.version, None)
+    assert await t.get_manifest(a, "ns/file") == first
+    older = await t.put_manifest(a, manifest(Version(4, 0, "p")), None)
+    assert (older.stored, older.current) == (False, first.version)
+    moved = manifest(first.version, revision=1)
+    wrong_base = await t.put_manifest(a, moved, (first.version, 7))
+    assert not wrong_base.stored
+    on_base = await t.put_manifest(a, moved, first.precedence)
+    assert on_base.stored
+    assert on_base.replaced == first
+    listed, truncated = await t.list_manifests(a, "ns/", "", 10)
+    assert [(m.name, m.revision, m.chunks) for m in listed] == [("ns/file", 1, ())]
+    assert not truncated
+    await t.retract_manifest(a, first)  # no longer exactly that one: kept
+    assert await t.get_manifest(a, "ns/file") == moved
+    await t.retract_manifest(a, moved)
+    assert await t.get_manifest(a, "ns/file") is None
+
+
+async def test_a_call_meant_for_another_peer_is_refused(pair: Pair) -> None:
+    impostor = Address(pair.a.url, pair.b.peer_id)
+    with pytest.raises(PeerUnavailable):
+        await pair.transport.get_manifest(impostor, "ns/file")

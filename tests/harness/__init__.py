@@ -1,0 +1,44 @@
+"""The test harness: clusters of real peers, an in-process network, and the helpers tests and
+benchmarks share.
+
+- ``local``: in-process peers on 127.0.0.1 (``LocalCluster``, ``LocalPeer``, ``Served``).
+- ``processes``: real ``ringstore peer`` processes (``ProcessCluster``), stopped by pid.
+- ``grid``: the data path wired in-process with no sockets at all (``Grid``), after
+  Tahoe-LAFS's NoNetworkGrid: break and hang peers, count what was called.
+- ``polling``: ``eventually``, the only way a test waits for a condition.
+- ``ports``, ``files``, ``disk``: free ports, public-API shortcuts, data-directory surgery.
+
+``bench/`` imports this package too, so a benchmark's cluster is started and stopped like a
+test's.
+"""
+
+from tests.harness.disk import chunk_files_in, flip_byte, incoming_files_in, manifest_replica_path
+from tests.harness.files import check_files, fully_redundant, get_file, get_manifest, put_file
+from tests.harness.local import FAST, LocalCluster, LocalPeer, Served
+from tests.harness.polling import eventually, spin
+from tests.harness.ports import free_port, free_port_block
+from tests.harness.processes import NetnsPeerProcess, ProcessCluster, own_record, peer_id_of
+
+__all__ = [
+    "FAST",
+    "LocalCluster",
+    "LocalPeer",
+    "NetnsPeerProcess",
+    "ProcessCluster",
+    "Served",
+    "check_files",
+    "chunk_files_in",
+    "eventually",
+    "flip_byte",
+    "free_port",
+    "free_port_block",
+    "fully_redundant",
+    "get_file",
+    "get_manifest",
+    "incoming_files_in",
+    "manifest_replica_path",
+    "own_record",
+    "peer_id_of",
+    "put_file",
+    "spin",
+]

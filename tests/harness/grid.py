@@ -1,0 +1,254 @@
+"""The data path with no network at all: peers wired to each other in-process.
+
+After Tahoe-LAFS's NoNetworkGrid: each ``GridPeer`` has real stores on disk, a ``Holder``, a
+``Membership`` that knows every other grid peer, and the data path (``Peers``,
+``ManifestReplicas``, ``Coordinator``, ``Rebuilder``) over ``GridTransport``, which calls the
+target's ``Holder`` directly instead of sending HTTP. Every manifest crosses it as bytes, as
+on the wire. ``break_peer`` makes every call to a peer fail as an unreachable peer would;
+``hang_peer`` makes calls wait until ``unhang_peer`` or, like an HTTP read timeout, fail after
+the peer timeout. ``calls`` counts calls by kind and peer.
+
+Use it to test data-path logic (quorums, degraded writes, decoding, rebuilds, liveness)
+without sockets; use ``LocalCluster`` when HTTP itself is under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from node.cluster.membership import Membership
+from node.cluster.peers import Peers
+from node.cluster.protocol import GossipMessage, PullOrder
+from node.cluster.transport import Address
+from node.config import PeerConfig
+from node.datapath.coordinator import Coordinator
+from node.datapath.holder import Holder
+from node.datapath.rebuild import Rebuilder
+from node.datapath.replicas import ManifestReplicas
+from node.disk.chunk_store import ChunkStore
+from node.disk.manifest_store import ManifestStore
+from node.errors import PeerUnavailable
+from node.model.digests import Buffer
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.version import HybridClock, Version
+from node.waiting import within
+from ring import Member
+
+GRID_VNODES = 64  # a small ring builds in microseconds; placement logic is the same
+
+
+class BytesStream:
+    """A chunk range read into memory, offered like aiohttp's StreamReader."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    async def readexactly(self, n: int) -> bytes:
+        if len(self._data) < n:
+            raise asyncio.IncompleteReadError(bytes(self._data), n)
+        piece, self._data = bytes(self._data[:n]), self._data[n:]
+        return piece
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while self._data:
+            yield await self.readexactly(min(len(self._data), 1 << 16))
+
+
+class GridTransport:
+    """The peer-to-peer calls, made by calling the target's ``Holder`` in-process."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout  # what a call to a hung peer waits before it fails
+        self.holders: dict[str, tuple[str, Holder]] = {}  # url -> (peer id, holder)
+        self.broken: set[str] = set()
+        self.hung: dict[str, asyncio.Event] = {}
+        self.calls: Counter[tuple[str, str]] = Counter()  # (call, url)
+
+    def __repr__(self) -> str:
+        return f"GridTransport(peers={len(self.holders)}, broken={len(self.broken)})"
+
+    async def _holder(self, call: str, to: Address) -> Holder:
+        self.calls[call, to.url] += 1
+        if to.url in self.hung:
+            try:
+                await within(self.hung[to.url].wait(), self.timeout)
+            except asyncio.TimeoutError:
+                raise PeerUnavailable(to.url, f"no answer in {self.timeout}s (grid)") from None
+        if to.url in self.broken or to.url not in self.holders:
+            raise PeerUnavailable(to.url, "connection refused (grid)")
+        peer_id, holder = self.holders[to.url]
+        if to.peer_id is not None and to.peer_id != peer_id:
+            raise PeerUnavailable(to.url, f"another peer answers here: not {to.peer_id}")
+        return holder
+
+    async def put_chunk(
+        self,
+        to: Address,
+        chunk_id: str,
+        body: AsyncIterable[Buffer],
+        size: int | None,
+        owner: ChunkMeta,
+    ) -> int:
+        holder = await self._holder("put_chunk", to)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            async for piece in body:
+                yield bytes(piece)
+
+        return (await holder.write_chunk(chunk_id, pieces(), size, owner)).size
+
+    @asynccontextmanager
+    async def open_chunk(
+        self, to: Address, chunk_id: str, offset: int, length: int
+    ) -> AsyncIterator[BytesStream]:
+        holder = await self._holder("open_chunk", to)
+        path = holder.chunk_path(chunk_id)
+        data = await asyncio.to_thread(path.read_bytes)
+        yield BytesStream(data[offset : offset + length] if length else data)
+
+    async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
+        holder = await self._holder("pull_chunk", to)
+        index = int(chunk_id.rpartition("-")[2])
+        owner = ChunkMeta(order.name, order.version, index, order.block_size)
+        return (await holder.pull_chunk(chunk_id, order, owner)).size
+
+    async def delete_chunk(self, to: Address, chunk_id: str) -> None:
+        await (await self._holder("delete_chunk", to)).delete_chunk(chunk_id)
+
+    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
+        found = await (await self._holder("get_manifest", to)).get_manifest(name)
+        return None if found is None else Manifest.from_bytes(found.to_bytes())
+
+    async def put_manifest(
+        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
+    ) -> ReplicaWrite:
+        holder = await self._holder("put_manifest", to)
+        return await holder.put_manifest(Manifest.from_bytes(manifest.to_bytes()), expect)
+
+    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
+        holder = await self._holder("retract_manifest", to)
+        await holder.retract_manifest(manifest.name, manifest.precedence)
+
+    async def list_manifests(
+        self, to: Address, prefix: str, start_after: str, limit: int
+    ) -> tuple[list[Manifest], bool]:
+        holder = await self._holder("list_manifests", to)
+        return holder.list_manifests(prefix, start_after, limit)
+
+    async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
+        raise PeerUnavailable(to.url, "the grid has no gossip: membership is fixed")
+
+
+@dataclasses.dataclass
+class GridPeer:
+    """One grid peer: its stores, holder, view of the cluster and data path."""
+
+    url: str
+    config: PeerConfig
+    chunks: ChunkStore
+    manifests: ManifestStore
+    holder: Holder
+    membership: Membership
+    peers: Peers
+    replicas: ManifestReplicas
+    coordinator: Coordinator
+    rebuilder: Rebuilder
+    broken_reports: list[tuple[str, set[int]]]  # (name, indexes) a read found broken
+
+    @property
+    def id(self) -> str:
+        return self.membership.me.id
+
+
+class Grid:
+    """``count`` peers wired in-process; every peer sees every other up from the start."""
+
+    def __init__(self, root: Path, count: int, **overrides: Any) -> None:
+        self.root = root
+        self.count = count
+        self.overrides = {"discovery": "none", "delete_grace": 0.0, **overrides}
+        timeout = PeerConfig(data_dir=root, **self.overrides).peer_timeout
+        self.transport = GridTransport(timeout)
+        self.peers: list[GridPeer] = []
+
+    def __repr__(self) -> str:
+        return f"Grid({self.count} peers, {self.transport!r})"
+
+    def __getitem__(self, index: int) -> GridPeer:
+        return self.peers[index]
+
+    async def start(self) -> None:
+        members = [Member(f"grid-peer-{i:02d}", f"grid://peer-{i}") for i in range(self.count)]
+        for i, me in enumerate(members):
+            self.peers.append(await self._peer(me, self.root / f"peer-{i}"))
+        for peer in self.peers:
+            peer.membership.merge(members)
+            await peer.membership.refresh_ring()
+            for member in members:
+                peer.membership.report_success(member.id)
+
+    async def _peer(self, me: Member, data_dir: Path) -> GridPeer:
+        config = PeerConfig(data_dir=data_dir, vnodes=GRID_VNODES, **self.overrides)
+        chunks, manifests = ChunkStore(data_dir, config.max_bytes), ManifestStore(data_dir)
+        await chunks.open()
+        await manifests.open()
+        clock = HybridClock(me.id)
+        holder = Holder(chunks, manifests, clock, self.transport, lambda manifest: None)
+        self.transport.holders[me.url] = (me.id, holder)
+        membership = Membership(
+            me, data_dir, GRID_VNODES, config.manifest_replicas, config.down_after
+        )
+        peers = Peers(membership, self.transport)
+        replicas = ManifestReplicas(config, membership, peers, clock)
+        reports: list[tuple[str, set[int]]] = []
+        coordinator = Coordinator(
+            config,
+            membership,
+            peers,
+            clock,
+            replicas,
+            lambda manifest, broken: reports.append((manifest.name, set(broken))),
+        )
+        rebuilder = Rebuilder(config, membership, peers, replicas)
+        return GridPeer(
+            me.url,
+            config,
+            chunks,
+            manifests,
+            holder,
+            membership,
+            peers,
+            replicas,
+            coordinator,
+            rebuilder,
+            reports,
+        )
+
+    def peer_of(self, member_id: str) -> GridPeer:
+        return next(p for p in self.peers if p.id == member_id)
+
+    def break_peer(self, peer: GridPeer) -> None:
+        """Every call to ``peer`` fails from now on, like a refused connection."""
+        self.transport.broken.add(peer.url)
+
+    def mend_peer(self, peer: GridPeer) -> None:
+        self.transport.broken.discard(peer.url)
+
+    def hang_peer(self, peer: GridPeer) -> None:
+        """Calls to ``peer`` get no answer until ``unhang_peer`` (or the peer timeout)."""
+        self.transport.hung[peer.url] = asyncio.Event()
+
+    def unhang_peer(self, peer: GridPeer) -> None:
+        self.transport.hung.pop(peer.url).set()
+
+    async def close(self) -> None:
+        for event in self.transport.hung.values():
+            event.set()
+        for peer in self.peers:
+            await peer.replicas.close()

@@ -1,0 +1,33 @@
+"""Free ports on 127.0.0.1 for peers the tests start (one place for every test and bench)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick; a race with other processes is
+    possible but harmless: a peer that cannot bind fails its start loudly)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports after it (for ``ringstore up``)."""
+    for base in range(24000 + os.getpid() % 1000 * 20, 60000, 37):
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of ports")

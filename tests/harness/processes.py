@@ -1,0 +1,226 @@
+"""Real ``ringstore peer`` processes, each started and stopped by its own pid."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from node.process.supervisor import PeerProcess
+from tests.harness.polling import eventually
+from tests.harness.ports import free_port
+
+
+class ProcessCluster:
+    """Real ``ringstore peer`` processes on free ports, each stopped by its own pid.
+
+    Peers join the first one and run no discovery, unless ``service_type`` is given: then they
+    find each other with mDNS under that (test-unique) type, and ``seeded=False`` drops the
+    seeds so mDNS is the only way.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        count: int,
+        *args: str,
+        service_type: str | None = None,
+        seeded: bool = True,
+    ) -> None:
+        self._root = root
+        self._args = args
+        self._service_type = service_type
+        ports = [free_port() for _ in range(count)]
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        fast = [
+            "--heartbeat-interval=0.2",
+            "--peer-timeout=2",
+            "--stall-timeout=3",
+            "--delete-grace=0.2",
+            "--log-level=info",
+        ]
+        if service_type is None:
+            fast.append("--discovery=none")
+        else:
+            fast += ["--discovery=zeroconf", f"--service-type={service_type}"]
+        self._fast = fast
+        self.peers = [
+            PeerProcess(
+                root / f"peer-{i}",
+                "127.0.0.1",
+                port,
+                [urls[0]] if i and seeded else [],
+                fast + list(args),
+            )
+            for i, port in enumerate(ports)
+        ]
+
+    async def add_peer(
+        self, session: aiohttp.ClientSession, *args: str, seeded: bool = True
+    ) -> PeerProcess:
+        """Start one more peer (joining the first, unless ``seeded`` is False)."""
+        peer = PeerProcess(
+            self._root / f"peer-{len(self.peers)}",
+            "127.0.0.1",
+            free_port(),
+            [self.peers[0].url] if seeded else [],
+            self._fast + list(self._args) + list(args),
+        )
+        self.peers.append(peer)  # stopped with the others, even if it fails to start
+        await peer.start()
+        await peer.wait_healthy(session, 30.0)
+        return peer
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.peers]
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(p.start() for p in self.peers))
+        await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
+        await self.wait_converged(session)
+
+    async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
+        running = [p for p in self.peers if p.running]
+
+        async def converged() -> bool:
+            for peer in running:
+                async with session.get(f"{peer.url}/cluster") as response:
+                    view = await response.json()
+                up = [m for m in view["peers"] if m["state"] == "up"]
+                if len(up) < len(running):
+                    return False
+            return True
+
+        await eventually(converged, timeout, "the processes to see each other")
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one peer, by its pid."""
+        process = self.peers[index].process
+        if process is None:
+            raise RuntimeError(f"peer {index} was never started")
+        os.kill(process.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop(timeout=5.0) for p in self.peers))
+
+    # --- additions for the process-level fault suite (tests/faults) ----------------------
+
+    async def crash(self, index: int) -> None:
+        """SIGKILL one peer by its pid and reap it, so ``running`` is False at once."""
+        self.kill(index)
+        process = self.peers[index].process
+        assert process is not None
+        await process.wait()
+
+    def index_of(self, peer_id: str) -> int:
+        """The index of the running peer whose data directory holds ``peer_id``."""
+        for index, peer in enumerate(self.peers):
+            if peer_id_of(peer.data_dir) == peer_id:
+                return index
+        raise KeyError(f"no peer of this cluster has id {peer_id}")
+
+    async def restart(self, index: int, session: aiohttp.ClientSession) -> None:
+        """Start peer ``index`` again (after a kill or a stop), on its port and data dir."""
+        peer = self.peers[index]
+        if peer.process is not None:
+            await peer.process.wait()  # reap a killed peer; a running one would be an error
+        await peer.start()
+        await peer.wait_healthy(session, 30.0)
+
+    async def views(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """``GET /cluster`` of every running peer, in peer order."""
+        found = []
+        for peer in self.peers:
+            if peer.running:
+                async with session.get(f"{peer.url}/cluster") as response:
+                    found.append(await response.json())
+        return found
+
+    async def used_bytes(self, session: aiohttp.ClientSession) -> list[int]:
+        """Chunk bytes each running peer reports for itself, in peer order."""
+        return [own_record(view)["used_bytes"] for view in await self.views(session)]
+
+    async def quiet(self, session: aiohttp.ClientSession) -> bool:
+        """Every peer sees every peer up and has no rebalancing queued or under way."""
+        for view in await self.views(session):
+            if sum(p["state"] == "up" for p in view["peers"]) < len(self.peers):
+                return False
+            me = own_record(view)
+            if me["rebalance"]["pending"] or me["rebalance"]["remaining_bytes"]:
+                return False
+        return True
+
+    async def settle(
+        self, session: aiohttp.ClientSession, timeout: float = 120, unchanged_for: float = 1.0
+    ) -> list[int]:
+        """Wait until rebalancing and the deletions after it are done; return used bytes.
+
+        Done means quiet, and every peer's used bytes unchanged for ``unchanged_for`` seconds
+        (longer than the delete grace and a heartbeat).
+
+        Writes made while a busy peer was briefly seen down are placed around it and moved
+        back once it is seen again, so "nothing moves from here on" needs this first.
+        """
+        await eventually(lambda: self.quiet(session), timeout, "rebalancing to finish", 0.1)
+        last: list[int] = []
+        since = time.monotonic()
+
+        async def stable() -> bool:
+            nonlocal last, since
+            now = await self.used_bytes(session)
+            if now != last:
+                last, since = now, time.monotonic()
+            return time.monotonic() - since >= unchanged_for and await self.quiet(session)
+
+        await eventually(stable, 60 + unchanged_for, "used bytes to settle", 0.1)
+        return last
+
+    async def scrub_stats(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """``GET /scrub`` of every running peer, in peer order."""
+        found = []
+        for peer in self.peers:
+            if peer.running:
+                async with session.get(f"{peer.url}/scrub") as response:
+                    found.append(await response.json())
+        return found
+
+    async def wait_seen_down(
+        self, session: aiohttp.ClientSession, peer_ids: set[str], timeout: float = 20.0
+    ) -> None:
+        """Wait until every running peer sees each of ``peer_ids`` as down."""
+
+        async def seen() -> bool:
+            for view in await self.views(session):
+                states = {p["id"]: p["state"] for p in view["peers"]}
+                if any(states.get(i) == "up" for i in peer_ids if i != view["self"]):
+                    return False
+            return True
+
+        await eventually(seen, timeout, f"{sorted(peer_ids)} to be seen down")
+
+
+def own_record(view: dict[str, Any]) -> dict[str, Any]:
+    """A peer's entry for itself in its ``/cluster`` answer."""
+    return next(p for p in view["peers"] if p["id"] == view["self"])
+
+
+def peer_id_of(data_dir: Path) -> str:
+    """The id a peer keeps in its data directory."""
+    return (data_dir / "peer-id").read_text().strip()
+
+
+class NetnsPeerProcess(PeerProcess):
+    """A ``ringstore peer`` run inside network namespace ``netns`` (``ip netns exec`` execs,
+    so the pid is still the peer's own)."""
+
+    def __init__(
+        self, netns: str, data_dir: Path, host: str, port: int, join: list[str], args: list[str]
+    ) -> None:
+        super().__init__(data_dir, host, port, join, args)
+        self._command = ["ip", "netns", "exec", netns, *self._command]

@@ -1,0 +1,70 @@
+"""``ringstore peer``'s options come from ``PeerConfig``: names, defaults and units agree."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from node.config import PeerConfig
+from node.process.cli import config_from_options, peer, up
+
+
+def parse(command: click.Command, *args: str) -> dict[str, Any]:
+    with command.make_context(command.name or "", list(args)) as context:
+        return dict(context.params)
+
+
+def peer_config(*args: str) -> PeerConfig:
+    params = parse(peer, "--data-dir", "d", *args)
+    params.pop("log_level")
+    return config_from_options(params)
+
+
+def test_no_options_give_exactly_the_config_defaults() -> None:
+    assert peer_config() == PeerConfig(data_dir=Path("d"))
+
+
+def test_every_option_field_is_an_option_and_nothing_else_is() -> None:
+    with_option = {f.name for f in dataclasses.fields(PeerConfig) if "option" in f.metadata}
+    params = {p.name for p in peer.params} - {"log_level"}
+    assert params == with_option
+    assert {"k", "write_quorum", "manifest_replicas", "vnodes"}.isdisjoint(params)
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "value"),
+    [
+        (("--rebalance-rate", "7"), "rebalance_rate", 7e6),
+        (("--scrub-rate", "0.5"), "scrub_rate", 0.5e6),
+        (("--parity", "1"), "m", 1),
+        (("--join", "http://a:1", "--join", "http://b:2"), "join", ("http://a:1", "http://b:2")),
+        (("--max-bytes", "1000"), "max_bytes", 1000),
+        (("--discovery", "none"), "discovery", "none"),
+        (("--interface", "127.0.0.2"), "interface", "127.0.0.2"),
+    ],
+)
+def test_options_reach_their_field_in_its_unit(
+    args: tuple[str, ...], field: str, value: object
+) -> None:
+    assert getattr(peer_config(*args), field) == value
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--port", "0"), ("--weight", "1001"), ("--parity", "11"), ("--discovery", "bonjour")],
+)
+def test_out_of_range_options_are_refused(args: tuple[str, ...]) -> None:
+    with pytest.raises(click.BadParameter):
+        peer_config(*args)
+
+
+def test_up_shares_the_peer_defaults() -> None:
+    params = parse(up)
+    defaults = PeerConfig(data_dir=Path("d"))
+    assert params["discovery"] == defaults.discovery
+    assert params["host"] == defaults.host
+    assert params["port"] == defaults.port
