@@ -1,9 +1,7 @@
-"""Fixtures shared by the suite: HTTP sessions, in-process clusters, a blocking-call guard."""
+"""Fixtures shared by the suite: HTTP sessions, in-process clusters, a blocked-loop guard."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,39 +9,19 @@ import aiohttp
 import pytest
 
 from tests.harness import LocalCluster
+from tests.harness.watchdog import LoopWatchdog
 
-SLOW_CALLBACK = 1.0  # seconds one loop step may take before the test fails (wall time: generous)
-
-
-class _SlowCallbacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "took" in message and "seconds" in message:
-            self.records.append(message)
+SLOW_STEP = 1.0  # seconds one loop step may block before the test fails (wall time: generous)
 
 
 @pytest.fixture
 async def loop_guard() -> AsyncIterator[None]:
-    """Fail a test whose event loop was blocked by one step for longer than SLOW_CALLBACK.
-
-    asyncio's debug mode times every callback; a disk write or a big hash on the loop shows
-    up here instead of as a mysteriously slow cluster.
-    """
-    loop = asyncio.get_running_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = SLOW_CALLBACK
-    handler = _SlowCallbacks()
-    logger = logging.getLogger("asyncio")
-    logger.addHandler(handler)
-    try:
+    """Fail a test whose event loop was blocked by one step for longer than SLOW_STEP, and
+    show where: a disk write, a big hash or a ring build on the loop shows up here instead
+    of as a mysteriously slow cluster."""
+    async with LoopWatchdog(SLOW_STEP) as watchdog:
         yield
-    finally:
-        logger.removeHandler(handler)
-    assert not handler.records, f"the event loop was blocked: {handler.records}"
+    assert not watchdog.stalls, "\n".join(watchdog.stalls)
 
 
 @pytest.fixture

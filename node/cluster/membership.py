@@ -70,6 +70,7 @@ class Membership:
         self._liveness: dict[str, Liveness] = {me.id: Liveness(up=True)}
         self._ring = Ring([me], vnodes)
         self._ring_stale = False
+        self._ring_lock = asyncio.Lock()
         self._unsaved = False  # members learned but not yet written to disk
         self.ring_changed_at = time.monotonic()
         self.learned = asyncio.Event()  # set whenever a member is learned (gossip waits on it)
@@ -165,13 +166,20 @@ class Membership:
             await asyncio.to_thread(write_atomically, self._path, records)
 
     async def refresh_ring(self) -> None:
-        """Rebuild the ring in a thread if members changed (O(vnodes x members))."""
-        if self._ring_stale:
-            self._ring_stale = False
-            ring = await asyncio.to_thread(Ring, list(self._members.values()), self._vnodes)
-            if ring.digest != self._ring.digest:
-                self.ring_changed_at = time.monotonic()
-            self._ring = ring
+        """Rebuild the ring in a thread if members changed (O(vnodes x members)).
+
+        One rebuild at a time: two overlapping rebuilds could finish out of order and leave
+        the older member list in place with nothing marked stale (a member missing from
+        every placement until the next join).
+        """
+        async with self._ring_lock:
+            while self._ring_stale:
+                self._ring_stale = False
+                members = list(self._members.values())
+                ring = await asyncio.to_thread(Ring, members, self._vnodes)
+                if ring.digest != self._ring.digest:
+                    self.ring_changed_at = time.monotonic()
+                self._ring = ring
 
     # --- liveness ---------------------------------------------------------------------------
 
