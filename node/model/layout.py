@@ -79,6 +79,3 @@ class Layout:
         if end <= start:
             return range(0)
         return range(start // self.stripe_size, (end - 1) // self.stripe_size + 1)
-
-    def with_parity(self, m: int) -> Layout:
-        return Layout(self.size, self.k, m, self.block_size)

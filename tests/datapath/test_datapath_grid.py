@@ -21,7 +21,9 @@ BLOCK = 1024  # one stripe is 5 KiB: small files span several stripes
 
 @pytest.fixture
 async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
-    grid = Grid(tmp_path, 8, block_size=BLOCK, stall_timeout=0.5, peer_timeout=1.0)
+    """Eight peers with the production timeouts: nothing here waits on one, and a loaded
+    machine must not turn a slow thread-pool read into a 'broken' chunk."""
+    grid = Grid(tmp_path, 8, block_size=BLOCK)
     await grid.start()
     try:
         yield grid

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from node.model.digests import block_digest
-from tests.harness import LocalCluster, LocalPeer, eventually, get_manifest
+from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually, get_manifest
 from tests.node.test_cluster_files import get, payload, put
 
 BLOCK = 4096
@@ -23,6 +23,7 @@ BLOCK = 4096
 async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
     local = LocalCluster(
         tmp_path,
+        **HANG_DETECTION,  # one test hangs a peer during a PUT
         block_size=BLOCK,
         repair_after=1.0,
         repair_interval=0.3,

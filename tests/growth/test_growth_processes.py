@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -44,22 +45,29 @@ async def six(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[Proc
 
 
 async def store(http: aiohttp.ClientSession, cluster: ProcessCluster) -> dict[str, str]:
+    """Store FILES files of random sizes through every peer in turn, 8 PUTs at a time."""
     rng = random.Random(5)
-    digests = {}
-    for i in range(FILES):
-        data = rng.randbytes(rng.randint(1, 6 * 5 * BLOCK))
-        name = f"grow/{i:04d}"
-        async with http.put(f"{cluster.urls[i % 6]}/files/{name}", data=data) as response:
+    files = {f"grow/{i:04d}": rng.randbytes(rng.randint(1, 6 * 5 * BLOCK)) for i in range(FILES)}
+    slots = asyncio.Semaphore(8)
+
+    async def put(i: int, name: str, data: bytes) -> None:
+        async with slots, http.put(f"{cluster.urls[i % 6]}/files/{name}", data=data) as response:
             assert response.status == 201, await response.text()
-        digests[name] = hashlib.sha256(data).hexdigest()
-    return digests
+
+    await asyncio.gather(*(put(i, name, data) for i, (name, data) in enumerate(files.items())))
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
 
 async def check_files(http: aiohttp.ClientSession, url: str, digests: dict[str, str]) -> None:
-    for name, digest in digests.items():
-        async with http.get(f"{url}/files/{name}") as response:
+    """Read every file back through ``url``, 8 GETs at a time; fail on any difference."""
+    slots = asyncio.Semaphore(8)
+
+    async def check(name: str, digest: str) -> None:
+        async with slots, http.get(f"{url}/files/{name}") as response:
             assert response.status == 200
             assert hashlib.sha256(await response.read()).hexdigest() == digest, name
+
+    await asyncio.gather(*(check(name, digest) for name, digest in digests.items()))
 
 
 async def test_joins_move_only_to_newcomers_about_their_share(

@@ -14,13 +14,14 @@ test's.
 
 from tests.harness.disk import chunk_files_in, flip_byte, incoming_files_in, manifest_replica_path
 from tests.harness.files import check_files, fully_redundant, get_file, get_manifest, put_file
-from tests.harness.local import FAST, LocalCluster, LocalPeer, Served
+from tests.harness.local import FAST, HANG_DETECTION, LocalCluster, LocalPeer, Served
 from tests.harness.polling import eventually, spin
 from tests.harness.ports import free_port, free_port_block
 from tests.harness.processes import NetnsPeerProcess, ProcessCluster, own_record, peer_id_of
 
 __all__ = [
     "FAST",
+    "HANG_DETECTION",
     "LocalCluster",
     "LocalPeer",
     "NetnsPeerProcess",

@@ -37,10 +37,10 @@ class ProcessCluster:
         self._service_type = service_type
         ports = [free_port() for _ in range(count)]
         urls = [f"http://127.0.0.1:{p}" for p in ports]
-        fast = [
+        fast = [  # as tests.harness.local.FAST: quick background work, production timeouts
             "--heartbeat-interval=0.2",
-            "--peer-timeout=2",
-            "--stall-timeout=3",
+            "--peer-timeout=10",
+            "--stall-timeout=10",
             "--delete-grace=0.2",
             "--log-level=info",
         ]
@@ -133,14 +133,18 @@ class ProcessCluster:
         await peer.start()
         await peer.wait_healthy(session, 30.0)
 
-    async def views(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
-        """``GET /cluster`` of every running peer, in peer order."""
+    async def _each(self, session: aiohttp.ClientSession, path: str) -> list[dict[str, Any]]:
+        """The JSON answer of ``GET path`` from every running peer, in peer order."""
         found = []
         for peer in self.peers:
             if peer.running:
-                async with session.get(f"{peer.url}/cluster") as response:
+                async with session.get(f"{peer.url}{path}") as response:
                     found.append(await response.json())
         return found
+
+    async def views(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        """``GET /cluster`` of every running peer, in peer order."""
+        return await self._each(session, "/cluster")
 
     async def used_bytes(self, session: aiohttp.ClientSession) -> list[int]:
         """Chunk bytes each running peer reports for itself, in peer order."""
@@ -183,12 +187,7 @@ class ProcessCluster:
 
     async def scrub_stats(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
         """``GET /scrub`` of every running peer, in peer order."""
-        found = []
-        for peer in self.peers:
-            if peer.running:
-                async with session.get(f"{peer.url}/scrub") as response:
-                    found.append(await response.json())
-        return found
+        return await self._each(session, "/scrub")
 
     async def wait_seen_down(
         self, session: aiohttp.ClientSession, peer_ids: set[str], timeout: float = 20.0

@@ -10,8 +10,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually
 from tests.node.test_cluster_files import get, payload, put, stored_chunk_ids
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+    """Seven peers that give up on a hung peer quickly: these tests hang peers on purpose."""
+    local = LocalCluster(tmp_path, block_size=4096, **HANG_DETECTION)
+    try:
+        await local.start(7)
+        yield local
+    finally:
+        await local.stop()
 
 
 async def manifest_of(http: aiohttp.ClientSession, url: str, name: str) -> dict:  # type: ignore[type-arg]

@@ -1,15 +1,25 @@
-"""Files through an in-process cluster of seven real peers: round trips, ranges, errors."""
+"""Files through an in-process cluster of seven real peers: round trips, ranges, errors.
+
+Every test here uses names of its own and leaves the peers running, so one cluster serves
+the whole module (its loop is the module's): starting seven peers per test cost more than
+most of these tests themselves.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import random
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.harness import LocalCluster, eventually
+from tests.harness.watchdog import LoopWatchdog
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BLOCK = 4096  # the cluster fixture's block size: one stripe is 5 blocks
 SIZES = [
@@ -25,6 +35,25 @@ SIZES = [
     1 << 20,
     (1 << 20) + 1,
 ]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    """Seven peers with small blocks, shared by the module, under one loop watchdog."""
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), block_size=BLOCK)
+    async with LoopWatchdog(1.0) as watchdog:
+        try:
+            await local.start(7)
+            yield local
+        finally:
+            await local.stop()
+    assert not watchdog.stalls, "\n".join(watchdog.stalls)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -232,34 +261,6 @@ async def test_listing_with_prefix_and_pages(
             break
         after = page["next"]
     assert seen == [n for n in names if n.startswith("list/") and n != "list/003"]
-
-
-async def test_cluster_and_health(cluster: LocalCluster, http: aiohttp.ClientSession) -> None:
-    await put(http, cluster[0].url, "f", payload(10_000))
-    async with http.get(f"{cluster[0].url}/health") as response:
-        assert response.status == 200
-    await eventually(lambda: cluster_chunks_seen(cluster) == 7, what="gossip of chunk counts")
-    async with http.get(f"{cluster[1].url}/cluster") as response:
-        view = await response.json()
-    assert view["self"] == cluster[1].id
-    assert len(view["peers"]) == 7
-    assert {p["state"] for p in view["peers"]} == {"up"}
-    assert sum(p["chunks"] for p in view["peers"]) == 7
-    assert view["ring"]["evenness"] >= 1.0
-    digests = set()
-    for peer in cluster.peers:
-        digests.add(peer.membership.ring.digest)
-    assert digests == {view["ring"]["digest"]}
-
-
-def cluster_chunks_seen(cluster: LocalCluster) -> int:
-    peer = cluster[1]
-    return sum(
-        peer.chunks.chunk_count
-        if m.id == peer.id
-        else peer.membership.liveness(m.id).figures.chunks
-        for m in peer.membership.members()
-    )
 
 
 async def chunk_ids(http: aiohttp.ClientSession, cluster: LocalCluster, name: str) -> set[str]:

@@ -156,12 +156,6 @@ def test_defaults_and_derived_counts() -> None:
     assert layout.stripe_size == DEFAULT_K * DEFAULT_BLOCK_SIZE
 
 
-def test_with_parity_only_changes_m() -> None:
-    layout = Layout(100, 3, 2, 8)
-    assert layout.with_parity(0) == Layout(100, 3, 0, 8)
-    assert layout.with_parity(2) == layout
-
-
 def test_empty_and_reversed_ranges_cover_no_stripe() -> None:
     layout = Layout(100, 3, 2, 8)
     assert layout.stripes_covering(5, 5) == range(0)
