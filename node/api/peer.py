@@ -29,7 +29,7 @@ from node.cluster.protocol import (
     encode,
 )
 from node.errors import CorruptData, FileNotFound, InvalidRequest
-from node.model.manifest import ChunkMeta, Manifest
+from node.model.manifest import ChunkMeta, Manifest, chunk_index
 from node.model.version import Version
 
 T = TypeVar("T")
@@ -58,15 +58,12 @@ async def _body(request: web.Request, kind: type[T]) -> T:
         raise InvalidRequest(exc.message) from exc
 
 
-def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str | int) -> ChunkMeta:
+def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str) -> ChunkMeta:
     try:
         return ChunkMeta(
-            unquote(name, errors="strict"),
-            version,
-            int(chunk_id.rpartition("-")[2]),
-            int(block_size),
+            unquote(name, errors="strict"), version, chunk_index(chunk_id), int(block_size)
         )
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise InvalidRequest(f"chunk {chunk_id}: bad owner or block size: {exc}") from exc
 
 
@@ -99,8 +96,7 @@ async def pull_chunk(request: web.Request) -> web.Response:
     """Copy a chunk from another peer (a rebalancing move), verified before it is kept."""
     chunk_id = request.match_info["chunk_id"]
     order = await _body(request, PullOrder)
-    meta = _chunk_meta(chunk_id, order.name, order.version, order.block_size)
-    return _stored(await request.app[HOLDER].pull_chunk(chunk_id, order, meta))
+    return _stored(await request.app[HOLDER].pull_chunk(chunk_id, order))
 
 
 async def delete_chunk(request: web.Request) -> web.Response:

@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures
-from node.errors import RingstoreError
+from node.errors import PeerUnavailable
 from node.model.version import HybridClock
-from node.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,8 @@ class Gossip:
     async def _exchange(self, url: str, member_id: str | None) -> None:
         timeout = max(1.0, 2 * self._interval)
         try:
-            reply = await self._peers.exchange(url, member_id, self.message(), timeout)
-            self.receive(reply)
-        except (RingstoreError, ValueError) as exc:
+            await self._peers.exchange(url, member_id, self.message(), timeout, self.receive)
+        except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
 
     async def round(self) -> None:
@@ -103,9 +101,8 @@ class Gossip:
     async def run(self) -> None:
         """Gossip every ``interval`` seconds, and at once when a member is learned."""
         while True:
-            self._membership.learned.clear()
             try:
                 await self.round()
             except Exception:  # a bug here must not end heartbeats for good
                 log.exception("gossip round failed")
-            await wait_event(self._membership.learned, self._interval)
+            await self._membership.wait_for_news(self._interval)

@@ -28,6 +28,7 @@ from node.cluster.protocol import MemberRecord, PeerFigures
 from node.cluster.transport import Address
 from node.disk.durable import write_atomically
 from node.model.names import name_key
+from node.waiting import wait_event
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Membership:
         self._ring_lock = asyncio.Lock()
         self._unsaved = False  # members learned but not yet written to disk
         self.ring_changed_at = time.monotonic()
-        self.learned = asyncio.Event()  # set whenever a member is learned (gossip waits on it)
+        self._learned = asyncio.Event()  # set whenever a member is learned
 
     def __repr__(self) -> str:
         up = len(self.up_ids())
@@ -143,8 +144,14 @@ class Membership:
         if not self._add(members):
             return False
         self._unsaved = True
-        self.learned.set()
+        self._learned.set()
         return True
+
+    async def wait_for_news(self, timeout: float) -> None:
+        """Return once a member has been learned since the last call, or after ``timeout``
+        seconds (gossip's pause between rounds: news is passed on at once)."""
+        await wait_event(self._learned, timeout)
+        self._learned.clear()
 
     def _add(self, members: Iterable[Member]) -> bool:
         changed = False

@@ -17,7 +17,7 @@ from typing import TypeVar
 from node.cluster.membership import Membership
 from node.cluster.protocol import GossipMessage, PullOrder
 from node.cluster.transport import Address, ChunkStream, Transport
-from node.errors import PeerUnavailable
+from node.errors import PeerUnavailable, RingstoreError
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
 from node.model.version import Version
@@ -27,14 +27,18 @@ T = TypeVar("T")
 
 
 class Peers:
-    """Calls to members by id, with liveness recorded for every outcome."""
+    """Calls to members by id, with liveness recorded for every outcome.
+
+    Every method raises what its ``Transport`` counterpart raises, and KeyError for a member
+    id the membership does not know.
+    """
 
     def __init__(self, membership: Membership, transport: Transport) -> None:
         self._membership = membership
-        self.transport = transport
+        self._transport = transport
 
     def __repr__(self) -> str:
-        return f"Peers({self._membership!r}, {self.transport!r})"
+        return f"Peers({self._membership!r}, {self._transport!r})"
 
     def report_failure(self, member: str, reason: str) -> None:
         """Count a failure the caller saw and the transport could not (a stalled stream)."""
@@ -59,7 +63,7 @@ class Peers:
     ) -> int:
         """Stream a chunk to ``member``; return the size it stored."""
         return await self._call(
-            member, lambda to: self.transport.put_chunk(to, chunk_id, body, size, owner)
+            member, lambda to: self._transport.put_chunk(to, chunk_id, body, size, owner)
         )
 
     @asynccontextmanager
@@ -68,12 +72,13 @@ class Peers:
     ) -> AsyncIterator[ChunkStream]:
         """Read bytes ``[offset, offset+length)`` of a chunk on ``member`` as a stream.
 
-        A PeerUnavailable raised while the stream is read counts against the member too.
+        A PeerUnavailable raised while opening or reading counts against the member. An
+        open stream is not yet a success: a holder that answers headers and then stalls
+        must still reach ``down_after``.
         """
         to = self._membership.address(member)
         try:
-            async with self.transport.open_chunk(to, chunk_id, offset, length) as stream:
-                self._membership.report_success(member)
+            async with self._transport.open_chunk(to, chunk_id, offset, length) as stream:
                 yield stream
         except PeerUnavailable as exc:
             self._membership.report_failure(member, str(exc))
@@ -96,50 +101,61 @@ class Peers:
         order = PullOrder(
             where.url, where.peer_id, size, owner.block_size, digest, owner.name, owner.version
         )
-        return await self._call(target, lambda to: self.transport.pull_chunk(to, chunk_id, order))
+        return await self._call(target, lambda to: self._transport.pull_chunk(to, chunk_id, order))
 
     async def delete_chunk(self, member: str, chunk_id: str) -> None:
-        await self._call(member, lambda to: self.transport.delete_chunk(to, chunk_id))
+        """Remove a chunk from ``member``; raises ChunkNotFound if it does not hold it."""
+        await self._call(member, lambda to: self._transport.delete_chunk(to, chunk_id))
 
     async def get_manifest(self, member: str, name: str) -> Manifest | None:
         """``member``'s replica of ``name``'s manifest, or None if it has none."""
-        return await self._call(member, lambda to: self.transport.get_manifest(to, name))
+        return await self._call(member, lambda to: self._transport.get_manifest(to, name))
 
     async def put_manifest(
         self, member: str, manifest: Manifest, expect: tuple[Version, int] | None = None
     ) -> ReplicaWrite:
         """Offer a manifest to a replica (only over exactly ``expect``, when given)."""
         return await self._call(
-            member, lambda to: self.transport.put_manifest(to, manifest, expect)
+            member, lambda to: self._transport.put_manifest(to, manifest, expect)
         )
 
     async def retract_manifest(self, member: str, manifest: Manifest) -> None:
-        await self._call(member, lambda to: self.transport.retract_manifest(to, manifest))
+        """Remove ``member``'s replica of ``manifest`` if it is still exactly that one."""
+        await self._call(member, lambda to: self._transport.retract_manifest(to, manifest))
 
     async def list_manifests(
         self, member: str, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
+        """A page of ``member``'s replicas (without chunks) and whether it had more."""
         return await self._call(
-            member, lambda to: self.transport.list_manifests(to, prefix, start_after, limit)
+            member, lambda to: self._transport.list_manifests(to, prefix, start_after, limit)
         )
 
     async def exchange(
-        self, url: str, member: str | None, gossip: GossipMessage, timeout: float
-    ) -> GossipMessage:
-        """One gossip exchange with the peer at ``url`` (``member``: its id, when known).
+        self,
+        url: str,
+        member: str | None,
+        gossip: GossipMessage,
+        timeout: float,
+        merge: Callable[[GossipMessage], None],
+    ) -> None:
+        """One gossip exchange with the peer at ``url`` (``member``: its id, when known):
+        send ``gossip``, then ``merge`` the answer.
 
-        The heartbeat: no answer within ``timeout`` is a failure like any other.
+        This is the heartbeat, so any failure counts against the member: no answer within
+        ``timeout``, an error answer of any kind, or an answer ``merge`` refuses (ValueError).
+        It counts for the member only once the answer is merged. Raises PeerUnavailable.
         """
         to = Address(url, member)
         try:
-            try:
-                reply = await within(self.transport.exchange(to, gossip), timeout)
-            except asyncio.TimeoutError as exc:
-                raise PeerUnavailable(url, f"no gossip answer within {timeout}s") from exc
-        except PeerUnavailable as exc:
+            reply = await within(self._transport.exchange(to, gossip), timeout)
+            merge(reply)
+        except (RingstoreError, asyncio.TimeoutError, ValueError) as exc:
+            reason = str(exc) or f"no gossip answer within {timeout}s"
             if member is not None:
-                self._membership.report_failure(member, str(exc))
-            raise
+                self._membership.report_failure(member, reason)
+            if isinstance(exc, PeerUnavailable):
+                raise
+            raise PeerUnavailable(url, reason) from exc
         if member is not None:
             self._membership.report_success(member)
-        return reply

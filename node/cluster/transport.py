@@ -100,7 +100,9 @@ class Transport(Protocol):
         """Have peer ``to`` copy a chunk as ``order`` says; return the size stored."""
         ...
 
-    async def delete_chunk(self, to: Address, chunk_id: str) -> None: ...
+    async def delete_chunk(self, to: Address, chunk_id: str) -> None:
+        """Remove a chunk; raises ChunkNotFound if the peer does not hold it."""
+        ...
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         """The peer's replica of ``name``'s manifest, or None if it has none."""
@@ -155,6 +157,17 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
 
 
+async def _read(response: aiohttp.ClientResponse, kind: type[T], json: bool = False) -> T:
+    """Decode an answer (msgpack, or JSON); an unreadable one means the peer is broken."""
+    data = await response.read()
+    try:
+        if json:
+            return msgspec.json.decode(data, type=kind)
+        return msgspec.msgpack.decode(data, type=kind)
+    except msgspec.DecodeError as exc:
+        raise PeerUnavailable(str(response.url), f"malformed {kind.__name__}: {exc}") from exc
+
+
 class HttpTransport:
     """The peer-to-peer API over HTTP, on one pooled aiohttp session."""
 
@@ -182,16 +195,6 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(url, str(exc) or type(exc).__name__) from exc
 
-    async def _read(self, response: aiohttp.ClientResponse, kind: type[T], json: bool = False) -> T:
-        """Decode an answer (msgpack, or JSON); an unreadable one means the peer is broken."""
-        data = await response.read()
-        try:
-            if json:
-                return msgspec.json.decode(data, type=kind)
-            return msgspec.msgpack.decode(data, type=kind)
-        except msgspec.DecodeError as exc:
-            raise PeerUnavailable(str(response.url), f"malformed {kind.__name__}: {exc}") from exc
-
     async def put_chunk(
         self,
         to: Address,
@@ -211,7 +214,7 @@ class HttpTransport:
         async with self._request(
             "PUT", to, f"/internal/chunks/{chunk_id}", data=body, headers=headers
         ) as response:
-            return (await self._read(response, ChunkStored, json=True)).size
+            return (await _read(response, ChunkStored, json=True)).size
 
     @asynccontextmanager
     async def open_chunk(
@@ -235,7 +238,7 @@ class HttpTransport:
             headers={"Content-Type": MSGPACK},
             timeout=timeout,
         ) as response:
-            return (await self._read(response, ChunkStored, json=True)).size
+            return (await _read(response, ChunkStored, json=True)).size
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}"):
@@ -262,7 +265,7 @@ class HttpTransport:
             params=params,
             headers={"Content-Type": MSGPACK},
         ) as response:
-            return replica_write(await self._read(response, ReplicaWriteReply))
+            return replica_write(await _read(response, ReplicaWriteReply))
 
     async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
         params = {
@@ -278,7 +281,7 @@ class HttpTransport:
     ) -> tuple[list[Manifest], bool]:
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
         async with self._request("GET", to, "/internal/manifests/list", params=params) as response:
-            page = await self._read(response, ManifestList)
+            page = await _read(response, ManifestList)
             return [Manifest.from_bytes(m) for m in page.manifests], page.truncated
 
     async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
@@ -289,4 +292,4 @@ class HttpTransport:
             data=encode(gossip),
             headers={"Content-Type": MSGPACK},
         ) as response:
-            return await self._read(response, GossipMessage)
+            return await _read(response, GossipMessage)

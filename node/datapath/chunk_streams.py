@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
 
 from node.cluster.peers import Peers
 from node.errors import CorruptData, PeerUnavailable
@@ -25,12 +24,6 @@ from node.model.manifest import ChunkMeta, ChunkRef
 from node.waiting import within
 
 log = logging.getLogger(__name__)
-
-
-def consume(task: asyncio.Future[Any]) -> None:
-    """Mark an abandoned task's outcome as seen, so asyncio does not log it."""
-    if not task.cancelled():
-        task.exception()
 
 
 class ChunkWriter:

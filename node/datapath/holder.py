@@ -16,9 +16,9 @@ from node.cluster.protocol import PullOrder
 from node.cluster.transport import Address, Transport
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
-from node.errors import CorruptData
+from node.errors import CorruptData, InvalidRequest, PeerUnavailable, Unavailable
 from node.model.digests import BlockDigests, chunk_digest
-from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index
 from node.model.version import HybridClock, Version
 
 
@@ -52,28 +52,40 @@ class Holder:
         """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
         return self.chunks.path(chunk_id)
 
-    async def pull_chunk(self, chunk_id: str, order: PullOrder, owner: ChunkMeta) -> ChunkMeta:
+    async def pull_chunk(self, chunk_id: str, order: PullOrder) -> ChunkMeta:
         """Copy a chunk from the peer ``order`` names (a rebalancing move), kept only if its
-        block digests hash to ``order.digest``. Raises CorruptData on a mismatch, and what
-        the source or the store raise."""
+        block digests hash to ``order.digest``; return its sidecar.
+
+        Raises InvalidRequest for an order that names no chunk, CorruptData on a digest
+        mismatch, Unavailable when the source cannot be read (the source's failure: this
+        peer did its part), and what the store raises.
+        """
+        try:
+            owner = ChunkMeta(order.name, order.version, chunk_index(chunk_id), order.block_size)
+        except ValueError as exc:
+            raise InvalidRequest(f"pull of {chunk_id}: {exc}") from exc
         source = Address(order.source, order.source_id)
-        async with self._transport.open_chunk(source, chunk_id, 0, order.size) as stream:
+        try:
+            async with self._transport.open_chunk(source, chunk_id, 0, order.size) as stream:
 
-            async def verified() -> AsyncIterator[bytes]:
-                digests = BlockDigests(order.block_size)
-                async for piece in stream.iter_any():
-                    digests.update(piece)
-                    yield piece
-                if chunk_digest(digests.digests()) != order.digest:
-                    raise CorruptData(f"chunk {chunk_id} from {order.source} fails its digest")
+                async def verified() -> AsyncIterator[bytes]:
+                    digests = BlockDigests(order.block_size)
+                    async for piece in stream.iter_any():
+                        digests.update(piece)
+                        yield piece
+                    if chunk_digest(digests.digests()) != order.digest:
+                        raise CorruptData(f"chunk {chunk_id} from {order.source} fails its digest")
 
-            return await self.chunks.write(chunk_id, verified(), order.size, owner)
+                return await self.chunks.write(chunk_id, verified(), order.size, owner)
+        except PeerUnavailable as exc:
+            raise Unavailable(f"cannot read {chunk_id} from its source: {exc}") from exc
 
     async def delete_chunk(self, chunk_id: str) -> None:
         """Remove a chunk; raises ChunkNotFound if it is not here."""
         await self.chunks.delete(chunk_id)
 
     async def get_manifest(self, name: str) -> Manifest | None:
+        """This peer's replica of ``name``'s manifest, or None (a damaged one reads as None)."""
         return await self.manifests.get(name)
 
     async def put_manifest(
@@ -87,9 +99,12 @@ class Holder:
         return written
 
     async def retract_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
+        """Drop the replica of ``name`` if it is exactly ``precedence``; raises nothing."""
         await self.manifests.retract(name, precedence)
 
     def list_manifests(
         self, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
+        """Up to ``limit`` replicas (without chunks) whose names start with ``prefix`` and
+        sort after ``start_after``, tombstones included, and whether more remain."""
         return self.manifests.list(prefix, start_after, limit)

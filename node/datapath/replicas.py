@@ -19,10 +19,10 @@ from typing import TypeVar
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.datapath.chunk_streams import consume
 from node.errors import RingstoreError, Unavailable
 from node.model.manifest import Manifest, ReplicaWrite
 from node.model.version import HybridClock
+from node.waiting import consume
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +39,7 @@ def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tupl
     unused = {c for a in acks if a.replaced is not None for c in a.replaced.placed_chunks()}
     if any(a.stored for a in acks):
         return unused - manifest.placed_chunks()
-    if all(a.current > manifest.version for a in acks):
+    if acks and all(a.current > manifest.version for a in acks):
         return unused | manifest.placed_chunks()
     return unused
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import xxhash
 
 from node.cluster.peers import Peers
-from node.datapath.chunk_streams import ChunkReader, ChunkWriters, consume
+from node.datapath.chunk_streams import ChunkReader, ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
 from node.errors import Unavailable
 from node.model.digests import DIGEST_SIZE, Buffer
 from node.model.layout import Layout
 from node.model.manifest import Manifest
+from node.waiting import consume
 
 
 @dataclass

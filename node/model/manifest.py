@@ -276,4 +276,10 @@ def file_id(name: str, version: Version) -> str:
 
 
 def chunk_id(file: str, index: int) -> str:
+    """The id of chunk ``index`` of file version ``file``: ``<file id>-<index>``."""
     return f"{file}-{index}"
+
+
+def chunk_index(chunk: str) -> int:
+    """The index part of a chunk id; raises ValueError if the id has none."""
+    return int(chunk.rpartition("-")[2])

@@ -41,27 +41,30 @@ def config_default(name: str) -> Any:
 
 
 def _click_type(kind: Any, spec: Option) -> Any:
-    """The click parameter type for a field of type ``kind`` (Optional unwrapped)."""
+    """The click parameter type for a field of type ``kind``; raises TypeError for a type
+    this generator does not know (a new kind of field must not quietly become text)."""
     if spec.choices:
         return click.Choice(spec.choices)
     if kind is int:
-        return click.IntRange(
-            None if spec.low is None else int(spec.low),
-            None if spec.high is None else int(spec.high),
-        )
+        low, high = (None if bound is None else int(bound) for bound in (spec.low, spec.high))
+        return click.IntRange(low, high)
     if kind is float:
         return click.FloatRange(spec.low, spec.high)
     if kind is Path:
         return click.Path(file_okay=False, path_type=Path)
-    return str
+    if kind is str:
+        return str
+    raise TypeError(f"no command-line type for config fields of type {kind!r}")
 
 
 def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[[F], F]:
+    """The click option of one config field (``X | None``: optional; ``tuple``: repeatable)."""
     flag = spec.flag or "--" + field.name.replace("_", "-")
-    optional = type(None) in typing.get_args(kind) and isinstance(kind, types.UnionType)
-    if optional:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
     multiple = typing.get_origin(kind) is tuple
+    if multiple:
+        (kind, _) = typing.get_args(kind)
     required = field.default is dataclasses.MISSING and not multiple
     default = None if required else field.default
     if isinstance(default, float) and spec.scale != 1.0:
@@ -69,7 +72,7 @@ def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[
     return click.option(
         flag,
         field.name,
-        type=_click_type(str if multiple else kind, spec),
+        type=_click_type(kind, spec),
         default=default,
         required=required,
         multiple=multiple,

@@ -5,8 +5,9 @@ After Tahoe-LAFS's NoNetworkGrid: each ``GridPeer`` has real stores on disk, a `
 ``ManifestReplicas``, ``Coordinator``, ``Rebuilder``) over ``GridTransport``, which calls the
 target's ``Holder`` directly instead of sending HTTP. Every manifest crosses it as bytes, as
 on the wire. ``break_peer`` makes every call to a peer fail as an unreachable peer would;
-``hang_peer`` makes calls wait until ``unhang_peer`` or, like an HTTP read timeout, fail after
-the peer timeout. ``calls`` counts calls by kind and peer.
+``fail_midway`` makes transfers to and from it break off part way; ``hang_peer`` makes calls
+wait until ``unhang_peer`` or, like an HTTP read timeout, fail after the peer timeout.
+``calls`` counts calls by kind and peer.
 
 Use it to test data-path logic (quorums, degraded writes, decoding, rebuilds, liveness)
 without sockets; use ``LocalCluster`` when HTTP itself is under test.
@@ -44,15 +45,21 @@ GRID_VNODES = 64  # a small ring builds in microseconds; placement logic is the 
 
 
 class BytesStream:
-    """A chunk range read into memory, offered like aiohttp's StreamReader."""
+    """A chunk range read into memory, offered like aiohttp's StreamReader. With ``cut_at``,
+    reading past that many bytes fails as a connection dropped mid-answer would."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, url: str, cut_at: int | None = None) -> None:
         self._data = memoryview(data)
+        self._url = url
+        self._left = len(data) if cut_at is None else cut_at
 
     async def readexactly(self, n: int) -> bytes:
+        if n > self._left:
+            raise PeerUnavailable(self._url, "connection reset mid-answer (grid)")
         if len(self._data) < n:
             raise asyncio.IncompleteReadError(bytes(self._data), n)
         piece, self._data = bytes(self._data[:n]), self._data[n:]
+        self._left -= n
         return piece
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -67,6 +74,7 @@ class GridTransport:
         self.timeout = timeout  # what a call to a hung peer waits before it fails
         self.holders: dict[str, tuple[str, Holder]] = {}  # url -> (peer id, holder)
         self.broken: set[str] = set()
+        self.failing_midway: set[str] = set()
         self.hung: dict[str, asyncio.Event] = {}
         self.calls: Counter[tuple[str, str]] = Counter()  # (call, url)
 
@@ -96,10 +104,13 @@ class GridTransport:
         owner: ChunkMeta,
     ) -> int:
         holder = await self._holder("put_chunk", to)
+        midway = to.url in self.failing_midway
 
         async def pieces() -> AsyncIterator[bytes]:
             async for piece in body:
                 yield bytes(piece)
+                if midway:
+                    raise PeerUnavailable(to.url, "connection reset mid-upload (grid)")
 
         return (await holder.write_chunk(chunk_id, pieces(), size, owner)).size
 
@@ -110,13 +121,13 @@ class GridTransport:
         holder = await self._holder("open_chunk", to)
         path = holder.chunk_path(chunk_id)
         data = await asyncio.to_thread(path.read_bytes)
-        yield BytesStream(data[offset : offset + length] if length else data)
+        data = data[offset : offset + length] if length else data
+        cut_at = len(data) // 2 if to.url in self.failing_midway else None
+        yield BytesStream(data, to.url, cut_at)
 
     async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
         holder = await self._holder("pull_chunk", to)
-        index = int(chunk_id.rpartition("-")[2])
-        owner = ChunkMeta(order.name, order.version, index, order.block_size)
-        return (await holder.pull_chunk(chunk_id, order, owner)).size
+        return (await holder.pull_chunk(chunk_id, order)).size
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         await (await self._holder("delete_chunk", to)).delete_chunk(chunk_id)
@@ -237,8 +248,14 @@ class Grid:
         """Every call to ``peer`` fails from now on, like a refused connection."""
         self.transport.broken.add(peer.url)
 
+    def fail_midway(self, peer: GridPeer) -> None:
+        """Calls to ``peer`` start well but break off: uploads after their first piece,
+        chunk reads halfway through, like a peer that dies mid-transfer."""
+        self.transport.failing_midway.add(peer.url)
+
     def mend_peer(self, peer: GridPeer) -> None:
         self.transport.broken.discard(peer.url)
+        self.transport.failing_midway.discard(peer.url)
 
     def hang_peer(self, peer: GridPeer) -> None:
         """Calls to ``peer`` get no answer until ``unhang_peer`` (or the peer timeout)."""

@@ -38,16 +38,31 @@ SIZES = [
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    """Seven peers with small blocks, shared by the module, under one loop watchdog."""
+async def watchdog() -> AsyncIterator[LoopWatchdog]:
+    """One loop watchdog for the module's loop (the shared cluster runs on it)."""
+    async with LoopWatchdog(1.0) as dog:
+        yield dog
+
+
+@pytest_asyncio.fixture(loop_scope="module", autouse=True)
+async def no_stall(watchdog: LoopWatchdog) -> AsyncIterator[None]:
+    """Fail the test during which the loop was blocked (the stall names the code)."""
+    before = len(watchdog.stalls)
+    yield
+    assert len(watchdog.stalls) == before, "\n".join(watchdog.stalls[before:])
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, watchdog: LoopWatchdog
+) -> AsyncIterator[LocalCluster]:
+    """Seven peers with small blocks, shared by the module."""
     local = LocalCluster(tmp_path_factory.mktemp("cluster"), block_size=BLOCK)
-    async with LoopWatchdog(1.0) as watchdog:
-        try:
-            await local.start(7)
-            yield local
-        finally:
-            await local.stop()
-    assert not watchdog.stalls, "\n".join(watchdog.stalls)
+    try:
+        await local.start(7)
+        yield local
+    finally:
+        await local.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -74,6 +74,14 @@ REPAIRS = [
     ({i: f"p{i}" for i in range(7)}, {(2, "p2")}, UP, {}, {2: "p2"}, "corrupt copy: in place"),
     ({i: f"p{i}" for i in range(7)}, {(2, "p9")}, UP, {}, {}, "report of another holder"),
     (
+        {**{i: f"p{i}" for i in range(6)}, 6: "stranger"},
+        set(),
+        UP,
+        {},
+        {},
+        "a holder this peer never heard of is not counted down: it may be a newcomer",
+    ),
+    (
         {i: f"p{i}" for i in range(7)},
         {(2, "p2")},
         UP - {"p2"},
