@@ -76,12 +76,20 @@ async def test_two_broken_data_holders_are_decoded_around_and_reported(grid: Gri
 
 
 async def test_three_broken_holders_fail_loudly(grid: Grid) -> None:
-    manifest = await store(grid[0], "f", os.urandom(BLOCK * 6))
-    for peer in holders_of(grid, manifest, range(3)):
+    # A file whose manifest replicas are not among the broken chunk holders: this is about
+    # chunks. (With every manifest replica down a read answers 404, not 503: a known limit,
+    # docs/durability.md.)
+    for attempt in range(50):
+        name = f"f{attempt}"
+        manifest = await store(grid[0], name, os.urandom(BLOCK * 6))
+        broken = holders_of(grid, manifest, range(3))
+        if not {p.id for p in broken} & set(grid[0].membership.replicas(name).members):
+            break
+    for peer in broken:
         grid.break_peer(peer)
-    reader = next(p for p in grid.peers if p.url not in grid.transport.broken)
+    reader = next(p for p in grid.peers if p not in broken)
     with pytest.raises(Unavailable, match="readable"):
-        await read(reader, "f")
+        await read(reader, name)
 
 
 async def test_a_holder_that_dies_mid_put_gives_a_degraded_file_and_one_failure(
