@@ -103,9 +103,12 @@ def config_from_options(values: dict[str, Any]) -> PeerConfig:
     return PeerConfig(**settings)
 
 
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
 @main.command()
 @config_options
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
 def peer(log_level: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
@@ -116,9 +119,21 @@ def peer(log_level: str, **options: Any) -> None:
 
 
 @main.command()
-@click.option("-n", "--peers", "count", default=7, show_default=True, type=click.IntRange(1, 64))
 @click.option(
-    "--data-dir", default=Path("data"), show_default=True, type=click.Path(path_type=Path)
+    "-n",
+    "--peers",
+    "count",
+    default=7,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many peers to start.",
+)
+@click.option(
+    "--data-dir",
+    default=Path("data"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the peers keep their data: DATA_DIR/peer-0, peer-1, ...",
 )
 @click.option(
     "--port",
@@ -127,15 +142,21 @@ def peer(log_level: str, **options: Any) -> None:
     type=click.IntRange(1, 65535),
     help="Port of the first peer; peer i serves on PORT+i.",
 )
-@click.option("--host", default=config_default("host"), show_default=True)
+@click.option(
+    "--host",
+    default=config_default("host"),
+    show_default=True,
+    help="Address every peer serves on.",
+)
 @click.option(
     "--discovery",
     type=click.Choice(["zeroconf", "none"]),
     default=config_default("discovery"),
     show_default=True,
+    help="Let peers (and peers started later) find each other with mDNS, or not.",
 )
 @click.option("--service-type", default=None, hidden=True)
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
 def up(
     count: int,
     data_dir: Path,
