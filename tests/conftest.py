@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,9 +32,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+def cluster_overrides() -> dict[str, Any]:
+    """Settings the ``cluster`` fixture's peers get on top of the harness's FAST ones; a
+    module that needs others (hang detection, quick repair) overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, loop_guard: None, cluster_overrides: dict[str, Any]
+) -> AsyncIterator[LocalCluster]:
     """Seven in-process peers with small blocks, so small files span several stripes."""
-    local = LocalCluster(tmp_path, block_size=4096)
+    local = LocalCluster(tmp_path, **{"block_size": 4096, **cluster_overrides})
     try:
         await local.start(7)
         yield local

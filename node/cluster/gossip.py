@@ -14,6 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+import msgspec
+
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures
@@ -52,16 +54,11 @@ class Gossip:
 
     def message(self) -> GossipMessage:
         """What this peer tells others now."""
-        figures = self._figures()
         return GossipMessage(
             sender=MemberRecord.of(self._membership.me),
             members=[MemberRecord.of(m) for m in self._membership.members()],
             clock=self._clock.now(),
-            used_bytes=figures.used_bytes,
-            chunks=figures.chunks,
-            disk_total_bytes=figures.disk_total_bytes,
-            disk_free_bytes=figures.disk_free_bytes,
-            rebalance=figures.rebalance,
+            **msgspec.structs.asdict(self._figures()),
         )
 
     def receive(self, message: GossipMessage) -> None:
@@ -79,10 +76,10 @@ class Gossip:
         membership.report_success(sender.id)
         membership.hear(sender.id, message.figures())
 
-    async def _exchange(self, url: str, member_id: str | None) -> None:
+    async def _exchange(self, url: str, member_id: str | None, message: GossipMessage) -> None:
         timeout = max(1.0, 2 * self._interval)
         try:
-            await self._peers.exchange(url, member_id, self.message(), timeout, self.receive)
+            await self._peers.exchange(url, member_id, message, timeout, self.receive)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
 
@@ -94,7 +91,8 @@ class Gossip:
             (m.url, m.id) for m in membership.members() if m.id != membership.me.id
         ]
         targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
-        await asyncio.gather(*(self._exchange(url, mid) for url, mid in targets))
+        message = self.message()  # one per round: its figures cost a statvfs
+        await asyncio.gather(*(self._exchange(url, mid, message) for url, mid in targets))
         await membership.save()
         await membership.refresh_ring()
 

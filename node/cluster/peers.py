@@ -151,7 +151,8 @@ class Peers:
             reply = await within(self._transport.exchange(to, gossip), timeout)
             merge(reply)
         except (RingstoreError, asyncio.TimeoutError, ValueError) as exc:
-            reason = str(exc) or f"no gossip answer within {timeout}s"
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            reason = f"no gossip answer within {timeout}s" if timed_out else str(exc)
             if member is not None:
                 self._membership.report_failure(member, reason)
             if isinstance(exc, PeerUnavailable):

@@ -76,13 +76,8 @@ class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "f
     clock: Version | None = None
 
     def figures(self) -> PeerFigures:
-        return PeerFigures(
-            used_bytes=self.used_bytes,
-            chunks=self.chunks,
-            disk_total_bytes=self.disk_total_bytes,
-            disk_free_bytes=self.disk_free_bytes,
-            rebalance=self.rebalance,
-        )
+        """The sender's storage figures alone."""
+        return PeerFigures(**{name: getattr(self, name) for name in PeerFigures.__struct_fields__})
 
 
 class PullOrder(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -71,7 +71,7 @@ def split_stripe(stripe: memoryview, k: int) -> list[memoryview]:
     return [stripe[i * block : (i + 1) * block] for i in range(k)]
 
 
-def encode(data: list[Buffer], m: int) -> tuple[dict[int, Buffer], dict[int, bytes]]:
+def encode(data: Sequence[Buffer], m: int) -> tuple[dict[int, Buffer], dict[int, bytes]]:
     """All k+m blocks of a stripe and each one's digest, by chunk index (blocking: a thread)."""
     blocks, digests = encode_stripe(data, m)
     return (
@@ -102,9 +102,7 @@ async def write_stripes(
         async for stripe in cut_stripes(body, k * block_size):
             size += len(stripe)
             content.update(stripe)  # in order, on the loop: xxh3 takes ~0.2 ms per stripe
-            encoding = asyncio.ensure_future(
-                asyncio.to_thread(encode, list(split_stripe(stripe, k)), m)
-            )
+            encoding = asyncio.ensure_future(asyncio.to_thread(encode, split_stripe(stripe, k), m))
             if pending is not None:
                 await send(await pending)
             pending = encoding

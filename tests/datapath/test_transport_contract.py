@@ -42,7 +42,9 @@ class Pair:
 
 
 @pytest.fixture(params=["http", "grid"])
-async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
+async def pair(
+    request: pytest.FixtureRequest, tmp_path: Path, loop_guard: None
+) -> AsyncIterator[Pair]:
     if request.param == "grid":
         grid = Grid(tmp_path, 2)
         await grid.start()

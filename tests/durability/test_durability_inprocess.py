@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,18 @@ BLOCK = 4096
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
-    local = LocalCluster(
-        tmp_path,
+def cluster_overrides() -> dict[str, Any]:
+    """Quick repair and collection; scrub only when a test wakes it."""
+    return {
         **HANG_DETECTION,  # one test hangs a peer during a PUT
-        block_size=BLOCK,
-        repair_after=1.0,
-        repair_interval=0.3,
-        gc_grace=0.5,
-        orphan_grace=0.5,
-        scrub_interval=3600.0,
-        scrub_rate=0,
-    )
-    try:
-        await local.start(7)
-        yield local
-    finally:
-        await local.stop()
+        "block_size": BLOCK,
+        "repair_after": 1.0,
+        "repair_interval": 0.3,
+        "gc_grace": 0.5,
+        "orphan_grace": 0.5,
+        "scrub_interval": 3600.0,
+        "scrub_rate": 0,
+    }
 
 
 def chunk_file(cluster: LocalCluster, chunk: dict[str, Any]) -> Path:

@@ -33,7 +33,7 @@ from tests.harness import (
     ProcessCluster,
     check_files,
     eventually,
-    free_port,
+    free_ports,
     fully_redundant,
     get_file,
     get_manifest,
@@ -146,7 +146,7 @@ async def partitionable(
     ]
     with network() as (netns, cut_here):
         cluster = ProcessCluster(tmp_path, 0)  # its helpers, with peers of our own
-        ports = [free_port() for _ in range(6)]
+        ports = free_ports(6)
         seed = f"http://{MAJORITY}:{ports[0]}"
         for i, port in enumerate(ports):
             join = [seed] if i else []

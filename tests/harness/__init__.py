@@ -16,7 +16,7 @@ from tests.harness.disk import chunk_files_in, flip_byte, incoming_files_in, man
 from tests.harness.files import check_files, fully_redundant, get_file, get_manifest, put_file
 from tests.harness.local import FAST, HANG_DETECTION, LocalCluster, LocalPeer, Served
 from tests.harness.polling import eventually, spin
-from tests.harness.ports import free_port, free_port_block
+from tests.harness.ports import free_port, free_port_block, free_ports
 from tests.harness.processes import NetnsPeerProcess, ProcessCluster, own_record, peer_id_of
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "flip_byte",
     "free_port",
     "free_port_block",
+    "free_ports",
     "fully_redundant",
     "get_file",
     "get_manifest",

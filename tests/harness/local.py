@@ -16,7 +16,6 @@ from aiohttp import web
 from node.api.keys import (
     CHUNKS,
     COORDINATOR,
-    GOSSIP,
     HOLDER,
     MANIFESTS,
     MEMBERSHIP,
@@ -25,7 +24,6 @@ from node.api.keys import (
     REPLICAS,
     SCRUBBER,
 )
-from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
@@ -182,10 +180,6 @@ class LocalPeer:
     @property
     def replicas(self) -> ManifestReplicas:
         return self._app()[REPLICAS]
-
-    @property
-    def gossip(self) -> Gossip:
-        return self._app()[GOSSIP]
 
     @property
     def holder(self) -> Holder:

@@ -9,10 +9,24 @@ import socket
 def free_port() -> int:
     """A port nothing listens on now (the kernel's pick; a race with other processes is
     possible but harmless: a peer that cannot bind fails its start loudly)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports nothing listens on now.
+
+    Each port stays bound until all are picked: picked one by one and released at once,
+    the kernel may hand out the same port twice (seen: two peers of one ProcessCluster given
+    one port, the second failed to start and the cluster never converged).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def free_port_block(count: int) -> int:

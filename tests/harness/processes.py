@@ -13,7 +13,7 @@ import aiohttp
 
 from node.process.supervisor import PeerProcess
 from tests.harness.polling import eventually
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port, free_ports
 
 
 class ProcessCluster:
@@ -35,7 +35,7 @@ class ProcessCluster:
         self._root = root
         self._args = args
         self._service_type = service_type
-        ports = [free_port() for _ in range(count)]
+        ports = free_ports(count)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         fast = [  # as tests.harness.local.FAST: quick background work, production timeouts
             "--heartbeat-interval=0.2",

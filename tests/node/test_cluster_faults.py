@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,14 +16,9 @@ from tests.node.test_cluster_files import get, payload, put, stored_chunk_ids
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
-    """Seven peers that give up on a hung peer quickly: these tests hang peers on purpose."""
-    local = LocalCluster(tmp_path, block_size=4096, **HANG_DETECTION)
-    try:
-        await local.start(7)
-        yield local
-    finally:
-        await local.stop()
+def cluster_overrides() -> dict[str, Any]:
+    """Peers that give up on a hung peer quickly: these tests hang peers on purpose."""
+    return dict(HANG_DETECTION)
 
 
 async def manifest_of(http: aiohttp.ClientSession, url: str, name: str) -> dict:  # type: ignore[type-arg]
