@@ -77,12 +77,21 @@ async def test_a_join_moves_only_to_the_newcomer_about_its_share(
     after = used(six)
     for old, (was, now) in enumerate(zip(before, after[:6], strict=True)):
         assert now <= was, f"old peer {old} grew from {was} to {now}"
+    # The newcomer holds exactly the chunks the committed manifests place on it: no strays.
+    placed = 0
+    for name in files:
+        manifest = await six[0].replicas.read(name)
+        assert manifest is not None
+        placed += manifest.layout.chunk_size * list(manifest.holders().values()).count(newcomer.id)
     moved = after[6]
+    assert moved == placed
+    # About its share: 120 files of mixed sizes on random peer ids and versions give a sample
+    # spread of about 7% (five local runs: 0.79..1.07 of the ideal), so the bound here is wide.
+    # How evenly the ring itself shares keys is asserted tightly on 20,000 keys with fixed
+    # ids in tests/ring/test_ring_balance.py.
     ideal = total / 7
     print(f"moved {moved} bytes, ideal {ideal:.0f}, ratio {moved / ideal:.3f}; fill {after}")
-    assert 0.8 <= moved / ideal <= 1.25
-    mean = total / 7
-    assert abs(newcomer.chunks.used_bytes - mean) / mean < 0.25
+    assert 0.6 <= moved / ideal <= 1.4
     for name, data in files.items():
         async with http.get(f"{newcomer.url}/files/{name}") as response:
             assert await response.read() == data, name
