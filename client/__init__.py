@@ -15,6 +15,7 @@ from client.errors import (
     PeerUnreachable,
     RingstoreError,
     ServerError,
+    Unauthenticated,
     Unavailable,
     UnexpectedResponse,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "RingInfo",
     "RingstoreError",
     "ServerError",
+    "Unauthenticated",
     "Unavailable",
     "UnexpectedResponse",
 ]

@@ -13,6 +13,7 @@ they read naturally (``except KeyError`` catches a missing file).
     │   └── FileNotFound                 404 file_not_found
     ├── Unavailable                      503 unavailable, peer_unavailable; 421 wrong_peer
     │   └── PeerUnreachable              no answer: connection refused or reset, timed out
+    ├── Unauthenticated                  401 unauthenticated: no valid credentials
     ├── InsufficientStorage              507 insufficient_storage
     ├── ServerError                      500 internal, any other 5xx
     │   └── CorruptData                  500 corrupt_data
@@ -107,6 +108,10 @@ class PeerUnreachable(Unavailable):
     """No peer answered: connections were refused, reset or timed out on every attempt."""
 
 
+class Unauthenticated(RingstoreError):
+    """The peer wants credentials this request did not carry, or refused them (401)."""
+
+
 class InsufficientStorage(RingstoreError):
     """A peer's disk is full (507)."""
 
@@ -138,6 +143,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "unavailable": Unavailable,
     "peer_unavailable": Unavailable,
     "wrong_peer": Unavailable,
+    "unauthenticated": Unauthenticated,
     "insufficient_storage": InsufficientStorage,
     "corrupt_data": CorruptData,
     "internal": ServerError,
@@ -145,6 +151,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
 
 _BY_STATUS: Mapping[int, type[RingstoreError]] = {
     400: InvalidRequest,
+    401: Unauthenticated,
     404: NotFound,
     416: InvalidRange,
     503: Unavailable,

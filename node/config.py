@@ -34,6 +34,8 @@ class Option:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     hidden: bool = False
+    envvar: str | None = None
+    secret: bool = False  # never shown as a default or echoed
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -49,7 +51,30 @@ class PeerConfig:
     host: str = field(default="127.0.0.1", metadata=option("Address to serve on."))
     port: int = field(default=8000, metadata=option("Port to serve on.", low=1, high=65535))
     join: tuple[str, ...] = field(
-        default=(), metadata=option("A peer to join (repeatable).", metavar="URL")
+        default=(),
+        metadata=option(
+            "Where to find the cluster (repeatable); admits nothing without its secret.",
+            metavar="URL",
+        ),
+    )
+    join_token: str | None = field(
+        default=None,
+        metadata=option(
+            "Join the cluster of this token (from `ringstore token`).",
+            metavar="TOKEN",
+            envvar="RINGSTORE_JOIN_TOKEN",
+            secret=True,
+        ),
+    )
+    join_token_file: Path | None = field(
+        default=None, metadata=option("Read the join token from this file.", metavar="FILE")
+    )
+    cluster_secret_file: Path | None = field(
+        default=None,
+        metadata=option(
+            "The cluster's secret file (mode 0600); addresses come from mDNS or --join.",
+            metavar="FILE",
+        ),
     )
     weight: int = field(
         default=1,
@@ -92,7 +117,6 @@ class PeerConfig:
             choices=("zeroconf", "none"),
         ),
     )
-    cluster: str = field(default="ringstore", metadata=option("mDNS cluster name."))
     interface: str | None = field(
         default=None, metadata=option("Address for mDNS (default: --host).", metavar="ADDR")
     )

@@ -14,6 +14,7 @@ status and a JSON body in one place, and the client maps them back.
     ├── Unavailable                        not enough healthy peers to serve the request
     │   └── PeerUnavailable                one peer could not be reached or failed
     │       └── WrongPeer                  another peer answers at that peer's address
+    ├── Unauthenticated                    a peer call without valid proof of membership
     ├── InsufficientStorage                a disk is full
     └── CorruptData                        stored bytes fail their digest
 """
@@ -80,6 +81,10 @@ class PeerUnavailable(Unavailable):
 
 class WrongPeer(PeerUnavailable):
     code = "wrong_peer"
+
+
+class Unauthenticated(RingstoreError):
+    code = "unauthenticated"
 
 
 class InsufficientStorage(RingstoreError):

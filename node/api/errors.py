@@ -18,6 +18,7 @@ from node.errors import (
     InvalidRequest,
     NotFound,
     RingstoreError,
+    Unauthenticated,
     Unavailable,
     WrongPeer,
 )
@@ -28,6 +29,7 @@ STATUS: dict[type[RingstoreError], int] = {
     InvalidRange: 416,
     WrongPeer: 421,
     InvalidRequest: 400,
+    Unauthenticated: 401,
     NotFound: 404,
     Unavailable: 503,
     InsufficientStorage: 507,

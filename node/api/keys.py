@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
@@ -22,6 +23,7 @@ from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
 
 CONFIG = web.AppKey("config", PeerConfig)
+AUTH = web.AppKey("auth", Authenticator)
 CHUNKS = web.AppKey("chunks", ChunkStore)
 MANIFESTS = web.AppKey("manifests", ManifestStore)
 MEMBERSHIP = web.AppKey("membership", Membership)

@@ -1,8 +1,9 @@
 """The peer-to-peer API under ``/internal/``: chunks, manifest replicas and gossip.
 
 Only other peers call these routes (``node.cluster.protocol`` lists them and their bodies).
-Each route parses its request, calls the ``Holder`` or ``Gossip``, and encodes the answer;
-what a peer *does* lives there, not here.
+``authenticated`` checks every request's proof of membership (``node.cluster.auth``) before
+any work, and signs every answer read whole. Each route parses its request, calls the
+``Holder`` or ``Gossip``, and encodes the answer; what a peer *does* lives there, not here.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from urllib.parse import unquote
 import msgspec
 from aiohttp import web
 
+from node.api.errors import Handler
 from node.api.input import body_pieces, query_int
-from node.api.keys import GOSSIP, HOLDER
+from node.api.keys import AUTH, GOSSIP, HOLDER
+from node.cluster.auth import AUTH_HEADER
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
@@ -28,18 +31,45 @@ from node.cluster.protocol import (
     decode,
     encode,
 )
-from node.errors import CorruptData, FileNotFound, InvalidRequest
+from node.errors import CorruptData, FileNotFound, InvalidRequest, Unauthenticated
 from node.model.manifest import ChunkMeta, Manifest, chunk_index
 from node.model.version import Version
 
 T = TypeVar("T")
 
+PREFIX = "/internal/"
+CHUNK = "/internal/chunks/{chunk_id}"
+STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
+
+
+@web.middleware
+async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (401) a peer-API request without valid proof of membership, before any work;
+    sign the answer when its body is sent whole. Other routes pass untouched."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    if not (request.path.startswith(PREFIX) or canonical.startswith(PREFIX)):
+        return await handler(request)
+    auth = request.app[AUTH]
+    # Chunk uploads stream; every other body is small and read whole to check its digest.
+    streamed = (request.method, canonical) in STREAMED
+    body = None if streamed else await request.read()
+    try:
+        nonce, _ = auth.check_request(request.method, request.raw_path, request.headers, body)
+    except Unauthenticated as exc:
+        auth.note_refusal(f"{request.method} {request.path} from {request.remote}", exc.message)
+        raise
+    response = await handler(request)
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        response.headers[AUTH_HEADER] = auth.sign_answer(nonce, response.status, response.body)
+    return response
+
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put("/internal/chunks/{chunk_id}", put_chunk)
-    app.router.add_get("/internal/chunks/{chunk_id}", get_chunk)
-    app.router.add_delete("/internal/chunks/{chunk_id}", delete_chunk)
-    app.router.add_post("/internal/chunks/{chunk_id}/pull", pull_chunk)
+    app.router.add_put(CHUNK, put_chunk)
+    app.router.add_get(CHUNK, get_chunk)
+    app.router.add_delete(CHUNK, delete_chunk)
+    app.router.add_post(CHUNK + "/pull", pull_chunk)
     app.router.add_get("/internal/manifests", get_manifest)
     app.router.add_put("/internal/manifests", put_manifest)
     app.router.add_delete("/internal/manifests", retract_manifest)

@@ -1,8 +1,10 @@
 """mDNS discovery: announce this peer and learn where the other peers of its cluster are.
 
 Discovery is only an address book. It announces ``<peer-id>.<service_type>`` with the peer's
-id, cluster, weight and URL in TXT, browses the same type, and hands every peer of the same
-cluster it resolves to ``Membership.learn``; gossip then heartbeats the newcomer over HTTP.
+id, cluster id (never the secret), weight and URL in TXT, browses the same type, and hands
+the URL of every peer of the same cluster it resolves to gossip as a seed. Nothing heard
+over mDNS makes a member: gossip then calls that address, and only a peer that signs its
+answer with the cluster secret is learned.
 Liveness never comes from mDNS (a killed peer stays in mDNS caches for ~19 minutes), so
 removals are ignored and members are never dropped.
 
@@ -25,11 +27,11 @@ import ipaddress
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 
 from zeroconf import DNSQuestionType, Error, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.waiting import within
 from ring import Member
@@ -44,17 +46,20 @@ RESOLVE_ATTEMPTS = 3
 
 
 class Discovery:
-    """Announces this peer over mDNS and feeds the peers it finds to ``membership``.
+    """Announces this peer over mDNS and tells ``found`` the URLs of its cluster's peers.
 
     ``state`` is one of: ``stopped``, ``announcing`` (probing and announcing our name),
     ``working`` (we heard our own announcement), ``not working`` (we did not, or zeroconf
     could not start; the peer runs on seeds only).
     """
 
-    def __init__(self, config: PeerConfig, membership: Membership) -> None:
+    def __init__(
+        self, config: PeerConfig, cluster_id: str, me: Member, found: Callable[[str], None]
+    ) -> None:
         self._config = config
-        self._membership = membership
-        self._me = membership.me
+        self._cluster = cluster_id
+        self._found = found
+        self._me = me
         self._type = config.service_type
         self._name = f"{self._me.id}.{config.service_type}"
         self._azc: AsyncZeroconf | None = None
@@ -63,13 +68,13 @@ class Discovery:
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._heard_self = asyncio.Event()
         self.state = "stopped"
-        self.learned: set[str] = set()  # ids of members found here
+        self.learned: set[str] = set()  # ids of peers of our cluster found here
         self.ignored: set[str] = set()  # service names of other clusters or unreadable records
 
     def __repr__(self) -> str:
         return (
             f"Discovery({self._config.zeroconf_address}, {self._type}, "
-            f"cluster={self._config.cluster!r}, state={self.state!r}, "
+            f"cluster={self._cluster}, state={self.state!r}, "
             f"learned={len(self.learned)}, ignored={len(self.ignored)}, "
             f"resolving={len(self._resolving)})"
         )
@@ -135,7 +140,7 @@ class Discovery:
             port=config.port,
             properties={
                 "id": self._me.id,
-                "cluster": config.cluster,
+                "cluster": self._cluster,
                 "weight": str(self._me.weight),
                 "url": self._me.url,
             },
@@ -210,12 +215,12 @@ class Discovery:
             if member.id not in self.learned:
                 log.info("mDNS found %s at %s", member.id, member.url)
             self.learned.add(member.id)
-            self._membership.learn(member)
+            self._found(member.url)
 
     def _member(self, name: str, info: AsyncServiceInfo) -> Member | None:
         """The member a resolved service describes, or None if it is not one of ours."""
         props = info.decoded_properties
-        if props.get("cluster") != self._config.cluster:
+        if props.get("cluster") != self._cluster:
             self.ignored.add(name)
             log.debug("mDNS: ignoring %s of cluster %r", name, props.get("cluster"))
             return None

@@ -6,6 +6,11 @@ merges the answers, which are the receivers' own messages. A member learned by o
 so learned by all within a round or two, with or without multicast; clocks observed this way
 keep versions issued by different peers in causal order within a heartbeat. The exchange is
 also the heartbeat: its outcome feeds liveness (through ``Peers``).
+
+Members enter only through gossip, and every exchange is signed both ways with the cluster
+secret (``node.cluster.auth``): a member is always vouched for by a peer that holds the
+secret. Seeds (``--join``, a join token's URLs, peers found by mDNS) are only addresses to
+try; a process there that cannot sign its answer teaches nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from node.errors import PeerUnavailable
 from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
+
+# Addresses to try at most (mDNS finds of one cluster on one LAN stay far below this).
+MAX_SEEDS = 1024
 
 
 class Gossip:
@@ -47,6 +55,16 @@ class Gossip:
 
     def __repr__(self) -> str:
         return f"Gossip(every {self._interval}s, seeds={len(self._seeds)})"
+
+    def add_seed(self, url: str) -> None:
+        """An address where a member may be (found by mDNS): gossip with it at once."""
+        url = url.rstrip("/")
+        if url != self._membership.me.url and url not in self._seeds:
+            if len(self._seeds) >= MAX_SEEDS:
+                log.warning("not trying %s: already %d addresses to try", url, MAX_SEEDS)
+                return
+            self._seeds.append(url)
+            self._membership.news()
 
     def own_figures(self) -> PeerFigures:
         """This peer's storage figures now, as it reports them to others."""

@@ -26,14 +26,13 @@ import msgspec
 from node.cluster.placement import PlacementSet, place
 from node.cluster.protocol import MemberRecord, PeerFigures
 from node.cluster.transport import Address
+from node.disk.data_dir import MEMBERS_FILE
 from node.disk.durable import write_atomically
 from node.model.names import name_key
 from node.waiting import wait_event
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)
-
-MEMBERS_FILE = "members.msgpack"  # a msgpack array of MemberRecord maps
 
 
 @dataclass
@@ -120,6 +119,7 @@ class Membership:
 
     def load(self) -> None:
         """Read the persisted member list and build the ring (blocking; before serving)."""
+        self._unsaved = True  # until the list holds this peer's record as it is now
         try:
             data = self._path.read_bytes()
         except FileNotFoundError:
@@ -129,6 +129,7 @@ class Membership:
         except (msgspec.DecodeError, ValueError) as exc:
             log.error("ignoring unreadable %s (%s); members will be relearned", self._path, exc)
             return
+        self._unsaved = self.me not in members
         self._add(members)
         self._ring = Ring(self._members.values(), self._vnodes)
         self._ring_stale = False
@@ -146,6 +147,10 @@ class Membership:
         self._unsaved = True
         self._learned.set()
         return True
+
+    def news(self) -> None:
+        """Wake ``wait_for_news`` now (an address worth gossiping with was found)."""
+        self._learned.set()
 
     async def wait_for_news(self, timeout: float) -> None:
         """Return once a member has been learned since the last call, or after ``timeout``

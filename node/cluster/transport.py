@@ -2,11 +2,13 @@
 
 A transport makes one call of the peer-to-peer API (``node.cluster.protocol``) to an address;
 it knows nothing of members or liveness (``node.cluster.peers`` adds those). ``HttpTransport``
-is the real one: one pooled aiohttp session serves every call, and here, and only here,
-transport failures and error answers become the domain exceptions of ``node.errors``: a
-transport failure, an unreadable answer or an unexplained server error is PeerUnavailable
-(it counts against the peer's liveness); an error the peer explained (404, 507, a corrupt
-manifest...) is raised as the class it named. Tests swap in an in-process transport.
+is the real one: one pooled aiohttp session serves every call, each signed with the cluster
+secret and each answer read whole checked for the answerer's signature (``node.cluster.auth``).
+Here, and only here, transport failures and error answers become the domain exceptions of
+``node.errors``: a transport failure, an unreadable or unsigned answer, a refusal of our
+credentials (401) or an unexplained server error is PeerUnavailable (it counts against the
+peer's liveness); an error the peer explained (404, 507, a corrupt manifest...) is raised as
+the class it named. Tests swap in an in-process transport.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import msgspec
+from yarl import URL
 
+from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, content_digest
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
@@ -40,6 +44,7 @@ from node.errors import (
     NotFound,
     PeerUnavailable,
     RingstoreError,
+    Unauthenticated,
     error_from_code,
 )
 from node.model.digests import Buffer
@@ -143,6 +148,8 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
         code, message = str(error["code"]), str(error["message"])
     except (aiohttp.ClientError, ValueError, KeyError, TypeError):
         code, message = "", response.reason or ""
+    if response.status == 401:  # we are not (or no longer) a member in its eyes
+        raise PeerUnavailable(url, f"refused our credentials: {message}")
     known = error_from_code(code, message)
     if known is not None:
         raise known
@@ -157,22 +164,42 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     raise PeerUnavailable(url, f"HTTP {response.status} {code}: {message}")
 
 
-async def _read(response: aiohttp.ClientResponse, kind: type[T], json: bool = False) -> T:
-    """Decode an answer (msgpack, or JSON); an unreadable one means the peer is broken."""
-    data = await response.read()
-    try:
-        if json:
-            return msgspec.json.decode(data, type=kind)
-        return msgspec.msgpack.decode(data, type=kind)
-    except msgspec.DecodeError as exc:
-        raise PeerUnavailable(str(response.url), f"malformed {kind.__name__}: {exc}") from exc
+@dataclass(frozen=True)
+class _Reply:
+    """An answer, and what checks that its body comes from a member."""
+
+    response: aiohttp.ClientResponse
+    nonce: str
+    auth: Authenticator
+
+    async def body(self) -> bytes:
+        """The body, read whole; raises PeerUnavailable unless a member signed it."""
+        data = await self.response.read()
+        try:
+            header = self.response.headers.get(AUTH_HEADER)
+            self.auth.check_answer(self.nonce, self.response.status, data, header)
+        except Unauthenticated as exc:
+            raise PeerUnavailable(str(self.response.url), exc.message) from exc
+        return data
+
+    async def decode(self, kind: type[T], json: bool = False) -> T:
+        """Decode the signed body (msgpack, or JSON); an unreadable one means a broken peer."""
+        data = await self.body()
+        try:
+            if json:
+                return msgspec.json.decode(data, type=kind)
+            return msgspec.msgpack.decode(data, type=kind)
+        except msgspec.DecodeError as exc:
+            url = str(self.response.url)
+            raise PeerUnavailable(url, f"malformed {kind.__name__}: {exc}") from exc
 
 
 class HttpTransport:
     """The peer-to-peer API over HTTP, on one pooled aiohttp session."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeout: float, auth: Authenticator) -> None:
         self._session = session
+        self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
 
     def __repr__(self) -> str:
@@ -180,20 +207,38 @@ class HttpTransport:
 
     @asynccontextmanager
     async def _request(
-        self, method: str, to: Address, path: str, **kwargs: Any
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        kwargs.setdefault("timeout", self._timeout)
+        self,
+        method: str,
+        to: Address,
+        path: str,
+        params: dict[str, str] | None = None,
+        data: bytes | AsyncIterable[Buffer] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[_Reply]:
+        """Make one signed call; yields the answer once its status is a success."""
+        url = URL(f"{to.url}{path}")
+        if params:
+            url = url.with_query(params)
+        headers = dict(headers or {})
         if to.peer_id is not None:
-            kwargs["headers"] = {**kwargs.get("headers", {}), PEER_HEADER: to.peer_id}
-        url = f"{to.url}{path}"
+            headers[PEER_HEADER] = to.peer_id
+        if data is None or isinstance(data, bytes):
+            digest = content_digest(data or b"")
+        else:
+            digest = UNSIGNED  # a streamed chunk: its blocks are checked against the manifest
+        nonce, signed = self._auth.sign(method, url.raw_path_qs, digest, headers)
+        headers.update(signed)
         try:
-            async with self._session.request(method, url, **kwargs) as response:
-                await _raise_for_status(url, response)
-                yield response
+            async with self._session.request(
+                method, url, data=data, headers=headers, timeout=timeout or self._timeout
+            ) as response:
+                await _raise_for_status(str(url), response)
+                yield _Reply(response, nonce, self._auth)
         except RingstoreError:
             raise
         except TRANSPORT_ERRORS as exc:
-            raise PeerUnavailable(url, str(exc) or type(exc).__name__) from exc
+            raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
 
     async def put_chunk(
         self,
@@ -213,8 +258,8 @@ class HttpTransport:
             headers["Content-Length"] = str(size)
         async with self._request(
             "PUT", to, f"/internal/chunks/{chunk_id}", data=body, headers=headers
-        ) as response:
-            return (await _read(response, ChunkStored, json=True)).size
+        ) as reply:
+            return (await reply.decode(ChunkStored, json=True)).size
 
     @asynccontextmanager
     async def open_chunk(
@@ -223,8 +268,8 @@ class HttpTransport:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"} if length else {}
         async with self._request(
             "GET", to, f"/internal/chunks/{chunk_id}", headers=headers
-        ) as response:
-            yield response.content
+        ) as reply:  # streamed, unsigned: every block is checked against its digest
+            yield reply.response.content
 
     async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
         """The call may take as long as copying the chunk at a floor of 1 MB/s."""
@@ -237,8 +282,8 @@ class HttpTransport:
             data=encode(order),
             headers={"Content-Type": MSGPACK},
             timeout=timeout,
-        ) as response:
-            return (await _read(response, ChunkStored, json=True)).size
+        ) as reply:
+            return (await reply.decode(ChunkStored, json=True)).size
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}"):
@@ -248,8 +293,8 @@ class HttpTransport:
         try:
             async with self._request(
                 "GET", to, "/internal/manifests", params={"name": name}
-            ) as response:
-                return Manifest.from_bytes(await response.read())
+            ) as reply:
+                return Manifest.from_bytes(await reply.body())
         except NotFound:
             return None
 
@@ -264,8 +309,8 @@ class HttpTransport:
             data=manifest.to_bytes(),
             params=params,
             headers={"Content-Type": MSGPACK},
-        ) as response:
-            return replica_write(await _read(response, ReplicaWriteReply))
+        ) as reply:
+            return replica_write(await reply.decode(ReplicaWriteReply))
 
     async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
         params = {
@@ -280,8 +325,8 @@ class HttpTransport:
         self, to: Address, prefix: str, start_after: str, limit: int
     ) -> tuple[list[Manifest], bool]:
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
-        async with self._request("GET", to, "/internal/manifests/list", params=params) as response:
-            page = await _read(response, ManifestList)
+        async with self._request("GET", to, "/internal/manifests/list", params=params) as reply:
+            page = await reply.decode(ManifestList)
             return [Manifest.from_bytes(m) for m in page.manifests], page.truncated
 
     async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
@@ -291,5 +336,5 @@ class HttpTransport:
             "/internal/gossip",
             data=encode(gossip),
             headers={"Content-Type": MSGPACK},
-        ) as response:
-            return await _read(response, GossipMessage)
+        ) as reply:
+            return await reply.decode(GossipMessage)

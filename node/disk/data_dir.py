@@ -3,19 +3,70 @@
 Layout under the data directory (the stores document their own parts)::
 
     peer-id          this peer's UUID, created on first start, never changed
+    cluster-secret.json   the cluster's id and secrets (``node.model.identity``), mode 0600
     members.msgpack  the member list (``node.cluster.membership``)
     chunks/ incoming/ manifests/   the stores
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
 from node.disk.durable import write_atomically
+from node.model.identity import ClusterIdentity
+
+log = logging.getLogger(__name__)
 
 PEER_ID_FILE = "peer-id"
+IDENTITY_FILE = "cluster-secret.json"
+MEMBERS_FILE = "members.msgpack"
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data directory, private to its owner (0700: it holds the cluster secret)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(data_dir.stat().st_mode) & 0o077:
+        log.warning("%s was readable by others; making it private (0700)", data_dir)
+        data_dir.chmod(0o700)
+
+
+def is_fresh(data_dir: Path) -> bool:
+    """True when ``data_dir`` has never been a peer's (no peer id yet)."""
+    return not (data_dir / PEER_ID_FILE).exists()
+
+
+def load_identity(path: Path) -> ClusterIdentity | None:
+    """The identity in secret file ``path`` (a data directory: its copy), or None if absent.
+
+    Raises ValueError naming the file when it is unreadable, not private (group or others
+    may read it) or damaged; the message never holds the secret.
+    """
+    if path.is_dir():
+        path = path / IDENTITY_FILE
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ValueError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    try:
+        return ClusterIdentity.from_json(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def save_identity(path: Path, identity: ClusterIdentity) -> None:
+    """Write ``identity`` to secret file ``path`` (a data directory: its copy), mode 0600."""
+    if path.is_dir():
+        path = path / IDENTITY_FILE
+    write_atomically(path, identity.to_json(), mode=0o600)
 
 
 def load_peer_id(data_dir: Path) -> str:

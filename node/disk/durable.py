@@ -19,11 +19,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the directory."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the directory.
+
+    The file is created with ``mode`` (less the umask), so a secret is never readable by
+    others, not even before a chmod.
+    """
     temp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(temp, "wb") as file:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(fd, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())

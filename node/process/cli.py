@@ -50,6 +50,8 @@ def _click_type(kind: Any, spec: Option) -> Any:
         return click.IntRange(low, high)
     if kind is float:
         return click.FloatRange(spec.low, spec.high)
+    if kind is Path and spec.metavar == "FILE":
+        return click.Path(dir_okay=False, path_type=Path)
     if kind is Path:
         return click.Path(file_okay=False, path_type=Path)
     if kind is str:
@@ -78,7 +80,9 @@ def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[
         multiple=multiple,
         metavar=spec.metavar,
         hidden=spec.hidden,
-        show_default=not required and default is not None and not multiple,
+        show_default=not required and default is not None and not multiple and not spec.secret,
+        show_envvar=spec.envvar is not None,
+        envvar=spec.envvar,
         help=spec.help,
     )
 
@@ -172,6 +176,37 @@ def up(
     _setup_logging(log_level, "up")
     supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type)
     raise SystemExit(asyncio.run(supervisor.run()))
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A peer's data directory, or the one `ringstore up` was given.",
+)
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    metavar="URL",
+    help="A member address to name (repeatable; default: the members DATA_DIR knows).",
+)
+@click.option(
+    "--create",
+    is_flag=True,
+    help="First give DATA_DIR (a stopped member from before cluster secrets) an identity.",
+)
+def token(data_dir: Path, urls: tuple[str, ...], create: bool) -> None:
+    """Print a join token for DATA_DIR's cluster (a secret: whoever holds it is a member)."""
+    from node.process.identity import token_for
+
+    text, identity = token_for(data_dir, list(urls), create)
+    verb = "created cluster" if create else "cluster"
+    click.echo(
+        f"{verb} {identity.cluster_id}; join with: ringstore peer --join-token TOKEN", err=True
+    )
+    click.echo(text)
 
 
 # The file commands (put, get, ls, rm, stat, status) belong to the client package.

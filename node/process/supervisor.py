@@ -1,8 +1,10 @@
 """``ringstore up``: N peer processes on one machine, started, watched and stopped together.
 
 Each peer gets its own data directory (``DIR/peer-i``), port ``BASE+i``, a log file in its
-data directory, every other peer's URL as a join seed, and mDNS discovery on its serving
-address (loopback by default), so a peer started by hand on that address finds the cluster.
+data directory, every other peer's URL as a join seed, the cluster's secret file
+(``DIR/cluster-secret.json``, made on the first ``up``: one cluster for all its peers), and
+mDNS discovery on its serving address (loopback by default), so a peer started by hand on
+that address with a join token (``ringstore token --data-dir DIR``) finds the cluster.
 A peer that dies is restarted after a short pause; a peer that dies before it ever answered
 (port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
 would only loop.
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
+from node.disk.data_dir import IDENTITY_FILE, load_identity, prepare_data_dir, save_identity
+from node.model.identity import ClusterIdentity
 from node.waiting import within
 
 log = logging.getLogger(__name__)
@@ -117,8 +121,11 @@ class Supervisor:
         service_type: str | None = None,
     ):
         urls = [f"http://{host}:{base_port + i}" for i in range(count)]
+        self.data_dir = data_dir
+        self.secret_file = data_dir / IDENTITY_FILE
         # Seeds are kept: discovery only adds peers, and cannot fail a start-up.
         args = ["--log-level", log_level, "--discovery", discovery]
+        args += ["--cluster-secret-file", str(self.secret_file)]
         if service_type is not None:
             args += ["--service-type", service_type]
         self.peers = [
@@ -139,6 +146,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         try:
+            identity = await asyncio.to_thread(self._identity)
+            log.info("cluster %s", identity.cluster_id)
             await asyncio.gather(*(p.start() for p in self.peers))
             async with aiohttp.ClientSession() as session:
                 await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
@@ -156,12 +165,30 @@ class Supervisor:
             await asyncio.gather(*(p.stop() for p in self.peers))
             print("all peers stopped", flush=True)
 
+    def _identity(self) -> ClusterIdentity:
+        """The cluster's identity: made on the first ``up`` in this data directory."""
+        prepare_data_dir(self.data_dir)
+        try:
+            identity = load_identity(self.secret_file)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+        if identity is None:
+            identity = ClusterIdentity.create()
+            save_identity(self.secret_file, identity)
+        return identity
+
     def _print_ready(self) -> None:
         print(f"ringstore: {len(self.peers)} peers up", flush=True)
         for peer in self.peers:
             pid = peer.process.pid if peer.process else "?"
             print(f"  {peer.url}  pid {pid}  data {peer.data_dir}", flush=True)
-        print(f"logs: {self.peers[0].data_dir.parent}/peer-*/peer.log; Ctrl-C stops", flush=True)
+        data = self.data_dir
+        print(f"logs: {data}/peer-*/peer.log; Ctrl-C stops", flush=True)
+        print(
+            f"add a peer: ringstore peer --data-dir DIR --port PORT "
+            f'--join-token "$(ringstore token --data-dir {data})"',
+            flush=True,
+        )
 
     async def _watch(self, peer: PeerProcess) -> None:
         while not self._stopping.is_set() and peer.process is not None:

@@ -8,7 +8,8 @@ like one in production.
 
 Construction order (each line uses only what is above it)::
 
-    stores -> membership -> transport, peers -> gossip (own figures: stores + progress)
+    cluster identity (node.process.identity) -> authenticator
+    -> stores -> membership -> transport, peers -> gossip (own figures: stores + progress)
     -> replicas -> rebuilder -> repairer -> coordinator (reports broken chunks to repairer)
     -> rebalancer -> holder (tells the rebalancer of stored replicas) -> scrubber
 """
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from node.api import keys, peer, public
 from node.api.errors import Handler, error_middleware
+from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
@@ -37,10 +39,11 @@ from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
-from node.disk.data_dir import disk_usage, load_peer_id
+from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
 from node.model.version import HybridClock
+from node.process.identity import cluster_identity
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -53,7 +56,8 @@ def create_app(config: PeerConfig) -> web.Application:
     """The aiohttp app of one peer serving ``config``; components start with the app."""
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
-        middlewares=[error_middleware, _addressed_to_me], client_max_size=256 << 20
+        middlewares=[error_middleware, peer.authenticated, _addressed_to_me],
+        client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config
     app.cleanup_ctx.append(_lifecycle)
@@ -73,7 +77,9 @@ async def _addressed_to_me(request: web.Request, handler: Handler) -> web.Stream
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(prepare_data_dir, config.data_dir)
+    identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
+    auth = app[keys.AUTH] = Authenticator(identity)
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
     chunks = ChunkStore(config.data_dir, config.max_bytes)
     manifests = ManifestStore(config.data_dir)
@@ -91,7 +97,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
     )
-    transport = HttpTransport(session, config.peer_timeout)
+    transport = HttpTransport(session, config.peer_timeout, auth)
     peers = Peers(membership, transport)
     progress = Progress()
 
@@ -105,7 +111,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             rebalance=progress.to_json(),
         )
 
-    gossip = Gossip(membership, peers, clock, config.join, own_figures, config.heartbeat_interval)
+    seeds = [*config.join, *token_seeds]
+    gossip = Gossip(membership, peers, clock, seeds, own_figures, config.heartbeat_interval)
     replicas = ManifestReplicas(config, membership, peers, clock)
     rebuilder = Rebuilder(config, membership, peers, replicas)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder)
@@ -121,9 +128,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     loops = [asyncio.ensure_future(job.run()) for job in (gossip, rebalancer, repairer, scrubber)]
     discovery = None
     if config.discovery == "zeroconf":
-        discovery = app[keys.DISCOVERY] = Discovery(config, membership)
+        discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
+        app[keys.DISCOVERY] = discovery
         await discovery.start()
-    log.info("peer %s serving %s from %s", peer_id, config.url, config.data_dir)
+    log.info(
+        "peer %s of cluster %s serving %s from %s",
+        peer_id,
+        identity.cluster_id,
+        config.url,
+        config.data_dir,
+    )
     try:
         yield
     finally:

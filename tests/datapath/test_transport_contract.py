@@ -64,7 +64,7 @@ async def pair(
         await cluster.start(2)
         async with aiohttp.ClientSession() as session:
             yield Pair(
-                HttpTransport(session, 5.0),
+                HttpTransport(session, 5.0, cluster[0].auth),
                 Address(cluster[0].url, cluster[0].id),
                 Address(cluster[1].url, cluster[1].id),
                 cluster[0].holder,

@@ -118,7 +118,7 @@ async def test_a_peer_of_another_cluster_is_ignored(
     kind = service_type()
     ours = LocalCluster(tmp_path / "ours", seeded=False, discovery="zeroconf", service_type=kind)
     theirs = LocalCluster(
-        tmp_path / "theirs", seeded=False, discovery="zeroconf", service_type=kind, cluster="other"
+        tmp_path / "theirs", seeded=False, discovery="zeroconf", service_type=kind
     )
     stopping += [ours, theirs]
     await ours.add_peer()

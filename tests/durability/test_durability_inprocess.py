@@ -12,7 +12,14 @@ import aiohttp
 import pytest
 
 from node.model.digests import block_digest
-from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually, get_manifest
+from tests.harness import (
+    HANG_DETECTION,
+    LocalCluster,
+    LocalPeer,
+    eventually,
+    get_manifest,
+    internal,
+)
 from tests.node.test_cluster_files import get, payload, put
 
 BLOCK = 4096
@@ -143,8 +150,8 @@ async def test_unreferenced_chunks_are_collected_after_the_grace(
         "X-Ringstore-Version": "1.0.x",
         "X-Ringstore-Block-Size": str(BLOCK),
     }
-    async with http.put(
-        f"{cluster[2].url}/internal/chunks/{stray}", data=b"orphan" * 100, headers=headers
+    async with internal(
+        http, cluster[2], "PUT", f"/internal/chunks/{stray}", data=b"orphan" * 100, headers=headers
     ) as response:
         assert response.status == 201
     peer = cluster[2]

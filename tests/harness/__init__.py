@@ -7,14 +7,22 @@ benchmarks share.
   Tahoe-LAFS's NoNetworkGrid: break and hang peers, count what was called.
 - ``polling``: ``eventually``, the only way a test waits for a condition.
 - ``ports``, ``files``, ``disk``: free ports, public-API shortcuts, data-directory surgery.
+- ``peer_api``: ``internal``, a signed call to a peer's ``/internal/`` API.
 
 ``bench/`` imports this package too, so a benchmark's cluster is started and stopped like a
 test's.
 """
 
-from tests.harness.disk import chunk_files_in, flip_byte, incoming_files_in, manifest_replica_path
+from tests.harness.disk import (
+    chunk_files_in,
+    flip_byte,
+    incoming_files_in,
+    manifest_replica_path,
+    new_secret_file,
+)
 from tests.harness.files import check_files, fully_redundant, get_file, get_manifest, put_file
 from tests.harness.local import FAST, HANG_DETECTION, LocalCluster, LocalPeer, Served
+from tests.harness.peer_api import internal
 from tests.harness.polling import eventually, spin
 from tests.harness.ports import free_port, free_port_block, free_ports
 from tests.harness.processes import NetnsPeerProcess, ProcessCluster, own_record, peer_id_of
@@ -38,7 +46,9 @@ __all__ = [
     "get_file",
     "get_manifest",
     "incoming_files_in",
+    "internal",
     "manifest_replica_path",
+    "new_secret_file",
     "own_record",
     "peer_id_of",
     "put_file",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from node.disk.data_dir import save_identity
+from node.model.identity import ClusterIdentity
 from node.model.names import name_key
 
 
@@ -34,3 +36,10 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
         old = file.read(1)
         file.seek(where)
         file.write(bytes([old[0] ^ 0xFF]))
+
+
+def new_secret_file(path: Path) -> Path:
+    """A new cluster's secret file at ``path`` (mode 0600), as ``ringstore up`` writes one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_identity(path, ClusterIdentity.create())
+    return path

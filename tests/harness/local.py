@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api.keys import (
+    AUTH,
     CHUNKS,
     COORDINATOR,
     HOLDER,
@@ -24,6 +25,7 @@ from node.api.keys import (
     REPLICAS,
     SCRUBBER,
 )
+from node.cluster.auth import Authenticator
 from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
@@ -35,6 +37,7 @@ from node.process.wiring import create_app
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
+from tests.harness.disk import new_secret_file
 from tests.harness.polling import eventually, spin
 
 # Fast background timings so changes are noticed within a test's patience, but the
@@ -162,6 +165,11 @@ class LocalPeer:
         return self.app
 
     @property
+    def auth(self) -> Authenticator:
+        """What signs and checks this peer's peer-to-peer calls."""
+        return self._app()[AUTH]
+
+    @property
     def coordinator(self) -> Coordinator:
         return self._app()[COORDINATOR]
 
@@ -202,12 +210,16 @@ class LocalCluster:
     """N in-process peers that found each other through ``--join`` (the first peer's URL).
 
     ``seeded=False`` gives peers no seeds at all, for clusters that must find each other
-    through discovery (pass ``discovery="zeroconf", service_type=...`` as overrides).
+    through discovery (pass ``discovery="zeroconf", service_type=...`` as overrides). Every
+    peer gets the cluster's secret file, ``root/cluster-secret.json`` (made here, unless the
+    overrides name one or a join token).
     """
 
     def __init__(self, root: Path, *, seeded: bool = True, **overrides: Any) -> None:
         self.root = root
         self.seeded = seeded
+        if not {"cluster_secret_file", "join_token"} & set(overrides):
+            overrides["cluster_secret_file"] = new_secret_file(root / "cluster-secret.json")
         self.overrides = overrides
         self.peers: list[LocalPeer] = []
 

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from node.process.supervisor import PeerProcess
+from tests.harness.disk import new_secret_file
 from tests.harness.polling import eventually
 from tests.harness.ports import free_port, free_ports
 
@@ -21,7 +22,8 @@ class ProcessCluster:
 
     Peers join the first one and run no discovery, unless ``service_type`` is given: then they
     find each other with mDNS under that (test-unique) type, and ``seeded=False`` drops the
-    seeds so mDNS is the only way.
+    seeds so mDNS is the only way. Every peer gets the cluster's secret file,
+    ``root/cluster-secret.json``.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class ProcessCluster:
             "--stall-timeout=10",
             "--delete-grace=0.2",
             "--log-level=info",
+            f"--cluster-secret-file={new_secret_file(root / 'cluster-secret.json')}",
         ]
         if service_type is None:
             fast.append("--discovery=none")

@@ -1,0 +1,35 @@
+"""Calling a peer's ``/internal/`` API from a test, signed as a member (or anyone) would."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+from yarl import URL
+
+from node.cluster.auth import Authenticator, content_digest
+from tests.harness.local import LocalPeer
+
+
+@asynccontextmanager
+async def internal(
+    http: aiohttp.ClientSession,
+    peer: LocalPeer,
+    method: str,
+    path: str,
+    *,
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    auth: Authenticator | None = None,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Make one peer-API call to ``peer``, signed with ``auth`` (default: the peer's own
+    authenticator, i.e. as a fellow member); yields the response."""
+    url = URL(f"{peer.url}{path}")
+    if params:
+        url = url.with_query(dict(params))
+    sent = dict(headers or {})
+    _, signed = (auth or peer.auth).sign(method, url.raw_path_qs, content_digest(data or b""), sent)
+    async with http.request(method, url, data=data, headers={**sent, **signed}) as response:
+        yield response
