@@ -50,6 +50,8 @@ def _click_type(kind: Any, spec: Option) -> Any:
         return click.IntRange(low, high)
     if kind is float:
         return click.FloatRange(spec.low, spec.high)
+    if kind is Path and spec.file:
+        return click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
     if kind is Path:
         return click.Path(file_okay=False, path_type=Path)
     if kind is str:
@@ -113,7 +115,10 @@ def peer(log_level: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
 
-    config = config_from_options(options)
+    try:
+        config = config_from_options(options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _setup_logging(log_level, f"{config.host}:{config.port}")
     asyncio.run(serve(config))
 
