@@ -162,6 +162,11 @@ def peer(log_level: str, **options: Any) -> None:
 )
 @click.option("--service-type", default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS: make (or reuse) a local CA and peer certificates in DATA_DIR/tls.",
+)
 def up(
     count: int,
     data_dir: Path,
@@ -170,12 +175,13 @@ def up(
     discovery: str,
     service_type: str | None,
     log_level: str,
+    tls: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.process.supervisor import Supervisor
 
     _setup_logging(log_level, "up")
-    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type)
+    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type, tls)
     raise SystemExit(asyncio.run(supervisor.run()))
 
 
