@@ -18,9 +18,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
+from click.testing import CliRunner, Result
 
 from client import AsyncClient, Client, PeerUnreachable
 from node.config import PeerConfig
+from node.process.cli import main
 from node.process.tls import TlsFiles, client_context, server_context
 from ring import Member
 from tests.harness import LocalCluster, LocalPeer, eventually
@@ -229,3 +231,32 @@ async def test_a_certificate_for_another_address_is_refused(
                 await session.get(f"{peer.url}/health")
     finally:
         await peer.stop()
+
+
+async def test_the_cli_takes_the_ca_from_cacert_or_the_environment(
+    tls_cluster: LocalCluster, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"through the command line, over https")
+    peer = ("--peer", tls_cluster.urls[1])
+
+    def run(*args: str, **env: str | None) -> Result:
+        runner = CliRunner(env={"RINGSTORE_PEERS": None, "RINGSTORE_CA_BUNDLE": None, **env})
+        return runner.invoke(main, list(args))
+
+    put = await asyncio.to_thread(
+        run, "put", "-q", str(source), "cli/notes", *peer, "--cacert", str(tls_files.ca)
+    )
+    assert put.exit_code == 0, put.output
+    got = await asyncio.to_thread(
+        run, "get", "cli/notes", "-", *peer, RINGSTORE_CA_BUNDLE=str(tls_files.ca)
+    )
+    assert got.exit_code == 0, got.output
+    assert got.stdout_bytes == source.read_bytes()
+
+    untrusted = await asyncio.to_thread(run, "ls", *peer)
+    assert untrusted.exit_code == 1
+    assert "TLS certificate is not trusted" in untrusted.stderr
+    not_a_ca = await asyncio.to_thread(run, "ls", *peer, "--cacert", str(source))
+    assert not_a_ca.exit_code == 2
+    assert "not a PEM CA bundle" in not_a_ca.stderr
