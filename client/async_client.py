@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,8 +60,12 @@ class AsyncClient:
     unreachable or answering 503 is tried on the next peer, up to ``attempts`` tries in all
     (default: one per peer, at least 3) with exponential ``backoff`` seconds between tries.
     ``timeout`` is how long a peer may stay silent mid-request, ``connect_timeout`` how long
-    connecting may take. Use as ``async with AsyncClient(...) as client:`` or call ``aclose``.
-    Raises ValueError for a malformed peer URL.
+    connecting may take. ``cafile`` is a PEM bundle of the CAs that HTTPS peers are checked
+    against instead of the system's (a cluster's own CA, e.g. ``DATA/tls/ca.pem`` of
+    ``ringstore up --tls``); peers must present a certificate it signed for the address
+    called. Use as ``async with AsyncClient(...) as client:`` or call ``aclose``.
+    Raises ValueError for a malformed peer URL, OSError or ssl.SSLError for an unusable
+    ``cafile``.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class AsyncClient:
         backoff: float = 0.05,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        cafile: str | os.PathLike[str] | None = None,
     ) -> None:
         if peers is None:
             urls = default_peers()
@@ -83,7 +89,8 @@ class AsyncClient:
         timeouts = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
-        self._transport = Transport(peer_list, retry, timeouts)
+        tls = None if cafile is None else _trusting(cafile)
+        self._transport = Transport(peer_list, retry, timeouts, tls)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._transport!r})"
@@ -322,3 +329,10 @@ def _sync_and_close(file: BinaryIO) -> None:
 def _discard(file: BinaryIO, temp: Path) -> None:
     file.close()
     temp.unlink(missing_ok=True)
+
+
+def _trusting(cafile: str | os.PathLike[str]) -> ssl.SSLContext:
+    """A context that trusts only the CAs in ``cafile``, hostname checks on, TLS 1.2 up."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

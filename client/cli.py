@@ -13,6 +13,7 @@ import dataclasses
 import json
 import mimetypes
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from client.errors import RingstoreError
 from client.records import ClusterView, Manifest
 from client.sync_client import Client
 
+CA_BUNDLE_ENV = "RINGSTORE_CA_BUNDLE"
 PROGRESS_MIN = 4 << 20  # smaller transfers finish before a bar would tell anything
 BAR_WIDTH = 24
 
@@ -41,6 +43,7 @@ def register(group: click.Group) -> None:
 
 
 def _peer_option(command: _Command) -> _Command:
+    """``--peer`` and ``--cacert``: which cluster to talk to, and the CA its HTTPS peers use."""
     option = click.option(
         "--peer",
         "peers",
@@ -49,7 +52,15 @@ def _peer_option(command: _Command) -> _Command:
         help="A peer to talk to; repeat for failover. "
         "Default: $RINGSTORE_PEERS (comma-separated), else http://127.0.0.1:8000.",
     )
-    return option(command)
+    cacert = click.option(
+        "--cacert",
+        envvar=CA_BUNDLE_ENV,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help="Check HTTPS peers against the CA certificates in FILE (PEM) instead of the "
+        f"system's, e.g. DATA/tls/ca.pem of `ringstore up --tls`. Default: ${CA_BUNDLE_ENV}.",
+    )
+    return cacert(option(command))
 
 
 def _json_option(command: _Command) -> _Command:
@@ -67,11 +78,15 @@ def _fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def _client(peers: tuple[str, ...]) -> Iterator[Client]:
-    """A client for ``--peer`` URLs; reports every client or local-file error on stderr."""
+def _client(peers: tuple[str, ...], cacert: Path | None) -> Iterator[Client]:
+    """A client for ``--peer`` URLs and ``--cacert``; reports every client or local-file
+    error on stderr."""
     urls = [url for option in peers for url in split_peers(option)]
     try:
-        client = Client(urls or None)
+        client = Client(urls or None, cafile=cacert)
+    except ssl.SSLError as exc:  # the file is there (click checked) but holds no CA
+        message = f"{cacert}: not a PEM CA bundle ({exc})"
+        raise click.BadParameter(message, param_hint="--cacert") from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--peer") from None
     try:
@@ -164,7 +179,12 @@ class _Progress:
 @_quiet_option
 @_peer_option
 def put(
-    path: str, name: str | None, content_type: str | None, quiet: bool, peers: tuple[str, ...]
+    path: str,
+    name: str | None,
+    content_type: str | None,
+    quiet: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
 ) -> None:
     """Upload the file PATH as NAME (default: PATH's file name).
 
@@ -176,7 +196,7 @@ def put(
         name = Path(path).name
     content_type = content_type or mimetypes.guess_type(name)[0]
     data = click.open_file("-", "rb") if path == "-" else Path(path)
-    with _client(peers) as client, _Progress(f"put {name}", quiet) as progress:
+    with _client(peers, cacert) as client, _Progress(f"put {name}", quiet) as progress:
         result = client.put(name, data, content_type=content_type, progress=progress)
     if not quiet:
         note = "  (degraded: a peer was down; fewer chunks stored)" if result.degraded else ""
@@ -195,7 +215,12 @@ def put(
 @_quiet_option
 @_peer_option
 def get(
-    name: str, destination: str | None, output: str | None, quiet: bool, peers: tuple[str, ...]
+    name: str,
+    destination: str | None,
+    output: str | None,
+    quiet: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
 ) -> None:
     """Download NAME to PATH; - writes to standard output.
 
@@ -204,7 +229,7 @@ def get(
     if destination is not None and output is not None:
         raise click.UsageError("give PATH or --output, not both")
     target = output or destination or PurePosixPath(name).name
-    with _client(peers) as client, _Progress(f"get {name}", quiet) as progress:
+    with _client(peers, cacert) as client, _Progress(f"get {name}", quiet) as progress:
         if target == "-":
             stdout = click.open_file("-", "wb")
             with client.open(name) as reader:
@@ -226,9 +251,9 @@ def get(
 @click.argument("prefix", default="")
 @_json_option
 @_peer_option
-def ls(prefix: str, as_json: bool, peers: tuple[str, ...]) -> None:
+def ls(prefix: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
     """List files whose names start with PREFIX: size in bytes and name."""
-    with _client(peers) as client:
+    with _client(peers, cacert) as client:
         entries = client.list(prefix)
         if not as_json:
             for entry in entries:
@@ -246,9 +271,9 @@ def ls(prefix: str, as_json: bool, peers: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @_peer_option
-def rm(names: tuple[str, ...], peers: tuple[str, ...]) -> None:
+def rm(names: tuple[str, ...], peers: tuple[str, ...], cacert: Path | None) -> None:
     """Delete files (their chunks are freed shortly after)."""
-    with _client(peers) as client:
+    with _client(peers, cacert) as client:
         for name in names:
             client.delete(name)
 
@@ -257,9 +282,9 @@ def rm(names: tuple[str, ...], peers: tuple[str, ...]) -> None:
 @click.argument("name")
 @_json_option
 @_peer_option
-def stat(name: str, as_json: bool, peers: tuple[str, ...]) -> None:
+def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
     """Show a file's size, version and layout, and which peer holds each chunk."""
-    with _client(peers) as client:
+    with _client(peers, cacert) as client:
         manifest = client.manifest(name)
         view = client.cluster()
     if as_json:
@@ -299,9 +324,9 @@ def _manifest_json(manifest: Manifest, view: ClusterView) -> dict[str, Any]:
 @click.command()
 @_json_option
 @_peer_option
-def status(as_json: bool, peers: tuple[str, ...]) -> None:
+def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
     """Show every peer's state, fill and chunk count, and how even the ring is."""
-    with _client(peers) as client:
+    with _client(peers, cacert) as client:
         view = client.cluster()
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(view), indent=2))

@@ -214,7 +214,13 @@ def _range_size(content_range: str | None) -> int | None:
 
 def error_from_exception(exc: BaseException, *, peer: str) -> PeerUnreachable:
     """The exception for a transport failure talking to ``peer``: refused, reset, timed out."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        detail = getattr(cause, "verify_message", None) or str(cause)
+        reason = f"its TLS certificate is not trusted ({detail}); is the CA file (cafile) right?"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        reason = f"TLS failed ({exc.os_error})"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error  # errno > 0: a socket error; < 0: a name lookup error
         text = os.strerror(cause.errno) if cause.errno and cause.errno > 0 else cause.strerror
         reason = f"cannot connect ({text or cause})"

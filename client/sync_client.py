@@ -86,6 +86,7 @@ class Client:
         backoff: float = 0.05,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        cafile: str | os.PathLike[str] | None = None,
     ) -> None:
         self._async = AsyncClient(
             peers,
@@ -93,6 +94,7 @@ class Client:
             backoff=backoff,
             timeout=timeout,
             connect_timeout=connect_timeout,
+            cafile=cafile,
         )
         self._loop = LoopThread()
 

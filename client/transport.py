@@ -11,6 +11,7 @@ an exception by ``client.errors`` and raised at once.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,13 +95,21 @@ class Transport:
     """Sends requests to the cluster with failover over one pooled keep-alive session.
 
     The session is created on first use, in the running event loop; use a transport from
-    that loop only. ``aclose`` closes it.
+    that loop only. ``aclose`` closes it. ``tls`` is the context HTTPS peers are checked
+    with (default: the system's trusted CAs).
     """
 
-    def __init__(self, peers: PeerList, retry: RetryPolicy, timeout: aiohttp.ClientTimeout):
+    def __init__(
+        self,
+        peers: PeerList,
+        retry: RetryPolicy,
+        timeout: aiohttp.ClientTimeout,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.peers = peers
         self.retry = retry
         self._timeout = timeout
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -113,6 +122,7 @@ class Transport:
             raise RuntimeError("this client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True),
                 timeout=self._timeout,
                 auto_decompress=False,
                 read_bufsize=PIECE // 4,

@@ -23,7 +23,8 @@ class Option:
 
     ``flag`` overrides the option name (default: the field name with dashes); ``low`` and
     ``high`` bound numbers (inclusive); ``scale`` converts the value typed (e.g. MB/s) into
-    the field's unit (bytes/s); ``choices`` restricts text; ``metavar`` names the value.
+    the field's unit (bytes/s); ``choices`` restricts text; ``metavar`` names the value;
+    ``file`` makes a ``Path`` an existing, readable file (default: a directory).
     """
 
     help: str
@@ -36,6 +37,8 @@ class Option:
     hidden: bool = False
     envvar: str | None = None
     secret: bool = False  # never shown as a default or echoed
+    file: bool = False
+    """A ``Path`` field names an existing file, not a directory."""
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -67,13 +70,15 @@ class PeerConfig:
         ),
     )
     join_token_file: Path | None = field(
-        default=None, metadata=option("Read the join token from this file.", metavar="FILE")
+        default=None,
+        metadata=option("Read the join token from this file.", metavar="FILE", file=True),
     )
     cluster_secret_file: Path | None = field(
         default=None,
         metadata=option(
             "The cluster's secret file (mode 0600); addresses come from mDNS or --join.",
             metavar="FILE",
+            file=True,
         ),
     )
     weight: int = field(
@@ -160,10 +165,48 @@ class PeerConfig:
     max_bytes: int | None = field(
         default=None, metadata=option("Chunk bytes this peer may hold (default: the disk).", low=0)
     )
+    # TLS: all three or none. With them the peer serves HTTPS only, presents tls_cert to the
+    # peers it calls, and trusts only certificates signed by tls_ca (node.process.tls).
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=option(
+            "This peer's certificate (PEM, chain allowed); with --tls-key and --tls-ca, "
+            "serve HTTPS and call peers over HTTPS.",
+            metavar="FILE",
+            file=True,
+        ),
+    )
+    tls_key: Path | None = field(
+        default=None,
+        metadata=option("The private key of --tls-cert (PEM).", metavar="FILE", file=True),
+    )
+    tls_ca: Path | None = field(
+        default=None,
+        metadata=option(
+            "The cluster's CA certificate (PEM): peers must present certificates it signed.",
+            metavar="FILE",
+            file=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP)."""
+        given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}
+        missing = [flag for flag, path in given.items() if path is None]
+        if 0 < len(missing) < len(given):
+            raise ValueError(
+                "TLS needs --tls-cert, --tls-key and --tls-ca together; "
+                f"missing {', '.join(missing)}"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """True when the peer serves and calls HTTPS."""
+        return self.tls_cert is not None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def zeroconf_address(self) -> str:

@@ -50,8 +50,8 @@ def _click_type(kind: Any, spec: Option) -> Any:
         return click.IntRange(low, high)
     if kind is float:
         return click.FloatRange(spec.low, spec.high)
-    if kind is Path and spec.metavar == "FILE":
-        return click.Path(dir_okay=False, path_type=Path)
+    if kind is Path and spec.file:
+        return click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
     if kind is Path:
         return click.Path(file_okay=False, path_type=Path)
     if kind is str:
@@ -117,7 +117,10 @@ def peer(log_level: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
 
-    config = config_from_options(options)
+    try:
+        config = config_from_options(options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _setup_logging(log_level, f"{config.host}:{config.port}")
     asyncio.run(serve(config))
 
@@ -161,6 +164,11 @@ def peer(log_level: str, **options: Any) -> None:
 )
 @click.option("--service-type", default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS: make (or reuse) a local CA and peer certificates in DATA_DIR/tls.",
+)
 def up(
     count: int,
     data_dir: Path,
@@ -169,12 +177,13 @@ def up(
     discovery: str,
     service_type: str | None,
     log_level: str,
+    tls: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.process.supervisor import Supervisor
 
     _setup_logging(log_level, "up")
-    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type)
+    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type, tls)
     raise SystemExit(asyncio.run(supervisor.run()))
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
+from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 async def serve(config: PeerConfig) -> None:
     """Serve ``config`` until the process is asked to stop."""
+    files = TlsFiles.of(config)
+    tls = server_context(files) if files is not None else None  # bad files: fail before binding
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
@@ -25,7 +28,7 @@ async def serve(config: PeerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
         log.info("peer %s listening on %s", app[MEMBERSHIP].me.id, config.url)
         await stop.wait()

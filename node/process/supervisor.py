@@ -8,6 +8,10 @@ that address with a join token (``ringstore token --data-dir DIR``) finds the cl
 A peer that dies is restarted after a short pause; a peer that dies before it ever answered
 (port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
 would only loop.
+
+With ``tls``, a local CA and one certificate per peer are made (or reused) in ``DIR/tls``
+(``node.process.certificates``), every peer serves HTTPS with its certificate, and the
+supervisor's own health checks trust only that CA.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import aiohttp
 
 from node.disk.data_dir import IDENTITY_FILE, load_identity, prepare_data_dir, save_identity
 from node.model.identity import ClusterIdentity
+from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
 log = logging.getLogger(__name__)
@@ -33,9 +38,17 @@ RESTART_DELAY = 1.0
 class PeerProcess:
     """One ``ringstore peer`` child process, by pid."""
 
-    def __init__(self, data_dir: Path, host: str, port: int, join: list[str], args: list[str]):
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str,
+        port: int,
+        join: list[str],
+        args: list[str],
+        tls: TlsFiles | None = None,
+    ):
         self.data_dir = data_dir
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.log_path = data_dir / "peer.log"
         self._command = [
             sys.executable,
@@ -50,6 +63,7 @@ class PeerProcess:
             str(data_dir),
             *(arg for url in join for arg in ("--join", url)),
             *args,
+            *(tls.options() if tls else ()),
         ]
         self.process: asyncio.subprocess.Process | None = None
 
@@ -119,10 +133,13 @@ class Supervisor:
         log_level: str,
         discovery: str = "zeroconf",
         service_type: str | None = None,
+        tls: bool = False,
     ):
-        urls = [f"http://{host}:{base_port + i}" for i in range(count)]
+        self.tls_dir = data_dir / "tls" if tls else None
+        scheme = "https" if tls else "http"
         self.data_dir = data_dir
         self.secret_file = data_dir / IDENTITY_FILE
+        urls = [f"{scheme}://{host}:{base_port + i}" for i in range(count)]
         # Seeds are kept: discovery only adds peers, and cannot fail a start-up.
         args = ["--log-level", log_level, "--discovery", discovery]
         args += ["--cluster-secret-file", str(self.secret_file)]
@@ -135,10 +152,37 @@ class Supervisor:
                 base_port + i,
                 [u for u in urls if u != urls[i]],
                 args,
+                self._tls_files(i),
             )
             for i in range(count)
         ]
+        self._host = host
         self._stopping = asyncio.Event()
+
+    def _tls_files(self, index: int) -> TlsFiles | None:
+        """Where peer ``index``'s TLS files are (made in ``run``), or None without TLS."""
+        if self.tls_dir is None:
+            return None
+        return TlsFiles(
+            self.tls_dir / f"peer-{index}.pem",
+            self.tls_dir / f"peer-{index}-key.pem",
+            self.tls_dir / "ca.pem",
+        )
+
+    async def _health_session(self) -> aiohttp.ClientSession:
+        """A session for health checks: trusting only the cluster CA under TLS."""
+        if self.tls_dir is None:
+            return aiohttp.ClientSession()
+        from node.process.certificates import ensure_certificates
+
+        try:
+            files = await asyncio.to_thread(
+                ensure_certificates, self.tls_dir, self._host, len(self.peers)
+            )
+            context = await asyncio.to_thread(client_context, files[0].ca)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"cannot make TLS certificates in {self.tls_dir}: {exc}") from exc
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
     async def run(self) -> int:
         """Start every peer, supervise until SIGINT/SIGTERM, stop them all; return an exit code."""
@@ -148,8 +192,9 @@ class Supervisor:
         try:
             identity = await asyncio.to_thread(self._identity)
             log.info("cluster %s", identity.cluster_id)
+            session = await self._health_session()  # makes the certificates first, under TLS
             await asyncio.gather(*(p.start() for p in self.peers))
-            async with aiohttp.ClientSession() as session:
+            async with session:
                 await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
             self._print_ready()
             watchers = [asyncio.ensure_future(self._watch(p)) for p in self.peers]
@@ -189,6 +234,11 @@ class Supervisor:
             f'--join-token "$(ringstore token --data-dir {data})"',
             flush=True,
         )
+        if self.tls_dir is not None:
+            ca = self.tls_dir / "ca.pem"
+            print(f"TLS: the peers trust only the CA in {ca}; to use it:", flush=True)
+            print(f"  curl --cacert {ca} {self.peers[0].url}/health", flush=True)
+            print(f"  ringstore ls --cacert {ca} --peer {self.peers[0].url}", flush=True)
 
     async def _watch(self, peer: PeerProcess) -> None:
         while not self._stopping.is_set() and peer.process is not None:

@@ -44,6 +44,7 @@ from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
 from node.model.version import HybridClock
 from node.process.identity import cluster_identity
+from node.process.tls import TlsFiles, client_context
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -94,8 +95,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         down_after=config.down_after,
     )
     await asyncio.to_thread(membership.load)
+    tls = TlsFiles.of(config)  # peer calls: only servers the CA signed; present our cert
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
+        connector=aiohttp.TCPConnector(
+            limit=0,
+            enable_cleanup_closed=True,
+            ssl=client_context(tls.ca, tls) if tls is not None else True,
+        )
     )
     transport = HttpTransport(session, config.peer_timeout, auth)
     peers = Peers(membership, transport)

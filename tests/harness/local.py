@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from node.datapath.holder import Holder
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
+from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
@@ -68,10 +70,10 @@ class Served:
         self.port: int = self._listening.getsockname()[1]
         self._runner: web.AppRunner | None = None
 
-    async def serve(self, app: web.Application) -> None:
+    async def serve(self, app: web.Application, tls: ssl.SSLContext | None = None) -> None:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.SockSite(self._runner, self._listening).start()
+        await web.SockSite(self._runner, self._listening, ssl_context=tls).start()
 
     async def stop(self) -> None:
         if self._runner is None:
@@ -107,7 +109,8 @@ class LocalPeer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._overrides.get("tls_cert") is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def id(self) -> str:
@@ -131,7 +134,8 @@ class LocalPeer:
         )
         self.app = create_app(config)
         self.app.middlewares.insert(0, self._hang)
-        await served.serve(self.app)
+        files = TlsFiles.of(config)
+        await served.serve(self.app, server_context(files) if files is not None else None)
         self._served = served
 
     async def stop(self) -> None:
