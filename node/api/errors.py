@@ -13,12 +13,14 @@ from aiohttp import hdrs, web
 
 from node.errors import (
     CorruptData,
+    Forbidden,
     InsufficientStorage,
     InvalidRange,
     InvalidRequest,
     NotFound,
     RingstoreError,
     Unavailable,
+    UnsupportedMediaType,
     WrongPeer,
 )
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[RingstoreError], int] = {
     InvalidRange: 416,
+    UnsupportedMediaType: 415,
+    Forbidden: 403,
     WrongPeer: 421,
     InvalidRequest: 400,
     NotFound: 404,
