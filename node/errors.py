@@ -8,8 +8,8 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── InvalidName
     │   ├── InvalidRange
     │   ├── IncompleteBody                 the body ended before Content-Length
-    │   └── UnsupportedMediaType           a body not of the type the route takes
-    ├── Forbidden                          a request this peer never serves (a browser's)
+    │   ├── UnsupportedMediaType           a body not of the type the route takes
+    │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
     │   └── ChunkNotFound
@@ -60,7 +60,7 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
-class Forbidden(RingstoreError):
+class Forbidden(InvalidRequest):
     code = "forbidden"
 
 
