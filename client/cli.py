@@ -5,6 +5,9 @@ to the cluster through a sync ``Client`` built from ``--peer`` (repeatable) or `
 A failure is one ``error: <message>`` line on stderr and exit status 1 (2 for bad usage).
 Data goes to stdout only when asked for (``get NAME -``, ``--json``); progress bars go to
 stderr, and only on a terminal, for files of ``PROGRESS_MIN`` bytes or more, unless ``--quiet``.
+Text from the cluster (names, etags, URLs, error messages) is printed through ``_shown``, so a
+name with terminal escapes or newlines (refused by peers, but a peer may be buggy or old)
+cannot rewrite the terminal or fake lines of a listing; ``--json`` output is JSON-escaped.
 """
 
 from __future__ import annotations
@@ -72,8 +75,13 @@ def _quiet_option(command: _Command) -> _Command:
     return option(command)
 
 
+def _shown(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``, ``\\n``, ``\\u202e``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_shown(message)}", err=True)
     sys.exit(1)
 
 
@@ -196,11 +204,11 @@ def put(
         name = Path(path).name
     content_type = content_type or mimetypes.guess_type(name)[0]
     data = click.open_file("-", "rb") if path == "-" else Path(path)
-    with _client(peers, cacert) as client, _Progress(f"put {name}", quiet) as progress:
+    with _client(peers, cacert) as client, _Progress(f"put {_shown(name)}", quiet) as progress:
         result = client.put(name, data, content_type=content_type, progress=progress)
     if not quiet:
         note = "  (degraded: a peer was down; fewer chunks stored)" if result.degraded else ""
-        click.echo(f"{result.name}: {result.size} bytes, version {result.version}{note}")
+        click.echo(f"{_shown(result.name)}: {result.size} bytes, version {result.version}{note}")
 
 
 @click.command()
@@ -229,7 +237,7 @@ def get(
     if destination is not None and output is not None:
         raise click.UsageError("give PATH or --output, not both")
     target = output or destination or PurePosixPath(name).name
-    with _client(peers, cacert) as client, _Progress(f"get {name}", quiet) as progress:
+    with _client(peers, cacert) as client, _Progress(f"get {_shown(name)}", quiet) as progress:
         if target == "-":
             stdout = click.open_file("-", "wb")
             with client.open(name) as reader:
@@ -257,7 +265,7 @@ def ls(prefix: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) 
         entries = client.list(prefix)
         if not as_json:
             for entry in entries:
-                click.echo(f"{entry.size:>14}  {entry.name}")
+                click.echo(f"{entry.size:>14}  {_shown(entry.name)}")
             return
         # One entry at a time: a listing may be longer than memory would like.
         separator = "\n"
@@ -304,13 +312,14 @@ def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) 
         ("degraded", "yes: fewer chunks stored than the layout has" if manifest.degraded else "no"),
     ]
     for label, value in rows:
-        click.echo(f"{label + ':':<14}{value}")
+        click.echo(f"{label + ':':<14}{_shown(value)}")
     click.echo(f"chunks:       {len(manifest.chunks)}")
     click.echo(f"  {'#':>2}  {'kind':<6}  {'peer':<36}  {'url':<24}  state")
     for chunk in manifest.chunks:
         peer = view.peer(chunk.holder)
-        url, state = (peer.url, peer.state) if peer else ("?", "unknown")
-        click.echo(f"  {chunk.index:>2}  {chunk.kind:<6}  {chunk.holder:<36}  {url:<24}  {state}")
+        url, state = (_shown(peer.url), peer.state) if peer else ("?", "unknown")
+        holder = _shown(chunk.holder)
+        click.echo(f"  {chunk.index:>2}  {chunk.kind:<6}  {holder:<36}  {url:<24}  {state}")
 
 
 def _manifest_json(manifest: Manifest, view: ClusterView) -> dict[str, Any]:
@@ -341,7 +350,7 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
         bar = full * filled + empty * (BAR_WIDTH - filled)
         mark = "*" if peer.id == view.self_id else " "
         click.echo(
-            f"{mark} {peer.id[:8]:<8}  {peer.url:<24}  {peer.state:<5}  {bar}"
+            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}  {bar}"
             f"  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
         )
     up = sum(p.state == "up" for p in view.peers)

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.model.layout import DEFAULT_BLOCK_SIZE, DEFAULT_K, DEFAULT_M
-from ring import DEFAULT_VNODES
+from node.model.layout import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_K,
+    DEFAULT_M,
+    MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE,
+)
+from ring import DEFAULT_VNODES, MAX_WEIGHT, MIN_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,9 @@ class PeerConfig:
     )
     weight: int = field(
         default=1,
-        metadata=option("Share of the data relative to weight-1 peers.", low=1, high=1000),
+        metadata=option(
+            "Share of the data relative to weight-1 peers.", low=MIN_WEIGHT, high=MAX_WEIGHT
+        ),
     )
     k: int = DEFAULT_K
     m: int = field(
@@ -91,7 +99,8 @@ class PeerConfig:
         metadata=option("Parity chunks per file (k is 5).", flag="--parity", low=0, high=10),
     )
     block_size: int = field(
-        default=DEFAULT_BLOCK_SIZE, metadata=option("Bytes per block of a stripe.", low=1)
+        default=DEFAULT_BLOCK_SIZE,
+        metadata=option("Bytes per block of a stripe.", low=MIN_BLOCK_SIZE, high=MAX_BLOCK_SIZE),
     )
     # Chunks that must be durable before a PUT commits; None means k+1 (or all, below k+2 peers).
     write_quorum: int | None = None

@@ -7,7 +7,9 @@ status and a JSON body in one place, and the client maps them back.
     ├── InvalidRequest (ValueError)        bad input from a client
     │   ├── InvalidName
     │   ├── InvalidRange
-    │   └── IncompleteBody                 the body ended before Content-Length
+    │   ├── IncompleteBody                 the body ended before Content-Length
+    │   ├── UnsupportedMediaType           a body not of the type the route takes
+    │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
     │   └── ChunkNotFound
@@ -53,6 +55,14 @@ class InvalidRange(InvalidRequest):
 
 class IncompleteBody(InvalidRequest):
     code = "incomplete_body"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+
+
+class Forbidden(InvalidRequest):
+    code = "forbidden"
 
 
 class NotFound(RingstoreError, KeyError):

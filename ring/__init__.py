@@ -6,12 +6,14 @@ joins. Pure: imports only the stdlib (no I/O, no asyncio), ``uhashring`` and
 """
 
 from ring.errors import EmptyRing, RingError, UnknownMember
-from ring.member import Member
+from ring.member import MAX_WEIGHT, MIN_WEIGHT, Member
 from ring.plan import Move, plan_moves
 from ring.ring import DEFAULT_VNODES, Ring
 
 __all__ = [
     "DEFAULT_VNODES",
+    "MAX_WEIGHT",
+    "MIN_WEIGHT",
     "EmptyRing",
     "Member",
     "Move",

@@ -2,15 +2,20 @@
 
 Owns the ``Member`` value. Invariants: ``id`` is a non-empty string and is the
 only identity placement uses (with ``weight``); ``url`` is where to reach the
-peer and never affects placement; ``weight`` is an int >= 1 and scales the
-member's share of the hash space (weight 2 gets about twice the points).
+peer and never affects placement; ``weight`` is an int in ``MIN_WEIGHT`` ..
+``MAX_WEIGHT`` (1..1000) and scales the member's share of the hash space (weight 2
+gets about twice the points). The upper bound keeps a ring build cheap: a ring holds
+vnodes x weight points per member, so one member of weight 10**6 would cost gigabytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Member"]
+__all__ = ["MAX_WEIGHT", "MIN_WEIGHT", "Member"]
+
+MIN_WEIGHT = 1
+MAX_WEIGHT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +23,7 @@ class Member:
     """One peer on the ring.
 
     Raises ``TypeError`` if a field has the wrong type and ``ValueError`` if
-    ``id`` is empty or ``weight`` < 1.
+    ``id`` is empty or ``weight`` is outside ``MIN_WEIGHT`` .. ``MAX_WEIGHT``.
     """
 
     id: str
@@ -34,5 +39,5 @@ class Member:
             raise TypeError(f"Member.url must be a str, got {type(self.url).__name__}")
         if isinstance(self.weight, bool) or not isinstance(self.weight, int):
             raise TypeError(f"Member.weight must be an int, got {type(self.weight).__name__}")
-        if self.weight < 1:
-            raise ValueError(f"Member.weight must be >= 1, got {self.weight}")
+        if not MIN_WEIGHT <= self.weight <= MAX_WEIGHT:
+            raise ValueError(f"Member.weight must be {MIN_WEIGHT}..{MAX_WEIGHT}, got {self.weight}")

@@ -13,6 +13,7 @@ from aiohttp import hdrs, web
 
 from node.errors import (
     CorruptData,
+    Forbidden,
     InsufficientStorage,
     InvalidRange,
     InvalidRequest,
@@ -20,6 +21,7 @@ from node.errors import (
     RingstoreError,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
     WrongPeer,
 )
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[RingstoreError], int] = {
     InvalidRange: 416,
+    UnsupportedMediaType: 415,
+    Forbidden: 403,
     WrongPeer: 421,
     InvalidRequest: 400,
     Unauthenticated: 401,

@@ -4,15 +4,20 @@ Only other peers call these routes (``node.cluster.protocol`` lists them and the
 ``authenticated`` checks every request's proof of membership (``node.cluster.auth``) before
 any work, and signs every answer read whole. Each route parses its request, calls the
 ``Holder`` or ``Gossip``, and encodes the answer; what a peer *does* lives there, not here.
+Every route is also ``_guarded``: no ``Origin`` header (403), and ``application/msgpack``
+for msgpack bodies (415). Input is bounded as it is parsed (``chunk_owner``, the protocol
+records, ``Manifest.from_bytes``), authenticated peer or not: a buggy peer gets a 400, not a
+hung or crashed one.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TypeVar
 from urllib.parse import unquote
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from node.api.errors import Handler
 from node.api.input import body_pieces, query_int
@@ -31,8 +36,16 @@ from node.cluster.protocol import (
     decode,
     encode,
 )
-from node.errors import CorruptData, FileNotFound, InvalidRequest, Unauthenticated
-from node.model.manifest import ChunkMeta, Manifest, chunk_index
+from node.errors import (
+    CorruptData,
+    FileNotFound,
+    Forbidden,
+    InvalidName,
+    InvalidRequest,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from node.model.manifest import ChunkMeta, Manifest, chunk_index, chunk_owner
 from node.model.version import Version
 
 T = TypeVar("T")
@@ -66,15 +79,38 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put(CHUNK, put_chunk)
-    app.router.add_get(CHUNK, get_chunk)
-    app.router.add_delete(CHUNK, delete_chunk)
-    app.router.add_post(CHUNK + "/pull", pull_chunk)
-    app.router.add_get("/internal/manifests", get_manifest)
-    app.router.add_put("/internal/manifests", put_manifest)
-    app.router.add_delete("/internal/manifests", retract_manifest)
-    app.router.add_get("/internal/manifests/list", list_manifests)
-    app.router.add_post("/internal/gossip", gossip)
+    router = app.router
+    router.add_put(CHUNK, _guarded(put_chunk))
+    router.add_get(CHUNK, _guarded(get_chunk))
+    router.add_delete(CHUNK, _guarded(delete_chunk))
+    router.add_post(CHUNK + "/pull", _guarded(pull_chunk, MSGPACK))
+    router.add_get("/internal/manifests", _guarded(get_manifest))
+    router.add_put("/internal/manifests", _guarded(put_manifest, MSGPACK))
+    router.add_delete("/internal/manifests", _guarded(retract_manifest))
+    router.add_get("/internal/manifests/list", _guarded(list_manifests))
+    router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
+
+
+def _guarded(handler: Handler, body_type: str | None = None) -> Handler:
+    """``handler`` behind the checks every peer route makes before it reads anything.
+
+    A request with an ``Origin`` header comes from a browser page, never from a peer: it is
+    refused (403), so no web page can make a browser POST gossip. A route that takes a
+    msgpack body refuses any other Content-Type (415): a browser's "simple" request can only
+    send text/plain, form data or multipart, so it cannot reach such a route either.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if hdrs.ORIGIN in request.headers:
+            raise Forbidden(f"{request.path} is for peers only; requests with Origin are refused")
+        if body_type is not None and request.content_type != body_type:
+            raise UnsupportedMediaType(
+                f"{request.path} takes {body_type}, not {request.content_type}"
+            )
+        return await handler(request)
+
+    return guarded
 
 
 def _packed(record: object) -> web.Response:
@@ -90,9 +126,10 @@ async def _body(request: web.Request, kind: type[T]) -> T:
 
 def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str) -> ChunkMeta:
     try:
-        return ChunkMeta(
-            unquote(name, errors="strict"), version, chunk_index(chunk_id), int(block_size)
-        )
+        index, size = chunk_index(chunk_id), int(block_size)
+        return chunk_owner(unquote(name, errors="strict"), version, index, size)
+    except InvalidName:
+        raise
     except ValueError as exc:
         raise InvalidRequest(f"chunk {chunk_id}: bad owner or block size: {exc}") from exc
 

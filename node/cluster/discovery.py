@@ -32,6 +32,7 @@ from collections.abc import Callable
 from zeroconf import DNSQuestionType, Error, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from node.cluster.protocol import check_member_url
 from node.config import PeerConfig
 from node.waiting import within
 from ring import Member
@@ -227,14 +228,15 @@ class Discovery:
         try:
             member_id = str(uuid.UUID(props.get("id") or ""))
             weight = int(props.get("weight") or "")
-            url = props.get("url") or _url_from(info)
+            url = check_member_url((props.get("url") or _url_from(info)).rstrip("/"))
+            member = Member(member_id, url, weight)
         except ValueError as exc:
             self.ignored.add(name)
             log.warning("mDNS: ignoring %s, unreadable record %s (%s)", name, props, exc)
             return None
         if member_id == self._me.id:
             return None
-        return Member(member_id, url.rstrip("/"), weight)
+        return member
 
 
 def _check_address(address: str) -> None:

@@ -23,7 +23,7 @@ import msgspec
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
-from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures
+from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures, check_member_url
 from node.errors import PeerUnavailable
 from node.model.version import HybridClock
 
@@ -45,11 +45,13 @@ class Gossip:
         figures: Callable[[], PeerFigures],
         interval: float = 1.0,
     ) -> None:
+        """Raises ValueError for a seed that is not ``http(s)://host:port``."""
         self._membership = membership
         self._peers = peers
         self._clock = clock
         me = membership.me.url
-        self._seeds = [s.rstrip("/") for s in seeds if s.rstrip("/") != me]
+        urls = [check_member_url(s.rstrip("/")) for s in seeds]
+        self._seeds = [url for url in urls if url != me]
         self._figures = figures  # this peer's own storage figures, read at every message
         self._interval = interval
 
@@ -82,10 +84,13 @@ class Gossip:
     def receive(self, message: GossipMessage) -> None:
         """Merge a message from another peer; its sender is evidently up.
 
-        Raises ValueError when a member record in it cannot be a member.
+        Raises ValueError (and changes nothing) when a member record in it cannot be a
+        member or its clock is one ``HybridClock.check`` refuses.
         """
         sender = message.sender.member()
         members = [r.member() for r in message.members]
+        if message.clock is not None:
+            self._clock.check(message.clock)
         membership = self._membership
         membership.learn(sender)
         membership.merge(members)

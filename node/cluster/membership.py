@@ -125,10 +125,16 @@ class Membership:
         except FileNotFoundError:
             return
         try:
-            members = [r.member() for r in msgspec.msgpack.decode(data, type=list[MemberRecord])]
-        except (msgspec.DecodeError, ValueError) as exc:
+            raw = msgspec.msgpack.decode(data, type=list[msgspec.Raw])
+        except msgspec.DecodeError as exc:
             log.error("ignoring unreadable %s (%s); members will be relearned", self._path, exc)
             return
+        members = []
+        for record in raw:  # one bad record (a weight out of range, a URL with a path) alone
+            try:
+                members.append(msgspec.msgpack.decode(record, type=MemberRecord).member())
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                log.warning("skipping a member record in %s: %s", self._path, exc)
         self._unsaved = self.me not in members
         self._add(members)
         self._ring = Ring(self._members.values(), self._vnodes)

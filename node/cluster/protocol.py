@@ -14,15 +14,23 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     DELETE /internal/manifests?name=&version=&revision=   -> 204
     GET    /internal/manifests/list?prefix=&start_after=&limit=   -> ManifestList
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
+
+What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
+URL is exactly ``http(s)://host:port`` (``check_member_url``; the same rule for gossip,
+mDNS records, the persisted member list and ``--join`` seeds), a weight is within
+``ring.MIN_WEIGHT`` .. ``ring.MAX_WEIGHT``, versions within ``node.model.version``'s bounds,
+block sizes and sizes within ``node.model.layout``'s.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import re
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from node.errors import CorruptData
+from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
 from node.model.version import Version
 from ring import Member
 
@@ -37,6 +45,19 @@ PEER_HEADER = "X-Ringstore-Peer"
 
 T = TypeVar("T")
 
+# A host name or IPv4 address, or an IPv6 address in brackets; then a port. Nothing else:
+# no path (peer calls are appended to the URL), query, fragment or user info.
+_MEMBER_URL = re.compile(r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+
+
+def check_member_url(url: str) -> str:
+    """Return ``url`` if it is exactly ``http://host:port`` or ``https://host:port``;
+    raise ValueError saying so otherwise."""
+    match = _MEMBER_URL.fullmatch(url)
+    if match is None or not 1 <= int(match[1]) <= 65535:
+        raise ValueError(f"a member URL is http(s)://host:port and nothing more, not {url!r}")
+    return url
+
 
 class MemberRecord(msgspec.Struct, frozen=True):
     """A member as gossip and the persisted member list carry it."""
@@ -50,8 +71,9 @@ class MemberRecord(msgspec.Struct, frozen=True):
         return cls(member.id, member.url, member.weight)
 
     def member(self) -> Member:
-        """The ring member; raises ValueError if the record cannot be one."""
-        return Member(self.id, self.url, self.weight)
+        """The ring member; raises ValueError if the record cannot be one (a URL that is not
+        ``check_member_url``'s, a weight out of range)."""
+        return Member(self.id, check_member_url(self.url), self.weight)
 
 
 class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,8 +108,8 @@ class PullOrder(msgspec.Struct, frozen=True):
 
     source: str
     source_id: str | None
-    size: int
-    block_size: int
+    size: Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+    block_size: Annotated[int, msgspec.Meta(ge=MIN_BLOCK_SIZE, le=MAX_BLOCK_SIZE)]
     digest: bytes
     name: str
     version: str

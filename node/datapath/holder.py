@@ -5,6 +5,10 @@ This is the business logic behind the peer-to-peer routes, free of HTTP: ``node.
 adapts it to requests, and the in-process transport of the tests calls it directly. Every
 replica a holder keeps is told to ``on_replica_stored`` (the rebalancer checks whether the
 name needs work here).
+
+A holder trusts no peer's input: chunk owners are checked (``chunk_owner``: name, version,
+block size), a version more than the clock's skew limit ahead is refused, and a pull copies
+only from a member, at the address the membership has for it (never a URL the order names).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 
+from node.cluster.membership import Membership
 from node.cluster.protocol import PullOrder
-from node.cluster.transport import Address, Transport
+from node.cluster.transport import Transport
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
 from node.errors import CorruptData, InvalidRequest, PeerUnavailable, Unavailable
 from node.model.digests import BlockDigests, chunk_digest
-from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.version import HybridClock, Version
 
 
@@ -31,12 +36,14 @@ class Holder:
         manifests: ManifestStore,
         clock: HybridClock,
         transport: Transport,
+        membership: Membership,
         on_replica_stored: Callable[[Manifest], None],
     ) -> None:
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock
         self._transport = transport
+        self._membership = membership  # pulls go only to members, at their own address
         self._on_replica_stored = on_replica_stored
 
     def __repr__(self) -> str:
@@ -45,7 +52,9 @@ class Holder:
     async def write_chunk(
         self, chunk_id: str, pieces: AsyncIterable[bytes], size: int | None, owner: ChunkMeta
     ) -> ChunkMeta:
-        """Store a chunk from a stream; see ``ChunkStore.write`` for what it raises."""
+        """Store a chunk from a stream; raises InvalidRequest for an owner whose version is
+        too far ahead, and see ``ChunkStore.write`` for the rest."""
+        self._clock.check(Version.parse(owner.version))
         return await self.chunks.write(chunk_id, pieces, size, owner)
 
     def chunk_path(self, chunk_id: str) -> Path:
@@ -56,15 +65,28 @@ class Holder:
         """Copy a chunk from the peer ``order`` names (a rebalancing move), kept only if its
         block digests hash to ``order.digest``; return its sidecar.
 
-        Raises InvalidRequest for an order that names no chunk, CorruptData on a digest
+        Raises InvalidRequest for an order that names no chunk, a bad owner, or a source
+        that is not a member at that URL (nothing is fetched then), CorruptData on a digest
         mismatch, Unavailable when the source cannot be read (the source's failure: this
         peer did its part), and what the store raises.
         """
         try:
-            owner = ChunkMeta(order.name, order.version, chunk_index(chunk_id), order.block_size)
+            index = chunk_index(chunk_id)
+            owner = chunk_owner(order.name, order.version, index, order.block_size)
+            self._clock.check(Version.parse(order.version))
         except ValueError as exc:
             raise InvalidRequest(f"pull of {chunk_id}: {exc}") from exc
-        source = Address(order.source, order.source_id)
+        try:
+            source = self._membership.address(order.source_id or "")
+        except KeyError:
+            raise InvalidRequest(
+                f"pull of {chunk_id}: the source {order.source_id!r} is not a member"
+            ) from None
+        if source.url != order.source:
+            raise InvalidRequest(
+                f"pull of {chunk_id}: member {order.source_id} is at {source.url}, "
+                f"not {order.source!r}"
+            )
         try:
             async with self._transport.open_chunk(source, chunk_id, 0, order.size) as stream:
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.errors import RingstoreError, Unavailable
+from node.errors import InvalidRequest, RingstoreError, Unavailable
 from node.model.manifest import Manifest, ReplicaWrite
 from node.model.version import HybridClock
 from node.waiting import consume
@@ -139,7 +139,10 @@ class ManifestReplicas:
         if not versions:
             return None
         newest = max(versions, key=lambda m: m.precedence)
-        self._clock.observe(newest.version)
+        try:
+            self._clock.observe(newest.version)
+        except InvalidRequest as exc:  # a replica's word: our clock does not follow it
+            log.warning("manifest of %r read from replicas: %s", name, exc)
         for replica, manifest in found.items():
             if manifest is None or manifest.precedence < newest.precedence:
                 self._spawn(self._repair(replica, newest))

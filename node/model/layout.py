@@ -5,6 +5,16 @@ hold the m erasure-coded blocks of every stripe. Full stripes come first. The re
 ``r`` bytes (``0 < r < k * block_size``) form one short stripe cut into k contiguous blocks of
 ``ceil(r / k)`` bytes, zero-padded by at most k-1 bytes. So every chunk has exactly the same
 length, and a file smaller than a stripe is simply cut into k contiguous equal parts.
+
+``Layout`` itself is plain arithmetic (tests use tiny blocks). What a peer accepts from
+elsewhere (a manifest, a chunk's owner headers, a pull order, ``--block-size``) is bounded by
+``check_block_size`` and ``check_layout``:
+
+- block size ``MIN_BLOCK_SIZE`` (512 B) .. ``MAX_BLOCK_SIZE`` (64 MiB): a block of 0 bytes
+  never ends a stripe, and a tiny one makes a sidecar (16 bytes per block) bigger than its
+  chunk;
+- ``k >= 1``, ``m >= 0`` and ``k + m <= MAX_CHUNKS`` (256, what zfec can code);
+- ``0 <= size <= MAX_SIZE`` (what msgpack carries as a signed 64-bit integer).
 """
 
 from __future__ import annotations
@@ -14,6 +24,10 @@ from dataclasses import dataclass
 DEFAULT_K = 5
 DEFAULT_M = 2
 DEFAULT_BLOCK_SIZE = 1 << 20
+MIN_BLOCK_SIZE = 512
+MAX_BLOCK_SIZE = 64 << 20
+MAX_CHUNKS = 256  # data plus parity chunks of one file: zfec's limit
+MAX_SIZE = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -79,3 +93,27 @@ class Layout:
         if end <= start:
             return range(0)
         return range(start // self.stripe_size, (end - 1) // self.stripe_size + 1)
+
+
+def check_block_size(block_size: int) -> int:
+    """Return ``block_size`` if a peer accepts it; raise ValueError saying why otherwise."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise ValueError(f"block size must be an integer, not {block_size!r}")
+    if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(
+            f"block size must be {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE} bytes, not {block_size}"
+        )
+    return block_size
+
+
+def check_layout(layout: Layout) -> Layout:
+    """Return ``layout`` if a peer accepts it from elsewhere; raise ValueError otherwise."""
+    if not 0 <= layout.size <= MAX_SIZE:
+        raise ValueError(f"size must be 0..{MAX_SIZE}, not {layout.size}")
+    if layout.k < 1 or layout.m < 0 or layout.n > MAX_CHUNKS:
+        raise ValueError(
+            f"k >= 1 data and m >= 0 parity chunks, {MAX_CHUNKS} in all at most "
+            f"(k={layout.k}, m={layout.m})"
+        )
+    check_block_size(layout.block_size)
+    return layout

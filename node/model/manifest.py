@@ -11,24 +11,35 @@ the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3
 flipped byte never decodes into another manifest. A sidecar (``ChunkMeta``) is the msgpack
 array ``[name, version, index, block_size, size, block_digests, stored_at]``. Both formats
 are pinned by tests that decode bytes written by earlier releases.
+
+Decoding a manifest checks it whole, since peers send them and a replica trusts none:
+the name is valid (``node.model.names``), the layout within ``check_layout``'s bounds
+(block size, k + m <= 256, size >= 0), the revision 0..2**63-1, every chunk reference
+has an index below k + m, no index twice, and one digest per stripe; etag and content type
+are short and free of control characters. A chunk's owner (``chunk_owner``) is checked the
+same way wherever it arrives: headers of a chunk upload, a pull order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import xxhash
 
-from node.errors import CorruptData
+from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
-from node.model.layout import Layout
+from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
+from node.model.names import validate_name
 from node.model.version import Version
 
 SCHEMA = 1
+MAX_REVISION = (1 << 63) - 1
+MAX_LABEL_LENGTH = 1024  # etag and content type
 
 # What a malformed record raises while it is decoded: msgspec's errors, and Layout's.
 _DECODE_ERRORS = (msgspec.DecodeError, ValueError)
@@ -88,10 +99,11 @@ class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
     k: int
     m: int
     block_size: int
-    etag: str
-    content_type: str
+    etag: Annotated[str, msgspec.Meta(max_length=MAX_LABEL_LENGTH)]
+    content_type: Annotated[str, msgspec.Meta(max_length=MAX_LABEL_LENGTH)]
     deleted: bool
-    revision: int = 0  # absent from manifests written before moves existed
+    # absent from manifests written before moves existed
+    revision: Annotated[int, msgspec.Meta(ge=0, le=MAX_REVISION)] = 0
     chunks: list[ChunkRef]
 
 
@@ -191,7 +203,8 @@ class Manifest:
             record = _record_decoder.decode(sealed.record)
             if record.schema != SCHEMA:
                 raise CorruptData(f"unknown manifest schema {record.schema!r}")
-            layout = Layout(record.size, record.k, record.m, record.block_size)
+            layout = check_layout(Layout(record.size, record.k, record.m, record.block_size))
+            _check_record(record, layout)
         except _DECODE_ERRORS as exc:
             raise CorruptData(f"undecodable manifest: {exc}") from exc
         return cls(
@@ -263,6 +276,38 @@ class ReplicaWrite:
     stored: bool
     current: Version
     replaced: Manifest | None
+
+
+def _check_record(record: ManifestRecord, layout: Layout) -> None:
+    """Raise ValueError unless a decoded record's name, labels and chunks fit its layout."""
+    try:
+        validate_name(record.name)
+    except InvalidName as exc:
+        raise ValueError(f"invalid name: {exc}") from None
+    for label in (record.etag, record.content_type):
+        if any(unicodedata.category(char) == "Cc" for char in label):
+            raise ValueError(f"control character in etag or content type {label!r}")
+    seen: set[int] = set()
+    digests = DIGEST_SIZE * layout.stripes
+    for ref in record.chunks:
+        if not 0 <= ref.index < layout.n or ref.index in seen:
+            raise ValueError(f"chunk index {ref.index} is out of range or repeated")
+        if len(ref.block_digests) != digests:
+            raise ValueError(f"chunk {ref.index} has {len(ref.block_digests)} digest bytes")
+        seen.add(ref.index)
+
+
+def chunk_owner(name: str, version: str, index: int, block_size: int) -> ChunkMeta:
+    """The sidecar of a chunk another peer asks this one to keep, checked: a valid name, a
+    version that parses within bounds, an index a layout can have, a bounded block size.
+
+    Raises ValueError (InvalidName for the name) saying what is wrong.
+    """
+    validate_name(name)
+    Version.parse(version)
+    if not 0 <= index < MAX_CHUNKS:
+        raise ValueError(f"chunk index {index} is out of range")
+    return ChunkMeta(name, version, index, check_block_size(block_size))
 
 
 def _checksum(packed: bytes) -> bytes:

@@ -124,7 +124,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     repairer = Repairer(config, membership, manifests, replicas, rebuilder)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report)
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
-    holder = Holder(chunks, manifests, clock, transport, rebalancer.consider)
+    holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership

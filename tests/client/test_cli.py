@@ -201,3 +201,12 @@ async def test_pipes_through_real_processes(tmp_path: Path, http: aiohttp.Client
         assert missing.stderr == b"error: no file named 'nope'\n"
     finally:
         await processes.stop()
+
+
+def test_text_from_the_cluster_is_printed_with_controls_escaped() -> None:
+    from client.cli import _shown
+
+    assert _shown("docs/ünïcode ok.txt") == "docs/ünïcode ok.txt"
+    assert _shown("red\x1b[31m\nnext\x85\u202eline\x7f") == (
+        "red\\x1b[31m\\nnext\\x85\\u202eline\\x7f"
+    )

@@ -86,7 +86,7 @@ async def read(pair: Pair, to: Address, offset: int = 0, length: int = 0) -> byt
 
 def manifest(version: Version, revision: int = 0) -> Manifest:
     chunks = (ChunkRef(0, "p", bytes(16)),)
-    return Manifest("ns/file", version, Layout(10, 5, 2, 100), "e", "t", chunks, revision=revision)
+    return Manifest("ns/file", version, Layout(10, 5, 2, 1024), "e", "t", chunks, revision=revision)
 
 
 def digest_of(data: bytes) -> bytes:

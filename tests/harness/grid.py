@@ -210,11 +210,11 @@ class Grid:
         await chunks.open()
         await manifests.open()
         clock = HybridClock(me.id)
-        holder = Holder(chunks, manifests, clock, self.transport, lambda manifest: None)
-        self.transport.holders[me.url] = (me.id, holder)
         membership = Membership(
             me, data_dir, GRID_VNODES, config.manifest_replicas, config.down_after
         )
+        holder = Holder(chunks, manifests, clock, self.transport, membership, lambda manifest: None)
+        self.transport.holders[me.url] = (me.id, holder)
         peers = Peers(membership, self.transport)
         replicas = ManifestReplicas(config, membership, peers, clock)
         reports: list[tuple[str, set[int]]] = []

@@ -36,6 +36,8 @@ def test_public_api_is_reexported() -> None:
     assert set(ring.__all__) == {
         "DEFAULT_VNODES",
         "EmptyRing",
+        "MAX_WEIGHT",
+        "MIN_WEIGHT",
         "Member",
         "Move",
         "Ring",
@@ -60,6 +62,8 @@ def test_member_defaults_and_repr() -> None:
     [
         ({"id": "a", "url": "u", "weight": 0}, ValueError),
         ({"id": "a", "url": "u", "weight": -3}, ValueError),
+        ({"id": "a", "url": "u", "weight": 1001}, ValueError),
+        ({"id": "a", "url": "u", "weight": 10**6}, ValueError),
         ({"id": "", "url": "u"}, ValueError),
         ({"id": "a", "url": "u", "weight": True}, TypeError),
         ({"id": "a", "url": "u", "weight": 1.5}, TypeError),

@@ -55,7 +55,15 @@ def test_options_reach_their_field_in_its_unit(
 
 @pytest.mark.parametrize(
     "args",
-    [("--port", "0"), ("--weight", "1001"), ("--parity", "11"), ("--discovery", "bonjour")],
+    [
+        ("--port", "0"),
+        ("--weight", "1001"),
+        ("--parity", "11"),
+        ("--discovery", "bonjour"),
+        ("--block-size", "0"),
+        ("--block-size", "511"),
+        ("--block-size", str((64 << 20) + 1)),
+    ],
 )
 def test_out_of_range_options_are_refused(args: tuple[str, ...]) -> None:
     with pytest.raises(click.BadParameter):

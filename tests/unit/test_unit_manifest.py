@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import CorruptData
-from node.model.layout import Layout
+from node.model.layout import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Layout
 from node.model.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
 from node.model.version import Version
 
@@ -37,24 +37,35 @@ def tombstone(name: str = "docs/report.pdf") -> Manifest:
     return Manifest(name, Version(1700000000500, 2, PEER), Layout(0, 5, 0), deleted=True)
 
 
+segments = st.text(
+    st.characters(blacklist_categories=["Cc", "Cs"], blacklist_characters="/"),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: s not in (".", ".."))
+names = st.lists(segments, min_size=1, max_size=3).map("/".join)
+labels = st.characters(blacklist_categories=["Cc", "Cs"])
+
+
 @st.composite
 def manifests(draw: st.DrawFn) -> Manifest:
     k = draw(st.integers(1, 6))
     m = draw(st.integers(0, 3))
-    layout = Layout(draw(st.integers(0, 10**12)), k, m, draw(st.integers(1, 1 << 22)))
+    block_size = draw(st.integers(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE))
+    layout = Layout(draw(st.integers(0, 8 * k * block_size)), k, m, block_size)
     indexes = draw(st.sets(st.integers(0, k + m - 1)))
+    digests = DIGEST * layout.stripes  # one per stripe: what a decoded manifest must have
     chunks = tuple(
-        ChunkRef(index, draw(st.uuids()).hex, draw(st.binary(max_size=8 * DIGEST)))
+        ChunkRef(index, draw(st.uuids()).hex, draw(st.binary(min_size=digests, max_size=digests)))
         for index in sorted(indexes)
     )
     return Manifest(
-        name=draw(st.text(min_size=1, max_size=40)),
+        name=draw(names),
         version=Version(
             draw(st.integers(0, 2**48)), draw(st.integers(0, 2**16)), str(draw(st.uuids()))
         ),
         layout=layout,
-        etag=draw(st.text(max_size=32)),
-        content_type=draw(st.text(max_size=40)),
+        etag=draw(st.text(labels, max_size=32)),
+        content_type=draw(st.text(labels, max_size=40)),
         chunks=chunks,
         deleted=draw(st.booleans()),
         revision=draw(st.integers(0, 2**31)),

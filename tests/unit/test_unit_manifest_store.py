@@ -23,7 +23,7 @@ def version(wall: int, counter: int = 0, peer: str = PEER) -> Version:
 
 
 def manifest(name: str, wall: int = 1, counter: int = 0, size: int = 100) -> Manifest:
-    layout = Layout(size, 3, 2, 16)
+    layout = Layout(size, 3, 2, 1024)
     chunks = tuple(
         ChunkRef(index, f"holder-{index}", bytes([wall % 256]) * (16 * layout.stripes))
         for index in range(layout.n)
@@ -74,7 +74,7 @@ async def test_a_newer_version_replaces_and_returns_the_replaced(store: Manifest
 async def test_a_higher_counter_or_peer_is_newer(store: ManifestStore) -> None:
     await store.put(manifest("a", wall=10, counter=0))
     assert (await store.put(manifest("a", wall=10, counter=1))).stored
-    later_peer = Manifest("a", version(10, 1, PEER + "x"), Layout(1, 3, 2, 16))
+    later_peer = Manifest("a", version(10, 1, PEER + "x"), Layout(1, 3, 2, 1024))
     assert (await store.put(later_peer)).stored
     assert await store.get("a") == later_peer
 

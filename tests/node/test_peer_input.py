@@ -1,0 +1,415 @@
+"""Malformed input on the peer-to-peer API: refused with a 4xx, nothing changed, peer healthy.
+
+Each input here once hung, crashed or misled a peer through a single ``/internal/`` request
+(issue 9). Every test sends it, checks the status and the JSON error body, checks that the
+peer kept nothing of it (members, chunks, manifests, clock), and checks that the peer still
+answers ``/health`` and serves a file PUT and GET.
+
+Every raw ``/internal/`` request goes through ``internal``: the one place that will sign
+them once the peer API is authenticated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from node.api.keys import GOSSIP
+from node.cluster.membership import MEMBERS_FILE
+from node.cluster.protocol import MSGPACK, MemberRecord, PullOrder
+from node.model.layout import Layout
+from node.model.manifest import ChunkRef, Manifest, chunk_id, file_id
+from node.model.version import MAX_SKEW_MS, Version
+from tests.harness import LocalCluster, LocalPeer, Served, get_file, put_file
+from tests.harness import internal as signed_call
+from tests.harness.watchdog import LoopWatchdog
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+BLOCK = 4096
+NOW_MS = int(time.time() * 1000)
+BAD_NAMES = ["../../etc/passwd", "red\x1b[31mtext", "two\nlines"]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def watchdog() -> AsyncIterator[LoopWatchdog]:
+    async with LoopWatchdog(1.0) as dog:
+        yield dog
+
+
+@pytest_asyncio.fixture(loop_scope="module", autouse=True)
+async def no_stall(watchdog: LoopWatchdog) -> AsyncIterator[None]:
+    """Fail the test during which the loop was blocked (block size 0 used to spin it)."""
+    before = len(watchdog.stalls)
+    yield
+    assert len(watchdog.stalls) == before, "\n".join(watchdog.stalls[before:])
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, watchdog: LoopWatchdog
+) -> AsyncIterator[LocalCluster]:
+    """Seven peers shared by the module: every test leaves them as it found them."""
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), block_size=BLOCK)
+    try:
+        await local.start(7)
+        yield local
+    finally:
+        await local.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+
+
+async def internal(
+    http: aiohttp.ClientSession,
+    peer: LocalPeer,
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> Answer:
+    """Send one raw request to ``peer``'s peer API (``path`` under ``/internal/``).
+
+    The one place raw peer requests are made in this module: signed as a fellow member
+    would sign them, since input must be checked even from an authenticated peer.
+    """
+    assert path.startswith("/internal/")
+    async with signed_call(
+        http, peer, method, path, data=body, headers=headers or {}, params=params
+    ) as response:
+        if response.content_type == "application/json":
+            return Answer(response.status, await response.json())
+        return Answer(response.status, await response.read())
+
+
+def assert_refused(answer: Answer, status: int, code: str | None = None) -> None:
+    """A 4xx with the usual JSON error body (and its code, if given)."""
+    assert answer.status == status, answer
+    error = answer.body["error"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+
+
+def state(peer: LocalPeer) -> tuple[list[str], list[Path], list[str]]:
+    """What a refused request must not change: members, chunk files, manifest replicas."""
+    manifests, _ = peer.holder.list_manifests("", "", 100_000)
+    members = [m.id for m in peer.membership.members()]
+    return members, peer.chunk_files(), sorted(m.name for m in manifests)
+
+
+async def assert_healthy(http: aiohttp.ClientSession, peer: LocalPeer, name: str) -> None:
+    """``peer`` answers ``/health`` and stores and serves a file, dated by a sane clock."""
+    async with http.get(f"{peer.url}/health") as response:
+        assert response.status == 200, await response.text()
+    data = uuid.uuid4().bytes * 1000
+    stored = await put_file(http, peer.url, f"healthy/{name}", data)
+    assert await get_file(http, peer.url, f"healthy/{name}") == data
+    wall_ms = Version.parse(stored["version"]).wall_ms
+    assert abs(wall_ms - time.time() * 1000) < 60_000, f"the clock moved: {stored['version']}"
+
+
+def gossip_from(peer: LocalPeer, sender: MemberRecord, **changes: Any) -> bytes:
+    """A gossip message as ``peer`` would send it, from ``sender``, with ``changes``."""
+    message = peer._app()[GOSSIP].message()
+    return msgspec.msgpack.encode(msgspec.structs.replace(message, sender=sender, **changes))
+
+
+def stranger(url: str = "http://127.0.0.1:9", weight: int = 1) -> MemberRecord:
+    return MemberRecord(str(uuid.uuid4()), url, weight)
+
+
+def sealed(manifest: Manifest) -> bytes:
+    return manifest.to_bytes()
+
+
+def a_manifest(name: str, layout: Layout | None = None) -> Manifest:
+    layout = layout or Layout(100, 5, 2, BLOCK)
+    refs = (ChunkRef(0, "holder", bytes(16 * layout.stripes)),)
+    return Manifest(name, Version(NOW_MS, 0, "peer"), layout, "etag", "text/plain", refs)
+
+
+# --- block sizes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_size", [0, 1])
+async def test_chunk_put_with_a_tiny_block_size_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, block_size: int
+) -> None:
+    peer = cluster[1]
+    before = state(peer)
+    chunk = chunk_id(file_id("tiny", Version(NOW_MS, 0, "p")), 0)
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Ringstore-Name": "tiny",
+        "X-Ringstore-Version": f"{NOW_MS}.0.p",
+        "X-Ringstore-Block-Size": str(block_size),
+    }
+    answer = await internal(
+        http, peer, "PUT", f"/internal/chunks/{chunk}", body=b"x" * 1000, headers=headers
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert "block size" in answer.body["error"]["message"]
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"block-size-{block_size}")
+
+
+# --- clocks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wall_ms", [2**63, 2**64 - 1, NOW_MS + MAX_SKEW_MS + 3_600_000], ids=["2^63", "2^64-1", "1h"]
+)
+async def test_gossip_with_a_clock_far_ahead_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, wall_ms: int
+) -> None:
+    peer = cluster[2]
+    before = state(peer)
+    body = gossip_from(peer, stranger(), clock=Version(wall_ms, 0, "future"))
+    answer = await internal(
+        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert state(peer) == before  # the sender was not learned either
+    await assert_healthy(http, peer, f"clock-{wall_ms}")  # its versions are dated now
+
+
+# --- weights ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [3000, 10**6])
+async def test_gossip_with_a_weight_out_of_range_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, weight: int
+) -> None:
+    peer = cluster[3]
+    before = state(peer)
+    body = gossip_from(peer, stranger(weight=weight))
+    answer = await internal(
+        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert "weight" in answer.body["error"]["message"]
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"weight-{weight}")
+
+
+async def test_a_persisted_member_with_a_huge_weight_is_skipped_at_start(
+    cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = cluster[6]
+    members_before = [m.id for m in peer.membership.members()]
+    await peer.stop()
+    path = peer.data_dir / MEMBERS_FILE
+    records = msgspec.msgpack.decode(path.read_bytes(), type=list[MemberRecord])
+    heavy = stranger(weight=10**6)
+    path.write_bytes(msgspec.msgpack.encode([*records, heavy]))
+    with caplog.at_level(logging.WARNING, logger="node.cluster.membership"):
+        await peer.start()
+    assert any("skipping a member record" in r.getMessage() for r in caplog.records)
+    assert [m.id for m in peer.membership.members()] == members_before
+    await cluster.wait_converged()
+    await assert_healthy(http, peer, "persisted-weight")
+
+
+# --- manifests ----------------------------------------------------------------------------
+
+
+async def test_manifest_with_huge_parity_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = cluster[4]
+    before = state(peer)
+    manifest = a_manifest("huge-parity", Layout(100, 5, 10**7, BLOCK))
+    answer = await internal(
+        http,
+        peer,
+        "PUT",
+        "/internal/manifests",
+        body=sealed(manifest),
+        headers={"Content-Type": MSGPACK},
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert state(peer) == before
+    assert await peer.holder.get_manifest("huge-parity") is None
+    await assert_healthy(http, peer, "huge-parity")
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=["dotdot", "escape", "newline"])
+async def test_manifest_with_a_bad_name_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, name: str
+) -> None:
+    peer = cluster[5]
+    before = state(peer)
+    answer = await internal(
+        http,
+        peer,
+        "PUT",
+        "/internal/manifests",
+        body=sealed(a_manifest(name)),
+        headers={"Content-Type": MSGPACK},
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert "name" in answer.body["error"]["message"]
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"manifest-name-{BAD_NAMES.index(name)}")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=["dotdot", "escape", "newline"])
+async def test_chunk_with_a_bad_owner_name_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, name: str
+) -> None:
+    peer = cluster[5]
+    before = state(peer)
+    chunk = chunk_id(file_id(name, Version(NOW_MS, 0, "p")), 0)
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Ringstore-Name": quote(name, safe=""),
+        "X-Ringstore-Version": f"{NOW_MS}.0.p",
+        "X-Ringstore-Block-Size": str(BLOCK),
+    }
+    answer = await internal(
+        http, peer, "PUT", f"/internal/chunks/{chunk}", body=b"x" * 1000, headers=headers
+    )
+    assert_refused(answer, 400, "invalid_name")
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"chunk-name-{BAD_NAMES.index(name)}")
+
+
+# --- member URLs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/evil", "http://user@127.0.0.1:9", "http://127.0.0.1:9?q"]
+)
+async def test_gossip_with_a_member_url_beyond_host_and_port_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, url: str
+) -> None:
+    peer = cluster[0]
+    before = state(peer)
+    body = gossip_from(peer, stranger(url))
+    answer = await internal(
+        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert "member URL" in answer.body["error"]["message"]
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"url-{len(url)}")
+
+
+# --- pulls --------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bystander() -> AsyncIterator[tuple[str, list[str]]]:
+    """A server that is no member, recording every request that reaches it."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(body=b"secret")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    served = Served()
+    await served.serve(app)
+    try:
+        yield f"http://127.0.0.1:{served.port}", seen
+    finally:
+        await served.stop()
+
+
+@pytest.mark.parametrize("source_id", ["none", "stranger", "member"])
+async def test_pull_from_a_url_that_is_no_members_is_refused(
+    cluster: LocalCluster,
+    http: aiohttp.ClientSession,
+    bystander: tuple[str, list[str]],
+    source_id: str,
+) -> None:
+    peer, url_seen = cluster[1], bystander
+    url, seen = url_seen
+    before = state(peer)
+    ids = {"none": None, "stranger": str(uuid.uuid4()), "member": cluster[2].id}
+    chunk = chunk_id(file_id("pulled", Version(NOW_MS, 0, "p")), 0)
+    order = PullOrder(url, ids[source_id], 6, BLOCK, bytes(16), "pulled", f"{NOW_MS}.0.p")
+    answer = await internal(
+        http,
+        peer,
+        "POST",
+        f"/internal/chunks/{chunk}/pull",
+        body=msgspec.msgpack.encode(order),
+        headers={"Content-Type": MSGPACK},
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert seen == []  # nothing was fetched
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"pull-{source_id}")
+
+
+# --- browsers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"Content-Type": MSGPACK, "Origin": "https://evil.example"}, 403, "forbidden"),
+        ({"Content-Type": "text/plain", "Origin": "https://evil.example"}, 403, "forbidden"),
+    ],
+    ids=["text-plain", "origin", "both"],
+)
+async def test_gossip_a_browser_could_send_is_refused(
+    cluster: LocalCluster,
+    http: aiohttp.ClientSession,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    peer = cluster[4]
+    before = state(peer)
+    body = gossip_from(peer, stranger("http://127.0.0.1:9"))
+    answer = await internal(http, peer, "POST", "/internal/gossip", body=body, headers=headers)
+    assert_refused(answer, status, code)
+    assert state(peer) == before
+    await assert_healthy(http, peer, f"browser-{status}-{len(headers)}")
+
+
+async def test_origin_is_refused_on_every_peer_route(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = cluster[3]
+    answer = await internal(
+        http,
+        peer,
+        "GET",
+        "/internal/manifests/list",
+        headers={"Origin": "https://evil.example"},
+    )
+    assert_refused(answer, 403, "forbidden")
