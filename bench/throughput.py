@@ -8,6 +8,11 @@ markdown table and saved as JSON + markdown under bench/results/.
 
     python bench/throughput.py                      # 100 MiB and 1 GiB, 1 MiB blocks
     python bench/throughput.py --sizes 100M,2G --block-sizes 256K,1M,4M
+    python bench/throughput.py --security off,hmac,tls --small 400   # what security costs
+
+``--security`` compares peer authentication off (``--peer-auth=off``, for this measurement
+only), on (the default: HMAC-signed peer calls) and on with TLS, side by side. ``--small N``
+adds a small-file run per variant: N files of 4 KiB PUT, then GET, 8 at a time (files/s).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import platform
 import re
+import ssl
 import sys
 import tempfile
 import time
@@ -69,8 +75,24 @@ async def body(size: int, digest: xxhash.xxh3_128) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def start_cluster(root: Path, count: int, block_size: int) -> ProcessCluster:
+def session_for(
+    root: Path, security: str, timeout: aiohttp.ClientTimeout | None = None
+) -> aiohttp.ClientSession:
+    """A client session that trusts the cluster's CA under TLS."""
+    context: ssl.SSLContext | bool = True
+    if security == "tls":
+        context = ssl.create_default_context(cafile=str(root / "tls" / "ca.pem"))
+    connector = aiohttp.TCPConnector(ssl=context)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout or aiohttp.ClientTimeout(total=300)
+    )
+
+
+async def start_cluster(
+    root: Path, count: int, block_size: int, security: str = "hmac"
+) -> ProcessCluster:
     """``count`` peers with production timeouts, started and converged (stop it after)."""
+    extra = ["--peer-auth=off"] if security == "off" else []
     cluster = ProcessCluster(
         root,
         count,
@@ -80,9 +102,11 @@ async def start_cluster(root: Path, count: int, block_size: int) -> ProcessClust
         "--stall-timeout=30",
         "--delete-grace=30",
         "--log-level=warning",
+        *extra,
+        tls_dir=root / "tls" if security == "tls" else None,
     )
     try:
-        async with aiohttp.ClientSession() as session:
+        async with session_for(root, security) as session:
             await cluster.start(session)
     except BaseException:
         await cluster.stop()
@@ -90,13 +114,53 @@ async def start_cluster(root: Path, count: int, block_size: int) -> ProcessClust
     return cluster
 
 
-async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
+async def measure_small(count: int, security: str, files: int) -> dict[str, object]:
+    """PUT then GET ``files`` files of 4 KiB, 8 at a time; files per second each way."""
+    data = os.urandom(4096)
     with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
-        cluster = await start_cluster(Path(tmp), count, block_size)
+        cluster = await start_cluster(Path(tmp), count, 1 << 20, security)
+        urls = cluster.urls
+        try:
+            async with session_for(Path(tmp), security) as session:
+                gate = asyncio.Semaphore(8)
+
+                async def one(method: str, i: int) -> None:
+                    url = f"{urls[i % len(urls)]}/files/small/{i:06d}"
+                    async with (
+                        gate,
+                        session.request(
+                            method, url, data=data if method == "PUT" else None
+                        ) as response,
+                    ):
+                        got = await response.read()
+                        if response.status not in (200, 201) or (method == "GET" and got != data):
+                            raise RuntimeError(f"{method} {url}: {response.status}")
+
+                seconds = {}
+                for method in ("PUT", "GET"):
+                    started = time.perf_counter()
+                    await asyncio.gather(*(one(method, i) for i in range(files)))
+                    seconds[method] = time.perf_counter() - started
+        finally:
+            await cluster.stop()
+    return {
+        "security": security,
+        "peers": count,
+        "small_files": files,
+        "put_files_s": round(files / seconds["PUT"], 1),
+        "get_files_s": round(files / seconds["GET"], 1),
+    }
+
+
+async def measure(
+    count: int, block_size: int, size: int, security: str = "hmac"
+) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
+        cluster = await start_cluster(Path(tmp), count, block_size, security)
         peers = cluster.peers
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session_for(Path(tmp), security, timeout=timeout) as session:
                 sent = xxhash.xxh3_128()
                 url = f"{peers[0].url}/files/bench.bin"
                 started = time.perf_counter()
@@ -123,6 +187,7 @@ async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
         finally:
             await cluster.stop()
     return {
+        "security": security,
         "peers": count,
         "block_size": block_size,
         "size": size,
@@ -140,15 +205,22 @@ async def measure(count: int, block_size: int, size: int) -> dict[str, object]:
 
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| block | file | PUT MB/s | GET MB/s | peak RSS PUT coord. | peak RSS GET coord. "
-        "| peak RSS max / min (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "| security | block | file | PUT MB/s | GET MB/s | peak RSS PUT coord. "
+        "| peak RSS GET coord. | peak RSS max / min (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if "small_files" in row:
+            lines.append(
+                f"| {row['security']} | | {row['small_files']} files of 4 KiB, 8 at a time "
+                f"| {row['put_files_s']} files/s | {row['get_files_s']} files/s | | | |"
+            )
+            continue
         rss = row["peak_rss_mib"]
         assert isinstance(rss, list)
         lines.append(
-            f"| {label(int(str(row['block_size'])))} | {label(int(str(row['size'])))} "
+            f"| {row['security']} | {label(int(str(row['block_size'])))} "
+            f"| {label(int(str(row['size'])))} "
             f"| {row['put_mb_s']} | {row['get_mb_s']} | {row['put_coordinator_rss_mib']} "
             f"| {row['get_coordinator_rss_mib']} | {max(rss)} / {min(rss)} |"
         )
@@ -160,12 +232,21 @@ async def main() -> None:
     parser.add_argument("--sizes", default="100M,1G")
     parser.add_argument("--block-sizes", default="1M")
     parser.add_argument("--peers", type=int, default=7)
+    parser.add_argument("--security", default="hmac", help="off,hmac,tls: variants to compare")
+    parser.add_argument("--small", type=int, default=0, help="small files per variant (0: none)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     rows = []
+    variants = args.security.split(",")
     for block_size in map(parse_size, args.block_sizes.split(",")):
         for size in map(parse_size, args.sizes.split(",")):
-            row = await measure(args.peers, block_size, size)
+            for security in variants:  # side by side, so the machine's noise hits all alike
+                row = await measure(args.peers, block_size, size, security)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    if args.small:
+        for security in variants:
+            row = await measure_small(args.peers, security, args.small)
             print(json.dumps(row), flush=True)
             rows.append(row)
     table = markdown(rows)

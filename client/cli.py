@@ -360,7 +360,7 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
         f"ring: {ring.members} members, {ring.vnodes} vnodes, evenness {ring.evenness:.3f}"
         f" (1.000 is perfectly even), digest {ring.digest[:12]}"
     )
-    click.echo(f"* answered: {view.self_id}")
+    click.echo(f"* answered: {view.self_id}, of cluster {_shown(view.cluster_id)}")
 
 
 def _unicode_stdout() -> bool:

@@ -197,6 +197,8 @@ class ClusterView:
 
     self_id: str
     """Id of the peer that answered."""
+    cluster_id: str
+    """Id of the cluster it belongs to (public; its secret never leaves the peers)."""
     ring: RingInfo
     peers: tuple[PeerInfo, ...]
 
@@ -205,6 +207,7 @@ class ClusterView:
         """Build from the JSON answer of ``GET /cluster``."""
         return cls(
             self_id=str(record["self"]),
+            cluster_id=str(record["cluster"]),
             ring=RingInfo.from_json(record["ring"]),
             peers=tuple(PeerInfo.from_json(peer) for peer in record["peers"]),
         )

@@ -87,6 +87,14 @@ class PeerConfig:
             file=True,
         ),
     )
+    peer_auth: str = field(
+        default="hmac",
+        metadata=option(
+            "Sign peer calls (hmac); off only to measure its cost: anyone could join.",
+            choices=("hmac", "off"),
+            hidden=True,
+        ),
+    )
     weight: int = field(
         default=1,
         metadata=option(

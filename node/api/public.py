@@ -16,7 +16,16 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.input import body_pieces, query_int
-from node.api.keys import CONFIG, COORDINATOR, GOSSIP, MEMBERSHIP, REPAIRER, SCRUBBER
+from node.api.keys import (
+    AUTH,
+    CONFIG,
+    COORDINATOR,
+    DISCOVERY,
+    GOSSIP,
+    MEMBERSHIP,
+    REPAIRER,
+    SCRUBBER,
+)
 from node.api.ranges import parse_range
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
@@ -173,6 +182,8 @@ async def get_cluster(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "self": membership.me.id,
+            "cluster": request.app[AUTH].cluster_id,
+            "discovery": _discovery(request.app),
             "ring": {
                 "digest": ring.digest,
                 "vnodes": ring.vnodes,
@@ -182,6 +193,15 @@ async def get_cluster(request: web.Request) -> web.Response:
             "peers": peers,
         }
     )
+
+
+def _discovery(app: web.Application) -> dict[str, object] | None:
+    """What mDNS found: peers of this cluster, and records of others set aside."""
+    discovery = app.get(DISCOVERY)
+    if discovery is None:
+        return None
+    found, ignored = len(discovery.learned), len(discovery.ignored)
+    return {"state": discovery.state, "found": found, "ignored": ignored}
 
 
 @lru_cache(maxsize=4)

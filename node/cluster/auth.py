@@ -91,11 +91,19 @@ def _mac(secret: bytes, message: bytes) -> str:
 class Authenticator:
     """Signs this peer's calls and answers, and checks other peers' (one per peer).
 
-    ``now`` is the wall clock in seconds (injected by tests). State: the nonces seen within
-    the window, and counts of refusals.
+    ``now`` is the wall clock in seconds (injected by tests). ``enforced=False`` signs and
+    checks nothing (only to measure what authentication costs, side by side: never in use).
+    State: the nonces seen within the window, and counts of refusals.
     """
 
-    def __init__(self, identity: ClusterIdentity, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        identity: ClusterIdentity,
+        now: Callable[[], float] = time.time,
+        enforced: bool = True,
+    ) -> None:
+        self.cluster_id = identity.cluster_id
+        self.enforced = enforced
         self._secret = identity.signing_secret
         self._key_id = key_id(self._secret)
         self._keys = identity.by_key_id
@@ -107,8 +115,11 @@ class Authenticator:
         self._unwarned = 0
 
     def __repr__(self) -> str:
+        if not self.enforced:
+            return f"Authenticator({self.cluster_id}, OFF)"
         return (
-            f"Authenticator(signs with {self._key_id}, accepts {sorted(self._keys)}, "
+            f"Authenticator({self.cluster_id}, signs with {self._key_id}, "
+            f"accepts {sorted(self._keys)}, "
             f"nonces={len(self._seen)}, refused={self.refused})"
         )
 
@@ -119,6 +130,8 @@ class Authenticator:
     ) -> tuple[str, dict[str, str]]:
         """The nonce and the two auth headers for a request (``headers``: those it sends)."""
         ts, nonce = str(int(self._now())), secrets.token_hex(16)
+        if not self.enforced:
+            return nonce, {}
         mac = _mac(self._secret, _canonical(method, path_qs, ts, nonce, digest, headers))
         auth = f"v1 {self._key_id} {ts} {nonce} {mac}"
         return nonce, {AUTH_HEADER: auth, CONTENT_HEADER: digest}
@@ -126,6 +139,8 @@ class Authenticator:
     def check_answer(self, nonce: str, status: int, body: bytes, header: str | None) -> None:
         """Raises Unauthenticated unless the answer to request ``nonce`` was signed by a
         member (holder of an accepted secret)."""
+        if not self.enforced:
+            return
         match = _ANSWER.fullmatch(header or "")
         secret = self._keys.get(match[1]) if match else None
         if match is None or secret is None:
@@ -144,6 +159,8 @@ class Authenticator:
         digest be UNSIGNED-PAYLOAD). Returns the request's nonce and key id. Raises
         Unauthenticated saying why (never with a secret or a signature in the message).
         """
+        if not self.enforced:
+            return "", ""
         match = _REQUEST.fullmatch(headers.get(AUTH_HEADER, ""))
         if match is None:
             raise Unauthenticated(f"no valid {AUTH_HEADER} header")
@@ -174,6 +191,8 @@ class Authenticator:
 
     def sign_answer(self, nonce: str, status: int, body: bytes) -> str:
         """The auth header of an answer to request ``nonce``."""
+        if not self.enforced:
+            return ""
         return f"v1 {self._key_id} {_mac(self._secret, _answer(nonce, status, body))}"
 
     def _remember(self, nonce: str, now: float) -> None:

@@ -7,7 +7,8 @@ What a file version *is*, independent of where it is kept or how it travels:
 - ``names``: which names are valid, and the ring key of a name;
 - ``digests``: block digests (xxh3-128) and chunk digests;
 - ``manifest``: the manifest, chunk references, sidecars and replica-write records, with
-  their msgpack encodings (msgspec Structs; formats pinned by tests).
+  their msgpack encodings (msgspec Structs; formats pinned by tests);
+- ``identity``: a cluster's id and secrets, the secret file and the join token.
 
 May import: ``node.errors``, ``ring`` and libraries. No I/O, no asyncio, no other room.
 """

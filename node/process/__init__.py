@@ -3,7 +3,9 @@
 - ``wiring``: builds a peer's components in dependency order onto its aiohttp app;
 - ``serve``: runs one peer until SIGTERM or SIGINT;
 - ``supervisor``: runs N peer processes for ``ringstore up``;
-- ``cli``: the command line; ``peer``'s options are generated from ``node.config``.
+- ``cli``: the command line; ``peer``'s options are generated from ``node.config``;
+- ``identity``: which cluster a starting peer belongs to, and join tokens for ``token``;
+- ``tls``, ``certificates``: TLS contexts of a peer, and the local CA of ``up --tls``.
 
 May import every room. Nothing in ``node`` imports it.
 """

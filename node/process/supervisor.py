@@ -76,7 +76,7 @@ class PeerProcess:
         return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
                 *self._command,

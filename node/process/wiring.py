@@ -80,7 +80,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     await asyncio.to_thread(prepare_data_dir, config.data_dir)
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
-    auth = app[keys.AUTH] = Authenticator(identity)
+    auth = app[keys.AUTH] = Authenticator(identity, enforced=config.peer_auth == "hmac")
+    if not auth.enforced:
+        log.warning("peer authentication is OFF: anyone who reaches this port is a member")
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
     chunks = ChunkStore(config.data_dir, config.max_bytes)
     manifests = ManifestStore(config.data_dir)

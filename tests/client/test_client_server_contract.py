@@ -104,7 +104,9 @@ async def test_every_json_answer_matches_the_client_s_records(
     assert_record_matches(ChunkInfo, manifest["chunks"][0], set())
     async with http.get(f"{url}/cluster") as response:
         view = await response.json()
-    assert_record_matches(ClusterView, view, set(), {"self_id": "self"})
+    assert_record_matches(
+        ClusterView, view, {"discovery"}, {"self_id": "self", "cluster_id": "cluster"}
+    )
     assert_record_matches(RingInfo, view["ring"], set())
     assert_record_matches(
         PeerInfo, view["peers"][0], {"rebalance", "disk_total_bytes", "disk_free_bytes"}

@@ -242,6 +242,7 @@ def test_records_read_every_field_with_its_type() -> None:
     view = ClusterView.from_json(
         {
             "self": "p1",
+            "cluster": "0123456789abcdef",
             "ring": {"digest": "r", "vnodes": 1024, "members": 1, "evenness": 1},
             "peers": [
                 {"id": "p1", "url": "u", "state": "up", "weight": 1, "used_bytes": 0, "chunks": 0}
@@ -249,6 +250,7 @@ def test_records_read_every_field_with_its_type() -> None:
         }
     )
     assert view.ring.evenness == 1.0
+    assert view.cluster_id == "0123456789abcdef"
     assert view.peer("p1") is view.peers[0]
 
 

@@ -180,18 +180,21 @@ async def test_an_address_without_multicast_warns_and_seeds_still_work(
 
 @pytest.mark.e2e
 @pytest.mark.timeout(180)
-async def test_processes_find_each_other_then_a_fifth_with_no_options(
+async def test_processes_find_each_other_then_a_fifth_with_only_the_secret_file(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
+    """A LAN of peers provisioned with one secret file finds itself with no other option; a
+    peer started with no option at all is a cluster of its own and stays apart."""
     kind = service_type()
     cluster = ProcessCluster(tmp_path, 4, service_type=kind, seeded=False)
     try:
         started = time.monotonic()
         await cluster.start(http)
         print(f"4 peer processes converged in {time.monotonic() - started:.2f}s")
-        # Only a port, a data directory and the test's service type: discovery is the default.
+        # A port, a data directory, the secret file and the test's service type: no seeds.
+        secret = f"--cluster-secret-file={cluster.secret_file}"
         fifth = PeerProcess(
-            tmp_path / "peer-4", "127.0.0.1", free_port(), [], ["--service-type", kind]
+            tmp_path / "peer-4", "127.0.0.1", free_port(), [], ["--service-type", kind, secret]
         )
         cluster.peers.append(fifth)  # stopped with the others
         started = time.monotonic()
@@ -202,5 +205,29 @@ async def test_processes_find_each_other_then_a_fifth_with_no_options(
         async with http.get(f"{fifth.url}/cluster") as response:
             view = await response.json()
         assert len(view["peers"]) == 5
+
+        loner = PeerProcess(
+            tmp_path / "loner", "127.0.0.1", free_port(), [], ["--service-type", kind]
+        )
+        await loner.start()
+        try:
+            await loner.wait_healthy(http, 30.0)
+            ours = cluster.urls
+
+            async def everyone_heard_the_loner() -> bool:
+                for url in ours:
+                    async with http.get(f"{url}/cluster") as response:
+                        if (await response.json())["discovery"]["ignored"] < 1:
+                            return False
+                return True
+
+            await eventually(everyone_heard_the_loner, CONVERGE, "the loner to be set aside")
+            for url in [*ours, loner.url]:
+                async with http.get(f"{url}/cluster") as response:
+                    view = await response.json()
+                expected = 1 if url == loner.url else 5
+                assert len(view["peers"]) == expected, (url, view["peers"])
+        finally:
+            await loner.stop()
     finally:
         await cluster.stop()

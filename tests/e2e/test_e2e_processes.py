@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import re
@@ -16,6 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.disk.data_dir import load_identity
+from node.process.supervisor import PeerProcess
 from tests.harness import ProcessCluster, eventually, free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -187,3 +190,67 @@ def _gone(pid: int) -> bool:
         return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return True
+
+
+async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    base = free_port_block(5)
+    data = tmp_path / "data"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node", "up", "-n", "4", "--port", str(base),
+        "--data-dir", str(data), "--discovery", "none", "--log-level", "debug",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    newcomer = PeerProcess(tmp_path / "newcomer", "127.0.0.1", base + 4, [], [])
+    try:
+
+        async def started() -> bool:
+            try:
+                return await _all_up(http, base, 4)
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(started, 60, "the up cluster to see itself", interval=0.2)
+        token_run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "node", "token", "--data-dir", str(data)],
+            capture_output=True,
+            check=True,
+        )
+        token = token_run.stdout.decode().splitlines()[-1]
+        assert token.startswith("rsjoin1.")
+        # --join alone: refused at start, with what to do.
+        lone = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "node", "peer", "--data-dir", str(tmp_path / "lone"),
+             "--port", str(base + 4), "--join", f"http://127.0.0.1:{base}"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert lone.returncode != 0
+        assert b"--join-token" in lone.stderr
+        # With the token (from the environment, as an orchestrator would pass it): a member.
+        newcomer._command += ["--log-level", "debug", "--discovery", "none"]
+        os.environ["RINGSTORE_JOIN_TOKEN"] = token
+        try:
+            await newcomer.start()
+        finally:
+            del os.environ["RINGSTORE_JOIN_TOKEN"]
+        await newcomer.wait_healthy(http, 30)
+        await eventually(lambda: _all_up(http, base, 5), 30, "the newcomer to be a member")
+        async with http.put(f"{newcomer.url}/files/joined", data=b"through the newcomer"):
+            pass
+        async with http.get(f"http://127.0.0.1:{base}/files/joined") as response:
+            assert await response.read() == b"through the newcomer"
+    finally:
+        await newcomer.stop()
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(up.wait(), 30) == 0
+    identity = load_identity(data)
+    assert identity is not None
+    assert (data / "cluster-secret.json").stat().st_mode & 0o777 == 0o600
+    logs = "".join(p.read_text() for p in [*data.glob("peer-*/peer.log"), newcomer.log_path])
+    assert "DEBUG" in logs
+    for form in (token, base64.urlsafe_b64encode(identity.signing_secret).decode()[:40]):
+        assert form not in logs
+    assert identity.signing_secret.hex() not in logs

@@ -140,15 +140,17 @@ async def test_flipped_bytes_in_chunks_are_found_by_scrub_and_repaired(
     files = random_files("rot", 10, 4, 12 * BLOCK)
     await store(http, scrubbed, files)
     names = sorted(files)
-    # Two chunks of one file (its parity can still rebuild both), one chunk of three others.
-    damage = [(names[0], 0), (names[0], 6), (names[1], 2), (names[2], 4), (names[3], 1)]
-    flipped = []
-    for name, index in damage:
-        chunk = (await get_manifest(http, scrubbed.urls[0], name))["chunks"][index]
+    # Two chunks of one file (its parity can still rebuild both), then one chunk of each of
+    # three others, each on a peer not yet damaged: the damage is spread over five peers.
+    chunks = {n: (await get_manifest(http, scrubbed.urls[0], n))["chunks"] for n in names[:4]}
+    flipped = [(names[0], chunks[names[0]][0]), (names[0], chunks[names[0]][6])]
+    for name in names[1:4]:
+        damaged = {chunk["holder"] for _, chunk in flipped}
+        flipped.append((name, next(c for c in chunks[name] if c["holder"] not in damaged)))
+    for _, chunk in flipped:
         flip_byte(chunk_path(scrubbed, chunk))
-        flipped.append((name, chunk))
     holders = {scrubbed.index_of(chunk["holder"]) for _, chunk in flipped}
-    assert len(holders) >= 3, "the damage should be spread over several peers"
+    assert len(holders) == 5
 
     async def found() -> bool:
         stats = await scrubbed.scrub_stats(http)

@@ -146,6 +146,7 @@ async def partitionable(
     ]
     with network() as (netns, cut_here):
         cluster = ProcessCluster(tmp_path, 0)  # its helpers, with peers of our own
+        args.append(f"--cluster-secret-file={cluster.secret_file}")
         ports = free_ports(6)
         seed = f"http://{MAJORITY}:{ports[0]}"
         for i, port in enumerate(ports):

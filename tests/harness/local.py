@@ -33,7 +33,9 @@ from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
+from node.disk.data_dir import load_identity
 from node.disk.manifest_store import ManifestStore
+from node.model.identity import ClusterIdentity
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 from node.upkeep.rebalancer import Rebalancer
@@ -71,8 +73,14 @@ class Served:
         self._runner: web.AppRunner | None = None
 
     async def serve(self, app: web.Application, tls: ssl.SSLContext | None = None) -> None:
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        try:
+            await runner.setup()
+        except BaseException:  # e.g. SystemExit: a peer that refuses to start
+            await runner.cleanup()
+            self._listening.close()
+            raise
+        self._runner = runner
         await web.SockSite(self._runner, self._listening, ssl_context=tls).start()
 
     async def stop(self) -> None:
@@ -145,6 +153,10 @@ class LocalPeer:
             await self._served.stop()
             self._served = None
 
+    def configure(self, **overrides: Any) -> None:
+        """Change settings for the next start (as an operator restarting with new options)."""
+        self._overrides.update(overrides)
+
     async def restart(self) -> None:
         await self.stop()
         await self.start()
@@ -167,6 +179,13 @@ class LocalPeer:
     def _app(self) -> web.Application:
         assert self.app is not None, f"{self} was never started"
         return self.app
+
+    @property
+    def identity(self) -> ClusterIdentity:
+        """The cluster identity this peer keeps in its data directory."""
+        identity = load_identity(self.data_dir)
+        assert identity is not None, f"{self} has no cluster identity"
+        return identity
 
     @property
     def auth(self) -> Authenticator:
@@ -238,7 +257,8 @@ class LocalCluster:
         return [p.url for p in self.peers]
 
     async def add_peer(self, **overrides: Any) -> LocalPeer:
-        join = (self.peers[0].url,) if self.peers and self.seeded else ()
+        seeds = (self.peers[0].url,) if self.peers and self.seeded else ()
+        join = overrides.pop("join", seeds)
         peer = LocalPeer(
             self.root / f"peer-{len(self.peers)}", join, **{**self.overrides, **overrides}
         )

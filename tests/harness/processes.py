@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from node.process.certificates import ensure_certificates
 from node.process.supervisor import PeerProcess
 from tests.harness.disk import new_secret_file
 from tests.harness.polling import eventually
@@ -22,8 +23,9 @@ class ProcessCluster:
 
     Peers join the first one and run no discovery, unless ``service_type`` is given: then they
     find each other with mDNS under that (test-unique) type, and ``seeded=False`` drops the
-    seeds so mDNS is the only way. Every peer gets the cluster's secret file,
-    ``root/cluster-secret.json``.
+    seeds so mDNS is the only way. With ``tls_dir`` the peers serve HTTPS with certificates
+    of a CA made there (``tls_dir/ca.pem``; sessions passed in must trust it). Every peer
+    gets the cluster's secret file, ``root/cluster-secret.json``.
     """
 
     def __init__(
@@ -33,19 +35,24 @@ class ProcessCluster:
         *args: str,
         service_type: str | None = None,
         seeded: bool = True,
+        tls_dir: Path | None = None,
     ) -> None:
         self._root = root
         self._args = args
         self._service_type = service_type
+        self.secret_file = new_secret_file(root / "cluster-secret.json")
         ports = free_ports(count)
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        # TLS: a CA and a certificate per peer in tls_dir, as ``ringstore up --tls`` makes.
+        tls = ensure_certificates(tls_dir, "127.0.0.1", count) if tls_dir else [None] * count
+        scheme = "https" if tls_dir else "http"
+        urls = [f"{scheme}://127.0.0.1:{p}" for p in ports]
         fast = [  # as tests.harness.local.FAST: quick background work, production timeouts
             "--heartbeat-interval=0.2",
             "--peer-timeout=10",
             "--stall-timeout=10",
             "--delete-grace=0.2",
             "--log-level=info",
-            f"--cluster-secret-file={new_secret_file(root / 'cluster-secret.json')}",
+            f"--cluster-secret-file={self.secret_file}",
         ]
         if service_type is None:
             fast.append("--discovery=none")
@@ -59,6 +66,7 @@ class ProcessCluster:
                 port,
                 [urls[0]] if i and seeded else [],
                 fast + list(args),
+                tls[i],
             )
             for i, port in enumerate(ports)
         ]

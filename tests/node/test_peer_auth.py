@@ -1,0 +1,273 @@
+"""The peer API admits members only: every route refuses unsigned, wrongly signed, stale and
+replayed requests before doing anything, gossip cannot be forged, and a peer joins only with
+the cluster's token or secret."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from node.cluster.auth import Authenticator, content_digest
+from node.cluster.protocol import MSGPACK, GossipMessage, MemberRecord, PullOrder, encode
+from node.model.identity import ClusterIdentity, join_token, parse_join_token
+from node.process.identity import token_for
+from tests.harness import LocalCluster, LocalPeer, eventually, get_file, internal, put_file
+
+BLOCK = 4096
+STRANGER_ID = "00000000-0000-4000-8000-00000000beef"
+
+
+@pytest.fixture
+async def five(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path / "cluster", block_size=BLOCK)
+    try:
+        await cluster.start(5)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+def snapshot(peer: LocalPeer) -> dict[str, tuple[int, int]]:
+    """Every file under a peer's data directory with its size and mtime (ns)."""
+    found = {}
+    for path in sorted(peer.data_dir.rglob("*")):
+        if path.is_file() and path.name != "peer.log":
+            stat = path.stat()
+            found[str(path.relative_to(peer.data_dir))] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def forged_gossip(peer: LocalPeer) -> bytes:
+    """A gossip message that would add a member at an address of the forger's choosing."""
+    stranger = MemberRecord(STRANGER_ID, "http://127.0.0.1:9", 1)
+    return encode(GossipMessage(sender=stranger, members=[stranger]))
+
+
+def routes(peer: LocalPeer, chunk: str, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """One request per peer-API route, each of which would read or change something."""
+    owner = {
+        "X-Ringstore-Name": name,
+        "X-Ringstore-Version": "1.0.x",
+        "X-Ringstore-Block-Size": str(BLOCK),
+    }
+    order = PullOrder(peer.url, peer.id, 10, BLOCK, bytes(16), name, "1.0.x")
+    msgpack = {"Content-Type": MSGPACK}
+    return [
+        ("PUT", f"/internal/chunks/{chunk[:-2]}-9", {"data": b"x" * 10, "headers": owner}),
+        ("GET", f"/internal/chunks/{chunk}", {}),
+        ("DELETE", f"/internal/chunks/{chunk}", {}),
+        ("POST", f"/internal/chunks/{chunk}/pull", {"data": encode(order), "headers": msgpack}),
+        ("GET", "/internal/manifests", {"params": {"name": name}}),
+        ("PUT", "/internal/manifests", {"data": b"\x90", "headers": msgpack}),
+        ("DELETE", "/internal/manifests", {"params": {"name": name, "version": "1.0.x"}}),
+        ("GET", "/internal/manifests/list", {"params": {"prefix": ""}}),
+        ("POST", "/internal/gossip", {"data": forged_gossip(peer), "headers": msgpack}),
+    ]
+
+
+async def stored(cluster: LocalCluster, http: aiohttp.ClientSession) -> tuple[str, str]:
+    """Store a file; return a chunk id that ``cluster[0]`` holds and the file's name."""
+    name = "auth/target"
+    for i in range(20):
+        await put_file(http, cluster[0].url, f"{name}{i}", os.urandom(3 * BLOCK))
+    chunks = await cluster[0].chunks.chunk_ids()
+    assert chunks
+    return chunks[0], f"{name}0"
+
+
+def stranger() -> Authenticator:
+    return Authenticator(ClusterIdentity.create())
+
+
+def stale(peer: LocalPeer) -> Authenticator:
+    """The cluster's own secret, on a clock two minutes behind."""
+    return Authenticator(peer.identity, now=lambda: time.time() - 120)
+
+
+async def unsigned(
+    http: aiohttp.ClientSession, peer: LocalPeer, method: str, path: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    async with http.request(method, f"{peer.url}{path}", **kwargs) as response:
+        return response.status, await response.json()
+
+
+SIGNERS: dict[str, Callable[[LocalPeer], Authenticator | None]] = {
+    "none": lambda peer: None,
+    "wrong-secret": lambda peer: stranger(),
+    "stale": stale,
+}
+
+
+@pytest.mark.parametrize("signer", list(SIGNERS))
+async def test_every_route_refuses_bad_credentials_before_any_work(
+    five: LocalCluster, http: aiohttp.ClientSession, signer: str
+) -> None:
+    peer = five[0]
+    chunk, name = await stored(five, http)
+    members_before = peer.membership.members()
+    before = snapshot(peer)
+    refused_before = peer.auth.refused
+    for method, path, kwargs in routes(peer, chunk, name):
+        auth = SIGNERS[signer](peer)
+        if auth is None:
+            status, body = await unsigned(http, peer, method, path, **kwargs)
+        else:
+            async with internal(http, peer, method, path, auth=auth, **kwargs) as response:
+                status, body = response.status, await response.json()
+        assert status == 401, (method, path, body)
+        assert body["error"]["code"] == "unauthenticated"
+    assert snapshot(peer) == before
+    assert peer.membership.members() == members_before
+    assert peer.auth.refused - refused_before == len(routes(peer, chunk, name))
+
+
+async def test_a_replayed_request_is_refused_and_changes_nothing(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = five[0]
+    chunk, _ = await stored(five, http)
+    # Capture a valid signed DELETE, as an eavesdropper on plain HTTP would.
+    path = f"/internal/chunks/{chunk}"
+    _, headers = peer.auth.sign("DELETE", path, content_digest(b""), {})
+    async with http.delete(f"{peer.url}{path}", headers=headers) as response:
+        assert response.status == 204
+    await put_file(http, five[1].url, "auth/after", b"new data")
+    before = snapshot(peer)
+    async with http.delete(f"{peer.url}{path}", headers=headers) as response:
+        assert response.status == 401
+        assert "replayed" in (await response.json())["error"]["message"]
+    assert snapshot(peer) == before
+
+
+async def test_an_altered_body_or_header_breaks_the_signature(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = five[0]
+    body = forged_gossip(peer)
+    path = "/internal/gossip"
+    digest = "0" * 64  # well-formed, but not the body's
+    _, headers = peer.auth.sign("POST", path, digest, {})
+    headers["Content-Type"] = MSGPACK
+    async with http.post(f"{peer.url}{path}", data=body, headers=headers) as response:
+        assert response.status == 401
+        assert "digest" in (await response.json())["error"]["message"]
+    # A header that was signed, changed on the way.
+    signed = {"X-Ringstore-Peer": peer.id}
+    _, headers = peer.auth.sign("GET", "/internal/chunks/x-1", content_digest(b""), signed)
+    headers.update(signed)
+    headers["X-Ringstore-Peer"] = five[1].id
+    async with http.get(f"{peer.url}/internal/chunks/x-1", headers=headers) as response:
+        assert response.status == 401
+    assert STRANGER_ID not in {m.id for m in peer.membership.members()}
+
+
+async def test_an_encoded_path_does_not_slip_past_the_check(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = five[0]
+    for path in ("/%69nternal/gossip", "/internal/%67ossip", "//internal/gossip"):
+        data = forged_gossip(peer)
+        async with http.post(
+            f"{peer.url}{path}", data=data, headers={"Content-Type": MSGPACK}
+        ) as response:
+            assert response.status in (401, 404), (path, response.status)
+    assert STRANGER_ID not in {m.id for m in peer.membership.members()}
+
+
+async def test_a_peer_with_another_secret_is_not_admitted_and_gets_no_data(
+    five: LocalCluster, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # It knows where the cluster is (--join) but not its secret: its own cluster of one.
+    others = LocalCluster(tmp_path / "others", block_size=BLOCK)
+    try:
+        intruder = await others.add_peer(join=(five[0].url,))
+        await eventually(
+            lambda: all(p.auth.refused >= 3 for p in five.peers[:1]),
+            what="the intruder's gossip to be refused a few times",
+        )
+        for i in range(10):
+            await put_file(http, five[i % 5].url, f"auth/kept/{i}", os.urandom(2 * BLOCK))
+        for peer in five.peers:
+            assert intruder.id not in {m.id for m in peer.membership.members()}
+        assert [m.id for m in intruder.membership.members()] == [intruder.id]
+        assert await intruder.chunks.chunk_ids() == []
+    finally:
+        await others.stop()
+
+
+async def test_a_peer_with_the_token_is_admitted_and_fills(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    files = {f"auth/fill/{i}": os.urandom(3 * BLOCK + i) for i in range(30)}
+    for i, (name, data) in enumerate(files.items()):
+        await put_file(http, five[i % 5].url, name, data)
+    identity = five[0].identity
+    token = join_token(identity, [five[1].url])
+    newcomer = await five.add_peer(join_token=token, cluster_secret_file=None, join=())
+    await five.wait_converged()
+    await eventually(lambda: newcomer.chunks.chunk_count > 0, 30, "the newcomer to take chunks")
+    for name, data in files.items():
+        assert await get_file(http, newcomer.url, name) == data
+    assert (newcomer.data_dir / "cluster-secret.json").stat().st_mode & 0o777 == 0o600
+    assert newcomer.data_dir.stat().st_mode & 0o777 == 0o700
+
+
+async def test_the_secret_is_in_no_log_line(
+    tmp_path: Path, loop_guard: None, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    cluster = LocalCluster(tmp_path, block_size=BLOCK)
+    try:
+        await cluster.start(5)
+        identity = cluster[0].identity
+        token = join_token(identity, [cluster[0].url])
+        await cluster.add_peer(join_token=token, cluster_secret_file=None, join=())
+        await cluster.wait_converged()
+        await put_file(http, cluster[0].url, "auth/logged", b"x" * 9000)
+        async with http.post(f"{cluster[0].url}/internal/gossip", data=b"x") as response:
+            assert response.status == 401  # a refusal is logged too
+    finally:
+        await cluster.stop()
+    secret = identity.signing_secret
+    forms = [secret.hex(), repr(secret), token, identity.to_json().decode().split('"')[-2]]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused POST /internal/gossip" in text
+    for form in forms:
+        assert form not in text
+
+
+async def test_a_cluster_from_before_secrets_gets_an_identity_and_keeps_its_data(
+    tmp_path: Path, loop_guard: None, http: aiohttp.ClientSession
+) -> None:
+    cluster = LocalCluster(tmp_path, block_size=BLOCK)
+    try:
+        await cluster.start(5)
+        files = {f"auth/old/{i}": os.urandom(2 * BLOCK + i) for i in range(10)}
+        for name, data in files.items():
+            await put_file(http, cluster[0].url, name, data)
+        await cluster.stop()
+        for peer in cluster.peers:  # as the previous release left them: no identity
+            (peer.data_dir / "cluster-secret.json").unlink()
+            peer.configure(cluster_secret_file=None)
+        with pytest.raises(SystemExit, match="ringstore token --create"):
+            await cluster[0].start()
+        # The documented way: a token made on one member, the others restarted with it.
+        token, identity = token_for(cluster[0].data_dir, [], create=True)
+        assert sorted(parse_join_token(token)[1]) == sorted(p.url for p in cluster.peers)
+        await cluster[0].start()
+        for peer in cluster.peers[1:]:
+            peer.configure(join_token=token)
+            await peer.start()
+        await cluster.wait_converged()
+        for peer in cluster.peers:
+            assert peer.identity == identity
+        for name, data in files.items():
+            assert await get_file(http, cluster[4].url, name) == data
+    finally:
+        await cluster.stop()
