@@ -9,6 +9,7 @@ settings for tests and experiments only.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,13 @@ def option(help: str, **kwargs: Any) -> dict[str, Option]:
     return {"option": Option(help, **kwargs)}
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     data_dir: Path = field(
@@ -68,6 +76,7 @@ class PeerConfig:
     )
     join_token: str | None = field(
         default=None,
+        repr=False,  # a secret: never in a repr, a log line or a traceback's locals
         metadata=option(
             "Join the cluster of this token (from `ringstore token`).",
             metavar="TOKEN",
@@ -90,7 +99,7 @@ class PeerConfig:
     peer_auth: str = field(
         default="hmac",
         metadata=option(
-            "Sign peer calls (hmac); off only to measure its cost: anyone could join.",
+            "Sign peer calls (hmac); off only to measure its cost, on loopback only.",
             choices=("hmac", "off"),
             hidden=True,
         ),
@@ -207,7 +216,10 @@ class PeerConfig:
     )
 
     def __post_init__(self) -> None:
-        """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP)."""
+        """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP)
+        and for peer authentication off on an address other machines can reach."""
+        if self.peer_auth == "off" and not _loopback(self.host):
+            raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}
         missing = [flag for flag, path in given.items() if path is None]
         if 0 < len(missing) < len(given):

@@ -17,6 +17,7 @@ status and a JSON body in one place, and the client maps them back.
     │   └── PeerUnavailable                one peer could not be reached or failed
     │       └── WrongPeer                  another peer answers at that peer's address
     ├── Unauthenticated                    a peer call without valid proof of membership
+    ├── StartRefused                       a peer must not start as configured (says why)
     ├── InsufficientStorage                a disk is full
     └── CorruptData                        stored bytes fail their digest
 """
@@ -95,6 +96,10 @@ class WrongPeer(PeerUnavailable):
 
 class Unauthenticated(RingstoreError):
     code = "unauthenticated"
+
+
+class StartRefused(RingstoreError):
+    code = "start_refused"
 
 
 class InsufficientStorage(RingstoreError):

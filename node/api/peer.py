@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 from node.api.errors import Handler
 from node.api.input import body_pieces, query_int
 from node.api.keys import AUTH, GOSSIP, HOLDER
-from node.cluster.auth import AUTH_HEADER
+from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
@@ -53,29 +53,48 @@ T = TypeVar("T")
 PREFIX = "/internal/"
 CHUNK = "/internal/chunks/{chunk_id}"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
+NONCE = "ringstore.nonce"  # request key: the nonce of an authenticated request
+
+
+@web.middleware
+async def signed_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sign every answer to an authenticated peer-API request whose body is sent whole,
+    errors included (the outermost middleware: it sees what the error middleware made)."""
+    response = await handler(request)
+    nonce = request.get(NONCE)
+    if nonce is not None and isinstance(response, web.Response):
+        body = response.body
+        if body is None or isinstance(body, bytes):
+            auth = request.app[AUTH]
+            response.headers[AUTH_HEADER] = auth.sign_answer(nonce, response.status, body or b"")
+    return response
 
 
 @web.middleware
 async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse (401) a peer-API request without valid proof of membership, before any work;
-    sign the answer when its body is sent whole. Other routes pass untouched."""
+    """Refuse (401) a peer-API request without valid proof of membership: its signature is
+    checked from the headers before the body is read, and the body against its signed
+    digest before any work. Other routes pass untouched."""
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
     if not (request.path.startswith(PREFIX) or canonical.startswith(PREFIX)):
         return await handler(request)
     auth = request.app[AUTH]
-    # Chunk uploads stream; every other body is small and read whole to check its digest.
-    streamed = (request.method, canonical) in STREAMED
-    body = None if streamed else await request.read()
+    signed = Request(
+        request.method, request.headers.get(hdrs.HOST, ""), request.raw_path, request.headers
+    )
     try:
-        nonce, _ = auth.check_request(request.method, request.raw_path, request.headers, body)
+        if hdrs.CONTENT_ENCODING in request.headers:  # peers never compress; a zip bomb would
+            raise Unauthenticated("peer calls take no Content-Encoding")
+        nonce, digest = auth.check_request(signed)
+        # Chunk uploads stream; every other body is small and read whole to check its digest.
+        streamed = (request.method, canonical) in STREAMED
+        auth.check_body(digest, None if streamed else await request.read())
     except Unauthenticated as exc:
-        auth.note_refusal(f"{request.method} {request.path} from {request.remote}", exc.message)
+        auth.note_refusal(f"{request.method} {request.path!r} from {request.remote}", exc.message)
         raise
-    response = await handler(request)
-    if isinstance(response, web.Response) and isinstance(response.body, bytes):
-        response.headers[AUTH_HEADER] = auth.sign_answer(nonce, response.status, response.body)
-    return response
+    request[NONCE] = nonce
+    return await handler(request)
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ A request carries two headers::
 
     ringstore-request-v1
     <method>
+    <the receiver's address, as in the Host header (RFC 9110, 7.2)>
     <raw path and query, exactly as sent>
     <unix seconds>
     <nonce: 32 hex digits, fresh per request>
@@ -22,12 +23,17 @@ may say UNSIGNED-PAYLOAD for a streamed body) without its date-scoped key deriva
 uploads stream (a chunk is never buffered to be signed); their bytes are checked against
 the block digests in the manifest instead, and TLS protects them on the wire.
 
-A receiver refuses a request whose timestamp is more than ``WINDOW`` seconds from its own
-clock, and one whose nonce it has seen within the window (a replay). An *answer* whose body
-is read whole carries ``X-Ringstore-Auth: v1 <key id> <signature>`` over
-``ringstore-answer-v1``, the request's nonce, the status and the body's SHA-256, so a
-process that is not a member cannot answer in a member's place (a gossip answer is how
-members are learned).
+Lines are joined with ``\n``; no field can hold one (aiohttp refuses newlines in header
+values and the path is sent raw, percent-encoded). A receiver checks the signature before
+it reads the body, then refuses a request whose timestamp is more than ``WINDOW`` seconds
+from its own clock or whose nonce it has seen within the window (a replay; naming the
+receiver's address stops a replay to another peer), and only then reads the body and
+compares it with the signed digest. Every *answer* to an authenticated request but a
+streamed chunk carries ``X-Ringstore-Auth: v1 <key id> <signature>`` over the lines
+``ringstore-answer-v1``, the request's nonce, the status and the body's SHA-256 (errors
+and empty answers included), so a process that is not a member cannot answer in a member's
+place: gossip answers are how members are learned, and a forged "not found" or "deleted"
+could mislead a quorum.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from node.errors import Unauthenticated
 from node.model.identity import ClusterIdentity, key_id
@@ -53,7 +60,8 @@ SIGNED_PREFIX = "x-ringstore-"
 # Seconds a signed request stays valid either side of the receiver's clock. Members' clocks
 # must agree this closely (NTP does far better); nonces are remembered this long.
 WINDOW = 30.0
-# Nonces remembered at most; past it the oldest go first (they still need a fresh timestamp).
+# Nonces remembered at most (about 100 MB): 16,000 signed requests a second over the window.
+# Past it requests are refused rather than old nonces forgotten, which would allow replays.
 MAX_NONCES = 1_000_000
 # Seconds between two warnings about refused requests (a flood must not flood the log).
 WARN_EVERY = 1.0
@@ -69,18 +77,29 @@ def content_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _canonical(
-    method: str, path_qs: str, ts: str, nonce: str, digest: str, headers: Mapping[str, str]
-) -> bytes:
-    signed = sorted(
-        f"{name.lower()}:{value}"
-        for name, value in headers.items()
-        if name.lower().startswith(SIGNED_PREFIX) and name.lower() not in _UNLISTED
-    )
-    return "\n".join(["ringstore-request-v1", method, path_qs, ts, nonce, digest, *signed]).encode()
+@dataclass(frozen=True)
+class Request:
+    """What is signed of a request: method, receiver's address (``host``, as in the Host
+    header), raw path with query, and headers (only the ``X-Ringstore-*`` ones count)."""
+
+    method: str
+    host: str
+    path_qs: str
+    headers: Mapping[str, str]
+
+    def canonical(self, ts: str, nonce: str, digest: str) -> bytes:
+        """The canonical request (module docstring), as bytes."""
+        signed = sorted(
+            f"{name.lower()}:{value}"
+            for name, value in self.headers.items()
+            if name.lower().startswith(SIGNED_PREFIX) and name.lower() not in _UNLISTED
+        )
+        lines = ["ringstore-request-v1", self.method, self.host, self.path_qs, ts, nonce, digest]
+        return "\n".join([*lines, *signed]).encode()
 
 
 def _answer(nonce: str, status: int, body: bytes) -> bytes:
+    """The signed lines of an answer (module docstring)."""
     return f"ringstore-answer-v1\n{nonce}\n{status}\n{content_digest(body)}".encode()
 
 
@@ -125,14 +144,13 @@ class Authenticator:
 
     # --- the caller's side ----------------------------------------------------------------
 
-    def sign(
-        self, method: str, path_qs: str, digest: str, headers: Mapping[str, str]
-    ) -> tuple[str, dict[str, str]]:
-        """The nonce and the two auth headers for a request (``headers``: those it sends)."""
+    def sign(self, request: Request, digest: str) -> tuple[str, dict[str, str]]:
+        """The nonce and the two auth headers for ``request`` with a body of ``digest``
+        (``content_digest(body)``, or UNSIGNED for a streamed chunk)."""
         ts, nonce = str(int(self._now())), secrets.token_hex(16)
         if not self.enforced:
             return nonce, {}
-        mac = _mac(self._secret, _canonical(method, path_qs, ts, nonce, digest, headers))
+        mac = _mac(self._secret, request.canonical(ts, nonce, digest))
         auth = f"v1 {self._key_id} {ts} {nonce} {mac}"
         return nonce, {AUTH_HEADER: auth, CONTENT_HEADER: digest}
 
@@ -150,44 +168,46 @@ class Authenticator:
 
     # --- the receiver's side --------------------------------------------------------------
 
-    def check_request(
-        self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None
-    ) -> tuple[str, str]:
-        """Check a request's signature, freshness and nonce before any work is done on it.
+    def check_request(self, request: Request) -> tuple[str, str]:
+        """Check a request's signature, freshness and nonce, from its headers alone: before
+        its body is read and before any work is done on it.
 
-        ``body`` is the body read whole, or None for a streamed one (only then may the
-        digest be UNSIGNED-PAYLOAD). Returns the request's nonce and key id. Raises
+        Returns its nonce and the body digest it declares (to give ``check_body``). Raises
         Unauthenticated saying why (never with a secret or a signature in the message).
         """
         if not self.enforced:
-            return "", ""
-        match = _REQUEST.fullmatch(headers.get(AUTH_HEADER, ""))
+            return "", UNSIGNED
+        match = _REQUEST.fullmatch(request.headers.get(AUTH_HEADER, ""))
         if match is None:
             raise Unauthenticated(f"no valid {AUTH_HEADER} header")
         kid, ts, nonce, mac = match.groups()
         secret = self._keys.get(kid)
         if secret is None:
             raise Unauthenticated(f"key {kid} is not a key of this cluster")
-        digest = headers.get(CONTENT_HEADER, "")
+        digest = request.headers.get(CONTENT_HEADER, "")
         if not _DIGEST.fullmatch(digest):
             raise Unauthenticated(f"no valid {CONTENT_HEADER} header")
-        expected = _mac(secret, _canonical(method, path_qs, ts, nonce, digest, headers))
-        if not hmac.compare_digest(mac, expected):
+        if not hmac.compare_digest(mac, _mac(secret, request.canonical(ts, nonce, digest))):
             raise Unauthenticated("the signature does not match (wrong secret or altered request)")
-        now = self._now()
-        skew = int(ts) - now
+        skew = int(ts) - self._now()
         if abs(skew) > WINDOW:
             raise Unauthenticated(
                 f"the request is dated {skew:+.0f}s from this peer's clock (limit {WINDOW:.0f}s):"
                 " a replay, or clocks out of step"
             )
+        self._remember(nonce)
+        return nonce, digest
+
+    def check_body(self, digest: str, body: bytes | None) -> None:
+        """Check a body read whole (None: a streamed one, the only kind that may be
+        UNSIGNED-PAYLOAD) against the digest its signed request declared."""
+        if not self.enforced:
+            return
         if digest == UNSIGNED:
             if body is not None:
                 raise Unauthenticated("a body read whole must be signed, not UNSIGNED-PAYLOAD")
         elif body is not None and not hmac.compare_digest(digest, content_digest(body)):
             raise Unauthenticated("the body does not match its signed digest")
-        self._remember(nonce, now)
-        return nonce, kid
 
     def sign_answer(self, nonce: str, status: int, body: bytes) -> str:
         """The auth header of an answer to request ``nonce``."""
@@ -195,12 +215,15 @@ class Authenticator:
             return ""
         return f"v1 {self._key_id} {_mac(self._secret, _answer(nonce, status, body))}"
 
-    def _remember(self, nonce: str, now: float) -> None:
-        expiry = self._expiry
-        while expiry and (expiry[0][0] < now or len(expiry) >= MAX_NONCES):
+    def _remember(self, nonce: str) -> None:
+        # Monotonic: a wall clock stepped forward then back must not forget nonces early.
+        now, expiry = time.monotonic(), self._expiry
+        while expiry and expiry[0][0] < now:
             self._seen.discard(expiry.popleft()[1])
         if nonce in self._seen:
             raise Unauthenticated("a replayed request (its nonce was seen before)")
+        if len(expiry) >= MAX_NONCES:
+            raise Unauthenticated(f"more than {MAX_NONCES} requests within {2 * WINDOW:.0f}s")
         self._seen.add(nonce)
         # A request is valid until its timestamp is WINDOW old, at most 2*WINDOW from now.
         expiry.append((now + 2 * WINDOW, nonce))

@@ -71,6 +71,7 @@ class Discovery:
         self.state = "stopped"
         self.learned: set[str] = set()  # ids of peers of our cluster found here
         self.ignored: set[str] = set()  # service names of other clusters or unreadable records
+        self._foreign: set[str | None] = set()  # ids of other clusters heard
 
     def __repr__(self) -> str:
         return (
@@ -221,9 +222,17 @@ class Discovery:
     def _member(self, name: str, info: AsyncServiceInfo) -> Member | None:
         """The member a resolved service describes, or None if it is not one of ours."""
         props = info.decoded_properties
-        if props.get("cluster") != self._cluster:
+        cluster = props.get("cluster")
+        if cluster != self._cluster:
             self.ignored.add(name)
-            log.debug("mDNS: ignoring %s of cluster %r", name, props.get("cluster"))
+            if cluster not in self._foreign:  # once per cluster: a peer meant for it may be us
+                self._foreign.add(cluster)
+                log.warning(
+                    "mDNS: peers of another cluster (%r) are on this network; this peer is of "
+                    "cluster %s (to join theirs instead: --join-token, see docs/security.md)",
+                    cluster,
+                    self._cluster,
+                )
             return None
         try:
             member_id = str(uuid.UUID(props.get("id") or ""))

@@ -10,7 +10,11 @@ also the heartbeat: its outcome feeds liveness (through ``Peers``).
 Members enter only through gossip, and every exchange is signed both ways with the cluster
 secret (``node.cluster.auth``): a member is always vouched for by a peer that holds the
 secret. Seeds (``--join``, a join token's URLs, peers found by mDNS) are only addresses to
-try; a process there that cannot sign its answer teaches nothing.
+try; a process there that cannot sign its answer teaches nothing. A seed not yet known as a
+member is sent an *introduction* (this peer alone: no member list, no figures), so a
+stranger at a seed address learns nothing it could not see in mDNS. Seeds the operator gave
+are tried every round until they answer; addresses found by mDNS (anyone on the LAN can
+announce the public cluster id) are bounded in number and dropped after a few failures.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
 
-# Addresses to try at most (mDNS finds of one cluster on one LAN stay far below this).
-MAX_SEEDS = 1024
+# Addresses found by mDNS kept at most, and failed exchanges before one is dropped.
+MAX_FOUND = 256
+FOUND_TRIES = 3
 
 
 class Gossip:
@@ -52,21 +57,23 @@ class Gossip:
         me = membership.me.url
         urls = [check_member_url(s.rstrip("/")) for s in seeds]
         self._seeds = [url for url in urls if url != me]
+        self._found: dict[str, int] = {}  # address found by mDNS -> failed exchanges so far
         self._figures = figures  # this peer's own storage figures, read at every message
         self._interval = interval
 
     def __repr__(self) -> str:
-        return f"Gossip(every {self._interval}s, seeds={len(self._seeds)})"
+        return (
+            f"Gossip(every {self._interval}s, seeds={len(self._seeds)}, found={len(self._found)})"
+        )
 
     def add_seed(self, url: str) -> None:
-        """An address where a member may be (found by mDNS): gossip with it at once."""
+        """An address where a member may be (found by mDNS): introduce this peer at once."""
         url = url.rstrip("/")
-        if url != self._membership.me.url and url not in self._seeds:
-            if len(self._seeds) >= MAX_SEEDS:
-                log.warning("not trying %s: already %d addresses to try", url, MAX_SEEDS)
-                return
-            self._seeds.append(url)
-            self._membership.news()
+        known = url == self._membership.me.url or url in self._seeds or url in self._found
+        if known or len(self._found) >= MAX_FOUND:
+            return
+        self._found[url] = 0
+        self._membership.news()
 
     def own_figures(self) -> PeerFigures:
         """This peer's storage figures now, as it reports them to others."""
@@ -80,6 +87,11 @@ class Gossip:
             clock=self._clock.now(),
             **msgspec.structs.asdict(self._figures()),
         )
+
+    def introduction(self) -> GossipMessage:
+        """What this peer tells an address not yet known to be a member's: itself alone."""
+        me = MemberRecord.of(self._membership.me)
+        return GossipMessage(sender=me, members=[me])
 
     def receive(self, message: GossipMessage) -> None:
         """Merge a message from another peer; its sender is evidently up.
@@ -105,17 +117,27 @@ class Gossip:
             await self._peers.exchange(url, member_id, message, timeout, self.receive)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
+            if url in self._found:
+                self._found[url] += 1
+                if self._found[url] >= FOUND_TRIES:
+                    del self._found[url]
+                    log.info("mDNS address %s did not answer as a member; dropped", url)
 
     async def round(self) -> None:
-        """Exchange gossip with every member and every seed not yet known."""
+        """Exchange gossip with every member, and introduce this peer to every seed not yet
+        known as a member's address."""
         membership = self._membership
         known_urls = {m.url for m in membership.members()}
-        targets: list[tuple[str, str | None]] = [
-            (m.url, m.id) for m in membership.members() if m.id != membership.me.id
-        ]
-        targets += [(seed, None) for seed in self._seeds if seed not in known_urls]
+        for url in known_urls & set(self._found):
+            del self._found[url]
+        members = [m for m in membership.members() if m.id != membership.me.id]
+        seeds = [s for s in self._seeds if s not in known_urls] + list(self._found)
         message = self.message()  # one per round: its figures cost a statvfs
-        await asyncio.gather(*(self._exchange(url, mid, message) for url, mid in targets))
+        introduction = self.introduction()
+        await asyncio.gather(
+            *(self._exchange(m.url, m.id, message) for m in members),
+            *(self._exchange(url, None, introduction) for url in seeds),
+        )
         await membership.save()
         await membership.refresh_ring()
 

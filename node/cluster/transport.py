@@ -24,7 +24,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, content_digest
+from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, Request, content_digest
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
@@ -227,14 +227,24 @@ class HttpTransport:
             digest = content_digest(data or b"")
         else:
             digest = UNSIGNED  # a streamed chunk: its blocks are checked against the manifest
-        nonce, signed = self._auth.sign(method, url.raw_path_qs, digest, headers)
+        request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, headers)
+        nonce, signed = self._auth.sign(request, digest)
         headers.update(signed)
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, timeout=timeout or self._timeout
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=timeout or self._timeout,
+                allow_redirects=False,
             ) as response:
-                await _raise_for_status(str(url), response)
-                yield _Reply(response, nonce, self._auth)
+                reply = _Reply(response, nonce, self._auth)
+                if response.status >= 400:
+                    if response.status != 401:  # a refusal of our credentials is not signed
+                        await reply.body()  # an unsigned error is no member's answer
+                    await _raise_for_status(str(url), response)
+                yield reply
         except RingstoreError:
             raise
         except TRANSPORT_ERRORS as exc:
@@ -286,8 +296,8 @@ class HttpTransport:
             return (await reply.decode(ChunkStored, json=True)).size
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
-        async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}"):
-            pass
+        async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}") as reply:
+            await reply.body()  # signed: only the member can say it deleted
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         try:
@@ -318,8 +328,8 @@ class HttpTransport:
             "version": str(manifest.version),
             "revision": str(manifest.revision),
         }
-        async with self._request("DELETE", to, "/internal/manifests", params=params):
-            pass
+        async with self._request("DELETE", to, "/internal/manifests", params=params) as reply:
+            await reply.body()
 
     async def list_manifests(
         self, to: Address, prefix: str, start_after: str, limit: int

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from node.disk.durable import write_atomically
+from node.errors import StartRefused
 from node.model.identity import ClusterIdentity
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def save_identity(path: Path, identity: ClusterIdentity) -> None:
 def load_peer_id(data_dir: Path) -> str:
     """The peer's stable id, created on first start (blocking).
 
-    Raises SystemExit when the file exists but holds no UUID: guessing would make this peer
+    Raises StartRefused when the file exists but holds no UUID: guessing would make this peer
     a new member and orphan every chunk it holds.
     """
     path = data_dir / PEER_ID_FILE
@@ -83,7 +84,7 @@ def load_peer_id(data_dir: Path) -> str:
         write_atomically(path, f"{peer_id}\n".encode())
         return peer_id
     except ValueError:
-        raise SystemExit(f"{path} does not hold a peer id; fix or remove it") from None
+        raise StartRefused(f"{path} does not hold a peer id; fix or remove it") from None
 
 
 def disk_usage(data_dir: Path) -> tuple[int, int]:

@@ -208,9 +208,13 @@ def up(
 )
 def token(data_dir: Path, urls: tuple[str, ...], create: bool) -> None:
     """Print a join token for DATA_DIR's cluster (a secret: whoever holds it is a member)."""
+    from node.errors import StartRefused
     from node.process.identity import token_for
 
-    text, identity = token_for(data_dir, list(urls), create)
+    try:
+        text, identity = token_for(data_dir, list(urls), create)
+    except StartRefused as exc:
+        raise click.ClickException(str(exc)) from None
     verb = "created cluster" if create else "cluster"
     click.echo(
         f"{verb} {identity.cluster_id}; join with: ringstore peer --join-token TOKEN", err=True

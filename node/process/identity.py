@@ -7,14 +7,19 @@ what the data directory holds:
 given                  data directory holds        then
 =====================  ==========================  =============================================
 token or secret file   nothing                     join that cluster; keep its identity
-token or secret file   the same cluster            take the given secrets (a rotation step)
+token                  an identity of its cluster  the stored one (a token is needed only once)
+secret file            an identity of its cluster  take the file's secrets if they include the
+                                                   stored signing secret (a rotation step), else
+                                                   refuse (an old file would revive a retired
+                                                   secret)
 token or secret file   another cluster             refuse to start (a data dir has one cluster)
 nothing                an identity                 the cluster it holds
 nothing                nothing, never a peer       a new cluster of one, unless --join is given
 nothing                nothing, but data (old)     refuse: say how to give it an identity
 =====================  ==========================  =============================================
 
-Refusals are ``SystemExit`` with a message that says what to do; no message holds a secret.
+Refusals raise ``StartRefused`` with a message that says what to do; no message holds a
+secret.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import msgspec
 from node.cluster.protocol import MemberRecord
 from node.config import PeerConfig
 from node.disk.data_dir import MEMBERS_FILE, is_fresh, load_identity, save_identity
-from node.model.identity import ClusterIdentity, join_token, parse_join_token
+from node.errors import StartRefused
+from node.model.identity import ClusterIdentity, join_token, key_id, parse_join_token
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +53,26 @@ def _given(config: PeerConfig) -> tuple[ClusterIdentity | None, list[str], str]:
     token = config.join_token
     if config.join_token_file is not None:
         if token is not None:
-            raise SystemExit("give --join-token or --join-token-file, not both")
+            raise StartRefused("give --join-token or --join-token-file, not both")
         try:
             token = config.join_token_file.read_text()
         except OSError as exc:
-            raise SystemExit(f"cannot read {config.join_token_file}: {exc.strerror}") from None
+            raise StartRefused(f"cannot read {config.join_token_file}: {exc.strerror}") from None
     if token is not None and config.cluster_secret_file is not None:
-        raise SystemExit("give a join token or --cluster-secret-file, not both")
+        raise StartRefused("give a join token or --cluster-secret-file, not both")
     if token is not None:
         try:
             identity, seeds = parse_join_token(token)
         except ValueError as exc:
-            raise SystemExit(f"--join-token: {exc}") from None
+            raise StartRefused(f"--join-token: {exc}") from None
         return identity, seeds, "the join token"
     if config.cluster_secret_file is not None:
         try:
             from_file = load_identity(config.cluster_secret_file)
         except ValueError as exc:
-            raise SystemExit(str(exc)) from None
+            raise StartRefused(str(exc)) from None
         if from_file is None:
-            raise SystemExit(f"--cluster-secret-file {config.cluster_secret_file}: no such file")
+            raise StartRefused(f"--cluster-secret-file {config.cluster_secret_file}: no such file")
         return from_file, [], str(config.cluster_secret_file)
     return None, [], ""
 
@@ -75,31 +81,48 @@ def cluster_identity(config: PeerConfig) -> tuple[ClusterIdentity, list[str]]:
     """This peer's cluster identity and the seeds its token names (blocking: file I/O).
 
     Writes the identity into the data directory (mode 0600) when it is new or changed.
-    Raises SystemExit with what to do when the peer must not start.
+    Raises StartRefused with what to do when the peer must not start.
     """
     data_dir: Path = config.data_dir
     given, seeds, source = _given(config)
     try:
         stored = load_identity(data_dir)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise StartRefused(str(exc)) from None
     if given is not None:
         if stored is not None and stored.cluster_id != given.cluster_id:
-            raise SystemExit(
+            raise StartRefused(
                 f"{data_dir} belongs to cluster {stored.cluster_id}, but {source} is for "
                 f"cluster {given.cluster_id}: a data directory holds one cluster's data"
             )
-        if stored != given:
+        if stored is None:
             save_identity(data_dir, given)
-            verb = "joining" if stored is None else "new secrets for"
-            log.info("%s cluster %s (from %s): %r", verb, given.cluster_id, source, given)
+            log.info("joining cluster %s (from %s): %r", given.cluster_id, source, given)
+            return given, seeds
+        if stored == given:
+            return stored, seeds
+        if config.cluster_secret_file is None:
+            log.warning(
+                "this peer already belongs to cluster %s: the join token is not needed (nor "
+                "used) after the first start; secrets change only with --cluster-secret-file",
+                stored.cluster_id,
+            )
+            return stored, seeds
+        if stored.signing_secret not in given.secrets:
+            raise StartRefused(
+                f"{source} does not hold the secret {data_dir} signs with now (key "
+                f"{key_id(stored.signing_secret)}): an old secret file would bring back a "
+                "retired secret. Rotate in the steps of docs/security.md"
+            )
+        save_identity(data_dir, given)
+        log.info("new secrets for cluster %s (from %s): %r", given.cluster_id, source, given)
         return given, seeds
     if stored is not None:
         return stored, []
     if not is_fresh(data_dir):
-        raise SystemExit(MIGRATION.format(dir=data_dir))
+        raise StartRefused(MIGRATION.format(dir=data_dir))
     if config.join:
-        raise SystemExit(
+        raise StartRefused(
             "--join finds a cluster but does not admit this peer to it: give --join-token "
             "(`ringstore token --data-dir DIR` on a member prints one) or --cluster-secret-file"
         )
@@ -130,25 +153,25 @@ def token_for(data_dir: Path, urls: list[str], create: bool) -> tuple[str, Clust
     ``urls`` or else the members the directory knows (at most ``TOKEN_URLS``).
 
     ``create`` gives a data directory from before cluster secrets a new identity first.
-    Raises SystemExit saying what is missing.
+    Raises StartRefused saying what is missing.
     """
     try:
         identity = load_identity(data_dir)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise StartRefused(str(exc)) from None
     if create:
         if identity is not None:
-            raise SystemExit(f"{data_dir} already belongs to cluster {identity.cluster_id}")
+            raise StartRefused(f"{data_dir} already belongs to cluster {identity.cluster_id}")
         if is_fresh(data_dir) and not list(data_dir.glob("peer-*")):
-            raise SystemExit(f"{data_dir} is not a peer's data directory")
+            raise StartRefused(f"{data_dir} is not a peer's data directory")
         identity = ClusterIdentity.create()
         save_identity(data_dir, identity)
     if identity is None:
-        raise SystemExit(
+        raise StartRefused(
             f"{data_dir} holds no cluster secret: is it a peer's or `ringstore up`'s data "
             "directory? (--create gives one to a data directory from before cluster secrets)"
         )
     urls = urls or _known_urls(data_dir)[:TOKEN_URLS]
     if not urls:
-        raise SystemExit(f"no member address is known in {data_dir}; name one with --url")
+        raise StartRefused(f"no member address is known in {data_dir}; name one with --url")
     return join_token(identity, urls), identity

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
+from node.errors import StartRefused
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -17,12 +18,19 @@ log = logging.getLogger(__name__)
 
 
 async def serve(config: PeerConfig) -> None:
-    """Serve ``config`` until the process is asked to stop."""
+    """Serve ``config`` until the process is asked to stop.
+
+    Raises SystemExit with the reason when the peer must not start (StartRefused).
+    """
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except StartRefused as exc:
+        await runner.cleanup()
+        raise SystemExit(f"ringstore peer: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -57,7 +57,7 @@ def create_app(config: PeerConfig) -> web.Application:
     """The aiohttp app of one peer serving ``config``; components start with the app."""
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
-        middlewares=[error_middleware, peer.authenticated, _addressed_to_me],
+        middlewares=[peer.signed_answers, error_middleware, peer.authenticated, _addressed_to_me],
         client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config

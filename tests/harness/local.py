@@ -18,6 +18,7 @@ from node.api.keys import (
     AUTH,
     CHUNKS,
     COORDINATOR,
+    GOSSIP,
     HOLDER,
     MANIFESTS,
     MEMBERSHIP,
@@ -27,6 +28,7 @@ from node.api.keys import (
     SCRUBBER,
 )
 from node.cluster.auth import Authenticator
+from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
@@ -76,7 +78,7 @@ class Served:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         try:
             await runner.setup()
-        except BaseException:  # e.g. SystemExit: a peer that refuses to start
+        except BaseException:  # e.g. StartRefused: a peer that refuses to start
             await runner.cleanup()
             self._listening.close()
             raise
@@ -186,6 +188,10 @@ class LocalPeer:
         identity = load_identity(self.data_dir)
         assert identity is not None, f"{self} has no cluster identity"
         return identity
+
+    @property
+    def gossip(self) -> Gossip:
+        return self._app()[GOSSIP]
 
     @property
     def auth(self) -> Authenticator:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from yarl import URL
 
-from node.cluster.auth import Authenticator, content_digest
+from node.cluster.auth import Authenticator, Request, content_digest
 from tests.harness.local import LocalPeer
 
 
@@ -30,6 +30,7 @@ async def internal(
     if params:
         url = url.with_query(dict(params))
     sent = dict(headers or {})
-    _, signed = (auth or peer.auth).sign(method, url.raw_path_qs, content_digest(data or b""), sent)
+    request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, sent)
+    _, signed = (auth or peer.auth).sign(request, content_digest(data or b""))
     async with http.request(method, url, data=data, headers={**sent, **signed}) as response:
         yield response

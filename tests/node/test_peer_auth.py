@@ -4,6 +4,8 @@ the cluster's token or secret."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,13 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
+from aiohttp import web
 
-from node.cluster.auth import Authenticator, content_digest
+from node.cluster.auth import Authenticator, Request, content_digest
+from node.cluster.gossip import FOUND_TRIES
 from node.cluster.protocol import MSGPACK, GossipMessage, MemberRecord, PullOrder, encode
+from node.cluster.transport import Address, HttpTransport
+from node.errors import PeerUnavailable, StartRefused
 from node.model.identity import ClusterIdentity, join_token, parse_join_token
 from node.process.identity import token_for
-from tests.harness import LocalCluster, LocalPeer, eventually, get_file, internal, put_file
+from tests.harness import (
+    LocalCluster,
+    LocalPeer,
+    Served,
+    eventually,
+    get_file,
+    internal,
+    put_file,
+)
 
 BLOCK = 4096
 STRANGER_ID = "00000000-0000-4000-8000-00000000beef"
@@ -41,6 +56,11 @@ def snapshot(peer: LocalPeer) -> dict[str, tuple[int, int]]:
             stat = path.stat()
             found[str(path.relative_to(peer.data_dir))] = (stat.st_size, stat.st_mtime_ns)
     return found
+
+
+def host(peer: LocalPeer) -> str:
+    """The peer's address as its Host header gives it."""
+    return f"127.0.0.1:{peer.port}"
 
 
 def forged_gossip(peer: LocalPeer) -> bytes:
@@ -134,7 +154,7 @@ async def test_a_replayed_request_is_refused_and_changes_nothing(
     chunk, _ = await stored(five, http)
     # Capture a valid signed DELETE, as an eavesdropper on plain HTTP would.
     path = f"/internal/chunks/{chunk}"
-    _, headers = peer.auth.sign("DELETE", path, content_digest(b""), {})
+    _, headers = peer.auth.sign(Request("DELETE", host(peer), path, {}), content_digest(b""))
     async with http.delete(f"{peer.url}{path}", headers=headers) as response:
         assert response.status == 204
     await put_file(http, five[1].url, "auth/after", b"new data")
@@ -152,14 +172,15 @@ async def test_an_altered_body_or_header_breaks_the_signature(
     body = forged_gossip(peer)
     path = "/internal/gossip"
     digest = "0" * 64  # well-formed, but not the body's
-    _, headers = peer.auth.sign("POST", path, digest, {})
+    _, headers = peer.auth.sign(Request("POST", host(peer), path, {}), digest)
     headers["Content-Type"] = MSGPACK
     async with http.post(f"{peer.url}{path}", data=body, headers=headers) as response:
         assert response.status == 401
         assert "digest" in (await response.json())["error"]["message"]
     # A header that was signed, changed on the way.
     signed = {"X-Ringstore-Peer": peer.id}
-    _, headers = peer.auth.sign("GET", "/internal/chunks/x-1", content_digest(b""), signed)
+    request = Request("GET", host(peer), "/internal/chunks/x-1", signed)
+    _, headers = peer.auth.sign(request, content_digest(b""))
     headers.update(signed)
     headers["X-Ringstore-Peer"] = five[1].id
     async with http.get(f"{peer.url}/internal/chunks/x-1", headers=headers) as response:
@@ -237,7 +258,7 @@ async def test_the_secret_is_in_no_log_line(
     secret = identity.signing_secret
     forms = [secret.hex(), repr(secret), token, identity.to_json().decode().split('"')[-2]]
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "refused POST /internal/gossip" in text
+    assert "refused POST '/internal/gossip'" in text
     for form in forms:
         assert form not in text
 
@@ -255,7 +276,7 @@ async def test_a_cluster_from_before_secrets_gets_an_identity_and_keeps_its_data
         for peer in cluster.peers:  # as the previous release left them: no identity
             (peer.data_dir / "cluster-secret.json").unlink()
             peer.configure(cluster_secret_file=None)
-        with pytest.raises(SystemExit, match="ringstore token --create"):
+        with pytest.raises(StartRefused, match="ringstore token --create"):
             await cluster[0].start()
         # The documented way: a token made on one member, the others restarted with it.
         token, identity = token_for(cluster[0].data_dir, [], create=True)
@@ -271,3 +292,115 @@ async def test_a_cluster_from_before_secrets_gets_an_identity_and_keeps_its_data
             assert await get_file(http, cluster[4].url, name) == data
     finally:
         await cluster.stop()
+
+
+async def test_the_signature_is_checked_before_the_body_is_read(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    peer = five[0]
+    # Headers promising 100 MB, and no body at all: the refusal must not wait for it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", peer.port)
+    try:
+        writer.write(
+            b"POST /internal/gossip HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert status_line.startswith(b"HTTP/1.1 401"), status_line
+    finally:
+        writer.close()
+    # A compressed body is refused even from a member (a small bomb would expand in memory).
+    bomb = gzip.compress(b"\0" * (10 << 20))
+    async with internal(
+        http,
+        peer,
+        "POST",
+        "/internal/gossip",
+        data=bomb,
+        headers={"Content-Type": MSGPACK, "Content-Encoding": "gzip"},
+    ) as response:
+        assert response.status == 401
+        assert "Content-Encoding" in (await response.json())["error"]["message"]
+
+
+async def test_a_request_signed_for_one_peer_is_refused_by_another(
+    five: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    chunk, _ = await stored(five, http)
+    holder, other = five[0], five[1]
+    path = f"/internal/chunks/{chunk}"
+    _, headers = holder.auth.sign(Request("DELETE", host(holder), path, {}), content_digest(b""))
+    async with http.delete(f"{other.url}{path}", headers=headers) as response:
+        assert response.status == 401
+    assert chunk in await holder.chunks.chunk_ids()
+
+
+async def test_a_non_member_cannot_answer_in_a_members_place(
+    tmp_path: Path, loop_guard: None
+) -> None:
+    """A squatter at a member's address (or a man in the middle) answers without the
+    secret: its "not found", "deleted" and gossip answers are all refused."""
+    answers: list[str] = []
+
+    async def squat(request: web.Request) -> web.StreamResponse:
+        answers.append(request.path)
+        if request.method == "DELETE":
+            return web.Response(status=204)
+        if request.path == "/internal/gossip":
+            me = MemberRecord(STRANGER_ID, "http://127.0.0.1:9", 1)
+            return web.Response(body=encode(GossipMessage(sender=me, members=[me])))
+        error = {"error": {"code": "file_not_found", "message": "none here"}}
+        return web.json_response(error, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", squat)
+    served = Served()
+    await served.serve(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            transport = HttpTransport(session, 5.0, Authenticator(ClusterIdentity.create()))
+            to = Address(f"http://127.0.0.1:{served.port}", "some-member")
+            with pytest.raises(PeerUnavailable, match="signature"):
+                await transport.get_manifest(to, "a/name")
+            with pytest.raises(PeerUnavailable, match="signature"):
+                await transport.delete_chunk(to, "0123456789abcdef0123456789abcdef-1")
+            intro = GossipMessage(
+                sender=MemberRecord(STRANGER_ID, "http://127.0.0.1:1", 1), members=[]
+            )
+            with pytest.raises(PeerUnavailable, match="signature"):
+                await transport.exchange(to, intro)
+    finally:
+        await served.stop()
+    assert len(answers) == 3
+
+
+async def test_an_address_found_by_mdns_hears_only_an_introduction_and_is_dropped(
+    five: LocalCluster,
+) -> None:
+    heard: list[GossipMessage] = []
+
+    async def stranger(request: web.Request) -> web.StreamResponse:
+        heard.append(msgspec.msgpack.decode(await request.read(), type=GossipMessage))
+        raise web.HTTPUnauthorized
+
+    app = web.Application()
+    app.router.add_post("/internal/gossip", stranger)
+    served = Served()
+    await served.serve(app)
+    try:
+        peer = five[0]
+        peer.gossip.add_seed(f"http://127.0.0.1:{served.port}")
+        await eventually(lambda: len(heard) >= FOUND_TRIES, what="the address to be tried")
+        await eventually(
+            lambda: "found=0" in repr(peer.gossip), what="the failing address to be dropped"
+        )
+        tried = len(heard)
+        await peer.gossip.round()  # dropped: not tried again
+        assert len(heard) == tried
+    finally:
+        await served.stop()
+    for message in heard:  # nothing about the cluster but the sender itself
+        assert [m.id for m in message.members] == [five[0].id]
+        assert message.used_bytes == 0
+        assert message.clock is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +27,18 @@ from node.process.cli import main
 from node.process.tls import TlsFiles, client_context, server_context
 from ring import Member
 from tests.harness import LocalCluster, LocalPeer, eventually
+
+# Python 3.10's asyncio sslproto warns "unclosed transport" for connections whose handshake
+# failed although they are closed (python/cpython#90476, fixed by 3.11's new sslproto).
+# Refused handshakes are what these tests make, so on 3.10 only that warning is ignored.
+if sys.version_info < (3, 11):
+    pytestmark = [
+        pytest.mark.filterwarnings(
+            "ignore:Exception ignored in.*_SSLProtocolTransport.__del__"
+            ":pytest.PytestUnraisableExceptionWarning"
+        ),
+        pytest.mark.filterwarnings("ignore:unclosed transport <asyncio.sslproto:ResourceWarning"),
+    ]
 
 CURL = "/usr/bin/curl"
 HAVE_CURL = Path(CURL).exists()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from node.cluster import auth as auth_module
-from node.cluster.auth import UNSIGNED, Authenticator, content_digest
+from node.cluster.auth import UNSIGNED, Authenticator, Request, content_digest
 from node.errors import Unauthenticated
 from node.model.identity import ClusterIdentity, join_token, key_id, parse_join_token
 
 NOW = 1_800_000_000.0
 BODY = b"a msgpack body"
+HOST = "127.0.0.1:8000"
 
 
 def authenticator(identity: ClusterIdentity, at: float = NOW) -> Authenticator:
@@ -21,29 +22,56 @@ def signed(
     signer: Authenticator, body: bytes = BODY, headers: dict[str, str] | None = None
 ) -> tuple[str, dict[str, str]]:
     sent = {"X-Ringstore-Peer": "p1", **(headers or {})}
-    nonce, auth = signer.sign("PUT", "/internal/manifests?expect=1", content_digest(body), sent)
+    request = Request("PUT", HOST, "/internal/manifests?expect=1", sent)
+    nonce, auth = signer.sign(request, content_digest(body))
     return nonce, {**sent, **auth}
+
+
+def check(
+    receiver: Authenticator,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    host: str = HOST,
+) -> str:
+    """What a receiving peer does: the signed headers first, then the body; the nonce."""
+    nonce, digest = receiver.check_request(Request(method, host, path, headers))
+    receiver.check_body(digest, body)
+    return nonce
 
 
 def test_a_signed_request_passes_once() -> None:
     identity = ClusterIdentity.create()
     sender, receiver = authenticator(identity), authenticator(identity)
     nonce, headers = signed(sender)
-    assert receiver.check_request("PUT", "/internal/manifests?expect=1", headers, BODY)[0] == nonce
+    assert check(receiver, "PUT", "/internal/manifests?expect=1", headers, BODY) == nonce
     with pytest.raises(Unauthenticated, match="replayed"):
-        receiver.check_request("PUT", "/internal/manifests?expect=1", headers, BODY)
+        check(receiver, "PUT", "/internal/manifests?expect=1", headers, BODY)
 
 
 @pytest.mark.parametrize(
     "change",
-    ["method", "path", "query", "body", "peer header", "new header", "timestamp", "key id"],
+    [
+        "method",
+        "receiver",
+        "path",
+        "query",
+        "body",
+        "peer header",
+        "new header",
+        "timestamp",
+        "key id",
+    ],
 )
 def test_any_change_breaks_the_signature(change: str) -> None:
     identity = ClusterIdentity.create()
     _, headers = signed(authenticator(identity))
-    method, path, body = "PUT", "/internal/manifests?expect=1", BODY
+    method, path, body, host = "PUT", "/internal/manifests?expect=1", BODY, HOST
     if change == "method":
         method = "POST"
+    elif change == "receiver":  # a replay to another peer
+        host = "127.0.0.1:8001"
     elif change == "path":
         path = "/internal/manifestz?expect=1"
     elif change == "query":
@@ -63,16 +91,16 @@ def test_any_change_breaks_the_signature(change: str) -> None:
         parts[1] = "0" * 16
         headers["X-Ringstore-Auth"] = " ".join(parts)
     with pytest.raises(Unauthenticated):
-        authenticator(identity).check_request(method, path, headers, body)
+        check(authenticator(identity), method, path, headers, body, host)
 
 
 def test_a_foreign_secret_and_a_missing_header_are_refused() -> None:
     _, headers = signed(authenticator(ClusterIdentity.create()))
     ours = authenticator(ClusterIdentity.create())
     with pytest.raises(Unauthenticated, match="not a key of this cluster"):
-        ours.check_request("PUT", "/internal/manifests?expect=1", headers, BODY)
+        check(ours, "PUT", "/internal/manifests?expect=1", headers, BODY)
     with pytest.raises(Unauthenticated, match="no valid"):
-        ours.check_request("PUT", "/internal/manifests?expect=1", {}, BODY)
+        check(ours, "PUT", "/internal/manifests?expect=1", {}, BODY)
 
 
 @pytest.mark.parametrize("skew", [-31, 31, -3600, 10**9])
@@ -80,17 +108,17 @@ def test_a_request_outside_the_window_is_refused(skew: float) -> None:
     identity = ClusterIdentity.create()
     _, headers = signed(authenticator(identity, NOW + skew))
     with pytest.raises(Unauthenticated, match="dated"):
-        authenticator(identity).check_request("PUT", "/internal/manifests?expect=1", headers, BODY)
+        check(authenticator(identity), "PUT", "/internal/manifests?expect=1", headers, BODY)
 
 
 def test_unsigned_payload_only_for_streams() -> None:
     identity = ClusterIdentity.create()
     sender, receiver = authenticator(identity), authenticator(identity)
-    _, headers = sender.sign("PUT", "/internal/chunks/c-1", UNSIGNED, {})
-    receiver.check_request("PUT", "/internal/chunks/c-1", headers, None)
-    _, headers = sender.sign("POST", "/internal/gossip", UNSIGNED, {})
+    _, headers = sender.sign(Request("PUT", HOST, "/internal/chunks/c-1", {}), UNSIGNED)
+    check(receiver, "PUT", "/internal/chunks/c-1", headers, None)
+    _, headers = sender.sign(Request("POST", HOST, "/internal/gossip", {}), UNSIGNED)
     with pytest.raises(Unauthenticated, match="must be signed"):
-        receiver.check_request("POST", "/internal/gossip", headers, b"{}")
+        check(receiver, "POST", "/internal/gossip", headers, b"{}")
 
 
 def test_answers_are_bound_to_their_request() -> None:
@@ -124,25 +152,24 @@ def test_rotation_accepts_every_listed_secret_and_signs_with_the_first() -> None
     ]:
         _, headers = signed(authenticator(signer))
         if ok:
-            authenticator(receiver).check_request("PUT", path, headers, BODY)
+            check(authenticator(receiver), "PUT", path, headers, BODY)
         else:
             with pytest.raises(Unauthenticated):
-                authenticator(receiver).check_request("PUT", path, headers, BODY)
+                check(authenticator(receiver), "PUT", path, headers, BODY)
 
 
 def test_the_nonce_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth_module, "MAX_NONCES", 5)
     identity = ClusterIdentity.create()
-    clock = [NOW]
-    receiver = Authenticator(identity, now=lambda: clock[0])
-    for _ in range(20):
-        _, headers = signed(authenticator(identity, clock[0]))
-        receiver.check_request("PUT", "/internal/manifests?expect=1", headers, BODY)
-    assert len(receiver._seen) <= 5
-    clock[0] += 100  # past the window: everything remembered has expired
-    _, headers = signed(authenticator(identity, clock[0]))
-    receiver.check_request("PUT", "/internal/manifests?expect=1", headers, BODY)
-    assert len(receiver._seen) == 1
+    receiver = authenticator(identity)
+    sent = [signed(authenticator(identity))[1] for _ in range(6)]
+    for headers in sent[:5]:
+        check(receiver, "PUT", "/internal/manifests?expect=1", headers, BODY)
+    # Full: refused, rather than forgetting a nonce still inside the window.
+    with pytest.raises(Unauthenticated, match="more than 5 requests"):
+        check(receiver, "PUT", "/internal/manifests?expect=1", sent[5], BODY)
+    with pytest.raises(Unauthenticated, match="replayed"):
+        check(receiver, "PUT", "/internal/manifests?expect=1", sent[0], BODY)
 
 
 def test_identity_files_and_tokens_round_trip_and_never_show_the_secret() -> None:
