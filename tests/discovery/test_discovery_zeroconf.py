@@ -12,10 +12,13 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,7 +26,14 @@ import pytest
 from node.api.keys import DISCOVERY
 from node.cluster.discovery import Discovery
 from node.process.supervisor import PeerProcess
-from tests.harness import LocalCluster, LocalPeer, ProcessCluster, eventually, free_port
+from tests.harness import (
+    LocalCluster,
+    LocalPeer,
+    ProcessCluster,
+    eventually,
+    free_port,
+    free_port_block,
+)
 from tests.harness.watchdog import NAME as WATCHDOG
 
 pytestmark = pytest.mark.skipif(
@@ -231,3 +241,55 @@ async def test_processes_find_each_other_then_a_fifth_with_only_the_secret_file(
             await loner.stop()
     finally:
         await cluster.stop()
+
+
+async def test_two_default_up_clusters_on_one_host_stay_apart(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Two `ringstore up` with every default but ports and data directories (mDNS on the
+    default service type: this runs in a private network namespace) hear each other and
+    stay two clusters."""
+    ups = []
+    block = free_port_block(6)  # one block: two calls before anything binds return the same
+    bases = [block, block + 3]
+    try:
+        for i, base in enumerate(bases):
+            command = [sys.executable, "-m", "node", "up", "-n", "3", "--port", str(base),
+                       "--data-dir", str(tmp_path / f"up-{i}")]  # fmt: skip
+            ups.append(
+                await asyncio.create_subprocess_exec(
+                    *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                )
+            )
+        urls = [[f"http://127.0.0.1:{base + i}" for i in range(3)] for base in bases]
+
+        async def views() -> list[dict[str, Any]] | None:
+            found = []
+            for url in urls[0] + urls[1]:
+                try:
+                    async with http.get(f"{url}/cluster") as response:
+                        found.append(await response.json())
+                except aiohttp.ClientError:
+                    return None
+            return found
+
+        async def heard_each_other() -> bool:
+            seen = await views()
+            return seen is not None and all(
+                v["discovery"]["ignored"] >= 3 and sum(p["state"] == "up" for p in v["peers"]) == 3
+                for v in seen
+            )
+
+        await eventually(heard_each_other, 60, "each up to set the other's peers aside")
+        seen = await views()
+        assert seen is not None
+        clusters = [{v["cluster"] for v in seen[:3]}, {v["cluster"] for v in seen[3:]}]
+        assert len(clusters[0]) == len(clusters[1]) == 1
+        assert clusters[0] != clusters[1]
+        for view, own in zip(seen, [urls[0]] * 3 + [urls[1]] * 3, strict=True):
+            assert sorted(p["url"] for p in view["peers"]) == own
+    finally:
+        for up in ups:
+            up.send_signal(signal.SIGTERM)
+        for up in ups:
+            assert await asyncio.wait_for(up.wait(), 30) == 0

@@ -32,7 +32,15 @@ from node.cluster.protocol import MSGPACK, MemberRecord, PullOrder
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, chunk_id, file_id
 from node.model.version import MAX_SKEW_MS, Version
-from tests.harness import LocalCluster, LocalPeer, Served, get_file, put_file
+from tests.harness import (
+    LocalCluster,
+    LocalPeer,
+    Served,
+    eventually,
+    fully_redundant,
+    get_file,
+    put_file,
+)
 from tests.harness import internal as signed_call
 from tests.harness.watchdog import LoopWatchdog
 
@@ -124,12 +132,20 @@ def state(peer: LocalPeer) -> tuple[list[str], list[Path], list[str]]:
 
 
 async def assert_healthy(http: aiohttp.ClientSession, peer: LocalPeer, name: str) -> None:
-    """``peer`` answers ``/health`` and stores and serves a file, dated by a sane clock."""
+    """``peer`` answers ``/health`` and stores and serves a file, dated by a sane clock.
+
+    Returns once every chunk of that file is stored (a PUT answers after k+1 of them), so
+    the next test's snapshot of the peer's disk does not race the last chunk's arrival.
+    """
     async with http.get(f"{peer.url}/health") as response:
         assert response.status == 200, await response.text()
     data = uuid.uuid4().bytes * 1000
-    stored = await put_file(http, peer.url, f"healthy/{name}", data)
-    assert await get_file(http, peer.url, f"healthy/{name}") == data
+    name = f"healthy/{name}-{uuid.uuid4().hex[:8]}"  # never an overwrite: no deferred deletes
+    stored = await put_file(http, peer.url, name, data)
+    assert await get_file(http, peer.url, name) == data
+    await eventually(
+        lambda: fully_redundant(http, peer.url, [name]), what=f"every chunk of {name} stored"
+    )
     wall_ms = Version.parse(stored["version"]).wall_ms
     assert abs(wall_ms - time.time() * 1000) < 60_000, f"the clock moved: {stored['version']}"
 
