@@ -35,6 +35,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.process.tls import client_context
 from tests.harness import ProcessCluster
 
 MIB = 1 << 20
@@ -81,7 +82,7 @@ def session_for(
     """A client session that trusts the cluster's CA under TLS."""
     context: ssl.SSLContext | bool = True
     if security == "tls":
-        context = ssl.create_default_context(cafile=str(root / "tls" / "ca.pem"))
+        context = client_context(root / "tls" / "ca.pem")  # what the peers trust, and only it
     connector = aiohttp.TCPConnector(ssl=context)
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout or aiohttp.ClientTimeout(total=300)

@@ -20,7 +20,7 @@ from tests.harness import (
     get_manifest,
     internal,
 )
-from tests.node.test_cluster_files import get, payload, put
+from tests.node.shared.test_cluster_files import get, payload, put
 
 BLOCK = 4096
 

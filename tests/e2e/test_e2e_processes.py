@@ -19,7 +19,7 @@ import pytest
 
 from node.disk.data_dir import load_identity
 from node.process.supervisor import PeerProcess
-from tests.harness import ProcessCluster, eventually, free_port_block
+from tests.harness import ProcessCluster, all_see_all_up, eventually, free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -159,7 +159,9 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
                 async with http.get(url) as response:
                     assert await response.read() == b"still here"
             else:
-                await eventually(lambda: _all_up(http, base, 5), what="peers to see each other")
+                await eventually(
+                    lambda: all_see_all_up(http, urls(base, 5)), what="peers to see each other"
+                )
                 async with http.put(url, data=b"still here") as response:
                     assert response.status == 201, await response.text()
         finally:
@@ -174,14 +176,9 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
     assert not set(first) & set(second)
 
 
-async def _all_up(http: aiohttp.ClientSession, base: int, count: int) -> bool:
-    """Every peer sees every peer up."""
-    for port in range(base, base + count):
-        async with http.get(f"http://127.0.0.1:{port}/cluster") as response:
-            view = await response.json()
-        if sum(p["state"] == "up" for p in view["peers"]) < count:
-            return False
-    return True
+def urls(base: int, count: int) -> list[str]:
+    """The URLs of ``count`` peers on consecutive ports from ``base``."""
+    return [f"http://127.0.0.1:{port}" for port in range(base, base + count)]
 
 
 def _gone(pid: int) -> bool:
@@ -204,14 +201,9 @@ async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
     )  # fmt: skip
     newcomer = PeerProcess(tmp_path / "newcomer", "127.0.0.1", base + 4, [], [])
     try:
-
-        async def started() -> bool:
-            try:
-                return await _all_up(http, base, 4)
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(started, 60, "the up cluster to see itself", interval=0.2)
+        await eventually(
+            lambda: all_see_all_up(http, urls(base, 4)), 60, "the up cluster to see itself"
+        )
         token_run = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "node", "token", "--data-dir", str(data)],
@@ -237,7 +229,9 @@ async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
         finally:
             del os.environ["RINGSTORE_JOIN_TOKEN"]
         await newcomer.wait_healthy(http, 30)
-        await eventually(lambda: _all_up(http, base, 5), 30, "the newcomer to be a member")
+        await eventually(
+            lambda: all_see_all_up(http, urls(base, 5)), 30, "the newcomer to be a member"
+        )
         async with http.put(f"{newcomer.url}/files/joined", data=b"through the newcomer"):
             pass
         async with http.get(f"http://127.0.0.1:{base}/files/joined") as response:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from node.process.tls import client_context
-from tests.harness import eventually, free_port_block
+from tests.harness import all_see_all_up, eventually, free_port_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -45,7 +45,9 @@ async def _run_up(data: Path, base: int) -> tuple[list[int], list[str]]:
         ca = data / "tls" / "ca.pem"
         connector = aiohttp.TCPConnector(ssl=client_context(ca))
         async with aiohttp.ClientSession(connector=connector) as session:
-            await eventually(lambda: _all_up(session, base), 30, "peers to see each other")
+            https = [f"https://127.0.0.1:{port}" for port in range(base, base + PEERS)]
+            # Every peer, asked over HTTPS, sees every peer up: peer calls pass TLS both ways.
+            await eventually(lambda: all_see_all_up(session, https), 30, "peers to see each other")
         health = await asyncio.to_thread(
             subprocess.run,
             [CURL, "-sS", "--fail-with-body", "--cacert", str(ca),
@@ -57,16 +59,6 @@ async def _run_up(data: Path, base: int) -> tuple[list[int], list[str]]:
         up.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(up.wait(), 30) == 0
     return pids, printed
-
-
-async def _all_up(session: aiohttp.ClientSession, base: int) -> bool:
-    """Every peer, asked over HTTPS, sees every peer up: peer calls pass TLS both ways."""
-    for port in range(base, base + PEERS):
-        async with session.get(f"https://127.0.0.1:{port}/cluster") as response:
-            view = await response.json()
-        if sum(p["state"] == "up" for p in view["peers"]) < PEERS:
-            return False
-    return True
 
 
 def _mode(path: Path) -> int:

@@ -20,7 +20,14 @@ from tests.harness.disk import (
     manifest_replica_path,
     new_secret_file,
 )
-from tests.harness.files import check_files, fully_redundant, get_file, get_manifest, put_file
+from tests.harness.files import (
+    all_see_all_up,
+    check_files,
+    fully_redundant,
+    get_file,
+    get_manifest,
+    put_file,
+)
 from tests.harness.local import FAST, HANG_DETECTION, LocalCluster, LocalPeer, Served
 from tests.harness.peer_api import internal
 from tests.harness.polling import eventually, spin
@@ -35,6 +42,7 @@ __all__ = [
     "NetnsPeerProcess",
     "ProcessCluster",
     "Served",
+    "all_see_all_up",
     "check_files",
     "chunk_files_in",
     "eventually",

@@ -52,3 +52,17 @@ async def fully_redundant(session: aiohttp.ClientSession, url: str, names: list[
         if len(holders) != manifest["k"] + manifest["m"] or not set(holders) <= up:
             return False
     return True
+
+
+async def all_see_all_up(session: aiohttp.ClientSession, urls: list[str]) -> bool:
+    """Every peer at ``urls`` answers ``/cluster`` and sees at least that many members up
+    (False, not an error, while one does not answer yet)."""
+    for url in urls:
+        try:
+            async with session.get(f"{url}/cluster") as response:
+                view = await response.json()
+        except aiohttp.ClientError:
+            return False
+        if sum(p["state"] == "up" for p in view["peers"]) < len(urls):
+            return False
+    return True

@@ -14,6 +14,7 @@ import aiohttp
 from node.process.certificates import ensure_certificates
 from node.process.supervisor import PeerProcess
 from tests.harness.disk import new_secret_file
+from tests.harness.files import all_see_all_up
 from tests.harness.polling import eventually
 from tests.harness.ports import free_port, free_ports
 
@@ -97,18 +98,10 @@ class ProcessCluster:
         await self.wait_converged(session)
 
     async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
-        running = [p for p in self.peers if p.running]
-
-        async def converged() -> bool:
-            for peer in running:
-                async with session.get(f"{peer.url}/cluster") as response:
-                    view = await response.json()
-                up = [m for m in view["peers"] if m["state"] == "up"]
-                if len(up) < len(running):
-                    return False
-            return True
-
-        await eventually(converged, timeout, "the processes to see each other")
+        running = [p.url for p in self.peers if p.running]
+        await eventually(
+            lambda: all_see_all_up(session, running), timeout, "the processes to see each other"
+        )
 
     def kill(self, index: int) -> None:
         """SIGKILL one peer, by its pid."""

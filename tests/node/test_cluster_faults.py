@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually
-from tests.node.test_cluster_files import get, payload, put, stored_chunk_ids
+from tests.node.shared.test_cluster_files import get, payload, put, stored_chunk_ids
 
 
 @pytest.fixture

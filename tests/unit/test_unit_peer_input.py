@@ -1,6 +1,6 @@
 """The validators of what peers send, as pure functions: each bound, both sides of it.
 
-The same inputs through real peers are in ``tests/node/test_peer_input.py``.
+The same inputs through real peers are in ``tests/node/shared/test_peer_input.py``.
 """
 
 from __future__ import annotations

@@ -10,14 +10,11 @@ from __future__ import annotations
 import io
 import os
 import random
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from tests.harness import LocalCluster, eventually
-from tests.harness.watchdog import LoopWatchdog
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,40 +32,6 @@ SIZES = [
     1 << 20,
     (1 << 20) + 1,
 ]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def watchdog() -> AsyncIterator[LoopWatchdog]:
-    """One loop watchdog for the module's loop (the shared cluster runs on it)."""
-    async with LoopWatchdog(1.0) as dog:
-        yield dog
-
-
-@pytest_asyncio.fixture(loop_scope="module", autouse=True)
-async def no_stall(watchdog: LoopWatchdog) -> AsyncIterator[None]:
-    """Fail the test during which the loop was blocked (the stall names the code)."""
-    before = len(watchdog.stalls)
-    yield
-    assert len(watchdog.stalls) == before, "\n".join(watchdog.stalls[before:])
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def cluster(
-    tmp_path_factory: pytest.TempPathFactory, watchdog: LoopWatchdog
-) -> AsyncIterator[LocalCluster]:
-    """Seven peers with small blocks, shared by the module."""
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"), block_size=BLOCK)
-    try:
-        await local.start(7)
-        yield local
-    finally:
-        await local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        yield session
 
 
 def payload(size: int, seed: int = 0) -> bytes:

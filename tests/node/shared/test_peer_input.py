@@ -5,8 +5,8 @@ Each input here once hung, crashed or misled a peer through a single ``/internal
 peer kept nothing of it (members, chunks, manifests, clock), and checks that the peer still
 answers ``/health`` and serves a file PUT and GET.
 
-Every raw ``/internal/`` request goes through ``internal``: the one place that will sign
-them once the peer API is authenticated.
+Every raw ``/internal/`` request goes through ``internal``, which signs it as a fellow
+member would: input is checked even from an authenticated peer.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from node.api.keys import GOSSIP
-from node.cluster.membership import MEMBERS_FILE
 from node.cluster.protocol import MSGPACK, MemberRecord, PullOrder
+from node.disk.data_dir import MEMBERS_FILE
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, chunk_id, file_id
 from node.model.version import MAX_SKEW_MS, Version
@@ -42,46 +42,12 @@ from tests.harness import (
     put_file,
 )
 from tests.harness import internal as signed_call
-from tests.harness.watchdog import LoopWatchdog
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BLOCK = 4096
 NOW_MS = int(time.time() * 1000)
 BAD_NAMES = ["../../etc/passwd", "red\x1b[31mtext", "two\nlines"]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def watchdog() -> AsyncIterator[LoopWatchdog]:
-    async with LoopWatchdog(1.0) as dog:
-        yield dog
-
-
-@pytest_asyncio.fixture(loop_scope="module", autouse=True)
-async def no_stall(watchdog: LoopWatchdog) -> AsyncIterator[None]:
-    """Fail the test during which the loop was blocked (block size 0 used to spin it)."""
-    before = len(watchdog.stalls)
-    yield
-    assert len(watchdog.stalls) == before, "\n".join(watchdog.stalls[before:])
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def cluster(
-    tmp_path_factory: pytest.TempPathFactory, watchdog: LoopWatchdog
-) -> AsyncIterator[LocalCluster]:
-    """Seven peers shared by the module: every test leaves them as it found them."""
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"), block_size=BLOCK)
-    try:
-        await local.start(7)
-        yield local
-    finally:
-        await local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 @dataclass(frozen=True)
@@ -156,6 +122,12 @@ def gossip_from(peer: LocalPeer, sender: MemberRecord, **changes: Any) -> bytes:
     return msgspec.msgpack.encode(msgspec.structs.replace(message, sender=sender, **changes))
 
 
+async def gossip(http: aiohttp.ClientSession, peer: LocalPeer, body: bytes) -> Answer:
+    """POST a gossip body to ``peer`` as a member would."""
+    headers = {"Content-Type": MSGPACK}
+    return await internal(http, peer, "POST", "/internal/gossip", body=body, headers=headers)
+
+
 def stranger(url: str = "http://127.0.0.1:9", weight: int = 1) -> MemberRecord:
     return MemberRecord(str(uuid.uuid4()), url, weight)
 
@@ -207,9 +179,7 @@ async def test_gossip_with_a_clock_far_ahead_is_refused(
     peer = cluster[2]
     before = state(peer)
     body = gossip_from(peer, stranger(), clock=Version(wall_ms, 0, "future"))
-    answer = await internal(
-        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
-    )
+    answer = await gossip(http, peer, body)
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before  # the sender was not learned either
     await assert_healthy(http, peer, f"clock-{wall_ms}")  # its versions are dated now
@@ -225,9 +195,7 @@ async def test_gossip_with_a_weight_out_of_range_is_refused(
     peer = cluster[3]
     before = state(peer)
     body = gossip_from(peer, stranger(weight=weight))
-    answer = await internal(
-        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
-    )
+    answer = await gossip(http, peer, body)
     assert_refused(answer, 400, "invalid_request")
     assert "weight" in answer.body["error"]["message"]
     assert state(peer) == before
@@ -331,9 +299,7 @@ async def test_gossip_with_a_member_url_beyond_host_and_port_is_refused(
     peer = cluster[0]
     before = state(peer)
     body = gossip_from(peer, stranger(url))
-    answer = await internal(
-        http, peer, "POST", "/internal/gossip", body=body, headers={"Content-Type": MSGPACK}
-    )
+    answer = await gossip(http, peer, body)
     assert_refused(answer, 400, "invalid_request")
     assert "member URL" in answer.body["error"]["message"]
     assert state(peer) == before
