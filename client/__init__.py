@@ -2,10 +2,13 @@
 
 from client.async_client import AsyncClient
 from client.body import BinaryReader, BodySource, ProgressCallback
+from client.credentials import Credentials, find_credentials, read_credentials
 from client.errors import (
+    Conflict,
     CorruptData,
     FileChanged,
     FileNotFound,
+    Forbidden,
     IncompleteBody,
     InsufficientStorage,
     InvalidName,
@@ -40,12 +43,15 @@ __all__ = [
     "ChunkInfo",
     "Client",
     "ClusterView",
+    "Conflict",
     "CorruptData",
+    "Credentials",
     "FileChanged",
     "FileEntry",
     "FileNotFound",
     "FileReader",
     "FileStat",
+    "Forbidden",
     "IncompleteBody",
     "InsufficientStorage",
     "InvalidName",
@@ -63,4 +69,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnexpectedResponse",
+    "find_credentials",
+    "read_credentials",
 ]

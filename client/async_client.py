@@ -8,6 +8,7 @@ raw so that the server, not a URL library, decides whether a name is valid.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import secrets
 import ssl
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import aiohttp
 
 from client.body import BodySource, ProgressCallback, RequestBody
+from client.credentials import find_credentials
 from client.errors import FileNotFound, InvalidName, UnexpectedResponse
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
 from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
@@ -63,9 +65,13 @@ class AsyncClient:
     connecting may take. ``cafile`` is a PEM bundle of the CAs that HTTPS peers are checked
     against instead of the system's (a cluster's own CA, e.g. ``DATA/tls/ca.pem`` of
     ``ringstore up --tls``); peers must present a certificate it signed for the address
-    called. Use as ``async with AsyncClient(...) as client:`` or call ``aclose``.
-    Raises ValueError for a malformed peer URL, OSError or ssl.SSLError for an unusable
-    ``cafile``.
+    called. The access key is ``access_key`` and ``secret_key``, else the ``[default]``
+    profile of ``credentials_file``, else ``$RINGSTORE_ACCESS_KEY`` and
+    ``$RINGSTORE_SECRET_KEY``, else none (anonymous: public-read namespaces only; see
+    ``client.credentials``). Use as ``async with AsyncClient(...) as client:`` or call
+    ``aclose``. Raises ValueError for a malformed peer URL or half a key, OSError or
+    ssl.SSLError for an unusable ``cafile``, OSError or ValueError for an unusable
+    ``credentials_file``.
     """
 
     def __init__(
@@ -77,7 +83,11 @@ class AsyncClient:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         cafile: str | os.PathLike[str] | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        credentials_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        credentials = find_credentials(access_key, secret_key, credentials_file)
         if peers is None:
             urls = default_peers()
         elif isinstance(peers, str):
@@ -90,7 +100,7 @@ class AsyncClient:
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
         tls = None if cafile is None else _trusting(cafile)
-        self._transport = Transport(peer_list, retry, timeouts, tls)
+        self._transport = Transport(peer_list, retry, timeouts, tls, credentials)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._transport!r})"
@@ -294,6 +304,52 @@ class AsyncClient:
         path = file_path(name, "/manifests/")
         record = await self._transport.json("GET", path)
         return _parse(Manifest.from_json, record, None, f"GET {path}")
+
+    # --- access keys and namespaces (admin keys; listing namespaces: any key) -------------
+
+    async def create_key(
+        self,
+        name: str = "",
+        *,
+        read: Sequence[str] = (),
+        write: Sequence[str] = (),
+        create: bool = False,
+        admin: bool = False,
+    ) -> dict[str, Any]:
+        """Create an access key with these grants (namespaces, or ``"*"`` for all) and
+        return ``{"access_key", "secret_key", "name", "grants", "created_ms"}``: the secret
+        is shown only this once. Raises Unauthenticated, Forbidden (not an admin key),
+        InvalidRequest, Unavailable."""
+        document = {
+            "name": name,
+            "read": list(read),
+            "write": list(write),
+            "create": create,
+            "admin": admin,
+        }
+        return dict(await self._transport.json("POST", "/keys", document=document))
+
+    async def keys(self) -> builtins.list[dict[str, Any]]:
+        """Every live access key (without secrets). Raises Forbidden for a non-admin key."""
+        return list((await self._transport.json("GET", "/keys"))["keys"])
+
+    async def revoke_key(self, access_key: str) -> None:
+        """Revoke a key: every peer refuses it within seconds. Raises NotFound, Forbidden."""
+        await self._transport.json("DELETE", "/keys/" + quote(access_key, safe=""))
+
+    async def create_namespace(self, name: str, *, public_read: bool = False) -> dict[str, Any]:
+        """Create namespace ``name`` (an S3 bucket name). Raises Conflict if it exists,
+        InvalidRequest for a bad name, Forbidden without the grant."""
+        path = "/namespaces/" + quote(name, safe="")
+        return dict(await self._transport.json("PUT", path, document={"public_read": public_read}))
+
+    async def namespaces(self) -> builtins.list[dict[str, Any]]:
+        """The namespaces this key may read (an admin key: all)."""
+        return list((await self._transport.json("GET", "/namespaces"))["namespaces"])
+
+    async def remove_namespace(self, name: str) -> None:
+        """Remove an empty namespace. Raises Conflict if it holds files, NotFound."""
+        await self._transport.json("DELETE", "/namespaces/" + quote(name, safe=""))
 
     async def cluster(self) -> ClusterView:
         """What the current peer believes about the cluster: ring, members, their fill.

@@ -27,26 +27,98 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from client.async_client import split_peers
-from client.errors import RingstoreError
+from client.async_client import default_peers, split_peers
+from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
+from client.errors import RingstoreError, Unauthenticated
 from client.records import ClusterView, Manifest
 from client.sync_client import Client
 
 CA_BUNDLE_ENV = "RINGSTORE_CA_BUNDLE"
+NO_KEY_HINT = (
+    f"give an access key: ${ACCESS_KEY_ENV} and ${SECRET_KEY_ENV}, --credentials FILE or "
+    "--data-dir DIR"
+)
 PROGRESS_MIN = 4 << 20  # smaller transfers finish before a bar would tell anything
 BAR_WIDTH = 24
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
-def register(group: click.Group) -> None:
-    """Add the file commands to ``group`` (the ``ringstore`` command)."""
-    for command in (put, get, ls, rm, stat, status):
+# Makes an access key by acting as the cluster itself (``DATA_DIR``, peer URLs, key name,
+# grants) -> (access key, secret); supplied by the peer side, which holds that power.
+ClusterKeyMaker = Callable[[Path, list[str], str, dict[str, Any]], tuple[str, str]]
+_AUTH = "ringstore.credentials"  # click context meta: the credential options given
+
+
+def register(group: click.Group, cluster_key_maker: ClusterKeyMaker | None = None) -> None:
+    """Add the file, key and namespace commands to ``group`` (the ``ringstore`` command).
+    ``cluster_key_maker`` lets ``key create --data-dir`` work without any key yet."""
+    for command in (put, get, ls, rm, stat, status, key, ns):
         group.add_command(command)
+    _MAKERS[:] = [cluster_key_maker] if cluster_key_maker is not None else []
+
+
+_MAKERS: list[ClusterKeyMaker] = []
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_AUTH, {})[param.name] = value
+    return value
+
+
+def _credential_options(command: _Command) -> _Command:
+    """The access key to send: ``--access-key``/``--secret-key`` (or their environment
+    variables), or ``--credentials FILE``, or ``DATA_DIR/credentials`` with ``--data-dir``."""
+    options = [
+        click.option(
+            "--access-key",
+            metavar="ID",
+            expose_value=False,
+            callback=_remember,
+            help=f"Access key id (default: ${ACCESS_KEY_ENV}).",
+        ),
+        click.option(
+            "--secret-key",
+            metavar="SECRET",
+            expose_value=False,
+            callback=_remember,
+            help=f"Its secret; prefer ${SECRET_KEY_ENV} (a command line is visible to others).",
+        ),
+        click.option(
+            "--credentials",
+            metavar="FILE",
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Read the key from FILE (AWS shared-credentials format, [default]).",
+        ),
+        click.option(
+            "--data-dir",
+            metavar="DIR",
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="Read the key from DIR/credentials (a peer's or `ringstore up`'s data dir).",
+        ),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+def _credentials_file() -> Path | None:
+    given = click.get_current_context().meta.get(_AUTH, {})
+    if given.get("credentials") is not None:
+        return Path(given["credentials"])
+    if given.get("data_dir") is not None:
+        path = Path(given["data_dir"]) / "credentials"
+        return path if path.exists() else None
+    return None
 
 
 def _peer_option(command: _Command) -> _Command:
-    """``--peer`` and ``--cacert``: which cluster to talk to, and the CA its HTTPS peers use."""
+    """``--peer`` and ``--cacert``: which cluster to talk to, and the CA its HTTPS peers use;
+    and the access key to send (``_credential_options``)."""
     option = click.option(
         "--peer",
         "peers",
@@ -63,7 +135,7 @@ def _peer_option(command: _Command) -> _Command:
         help="Check HTTPS peers against the CA certificates in FILE (PEM) instead of the "
         f"system's, e.g. DATA/tls/ca.pem of `ringstore up --tls`. Default: ${CA_BUNDLE_ENV}.",
     )
-    return cacert(option(command))
+    return _credential_options(cacert(option(command)))
 
 
 def _json_option(command: _Command) -> _Command:
@@ -90,8 +162,20 @@ def _client(peers: tuple[str, ...], cacert: Path | None) -> Iterator[Client]:
     """A client for ``--peer`` URLs and ``--cacert``; reports every client or local-file
     error on stderr."""
     urls = [url for option in peers for url in split_peers(option)]
+    given = click.get_current_context().meta.get(_AUTH, {})
     try:
-        client = Client(urls or None, cafile=cacert)
+        credentials = find_credentials(
+            given.get("access_key"), given.get("secret_key"), _credentials_file()
+        )
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        client = Client(
+            urls or None,
+            cafile=cacert,
+            access_key=credentials.access_key if credentials else None,
+            secret_key=credentials.secret_key if credentials else None,
+        )
     except ssl.SSLError as exc:  # the file is there (click checked) but holds no CA
         message = f"{cacert}: not a PEM CA bundle ({exc})"
         raise click.BadParameter(message, param_hint="--cacert") from None
@@ -100,6 +184,8 @@ def _client(peers: tuple[str, ...], cacert: Path | None) -> Iterator[Client]:
     try:
         with client:
             yield client
+    except Unauthenticated as exc:
+        _fail(f"{exc} ({NO_KEY_HINT})")
     except RingstoreError as exc:
         _fail(str(exc))
     except BrokenPipeError:
@@ -194,14 +280,17 @@ def put(
     peers: tuple[str, ...],
     cacert: Path | None,
 ) -> None:
-    """Upload the file PATH as NAME (default: PATH's file name).
+    """Upload the file PATH as NAME (NAMESPACE/NAME); a NAME ending in / gets PATH's file
+    name appended (`put photo.jpg photos/2026/`).
 
-    PATH - reads standard input; NAME is then required.
+    PATH - reads standard input; NAME must then be whole.
     """
     if name is None:
+        raise click.UsageError("give NAME: NAMESPACE/NAME, or NAMESPACE/ to keep PATH's name")
+    if name.endswith("/"):
         if path == "-":
-            raise click.UsageError("NAME is required when PATH is - (standard input)")
-        name = Path(path).name
+            raise click.UsageError("NAME must be whole when PATH is - (standard input)")
+        name += Path(path).name
     content_type = content_type or mimetypes.guess_type(name)[0]
     data = click.open_file("-", "rb") if path == "-" else Path(path)
     with _client(peers, cacert) as client, _Progress(f"put {_shown(name)}", quiet) as progress:
@@ -366,3 +455,124 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
 def _unicode_stdout() -> bool:
     encoding = getattr(sys.stdout, "encoding", None) or ""
     return encoding.lower().replace("-", "") == "utf8"
+
+
+# --- access keys and namespaces -------------------------------------------------------------
+
+
+@click.group()
+def key() -> None:
+    """Access keys: create, list, revoke (an admin key's commands)."""
+
+
+@key.command("create")
+@click.argument("name", default="")
+@click.option("--read", "read", multiple=True, metavar="NS", help="May read NS ('*': all).")
+@click.option("--write", "write", multiple=True, metavar="NS", help="May write NS ('*': all).")
+@click.option("--create-ns", "create", is_flag=True, help="May create namespaces.")
+@click.option("--admin", is_flag=True, help="May do everything: keys, namespaces, all files.")
+@_json_option
+@_peer_option
+def key_create(
+    name: str,
+    read: tuple[str, ...],
+    write: tuple[str, ...],
+    create: bool,
+    admin: bool,
+    as_json: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
+) -> None:
+    """Create an access key named NAME with these grants; its secret is shown only now.
+
+    With --data-dir DIR and no key to use (DIR has no credentials file), the key is made
+    with the cluster secret in DIR instead: how a cluster from before access keys, or one
+    whose admin keys are lost, gets an admin key again.
+    """
+    given = click.get_current_context().meta.get(_AUTH, {})
+    data_dir = given.get("data_dir")
+    has_key = given.get("access_key") or given.get("credentials") is not None
+    if data_dir is not None and not has_key and _credentials_file() is None and _MAKERS:
+        urls = [url for option in peers for url in split_peers(option)] or default_peers()
+        grants = {"read": read, "write": write, "create": create, "admin": admin}
+        try:
+            access_key, secret = _MAKERS[0](Path(data_dir), urls, name, grants)
+        except Exception as exc:  # the maker's own errors: one line, like every failure
+            _fail(str(exc))
+        made: dict[str, Any] = {"access_key": access_key, "secret_key": secret}
+    else:
+        with _client(peers, cacert) as client:
+            made = client.create_key(name, read=read, write=write, create=create, admin=admin)
+    if as_json:
+        click.echo(json.dumps({"access_key": made["access_key"], "secret_key": made["secret_key"]}))
+        return
+    click.echo(f"access key: {_shown(made['access_key'])}")
+    click.echo(f"secret key: {_shown(made['secret_key'])}")
+    click.echo("the secret is shown only now: keep it safe", err=True)
+
+
+@key.command("ls")
+@_json_option
+@_peer_option
+def key_ls(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
+    """List the live access keys and their grants (never their secrets)."""
+    with _client(peers, cacert) as client:
+        keys = client.keys()
+    if as_json:
+        click.echo(json.dumps(keys, indent=2))
+        return
+    for record in keys:
+        grants = record["grants"]
+        parts = ["admin"] if grants["admin"] else []
+        parts += [f"read:{ns}" for ns in grants["read"]] + [f"write:{ns}" for ns in grants["write"]]
+        parts += ["create-ns"] if grants["create"] else []
+        line = f"{record['access_key']}  {record['name'] or '-'}  {' '.join(parts) or '(none)'}"
+        click.echo(_shown(line))
+
+
+@key.command("revoke")
+@click.argument("key_id", metavar="ID")
+@_peer_option
+def key_revoke(key_id: str, peers: tuple[str, ...], cacert: Path | None) -> None:
+    """Revoke access key ID: every peer refuses it within seconds."""
+    with _client(peers, cacert) as client:
+        client.revoke_key(key_id)
+
+
+@click.group()
+def ns() -> None:
+    """Namespaces (the first segment of a file's name; an S3 bucket): create, list, remove."""
+
+
+@ns.command("create")
+@click.argument("name")
+@click.option("--public-read", is_flag=True, help="Anyone may read and list it, unauthenticated.")
+@_peer_option
+def ns_create(name: str, public_read: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
+    """Create namespace NAME (3-63 lower-case letters, digits, '-' and '.')."""
+    with _client(peers, cacert) as client:
+        client.create_namespace(name, public_read=public_read)
+
+
+@ns.command("ls")
+@_json_option
+@_peer_option
+def ns_ls(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
+    """List the namespaces this key may read."""
+    with _client(peers, cacert) as client:
+        found = client.namespaces()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for record in found:
+        notes = [n for n in ("public-read", "adopted") if record[n.replace("-", "_")]]
+        click.echo(_shown(f"{record['name']}  {' '.join(notes)}".rstrip()))
+
+
+@ns.command("rm")
+@click.argument("name")
+@_peer_option
+def ns_rm(name: str, peers: tuple[str, ...], cacert: Path | None) -> None:
+    """Remove namespace NAME; it must hold no files."""
+    with _client(peers, cacert) as client:
+        client.remove_namespace(name)

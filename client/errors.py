@@ -100,6 +100,14 @@ class FileNotFound(NotFound):
     """No live file has this name (404 file_not_found)."""
 
 
+class Forbidden(InvalidRequest):
+    """The access key has no grant for what was asked (403)."""
+
+
+class Conflict(RingstoreError):
+    """The request conflicts with the current state (409): e.g. a namespace not empty."""
+
+
 class Unavailable(RingstoreError):
     """Too few peers are healthy to serve the request (503), after every retry."""
 
@@ -139,6 +147,14 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "incomplete_body": IncompleteBody,
     "not_found": NotFound,
     "file_not_found": FileNotFound,
+    "namespace_not_found": NotFound,
+    "access_key_not_found": NotFound,
+    "forbidden": Forbidden,
+    "access_denied": Forbidden,
+    "invalid_namespace": InvalidRequest,
+    "conflict": Conflict,
+    "namespace_not_empty": Conflict,
+    "namespace_exists": Conflict,
     "chunk_not_found": NotFound,
     "unavailable": Unavailable,
     "peer_unavailable": Unavailable,
@@ -152,7 +168,9 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
 _BY_STATUS: Mapping[int, type[RingstoreError]] = {
     400: InvalidRequest,
     401: Unauthenticated,
+    403: Forbidden,
     404: NotFound,
+    409: Conflict,
     416: InvalidRange,
     503: Unavailable,
     507: InsufficientStorage,

@@ -7,10 +7,12 @@ Every method has the async method's signature and only hands the call to the loo
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
+from typing import Any
 
 from client.async_client import DEFAULT_PAGE_SIZE, AsyncClient
 from client.body import BodySource, ProgressCallback
@@ -87,6 +89,9 @@ class Client:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         cafile: str | os.PathLike[str] | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        credentials_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._async = AsyncClient(
             peers,
@@ -95,6 +100,9 @@ class Client:
             timeout=timeout,
             connect_timeout=connect_timeout,
             cafile=cafile,
+            access_key=access_key,
+            secret_key=secret_key,
+            credentials_file=credentials_file,
         )
         self._loop = LoopThread()
 
@@ -205,6 +213,39 @@ class Client:
     def cluster(self) -> ClusterView:
         """What the current peer believes about the cluster; see ``AsyncClient.cluster``."""
         return self._loop.run(self._async.cluster())
+
+    def create_key(
+        self,
+        name: str = "",
+        *,
+        read: Sequence[str] = (),
+        write: Sequence[str] = (),
+        create: bool = False,
+        admin: bool = False,
+    ) -> dict[str, Any]:
+        """Create an access key; see ``AsyncClient.create_key``."""
+        made = self._async.create_key(name, read=read, write=write, create=create, admin=admin)
+        return self._loop.run(made)
+
+    def keys(self) -> builtins.list[dict[str, Any]]:
+        """Every live access key; see ``AsyncClient.keys``."""
+        return self._loop.run(self._async.keys())
+
+    def revoke_key(self, access_key: str) -> None:
+        """Revoke a key; see ``AsyncClient.revoke_key``."""
+        self._loop.run(self._async.revoke_key(access_key))
+
+    def create_namespace(self, name: str, *, public_read: bool = False) -> dict[str, Any]:
+        """Create a namespace; see ``AsyncClient.create_namespace``."""
+        return self._loop.run(self._async.create_namespace(name, public_read=public_read))
+
+    def namespaces(self) -> builtins.list[dict[str, Any]]:
+        """The namespaces this key may read; see ``AsyncClient.namespaces``."""
+        return self._loop.run(self._async.namespaces())
+
+    def remove_namespace(self, name: str) -> None:
+        """Remove an empty namespace; see ``AsyncClient.remove_namespace``."""
+        self._loop.run(self._async.remove_namespace(name))
 
 
 async def _enter(manager: AbstractAsyncContextManager[AsyncFileReader]) -> AsyncFileReader:

@@ -11,6 +11,7 @@ an exception by ``client.errors`` and raised at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import aiohttp
 from yarl import URL
 
 from client.body import PIECE, RequestBody
+from client.credentials import Credentials
 from client.errors import (
     PeerUnreachable,
     RingstoreError,
@@ -105,8 +107,10 @@ class Transport:
         retry: RetryPolicy,
         timeout: aiohttp.ClientTimeout,
         tls: ssl.SSLContext | None = None,
+        credentials: Credentials | None = None,
     ):
         self.peers = peers
+        self.credentials = credentials
         self.retry = retry
         self._timeout = timeout
         self._tls = tls
@@ -127,8 +131,15 @@ class Transport:
                 auto_decompress=False,
                 read_bufsize=PIECE // 4,
                 raise_for_status=False,
+                headers=self._auth(),
             )
         return self._session
+
+    def _auth(self) -> dict[str, str]:
+        """Headers every request carries: the access key, if there is one."""
+        if self.credentials is None:
+            return {}
+        return {"Authorization": self.credentials.authorization}
 
     async def send(
         self,
@@ -202,14 +213,33 @@ class Transport:
             content_range=response.headers.get("Content-Range"),
         )
 
-    async def json(self, method: str, path: str, *, params: Mapping[str, str] | None = None) -> Any:
-        """Send a request that answers JSON and return the decoded JSON.
+    async def json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        document: Any = None,
+    ) -> Any:
+        """Send a request (with ``document`` as its JSON body, if given) that answers JSON
+        and return the decoded JSON; an answer without a body (204) is None.
 
         Raises like ``send``, and UnexpectedResponse if the answer is not JSON.
         """
         tries = 0
         while True:
-            peer, response = await self.send(method, path, params=params)
+            if document is None:
+                peer, response = await self.send(method, path, params=params)
+            else:
+                data = json.dumps(document).encode()
+                async with await RequestBody.prepare(data, None) as body:
+                    headers = {"Content-Type": "application/json"}
+                    peer, response = await self.send(
+                        method, path, params=params, headers=headers, body=body
+                    )
+            if response.status == 204:
+                response.release()
+                return None
             try:
                 return await read_json(response, peer, f"{method} {path}")
             except PeerUnreachable:

@@ -128,6 +128,9 @@ class PeerConfig:
         default=1.0, metadata=option("Seconds between gossip rounds.", low=0.05)
     )
     down_after: int = 2  # consecutive failed exchanges before a member is down
+    # Seconds a peer trusts an access key or namespace it looked up: a revocation is seen
+    # everywhere within this plus one quorum read.
+    access_cache_ttl: float = 2.0
     peer_timeout: float = field(
         default=10.0, metadata=option("Connect and read timeout of peer calls (s).", low=0.1)
     )

@@ -66,6 +66,28 @@ class Forbidden(InvalidRequest):
     code = "forbidden"
 
 
+class AccessDenied(Forbidden):
+    """The access key is valid but has no grant for what was asked."""
+
+    code = "access_denied"
+
+
+class InvalidNamespace(InvalidRequest):
+    code = "invalid_namespace"
+
+
+class Conflict(RingstoreError):
+    code = "conflict"
+
+
+class NamespaceNotEmpty(Conflict):
+    code = "namespace_not_empty"
+
+
+class NamespaceExists(Conflict):
+    code = "namespace_exists"
+
+
 class NotFound(RingstoreError, KeyError):
     code = "not_found"
 
@@ -76,6 +98,14 @@ class FileNotFound(NotFound):
 
 class ChunkNotFound(NotFound):
     code = "chunk_not_found"
+
+
+class NamespaceNotFound(NotFound):
+    code = "namespace_not_found"
+
+
+class AccessKeyNotFound(NotFound):
+    code = "access_key_not_found"
 
 
 class Unavailable(RingstoreError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV
 from tests.harness import LocalCluster
+from tests.harness.access import ADMIN, ADMIN_HEADERS
 from tests.harness.watchdog import LoopWatchdog
 
 SLOW_STEP = 1.0  # seconds one loop step may block before the test fails (wall time: generous)
@@ -25,8 +28,21 @@ async def loop_guard() -> AsyncIterator[None]:
     assert not watchdog.stalls, "\n".join(watchdog.stalls)
 
 
+# Clients a test makes (library and CLI) use the harness's admin key unless told otherwise.
+os.environ[ACCESS_KEY_ENV], os.environ[SECRET_KEY_ENV] = ADMIN
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session that sends the harness's admin key (Basic) with every request."""
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as session:
+        yield session
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session without credentials."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         yield session
 

@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
+from node.access.guard import REALM
 from node.errors import (
+    Conflict,
     CorruptData,
     Forbidden,
     InsufficientStorage,
@@ -35,6 +37,7 @@ STATUS: dict[type[RingstoreError], int] = {
     InvalidRequest: 400,
     Unauthenticated: 401,
     NotFound: 404,
+    Conflict: 409,
     Unavailable: 503,
     InsufficientStorage: 507,
     CorruptData: 500,
@@ -70,6 +73,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(status, error.code, error.message)
         if isinstance(error, InvalidRange):
             response.headers[hdrs.CONTENT_RANGE] = f"bytes */{error.size}"
+        if isinstance(error, Unauthenticated):
+            response.headers[hdrs.WWW_AUTHENTICATE] = REALM
         return response
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from node.access.guard import Gatekeeper, Principal
+from node.access.store import AccessStore
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
@@ -35,3 +37,12 @@ REBALANCER = web.AppKey("rebalancer", Rebalancer)
 REPAIRER = web.AppKey("repairer", Repairer)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 DISCOVERY = web.AppKey("discovery", Discovery)
+ACCESS = web.AppKey("access", AccessStore)
+GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
+
+PRINCIPAL = web.RequestKey("principal", Principal)  # who sent a public request
+
+
+def principal_of(request: web.Request) -> Principal:
+    """Who sent ``request`` (set by the public API's ``identified`` middleware)."""
+    return request[PRINCIPAL]

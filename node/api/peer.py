@@ -21,7 +21,7 @@ from aiohttp import hdrs, web
 
 from node.api.errors import Handler
 from node.api.input import body_pieces, query_int
-from node.api.keys import AUTH, GOSSIP, HOLDER
+from node.api.keys import ACCESS, AUTH, GOSSIP, HOLDER
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
@@ -30,6 +30,8 @@ from node.cluster.protocol import (
     MSGPACK,
     ChunkStored,
     GossipMessage,
+    KeyCreated,
+    KeyOrder,
     ManifestList,
     PullOrder,
     ReplicaWriteReply,
@@ -53,7 +55,7 @@ T = TypeVar("T")
 PREFIX = "/internal/"
 CHUNK = "/internal/chunks/{chunk_id}"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
-NONCE = "ringstore.nonce"  # request key: the nonce of an authenticated request
+NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
 
 
 @web.middleware
@@ -108,6 +110,7 @@ def add_routes(app: web.Application) -> None:
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
+    router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
 
 def _guarded(handler: Handler, body_type: str | None = None) -> Handler:
@@ -242,3 +245,10 @@ async def gossip(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise InvalidRequest(f"malformed gossip: {exc}") from exc
     return _packed(gossip.message())
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """Create an access key for whoever holds the cluster secret (the first admin key)."""
+    order = await _body(request, KeyOrder)
+    record, secret = await request.app[ACCESS].create_key(order.name, order.grants)
+    return _packed(KeyCreated(record.access_key, secret))

@@ -15,8 +15,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from node.api.access import require, require_key, writable_namespace
 from node.api.input import body_pieces, query_int
 from node.api.keys import (
+    ACCESS,
     AUTH,
     CONFIG,
     COORDINATOR,
@@ -25,9 +27,11 @@ from node.api.keys import (
     MEMBERSHIP,
     REPAIRER,
     SCRUBBER,
+    principal_of,
 )
 from node.api.ranges import parse_range
-from node.errors import RingstoreError
+from node.errors import InvalidName, RingstoreError
+from node.model.access import namespace_of
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
 from ring import Ring
@@ -69,6 +73,9 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
 
 async def put_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
+    if "/" not in name:
+        raise InvalidName(f"a file name is NAMESPACE/NAME, e.g. photos/{name}")
+    await writable_namespace(request, name)
     started = time.monotonic()
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
     manifest = await request.app[COORDINATOR].put(
@@ -99,6 +106,7 @@ async def put_file(request: web.Request) -> web.Response:
 
 async def get_file(request: web.Request) -> web.StreamResponse:
     name = _name(request, FILES)
+    await require(request, "read", namespace_of(name))
     coordinator = request.app[COORDINATOR]
     manifest = await coordinator.stat(name)
     headers = _file_headers(manifest)
@@ -138,6 +146,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 async def delete_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
+    await require(request, "write", namespace_of(name))
     tombstone = await request.app[COORDINATOR].delete(name)
     log.info("DELETE %r as %s", name, tombstone.version)
     return web.Response(status=204)
@@ -147,17 +156,36 @@ async def list_files(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     start_after = request.query.get("start_after", "")
     limit = query_int(request, "limit", MAX_LIST, 1, MAX_LIST)
+    if "/" in prefix:  # one namespace: checked once
+        await require(request, "read", namespace_of(prefix))
     files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
+    if "/" not in prefix:  # names of several namespaces: only those the key may read
+        readable = await _readable(request, {namespace_of(m.name) for m in files})
+        files = [m for m in files if namespace_of(m.name) in readable]
     return web.json_response({"files": [m.summary() for m in files], "next": next_after or None})
+
+
+async def _readable(request: web.Request, namespaces: set[str]) -> set[str]:
+    """Which of ``namespaces`` the request may read (its grants, or public-read ones)."""
+    grants = principal_of(request).grants
+    readable = {ns for ns in namespaces if grants.allows("read", ns)}
+    access = request.app[ACCESS]
+    for namespace in sorted(namespaces - readable):
+        record = await access.namespace(namespace)
+        if record is not None and record.public_read:
+            readable.add(namespace)
+    return readable
 
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = _name(request, MANIFESTS)
+    await require(request, "read", namespace_of(name))
     manifest = await request.app[COORDINATOR].stat(name)
     return web.json_response(manifest.to_json())
 
 
 async def get_cluster(request: web.Request) -> web.Response:
+    require_key(request)
     membership = request.app[MEMBERSHIP]
     config = request.app[CONFIG]
     own = request.app[GOSSIP].own_figures()
@@ -212,6 +240,7 @@ def _evenness(ring: Ring, n: int) -> float:
 
 async def get_scrub(request: web.Request) -> web.Response:
     """This peer's scrub, garbage collection and repair figures."""
+    require_key(request)
     return web.json_response(
         {
             "scrub": request.app[SCRUBBER].stats.to_json(),

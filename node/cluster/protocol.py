@@ -30,6 +30,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from node.errors import CorruptData
+from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
 from node.model.version import Version
 from ring import Member
@@ -129,6 +130,21 @@ class ManifestList(msgspec.Struct, frozen=True):
 
     manifests: list[bytes]
     truncated: bool
+
+
+class KeyOrder(msgspec.Struct, frozen=True):
+    """Asks a peer to create an access key: the way in for whoever holds the cluster secret
+    (``ringstore up``, ``ringstore key create --data-dir``), before any admin key exists."""
+
+    name: Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
+    grants: Grants
+
+
+class KeyCreated(msgspec.Struct, frozen=True):
+    """A new access key and its secret (shown once)."""
+
+    access_key: str
+    secret_key: str
 
 
 class ChunkStored(msgspec.Struct, frozen=True):

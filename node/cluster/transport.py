@@ -33,6 +33,8 @@ from node.cluster.protocol import (
     PEER_HEADER,
     ChunkStored,
     GossipMessage,
+    KeyCreated,
+    KeyOrder,
     ManifestList,
     PullOrder,
     ReplicaWriteReply,
@@ -348,3 +350,10 @@ class HttpTransport:
             headers={"Content-Type": MSGPACK},
         ) as reply:
             return await reply.decode(GossipMessage)
+
+    async def create_key(self, to: Address, order: KeyOrder) -> KeyCreated:
+        """Have a peer create an access key (an admin tool's call, not one peers make)."""
+        async with self._request(
+            "POST", to, "/internal/keys", data=encode(order), headers={"Content-Type": MSGPACK}
+        ) as reply:
+            return await reply.decode(KeyCreated)

@@ -5,11 +5,18 @@ Layout under the data directory (the stores document their own parts)::
     peer-id          this peer's UUID, created on first start, never changed
     cluster-secret.json   the cluster's id and secrets (``node.model.identity``), mode 0600
     members.msgpack  the member list (``node.cluster.membership``)
+    credentials      the admin access key made with the cluster (AWS shared-credentials
+                     INI, ``[default]``), mode 0600; admin-key.pending while it is not yet
+                     stored on the ring
+    namespaces.adopted   present once the namespaces of files written before access keys
+                     were made
     chunks/ incoming/ manifests/   the stores
 """
 
 from __future__ import annotations
 
+import configparser
+import io
 import logging
 import shutil
 import stat
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 PEER_ID_FILE = "peer-id"
 IDENTITY_FILE = "cluster-secret.json"
 MEMBERS_FILE = "members.msgpack"
+CREDENTIALS_FILE = "credentials"
+PENDING_KEY_FILE = "admin-key.pending"
+ADOPTED_FILE = "namespaces.adopted"  # namespaces of older files were made (once)
 
 
 def prepare_data_dir(data_dir: Path) -> None:
@@ -91,3 +101,29 @@ def disk_usage(data_dir: Path) -> tuple[int, int]:
     """Total size and free bytes of the data directory's file system (one statvfs call)."""
     usage = shutil.disk_usage(data_dir)
     return usage.total, usage.free
+
+
+def save_credentials(path: Path, access_key: str, secret: str) -> None:
+    """Write an access key to ``path`` as the ``[default]`` profile of an AWS shared
+    credentials file (awscli, boto3 and ringstore read it), mode 0600."""
+    ini = configparser.ConfigParser()
+    ini["default"] = {"aws_access_key_id": access_key, "aws_secret_access_key": secret}
+    text = io.StringIO()
+    ini.write(text)
+    write_atomically(path, text.getvalue().encode(), mode=0o600)
+
+
+def load_credentials(path: Path) -> tuple[str, str] | None:
+    """``(access key, secret)`` of the ``[default]`` profile in ``path``, or None when the
+    file or the profile is absent. Raises ValueError for a file that is not INI."""
+    ini = configparser.ConfigParser()
+    try:
+        ini.read_string(path.read_text())
+    except FileNotFoundError:
+        return None
+    except configparser.Error as exc:
+        raise ValueError(f"{path} is not a credentials file: {exc.message}") from None
+    if not ini.has_option("default", "aws_access_key_id"):
+        return None
+    section = ini["default"]
+    return section["aws_access_key_id"], section.get("aws_secret_access_key", "")

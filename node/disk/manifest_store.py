@@ -21,10 +21,11 @@ from node.disk.durable import write_atomically
 from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
 from node.model.manifest import Manifest, ReplicaWrite
-from node.model.names import name_key
+from node.model.names import RESERVED, name_key
 from node.model.version import Version
 
 log = logging.getLogger(__name__)
+_AFTER_RESERVED = chr(ord(RESERVED) + 1)  # the first name past every reserved one
 
 
 class ManifestStore:
@@ -46,6 +47,10 @@ class ManifestStore:
     def names(self) -> list[str]:
         """Every name this peer holds a replica of, in order."""
         return list(self._names)
+
+    def live_names(self) -> list[str]:
+        """Names whose replica here is a live version (not a tombstone), in order."""
+        return [name for name in self._names if not self._index[name].deleted]
 
     def degraded_names(self) -> list[str]:
         """Names whose stored version has fewer chunks than its layout (repair's work)."""
@@ -150,17 +155,25 @@ class ManifestStore:
     def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], bool]:
         """Summaries of names with ``prefix`` after ``start_after``, tombstones included.
 
-        Returns at most ``limit`` entries in name order and whether more remain.
+        Cluster records (reserved names, which sort together between ``.`` and ``0``) are
+        listed only for a prefix that starts with the reserved character. Returns at most
+        ``limit`` entries in name order and whether more remain.
         """
         names = self._names
         position = bisect.bisect_left(names, prefix)
         if start_after:
             position = max(position, bisect.bisect_right(names, start_after))
+        skip_reserved = not prefix.startswith(RESERVED)
         found: list[Manifest] = []
-        for name in names[position:]:
+        while position < len(names):
+            name = names[position]
             if not name.startswith(prefix):
                 break
+            if skip_reserved and name.startswith(RESERVED):
+                position = bisect.bisect_left(names, _AFTER_RESERVED)
+                continue
             if len(found) == limit:
                 return found, True
             found.append(self._index[name])
+            position += 1
         return found, False

@@ -5,6 +5,9 @@ replicas. Manifests are ordered by ``(version, revision)``: the version orders t
 name, the revision orders changes of where one version's chunks live (moves and repairs).
 The manifest names the layout, the content digest, and for every stored chunk its index,
 holder peer and block digests. A tombstone is a manifest with ``deleted`` set and no chunks.
+A cluster record (an access key, a namespace: ``node.model.access``) is a manifest of a
+reserved name (``/``...) with no chunks that carries the record ``inline`` (at most
+``MAX_INLINE`` bytes; the field is left out when empty, so other manifests keep their bytes).
 
 On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
 the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
@@ -30,16 +33,18 @@ from typing import Annotated, Any
 
 import msgspec
 import xxhash
+from msgspec import UNSET, UnsetType
 
 from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
-from node.model.names import validate_name
+from node.model.names import validate_name, validate_stored_name
 from node.model.version import Version
 
 SCHEMA = 1
 MAX_REVISION = (1 << 63) - 1
 MAX_LABEL_LENGTH = 1024  # etag and content type
+MAX_INLINE = 64 << 10  # bytes a manifest carries inline
 
 # What a malformed record raises while it is decoded: msgspec's errors, and Layout's.
 _DECODE_ERRORS = (msgspec.DecodeError, ValueError)
@@ -105,6 +110,9 @@ class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
     # absent from manifests written before moves existed
     revision: Annotated[int, msgspec.Meta(ge=0, le=MAX_REVISION)] = 0
     chunks: list[ChunkRef]
+    # a small record carried in the manifest itself (cluster records: access keys...);
+    # absent when empty, so manifests without one keep their earlier bytes
+    inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE)] | UnsetType = UNSET
 
 
 class SealedManifest(msgspec.Struct, frozen=True, array_like=True):
@@ -128,6 +136,7 @@ class Manifest:
     chunks: tuple[ChunkRef, ...] = ()
     deleted: bool = False
     revision: int = 0
+    inline: bytes = b""
 
     @property
     def precedence(self) -> tuple[Version, int]:
@@ -158,8 +167,8 @@ class Manifest:
 
     @property
     def degraded(self) -> bool:
-        """True when fewer chunks are stored than the layout has."""
-        return not self.deleted and len(self.chunks) < self.layout.n
+        """True when fewer chunks are stored than the layout has (inline records have none)."""
+        return not self.deleted and not self.inline and len(self.chunks) < self.layout.n
 
     def without_chunks(self) -> Manifest:
         """This manifest without its chunk list: what listings and in-memory indexes keep."""
@@ -172,6 +181,7 @@ class Manifest:
             (),
             self.deleted,
             self.revision,
+            self.inline,
         )
 
     def to_bytes(self) -> bytes:
@@ -189,6 +199,7 @@ class Manifest:
             deleted=self.deleted,
             revision=self.revision,
             chunks=list(self.chunks),
+            inline=self.inline or UNSET,
         )
         packed = msgspec.msgpack.encode(record)
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
@@ -216,6 +227,7 @@ class Manifest:
             deleted=record.deleted,
             revision=record.revision,
             chunks=tuple(record.chunks),
+            inline=record.inline or b"",
         )
 
     @property
@@ -281,7 +293,7 @@ class ReplicaWrite:
 def _check_record(record: ManifestRecord, layout: Layout) -> None:
     """Raise ValueError unless a decoded record's name, labels and chunks fit its layout."""
     try:
-        validate_name(record.name)
+        validate_stored_name(record.name)
     except InvalidName as exc:
         raise ValueError(f"invalid name: {exc}") from None
     for label in (record.etag, record.content_type):

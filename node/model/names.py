@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 from node.errors import InvalidName
 
 MAX_NAME_BYTES = 1024
+RESERVED = "/"  # what starts the names of cluster records (never a file's: empty segment)
 
 
 def validate_name(name: str) -> str:
@@ -30,6 +31,13 @@ def validate_name(name: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidName(f"empty, '.' and '..' segments are not allowed: {name!r}")
     return name
+
+
+def validate_stored_name(name: str) -> str:
+    """Return ``name`` if a manifest may carry it: a file name, or a reserved name (``/``
+    and a valid name: cluster records such as access keys, which no file name can take).
+    Raises InvalidName otherwise."""
+    return validate_name(name[1:] if name.startswith(RESERVED) else name)
 
 
 def name_from_raw_path(raw: str) -> str:

@@ -225,4 +225,29 @@ def token(data_dir: Path, urls: tuple[str, ...], create: bool) -> None:
 # The file commands (put, get, ls, rm, stat, status) belong to the client package.
 from client.cli import register  # noqa: E402
 
-register(main)
+
+def _key_as_cluster(
+    data_dir: Path, urls: list[str], name: str, grants: dict[str, Any]
+) -> tuple[str, str]:
+    """``ringstore key create --data-dir DIR`` when DIR holds no key: sign as the cluster."""
+    from node.errors import RingstoreError
+    from node.model.access import Grants, InvalidNamespace
+    from node.process.admin import create_key_as_cluster
+
+    try:
+        wanted = Grants.of(**grants)
+    except InvalidNamespace as exc:
+        raise click.BadParameter(str(exc)) from None
+    cafile = data_dir / "tls" / "ca.pem"
+    try:
+        made = asyncio.run(
+            create_key_as_cluster(
+                data_dir, urls, name, wanted, cafile=cafile if cafile.exists() else None
+            )
+        )
+    except RingstoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return made.access_key, made.secret_key
+
+
+register(main, _key_as_cluster)

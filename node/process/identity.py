@@ -31,8 +31,18 @@ import msgspec
 
 from node.cluster.protocol import MemberRecord
 from node.config import PeerConfig
-from node.disk.data_dir import MEMBERS_FILE, is_fresh, load_identity, save_identity
+from node.disk.data_dir import (
+    CREDENTIALS_FILE,
+    MEMBERS_FILE,
+    PENDING_KEY_FILE,
+    is_fresh,
+    load_identity,
+    save_credentials,
+    save_identity,
+)
+from node.disk.durable import write_atomically
 from node.errors import StartRefused
+from node.model.access import new_access_key, new_secret
 from node.model.identity import ClusterIdentity, join_token, key_id, parse_join_token
 
 log = logging.getLogger(__name__)
@@ -128,12 +138,27 @@ def cluster_identity(config: PeerConfig) -> tuple[ClusterIdentity, list[str]]:
         )
     identity = ClusterIdentity.create()
     save_identity(data_dir, identity)
+    access_key = new_admin_credentials(data_dir)
     log.info(
-        "created cluster %s; `ringstore token --data-dir %s` prints a token to join it",
+        "created cluster %s and its admin access key %s (secret in %s, mode 0600; stored in "
+        "the cluster once it can take writes); `ringstore token --data-dir %s` prints a "
+        "token to join it",
         identity.cluster_id,
+        access_key,
+        data_dir / CREDENTIALS_FILE,
         data_dir,
     )
     return identity, []
+
+
+def new_admin_credentials(data_dir: Path) -> str:
+    """Make the admin access key of a new cluster: its id and secret go to
+    ``DATA/credentials`` (0600) and a marker saying the peer must still store it on the
+    ring (``PENDING_KEY_FILE``). Returns the access key id."""
+    access_key, secret = new_access_key(), new_secret()
+    save_credentials(data_dir / CREDENTIALS_FILE, access_key, secret)
+    write_atomically(data_dir / PENDING_KEY_FILE, f"{access_key}\n".encode(), mode=0o600)
+    return access_key
 
 
 def _known_urls(data_dir: Path) -> list[str]:

@@ -5,6 +5,9 @@ data directory, every other peer's URL as a join seed, the cluster's secret file
 (``DIR/cluster-secret.json``, made on the first ``up``: one cluster for all its peers), and
 mDNS discovery on its serving address (loopback by default), so a peer started by hand on
 that address with a join token (``ringstore token --data-dir DIR``) finds the cluster.
+Once every peer answers, the cluster's admin access key is read from ``DIR/credentials``, or
+made on the first start through the peers (signed with the cluster secret,
+``node.process.admin``) and saved there, and printed with a ready-to-paste example.
 A peer that dies is restarted after a short pause; a peer that dies before it ever answered
 (port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
 would only loop.
@@ -25,14 +28,27 @@ from pathlib import Path
 
 import aiohttp
 
-from node.disk.data_dir import IDENTITY_FILE, load_identity, prepare_data_dir, save_identity
+from node.access.startup import ADMIN_KEY_NAME
+from node.disk.data_dir import (
+    CREDENTIALS_FILE,
+    IDENTITY_FILE,
+    load_credentials,
+    load_identity,
+    prepare_data_dir,
+    save_credentials,
+    save_identity,
+)
+from node.errors import RingstoreError
+from node.model.access import Grants
 from node.model.identity import ClusterIdentity
+from node.process.admin import create_key_as_cluster
 from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+KEY_PATIENCE = 60.0  # seconds a new cluster has to become able to store its admin key
 
 
 class PeerProcess:
@@ -196,7 +212,8 @@ class Supervisor:
             await asyncio.gather(*(p.start() for p in self.peers))
             async with session:
                 await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
-            self._print_ready()
+            credentials = await self._admin_key()
+            self._print_ready(credentials)
             watchers = [asyncio.ensure_future(self._watch(p)) for p in self.peers]
             await self._stopping.wait()
             for watcher in watchers:
@@ -222,7 +239,35 @@ class Supervisor:
             save_identity(self.secret_file, identity)
         return identity
 
-    def _print_ready(self) -> None:
+    async def _admin_key(self) -> tuple[str, str] | None:
+        """The cluster's admin key from ``DATA/credentials``; made on the first ``up`` (or
+        the first since access keys exist) through the peers, signed with the cluster
+        secret, and printed then with a note that it is shown in full only there."""
+        path = self.data_dir / CREDENTIALS_FILE
+        try:
+            known = await asyncio.to_thread(load_credentials, path)
+        except ValueError as exc:
+            log.error("%s; not making another admin key", exc)
+            return None
+        if known is not None:
+            return known
+        if len(self.peers) < 2:
+            log.warning("one peer cannot store an access key (it takes two); none made")
+            return None
+        cafile = self.tls_dir / "ca.pem" if self.tls_dir is not None else None
+        urls = [p.url for p in self.peers]
+        try:
+            made = await create_key_as_cluster(
+                self.data_dir, urls, ADMIN_KEY_NAME, Grants(admin=True), KEY_PATIENCE, cafile
+            )
+        except RingstoreError as exc:
+            log.error("could not make the admin access key: %s", exc)
+            return None
+        await asyncio.to_thread(save_credentials, path, made.access_key, made.secret_key)
+        print(f"created the admin access key {made.access_key}; saved to {path}", flush=True)
+        return made.access_key, made.secret_key
+
+    def _print_ready(self, credentials: tuple[str, str] | None) -> None:
         print(f"ringstore: {len(self.peers)} peers up", flush=True)
         for peer in self.peers:
             pid = peer.process.pid if peer.process else "?"
@@ -234,11 +279,25 @@ class Supervisor:
             f'--join-token "$(ringstore token --data-dir {data})"',
             flush=True,
         )
+        url = self.peers[0].url
+        if credentials is not None:
+            access_key, secret = credentials
+            print(
+                f"admin access key (also the [default] profile of {data}/credentials, "
+                "for awscli and boto3):",
+                flush=True,
+            )
+            print(f"  export RINGSTORE_ACCESS_KEY={access_key} RINGSTORE_SECRET_KEY={secret}")
+            print("then, e.g.:", flush=True)
+            cacert = f"--cacert {self.tls_dir / 'ca.pem'} " if self.tls_dir is not None else ""
+            auth = '-u "$RINGSTORE_ACCESS_KEY:$RINGSTORE_SECRET_KEY"'
+            print(f"  curl {cacert}{auth} -T README.md {url}/files/docs/README.md", flush=True)
+            print(f"  ringstore ls {cacert}--peer {url} docs/", flush=True)
         if self.tls_dir is not None:
             ca = self.tls_dir / "ca.pem"
             print(f"TLS: the peers trust only the CA in {ca}; to use it:", flush=True)
-            print(f"  curl --cacert {ca} {self.peers[0].url}/health", flush=True)
-            print(f"  ringstore ls --cacert {ca} --peer {self.peers[0].url}", flush=True)
+            print(f"  curl --cacert {ca} {url}/health", flush=True)
+            print(f"  ringstore ls --cacert {ca} --peer {url}", flush=True)
 
     async def _watch(self, peer: PeerProcess) -> None:
         while not self._stopping.is_set() and peer.process is not None:

@@ -12,6 +12,7 @@ Construction order (each line uses only what is above it)::
     -> stores -> membership -> transport, peers -> gossip (own figures: stores + progress)
     -> replicas -> rebuilder -> repairer -> coordinator (reports broken chunks to repairer)
     -> rebalancer -> holder (tells the rebalancer of stored replicas) -> scrubber
+    -> access store (keys and namespaces: records on the replicas) -> gatekeeper
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from node.api import keys, peer, public
+from node.access.guard import Gatekeeper
+from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
+from node.access.store import AccessStore
+from node.api import access, keys, peer, public
 from node.api.errors import Handler, error_middleware
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
@@ -57,12 +61,19 @@ def create_app(config: PeerConfig) -> web.Application:
     """The aiohttp app of one peer serving ``config``; components start with the app."""
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
-        middlewares=[peer.signed_answers, error_middleware, peer.authenticated, _addressed_to_me],
+        middlewares=[
+            peer.signed_answers,
+            error_middleware,
+            access.identified,
+            peer.authenticated,
+            _addressed_to_me,
+        ],
         client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config
     app.cleanup_ctx.append(_lifecycle)
     public.add_routes(app)
+    access.add_routes(app)
     peer.add_routes(app)
     return app
 
@@ -128,12 +139,23 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
+    access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership
     app[keys.GOSSIP], app[keys.REPLICAS], app[keys.COORDINATOR] = gossip, replicas, coordinator
     app[keys.HOLDER], app[keys.REBALANCER] = holder, rebalancer
     app[keys.REPAIRER], app[keys.SCRUBBER] = repairer, scrubber
+    app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
     loops = [asyncio.ensure_future(job.run()) for job in (gossip, rebalancer, repairer, scrubber)]
+    retry = config.heartbeat_interval
+    loops.append(asyncio.ensure_future(store_admin_key(access_store, config.data_dir, retry)))
+    loops.append(
+        asyncio.ensure_future(
+            adopt_namespaces(access_store, config.data_dir, manifests.live_names, retry)
+        )
+    )
+    if len(identity.secrets) > 1:  # a rotation is under way: keys move to the new secret
+        loops.append(asyncio.ensure_future(reseal_keys(access_store, retry)))
     discovery = None
     if config.discovery == "zeroconf":
         discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)

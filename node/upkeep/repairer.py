@@ -123,8 +123,8 @@ class Repairer:
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
         manifest = await self._replicas.read(name)
-        if manifest is None or manifest.deleted:
-            return
+        if manifest is None or manifest.deleted or manifest.inline:
+            return  # gone, or a record carried whole in its manifest: no chunks to rebuild
         membership = self._membership
         targets = repair_targets(
             manifest,

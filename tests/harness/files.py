@@ -56,10 +56,13 @@ async def fully_redundant(session: aiohttp.ClientSession, url: str, names: list[
 
 async def all_see_all_up(session: aiohttp.ClientSession, urls: list[str]) -> bool:
     """Every peer at ``urls`` answers ``/cluster`` and sees at least that many members up
-    (False, not an error, while one does not answer yet)."""
+    (False, not an error, while one does not answer yet: no connection, or an error status
+    such as a 503 while it cannot read the session's access key from the ring yet)."""
     for url in urls:
         try:
             async with session.get(f"{url}/cluster") as response:
+                if response.status != 200:
+                    return False
                 view = await response.json()
         except aiohttp.ClientError:
             return False

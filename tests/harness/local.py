@@ -43,6 +43,7 @@ from node.process.wiring import create_app
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
+from tests.harness.access import seed_admin_key, wait_admin_key
 from tests.harness.disk import new_secret_file
 from tests.harness.polling import eventually, spin
 
@@ -273,9 +274,15 @@ class LocalCluster:
         return peer
 
     async def start(self, count: int) -> None:
+        """Start ``count`` peers; with two or more (a write quorum of manifest replicas),
+        wait until the harness's admin key (``ADMIN``) is stored too."""
+        if not self.peers:
+            seed_admin_key(self.root / "peer-0")
         for _ in range(count):
             await self.add_peer()
         await self.wait_converged()
+        if len(self.peers) >= 2:
+            await wait_admin_key(self.peers[0].data_dir)
 
     async def wait_converged(self, timeout: float = 15.0) -> None:
         """Wait until every running peer sees every running peer up."""

@@ -13,6 +13,7 @@ import aiohttp
 
 from node.process.certificates import ensure_certificates
 from node.process.supervisor import PeerProcess
+from tests.harness.access import seed_admin_key, wait_admin_key
 from tests.harness.disk import new_secret_file
 from tests.harness.files import all_see_all_up
 from tests.harness.polling import eventually
@@ -93,8 +94,14 @@ class ProcessCluster:
         return [p.url for p in self.peers]
 
     async def start(self, session: aiohttp.ClientSession) -> None:
+        """Start every peer and wait until the harness's admin key (``ADMIN``) is stored and
+        they see each other. The key first: seeing each other is asked on ``/cluster``,
+        which needs a key the cluster knows."""
+        seed_admin_key(self.peers[0].data_dir)
         await asyncio.gather(*(p.start() for p in self.peers))
         await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
+        if len(self.peers) >= 2:
+            await wait_admin_key(self.peers[0].data_dir, 30.0)
         await self.wait_converged(session)
 
     async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from tests.harness import LocalCluster
+from tests.harness.access import ADMIN_HEADERS
 from tests.harness.watchdog import LoopWatchdog
 
 BLOCK = 4096  # the shared cluster's block size: one stripe is 5 blocks
@@ -51,5 +52,7 @@ async def cluster(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+    """A session that sends the harness's admin key with every request."""
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as session:
         yield session

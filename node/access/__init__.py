@@ -1,0 +1,1 @@
+"""Who may do what on the public API: access keys, grants and namespaces (cluster state)."""
