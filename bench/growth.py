@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
 from tests.harness import ProcessCluster, eventually
+from tests.harness.access import ADMIN_HEADERS
 
 MIB = 1 << 20
 SIZES = [64 << 10, 256 << 10, 1 * MIB, 4 * MIB]
@@ -58,13 +59,15 @@ async def probe(session: aiohttp.ClientSession, url: str, size: int) -> tuple[fl
     sent = xxhash.xxh3_128()
     started = time.perf_counter()
     async with session.put(
-        f"{url}/files/probe.bin", data=body(size, sent), headers={"Content-Length": str(size)}
+        f"{url}/files/growth/probe.bin",
+        data=body(size, sent),
+        headers={"Content-Length": str(size)},
     ) as response:
         if response.status != 201:
             raise RuntimeError(await response.text())
     put = size / (time.perf_counter() - started) / 1e6
     started = time.perf_counter()
-    async with session.get(f"{url}/files/probe.bin") as response:
+    async with session.get(f"{url}/files/growth/probe.bin") as response:
         async for _ in response.content.iter_any():
             pass
     get = size / (time.perf_counter() - started) / 1e6
@@ -116,7 +119,7 @@ async def main() -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     with tempfile.TemporaryDirectory(prefix="ringstore-growth-") as tmp:
         cluster = ProcessCluster(Path(tmp), 6, *peer_args(args.rate))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as session:
             try:
                 await cluster.start(session)
                 digests = await fill(session, cluster.urls, total)
@@ -154,7 +157,7 @@ async def main() -> None:
 
 
 async def probe_cleanup(session: aiohttp.ClientSession, url: str) -> None:
-    async with session.delete(f"{url}/files/probe.bin"):
+    async with session.delete(f"{url}/files/growth/probe.bin"):
         pass
 
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.throughput import body, label, parse_size
 from tests.harness import ProcessCluster
+from tests.harness.access import ADMIN_HEADERS
 
 PEERS = 7
 MAX_DOWN = 2
@@ -327,7 +328,9 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     stats = Stats()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, headers=ADMIN_HEADERS
+    ) as session:
         try:
             await cluster.start(session)
             started = time.monotonic()

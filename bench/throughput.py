@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.process.tls import client_context
 from tests.harness import ProcessCluster
+from tests.harness.access import ADMIN_HEADERS
 
 MIB = 1 << 20
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -85,7 +86,9 @@ def session_for(
         context = client_context(root / "tls" / "ca.pem")  # what the peers trust, and only it
     connector = aiohttp.TCPConnector(ssl=context)
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout or aiohttp.ClientTimeout(total=300)
+        connector=connector,
+        timeout=timeout or aiohttp.ClientTimeout(total=300),
+        headers=ADMIN_HEADERS,  # the admin key every harness cluster stores
     )
 
 
@@ -163,7 +166,7 @@ async def measure(
             timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
             async with session_for(Path(tmp), security, timeout=timeout) as session:
                 sent = xxhash.xxh3_128()
-                url = f"{peers[0].url}/files/bench.bin"
+                url = f"{peers[0].url}/files/bench/bench.bin"
                 started = time.perf_counter()
                 async with session.put(
                     url, data=body(size, sent), headers={"Content-Length": str(size)}
@@ -176,7 +179,7 @@ async def measure(
                 received = xxhash.xxh3_128()
                 got = 0
                 started = time.perf_counter()
-                async with session.get(f"{peers[1].url}/files/bench.bin") as response:
+                async with session.get(f"{peers[1].url}/files/bench/bench.bin") as response:
                     async for piece in response.content.iter_any():
                         received.update(piece)
                         got += len(piece)

@@ -59,37 +59,40 @@ async def test_put_and_get_files_and_pipes(
     data = payload(100_000, seed=1)
     source = tmp_path / "photo.jpg"
     source.write_bytes(data)
-    out = ok(await ringstore(cluster, "put", str(source)))
-    assert out.stdout.startswith("photo.jpg: 100000 bytes, version ")
+    out = ok(await ringstore(cluster, "put", str(source), "photos/"))
+    assert out.stdout.startswith("photos/photo.jpg: 100000 bytes, version ")
     ok(await ringstore(cluster, "put", str(source), "trips/été/photo.jpg", "--quiet"))
-    assert ok(await ringstore(cluster, "put", "-", "piped.txt", stdin=b"from stdin")).stdout
+    assert ok(await ringstore(cluster, "put", "-", "pipes/piped.txt", stdin=b"from stdin")).stdout
 
     monkeypatch.chdir(tmp_path / ".")
     (tmp_path / "down").mkdir()
-    assert ok(await ringstore(cluster, "get", "piped.txt", "-")).stdout_bytes == b"from stdin"
-    assert ok(await ringstore(cluster, "get", "piped.txt", "-o", "-")).stdout_bytes == b"from stdin"
+    assert ok(await ringstore(cluster, "get", "pipes/piped.txt", "-")).stdout_bytes == b"from stdin"
+    assert (
+        ok(await ringstore(cluster, "get", "pipes/piped.txt", "-o", "-")).stdout_bytes
+        == b"from stdin"
+    )
     ok(await ringstore(cluster, "get", "trips/été/photo.jpg", "down"))  # into a directory
     assert (tmp_path / "down" / "photo.jpg").read_bytes() == data
     ok(await ringstore(cluster, "get", "trips/été/photo.jpg", "-o", "down/renamed.jpg"))
     assert (tmp_path / "down" / "renamed.jpg").read_bytes() == data
-    ok(await ringstore(cluster, "get", "piped.txt"))  # default: its last segment, here
+    ok(await ringstore(cluster, "get", "pipes/piped.txt"))  # default: its last segment, here
     assert (tmp_path / "piped.txt").read_bytes() == b"from stdin"
 
-    stat = json.loads(ok(await ringstore(cluster, "stat", "photo.jpg", "--json")).stdout)
+    stat = json.loads(ok(await ringstore(cluster, "stat", "photos/photo.jpg", "--json")).stdout)
     assert stat["content_type"] == "image/jpeg"  # guessed from the name
-    stat = json.loads(ok(await ringstore(cluster, "stat", "piped.txt", "--json")).stdout)
+    stat = json.loads(ok(await ringstore(cluster, "stat", "pipes/piped.txt", "--json")).stdout)
     assert stat["content_type"] == "text/plain"
 
     usage = failed(await ringstore(cluster, "put", "-", stdin=b"x"), code=2)
-    assert "NAME is required" in usage
-    failed(await ringstore(cluster, "get", "piped.txt", "a", "-o", "b"), code=2)
+    assert "give NAME" in usage
+    failed(await ringstore(cluster, "get", "pipes/piped.txt", "a", "-o", "b"), code=2)
     failed(await ringstore(cluster, "put", str(tmp_path / "absent")), code=2)
 
 
 async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) -> None:
     for i in range(3):
         ok(await ringstore(cluster, "put", "-", f"dir/f{i}", stdin=b"x" * (i + 1) * 1000))
-    ok(await ringstore(cluster, "put", "-", "other", stdin=b"y"))
+    ok(await ringstore(cluster, "put", "-", "other/y", stdin=b"y"))
 
     lines = ok(await ringstore(cluster, "ls", "dir/")).stdout.splitlines()
     assert [line.split() for line in lines] == [
@@ -102,7 +105,7 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
         ("dir/f0", 1000),
         ("dir/f1", 2000),
         ("dir/f2", 3000),
-        ("other", 1),
+        ("other/y", 1),
     ]
     assert json.loads(ok(await ringstore(cluster, "ls", "nothing/", "--json")).stdout) == []
 
@@ -129,22 +132,24 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
     assert view["ring"]["evenness"] >= 1.0
 
     ok(await ringstore(cluster, "rm", "dir/f0", "dir/f1"))
-    assert ok(await ringstore(cluster, "ls")).stdout.split()[1::2] == ["dir/f2", "other"]
+    assert ok(await ringstore(cluster, "ls")).stdout.split()[1::2] == ["dir/f2", "other/y"]
 
 
 async def test_failures_are_one_line_on_stderr(cluster: LocalCluster, tmp_path: Path) -> None:
-    missing = "error: no file named 'missing'"
-    assert failed(await ringstore(cluster, "get", "missing", "-")) == missing
-    assert failed(await ringstore(cluster, "get", "missing", "-o", str(tmp_path / "m"))) == missing
+    missing = "error: no file named 'cli/missing'"
+    assert failed(await ringstore(cluster, "get", "cli/missing", "-")) == missing
+    assert (
+        failed(await ringstore(cluster, "get", "cli/missing", "-o", str(tmp_path / "m"))) == missing
+    )
     assert not (tmp_path / "m").exists()
-    assert failed(await ringstore(cluster, "rm", "missing")) == missing
-    assert failed(await ringstore(cluster, "stat", "missing")) == missing
+    assert failed(await ringstore(cluster, "rm", "cli/missing")) == missing
+    assert failed(await ringstore(cluster, "stat", "cli/missing")) == missing
     assert failed(await ringstore(cluster, "put", "-", "a//b", stdin=b"x")).startswith(
         "error: empty, '.' and '..' segments are not allowed"
     )
-    assert failed(await ringstore(cluster, "get", "x", str(tmp_path / "no" / "dir"))).startswith(
-        "error: "
-    )
+    assert failed(
+        await ringstore(cluster, "get", "cli/x", str(tmp_path / "no" / "dir"))
+    ).startswith("error: ")
     dead = f"http://127.0.0.1:{free_port()}"
     unreachable = failed(await ringstore(cluster, "ls", RINGSTORE_PEERS=dead))
     assert unreachable.startswith("error: GET /files failed after 3 tries: peer " + dead)
@@ -152,8 +157,8 @@ async def test_failures_are_one_line_on_stderr(cluster: LocalCluster, tmp_path: 
 
     # A dead peer first: the commands fail over to the next one, stdin included.
     env = {"RINGSTORE_PEERS": f"{dead},{cluster[2].url}"}
-    ok(await ringstore(cluster, "put", "-", "failed-over", stdin=b"still here", **env))
-    assert ok(await ringstore(cluster, "get", "failed-over", "-", **env)).stdout_bytes == (
+    ok(await ringstore(cluster, "put", "-", "cli/failed-over", stdin=b"still here", **env))
+    assert ok(await ringstore(cluster, "get", "cli/failed-over", "-", **env)).stdout_bytes == (
         b"still here"
     )
 
@@ -196,9 +201,9 @@ async def test_pipes_through_real_processes(tmp_path: Path, http: aiohttp.Client
         assert (tmp_path / "out.bin").read_bytes() == (tmp_path / "in.bin").read_bytes()
         assert (tmp_path / "out.bin").stat().st_size == 3_000_000
 
-        missing = await asyncio.to_thread(shell, f"{ringstore} get nope - --peer {live}")
+        missing = await asyncio.to_thread(shell, f"{ringstore} get piped/nope - --peer {live}")
         assert (missing.returncode, missing.stdout) == (1, b"")
-        assert missing.stderr == b"error: no file named 'nope'\n"
+        assert missing.stderr == b"error: no file named 'piped/nope'\n"
     finally:
         await processes.stop()
 

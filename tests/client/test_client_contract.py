@@ -38,6 +38,7 @@ from client import (
     RingstoreError,
 )
 from tests.harness import LocalCluster, Served
+from tests.harness.access import ADMIN_HEADERS
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -300,10 +301,14 @@ async def test_list_follows_pages(connect: Connect) -> None:
 async def test_manifest_and_cluster_are_typed(connect: Connect, cluster: LocalCluster) -> None:
     d = await connect()
     data = payload(123_457, seed=6)
-    put = await d.call("put", "typed", data)
-    manifest = await d.call("manifest", "typed")
+    put = await d.call("put", "typed/file", data)
+    manifest = await d.call("manifest", "typed/file")
     assert isinstance(manifest, Manifest)
-    assert (manifest.name, manifest.size, manifest.version) == ("typed", len(data), put.version)
+    assert (manifest.name, manifest.size, manifest.version) == (
+        "typed/file",
+        len(data),
+        put.version,
+    )
     assert (manifest.k, manifest.m, manifest.block_size) == (5, 2, 4096)
     assert [c.index for c in manifest.chunks] == list(range(7))
     assert [c.kind for c in manifest.chunks] == ["data"] * 5 + ["parity"] * 2
@@ -324,14 +329,14 @@ async def test_manifest_and_cluster_are_typed(connect: Connect, cluster: LocalCl
 
 async def test_errors_map_to_exception_classes(connect: Connect) -> None:
     d = await connect()
-    await d.call("put", "small", b"hello")
+    await d.call("put", "errors/small", b"hello")
 
     with pytest.raises(FileNotFound) as missing:
-        await d.call("get", "nope")
+        await d.call("get", "errors/nope")
     assert isinstance(missing.value, KeyError)
     assert isinstance(missing.value, NotFound)
     assert (missing.value.status, missing.value.code) == (404, "file_not_found")
-    assert str(missing.value) == "no file named 'nope'"  # not KeyError's quoted repr
+    assert str(missing.value) == "no file named 'errors/nope'"  # not KeyError's quoted repr
     assert missing.value.peer in d.client.peers
 
     for method in ("put", "get", "stat", "exists", "delete", "manifest"):
@@ -345,37 +350,39 @@ async def test_errors_map_to_exception_classes(connect: Connect) -> None:
             await d.call("put", name, b"x")
 
     with pytest.raises(InvalidRange) as unsatisfiable:
-        await d.call("get_range", "small", 5)
+        await d.call("get_range", "errors/small", 5)
     assert unsatisfiable.value.size == 5
     assert unsatisfiable.value.status == 416
     with pytest.raises(ValueError, match="greater than start"):
-        await d.call("get_range", "small", 3, 3)
+        await d.call("get_range", "errors/small", 3, 3)
     with pytest.raises(RingstoreError):
-        await d.call("get_range", "nope", 0, 1)
+        await d.call("get_range", "errors/nope", 0, 1)
 
 
 async def test_failover_from_a_stopped_peer(connect: Connect, cluster: LocalCluster) -> None:
     data = payload(40_000, seed=7)
     seed = await connect()
-    await seed.call("put", "before", data)
+    await seed.call("put", "failover/before", data)
     await cluster[0].stop()
     d = await connect([cluster[0].url, cluster[1].url])
-    assert await d.call("get", "before") == data  # refused by the first, served by the next
+    assert (
+        await d.call("get", "failover/before") == data
+    )  # refused by the first, served by the next
 
     d = await connect([cluster[0].url, cluster[1].url])
-    assert (await d.call("put", "replayed", data)).size == len(data)
-    assert await d.call("get", "replayed") == data
-    assert [e.name for e in await d.collect("list")] == ["before", "replayed"]
+    assert (await d.call("put", "failover/replayed", data)).size == len(data)
+    assert await d.call("get", "failover/replayed") == data
+    assert [e.name for e in await d.collect("list")] == ["failover/before", "failover/replayed"]
 
     # A one-shot iterator: refused before its first piece was taken, so it is still whole.
     d = await connect([cluster[0].url, cluster[1].url])
-    assert (await d.call("put", "streamed", d.pieces(data, 10_000))).size == len(data)
+    assert (await d.call("put", "failover/streamed", d.pieces(data, 10_000))).size == len(data)
     assert d.pulled == 4
-    assert await d.call("get", "streamed") == data
+    assert await d.call("get", "failover/streamed") == data
 
     d = await connect([cluster[0].url])
     with pytest.raises(PeerUnreachable, match=r"failed after 3 tries.*cannot connect"):
-        await d.call("get", "before")
+        await d.call("get", "failover/before")
 
 
 async def test_one_shot_body_is_not_resent_after_a_peer_took_it(
@@ -395,15 +402,15 @@ async def test_one_shot_body_is_not_resent_after_a_peer_took_it(
     data = payload(20_000, seed=8)
 
     d = await connect([crashing, cluster[1].url])
-    assert (await d.call("put", "rewound", data)).size == len(data)
+    assert (await d.call("put", "oneshot/rewound", data)).size == len(data)
     assert bodies == [len(data)]  # sent whole to the crashing peer, then again to the next
 
     d = await connect([crashing, cluster[1].url])
     with pytest.raises(PeerUnreachable, match=r"not retried on another peer.*one-shot") as error:
-        await d.call("put", "lost", d.pieces(data, 5_000))
+        await d.call("put", "oneshot/lost", d.pieces(data, 5_000))
     assert error.value.peer == crashing
     assert bodies == [len(data)] * 2
-    assert await d.call("exists", "lost") is False
+    assert await d.call("exists", "oneshot/lost") is False
 
 
 async def test_reads_resume_on_the_next_peer(
@@ -411,13 +418,13 @@ async def test_reads_resume_on_the_next_peer(
 ) -> None:
     data = payload(200_000, seed=9)
     seed = await connect()
-    await seed.call("put", "resumed", data)
+    await seed.call("put", "resume/file", data)
     etag_of_the_fake: list[str] = []
 
     async def half_then_hang_up(request: web.Request) -> web.StreamResponse:
         async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{cluster[2].url}/files/resumed") as upstream,
+            aiohttp.ClientSession(headers=ADMIN_HEADERS) as session,
+            session.get(f"{cluster[2].url}/files/resume/file") as upstream,
         ):
             headers = CIMultiDict(upstream.headers)
             for header in ("Date", "Server"):
@@ -435,12 +442,12 @@ async def test_reads_resume_on_the_next_peer(
     broken = await fake_peer(app)
 
     d = await connect([broken, cluster[3].url])
-    assert await d.call("get", "resumed") == data
+    assert await d.call("get", "resume/file") == data
     d = await connect([broken, cluster[3].url])
-    pieces = await d.collect("iter", "resumed", chunk_size=30_000)
+    pieces = await d.collect("iter", "resume/file", chunk_size=30_000)
     assert b"".join(pieces) == data
 
     etag_of_the_fake.append('"an older version"')
     d = await connect([broken, cluster[3].url])
     with pytest.raises(FileChanged, match="replaced while it was being read"):
-        await d.call("get", "resumed")
+        await d.call("get", "resume/file")

@@ -66,10 +66,10 @@ async def test_a_read_that_decodes_repairs_what_it_found_broken(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(80_000, 1)
-    await put(http, cluster[0].url, "healing", data)
-    chunk = (await get_manifest(http, cluster[0].url, "healing"))["chunks"][2]
+    await put(http, cluster[0].url, "durability/healing", data)
+    chunk = (await get_manifest(http, cluster[0].url, "durability/healing"))["chunks"][2]
     flip_byte(chunk_file(cluster, chunk))
-    assert await get(http, cluster[3].url, "healing") == data
+    assert await get(http, cluster[3].url, "durability/healing") == data
     await eventually(lambda: chunk_intact(cluster, chunk), what="read repair")
     await eventually(
         lambda: sum(p.repairer.stats.chunks_repaired for p in cluster.peers) == 1,
@@ -81,8 +81,8 @@ async def test_scrub_finds_flipped_bytes_and_repair_restores_them(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(50_000, 2)
-    await put(http, cluster[0].url, "rotting", data)
-    chunk = (await get_manifest(http, cluster[0].url, "rotting"))["chunks"][6]
+    await put(http, cluster[0].url, "durability/rotting", data)
+    chunk = (await get_manifest(http, cluster[0].url, "durability/rotting"))["chunks"][6]
     holder = cluster.holder(chunk["holder"])
     flip_byte(chunk_file(cluster, chunk))
     holder.scrubber.wake()
@@ -92,7 +92,7 @@ async def test_scrub_finds_flipped_bytes_and_repair_restores_them(
         report = await response.json()
     assert report["scrub"]["errors_found"] == 1
     assert report["scrub"]["bytes_checked"] > 0
-    assert await get(http, cluster[1].url, "rotting") == data
+    assert await get(http, cluster[1].url, "durability/rotting") == data
 
 
 async def test_a_lost_disk_is_rebuilt_on_handoffs(
@@ -128,22 +128,22 @@ async def test_a_degraded_write_is_completed_later(
     data = payload(200_000, 3)
     cluster[5].hang()
     try:
-        reply = await put(http, cluster[0].url, "partial", data)
+        reply = await put(http, cluster[0].url, "durability/partial", data)
     finally:
         cluster[5].unhang()
     assert reply["degraded"] is True
 
     async def complete() -> bool:
-        return len((await get_manifest(http, cluster[1].url, "partial"))["chunks"]) == 7
+        return len((await get_manifest(http, cluster[1].url, "durability/partial"))["chunks"]) == 7
 
     await eventually(complete, timeout=30, what="the missing chunk to be rebuilt")
-    assert await get(http, cluster[2].url, "partial") == data
+    assert await get(http, cluster[2].url, "durability/partial") == data
 
 
 async def test_unreferenced_chunks_are_collected_after_the_grace(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put(http, cluster[0].url, "kept", payload(20_000, 4))
+    await put(http, cluster[0].url, "durability/kept", payload(20_000, 4))
     stray = "0123456789abcdef0123456789abcdef-3"
     headers = {
         "X-Ringstore-Name": "ghost",
@@ -169,7 +169,7 @@ async def test_unreferenced_chunks_are_collected_after_the_grace(
     await eventually(
         lambda: all(p.scrubber.stats.passes >= 2 for p in cluster.peers), what="scrub passes"
     )
-    assert await get(http, cluster[5].url, "kept") == payload(20_000, 4)
+    assert await get(http, cluster[5].url, "durability/kept") == payload(20_000, 4)
 
 
 async def test_a_full_disk_is_507_with_nothing_half_written(
@@ -178,15 +178,15 @@ async def test_a_full_disk_is_507_with_nothing_half_written(
     small = LocalCluster(tmp_path, block_size=BLOCK, max_bytes=100_000)
     try:
         await small.start(7)
-        await put(http, small[0].url, "fits", payload(200_000, 5))  # ~57 KB per peer
+        await put(http, small[0].url, "durability/fits", payload(200_000, 5))  # ~57 KB per peer
         async with http.put(
-            f"{small[1].url}/files/too-big", data=io.BytesIO(payload(400_000, 6))
+            f"{small[1].url}/files/durability/too-big", data=io.BytesIO(payload(400_000, 6))
         ) as response:
             assert response.status == 507, await response.text()
             assert (await response.json())["error"]["code"] == "insufficient_storage"
-        async with http.get(f"{small[2].url}/files/too-big") as response:
+        async with http.get(f"{small[2].url}/files/durability/too-big") as response:
             assert response.status == 404
-        assert await get(http, small[3].url, "fits") == payload(200_000, 5)
+        assert await get(http, small[3].url, "durability/fits") == payload(200_000, 5)
         await eventually(
             lambda: all(len(p.chunk_files()) == 1 for p in small.peers),
             what="partial chunks of the refused file to be deleted",
@@ -203,10 +203,10 @@ async def test_concurrent_overwrites_end_with_one_whole_winner(
 
     async def writer(peer: LocalPeer, mine: list[bytes]) -> None:
         for data in mine:
-            await put(http, peer.url, "contended", data)
+            await put(http, peer.url, "durability/contended", data)
 
     await asyncio.gather(writer(cluster[0], ordered[:5]), writer(cluster[4], ordered[5:]))
-    final = await get(http, cluster[2].url, "contended")
+    final = await get(http, cluster[2].url, "durability/contended")
     assert final in versions
     for peer in cluster.peers:  # every coordinator agrees on the winner
-        assert await get(http, peer.url, "contended") == final
+        assert await get(http, peer.url, "durability/contended") == final

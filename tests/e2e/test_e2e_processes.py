@@ -17,9 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.disk.data_dir import load_identity
+from client.credentials import read_credentials
+from node.disk.data_dir import CREDENTIALS_FILE, load_identity
 from node.process.supervisor import PeerProcess
 from tests.harness import ProcessCluster, all_see_all_up, eventually, free_port_block
+from tests.harness.access import ADMIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -99,11 +101,11 @@ async def test_chunked_upload_between_processes(
     size = 3 * MIB + 12345
     sent = hashlib.sha256()
     async with http.put(
-        f"{processes.urls[6]}/files/chunked", data=random_body(size, b"chunked", sent)
+        f"{processes.urls[6]}/files/e2e/chunked", data=random_body(size, b"chunked", sent)
     ) as response:
         assert response.status == 201
         assert response.request_info.headers["Transfer-Encoding"] == "chunked"
-    assert await fetch_digest(http, f"{processes.urls[1]}/files/chunked") == (
+    assert await fetch_digest(http, f"{processes.urls[1]}/files/e2e/chunked") == (
         size,
         sent.hexdigest(),
     )
@@ -116,7 +118,7 @@ async def test_curl_as_in_the_readme(processes: ProcessCluster, tmp_path: Path) 
 
     def curl(*args: str, stdin: bytes | None = None) -> bytes:
         done = subprocess.run(
-            ["curl", "-sS", "--fail-with-body", *args],
+            ["curl", "-sS", "--fail-with-body", "-u", ":".join(ADMIN), *args],
             input=stdin,
             capture_output=True,
             timeout=60,
@@ -128,13 +130,11 @@ async def test_curl_as_in_the_readme(processes: ProcessCluster, tmp_path: Path) 
     await asyncio.to_thread(curl, "-T", str(source), f"{up[3]}/files/some/dir/bigfile.bin")
     got = await asyncio.to_thread(curl, f"{up[0]}/files/some/dir/bigfile.bin")
     assert got == source.read_bytes()
-    await asyncio.to_thread(curl, "-T", "-", f"{up[2]}/files/piped", stdin=b"from a pipe")
-    assert await asyncio.to_thread(curl, f"{up[4]}/files/piped") == b"from a pipe"
+    await asyncio.to_thread(curl, "-T", "-", f"{up[2]}/files/docs/piped", stdin=b"from a pipe")
+    assert await asyncio.to_thread(curl, f"{up[4]}/files/docs/piped") == b"from a pipe"
 
 
-async def test_ringstore_up_starts_serves_stops_and_keeps_data(
-    tmp_path: Path, http: aiohttp.ClientSession
-) -> None:
+async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -> None:
     base = free_port_block(5)
     command = [
         sys.executable, "-m", "node", "up", "-n", "5",
@@ -154,16 +154,19 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
                 assert line, "ringstore up exited early"
                 if match := re.search(r"pid (\d+)", line):
                     pids.append(int(match.group(1)))
-            url = f"http://127.0.0.1:{base + 3}/files/kept"
-            if check:
-                async with http.get(url) as response:
-                    assert await response.read() == b"still here"
-            else:
-                await eventually(
-                    lambda: all_see_all_up(http, urls(base, 5)), what="peers to see each other"
-                )
-                async with http.put(url, data=b"still here") as response:
-                    assert response.status == 201, await response.text()
+            url = f"http://127.0.0.1:{base + 3}/files/e2e/kept"
+            # Its admin key: made on the first run, kept in DATA/credentials for the next.
+            async with up_admin(tmp_path / "data") as admin:
+                if check:
+                    async with admin.get(url) as response:
+                        assert await response.read() == b"still here"
+                else:
+                    await eventually(
+                        lambda: all_see_all_up(admin, urls(base, 5)),
+                        what="peers to see each other",
+                    )
+                    async with admin.put(url, data=b"still here") as response:
+                        assert response.status == 201, await response.text()
         finally:
             up.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(up.wait(), 30) == 0
@@ -174,6 +177,13 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(
     first = await run_once(check=False)
     second = await run_once(check=True)
     assert not set(first) & set(second)
+
+
+def up_admin(data: Path) -> aiohttp.ClientSession:
+    """A session that sends the admin key ``ringstore up --data-dir DATA`` saved."""
+    key = read_credentials(data / CREDENTIALS_FILE)
+    timeout = aiohttp.ClientTimeout(total=120)
+    return aiohttp.ClientSession(timeout=timeout, headers={"Authorization": key.authorization})
 
 
 def urls(base: int, count: int) -> list[str]:
@@ -190,7 +200,7 @@ def _gone(pid: int) -> bool:
 
 
 async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path,
 ) -> None:
     base = free_port_block(5)
     data = tmp_path / "data"
@@ -201,41 +211,44 @@ async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
     )  # fmt: skip
     newcomer = PeerProcess(tmp_path / "newcomer", "127.0.0.1", base + 4, [], [])
     try:
-        await eventually(
-            lambda: all_see_all_up(http, urls(base, 4)), 60, "the up cluster to see itself"
-        )
-        token_run = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "node", "token", "--data-dir", str(data)],
-            capture_output=True,
-            check=True,
-        )
-        token = token_run.stdout.decode().splitlines()[-1]
-        assert token.startswith("rsjoin1.")
-        # --join alone: refused at start, with what to do.
-        lone = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "node", "peer", "--data-dir", str(tmp_path / "lone"),
-             "--port", str(base + 4), "--join", f"http://127.0.0.1:{base}"],
-            capture_output=True, timeout=60,
-        )  # fmt: skip
-        assert lone.returncode != 0
-        assert b"--join-token" in lone.stderr
-        # With the token (from the environment, as an orchestrator would pass it): a member.
-        newcomer._command += ["--log-level", "debug", "--discovery", "none"]
-        os.environ["RINGSTORE_JOIN_TOKEN"] = token
-        try:
-            await newcomer.start()
-        finally:
-            del os.environ["RINGSTORE_JOIN_TOKEN"]
-        await newcomer.wait_healthy(http, 30)
-        await eventually(
-            lambda: all_see_all_up(http, urls(base, 5)), 30, "the newcomer to be a member"
-        )
-        async with http.put(f"{newcomer.url}/files/joined", data=b"through the newcomer"):
-            pass
-        async with http.get(f"http://127.0.0.1:{base}/files/joined") as response:
-            assert await response.read() == b"through the newcomer"
+        # up saves its admin key once its peers are up: every request below sends it.
+        await eventually((data / CREDENTIALS_FILE).exists, 60, "up to save its admin key")
+        async with up_admin(data) as admin:
+            await eventually(
+                lambda: all_see_all_up(admin, urls(base, 4)), 60, "the up cluster to see itself"
+            )
+            token_run = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "node", "token", "--data-dir", str(data)],
+                capture_output=True,
+                check=True,
+            )
+            token = token_run.stdout.decode().splitlines()[-1]
+            assert token.startswith("rsjoin1.")
+            # --join alone: refused at start, with what to do.
+            lone = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "node", "peer", "--data-dir", str(tmp_path / "lone"),
+                 "--port", str(base + 4), "--join", f"http://127.0.0.1:{base}"],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+            assert lone.returncode != 0
+            assert b"--join-token" in lone.stderr
+            # With the token (from the environment, as an orchestrator would pass it): a member.
+            newcomer._command += ["--log-level", "debug", "--discovery", "none"]
+            os.environ["RINGSTORE_JOIN_TOKEN"] = token
+            try:
+                await newcomer.start()
+            finally:
+                del os.environ["RINGSTORE_JOIN_TOKEN"]
+            await newcomer.wait_healthy(admin, 30)
+            await eventually(
+                lambda: all_see_all_up(admin, urls(base, 5)), 30, "the newcomer to be a member"
+            )
+            async with admin.put(f"{newcomer.url}/files/e2e/joined", data=b"through the newcomer"):
+                pass
+            async with admin.get(f"http://127.0.0.1:{base}/files/e2e/joined") as response:
+                assert await response.read() == b"through the newcomer"
     finally:
         await newcomer.stop()
         up.send_signal(signal.SIGTERM)

@@ -14,6 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from client.credentials import read_credentials
+from node.disk.data_dir import CREDENTIALS_FILE
 from node.process.tls import client_context
 from tests.harness import all_see_all_up, eventually, free_port_block
 
@@ -44,7 +46,8 @@ async def _run_up(data: Path, base: int) -> tuple[list[int], list[str]]:
         assert len(pids) == PEERS
         ca = data / "tls" / "ca.pem"
         connector = aiohttp.TCPConnector(ssl=client_context(ca))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        admin = {"Authorization": read_credentials(data / CREDENTIALS_FILE).authorization}
+        async with aiohttp.ClientSession(connector=connector, headers=admin) as session:
             https = [f"https://127.0.0.1:{port}" for port in range(base, base + PEERS)]
             # Every peer, asked over HTTPS, sees every peer up: peer calls pass TLS both ways.
             await eventually(lambda: all_see_all_up(session, https), 30, "peers to see each other")

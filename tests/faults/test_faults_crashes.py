@@ -28,6 +28,7 @@ from tests.harness import (
     peer_id_of,
     put_file,
 )
+from tests.harness.access import ADMIN_HEADERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -102,7 +103,7 @@ async def test_sigkill_of_two_peers_under_traffic_loses_no_acknowledged_file(
     timeout = aiohttp.ClientTimeout(total=30)
     live = list(seven.urls)
     survivors = [p.url for i, p in enumerate(seven.peers) if i not in victims]
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as session:
         stop_at = time.monotonic() + 30  # a bound; the clients stop once enough was seen
         clients = [
             asyncio.ensure_future(client(session, live, traffic, killed, n, stop_at))

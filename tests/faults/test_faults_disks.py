@@ -196,32 +196,32 @@ async def test_an_undecodable_manifest_replica_is_passed_over_and_replaced_by_a_
     scrubbed: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     data = random.Random(7).randbytes(9 * BLOCK)
-    await put_file(http, scrubbed.urls[0], "ledger", data)
-    replicas = replicas_of(scrubbed, "ledger")
+    await put_file(http, scrubbed.urls[0], "disks/ledger", data)
+    replicas = replicas_of(scrubbed, "disks/ledger")
     assert len(replicas) == 3
     flip_byte(replicas[0], 0)  # the msgpack map header: the replica no longer decodes
     assert not decodes(replicas[0])
     for url in scrubbed.urls:  # the other two replicas answer for it
-        assert await get_file(http, url, "ledger") == data
+        assert await get_file(http, url, "disks/ledger") == data
     newer = random.Random(8).randbytes(7 * BLOCK)
-    await put_file(http, scrubbed.urls[1], "ledger", newer)
+    await put_file(http, scrubbed.urls[1], "disks/ledger", newer)
     assert decodes(replicas[0])
     assert Manifest.from_bytes(replicas[0].read_bytes()).size == len(newer)
     for url in scrubbed.urls:
-        assert await get_file(http, url, "ledger") == newer
+        assert await get_file(http, url, "disks/ledger") == newer
 
 
 async def test_an_undecodable_manifest_replica_is_repaired_by_reads(
     scrubbed: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     data = random.Random(9).randbytes(9 * BLOCK)
-    await put_file(http, scrubbed.urls[0], "ledger", data)
-    replica = replicas_of(scrubbed, "ledger")[0]
+    await put_file(http, scrubbed.urls[0], "disks/ledger", data)
+    replica = replicas_of(scrubbed, "disks/ledger")[0]
     flip_byte(replica, 0)
 
     async def repaired() -> bool:
         for url in scrubbed.urls:
-            assert await get_file(http, url, "ledger") == data
+            assert await get_file(http, url, "disks/ledger") == data
         return decodes(replica)
 
     await eventually(repaired, 8, "reads to repair the damaged replica")
@@ -238,12 +238,12 @@ async def test_a_manifest_replica_with_a_flipped_version_bit_never_wins(
     scrubbed: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     data = random.Random(10).randbytes(9 * BLOCK)
-    await put_file(http, scrubbed.urls[0], "ledger", data)
-    replica = replicas_of(scrubbed, "ledger")[0]
+    await put_file(http, scrubbed.urls[0], "disks/ledger", data)
+    replica = replicas_of(scrubbed, "disks/ledger")[0]
     flip_byte(replica, version_offset(replica.read_bytes()))
     assert not decodes(replica)  # the checksum over the record catches the flip
     for url in scrubbed.urls:
-        assert await get_file(http, url, "ledger") == data
+        assert await get_file(http, url, "disks/ledger") == data
 
 
 @pytest.fixture
@@ -270,10 +270,10 @@ async def chunked(data: bytes) -> AsyncIterator[bytes]:
 async def test_a_full_disk_is_507_and_leaves_nothing_behind(
     small: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put_file(http, small.urls[0], "fits", FITS)
+    await put_file(http, small.urls[0], "disks/fits", FITS)
     # With a Content-Length every holder refuses at once; without, each one part-way. Each
     # goes through its own coordinator (see the test below for why).
-    refused = [(1, "too-big", TOO_BIG), (2, "too-big-chunked", chunked(TOO_BIG))]
+    refused = [(1, "disks/too-big", TOO_BIG), (2, "disks/too-big-chunked", chunked(TOO_BIG))]
     for coordinator, name, body in refused:
         async with http.put(f"{small.urls[coordinator]}/files/{name}", data=body) as response:
             reply = await response.json()
@@ -283,7 +283,7 @@ async def test_a_full_disk_is_507_and_leaves_nothing_behind(
             async with http.get(f"{url}/files/{name}") as response:
                 assert response.status == 404
     for url in small.urls:
-        assert await get_file(http, url, "fits") == FITS
+        assert await get_file(http, url, "disks/fits") == FITS
 
     async def only_the_first_file() -> bool:
         used = await small.used_bytes(http)
@@ -297,11 +297,11 @@ async def test_a_full_disk_is_507_and_leaves_nothing_behind(
 async def test_refusals_of_a_full_disk_do_not_make_peers_look_down(
     small: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put_file(http, small.urls[0], "fits", FITS)
-    for name in ("too-big", "too-big-again"):
+    await put_file(http, small.urls[0], "disks/fits", FITS)
+    for name in ("disks/too-big", "disks/too-big-again"):
         async with http.put(f"{small.urls[1]}/files/{name}", data=TOO_BIG) as response:
             assert response.status == 507
-    async with http.get(f"{small.urls[1]}/files/fits") as response:
+    async with http.get(f"{small.urls[1]}/files/disks/fits") as response:
         assert response.status == 200, await response.text()
         assert await response.read() == FITS
     view = (await small.views(http))[1]

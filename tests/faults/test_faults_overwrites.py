@@ -39,7 +39,7 @@ async def test_concurrent_overwrites_leave_one_whole_version_and_no_old_chunks(
 
         async def writer(url: str, mine: Sequence[bytes]) -> None:
             for data in mine:
-                await put_file(http, url, "contended", data)
+                await put_file(http, url, "overwrites/contended", data)
 
         written = set(versions)
         reads: list[int] = []
@@ -49,7 +49,7 @@ async def test_concurrent_overwrites_leave_one_whole_version_and_no_old_chunks(
             for _ in range(500):
                 if writing.done():
                     return
-                async with http.get(f"{url}/files/contended") as response:
+                async with http.get(f"{url}/files/overwrites/contended") as response:
                     body = await response.read()
                 reads.append(response.status)
                 if response.status == 200:
@@ -60,12 +60,12 @@ async def test_concurrent_overwrites_leave_one_whole_version_and_no_old_chunks(
         )
         await asyncio.gather(writing, reader(cluster.urls[2], writing))
         print(f"reads during the overwrites: {sorted(reads)[:1]}..., {len(reads)} in all")
-        final = await get_file(http, cluster.urls[2], "contended")
+        final = await get_file(http, cluster.urls[2], "overwrites/contended")
         assert final in versions, "the file is none of the versions written: a mix?"
         for url in cluster.urls:  # every coordinator agrees on the winner
-            assert await get_file(http, url, "contended") == final
+            assert await get_file(http, url, "overwrites/contended") == final
 
-        manifest = await get_manifest(http, cluster.urls[0], "contended")
+        manifest = await get_manifest(http, cluster.urls[0], "overwrites/contended")
         winner = {(c["holder"], c["id"]) for c in manifest["chunks"]}
         assert len(winner) == 7
 
@@ -85,6 +85,6 @@ async def test_concurrent_overwrites_leave_one_whole_version_and_no_old_chunks(
         # Deleted after the delete grace by the writes that replaced them, or collected by
         # scrubs once the 1 s gc-grace has passed: either way, nothing else stays.
         await eventually(only_the_winner, 30, "the losing versions' chunks to be deleted")
-        assert await get_file(http, cluster.urls[5], "contended") == final
+        assert await get_file(http, cluster.urls[5], "overwrites/contended") == final
     finally:
         await cluster.stop()

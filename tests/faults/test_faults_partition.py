@@ -167,21 +167,24 @@ async def test_a_partitioned_peer_costs_redundancy_not_data_and_the_cluster_heal
 ) -> None:
     net, cluster, majority = partitionable, partitionable.cluster, partitionable.majority
     rng = random.Random(8)
-    before = {f"before/{i}": rng.randbytes(rng.randint(1, 20 * BLOCK)) for i in range(20)}
+    before = {f"partition/before/{i}": rng.randbytes(rng.randint(1, 20 * BLOCK)) for i in range(20)}
     for i, (name, data) in enumerate(before.items()):
         await put_file(http, majority[i % 6], name, data)
 
     net.cut()
     # Written before anyone noticed: P's chunk stream times out, the PUT commits degraded
-    # with 6 of 7 chunks.
-    early = {f"early/{i}": rng.randbytes(rng.randint(BLOCK, 20 * BLOCK)) for i in range(3)}
+    # with 6 of 7 chunks. Into the namespace the files above made: a new one would be
+    # created first, its record waiting on P until P is seen down, and no PUT degraded.
+    early = {
+        f"partition/early/{i}": rng.randbytes(rng.randint(BLOCK, 20 * BLOCK)) for i in range(3)
+    }
     replies = await asyncio.gather(
         *(put_file(http, majority[i], n, d) for i, (n, d) in enumerate(early.items()))
     )
     assert all(r["degraded"] for r in replies), replies
     await net.wait_cut_off(http)
     # Written once P is known down: 6 peers up, so 5 data chunks and 1 parity chunk.
-    during = {f"during/{i}": rng.randbytes(rng.randint(1, 20 * BLOCK)) for i in range(10)}
+    during = {f"partition/during/{i}": rng.randbytes(rng.randint(1, 20 * BLOCK)) for i in range(10)}
     for i, (name, data) in enumerate(during.items()):
         assert (await put_file(http, majority[i % 6], name, data))["chunks"] == 6
     # Reads work on the majority side (a sample of the older files keeps the test short).

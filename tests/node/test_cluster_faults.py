@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually
+from tests.harness.access import ADMIN_HEADERS
 from tests.node.shared.test_cluster_files import get, payload, put, stored_chunk_ids
 
 
@@ -39,39 +40,39 @@ async def test_get_survives_two_stopped_data_holders(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(200_003, seed=11)
-    await put(http, cluster[0].url, "precious", data)
-    manifest = await manifest_of(http, cluster[0].url, "precious")
+    await put(http, cluster[0].url, "faults/precious", data)
+    manifest = await manifest_of(http, cluster[0].url, "faults/precious")
     victims = data_holders(cluster, manifest)[:2]
     for victim in victims:
         await victim.stop()
     reader = next(p for p in cluster.peers if p.running)
     # At once, before heartbeats notice, and again once they have.
-    assert await get(http, reader.url, "precious") == data
+    assert await get(http, reader.url, "faults/precious") == data
     for victim in victims:
         await cluster.wait_down(victim)
-    assert await get(http, reader.url, "precious") == data
+    assert await get(http, reader.url, "faults/precious") == data
 
 
 async def test_three_lost_chunks_fail_loudly_never_with_wrong_bytes(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(100_000, seed=12)
-    await put(http, cluster[0].url, "fragile", data)
-    manifest = await manifest_of(http, cluster[0].url, "fragile")
+    await put(http, cluster[0].url, "faults/fragile", data)
+    manifest = await manifest_of(http, cluster[0].url, "faults/fragile")
     # Broken in the last stripe only: found after the headers went out.
     for chunk in manifest["chunks"][:3]:
         path = chunk_path(cluster, chunk)
         raw = bytearray(path.read_bytes())
         raw[-1] ^= 0xFF
         path.write_bytes(bytes(raw))
-    async with http.get(f"{cluster[1].url}/files/fragile") as response:
+    async with http.get(f"{cluster[1].url}/files/faults/fragile") as response:
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
     # Missing from the start: found before the headers, so a clean 503.
     for chunk in manifest["chunks"][:3]:
         chunk_path(cluster, chunk).unlink()
-    async with http.get(f"{cluster[1].url}/files/fragile") as response:
+    async with http.get(f"{cluster[1].url}/files/faults/fragile") as response:
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "unavailable"
 
@@ -80,13 +81,13 @@ async def test_get_survives_a_hung_data_holder(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(150_000, seed=13)
-    await put(http, cluster[0].url, "patient", data)
-    manifest = await manifest_of(http, cluster[0].url, "patient")
+    await put(http, cluster[0].url, "faults/patient", data)
+    manifest = await manifest_of(http, cluster[0].url, "faults/patient")
     victim = data_holders(cluster, manifest)[0]
     reader = next(p for p in cluster.peers if p is not victim)
     victim.hang()
     try:
-        assert await get(http, reader.url, "patient") == data
+        assert await get(http, reader.url, "faults/patient") == data
     finally:
         victim.unhang()
 
@@ -95,16 +96,16 @@ async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(77_777, seed=14)
-    await put(http, cluster[0].url, "rotting", data)
-    manifest = await manifest_of(http, cluster[0].url, "rotting")
+    await put(http, cluster[0].url, "faults/rotting", data)
+    manifest = await manifest_of(http, cluster[0].url, "faults/rotting")
     for chunk in manifest["chunks"][1:3]:  # two data chunks, one byte each
         path = chunk_path(cluster, chunk)
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         path.write_bytes(bytes(raw))
-    assert await get(http, cluster[4].url, "rotting") == data
+    assert await get(http, cluster[4].url, "faults/rotting") == data
     async with http.get(
-        f"{cluster[5].url}/files/rotting", headers={"Range": "bytes=30000-40000"}
+        f"{cluster[5].url}/files/faults/rotting", headers={"Range": "bytes=30000-40000"}
     ) as response:
         assert await response.read() == data[30000:40001]
 
@@ -114,16 +115,16 @@ async def test_fewer_peers_up_means_fewer_parity_chunks(
 ) -> None:
     await cluster[6].stop()
     await cluster.wait_down(cluster[6])
-    reply = await put(http, cluster[0].url, "six", payload(50_000))
+    reply = await put(http, cluster[0].url, "faults/six", payload(50_000))
     assert reply["chunks"] == 6
-    manifest = await manifest_of(http, cluster[1].url, "six")
+    manifest = await manifest_of(http, cluster[1].url, "faults/six")
     assert (manifest["k"], manifest["m"]) == (5, 1)
     await cluster[5].stop()
     await cluster.wait_down(cluster[5])
-    reply = await put(http, cluster[0].url, "five", payload(50_000))
-    assert (await manifest_of(http, cluster[1].url, "five"))["m"] == 0
-    assert await get(http, cluster[2].url, "five") == payload(50_000)
-    assert await get(http, cluster[2].url, "six") == payload(50_000)
+    reply = await put(http, cluster[0].url, "faults/five", payload(50_000))
+    assert (await manifest_of(http, cluster[1].url, "faults/five"))["m"] == 0
+    assert await get(http, cluster[2].url, "faults/five") == payload(50_000)
+    assert await get(http, cluster[2].url, "faults/six") == payload(50_000)
 
 
 async def test_fewer_than_five_peers_up_is_503(
@@ -133,10 +134,10 @@ async def test_fewer_than_five_peers_up_is_503(
         await victim.stop()
     for victim in cluster.peers[4:]:
         await cluster.wait_down(victim)
-    async with http.put(f"{cluster[0].url}/files/nope", data=b"data") as response:
+    async with http.put(f"{cluster[0].url}/files/faults/nope", data=b"data") as response:
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "unavailable"
-    async with http.get(f"{cluster[0].url}/files/nope") as response:
+    async with http.get(f"{cluster[0].url}/files/faults/nope") as response:
         assert response.status == 404
 
 
@@ -153,13 +154,13 @@ async def test_put_survives_a_peer_dying_mid_stream(
 
     headers = {"Content-Length": str(len(data))}
     async with http.put(
-        f"{cluster[0].url}/files/survivor", data=body(), headers=headers
+        f"{cluster[0].url}/files/faults/survivor", data=body(), headers=headers
     ) as response:
         assert response.status == 201, await response.text()
         reply = await response.json()
     assert reply["chunks"] == 6
     assert reply["degraded"] is True
-    assert await get(http, cluster[3].url, "survivor") == data
+    assert await get(http, cluster[3].url, "faults/survivor") == data
 
 
 async def test_put_drops_a_hung_peer_after_the_stall_timeout(
@@ -168,11 +169,11 @@ async def test_put_drops_a_hung_peer_after_the_stall_timeout(
     data = payload(2_000_000, seed=16)
     cluster[6].hang()
     try:
-        reply = await put(http, cluster[0].url, "impatient", data)
+        reply = await put(http, cluster[0].url, "faults/impatient", data)
     finally:
         cluster[6].unhang()
     assert reply["chunks"] == 6
-    assert await get(http, cluster[1].url, "impatient") == data
+    assert await get(http, cluster[1].url, "faults/impatient") == data
 
 
 async def test_cut_off_upload_leaves_nothing(
@@ -187,9 +188,9 @@ async def test_cut_off_upload_leaves_nothing(
 
     headers = {"Content-Length": "1000000"}
     with pytest.raises((Cut, aiohttp.ClientError)):
-        async with http.put(f"{cluster[0].url}/files/half", data=body(), headers=headers):
+        async with http.put(f"{cluster[0].url}/files/faults/half", data=body(), headers=headers):
             pass
-    async with http.get(f"{cluster[1].url}/files/half") as response:
+    async with http.get(f"{cluster[1].url}/files/faults/half") as response:
         assert response.status == 404
 
     def nothing_stored() -> bool:
@@ -204,14 +205,18 @@ async def test_short_body_with_content_length_leaves_nothing(
 ) -> None:
     # A client that promises more than it sends and then closes the connection.
     _, writer = await asyncio.open_connection("127.0.0.1", cluster[0].port)
+    authorization = ADMIN_HEADERS["Authorization"].encode()
     writer.write(
-        b"PUT /files/liar HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + b"y" * 1000
+        b"PUT /files/faults/liar HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + authorization
+        + b"\r\nContent-Length: 50000\r\n\r\n"
+        + b"y" * 1000
     )
     await writer.drain()
     writer.close()
     await writer.wait_closed()
     await eventually(lambda: not stored_chunk_ids(cluster), what="no chunks")
-    async with http.get(f"{cluster[1].url}/files/liar") as response:
+    async with http.get(f"{cluster[1].url}/files/faults/liar") as response:
         assert response.status == 404
 
 
@@ -219,7 +224,7 @@ async def test_restart_of_every_peer_keeps_files_and_members(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(90_000, seed=17)
-    await put(http, cluster[0].url, "durable", data)
+    await put(http, cluster[0].url, "faults/durable", data)
     ids = {p.id for p in cluster.peers}
     for peer in cluster.peers:
         await peer.stop()
@@ -228,19 +233,19 @@ async def test_restart_of_every_peer_keeps_files_and_members(
     assert {p.id for p in cluster.peers} == ids
     assert all(len(p.membership.members()) == 7 for p in cluster.peers)
     await cluster.wait_converged()
-    assert await get(http, cluster[6].url, "durable") == data
+    assert await get(http, cluster[6].url, "faults/durable") == data
 
 
 async def test_manifest_survives_a_lost_replica(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put(http, cluster[0].url, "meta", b"payload")
-    holders = [p for p in cluster.peers if await p.manifests.get("meta") is not None]
+    await put(http, cluster[0].url, "faults/meta", b"payload")
+    holders = [p for p in cluster.peers if await p.manifests.get("faults/meta") is not None]
     assert len(holders) == 3
     await holders[0].stop()
     reader = next(p for p in cluster.peers if p.running)
-    assert await get(http, reader.url, "meta") == b"payload"
+    assert await get(http, reader.url, "faults/meta") == b"payload"
     body = io.BytesIO(b"newer")
-    async with http.put(f"{reader.url}/files/meta", data=body) as response:
+    async with http.put(f"{reader.url}/files/faults/meta", data=body) as response:
         assert response.status == 201
-    assert await get(http, reader.url, "meta") == b"newer"
+    assert await get(http, reader.url, "faults/meta") == b"newer"

@@ -14,7 +14,7 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 
 async def test_cluster_and_health(cluster: LocalCluster, http: aiohttp.ClientSession) -> None:
-    await put_file(http, cluster[0].url, "f", payload(10_000))
+    await put_file(http, cluster[0].url, "view/f", payload(10_000))
     async with http.get(f"{cluster[0].url}/health") as response:
         assert response.status == 200
     await eventually(lambda: cluster_chunks_seen(cluster) == 7, what="gossip of chunk counts")

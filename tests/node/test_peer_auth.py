@@ -17,12 +17,15 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from client.credentials import Credentials
 from node.cluster.auth import Authenticator, Request, content_digest
 from node.cluster.gossip import FOUND_TRIES
 from node.cluster.protocol import MSGPACK, GossipMessage, MemberRecord, PullOrder, encode
 from node.cluster.transport import Address, HttpTransport
 from node.errors import PeerUnavailable, StartRefused
+from node.model.access import Grants
 from node.model.identity import ClusterIdentity, join_token, parse_join_token
+from node.process.admin import create_key_as_cluster
 from node.process.identity import token_for
 from tests.harness import (
     LocalCluster,
@@ -288,8 +291,15 @@ async def test_a_cluster_from_before_secrets_gets_an_identity_and_keeps_its_data
         await cluster.wait_converged()
         for peer in cluster.peers:
             assert peer.identity == identity
-        for name, data in files.items():
-            assert await get_file(http, cluster[4].url, name) == data
+        # Access keys sealed under the old secret are gone with it; the new identity makes
+        # an admin key the documented way (`ringstore key create --data-dir`).
+        made = await create_key_as_cluster(
+            cluster[0].data_dir, cluster.urls, "admin", Grants(admin=True), patience=10.0
+        )
+        headers = {"Authorization": Credentials(made.access_key, made.secret_key).authorization}
+        async with aiohttp.ClientSession(headers=headers) as admin:
+            for name, data in files.items():
+                assert await get_file(admin, cluster[4].url, name) == data
     finally:
         await cluster.stop()
 

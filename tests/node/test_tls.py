@@ -27,6 +27,7 @@ from node.process.cli import main
 from node.process.tls import TlsFiles, client_context, server_context
 from ring import Member
 from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness.access import ADMIN
 
 # Python 3.10's asyncio sslproto warns "unclosed transport" for connections whose handshake
 # failed although they are closed (python/cpython#90476, fixed by 3.11's new sslproto).
@@ -121,7 +122,7 @@ async def test_put_and_get_with_curl_and_the_cluster_ca(
     assert all(url.startswith("https://") for url in urls)
     source = tmp_path / "source"
     source.write_bytes(bytes(range(256)) * 300)
-    ca = ("--cacert", str(tls_files.ca))
+    ca = ("--cacert", str(tls_files.ca), "-u", ":".join(ADMIN))
     put = await asyncio.to_thread(curl, *ca, "-T", str(source), f"{urls[1]}/files/tls/a")
     assert put.returncode == 0, put.stderr
     got = await asyncio.to_thread(curl, *ca, f"{urls[3]}/files/tls/a")

@@ -72,19 +72,19 @@ async def test_chunked_upload_without_content_length(
         for start in range(0, len(data), 7777):
             yield data[start : start + 7777]
 
-    async with http.put(f"{cluster[1].url}/files/chunked", data=pieces()) as response:
+    async with http.put(f"{cluster[1].url}/files/files/chunked", data=pieces()) as response:
         assert response.status == 201
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
         assert (await response.json())["size"] == len(data)
-    assert await get(http, cluster[5].url, "chunked") == data
+    assert await get(http, cluster[5].url, "files/chunked") == data
 
 
 async def test_chunks_are_equal_and_on_distinct_peers(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(123_457)
-    await put(http, cluster[0].url, "spread", data)
-    async with http.get(f"{cluster[2].url}/manifests/spread") as response:
+    await put(http, cluster[0].url, "files/spread", data)
+    async with http.get(f"{cluster[2].url}/manifests/files/spread") as response:
         manifest = await response.json()
     chunks = manifest["chunks"]
     assert [c["index"] for c in chunks] == list(range(7))
@@ -114,8 +114,10 @@ async def test_range_reads(
     cluster: LocalCluster, http: aiohttp.ClientSession, header: str, expected: tuple[int, int]
 ) -> None:
     data = payload(50_000, seed=3)
-    await put(http, cluster[0].url, "ranged", data)
-    async with http.get(f"{cluster[4].url}/files/ranged", headers={"Range": header}) as response:
+    await put(http, cluster[0].url, "files/ranged", data)
+    async with http.get(
+        f"{cluster[4].url}/files/files/ranged", headers={"Range": header}
+    ) as response:
         assert response.status == 206
         start, end = expected
         assert response.headers["Content-Range"] == f"bytes {start}-{end - 1}/50000"
@@ -125,8 +127,10 @@ async def test_range_reads(
 async def test_unsatisfiable_range_is_416(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put(http, cluster[0].url, "small", b"hello")
-    async with http.get(f"{cluster[1].url}/files/small", headers={"Range": "bytes=5-"}) as response:
+    await put(http, cluster[0].url, "files/small", b"hello")
+    async with http.get(
+        f"{cluster[1].url}/files/files/small", headers={"Range": "bytes=5-"}
+    ) as response:
         assert response.status == 416
         assert response.headers["Content-Range"] == "bytes */5"
         assert (await response.json())["error"]["code"] == "invalid_range"
@@ -136,16 +140,16 @@ async def test_head_and_metadata_headers(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     reply = await put(
-        http, cluster[0].url, "doc.txt", b"some text", headers={"Content-Type": "text/plain"}
+        http, cluster[0].url, "files/doc.txt", b"some text", headers={"Content-Type": "text/plain"}
     )
-    async with http.head(f"{cluster[2].url}/files/doc.txt") as response:
+    async with http.head(f"{cluster[2].url}/files/files/doc.txt") as response:
         assert response.status == 200
         assert response.headers["Content-Length"] == "9"
         assert response.headers["Content-Type"] == "text/plain"
         assert response.headers["ETag"] == f'"{reply["etag"]}"'
         assert await response.read() == b""
     async with http.get(
-        f"{cluster[3].url}/files/doc.txt", headers={"If-None-Match": f'"{reply["etag"]}"'}
+        f"{cluster[3].url}/files/files/doc.txt", headers={"If-None-Match": f'"{reply["etag"]}"'}
     ) as response:
         assert response.status == 304
 
@@ -175,13 +179,13 @@ async def test_names_with_unicode_and_spaces(
 
 async def test_missing_file_is_404_json(cluster: LocalCluster, http: aiohttp.ClientSession) -> None:
     for method in ("GET", "DELETE"):
-        async with http.request(method, f"{cluster[0].url}/files/nope") as response:
+        async with http.request(method, f"{cluster[0].url}/files/files/nope") as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "file_not_found"
-    async with http.head(f"{cluster[0].url}/files/nope") as response:
+    async with http.head(f"{cluster[0].url}/files/files/nope") as response:
         assert response.status == 404
         assert response.headers["X-Ringstore-Error"] == "file_not_found"
-    async with http.get(f"{cluster[0].url}/manifests/nope") as response:
+    async with http.get(f"{cluster[0].url}/manifests/files/nope") as response:
         assert response.status == 404
 
 
@@ -196,26 +200,26 @@ async def test_unknown_route_is_json_404(
 async def test_overwrite_makes_a_new_version_and_frees_the_old(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    first = await put(http, cluster[0].url, "same", payload(40_000, 1))
-    old_ids = await chunk_ids(http, cluster, "same")
-    second = await put(http, cluster[4].url, "same", payload(30_000, 2))
+    first = await put(http, cluster[0].url, "files/same", payload(40_000, 1))
+    old_ids = await chunk_ids(http, cluster, "files/same")
+    second = await put(http, cluster[4].url, "files/same", payload(30_000, 2))
     assert second["version"] > first["version"]
-    assert await get(http, cluster[2].url, "same") == payload(30_000, 2)
+    assert await get(http, cluster[2].url, "files/same") == payload(30_000, 2)
     await eventually(lambda: not (old_ids & stored_chunk_ids(cluster)), what="old chunks deleted")
 
 
 async def test_delete_removes_file_and_chunks(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    await put(http, cluster[0].url, "doomed", payload(60_000))
-    ids = await chunk_ids(http, cluster, "doomed")
+    await put(http, cluster[0].url, "files/doomed", payload(60_000))
+    ids = await chunk_ids(http, cluster, "files/doomed")
     used = sum(p.chunks.used_bytes for p in cluster.peers)
-    async with http.delete(f"{cluster[5].url}/files/doomed") as response:
+    async with http.delete(f"{cluster[5].url}/files/files/doomed") as response:
         assert response.status == 204
-    async with http.delete(f"{cluster[2].url}/files/doomed") as response:
+    async with http.delete(f"{cluster[2].url}/files/files/doomed") as response:
         assert response.status == 204  # a retried DELETE is not told the file never was
     for peer in cluster.peers:
-        async with http.get(f"{peer.url}/files/doomed") as response:
+        async with http.get(f"{peer.url}/files/files/doomed") as response:
             assert response.status == 404
     await eventually(lambda: not (ids & stored_chunk_ids(cluster)), what="chunks deleted")
     assert sum(p.chunks.used_bytes for p in cluster.peers) < used
@@ -252,5 +256,5 @@ def stored_chunk_ids(cluster: LocalCluster) -> set[str]:
 
 async def test_big_file_streams_through(cluster: LocalCluster, http: aiohttp.ClientSession) -> None:
     data = os.urandom(8 << 20)
-    await put(http, cluster[2].url, "big", data)
-    assert await get(http, cluster[5].url, "big") == data
+    await put(http, cluster[2].url, "files/big", data)
+    assert await get(http, cluster[5].url, "files/big") == data
