@@ -165,3 +165,12 @@ async def test_cluster_records_stay_out_of_file_listings(tmp_path: Path) -> None
     assert [m.name for m in page] == ["0zero/x"]
     records, _ = store.list("/keys/", "", 10)
     assert [(m.name, m.inline) for m in records] == [("/keys/RSA", b"r")]
+
+
+def test_a_flood_of_failures_never_overflows_the_delay() -> None:
+    """Past ~1024 failures ``2 ** count`` overflows a float: the delay must stay the ceiling
+    (an OverflowError there is a 500 for every keyed request from that address)."""
+    penalty = Penalty(base=0.05, ceiling=2.0, now=lambda: 0.0)
+    for _ in range(1100):
+        penalty.failed("a")
+    assert penalty.delay("a") == 2.0
