@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 REALM = 'Basic realm="ringstore", charset="UTF-8"'  # the WWW-Authenticate challenge
 MAX_CREDENTIALS = 1024  # characters of an Authorization header worth decoding
+_MAX_EXPONENT = 64  # failures counted per address at most
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,12 @@ class Penalty:
         count = self._count(address)
         if count < 1:
             return 0.0
-        return float(min(self._ceiling, self._base * 2 ** (count - 1)))
+        # bounded exponent: 2.0 ** 1024 overflows, and any count past 64 is the ceiling anyway
+        return float(min(self._ceiling, self._base * 2 ** min(count - 1, _MAX_EXPONENT)))
 
     def failed(self, address: str) -> None:
-        self._failures[address] = (self._count(address) + 1, self._now())
+        count = min(self._count(address) + 1, _MAX_EXPONENT + 1)  # a burst decays soon
+        self._failures[address] = (count, self._now())
         self._failures.move_to_end(address)
         while len(self._failures) > self._max:
             self._failures.popitem(last=False)

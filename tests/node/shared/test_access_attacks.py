@@ -77,9 +77,9 @@ async def test_listing_continuation_names_no_file_of_an_unreadable_namespace(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     url = cluster[0].url
-    assert (await call(http, "PUT", f"{url}/namespaces/aa-open", ADMIN, json={"public_read": True}))[
-        0
-    ] == 201
+    assert (
+        await call(http, "PUT", f"{url}/namespaces/aa-open", ADMIN, json={"public_read": True})
+    )[0] == 201
     for name in ("aa-open/1", "bb-hidden/payroll-2026.xlsx", "bb-hidden/zz", "cc-mine/1"):
         assert (await call(http, "PUT", f"{url}/files/{name}", ADMIN, data=b"x"))[0] == 201
     reader = await new_key(http, url, read=["cc-mine"])
