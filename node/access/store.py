@@ -94,19 +94,24 @@ class AccessStore:
 
     # --- reading, cached ------------------------------------------------------------------
 
-    async def _read(self, name: str) -> Manifest | None:
+    async def _read(self, name: str, fresh: bool = False) -> Manifest | None:
         """The live record manifest of ``name``: cached, or one quorum read shared by every
-        concurrent caller. Raises Unavailable when too few replicas answer."""
+        concurrent caller; ``fresh``: a quorum read of its own, whatever is cached (before a
+        write that must not replace a record this peer has not seen yet). Raises
+        Unavailable when too few replicas answer."""
         entry = self._cache.get(name)
-        if entry is not None and self._now() - entry.fetched < self._ttl:
+        if not fresh and entry is not None and self._now() - entry.fetched < self._ttl:
             return entry.manifest
-        pending = self._reading.get(name)
-        if pending is None:
-            pending = asyncio.ensure_future(self._replicas.read(name))
-            self._reading[name] = pending
-            pending.add_done_callback(lambda _: self._reading.pop(name, None))
-            pending.add_done_callback(consume)  # every waiter may have been cancelled
-        manifest = await asyncio.shield(pending)
+        if fresh:
+            manifest = await self._replicas.read(name)
+        else:
+            pending = self._reading.get(name)
+            if pending is None:
+                pending = asyncio.ensure_future(self._replicas.read(name))
+                self._reading[name] = pending
+                pending.add_done_callback(lambda _: self._reading.pop(name, None))
+                pending.add_done_callback(consume)  # every waiter may have been cancelled
+            manifest = await asyncio.shield(pending)
         live = None if manifest is None or manifest.deleted else manifest
         self._remember(name, live)
         return live
@@ -117,11 +122,12 @@ class AccessStore:
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
 
-    async def key(self, access_key: str) -> KnownKey | None:
-        """The live key ``access_key`` with its secret, or None (unknown or revoked)."""
+    async def key(self, access_key: str, fresh: bool = False) -> KnownKey | None:
+        """The live key ``access_key`` with its secret, or None (unknown or revoked);
+        ``fresh``: not from the cache."""
         if not access.ACCESS_KEY.fullmatch(access_key):
             return None  # not even shaped like one: no read for it
-        manifest = await self._read(access.key_record_name(access_key))
+        manifest = await self._read(access.key_record_name(access_key), fresh)
         if manifest is None:
             return None
         try:
@@ -138,11 +144,11 @@ class AccessStore:
             return None
         return KnownKey(record, secret)
 
-    async def namespace(self, name: str) -> NamespaceRecord | None:
-        """The namespace ``name``, or None if there is none."""
+    async def namespace(self, name: str, fresh: bool = False) -> NamespaceRecord | None:
+        """The namespace ``name``, or None if there is none; ``fresh``: not from the cache."""
         if not name or "/" in name or name.startswith(RESERVED):
             return None
-        manifest = await self._read(access.namespace_record_name(name))
+        manifest = await self._read(access.namespace_record_name(name), fresh)
         if manifest is None:
             return None
         try:
@@ -213,7 +219,7 @@ class AccessStore:
 
     async def revoke_key(self, access_key: str) -> None:
         """Revoke a key; raises AccessKeyNotFound if there is no such live key."""
-        if await self.key(access_key) is None:
+        if await self.key(access_key, fresh=True) is None:
             raise AccessKeyNotFound(f"no access key {access_key[:40]!r}")
         await self._write(access.key_record_name(access_key), None)
         log.info("revoked access key %s", access_key)
@@ -249,13 +255,15 @@ class AccessStore:
         self, name: str, public_read: bool = False, adopted: bool = False
     ) -> NamespaceRecord:
         """Create namespace ``name``. Raises InvalidNamespace for a name breaking the bucket
-        rules (unless ``adopted``), NamespaceExists when it exists."""
+        rules (unless ``adopted``), NamespaceExists when it exists: checked with a quorum
+        read, not the cache, which may not have seen a namespace made through another peer
+        in the last ``ttl`` seconds (its record would be replaced, e.g. made public-read)."""
         if not adopted:
             try:
                 access.validate_namespace(name)
             except access.InvalidNamespace as exc:
                 raise InvalidNamespace(str(exc)) from None
-        if await self.namespace(name) is not None:
+        if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")
         record = NamespaceRecord(
             name=name,
