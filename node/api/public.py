@@ -31,9 +31,9 @@ from node.api.keys import (
 )
 from node.api.ranges import parse_range
 from node.errors import InvalidName, RingstoreError
-from node.model.access import namespace_of
+from node.model.access import ALL, namespace_of
 from node.model.manifest import Manifest
-from node.model.names import name_from_raw_path
+from node.model.names import RESERVED, name_from_raw_path
 from ring import Ring
 
 log = logging.getLogger(__name__)
@@ -156,25 +156,47 @@ async def list_files(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     start_after = request.query.get("start_after", "")
     limit = query_int(request, "limit", MAX_LIST, 1, MAX_LIST)
+    if prefix.startswith(RESERVED):
+        raise InvalidName(f"no file name starts with {RESERVED!r}")  # cluster records
     if "/" in prefix:  # one namespace: checked once
         await require(request, "read", namespace_of(prefix))
-    files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
-    if "/" not in prefix:  # names of several namespaces: only those the key may read
-        readable = await _readable(request, {namespace_of(m.name) for m in files})
-        files = [m for m in files if namespace_of(m.name) in readable]
+        files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
+    else:  # names of several namespaces: only those the key may read
+        files, next_after = await _list_readable(request, prefix, start_after, limit)
     return web.json_response({"files": [m.summary() for m in files], "next": next_after or None})
 
 
-async def _readable(request: web.Request, namespaces: set[str]) -> set[str]:
-    """Which of ``namespaces`` the request may read (its grants, or public-read ones)."""
+async def _list_readable(
+    request: web.Request, prefix: str, start_after: str, limit: int
+) -> tuple[list[Manifest], str]:
+    """A page of the files with ``prefix`` in the namespaces the request may read (its
+    grants, or public-read ones), and the name to continue after.
+
+    Only those namespaces are ever listed, so neither the page nor its continuation names
+    a file (or namespace) of another. Each is a contiguous block of names (``NS/``...), and
+    the blocks in ``NS/`` order are in name order. Names of one segment (adopted from before
+    namespaces) show only to keys that read every namespace.
+    """
     grants = principal_of(request).grants
-    readable = {ns for ns in namespaces if grants.allows("read", ns)}
-    access = request.app[ACCESS]
-    for namespace in sorted(namespaces - readable):
-        record = await access.namespace(namespace)
-        if record is not None and record.public_read:
-            readable.add(namespace)
-    return readable
+    coordinator = request.app[COORDINATOR]
+    if grants.admin or ALL in grants.read:
+        return await coordinator.list(prefix, start_after, limit)
+    public = {r.name for r in await request.app[ACCESS].namespaces() if r.public_read}
+    blocks = sorted(ns + "/" for ns in grants.read | public if ns.startswith(prefix))
+    found: list[Manifest] = []
+    for index, block in enumerate(blocks):
+        if start_after > block and not start_after.startswith(block):
+            continue  # the whole block is before start_after
+        after = start_after if start_after > block else ""
+        while True:
+            page, after = await coordinator.list(block, after, limit - len(found))
+            found.extend(page)
+            if len(found) == limit:
+                more = bool(after) or index + 1 < len(blocks)
+                return found, found[-1].name if more else ""
+            if not after:
+                break
+    return found, ""
 
 
 async def get_manifest(request: web.Request) -> web.Response:
