@@ -126,4 +126,7 @@ def load_credentials(path: Path) -> tuple[str, str] | None:
     if not ini.has_option("default", "aws_access_key_id"):
         return None
     section = ini["default"]
-    return section["aws_access_key_id"], section.get("aws_secret_access_key", "")
+    access_key, secret = section["aws_access_key_id"], section.get("aws_secret_access_key", "")
+    if not (access_key and secret):
+        raise ValueError(f"{path}: [default] needs both aws_access_key_id and its secret")
+    return access_key, secret
