@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from node.api.numbers import decimal
 from node.errors import IncompleteBody, InvalidRequest
 
 
@@ -27,9 +28,9 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     if text is None:
         return default
     try:
-        value = int(text)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer, not {text!r}") from None
+        value = decimal(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be an integer: {exc}") from None
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}")
     return value

@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from node.api.errors import Handler
 from node.api.input import body_pieces, query_int
 from node.api.keys import AUTH, GOSSIP, HOLDER
+from node.api.numbers import decimal
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
@@ -145,7 +146,7 @@ async def _body(request: web.Request, kind: type[T]) -> T:
 
 def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str) -> ChunkMeta:
     try:
-        index, size = chunk_index(chunk_id), int(block_size)
+        index, size = chunk_index(chunk_id), decimal(block_size)
         return chunk_owner(unquote(name, errors="strict"), version, index, size)
     except InvalidName:
         raise
@@ -207,7 +208,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     if "expect" in request.query:
         try:
             version, _, revision = request.query["expect"].rpartition("/")
-            expect = Version.parse(version), int(revision)
+            expect = Version.parse(version), decimal(revision)
         except ValueError:
             raise InvalidRequest("expect is VERSION/REVISION") from None
     written = await request.app[HOLDER].put_manifest(manifest, expect)
@@ -218,7 +219,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def retract_manifest(request: web.Request) -> web.Response:
     query = request.query
     try:
-        precedence = Version.parse(query["version"]), int(query["revision"])
+        precedence = Version.parse(query["version"]), decimal(query["revision"])
     except (KeyError, ValueError):
         raise InvalidRequest("version and revision are required") from None
     await request.app[HOLDER].retract_manifest(query.get("name", ""), precedence)
