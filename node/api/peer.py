@@ -20,8 +20,8 @@ import msgspec
 from aiohttp import hdrs, web
 
 from node.api.errors import Handler
-from node.api.input import body_pieces, query_int
-from node.api.keys import AUTH, GOSSIP, HOLDER
+from node.api.input import body_pieces, defer_continue, query_int
+from node.api.keys import AUTH, CONFIG, GOSSIP, HOLDER
 from node.api.numbers import decimal
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
@@ -106,7 +106,7 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
 
 def add_routes(app: web.Application) -> None:
     router = app.router
-    router.add_put(CHUNK, _guarded(put_chunk))
+    router.add_put(CHUNK, _guarded(put_chunk), expect_handler=defer_continue)
     router.add_get(CHUNK, _guarded(get_chunk))
     router.add_delete(CHUNK, _guarded(delete_chunk))
     router.add_post(CHUNK + "/pull", _guarded(pull_chunk, MSGPACK))
@@ -174,9 +174,8 @@ async def put_chunk(request: web.Request) -> web.Response:
         headers.get(CHUNK_VERSION, ""),
         headers.get(CHUNK_BLOCK_SIZE, ""),
     )
-    stored = await request.app[HOLDER].write_chunk(
-        chunk_id, body_pieces(request), request.content_length, meta
-    )
+    body = body_pieces(request, request.app[CONFIG].upload_stall)
+    stored = await request.app[HOLDER].write_chunk(chunk_id, body, request.content_length, meta)
     return _stored(stored)
 
 

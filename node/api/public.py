@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from node.api.input import body_pieces, query_int
+from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import (
     AUTH,
     CONFIG,
@@ -27,7 +27,7 @@ from node.api.keys import (
     SCRUBBER,
 )
 from node.api.ranges import parse_range
-from node.errors import RingstoreError
+from node.errors import RingstoreError, TooLarge, UnsupportedMediaType
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
 from ring import Ring
@@ -40,7 +40,7 @@ MAX_LIST = 1000
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put(FILES + "{name:.*}", put_file)
+    app.router.add_put(FILES + "{name:.*}", put_file, expect_handler=defer_continue)
     app.router.add_get(FILES + "{name:.*}", get_file)  # HEAD too
     app.router.add_delete(FILES + "{name:.*}", delete_file)
     app.router.add_get("/files", list_files)
@@ -70,10 +70,17 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
 async def put_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
     started = time.monotonic()
+    config = request.app[CONFIG]
+    size = request.content_length
+    if size is not None and size > config.max_file_size:
+        raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
+    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in ("", "identity"):
+        # Stored as sent or inflated here, either would surprise someone (and inflating is
+        # a zip bomb's way in): neither is done.
+        raise UnsupportedMediaType("a file is stored as it is sent: send it without encoding")
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-    manifest = await request.app[COORDINATOR].put(
-        name, body_pieces(request), request.content_length, content_type
-    )
+    body = body_pieces(request, config.client_timeout, config.max_file_size)
+    manifest = await request.app[COORDINATOR].put(name, body, size, content_type)
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
         name,
