@@ -209,6 +209,13 @@ class PeerConfig:
             low=0.01,
         ),
     )
+    max_requests: int = field(
+        default=64,
+        metadata=option(
+            "Public requests this peer serves at once; past it, 503 (peer calls are not counted).",
+            low=1,
+        ),
+    )
     # TLS: all three or none. With them the peer serves HTTPS only, presents tls_cert to the
     # peers it calls, and trusts only certificates signed by tls_ca (node.process.tls).
     tls_cert: Path | None = field(

@@ -5,6 +5,7 @@
 - ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
 - ``input``, ``ranges``, ``numbers``: request bodies (bounded in size and time), query
   parameters, ``Range`` headers and the numbers in them;
+- ``limits``: how many public requests a peer serves at once, and refusals logged sparingly;
 - ``keys``: the typed app keys the routes read components from.
 
 Routes parse, call the room below and shape answers; later frontends (S3, the web console)

@@ -146,7 +146,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RingstoreError as error:
         public = not request.path.startswith(PEER_PREFIX)
         response = response_for(error, public)
-        if response.status >= 500:
+        if response.status >= 500 and not isinstance(error, Overloaded):  # (logged sparingly)
             log.warning("%s %s: %s", request.method, request.path, error)
         return response
     except web.HTTPException as exc:

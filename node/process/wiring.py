@@ -26,6 +26,7 @@ from aiohttp import web
 
 from node.api import keys, peer, public
 from node.api.errors import Handler, error_middleware
+from node.api.limits import RequestLimit
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
@@ -57,7 +58,13 @@ def create_app(config: PeerConfig) -> web.Application:
     """The aiohttp app of one peer serving ``config``; components start with the app."""
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
-        middlewares=[peer.signed_answers, error_middleware, peer.authenticated, _addressed_to_me],
+        middlewares=[
+            peer.signed_answers,
+            error_middleware,
+            RequestLimit(config.max_requests).middleware(),  # inside: its 503 is JSON
+            peer.authenticated,
+            _addressed_to_me,
+        ],
         client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config
