@@ -209,6 +209,31 @@ class PeerConfig:
             low=0.01,
         ),
     )
+    header_timeout: float = field(
+        default=20.0,
+        metadata=option(
+            "Seconds a request head may take, from its first byte (or the connection's "
+            "start) to its end (408).",
+            low=0.01,
+        ),
+    )
+    idle_timeout: float = field(
+        default=60.0,
+        metadata=option("Seconds a keep-alive connection may wait for a request.", low=0.01),
+    )
+    send_timeout: float = field(
+        default=60.0,
+        metadata=option(
+            "Seconds a client may take nothing of a response before it is dropped.", low=0.01
+        ),
+    )
+    max_connections: int = field(
+        default=1024,
+        metadata=option(
+            "Open connections this peer keeps; past it, idle ones are closed, then 503.",
+            low=1,
+        ),
+    )
     max_requests: int = field(
         default=64,
         metadata=option(

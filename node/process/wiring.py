@@ -1,6 +1,7 @@
 """Wiring one peer together: every component built in one place, in dependency order.
 
-``create_app`` returns the aiohttp app of a peer; its one ``cleanup_ctx`` generator
+``create_app`` returns the aiohttp app of a peer (served by ``node.process.connections``,
+which adds the limits on connections); its one ``cleanup_ctx`` generator
 (``_lifecycle``) opens the stores, builds the components (each gets what it needs at
 construction: no callbacks are attached afterwards), sets the app keys, starts the background
 loops and mDNS, and on shutdown stops them in reverse order. A peer in a test stops exactly

@@ -1,8 +1,9 @@
 """Limits on file requests, against seven peers with small limits shared by the module.
 
 A body past ``--max-file-size`` is refused before a byte of it is read (Content-Length) or
-cut off when it passes the limit (chunked); a body that stalls ends with 408; in every case
-nothing of the file is kept. Absurd ranges are a 416.
+cut off when it passes the limit (chunked); a body that stalls ends with 408; a client that
+reads nothing of an answer is dropped; in every case nothing of the file is kept. Absurd
+ranges are a 416.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import LocalCluster, eventually, fully_redundant
+from tests.harness import LocalCluster, LocalPeer, eventually, fully_redundant
 from tests.harness.clients import RawClient, public_request, raw_request
 from tests.harness.disk import chunk_files_in, incoming_files_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MAX_FILE = 256 << 10
-TIMEOUT = 1.0  # the client timeout of the module's peers
+TIMEOUT = 1.0  # client and send timeouts of the module's peers
 MARGIN = 5.0  # seconds a timeout may be late on a loaded machine
 
 
 @pytest.fixture(scope="module")
 def shared_overrides() -> dict[str, Any]:
-    return {"max_file_size": MAX_FILE, "client_timeout": TIMEOUT}
+    return {"max_file_size": MAX_FILE, "client_timeout": TIMEOUT, "send_timeout": TIMEOUT}
 
 
 def unique(prefix: str) -> str:
@@ -140,6 +141,26 @@ async def test_a_body_that_stalls_ends_with_408_and_nothing_kept(
         assert asyncio.get_running_loop().time() - started >= TIMEOUT - 0.1
         assert await client.closed_by_peer(MARGIN) == b"", "a broken body ends its connection"
     await assert_nothing_kept(http, cluster, name, before)
+
+
+async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name, data = unique("unread"), os.urandom(MAX_FILE)
+    async with public_request(http, "PUT", f"{cluster[4].url}/files/{name}", data=data) as r:
+        assert r.status == 201
+    coordinator: LocalPeer = cluster[5]
+    dropped = coordinator.server.slow.count
+    requests = raw_request("GET", f"/files/{name}") * 40  # 10 MiB of answers, none read
+    async with await RawClient.connect(coordinator, receive_buffer=4096) as client:
+        await client.send(requests)
+        await eventually(
+            lambda: coordinator.server.slow.count > dropped,
+            TIMEOUT + MARGIN,
+            "the client that reads nothing to be dropped",
+        )
+    async with public_request(http, "GET", f"{coordinator.url}/files/{name}") as response:
+        assert await response.read() == data, "and the peer serves on"
 
 
 async def test_absurd_ranges_are_416_not_500(
