@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 FILES = "/files/"
 MANIFESTS = "/manifests/"
 MAX_LIST = 1000
+# A stored file is someone's content served from this origin (the web console's too): a
+# browser must run none of it (no scripts, plugins, forms or same-origin access), nor guess
+# a type other than the one stored (nosniff, on every answer: node.process.wiring).
+SANDBOX = "sandbox; default-src 'none'"
 
 
 def add_routes(app: web.Application) -> None:
@@ -64,6 +68,7 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
             "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
         ),
         "X-Ringstore-Version": str(manifest.version),
+        "Content-Security-Policy": SANDBOX,
     }
 
 

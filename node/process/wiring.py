@@ -23,10 +23,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from node.api import keys, peer, public
-from node.api.errors import Handler, error_middleware
+from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
 from node.api.limits import RequestLimit
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
@@ -69,10 +69,18 @@ def create_app(config: PeerConfig) -> web.Application:
         client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config
+    app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_lifecycle)
     public.add_routes(app)
     peer.add_routes(app)
     return app
+
+
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer: no version banner (aiohttp's ``Server`` names Python's and its own),
+    and no content sniffing by browsers."""
+    response.headers[hdrs.SERVER] = SERVER
+    response.headers[NOSNIFF[0]] = NOSNIFF[1]
 
 
 @web.middleware

@@ -75,6 +75,7 @@ async def test_a_peer_process_answers_bad_and_slow_requests_with_json(
 
     async with public_request(http, "GET", f"{url}/health") as response:
         assert response.status == 200
+        assert response.headers["Server"] == "ringstore"
 
 
 def test_a_peer_raises_its_open_file_limit_to_what_its_limits_need(tmp_path: Path) -> None:

@@ -262,6 +262,16 @@ async def test_errors_before_the_app_are_answered_with_the_json_body(
     assert not errors_logged()
 
 
+async def test_no_answer_carries_a_version_banner(
+    start_peer: StartPeer, http: aiohttp.ClientSession
+) -> None:
+    peer = await start_peer()
+    for method, path in [("GET", "/health"), ("GET", "/cluster"), ("GET", "/nowhere")]:
+        async with public_request(http, method, f"{peer.url}{path}") as response:
+            assert response.headers["Server"] == "ringstore"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_clients_that_leave_early_log_nothing_at_error(
     start_peer: StartPeer, errors_logged: Callable[[], list[str]]
 ) -> None:

@@ -2,8 +2,8 @@
 
 A body past ``--max-file-size`` is refused before a byte of it is read (Content-Length) or
 cut off when it passes the limit (chunked); a body that stalls ends with 408; a client that
-reads nothing of an answer is dropped; in every case nothing of the file is kept. Absurd
-ranges are a 416.
+reads nothing of an answer is dropped; in every case nothing of the file is kept. File
+answers cannot run in a browser, and absurd ranges are a 416.
 """
 
 from __future__ import annotations
@@ -176,6 +176,27 @@ async def test_absurd_ranges_are_416_not_500(
             assert response.status == 416, spec[:20]
             assert response.headers["Content-Range"] == "bytes */3"
             assert len(await response.read()) < 300, "the header is not echoed"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_stored_files_cannot_run_in_a_browser(
+    http: aiohttp.ClientSession, cluster: LocalCluster, method: str
+) -> None:
+    name = unique("page") + ".html"
+    page = b"<script>document.cookie</script>"
+    headers = {"Content-Type": "text/html"}
+    url = f"{cluster[0].url}/files/{name}"
+    async with public_request(http, "PUT", url, data=page, headers=headers) as response:
+        assert response.status == 201
+    for extra in [{}, {"Range": "bytes=0-3"}]:
+        async with public_request(http, method, url, headers=extra) as response:
+            assert response.status in (200, 206)
+            assert response.headers["Content-Type"].startswith("text/html")  # as stored...
+            policy = response.headers["Content-Security-Policy"]
+            assert "sandbox" in policy  # ...but no script of it runs, on this origin or any
+            assert "default-src 'none'" in policy
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Server"] == "ringstore"
 
 
 async def test_an_encoded_body_is_refused_not_inflated(
