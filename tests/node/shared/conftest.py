@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.harness import LocalCluster
+from tests.harness.fuzzing import CASES
 from tests.harness.watchdog import LoopWatchdog
 
 BLOCK = 4096  # the shared cluster's block size: one stripe is 5 blocks
@@ -64,3 +65,10 @@ async def cluster(
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         yield session
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many cases the fuzz suites ran (``tests.harness.fuzzing.CASES``)."""
+    if CASES:
+        counts = ", ".join(f"{count} {kind}" for kind, count in sorted(CASES.items()))
+        terminalreporter.write_line(f"fuzz cases run: {counts}")
