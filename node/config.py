@@ -19,6 +19,7 @@ from node.model.layout import (
     DEFAULT_K,
     DEFAULT_M,
     MAX_BLOCK_SIZE,
+    MAX_SIZE,
     MIN_BLOCK_SIZE,
 )
 from ring import DEFAULT_VNODES, MAX_WEIGHT, MIN_WEIGHT
@@ -194,6 +195,55 @@ class PeerConfig:
     max_bytes: int | None = field(
         default=None, metadata=option("Chunk bytes this peer may hold (default: the disk).", low=0)
     )
+    # Limits on what clients can take of a peer (docs/security.md, "Limits").
+    max_file_size: int = field(
+        default=5 << 40,
+        metadata=option(
+            "Largest file a PUT may store, in bytes (default 5 TiB).",
+            low=0,
+            high=MAX_SIZE,
+            metavar="BYTES",
+        ),
+    )
+    client_timeout: float = field(
+        default=60.0,
+        metadata=option(
+            "Seconds a client may send no byte of a request body before it is refused (408).",
+            low=0.01,
+        ),
+    )
+    header_timeout: float = field(
+        default=20.0,
+        metadata=option(
+            "Seconds a request head may take, from its first byte (or the connection's "
+            "start) to its end (408).",
+            low=0.01,
+        ),
+    )
+    idle_timeout: float = field(
+        default=60.0,
+        metadata=option("Seconds a keep-alive connection may wait for a request.", low=0.01),
+    )
+    send_timeout: float = field(
+        default=60.0,
+        metadata=option(
+            "Seconds a client may take nothing of a response before it is dropped.", low=0.01
+        ),
+    )
+    max_connections: int = field(
+        default=1024,
+        metadata=option(
+            "Open connections this peer keeps; past it, idle ones are closed, then 503.",
+            low=1,
+        ),
+    )
+    max_requests: int = field(
+        default=64,
+        metadata=option(
+            "Public requests this peer serves at once; past it, 503 (peer calls are not counted).",
+            low=1,
+        ),
+    )
     # TLS: all three or none. With them the peer serves HTTPS only, presents tls_cert to the
     # peers it calls, and trusts only certificates signed by tls_ca (node.process.tls).
     tls_cert: Path | None = field(
@@ -244,6 +294,13 @@ class PeerConfig:
     def zeroconf_address(self) -> str:
         """The address mDNS runs on: never a network the peer does not serve."""
         return self.interface or self.host
+
+    @property
+    def upload_stall(self) -> float:
+        """Seconds a peer's chunk upload may send nothing before the holder drops it: its
+        coordinator itself waits at most client_timeout for its client, then stall_timeout
+        for a slow holder, before it ends the stream."""
+        return self.client_timeout + self.stall_timeout
 
     def chunk_quorum(self, n: int) -> int:
         """Durable chunks a PUT of ``n`` chunks needs."""

@@ -8,14 +8,17 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── InvalidName
     │   ├── InvalidRange
     │   ├── IncompleteBody                 the body ended before Content-Length
+    │   ├── TooLarge                       a body past its limit (--max-file-size)
+    │   ├── RequestTimeout                 a client sent nothing for --client-timeout
     │   ├── UnsupportedMediaType           a body not of the type the route takes
     │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
     │   └── ChunkNotFound
     ├── Unavailable                        not enough healthy peers to serve the request
-    │   └── PeerUnavailable                one peer could not be reached or failed
-    │       └── WrongPeer                  another peer answers at that peer's address
+    │   ├── PeerUnavailable                one peer could not be reached or failed
+    │   │   └── WrongPeer                  another peer answers at that peer's address
+    │   └── Overloaded                     this peer is at its limit of requests; retry soon
     ├── Unauthenticated                    a peer call without valid proof of membership
     ├── StartRefused                       a peer must not start as configured (says why)
     ├── InsufficientStorage                a disk is full
@@ -56,6 +59,14 @@ class InvalidRange(InvalidRequest):
 
 class IncompleteBody(InvalidRequest):
     code = "incomplete_body"
+
+
+class TooLarge(InvalidRequest):
+    code = "too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    code = "request_timeout"
 
 
 class UnsupportedMediaType(InvalidRequest):
@@ -122,6 +133,14 @@ class PeerUnavailable(Unavailable):
 
 class WrongPeer(PeerUnavailable):
     code = "wrong_peer"
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for Retry-After
 
 
 class Unauthenticated(RingstoreError):

@@ -3,7 +3,9 @@
 - ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/health``, ``/scrub``;
 - ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
 - ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
-- ``input``, ``ranges``: request bodies, query parameters and ``Range`` headers;
+- ``input``, ``ranges``, ``numbers``: request bodies (bounded in size and time), query
+  parameters, ``Range`` headers and the numbers in them;
+- ``limits``: how many public requests a peer serves at once, and refusals logged sparingly;
 - ``keys``: the typed app keys the routes read components from.
 
 Routes parse, call the room below and shape answers; later frontends (S3, the web console)

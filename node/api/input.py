@@ -1,29 +1,116 @@
-"""Reading request input: streamed bodies and query parameters, with domain errors."""
+"""Reading request input: streamed bodies and query parameters, with domain errors.
+
+A body is read only by ``body_pieces``, which bounds it twice: in size (``limit``: a body
+past it is cut off with TooLarge) and in time (``stall``: a client that sends nothing for
+that long is cut off with RequestTimeout, 408). ``100 Continue`` goes out at the first
+read, so a request refused before its body is wanted (too large, a busy peer, bad
+credentials) is answered without the client sending a byte of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import StreamReader, hdrs, web
+from aiohttp.http import HttpVersion11
 
-from node.errors import IncompleteBody, InvalidRequest, UnsupportedMediaType
+from node.api.numbers import decimal
+from node.errors import (
+    IncompleteBody,
+    InvalidRequest,
+    RequestTimeout,
+    TooLarge,
+    UnsupportedMediaType,
+)
 
 T = TypeVar("T")
 MAX_JSON = 64 << 10  # bytes of a JSON request body
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-async def body_pieces(request: web.Request) -> AsyncIterator[bytes]:
+async def defer_continue(request: web.Request) -> None:
+    """The routes' Expect handler: send nothing yet (``body_pieces`` sends 100 Continue)."""
+
+
+async def _send_continue(request: web.Request) -> None:
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(CONTINUE)
+        request.writer.output_size = 0  # the answer proper has not started
+
+
+class _Stalled(asyncio.TimeoutError):
+    """Set on a body a client stopped sending. A TimeoutError, because that is what ends
+    aiohttp's reading of the rest of a body after the answer ("lingering") quietly."""
+
+
+class _StallWatch:
+    """Fails a body's pending read once it has waited ``timeout`` seconds.
+
+    One timer per body, re-armed only when it fires (not per read: a read is a few µs, a
+    task or timer per read would cost more than the read). Time the consumer spends on the
+    pieces (a slow holder's backpressure) does not count: only waiting for the client.
+    """
+
+    def __init__(self, content: StreamReader, timeout: float) -> None:
+        self._content = content
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None
+        self._timer = self._loop.call_later(timeout, self._check)
+
+    async def read(self) -> bytes:
+        self._waiting_since = self._loop.time()
+        try:
+            return await self._content.readany()
+        finally:
+            self._waiting_since = None
+
+    def _check(self) -> None:
+        since = self._waiting_since
+        if since is not None and self._loop.time() >= since + self._timeout:
+            self._content.set_exception(_Stalled())
+            return
+        start = self._loop.time() if since is None else since
+        self._timer = self._loop.call_at(start + self._timeout, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
+async def body_pieces(
+    request: web.Request, stall: float, limit: int | None = None
+) -> AsyncIterator[bytes]:
     """Yield the body as it arrives (Content-Length or chunked), without re-joining buffers.
 
-    Raises IncompleteBody when the client stops sending before the body is complete.
+    Raises IncompleteBody when the client cuts the body off, RequestTimeout when it sends
+    nothing for ``stall`` seconds, TooLarge as soon as it passes ``limit`` bytes.
     """
+    await _send_continue(request)
+    watch = _StallWatch(request.content, stall)
+    received = 0
     try:
-        async for piece in request.content.iter_any():
+        while True:
+            try:
+                piece = await watch.read()
+            except _Stalled:
+                raise RequestTimeout(
+                    f"the client sent no byte of the body for {stall:g}s "
+                    f"({received} bytes received)"
+                ) from None
+            except Exception as exc:  # aiohttp raises several unrelated types for a cut body
+                raise IncompleteBody(f"the request body was cut off: {exc!r}") from exc
+            if not piece:
+                return
+            received += len(piece)
+            if limit is not None and received > limit:
+                raise TooLarge(f"the body is larger than the limit of {limit} bytes")
             yield piece
-    except Exception as exc:  # aiohttp raises several unrelated types for a cut-off body
-        raise IncompleteBody(f"the request body was cut off: {exc!r}") from exc
+    finally:
+        watch.stop()
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -32,9 +119,9 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     if text is None:
         return default
     try:
-        value = int(text)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer, not {text!r}") from None
+        value = decimal(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be an integer: {exc}") from None
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}")
     return value

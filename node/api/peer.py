@@ -20,14 +20,16 @@ import msgspec
 from aiohttp import hdrs, web
 
 from node.api.errors import Handler
-from node.api.input import body_pieces, query_int
-from node.api.keys import ACCESS, AUTH, GOSSIP, HOLDER
+from node.api.input import body_pieces, defer_continue, query_int
+from node.api.keys import ACCESS, AUTH, CONFIG, GOSSIP, HOLDER
+from node.api.numbers import decimal
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
     MSGPACK,
+    PEER_PREFIX,
     ChunkStored,
     GossipMessage,
     KeyCreated,
@@ -52,7 +54,7 @@ from node.model.version import Version
 
 T = TypeVar("T")
 
-PREFIX = "/internal/"
+PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
 NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
@@ -101,7 +103,7 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
 
 def add_routes(app: web.Application) -> None:
     router = app.router
-    router.add_put(CHUNK, _guarded(put_chunk))
+    router.add_put(CHUNK, _guarded(put_chunk), expect_handler=defer_continue)
     router.add_get(CHUNK, _guarded(get_chunk))
     router.add_delete(CHUNK, _guarded(delete_chunk))
     router.add_post(CHUNK + "/pull", _guarded(pull_chunk, MSGPACK))
@@ -148,7 +150,7 @@ async def _body(request: web.Request, kind: type[T]) -> T:
 
 def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str) -> ChunkMeta:
     try:
-        index, size = chunk_index(chunk_id), int(block_size)
+        index, size = chunk_index(chunk_id), decimal(block_size)
         return chunk_owner(unquote(name, errors="strict"), version, index, size)
     except InvalidName:
         raise
@@ -170,9 +172,8 @@ async def put_chunk(request: web.Request) -> web.Response:
         headers.get(CHUNK_VERSION, ""),
         headers.get(CHUNK_BLOCK_SIZE, ""),
     )
-    stored = await request.app[HOLDER].write_chunk(
-        chunk_id, body_pieces(request), request.content_length, meta
-    )
+    body = body_pieces(request, request.app[CONFIG].upload_stall)
+    stored = await request.app[HOLDER].write_chunk(chunk_id, body, request.content_length, meta)
     return _stored(stored)
 
 
@@ -210,7 +211,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     if "expect" in request.query:
         try:
             version, _, revision = request.query["expect"].rpartition("/")
-            expect = Version.parse(version), int(revision)
+            expect = Version.parse(version), decimal(revision)
         except ValueError:
             raise InvalidRequest("expect is VERSION/REVISION") from None
     written = await request.app[HOLDER].put_manifest(manifest, expect)
@@ -221,7 +222,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def retract_manifest(request: web.Request) -> web.Response:
     query = request.query
     try:
-        precedence = Version.parse(query["version"]), int(query["revision"])
+        precedence = Version.parse(query["version"]), decimal(query["revision"])
     except (KeyError, ValueError):
         raise InvalidRequest("version and revision are required") from None
     await request.app[HOLDER].retract_manifest(query.get("name", ""), precedence)

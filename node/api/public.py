@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.access import require, require_key, writable_namespace
-from node.api.input import body_pieces, query_int
+from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import (
     ACCESS,
     AUTH,
@@ -30,7 +30,7 @@ from node.api.keys import (
     principal_of,
 )
 from node.api.ranges import parse_range
-from node.errors import InvalidName, RingstoreError
+from node.errors import InvalidName, RingstoreError, TooLarge, UnsupportedMediaType
 from node.model.access import ALL, namespace_of
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
@@ -41,10 +41,14 @@ log = logging.getLogger(__name__)
 FILES = "/files/"
 MANIFESTS = "/manifests/"
 MAX_LIST = 1000
+# A stored file is someone's content served from this origin (the web console's too): a
+# browser must run none of it (no scripts, plugins, forms or same-origin access), nor guess
+# a type other than the one stored (nosniff, on every answer: node.process.wiring).
+SANDBOX = "sandbox; default-src 'none'"
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put(FILES + "{name:.*}", put_file)
+    app.router.add_put(FILES + "{name:.*}", put_file, expect_handler=defer_continue)
     app.router.add_get(FILES + "{name:.*}", get_file)  # HEAD too
     app.router.add_delete(FILES + "{name:.*}", delete_file)
     app.router.add_get("/files", list_files)
@@ -68,6 +72,7 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
             "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
         ),
         "X-Ringstore-Version": str(manifest.version),
+        "Content-Security-Policy": SANDBOX,
     }
 
 
@@ -77,10 +82,17 @@ async def put_file(request: web.Request) -> web.Response:
         raise InvalidName(f"a file name is NAMESPACE/NAME, e.g. photos/{name}")
     await writable_namespace(request, name)
     started = time.monotonic()
+    config = request.app[CONFIG]
+    size = request.content_length
+    if size is not None and size > config.max_file_size:
+        raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
+    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in ("", "identity"):
+        # Stored as sent or inflated here, either would surprise someone (and inflating is
+        # a zip bomb's way in): neither is done.
+        raise UnsupportedMediaType("a file is stored as it is sent: send it without encoding")
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-    manifest = await request.app[COORDINATOR].put(
-        name, body_pieces(request), request.content_length, content_type
-    )
+    body = body_pieces(request, config.client_timeout, config.max_file_size)
+    manifest = await request.app[COORDINATOR].put(name, body, size, content_type)
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
         name,

@@ -1,14 +1,17 @@
 """HTTP ``Range: bytes=...`` parsing (RFC 9110 section 14), pure and single-range.
 
 Multi-range requests are answered with the whole body (the RFC allows ignoring Range).
-Positions are ASCII digits only: ``int()`` would also take ``+1``, ``1_0`` or other scripts'
-digits, which no HTTP peer means.
+Positions are ASCII digits only (``node.api.numbers``): ``int()`` would also take ``+1``,
+``1_0`` or other scripts' digits, which no HTTP peer means. A position of 2^63 or more is
+refused (416) before it is converted, as nginx does: no file is that large, and ``int()`` of
+thousands of digits is slow, then an error of its own.
 """
 
 from __future__ import annotations
 
 import re
 
+from node.api.numbers import MAX_INT, decimal, shown
 from node.errors import InvalidRange
 
 _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
@@ -27,15 +30,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     match = _SPEC.fullmatch(spec.strip())
     if match is None or match.group(1) == match.group(2) == "":
-        raise InvalidRange(f"malformed range {header!r}", size)
+        raise InvalidRange(f"malformed range {shown(header)}", size)
     first, last = match.groups()
-    if first == "":
-        suffix = int(last)
+    try:
+        start = None if first == "" else decimal(first)
+        stop = None if last == "" else decimal(last)
+    except ValueError:
+        raise InvalidRange(f"range {shown(header)} has a position past {MAX_INT}", size) from None
+    if start is None:
+        suffix = stop or 0
         if suffix == 0 or size == 0:
-            raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
+            raise InvalidRange(f"range {shown(header)} not satisfiable for {size} bytes", size)
         return max(0, size - suffix), size
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if stop is None else min(stop, size - 1)
     if start >= size or end < start:
-        raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
+        raise InvalidRange(f"range {shown(header)} not satisfiable for {size} bytes", size)
     return start, end + 1

@@ -36,6 +36,7 @@ from node.model.version import Version
 from ring import Member
 
 MSGPACK = "application/msgpack"
+PEER_PREFIX = "/internal/"  # every peer route is under it, no public route is
 
 # Headers of a chunk upload saying whose chunk it is (the name percent-encoded).
 CHUNK_NAME = "X-Ringstore-Name"

@@ -6,18 +6,25 @@ holder slows the sender instead of filling memory, and one that takes nothing fo
 ``ChunkReader`` reads one chunk's blocks for a range of stripes ahead of the consumer,
 verifying each against the manifest; on the first failure it ends, and the consumer switches
 to another chunk. ``ChunkWriters`` is a set of writers that all end together: finished, or
-aborted when anything fails.
+aborted when anything fails, including as soon as too few of them are left to reach the
+write quorum (a body is then read no further).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
-from node.errors import CorruptData, PeerUnavailable
+from node.errors import (
+    CorruptData,
+    InsufficientStorage,
+    PeerUnavailable,
+    RingstoreError,
+    Unavailable,
+)
 from node.model.digests import Buffer, block_digest
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef
@@ -101,15 +108,38 @@ class ChunkWriters:
     """Writers of one file version's chunks by index, ended together.
 
     Used as ``async with``: leaving the block with an exception (a cut-off body, a
-    cancellation) aborts every writer and waits until each has stopped, so nothing keeps
-    sending after the operation failed.
+    cancellation, a lost quorum) aborts every writer and waits until each has stopped, so
+    nothing keeps sending after the operation failed. ``quorum`` is how many chunks must be
+    stored (default: all).
     """
 
-    def __init__(self, writers: Mapping[int, ChunkWriter]) -> None:
+    def __init__(self, writers: Mapping[int, ChunkWriter], quorum: int | None = None) -> None:
         self.by_index = dict(writers)
+        self.quorum = len(self.by_index) if quorum is None else quorum
 
     def __repr__(self) -> str:
-        return f"ChunkWriters({list(self.by_index.values())})"
+        return f"ChunkWriters({list(self.by_index.values())}, quorum={self.quorum})"
+
+    def shortfall(self, kept: int, what: str = "were stored") -> RingstoreError:
+        """The error of a write of which only ``kept`` chunks (fewer than the quorum) made it:
+        InsufficientStorage when a holder was out of space, else Unavailable."""
+        message = f"only {kept} of {len(self.by_index)} chunks {what}; {self.quorum} needed"
+        if any(isinstance(w.error, InsufficientStorage) for w in self.by_index.values()):
+            return InsufficientStorage(f"{message}: peers are out of space")
+        return Unavailable(message)
+
+    def check_quorum(self) -> None:
+        """Raise ``shortfall`` once fewer writers than the quorum are still going."""
+        going = sum(1 for w in self.by_index.values() if w.error is None)
+        if going < self.quorum:
+            raise self.shortfall(going, "can still be stored")
+
+    async def while_quorum(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """``body``'s pieces, read only while the quorum can still be reached: when holders
+        refuse early (a quota, a full disk), the rest of the body is never read or coded."""
+        async for piece in body:
+            self.check_quorum()
+            yield piece
 
     async def __aenter__(self) -> ChunkWriters:
         return self

@@ -25,7 +25,6 @@ from node.datapath.stripes import read_stripes, trim, write_stripes
 from node.errors import (
     FileNotFound,
     IncompleteBody,
-    InsufficientStorage,
     RingstoreError,
     Unavailable,
 )
@@ -80,7 +79,8 @@ class Coordinator:
 
         ``size`` is the Content-Length when the client sent one. Raises Unavailable (too few
         peers, too few durable chunks, no manifest quorum), InsufficientStorage (peers out of
-        space) or IncompleteBody.
+        space), IncompleteBody or what ``body`` raises. The body is read no further once too
+        few chunk streams are left to reach the quorum.
         """
         config = self._config
         await self._membership.refresh_ring()
@@ -104,8 +104,9 @@ class Coordinator:
             )
             for index, holder in enumerate(holders)
         }
-        async with ChunkWriters(writers) as group:
-            written = await write_stripes(body, group, config.k, m, config.block_size)
+        async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
+            pieces = group.while_quorum(body)
+            written = await write_stripes(pieces, group, config.k, m, config.block_size)
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")
             stored = await group.finish()
@@ -115,13 +116,9 @@ class Coordinator:
             for index, writer in writers.items()
             if stored[index] == layout.chunk_size
         )
-        quorum = config.chunk_quorum(n)
-        if len(chunks) < quorum:
+        if len(chunks) < group.quorum:
             self._replicas.delete_later(name, {(w.holder, w.chunk_id) for w in writers.values()}, 0)
-            message = f"only {len(chunks)} of {n} chunks were stored; {quorum} needed"
-            if any(isinstance(w.error, InsufficientStorage) for w in writers.values()):
-                raise InsufficientStorage(f"{message}: peers are out of space")
-            raise Unavailable(message)
+            raise group.shortfall(len(chunks))
         manifest = Manifest(name, version, layout, written.etag, content_type, chunks)
         await self._replicas.commit(manifest)
         if manifest.degraded:

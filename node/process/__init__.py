@@ -2,6 +2,8 @@
 
 - ``wiring``: builds a peer's components in dependency order onto its aiohttp app;
 - ``serve``: runs one peer until SIGTERM or SIGINT;
+- ``connections``: the HTTP server of a peer: limits and timeouts per connection, and
+  errors found before the app answered as the app answers them;
 - ``supervisor``: runs N peer processes for ``ringstore up``;
 - ``cli``: the command line; ``peer``'s options are generated from ``node.config``;
 - ``identity``: which cluster a starting peer belongs to, and join tokens for ``token``;

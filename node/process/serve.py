@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from aiohttp import web
 from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
 from node.errors import StartRefused
+from node.process.connections import PeerRunner
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -24,8 +26,9 @@ async def serve(config: PeerConfig) -> None:
     """
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
+    _open_files_for(config)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = PeerRunner(app, handle_signals=False, shutdown_timeout=5.0)
     try:
         await runner.setup()
     except StartRefused as exc:
@@ -43,3 +46,33 @@ async def serve(config: PeerConfig) -> None:
         log.info("stopping")
     finally:
         await runner.cleanup()
+
+
+def _open_files_for(config: PeerConfig) -> None:
+    """Raise this process's limit on open files to what ``config`` may need, if the hard
+    limit allows; warn when it stays lower (descriptors would run out before the limits on
+    connections and requests are reached)."""
+    needed = descriptors_needed(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise the open-file limit: %s", exc)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-file limit is %d, and --max-connections %d with --max-requests %d may "
+            "need %d: raise it (ulimit -n) or lower them",
+            soft,
+            config.max_connections,
+            config.max_requests,
+            needed,
+        )
+
+
+def descriptors_needed(config: PeerConfig) -> int:
+    """Open files a peer may need at its limits: every connection, one peer call per chunk
+    of every public request it coordinates, and some for stores, logs and mDNS."""
+    return config.max_connections + config.max_requests * (config.k + config.m) + 256

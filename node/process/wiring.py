@@ -1,6 +1,7 @@
 """Wiring one peer together: every component built in one place, in dependency order.
 
-``create_app`` returns the aiohttp app of a peer; its one ``cleanup_ctx`` generator
+``create_app`` returns the aiohttp app of a peer (served by ``node.process.connections``,
+which adds the limits on connections); its one ``cleanup_ctx`` generator
 (``_lifecycle``) opens the stores, builds the components (each gets what it needs at
 construction: no callbacks are attached afterwards), sets the app keys, starts the background
 loops and mDNS, and on shutdown stops them in reverse order. A peer in a test stops exactly
@@ -23,13 +24,14 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from node.access.guard import Gatekeeper
 from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
 from node.access.store import AccessStore
 from node.api import access, keys, peer, public
-from node.api.errors import Handler, error_middleware
+from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
+from node.api.limits import RequestLimit
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
@@ -64,6 +66,7 @@ def create_app(config: PeerConfig) -> web.Application:
         middlewares=[
             peer.signed_answers,
             error_middleware,
+            RequestLimit(config.max_requests).middleware(),  # inside: its 503 is JSON
             access.identified,
             peer.authenticated,
             _addressed_to_me,
@@ -71,11 +74,19 @@ def create_app(config: PeerConfig) -> web.Application:
         client_max_size=256 << 20,
     )
     app[keys.CONFIG] = config
+    app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_lifecycle)
     public.add_routes(app)
     access.add_routes(app)
     peer.add_routes(app)
     return app
+
+
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer: no version banner (aiohttp's ``Server`` names Python's and its own),
+    and no content sniffing by browsers."""
+    response.headers[hdrs.SERVER] = SERVER
+    response.headers[NOSNIFF[0]] = NOSNIFF[1]
 
 
 @web.middleware

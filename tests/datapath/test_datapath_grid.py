@@ -6,15 +6,17 @@ checks what the coordinator, the replica quorums, the rebuilder and liveness do 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from node.errors import FileNotFound, Unavailable
+from node.errors import FileNotFound, InsufficientStorage, Unavailable
 from node.model.manifest import Manifest
 from tests.harness.grid import Grid, GridPeer
+from tests.harness.polling import eventually
 
 BLOCK = 1024  # one stripe is 5 KiB: small files span several stripes
 
@@ -129,6 +131,39 @@ async def test_a_hung_holder_is_dropped_after_the_stall_timeout(tmp_path: Path) 
         assert hung.id not in manifest.holders().values()
         assert grid[0].membership.liveness(hung.id).failures >= 1, "the stall counts"
         assert await read(grid[4], "f") == data
+    finally:
+        await grid.close()
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["content-length", "chunked"])
+async def test_a_put_reads_no_further_once_holders_refuse_it(
+    tmp_path: Path, size_known: bool
+) -> None:
+    """Holders over their quota refuse at once: the coordinator must stop reading and coding
+    the body then, not read all of it first (it once read 730 MB that every peer refused)."""
+    grid = Grid(tmp_path, 7, block_size=BLOCK, max_bytes=BLOCK)  # no chunk past one block fits
+    await grid.start()
+    pieces, read = 1000, 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        for _ in range(pieces):
+            read += 1
+            await asyncio.sleep(0)  # a client's pieces arrive one at a time
+            yield b"x" * BLOCK
+
+    try:
+        size = pieces * BLOCK if size_known else None
+        with pytest.raises(InsufficientStorage, match="out of space"):
+            await grid[0].coordinator.put("f", body(), size, "application/octet-stream")
+        assert read < 50, f"{read} of {pieces} pieces read after every holder refused"
+        assert all(peer.chunks.chunk_count == 0 for peer in grid.peers)
+        await eventually(  # the holders discard what they had received as their streams end
+            lambda: not any(any((p.config.data_dir / "incoming").iterdir()) for p in grid.peers),
+            what="the holders to discard the partial chunks",
+        )
+        with pytest.raises(FileNotFound):
+            await grid[1].coordinator.stat("f")
     finally:
         await grid.close()
 

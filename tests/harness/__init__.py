@@ -8,6 +8,8 @@ benchmarks share.
 - ``polling``: ``eventually``, the only way a test waits for a condition.
 - ``ports``, ``files``, ``disk``: free ports, public-API shortcuts, data-directory surgery.
 - ``peer_api``: ``internal``, a signed call to a peer's ``/internal/`` API.
+- ``clients``: public-API requests made in one place (aiohttp and raw sockets), for the
+  limits and fuzz tests; ``fuzzing``: what the fuzz suites share.
 
 ``bench/`` imports this package too, so a benchmark's cluster is started and stopped like a
 test's.

@@ -17,6 +17,7 @@ from aiohttp import web
 from node.api.keys import (
     AUTH,
     CHUNKS,
+    CONFIG,
     COORDINATOR,
     GOSSIP,
     HOLDER,
@@ -38,6 +39,7 @@ from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import load_identity
 from node.disk.manifest_store import ManifestStore
 from node.model.identity import ClusterIdentity
+from node.process.connections import PeerRunner, PeerServer
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 from node.upkeep.rebalancer import Rebalancer
@@ -76,7 +78,13 @@ class Served:
         self._runner: web.AppRunner | None = None
 
     async def serve(self, app: web.Application, tls: ssl.SSLContext | None = None) -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # A peer's app is served as a peer process serves it (its limits on connections);
+        # a test's own app (a fake peer) as plain aiohttp serves it.
+        runner = (
+            PeerRunner(app, shutdown_timeout=0.5)
+            if CONFIG in app
+            else web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        )
         try:
             await runner.setup()
         except BaseException:  # e.g. StartRefused: a peer that refuses to start
@@ -85,6 +93,13 @@ class Served:
             raise
         self._runner = runner
         await web.SockSite(self._runner, self._listening, ssl_context=tls).start()
+
+    @property
+    def server(self) -> PeerServer:
+        """What serves the connections (``PeerServer``), while serving."""
+        assert self._runner is not None
+        assert isinstance(self._runner.server, PeerServer)
+        return self._runner.server
 
     async def stop(self) -> None:
         if self._runner is None:
@@ -174,6 +189,12 @@ class LocalPeer:
     @property
     def running(self) -> bool:
         return self._served is not None
+
+    @property
+    def server(self) -> PeerServer:
+        """The peer's HTTP server: its open connections and refusals."""
+        assert self._served is not None, f"{self} is not serving"
+        return self._served.server
 
     def chunk_files(self) -> list[Path]:
         """The chunk files on this peer's disk (not their sidecars)."""

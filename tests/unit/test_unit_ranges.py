@@ -154,3 +154,39 @@ def test_any_first_last_is_either_inside_the_file_or_refused(
         assert 0 <= start < end <= size
         assert first < size
         assert last >= first
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=0-" + "9" * 5000,  # once a 500: int() refuses more than 4300 digits
+        "bytes=" + "9" * 5000 + "-",
+        "bytes=-" + "9" * 5000,
+        "bytes=0-9223372036854775808",  # 2^63: no file is that large
+        "bytes=9223372036854775808-",
+        "bytes=-99999999999999999999",
+    ],
+)
+def test_absurdly_large_positions_are_refused_not_converted(header: str) -> None:
+    with pytest.raises(InvalidRange) as caught:
+        parse_range(header, 100)
+    assert "past" in caught.value.message
+    assert len(caught.value.message) < 200, "the header is not echoed whole"
+
+
+def test_large_positions_within_bounds_are_clamped_as_the_rfc_says() -> None:
+    assert parse_range("bytes=0-9223372036854775807", 100) == (0, 100)
+    assert parse_range("bytes=-9223372036854775807", 100) == (0, 100)
+    assert parse_range("bytes=" + "0" * 5000 + "1-2", 100) == (1, 3)  # leading zeros are fine
+
+
+@fast
+@given(header=st.text(max_size=60) | st.from_regex(r"bytes=[0-9]{0,30}-[0-9]{0,30}"))
+def test_any_header_is_a_range_the_whole_file_or_invalid_range(header: str) -> None:
+    try:
+        wanted = parse_range(header, 1000)
+    except InvalidRange:
+        return
+    if wanted is not None:
+        start, end = wanted
+        assert 0 <= start < end <= 1000

@@ -1,0 +1,101 @@
+"""The limits on connections in a real ``ringstore peer`` process (``node.process.serve``).
+
+In-process peers are served by the same ``PeerRunner``; here the process's own start-up is
+under test: its open-file limit raised for its limits, and its port answering malformed
+and slow requests as the in-process tests expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import ProcessCluster
+from tests.harness.clients import public_request, raw_request
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+async def lone(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    cluster = ProcessCluster(tmp_path, 1, "--header-timeout=0.5", "--max-connections=64")
+    try:
+        await cluster.start(http)
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+async def exchange(url: str, data: bytes, dribble: float = 0.0) -> bytes:
+    """Send ``data`` to the peer at ``url`` (a byte every ``dribble`` seconds, if given,
+    until it answers) and return its answer's head and what follows until it closes."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def send() -> None:
+        with contextlib.suppress(ConnectionError):
+            for piece in [bytes([b]) for b in data] if dribble else [data]:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(dribble)
+
+    sending = asyncio.ensure_future(send())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        sending.cancel()
+        return head + await asyncio.wait_for(reader.read(), 30)
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_a_peer_process_answers_bad_and_slow_requests_with_json(
+    lone: ProcessCluster, http: aiohttp.ClientSession
+) -> None:
+    url = lone.urls[0]
+    answer = await exchange(url, b"GARBAGE <script>\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400"
+    assert b"Server: ringstore" in head
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+    answer = await exchange(url, raw_request("GET", "/health", {"X-Pad": "x" * 100}), 0.02)
+    assert answer.split(b" ")[1] == b"408", answer[:100]
+
+    async with public_request(http, "GET", f"{url}/health") as response:
+        assert response.status == 200
+        assert response.headers["Server"] == "ringstore"
+
+
+def test_a_peer_raises_its_open_file_limit_to_what_its_limits_need(tmp_path: Path) -> None:
+    # In a child process: the test's own limit must not change.
+    script = f"""
+import resource
+from pathlib import Path
+from node.config import PeerConfig
+from node.process.serve import _open_files_for, descriptors_needed
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+config = PeerConfig(data_dir=Path({str(tmp_path)!r}))
+_open_files_for(config)
+soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+needed = descriptors_needed(config)
+wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+print(soft, wanted)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    soft, wanted = map(int, done.stdout.split())
+    assert soft == wanted

@@ -1,0 +1,216 @@
+"""Limits on file requests, against seven peers with small limits shared by the module.
+
+A body past ``--max-file-size`` is refused before a byte of it is read (Content-Length) or
+cut off when it passes the limit (chunked); a body that stalls ends with 408; a client that
+reads nothing of an answer is dropped; in every case nothing of the file is kept. File
+answers cannot run in a browser, and absurd ranges are a 416.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import LocalCluster, LocalPeer, eventually, fully_redundant
+from tests.harness.clients import RawClient, public_request, raw_request
+from tests.harness.disk import chunk_files_in, incoming_files_in
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MAX_FILE = 256 << 10
+TIMEOUT = 1.0  # client and send timeouts of the module's peers
+MARGIN = 5.0  # seconds a timeout may be late on a loaded machine
+
+# the shared cluster stores the harness's admin key: every raw request sends it
+keyed_request = functools.partial(raw_request, keyed=True)
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    return {"max_file_size": MAX_FILE, "client_timeout": TIMEOUT, "send_timeout": TIMEOUT}
+
+
+def unique(prefix: str) -> str:
+    return f"limits/{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def chunk_files(cluster: LocalCluster) -> set[Path]:
+    return {path for peer in cluster.peers for path in chunk_files_in(peer.data_dir)}
+
+
+def nothing_incoming(cluster: LocalCluster) -> bool:
+    return not any(incoming_files_in(peer.data_dir) for peer in cluster.peers)
+
+
+async def status_of(http: aiohttp.ClientSession, method: str, url: str) -> int:
+    async with public_request(http, method, url) as response:
+        return response.status
+
+
+async def assert_nothing_kept(
+    http: aiohttp.ClientSession, cluster: LocalCluster, name: str, chunks_before: set[Path]
+) -> None:
+    """No manifest, no listing entry, no new chunk file and nothing left in incoming/."""
+    url = cluster[3].url
+    assert await status_of(http, "GET", f"{url}/files/{name}") == 404
+    async with public_request(http, "GET", f"{url}/files", params={"prefix": name}) as response:
+        assert (await response.json())["files"] == []
+    await eventually(lambda: nothing_incoming(cluster), what="partial chunks discarded")
+    assert chunk_files(cluster) == chunks_before
+
+
+def error_of(body: bytes) -> dict[str, str]:
+    error: dict[str, str] = json.loads(body)["error"]
+    return error
+
+
+@pytest.mark.parametrize("expect", [True, False], ids=["100-continue", "no Expect"])
+async def test_a_content_length_past_the_limit_is_413_before_a_byte_is_sent(
+    cluster: LocalCluster, expect: bool
+) -> None:
+    headers = {"Content-Length": str(10**15)}
+    if expect:
+        headers["Expect"] = "100-continue"
+    async with await RawClient.connect(cluster[0]) as client:
+        await client.send(keyed_request("PUT", f"/files/{unique('huge')}", headers))
+        status, got, body = await client.answer()  # the head alone is answered
+        assert status == 413, "refused, not 100 Continue"
+        assert error_of(body)["code"] == "too_large"
+        assert got["x-ringstore-error"] == "too_large"
+
+
+async def test_100_continue_is_sent_once_the_body_is_wanted(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name, data = unique("continued"), os.urandom(50_000)
+    headers = {"Content-Length": str(len(data)), "Expect": "100-continue"}
+    async with await RawClient.connect(cluster[1]) as client:
+        await client.send(keyed_request("PUT", f"/files/{name}", headers))
+        assert await client.reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await client.send(data)
+        status, _, _ = await client.answer()
+        assert status == 201
+    async with public_request(http, "GET", f"{cluster[2].url}/files/{name}") as response:
+        assert await response.read() == data
+    await eventually(lambda: fully_redundant(http, cluster[0].url, [name]), what="all chunks")
+
+
+async def test_a_chunked_body_past_the_limit_is_cut_off_and_nothing_kept(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name, before = unique("chunked"), chunk_files(cluster)
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while sent < 100 * MAX_FILE:
+            sent += 16 << 10
+            yield os.urandom(16 << 10)
+
+    url = f"{cluster[0].url}/files/{name}"
+    async with public_request(http, "PUT", url, data=endless()) as response:
+        assert response.status == 413
+        assert error_of(await response.read())["code"] == "too_large"
+    assert sent < 50 * MAX_FILE, "the rest of the body was not waited for"
+    await assert_nothing_kept(http, cluster, name, before)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_that_stalls_ends_with_408_and_nothing_kept(
+    http: aiohttp.ClientSession, cluster: LocalCluster, chunked: bool
+) -> None:
+    name, before = unique("stalled"), chunk_files(cluster)
+    if chunked:
+        head = keyed_request("PUT", f"/files/{name}", {"Transfer-Encoding": "chunked"})
+        start = b"%x\r\n%s\r\n" % (30_000, b"x" * 30_000)  # and never the last chunk
+    else:
+        head = keyed_request("PUT", f"/files/{name}", {"Content-Length": "100000"})
+        start = b"x" * 30_000
+    async with await RawClient.connect(cluster[2]) as client:
+        await client.send(head + start)
+        started = asyncio.get_running_loop().time()
+        status, _, body = await client.answer(timeout=TIMEOUT + MARGIN)
+        assert status == 408
+        assert error_of(body)["code"] == "request_timeout"
+        assert asyncio.get_running_loop().time() - started >= TIMEOUT - 0.1
+        assert await client.closed_by_peer(MARGIN) == b"", "a broken body ends its connection"
+    await assert_nothing_kept(http, cluster, name, before)
+
+
+async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name, data = unique("unread"), os.urandom(MAX_FILE)
+    async with public_request(http, "PUT", f"{cluster[4].url}/files/{name}", data=data) as r:
+        assert r.status == 201
+    coordinator: LocalPeer = cluster[5]
+    dropped = coordinator.server.slow.count
+    requests = keyed_request("GET", f"/files/{name}") * 40  # 10 MiB of answers, none read
+    async with await RawClient.connect(coordinator, receive_buffer=4096) as client:
+        await client.send(requests)
+        await eventually(
+            lambda: coordinator.server.slow.count > dropped,
+            TIMEOUT + MARGIN,
+            "the client that reads nothing to be dropped",
+        )
+    async with public_request(http, "GET", f"{coordinator.url}/files/{name}") as response:
+        assert await response.read() == data, "and the peer serves on"
+
+
+async def test_absurd_ranges_are_416_not_500(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name = unique("ranged")
+    async with public_request(http, "PUT", f"{cluster[0].url}/files/{name}", data=b"abc") as r:
+        assert r.status == 201
+    for spec in ["0-" + "9" * 5000, "9" * 5000 + "-", "-" + "9" * 30, "18446744073709551616-"]:
+        headers = {"Range": f"bytes={spec}"}
+        url = f"{cluster[1].url}/files/{name}"
+        async with public_request(http, "GET", url, headers=headers) as response:
+            assert response.status == 416, spec[:20]
+            assert response.headers["Content-Range"] == "bytes */3"
+            assert len(await response.read()) < 300, "the header is not echoed"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_stored_files_cannot_run_in_a_browser(
+    http: aiohttp.ClientSession, cluster: LocalCluster, method: str
+) -> None:
+    name = unique("page") + ".html"
+    page = b"<script>document.cookie</script>"
+    headers = {"Content-Type": "text/html"}
+    url = f"{cluster[0].url}/files/{name}"
+    async with public_request(http, "PUT", url, data=page, headers=headers) as response:
+        assert response.status == 201
+    for extra in [{}, {"Range": "bytes=0-3"}]:
+        async with public_request(http, method, url, headers=extra) as response:
+            assert response.status in (200, 206)
+            assert response.headers["Content-Type"].startswith("text/html")  # as stored...
+            policy = response.headers["Content-Security-Policy"]
+            assert "sandbox" in policy  # ...but no script of it runs, on this origin or any
+            assert "default-src 'none'" in policy
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Server"] == "ringstore"
+
+
+async def test_an_encoded_body_is_refused_not_inflated(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    name, before = unique("bomb"), chunk_files(cluster)
+    bomb = gzip.compress(b"\0" * (MAX_FILE * 40))  # 10 MiB inflated, a few KiB sent
+    headers = {"Content-Encoding": "gzip"}
+    url = f"{cluster[6].url}/files/{name}"
+    async with public_request(http, "PUT", url, data=bomb, headers=headers) as response:
+        assert response.status == 415
+        assert error_of(await response.read())["code"] == "unsupported_media_type"
+    await assert_nothing_kept(http, cluster, name, before)
