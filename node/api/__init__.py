@@ -4,6 +4,7 @@
 - ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
 - ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
 - ``input``, ``ranges``: request bodies, query parameters and ``Range`` headers;
+- ``conditions``: precondition fields (If-Match...) read from requests, 304 and 412 answers;
 - ``keys``: the typed app keys the routes read components from.
 
 Routes parse, call the room below and shape answers; later frontends (S3, the web console)

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.access import require, require_key, writable_namespace
+from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
 from node.api.input import body_pieces, query_int
 from node.api.keys import (
     ACCESS,
@@ -76,10 +77,11 @@ async def put_file(request: web.Request) -> web.Response:
     if "/" not in name:
         raise InvalidName(f"a file name is NAMESPACE/NAME, e.g. photos/{name}")
     await writable_namespace(request, name)
+    condition = write_condition(request)
     started = time.monotonic()
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
     manifest = await request.app[COORDINATOR].put(
-        name, body_pieces(request), request.content_length, content_type
+        name, body_pieces(request), request.content_length, content_type, condition
     )
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
@@ -110,10 +112,11 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     coordinator = request.app[COORDINATOR]
     manifest = await coordinator.stat(name)
     headers = _file_headers(manifest)
-    if request.headers.get(hdrs.IF_NONE_MATCH) == headers[hdrs.ETAG]:
-        return web.Response(status=304, headers={hdrs.ETAG: headers[hdrs.ETAG]})
+    conditions = preconditions(request)
+    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
+        return not_modified
     size = manifest.size
-    wanted = parse_range(request.headers.get(hdrs.RANGE), size)
+    wanted = parse_range(wanted_range(request, conditions, manifest), size)
     start, end = wanted if wanted is not None else (0, size)
     response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
     if wanted is not None:
@@ -147,7 +150,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
     await require(request, "write", namespace_of(name))
-    tombstone = await request.app[COORDINATOR].delete(name)
+    tombstone = await request.app[COORDINATOR].delete(name, write_condition(request))
     log.info("DELETE %r as %s", name, tombstone.version)
     return web.Response(status=204)
 
