@@ -144,8 +144,9 @@ class Preconditions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     def __bool__(self) -> bool:
         return self != NONE
 
-    def describe(self) -> str:
-        """The fields as a request would carry them, for messages."""
+    def describe(self, limit: int = 300) -> str:
+        """The fields as a request would carry them, for messages: cut to ``limit``
+        characters (a list may hold thousands of tags)."""
         parts = []
         if self.if_match is not None:
             parts.append(f"If-Match: {self.if_match}")
@@ -155,7 +156,8 @@ class Preconditions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
             parts.append(f"If-Unmodified-Since: {format_http_date(self.if_unmodified_since)}")
         if self.if_modified_since is not None:
             parts.append(f"If-Modified-Since: {format_http_date(self.if_modified_since)}")
-        return "; ".join(parts)
+        text = "; ".join(parts)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def for_write(self) -> Preconditions | None:
         """What a PUT or DELETE is conditional on: If-Match, If-None-Match and

@@ -258,6 +258,9 @@ def test_the_write_condition_travels_as_msgpack_within_bounds() -> None:
     decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(write), type=Preconditions)
     assert decoded == write
     assert write.describe() == f'If-Match: W/"a", "b"; If-Unmodified-Since: {DATE}'
+    long_list = parse(("If-None-Match", ", ".join(f'"tag-{i}"' for i in range(1000))))
+    assert len(long_list.describe()) == 300
+    assert long_list.describe().endswith("...")
     too_many = msgspec.msgpack.encode({"if_match": [False, [["a", False]] * 40_000]})
     with pytest.raises(msgspec.ValidationError):
         msgspec.msgpack.decode(too_many, type=Preconditions)
