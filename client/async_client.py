@@ -132,6 +132,8 @@ class AsyncClient:
         *,
         content_type: str | None = None,
         progress: ProgressCallback | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
     ) -> PutResult:
         """Store ``data`` as ``name``, replacing any previous version; return the new version.
 
@@ -139,12 +141,20 @@ class AsyncClient:
         current position) or an iterator or async iterator of bytes. ``progress`` is called
         with (bytes sent, total or None); it restarts from 0 if the upload is retried.
         Bytes, paths and seekable files are retried on another peer; an iterator or a pipe
-        only if the failure came before its first piece was taken. Raises InvalidName,
-        Unavailable, PeerUnreachable, InsufficientStorage, TypeError for unsupported data,
-        and OSError for a file that cannot be read.
+        only if the failure came before its first piece was taken.
+
+        ``if_match=etag`` stores only over that version (compare-and-swap; ``"*"``: over
+        any); ``if_none_match="*"`` only if no file has the name (create, never overwrite).
+        The condition is checked atomically as the new version is committed: of two
+        writers holding the same etag, one succeeds and the other gets PreconditionFailed.
+        (A retry after a connection lost mid-commit can find its own write and fail so.)
+
+        Raises InvalidName, PreconditionFailed, Unavailable, PeerUnreachable,
+        InsufficientStorage, TypeError for unsupported data, and OSError for a file that
+        cannot be read.
         """
         async with await RequestBody.prepare(data, progress) as body:
-            headers = {}
+            headers = _conditions(if_match, if_none_match)
             if content_type is not None:
                 headers["Content-Type"] = content_type
             if body.size is not None:
@@ -267,12 +277,15 @@ class AsyncClient:
             return False
         return True
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, if_match: str | None = None) -> None:
         """Delete ``name`` (its chunks are freed shortly after).
 
-        Raises FileNotFound if there is no such file, InvalidName, Unavailable.
+        With ``if_match=etag``, only if that is still the current version (checked
+        atomically as the deletion is committed). Raises FileNotFound if there is no such
+        file, PreconditionFailed, InvalidName, Unavailable.
         """
-        _, response = await self._transport.send("DELETE", file_path(name))
+        headers = _conditions(if_match, None)
+        _, response = await self._transport.send("DELETE", file_path(name), headers=headers)
         response.release()
 
     async def list(
@@ -358,6 +371,23 @@ class AsyncClient:
         """
         record = await self._transport.json("GET", "/cluster")
         return _parse(ClusterView.from_json, record, None, "GET /cluster")
+
+
+def entity_tag(etag: str) -> str:
+    """An etag as HTTP conditions carry it: quoted, unless it is ``*`` or already quoted
+    (``"..."`` or weak ``W/"..."``)."""
+    if etag == "*" or etag.startswith(('"', 'W/"')):
+        return etag
+    return f'"{etag}"'
+
+
+def _conditions(if_match: str | None, if_none_match: str | None) -> dict[str, str]:
+    headers = {}
+    if if_match is not None:
+        headers["If-Match"] = entity_tag(if_match)
+    if if_none_match is not None:
+        headers["If-None-Match"] = entity_tag(if_none_match)
+    return headers
 
 
 def _page(record: Any) -> tuple[list[FileEntry], str | None]:

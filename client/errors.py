@@ -9,6 +9,7 @@ they read naturally (``except KeyError`` catches a missing file).
     │   ├── InvalidName                  400 invalid_name
     │   ├── InvalidRange                 416 invalid_range (``size`` = the file's size)
     │   └── IncompleteBody               400 incomplete_body: the upload was cut short
+    ├── PreconditionFailed               412 precondition_failed: if_match/if_none_match failed
     ├── NotFound (KeyError)              404 not_found, chunk_not_found
     │   └── FileNotFound                 404 file_not_found
     ├── Unavailable                      503 unavailable, peer_unavailable; 421 wrong_peer
@@ -92,6 +93,11 @@ class IncompleteBody(InvalidRequest):
     """The server received less of an upload than it was promised."""
 
 
+class PreconditionFailed(RingstoreError):
+    """A condition of the request (``if_match``, ``if_none_match``) does not hold for the
+    file's current version (412); nothing was changed."""
+
+
 class NotFound(RingstoreError, KeyError):
     """Something the request names does not exist (404)."""
 
@@ -155,6 +161,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "conflict": Conflict,
     "namespace_not_empty": Conflict,
     "namespace_exists": Conflict,
+    "precondition_failed": PreconditionFailed,
     "chunk_not_found": NotFound,
     "unavailable": Unavailable,
     "peer_unavailable": Unavailable,
@@ -171,6 +178,7 @@ _BY_STATUS: Mapping[int, type[RingstoreError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    412: PreconditionFailed,
     416: InvalidRange,
     503: Unavailable,
     507: InsufficientStorage,

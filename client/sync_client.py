@@ -138,10 +138,19 @@ class Client:
         *,
         content_type: str | None = None,
         progress: ProgressCallback | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
     ) -> PutResult:
         """Store ``data`` as ``name``; see ``AsyncClient.put``."""
         return self._loop.run(
-            self._async.put(name, data, content_type=content_type, progress=progress)
+            self._async.put(
+                name,
+                data,
+                content_type=content_type,
+                progress=progress,
+                if_match=if_match,
+                if_none_match=if_none_match,
+            )
         )
 
     def get(self, name: str) -> bytes:
@@ -198,9 +207,9 @@ class Client:
         """True if a live file is named ``name``."""
         return self._loop.run(self._async.exists(name))
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, if_match: str | None = None) -> None:
         """Delete ``name``; see ``AsyncClient.delete``."""
-        self._loop.run(self._async.delete(name))
+        self._loop.run(self._async.delete(name, if_match=if_match))
 
     def list(self, prefix: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[FileEntry]:
         """Yield every live file whose name starts with ``prefix``; see ``AsyncClient.list``."""

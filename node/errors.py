@@ -12,6 +12,7 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── RequestTimeout                 a client sent nothing for --client-timeout
     │   ├── UnsupportedMediaType           a body not of the type the route takes
     │   └── Forbidden                      a request this peer never serves (a browser's)
+    ├── PreconditionFailed                 a condition of the request (If-Match...) does not hold
     ├── NotFound (KeyError)
     │   ├── FileNotFound
     │   └── ChunkNotFound
@@ -97,6 +98,13 @@ class NamespaceNotEmpty(Conflict):
 
 class NamespaceExists(Conflict):
     code = "namespace_exists"
+
+
+class PreconditionFailed(RingstoreError):
+    """A condition of the request (If-Match, If-None-Match, If-Unmodified-Since) does not
+    hold for the current version; nothing was changed."""
+
+    code = "precondition_failed"
 
 
 class NotFound(RingstoreError, KeyError):

@@ -6,6 +6,7 @@
 - ``input``, ``ranges``, ``numbers``: request bodies (bounded in size and time), query
   parameters, ``Range`` headers and the numbers in them;
 - ``limits``: how many public requests a peer serves at once, and refusals logged sparingly;
+- ``conditions``: precondition fields (If-Match...) read from requests, 304 and 412 answers;
 - ``keys``: the typed app keys the routes read components from.
 
 Routes parse, call the room below and shape answers; later frontends (S3, the web console)

@@ -31,6 +31,7 @@ from node.cluster.protocol import (
     MSGPACK,
     PEER_PREFIX,
     ChunkStored,
+    ConditionalManifest,
     GossipMessage,
     KeyCreated,
     KeyOrder,
@@ -49,13 +50,14 @@ from node.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from node.model.manifest import ChunkMeta, Manifest, chunk_index, chunk_owner
+from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.version import Version
 
 T = TypeVar("T")
 
 PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
+CONDITIONAL = "/internal/manifests/conditional"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
 NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
 
@@ -109,6 +111,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(CHUNK + "/pull", _guarded(pull_chunk, MSGPACK))
     router.add_get("/internal/manifests", _guarded(get_manifest))
     router.add_put("/internal/manifests", _guarded(put_manifest, MSGPACK))
+    router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
@@ -202,11 +205,20 @@ async def get_manifest(request: web.Request) -> web.Response:
     return web.Response(body=manifest.to_bytes(), content_type=MSGPACK)
 
 
-async def put_manifest(request: web.Request) -> web.Response:
+def _manifest(data: bytes) -> Manifest:
     try:
-        manifest = Manifest.from_bytes(await request.read())
+        return Manifest.from_bytes(data)
     except CorruptData as exc:
         raise InvalidRequest(str(exc)) from exc
+
+
+def _written(written: ReplicaWrite) -> web.Response:
+    replaced = written.replaced.to_bytes() if written.replaced else None
+    return _packed(ReplicaWriteReply(written.stored, written.current, replaced))
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    manifest = _manifest(await request.read())
     expect = None
     if "expect" in request.query:
         try:
@@ -214,9 +226,14 @@ async def put_manifest(request: web.Request) -> web.Response:
             expect = Version.parse(version), decimal(revision)
         except ValueError:
             raise InvalidRequest("expect is VERSION/REVISION") from None
-    written = await request.app[HOLDER].put_manifest(manifest, expect)
-    replaced = written.replaced.to_bytes() if written.replaced else None
-    return _packed(ReplicaWriteReply(written.stored, written.current, replaced))
+    return _written(await request.app[HOLDER].put_manifest(manifest, expect))
+
+
+async def put_manifest_on_condition(request: web.Request) -> web.Response:
+    """A conditional PUT's or DELETE's manifest: kept only if its condition holds here."""
+    offer = await _body(request, ConditionalManifest)
+    manifest = _manifest(offer.manifest)
+    return _written(await request.app[HOLDER].put_manifest(manifest, None, offer.condition))
 
 
 async def retract_manifest(request: web.Request) -> web.Response:
@@ -225,7 +242,13 @@ async def retract_manifest(request: web.Request) -> web.Response:
         precedence = Version.parse(query["version"]), decimal(query["revision"])
     except (KeyError, ValueError):
         raise InvalidRequest("version and revision are required") from None
-    await request.app[HOLDER].retract_manifest(query.get("name", ""), precedence)
+    body = await request.read()  # the manifest to put back, if any
+    restore = None
+    if body:
+        if request.content_type != MSGPACK:
+            raise UnsupportedMediaType(f"{request.path} takes {MSGPACK}")
+        restore = _manifest(body)
+    await request.app[HOLDER].retract_manifest(query.get("name", ""), precedence, restore)
     return web.Response(status=204)
 
 

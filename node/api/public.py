@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.access import require, require_key, writable_namespace
+from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
 from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import (
     ACCESS,
@@ -81,6 +82,7 @@ async def put_file(request: web.Request) -> web.Response:
     if "/" not in name:
         raise InvalidName(f"a file name is NAMESPACE/NAME, e.g. photos/{name}")
     await writable_namespace(request, name)
+    condition = write_condition(request)
     started = time.monotonic()
     config = request.app[CONFIG]
     size = request.content_length
@@ -92,7 +94,7 @@ async def put_file(request: web.Request) -> web.Response:
         raise UnsupportedMediaType("a file is stored as it is sent: send it without encoding")
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
     body = body_pieces(request, config.client_timeout, config.max_file_size)
-    manifest = await request.app[COORDINATOR].put(name, body, size, content_type)
+    manifest = await request.app[COORDINATOR].put(name, body, size, content_type, condition)
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
         name,
@@ -122,10 +124,11 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     coordinator = request.app[COORDINATOR]
     manifest = await coordinator.stat(name)
     headers = _file_headers(manifest)
-    if request.headers.get(hdrs.IF_NONE_MATCH) == headers[hdrs.ETAG]:
-        return web.Response(status=304, headers={hdrs.ETAG: headers[hdrs.ETAG]})
+    conditions = preconditions(request)
+    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
+        return not_modified
     size = manifest.size
-    wanted = parse_range(request.headers.get(hdrs.RANGE), size)
+    wanted = parse_range(wanted_range(request, conditions, manifest), size)
     start, end = wanted if wanted is not None else (0, size)
     response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
     if wanted is not None:
@@ -159,7 +162,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
     await require(request, "write", namespace_of(name))
-    tombstone = await request.app[COORDINATOR].delete(name)
+    tombstone = await request.app[COORDINATOR].delete(name, write_condition(request))
     log.info("DELETE %r as %s", name, tombstone.version)
     return web.Response(status=204)
 

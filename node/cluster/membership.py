@@ -115,6 +115,11 @@ class Membership:
         """The members that hold ``name``'s manifest now; the first is its primary."""
         return self.placement(name_key(name), self._replicas)
 
+    def home_replicas(self, name: str) -> PlacementSet:
+        """The N members clockwise from ``name``'s key, up or down: the replicas that keep
+        its history (a handoff standing in for a down one has not seen it)."""
+        return place(self._ring, name_key(name), self._replicas)
+
     # --- learning -------------------------------------------------------------------------
 
     def load(self) -> None:

@@ -20,6 +20,7 @@ from node.cluster.transport import Address, ChunkStream, Transport
 from node.errors import PeerUnavailable, RingstoreError
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.preconditions import Preconditions
 from node.model.version import Version
 from node.waiting import within
 
@@ -112,16 +113,24 @@ class Peers:
         return await self._call(member, lambda to: self._transport.get_manifest(to, name))
 
     async def put_manifest(
-        self, member: str, manifest: Manifest, expect: tuple[Version, int] | None = None
+        self,
+        member: str,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None = None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
-        """Offer a manifest to a replica (only over exactly ``expect``, when given)."""
+        """Offer a manifest to a replica (only over exactly ``expect``, and only if
+        ``condition`` holds there, when given)."""
         return await self._call(
-            member, lambda to: self._transport.put_manifest(to, manifest, expect)
+            member, lambda to: self._transport.put_manifest(to, manifest, expect, condition)
         )
 
-    async def retract_manifest(self, member: str, manifest: Manifest) -> None:
-        """Remove ``member``'s replica of ``manifest`` if it is still exactly that one."""
-        await self._call(member, lambda to: self._transport.retract_manifest(to, manifest))
+    async def retract_manifest(
+        self, member: str, manifest: Manifest, restore: Manifest | None = None
+    ) -> None:
+        """Take back ``member``'s replica of ``manifest`` if it is still exactly that one,
+        putting back ``restore`` (what it replaced there) when given."""
+        await self._call(member, lambda to: self._transport.retract_manifest(to, manifest, restore))
 
     async def list_manifests(
         self, member: str, prefix: str, start_after: str, limit: int

@@ -11,7 +11,8 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     POST   /internal/chunks/{id}/pull      PullOrder -> JSON {"size"}
     GET    /internal/manifests?name=       -> sealed manifest bytes (404: none)
     PUT    /internal/manifests?expect=     sealed manifest -> ReplicaWriteReply
-    DELETE /internal/manifests?name=&version=&revision=   -> 204
+    PUT    /internal/manifests/conditional ConditionalManifest -> ReplicaWriteReply
+    DELETE /internal/manifests?name=&version=&revision=   [sealed manifest to put back] -> 204
     GET    /internal/manifests/list?prefix=&start_after=&limit=   -> ManifestList
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
 
@@ -32,6 +33,7 @@ import msgspec
 from node.errors import CorruptData
 from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
+from node.model.preconditions import Preconditions
 from node.model.version import Version
 from ring import Member
 
@@ -124,6 +126,16 @@ class ReplicaWriteReply(msgspec.Struct, frozen=True):
     stored: bool
     current: Version
     replaced: bytes | None
+
+
+class ConditionalManifest(msgspec.Struct, frozen=True):
+    """A manifest (sealed bytes) offered to a replica on ``condition``, the If-Match,
+    If-None-Match and If-Unmodified-Since of a PUT or DELETE: the replica keeps it only if
+    the condition holds for its own current version. A route of its own, so that a peer too
+    old to check conditions refuses the call (404) instead of keeping it unconditionally."""
+
+    manifest: bytes
+    condition: Preconditions
 
 
 class ManifestList(msgspec.Struct, frozen=True):

@@ -32,6 +32,7 @@ from node.cluster.protocol import (
     MSGPACK,
     PEER_HEADER,
     ChunkStored,
+    ConditionalManifest,
     GossipMessage,
     KeyCreated,
     KeyOrder,
@@ -51,6 +52,7 @@ from node.errors import (
 )
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.preconditions import Preconditions
 from node.model.version import Version
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -116,13 +118,21 @@ class Transport(Protocol):
         ...
 
     async def put_manifest(
-        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
+        self,
+        to: Address,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
-        """Offer a manifest to a replica (conditional on its current one with ``expect``)."""
+        """Offer a manifest to a replica: kept only over exactly ``expect`` (a move) and
+        only if ``condition`` holds for its current one (a conditional PUT or DELETE)."""
         ...
 
-    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
-        """Remove the peer's replica of ``manifest`` if it is still exactly that one."""
+    async def retract_manifest(
+        self, to: Address, manifest: Manifest, restore: Manifest | None = None
+    ) -> None:
+        """Take back the peer's replica of ``manifest`` if it is still exactly that one,
+        putting back ``restore`` (what it replaced there) when given."""
         ...
 
     async def list_manifests(
@@ -311,26 +321,36 @@ class HttpTransport:
             return None
 
     async def put_manifest(
-        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
+        self,
+        to: Address,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
         params = {} if expect is None else {"expect": f"{expect[0]}/{expect[1]}"}
+        path, body = "/internal/manifests", manifest.to_bytes()
+        if condition is not None:
+            path += "/conditional"
+            body = encode(ConditionalManifest(body, condition))
         async with self._request(
-            "PUT",
-            to,
-            "/internal/manifests",
-            data=manifest.to_bytes(),
-            params=params,
-            headers={"Content-Type": MSGPACK},
+            "PUT", to, path, data=body, params=params, headers={"Content-Type": MSGPACK}
         ) as reply:
             return replica_write(await reply.decode(ReplicaWriteReply))
 
-    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
+    async def retract_manifest(
+        self, to: Address, manifest: Manifest, restore: Manifest | None = None
+    ) -> None:
         params = {
             "name": manifest.name,
             "version": str(manifest.version),
             "revision": str(manifest.revision),
         }
-        async with self._request("DELETE", to, "/internal/manifests", params=params) as reply:
+        body, headers = None, None
+        if restore is not None:
+            body, headers = restore.to_bytes(), {"Content-Type": MSGPACK}
+        async with self._request(
+            "DELETE", to, "/internal/manifests", params=params, data=body, headers=headers
+        ) as reply:
             await reply.body()
 
     async def list_manifests(

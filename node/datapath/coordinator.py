@@ -7,6 +7,8 @@ to the *i*-th member of the file version's placement set, one chunk stream each
 from a read quorum and streams the k data chunks in parallel with bounded read-ahead,
 decoding from parity around chunks that are missing, slow or corrupt; what it found broken is
 reported for repair. DELETE commits a tombstone; listings merge every up peer's replicas.
+A conditional PUT or DELETE (If-Match...) commits only where each manifest replica finds the
+condition true of its own current version (``ManifestReplicas.commit``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from node.datapath.stripes import read_stripes, trim, write_stripes
 from node.errors import (
     FileNotFound,
     IncompleteBody,
+    PreconditionFailed,
     RingstoreError,
     Unavailable,
 )
 from node.model.digests import Buffer
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
+from node.model.preconditions import Preconditions, representation
 from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
@@ -74,15 +78,23 @@ class Coordinator:
         body: AsyncIterable[bytes],
         size: int | None,
         content_type: str,
+        condition: Preconditions | None = None,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
 
-        ``size`` is the Content-Length when the client sent one. Raises Unavailable (too few
-        peers, too few durable chunks, no manifest quorum), InsufficientStorage (peers out of
-        space), IncompleteBody or what ``body`` raises. The body is read no further once too
-        few chunk streams are left to reach the quorum.
+        ``size`` is the Content-Length when the client sent one. ``condition`` (If-Match,
+        If-None-Match, If-Unmodified-Since) is checked by each manifest replica at the
+        commit, which makes it atomic; it is also checked against a read before the upload,
+        to refuse at once what would be refused anyway and to move this peer's clock past
+        the current version (a condition that holds must not lose to an older clock).
+        Raises Unavailable (too few peers, too few durable chunks, no manifest quorum),
+        InsufficientStorage (peers out of space), IncompleteBody, PreconditionFailed or what
+        ``body`` raises. The body is read no further once too few chunk streams are left to
+        reach the quorum.
         """
         config = self._config
+        if condition is not None:
+            self._check(name, condition, await self._replicas.read(name))
         await self._membership.refresh_ring()
         version = self._clock.now()
         file = file_id(name, version)
@@ -120,7 +132,7 @@ class Coordinator:
             self._replicas.delete_later(name, {(w.holder, w.chunk_id) for w in writers.values()}, 0)
             raise group.shortfall(len(chunks))
         manifest = Manifest(name, version, layout, written.etag, content_type, chunks)
-        await self._replicas.commit(manifest)
+        await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), n)
         return manifest
@@ -153,20 +165,34 @@ class Coordinator:
             if broken:
                 self._report_broken(manifest, broken)
 
-    async def delete(self, name: str) -> Manifest:
-        """Write a tombstone for ``name``; raises FileNotFound or Unavailable.
+    async def delete(self, name: str, condition: Preconditions | None = None) -> Manifest:
+        """Write a tombstone for ``name``; raises FileNotFound, Unavailable or
+        PreconditionFailed.
 
         Deleting a deleted file succeeds again (a client retrying after a lost answer must
-        not be told the file never existed).
+        not be told the file never existed), unless a condition asks for a live version.
+        ``condition`` is checked by each manifest replica as it takes the tombstone.
         """
         current = await self._replicas.read(name)
         if current is None:
             raise FileNotFound(f"no file named {name!r}")
+        if condition is not None:
+            self._check(name, condition, current)
         if current.deleted:
             return current
         tombstone = Manifest(name, self._clock.now(), Layout(0, current.layout.k, 0), deleted=True)
-        await self._replicas.commit(tombstone)
+        await self._replicas.commit(tombstone, condition=condition)
         return tombstone
+
+    @staticmethod
+    def _check(name: str, condition: Preconditions, current: Manifest | None) -> None:
+        """Raise PreconditionFailed if ``condition`` does not hold for ``current`` (read
+        from a quorum): what the replicas would refuse at the commit, refused early."""
+        if not condition.allows_write(representation(current)):
+            raise PreconditionFailed(
+                f"{name!r}: {condition.describe()} does not hold for its current version; "
+                "nothing was changed"
+            )
 
     async def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], str]:
         """Live files with ``prefix`` after ``start_after`` in name order, from every up peer.

@@ -24,6 +24,7 @@ from node.disk.manifest_store import ManifestStore
 from node.errors import CorruptData, InvalidRequest, PeerUnavailable, Unavailable
 from node.model.digests import BlockDigests, chunk_digest
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
+from node.model.preconditions import Preconditions
 from node.model.version import HybridClock, Version
 
 
@@ -111,18 +112,32 @@ class Holder:
         return await self.manifests.get(name)
 
     async def put_manifest(
-        self, manifest: Manifest, expect: tuple[Version, int] | None
+        self,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
-        """Keep a replica if it takes precedence (see ``ManifestStore.put``)."""
+        """Keep a replica if it takes precedence and ``condition`` holds for the one here
+        (see ``ManifestStore.put``)."""
         self._clock.observe(manifest.version)
-        written = await self.manifests.put(manifest, expect)
+        written = await self.manifests.put(manifest, expect, condition)
         if written.stored:
             self._on_replica_stored(manifest)
         return written
 
-    async def retract_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
-        """Drop the replica of ``name`` if it is exactly ``precedence``; raises nothing."""
-        await self.manifests.retract(name, precedence)
+    async def retract_manifest(
+        self, name: str, precedence: tuple[Version, int], restore: Manifest | None = None
+    ) -> None:
+        """Take back the replica of ``name`` if it is exactly ``precedence``, putting back
+        ``restore`` (what that write replaced) when given; raises InvalidRequest for a
+        ``restore`` of another name or not older than ``precedence``."""
+        if restore is not None and (restore.name != name or restore.precedence >= precedence):
+            raise InvalidRequest(
+                f"retraction of {name!r}: cannot put back {restore.name!r} at "
+                f"{restore.version}/{restore.revision}"
+            )
+        if await self.manifests.retract(name, precedence, restore) and restore is not None:
+            self._on_replica_stored(restore)
 
     def list_manifests(
         self, prefix: str, start_after: str, limit: int

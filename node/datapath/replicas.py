@@ -3,7 +3,9 @@
 A name's manifest lives on the N members of its replica set (``Membership.replicas``). A read
 asks them until R answer (highest ``(version, revision)`` wins) and brings replicas found
 behind up to date in the background (read repair). A write goes to all N and succeeds at W;
-one that misses W is retracted from the replicas that took it. A commit is a write followed
+one that misses W is retracted from the replicas that took it. A conditional write (a PUT or
+DELETE with If-Match...) goes to the N home replicas only, each checking the condition
+against its own current version, and needs W of them to accept. A commit is a write followed
 by retiring what it superseded: chunks no manifest references any more are deleted after the
 delete grace, once a fresh read confirms they are still unreferenced. With R + W > N a read
 after a successful write sees that version or a newer one (Dynamo, DeCandia et al., SOSP 2007).
@@ -12,15 +14,18 @@ after a successful write sees that version or a newer one (Dynamo, DeCandia et a
 from __future__ import annotations
 
 import asyncio
+import collections
+import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.errors import InvalidRequest, RingstoreError, Unavailable
+from node.errors import InvalidRequest, PreconditionFailed, RingstoreError, Unavailable
 from node.model.manifest import Manifest, ReplicaWrite
+from node.model.preconditions import Preconditions
 from node.model.version import HybridClock
 from node.waiting import consume
 
@@ -42,6 +47,35 @@ def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tupl
     if acks and all(a.current > manifest.version for a in acks):
         return unused | manifest.placed_chunks()
     return unused
+
+
+class Verdict(enum.Enum):
+    """What the home replicas' answers to a conditional write decide."""
+
+    STORED = "stored"  # a write quorum took it: committed
+    REFUSED = "refused"  # 412: a version the condition does not hold for is committed
+    UNDECIDED = "undecided"  # 503: too few answers, or writers racing without a winner
+
+
+def conditional_verdict(answers: Iterable[ReplicaWrite], quorum: int) -> Verdict:
+    """Decide a conditional write from its home replicas' answers.
+
+    Stored when ``quorum`` replicas took it. Refused (412) when ``quorum`` replicas refused
+    it while holding one same version: that version is on a write quorum, so it is
+    committed, and the condition does not hold for it (or it supersedes the write).
+    Otherwise undecided (503): too few replicas answered, or the refusals came from
+    replicas holding different versions, such as writes racing this one that may all be
+    retracted in turn (three writers each taking one replica), after which the condition
+    may hold again; the client tries again. A replica that holds nothing answers the
+    offered version, so refusals for "there is no file" agree with each other.
+    """
+    answers = list(answers)
+    if sum(answer.stored for answer in answers) >= quorum:
+        return Verdict.STORED
+    held = collections.Counter(answer.current for answer in answers if not answer.stored)
+    if held and max(held.values()) >= quorum:
+        return Verdict.REFUSED
+    return Verdict.UNDECIDED
 
 
 class ManifestReplicas:
@@ -78,16 +112,25 @@ class ManifestReplicas:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _ask(
-        self, name: str, call: Callable[[str], Awaitable[T]], wanted: int
+        self,
+        name: str,
+        call: Callable[[str], Awaitable[T]],
+        wanted: int,
+        home_only: bool = False,
     ) -> dict[str, T]:
         """Call the replicas of ``name`` until ``wanted`` of them have answered.
 
         Starts with the N members of the name's replica set; each one that fails is replaced
         by the next handoff, so a peer that died a moment ago (not yet seen down) costs an
-        extra call, not the request. Returns the answers by member.
+        extra call, not the request. With ``home_only``, asks the N home replicas, up or
+        down, and no handoff. Returns the answers by member.
         """
-        replicas = self._membership.replicas(name)
-        standbys = replicas.handoffs()
+        if home_only:
+            replicas = self._membership.home_replicas(name)
+            standbys: Iterator[str] = iter(())
+        else:
+            replicas = self._membership.replicas(name)
+            standbys = replicas.handoffs()
         asking: dict[asyncio.Future[T], str] = {}
 
         def ask(member: str) -> None:
@@ -169,28 +212,87 @@ class ManifestReplicas:
         quorum = self._config.manifest_write_quorum
         counted = answers if base is None else {r: a for r, a in answers.items() if a.stored}
         if len(counted) < quorum:
-            await asyncio.gather(
-                *(
-                    self._peers.retract_manifest(r, manifest)
-                    for r, answer in answers.items()
-                    if answer.stored
-                ),
-                return_exceptions=True,
-            )
+            await self._retract(manifest, answers)
             raise Unavailable(
                 f"manifest of {manifest.name!r} reached {len(counted)} of the {quorum} "
                 "replicas needed"
             )
         return list(answers.values())
 
-    async def commit(self, manifest: Manifest, base: Manifest | None = None) -> None:
+    async def _write_on_condition(
+        self, manifest: Manifest, condition: Preconditions
+    ) -> list[ReplicaWrite]:
+        """Write a manifest to its N home replicas, each keeping it only if ``condition``
+        holds for its own current version; raises PreconditionFailed or Unavailable below
+        the write quorum.
+
+        Each replica checks under its lock and keeps the first of two writes conditional on
+        the same state, so at most one of them reaches W. Only the home replicas count: a
+        handoff standing in for a down one has not seen the name's history, and would take
+        ``If-None-Match: *`` for a name that exists. Every one is heard, so that a write
+        that misses W is retracted from each replica that took it (``_retract``). See
+        ``conditional_verdict`` for when that is a 412 and when a 503. Once every replica
+        that took it has let go, its own chunks are deleted; if a retraction failed they
+        are left to garbage collection, since that replica may still show the manifest.
+        """
+        config = self._config
+
+        async def put(member: str) -> ReplicaWrite:
+            return await self._peers.put_manifest(member, manifest, None, condition)
+
+        answers = await self._ask(manifest.name, put, config.manifest_replicas, home_only=True)
+        verdict = conditional_verdict(answers.values(), config.manifest_write_quorum)
+        if verdict is Verdict.STORED:
+            return list(answers.values())
+        if await self._retract(manifest, answers) and manifest.chunks:
+            self.delete_later(manifest.name, manifest.placed_chunks(), 0)
+        stored = sum(answer.stored for answer in answers.values())
+        if verdict is Verdict.REFUSED:
+            raise PreconditionFailed(
+                f"{manifest.name!r}: {condition.describe()} does not hold for its current "
+                "version; nothing was changed"
+            )
+        raise Unavailable(
+            f"conditional write of {manifest.name!r}: {len(answers)} of its "
+            f"{config.manifest_replicas} replicas answered and {stored} accepted, with no "
+            f"{config.manifest_write_quorum} agreeing; nothing was changed, try again"
+        )
+
+    async def _retract(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> bool:
+        """Take a write that missed its quorum back from each replica that stored it,
+        putting back what it replaced there; True if every one did.
+
+        Putting back matters: with several writers each stored on one replica and refused
+        by the others, dropping their writes would leave the name without a replica.
+        """
+        results = await asyncio.gather(
+            *(
+                self._peers.retract_manifest(replica, manifest, answer.replaced)
+                for replica, answer in answers.items()
+                if answer.stored
+            ),
+            return_exceptions=True,
+        )
+        return not any(isinstance(result, BaseException) for result in results)
+
+    async def commit(
+        self,
+        manifest: Manifest,
+        base: Manifest | None = None,
+        condition: Preconditions | None = None,
+    ) -> None:
         """Write ``manifest`` to a quorum of its replicas, then retire what it superseded.
 
         ``base`` is the manifest a move or repair started from: the new revision is then
         kept only by replicas still holding ``base``, and only if a quorum of them took it
-        does it count. Raises Unavailable below the quorum (nothing is retired then).
+        does it count. ``condition`` is a conditional PUT's or DELETE's (If-Match...): see
+        ``_write_on_condition``. Raises Unavailable below the quorum (nothing is retired
+        then), PreconditionFailed when the condition does not hold.
         """
-        acks = await self._write(manifest, base)
+        if condition is not None:
+            acks = await self._write_on_condition(manifest, condition)
+        else:
+            acks = await self._write(manifest, base)
         unused = retired_chunks(acks, manifest)
         if unused:
             self.delete_later(manifest.name, unused, self._config.delete_grace)

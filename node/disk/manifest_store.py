@@ -5,7 +5,8 @@ Layout under the data directory::
     manifests/<2 hex>/<name key>   msgpack manifest, replaced only by a newer version
 
 A write is kept only if it takes precedence over the stored one (a newer version, or a newer
-revision of the same version), so replicas converge whatever order writes arrive in. Files
+revision of the same version), so replicas converge whatever order writes arrive in; a
+conditional write (If-Match...) only if its condition also holds for the stored one. Files
 are written to a temporary name, fsynced and renamed. An in-memory index of summaries serves
 listings without disk reads.
 """
@@ -22,6 +23,7 @@ from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
 from node.model.manifest import Manifest, ReplicaWrite
 from node.model.names import RESERVED, name_key
+from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
 log = logging.getLogger(__name__)
@@ -114,16 +116,27 @@ class ManifestStore:
         self._degraded.discard(name)
 
     async def put(
-        self, manifest: Manifest, expect: tuple[Version, int] | None = None
+        self,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None = None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
         """Keep ``manifest`` if it takes precedence over the stored one of its name.
 
         With ``expect`` (a move or repair: a new revision of one version), keep it only if
         the stored manifest is exactly ``expect`` or there is none: of two revisions built
         on the same base, each replica keeps the first, and only one can reach a quorum.
+        With ``condition`` (a conditional PUT or DELETE), keep it only if the condition
+        holds for the stored live version (or for none, when there is none or a tombstone):
+        checked under the name's lock, so of two writes conditional on the same state each
+        replica keeps the first, and only one can reach a quorum. A refusal answers the
+        version held (the offered one when there is none).
         """
         async with self._locks.hold(manifest.name):
             current = self._index.get(manifest.name)
+            if condition is not None and not condition.allows_write(representation(current)):
+                held = manifest.version if current is None else current.version
+                return ReplicaWrite(False, held, None)
             if current is not None and (
                 current.precedence >= manifest.precedence
                 or (expect is not None and current.precedence != expect)
@@ -131,21 +144,32 @@ class ManifestStore:
                 return ReplicaWrite(False, current.version, None)
             # A damaged stored replica reads as none (and is forgotten): it is just replaced.
             replaced = await self.get(manifest.name) if current is not None else None
-            await asyncio.to_thread(self._write, manifest)
-            if manifest.name not in self._index:
-                bisect.insort(self._names, manifest.name)
-            self._index[manifest.name] = manifest.without_chunks()
-            self._note_degraded(manifest)
+            await self._keep(manifest)
             return ReplicaWrite(True, manifest.version, replaced)
 
-    async def retract(self, name: str, precedence: tuple[Version, int]) -> None:
-        """Drop this replica of ``name`` if it is exactly ``precedence`` (a failed write's)."""
+    async def _keep(self, manifest: Manifest) -> None:
+        await asyncio.to_thread(self._write, manifest)
+        if manifest.name not in self._index:
+            bisect.insort(self._names, manifest.name)
+        self._index[manifest.name] = manifest.without_chunks()
+        self._note_degraded(manifest)
+
+    async def retract(
+        self, name: str, precedence: tuple[Version, int], restore: Manifest | None = None
+    ) -> bool:
+        """Take back this replica of ``name`` if it is exactly ``precedence`` (a failed
+        write's): put ``restore`` back in its place (what that write replaced here), or
+        drop it when there is nothing to restore. True if it was taken back."""
         async with self._locks.hold(name):
             current = self._index.get(name)
             if current is None or current.precedence != precedence:
-                return
+                return False
+            if restore is not None:
+                await self._keep(restore)
+                return True
             await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
             self._forget(name)
+            return True
 
     def _write(self, manifest: Manifest) -> None:
         path = self._path(manifest.name)

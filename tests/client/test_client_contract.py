@@ -34,6 +34,7 @@ from client import (
     Manifest,
     NotFound,
     PeerUnreachable,
+    PreconditionFailed,
     PutResult,
     RingstoreError,
 )
@@ -280,6 +281,26 @@ async def test_stat_exists_and_delete(connect: Connect) -> None:
     assert await d.call("delete", "life/cycle") is None  # deleting again is not an error
     with pytest.raises(FileNotFound):
         await d.call("delete", "life/never")
+
+
+async def test_conditional_put_and_delete(connect: Connect) -> None:
+    d = await connect()
+    created = await d.call("put", "cond/lock", b"mine", if_none_match="*")
+    with pytest.raises(PreconditionFailed) as refused:
+        await d.call("put", "cond/lock", b"theirs", if_none_match="*")
+    assert (refused.value.status, refused.value.code) == (412, "precondition_failed")
+    assert await d.call("get", "cond/lock") == b"mine"
+
+    swapped = await d.call("put", "cond/lock", b"mine, v2", if_match=created.etag)
+    with pytest.raises(PreconditionFailed):  # the etag moved on
+        await d.call("put", "cond/lock", b"stale writer", if_match=created.etag)
+    assert await d.call("get", "cond/lock") == b"mine, v2"
+
+    with pytest.raises(PreconditionFailed):
+        await d.call("delete", "cond/lock", if_match=created.etag)
+    assert await d.call("exists", "cond/lock") is True
+    await d.call("delete", "cond/lock", if_match=f'"{swapped.etag}"')
+    assert await d.call("exists", "cond/lock") is False
 
 
 async def test_list_follows_pages(connect: Connect) -> None:

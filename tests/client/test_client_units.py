@@ -24,12 +24,13 @@ from client import (
     InvalidRequest,
     NotFound,
     PeerUnreachable,
+    PreconditionFailed,
     RingstoreError,
     ServerError,
     Unavailable,
     UnexpectedResponse,
 )
-from client.async_client import PEERS_ENV, default_peers, file_path
+from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
@@ -54,6 +55,8 @@ def error_body(code: str, message: str = "why") -> bytes:
         (503, "unavailable", Unavailable),
         (503, "peer_unavailable", Unavailable),
         (507, "insufficient_storage", InsufficientStorage),
+        (412, "precondition_failed", PreconditionFailed),
+        (412, "", PreconditionFailed),
         (500, "corrupt_data", CorruptData),
         (500, "internal", ServerError),
         (405, "method_not_allowed", InvalidRequest),
@@ -90,6 +93,14 @@ def test_error_answers_without_the_json_body() -> None:
     assert type(error_from_response(302, b"", peer="p")) is UnexpectedResponse
     assert isinstance(FileNotFound("x"), KeyError)
     assert isinstance(InvalidName("x"), ValueError)
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [("abc", '"abc"'), ('"abc"', '"abc"'), ('W/"abc"', 'W/"abc"'), ("*", "*")],
+)
+def test_etags_are_quoted_for_conditions(given: str, sent: str) -> None:
+    assert entity_tag(given) == sent
 
 
 def test_transport_failures_become_peer_unreachable() -> None:

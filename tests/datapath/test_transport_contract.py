@@ -17,10 +17,11 @@ import pytest
 from node.cluster.protocol import PullOrder
 from node.cluster.transport import Address, HttpTransport, Transport
 from node.datapath.holder import Holder
-from node.errors import ChunkNotFound, CorruptData, PeerUnavailable
+from node.errors import ChunkNotFound, CorruptData, InvalidRequest, PeerUnavailable
 from node.model.digests import BlockDigests, chunk_digest
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest
+from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import LocalCluster
 from tests.harness.grid import Grid
@@ -144,6 +145,39 @@ async def test_manifest_replicas_keep_only_what_takes_precedence(pair: Pair) -> 
     assert await t.get_manifest(a, "ns/file") == moved
     await t.retract_manifest(a, moved)
     assert await t.get_manifest(a, "ns/file") is None
+
+
+async def test_a_conditional_manifest_write_is_kept_only_where_its_condition_holds(
+    pair: Pair,
+) -> None:
+    t, a = pair.transport, pair.a
+    create = Preconditions(if_none_match=ANY)
+    first, second, third = (manifest(Version(wall, 0, "p")) for wall in (5, 6, 7))  # etag "e"
+    assert (await t.put_manifest(a, first, None, create)).stored
+    refused = await t.put_manifest(a, second, None, create)
+    assert (refused.stored, refused.current, refused.replaced) == (False, first.version, None)
+    swap = Preconditions(if_match=TagList(False, (EntityTag("e"),)))
+    swapped = await t.put_manifest(a, second, None, swap)
+    assert (swapped.stored, swapped.replaced) == (True, first)
+    # A long list (far more than a header line holds) travels whole, in the body.
+    tags = (*(EntityTag(f"tag-{i}") for i in range(5000)), EntityTag("e", weak=True))
+    long_list = Preconditions(if_none_match=TagList(False, tags))
+    assert not (await t.put_manifest(a, third, None, long_list)).stored
+    assert await t.get_manifest(a, "ns/file") == second
+
+
+async def test_a_retraction_puts_back_what_the_write_replaced(pair: Pair) -> None:
+    t, a = pair.transport, pair.a
+    first, second = manifest(Version(5, 0, "p")), manifest(Version(6, 0, "p"))
+    await t.put_manifest(a, first, None)
+    replaced = (await t.put_manifest(a, second, None)).replaced
+    assert replaced == first
+    with pytest.raises(InvalidRequest):  # only an older manifest of the name goes back
+        await t.retract_manifest(a, first, second)
+    await t.retract_manifest(a, second, replaced)
+    assert await t.get_manifest(a, "ns/file") == first
+    await t.retract_manifest(a, second, replaced)  # no longer exactly that one: nothing
+    assert await t.get_manifest(a, "ns/file") == first
 
 
 async def test_a_call_meant_for_another_peer_is_refused(pair: Pair) -> None:

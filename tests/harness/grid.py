@@ -23,6 +23,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, PullOrder
@@ -37,6 +39,7 @@ from node.disk.manifest_store import ManifestStore
 from node.errors import PeerUnavailable
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.preconditions import Preconditions
 from node.model.version import HybridClock, Version
 from node.waiting import within
 from ring import Member
@@ -137,14 +140,27 @@ class GridTransport:
         return None if found is None else Manifest.from_bytes(found.to_bytes())
 
     async def put_manifest(
-        self, to: Address, manifest: Manifest, expect: tuple[Version, int] | None
+        self,
+        to: Address,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None,
+        condition: Preconditions | None = None,
     ) -> ReplicaWrite:
         holder = await self._holder("put_manifest", to)
-        return await holder.put_manifest(Manifest.from_bytes(manifest.to_bytes()), expect)
+        sent = Manifest.from_bytes(manifest.to_bytes())
+        if condition is not None:  # as on the wire
+            condition = msgspec.msgpack.decode(
+                msgspec.msgpack.encode(condition), type=Preconditions
+            )
+        return await holder.put_manifest(sent, expect, condition)
 
-    async def retract_manifest(self, to: Address, manifest: Manifest) -> None:
+    async def retract_manifest(
+        self, to: Address, manifest: Manifest, restore: Manifest | None = None
+    ) -> None:
         holder = await self._holder("retract_manifest", to)
-        await holder.retract_manifest(manifest.name, manifest.precedence)
+        if restore is not None:  # as on the wire
+            restore = Manifest.from_bytes(restore.to_bytes())
+        await holder.retract_manifest(manifest.name, manifest.precedence, restore)
 
     async def list_manifests(
         self, to: Address, prefix: str, start_after: str, limit: int

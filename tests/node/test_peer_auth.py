@@ -88,6 +88,7 @@ def routes(peer: LocalPeer, chunk: str, name: str) -> list[tuple[str, str, dict[
         ("POST", f"/internal/chunks/{chunk}/pull", {"data": encode(order), "headers": msgpack}),
         ("GET", "/internal/manifests", {"params": {"name": name}}),
         ("PUT", "/internal/manifests", {"data": b"\x90", "headers": msgpack}),
+        ("PUT", "/internal/manifests/conditional", {"data": b"\x90", "headers": msgpack}),
         ("DELETE", "/internal/manifests", {"params": {"name": name, "version": "1.0.x"}}),
         ("GET", "/internal/manifests/list", {"params": {"prefix": ""}}),
         ("POST", "/internal/gossip", {"data": forged_gossip(peer), "headers": msgpack}),

@@ -13,6 +13,7 @@ from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest
 from node.model.names import name_key
+from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 
 PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
@@ -278,3 +279,57 @@ async def test_repr_and_len(store: ManifestStore) -> None:
     await store.put(manifest("b"))
     assert len(store) == 2
     assert "names=2" in repr(store)
+
+
+# --- conditional writes: the replica's half of an atomic If-Match / If-None-Match ------------
+
+NO_FILE = Preconditions(if_none_match=ANY)
+
+
+def if_match(etag: str) -> Preconditions:
+    return Preconditions(if_match=TagList(False, (EntityTag(etag),)))
+
+
+async def test_if_none_match_any_stores_only_where_no_live_version_is(
+    store: ManifestStore,
+) -> None:
+    first = await store.put(manifest("a", wall=10), condition=NO_FILE)
+    assert first.stored
+    refused = await store.put(manifest("a", wall=20), condition=NO_FILE)
+    assert (refused.stored, refused.current, refused.replaced) == (False, version(10), None)
+    assert (await store.get("a")) == manifest("a", wall=10)
+    await store.put(tombstone("a", 30))
+    assert (await store.put(manifest("a", wall=40), condition=NO_FILE)).stored, "over a tombstone"
+
+
+async def test_if_match_stores_only_over_that_etag(store: ManifestStore) -> None:
+    await store.put(manifest("a", wall=10))  # etag-10
+    assert not (await store.put(manifest("a", wall=20), condition=if_match("etag-9"))).stored
+    assert not (await store.put(manifest("b", wall=20), condition=if_match("etag-10"))).stored
+    assert (await store.put(manifest("a", wall=20), condition=if_match("etag-10"))).stored
+    # the second writer holding etag-10 is refused: the etag is etag-20 now
+    assert not (await store.put(manifest("a", wall=30), condition=if_match("etag-10"))).stored
+    assert (await store.get("a")) == manifest("a", wall=20)
+
+
+async def test_a_condition_that_holds_does_not_override_precedence(store: ManifestStore) -> None:
+    await store.put(manifest("a", wall=10))
+    older = await store.put(manifest("a", wall=5), condition=if_match("etag-10"))
+    assert (older.stored, older.current) == (False, version(10))
+
+
+async def test_if_unmodified_since_compares_whole_seconds(store: ManifestStore) -> None:
+    await store.put(manifest("a", wall=10_999))  # written at second 10
+    at_10 = Preconditions(if_unmodified_since=10)
+    at_9 = Preconditions(if_unmodified_since=9)
+    assert not (await store.put(manifest("a", wall=20_000), condition=at_9)).stored
+    assert (await store.put(manifest("a", wall=20_000), condition=at_10)).stored
+    assert (await store.put(manifest("new", wall=1), condition=at_9)).stored, "no date: no test"
+
+
+async def test_concurrent_conditional_creates_store_exactly_one(store: ManifestStore) -> None:
+    offers = [manifest("race", wall=wall) for wall in random.Random(3).sample(range(1, 99), 20)]
+    results = await asyncio.gather(*(store.put(m, condition=NO_FILE) for m in offers))
+    assert sum(result.stored for result in results) == 1
+    winner = offers[[result.stored for result in results].index(True)]
+    assert await store.get("race") == winner

@@ -243,6 +243,35 @@ async def test_manifest_with_huge_parity_is_refused(
     await assert_healthy(http, peer, "huge-parity")
 
 
+@pytest.mark.parametrize(
+    "offer",
+    [
+        b"\x90",
+        msgspec.msgpack.encode([b"not a manifest", {"if_none_match": [True, []]}]),
+        msgspec.msgpack.encode([sealed(a_manifest("cond-date")), {"if_unmodified_since": 1 << 50}]),
+        msgspec.msgpack.encode([sealed(a_manifest("cond-tags")), {"if_match": [False, "x"]}]),
+        msgspec.msgpack.encode([sealed(a_manifest("cond-none")), None]),
+    ],
+    ids=["empty", "bad-manifest", "far-date", "bad-tags", "no-condition"],
+)
+async def test_a_malformed_conditional_manifest_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, offer: bytes
+) -> None:
+    peer = cluster[4]
+    before = state(peer)
+    answer = await internal(
+        http,
+        peer,
+        "PUT",
+        "/internal/manifests/conditional",
+        body=offer,
+        headers={"Content-Type": MSGPACK},
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert state(peer) == before
+    await assert_healthy(http, peer, "conditional")
+
+
 # --- names --------------------------------------------------------------------------------
 
 

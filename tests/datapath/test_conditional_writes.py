@@ -1,0 +1,264 @@
+"""Conditional PUT and DELETE over the in-process grid: the condition is decided at the
+commit, by the home manifest replicas, and a write that does not get a quorum of them is
+taken back without a trace.
+
+The verdict of a set of replica answers is a pure function, tested as a table; the grid
+tests race real coordinators against each other, break home replicas and script the order
+in which replicas hear racing writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from node.cluster.transport import Address
+from node.datapath.replicas import Verdict, conditional_verdict
+from node.errors import FileNotFound, PreconditionFailed, Unavailable
+from node.model.layout import Layout
+from node.model.manifest import Manifest, ReplicaWrite
+from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
+from node.model.version import Version
+from tests.harness import eventually
+from tests.harness.grid import Grid, GridPeer
+
+BLOCK = 1024
+NO_FILE = Preconditions(if_none_match=ANY)
+
+
+def if_match(etag: str) -> Preconditions:
+    return Preconditions(if_match=TagList(False, (EntityTag(etag),)))
+
+
+def v(wall: int) -> Version:
+    return Version(wall, 0, "p")
+
+
+def stored() -> ReplicaWrite:
+    return ReplicaWrite(True, v(9), None)
+
+
+def holding(wall: int) -> ReplicaWrite:
+    return ReplicaWrite(False, v(wall), None)
+
+
+# (answers of the home replicas that answered, verdict) with N = 3, W = 2
+VERDICTS = [
+    ([stored(), stored(), stored()], Verdict.STORED),
+    ([stored(), stored(), holding(1)], Verdict.STORED),
+    ([stored(), stored()], Verdict.STORED),  # one replica down
+    ([stored(), holding(1), holding(1)], Verdict.REFUSED),
+    ([holding(1), holding(1), holding(1)], Verdict.REFUSED),
+    ([holding(1), holding(1)], Verdict.REFUSED),  # one down: the two agree
+    ([holding(1), holding(2), holding(2)], Verdict.REFUSED),  # one lags behind version 2
+    ([stored(), holding(1)], Verdict.UNDECIDED),  # one down: no two agree
+    ([holding(1), holding(2)], Verdict.UNDECIDED),
+    ([stored(), holding(1), holding(2)], Verdict.UNDECIDED),  # racing writers, no winner
+    ([holding(1)], Verdict.UNDECIDED),
+    ([stored()], Verdict.UNDECIDED),
+    ([], Verdict.UNDECIDED),
+]
+
+
+@pytest.mark.parametrize(("answers", "verdict"), VERDICTS)
+def test_conditional_verdicts(answers: list[ReplicaWrite], verdict: Verdict) -> None:
+    assert conditional_verdict(answers, 2) is verdict
+
+
+@pytest.fixture
+async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
+    grid = Grid(tmp_path, 8, block_size=BLOCK)
+    await grid.start()
+    try:
+        yield grid
+    finally:
+        await grid.close()
+
+
+async def body(data: bytes, gate: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    yield data[:100]
+    if gate is not None:
+        await gate.wait()
+    yield data[100:]
+
+
+async def store(
+    peer: GridPeer, name: str, data: bytes, condition: Preconditions | None = None
+) -> Manifest:
+    return await peer.coordinator.put(name, body(data), len(data), "text/plain", condition)
+
+
+async def chunk_ids(grid: Grid) -> set[str]:
+    found: set[str] = set()
+    for peer in grid.peers:
+        found.update(await peer.chunks.chunk_ids())
+    return found
+
+
+def home(grid: Grid, name: str) -> list[GridPeer]:
+    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
+
+
+def bare(name: str, writer: str, etag: str) -> Manifest:
+    """A manifest without chunks, as a writer named ``writer`` would commit it now."""
+    return Manifest(name, Version(int(time.time() * 1000), 0, writer), Layout(0, 5, 0), etag)
+
+
+async def test_if_none_match_any_creates_once(grid: Grid) -> None:
+    first = await store(grid[0], "f", b"a" * 3000, NO_FILE)
+    with pytest.raises(PreconditionFailed, match=r"If-None-Match: \*"):
+        await store(grid[3], "f", b"b" * 3000, NO_FILE)
+    assert (await grid[5].coordinator.stat("f")).version == first.version
+
+
+async def test_a_condition_broken_during_the_upload_is_refused_at_the_commit(
+    grid: Grid,
+) -> None:
+    gate = asyncio.Event()
+    data = b"slow" * 2000
+    slow = asyncio.ensure_future(
+        grid[1].coordinator.put("f", body(data, gate), len(data), "text/plain", NO_FILE)
+    )
+    await eventually(lambda: len(grid.transport.calls) > 0, what="the slow upload started")
+    fast = await store(grid[2], "f", b"fast" * 1000)  # after the slow one read "no file"
+    kept = fast.placed_chunks()
+    gate.set()
+    with pytest.raises(PreconditionFailed):
+        await slow
+    assert (await grid[6].coordinator.stat("f")).version == fast.version
+    wanted = {chunk for _, chunk in kept}
+
+    async def only_the_fast_files_chunks() -> bool:
+        return await chunk_ids(grid) == wanted
+
+    await eventually(only_the_fast_files_chunks, what="the refused upload's chunks deleted")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+async def test_two_writers_holding_one_etag_one_wins(grid: Grid, attempt: int) -> None:
+    first = await store(grid[0], "f", b"first")
+    results = await asyncio.gather(
+        store(grid[1], "f", b"second from 1", if_match(first.etag)),
+        store(grid[2 + attempt], "f", b"second from 2", if_match(first.etag)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Manifest)]
+    assert len(winners) == 1, results
+    assert [type(r) for r in results if not isinstance(r, Manifest)] == [PreconditionFailed]
+    assert (await grid[7].coordinator.stat("f")).version == winners[0].version
+
+
+async def test_handoffs_are_neither_asked_nor_counted(grid: Grid) -> None:
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    for down in homes[:2]:
+        grid.break_peer(down)
+    coordinator = next(p for p in grid.peers if p not in homes)
+    before = grid.transport.calls.copy()
+    # A handoff has never seen "f": counted, it would accept a create over an existing file.
+    with pytest.raises(Unavailable, match="1 of its 3 replicas answered and 0 accepted"):
+        await coordinator.replicas.commit(bare("f", "w", "e"), condition=NO_FILE)
+    # A write whose condition holds, with too few home replicas up, is not stored either.
+    with pytest.raises(Unavailable):
+        await coordinator.replicas.commit(bare("f", "w", "e2"), condition=if_match(existing.etag))
+    asked = {url for (call, url), n in (grid.transport.calls - before).items() if n}
+    assert asked <= {p.url for p in homes} | {coordinator.url}
+    assert await homes[2].manifests.get("f") == existing, "taken back to what it held"
+
+
+async def test_with_one_home_replica_down_the_other_two_decide(grid: Grid) -> None:
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    grid.break_peer(homes[0])
+    coordinator = next(p for p in grid.peers if p not in homes)
+    with pytest.raises(PreconditionFailed):
+        await coordinator.replicas.commit(bare("f", "w", "e"), condition=NO_FILE)
+    update = bare("f", "w", "e2")
+    await coordinator.replicas.commit(update, condition=if_match(existing.etag))
+    for replica in homes[1:]:
+        assert (await replica.manifests.get("f")) == update
+
+
+async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Grid) -> None:
+    """Three writers holding one etag, each heard first by a different home replica: each is
+    stored once and refused twice, by replicas holding the others' writes. None is
+    committed (503: try again), and each replica gets back what it held; dropping the
+    writes instead would leave the file with no replica at all."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    writers = [bare("f", f"writer-{i}", f"etag-{i}") for i in range(3)]
+    owner = {replica.url: writer.version for replica, writer in zip(homes, writers, strict=True)}
+    owned = {replica.url: asyncio.Event() for replica in homes}
+    refusals_done = asyncio.Event()
+    refusals: list[bool] = []
+    transport = grid.transport
+    put, retract = transport.put_manifest, transport.retract_manifest
+
+    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+        if owner[to.url] == manifest.version:  # this replica hears this writer first
+            written = await put(to, manifest, *args)  # type: ignore[arg-type]
+            owned[to.url].set()
+            return written
+        await asyncio.gather(*(event.wait() for event in owned.values()))
+        written = await put(to, manifest, *args)  # type: ignore[arg-type]
+        refusals.append(written.stored)
+        if len(refusals) == 6:
+            refusals_done.set()
+        return written
+
+    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
+        await refusals_done.wait()  # every replica has refused the others' writes by now
+        await retract(to, manifest, *args)  # type: ignore[arg-type]
+
+    scripts: dict[str, Callable[..., Awaitable[object]]] = {
+        "put_manifest": scripted_put,
+        "retract_manifest": scripted_retract,
+    }
+    for attribute, script in scripts.items():
+        setattr(transport, attribute, script)
+    try:
+        coordinators = [p for p in grid.peers if p not in homes][:3]
+        results = await asyncio.gather(
+            *(
+                peer.replicas.commit(writer, condition=if_match(existing.etag))
+                for peer, writer in zip(coordinators, writers, strict=True)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for attribute in scripts:
+            delattr(transport, attribute)
+    assert refusals == [False] * 6
+    assert [type(r) for r in results] == [Unavailable] * 3, results
+    for replica in homes:
+        assert await replica.manifests.get("f") == existing
+    assert (await grid[7].coordinator.stat("f")).version == existing.version
+
+
+async def test_conditional_deletes(grid: Grid) -> None:
+    existing = await store(grid[0], "f", b"exists")
+    with pytest.raises(PreconditionFailed):
+        await grid[1].coordinator.delete("f", if_match("not-it"))
+    assert (await grid[2].coordinator.stat("f")).version == existing.version
+    tombstone = await grid[3].coordinator.delete("f", if_match(existing.etag))
+    assert tombstone.deleted
+    with pytest.raises(PreconditionFailed):  # deleted: no current version to match
+        await grid[4].coordinator.delete("f", if_match(existing.etag))
+    assert await grid[4].coordinator.delete("f", NO_FILE) == tombstone  # nothing to do
+    with pytest.raises(FileNotFound):  # never existed: 404 before any condition (13.2.1)
+        await grid[4].coordinator.delete("never", if_match("x"))
+
+
+async def test_if_unmodified_since_on_put(grid: Grid) -> None:
+    existing = await store(grid[0], "f", b"exists")
+    second = existing.version.wall_ms // 1000
+    with pytest.raises(PreconditionFailed):
+        await store(grid[1], "f", b"late", Preconditions(if_unmodified_since=second - 1))
+    updated = await store(grid[1], "f", b"in time", Preconditions(if_unmodified_since=second))
+    assert (await grid[2].coordinator.stat("f")).version == updated.version
+    created = await store(grid[1], "new", b"x", Preconditions(if_unmodified_since=second - 1))
+    assert created.size == 1, "no version, no date to compare: the condition is ignored"
