@@ -9,6 +9,7 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── InvalidRange
     │   ├── IncompleteBody                 the body ended before Content-Length
     │   ├── UnsupportedMediaType           a body not of the type the route takes
+    │   ├── MetadataTooLarge               user metadata past its bound
     │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
@@ -60,6 +61,10 @@ class IncompleteBody(InvalidRequest):
 
 class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
+
+
+class MetadataTooLarge(InvalidRequest):
+    code = "metadata_too_large"
 
 
 class Forbidden(InvalidRequest):
