@@ -145,6 +145,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "invalid_name": InvalidName,
     "invalid_range": InvalidRange,
     "incomplete_body": IncompleteBody,
+    "metadata_too_large": InvalidRequest,
     "not_found": NotFound,
     "file_not_found": FileNotFound,
     "namespace_not_found": NotFound,

@@ -30,6 +30,7 @@ from node.api.keys import (
     principal_of,
 )
 from node.api.ranges import parse_range
+from node.api.representation import representation_headers, representation_of
 from node.errors import InvalidName, RingstoreError
 from node.model.access import ALL, namespace_of
 from node.model.manifest import Manifest
@@ -68,6 +69,7 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
             "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
         ),
         "X-Ringstore-Version": str(manifest.version),
+        **representation_headers(manifest.representation),
     }
 
 
@@ -78,8 +80,13 @@ async def put_file(request: web.Request) -> web.Response:
     await writable_namespace(request, name)
     started = time.monotonic()
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    representation = representation_of(request.headers)
     manifest = await request.app[COORDINATOR].put(
-        name, body_pieces(request), request.content_length, content_type
+        name,
+        body_pieces(request),
+        request.content_length,
+        content_type,
+        representation=representation,
     )
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",

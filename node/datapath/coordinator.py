@@ -32,6 +32,7 @@ from node.errors import (
 from node.model.digests import Buffer
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
+from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,16 @@ class Coordinator:
         body: AsyncIterable[bytes],
         size: int | None,
         content_type: str,
+        *,
+        representation: Representation = NO_REPRESENTATION,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
 
-        ``size`` is the Content-Length when the client sent one. Raises Unavailable (too few
-        peers, too few durable chunks, no manifest quorum), InsufficientStorage (peers out of
-        space) or IncompleteBody.
+        ``size`` is the Content-Length when the client sent one; ``representation`` is kept
+        in the manifest. If ``body`` raises, the upload is aborted before its last stripe is
+        sent (stripes go out one behind the body), so no chunk of it is complete. Raises
+        Unavailable (too few peers, too few durable chunks, no manifest quorum),
+        InsufficientStorage (peers out of space) or IncompleteBody.
         """
         config = self._config
         await self._membership.refresh_ring()
@@ -122,7 +127,15 @@ class Coordinator:
             if any(isinstance(w.error, InsufficientStorage) for w in writers.values()):
                 raise InsufficientStorage(f"{message}: peers are out of space")
             raise Unavailable(message)
-        manifest = Manifest(name, version, layout, written.etag, content_type, chunks)
+        manifest = Manifest(
+            name,
+            version,
+            layout,
+            written.etag,
+            content_type,
+            chunks,
+            representation=representation,
+        )
         await self._replicas.commit(manifest)
         if manifest.degraded:
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), n)

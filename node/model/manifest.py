@@ -275,8 +275,9 @@ class Manifest:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as ``GET /manifests/{name}`` shows it."""
+        """The manifest as ``GET /manifests/{name}`` shows it (fields not given: null)."""
         layout = self.layout
+        given = self.representation
         return {
             "name": self.name,
             "version": str(self.version),
@@ -285,6 +286,12 @@ class Manifest:
             "size": layout.size,
             "etag": self.etag,
             "content_type": self.content_type,
+            "content_encoding": given.content_encoding or None,
+            "content_disposition": given.content_disposition or None,
+            "cache_control": given.cache_control or None,
+            "content_language": given.content_language or None,
+            "expires": given.expires or None,
+            "metadata": dict(given.metadata),
             "deleted": self.deleted,
             "degraded": self.degraded,
             "k": layout.k,

@@ -201,6 +201,17 @@ def test_a_revision_keeps_the_representation() -> None:
     assert Manifest.from_bytes(moved.to_bytes()).representation == given
 
 
+def test_to_json_shows_the_representation() -> None:
+    shown = sample().to_json()
+    assert shown["content_encoding"] is None
+    assert shown["metadata"] == {}
+    given = Representation.build(expires="Thu, 01 Dec 2033 16:00:00 GMT", metadata={"a": "1"})
+    shown = dataclasses.replace(sample(), representation=given).to_json()
+    assert shown["expires"] == "Thu, 01 Dec 2033 16:00:00 GMT"
+    assert shown["content_disposition"] is None
+    assert shown["metadata"] == {"a": "1"}
+
+
 def test_unknown_schema_says_so() -> None:
     with pytest.raises(CorruptData, match="schema"):
         Manifest.from_bytes(record(schema=99))
