@@ -10,6 +10,8 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── IncompleteBody                 the body ended before Content-Length
     │   ├── UnsupportedMediaType           a body not of the type the route takes
     │   ├── MetadataTooLarge               user metadata past its bound
+    │   ├── InvalidDigest                  a malformed Content-MD5 or digest field
+    │   ├── BadDigest                      a body that does not match its digest
     │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
@@ -65,6 +67,14 @@ class UnsupportedMediaType(InvalidRequest):
 
 class MetadataTooLarge(InvalidRequest):
     code = "metadata_too_large"
+
+
+class InvalidDigest(InvalidRequest):
+    code = "invalid_digest"
+
+
+class BadDigest(InvalidRequest):
+    code = "bad_digest"
 
 
 class Forbidden(InvalidRequest):

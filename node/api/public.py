@@ -17,6 +17,7 @@ from aiohttp import hdrs, web
 
 from node.api.access import require, require_key, writable_namespace
 from node.api.input import body_pieces, query_int
+from node.api.integrity import expected_digests, verified
 from node.api.keys import (
     ACCESS,
     AUTH,
@@ -81,12 +82,12 @@ async def put_file(request: web.Request) -> web.Response:
     started = time.monotonic()
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
     representation = representation_of(request.headers)
+    body = body_pieces(request)
+    digests = expected_digests(request.headers)
+    if digests:  # hashed only when asked for
+        body = verified(body, digests)
     manifest = await request.app[COORDINATOR].put(
-        name,
-        body_pieces(request),
-        request.content_length,
-        content_type,
-        representation=representation,
+        name, body, request.content_length, content_type, representation=representation
     )
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
