@@ -111,9 +111,9 @@ async def verified(
     hashes = {e.algorithm: hashlib.new(e.algorithm) for e in expected}
 
     def update(pieces: list[bytes]) -> None:  # in a worker thread; hashlib frees the GIL
-        for piece in pieces:
-            for running in hashes.values():
-                running.update(piece)
+        joined = b"".join(pieces)  # one GIL hand-back per hash, not one per piece
+        for running in hashes.values():
+            running.update(joined)
 
     batch: list[bytes] = []
     batched = 0
