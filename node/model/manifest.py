@@ -9,8 +9,8 @@ A cluster record (an access key, a namespace: ``node.model.access``) is a manife
 reserved name (``/``...) with no chunks that carries the record ``inline`` (at most
 ``MAX_INLINE`` bytes; the field is left out when empty, so other manifests keep their bytes).
 A file's representation metadata (``node.model.representation``: Content-Encoding and the
-other fields given at PUT, user metadata) is kept the same way: each field is left out when
-empty, so manifests written without them keep their bytes too.
+other fields given at PUT, user metadata) is kept the same way: one ``representation`` map of
+the fields given, left out when none was, so manifests written without it keep their bytes.
 
 On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
 the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
