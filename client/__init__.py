@@ -4,6 +4,7 @@ from client.async_client import AsyncClient
 from client.body import BinaryReader, BodySource, ProgressCallback
 from client.credentials import Credentials, find_credentials, read_credentials
 from client.errors import (
+    BadDigest,
     Conflict,
     CorruptData,
     FileChanged,
@@ -39,6 +40,7 @@ from client.sync_client import Client, FileReader
 __all__ = [
     "AsyncClient",
     "AsyncFileReader",
+    "BadDigest",
     "BinaryReader",
     "BodySource",
     "ChunkInfo",

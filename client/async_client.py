@@ -12,8 +12,10 @@ import builtins
 import os
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
@@ -25,7 +27,7 @@ from client.body import BodySource, ProgressCallback, RequestBody
 from client.credentials import find_credentials
 from client.errors import FileNotFound, InvalidName, UnexpectedResponse
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
-from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
+from client.records import META_PREFIX, ClusterView, FileEntry, FileStat, Manifest, PutResult
 from client.transport import PeerList, RetryPolicy, Transport, read_json
 
 PEERS_ENV = "RINGSTORE_PEERS"
@@ -134,6 +136,12 @@ class AsyncClient:
         progress: ProgressCallback | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_encoding: str | None = None,
+        content_disposition: str | None = None,
+        cache_control: str | None = None,
+        content_language: str | None = None,
+        expires: str | datetime | None = None,
     ) -> PutResult:
         """Store ``data`` as ``name``, replacing any previous version; return the new version.
 
@@ -143,18 +151,37 @@ class AsyncClient:
         Bytes, paths and seekable files are retried on another peer; an iterator or a pipe
         only if the failure came before its first piece was taken.
 
+        The bytes are stored as given: ``content_encoding`` (e.g. ``"gzip"`` for data you
+        compressed) only says what they are, and reads give it back with the same bytes.
+        ``content_disposition``, ``cache_control``, ``content_language`` and ``expires`` (an
+        HTTP date, or a timezone-aware datetime) are kept and given back likewise, and so is
+        ``metadata``: your own ``{name: value}`` pairs (names are case-insensitive and come
+        back lower-case; at most 2 KiB in all, no control characters).
+
+
         ``if_match=etag`` stores only over that version (compare-and-swap; ``"*"``: over
         any); ``if_none_match="*"`` only if no file has the name (create, never overwrite).
         The condition is checked atomically as the new version is committed: of two
         writers holding the same etag, one succeeds and the other gets PreconditionFailed.
         (A retry after a connection lost mid-commit can find its own write and fail so.)
 
-        Raises InvalidName, PreconditionFailed, Unavailable, PeerUnreachable,
-        InsufficientStorage, TypeError for unsupported data, and OSError for a file that
-        cannot be read.
+        Raises InvalidName, InvalidRequest (bad or too much metadata), PreconditionFailed,
+        Unavailable, PeerUnreachable, InsufficientStorage, TypeError for unsupported data,
+        ValueError for a naive ``expires`` datetime, and OSError for a file that cannot be
+        read.
         """
+        headers = _representation_headers(
+            metadata,
+            {
+                "Content-Encoding": content_encoding,
+                "Content-Disposition": content_disposition,
+                "Cache-Control": cache_control,
+                "Content-Language": content_language,
+                "Expires": _http_date(expires),
+            },
+        )
         async with await RequestBody.prepare(data, progress) as body:
-            headers = _conditions(if_match, if_none_match)
+            headers.update(_conditions(if_match, if_none_match))
             if content_type is not None:
                 headers["Content-Type"] = content_type
             if body.size is not None:
@@ -388,6 +415,26 @@ def _conditions(if_match: str | None, if_none_match: str | None) -> dict[str, st
     if if_none_match is not None:
         headers["If-None-Match"] = entity_tag(if_none_match)
     return headers
+
+
+def _representation_headers(
+    metadata: Mapping[str, str] | None, fields: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The headers of a PUT that carry its representation fields and user metadata."""
+    headers = {header: value for header, value in fields.items() if value is not None}
+    for key, value in (metadata or {}).items():
+        headers[META_PREFIX + key.lower()] = value
+    return headers
+
+
+def _http_date(moment: str | datetime | None) -> str | None:
+    """``moment`` as an HTTP date (a string is sent as it is); raises ValueError for a
+    datetime without a time zone."""
+    if not isinstance(moment, datetime):
+        return moment
+    if moment.tzinfo is None:
+        raise ValueError("expires must be a timezone-aware datetime")
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
 
 
 def _page(record: Any) -> tuple[list[FileEntry], str | None]:

@@ -380,7 +380,8 @@ def rm(names: tuple[str, ...], peers: tuple[str, ...], cacert: Path | None) -> N
 @_json_option
 @_peer_option
 def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
-    """Show a file's size, version and layout, and which peer holds each chunk."""
+    """Show a file's size, version, layout, stored headers and metadata, and which peer
+    holds each chunk."""
     with _client(peers, cacert) as client:
         manifest = client.manifest(name)
         view = client.cluster()
@@ -400,8 +401,20 @@ def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) 
         ),
         ("degraded", "yes: fewer chunks stored than the layout has" if manifest.degraded else "no"),
     ]
+    given = {
+        "encoding": manifest.content_encoding,
+        "disposition": manifest.content_disposition,
+        "cache control": manifest.cache_control,
+        "language": manifest.content_language,
+        "expires": manifest.expires,
+    }
+    rows += [(label, value) for label, value in given.items() if value is not None]
     for label, value in rows:
-        click.echo(f"{label + ':':<14}{_shown(value)}")
+        click.echo(f"{label + ':':<13} {_shown(value)}")
+    if manifest.metadata:
+        click.echo("metadata:")
+        for key, value in sorted(manifest.metadata.items()):
+            click.echo(f"  {_shown(key)}: {_shown(value)}")
     click.echo(f"chunks:       {len(manifest.chunks)}")
     click.echo(f"  {'#':>2}  {'kind':<6}  {'peer':<36}  {'url':<24}  state")
     for chunk in manifest.chunks:

@@ -8,7 +8,8 @@ they read naturally (``except KeyError`` catches a missing file).
     ├── InvalidRequest (ValueError)      400 invalid_request, any other 4xx
     │   ├── InvalidName                  400 invalid_name
     │   ├── InvalidRange                 416 invalid_range (``size`` = the file's size)
-    │   └── IncompleteBody               400 incomplete_body: the upload was cut short
+    │   ├── IncompleteBody               400 incomplete_body: the upload was cut short
+    │   └── BadDigest                    400 bad_digest: the body does not match its digest
     ├── PreconditionFailed               412 precondition_failed: if_match/if_none_match failed
     ├── NotFound (KeyError)              404 not_found, chunk_not_found
     │   └── FileNotFound                 404 file_not_found
@@ -93,6 +94,10 @@ class IncompleteBody(InvalidRequest):
     """The server received less of an upload than it was promised."""
 
 
+class BadDigest(InvalidRequest):
+    """The body does not match the Content-MD5 or digest sent with it; nothing was stored."""
+
+
 class PreconditionFailed(RingstoreError):
     """A condition of the request (``if_match``, ``if_none_match``) does not hold for the
     file's current version (412); nothing was changed."""
@@ -151,6 +156,9 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "invalid_name": InvalidName,
     "invalid_range": InvalidRange,
     "incomplete_body": IncompleteBody,
+    "bad_digest": BadDigest,
+    "invalid_digest": InvalidRequest,
+    "metadata_too_large": InvalidRequest,
     "not_found": NotFound,
     "file_not_found": FileNotFound,
     "namespace_not_found": NotFound,

@@ -9,7 +9,7 @@ are kept as the server's opaque strings: equal strings name the same file versio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -31,6 +31,40 @@ def _fields(cls: type[Any], record: Mapping[str, Any], **given: Any) -> dict[str
         },
         **given,
     }
+
+
+META_PREFIX = "x-ringstore-meta-"
+# Representation fields by the header that carries them (absent: None)
+_REPRESENTATION = {
+    "content_encoding": "Content-Encoding",
+    "content_disposition": "Content-Disposition",
+    "cache_control": "Cache-Control",
+    "content_language": "Content-Language",
+    "expires": "Expires",
+}
+
+
+def _representation_from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The representation fields and user metadata (names lower-case) of a file's headers."""
+    found: dict[str, Any] = {name: headers.get(header) for name, header in _REPRESENTATION.items()}
+    found["metadata"] = {
+        key.lower()[len(META_PREFIX) :]: value
+        for key, value in headers.items()
+        if key.lower().startswith(META_PREFIX)
+    }
+    return found
+
+
+def _representation_from_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The representation fields and user metadata of a manifest's JSON (a server from
+    before they were kept sends none: all None, no metadata)."""
+    found: dict[str, Any] = {}
+    for name in _REPRESENTATION:
+        value = record.get(name)
+        found[name] = None if value is None else str(value)
+    metadata = record.get("metadata") or {}
+    found["metadata"] = {str(key): str(value) for key, value in dict(metadata).items()}
+    return found
 
 
 def _etag(header: str) -> str:
@@ -60,15 +94,24 @@ class PutResult:
 
 @dataclass(frozen=True)
 class FileStat:
-    """What the headers of a file tell: its size, version, etag, type and modification time."""
+    """What the headers of a file tell: its size, version, etag, type and modification time,
+    and the representation fields and user metadata it was stored with (None: not given)."""
 
     name: str
     size: int
+    """Bytes as stored (and served): encoded ones if ``content_encoding`` is set."""
     version: str
     etag: str
     content_type: str
     last_modified: datetime
     """When this version was written (UTC, whole seconds)."""
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    cache_control: str | None = None
+    content_language: str | None = None
+    expires: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """User metadata (``X-Ringstore-Meta-<name>``), by lower-case name."""
 
     @classmethod
     def from_headers(cls, name: str, headers: Mapping[str, str]) -> FileStat:
@@ -91,6 +134,7 @@ class FileStat:
             etag=_etag(headers["ETag"]),
             content_type=headers.get("Content-Type", "application/octet-stream"),
             last_modified=modified,
+            **_representation_from_headers(headers),
         )
 
 
@@ -132,7 +176,8 @@ class ChunkInfo:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The committed record of one file version: layout, content digest and chunk holders."""
+    """The committed record of one file version: layout, content digest and chunk holders,
+    and the representation fields and user metadata it was stored with (None: not given)."""
 
     name: str
     version: str
@@ -149,12 +194,19 @@ class Manifest:
     chunk_size: int
     stripes: int
     chunks: tuple[ChunkInfo, ...]
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    cache_control: str | None = None
+    content_language: str | None = None
+    expires: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """User metadata (``X-Ringstore-Meta-<name>``), by lower-case name."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
         """Build from the JSON answer of ``GET /manifests/{name}``."""
         chunks = tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"])
-        return cls(**_fields(cls, record, chunks=chunks))
+        return cls(**_fields(cls, record, chunks=chunks, **_representation_from_json(record)))
 
 
 @dataclass(frozen=True)

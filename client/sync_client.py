@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -140,6 +141,12 @@ class Client:
         progress: ProgressCallback | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_encoding: str | None = None,
+        content_disposition: str | None = None,
+        cache_control: str | None = None,
+        content_language: str | None = None,
+        expires: str | datetime | None = None,
     ) -> PutResult:
         """Store ``data`` as ``name``; see ``AsyncClient.put``."""
         return self._loop.run(
@@ -150,6 +157,12 @@ class Client:
                 progress=progress,
                 if_match=if_match,
                 if_none_match=if_none_match,
+                metadata=metadata,
+                content_encoding=content_encoding,
+                content_disposition=content_disposition,
+                cache_control=cache_control,
+                content_language=content_language,
+                expires=expires,
             )
         )
 

@@ -11,6 +11,9 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── TooLarge                       a body past its limit (--max-file-size)
     │   ├── RequestTimeout                 a client sent nothing for --client-timeout
     │   ├── UnsupportedMediaType           a body not of the type the route takes
+    │   ├── MetadataTooLarge               user metadata past its bound
+    │   ├── InvalidDigest                  a malformed Content-MD5 or digest field
+    │   ├── BadDigest                      a body that does not match its digest
     │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── PreconditionFailed                 a condition of the request (If-Match...) does not hold
     ├── NotFound (KeyError)
@@ -72,6 +75,18 @@ class RequestTimeout(InvalidRequest):
 
 class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
+
+
+class MetadataTooLarge(InvalidRequest):
+    code = "metadata_too_large"
+
+
+class InvalidDigest(InvalidRequest):
+    code = "invalid_digest"
+
+
+class BadDigest(InvalidRequest):
+    code = "bad_digest"
 
 
 class Forbidden(InvalidRequest):

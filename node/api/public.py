@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 from node.api.access import require, require_key, writable_namespace
 from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
 from node.api.input import body_pieces, defer_continue, query_int
+from node.api.integrity import expected_digests, verified
 from node.api.keys import (
     ACCESS,
     AUTH,
@@ -31,7 +32,8 @@ from node.api.keys import (
     principal_of,
 )
 from node.api.ranges import parse_range
-from node.errors import InvalidName, RingstoreError, TooLarge, UnsupportedMediaType
+from node.api.representation import representation_headers, representation_of
+from node.errors import InvalidName, RingstoreError, TooLarge
 from node.model.access import ALL, namespace_of
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
@@ -74,6 +76,7 @@ def _file_headers(manifest: Manifest) -> dict[str, str]:
         ),
         "X-Ringstore-Version": str(manifest.version),
         "Content-Security-Policy": SANDBOX,
+        **representation_headers(manifest.representation),
     }
 
 
@@ -88,13 +91,15 @@ async def put_file(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
-    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in ("", "identity"):
-        # Stored as sent or inflated here, either would surprise someone (and inflating is
-        # a zip bomb's way in): neither is done.
-        raise UnsupportedMediaType("a file is stored as it is sent: send it without encoding")
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    representation = representation_of(request.headers)
     body = body_pieces(request, config.client_timeout, config.max_file_size)
-    manifest = await request.app[COORDINATOR].put(name, body, size, content_type, condition)
+    digests = expected_digests(request.headers)
+    if digests:  # hashed only when asked for
+        body = verified(body, digests)
+    manifest = await request.app[COORDINATOR].put(
+        name, body, size, content_type, condition, representation=representation
+    )
     log.info(
         "PUT %r %d bytes as %s in %.3fs%s",
         name,

@@ -35,6 +35,7 @@ from node.model.digests import Buffer
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.preconditions import Preconditions, representation
+from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
@@ -79,18 +80,22 @@ class Coordinator:
         size: int | None,
         content_type: str,
         condition: Preconditions | None = None,
+        *,
+        representation: Representation = NO_REPRESENTATION,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
 
-        ``size`` is the Content-Length when the client sent one. ``condition`` (If-Match,
-        If-None-Match, If-Unmodified-Since) is checked by each manifest replica at the
-        commit, which makes it atomic; it is also checked against a read before the upload,
-        to refuse at once what would be refused anyway and to move this peer's clock past
-        the current version (a condition that holds must not lose to an older clock).
-        Raises Unavailable (too few peers, too few durable chunks, no manifest quorum),
-        InsufficientStorage (peers out of space), IncompleteBody, PreconditionFailed or what
-        ``body`` raises. The body is read no further once too few chunk streams are left to
-        reach the quorum.
+        ``size`` is the Content-Length when the client sent one; ``representation`` is kept
+        in the manifest. ``condition`` (If-Match, If-None-Match, If-Unmodified-Since) is
+        checked by each manifest replica at the commit, which makes it atomic; it is also
+        checked against a read before the upload, to refuse at once what would be refused
+        anyway and to move this peer's clock past the current version (a condition that
+        holds must not lose to an older clock). If ``body`` raises, the upload is aborted
+        before its last stripe is sent (stripes go out one behind the body), so no chunk of
+        it is complete; the body is read no further once too few chunk streams are left to
+        reach the quorum. Raises Unavailable (too few peers, too few durable chunks, no
+        manifest quorum), InsufficientStorage (peers out of space), IncompleteBody,
+        PreconditionFailed or what ``body`` raises.
         """
         config = self._config
         if condition is not None:
@@ -131,7 +136,15 @@ class Coordinator:
         if len(chunks) < group.quorum:
             self._replicas.delete_later(name, {(w.holder, w.chunk_id) for w in writers.values()}, 0)
             raise group.shortfall(len(chunks))
-        manifest = Manifest(name, version, layout, written.etag, content_type, chunks)
+        manifest = Manifest(
+            name,
+            version,
+            layout,
+            written.etag,
+            content_type,
+            chunks,
+            representation=representation,
+        )
         await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), n)

@@ -8,6 +8,9 @@ holder peer and block digests. A tombstone is a manifest with ``deleted`` set an
 A cluster record (an access key, a namespace: ``node.model.access``) is a manifest of a
 reserved name (``/``...) with no chunks that carries the record ``inline`` (at most
 ``MAX_INLINE`` bytes; the field is left out when empty, so other manifests keep their bytes).
+A file's representation metadata (``node.model.representation``: Content-Encoding and the
+other fields given at PUT, user metadata) is kept the same way: one ``representation`` map of
+the fields given, left out when none was, so manifests written without it keep their bytes.
 
 On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
 the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
@@ -19,8 +22,9 @@ Decoding a manifest checks it whole, since peers send them and a replica trusts 
 the name is valid (``node.model.names``), the layout within ``check_layout``'s bounds
 (block size, k + m <= 256, size >= 0), the revision 0..2**63-1, every chunk reference
 has an index below k + m, no index twice, and one digest per stripe; etag and content type
-are short and free of control characters. A chunk's owner (``chunk_owner``) is checked the
-same way wherever it arrives: headers of a chunk upload, a pull order.
+are short and free of control characters; representation metadata passes
+``check_representation``, as it did when a client sent it. A chunk's owner (``chunk_owner``)
+is checked the same way wherever it arrives: headers of a chunk upload, a pull order.
 """
 
 from __future__ import annotations
@@ -39,12 +43,23 @@ from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
 from node.model.names import validate_name, validate_stored_name
+from node.model.representation import (
+    MAX_FIELD_LENGTH,
+    MAX_METADATA_BYTES,
+    NO_REPRESENTATION,
+    Representation,
+    check_representation,
+)
 from node.model.version import Version
 
 SCHEMA = 1
 MAX_REVISION = (1 << 63) - 1
 MAX_LABEL_LENGTH = 1024  # etag and content type
 MAX_INLINE = 64 << 10  # bytes a manifest carries inline
+
+_Field = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_LENGTH)]
+_MetaText = Annotated[str, msgspec.Meta(max_length=MAX_METADATA_BYTES)]
+_Metadata = Annotated[dict[_MetaText, _MetaText], msgspec.Meta(max_length=MAX_METADATA_BYTES)]
 
 # What a malformed record raises while it is decoded: msgspec's errors, and Layout's.
 _DECODE_ERRORS = (msgspec.DecodeError, ValueError)
@@ -94,6 +109,18 @@ class ChunkRef(msgspec.Struct, frozen=True, array_like=True):
         return self.block_digests[stripe * DIGEST_SIZE : (stripe + 1) * DIGEST_SIZE]
 
 
+class RepresentationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A manifest's representation metadata (``Representation``): a msgpack map of the
+    fields that were given."""
+
+    content_encoding: _Field = ""
+    content_disposition: _Field = ""
+    cache_control: _Field = ""
+    content_language: _Field = ""
+    expires: _Field = ""
+    metadata: _Metadata = {}
+
+
 class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A manifest as stored and sent: a msgpack map (unknown keys are ignored on decode)."""
 
@@ -113,6 +140,11 @@ class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
     # a small record carried in the manifest itself (cluster records: access keys...);
     # absent when empty, so manifests without one keep their earlier bytes
     inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE)] | UnsetType = UNSET
+    # representation metadata given at PUT, absent when none was (same reason)
+    representation: RepresentationRecord | UnsetType = UNSET
+    # msgspec writes a map of over 15 possible fields with a map16 header even when fewer
+    # are present, which would change the bytes of every earlier manifest: add new fields
+    # inside nested records, not here (this record has 14).
 
 
 class SealedManifest(msgspec.Struct, frozen=True, array_like=True):
@@ -137,6 +169,7 @@ class Manifest:
     deleted: bool = False
     revision: int = 0
     inline: bytes = b""
+    representation: Representation = NO_REPRESENTATION
 
     @property
     def precedence(self) -> tuple[Version, int]:
@@ -182,10 +215,12 @@ class Manifest:
             self.deleted,
             self.revision,
             self.inline,
+            self.representation,
         )
 
     def to_bytes(self) -> bytes:
         layout = self.layout
+        given = self.representation
         record = ManifestRecord(
             schema=SCHEMA,
             name=self.name,
@@ -200,6 +235,7 @@ class Manifest:
             revision=self.revision,
             chunks=list(self.chunks),
             inline=self.inline or UNSET,
+            representation=_representation_record(given) if given else UNSET,
         )
         packed = msgspec.msgpack.encode(record)
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
@@ -216,6 +252,7 @@ class Manifest:
                 raise CorruptData(f"unknown manifest schema {record.schema!r}")
             layout = check_layout(Layout(record.size, record.k, record.m, record.block_size))
             _check_record(record, layout)
+            representation = _representation(record)
         except _DECODE_ERRORS as exc:
             raise CorruptData(f"undecodable manifest: {exc}") from exc
         return cls(
@@ -228,6 +265,7 @@ class Manifest:
             revision=record.revision,
             chunks=tuple(record.chunks),
             inline=record.inline or b"",
+            representation=representation,
         )
 
     @property
@@ -237,8 +275,9 @@ class Manifest:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as ``GET /manifests/{name}`` shows it."""
+        """The manifest as ``GET /manifests/{name}`` shows it (fields not given: null)."""
         layout = self.layout
+        given = self.representation
         return {
             "name": self.name,
             "version": str(self.version),
@@ -247,6 +286,12 @@ class Manifest:
             "size": layout.size,
             "etag": self.etag,
             "content_type": self.content_type,
+            "content_encoding": given.content_encoding or None,
+            "content_disposition": given.content_disposition or None,
+            "cache_control": given.cache_control or None,
+            "content_language": given.content_language or None,
+            "expires": given.expires or None,
+            "metadata": dict(given.metadata),
             "deleted": self.deleted,
             "degraded": self.degraded,
             "k": layout.k,
@@ -307,6 +352,35 @@ def _check_record(record: ManifestRecord, layout: Layout) -> None:
         if len(ref.block_digests) != digests:
             raise ValueError(f"chunk {ref.index} has {len(ref.block_digests)} digest bytes")
         seen.add(ref.index)
+
+
+def _representation_record(given: Representation) -> RepresentationRecord:
+    return RepresentationRecord(
+        content_encoding=given.content_encoding,
+        content_disposition=given.content_disposition,
+        cache_control=given.cache_control,
+        content_language=given.content_language,
+        expires=given.expires,
+        metadata=dict(given.metadata),
+    )
+
+
+def _representation(record: ManifestRecord) -> Representation:
+    """A decoded record's representation metadata, checked as a client's would be; raises
+    ValueError (InvalidRequest)."""
+    stored = record.representation
+    if isinstance(stored, UnsetType):
+        return NO_REPRESENTATION
+    given = Representation(
+        stored.content_encoding,
+        stored.content_disposition,
+        stored.cache_control,
+        stored.content_language,
+        stored.expires,
+        tuple(sorted(stored.metadata.items())),
+    )
+    check_representation(given)
+    return given
 
 
 def chunk_owner(name: str, version: str, index: int, block_size: int) -> ChunkMeta:

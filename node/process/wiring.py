@@ -72,6 +72,9 @@ def create_app(config: PeerConfig) -> web.Application:
             _addressed_to_me,
         ],
         client_max_size=256 << 20,
+        # Request bodies are never decoded: a file is stored as the bytes it was sent,
+        # with its Content-Encoding kept beside it (node.api.representation).
+        handler_args={"auto_decompress": False},
     )
     app[keys.CONFIG] = config
     app.on_response_prepare.append(_common_headers)

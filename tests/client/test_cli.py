@@ -135,6 +135,28 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
     assert ok(await ringstore(cluster, "ls")).stdout.split()[1::2] == ["dir/f2", "other/y"]
 
 
+async def test_stat_shows_stored_headers_and_metadata(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    headers = {
+        "Content-Encoding": "gzip",
+        "Cache-Control": "max-age=60",
+        "X-Ringstore-Meta-Owner": "ops",
+        "X-Ringstore-Meta-Note": "line\u2028two",  # a Unicode line separator: shown escaped
+    }
+    async with http.put(f"{cluster[0].url}/files/cli/meta", data=b"x", headers=headers) as r:
+        assert r.status == 201, await r.text()
+    text = ok(await ringstore(cluster, "stat", "cli/meta")).stdout
+    assert "encoding:     gzip\n" in text
+    assert "cache control: max-age=60\n" in text
+    assert "metadata:\n  note: line\\u2028two\n  owner: ops\n" in text
+    assert "expires" not in text
+    shown = json.loads(ok(await ringstore(cluster, "stat", "cli/meta", "--json")).stdout)
+    assert shown["content_encoding"] == "gzip"
+    assert shown["expires"] is None
+    assert shown["metadata"] == {"owner": "ops", "note": "line\u2028two"}
+
+
 async def test_failures_are_one_line_on_stderr(cluster: LocalCluster, tmp_path: Path) -> None:
     missing = "error: no file named 'cli/missing'"
     assert failed(await ringstore(cluster, "get", "cli/missing", "-")) == missing

@@ -9,10 +9,12 @@ while this test's loop serves the in-process cluster). A few fake peers, small a
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +303,43 @@ async def test_conditional_put_and_delete(connect: Connect) -> None:
     assert await d.call("exists", "cond/lock") is True
     await d.call("delete", "cond/lock", if_match=f'"{swapped.etag}"')
     assert await d.call("exists", "cond/lock") is False
+
+
+async def test_put_keeps_representation_fields_and_metadata(connect: Connect) -> None:
+    d = await connect()
+    encoded = gzip.compress(b"col\n1\n" * 100)
+    put = await d.call(
+        "put",
+        "meta/table.csv.gz",
+        encoded,
+        content_type="text/csv",
+        content_encoding="gzip",
+        content_disposition='attachment; filename="table.csv"',
+        cache_control="no-cache",
+        content_language="en",
+        expires=datetime(2033, 12, 1, 17, 0, tzinfo=timezone(timedelta(hours=1))),
+        metadata={"Owner": "ops", "run": "42"},
+    )
+    assert put.size == len(encoded)  # stored as given, not decoded
+    assert await d.call("get", "meta/table.csv.gz") == encoded
+    stat = await d.call("stat", "meta/table.csv.gz")
+    manifest = await d.call("manifest", "meta/table.csv.gz")
+    for record in (stat, manifest):
+        assert record.content_encoding == "gzip"
+        assert record.content_disposition == 'attachment; filename="table.csv"'
+        assert record.cache_control == "no-cache"
+        assert record.content_language == "en"
+        assert record.expires == "Thu, 01 Dec 2033 16:00:00 GMT"
+        assert record.metadata == {"owner": "ops", "run": "42"}
+    with pytest.raises(ValueError, match="timezone"):
+        await d.call("put", "meta/naive", b"x", expires=datetime(2033, 1, 1))
+
+    await d.call("put", "meta/plain", b"x")
+    plain = await d.call("stat", "meta/plain")
+    assert (plain.content_encoding, plain.expires, plain.metadata) == (None, None, {})
+    with pytest.raises(InvalidRequest) as refused:
+        await d.call("put", "meta/too-much", b"x", metadata={"big": "v" * 3000})
+    assert refused.value.code == "metadata_too_large"
 
 
 async def test_list_follows_pages(connect: Connect) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from client import (
     AsyncClient,
+    BadDigest,
     Client,
     CorruptData,
     FileNotFound,
@@ -48,6 +49,9 @@ def error_body(code: str, message: str = "why") -> bytes:
         (400, "invalid_request", InvalidRequest),
         (400, "invalid_name", InvalidName),
         (400, "incomplete_body", IncompleteBody),
+        (400, "bad_digest", BadDigest),
+        (400, "invalid_digest", InvalidRequest),
+        (400, "metadata_too_large", InvalidRequest),
         (416, "invalid_range", InvalidRange),
         (404, "not_found", NotFound),
         (404, "file_not_found", FileNotFound),

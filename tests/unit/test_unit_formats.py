@@ -4,6 +4,10 @@ The vectors below were written by ringstore 0.1.0 (hand-encoded msgpack, before 
 a manifest with a missing chunk at revision 3, a tombstone, a chunk sidecar and a member
 list. A peer upgraded in place must read every one of them, and what it writes back must be
 the same bytes, so that replicas written by old and new peers compare equal.
+
+``META_MANIFEST`` was written when manifests began to keep representation metadata (a
+``representation`` map, left out when empty, which is why the older vectors keep their
+bytes): it pins that map's encoding the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import msgspec
 
 from node.cluster.protocol import GossipMessage, MemberRecord
 from node.model.layout import Layout
-from node.model.manifest import ChunkMeta, Manifest
+from node.model.manifest import ChunkMeta, Manifest, ManifestRecord
+from node.model.representation import Representation
 from node.model.version import Version
 
 PEER = "0b4f6a1e-5a0e-4c39-9a55-5f0c2e0c8d11"
@@ -27,6 +32,23 @@ OLD_MANIFEST = bytes.fromhex(
     "0101019302a6706565722d32c410020202020202020202020202020202029303a6706565722d33c410030303"
     "030303030303030303030303039304a6706565722d34c410040404040404040404040404040404049306a670"
     "6565722d36c41006060606060606060606060606060606c410013fec9ca46077650f453548245d45d6"
+)
+META_MANIFEST = bytes.fromhex(
+    "92c5026e8da6736368656d6101a46e616d65b670686f746f732f323032362f6361742e6a70672e677aa77665"
+    "7273696f6e93cf0000019ad16a5f8901d92430623466366131652d356130652d346333392d396135352d3566"
+    "30633265306338643131a473697a65cd10e1a16b05a16d02aa626c6f636b5f73697a65cd1000a465746167d9"
+    "203564343134303261626334623261373662393731396439313130313763353932ac636f6e74656e745f7479"
+    "7065aa696d6167652f6a706567a764656c65746564c2a87265766973696f6e00a66368756e6b73979300a670"
+    "6565722d30c410000000000000000000000000000000009301a6706565722d31c41001010101010101010101"
+    "0101010101019302a6706565722d32c410020202020202020202020202020202029303a6706565722d33c410"
+    "030303030303030303030303030303039304a6706565722d34c4100404040404040404040404040404040493"
+    "05a6706565722d35c410050505050505050505050505050505059306a6706565722d36c41006060606060606"
+    "060606060606060606ae726570726573656e746174696f6e86b0636f6e74656e745f656e636f64696e67a467"
+    "7a6970b3636f6e74656e745f646973706f736974696f6ed9216174746163686d656e743b2066696c656e616d"
+    "653d226361742e6a70672e677a22ad63616368655f636f6e74726f6cb57075626c69632c206d61782d616765"
+    "3d3836343030b0636f6e74656e745f6c616e6775616765a2656ea765787069726573bd5468752c2030312044"
+    "656320323033332031363a30303a303020474d54a86d6574616461746182a5616c62756da432303236a66361"
+    "6d657261a55831303056c4100991b58787e7c462e5f49ff1f6bcfbcd"
 )
 OLD_TOMBSTONE = bytes.fromhex(
     "92c4958ca6736368656d6101a46e616d65ae70686f746f732f6f6c642e747874a776657273696f6e93cf0000"
@@ -62,6 +84,37 @@ def test_a_manifest_written_by_the_previous_release_decodes() -> None:
     assert all(c.block_digests == bytes([c.index]) * 16 for c in manifest.chunks)
     assert manifest.degraded
     assert manifest.to_bytes() == OLD_MANIFEST
+
+
+def test_a_manifest_with_representation_metadata_decodes() -> None:
+    manifest = Manifest.from_bytes(META_MANIFEST)
+    assert manifest.name == "photos/2026/cat.jpg.gz"
+    assert manifest.version == Version(1764450000777, 1, PEER)
+    assert manifest.layout == Layout(4321, 5, 2, 4096)
+    assert manifest.content_type == "image/jpeg"
+    assert len(manifest.chunks) == 7
+    assert manifest.representation == Representation(
+        content_encoding="gzip",
+        content_disposition='attachment; filename="cat.jpg.gz"',
+        cache_control="public, max-age=86400",
+        content_language="en",
+        expires="Thu, 01 Dec 2033 16:00:00 GMT",
+        metadata=(("album", "2026"), ("camera", "X100V")),
+    )
+    assert manifest.to_bytes() == META_MANIFEST
+
+
+def test_manifests_without_representation_metadata_keep_their_bytes() -> None:
+    for old in (OLD_MANIFEST, OLD_TOMBSTONE):
+        manifest = Manifest.from_bytes(old)
+        assert not manifest.representation
+        assert b"representation" not in manifest.to_bytes()
+
+
+def test_the_manifest_record_keeps_a_fixmap_header() -> None:
+    """msgspec gives a struct of more than 15 fields a map16 header even when fewer are
+    present: one more top-level field would change the bytes of every manifest above."""
+    assert len(ManifestRecord.__struct_fields__) <= 15
 
 
 def test_a_tombstone_written_by_the_previous_release_decodes() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from node.errors import CorruptData
 from node.model.layout import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Layout
 from node.model.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
+from node.model.representation import Representation
 from node.model.version import Version
 
 DIGEST = 16
@@ -44,6 +45,20 @@ segments = st.text(
 ).filter(lambda s: s not in (".", ".."))
 names = st.lists(segments, min_size=1, max_size=3).map("/".join)
 labels = st.characters(blacklist_categories=["Cc", "Cs"])
+metadata_names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=12)
+
+
+@st.composite
+def representations(draw: st.DrawFn) -> Representation:
+    text = st.text(labels, max_size=40)
+    return Representation.build(
+        content_encoding=draw(text),
+        content_disposition=draw(text),
+        cache_control=draw(text),
+        content_language=draw(text),
+        expires=draw(text),
+        metadata=draw(st.dictionaries(metadata_names, text, max_size=8)),
+    )
 
 
 @st.composite
@@ -69,6 +84,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
         chunks=chunks,
         deleted=draw(st.booleans()),
         revision=draw(st.integers(0, 2**31)),
+        representation=draw(representations()),
     )
 
 
@@ -139,11 +155,61 @@ def test_a_flipped_byte_anywhere_fails_the_checksum() -> None:
         record(block_size=0),
         record(chunks=[[0, "holder"]]),
         record(chunks=7),
+        record(representation="gzip"),
+        record(representation={"content_encoding": 7}),
+        record(representation={"content_encoding": "gz\x07ip"}),  # a control character
+        record(representation={"expires": "x" * 1025}),  # too long
+        record(representation={"metadata": {"Upper": "x"}}),  # names are lower-case
+        record(representation={"metadata": {"a b": "x"}}),  # and tokens
+        record(representation={"metadata": {"a": "x\ny"}}),
+        record(representation={"metadata": {"a": "v" * 2048}}),  # past the bound
+        record(representation={"metadata": {f"k{i}": "v" * 60 for i in range(40)}}),
+        record(representation={"metadata": ["a", "x"]}),
     ],
 )
 def test_anything_else_raises_corrupt_data(data: bytes) -> None:
     with pytest.raises(CorruptData):
         Manifest.from_bytes(data)
+
+
+def test_representation_round_trips_and_is_left_out_when_empty() -> None:
+    given = Representation.build(
+        content_encoding="gzip",
+        cache_control="no-cache",
+        metadata={"b": "2", "a": "1"},
+    )
+    manifest = dataclasses.replace(sample(), representation=given)
+    again = Manifest.from_bytes(manifest.to_bytes())
+    assert again.representation == given
+    assert again.representation.metadata == (("a", "1"), ("b", "2"))
+    assert again.without_chunks().representation == given
+    inner, _ = msgpack.unpackb(manifest.to_bytes())
+    assert msgpack.unpackb(inner)["representation"] == {
+        "content_encoding": "gzip",
+        "cache_control": "no-cache",
+        "metadata": {"a": "1", "b": "2"},
+    }
+    inner, _ = msgpack.unpackb(sample().to_bytes())
+    assert "representation" not in msgpack.unpackb(inner)
+
+
+def test_a_revision_keeps_the_representation() -> None:
+    # Moves and repairs build the next revision with dataclasses.replace.
+    given = Representation.build(content_language="fr", metadata={"owner": "ops"})
+    manifest = dataclasses.replace(sample(), representation=given)
+    moved = dataclasses.replace(manifest, chunks=manifest.chunks[1:], revision=1)
+    assert Manifest.from_bytes(moved.to_bytes()).representation == given
+
+
+def test_to_json_shows_the_representation() -> None:
+    shown = sample().to_json()
+    assert shown["content_encoding"] is None
+    assert shown["metadata"] == {}
+    given = Representation.build(expires="Thu, 01 Dec 2033 16:00:00 GMT", metadata={"a": "1"})
+    shown = dataclasses.replace(sample(), representation=given).to_json()
+    assert shown["expires"] == "Thu, 01 Dec 2033 16:00:00 GMT"
+    assert shown["content_disposition"] is None
+    assert shown["metadata"] == {"a": "1"}
 
 
 def test_unknown_schema_says_so() -> None:

@@ -1,0 +1,62 @@
+"""Representation headers of a file: read from a PUT, given back on GET and HEAD.
+
+``Content-Encoding``, ``Content-Disposition``, ``Cache-Control``, ``Content-Language`` and
+``Expires`` are kept as sent (field lines of one name joined with ``", "``, as RFC 9110
+§5.3 allows), and so is user metadata: ``X-Ringstore-Meta-<name>: value``, the name kept
+lower-case (header names are case-insensitive). ``node.model.representation`` bounds them.
+The body is stored as sent whatever its Content-Encoding (the app never decodes request
+bodies: ``node.process.wiring``), so a read gives back those bytes with that header, and
+ranges count the stored bytes.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs
+from multidict import CIMultiDictProxy
+
+from node.errors import InvalidRequest
+from node.model.representation import Representation
+
+META_PREFIX = "X-Ringstore-Meta-"
+# Representation fields by header, in the order responses carry them
+HEADERS: dict[str, str] = {
+    "content_encoding": hdrs.CONTENT_ENCODING,
+    "content_disposition": hdrs.CONTENT_DISPOSITION,
+    "cache_control": hdrs.CACHE_CONTROL,
+    "content_language": hdrs.CONTENT_LANGUAGE,
+    "expires": hdrs.EXPIRES,
+}
+
+
+def representation_of(headers: CIMultiDictProxy[str]) -> Representation:
+    """The representation fields a PUT's headers give.
+
+    Raises InvalidRequest for a bad value (a control character, too long, a metadata header
+    without a name), MetadataTooLarge past the user-metadata bound.
+    """
+    given = {
+        field: ", ".join(headers.getall(header))
+        for field, header in HEADERS.items()
+        if header in headers
+    }
+    prefix = META_PREFIX.lower()
+    metadata: dict[str, list[str]] = {}
+    for header, value in headers.items():
+        lower = header.lower()
+        if lower.startswith(prefix):
+            if lower == prefix:
+                raise InvalidRequest(f"a {META_PREFIX}<name> header needs a name")
+            metadata.setdefault(lower[len(prefix) :], []).append(value)
+    return Representation.build(
+        **given, metadata={name: ", ".join(values) for name, values in metadata.items()}
+    )
+
+
+def representation_headers(representation: Representation) -> dict[str, str]:
+    """The headers that give ``representation`` back on a GET or HEAD."""
+    headers: dict[str, str] = {
+        HEADERS[field]: value for field, value in representation.standard.items()
+    }
+    for name, value in representation.metadata:
+        headers[META_PREFIX + name] = value
+    return headers
