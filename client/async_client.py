@@ -163,9 +163,9 @@ class AsyncClient:
         """Bytes ``[start, end)`` of ``name``, like ``data[start:end]``.
 
         ``end`` past the end of the file is clipped; ``end=None`` reads to the end; a
-        negative ``start`` with no ``end`` gives the last ``-start`` bytes. Raises
-        InvalidRange when ``start`` is at or past the end of the file, ValueError when
-        ``end <= start``, and FileNotFound.
+        negative ``start`` with no ``end`` gives the last ``-start`` bytes (all of a shorter
+        file, ``b""`` of an empty one). Raises InvalidRange when ``start`` is at or past the
+        end of the file, ValueError when ``end <= start``, and FileNotFound.
         """
         async with self.open(name, start=start, end=end) as reader:
             return await reader.read()

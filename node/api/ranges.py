@@ -1,6 +1,9 @@
 """HTTP ``Range: bytes=...`` parsing (RFC 9110 section 14), pure and single-range.
 
-Multi-range requests are answered with the whole body (the RFC allows ignoring Range).
+Multi-range requests are answered with the whole body (the RFC allows ignoring Range). A
+suffix range (``bytes=-N``, N > 0) of an empty file is answered with the whole, empty body
+(``200``), as S3 does: RFC 9110 counts it satisfiable, yet no ``206`` can carry an empty
+range, and ``whole[-N:]`` of empty bytes is empty bytes.
 Positions are ASCII digits only: ``int()`` would also take ``+1``, ``1_0`` or other scripts'
 digits, which no HTTP peer means.
 """
@@ -17,7 +20,8 @@ _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Return the half-open byte range ``(start, end)`` a Range header asks for.
 
-    ``None`` means "send the whole file" (no header, another unit, or several ranges).
+    ``None`` means "send the whole file" (no header, another unit, several ranges, or a
+    suffix range of an empty file).
     Raises InvalidRange when the range cannot be satisfied (416) or is malformed.
     """
     if header is None:
@@ -31,8 +35,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "":
         suffix = int(last)
-        if suffix == 0 or size == 0:
+        if suffix == 0:
             raise InvalidRange(f"range {header!r} not satisfiable for {size} bytes", size)
+        if size == 0:
+            return None  # the last N bytes of nothing: all of it, which is nothing
         return max(0, size - suffix), size
     start = int(first)
     end = size - 1 if last == "" else min(int(last), size - 1)

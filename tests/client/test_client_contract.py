@@ -209,6 +209,7 @@ async def test_put_and_get_every_kind_of_body(connect: Connect, tmp_path: Path) 
 
     assert (await d.call("put", "kinds/empty", b"")).size == 0
     assert await d.call("get", "kinds/empty") == b""
+    assert await d.call("get_range", "kinds/empty", -5) == b"" == b""[-5:]
 
     name = "photos/été 2026/naïve café #1?.jpg"  # every segment percent-encoded, '/' kept
     await d.call("put", name, b"jpeg")
