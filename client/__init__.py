@@ -1,6 +1,6 @@
 """The Python client library of ringstore (see docs/client.md)."""
 
-from client.async_client import AsyncClient
+from client.async_client import MAX_PAGE_SIZE, AsyncClient
 from client.body import BinaryReader, BodySource, ProgressCallback
 from client.credentials import Credentials, find_credentials, read_credentials
 from client.errors import (
@@ -36,6 +36,7 @@ from client.records import (
 from client.sync_client import Client, FileReader
 
 __all__ = [
+    "MAX_PAGE_SIZE",
     "AsyncClient",
     "AsyncFileReader",
     "BinaryReader",

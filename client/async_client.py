@@ -23,14 +23,17 @@ import aiohttp
 
 from client.body import BodySource, ProgressCallback, RequestBody
 from client.credentials import find_credentials
-from client.errors import FileNotFound, InvalidName, UnexpectedResponse
+from client.errors import FileNotFound, InvalidName, InvalidRequest, UnexpectedResponse
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
 from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
 from client.transport import PeerList, RetryPolicy, Transport, read_json
 
 PEERS_ENV = "RINGSTORE_PEERS"
 DEFAULT_PEER = "http://127.0.0.1:8000"
-DEFAULT_PAGE_SIZE = 1000
+# Entries per page of a listing: the server's bound on ``limit`` (``MAX_LIST`` in
+# ``node.api.public``), checked here too so a bad page size fails before any request.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 
 _Record = TypeVar("_Record")
 
@@ -281,8 +284,10 @@ class AsyncClient:
         """Yield every live file whose name starts with ``prefix``, in name order.
 
         Fetches pages of up to ``page_size`` entries as the iteration goes. Raises
-        InvalidRequest for a bad ``page_size`` (1-10000), Unavailable.
+        InvalidRequest for a ``page_size`` outside 1..``MAX_PAGE_SIZE`` (1000, the server's
+        bound) before any request, Unavailable.
         """
+        _check_page_size(page_size)
         after = ""
         while True:
             params = {"prefix": prefix, "limit": str(page_size), "start_after": after}
@@ -358,6 +363,12 @@ class AsyncClient:
         """
         record = await self._transport.json("GET", "/cluster")
         return _parse(ClusterView.from_json, record, None, "GET /cluster")
+
+
+def _check_page_size(page_size: int) -> None:
+    """Raise InvalidRequest unless 1 <= ``page_size`` <= ``MAX_PAGE_SIZE``."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
 
 
 def _page(record: Any) -> tuple[list[FileEntry], str | None]:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 FILES = "/files/"
 MANIFESTS = "/manifests/"
-MAX_LIST = 1000
+MAX_LIST = 1000  # entries per listing page at most (the client's MAX_PAGE_SIZE agrees)
 
 
 def add_routes(app: web.Application) -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from client import (
+    MAX_PAGE_SIZE,
     AsyncClient,
     Client,
     ClusterView,
@@ -295,8 +296,10 @@ async def test_list_follows_pages(connect: Connect) -> None:
     assert {(e.content_type, e.deleted) for e in entries} == {("text/plain", False)}
     assert [e.name for e in await d.collect("list")] == [*names, "other/x"]
     assert await d.collect("list", "nothing/") == []
-    with pytest.raises(InvalidRequest):
-        await d.collect("list", page_size=0)
+    for bad in (0, MAX_PAGE_SIZE + 1, 10_000):  # the server's bound, checked before asking
+        with pytest.raises(InvalidRequest, match="page_size"):
+            await d.collect("list", page_size=bad)
+    assert [e.name for e in await d.collect("list", "list/", page_size=MAX_PAGE_SIZE)] == names
 
 
 async def test_manifest_and_cluster_are_typed(connect: Connect, cluster: LocalCluster) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from client import (
+    MAX_PAGE_SIZE,
     AsyncClient,
     Client,
     CorruptData,
@@ -35,6 +36,7 @@ from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
 from client.records import ClusterView, Manifest
 from client.transport import PeerList, RetryPolicy
+from node.api.public import MAX_LIST
 
 
 def error_body(code: str, message: str = "why") -> bytes:
@@ -266,3 +268,8 @@ def test_records_refuse_an_answer_missing_a_field_or_of_the_wrong_kind(
     incomplete = {key: value for key, value in MANIFEST.items() if key != "etag"}
     with pytest.raises(KeyError):
         Manifest.from_json(incomplete)
+
+
+def test_the_client_page_bound_is_the_servers() -> None:
+    # One bound, stated twice because client/ may not import node/: this keeps them equal.
+    assert MAX_PAGE_SIZE == MAX_LIST
