@@ -30,7 +30,7 @@ import click
 from client.async_client import default_peers, split_peers
 from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
 from client.errors import RingstoreError, Unauthenticated
-from client.records import ClusterView, Manifest
+from client.records import ClusterView, Manifest, PeerInfo
 from client.sync_client import Client
 
 CA_BUNDLE_ENV = "RINGSTORE_CA_BUNDLE"
@@ -432,24 +432,40 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
     fullest = max((p.used_bytes for p in view.peers), default=0) or 1
     full, empty = ("█", "░") if _unicode_stdout() else ("#", "-")
     click.echo(
-        f"  {'peer':<8}  {'url':<24}  {'state':<5}  {'fill':<{BAR_WIDTH}}  {'used':>10}  chunks"
+        f"  {'peer':<8}  {'url':<24}  {'state':<5}  {'clock':>9}  {'fill':<{BAR_WIDTH}}"
+        f"  {'used':>10}  chunks"
     )
     for peer in view.peers:
         filled = round(BAR_WIDTH * peer.used_bytes / fullest)
         bar = full * filled + empty * (BAR_WIDTH - filled)
         mark = "*" if peer.id == view.self_id else " "
         click.echo(
-            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}  {bar}"
-            f"  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
+            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}"
+            f"  {_offset(peer):>9}  {bar}  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
         )
     up = sum(p.state == "up" for p in view.peers)
     ring = view.ring
     click.echo(f"{up} of {len(view.peers)} peers up; fill bars compare with the fullest peer")
+    skewed = sum(p.skewed for p in view.peers)
+    if skewed:
+        click.echo(
+            f"clock: {skewed} peer(s) marked ! are off the answering peer's clock by more than"
+            " the cluster allows: check their time synchronisation (NTP)"
+        )
     click.echo(
         f"ring: {ring.members} members, {ring.vnodes} vnodes, evenness {ring.evenness:.3f}"
         f" (1.000 is perfectly even), digest {ring.digest[:12]}"
     )
     click.echo(f"* answered: {view.self_id}, of cluster {_shown(view.cluster_id)}")
+
+
+def _offset(peer: PeerInfo) -> str:
+    """A peer's clock offset for the status table: ``+0.012s``, ``!+3600.0s``, ``?``."""
+    if peer.clock_offset_ms is None:
+        return "?"
+    seconds = peer.clock_offset_ms / 1000
+    shown = f"{seconds:+.3f}s" if abs(seconds) < 100 else f"{seconds:+.0f}s"
+    return ("!" if peer.skewed else "") + shown
 
 
 def _unicode_stdout() -> bool:

@@ -34,6 +34,7 @@ from node.errors import InvalidName, RingstoreError
 from node.model.access import ALL, namespace_of
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
+from node.model.version import MAX_OFFSET_MS, ClockOffset
 from ring import Ring
 
 log = logging.getLogger(__name__)
@@ -215,12 +216,16 @@ async def get_cluster(request: web.Request) -> web.Response:
     peers: list[dict[str, Any]] = []
     for member in membership.members():
         live = membership.liveness(member.id)
-        figures = own if member.id == membership.me.id else live.figures
+        me = member.id == membership.me.id
+        figures = own if me else live.figures
+        clock = ClockOffset(0, 0) if me else live.clock  # None: not measured (yet)
         peers.append(
             {
                 "id": member.id,
                 "url": member.url,
                 "state": live.state,
+                "clock_offset_ms": None if clock is None else clock.offset_ms,
+                "skewed": clock is not None and clock.skewed,
                 "weight": member.weight,
                 "used_bytes": figures.used_bytes,
                 "chunks": figures.chunks,
@@ -240,6 +245,7 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "members": len(ring),
                 "evenness": _evenness(ring, config.k + config.m),
             },
+            "max_clock_offset_ms": MAX_OFFSET_MS,
             "peers": peers,
         }
     )

@@ -125,6 +125,8 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
         assert peer.url in text
         assert peer.id[:8] in text
     assert "7 of 7 peers up" in text
+    assert "clock" in text.splitlines()[0]  # each peer's offset from the answering one's
+    assert "!" not in text  # in-process peers share one clock: none is skewed
     assert "evenness" in text
     view = json.loads(ok(await ringstore(cluster, "status", "--json")).stdout)
     assert view["self_id"] == cluster[1].id

@@ -115,4 +115,5 @@ async def test_every_json_answer_matches_the_client_s_records(
     )
     # And the records build from these answers.
     assert ClusterView.from_json(view).peer(cluster[0].id) is not None
+    assert ClusterView.from_json(view).max_clock_offset_ms == view["max_clock_offset_ms"]
     assert Manifest.from_json(manifest).chunks

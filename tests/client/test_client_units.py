@@ -34,7 +34,7 @@ from client.async_client import PEERS_ENV, default_peers, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
-from client.records import ClusterView, Manifest
+from client.records import ClusterView, Manifest, PeerInfo
 from client.transport import PeerList, RetryPolicy
 from node.api.public import MAX_LIST
 
@@ -254,6 +254,16 @@ def test_records_read_every_field_with_its_type() -> None:
     assert view.ring.evenness == 1.0
     assert view.cluster_id == "0123456789abcdef"
     assert view.peer("p1") is view.peers[0]
+    # A peer of before clock offsets were reported: not measured, not skewed.
+    assert (view.peers[0].clock_offset_ms, view.peers[0].skewed) == (None, False)
+
+
+def test_a_peers_clock_offset_and_skew_are_read() -> None:
+    peer = {"id": "p2", "url": "u", "state": "down", "weight": 1, "used_bytes": 0, "chunks": 0}
+    info = PeerInfo.from_json({**peer, "clock_offset_ms": -3_600_002, "skewed": True})
+    assert (info.clock_offset_ms, info.skewed) == (-3_600_002, True)
+    info = PeerInfo.from_json({**peer, "clock_offset_ms": None, "skewed": False})
+    assert (info.clock_offset_ms, info.skewed) == (None, False)
 
 
 @pytest.mark.parametrize(
