@@ -29,7 +29,7 @@ from aiohttp import web
 from node.access.guard import Gatekeeper
 from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
 from node.access.store import AccessStore
-from node.api import access, keys, peer, public
+from node.api import access, dates, keys, peer, public
 from node.api.errors import Handler, error_middleware
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
@@ -79,6 +79,7 @@ def create_app(
     )
     app[keys.CONFIG] = config
     app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms))
+    app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     public.add_routes(app)
     access.add_routes(app)
     peer.add_routes(app)
