@@ -12,7 +12,8 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     GET    /internal/manifests?name=       -> sealed manifest bytes (404: none)
     PUT    /internal/manifests?expect=     sealed manifest -> ReplicaWriteReply
     DELETE /internal/manifests?name=&version=&revision=   -> 204
-    GET    /internal/manifests/list?prefix=&start_after=&limit=   -> ManifestList
+    GET    /internal/manifests/list?prefix=&start_after=&limit=[&delimiter=&base=]
+                                           -> ManifestList (folders: node.model.folders)
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
