@@ -25,7 +25,7 @@ from client.body import BodySource, ProgressCallback, RequestBody
 from client.credentials import find_credentials
 from client.errors import FileNotFound, InvalidName, InvalidRequest, UnexpectedResponse
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
-from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
+from client.records import ClusterView, FileEntry, FileStat, Folder, Manifest, PutResult
 from client.transport import PeerList, RetryPolicy, Transport, read_json
 
 PEERS_ENV = "RINGSTORE_PEERS"
@@ -301,6 +301,39 @@ class AsyncClient:
                 raise UnexpectedResponse(f"GET /files: the listing stopped at {after!r}")
             after = following
 
+    async def list_folder(
+        self, prefix: str = "", *, delimiter: str = "/", page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[FileEntry | Folder]:
+        """Yield what is in the "folder" ``prefix``, in name order: a ``FileEntry`` for each
+        live file whose name has no ``delimiter`` after ``prefix``, and one ``Folder`` for
+        each name up to the next ``delimiter`` that live files share (``prefix="photos/"``:
+        ``photos/cat.jpg`` and ``Folder("photos/2026/")``), as S3 lists with a delimiter.
+
+        ``delimiter`` is any string of 1 to 64 characters. A folder counts as one entry of a
+        page of ``page_size`` (1 to ``MAX_PAGE_SIZE``) and shows once whatever the pages.
+        Raises InvalidRequest for a bad ``page_size`` or ``delimiter``, Unavailable.
+        """
+        _check_page_size(page_size)
+        if not delimiter:
+            raise InvalidRequest("a folder listing needs a delimiter (list() lists flat)")
+        after = ""
+        while True:
+            params = {
+                "prefix": prefix,
+                "delimiter": delimiter,
+                "limit": str(page_size),
+                "start_after": after,
+            }
+            page = await self._transport.json("GET", "/files", params=params)
+            entries, following = _parse(_folder_page, page, None, "GET /files")
+            for entry in entries:
+                yield entry
+            if not following:
+                return
+            if following == after:
+                raise UnexpectedResponse(f"GET /files: the listing stopped at {after!r}")
+            after = following
+
     async def manifest(self, name: str) -> Manifest:
         """The manifest of ``name``: layout and which peer holds each chunk.
 
@@ -363,6 +396,15 @@ class AsyncClient:
         """
         record = await self._transport.json("GET", "/cluster")
         return _parse(ClusterView.from_json, record, None, "GET /cluster")
+
+
+def _folder_page(record: Any) -> tuple[list[FileEntry | Folder], str | None]:
+    """A page of a folder listing: files and folders merged in name order."""
+    files, following = _page(record)
+    folders = [Folder(str(name)) for name in record["prefixes"]]
+    merged: list[FileEntry | Folder] = [*files, *folders]
+    merged.sort(key=lambda entry: entry.name)
+    return merged, following
 
 
 def _check_page_size(page_size: int) -> None:

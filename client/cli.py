@@ -30,7 +30,7 @@ import click
 from client.async_client import default_peers, split_peers
 from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
 from client.errors import RingstoreError, Unauthenticated
-from client.records import ClusterView, Manifest, PeerInfo
+from client.records import ClusterView, FileEntry, Folder, Manifest, PeerInfo
 from client.sync_client import Client
 
 CA_BUNDLE_ENV = "RINGSTORE_CA_BUNDLE"
@@ -346,21 +346,47 @@ def get(
 
 @click.command()
 @click.argument("prefix", default="")
+@click.option(
+    "-r", "--recursive", is_flag=True, help="List every file whose name starts with PREFIX."
+)
+@click.option(
+    "--delimiter",
+    default="/",
+    show_default=True,
+    metavar="TEXT",
+    help="What separates folders in names (1-64 characters).",
+)
 @_json_option
 @_peer_option
-def ls(prefix: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
-    """List files whose names start with PREFIX: size in bytes and name."""
+def ls(
+    prefix: str,
+    recursive: bool,
+    delimiter: str,
+    as_json: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
+) -> None:
+    """List the folder PREFIX, like `aws s3 ls`: each file (size in bytes and name) and each
+    folder below it (`PRE` and its name, which ends with the delimiter). `ls` alone lists
+    the namespaces; `ls photos/` what is in photos. With -r, every file whose name starts
+    with PREFIX, however deep."""
     with _client(peers, cacert) as client:
-        entries = client.list(prefix)
+        entries: Iterator[FileEntry | Folder] = (
+            client.list(prefix) if recursive else client.list_folder(prefix, delimiter=delimiter)
+        )
         if not as_json:
             for entry in entries:
-                click.echo(f"{entry.size:>14}  {_shown(entry.name)}")
+                size = "PRE" if isinstance(entry, Folder) else entry.size
+                click.echo(f"{size:>14}  {_shown(entry.name)}")
             return
         # One entry at a time: a listing may be longer than memory would like.
         separator = "\n"
         click.echo("[", nl=False)
         for entry in entries:
-            click.echo(f"{separator}  {json.dumps(dataclasses.asdict(entry))}", nl=False)
+            record = (
+                {"prefix": entry.name} if isinstance(entry, Folder) else dataclasses.asdict(entry)
+            )
+            click.echo(f"{separator}  {json.dumps(record)}", nl=False)
             separator = ",\n"
         click.echo("\n]" if separator != "\n" else "]")
 

@@ -112,6 +112,16 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Folder:
+    """A folder of a listing with a delimiter (S3's common prefix): every live file whose
+    name starts with ``name``, rolled up into one entry. ``name`` ends with the delimiter
+    and sorts before every name in it, so entries and folders of a listing interleave in
+    name order."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ChunkInfo:
     """One stored chunk of a file version: which peer holds it and how to check it."""
 

@@ -27,8 +27,10 @@ from client import (
     Client,
     ClusterView,
     FileChanged,
+    FileEntry,
     FileNotFound,
     FileStat,
+    Folder,
     InvalidName,
     InvalidRange,
     InvalidRequest,
@@ -282,6 +284,24 @@ async def test_stat_exists_and_delete(connect: Connect) -> None:
     assert await d.call("delete", "life/cycle") is None  # deleting again is not an error
     with pytest.raises(FileNotFound):
         await d.call("delete", "life/never")
+
+
+async def test_list_folder_yields_files_and_folders_in_name_order(connect: Connect) -> None:
+    d = await connect()
+    for name in ["fold/a/1", "fold/a/2", "fold/b", "fold/c/d/e", "fold/c-x"]:
+        await d.call("put", name, b"xyz")
+    for page_size in (1, 2, MAX_PAGE_SIZE):  # a folder is one entry, shown once
+        entries = await d.collect("list_folder", "fold/", page_size=page_size)
+        assert [e.name for e in entries] == ["fold/a/", "fold/b", "fold/c-x", "fold/c/"]
+        assert [type(e) for e in entries] == [Folder, FileEntry, FileEntry, Folder]
+    assert entries[1].size == 3
+    entries = await d.collect("list_folder", "fold/", delimiter="-")
+    assert [e.name for e in entries] == ["fold/a/1", "fold/a/2", "fold/b", "fold/c-", "fold/c/d/e"]
+    assert [e.name for e in await d.collect("list_folder")] == ["fold/"]  # namespaces
+    assert await d.collect("list_folder", "nothing/") == []
+    for bad in ("", "x" * 65):
+        with pytest.raises(InvalidRequest, match="delimiter"):
+            await d.collect("list_folder", "fold/", delimiter=bad)
 
 
 async def test_list_follows_pages(connect: Connect) -> None:
