@@ -1,6 +1,6 @@
 """The Python client library of ringstore (see docs/client.md)."""
 
-from client.async_client import AsyncClient
+from client.async_client import MAX_PAGE_SIZE, AsyncClient
 from client.body import BinaryReader, BodySource, ProgressCallback
 from client.credentials import Credentials, find_credentials, read_credentials
 from client.errors import (
@@ -30,6 +30,7 @@ from client.records import (
     ClusterView,
     FileEntry,
     FileStat,
+    Folder,
     Manifest,
     PeerInfo,
     PutResult,
@@ -38,6 +39,7 @@ from client.records import (
 from client.sync_client import Client, FileReader
 
 __all__ = [
+    "MAX_PAGE_SIZE",
     "AsyncClient",
     "AsyncFileReader",
     "BadDigest",
@@ -54,6 +56,7 @@ __all__ = [
     "FileNotFound",
     "FileReader",
     "FileStat",
+    "Folder",
     "Forbidden",
     "IncompleteBody",
     "InsufficientStorage",

@@ -25,14 +25,25 @@ import aiohttp
 
 from client.body import BodySource, ProgressCallback, RequestBody
 from client.credentials import find_credentials
-from client.errors import FileNotFound, InvalidName, UnexpectedResponse
+from client.errors import FileNotFound, InvalidName, InvalidRequest, UnexpectedResponse
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
-from client.records import META_PREFIX, ClusterView, FileEntry, FileStat, Manifest, PutResult
+from client.records import (
+    META_PREFIX,
+    ClusterView,
+    FileEntry,
+    FileStat,
+    Folder,
+    Manifest,
+    PutResult,
+)
 from client.transport import PeerList, RetryPolicy, Transport, read_json
 
 PEERS_ENV = "RINGSTORE_PEERS"
 DEFAULT_PEER = "http://127.0.0.1:8000"
-DEFAULT_PAGE_SIZE = 1000
+# Entries per page of a listing: the server's bound on ``limit`` (``MAX_LIST`` in
+# ``node.api.public``), checked here too so a bad page size fails before any request.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 
 _Record = TypeVar("_Record")
 
@@ -200,9 +211,9 @@ class AsyncClient:
         """Bytes ``[start, end)`` of ``name``, like ``data[start:end]``.
 
         ``end`` past the end of the file is clipped; ``end=None`` reads to the end; a
-        negative ``start`` with no ``end`` gives the last ``-start`` bytes. Raises
-        InvalidRange when ``start`` is at or past the end of the file, ValueError when
-        ``end <= start``, and FileNotFound.
+        negative ``start`` with no ``end`` gives the last ``-start`` bytes (all of a shorter
+        file, ``b""`` of an empty one). Raises InvalidRange when ``start`` is at or past the
+        end of the file, ValueError when ``end <= start``, and FileNotFound.
         """
         async with self.open(name, start=start, end=end) as reader:
             return await reader.read()
@@ -321,13 +332,48 @@ class AsyncClient:
         """Yield every live file whose name starts with ``prefix``, in name order.
 
         Fetches pages of up to ``page_size`` entries as the iteration goes. Raises
-        InvalidRequest for a bad ``page_size`` (1-10000), Unavailable.
+        InvalidRequest for a ``page_size`` outside 1..``MAX_PAGE_SIZE`` (1000, the server's
+        bound) before any request, Unavailable.
         """
+        _check_page_size(page_size)
         after = ""
         while True:
             params = {"prefix": prefix, "limit": str(page_size), "start_after": after}
             page = await self._transport.json("GET", "/files", params=params)
             entries, following = _parse(_page, page, None, "GET /files")
+            for entry in entries:
+                yield entry
+            if not following:
+                return
+            if following == after:
+                raise UnexpectedResponse(f"GET /files: the listing stopped at {after!r}")
+            after = following
+
+    async def list_folder(
+        self, prefix: str = "", *, delimiter: str = "/", page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[FileEntry | Folder]:
+        """Yield what is in the "folder" ``prefix``, in name order: a ``FileEntry`` for each
+        live file whose name has no ``delimiter`` after ``prefix``, and one ``Folder`` for
+        each name up to the next ``delimiter`` that live files share (``prefix="photos/"``:
+        ``photos/cat.jpg`` and ``Folder("photos/2026/")``), as S3 lists with a delimiter.
+
+        ``delimiter`` is any string of 1 to 64 characters. A folder counts as one entry of a
+        page of ``page_size`` (1 to ``MAX_PAGE_SIZE``) and shows once whatever the pages.
+        Raises InvalidRequest for a bad ``page_size`` or ``delimiter``, Unavailable.
+        """
+        _check_page_size(page_size)
+        if not delimiter:
+            raise InvalidRequest("a folder listing needs a delimiter (list() lists flat)")
+        after = ""
+        while True:
+            params = {
+                "prefix": prefix,
+                "delimiter": delimiter,
+                "limit": str(page_size),
+                "start_after": after,
+            }
+            page = await self._transport.json("GET", "/files", params=params)
+            entries, following = _parse(_folder_page, page, None, "GET /files")
             for entry in entries:
                 yield entry
             if not following:
@@ -435,6 +481,21 @@ def _http_date(moment: str | datetime | None) -> str | None:
     if moment.tzinfo is None:
         raise ValueError("expires must be a timezone-aware datetime")
     return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def _folder_page(record: Any) -> tuple[list[FileEntry | Folder], str | None]:
+    """A page of a folder listing: files and folders merged in name order."""
+    files, following = _page(record)
+    folders = [Folder(str(name)) for name in record["prefixes"]]
+    merged: list[FileEntry | Folder] = [*files, *folders]
+    merged.sort(key=lambda entry: entry.name)
+    return merged, following
+
+
+def _check_page_size(page_size: int) -> None:
+    """Raise InvalidRequest unless 1 <= ``page_size`` <= ``MAX_PAGE_SIZE``."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
 
 
 def _page(record: Any) -> tuple[list[FileEntry], str | None]:

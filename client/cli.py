@@ -30,7 +30,7 @@ import click
 from client.async_client import default_peers, split_peers
 from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
 from client.errors import RingstoreError, Unauthenticated
-from client.records import ClusterView, Manifest
+from client.records import ClusterView, FileEntry, Folder, Manifest, PeerInfo
 from client.sync_client import Client
 
 CA_BUNDLE_ENV = "RINGSTORE_CA_BUNDLE"
@@ -346,21 +346,47 @@ def get(
 
 @click.command()
 @click.argument("prefix", default="")
+@click.option(
+    "-r", "--recursive", is_flag=True, help="List every file whose name starts with PREFIX."
+)
+@click.option(
+    "--delimiter",
+    default="/",
+    show_default=True,
+    metavar="TEXT",
+    help="What separates folders in names (1-64 characters).",
+)
 @_json_option
 @_peer_option
-def ls(prefix: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
-    """List files whose names start with PREFIX: size in bytes and name."""
+def ls(
+    prefix: str,
+    recursive: bool,
+    delimiter: str,
+    as_json: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
+) -> None:
+    """List the folder PREFIX, like `aws s3 ls`: each file (size in bytes and name) and each
+    folder below it (`PRE` and its name, which ends with the delimiter). `ls` alone lists
+    the namespaces; `ls photos/` what is in photos. With -r, every file whose name starts
+    with PREFIX, however deep."""
     with _client(peers, cacert) as client:
-        entries = client.list(prefix)
+        entries: Iterator[FileEntry | Folder] = (
+            client.list(prefix) if recursive else client.list_folder(prefix, delimiter=delimiter)
+        )
         if not as_json:
             for entry in entries:
-                click.echo(f"{entry.size:>14}  {_shown(entry.name)}")
+                size = "PRE" if isinstance(entry, Folder) else entry.size
+                click.echo(f"{size:>14}  {_shown(entry.name)}")
             return
         # One entry at a time: a listing may be longer than memory would like.
         separator = "\n"
         click.echo("[", nl=False)
         for entry in entries:
-            click.echo(f"{separator}  {json.dumps(dataclasses.asdict(entry))}", nl=False)
+            record = (
+                {"prefix": entry.name} if isinstance(entry, Folder) else dataclasses.asdict(entry)
+            )
+            click.echo(f"{separator}  {json.dumps(record)}", nl=False)
             separator = ",\n"
         click.echo("\n]" if separator != "\n" else "]")
 
@@ -445,24 +471,40 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
     fullest = max((p.used_bytes for p in view.peers), default=0) or 1
     full, empty = ("█", "░") if _unicode_stdout() else ("#", "-")
     click.echo(
-        f"  {'peer':<8}  {'url':<24}  {'state':<5}  {'fill':<{BAR_WIDTH}}  {'used':>10}  chunks"
+        f"  {'peer':<8}  {'url':<24}  {'state':<5}  {'clock':>9}  {'fill':<{BAR_WIDTH}}"
+        f"  {'used':>10}  chunks"
     )
     for peer in view.peers:
         filled = round(BAR_WIDTH * peer.used_bytes / fullest)
         bar = full * filled + empty * (BAR_WIDTH - filled)
         mark = "*" if peer.id == view.self_id else " "
         click.echo(
-            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}  {bar}"
-            f"  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
+            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}"
+            f"  {_offset(peer):>9}  {bar}  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
         )
     up = sum(p.state == "up" for p in view.peers)
     ring = view.ring
     click.echo(f"{up} of {len(view.peers)} peers up; fill bars compare with the fullest peer")
+    skewed = sum(p.skewed for p in view.peers)
+    if skewed:
+        click.echo(
+            f"clock: {skewed} peer(s) marked ! are off the answering peer's clock by more than"
+            " the cluster allows: check their time synchronisation (NTP)"
+        )
     click.echo(
         f"ring: {ring.members} members, {ring.vnodes} vnodes, evenness {ring.evenness:.3f}"
         f" (1.000 is perfectly even), digest {ring.digest[:12]}"
     )
     click.echo(f"* answered: {view.self_id}, of cluster {_shown(view.cluster_id)}")
+
+
+def _offset(peer: PeerInfo) -> str:
+    """A peer's clock offset for the status table: ``+0.012s``, ``!+3600.0s``, ``?``."""
+    if peer.clock_offset_ms is None:
+        return "?"
+    seconds = peer.clock_offset_ms / 1000
+    shown = f"{seconds:+.3f}s" if abs(seconds) < 100 else f"{seconds:+.0f}s"
+    return ("!" if peer.skewed else "") + shown
 
 
 def _unicode_stdout() -> bool:

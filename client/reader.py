@@ -45,6 +45,15 @@ def range_header(start: int, end: int | None) -> str | None:
     return f"bytes={start}-{end - 1}"
 
 
+def _covers_whole(start: int, end: int | None, size: int) -> bool:
+    """Whether ``[start, end)`` asks for every byte of a file of ``size`` bytes, so that a
+    ``200`` with the whole body answers it (a server sends that for the last N bytes of an
+    empty file, which no ``206`` can carry)."""
+    if start < 0:
+        return size <= -start
+    return start == 0 and (end is None or end >= size)
+
+
 def _content_range(header: str) -> tuple[int, int, int]:
     """``bytes a-b/size`` as the half-open ``(a, b + 1, size)``; raises ValueError."""
     unit, _, spec = header.partition(" ")
@@ -118,8 +127,8 @@ class AsyncFileReader:
             stat = FileStat.from_headers(name, response.headers)
             if response.status == 206:
                 first, last, _ = _content_range(response.headers["Content-Range"])
-            elif response.status == 200 and wanted is None:
-                first, last = 0, stat.size
+            elif response.status == 200 and _covers_whole(start, end, stat.size):
+                first, last = 0, stat.size  # e.g. the last N bytes of an empty file
             else:
                 raise ValueError(f"status {response.status} to a Range of {wanted!r}")
         except (KeyError, ValueError) as exc:

@@ -156,6 +156,16 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Folder:
+    """A folder of a listing with a delimiter (S3's common prefix): every live file whose
+    name starts with ``name``, rolled up into one entry. ``name`` ends with the delimiter
+    and sorts before every name in it, so entries and folders of a listing interleave in
+    name order."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ChunkInfo:
     """One stored chunk of a file version: which peer holds it and how to check it."""
 
@@ -220,11 +230,25 @@ class PeerInfo:
     weight: int
     used_bytes: int
     chunks: int
+    clock_offset_ms: int | None = None
+    """How far its wall clock is from the answering peer's (positive: ahead), as the last
+    gossip exchange measured it; None when not measured (yet)."""
+    skewed: bool = False
+    """Its clock is further off than the cluster allows (``max_clock_offset_ms``, 500)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
-        """Build from one entry of ``GET /cluster``'s ``peers``."""
-        return cls(**_fields(cls, record))
+        """Build from one entry of ``GET /cluster``'s ``peers`` (a peer of before clock
+        offsets were reported gives ``None`` and ``False``)."""
+        offset = record.get("clock_offset_ms")
+        return cls(
+            **_fields(
+                cls,
+                record,
+                clock_offset_ms=None if offset is None else int(offset),
+                skewed=bool(record.get("skewed", False)),
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -253,15 +277,20 @@ class ClusterView:
     """Id of the cluster it belongs to (public; its secret never leaves the peers)."""
     ring: RingInfo
     peers: tuple[PeerInfo, ...]
+    max_clock_offset_ms: int | None = None
+    """How far apart members' clocks may be before they are reported ``skewed`` (None from
+    a peer of before clock offsets were reported)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> ClusterView:
         """Build from the JSON answer of ``GET /cluster``."""
+        limit = record.get("max_clock_offset_ms")
         return cls(
             self_id=str(record["self"]),
             cluster_id=str(record["cluster"]),
             ring=RingInfo.from_json(record["ring"]),
             peers=tuple(PeerInfo.from_json(peer) for peer in record["peers"]),
+            max_clock_offset_ms=None if limit is None else int(limit),
         )
 
     def peer(self, peer_id: str) -> PeerInfo | None:

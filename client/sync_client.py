@@ -19,7 +19,7 @@ from client.async_client import DEFAULT_PAGE_SIZE, AsyncClient
 from client.body import BodySource, ProgressCallback
 from client.loop_thread import LoopThread
 from client.reader import DEFAULT_CHUNK_SIZE, AsyncFileReader
-from client.records import ClusterView, FileEntry, FileStat, Manifest, PutResult
+from client.records import ClusterView, FileEntry, FileStat, Folder, Manifest, PutResult
 
 
 class FileReader:
@@ -227,6 +227,15 @@ class Client:
     def list(self, prefix: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[FileEntry]:
         """Yield every live file whose name starts with ``prefix``; see ``AsyncClient.list``."""
         return self._loop.iterate(self._async.list(prefix, page_size=page_size))
+
+    def list_folder(
+        self, prefix: str = "", *, delimiter: str = "/", page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[FileEntry | Folder]:
+        """Yield the files and folders in the folder ``prefix``; see
+        ``AsyncClient.list_folder``."""
+        return self._loop.iterate(
+            self._async.list_folder(prefix, delimiter=delimiter, page_size=page_size)
+        )
 
     def manifest(self, name: str) -> Manifest:
         """The manifest of ``name``; see ``AsyncClient.manifest``."""

@@ -20,6 +20,7 @@ from node.datapath.holder import Holder
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
+from node.model.version import HybridClock
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -39,6 +40,7 @@ SCRUBBER = web.AppKey("scrubber", Scrubber)
 DISCOVERY = web.AppKey("discovery", Discovery)
 ACCESS = web.AppKey("access", AccessStore)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
+CLOCK = web.AppKey("clock", HybridClock)  # the peer's clock: versions, and responses' Date
 
 PRINCIPAL = web.RequestKey("principal", Principal)  # who sent a public request
 

@@ -50,6 +50,7 @@ from node.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from node.model.folders import check_delimiter
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.version import Version
 
@@ -255,8 +256,13 @@ async def retract_manifest(request: web.Request) -> web.Response:
 async def list_manifests(request: web.Request) -> web.Response:
     query = request.query
     limit = query_int(request, "limit", 1000, 1, 100_000)
+    prefix = query.get("prefix", "")
+    delimiter = check_delimiter(query.get("delimiter", ""))
+    base = query.get("base")
+    if base is not None and not prefix.startswith(base):
+        raise InvalidRequest("a listing's base is a prefix of its prefix")
     found, truncated = request.app[HOLDER].list_manifests(
-        query.get("prefix", ""), query.get("start_after", ""), limit
+        prefix, query.get("start_after", ""), limit, delimiter, base
     )
     return _packed(ManifestList([m.to_bytes() for m in found], truncated))
 

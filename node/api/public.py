@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
@@ -33,17 +34,20 @@ from node.api.keys import (
 )
 from node.api.ranges import parse_range
 from node.api.representation import representation_headers, representation_of
+from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, RingstoreError, TooLarge
 from node.model.access import ALL, namespace_of
+from node.model.folders import Item, check_delimiter, name_of
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
+from node.model.version import MAX_OFFSET_MS, ClockOffset
 from ring import Ring
 
 log = logging.getLogger(__name__)
 
 FILES = "/files/"
 MANIFESTS = "/manifests/"
-MAX_LIST = 1000
+MAX_LIST = 1000  # entries per listing page at most (the client's MAX_PAGE_SIZE agrees)
 # A stored file is someone's content served from this origin (the web console's too): a
 # browser must run none of it (no scripts, plugins, forms or same-origin access), nor guess
 # a type other than the one stored (nosniff, on every answer: node.process.wiring).
@@ -173,49 +177,82 @@ async def delete_file(request: web.Request) -> web.Response:
 
 
 async def list_files(request: web.Request) -> web.Response:
+    """A page of live files with ``prefix`` after ``start_after``; with a ``delimiter``,
+    names below the prefix roll up at it into ``prefixes`` (folders, ``node.model.folders``),
+    each counting as one entry toward ``limit``, and ``next`` continues after the whole
+    folder."""
     prefix = request.query.get("prefix", "")
     start_after = request.query.get("start_after", "")
     limit = query_int(request, "limit", MAX_LIST, 1, MAX_LIST)
+    delimiter = check_delimiter(request.query.get("delimiter", ""))
     if prefix.startswith(RESERVED):
         raise InvalidName(f"no file name starts with {RESERVED!r}")  # cluster records
+    page = _lister(request.app[COORDINATOR], prefix, delimiter)
     if "/" in prefix:  # one namespace: checked once
         await require(request, "read", namespace_of(prefix))
-        files, next_after = await request.app[COORDINATOR].list(prefix, start_after, limit)
+        items, next_after = await page(prefix, start_after, limit)
     else:  # names of several namespaces: only those the key may read
-        files, next_after = await _list_readable(request, prefix, start_after, limit)
-    return web.json_response({"files": [m.summary() for m in files], "next": next_after or None})
+        items, next_after = await _list_readable(request, prefix, start_after, limit, page)
+    return web.json_response(
+        {
+            "files": [item.summary() for item in items if not isinstance(item, str)],
+            "prefixes": [item for item in items if isinstance(item, str)],
+            "next": next_after or None,
+        }
+    )
+
+
+# (scope, start_after, limit) -> items in order and what to continue after ("" when done)
+Lister = Callable[[str, str, int], Awaitable[tuple[list[Item], str]]]
+
+
+def _lister(coordinator: Coordinator, prefix: str, delimiter: str) -> Lister:
+    """How a listing of ``prefix`` gets a page of the names with a scope (the prefix, or a
+    namespace below it): flat, or rolled up at ``delimiter`` below ``prefix``."""
+
+    async def page(scope: str, after: str, size: int) -> tuple[list[Item], str]:
+        if delimiter:
+            return await coordinator.list_folder(prefix, delimiter, after, size, scope)
+        files, following = await coordinator.list(scope, after, size)
+        return list(files), following
+
+    return page
 
 
 async def _list_readable(
-    request: web.Request, prefix: str, start_after: str, limit: int
-) -> tuple[list[Manifest], str]:
-    """A page of the files with ``prefix`` in the namespaces the request may read (its
-    grants, or public-read ones), and the name to continue after.
+    request: web.Request, prefix: str, start_after: str, limit: int, page: Lister
+) -> tuple[list[Item], str]:
+    """A page of the items ``page`` lists with ``prefix`` in the namespaces the request may
+    read (its grants, or public-read ones), and what to continue after.
 
     Only those namespaces are ever listed, so neither the page nor its continuation names
-    a file (or namespace) of another. Each is a contiguous block of names (``NS/``...), and
-    the blocks in ``NS/`` order are in name order. Names of one segment (adopted from before
-    namespaces) show only to keys that read every namespace.
+    a file, folder or namespace of another. Each is a contiguous block of names (``NS/``...),
+    and the blocks in ``NS/`` order are in name order; a folder that spans several blocks
+    (rolled up inside namespace names) is shown once, since each block continues after the
+    last item shown. Names of one segment (adopted from before namespaces) show only to
+    keys that read every namespace.
     """
     grants = principal_of(request).grants
-    coordinator = request.app[COORDINATOR]
     if grants.admin or ALL in grants.read:
-        return await coordinator.list(prefix, start_after, limit)
+        return await page(prefix, start_after, limit)
     public = {r.name for r in await request.app[ACCESS].namespaces() if r.public_read}
     blocks = sorted(ns + "/" for ns in grants.read | public if ns.startswith(prefix))
-    found: list[Manifest] = []
+    found: list[Item] = []
+    after = start_after
     for index, block in enumerate(blocks):
-        if start_after > block and not start_after.startswith(block):
-            continue  # the whole block is before start_after
-        after = start_after if start_after > block else ""
+        if after > block and not after.startswith(block):
+            continue  # the whole block is before start_after (or the last item shown)
         while True:
-            page, after = await coordinator.list(block, after, limit - len(found))
-            found.extend(page)
+            got, following = await page(block, after, limit - len(found))
+            found.extend(got)
             if len(found) == limit:
-                more = bool(after) or index + 1 < len(blocks)
-                return found, found[-1].name if more else ""
-            if not after:
+                more = bool(following) or index + 1 < len(blocks)
+                return found, name_of(found[-1]) if more else ""
+            if not following:
                 break
+            after = following
+        if found:
+            after = max(after, name_of(found[-1]))
     return found, ""
 
 
@@ -235,12 +272,16 @@ async def get_cluster(request: web.Request) -> web.Response:
     peers: list[dict[str, Any]] = []
     for member in membership.members():
         live = membership.liveness(member.id)
-        figures = own if member.id == membership.me.id else live.figures
+        me = member.id == membership.me.id
+        figures = own if me else live.figures
+        clock = ClockOffset(0, 0) if me else live.clock  # None: not measured (yet)
         peers.append(
             {
                 "id": member.id,
                 "url": member.url,
                 "state": live.state,
+                "clock_offset_ms": None if clock is None else clock.offset_ms,
+                "skewed": clock is not None and clock.skewed,
                 "weight": member.weight,
                 "used_bytes": figures.used_bytes,
                 "chunks": figures.chunks,
@@ -260,6 +301,7 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "members": len(ring),
                 "evenness": _evenness(ring, config.k + config.m),
             },
+            "max_clock_offset_ms": MAX_OFFSET_MS,
             "peers": peers,
         }
     )

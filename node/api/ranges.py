@@ -1,6 +1,9 @@
 """HTTP ``Range: bytes=...`` parsing (RFC 9110 section 14), pure and single-range.
 
-Multi-range requests are answered with the whole body (the RFC allows ignoring Range).
+Multi-range requests are answered with the whole body (the RFC allows ignoring Range). A
+suffix range (``bytes=-N``, N > 0) of an empty file is answered with the whole, empty body
+(``200``), as S3 does: RFC 9110 counts it satisfiable, yet no ``206`` can carry an empty
+range, and ``whole[-N:]`` of empty bytes is empty bytes.
 Positions are ASCII digits only (``node.api.numbers``): ``int()`` would also take ``+1``,
 ``1_0`` or other scripts' digits, which no HTTP peer means. A position of 2^63 or more is
 refused (416) before it is converted, as nginx does: no file is that large, and ``int()`` of
@@ -20,7 +23,8 @@ _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Return the half-open byte range ``(start, end)`` a Range header asks for.
 
-    ``None`` means "send the whole file" (no header, another unit, or several ranges).
+    ``None`` means "send the whole file" (no header, another unit, several ranges, or a
+    suffix range of an empty file).
     Raises InvalidRange when the range cannot be satisfied (416) or is malformed.
     """
     if header is None:
@@ -39,8 +43,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise InvalidRange(f"range {shown(header)} has a position past {MAX_INT}", size) from None
     if start is None:
         suffix = stop or 0
-        if suffix == 0 or size == 0:
+        if suffix == 0:
             raise InvalidRange(f"range {shown(header)} not satisfiable for {size} bytes", size)
+        if size == 0:
+            return None  # the last N bytes of nothing: all of it, which is nothing
         return max(0, size - suffix), size
     end = size - 1 if stop is None else min(stop, size - 1)
     if start >= size or end < start:

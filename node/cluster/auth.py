@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 from node.errors import Unauthenticated
 from node.model.identity import ClusterIdentity, key_id
+from node.model.version import MAX_SKEW_MS
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ AUTH_HEADER = "X-Ringstore-Auth"
 CONTENT_HEADER = "X-Ringstore-Content-SHA256"
 UNSIGNED = "UNSIGNED-PAYLOAD"
 SIGNED_PREFIX = "x-ringstore-"
-# Seconds a signed request stays valid either side of the receiver's clock. Members' clocks
-# must agree this closely (NTP does far better); nonces are remembered this long.
-WINDOW = 30.0
+# Seconds a signed request stays valid either side of the receiver's clock: the clock
+# policy's hard limit (node.model.version), past which members neither follow nor hear each
+# other. NTP does far better; nonces are remembered this long.
+WINDOW = MAX_SKEW_MS / 1000
 # Nonces remembered at most (about 100 MB): 16,000 signed requests a second over the window.
 # Past it requests are refused rather than old nonces forgotten, which would allow replays.
 MAX_NONCES = 1_000_000

@@ -7,6 +7,16 @@ so learned by all within a round or two, with or without multicast; clocks obser
 keep versions issued by different peers in causal order within a heartbeat. The exchange is
 also the heartbeat: its outcome feeds liveness (through ``Peers``).
 
+Clocks (the policy is ``node.model.version``'s): each answer from a member carries its wall
+clock, so every round measures how far each member's clock is from this peer's
+(``ClockOffset``, kept in its liveness and shown by ``GET /cluster``); a member found past
+``MAX_OFFSET_MS`` is logged when it becomes so. A member whose wall clock is past
+``MAX_SKEW_MS`` either way is still heard (its members are learned, and it is answered, so
+both sides measure each other) but is not followed, and an exchange with it counts as
+failed: it is down, to this peer, until its clock is back within the limit. A hybrid clock
+past the limit from a member in step is not followed either. A message from a peer of
+before the wall clock field is judged by its hybrid clock alone, and refused whole.
+
 Members enter only through gossip, and every exchange is signed both ways with the cluster
 secret (``node.cluster.auth``): a member is always vouched for by a peer that holds the
 secret. Seeds (``--join``, a join token's URLs, peers found by mDNS) are only addresses to
@@ -20,6 +30,7 @@ announce the public cluster id) are bounded in number and dropped after a few fa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 
@@ -28,8 +39,8 @@ import msgspec
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures, check_member_url
-from node.errors import PeerUnavailable
-from node.model.version import HybridClock
+from node.errors import InvalidRequest, PeerUnavailable
+from node.model.version import MAX_OFFSET_MS, ClockOffset, HybridClock
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,7 @@ class Gossip:
             sender=MemberRecord.of(self._membership.me),
             members=[MemberRecord.of(m) for m in self._membership.members()],
             clock=self._clock.now(),
+            wall_ms=self._clock.wall_ms(),
             **msgspec.structs.asdict(self._figures()),
         )
 
@@ -94,27 +106,80 @@ class Gossip:
         return GossipMessage(sender=me, members=[me])
 
     def receive(self, message: GossipMessage) -> None:
-        """Merge a message from another peer; its sender is evidently up.
+        """Merge a message another peer sent: its members are learned and, if its clock is
+        in step, its sender counts as up and its clock is followed.
 
-        Raises ValueError (and changes nothing) when a member record in it cannot be a
-        member or its clock is one ``HybridClock.check`` refuses.
+        A sender whose wall clock is past the hard limit (``HybridClock.check_wall``) is
+        heard but not counted up nor followed; the answer (this peer's message) still lets
+        it measure how far off it is. Raises ValueError (and changes nothing) when a member
+        record in it cannot be a member or, from a peer of before the wall clock field, its
+        hybrid clock is one ``HybridClock.check`` refuses.
         """
+        self._merge(message)
+
+    def _merge(self, message: GossipMessage) -> str | None:
+        """``receive``'s work; returns why the sender is out of step, or None if it is not."""
         sender = message.sender.member()
         members = [r.member() for r in message.members]
-        if message.clock is not None:
+        out_of_step = None
+        if message.wall_ms is not None:
+            try:
+                self._clock.check_wall(message.wall_ms)
+            except InvalidRequest as exc:
+                out_of_step = str(exc)
+        elif message.clock is not None:
             self._clock.check(message.clock)
         membership = self._membership
         membership.learn(sender)
         membership.merge(members)
+        if out_of_step is not None:
+            return out_of_step
         if message.clock is not None:
-            self._clock.observe(message.clock)
+            try:
+                self._clock.observe(message.clock)
+            except InvalidRequest as exc:  # its own clock is fine; it followed one too far
+                log.debug("not following the clock of %s: %s", sender.id, exc)
         membership.report_success(sender.id)
         membership.hear(sender.id, message.figures())
+        return None
+
+    def _answered(self, member_id: str, sent_ms: int, answer: GossipMessage) -> None:
+        """Merge a member's answer to this peer's gossip, sent at ``sent_ms``, measuring its
+        clock on the way. Raises ValueError, counted as a failed exchange, for an answer
+        ``receive`` refuses or one from a member out of step."""
+        if answer.wall_ms is not None:
+            self._note_offset(
+                member_id, ClockOffset.measure(sent_ms, self._clock.wall_ms(), answer.wall_ms)
+            )
+        out_of_step = self._merge(answer)
+        if out_of_step is not None:
+            raise InvalidRequest(f"out of step: {out_of_step}")
+
+    def _note_offset(self, member_id: str, offset: ClockOffset) -> None:
+        """Keep a member's clock offset; log when it becomes skewed, and when it is not."""
+        before = self._membership.hear_clock(member_id, offset)
+        was_skewed = before is not None and before.skewed
+        if offset.skewed and not was_skewed:
+            log.warning(
+                "member %s's clock is %+.3fs from this peer's (±%.3fs), past the %.1fs "
+                "the cluster allows: check time synchronisation (NTP) on both",
+                member_id,
+                offset.offset_ms / 1000,
+                offset.uncertainty_ms / 1000,
+                MAX_OFFSET_MS / 1000,
+            )
+        elif was_skewed and not offset.skewed:
+            log.info(
+                "member %s's clock is back in step (%+.3fs)", member_id, offset.offset_ms / 1000
+            )
 
     async def _exchange(self, url: str, member_id: str | None, message: GossipMessage) -> None:
         timeout = max(1.0, 2 * self._interval)
+        merge = self.receive
+        if member_id is not None:
+            merge = functools.partial(self._answered, member_id, self._clock.wall_ms())
         try:
-            await self._peers.exchange(url, member_id, message, timeout, self.receive)
+            await self._peers.exchange(url, member_id, message, timeout, merge)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
             if url in self._found:

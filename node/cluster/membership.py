@@ -29,6 +29,7 @@ from node.cluster.transport import Address
 from node.disk.data_dir import MEMBERS_FILE
 from node.disk.durable import write_atomically
 from node.model.names import name_key
+from node.model.version import ClockOffset
 from node.waiting import wait_event
 from ring import Member, Ring
 
@@ -44,6 +45,7 @@ class Liveness:
     last_seen: float = 0.0
     down_since: float = field(default_factory=time.monotonic)
     figures: PeerFigures = field(default_factory=PeerFigures)  # from its last gossip
+    clock: ClockOffset | None = None  # its wall clock against ours, at the last gossip answer
 
     @property
     def state(self) -> str:
@@ -228,3 +230,12 @@ class Membership:
         live = self._liveness.get(member_id)
         if live is not None:
             live.figures = figures
+
+    def hear_clock(self, member_id: str, offset: ClockOffset) -> ClockOffset | None:
+        """Keep how far ``member_id``'s clock was just measured from ours; return the
+        measurement it replaces (None: the first, or a member not known)."""
+        live = self._liveness.get(member_id)
+        if live is None or member_id == self.me.id:
+            return None
+        before, live.clock = live.clock, offset
+        return before

@@ -133,11 +133,21 @@ class Peers:
         await self._call(member, lambda to: self._transport.retract_manifest(to, manifest, restore))
 
     async def list_manifests(
-        self, member: str, prefix: str, start_after: str, limit: int
+        self,
+        member: str,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
-        """A page of ``member``'s replicas (without chunks) and whether it had more."""
+        """A page of ``member``'s replicas (without chunks) and whether it had more; with a
+        ``delimiter``, rolled up into folders below ``base``."""
         return await self._call(
-            member, lambda to: self._transport.list_manifests(to, prefix, start_after, limit)
+            member,
+            lambda to: self._transport.list_manifests(
+                to, prefix, start_after, limit, delimiter, base
+            ),
         )
 
     async def exchange(

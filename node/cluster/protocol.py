@@ -13,7 +13,8 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     PUT    /internal/manifests?expect=     sealed manifest -> ReplicaWriteReply
     PUT    /internal/manifests/conditional ConditionalManifest -> ReplicaWriteReply
     DELETE /internal/manifests?name=&version=&revision=   [sealed manifest to put back] -> 204
-    GET    /internal/manifests/list?prefix=&start_after=&limit=   -> ManifestList
+    GET    /internal/manifests/list?prefix=&start_after=&limit=[&delimiter=&base=]
+                                           -> ManifestList (folders: node.model.folders)
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
@@ -34,7 +35,7 @@ from node.errors import CorruptData
 from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
 from node.model.preconditions import Preconditions
-from node.model.version import Version
+from node.model.version import MAX_WALL_MS, Version
 from ring import Member
 
 MSGPACK = "application/msgpack"
@@ -94,12 +95,15 @@ class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "f
     """One gossip message: the sender, every member it knows, its clock and its figures.
 
     The answer to a gossip POST is the receiver's own message, so one exchange teaches both
-    sides. ``clock`` lets the receiver's hybrid clock move past the sender's.
+    sides. ``clock`` lets the receiver's hybrid clock move past the sender's; ``wall_ms``,
+    the sender's wall clock as it wrote the message, lets the receiver measure how far the
+    two clocks are apart (absent from peers of before it: they are not measured).
     """
 
     sender: MemberRecord
     members: list[MemberRecord]
     clock: Version | None = None
+    wall_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_WALL_MS)] | None = None
 
     def figures(self) -> PeerFigures:
         """The sender's storage figures alone."""

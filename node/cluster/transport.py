@@ -136,9 +136,17 @@ class Transport(Protocol):
         ...
 
     async def list_manifests(
-        self, to: Address, prefix: str, start_after: str, limit: int
+        self,
+        to: Address,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
-        """Summaries (manifests without chunks) of the peer's replicas, and if it had more."""
+        """Summaries (manifests without chunks) of the peer's replicas, and if it had more;
+        with a ``delimiter``, rolled up into folders below ``base`` (``ManifestStore.list``).
+        A peer of before folders ignores both and lists flat."""
         ...
 
     async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
@@ -354,9 +362,19 @@ class HttpTransport:
             await reply.body()
 
     async def list_manifests(
-        self, to: Address, prefix: str, start_after: str, limit: int
+        self,
+        to: Address,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
         params = {"prefix": prefix, "start_after": start_after, "limit": str(limit)}
+        if delimiter:
+            params["delimiter"] = delimiter
+            if base is not None:
+                params["base"] = base
         async with self._request("GET", to, "/internal/manifests/list", params=params) as reply:
             page = await reply.decode(ManifestList)
             return [Manifest.from_bytes(m) for m in page.manifests], page.truncated

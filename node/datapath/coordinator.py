@@ -6,7 +6,8 @@ to the *i*-th member of the file version's placement set, one chunk stream each
 (``ManifestReplicas``); until then no reader can see the new version. GET reads the manifest
 from a read quorum and streams the k data chunks in parallel with bounded read-ahead,
 decoding from parity around chunks that are missing, slow or corrupt; what it found broken is
-reported for repair. DELETE commits a tombstone; listings merge every up peer's replicas.
+reported for repair. DELETE commits a tombstone; listings merge every up peer's replicas
+(folder listings: ``node.datapath.listing``).
 A conditional PUT or DELETE (If-Match...) commits only where each manifest replica finds the
 condition true of its own current version (``ManifestReplicas.commit``).
 """
@@ -14,6 +15,7 @@ condition true of its own current version (``ManifestReplicas.commit``).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
@@ -22,6 +24,7 @@ from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
 from node.datapath.chunk_streams import ChunkWriter, ChunkWriters
+from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import read_stripes, trim, write_stripes
 from node.errors import (
@@ -32,6 +35,7 @@ from node.errors import (
     Unavailable,
 )
 from node.model.digests import Buffer
+from node.model.folders import Item, Page, merge_flat
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.preconditions import Preconditions, representation
@@ -207,34 +211,48 @@ class Coordinator:
                 "nothing was changed"
             )
 
-    async def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], str]:
-        """Live files with ``prefix`` after ``start_after`` in name order, from every up peer.
-
-        Returns at most ``limit`` summaries and the name to continue after ("" when done).
-        """
+    async def _pages(
+        self, prefix: str, start_after: str, limit: int, delimiter: str = "", base: str = ""
+    ) -> list[Page]:
+        """Every up peer's page of its replicas (see ``Peers.list_manifests``); a peer that
+        fails is left out, as it would be if it were down."""
         members = sorted(self._membership.up_ids())
+        folding = (delimiter, base) if delimiter else ("", None)
         answers = await asyncio.gather(
-            *(self._peers.list_manifests(m, prefix, start_after, limit) for m in members),
+            *(self._peers.list_manifests(m, prefix, start_after, limit, *folding) for m in members),
             return_exceptions=True,
         )
-        newest: dict[str, Manifest] = {}
-        cutoff: str | None = None  # names past a truncated answer are not known completely
+        pages: list[Page] = []
         for answer in answers:
             if isinstance(answer, BaseException):
                 if not isinstance(answer, RingstoreError):
                     raise answer
                 continue
-            entries, truncated = answer
-            for entry in entries:
-                known = newest.get(entry.name)
-                if known is None or known.precedence < entry.precedence:
-                    newest[entry.name] = entry
-            if truncated and entries and (cutoff is None or entries[-1].name < cutoff):
-                cutoff = entries[-1].name
-        names = sorted(n for n in newest if cutoff is None or n <= cutoff)
-        live = [newest[n] for n in names if not newest[n].deleted]
-        if len(live) > limit:
-            return live[:limit], live[limit - 1].name
-        if cutoff is not None:
-            return live, cutoff
-        return live, ""
+            pages.append(answer)
+        return pages
+
+    async def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], str]:
+        """Live files with ``prefix`` after ``start_after`` in name order, from every up peer.
+
+        Returns at most ``limit`` summaries and the name to continue after ("" when done).
+        """
+        return merge_flat(await self._pages(prefix, start_after, limit), limit)
+
+    async def list_folder(
+        self,
+        prefix: str,
+        delimiter: str,
+        start_after: str,
+        limit: int,
+        scope: str | None = None,
+    ) -> tuple[builtins.list[Item], str]:  # (``list`` here is the method above)
+        """Live files and folders below ``prefix``, rolled up at ``delimiter``, after
+        ``start_after`` in order, from every up peer (``node.datapath.listing``).
+
+        Returns at most ``limit`` items (a folder counts as one) and the item to continue
+        after ("" when done); ``scope`` lists only names with that prefix (which starts
+        with ``prefix``), rolled up the same way.
+        """
+        return await list_folder(
+            self._pages, self.list, prefix, delimiter, start_after, limit, scope
+        )

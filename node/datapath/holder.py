@@ -140,8 +140,14 @@ class Holder:
             self._on_replica_stored(restore)
 
     def list_manifests(
-        self, prefix: str, start_after: str, limit: int
+        self,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
         """Up to ``limit`` replicas (without chunks) whose names start with ``prefix`` and
-        sort after ``start_after``, tombstones included, and whether more remain."""
-        return self.manifests.list(prefix, start_after, limit)
+        sort after ``start_after``, tombstones included, and whether more remain; with a
+        ``delimiter``, rolled up into folders below ``base`` (see ``ManifestStore.list``)."""
+        return self.manifests.list(prefix, start_after, limit, delimiter, base)

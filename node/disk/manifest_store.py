@@ -21,13 +21,13 @@ from pathlib import Path
 from node.disk.durable import write_atomically
 from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
+from node.model.folders import replica_page
 from node.model.manifest import Manifest, ReplicaWrite
-from node.model.names import RESERVED, name_key
+from node.model.names import name_key
 from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
 log = logging.getLogger(__name__)
-_AFTER_RESERVED = chr(ord(RESERVED) + 1)  # the first name past every reserved one
 
 
 class ManifestStore:
@@ -176,28 +176,15 @@ class ManifestStore:
         path.parent.mkdir(exist_ok=True)
         write_atomically(path, manifest.to_bytes())
 
-    def list(self, prefix: str, start_after: str, limit: int) -> tuple[list[Manifest], bool]:
-        """Summaries of names with ``prefix`` after ``start_after``, tombstones included.
-
-        Cluster records (reserved names, which sort together between ``.`` and ``0``) are
-        listed only for a prefix that starts with the reserved character. Returns at most
-        ``limit`` entries in name order and whether more remain.
-        """
-        names = self._names
-        position = bisect.bisect_left(names, prefix)
-        if start_after:
-            position = max(position, bisect.bisect_right(names, start_after))
-        skip_reserved = not prefix.startswith(RESERVED)
-        found: list[Manifest] = []
-        while position < len(names):
-            name = names[position]
-            if not name.startswith(prefix):
-                break
-            if skip_reserved and name.startswith(RESERVED):
-                position = bisect.bisect_left(names, _AFTER_RESERVED)
-                continue
-            if len(found) == limit:
-                return found, True
-            found.append(self._index[name])
-            position += 1
-        return found, False
+    def list(
+        self,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
+    ) -> tuple[list[Manifest], bool]:
+        """Summaries of names with ``prefix`` after ``start_after``, tombstones included,
+        at most ``limit``, and whether more remain; with a ``delimiter``, rolled up into
+        folders below ``base`` (``node.model.folders.replica_page`` has the rules)."""
+        return replica_page(self._names, self._index, prefix, start_after, limit, delimiter, base)

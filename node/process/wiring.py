@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -29,7 +30,7 @@ from aiohttp import hdrs, web
 from node.access.guard import Gatekeeper
 from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
 from node.access.store import AccessStore
-from node.api import access, keys, peer, public
+from node.api import access, dates, keys, peer, public
 from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
 from node.api.limits import RequestLimit
 from node.cluster.auth import Authenticator
@@ -48,7 +49,7 @@ from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
-from node.model.version import HybridClock
+from node.model.version import HybridClock, system_wall_ms
 from node.process.identity import cluster_identity
 from node.process.tls import TlsFiles, client_context
 from node.upkeep.rebalancer import Progress, Rebalancer
@@ -59,8 +60,14 @@ from ring import Member
 log = logging.getLogger(__name__)
 
 
-def create_app(config: PeerConfig) -> web.Application:
-    """The aiohttp app of one peer serving ``config``; components start with the app."""
+def create_app(
+    config: PeerConfig, *, wall_ms: Callable[[], int] = system_wall_ms
+) -> web.Application:
+    """The aiohttp app of one peer serving ``config``; components start with the app.
+
+    ``wall_ms`` is the clock the peer versions files and dates answers with (tests give a
+    skewed one; auth keeps the system's).
+    """
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     app = web.Application(
         middlewares=[
@@ -78,7 +85,8 @@ def create_app(config: PeerConfig) -> web.Application:
     )
     app[keys.CONFIG] = config
     app.on_response_prepare.append(_common_headers)
-    app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms))
+    app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     public.add_routes(app)
     access.add_routes(app)
     peer.add_routes(app)
@@ -101,7 +109,7 @@ async def _addressed_to_me(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     await asyncio.to_thread(prepare_data_dir, config.data_dir)
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
@@ -113,7 +121,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     manifests = ManifestStore(config.data_dir)
     await chunks.open()
     await manifests.open()
-    clock = HybridClock(peer_id)
+    clock = app[keys.CLOCK] = HybridClock(peer_id, wall_ms)
     membership = Membership(
         Member(peer_id, config.url, config.weight),
         config.data_dir,

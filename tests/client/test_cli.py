@@ -100,7 +100,7 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
         ["2000", "dir/f1"],
         ["3000", "dir/f2"],
     ]
-    listing = json.loads(ok(await ringstore(cluster, "ls", "--json")).stdout)
+    listing = json.loads(ok(await ringstore(cluster, "ls", "-r", "--json")).stdout)
     assert [(e["name"], e["size"]) for e in listing] == [
         ("dir/f0", 1000),
         ("dir/f1", 2000),
@@ -108,6 +108,21 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
         ("other/y", 1),
     ]
     assert json.loads(ok(await ringstore(cluster, "ls", "nothing/", "--json")).stdout) == []
+    # By default, folders: `ls` alone shows the namespaces, as `aws s3 ls` the buckets.
+    lines = ok(await ringstore(cluster, "ls")).stdout.splitlines()
+    assert [line.split() for line in lines] == [["PRE", "dir/"], ["PRE", "other/"]]
+    folders = json.loads(ok(await ringstore(cluster, "ls", "--json")).stdout)
+    assert folders == [{"prefix": "dir/"}, {"prefix": "other/"}]
+    ok(await ringstore(cluster, "put", "-", "dir/sub/deep/g", stdin=b"g"))
+    lines = ok(await ringstore(cluster, "ls", "dir/")).stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["dir/f0", "dir/f1", "dir/f2", "dir/sub/"]
+    lines = ok(await ringstore(cluster, "ls", "dir/", "--delimiter", "f")).stdout.splitlines()
+    assert [line.split() for line in lines] == [["PRE", "dir/f"], ["1", "dir/sub/deep/g"]]
+    assert ok(await ringstore(cluster, "ls", "-r", "dir/sub")).stdout.split() == [
+        "1",
+        "dir/sub/deep/g",
+    ]
+    ok(await ringstore(cluster, "rm", "dir/sub/deep/g"))
 
     text = ok(await ringstore(cluster, "stat", "dir/f2")).stdout
     assert "size:         3000 bytes" in text
@@ -125,6 +140,8 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
         assert peer.url in text
         assert peer.id[:8] in text
     assert "7 of 7 peers up" in text
+    assert "clock" in text.splitlines()[0]  # each peer's offset from the answering one's
+    assert "!" not in text  # in-process peers share one clock: none is skewed
     assert "evenness" in text
     view = json.loads(ok(await ringstore(cluster, "status", "--json")).stdout)
     assert view["self_id"] == cluster[1].id
@@ -132,7 +149,9 @@ async def test_ls_stat_and_status_for_people_and_scripts(cluster: LocalCluster) 
     assert view["ring"]["evenness"] >= 1.0
 
     ok(await ringstore(cluster, "rm", "dir/f0", "dir/f1"))
-    assert ok(await ringstore(cluster, "ls")).stdout.split()[1::2] == ["dir/f2", "other/y"]
+    assert ok(await ringstore(cluster, "ls", "-r")).stdout.split()[1::2] == ["dir/f2", "other/y"]
+    ok(await ringstore(cluster, "rm", "other/y"))  # a folder shows only while a file is in it
+    assert ok(await ringstore(cluster, "ls")).stdout.split() == ["PRE", "dir/"]
 
 
 async def test_stat_shows_stored_headers_and_metadata(

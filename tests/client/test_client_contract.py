@@ -24,12 +24,15 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from client import (
+    MAX_PAGE_SIZE,
     AsyncClient,
     Client,
     ClusterView,
     FileChanged,
+    FileEntry,
     FileNotFound,
     FileStat,
+    Folder,
     InvalidName,
     InvalidRange,
     InvalidRequest,
@@ -212,6 +215,7 @@ async def test_put_and_get_every_kind_of_body(connect: Connect, tmp_path: Path) 
 
     assert (await d.call("put", "kinds/empty", b"")).size == 0
     assert await d.call("get", "kinds/empty") == b""
+    assert await d.call("get_range", "kinds/empty", -5) == b"" == b""[-5:]
 
     name = "photos/été 2026/naïve café #1?.jpg"  # every segment percent-encoded, '/' kept
     await d.call("put", name, b"jpeg")
@@ -342,6 +346,24 @@ async def test_put_keeps_representation_fields_and_metadata(connect: Connect) ->
     assert refused.value.code == "metadata_too_large"
 
 
+async def test_list_folder_yields_files_and_folders_in_name_order(connect: Connect) -> None:
+    d = await connect()
+    for name in ["fold/a/1", "fold/a/2", "fold/b", "fold/c/d/e", "fold/c-x"]:
+        await d.call("put", name, b"xyz")
+    for page_size in (1, 2, MAX_PAGE_SIZE):  # a folder is one entry, shown once
+        entries = await d.collect("list_folder", "fold/", page_size=page_size)
+        assert [e.name for e in entries] == ["fold/a/", "fold/b", "fold/c-x", "fold/c/"]
+        assert [type(e) for e in entries] == [Folder, FileEntry, FileEntry, Folder]
+    assert entries[1].size == 3
+    entries = await d.collect("list_folder", "fold/", delimiter="-")
+    assert [e.name for e in entries] == ["fold/a/1", "fold/a/2", "fold/b", "fold/c-", "fold/c/d/e"]
+    assert [e.name for e in await d.collect("list_folder")] == ["fold/"]  # namespaces
+    assert await d.collect("list_folder", "nothing/") == []
+    for bad in ("", "x" * 65):
+        with pytest.raises(InvalidRequest, match="delimiter"):
+            await d.collect("list_folder", "fold/", delimiter=bad)
+
+
 async def test_list_follows_pages(connect: Connect) -> None:
     d = await connect()
     names = [f"list/{i:03d}" for i in range(14)]
@@ -354,8 +376,10 @@ async def test_list_follows_pages(connect: Connect) -> None:
     assert {(e.content_type, e.deleted) for e in entries} == {("text/plain", False)}
     assert [e.name for e in await d.collect("list")] == [*names, "other/x"]
     assert await d.collect("list", "nothing/") == []
-    with pytest.raises(InvalidRequest):
-        await d.collect("list", page_size=0)
+    for bad in (0, MAX_PAGE_SIZE + 1, 10_000):  # the server's bound, checked before asking
+        with pytest.raises(InvalidRequest, match="page_size"):
+            await d.collect("list", page_size=bad)
+    assert [e.name for e in await d.collect("list", "list/", page_size=MAX_PAGE_SIZE)] == names
 
 
 async def test_manifest_and_cluster_are_typed(connect: Connect, cluster: LocalCluster) -> None:

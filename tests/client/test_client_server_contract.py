@@ -98,7 +98,11 @@ async def test_every_json_answer_matches_the_client_s_records(
     assert_record_matches(PutResult, put, set())
     async with http.get(f"{url}/files", params={"prefix": "contract/"}) as response:
         listing = await response.json()
-    assert set(listing) == {"files", "next"}
+    assert set(listing) == {"files", "prefixes", "next"}
+    params = {"prefix": "contract/", "delimiter": "."}
+    async with http.get(f"{url}/files", params=params) as response:
+        folders = await response.json()
+    assert folders == {"files": [], "prefixes": ["contract/a."], "next": None}
     assert_record_matches(FileEntry, listing["files"][0], {"modified"})
     async with http.get(f"{url}/manifests/contract/a.txt") as response:
         manifest = await response.json()
@@ -115,4 +119,5 @@ async def test_every_json_answer_matches_the_client_s_records(
     )
     # And the records build from these answers.
     assert ClusterView.from_json(view).peer(cluster[0].id) is not None
+    assert ClusterView.from_json(view).max_clock_offset_ms == view["max_clock_offset_ms"]
     assert Manifest.from_json(manifest).chunks

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from client import (
+    MAX_PAGE_SIZE,
     AsyncClient,
     BadDigest,
     Client,
@@ -35,8 +36,9 @@ from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
-from client.records import ClusterView, Manifest
+from client.records import ClusterView, Manifest, PeerInfo
 from client.transport import PeerList, RetryPolicy
+from node.api.public import MAX_LIST
 
 
 def error_body(code: str, message: str = "why") -> bytes:
@@ -267,6 +269,16 @@ def test_records_read_every_field_with_its_type() -> None:
     assert view.ring.evenness == 1.0
     assert view.cluster_id == "0123456789abcdef"
     assert view.peer("p1") is view.peers[0]
+    # A peer of before clock offsets were reported: not measured, not skewed.
+    assert (view.peers[0].clock_offset_ms, view.peers[0].skewed) == (None, False)
+
+
+def test_a_peers_clock_offset_and_skew_are_read() -> None:
+    peer = {"id": "p2", "url": "u", "state": "down", "weight": 1, "used_bytes": 0, "chunks": 0}
+    info = PeerInfo.from_json({**peer, "clock_offset_ms": -3_600_002, "skewed": True})
+    assert (info.clock_offset_ms, info.skewed) == (-3_600_002, True)
+    info = PeerInfo.from_json({**peer, "clock_offset_ms": None, "skewed": False})
+    assert (info.clock_offset_ms, info.skewed) == (None, False)
 
 
 @pytest.mark.parametrize(
@@ -281,3 +293,8 @@ def test_records_refuse_an_answer_missing_a_field_or_of_the_wrong_kind(
     incomplete = {key: value for key, value in MANIFEST.items() if key != "etag"}
     with pytest.raises(KeyError):
         Manifest.from_json(incomplete)
+
+
+def test_the_client_page_bound_is_the_servers() -> None:
+    # One bound, stated twice because client/ may not import node/: this keeps them equal.
+    assert MAX_PAGE_SIZE == MAX_LIST

@@ -163,10 +163,16 @@ class GridTransport:
         await holder.retract_manifest(manifest.name, manifest.precedence, restore)
 
     async def list_manifests(
-        self, to: Address, prefix: str, start_after: str, limit: int
+        self,
+        to: Address,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        delimiter: str = "",
+        base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
         holder = await self._holder("list_manifests", to)
-        return holder.list_manifests(prefix, start_after, limit)
+        return holder.list_manifests(prefix, start_after, limit, delimiter, base)
 
     async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
         raise PeerUnavailable(to.url, "the grid has no gossip: membership is fixed")

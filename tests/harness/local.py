@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from node.api.keys import (
     AUTH,
     CHUNKS,
+    CLOCK,
     CONFIG,
     COORDINATOR,
     GOSSIP,
@@ -39,6 +41,7 @@ from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import load_identity
 from node.disk.manifest_store import ManifestStore
 from node.model.identity import ClusterIdentity
+from node.model.version import HybridClock, system_wall_ms
 from node.process.connections import PeerRunner, PeerServer
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
@@ -119,9 +122,19 @@ class Served:
 class LocalPeer:
     """One in-process peer that can be stopped, hung and restarted on the same port."""
 
-    def __init__(self, data_dir: Path, join: tuple[str, ...], **overrides: Any) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        join: tuple[str, ...],
+        *,
+        wall_ms: Callable[[], int] = system_wall_ms,
+        **overrides: Any,
+    ) -> None:
+        """``overrides`` are ``PeerConfig`` settings; ``wall_ms`` is the clock the peer
+        versions files and dates answers with (give a skewed one to test clock skew)."""
         self.data_dir = data_dir
         self._join = join
+        self._wall_ms = wall_ms
         self._overrides = {**FAST, **overrides}
         self.port = 0
         self.app: web.Application | None = None
@@ -158,7 +171,7 @@ class LocalPeer:
         config = PeerConfig(
             data_dir=self.data_dir, port=self.port, join=self._join, **self._overrides
         )
-        self.app = create_app(config)
+        self.app = create_app(config, wall_ms=self._wall_ms)
         self.app.middlewares.insert(0, self._hang)
         files = TlsFiles.of(config)
         await served.serve(self.app, server_context(files) if files is not None else None)
@@ -219,6 +232,10 @@ class LocalPeer:
     def auth(self) -> Authenticator:
         """What signs and checks this peer's peer-to-peer calls."""
         return self._app()[AUTH]
+
+    @property
+    def clock(self) -> HybridClock:
+        return self._app()[CLOCK]
 
     @property
     def coordinator(self) -> Coordinator:

@@ -136,6 +136,23 @@ async def test_unsatisfiable_range_is_416(
         assert (await response.json())["error"]["code"] == "invalid_range"
 
 
+@pytest.mark.parametrize("header", ["bytes=-5", "bytes=-1"])
+async def test_a_suffix_range_of_an_empty_file_is_the_empty_file(
+    cluster: LocalCluster, http: aiohttp.ClientSession, header: str
+) -> None:
+    # As S3 answers: 200 and no bytes, like ``b""[-5:]``; 416 only for ``bytes=0-``.
+    await put(http, cluster[0].url, "files/empty-suffix", b"")
+    url = f"{cluster[2].url}/files/files/empty-suffix"
+    async with http.get(url, headers={"Range": header}) as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "0"
+        assert "Content-Range" not in response.headers
+        assert await response.read() == b""
+    async with http.get(url, headers={"Range": "bytes=0-"}) as response:
+        assert response.status == 416
+        assert response.headers["Content-Range"] == "bytes */0"
+
+
 async def test_head_and_metadata_headers(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:

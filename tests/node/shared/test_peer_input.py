@@ -27,7 +27,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from node.api.keys import GOSSIP
-from node.cluster.protocol import MSGPACK, MemberRecord, PullOrder
+from node.cluster.protocol import MSGPACK, GossipMessage, MemberRecord, PullOrder
 from node.disk.data_dir import MEMBERS_FILE
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, chunk_id, file_id
@@ -176,13 +176,51 @@ async def test_chunk_put_with_a_tiny_block_size_is_refused(
 async def test_gossip_with_a_clock_far_ahead_is_refused(
     cluster: LocalCluster, http: aiohttp.ClientSession, wall_ms: int
 ) -> None:
+    # As a peer of before the wall clock field sends it: judged by its hybrid clock.
     peer = cluster[2]
     before = state(peer)
-    body = gossip_from(peer, stranger(), clock=Version(wall_ms, 0, "future"))
+    body = gossip_from(peer, stranger(), clock=Version(wall_ms, 0, "future"), wall_ms=None)
     answer = await gossip(http, peer, body)
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before  # the sender was not learned either
     await assert_healthy(http, peer, f"clock-{wall_ms}")  # its versions are dated now
+
+
+@pytest.mark.parametrize("off_ms", [MAX_SKEW_MS + 1000, 3_600_000, -MAX_SKEW_MS - 1000, -NOW_MS])
+async def test_gossip_from_a_wall_clock_past_the_hard_limit_is_heard_but_not_followed(
+    cluster: LocalCluster, http: aiohttp.ClientSession, off_ms: int
+) -> None:
+    # Either way: a member an hour behind would refuse every version the others make. It is
+    # answered (so it can measure how far off it is) but its clock is not followed, and
+    # nothing else it says is kept but the members it names.
+    peer, member = cluster[2], cluster[3]
+    before = state(peer)
+    now = int(time.time() * 1000)
+    clock = Version(max(0, now + off_ms), 0, member.id)
+    record = MemberRecord.of(member.membership.me)
+    body = gossip_from(peer, record, clock=clock, wall_ms=now + off_ms, used_bytes=123)
+    answer = await gossip(http, peer, body)
+    assert answer.status == 200, answer
+    assert msgspec.msgpack.decode(answer.body, type=GossipMessage).sender.id == peer.id
+    assert state(peer) == before
+    assert peer.membership.liveness(member.id).figures.used_bytes != 123
+    await assert_healthy(http, peer, f"wall-{off_ms}")  # its versions are still dated now
+
+
+async def test_a_hybrid_clock_past_the_limit_from_a_sane_wall_clock_is_not_followed(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    # A member whose own clock is fine but whose hybrid clock ran ahead (it followed a
+    # member near the limit) is still heard, but this peer's clock does not follow it.
+    peer, member = cluster[2], cluster[3]
+    before = state(peer)
+    now = int(time.time() * 1000)
+    ahead = Version(now + 3_600_000, 0, member.id)
+    body = gossip_from(peer, MemberRecord.of(member.membership.me), clock=ahead, wall_ms=now)
+    answer = await gossip(http, peer, body)
+    assert answer.status == 200, answer
+    assert state(peer) == before
+    await assert_healthy(http, peer, "hybrid-ahead")  # its versions are still dated now
 
 
 # --- weights ------------------------------------------------------------------------------
