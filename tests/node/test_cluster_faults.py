@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually
+from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually, incoming_files_in
 from tests.harness.access import ADMIN_HEADERS
 from tests.node.shared.test_cluster_files import get, payload, put, stored_chunk_ids
 
@@ -146,9 +146,15 @@ async def test_put_survives_a_peer_dying_mid_stream(
 ) -> None:
     data = payload(400_000, seed=15)
 
+    def receiving() -> bool:
+        return bool(incoming_files_in(cluster[6].data_dir))
+
     async def body() -> AsyncIterator[bytes]:
         for start in range(0, len(data), 20_000):
             if start == 200_000:
+                # Mid-stream for sure: the doomed peer is receiving its chunk (the client's
+                # body can run ahead of a coordinator still checking the key and namespace).
+                await eventually(receiving, 10, "peer 6 to receive its chunk")
                 await cluster[6].stop()  # every peer holds a chunk of a 7-peer file
             yield data[start : start + 20_000]
 
