@@ -126,6 +126,10 @@ async def test_a_degraded_write_is_completed_later(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
     data = payload(200_000, 3)
+    # The namespace first: making it reads and writes its record on every replica, and a
+    # hung one is given up on and seen down, so the file's chunks would all go to the
+    # peers still up (a whole write, not a degraded one).
+    await put(http, cluster[0].url, "durability/first", b"x")
     cluster[5].hang()
     try:
         reply = await put(http, cluster[0].url, "durability/partial", data)

@@ -311,10 +311,12 @@ class LocalCluster:
         self.peers.append(peer)
         return peer
 
-    async def start(self, count: int) -> None:
+    async def start(self, count: int, admin_key: bool = True) -> None:
         """Start ``count`` peers; with two or more (a write quorum of manifest replicas),
-        wait until the harness's admin key (``ADMIN``) is stored too."""
-        if not self.peers:
+        wait until the harness's admin key (``ADMIN``) is stored too. ``admin_key=False``
+        seeds no key: a lone peer with a key pending retries storing it by calling itself,
+        so only without one is every connection to a lone peer a test's own."""
+        if not self.peers and admin_key:
             seed_admin_key(self.root / "peer-0")
         for _ in range(count):
             await self.add_peer()

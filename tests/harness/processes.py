@@ -96,13 +96,14 @@ class ProcessCluster:
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Start every peer and wait until the harness's admin key (``ADMIN``) is stored and
         they see each other. The key first: seeing each other is asked on ``/cluster``,
-        which needs a key the cluster knows."""
+        which needs a key the cluster knows. A lone peer can store no key (it takes a write
+        quorum of two) and has no one to see: healthy, it is started."""
         seed_admin_key(self.peers[0].data_dir)
         await asyncio.gather(*(p.start() for p in self.peers))
         await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
         if len(self.peers) >= 2:
             await wait_admin_key(self.peers[0].data_dir, 30.0)
-        await self.wait_converged(session)
+            await self.wait_converged(session)
 
     async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
         running = [p.url for p in self.peers if p.running]

@@ -107,6 +107,13 @@ async def test_files_from_before_access_keys_keep_their_namespaces(
     cluster = LocalCluster(tmp_path)
     try:
         await cluster.start(5)
+        # every peer's own first adoption done (it found nothing to adopt), so that its
+        # marker, removed below, is not written after the removal
+        await eventually(
+            lambda: all((p.data_dir / ADOPTED_FILE).exists() for p in cluster.peers),
+            20.0,
+            "every peer's first adoption",
+        )
         old = ["Legacy_Files/report.txt", "xy/b.txt", "photos/2025/a.jpg", "top-level.txt"]
         for name in old:  # stored as the previous release did: no namespace records
             await cluster[1].coordinator.put(name, _once(name.encode()), None, "text/plain")

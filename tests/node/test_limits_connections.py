@@ -1,10 +1,13 @@
 """Connections to a peer: timeouts, limits, and errors found before the app, on real sockets.
 
-Each test starts one peer with small limits (a cluster of one: no peer connects to it, so
-every connection is the test's own) and talks to it over raw sockets, sending what no HTTP
-library would: heads a byte at a time, heads that never end, garbage. Every answer must be
-the JSON error body, every slow or idle connection must be closed within its timeout, the
-peer must stay serving, and nothing may be logged at ERROR.
+Each test starts one peer with small limits (a cluster of one, seeded with no admin key:
+no peer connects to it, not even itself, so every connection is the test's own) and talks
+to it over raw sockets, sending what no HTTP library would: heads a byte at a time, heads
+that never end, garbage. Every answer must be the JSON error body, every slow or idle
+connection must be closed within its timeout, the peer must stay serving, and nothing may
+be logged at ERROR. A lone peer cannot look access keys up (no read quorum), so the
+requests here are to ``/health``, which needs no key, or are refused before any key is
+read.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ StartPeer = Callable[..., Awaitable[LocalPeer]]
 
 @pytest.fixture
 async def start_peer(tmp_path: Path, loop_guard: None) -> AsyncIterator[StartPeer]:
-    """Start a peer alone (its own cluster) with LIMITS and the given overrides."""
+    """Start a peer alone (its own cluster, no admin key pending) with LIMITS and the given
+    overrides."""
     clusters: list[LocalCluster] = []
 
     async def start(**overrides: Any) -> LocalPeer:
         cluster = LocalCluster(tmp_path / f"cluster-{len(clusters)}", **{**LIMITS, **overrides})
         clusters.append(cluster)
-        await cluster.start(1)
+        await cluster.start(1, admin_key=False)
         return cluster[0]
 
     try:
@@ -83,8 +87,8 @@ async def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_with_408(
 ) -> None:
     peer = await start_peer()
     head = raw_request("GET", "/health", {"X-Padding": "x" * 200})
+    started = time.monotonic()  # (before connecting: the timeout runs from the connection)
     async with await RawClient.connect(peer) as client:
-        started = time.monotonic()
         sending = asyncio.ensure_future(dribble(client, head, 0.01))
         try:
             status, headers, body = await client.answer(timeout=10)
@@ -129,8 +133,8 @@ async def test_a_connection_that_never_sends_is_closed_without_an_answer(
     start_peer: StartPeer,
 ) -> None:
     peer = await start_peer()
+    started = time.monotonic()  # (before connecting: the timeout runs from the connection)
     async with await RawClient.connect(peer) as client:
-        started = time.monotonic()
         assert await client.closed_by_peer(0.5 + MARGIN) == b""
         assert time.monotonic() - started >= 0.5
 

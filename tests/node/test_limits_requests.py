@@ -31,11 +31,12 @@ async def test_past_the_request_limit_public_clients_wait_and_peers_do_not(
     stalled = [await RawClient.connect(busy) for _ in range(2)]
     try:
         for n, client in enumerate(stalled):  # two PUTs whose bodies never come: 2 slots
-            head = raw_request("PUT", f"/files/held-{n}", {"Content-Length": "100000"})
+            headers = {"Content-Length": "100000"}
+            head = raw_request("PUT", f"/files/limits/held-{n}", headers, keyed=True)
             await client.send(head + b"x" * 1000)
 
         async def refused() -> bool:
-            url = f"{busy.url}/files/anything"
+            url = f"{busy.url}/files/limits/anything"
             async with public_request(http, "GET", url) as response:
                 if response.status != 503:
                     return False
@@ -58,11 +59,11 @@ async def test_past_the_request_limit_public_clients_wait_and_peers_do_not(
         # A PUT through another peer places a chunk on every one of the seven: the busy
         # peer's holder must take its chunk while its public slots are all taken.
         data = os.urandom(100_000)
-        url = f"{cluster[1].url}/files/through-another"
+        url = f"{cluster[1].url}/files/limits/through-another"
         async with public_request(http, "PUT", url, data=data) as response:
             assert response.status == 201, await response.text()
         await eventually(
-            lambda: fully_redundant(http, cluster[1].url, ["through-another"]),
+            lambda: fully_redundant(http, cluster[1].url, ["limits/through-another"]),
             what="every chunk stored, the busy peer's too",
         )
         async with public_request(http, "GET", url) as response:
@@ -72,7 +73,7 @@ async def test_past_the_request_limit_public_clients_wait_and_peers_do_not(
             await client.close()
 
     async def served() -> bool:
-        async with public_request(http, "GET", f"{busy.url}/files/through-another") as r:
+        async with public_request(http, "GET", f"{busy.url}/files/limits/through-another") as r:
             return r.status == 200
 
     await eventually(served, what="the slots given back")

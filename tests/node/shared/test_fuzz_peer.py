@@ -3,8 +3,9 @@
 A member is trusted to be a member, not to be correct: every ``/internal/`` route must
 answer random bodies, truncated valid bodies, random owners, ids, versions and query
 strings with a 4xx (or a success, when the input happens to be valid), never a 5xx or an
-ERROR in the log. Each request is signed as a fellow member would sign it (``internal``).
-Afterwards the cluster must still see every member up and store and serve a file.
+ERROR in the log. Each request is signed as a fellow member would sign it (``internal``),
+and carries no access key, as a member's does not. Afterwards the cluster must still see
+every member up and store and serve a file (public requests: with the harness's admin key).
 ``CASES`` counts the requests (printed at the end of the session).
 """
 
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 
 from node.cluster.protocol import MSGPACK, PullOrder
 from tests.harness import LocalCluster, all_see_all_up, eventually, internal
+from tests.harness.access import ADMIN_HEADERS
 from tests.harness.clients import public_request
 from tests.harness.fuzzing import CASES, ErrorLog, LoopDriver
 
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 FUZZ = settings(
     max_examples=800, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
+SAMPLE = "fuzz/sample"  # a file stored before the fuzz, whose parts the fuzz bends
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,11 @@ class Samples:
 async def samples(cluster: LocalCluster) -> Samples:
     peer = cluster[0]
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        url = f"{peer.url}/files/sample"
+    async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as http:
+        url = f"{peer.url}/files/{SAMPLE}"
         async with public_request(http, "PUT", url, data=os.urandom(30_000)) as response:
             assert response.status == 201
-    manifest = await peer.coordinator.stat("sample")
+    manifest = await peer.coordinator.stat(SAMPLE)
     ref = manifest.chunks[0]
     order = PullOrder(
         cluster.holder(ref.holder).url,
@@ -77,6 +80,7 @@ async def samples(cluster: LocalCluster) -> Samples:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """For the signed peer calls: no access key (the peer API takes none)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         yield http
 
@@ -160,7 +164,7 @@ def calls(draw: st.DrawFn, samples: Samples) -> Call:
         path = f"/internal/chunks/{chunk}"
         if method == "PUT":
             headers = {
-                "X-Ringstore-Name": draw(st.one_of(st.just("fuzzed"), text.map(quote))),
+                "X-Ringstore-Name": draw(st.one_of(st.just("fuzz/fuzzed"), text.map(quote))),
                 "X-Ringstore-Version": draw(st.one_of(st.just(samples.version), header_text)),
                 "X-Ringstore-Block-Size": draw(st.one_of(st.just("4096"), header_numbers)),
             }
@@ -178,7 +182,7 @@ def calls(draw: st.DrawFn, samples: Samples) -> Call:
             st.fixed_dictionaries(
                 {},
                 optional={
-                    "name": st.one_of(st.just("sample"), text),
+                    "name": st.one_of(st.just(SAMPLE), text),
                     "expect": st.one_of(st.just(f"{samples.version}/0"), text),
                     "version": st.one_of(st.just(samples.version), text),
                     "revision": numbers,
@@ -249,15 +253,15 @@ async def test_random_and_cut_msgpack_to_every_peer_route_gets_no_5xx(
 
 
 async def test_afterwards_the_cluster_is_whole_and_serves(
-    cluster: LocalCluster, session: aiohttp.ClientSession, errors: ErrorLog
+    cluster: LocalCluster, http: aiohttp.ClientSession, errors: ErrorLog
 ) -> None:
-    assert await all_see_all_up(session, cluster.urls)
-    await eventually(lambda: all_see_all_up(session, cluster.urls), what="every member up")
+    assert await all_see_all_up(http, cluster.urls)
+    await eventually(lambda: all_see_all_up(http, cluster.urls), what="every member up")
     data = os.urandom(50_000)
-    async with public_request(session, "PUT", f"{cluster[2].url}/files/after", data=data) as r:
+    async with public_request(http, "PUT", f"{cluster[2].url}/files/fuzz/after", data=data) as r:
         assert r.status == 201
-    async with public_request(session, "GET", f"{cluster[6].url}/files/after") as r:
+    async with public_request(http, "GET", f"{cluster[6].url}/files/fuzz/after") as r:
         assert await r.read() == data
-    async with public_request(session, "GET", f"{cluster[1].url}/files/sample") as r:
+    async with public_request(http, "GET", f"{cluster[1].url}/files/{SAMPLE}") as r:
         assert r.status == 200, "the sample file survived the fuzz"
     assert not errors.records, "\n".join(errors.lines())

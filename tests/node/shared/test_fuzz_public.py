@@ -2,12 +2,14 @@
 
 Hypothesis draws methods, routes (every public one, and none), names of every kind, query
 strings, headers (Range, Content-Type, Expect, encodings, conditionals, peer headers, any)
-and bodies, and sends them with aiohttp through ``public_request`` (the one place public
-requests are made: credentials, once asked for, go there); a second test sends random and
-mutated bytes over raw sockets. Every answer must be below 500 (a 401 or 403 is an answer
-too), nothing may be logged at ERROR, and afterwards every listed file must read back whole
-with its etag, only files whose PUT succeeded may be listed, and the cluster must still
-store and serve a file. ``CASES`` counts the requests (printed at the end of the session).
+and bodies, and sends them with aiohttp through ``public_request``, most with the
+harness's admin key (so that they reach the routes' handlers: names are mostly
+``NAMESPACE/NAME``, and a first write makes its namespace), some without a key; a second
+test sends random and mutated bytes over raw sockets (their valid heads keyed). Every
+answer must be below 500 (a 401 or 403 is an answer too), nothing may be logged at ERROR,
+and afterwards every listed file must read back whole with its etag, only files whose PUT
+succeeded may be listed, and the cluster must still store and serve a file. ``CASES``
+counts the requests (printed at the end of the session).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from tests.harness import LocalCluster
+from tests.harness.access import ADMIN_HEADERS
 from tests.harness.clients import RawClient, public_request, raw_request
 from tests.harness.fuzzing import CASES, ErrorLog, LoopDriver
 
@@ -56,6 +59,17 @@ def shared_overrides() -> dict[str, Any]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """Sends the harness's admin key (the shared cluster stores it) with every request."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(
+        timeout=timeout, auto_decompress=False, headers=ADMIN_HEADERS
+    ) as http:
+        yield http
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    """Sends no credentials (401 on every route but /health and public-read reads)."""
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as http:
         yield http
@@ -94,10 +108,13 @@ names = st.one_of(
     st.sampled_from(SEEDS),
     st.sampled_from(["..", ".", "a/../b", "a//b", "%2e%2e", "%00", "%ff", "a\nb", " "]),
     st.text(max_size=30),
+    st.text(max_size=30).map("fuzz/".__add__),  # past the name check, to the handlers
     st.text(st.characters(codec="ascii"), min_size=1000, max_size=1100),
 )
 routes = st.sampled_from(
-    ["/files/{}"] * 5 + ["/files", "/manifests/{}", "/cluster", "/health", "/scrub", "/{}"]
+    ["/files/{}"] * 5
+    + ["/files", "/manifests/{}", "/cluster", "/health", "/scrub", "/{}"]
+    + ["/keys", "/keys/{}", "/namespaces", "/namespaces/{}"]
 )
 methods = st.one_of(
     st.sampled_from(["GET"] * 4 + ["HEAD", "HEAD", "PUT", "PUT", "DELETE", "POST", "OPTIONS"]),
@@ -153,11 +170,13 @@ def target(route: str, name: str, quoted: bool) -> str:
 
 async def public_case(
     cluster: LocalCluster,
-    session: aiohttp.ClientSession,
+    sessions: dict[bool, aiohttp.ClientSession],
     errors: ErrorLog,
     case: Case,
 ) -> None:
-    """Send one drawn request; fail on a 5xx or anything logged at ERROR meanwhile."""
+    """Send one drawn request (keyed or not: ``sessions[case.keyed]``); fail on a 5xx or
+    anything logged at ERROR meanwhile."""
+    session = sessions[case.keyed]
     logged = len(errors.records)
     url = URL(cluster[case.peer].url + target(case.route, case.name, case.quoted), encoded=True)
     if case.query:
@@ -187,8 +206,10 @@ class Case:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes | None
+    keyed: bool
 
 
+keyed = st.sampled_from([True, True, True, False])  # mostly with the admin key
 anything = st.builds(
     Case,
     peer=st.integers(0, 6),
@@ -199,6 +220,7 @@ anything = st.builds(
     query=queries,
     headers=headers,
     body=bodies,
+    keyed=keyed,
 )
 reads = st.builds(  # reads of files that exist, with every kind of Range and conditional
     Case,
@@ -210,6 +232,7 @@ reads = st.builds(  # reads of files that exist, with every kind of Range and co
     query=st.just({}),
     headers=headers,
     body=st.none(),
+    keyed=keyed,
 )
 writes = st.builds(  # PUTs and DELETEs of names of every kind
     Case,
@@ -221,19 +244,25 @@ writes = st.builds(  # PUTs and DELETEs of names of every kind
     query=st.just({}),
     headers=headers,
     body=bodies,
+    keyed=keyed,
 )
 cases = st.one_of(reads, writes, anything)
 
 
 async def test_random_requests_to_public_routes_get_no_5xx(
-    cluster: LocalCluster, session: aiohttp.ClientSession, errors: ErrorLog, seeded: None
+    cluster: LocalCluster,
+    session: aiohttp.ClientSession,
+    anonymous: aiohttp.ClientSession,
+    errors: ErrorLog,
+    seeded: None,
 ) -> None:
     driver = LoopDriver(asyncio.get_running_loop())
+    sessions = {True: session, False: anonymous}
 
     @FUZZ
     @given(case=cases)
     def fuzz(case: Case) -> None:
-        driver.call(public_case(cluster, session, errors, case))
+        driver.call(public_case(cluster, sessions, errors, case))
 
     await driver.run(fuzz)
 
