@@ -46,6 +46,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 
 _Record = TypeVar("_Record")
+_Entry = TypeVar("_Entry")  # what one listing yields: FileEntry, or FileEntry | Folder
 
 
 def default_peers() -> list[str]:
@@ -336,11 +337,22 @@ class AsyncClient:
         bound) before any request, Unavailable.
         """
         _check_page_size(page_size)
+        params = {"prefix": prefix, "limit": str(page_size)}
+        async for entry in self._paged(params, _page):
+            yield entry
+
+    async def _paged(
+        self,
+        params: dict[str, str],
+        parse: Callable[[Any], tuple[builtins.list[_Entry], str | None]],
+    ) -> AsyncIterator[_Entry]:
+        """Every entry of a ``GET /files`` listing with ``params``, page after page."""
         after = ""
         while True:
-            params = {"prefix": prefix, "limit": str(page_size), "start_after": after}
-            page = await self._transport.json("GET", "/files", params=params)
-            entries, following = _parse(_page, page, None, "GET /files")
+            page = await self._transport.json(
+                "GET", "/files", params={**params, "start_after": after}
+            )
+            entries, following = _parse(parse, page, None, "GET /files")
             for entry in entries:
                 yield entry
             if not following:
@@ -364,23 +376,9 @@ class AsyncClient:
         _check_page_size(page_size)
         if not delimiter:
             raise InvalidRequest("a folder listing needs a delimiter (list() lists flat)")
-        after = ""
-        while True:
-            params = {
-                "prefix": prefix,
-                "delimiter": delimiter,
-                "limit": str(page_size),
-                "start_after": after,
-            }
-            page = await self._transport.json("GET", "/files", params=params)
-            entries, following = _parse(_folder_page, page, None, "GET /files")
-            for entry in entries:
-                yield entry
-            if not following:
-                return
-            if following == after:
-                raise UnexpectedResponse(f"GET /files: the listing stopped at {after!r}")
-            after = following
+        params = {"prefix": prefix, "delimiter": delimiter, "limit": str(page_size)}
+        async for entry in self._paged(params, _folder_page):
+            yield entry
 
     async def manifest(self, name: str) -> Manifest:
         """The manifest of ``name``: layout and which peer holds each chunk.
