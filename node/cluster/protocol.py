@@ -19,7 +19,9 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
 URL is exactly ``http(s)://host:port`` (``check_member_url``; the same rule for gossip,
-mDNS records, the persisted member list and ``--join`` seeds), a weight is within
+mDNS records, the persisted member list and ``--join`` seeds), a member id is at most 64
+letters, digits, ``.``, ``_`` and ``-`` (``check_member_id``: it is sent in a header of
+every call to that member; peers make UUIDs), a weight is within
 ``ring.MIN_WEIGHT`` .. ``ring.MAX_WEIGHT``, versions within ``node.model.version``'s bounds,
 block sizes and sizes within ``node.model.layout``'s.
 """
@@ -53,6 +55,9 @@ T = TypeVar("T")
 # A host name or IPv4 address, or an IPv6 address in brackets; then a port. Nothing else:
 # no path (peer calls are appended to the URL), query, fragment or user info.
 _MEMBER_URL = re.compile(r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+# What a peer makes is a UUID (``load_peer_id``); an id travels in the X-Ringstore-Peer
+# header of every call to its member, so no control character, space or other oddity.
+_MEMBER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def check_member_url(url: str) -> str:
@@ -62,6 +67,16 @@ def check_member_url(url: str) -> str:
     if match is None or not 1 <= int(match[1]) <= 65535:
         raise ValueError(f"a member URL is http(s)://host:port and nothing more, not {url!r}")
     return url
+
+
+def check_member_id(member_id: str) -> str:
+    """Return ``member_id`` if it is 1 to 64 letters, digits, ``.``, ``_`` or ``-``; raise
+    ValueError saying so otherwise."""
+    if _MEMBER_ID.fullmatch(member_id) is None:
+        raise ValueError(
+            f"a member id is 1 to 64 letters, digits, '.', '_' or '-', not {member_id[:80]!r}"
+        )
+    return member_id
 
 
 class MemberRecord(msgspec.Struct, frozen=True):
@@ -76,9 +91,10 @@ class MemberRecord(msgspec.Struct, frozen=True):
         return cls(member.id, member.url, member.weight)
 
     def member(self) -> Member:
-        """The ring member; raises ValueError if the record cannot be one (a URL that is not
-        ``check_member_url``'s, a weight out of range)."""
-        return Member(self.id, check_member_url(self.url), self.weight)
+        """The ring member; raises ValueError if the record cannot be one (an id that is not
+        ``check_member_id``'s, a URL that is not ``check_member_url``'s, a weight out of
+        range)."""
+        return Member(check_member_id(self.id), check_member_url(self.url), self.weight)
 
 
 class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):

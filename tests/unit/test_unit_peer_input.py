@@ -6,6 +6,7 @@ The same inputs through real peers are in ``tests/node/shared/test_peer_input.py
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,17 @@ def test_member_records_out_of_bounds_are_no_members(url: str, weight: int) -> N
         MemberRecord("id", url, weight).member()
 
 
+@pytest.mark.parametrize("member_id", ["", "a b", "a\nb", "a\x0bb", "a\x7fb", "é", "x" * 65])
+def test_member_ids_unfit_for_a_header_are_no_members(member_id: str) -> None:
+    with pytest.raises(ValueError, match="member id"):
+        MemberRecord(member_id, "http://h:1", 1).member()
+
+
+def test_uuids_and_short_names_are_member_ids() -> None:
+    for member_id in (str(uuid.uuid4()), "a", "peer-1", "p.2_x", "x" * 64):
+        assert MemberRecord(member_id, "http://h:1", 1).member().id == member_id
+
+
 def test_a_bad_persisted_member_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,13 +287,14 @@ def test_a_bad_persisted_member_is_skipped_with_a_warning(
         MemberRecord("d", "http://d:1", 10**6),
         MemberRecord("e", "http://e:1/path", 1),
         {"id": "f", "url": 7, "weight": 1},
+        MemberRecord("g\r\nX-Injected: 1", "http://g:1", 1),
     ]
     (tmp_path / MEMBERS_FILE).write_bytes(msgspec.msgpack.encode([good[0], *bad, good[1]]))
     membership = Membership(Member("a", "http://a:1"), tmp_path, vnodes=8, replicas=3)
     with caplog.at_level(logging.WARNING):
         membership.load()
     assert [m.id for m in membership.members()] == ["a", "b", "c"]
-    assert sum("skipping a member record" in r.getMessage() for r in caplog.records) == 3
+    assert sum("skipping a member record" in r.getMessage() for r in caplog.records) == 4
 
 
 def test_pull_orders_bound_their_numbers_on_decode() -> None:

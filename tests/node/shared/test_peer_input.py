@@ -240,6 +240,28 @@ async def test_gossip_with_a_weight_out_of_range_is_refused(
     await assert_healthy(http, peer, f"weight-{weight}")
 
 
+# --- member ids ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("member_id", ["bad\x0bid", "bad\nid", "bad id", "x" * 65, ""], ids=repr)
+async def test_gossip_with_a_member_id_unfit_for_a_header_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, member_id: str
+) -> None:
+    """A member's id goes out in the header of every call to it (X-Ringstore-Peer): one
+    with a control character would make each of those calls fail in the HTTP client, with a
+    traceback at ERROR, on every peer that learned it."""
+    peer = cluster[4]
+    before = state(peer)
+    message = peer._app()[GOSSIP].message()
+    odd = MemberRecord(member_id, "http://127.0.0.1:9", 1)
+    body = gossip_from(peer, MemberRecord.of(peer.membership.me), members=[*message.members, odd])
+    answer = await gossip(http, peer, body)
+    assert_refused(answer, 400, "invalid_request")
+    assert "member id" in answer.body["error"]["message"]
+    assert state(peer) == before
+    await assert_healthy(http, peer, "member-id")
+
+
 async def test_a_persisted_member_with_a_huge_weight_is_skipped_at_start(
     cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
