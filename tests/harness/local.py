@@ -279,15 +279,17 @@ class LocalCluster:
 
     ``seeded=False`` gives peers no seeds at all, for clusters that must find each other
     through discovery (pass ``discovery="zeroconf", service_type=...`` as overrides). Every
-    peer gets the cluster's secret file, ``root/cluster-secret.json`` (made here, unless the
-    overrides name one or a join token).
+    peer gets the cluster's secret file, ``root/cluster-secret.json`` (made before the first
+    peer starts, off the event loop: it is fsynced, unless the overrides name one or a join
+    token).
     """
 
     def __init__(self, root: Path, *, seeded: bool = True, **overrides: Any) -> None:
         self.root = root
         self.seeded = seeded
+        self._secret_file: Path | None = None
         if not {"cluster_secret_file", "join_token"} & set(overrides):
-            overrides["cluster_secret_file"] = new_secret_file(root / "cluster-secret.json")
+            self._secret_file = overrides["cluster_secret_file"] = root / "cluster-secret.json"
         self.overrides = overrides
         self.peers: list[LocalPeer] = []
 
@@ -302,6 +304,8 @@ class LocalCluster:
         return [p.url for p in self.peers]
 
     async def add_peer(self, **overrides: Any) -> LocalPeer:
+        if self._secret_file is not None and not self._secret_file.exists():
+            await asyncio.to_thread(new_secret_file, self._secret_file)
         seeds = (self.peers[0].url,) if self.peers and self.seeded else ()
         join = overrides.pop("join", seeds)
         peer = LocalPeer(
@@ -317,7 +321,7 @@ class LocalCluster:
         seeds no key: a lone peer with a key pending retries storing it by calling itself,
         so only without one is every connection to a lone peer a test's own."""
         if not self.peers and admin_key:
-            seed_admin_key(self.root / "peer-0")
+            await asyncio.to_thread(seed_admin_key, self.root / "peer-0")  # fsyncs: off the loop
         for _ in range(count):
             await self.add_peer()
         await self.wait_converged()
