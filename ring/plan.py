@@ -36,12 +36,19 @@ class Move:
 
 
 def plan_moves(
-    holders: Mapping[int, str], ring: Ring, key: str, skip: Collection[str] = ()
+    holders: Mapping[int, str],
+    ring: Ring,
+    key: str,
+    skip: Collection[str] = (),
+    n: int | None = None,
 ) -> tuple[Move, ...]:
     """Return the minimal moves that put the chunks of ``key`` on its placement set.
 
-    ``holders`` maps chunk index to the member id holding it (from the manifest).
-    The target set is ``ring.placement(key, len(holders), skip)``. A chunk stays
+    ``holders`` maps chunk index to the member id holding it (from the manifest); ``n``
+    is the size of the placement set, the layout's chunk count (default: one per holder).
+    A layout with chunks not yet placed (a degraded write) has fewer holders than ``n``:
+    its chunks stay on any member of the set, and the members left free are where repair
+    places the missing ones. The target set is ``ring.placement(key, n, skip)``. A chunk stays
     if its holder is in the target set and holds no lower-indexed chunk; the
     other chunks, by ascending index, move to the target members holding
     nothing, in ring order. A move's source may be down (in ``skip``): the
@@ -53,7 +60,7 @@ def plan_moves(
     """
     if not holders:
         return ()
-    target = ring.placement(key, len(holders), skip)
+    target = ring.placement(key, len(holders) if n is None else max(n, len(holders)), skip)
     target_set = frozenset(target)
     kept: set[str] = set()
     leaving: list[int] = []

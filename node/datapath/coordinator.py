@@ -107,11 +107,13 @@ class Coordinator:
         await self._membership.refresh_ring()
         version = self._clock.now()
         file = file_id(name, version)
+        # One layout for every file: k + m chunks. With fewer than k + m peers up the
+        # chunks past the last up peer are not placed now; repair places them later.
         holders = self._membership.placement(file, config.k + config.m).members
-        n = len(holders)  # fewer than k+m peers up: fewer parity chunks
+        n = len(holders)
         if n < config.k:
             raise Unavailable(f"{n} peers are up; a file needs at least {config.k}")
-        m = n - config.k
+        m = config.m
         expected = Layout(size, config.k, m, config.block_size) if size is not None else None
         writers = {
             index: ChunkWriter(
@@ -151,7 +153,7 @@ class Coordinator:
         )
         await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
-            log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), n)
+            log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), layout.n)
         return manifest
 
     async def stream(

@@ -41,10 +41,14 @@ class Rebuilder:
     def __repr__(self) -> str:
         return f"Rebuilder(peer={self._membership.me.id[:8]})"
 
-    async def rebuild(self, manifest: Manifest, targets: dict[int, str]) -> Manifest:
+    async def rebuild(
+        self, manifest: Manifest, targets: dict[int, str], base: Manifest | None = None
+    ) -> Manifest:
         """Recompute chunks ``targets`` (index -> new holder) from the others and commit.
 
-        The chunks named in ``targets`` are not read. Returns the committed manifest.
+        The chunks named in ``targets`` are not read. ``base`` is the manifest the replicas
+        hold when ``manifest`` is a new layout of it (more parity: ``with_parity``); the
+        commit goes through only over it. Returns the committed manifest.
         Raises Unavailable (too few readable chunks, a target failed, no quorum) or
         CorruptData (a rebuilt chunk differs from what the manifest recorded).
         """
@@ -91,7 +95,7 @@ class Rebuilder:
         updated = dataclasses.replace(
             manifest,
             chunks=tuple(sorted(chunks, key=lambda ref: ref.index)),
-            revision=manifest.revision + 1,
+            revision=(base or manifest).revision + 1,
         )
-        await self._replicas.commit(updated, base=manifest)
+        await self._replicas.commit(updated, base=base or manifest)
         return updated

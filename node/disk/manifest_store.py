@@ -22,6 +22,7 @@ from node.disk.durable import write_atomically
 from node.disk.locks import KeyedLocks
 from node.errors import CorruptData
 from node.model.folders import replica_page
+from node.model.layout import DEFAULT_M
 from node.model.manifest import Manifest, ReplicaWrite
 from node.model.names import name_key
 from node.model.preconditions import Preconditions, representation
@@ -33,11 +34,12 @@ log = logging.getLogger(__name__)
 class ManifestStore:
     """The manifest replicas on this peer's disk, with an in-memory index for listings."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, parity: int = DEFAULT_M) -> None:
         self._root = root / "manifests"
         self._index: dict[str, Manifest] = {}
         self._names: list[str] = []  # sorted names in the index
-        self._degraded: set[str] = set()  # live versions stored with fewer than k+m chunks
+        self._parity = parity  # the cluster's m: versions with fewer chunks are degraded
+        self._degraded: dict[str, int] = {}  # degraded live versions: chunks they have
         self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -54,15 +56,17 @@ class ManifestStore:
         """Names whose replica here is a live version (not a tombstone), in order."""
         return [name for name in self._names if not self._index[name].deleted]
 
-    def degraded_names(self) -> list[str]:
-        """Names whose stored version has fewer chunks than its layout (repair's work)."""
-        return sorted(self._degraded)
+    def degraded(self) -> dict[str, int]:
+        """Chunks stored, by name, of the live versions that lack chunks of the cluster's
+        layout (k + ``parity``; repair's work): written degraded, or by a release that
+        wrote fewer parity chunks."""
+        return dict(self._degraded)
 
     def _note_degraded(self, manifest: Manifest) -> None:
-        if manifest.degraded:
-            self._degraded.add(manifest.name)
+        if manifest.missing(self._parity) > 0:
+            self._degraded[manifest.name] = len(manifest.chunks)
         else:
-            self._degraded.discard(manifest.name)
+            self._degraded.pop(manifest.name, None)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
@@ -113,7 +117,7 @@ class ManifestStore:
     def _forget(self, name: str) -> None:
         del self._index[name]
         self._names.pop(bisect.bisect_left(self._names, name))
-        self._degraded.discard(name)
+        self._degraded.pop(name, None)
 
     async def put(
         self,

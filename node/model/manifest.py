@@ -29,6 +29,7 @@ is checked the same way wherever it arrives: headers of a chunk upload, a pull o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import unicodedata
 from dataclasses import dataclass
@@ -202,6 +203,22 @@ class Manifest:
     def degraded(self) -> bool:
         """True when fewer chunks are stored than the layout has (inline records have none)."""
         return not self.deleted and not self.inline and len(self.chunks) < self.layout.n
+
+    def missing(self, parity: int) -> int:
+        """Chunks this file version lacks to hold k data and ``parity`` parity chunks (or
+        its own layout's m, where that is more): 0 for tombstones and inline records."""
+        if self.deleted or self.inline:
+            return 0
+        return self.layout.k + max(self.layout.m, parity) - len(self.chunks)
+
+    def with_parity(self, parity: int) -> Manifest:
+        """This manifest laid out with ``parity`` parity chunks, its stored chunks kept.
+
+        Sound because zfec's code is systematic and its parity block ``k + j`` does not
+        depend on m (the rows of its encoding matrix are fixed per index; pinned by
+        ``test_unit_codec``): chunks stored under a smaller m are chunks of the larger one.
+        """
+        return dataclasses.replace(self, layout=dataclasses.replace(self.layout, m=parity))
 
     def without_chunks(self) -> Manifest:
         """This manifest without its chunk list: what listings and in-memory indexes keep."""

@@ -118,7 +118,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
         log.warning("peer authentication is OFF: anyone who reaches this port is a member")
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
     chunks = ChunkStore(config.data_dir, config.max_bytes)
-    manifests = ManifestStore(config.data_dir)
+    manifests = ManifestStore(config.data_dir, config.m)
     await chunks.open()
     await manifests.open()
     clock = app[keys.CLOCK] = HybridClock(peer_id, wall_ms)

@@ -101,7 +101,8 @@ class Rebalancer:
         if manifest.deleted or not manifest.chunks:
             return []
         ring, down = self._membership.ring, self._membership.down_ids()
-        return self._feasible(plan_moves(manifest.holders(), ring, manifest.file_id, skip=down))
+        holders, key, n = manifest.holders(), manifest.file_id, manifest.layout.n
+        return self._feasible(plan_moves(holders, ring, key, skip=down, n=n))
 
     def needs_work(self, manifest: Manifest) -> bool:
         """Whether this peer has something to do for ``manifest`` under the current ring:

@@ -84,9 +84,20 @@ class Repairer:
         self._wake.set()
 
     async def run(self) -> None:
+        """Sweep when reports arrive, when a member comes up or joins while files are
+        degraded (it may be where their missing chunks belong), and every
+        ``repair_interval``."""
+        config, membership = self._config, self._membership
+        seen, last = membership.up_ids(), time.monotonic()
         while True:
-            await wait_event(self._wake, self._config.repair_interval)
+            await wait_event(self._wake, min(config.heartbeat_interval, config.repair_interval))
+            reported = self._wake.is_set()
             self._wake.clear()
+            up = membership.up_ids()
+            arrived, seen = bool(up - seen) and bool(self._manifests.degraded()), up
+            if not (reported or arrived or time.monotonic() - last >= config.repair_interval):
+                continue
+            last = time.monotonic()
             try:
                 await self.sweep()
             except Exception:  # the next sweep retries; a bug must not stop repairs
@@ -111,20 +122,29 @@ class Repairer:
 
     def _primary_names_needing_repair(self) -> list[str]:
         """Names this peer is primary for that may miss chunks: all of them while a member
-        has been down past ``repair_after``, else only those written degraded."""
+        has been down past ``repair_after``, else the degraded ones (short of the cluster's
+        layout) that the ring has room for: more members than chunks stored (so a 6-peer
+        cluster does not re-read every 5+2 file each sweep until a 7th peer joins)."""
         membership = self._membership
         long_down = any(
             membership.down_for(m) >= self._config.repair_after for m in membership.down_ids()
         )
-        names = self._manifests.names() if long_down else self._manifests.degraded_names()
+        if long_down:
+            names = self._manifests.names()
+        else:
+            members = len(membership.ring.members)
+            names = [n for n, stored in self._manifests.degraded().items() if stored < members]
         me = membership.me.id
         return [n for n in names if membership.replicas(n).primary == me]
 
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
-        manifest = await self._replicas.read(name)
-        if manifest is None or manifest.deleted or manifest.inline:
+        base = await self._replicas.read(name)
+        if base is None or base.deleted or base.inline:
             return  # gone, or a record carried whole in its manifest: no chunks to rebuild
+        manifest = base
+        if base.layout.m < self._config.m:  # written with less parity (an older release)
+            manifest = base.with_parity(self._config.m)
         membership = self._membership
         targets = repair_targets(
             manifest,
@@ -136,14 +156,15 @@ class Repairer:
         )
         if not targets:
             return
-        await self._rebuilder.rebuild(manifest, targets)
+        await self._rebuilder.rebuild(manifest, targets, base)
         count = len(targets)
         self.stats.chunks_repaired += count
         self.stats.bytes_repaired += count * manifest.layout.chunk_size
         self.stats.last_repair = time.time()
         log.info(
-            "repaired %d chunk(s) of %r: %s",
+            "repaired %d chunk(s) of %r%s: %s",
             count,
             name,
+            f" (parity {base.layout.m} -> {manifest.layout.m})" if manifest is not base else "",
             ", ".join(f"{i}->{h[:8]}" for i, h in sorted(targets.items())),
         )

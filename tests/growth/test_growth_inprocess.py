@@ -16,14 +16,26 @@ from tests.harness import LocalCluster, eventually
 BLOCK = 4096
 
 
-@pytest.fixture
-async def six(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+async def started(tmp_path: Path, count: int) -> AsyncIterator[LocalCluster]:
     cluster = LocalCluster(tmp_path, block_size=BLOCK, rebalance_rate=0)
     try:
-        await cluster.start(6)
+        await cluster.start(count)
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest.fixture
+async def six(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+    """Fewer peers than a file has chunks: every file is stored degraded, 6 of 7."""
+    async for cluster in started(tmp_path, 6):
+        yield cluster
+
+
+@pytest.fixture
+async def seven(tmp_path: Path, loop_guard: None) -> AsyncIterator[LocalCluster]:
+    async for cluster in started(tmp_path, 7):
+        yield cluster
 
 
 async def store_files(
@@ -52,7 +64,7 @@ async def settled(cluster: LocalCluster, names: list[str]) -> bool:
     for name in names:
         manifest = await peer.replicas.read(name)
         assert manifest is not None
-        if plan_moves(manifest.holders(), ring, manifest.file_id):
+        if plan_moves(manifest.holders(), ring, manifest.file_id, n=manifest.layout.n):
             return False
     return True
 
@@ -62,36 +74,69 @@ def used(cluster: LocalCluster) -> list[int]:
 
 
 async def test_a_join_moves_only_to_the_newcomer_about_its_share(
-    six: LocalCluster, http: aiohttp.ClientSession
+    seven: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
-    files = await store_files(http, six, 120)
-    before = used(six)
+    files = await store_files(http, seven, 120)
+    before = used(seven)
     total = sum(before)
 
-    newcomer = await six.add_peer(rebalance_rate=0)
-    await six.wait_converged()
-    await eventually(lambda: settled(six, list(files)), timeout=60, what="rebalancing to settle")
+    newcomer = await seven.add_peer(rebalance_rate=0)
+    await seven.wait_converged()
+    await eventually(lambda: settled(seven, list(files)), timeout=60, what="rebalancing to settle")
     # The old copies go after the delete grace.
-    await eventually(lambda: sum(used(six)) == total, timeout=30, what="old copies deleted")
+    await eventually(lambda: sum(used(seven)) == total, timeout=30, what="old copies deleted")
 
-    after = used(six)
-    for old, (was, now) in enumerate(zip(before, after[:6], strict=True)):
+    after = used(seven)
+    for old, (was, now) in enumerate(zip(before, after[:7], strict=True)):
         assert now <= was, f"old peer {old} grew from {was} to {now}"
     # The newcomer holds exactly the chunks the committed manifests place on it: no strays.
     placed = 0
     for name in files:
-        manifest = await six[0].replicas.read(name)
+        manifest = await seven[0].replicas.read(name)
         assert manifest is not None
         placed += manifest.layout.chunk_size * list(manifest.holders().values()).count(newcomer.id)
-    moved = after[6]
+    moved = after[7]
     assert moved == placed
     # About its share: 120 files of mixed sizes on random peer ids and versions give a sample
     # spread of about 7% (five local runs: 0.79..1.07 of the ideal), so the bound here is wide.
     # How evenly the ring itself shares keys is asserted tightly on 20,000 keys with fixed
-    # ids in tests/ring/test_ring_balance.py.
-    ideal = total / 7
+    # ids in tests/ring/test_ring_balance.py. 7 chunks of a file on 8 peers: 1/8 each.
+    ideal = total / 8
     print(f"moved {moved} bytes, ideal {ideal:.0f}, ratio {moved / ideal:.3f}; fill {after}")
     assert 0.6 <= moved / ideal <= 1.4
+    for name, data in files.items():
+        async with http.get(f"{newcomer.url}/files/{name}") as response:
+            assert await response.read() == data, name
+
+
+async def test_a_six_peer_cluster_grown_to_seven_places_every_files_seventh_chunk(
+    six: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Stored 6 of 7 while the ring had 6 members, every file gets its 7th chunk on the
+    newcomer once it joins; nothing moves off the old peers, and everything reads back."""
+    files = await store_files(http, six, 40)
+    before = used(six)
+    newcomer = await six.add_peer(rebalance_rate=0)
+    await six.wait_converged()
+    ids = {p.id for p in six.peers}
+
+    async def whole() -> bool:
+        for name in files:
+            manifest = await six[0].replicas.read(name)
+            assert manifest is not None
+            if set(manifest.holders().values()) != ids:
+                return False
+        return True
+
+    await eventually(whole, timeout=60, what="7 chunks of every file on 7 distinct peers")
+    assert used(six)[:6] == before, "chunks moved off the old peers"
+    sizes = 0
+    for name in files:
+        manifest = await six[0].replicas.read(name)
+        assert manifest is not None
+        assert not manifest.degraded
+        sizes += manifest.layout.chunk_size
+    assert used(six)[6] == sizes  # exactly one chunk of every file on the newcomer
     for name, data in files.items():
         async with http.get(f"{newcomer.url}/files/{name}") as response:
             assert await response.read() == data, name

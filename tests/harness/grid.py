@@ -228,7 +228,8 @@ class Grid:
 
     async def _peer(self, me: Member, data_dir: Path) -> GridPeer:
         config = PeerConfig(data_dir=data_dir, vnodes=GRID_VNODES, **self.overrides)
-        chunks, manifests = ChunkStore(data_dir, config.max_bytes), ManifestStore(data_dir)
+        chunks = ChunkStore(data_dir, config.max_bytes)
+        manifests = ManifestStore(data_dir, config.m)
         await chunks.open()
         await manifests.open()
         clock = HybridClock(me.id)

@@ -110,23 +110,6 @@ async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
         assert await response.read() == data[30000:40001]
 
 
-async def test_fewer_peers_up_means_fewer_parity_chunks(
-    cluster: LocalCluster, http: aiohttp.ClientSession
-) -> None:
-    await cluster[6].stop()
-    await cluster.wait_down(cluster[6])
-    reply = await put(http, cluster[0].url, "faults/six", payload(50_000))
-    assert reply["chunks"] == 6
-    manifest = await manifest_of(http, cluster[1].url, "faults/six")
-    assert (manifest["k"], manifest["m"]) == (5, 1)
-    await cluster[5].stop()
-    await cluster.wait_down(cluster[5])
-    reply = await put(http, cluster[0].url, "faults/five", payload(50_000))
-    assert (await manifest_of(http, cluster[1].url, "faults/five"))["m"] == 0
-    assert await get(http, cluster[2].url, "faults/five") == payload(50_000)
-    assert await get(http, cluster[2].url, "faults/six") == payload(50_000)
-
-
 async def test_fewer_than_five_peers_up_is_503(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:

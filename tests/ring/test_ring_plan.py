@@ -51,6 +51,17 @@ def test_chunks_outside_the_set_fill_free_members_in_ring_order(ring10: Ring) ->
     assert plan_moves(shuffled, ring10, KEY) == plan_moves(holders, ring10, KEY)
 
 
+def test_a_degraded_layout_stays_on_any_member_of_its_full_set(ring10: Ring) -> None:
+    """6 of 7 chunks placed: none moves while it sits in the 7-member set (the free member
+    is where repair puts the 7th); one outside moves to the first free member."""
+    t = ring10.placement(KEY, 7)
+    holders = {i: t[i + 1] for i in range(6)}  # t[0] was down at write time
+    assert plan_moves(holders, ring10, KEY, n=7) == ()
+    assert plan_moves(holders, ring10, KEY) == (Move(5, t[6], t[0]),)  # as if 6 were all
+    outside = {**holders, 2: "gone"}
+    assert plan_moves(outside, ring10, KEY, n=7) == (Move(2, "gone", t[0]),)
+
+
 def test_duplicate_holder_keeps_only_its_lowest_index(ring10: Ring) -> None:
     t = ring10.placement(KEY, 4)
     holders = {0: t[1], 1: t[1], 2: t[0], 3: t[1]}

@@ -108,3 +108,21 @@ def test_block_digest_is_xxh3_128() -> None:
     assert block_digest(memoryview(b"abc")) == xxhash.xxh3_128_digest(b"abc")
     assert len(block_digest(b"x" * 1000)) == DIGEST
     assert block_digest(b"a") != block_digest(b"b")
+
+
+@coding
+@given(stripe=stripes(), more=st.integers(1, 3))
+def test_a_parity_block_is_the_same_whatever_the_parity_count(
+    stripe: tuple[list[bytes], int], more: int
+) -> None:
+    """Parity block k+j depends on j, not on m: what lets a file written with less parity
+    be upgraded in place (``Manifest.with_parity``), its stored chunks kept, and decoded
+    from a mix of blocks coded under either m."""
+    blocks, m = stripe
+    k = len(blocks)
+    fewer, _ = encode_stripe(blocks, m)
+    larger, _ = encode_stripe(blocks, m + more)
+    assert [bytes(b) for b in fewer] == [bytes(b) for b in larger[: k + m]]
+    if m:  # the last data block lost: decoded with the old parity under the larger layout
+        given_blocks = {i: larger[i] for i in range(k - 1)} | {k: fewer[k]}
+        assert [bytes(b) for b in decode_stripe(given_blocks, k, m + more)] == blocks

@@ -1,0 +1,93 @@
+"""One layout for every file (k=5, m=2): written with peers down, or by a release that wrote
+less parity, a file is brought to its full layout in the background (issue 12)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import LocalCluster, eventually
+from tests.harness.files import fully_redundant
+from tests.node.shared.test_cluster_files import get, payload, put
+from tests.node.test_cluster_faults import manifest_of
+
+
+@pytest.fixture
+def cluster_overrides() -> dict[str, Any]:
+    """Repair sweeps often: the upgrade of an older file waits for one."""
+    return {"repair_interval": 0.5}
+
+
+async def test_a_file_written_with_peers_down_gets_its_full_layout_when_they_return(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Issue 12's sequence in process: files written while 6 and then 5 peers were up are
+    5+2 all the same, with the chunks they could not place missing; once the peers return,
+    repair places those, and every file then survives two *other* lost peers."""
+    await cluster[6].stop()
+    await cluster.wait_down(cluster[6])
+    reply = await put(http, cluster[0].url, "faults/six", payload(50_000))
+    assert (reply["chunks"], reply["degraded"]) == (6, True)
+    manifest = await manifest_of(http, cluster[1].url, "faults/six")
+    assert (manifest["k"], manifest["m"], len(manifest["chunks"])) == (5, 2, 6)
+    await cluster[5].stop()
+    await cluster.wait_down(cluster[5])
+    await put(http, cluster[0].url, "faults/five", payload(60_000, seed=3))
+    manifest = await manifest_of(http, cluster[1].url, "faults/five")
+    assert (manifest["m"], len(manifest["chunks"])) == (2, 5)
+    assert await get(http, cluster[2].url, "faults/five") == payload(60_000, seed=3)
+    await cluster[5].start()
+    await cluster[6].start()
+    names = ["faults/six", "faults/five"]
+    await eventually(
+        lambda: fully_redundant(http, cluster[0].url, names),
+        timeout=30,
+        what="7 chunks of each file on 7 up peers",
+    )
+    for name in names:
+        holders = [c["holder"] for c in (await manifest_of(http, cluster[0].url, name))["chunks"]]
+        assert sorted(holders) == sorted(p.id for p in cluster.peers), name
+    for victim in cluster.peers[:2]:  # two peers that were up all along
+        await victim.stop()
+    for victim in cluster.peers[:2]:
+        await cluster.wait_down(victim)
+    assert await get(http, cluster[3].url, "faults/six") == payload(50_000)
+    assert await get(http, cluster[4].url, "faults/five") == payload(60_000, seed=3)
+
+
+async def test_a_file_with_less_parity_is_upgraded_in_place_to_the_clusters_layout(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A 5+1 file (as the release before issue 12 wrote with 6 peers up) gets a 7th chunk
+    rebuilt and a new revision with m=2; its six chunks stay where and what they were."""
+    data = payload(70_000, seed=5)
+    await put(http, cluster[0].url, "layout/old", data)
+    replicas = cluster[0].replicas
+    current = await replicas.read("layout/old")
+    assert current is not None
+    old = dataclasses.replace(
+        current,
+        layout=dataclasses.replace(current.layout, m=1),
+        chunks=current.chunks[:6],
+        revision=current.revision + 1,
+    )
+    await replicas.commit(old, base=current)
+    cluster.holder(current.chunks[6].holder).chunks.path(current.chunk_id(6)).unlink()
+
+    async def upgraded() -> bool:
+        manifest = await manifest_of(http, cluster[2].url, "layout/old")
+        return manifest["m"] == 2 and len(manifest["chunks"]) == 7
+
+    await eventually(upgraded, timeout=30, what="the 5+1 file laid out 5+2")
+    manifest = await manifest_of(http, cluster[2].url, "layout/old")
+    assert manifest["revision"] == old.revision + 1
+    before = {ref.index: (ref.holder, ref.digest.hex()) for ref in current.chunks}
+    after = {c["index"]: (c["holder"], c["digest"]) for c in manifest["chunks"]}
+    assert {i: after[i] for i in range(6)} == {i: before[i] for i in range(6)}
+    assert after[6][1] == before[6][1], "the rebuilt parity chunk is the one m=2 encodes"
+    for chunk in manifest["chunks"][:2]:  # two data chunks gone: the new parity is needed
+        cluster.holder(chunk["holder"]).chunks.path(chunk["id"]).unlink()
+    assert await get(http, cluster[4].url, "layout/old") == data
