@@ -10,14 +10,28 @@ with it succeed, and ``down`` after ``down_after`` consecutive failures. Every c
 peer reports its outcome here (``node.cluster.peers`` does it for every caller). Down members
 keep their place on the ring; placement passes over them for new writes. New members start
 ``down`` until the first exchange.
+
+**Placement history.** When the placement can move onto members that do not hold a name's
+manifest yet (the ring changed, or a member came up: a newcomer, or a home replica back from
+an outage), the placement before the change (ring and down set) is kept, newest first, at
+most ``HISTORY`` of them. Readers also ask a name's replicas under those earlier placements
+(``previous_replicas``) until the hand-over is done: every member up reports, in a gossip
+message heard after the newest change, that its rebalancer settled on the current ring
+(``PeerFigures.settled_ring``: nothing pending or failed, every manifest it held for another
+replica set handed over). Reports count only when heard ``settle_after`` (a few heartbeats)
+after the change, and a rebalancer reports "not settled" as soon as it has work again, so a
+member that has not noticed the change yet cannot vouch for it. Then the history is dropped.
+So growth never hides a manifest; the cost is one more round of manifest reads for names
+whose replica set changed, while a hand-over is under way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +49,18 @@ from ring import Member, Ring
 
 log = logging.getLogger(__name__)
 
+HISTORY = 16  # earlier placements kept at most
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A placement this peer used before a change: the ring, who was down, and when (the
+    monotonic time the change happened)."""
+
+    ring: Ring
+    down: frozenset[str]
+    until: float
+
 
 @dataclass
 class Liveness:
@@ -45,6 +71,7 @@ class Liveness:
     last_seen: float = 0.0
     down_since: float = field(default_factory=time.monotonic)
     figures: PeerFigures = field(default_factory=PeerFigures)  # from its last gossip
+    heard_at: float = 0.0  # monotonic time its last figures arrived
     clock: ClockOffset | None = None  # its wall clock against ours, at the last gossip answer
 
     @property
@@ -62,8 +89,12 @@ class Membership:
         vnodes: int,
         replicas: int,
         down_after: int = 2,
+        settle_after: float = 0.0,
     ) -> None:
+        """``settle_after``: seconds after a change before members' reports that they
+        settled count for it (time for them to notice the change and start a pass)."""
         self.me = me
+        self._settle_after = settle_after
         self._path = data_dir / MEMBERS_FILE
         self._vnodes = vnodes
         self._replicas = replicas
@@ -76,6 +107,8 @@ class Membership:
         self._unsaved = False  # members learned but not yet written to disk
         self.ring_changed_at = time.monotonic()
         self._learned = asyncio.Event()  # set whenever a member is learned
+        self._history: collections.deque[Placement] = collections.deque(maxlen=HISTORY)
+        self.settled_ring = ""  # this peer's own: see PeerFigures.settled_ring
 
     def __repr__(self) -> str:
         up = len(self.up_ids())
@@ -116,6 +149,51 @@ class Membership:
     def replicas(self, name: str) -> PlacementSet:
         """The members that hold ``name``'s manifest now; the first is its primary."""
         return self.placement(name_key(name), self._replicas)
+
+    def previous_replicas(self, name: str) -> list[str]:
+        """Up members that held ``name``'s manifest under the placements kept in the
+        history and do not now, newest placement first (empty when no change is under way)."""
+        if not self._history:
+            return []
+        key, now = name_key(name), set(self.replicas(name).members)
+        up, found = self.up_ids(), []
+        for before in self._history:
+            for member in place(before.ring, key, self._replicas, before.down).members:
+                if member not in now and member in up and member not in found:
+                    found.append(member)
+        return found
+
+    def history(self) -> Iterator[Placement]:
+        """The placements kept, newest first."""
+        return iter(self._history)
+
+    def _remember_placement(self) -> None:
+        self._history.appendleft(
+            Placement(self._ring, frozenset(self.down_ids()), time.monotonic())
+        )
+
+    def settle(self, ring_digest: str) -> None:
+        """This peer's rebalancer ended a pass under ``ring_digest`` with nothing pending
+        or failed ("": it has work again): report it, and drop the history if every member
+        up has settled on the current ring."""
+        self.settled_ring = ring_digest
+        self._liveness[self.me.id].heard_at = time.monotonic()
+        self._forget_settled_history()
+
+    def _forget_settled_history(self) -> None:
+        if not self._history:
+            return
+        since, digest = self._history[0].until, self._ring.digest
+        for member_id in self.up_ids():
+            live = self._liveness[member_id]
+            settled = self.settled_ring if member_id == self.me.id else live.figures.settled_ring
+            if settled != digest or live.heard_at <= since + self._settle_after:
+                return
+        log.info(
+            "replica hand-over done on every member up: %d earlier placement(s) dropped",
+            len(self._history),
+        )
+        self._history.clear()
 
     def home_replicas(self, name: str) -> PlacementSet:
         """The N members clockwise from ``name``'s key, up or down: the replicas that keep
@@ -204,6 +282,7 @@ class Membership:
                 ring = await asyncio.to_thread(Ring, members, self._vnodes)
                 if ring.digest != self._ring.digest:
                     self.ring_changed_at = time.monotonic()
+                    self._remember_placement()
                 self._ring = ring
 
     # --- liveness ---------------------------------------------------------------------------
@@ -214,6 +293,7 @@ class Membership:
             return
         if not live.up:
             log.info("member %s is up", member_id)
+            self._remember_placement()  # placement may move onto it: it may lack manifests
         live.up, live.failures, live.last_seen = True, 0, time.monotonic()
 
     def report_failure(self, member_id: str, reason: str = "") -> None:
@@ -229,7 +309,8 @@ class Membership:
         """Keep the storage figures ``member_id`` reported about itself."""
         live = self._liveness.get(member_id)
         if live is not None:
-            live.figures = figures
+            live.figures, live.heard_at = figures, time.monotonic()
+            self._forget_settled_history()
 
     def hear_clock(self, member_id: str, offset: ClockOffset) -> ClockOffset | None:
         """Keep how far ``member_id``'s clock was just measured from ours; return the

@@ -29,6 +29,7 @@ block sizes and sizes within ``node.model.layout``'s.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -105,6 +106,9 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     disk_total_bytes: int = 0
     disk_free_bytes: int = 0
     rebalance: dict[str, int | float] = {}
+    # The ring digest under which this peer's rebalancer last ended a pass with nothing
+    # pending or failed: every manifest it held for another replica set was handed over.
+    settled_ring: str = ""
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):
@@ -178,6 +182,40 @@ class KeyCreated(msgspec.Struct, frozen=True):
 
     access_key: str
     secret_key: str
+
+
+MAX_INVENTORY = 1 << 16  # chunk ids in one inventory check
+_PACKED_ID = 17  # bytes of a packed chunk id: 16 of file id, 1 of index
+
+
+class InventoryCheck(msgspec.Struct, frozen=True):
+    """Chunks a manifest places on the peer asked (anti-entropy), packed: 17 bytes each
+    (the 16-byte file id, the chunk index), at most ``MAX_INVENTORY``; its answer is one
+    too, of the chunks it does not hold."""
+
+    chunks: bytes
+
+
+def pack_chunk_ids(chunk_ids: Sequence[str]) -> InventoryCheck:
+    """Pack chunk ids (``<32 hex>-<index>``, index < 256); raises ValueError otherwise."""
+    packed = bytearray()
+    for chunk_id in chunk_ids:
+        file, _, index = chunk_id.partition("-")
+        if len(file) != 32 or not index.isdigit() or int(index) > 255:
+            raise ValueError(f"not a chunk id: {chunk_id!r}")
+        packed += bytes.fromhex(file) + bytes((int(index),))
+    return InventoryCheck(bytes(packed))
+
+
+def unpack_chunk_ids(check: InventoryCheck) -> list[str]:
+    """The chunk ids of a packed check; raises ValueError for a malformed or oversized one."""
+    data = check.chunks
+    if len(data) % _PACKED_ID or len(data) > MAX_INVENTORY * _PACKED_ID:
+        raise ValueError(
+            f"an inventory is up to {MAX_INVENTORY} records of {_PACKED_ID} bytes, "
+            f"not {len(data)} bytes"
+        )
+    return [f"{data[at : at + 16].hex()}-{data[at + 16]}" for at in range(0, len(data), _PACKED_ID)]
 
 
 class ChunkStored(msgspec.Struct, frozen=True):

@@ -1,14 +1,17 @@
 """Manifest replicas and their quorums: read, write, commit, read repair, retire.
 
-A name's manifest lives on the N members of its replica set (``Membership.replicas``). A read
-asks them until R answer (highest ``(version, revision)`` wins) and brings replicas found
-behind up to date in the background (read repair). A write goes to all N and succeeds at W;
-one that misses W is retracted from the replicas that took it. A conditional write (a PUT or
-DELETE with If-Match...) goes to the N home replicas only, each checking the condition
-against its own current version, and needs W of them to accept. A commit is a write followed
-by retiring what it superseded: chunks no manifest references any more are deleted after the
-delete grace, once a fresh read confirms they are still unreferenced. With R + W > N a read
-after a successful write sees that version or a newer one (Dynamo, DeCandia et al., SOSP 2007).
+A name's manifest lives on the N members of its replica set (``Membership.replicas``). A
+read asks them until R answer (highest ``(version, revision)`` wins) and brings replicas
+found behind up to date in the background (read repair). While replicas move (after a join
+or a member's return), it also asks the name's replicas under the earlier placements
+(``Membership.previous_replicas``), so a manifest not yet handed over is still found. A
+write goes to all N and succeeds at W; one that misses W is retracted from the replicas that
+took it. A conditional write (a PUT or DELETE with If-Match...) goes to the N home replicas
+only, each checking the condition against its own current version, and needs W of them to
+accept. A commit is a write followed by retiring what it superseded: chunks no manifest
+references any more are deleted after the delete grace, once a fresh read confirms they are
+still unreferenced. With R + W > N a read after a successful write sees that version or a
+newer one (Dynamo, DeCandia et al., SOSP 2007).
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ class ManifestReplicas:
             # answer faster than a surviving replica reading its file: hear all N first.
             found = await self._ask(name, get, config.manifest_replicas)
             versions = [m for m in found.values() if m is not None]
+        versions += await self._read_previous(name, set(found))
         if not versions:
             return None
         newest = max(versions, key=lambda m: m.precedence)
@@ -190,6 +194,26 @@ class ManifestReplicas:
             if manifest is None or manifest.precedence < newest.precedence:
                 self._spawn(self._repair(replica, newest))
         return newest
+
+    async def _read_previous(self, name: str, asked: set[str]) -> list[Manifest]:
+        """The manifests of ``name`` held by its replicas under earlier placements (while
+        a hand-over after a ring change or a return is under way: ``previous_replicas``);
+        those that fail are left out, as a replica that does not answer is."""
+        previous = [m for m in self._membership.previous_replicas(name) if m not in asked]
+        if not previous:
+            return []
+        answers = await asyncio.gather(
+            *(self._peers.get_manifest(member, name) for member in previous),
+            return_exceptions=True,
+        )
+        found = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, RingstoreError):
+                    raise answer
+            elif answer is not None:
+                found.append(answer)
+        return found
 
     async def _repair(self, replica: str, manifest: Manifest) -> None:
         try:

@@ -128,6 +128,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
         vnodes=config.vnodes,
         replicas=config.manifest_replicas,
         down_after=config.down_after,
+        settle_after=3 * config.heartbeat_interval,
     )
     await asyncio.to_thread(membership.load)
     tls = TlsFiles.of(config)  # peer calls: only servers the CA signed; present our cert
@@ -150,6 +151,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
             disk_total_bytes=total,
             disk_free_bytes=free,
             rebalance=progress.to_json(),
+            settled_ring=membership.settled_ring,
         )
 
     seeds = [*config.join, *token_seeds]

@@ -134,11 +134,15 @@ class Rebalancer:
                 state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
                 due = self._clock() - last_full >= self._config.rebalance_interval
                 if state != seen or due:
+                    if state != seen:
+                        self._membership.settle("")  # until this pass is done
                     seen, last_full = state, self._clock()
                     self._pending.update(self._manifests.names())
                     self._retry.clear()
                 if self._pending:
                     await self.rebalance_pass()
+                if not self._pending and not self._retry:
+                    self._membership.settle(state[0])
             except Exception:  # the next pass retries; a bug must not stop rebalancing
                 log.exception("rebalance pass failed")
 

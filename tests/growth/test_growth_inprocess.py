@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -154,3 +156,47 @@ async def test_restarting_a_peer_moves_nothing(
     assert await settled(six, list(files))
     assert [p.rebalancer.progress.moves for p in six.peers] == [0] * 6
     assert used(six) == before
+
+
+async def test_doubling_under_reads_fails_no_read_and_fills_only_the_newcomers(
+    six: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Issue 12 (3): 7 peers join a 6-peer cluster at once while a client reads random
+    files through the old peers. Every read answers the stored bytes, though the
+    manifests' new home replicas are newcomers that do not have them yet; the old peers
+    never grow."""
+    files = await store_files(http, six, 60)
+    before = used(six)
+    old = [p.url for p in six.peers]
+    names = sorted(files)
+    failures: list[str] = []
+    reads = 0
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        nonlocal reads
+        rng = random.Random(7)
+        deadline = time.monotonic() + 90
+        while not done.is_set() and reads < 5000 and time.monotonic() < deadline:
+            name = rng.choice(names)
+            async with http.get(f"{rng.choice(old)}/files/{name}") as response:
+                body = await response.read()
+                if response.status != 200 or body != files[name]:
+                    failures.append(f"{name}: {response.status}")
+            reads += 1
+
+    reading = asyncio.ensure_future(reader())
+    try:
+        for _ in range(7):
+            await six.add_peer(rebalance_rate=0)
+        await six.wait_converged()
+        await eventually(lambda: settled(six, names), timeout=60, what="rebalancing to settle")
+    finally:
+        done.set()
+        await reading
+    print(f"{reads} reads during the doubling, {len(failures)} failed")
+    assert reads >= 20
+    assert failures == []
+    after = used(six)
+    for index, (was, now) in enumerate(zip(before, after[:6], strict=True)):
+        assert now <= was, f"old peer {index} grew from {was} to {now}"

@@ -28,11 +28,12 @@ async def moves(http: aiohttp.ClientSession, cluster: ProcessCluster) -> list[in
 
 
 @pytest.fixture
-async def six(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+async def seven(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
+    """As many peers as a file has chunks: every file is stored whole, 7 of 7."""
     service = f"_rs{random.getrandbits(32):08x}._tcp.local." if NETNS else None
     cluster = ProcessCluster(
         tmp_path,
-        6,
+        7,
         f"--block-size={BLOCK}",
         "--rebalance-rate=0",
         service_type=service,
@@ -51,7 +52,7 @@ async def store(http: aiohttp.ClientSession, cluster: ProcessCluster) -> dict[st
     slots = asyncio.Semaphore(8)
 
     async def put(i: int, name: str, data: bytes) -> None:
-        async with slots, http.put(f"{cluster.urls[i % 6]}/files/{name}", data=data) as response:
+        async with slots, http.put(f"{cluster.urls[i % 7]}/files/{name}", data=data) as response:
             assert response.status == 201, await response.text()
 
     await asyncio.gather(*(put(i, name, data) for i, (name, data) in enumerate(files.items())))
@@ -71,17 +72,17 @@ async def check_files(http: aiohttp.ClientSession, url: str, digests: dict[str, 
 
 
 async def test_joins_move_only_to_newcomers_about_their_share(
-    six: ProcessCluster, http: aiohttp.ClientSession
+    seven: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
-    digests = await store(http, six)
-    before = await six.settle(http)
+    digests = await store(http, seven)
+    before = await seven.settle(http)
     joins = [("--join", True)]
     if NETNS:  # mDNS alone, only inside the test's private network namespace
         joins.append(("mdns", False))
     for how, seeded in joins:
-        newcomer = await six.add_peer(http, seeded=seeded)
-        await six.wait_converged(http)
-        after = await six.settle(http)
+        newcomer = await seven.add_peer(http, seeded=seeded)
+        await seven.wait_converged(http)
+        after = await seven.settle(http)
         stored = sum(before)
         for index, (was, now) in enumerate(zip(before, after[:-1], strict=True)):
             assert now <= was, f"join by {how}: old peer {index} grew from {was} to {now}"
@@ -100,39 +101,39 @@ async def test_joins_move_only_to_newcomers_about_their_share(
 
 
 async def test_a_weight_2_newcomer_gets_the_share_its_ring_ownership_says(
-    six: ProcessCluster, http: aiohttp.ClientSession
+    seven: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
-    await store(http, six)
-    await six.settle(http)
-    heavy = await six.add_peer(http, "--weight=2")
-    await six.wait_converged(http)
-    after = await six.settle(http)
-    # Files written on 6 peers have 6 chunks; a peer holds at most one chunk of a file, so
-    # with 7 peers a weight can only do so much: the newcomer's bytes follow the weighted
-    # ring's exact ownership of 6-wide placement sets (docs/operations.md, "Weights").
-    view = (await six.views(http))[0]
+    await store(http, seven)
+    await seven.settle(http)
+    heavy = await seven.add_peer(http, "--weight=2")
+    await seven.wait_converged(http)
+    after = await seven.settle(http)
+    # A file has 7 chunks and a peer holds at most one chunk of a file, so with 8 peers a
+    # weight can only do so much: the newcomer's bytes follow the weighted ring's exact
+    # ownership of 7-wide placement sets (docs/operations.md, "Weights").
+    view = (await seven.views(http))[0]
     ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
-    ids = [v["self"] for v in await six.views(http)]
-    share = ring.ownership(6)[ids[-1]] / 6
+    ids = [v["self"] for v in await seven.views(http)]
+    share = ring.ownership(7)[ids[-1]] / 7
     measured = after[-1] / sum(after)
     print(f"weight-2 newcomer: {measured:.4f} of all bytes, ring says {share:.4f}")
     assert abs(measured - share) / share <= 0.1
-    assert measured > 1 / 7  # more than an equal share, though not twice
+    assert measured > 1 / 8  # more than an equal share, though not twice
     del heavy
 
 
 async def test_killing_and_restarting_a_peer_moves_nothing(
-    six: ProcessCluster, http: aiohttp.ClientSession
+    seven: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
-    digests = await store(http, six)
-    before = await six.settle(http)
-    moves_before = await moves(http, six)  # a peer seen down while storing can cause some
-    six.kill(3)
-    await six.peers[3].process.wait()  # type: ignore[union-attr]
-    await six.peers[3].start()
-    await six.peers[3].wait_healthy(http, 30)
-    after = await six.settle(http)
+    digests = await store(http, seven)
+    before = await seven.settle(http)
+    moves_before = await moves(http, seven)  # a peer seen down while storing can cause some
+    seven.kill(3)
+    await seven.peers[3].process.wait()  # type: ignore[union-attr]
+    await seven.peers[3].start()
+    await seven.peers[3].wait_healthy(http, 30)
+    after = await seven.settle(http)
     assert after == before  # not one byte changed peers
     moves_before[3] = 0  # the restarted peer counts from its start
-    assert await moves(http, six) == moves_before
-    await check_files(http, six.urls[3], digests)
+    assert await moves(http, seven) == moves_before
+    await check_files(http, seven.urls[3], digests)
