@@ -33,6 +33,7 @@ from node.cluster.protocol import (
     ChunkStored,
     ConditionalManifest,
     GossipMessage,
+    InventoryCheck,
     KeyCreated,
     KeyOrder,
     ManifestList,
@@ -40,6 +41,8 @@ from node.cluster.protocol import (
     ReplicaWriteReply,
     decode,
     encode,
+    pack_chunk_ids,
+    unpack_chunk_ids,
 )
 from node.errors import (
     CorruptData,
@@ -110,6 +113,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get(CHUNK, _guarded(get_chunk))
     router.add_delete(CHUNK, _guarded(delete_chunk))
     router.add_post(CHUNK + "/pull", _guarded(pull_chunk, MSGPACK))
+    router.add_post("/internal/inventory", _guarded(check_inventory, MSGPACK))
     router.add_get("/internal/manifests", _guarded(get_manifest))
     router.add_put("/internal/manifests", _guarded(put_manifest, MSGPACK))
     router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
@@ -196,6 +200,16 @@ async def pull_chunk(request: web.Request) -> web.Response:
 async def delete_chunk(request: web.Request) -> web.Response:
     await request.app[HOLDER].delete_chunk(request.match_info["chunk_id"])
     return web.Response(status=204)
+
+
+async def check_inventory(request: web.Request) -> web.Response:
+    """Anti-entropy: which of the chunks a manifest places here are not here."""
+    try:
+        chunk_ids = unpack_chunk_ids(await _body(request, InventoryCheck))
+    except ValueError as exc:
+        raise InvalidRequest(f"inventory check: {exc}") from exc
+    missing = await request.app[HOLDER].missing_chunks(chunk_ids)
+    return _packed(pack_chunk_ids(missing))
 
 
 async def get_manifest(request: web.Request) -> web.Response:

@@ -108,6 +108,10 @@ class Peers:
         """Remove a chunk from ``member``; raises ChunkNotFound if it does not hold it."""
         await self._call(member, lambda to: self._transport.delete_chunk(to, chunk_id))
 
+    async def missing_chunks(self, member: str, chunk_ids: list[str]) -> list[str]:
+        """Which of ``chunk_ids`` ``member`` does not hold (at most ``MAX_INVENTORY``)."""
+        return await self._call(member, lambda to: self._transport.missing_chunks(to, chunk_ids))
+
     async def get_manifest(self, member: str, name: str) -> Manifest | None:
         """``member``'s replica of ``name``'s manifest, or None if it has none."""
         return await self._call(member, lambda to: self._transport.get_manifest(to, name))

@@ -34,12 +34,15 @@ from node.cluster.protocol import (
     ChunkStored,
     ConditionalManifest,
     GossipMessage,
+    InventoryCheck,
     KeyCreated,
     KeyOrder,
     ManifestList,
     PullOrder,
     ReplicaWriteReply,
     encode,
+    pack_chunk_ids,
+    unpack_chunk_ids,
 )
 from node.errors import (
     InsufficientStorage,
@@ -111,6 +114,10 @@ class Transport(Protocol):
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         """Remove a chunk; raises ChunkNotFound if the peer does not hold it."""
+        ...
+
+    async def missing_chunks(self, to: Address, chunk_ids: list[str]) -> list[str]:
+        """Which of ``chunk_ids`` (at most ``MAX_INVENTORY``) the peer does not hold."""
         ...
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
@@ -318,6 +325,19 @@ class HttpTransport:
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         async with self._request("DELETE", to, f"/internal/chunks/{chunk_id}") as reply:
             await reply.body()  # signed: only the member can say it deleted
+
+    async def missing_chunks(self, to: Address, chunk_ids: list[str]) -> list[str]:
+        async with self._request(
+            "POST",
+            to,
+            "/internal/inventory",
+            data=encode(pack_chunk_ids(chunk_ids)),
+            headers={"Content-Type": MSGPACK},
+        ) as reply:
+            try:
+                return unpack_chunk_ids(await reply.decode(InventoryCheck))
+            except ValueError as exc:
+                raise PeerUnavailable(to.url, f"unreadable inventory answer: {exc}") from exc
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         try:

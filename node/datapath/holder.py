@@ -107,6 +107,10 @@ class Holder:
         """Remove a chunk; raises ChunkNotFound if it is not here."""
         await self.chunks.delete(chunk_id)
 
+    async def missing_chunks(self, chunk_ids: list[str]) -> list[str]:
+        """The chunks of ``chunk_ids`` this peer does not hold (anti-entropy's question)."""
+        return await self.chunks.missing(chunk_ids)
+
     async def get_manifest(self, name: str) -> Manifest | None:
         """This peer's replica of ``name``'s manifest, or None (a damaged one reads as None)."""
         return await self.manifests.get(name)

@@ -99,6 +99,20 @@ class ChunkStore:
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
         return ChunkMeta.from_bytes(data)
 
+    async def missing(self, chunk_ids: list[str]) -> list[str]:
+        """The ids of ``chunk_ids`` not stored here whole (chunk and sidecar); one ``stat``
+        pair per id, in a thread. Raises InvalidRequest for a malformed id."""
+        paths = [(chunk_id, self._path(chunk_id)) for chunk_id in chunk_ids]
+
+        def check() -> list[str]:
+            return [
+                chunk_id
+                for chunk_id, path in paths
+                if not (path.is_file() and path.with_name(path.name + META).is_file())
+            ]
+
+        return await asyncio.to_thread(check)
+
     def path(self, chunk_id: str) -> Path:
         """Where a complete chunk lives; raises ChunkNotFound if it is not stored."""
         path = self._path(chunk_id)

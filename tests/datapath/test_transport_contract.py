@@ -109,6 +109,16 @@ async def test_a_chunk_goes_in_and_comes_out_in_ranges(pair: Pair) -> None:
         await pair.transport.delete_chunk(pair.a, CHUNK)
 
 
+async def test_an_inventory_check_names_exactly_the_chunks_not_held(pair: Pair) -> None:
+    other = "ffffffffffffffffffffffffffffffff-255"
+    assert await pair.transport.missing_chunks(pair.a, [CHUNK, other]) == [CHUNK, other]
+    await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER)
+    assert await pair.transport.missing_chunks(pair.a, [CHUNK, other]) == [other]
+    assert await pair.transport.missing_chunks(pair.a, []) == []
+    pair.holder_a.chunks.path(CHUNK).with_suffix(".meta").unlink()  # no sidecar: not whole
+    assert await pair.transport.missing_chunks(pair.a, [CHUNK]) == [CHUNK]
+
+
 async def test_a_pull_keeps_only_a_chunk_that_matches_its_digest(pair: Pair) -> None:
     await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER)
     order = PullOrder(pair.a.url, pair.a.peer_id, len(DATA), 1000, b"\0" * 16, "ns/file", "5.0.p")

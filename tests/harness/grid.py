@@ -135,6 +135,9 @@ class GridTransport:
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:
         await (await self._holder("delete_chunk", to)).delete_chunk(chunk_id)
 
+    async def missing_chunks(self, to: Address, chunk_ids: list[str]) -> list[str]:
+        return await (await self._holder("missing_chunks", to)).missing_chunks(chunk_ids)
+
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         found = await (await self._holder("get_manifest", to)).get_manifest(name)
         return None if found is None else Manifest.from_bytes(found.to_bytes())
