@@ -181,6 +181,13 @@ class PeerConfig:
     scrub_interval: float = field(
         default=3600.0, metadata=option("Seconds between scrub passes.", low=0)
     )
+    anti_entropy_interval: float = field(
+        default=3600.0,
+        metadata=option(
+            "Seconds between anti-entropy passes (every placed chunk confirmed on its holder).",
+            low=1,
+        ),
+    )
     gc_grace: float = field(
         default=600.0,
         metadata=option("Seconds before an unreferenced chunk is garbage.", low=0),

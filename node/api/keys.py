@@ -21,6 +21,7 @@ from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
 from node.model.version import HybridClock
+from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -37,6 +38,7 @@ HOLDER = web.AppKey("holder", Holder)
 REBALANCER = web.AppKey("rebalancer", Rebalancer)
 REPAIRER = web.AppKey("repairer", Repairer)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
+ANTI_ENTROPY = web.AppKey("anti_entropy", AntiEntropy)
 DISCOVERY = web.AppKey("discovery", Discovery)
 ACCESS = web.AppKey("access", AccessStore)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)

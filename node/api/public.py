@@ -22,6 +22,7 @@ from node.api.input import body_pieces, defer_continue, query_int
 from node.api.integrity import expected_digests, verified
 from node.api.keys import (
     ACCESS,
+    ANTI_ENTROPY,
     AUTH,
     CONFIG,
     COORDINATOR,
@@ -329,6 +330,7 @@ async def get_scrub(request: web.Request) -> web.Response:
         {
             "scrub": request.app[SCRUBBER].stats.to_json(),
             "repair": request.app[REPAIRER].stats.to_json(),
+            "anti_entropy": request.app[ANTI_ENTROPY].stats.to_json(),
         }
     )
 

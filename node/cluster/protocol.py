@@ -185,7 +185,7 @@ class KeyCreated(msgspec.Struct, frozen=True):
 
 
 MAX_INVENTORY = 1 << 16  # chunk ids in one inventory check
-_PACKED_ID = 17  # bytes of a packed chunk id: 16 of file id, 1 of index
+PACKED_ID = 17  # bytes of a packed chunk id: 16 of file id, 1 of index
 
 
 class InventoryCheck(msgspec.Struct, frozen=True):
@@ -210,12 +210,12 @@ def pack_chunk_ids(chunk_ids: Sequence[str]) -> InventoryCheck:
 def unpack_chunk_ids(check: InventoryCheck) -> list[str]:
     """The chunk ids of a packed check; raises ValueError for a malformed or oversized one."""
     data = check.chunks
-    if len(data) % _PACKED_ID or len(data) > MAX_INVENTORY * _PACKED_ID:
+    if len(data) % PACKED_ID or len(data) > MAX_INVENTORY * PACKED_ID:
         raise ValueError(
-            f"an inventory is up to {MAX_INVENTORY} records of {_PACKED_ID} bytes, "
+            f"an inventory is up to {MAX_INVENTORY} records of {PACKED_ID} bytes, "
             f"not {len(data)} bytes"
         )
-    return [f"{data[at : at + 16].hex()}-{data[at + 16]}" for at in range(0, len(data), _PACKED_ID)]
+    return [f"{data[at : at + 16].hex()}-{data[at + 16]}" for at in range(0, len(data), PACKED_ID)]
 
 
 class ChunkStored(msgspec.Struct, frozen=True):

@@ -52,6 +52,7 @@ from node.errors import WrongPeer
 from node.model.version import HybridClock, system_wall_ms
 from node.process.identity import cluster_identity
 from node.process.tls import TlsFiles, client_context
+from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -163,14 +164,19 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
+    anti_entropy = AntiEntropy(config, membership, manifests, peers, repairer)
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership
     app[keys.GOSSIP], app[keys.REPLICAS], app[keys.COORDINATOR] = gossip, replicas, coordinator
     app[keys.HOLDER], app[keys.REBALANCER] = holder, rebalancer
     app[keys.REPAIRER], app[keys.SCRUBBER] = repairer, scrubber
+    app[keys.ANTI_ENTROPY] = anti_entropy
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
-    loops = [asyncio.ensure_future(job.run()) for job in (gossip, rebalancer, repairer, scrubber)]
+    loops = [
+        asyncio.ensure_future(job.run())
+        for job in (gossip, rebalancer, repairer, scrubber, anti_entropy)
+    ]
     retry = config.heartbeat_interval
     loops.append(asyncio.ensure_future(store_admin_key(access_store, config.data_dir, retry)))
     loops.append(

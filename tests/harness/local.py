@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api.keys import (
+    ANTI_ENTROPY,
     AUTH,
     CHUNKS,
     CLOCK,
@@ -45,6 +46,7 @@ from node.model.version import HybridClock, system_wall_ms
 from node.process.connections import PeerRunner, PeerServer
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
+from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -272,6 +274,10 @@ class LocalPeer:
     @property
     def scrubber(self) -> Scrubber:
         return self._app()[SCRUBBER]
+
+    @property
+    def anti_entropy(self) -> AntiEntropy:
+        return self._app()[ANTI_ENTROPY]
 
 
 class LocalCluster:
