@@ -470,16 +470,18 @@ def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
         return
     fullest = max((p.used_bytes for p in view.peers), default=0) or 1
     full, empty = ("█", "░") if _unicode_stdout() else ("#", "-")
+    zoned = len({p.zone for p in view.peers}) > 1  # a zone column only when it tells apart
     click.echo(
-        f"  {'peer':<8}  {'url':<24}  {'state':<5}  {'clock':>9}  {'fill':<{BAR_WIDTH}}"
-        f"  {'used':>10}  chunks"
+        f"  {'peer':<8}  {'url':<24}  {'zone  ' if zoned else ''}{'state':<5}  {'clock':>9}"
+        f"  {'fill':<{BAR_WIDTH}}  {'used':>10}  chunks"
     )
     for peer in view.peers:
         filled = round(BAR_WIDTH * peer.used_bytes / fullest)
         bar = full * filled + empty * (BAR_WIDTH - filled)
         mark = "*" if peer.id == view.self_id else " "
+        zone = f"{_shown(peer.zone)}  " if zoned else ""
         click.echo(
-            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {peer.state:<5}"
+            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {zone}{peer.state:<5}"
             f"  {_offset(peer):>9}  {bar}  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
         )
     up = sum(p.state == "up" for p in view.peers)

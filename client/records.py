@@ -235,11 +235,14 @@ class PeerInfo:
     gossip exchange measured it; None when not measured (yet)."""
     skewed: bool = False
     """Its clock is further off than the cluster allows (``max_clock_offset_ms``, 500)."""
+    zone: str = ""
+    """Its failure domain (``--zone``; by default its URL's host). "" from a peer of before
+    zones."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
         """Build from one entry of ``GET /cluster``'s ``peers`` (a peer of before clock
-        offsets were reported gives ``None`` and ``False``)."""
+        offsets were reported gives ``None`` and ``False``, one of before zones ``""``)."""
         offset = record.get("clock_offset_ms")
         return cls(
             **_fields(
@@ -247,6 +250,7 @@ class PeerInfo:
                 record,
                 clock_offset_ms=None if offset is None else int(offset),
                 skewed=bool(record.get("skewed", False)),
+                zone=str(record.get("zone", "")),
             )
         )
 

@@ -22,6 +22,7 @@ from node.model.layout import (
     MAX_SIZE,
     MIN_BLOCK_SIZE,
 )
+from node.model.zones import check_zone
 from ring import DEFAULT_VNODES, MAX_WEIGHT, MIN_WEIGHT
 
 
@@ -111,6 +112,13 @@ class PeerConfig:
             "Share of the data relative to weight-1 peers.", low=MIN_WEIGHT, high=MAX_WEIGHT
         ),
     )
+    zone: str = field(
+        default="",
+        metadata=option(
+            "Failure domain of this peer (a machine, a rack): a file's chunks go to distinct "
+            "zones first (default: the host of its URL)."
+        ),
+    )
     k: int = DEFAULT_K
     m: int = field(
         default=DEFAULT_M,
@@ -161,6 +169,10 @@ class PeerConfig:
     rebalance_rate: float = field(
         default=50e6,
         metadata=option("MB/s this peer moves after a join (0: unthrottled).", low=0, scale=1e6),
+    )
+    repair_rate: float = field(
+        default=50e6,
+        metadata=option("MB/s of chunks this peer rebuilds (0: unthrottled).", low=0, scale=1e6),
     )
     rebalance_interval: float = field(
         default=30.0,
@@ -276,8 +288,11 @@ class PeerConfig:
     )
 
     def __post_init__(self) -> None:
-        """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP)
-        and for peer authentication off on an address other machines can reach."""
+        """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP),
+        for peer authentication off on an address other machines can reach, and for a zone
+        that is not a valid label."""
+        if self.zone:
+            check_zone(self.zone)
         if self.peer_auth == "off" and not _loopback(self.host):
             raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}

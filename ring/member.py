@@ -6,6 +6,8 @@ peer and never affects placement; ``weight`` is an int in ``MIN_WEIGHT`` ..
 ``MAX_WEIGHT`` (1..1000) and scales the member's share of the hash space (weight 2
 gets about twice the points). The upper bound keeps a ring build cheap: a ring holds
 vnodes x weight points per member, so one member of weight 10**6 would cost gigabytes.
+``zone`` names the member's failure domain (a machine, a rack: what fails as one); placement
+spreads a key over distinct zones first. Members without one share the zone "".
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Member:
     id: str
     url: str
     weight: int = 1
+    zone: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str):
@@ -41,3 +44,5 @@ class Member:
             raise TypeError(f"Member.weight must be an int, got {type(self.weight).__name__}")
         if not MIN_WEIGHT <= self.weight <= MAX_WEIGHT:
             raise ValueError(f"Member.weight must be {MIN_WEIGHT}..{MAX_WEIGHT}, got {self.weight}")
+        if not isinstance(self.zone, str):
+            raise TypeError(f"Member.zone must be a str, got {type(self.zone).__name__}")

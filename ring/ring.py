@@ -5,11 +5,12 @@ Owns placement: which members hold a key's chunks or replicas. Invariants:
 * A ring is a value. It is built once from members and ``vnodes`` and never
   changes; the same members (in any order) and ``vnodes`` give the same
   placement in every process, and ``digest`` names that placement.
-* Only member ids and weights place keys; URLs never do.
+* Only member ids, weights and zones place keys; URLs never do.
 * ``successors(key)`` is every member exactly once, clockwise from the key's
-  hash. ``placement`` is a prefix of it (minus skipped ids), so adding a member
-  changes any key's placement set by at most one swap: the newcomer in, the
-  last old member out.
+  hash. Without zones (or with one), ``placement`` is a prefix of it (minus
+  skipped ids), so adding a member changes any key's placement set by at most
+  one swap: the newcomer in, the last old member out. With several zones it is
+  spread over them (``ring.zones``), and still only a newcomer ever enters a set.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import msgpack
 from ring.continuum import HASH_NAME, HASH_SPACE, build_continuum, hash_point
 from ring.errors import EmptyRing, UnknownMember
 from ring.member import Member
+from ring.zones import spread
 
 __all__ = ["DEFAULT_VNODES", "Ring"]
 
@@ -44,7 +46,17 @@ class Ring:
     ``TypeError`` if a member is not a ``Member`` or ``vnodes`` is not an int.
     """
 
-    __slots__ = ("_by_id", "_digest", "_ids", "_members", "_owners", "_points", "_vnodes")
+    __slots__ = (
+        "_by_id",
+        "_digest",
+        "_ids",
+        "_members",
+        "_owners",
+        "_points",
+        "_vnodes",
+        "_zone_of",
+        "_zoned",
+    )
 
     def __init__(self, members: Iterable[Member], vnodes: int = DEFAULT_VNODES) -> None:
         if isinstance(vnodes, bool) or not isinstance(vnodes, int):
@@ -65,7 +77,9 @@ class Ring:
         self._vnodes = vnodes
         self._points = continuum.points
         self._owners = continuum.owners
-        self._digest = _digest(weights, vnodes)
+        self._zone_of = {member.id: member.zone for member in ordered}
+        self._zoned = len(set(self._zone_of.values())) > 1
+        self._digest = _digest(weights, vnodes, [member.zone for member in ordered])
 
     @property
     def members(self) -> tuple[Member, ...]:
@@ -126,9 +140,10 @@ class Ring:
         """Return the first ``n`` distinct member ids clockwise from ``key``, passing over ``skip``.
 
         Skipped ids (e.g. members that are down) are handed off to the next
-        members in successor order. Returns fewer than ``n`` ids if the ring
-        has too few unskipped members. Raises ``ValueError`` if ``n`` < 0 and
-        ``EmptyRing`` if the ring has no members.
+        members in successor order. With members in more than one zone, the set is spread
+        over zones first (``ring.zones.spread``), in clockwise order. Returns fewer than
+        ``n`` ids if the ring has too few unskipped members. Raises ``ValueError`` if
+        ``n`` < 0 and ``EmptyRing`` if the ring has no members.
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
@@ -136,6 +151,8 @@ class Ring:
         if n == 0:
             return ()
         skipped = skip if isinstance(skip, (set, frozenset)) else frozenset(skip)
+        if self._zoned:
+            return self._zoned_placement(successors, key, n, skipped)
         chosen: list[str] = []
         for member_id in successors:
             if member_id in skipped:
@@ -145,10 +162,39 @@ class Ring:
                 break
         return tuple(chosen)
 
+    def zone(self, member_id: str) -> str:
+        """The zone of ``member_id``; raises ``UnknownMember``."""
+        return self.member(member_id).zone
+
+    def _zoned_placement(
+        self, successors: Iterator[str], key: str, n: int, skipped: Collection[str]
+    ) -> tuple[str, ...]:
+        # Walk only as far as spread needs: n zones met, or every zone's first n members.
+        zone_of = self._zone_of
+        wanted: dict[str, int] = {}
+        for member_id in self._ids:
+            if member_id not in skipped:
+                zone = zone_of[member_id]
+                wanted[zone] = min(n, wanted.get(zone, 0) + 1)
+        seen: dict[str, int] = {}
+        met = 0  # zones whose wanted members have all been met
+        order: list[str] = []
+        for member_id in successors:
+            if member_id in skipped:
+                continue
+            order.append(member_id)
+            zone = zone_of[member_id]
+            seen[zone] = seen.get(zone, 0) + 1
+            met += seen[zone] == wanted[zone]
+            if len(seen) >= n or met == len(wanted):
+                break
+        return spread(order, zone_of, n, key)
+
     def ownership(self, n: int) -> dict[str, float]:
         """Return, per member id, the exact fraction of keys whose ``placement(key, n)`` holds it.
 
-        Computed from the ring's arcs, not by sampling; the values sum to
+        Computed from the ring's arcs, not by sampling (for placement without zones: with
+        zones, sample ``placement`` instead); the values sum to
         ``min(n, len(self))``. Raises ``ValueError`` if ``n`` < 1 and
         ``EmptyRing`` if the ring has no members.
         """
@@ -191,8 +237,14 @@ def _member_id(member: Member) -> str:
     return member.id
 
 
-def _digest(weights: list[tuple[str, int]], vnodes: int) -> str:
-    payload = [_DIGEST_SCHEME, HASH_NAME, vnodes, [[member_id, w] for member_id, w in weights]]
+def _digest(weights: list[tuple[str, int]], vnodes: int, zones: list[str]) -> str:
+    # A member's zone is in the digest only when it has one: rings without zones keep
+    # the digests they always had.
+    members = [
+        [member_id, w, zone] if zone else [member_id, w]
+        for (member_id, w), zone in zip(weights, zones, strict=True)
+    ]
+    payload = [_DIGEST_SCHEME, HASH_NAME, vnodes, members]
     packed: bytes = msgpack.packb(payload, use_bin_type=True)
     return hashlib.sha256(packed).hexdigest()
 

@@ -284,6 +284,7 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "clock_offset_ms": None if clock is None else clock.offset_ms,
                 "skewed": clock is not None and clock.skewed,
                 "weight": member.weight,
+                "zone": member.zone,
                 "used_bytes": figures.used_bytes,
                 "chunks": figures.chunks,
                 "rebalance": figures.rebalance,

@@ -34,6 +34,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from node.cluster.protocol import check_member_url
 from node.config import PeerConfig
+from node.model.zones import check_zone, default_zone
 from node.waiting import within
 from ring import Member
 
@@ -145,6 +146,7 @@ class Discovery:
                 "cluster": self._cluster,
                 "weight": str(self._me.weight),
                 "url": self._me.url,
+                "zone": self._me.zone,
             },
             server=f"ringstore-{self._me.id}.local.",
             addresses=[_announced_address(config).packed],
@@ -238,7 +240,8 @@ class Discovery:
             member_id = str(uuid.UUID(props.get("id") or ""))
             weight = int(props.get("weight") or "")
             url = check_member_url((props.get("url") or _url_from(info)).rstrip("/"))
-            member = Member(member_id, url, weight)
+            zone = props.get("zone")
+            member = Member(member_id, url, weight, check_zone(zone) if zone else default_zone(url))
         except ValueError as exc:
             self.ignored.add(name)
             log.warning("mDNS: ignoring %s, unreadable record %s (%s)", name, props, exc)

@@ -30,8 +30,10 @@ class PlacementSet:
         return self.members[0] if self.members else None
 
     def candidates(self) -> Iterator[str]:
-        """Every up member, clockwise from the key: the set's members, then the handoffs."""
-        return (m for m in self.ring.successors(self.key) if m not in self.down)
+        """Every up member: the set's members (spread over zones, in clockwise order), then
+        the handoffs, clockwise from the key."""
+        rest = (m for m in self.ring.successors(self.key) if m not in self.down)
+        return itertools.chain(self.members, (m for m in rest if m not in self.members))
 
     def handoffs(self) -> Iterator[str]:
         """The up members after the set, clockwise: who stands in when a member fails."""

@@ -39,6 +39,7 @@ from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
 from node.model.preconditions import Preconditions
 from node.model.version import MAX_WALL_MS, Version
+from node.model.zones import check_zone, default_zone
 from ring import Member
 
 MSGPACK = "application/msgpack"
@@ -80,22 +81,27 @@ def check_member_id(member_id: str) -> str:
     return member_id
 
 
-class MemberRecord(msgspec.Struct, frozen=True):
-    """A member as gossip and the persisted member list carry it."""
+class MemberRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A member as gossip and the persisted member list carry it. ``zone`` is left out
+    when it is the URL's host (``default_zone``), so records keep their old bytes."""
 
     id: str
     url: str
     weight: int
+    zone: str = ""
 
     @classmethod
     def of(cls, member: Member) -> MemberRecord:
-        return cls(member.id, member.url, member.weight)
+        zone = "" if member.zone == default_zone(member.url) else member.zone
+        return cls(member.id, member.url, member.weight, zone)
 
     def member(self) -> Member:
         """The ring member; raises ValueError if the record cannot be one (an id that is not
         ``check_member_id``'s, a URL that is not ``check_member_url``'s, a weight out of
-        range)."""
-        return Member(check_member_id(self.id), check_member_url(self.url), self.weight)
+        range, a zone that is not ``check_zone``'s)."""
+        url = check_member_url(self.url)
+        zone = check_zone(self.zone) if self.zone else default_zone(url)
+        return Member(check_member_id(self.id), url, self.weight, zone)
 
 
 class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):

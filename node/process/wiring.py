@@ -50,6 +50,7 @@ from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
 from node.model.version import HybridClock, system_wall_ms
+from node.model.zones import default_zone
 from node.process.identity import cluster_identity
 from node.process.tls import TlsFiles, client_context
 from node.upkeep.anti_entropy import AntiEntropy
@@ -124,7 +125,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     await manifests.open()
     clock = app[keys.CLOCK] = HybridClock(peer_id, wall_ms)
     membership = Membership(
-        Member(peer_id, config.url, config.weight),
+        Member(peer_id, config.url, config.weight, config.zone or default_zone(config.url)),
         config.data_dir,
         vnodes=config.vnodes,
         replicas=config.manifest_replicas,

@@ -30,7 +30,7 @@ from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
 from node.upkeep.decisions import repair_targets
-from node.waiting import wait_event
+from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Repairer:
         self._rebuilder = rebuilder
         self._reports: dict[str, set[tuple[int, str]]] = {}  # name -> {(index, holder)}
         self._wake = asyncio.Event()
+        self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
         self.stats = RepairStats()
 
     def __repr__(self) -> str:
@@ -156,6 +157,7 @@ class Repairer:
         )
         if not targets:
             return
+        await self._pacer.pace(len(targets) * manifest.layout.chunk_size)
         await self._rebuilder.rebuild(manifest, targets, base)
         count = len(targets)
         self.stats.chunks_repaired += count

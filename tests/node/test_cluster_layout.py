@@ -4,6 +4,9 @@ less parity, a file is brought to its full layout in the background (issue 12)."
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -91,3 +94,59 @@ async def test_a_file_with_less_parity_is_upgraded_in_place_to_the_clusters_layo
     for chunk in manifest["chunks"][:2]:  # two data chunks gone: the new parity is needed
         cluster.holder(chunk["holder"]).chunks.path(chunk["id"]).unlink()
     assert await get(http, cluster[4].url, "layout/old") == data
+
+
+async def test_losing_every_peer_of_one_zone_loses_no_file(
+    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
+) -> None:
+    """4 zones of 2 peers: a file's 7 chunks are at most 2 per zone, so a whole zone down
+    (a machine with two disks) leaves 5 of them."""
+    cluster = LocalCluster(tmp_path, block_size=4096)
+    try:
+        await cluster.start(8, zones=[f"host-{i // 2}" for i in range(8)])
+        files = {f"zones/{i}": payload(30_000 + i, seed=i) for i in range(12)}
+        for i, (name, data) in enumerate(files.items()):
+            await put(http, cluster[i % 8].url, name, data)
+        zone_of = {p.id: f"host-{i // 2}" for i, p in enumerate(cluster.peers)}
+        for name in files:
+            holders = [
+                c["holder"] for c in (await manifest_of(http, cluster[0].url, name))["chunks"]
+            ]
+            per_zone = Counter(zone_of[h] for h in holders)
+            assert len(holders) == 7
+            assert max(per_zone.values()) <= 2, (name, per_zone)
+        await cluster[2].stop()
+        await cluster[3].stop()
+        up = [cluster[i].url for i in (0, 1, 4, 5, 6, 7)]
+        for i, (name, data) in enumerate(files.items()):
+            assert await get(http, up[i % len(up)], name) == data
+    finally:
+        await cluster.stop()
+
+
+async def test_repair_keeps_to_its_rate(
+    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
+) -> None:
+    """--repair-rate paces rebuilt bytes: two files' lost chunks of 20 kB each at 20 kB/s
+    take at least a second (the first goes at once, the second waits its turn)."""
+    cluster = LocalCluster(tmp_path, block_size=4096, repair_rate=20_000, repair_interval=60)
+    try:
+        await cluster.start(7)
+        names = ["paced/a", "paced/b"]
+        for name in names:
+            await put(http, cluster[0].url, name, payload(100_000, seed=len(name)))
+        primary = cluster[0]
+        lost = []
+        for name in names:
+            manifest = await primary.replicas.read(name)
+            assert manifest is not None
+            assert manifest.layout.chunk_size >= 20_000
+            path = cluster.holder(manifest.chunks[6].holder).chunks.path(manifest.chunk_id(6))
+            path.unlink()
+            lost.append(path)
+            primary.repairer.report(manifest, {6})
+        started = time.monotonic()
+        await eventually(lambda: all(p.is_file() for p in lost), timeout=30, what="rebuilt")
+        assert time.monotonic() - started >= 1.0
+    finally:
+        await cluster.stop()

@@ -52,7 +52,7 @@ def test_public_api_is_reexported() -> None:
 def test_member_defaults_and_repr() -> None:
     member = Member("a", "http://127.0.0.1:8000")
     assert member.weight == 1
-    assert repr(member) == "Member(id='a', url='http://127.0.0.1:8000', weight=1)"
+    assert repr(member) == "Member(id='a', url='http://127.0.0.1:8000', weight=1, zone='')"
     with pytest.raises(AttributeError):
         member.weight = 2  # type: ignore[misc]
 
