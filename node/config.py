@@ -200,6 +200,14 @@ class PeerConfig:
             low=1,
         ),
     )
+    tombstone_grace: float = field(
+        default=7 * 86400.0,
+        metadata=option(
+            "Seconds a deletion's tombstone is kept before it may be purged (a peer down "
+            "longer must rejoin with an empty data directory).",
+            low=0,
+        ),
+    )
     gc_grace: float = field(
         default=600.0,
         metadata=option("Seconds before an unreferenced chunk is garbage.", low=0),

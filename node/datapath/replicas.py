@@ -215,6 +215,41 @@ class ManifestReplicas:
                 found.append(answer)
         return found
 
+    async def purge_tombstone(self, tombstone: Manifest) -> bool:
+        """Drop ``tombstone`` from every replica if each of the N *home* replicas holds
+        exactly it and no hand-over is under way for its name; True if it was purged.
+
+        A home replica that is down or behind (it might hold an older live version, which
+        would come back once the tombstone is gone) stops the purge; one behind is brought
+        up to date instead, so a later pass can purge. A retraction that fails leaves the
+        tombstone on that replica, and the next read repairs it back onto the others.
+        """
+        name = tombstone.name
+        if not tombstone.deleted or self._membership.previous_replicas(name):
+            return False
+
+        async def get(member: str) -> Manifest | None:
+            return await self._peers.get_manifest(member, name)
+
+        found = await self._ask(name, get, self._config.manifest_replicas, home_only=True)
+        if len(found) < self._config.manifest_replicas:
+            return False
+        behind = [r for r, m in found.items() if m is None or m.precedence < tombstone.precedence]
+        if behind or any(
+            m is not None and m.precedence != tombstone.precedence for m in found.values()
+        ):
+            for replica in behind:
+                self._spawn(self._repair(replica, tombstone))
+            return False
+        results = await asyncio.gather(
+            *(self._peers.retract_manifest(replica, tombstone) for replica in found),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RingstoreError):
+                raise result
+        return not any(isinstance(result, BaseException) for result in results)
+
     async def _repair(self, replica: str, manifest: Manifest) -> None:
         try:
             await self._peers.put_manifest(replica, manifest)

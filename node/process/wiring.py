@@ -165,7 +165,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
-    anti_entropy = AntiEntropy(config, membership, manifests, peers, repairer)
+    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer)
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership

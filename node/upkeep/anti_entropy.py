@@ -10,6 +10,10 @@ every up holder, in batches of at most ``MAX_INVENTORY`` chunk ids packed 17 byt
 reported to the repairer, which rebuilds them where they belong (on the same holder: only
 the copy was lost). A holder down is left to repair's own rules (``--repair-after``).
 
+The same walk purges tombstones older than ``tombstone_grace`` once all N home replicas hold
+exactly that tombstone (``ManifestReplicas.purge_tombstone``); tombstones of cluster records
+(revoked keys, removed namespaces) are kept, so a stale replica can never revive a key.
+
 Cost of a pass, per million chunks placed (measured: ``bench/anti_entropy.py``): one manifest
 file read per name on its primary, 17 bytes of request per chunk (17 MB, in requests of up
 to 1.1 MB, one per holder per 65536 chunks), one pair of ``stat`` calls per chunk on its
@@ -30,8 +34,11 @@ from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import MAX_INVENTORY, PACKED_ID
 from node.config import PeerConfig
+from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
+from node.model.manifest import Manifest
+from node.model.names import RESERVED
 from node.upkeep.repairer import Repairer
 from node.waiting import wait_event
 
@@ -51,6 +58,7 @@ class AntiEntropyStats:
     requests: int = 0
     request_bytes: int = 0
     holders_skipped: int = 0  # checks not made: holder down or failing (next pass retries)
+    tombstones_purged: int = 0
 
     def to_json(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -64,12 +72,14 @@ class AntiEntropy:
         config: PeerConfig,
         membership: Membership,
         manifests: ManifestStore,
+        replicas: ManifestReplicas,
         peers: Peers,
         repairer: Repairer,
     ) -> None:
         self._config = config
         self._membership = membership
         self._manifests = manifests
+        self._replicas = replicas
         self._peers = peers
         self._repairer = repairer
         self._wake = asyncio.Event()
@@ -99,10 +109,12 @@ class AntiEntropy:
         membership, me = self._membership, self._membership.me.id
         placed: dict[str, Placed] = {}  # holder -> its chunks to check
         pending = 0
-        for name in self._manifests.live_names():
+        for name in self._manifests.names():
             if membership.replicas(name).primary != me:
                 continue
             manifest = await self._manifests.get(name)
+            if manifest is not None and manifest.deleted and not name.startswith(RESERVED):
+                await self._purge(manifest)  # never a key's or namespace's: no revival
             if manifest is None or manifest.deleted or manifest.inline:
                 continue
             stats.names_checked += 1
@@ -116,6 +128,20 @@ class AntiEntropy:
         stats.passes += 1
         stats.last_pass = time.time()
         stats.last_pass_seconds = time.monotonic() - started
+
+    async def _purge(self, tombstone: Manifest) -> None:
+        """Purge a tombstone older than ``tombstone_grace`` that every home replica holds."""
+        age = time.time() - tombstone.version.wall_ms / 1000
+        if age < self._config.tombstone_grace:
+            return
+        try:
+            purged = await self._replicas.purge_tombstone(tombstone)
+        except RingstoreError as exc:
+            log.info("tombstone of %r not purged now: %s", tombstone.name, exc)
+            return
+        if purged:
+            self.stats.tombstones_purged += 1
+            log.info("purged the tombstone of %r (deleted %.0f s ago)", tombstone.name, age)
 
     async def _check_all(self, placed: dict[str, Placed]) -> None:
         up = self._membership.up_ids()
