@@ -220,9 +220,9 @@ class ManifestReplicas:
         exactly it and no hand-over is under way for its name; True if it was purged.
 
         A home replica that is down or behind (it might hold an older live version, which
-        would come back once the tombstone is gone) stops the purge; one behind is brought
-        up to date instead, so a later pass can purge. A retraction that fails leaves the
-        tombstone on that replica, and the next read repairs it back onto the others.
+        would come back once the tombstone is gone) stops the purge. A retraction that
+        fails leaves the tombstone on that replica, and the next read repairs it back onto
+        the others; a later pass purges it again.
         """
         name = tombstone.name
         if not tombstone.deleted or self._membership.previous_replicas(name):
@@ -234,13 +234,8 @@ class ManifestReplicas:
         found = await self._ask(name, get, self._config.manifest_replicas, home_only=True)
         if len(found) < self._config.manifest_replicas:
             return False
-        behind = [r for r, m in found.items() if m is None or m.precedence < tombstone.precedence]
-        if behind or any(
-            m is not None and m.precedence != tombstone.precedence for m in found.values()
-        ):
-            for replica in behind:
-                self._spawn(self._repair(replica, tombstone))
-            return False
+        if any(m is None or m.precedence != tombstone.precedence for m in found.values()):
+            return False  # reads repair replicas behind; a later pass tries again
         results = await asyncio.gather(
             *(self._peers.retract_manifest(replica, tombstone) for replica in found),
             return_exceptions=True,
