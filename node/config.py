@@ -45,9 +45,20 @@ class Option:
     metavar: str | None = None
     hidden: bool = False
     envvar: str | None = None
+    auto: int | None = None
+    """The value the word ``auto`` stands for (an int option that can be derived)."""
     secret: bool = False  # never shown as a default or echoed
     file: bool = False
     """A ``Path`` field names an existing file, not a directory."""
+
+
+AUTO_WEIGHT = 0  # --weight auto: derived from capacity when the peer starts
+WEIGHT_UNIT = 1 << 40  # bytes of capacity per unit of --weight auto (1 TiB, as Ceph's)
+
+
+def auto_weight(capacity_bytes: int) -> int:
+    """``--weight auto``: one per TiB of capacity, rounded, within 1..``MAX_WEIGHT``."""
+    return max(MIN_WEIGHT, min(MAX_WEIGHT, round(capacity_bytes / WEIGHT_UNIT)))
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -109,7 +120,12 @@ class PeerConfig:
     weight: int = field(
         default=1,
         metadata=option(
-            "Share of the data relative to weight-1 peers.", low=MIN_WEIGHT, high=MAX_WEIGHT
+            "Share of the data relative to weight-1 peers; 'auto': one per TiB of "
+            "--max-bytes, or of the data directory's disk.",
+            low=MIN_WEIGHT,
+            high=MAX_WEIGHT,
+            auto=AUTO_WEIGHT,
+            metavar="1..1000|auto",
         ),
     )
     zone: str = field(

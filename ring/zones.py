@@ -6,18 +6,19 @@ members of the set than it must:
 
 * With at least ``n`` zones among the candidates: the first member of each zone, for the
   first ``n`` zones met clockwise. One lost zone then takes one member of the set.
-* With fewer zones: each zone gets a *quota*, ``n // zones`` and one more for the
-  ``n % zones`` zones that rank first for this key (rank: a hash of key and zone name, so it
-  does not depend on who is in the zones); a zone with fewer candidates than its quota
-  passes the rest on, in the same rank order, to zones that have more. Each zone's share is
-  its first members clockwise. One lost zone then takes at most ``ceil(n / zones)`` members
-  of the set (with 4 zones and a 5+2 layout: 2, so it loses no file).
+* With fewer zones: rounds over the zones in *rank* order (a hash of key and zone name, so
+  it does not depend on who is in the zones), each zone taking its next member clockwise,
+  until ``n`` are taken; a zone out of members sits the later rounds out. So every zone
+  holds ``n // zones`` or one more, unless it has too few members. One lost zone then takes
+  at most ``ceil(n / zones)`` members of the set (4 zones, 5+2 layout: 2, no file lost).
 
-Set-stable on joins within this rule: a newcomer can take the place of a member of its own
-zone (it comes first clockwise) or, when its zone is new or had fewer candidates than its
-quota, the place of the member its zone's larger share displaces; members already in the
-ring never enter a set on a join (a property test checks it). The result keeps clockwise
-order, so chunk *i* of a file goes to the *i*-th member.
+Set-stable on joins: the members a placement takes form a sequence (zones met clockwise, or
+the rounds), and a join only inserts the newcomer into it (in its zone's place, or as a new
+zone's, or as one more round for a zone that had run out), so what falls off the end is an
+old member and nothing old comes in; only the newcomer ever enters a set (a property test
+checks it). Zones count alike whatever their size in the second case: give zones about
+equal capacity. The result keeps clockwise order, so chunk *i* of a file goes to the *i*-th
+member.
 """
 
 from __future__ import annotations
@@ -45,16 +46,13 @@ def spread(order: Sequence[str], zone_of: Mapping[str, str], n: int, key: str) -
     if len(by_zone) >= n:
         firsts = {zone: members[0] for zone, members in list(by_zone.items())[:n]}
         chosen = set(firsts.values())
-    else:
+    else:  # rounds over the zones in rank order, each taking its next member clockwise
         ranked = sorted(by_zone, key=lambda zone: _rank(key, zone))
-        base, extra = divmod(n, len(ranked))
-        quota = {zone: base + (1 if i < extra else 0) for i, zone in enumerate(ranked)}
-        share = {zone: min(quota[zone], len(by_zone[zone])) for zone in ranked}
-        left = min(n, len(order)) - sum(share.values())
-        while left > 0:  # zones short of members pass their quota on, in rank order
+        chosen = set()
+        depth = 0
+        while len(chosen) < min(n, len(order)):
             for zone in ranked:
-                if left and share[zone] < len(by_zone[zone]):
-                    share[zone] += 1
-                    left -= 1
-        chosen = {member for zone in ranked for member in by_zone[zone][: share[zone]]}
+                if depth < len(by_zone[zone]) and len(chosen) < n:
+                    chosen.add(by_zone[zone][depth])
+            depth += 1
     return tuple(member for member in order if member in chosen)

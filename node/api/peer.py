@@ -288,7 +288,7 @@ async def gossip(request: web.Request) -> web.Response:
         gossip.receive(message)
     except ValueError as exc:
         raise InvalidRequest(f"malformed gossip: {exc}") from exc
-    return _packed(gossip.message())
+    return _packed(gossip.answer(message))
 
 
 async def create_key(request: web.Request) -> web.Response:

@@ -32,10 +32,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Callable, Iterable
 
 import msgspec
 
+from node.cluster.epidemic import fanout, newer_beats, pick, silence_limit
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures, check_member_url
@@ -60,8 +62,11 @@ class Gossip:
         seeds: Iterable[str],
         figures: Callable[[], PeerFigures],
         interval: float = 1.0,
+        down_after: int = 2,
+        rng: random.Random | None = None,
     ) -> None:
-        """Raises ValueError for a seed that is not ``http(s)://host:port``."""
+        """Raises ValueError for a seed that is not ``http(s)://host:port``. ``rng`` picks
+        the members of each round (tests give a seeded one)."""
         self._membership = membership
         self._peers = peers
         self._clock = clock
@@ -71,6 +76,9 @@ class Gossip:
         self._found: dict[str, int] = {}  # address found by mDNS -> failed exchanges so far
         self._figures = figures  # this peer's own storage figures, read at every message
         self._interval = interval
+        self._down_after = down_after
+        self._rng = rng or random.Random()
+        self._digests: dict[str, str] = {}  # member id -> digest of its member list, as heard
 
     def __repr__(self) -> str:
         return (
@@ -90,15 +98,34 @@ class Gossip:
         """This peer's storage figures now, as it reports them to others."""
         return self._figures()
 
-    def message(self) -> GossipMessage:
-        """What this peer tells others now."""
+    def message(self, full: bool = True) -> GossipMessage:
+        """What this peer tells others now; the member list only if ``full``."""
+        membership = self._membership
         return GossipMessage(
-            sender=MemberRecord.of(self._membership.me),
-            members=[MemberRecord.of(m) for m in self._membership.members()],
+            sender=MemberRecord.of(membership.me),
+            members=[MemberRecord.of(m) for m in membership.members()] if full else [],
             clock=self._clock.now(),
             wall_ms=self._clock.wall_ms(),
+            digest=membership.digest,
+            beat=membership.liveness(membership.me.id).beat,
+            beats=membership.beats(),
             **msgspec.structs.asdict(self._figures()),
         )
+
+    def answer(self, message: GossipMessage) -> GossipMessage:
+        """This peer's answer to ``message`` (once received): its member list only when the
+        sender's may differ (another digest, or a peer of before digests)."""
+        return self.message(full=message.digest != self._membership.digest)
+
+    def silence(self) -> float:
+        """Seconds without news of a member before it counts as down (``silence_limit``,
+        with a round's exchanges taking up to their timeout as slack)."""
+        members = len(self._membership.members())
+        return silence_limit(members, self._interval, self._down_after, self._timeout)
+
+    @property
+    def _timeout(self) -> float:
+        return max(1.0, 2 * self._interval)
 
     def introduction(self) -> GossipMessage:
         """What this peer tells an address not yet known to be a member's: itself alone."""
@@ -141,6 +168,12 @@ class Gossip:
                 log.debug("not following the clock of %s: %s", sender.id, exc)
         membership.report_success(sender.id)
         membership.hear(sender.id, message.figures())
+        self._digests[sender.id] = message.digest
+        beats = {sender.id: message.beat} if message.beat else {}
+        if message.beats and message.digest == membership.digest:
+            ids = [m.id for m in membership.members()]
+            beats = {**newer_beats({}, ids, message.beats), **beats}
+        membership.hear_beats(beats, self.silence())
         return None
 
     def _answered(self, member_id: str, sent_ms: int, answer: GossipMessage) -> None:
@@ -174,7 +207,7 @@ class Gossip:
             )
 
     async def _exchange(self, url: str, member_id: str | None, message: GossipMessage) -> None:
-        timeout = max(1.0, 2 * self._interval)
+        timeout = self._timeout
         merge = self.receive
         if member_id is not None:
             merge = functools.partial(self._answered, member_id, self._clock.wall_ms())
@@ -189,20 +222,30 @@ class Gossip:
                     log.info("mDNS address %s did not answer as a member; dropped", url)
 
     async def round(self) -> None:
-        """Exchange gossip with every member, and introduce this peer to every seed not yet
-        known as a member's address."""
+        """Beat, exchange gossip with ``fanout(N)`` members picked at random (every member
+        in small clusters), introduce this peer to every seed not yet known as a member's
+        address, and count as down the members with no news for ``silence()``."""
         membership = self._membership
         known_urls = {m.url for m in membership.members()}
         for url in known_urls & set(self._found):
             del self._found[url]
         members = [m for m in membership.members() if m.id != membership.me.id]
+        chosen = pick(members, fanout(len(members) + 1), self._rng)
         seeds = [s for s in self._seeds if s not in known_urls] + list(self._found)
+        membership.beat(self._clock.wall_ms())
         message = self.message()  # one per round: its figures cost a statvfs
+        membership.hear(membership.me.id, message.figures())  # its own fullness, too
+        light = msgspec.structs.replace(message, members=[])
+        digest = message.digest
         introduction = self.introduction()
         await asyncio.gather(
-            *(self._exchange(m.url, m.id, message) for m in members),
+            *(
+                self._exchange(m.url, m.id, light if self._digests.get(m.id) == digest else message)
+                for m in chosen
+            ),
             *(self._exchange(url, None, introduction) for url in seeds),
         )
+        membership.check_silence(self.silence())
         await membership.save()
         await membership.refresh_ring()
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import msgspec
 
+from node.cluster.epidemic import member_digest
 from node.cluster.placement import PlacementSet, place
 from node.cluster.protocol import MemberRecord, PeerFigures
 from node.cluster.transport import Address
@@ -49,6 +50,7 @@ from ring import Member, Ring
 
 log = logging.getLogger(__name__)
 
+FULL_FILL = 0.98  # a member past this fill of its --max-bytes or its disk takes no new chunks
 HISTORY = 16  # earlier placements kept at most
 
 
@@ -62,6 +64,15 @@ class Placement:
     until: float
 
 
+def is_full(figures: PeerFigures) -> bool:
+    """Whether a member's figures say it is out of space: past ``FULL_FILL`` of its
+    ``--max-bytes``, or of its disk."""
+    if figures.max_bytes and figures.used_bytes >= FULL_FILL * figures.max_bytes:
+        return True
+    total, free = figures.disk_total_bytes, figures.disk_free_bytes
+    return bool(total) and free < (1 - FULL_FILL) * total
+
+
 @dataclass
 class Liveness:
     """What this peer last heard from one member."""
@@ -72,6 +83,9 @@ class Liveness:
     down_since: float = field(default_factory=time.monotonic)
     figures: PeerFigures = field(default_factory=PeerFigures)  # from its last gossip
     heard_at: float = 0.0  # monotonic time its last figures arrived
+    beat: int = 0  # the newest heartbeat of it heard, directly or through gossip
+    beat_at: float = 0.0  # monotonic time that beat arrived
+    failed_at: float = float("-inf")  # monotonic time of the last failed direct exchange
     clock: ClockOffset | None = None  # its wall clock against ours, at the last gossip answer
 
     @property
@@ -108,6 +122,7 @@ class Membership:
         self.ring_changed_at = time.monotonic()
         self._learned = asyncio.Event()  # set whenever a member is learned
         self._history: collections.deque[Placement] = collections.deque(maxlen=HISTORY)
+        self._digest: str | None = None  # of the member list, while it is unchanged
         self.settled_ring = ""  # this peer's own: see PeerFigures.settled_ring
 
     def __repr__(self) -> str:
@@ -123,6 +138,52 @@ class Membership:
 
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.id)
+
+    @property
+    def digest(self) -> str:
+        """The digest of the member list (``epidemic.member_digest``): what gossip compares
+        before sending a whole list."""
+        if self._digest is None:
+            self._digest = member_digest(
+                msgspec.msgpack.encode(MemberRecord.of(m)) for m in self.members()
+            )
+        return self._digest
+
+    def beats(self) -> list[int]:
+        """The newest beat heard of every member, in ``members()`` order (0: none yet)."""
+        return [self._liveness[m.id].beat for m in self.members()]
+
+    def beat(self, now_ms: int) -> None:
+        """This peer's own heartbeat for this round (its wall clock, milliseconds)."""
+        live = self._liveness[self.me.id]
+        live.beat, live.beat_at = max(live.beat, now_ms), time.monotonic()
+
+    def hear_beats(self, beats: dict[str, int], silence: float) -> None:
+        """Take heartbeats newer than those heard (``epidemic.newer_beats``). A member down
+        here whose beat moved is up again, unless a direct exchange with it failed within
+        the last ``silence`` seconds (it lives, but not for this peer)."""
+        now = time.monotonic()
+        for member_id, beat in beats.items():
+            live = self._liveness.get(member_id)
+            if live is None or member_id == self.me.id or beat <= live.beat:
+                continue
+            live.beat, live.beat_at = beat, now
+            if not live.up and now - live.failed_at > silence:
+                log.info("member %s is up (heard through gossip)", member_id)
+                self._remember_placement()
+                live.up, live.failures, live.last_seen = True, 0, now
+
+    def check_silence(self, silence: float) -> None:
+        """Count as down every member up here with no news of it (a beat, or a direct
+        exchange) for ``silence`` seconds."""
+        now = time.monotonic()
+        for member_id, live in self._liveness.items():
+            if member_id == self.me.id or not live.up:
+                continue
+            quiet = now - max(live.beat_at, live.last_seen)
+            if quiet > silence:
+                live.up, live.down_since = False, now
+                log.warning("member %s is down: no news of it for %.1fs", member_id, quiet)
 
     def liveness(self, member_id: str) -> Liveness:
         return self._liveness[member_id]
@@ -145,6 +206,21 @@ class Membership:
     def placement(self, key: str, n: int) -> PlacementSet:
         """The first ``n`` up members clockwise from ``key``, with the handoffs after them."""
         return place(self._ring, key, n, self.down_ids())
+
+    def full_ids(self) -> set[str]:
+        """Members whose last figures say they are out of space (``is_full``)."""
+        return {i for i, live in self._liveness.items() if is_full(live.figures)}
+
+    def write_placement(self, key: str, n: int) -> PlacementSet:
+        """Where new chunks of ``key`` go: ``placement``, passing over members out of space
+        too, as long as that leaves ``n`` members (else the full ones are asked anyway, and
+        may refuse)."""
+        full = self.full_ids()
+        if full:
+            roomy = place(self._ring, key, n, self.down_ids() | full)
+            if len(roomy.members) == n:
+                return roomy
+        return self.placement(key, n)
 
     def replicas(self, name: str) -> PlacementSet:
         """The members that hold ``name``'s manifest now; the first is its primary."""
@@ -229,6 +305,7 @@ class Membership:
         """Take a member's own record (from its gossip or its mDNS announcement)."""
         if member.id != self.me.id and self._members.get(member.id) != member:
             self._members.pop(member.id, None)  # its own record beats hearsay
+            self._digest = None
             self.merge([member])
 
     def merge(self, members: Iterable[Member]) -> bool:
@@ -255,6 +332,7 @@ class Membership:
             if member.id == self.me.id or member.id in self._members:
                 continue
             self._members[member.id] = member
+            self._digest = None
             self._liveness.setdefault(member.id, Liveness())
             self._ring_stale = True
             changed = True
@@ -301,6 +379,7 @@ class Membership:
         if live is None or member_id == self.me.id:
             return
         live.failures += 1
+        live.failed_at = time.monotonic()
         if live.up and live.failures >= self._down_after:
             live.up, live.down_since = False, time.monotonic()
             log.warning("member %s is down: %s", member_id, reason)

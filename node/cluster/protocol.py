@@ -111,6 +111,7 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     chunks: int = 0
     disk_total_bytes: int = 0
     disk_free_bytes: int = 0
+    max_bytes: int = 0  # --max-bytes (0: none, the disk is the limit)
     rebalance: dict[str, int | float] = {}
     # The ring digest under which this peer's rebalancer last ended a pass with nothing
     # pending or failed: every manifest it held for another replica set was handed over.
@@ -118,7 +119,8 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):
-    """One gossip message: the sender, every member it knows, its clock and its figures.
+    """One gossip message: the sender, the members it knows, its clock, heartbeats and
+    figures.
 
     The answer to a gossip POST is the receiver's own message, so one exchange teaches both
     sides. ``clock`` lets the receiver's hybrid clock move past the sender's; ``wall_ms``,
@@ -127,9 +129,16 @@ class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "f
     """
 
     sender: MemberRecord
-    members: list[MemberRecord]
+    members: list[MemberRecord] = []
     clock: Version | None = None
     wall_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_WALL_MS)] | None = None
+    # Gossip at scale (node.cluster.epidemic), absent from peers of before it: the digest
+    # of the sender's member list (``members`` is then sent only when the receiver's may
+    # differ), the sender's own heartbeat, and the newest beat it heard of each member,
+    # aligned to its member list in id order.
+    digest: str = ""
+    beat: Annotated[int, msgspec.Meta(ge=0, le=MAX_WALL_MS)] = 0
+    beats: list[Annotated[int, msgspec.Meta(ge=0, le=MAX_WALL_MS)]] = []
 
     def figures(self) -> PeerFigures:
         """The sender's storage figures alone."""

@@ -109,7 +109,7 @@ class Coordinator:
         file = file_id(name, version)
         # One layout for every file: k + m chunks. With fewer than k + m peers up the
         # chunks past the last up peer are not placed now; repair places them later.
-        holders = self._membership.placement(file, config.k + config.m).members
+        holders = self._membership.write_placement(file, config.k + config.m).members
         n = len(holders)
         if n < config.k:
             raise Unavailable(f"{n} peers are up; a file needs at least {config.k}")

@@ -46,8 +46,7 @@ def _click_type(kind: Any, spec: Option) -> Any:
     if spec.choices:
         return click.Choice(spec.choices)
     if kind is int:
-        low, high = (None if bound is None else int(bound) for bound in (spec.low, spec.high))
-        return click.IntRange(low, high)
+        return str if spec.auto is not None else _int_range(spec)  # str: see _int_or_auto
     if kind is float:
         return click.FloatRange(spec.low, spec.high)
     if kind is Path and spec.file:
@@ -57,6 +56,20 @@ def _click_type(kind: Any, spec: Option) -> Any:
     if kind is str:
         return str
     raise TypeError(f"no command-line type for config fields of type {kind!r}")
+
+
+def _int_or_auto(
+    numbers: click.IntRange, auto: int
+) -> Callable[[click.Context, click.Parameter, Any], int]:
+    """A callback reading an int in ``numbers``' range, or the word ``auto`` (``auto``)."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> int:
+        if value in ("auto", auto):
+            return auto
+        converted: int = numbers.convert(value, param, ctx)
+        return converted
+
+    return convert
 
 
 def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[[F], F]:
@@ -84,7 +97,13 @@ def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[
         show_envvar=spec.envvar is not None,
         envvar=spec.envvar,
         help=spec.help,
+        callback=None if spec.auto is None else _int_or_auto(_int_range(spec), spec.auto),
     )
+
+
+def _int_range(spec: Option) -> click.IntRange:
+    low, high = (None if bound is None else int(bound) for bound in (spec.low, spec.high))
+    return click.IntRange(low, high)
 
 
 def config_options(func: F) -> F:

@@ -40,7 +40,7 @@ from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import PEER_HEADER, PeerFigures
 from node.cluster.transport import HttpTransport
-from node.config import PeerConfig
+from node.config import AUTO_WEIGHT, PeerConfig, auto_weight
 from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
@@ -95,6 +95,16 @@ def create_app(
     return app
 
 
+def _weight(config: PeerConfig) -> int:
+    """The peer's weight: ``--weight``, or with ``auto`` one per TiB of its capacity."""
+    if config.weight != AUTO_WEIGHT:
+        return config.weight
+    capacity = config.max_bytes or disk_usage(config.data_dir)[0]
+    weight = auto_weight(capacity)
+    log.info("weight %d, from a capacity of %d bytes (--weight auto)", weight, capacity)
+    return weight
+
+
 async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every answer: no version banner (aiohttp's ``Server`` names Python's and its own),
     and no content sniffing by browsers."""
@@ -125,7 +135,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     await manifests.open()
     clock = app[keys.CLOCK] = HybridClock(peer_id, wall_ms)
     membership = Membership(
-        Member(peer_id, config.url, config.weight, config.zone or default_zone(config.url)),
+        Member(peer_id, config.url, _weight(config), config.zone or default_zone(config.url)),
         config.data_dir,
         vnodes=config.vnodes,
         replicas=config.manifest_replicas,
@@ -152,12 +162,21 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
             chunks=chunks.chunk_count,
             disk_total_bytes=total,
             disk_free_bytes=free,
+            max_bytes=config.max_bytes or 0,
             rebalance=progress.to_json(),
             settled_ring=membership.settled_ring,
         )
 
     seeds = [*config.join, *token_seeds]
-    gossip = Gossip(membership, peers, clock, seeds, own_figures, config.heartbeat_interval)
+    gossip = Gossip(
+        membership,
+        peers,
+        clock,
+        seeds,
+        own_figures,
+        config.heartbeat_interval,
+        config.down_after,
+    )
     replicas = ManifestReplicas(config, membership, peers, clock)
     rebuilder = Rebuilder(config, membership, peers, replicas)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder)

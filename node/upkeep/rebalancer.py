@@ -93,9 +93,10 @@ class Rebalancer:
     # --- deciding what to look at ---------------------------------------------------------
 
     def _feasible(self, moves: tuple[Move, ...]) -> list[Move]:
-        """Moves whose source and target are both up (a down source is repair's business)."""
-        up = self._membership.up_ids()
-        return [m for m in moves if m.source in up and m.target in up]
+        """Moves whose source and target are both up (a down source is repair's business)
+        and whose target has room (a full one would refuse; the move waits until it has)."""
+        up, full = self._membership.up_ids(), self._membership.full_ids()
+        return [m for m in moves if m.source in up and m.target in up and m.target not in full]
 
     def _moves(self, manifest: Manifest) -> list[Move]:
         if manifest.deleted or not manifest.chunks:

@@ -153,7 +153,7 @@ class Repairer:
             membership.up_ids(),
             {m: membership.down_for(m) for m in membership.down_ids()},
             self._config.repair_after,
-            membership.placement(manifest.file_id, manifest.layout.n).candidates(),
+            membership.write_placement(manifest.file_id, manifest.layout.n).candidates(),
         )
         if not targets:
             return

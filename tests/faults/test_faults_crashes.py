@@ -308,7 +308,7 @@ async def test_a_file_is_found_when_two_of_its_manifest_replicas_are_killed(
     seven: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
     view = (await seven.views(http))[0]
-    ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
+    ring = Ring(Member(p["id"], p["url"], p["weight"], p["zone"]) for p in view["peers"])
     assert ring.digest == view["ring"]["digest"]
     victims = {seven.index_of(i) for i in ring.placement(name_key("x"), 3)[1:]}
     victim_ids = {peer_id_of(seven.peers[v].data_dir) for v in victims}

@@ -232,7 +232,7 @@ async def placed_as_the_ring_says(
     """Every file has all its chunks, on exactly the members the ring places them on."""
     async with http.get(f"{cluster.urls[0]}/cluster") as response:
         view = await response.json()
-    ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
+    ring = Ring(Member(p["id"], p["url"], p["weight"], p["zone"]) for p in view["peers"])
     for name in names:
         manifest = await get_manifest(http, cluster.urls[0], name)
         n = manifest["k"] + manifest["m"]

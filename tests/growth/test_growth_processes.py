@@ -112,7 +112,7 @@ async def test_a_weight_2_newcomer_gets_the_share_its_ring_ownership_says(
     # weight can only do so much: the newcomer's bytes follow the weighted ring's exact
     # ownership of 7-wide placement sets (docs/operations.md, "Weights").
     view = (await seven.views(http))[0]
-    ring = Ring(Member(p["id"], p["url"], p["weight"]) for p in view["peers"])
+    ring = Ring(Member(p["id"], p["url"], p["weight"], p["zone"]) for p in view["peers"])
     ids = [v["self"] for v in await seven.views(http)]
     share = ring.ownership(7)[ids[-1]] / 7
     measured = after[-1] / sum(after)

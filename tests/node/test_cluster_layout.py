@@ -150,3 +150,35 @@ async def test_repair_keeps_to_its_rate(
         assert time.monotonic() - started >= 1.0
     finally:
         await cluster.stop()
+
+
+async def test_a_full_peer_gets_no_new_chunks_while_others_have_room(
+    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
+) -> None:
+    """8 peers, one capped at 24 kB: once gossip says it is full, new files go whole to the
+    other 7 (no degraded write, no refused chunk), and moves never target it."""
+    cluster = LocalCluster(tmp_path, block_size=4096)
+    try:
+        await cluster.start(7)
+        small = await cluster.add_peer(max_bytes=24_000)
+        await cluster.wait_converged()
+        first = {f"full/a{i}": payload(40_000, seed=i) for i in range(8)}
+        for name, data in first.items():
+            await put(http, cluster[0].url, name, data)
+        await eventually(
+            lambda: all(small.id in p.membership.full_ids() for p in cluster.peers),
+            timeout=10,
+            what="every peer to see the small one full",
+        )
+        later = {f"full/b{i}": payload(40_000, seed=100 + i) for i in range(8)}
+        for name, data in later.items():
+            reply = await put(http, cluster[1].url, name, data)
+            assert (reply["chunks"], reply["degraded"]) == (7, False), name
+            holders = {
+                c["holder"] for c in (await manifest_of(http, cluster[2].url, name))["chunks"]
+            }
+            assert small.id not in holders
+        for name, data in {**first, **later}.items():
+            assert await get(http, cluster[3].url, name) == data
+    finally:
+        await cluster.stop()

@@ -85,7 +85,7 @@ members = st.lists(
 )  # (zone, weight) of each member
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(layout=members, newcomer_zone=st.integers(0, 6), n=st.sampled_from([3, 7]))
 def test_a_join_brings_only_the_newcomer_into_any_placement(
     layout: list[tuple[int, int]], newcomer_zone: int, n: int
