@@ -4,7 +4,9 @@ survive the loss of any m peers."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,5 +101,52 @@ async def test_a_six_peer_cluster_grown_to_seven_gives_every_file_seven_distinct
         await cluster.crash(1)
         await cluster.crash(4)
         await check_files(http, [cluster.urls[i] for i in (0, 2, 3, 5, 6)], files)
+    finally:
+        await cluster.stop()
+
+
+async def test_the_cluster_doubles_under_reads_with_no_failed_read(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """6 peer processes holding 40 files; 7 more start at once while a client reads every
+    file in turn through the old peers until the cluster settles: every read answers the
+    stored bytes, and the old peers never grow (chunks go only to the newcomers)."""
+    cluster = ProcessCluster(tmp_path, 6, f"--block-size={BLOCK}", "--rebalance-rate=0")
+    try:
+        await cluster.start(http)
+        files = files_of("doubling", 40, seed=4)
+        for i, (name, data) in enumerate(files.items()):
+            await put_file(http, cluster.urls[i % 6], name, data)
+        before = await cluster.settle(http)
+        old = cluster.urls[:6]
+        failures: list[str] = []
+        reads = 0
+        done = asyncio.Event()
+
+        async def reader() -> None:
+            nonlocal reads
+            names = sorted(files)
+            deadline = time.monotonic() + 150
+            while not done.is_set() and reads < 20_000 and time.monotonic() < deadline:
+                name = names[reads % len(names)]
+                async with http.get(f"{old[reads % 6]}/files/{name}") as response:
+                    body = await response.read()
+                    if response.status != 200 or body != files[name]:
+                        failures.append(f"{name}: {response.status}")
+                reads += 1
+
+        reading = asyncio.ensure_future(reader())
+        try:
+            await asyncio.gather(*(cluster.add_peer(http) for _ in range(7)))
+            await cluster.wait_converged(http, timeout=60)
+            after = await cluster.settle(http)
+        finally:
+            done.set()
+            await reading
+        print(f"{reads} reads while 6 peers became 13: {len(failures)} failed")
+        assert failures == []
+        assert reads >= 40
+        for index, (was, now) in enumerate(zip(before, after[:6], strict=True)):
+            assert now <= was, f"old peer {index} grew from {was} to {now}"
     finally:
         await cluster.stop()
