@@ -20,13 +20,20 @@ import asyncio
 import collections
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.errors import InvalidRequest, PreconditionFailed, RingstoreError, Unavailable
+from node.errors import (
+    ChunkNotFound,
+    InvalidRequest,
+    PreconditionFailed,
+    RingstoreError,
+    Unavailable,
+)
 from node.model.manifest import Manifest, ReplicaWrite
 from node.model.preconditions import Preconditions
 from node.model.version import HybridClock
@@ -34,6 +41,28 @@ from node.waiting import consume
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+E = TypeVar("E")
+
+DELETE_RETRIES = 5  # tries of a delayed delete whose holder does not answer
+RETRY_DELAY = 300.0  # seconds before the first retry (doubling after each)
+
+
+class PendingDeletion(Protocol):
+    """A journaled deletion, as ``DeletionJournal`` gives it back after a restart."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def due(self) -> float: ...
+    @property
+    def chunks(self) -> frozenset[tuple[str, str]]: ...
+
+
+class DeletionJournal(Protocol[E]):
+    """Where pending deletions are kept across restarts (``node.disk.deletions``)."""
+
+    def add(self, name: str, chunks: Iterable[tuple[str, str]], due: float) -> E: ...
+    def done(self, entry: E) -> None: ...
 
 
 def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tuple[str, str]]:
@@ -90,11 +119,14 @@ class ManifestReplicas:
         membership: Membership,
         peers: Peers,
         clock: HybridClock,
+        journal: DeletionJournal[Any] | None = None,
     ) -> None:
+        """``journal`` keeps pending deletions across restarts (none: memory only)."""
         self._config = config
         self._membership = membership
         self._peers = peers
         self._clock = clock
+        self._journal = journal
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -351,16 +383,38 @@ class ManifestReplicas:
         if unused:
             self.delete_later(manifest.name, unused, self._config.delete_grace)
 
-    def delete_later(self, name: str, chunks: set[tuple[str, str]], delay: float) -> None:
+    def delete_later(
+        self, name: str, chunks: set[tuple[str, str]], delay: float, attempt: int = 1
+    ) -> None:
         """Delete ``(holder, chunk id)`` pairs of ``name`` after ``delay`` seconds, in the
-        background, unless the current manifest references them by then."""
-        self._spawn(self._delete(name, chunks, delay))
+        background, unless the current manifest references them by then. Journaled first,
+        so a restart of this peer resumes it (``resume``)."""
+        entry = None
+        if self._journal is not None:
+            entry = self._journal.add(name, chunks, time.time() + delay)
+        self._spawn(self._delete(name, chunks, delay, entry, attempt))
 
-    async def _delete(self, name: str, chunks: set[tuple[str, str]], delay: float) -> None:
+    def resume(self, pending: Iterable[PendingDeletion]) -> None:
+        """Carry out deletions journaled before a restart: each when it was due, but not
+        before ``delete_grace`` from now (the peer must first find its members)."""
+        now = time.time()
+        for entry in pending:
+            delay = max(entry.due - now, self._config.delete_grace)
+            self._spawn(self._delete(entry.name, set(entry.chunks), delay, entry, 1))
+
+    async def _delete(
+        self,
+        name: str,
+        chunks: set[tuple[str, str]],
+        delay: float,
+        entry: object,
+        attempt: int,
+    ) -> None:
         # What to delete was decided ``delay`` ago; since then a move or repair may have put
         # the same chunk back on the same holder. So the current manifest is read first and
-        # whatever it references stays; if it cannot be read, nothing is deleted (garbage
-        # collection will decide later).
+        # whatever it references stays; if it cannot be read, nothing is deleted now and the
+        # journal keeps it for the next start (garbage collection decides otherwise). Chunks
+        # whose holder does not answer are tried again later, DELETE_RETRIES times in all.
         await asyncio.sleep(delay)
         try:
             current = await self.read(name)
@@ -369,8 +423,17 @@ class ManifestReplicas:
             return
         if current is not None:
             chunks = chunks - current.placed_chunks()
+        unreached = set()
         for holder, chunk in sorted(chunks):
             try:
                 await self._peers.delete_chunk(holder, chunk)
+            except ChunkNotFound:
+                pass  # already gone
             except (RingstoreError, KeyError) as exc:
                 log.info("chunk %s not deleted from %s: %s", chunk, holder, exc)
+                unreached.add((holder, chunk))
+        if self._journal is not None and entry is not None:
+            self._journal.done(entry)
+        if unreached and attempt < DELETE_RETRIES:
+            retry = max(self._config.delete_grace, RETRY_DELAY) * 2 ** (attempt - 1)
+            self.delete_later(name, unreached, retry, attempt + 1)

@@ -10,6 +10,7 @@ Layout under the data directory (the stores document their own parts)::
                      stored on the ring
     namespaces.adopted   present once the namespaces of files written before access keys
                      were made
+    pending-deletes.log  chunks to delete later, kept across restarts (``node.disk.deletions``)
     chunks/ incoming/ manifests/   the stores
 """
 

@@ -47,6 +47,7 @@ from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
+from node.disk.deletions import DeletionLog
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
 from node.model.version import HybridClock, system_wall_ms
@@ -177,7 +178,10 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
         config.heartbeat_interval,
         config.down_after,
     )
-    replicas = ManifestReplicas(config, membership, peers, clock)
+    deletions = DeletionLog(config.data_dir)
+    pending_deletions = await asyncio.to_thread(deletions.open)
+    replicas = ManifestReplicas(config, membership, peers, clock, deletions)
+    replicas.resume(pending_deletions)
     rebuilder = Rebuilder(config, membership, peers, replicas)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report)
@@ -229,5 +233,6 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
                 await task
         await membership.save()
         await replicas.close()
+        deletions.close()
         await session.close()
         log.info("peer %s stopped", peer_id)
