@@ -221,7 +221,7 @@ class PeerConfig:
         metadata=option(
             "Seconds a deletion's tombstone is kept before it may be purged (a peer down "
             "longer must rejoin with an empty data directory).",
-            low=0,
+            low=3600,
         ),
     )
     gc_grace: float = field(

@@ -238,8 +238,9 @@ def _member_id(member: Member) -> str:
 
 
 def _digest(weights: list[tuple[str, int]], vnodes: int, zones: list[str]) -> str:
-    # A member's zone is in the digest only when it has one: rings without zones keep
-    # the digests they always had.
+    # A member's zone is in the digest only when it has one: rings of members without zones
+    # (pure ring uses) keep the digests they always had. Peers always have one (by default
+    # their host), so their ring digests changed with the release that brought zones.
     members = [
         [member_id, w, zone] if zone else [member_id, w]
         for (member_id, w), zone in zip(weights, zones, strict=True)

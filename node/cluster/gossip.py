@@ -42,7 +42,7 @@ from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures, check_member_url
 from node.errors import InvalidRequest, PeerUnavailable
-from node.model.version import MAX_OFFSET_MS, ClockOffset, HybridClock
+from node.model.version import MAX_OFFSET_MS, MAX_SKEW_MS, ClockOffset, HybridClock
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,15 @@ class Gossip:
         elif message.clock is not None:
             self._clock.check(message.clock)
         membership = self._membership
+        # Beats are read before anything changes (a misaligned list raises ValueError), and
+        # only as far as the skew limit past this peer's clock: a member cannot pin another's
+        # beat in the future, where no real beat would ever count again.
+        beats = {sender.id: message.beat} if message.beat else {}
+        if message.beats and message.digest == membership.digest:
+            ids = [m.id for m in membership.members()]
+            beats = {**newer_beats({}, ids, message.beats), **beats}
+        limit = self._clock.wall_ms() + MAX_SKEW_MS
+        beats = {member: beat for member, beat in beats.items() if beat <= limit}
         membership.learn(sender)
         membership.merge(members)
         if out_of_step is not None:
@@ -169,10 +178,6 @@ class Gossip:
         membership.report_success(sender.id)
         membership.hear(sender.id, message.figures())
         self._digests[sender.id] = message.digest
-        beats = {sender.id: message.beat} if message.beat else {}
-        if message.beats and message.digest == membership.digest:
-            ids = [m.id for m in membership.members()]
-            beats = {**newer_beats({}, ids, message.beats), **beats}
         membership.hear_beats(beats, self.silence())
         return None
 
@@ -246,6 +251,7 @@ class Gossip:
             *(self._exchange(url, None, introduction) for url in seeds),
         )
         membership.check_silence(self.silence())
+        membership.settle_after(self.silence())
         await membership.save()
         await membership.refresh_ring()
 

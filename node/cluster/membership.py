@@ -51,7 +51,7 @@ from ring import Member, Ring
 log = logging.getLogger(__name__)
 
 FULL_FILL = 0.98  # a member past this fill of its --max-bytes or its disk takes no new chunks
-HISTORY = 16  # earlier placements kept at most
+HISTORY = 64  # earlier placements kept at most
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ class Membership:
 
     def beat(self, now_ms: int) -> None:
         """This peer's own heartbeat for this round (its wall clock, milliseconds)."""
-        live = self._liveness[self.me.id]
-        live.beat, live.beat_at = max(live.beat, now_ms), time.monotonic()
+        live = self._liveness[self.me.id]  # always moves, even if the clock stepped back
+        live.beat, live.beat_at = max(live.beat + 1, now_ms), time.monotonic()
 
     def hear_beats(self, beats: dict[str, int], silence: float) -> None:
         """Take heartbeats newer than those heard (``epidemic.newer_beats``). A member down
@@ -243,10 +243,25 @@ class Membership:
         """The placements kept, newest first."""
         return iter(self._history)
 
-    def _remember_placement(self) -> None:
-        self._history.appendleft(
-            Placement(self._ring, frozenset(self.down_ids()), time.monotonic())
-        )
+    def _remember_placement(
+        self, ring: Ring | None = None, down: frozenset[str] | None = None
+    ) -> None:
+        if down is None:
+            down = frozenset(self.down_ids())
+        before = Placement(ring or self._ring, down, time.monotonic())
+        newest = self._history[0] if self._history else None
+        if newest is not None and (newest.ring.digest, newest.down) == (
+            before.ring.digest,
+            before.down,
+        ):
+            self._history[0] = before  # the same placement again: only its time moves
+            return
+        self._history.appendleft(before)
+
+    def settle_after(self, seconds: float) -> None:
+        """How long after a change members' reports that they settled start to count: as
+        long as news takes to reach every member (gossip's silence limit)."""
+        self._settle_after = seconds
 
     def settle(self, ring_digest: str) -> None:
         """This peer's rebalancer ended a pass under ``ring_digest`` with nothing pending
@@ -299,6 +314,13 @@ class Membership:
         self._unsaved = self.me not in members
         self._add(members)
         self._ring = Ring(self._members.values(), self._vnodes)
+        if len({m.zone for m in self._members.values()}) > 1:
+            # A release before zones placed without them: until every member settles on
+            # this ring, readers also ask the replicas that placement chose.
+            plain = Ring(
+                (Member(m.id, m.url, m.weight) for m in self._members.values()), self._vnodes
+            )
+            self._remember_placement(plain, frozenset())
         self._ring_stale = False
 
     def learn(self, member: Member) -> None:
@@ -388,7 +410,9 @@ class Membership:
         """Keep the storage figures ``member_id`` reported about itself."""
         live = self._liveness.get(member_id)
         if live is not None:
-            live.figures, live.heard_at = figures, time.monotonic()
+            live.figures = figures
+            if member_id != self.me.id:  # this peer's own is fresh only when it settles
+                live.heard_at = time.monotonic()
             self._forget_settled_history()
 
     def hear_clock(self, member_id: str, offset: ClockOffset) -> ClockOffset | None:

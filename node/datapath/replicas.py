@@ -248,8 +248,9 @@ class ManifestReplicas:
         return found
 
     async def purge_tombstone(self, tombstone: Manifest) -> bool:
-        """Drop ``tombstone`` from every replica if each of the N *home* replicas holds
-        exactly it and no hand-over is under way for its name; True if it was purged.
+        """Drop ``tombstone`` from the N *home* replicas if each of them holds exactly it and
+        no hand-over is under way for its name; True if it was purged. (A handoff's copy, if
+        any, is handed back by its rebalancer and purged on a later pass.)
 
         A home replica that is down or behind (it might hold an older live version, which
         would come back once the tombstone is gone) stops the purge. A retraction that

@@ -17,9 +17,9 @@ exactly that tombstone (``ManifestReplicas.purge_tombstone``); tombstones of clu
 Cost of a pass, per million chunks placed (measured: ``bench/anti_entropy.py``): one manifest
 file read per name on its primary, 17 bytes of request per chunk (17 MB, in requests of up
 to 1.1 MB, one per holder per 65536 chunks), one pair of ``stat`` calls per chunk on its
-holder. A chunk found missing that a move or repair has since re-placed is reported with its
-old holder; the repairer reads the current manifest and rebuilds only what that still places
-there, so a stale report costs one manifest read, never a needless rebuild.
+holder. A chunk found missing is checked against the current manifest (a quorum read) before
+it is reported, so a version overwritten, moved or deleted since the local manifest was read
+costs one manifest read, never a needless rebuild.
 """
 
 from __future__ import annotations
@@ -169,8 +169,26 @@ class AntiEntropy:
                 if chunk_id not in chunks:
                     continue  # not asked: a confused or hostile answer
                 name, index = chunks[chunk_id]
+                if not await self._still_placed(name, index, chunk_id, holder):
+                    continue  # overwritten, moved or deleted since the manifest was read
                 self.stats.missing_found += 1
                 log.warning(
                     "chunk %d of %r is missing from %s; reported for repair", index, name, holder
                 )
                 self._repairer.report_chunks(name, {(index, holder)})
+
+    async def _still_placed(self, name: str, index: int, chunk_id: str, holder: str) -> bool:
+        """Whether the current manifest (a quorum read) still places ``chunk_id`` on
+        ``holder``: a report must not make repair rebuild the same index of a newer version
+        that happens to sit on that holder."""
+        try:
+            current = await self._replicas.read(name)
+        except RingstoreError as exc:
+            log.info("anti-entropy: %r not rechecked now: %s", name, exc)
+            return False
+        return (
+            current is not None
+            and not current.deleted
+            and current.chunk_id(index) == chunk_id
+            and current.holders().get(index) == holder
+        )

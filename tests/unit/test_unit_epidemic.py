@@ -78,6 +78,13 @@ def test_a_member_this_peer_cannot_reach_is_not_brought_up_by_others_news(
     assert "m1" in view.up_ids()
 
 
+def test_a_peers_own_beat_always_moves_even_when_its_clock_steps_back(tmp_path: Path) -> None:
+    view = membership(tmp_path)
+    view.beat(1_000)
+    view.beat(500)  # NTP stepped the clock back
+    assert view.liveness("me").beat == 1_001
+
+
 def test_the_member_digest_changes_when_a_member_is_learned(tmp_path: Path) -> None:
     view = membership(tmp_path)
     before = view.digest

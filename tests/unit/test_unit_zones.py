@@ -16,6 +16,11 @@ PEER = "0b9d2c52-3c5b-4bd5-9a47-9d1cb1d1b0f1"
 
 
 def test_the_default_zone_is_the_urls_host() -> None:
+    long_host = "ringstore-0.ringstore-headless.storage-prod.svc.cluster.local.example"
+    zone = default_zone(f"http://{long_host}:8000")  # past 64 characters: still a zone
+    assert check_zone(zone) == zone
+    assert zone.startswith("ringstore-0.ringstore-headless")
+    assert zone != default_zone(f"http://{long_host}x:8000")
     assert default_zone("http://10.0.0.5:8000") == "10.0.0.5"
     assert default_zone("https://Peer-3.Example.org:443") == "peer-3.example.org"
     assert default_zone("http://[::1]:9000") == "[::1]"
