@@ -84,16 +84,6 @@ async def client(
             traffic.outcomes[type(exc).__name__] += 1
 
 
-@pytest.fixture
-async def seven(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}")
-    try:
-        await cluster.start(http)
-        yield cluster
-    finally:
-        await cluster.stop()
-
-
 async def test_sigkill_of_two_peers_under_traffic_loses_no_acknowledged_file(
     seven: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:

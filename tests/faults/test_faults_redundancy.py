@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -34,16 +33,6 @@ def files_of(prefix: str, count: int, seed: int) -> dict[str, bytes]:
         f"{prefix}/{i:03d}": rng.randbytes(rng.choice([1, 999, 5 * BLOCK, 3 * 5 * BLOCK + 7]))
         for i in range(count)
     }
-
-
-@pytest.fixture
-async def seven(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}")
-    try:
-        await cluster.start(http)
-        yield cluster
-    finally:
-        await cluster.stop()
 
 
 async def test_files_written_with_a_peer_down_survive_two_other_lost_peers(
