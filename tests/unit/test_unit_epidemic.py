@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from node.cluster.epidemic import fanout, member_digest, newer_beats, pick, silence_limit
+from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
+from node.cluster.peers import Peers
+from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures
+from node.cluster.transport import Transport
+from node.model.version import MAX_SKEW_MS, HybridClock
 from ring import Member
 
 ME = Member("me", "http://127.0.0.1:8000")
@@ -91,3 +97,34 @@ def test_the_member_digest_changes_when_a_member_is_learned(tmp_path: Path) -> N
     assert len(view.beats()) == len(view.members()) == 6
     view.merge([Member("m9", "http://127.0.0.1:9000")])
     assert view.digest != before
+
+
+OTHER = MemberRecord("other", "http://127.0.0.1:8001", 1)
+
+
+def gossip_of(tmp_path: Path) -> tuple[Gossip, Membership, HybridClock]:
+    view = Membership(ME, tmp_path, vnodes=8, replicas=3, down_after=2)
+    clock = HybridClock(ME.id)
+    peers = Peers(view, cast(Transport, None))  # receive() calls no peer
+    return Gossip(view, peers, clock, [], PeerFigures), view, clock
+
+
+def message(clock: HybridClock, **fields: Any) -> GossipMessage:
+    return GossipMessage(sender=OTHER, clock=clock.now(), wall_ms=clock.wall_ms(), **fields)
+
+
+def test_a_misaligned_beats_list_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    gossip, view, clock = gossip_of(tmp_path)
+    with pytest.raises(ValueError, match="beats for"):
+        gossip.receive(message(clock, digest=view.digest, beats=[1, 2, 3]))
+    assert [m.id for m in view.members()] == ["me"]  # the sender was not learned
+
+
+def test_a_beat_past_the_skew_limit_is_not_taken(tmp_path: Path) -> None:
+    gossip, view, clock = gossip_of(tmp_path)
+    future = clock.wall_ms() + MAX_SKEW_MS + 60_000
+    gossip.receive(message(clock, beat=future))
+    assert view.liveness("other").beat == 0  # else no real beat of it would count again
+    now = clock.wall_ms()
+    gossip.receive(message(clock, beat=now))
+    assert view.liveness("other").beat == now
