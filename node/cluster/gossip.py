@@ -117,6 +117,12 @@ class Gossip:
         sender's may differ (another digest, or a peer of before digests)."""
         return self.message(full=message.digest != self._membership.digest)
 
+    def _relayed(self) -> bool:
+        """Whether news of members comes through others: the fan-out misses some members
+        each round (clusters of more than ``fanout(N) + 1`` peers)."""
+        members = len(self._membership.members())
+        return fanout(members) < members - 1
+
     def silence(self) -> float:
         """Seconds without news of a member before it counts as down (``silence_limit``,
         with a round's exchanges taking up to their timeout as slack)."""
@@ -178,6 +184,8 @@ class Gossip:
         membership.report_success(sender.id)
         membership.hear(sender.id, message.figures())
         self._digests[sender.id] = message.digest
+        if not self._relayed():  # every member is asked directly: only its own word counts
+            beats = {sender.id: beats[sender.id]} if sender.id in beats else {}
         membership.hear_beats(beats, self.silence())
         return None
 
@@ -250,7 +258,8 @@ class Gossip:
             ),
             *(self._exchange(url, None, introduction) for url in seeds),
         )
-        membership.check_silence(self.silence())
+        if self._relayed():  # else a failed exchange is the only way down, as it always was
+            membership.check_silence(self.silence())
         membership.settle_after(self.silence())
         await membership.save()
         await membership.refresh_ring()
