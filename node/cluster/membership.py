@@ -38,7 +38,7 @@ from pathlib import Path
 import msgspec
 
 from node.cluster.epidemic import member_digest
-from node.cluster.placement import PlacementSet, place
+from node.cluster.placement import PlacementSet, place, place_roomy
 from node.cluster.protocol import MemberRecord, PeerFigures
 from node.cluster.transport import Address
 from node.disk.data_dir import MEMBERS_FILE
@@ -51,6 +51,7 @@ from ring import Member, Ring
 log = logging.getLogger(__name__)
 
 FULL_FILL = 0.98  # a member past this fill of its --max-bytes or its disk takes no new chunks
+FILL_SLACK = 0.01  # a member this far past the cluster's fill takes no new chunks either
 HISTORY = 64  # earlier placements kept at most
 
 
@@ -71,6 +72,38 @@ def is_full(figures: PeerFigures) -> bool:
         return True
     total, free = figures.disk_total_bytes, figures.disk_free_bytes
     return bool(total) and free < (1 - FULL_FILL) * total
+
+
+def usage(figures: PeerFigures) -> tuple[int, int]:
+    """``(used, capacity)`` in bytes: of the member's ``--max-bytes`` when it has one, else
+    of its disk; ``(0, 0)`` when it reported neither."""
+    if figures.max_bytes:
+        return figures.used_bytes, figures.max_bytes
+    total = figures.disk_total_bytes
+    return total - figures.disk_free_bytes, total
+
+
+def crowded(figures: dict[str, PeerFigures], slack: float = FILL_SLACK) -> list[str]:
+    """Members that take no new chunks while another member has room, most filled first:
+    full (``is_full``), or filled more than ``slack`` (a fraction) past the cluster's fill,
+    the used bytes of all of ``figures`` over their capacity.
+
+    This is consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam,
+    "Consistent Hashing with Bounded Loads", SODA 2018), the bound set on fill fractions so
+    that disks of different sizes fill to the same percentage: a write passes over a
+    crowded member to the next of the handoff order, as it passes over a down one. The
+    ring's weights alone leave fills tens of points apart (``bench/capacity.py``): a
+    placement set takes each member at most once, so heavy members are under-picked.
+    """
+    pairs = {i: usage(f) for i, f in figures.items()}
+    capacity = sum(c for _, c in pairs.values())
+    bound = sum(u for u, _ in pairs.values()) / capacity + slack if capacity else 1.0
+    fill = {
+        i: (2.0 if is_full(f) else u / c if c else 0.0)
+        for i, f in figures.items()
+        for u, c in [pairs[i]]
+    }
+    return sorted((i for i, f in fill.items() if f > bound), key=lambda i: (-fill[i], i))
 
 
 @dataclass
@@ -211,16 +244,16 @@ class Membership:
         """Members whose last figures say they are out of space (``is_full``)."""
         return {i for i, live in self._liveness.items() if is_full(live.figures)}
 
+    def crowded_ids(self) -> list[str]:
+        """Members that take no new chunks while others have room (``crowded``): full, or
+        filled past the cluster's fill by more than ``FILL_SLACK``; most filled first."""
+        return crowded({i: live.figures for i, live in self._liveness.items()})
+
     def write_placement(self, key: str, n: int) -> PlacementSet:
-        """Where new chunks of ``key`` go: ``placement``, passing over members out of space
-        too, as long as that leaves ``n`` members (else the full ones are asked anyway, and
-        may refuse)."""
-        full = self.full_ids()
-        if full:
-            roomy = place(self._ring, key, n, self.down_ids() | full)
-            if len(roomy.members) == n:
-                return roomy
-        return self.placement(key, n)
+        """Where new chunks of ``key`` go (``place_roomy``): ``placement``, passing over
+        crowded members too, the least crowded asked again while fewer than ``n`` remain
+        (a full one asked may refuse)."""
+        return place_roomy(self._ring, key, n, self.down_ids(), self.crowded_ids())
 
     def replicas(self, name: str) -> PlacementSet:
         """The members that hold ``name``'s manifest now; the first is its primary."""

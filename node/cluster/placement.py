@@ -9,7 +9,7 @@ name's manifest the key is the name's key and ``n`` the replica count. Pure: no 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ring import Ring
@@ -45,3 +45,23 @@ def place(ring: Ring, key: str, n: int, down: Collection[str] = ()) -> Placement
     ring has fewer). Raises ``ring.EmptyRing`` on an empty ring."""
     skip = frozenset(down)
     return PlacementSet(key, ring.placement(key, n, skip), ring, skip)
+
+
+def place_roomy(
+    ring: Ring, key: str, n: int, down: Collection[str], crowded: Sequence[str]
+) -> PlacementSet:
+    """Where new chunks of ``key`` go: its placement set passing over the ``crowded``
+    members (most crowded first) as well as ``down``; while that leaves fewer than ``n``,
+    the least crowded is let back in, so a write passes over as many as it can.
+
+    With ``crowded`` from ``node.cluster.membership.crowded`` this is consistent hashing
+    with bounded loads (Mirrokni, Thorup and Zadimoghaddam, SODA 2018): an overfilled
+    member's share moves to the next members of the handoff order.
+    """
+    skip, passed_over = frozenset(down), list(crowded)
+    while passed_over:
+        roomy = place(ring, key, n, skip.union(passed_over))
+        if len(roomy.members) == n:
+            return roomy
+        passed_over.pop()
+    return place(ring, key, n, skip)

@@ -94,9 +94,10 @@ class Rebalancer:
 
     def _feasible(self, moves: tuple[Move, ...]) -> list[Move]:
         """Moves whose source and target are both up (a down source is repair's business)
-        and whose target has room (a full one would refuse; the move waits until it has)."""
-        up, full = self._membership.up_ids(), self._membership.full_ids()
-        return [m for m in moves if m.source in up and m.target in up and m.target not in full]
+        and whose target is not crowded (full, or past the cluster's fill: the move waits
+        until it has room, as a write passes over it)."""
+        up, crowded = self._membership.up_ids(), set(self._membership.crowded_ids())
+        return [m for m in moves if m.source in up and m.target in up and m.target not in crowded]
 
     def _moves(self, manifest: Manifest) -> list[Move]:
         if manifest.deleted or not manifest.chunks:

@@ -321,16 +321,24 @@ class LocalCluster:
         self.peers.append(peer)
         return peer
 
-    async def start(self, count: int, admin_key: bool = True, zones: Sequence[str] = ()) -> None:
+    async def start(
+        self,
+        count: int,
+        admin_key: bool = True,
+        zones: Sequence[str] = (),
+        each: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Start ``count`` peers; with two or more (a write quorum of manifest replicas),
         wait until the harness's admin key (``ADMIN``) is stored too. ``admin_key=False``
         seeds no key: a lone peer with a key pending retries storing it by calling itself,
         so only without one is every connection to a lone peer a test's own. ``zones``
-        gives peer *i* the zone ``zones[i]`` (default: all share 127.0.0.1's)."""
+        gives peer *i* the zone ``zones[i]`` (default: all share 127.0.0.1's), ``each``
+        the overrides ``each[i]``."""
         if not self.peers and admin_key:
             await asyncio.to_thread(seed_admin_key, self.root / "peer-0")  # fsyncs: off the loop
         for index in range(count):
-            await self.add_peer(**({"zone": zones[index]} if zones else {}))
+            zone = {"zone": zones[index]} if zones else {}
+            await self.add_peer(**zone, **(each[index] if each else {}))
         await self.wait_converged()
         if len(self.peers) >= 2:
             await wait_admin_key(self.peers[0].data_dir)

@@ -156,24 +156,27 @@ async def test_repair_keeps_to_its_rate(
         await cluster.stop()
 
 
-async def test_a_full_peer_gets_no_new_chunks_while_others_have_room(
-    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
+@pytest.mark.parametrize("cap", [24_000, 400_000])
+async def test_a_crowded_peer_gets_no_new_chunks_while_others_have_room(
+    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None, cap: int
 ) -> None:
-    """8 peers, one capped at 24 kB: once gossip says it is full, new files go whole to the
-    other 7 (no degraded write, no refused chunk), and moves never target it."""
+    """8 peers, 7 capped at 10 MB and one at ``cap``: once gossip says it is crowded (full
+    at 24 kB; at 400 kB filled more than FILL_SLACK past the cluster's fill, far from full),
+    new files go whole to the other 7 (no degraded write, no refused chunk)."""
     cluster = LocalCluster(tmp_path, block_size=4096)
     try:
-        await cluster.start(7)
-        small = await cluster.add_peer(max_bytes=24_000)
+        await cluster.start(7, each=[{"max_bytes": 10_000_000}] * 7)
+        small = await cluster.add_peer(max_bytes=cap)
         await cluster.wait_converged()
         first = {f"full/a{i}": payload(40_000, seed=i) for i in range(8)}
         for name, data in first.items():
             await put(http, cluster[0].url, name, data)
         await eventually(
-            lambda: all(small.id in p.membership.full_ids() for p in cluster.peers),
+            lambda: all(small.id in p.membership.crowded_ids() for p in cluster.peers),
             timeout=10,
-            what="every peer to see the small one full",
+            what="every peer to see the small one crowded",
         )
+        assert (small.id in cluster[0].membership.full_ids()) == (cap == 24_000)
         later = {f"full/b{i}": payload(40_000, seed=100 + i) for i in range(8)}
         for name, data in later.items():
             reply = await put(http, cluster[1].url, name, data)
