@@ -1,0 +1,45 @@
+"""What every benchmark shares: reading a process's CPU and memory from /proc, and saving
+its figures as JSON + markdown under ``bench/results/`` with a note on the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (proc(5): fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """``pid``'s resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine() -> str:
+    """One line on where the figures were measured."""
+    return (
+        f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}"
+    )
+
+
+def save(name: str, rows: list[dict[str, object]], table: str, out: Path = RESULTS) -> Path:
+    """Write ``rows`` (JSON) and ``table`` (markdown, under the machine line) as
+    ``out/NAME-STAMP.{json,md}``; return the markdown file's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"{name}-{stamp}.json").write_text(json.dumps({"machine": machine(), "rows": rows}))
+    markdown = out / f"{name}-{stamp}.md"
+    markdown.write_text(f"{machine()}\n\n{table}\n")
+    return markdown

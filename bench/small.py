@@ -1,0 +1,259 @@
+"""Small files through one coordinating peer: ops/s, server CPU per op, connections, disk.
+
+For each variant (a source tree: ``--trees base=/tmp/base,new=.``) and round, variants
+alternating, a fresh cluster of PEERS real peer processes (production settings) is started
+on 127.0.0.1 from that tree. 16 clients (one keep-alive connection each) PUT files of SIZE
+through peer 0 for SECONDS (new names, at most 50,000), then GET random names of that phase
+for SECONDS, every body compared. Measured per phase: ops/s, the CPU seconds of all peers
+per op (user + system from /proc), and the loopback connections closed per op (sockets in
+TIME_WAIT before and after: a pooled connection is never closed). After the PUT phase: disk
+allocated (st_blocks) and files on disk per object stored, and over the logical bytes.
+Then IDLE seconds with no requests: the peers' CPU, in cores.
+
+``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 in each phase; summarise
+them with ``python bench/stacks.py DIR/*.txt``.
+
+Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
+
+    python bench/small.py                                 # this tree, 4 KiB, 15 s phases
+    git worktree add /tmp/base HEAD~3
+    python bench/small.py --trees base=/tmp/base,new=. --rounds 2 --sizes 4K,1M
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import cpu_seconds, rss_mib, save
+from bench.throughput import label, parse_size
+from tests.harness import ProcessCluster
+from tests.harness.access import ADMIN_HEADERS
+
+CLIENTS = 16
+MAX_OPS = 50_000
+
+
+def closed_connections() -> int:
+    """Loopback TCP sockets now in TIME_WAIT (state 06 in /proc/net/tcp): each one a
+    connection closed within the last minute."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[3] == "06")
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """``(allocated bytes, files)`` under ``root``."""
+    allocated = files = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            try:
+                allocated += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+            files += 1
+    return allocated, files
+
+
+class Cluster:
+    """A process cluster started from one source tree (the peers run ``python -m node``
+    in its directory)."""
+
+    def __init__(self, tree: Path, root: Path, peers: int) -> None:
+        self.tree, self.root = tree, root
+        here = Path.cwd()
+        os.chdir(tree)  # the child processes import node/ from here
+        try:
+            self.processes = ProcessCluster(root, peers, "--log-level=warning", fast=False)
+        finally:
+            os.chdir(here)
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        here = Path.cwd()
+        os.chdir(self.tree)
+        try:
+            await self.processes.start(session)
+        finally:
+            os.chdir(here)
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.process.pid) for p in self.processes.peers if p.process)
+
+    def peak_rss(self) -> float:
+        peaks = [rss_mib(p.process.pid, "VmHWM") for p in self.processes.peers if p.process]
+        return max(peaks)
+
+
+async def phase(
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    method: str,
+    names: list[str],
+    size: int,
+    seconds: float,
+    profile: Path | None = None,
+) -> dict[str, float]:
+    """Run one phase; PUT appends the names it stored to ``names``."""
+    url = cluster.processes.peers[0].url
+    deadline = time.monotonic() + seconds
+    done = 0
+    stored = list(names)
+
+    async def client(number: int) -> None:
+        nonlocal done
+        rng = random.Random(number)
+        while time.monotonic() < deadline and done < MAX_OPS:
+            if method == "PUT":
+                name = f"small/c{number}-{done}"
+                data = name.encode().ljust(size, b".")
+                async with session.put(f"{url}/files/{name}", data=data) as response:
+                    await response.read()
+                    if response.status != 201:
+                        raise RuntimeError(f"PUT {name}: {response.status}")
+                names.append(name)
+            else:
+                name = rng.choice(stored)
+                async with session.get(f"{url}/files/{name}") as response:
+                    body = await response.read()
+                    if response.status != 200 or body != name.encode().ljust(size, b"."):
+                        raise RuntimeError(f"GET {name}: {response.status}")
+            done += 1
+
+    profiler = None
+    if profile is not None:  # py-spy on the coordinating peer for this phase
+        pid = cluster.processes.peers[0].process.pid  # type: ignore[union-attr]
+        out = profile / f"{method.lower()}-{size}-{pid}.txt"
+        profiler = await asyncio.create_subprocess_exec(
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--rate",
+            "200",
+            "--duration",
+            str(int(seconds)),
+            "--pid",
+            str(pid),
+            "--output",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    closed, cpu, started = closed_connections(), cluster.cpu(), time.monotonic()
+    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    wall = time.monotonic() - started
+    if profiler is not None:
+        await profiler.wait()
+    return {
+        "ops_s": round(done / wall, 1),
+        "cpu_ms_per_op": round(1000 * (cluster.cpu() - cpu) / max(done, 1), 2),
+        "closed_connections_per_op": round((closed_connections() - closed) / max(done, 1), 2),
+    }
+
+
+async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ringstore-small-") as tmp:
+        cluster = Cluster(tree, Path(tmp), args.peers)
+        connector = aiohttp.TCPConnector(limit=CLIENTS)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=ADMIN_HEADERS
+        ) as session:
+            try:
+                await cluster.start(session)
+                empty = disk_usage(Path(tmp))
+                names: list[str] = []
+                put = await phase(session, cluster, "PUT", names, size, args.seconds, args.profile)
+                allocated, files = (
+                    a - b for a, b in zip(disk_usage(Path(tmp)), empty, strict=True)
+                )
+                get = await phase(session, cluster, "GET", names, size, args.seconds, args.profile)
+                cpu, started = cluster.cpu(), time.monotonic()
+                await asyncio.sleep(args.idle)  # idle: nothing to wait for, a measured span
+                idle = (cluster.cpu() - cpu) / (time.monotonic() - started)
+                rss = cluster.peak_rss()
+            finally:
+                await cluster.processes.stop()
+    stored = len(names)
+    return {
+        "variant": variant,
+        "size": size,
+        "objects": stored,
+        "put": put,
+        "get": get,
+        "disk_per_logical": round(allocated / (stored * size), 2),
+        "files_per_object": round(files / stored, 2),
+        "idle_cores": round(idle, 3),
+        "idle_cores_per_peer": round(idle / args.peers, 4),
+        "peak_rss_mib": round(rss, 1),
+    }
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| variant | size | PUT ops/s | PUT CPU ms/op | PUT conns closed/op | GET ops/s "
+        "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
+        "| idle cores (all peers) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(str(r["variant"]), int(str(r["size"]))) for r in rows}, key=lambda k: k[1])
+    for variant, size in keys:
+        mine = [r for r in rows if (r["variant"], r["size"]) == (variant, size)]
+
+        def median(*path: str, mine: list[dict[str, object]] = mine) -> float:
+            values = []
+            for row in mine:
+                value: object = row
+                for step in path:
+                    assert isinstance(value, dict)
+                    value = value[step]
+                values.append(float(str(value)))
+            return round(statistics.median(values), 2)
+
+        lines.append(
+            f"| {variant} | {label(size)} | {median('put', 'ops_s')} "
+            f"| {median('put', 'cpu_ms_per_op')} | {median('put', 'closed_connections_per_op')} "
+            f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')} "
+            f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
+            f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} |"
+        )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", default="this=.", help="name=path,... source trees")
+    parser.add_argument("--sizes", default="4K")
+    parser.add_argument("--peers", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peer 0 go here")
+    args = parser.parse_args()
+    trees = [(n, Path.cwd() / p) for n, _, p in (t.partition("=") for t in args.trees.split(","))]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for _ in range(args.rounds):
+        for size in map(parse_size, args.sizes.split(",")):
+            for variant, tree in trees:  # alternating: the machine's noise hits all alike
+                row = await run(tree, variant, size, args)
+                print(row, flush=True)
+                rows.append(row)
+    text = table(rows)
+    print(f"\n{text}\n\nmedians over {args.rounds} round(s); saved to {save('small', rows, text)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
