@@ -52,6 +52,7 @@ class ChunkWriter:
         self.chunk_id = chunk_id
         self.error: BaseException | None = None
         self._peers = peers
+        self._size = size
         self._stall_timeout = stall_timeout
         self._queue: asyncio.Queue[Buffer] = asyncio.Queue(depth)
         self._task = asyncio.ensure_future(
@@ -65,7 +66,14 @@ class ChunkWriter:
         return f"ChunkWriter({self.chunk_id} -> {self.holder[:8]}, {state}, queued={queued})"
 
     async def _blocks(self) -> AsyncIterator[Buffer]:
-        while (block := await self._queue.get()) is not self._END:
+        """The queued blocks; with a known size the stream ends with its last byte, not at
+        the end marker, so the request body is complete before the holder can answer (an
+        answer that arrives while aiohttp still waits for body bytes makes it close the
+        connection instead of pooling it: a new TCP connection per chunk)."""
+        left = self._size
+        while left != 0 and (block := await self._queue.get()) is not self._END:
+            if left is not None:
+                left -= len(block)
             yield block
 
     def _on_done(self, task: asyncio.Task[int]) -> None:

@@ -37,28 +37,34 @@ class Written:
     digests: dict[int, bytearray]
 
 
-async def cut_stripes(body: AsyncIterable[bytes], stripe_size: int) -> AsyncIterator[memoryview]:
+async def cut_stripes(
+    body: AsyncIterable[bytes], stripe_size: int, size: int | None = None
+) -> AsyncIterator[memoryview]:
     """Regroup a byte stream into full stripes and a short last one (if any bytes remain).
 
-    Every stripe is a fresh buffer, so blocks handed on stay valid while queued.
+    Every stripe is a fresh buffer, so blocks handed on stay valid while queued. A buffer
+    is allocated at the size the stripe will have when the body's ``size`` is known (a
+    4 KiB file takes 4 KiB, not a whole stripe), else it grows with the bytes.
     """
-    buffer = bytearray(stripe_size)
-    view = memoryview(buffer)
-    filled = 0
+    left = size
+
+    def fresh() -> bytearray:
+        return bytearray(min(stripe_size, left) if left is not None and left > 0 else 0)
+
+    buffer, filled = fresh(), 0
     async for piece in body:
         piece_view = memoryview(piece)
         while piece_view:
             take = min(len(piece_view), stripe_size - filled)
-            view[filled : filled + take] = piece_view[:take]
+            buffer[filled : filled + take] = piece_view[:take]  # grows past a short estimate
             filled += take
             piece_view = piece_view[take:]
             if filled == stripe_size:
-                yield view
-                buffer = bytearray(stripe_size)
-                view = memoryview(buffer)
-                filled = 0
+                yield memoryview(buffer)
+                left = None if left is None else left - stripe_size
+                buffer, filled = fresh(), 0
     if filled:
-        yield view[:filled]
+        yield memoryview(buffer)[:filled]
 
 
 def split_stripe(stripe: memoryview, k: int) -> list[memoryview]:
@@ -81,9 +87,15 @@ def encode(data: Sequence[Buffer], m: int) -> tuple[dict[int, Buffer], dict[int,
 
 
 async def write_stripes(
-    body: AsyncIterable[bytes], writers: ChunkWriters, k: int, m: int, block_size: int
+    body: AsyncIterable[bytes],
+    writers: ChunkWriters,
+    k: int,
+    m: int,
+    block_size: int,
+    size: int | None = None,
 ) -> Written:
-    """Cut ``body`` into stripes, encode each and queue its blocks on ``writers``.
+    """Cut ``body`` (``size`` bytes, if known) into stripes, encode each and queue its
+    blocks on ``writers``.
 
     Encoding of one stripe (in a thread) overlaps with sending the previous one.
     """
@@ -99,7 +111,7 @@ async def write_stripes(
 
     pending: asyncio.Future[tuple[dict[int, Buffer], dict[int, bytes]]] | None = None
     try:
-        async for stripe in cut_stripes(body, k * block_size):
+        async for stripe in cut_stripes(body, k * block_size, size):
             size += len(stripe)
             content.update(stripe)  # in order, on the loop: xxh3 takes ~0.2 ms per stripe
             encoding = asyncio.ensure_future(asyncio.to_thread(encode, split_stripe(stripe, k), m))

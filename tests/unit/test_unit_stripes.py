@@ -23,8 +23,10 @@ async def pieces_of(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
         previous = cut
 
 
-async def collect(body: AsyncIterator[bytes], stripe_size: int) -> list[memoryview]:
-    return [stripe async for stripe in cut_stripes(body, stripe_size)]
+async def collect(
+    body: AsyncIterator[bytes], stripe_size: int, size: int | None = None
+) -> list[memoryview]:
+    return [stripe async for stripe in cut_stripes(body, stripe_size, size)]
 
 
 @st.composite
@@ -36,13 +38,18 @@ def split_bodies(draw: st.DrawFn) -> tuple[bytes, list[int], int]:
 
 
 @fast
-@given(body=split_bodies())
+@given(body=split_bodies(), declared=st.sampled_from(["none", "exact", "short", "long"]))
 async def test_stripes_are_full_then_one_short_and_rebuild_the_body(
-    body: tuple[bytes, list[int], int],
+    body: tuple[bytes, list[int], int], declared: str
 ) -> None:
+    """Whatever size the body was declared with (none, right, too small, too large: the
+    coordinator refuses a body of another length, but only after reading it)."""
     data, cuts, stripe_size = body
-    stripes = await collect(pieces_of(data, cuts), stripe_size)
+    size = {"none": None, "exact": len(data), "short": len(data) // 2, "long": len(data) + 7}
+    stripes = await collect(pieces_of(data, cuts), stripe_size, size[declared])
     assert b"".join(stripes) == data
+    if declared == "exact":  # each buffer holds its stripe and no more
+        assert all(len(s.obj) == len(s) for s in stripes)  # type: ignore[arg-type]
     assert all(len(s) == stripe_size for s in stripes[:-1])
     if stripes:
         assert 0 < len(stripes[-1]) <= stripe_size
