@@ -11,9 +11,13 @@ finish. A replica that is no longer in its name's replica set hands the manifest
 members that now are, then drops its copy.
 
 Everything here is idempotent: a crash at any point leaves the manifest pointing at the old
-copy, and the next pass redoes the move. Passes run when the ring or the set of up members
-changes, every ``rebalance_interval``, and for single names whose manifest arrives needing
-work. Moves are paced to ``rebalance_rate`` bytes per second per peer.
+copy, and the next pass redoes the move. A pass over every local manifest runs only when the
+ring or the set of up members changes (then any name's placement may have); single names
+are queued when their manifest arrives needing work. Every ``rebalance_interval`` the names
+left over are queued again: those that failed, and those with a move waiting for its target
+(down, or crowded: ``Membership.crowded_ids``). So an idle peer's rebalancing costs nothing
+however many files it holds. Moves are paced to ``rebalance_rate`` bytes per second per
+peer.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class Rebalancer:
         self._peers = peers
         self._clock = clock
         self._pending: set[str] = set()
-        self._retry: set[str] = set()  # names that failed: back on the next full pass
+        self._retry: set[str] = set()  # names that failed: queued again every interval
+        self._deferred: set[str] = set()  # names with a move waiting for its target
         self._wake = asyncio.Event()
         self._pacer = Pacer(config.rebalance_rate, clock)
         self.progress = progress  # shared with gossip, which reports it to other peers
@@ -100,11 +105,17 @@ class Rebalancer:
         return [m for m in moves if m.source in up and m.target in up and m.target not in crowded]
 
     def _moves(self, manifest: Manifest) -> list[Move]:
+        """The moves ``manifest``'s chunks can make now; a name with moves that must wait
+        for their target is remembered, to be looked at again every interval."""
         if manifest.deleted or not manifest.chunks:
             return []
         ring, down = self._membership.ring, self._membership.down_ids()
         holders, key, n = manifest.holders(), manifest.file_id, manifest.layout.n
-        return self._feasible(plan_moves(holders, ring, key, skip=down, n=n))
+        planned = plan_moves(holders, ring, key, skip=down, n=n)
+        feasible = self._feasible(planned)
+        if len(feasible) < len(planned):
+            self._deferred.add(manifest.name)
+        return feasible
 
     def needs_work(self, manifest: Manifest) -> bool:
         """Whether this peer has something to do for ``manifest`` under the current ring:
@@ -125,22 +136,27 @@ class Rebalancer:
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Pass over every local manifest when the ring or liveness changes, or periodically."""
+        """Pass over every local manifest when the ring or liveness changes; every
+        ``rebalance_interval``, over the names that failed or wait for a target."""
         seen: tuple[str, frozenset[str]] | None = None
-        last_full = self._clock()
+        last_retry = self._clock()
         while True:
             await wait_event(self._wake, self._config.heartbeat_interval)
             self._wake.clear()
             try:
                 await self._membership.refresh_ring()
                 state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
-                due = self._clock() - last_full >= self._config.rebalance_interval
-                if state != seen or due:
-                    if state != seen:
-                        self._membership.settle("")  # until this pass is done
-                    seen, last_full = state, self._clock()
+                if state != seen:
+                    self._membership.settle("")  # until this pass is done
+                    seen, last_retry = state, self._clock()
                     self._pending.update(self._manifests.names())
                     self._retry.clear()
+                    self._deferred.clear()
+                elif self._clock() - last_retry >= self._config.rebalance_interval:
+                    last_retry = self._clock()
+                    self._pending |= self._retry | self._deferred
+                    self._retry.clear()
+                    self._deferred.clear()
                 if self._pending:
                     await self.rebalance_pass()
                 if not self._pending and not self._retry:
@@ -155,7 +171,7 @@ class Rebalancer:
         for name in names:
             try:
                 await self._rebalance(name)
-            except Exception as exc:  # anything: retry the name on the next full pass
+            except Exception as exc:  # anything: retry the name after the interval
                 if isinstance(exc, RingstoreError):
                     log.warning("rebalancing %r: %s; will retry", name, exc)
                 else:

@@ -200,3 +200,29 @@ async def test_doubling_under_reads_fails_no_read_and_fills_only_the_newcomers(
     after = used(six)
     for index, (was, now) in enumerate(zip(before, after[:6], strict=True)):
         assert now <= was, f"old peer {index} grew from {was} to {now}"
+
+
+async def test_an_idle_cluster_makes_no_rebalance_pass_however_many_files_it_holds(
+    tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
+) -> None:
+    """Passes over every manifest follow changes (ring, peers up), not the clock: once
+    settled, peers pass over nothing for many ``rebalance_interval``s (issue 13: the idle
+    cost of a peer used to grow with its files, every manifest read every 30 s)."""
+    cluster = LocalCluster(tmp_path, block_size=BLOCK, rebalance_interval=0.1)
+    try:
+        await cluster.start(7)
+        await store_files(http, cluster, 20)
+
+        def quiet() -> bool:
+            return all(
+                p.rebalancer.progress.pending == 0
+                and p.membership.settled_ring == p.membership.ring.digest
+                for p in cluster.peers
+            )
+
+        await eventually(quiet, 15, "every peer's rebalancer to settle")
+        passes = [p.rebalancer.progress.passes for p in cluster.peers]
+        await asyncio.sleep(1.0)  # a span to observe: 10 intervals, nothing to wait for
+        assert [p.rebalancer.progress.passes for p in cluster.peers] == passes
+    finally:
+        await cluster.stop()
