@@ -422,7 +422,9 @@ def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) 
         ("content type", manifest.content_type),
         (
             "layout",
-            f"{manifest.k} data + {manifest.m} parity chunks of {manifest.chunk_size} bytes,"
+            "inline: in the manifest's replicas, no chunks"
+            if manifest.inline
+            else f"{manifest.k} data + {manifest.m} parity chunks of {manifest.chunk_size} bytes,"
             f" {manifest.stripes} stripes of {manifest.block_size}-byte blocks",
         ),
         ("degraded", "yes: fewer chunks stored than the layout has" if manifest.degraded else "no"),

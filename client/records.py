@@ -85,11 +85,15 @@ class PutResult:
     """How many chunks were stored (data and parity)."""
     degraded: bool
     """True when fewer chunks were stored than the layout has (a peer was down)."""
+    inline: bool = False
+    """Kept inside the manifest (no chunks): a file of at most ``--inline-max`` bytes.
+    False from a peer of before inline files."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PutResult:
         """Build from the JSON answer of ``PUT /files/{name}``."""
-        return cls(**_fields(cls, record))
+        inline = bool(record.get("inline", False))  # absent from peers of before
+        return cls(**_fields(cls, record, inline=inline))
 
 
 @dataclass(frozen=True)
@@ -211,12 +215,17 @@ class Manifest:
     expires: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     """User metadata (``X-Ringstore-Meta-<name>``), by lower-case name."""
+    inline: bool = False
+    """The bytes live in the manifest itself (3 replicas), not in chunks: a file of at
+    most ``--inline-max`` bytes. False from a peer of before inline files."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
         """Build from the JSON answer of ``GET /manifests/{name}``."""
         chunks = tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"])
-        return cls(**_fields(cls, record, chunks=chunks, **_representation_from_json(record)))
+        given = _representation_from_json(record)
+        inline = bool(record.get("inline", False))  # absent from peers of before
+        return cls(**_fields(cls, record, chunks=chunks, inline=inline, **given))
 
 
 @dataclass(frozen=True)

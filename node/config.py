@@ -22,8 +22,13 @@ from node.model.layout import (
     MAX_SIZE,
     MIN_BLOCK_SIZE,
 )
+from node.model.manifest import MAX_INLINE
 from node.model.zones import check_zone
 from ring import DEFAULT_VNODES, MAX_WEIGHT, MIN_WEIGHT
+
+# Files up to this size live inside their manifest: on ext4 (4 KiB blocks) 3 manifest
+# replicas take less disk than 7 chunks + 7 sidecars + 3 manifests up to about 24 KiB.
+DEFAULT_INLINE_MAX = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,15 @@ class PeerConfig:
         default=DEFAULT_BLOCK_SIZE,
         metadata=option("Bytes per block of a stripe.", low=MIN_BLOCK_SIZE, high=MAX_BLOCK_SIZE),
     )
+    inline_max: int = field(
+        default=DEFAULT_INLINE_MAX,
+        metadata=option(
+            "Files up to this many bytes are kept inside their manifest (3 replicas), "
+            "not cut into chunks (0: never).",
+            low=0,
+            high=MAX_INLINE,
+        ),
+    )
     # Chunks that must be durable before a PUT commits; None means k+1 (or all, below k+2 peers).
     write_quorum: int | None = None
     manifest_replicas: int = 3
@@ -192,7 +206,9 @@ class PeerConfig:
     )
     rebalance_interval: float = field(
         default=30.0,
-        metadata=option("Seconds between full passes that resume unfinished moves.", low=0.1),
+        metadata=option(
+            "Seconds between retries of moves that failed or wait for their target.", low=0.1
+        ),
     )
     repair_after: float = field(
         default=300.0,

@@ -122,6 +122,7 @@ async def put_file(request: web.Request) -> web.Response:
             "content_type": manifest.content_type,
             "chunks": len(manifest.chunks),
             "degraded": manifest.degraded,
+            "inline": manifest.stored_inline,
         },
         status=201,
         headers={hdrs.ETAG: f'"{manifest.etag}"'},

@@ -18,7 +18,9 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+
+import xxhash
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
@@ -43,6 +45,31 @@ from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock
 
 log = logging.getLogger(__name__)
+
+
+async def read_small(
+    body: AsyncIterable[bytes], size: int | None, limit: int
+) -> tuple[bytes | None, AsyncIterable[bytes]]:
+    """``(the whole body, nothing)`` when it has at most ``limit`` bytes, else ``(None,
+    the body)``: a body of unknown length (chunked) is read up to ``limit`` + 1 bytes to
+    find out, and those come first in the body returned. A ``size`` past ``limit``, or a
+    ``limit`` of 0 (nothing inline, not even an empty file), reads nothing."""
+    if limit == 0 or (size is not None and size > limit):
+        return None, body
+    pieces = aiter(body)
+    buffer = bytearray()
+    async for piece in pieces:
+        buffer += piece
+        if len(buffer) > limit:
+
+            async def rest(head: bytes) -> AsyncIterator[bytes]:
+                yield head
+                async for more in pieces:
+                    yield more
+
+            return None, rest(bytes(buffer))
+    return bytes(buffer), body
+
 
 # Told of a manifest and the indexes of chunks a read found missing or corrupt (read repair).
 BrokenChunks = Callable[[Manifest, set[int]], None]
@@ -106,6 +133,23 @@ class Coordinator:
             self._check(name, condition, await self._replicas.read(name))
         await self._membership.refresh_ring()
         version = self._clock.now()
+        small, body = await read_small(body, size, config.inline_max)
+        if small is not None:
+            if size is not None and len(small) != size:
+                raise IncompleteBody(f"body ended after {len(small)} of {size} bytes")
+            layout = Layout(len(small), config.k, config.m, config.block_size)
+            etag = xxhash.xxh3_128_hexdigest(small)
+            manifest = Manifest(
+                name,
+                version,
+                layout,
+                etag,
+                content_type,
+                inline=small,
+                representation=representation,
+            )
+            await self._replicas.commit(manifest, condition=condition)
+            return manifest
         file = file_id(name, version)
         # One layout for every file: k + m chunks. With fewer than k + m peers up the
         # chunks past the last up peer are not placed now; repair places them later.
@@ -129,7 +173,7 @@ class Coordinator:
         }
         async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
-            written = await write_stripes(pieces, group, config.k, m, config.block_size)
+            written = await write_stripes(pieces, group, config.k, m, config.block_size, size)
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")
             stored = await group.finish()
@@ -164,6 +208,10 @@ class Coordinator:
         Raises Unavailable when fewer than k chunks of a stripe can be read. Chunks found
         broken on the way are reported for repair.
         """
+        if manifest.stored_inline:
+            if start < end:
+                yield memoryview(manifest.inline)[start:end]
+            return
         broken: set[int] = set()
         stripes = manifest.layout.stripes_covering(start, end)
         reading = read_stripes(

@@ -43,7 +43,7 @@ from msgspec import UNSET, UnsetType
 from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
-from node.model.names import validate_name, validate_stored_name
+from node.model.names import RESERVED, validate_name, validate_stored_name
 from node.model.representation import (
     MAX_FIELD_LENGTH,
     MAX_METADATA_BYTES,
@@ -200,14 +200,20 @@ class Manifest:
         return {ref.index: ref.holder for ref in self.chunks}
 
     @property
+    def stored_inline(self) -> bool:
+        """Whether the bytes are the manifest's own (``inline``), with no chunks: a cluster
+        record, a small file (``--inline-max``), an empty file."""
+        return bool(self.inline) or (not self.chunks and self.layout.size == 0)
+
+    @property
     def degraded(self) -> bool:
-        """True when fewer chunks are stored than the layout has (inline records have none)."""
-        return not self.deleted and not self.inline and len(self.chunks) < self.layout.n
+        """True when fewer chunks are stored than the layout has (inline files have none)."""
+        return not self.deleted and not self.stored_inline and len(self.chunks) < self.layout.n
 
     def missing(self, parity: int) -> int:
         """Chunks this file version lacks to hold k data and ``parity`` parity chunks (or
-        its own layout's m, where that is more): 0 for tombstones and inline records."""
-        if self.deleted or self.inline:
+        its own layout's m, where that is more): 0 for tombstones and inline files."""
+        if self.deleted or self.stored_inline:
             return 0
         return self.layout.k + max(self.layout.m, parity) - len(self.chunks)
 
@@ -221,7 +227,8 @@ class Manifest:
         return dataclasses.replace(self, layout=dataclasses.replace(self.layout, m=parity))
 
     def without_chunks(self) -> Manifest:
-        """This manifest without its chunk list: what listings and in-memory indexes keep."""
+        """This manifest without its chunk list, and without a file's inline bytes (a
+        record keeps its own): what listings and in-memory indexes keep."""
         return Manifest(
             self.name,
             self.version,
@@ -231,7 +238,7 @@ class Manifest:
             (),
             self.deleted,
             self.revision,
-            self.inline,
+            self.inline if self.name.startswith(RESERVED) else b"",
             self.representation,
         )
 
@@ -311,6 +318,7 @@ class Manifest:
             "metadata": dict(given.metadata),
             "deleted": self.deleted,
             "degraded": self.degraded,
+            "inline": self.stored_inline,
             "k": layout.k,
             "m": layout.m,
             "block_size": layout.block_size,

@@ -115,7 +115,7 @@ class AntiEntropy:
             manifest = await self._manifests.get(name)
             if manifest is not None and manifest.deleted and not name.startswith(RESERVED):
                 await self._purge(manifest)  # never a key's or namespace's: no revival
-            if manifest is None or manifest.deleted or manifest.inline:
+            if manifest is None or manifest.deleted or manifest.stored_inline:
                 continue
             stats.names_checked += 1
             for ref in manifest.chunks:

@@ -141,7 +141,7 @@ class Repairer:
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
         base = await self._replicas.read(name)
-        if base is None or base.deleted or base.inline:
+        if base is None or base.deleted or base.stored_inline:
             return  # gone, or a record carried whole in its manifest: no chunks to rebuild
         manifest = base
         if base.layout.m < self._config.m:  # written with less parity (an older release)

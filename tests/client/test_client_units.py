@@ -254,6 +254,8 @@ MANIFEST = {
 def test_records_read_every_field_with_its_type() -> None:
     manifest = Manifest.from_json({**MANIFEST, "size": "10"})
     assert (manifest.size, manifest.degraded, manifest.k) == (10, True, 5)
+    assert not manifest.inline  # a peer of before inline files says nothing
+    assert Manifest.from_json({**MANIFEST, "inline": True, "chunks": []}).inline
     assert manifest.chunks[0].holder == "p1"
     assert manifest.chunks[0].size == 2
     view = ClusterView.from_json(

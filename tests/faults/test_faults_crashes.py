@@ -73,7 +73,8 @@ async def client(
                         traffic.wrong_bytes.append(name)
             else:
                 name = f"stream/{number}/{step}"
-                data = rng.randbytes(rng.randint(1, 12 * 5 * BLOCK))
+                small = rng.random() < 0.5  # kept inline with seven_inline's settings
+                data = rng.randbytes(rng.randint(1, 16 << 10 if small else 12 * 5 * BLOCK))
                 async with session.put(f"{url}/files/{name}", data=data) as response:
                     traffic.outcomes[f"PUT {response.status}"] += 1
                     if response.status == 201:
@@ -85,8 +86,10 @@ async def client(
 
 
 async def test_sigkill_of_two_peers_under_traffic_loses_no_acknowledged_file(
-    seven: ProcessCluster, http: aiohttp.ClientSession
+    seven_inline: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:
+    """Half the files small enough to be kept inline (in manifests), half in chunks."""
+    seven = seven_inline
     traffic = Traffic()
     killed = asyncio.Event()
     victims = sorted(random.Random(1).sample(range(7), 2))

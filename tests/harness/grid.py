@@ -208,7 +208,7 @@ class Grid:
     def __init__(self, root: Path, count: int, **overrides: Any) -> None:
         self.root = root
         self.count = count
-        self.overrides = {"discovery": "none", "delete_grace": 0.0, **overrides}
+        self.overrides = {"discovery": "none", "delete_grace": 0.0, "inline_max": 0, **overrides}
         timeout = PeerConfig(data_dir=root, **self.overrides).peer_timeout
         self.transport = GridTransport(timeout)
         self.peers: list[GridPeer] = []

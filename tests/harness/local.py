@@ -67,7 +67,11 @@ FAST = {
     "stall_timeout": 10.0,
     "delete_grace": 0.2,
     "rebalance_interval": 2.0,
+    # Files of every size are cut into chunks, as the tests of the chunk path (most of them,
+    # with small files for speed) expect; tests of inline files ask for INLINE.
+    "inline_max": 0,
 }
+INLINE = {"inline_max": 16 << 10}  # the default of a real peer
 # For tests that hang a peer on purpose: give up on it quickly (and tolerate less load).
 HANG_DETECTION = {"peer_timeout": 2.0, "stall_timeout": 3.0}
 

@@ -27,7 +27,8 @@ class ProcessCluster:
     find each other with mDNS under that (test-unique) type, and ``seeded=False`` drops the
     seeds so mDNS is the only way. With ``tls_dir`` the peers serve HTTPS with certificates
     of a CA made there (``tls_dir/ca.pem``; sessions passed in must trust it). Every peer
-    gets the cluster's secret file, ``root/cluster-secret.json``.
+    gets the cluster's secret file, ``root/cluster-secret.json``. ``fast=False`` leaves
+    the peers' own defaults (benchmarks): no quick background timings, no test settings.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class ProcessCluster:
         service_type: str | None = None,
         seeded: bool = True,
         tls_dir: Path | None = None,
+        fast: bool = True,
     ) -> None:
         self._root = root
         self._args = args
@@ -48,26 +50,28 @@ class ProcessCluster:
         tls = ensure_certificates(tls_dir, "127.0.0.1", count) if tls_dir else [None] * count
         scheme = "https" if tls_dir else "http"
         urls = [f"{scheme}://127.0.0.1:{p}" for p in ports]
-        fast = [  # as tests.harness.local.FAST: quick background work, production timeouts
-            "--heartbeat-interval=0.2",
-            "--peer-timeout=10",
-            "--stall-timeout=10",
-            "--delete-grace=0.2",
-            "--log-level=info",
-            f"--cluster-secret-file={self.secret_file}",
-        ]
+        settings = [f"--cluster-secret-file={self.secret_file}"]
+        if fast:  # as tests.harness.local.FAST: quick background work, production timeouts
+            settings += [
+                "--heartbeat-interval=0.2",
+                "--peer-timeout=10",
+                "--stall-timeout=10",
+                "--delete-grace=0.2",
+                "--inline-max=0",  # chunks for every size, as most tests expect
+                "--log-level=info",
+            ]
         if service_type is None:
-            fast.append("--discovery=none")
+            settings.append("--discovery=none")
         else:
-            fast += ["--discovery=zeroconf", f"--service-type={service_type}"]
-        self._fast = fast
+            settings += ["--discovery=zeroconf", f"--service-type={service_type}"]
+        self._settings = settings
         self.peers = [
             PeerProcess(
                 root / f"peer-{i}",
                 "127.0.0.1",
                 port,
                 [urls[0]] if i and seeded else [],
-                fast + list(args),
+                settings + list(args),
                 tls[i],
             )
             for i, port in enumerate(ports)
@@ -82,7 +86,7 @@ class ProcessCluster:
             "127.0.0.1",
             free_port(),
             [self.peers[0].url] if seeded else [],
-            self._fast + list(self._args) + list(args),
+            self._settings + list(self._args) + list(args),
         )
         self.peers.append(peer)  # stopped with the others, even if it fails to start
         await peer.start()

@@ -329,3 +329,20 @@ def test_chunk_digest_covers_every_block_digest() -> None:
     assert len(ref.digest) == DIGEST
     assert ref.digest != changed.digest
     assert ref.digest == ChunkRef(5, "elsewhere", bytes(64)).digest
+
+
+def test_an_index_entry_drops_a_files_bytes_and_keeps_a_records() -> None:
+    version = Version(1, 0, "p")
+    small = Manifest("ns/f", version, Layout(3, 5, 2), inline=b"abc")
+    assert small.stored_inline
+    assert not small.degraded
+    assert small.missing(2) == 0
+    assert small.without_chunks().inline == b""
+    record = Manifest("/keys/k", version, Layout(0, 5, 0), inline=b"record")
+    assert record.without_chunks().inline == b"record"
+    empty = Manifest("ns/e", version, Layout(0, 5, 2))
+    assert empty.stored_inline
+    assert not empty.degraded
+    large = Manifest("ns/l", version, Layout(100_000, 5, 2))
+    assert not large.stored_inline
+    assert large.degraded  # no chunks yet: all 7 missing

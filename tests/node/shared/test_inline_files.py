@@ -1,0 +1,203 @@
+"""Small files kept inside their manifest (``--inline-max``, 16 KiB by default): no chunks,
+3 manifest replicas, one round of manifest calls each way (issue 13).
+
+The module's peers run with a real peer's default (``INLINE``); the rest of the suite cuts
+every file into chunks (``tests.harness.local.FAST``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import socket
+from typing import Any
+
+import aiohttp
+import pytest
+import xxhash
+
+from tests.harness import LocalCluster, eventually
+from tests.harness.access import ADMIN_HEADERS
+from tests.harness.local import INLINE
+from tests.node.shared.test_cluster_files import get, payload, put
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+LIMIT = INLINE["inline_max"]
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    return dict(INLINE)
+
+
+def chunk_count(cluster: LocalCluster) -> int:
+    return sum(len(p.chunk_files()) for p in cluster)
+
+
+async def manifest(http: aiohttp.ClientSession, url: str, name: str) -> dict[str, Any]:
+    async with http.get(f"{url}/manifests/{name}") as response:
+        assert response.status == 200, await response.text()
+        return await response.json()  # type: ignore[no-any-return]
+
+
+async def chunked(data: bytes, piece: int = 1000) -> Any:
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+@pytest.mark.parametrize("size", [0, 1, LIMIT - 1, LIMIT, LIMIT + 1, 5 * LIMIT])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_files_up_to_the_limit_live_in_their_manifest_and_larger_ones_in_chunks(
+    cluster: LocalCluster, http: aiohttp.ClientSession, size: int, framing: str
+) -> None:
+    """Either way the body is framed (a chunked body is read up to the limit + 1 to know),
+    a file of at most ``--inline-max`` bytes stores no chunk, and one byte more is cut into
+    7; both read back whole through every peer, with the same etag (xxh3-128)."""
+    name = f"inline/{framing}/{size}"
+    data = payload(size, seed=size)
+    before = chunk_count(cluster)
+    body = io.BytesIO(data) if framing == "length" else chunked(data)
+    async with http.put(f"{cluster[2].url}/files/{name}", data=body) as response:
+        assert response.status == 201, await response.text()
+        reply = await response.json()
+    small = size <= LIMIT
+    stored = (reply["inline"], reply["chunks"], reply["degraded"])
+    assert stored == (small, 0 if small else 7, False)
+    assert reply["etag"] == xxhash.xxh3_128_hexdigest(data)
+    if small:
+        assert chunk_count(cluster) == before
+    for peer in cluster:
+        assert await get(http, peer.url, name) == data
+    shown = await manifest(http, cluster[5].url, name)
+    assert (shown["inline"], len(shown["chunks"]), shown["size"]) == (small, reply["chunks"], size)
+
+
+async def test_ranges_head_and_conditions_of_an_inline_file(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    data = payload(3000, seed=7)
+    reply = await put(http, cluster[0].url, "inline/ranged", data)
+    url = f"{cluster[4].url}/files/inline/ranged"
+    async with http.get(url, headers={"Range": "bytes=10-19"}) as response:
+        assert response.status == 206
+        assert await response.read() == data[10:20]
+    async with http.get(url, headers={"Range": "bytes=-5"}) as response:
+        assert (response.status, await response.read()) == (206, data[-5:])
+    async with http.get(url, headers={"Range": "bytes=3000-"}) as response:
+        assert response.status == 416
+    async with http.head(url) as response:
+        assert (response.status, response.headers["Content-Length"]) == (200, "3000")
+        assert response.headers["ETag"] == f'"{reply["etag"]}"'
+    async with http.get(url, headers={"If-None-Match": f'"{reply["etag"]}"'}) as response:
+        assert response.status == 304
+    async with http.put(url, data=b"new", headers={"If-Match": '"other"'}) as response:
+        assert response.status == 412
+    assert await get(http, cluster[1].url, "inline/ranged") == data
+
+
+async def test_a_body_is_kept_as_sent_with_its_representation_fields(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Content-Encoding and user metadata are kept with an inline file as with chunks."""
+    packed = gzip.compress(b"hello " * 100)
+    headers = {
+        "Content-Encoding": "gzip",
+        "Content-Type": "text/plain",
+        "X-Ringstore-Meta-Colour": "blue",
+    }
+    await put(http, cluster[3].url, "inline/encoded", packed, headers=headers)
+    async with (
+        aiohttp.ClientSession(auto_decompress=False, headers=ADMIN_HEADERS) as raw,
+        raw.get(f"{cluster[6].url}/files/inline/encoded") as response,
+    ):
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["X-Ringstore-Meta-Colour"] == "blue"
+        assert await response.read() == packed
+
+
+async def test_two_if_none_match_puts_racing_through_different_peers_store_one(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """The condition is checked by each manifest replica at the commit, inline or not."""
+
+    async def create(index: int) -> int:
+        url = f"{cluster[index].url}/files/inline/lock"
+        async with http.put(url, data=b"owner %d" % index, headers={"If-None-Match": "*"}) as r:
+            return r.status
+
+    statuses = sorted(await asyncio.gather(create(1), create(5)))
+    assert statuses == [201, 412]
+    assert (await get(http, cluster[0].url, "inline/lock")).startswith(b"owner ")
+
+
+async def test_overwrites_between_inline_and_chunks_leave_no_chunk_behind(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """small -> large -> small: the large version's chunks are deleted after the grace,
+    and every step reads back as written."""
+    name = "inline/grows"
+    before = chunk_count(cluster)
+    for size in (100, 3 * LIMIT, 200):
+        data = payload(size, seed=size)
+        await put(http, cluster[size % 7].url, name, data)
+        assert await get(http, cluster[(size + 1) % 7].url, name) == data
+    await eventually(lambda: chunk_count(cluster) == before, 15, "the large version's chunks gone")
+    async with http.delete(f"{cluster[2].url}/files/{name}") as response:
+        assert response.status == 204
+    async with http.get(f"{cluster[3].url}/files/{name}") as response:
+        assert response.status == 404
+
+
+async def test_listings_and_the_manifest_index_show_inline_files_without_their_bytes(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    await put(http, cluster[0].url, "inline-list/a", b"x" * 1234)
+    async with http.get(f"{cluster[1].url}/files", params={"prefix": "inline-list/"}) as r:
+        listed = await r.json()
+    assert [(f["name"], f["size"]) for f in listed["files"]] == [("inline-list/a", 1234)]
+    for peer in cluster:  # an index entry keeps no file bytes (a million small files)
+        kept = peer.manifests._index.get("inline-list/a")
+        assert kept is None or kept.inline == b""
+
+
+async def test_a_cut_off_small_body_stores_nothing(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A client that promises 1000 bytes and hangs up after 500 leaves no file."""
+    host, port = cluster[4].url.removeprefix("http://").split(":")
+    auth = ADMIN_HEADERS["Authorization"]
+    head = (
+        f"PUT /files/inline/cut HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + b"x" * 500)
+    await writer.drain()
+    writer.transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+    await reader.read()  # the peer answers (400) or closes; either way nothing is stored
+    writer.close()
+    async with http.get(f"{cluster[0].url}/files/inline/cut") as response:
+        assert response.status == 404
+
+
+async def test_an_inline_file_survives_two_of_its_replicas_stopped(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """3 manifest replicas survive 2 lost peers, as 5 + 2 chunks do."""
+    data = payload(5000, seed=3)
+    await put(http, cluster[0].url, "inline/two-down", data)
+    homes = cluster[0].membership.replicas("inline/two-down").members
+    stopped = [p for p in cluster if p.id in homes[:2]]
+    try:
+        for peer in stopped:
+            await peer.stop()
+        for peer in stopped:
+            await cluster.wait_down(peer)
+        reader = next(p for p in cluster if p.running)
+        assert await get(http, reader.url, "inline/two-down") == data
+    finally:
+        for peer in stopped:
+            await peer.restart()
+        await cluster.wait_converged()
