@@ -5,9 +5,10 @@ alternating, a fresh cluster of PEERS real peer processes (production settings) 
 on 127.0.0.1 from that tree. 16 clients (one keep-alive connection each) PUT files of SIZE
 through peer 0 for SECONDS (new names, at most 50,000), then GET random names of that phase
 for SECONDS, every body compared. Measured per phase: ops/s, the CPU seconds of all peers
-per op (user + system from /proc), and the loopback connections closed per op (sockets in
-TIME_WAIT before and after: a pooled connection is never closed). After the PUT phase: disk
-allocated (st_blocks) and files on disk per object stored, and over the logical bytes.
+per op (user + system from /proc), and the connections to or from the peers closed per op
+(sockets in TIME_WAIT before and after: a pooled connection is never closed). After the PUT
+phase: disk allocated (st_blocks) and files on disk per object stored, and over the logical
+bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 in each phase; summarise
@@ -45,11 +46,15 @@ CLIENTS = 16
 MAX_OPS = 50_000
 
 
-def closed_connections() -> int:
-    """Loopback TCP sockets now in TIME_WAIT (state 06 in /proc/net/tcp): each one a
-    connection closed within the last minute."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split()[3] == "06")
+def closed_connections(ports: set[int]) -> int:
+    """TCP sockets to or from ``ports`` now in TIME_WAIT (state 06 in /proc/net/tcp): each
+    one a connection closed within the last minute."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ends = {int(fields[1].rpartition(":")[2], 16), int(fields[2].rpartition(":")[2], 16)}
+        count += fields[3] == "06" and bool(ends & ports)
+    return count
 
 
 def disk_usage(root: Path) -> tuple[int, int]:
@@ -150,7 +155,8 @@ async def phase(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-    closed, cpu, started = closed_connections(), cluster.cpu(), time.monotonic()
+    ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
+    closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
     await asyncio.gather(*(client(n) for n in range(CLIENTS)))
     wall = time.monotonic() - started
     if profiler is not None:
@@ -158,7 +164,7 @@ async def phase(
     return {
         "ops_s": round(done / wall, 1),
         "cpu_ms_per_op": round(1000 * (cluster.cpu() - cpu) / max(done, 1), 2),
-        "closed_connections_per_op": round((closed_connections() - closed) / max(done, 1), 2),
+        "closed_connections_per_op": round((closed_connections(ports) - closed) / max(done, 1), 2),
     }
 
 
