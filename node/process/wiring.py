@@ -53,6 +53,7 @@ from node.errors import WrongPeer
 from node.model.version import HybridClock, system_wall_ms
 from node.model.zones import default_zone
 from node.process.identity import cluster_identity
+from node.process.memory import Trimmer
 from node.process.tls import TlsFiles, client_context
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress, Rebalancer
@@ -199,7 +200,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
     loops = [
         asyncio.ensure_future(job.run())
-        for job in (gossip, rebalancer, repairer, scrubber, anti_entropy)
+        for job in (gossip, rebalancer, repairer, scrubber, anti_entropy, Trimmer())
     ]
     retry = config.heartbeat_interval
     loops.append(asyncio.ensure_future(store_admin_key(access_store, config.data_dir, retry)))

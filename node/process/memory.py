@@ -1,0 +1,78 @@
+"""Giving memory back after bursts.
+
+A burst of requests (many uploads, slow readers) leaves glibc's heap full of freed 1 MiB
+buffers: glibc raises its mmap threshold as large blocks are freed, so later buffers of
+that size come from the heap, and freed heap pages stay with the process (``bench/memory.py``:
+64 slow readers took a peer from 130 MiB to 2.3 GiB, all of it still resident after they
+left, though Python held only 4 MiB more than before them). ``release_memory`` asks glibc
+to hand free pages back (``malloc_trim(3)``: the top of the heap, and free pages inside
+every arena since glibc 2.8). ``Trimmer`` calls it every ``INTERVAL`` seconds while the
+resident set is more than ``GROWTH`` above the lowest seen, so a peer is back near its idle
+size within seconds of a burst. Elsewhere (musl, macOS) there is nothing to call and both
+do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GROWTH = 32 << 20  # resident bytes above the lowest seen that call for a trim
+INTERVAL = 10.0  # seconds between looks at the resident set
+
+_libc_name = ctypes.util.find_library("c")
+_malloc_trim = getattr(ctypes.CDLL(_libc_name), "malloc_trim", None) if _libc_name else None
+
+
+def resident_bytes() -> int:
+    """This process's resident set size in bytes (``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_memory() -> bool:
+    """Hand the heap's free pages back to the system; False where glibc is not in use.
+    Blocking (it walks the heap): call it in a thread."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+class Trimmer:
+    """Trims the heap (``release_memory``) every ``interval`` seconds while the resident
+    set is more than ``growth`` bytes above the lowest it has been."""
+
+    def __init__(self, growth: int = GROWTH, interval: float = INTERVAL) -> None:
+        self._growth = growth
+        self._interval = interval
+        self.trims = 0
+
+    def __repr__(self) -> str:
+        return f"Trimmer(trims={self.trims})"
+
+    async def run(self) -> None:
+        if _malloc_trim is None:
+            return  # nothing to call here
+        floor = resident_bytes()
+        while True:
+            await asyncio.sleep(self._interval)  # a period, not a wait for a condition
+            before = resident_bytes()
+            floor = min(floor, before)
+            if before - floor < self._growth:
+                continue
+            await asyncio.to_thread(release_memory)
+            self.trims += 1
+            after = resident_bytes()
+            floor = min(floor, after)
+            if before - after >= self._growth:
+                log.info("gave %d MiB of freed memory back", (before - after) >> 20)

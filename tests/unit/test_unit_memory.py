@@ -1,0 +1,48 @@
+"""Memory goes back to the system after a burst (``node.process.memory``), on glibc."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from node.process.memory import release_memory
+
+BURST = textwrap.dedent(
+    """
+    import asyncio
+    from node.process.memory import Trimmer, resident_bytes
+
+    async def main():
+        trimmer = Trimmer(growth=16 << 20, interval=0.05)
+        task = asyncio.ensure_future(trimmer.run())
+        await asyncio.sleep(0.1)  # its floor: the idle resident set
+        idle = resident_bytes()
+        warm = [bytes(1 << 20) for _ in range(8)]  # glibc raises its mmap threshold
+        del warm
+        burst = [bytearray(1 << 20) for _ in range(200)]  # then these come from the heap
+        del burst
+        held = resident_bytes()
+        for _ in range(200):  # bounded: 10 s at most
+            if trimmer.trims and resident_bytes() - idle < 32 << 20:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        print(idle >> 20, held >> 20, resident_bytes() >> 20, trimmer.trims)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(not release_memory(), reason="glibc's malloc_trim is not here")
+def test_a_burst_of_freed_buffers_is_given_back_within_moments() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BURST], capture_output=True, text=True, timeout=60, check=True
+    )
+    idle, held, after, trims = map(int, done.stdout.split())
+    assert held - idle >= 64, "the burst was not held: nothing to show"
+    assert trims >= 1
+    assert after - idle < 32, f"idle {idle} MiB, after the burst {held}, then {after}"
