@@ -207,7 +207,7 @@ class PeerConfig:
     rebalance_interval: float = field(
         default=30.0,
         metadata=option(
-            "Seconds between retries of moves that failed or wait for their target.", low=0.1
+            "Seconds between retries of moves that failed or wait for a crowded target.", low=0.1
         ),
     )
     repair_after: float = field(

@@ -14,8 +14,8 @@ Everything here is idempotent: a crash at any point leaves the manifest pointing
 copy, and the next pass redoes the move. A pass over every local manifest runs only when the
 ring or the set of up members changes (then any name's placement may have); single names
 are queued when their manifest arrives needing work. Every ``rebalance_interval`` the names
-left over are queued again: those that failed, and those with a move waiting for its target
-(down, or crowded: ``Membership.crowded_ids``). So an idle peer's rebalancing costs nothing
+left over are queued again: those that failed, and those with a move waiting for a crowded
+target (``Membership.crowded_ids``). So an idle peer's rebalancing costs nothing
 however many files it holds. Moves are paced to ``rebalance_rate`` bytes per second per
 peer.
 """
@@ -83,7 +83,7 @@ class Rebalancer:
         self._clock = clock
         self._pending: set[str] = set()
         self._retry: set[str] = set()  # names that failed: queued again every interval
-        self._deferred: set[str] = set()  # names with a move waiting for its target
+        self._deferred: set[str] = set()  # names with a move waiting for a crowded target
         self._wake = asyncio.Event()
         self._pacer = Pacer(config.rebalance_rate, clock)
         self.progress = progress  # shared with gossip, which reports it to other peers
@@ -105,15 +105,17 @@ class Rebalancer:
         return [m for m in moves if m.source in up and m.target in up and m.target not in crowded]
 
     def _moves(self, manifest: Manifest) -> list[Move]:
-        """The moves ``manifest``'s chunks can make now; a name with moves that must wait
-        for their target is remembered, to be looked at again every interval."""
+        """The moves ``manifest``'s chunks can make now. A name with a move whose target is
+        crowded is remembered, to be looked at again every interval (a member coming up
+        changes the up set, which starts a full pass anyway)."""
         if manifest.deleted or not manifest.chunks:
             return []
         ring, down = self._membership.ring, self._membership.down_ids()
         holders, key, n = manifest.holders(), manifest.file_id, manifest.layout.n
         planned = plan_moves(holders, ring, key, skip=down, n=n)
         feasible = self._feasible(planned)
-        if len(feasible) < len(planned):
+        up = self._membership.up_ids()
+        if any(m.source in up and m.target in up and m not in feasible for m in planned):
             self._deferred.add(manifest.name)
         return feasible
 
@@ -137,7 +139,7 @@ class Rebalancer:
 
     async def run(self) -> None:
         """Pass over every local manifest when the ring or liveness changes; every
-        ``rebalance_interval``, over the names that failed or wait for a target."""
+        ``rebalance_interval``, over the names that failed or wait for a crowded target."""
         seen: tuple[str, frozenset[str]] | None = None
         last_retry = self._clock()
         while True:

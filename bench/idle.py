@@ -1,0 +1,126 @@
+"""What an idle peer costs as the number of files it holds grows.
+
+For each count N (``--objects 0,10000,100000``) a fresh cluster of 3 peer processes is
+started on 127.0.0.1 from this tree, every peer's data directory first filled with the
+manifest replicas of N small files (4 KiB inline: with 3 peers each peer holds every
+name's replica), synthesised on disk as a peer writes them. Measured per peer: seconds
+from start until its first rebalance pass (over every manifest, as after any start) is
+done, resident memory then, and its CPU over SECONDS of idleness after that, in cores.
+
+Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
+
+    python bench/idle.py --objects 0,10000,100000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import cpu_seconds, rss_mib, save
+from node.model.layout import Layout
+from node.model.manifest import Manifest
+from node.model.names import name_key
+from node.model.version import Version
+from tests.harness import ProcessCluster
+from tests.harness.access import ADMIN_HEADERS
+
+PEERS = 3
+
+
+def synthesise(data_dirs: list[Path], count: int) -> None:
+    """``count`` inline 4 KiB files' manifests in every data directory (no fsync: a
+    benchmark's fixture)."""
+    body = bytes(4096)
+    now_ms = int(time.time() * 1000) - 3_600_000
+    for number in range(count):
+        name = f"idle/{number:08d}"
+        version = Version(now_ms + number, 0, "bench")
+        manifest = Manifest(name, version, Layout(4096, 5, 2), "0" * 32, inline=body)
+        data = manifest.to_bytes()
+        key = name_key(name)
+        for data_dir in data_dirs:
+            shard = data_dir / "manifests" / key[:2]
+            shard.mkdir(parents=True, exist_ok=True)
+            (shard / key).write_bytes(data)
+
+
+async def pending(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(f"{url}/cluster") as response:
+        view = await response.json()
+    return sum(int(p.get("rebalance", {}).get("pending", 0)) for p in view["peers"])
+
+
+async def measure(count: int, seconds: float) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ringstore-idle-") as tmp:
+        cluster = ProcessCluster(Path(tmp), PEERS, "--log-level=warning", fast=False)
+        data_dirs = [p.data_dir for p in cluster.peers]
+        for data_dir in data_dirs:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(synthesise, data_dirs, count)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout, headers=ADMIN_HEADERS) as session:
+            started = time.monotonic()
+            try:
+                await cluster.start(session)
+                url = cluster.peers[0].url
+                for _ in range(3600):  # bounded: an hour at most
+                    if await pending(session, url) == 0:
+                        break
+                    await asyncio.sleep(1.0)  # polling the peers' own progress
+                settled = time.monotonic() - started
+                pids = [p.process.pid for p in cluster.peers if p.process]
+                rss = [rss_mib(pid) for pid in pids]
+                cpu = [cpu_seconds(pid) for pid in pids]
+                began = time.monotonic()
+                await asyncio.sleep(seconds)  # the idle span measured
+                span = time.monotonic() - began
+                cores = [(cpu_seconds(pid) - c) / span for pid, c in zip(pids, cpu, strict=True)]
+            finally:
+                await cluster.stop()
+    return {
+        "objects": count,
+        "peers": PEERS,
+        "settled_after_s": round(settled, 1),
+        "rss_mib": [round(r, 1) for r in rss],
+        "idle_cores_per_peer": [round(c, 4) for c in cores],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", default="0,10000,100000")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    rows = []
+    for count in map(int, args.objects.split(",")):
+        row = asyncio.run(measure(count, args.seconds))
+        print(row, flush=True)
+        rows.append(row)
+    lines = [
+        "| files held per peer | start until settled (s) | RSS per peer (MiB) "
+        "| idle CPU per peer (cores) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        rss, cores = r["rss_mib"], r["idle_cores_per_peer"]
+        assert isinstance(rss, list)
+        assert isinstance(cores, list)
+        lines.append(
+            f"| {r['objects']:,} | {r['settled_after_s']} | {max(rss)} "
+            f"| {min(cores)}-{max(cores)} |"
+        )
+    table = "\n".join(lines)
+    print(f"\n{table}\n\nsaved to {save('idle', rows, table)}")
+
+
+if __name__ == "__main__":
+    main()
