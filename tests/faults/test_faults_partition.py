@@ -142,6 +142,7 @@ async def partitionable(
         "--delete-grace=0.2",
         "--discovery=none",
         "--rebalance-rate=0",
+        "--inline-max=0",  # chunks for every size, as the counts below expect
         f"--block-size={BLOCK}",
     ]
     with network() as (netns, cut_here):
