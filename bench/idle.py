@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, rss_mib, save
+from bench.report import cpu_seconds, publish, rss_mib
 from node.model.layout import Layout
 from node.model.manifest import Manifest
 from node.model.names import name_key
@@ -118,8 +118,7 @@ def main() -> None:
             f"| {r['objects']:,} | {r['settled_after_s']} | {max(rss)} "
             f"| {min(cores)}-{max(cores)} |"
         )
-    table = "\n".join(lines)
-    print(f"\n{table}\n\nsaved to {save('idle', rows, table)}")
+    publish("idle", rows, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import rss_mib, save
+from bench.report import publish, rss_mib
 from bench.small import Cluster
 from tests.harness.access import ADMIN_HEADERS
 
@@ -156,8 +156,7 @@ async def main() -> None:
             f"| {r['variant']} | {r['scenario']} | {r['clients']} | {r['statuses']} "
             f"| {r['rss_before_mib']} | {r['peak_rss_mib']} | {r['rss_after_mib']} |"
         )
-    table = "\n".join(lines)
-    print(f"\n{table}\n\nsaved to {save('memory', rows, table)}")
+    publish("memory", rows, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -43,3 +43,9 @@ def save(name: str, rows: list[dict[str, object]], table: str, out: Path = RESUL
     markdown = out / f"{name}-{stamp}.md"
     markdown.write_text(f"{machine()}\n\n{table}\n")
     return markdown
+
+
+def publish(name: str, rows: list[dict[str, object]], table: str, note: str = "") -> None:
+    """Print ``table`` (and ``note`` under it) and save it with ``rows`` (``save``)."""
+    saved = save(name, rows, table if not note else f"{table}\n\n{note}")
+    print(f"\n{table}\n\n{note + chr(10) if note else ''}saved to {saved}")

@@ -37,7 +37,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, rss_mib, save
+from bench.report import cpu_seconds, publish, rss_mib
 from bench.throughput import label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -258,7 +258,7 @@ async def main() -> None:
                 print(row, flush=True)
                 rows.append(row)
     text = table(rows)
-    print(f"\n{text}\n\nmedians over {args.rounds} round(s); saved to {save('small', rows, text)}")
+    publish("small", rows, text, f"medians over {args.rounds} round(s)")
 
 
 if __name__ == "__main__":
