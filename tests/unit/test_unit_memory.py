@@ -13,16 +13,22 @@ from node.process.memory import release_memory
 BURST = textwrap.dedent(
     """
     import asyncio
+    import ctypes
     from node.process.memory import Trimmer, resident_bytes
+
+    # As glibc behaves after freeing large blocks (its mmap threshold rises), on any Python:
+    # buffers come from the heap (M_MMAP_THRESHOLD) and free() gives nothing back by itself
+    # (M_TRIM_THRESHOLD): only a trim can.
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-3, 256 << 20)
+    libc.mallopt(-1, 1 << 30)
 
     async def main():
         trimmer = Trimmer(growth=16 << 20, interval=0.05)
         task = asyncio.ensure_future(trimmer.run())
         await asyncio.sleep(0.1)  # its floor: the idle resident set
         idle = resident_bytes()
-        warm = [bytes(1 << 20) for _ in range(8)]  # glibc raises its mmap threshold
-        del warm
-        burst = [bytearray(1 << 20) for _ in range(200)]  # then these come from the heap
+        burst = [bytearray(1 << 20) for _ in range(200)]
         del burst
         held = resident_bytes()
         for _ in range(200):  # bounded: 10 s at most
