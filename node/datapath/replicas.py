@@ -127,7 +127,7 @@ class ManifestReplicas:
         self._peers = peers
         self._clock = clock
         self._journal = journal
-        self._background: set[asyncio.Future[Any]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return (
@@ -174,7 +174,6 @@ class ManifestReplicas:
         for member in replicas.members:
             ask(member)
         answers: dict[str, T] = {}
-        enough = False
         try:
             while asking and len(answers) < wanted:
                 done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
@@ -187,14 +186,10 @@ class ManifestReplicas:
                         raise error
                     elif (standby := next(standbys, None)) is not None:
                         ask(standby)
-            enough = True
         finally:
-            for task in asking:  # answers no longer needed: let them end (each call is
-                if not enough:  # bounded by the peer timeout), so that their connections
-                    task.cancel()  # go back to the pool instead of being closed
+            for task in asking:
+                task.cancel()
                 task.add_done_callback(consume)
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
         return answers
 
     async def read(self, name: str, every_replica: bool = False) -> Manifest | None:
