@@ -98,11 +98,8 @@ def crowded(figures: dict[str, PeerFigures], slack: float = FILL_SLACK) -> list[
     pairs = {i: usage(f) for i, f in figures.items()}
     capacity = sum(c for _, c in pairs.values())
     bound = sum(u for u, _ in pairs.values()) / capacity + slack if capacity else 1.0
-    fill = {
-        i: (2.0 if is_full(f) else u / c if c else 0.0)
-        for i, f in figures.items()
-        for u, c in [pairs[i]]
-    }
+    fill = {i: u / c if c else 0.0 for i, (u, c) in pairs.items()}
+    fill.update({i: 2.0 for i, f in figures.items() if is_full(f)})  # full: first, always
     return sorted((i for i, f in fill.items() if f > bound), key=lambda i: (-fill[i], i))
 
 

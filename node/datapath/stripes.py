@@ -44,7 +44,9 @@ async def cut_stripes(
 
     Every stripe is a fresh buffer, so blocks handed on stay valid while queued. A buffer
     is allocated at the size the stripe will have when the body's ``size`` is known (a
-    4 KiB file takes 4 KiB, not a whole stripe), else it grows with the bytes.
+    4 KiB file takes 4 KiB, not a whole stripe); else it starts empty and doubles as bytes
+    come (a slow chunked upload holds about what it sent; each byte is copied at most once
+    more on the way to a full stripe).
     """
     left = size
 
@@ -56,7 +58,11 @@ async def cut_stripes(
         piece_view = memoryview(piece)
         while piece_view:
             take = min(len(piece_view), stripe_size - filled)
-            buffer[filled : filled + take] = piece_view[:take]  # grows past a short estimate
+            if filled + take > len(buffer):  # no size, or a short one: double, once copied
+                grown = bytearray(min(stripe_size, max(2 * len(buffer), filled + take)))
+                grown[:filled] = memoryview(buffer)[:filled]
+                buffer = grown
+            buffer[filled : filled + take] = piece_view[:take]
             filled += take
             piece_view = piece_view[take:]
             if filled == stripe_size:

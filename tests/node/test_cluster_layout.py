@@ -160,13 +160,13 @@ async def test_repair_keeps_to_its_rate(
 async def test_a_crowded_peer_gets_no_new_chunks_while_others_have_room(
     tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None, cap: int
 ) -> None:
-    """8 peers, 7 capped at 10 MB and one at ``cap``: once gossip says it is crowded (at
+    """8 peers, 7 capped at 100 MB and one at ``cap``: once gossip says it is crowded (at
     24 kB it may be full too; at 400 kB it is only filled more than FILL_SLACK past the
     cluster's fill), new files go whole to the other 7 (no degraded write, no refused
     chunk)."""
     cluster = LocalCluster(tmp_path, block_size=4096)
     try:
-        await cluster.start(7, each=[{"max_bytes": 10_000_000}] * 7)
+        await cluster.start(7, each=[{"max_bytes": 100_000_000}] * 7)
         small = await cluster.add_peer(max_bytes=cap)
         await cluster.wait_converged()
         first = {f"full/a{i}": payload(40_000, seed=i) for i in range(8)}
