@@ -166,7 +166,12 @@ class ChunkStore:
         meta: ChunkMeta,
     ) -> ChunkMeta:
         temp = self._incoming / f"{chunk_id}.{secrets.token_hex(6)}"
-        file = await asyncio.to_thread(open, temp, "wb")
+        opening: asyncio.Future[BinaryIO] = asyncio.ensure_future(asyncio.to_thread(_create, temp))
+        try:
+            file = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the thread opens it anyway: close and remove it then
+            opening.add_done_callback(lambda opened: _discard_opened(opened, temp))
+            raise
         digests = BlockDigests(meta.block_size)
         size = 0
         try:
@@ -245,6 +250,16 @@ def _write_all(file: BinaryIO, pieces: list[bytes]) -> None:
 def _discard(file: BinaryIO, temp: Path) -> None:
     file.close()
     temp.unlink(missing_ok=True)
+
+
+def _create(temp: Path) -> BinaryIO:
+    return open(temp, "wb")  # closed by _commit or _discard
+
+
+def _discard_opened(opening: asyncio.Future[BinaryIO], temp: Path) -> None:
+    """Discard a file a cancelled write was opening, once open (a done callback)."""
+    if not opening.cancelled() and opening.exception() is None:
+        _discard(opening.result(), temp)
 
 
 def _unlink(path: Path) -> int:
