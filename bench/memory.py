@@ -6,7 +6,11 @@ peer processes is started on 127.0.0.1 from that tree, and each scenario runs ag
 - ``puts``: N concurrent PUTs of 1 MiB with a Content-Length;
 - ``trickle``: N concurrent chunked PUTs that send 1 KiB every 0.1 s for SECONDS, then end;
 - ``slow-get``: N concurrent GETs of a 64 MiB file that read 64 KiB every 0.1 s for SECONDS,
-  then close.
+  then close;
+- ``get``: N concurrent GETs of that 64 MiB file read as fast as they come (MB/s: what
+  read-ahead is for).
+
+A variant may give its peers options: ``--trees budget0=.@--buffer-memory=0``.
 
 Measured: peer 0's RSS before, its peak (VmHWM, reset per scenario through
 /proc/PID/clear_refs) and its RSS AFTER seconds later; the statuses the requests got. Figures
@@ -31,7 +35,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import publish, rss_mib
-from bench.small import Cluster
+from bench.small import Cluster, variants
 from tests.harness.access import ADMIN_HEADERS
 
 MIB = 1 << 20
@@ -93,13 +97,32 @@ async def slow_get(
     return Counter(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-SCENARIOS = {"puts": puts, "trickle": trickle, "slow-get": slow_get}
+async def get(session: aiohttp.ClientSession, url: str, n: int, seconds: float) -> Counter[str]:
+    async with session.put(f"{url}/files/mem/big", data=io.BytesIO(bytes(64 * MIB))) as r:
+        assert r.status == 201, await r.text()
+
+    async def one(i: int) -> str:
+        async with session.get(f"{url}/files/mem/big") as response:
+            got = 0
+            async for piece in response.content.iter_chunked(1 << 20):
+                got += len(piece)
+            return str(response.status) if got == 64 * MIB else f"short {got}"
+
+    started = time.monotonic()
+    statuses = Counter(await asyncio.gather(*(one(i) for i in range(n))))
+    statuses[f"MB/s={n * 64 * MIB / 1e6 / (time.monotonic() - started):.0f}"] = 1
+    return statuses
 
 
-async def run(tree: Path, variant: str, args: argparse.Namespace) -> list[dict[str, object]]:
+SCENARIOS = {"puts": puts, "trickle": trickle, "slow-get": slow_get, "get": get}
+
+
+async def run(
+    tree: Path, variant: str, options: list[str], args: argparse.Namespace
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="ringstore-memory-") as tmp:
-        cluster = Cluster(tree, Path(tmp), 7)
+        cluster = Cluster(tree, Path(tmp), 7, *options)
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(
@@ -143,10 +166,9 @@ async def main() -> None:
     parser.add_argument("--after", type=float, default=20.0, help="wait before RSS after")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()
-    trees = [(n, Path.cwd() / p) for n, _, p in (t.partition("=") for t in args.trees.split(","))]
     rows = []
-    for variant, tree in trees:
-        rows += await run(tree, variant, args)
+    for variant, tree, options in variants(args.trees):
+        rows += await run(tree, variant, options, args)
     lines = [
         "| variant | scenario | clients | statuses | RSS before | peak | RSS after |",
         "|---|---|---|---|---|---|---|",

@@ -74,12 +74,14 @@ class Cluster:
     """A process cluster started from one source tree (the peers run ``python -m node``
     in its directory)."""
 
-    def __init__(self, tree: Path, root: Path, peers: int) -> None:
+    def __init__(self, tree: Path, root: Path, peers: int, *options: str) -> None:
         self.tree, self.root = tree, root
         here = Path.cwd()
         os.chdir(tree)  # the child processes import node/ from here
         try:
-            self.processes = ProcessCluster(root, peers, "--log-level=warning", fast=False)
+            self.processes = ProcessCluster(
+                root, peers, "--log-level=warning", *options, fast=False
+            )
         finally:
             os.chdir(here)
 
@@ -237,6 +239,17 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def variants(spec: str) -> list[tuple[str, Path, list[str]]]:
+    """``name=path[@--option...],...``: each variant's name, source tree and peer options
+    (``new=.@--buffer-memory=0`` runs this tree's peers with that option)."""
+    found = []
+    for item in spec.split(","):
+        name, _, rest = item.partition("=")
+        path, *options = rest.split("@")
+        found.append((name, Path.cwd() / path, options))
+    return found
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", default="this=.", help="name=path,... source trees")
@@ -247,7 +260,7 @@ async def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peer 0 go here")
     args = parser.parse_args()
-    trees = [(n, Path.cwd() / p) for n, _, p in (t.partition("=") for t in args.trees.split(","))]
+    trees = [(name, tree) for name, tree, _ in variants(args.trees)]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []

@@ -29,6 +29,10 @@ from ring import DEFAULT_VNODES, MAX_WEIGHT, MIN_WEIGHT
 # Files up to this size live inside their manifest: on ext4 (4 KiB blocks) 3 manifest
 # replicas take less disk than 7 chunks + 7 sidecars + 3 manifests up to about 24 KiB.
 DEFAULT_INLINE_MAX = 16 << 10
+# Blocks queued on a peer's chunk streams beyond one each (node.datapath.chunk_streams.
+# BlockBudget): a few fast GETs read 4 blocks ahead on each of 5 chunks, or a few PUTs queue
+# 4 blocks for each of 7 holders; past it, streams go block by block.
+DEFAULT_BUFFER_MEMORY = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,15 @@ class PeerConfig:
         metadata=option("Seconds a chunk stream may take no block before it is dropped.", low=0.1),
     )
     queue_depth: int = 4  # blocks buffered per chunk stream, each way
+    buffer_memory: int = field(
+        default=DEFAULT_BUFFER_MEMORY,
+        metadata=option(
+            "Bytes of blocks this peer's chunk streams may queue beyond one each (GET "
+            "read-ahead, PUT blocks waiting for a holder); past it, they go block by block.",
+            low=0,
+            metavar="BYTES",
+        ),
+    )
     delete_grace: float = field(
         default=30.0,
         metadata=option("Seconds before chunks of a replaced version are deleted.", low=0),

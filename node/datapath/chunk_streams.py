@@ -1,23 +1,27 @@
 """Streams of one chunk each way: a writer fed block by block, a reader that reads ahead.
 
-A ``ChunkWriter`` sends one chunk to its holder from a bounded queue of blocks, so a slow
+A ``ChunkWriter`` sends one chunk to its holder from a short queue of blocks, so a slow
 holder slows the sender instead of filling memory, and one that takes nothing for
 ``stall_timeout`` is dropped (and reported down) while the other chunks go on. A
-``ChunkReader`` reads one chunk's blocks for a range of stripes ahead of the consumer,
-verifying each against the manifest; on the first failure it ends, and the consumer switches
-to another chunk. ``ChunkWriters`` is a set of writers that all end together: finished, or
-aborted when anything fails, including as soon as too few of them are left to reach the
-write quorum (a body is then read no further).
+``ChunkReader`` reads one chunk's blocks for a range of stripes, verifying each against the
+manifest, ahead of the consumer while the peer's ``BlockBudget`` allows and on demand
+past it; on the first failure it ends, and the consumer switches to another chunk.
+``ChunkWriters`` is a set of writers that all end together: finished, or aborted when
+anything fails, including as soon as too few of them are left to reach the write quorum (a
+body is then read no further).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
+from node.cluster.transport import ChunkStream
 from node.errors import (
     CorruptData,
     InsufficientStorage,
@@ -28,13 +32,53 @@ from node.errors import (
 from node.model.digests import Buffer, block_digest
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef
-from node.waiting import within
+from node.waiting import wait_event, within
 
 log = logging.getLogger(__name__)
 
+READ_PIECE = 1 << 16  # bytes asked of a chunk stream at once: aiohttp's default buffer limit
+
+
+class BlockBudget:
+    """Bytes of blocks a peer's chunk streams may queue beyond the one each works on: blocks
+    its readers read before their consumer asks (GETs, rebuilds), and blocks waiting in its
+    writers' queues (PUTs, rebuilds); at most ``depth`` blocks per stream either way.
+
+    A stream queues a block past its first only with credit from here; without it, a reader
+    reads a block when its consumer asks and a writer's sender waits until its queue is
+    empty. So many slow clients or holders cost the blocks in hand, not full queues each (64
+    slow GET clients held ~36 MiB each before, issue 13). Taking credit never waits: a stream
+    waits for its own consumer or holder only, never for other streams, so the budget cannot
+    deadlock them. A peer's block memory is then bounded by what its requests have in hand
+    (``--max-requests`` of them, about 2 stripes each: one being filled or read, one being
+    sent) and its one rebuild at a time (repair goes file by file), plus this budget.
+    """
+
+    def __init__(self, budget: int, depth: int) -> None:
+        self.budget = budget  # bytes
+        self.depth = depth  # blocks queued per stream
+        self.held = 0  # bytes of credit out now
+        self.refused = 0  # times credit was refused (a stream then went block by block)
+
+    def __repr__(self) -> str:
+        return f"BlockBudget({self.held}/{self.budget} bytes, depth={self.depth})"
+
+    def take(self, size: int) -> bool:
+        """Credit for a block of ``size`` bytes queued ahead, if the budget has room."""
+        if self.held + size > self.budget:
+            self.refused += 1
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        """Return credit taken for a block, once taken off its queue or dropped."""
+        self.held -= size
+
 
 class ChunkWriter:
-    """Streams one chunk to its holder from a bounded queue of blocks."""
+    """Streams one chunk to its holder from a queue of blocks: one, and up to ``depth`` while
+    ``buffers`` gives credit."""
 
     _END = b""
 
@@ -45,7 +89,7 @@ class ChunkWriter:
         chunk_id: str,
         owner: ChunkMeta,
         size: int | None,
-        depth: int,
+        buffers: BlockBudget,
         stall_timeout: float,
     ) -> None:
         self.holder = holder
@@ -54,7 +98,10 @@ class ChunkWriter:
         self._peers = peers
         self._size = size
         self._stall_timeout = stall_timeout
-        self._queue: asyncio.Queue[Buffer] = asyncio.Queue(depth)
+        self._buffers = buffers
+        self._queue: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
+        self._queued = asyncio.Event()  # a block was queued
+        self._taken = asyncio.Event()  # a block was taken off the queue
         self._task = asyncio.ensure_future(
             peers.put_chunk(holder, chunk_id, self._blocks(), size, owner)
         )
@@ -62,7 +109,7 @@ class ChunkWriter:
 
     def __repr__(self) -> str:
         state = "failed" if self.error else "done" if self._task.done() else "sending"
-        queued = self._queue.qsize()
+        queued = len(self._queue)
         return f"ChunkWriter({self.chunk_id} -> {self.holder[:8]}, {state}, queued={queued})"
 
     async def _blocks(self) -> AsyncIterator[Buffer]:
@@ -71,10 +118,19 @@ class ChunkWriter:
         answer that arrives while aiohttp still waits for body bytes makes it close the
         connection instead of pooling it: a new TCP connection per chunk)."""
         left = self._size
-        while left != 0 and (block := await self._queue.get()) is not self._END:
+        while left != 0:
+            while not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+            block, credit = self._queue.popleft()
+            self._buffers.give(credit)
+            self._taken.set()
+            if block is self._END:
+                return
             if left is not None:
                 left -= len(block)
             yield block
+            del block  # not held while waiting for the next
 
     def _on_done(self, task: asyncio.Task[int]) -> None:
         if task.cancelled():
@@ -82,20 +138,33 @@ class ChunkWriter:
         elif task.exception() is not None:
             self.error = task.exception()
             log.warning("chunk %s to %s failed: %s", self.chunk_id, self.holder, self.error)
-        while not self._queue.empty():  # unblock a sender waiting for room
-            self._queue.get_nowait()
+        while self._queue:  # unblock a sender waiting for room
+            self._buffers.give(self._queue.popleft()[1])
+        self._taken.set()
 
     async def send(self, block: Buffer) -> None:
-        """Queue a block; drop this chunk if its holder takes nothing for stall_timeout."""
-        if self._task.done():
-            return
-        try:
-            await within(self._queue.put(block), self._stall_timeout)
-        except asyncio.TimeoutError:
-            self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
-            log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)
-            self._peers.report_failure(self.holder, str(self.error))
-            self._task.cancel()
+        """Queue a block: at once into an empty queue, or with credit up to ``depth`` queued,
+        else once the holder has taken what is queued; drop this chunk if its holder takes
+        nothing for stall_timeout."""
+        size = len(block)
+        while True:
+            if self._task.done():
+                return
+            if not self._queue:
+                credit = 0
+                break
+            if len(self._queue) < self._buffers.depth and self._buffers.take(size):
+                credit = size  # taken with no await before it is queued: never lost
+                break
+            self._taken.clear()
+            if not await wait_event(self._taken, self._stall_timeout):
+                self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
+                log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)
+                self._peers.report_failure(self.holder, str(self.error))
+                self._task.cancel()
+                return
+        self._queue.append((block, credit))
+        self._queued.set()
 
     async def finish(self) -> int | None:
         """End the stream; return the stored size, or None if this chunk failed."""
@@ -174,8 +243,24 @@ class ChunkWriters:
         return dict(zip(self.by_index, sizes, strict=True))
 
 
+async def read_block(stream: ChunkStream, size: int) -> bytearray:
+    """Read ``size`` bytes of ``stream`` into one buffer, ``READ_PIECE`` bytes at a time.
+
+    Not ``readexactly(size)``: aiohttp's reader raises its buffer limits to the size asked
+    for (2 x 1 MiB per chunk stream) and joins the pieces into a second copy, which made a
+    slow GET of 5 chunk streams hold ~20 MiB (tracemalloc, bench/memory.py).
+    """
+    block = bytearray(size)
+    view = memoryview(block)
+    for start in range(0, size, READ_PIECE):
+        end = min(start + READ_PIECE, size)
+        view[start:end] = await stream.readexactly(end - start)
+    return block
+
+
 class ChunkReader:
-    """Reads one chunk's blocks for a range of stripes ahead of the consumer, verified.
+    """Reads one chunk's blocks for a range of stripes, verified, ahead of the consumer while
+    ``buffers`` gives credit and on demand otherwise.
 
     The reading task ends on the first failure (unreachable or silent holder, short or
     corrupt data); the consumer then gets None and switches to another chunk.
@@ -188,52 +273,96 @@ class ChunkReader:
         chunk_id: str,
         layout: Layout,
         stripes: range,
-        depth: int,
+        buffers: BlockBudget,
     ) -> None:
         self.ref = ref
         self.chunk_id = chunk_id
         self._peers = peers
         self._layout = layout
         self._stripes = stripes
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(depth)
+        self._buffers = buffers
+        self._blocks: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
+        self._asked = False  # the consumer waits for (or will soon ask for) a block
+        self._ended = False
+        self._turn = asyncio.Event()  # the consumer asked for or took a block
+        self._ready = asyncio.Event()  # a block was queued, or the reader ended
         self._task = asyncio.ensure_future(self._run())
 
     def __repr__(self) -> str:
-        state = "ended" if self._task.done() else "reading"
+        state = "ended" if self._ended else "reading"
         where = f"{self.chunk_id} @ {self.ref.holder[:8]}"
-        return f"ChunkReader({where}, {state}, queued={self._queue.qsize()})"
+        return f"ChunkReader({where}, {state}, queued={len(self._blocks)})"
+
+    async def _may_read(self, size: int) -> int:
+        """Wait until a block of ``size`` bytes may be read; the credit taken (0: on demand)."""
+        while True:
+            if self._asked and not self._blocks:
+                return 0
+            if len(self._blocks) < self._buffers.depth and self._buffers.take(size):
+                return size
+            self._turn.clear()
+            await self._turn.wait()
 
     async def _run(self) -> None:
         layout, stripes = self._layout, self._stripes
         offset = layout.chunk_offset(stripes.start)
         last = stripes.stop - 1
         length = layout.chunk_offset(last) + layout.block_length(last) - offset
+        credit = 0
         try:
             async with self._peers.open_chunk(
                 self.ref.holder, self.chunk_id, offset, length
             ) as stream:
                 for stripe in stripes:
-                    block = await stream.readexactly(layout.block_length(stripe))
+                    credit = await self._may_read(layout.block_length(stripe))
+                    block = await read_block(stream, layout.block_length(stripe))
                     if block_digest(block) != self.ref.block_digest(stripe):
                         raise CorruptData(f"chunk {self.chunk_id} block {stripe} fails its digest")
-                    await self._queue.put(block)
+                    self._blocks.append((block, credit))
+                    credit = 0
+                    del block  # the consumer's once taken: not held while waiting for the next
+                    self._ready.set()
         except Exception as exc:  # any failure means: read another chunk instead
             log.warning("reading chunk %s from %s: %r", self.chunk_id, self.ref.holder, exc)
+        except asyncio.CancelledError:
+            # Closed by its consumer: end quietly. Re-raised, the error would stay with the
+            # task, and its frames (the peer call's response, holding the bytes it had
+            # buffered) in a cycle with this reader until a full garbage collection: ~4 MiB
+            # per closed GET, held for minutes on an idle peer (bench/memory.py).
+            pass
+        finally:
+            self._buffers.give(credit)  # a block it did not get to queue
+            self._ended = True
+            self._ready.set()
 
-    async def next_block(self, timeout: float) -> bytes | None:
+    def want(self) -> None:
+        """Say that the consumer will ask for the next block: it is read even without credit
+        (``read_stripes`` asks all of a stripe's readers at once, then waits for each)."""
+        self._asked = True
+        self._turn.set()
+
+    async def _arrival(self) -> None:
+        while not self._blocks and not self._ended:
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def next_block(self, timeout: float) -> Buffer | None:
         """The next stripe's block, or None if this chunk cannot give it within ``timeout``."""
-        if self._queue.empty() and self._task.done():
-            return None
-        getting = asyncio.ensure_future(self._queue.get())
-        done, _ = await asyncio.wait(
-            {getting, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if getting in done:
-            return getting.result()
-        getting.cancel()
-        if not self._queue.empty():  # the reader ended right after queueing its last block
-            return self._queue.get_nowait()
-        return None
+        if not self._blocks:
+            self.want()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(self._arrival(), timeout)
+            if not self._blocks:  # the time is up, or the reader ended
+                return None
+        block, credit = self._blocks.popleft()
+        self._asked = False
+        self._buffers.give(credit)
+        self._turn.set()  # room in the queue: it may read ahead again
+        return block
 
     def close(self) -> None:
+        """Stop reading; credit for blocks still queued goes back to the budget."""
         self._task.cancel()
+        for _, credit in self._blocks:
+            self._buffers.give(credit)
+        self._blocks.clear()

@@ -18,6 +18,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 
 import xxhash
@@ -25,7 +26,7 @@ import xxhash
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.datapath.chunk_streams import ChunkWriter, ChunkWriters
+from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
 from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import read_stripes, trim, write_stripes
@@ -86,8 +87,10 @@ class Coordinator:
         clock: HybridClock,
         replicas: ManifestReplicas,
         report_broken: BrokenChunks,
+        buffers: BlockBudget,
     ) -> None:
         self._config = config
+        self._buffers = buffers  # shared with the peer's rebuilds
         self._membership = membership
         self._peers = peers
         self._clock = clock
@@ -166,7 +169,7 @@ class Coordinator:
                 chunk_id(file, index),
                 ChunkMeta(name, str(version), index, config.block_size),
                 expected.chunk_size if expected else None,
-                config.queue_depth,
+                self._buffers,
                 config.stall_timeout,
             )
             for index, holder in enumerate(holders)
@@ -220,14 +223,16 @@ class Coordinator:
             stripes,
             broken,
             self._membership.down_ids(),
-            self._config.queue_depth,
+            self._buffers,
             self._config.peer_timeout,
         )
         try:
             async with contextlib.aclosing(reading) as read:
                 async for stripe, data in read:
-                    for piece in trim(manifest.layout, stripe, data, start, end):
-                        yield piece
+                    pieces = deque(trim(manifest.layout, stripe, data, start, end))
+                    del data
+                    while pieces:  # a block is let go once sent: a slow client holds one
+                        yield pieces.popleft()
         finally:
             if broken:
                 self._report_broken(manifest, broken)

@@ -16,7 +16,7 @@ import dataclasses
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.datapath.chunk_streams import ChunkWriter, ChunkWriters
+from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import encode, read_stripes
 from node.errors import CorruptData, Unavailable
@@ -32,11 +32,13 @@ class Rebuilder:
         membership: Membership,
         peers: Peers,
         replicas: ManifestReplicas,
+        buffers: BlockBudget,
     ) -> None:
         self._config = config
         self._membership = membership
         self._peers = peers
         self._replicas = replicas
+        self._buffers = buffers  # shared with the peer's GETs
 
     def __repr__(self) -> str:
         return f"Rebuilder(peer={self._membership.me.id[:8]})"
@@ -60,7 +62,7 @@ class Rebuilder:
                 manifest.chunk_id(index),
                 manifest.chunk_owner(index),
                 layout.chunk_size,
-                config.queue_depth,
+                self._buffers,
                 config.stall_timeout,
             )
             for index, holder in targets.items()
@@ -72,7 +74,7 @@ class Rebuilder:
             range(layout.stripes),
             set(targets),
             self._membership.down_ids(),
-            config.queue_depth,
+            self._buffers,
             config.peer_timeout,
         )
         async with ChunkWriters(writers) as group:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import xxhash
 
 from node.cluster.peers import Peers
-from node.datapath.chunk_streams import ChunkReader, ChunkWriters
+from node.datapath.chunk_streams import BlockBudget, ChunkReader, ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
 from node.errors import Unavailable
 from node.model.digests import DIGEST_SIZE, Buffer
@@ -140,15 +140,17 @@ async def read_stripes(
     stripes: range,
     broken: set[int],
     down: Collection[str],
-    depth: int,
+    buffers: BlockBudget,
     timeout: float,
 ) -> AsyncGenerator[tuple[int, list[Buffer]], None]:
     """Yield each stripe's k data blocks, verified, decoding around failed chunks.
 
     Chunks in ``broken`` are not read; chunks that fail while reading are added to it.
     Chunks on holders in ``down`` are read only as a last resort. A chunk that gives no
-    block within ``timeout`` counts as failed. Raises Unavailable when fewer than k chunks
-    of a stripe can be read.
+    block within ``timeout`` counts as failed. Readers read ahead as ``buffers`` allows. The
+    generator keeps no reference to a stripe it yielded, so a consumer that drops blocks as
+    it sends them holds no more. Raises Unavailable when fewer than k chunks of a stripe
+    can be read.
     """
     layout = manifest.layout
     refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
@@ -164,7 +166,7 @@ async def read_stripes(
             manifest.chunk_id(index),
             layout,
             range(first, stripes.stop),
-            depth,
+            buffers,
         )
         active[index] = reader
         return reader
@@ -182,6 +184,8 @@ async def read_stripes(
             activate(stripes.start)
         for stripe in stripes:
             blocks: dict[int, Buffer] = {}
+            for reader in active.values():
+                reader.want()  # all read at once, even past the read-ahead budget
             for index in list(active):
                 await next_block(index, blocks)
             while len(blocks) < layout.k:
@@ -192,9 +196,11 @@ async def read_stripes(
                     )
                 await next_block(activate(stripe).ref.index, blocks)
             if all(i in blocks for i in range(layout.k)):
-                yield stripe, [blocks[i] for i in range(layout.k)]
+                yield stripe, [blocks.pop(i) for i in range(layout.k)]
             else:
-                yield stripe, await asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
+                decoded = asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
+                blocks = {}
+                yield stripe, await decoded
     finally:
         for reader in active.values():
             reader.close()

@@ -41,6 +41,7 @@ from node.cluster.peers import Peers
 from node.cluster.protocol import PEER_HEADER, PeerFigures
 from node.cluster.transport import HttpTransport
 from node.config import AUTO_WEIGHT, PeerConfig, auto_weight
+from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
@@ -183,9 +184,10 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     pending_deletions = await asyncio.to_thread(deletions.open)
     replicas = ManifestReplicas(config, membership, peers, clock, deletions)
     replicas.resume(pending_deletions)
-    rebuilder = Rebuilder(config, membership, peers, replicas)
+    buffers = BlockBudget(config.buffer_memory, config.queue_depth)  # one budget per peer
+    rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder)
-    coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report)
+    coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)

@@ -30,6 +30,7 @@ from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, PullOrder
 from node.cluster.transport import Address
 from node.config import PeerConfig
+from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
@@ -195,6 +196,7 @@ class GridPeer:
     replicas: ManifestReplicas
     coordinator: Coordinator
     rebuilder: Rebuilder
+    buffers: BlockBudget  # the read-ahead budget its GETs and rebuilds share
     broken_reports: list[tuple[str, set[int]]]  # (name, indexes) a read found broken
 
     @property
@@ -244,6 +246,7 @@ class Grid:
         peers = Peers(membership, self.transport)
         replicas = ManifestReplicas(config, membership, peers, clock)
         reports: list[tuple[str, set[int]]] = []
+        buffers = BlockBudget(config.buffer_memory, config.queue_depth)
         coordinator = Coordinator(
             config,
             membership,
@@ -251,8 +254,9 @@ class Grid:
             clock,
             replicas,
             lambda manifest, broken: reports.append((manifest.name, set(broken))),
+            buffers,
         )
-        rebuilder = Rebuilder(config, membership, peers, replicas)
+        rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
         return GridPeer(
             me.url,
             config,
@@ -264,6 +268,7 @@ class Grid:
             replicas,
             coordinator,
             rebuilder,
+            buffers,
             reports,
         )
 

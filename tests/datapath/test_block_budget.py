@@ -1,0 +1,258 @@
+"""Blocks queued on chunk streams under one budget per peer (``BlockBudget``): many slow
+readers hold what they are being sent, not full queues each; many PUTs queue past one block
+per holder only within it; with no budget at all every read and write still completes,
+decoding around broken holders included; credit always comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterable
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from node.cluster.peers import Peers
+from node.datapath.chunk_streams import BlockBudget, ChunkWriter
+from node.model.digests import Buffer
+from node.model.manifest import ChunkMeta
+from tests.harness.grid import Grid, GridPeer
+from tests.harness.polling import eventually
+
+BLOCK = 1024  # a stripe is 5 KiB
+SIZE = BLOCK * 5 * 12 + 77  # 13 stripes
+
+
+async def stream(peer: GridPeer, name: str) -> AsyncGenerator[Buffer, None]:
+    manifest = await peer.coordinator.stat(name)
+    async for piece in peer.coordinator.stream(manifest, 0, manifest.size):
+        yield piece
+
+
+async def read_all(peer: GridPeer, name: str, start: int = 0, end: int | None = None) -> bytes:
+    manifest = await peer.coordinator.stat(name)
+    stop = manifest.size if end is None else end
+    return b"".join([bytes(p) async for p in peer.coordinator.stream(manifest, start, stop)])
+
+
+async def grid_of(tmp_path: Path, budget: int) -> Grid:
+    grid = Grid(tmp_path, 8, block_size=BLOCK, buffer_memory=budget)
+    await grid.start()
+    return grid
+
+
+async def test_slow_readers_together_never_hold_more_credit_than_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = 6 * BLOCK  # less than one reader's full read-ahead (5 chunks x 4 blocks)
+    grid = await grid_of(tmp_path, budget)
+    try:
+        data = os.urandom(SIZE)
+        await grid[0].coordinator.put("slow", _body(data), len(data), "application/octet-stream")
+        reader = grid[1]
+        buffers = reader.buffers
+        peaks: list[int] = []
+        take = buffers.take
+
+        def recording(size: int) -> bool:
+            granted = take(size)
+            peaks.append(buffers.held)
+            return granted
+
+        monkeypatch.setattr(buffers, "take", recording)
+        streams = [stream(reader, "slow") for _ in range(4)]
+        firsts = [await anext(s) for s in streams]  # every client got a piece, then stalls
+        assert all(bytes(f) == data[: len(f)] for f in firsts)
+        # Their readers read ahead until the budget is spent, and not past it.
+        await eventually(lambda: buffers.held + BLOCK > budget, timeout=10, what="budget spent")
+        await eventually(lambda: buffers.refused > 0, timeout=10, what="credit refused")
+        assert max(peaks) <= budget
+        # Each slow client still gets its whole file, block by block on demand.
+        for s, first in zip(streams, firsts, strict=True):
+            rest = b"".join([bytes(p) async for p in s])
+            assert bytes(first) + rest == data
+        assert max(peaks) <= budget
+        assert buffers.held == 0
+    finally:
+        await grid.close()
+
+
+async def test_with_no_budget_reads_complete_on_demand_even_decoding_around(
+    tmp_path: Path,
+) -> None:
+    grid = await grid_of(tmp_path, 0)
+    try:
+        data = os.urandom(SIZE)
+        manifest = await grid[0].coordinator.put(
+            "f", _body(data), len(data), "application/octet-stream"
+        )
+        reader = grid[7]
+        assert await read_all(reader, "f") == data
+        assert await read_all(reader, "f", 3000, 40_000) == data[3000:40_000]
+        assert reader.buffers.refused > 0
+        assert reader.buffers.held == 0
+        found = await reader.coordinator.stat("f")
+        broken = [grid.peer_of(manifest.holders()[i]) for i in (0, 3)]
+        for peer in broken:
+            grid.break_peer(peer)
+        assert await read_all(reader, "f") == data
+        assert reader.buffers.held == 0
+        assert found.size == len(data)
+        # A rebuild reads the same way.
+        spare = next(p for p in grid.peers if p.id not in manifest.holders().values())
+        rebuilt = await reader.rebuilder.rebuild(found, {0: spare.id})
+        assert rebuilt.holders()[0] == spare.id
+        assert reader.buffers.held == 0
+    finally:
+        await grid.close()
+
+
+async def test_a_reader_that_goes_away_gives_its_credit_back(tmp_path: Path) -> None:
+    grid = await grid_of(tmp_path, 1 << 20)
+    try:
+        data = os.urandom(SIZE)
+        await grid[0].coordinator.put("f", _body(data), len(data), "application/octet-stream")
+        reader = grid[2]
+        for _ in range(3):
+            pieces = stream(reader, "f")
+            await anext(pieces)
+            await eventually(lambda: reader.buffers.held > 0, timeout=10, what="reading ahead")
+            await pieces.aclose()  # the client went away mid-file
+            await eventually(lambda: reader.buffers.held == 0, timeout=10, what="credit back")
+        tasks = [asyncio.ensure_future(read_all(reader, "f")) for _ in range(5)]
+        await asyncio.sleep(0)
+        for task in tasks[:2]:
+            task.cancel()
+        for task in tasks[:2]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert [await t for t in tasks[2:]] == [data] * 3
+        await eventually(lambda: reader.buffers.held == 0, timeout=10, what="credit back")
+    finally:
+        await grid.close()
+
+
+async def test_puts_together_queue_no_more_than_the_budget_and_give_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = 8 * BLOCK  # under what 12 PUTs of 7 chunks x 4 queued blocks would take
+    grid = await grid_of(tmp_path, budget)
+    try:
+        coordinator = grid[3]
+        buffers = coordinator.buffers
+        peaks: list[int] = []
+        take = buffers.take
+
+        def recording(size: int) -> bool:
+            granted = take(size)
+            peaks.append(buffers.held)
+            return granted
+
+        monkeypatch.setattr(buffers, "take", recording)
+        files = {f"put-{i}": os.urandom(SIZE - i * 999) for i in range(12)}
+        # One holder answers nothing for a while, so blocks queue up for it; another breaks
+        # off every upload midway: its queued blocks' credit must come back.
+        grid.hang_peer(grid[5])
+        grid.fail_midway(grid[6])
+        puts = asyncio.gather(
+            *(
+                coordinator.coordinator.put(name, _body(data), None, "application/octet-stream")
+                for name, data in files.items()
+            )
+        )
+        await eventually(lambda: buffers.refused > 0, timeout=10, what="the budget spent")
+        grid.unhang_peer(grid[5])
+        await puts
+        assert peaks
+        assert max(peaks) <= budget
+        assert buffers.held == 0
+        assert buffers.refused > 0
+        for name, data in files.items():
+            assert await read_all(grid[0], name) == data
+    finally:
+        await grid.close()
+
+
+async def test_with_no_budget_a_put_goes_block_by_block(tmp_path: Path) -> None:
+    grid = await grid_of(tmp_path, 0)
+    try:
+        data = os.urandom(SIZE)
+        await grid[1].coordinator.put("f", _body(data), len(data), "application/octet-stream")
+        assert grid[1].buffers.held == 0
+        assert await read_all(grid[2], "f") == data
+    finally:
+        await grid.close()
+
+
+class SlowHolder:
+    """The one peer call a ChunkWriter makes, to a holder that takes a block every ``pace``
+    seconds (steadily: never silent as long as a stall)."""
+
+    def __init__(self, pace: float) -> None:
+        self.pace = pace
+        self.received: list[bytes] = []
+        self.failures: list[str] = []
+
+    async def put_chunk(
+        self,
+        member: str,
+        chunk_id: str,
+        body: AsyncIterable[Buffer],
+        size: int | None,
+        owner: ChunkMeta,
+    ) -> int:
+        async for block in body:
+            await asyncio.sleep(self.pace)  # the holder's pace, not a wait for a condition
+            self.received.append(bytes(block))
+        return sum(map(len, self.received))
+
+    def report_failure(self, member: str, reason: str) -> None:
+        self.failures.append(reason)
+
+
+async def test_a_slow_holder_that_keeps_taking_blocks_is_not_dropped_when_credit_runs_out() -> None:
+    """Credit runs out while blocks are queued for it: the sender waits for room block by
+    block, and the stall clock restarts with every block the holder takes."""
+    holder = SlowHolder(pace=0.2)
+    buffers = BlockBudget(3 * BLOCK, depth=4)
+    owner = ChunkMeta("f", "1", 0, BLOCK)
+    writer = ChunkWriter(cast(Peers, holder), "slow", "c-0", owner, None, buffers, 0.35)
+    blocks = [bytes([i]) * BLOCK for i in range(8)]
+    for block in blocks:
+        await writer.send(block)
+    assert await writer.finish() == 8 * BLOCK
+    assert holder.received == blocks
+    assert holder.failures == []
+    assert buffers.refused > 0
+    assert buffers.held == 0
+
+
+async def test_a_put_cancelled_while_waiting_for_room_gives_its_credit_back(
+    tmp_path: Path,
+) -> None:
+    grid = await grid_of(tmp_path, 4 * BLOCK)
+    try:
+        grid.hang_peer(grid[5])
+        coordinator = grid[2]
+        puts = [
+            asyncio.ensure_future(
+                coordinator.coordinator.put(
+                    f"p{i}", _body(os.urandom(SIZE)), None, "application/octet-stream"
+                )
+            )
+            for i in range(4)
+        ]
+        await eventually(lambda: coordinator.buffers.refused > 0, timeout=10, what="spent")
+        for task in puts:
+            task.cancel()
+        await asyncio.wait(puts)
+        await eventually(lambda: coordinator.buffers.held == 0, timeout=10, what="credit back")
+    finally:
+        await grid.close()
+
+
+async def _body(data: bytes) -> AsyncGenerator[bytes, None]:
+    for start in range(0, len(data), 3000):
+        yield data[start : start + 3000]
