@@ -37,6 +37,20 @@ async def read_all(peer: GridPeer, name: str, start: int = 0, end: int | None = 
     return b"".join([bytes(p) async for p in peer.coordinator.stream(manifest, start, stop)])
 
 
+def record_credit(buffers: BlockBudget, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The credit held after every ``take`` of ``buffers`` from now on."""
+    peaks: list[int] = []
+    take = buffers.take
+
+    def recording(size: int) -> bool:
+        granted = take(size)
+        peaks.append(buffers.held)
+        return granted
+
+    monkeypatch.setattr(buffers, "take", recording)
+    return peaks
+
+
 async def grid_of(tmp_path: Path, budget: int) -> Grid:
     grid = Grid(tmp_path, 8, block_size=BLOCK, buffer_memory=budget)
     await grid.start()
@@ -53,15 +67,7 @@ async def test_slow_readers_together_never_hold_more_credit_than_the_budget(
         await grid[0].coordinator.put("slow", _body(data), len(data), "application/octet-stream")
         reader = grid[1]
         buffers = reader.buffers
-        peaks: list[int] = []
-        take = buffers.take
-
-        def recording(size: int) -> bool:
-            granted = take(size)
-            peaks.append(buffers.held)
-            return granted
-
-        monkeypatch.setattr(buffers, "take", recording)
+        peaks = record_credit(buffers, monkeypatch)
         streams = [stream(reader, "slow") for _ in range(4)]
         firsts = [await anext(s) for s in streams]  # every client got a piece, then stalls
         assert all(bytes(f) == data[: len(f)] for f in firsts)
@@ -142,15 +148,7 @@ async def test_puts_together_queue_no_more_than_the_budget_and_give_it_back(
     try:
         coordinator = grid[3]
         buffers = coordinator.buffers
-        peaks: list[int] = []
-        take = buffers.take
-
-        def recording(size: int) -> bool:
-            granted = take(size)
-            peaks.append(buffers.held)
-            return granted
-
-        monkeypatch.setattr(buffers, "take", recording)
+        peaks = record_credit(buffers, monkeypatch)
         files = {f"put-{i}": os.urandom(SIZE - i * 999) for i in range(12)}
         # One holder answers nothing for a while, so blocks queue up for it; another breaks
         # off every upload midway: its queued blocks' credit must come back.
