@@ -35,11 +35,20 @@ async def defer_continue(request: web.Request) -> None:
     """The routes' Expect handler: send nothing yet (``body_pieces`` sends 100 Continue)."""
 
 
-async def _send_continue(request: web.Request) -> None:
+CONTINUED = web.RequestKey("continued", bool)  # 100 Continue went out: the body may come
+
+
+def expects_continue(request: web.BaseRequest) -> bool:
+    """Whether the client waits for ``100 Continue`` before it sends the body."""
     expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version >= HttpVersion11 and expect.lower() == "100-continue":
+    return request.version >= HttpVersion11 and expect.lower() == "100-continue"
+
+
+async def _send_continue(request: web.Request) -> None:
+    if expects_continue(request) and not request.get(CONTINUED):
         await request.writer.write(CONTINUE)
         request.writer.output_size = 0  # the answer proper has not started
+        request[CONTINUED] = True
 
 
 class _Stalled(asyncio.TimeoutError):

@@ -52,6 +52,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from node.api.errors import error_response, http_error_response, raw_error_response
+from node.api.input import CONTINUED, expects_continue
 from node.api.keys import CONFIG
 from node.api.limits import RETRY_AFTER, Refusals
 from node.api.peer import NONCE
@@ -242,6 +243,12 @@ class PeerConnection(RequestHandler):
         if self.transport is not None:
             self.transport.abort()  # close() would wait for the client to read
 
+    def close_after_answer(self) -> None:
+        """Close once the answer in progress is sent, reading nothing more of its request's
+        body (aiohttp would read on for up to its lingering time)."""
+        self._lingering_time = 0.0  # aiohttp's RequestHandler: no lingering read
+        self.close()
+
     @property
     def reclaimable(self) -> bool:
         """Whether a newcomer may take its place: it waits for a request, or is ending."""
@@ -342,7 +349,14 @@ class PeerServer(web.Server):
         except web.HTTPException as exc:  # raised outside the middlewares (none known)
             if exc.status < 400:
                 raise
-            return http_error_response(exc)
+            response = http_error_response(exc)
+        if request.body_exists and expects_continue(request) and not request.get(CONTINUED):
+            # Answered before its body was asked for: the client may send it now or never
+            # (RFC 9110 section 10.1.1). Reading on for it (aiohttp's "lingering") would
+            # take the client's next request on this connection as body bytes: close.
+            response.force_close()
+            if isinstance(request.protocol, PeerConnection):
+                request.protocol.close_after_answer()
         if request.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
             request.protocol.member = True
         return response

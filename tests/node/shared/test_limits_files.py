@@ -9,6 +9,7 @@ answers cannot run in a browser, and absurd ranges are a 416.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gzip
 import json
@@ -87,6 +88,29 @@ async def test_a_content_length_past_the_limit_is_413_before_a_byte_is_sent(
         assert status == 413, "refused, not 100 Continue"
         assert error_of(body)["code"] == "too_large"
         assert got["x-ringstore-error"] == "too_large"
+
+
+@pytest.mark.parametrize("refusal", ["bad key", "too large"])
+async def test_a_put_refused_before_100_continue_closes_its_connection(
+    http: aiohttp.ClientSession, cluster: LocalCluster, refusal: str
+) -> None:
+    """Its client may send the body now or never (RFC 9110 section 10.1.1): reading on,
+    the peer would take the client's next request on the connection as body bytes."""
+    name = unique("unasked")
+    headers = {"Content-Length": "11", "Expect": "100-continue"}
+    if refusal == "bad key":
+        headers["Authorization"] = "Basic " + base64.b64encode(b"RSNOSUCHKEY:nope").decode()
+    else:
+        headers["Content-Length"] = str(10**15)
+    async with await RawClient.connect(cluster[0]) as client:
+        await client.send(keyed_request("PUT", f"/files/{name}", headers))
+        status, got, _ = await client.answer()
+        assert status == (401 if refusal == "bad key" else 413)
+        assert got["connection"] == "close"
+        # What a client would send next on a kept connection is never read as this body.
+        await client.send(keyed_request("PUT", f"/files/{name}", {"Content-Length": "0"}))
+        assert await client.closed_by_peer(timeout=10) == b""
+    assert await status_of(http, "GET", f"{cluster[1].url}/files/{name}") == 404
 
 
 async def test_100_continue_is_sent_once_the_body_is_wanted(
