@@ -1,0 +1,404 @@
+"""The S3 frontend with boto3, the real client, against seven in-process peers.
+
+Each peer serves S3 on a port of its own (``s3_port=0``). boto3 is synchronous: every call
+runs in a worker thread (``s3``), so the peers keep serving on the module's loop. The
+refusals come first: wrong secret, unknown key, expired presigned URL, skewed clock, a
+body that is not the one signed (nothing stored), a key without the grant; then ranges,
+folder listings across pages, and buckets that are not empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+from unittest import mock
+
+import aiohttp
+import boto3
+import pytest
+import pytest_asyncio
+from botocore import auth as botocore_auth
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tests.harness import LocalCluster
+from tests.harness.access import ADMIN, ADMIN_HEADERS
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+T = TypeVar("T")
+FAILING_PEER = 6  # refusals cost their address a growing delay on the peer: keep them on one
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    return {"s3_port": 0}
+
+
+def client(
+    url: str, key: tuple[str, str] = ADMIN, signature_version: str | None = None
+) -> BaseClient:
+    """A plain boto3 S3 client for ``url``, as a user makes one (path-style, one try)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=key[0],
+        aws_secret_access_key=key[1],
+        region_name="us-east-1",
+        config=Config(
+            retries={"max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=10,
+            read_timeout=60,
+            signature_version=signature_version,
+        ),
+    )
+
+
+async def s3(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one blocking boto3 call in a worker thread."""
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def admin(cluster: LocalCluster) -> AsyncIterator[list[BaseClient]]:
+    """An admin client per peer."""
+    made = [await s3(client, peer.s3_url) for peer in cluster.peers]
+    yield made
+    for each in made:
+        each.close()
+
+
+async def refused(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, int]:
+    """The S3 error code and status a call fails with."""
+    with pytest.raises(ClientError) as failed:
+        await s3(call, *args, **kwargs)
+    error = failed.value.response
+    return error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]
+
+
+async def new_bucket(admin: BaseClient, name: str) -> str:
+    await s3(admin.create_bucket, Bucket=name)
+    return name
+
+
+async def new_key(cluster: LocalCluster, **grants: Any) -> tuple[str, str]:
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.post(f"{cluster[0].url}/keys", json=grants) as answer,
+    ):
+        assert answer.status == 201
+        made = await answer.json()
+    return made["access_key"], made["secret_key"]
+
+
+@contextlib.contextmanager
+def signed_at(moment: dt.datetime) -> Iterator[None]:
+    """botocore signs as if it were ``moment`` (UTC)."""
+    naive = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    with mock.patch.object(botocore_auth, "get_current_datetime", return_value=naive):
+        yield
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+async def test_wrong_secret_and_unknown_key_are_refused(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "s3-refusals")
+    url = cluster[FAILING_PEER].s3_url
+    wrong = await s3(client, url, (ADMIN[0], ADMIN[1] + "x"))
+    unknown = await s3(client, url, ("RSAAAAAAAAAAAAAAAAAA", ADMIN[1]))
+    try:
+        assert await refused(wrong.list_buckets) == ("SignatureDoesNotMatch", 403)
+        code = await refused(wrong.put_object, Bucket=bucket, Key="k", Body=b"x")
+        assert code == ("SignatureDoesNotMatch", 403)
+        assert await refused(unknown.list_buckets) == ("InvalidAccessKeyId", 403)
+    finally:
+        wrong.close()
+        unknown.close()
+    assert await refused(admin[1].head_object, Bucket=bucket, Key="k") == ("404", 404)
+
+
+def fetch(address: str) -> tuple[int, bytes]:
+    """GET ``address`` with urllib (no S3 client): the status and the body."""
+    try:
+        with urllib.request.urlopen(address, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+async def test_presigned_urls_work_until_they_expire(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Signature V4 presigned URLs (``signature_version="s3v4"``)."""
+    bucket = await new_bucket(admin[0], "s3-presigned")
+    await s3(admin[0].put_object, Bucket=bucket, Key="doc.txt", Body=b"presigned body")
+    params = {"Bucket": bucket, "Key": "doc.txt"}
+    signer = await s3(client, cluster[FAILING_PEER].s3_url, ADMIN, "s3v4")
+    try:
+        url = await s3(signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=60)
+        with signed_at(dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)):
+            old = await s3(signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    assert "X-Amz-Signature=" in url
+    assert await s3(fetch, url) == (200, b"presigned body")
+    status, body = await s3(fetch, old)
+    assert status == 403
+    assert b"<Code>AccessDenied</Code>" in body
+    assert b"expired" in body
+    tampered = url.replace("doc.txt", "other.txt")
+    status, body = await s3(fetch, tampered)
+    assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
+
+
+async def test_presigned_urls_of_botocore_s_default_signer(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """boto3 presigns with Signature V2 unless told otherwise: those URLs work too."""
+    bucket = await new_bucket(admin[0], "s3-presigned-v2")
+    await s3(admin[0].put_object, Bucket=bucket, Key="a b+c.txt", Body=b"v2 body")
+    params = {"Bucket": bucket, "Key": "a b+c.txt"}
+    signer = await s3(client, cluster[FAILING_PEER].s3_url)
+    try:
+        url = await s3(signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    assert "AWSAccessKeyId=" in url
+    assert await s3(fetch, url) == (200, b"v2 body")
+    expires = re.search(r"Expires=(\d+)", url)
+    assert expires is not None
+    past = url.replace(expires.group(0), "Expires=1000000000")
+    status, body = await s3(fetch, past)
+    assert (status, b"expired" in body) == (403, True)
+    status, body = await s3(fetch, url.replace("a%20b", "a%20c"))
+    assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
+
+
+async def test_a_skewed_clock_is_refused(cluster: LocalCluster, admin: list[BaseClient]) -> None:
+    skewed = await s3(client, cluster[FAILING_PEER].s3_url)
+    try:
+        with signed_at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=16)):
+            assert await refused(skewed.list_buckets) == ("RequestTimeTooSkewed", 403)
+        with signed_at(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)):
+            await s3(skewed.list_buckets)  # within 15 minutes
+    finally:
+        skewed.close()
+
+
+@pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
+async def test_a_body_that_is_not_the_one_signed_stores_nothing(
+    cluster: LocalCluster, admin: list[BaseClient], size: int
+) -> None:
+    bucket = f"s3-mismatch-{size}"
+    await new_bucket(admin[0], bucket)
+    await s3(admin[0].put_object, Bucket=bucket, Key="kept", Body=b"first version")
+    sender = await s3(client, cluster[2].s3_url)
+
+    def swap_body(request: Any, **_: Any) -> None:  # after signing, before sending
+        request.body = b"y" * size
+
+    sender.meta.events.register("before-send.s3.PutObject", swap_body)
+    try:
+        for key in ("kept", "new"):
+            code = await refused(sender.put_object, Bucket=bucket, Key=key, Body=b"x" * size)
+            assert code == ("XAmzContentSHA256Mismatch", 400)
+    finally:
+        sender.close()
+    got = await s3(admin[3].get_object, Bucket=bucket, Key="kept")
+    assert await s3(got["Body"].read) == b"first version"
+    assert await refused(admin[4].head_object, Bucket=bucket, Key="new") == ("404", 404)
+
+
+async def test_a_key_without_the_grant_is_refused(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "s3-grants")
+    await s3(admin[0].put_object, Bucket=bucket, Key="seed", Body=b"seed")
+    reader_key = await new_key(cluster, name="s3-reader", read=[bucket])
+    reader = await s3(client, cluster[1].s3_url, reader_key)
+    try:
+        got = await s3(reader.get_object, Bucket=bucket, Key="seed")
+        assert await s3(got["Body"].read) == b"seed"
+        listed = await s3(reader.list_objects_v2, Bucket=bucket)
+        assert [o["Key"] for o in listed["Contents"]] == ["seed"]
+        assert await refused(reader.put_object, Bucket=bucket, Key="x", Body=b"x") == (
+            "AccessDenied",
+            403,
+        )
+        assert await refused(reader.delete_object, Bucket=bucket, Key="seed") == (
+            "AccessDenied",
+            403,
+        )
+        assert await refused(reader.create_bucket, Bucket="s3-not-mine") == ("AccessDenied", 403)
+        assert await refused(reader.list_objects_v2, Bucket="s3-refusals") == (
+            "AccessDenied",
+            403,
+        )
+        names = [b["Name"] for b in (await s3(reader.list_buckets))["Buckets"]]
+        assert names == [bucket]
+    finally:
+        reader.close()
+    got = await s3(admin[2].get_object, Bucket=bucket, Key="seed")
+    assert await s3(got["Body"].read) == b"seed"
+
+
+async def test_missing_buckets_and_keys(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-missing")
+    assert await refused(admin[1].get_object, Bucket=bucket, Key="none") == ("NoSuchKey", 404)
+    assert await refused(admin[1].get_object, Bucket="s3-nobucket", Key="k") == (
+        "NoSuchBucket",
+        404,
+    )
+    assert await refused(admin[2].head_bucket, Bucket="s3-nobucket") == ("404", 404)
+    assert await refused(admin[2].put_object, Bucket="s3-nobucket", Key="k", Body=b"x") == (
+        "NoSuchBucket",
+        404,
+    )
+    assert await refused(admin[3].create_bucket, Bucket=bucket) == (
+        "BucketAlreadyOwnedByYou",
+        409,
+    )
+    assert await refused(admin[3].create_bucket, Bucket="Not_A_Bucket") == (
+        "InvalidBucketName",
+        400,
+    )
+    await s3(admin[4].delete_object, Bucket=bucket, Key="never-there")  # 204, as S3
+
+
+# --- objects -------------------------------------------------------------------------------
+
+
+async def test_put_get_head_with_metadata_and_ranges(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-objects")
+    data = bytes(range(256)) * 400  # several stripes
+    put = await s3(
+        admin[1].put_object,
+        Bucket=bucket,
+        Key="dir/file.bin",
+        Body=data,
+        ContentType="application/x-test",
+        Metadata={"Owner": "ringstore", "note": "a b"},
+    )
+    head = await s3(admin[2].head_object, Bucket=bucket, Key="dir/file.bin")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"] == put["ETag"]
+    assert head["ContentType"] == "application/x-test"
+    assert head["Metadata"] == {"owner": "ringstore", "note": "a b"}
+    whole = await s3(admin[3].get_object, Bucket=bucket, Key="dir/file.bin")
+    assert await s3(whole["Body"].read) == data
+    part = await s3(admin[4].get_object, Bucket=bucket, Key="dir/file.bin", Range="bytes=10-99")
+    assert part["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert part["ContentRange"] == f"bytes 10-99/{len(data)}"
+    assert await s3(part["Body"].read) == data[10:100]
+    tail = await s3(admin[5].get_object, Bucket=bucket, Key="dir/file.bin", Range="bytes=-7")
+    assert await s3(tail["Body"].read) == data[-7:]
+    code = await refused(
+        admin[5].get_object, Bucket=bucket, Key="dir/file.bin", Range=f"bytes={len(data)}-"
+    )
+    assert code == ("InvalidRange", 416)
+    same = await refused(
+        admin[0].get_object, Bucket=bucket, Key="dir/file.bin", IfNoneMatch=put["ETag"]
+    )
+    assert same == ("304", 304)
+    await s3(admin[6].delete_object, Bucket=bucket, Key="dir/file.bin")
+    assert await refused(admin[1].head_object, Bucket=bucket, Key="dir/file.bin") == ("404", 404)
+
+
+async def test_upload_file_and_download_file(
+    admin: list[BaseClient], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("s3-files")
+    source, target = folder / "up.bin", folder / "down.bin"
+    source.write_bytes(b"0123456789" * 10_000)
+    bucket = await new_bucket(admin[0], "s3-transfer")
+    await s3(admin[1].upload_file, str(source), bucket, "up.bin")
+    await s3(admin[2].download_file, bucket, "up.bin", str(target))
+    assert target.read_bytes() == source.read_bytes()
+
+
+async def test_keys_that_are_not_file_names_are_refused(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-odd-keys")
+    for key in ("a//b", "dir/", "./x"):
+        code = await refused(admin[1].put_object, Bucket=bucket, Key=key, Body=b"x")
+        assert code == ("InvalidArgument", 400), key
+    for key in ("sp ace+plus%percent", "ünï/cødé", "tilde~and(paren)"):
+        await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
+        got = await s3(admin[2].get_object, Bucket=bucket, Key=key)
+        assert await s3(got["Body"].read) == key.encode()
+    listed = await s3(admin[3].list_objects_v2, Bucket=bucket)
+    assert sorted(o["Key"] for o in listed["Contents"]) == sorted(
+        ["sp ace+plus%percent", "ünï/cødé", "tilde~and(paren)"]
+    )
+
+
+# --- listings and buckets ------------------------------------------------------------------
+
+
+async def test_listing_with_a_delimiter_across_pages(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-listing")
+    keys = ["a/1", "a/2", "a/sub/3", "b/x", "c", "d/e/f", "e", "f/g", "z"]
+    for index, key in enumerate(keys):
+        await s3(admin[index % 7].put_object, Bucket=bucket, Key=key, Body=key.encode())
+    pages = admin[1].get_paginator("list_objects_v2")
+
+    def walk(**kwargs: Any) -> tuple[list[str], list[str], int]:
+        found: list[str] = []
+        folders: list[str] = []
+        count = 0
+        for page in pages.paginate(Bucket=bucket, **kwargs):
+            count += 1
+            assert page["KeyCount"] <= kwargs.get("PaginationConfig", {}).get("PageSize", 1000)
+            found += [o["Key"] for o in page.get("Contents", [])]
+            folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        return found, folders, count
+
+    found, folders, count = await s3(walk, Delimiter="/", PaginationConfig={"PageSize": 2})
+    assert found == ["c", "e", "z"]
+    assert folders == ["a/", "b/", "d/", "f/"]
+    assert count == 4  # 7 entries, 2 a page
+    found, folders, _ = await s3(walk, Prefix="a/", Delimiter="/", PaginationConfig={"PageSize": 1})
+    assert (found, folders) == (["a/1", "a/2"], ["a/sub/"])
+    found, folders, count = await s3(walk, PaginationConfig={"PageSize": 4})
+    assert (found, folders, count) == (keys, [], 3)
+    after = await s3(admin[2].list_objects_v2, Bucket=bucket, StartAfter="c", MaxKeys=3)
+    assert [o["Key"] for o in after["Contents"]] == ["d/e/f", "e", "f/g"]
+    assert after["IsTruncated"] is True
+    v1 = await s3(admin[3].list_objects, Bucket=bucket, Delimiter="/", Marker="b/")
+    assert [o["Key"] for o in v1["Contents"]] == ["c", "e", "z"]
+    assert [p["Prefix"] for p in v1["CommonPrefixes"]] == ["d/", "f/"]
+    none = await s3(admin[3].list_objects_v2, Bucket=bucket, MaxKeys=0)
+    assert (none["KeyCount"], none["IsTruncated"]) == (0, False)
+
+
+async def test_only_an_empty_bucket_is_deleted(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-doomed")
+    await s3(admin[1].put_object, Bucket=bucket, Key="one/file", Body=b"1")
+    assert await refused(admin[2].delete_bucket, Bucket=bucket) == ("BucketNotEmpty", 409)
+    await s3(admin[3].head_bucket, Bucket=bucket)
+    await s3(admin[4].delete_object, Bucket=bucket, Key="one/file")
+    await s3(admin[5].delete_bucket, Bucket=bucket)
+    assert await refused(admin[6].head_bucket, Bucket=bucket) == ("404", 404)
+    names = [b["Name"] for b in (await s3(admin[0].list_buckets))["Buckets"]]
+    assert bucket not in names
+    assert "s3-objects" in names or "s3-listing" in names or names  # others' buckets stay
+
+
+async def test_unserved_operations_say_so(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-unserved")
+    code = await refused(admin[1].create_multipart_upload, Bucket=bucket, Key="big")
+    assert code == ("NotImplemented", 501)
+    code = await refused(admin[1].get_bucket_acl, Bucket=bucket)
+    assert code == ("NotImplemented", 501)
+    location = await s3(admin[2].get_bucket_location, Bucket=bucket)
+    assert location["LocationConstraint"] == "us-east-1"
