@@ -262,6 +262,7 @@ async def get_cluster(request: web.Request) -> web.Response:
             {
                 "id": member.id,
                 "url": member.url,
+                "s3_url": figures.s3_url or None,
                 "state": live.state,
                 "clock_offset_ms": None if clock is None else clock.offset_ms,
                 "skewed": clock is not None and clock.skewed,

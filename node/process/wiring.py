@@ -221,6 +221,7 @@ async def _lifecycle(
             max_bytes=config.max_bytes or 0,
             rebalance=progress.to_json(),
             settled_ring=membership.settled_ring,
+            s3_url=app.get(keys.S3_URL, ""),
         )
 
     seeds = [*config.join, *token_seeds]

@@ -28,7 +28,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, eventually
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -402,3 +402,17 @@ async def test_unserved_operations_say_so(admin: list[BaseClient]) -> None:
     assert code == ("NotImplemented", 501)
     location = await s3(admin[2].get_bucket_location, Bucket=bucket)
     assert location["LocationConstraint"] == "us-east-1"
+
+
+async def test_the_cluster_view_names_every_peer_s_s3_url(cluster: LocalCluster) -> None:
+    wanted = {peer.id: peer.s3_url for peer in cluster.peers}
+
+    async def shown() -> bool:
+        async with (
+            aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+            http.get(f"{cluster[3].url}/cluster") as answer,
+        ):
+            view = await answer.json()
+        return {p["id"]: p["s3_url"] for p in view["peers"]} == wanted
+
+    await eventually(shown, 15, "every peer's S3 URL in /cluster (gossiped)")
