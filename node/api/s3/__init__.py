@@ -7,7 +7,8 @@ access store and the Gatekeeper, not a second store.
 - ``sigv4``: Signature V4, pure (canonical requests, signing keys, claims of a header or a
   presigned query, time checks);
 - ``auth``: the middleware that turns a signed request into a Principal, and the check of
-  a body against its signed SHA-256 while it streams;
+  a body against its signed SHA-256 while it streams; ``sigv2``: V2 presigned URLs;
+- ``chunked``: ``aws-chunked`` bodies decoded, chunk signatures and trailers checked, pure;
 - ``bodies``: S3's XML documents; ``errors``: S3's error codes and XML error answers;
 - ``routes``: the operations.
 

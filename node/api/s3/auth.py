@@ -14,8 +14,9 @@ are served too; their payload is unsigned.
 The payload a signature covers is checked as the body streams (``payload_checked``): a hex
 ``x-amz-content-sha256`` is compared after the last byte, and the body raises
 PayloadHashMismatch instead of ending, so the upload is aborted and nothing is committed.
-``UNSIGNED-PAYLOAD`` is taken as is; ``aws-chunked`` bodies (``STREAMING-...``) are not
-served yet (NotImplemented).
+``UNSIGNED-PAYLOAD`` is taken as is. ``aws-chunked`` bodies (``STREAMING-...``) are decoded
+by ``node.api.s3.chunked``: for signed chunks the middleware keeps the request's signing
+key (derived from the secret for its day and region, never the secret) to check them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from node.access.guard import ANONYMOUS, Principal
 from node.api.errors import Handler
 from node.api.integrity import ExpectedDigest, verified
 from node.api.keys import GATEKEEPER, PRINCIPAL
-from node.api.s3 import sigv2
+from node.api.s3 import chunked, sigv2
+from node.api.s3.chunked import ChunkChain, ChunkedBody
 from node.api.s3.errors import S3Error
 from node.api.s3.sigv4 import (
     STREAMING_PREFIX,
@@ -41,11 +43,14 @@ from node.api.s3.sigv4 import (
     from_header,
     from_query,
     parse_query,
+    signing_key,
     verifies,
 )
 from node.errors import BadDigest, PayloadHashMismatch
 
 SIGNED = web.RequestKey("s3_signed", Signed)  # the claims of a signed request
+CHAIN = web.RequestKey("s3_chunk_chain", ChunkChain)  # checks a signed aws-chunked body
+DECODED_LENGTH = "x-amz-decoded-content-length"
 QUERY = web.RequestKey("s3_query", list[tuple[str, str]])  # decoded query pairs, in order
 CONTENT_SHA256 = "x-amz-content-sha256"
 Now = Callable[[], datetime]
@@ -100,14 +105,22 @@ async def _principal(request: web.Request, query: list[tuple[str, str]], now: No
     for name, value in request.headers.items():
         headers.setdefault(name.lower(), []).append(value)
     method, path = request.method, raw_path(request)
+    signing_keys: list[bytes] = []  # for signed aws-chunked bodies
 
     def proves(secret: str) -> bool:
-        return verifies(secret, signed, method, path, query, headers)
+        right = verifies(secret, signed, method, path, query, headers)
+        if right and signed.payload_hash in (chunked.SIGNED, chunked.SIGNED_TRAILER):
+            signing_keys.append(signing_key(secret, signed.date, signed.region))
+        return right
 
     principal = await request.app[GATEKEEPER].signed(
         signed.access_key, proves, request.remote or "?"
     )
     request[SIGNED] = signed
+    if signing_keys:
+        timestamp = signed.timestamp.strftime("%Y%m%dT%H%M%SZ")
+        chain = ChunkChain(signing_keys[0], timestamp, signed.scope, signed.signature)
+        request[CHAIN] = chain
     return principal
 
 
@@ -125,18 +138,45 @@ async def _presigned_v2(request: web.Request, query: list[tuple[str, str]], now:
 
 def expected_payload(request: web.Request) -> str | None:
     """The hex SHA-256 the request's body must have, or None when its signature covers no
-    body hash (anonymous, presigned, ``UNSIGNED-PAYLOAD``). Raises S3Error NotImplemented
-    for ``aws-chunked`` bodies."""
+    body hash (anonymous, presigned, ``UNSIGNED-PAYLOAD``, aws-chunked: ``chunked_body``).
+    Raises S3Error NotImplemented for a ``STREAMING-...`` kind not served."""
     signed: Signed | None = request.get(SIGNED)
     if signed is None or signed.payload_hash == UNSIGNED_PAYLOAD:
         return None
     if signed.payload_hash.startswith(STREAMING_PREFIX):
-        raise S3Error(
-            "NotImplemented",
-            f"aws-chunked bodies ({signed.payload_hash}) are not served yet; "
-            "send a signed or UNSIGNED-PAYLOAD body",
-        )
+        if signed.payload_hash not in chunked.SERVED:
+            raise S3Error(
+                "NotImplemented", f"bodies signed as {signed.payload_hash} are not served"
+            )
+        return None
     return signed.payload_hash
+
+
+def chunked_body(request: web.Request) -> ChunkedBody | None:
+    """The decoder of the request's aws-chunked body, or None for a plain body. Raises
+    S3Error (MissingContentLength without x-amz-decoded-content-length)."""
+    signed: Signed | None = request.get(SIGNED)
+    if signed is None or signed.payload_hash not in chunked.SERVED:
+        return None
+    declared = request.headers.get(DECODED_LENGTH, "")
+    if not declared.isascii() or not declared.isdigit() or len(declared) > 16:
+        raise S3Error("MissingContentLength", f"an aws-chunked body needs {DECODED_LENGTH}")
+    chain = request.get(CHAIN) if signed.payload_hash != chunked.UNSIGNED_TRAILER else None
+    if signed.payload_hash in (chunked.SIGNED, chunked.SIGNED_TRAILER) and chain is None:
+        raise S3Error("InternalError", "no signing key for a signed aws-chunked body")
+    trailer = request.headers.get("x-amz-trailer")
+    if signed.payload_hash == chunked.SIGNED:
+        trailer = None
+    return ChunkedBody(chain, trailer.strip() if trailer else None, int(declared))
+
+
+async def decoded(body: AsyncIterable[bytes], decoder: ChunkedBody) -> AsyncIterator[bytes]:
+    """The data of an aws-chunked ``body``; raises (instead of ending) what ``decoder``
+    finds wrong, so an upload of it is aborted before its commit."""
+    async for piece in body:
+        for part in decoder.feed(piece):
+            yield piece if len(part) == len(piece) else bytes(part)
+    decoder.end()
 
 
 async def payload_checked(body: AsyncIterable[bytes], sha256_hex: str) -> AsyncIterator[bytes]:

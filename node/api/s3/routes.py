@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from node.api.access import require
 from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
@@ -35,6 +36,8 @@ from node.api.s3 import bodies
 from node.api.s3.auth import (
     QUERY,
     check_small_payload,
+    chunked_body,
+    decoded,
     expected_payload,
     payload_checked,
     raw_path,
@@ -55,6 +58,7 @@ from node.model.names import name_from_raw_path
 log = logging.getLogger(__name__)
 
 META_PREFIX = "x-amz-meta-"
+AWS_CHUNKED = "aws-chunked"
 REGION = "us-east-1"  # what GetBucketLocation and HeadBucket name; any is accepted
 MAX_KEYS = 1000  # keys per listing page at most (S3's bound too)
 MAX_BUCKET_BODY = 64 << 10  # bytes of a CreateBucket configuration read at most
@@ -200,24 +204,31 @@ def _object_headers(manifest: Manifest) -> dict[str, str]:
 
 
 async def put_object(request: web.Request, bucket: str, name: str) -> web.Response:
-    """PutObject: the body streams into the coordinator, checked on the way against the
-    signed ``x-amz-content-sha256`` and a ``Content-MD5``; a mismatch aborts the upload
-    before its commit, so nothing is stored."""
+    """PutObject: the body streams into the coordinator (decoded first when aws-chunked),
+    checked on the way against the signed ``x-amz-content-sha256`` or its chunk signatures
+    and trailer, and a ``Content-MD5``; a mismatch aborts the upload before its commit, so
+    nothing is stored."""
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     condition = write_condition(request)
     config = request.app[CONFIG]
     size = request.content_length
-    chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-    if size is None and not chunked:
+    transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+    if size is None and not transfer_chunked:
         raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
+    sha256 = expected_payload(request)  # (refuses what is not served before the body)
+    decoder = chunked_body(request)
+    if decoder is not None:
+        size = decoder.size  # the object's, not the encoded body's
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"an object may be at most {config.max_file_size} bytes; this is {size}")
-    sha256 = expected_payload(request)  # (refuses aws-chunked before the body is asked for)
     content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-    representation = representation_of(request.headers, META_PREFIX)
+    representation = representation_of(_stored_headers(request), META_PREFIX)
     digests = expected_digests(request.headers)
-    body = body_pieces(request, config.client_timeout, config.max_file_size)
+    if decoder is not None:  # (its size is checked as it is decoded)
+        body = decoded(body_pieces(request, config.client_timeout), decoder)
+    else:
+        body = body_pieces(request, config.client_timeout, config.max_file_size)
     if sha256 is not None:
         body = payload_checked(body, sha256)
     if digests:
@@ -227,6 +238,24 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
     )
     log.info("S3 PUT %r %d bytes as %s", name, manifest.size, manifest.version)
     return web.Response(status=200, headers={hdrs.ETAG: f'"{manifest.etag}"'})
+
+
+def _stored_headers(request: web.Request) -> CIMultiDictProxy[str]:
+    """The request's headers as the object keeps them: ``aws-chunked`` is how the body was
+    sent, not what it is, so it leaves Content-Encoding (and an empty one goes)."""
+    encodings = [
+        coding.strip()
+        for line in request.headers.getall(hdrs.CONTENT_ENCODING, [])
+        for coding in line.split(",")
+    ]
+    if AWS_CHUNKED not in (e.lower() for e in encodings):
+        return request.headers
+    headers = CIMultiDict(request.headers)
+    del headers[hdrs.CONTENT_ENCODING]
+    kept = [e for e in encodings if e and e.lower() != AWS_CHUNKED]
+    if kept:
+        headers[hdrs.CONTENT_ENCODING] = ", ".join(kept)
+    return CIMultiDictProxy(headers)
 
 
 async def get_object(request: web.Request, bucket: str, name: str) -> web.StreamResponse:
