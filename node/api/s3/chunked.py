@@ -84,7 +84,7 @@ class _State(Enum):
     DONE = "done"
 
 
-class _Checksum:
+class Checksum:
     """A running x-amz-checksum-<name> (crc32, sha1 or sha256), base64 as S3 shows it."""
 
     def __init__(self, name: str) -> None:
@@ -128,7 +128,7 @@ class ChunkedBody:
         self._trailer_bytes = 0
         name = checksum_name(trailer) if trailer else None
         self._expected_trailer = trailer.lower() if trailer else None
-        self._checksum = _Checksum(name) if name else None
+        self._checksum = Checksum(name) if name else None
 
     def __repr__(self) -> str:
         return f"ChunkedBody({self._state.value}, {self._decoded}/{self._size} bytes)"

@@ -36,8 +36,10 @@ from node.api.s3 import bodies
 from node.api.s3.auth import (
     QUERY,
     check_small_payload,
+    checksum_checked,
     chunked_body,
     decoded,
+    expected_checksum,
     expected_payload,
     payload_checked,
     raw_path,
@@ -206,8 +208,8 @@ def _object_headers(manifest: Manifest) -> dict[str, str]:
 async def put_object(request: web.Request, bucket: str, name: str) -> web.Response:
     """PutObject: the body streams into the coordinator (decoded first when aws-chunked),
     checked on the way against the signed ``x-amz-content-sha256`` or its chunk signatures
-    and trailer, and a ``Content-MD5``; a mismatch aborts the upload before its commit, so
-    nothing is stored."""
+    and trailer, an ``x-amz-checksum-*`` and a ``Content-MD5``; a mismatch aborts the
+    upload before its commit, so nothing is stored."""
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     condition = write_condition(request)
@@ -231,6 +233,9 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
         body = body_pieces(request, config.client_timeout, config.max_file_size)
     if sha256 is not None:
         body = payload_checked(body, sha256)
+    checksum = expected_checksum(request) if decoder is None else None  # (else: trailer)
+    if checksum is not None:
+        body = checksum_checked(body, *checksum)
     if digests:
         body = verified(body, digests)
     manifest = await request.app[COORDINATOR].put(

@@ -416,3 +416,33 @@ async def test_the_cluster_view_names_every_peer_s_s3_url(cluster: LocalCluster)
         return {p["id"]: p["s3_url"] for p in view["peers"]} == wanted
 
     await eventually(shown, 15, "every peer's S3 URL in /cluster (gossiped)")
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "SHA256", "SHA1"])
+async def test_a_body_not_matching_its_checksum_header_stores_nothing(
+    cluster: LocalCluster, admin: list[BaseClient], algorithm: str
+) -> None:
+    """boto3 sends x-amz-checksum-crc32 with every PUT over HTTP: it is checked (and the
+    others it can be asked for). The header is changed after signing, so the signature
+    still holds and only the checksum is wrong."""
+    bucket = f"s3-checksum-{algorithm.lower()}"
+    await new_bucket(admin[0], bucket)
+    data = b"checked " * 10_000
+    await s3(admin[1].put_object, Bucket=bucket, Key="good", Body=data, ChecksumAlgorithm=algorithm)
+    sender = await s3(client, cluster[2].s3_url)
+    header = f"x-amz-checksum-{algorithm.lower()}"
+
+    def spoil(request: Any, **_: Any) -> None:  # before signing: the signature covers it
+        del request.headers[header]  # (setting adds a second line)
+        request.headers[header] = "AAAAAA==" if algorithm == "CRC32" else "A" * 43 + "="
+
+    sender.meta.events.register("before-sign.s3.PutObject", spoil)
+    try:
+        code = await refused(
+            sender.put_object, Bucket=bucket, Key="bad", Body=data, ChecksumAlgorithm=algorithm
+        )
+    finally:
+        sender.close()
+    assert code == ("BadDigest", 400)
+    listed = await s3(admin[3].list_objects_v2, Bucket=bucket)
+    assert [o["Key"] for o in listed["Contents"]] == ["good"]
