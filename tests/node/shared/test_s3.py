@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import re
 import urllib.error
 import urllib.request
@@ -446,3 +447,54 @@ async def test_a_body_not_matching_its_checksum_header_stores_nothing(
     assert code == ("BadDigest", 400)
     listed = await s3(admin[3].list_objects_v2, Bucket=bucket)
     assert [o["Key"] for o in listed["Contents"]] == ["good"]
+
+
+async def test_public_read_buckets_are_read_anonymously_and_never_written(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.put(f"{cluster[0].url}/namespaces/s3-public", json={"public_read": True}) as made,
+    ):
+        assert made.status == 201
+    await s3(admin[1].put_object, Bucket="s3-public", Key="open.txt", Body=b"for all")
+    url = cluster[5].s3_url
+    assert await s3(fetch, f"{url}/s3-public/open.txt") == (200, b"for all")
+    status, listing = await s3(fetch, f"{url}/s3-public?list-type=2")
+    assert status == 200
+    assert b"<Key>open.txt</Key>" in listing
+    status, body = await s3(fetch, f"{url}/s3-objects?list-type=2")
+    assert (status, b"<Code>AccessDenied</Code>" in body) == (403, True)
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.put(f"{url}/s3-public/new.txt", data=b"x") as put:
+            assert put.status == 403
+            assert "<Code>AccessDenied</Code>" in await put.text()
+            assert put.headers["x-amz-request-id"]
+        async with anonymous.get(url) as buckets:  # ListBuckets needs a key
+            assert buckets.status == 403
+
+
+async def test_no_secret_or_signature_reaches_a_log_line(
+    cluster: LocalCluster, admin: list[BaseClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bucket = await new_bucket(admin[0], "s3-logs")
+    await s3(admin[1].put_object, Bucket=bucket, Key="k", Body=b"logged?")
+    signer = await s3(client, cluster[FAILING_PEER].s3_url, ADMIN, "s3v4")
+    wrong = await s3(client, cluster[FAILING_PEER].s3_url, (ADMIN[0], "not-the-secret"))
+    try:
+        params = {"Bucket": bucket, "Key": "k"}
+        url = await s3(signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=60)
+        assert (await s3(fetch, url))[0] == 200
+        assert (await s3(fetch, url.replace("/k?", "/other?")))[0] == 403
+        await refused(wrong.get_object, Bucket=bucket, Key="k")
+    finally:
+        signer.close()
+        wrong.close()
+    signature = url.rsplit("X-Amz-Signature=", 1)[1]
+    logged = "\n".join(  # the peers' lines (botocore's own debug lines show what it signs)
+        r.getMessage() for r in caplog.records if not r.name.startswith(("botocore", "boto3"))
+    )
+    assert "refused a signed request" in logged  # the refusals were logged, without:
+    for secret in (ADMIN[1], "not-the-secret", signature):
+        assert secret not in logged
