@@ -126,3 +126,63 @@ def object_listing(page: ListingPage, version: int) -> bytes:
     for folder in page.prefixes:
         _child(_child(root, "CommonPrefixes"), "Prefix", shown(folder))
     return _document(root)
+
+
+MAX_DELETE_KEYS = 1000  # keys one DeleteObjects names at most (S3's bound)
+
+
+class MalformedXML(ValueError):
+    """A request document that is not the XML S3 expects; the message says why."""
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]  # without its namespace
+
+
+def parse_delete(document: bytes) -> tuple[list[str], bool]:
+    """The keys and the Quiet flag of a DeleteObjects document. Raises MalformedXML.
+
+    Documents with a DTD are refused before parsing (no entity of any kind is wanted);
+    expat bounds entity expansion besides, and the caller bounds the size."""
+    if b"<!DOCTYPE" in document or b"<!ENTITY" in document:
+        raise MalformedXML("a DeleteObjects document has no DTD")
+    try:
+        root = ElementTree.fromstring(document)
+    except ElementTree.ParseError as exc:
+        raise MalformedXML(f"not well-formed XML: {exc}") from None
+    if _local(root.tag) != "Delete":
+        raise MalformedXML("the document must be <Delete>")
+    keys: list[str] = []
+    quiet = False
+    for child in root:
+        tag = _local(child.tag)
+        if tag == "Quiet":
+            quiet = (child.text or "").strip().lower() == "true"
+        elif tag == "Object":
+            key = next((c.text for c in child if _local(c.tag) == "Key"), None)
+            if not key:
+                raise MalformedXML("every <Object> needs a <Key>")
+            keys.append(key)
+    if not 1 <= len(keys) <= MAX_DELETE_KEYS:
+        raise MalformedXML(f"a DeleteObjects request names 1-{MAX_DELETE_KEYS} keys")
+    return keys, quiet
+
+
+def delete_result(deleted: Sequence[str], errors: Sequence[tuple[str, str, str]]) -> bytes:
+    """A DeleteResult: the keys deleted, and ``(key, code, message)`` of those that were not."""
+    root = ElementTree.Element("DeleteResult", xmlns=NAMESPACE)
+    for key in deleted:
+        _child(_child(root, "Deleted"), "Key", key)
+    for key, code, message in errors:
+        error = _child(root, "Error")
+        _child(error, "Key", key)
+        _child(error, "Code", code)
+        _child(error, "Message", message)
+    return _document(root)
+
+
+def copy_result(manifest: Manifest) -> bytes:
+    root = ElementTree.Element("CopyObjectResult", xmlns=NAMESPACE)
+    _child(root, "LastModified", iso_time(manifest.version.wall_ms))
+    _child(root, "ETag", f'"{manifest.etag}"')
+    return _document(root)

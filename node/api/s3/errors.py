@@ -71,6 +71,7 @@ STATUS: dict[str, int] = {
     "InvalidDigest": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
+    "MalformedXML": 400,
     "MetadataTooLarge": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,

@@ -7,7 +7,8 @@ grant, deleting one admin, as ``/namespaces`` does). Keys must be valid ringstor
 (no empty, ``.`` or ``..`` segment): others are refused with InvalidArgument.
 
 Served: ListBuckets, CreateBucket, HeadBucket, DeleteBucket (empty only), GetBucketLocation,
-PutObject, GetObject (Range, conditionals), HeadObject, DeleteObject, ListObjectsV2 and
+PutObject, CopyObject (read and written by the peer: nothing passes through the client),
+GetObject (Range, conditionals), HeadObject, DeleteObject, DeleteObjects, ListObjectsV2 and
 ListObjects (prefix, delimiter, continuation token or marker, start-after, max-keys,
 ``encoding-type=url``). Every other sub-resource (multipart, copy, ACLs, tagging...) is
 answered NotImplemented rather than mistaken for a plain object operation.
@@ -15,11 +16,15 @@ answered NotImplemented rather than mistaken for a plain object operation.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -44,12 +49,14 @@ from node.api.s3.auth import (
     payload_checked,
     raw_path,
 )
-from node.api.s3.errors import S3Error
+from node.api.s3.errors import S3Error, s3_code
 from node.api.sending import send_file
 from node.errors import (
+    BadDigest,
     FileNotFound,
     InvalidName,
     NamespaceNotFound,
+    RingstoreError,
     TooLarge,
     Unauthenticated,
 )
@@ -64,10 +71,13 @@ AWS_CHUNKED = "aws-chunked"
 REGION = "us-east-1"  # what GetBucketLocation and HeadBucket name; any is accepted
 MAX_KEYS = 1000  # keys per listing page at most (S3's bound too)
 MAX_BUCKET_BODY = 64 << 10  # bytes of a CreateBucket configuration read at most
+MAX_DELETE_BODY = 1 << 20  # bytes of a DeleteObjects document read at most
+DELETING_AT_ONCE = 16  # deletions of one DeleteObjects under way at a time
+COPY_SOURCE = "x-amz-copy-source"
 # Sub-resources of S3 not served yet: answered NotImplemented, never taken as plain GETs.
 UNSERVED = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+        "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging", "metrics",
         "notification", "object-lock", "ownershipControls", "partNumber", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
@@ -88,6 +98,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     query = dict(pairs)
     unserved = sorted(UNSERVED & set(query))
     method = request.method
+    if method == hdrs.METH_POST and bucket and not key and "delete" in query:
+        return await delete_objects(request, bucket)
     if unserved or (method == hdrs.METH_POST and bucket):
         what = f"?{unserved[0]}" if unserved else "POST"
         raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")
@@ -110,8 +122,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if method in (hdrs.METH_GET, hdrs.METH_HEAD):
             return await get_object(request, bucket, name)
         if method == hdrs.METH_PUT:
-            if "x-amz-copy-source" in request.headers:
-                raise S3Error("NotImplemented", "CopyObject is not served yet")
+            if COPY_SOURCE in request.headers:
+                return await copy_object(request, bucket, name)
             return await put_object(request, bucket, name)
         if method == hdrs.METH_DELETE:
             return await delete_object(request, bucket, name)
@@ -298,6 +310,108 @@ async def delete_object(request: web.Request, bucket: str, name: str) -> web.Res
     except FileNotFound:
         await _existing_bucket(request, bucket)
     return web.Response(status=204)
+
+
+async def copy_object(request: web.Request, bucket: str, name: str) -> web.Response:
+    """CopyObject: the peer streams the source's bytes from its chunks into a new object,
+    as a PUT of them would store it; nothing passes through the client. The metadata is
+    the source's (``x-amz-metadata-directive: COPY``, the default) or the request's
+    (``REPLACE``). Needs read on the source's bucket and write on the target's."""
+    source_bucket, source = _copy_source(request.headers[COPY_SOURCE])
+    directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
+    if any(h.lower().startswith("x-amz-copy-source-") for h in request.headers):
+        raise S3Error("NotImplemented", "x-amz-copy-source-if-* conditions are not served yet")
+    if source == name and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata.",
+        )
+    await require(request, "read", source_bucket)
+    await require(request, "write", bucket)
+    await _existing_bucket(request, bucket)
+    coordinator = request.app[COORDINATOR]
+    try:
+        original = await coordinator.stat(source)
+    except FileNotFound:
+        await _existing_bucket(request, source_bucket)
+        raise FileNotFound("The specified key does not exist.") from None
+    if directive == "COPY":
+        content_type, representation = original.content_type, original.representation
+    else:
+        content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+        representation = representation_of(_stored_headers(request), META_PREFIX)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(coordinator.stream(original, 0, original.size)) as read:
+            async for piece in read:
+                yield bytes(piece)  # (the stream's blocks are views it may reuse)
+
+    manifest = await coordinator.put(
+        name,
+        body(),
+        original.size,
+        content_type,
+        write_condition(request),
+        representation=representation,
+    )
+    log.info("S3 COPY %r to %r, %d bytes as %s", source, name, manifest.size, manifest.version)
+    return _xml(bodies.copy_result(manifest))
+
+
+def _copy_source(header: str) -> tuple[str, str]:
+    """``(bucket, name)`` of an ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded)."""
+    path, _, query = header.partition("?")
+    if query:
+        raise S3Error("NotImplemented", "copying a version (?versionId=) is not served")
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY")
+    return bucket, _object_name(bucket, key)
+
+
+async def delete_objects(request: web.Request, bucket: str) -> web.Response:
+    """DeleteObjects: up to 1000 keys of one bucket, each deleted as DeleteObject deletes
+    (a missing key counts as deleted), ``DELETING_AT_ONCE`` at a time. The document is
+    checked against the signature and a ``Content-MD5``."""
+    await require(request, "write", bucket)
+    await _existing_bucket(request, bucket)
+    config = request.app[CONFIG]
+    pieces = [p async for p in body_pieces(request, config.client_timeout, MAX_DELETE_BODY)]
+    document = b"".join(pieces)
+    check_small_payload(request, document)
+    for digest in expected_digests(request.headers):
+        if hashlib.new(digest.algorithm, document).digest() != digest.digest:
+            raise BadDigest("The Content-MD5 you specified did not match what we received.")
+    try:
+        keys, quiet = bodies.parse_delete(document)
+    except bodies.MalformedXML as exc:
+        raise S3Error("MalformedXML", str(exc)) from None
+    coordinator = request.app[COORDINATOR]
+    at_once = asyncio.Semaphore(DELETING_AT_ONCE)
+
+    async def delete(key: str) -> tuple[str, str, str] | None:
+        try:
+            name = name_from_raw_path(quote(f"{bucket}/{key}", safe="/"))
+        except InvalidName as exc:
+            return key, "InvalidArgument", exc.message
+        async with at_once:
+            try:
+                await coordinator.delete(name)
+            except FileNotFound:
+                pass
+            except RingstoreError as exc:
+                return key, s3_code(exc), exc.message
+        return None
+
+    outcomes = await asyncio.gather(*(delete(key) for key in keys))
+    errors = [outcome for outcome in outcomes if outcome is not None]
+    failed = {key for key, _, _ in errors}
+    deleted = [] if quiet else [key for key in keys if key not in failed]
+    log.info("S3 DeleteObjects in %r: %d keys, %d failed", bucket, len(keys), len(errors))
+    return _xml(bodies.delete_result(deleted, errors))
 
 
 # --- listings --------------------------------------------------------------------------------

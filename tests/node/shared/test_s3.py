@@ -498,3 +498,65 @@ async def test_no_secret_or_signature_reaches_a_log_line(
     assert "refused a signed request" in logged  # the refusals were logged, without:
     for secret in (ADMIN[1], "not-the-secret", signature):
         assert secret not in logged
+
+
+async def test_copy_object_within_and_across_buckets(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    source = await new_bucket(admin[0], "s3-copy-from")
+    target = await new_bucket(admin[0], "s3-copy-to")
+    data = bytes(range(256)) * 300  # several stripes
+    await s3(
+        admin[1].put_object,
+        Bucket=source,
+        Key="orig",
+        Body=data,
+        ContentType="text/x-orig",
+        Metadata={"kept": "yes"},
+    )
+    origin = {"Bucket": source, "Key": "orig"}
+    copied = await s3(admin[2].copy_object, Bucket=target, Key="dir/copy", CopySource=origin)
+    assert copied["CopyObjectResult"]["ETag"]
+    head = await s3(admin[3].head_object, Bucket=target, Key="dir/copy")
+    assert (head["ContentType"], head["Metadata"]) == ("text/x-orig", {"kept": "yes"})
+    got = await s3(admin[4].get_object, Bucket=target, Key="dir/copy")
+    assert await s3(got["Body"].read) == data
+    await s3(
+        admin[5].copy_object,
+        Bucket=source,
+        Key="orig",
+        CopySource=origin,
+        MetadataDirective="REPLACE",
+        ContentType="text/plain",
+        Metadata={"new": "1"},
+    )
+    head = await s3(admin[6].head_object, Bucket=source, Key="orig")
+    assert (head["ContentType"], head["Metadata"]) == ("text/plain", {"new": "1"})
+    code = await refused(admin[0].copy_object, Bucket=source, Key="orig", CopySource=origin)
+    assert code == ("InvalidRequest", 400)  # onto itself, nothing changed
+    missing = {"Bucket": source, "Key": "none"}
+    code = await refused(admin[1].copy_object, Bucket=target, Key="x", CopySource=missing)
+    assert code == ("NoSuchKey", 404)
+    writer_key = await new_key(cluster, name="s3-copier", write=[target])
+    writer = await s3(client, cluster[2].s3_url, writer_key)
+    try:  # may write the target, may not read the source
+        code = await refused(writer.copy_object, Bucket=target, Key="y", CopySource=origin)
+        assert code == ("AccessDenied", 403)
+    finally:
+        writer.close()
+
+
+async def test_delete_objects_deletes_a_batch(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "s3-batch")
+    keys = [f"k{i}" for i in range(6)]
+    for key in keys:
+        await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
+    doomed = [{"Key": k} for k in [*keys[:3], "never-there", "a//b"]]
+    result = await s3(admin[2].delete_objects, Bucket=bucket, Delete={"Objects": doomed})
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["k0", "k1", "k2", "never-there"]
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("a//b", "InvalidArgument")]
+    quiet = {"Objects": [{"Key": "k3"}], "Quiet": True}
+    result = await s3(admin[3].delete_objects, Bucket=bucket, Delete=quiet)
+    assert "Deleted" not in result
+    listed = await s3(admin[4].list_objects_v2, Bucket=bucket)
+    assert [o["Key"] for o in listed["Contents"]] == ["k4", "k5"]
