@@ -8,10 +8,11 @@ grant, deleting one admin, as ``/namespaces`` does). Keys must be valid ringstor
 
 Served: ListBuckets, CreateBucket, HeadBucket, DeleteBucket (empty only), GetBucketLocation,
 PutObject, CopyObject (read and written by the peer: nothing passes through the client),
-GetObject (Range, conditionals), HeadObject, DeleteObject, DeleteObjects, ListObjectsV2 and
-ListObjects (prefix, delimiter, continuation token or marker, start-after, max-keys,
-``encoding-type=url``). Every other sub-resource (multipart, copy, ACLs, tagging...) is
-answered NotImplemented rather than mistaken for a plain object operation.
+GetObject (Range, conditionals, ``response-*`` overrides), HeadObject, DeleteObject,
+DeleteObjects, ListObjectsV2 and ListObjects (prefix, delimiter, continuation token or
+marker, start-after, max-keys, ``encoding-type=url``). Every other sub-resource (multipart,
+ACLs, tagging...) is answered NotImplemented rather than mistaken for a plain object
+operation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 
@@ -63,6 +65,7 @@ from node.errors import (
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
+from node.model.representation import MAX_FIELD_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,15 @@ MAX_BUCKET_BODY = 64 << 10  # bytes of a CreateBucket configuration read at most
 MAX_DELETE_BODY = 1 << 20  # bytes of a DeleteObjects document read at most
 DELETING_AT_ONCE = 16  # deletions of one DeleteObjects under way at a time
 COPY_SOURCE = "x-amz-copy-source"
+# GetObject parameters that set a header of the answer
+RESPONSE_OVERRIDES: dict[str, str] = {
+    "response-content-type": hdrs.CONTENT_TYPE,
+    "response-content-language": hdrs.CONTENT_LANGUAGE,
+    "response-expires": hdrs.EXPIRES,
+    "response-cache-control": hdrs.CACHE_CONTROL,
+    "response-content-disposition": hdrs.CONTENT_DISPOSITION,
+    "response-content-encoding": hdrs.CONTENT_ENCODING,
+}
 # Sub-resources of S3 not served yet: answered NotImplemented, never taken as plain GETs.
 UNSERVED = frozenset(
     {
@@ -284,7 +296,7 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
     except FileNotFound:
         await _existing_bucket(request, bucket)
         raise FileNotFound("The specified key does not exist.") from None
-    headers = _object_headers(manifest)
+    headers = {**_object_headers(manifest), **_overrides(request)}
     conditions = preconditions(request)
     if (not_modified := answer_read(conditions, manifest, headers)) is not None:
         return not_modified
@@ -299,6 +311,24 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
         await response.prepare(request)
         return response
     return await send_file(request, response, coordinator, manifest, start, end)
+
+
+def _overrides(request: web.Request) -> dict[str, str]:
+    """The answer's headers a signed GetObject sets with ``response-*`` parameters (e.g. a
+    presigned download's Content-Disposition). Raises S3Error: anonymous requests may not,
+    and a value must be a valid header value."""
+    pairs: list[tuple[str, str]] = request[QUERY]
+    wanted = {RESPONSE_OVERRIDES[n]: v for n, v in pairs if n in RESPONSE_OVERRIDES}
+    if not wanted:
+        return {}
+    if principal_of(request).anonymous:
+        raise S3Error("InvalidRequest", "response-* parameters need a signed request")
+    for header, value in wanted.items():
+        if len(value) > MAX_FIELD_LENGTH or any(
+            unicodedata.category(c) in ("Cc", "Cs") for c in value
+        ):
+            raise S3Error("InvalidArgument", f"not a valid {header} value")
+    return wanted
 
 
 async def delete_object(request: web.Request, bucket: str, name: str) -> web.Response:

@@ -560,3 +560,31 @@ async def test_delete_objects_deletes_a_batch(admin: list[BaseClient]) -> None:
     assert "Deleted" not in result
     listed = await s3(admin[4].list_objects_v2, Bucket=bucket)
     assert [o["Key"] for o in listed["Contents"]] == ["k4", "k5"]
+
+
+async def test_response_overrides_set_a_download_s_headers(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = "s3-overrides"
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.put(f"{cluster[0].url}/namespaces/{bucket}", json={"public_read": True}) as made,
+    ):
+        assert made.status == 201
+    await s3(admin[1].put_object, Bucket=bucket, Key="report.csv", Body=b"a,b\n")
+    params = {
+        "Bucket": bucket,
+        "Key": "report.csv",
+        "ResponseContentDisposition": 'attachment; filename="r.csv"',
+        "ResponseContentType": "text/csv",
+    }
+    got = await s3(admin[2].get_object, **params)
+    assert got["ContentDisposition"] == 'attachment; filename="r.csv"'
+    assert got["ContentType"] == "text/csv"
+    assert await s3(got["Body"].read) == b"a,b\n"
+    bad = {**params, "ResponseContentType": "text/csv\r\nX-Injected: 1"}
+    assert await refused(admin[3].get_object, **bad) == ("InvalidArgument", 400)
+    public = f"{cluster[4].s3_url}/{bucket}/report.csv"
+    assert await s3(fetch, public) == (200, b"a,b\n")
+    status, _ = await s3(fetch, public + "?response-content-type=text/html")
+    assert status == 400  # anonymous requests may not set them
