@@ -112,6 +112,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     method = request.method
     if method == hdrs.METH_POST and bucket and not key and "delete" in query:
         return await delete_objects(request, bucket)
+    if query.get("versionId", "null") != "null":  # ("null": the one version there is)
+        unserved = ["versionId", *unserved]
     if unserved or (method == hdrs.METH_POST and bucket):
         what = f"?{unserved[0]}" if unserved else "POST"
         raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")

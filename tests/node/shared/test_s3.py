@@ -401,6 +401,11 @@ async def test_unserved_operations_say_so(admin: list[BaseClient]) -> None:
     assert code == ("NotImplemented", 501)
     code = await refused(admin[1].get_bucket_acl, Bucket=bucket)
     assert code == ("NotImplemented", 501)
+    await s3(admin[1].put_object, Bucket=bucket, Key="k", Body=b"v")
+    code = await refused(admin[1].get_object, Bucket=bucket, Key="k", VersionId="v2")
+    assert code == ("NotImplemented", 501)  # never another version than asked for
+    got = await s3(admin[1].get_object, Bucket=bucket, Key="k", VersionId="null")
+    assert await s3(got["Body"].read) == b"v"
     location = await s3(admin[2].get_bucket_location, Bucket=bucket)
     assert location["LocationConstraint"] == "us-east-1"
 
