@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 
 from aiohttp import hdrs, web
@@ -103,9 +103,8 @@ async def _principal(request: web.Request, query: list[tuple[str, str]], now: No
     else:
         signed = from_query(query)
     check_time(signed, now())
-    headers: dict[str, list[str]] = {}
-    for name, value in request.headers.items():
-        headers.setdefault(name.lower(), []).append(value)
+    headers = header_lists(request)
+    check_amz_headers_signed(signed, headers)
     method, path = request.method, raw_path(request)
     signing_keys: list[bytes] = []  # for signed aws-chunked bodies
 
@@ -126,14 +125,40 @@ async def _principal(request: web.Request, query: list[tuple[str, str]], now: No
     return principal
 
 
+def header_lists(request: web.Request) -> dict[str, list[str]]:
+    """The request's headers by lower-case name, each with its values in order."""
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def check_amz_headers_signed(signed: Signed, headers: Mapping[str, Sequence[str]]) -> None:
+    """Raise S3Error AccessDenied when an ``x-amz-*`` header is not among the signed ones.
+
+    Routes obey ``x-amz-*`` headers (``x-amz-copy-source`` makes a PUT a copy,
+    ``x-amz-metadata-directive``, ``x-amz-meta-*``...): one added to a presigned URL by
+    whoever holds it would change what the signer allowed. botocore's header signer signs
+    every header it sends (``x-amz-date``, ``x-amz-content-sha256``, checksums, trailers
+    and decoded lengths included); a presigned URL's payload hash is in its query, so an
+    ``x-amz-content-sha256`` header the signer could not sign is left to be ignored."""
+    allowed = set(signed.signed_headers)
+    if signed.presigned:
+        allowed.add(CONTENT_SHA256)
+    unsigned = sorted(n for n in headers if n.startswith("x-amz-") and n not in allowed)
+    if unsigned:
+        raise S3Error("AccessDenied", f"x-amz-* headers must be signed: {', '.join(unsigned)}")
+
+
 async def _presigned_v2(request: web.Request, query: list[tuple[str, str]], now: Now) -> Principal:
     """The principal of a Signature V2 presigned URL (what boto3 makes by default)."""
     signed = sigv2.from_query(query)
     sigv2.check_time(signed, now().timestamp())
     method, path = request.method, raw_path(request)
+    headers = header_lists(request)
 
     def proves(secret: str) -> bool:
-        return sigv2.verifies(secret, signed, method, path, query)
+        return sigv2.verifies(secret, signed, method, path, query, headers)
 
     return await request.app[GATEKEEPER].signed(signed.access_key, proves, request.remote or "?")
 

@@ -6,10 +6,11 @@ a user's plain ``generate_presigned_url`` must work. Only that query form is ser
 requests signed with V2 in their ``Authorization`` header are refused (use V4).
 
 Following AWS's "Signing and Authenticating REST Requests" (S3, legacy): the signature is
-base64(HMAC-SHA1(secret, string to sign)), where the string is the method, the Content-MD5
-and Content-Type the URL carries, the ``Expires`` time, the ``x-amz-*`` parameters as
-``name:value`` lines, and the resource: the path as sent and the sub-resources among the
-parameters, sorted.
+base64(HMAC-SHA1(secret, string to sign)), where the string is the method, the request's
+Content-MD5 and Content-Type, the ``Expires`` time, the ``x-amz-*`` headers and parameters
+as ``name:value`` lines ("CanonicalizedAmzHeaders"), and the resource: the path as sent and
+the sub-resources among the parameters, sorted. Every header a route obeys is thus signed:
+whoever holds a URL cannot add an ``x-amz-copy-source`` or change its Content-Type.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from node.api.s3.sigv4 import SigV4Error
@@ -69,20 +70,41 @@ def check_time(signed: SignedV2, now: float) -> None:
 
 
 def string_to_sign(
-    method: str, raw_path: str, query: Sequence[tuple[str, str]], expires: int
+    method: str,
+    raw_path: str,
+    query: Sequence[tuple[str, str]],
+    expires: int,
+    headers: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    params = dict(query)
-    amz = sorted((n.lower(), v.strip()) for n, v in query if n.lower().startswith("x-amz-"))
+    """AWS's V2 string to sign for query auth. Content-MD5, Content-Type and the
+    ``x-amz-*`` values are the request's headers (what the routes obey) and, where a
+    header is absent, the parameters botocore moved into the URL; an ``x-amz-*`` name in
+    both has both values, joined with ``,`` ("CanonicalizedAmzHeaders": names lower-cased
+    and sorted, values trimmed)."""
+    sent = headers or {}
+    params = {name.lower(): value for name, value in query}
+    amz: dict[str, list[str]] = {}
+    for name, value in query:
+        if name.lower().startswith("x-amz-"):
+            amz.setdefault(name.lower(), []).append(value.strip())
+    for name, values in sent.items():
+        if name.lower().startswith("x-amz-"):
+            amz.setdefault(name.lower(), []).extend(v.strip() for v in values)
+
+    def standard(name: str) -> str:
+        values = sent.get(name)
+        return ",".join(v.strip() for v in values) if values else params.get(name, "")
+
     resource = raw_path
     subresources = sorted((n, v) for n, v in query if n in SUBRESOURCES)
     if subresources:
         resource += "?" + "&".join(f"{n}={v}" if v else n for n, v in subresources)
     lines = [
         method.upper(),
-        params.get("content-md5", ""),
-        params.get("content-type", ""),
+        standard("content-md5"),
+        standard("content-type"),
         str(expires),
-        *(f"{name}:{value}" for name, value in amz),
+        *(f"{name}:{','.join(values)}" for name, values in sorted(amz.items())),
         resource,
     ]
     return "\n".join(lines)
@@ -94,8 +116,9 @@ def verifies(
     method: str,
     raw_path: str,
     query: Sequence[tuple[str, str]],
+    headers: Mapping[str, Sequence[str]] | None = None,
 ) -> bool:
     """Whether the URL's signature is right under ``secret`` (constant-time comparison)."""
-    text = string_to_sign(method, raw_path, query, signed.expires)
+    text = string_to_sign(method, raw_path, query, signed.expires, headers)
     digest = hmac.new(secret.encode(), text.encode("utf-8"), hashlib.sha1).digest()
     return hmac.compare_digest(base64.b64encode(digest).decode(), signed.signature)

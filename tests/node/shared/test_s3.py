@@ -197,6 +197,66 @@ async def test_a_skewed_clock_is_refused(cluster: LocalCluster, admin: list[Base
         skewed.close()
 
 
+async def raw(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, bytes]:
+    """One request with aiohttp, exactly as given: the status and the body."""
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as http,
+        http.request(method, url, headers=headers or {}, data=body) as answer,
+    ):
+        return answer.status, await answer.read()
+
+
+@pytest.mark.parametrize("signature_version", ["s3v4", None])  # None: botocore's V2 default
+async def test_a_presigned_put_with_an_added_copy_source_copies_nothing(
+    cluster: LocalCluster, admin: list[BaseClient], signature_version: str | None
+) -> None:
+    """x-amz-* headers the signer did not sign are refused: a presigned upload must not
+    become a copy of what its signer may read."""
+    private = await new_bucket(admin[0], f"s3-private-{signature_version or 'v2'}")
+    uploads = await new_bucket(admin[0], f"s3-uploads-{signature_version or 'v2'}")
+    await s3(admin[0].put_object, Bucket=private, Key="secret.txt", Body=b"the secret")
+    key = await new_key(
+        cluster, name=f"s3-dropper-{signature_version}", read=[private], write=[uploads]
+    )
+    signer = await s3(client, cluster[FAILING_PEER].s3_url, key, signature_version)
+    try:
+        params = {"Bucket": uploads, "Key": "drop.txt"}
+        url = await s3(signer.generate_presigned_url, "put_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    status, body = await raw(
+        "PUT", url, {"x-amz-copy-source": f"{private}/secret.txt"}, b"uploaded"
+    )
+    assert status == 403, body
+    assert b"<Code>AccessDenied</Code>" in body or b"SignatureDoesNotMatch" in body
+    assert await refused(admin[1].head_object, Bucket=uploads, Key="drop.txt") == ("404", 404)
+    assert await raw("PUT", url, {}, b"uploaded") == (200, b"")
+    got = await s3(admin[2].get_object, Bucket=uploads, Key="drop.txt")
+    assert await s3(got["Body"].read) == b"uploaded"
+
+
+@pytest.mark.parametrize("signature_version", ["s3v4", None])
+async def test_a_presigned_put_with_another_content_type_is_refused(
+    cluster: LocalCluster, admin: list[BaseClient], signature_version: str | None
+) -> None:
+    bucket = await new_bucket(admin[0], f"s3-typed-{signature_version or 'v2'}")
+    signer = await s3(client, cluster[FAILING_PEER].s3_url, ADMIN, signature_version)
+    try:
+        params = {"Bucket": bucket, "Key": "page", "ContentType": "text/plain"}
+        url = await s3(signer.generate_presigned_url, "put_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    status, _ = await raw("PUT", url, {"Content-Type": "text/html"}, b"<script>")
+    assert status == 403
+    assert await refused(admin[1].head_object, Bucket=bucket, Key="page") == ("404", 404)
+    status, _ = await raw("PUT", url, {"Content-Type": "text/plain"}, b"plain")
+    assert status == 200
+    head = await s3(admin[2].head_object, Bucket=bucket, Key="page")
+    assert head["ContentType"] == "text/plain"
+
+
 @pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
 async def test_a_body_that_is_not_the_one_signed_stores_nothing(
     cluster: LocalCluster, admin: list[BaseClient], size: int
