@@ -170,3 +170,8 @@ def test_a_signed_trailer_is_checked() -> None:
     )
     with pytest.raises(BadSignature):
         decode(ChunkedBody(chain(), "x-amz-checksum-crc32", len(data)), body("0" * 64), [])
+
+
+def test_a_chunk_signature_outside_ascii_is_a_bad_signature_not_a_crash() -> None:
+    with pytest.raises(BadSignature):
+        example_chain().check_chunk("é" * 64, sigv4.EMPTY_SHA256)

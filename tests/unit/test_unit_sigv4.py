@@ -17,7 +17,7 @@ from botocore.utils import percent_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.api.s3 import sigv4
+from node.api.s3 import sigv2, sigv4
 from node.api.s3.errors import DOMAIN_CODES, STATUS
 from node.api.s3.sigv4 import SigV4Error
 
@@ -191,3 +191,36 @@ def test_payload_hash_must_be_given_and_well_formed() -> None:
 
 def test_every_s3_code_the_domain_maps_to_has_a_status() -> None:
     assert all(code in STATUS for _, code in DOMAIN_CODES)
+
+
+def test_signatures_outside_ascii_do_not_verify() -> None:
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={EXAMPLE_KEY}/20130524/us-east-1/s3/aws4_request,"
+        "SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature=é"
+    )
+    headers = _headers(
+        {
+            "Host": "examplebucket.s3.amazonaws.com",
+            "x-amz-content-sha256": sigv4.EMPTY_SHA256,
+            "x-amz-date": "20130524T000000Z",
+        }
+    )
+    signed = sigv4.from_header(authorization, "20130524T000000Z", sigv4.EMPTY_SHA256)
+    assert not sigv4.verifies(EXAMPLE_SECRET, signed, "GET", "/test.txt", [], headers)
+    signed_v2 = sigv2.SignedV2(EXAMPLE_KEY, "é", 2_000_000_000)
+    assert not sigv2.verifies(EXAMPLE_SECRET, signed_v2, "GET", "/b/k", [])
+
+
+def test_a_presigned_payload_hash_must_be_hex() -> None:
+    query = [
+        ("X-Amz-Algorithm", sigv4.ALGORITHM),
+        ("X-Amz-Credential", f"{EXAMPLE_KEY}/20130524/us-east-1/s3/aws4_request"),
+        ("X-Amz-Date", "20130524T000000Z"),
+        ("X-Amz-Expires", "60"),
+        ("X-Amz-SignedHeaders", "host"),
+        ("X-Amz-Signature", "0" * 64),
+        ("X-Amz-Content-Sha256", "zz"),
+    ]
+    with pytest.raises(SigV4Error) as refused:
+        sigv4.from_query(query)
+    assert refused.value.code == "InvalidArgument"

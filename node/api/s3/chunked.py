@@ -71,7 +71,7 @@ class ChunkChain:
         self._check(given, self._sign("AWS4-HMAC-SHA256-TRAILER", trailer_sha256), "the trailer")
 
     def _check(self, given: str, expected: str, what: str) -> None:
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given.encode("utf-8"), expected.encode()):
             raise BadSignature(f"the signature of {what} of the body does not match")
         self.previous = expected
 

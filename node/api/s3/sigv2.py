@@ -118,7 +118,8 @@ def verifies(
     query: Sequence[tuple[str, str]],
     headers: Mapping[str, Sequence[str]] | None = None,
 ) -> bool:
-    """Whether the URL's signature is right under ``secret`` (constant-time comparison)."""
+    """Whether the URL's signature is right under ``secret`` (constant-time comparison of
+    bytes: a signature with characters outside ASCII is simply wrong, not a TypeError)."""
     text = string_to_sign(method, raw_path, query, signed.expires, headers)
     digest = hmac.new(secret.encode(), text.encode("utf-8"), hashlib.sha1).digest()
-    return hmac.compare_digest(base64.b64encode(digest).decode(), signed.signature)
+    return hmac.compare_digest(base64.b64encode(digest), signed.signature.encode("utf-8"))

@@ -180,7 +180,8 @@ def verifies(
     canonical_q = canonical_query(query, signed.excluded_params)
     for uri in canonical_uris(raw_path):
         request = canonical_request(method, uri, canonical_q, headers, signed)
-        if hmac.compare_digest(signature(secret, signed, request), signed.signature):
+        given = signed.signature.encode("utf-8")
+        if hmac.compare_digest(signature(secret, signed, request).encode(), given):
             return True
     return False
 
@@ -274,7 +275,7 @@ def from_query(query: Sequence[tuple[str, str]]) -> Signed:
         signed_headers=_signed_header_names(params["X-Amz-SignedHeaders"], malformed),
         signature=params[SIGNATURE_PARAM],
         timestamp=timestamp,
-        payload_hash=params.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD),
+        payload_hash=_payload_hash(params.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD)),
         presigned=True,
         expires=expires,
         excluded_params=frozenset({SIGNATURE_PARAM}),

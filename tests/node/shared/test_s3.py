@@ -257,6 +257,29 @@ async def test_a_presigned_put_with_another_content_type_is_refused(
     assert head["ContentType"] == "text/plain"
 
 
+async def test_signatures_outside_their_alphabet_are_refused_not_crashed_on(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "s3-alphabet")
+    await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"k")
+    base = f"{cluster[FAILING_PEER].s3_url}/{bucket}/k"
+    expires = int(dt.datetime.now(dt.timezone.utc).timestamp()) + 60
+    v2 = f"{base}?AWSAccessKeyId={ADMIN[0]}&Expires={expires}&Signature=%C3%A9"
+    status, body = await raw("GET", v2)
+    assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
+    signer = await s3(client, cluster[FAILING_PEER].s3_url, ADMIN, "s3v4")
+    try:
+        params = {"Bucket": bucket, "Key": "k"}
+        url = await s3(signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    bad = re.sub(r"X-Amz-Signature=[0-9a-f]+", "X-Amz-Signature=%C3%A9", url)
+    status, body = await raw("GET", bad)
+    assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
+    status, body = await raw("GET", url + "&X-Amz-Content-Sha256=zz")
+    assert (status, b"<Code>InvalidArgument</Code>" in body) == (400, True)
+
+
 @pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
 async def test_a_body_that_is_not_the_one_signed_stores_nothing(
     cluster: LocalCluster, admin: list[BaseClient], size: int
