@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from node.api.s3.sigv4 import SigV4Error
+from node.api.s3.sigv4 import MAX_EXPIRES, SigV4Error
 
 # Parameters that are part of the signed resource (botocore's ``HmacV1Auth.QSAOfInterest``).
 SUBRESOURCES = frozenset(
@@ -65,8 +65,13 @@ def from_query(query: Sequence[tuple[str, str]]) -> SignedV2:
 
 
 def check_time(signed: SignedV2, now: float) -> None:
+    """Refuse a URL past its ``Expires``, or one valid for longer than ``MAX_EXPIRES``
+    from ``now`` (AWS's bound for V4 presigning): V2 carries no signing time, so without
+    the bound a URL could be made to last for decades."""
     if now > signed.expires:
         raise SigV4Error("AccessDenied", "Request has expired")
+    if signed.expires - now > MAX_EXPIRES:
+        raise SigV4Error("AccessDenied", f"Expires must be at most {MAX_EXPIRES} seconds from now")
 
 
 def string_to_sign(

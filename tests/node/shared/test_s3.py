@@ -280,6 +280,27 @@ async def test_signatures_outside_their_alphabet_are_refused_not_crashed_on(
     assert (status, b"<Code>InvalidArgument</Code>" in body) == (400, True)
 
 
+async def test_v2_presigned_urls_live_at_most_seven_days(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "s3-v2-week")
+    await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"week")
+    signer = await s3(client, cluster[FAILING_PEER].s3_url)
+    params = {"Bucket": bucket, "Key": "k"}
+    try:
+        week = await s3(
+            signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=604_000
+        )
+        longer = await s3(
+            signer.generate_presigned_url, "get_object", Params=params, ExpiresIn=604_900
+        )
+    finally:
+        signer.close()
+    assert await raw("GET", week) == (200, b"week")
+    status, body = await raw("GET", longer)
+    assert (status, b"<Code>AccessDenied</Code>" in body) == (403, True)
+
+
 @pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
 async def test_a_body_that_is_not_the_one_signed_stores_nothing(
     cluster: LocalCluster, admin: list[BaseClient], size: int
