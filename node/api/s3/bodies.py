@@ -139,8 +139,9 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]  # without its namespace
 
 
-def parse_delete(document: bytes) -> tuple[list[str], bool]:
-    """The keys and the Quiet flag of a DeleteObjects document. Raises MalformedXML.
+def parse_delete(document: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """The ``(key, VersionId or None)`` of each ``<Object>`` of a DeleteObjects document, in
+    order, and its Quiet flag. Raises MalformedXML.
 
     Documents with a DTD are refused before parsing (no entity of any kind is wanted);
     expat bounds entity expansion besides, and the caller bounds the size."""
@@ -152,7 +153,7 @@ def parse_delete(document: bytes) -> tuple[list[str], bool]:
         raise MalformedXML(f"not well-formed XML: {exc}") from None
     if _local(root.tag) != "Delete":
         raise MalformedXML("the document must be <Delete>")
-    keys: list[str] = []
+    keys: list[tuple[str, str | None]] = []
     quiet = False
     for child in root:
         tag = _local(child.tag)
@@ -162,7 +163,8 @@ def parse_delete(document: bytes) -> tuple[list[str], bool]:
             key = next((c.text for c in child if _local(c.tag) == "Key"), None)
             if not key:
                 raise MalformedXML("every <Object> needs a <Key>")
-            keys.append(key)
+            version = next((c for c in child if _local(c.tag) == "VersionId"), None)
+            keys.append((key, None if version is None else (version.text or "")))
     if not 1 <= len(keys) <= MAX_DELETE_KEYS:
         raise MalformedXML(f"a DeleteObjects request names 1-{MAX_DELETE_KEYS} keys")
     return keys, quiet

@@ -424,7 +424,10 @@ async def delete_objects(request: web.Request, bucket: str) -> web.Response:
     coordinator = request.app[COORDINATOR]
     at_once = asyncio.Semaphore(DELETING_AT_ONCE)
 
-    async def delete(key: str) -> tuple[str, str, str] | None:
+    async def delete(key: str, version: str | None) -> tuple[str, str, str] | None:
+        if version is not None and version != "null":
+            # never delete the current object for a version asked: versions are not kept
+            return key, "NotImplemented", "versionId other than null is not supported"
         try:
             name = name_from_raw_path(quote(f"{bucket}/{key}", safe="/"))
         except InvalidName as exc:
@@ -438,10 +441,10 @@ async def delete_objects(request: web.Request, bucket: str) -> web.Response:
                 return key, s3_code(exc), exc.message
         return None
 
-    outcomes = await asyncio.gather(*(delete(key) for key in keys))
+    outcomes = await asyncio.gather(*(delete(key, version) for key, version in keys))
     errors = [outcome for outcome in outcomes if outcome is not None]
-    failed = {key for key, _, _ in errors}
-    deleted = [] if quiet else [key for key in keys if key not in failed]
+    done = [key for (key, _), outcome in zip(keys, outcomes, strict=True) if outcome is None]
+    deleted = [] if quiet else done
     log.info("S3 DeleteObjects in %r: %d keys, %d failed", bucket, len(keys), len(errors))
     return _xml(bodies.delete_result(deleted, errors))
 

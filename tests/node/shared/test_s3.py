@@ -671,6 +671,28 @@ async def test_delete_objects_deletes_a_batch(admin: list[BaseClient]) -> None:
     assert [o["Key"] for o in listed["Contents"]] == ["k4", "k5"]
 
 
+async def test_delete_objects_never_deletes_for_a_version_it_does_not_keep(
+    admin: list[BaseClient],
+) -> None:
+    """Versions are not kept: a VersionId other than null is a per-key error, and the
+    current object stays (deleting it would lose what the caller did not name)."""
+    bucket = await new_bucket(admin[0], "s3-batch-versions")
+    for key in ("kept", "null-version", "plain"):
+        await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
+    doomed = [
+        {"Key": "kept", "VersionId": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"},
+        {"Key": "null-version", "VersionId": "null"},
+        {"Key": "plain"},
+    ]
+    result = await s3(admin[2].delete_objects, Bucket=bucket, Delete={"Objects": doomed})
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["null-version", "plain"]
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("kept", "NotImplemented")]
+    got = await s3(admin[3].get_object, Bucket=bucket, Key="kept")
+    assert await s3(got["Body"].read) == b"kept"
+    listed = await s3(admin[4].list_objects_v2, Bucket=bucket)
+    assert [o["Key"] for o in listed["Contents"]] == ["kept"]
+
+
 async def test_response_overrides_set_a_download_s_headers(
     cluster: LocalCluster, admin: list[BaseClient]
 ) -> None:
