@@ -26,7 +26,7 @@ import logging
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -62,6 +62,7 @@ from node.errors import (
     TooLarge,
     Unauthenticated,
 )
+from node.model.access import namespace_of
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
@@ -145,9 +146,26 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _split(path: str) -> tuple[str, str]:
-    """``(bucket, raw key)`` of a path-style request path (both ``""`` when absent)."""
+    """``(bucket, raw key)`` of a path-style request path (both ``""`` when absent): the
+    bucket decoded (``_bucket``), the key as sent (``_object_name`` decodes it)."""
     bucket, _, key = path.lstrip("/").partition("/")
-    return bucket, key
+    return _bucket(bucket), key
+
+
+def _bucket(raw: str) -> str:
+    """The bucket of a percent-encoded path segment, decoded once, as the object's name is:
+    grants are checked on the namespace the object lands in, never on another spelling
+    of it (``a%62`` is ``ab``). A segment that decodes to something with ``%`` or ``/``
+    (or to no UTF-8) is InvalidBucketName: it could be read as two different buckets."""
+    if "%" not in raw:
+        return raw
+    try:
+        bucket = unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidBucketName", "a bucket name is UTF-8") from None
+    if "%" in bucket or "/" in bucket or not bucket:
+        raise S3Error("InvalidBucketName", f"not a bucket name: {raw[:80]!r}")
+    return bucket
 
 
 def _object_name(bucket: str, raw_key: str) -> str:
@@ -398,10 +416,14 @@ def _copy_source(header: str) -> tuple[str, str]:
     path, _, query = header.partition("?")
     if query:
         raise S3Error("NotImplemented", "copying a version (?versionId=) is not served")
-    bucket, _, key = path.lstrip("/").partition("/")
-    if not bucket or not key:
+    raw_bucket, _, key = path.lstrip("/").partition("/")
+    if not raw_bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY")
-    return bucket, _object_name(bucket, key)
+    bucket = _bucket(raw_bucket)
+    name = _object_name(bucket, key)
+    if namespace_of(name) != bucket:  # _bucket makes it so; checked where read is granted
+        raise S3Error("InvalidBucketName", f"not a bucket name: {raw_bucket[:80]!r}")
+    return bucket, name
 
 
 async def delete_objects(request: web.Request, bucket: str) -> web.Response:

@@ -24,6 +24,7 @@ import aiohttp
 import boto3
 import pytest
 import pytest_asyncio
+import yarl
 from botocore import auth as botocore_auth
 from botocore.client import BaseClient
 from botocore.config import Config
@@ -200,10 +201,12 @@ async def test_a_skewed_clock_is_refused(cluster: LocalCluster, admin: list[Base
 async def raw(
     method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b""
 ) -> tuple[int, bytes]:
-    """One request with aiohttp, exactly as given: the status and the body."""
+    """One request with aiohttp, exactly as given (the URL not normalised: yarl would
+    decode ``%62`` to ``b``): the status and the body."""
+    target = yarl.URL(url, encoded=True)
     async with (
         aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as http,
-        http.request(method, url, headers=headers or {}, data=body) as answer,
+        http.request(method, target, headers=headers or {}, data=body) as answer,
     ):
         return answer.status, await answer.read()
 
@@ -299,6 +302,34 @@ async def test_v2_presigned_urls_live_at_most_seven_days(
     assert await raw("GET", week) == (200, b"week")
     status, body = await raw("GET", longer)
     assert (status, b"<Code>AccessDenied</Code>" in body) == (403, True)
+
+
+async def test_a_percent_encoded_bucket_is_the_bucket_it_decodes_to(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Grants are checked on the bucket the object is in: ``a%62`` is ``ab``, for the
+    grant as for the name, and a bucket that decodes to a ``%`` is refused."""
+    bucket = await new_bucket(admin[0], "s3-ab")
+    await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"in ab")
+    reader = await new_key(cluster, name="s3-ab-reader", read=[bucket])
+    other = await new_key(cluster, name="s3-ab-other", read=["s3-refusals"])
+    spelled = await new_key(cluster, name="s3-ab-spelled", read=["s3-a%62"])
+    urls = {}
+    for who, key in (("reader", reader), ("other", other), ("spelled", spelled)):
+        signer = await s3(client, cluster[FAILING_PEER].s3_url, key, "s3v4")
+        try:
+            params = {"Bucket": bucket, "Key": "k"}
+            url = await s3(signer.generate_presigned_url, "get_object", Params=params)
+        finally:
+            signer.close()
+        # the canonical URI of /s3-a%62/k is /s3-ab/k: the signature still holds
+        urls[who] = url.replace(f"/{bucket}/k", "/s3-a%62/k")
+    assert await raw("GET", urls["reader"]) == (200, b"in ab")
+    for who in ("other", "spelled"):  # a grant on the spelling is no grant on ab
+        status, body = await raw("GET", urls[who])
+        assert (status, b"<Code>AccessDenied</Code>" in body) == (403, True)
+    status, body = await raw("GET", f"{cluster[FAILING_PEER].s3_url}/s3-a%2562/k")
+    assert (status, b"<Code>InvalidBucketName</Code>" in body) == (400, True)
 
 
 @pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
