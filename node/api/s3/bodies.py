@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.etree import ElementTree
+from xml.parsers import expat
 
 from node.model.access import NamespaceRecord
 from node.model.manifest import Manifest
@@ -139,18 +140,38 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]  # without its namespace
 
 
+def _parse_without_dtd(document: bytes) -> ElementTree.Element:
+    """The root of an XML ``document``; raises MalformedXML for one that is not
+    well-formed or that has a DTD (no entity of any kind is wanted). Searching the bytes
+    for ``<!DOCTYPE`` would miss one in UTF-16: expat sees it after decoding."""
+
+    def refuse(*_: object) -> None:
+        raise MalformedXML("a DeleteObjects document has no DTD")
+
+    builder = ElementTree.TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(document, True)
+        root = builder.close()
+    except expat.ExpatError as exc:
+        raise MalformedXML(f"not well-formed XML: {exc}") from None
+    except AssertionError:  # TreeBuilder: no element at all
+        raise MalformedXML("not well-formed XML: no element") from None
+    return root
+
+
 def parse_delete(document: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     """The ``(key, VersionId or None)`` of each ``<Object>`` of a DeleteObjects document, in
     order, and its Quiet flag. Raises MalformedXML.
 
-    Documents with a DTD are refused before parsing (no entity of any kind is wanted);
-    expat bounds entity expansion besides, and the caller bounds the size."""
-    if b"<!DOCTYPE" in document or b"<!ENTITY" in document:
-        raise MalformedXML("a DeleteObjects document has no DTD")
-    try:
-        root = ElementTree.fromstring(document)
-    except ElementTree.ParseError as exc:
-        raise MalformedXML(f"not well-formed XML: {exc}") from None
+    Parsed with expat (``_parse_without_dtd``), which refuses a DTD wherever it is, in
+    whatever encoding the document declares; the caller bounds the size."""
+    root = _parse_without_dtd(document)
     if _local(root.tag) != "Delete":
         raise MalformedXML("the document must be <Delete>")
     keys: list[tuple[str, str | None]] = []
