@@ -48,7 +48,7 @@ from node.api.s3.sigv4 import (
     signing_key,
     verifies,
 )
-from node.errors import BadDigest, InvalidDigest, PayloadHashMismatch
+from node.errors import BadDigest, BadSignature, InvalidDigest, PayloadHashMismatch
 
 SIGNED = web.RequestKey("s3_signed", Signed)  # the claims of a signed request
 CHAIN = web.RequestKey("s3_chunk_chain", ChunkChain)  # checks a signed aws-chunked body
@@ -104,7 +104,11 @@ async def _principal(request: web.Request, query: list[tuple[str, str]], now: No
         signed = from_query(query)
     check_time(signed, now())
     headers = header_lists(request)
-    check_amz_headers_signed(signed, headers)
+    try:
+        check_amz_headers_signed(signed, headers)
+    except S3Error:
+        penalty(request)()
+        raise
     method, path = request.method, raw_path(request)
     signing_keys: list[bytes] = []  # for signed aws-chunked bodies
 
@@ -197,13 +201,29 @@ def chunked_body(request: web.Request) -> ChunkedBody | None:
     return ChunkedBody(chain, trailer.strip() if trailer else None, int(declared))
 
 
-async def decoded(body: AsyncIterable[bytes], decoder: ChunkedBody) -> AsyncIterator[bytes]:
+async def decoded(
+    body: AsyncIterable[bytes], decoder: ChunkedBody, penalize: Callable[[], None] = lambda: None
+) -> AsyncIterator[bytes]:
     """The data of an aws-chunked ``body``; raises (instead of ending) what ``decoder``
-    finds wrong, so an upload of it is aborted before its commit."""
-    async for piece in body:
-        for part in decoder.feed(piece):
-            yield piece if len(part) == len(piece) else bytes(part)
-    decoder.end()
+    finds wrong, so an upload of it is aborted before its commit. A wrong chunk or trailer
+    signature calls ``penalize`` first (``penalty``): it is a bad signature like any."""
+    try:
+        async for piece in body:
+            for part in decoder.feed(piece):
+                yield piece if len(part) == len(piece) else bytes(part)
+        decoder.end()
+    except BadSignature:
+        penalize()
+        raise
+
+
+def penalty(request: web.Request) -> Callable[[], None]:
+    """What counts a signature refused after the Gatekeeper's check (an unsigned x-amz-*
+    header, a wrong chunk signature) against the request's address, as the Gatekeeper
+    counts a wrong signature: the address's next attempts are delayed the same way."""
+    gatekeeper = request.app[GATEKEEPER]
+    address = request.remote or "?"
+    return lambda: gatekeeper.penalty.failed(address)
 
 
 async def payload_checked(body: AsyncIterable[bytes], sha256_hex: str) -> AsyncIterator[bytes]:

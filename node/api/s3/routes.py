@@ -49,6 +49,7 @@ from node.api.s3.auth import (
     expected_checksum,
     expected_payload,
     payload_checked,
+    penalty,
     raw_path,
 )
 from node.api.s3.errors import S3Error, s3_code
@@ -272,7 +273,7 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
     representation = representation_of(_stored_headers(request), META_PREFIX)
     digests = expected_digests(request.headers)
     if decoder is not None:  # (its size is checked as it is decoded)
-        body = decoded(body_pieces(request, config.client_timeout), decoder)
+        body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
     else:
         body = body_pieces(request, config.client_timeout, config.max_file_size)
     if sha256 is not None:

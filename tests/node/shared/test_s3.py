@@ -26,10 +26,13 @@ import pytest
 import pytest_asyncio
 import yarl
 from botocore import auth as botocore_auth
+from botocore.awsrequest import AWSRequest
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from node.api.keys import GATEKEEPER
 from tests.harness import LocalCluster, eventually
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 
@@ -330,6 +333,53 @@ async def test_a_percent_encoded_bucket_is_the_bucket_it_decodes_to(
         assert (status, b"<Code>AccessDenied</Code>" in body) == (403, True)
     status, body = await raw("GET", f"{cluster[FAILING_PEER].s3_url}/s3-a%2562/k")
     assert (status, b"<Code>InvalidBucketName</Code>" in body) == (400, True)
+
+
+def chunked_put(url: str, key: tuple[str, str], chunk_signature: str) -> tuple[str, dict[str, str]]:
+    """A PUT of ``hello`` as a signed aws-chunked body, its header signed by botocore's
+    own signer, its one data chunk signed with ``chunk_signature``: ``(body, headers)``."""
+    request = AWSRequest(
+        method="PUT",
+        url=url,
+        headers={
+            "Content-Encoding": "aws-chunked",
+            "x-amz-decoded-content-length": "5",
+        },
+    )
+
+    class StreamingAuth(botocore_auth.S3SigV4Auth):
+        def payload(self, request: Any) -> str:  # what botocore signs aws-chunked bodies as
+            return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+
+    StreamingAuth(Credentials(key[0], key[1]), "s3", "us-east-1").add_auth(request)
+    body = f"5;chunk-signature={chunk_signature}\r\nhello\r\n0;chunk-signature={'0' * 64}\r\n\r\n"
+    return body, {name: str(value) for name, value in request.headers.items()}
+
+
+async def test_refusals_after_the_signature_check_cost_the_address_a_penalty(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """An unsigned x-amz-* header and a wrong chunk signature are bad signatures too: the
+    Gatekeeper's penalty counts them against the sender's address."""
+    bucket = await new_bucket(admin[0], "s3-penalties")
+    peer = cluster[FAILING_PEER]
+    penalty = peer.app[GATEKEEPER].penalty
+    signer = await s3(client, peer.s3_url, ADMIN, "s3v4")
+    try:
+        params = {"Bucket": bucket, "Key": "drop"}
+        url = await s3(signer.generate_presigned_url, "put_object", Params=params, ExpiresIn=60)
+    finally:
+        signer.close()
+    with mock.patch.object(penalty, "failed", wraps=penalty.failed) as failed:
+        status, _ = await raw("PUT", url, {"x-amz-meta-added": "1"}, b"x")
+        assert (status, failed.call_count) == (403, 1)
+        target = f"{peer.s3_url}/{bucket}/chunked"
+        body, headers = chunked_put(target, ADMIN, "0" * 64)
+        status, answer = await raw("PUT", target, headers, body.encode())
+        assert b"SignatureDoesNotMatch" in answer
+        assert b"of a chunk" in answer
+        assert (status, failed.call_count) == (403, 2)
+    assert await refused(admin[1].head_object, Bucket=bucket, Key="chunked") == ("404", 404)
 
 
 @pytest.mark.parametrize("size", [100, 70_000])  # one stripe or less, and several
