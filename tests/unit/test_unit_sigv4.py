@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 from collections.abc import Iterator
 from unittest import mock
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 from botocore import auth as botocore_auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.utils import percent_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.api.s3 import sigv2, sigv4
-from node.api.s3.errors import DOMAIN_CODES, STATUS
+from node.api.s3.auth import check_amz_headers_signed
+from node.api.s3.errors import DOMAIN_CODES, STATUS, S3Error
 from node.api.s3.sigv4 import SigV4Error
 
 # The example credentials and requests of AWS's "Signature Calculations for the
@@ -224,3 +228,51 @@ def test_a_presigned_payload_hash_must_be_hex() -> None:
     with pytest.raises(SigV4Error) as refused:
         sigv4.from_query(query)
     assert refused.value.code == "InvalidArgument"
+
+
+def test_boto3_signs_every_x_amz_header_it_sends() -> None:
+    """boto3's own requests pass the rule that every x-amz-* header is signed: over HTTPS
+    (aws-chunked with a checksum trailer), with x-amz-checksum-* headers, DeleteObjects."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url="https://127.0.0.1:1",
+        aws_access_key_id=EXAMPLE_KEY,
+        aws_secret_access_key=EXAMPLE_SECRET,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    seen: list[dict[str, list[str]]] = []
+
+    class Sent(Exception):
+        pass
+
+    def grab(request: AWSRequest, **_: object) -> None:
+        text = {
+            k: v.decode() if isinstance(v, bytes) else str(v) for k, v in request.headers.items()
+        }
+        seen.append({k.lower(): [v] for k, v in text.items()})
+        raise Sent
+
+    s3.meta.events.register("before-send.s3.*", grab)
+    calls = [
+        lambda: s3.put_object(Bucket="b", Key="k", Body=b"x" * 10),
+        lambda: s3.put_object(
+            Bucket="b", Key="k", Body=io.BytesIO(b"x"), ChecksumAlgorithm="SHA256"
+        ),
+        lambda: s3.delete_objects(Bucket="b", Delete={"Objects": [{"Key": "a"}]}),
+    ]
+    for call in calls:
+        with pytest.raises(Sent):
+            call()
+    s3.close()
+    assert "x-amz-trailer" in seen[0]
+    assert "x-amz-checksum-crc32" in seen[2]
+    for headers in seen:
+        authorization = headers["authorization"][0]
+        signed = sigv4.from_header(
+            authorization, headers["x-amz-date"][0], headers["x-amz-content-sha256"][0]
+        )
+        check_amz_headers_signed(signed, headers)
+        headers["x-amz-copy-source"] = ["private/secret"]
+        with pytest.raises(S3Error, match="must be signed"):
+            check_amz_headers_signed(signed, headers)
