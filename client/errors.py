@@ -157,6 +157,7 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "invalid_range": InvalidRange,
     "incomplete_body": IncompleteBody,
     "bad_digest": BadDigest,
+    "payload_hash_mismatch": BadDigest,  # (S3 frontend: x-amz-content-sha256)
     "invalid_digest": InvalidRequest,
     "metadata_too_large": InvalidRequest,
     "not_found": NotFound,
@@ -175,6 +176,8 @@ _BY_CODE: Mapping[str, type[RingstoreError]] = {
     "peer_unavailable": Unavailable,
     "wrong_peer": Unavailable,
     "unauthenticated": Unauthenticated,
+    "unknown_access_key": Unauthenticated,  # (S3 frontend: signed requests)
+    "bad_signature": Unauthenticated,
     "insufficient_storage": InsufficientStorage,
     "corrupt_data": CorruptData,
     "internal": ServerError,

@@ -247,6 +247,9 @@ class PeerInfo:
     zone: str = ""
     """Its failure domain (``--zone``; by default its URL's host). "" from a peer of before
     zones."""
+    s3_url: str | None = None
+    """Where it serves the S3 API (``--s3-port``); None when it does not (or is of before
+    S3)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
@@ -260,6 +263,7 @@ class PeerInfo:
                 clock_offset_ms=None if offset is None else int(offset),
                 skewed=bool(record.get("skewed", False)),
                 zone=str(record.get("zone", "")),
+                s3_url=None if record.get("s3_url") is None else str(record["s3_url"]),
             )
         )
 

@@ -89,6 +89,16 @@ class PeerConfig:
     )
     host: str = field(default="127.0.0.1", metadata=option("Address to serve on."))
     port: int = field(default=8000, metadata=option("Port to serve on.", low=1, high=65535))
+    s3_port: int | None = field(
+        default=None,
+        metadata=option(
+            "Also serve the S3 API on this port (path-style; docs/s3.md); off when unset, "
+            "0: any free port.",
+            low=0,
+            high=65535,
+            metavar="PORT",
+        ),
+    )
     join: tuple[str, ...] = field(
         default=(),
         metadata=option(

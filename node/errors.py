@@ -14,6 +14,7 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── MetadataTooLarge               user metadata past its bound
     │   ├── InvalidDigest                  a malformed Content-MD5 or digest field
     │   ├── BadDigest                      a body that does not match its digest
+    │   │   └── PayloadHashMismatch        a body not the one its signature covers (S3)
     │   └── Forbidden                      a request this peer never serves (a browser's)
     ├── PreconditionFailed                 a condition of the request (If-Match...) does not hold
     ├── NotFound (KeyError)
@@ -24,6 +25,8 @@ status and a JSON body in one place, and the client maps them back.
     │   │   └── WrongPeer                  another peer answers at that peer's address
     │   └── Overloaded                     this peer is at its limit of requests; retry soon
     ├── Unauthenticated                    a peer call without valid proof of membership
+    │   ├── UnknownAccessKey               no live key of that id (S3: InvalidAccessKeyId)
+    │   └── BadSignature                   a signed request whose signature is wrong
     ├── StartRefused                       a peer must not start as configured (says why)
     ├── InsufficientStorage                a disk is full
     └── CorruptData                        stored bytes fail their digest
@@ -87,6 +90,12 @@ class InvalidDigest(InvalidRequest):
 
 class BadDigest(InvalidRequest):
     code = "bad_digest"
+
+
+class PayloadHashMismatch(BadDigest):
+    """A body whose SHA-256 is not the ``x-amz-content-sha256`` its signature covers."""
+
+    code = "payload_hash_mismatch"
 
 
 class Forbidden(InvalidRequest):
@@ -168,6 +177,18 @@ class Overloaded(Unavailable):
 
 class Unauthenticated(RingstoreError):
     code = "unauthenticated"
+
+
+class UnknownAccessKey(Unauthenticated):
+    """A signed request (S3) names an access key that is unknown or revoked."""
+
+    code = "unknown_access_key"
+
+
+class BadSignature(Unauthenticated):
+    """A signed request (S3) whose signature is not the one its key's secret gives."""
+
+    code = "bad_signature"
 
 
 class StartRefused(RingstoreError):

@@ -1,6 +1,9 @@
 """Checking who a public request comes from and whether its key may do what it asks.
 
-Credentials arrive as HTTP Basic (RFC 7617): ``Authorization: Basic base64(id:secret)``.
+Credentials arrive as HTTP Basic (RFC 7617): ``Authorization: Basic base64(id:secret)``,
+or (the S3 frontend) as a signature made with the key's secret, which the frontend checks
+with a function of the secret (``Gatekeeper.signed``); either way the lookup, the penalty
+and the log line are this module's.
 The secret is compared in constant time with the key's own (``hmac.compare_digest``). A
 request without credentials is anonymous: it may read namespaces marked public-read and
 nothing else; one with wrong credentials is refused (``Unauthenticated``, 401) and costs
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.access.store import AccessStore
-from node.errors import AccessDenied, Unauthenticated
+from node.errors import AccessDenied, BadSignature, Unauthenticated, UnknownAccessKey
 from node.model.access import Action, Grants, same_secret
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,35 @@ class Gatekeeper:
         except Unauthenticated as exc:
             self.penalty.failed(address)
             log.info("refused credentials from %s: %s", address, exc.message)
+            raise
+        return Principal(known.record.access_key, known.record.grants)
+
+    async def signed(
+        self, access_key: str, proves: Callable[[str], bool], address: str
+    ) -> Principal:
+        """Who sent a request signed as ``access_key`` from ``address``: ``proves(secret)``
+        says whether the request's signature is the one that key's secret gives (it must
+        compare in constant time).
+
+        Raises UnknownAccessKey (unknown or revoked) or BadSignature (both Unauthenticated,
+        after the address's penalty, which grows); Unavailable when the key cannot be
+        looked up.
+        """
+        delay = self.penalty.delay(address)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            known = await self.store.key(access_key)
+            if known is None:
+                raise UnknownAccessKey("The AWS Access Key Id you provided does not exist.")
+            if not proves(known.secret):
+                raise BadSignature(
+                    "The request signature we calculated does not match the signature you "
+                    "provided. Check your key and signing method."
+                )
+        except Unauthenticated as exc:
+            self.penalty.failed(address)
+            log.info("refused a signed request from %s: %s", address, exc.code)
             raise
         return Principal(known.record.access_key, known.record.grants)
 

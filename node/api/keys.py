@@ -43,6 +43,7 @@ DISCOVERY = web.AppKey("discovery", Discovery)
 ACCESS = web.AppKey("access", AccessStore)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
 CLOCK = web.AppKey("clock", HybridClock)  # the peer's clock: versions, and responses' Date
+S3_URL = web.AppKey("s3_url", str)  # where this peer serves S3, once it does (--s3-port)
 
 PRINCIPAL = web.RequestKey("principal", Principal)  # who sent a public request
 

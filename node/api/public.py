@@ -7,10 +7,8 @@ validation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -36,10 +34,10 @@ from node.api.keys import (
 )
 from node.api.ranges import parse_range
 from node.api.representation import representation_headers, representation_of
+from node.api.sending import send_file
 from node.datapath.coordinator import Coordinator
-from node.errors import InvalidName, RingstoreError, TooLarge
+from node.errors import InvalidName, TooLarge
 from node.model.access import ALL, namespace_of
-from node.model.digests import Buffer
 from node.model.folders import Item, check_delimiter, name_of
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
@@ -150,32 +148,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if request.method == hdrs.METH_HEAD:
         await response.prepare(request)
         return response
-    async with contextlib.aclosing(coordinator.stream(manifest, start, end)) as pieces:
-        # The first stripe is read before the headers go out, so that a file with too few
-        # readable chunks is a 503 with a JSON body, not a 200 with a truncated one.
-        first = await anext(pieces, None)
-        await response.prepare(request)
-        piece: Buffer | None = None
-        try:
-            if first is not None:
-                await response.write(first)
-                first = None  # held no longer than the others
-            async for piece in pieces:
-                await response.write(piece)
-        except RingstoreError as error:
-            # Headers are gone: the honest signal left is a short body on a closed connection.
-            log.error("GET %r failed after %s: %s", name, response.status, error)
-            response.force_close()
-            return response
-        except ConnectionError as gone:
-            log.info("GET %r: the client went away", name)
-            # aiohttp keeps the error in a reference cycle: let go of the block being sent
-            # now, not at the next full garbage collection (an idle peer may run none).
-            traceback.clear_frames(gone.__traceback__)
-            first = piece = None
-            return response
-    await response.write_eof()
-    return response
+    return await send_file(request, response, coordinator, manifest, start, end)
 
 
 async def delete_file(request: web.Request) -> web.Response:
@@ -289,6 +262,7 @@ async def get_cluster(request: web.Request) -> web.Response:
             {
                 "id": member.id,
                 "url": member.url,
+                "s3_url": figures.s3_url or None,
                 "state": live.state,
                 "clock_offset_ms": None if clock is None else clock.offset_ms,
                 "skewed": clock is not None and clock.skewed,

@@ -28,8 +28,11 @@ HEADERS: dict[str, str] = {
 }
 
 
-def representation_of(headers: CIMultiDictProxy[str]) -> Representation:
-    """The representation fields a PUT's headers give.
+def representation_of(
+    headers: CIMultiDictProxy[str], meta_prefix: str = META_PREFIX
+) -> Representation:
+    """The representation fields a PUT's headers give; user metadata comes in headers
+    named ``meta_prefix`` + name (S3: ``x-amz-meta-``).
 
     Raises InvalidRequest for a bad value (a control character, too long, a metadata header
     without a name), MetadataTooLarge past the user-metadata bound.
@@ -39,24 +42,27 @@ def representation_of(headers: CIMultiDictProxy[str]) -> Representation:
         for field, header in HEADERS.items()
         if header in headers
     }
-    prefix = META_PREFIX.lower()
+    prefix = meta_prefix.lower()
     metadata: dict[str, list[str]] = {}
     for header, value in headers.items():
         lower = header.lower()
         if lower.startswith(prefix):
             if lower == prefix:
-                raise InvalidRequest(f"a {META_PREFIX}<name> header needs a name")
+                raise InvalidRequest(f"a {meta_prefix}<name> header needs a name")
             metadata.setdefault(lower[len(prefix) :], []).append(value)
     return Representation.build(
         **given, metadata={name: ", ".join(values) for name, values in metadata.items()}
     )
 
 
-def representation_headers(representation: Representation) -> dict[str, str]:
-    """The headers that give ``representation`` back on a GET or HEAD."""
+def representation_headers(
+    representation: Representation, meta_prefix: str = META_PREFIX
+) -> dict[str, str]:
+    """The headers that give ``representation`` back on a GET or HEAD (user metadata as
+    ``meta_prefix`` + name)."""
     headers: dict[str, str] = {
         HEADERS[field]: value for field, value in representation.standard.items()
     }
     for name, value in representation.metadata:
-        headers[META_PREFIX + name] = value
+        headers[meta_prefix + name] = value
     return headers

@@ -116,6 +116,8 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     # The ring digest under which this peer's rebalancer last ended a pass with nothing
     # pending or failed: every manifest it held for another replica set was handed over.
     settled_ring: str = ""
+    # Where the peer serves S3 (--s3-port; "" when it does not), shown in /cluster.
+    s3_url: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):

@@ -188,6 +188,12 @@ def peer(log_level: str, **options: Any) -> None:
     is_flag=True,
     help="Serve HTTPS: make (or reuse) a local CA and peer certificates in DATA_DIR/tls.",
 )
+@click.option(
+    "--s3/--no-s3",
+    default=True,
+    show_default=True,
+    help="Serve S3 too: peer i on port --port + 1000 + i (docs/s3.md).",
+)
 def up(
     count: int,
     data_dir: Path,
@@ -197,12 +203,15 @@ def up(
     service_type: str | None,
     log_level: str,
     tls: bool,
+    s3: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.process.supervisor import Supervisor
 
     _setup_logging(log_level, "up")
-    supervisor = Supervisor(count, data_dir, port, host, log_level, discovery, service_type, tls)
+    supervisor = Supervisor(
+        count, data_dir, port, host, log_level, discovery, service_type, tls, s3
+    )
     raise SystemExit(asyncio.run(supervisor.run()))
 
 

@@ -12,6 +12,9 @@ A peer that dies is restarted after a short pause; a peer that dies before it ev
 (port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
 would only loop.
 
+With ``s3`` (the default) peer *i* also serves S3 on port ``BASE + 1000 + i``, and the
+example printed includes an awscli command against it.
+
 With ``tls``, a local CA and one certificate per peer are made (or reused) in ``DIR/tls``
 (``node.process.certificates``), every peer serves HTTPS with its certificate, and the
 supervisor's own health checks trust only that CA.
@@ -48,7 +51,14 @@ from node.waiting import within
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
+S3_PORT_OFFSET = 1000  # peer i serves S3 on --port + 1000 + i (make up: 9000-9006)
 KEY_PATIENCE = 60.0  # seconds a new cluster has to become able to store its admin key
+
+
+def _s3_port(base_port: int, index: int) -> int | None:
+    """The S3 port of peer ``index`` (None past the last port: that peer serves none)."""
+    port = base_port + S3_PORT_OFFSET + index
+    return port if port <= 65535 else None
 
 
 class PeerProcess:
@@ -62,9 +72,12 @@ class PeerProcess:
         join: list[str],
         args: list[str],
         tls: TlsFiles | None = None,
+        s3_port: int | None = None,
     ):
         self.data_dir = data_dir
-        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{host}:{port}"
+        self.s3_url = f"{scheme}://{host}:{s3_port}" if s3_port is not None else None
         self.log_path = data_dir / "peer.log"
         self._command = [
             sys.executable,
@@ -78,6 +91,7 @@ class PeerProcess:
             "--data-dir",
             str(data_dir),
             *(arg for url in join for arg in ("--join", url)),
+            *(("--s3-port", str(s3_port)) if s3_port is not None else ()),
             *args,
             *(tls.options() if tls else ()),
         ]
@@ -150,6 +164,7 @@ class Supervisor:
         discovery: str = "zeroconf",
         service_type: str | None = None,
         tls: bool = False,
+        s3: bool = True,
     ):
         self.tls_dir = data_dir / "tls" if tls else None
         scheme = "https" if tls else "http"
@@ -169,6 +184,7 @@ class Supervisor:
                 [u for u in urls if u != urls[i]],
                 args,
                 self._tls_files(i),
+                _s3_port(base_port, i) if s3 else None,
             )
             for i in range(count)
         ]
@@ -293,6 +309,16 @@ class Supervisor:
             auth = '-u "$RINGSTORE_ACCESS_KEY:$RINGSTORE_SECRET_KEY"'
             print(f"  curl {cacert}{auth} -T README.md {url}/files/docs/README.md", flush=True)
             print(f"  ringstore ls {cacert}--peer {url} docs/", flush=True)
+            s3_url = self.peers[0].s3_url
+            if s3_url is not None:
+                tls_dir = self.tls_dir
+                bundle = f"--ca-bundle {tls_dir / 'ca.pem'} " if tls_dir is not None else ""
+                print(f"S3 (docs/s3.md) on {s3_url} and the next ports; awscli, e.g.:", flush=True)
+                print(
+                    f"  AWS_SHARED_CREDENTIALS_FILE={data}/credentials aws {bundle}"
+                    f"--endpoint-url {s3_url} s3 ls s3://docs/",
+                    flush=True,
+                )
         if self.tls_dir is not None:
             ca = self.tls_dir / "ca.pem"
             print(f"TLS: the peers trust only the CA in {ca}; to use it:", flush=True)

@@ -14,6 +14,12 @@ Construction order (each line uses only what is above it)::
     -> replicas -> rebuilder -> repairer -> coordinator (reports broken chunks to repairer)
     -> rebalancer -> holder (tells the rebalancer of stored replicas) -> scrubber
     -> access store (keys and namespaces: records on the replicas) -> gatekeeper
+    -> the S3 frontend (``--s3-port``): its own app and server over the same components
+
+The S3 frontend is a second aiohttp app (``_serve_s3``) with S3's middlewares (XML errors,
+Signature V4) that shares the peer's coordinator, access store, Gatekeeper and request
+limit; it is served on its own port from the start of the peer's life to its stop (first
+to stop, so no S3 request runs on stopped components).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -33,6 +40,9 @@ from node.access.store import AccessStore
 from node.api import access, dates, keys, peer, public
 from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
 from node.api.limits import RequestLimit
+from node.api.s3 import routes as s3_routes
+from node.api.s3.auth import signed_requests
+from node.api.s3.errors import common_headers, s3_errors
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
@@ -53,9 +63,10 @@ from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
 from node.model.version import HybridClock, system_wall_ms
 from node.model.zones import default_zone
+from node.process.connections import PeerRunner
 from node.process.identity import cluster_identity
 from node.process.memory import Trimmer
-from node.process.tls import TlsFiles, client_context
+from node.process.tls import TlsFiles, client_context, server_context
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer
@@ -74,11 +85,12 @@ def create_app(
     skewed one; auth keeps the system's).
     """
     # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
+    limit = RequestLimit(config.max_requests)  # shared with the S3 frontend
     app = web.Application(
         middlewares=[
             peer.signed_answers,
             error_middleware,
-            RequestLimit(config.max_requests).middleware(),  # inside: its 503 is JSON
+            limit.middleware(),  # inside: its 503 is JSON
             access.identified,
             peer.authenticated,
             _addressed_to_me,
@@ -90,7 +102,7 @@ def create_app(
     )
     app[keys.CONFIG] = config
     app.on_response_prepare.append(_common_headers)
-    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms))
+    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     public.add_routes(app)
     access.add_routes(app)
@@ -124,7 +136,48 @@ async def _addressed_to_me(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
-async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncIterator[None]:
+def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
+    """The S3 frontend's app over the components of the peer's ``app`` (started)."""
+    clock = app[keys.CLOCK]
+
+    def now() -> datetime:  # the peer's clock, as its answers' Date
+        return datetime.fromtimestamp(clock.wall_ms() / 1000, timezone.utc)
+
+    s3 = web.Application(
+        middlewares=[s3_errors, limit.middleware(), signed_requests(now)],
+        handler_args={"auto_decompress": False},  # objects are stored as sent
+    )
+    s3[keys.CONFIG], s3[keys.CLOCK] = app[keys.CONFIG], clock
+    s3[keys.COORDINATOR], s3[keys.ACCESS] = app[keys.COORDINATOR], app[keys.ACCESS]
+    s3[keys.GATEKEEPER] = app[keys.GATEKEEPER]
+    s3.on_response_prepare.append(common_headers)
+    s3.on_response_prepare.append(dates.date_response)
+    s3_routes.add_routes(s3)
+    return s3
+
+
+async def _serve_s3(app: web.Application, limit: RequestLimit) -> PeerRunner:
+    """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL."""
+    config = app[keys.CONFIG]
+    runner = PeerRunner(_s3_app(app, limit), shutdown_timeout=2.0)
+    await runner.setup()
+    files = TlsFiles.of(config)
+    tls = server_context(files) if files is not None else None
+    try:
+        site = web.TCPSite(runner, config.host, config.s3_port, reuse_address=True, ssl_context=tls)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = runner.addresses[0][1]
+    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{port}"
+    log.info("serving S3 on %s", url)
+    return runner
+
+
+async def _lifecycle(
+    app: web.Application, wall_ms: Callable[[], int], limit: RequestLimit
+) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     await asyncio.to_thread(prepare_data_dir, config.data_dir)
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
@@ -168,6 +221,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
             max_bytes=config.max_bytes or 0,
             rebalance=progress.to_json(),
             settled_ring=membership.settled_ring,
+            s3_url=app.get(keys.S3_URL, ""),
         )
 
     seeds = [*config.join, *token_seeds]
@@ -218,6 +272,7 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
         discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
         app[keys.DISCOVERY] = discovery
         await discovery.start()
+    s3_runner = await _serve_s3(app, limit) if config.s3_port is not None else None
     log.info(
         "peer %s of cluster %s serving %s from %s",
         peer_id,
@@ -228,6 +283,8 @@ async def _lifecycle(app: web.Application, wall_ms: Callable[[], int]) -> AsyncI
     try:
         yield
     finally:
+        if s3_runner is not None:
+            await s3_runner.cleanup()  # first: no S3 request runs on stopped components
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
         for task in loops:

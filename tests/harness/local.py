@@ -29,6 +29,7 @@ from node.api.keys import (
     REBALANCER,
     REPAIRER,
     REPLICAS,
+    S3_URL,
     SCRUBBER,
 )
 from node.cluster.auth import Authenticator
@@ -229,6 +230,12 @@ class LocalPeer:
         identity = load_identity(self.data_dir)
         assert identity is not None, f"{self} has no cluster identity"
         return identity
+
+    @property
+    def s3_url(self) -> str:
+        """Where this peer serves S3 (started with ``s3_port``: 0 picks a free port, a new
+        one at each start)."""
+        return self._app()[S3_URL]
 
     @property
     def gossip(self) -> Gossip:

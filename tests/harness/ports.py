@@ -29,12 +29,17 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports after it (for ``ringstore up``)."""
+# ``ringstore up`` serves S3 on its ports + 1000 (node.process.supervisor.S3_PORT_OFFSET)
+UP_OFFSETS = (0, 1000)
+
+
+def free_port_block(count: int, offsets: tuple[int, ...] = UP_OFFSETS) -> int:
+    """A base port with ``count`` consecutive free ports after it, and after base + each
+    of ``offsets`` (for ``ringstore up``: its peers' ports, and their S3 ports)."""
     for base in range(24000 + os.getpid() % 1000 * 20, 60000, 37):
         sockets: list[socket.socket] = []
         try:
-            for port in range(base, base + count):
+            for port in (b + i for b in (base + o for o in offsets) for i in range(count)):
                 sock = socket.socket()
                 sockets.append(sock)
                 sock.bind(("127.0.0.1", port))

@@ -163,4 +163,5 @@ def test_gossip_of_a_previous_release_peer_is_understood() -> None:
     assert again.pop("settled_ring") == ""  # not sent before: it never vouches for a hand-over
     assert (again.pop("digest"), again.pop("beat"), again.pop("beats")) == ("", 0, [])
     assert again.pop("max_bytes") == 0  # not sent before: no cap known
+    assert again.pop("s3_url") == ""  # not sent before: no S3 port shown for it
     assert again == old

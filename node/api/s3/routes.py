@@ -1,0 +1,552 @@
+"""The S3 operations, path-style (``/bucket/key``), over the same operations as the files API.
+
+A bucket is a namespace and object ``key`` of bucket ``b`` is the file ``b/key``: the
+coordinator, the access store and the Gatekeeper's grants are the native API's own
+(read: GET, HEAD and listings; write: PUT and DELETE; creating a bucket needs the create
+grant, deleting one admin, as ``/namespaces`` does). Keys must be valid ringstore names
+(no empty, ``.`` or ``..`` segment): others are refused with InvalidArgument.
+
+Served: ListBuckets, CreateBucket, HeadBucket, DeleteBucket (empty only), GetBucketLocation,
+PutObject, CopyObject (read and written by the peer: nothing passes through the client),
+GetObject (Range, conditionals, ``response-*`` overrides), HeadObject, DeleteObject,
+DeleteObjects, ListObjectsV2 and ListObjects (prefix, delimiter, continuation token or
+marker, start-after, max-keys, ``encoding-type=url``). Every other sub-resource (multipart,
+ACLs, tagging...) is answered NotImplemented rather than mistaken for a plain object
+operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import quote, unquote_to_bytes
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from node.api.access import require
+from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
+from node.api.input import body_pieces, defer_continue
+from node.api.integrity import expected_digests, verified
+from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
+from node.api.public import SANDBOX
+from node.api.ranges import parse_range
+from node.api.representation import representation_headers, representation_of
+from node.api.s3 import bodies
+from node.api.s3.auth import (
+    QUERY,
+    check_small_payload,
+    checksum_checked,
+    chunked_body,
+    decoded,
+    expected_checksum,
+    expected_payload,
+    payload_checked,
+    penalty,
+    raw_path,
+)
+from node.api.s3.errors import S3Error, s3_code
+from node.api.sending import send_file
+from node.errors import (
+    BadDigest,
+    FileNotFound,
+    InvalidName,
+    NamespaceNotFound,
+    RingstoreError,
+    TooLarge,
+    Unauthenticated,
+)
+from node.model.access import namespace_of
+from node.model.folders import check_delimiter
+from node.model.manifest import Manifest
+from node.model.names import name_from_raw_path
+from node.model.representation import MAX_FIELD_LENGTH
+
+log = logging.getLogger(__name__)
+
+META_PREFIX = "x-amz-meta-"
+AWS_CHUNKED = "aws-chunked"
+REGION = "us-east-1"  # what GetBucketLocation and HeadBucket name; any is accepted
+MAX_KEYS = 1000  # keys per listing page at most (S3's bound too)
+MAX_BUCKET_BODY = 64 << 10  # bytes of a CreateBucket configuration read at most
+MAX_DELETE_BODY = 1 << 20  # bytes of a DeleteObjects document read at most
+DELETING_AT_ONCE = 16  # deletions of one DeleteObjects under way at a time
+COPY_SOURCE = "x-amz-copy-source"
+# GetObject parameters that set a header of the answer
+RESPONSE_OVERRIDES: dict[str, str] = {
+    "response-content-type": hdrs.CONTENT_TYPE,
+    "response-content-language": hdrs.CONTENT_LANGUAGE,
+    "response-expires": hdrs.EXPIRES,
+    "response-cache-control": hdrs.CACHE_CONTROL,
+    "response-content-disposition": hdrs.CONTENT_DISPOSITION,
+    "response-content-encoding": hdrs.CONTENT_ENCODING,
+}
+# Sub-resources of S3 not served yet: answered NotImplemented, never taken as plain GETs.
+UNSERVED = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging", "metrics",
+        "notification", "object-lock", "ownershipControls", "partNumber", "policy",
+        "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
+        "retention", "select", "tagging", "torrent", "uploadId", "uploads", "versioning",
+        "versions", "website",
+    }
+)  # fmt: skip
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/{path:.*}", dispatch, expect_handler=defer_continue)
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route by method, bucket, key and sub-resource, as S3 does."""
+    bucket, key = _split(raw_path(request))
+    pairs: list[tuple[str, str]] = request[QUERY]
+    query = dict(pairs)
+    unserved = sorted(UNSERVED & set(query))
+    method = request.method
+    if method == hdrs.METH_POST and bucket and not key and "delete" in query:
+        return await delete_objects(request, bucket)
+    if query.get("versionId", "null") != "null":  # ("null": the one version there is)
+        unserved = ["versionId", *unserved]
+    if unserved or (method == hdrs.METH_POST and bucket):
+        what = f"?{unserved[0]}" if unserved else "POST"
+        raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")
+    if not bucket:
+        if method == hdrs.METH_GET:
+            return await list_buckets(request)
+    elif not key:
+        if method == hdrs.METH_GET:
+            if "location" in query:
+                return await bucket_location(request, bucket)
+            return await list_objects(request, bucket, query)
+        if method == hdrs.METH_HEAD:
+            return await head_bucket(request, bucket)
+        if method == hdrs.METH_PUT:
+            return await create_bucket(request, bucket)
+        if method == hdrs.METH_DELETE:
+            return await delete_bucket(request, bucket)
+    else:
+        name = _object_name(bucket, key)
+        if method in (hdrs.METH_GET, hdrs.METH_HEAD):
+            return await get_object(request, bucket, name)
+        if method == hdrs.METH_PUT:
+            if COPY_SOURCE in request.headers:
+                return await copy_object(request, bucket, name)
+            return await put_object(request, bucket, name)
+        if method == hdrs.METH_DELETE:
+            return await delete_object(request, bucket, name)
+    raise S3Error("MethodNotAllowed", f"{method} is not allowed on this resource")
+
+
+def _split(path: str) -> tuple[str, str]:
+    """``(bucket, raw key)`` of a path-style request path (both ``""`` when absent): the
+    bucket decoded (``_bucket``), the key as sent (``_object_name`` decodes it)."""
+    bucket, _, key = path.lstrip("/").partition("/")
+    return _bucket(bucket), key
+
+
+def _bucket(raw: str) -> str:
+    """The bucket of a percent-encoded path segment, decoded once, as the object's name is:
+    grants are checked on the namespace the object lands in, never on another spelling
+    of it (``a%62`` is ``ab``). A segment that decodes to something with ``%`` or ``/``
+    (or to no UTF-8) is InvalidBucketName: it could be read as two different buckets."""
+    if "%" not in raw:
+        return raw
+    try:
+        bucket = unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidBucketName", "a bucket name is UTF-8") from None
+    if "%" in bucket or "/" in bucket or not bucket:
+        raise S3Error("InvalidBucketName", f"not a bucket name: {raw[:80]!r}")
+    return bucket
+
+
+def _object_name(bucket: str, raw_key: str) -> str:
+    """The ringstore name of key ``raw_key`` (as sent: percent-encoded) in ``bucket``."""
+    try:
+        return name_from_raw_path(f"{bucket}/{raw_key}")
+    except InvalidName as exc:
+        raise S3Error(
+            "InvalidArgument",
+            f"this store keeps keys that are valid file names (no empty, '.' or '..' "
+            f"segment, no control character): {exc.message}",
+        ) from None
+
+
+async def _existing_bucket(request: web.Request, bucket: str) -> None:
+    """Raise NamespaceNotFound (NoSuchBucket) when ``bucket`` is not a namespace."""
+    if await request.app[ACCESS].namespace(bucket) is None:
+        raise NamespaceNotFound(f"The specified bucket does not exist: {bucket[:80]!r}")
+
+
+# --- buckets ---------------------------------------------------------------------------------
+
+
+async def list_buckets(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    if principal.anonymous:
+        raise Unauthenticated("ListBuckets needs an access key")
+    shown = [
+        record
+        for record in await request.app[ACCESS].namespaces()
+        if record.public_read or principal.grants.allows("read", record.name)
+    ]
+    owner = principal.access_key or bodies.OWNER_ID
+    return _xml(bodies.bucket_list(shown, owner))
+
+
+async def bucket_location(request: web.Request, bucket: str) -> web.Response:
+    await require(request, "read", bucket)
+    await _existing_bucket(request, bucket)
+    return _xml(bodies.location(REGION))
+
+
+async def head_bucket(request: web.Request, bucket: str) -> web.Response:
+    await require(request, "read", bucket)
+    await _existing_bucket(request, bucket)
+    return web.Response(status=200, headers={"x-amz-bucket-region": REGION})
+
+
+async def create_bucket(request: web.Request, bucket: str) -> web.Response:
+    """CreateBucket: a new namespace. Its configuration body (a LocationConstraint) is read,
+    checked against the signature and ignored: a cluster is one region."""
+    await require(request, "create")
+    body = await request.content.read(MAX_BUCKET_BODY + 1)
+    if len(body) > MAX_BUCKET_BODY:
+        raise S3Error("InvalidRequest", "a CreateBucket configuration is at most 64 KiB")
+    check_small_payload(request, body)
+    await request.app[ACCESS].create_namespace(bucket)
+    log.info("S3 CreateBucket %r", bucket)
+    return web.Response(status=200, headers={hdrs.LOCATION: f"/{bucket}"})
+
+
+async def delete_bucket(request: web.Request, bucket: str) -> web.Response:
+    await require(request, "admin")
+    await request.app[ACCESS].remove_namespace(bucket)
+    return web.Response(status=204)
+
+
+# --- objects ---------------------------------------------------------------------------------
+
+
+def _object_headers(manifest: Manifest) -> dict[str, str]:
+    return {
+        hdrs.ETAG: f'"{manifest.etag}"',
+        hdrs.CONTENT_TYPE: manifest.content_type,
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.LAST_MODIFIED: time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
+        ),
+        "Content-Security-Policy": SANDBOX,
+        **representation_headers(manifest.representation, META_PREFIX),
+    }
+
+
+async def put_object(request: web.Request, bucket: str, name: str) -> web.Response:
+    """PutObject: the body streams into the coordinator (decoded first when aws-chunked),
+    checked on the way against the signed ``x-amz-content-sha256`` or its chunk signatures
+    and trailer, an ``x-amz-checksum-*`` and a ``Content-MD5``; a mismatch aborts the
+    upload before its commit, so nothing is stored."""
+    await require(request, "write", bucket)
+    await _existing_bucket(request, bucket)
+    condition = write_condition(request)
+    config = request.app[CONFIG]
+    size = request.content_length
+    transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+    if size is None and not transfer_chunked:
+        raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
+    sha256 = expected_payload(request)  # (refuses what is not served before the body)
+    decoder = chunked_body(request)
+    if decoder is not None:
+        size = decoder.size  # the object's, not the encoded body's
+    if size is not None and size > config.max_file_size:
+        raise TooLarge(f"an object may be at most {config.max_file_size} bytes; this is {size}")
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    representation = representation_of(_stored_headers(request), META_PREFIX)
+    digests = expected_digests(request.headers)
+    if decoder is not None:  # (its size is checked as it is decoded)
+        body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
+    else:
+        body = body_pieces(request, config.client_timeout, config.max_file_size)
+    if sha256 is not None:
+        body = payload_checked(body, sha256)
+    checksum = expected_checksum(request) if decoder is None else None  # (else: trailer)
+    if checksum is not None:
+        body = checksum_checked(body, *checksum)
+    if digests:
+        body = verified(body, digests)
+    manifest = await request.app[COORDINATOR].put(
+        name, body, size, content_type, condition, representation=representation
+    )
+    log.info("S3 PUT %r %d bytes as %s", name, manifest.size, manifest.version)
+    return web.Response(status=200, headers={hdrs.ETAG: f'"{manifest.etag}"'})
+
+
+def _stored_headers(request: web.Request) -> CIMultiDictProxy[str]:
+    """The request's headers as the object keeps them: ``aws-chunked`` is how the body was
+    sent, not what it is, so it leaves Content-Encoding (and an empty one goes)."""
+    encodings = [
+        coding.strip()
+        for line in request.headers.getall(hdrs.CONTENT_ENCODING, [])
+        for coding in line.split(",")
+    ]
+    if AWS_CHUNKED not in (e.lower() for e in encodings):
+        return request.headers
+    headers = CIMultiDict(request.headers)
+    del headers[hdrs.CONTENT_ENCODING]
+    kept = [e for e in encodings if e and e.lower() != AWS_CHUNKED]
+    if kept:
+        headers[hdrs.CONTENT_ENCODING] = ", ".join(kept)
+    return CIMultiDictProxy(headers)
+
+
+async def get_object(request: web.Request, bucket: str, name: str) -> web.StreamResponse:
+    """GetObject and HeadObject: Range (one range) and RFC 9110 conditionals."""
+    await require(request, "read", bucket)
+    coordinator = request.app[COORDINATOR]
+    try:
+        manifest = await coordinator.stat(name)
+    except FileNotFound:
+        await _existing_bucket(request, bucket)
+        raise FileNotFound("The specified key does not exist.") from None
+    headers = {**_object_headers(manifest), **_overrides(request)}
+    conditions = preconditions(request)
+    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
+        return not_modified
+    size = manifest.size
+    wanted = parse_range(wanted_range(request, conditions, manifest), size)
+    start, end = wanted if wanted is not None else (0, size)
+    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+    if wanted is not None:
+        response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
+    response.content_length = end - start
+    if request.method == hdrs.METH_HEAD:
+        await response.prepare(request)
+        return response
+    return await send_file(request, response, coordinator, manifest, start, end)
+
+
+def _overrides(request: web.Request) -> dict[str, str]:
+    """The answer's headers a signed GetObject sets with ``response-*`` parameters (e.g. a
+    presigned download's Content-Disposition). Raises S3Error: anonymous requests may not,
+    and a value must be a valid header value."""
+    pairs: list[tuple[str, str]] = request[QUERY]
+    wanted = {RESPONSE_OVERRIDES[n]: v for n, v in pairs if n in RESPONSE_OVERRIDES}
+    if not wanted:
+        return {}
+    if principal_of(request).anonymous:
+        raise S3Error("InvalidRequest", "response-* parameters need a signed request")
+    for header, value in wanted.items():
+        if len(value) > MAX_FIELD_LENGTH or any(
+            unicodedata.category(c) in ("Cc", "Cs") for c in value
+        ):
+            raise S3Error("InvalidArgument", f"not a valid {header} value")
+    return wanted
+
+
+async def delete_object(request: web.Request, bucket: str, name: str) -> web.Response:
+    """DeleteObject: 204 whether or not the key existed (S3's answer), NoSuchBucket when
+    the bucket does not."""
+    await require(request, "write", bucket)
+    try:
+        await request.app[COORDINATOR].delete(name, write_condition(request))
+    except FileNotFound:
+        await _existing_bucket(request, bucket)
+    return web.Response(status=204)
+
+
+async def copy_object(request: web.Request, bucket: str, name: str) -> web.Response:
+    """CopyObject: the peer streams the source's bytes from its chunks into a new object,
+    as a PUT of them would store it; nothing passes through the client. The metadata is
+    the source's (``x-amz-metadata-directive: COPY``, the default) or the request's
+    (``REPLACE``). Needs read on the source's bucket and write on the target's."""
+    source_bucket, source = _copy_source(request.headers[COPY_SOURCE])
+    directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
+    if any(h.lower().startswith("x-amz-copy-source-") for h in request.headers):
+        raise S3Error("NotImplemented", "x-amz-copy-source-if-* conditions are not served yet")
+    if source == name and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata.",
+        )
+    await require(request, "read", source_bucket)
+    await require(request, "write", bucket)
+    await _existing_bucket(request, bucket)
+    coordinator = request.app[COORDINATOR]
+    try:
+        original = await coordinator.stat(source)
+    except FileNotFound:
+        await _existing_bucket(request, source_bucket)
+        raise FileNotFound("The specified key does not exist.") from None
+    if directive == "COPY":
+        content_type, representation = original.content_type, original.representation
+    else:
+        content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+        representation = representation_of(_stored_headers(request), META_PREFIX)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(coordinator.stream(original, 0, original.size)) as read:
+            async for piece in read:
+                yield bytes(piece)  # (the stream's blocks are views it may reuse)
+
+    manifest = await coordinator.put(
+        name,
+        body(),
+        original.size,
+        content_type,
+        write_condition(request),
+        representation=representation,
+    )
+    log.info("S3 COPY %r to %r, %d bytes as %s", source, name, manifest.size, manifest.version)
+    return _xml(bodies.copy_result(manifest))
+
+
+def _copy_source(header: str) -> tuple[str, str]:
+    """``(bucket, name)`` of an ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded)."""
+    path, _, query = header.partition("?")
+    if query:
+        raise S3Error("NotImplemented", "copying a version (?versionId=) is not served")
+    raw_bucket, _, key = path.lstrip("/").partition("/")
+    if not raw_bucket or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY")
+    bucket = _bucket(raw_bucket)
+    name = _object_name(bucket, key)
+    if namespace_of(name) != bucket:  # _bucket makes it so; checked where read is granted
+        raise S3Error("InvalidBucketName", f"not a bucket name: {raw_bucket[:80]!r}")
+    return bucket, name
+
+
+async def delete_objects(request: web.Request, bucket: str) -> web.Response:
+    """DeleteObjects: up to 1000 keys of one bucket, each deleted as DeleteObject deletes
+    (a missing key counts as deleted), ``DELETING_AT_ONCE`` at a time. The document is
+    checked against the signature and a ``Content-MD5``."""
+    await require(request, "write", bucket)
+    await _existing_bucket(request, bucket)
+    config = request.app[CONFIG]
+    pieces = [p async for p in body_pieces(request, config.client_timeout, MAX_DELETE_BODY)]
+    document = b"".join(pieces)
+    check_small_payload(request, document)
+    for digest in expected_digests(request.headers):
+        if hashlib.new(digest.algorithm, document).digest() != digest.digest:
+            raise BadDigest("The Content-MD5 you specified did not match what we received.")
+    try:
+        keys, quiet = bodies.parse_delete(document)
+    except bodies.MalformedXML as exc:
+        raise S3Error("MalformedXML", str(exc)) from None
+    coordinator = request.app[COORDINATOR]
+    at_once = asyncio.Semaphore(DELETING_AT_ONCE)
+
+    async def delete(key: str, version: str | None) -> tuple[str, str, str] | None:
+        if version is not None and version != "null":
+            # never delete the current object for a version asked: versions are not kept
+            return key, "NotImplemented", "versionId other than null is not supported"
+        try:
+            name = name_from_raw_path(quote(f"{bucket}/{key}", safe="/"))
+        except InvalidName as exc:
+            return key, "InvalidArgument", exc.message
+        async with at_once:
+            try:
+                await coordinator.delete(name)
+            except FileNotFound:
+                pass
+            except RingstoreError as exc:
+                return key, s3_code(exc), exc.message
+        return None
+
+    outcomes = await asyncio.gather(*(delete(key, version) for key, version in keys))
+    errors = [outcome for outcome in outcomes if outcome is not None]
+    done = [key for (key, _), outcome in zip(keys, outcomes, strict=True) if outcome is None]
+    deleted = [] if quiet else done
+    log.info("S3 DeleteObjects in %r: %d keys, %d failed", bucket, len(keys), len(errors))
+    return _xml(bodies.delete_result(deleted, errors))
+
+
+# --- listings --------------------------------------------------------------------------------
+
+
+def _token(after: str) -> str:
+    return base64.urlsafe_b64encode(after.encode("utf-8")).decode("ascii")
+
+
+def _from_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
+
+
+def _max_keys(query: Mapping[str, str]) -> int:
+    text = query.get("max-keys", str(MAX_KEYS))
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise S3Error("InvalidArgument", "max-keys must be a non-negative integer")
+    return min(int(text), MAX_KEYS)
+
+
+async def list_objects(request: web.Request, bucket: str, query: Mapping[str, str]) -> web.Response:
+    """ListObjectsV2 (``list-type=2``) or ListObjects: keys with ``prefix`` in order, after
+    the continuation token, ``start-after`` or ``marker``; with a ``delimiter``, keys rolled
+    up into CommonPrefixes (each one entry toward ``max-keys``)."""
+    version = 2 if query.get("list-type") == "2" else 1
+    await require(request, "read", bucket)
+    await _existing_bucket(request, bucket)
+    prefix = query.get("prefix", "")
+    delimiter = check_delimiter(query.get("delimiter", ""))
+    encoding = query.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "encoding-type may only be url")
+    max_keys = _max_keys(query)
+    token = query.get("continuation-token") if version == 2 else None
+    start_after = query.get("start-after") if version == 2 else None
+    marker = query.get("marker", "") if version == 1 else None
+    if token is not None:
+        after_key = _from_token(token)
+    else:
+        after_key = (start_after or "") if version == 2 else (marker or "")
+    base = bucket + "/"
+    after = base + after_key if after_key else ""
+    items: list[Manifest | str] = []
+    following = ""
+    if max_keys:
+        coordinator = request.app[COORDINATOR]
+        if delimiter:
+            items, following = await coordinator.list_folder(
+                base + prefix, delimiter, after, max_keys
+            )
+        else:
+            files, following = await coordinator.list(base + prefix, after, max_keys)
+            items = list(files)
+    objects = [(m.name[len(base) :], m) for m in items if not isinstance(m, str)]
+    folders = [item[len(base) :] for item in items if isinstance(item, str)]
+    truncated = bool(following)
+    next_key = following[len(base) :] if truncated else None
+    page = bodies.ListingPage(
+        bucket=bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        objects=objects,
+        prefixes=folders,
+        truncated=truncated,
+        url_encoded=encoding == "url",
+        continuation_token=token,
+        next_token=_token(next_key) if next_key is not None and version == 2 else None,
+        start_after=start_after,
+        marker=marker,
+        next_marker=next_key if version == 1 else None,
+    )
+    return _xml(bodies.object_listing(page, version))
+
+
+def _xml(document: bytes) -> web.Response:
+    return web.Response(body=document, content_type=bodies.XML_TYPE, charset="utf-8")

@@ -1,0 +1,77 @@
+"""``ringstore up`` serves S3 beside the files API: peer i on --port + 1000 + i, with the
+awscli line it prints, and boto3 reading through one peer what it wrote through another,
+with the credentials file ``up`` writes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from client.credentials import read_credentials
+from node.disk.data_dir import CREDENTIALS_FILE
+from tests.harness import free_port_block
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+PEERS = 3
+
+
+def round_trip(data: Path, base: int) -> bytes:
+    """Through boto3: a bucket and an object written via peer 0's S3 port, read via peer 2's."""
+    key = read_credentials(data / CREDENTIALS_FILE)
+    config = Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"})
+
+    def client(index: int) -> BaseClient:
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{base + 1000 + index}",
+            aws_access_key_id=key.access_key,
+            aws_secret_access_key=key.secret_key,
+            region_name="us-east-1",
+            config=config,
+        )
+
+    writer, reader = client(0), client(PEERS - 1)
+    try:
+        writer.create_bucket(Bucket="e2e-s3")
+        writer.put_object(Bucket="e2e-s3", Key="dir/hello.txt", Body=b"hello over S3")
+        body: bytes = reader.get_object(Bucket="e2e-s3", Key="dir/hello.txt")["Body"].read()
+        return body
+    finally:
+        writer.close()
+        reader.close()
+
+
+async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path) -> None:
+    base = free_port_block(PEERS)  # (its S3 ports too)
+    data = tmp_path / "data"
+    command = [
+        sys.executable, "-m", "node", "up", "-n", str(PEERS), "--port", str(base),
+        "--data-dir", str(data), "--discovery", "none",
+    ]  # fmt: skip
+    up = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        assert up.stdout is not None
+        printed = ""
+        while "--endpoint-url" not in printed:
+            line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
+            assert line, f"ringstore up exited early:\n{printed}"
+            printed += line
+        assert re.search(
+            rf"AWS_SHARED_CREDENTIALS_FILE=\S+/credentials aws "
+            rf"--endpoint-url http://127\.0\.0\.1:{base + 1000} s3 ls",
+            printed,
+        ), printed
+        assert await asyncio.to_thread(round_trip, data, base) == b"hello over S3"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(up.wait(), 30) == 0
