@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from node.api.access import require, require_key, writable_namespace
-from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
+from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue, query_int
 from node.api.integrity import expected_digests, verified
 from node.api.keys import (
@@ -32,9 +32,8 @@ from node.api.keys import (
     SCRUBBER,
     principal_of,
 )
-from node.api.ranges import parse_range
 from node.api.representation import representation_headers, representation_of
-from node.api.sending import send_file
+from node.api.sending import answer_file
 from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, TooLarge
 from node.model.access import ALL, namespace_of
@@ -135,20 +134,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     coordinator = request.app[COORDINATOR]
     manifest = await coordinator.stat(name)
     headers = _file_headers(manifest)
-    conditions = preconditions(request)
-    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
-        return not_modified
-    size = manifest.size
-    wanted = parse_range(wanted_range(request, conditions, manifest), size)
-    start, end = wanted if wanted is not None else (0, size)
-    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
-    if wanted is not None:
-        response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
-    response.content_length = end - start
-    if request.method == hdrs.METH_HEAD:
-        await response.prepare(request)
-        return response
-    return await send_file(request, response, coordinator, manifest, start, end)
+    return await answer_file(request, coordinator, manifest, headers)
 
 
 async def delete_file(request: web.Request) -> web.Response:

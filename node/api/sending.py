@@ -1,9 +1,12 @@
-"""Sending a file's bytes as an answer: shared by every frontend that serves reads.
+"""Answering a read of a file: shared by every frontend that serves reads (files API, S3).
 
-The first stripe is read before the headers go out, so that a file with too few readable
+``answer_file`` evaluates the request's preconditions and Range (RFC 9110 sections 13 and
+14) against the manifest, answers HEAD with headers alone, and streams the bytes. The
+first stripe is read before the headers go out, so that a file with too few readable
 chunks is an error answer (503) with the frontend's body, not a 200 with a truncated one.
 Once the headers are gone, a failure can only cut the body short on a closed connection.
-A block is let go once written: a slow client holds one block, not the file.
+A block is let go once written: a slow client holds about the stripe being sent, not the
+file.
 """
 
 from __future__ import annotations
@@ -12,14 +15,41 @@ import contextlib
 import logging
 import traceback
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from node.api.conditions import answer_read, preconditions, wanted_range
+from node.api.ranges import parse_range
 from node.datapath.coordinator import Coordinator
 from node.errors import RingstoreError
 from node.model.digests import Buffer
 from node.model.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+
+async def answer_file(
+    request: web.Request,
+    coordinator: Coordinator,
+    manifest: Manifest,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Answer a GET or HEAD of ``manifest`` with ``headers``: ``304``/``412`` by its
+    preconditions, ``206`` for a satisfiable Range, else ``200``; raises InvalidRange and
+    what ``send_file`` raises."""
+    conditions = preconditions(request)
+    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
+        return not_modified
+    size = manifest.size
+    wanted = parse_range(wanted_range(request, conditions, manifest), size)
+    start, end = wanted if wanted is not None else (0, size)
+    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+    if wanted is not None:
+        response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
+    response.content_length = end - start
+    if request.method == hdrs.METH_HEAD:
+        await response.prepare(request)
+        return response
+    return await send_file(request, response, coordinator, manifest, start, end)
 
 
 async def send_file(

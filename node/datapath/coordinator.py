@@ -231,7 +231,7 @@ class Coordinator:
                 async for stripe, data in read:
                     pieces = deque(trim(manifest.layout, stripe, data, start, end))
                     del data
-                    while pieces:  # a block is let go once sent: a slow client holds one
+                    while pieces:  # each block let go once sent, not kept to the stripe end
                         yield pieces.popleft()
         finally:
             if broken:

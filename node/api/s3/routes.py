@@ -32,12 +32,11 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from node.api.access import require
-from node.api.conditions import answer_read, preconditions, wanted_range, write_condition
+from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue
 from node.api.integrity import expected_digests, verified
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
 from node.api.public import SANDBOX
-from node.api.ranges import parse_range
 from node.api.representation import representation_headers, representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import (
@@ -53,7 +52,7 @@ from node.api.s3.auth import (
     raw_path,
 )
 from node.api.s3.errors import S3Error, s3_code
-from node.api.sending import send_file
+from node.api.sending import answer_file
 from node.errors import (
     BadDigest,
     FileNotFound,
@@ -312,26 +311,19 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
     """GetObject and HeadObject: Range (one range) and RFC 9110 conditionals."""
     await require(request, "read", bucket)
     coordinator = request.app[COORDINATOR]
+    manifest = await _stat_object(request, bucket, name)
+    headers = {**_object_headers(manifest), **_overrides(request)}
+    return await answer_file(request, coordinator, manifest, headers)
+
+
+async def _stat_object(request: web.Request, bucket: str, name: str) -> Manifest:
+    """The manifest of object ``name`` of ``bucket``; raises NoSuchBucket when the bucket is
+    missing, else NoSuchKey (FileNotFound) when the object is."""
     try:
-        manifest = await coordinator.stat(name)
+        return await request.app[COORDINATOR].stat(name)
     except FileNotFound:
         await _existing_bucket(request, bucket)
         raise FileNotFound("The specified key does not exist.") from None
-    headers = {**_object_headers(manifest), **_overrides(request)}
-    conditions = preconditions(request)
-    if (not_modified := answer_read(conditions, manifest, headers)) is not None:
-        return not_modified
-    size = manifest.size
-    wanted = parse_range(wanted_range(request, conditions, manifest), size)
-    start, end = wanted if wanted is not None else (0, size)
-    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
-    if wanted is not None:
-        response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
-    response.content_length = end - start
-    if request.method == hdrs.METH_HEAD:
-        await response.prepare(request)
-        return response
-    return await send_file(request, response, coordinator, manifest, start, end)
 
 
 def _overrides(request: web.Request) -> dict[str, str]:
@@ -384,11 +376,7 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     coordinator = request.app[COORDINATOR]
-    try:
-        original = await coordinator.stat(source)
-    except FileNotFound:
-        await _existing_bucket(request, source_bucket)
-        raise FileNotFound("The specified key does not exist.") from None
+    original = await _stat_object(request, source_bucket, source)
     if directive == "COPY":
         content_type, representation = original.content_type, original.representation
     else:
