@@ -32,13 +32,12 @@ from node.api.keys import (
     SCRUBBER,
     principal_of,
 )
-from node.api.representation import representation_headers, representation_of
-from node.api.sending import answer_file
+from node.api.representation import representation_of
+from node.api.sending import answer_file, file_headers
 from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, TooLarge
 from node.model.access import ALL, namespace_of
 from node.model.folders import Item, check_delimiter, name_of
-from node.model.manifest import Manifest
 from node.model.names import RESERVED, name_from_raw_path
 from node.model.version import MAX_OFFSET_MS, ClockOffset
 from ring import Ring
@@ -48,10 +47,6 @@ log = logging.getLogger(__name__)
 FILES = "/files/"
 MANIFESTS = "/manifests/"
 MAX_LIST = 1000  # entries per listing page at most (the client's MAX_PAGE_SIZE agrees)
-# A stored file is someone's content served from this origin (the web console's too): a
-# browser must run none of it (no scripts, plugins, forms or same-origin access), nor guess
-# a type other than the one stored (nosniff, on every answer: node.process.wiring).
-SANDBOX = "sandbox; default-src 'none'"
 
 
 def add_routes(app: web.Application) -> None:
@@ -68,20 +63,6 @@ def add_routes(app: web.Application) -> None:
 def _name(request: web.Request, prefix: str) -> str:
     raw_path = request.raw_path.split("?", 1)[0]
     return name_from_raw_path(raw_path[len(prefix) :])
-
-
-def _file_headers(manifest: Manifest) -> dict[str, str]:
-    return {
-        hdrs.ETAG: f'"{manifest.etag}"',
-        hdrs.CONTENT_TYPE: manifest.content_type,
-        hdrs.ACCEPT_RANGES: "bytes",
-        hdrs.LAST_MODIFIED: time.strftime(
-            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
-        ),
-        "X-Ringstore-Version": str(manifest.version),
-        "Content-Security-Policy": SANDBOX,
-        **representation_headers(manifest.representation),
-    }
 
 
 async def put_file(request: web.Request) -> web.Response:
@@ -133,7 +114,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     await require(request, "read", namespace_of(name))
     coordinator = request.app[COORDINATOR]
     manifest = await coordinator.stat(name)
-    headers = _file_headers(manifest)
+    headers = {**file_headers(manifest), "X-Ringstore-Version": str(manifest.version)}
     return await answer_file(request, coordinator, manifest, headers)
 
 

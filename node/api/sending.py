@@ -13,18 +13,40 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import traceback
 
 from aiohttp import hdrs, web
 
 from node.api.conditions import answer_read, preconditions, wanted_range
 from node.api.ranges import parse_range
+from node.api.representation import META_PREFIX, representation_headers
 from node.datapath.coordinator import Coordinator
 from node.errors import RingstoreError
 from node.model.digests import Buffer
 from node.model.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+# A stored file is someone's content served from this origin (the web console's too): a
+# browser must run none of it (no scripts, plugins, forms or same-origin access), nor guess
+# a type other than the one stored (nosniff, on every answer: node.process.wiring).
+SANDBOX = "sandbox; default-src 'none'"
+
+
+def file_headers(manifest: Manifest, meta_prefix: str = META_PREFIX) -> dict[str, str]:
+    """The headers of a GET or HEAD of ``manifest``: validators, type, kept representation
+    headers and user metadata (under ``meta_prefix``)."""
+    return {
+        hdrs.ETAG: f'"{manifest.etag}"',
+        hdrs.CONTENT_TYPE: manifest.content_type,
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.LAST_MODIFIED: time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
+        ),
+        "Content-Security-Policy": SANDBOX,
+        **representation_headers(manifest.representation, meta_prefix),
+    }
 
 
 async def answer_file(

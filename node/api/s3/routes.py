@@ -23,7 +23,6 @@ import binascii
 import contextlib
 import hashlib
 import logging
-import time
 import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote, unquote_to_bytes
@@ -36,8 +35,7 @@ from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue
 from node.api.integrity import expected_digests, verified
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
-from node.api.public import SANDBOX
-from node.api.representation import representation_headers, representation_of
+from node.api.representation import representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import (
     QUERY,
@@ -52,7 +50,7 @@ from node.api.s3.auth import (
     raw_path,
 )
 from node.api.s3.errors import S3Error, s3_code
-from node.api.sending import answer_file
+from node.api.sending import answer_file, file_headers
 from node.errors import (
     BadDigest,
     FileNotFound,
@@ -236,19 +234,6 @@ async def delete_bucket(request: web.Request, bucket: str) -> web.Response:
 # --- objects ---------------------------------------------------------------------------------
 
 
-def _object_headers(manifest: Manifest) -> dict[str, str]:
-    return {
-        hdrs.ETAG: f'"{manifest.etag}"',
-        hdrs.CONTENT_TYPE: manifest.content_type,
-        hdrs.ACCEPT_RANGES: "bytes",
-        hdrs.LAST_MODIFIED: time.strftime(
-            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(manifest.version.wall_ms / 1000)
-        ),
-        "Content-Security-Policy": SANDBOX,
-        **representation_headers(manifest.representation, META_PREFIX),
-    }
-
-
 async def put_object(request: web.Request, bucket: str, name: str) -> web.Response:
     """PutObject: the body streams into the coordinator (decoded first when aws-chunked),
     checked on the way against the signed ``x-amz-content-sha256`` or its chunk signatures
@@ -312,7 +297,7 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
     await require(request, "read", bucket)
     coordinator = request.app[COORDINATOR]
     manifest = await _stat_object(request, bucket, name)
-    headers = {**_object_headers(manifest), **_overrides(request)}
+    headers = {**file_headers(manifest, META_PREFIX), **_overrides(request)}
     return await answer_file(request, coordinator, manifest, headers)
 
 
