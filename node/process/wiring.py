@@ -56,6 +56,7 @@ from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
+from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
 from node.disk.deletions import DeletionLog
@@ -150,6 +151,7 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
     s3[keys.CONFIG], s3[keys.CLOCK] = app[keys.CONFIG], clock
     s3[keys.COORDINATOR], s3[keys.ACCESS] = app[keys.COORDINATOR], app[keys.ACCESS]
     s3[keys.GATEKEEPER] = app[keys.GATEKEEPER]
+    s3[keys.UPLOADS] = app[keys.UPLOADS]
     s3.on_response_prepare.append(common_headers)
     s3.on_response_prepare.append(dates.date_response)
     s3_routes.add_routes(s3)
@@ -245,7 +247,8 @@ async def _lifecycle(
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
-    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer)
+    uploads = Uploads(config, coordinator, replicas, clock)
+    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer, uploads)
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership
@@ -253,6 +256,7 @@ async def _lifecycle(
     app[keys.HOLDER], app[keys.REBALANCER] = holder, rebalancer
     app[keys.REPAIRER], app[keys.SCRUBBER] = repairer, scrubber
     app[keys.ANTI_ENTROPY] = anti_entropy
+    app[keys.UPLOADS] = uploads
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
     loops = [
         asyncio.ensure_future(job.run())

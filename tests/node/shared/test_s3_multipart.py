@@ -1,0 +1,386 @@
+"""S3 multipart uploads with boto3 against seven in-process peers.
+
+boto3's own ``upload_file`` and ``download_file`` (with the multipart threshold lowered to
+S3's 5 MiB part minimum, so a 20 MiB file goes in 4 parts), the operations one by one, the
+errors S3 defines for them, reads of the segmented object through S3 and the native API
+(ranges across part boundaries, two peers stopped), and what happens to the parts when the
+object is deleted, the upload aborted or left unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import boto3
+import boto3.s3.transfer
+import pytest
+import pytest_asyncio
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from node.errors import ChunkNotFound
+from node.model.manifest import Manifest
+from node.model.multipart import MIN_PART_SIZE, part_name, part_prefix, upload_record_name
+from tests.harness import LocalCluster, eventually
+from tests.harness.access import ADMIN, ADMIN_HEADERS
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+T = TypeVar("T")
+MiB = 1 << 20
+GRACE = 2.0  # the module's --multipart-grace (s): only passes the GC test starts collect
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    # 64 KiB blocks: 20 MiB objects in fewer stripes than the shared 4 KiB would make.
+    return {"s3_port": 0, "block_size": 64 << 10, "multipart_grace": GRACE}
+
+
+def client(url: str) -> BaseClient:
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=ADMIN[0],
+        aws_secret_access_key=ADMIN[1],
+        region_name="us-east-1",
+        config=Config(
+            retries={"max_attempts": 1, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=10,
+            read_timeout=60,
+        ),
+    )
+
+
+async def s3(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one blocking boto3 call in a worker thread."""
+    return await asyncio.to_thread(call, *args, **kwargs)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def admin(cluster: LocalCluster) -> AsyncIterator[list[BaseClient]]:
+    made = [await s3(client, peer.s3_url) for peer in cluster.peers]
+    yield made
+    for each in made:
+        each.close()
+
+
+async def refused(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, int]:
+    with pytest.raises(ClientError) as failed:
+        await s3(call, *args, **kwargs)
+    error = failed.value.response
+    return error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]
+
+
+async def new_bucket(admin: BaseClient, name: str) -> str:
+    await s3(admin.create_bucket, Bucket=name)
+    return name
+
+
+def md5_of_md5s(etags: list[str]) -> str:
+    """S3's multipart ETag from the parts' ETags (hex MD5s, quoted as S3 sends them)."""
+    digests = b"".join(bytes.fromhex(etag.strip('"')) for etag in etags)
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(etags)}"'
+
+
+async def part_manifests(cluster: LocalCluster, upload_id: str) -> list[Manifest]:
+    """The live parts of an upload, with their chunk lists (read from a quorum)."""
+    listed, _ = await cluster[0].coordinator.list(part_prefix(upload_id), "", 10_000)
+    found = [await cluster[0].replicas.read(m.name) for m in listed]
+    return [m for m in found if m is not None and not m.deleted]
+
+
+def stored(cluster: LocalCluster, chunks: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of ``(holder, chunk id)`` are still on their holder's disk."""
+    kept = set()
+    for holder, chunk in chunks:
+        with contextlib.suppress(ChunkNotFound):
+            cluster.holder(holder).chunks.path(chunk)
+            kept.add((holder, chunk))
+    return kept
+
+
+async def parts_gone(cluster: LocalCluster, upload_id: str, chunks: set[tuple[str, str]]) -> None:
+    """Wait until an upload's parts have tombstones and their chunks are deleted."""
+
+    async def gone() -> bool:
+        return not await part_manifests(cluster, upload_id) and not stored(cluster, chunks)
+
+    await eventually(gone, timeout=30, what=f"the parts of {upload_id} deleted")
+
+
+async def native_get(url: str, name: str, headers: dict[str, str] | None = None) -> bytes:
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.get(f"{url}/files/{name}", headers=headers or {}) as response,
+    ):
+        assert response.status in (200, 206), await response.text()
+        return await response.read()
+
+
+# --- boto3's managed transfer --------------------------------------------------------------
+
+
+async def test_upload_file_in_parts_reads_back_whole_and_by_range(
+    cluster: LocalCluster, admin: list[BaseClient], tmp_path: Path
+) -> None:
+    bucket = await new_bucket(admin[0], "mp-transfer")
+    data = os.urandom(20 * MiB)
+    source, target = tmp_path / "up.bin", tmp_path / "down.bin"
+    source.write_bytes(data)
+    seen: dict[str, Any] = {"etags": {}}
+
+    def created(parsed: dict[str, Any], **_: Any) -> None:
+        seen["upload_id"] = parsed["UploadId"]
+
+    def part_sent(parsed: dict[str, Any], params: dict[str, Any], **_: Any) -> None:
+        seen["etags"][params["PartNumber"]] = parsed["ETag"]
+
+    uploader = admin[1]
+    uploader.meta.events.register("after-call.s3.CreateMultipartUpload", created)
+    uploader.meta.events.register("provide-client-params.s3.UploadPart", _remember_params)
+    uploader.meta.events.register("after-call.s3.UploadPart", _with_params(seen, part_sent))
+    config = boto3.s3.transfer.TransferConfig(
+        multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4
+    )
+    await s3(uploader.upload_file, str(source), bucket, "big/file.bin", Config=config)
+
+    etags = [seen["etags"][number] for number in sorted(seen["etags"])]
+    assert len(etags) == 4
+    head = await s3(admin[2].head_object, Bucket=bucket, Key="big/file.bin")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"] == md5_of_md5s(etags)
+    single = await s3(admin[3].put_object, Bucket=bucket, Key="part-one", Body=data[: 5 * MiB])
+    assert single["ETag"] == etags[0]  # a part's ETag is the digest a PUT of it gives
+
+    await s3(admin[4].download_file, bucket, "big/file.bin", str(target), Config=config)
+    assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+    boundary = 5 * MiB
+    ranged = await s3(
+        admin[5].get_object,
+        Bucket=bucket,
+        Key="big/file.bin",
+        Range=f"bytes={boundary - 1000}-{2 * boundary + 999}",
+    )
+    assert await s3(ranged["Body"].read) == data[boundary - 1000 : 2 * boundary + 1000]
+    assert ranged["ContentRange"] == f"bytes {boundary - 1000}-{2 * boundary + 999}/{len(data)}"
+
+    native = await native_get(cluster[6].url, f"{bucket}/big/file.bin")
+    assert hashlib.sha256(native).digest() == hashlib.sha256(data).digest()
+    tail = await native_get(
+        cluster[0].url, f"{bucket}/big/file.bin", {"Range": f"bytes=-{boundary + 7}"}
+    )
+    assert tail == data[-(boundary + 7) :]
+    manifest = await cluster[0].coordinator.stat(f"{bucket}/big/file.bin")
+    assert [s.name for s in manifest.segments] == [
+        part_name(seen["upload_id"], n) for n in range(1, 5)
+    ]
+    assert not manifest.chunks  # the parts' chunks are referenced, never copied
+
+    # the upload is over: its record is gone, and only the object lists
+    record = upload_record_name(bucket, seen["upload_id"])
+    assert (await cluster[0].replicas.read(record)) is not None
+    assert (await cluster[0].replicas.read(record)).deleted  # type: ignore[union-attr]
+    listed = await s3(admin[0].list_objects_v2, Bucket=bucket)
+    assert sorted(o["Key"] for o in listed["Contents"]) == ["big/file.bin", "part-one"]
+    uploads = await s3(admin[0].list_multipart_uploads, Bucket=bucket)
+    assert "Uploads" not in uploads
+
+    # deleting the object deletes its parts, chunks and all
+    parts = await part_manifests(cluster, seen["upload_id"])
+    chunks = {pair for part in parts for pair in part.placed_chunks()}
+    assert len(parts) == 4
+    assert stored(cluster, chunks) == chunks
+    await s3(admin[1].delete_object, Bucket=bucket, Key="big/file.bin")
+    await parts_gone(cluster, seen["upload_id"], chunks)
+    assert await refused(admin[2].head_object, Bucket=bucket, Key="big/file.bin") == ("404", 404)
+
+
+def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """Keep an UploadPart's parameters in its request's context, for ``_with_params``."""
+    context["mp_params"] = dict(params)
+
+
+def _with_params(seen: dict[str, Any], handler: Callable[..., None]) -> Callable[..., None]:
+    def call(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        handler(parsed=parsed, params=context["mp_params"])
+
+    return call
+
+
+# --- the operations one by one -------------------------------------------------------------
+
+
+async def upload_parts(
+    admin: BaseClient, bucket: str, key: str, parts: list[bytes]
+) -> tuple[str, list[dict[str, Any]]]:
+    """Create an upload and send ``parts``; its id and the Parts list Complete takes."""
+    created = await s3(admin.create_multipart_upload, Bucket=bucket, Key=key)
+    upload_id: str = created["UploadId"]
+    listed = []
+    for number, part in enumerate(parts, 1):
+        sent = await s3(
+            admin.upload_part,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=part,
+        )
+        listed.append({"PartNumber": number, "ETag": sent["ETag"]})
+    return upload_id, listed
+
+
+async def test_a_segmented_object_reads_with_two_peers_stopped(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "mp-degraded")
+    parts = [os.urandom(MIN_PART_SIZE), os.urandom(MIN_PART_SIZE), b"tail" * 1000]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    done = await s3(
+        admin[2].complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+    )
+    assert done["ETag"] == md5_of_md5s([p["ETag"] for p in listed])
+    stopped = [cluster[1], cluster[2]]
+    try:
+        for peer in stopped:
+            await peer.stop()
+        for peer in stopped:
+            await cluster.wait_down(peer)
+        got = await s3(admin[0].get_object, Bucket=bucket, Key="k")
+        assert await s3(got["Body"].read) == b"".join(parts)
+        native = await native_get(cluster[3].url, f"{bucket}/k", {"Range": "bytes=5242870-5242890"})
+        assert native == b"".join(parts)[5242870:5242891]
+    finally:
+        for peer in stopped:
+            await peer.restart()
+        await cluster.wait_converged()
+
+
+async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None:
+    bucket = await new_bucket(admin[0], "mp-refusals")
+    small = [b"a" * 1000, b"b" * 1000]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", small)
+
+    async def complete(parts: list[dict[str, Any]], upload: str = upload_id) -> tuple[str, int]:
+        return await refused(
+            admin[2].complete_multipart_upload,
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+        )
+
+    assert await complete(listed) == ("EntityTooSmall", 400)
+    assert await complete(listed[::-1]) == ("InvalidPartOrder", 400)
+    wrong = [{"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}]
+    assert await complete(wrong) == ("InvalidPart", 400)
+    assert await complete([{"PartNumber": 3, "ETag": listed[0]["ETag"]}]) == ("InvalidPart", 400)
+    assert await complete(listed, "f" * 32) == ("NoSuchUpload", 404)
+    assert await complete(listed, "not-an-id") == ("NoSuchUpload", 404)
+    other_key = await refused(admin[3].list_parts, Bucket=bucket, Key="other", UploadId=upload_id)
+    assert other_key == ("NoSuchUpload", 404)
+    bad_number = await refused(
+        admin[3].upload_part,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        PartNumber=10_001,
+        Body=b"x",
+    )
+    assert bad_number == ("InvalidArgument", 400)
+    # a single part may be small: it is the last
+    done = await s3(
+        admin[4].complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed[:1]},
+    )
+    assert done["ETag"] == md5_of_md5s([listed[0]["ETag"]])
+    got = await s3(admin[5].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == small[0]
+    # the upload is over: no more parts, no second Complete
+    late = await refused(
+        admin[6].upload_part, Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"x"
+    )
+    assert late == ("NoSuchUpload", 404)
+    assert await complete(listed[:1]) == ("NoSuchUpload", 404)
+    assert await refused(admin[0].create_multipart_upload, Bucket="mp-no-such-bucket", Key="k") == (
+        "NoSuchBucket",
+        404,
+    )
+
+
+async def test_list_parts_and_uploads_then_abort(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "mp-listing")
+    parts = [b"%d" % n * 100 for n in range(1, 6)]
+    upload_id, listed = await upload_parts(admin[1], bucket, "dir/one", parts)
+    second, _ = await upload_parts(admin[1], bucket, "dir/two", [b"x"])
+    third, _ = await upload_parts(admin[1], bucket, "other", [b"y"])
+
+    page = await s3(
+        admin[2].list_parts, Bucket=bucket, Key="dir/one", UploadId=upload_id, MaxParts=2
+    )
+    assert [p["PartNumber"] for p in page["Parts"]] == [1, 2]
+    assert page["IsTruncated"]
+    assert page["NextPartNumberMarker"] == 2
+    assert [p["ETag"] for p in page["Parts"]] == [listed[0]["ETag"], listed[1]["ETag"]]
+    assert [p["Size"] for p in page["Parts"]] == [100, 100]
+    rest = await s3(
+        admin[3].list_parts, Bucket=bucket, Key="dir/one", UploadId=upload_id, PartNumberMarker=2
+    )
+    assert [p["PartNumber"] for p in rest["Parts"]] == [3, 4, 5]
+    assert not rest["IsTruncated"]
+
+    uploads = await s3(admin[4].list_multipart_uploads, Bucket=bucket)
+    assert [(u["Key"], u["UploadId"]) for u in uploads["Uploads"]] == [
+        ("dir/one", upload_id),
+        ("dir/two", second),
+        ("other", third),
+    ]
+    prefixed = await s3(admin[4].list_multipart_uploads, Bucket=bucket, Prefix="dir/", MaxUploads=1)
+    assert [u["Key"] for u in prefixed["Uploads"]] == ["dir/one"]
+    assert prefixed["IsTruncated"]
+    following = await s3(
+        admin[4].list_multipart_uploads,
+        Bucket=bucket,
+        Prefix="dir/",
+        KeyMarker=prefixed["NextKeyMarker"],
+        UploadIdMarker=prefixed["NextUploadIdMarker"],
+    )
+    assert [u["Key"] for u in following["Uploads"]] == ["dir/two"]
+    # no listing of objects shows uploads or parts
+    assert "Contents" not in await s3(admin[5].list_objects_v2, Bucket=bucket)
+
+    chunks = {
+        pair for part in await part_manifests(cluster, upload_id) for pair in part.placed_chunks()
+    }
+    assert len(chunks) == 5 * 7
+    await s3(admin[6].abort_multipart_upload, Bucket=bucket, Key="dir/one", UploadId=upload_id)
+    await parts_gone(cluster, upload_id, chunks)
+    assert await refused(admin[0].list_parts, Bucket=bucket, Key="dir/one", UploadId=upload_id) == (
+        "NoSuchUpload",
+        404,
+    )
+    assert await refused(
+        admin[0].abort_multipart_upload, Bucket=bucket, Key="dir/one", UploadId=upload_id
+    ) == ("NoSuchUpload", 404)
+    for key, other in (("dir/two", second), ("other", third)):
+        await s3(admin[0].abort_multipart_upload, Bucket=bucket, Key=key, UploadId=other)
+    assert "Uploads" not in await s3(admin[1].list_multipart_uploads, Bucket=bucket)
