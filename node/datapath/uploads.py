@@ -150,8 +150,9 @@ class Uploads:
 
         Raises InvalidPartOrder (numbers not ascending), InvalidPart (a part not stored,
         or of another etag), EntityTooSmall (a part but the last under 5 MiB), TooLarge
-        (past 5 TiB), UploadNotFound, and what the commit raises (PreconditionFailed,
-        Unavailable): nothing is changed then, and the upload can be completed again.
+        (past 5 TiB or ``--max-file-size``), UploadNotFound, and what the commit raises
+        (PreconditionFailed, Unavailable): nothing is changed then, and the upload can be
+        completed again.
         """
         record = await self.record(bucket, upload_id, name)
         numbers = [number for number, _ in parts]
@@ -170,8 +171,9 @@ class Uploads:
                     f"bytes, every part but the last needs {MIN_PART_SIZE}."
                 )
         size = sum(segment.size for segment in segments)
-        if size > MAX_OBJECT_SIZE:
-            raise TooLarge(f"a multipart object is at most {MAX_OBJECT_SIZE} bytes; this is {size}")
+        limit = min(MAX_OBJECT_SIZE, self._config.max_file_size)
+        if size > limit:
+            raise TooLarge(f"an object may be at most {limit} bytes; this is {size}")
         etag = multipart_etag(segment.etag for segment in segments)
         manifest = await self._coordinator.put_segmented(
             name,

@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from node.api.keys import UPLOADS
 from node.errors import ChunkNotFound
@@ -490,3 +490,38 @@ async def test_an_unfinished_upload_is_collected_after_the_grace(
     assert primary.app[UPLOADS].collected == collected + 1
     code = await refused(admin[2].list_parts, Bucket=bucket, Key="forgotten", UploadId=upload_id)
     assert code == ("NoSuchUpload", 404)
+
+
+async def test_an_object_that_lost_a_part_is_an_error_never_other_bytes(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "mp-lost")
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", [b"a" * MIN_PART_SIZE, b"b"])
+    await s3(
+        admin[1].complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+    )
+    await cluster[0].coordinator.put(part_name(upload_id, 2), _body(b"c"), 1, "text/plain")
+    # a read that starts in the lost part is an error answer; one that reaches it after the
+    # headers went out is cut short (as a file with too few chunks left is)
+    lost = f"bytes={MIN_PART_SIZE}-"
+    code = await refused(admin[2].get_object, Bucket=bucket, Key="k", Range=lost)
+    assert code == ("InternalError", 500)
+    whole = await s3(admin[2].get_object, Bucket=bucket, Key="k")
+    with pytest.raises((ResponseStreamingError, IncompleteReadError)):
+        await s3(whole["Body"].read)
+    first = await s3(admin[3].get_object, Bucket=bucket, Key="k", Range="bytes=0-9")
+    assert await s3(first["Body"].read) == b"a" * 10  # the parts still there still read
+    async with (
+        aiohttp.ClientSession(headers=ADMIN_HEADERS) as http,
+        http.get(f"{cluster[4].url}/files/{bucket}/k", headers={"Range": lost}) as response,
+    ):
+        assert response.status == 500
+        assert "lost a part" in (await response.json())["error"]["message"]
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
