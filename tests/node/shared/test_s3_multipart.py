@@ -525,3 +525,29 @@ async def test_an_object_that_lost_a_part_is_an_error_never_other_bytes(
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_a_part_s_lost_chunk_is_found_and_rebuilt_as_any_file_s(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Parts are files: anti-entropy finds a chunk gone from its holder and repair rebuilds
+    it, with nothing told about multipart uploads."""
+    bucket = await new_bucket(admin[0], "mp-repair")
+    parts = [os.urandom(MIN_PART_SIZE), os.urandom(70_000)]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    await s3(
+        admin[1].complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+    )
+    part = next(p for p in await part_manifests(cluster, upload_id) if p.size == 70_000)
+    holder, chunk = sorted(part.placed_chunks())[0]
+    path = cluster.holder(holder).chunks.path(chunk)
+    path.unlink()
+    primary = cluster.holder(cluster[0].membership.replicas(part.name).primary)
+    await primary.anti_entropy.check_pass()
+    await eventually(path.is_file, timeout=20, what="the part's chunk rebuilt on its holder")
+    got = await s3(admin[2].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
