@@ -46,7 +46,7 @@ from msgspec import UNSET, UnsetType
 from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
-from node.model.multipart import MAX_PARTS, Segment
+from node.model.multipart import MAX_PARTS, Segment, is_part_name
 from node.model.names import RESERVED, validate_stored_name
 from node.model.representation import (
     MAX_FIELD_LENGTH,
@@ -418,6 +418,8 @@ def _segments(record: ManifestRecord, layout: Layout) -> tuple[Segment, ...]:
     if sum(s.size for s in segments) != layout.size:
         raise ValueError("the segments' sizes do not add up to the manifest's")
     for segment in segments:
+        if is_part_name(segment.name):
+            continue
         try:
             validate_stored_name(segment.name)
         except InvalidName as exc:
