@@ -175,6 +175,8 @@ async def upload_part_copy(
     """UploadPartCopy: the part is bytes of an existing object (all, or the inclusive
     ``x-amz-copy-source-range: bytes=first-last``), read and stored by this peer."""
     source_bucket, source_name = source
+    if any(h.lower().startswith("x-amz-copy-source-if-") for h in request.headers):
+        raise S3Error("NotImplemented", "x-amz-copy-source-if-* conditions are not served yet")
     await require(request, "read", source_bucket)
     await require(request, "write", bucket)
     coordinator = request.app[COORDINATOR]

@@ -448,6 +448,16 @@ async def test_upload_part_copy_takes_a_range_of_an_object_even_a_segmented_one(
         CopySource=f"{bucket}/no-such-key",
     )
     assert missing == ("NoSuchKey", 404)
+    conditional = await refused(
+        admin[4].upload_part_copy,
+        Bucket=bucket,
+        Key="dst",
+        UploadId=upload_id,
+        PartNumber=3,
+        CopySource=f"{bucket}/src",
+        CopySourceIfMatch='"anything"',
+    )
+    assert conditional == ("NotImplemented", 501)
     etags = [copied["CopyPartResult"]["ETag"], second["CopyPartResult"]["ETag"]]
     done = await s3(
         admin[5].complete_multipart_upload,
