@@ -9,6 +9,8 @@ import hashlib
 import msgspec
 import pytest
 
+from node.api.s3.multipart import upload_page
+from node.datapath.uploads import Upload
 from node.errors import CorruptData
 from node.model.layout import Layout
 from node.model.manifest import SEGMENT_HOLDER, Manifest, parse_segment_id, segment_id
@@ -139,3 +141,37 @@ def test_ten_thousand_segments_fit_a_manifest() -> None:
     assert len(data) < 2 << 20  # well inside a peer request body (256 MiB)
     assert Manifest.from_bytes(data).size == MAX_PARTS * (5 << 30)
     assert msgspec.msgpack.decode(data)  # (plain msgpack)
+
+
+def uploads_of(*keys: str) -> list[tuple[str, Upload]]:
+    return [
+        (key, Upload(f"{n:032x}", UploadRecord(bucket="b", name=f"b/{key}", initiated_ms=n)))
+        for n, key in enumerate(keys)
+    ]
+
+
+def page(entries: list[tuple[str, Upload | None]]) -> list[str]:
+    return [
+        key if upload is None else f"{key}@{int(upload.upload_id, 16)}" for key, upload in entries
+    ]
+
+
+def test_an_upload_page_follows_markers_within_a_key() -> None:
+    listed = uploads_of("a", "k", "k", "k", "z")
+    assert page(upload_page(listed, "", "", "", "", 10)[0]) == ["a@0", "k@1", "k@2", "k@3", "z@4"]
+    first, truncated = upload_page(listed, "", "", "", "", 2)
+    assert (page(first), truncated) == (["a@0", "k@1"], True)
+    rest, truncated = upload_page(listed, "", "", "k", f"{1:032x}", 2)
+    assert (page(rest), truncated) == (["k@2", "k@3"], True)
+    rest, truncated = upload_page(listed, "", "", "k", f"{3:032x}", 2)
+    assert (page(rest), truncated) == (["z@4"], False)
+    assert page(upload_page(listed, "", "", "k", "", 10)[0]) == ["z@4"]  # (no id: after k)
+
+
+def test_an_upload_page_rolls_keys_up_at_a_delimiter() -> None:
+    listed = uploads_of("a/1", "a/2", "b", "c/d/e", "c/x")
+    assert page(upload_page(listed, "", "/", "", "", 10)[0]) == ["a/", "b@2", "c/"]
+    assert page(upload_page(listed, "c/", "/", "", "", 10)[0]) == ["c/d/", "c/x@4"]
+    first, truncated = upload_page(listed, "", "/", "", "", 1)
+    assert (page(first), truncated) == (["a/"], True)
+    assert page(upload_page(listed, "", "/", "a/", "", 10)[0]) == ["b@2", "c/"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -34,7 +34,9 @@ from node.api.s3 import bodies
 from node.api.s3.auth import check_small_payload
 from node.api.s3.errors import S3Error
 from node.api.s3.payload import object_body
+from node.datapath.uploads import Upload
 from node.errors import BadDigest, FileNotFound, InvalidRange, NamespaceNotFound
+from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
 from node.model.multipart import (
     MAX_PART_SIZE,
@@ -340,14 +342,51 @@ def _part(parent: ElementTree.Element, part: Manifest) -> None:
     _child(element, "Size", str(part.size))
 
 
+def upload_page(
+    uploads: Sequence[tuple[str, Upload]],
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    id_marker: str,
+    limit: int,
+) -> tuple[list[tuple[str, Upload | None]], bool]:
+    """One page of ListMultipartUploads from ``(key, upload)`` pairs in key then start
+    order: ``(entries, truncated)``, an entry ``(key, upload)`` or, with a ``delimiter``,
+    ``(common prefix, None)`` for the keys rolled up under it (one entry each).
+
+    Shown: keys with ``prefix`` after ``key_marker``; with ``id_marker``, also the uploads
+    of ``key_marker`` itself that started after that upload (Amazon S3 API reference,
+    ListMultipartUploads)."""
+    entries: list[tuple[str, Upload | None]] = []
+    after_marker = not id_marker  # (within key_marker's own uploads)
+    for key, upload in uploads:
+        if not key.startswith(prefix):
+            continue
+        if key_marker and key <= key_marker:
+            if key != key_marker or not id_marker:
+                continue
+            if not after_marker:
+                after_marker = upload.upload_id == id_marker
+                continue
+        if delimiter and (cut := key.find(delimiter, len(prefix))) >= 0:
+            common = key[: cut + len(delimiter)]
+            if (key_marker and common <= key_marker) or (entries and entries[-1][0] == common):
+                continue
+            entries.append((common, None))
+        else:
+            entries.append((key, upload))
+        if len(entries) > limit:
+            return entries[:limit], True
+    return entries, False
+
+
 async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, str]) -> web.Response:
     """ListMultipartUploads: uploads in progress by key then start time, with ``prefix``,
-    after ``key-marker`` (and ``upload-id-marker`` within that key). A ``delimiter`` is
-    refused (NotImplemented): uploads are not rolled up into CommonPrefixes yet."""
+    after ``key-marker`` (and ``upload-id-marker`` within that key), rolled up into
+    CommonPrefixes at a ``delimiter`` (``upload_page``)."""
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
-    if query.get("delimiter"):
-        raise S3Error("NotImplemented", "ListMultipartUploads with a delimiter is not served yet")
+    delimiter = check_delimiter(query.get("delimiter", ""))
     encoding = query.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "encoding-type may only be url")
@@ -356,20 +395,8 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
     key_marker = query.get("key-marker", "")
     id_marker = query.get("upload-id-marker", "") if key_marker else ""
     uploads = await request.app[UPLOADS].uploads(bucket)
-    shown = []
-    for upload in uploads:
-        key = _key(bucket, upload.record.name)
-        if not key.startswith(prefix):
-            continue
-        if key_marker and (key < key_marker or (key == key_marker and not id_marker)):
-            continue
-        if id_marker and key == key_marker:
-            if upload.upload_id == id_marker:
-                id_marker = ""  # the ones after it are shown
-            continue
-        shown.append((key, upload))
-    truncated = len(shown) > limit
-    shown = shown[:limit]
+    keyed = [(_key(bucket, upload.record.name), upload) for upload in uploads]
+    shown, truncated = upload_page(keyed, prefix, delimiter, key_marker, id_marker, limit)
 
     def encoded(text: str) -> str:
         return quote(text, safe="/") if encoding == "url" else text
@@ -377,17 +404,22 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
     owner = principal_of(request).access_key or bodies.OWNER_ID
     root = ElementTree.Element("ListMultipartUploadsResult", xmlns=bodies.NAMESPACE)
     _child(root, "Bucket", bucket)
-    _child(root, "KeyMarker", encoded(query.get("key-marker", "")))
+    _child(root, "KeyMarker", encoded(key_marker))
     _child(root, "UploadIdMarker", query.get("upload-id-marker", ""))
     if truncated and shown:
-        _child(root, "NextKeyMarker", encoded(shown[-1][0]))
-        _child(root, "NextUploadIdMarker", shown[-1][1].upload_id)
+        last, last_upload = shown[-1]
+        _child(root, "NextKeyMarker", encoded(last))
+        _child(root, "NextUploadIdMarker", last_upload.upload_id if last_upload else "")
     _child(root, "Prefix", encoded(prefix))
+    if delimiter:
+        _child(root, "Delimiter", encoded(delimiter))
     if encoding:
         _child(root, "EncodingType", encoding)
     _child(root, "MaxUploads", str(limit))
     _child(root, "IsTruncated", "true" if truncated else "false")
     for key, upload in shown:
+        if upload is None:
+            continue
         element = _child(root, "Upload")
         _child(element, "Key", encoded(key))
         _child(element, "UploadId", upload.upload_id)
@@ -395,4 +427,7 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
         _owner(element, "Owner", owner)
         _child(element, "StorageClass", STORAGE_CLASS)
         _child(element, "Initiated", bodies.iso_time(upload.record.initiated_ms))
+    for common, upload in shown:
+        if upload is None:
+            _child(_child(root, "CommonPrefixes"), "Prefix", encoded(common))
     return _xml(root)

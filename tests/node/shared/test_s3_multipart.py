@@ -373,6 +373,9 @@ async def test_list_parts_and_uploads_then_abort(
         UploadIdMarker=prefixed["NextUploadIdMarker"],
     )
     assert [u["Key"] for u in following["Uploads"]] == ["dir/two"]
+    folded = await s3(admin[4].list_multipart_uploads, Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in folded["CommonPrefixes"]] == ["dir/"]
+    assert [u["Key"] for u in folded["Uploads"]] == ["other"]
     # no listing of objects shows uploads or parts
     assert "Contents" not in await s3(admin[5].list_objects_v2, Bucket=bucket)
 
