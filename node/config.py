@@ -100,6 +100,14 @@ class PeerConfig:
             metavar="PORT",
         ),
     )
+    s3_domain: str | None = field(
+        default=None,
+        metadata=option(
+            "Also take S3 requests to Host <bucket>.DOMAIN as virtual-hosted style "
+            "(a wildcard DNS name for the peers); path-style always works.",
+            metavar="DOMAIN",
+        ),
+    )
     join: tuple[str, ...] = field(
         default=(),
         metadata=option(

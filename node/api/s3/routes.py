@@ -47,7 +47,7 @@ from node.api.s3.auth import (
     expected_payload,
     payload_checked,
     penalty,
-    raw_path,
+    resource_path,
 )
 from node.api.s3.errors import S3Error, s3_code
 from node.api.sending import answer_file, file_headers
@@ -104,7 +104,7 @@ def add_routes(app: web.Application) -> None:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route by method, bucket, key and sub-resource, as S3 does."""
-    bucket, key = _split(raw_path(request))
+    bucket, key = _split(resource_path(request))
     pairs: list[tuple[str, str]] = request[QUERY]
     query = dict(pairs)
     unserved = sorted(UNSERVED & set(query))

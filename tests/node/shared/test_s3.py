@@ -15,6 +15,9 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import shutil
+import socket
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,11 +43,12 @@ from tests.harness.access import ADMIN, ADMIN_HEADERS
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 T = TypeVar("T")
 FAILING_PEER = 6  # refusals cost their address a growing delay on the peer: keep them on one
+DOMAIN = "s3.test"  # the peers' --s3-domain: <bucket>.s3.test is virtual-hosted style
 
 
 @pytest.fixture(scope="module")
 def shared_overrides() -> dict[str, Any]:
-    return {"s3_port": 0}
+    return {"s3_port": 0, "s3_domain": DOMAIN}
 
 
 def client(
@@ -801,3 +805,103 @@ async def test_response_overrides_set_a_download_s_headers(
     assert await s3(fetch, public) == (200, b"a,b\n")
     status, _ = await s3(fetch, public + "?response-content-type=text/html")
     assert status == 400  # anonymous requests may not set them
+
+
+# --- virtual-hosted style --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def wildcard_dns() -> Iterator[None]:
+    """``DOMAIN`` and every name under it resolve to 127.0.0.1 in this process, as a wildcard
+    DNS record makes them for real clients (nothing else is resolved differently)."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and (host == DOMAIN or host.endswith(f".{DOMAIN}")):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    with mock.patch.object(socket, "getaddrinfo", getaddrinfo):
+        yield
+
+
+async def test_virtual_hosted_style_requests_name_the_bucket_in_the_host(
+    cluster: LocalCluster,
+) -> None:
+    """boto3 in virtual-hosted style (Host ``<bucket>.s3.test``: SigV4 headers, SigV2 and
+    SigV4 presigned URLs) and path-style clients see the same bucket."""
+    port = yarl.URL(cluster[2].s3_url).port
+    with wildcard_dns():
+        virtual = boto3.client(
+            "s3",
+            endpoint_url=f"http://{DOMAIN}:{port}",
+            aws_access_key_id=ADMIN[0],
+            aws_secret_access_key=ADMIN[1],
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "virtual"}),
+        )
+        try:
+            await s3(virtual.create_bucket, Bucket="s3-virtual")
+            await s3(virtual.put_object, Bucket="s3-virtual", Key="a/b.txt", Body=b"hosted")
+            got = await s3(virtual.get_object, Bucket="s3-virtual", Key="a/b.txt")
+            assert await s3(got["Body"].read) == b"hosted"
+            listed = await s3(virtual.list_objects_v2, Bucket="s3-virtual", Delimiter="/")
+            assert [p["Prefix"] for p in listed["CommonPrefixes"]] == ["a/"]
+            params = {"Bucket": "s3-virtual", "Key": "a/b.txt"}
+            for version in ("s3", "s3v4"):
+                signer = boto3.client(
+                    "s3",
+                    endpoint_url=f"http://{DOMAIN}:{port}",
+                    aws_access_key_id=ADMIN[0],
+                    aws_secret_access_key=ADMIN[1],
+                    region_name="us-east-1",
+                    config=Config(s3={"addressing_style": "virtual"}, signature_version=version),
+                )
+                url = await s3(signer.generate_presigned_url, "get_object", Params=params)
+                assert yarl.URL(url).host == f"s3-virtual.{DOMAIN}"
+                assert await s3(fetch, url) == (200, b"hosted"), version
+                signer.close()
+        finally:
+            virtual.close()
+    path_style = client(cluster[5].s3_url)
+    got = await s3(path_style.get_object, Bucket="s3-virtual", Key="a/b.txt")
+    assert await s3(got["Body"].read) == b"hosted"
+    path_style.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_signs_virtual_hosted_requests(cluster: LocalCluster, tmp_path: Any) -> None:
+    """curl's own SigV4 (--aws-sigv4) to ``<bucket>.s3.test``, resolved by --resolve."""
+    admin = client(cluster[0].s3_url)
+    await new_bucket(admin, "s3-curl")
+    admin.close()
+    port = yarl.URL(cluster[3].s3_url).port
+    host = f"s3-curl.{DOMAIN}"
+    source = tmp_path / "up.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    common = [
+        "curl", "--silent", "--show-error", "--fail-with-body", "--max-time", "60",
+        "--resolve", f"{host}:{port}:127.0.0.1",
+        "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{ADMIN[0]}:{ADMIN[1]}",
+        # S3 wants it with SigV4; curl (7.88) signs it when given, and computes none itself
+        "--header", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+    ]  # fmt: skip
+    url = f"http://{host}:{port}/curl/up.bin"
+    for command in ([*common, "--upload-file", str(source), url], [*common, url]):
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, timeout=90, check=False
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+    assert done.stdout == source.read_bytes()
+
+
+async def test_a_host_label_that_is_no_bucket_name_is_refused(cluster: LocalCluster) -> None:
+    port = yarl.URL(cluster[FAILING_PEER].s3_url).port
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{port}/key", headers={"Host": f"Bad_Name.{DOMAIN}:{port}"}
+        ) as answer,
+    ):
+        assert answer.status == 400
+        assert "<Code>InvalidBucketName</Code>" in await answer.text()
