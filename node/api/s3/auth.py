@@ -267,7 +267,7 @@ async def payload_checked(body: AsyncIterable[bytes], sha256_hex: str) -> AsyncI
 
 def expected_checksum(request: web.Request) -> tuple[str, str] | None:
     """``(name, base64 value)`` of the ``x-amz-checksum-<name>`` header a body must match
-    (crc32, sha1 or sha256: what this peer computes), or None."""
+    (a CRC of ``chunked.CRCS``, sha1 or sha256), or None."""
     for header, value in request.headers.items():
         name = chunked.checksum_name(header)
         if name is not None:
@@ -279,10 +279,11 @@ async def checksum_checked(
     body: AsyncIterable[bytes], name: str, expected: str
 ) -> AsyncIterator[bytes]:
     """Yield ``body`` unchanged, then raise BadDigest instead of ending if its checksum
-    ``name`` is not ``expected``. CRC32 is computed in place (zlib: tens of microseconds a
-    piece); SHA-1 and SHA-256 in worker threads (``node.api.integrity.verified``)."""
+    ``name`` is not ``expected``. CRCs are computed in place (zlib, awscrt: tens of
+    microseconds a piece); SHA-1 and SHA-256 in worker threads
+    (``node.api.integrity.verified``)."""
     header = f"x-amz-checksum-{name}"
-    if name != "crc32":
+    if name not in chunked.CRCS:
         try:
             digest = base64.b64decode(expected, validate=True)
         except binascii.Error:

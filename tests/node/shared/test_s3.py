@@ -34,6 +34,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.crt import auth as botocore_crt_auth
 from botocore.exceptions import ClientError
 
 from node.api.keys import GATEKEEPER
@@ -110,9 +111,17 @@ async def new_key(cluster: LocalCluster, **grants: Any) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def signed_at(moment: dt.datetime) -> Iterator[None]:
-    """botocore signs as if it were ``moment`` (UTC)."""
-    naive = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    with mock.patch.object(botocore_auth, "get_current_datetime", return_value=naive):
+    """botocore signs as if it were ``moment`` (UTC), with its own signers or, where awscrt is
+    installed (a ringstore dependency), with the CRT's."""
+    utc = moment.astimezone(dt.timezone.utc)
+
+    def now(remove_tzinfo: bool = True) -> dt.datetime:
+        return utc.replace(tzinfo=None) if remove_tzinfo else utc
+
+    with (
+        mock.patch.object(botocore_auth, "get_current_datetime", now),
+        mock.patch.object(botocore_crt_auth, "get_current_datetime", now),
+    ):
         yield
 
 
@@ -614,7 +623,7 @@ async def test_the_cluster_view_names_every_peer_s_s3_url(cluster: LocalCluster)
     await eventually(shown, 15, "every peer's S3 URL in /cluster (gossiped)")
 
 
-@pytest.mark.parametrize("algorithm", ["CRC32", "SHA256", "SHA1"])
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME", "SHA256", "SHA1"])
 async def test_a_body_not_matching_its_checksum_header_stores_nothing(
     cluster: LocalCluster, admin: list[BaseClient], algorithm: str
 ) -> None:
@@ -630,7 +639,9 @@ async def test_a_body_not_matching_its_checksum_header_stores_nothing(
 
     def spoil(request: Any, **_: Any) -> None:  # before signing: the signature covers it
         del request.headers[header]  # (setting adds a second line)
-        request.headers[header] = "AAAAAA==" if algorithm == "CRC32" else "A" * 43 + "="
+        request.headers[header] = {"CRC32": "AAAAAA==", "CRC32C": "AAAAAA=="}.get(
+            algorithm, "AAAAAAAAAAA=" if algorithm == "CRC64NVME" else "A" * 43 + "="
+        )
 
     sender.meta.events.register("before-sign.s3.PutObject", spoil)
     try:
