@@ -105,6 +105,13 @@ class RingstoreFileSystem(AbstractFileSystem):
         """Close the client's connections and stop its thread. Idempotent."""
         self._closer()
 
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        """A URL or path as a name: ``ringstore://ns/a/`` and ``/ns/a`` are ``ns/a``."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(each) for each in path]
+        return super()._strip_protocol(path).lstrip("/")
+
     # --- metadata ----------------------------------------------------------------------
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:

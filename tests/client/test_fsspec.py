@@ -117,6 +117,7 @@ async def test_listings_info_and_exists(fs: RingstoreFileSystem) -> None:
     assert "lists" in await off_loop(fs.ls, "", detail=False)
     file_listing = await off_loop(fs.ls, "lists/a.txt", detail=False)
     assert file_listing == ["lists/a.txt"]
+    assert await off_loop(fs.ls, "/lists/b/c/", detail=False) == ["lists/b/c/two.bin"]
     info = await off_loop(fs.info, "ringstore://lists/b/c/two.bin")
     assert (info["type"], info["size"]) == ("file", 4)
     assert await off_loop(fs.ukey, "lists/b/c/two.bin") == info["etag"]
