@@ -20,7 +20,6 @@ neither). A session-based console adds its CSRF token check through the ``FORM_G
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ import multipart
 from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
 
+from node.api.representation import content_type_of
 from node.errors import Forbidden, InvalidRequest, TooLarge, UnsupportedMediaType
 
 FILE_FIELD = "file"  # the name of the part that holds the file
@@ -185,10 +185,7 @@ def _file_part(segment: multipart.MultipartSegment) -> FilePart:
     filename = segment.filename
     if filename == "":  # HTML: a file input with no file chosen sends filename=""
         raise InvalidRequest("the form's file part holds no file (none was chosen)")
-    content_type = dict(segment.headerlist).get("Content-Type", "application/octet-stream")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in content_type):
-        raise InvalidRequest("the file part's Content-Type has a control character")
-    return FilePart(filename, content_type)
+    return FilePart(filename, content_type_of(dict(segment.headerlist).get("Content-Type")))
 
 
 def _not_a_file(segment: multipart.MultipartSegment) -> None:

@@ -35,7 +35,7 @@ from node.api.keys import (
     SCRUBBER,
     principal_of,
 )
-from node.api.representation import representation_of
+from node.api.representation import content_type_of, representation_of
 from node.api.sending import answer_file, file_headers
 from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, TooLarge
@@ -81,7 +81,7 @@ async def put_file(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
-    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(request.headers)
     body = body_pieces(request, config.client_timeout, config.max_file_size)
     digests = expected_digests(request.headers)

@@ -233,6 +233,7 @@ BIG = os.urandom(80_000)
         (form(part("name", b"a\x01b"), part("file", BIG)), 400, "invalid_name"),
         (form(part("name", b"x" * 1100), part("file", BIG)), 400, "invalid_name"),
         (form(part("file", BIG, "a", "text/\x01")), 400, "invalid_request"),
+        (form(part("file", BIG, "a", "text/" + "x" * 1100)), 400, "invalid_request"),
         (form(part("file", os.urandom(MAX_FILE + 1), "a")), 413, "too_large"),
         (form(*[part(f"f{i}", b"v") for i in range(20)], part("file")), 400, "invalid_request"),
         (form(part("file", BIG, "a"))[:-10], 400, "invalid_request"),  # no closing boundary
@@ -254,6 +255,7 @@ BIG = os.urandom(80_000)
         "name with a control character",
         "name too long",
         "content type with a control character",
+        "content type too long",
         "file past the limit",
         "too many parts",
         "cut before the closing boundary",
