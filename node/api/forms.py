@@ -4,9 +4,10 @@
 timeout, ``100 Continue`` and size bound as a PUT) with a push parser that never holds more
 than one piece and a header: the small fields before the file are kept (at most
 ``MAX_PARTS`` parts, ``MAX_FIELD_BYTES`` each), the file part is handed on piece by piece,
-and whatever follows it is read to the closing boundary before the file's last byte is
-given, so a body that is cut off, malformed, or holds a second file fails the upload
-(the coordinator then commits nothing).
+and whatever follows it is read to the closing boundary before the file's pieces end, so
+a body that is cut off, malformed, or holds a second file fails the upload as a broken PUT
+body does (the coordinator sends its last stripe only after the body ends: nothing is
+committed).
 
 Which part is the file: the one named ``file`` (``curl -F file=@x``, ``<input type=file
 name=file>``). Fields the server reads (``name``; later the console's CSRF token) must come
@@ -41,7 +42,8 @@ MAX_HEADERS = 8  # header lines of a part (RFC 7578 uses at most 3)
 OVERHEAD = MAX_PARTS * (MAX_FIELD_BYTES + MAX_HEADERS * (MAX_HEADER_BYTES + 2) + 80)
 
 # The console's CSRF check: given the request and the fields sent before the file, raise
-# (Forbidden) to refuse the upload before anything of it is stored. Wiring sets it.
+# (Forbidden) to refuse the upload before anything of it is stored. The console's wiring
+# (node.process) will set it; unset, forms are checked by ``same_origin`` and keys alone.
 FormGuard = Callable[[web.Request, Mapping[str, str]], Awaitable[None]]
 FORM_GUARD: web.AppKey[FormGuard] = web.AppKey("form_guard")
 
