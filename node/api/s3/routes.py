@@ -35,7 +35,7 @@ from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue
 from node.api.integrity import expected_digests, verified
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
-from node.api.representation import representation_of
+from node.api.representation import content_type_of, representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import (
     QUERY,
@@ -253,7 +253,7 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
         size = decoder.size  # the object's, not the encoded body's
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"an object may be at most {config.max_file_size} bytes; this is {size}")
-    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(_stored_headers(request), META_PREFIX)
     digests = expected_digests(request.headers)
     if decoder is not None:  # (its size is checked as it is decoded)
@@ -365,7 +365,7 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     if directive == "COPY":
         content_type, representation = original.content_type, original.representation
     else:
-        content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+        content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
         representation = representation_of(_stored_headers(request), META_PREFIX)
 
     async def body() -> AsyncIterator[bytes]:

@@ -532,6 +532,11 @@ async def test_keys_that_are_not_file_names_are_refused(admin: list[BaseClient])
     for key in ("a//b", "dir/", "./x"):
         code = await refused(admin[1].put_object, Bucket=bucket, Key=key, Body=b"x")
         assert code == ("InvalidArgument", 400), key
+    long_type = "application/" + "x" * 1100  # past what a manifest holds: not a 503
+    code = await refused(
+        admin[1].put_object, Bucket=bucket, Key="typed", Body=b"x", ContentType=long_type
+    )
+    assert code == ("InvalidArgument", 400)
     for key in ("sp ace+plus%percent", "ünï/cødé", "tilde~and(paren)"):
         await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
         got = await s3(admin[2].get_object, Bucket=bucket, Key=key)
