@@ -93,7 +93,7 @@ UNSERVED = frozenset(
         "notification", "object-lock", "ownershipControls", "partNumber", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
         "retention", "select", "tagging", "torrent", "uploadId", "uploads", "versioning",
-        "versions", "website",
+        "website",
     }
 )  # fmt: skip
 
@@ -113,6 +113,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await delete_objects(request, bucket)
     if query.get("versionId", "null") != "null":  # ("null": the one version there is)
         unserved = ["versionId", *unserved]
+    if unserved == ["versioning"] and method == hdrs.METH_GET and bucket and not key:
+        return await bucket_versioning(request, bucket)
     if unserved or (method == hdrs.METH_POST and bucket):
         what = f"?{unserved[0]}" if unserved else "POST"
         raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")
@@ -204,6 +206,15 @@ async def bucket_location(request: web.Request, bucket: str) -> web.Response:
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
     return _xml(bodies.location(REGION))
+
+
+async def bucket_versioning(request: web.Request, bucket: str) -> web.Response:
+    """GetBucketVersioning: buckets keep no versions, so the answer is S3's for a bucket
+    whose versioning was never turned on, an empty VersioningConfiguration (s3fs and
+    others ask before they list or delete). PutBucketVersioning stays NotImplemented."""
+    await require(request, "read", bucket)
+    await _existing_bucket(request, bucket)
+    return _xml(bodies.versioning())
 
 
 async def head_bucket(request: web.Request, bucket: str) -> web.Response:
@@ -467,10 +478,13 @@ def _max_keys(query: Mapping[str, str]) -> int:
 
 
 async def list_objects(request: web.Request, bucket: str, query: Mapping[str, str]) -> web.Response:
-    """ListObjectsV2 (``list-type=2``) or ListObjects: keys with ``prefix`` in order, after
-    the continuation token, ``start-after`` or ``marker``; with a ``delimiter``, keys rolled
-    up into CommonPrefixes (each one entry toward ``max-keys``)."""
-    version = 2 if query.get("list-type") == "2" else 1
+    """ListObjectsV2 (``list-type=2``), ListObjects, or ListObjectVersions (``versions``):
+    keys with ``prefix`` in order, after the continuation token, ``start-after``, ``marker``
+    or ``key-marker``; with a ``delimiter``, keys rolled up into CommonPrefixes (each one
+    entry toward ``max-keys``). Buckets keep no versions, so ListObjectVersions lists each
+    object once as version ``null``, as S3 lists a bucket whose versioning was never on."""
+    versions = "versions" in query
+    version = 2 if query.get("list-type") == "2" and not versions else 1
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
     prefix = query.get("prefix", "")
@@ -481,7 +495,7 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
     max_keys = _max_keys(query)
     token = query.get("continuation-token") if version == 2 else None
     start_after = query.get("start-after") if version == 2 else None
-    marker = query.get("marker", "") if version == 1 else None
+    marker = query.get("key-marker" if versions else "marker", "") if version == 1 else None
     if token is not None:
         after_key = _from_token(token)
     else:
@@ -518,6 +532,8 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
         marker=marker,
         next_marker=next_key if version == 1 else None,
     )
+    if versions:
+        return _xml(bodies.version_listing(page))
     return _xml(bodies.object_listing(page, version))
 
 

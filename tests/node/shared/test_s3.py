@@ -800,3 +800,42 @@ async def test_response_overrides_set_a_download_s_headers(
     assert await s3(fetch, public) == (200, b"a,b\n")
     status, _ = await s3(fetch, public + "?response-content-type=text/html")
     assert status == 400  # anonymous requests may not set them
+
+
+async def test_an_unversioned_bucket_lists_each_object_as_version_null(
+    admin: list[BaseClient],
+) -> None:
+    """ListObjectVersions and GetBucketVersioning answer as S3 does for a bucket whose
+    versioning was never on: ceph/s3-tests cleans up with them, s3fs asks before deleting."""
+    bucket = await new_bucket(admin[0], "s3-null-versions")
+    for key in ("a/1", "a/2", "b", "c"):
+        await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
+    assert "Status" not in await s3(admin[2].get_bucket_versioning, Bucket=bucket)
+    first = await s3(admin[2].list_object_versions, Bucket=bucket, MaxKeys=2)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in first["Versions"]] == [
+        ("a/1", "null", True),
+        ("a/2", "null", True),
+    ]
+    assert first["Versions"][0]["Size"] == 3
+    assert (first["IsTruncated"], first["NextKeyMarker"]) == (True, "a/2")
+    rest = await s3(
+        admin[3].list_object_versions,
+        Bucket=bucket,
+        KeyMarker=first["NextKeyMarker"],
+        VersionIdMarker=first["NextVersionIdMarker"],
+    )
+    assert [v["Key"] for v in rest["Versions"]] == ["b", "c"]
+    assert rest["IsTruncated"] is False
+    folders = await s3(admin[4].list_object_versions, Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in folders["CommonPrefixes"]] == ["a/"]
+    assert [v["Key"] for v in folders["Versions"]] == ["b", "c"]
+    code = await refused(
+        admin[5].put_bucket_versioning,
+        Bucket=bucket,
+        VersioningConfiguration={"Status": "Enabled"},
+    )
+    assert code == ("NotImplemented", 501)
+    assert await refused(admin[5].list_object_versions, Bucket="s3-no-such") == (
+        "NoSuchBucket",
+        404,
+    )
