@@ -50,7 +50,13 @@ def error_document(code: str, message: str, resource: str, request_id: str) -> b
     return _document(root)
 
 
-def bucket_list(buckets: Sequence[NamespaceRecord], owner: str) -> bytes:
+def bucket_list(
+    buckets: Sequence[NamespaceRecord],
+    owner: str,
+    prefix: str | None = None,
+    continuation_token: str | None = None,
+) -> bytes:
+    """A ListAllMyBucketsResult; ``continuation_token`` when more buckets follow."""
     root = ElementTree.Element("ListAllMyBucketsResult", xmlns=NAMESPACE)
     owner_element = _child(root, "Owner")
     _child(owner_element, "ID", owner)
@@ -60,6 +66,10 @@ def bucket_list(buckets: Sequence[NamespaceRecord], owner: str) -> bytes:
         bucket = _child(listed, "Bucket")
         _child(bucket, "Name", record.name)
         _child(bucket, "CreationDate", iso_time(record.created_ms))
+    if continuation_token is not None:
+        _child(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _child(root, "Prefix", prefix)
     return _document(root)
 
 

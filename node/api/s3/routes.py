@@ -85,6 +85,7 @@ RESPONSE_OVERRIDES: dict[str, str] = {
     "response-content-disposition": hdrs.CONTENT_DISPOSITION,
     "response-content-encoding": hdrs.CONTENT_ENCODING,
 }
+MAX_BUCKETS = 10_000  # ListBuckets' max-buckets at most (S3's bound)
 # Sub-resources of S3 not served yet: answered NotImplemented, never taken as plain GETs.
 UNSERVED = frozenset(
     {
@@ -120,7 +121,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")
     if not bucket:
         if method == hdrs.METH_GET:
-            return await list_buckets(request)
+            return await list_buckets(request, query)
     elif not key:
         if method == hdrs.METH_GET:
             if "location" in query:
@@ -189,17 +190,33 @@ async def _existing_bucket(request: web.Request, bucket: str) -> None:
 # --- buckets ---------------------------------------------------------------------------------
 
 
-async def list_buckets(request: web.Request) -> web.Response:
+async def list_buckets(request: web.Request, query: Mapping[str, str]) -> web.Response:
+    """ListBuckets: the buckets the key may read (and public-read ones) in name order, with
+    ``prefix``, and pages of ``max-buckets`` (1-10000) resumed by ``continuation-token``
+    (paginated ListBuckets, 2024: an absent ``max-buckets`` lists them all)."""
     principal = principal_of(request)
     if principal.anonymous:
         raise Unauthenticated("ListBuckets needs an access key")
+    prefix = query.get("prefix", "")
+    after = _from_token(query["continuation-token"]) if "continuation-token" in query else ""
     shown = [
         record
         for record in await request.app[ACCESS].namespaces()
-        if record.public_read or principal.grants.allows("read", record.name)
+        if (record.public_read or principal.grants.allows("read", record.name))
+        and record.name.startswith(prefix)
+        and record.name > after
     ]
+    token = None
+    if "max-buckets" in query:
+        text = query["max-buckets"]
+        valid = text.isascii() and text.isdigit() and len(text) <= 5
+        if not (valid and 1 <= int(text) <= MAX_BUCKETS):
+            raise S3Error("InvalidArgument", f"max-buckets must be 1 to {MAX_BUCKETS}")
+        if len(shown) > int(text):
+            shown = shown[: int(text)]
+            token = _token(shown[-1].name)
     owner = principal.access_key or bodies.OWNER_ID
-    return _xml(bodies.bucket_list(shown, owner))
+    return _xml(bodies.bucket_list(shown, owner, prefix if "prefix" in query else None, token))
 
 
 async def bucket_location(request: web.Request, bucket: str) -> web.Response:

@@ -839,3 +839,34 @@ async def test_an_unversioned_bucket_lists_each_object_as_version_null(
         "NoSuchBucket",
         404,
     )
+
+
+async def test_list_buckets_in_pages_and_by_prefix(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Paginated ListBuckets (MaxBuckets, ContinuationToken, Prefix), as boto3 sends it."""
+    names = [await new_bucket(admin[0], f"s3-paged-{i}") for i in range(3)]
+    first = await s3(admin[1].list_buckets, MaxBuckets=2, Prefix="s3-paged-")
+    assert [b["Name"] for b in first["Buckets"]] == names[:2]
+    assert first["Prefix"] == "s3-paged-"
+    rest = await s3(
+        admin[2].list_buckets,
+        MaxBuckets=2,
+        Prefix="s3-paged-",
+        ContinuationToken=first["ContinuationToken"],
+    )
+    assert [b["Name"] for b in rest["Buckets"]] == names[2:]
+    assert "ContinuationToken" not in rest
+    everything = await s3(admin[3].list_buckets)
+    assert set(names) <= {b["Name"] for b in everything["Buckets"]}
+    assert "ContinuationToken" not in everything
+    reader = await new_key(cluster, name="s3-paged-reader", read=[names[1]])
+    narrow = await s3(client, cluster[4].s3_url, reader)
+    try:
+        seen = await s3(narrow.list_buckets, MaxBuckets=1, Prefix="s3-paged-")
+        assert [b["Name"] for b in seen["Buckets"]] == [names[1]]  # only what it may read
+        assert "ContinuationToken" not in seen
+    finally:
+        narrow.close()
+    code = await refused(admin[5].list_buckets, MaxBuckets=10_001)
+    assert code == ("InvalidArgument", 400)
