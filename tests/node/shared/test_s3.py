@@ -870,3 +870,39 @@ async def test_list_buckets_in_pages_and_by_prefix(
         narrow.close()
     code = await refused(admin[5].list_buckets, MaxBuckets=10_001)
     assert code == ("InvalidArgument", 400)
+
+
+async def test_copy_source_conditions_are_checked_on_the_source(admin: list[BaseClient]) -> None:
+    """x-amz-copy-source-if-* (ceph/s3-tests' test_copy_object_if*): 412 when one does not
+    hold, never 304, and nothing is copied then."""
+    bucket = await new_bucket(admin[0], "s3-copy-if")
+    put = await s3(admin[1].put_object, Bucket=bucket, Key="src", Body=b"source body")
+    etag = put["ETag"]
+    origin = {"Bucket": bucket, "Key": "src"}
+    past = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    holding = [
+        {"CopySourceIfMatch": etag},
+        {"CopySourceIfNoneMatch": '"0123"'},
+        {"CopySourceIfModifiedSince": past},
+        {"CopySourceIfUnmodifiedSince": future},
+        {"CopySourceIfMatch": etag, "CopySourceIfUnmodifiedSince": past},  # if-match wins
+    ]
+    for number, condition in enumerate(holding):
+        key = f"copy-{number}"
+        await s3(admin[2].copy_object, Bucket=bucket, Key=key, CopySource=origin, **condition)
+        got = await s3(admin[3].get_object, Bucket=bucket, Key=key)
+        assert await s3(got["Body"].read) == b"source body"
+    failing = [
+        {"CopySourceIfMatch": '"0123"'},
+        {"CopySourceIfNoneMatch": etag},
+        {"CopySourceIfModifiedSince": future},
+        {"CopySourceIfUnmodifiedSince": past},
+        {"CopySourceIfNoneMatch": etag, "CopySourceIfModifiedSince": past},  # if-none wins
+    ]
+    for condition in failing:
+        code = await refused(
+            admin[4].copy_object, Bucket=bucket, Key="never", CopySource=origin, **condition
+        )
+        assert code == ("PreconditionFailed", 412), condition
+    assert await refused(admin[5].head_object, Bucket=bucket, Key="never") == ("404", 404)
