@@ -921,3 +921,109 @@ async def test_a_host_label_that_is_no_bucket_name_is_refused(cluster: LocalClus
     ):
         assert answer.status == 400
         assert "<Code>InvalidBucketName</Code>" in await answer.text()
+
+
+async def test_an_unversioned_bucket_lists_each_object_as_version_null(
+    admin: list[BaseClient],
+) -> None:
+    """ListObjectVersions and GetBucketVersioning answer as S3 does for a bucket whose
+    versioning was never on: ceph/s3-tests cleans up with them, s3fs asks before deleting."""
+    bucket = await new_bucket(admin[0], "s3-null-versions")
+    for key in ("a/1", "a/2", "b", "c"):
+        await s3(admin[1].put_object, Bucket=bucket, Key=key, Body=key.encode())
+    assert "Status" not in await s3(admin[2].get_bucket_versioning, Bucket=bucket)
+    first = await s3(admin[2].list_object_versions, Bucket=bucket, MaxKeys=2)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in first["Versions"]] == [
+        ("a/1", "null", True),
+        ("a/2", "null", True),
+    ]
+    assert first["Versions"][0]["Size"] == 3
+    assert (first["IsTruncated"], first["NextKeyMarker"]) == (True, "a/2")
+    rest = await s3(
+        admin[3].list_object_versions,
+        Bucket=bucket,
+        KeyMarker=first["NextKeyMarker"],
+        VersionIdMarker=first["NextVersionIdMarker"],
+    )
+    assert [v["Key"] for v in rest["Versions"]] == ["b", "c"]
+    assert rest["IsTruncated"] is False
+    folders = await s3(admin[4].list_object_versions, Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in folders["CommonPrefixes"]] == ["a/"]
+    assert [v["Key"] for v in folders["Versions"]] == ["b", "c"]
+    code = await refused(
+        admin[5].put_bucket_versioning,
+        Bucket=bucket,
+        VersioningConfiguration={"Status": "Enabled"},
+    )
+    assert code == ("NotImplemented", 501)
+    assert await refused(admin[5].list_object_versions, Bucket="s3-no-such") == (
+        "NoSuchBucket",
+        404,
+    )
+
+
+async def test_list_buckets_in_pages_and_by_prefix(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Paginated ListBuckets (MaxBuckets, ContinuationToken, Prefix), as boto3 sends it."""
+    names = [await new_bucket(admin[0], f"s3-paged-{i}") for i in range(3)]
+    first = await s3(admin[1].list_buckets, MaxBuckets=2, Prefix="s3-paged-")
+    assert [b["Name"] for b in first["Buckets"]] == names[:2]
+    assert first["Prefix"] == "s3-paged-"
+    rest = await s3(
+        admin[2].list_buckets,
+        MaxBuckets=2,
+        Prefix="s3-paged-",
+        ContinuationToken=first["ContinuationToken"],
+    )
+    assert [b["Name"] for b in rest["Buckets"]] == names[2:]
+    assert "ContinuationToken" not in rest
+    everything = await s3(admin[3].list_buckets)
+    assert set(names) <= {b["Name"] for b in everything["Buckets"]}
+    assert "ContinuationToken" not in everything
+    reader = await new_key(cluster, name="s3-paged-reader", read=[names[1]])
+    narrow = await s3(client, cluster[4].s3_url, reader)
+    try:
+        seen = await s3(narrow.list_buckets, MaxBuckets=1, Prefix="s3-paged-")
+        assert [b["Name"] for b in seen["Buckets"]] == [names[1]]  # only what it may read
+        assert "ContinuationToken" not in seen
+    finally:
+        narrow.close()
+    code = await refused(admin[5].list_buckets, MaxBuckets=10_001)
+    assert code == ("InvalidArgument", 400)
+
+
+async def test_copy_source_conditions_are_checked_on_the_source(admin: list[BaseClient]) -> None:
+    """x-amz-copy-source-if-* (ceph/s3-tests' test_copy_object_if*): 412 when one does not
+    hold, never 304, and nothing is copied then."""
+    bucket = await new_bucket(admin[0], "s3-copy-if")
+    put = await s3(admin[1].put_object, Bucket=bucket, Key="src", Body=b"source body")
+    etag = put["ETag"]
+    origin = {"Bucket": bucket, "Key": "src"}
+    past = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    holding = [
+        {"CopySourceIfMatch": etag},
+        {"CopySourceIfNoneMatch": '"0123"'},
+        {"CopySourceIfModifiedSince": past},
+        {"CopySourceIfUnmodifiedSince": future},
+        {"CopySourceIfMatch": etag, "CopySourceIfUnmodifiedSince": past},  # if-match wins
+    ]
+    for number, condition in enumerate(holding):
+        key = f"copy-{number}"
+        await s3(admin[2].copy_object, Bucket=bucket, Key=key, CopySource=origin, **condition)
+        got = await s3(admin[3].get_object, Bucket=bucket, Key=key)
+        assert await s3(got["Body"].read) == b"source body"
+    failing = [
+        {"CopySourceIfMatch": '"0123"'},
+        {"CopySourceIfNoneMatch": etag},
+        {"CopySourceIfModifiedSince": future},
+        {"CopySourceIfUnmodifiedSince": past},
+        {"CopySourceIfNoneMatch": etag, "CopySourceIfModifiedSince": past},  # if-none wins
+    ]
+    for condition in failing:
+        code = await refused(
+            admin[4].copy_object, Bucket=bucket, Key="never", CopySource=origin, **condition
+        )
+        assert code == ("PreconditionFailed", 412), condition
+    assert await refused(admin[5].head_object, Bucket=bucket, Key="never") == ("404", 404)
