@@ -1,6 +1,7 @@
 """The HTTP frontends: the public files API and the peer-to-peer API, and the error mapping.
 
 - ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/health``, ``/scrub``;
+- ``forms``: form uploads (``multipart/form-data``) parsed as they stream in;
 - ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
 - ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
 - ``input``, ``ranges``, ``numbers``: request bodies (bounded in size and time), query

@@ -29,7 +29,7 @@ from node.api.conditions import write_condition
 from node.api.input import body_pieces
 from node.api.integrity import expected_digests
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, UPLOADS, principal_of
-from node.api.representation import representation_of
+from node.api.representation import content_type_of, representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import check_small_payload
 from node.api.s3.errors import S3Error
@@ -143,7 +143,7 @@ async def create_upload(request: web.Request, bucket: str, name: str) -> web.Res
     and kept for Complete."""
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
-    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     given = representation_of(request.headers, META_PREFIX)
     upload_id = await request.app[UPLOADS].create(bucket, name, content_type, given)
     root = ElementTree.Element("InitiateMultipartUploadResult", xmlns=bodies.NAMESPACE)
