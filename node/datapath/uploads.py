@@ -1,16 +1,18 @@
 """Multipart uploads (S3's), carried out over files and records: no byte copied at Complete.
 
-An upload's record and parts are manifests of reserved names (``node.model.multipart``):
-the record is a cluster record (inline, no chunks), each part an ordinary file stored by the
+An upload's record and parts are manifests of reserved names (``node.model.multipart``): the
+record is a cluster record (inline, no chunks), each part an ordinary file stored by the
 coordinator. Complete reads the parts' manifests (``READING_AT_ONCE`` at a time, keeping
-only a ``Segment`` of each), checks them against the client's list as S3 does, commits
-the object's segmented manifest and drops the record; parts left out of the list get
-tombstones. Abort drops the record, then tombstones every part. The parts of a completed
-object are retired with it (``node.datapath.replicas``: a commit that replaces a segmented
-manifest retires its segments). An upload neither completed nor aborted after
-``multipart_grace`` is aborted by the primary replica of its record (``collect_stale``,
-called from anti-entropy's pass). A part stored while its upload was being aborted is
-tombstoned as soon as the store notices the record is gone (NoSuchUpload).
+only a ``Segment`` of each), checks them against the client's list as S3 does, commits the
+object's segmented manifest and marks the record completed with the object's version (a
+Complete sent again, its answer lost, is answered from it: S3 answers such retries); parts
+left out of the list get tombstones. Abort drops the record, then tombstones every part. The
+parts of a completed object are retired with it (``node.datapath.replicas``: a commit that
+replaces a segmented manifest retires its segments). An upload neither completed nor aborted
+after ``multipart_grace`` is aborted by the primary replica of its record
+(``collect_stale``, called from anti-entropy's pass), which also drops completed records
+after that grace. A part stored while its upload was being aborted is tombstoned as soon as
+the store notices the record is gone (NoSuchUpload).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 import time
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
@@ -98,9 +102,12 @@ class Uploads:
         log.info("multipart upload %s of %r started", upload_id, name)
         return upload_id
 
-    async def record(self, bucket: str, upload_id: str, name: str) -> UploadRecord:
-        """The record of upload ``upload_id`` of object ``name``; raises UploadNotFound
-        (none, or of another object), Unavailable."""
+    async def record(
+        self, bucket: str, upload_id: str, name: str, completed: bool = False
+    ) -> UploadRecord:
+        """The record of upload ``upload_id`` of object ``name`` in progress (or also
+        completed, with ``completed``); raises UploadNotFound (none, of another object, or
+        completed), Unavailable."""
         manifest = await self._replicas.read(upload_record_name(bucket, upload_id))
         if manifest is not None and not manifest.deleted:
             try:
@@ -108,7 +115,7 @@ class Uploads:
             except ValueError as exc:
                 log.error("unreadable upload record %r: %s", manifest.name, exc)
             else:
-                if record.name == name:
+                if record.name == name and (completed or not record.completed):
                     return record
         raise UploadNotFound(
             "The specified upload does not exist. The upload ID may be invalid, or the "
@@ -154,7 +161,12 @@ class Uploads:
         (PreconditionFailed, Unavailable): nothing is changed then, and the upload can be
         completed again.
         """
-        record = await self.record(bucket, upload_id, name)
+        record = await self.record(bucket, upload_id, name, completed=True)
+        if record.completed:
+            current = await self._replicas.read(name)
+            if current is None or current.deleted or str(current.version) != record.completed:
+                raise UploadNotFound(f"upload {upload_id} was completed, and its object replaced")
+            return current  # a Complete sent again
         numbers = [number for number, _ in parts]
         if any(b <= a for a, b in itertools.pairwise(numbers)):
             raise InvalidPartOrder("The list of parts was not in ascending order.")
@@ -183,7 +195,11 @@ class Uploads:
             condition,
             representation=record.given,
         )
-        await self._tombstone(upload_record_name(bucket, upload_id))
+        done = msgspec.structs.replace(record, completed=str(manifest.version))
+        record_name = upload_record_name(bucket, upload_id)
+        await self._replicas.commit(
+            Manifest(record_name, self._clock.now(), _RECORD_LAYOUT, inline=done.to_bytes())
+        )
         kept = frozenset(segment.name for segment in segments)
         dropped = await self._drop_parts(upload_id, keep=kept)
         log.info(
@@ -241,7 +257,8 @@ class Uploads:
                 except ValueError as exc:
                     log.error("unreadable upload record %r: %s", manifest.name, exc)
                     continue
-                found.append(Upload(manifest.name[len(prefix) :], record))
+                if not record.completed:
+                    found.append(Upload(manifest.name[len(prefix) :], record))
             if not after:
                 break
         found.sort(key=lambda upload: (upload.record.name, upload.record.initiated_ms))
@@ -249,14 +266,23 @@ class Uploads:
 
     async def collect_stale(self, record: Manifest) -> bool:
         """Abort the upload of ``record`` (an upload record's manifest) if it started over
-        ``multipart_grace`` ago; True if it did. Raises Unavailable."""
+        ``multipart_grace`` ago, or drop it if it was completed that long ago; True if it
+        did. Raises Unavailable."""
         if record.deleted or not record.name.startswith(UPLOAD_RECORDS):
             return False
         age = time.time() - record.version.wall_ms / 1000
         if age < self._config.multipart_grace:
             return False
         upload_id = record.name.rpartition("/")[2]
+        try:
+            completed = bool(UploadRecord.from_bytes(record.inline).completed)
+        except ValueError as exc:
+            log.error("unreadable upload record %r: %s", record.name, exc)
+            return False
         await self._tombstone(record.name)
+        if completed:  # (its parts are the object's)
+            log.info("record of completed multipart upload %s dropped", upload_id)
+            return True
         dropped = await self._drop_parts(upload_id)
         self.collected += 1
         log.info(

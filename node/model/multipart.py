@@ -52,7 +52,8 @@ class InvalidUpload(ValueError):
 class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What CreateMultipartUpload was given: the object's bucket and full name, when (wall
     ms), its content type and representation fields (``node.model.representation``:
-    Content-Encoding... and user metadata, as a PUT's), kept for Complete."""
+    Content-Encoding... and user metadata, as a PUT's), kept for Complete; once completed,
+    the object's version (``completed``)."""
 
     bucket: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
     name: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
@@ -60,6 +61,9 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     content_type: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = "application/octet-stream"
     representation: dict[str, str] = {}
     metadata: dict[str, str] = {}
+    # the version of the object Complete committed ("" while in progress): a Complete sent
+    # again (its answer lost) is answered from it
+    completed: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
 
     @classmethod
     def of(

@@ -33,6 +33,7 @@ from node.model.multipart import (
     MAX_PARTS,
     MIN_PART_SIZE,
     Segment,
+    UploadRecord,
     part_name,
     part_prefix,
     upload_record_name,
@@ -196,10 +197,10 @@ async def test_upload_file_in_parts_reads_back_whole_and_by_range(
     ]
     assert not manifest.chunks  # the parts' chunks are referenced, never copied
 
-    # the upload is over: its record is gone, and only the object lists
-    record = upload_record_name(bucket, seen["upload_id"])
-    assert (await cluster[0].replicas.read(record)) is not None
-    assert (await cluster[0].replicas.read(record)).deleted  # type: ignore[union-attr]
+    # the upload is over: its record says so, and only the object lists
+    record = await cluster[0].replicas.read(upload_record_name(bucket, seen["upload_id"]))
+    assert record is not None
+    assert UploadRecord.from_bytes(record.inline).completed == str(manifest.version)
     listed = await s3(admin[0].list_objects_v2, Bucket=bucket)
     assert sorted(o["Key"] for o in listed["Contents"]) == ["big/file.bin", "part-one"]
     uploads = await s3(admin[0].list_multipart_uploads, Bucket=bucket)
@@ -323,12 +324,24 @@ async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None
     assert done["ETag"] == md5_of_md5s([listed[0]["ETag"]])
     got = await s3(admin[5].get_object, Bucket=bucket, Key="k")
     assert await s3(got["Body"].read) == small[0]
-    # the upload is over: no more parts, no second Complete
+    # the upload is over: no more parts; a Complete sent again gets the same answer
     late = await refused(
         admin[6].upload_part, Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"x"
     )
     assert late == ("NoSuchUpload", 404)
-    assert await complete(listed[:1]) == ("NoSuchUpload", 404)
+    again = await s3(
+        admin[0].complete_multipart_upload,
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed[:1]},
+    )
+    assert again["ETag"] == done["ETag"]
+    assert await refused(
+        admin[0].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
+    ) == ("NoSuchUpload", 404)
+    await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"replaced")
+    assert await complete(listed[:1]) == ("NoSuchUpload", 404)  # (its object is gone)
     assert await refused(admin[0].create_multipart_upload, Bucket="mp-no-such-bucket", Key="k") == (
         "NoSuchBucket",
         404,
