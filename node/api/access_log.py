@@ -66,6 +66,15 @@ def route_of(request: BaseRequest) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+def sent_bytes(response: web.StreamResponse) -> int:
+    """Bytes of ``response`` sent: what aiohttp's writer counted (head and body), or for a
+    file it sent with sendfile(2), which that count misses, the file's bytes."""
+    written = response.body_length
+    if isinstance(response, web.FileResponse) and response.status < 300:
+        return max(written, response.content_length or 0)
+    return written
+
+
 class RequestLog(AbstractAccessLogger):
     """The access logger of a peer's servers: a metrics sample and a line per answer."""
 
@@ -76,7 +85,7 @@ class RequestLog(AbstractAccessLogger):
         app = request.app
         route = route_of(request)
         received = getattr(request.content, "total_bytes", 0)
-        sent = response.body_length
+        sent = sent_bytes(response)
         listener = app.get(LISTENER, "public")
         metrics = app.get(METRICS)
         if metrics is not None:

@@ -75,7 +75,7 @@ class Metrics:
         )
         self.sent = Counter(
             PREFIX + "http_sent_bytes",
-            "Answer bytes sent (head and body).",
+            "Answer bytes sent (head and body; a file sent by sendfile: its bytes).",
             request,
             registry=self.registry,
         )
