@@ -1,6 +1,6 @@
 """``/health`` and ``/ready`` of real in-process peers: open to anyone, and ``/ready`` says
 503 with its reasons while a peer has not joined, sees no other member up, or cannot write
-its data directory."""
+its data directory. ``--metrics-auth public`` opens ``/metrics`` as well."""
 
 from __future__ import annotations
 
@@ -90,5 +90,18 @@ async def test_not_ready_while_the_data_directory_takes_no_writes(
         incoming.unlink()
         (peer.data_dir / "incoming.away").rename(incoming)
         await eventually(lambda: is_ready(anonymous, peer.url), what="ready again")
+    finally:
+        await cluster.stop()
+
+
+async def test_metrics_auth_public_opens_metrics_to_anyone(
+    tmp_path: Path, anonymous: aiohttp.ClientSession
+) -> None:
+    cluster = LocalCluster(tmp_path, metrics_auth="public")
+    try:
+        await cluster.start(1, admin_key=False)
+        async with anonymous.get(f"{cluster[0].url}/metrics") as answer:
+            assert answer.status == 200
+            assert "ringstore_members" in await answer.text()
     finally:
         await cluster.stop()
