@@ -2,16 +2,18 @@
 
 For every variant (block size) and file size, a fresh cluster of N peers is started on
 127.0.0.1, one file is PUT through peer 0 and read back through peer 1, the bytes are checked
-(xxh3-128 against the etag), and each peer's peak RSS (VmHWM) is read. Variants run in the
-same invocation so they are compared on the same noisy machine. Figures are printed as a
-markdown table and saved as JSON + markdown under bench/results/.
+(xxh3-128 of what was sent and received, the etag against the MD5 or xxh3 the client
+computed), and each peer's peak RSS (VmHWM) and the PUT coordinator's CPU seconds are read.
+Variants run in the same invocation so they are compared on the same noisy machine. Figures
+are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
     python bench/throughput.py                      # 100 MiB and 1 GiB, 1 MiB blocks
     python bench/throughput.py --sizes 100M,2G --block-sizes 256K,1M,4M
     python bench/throughput.py --security off,hmac,tls --small 400   # what security costs
 
 ``--security`` compares peer authentication off (``--peer-auth=off``, for this measurement
-only), on (the default: HMAC-signed peer calls) and on with TLS, side by side. ``--small N``
+only), on (the default: HMAC-signed peer calls) and on with TLS, side by side; the variant
+``xxh3`` is the default (HMAC) with ``--etag=xxh3``: what MD5 etags cost. ``--small N``
 adds a small-file run per variant: N files of 4 KiB PUT, then GET, 8 at a time (files/s).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -29,8 +32,10 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import psutil
 import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,15 +68,17 @@ def peak_rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-async def body(size: int, digest: xxhash.xxh3_128) -> AsyncIterator[bytes]:
-    """Pseudo-random bytes, 1 MiB at a time, hashed as they are produced."""
+async def body(size: int, digests: list[Any]) -> AsyncIterator[bytes]:
+    """Pseudo-random bytes, 1 MiB at a time, hashed by every one of ``digests`` as they are
+    produced."""
     base = bytearray(xxhash.xxh3_128_digest(b"bench") * (MIB // 16))
     sent = 0
     counter = 0
     while sent < size:
         base[:8] = counter.to_bytes(8, "little")
         piece = bytes(base[: min(MIB, size - sent)])
-        digest.update(piece)
+        for digest in digests:
+            digest.update(piece)
         sent += len(piece)
         counter += 1
         yield piece
@@ -96,7 +103,7 @@ async def start_cluster(
     root: Path, count: int, block_size: int, security: str = "hmac"
 ) -> ProcessCluster:
     """``count`` peers with production timeouts, started and converged (stop it after)."""
-    extra = ["--peer-auth=off"] if security == "off" else []
+    extra = {"off": ["--peer-auth=off"], "xxh3": ["--etag=xxh3"]}.get(security, [])
     cluster = ProcessCluster(
         root,
         count,
@@ -165,16 +172,19 @@ async def measure(
         try:
             timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
             async with session_for(Path(tmp), security, timeout=timeout) as session:
-                sent = xxhash.xxh3_128()
+                sent, sent_md5 = xxhash.xxh3_128(), hashlib.md5()
                 url = f"{peers[0].url}/files/bench/bench.bin"
+                coordinator = psutil.Process(cluster.peers[0].process.pid)
+                cpu_before = sum(coordinator.cpu_times()[:2])
                 started = time.perf_counter()
                 async with session.put(
-                    url, data=body(size, sent), headers={"Content-Length": str(size)}
+                    url, data=body(size, [sent, sent_md5]), headers={"Content-Length": str(size)}
                 ) as response:
                     reply = await response.json()
                     if response.status != 201:
                         raise RuntimeError(f"PUT failed: {reply}")
                 put_seconds = time.perf_counter() - started
+                put_cpu = sum(coordinator.cpu_times()[:2]) - cpu_before
 
                 received = xxhash.xxh3_128()
                 got = 0
@@ -184,9 +194,11 @@ async def measure(
                         received.update(piece)
                         got += len(piece)
                 get_seconds = time.perf_counter() - started
-            expected = sent.hexdigest()
-            if got != size or received.hexdigest() != expected or reply["etag"] != expected:
+            etag = f"xxh3-{sent.hexdigest()}" if security == "xxh3" else sent_md5.hexdigest()
+            if got != size or received.hexdigest() != sent.hexdigest():
                 raise RuntimeError("GET returned different bytes")
+            if reply["etag"] != etag:
+                raise RuntimeError(f"etag {reply['etag']}, expected {etag}")
             rss = [peak_rss_mib(p.process.pid) for p in peers if p.process]
         finally:
             await cluster.stop()
@@ -200,6 +212,7 @@ async def measure(
         "put_seconds": round(put_seconds, 3),
         "get_seconds": round(get_seconds, 3),
         "put_mb_s": round(size / put_seconds / 1e6, 1),
+        "put_coordinator_cpu_s": round(put_cpu, 2),
         "get_mb_s": round(size / get_seconds / 1e6, 1),
         "peak_rss_mib": [round(r, 1) for r in rss],
         "put_coordinator_rss_mib": round(rss[0], 1),
@@ -209,15 +222,15 @@ async def measure(
 
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| security | block | file | PUT MB/s | GET MB/s | peak RSS PUT coord. "
+        "| variant | block | file | PUT MB/s | PUT coord. CPU s | GET MB/s | peak RSS PUT coord. "
         "| peak RSS GET coord. | peak RSS max / min (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "small_files" in row:
             lines.append(
                 f"| {row['security']} | | {row['small_files']} files of 4 KiB, 8 at a time "
-                f"| {row['put_files_s']} files/s | {row['get_files_s']} files/s | | | |"
+                f"| {row['put_files_s']} files/s | | {row['get_files_s']} files/s | | | |"
             )
             continue
         rss = row["peak_rss_mib"]
@@ -225,7 +238,8 @@ def markdown(rows: list[dict[str, object]]) -> str:
         lines.append(
             f"| {row['security']} | {label(int(str(row['block_size'])))} "
             f"| {label(int(str(row['size'])))} "
-            f"| {row['put_mb_s']} | {row['get_mb_s']} | {row['put_coordinator_rss_mib']} "
+            f"| {row['put_mb_s']} | {row['put_coordinator_cpu_s']} | {row['get_mb_s']} "
+            f"| {row['put_coordinator_rss_mib']} "
             f"| {row['get_coordinator_rss_mib']} | {max(rss)} / {min(rss)} |"
         )
     return "\n".join(lines)
@@ -236,7 +250,7 @@ async def main() -> None:
     parser.add_argument("--sizes", default="100M,1G")
     parser.add_argument("--block-sizes", default="1M")
     parser.add_argument("--peers", type=int, default=7)
-    parser.add_argument("--security", default="hmac", help="off,hmac,tls: variants to compare")
+    parser.add_argument("--security", default="hmac", help="off,hmac,tls,xxh3: variants to compare")
     parser.add_argument("--small", type=int, default=0, help="small files per variant (0: none)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.model.digests import ETAG_HASHES
 from node.model.layout import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_K,
@@ -99,6 +100,14 @@ class PeerConfig:
             metavar="PORT",
         ),
     )
+    s3_domain: str | None = field(
+        default=None,
+        metadata=option(
+            "Also take S3 requests to Host <bucket>.DOMAIN as virtual-hosted style "
+            "(a wildcard DNS name for the peers); path-style always works.",
+            metavar="DOMAIN",
+        ),
+    )
     join: tuple[str, ...] = field(
         default=(),
         metadata=option(
@@ -177,6 +186,14 @@ class PeerConfig:
             "not cut into chunks (0: never).",
             low=0,
             high=MAX_INLINE,
+        ),
+    )
+    etag: str = field(
+        default="md5",
+        metadata=option(
+            "How files' etags are computed: the MD5 of the content, as S3 clients expect, "
+            "or xxh3-128 (cheaper; shown as xxh3-<hex>, which no client takes for an MD5).",
+            choices=ETAG_HASHES,
         ),
     )
     # Chunks that must be durable before a PUT commits; None means k+1 (or all, below k+2 peers).

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from node.api import forms
 from node.api.access import require, require_key, writable_namespace
 from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue, query_int
@@ -32,13 +35,14 @@ from node.api.keys import (
     SCRUBBER,
     principal_of,
 )
-from node.api.representation import representation_of
+from node.api.representation import content_type_of, representation_of
 from node.api.sending import answer_file, file_headers
 from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, TooLarge
 from node.model.access import ALL, namespace_of
 from node.model.folders import Item, check_delimiter, name_of
-from node.model.names import RESERVED, name_from_raw_path
+from node.model.manifest import Manifest
+from node.model.names import RESERVED, name_from_raw_path, validate_name
 from node.model.version import MAX_OFFSET_MS, ClockOffset
 from ring import Ring
 
@@ -51,6 +55,7 @@ MAX_LIST = 1000  # entries per listing page at most (the client's MAX_PAGE_SIZE 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_put(FILES + "{name:.*}", put_file, expect_handler=defer_continue)
+    app.router.add_post(FILES + "{name:.*}", post_form, expect_handler=defer_continue)
     app.router.add_get(FILES + "{name:.*}", get_file)  # HEAD too
     app.router.add_delete(FILES + "{name:.*}", delete_file)
     app.router.add_get("/files", list_files)
@@ -75,7 +80,7 @@ async def put_file(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
-    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(request.headers)
     body = body_pieces(request, config.client_timeout, config.max_file_size)
     digests = expected_digests(request.headers)
@@ -84,19 +89,59 @@ async def put_file(request: web.Request) -> web.Response:
     manifest = await request.app[COORDINATOR].put(
         name, body, size, content_type, condition, representation=representation
     )
+    return _stored("PUT", manifest, started)
+
+
+async def post_form(request: web.Request) -> web.Response:
+    """``POST /files/{namespace}/[{folder}/]`` with a ``multipart/form-data`` body: store its
+    file part (``node.api.forms``) as it arrives, under the path and the form's ``name``
+    field, or a new UUID (uuid4) when it has none. Access, conditions and body bounds are
+    those of a PUT. Answers 201 with PUT's JSON and the part's ``filename``; raises
+    UnsupportedMediaType (not a form), InvalidRequest (a malformed form, no file part, two,
+    a bad name), TooLarge, Forbidden (a browser page of another origin) and what PUT raises.
+    """
+    raw = request.raw_path.split("?", 1)[0][len(FILES) :]
+    if not raw.endswith("/"):
+        raise InvalidName("a form is sent to /files/NAMESPACE/ (or a folder in it, ending in /)")
+    folder = name_from_raw_path(raw[:-1]) + "/"
+    forms.same_origin(request)
+    await require(request, "write", namespace_of(folder))  # before a byte of the body is read
+    config = request.app[CONFIG]
+    limit = config.max_file_size + forms.OVERHEAD
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"a file may be at most {config.max_file_size} bytes")
+    condition = write_condition(request)
+    started = time.monotonic()
+    body = body_pieces(request, config.client_timeout, limit)
+    form = forms.FormUpload(body, forms.boundary_of(request), config.max_file_size)
+    part = await form.open()
+    guard = request.app.get(forms.FORM_GUARD)
+    if guard is not None:
+        await guard(request, form.fields)
+    name = validate_name(folder + (form.fields.get("name") or str(uuid.uuid4())))
+    await writable_namespace(request, name)
+    manifest = await request.app[COORDINATOR].put(
+        name, form.file_pieces(), None, part.content_type, condition
+    )
+    return _stored("POST", manifest, started, filename=part.filename)
+
+
+def _stored(method: str, manifest: Manifest, started: float, **extra: object) -> web.Response:
+    """The answer to a write that stored ``manifest`` (201), logged."""
     took = time.monotonic() - started
     log.info(
-        "PUT %r %d bytes as %s in %.3fs%s",
-        name,
+        "%s %r %d bytes as %s in %.3fs%s",
+        method,
+        manifest.name,
         manifest.size,
         manifest.version,
         took,
         " (degraded)" if manifest.degraded else "",
-        extra={"file": name, "size": manifest.size, "duration": round(took, 6)},
+        extra={"file": manifest.name, "size": manifest.size, "duration": round(took, 6)},
     )
     return web.json_response(
         {
-            "name": name,
+            "name": manifest.name,
             "size": manifest.size,
             "version": str(manifest.version),
             "etag": manifest.etag,
@@ -104,9 +149,13 @@ async def put_file(request: web.Request) -> web.Response:
             "chunks": len(manifest.chunks),
             "degraded": manifest.degraded,
             "inline": manifest.stored_inline,
+            **extra,
         },
         status=201,
-        headers={hdrs.ETAG: f'"{manifest.etag}"'},
+        headers={
+            hdrs.ETAG: f'"{manifest.etag}"',
+            hdrs.LOCATION: FILES + quote(manifest.name, safe="/"),
+        },
     )
 
 

@@ -11,12 +11,16 @@ ranges count the stored bytes.
 
 from __future__ import annotations
 
+import unicodedata
+
 from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from node.errors import InvalidRequest
+from node.model.manifest import MAX_LABEL_LENGTH
 from node.model.representation import Representation
 
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 META_PREFIX = "X-Ringstore-Meta-"
 # Representation fields by header, in the order responses carry them
 HEADERS: dict[str, str] = {
@@ -26,6 +30,20 @@ HEADERS: dict[str, str] = {
     "content_language": hdrs.CONTENT_LANGUAGE,
     "expires": hdrs.EXPIRES,
 }
+
+
+def content_type_of(value: str | None) -> str:
+    """The Content-Type a file is stored with: ``value`` as sent, else
+    ``application/octet-stream``. Raises InvalidRequest past MAX_LABEL_LENGTH characters or
+    for a control character (a tab passes HTTP's parsers): a manifest holds neither, so
+    replicas would refuse it only after the whole body was stored."""
+    if value is None:
+        return DEFAULT_CONTENT_TYPE
+    if len(value) > MAX_LABEL_LENGTH:
+        raise InvalidRequest(f"a Content-Type is at most {MAX_LABEL_LENGTH} characters")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise InvalidRequest("the Content-Type has a control character or an undecodable byte")
+    return value
 
 
 def representation_of(

@@ -21,8 +21,6 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 
-import xxhash
-
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
@@ -37,7 +35,7 @@ from node.errors import (
     RingstoreError,
     Unavailable,
 )
-from node.model.digests import Buffer
+from node.model.digests import Buffer, ContentHash
 from node.model.folders import Item, Page, merge_flat
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
@@ -142,7 +140,9 @@ class Coordinator:
             if size is not None and len(small) != size:
                 raise IncompleteBody(f"body ended after {len(small)} of {size} bytes")
             layout = Layout(len(small), config.k, config.m, config.block_size)
-            etag = xxhash.xxh3_128_hexdigest(small)
+            content = ContentHash(config.etag)
+            content.update(small)
+            etag = content.etag()
             manifest = Manifest(
                 name,
                 version,
@@ -177,7 +177,9 @@ class Coordinator:
         }
         async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
-            written = await write_stripes(pieces, group, config.k, m, config.block_size, size)
+            written = await write_stripes(
+                pieces, group, config.k, m, config.block_size, size, config.etag
+            )
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")
             stored = await group.finish()

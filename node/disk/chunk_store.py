@@ -16,12 +16,14 @@ worker threads; the event loop only keeps the byte and chunk counters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
@@ -166,14 +168,15 @@ class ChunkStore:
         meta: ChunkMeta,
     ) -> ChunkMeta:
         temp = self._incoming / f"{chunk_id}.{secrets.token_hex(6)}"
-        opening: asyncio.Future[BinaryIO] = asyncio.ensure_future(asyncio.to_thread(_create, temp))
+        opening = _Opening(temp)
         try:
-            file = await asyncio.shield(opening)
-        except asyncio.CancelledError:  # the thread opens it anyway: close and remove it then
-            opening.add_done_callback(lambda opened: _discard_opened(opened, temp))
+            file = await asyncio.to_thread(opening.open)
+        except asyncio.CancelledError:  # the thread may open it anyway: closed either way
+            opening.abandon()
             raise
         digests = BlockDigests(meta.block_size)
         size = 0
+        committing: asyncio.Future[None] | None = None
         try:
             batch: list[bytes] = []
             batched = 0
@@ -194,15 +197,22 @@ class ChunkStore:
             meta = msgspec.structs.replace(
                 meta, size=size, block_digests=digests.digests(), stored_at=time.time()
             )
-            # Shielded: once the rename may happen, the counters must follow it.
-            await asyncio.shield(self._commit(chunk_id, file, temp, final, meta))
-        except OSError as exc:
-            await asyncio.to_thread(_discard, file, temp)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Shielded: once the rename may happen, the counters must follow it, and the
+            # temp file is the commit's (a cancelled write must not remove it under it).
+            committing = asyncio.ensure_future(self._commit(chunk_id, file, temp, final, meta))
+            await asyncio.shield(committing)
+        except BaseException as exc:
+            if committing is not None and not committing.done():
+                committing.add_done_callback(_report_abandoned)  # it ends on its own
+                raise
+            # Closed here, on the loop (its last buffered piece at most): a worker-thread job
+            # queued while the loop shuts down may never run, and the file would leak.
+            # A temp file left by a job that never ran is removed on the next start.
+            with contextlib.suppress(OSError):
+                file.close()
+            await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(f"no space left to store chunk {chunk_id}") from exc
-            raise
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(_discard, file, temp))
             raise
         return meta
 
@@ -247,19 +257,53 @@ def _write_all(file: BinaryIO, pieces: list[bytes]) -> None:
         file.write(piece)
 
 
+def _report_abandoned(commit: asyncio.Future[None]) -> None:
+    """Log the failure of a commit its write stopped waiting for (a done callback)."""
+    if not commit.cancelled() and (exc := commit.exception()) is not None:
+        log.warning("committing a chunk whose write was cancelled failed: %r", exc)
+
+
 def _discard(file: BinaryIO, temp: Path) -> None:
     file.close()
     temp.unlink(missing_ok=True)
 
 
 def _create(temp: Path) -> BinaryIO:
-    return open(temp, "wb")  # closed by _commit or _discard
+    return open(temp, "wb")
 
 
-def _discard_opened(opening: asyncio.Future[BinaryIO], temp: Path) -> None:
-    """Discard a file a cancelled write was opening, once open (a done callback)."""
-    if not opening.cancelled() and opening.exception() is None:
-        _discard(opening.result(), temp)
+class _Opening:
+    """A temp file opened in a worker thread for a write that may be cancelled meanwhile.
+
+    Whichever comes second, the thread's open or the write's ``abandon``, closes and removes
+    the file: nothing depends on the event loop still running a callback (a loop shutting
+    down cancels every task, and a result handed to a cancelled future is dropped unclosed).
+    """
+
+    def __init__(self, temp: Path) -> None:
+        self._temp = temp
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._file: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
+        """Open the temp file (blocking: a worker thread); closed by _commit or _discard."""
+        file = _create(self._temp)
+        with self._lock:
+            if not self._abandoned:
+                self._file = file
+                return file
+        _discard(file, self._temp)
+        raise asyncio.CancelledError
+
+    def abandon(self) -> None:
+        """The write was cancelled: close and remove the file if it is open (on the loop:
+        a close and an unlink), else have the thread do it when it opens."""
+        with self._lock:
+            self._abandoned = True
+            file, self._file = self._file, None
+        if file is not None:
+            _discard(file, self._temp)
 
 
 def _unlink(path: Path) -> int:

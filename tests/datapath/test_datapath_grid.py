@@ -7,11 +7,13 @@ checks what the coordinator, the replica quorums, the rebuilder and liveness do 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from node.errors import FileNotFound, InsufficientStorage, Unavailable
 from node.model.manifest import Manifest
@@ -60,6 +62,30 @@ async def test_round_trip_through_different_coordinators(grid: Grid, size: int) 
     assert len(set(manifest.holders().values())) == 7, "every chunk on a different peer"
     assert await read(grid[6], "f") == data
     assert await read(grid[3], "f", size // 3, size // 2) == data[size // 3 : size // 2]
+    assert manifest.etag == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("etag", ["md5", "xxh3"])
+async def test_the_etag_hashes_every_stripe_in_order(tmp_path: Path, etag: str) -> None:
+    """Stripes of 80 KiB are hashed in worker threads (MD5) while the next is read and
+    encoded; the etag is still the hash of the content in order, short last stripe included."""
+    grid = Grid(tmp_path, 7, block_size=16 << 10, etag=etag)
+    await grid.start()
+    try:
+        data = os.urandom(5 * (80 << 10) + 12345)
+        manifest = await grid[0].coordinator.put(
+            "f", body(data, piece=7000), None, "application/octet-stream"
+        )
+        expected = (
+            hashlib.md5(data).hexdigest()
+            if etag == "md5"
+            else f"xxh3-{xxhash.xxh3_128_hexdigest(data)}"
+        )
+        assert manifest.etag == expected
+        assert (await grid[4].coordinator.stat("f")).etag == expected
+        assert await read(grid[2], "f") == data
+    finally:
+        await grid.close()
 
 
 async def test_two_broken_data_holders_are_decoded_around_and_reported(grid: Grid) -> None:

@@ -8,13 +8,16 @@ import os
 import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node.disk import chunk_store
 from node.disk.chunk_store import WRITE_BATCH, ChunkStore
 from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
+from tests.harness.polling import eventually
 
 FILE = "0123456789abcdef0123456789abcdef"
 CHUNK = f"{FILE}-0"
@@ -160,6 +163,31 @@ async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStor
         await task
     assert files_under(tmp_path) == []
     assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_write_cancelled_while_it_commits_still_commits_whole(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the rename may happen the commit is the write's end: cancelling the write then
+    must neither remove the file under the commit nor leave the counters behind it."""
+    started, release = threading.Event(), threading.Event()
+    commit = chunk_store._commit
+
+    def held_commit(*args: Any) -> int | None:
+        started.set()
+        release.wait(10)
+        return commit(*args)
+
+    monkeypatch.setattr(chunk_store, "_commit", held_commit)
+    task = asyncio.ensure_future(write(store, CHUNK, stream([b"whole"]), 5))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await eventually(lambda: store.chunk_count == 1, timeout=10, what="the commit to end")
+    assert store.path(CHUNK).read_bytes() == b"whole"
+    assert store.used_bytes == 5
 
 
 async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore) -> None:

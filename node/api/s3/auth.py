@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 
@@ -33,7 +34,7 @@ from aiohttp.typedefs import Middleware
 from node.access.guard import ANONYMOUS, Principal
 from node.api.errors import Handler
 from node.api.integrity import ExpectedDigest, verified
-from node.api.keys import GATEKEEPER, PRINCIPAL
+from node.api.keys import CONFIG, GATEKEEPER, PRINCIPAL
 from node.api.s3 import chunked, sigv2
 from node.api.s3.chunked import ChunkChain, ChunkedBody
 from node.api.s3.errors import S3Error
@@ -53,6 +54,8 @@ from node.errors import BadDigest, BadSignature, InvalidDigest, PayloadHashMisma
 SIGNED = web.RequestKey("s3_signed", Signed)  # the claims of a signed request
 CHAIN = web.RequestKey("s3_chunk_chain", ChunkChain)  # checks a signed aws-chunked body
 DECODED_LENGTH = "x-amz-decoded-content-length"
+# A bucket named by a Host label: what DNS names allow (S3's own bucket rules are stricter).
+VIRTUAL_BUCKET = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 QUERY = web.RequestKey("s3_query", list[tuple[str, str]])  # decoded query pairs, in order
 CONTENT_SHA256 = "x-amz-content-sha256"
 Now = Callable[[], datetime]
@@ -69,6 +72,29 @@ def raw_query(request: web.Request) -> str:
 
 def raw_path(request: web.Request) -> str:
     return request.raw_path.partition("?")[0]
+
+
+def resource_path(request: web.Request) -> str:
+    """The request's ``/bucket/key`` as path-style addressing has it (percent-encoded as
+    sent). With ``--s3-domain`` set, a Host of ``<bucket>.<domain>`` (any port) is
+    virtual-hosted style and its bucket comes before the path ("Virtual hosting of general
+    purpose buckets", Amazon S3 User Guide); a Host of the domain itself, or any other, is
+    path-style. This is also the resource a Signature V2 signs (its CanonicalizedResource).
+    Raises S3Error InvalidBucketName for a bucket label that cannot be a DNS name."""
+    path = raw_path(request)
+    domain = request.app[CONFIG].s3_domain
+    if not domain:
+        return path
+    host = request.headers.get(hdrs.HOST, "").lower()
+    if not host.startswith("["):  # an IPv6 literal is never a bucket's name
+        host = host.partition(":")[0]
+    suffix = f".{domain.lower()}"
+    if not host.endswith(suffix) or len(host) == len(suffix):
+        return path
+    bucket = host[: -len(suffix)]
+    if not VIRTUAL_BUCKET.fullmatch(bucket):
+        raise S3Error("InvalidBucketName", f"not a bucket name: {bucket[:80]!r}")
+    return f"/{bucket}{path}"
 
 
 def signed_requests(now: Now = utc_now) -> Middleware:
@@ -158,7 +184,7 @@ async def _presigned_v2(request: web.Request, query: list[tuple[str, str]], now:
     """The principal of a Signature V2 presigned URL (what boto3 makes by default)."""
     signed = sigv2.from_query(query)
     sigv2.check_time(signed, now().timestamp())
-    method, path = request.method, raw_path(request)
+    method, path = request.method, resource_path(request)
     headers = header_lists(request)
 
     def proves(secret: str) -> bool:
@@ -241,7 +267,7 @@ async def payload_checked(body: AsyncIterable[bytes], sha256_hex: str) -> AsyncI
 
 def expected_checksum(request: web.Request) -> tuple[str, str] | None:
     """``(name, base64 value)`` of the ``x-amz-checksum-<name>`` header a body must match
-    (crc32, sha1 or sha256: what this peer computes), or None."""
+    (a CRC of ``chunked.CRCS``, sha1 or sha256), or None."""
     for header, value in request.headers.items():
         name = chunked.checksum_name(header)
         if name is not None:
@@ -253,10 +279,11 @@ async def checksum_checked(
     body: AsyncIterable[bytes], name: str, expected: str
 ) -> AsyncIterator[bytes]:
     """Yield ``body`` unchanged, then raise BadDigest instead of ending if its checksum
-    ``name`` is not ``expected``. CRC32 is computed in place (zlib: tens of microseconds a
-    piece); SHA-1 and SHA-256 in worker threads (``node.api.integrity.verified``)."""
+    ``name`` is not ``expected``. CRCs are computed in place (zlib, awscrt: tens of
+    microseconds a piece); SHA-1 and SHA-256 in worker threads
+    (``node.api.integrity.verified``)."""
     header = f"x-amz-checksum-{name}"
-    if name != "crc32":
+    if name not in chunked.CRCS:
         try:
             digest = base64.b64decode(expected, validate=True)
         except binascii.Error:

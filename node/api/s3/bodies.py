@@ -50,7 +50,13 @@ def error_document(code: str, message: str, resource: str, request_id: str) -> b
     return _document(root)
 
 
-def bucket_list(buckets: Sequence[NamespaceRecord], owner: str) -> bytes:
+def bucket_list(
+    buckets: Sequence[NamespaceRecord],
+    owner: str,
+    prefix: str | None = None,
+    continuation_token: str | None = None,
+) -> bytes:
+    """A ListAllMyBucketsResult; ``continuation_token`` when more buckets follow."""
     root = ElementTree.Element("ListAllMyBucketsResult", xmlns=NAMESPACE)
     owner_element = _child(root, "Owner")
     _child(owner_element, "ID", owner)
@@ -60,6 +66,10 @@ def bucket_list(buckets: Sequence[NamespaceRecord], owner: str) -> bytes:
         bucket = _child(listed, "Bucket")
         _child(bucket, "Name", record.name)
         _child(bucket, "CreationDate", iso_time(record.created_ms))
+    if continuation_token is not None:
+        _child(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _child(root, "Prefix", prefix)
     return _document(root)
 
 
@@ -67,6 +77,11 @@ def location(region: str) -> bytes:
     root = ElementTree.Element("LocationConstraint", xmlns=NAMESPACE)
     root.text = region
     return _document(root)
+
+
+def versioning() -> bytes:
+    """A VersioningConfiguration with no Status: versioning never turned on."""
+    return _document(ElementTree.Element("VersioningConfiguration", xmlns=NAMESPACE))
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,42 @@ def object_listing(page: ListingPage, version: int) -> bytes:
     for key, manifest in page.objects:
         entry = _child(root, "Contents")
         _child(entry, "Key", shown(key))
+        _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
+        _child(entry, "ETag", f'"{manifest.etag}"')
+        _child(entry, "Size", str(manifest.size))
+        _child(entry, "StorageClass", "STANDARD")
+    for folder in page.prefixes:
+        _child(_child(root, "CommonPrefixes"), "Prefix", shown(folder))
+    return _document(root)
+
+
+def version_listing(page: ListingPage) -> bytes:
+    """A ListVersionsResult document (ListObjectVersions) for a bucket without versioning:
+    each object is its one version, ``null`` and the latest, as S3 lists an unversioned
+    bucket (``page.marker`` is the key-marker, ``page.next_marker`` the NextKeyMarker)."""
+
+    def shown(text: str) -> str:
+        return quote(text, safe="/") if page.url_encoded else text
+
+    root = ElementTree.Element("ListVersionsResult", xmlns=NAMESPACE)
+    _child(root, "Name", page.bucket)
+    _child(root, "Prefix", shown(page.prefix))
+    _child(root, "KeyMarker", shown(page.marker or ""))
+    _child(root, "VersionIdMarker", "")
+    if page.next_marker is not None:
+        _child(root, "NextKeyMarker", shown(page.next_marker))
+        _child(root, "NextVersionIdMarker", "null")
+    _child(root, "MaxKeys", str(page.max_keys))
+    if page.delimiter:
+        _child(root, "Delimiter", shown(page.delimiter))
+    if page.url_encoded:
+        _child(root, "EncodingType", "url")
+    _child(root, "IsTruncated", "true" if page.truncated else "false")
+    for key, manifest in page.objects:
+        entry = _child(root, "Version")
+        _child(entry, "Key", shown(key))
+        _child(entry, "VersionId", "null")
+        _child(entry, "IsLatest", "true")
         _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
         _child(entry, "ETag", f'"{manifest.etag}"')
         _child(entry, "Size", str(manifest.size))

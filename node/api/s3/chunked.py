@@ -26,11 +26,15 @@ import base64
 import hashlib
 import hmac
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from awscrt import checksums
+
 from node.api.s3.sigv4 import EMPTY_SHA256
 from node.errors import BadDigest, BadSignature, IncompleteBody, InvalidRequest
+from node.model.digests import Buffer
 
 SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
@@ -39,9 +43,15 @@ SERVED = frozenset({SIGNED, SIGNED_TRAILER, UNSIGNED_TRAILER})
 MAX_LINE = 4096  # bytes of a chunk header or trailer line
 MAX_TRAILER = 16 << 10  # bytes of trailer lines in all
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
-# Checksums S3 clients send in x-amz-checksum-*, and how to compute them here (crc32c and
-# crc64nvme need libraries this peer does not have: they are not checked).
-_CHECKSUMS = ("crc32", "sha1", "sha256")
+# The CRCs S3 clients send in x-amz-checksum-* ("Checking object integrity", Amazon S3 User
+# Guide): each a running function of (data, previous) and its size in bytes. CRC32C and
+# CRC64NVME come from awscrt, AWS's own C runtime, which botocore uses for them too.
+CRCS: dict[str, tuple[Callable[[Buffer, int], int], int]] = {
+    "crc32": (zlib.crc32, 4),
+    "crc32c": (checksums.crc32c, 4),
+    "crc64nvme": (checksums.crc64nvme, 8),
+}
+_CHECKSUMS = (*CRCS, "sha1", "sha256")
 
 
 @dataclass
@@ -85,26 +95,31 @@ class _State(Enum):
 
 
 class Checksum:
-    """A running x-amz-checksum-<name> (crc32, sha1 or sha256), base64 as S3 shows it."""
+    """A running x-amz-checksum-<name> (a CRC of ``CRCS``, sha1 or sha256), base64 of its
+    big-endian bytes as S3 shows it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._crc = 0
-        self._hash = None if name == "crc32" else hashlib.new(name)
+        self._hash = None if name in CRCS else hashlib.new(name)
 
     def update(self, data: bytes | memoryview) -> None:
         if self._hash is None:
-            self._crc = zlib.crc32(data, self._crc)
+            crc, _ = CRCS[self.name]
+            self._crc = crc(data, self._crc)
         else:
             self._hash.update(data)
 
     def value(self) -> str:
-        digest = self._crc.to_bytes(4, "big") if self._hash is None else self._hash.digest()
+        if self._hash is None:
+            digest = self._crc.to_bytes(CRCS[self.name][1], "big")
+        else:
+            digest = self._hash.digest()
         return base64.b64encode(digest).decode()
 
 
 def checksum_name(header: str) -> str | None:
-    """``crc32`` of ``x-amz-checksum-crc32``, or None for a checksum not computed here."""
+    """``crc32c`` of ``x-amz-checksum-crc32c``, or None for a checksum not computed here."""
     name = header.lower().removeprefix("x-amz-checksum-")
     return name if name != header.lower() and name in _CHECKSUMS else None
 

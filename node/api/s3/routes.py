@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import hashlib
 import logging
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote, unquote_to_bytes
@@ -35,7 +36,7 @@ from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue
 from node.api.integrity import expected_digests, verified
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
-from node.api.representation import representation_of
+from node.api.representation import content_type_of, representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import (
     QUERY,
@@ -47,7 +48,7 @@ from node.api.s3.auth import (
     expected_payload,
     payload_checked,
     penalty,
-    raw_path,
+    resource_path,
 )
 from node.api.s3.errors import S3Error, s3_code
 from node.api.sending import answer_file, file_headers
@@ -56,14 +57,17 @@ from node.errors import (
     FileNotFound,
     InvalidName,
     NamespaceNotFound,
+    PreconditionFailed,
     RingstoreError,
     TooLarge,
     Unauthenticated,
 )
+from node.model import preconditions
 from node.model.access import namespace_of
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
 from node.model.names import name_from_raw_path
+from node.model.preconditions import Outcome, Preconditions, parse_preconditions
 from node.model.representation import MAX_FIELD_LENGTH
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,13 @@ RESPONSE_OVERRIDES: dict[str, str] = {
     "response-content-disposition": hdrs.CONTENT_DISPOSITION,
     "response-content-encoding": hdrs.CONTENT_ENCODING,
 }
+COPY_CONDITIONS = {  # x-amz-copy-source-if-* and the RFC 9110 field each stands for
+    "x-amz-copy-source-if-match": hdrs.IF_MATCH,
+    "x-amz-copy-source-if-none-match": hdrs.IF_NONE_MATCH,
+    "x-amz-copy-source-if-modified-since": hdrs.IF_MODIFIED_SINCE,
+    "x-amz-copy-source-if-unmodified-since": hdrs.IF_UNMODIFIED_SINCE,
+}
+MAX_BUCKETS = 10_000  # ListBuckets' max-buckets at most (S3's bound)
 # Sub-resources of S3 not served yet: answered NotImplemented, never taken as plain GETs.
 UNSERVED = frozenset(
     {
@@ -93,7 +104,7 @@ UNSERVED = frozenset(
         "notification", "object-lock", "ownershipControls", "partNumber", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
         "retention", "select", "tagging", "torrent", "uploadId", "uploads", "versioning",
-        "versions", "website",
+        "website",
     }
 )  # fmt: skip
 
@@ -104,7 +115,7 @@ def add_routes(app: web.Application) -> None:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route by method, bucket, key and sub-resource, as S3 does."""
-    bucket, key = _split(raw_path(request))
+    bucket, key = _split(resource_path(request))
     pairs: list[tuple[str, str]] = request[QUERY]
     query = dict(pairs)
     unserved = sorted(UNSERVED & set(query))
@@ -113,12 +124,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await delete_objects(request, bucket)
     if query.get("versionId", "null") != "null":  # ("null": the one version there is)
         unserved = ["versionId", *unserved]
+    if unserved == ["versioning"] and method == hdrs.METH_GET and bucket and not key:
+        return await bucket_versioning(request, bucket)
     if unserved or (method == hdrs.METH_POST and bucket):
         what = f"?{unserved[0]}" if unserved else "POST"
         raise S3Error("NotImplemented", f"{what} is not served by this S3 frontend yet")
     if not bucket:
         if method == hdrs.METH_GET:
-            return await list_buckets(request)
+            return await list_buckets(request, query)
     elif not key:
         if method == hdrs.METH_GET:
             if "location" in query:
@@ -187,23 +200,48 @@ async def _existing_bucket(request: web.Request, bucket: str) -> None:
 # --- buckets ---------------------------------------------------------------------------------
 
 
-async def list_buckets(request: web.Request) -> web.Response:
+async def list_buckets(request: web.Request, query: Mapping[str, str]) -> web.Response:
+    """ListBuckets: the buckets the key may read (and public-read ones) in name order, with
+    ``prefix``, and pages of ``max-buckets`` (1-10000) resumed by ``continuation-token``
+    (paginated ListBuckets, 2024: an absent ``max-buckets`` lists them all)."""
     principal = principal_of(request)
     if principal.anonymous:
         raise Unauthenticated("ListBuckets needs an access key")
+    prefix = query.get("prefix", "")
+    after = _from_token(query["continuation-token"]) if "continuation-token" in query else ""
     shown = [
         record
         for record in await request.app[ACCESS].namespaces()
-        if record.public_read or principal.grants.allows("read", record.name)
+        if (record.public_read or principal.grants.allows("read", record.name))
+        and record.name.startswith(prefix)
+        and record.name > after
     ]
+    token = None
+    if "max-buckets" in query:
+        text = query["max-buckets"]
+        valid = text.isascii() and text.isdigit() and len(text) <= 5
+        if not (valid and 1 <= int(text) <= MAX_BUCKETS):
+            raise S3Error("InvalidArgument", f"max-buckets must be 1 to {MAX_BUCKETS}")
+        if len(shown) > int(text):
+            shown = shown[: int(text)]
+            token = _token(shown[-1].name)
     owner = principal.access_key or bodies.OWNER_ID
-    return _xml(bodies.bucket_list(shown, owner))
+    return _xml(bodies.bucket_list(shown, owner, prefix if "prefix" in query else None, token))
 
 
 async def bucket_location(request: web.Request, bucket: str) -> web.Response:
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
     return _xml(bodies.location(REGION))
+
+
+async def bucket_versioning(request: web.Request, bucket: str) -> web.Response:
+    """GetBucketVersioning: buckets keep no versions, so the answer is S3's for a bucket
+    whose versioning was never turned on, an empty VersioningConfiguration (s3fs and
+    others ask before they list or delete). PutBucketVersioning stays NotImplemented."""
+    await require(request, "read", bucket)
+    await _existing_bucket(request, bucket)
+    return _xml(bodies.versioning())
 
 
 async def head_bucket(request: web.Request, bucket: str) -> web.Response:
@@ -253,7 +291,7 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
         size = decoder.size  # the object's, not the encoded body's
     if size is not None and size > config.max_file_size:
         raise TooLarge(f"an object may be at most {config.max_file_size} bytes; this is {size}")
-    content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+    content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(_stored_headers(request), META_PREFIX)
     digests = expected_digests(request.headers)
     if decoder is not None:  # (its size is checked as it is decoded)
@@ -349,8 +387,14 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
-    if any(h.lower().startswith("x-amz-copy-source-") for h in request.headers):
-        raise S3Error("NotImplemented", "x-amz-copy-source-if-* conditions are not served yet")
+    unserved = [
+        h
+        for h in request.headers
+        if h.lower().startswith("x-amz-copy-source-") and h.lower() not in COPY_CONDITIONS
+    ]
+    if unserved:
+        raise S3Error("NotImplemented", f"{unserved[0]} is not served yet")
+    conditions = copy_source_conditions(request)
     if source == name and directive == "COPY":
         raise S3Error(
             "InvalidRequest",
@@ -362,10 +406,13 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     await _existing_bucket(request, bucket)
     coordinator = request.app[COORDINATOR]
     original = await _stat_object(request, source_bucket, source)
+    current = preconditions.representation(original)
+    if conditions.evaluate(current, safe=True) is not Outcome.PROCEED:
+        raise PreconditionFailed(f"{source!r}: {conditions.describe()} does not hold")
     if directive == "COPY":
         content_type, representation = original.content_type, original.representation
     else:
-        content_type = request.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
+        content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
         representation = representation_of(_stored_headers(request), META_PREFIX)
 
     async def body() -> AsyncIterator[bytes]:
@@ -383,6 +430,20 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     )
     log.info("S3 COPY %r to %r, %d bytes as %s", source, name, manifest.size, manifest.version)
     return _xml(bodies.copy_result(manifest))
+
+
+def copy_source_conditions(request: web.Request) -> Preconditions:
+    """The ``x-amz-copy-source-if-*`` headers as preconditions on the source (CopyObject,
+    UploadPartCopy). S3 evaluates them as RFC 9110 evaluates If-Match and its kin (13.2.2:
+    a true if-match overrides a false if-unmodified-since, a false if-none-match overrides
+    a true if-modified-since), except that every failure is 412, never 304. Raises
+    InvalidRequest for a malformed entity-tag list."""
+    fields = [
+        (COPY_CONDITIONS[name.lower()], value)
+        for name, value in request.headers.items()
+        if name.lower() in COPY_CONDITIONS
+    ]
+    return parse_preconditions(fields, time.time())
 
 
 def _copy_source(header: str) -> tuple[str, str]:
@@ -467,10 +528,13 @@ def _max_keys(query: Mapping[str, str]) -> int:
 
 
 async def list_objects(request: web.Request, bucket: str, query: Mapping[str, str]) -> web.Response:
-    """ListObjectsV2 (``list-type=2``) or ListObjects: keys with ``prefix`` in order, after
-    the continuation token, ``start-after`` or ``marker``; with a ``delimiter``, keys rolled
-    up into CommonPrefixes (each one entry toward ``max-keys``)."""
-    version = 2 if query.get("list-type") == "2" else 1
+    """ListObjectsV2 (``list-type=2``), ListObjects, or ListObjectVersions (``versions``):
+    keys with ``prefix`` in order, after the continuation token, ``start-after``, ``marker``
+    or ``key-marker``; with a ``delimiter``, keys rolled up into CommonPrefixes (each one
+    entry toward ``max-keys``). Buckets keep no versions, so ListObjectVersions lists each
+    object once as version ``null``, as S3 lists a bucket whose versioning was never on."""
+    versions = "versions" in query
+    version = 2 if query.get("list-type") == "2" and not versions else 1
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
     prefix = query.get("prefix", "")
@@ -481,7 +545,7 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
     max_keys = _max_keys(query)
     token = query.get("continuation-token") if version == 2 else None
     start_after = query.get("start-after") if version == 2 else None
-    marker = query.get("marker", "") if version == 1 else None
+    marker = query.get("key-marker" if versions else "marker", "") if version == 1 else None
     if token is not None:
         after_key = _from_token(token)
     else:
@@ -518,6 +582,8 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
         marker=marker,
         next_marker=next_key if version == 1 else None,
     )
+    if versions:
+        return _xml(bodies.version_listing(page))
     return _xml(bodies.object_listing(page, version))
 
 

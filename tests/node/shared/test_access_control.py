@@ -94,6 +94,8 @@ FILE_ROUTES = [
     ("GET", "/files/beta/seed", {"read_all"}),
     ("PUT", "/files/alpha/new-{key}", {"write_alpha", "read_write_alpha"}),
     ("PUT", "/files/beta/new-{key}", set()),
+    ("POST", "/files/alpha/form-{key}/", {"write_alpha", "read_write_alpha"}),
+    ("POST", "/files/beta/", set()),
     ("DELETE", "/files/alpha/gone-{key}", {"write_alpha", "read_write_alpha"}),
     ("DELETE", "/files/beta/seed", set()),
     ("GET", "/keys", set()),
@@ -119,7 +121,11 @@ async def test_every_grant_on_every_route(
             status, _ = await call(http, "PUT", url, ADMIN, data=b"doomed")
             assert status == 201
         kwargs: dict[str, Any] = {"data": b"body"} if path.startswith("/files/") else {}
-        if method == "POST":
+        if method == "POST" and path.startswith("/files/"):  # a form upload
+            form = aiohttp.FormData()
+            form.add_field("file", b"body", filename="body.bin")
+            kwargs = {"data": form}
+        elif method == "POST":
             kwargs = {"json": {"read": ["alpha"]}}
         status, body = await call(http, method, url, key, **kwargs)
         if label in allowed:

@@ -288,6 +288,7 @@ async def test_user_metadata_is_bounded(cluster: LocalCluster, http: aiohttp.Cli
         ("X-Ringstore-Meta-", "no name"),
         ("Content-Disposition", "attachment; filename=" + "x" * 1100),
         ("Content-Language", "en-" + "x" * 1100),
+        ("Content-Type", "application/" + "x" * 1100),  # past what a manifest holds
     ],
 )
 async def test_bad_representation_fields_are_refused(
@@ -304,6 +305,8 @@ async def test_bad_representation_fields_are_refused(
         b"X-Ringstore-Meta-Tabbed: a\tb",  # HTTP allows a tab; a stored value has none
         b"X-Ringstore-Meta-Latin1: caf\xe9",  # not UTF-8: never given back as is
         b"Cache-Control: max-age=\xff",
+        b"Content-Type: text/plain;\tcharset=utf-8",  # was 503: replicas refused it
+        b"Content-Type: text/caf\xe9",
     ],
 )
 async def test_control_characters_and_undecodable_bytes_are_refused(

@@ -1,0 +1,202 @@
+"""The S3 frontend with the real command-line and filesystem clients: awscli and s3fs.
+
+awscli runs as a subprocess (``python -m awscli``, from the same environment) against one
+peer's S3 port, with the credentials file ``ringstore up`` writes (``DATA/credentials``, the
+first peer's here, written by the same function) and a config file of its own; nothing but
+``AWS_*`` variables pointed at those files reaches it, and it talks to 127.0.0.1 only.
+``multipart_threshold`` is raised in that config so ``aws s3 cp`` of a file above awscli's
+8 MiB default stays one PutObject until multipart uploads are served. s3fs (fsspec) runs its
+blocking API in a worker thread, so the peers keep serving on the module's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import s3fs
+
+from node.disk.data_dir import CREDENTIALS_FILE
+from tests.harness import LocalCluster
+from tests.harness.access import ADMIN
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
+AWS_TIMEOUT = 90.0  # one aws command, start-up (~1 s of imports) included
+BIG = 9 * 1024 * 1024 + 7  # above awscli's 8 MiB multipart threshold
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    # 64 KiB blocks: the 9 MiB file is 29 stripes, not 460 of the shared cluster's 4 KiB
+    return {"s3_port": 0, "block_size": 64 * 1024}
+
+
+class AwsCli:
+    """``aws`` against one peer, with a throw-away config and home."""
+
+    def __init__(self, cluster: LocalCluster, home: Path) -> None:
+        self.endpoint = cluster[1].s3_url
+        config = home / "aws-config"
+        config.write_text(
+            "[default]\n"
+            "region = us-east-1\n"
+            "max_attempts = 1\n"
+            "s3 =\n"
+            "  addressing_style = path\n"
+            "  multipart_threshold = 64MB\n"
+            "  multipart_chunksize = 64MB\n"
+        )
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "AWS_SHARED_CREDENTIALS_FILE": str(cluster[0].data_dir / CREDENTIALS_FILE),
+            "AWS_CONFIG_FILE": str(config),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_PAGER": "",
+            "NO_PROXY": "127.0.0.1",
+        }
+
+    async def __call__(self, *args: str, stdin: bytes = b"") -> str:
+        """Run ``aws --endpoint-url URL ARGS`` with ``stdin``; its stdout. Fails the test on a
+        non-zero exit."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "awscli", "--endpoint-url", self.endpoint, *args,
+            env=self.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin), AWS_TIMEOUT)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, f"aws {' '.join(args)}: {err.decode()}{out.decode()}"
+        return out.decode()
+
+
+@pytest.fixture
+def aws(cluster: LocalCluster, tmp_path: Path) -> AwsCli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return AwsCli(cluster, home)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_aws_s3_mb_cp_up_and_down_and_head_object(aws: AwsCli, tmp_path: Path) -> None:
+    small, big = tmp_path / "small.txt", tmp_path / "big.bin"
+    small.write_bytes(b"hello from awscli\n")
+    big.write_bytes(os.urandom(BIG))
+    assert "make_bucket: aws-cp" in await aws("s3", "mb", "s3://aws-cp")
+    await aws("s3", "cp", str(small), "s3://aws-cp/notes/small.txt")
+    await aws("s3", "cp", str(big), "s3://aws-cp/blobs/big.bin", "--content-type", "x/y")
+    back = tmp_path / "back"
+    await aws("s3", "cp", "s3://aws-cp/notes/small.txt", str(back / "small.txt"))
+    await aws("s3", "cp", "s3://aws-cp/blobs/big.bin", str(back / "big.bin"))
+    assert (back / "small.txt").read_bytes() == small.read_bytes()
+    assert hashlib.sha256((back / "big.bin").read_bytes()).digest() == (
+        hashlib.sha256(big.read_bytes()).digest()
+    )
+    head = json.loads(
+        await aws("s3api", "head-object", "--bucket", "aws-cp", "--key", "blobs/big.bin")
+    )
+    assert head["ContentLength"] == BIG
+    assert head["ContentType"] == "x/y"
+    assert head["ETag"].startswith('"')
+
+
+async def test_aws_s3_sync_twice_uploads_only_once(aws: AwsCli, tmp_path: Path) -> None:
+    local = tmp_path / "site"
+    files = {"index.html": b"<p>hi</p>", "css/a.css": b"a{}", "img/x/y.bin": b"\0" * 70_000}
+    for name, body in files.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(body)
+    await aws("s3", "mb", "s3://aws-sync")
+    first = await aws("s3", "sync", str(local), "s3://aws-sync/site")
+    assert first.count("upload:") == 3, first
+    second = await aws("s3", "sync", str(local), "s3://aws-sync/site")
+    assert "upload:" not in second, second
+    (local / "css/a.css").write_bytes(b"a{color:red}")
+    third = await aws("s3", "sync", str(local), "s3://aws-sync/site")
+    assert third.count("upload:") == 1, third
+    assert "css/a.css" in third
+    down = tmp_path / "down"
+    await aws("s3", "sync", "s3://aws-sync/site", str(down))
+    assert tree(down) == tree(local)
+
+
+async def test_aws_s3_ls_recursive_and_folders_then_rm_recursive(aws: AwsCli) -> None:
+    await aws("s3", "mb", "s3://aws-ls")
+    for key in ("top.txt", "docs/a.txt", "docs/b.txt", "docs/deep/c.txt", "logs/1.log"):
+        await aws("s3", "cp", "-", f"s3://aws-ls/{key}", stdin=key.encode())
+    assert "aws-ls" in await aws("s3", "ls")
+    top = await aws("s3", "ls", "s3://aws-ls/")
+    assert {"PRE docs/", "PRE logs/"} <= {line.strip() for line in top.splitlines()}
+    assert "top.txt" in top
+    assert "a.txt" not in top
+    folder = await aws("s3", "ls", "s3://aws-ls/docs/")
+    assert "PRE deep/" in folder
+    assert sorted(line.split()[-1] for line in folder.splitlines()) == ["a.txt", "b.txt", "deep/"]
+    everything = await aws("s3", "ls", "--recursive", "s3://aws-ls/")
+    keys = sorted(line.split()[-1] for line in everything.splitlines())
+    assert keys == ["docs/a.txt", "docs/b.txt", "docs/deep/c.txt", "logs/1.log", "top.txt"]
+    removed = await aws("s3", "rm", "--recursive", "s3://aws-ls/docs/")
+    assert removed.count("delete:") == 3, removed
+    left = await aws("s3", "ls", "--recursive", "s3://aws-ls/")
+    assert sorted(line.split()[-1] for line in left.splitlines()) == ["logs/1.log", "top.txt"]
+    await aws("s3", "rm", "--recursive", "s3://aws-ls/")
+    await aws("s3", "rb", "s3://aws-ls")
+    assert "aws-ls" not in await aws("s3", "ls")
+
+
+# --- s3fs ------------------------------------------------------------------------------------
+
+
+def s3fs_round_trip(endpoint: str) -> dict[str, Any]:
+    """Through s3fs's blocking API: make a bucket, write, read, list, remove."""
+    fs = s3fs.S3FileSystem(
+        key=ADMIN[0],
+        secret=ADMIN[1],
+        endpoint_url=endpoint,
+        client_kwargs={"region_name": "us-east-1"},
+        config_kwargs={"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 1}},
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+    seen: dict[str, Any] = {}
+    fs.mkdir("fsspec-bucket")
+    with fs.open("fsspec-bucket/tables/data.csv", "wb") as out:
+        out.write(b"a,b\n1,2\n")
+    fs.pipe("fsspec-bucket/tables/more.csv", b"a,b\n3,4\n" * 10_000)
+    with fs.open("fsspec-bucket/tables/data.csv", "rb") as read:
+        seen["read"] = read.read()
+    seen["ranged"] = fs.cat_file("fsspec-bucket/tables/more.csv", start=4, end=8)
+    seen["ls"] = sorted(fs.ls("fsspec-bucket/tables", detail=False))
+    seen["size"] = fs.info("fsspec-bucket/tables/more.csv")["size"]
+    seen["folders"] = fs.ls("fsspec-bucket", detail=False)
+    fs.rm("fsspec-bucket/tables/data.csv")
+    seen["after_rm"] = fs.ls("fsspec-bucket/tables", detail=False)
+    seen["exists"] = fs.exists("fsspec-bucket/tables/data.csv")
+    fs.rm("fsspec-bucket", recursive=True)
+    seen["buckets"] = [b for b in fs.ls("", detail=False) if b.startswith("fsspec-")]
+    return seen
+
+
+async def test_s3fs_writes_reads_lists_and_removes(cluster: LocalCluster) -> None:
+    seen = await asyncio.to_thread(s3fs_round_trip, cluster[2].s3_url)
+    assert seen["read"] == b"a,b\n1,2\n"
+    assert seen["ranged"] == b"3,4\n"
+    assert seen["ls"] == ["fsspec-bucket/tables/data.csv", "fsspec-bucket/tables/more.csv"]
+    assert seen["size"] == 80_000
+    assert seen["folders"] == ["fsspec-bucket/tables"]
+    assert seen["after_rm"] == ["fsspec-bucket/tables/more.csv"]
+    assert seen["exists"] is False
+    assert seen["buckets"] == []
