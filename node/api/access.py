@@ -1,7 +1,7 @@
 """Access control on the public API: who sent a request, and the keys and namespaces routes.
 
 The ``identified`` middleware resolves every public request's credentials to a Principal
-(``node.access.guard``) before its route runs; ``/health`` needs none and the peer API
+(``node.access.guard``) before its route runs; ``/health`` and ``/ready`` need none and the peer API
 (``/internal/``) has its own. Routes then ask ``require`` for the grant they need.
 
 Routes (JSON in and out; every one but listing namespaces needs an admin key)::
@@ -30,7 +30,7 @@ from node.errors import InvalidNamespace, NamespaceExists, NamespaceNotFound, Un
 from node.model import access
 from node.model.access import Action, Grants
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ready"})  # node.api.monitoring: probes
 PEER_PREFIX = "/internal/"
 
 
