@@ -26,13 +26,13 @@ from aiohttp.web_request import BaseRequest
 
 from node.api.errors import Handler
 from node.api.keys import LISTENER, MEMBERSHIP, METRICS, REQUEST_ID
+from node.api.paths import MONITORING
 from node.cluster.protocol import PEER_PREFIX
 from node.tracing import PEER, REQUEST_ID_HEADER, new_request_id, sane_request_id
 from node.tracing import REQUEST_ID as CURRENT_ID
 
 log = logging.getLogger(__name__)
 
-PROBES = frozenset({"/health", "/ready", "/metrics"})  # logged at DEBUG
 UNMATCHED = "unmatched"  # the route label of a request no route took (404, 405)
 
 
@@ -90,7 +90,7 @@ class RequestLog(AbstractAccessLogger):
         metrics = app.get(METRICS)
         if metrics is not None:
             metrics.observe(listener, route, request.method, response.status, time, received, sent)
-        quiet = request.path.startswith(PEER_PREFIX) or request.path in PROBES
+        quiet = request.path.startswith(PEER_PREFIX) or request.path in MONITORING
         level = logging.DEBUG if quiet else logging.INFO
         if not self.logger.isEnabledFor(level):
             return

@@ -24,12 +24,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from node.api.errors import Handler
+from node.api.paths import MONITORING
 from node.cluster.protocol import PEER_PREFIX
 from node.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
-UNCOUNTED = ("/health", "/ready", "/metrics")  # public routes that take no slot
 RETRY_AFTER = 1  # seconds a refused client is told to wait
 
 
@@ -108,4 +108,4 @@ class RequestLimit:
 
 def counted(request: web.Request) -> bool:
     """Whether ``request`` takes a slot: public routes do, peer calls and probes do not."""
-    return not (request.path.startswith(PEER_PREFIX) or request.path in UNCOUNTED)
+    return not (request.path.startswith(PEER_PREFIX) or request.path in MONITORING)

@@ -24,14 +24,16 @@ from aiohttp import web
 
 from node.api.access import require_key
 from node.api.keys import CONFIG, GOSSIP, MEMBERSHIP, METRICS, WRITE_PROBE
+from node.api.paths import HEALTH, READY
+from node.api.paths import METRICS as METRICS_PATH
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/health", get_health)
-    app.router.add_get("/ready", get_ready)
-    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get(HEALTH, get_health)
+    app.router.add_get(READY, get_ready)
+    app.router.add_get(METRICS_PATH, get_metrics)
 
 
 @dataclass(frozen=True)
