@@ -145,6 +145,13 @@ class PeerConfig:
             hidden=True,
         ),
     )
+    metrics_auth: str = field(
+        default="key",
+        metadata=option(
+            "Who may read /metrics: holders of any access key (key), or anyone (public).",
+            choices=("key", "public"),
+        ),
+    )
     weight: int = field(
         default=1,
         metadata=option(

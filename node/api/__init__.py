@@ -1,7 +1,9 @@
 """The HTTP frontends: the public files API and the peer-to-peer API, and the error mapping.
 
-- ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/health``, ``/scrub``;
+- ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/scrub``;
 - ``forms``: form uploads (``multipart/form-data``) parsed as they stream in;
+- ``monitoring``: ``/health``, ``/ready`` and ``/metrics``; ``metrics``: the peer's registry;
+- ``access_log``: request ids, and a log line and metrics sample per answered request;
 - ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
 - ``errors``: the one middleware that turns domain exceptions into statuses and JSON;
 - ``input``, ``ranges``, ``numbers``: request bodies (bounded in size and time), query

@@ -1,7 +1,7 @@
 """Access control on the public API: who sent a request, and the keys and namespaces routes.
 
 The ``identified`` middleware resolves every public request's credentials to a Principal
-(``node.access.guard``) before its route runs; ``/health`` needs none and the peer API
+(``node.access.guard``) before its route runs; ``/health`` and ``/ready`` need none and the peer API
 (``/internal/``) has its own. Routes then ask ``require`` for the grant they need.
 
 Routes (JSON in and out; every one but listing namespaces needs an admin key)::
@@ -26,12 +26,11 @@ from node.access.guard import ANONYMOUS, Principal
 from node.api.errors import Handler
 from node.api.input import json_body
 from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, principal_of
+from node.api.paths import PROBES
+from node.cluster.protocol import PEER_PREFIX
 from node.errors import InvalidNamespace, NamespaceExists, NamespaceNotFound, Unauthenticated
 from node.model import access
 from node.model.access import Action, Grants
-
-OPEN_PATHS = frozenset({"/health"})
-PEER_PREFIX = "/internal/"
 
 
 class KeyOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,7 +57,7 @@ def add_routes(app: web.Application) -> None:
 @web.middleware
 async def identified(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set the request's Principal from its credentials; raises Unauthenticated for bad ones."""
-    if request.path.startswith(PEER_PREFIX) or request.path in OPEN_PATHS:
+    if request.path.startswith(PEER_PREFIX) or request.path in PROBES:
         request[PRINCIPAL] = ANONYMOUS
         return await handler(request)
     request[PRINCIPAL] = await request.app[GATEKEEPER].principal(

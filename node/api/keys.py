@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node.access.guard import Gatekeeper, Principal
 from node.access.store import AccessStore
+from node.api.metrics import Metrics
 from node.cluster.auth import Authenticator
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
@@ -20,6 +21,7 @@ from node.datapath.holder import Holder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
+from node.disk.data_dir import WriteProbe
 from node.disk.manifest_store import ManifestStore
 from node.model.version import HybridClock
 from node.upkeep.anti_entropy import AntiEntropy
@@ -46,6 +48,11 @@ UPLOADS = web.AppKey("uploads", Uploads)  # multipart uploads (S3)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
 CLOCK = web.AppKey("clock", HybridClock)  # the peer's clock: versions, and responses' Date
 S3_URL = web.AppKey("s3_url", str)  # where this peer serves S3, once it does (--s3-port)
+METRICS = web.AppKey("metrics", Metrics)  # the peer's registry: shared by its two listeners
+LISTENER = web.AppKey("listener", str)  # which of them an app is: "public" or "s3"
+WRITE_PROBE = web.AppKey("write_probe", WriteProbe)  # /ready: does the data dir take writes
+
+REQUEST_ID = web.RequestKey("request_id", str)  # node.tracing: set for every request
 
 PRINCIPAL = web.RequestKey("principal", Principal)  # who sent a public request
 

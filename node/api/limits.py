@@ -6,7 +6,8 @@ Overloaded (503 with ``Retry-After``) before anything of it is read. Peer calls
 (``/internal/``) take no slot: a peer's coordinators need its holders to finish their own
 public requests, so counting those calls would let public clients starve the cluster of the
 very calls that drain them (each coordinator's calls are bounded by its own limit).
-``/health`` takes none either: it answers from memory, and must say "up" under load.
+``/health``, ``/ready`` and ``/metrics`` take none either: they answer from memory (or
+one small disk probe), and must answer under load.
 
 ``Refusals`` logs refusals of one kind at WARNING at most once every ``every`` seconds, with
 how many went unlogged: an attack must not turn into a log flood.
@@ -23,12 +24,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from node.api.errors import Handler
+from node.api.paths import MONITORING
 from node.cluster.protocol import PEER_PREFIX
 from node.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
-UNCOUNTED = ("/health",)  # public routes that take no slot
 RETRY_AFTER = 1  # seconds a refused client is told to wait
 
 
@@ -106,5 +107,5 @@ class RequestLimit:
 
 
 def counted(request: web.Request) -> bool:
-    """Whether ``request`` takes a slot: public routes do, peer calls and /health do not."""
-    return not (request.path.startswith(PEER_PREFIX) or request.path in UNCOUNTED)
+    """Whether ``request`` takes a slot: public routes do, peer calls and probes do not."""
+    return not (request.path.startswith(PEER_PREFIX) or request.path in MONITORING)

@@ -1,4 +1,4 @@
-"""The public HTTP API: files, listings, manifests, cluster view and health.
+"""The public HTTP API: files, listings, manifests and the cluster view.
 
 Routes parse and validate input, call the coordinator, and shape responses; errors are the
 middleware's job. Names come from the raw request path so nothing normalises them before
@@ -61,7 +61,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/files", list_files)
     app.router.add_get(MANIFESTS + "{name:.*}", get_manifest)
     app.router.add_get("/cluster", get_cluster)
-    app.router.add_get("/health", get_health)
     app.router.add_get("/scrub", get_scrub)
 
 
@@ -129,14 +128,16 @@ async def post_form(request: web.Request) -> web.Response:
 
 def _stored(method: str, manifest: Manifest, started: float, **extra: object) -> web.Response:
     """The answer to a write that stored ``manifest`` (201), logged."""
+    took = time.monotonic() - started
     log.info(
         "%s %r %d bytes as %s in %.3fs%s",
         method,
         manifest.name,
         manifest.size,
         manifest.version,
-        time.monotonic() - started,
+        took,
         " (degraded)" if manifest.degraded else "",
+        extra={"file": manifest.name, "size": manifest.size, "duration": round(took, 6)},
     )
     return web.json_response(
         {
@@ -171,7 +172,7 @@ async def delete_file(request: web.Request) -> web.Response:
     name = _name(request, FILES)
     await require(request, "write", namespace_of(name))
     tombstone = await request.app[COORDINATOR].delete(name, write_condition(request))
-    log.info("DELETE %r as %s", name, tombstone.version)
+    log.info("DELETE %r as %s", name, tombstone.version, extra={"file": name})
     return web.Response(status=204)
 
 
@@ -332,11 +333,4 @@ async def get_scrub(request: web.Request) -> web.Response:
             "repair": request.app[REPAIRER].stats.to_json(),
             "anti_entropy": request.app[ANTI_ENTROPY].stats.to_json(),
         }
-    )
-
-
-async def get_health(request: web.Request) -> web.Response:
-    membership = request.app[MEMBERSHIP]
-    return web.json_response(
-        {"status": "ok", "id": membership.me.id, "members": len(membership.members())}
     )

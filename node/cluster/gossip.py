@@ -94,6 +94,12 @@ class Gossip:
         self._found[url] = 0
         self._membership.news()
 
+    @property
+    def seeded(self) -> bool:
+        """Whether this peer has addresses of others to join through (``--join``, a join
+        token, mDNS): a peer without any is a cluster of its own."""
+        return bool(self._seeds or self._found)
+
     def own_figures(self) -> PeerFigures:
         """This peer's storage figures now, as it reports them to others."""
         return self._figures()

@@ -8,7 +8,8 @@ Here, and only here, transport failures and error answers become the domain exce
 ``node.errors``: a transport failure, an unreadable or unsigned answer, a refusal of our
 credentials (401) or an unexplained server error is PeerUnavailable (it counts against the
 peer's liveness); an error the peer explained (404, 507, a corrupt manifest...) is raised as
-the class it named. Tests swap in an in-process transport.
+the class it named. Every call made for a public request carries that request's id
+(``node.tracing``). Tests swap in an in-process transport.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
 from node.model.preconditions import Preconditions
 from node.model.version import Version
+from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 # A signed body past this is sent from a BytesIO, which aiohttp writes in pieces, not whole
@@ -254,6 +256,9 @@ class HttpTransport:
         headers = dict(headers or {})
         if to.peer_id is not None:
             headers[PEER_HEADER] = to.peer_id
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the public request this call serves (unsigned: a label)
+            headers[REQUEST_ID_HEADER] = request_id
         if data is None or isinstance(data, bytes):
             digest = content_digest(data or b"")
         else:

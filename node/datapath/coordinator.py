@@ -98,6 +98,7 @@ class Coordinator:
         self._clock = clock
         self._replicas = replicas
         self._report_broken = report_broken
+        self.degraded_writes = 0  # files stored with chunks missing (a metric)
 
     def __repr__(self) -> str:
         return f"Coordinator(peer={self._membership.me.id[:8]}, {self._replicas!r})"
@@ -206,6 +207,7 @@ class Coordinator:
         )
         await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
+            self.degraded_writes += 1
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), layout.n)
         return manifest
 

@@ -16,9 +16,11 @@ Layout under the data directory (the stores document their own parts)::
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import io
 import logging
+import os
 import shutil
 import stat
 import uuid
@@ -96,6 +98,69 @@ def load_peer_id(data_dir: Path) -> str:
         return peer_id
     except ValueError:
         raise StartRefused(f"{path} does not hold a peer id; fix or remove it") from None
+
+
+PROBE_FILE = "incoming/ready-probe"  # written and removed by ``WriteProbe``
+PROBE_EVERY = 1.0  # seconds a probe's verdict is reused
+PROBE_TIMEOUT = 5.0  # seconds a probe may take before the disk counts as not writable
+
+
+def probe_write(data_dir: Path) -> None:
+    """Write, fsync and remove a small file where chunks are received (blocking); raises
+    OSError when the data directory does not take writes (read-only, full, gone)."""
+    path = data_dir / PROBE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"ringstore readiness probe\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+
+
+class WriteProbe:
+    """Whether the data directory takes writes, probed at most once per ``every`` seconds.
+
+    One probe runs at a time, in a worker thread; a disk that hangs (a dead network mount)
+    is reported after ``timeout`` seconds while the thread stays stuck, and later checks wait
+    on that same probe instead of starting more threads.
+    """
+
+    def __init__(
+        self, data_dir: Path, every: float = PROBE_EVERY, timeout: float = PROBE_TIMEOUT
+    ) -> None:
+        self._data_dir = data_dir
+        self._every = every
+        self._timeout = timeout
+        self._running: asyncio.Future[None] | None = None
+        self._checked_at = float("-inf")
+        self._problem: str | None = None
+
+    def __repr__(self) -> str:
+        return f"WriteProbe({self._data_dir}, problem={self._problem!r})"
+
+    async def problem(self) -> str | None:
+        """None when the last probe wrote, else what went wrong (for ``/ready``)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._checked_at < self._every:
+            return self._problem
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(asyncio.to_thread(probe_write, self._data_dir))
+            self._running.add_done_callback(_retrieved)  # its error may come after timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self._running), self._timeout)
+            self._problem = None
+        except asyncio.TimeoutError:
+            self._problem = f"a write to the data directory took over {self._timeout:g}s"
+        except OSError as exc:
+            self._problem = f"the data directory takes no writes: {exc.strerror or exc}"
+        self._checked_at = loop.time()
+        return self._problem
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def disk_usage(data_dir: Path) -> tuple[int, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import types
 import typing
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from node.config import Option, PeerConfig
+from node.process.logs import FORMATS, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,13 +26,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.version_option(package_name="ringstore")
 def main() -> None:
     """ringstore: a peer-to-peer file store on a consistent-hash ring."""
-
-
-def _setup_logging(level: str, tag: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s %(levelname)-7s [{tag}] %(name)s: %(message)s",
-    )
 
 
 def config_default(name: str) -> Any:
@@ -127,12 +120,20 @@ def config_from_options(values: dict[str, Any]) -> PeerConfig:
 
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+log_format_option = click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(FORMATS),
+    help="Log lines as text, or as one JSON object each (docs/operations.md).",
+)
 
 
 @main.command()
 @config_options
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
-def peer(log_level: str, **options: Any) -> None:
+@log_format_option
+def peer(log_level: str, log_format: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
 
@@ -140,7 +141,7 @@ def peer(log_level: str, **options: Any) -> None:
         config = config_from_options(options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    _setup_logging(log_level, f"{config.host}:{config.port}")
+    setup_logging(log_level, f"{config.host}:{config.port}", log_format)
     asyncio.run(serve(config))
 
 
@@ -183,6 +184,7 @@ def peer(log_level: str, **options: Any) -> None:
 )
 @click.option("--service-type", default=None, hidden=True)
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
+@log_format_option
 @click.option(
     "--tls",
     is_flag=True,
@@ -202,15 +204,16 @@ def up(
     discovery: str,
     service_type: str | None,
     log_level: str,
+    log_format: str,
     tls: bool,
     s3: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.process.supervisor import Supervisor
 
-    _setup_logging(log_level, "up")
+    setup_logging(log_level, "up", log_format)
     supervisor = Supervisor(
-        count, data_dir, port, host, log_level, discovery, service_type, tls, s3
+        count, data_dir, port, host, log_level, discovery, service_type, tls, s3, log_format
     )
     raise SystemExit(asyncio.run(supervisor.run()))
 

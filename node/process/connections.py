@@ -51,14 +51,16 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from node.api.access_log import RequestLog
 from node.api.errors import error_response, http_error_response, raw_error_response
 from node.api.input import CONTINUED, expects_continue
-from node.api.keys import CONFIG
+from node.api.keys import CONFIG, LISTENER, METRICS
 from node.api.limits import RETRY_AFTER, Refusals
 from node.api.peer import NONCE
 from node.config import PeerConfig
 
 log = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("node.access")  # one line per answer (node.api.access_log)
 
 MAX_URL = 8192  # bytes of a request target (414 past it)
 MAX_HEADER_LINE = 8190  # bytes of one header, name and value (431 past it; aiohttp's default)
@@ -363,10 +365,11 @@ class PeerServer(web.Server):
 
 
 class PeerRunner(web.AppRunner):
-    """Runs a peer's app (``node.process.wiring.create_app``) on a ``PeerServer``."""
+    """Runs a peer's app (``node.process.wiring.create_app``) on a ``PeerServer``, whose
+    access logger (``RequestLog``) counts every answer in the app's metrics and logs it."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(app, access_log=None, **kwargs)
+        super().__init__(app, access_log=ACCESS_LOG, access_log_class=RequestLog, **kwargs)
         self._config = app[CONFIG]
 
     async def _make_server(self) -> web.Server:
@@ -374,15 +377,20 @@ class PeerRunner(web.AppRunner):
         # request factory; this one serves them with this peer's limits.
         made = await super()._make_server()
         config = self._config
-        return PeerServer(
+        server = PeerServer(
             made.request_handler,
             config=config,
             loop=asyncio.get_running_loop(),
             request_factory=made.request_factory,
-            access_log=None,
+            access_log=ACCESS_LOG,
+            access_log_class=RequestLog,
             keepalive_timeout=config.idle_timeout,
             max_line_size=MAX_URL,
             max_field_size=MAX_HEADER_LINE,
             max_headers=MAX_HEADERS,
             auto_decompress=False,
         )
+        metrics = self.app.get(METRICS)
+        if metrics is not None:
+            metrics.serving(self.app.get(LISTENER, "public"), lambda: server.open_connections)
+        return server

@@ -165,6 +165,7 @@ class Supervisor:
         service_type: str | None = None,
         tls: bool = False,
         s3: bool = True,
+        log_format: str = "text",
     ):
         self.tls_dir = data_dir / "tls" if tls else None
         scheme = "https" if tls else "http"
@@ -172,7 +173,7 @@ class Supervisor:
         self.secret_file = data_dir / IDENTITY_FILE
         urls = [f"{scheme}://{host}:{base_port + i}" for i in range(count)]
         # Seeds are kept: discovery only adds peers, and cannot fail a start-up.
-        args = ["--log-level", log_level, "--discovery", discovery]
+        args = ["--log-level", log_level, "--log-format", log_format, "--discovery", discovery]
         args += ["--cluster-secret-file", str(self.secret_file)]
         if service_type is not None:
             args += ["--service-type", service_type]

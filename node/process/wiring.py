@@ -15,6 +15,11 @@ Construction order (each line uses only what is above it)::
     -> rebalancer -> holder (tells the rebalancer of stored replicas) -> scrubber
     -> access store (keys and namespaces: records on the replicas) -> gatekeeper
     -> the S3 frontend (``--s3-port``): its own app and server over the same components
+    -> the metrics collector (reads the components at scrape time) and the loops
+
+Both listeners share the peer's metrics registry (``node.api.metrics``; made with the app,
+so its servers' access logger can count from the first request) and give every request
+an id first thing (``node.api.access_log.traced``).
 
 The S3 frontend is a second aiohttp app (``_serve_s3``) with S3's middlewares (XML errors,
 Signature V4) that shares the peer's coordinator, access store, Gatekeeper and request
@@ -37,9 +42,11 @@ from aiohttp import hdrs, web
 from node.access.guard import Gatekeeper
 from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
 from node.access.store import AccessStore
-from node.api import access, dates, keys, peer, public
+from node.api import access, dates, keys, monitoring, peer, public
+from node.api.access_log import request_id_header, traced
 from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
 from node.api.limits import RequestLimit
+from node.api.metrics import Metrics, PeerCollector, Watched
 from node.api.s3 import routes as s3_routes
 from node.api.s3.auth import signed_requests
 from node.api.s3.errors import common_headers, s3_errors
@@ -58,7 +65,7 @@ from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
-from node.disk.data_dir import disk_usage, load_peer_id, prepare_data_dir
+from node.disk.data_dir import WriteProbe, disk_usage, load_peer_id, prepare_data_dir
 from node.disk.deletions import DeletionLog
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
@@ -68,6 +75,7 @@ from node.process.connections import PeerRunner
 from node.process.identity import cluster_identity
 from node.process.memory import Trimmer
 from node.process.tls import TlsFiles, client_context, server_context
+from node.tracing import start_for_peer
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer
@@ -89,6 +97,7 @@ def create_app(
     limit = RequestLimit(config.max_requests)  # shared with the S3 frontend
     app = web.Application(
         middlewares=[
+            traced,  # first: every request has its id, and errors are logged with it
             peer.signed_answers,
             error_middleware,
             limit.middleware(),  # inside: its 503 is JSON
@@ -102,10 +111,14 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[keys.CONFIG] = config
+    app[keys.METRICS], app[keys.LISTENER] = Metrics(), "public"  # the registry: both listeners
+    app[keys.WRITE_PROBE] = WriteProbe(config.data_dir)
     app.on_response_prepare.append(_common_headers)
+    app.on_response_prepare.append(request_id_header)
     app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     public.add_routes(app)
+    monitoring.add_routes(app)
     access.add_routes(app)
     peer.add_routes(app)
     return app
@@ -145,14 +158,17 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
         return datetime.fromtimestamp(clock.wall_ms() / 1000, timezone.utc)
 
     s3 = web.Application(
-        middlewares=[s3_errors, limit.middleware(), signed_requests(now)],
+        middlewares=[traced, s3_errors, limit.middleware(), signed_requests(now)],
         handler_args={"auto_decompress": False},  # objects are stored as sent
     )
     s3[keys.CONFIG], s3[keys.CLOCK] = app[keys.CONFIG], clock
     s3[keys.COORDINATOR], s3[keys.ACCESS] = app[keys.COORDINATOR], app[keys.ACCESS]
     s3[keys.GATEKEEPER] = app[keys.GATEKEEPER]
     s3[keys.UPLOADS] = app[keys.UPLOADS]
+    s3[keys.MEMBERSHIP], s3[keys.METRICS] = app[keys.MEMBERSHIP], app[keys.METRICS]
+    s3[keys.LISTENER] = "s3"
     s3.on_response_prepare.append(common_headers)
+    s3.on_response_prepare.append(request_id_header)
     s3.on_response_prepare.append(dates.date_response)
     s3_routes.add_routes(s3)
     return s3
@@ -258,19 +274,30 @@ async def _lifecycle(
     app[keys.ANTI_ENTROPY] = anti_entropy
     app[keys.UPLOADS] = uploads
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
-    loops = [
-        asyncio.ensure_future(job.run())
-        for job in (gossip, rebalancer, repairer, scrubber, anti_entropy, Trimmer())
-    ]
-    retry = config.heartbeat_interval
-    loops.append(asyncio.ensure_future(store_admin_key(access_store, config.data_dir, retry)))
-    loops.append(
-        asyncio.ensure_future(
-            adopt_namespaces(access_store, config.data_dir, manifests.live_names, retry)
+    metrics = app[keys.METRICS]
+    collector = PeerCollector(
+        Watched(
+            config,
+            membership,
+            chunks,
+            coordinator,
+            repairer,
+            scrubber,
+            progress,
+            anti_entropy,
+            in_progress=lambda: limit.active,
+            connections=metrics.open_connections,
         )
     )
+    metrics.registry.register(collector)
+    retry = config.heartbeat_interval
+    jobs = [job.run() for job in (gossip, rebalancer, repairer, scrubber, anti_entropy, Trimmer())]
+    jobs.append(metrics.sample_loop_lag())
+    jobs.append(store_admin_key(access_store, config.data_dir, retry))
+    jobs.append(adopt_namespaces(access_store, config.data_dir, manifests.live_names, retry))
     if len(identity.secrets) > 1:  # a rotation is under way: keys move to the new secret
-        loops.append(asyncio.ensure_future(reseal_keys(access_store, retry)))
+        jobs.append(reseal_keys(access_store, retry))
+    loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
     discovery = None
     if config.discovery == "zeroconf":
         discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
@@ -295,6 +322,7 @@ async def _lifecycle(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        metrics.registry.unregister(collector)
         await membership.save()
         await replicas.close()
         deletions.close()

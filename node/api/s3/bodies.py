@@ -104,13 +104,37 @@ class ListingPage:
     marker: str | None = None
     next_marker: str | None = None
 
+    def shown(self, text: str) -> str:
+        """``text`` (a key, prefix, marker or delimiter) as the page shows it."""
+        return quote(text, safe="/") if self.url_encoded else text
+
+
+def _page_flags(root: ElementTree.Element, page: ListingPage) -> None:
+    """What object and version listings both say after their markers."""
+    _child(root, "MaxKeys", str(page.max_keys))
+    if page.delimiter:
+        _child(root, "Delimiter", page.shown(page.delimiter))
+    if page.url_encoded:
+        _child(root, "EncodingType", "url")
+    _child(root, "IsTruncated", "true" if page.truncated else "false")
+
+
+def _object_fields(entry: ElementTree.Element, manifest: Manifest) -> None:
+    _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
+    _child(entry, "ETag", f'"{manifest.etag}"')
+    _child(entry, "Size", str(manifest.size))
+    _child(entry, "StorageClass", "STANDARD")
+
+
+def _folders(root: ElementTree.Element, page: ListingPage) -> bytes:
+    for folder in page.prefixes:
+        _child(_child(root, "CommonPrefixes"), "Prefix", page.shown(folder))
+    return _document(root)
+
 
 def object_listing(page: ListingPage, version: int) -> bytes:
     """A ListBucketResult document: ``version`` 2 (ListObjectsV2) or 1 (ListObjects)."""
-
-    def shown(text: str) -> str:
-        return quote(text, safe="/") if page.url_encoded else text
-
+    shown = page.shown
     root = ElementTree.Element("ListBucketResult", xmlns=NAMESPACE)
     _child(root, "Name", page.bucket)
     _child(root, "Prefix", shown(page.prefix))
@@ -126,32 +150,19 @@ def object_listing(page: ListingPage, version: int) -> bytes:
         _child(root, "Marker", shown(page.marker or ""))
         if page.next_marker is not None:
             _child(root, "NextMarker", shown(page.next_marker))
-    _child(root, "MaxKeys", str(page.max_keys))
-    if page.delimiter:
-        _child(root, "Delimiter", shown(page.delimiter))
-    if page.url_encoded:
-        _child(root, "EncodingType", "url")
-    _child(root, "IsTruncated", "true" if page.truncated else "false")
+    _page_flags(root, page)
     for key, manifest in page.objects:
         entry = _child(root, "Contents")
         _child(entry, "Key", shown(key))
-        _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
-        _child(entry, "ETag", f'"{manifest.etag}"')
-        _child(entry, "Size", str(manifest.size))
-        _child(entry, "StorageClass", "STANDARD")
-    for folder in page.prefixes:
-        _child(_child(root, "CommonPrefixes"), "Prefix", shown(folder))
-    return _document(root)
+        _object_fields(entry, manifest)
+    return _folders(root, page)
 
 
 def version_listing(page: ListingPage) -> bytes:
     """A ListVersionsResult document (ListObjectVersions) for a bucket without versioning:
     each object is its one version, ``null`` and the latest, as S3 lists an unversioned
     bucket (``page.marker`` is the key-marker, ``page.next_marker`` the NextKeyMarker)."""
-
-    def shown(text: str) -> str:
-        return quote(text, safe="/") if page.url_encoded else text
-
+    shown = page.shown
     root = ElementTree.Element("ListVersionsResult", xmlns=NAMESPACE)
     _child(root, "Name", page.bucket)
     _child(root, "Prefix", shown(page.prefix))
@@ -160,24 +171,14 @@ def version_listing(page: ListingPage) -> bytes:
     if page.next_marker is not None:
         _child(root, "NextKeyMarker", shown(page.next_marker))
         _child(root, "NextVersionIdMarker", "null")
-    _child(root, "MaxKeys", str(page.max_keys))
-    if page.delimiter:
-        _child(root, "Delimiter", shown(page.delimiter))
-    if page.url_encoded:
-        _child(root, "EncodingType", "url")
-    _child(root, "IsTruncated", "true" if page.truncated else "false")
+    _page_flags(root, page)
     for key, manifest in page.objects:
         entry = _child(root, "Version")
         _child(entry, "Key", shown(key))
         _child(entry, "VersionId", "null")
         _child(entry, "IsLatest", "true")
-        _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
-        _child(entry, "ETag", f'"{manifest.etag}"')
-        _child(entry, "Size", str(manifest.size))
-        _child(entry, "StorageClass", "STANDARD")
-    for folder in page.prefixes:
-        _child(_child(root, "CommonPrefixes"), "Prefix", shown(folder))
-    return _document(root)
+        _object_fields(entry, manifest)
+    return _folders(root, page)
 
 
 MAX_DELETE_KEYS = 1000  # keys one DeleteObjects names at most (S3's bound)

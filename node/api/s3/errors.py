@@ -4,7 +4,8 @@ Routes raise the peer's domain errors (``node.errors``) or, for what only S3 has
 ``S3Error``; ``s3_errors`` (the S3 app's outermost middleware after the request id) turns
 either into ``<Error><Code>..</Code><Message>..</Message><Resource>..</Resource>
 <RequestId>..</RequestId></Error>`` with S3's status for that code. Every answer carries
-``x-amz-request-id``; an answer to HEAD has no body, so the code is also in
+``x-amz-request-id`` (the id ``node.api.access_log`` gave the request, also its
+``X-Request-Id``); an answer to HEAD has no body, so the code is also in
 ``x-amz-error-code`` (as the native API's ``X-Ringstore-Error``). 5xx messages name no peer.
 """
 
@@ -17,6 +18,7 @@ import secrets
 from aiohttp import hdrs, web
 
 from node.api.errors import NOSNIFF, SERVER, Handler
+from node.api.keys import REQUEST_ID as TRACED_ID  # node.api.access_log.traced sets it
 from node.api.s3.bodies import XML_TYPE, error_document
 from node.api.s3.sigv4 import SigV4Error
 from node.errors import (
@@ -166,8 +168,8 @@ def error_answer(request: web.Request, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def s3_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id, and turn whatever it fails with into S3's XML error."""
-    request[REQUEST_ID] = secrets.token_hex(8).upper()
+    """Take the request's id, and turn whatever it fails with into S3's XML error."""
+    request[REQUEST_ID] = request.get(TRACED_ID) or secrets.token_hex(8).upper()
     try:
         return await handler(request)
     except S3Error as error:

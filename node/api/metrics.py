@@ -1,0 +1,309 @@
+"""A peer's Prometheus metrics: one registry per peer, request figures and a scrape-time view.
+
+``Metrics`` owns the peer's ``CollectorRegistry`` (never prometheus-client's global one:
+tests run several peers in one process, and each must show only its own figures). Two kinds
+of figures fill it:
+
+- **Counted as requests end** (``observe``, called by ``node.api.access_log.RequestLog``
+  once an answer is sent whole): requests by listener, route template, method and status,
+  their latency, the bytes received and sent, and the chunk reads and writes this peer
+  served as a holder. Labels are route *templates* (``/files/{name}``), never raw paths:
+  a label's values are bounded by the routes, not by what clients ask for.
+- **Read at scrape time** (``PeerCollector``): the figures the components keep anyway
+  (membership, chunk store, disk, the upkeep loops' stats dataclasses, open connections,
+  requests in progress) are read when Prometheus scrapes, not counted twice.
+
+Plus the event loop's lag (``sample_loop_lag``: how late a timer fires, the delay every
+request on this peer suffers) and the process collector (RSS, CPU, open files). Metric
+names are listed in docs/operations.md; docs/alerts.yml and docs/grafana/ringstore.json use
+them (a test holds them to what a scrape shows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from node.cluster.membership import Membership
+from node.config import PeerConfig
+from node.datapath.coordinator import Coordinator
+from node.disk.chunk_store import ChunkStore
+from node.disk.data_dir import disk_usage
+from node.upkeep.anti_entropy import AntiEntropy
+from node.upkeep.rebalancer import Progress
+from node.upkeep.repairer import Repairer
+from node.upkeep.scrubber import Scrubber
+
+PREFIX = "ringstore_"
+CHUNK_ROUTE = "/internal/chunks/{chunk_id}"  # node.api.peer.CHUNK: a holder's chunk I/O
+# Seconds: from a small GET on an idle peer to a large PUT on a slow disk.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LAG_INTERVAL = 1.0  # seconds between event-loop lag samples
+
+
+class Metrics:
+    """One peer's registry and the figures counted as its requests end."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        request = ("listener", "route", "method")
+        self.requests = Counter(
+            PREFIX + "http_requests",
+            "HTTP requests answered, by listener (public, s3), route template, method and status.",
+            [*request, "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            PREFIX + "http_request_duration_seconds",
+            "Seconds from a request's arrival to the end of its answer.",
+            request,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.received = Counter(
+            PREFIX + "http_received_bytes",
+            "Request body bytes received.",
+            request,
+            registry=self.registry,
+        )
+        self.sent = Counter(
+            PREFIX + "http_sent_bytes",
+            "Answer bytes sent (head and body; a file sent by sendfile: its bytes).",
+            request,
+            registry=self.registry,
+        )
+        self.chunk_writes = Counter(
+            PREFIX + "chunk_writes", "Chunks this peer stored as a holder.", registry=self.registry
+        )
+        self.chunk_written_bytes = Counter(
+            PREFIX + "chunk_written_bytes",
+            "Bytes of chunks this peer stored as a holder.",
+            registry=self.registry,
+        )
+        self.chunk_reads = Counter(
+            PREFIX + "chunk_reads",
+            "Chunk reads (whole or ranges) this peer served as a holder.",
+            registry=self.registry,
+        )
+        self.chunk_read_bytes = Counter(
+            PREFIX + "chunk_read_bytes",
+            "Bytes this peer sent of the chunk reads it served (answer heads included).",
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            PREFIX + "event_loop_lag_seconds",
+            f"How late the last timer of a {LAG_INTERVAL:g}s sampler fired: the delay the "
+            "event loop adds to everything on this peer.",
+            registry=self.registry,
+        )
+        self.handler: Handler = make_aiohttp_handler(self.registry)
+        self._servers: dict[str, Callable[[], int]] = {}  # listener -> open connections
+
+    def serving(self, listener: str, open_connections: Callable[[], int]) -> None:
+        """Count ``listener``'s open connections (its server, once it serves) from now on."""
+        self._servers[listener] = open_connections
+
+    def open_connections(self) -> dict[str, int]:
+        """Open connections by listener (those serving)."""
+        return {listener: count() for listener, count in self._servers.items()}
+
+    def __repr__(self) -> str:
+        return f"Metrics({len(list(self.registry.collect()))} families)"
+
+    def observe(
+        self,
+        listener: str,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        received: int,
+        sent: int,
+    ) -> None:
+        """Count one answered request (``route``: its template, or ``unmatched``)."""
+        self.requests.labels(listener, route, method, str(status)).inc()
+        self.latency.labels(listener, route, method).observe(seconds)
+        self.received.labels(listener, route, method).inc(received)
+        self.sent.labels(listener, route, method).inc(sent)
+        if route == CHUNK_ROUTE and 200 <= status < 300:
+            if method == "PUT":
+                self.chunk_writes.inc()
+                self.chunk_written_bytes.inc(received)
+            elif method == "GET":
+                self.chunk_reads.inc()
+                self.chunk_read_bytes.inc(sent)
+
+    async def sample_loop_lag(self, interval: float = LAG_INTERVAL) -> None:
+        """Measure the event loop's lag every ``interval`` seconds, forever."""
+        loop = asyncio.get_running_loop()
+        while True:
+            planned = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.loop_lag.set(max(0.0, loop.time() - planned))
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a peer's ``PeerCollector`` reads at scrape time (built by the wiring)."""
+
+    config: PeerConfig
+    membership: Membership
+    chunks: ChunkStore
+    coordinator: Coordinator
+    repairer: Repairer
+    scrubber: Scrubber
+    rebalance: Progress
+    anti_entropy: AntiEntropy
+    in_progress: Callable[[], int]  # public requests being served (node.api.limits)
+    connections: Callable[[], dict[str, int]]  # open connections by listener
+
+
+class PeerCollector:
+    """The figures a peer's components keep, turned into metrics when Prometheus scrapes.
+
+    Counters come from the stats dataclasses of the upkeep loops (``/scrub``'s answer) and
+    the coordinator; gauges from the membership, the stores and the disk. Nothing here
+    blocks: one statvfs call, the rest from memory.
+    """
+
+    def __init__(self, watched: Watched) -> None:
+        self._w = watched
+
+    def __repr__(self) -> str:
+        return f"PeerCollector({self._w.membership!r})"
+
+    def collect(self) -> Iterator[Metric]:
+        w = self._w
+        yield from self._cluster(w.membership)
+        yield from self._storage(w)
+        yield _counter(
+            "degraded_writes",
+            "Files this peer stored with chunks missing (fewer than k+m holders took their chunk).",
+            w.coordinator.degraded_writes,
+        )
+        yield from self._upkeep(w)
+        connections = GaugeMetricFamily(
+            PREFIX + "open_connections",
+            "Open client connections, by listener.",
+            labels=["listener"],
+        )
+        for listener, count in sorted(w.connections().items()):
+            connections.add_metric([listener], count)
+        yield connections
+        yield _gauge(
+            "requests_in_progress",
+            "Public requests being served now (at most --max-requests).",
+            w.in_progress(),
+        )
+
+    @staticmethod
+    def _cluster(membership: Membership) -> Iterator[Metric]:
+        members = GaugeMetricFamily(
+            PREFIX + "members",
+            "Cluster members as this peer sees them, by state.",
+            labels=["state"],
+        )
+        up = membership.up_ids()
+        members.add_metric(["up"], len(up))
+        members.add_metric(["down"], len(membership.members()) - len(up))
+        yield members
+        yield _gauge("ring_members", "Members on this peer's ring.", len(membership.ring))
+
+    @staticmethod
+    def _storage(w: Watched) -> Iterator[Metric]:
+        total, free = disk_usage(w.config.data_dir)
+        yield _gauge("disk_total_bytes", "Size of the data directory's file system.", total)
+        yield _gauge("disk_free_bytes", "Free bytes on the data directory's file system.", free)
+        yield _gauge(
+            "chunk_store_used_bytes", "Bytes of chunks this peer holds.", w.chunks.used_bytes
+        )
+        yield _gauge("chunk_store_chunks", "Chunks this peer holds.", w.chunks.chunk_count)
+        yield _gauge(
+            "quota_bytes",
+            "--max-bytes: the most chunk bytes this peer takes (0: no quota, the disk's size).",
+            w.config.max_bytes or 0,
+        )
+
+    @staticmethod
+    def _upkeep(w: Watched) -> Iterator[Metric]:
+        scrub = w.scrubber.stats
+        yield _counter("scrub_passes", "Full scrub passes finished.", scrub.passes)
+        yield _counter("scrub_checked_chunks", "Chunks re-read by scrubs.", scrub.chunks_checked)
+        yield _counter("scrub_checked_bytes", "Bytes re-read by scrubs.", scrub.bytes_checked)
+        yield _counter(
+            "scrub_errors", "Chunks scrubs found corrupt or unreadable.", scrub.errors_found
+        )
+        yield _gauge(
+            "scrub_last_pass_timestamp_seconds",
+            "When the last full scrub pass ended (Unix time; 0: none yet).",
+            scrub.last_scrub,
+        )
+        yield _counter("gc_removed_chunks", "Garbage chunks collected.", scrub.garbage_removed)
+        yield _counter(
+            "gc_removed_bytes", "Bytes of garbage chunks collected.", scrub.garbage_bytes
+        )
+        repair = w.repairer.stats
+        yield _counter(
+            "repaired_chunks", "Chunks rebuilt onto new holders.", repair.chunks_repaired
+        )
+        yield _counter("repaired_bytes", "Bytes of chunks rebuilt.", repair.bytes_repaired)
+        yield _counter("repair_failures", "Repairs that failed (retried later).", repair.failures)
+        yield _counter("repair_sweeps", "Repair sweeps finished.", repair.sweeps)
+        yield _gauge(
+            "repair_queued", "Files reported broken and waiting for repair.", repair.queued
+        )
+        yield _gauge(
+            "repair_last_timestamp_seconds",
+            "When a chunk was last repaired (Unix time; 0: never).",
+            repair.last_repair,
+        )
+        move = w.rebalance
+        yield _counter("rebalance_moves", "Chunks moved by rebalancing.", move.moves)
+        yield _counter(
+            "rebalance_failed_moves", "Rebalancing moves that failed.", move.failed_moves
+        )
+        yield _counter("rebalance_moved_bytes", "Bytes moved by rebalancing.", move.moved_bytes)
+        yield _counter("rebalance_passes", "Rebalancing passes finished.", move.passes)
+        yield _gauge(
+            "rebalance_remaining_bytes",
+            "Bytes planned to move and not moved yet.",
+            move.remaining_bytes,
+        )
+        yield _gauge(
+            "rebalance_pending", "Names queued for the next rebalancing pass.", move.pending
+        )
+        ae = w.anti_entropy.stats
+        yield _counter("anti_entropy_passes", "Anti-entropy passes finished.", ae.passes)
+        yield _counter(
+            "anti_entropy_checked_chunks", "Chunk placements checked.", ae.chunks_checked
+        )
+        yield _counter(
+            "anti_entropy_missing_chunks",
+            "Chunks found missing from the holders their manifest names (sent to repair).",
+            ae.missing_found,
+        )
+        yield _counter(
+            "anti_entropy_skipped_holders",
+            "Holder checks skipped (holder down or failing; the next pass retries).",
+            ae.holders_skipped,
+        )
+        yield _gauge(
+            "anti_entropy_last_pass_timestamp_seconds",
+            "When the last anti-entropy pass ended (Unix time; 0: none yet).",
+            ae.last_pass,
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value)

@@ -1,0 +1,239 @@
+"""Metrics and request ids on the shared seven-peer cluster (all in this one process).
+
+Each peer has a registry of its own, so a scrape of one peer shows only its own requests
+even though seven peers share the process; counters are read back with
+prometheus-client's own parser. Request ids are followed from the answer into the log
+records of the peers that stored the file's chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from node.process.logs import ContextFilter
+from tests.harness import LocalCluster, eventually, get_manifest, put_file
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+FILES_ROUTE = "/files/{name}"
+CHUNK_ROUTE = "/internal/chunks/{chunk_id}"
+
+
+@pytest.fixture(scope="module")
+def shared_overrides() -> dict[str, Any]:
+    return {"s3_port": 0}
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session without credentials, on the module's loop."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
+
+
+def payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> list[Sample]:
+    async with http.get(f"{url}/metrics") as answer:
+        assert answer.status == 200, await answer.text()
+        assert answer.content_type == "text/plain"
+        text = await answer.text()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 if none)."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def total(http: aiohttp.ClientSession, cluster: LocalCluster, name: str) -> float:
+    return sum([value(await scrape(http, peer.url), name) for peer in cluster.peers])
+
+
+async def test_requests_are_counted_by_route_on_the_peer_that_served_them(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    first, other = cluster[0].url, cluster[1].url
+    before, other_before = await scrape(http, first), await scrape(http, other)
+    writes_before = await total(http, cluster, "ringstore_chunk_writes_total")
+    reads_before = await total(http, cluster, "ringstore_chunk_reads_total")
+    read_bytes_before = await total(http, cluster, "ringstore_chunk_read_bytes_total")
+    data = payload(30_000, 1)
+    await put_file(http, first, "metrics/counted-file", data)
+    async with http.get(f"{first}/files/metrics/counted-file") as answer:
+        assert await answer.read() == data
+
+    after, other_after = await scrape(http, first), await scrape(http, other)
+    put = {"listener": "public", "route": FILES_ROUTE, "method": "PUT"}
+    get = {**put, "method": "GET"}
+    requests = "ringstore_http_requests_total"
+    assert value(after, requests, **put, status="201") == value(before, requests, **put) + 1
+    assert value(after, requests, **get, status="200") == value(before, requests, **get) + 1
+    assert value(other_after, requests, **put) == value(other_before, requests, **put)
+    received = "ringstore_http_received_bytes_total"
+    assert value(after, received, **put) - value(before, received, **put) == len(data)
+    sent = "ringstore_http_sent_bytes_total"
+    assert value(after, sent, **get) - value(before, sent, **get) > len(data)  # and the head
+    latency = "ringstore_http_request_duration_seconds_count"
+    assert value(after, latency, **put) == value(before, latency, **put) + 1
+    # One chunk to each of k+m holders, at least k of them read back (the sum over peers).
+    await eventually(
+        lambda: _at_least(http, cluster, "ringstore_chunk_writes_total", writes_before + 7),
+        what="7 chunk writes counted",
+    )
+    assert await total(http, cluster, "ringstore_chunk_reads_total") >= reads_before + 5
+    # sendfile(2) sends chunk bytes past aiohttp's count: they are counted all the same.
+    chunk_bytes = await total(http, cluster, "ringstore_chunk_read_bytes_total")
+    assert chunk_bytes - read_bytes_before >= len(data)
+    routes = {s.labels.get("route") for s in after if "route" in s.labels}
+    assert not any("counted-file" in route for route in routes if route)  # templates only
+    assert CHUNK_ROUTE in {s.labels.get("route") for s in other_after if "route" in s.labels}
+
+
+async def _at_least(
+    http: aiohttp.ClientSession, cluster: LocalCluster, name: str, expected: float
+) -> bool:
+    return await total(http, cluster, name) >= expected
+
+
+async def test_scrape_time_figures_come_from_the_components(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    samples = await scrape(http, cluster[2].url)
+    peer = cluster[2]
+    assert value(samples, "ringstore_members", state="up") == 7
+    assert value(samples, "ringstore_members", state="down") == 0
+    assert value(samples, "ringstore_ring_members") == 7
+    assert value(samples, "ringstore_disk_total_bytes") > value(
+        samples, "ringstore_disk_free_bytes"
+    )
+    assert value(samples, "ringstore_chunk_store_chunks") == peer.chunks.chunk_count
+    assert value(samples, "ringstore_scrub_passes_total") == peer.scrubber.stats.passes
+    assert value(samples, "ringstore_repair_failures_total") == peer.repairer.stats.failures
+    assert value(samples, "ringstore_open_connections", listener="public") >= 1
+    assert value(samples, "ringstore_open_connections", listener="s3") >= 0
+    assert value(samples, "process_resident_memory_bytes") > 0
+    names = {s.name for s in samples}
+    for name in (
+        "ringstore_event_loop_lag_seconds",
+        "ringstore_degraded_writes_total",
+        "ringstore_quota_bytes",
+        "ringstore_rebalance_moved_bytes_total",
+        "ringstore_anti_entropy_passes_total",
+        "ringstore_gc_removed_bytes_total",
+        "ringstore_requests_in_progress",
+    ):
+        assert name in names
+
+
+async def test_metrics_need_a_key_unless_opened(
+    cluster: LocalCluster, anonymous: aiohttp.ClientSession
+) -> None:
+    async with anonymous.get(f"{cluster[0].url}/metrics") as answer:
+        assert answer.status == 401
+        assert (await answer.json())["error"]["code"] == "unauthenticated"
+
+
+async def test_a_request_id_reaches_the_logs_of_every_holder(
+    cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(ContextFilter())  # as the process's own handler has
+    caplog.set_level(logging.INFO, logger="node.api.public")
+    caplog.set_level(logging.DEBUG, logger="node.access")  # (last: the handler's level)
+    headers = {"X-Request-Id": "trace-put-0001"}
+    async with http.put(
+        f"{cluster[3].url}/files/metrics/traced", data=payload(20_000, 2), headers=headers
+    ) as answer:
+        assert answer.status == 201
+        assert answer.headers["X-Request-Id"] == "trace-put-0001"
+    manifest = await get_manifest(http, cluster[3].url, "metrics/traced")
+    holders = {chunk["holder"] for chunk in manifest["chunks"]}
+    assert len(holders) == 7
+
+    def traced() -> set[str]:
+        return {
+            record.peer  # type: ignore[attr-defined]
+            for record in caplog.records
+            if getattr(record, "request_id", None) == "trace-put-0001"
+            and record.name == "node.access"
+            and CHUNK_ROUTE.split("{", maxsplit=1)[0] in record.getMessage()
+        }
+
+    await eventually(lambda: traced() >= holders, what="every holder's log of the PUT")
+    coordinator = [
+        r
+        for r in caplog.records
+        if r.name == "node.api.public" and getattr(r, "request_id", None) == "trace-put-0001"
+    ]
+    assert coordinator, "the coordinator's own PUT line carries the id"
+    assert coordinator[0].peer == cluster[3].id  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sent", ["has space", "x" * 200, "semi;colon", ""])
+async def test_unsafe_request_ids_are_replaced(
+    cluster: LocalCluster, anonymous: aiohttp.ClientSession, sent: str
+) -> None:
+    async with anonymous.get(f"{cluster[0].url}/health", headers={"X-Request-Id": sent}) as ok:
+        assert ok.status == 200
+        assert re.fullmatch(r"[0-9A-F]{16}", ok.headers["X-Request-Id"])
+
+
+async def test_s3_answers_carry_the_same_request_id(
+    cluster: LocalCluster, anonymous: aiohttp.ClientSession, http: aiohttp.ClientSession
+) -> None:
+    before = await scrape(http, cluster[0].url)
+    s3 = {"listener": "s3", "method": "GET"}
+    async with anonymous.get(cluster[0].s3_url + "/") as answer:  # anonymous: refused
+        assert answer.status == 403
+        assert answer.headers["x-amz-request-id"] == answer.headers["X-Request-Id"]
+        assert f"<RequestId>{answer.headers['X-Request-Id']}</RequestId>" in await answer.text()
+    headers = {"X-Request-Id": "s3-trace-7"}
+    async with anonymous.get(cluster[0].s3_url + "/", headers=headers) as answer:
+        assert answer.headers["x-amz-request-id"] == "s3-trace-7"
+    after = await scrape(http, cluster[0].url)
+    requests = "ringstore_http_requests_total"
+    assert value(after, requests, **s3, status="403") == value(before, requests, **s3) + 2
+
+
+def _metric_names(text: str) -> Iterator[str]:
+    yield from re.findall(r"\b(?:ringstore|process)_[a-z_]+", text)
+
+
+async def test_the_docs_alerts_and_dashboard_use_metrics_a_peer_exposes(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    samples = await scrape(http, cluster[0].url)
+    exposed = {s.name for s in samples}
+    alerts = yaml.safe_load((DOCS / "alerts.yml").read_text())
+    rules = [rule for group in alerts["groups"] for rule in group["rules"]]
+    assert {"RingstorePeerDown", "RingstoreDegradedFiles", "RingstoreDiskNearlyFull"} <= {
+        rule["alert"] for rule in rules
+    }
+    assert "RingstoreRepairFailing" in {rule["alert"] for rule in rules}
+    dashboard = json.loads((DOCS / "grafana" / "ringstore.json").read_text())
+    expressions = [rule["expr"] for rule in rules] + [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    used = {name for expr in expressions for name in _metric_names(expr)}
+    assert used, "the docs query some metrics"
+    assert used <= exposed, f"not exposed: {sorted(used - exposed)}"
