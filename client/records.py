@@ -218,6 +218,9 @@ class Manifest:
     inline: bool = False
     """The bytes live in the manifest itself (3 replicas), not in chunks: a file of at
     most ``--inline-max`` bytes. False from a peer of before inline files."""
+    segments: int = 0
+    """Parts of a multipart (S3) object whose bytes this file is, in order (its own
+    ``chunks`` are then empty); 0 for other files, and from a peer of before them."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
@@ -225,7 +228,8 @@ class Manifest:
         chunks = tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"])
         given = _representation_from_json(record)
         inline = bool(record.get("inline", False))  # absent from peers of before
-        return cls(**_fields(cls, record, chunks=chunks, inline=inline, **given))
+        segments = int(record.get("segments", 0))  # (likewise)
+        return cls(**_fields(cls, record, chunks=chunks, inline=inline, segments=segments, **given))
 
 
 @dataclass(frozen=True)

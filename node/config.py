@@ -229,6 +229,14 @@ class PeerConfig:
         default=30.0,
         metadata=option("Seconds before chunks of a replaced version are deleted.", low=0),
     )
+    multipart_grace: float = field(
+        default=7 * 86400.0,
+        metadata=option(
+            "Seconds a multipart upload may stay neither completed nor aborted before its "
+            "parts are collected (S3 API).",
+            low=0,
+        ),
+    )
     vnodes: int = DEFAULT_VNODES
     discovery: str = field(
         default="zeroconf",

@@ -15,11 +15,15 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── InvalidDigest                  a malformed Content-MD5 or digest field
     │   ├── BadDigest                      a body that does not match its digest
     │   │   └── PayloadHashMismatch        a body not the one its signature covers (S3)
-    │   └── Forbidden                      a request this peer never serves (a browser's)
+    │   ├── Forbidden                      a request this peer never serves (a browser's)
+    │   └── InvalidPart                    a multipart Complete naming a part it cannot use
+    │       ├── InvalidPartOrder           parts not in ascending order
+    │       └── EntityTooSmall             a part but the last below the minimum part size
     ├── PreconditionFailed                 a condition of the request (If-Match...) does not hold
     ├── NotFound (KeyError)
     │   ├── FileNotFound
-    │   └── ChunkNotFound
+    │   ├── ChunkNotFound
+    │   └── UploadNotFound                 no multipart upload of that id (S3: NoSuchUpload)
     ├── Unavailable                        not enough healthy peers to serve the request
     │   ├── PeerUnavailable                one peer could not be reached or failed
     │   │   └── WrongPeer                  another peer answers at that peer's address
@@ -108,6 +112,18 @@ class AccessDenied(Forbidden):
     code = "access_denied"
 
 
+class InvalidPart(InvalidRequest):
+    code = "invalid_part"
+
+
+class InvalidPartOrder(InvalidPart):
+    code = "invalid_part_order"
+
+
+class EntityTooSmall(InvalidPart):
+    code = "entity_too_small"
+
+
 class InvalidNamespace(InvalidRequest):
     code = "invalid_namespace"
 
@@ -141,6 +157,10 @@ class FileNotFound(NotFound):
 
 class ChunkNotFound(NotFound):
     code = "chunk_not_found"
+
+
+class UploadNotFound(NotFound):
+    code = "upload_not_found"
 
 
 class NamespaceNotFound(NotFound):

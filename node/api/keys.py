@@ -19,6 +19,7 @@ from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.replicas import ManifestReplicas
+from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import WriteProbe
 from node.disk.manifest_store import ManifestStore
@@ -43,6 +44,7 @@ SCRUBBER = web.AppKey("scrubber", Scrubber)
 ANTI_ENTROPY = web.AppKey("anti_entropy", AntiEntropy)
 DISCOVERY = web.AppKey("discovery", Discovery)
 ACCESS = web.AppKey("access", AccessStore)
+UPLOADS = web.AppKey("uploads", Uploads)  # multipart uploads (S3)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
 CLOCK = web.AppKey("clock", HybridClock)  # the peer's clock: versions, and responses' Date
 S3_URL = web.AppKey("s3_url", str)  # where this peer serves S3, once it does (--s3-port)

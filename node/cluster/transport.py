@@ -15,6 +15,7 @@ the class it named. Every call made for a public request carries that request's 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ from node.model.version import Version
 from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# A signed body past this is sent from a BytesIO, which aiohttp writes in pieces, not whole
+# (a manifest of 10,000 segments is about 1.3 MB; aiohttp warns past 1 MiB of raw bytes).
+LARGE_BODY = 1 << 20
 T = TypeVar("T")
 
 
@@ -262,11 +266,14 @@ class HttpTransport:
         request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, headers)
         nonce, signed = self._auth.sign(request, digest)
         headers.update(signed)
+        sent: bytes | io.BytesIO | AsyncIterable[Buffer] | None = data
+        if isinstance(data, bytes) and len(data) > LARGE_BODY:
+            sent = io.BytesIO(data)
         try:
             async with self._session.request(
                 method,
                 url,
-                data=data,
+                data=sent,
                 headers=headers,
                 timeout=timeout or self._timeout,
                 allow_redirects=False,

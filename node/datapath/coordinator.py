@@ -6,7 +6,9 @@ to the *i*-th member of the file version's placement set, one chunk stream each
 (``ManifestReplicas``); until then no reader can see the new version. GET reads the manifest
 from a read quorum and streams the k data chunks in parallel with bounded read-ahead,
 decoding from parity around chunks that are missing, slow or corrupt; what it found broken is
-reported for repair. DELETE commits a tombstone; listings merge every up peer's replicas
+reported for repair. A segmented manifest (a multipart object) is read segment by segment,
+each through its part's own manifest, checked to be the part version the segment names.
+DELETE commits a tombstone; listings merge every up peer's replicas
 (folder listings: ``node.datapath.listing``).
 A conditional PUT or DELETE (If-Match...) commits only where each manifest replica finds the
 condition true of its own current version (``ManifestReplicas.commit``).
@@ -29,6 +31,7 @@ from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import read_stripes, trim, write_stripes
 from node.errors import (
+    CorruptData,
     FileNotFound,
     IncompleteBody,
     PreconditionFailed,
@@ -39,6 +42,7 @@ from node.model.digests import Buffer, ContentHash
 from node.model.folders import Item, Page, merge_flat
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
+from node.model.multipart import Segment, segments_covering
 from node.model.preconditions import Preconditions, representation
 from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock
@@ -207,14 +211,65 @@ class Coordinator:
             log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), layout.n)
         return manifest
 
+    async def put_segmented(
+        self,
+        name: str,
+        segments: tuple[Segment, ...],
+        etag: str,
+        content_type: str,
+        condition: Preconditions | None = None,
+        *,
+        representation: Representation = NO_REPRESENTATION,
+    ) -> Manifest:
+        """Commit ``name`` as the concatenation of ``segments`` (parts already stored, each
+        a file of its own): one manifest, no byte read or written. Raises what ``put``'s
+        commit raises (Unavailable, PreconditionFailed)."""
+        if condition is not None:
+            self._check(name, condition, await self._replicas.read(name))
+        config = self._config
+        size = sum(segment.size for segment in segments)
+        manifest = Manifest(
+            name,
+            self._clock.now(),
+            Layout(size, config.k, config.m, config.block_size),
+            etag,
+            content_type,
+            representation=representation,
+            segments=segments,
+        )
+        await self._replicas.commit(manifest, condition=condition)
+        return manifest
+
+    async def segment(self, segment: Segment) -> Manifest:
+        """The manifest of the part ``segment`` names, checked to be that version of that
+        size. Raises CorruptData when it is gone or another (the object has lost a part),
+        Unavailable when too few of its replicas answer."""
+        part = await self._replicas.read(segment.name)
+        if part is None or part.deleted or part.version != segment.version:
+            raise CorruptData(
+                f"segment {segment.name!r} version {segment.version} is gone: the object "
+                "has lost a part"
+            )
+        if part.size != segment.size:
+            raise CorruptData(f"segment {segment.name!r} has {part.size} bytes, not {segment.size}")
+        return part
+
     async def stream(
         self, manifest: Manifest, start: int, end: int
     ) -> AsyncGenerator[Buffer, None]:
         """Yield file bytes ``[start, end)`` of ``manifest``, verified, decoding if needed.
 
-        Raises Unavailable when fewer than k chunks of a stripe can be read. Chunks found
-        broken on the way are reported for repair.
+        Raises Unavailable when fewer than k chunks of a stripe can be read, CorruptData
+        when a segment's part is gone. Chunks found broken on the way are reported for
+        repair. A segmented manifest holds one part's manifest at a time.
         """
+        if manifest.segmented:
+            for segment, first, past in segments_covering(manifest.segments, start, end):
+                part = await self.segment(segment)
+                async with contextlib.aclosing(self.stream(part, first, past)) as read:
+                    async for piece in read:
+                        yield piece
+            return
         if manifest.stored_inline:
             if start < end:
                 yield memoryview(manifest.inline)[start:end]

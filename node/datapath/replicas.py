@@ -10,7 +10,10 @@ took it. A conditional write (a PUT or DELETE with If-Match...) goes to the N ho
 only, each checking the condition against its own current version, and needs W of them to
 accept. A commit is a write followed by retiring what it superseded: chunks no manifest
 references any more are deleted after the delete grace, once a fresh read confirms they are
-still unreferenced. With R + W > N a read after a successful write sees that version or a
+still unreferenced. A segmented manifest's segments (parts of a multipart object: files of
+their own) are retired the same way, as ``(SEGMENT_HOLDER, segment id)`` pairs: once due and
+still unreferenced, each part gets a tombstone, whose commit retires the part's chunks in
+turn. With R + W > N a read after a successful write sees that version or a
 newer one (Dynamo, DeCandia et al., SOSP 2007).
 """
 
@@ -34,7 +37,8 @@ from node.errors import (
     RingstoreError,
     Unavailable,
 )
-from node.model.manifest import Manifest, ReplicaWrite
+from node.model.layout import Layout
+from node.model.manifest import SEGMENT_HOLDER, Manifest, ReplicaWrite, parse_segment_id
 from node.model.preconditions import Preconditions
 from node.model.version import HybridClock
 from node.waiting import consume
@@ -66,19 +70,24 @@ class DeletionJournal(Protocol[E]):
 
 
 def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tuple[str, str]]:
-    """The ``(holder, chunk id)`` pairs a commit of ``manifest`` left unreferenced.
+    """The ``(holder, chunk id)`` pairs a commit of ``manifest`` left unreferenced (with
+    the ``(SEGMENT_HOLDER, segment id)`` pairs of segments: ``Manifest.segment_refs``).
 
     Chunks of the manifests it replaced go, except those it still references. If no replica
     stored it and every one already held a newer *version*, its own chunks go too; if they
     held the same version at a newer revision (another move won), its own chunks stay.
     """
     acks = list(acks)
-    unused = {c for a in acks if a.replaced is not None for c in a.replaced.placed_chunks()}
+    unused = {c for a in acks if a.replaced is not None for c in _referenced(a.replaced)}
     if any(a.stored for a in acks):
-        return unused - manifest.placed_chunks()
+        return unused - _referenced(manifest)
     if acks and all(a.current > manifest.version for a in acks):
-        return unused | manifest.placed_chunks()
+        return unused | _referenced(manifest)
     return unused
+
+
+def _referenced(manifest: Manifest) -> set[tuple[str, str]]:
+    return manifest.placed_chunks() | manifest.segment_refs()
 
 
 class Verdict(enum.Enum):
@@ -395,6 +404,21 @@ class ManifestReplicas:
             entry = self._journal.add(name, chunks, time.time() + delay)
         self._spawn(self._delete(name, chunks, delay, entry, attempt))
 
+    async def _retire_segment(self, segment: str) -> None:
+        """Commit a tombstone for the part a retired segment names, if that part still is
+        the version the segment named (a newer one is someone else's). Raises
+        Unavailable."""
+        try:
+            name, version = parse_segment_id(segment)
+        except ValueError:
+            log.error("not a segment id in the deletion journal: %r", segment)
+            return
+        current = await self.read(name)
+        if current is None or current.deleted or current.version != version:
+            return
+        tombstone = Manifest(name, self._clock.now(), Layout(0, current.layout.k, 0), deleted=True)
+        await self.commit(tombstone)
+
     def resume(self, pending: Iterable[PendingDeletion]) -> None:
         """Carry out deletions journaled before a restart: each when it was due, but not
         before ``delete_grace`` from now (the peer must first find its members)."""
@@ -423,10 +447,13 @@ class ManifestReplicas:
             log.info("not deleting chunks of %r now: %s", name, exc)
             return
         if current is not None:
-            chunks = chunks - current.placed_chunks()
+            chunks = chunks - _referenced(current)
         unreached = set()
         for holder, chunk in sorted(chunks):
             try:
+                if holder == SEGMENT_HOLDER:
+                    await self._retire_segment(chunk)
+                    continue
                 await self._peers.delete_chunk(holder, chunk)
             except ChunkNotFound:
                 pass  # already gone

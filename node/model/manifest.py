@@ -11,6 +11,9 @@ reserved name (``/``...) with no chunks that carries the record ``inline`` (at m
 A file's representation metadata (``node.model.representation``: Content-Encoding and the
 other fields given at PUT, user metadata) is kept the same way: one ``representation`` map of
 the fields given, left out when none was, so manifests written without it keep their bytes.
+A segmented manifest (a multipart object: ``node.model.multipart``) has no chunks of its own
+but a ``segments`` list naming each part's stored name, version, size and etag, in order
+(left out when empty, same reason); its size is the sum of theirs.
 
 On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
 the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
@@ -43,7 +46,8 @@ from msgspec import UNSET, UnsetType
 from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
-from node.model.names import RESERVED, validate_name, validate_stored_name
+from node.model.multipart import MAX_PARTS, Segment, is_part_name
+from node.model.names import RESERVED, validate_stored_name
 from node.model.representation import (
     MAX_FIELD_LENGTH,
     MAX_METADATA_BYTES,
@@ -143,9 +147,11 @@ class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
     inline: Annotated[bytes, msgspec.Meta(max_length=MAX_INLINE)] | UnsetType = UNSET
     # representation metadata given at PUT, absent when none was (same reason)
     representation: RepresentationRecord | UnsetType = UNSET
+    # the parts of a multipart object, absent when none (same reason)
+    segments: Annotated[list[Segment], msgspec.Meta(max_length=MAX_PARTS)] | UnsetType = UNSET
     # msgspec writes a map of over 15 possible fields with a map16 header even when fewer
     # are present, which would change the bytes of every earlier manifest: add new fields
-    # inside nested records, not here (this record has 14).
+    # inside nested records, not here (this record has 15, the most a fixmap holds).
 
 
 class SealedManifest(msgspec.Struct, frozen=True, array_like=True):
@@ -171,6 +177,7 @@ class Manifest:
     revision: int = 0
     inline: bytes = b""
     representation: Representation = NO_REPRESENTATION
+    segments: tuple[Segment, ...] = ()
 
     @property
     def precedence(self) -> tuple[Version, int]:
@@ -203,17 +210,34 @@ class Manifest:
     def stored_inline(self) -> bool:
         """Whether the bytes are the manifest's own (``inline``), with no chunks: a cluster
         record, a small file (``--inline-max``), an empty file."""
-        return bool(self.inline) or (not self.chunks and self.layout.size == 0)
+        return bool(self.inline) or (
+            not self.chunks and not self.segments and self.layout.size == 0
+        )
+
+    @property
+    def segmented(self) -> bool:
+        """Whether the bytes are those of other files' versions (``segments``), in order."""
+        return bool(self.segments)
+
+    def segment_refs(self) -> set[tuple[str, str]]:
+        """``(SEGMENT_HOLDER, segment id)`` of every segment: what a commit that replaces
+        this manifest retires with its chunks (``node.datapath.replicas``)."""
+        return {(SEGMENT_HOLDER, segment_id(s.name, s.version)) for s in self.segments}
 
     @property
     def degraded(self) -> bool:
         """True when fewer chunks are stored than the layout has (inline files have none)."""
-        return not self.deleted and not self.stored_inline and len(self.chunks) < self.layout.n
+        return (
+            not self.deleted
+            and not self.stored_inline
+            and not self.segmented
+            and len(self.chunks) < self.layout.n
+        )
 
     def missing(self, parity: int) -> int:
         """Chunks this file version lacks to hold k data and ``parity`` parity chunks (or
         its own layout's m, where that is more): 0 for tombstones and inline files."""
-        if self.deleted or self.stored_inline:
+        if self.deleted or self.stored_inline or self.segmented:
             return 0
         return self.layout.k + max(self.layout.m, parity) - len(self.chunks)
 
@@ -228,7 +252,7 @@ class Manifest:
 
     def without_chunks(self) -> Manifest:
         """This manifest without its chunk list, and without a file's inline bytes (a
-        record keeps its own): what listings and in-memory indexes keep."""
+        record keeps its own), nor segments: what listings and in-memory indexes keep."""
         return Manifest(
             self.name,
             self.version,
@@ -260,6 +284,7 @@ class Manifest:
             chunks=list(self.chunks),
             inline=self.inline or UNSET,
             representation=_representation_record(given) if given else UNSET,
+            segments=list(self.segments) or UNSET,
         )
         packed = msgspec.msgpack.encode(record)
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
@@ -277,6 +302,7 @@ class Manifest:
             layout = check_layout(Layout(record.size, record.k, record.m, record.block_size))
             _check_record(record, layout)
             representation = _representation(record)
+            segments = _segments(record, layout)
         except _DECODE_ERRORS as exc:
             raise CorruptData(f"undecodable manifest: {exc}") from exc
         return cls(
@@ -290,6 +316,7 @@ class Manifest:
             chunks=tuple(record.chunks),
             inline=record.inline or b"",
             representation=representation,
+            segments=segments,
         )
 
     @property
@@ -319,6 +346,7 @@ class Manifest:
             "deleted": self.deleted,
             "degraded": self.degraded,
             "inline": self.stored_inline,
+            "segments": len(self.segments),
             "k": layout.k,
             "m": layout.m,
             "block_size": layout.block_size,
@@ -379,6 +407,26 @@ def _check_record(record: ManifestRecord, layout: Layout) -> None:
         seen.add(ref.index)
 
 
+def _segments(record: ManifestRecord, layout: Layout) -> tuple[Segment, ...]:
+    """A decoded record's segments, checked: stored names, sizes that add up to the
+    layout's, none beside chunks or inline bytes; raises ValueError."""
+    if isinstance(record.segments, UnsetType):
+        return ()
+    segments = tuple(record.segments)
+    if record.chunks or record.inline:
+        raise ValueError("a segmented manifest has no chunks or inline bytes of its own")
+    if sum(s.size for s in segments) != layout.size:
+        raise ValueError("the segments' sizes do not add up to the manifest's")
+    for segment in segments:
+        if is_part_name(segment.name):
+            continue
+        try:
+            validate_stored_name(segment.name)
+        except InvalidName as exc:
+            raise ValueError(f"invalid segment name: {exc}") from None
+    return segments
+
+
 def _representation_record(given: Representation) -> RepresentationRecord:
     return RepresentationRecord(
         content_encoding=given.content_encoding,
@@ -414,7 +462,7 @@ def chunk_owner(name: str, version: str, index: int, block_size: int) -> ChunkMe
 
     Raises ValueError (InvalidName for the name) saying what is wrong.
     """
-    validate_name(name)
+    validate_stored_name(name)  # (parts of multipart uploads have reserved names)
     Version.parse(version)
     if not 0 <= index < MAX_CHUNKS:
         raise ValueError(f"chunk index {index} is out of range")
@@ -429,6 +477,20 @@ def file_id(name: str, version: Version) -> str:
     """Ring key of a file version's chunks: blake2b-128 of msgpack ``[name, version]``."""
     packed = msgspec.msgpack.encode((name, version))
     return hashlib.blake2b(packed, digest_size=16).hexdigest()
+
+
+SEGMENT_HOLDER = "/segment"  # the "holder" of a retired segment (no member id has a /)
+
+
+def segment_id(name: str, version: Version) -> str:
+    """How a retired segment is named beside chunk ids: ``<version> <stored name>``."""
+    return f"{version} {name}"
+
+
+def parse_segment_id(text: str) -> tuple[str, Version]:
+    """``(stored name, version)`` of a ``segment_id``; raises ValueError."""
+    version, _, name = text.partition(" ")
+    return name, Version.parse(version)
 
 
 def chunk_id(file: str, index: int) -> str:

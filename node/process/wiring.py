@@ -63,6 +63,7 @@ from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder
 from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
+from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import WriteProbe, disk_usage, load_peer_id, prepare_data_dir
 from node.disk.deletions import DeletionLog
@@ -163,6 +164,7 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
     s3[keys.CONFIG], s3[keys.CLOCK] = app[keys.CONFIG], clock
     s3[keys.COORDINATOR], s3[keys.ACCESS] = app[keys.COORDINATOR], app[keys.ACCESS]
     s3[keys.GATEKEEPER] = app[keys.GATEKEEPER]
+    s3[keys.UPLOADS] = app[keys.UPLOADS]
     s3[keys.MEMBERSHIP], s3[keys.METRICS] = app[keys.MEMBERSHIP], app[keys.METRICS]
     s3[keys.LISTENER] = "s3"
     s3.on_response_prepare.append(common_headers)
@@ -261,7 +263,8 @@ async def _lifecycle(
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
     scrubber = Scrubber(config, membership, chunks, replicas, repairer)
-    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer)
+    uploads = Uploads(config, coordinator, replicas, clock)
+    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer, uploads)
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership
@@ -269,6 +272,7 @@ async def _lifecycle(
     app[keys.HOLDER], app[keys.REBALANCER] = holder, rebalancer
     app[keys.REPAIRER], app[keys.SCRUBBER] = repairer, scrubber
     app[keys.ANTI_ENTROPY] = anti_entropy
+    app[keys.UPLOADS] = uploads
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
     metrics = app[keys.METRICS]
     collector = PeerCollector(

@@ -35,9 +35,11 @@ from node.cluster.peers import Peers
 from node.cluster.protocol import MAX_INVENTORY, PACKED_ID
 from node.config import PeerConfig
 from node.datapath.replicas import ManifestReplicas
+from node.datapath.uploads import Uploads
 from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
+from node.model.multipart import is_multipart_name, is_upload_record
 from node.model.names import RESERVED
 from node.upkeep.repairer import Repairer
 from node.waiting import wait_event
@@ -75,13 +77,16 @@ class AntiEntropy:
         replicas: ManifestReplicas,
         peers: Peers,
         repairer: Repairer,
+        uploads: Uploads | None = None,
     ) -> None:
+        """``uploads``: whose unfinished multipart uploads to collect (none: not done)."""
         self._config = config
         self._membership = membership
         self._manifests = manifests
         self._replicas = replicas
         self._peers = peers
         self._repairer = repairer
+        self._uploads = uploads
         self._wake = asyncio.Event()
         self.batch = MAX_INVENTORY  # chunk ids per check (benchmarks compare smaller ones)
         self.stats = AntiEntropyStats()
@@ -113,8 +118,10 @@ class AntiEntropy:
             if membership.replicas(name).primary != me:
                 continue
             manifest = await self._manifests.get(name)
-            if manifest is not None and manifest.deleted and not name.startswith(RESERVED):
+            if manifest is not None and manifest.deleted and _purgeable(name):
                 await self._purge(manifest)  # never a key's or namespace's: no revival
+            if manifest is not None and self._uploads is not None and is_upload_record(name):
+                await _collect_upload(self._uploads, manifest)
             if manifest is None or manifest.deleted or manifest.stored_inline:
                 continue
             stats.names_checked += 1
@@ -192,3 +199,18 @@ class AntiEntropy:
             and current.chunk_id(index) == chunk_id
             and current.holders().get(index) == holder
         )
+
+
+def _purgeable(name: str) -> bool:
+    """Whether a tombstone of ``name`` may be purged: a file's, or a multipart upload's
+    record or part (one coming back from a stale replica is an unreachable record or part,
+    collected as garbage); never a key's or a namespace's, which would revive it."""
+    return not name.startswith(RESERVED) or is_multipart_name(name)
+
+
+async def _collect_upload(uploads: Uploads, record: Manifest) -> None:
+    """Abort an upload left unfinished past ``multipart_grace`` (``Uploads``)."""
+    try:
+        await uploads.collect_stale(record)
+    except RingstoreError as exc:
+        log.info("stale upload %r not collected now: %s", record.name, exc)

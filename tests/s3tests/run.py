@@ -50,9 +50,8 @@ SUITE_TIMEOUT = 600.0
 # The object, listing, bucket and auth tests that apply to ringstore. Features ringstore
 # does not serve (answered NotImplemented, see docs/s3.md) are left out by the suite's own
 # markers and by name: ACLs, policies, versioning, lifecycle, SSE, tagging, object lock,
-# website, logging, CORS, STS/IAM, S3 Select, storage classes, multipart uploads (built
-# separately; their tests join the selection when it lands), POST object (browser forms),
-# torrents, and the suite's RGW-only checks (fails_on_aws).
+# website, logging, CORS, STS/IAM, S3 Select, storage classes, POST object (browser forms),
+# torrents, and the suite's RGW-only checks (fails_on_aws). Multipart uploads are selected.
 TEST_FILES = ["s3tests/functional/test_s3.py", "s3tests/functional/test_headers.py"]
 UNSERVED_MARKERS = [
     "abac_test", "appendobject", "bucket_policy", "bucket_encryption", "bucket_logging",
@@ -66,10 +65,10 @@ UNSERVED_MARKERS = [
 ]  # fmt: skip
 UNSERVED_WORDS = [
     "acl", "policy", "versioning", "versioned", "version", "lifecycle", "lc_", "tagging",
-    "tags", "encryption", "sse", "lock", "website", "logging", "cors", "multipart",
-    "upload_part", "post_object", "torrent", "storage_class", "ownership", "append",
+    "tags", "encryption", "sse", "lock", "website", "logging", "cors",
+    "post_object", "torrent", "storage_class", "ownership", "append",
     "restore", "object_attributes", "attrs", "bucket_create_naming_dns", "grant",
-    "owner", "public_block", "block_public", "get_obj_attrs", "copy_part",
+    "owner", "public_block", "block_public", "get_obj_attrs",
 ]  # fmt: skip
 
 

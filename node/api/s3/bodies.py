@@ -261,3 +261,9 @@ def copy_result(manifest: Manifest) -> bytes:
     _child(root, "LastModified", iso_time(manifest.version.wall_ms))
     _child(root, "ETag", f'"{manifest.etag}"')
     return _document(root)
+
+
+# For the other documents of the S3 frontend (node.api.s3.multipart).
+document = _document
+parse_xml = _parse_without_dtd
+local_name = _local

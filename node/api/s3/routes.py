@@ -10,8 +10,9 @@ Served: ListBuckets, CreateBucket, HeadBucket, DeleteBucket (empty only), GetBuc
 PutObject, CopyObject (read and written by the peer: nothing passes through the client),
 GetObject (Range, conditionals, ``response-*`` overrides), HeadObject, DeleteObject,
 DeleteObjects, ListObjectsV2 and ListObjects (prefix, delimiter, continuation token or
-marker, start-after, max-keys, ``encoding-type=url``). Every other sub-resource (multipart,
-ACLs, tagging...) is answered NotImplemented rather than mistaken for a plain object
+marker, start-after, max-keys, ``encoding-type=url``), and the multipart operations
+(``node.api.s3.multipart``: requests with ``uploads`` or ``uploadId``). Every other
+sub-resource (ACLs, tagging...) is answered NotImplemented rather than mistaken for a plain object
 operation.
 """
 
@@ -34,23 +35,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from node.api.access import require
 from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue
-from node.api.integrity import expected_digests, verified
+from node.api.integrity import expected_digests
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
 from node.api.representation import content_type_of, representation_of
-from node.api.s3 import bodies
+from node.api.s3 import bodies, multipart
 from node.api.s3.auth import (
     QUERY,
     check_small_payload,
-    checksum_checked,
-    chunked_body,
-    decoded,
-    expected_checksum,
-    expected_payload,
-    payload_checked,
-    penalty,
     resource_path,
 )
 from node.api.s3.errors import S3Error, s3_code
+from node.api.s3.payload import object_body
 from node.api.sending import answer_file, file_headers
 from node.errors import (
     BadDigest,
@@ -59,7 +54,6 @@ from node.errors import (
     NamespaceNotFound,
     PreconditionFailed,
     RingstoreError,
-    TooLarge,
     Unauthenticated,
 )
 from node.model import preconditions
@@ -122,6 +116,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     method = request.method
     if method == hdrs.METH_POST and bucket and not key and "delete" in query:
         return await delete_objects(request, bucket)
+    if bucket and not {"uploads", "uploadId"}.isdisjoint(query):
+        name = _object_name(bucket, key) if key else ""
+        copy_source = request.headers.get(COPY_SOURCE)
+        source = _copy_source(copy_source) if copy_source is not None and name else None
+        return await multipart.dispatch(request, bucket, name, query, source)
     if query.get("versionId", "null") != "null":  # ("null": the one version there is)
         unserved = ["versionId", *unserved]
     if unserved == ["versioning"] and method == hdrs.METH_GET and bucket and not key:
@@ -280,31 +279,9 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     condition = write_condition(request)
-    config = request.app[CONFIG]
-    size = request.content_length
-    transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-    if size is None and not transfer_chunked:
-        raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
-    sha256 = expected_payload(request)  # (refuses what is not served before the body)
-    decoder = chunked_body(request)
-    if decoder is not None:
-        size = decoder.size  # the object's, not the encoded body's
-    if size is not None and size > config.max_file_size:
-        raise TooLarge(f"an object may be at most {config.max_file_size} bytes; this is {size}")
+    body, size = object_body(request, request.app[CONFIG].max_file_size)
     content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(_stored_headers(request), META_PREFIX)
-    digests = expected_digests(request.headers)
-    if decoder is not None:  # (its size is checked as it is decoded)
-        body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
-    else:
-        body = body_pieces(request, config.client_timeout, config.max_file_size)
-    if sha256 is not None:
-        body = payload_checked(body, sha256)
-    checksum = expected_checksum(request) if decoder is None else None  # (else: trailer)
-    if checksum is not None:
-        body = checksum_checked(body, *checksum)
-    if digests:
-        body = verified(body, digests)
     manifest = await request.app[COORDINATOR].put(
         name, body, size, content_type, condition, representation=representation
     )

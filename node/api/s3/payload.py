@@ -1,0 +1,61 @@
+"""The body of an object upload (PutObject, UploadPart), checked as it streams.
+
+``object_body`` turns a request into the bytes to store: decoded first when it is
+``aws-chunked``, checked on the way against the signed ``x-amz-content-sha256`` or its
+chunk signatures and trailer, an ``x-amz-checksum-*`` and a ``Content-MD5``. A mismatch
+makes the body raise before its end, so the coordinator aborts the upload and nothing is
+committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from aiohttp import hdrs, web
+
+from node.api.input import body_pieces
+from node.api.integrity import expected_digests, verified
+from node.api.keys import CONFIG
+from node.api.s3.auth import (
+    checksum_checked,
+    chunked_body,
+    decoded,
+    expected_checksum,
+    expected_payload,
+    payload_checked,
+    penalty,
+)
+from node.api.s3.errors import S3Error
+from node.errors import TooLarge
+
+
+def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes], int | None]:
+    """``(body, size)`` of an upload of at most ``limit`` bytes: the size is the object's
+    (not the encoded body's), None when sent chunked without one. Raises S3Error
+    (MissingContentLength), TooLarge, and what the signature checks raise before the body
+    (the body raises the rest as it is read)."""
+    config = request.app[CONFIG]
+    size = request.content_length
+    transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+    if size is None and not transfer_chunked:
+        raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
+    sha256 = expected_payload(request)  # (refuses what is not served before the body)
+    decoder = chunked_body(request)
+    if decoder is not None:
+        size = decoder.size  # the object's, not the encoded body's
+    if size is not None and size > limit:
+        raise TooLarge(f"an object may be at most {limit} bytes; this is {size}")
+    digests = expected_digests(request.headers)
+    body: AsyncIterable[bytes]
+    if decoder is not None:  # (its size is checked as it is decoded)
+        body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
+    else:
+        body = body_pieces(request, config.client_timeout, limit)
+    if sha256 is not None:
+        body = payload_checked(body, sha256)
+    checksum = expected_checksum(request) if decoder is None else None  # (else: trailer)
+    if checksum is not None:
+        body = checksum_checked(body, *checksum)
+    if digests:
+        body = verified(body, digests)
+    return body, size

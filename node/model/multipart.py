@@ -1,0 +1,192 @@
+"""Multipart uploads: the records, names and arithmetic, without I/O.
+
+An upload is a record (``UploadRecord``) kept inline in the manifest of the reserved name
+``/uploads/<bucket>/<upload id>``; each part is an ordinary file (chunks on distinct peers,
+or inline when small) under the reserved name ``/parts/<upload id>/<part number, 5 digits>``
+(zero-padded so that names sort in part order). Reserved names start with ``/``, which no
+file name can (``node.model.names``), so no client can write, read or list them, while
+repair, scrub, rebalancing and anti-entropy handle them as any manifest.
+
+Completing an upload commits the object's manifest with one ``Segment`` per part (its
+stored name, version, size and etag): the object's bytes are its parts' bytes in order,
+read through the parts' manifests, never copied (as OpenStack Swift's static large
+objects). A segment names the part *version*, so a part re-uploaded or deleted after the
+commit is noticed on read, never served in its place.
+
+ETags (as AWS computes them; "Checking object integrity", Amazon S3 user guide): a part's
+is the MD5 of its bytes (its manifest's etag); the object's is the MD5 of the
+concatenated binary MD5s of its parts, then ``-N`` for N parts (``multipart_etag``). A
+part whose etag is not 32 hex digits (written by an older release with another digest)
+contributes the MD5 of its etag's text instead, so the object's etag is still defined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Annotated
+
+import msgspec
+
+from node.model.representation import Representation
+from node.model.version import Version
+
+UPLOAD_RECORDS = "/uploads/"
+PART_FILES = "/parts/"
+MAX_PARTS = 10_000  # part numbers are 1..MAX_PARTS (S3's bound)
+MIN_PART_SIZE = 5 << 20  # every part but the last has at least this many bytes (S3's)
+MAX_PART_SIZE = 5 << 30  # S3's bound on one part
+MAX_OBJECT_SIZE = 5 << 40  # S3's bound on a multipart object (5 TiB)
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}")
+_MAX_TEXT = 1024
+
+
+class InvalidUpload(ValueError):
+    """An upload id or part number that cannot be one; the message says why."""
+
+
+class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What CreateMultipartUpload was given: the object's bucket and full name, when (wall
+    ms), its content type and representation fields (``node.model.representation``:
+    Content-Encoding... and user metadata, as a PUT's), kept for Complete; once completed,
+    the object's version (``completed``)."""
+
+    bucket: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+    name: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+    initiated_ms: Annotated[int, msgspec.Meta(ge=0)]
+    content_type: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = "application/octet-stream"
+    representation: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    # the version of the object Complete committed ("" while in progress): a Complete sent
+    # again (its answer lost) is answered from it
+    completed: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
+
+    @classmethod
+    def of(
+        cls, bucket: str, name: str, initiated_ms: int, content_type: str, given: Representation
+    ) -> UploadRecord:
+        return cls(
+            bucket=bucket,
+            name=name,
+            initiated_ms=initiated_ms,
+            content_type=content_type,
+            representation=given.standard,
+            metadata=dict(given.metadata),
+        )
+
+    @property
+    def given(self) -> Representation:
+        """The representation metadata to commit the object with (checked again: raises
+        InvalidRequest)."""
+        return Representation.build(**self.representation, metadata=self.metadata)
+
+    def to_bytes(self) -> bytes:
+        return msgspec.msgpack.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UploadRecord:
+        """Decode a record; raises ValueError if it is not one."""
+        try:
+            return msgspec.msgpack.decode(data, type=cls)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"undecodable upload record: {exc}") from exc
+
+
+class Segment(msgspec.Struct, frozen=True, array_like=True):
+    """One part of a segmented (multipart) object: the part's stored name and version, its
+    size in bytes and its etag. The object's bytes are its segments' in order."""
+
+    name: str
+    version: Version
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    etag: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+
+
+def new_upload_id() -> str:
+    """A fresh upload id: 32 hex digits (128 random bits)."""
+    return secrets.token_hex(16)
+
+
+def check_upload_id(upload_id: str) -> str:
+    """Return ``upload_id`` if it has the form ``new_upload_id`` gives; else InvalidUpload."""
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidUpload("an upload id is 32 lower-case hex digits")
+    return upload_id
+
+
+def check_part_number(text: str) -> int:
+    """The part number ``text`` gives (1..MAX_PARTS, decimal); else InvalidUpload."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PARTS:
+        raise InvalidUpload(f"a part number is an integer 1..{MAX_PARTS}")
+    return int(text)
+
+
+def upload_record_name(bucket: str, upload_id: str) -> str:
+    return f"{UPLOAD_RECORDS}{bucket}/{upload_id}"
+
+
+def part_prefix(upload_id: str) -> str:
+    return f"{PART_FILES}{upload_id}/"
+
+
+def part_name(upload_id: str, number: int) -> str:
+    return f"{part_prefix(upload_id)}{number:05d}"
+
+
+def part_number(name: str) -> int:
+    """The part number of a part's stored name (``part_name``)."""
+    return int(name.rpartition("/")[2])
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` has the form of ``part_name`` (a valid stored name: checked fast,
+    since a manifest of 10,000 segments is checked whenever it is decoded)."""
+    return _PART_NAME.fullmatch(name) is not None
+
+
+def is_multipart_name(name: str) -> bool:
+    """Whether ``name`` is an upload record's or a part's."""
+    return name.startswith((UPLOAD_RECORDS, PART_FILES))
+
+
+def is_upload_record(name: str) -> bool:
+    return name.startswith(UPLOAD_RECORDS)
+
+
+def part_md5(etag: str) -> bytes:
+    """The 16 bytes a part's etag contributes to its object's etag: the MD5 it is, or the
+    MD5 of its text when it is not 32 hex digits (see the module's docstring)."""
+    if _MD5_HEX.fullmatch(etag):
+        return bytes.fromhex(etag)
+    return hashlib.md5(etag.encode("utf-8"), usedforsecurity=False).digest()
+
+
+def multipart_etag(part_etags: Iterable[str]) -> str:
+    """S3's etag of a multipart object: hex MD5 of the parts' binary MD5s, ``-N``."""
+    digest = hashlib.md5(usedforsecurity=False)
+    count = 0
+    for etag in part_etags:
+        digest.update(part_md5(etag))
+        count += 1
+    return f"{digest.hexdigest()}-{count}"
+
+
+def segments_covering(
+    segments: Sequence[Segment], start: int, end: int
+) -> Iterator[tuple[Segment, int, int]]:
+    """``(segment, first, past)`` for every segment holding object bytes ``[start, end)``,
+    in order, with the range in the segment's own bytes."""
+    if start >= end:
+        return
+    offset = 0
+    for segment in segments:
+        following = offset + segment.size
+        if following > start and offset < end and segment.size:
+            yield segment, max(start - offset, 0), min(end, following) - offset
+        if following >= end:
+            return
+        offset = following
