@@ -45,6 +45,12 @@ CHUNK_ROUTE = "/internal/chunks/{chunk_id}"  # node.api.peer.CHUNK: a holder's c
 # Seconds: from a small GET on an idle peer to a large PUT on a slow disk.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LAG_INTERVAL = 1.0  # seconds between event-loop lag samples
+# Methods counted by name (RFC 9110's, PATCH, and what WebDAV clients probe with); others
+# are counted as "other".
+METHODS = frozenset(
+    {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+     "PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK"}
+)  # fmt: skip
 
 
 class Metrics:
@@ -127,7 +133,11 @@ class Metrics:
         received: int,
         sent: int,
     ) -> None:
-        """Count one answered request (``route``: its template, or ``unmatched``)."""
+        """Count one answered request (``route``: its template, or ``unmatched``; a method
+        outside HTTP's and WebDAV's own is ``other``: a label's values must be bounded,
+        and aiohttp's pure-Python parser takes any token)."""
+        if method not in METHODS:
+            method = "other"
         self.requests.labels(listener, route, method, str(status)).inc()
         self.latency.labels(listener, route, method).observe(seconds)
         self.received.labels(listener, route, method).inc(received)

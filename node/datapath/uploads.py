@@ -6,7 +6,9 @@ coordinator. Complete reads the parts' manifests (``READING_AT_ONCE`` at a time,
 only a ``Segment`` of each), checks them against the client's list as S3 does, commits the
 object's segmented manifest and marks the record completed with the object's version (a
 Complete sent again, its answer lost, is answered from it: S3 answers such retries); parts
-left out of the list get tombstones. Abort drops the record, then tombstones every part. The
+left out of the list get tombstones. Abort tombstones the parts, then the record (a failed
+Abort can be sent again). Neither, nor the collection, ever drops a part that the object's
+current version names, whatever the record says (``_drop_parts``). The
 parts of a completed object are retired with it (``node.datapath.replicas``: a commit that
 replaces a segmented manifest retires its segments). An upload neither completed nor aborted
 after ``multipart_grace`` is aborted by the primary replica of its record
@@ -201,7 +203,7 @@ class Uploads:
             Manifest(record_name, self._clock.now(), _RECORD_LAYOUT, inline=done.to_bytes())
         )
         kept = frozenset(segment.name for segment in segments)
-        dropped = await self._drop_parts(upload_id, keep=kept)
+        dropped = await self._drop_parts(upload_id, name, keep=kept)
         log.info(
             "multipart upload %s completed %r: %d parts, %d bytes (%d parts dropped)",
             upload_id,
@@ -225,11 +227,12 @@ class Uploads:
         return Segment(stored_name, part.version, part.size, part.etag)
 
     async def abort(self, bucket: str, upload_id: str, name: str) -> int:
-        """End an upload and tombstone its parts; returns how many. Raises
-        UploadNotFound, Unavailable (the record is then kept, and abort can be retried)."""
+        """End an upload and tombstone its parts (those the object ``name`` does not name:
+        ``_drop_parts``), then its record; returns how many parts. Raises UploadNotFound,
+        Unavailable (the record is then kept, and abort can be retried)."""
         await self.record(bucket, upload_id, name)
+        dropped = await self._drop_parts(upload_id, name)
         await self._tombstone(upload_record_name(bucket, upload_id))
-        dropped = await self._drop_parts(upload_id)
         log.info("multipart upload %s of %r aborted: %d parts dropped", upload_id, name, dropped)
         return dropped
 
@@ -265,25 +268,37 @@ class Uploads:
         return found
 
     async def collect_stale(self, record: Manifest) -> bool:
-        """Abort the upload of ``record`` (an upload record's manifest) if it started over
-        ``multipart_grace`` ago, or drop it if it was completed that long ago; True if it
-        did. Raises Unavailable."""
+        """Abort the upload of ``record`` (an upload record's manifest, this peer's replica)
+        if it started over ``multipart_grace`` ago, or drop it if it was completed that long
+        ago; True if it did. What is decided on is the record read from a quorum (this
+        replica may have missed the Complete), and parts the object names are never
+        dropped (``_drop_parts``). Parts go first, the record last, so a pass that fails
+        midway is taken up again by the next. Raises Unavailable."""
         if record.deleted or not record.name.startswith(UPLOAD_RECORDS):
             return False
-        age = time.time() - record.version.wall_ms / 1000
+        if time.time() - record.version.wall_ms / 1000 < self._config.multipart_grace:
+            return False
+        current = await self._replicas.read(record.name)
+        if current is None or current.deleted:
+            return False
+        age = time.time() - current.version.wall_ms / 1000
         if age < self._config.multipart_grace:
             return False
         upload_id = record.name.rpartition("/")[2]
         try:
-            completed = bool(UploadRecord.from_bytes(record.inline).completed)
+            upload = UploadRecord.from_bytes(current.inline)
         except ValueError as exc:
             log.error("unreadable upload record %r: %s", record.name, exc)
             return False
+        dropped = await self._drop_parts(upload_id, upload.name)
         await self._tombstone(record.name)
-        if completed:  # (its parts are the object's)
-            log.info("record of completed multipart upload %s dropped", upload_id)
+        if upload.completed:
+            log.info(
+                "record of completed multipart upload %s dropped (%d leftover parts)",
+                upload_id,
+                dropped,
+            )
             return True
-        dropped = await self._drop_parts(upload_id)
         self.collected += 1
         log.info(
             "multipart upload %s collected after %.0f s unfinished: %d parts dropped",
@@ -293,8 +308,17 @@ class Uploads:
         )
         return True
 
-    async def _drop_parts(self, upload_id: str, keep: frozenset[str] = frozenset()) -> int:
-        """Tombstone every stored part of ``upload_id`` not in ``keep``; returns how many."""
+    async def _drop_parts(
+        self, upload_id: str, object_name: str, keep: frozenset[str] = frozenset()
+    ) -> int:
+        """Tombstone every stored part of ``upload_id`` that is not in ``keep`` and that the
+        current version of ``object_name`` (read from a quorum first) does not name; returns
+        how many. Whatever state the upload's record is in (a Complete that committed its
+        object but failed before its record, an Abort or two Completes racing, a stale
+        record replica), a part a committed object reads is never dropped by its upload."""
+        current = await self._replicas.read(object_name)
+        if current is not None and not current.deleted:
+            keep = keep | {segment.name for segment in current.segments}
         dropped = 0
         after = ""
         while True:

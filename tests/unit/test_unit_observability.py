@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from node.api.metrics import Metrics
 from node.api.monitoring import ReadyFacts, not_ready
 from node.disk.data_dir import WriteProbe
 from node.process.cli import main
@@ -143,3 +144,19 @@ def test_log_formats_on_the_command_line() -> None:
     supervisor = Supervisor(1, Path("/nonexistent"), 8000, "127.0.0.1", "info", log_format="json")
     command = supervisor.peers[0]._command
     assert command[command.index("--log-format") + 1] == "json"
+
+
+def test_a_method_label_takes_only_known_methods() -> None:
+    """Any token is a method to aiohttp's pure-Python parser: unknown ones share one label,
+    so clients cannot grow the series without bound."""
+    metrics = Metrics()
+    for method in ("GET", "BREW", "WHEN", "PROPFIND"):
+        metrics.observe("public", "unmatched", method, 405, 0.001, 0, 10)
+    methods = {
+        sample.labels["method"]
+        for family in metrics.registry.collect()
+        if family.name == "ringstore_http_requests"
+        for sample in family.samples
+        if "method" in sample.labels
+    }
+    assert methods == {"GET", "PROPFIND", "other"}

@@ -190,8 +190,9 @@ async def upload_part_copy(
         await _existing_bucket(request, source_bucket)
         raise FileNotFound("The specified key does not exist.") from None
     start, end = _copy_range(request.headers.get(_COPY_RANGE), original.size)
-    if end - start > MAX_PART_SIZE:
-        raise S3Error("InvalidRequest", f"a part is at most {MAX_PART_SIZE} bytes")
+    limit = min(request.app[CONFIG].max_file_size, MAX_PART_SIZE)  # as UploadPart's
+    if end - start > limit:
+        raise S3Error("InvalidRequest", f"a part is at most {limit} bytes")
 
     async def body() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(coordinator.stream(original, start, end)) as read:

@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import aiohttp
 import boto3
@@ -27,7 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from node.api.keys import UPLOADS
-from node.errors import ChunkNotFound
+from node.errors import ChunkNotFound, Unavailable
 from node.model.manifest import Manifest
 from node.model.multipart import (
     MAX_PARTS,
@@ -279,6 +280,39 @@ async def test_a_segmented_object_reads_with_two_peers_stopped(
         for peer in stopped:
             await peer.restart()
         await cluster.wait_converged()
+
+
+async def test_an_abort_after_a_half_failed_complete_keeps_the_object_s_parts(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Complete commits the object, then fails to mark its record completed (a peer lost
+    in between): the client sees an error and aborts, as s3transfer does. The upload's
+    parts that the committed object names stay; the object reads whole."""
+    bucket = await new_bucket(admin[0], "mp-half-complete")
+    parts = [os.urandom(MIN_PART_SIZE), b"end" * 1000]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    coordinating = cluster[2]
+    assert coordinating.app is not None
+    replicas = coordinating.app[UPLOADS]._replicas
+    commit = replicas.commit
+
+    async def failing_record(manifest: Manifest, *args: Any, **kwargs: Any) -> Any:
+        if manifest.name == upload_record_name(bucket, upload_id):
+            raise Unavailable("the record's replicas are gone (test)")
+        return await commit(manifest, *args, **kwargs)
+
+    with mock.patch.object(replicas, "commit", failing_record):
+        code = await refused(
+            admin[2].complete_multipart_upload,
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": listed},
+        )
+    assert code == ("ServiceUnavailable", 503)
+    await s3(admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id)
+    got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
 
 
 async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None:
