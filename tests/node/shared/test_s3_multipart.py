@@ -9,13 +9,12 @@ object is deleted, the upload aborted or left unfinished.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from unittest import mock
 
 import aiohttp
@@ -24,8 +23,7 @@ import boto3.s3.transfer
 import pytest
 import pytest_asyncio
 from botocore.client import BaseClient
-from botocore.config import Config
-from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
 from node.api.keys import UPLOADS
 from node.errors import ChunkNotFound, Unavailable
@@ -40,10 +38,10 @@ from node.model.multipart import (
     upload_record_name,
 )
 from tests.harness import LocalCluster, eventually
-from tests.harness.access import ADMIN, ADMIN_HEADERS
+from tests.harness.access import ADMIN_HEADERS
+from tests.node.shared.test_s3 import client, new_bucket, refused, s3
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-T = TypeVar("T")
 MiB = 1 << 20
 GRACE = 2.0  # the module's --multipart-grace (s): only passes the GC test starts collect
 
@@ -54,45 +52,12 @@ def shared_overrides() -> dict[str, Any]:
     return {"s3_port": 0, "block_size": 64 << 10, "multipart_grace": GRACE}
 
 
-def client(url: str) -> BaseClient:
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id=ADMIN[0],
-        aws_secret_access_key=ADMIN[1],
-        region_name="us-east-1",
-        config=Config(
-            retries={"max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            connect_timeout=10,
-            read_timeout=60,
-        ),
-    )
-
-
-async def s3(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one blocking boto3 call in a worker thread."""
-    return await asyncio.to_thread(call, *args, **kwargs)
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def admin(cluster: LocalCluster) -> AsyncIterator[list[BaseClient]]:
     made = [await s3(client, peer.s3_url) for peer in cluster.peers]
     yield made
     for each in made:
         each.close()
-
-
-async def refused(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, int]:
-    with pytest.raises(ClientError) as failed:
-        await s3(call, *args, **kwargs)
-    error = failed.value.response
-    return error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]
-
-
-async def new_bucket(admin: BaseClient, name: str) -> str:
-    await s3(admin.create_bucket, Bucket=name)
-    return name
 
 
 def md5_of_md5s(etags: list[str]) -> str:
