@@ -17,7 +17,7 @@ PEERS ?= 7
 PORT ?= 8000
 DATA ?= ./data
 
-.PHONY: up test dev lint type bench clean
+.PHONY: up test dev system-tools lint type bench clean
 
 $(BIN)/activate:
 	python3 -m venv $(VENV)
@@ -32,7 +32,24 @@ dev: $(VENV)/.installed
 up: dev
 	$(BIN)/ringstore up -n $(PEERS) --data-dir $(DATA) --port $(PORT)
 
-test: dev
+# Programs some tests drive that pip cannot give: headless Chromium and its driver (the web
+# console's browser test) and rclone (a real S3 client). Installed from Debian's packages
+# where they are missing and we may (root, apt-get); otherwise those tests skip and say why.
+SYSTEM_TOOLS := chromium chromedriver rclone
+SYSTEM_PACKAGES := chromium chromium-driver rclone
+
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(SYSTEM_PACKAGES) (Debian packages) for the browser and rclone tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
+	else \
+		echo "note: $(SYSTEM_TOOLS) not all installed and apt-get not usable here: their tests will skip"; \
+	fi
+
+test: dev system-tools
 	$(BIN)/tox run
 
 lint: dev
