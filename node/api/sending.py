@@ -54,18 +54,24 @@ async def answer_file(
     coordinator: Coordinator,
     manifest: Manifest,
     headers: dict[str, str],
+    span: tuple[int, int] | None = None,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD of ``manifest`` with ``headers``: ``304``/``412`` by its
     preconditions, ``206`` for a satisfiable Range, else ``200``; raises InvalidRange and
-    what ``send_file`` raises."""
+    what ``send_file`` raises. ``span`` (bytes ``[start, end)``) is a range the frontend
+    chose instead of the request's Range (S3's ``partNumber``): answered ``206`` with its
+    Content-Range, as a Range of those bytes would be."""
     conditions = preconditions(request)
     if (not_modified := answer_read(conditions, manifest, headers)) is not None:
         return not_modified
     size = manifest.size
-    wanted = parse_range(wanted_range(request, conditions, manifest), size)
+    if span is not None:
+        wanted: tuple[int, int] | None = span
+    else:
+        wanted = parse_range(wanted_range(request, conditions, manifest), size)
     start, end = wanted if wanted is not None else (0, size)
     response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
-    if wanted is not None:
+    if wanted is not None and end > start:  # (an empty span, an empty part, has none)
         response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"
     response.content_length = end - start
     if request.method == hdrs.METH_HEAD:

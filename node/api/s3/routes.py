@@ -60,6 +60,7 @@ from node.model import preconditions
 from node.model.access import namespace_of
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
+from node.model.multipart import MAX_PARTS
 from node.model.names import name_from_raw_path
 from node.model.preconditions import Outcome, Preconditions, parse_preconditions
 from node.model.representation import MAX_FIELD_LENGTH
@@ -74,6 +75,7 @@ MAX_BUCKET_BODY = 64 << 10  # bytes of a CreateBucket configuration read at most
 MAX_DELETE_BODY = 1 << 20  # bytes of a DeleteObjects document read at most
 DELETING_AT_ONCE = 16  # deletions of one DeleteObjects under way at a time
 COPY_SOURCE = "x-amz-copy-source"
+PARTS_COUNT = "x-amz-mp-parts-count"  # a multipart object's number of parts (partNumber)
 # GetObject parameters that set a header of the answer
 RESPONSE_OVERRIDES: dict[str, str] = {
     "response-content-type": hdrs.CONTENT_TYPE,
@@ -95,7 +97,7 @@ UNSERVED = frozenset(
     {
         "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
         "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging", "metrics",
-        "notification", "object-lock", "ownershipControls", "partNumber", "policy",
+        "notification", "object-lock", "ownershipControls", "policy",
         "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore",
         "retention", "select", "tagging", "torrent", "uploadId", "uploads", "versioning",
         "website",
@@ -146,6 +148,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         name = _object_name(bucket, key)
         if method in (hdrs.METH_GET, hdrs.METH_HEAD):
             return await get_object(request, bucket, name)
+        if "partNumber" in query:  # (an UploadPart without its uploadId, not a PutObject)
+            raise S3Error("InvalidRequest", "partNumber needs an uploadId, but on GET and HEAD")
         if method == hdrs.METH_PUT:
             if COPY_SOURCE in request.headers:
                 return await copy_object(request, bucket, name)
@@ -308,12 +312,56 @@ def _stored_headers(request: web.Request) -> CIMultiDictProxy[str]:
 
 
 async def get_object(request: web.Request, bucket: str, name: str) -> web.StreamResponse:
-    """GetObject and HeadObject: Range (one range) and RFC 9110 conditionals."""
+    """GetObject and HeadObject: Range (one range) or ``partNumber``, and RFC 9110
+    conditionals (on the whole object, whose ETag the answer carries either way)."""
     await require(request, "read", bucket)
+    number = _part_number(request)
     coordinator = request.app[COORDINATOR]
     manifest = await _stat_object(request, bucket, name)
     headers = {**file_headers(manifest, META_PREFIX), **_overrides(request)}
-    return await answer_file(request, coordinator, manifest, headers)
+    span = None
+    if number is not None:
+        span = _part_span(manifest, number)
+        if manifest.segmented:
+            headers[PARTS_COUNT] = str(len(manifest.segments))
+    return await answer_file(request, coordinator, manifest, headers, span)
+
+
+def _part_number(request: web.Request) -> int | None:
+    """The ``partNumber`` of a GetObject or HeadObject (None: absent). Raises
+    InvalidArgument outside 1..10000, InvalidRequest beside a Range (GetObject, "Cannot
+    specify both Range header and partNumber query parameter")."""
+    pairs: list[tuple[str, str]] = request[QUERY]
+    texts = [value for field, value in pairs if field == "partNumber"]
+    if not texts:
+        return None
+    text = texts[0]
+    if len(texts) > 1 or not text.isascii() or not text.isdigit() or len(text) > 5:
+        raise S3Error("InvalidArgument", f"Part number must be an integer 1..{MAX_PARTS}")
+    number = int(text)
+    if not 1 <= number <= MAX_PARTS:
+        raise S3Error("InvalidArgument", f"Part number must be an integer 1..{MAX_PARTS}")
+    if hdrs.RANGE in request.headers:
+        raise S3Error(
+            "InvalidRequest", "Cannot specify both Range header and partNumber query parameter"
+        )
+    return number
+
+
+def _part_span(manifest: Manifest, number: int) -> tuple[int, int] | None:
+    """Bytes ``[start, end)`` of part ``number`` of ``manifest``: its ``number``-th segment
+    (parts count in the order Complete listed them, as MinIO counts them), or the whole
+    object as part 1 of one that was not uploaded in parts (None when it is empty: a 200,
+    there being no Content-Range of no bytes). Raises InvalidPartNumber (416, AWS's answer)
+    past the last part."""
+    if not manifest.segmented:
+        if number != 1:
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+        return (0, manifest.size) if manifest.size else None
+    if number > len(manifest.segments):
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+    start = sum(segment.size for segment in manifest.segments[: number - 1])
+    return start, start + manifest.segments[number - 1].size
 
 
 async def _stat_object(request: web.Request, bucket: str, name: str) -> Manifest:
