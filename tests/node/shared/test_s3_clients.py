@@ -1,4 +1,4 @@
-"""The S3 frontend with the real command-line and filesystem clients: awscli and s3fs.
+"""The S3 frontend with the real command-line and filesystem clients: awscli, rclone, s3fs.
 
 awscli runs as a subprocess (``python -m awscli``, from the same environment) against one
 peer's S3 port, with the credentials file ``ringstore up`` writes (``DATA/credentials``, the
@@ -7,6 +7,11 @@ first peer's here, written by the same function) and a config file of its own; n
 ``multipart_chunksize`` is S3's 5 MiB part minimum in that config, so ``aws s3 cp`` of a
 file above awscli's 8 MiB threshold goes in two parts. s3fs (fsspec) runs its
 blocking API in a worker thread, so the peers keep serving on the module's loop.
+
+rclone (Debian's, a system program: ``require_tool``) runs the same way, configured by
+``RCLONE_CONFIG_<REMOTE>_*`` variables alone (its config file an empty one of the test's,
+its home a temporary folder), with ``--s3-upload-cutoff`` and ``--s3-chunk-size`` low
+enough that one file goes in two parts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import s3fs
 from node.disk.data_dir import CREDENTIALS_FILE
 from tests.harness import LocalCluster
 from tests.harness.access import ADMIN
+from tests.harness.tools import require_tool
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
 AWS_TIMEOUT = 90.0  # one aws command, start-up (~1 s of imports) included
@@ -158,6 +164,121 @@ async def test_aws_s3_ls_recursive_and_folders_then_rm_recursive(aws: AwsCli) ->
     await aws("s3", "rm", "--recursive", "s3://aws-ls/")
     await aws("s3", "rb", "s3://aws-ls")
     assert "aws-ls" not in await aws("s3", "ls")
+
+
+# --- rclone ----------------------------------------------------------------------------------
+
+RCLONE_TIMEOUT = 90.0  # one rclone command
+
+
+class Rclone:
+    """``rclone`` with remote ``rs:`` on one peer's S3 port, configured by environment
+    variables only (as docs/s3.md's config file says it), one try per request."""
+
+    def __init__(self, program: str, endpoint: str, home: Path) -> None:
+        config = home / "rclone.conf"
+        config.write_text("")  # (none of the user's: the remote is in the environment)
+        self.command = [
+            program, "--config", str(config), "--retries", "1", "--low-level-retries", "1",
+            "--contimeout", "10s", "--timeout", "60s", "--s3-upload-cutoff", "1M",
+            "--s3-chunk-size", "5M",
+        ]  # fmt: skip
+        remote = {
+            "TYPE": "s3",
+            "PROVIDER": "Other",
+            "ENDPOINT": endpoint,
+            "ACCESS_KEY_ID": ADMIN[0],
+            "SECRET_ACCESS_KEY": ADMIN[1],
+            "REGION": "us-east-1",
+            "FORCE_PATH_STYLE": "true",
+        }
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "NO_PROXY": "127.0.0.1",
+            **{f"RCLONE_CONFIG_RS_{field}": value for field, value in remote.items()},
+        }
+
+    async def __call__(self, *args: str) -> tuple[str, str]:
+        """Run ``rclone ARGS``: its stdout and stderr (its log). Fails the test on a
+        non-zero exit; the process is killed past ``RCLONE_TIMEOUT``."""
+        process = await asyncio.create_subprocess_exec(
+            *self.command, *args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), RCLONE_TIMEOUT)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, f"rclone {' '.join(args)}: {err.decode()}{out.decode()}"
+        return out.decode(), err.decode()
+
+    async def listing(self, path: str) -> dict[str, dict[str, Any]]:
+        """``lsjson --recursive --hash`` of ``path``: each file's entry by path."""
+        out, _ = await self("lsjson", "--recursive", "--hash", "--files-only", path)
+        return {entry["Path"]: entry for entry in json.loads(out)}
+
+
+def md5s(root: Path) -> dict[str, str]:
+    return {
+        name: hashlib.md5(body, usedforsecurity=False).hexdigest()
+        for name, body in tree(root).items()
+    }
+
+
+async def test_rclone_copy_check_sync_and_purge(cluster: LocalCluster, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    rclone = Rclone(require_tool("rclone"), cluster[3].s3_url, home)
+    local = tmp_path / "album"
+    files = {
+        "a.txt": b"first\n",
+        "notes/b.txt": b"second\n" * 100,
+        "notes/deep/c.md": b"# third\n",
+        "big.bin": os.urandom(7 * 1024 * 1024 + 11),  # past the 1M cutoff: parts of 5M + 2M
+    }
+    for name, body in files.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(body)
+    await rclone("mkdir", "rs:rclone-album")
+    await rclone("copy", str(local), "rs:rclone-album/2026")
+    listed = await rclone.listing("rs:rclone-album/2026")
+    assert {name: entry["Size"] for name, entry in listed.items()} == {
+        name: len(body) for name, body in files.items()
+    }
+    # every MD5 known, the multipart one's too (rclone keeps it as X-Amz-Meta-Md5chksum)
+    assert {name: entry["Hashes"]["md5"] for name, entry in listed.items()} == md5s(local)
+    big = await cluster[0].coordinator.stat("rclone-album/2026/big.bin")
+    assert len(big.segments) == 2  # (a multipart upload: 5M + 2M)
+    _, checked = await rclone("check", str(local), "rs:rclone-album/2026")
+    assert "0 differences found" in checked, checked
+    assert "4 matching files" in checked, checked
+    assert "hashes could not be checked" not in checked, checked
+    out, _ = await rclone("ls", "rs:rclone-album")
+    assert sorted(line.split()[-1] for line in out.splitlines()) == sorted(
+        f"2026/{name}" for name in files
+    )
+    # a change, a removal and an addition: sync makes the remote the same again
+    (local / "a.txt").write_bytes(b"first, changed\n")
+    (local / "notes/b.txt").unlink()
+    (local / "new.txt").write_bytes(b"fourth\n")
+    await rclone("sync", str(local), "rs:rclone-album/2026")
+    _, checked = await rclone("check", str(local), "rs:rclone-album/2026")
+    assert "0 differences found" in checked, checked
+    listed = await rclone.listing("rs:rclone-album/2026")
+    assert {name: entry["Hashes"]["md5"] for name, entry in listed.items()} == md5s(local)
+    down = tmp_path / "down"
+    await rclone("copy", "rs:rclone-album/2026", str(down))
+    assert tree(down) == tree(local)
+    await rclone("delete", "rs:rclone-album/2026/notes")
+    assert set(await rclone.listing("rs:rclone-album")) == {
+        "2026/a.txt", "2026/big.bin", "2026/new.txt"
+    }  # fmt: skip
+    await rclone("purge", "rs:rclone-album")
+    buckets, _ = await rclone("lsd", "rs:")
+    assert "rclone-album" not in buckets
 
 
 # --- s3fs ------------------------------------------------------------------------------------
