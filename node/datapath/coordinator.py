@@ -118,21 +118,22 @@ class Coordinator:
         content_type: str,
         condition: Preconditions | None = None,
         *,
-        representation: Representation = NO_REPRESENTATION,
+        representation: Representation | Callable[[], Representation] = NO_REPRESENTATION,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
 
         ``size`` is the Content-Length when the client sent one; ``representation`` is kept
-        in the manifest. ``condition`` (If-Match, If-None-Match, If-Unmodified-Since) is
-        checked by each manifest replica at the commit, which makes it atomic; it is also
-        checked against a read before the upload, to refuse at once what would be refused
-        anyway and to move this peer's clock past the current version (a condition that
-        holds must not lose to an older clock). If ``body`` raises, the upload is aborted
-        before its last stripe is sent (stripes go out one behind the body), so no chunk of
-        it is complete; the body is read no further once too few chunk streams are left to
-        reach the quorum. Raises Unavailable (too few peers, too few durable chunks, no
-        manifest quorum), InsufficientStorage (peers out of space), IncompleteBody,
-        PreconditionFailed or what ``body`` raises.
+        in the manifest (given by a function, it is asked once the body has ended: an S3
+        aws-chunked body's trailing checksum is known only then). ``condition`` (If-Match,
+        If-None-Match, If-Unmodified-Since) is checked by each manifest replica at the
+        commit, which makes it atomic; it is also checked against a read before the upload,
+        to refuse at once what would be refused anyway and to move this peer's clock past
+        the current version (a condition that holds must not lose to an older clock). If
+        ``body`` raises, the upload is aborted before its last stripe is sent (stripes go
+        out one behind the body), so no chunk of it is complete; the body is read no further
+        once too few chunk streams are left to reach the quorum. Raises Unavailable (too few
+        peers, too few durable chunks, no manifest quorum), InsufficientStorage (peers out
+        of space), IncompleteBody, PreconditionFailed or what ``body`` raises.
         """
         config = self._config
         if condition is not None:
@@ -154,7 +155,7 @@ class Coordinator:
                 etag,
                 content_type,
                 inline=small,
-                representation=representation,
+                representation=_given(representation),
             )
             await self._replicas.commit(manifest, condition=condition)
             return manifest
@@ -203,7 +204,7 @@ class Coordinator:
             written.etag,
             content_type,
             chunks,
-            representation=representation,
+            representation=_given(representation),
         )
         await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
@@ -370,3 +371,7 @@ class Coordinator:
         return await list_folder(
             self._pages, self.list, prefix, delimiter, start_after, limit, scope
         )
+
+
+def _given(representation: Representation | Callable[[], Representation]) -> Representation:
+    return representation() if callable(representation) else representation

@@ -9,8 +9,9 @@ A cluster record (an access key, a namespace: ``node.model.access``) is a manife
 reserved name (``/``...) with no chunks that carries the record ``inline`` (at most
 ``MAX_INLINE`` bytes; the field is left out when empty, so other manifests keep their bytes).
 A file's representation metadata (``node.model.representation``: Content-Encoding and the
-other fields given at PUT, user metadata) is kept the same way: one ``representation`` map of
-the fields given, left out when none was, so manifests written without it keep their bytes.
+other fields given at PUT, user metadata, an S3 checksum) is kept the same way: one
+``representation`` map of the fields given, left out when none was, so manifests written
+without it keep their bytes.
 A segmented manifest (a multipart object: ``node.model.multipart``) has no chunks of its own
 but a ``segments`` list naming each part's stored name, version, size and etag, in order
 (left out when empty, same reason); its size is the sum of theirs.
@@ -52,6 +53,7 @@ from node.model.representation import (
     MAX_FIELD_LENGTH,
     MAX_METADATA_BYTES,
     NO_REPRESENTATION,
+    Checksum,
     Representation,
     check_representation,
 )
@@ -114,9 +116,18 @@ class ChunkRef(msgspec.Struct, frozen=True, array_like=True):
         return self.block_digests[stripe * DIGEST_SIZE : (stripe + 1) * DIGEST_SIZE]
 
 
+class ChecksumRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A kept checksum (``Checksum``): ``[algorithm, base64 value]``."""
+
+    algorithm: Annotated[str, msgspec.Meta(max_length=16)]
+    value: Annotated[str, msgspec.Meta(max_length=64)]
+
+
 class RepresentationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A manifest's representation metadata (``Representation``): a msgpack map of the
-    fields that were given."""
+    fields that were given. ``checksum`` came after the others: a reader that does not know
+    it ignores it (msgspec skips unknown keys), and it is absent when none was kept, so
+    manifests without one keep their bytes."""
 
     content_encoding: _Field = ""
     content_disposition: _Field = ""
@@ -124,6 +135,7 @@ class RepresentationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defau
     content_language: _Field = ""
     expires: _Field = ""
     metadata: _Metadata = {}
+    checksum: ChecksumRecord | None = None
 
 
 class ManifestRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -435,6 +447,11 @@ def _representation_record(given: Representation) -> RepresentationRecord:
         content_language=given.content_language,
         expires=given.expires,
         metadata=dict(given.metadata),
+        checksum=(
+            ChecksumRecord(given.checksum.algorithm, given.checksum.value)
+            if given.checksum is not None
+            else None
+        ),
     )
 
 
@@ -451,6 +468,7 @@ def _representation(record: ManifestRecord) -> Representation:
         stored.content_language,
         stored.expires,
         tuple(sorted(stored.metadata.items())),
+        Checksum(stored.checksum.algorithm, stored.checksum.value) if stored.checksum else None,
     )
     check_representation(given)
     return given

@@ -3,7 +3,9 @@
 A file version is stored as the bytes it was sent; how to read them (``Content-Encoding``),
 how to present them (``Content-Disposition``, ``Content-Language``), how long to cache them
 (``Cache-Control``, ``Expires``) and the user's own ``name: value`` pairs (sent as
-``X-Ringstore-Meta-<name>``) travel in the manifest and are given back on every read.
+``X-Ringstore-Meta-<name>``) travel in the manifest and are given back on every read. So
+does the checksum a client sent and had checked (S3's ``x-amz-checksum-<algorithm>``:
+``Checksum``), given back when asked for.
 
 Every value is checked the same way when a client sends it and when a manifest carrying it
 is decoded (peers send manifests, and a replica trusts none): a standard field is at most
@@ -15,6 +17,8 @@ always a valid header.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -27,6 +31,20 @@ MAX_METADATA_BYTES = 2048  # UTF-8 bytes of all user metadata names and values t
 
 # RFC 9110 token characters, lower-case only: the name after ``X-Ringstore-Meta-``.
 _METADATA_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+
+
+# Bytes of each checksum S3 clients send ("Checking object integrity", Amazon S3 user guide)
+CHECKSUM_SIZES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """The checksum of a file's bytes a client sent and had checked: ``algorithm`` one of
+    ``CHECKSUM_SIZES`` (S3's ``x-amz-checksum-<algorithm>``), ``value`` the base64 of its
+    big-endian digest, as S3 shows it (``check_checksum`` checks both)."""
+
+    algorithm: str
+    value: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,7 @@ class Representation:
     content_language: str = ""
     expires: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
+    checksum: Checksum | None = None
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in fields(self))
@@ -73,11 +92,12 @@ class Representation:
 
     @property
     def standard(self) -> dict[str, str]:
-        """The standard fields that were given, by field name (``content_encoding``...)."""
+        """The standard header fields that were given, by field name
+        (``content_encoding``...): neither user metadata nor the checksum."""
         return {
             f.name: value
             for f in fields(self)
-            if f.name != "metadata" and (value := getattr(self, f.name))
+            if f.name not in ("metadata", "checksum") and (value := getattr(self, f.name))
         }
 
 
@@ -104,6 +124,22 @@ def check_representation(representation: Representation) -> None:
             raise MetadataTooLarge(
                 f"user metadata is at most {MAX_METADATA_BYTES} bytes (names and values)"
             )
+    if representation.checksum is not None:
+        check_checksum(representation.checksum)
+
+
+def check_checksum(checksum: Checksum) -> None:
+    """Raise InvalidRequest unless ``checksum`` names a known algorithm and its value is
+    the canonical base64 of a digest of that algorithm's size."""
+    size = CHECKSUM_SIZES.get(checksum.algorithm)
+    if size is None:
+        raise InvalidRequest(f"no checksum algorithm {checksum.algorithm[:40]!r}")
+    try:
+        digest = base64.b64decode(checksum.value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidRequest(f"the {checksum.algorithm} checksum is not base64") from None
+    if len(digest) != size or base64.b64encode(digest).decode() != checksum.value:
+        raise InvalidRequest(f"the {checksum.algorithm} checksum is not {size} bytes in base64")
 
 
 def _check_text(what: str, value: str) -> None:

@@ -6,10 +6,12 @@ A body whose chunk signature or trailer checksum is wrong stores nothing."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import hmac
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,9 @@ async def test_boto3_over_https_sends_aws_chunked_bodies_that_are_decoded(
             got = await asyncio.to_thread(clients[1].get_object, Bucket=BUCKET, Key=f"obj-{size}")
             assert await asyncio.to_thread(got["Body"].read) == data
             assert "ContentEncoding" not in got  # aws-chunked is how it was sent, not kept
+            # the trailer's CRC32 is kept, and given back (botocore asks for it, and checks)
+            crc32 = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+            assert (got["ChecksumCRC32"], got["ChecksumType"]) == (crc32, "FULL_OBJECT")
         assert set(seen) == {"STREAMING-UNSIGNED-PAYLOAD-TRAILER"}  # what this test is about
     finally:
         for each in clients:

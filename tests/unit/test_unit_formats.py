@@ -7,17 +7,23 @@ the same bytes, so that replicas written by old and new peers compare equal.
 
 ``META_MANIFEST`` was written when manifests began to keep representation metadata (a
 ``representation`` map, left out when empty, which is why the older vectors keep their
-bytes): it pins that map's encoding the same way.
+bytes): it pins that map's encoding the same way. A checksum (S3's) came later inside that
+map, left out when none was kept, so ``META_MANIFEST`` keeps its bytes; a reader of before
+skips it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
+import pytest
 
 from node.cluster.protocol import GossipMessage, MemberRecord
+from node.errors import CorruptData
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, Manifest, ManifestRecord
-from node.model.representation import Representation
+from node.model.representation import Checksum, Representation
 from node.model.version import Version
 
 PEER = "0b4f6a1e-5a0e-4c39-9a55-5f0c2e0c8d11"
@@ -165,3 +171,41 @@ def test_gossip_of_a_previous_release_peer_is_understood() -> None:
     assert again.pop("max_bytes") == 0  # not sent before: no cap known
     assert again.pop("s3_url") == ""  # not sent before: no S3 port shown for it
     assert again == old
+
+
+class RepresentationBeforeChecksums(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``RepresentationRecord`` as the release before kept checksums declared it."""
+
+    content_encoding: str = ""
+    content_disposition: str = ""
+    cache_control: str = ""
+    content_language: str = ""
+    expires: str = ""
+    metadata: dict[str, str] = {}
+
+
+class RecordBeforeChecksums(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    representation: RepresentationBeforeChecksums | None = None
+
+
+def test_a_kept_checksum_round_trips_and_a_reader_that_predates_it_ignores_it() -> None:
+    old = Manifest.from_bytes(META_MANIFEST)
+    checksum = Checksum("sha256", "arcu6553sHVAiX4MjW0j7I7vD4w6R+Gz9Ok0Q9lTa+0=")
+    given = dataclasses.replace(old.representation, checksum=checksum)
+    data = dataclasses.replace(old, representation=given).to_bytes()
+    assert Manifest.from_bytes(data).representation == given
+    sealed = msgspec.msgpack.decode(data)
+    before = msgspec.msgpack.decode(sealed[0], type=RecordBeforeChecksums)
+    assert before.representation is not None
+    assert before.representation.metadata == {"album": "2026", "camera": "X100V"}
+    only = dataclasses.replace(old, representation=Representation(checksum=checksum))
+    assert Manifest.from_bytes(only.to_bytes()).representation.checksum == checksum
+
+
+def test_a_checksum_that_cannot_be_one_is_a_corrupt_manifest() -> None:
+    old = Manifest.from_bytes(META_MANIFEST)
+    for wrong in (Checksum("md4", "AAAAAA=="), Checksum("crc32", "AAAA"), Checksum("sha1", "!")):
+        data = dataclasses.replace(old, representation=Representation(checksum=wrong)).to_bytes()
+        with pytest.raises(CorruptData):
+            Manifest.from_bytes(data)

@@ -49,7 +49,7 @@ from node.api.s3.sigv4 import (
     signing_key,
     verifies,
 )
-from node.errors import BadDigest, BadSignature, InvalidDigest, PayloadHashMismatch
+from node.errors import BadDigest, BadSignature, PayloadHashMismatch
 
 SIGNED = web.RequestKey("s3_signed", Signed)  # the claims of a signed request
 CHAIN = web.RequestKey("s3_chunk_chain", ChunkChain)  # checks a signed aws-chunked body
@@ -286,8 +286,8 @@ async def checksum_checked(
     if name not in chunked.CRCS:
         try:
             digest = base64.b64decode(expected, validate=True)
-        except binascii.Error:
-            raise InvalidDigest(f"{header} is not base64") from None
+        except binascii.Error:  # (as a CRC's value that cannot be one: no body matches it)
+            raise BadDigest(f"{header} is not the base64 of a {name} digest") from None
         check = ExpectedDigest(header, name, name, digest)
         async for piece in verified(body, [check]):
             yield piece

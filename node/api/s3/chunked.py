@@ -144,6 +144,7 @@ class ChunkedBody:
         name = checksum_name(trailer) if trailer else None
         self._expected_trailer = trailer.lower() if trailer else None
         self._checksum = Checksum(name) if name else None
+        self._checked: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"ChunkedBody({self._state.value}, {self._decoded}/{self._size} bytes)"
@@ -152,6 +153,12 @@ class ChunkedBody:
     def size(self) -> int:
         """The decoded length announced (x-amz-decoded-content-length)."""
         return self._size
+
+    @property
+    def checked(self) -> tuple[str, str] | None:
+        """``(name, base64 value)`` of the trailer's checksum once the body was decoded and
+        found to match it; None before, or when the trailer carried none computed here."""
+        return self._checked
 
     def feed(self, data: bytes) -> list[memoryview]:
         """The decoded bytes in ``data`` (views into it). Raises InvalidRequest for a
@@ -268,6 +275,7 @@ class ChunkedBody:
             given = fields[self._expected_trailer]
             if given != self._checksum.value():
                 raise BadDigest(f"the body does not match its {self._expected_trailer}")
+            self._checked = self._checksum.name, given
 
     def end(self) -> None:
         """The body stopped: raise IncompleteBody unless it was whole and as long as

@@ -9,7 +9,10 @@ committed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+import base64
+import binascii
+import contextlib
+from collections.abc import AsyncIterable, Callable
 
 from aiohttp import hdrs, web
 
@@ -27,6 +30,7 @@ from node.api.s3.auth import (
 )
 from node.api.s3.errors import S3Error
 from node.errors import TooLarge
+from node.model.representation import Checksum
 
 
 def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes], int | None]:
@@ -34,6 +38,16 @@ def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes],
     (not the encoded body's), None when sent chunked without one. Raises S3Error
     (MissingContentLength), TooLarge, and what the signature checks raise before the body
     (the body raises the rest as it is read)."""
+    body, size, _ = checked_object_body(request, limit)
+    return body, size
+
+
+def checked_object_body(
+    request: web.Request, limit: int
+) -> tuple[AsyncIterable[bytes], int | None, Callable[[], Checksum | None]]:
+    """``object_body``'s ``(body, size)`` and what gives, once the body has ended whole, the
+    ``x-amz-checksum-*`` it was checked against (a header's, or an aws-chunked trailer's,
+    known only then; None when none was sent), its value in canonical base64."""
     config = request.app[CONFIG]
     size = request.content_length
     transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
@@ -58,4 +72,14 @@ def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes],
         body = checksum_checked(body, *checksum)
     if digests:
         body = verified(body, digests)
-    return body, size
+
+    def checked() -> Checksum | None:
+        sent = decoder.checked if decoder is not None else checksum
+        if sent is None:
+            return None
+        name, value = sent
+        with contextlib.suppress(binascii.Error, UnicodeEncodeError):  # (refused already)
+            value = base64.b64encode(base64.b64decode(value.encode(), validate=True)).decode()
+        return Checksum(name, value)
+
+    return body, size, checked

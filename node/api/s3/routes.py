@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -45,7 +46,7 @@ from node.api.s3.auth import (
     resource_path,
 )
 from node.api.s3.errors import S3Error, s3_code
-from node.api.s3.payload import object_body
+from node.api.s3.payload import checked_object_body
 from node.api.sending import answer_file, file_headers
 from node.errors import (
     BadDigest,
@@ -76,6 +77,8 @@ MAX_DELETE_BODY = 1 << 20  # bytes of a DeleteObjects document read at most
 DELETING_AT_ONCE = 16  # deletions of one DeleteObjects under way at a time
 COPY_SOURCE = "x-amz-copy-source"
 PARTS_COUNT = "x-amz-mp-parts-count"  # a multipart object's number of parts (partNumber)
+CHECKSUM_MODE = "x-amz-checksum-mode"  # ENABLED: GetObject and HeadObject give the checksum
+CHECKSUM_TYPE = "x-amz-checksum-type"  # FULL_OBJECT (of all the bytes) or COMPOSITE
 # GetObject parameters that set a header of the answer
 RESPONSE_OVERRIDES: dict[str, str] = {
     "response-content-type": hdrs.CONTENT_TYPE,
@@ -283,14 +286,29 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     condition = write_condition(request)
-    body, size = object_body(request, request.app[CONFIG].max_file_size)
+    body, size, checksum = checked_object_body(request, request.app[CONFIG].max_file_size)
     content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(_stored_headers(request), META_PREFIX)
     manifest = await request.app[COORDINATOR].put(
-        name, body, size, content_type, condition, representation=representation
+        name,
+        body,
+        size,
+        content_type,
+        condition,
+        representation=lambda: dataclasses.replace(representation, checksum=checksum()),
     )
     log.info("S3 PUT %r %d bytes as %s", name, manifest.size, manifest.version)
-    return web.Response(status=200, headers={hdrs.ETAG: f'"{manifest.etag}"'})
+    headers = {hdrs.ETAG: f'"{manifest.etag}"', **_checksum_headers(manifest)}
+    return web.Response(status=200, headers=headers)
+
+
+def _checksum_headers(manifest: Manifest) -> dict[str, str]:
+    """``x-amz-checksum-<algorithm>`` and ``x-amz-checksum-type`` of the checksum kept with
+    ``manifest`` (none when none was: "Checking object integrity", Amazon S3 user guide)."""
+    checksum = manifest.representation.checksum
+    if checksum is None:
+        return {}
+    return {f"x-amz-checksum-{checksum.algorithm}": checksum.value, CHECKSUM_TYPE: "FULL_OBJECT"}
 
 
 def _stored_headers(request: web.Request) -> CIMultiDictProxy[str]:
@@ -324,6 +342,10 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
         span = _part_span(manifest, number)
         if manifest.segmented:
             headers[PARTS_COUNT] = str(len(manifest.segments))
+    whole = number is None and hdrs.RANGE not in request.headers
+    if whole and request.headers.get(CHECKSUM_MODE, "").upper() == "ENABLED":
+        # (only with the whole object: a client checks the bytes it got against it)
+        headers.update(_checksum_headers(manifest))
     return await answer_file(request, coordinator, manifest, headers, span)
 
 
@@ -436,9 +458,12 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
         raise PreconditionFailed(f"{source!r}: {conditions.describe()} does not hold")
     if directive == "COPY":
         content_type, representation = original.content_type, original.representation
-    else:
+    else:  # (the same bytes: their checksum stays true)
         content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
-        representation = representation_of(_stored_headers(request), META_PREFIX)
+        representation = dataclasses.replace(
+            representation_of(_stored_headers(request), META_PREFIX),
+            checksum=original.representation.checksum,
+        )
 
     async def body() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(coordinator.stream(original, 0, original.size)) as read:

@@ -4,12 +4,15 @@ GetObject and HeadObject with ``PartNumber``: a multipart object's part N is a 2
 bytes with their Content-Range and ``x-amz-mp-parts-count``; an object not uploaded in parts
 is one part; a number past the last part is InvalidPartNumber (416), a Range beside one is
 InvalidRequest, as AWS answers. The ``x-amz-checksum-*`` a PutObject sent is checked, echoed,
-kept and given back with ``ChecksumMode=ENABLED`` (never on a partial read).
+kept and given back with ``ChecksumMode=ENABLED`` (never with a Range or a part).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -117,3 +120,91 @@ async def test_an_object_put_whole_is_one_part(admin: list[BaseClient]) -> None:
     assert await s3(empty["Body"].read) == b""
     missing = await refused(get, Bucket=bucket, Key="nothing", PartNumber=1)
     assert missing == ("NoSuchKey", 404)
+
+
+# --- checksums -----------------------------------------------------------------------------
+
+A_KIB = b"A" * 1024
+A_KIB_SHA256 = "arcu6553sHVAiX4MjW0j7I7vD4w6R+Gz9Ok0Q9lTa+0="  # (ceph/s3-tests' figures)
+A_KIB_CRC64NVME = "Qeh8oXvGiSo="
+
+
+def crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+async def test_a_sent_checksum_is_echoed_kept_and_given_back_when_asked(
+    admin: list[BaseClient],
+) -> None:
+    bucket = await new_bucket(admin[0], "checksums")
+    assert base64.b64encode(hashlib.sha256(A_KIB).digest()).decode() == A_KIB_SHA256
+    put = await s3(
+        admin[0].put_object, Bucket=bucket, Key="sha", Body=A_KIB, ChecksumSHA256=A_KIB_SHA256
+    )
+    assert (put["ChecksumSHA256"], put["ChecksumType"]) == (A_KIB_SHA256, "FULL_OBJECT")
+    plain = await s3(admin[1].head_object, Bucket=bucket, Key="sha")
+    assert "ChecksumSHA256" not in plain
+    head = await s3(admin[1].head_object, Bucket=bucket, Key="sha", ChecksumMode="ENABLED")
+    assert (head["ChecksumSHA256"], head["ChecksumType"]) == (A_KIB_SHA256, "FULL_OBJECT")
+    got = await s3(admin[2].get_object, Bucket=bucket, Key="sha", ChecksumMode="ENABLED")
+    assert await s3(got["Body"].read) == A_KIB
+    assert got["ChecksumSHA256"] == A_KIB_SHA256
+    # a part of the bytes is not what the checksum is of: none then
+    ranged = await s3(
+        admin[2].get_object, Bucket=bucket, Key="sha", Range="bytes=0-9", ChecksumMode="ENABLED"
+    )
+    assert await s3(ranged["Body"].read) == A_KIB[:10]
+    assert "ChecksumSHA256" not in ranged
+    one = await s3(
+        admin[2].get_object, Bucket=bucket, Key="sha", PartNumber=1, ChecksumMode="ENABLED"
+    )
+    assert await s3(one["Body"].read) == A_KIB
+    assert "ChecksumSHA256" not in one
+    # CRC64NVME (awscrt's), and the CRC32 boto3 sends by itself when asked for none
+    put = await s3(
+        admin[0].put_object,
+        Bucket=bucket,
+        Key="nvme",
+        Body=A_KIB,
+        ChecksumCRC64NVME=A_KIB_CRC64NVME,
+    )
+    assert put["ChecksumCRC64NVME"] == A_KIB_CRC64NVME
+    head = await s3(admin[1].head_object, Bucket=bucket, Key="nvme", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == A_KIB_CRC64NVME
+    await s3(admin[0].put_object, Bucket=bucket, Key="default", Body=b"plain")
+    head = await s3(admin[1].head_object, Bucket=bucket, Key="default", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc32(b"plain")
+    # a copy has the same bytes, so the same checksum
+    source = {"Bucket": bucket, "Key": "sha"}
+    await s3(admin[0].copy_object, Bucket=bucket, Key="copy", CopySource=source)
+    head = await s3(admin[2].head_object, Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == A_KIB_SHA256
+    await s3(
+        admin[0].copy_object,
+        Bucket=bucket,
+        Key="copy",
+        CopySource=source,
+        MetadataDirective="REPLACE",
+        ContentType="text/plain",
+    )
+    head = await s3(admin[2].head_object, Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
+    assert (head["ChecksumSHA256"], head["ContentType"]) == (A_KIB_SHA256, "text/plain")
+
+
+async def test_a_wrong_checksum_stores_nothing(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    bucket = await new_bucket(admin[0], "checksums-bad")
+    await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"before")
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    put = admin[0].put_object
+    code = await refused(put, Bucket=bucket, Key="k", Body=A_KIB, ChecksumSHA256=wrong)
+    assert code == ("BadDigest", 400)
+    code = await refused(put, Bucket=bucket, Key="k", Body=A_KIB, ChecksumCRC64NVME="AAAAAAAAAAA=")
+    assert code == ("BadDigest", 400)
+    for malformed in ({"ChecksumSHA256": "bad"}, {"ChecksumCRC32": "bad"}):  # (no body matches)
+        code = await refused(put, Bucket=bucket, Key="k", Body=A_KIB, **malformed)
+        assert code == ("BadDigest", 400)
+    got = await s3(admin[1].get_object, Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert await s3(got["Body"].read) == b"before"
+    assert got["ChecksumCRC32"] == crc32(b"before")  # boto3's own, of the object kept
