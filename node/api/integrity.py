@@ -102,6 +102,19 @@ def _dictionary_digests(field: str, text: str) -> list[ExpectedDigest]:
     return expected
 
 
+def by_etag(
+    expected: Sequence[ExpectedDigest], etag_hash: str
+) -> tuple[bytes | None, list[ExpectedDigest]]:
+    """``(Content-MD5, the others)``: the Content-MD5 in ``expected`` that the coordinator
+    checks against the etag's own MD5 (``Coordinator.put``'s ``content_md5``) when etags
+    are MD5s (``etag_hash``), so that the body is hashed once, and the digests left for
+    ``verified``. Under another etag hash every digest is left for ``verified``."""
+    if etag_hash != "md5":
+        return None, list(expected)
+    md5 = [e.digest for e in expected if e.field == hdrs.CONTENT_MD5]
+    return (md5[0] if md5 else None), [e for e in expected if e.field != hdrs.CONTENT_MD5]
+
+
 async def verified(
     body: AsyncIterable[bytes], expected: Sequence[ExpectedDigest]
 ) -> AsyncIterator[bytes]:

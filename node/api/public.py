@@ -21,7 +21,7 @@ from node.api import forms
 from node.api.access import require, require_key, writable_namespace
 from node.api.conditions import write_condition
 from node.api.input import body_pieces, defer_continue, query_int
-from node.api.integrity import expected_digests, verified
+from node.api.integrity import by_etag, expected_digests, verified
 from node.api.keys import (
     ACCESS,
     ANTI_ENTROPY,
@@ -83,11 +83,17 @@ async def put_file(request: web.Request) -> web.Response:
     content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(request.headers)
     body = body_pieces(request, config.client_timeout, config.max_file_size)
-    digests = expected_digests(request.headers)
+    content_md5, digests = by_etag(expected_digests(request.headers), config.etag)
     if digests:  # hashed only when asked for
         body = verified(body, digests)
     manifest = await request.app[COORDINATOR].put(
-        name, body, size, content_type, condition, representation=representation
+        name,
+        body,
+        size,
+        content_type,
+        condition,
+        representation=representation,
+        content_md5=content_md5,
     )
     return _stored("PUT", manifest, started)
 

@@ -29,7 +29,7 @@ from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
 from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
-from node.datapath.stripes import read_stripes, trim, write_stripes
+from node.datapath.stripes import check_content_md5, read_stripes, trim, write_stripes
 from node.errors import (
     CorruptData,
     FileNotFound,
@@ -119,8 +119,13 @@ class Coordinator:
         condition: Preconditions | None = None,
         *,
         representation: Representation | Callable[[], Representation] = NO_REPRESENTATION,
+        content_md5: bytes | None = None,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
+
+        ``content_md5`` (only under ``--etag md5``: else ValueError) is the MD5 the body must
+        have (a Content-MD5, RFC 1864): checked against the etag's own digest, so the body
+        is hashed once, and refused (BadDigest) before the last stripe is sent.
 
         ``size`` is the Content-Length when the client sent one; ``representation`` is kept
         in the manifest (given by a function, it is asked once the body has ended: an S3
@@ -136,6 +141,8 @@ class Coordinator:
         of space), IncompleteBody, PreconditionFailed or what ``body`` raises.
         """
         config = self._config
+        if content_md5 is not None and config.etag != "md5":
+            raise ValueError("a Content-MD5 is checked against the etag only when it is an MD5")
         if condition is not None:
             self._check(name, condition, await self._replicas.read(name))
         await self._membership.refresh_ring()
@@ -147,6 +154,8 @@ class Coordinator:
             layout = Layout(len(small), config.k, config.m, config.block_size)
             content = ContentHash(config.etag)
             content.update(small)
+            if content_md5 is not None:
+                check_content_md5(content, content_md5)
             etag = content.etag()
             manifest = Manifest(
                 name,
@@ -183,7 +192,7 @@ class Coordinator:
         async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
             written = await write_stripes(
-                pieces, group, config.k, m, config.block_size, size, config.etag
+                pieces, group, config.k, m, config.block_size, size, config.etag, content_md5
             )
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")

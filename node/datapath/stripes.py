@@ -11,6 +11,7 @@ to a byte range of the file. See ``node.model.layout`` for the arithmetic.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from node.cluster.peers import Peers
 from node.datapath.chunk_streams import BlockBudget, ChunkReader, ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
-from node.errors import Unavailable
+from node.errors import BadDigest, Unavailable
 from node.model.digests import DIGEST_SIZE, Buffer, ContentHash
 from node.model.layout import Layout
 from node.model.manifest import Manifest
@@ -101,15 +102,21 @@ async def write_stripes(
     block_size: int,
     size: int | None = None,
     etag_hash: str = "md5",
+    content_md5: bytes | None = None,
 ) -> Written:
     """Cut ``body`` (``size`` bytes, if known) into stripes, encode each and queue its
     blocks on ``writers``; the etag is ``etag_hash`` of the content (``ContentHash``).
+    ``content_md5`` (with ``etag_hash`` md5 only) is the MD5 the content must have (a
+    Content-MD5): compared with the etag's own digest before the last stripe is sent, so
+    that a mismatch (BadDigest) leaves no chunk complete and the body is hashed once.
 
     Encoding of one stripe (in a thread) overlaps with sending the previous one, and so
     does an MD5 of it (in another thread: ~7 ms per 5 MiB stripe here, joined before the
     next stripe's starts, so the content is hashed in order).
     """
     content = ContentHash(etag_hash)
+    if content_md5 is not None and etag_hash != "md5":
+        raise ValueError("a Content-MD5 is checked against the etag only when it is an MD5")
     digests = {index: bytearray() for index in writers.by_index}
     size = 0
 
@@ -135,18 +142,28 @@ async def write_stripes(
             if pending is not None:
                 await send(await pending)
             pending = encoding
-        if pending is not None:
-            await send(await pending)
-            pending = None
         if hashing is not None:
             await hashing
             hashing = None
+        if content_md5 is not None:
+            check_content_md5(content, content_md5)
+        if pending is not None:
+            await send(await pending)
+            pending = None
     finally:
         for running in (pending, hashing):  # the body failed: a thread cannot be stopped
             if running is not None:
                 running.cancel()
                 running.add_done_callback(consume)
     return Written(size, content.etag(), digests)
+
+
+def check_content_md5(content: ContentHash, expected: bytes) -> None:
+    """Raise BadDigest unless the MD5 ``content`` holds is ``expected`` (RFC 1864)."""
+    actual = content.digest()
+    if actual != expected:
+        shown, got = base64.b64encode(expected).decode(), base64.b64encode(actual).decode()
+        raise BadDigest(f"the body does not match Content-MD5: {shown}: its md5 is {got}")
 
 
 async def read_stripes(

@@ -93,6 +93,11 @@ class ContentHash:
     def update(self, piece: Buffer) -> None:
         self._hash.update(piece)
 
+    def digest(self) -> bytes:
+        """The hash of the content so far, as bytes (an MD5's 16: a Content-MD5 is checked
+        against it, so that the body is hashed once)."""
+        return self._hash.digest()
+
     def etag(self) -> str:
         if self.kind == "md5":
             return self._hash.hexdigest()

@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from node.api.integrity import BATCH, ExpectedDigest, expected_digests, verified
+from node.api.integrity import BATCH, ExpectedDigest, by_etag, expected_digests, verified
 from node.api.structured_fields import Date, DisplayString, Item, Token, parse_dictionary
 from node.errors import BadDigest, InvalidDigest
 
@@ -170,3 +170,14 @@ async def test_a_mismatch_is_raised_after_the_last_piece(size: int) -> None:
     with pytest.raises(BadDigest, match="Content-MD5"):
         await drain()
     assert passed == data  # every piece went on; the end never came
+
+
+def test_under_md5_etags_a_content_md5_is_left_to_the_etag_s_digest() -> None:
+    expected = expected_digests(
+        headers(("Content-MD5", b64(MD5)), ("Repr-Digest", f"sha-256=:{b64(SHA256)}:"))
+    )
+    md5, rest = by_etag(expected, "md5")
+    assert md5 == MD5
+    assert [e.field for e in rest] == ["Repr-Digest"]
+    assert by_etag(expected, "xxh3") == (None, expected)  # (an xxh3 etag is no MD5)
+    assert by_etag(rest, "md5") == (None, rest)

@@ -13,11 +13,12 @@ import base64
 import binascii
 import contextlib
 from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
 from node.api.input import body_pieces
-from node.api.integrity import expected_digests, verified
+from node.api.integrity import by_etag, expected_digests, verified
 from node.api.keys import CONFIG
 from node.api.s3.auth import (
     checksum_checked,
@@ -38,16 +39,31 @@ def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes],
     (not the encoded body's), None when sent chunked without one. Raises S3Error
     (MissingContentLength), TooLarge, and what the signature checks raise before the body
     (the body raises the rest as it is read)."""
-    body, size, _ = checked_object_body(request, limit)
-    return body, size
+    upload = checked_object_body(request, limit)
+    return upload.body, upload.size
+
+
+@dataclass(frozen=True)
+class ObjectBody:
+    """An upload's body as ``object_body`` gives it, and what else a PutObject keeps of it:
+    ``checksum`` gives, once the body has ended whole, the ``x-amz-checksum-*`` it was
+    checked against (a header's, or an aws-chunked trailer's, known only then; None when
+    none was sent), its value in canonical base64; ``content_md5`` is a Content-MD5 left
+    for the coordinator to check against the etag (``Coordinator.put``), None when none
+    was sent or the body checks it itself."""
+
+    body: AsyncIterable[bytes]
+    size: int | None
+    checksum: Callable[[], Checksum | None]
+    content_md5: bytes | None = None
 
 
 def checked_object_body(
-    request: web.Request, limit: int
-) -> tuple[AsyncIterable[bytes], int | None, Callable[[], Checksum | None]]:
-    """``object_body``'s ``(body, size)`` and what gives, once the body has ended whole, the
-    ``x-amz-checksum-*`` it was checked against (a header's, or an aws-chunked trailer's,
-    known only then; None when none was sent), its value in canonical base64."""
+    request: web.Request, limit: int, etag_hash: str | None = None
+) -> ObjectBody:
+    """``object_body``'s body and size, with its checksum and, when ``etag_hash`` (the
+    coordinator's ``--etag``) is md5, its Content-MD5 left to the coordinator
+    (``integrity.by_etag``: the body is hashed once). Raises as ``object_body``."""
     config = request.app[CONFIG]
     size = request.content_length
     transfer_chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
@@ -59,7 +75,9 @@ def checked_object_body(
         size = decoder.size  # the object's, not the encoded body's
     if size is not None and size > limit:
         raise TooLarge(f"an object may be at most {limit} bytes; this is {size}")
-    digests = expected_digests(request.headers)
+    content_md5, digests = None, expected_digests(request.headers)
+    if etag_hash is not None:
+        content_md5, digests = by_etag(digests, etag_hash)
     body: AsyncIterable[bytes]
     if decoder is not None:  # (its size is checked as it is decoded)
         body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
@@ -82,4 +100,4 @@ def checked_object_body(
             value = base64.b64encode(base64.b64decode(value.encode(), validate=True)).decode()
         return Checksum(name, value)
 
-    return body, size, checked
+    return ObjectBody(body, size, checked, content_md5)

@@ -286,16 +286,18 @@ async def put_object(request: web.Request, bucket: str, name: str) -> web.Respon
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
     condition = write_condition(request)
-    body, size, checksum = checked_object_body(request, request.app[CONFIG].max_file_size)
+    config = request.app[CONFIG]
+    upload = checked_object_body(request, config.max_file_size, config.etag)
     content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(_stored_headers(request), META_PREFIX)
     manifest = await request.app[COORDINATOR].put(
         name,
-        body,
-        size,
+        upload.body,
+        upload.size,
         content_type,
         condition,
-        representation=lambda: dataclasses.replace(representation, checksum=checksum()),
+        representation=lambda: dataclasses.replace(representation, checksum=upload.checksum()),
+        content_md5=upload.content_md5,
     )
     log.info("S3 PUT %r %d bytes as %s", name, manifest.size, manifest.version)
     headers = {hdrs.ETAG: f'"{manifest.etag}"', **_checksum_headers(manifest)}

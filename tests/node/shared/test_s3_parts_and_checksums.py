@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from botocore.client import BaseClient
 
+from node.api.keys import CONFIG
 from node.model.multipart import MIN_PART_SIZE
 from tests.harness import LocalCluster
 from tests.node.shared.test_s3 import client, new_bucket, refused, s3
@@ -208,3 +209,34 @@ async def test_a_wrong_checksum_stores_nothing(
     got = await s3(admin[1].get_object, Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert await s3(got["Body"].read) == b"before"
     assert got["ChecksumCRC32"] == crc32(b"before")  # boto3's own, of the object kept
+
+
+async def test_content_md5_is_checked_on_the_etag_s_own_digest(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """Under ``--etag md5`` the coordinator checks a Content-MD5 against the etag's MD5
+    (the body hashed once): a wrong one still stores nothing, inline or in chunks."""
+    assert all(peer.app is not None and peer.app[CONFIG].etag == "md5" for peer in cluster)
+    bucket = await new_bucket(admin[0], "content-md5")
+    for size in (100, 3 * (1 << 20) + 5):  # inline, and several stripes of chunks
+        body = os.urandom(size)
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        put = await s3(
+            admin[0].put_object, Bucket=bucket, Key=f"k{size}", Body=body,
+            ContentMD5=base64.b64encode(md5).decode(),
+        )  # fmt: skip
+        assert put["ETag"] == f'"{md5.hex()}"'
+        wrong = base64.b64encode(hashlib.md5(b"x", usedforsecurity=False).digest()).decode()
+        code = await refused(
+            admin[1].put_object, Bucket=bucket, Key=f"k{size}", Body=os.urandom(size),
+            ContentMD5=wrong,
+        )  # fmt: skip
+        assert code == ("BadDigest", 400)
+        got = await s3(admin[2].get_object, Bucket=bucket, Key=f"k{size}")
+        assert await s3(got["Body"].read) == body
+        code = await refused(
+            admin[1].put_object, Bucket=bucket, Key=f"new{size}", Body=body, ContentMD5=wrong
+        )
+        assert code == ("BadDigest", 400)
+        missing = await refused(admin[2].head_object, Bucket=bucket, Key=f"new{size}")
+        assert missing == ("404", 404)
