@@ -285,6 +285,7 @@ async def _lifecycle(
             scrubber,
             progress,
             anti_entropy,
+            deletions,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )
