@@ -76,7 +76,9 @@ class Scrubber:
         chunks: ChunkStore,
         replicas: ManifestReplicas,
         repairer: Repairer,
+        stats: ScrubStats | None = None,
     ) -> None:
+        """``stats``: where to keep the figures (the wiring reads them for gossip)."""
         self._config = config
         self._membership = membership
         self._chunks = chunks
@@ -84,7 +86,7 @@ class Scrubber:
         self._repairer = repairer
         self._pacer = Pacer(config.scrub_rate, time.monotonic)
         self._wake = asyncio.Event()
-        self.stats = ScrubStats()
+        self.stats = ScrubStats() if stats is None else stats
 
     def __repr__(self) -> str:
         s = self.stats
