@@ -29,6 +29,15 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -219,21 +228,23 @@ def _human(size: float) -> str:
 
 
 class _Progress:
-    """A transfer's progress on stderr: a bar with rate and ETA when the size is known, a
-    running count when it is not. Silent when quiet, off a terminal, or for small transfers.
+    """A transfer's progress on stderr (rich.progress): a bar with bytes, rate and time left
+    when the size is known, a running count and rate when it is not. Silent when quiet, off
+    a terminal, or for transfers under ``PROGRESS_MIN`` bytes.
 
     Used as the client's ``progress`` callback, which the sync client calls from its loop
-    thread; click draws from there as well as from any other.
+    thread; rich's Progress takes updates from any thread and redraws from its own.
     """
 
     def __init__(self, label: str, quiet: bool) -> None:
         self._label = label
-        self._stream = sys.stderr
-        self._enabled = not quiet and self._stream.isatty()
-        self._bar: Any = None  # click's ProgressBar, once the size is known to be big
-        self._shown = 0
-        self._started = time.monotonic()
-        self._drawn = 0.0
+        self._console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+        self._enabled = not quiet and self._console.is_terminal
+        self._bar: Progress | None = None  # once the transfer is known to be big
+        self._task = TaskID(0)  # the bar's one task, once drawn
+
+    def __repr__(self) -> str:
+        return f"_Progress({self._label!r}, {'drawn' if self._bar else 'not drawn'})"
 
     def __enter__(self) -> _Progress:
         return self
@@ -245,37 +256,26 @@ class _Progress:
         traceback: TracebackType | None,
     ) -> None:
         if self._bar is not None:
-            self._bar.render_finish()
-        elif self._drawn:
-            self._stream.write("\n")
-
-    def _rate(self, done: int) -> str:
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        return f"{_human(done / elapsed)}/s"
+            self._bar.stop()
 
     def __call__(self, done: int, total: int | None) -> None:
         if not self._enabled:
             return
-        if total is not None:
-            if total < PROGRESS_MIN:
+        if self._bar is None:
+            if (done if total is None else total) < PROGRESS_MIN:
                 return
-            if self._bar is None:
-                self._bar = click.progressbar(
-                    length=total,
-                    label=self._label,
-                    file=self._stream,
-                    width=BAR_WIDTH,
-                    item_show_func=lambda rate: rate,
-                )
-                self._bar.render_progress()
-            self._bar.update(done - self._shown, self._rate(done))
-            self._shown = done
-            return
-        now = time.monotonic()
-        if done >= PROGRESS_MIN and now - self._drawn >= 0.2:
-            self._drawn = now
-            self._stream.write(f"\r{self._label}: {_human(done)} at {self._rate(done)}  ")
-            self._stream.flush()
+            self._bar = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=BAR_WIDTH),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                refresh_per_second=5,
+            )
+            self._task = self._bar.add_task(self._label, total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=done, total=total)
 
 
 @click.command()

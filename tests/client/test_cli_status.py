@@ -132,16 +132,37 @@ async def test_watch_refreshes_until_stopped(cluster: LocalCluster, tmp_path: Pa
     assert b"\x1b[" in screen  # drawn with terminal controls, not as plain text
 
 
+async def test_long_transfers_draw_a_progress_bar_on_a_terminal(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    data = random.Random(5).randbytes(6 << 20)  # over PROGRESS_MIN (4 MiB)
+    (tmp_path / "big.bin").write_bytes(data)
+    screen = await on_a_terminal(cluster, ["put", str(tmp_path / "big.bin"), "status/big.bin"])
+    assert b"put status/big.bin" in screen
+    assert b"6.0/6.0 MiB" in screen  # rich.progress's DownloadColumn, at the end
+    screen = await on_a_terminal(cluster, ["get", "status/big.bin", str(tmp_path / "back.bin")])
+    assert b"get status/big.bin" in screen
+    assert b"6.0/6.0 MiB" in screen
+    assert (tmp_path / "back.bin").read_bytes() == data
+
+
 async def watch_on_a_terminal(cluster: LocalCluster, until: Any) -> bytes:
     """Run ``ringstore status --watch 0.5`` on a pseudo-terminal until ``until(output)``,
     then send SIGINT as Ctrl-C does; the process must exit 0 by itself."""
+    return await on_a_terminal(cluster, ["status", "--watch", "0.5"], until)
+
+
+async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = None) -> bytes:
+    """Run ``ringstore ARGS`` with its output on a pseudo-terminal, and return what it
+    drew; with ``until``, send it SIGINT (Ctrl-C) once ``until(output)`` holds. The
+    process must exit 0 by itself."""
     leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "200"}
     process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "node", "status", "--watch", "0.5", "--peer", cluster[1].url],
+        *[sys.executable, "-m", "node", *args, "--peer", cluster[1].url],
         stdin=follower,
         stdout=follower,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=follower,
         env=env,
     )
     os.close(follower)
@@ -154,15 +175,19 @@ async def watch_on_a_terminal(cluster: LocalCluster, until: Any) -> bytes:
                 seen.extend(chunk)
         except OSError:  # nothing more for now (EAGAIN), or the terminal closed (EIO)
             pass
-        return bool(until(bytes(seen)))
+        return until is None or bool(until(bytes(seen)))
+
+    async def ended() -> bool:
+        read()
+        return process.returncode is not None
 
     try:
-        await eventually(read, 30, "three refreshes on the terminal")
-        process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 15)  # it stops by itself on Ctrl-C
+        if until is not None:
+            await eventually(read, 30, "enough drawn on the terminal")
+            process.send_signal(signal.SIGINT)
+        await eventually(ended, 30, "ringstore to stop by itself")  # reading all the while
         read()
-        errors = await process.stderr.read() if process.stderr else b""
-        assert process.returncode == 0, errors
+        assert process.returncode == 0, bytes(seen).decode(errors="replace")
     finally:
         if process.returncode is None:
             process.kill()
