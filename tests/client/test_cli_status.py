@@ -116,6 +116,17 @@ async def test_the_table_shows_each_peers_own_figures(
     assert me["fill"] == pytest.approx(me["used_bytes"] / QUOTA, abs=1e-4)
     assert view["ring"]["max_ratio"] == pytest.approx(balance.max_ratio, abs=1e-4)
 
+    # A member gone: shown down, with the figures it last sent and how old they are.
+    gone = cluster[6]
+    await gone.stop()
+    await cluster.wait_down(gone)
+    text = ok(await ringstore(cluster, "status")).stdout
+    row = row_of(text, gone)
+    assert row.split()[2] == "down"
+    assert f" {gone.chunks.chunk_count} " in row
+    assert "s ago" in row.split("x ")[-1]  # "idle, as of 2s ago" or the like
+    assert "6 of 7 peers up" in text
+
 
 async def test_watch_refreshes_until_stopped(cluster: LocalCluster, tmp_path: Path) -> None:
     started = time.monotonic()
