@@ -3,10 +3,16 @@ its figures as JSON + markdown under ``bench/results/`` with a note on the machi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
+import sys
 import time
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -24,6 +30,44 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@contextlib.asynccontextmanager
+async def profiled(pids: Iterable[int], out: Path | None, label: str) -> AsyncIterator[None]:
+    """py-spy (raw collapsed stacks, 200 Hz, never pausing the process) on each of ``pids``
+    while the block runs, written to ``out/LABEL-PID.txt``; nothing when ``out`` is None.
+    Summarise them with ``python bench/stacks.py``. Each profiler is stopped by its own pid
+    (SIGINT makes py-spy write what it sampled) when the block ends."""
+    if out is None:
+        yield
+        return
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    # py-spy (pip install py-spy) may be in this environment's bin/ without it being on PATH
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+    record = ["record", "--format", "raw", "--nonblocking", "--rate", "200"]
+    profilers = [
+        await asyncio.create_subprocess_exec(
+            spy,
+            *record,
+            *("--pid", str(pid), "--output", str(out / f"{label}-{pid}.txt")),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+    try:
+        yield
+    finally:
+        for profiler in profilers:
+            if profiler.returncode is None:
+                profiler.send_signal(signal.SIGINT)
+        for profiler in profilers:
+            try:
+                await asyncio.wait_for(profiler.wait(), 30)
+            except asyncio.TimeoutError:
+                profiler.kill()
+                await profiler.wait()
 
 
 def machine() -> str:

@@ -16,6 +16,7 @@ Figures are printed as a markdown table and saved as JSON + markdown under bench
 
     python bench/s3.py                           # 1 GiB, 2000 small files, 1 round
     python bench/s3.py --size 256M --small 500 --rounds 2
+    python bench/s3.py --size 256M --workloads big --profile /tmp/s3-stacks  # py-spy, all peers
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, publish
+from bench.report import cpu_seconds, profiled, publish
 from bench.throughput import parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN, ADMIN_HEADERS
@@ -58,15 +59,22 @@ class Bench:
         self.s3_url = s3_url
         self.tmp = tmp
         self.session: aiohttp.ClientSession | None = None
+        self.profile: Path | None = None  # py-spy stacks of every peer per transfer go here
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.process.pid) for p in self.cluster.peers if p.process)
 
-    async def timed(self, work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-        """Wall seconds and cluster CPU seconds of ``work``."""
-        cpu, started = self.cpu(), time.perf_counter()
-        await work()
-        return time.perf_counter() - started, self.cpu() - cpu
+    async def timed(
+        self, work: Callable[[], Awaitable[None]], label: str
+    ) -> tuple[float, float, float]:
+        """Wall seconds, cluster CPU seconds and peer 0's (the coordinator's) CPU seconds of
+        ``work`` (profiled as ``label``)."""
+        pids = [p.process.pid for p in self.cluster.peers if p.process]
+        async with profiled(pids, self.profile, label):
+            cpu, mine, started = self.cpu(), cpu_seconds(pids[0]), time.perf_counter()
+            await work()
+            wall = time.perf_counter() - started
+            return wall, self.cpu() - cpu, cpu_seconds(pids[0]) - mine
 
     def aws(self, *args: str) -> None:
         """One awscli command against peer 0's S3 port, the cluster's admin key."""
@@ -97,8 +105,12 @@ class Bench:
 async def big_s3(bench: Bench, source: Path, size: int) -> dict[str, object]:
     back = bench.tmp / "s3-back.bin"
     key = f"s3://{BUCKET}/big-s3.bin"
-    up = await bench.timed(lambda: asyncio.to_thread(bench.aws, "s3", "cp", str(source), key))
-    down = await bench.timed(lambda: asyncio.to_thread(bench.aws, "s3", "cp", key, str(back)))
+    up = await bench.timed(
+        lambda: asyncio.to_thread(bench.aws, "s3", "cp", str(source), key), "s3-up"
+    )
+    down = await bench.timed(
+        lambda: asyncio.to_thread(bench.aws, "s3", "cp", key, str(back)), "s3-down"
+    )
     if back.stat().st_size != size:
         raise RuntimeError("aws s3 cp brought back a different size")
     back.unlink()
@@ -124,10 +136,13 @@ async def big_native(bench: Bench, source: Path, size: int) -> dict[str, object]
         if got != size:
             raise RuntimeError("GET brought back a different size")
 
-    return _big_row("native (PUT/GET)", size, await bench.timed(put), await bench.timed(get))
+    up, down = await bench.timed(put, "native-up"), await bench.timed(get, "native-down")
+    return _big_row("native (PUT/GET)", size, up, down)
 
 
-def _big_row(api: str, size: int, up: tuple[float, float], down: tuple[float, float]) -> dict:
+def _big_row(
+    api: str, size: int, up: tuple[float, float, float], down: tuple[float, float, float]
+) -> dict[str, object]:
     return {
         "workload": "big",
         "api": api,
@@ -136,6 +151,8 @@ def _big_row(api: str, size: int, up: tuple[float, float], down: tuple[float, fl
         "down_mb_s": round(size / down[0] / 1e6, 1),
         "up_cpu_s": round(up[1], 2),
         "down_cpu_s": round(down[1], 2),
+        "up_coordinator_cpu_s": round(up[2], 2),
+        "down_coordinator_cpu_s": round(down[2], 2),
     }
 
 
@@ -163,8 +180,8 @@ async def small_s3(bench: Bench, files: int) -> dict[str, object]:
             await asyncio.gather(*(loop.run_in_executor(pool, call, i) for i in range(files)))
 
         await asyncio.to_thread(lambda: list(pool.map(lambda _: client(), range(THREADS))))
-        put_time = await bench.timed(lambda: run(put))
-        get_time = await bench.timed(lambda: run(get))
+        put_time = await bench.timed(lambda: run(put), "s3-small-put")
+        get_time = await bench.timed(lambda: run(get), "s3-small-get")
     return _small_row("S3 (boto3)", files, put_time, get_time)
 
 
@@ -184,13 +201,13 @@ async def small_native(bench: Bench, files: int) -> dict[str, object]:
     async def run(method: str) -> None:
         await asyncio.gather(*(one(method, i) for i in range(files)))
 
-    put_time = await bench.timed(lambda: run("PUT"))
-    get_time = await bench.timed(lambda: run("GET"))
+    put_time = await bench.timed(lambda: run("PUT"), "native-small-put")
+    get_time = await bench.timed(lambda: run("GET"), "native-small-get")
     return _small_row("native (aiohttp)", files, put_time, get_time)
 
 
 def _small_row(
-    api: str, files: int, put: tuple[float, float], get: tuple[float, float]
+    api: str, files: int, put: tuple[float, float, float], get: tuple[float, float, float]
 ) -> dict[str, object]:
     return {
         "workload": "small",
@@ -218,7 +235,14 @@ async def main() -> None:
     parser.add_argument("--small", type=int, default=2000, help="4 KiB files per API")
     parser.add_argument("--peers", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--workloads", default="big,small", help="which to run: big, small or both (big,small)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy raw stacks of every peer, per transfer, go here"
+    )
     args = parser.parse_args()
+    workloads = set(args.workloads.split(","))
     size = parse_size(args.size)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
@@ -237,8 +261,16 @@ async def main() -> None:
                         raise RuntimeError(f"namespace: {made.status}")
                 bench = Bench(cluster, await s3_url_of(session, cluster.peers[0].url), root)
                 bench.session = session
+                bench.profile = args.profile
                 for round_ in range(args.rounds):
-                    pairs = [(big_s3, big_native), (small_s3, small_native)]
+                    pairs = [
+                        pair
+                        for workload, pair in (
+                            ("big", (big_s3, big_native)),
+                            ("small", (small_s3, small_native)),
+                        )
+                        if workload in workloads
+                    ]
                     for s3_way, native_way in pairs:
                         ways = [s3_way, native_way] if round_ % 2 == 0 else [native_way, s3_way]
                         for way in ways:
@@ -254,11 +286,17 @@ async def main() -> None:
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = []
     for workload, head in (
-        ("big", "| big file | API | up MB/s | down MB/s | cluster CPU s up / down |"),
+        (
+            "big",
+            "| big file | API | up MB/s | down MB/s | cluster CPU s up / down "
+            "| of which the coordinator's |",
+        ),
         ("small", "| 4 KiB files | API | PUT ops/s | GET ops/s | cluster CPU ms/op PUT / GET |"),
     ):
-        lines += [head, "|---|---|---|---|---|"]
-        for api in sorted({str(r["api"]) for r in rows if r["workload"] == workload}):
+        apis = sorted({str(r["api"]) for r in rows if r["workload"] == workload})
+        if apis:
+            lines += [head, "|---" * (head.count("|") - 1) + "|"]
+        for api in apis:
             mine = [r for r in rows if r["workload"] == workload and r["api"] == api]
 
             def med(field: str, mine: list[dict[str, object]] = mine) -> float:
@@ -267,7 +305,8 @@ def markdown(rows: list[dict[str, object]]) -> str:
             if workload == "big":
                 lines.append(
                     f"| {mine[0]['size']} B | {api} | {med('up_mb_s')} | {med('down_mb_s')} "
-                    f"| {med('up_cpu_s')} / {med('down_cpu_s')} |"
+                    f"| {med('up_cpu_s')} / {med('down_cpu_s')} "
+                    f"| {med('up_coordinator_cpu_s')} / {med('down_coordinator_cpu_s')} |"
                 )
             else:
                 lines.append(

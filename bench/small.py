@@ -37,7 +37,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, publish, rss_mib
+from bench.report import cpu_seconds, profiled, publish, rss_mib
 from bench.throughput import label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -136,37 +136,17 @@ async def phase(
                         raise RuntimeError(f"GET {name}: {response.status}")
             done += 1
 
-    profiler = None
-    if profile is not None:  # py-spy on the coordinating peer for this phase
-        pid = cluster.processes.peers[0].process.pid  # type: ignore[union-attr]
-        out = profile / f"{method.lower()}-{size}-{pid}.txt"
-        profiler = await asyncio.create_subprocess_exec(
-            "py-spy",
-            "record",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--rate",
-            "200",
-            "--duration",
-            str(int(seconds)),
-            "--pid",
-            str(pid),
-            "--output",
-            str(out),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+    coordinator = cluster.processes.peers[0].process.pid  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
-    closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
-    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
-    wall = time.monotonic() - started
-    if profiler is not None:
-        await profiler.wait()
+    async with profiled([coordinator], profile, f"{method.lower()}-{size}"):
+        closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
+        await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+        wall = time.monotonic() - started
+        cpu, closed = cluster.cpu() - cpu, closed_connections(ports) - closed
     return {
         "ops_s": round(done / wall, 1),
-        "cpu_ms_per_op": round(1000 * (cluster.cpu() - cpu) / max(done, 1), 2),
-        "closed_connections_per_op": round((closed_connections(ports) - closed) / max(done, 1), 2),
+        "cpu_ms_per_op": round(1000 * cpu / max(done, 1), 2),
+        "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
 
 

@@ -35,6 +35,7 @@ from client.records import (
     PeerInfo,
     PutResult,
     RingInfo,
+    Upkeep,
 )
 from client.sync_client import Client, FileReader
 
@@ -76,6 +77,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnexpectedResponse",
+    "Upkeep",
     "find_credentials",
     "read_credentials",
 ]

@@ -12,6 +12,7 @@ cannot rewrite the terminal or fake lines of a listing; ``--json`` output is JSO
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import mimetypes
@@ -26,6 +27,19 @@ from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import click
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
 
 from client.async_client import default_peers, split_peers
 from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
@@ -158,9 +172,14 @@ def _fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def _client(peers: tuple[str, ...], cacert: Path | None) -> Iterator[Client]:
-    """A client for ``--peer`` URLs and ``--cacert``; reports every client or local-file
-    error on stderr."""
+def _client(
+    peers: tuple[str, ...],
+    cacert: Path | None,
+    timeout: float = 60.0,
+    connect_timeout: float = 5.0,
+) -> Iterator[Client]:
+    """A client for ``--peer`` URLs and ``--cacert``, with ``Client``'s timeouts; reports
+    every client or local-file error on stderr."""
     urls = [url for option in peers for url in split_peers(option)]
     given = click.get_current_context().meta.get(_AUTH, {})
     try:
@@ -175,6 +194,8 @@ def _client(peers: tuple[str, ...], cacert: Path | None) -> Iterator[Client]:
             cafile=cacert,
             access_key=credentials.access_key if credentials else None,
             secret_key=credentials.secret_key if credentials else None,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
         )
     except ssl.SSLError as exc:  # the file is there (click checked) but holds no CA
         message = f"{cacert}: not a PEM CA bundle ({exc})"
@@ -207,21 +228,23 @@ def _human(size: float) -> str:
 
 
 class _Progress:
-    """A transfer's progress on stderr: a bar with rate and ETA when the size is known, a
-    running count when it is not. Silent when quiet, off a terminal, or for small transfers.
+    """A transfer's progress on stderr (rich.progress): a bar with bytes, rate and time left
+    when the size is known, a running count and rate when it is not. Silent when quiet, off
+    a terminal, or for transfers under ``PROGRESS_MIN`` bytes.
 
     Used as the client's ``progress`` callback, which the sync client calls from its loop
-    thread; click draws from there as well as from any other.
+    thread; rich's Progress takes updates from any thread and redraws from its own.
     """
 
     def __init__(self, label: str, quiet: bool) -> None:
         self._label = label
-        self._stream = sys.stderr
-        self._enabled = not quiet and self._stream.isatty()
-        self._bar: Any = None  # click's ProgressBar, once the size is known to be big
-        self._shown = 0
-        self._started = time.monotonic()
-        self._drawn = 0.0
+        self._console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+        self._enabled = not quiet and self._console.is_terminal
+        self._bar: Progress | None = None  # once the transfer is known to be big
+        self._task = TaskID(0)  # the bar's one task, once drawn
+
+    def __repr__(self) -> str:
+        return f"_Progress({self._label!r}, {'drawn' if self._bar else 'not drawn'})"
 
     def __enter__(self) -> _Progress:
         return self
@@ -233,37 +256,26 @@ class _Progress:
         traceback: TracebackType | None,
     ) -> None:
         if self._bar is not None:
-            self._bar.render_finish()
-        elif self._drawn:
-            self._stream.write("\n")
-
-    def _rate(self, done: int) -> str:
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        return f"{_human(done / elapsed)}/s"
+            self._bar.stop()
 
     def __call__(self, done: int, total: int | None) -> None:
         if not self._enabled:
             return
-        if total is not None:
-            if total < PROGRESS_MIN:
+        if self._bar is None:
+            if (done if total is None else total) < PROGRESS_MIN:
                 return
-            if self._bar is None:
-                self._bar = click.progressbar(
-                    length=total,
-                    label=self._label,
-                    file=self._stream,
-                    width=BAR_WIDTH,
-                    item_show_func=lambda rate: rate,
-                )
-                self._bar.render_progress()
-            self._bar.update(done - self._shown, self._rate(done))
-            self._shown = done
-            return
-        now = time.monotonic()
-        if done >= PROGRESS_MIN and now - self._drawn >= 0.2:
-            self._drawn = now
-            self._stream.write(f"\r{self._label}: {_human(done)} at {self._rate(done)}  ")
-            self._stream.flush()
+            self._bar = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=BAR_WIDTH),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                refresh_per_second=5,
+            )
+            self._task = self._bar.add_task(self._label, total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=done, total=total)
 
 
 @click.command()
@@ -460,46 +472,217 @@ def _manifest_json(manifest: Manifest, view: ClusterView) -> dict[str, Any]:
     return record
 
 
+WATCH_DEFAULT = 2.0  # seconds between refreshes of `status --watch`
+WATCH_MIN = 0.5  # no faster: each refresh is a GET /cluster and a redraw
+WATCH_TIMEOUT = 10.0  # seconds a refresh may wait for a peer's answer (connect: 3)
+PLAIN_WIDTH = 1000  # off a terminal a table is never cut to fit a width
+
+
 @click.command()
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=WATCH_MIN),
+    is_flag=False,
+    flag_value=WATCH_DEFAULT,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS (default {WATCH_DEFAULT:g}, at least {WATCH_MIN:g}) until "
+    "Ctrl-C: redrawn in place on a terminal, one table after another elsewhere (with "
+    "--json: one JSON document a line).",
+)
+@click.option("--count", type=click.IntRange(min=1), hidden=True, help="Stop after N tables.")
 @_json_option
 @_peer_option
-def status(as_json: bool, peers: tuple[str, ...], cacert: Path | None) -> None:
-    """Show every peer's state, fill and chunk count, and how even the ring is."""
-    with _client(peers, cacert) as client:
-        view = client.cluster()
-    if as_json:
-        click.echo(json.dumps(dataclasses.asdict(view), indent=2))
+def status(
+    watch: float | None,
+    count: int | None,
+    as_json: bool,
+    peers: tuple[str, ...],
+    cacert: Path | None,
+) -> None:
+    """Show every peer's state, zone, weight, fill, chunk count and the upkeep it runs
+    (rebalancing, repair, scrub, pending deletions), and how even the ring is."""
+    if watch is None:
+        with _client(peers, cacert) as client:
+            view = client.cluster()
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(view), indent=2))
+        else:
+            _console().print(_status_view(view))
         return
-    fullest = max((p.used_bytes for p in view.peers), default=0) or 1
-    full, empty = ("█", "░") if _unicode_stdout() else ("#", "-")
-    zoned = len({p.zone for p in view.peers}) > 1  # a zone column only when it tells apart
-    click.echo(
-        f"  {'peer':<8}  {'url':<24}  {'zone  ' if zoned else ''}{'state':<5}  {'clock':>9}"
-        f"  {'fill':<{BAR_WIDTH}}  {'used':>10}  chunks"
+    with (
+        _client(peers, cacert, WATCH_TIMEOUT, connect_timeout=3.0) as client,
+        contextlib.suppress(KeyboardInterrupt),  # Ctrl-C: the way a watch ends
+    ):
+        _watch(client, watch, count, as_json)
+
+
+def _watch(client: Client, interval: float, count: int | None, as_json: bool) -> None:
+    """Show the cluster every ``interval`` seconds, ``count`` times (None: until Ctrl-C).
+    A refresh that fails is said under the last view, and the next one tries again."""
+    console = _console()
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    shown = 0
+    last: ClusterView | None = None
+    with live or contextlib.nullcontext():
+        while count is None or shown < count:
+            started = time.monotonic()
+            problem = None
+            try:
+                last = client.cluster()
+            except Unauthenticated:
+                raise
+            except RingstoreError as exc:  # a peer down or slow: say so, try again
+                problem = f"refresh failed at {time.strftime('%H:%M:%S')}: {_shown(str(exc))}"
+            if as_json:  # a failed refresh: said on stderr, no line on stdout
+                if problem is not None or last is None:
+                    click.echo(problem, err=True)
+                else:
+                    click.echo(json.dumps(dataclasses.asdict(last)))
+            else:
+                view = _status_view(last, problem)
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    console.print(view)
+                    console.print()
+            shown += 1
+            if count is None or shown < count:
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _console() -> Console:
+    """A console on stdout: styled on a terminal; plain text, never cut, anywhere else.
+    Markup and emoji are off: the cluster's strings are shown as they are (``_shown``)."""
+    terminal = sys.stdout.isatty()
+    return Console(
+        file=sys.stdout,
+        force_terminal=terminal,
+        color_system="auto" if terminal else None,
+        width=None if terminal else PLAIN_WIDTH,
+        markup=False,
+        emoji=False,
+        highlight=False,
     )
+
+
+def _status_view(view: ClusterView | None, problem: str | None = None) -> Group:
+    """The status table and the lines under it (``problem``: a failed refresh)."""
+    parts: list[RenderableType] = []
+    if view is not None:
+        parts += [_peer_table(view), *_status_lines(view)]
+    if problem is not None:
+        parts.append(Text(problem, style="bold red"))
+    return Group(*parts)
+
+
+def _peer_table(view: ClusterView) -> Table:
+    zoned = len({p.zone for p in view.peers}) > 1  # a zone column only when it tells apart
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1))
+    for name, justify in (
+        ("", "left"),
+        ("peer", "left"),
+        ("url", "left"),
+        *([("zone", "left")] if zoned else []),
+        ("state", "left"),
+        ("clock", "right"),
+        ("weight", "right"),
+        ("fill", "left"),
+        ("used", "right"),
+        ("chunks", "right"),
+        ("ring share", "right"),
+        ("upkeep", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "upkeep")  # type: ignore[arg-type]
     for peer in view.peers:
-        filled = round(BAR_WIDTH * peer.used_bytes / fullest)
-        bar = full * filled + empty * (BAR_WIDTH - filled)
         mark = "*" if peer.id == view.self_id else " "
-        zone = f"{_shown(peer.zone)}  " if zoned else ""
-        click.echo(
-            f"{mark} {_shown(peer.id[:8]):<8}  {_shown(peer.url):<24}  {zone}{peer.state:<5}"
-            f"  {_offset(peer):>9}  {bar}  {_human(peer.used_bytes):>10}  {peer.chunks:>6}"
+        state = Text(peer.state, style="green" if peer.state == "up" else "bold red")
+        row: list[RenderableType] = [mark, _shown(peer.id[:8]), _shown(peer.url)]
+        if zoned:
+            row.append(_shown(peer.zone))
+        row += [
+            state,
+            Text(_offset(peer), style="bold red" if peer.skewed else ""),
+            str(peer.weight),
+            _fill_bar(peer),
+            _human(peer.used_bytes),
+            str(peer.chunks),
+            _share(peer),
+            _upkeep(peer),
+        ]
+        table.add_row(*row)
+    return table
+
+
+def _fill_bar(peer: PeerInfo) -> Text:
+    """``██████░░░░  62%``: the peer's fill (of its quota, else of its disk), red past
+    90%, yellow past 80%."""
+    fill = peer.fill
+    if fill is None:
+        return Text(" " * BAR_WIDTH + "    ?")
+    full, empty = ("█", "░") if _unicode_stdout() else ("#", "-")
+    filled = min(BAR_WIDTH, round(BAR_WIDTH * fill))
+    style = "red" if fill > 0.9 else "yellow" if fill > 0.8 else "green"
+    bar = Text(full * filled, style=style)
+    bar.append(empty * (BAR_WIDTH - filled), style="dim")
+    bar.append(f" {fill:4.0%}")
+    return bar
+
+
+def _share(peer: PeerInfo) -> Text:
+    """``14.6% 1.02x``: its token share of the ring, and that over its weight's share."""
+    ratio = peer.share_ratio
+    if peer.token_share is None or ratio is None:
+        return Text("-")
+    style = "red" if abs(ratio - 1) > 0.25 else "yellow" if abs(ratio - 1) > 0.1 else ""
+    return Text(f"{peer.token_share:5.1%} {ratio:.2f}x", style=style)
+
+
+def _upkeep(peer: PeerInfo) -> Text:
+    """What the peer's background work is doing now, or ``idle``."""
+    work = peer.upkeep
+    parts = []
+    if work.rebalance_pending or work.rebalance_remaining_bytes:
+        parts.append(
+            f"rebalance {work.rebalance_pending} queued, "
+            f"{_human(work.rebalance_remaining_bytes)} to move"
         )
+    if work.repair_queued:
+        parts.append(f"repair {work.repair_queued} queued")
+    if work.scrub_pass_chunks:
+        parts.append(f"scrub {work.scrub_pass_checked}/{work.scrub_pass_chunks}")
+    if work.deletions_pending:
+        plural = "s" if work.deletions_pending > 1 else ""
+        parts.append(f"{work.deletions_pending} deletion{plural} pending")
+    if peer.state != "up" and peer.figures_age_s is not None:
+        parts.append(f"as of {peer.figures_age_s:.0f}s ago")
+    return Text(", ".join(parts) or "idle", style="" if parts else "dim")
+
+
+def _status_lines(view: ClusterView) -> list[Text]:
     up = sum(p.state == "up" for p in view.peers)
     ring = view.ring
-    click.echo(f"{up} of {len(view.peers)} peers up; fill bars compare with the fullest peer")
+    lines = [f"{up} of {len(view.peers)} peers up; fill: of each one's --max-bytes, else disk"]
     skewed = sum(p.skewed for p in view.peers)
     if skewed:
-        click.echo(
+        lines.append(
             f"clock: {skewed} peer(s) marked ! are off the answering peer's clock by more than"
             " the cluster allows: check their time synchronisation (NTP)"
         )
-    click.echo(
+    line = (
         f"ring: {ring.members} members, {ring.vnodes} vnodes, evenness {ring.evenness:.3f}"
-        f" (1.000 is perfectly even), digest {ring.digest[:12]}"
+        " (placement sets; 1.000 is perfectly even)"
     )
-    click.echo(f"* answered: {view.self_id}, of cluster {_shown(view.cluster_id)}")
+    if ring.max_ratio is not None and ring.min_ratio is not None and ring.cv is not None:
+        line += (
+            f"; token share over weight's share {ring.min_ratio:.3f}..{ring.max_ratio:.3f},"
+            f" cv {ring.cv:.3f}"
+        )
+    lines += [
+        line + f", digest {ring.digest[:12]}",
+        f"* answered: {view.self_id}, of cluster {_shown(view.cluster_id)}",
+    ]
+    return [Text(line) for line in lines]
 
 
 def _offset(peer: PeerInfo) -> str:

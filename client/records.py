@@ -233,6 +233,56 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Upkeep:
+    """Background work under way on one peer, as it last reported it (all 0: none, or a
+    peer of before these figures)."""
+
+    repair_queued: int = 0
+    """Files waiting for their lost or corrupt chunks to be rebuilt."""
+    rebalance_pending: int = 0
+    """Names queued for the peer's next rebalancing pass."""
+    rebalance_remaining_bytes: int = 0
+    """Bytes its rebalancing planned to move and has not moved yet."""
+    scrub_pass_chunks: int = 0
+    """Chunks the scrub pass under way set out to check (0: no pass running)."""
+    scrub_pass_checked: int = 0
+    """Chunks that pass has checked so far."""
+    deletions_pending: int = 0
+    """Delayed chunk deletions journaled and not yet carried out."""
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Upkeep:
+        """Build from one entry of ``GET /cluster``'s ``peers`` (absent figures: 0)."""
+        rebalance = record.get("rebalance") or {}
+        scrub = record.get("scrub") or {}
+        return cls(
+            repair_queued=int(record.get("repair_queued", 0)),
+            rebalance_pending=int(rebalance.get("pending", 0)),
+            rebalance_remaining_bytes=int(rebalance.get("remaining_bytes", 0)),
+            scrub_pass_chunks=int(scrub.get("pass_chunks", 0)),
+            scrub_pass_checked=int(scrub.get("pass_checked", 0)),
+            deletions_pending=int(record.get("deletions_pending", 0)),
+        )
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or under way."""
+        return not any(
+            (
+                self.repair_queued,
+                self.rebalance_pending,
+                self.rebalance_remaining_bytes,
+                self.scrub_pass_chunks,
+                self.deletions_pending,
+            )
+        )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
 class PeerInfo:
     """One member of the cluster as the answering peer sees it."""
 
@@ -254,11 +304,29 @@ class PeerInfo:
     s3_url: str | None = None
     """Where it serves the S3 API (``--s3-port``); None when it does not (or is of before
     S3)."""
+    capacity_bytes: int = 0
+    """Its ``--max-bytes`` when it has one, else its disk's size (0: not reported)."""
+    fill: float | None = None
+    """How full it is, 0..1: ``used_bytes`` over its ``--max-bytes``, or without one its
+    disk's used bytes (chunks and anything else on it) over its size; what the cluster
+    decides a member is full by. None: not reported."""
+    max_bytes: int = 0
+    """Its ``--max-bytes`` (0: none, the disk is the limit)."""
+    upkeep: Upkeep = field(default_factory=Upkeep)
+    """Background work under way on it."""
+    token_share: float | None = None
+    """Fraction of the ring's hash space it is primary for (None: not on the ring)."""
+    fair_share: float | None = None
+    """Its weight over the ring's total weight: the share it would get on a perfect ring."""
+    figures_age_s: float | None = None
+    """Seconds since its figures (fill, chunks, upkeep) reached the answering peer (None:
+    none yet; 0 for the answering peer itself)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> PeerInfo:
         """Build from one entry of ``GET /cluster``'s ``peers`` (a peer of before clock
-        offsets were reported gives ``None`` and ``False``, one of before zones ``""``)."""
+        offsets were reported gives ``None`` and ``False``, one of before zones ``""``, one
+        of before capacities and upkeep figures 0 and None)."""
         offset = record.get("clock_offset_ms")
         return cls(
             **_fields(
@@ -268,8 +336,22 @@ class PeerInfo:
                 skewed=bool(record.get("skewed", False)),
                 zone=str(record.get("zone", "")),
                 s3_url=None if record.get("s3_url") is None else str(record["s3_url"]),
+                capacity_bytes=int(record.get("capacity_bytes", 0)),
+                fill=_optional_float(record.get("fill")),
+                max_bytes=int(record.get("max_bytes", 0)),
+                upkeep=Upkeep.from_json(record),
+                token_share=_optional_float(record.get("token_share")),
+                fair_share=_optional_float(record.get("fair_share")),
+                figures_age_s=_optional_float(record.get("figures_age_s")),
             )
         )
+
+    @property
+    def share_ratio(self) -> float | None:
+        """``token_share`` over ``fair_share``: 1.0 is exactly its weight's part."""
+        if self.token_share is None or not self.fair_share:
+            return None
+        return self.token_share / self.fair_share
 
 
 @dataclass(frozen=True)
@@ -281,11 +363,27 @@ class RingInfo:
     members: int
     evenness: float
     """Largest share of placements over the mean share, per unit of weight; 1.0 is even."""
+    max_ratio: float | None = None
+    """The largest member's token share over its weight-fair share (``PeerInfo.share_ratio``;
+    None from a peer of before it)."""
+    min_ratio: float | None = None
+    """The smallest such ratio."""
+    cv: float | None = None
+    """Coefficient of variation of the ratios (standard deviation / mean; 0 is even)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> RingInfo:
         """Build from ``GET /cluster``'s ``ring``."""
-        return cls(**_fields(cls, record))
+        balance = record.get("balance") or {}
+        return cls(
+            **_fields(
+                cls,
+                record,
+                max_ratio=_optional_float(balance.get("max_ratio")),
+                min_ratio=_optional_float(balance.get("min_ratio")),
+                cv=_optional_float(balance.get("cv")),
+            )
+        )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ joins. Pure: imports only the stdlib (no I/O, no asyncio), ``uhashring`` and
 ``msgpack``, so every process computes the same placement from the same members.
 """
 
+from ring.balance import MemberShare, RingBalance, ring_balance, segment_owners
 from ring.errors import EmptyRing, RingError, UnknownMember
 from ring.member import MAX_WEIGHT, MIN_WEIGHT, Member
 from ring.plan import Move, plan_moves
@@ -16,9 +17,13 @@ __all__ = [
     "MIN_WEIGHT",
     "EmptyRing",
     "Member",
+    "MemberShare",
     "Move",
     "Ring",
+    "RingBalance",
     "RingError",
     "UnknownMember",
     "plan_moves",
+    "ring_balance",
+    "segment_owners",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -35,10 +36,12 @@ from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage
+from node.disk.deletions import DeletionLog
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
+from ring import Ring, RingBalance, ring_balance
 
 PREFIX = "ringstore_"
 CHUNK_ROUTE = "/internal/chunks/{chunk_id}"  # node.api.peer.CHUNK: a holder's chunk I/O
@@ -171,6 +174,7 @@ class Watched:
     scrubber: Scrubber
     rebalance: Progress
     anti_entropy: AntiEntropy
+    deletions: DeletionLog
     in_progress: Callable[[], int]  # public requests being served (node.api.limits)
     connections: Callable[[], dict[str, int]]  # open connections by listener
 
@@ -198,6 +202,7 @@ class PeerCollector:
             "Files this peer stored with chunks missing (fewer than k+m holders took their chunk).",
             w.coordinator.degraded_writes,
         )
+        yield from self._decoding(w.coordinator)
         yield from self._upkeep(w)
         connections = GaugeMetricFamily(
             PREFIX + "open_connections",
@@ -225,6 +230,28 @@ class PeerCollector:
         members.add_metric(["down"], len(membership.members()) - len(up))
         yield members
         yield _gauge("ring_members", "Members on this peer's ring.", len(membership.ring))
+        if len(membership.ring):
+            yield from _ring_balance(balance_of(membership.ring))
+
+    @staticmethod
+    def _decoding(coordinator: Coordinator) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            PREFIX + "decoded_reads",
+            "Reads (a GET or a range of one, per file or multipart part) this peer served by "
+            "rebuilding at least one stripe from parity, by why the first data chunk it "
+            "passed over could not be used: absent (not in the manifest, a degraded write), "
+            "down (its holder was seen down), unreachable, not_found, corrupt (failed its "
+            "digest), slow (no block within --peer-timeout), failed (anything else).",
+            labels=["reason"],
+        )
+        for reason, count in coordinator.decoded_reads.items():
+            reads.add_metric([reason], count)
+        yield reads
+        yield _counter(
+            "decoded_stripes",
+            "Stripes those reads rebuilt from parity (Reed-Solomon decoding).",
+            coordinator.decoded_stripes,
+        )
 
     @staticmethod
     def _storage(w: Watched) -> Iterator[Metric]:
@@ -254,6 +281,16 @@ class PeerCollector:
             "scrub_last_pass_timestamp_seconds",
             "When the last full scrub pass ended (Unix time; 0: none yet).",
             scrub.last_scrub,
+        )
+        yield _gauge(
+            "scrub_pass_chunks",
+            "Chunks the scrub pass under way set out to check (0: none running).",
+            scrub.pass_chunks,
+        )
+        yield _gauge(
+            "scrub_pass_checked_chunks",
+            "Chunks the scrub pass under way has checked so far.",
+            scrub.pass_checked,
         )
         yield _counter("gc_removed_chunks", "Garbage chunks collected.", scrub.garbage_removed)
         yield _counter(
@@ -289,6 +326,17 @@ class PeerCollector:
         yield _gauge(
             "rebalance_pending", "Names queued for the next rebalancing pass.", move.pending
         )
+        yield _gauge(
+            "deletions_pending",
+            "Delayed chunk deletions journaled and not yet carried out (superseded versions, "
+            "deleted files: each waits --delete-grace, then is retried on failure).",
+            w.deletions.pending,
+        )
+        yield _gauge(
+            "deletions_pending_chunks",
+            "Chunks those pending deletions name.",
+            w.deletions.pending_chunks,
+        )
         ae = w.anti_entropy.stats
         yield _counter("anti_entropy_passes", "Anti-entropy passes finished.", ae.passes)
         yield _counter(
@@ -309,6 +357,52 @@ class PeerCollector:
             "When the last anti-entropy pass ended (Unix time; 0: none yet).",
             ae.last_pass,
         )
+
+
+@lru_cache(maxsize=4)
+def balance_of(ring: Ring) -> RingBalance:
+    """``ring_balance`` computed once per ring (it walks every ring point; a ring is a value)."""
+    return ring_balance(ring)
+
+
+def _ring_balance(balance: RingBalance) -> Iterator[Metric]:
+    source = (
+        "ratio = token share / (weight / total weight), as OpenStack Swift's ring builder "
+        "measures a device's balance"
+    )
+    share = GaugeMetricFamily(
+        PREFIX + "ring_token_share",
+        "Fraction of the ring's hash space each member is primary for (the arcs of the "
+        "circle ending at its virtual nodes; the shares sum to 1), on this peer's ring.",
+        labels=["member"],
+    )
+    ratio = GaugeMetricFamily(
+        PREFIX + "ring_token_share_ratio",
+        f"Each member's token share over its weight-fair share: {source}. 1 is fair; 1.05: "
+        "it gets 5% more keys (chunks, load) than its weight asks for.",
+        labels=["member"],
+    )
+    for member in balance.members:
+        share.add_metric([member.id], member.share)
+        ratio.add_metric([member.id], member.ratio)
+    yield share
+    yield ratio
+    yield _gauge(
+        "ring_token_share_ratio_max",
+        "The largest ring_token_share_ratio: how much more than its fair share the most "
+        "loaded member gets.",
+        balance.max_ratio,
+    )
+    yield _gauge(
+        "ring_token_share_ratio_min", "The smallest ring_token_share_ratio.", balance.min_ratio
+    )
+    yield _gauge(
+        "ring_token_share_ratio_cv",
+        "Coefficient of variation of the members' ring_token_share_ratio (population "
+        "standard deviation over mean; 0 is perfectly even): the load-imbalance figure of "
+        "DeCandia et al., Dynamo (SOSP 2007), section 6.2.",
+        balance.cv,
+    )
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

@@ -35,8 +35,10 @@ from node.api.keys import (
     SCRUBBER,
     principal_of,
 )
+from node.api.metrics import balance_of
 from node.api.representation import content_type_of, representation_of
 from node.api.sending import answer_file, file_headers
+from node.cluster.membership import usage
 from node.datapath.coordinator import Coordinator
 from node.errors import InvalidName, TooLarge
 from node.model.access import ALL, namespace_of
@@ -275,12 +277,16 @@ async def get_cluster(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     own = request.app[GOSSIP].own_figures()
     ring = membership.ring
+    balance = balance_of(ring) if len(ring) else None
+    now = time.monotonic()
     peers: list[dict[str, Any]] = []
     for member in membership.members():
         live = membership.liveness(member.id)
         me = member.id == membership.me.id
         figures = own if me else live.figures
         clock = ClockOffset(0, 0) if me else live.clock  # None: not measured (yet)
+        share = balance.share(member.id) if balance is not None else None
+        used, capacity = usage(figures)
         peers.append(
             {
                 "id": member.id,
@@ -296,6 +302,18 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "rebalance": figures.rebalance,
                 "disk_total_bytes": figures.disk_total_bytes,
                 "disk_free_bytes": figures.disk_free_bytes,
+                "max_bytes": figures.max_bytes,
+                "capacity_bytes": capacity,
+                "fill": round(used / capacity, 4) if capacity else None,
+                "repair_queued": figures.repair_queued,
+                "scrub": {
+                    "pass_chunks": figures.scrub_pass_chunks,
+                    "pass_checked": figures.scrub_pass_checked,
+                },
+                "deletions_pending": figures.deletions_pending,
+                "figures_age_s": 0.0 if me else _age(now, live.heard_at),
+                "token_share": None if share is None else round(share.share, 6),
+                "fair_share": None if share is None else round(share.fair, 6),
             }
         )
     return web.json_response(
@@ -308,11 +326,23 @@ async def get_cluster(request: web.Request) -> web.Response:
                 "vnodes": ring.vnodes,
                 "members": len(ring),
                 "evenness": _evenness(ring, config.k + config.m),
+                "balance": None
+                if balance is None
+                else {
+                    "max_ratio": round(balance.max_ratio, 4),
+                    "min_ratio": round(balance.min_ratio, 4),
+                    "cv": round(balance.cv, 4),
+                },
             },
             "max_clock_offset_ms": MAX_OFFSET_MS,
             "peers": peers,
         }
     )
+
+
+def _age(now: float, heard_at: float) -> float | None:
+    """Seconds since a member's figures arrived (None: none yet)."""
+    return round(now - heard_at, 1) if heard_at else None
 
 
 def _discovery(app: web.Application) -> dict[str, object] | None:

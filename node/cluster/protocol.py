@@ -118,6 +118,13 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     settled_ring: str = ""
     # Where the peer serves S3 (--s3-port; "" when it does not), shown in /cluster.
     s3_url: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    # Upkeep under way, shown in /cluster (0 from peers of before them): files queued for
+    # repair, the scrub pass under way (chunks it set out to check, and checked so far)
+    # and delayed chunk deletions pending.
+    repair_queued: Annotated[int, msgspec.Meta(ge=0)] = 0
+    scrub_pass_chunks: Annotated[int, msgspec.Meta(ge=0)] = 0
+    scrub_pass_checked: Annotated[int, msgspec.Meta(ge=0)] = 0
+    deletions_pending: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):

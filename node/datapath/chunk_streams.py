@@ -25,6 +25,7 @@ from node.cluster.transport import ChunkStream
 from node.errors import (
     CorruptData,
     InsufficientStorage,
+    NotFound,
     PeerUnavailable,
     RingstoreError,
     Unavailable,
@@ -258,12 +259,25 @@ async def read_block(stream: ChunkStream, size: int) -> bytearray:
     return block
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why reading a chunk failed, in the words of the decode-around metric (a bounded set:
+    ``corrupt``, ``not_found``, ``unreachable``, ``failed``)."""
+    if isinstance(exc, CorruptData):
+        return "corrupt"  # a block failed its digest
+    if isinstance(exc, NotFound):
+        return "not_found"  # the holder answered that it has no such chunk
+    if isinstance(exc, PeerUnavailable):
+        return "unreachable"
+    return "failed"  # anything else: a short answer, a reset connection
+
+
 class ChunkReader:
     """Reads one chunk's blocks for a range of stripes, verified, ahead of the consumer while
     ``buffers`` gives credit and on demand otherwise.
 
     The reading task ends on the first failure (unreachable or silent holder, short or
-    corrupt data); the consumer then gets None and switches to another chunk.
+    corrupt data), kept as ``failure`` (``failure_reason``); the consumer then gets None
+    and switches to another chunk.
     """
 
     def __init__(
@@ -284,6 +298,7 @@ class ChunkReader:
         self._blocks: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
         self._asked = False  # the consumer waits for (or will soon ask for) a block
         self._ended = False
+        self.failure: str | None = None  # why reading ended early (``failure_reason``)
         self._turn = asyncio.Event()  # the consumer asked for or took a block
         self._ready = asyncio.Event()  # a block was queued, or the reader ended
         self._task = asyncio.ensure_future(self._run())
@@ -323,6 +338,7 @@ class ChunkReader:
                     del block  # the consumer's once taken: not held while waiting for the next
                     self._ready.set()
         except Exception as exc:  # any failure means: read another chunk instead
+            self.failure = failure_reason(exc)
             log.warning("reading chunk %s from %s: %r", self.chunk_id, self.ref.holder, exc)
         except asyncio.CancelledError:
             # Closed by its consumer: end quietly. Re-raised, the error would stay with the
@@ -334,6 +350,11 @@ class ChunkReader:
             self._buffers.give(credit)  # a block it did not get to queue
             self._ended = True
             self._ready.set()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the reading task has ended (done, failed or closed)."""
+        return self._ended
 
     def want(self) -> None:
         """Say that the consumer will ask for the next block: it is read even without credit

@@ -29,7 +29,14 @@ from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
 from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
-from node.datapath.stripes import check_content_md5, read_stripes, trim, write_stripes
+from node.datapath.stripes import (
+    DECODE_REASONS,
+    Decoding,
+    check_content_md5,
+    read_stripes,
+    trim,
+    write_stripes,
+)
 from node.errors import (
     CorruptData,
     FileNotFound,
@@ -99,6 +106,10 @@ class Coordinator:
         self._replicas = replicas
         self._report_broken = report_broken
         self.degraded_writes = 0  # files stored with chunks missing (a metric)
+        # Reads that rebuilt a stripe from parity, by the first reason met (a metric), and
+        # the stripes so rebuilt.
+        self.decoded_reads = dict.fromkeys(DECODE_REASONS, 0)
+        self.decoded_stripes = 0
 
     def __repr__(self) -> str:
         return f"Coordinator(peer={self._membership.me.id[:8]}, {self._replicas!r})"
@@ -285,6 +296,7 @@ class Coordinator:
                 yield memoryview(manifest.inline)[start:end]
             return
         broken: set[int] = set()
+        decoding = Decoding()
         stripes = manifest.layout.stripes_covering(start, end)
         reading = read_stripes(
             self._peers,
@@ -294,6 +306,7 @@ class Coordinator:
             self._membership.down_ids(),
             self._buffers,
             self._config.peer_timeout,
+            decoding,
         )
         try:
             async with contextlib.aclosing(reading) as read:
@@ -303,6 +316,9 @@ class Coordinator:
                     while pieces:  # each block let go once sent, not kept to the stripe end
                         yield pieces.popleft()
         finally:
+            if decoding.reason is not None:
+                self.decoded_reads[decoding.reason] += 1
+                self.decoded_stripes += decoding.stripes
             if broken:
                 self._report_broken(manifest, broken)
 

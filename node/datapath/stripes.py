@@ -14,7 +14,7 @@ import asyncio
 import base64
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.cluster.peers import Peers
 from node.datapath.chunk_streams import BlockBudget, ChunkReader, ChunkWriters
@@ -27,6 +27,27 @@ from node.waiting import consume
 
 # Stripes shorter than this are hashed on the loop: a thread hop costs more than their MD5.
 HASH_OFF_LOOP = 64 << 10
+
+
+DECODE_REASONS = ("absent", "down", "unreachable", "not_found", "corrupt", "slow", "failed")
+"""Why a data chunk was passed over for parity: not in the manifest (a degraded write) or
+known broken, on a holder seen down, unreachable, answered not found, failed its digest, no
+block within the peer timeout, or another failure (``chunk_streams.failure_reason``)."""
+
+
+@dataclass
+class Decoding:
+    """What a read decoded around (filled in by ``read_stripes``): how many stripes it
+    rebuilt from parity, and why each data chunk it could not use was passed over, in the
+    order met (chunk index -> one of ``DECODE_REASONS``)."""
+
+    stripes: int = 0
+    reasons: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        """The first reason met, or None if nothing was decoded."""
+        return next(iter(self.reasons.values()), None) if self.stripes else None
 
 
 @dataclass
@@ -174,10 +195,12 @@ async def read_stripes(
     down: Collection[str],
     buffers: BlockBudget,
     timeout: float,
+    decoding: Decoding | None = None,
 ) -> AsyncGenerator[tuple[int, list[Buffer]], None]:
     """Yield each stripe's k data blocks, verified, decoding around failed chunks.
 
     Chunks in ``broken`` are not read; chunks that fail while reading are added to it.
+    ``decoding``, when given, counts the stripes decoded from parity and why.
     Chunks on holders in ``down`` are read only as a last resort. A chunk that gives no
     block within ``timeout`` counts as failed. Readers read ahead as ``buffers`` allows. The
     generator keeps no reference to a stripe it yielded, so a consumer that drops blocks as
@@ -185,7 +208,9 @@ async def read_stripes(
     can be read.
     """
     layout = manifest.layout
+    decoding = Decoding() if decoding is None else decoding
     refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
+    why: dict[int, str] = {}  # chunk index -> why it was passed over
     # Data chunks first, then parity; chunks on holders seen down only as a last resort.
     spares = deque(sorted(refs, key=lambda i: (refs[i].holder in down, i)))
     active: dict[int, ChunkReader] = {}
@@ -204,8 +229,10 @@ async def read_stripes(
         return reader
 
     async def next_block(index: int, blocks: dict[int, Buffer]) -> None:
-        block = await active[index].next_block(timeout)
+        reader = active[index]
+        block = await reader.next_block(timeout)
         if block is None:
+            why[index] = (reader.failure or "failed") if reader.ended else "slow"
             active.pop(index).close()
             broken.add(index)
         else:
@@ -230,6 +257,12 @@ async def read_stripes(
             if all(i in blocks for i in range(layout.k)):
                 yield stripe, [blocks.pop(i) for i in range(layout.k)]
             else:
+                decoding.stripes += 1
+                for index in range(layout.k):
+                    if index not in blocks and index not in decoding.reasons:
+                        decoding.reasons[index] = why.get(index) or (
+                            "absent" if index not in refs else "down"  # left for last
+                        )
                 decoded = asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
                 blocks = {}
                 yield stripe, await decoded

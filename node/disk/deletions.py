@@ -55,6 +55,16 @@ class DeletionLog:
     def __repr__(self) -> str:
         return f"DeletionLog({self._path}, pending={len(self._pending)})"
 
+    @property
+    def pending(self) -> int:
+        """Deletions journaled and not yet carried out (nor given up)."""
+        return len(self._pending)
+
+    @property
+    def pending_chunks(self) -> int:
+        """Chunks those deletions name."""
+        return sum(len(entry.chunks) for entry in self._pending.values())
+
     def open(self) -> list[PendingDeletion]:
         """Read the log, compact it, and return what is still pending (blocking: at
         start-up, before the peer serves)."""

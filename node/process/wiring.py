@@ -78,8 +78,8 @@ from node.process.tls import TlsFiles, client_context, server_context
 from node.tracing import start_for_peer
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress, Rebalancer
-from node.upkeep.repairer import Repairer
-from node.upkeep.scrubber import Scrubber
+from node.upkeep.repairer import Repairer, RepairStats
+from node.upkeep.scrubber import Scrubber, ScrubStats
 from ring import Member
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,8 @@ async def _lifecycle(
     transport = HttpTransport(session, config.peer_timeout, auth)
     peers = Peers(membership, transport)
     progress = Progress()
+    repair_stats, scrub_stats = RepairStats(), ScrubStats()
+    deletions = DeletionLog(config.data_dir)
 
     def own_figures() -> PeerFigures:
         total, free = disk_usage(config.data_dir)
@@ -240,6 +242,10 @@ async def _lifecycle(
             rebalance=progress.to_json(),
             settled_ring=membership.settled_ring,
             s3_url=app.get(keys.S3_URL, ""),
+            repair_queued=repair_stats.queued,
+            scrub_pass_chunks=scrub_stats.pass_chunks,
+            scrub_pass_checked=scrub_stats.pass_checked,
+            deletions_pending=deletions.pending,
         )
 
     seeds = [*config.join, *token_seeds]
@@ -252,17 +258,16 @@ async def _lifecycle(
         config.heartbeat_interval,
         config.down_after,
     )
-    deletions = DeletionLog(config.data_dir)
     pending_deletions = await asyncio.to_thread(deletions.open)
     replicas = ManifestReplicas(config, membership, peers, clock, deletions)
     replicas.resume(pending_deletions)
     buffers = BlockBudget(config.buffer_memory, config.queue_depth)  # one budget per peer
     rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
-    repairer = Repairer(config, membership, manifests, replicas, rebuilder)
+    repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
-    scrubber = Scrubber(config, membership, chunks, replicas, repairer)
+    scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)
     anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer, uploads)
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
@@ -285,6 +290,7 @@ async def _lifecycle(
             scrubber,
             progress,
             anti_entropy,
+            deletions,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )

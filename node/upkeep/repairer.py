@@ -58,7 +58,9 @@ class Repairer:
         manifests: ManifestStore,
         replicas: ManifestReplicas,
         rebuilder: Rebuilder,
+        stats: RepairStats | None = None,
     ) -> None:
+        """``stats``: where to keep the figures (the wiring reads them for gossip)."""
         self._config = config
         self._membership = membership
         self._manifests = manifests
@@ -67,7 +69,7 @@ class Repairer:
         self._reports: dict[str, set[tuple[int, str]]] = {}  # name -> {(index, holder)}
         self._wake = asyncio.Event()
         self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
-        self.stats = RepairStats()
+        self.stats = RepairStats() if stats is None else stats
 
     def __repr__(self) -> str:
         return f"Repairer(queued={len(self._reports)}, repaired={self.stats.chunks_repaired})"

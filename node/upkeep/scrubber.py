@@ -46,6 +46,10 @@ class ScrubStats:
     errors_found: int = 0
     garbage_removed: int = 0
     garbage_bytes: int = 0
+    # The pass under way: chunks it set out to check, and how many it has checked (0, 0:
+    # none running).
+    pass_chunks: int = 0
+    pass_checked: int = 0
 
     def to_json(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -72,7 +76,9 @@ class Scrubber:
         chunks: ChunkStore,
         replicas: ManifestReplicas,
         repairer: Repairer,
+        stats: ScrubStats | None = None,
     ) -> None:
+        """``stats``: where to keep the figures (the wiring reads them for gossip)."""
         self._config = config
         self._membership = membership
         self._chunks = chunks
@@ -80,7 +86,7 @@ class Scrubber:
         self._repairer = repairer
         self._pacer = Pacer(config.scrub_rate, time.monotonic)
         self._wake = asyncio.Event()
-        self.stats = ScrubStats()
+        self.stats = ScrubStats() if stats is None else stats
 
     def __repr__(self) -> str:
         s = self.stats
@@ -102,13 +108,19 @@ class Scrubber:
     async def scrub_pass(self) -> None:
         """Check every chunk once; collect garbage among them."""
         manifests: dict[str, tuple[float, Manifest | None]] = {}
-        for chunk_id in await self._chunks.chunk_ids():
-            try:
-                await self._check(chunk_id, manifests)
-            except (ChunkNotFound, FileNotFoundError):
-                continue  # deleted while we walked
-            except Exception:  # one bad chunk must not end the pass
-                log.exception("scrubbing chunk %s failed", chunk_id)
+        chunk_ids = await self._chunks.chunk_ids()
+        self.stats.pass_chunks, self.stats.pass_checked = len(chunk_ids), 0
+        try:
+            for chunk_id in chunk_ids:
+                try:
+                    await self._check(chunk_id, manifests)
+                except (ChunkNotFound, FileNotFoundError):
+                    pass  # deleted while we walked
+                except Exception:  # one bad chunk must not end the pass
+                    log.exception("scrubbing chunk %s failed", chunk_id)
+                self.stats.pass_checked += 1
+        finally:
+            self.stats.pass_chunks = self.stats.pass_checked = 0
         self.stats.passes += 1
         self.stats.last_scrub = time.time()
 

@@ -36,7 +36,7 @@ from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
-from client.records import ClusterView, Manifest, PeerInfo
+from client.records import ClusterView, Manifest, PeerInfo, RingInfo, Upkeep
 from client.transport import PeerList, RetryPolicy
 from node.api.public import MAX_LIST
 
@@ -281,6 +281,38 @@ def test_a_peers_clock_offset_and_skew_are_read() -> None:
     assert (info.clock_offset_ms, info.skewed) == (-3_600_002, True)
     info = PeerInfo.from_json({**peer, "clock_offset_ms": None, "skewed": False})
     assert (info.clock_offset_ms, info.skewed) == (None, False)
+
+
+def test_a_peers_fill_upkeep_and_ring_share_are_read() -> None:
+    peer = {"id": "p3", "url": "u", "state": "up", "weight": 2, "used_bytes": 50, "chunks": 1}
+    old = PeerInfo.from_json(peer)  # a peer of before these figures: none, all idle
+    assert (old.fill, old.capacity_bytes, old.token_share, old.share_ratio) == (None, 0, None, None)
+    assert old.upkeep == Upkeep()
+    assert old.upkeep.idle
+    info = PeerInfo.from_json(
+        {
+            **peer,
+            "capacity_bytes": 200,
+            "max_bytes": 200,
+            "fill": 0.25,
+            "rebalance": {"pending": 3, "remaining_bytes": 4096, "moves": 9},
+            "repair_queued": 2,
+            "scrub": {"pass_chunks": 10, "pass_checked": 4},
+            "deletions_pending": 1,
+            "token_share": 0.3,
+            "fair_share": 0.25,
+            "figures_age_s": 0.4,
+        }
+    )
+    assert (info.fill, info.capacity_bytes, info.max_bytes) == (0.25, 200, 200)
+    assert info.upkeep == Upkeep(2, 3, 4096, 10, 4, 1)
+    assert not info.upkeep.idle
+    assert info.share_ratio == pytest.approx(1.2)
+    assert info.figures_age_s == 0.4
+    ring = {"digest": "r", "vnodes": 1024, "members": 2, "evenness": 1.01}
+    assert RingInfo.from_json(ring).max_ratio is None
+    balance = {"max_ratio": 1.04, "min_ratio": 0.97, "cv": 0.02}
+    assert RingInfo.from_json({**ring, "balance": balance}).cv == 0.02
 
 
 @pytest.mark.parametrize(

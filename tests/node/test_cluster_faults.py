@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually, incoming_files_in
 from tests.harness.access import ADMIN_HEADERS
@@ -36,6 +37,25 @@ def chunk_path(cluster: LocalCluster, chunk: dict) -> Path:  # type: ignore[type
     return cluster.holder(chunk["holder"]).chunks.path(chunk["id"])
 
 
+async def decoded(http: aiohttp.ClientSession, peer: LocalPeer) -> dict[str, float]:
+    """The peer's ``ringstore_decoded_reads_total`` by reason, and ``stripes``, as scraped."""
+    async with http.get(f"{peer.url}/metrics") as answer:
+        text = await answer.text()
+    found = {"stripes": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ringstore_decoded_reads_total":
+                found[sample.labels["reason"]] = sample.value
+            elif sample.name == "ringstore_decoded_stripes_total":
+                found["stripes"] = sample.value
+    return found
+
+
+def grew(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The reasons (and ``stripes``) whose count went up, by how much."""
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
+
+
 async def test_get_survives_two_stopped_data_holders(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
@@ -43,14 +63,26 @@ async def test_get_survives_two_stopped_data_holders(
     await put(http, cluster[0].url, "faults/precious", data)
     manifest = await manifest_of(http, cluster[0].url, "faults/precious")
     victims = data_holders(cluster, manifest)[:2]
+    reader = next(p for p in cluster.peers if p not in victims)
+    healthy = await decoded(http, reader)
+    assert await get(http, reader.url, "faults/precious") == data
+    assert grew(healthy, await decoded(http, reader)) == {}  # nothing decoded: all data read
     for victim in victims:
         await victim.stop()
-    reader = next(p for p in cluster.peers if p.running)
-    # At once, before heartbeats notice, and again once they have.
+    # At once, before heartbeats notice, and again once they have: each read is counted
+    # once, under the first reason met, with every stripe it decoded.
+    before = await decoded(http, reader)
     assert await get(http, reader.url, "faults/precious") == data
+    stripes = -(-len(data) // (5 * 4096))
+    first = grew(before, await decoded(http, reader))
+    assert first.pop("stripes") == stripes
+    assert list(first.values()) == [1]
+    assert set(first) <= {"unreachable", "down"}  # down: if gossip noticed it first
     for victim in victims:
         await cluster.wait_down(victim)
+    before = await decoded(http, reader)
     assert await get(http, reader.url, "faults/precious") == data
+    assert grew(before, await decoded(http, reader)) == {"down": 1, "stripes": stripes}
 
 
 async def test_three_lost_chunks_fail_loudly_never_with_wrong_bytes(
@@ -85,11 +117,18 @@ async def test_get_survives_a_hung_data_holder(
     manifest = await manifest_of(http, cluster[0].url, "faults/patient")
     victim = data_holders(cluster, manifest)[0]
     reader = next(p for p in cluster.peers if p is not victim)
+    before = await decoded(http, reader)
     victim.hang()
     try:
         assert await get(http, reader.url, "faults/patient") == data
     finally:
         victim.unhang()
+    counted = grew(before, await decoded(http, reader))
+    assert counted.pop("stripes") >= 1
+    # The holder's silence ends the read either at the block timeout or at the peer
+    # call's own read timeout, whichever comes first: both --peer-timeout.
+    assert list(counted.values()) == [1]
+    assert set(counted) <= {"slow", "unreachable"}
 
 
 async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
@@ -103,7 +142,12 @@ async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         path.write_bytes(bytes(raw))
+    before = await decoded(http, cluster[4])
     assert await get(http, cluster[4].url, "faults/rotting") == data
+    counted = grew(before, await decoded(http, cluster[4]))
+    # The stripes from the one with the flipped byte on: the earlier ones read whole.
+    assert 1 <= counted.pop("stripes") < -(-len(data) // (5 * 4096))
+    assert counted == {"corrupt": 1}
     async with http.get(
         f"{cluster[5].url}/files/faults/rotting", headers={"Range": "bytes=30000-40000"}
     ) as response:

@@ -39,11 +39,15 @@ def test_public_api_is_reexported() -> None:
         "MAX_WEIGHT",
         "MIN_WEIGHT",
         "Member",
+        "MemberShare",
         "Move",
         "Ring",
+        "RingBalance",
         "RingError",
         "UnknownMember",
         "plan_moves",
+        "ring_balance",
+        "segment_owners",
     }
     assert isinstance(DEFAULT_VNODES, int)
     assert DEFAULT_VNODES >= 1

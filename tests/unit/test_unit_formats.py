@@ -170,6 +170,8 @@ def test_gossip_of_a_previous_release_peer_is_understood() -> None:
     assert (again.pop("digest"), again.pop("beat"), again.pop("beats")) == ("", 0, [])
     assert again.pop("max_bytes") == 0  # not sent before: no cap known
     assert again.pop("s3_url") == ""  # not sent before: no S3 port shown for it
+    upkeep = ("repair_queued", "scrub_pass_chunks", "scrub_pass_checked", "deletions_pending")
+    assert [again.pop(name) for name in upkeep] == [0, 0, 0, 0]  # not sent before: idle
     assert again == old
 
 

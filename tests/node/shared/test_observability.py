@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from node.process.logs import ContextFilter
+from ring import ring_balance
 from tests.harness import LocalCluster, eventually, get_manifest, put_file
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -142,8 +143,37 @@ async def test_scrape_time_figures_come_from_the_components(
         "ringstore_anti_entropy_passes_total",
         "ringstore_gc_removed_bytes_total",
         "ringstore_requests_in_progress",
+        "ringstore_decoded_stripes_total",
+        "ringstore_deletions_pending",
+        "ringstore_deletions_pending_chunks",
+        "ringstore_scrub_pass_chunks",
+        "ringstore_scrub_pass_checked_chunks",
     ):
         assert name in names
+    reasons = {s.labels["reason"] for s in samples if s.name == "ringstore_decoded_reads_total"}
+    assert reasons == {"absent", "down", "unreachable", "not_found", "corrupt", "slow", "failed"}
+
+
+async def test_ring_evenness_is_each_members_share_against_its_weight(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    samples = await scrape(http, cluster[3].url)
+    expected = ring_balance(cluster[3].membership.ring)  # computed here, from the ring itself
+    shares = {
+        s.labels["member"]: s.value for s in samples if s.name == "ringstore_ring_token_share"
+    }
+    ratios = {
+        s.labels["member"]: s.value for s in samples if s.name == "ringstore_ring_token_share_ratio"
+    }
+    assert set(shares) == set(ratios) == {peer.id for peer in cluster.peers}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    for member in expected.members:
+        assert shares[member.id] == pytest.approx(member.share)
+        assert ratios[member.id] == pytest.approx(member.share * 7)  # equal weights: 1/7 fair
+    assert value(samples, "ringstore_ring_token_share_ratio_max") == max(ratios.values())
+    assert value(samples, "ringstore_ring_token_share_ratio_min") == min(ratios.values())
+    assert value(samples, "ringstore_ring_token_share_ratio_cv") == pytest.approx(expected.cv)
+    assert 0 < expected.cv < 0.1  # the default vnodes keep 7 equal members within a few %
 
 
 async def test_metrics_need_a_key_unless_opened(
