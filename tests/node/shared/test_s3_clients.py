@@ -32,7 +32,11 @@ from tests.harness import LocalCluster
 from tests.harness.access import ADMIN
 from tests.harness.tools import require_tool
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(240),
+    pytest.mark.clients,
+]
 AWS_TIMEOUT = 90.0  # one aws command, start-up (~1 s of imports) included
 BIG = 9 * 1024 * 1024 + 7  # above awscli's 8 MiB multipart threshold
 PART = 5 * 1024 * 1024  # awscli's part size here: BIG goes in 2 parts
