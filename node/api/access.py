@@ -23,9 +23,10 @@ import msgspec
 from aiohttp import hdrs, web
 
 from node.access.guard import ANONYMOUS, Principal
+from node.api.browser import SESSION_COOKIE, session_principal
 from node.api.errors import Handler
 from node.api.input import json_body
-from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, principal_of
+from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, SESSIONS, principal_of
 from node.api.paths import PROBES
 from node.cluster.protocol import PEER_PREFIX
 from node.errors import InvalidNamespace, NamespaceExists, NamespaceNotFound, Unauthenticated
@@ -56,12 +57,18 @@ def add_routes(app: web.Application) -> None:
 
 @web.middleware
 async def identified(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Set the request's Principal from its credentials; raises Unauthenticated for bad ones."""
+    """Set the request's Principal from its credentials (Basic, else a console session's
+    cookie: ``node.api.browser``); raises Unauthenticated for bad ones, Forbidden for a
+    session's state change without its CSRF token."""
     if request.path.startswith(PEER_PREFIX) or request.path in PROBES:
         request[PRINCIPAL] = ANONYMOUS
         return await handler(request)
+    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    if authorization is None and SESSION_COOKIE in request.cookies:  # the web console
+        request[PRINCIPAL] = await session_principal(request)
+        return await handler(request)
     request[PRINCIPAL] = await request.app[GATEKEEPER].principal(
-        request.headers.get(hdrs.AUTHORIZATION), request.remote or "?"
+        authorization, request.remote or "?"
     )
     return await handler(request)
 
@@ -107,7 +114,9 @@ def _grants(order: KeyOrder) -> Grants:
 
 async def revoke_key(request: web.Request) -> web.Response:
     await require(request, "admin")
-    await request.app[ACCESS].revoke_key(request.match_info["access_key"])
+    access_key = request.match_info["access_key"]
+    await request.app[ACCESS].revoke_key(access_key)
+    request.app[SESSIONS].close_key(access_key)  # other peers': at their next lookup
     return web.Response(status=204)
 
 

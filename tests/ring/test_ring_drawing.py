@@ -3,6 +3,8 @@ newcomer's shares are exactly what it would own."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ring import Member, Ring
@@ -20,7 +22,7 @@ def test_arcs_tile_the_circle_and_sum_to_primary_ownership(count: int) -> None:
     arcs = list(ring.arcs())
     assert arcs[0][0] == 0
     assert arcs[-1][1] == HASH_SPACE
-    assert all(a[1] == b[0] for a, b in zip(arcs, arcs[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(arcs))
     owned: dict[str, int] = {}
     for start, end, member in arcs:
         assert start < end
@@ -47,7 +49,7 @@ def test_sectors_cover_every_slice_in_order() -> None:
     found = sectors(ring, 90)
     assert found[0].start == 0
     assert found[-1].end == 90
-    assert all(a.end == b.start for a, b in zip(found, found[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(found))
     assert {s.member for s in found} <= {m.id for m in ring.members}
     assert sectors(ring_of(1), 12) == sectors(ring_of(1), 12)[:1]
 
