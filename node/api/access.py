@@ -23,7 +23,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from node.access.guard import ANONYMOUS, Principal
-from node.api.browser import SESSION_COOKIE, session_principal
+from node.api.browser import has_session_cookie, session_principal
 from node.api.errors import Handler
 from node.api.input import json_body
 from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, SESSIONS, principal_of
@@ -64,7 +64,7 @@ async def identified(request: web.Request, handler: Handler) -> web.StreamRespon
         request[PRINCIPAL] = ANONYMOUS
         return await handler(request)
     authorization = request.headers.get(hdrs.AUTHORIZATION)
-    if authorization is None and SESSION_COOKIE in request.cookies:  # the web console
+    if authorization is None and has_session_cookie(request):  # the web console
         request[PRINCIPAL] = await session_principal(request)
         return await handler(request)
     request[PRINCIPAL] = await request.app[GATEKEEPER].principal(

@@ -1,6 +1,6 @@
 """What a browser's console session cookie stands for, and the CSRF checks that come with it.
 
-A request with no ``Authorization`` header and the session cookie (``SESSION_COOKIE``) of a
+A request with no ``Authorization`` header and the session cookie (``cookie_name``) of a
 live session on this peer (``node.access.sessions``) acts as that session's access key, with
 the key's grants as they are now (a revoked key's sessions end). A cookie of no live session
 is ignored: the request is anonymous, so the console's script sees 401 and logs in again.
@@ -23,14 +23,25 @@ from aiohttp import web
 
 from node.access.guard import ANONYMOUS, Principal
 from node.api import forms
-from node.api.keys import CSRF_CHECKED, GATEKEEPER, SESSION, SESSIONS
+from node.api.keys import CSRF_CHECKED, GATEKEEPER, MEMBERSHIP, SESSION, SESSIONS
 from node.errors import Forbidden
 
-SESSION_COOKIE = "ringstore_session"
+SESSION_COOKIE = "ringstore_session"  # and the peer's id: cookie_name
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 CONSOLE = "/ui/"  # the console's own routes: they check their forms themselves
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cookie_name(request: web.Request) -> str:
+    """The name of this peer's session cookie: a browser sends a host's cookies to all its
+    ports (RFC 6265 §8.5), so peers on one host (``ringstore up``) name theirs apart, and a
+    login on one does not end another's."""
+    return f"{SESSION_COOKIE}_{request.app[MEMBERSHIP].me.id[:8]}"
+
+
+def has_session_cookie(request: web.Request) -> bool:
+    return cookie_name(request) in request.cookies
 
 
 async def session_principal(request: web.Request) -> Principal:
@@ -41,7 +52,7 @@ async def session_principal(request: web.Request) -> Principal:
     Unavailable when the key cannot be looked up.
     """
     sessions = request.app.get(SESSIONS)
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(cookie_name(request))
     if sessions is None or not token:
         return ANONYMOUS
     session = sessions.get(token)

@@ -28,7 +28,7 @@ from aiohttp import hdrs, web
 from node.access.guard import Principal
 from node.api import forms
 from node.api.access import require_key
-from node.api.browser import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
+from node.api.browser import CSRF_FIELD, CSRF_HEADER, cookie_name, has_session_cookie
 from node.api.errors import Handler
 from node.api.keys import CONFIG, GATEKEEPER, MEMBERSHIP, SESSION, SESSIONS, principal_of
 from node.errors import Forbidden, InvalidRequest, TooLarge, Unauthenticated, UnsupportedMediaType
@@ -69,16 +69,15 @@ def add_routes(app: web.Application) -> None:
 
 async def _console_headers(request: web.Request, response: web.StreamResponse) -> None:
     """The console's answers: only this origin's scripts and styles, never framed, no
-    referrer; and no Basic challenge to the console's scripts (a browser would show its
-    own login dialog over the page), which log in again through the form instead."""
+    referrer to other sites (not ``no-referrer``: a form then carries ``Origin: null``,
+    which ``same_origin`` refuses); and no Basic challenge to the console's scripts (a
+    browser would show its own login dialog over the page): they log in through the form."""
     if request.path.startswith(ROOT):
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
-    if response.status == 401 and (
-        CSRF_HEADER in request.headers or SESSION_COOKIE in request.cookies
-    ):
+    if response.status == 401 and (CSRF_HEADER in request.headers or has_session_cookie(request)):
         response.headers.popall(hdrs.WWW_AUTHENTICATE, None)
 
 
@@ -120,7 +119,7 @@ def _shell(page: str, principal: Principal, csrf_token: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="csrf-token" content="{token}">
 <title>{PAGES[page]} · ringstore</title>
-<link rel="stylesheet" href="{ROOT}static/console.css">
+<link rel="stylesheet" href="{ROOT}static/console.css"><link rel="icon" href="data:,">
 <script type="module" src="{ROOT}static/console.js"></script>
 </head><body data-page="{page}" data-admin="{"yes" if admin else "no"}">
 <header><strong>ringstore</strong><nav>{links}</nav>
@@ -138,7 +137,7 @@ def _login_page(message: str = "") -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Log in · ringstore</title>
-<link rel="stylesheet" href="{ROOT}static/console.css">
+<link rel="stylesheet" href="{ROOT}static/console.css"><link rel="icon" href="data:,">
 </head><body class="login">
 <main><h1>ringstore</h1>{error}
 <form method="post" action="{LOGIN}" id="login">
@@ -197,7 +196,7 @@ async def login(request: web.Request) -> web.Response:
     log.info("console login of %s from %s", principal.access_key, address)
     response = _redirect(ROOT)
     response.set_cookie(
-        SESSION_COOKIE,
+        cookie_name(request),
         session.token,
         max_age=int(sessions.ttl),
         path="/",
@@ -222,7 +221,7 @@ async def logout(request: web.Request) -> web.Response:
         request.app[SESSIONS].close(session.token)
         log.info("console logout of %s", session.access_key)
     response = _redirect(LOGIN)
-    response.del_cookie(SESSION_COOKIE, path="/", samesite="Strict", httponly=True)
+    response.del_cookie(cookie_name(request), path="/", samesite="Strict", httponly=True)
     return response
 
 

@@ -60,9 +60,12 @@ class Browser:
 
     def cookie(self) -> str | None:
         for cookie in self.session.cookie_jar:
-            if cookie.key == COOKIE:
+            if cookie.key.startswith(COOKIE):
                 return cookie.value
         return None
+
+    def cookie_name(self) -> str:
+        return next(c.key for c in self.session.cookie_jar if c.key.startswith(COOKIE))
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -101,7 +104,8 @@ async def test_login_sets_a_strict_httponly_cookie_and_pages_carry_csp(browser: 
     assert ADMIN[1] not in str(response.url)
     assert ADMIN[1] not in response.headers["Location"]
     header = response.headers["Set-Cookie"]
-    cookie = SimpleCookie(header)[COOKIE]
+    (cookie,) = SimpleCookie(header).values()
+    assert cookie.key.startswith(COOKIE + "_")  # and the peer's id
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Strict"
     assert cookie["path"] == "/"
@@ -213,7 +217,7 @@ async def test_a_form_upload_with_a_session_carries_its_token(browser: Browser) 
 
 async def test_logout_needs_the_token_and_ends_the_session(browser: Browser) -> None:
     await browser.login()
-    token = browser.cookie()
+    token, name = browser.cookie(), browser.cookie_name()
     same = {"Origin": browser.url, "Sec-Fetch-Site": "same-origin"}
     async with browser.session.post(
         f"{browser.url}/ui/logout", data={}, headers=same, allow_redirects=False
@@ -229,7 +233,7 @@ async def test_logout_needs_the_token_and_ends_the_session(browser: Browser) -> 
         assert response.headers["Location"] == "/ui/login"
     assert browser.cookie() in (None, "")
     # the old token is dead even if a browser kept it
-    headers = {"Cookie": f"{COOKIE}={token}", "X-CSRF-Token": browser.csrf}
+    headers = {"Cookie": f"{name}={token}", "X-CSRF-Token": browser.csrf}
     async with aiohttp.ClientSession() as fresh:
         async with fresh.get(f"{browser.url}/cluster", headers=headers) as response:
             assert response.status == 401
@@ -242,12 +246,15 @@ async def test_a_session_holds_on_its_own_peer_only(
     browser: Browser, cluster: LocalCluster
 ) -> None:
     await browser.login()
-    headers = {"Cookie": f"{COOKIE}={browser.cookie()}"}
-    async with (
-        aiohttp.ClientSession() as fresh,
-        fresh.get(f"{cluster[1].url}/cluster", headers=headers) as response,
-    ):
-        assert response.status == 401
+    other = f"{COOKIE}_{cluster[1].id[:8]}"  # peers name their cookies apart (one host)
+    assert browser.cookie_name() == f"{COOKIE}_{cluster[0].id[:8]}"
+    for name in (browser.cookie_name(), other):
+        headers = {"Cookie": f"{name}={browser.cookie()}"}
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.get(f"{cluster[1].url}/cluster", headers=headers) as response,
+        ):
+            assert response.status == 401
 
 
 async def test_a_revoked_key_ends_its_sessions(

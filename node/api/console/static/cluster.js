@@ -62,8 +62,8 @@ function upkeep(scrub) {
 export async function draw(main) {
   const ringBox = h("section", { id: "ring" }, h("h2", {}, "The ring"), h("p", { class: "muted" }, "Loading…"));
   const peersBox = h("section", {}, h("h2", {}, "Peers"));
-  const upkeepBox = h("section", {}, h("h2", {}, "This peer's upkeep"));
-  show(main, peersBox, upkeepBox, ringBox);
+  const upkeepBox = h("section", { id: "upkeep-box" }, h("h2", {}, "This peer's upkeep"));
+  show(main, peersBox, ringBox);
   let digest = null;
   const refresh = async () => {
     try {
@@ -78,7 +78,7 @@ export async function draw(main) {
       upkeepBox.replaceChildren(h("h2", {}, "This peer's upkeep"), upkeep(scrub));
       if (ring.digest !== digest) {
         digest = ring.digest;
-        drawRing(ringBox, await call("GET", "/ui/ring"), cluster);
+        drawRing(ringBox, await call("GET", "/ui/ring"), cluster, upkeepBox);
       }
     } catch (error) {
       peersBox.append(failure(error));

@@ -4,12 +4,12 @@
 
 import { h, shortId, svg } from "./dom.js";
 
-const SIZE = 360;
+const SIZE = 320;
 const CENTER = SIZE / 2;
-const OUTER = 160;
-const INNER = 128;
-const NEW_OUTER = 122;
-const NEW_INNER = 100;
+const OUTER = 156;
+const INNER = 124;
+const NEW_OUTER = 118;
+const NEW_INNER = 96;
 
 export function colour(index, count) {
   return `hsl(${Math.round((360 * index) / Math.max(count, 1))} 65% 50%)`;
@@ -32,7 +32,7 @@ function band(start, end, outer, inner) {
   return `M ${x1} ${y1} A ${outer} ${outer} 0 ${large} 1 ${x2} ${y2} L ${x3} ${y3} A ${inner} ${inner} 0 ${large} 0 ${x4} ${y4} Z`;
 }
 
-export function drawRing(box, ring, cluster) {
+export function drawRing(box, ring, cluster, beside) {
   const count = ring.members.length;
   const picture = svg("svg", { viewBox: `0 0 ${SIZE} ${SIZE}`, width: SIZE, height: SIZE, role: "img", id: "ring-drawing" });
   picture.append(svg("title", {}, "The ring: members' arcs, and a newcomer's"));
@@ -76,5 +76,5 @@ export function drawRing(box, ring, cluster) {
   const newcomer = ring.newcomer
     ? h("p", { id: "newcomer" }, h("span", { class: "swatch newcomer" }), ` Inner ring: where a newcomer of weight ${ring.newcomer.weight} would take load when it joins (the arcs where it would become first on the ring; darker is more): small arcs spread round the whole circle, taken from every member. It would be in ${(ring.newcomer.share * 100).toFixed(1)}% of placement sets.`)
     : null;
-  box.replaceChildren(h("h2", {}, "The ring"), h("div", { class: "ring-row" }, picture, h("div", {}, legend, newcomer)));
+  box.replaceChildren(h("h2", {}, "The ring"), h("div", { class: "ring-row" }, picture, h("div", {}, legend, newcomer, beside)));
 }
