@@ -4,7 +4,8 @@
 One walk through it, as a user would: a wrong key is refused; log in; see all seven peers
 up and the ring drawn; upload a 30 MiB file with the file input and watch it finish; find
 it in the folder listing and see its chunk map; download it and compare its SHA-256; delete
-it (confirming); look at the keys page; log out. Every wait polls with a deadline.
+it (confirming); make a key, change its grants and revoke it; log out. Every wait polls
+with a deadline.
 
 With ``RINGSTORE_SCREENSHOTS=DIR`` set, each page is saved as ``DIR/NAME.png`` (1280x900);
 docs/console/ holds the ones the README shows, made this way.
@@ -167,10 +168,32 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
         assert not driver.find_elements(By.CSS_SELECTOR, f'tr.file[data-name="{name}"]')
         assert status_of(f"{url}/files/{name}") == 404
 
-        # The keys page (an admin's), then log out: the session is gone.
+        # Keys (an admin's page): make one, change its grants, revoke it.
         driver.get(url + "/ui/keys")
         wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#keys tbody tr")))
+        driver.find_element(By.ID, "key-name").send_keys("browser-made")
+        driver.find_element(By.ID, "key-read").send_keys("console")
+        driver.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+        secret = wait.until(seen.presence_of_element_located((By.ID, "secret-value")))
+        assert len(secret.text) >= 40
+        made = driver.find_element(By.CSS_SELECTOR, "#new-secret code").text
+        row = f'#keys tr[data-key="{made}"]'
+        assert driver.find_element(By.CSS_SELECTOR, f"{row} .grants").text == "read: console"
         shot("keys")
+        driver.find_element(By.CSS_SELECTOR, f"{row} .edit-grants").click()
+        driver.find_element(By.CSS_SELECTOR, f"{row} .grant-write").send_keys("console")
+        driver.find_element(By.CSS_SELECTOR, f"{row} .grants-form button").click()
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, f"{row} .grants").text
+                == "read: console; write: console"
+            )
+        )
+        driver.find_element(By.CSS_SELECTOR, f"{row} .revoke").click()
+        wait.until(seen.alert_is_present()).accept()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+
+        # Log out: the session is gone.
         driver.find_element(By.ID, "logout").click()
         wait.until(seen.presence_of_element_located((By.ID, "login")))
         driver.get(url + "/ui/files")

@@ -15,19 +15,26 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
-from node.api.keys import GATEKEEPER
+from node.api.keys import GATEKEEPER, SESSIONS
 from tests.harness import LocalCluster
 from tests.harness.access import ADMIN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 COOKIE = "ringstore_session"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    cookies_value: str
 
 
 class Browser:
@@ -49,6 +56,20 @@ class Browser:
         if response.status == 303:
             self.csrf = await self.csrf_of_page()
         return response
+
+    async def login_only(self) -> Answer:
+        """Post the login form and keep nothing: the answer's status and cookie value."""
+        async with (
+            aiohttp.ClientSession() as bare,
+            bare.post(
+                f"{self.url}/ui/login",
+                data={"access_key": ADMIN[0], "secret_key": ADMIN[1]},
+                headers={"Origin": self.url},
+                allow_redirects=False,
+            ) as response,
+        ):
+            (cookie,) = response.cookies.values()
+            return Answer(response.status, cookie.value)
 
     async def csrf_of_page(self) -> str:
         async with self.session.get(f"{self.url}/ui/", allow_redirects=False) as response:
@@ -317,3 +338,64 @@ async def test_the_ring_drawing_data(browser: Browser) -> None:
         anonymous.get(f"{browser.url}/ui/ring") as response,
     ):
         assert response.status == 401
+
+
+async def test_grants_change_in_place_and_a_session_sees_them(
+    browser: Browser, cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    base = cluster[0].url
+    async with http.post(f"{base}/keys", json={"name": "console-grant", "read": ["console"]}) as r:
+        made = await r.json()
+    key = (made["access_key"], made["secret_key"])
+    await browser.login(key)
+    change = {"X-CSRF-Token": browser.csrf, "Origin": base, "Sec-Fetch-Site": "same-origin"}
+    url = f"{base}/files/{unique()}"
+    async with browser.session.put(url, data=b"x", headers=change) as response:
+        assert response.status == 403  # read only
+    grants = f"{base}/keys/{key[0]}/grants"
+    async with browser.session.put(grants, json={"admin": True}, headers=change) as response:
+        assert response.status == 403  # not an admin: cannot grant itself
+    async with http.put(grants, json={"read": ["console"], "write": ["console"]}) as response:
+        assert response.status == 200
+        record = await response.json()
+    assert record["access_key"] == key[0]
+    assert "secret_key" not in record
+    assert record["grants"]["write"] == ["console"]
+    async with browser.session.put(url, data=b"x", headers=change) as response:
+        assert response.status == 201  # the session acts with the key's grants as they are now
+    async with browser.session.delete(url, headers=change) as response:
+        assert response.status == 204
+    async with http.put(grants, json={"read": "console"}) as response:
+        assert response.status == 400  # not a list
+    async with http.put(f"{base}/keys/RSNOSUCHKEY000000000/grants", json={}) as response:
+        assert response.status == 404
+    async with http.delete(f"{base}/keys/{key[0]}") as response:
+        assert response.status == 204
+    async with http.put(grants, json={"read": ["console"]}) as response:
+        assert response.status == 404  # revoked stays revoked
+
+
+async def test_a_login_from_another_site_is_refused(browser: Browser) -> None:
+    form = {"access_key": ADMIN[0], "secret_key": ADMIN[1]}
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        async with browser.session.post(
+            f"{browser.url}/ui/login", data=form, headers=headers, allow_redirects=False
+        ) as response:
+            assert response.status == 403
+    assert browser.cookie() is None
+
+
+async def test_an_expired_session_is_a_login_again(browser: Browser, cluster: LocalCluster) -> None:
+    sessions = cluster[0]._app()[SESSIONS]
+    ttl, sessions.ttl = sessions.ttl, 0.0
+    try:
+        response = await browser.login_only()
+    finally:
+        sessions.ttl = ttl
+    assert response.status == 303
+    headers = {"Cookie": f"{COOKIE}_{cluster[0].id[:8]}={response.cookies_value}"}
+    async with aiohttp.ClientSession() as fresh:
+        async with fresh.get(f"{browser.url}/ui/", headers=headers, allow_redirects=False) as r:
+            assert r.status == 303  # expired: to the login form
+        async with fresh.get(f"{browser.url}/cluster", headers=headers) as r:
+            assert r.status == 401

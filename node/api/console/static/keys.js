@@ -17,19 +17,56 @@ function grants(g) {
   return parts.join("; ") || "none";
 }
 
+// The grants cell of a key turned into a form that replaces them (PUT /keys/ID/grants).
+function editGrants(key, cell, refresh) {
+  const read = h("input", { class: "grant-read", value: key.grants.read.join(", "), size: 16 });
+  const write = h("input", { class: "grant-write", value: key.grants.write.join(", "), size: 16 });
+  const create = h("input", { type: "checkbox", class: "grant-create", checked: key.grants.create });
+  const admin = h("input", { type: "checkbox", class: "grant-admin", checked: key.grants.admin });
+  const note = h("span");
+  const form = h(
+    "form",
+    { class: "grants-form" },
+    h("label", {}, "read ", read),
+    h("label", {}, "write ", write),
+    h("label", {}, create, " create namespaces"),
+    h("label", {}, admin, " admin"),
+    h("button", { type: "submit" }, "Save grants"),
+    note,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await call("PUT", `/keys/${encodeURIComponent(key.access_key)}/grants`, {
+        read: list(read.value),
+        write: list(write.value),
+        create: create.checked,
+        admin: admin.checked,
+      });
+      refresh();
+    } catch (error) {
+      note.replaceChildren(failure(error));
+    }
+  });
+  cell.replaceChildren(form);
+}
+
 async function keysSection(refresh) {
   const { keys } = await call("GET", "/keys");
-  const rows = keys.map((key) =>
-    h(
+  const rows = keys.map((key) => {
+    const cell = h("td", { class: "grants" }, grants(key.grants));
+    return h(
       "tr",
       { "data-key": key.access_key },
       h("td", {}, h("code", {}, key.access_key)),
       h("td", {}, key.name),
-      h("td", {}, grants(key.grants)),
+      cell,
       h("td", {}, date(key.created_ms)),
       h(
         "td",
         {},
+        h("button", { type: "button", class: "edit-grants", onclick: () => editGrants(key, cell, refresh) }, "grants"),
+        " ",
         h("button", {
           type: "button",
           class: "revoke",
@@ -40,8 +77,8 @@ async function keysSection(refresh) {
           },
         }, "revoke"),
       ),
-    ),
-  );
+    );
+  });
   const field = (id, label, attributes = {}) => h("label", {}, label, " ", h("input", { id, ...attributes }));
   const secret = h("div", { id: "new-secret" });
   const form = h(
