@@ -41,7 +41,7 @@ def cookie_name(request: web.Request) -> str:
 
 
 def has_session_cookie(request: web.Request) -> bool:
-    return cookie_name(request) in request.cookies
+    return bool(request.cookies) and cookie_name(request) in request.cookies
 
 
 async def session_principal(request: web.Request) -> Principal:
