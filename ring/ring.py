@@ -216,6 +216,27 @@ class Ring:
         shares = [owned[member.id] / member.weight for member in self._members]
         return max(shares) / (sum(shares) / len(shares))
 
+    def arcs(self) -> Iterator[tuple[int, int, str]]:
+        """Yield ``(start, end, member id)`` for every arc of the circle, in clockwise order
+        from 0: keys hashing into ``[start, end)`` have that member first in ``successors``
+        (their primary). Adjacent points of one member make one arc; the arc that wraps
+        past the top of the circle is yielded as its two halves, first and last. The arcs
+        tile ``[0, HASH_SPACE)``. Raises ``EmptyRing`` if the ring has no members.
+        """
+        if not self._points:
+            raise EmptyRing("the ring has no members")
+        points, owners, ids = self._points, self._owners, self._ids
+        start, owner = 0, owners[0]  # keys past the last point wrap to the first
+        for i in range(1, len(points)):
+            if owners[i] != owner:
+                yield start, points[i - 1], ids[owner]
+                start, owner = points[i - 1], owners[i]
+        if owner == owners[0] and start == 0:  # one member: the whole circle
+            yield 0, HASH_SPACE, ids[owner]
+            return
+        yield start, points[-1], ids[owner]
+        yield points[-1], HASH_SPACE, ids[owners[0]]
+
     def _walk(self, start: int) -> Iterator[str]:
         ids, owners = self._ids, self._owners
         total = len(owners)

@@ -127,11 +127,21 @@ class Gatekeeper:
         """
         if authorization is None:
             return ANONYMOUS
+        return await self.credentials(authorization, None, address)
+
+    async def login(self, access_key: str, secret: str, address: str) -> Principal:
+        """Who holds ``access_key`` with ``secret`` (the web console's login form), with the
+        same penalty and errors as ``principal``."""
+        return await self.credentials(access_key, secret, address)
+
+    async def credentials(self, user: str, secret: str | None, address: str) -> Principal:
+        """Check an access key and secret: ``user`` is a Basic ``Authorization`` header when
+        ``secret`` is None, else the access key. Raises as ``principal``."""
         delay = self.penalty.delay(address)
         if delay:
             await asyncio.sleep(delay)
         try:
-            access_key, secret = parse_basic(authorization)
+            access_key, secret = parse_basic(user) if secret is None else (user, secret)
             known = await self.store.key(access_key)
             if known is None or not same_secret(secret, known.secret):
                 raise Unauthenticated("unknown access key or wrong secret")
@@ -140,6 +150,13 @@ class Gatekeeper:
             log.info("refused credentials from %s: %s", address, exc.message)
             raise
         return Principal(known.record.access_key, known.record.grants)
+
+    async def holder_of(self, access_key: str) -> Principal | None:
+        """The principal of ``access_key`` with its grants as they are now (a console
+        session stands for it), or None when it was revoked or never existed. Raises
+        Unavailable when the key cannot be looked up."""
+        known = await self.store.key(access_key)
+        return None if known is None else Principal(known.record.access_key, known.record.grants)
 
     async def signed(
         self, access_key: str, proves: Callable[[str], bool], address: str

@@ -224,6 +224,25 @@ class AccessStore:
         await self._write(access.key_record_name(access_key), None)
         log.info("revoked access key %s", access_key)
 
+    async def set_grants(self, access_key: str, grants: Grants) -> AccessKey:
+        """Give the live key ``access_key`` these ``grants`` in place of its own (its id and
+        secret stay): a new revision of its record, which replicas take only over the
+        record it was made from, so a key revoked meanwhile stays revoked. Other peers see
+        the new grants within their cache's ``ttl``. Raises AccessKeyNotFound (no such live
+        key), Unavailable (below the quorum, or the record changed meanwhile: retry)."""
+        name = access.key_record_name(access_key)
+        current = await self._replicas.read(name)
+        if current is None or current.deleted or current.inline is None:
+            raise AccessKeyNotFound(f"no access key {access_key[:40]!r}")
+        record = msgspec.structs.replace(access.decode_key(current.inline), grants=grants)
+        update = dataclasses.replace(
+            current, inline=access.encode_record(record), revision=current.revision + 1
+        )
+        await self._replicas.commit(update, base=current)
+        self._remember(name, update)
+        log.info("changed the grants of access key %s: %s", access_key, grants.to_json())
+        return record
+
     async def reseal(self) -> int:
         """Seal again, under the signing secret, every key sealed under an older cluster
         secret still held (the middle step of a rotation), so the older secret can be

@@ -2,6 +2,8 @@
 
 - ``public``: ``/files``, ``/manifests``, ``/cluster``, ``/scrub``;
 - ``forms``: form uploads (``multipart/form-data``) parsed as they stream in;
+- ``console``: the web console at ``/ui/`` (login, pages, static modules, the ring drawing);
+  ``browser``: what a console session's cookie stands for, and its CSRF checks;
 - ``monitoring``: ``/health``, ``/ready`` and ``/metrics``; ``metrics``: the peer's registry;
 - ``access_log``: request ids, and a log line and metrics sample per answered request;
 - ``peer``: the ``/internal/`` routes, adapting requests to ``Holder`` and ``Gossip``;
@@ -12,6 +14,6 @@
 - ``conditions``: precondition fields (If-Match...) read from requests, 304 and 412 answers;
 - ``keys``: the typed app keys the routes read components from.
 
-Routes parse, call the room below and shape answers; later frontends (S3, the web console)
-live here beside them. May import every room below. Only ``node.process`` imports it.
+Routes parse, call the room below and shape answers; the other frontends (S3, the web
+console) live here beside them. May import every room below. Only ``node.process`` imports it.
 """

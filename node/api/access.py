@@ -10,6 +10,8 @@ Routes (JSON in and out; every one but listing namespaces needs an admin key)::
     POST   /keys                      {"name", "read": [ns], "write": [ns], "create", "admin"}
                                       -> 201 {"access_key", "secret_key", ...}: shown once
     DELETE /keys/{access_key}         revoke -> 204
+    PUT    /keys/{access_key}/grants  {"read": [ns], "write": [ns], "create", "admin"}
+                                      -> 200 the key (no secret) with these grants instead
     GET    /namespaces                the namespaces this key may read (admin: all)
     PUT    /namespaces/{ns}           {"public_read": bool} -> 201 (admin or a create grant)
     DELETE /namespaces/{ns}           remove an empty namespace -> 204
@@ -23,9 +25,10 @@ import msgspec
 from aiohttp import hdrs, web
 
 from node.access.guard import ANONYMOUS, Principal
+from node.api.browser import has_session_cookie, session_principal
 from node.api.errors import Handler
 from node.api.input import json_body
-from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, principal_of
+from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, SESSIONS, principal_of
 from node.api.paths import PROBES
 from node.cluster.protocol import PEER_PREFIX
 from node.errors import InvalidNamespace, NamespaceExists, NamespaceNotFound, Unauthenticated
@@ -41,6 +44,13 @@ class KeyOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin: bool = False
 
 
+class GrantOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    read: list[str] = []
+    write: list[str] = []
+    create: bool = False
+    admin: bool = False
+
+
 class NamespaceOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_read: bool = False
 
@@ -49,6 +59,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/keys", list_keys)
     app.router.add_post("/keys", create_key)
     app.router.add_delete("/keys/{access_key}", revoke_key)
+    app.router.add_put("/keys/{access_key}/grants", grant)
     app.router.add_get("/namespaces", list_namespaces)
     app.router.add_put("/namespaces/{namespace}", create_namespace)
     app.router.add_delete("/namespaces/{namespace}", remove_namespace)
@@ -56,12 +67,18 @@ def add_routes(app: web.Application) -> None:
 
 @web.middleware
 async def identified(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Set the request's Principal from its credentials; raises Unauthenticated for bad ones."""
+    """Set the request's Principal from its credentials (Basic, else a console session's
+    cookie: ``node.api.browser``); raises Unauthenticated for bad ones, Forbidden for a
+    session's state change without its CSRF token."""
     if request.path.startswith(PEER_PREFIX) or request.path in PROBES:
         request[PRINCIPAL] = ANONYMOUS
         return await handler(request)
+    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    if authorization is None and has_session_cookie(request):  # the web console
+        request[PRINCIPAL] = await session_principal(request)
+        return await handler(request)
     request[PRINCIPAL] = await request.app[GATEKEEPER].principal(
-        request.headers.get(hdrs.AUTHORIZATION), request.remote or "?"
+        authorization, request.remote or "?"
     )
     return await handler(request)
 
@@ -96,8 +113,8 @@ async def create_key(request: web.Request) -> web.Response:
     return web.json_response({**record.to_json(), "secret_key": secret}, status=201)
 
 
-def _grants(order: KeyOrder) -> Grants:
-    if len(order.name) > access.MAX_KEY_NAME:
+def _grants(order: KeyOrder | GrantOrder) -> Grants:
+    if isinstance(order, KeyOrder) and len(order.name) > access.MAX_KEY_NAME:
         raise InvalidNamespace(f"a key name is at most {access.MAX_KEY_NAME} characters")
     try:
         return Grants.of(order.read, order.write, order.create, order.admin)
@@ -107,8 +124,18 @@ def _grants(order: KeyOrder) -> Grants:
 
 async def revoke_key(request: web.Request) -> web.Response:
     await require(request, "admin")
-    await request.app[ACCESS].revoke_key(request.match_info["access_key"])
+    access_key = request.match_info["access_key"]
+    await request.app[ACCESS].revoke_key(access_key)
+    request.app[SESSIONS].close_key(access_key)  # other peers': at their next lookup
     return web.Response(status=204)
+
+
+async def grant(request: web.Request) -> web.Response:
+    """Replace a key's grants (admin); raises AccessKeyNotFound, InvalidNamespace."""
+    await require(request, "admin")
+    grants = _grants(await json_body(request, GrantOrder))
+    record = await request.app[ACCESS].set_grants(request.match_info["access_key"], grants)
+    return web.json_response(record.to_json())
 
 
 async def list_namespaces(request: web.Request) -> web.Response:

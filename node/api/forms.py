@@ -10,7 +10,7 @@ body does (the coordinator sends its last stripe only after the body ends: nothi
 committed).
 
 Which part is the file: the one named ``file`` (``curl -F file=@x``, ``<input type=file
-name=file>``). Fields the server reads (``name``; later the console's CSRF token) must come
+name=file>``). Fields the server reads (``name``; the console's ``csrf_token``) must come
 before it, as browsers and curl send a form's fields in order.
 
 Browsers send forms to any site without asking (a "simple" request, no CORS preflight), with
@@ -42,8 +42,9 @@ MAX_HEADERS = 8  # header lines of a part (RFC 7578 uses at most 3)
 OVERHEAD = MAX_PARTS * (MAX_FIELD_BYTES + MAX_HEADERS * (MAX_HEADER_BYTES + 2) + 80)
 
 # The console's CSRF check: given the request and the fields sent before the file, raise
-# (Forbidden) to refuse the upload before anything of it is stored. The console's wiring
-# (node.process) will set it; unset, forms are checked by ``same_origin`` and keys alone.
+# (Forbidden) to refuse the upload before anything of it is stored. node.process.wiring
+# sets it (node.api.browser.form_guard); unset, forms are checked by ``same_origin`` and
+# keys alone.
 FormGuard = Callable[[web.Request, Mapping[str, str]], Awaitable[None]]
 FORM_GUARD: web.AppKey[FormGuard] = web.AppKey("form_guard")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.access.guard import Gatekeeper, Principal
+from node.access.sessions import Session, Sessions
 from node.access.store import AccessStore
 from node.api.metrics import Metrics
 from node.cluster.auth import Authenticator
@@ -51,10 +52,13 @@ S3_URL = web.AppKey("s3_url", str)  # where this peer serves S3, once it does (-
 METRICS = web.AppKey("metrics", Metrics)  # the peer's registry: shared by its two listeners
 LISTENER = web.AppKey("listener", str)  # which of them an app is: "public" or "s3"
 WRITE_PROBE = web.AppKey("write_probe", WriteProbe)  # /ready: does the data dir take writes
+SESSIONS = web.AppKey("sessions", Sessions)  # the web console's logins on this peer
 
 REQUEST_ID = web.RequestKey("request_id", str)  # node.tracing: set for every request
 
 PRINCIPAL = web.RequestKey("principal", Principal)  # who sent a public request
+SESSION = web.RequestKey("session", Session)  # the console session it came with, if any
+CSRF_CHECKED = web.RequestKey("csrf_checked", bool)  # its CSRF token came as a header
 
 
 def principal_of(request: web.Request) -> Principal:

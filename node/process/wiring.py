@@ -40,10 +40,12 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from node.access.guard import Gatekeeper
+from node.access.sessions import Sessions
 from node.access.startup import adopt_namespaces, reseal_keys, store_admin_key
 from node.access.store import AccessStore
-from node.api import access, dates, keys, monitoring, peer, public
+from node.api import access, browser, dates, forms, keys, monitoring, peer, public
 from node.api.access_log import request_id_header, traced
+from node.api.console import routes as console
 from node.api.errors import NOSNIFF, SERVER, Handler, error_middleware
 from node.api.limits import RequestLimit
 from node.api.metrics import Metrics, PeerCollector, Watched
@@ -113,6 +115,8 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.METRICS], app[keys.LISTENER] = Metrics(), "public"  # the registry: both listeners
     app[keys.WRITE_PROBE] = WriteProbe(config.data_dir)
+    app[keys.SESSIONS] = Sessions()  # the web console's logins (node.api.console)
+    app[forms.FORM_GUARD] = browser.form_guard  # a form sent with one: its CSRF token
     app.on_response_prepare.append(_common_headers)
     app.on_response_prepare.append(request_id_header)
     app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
@@ -120,6 +124,7 @@ def create_app(
     public.add_routes(app)
     monitoring.add_routes(app)
     access.add_routes(app)
+    console.add_routes(app)
     peer.add_routes(app)
     return app
 
