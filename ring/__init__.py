@@ -5,7 +5,7 @@ joins. Pure: imports only the stdlib (no I/O, no asyncio), ``uhashring`` and
 ``msgpack``, so every process computes the same placement from the same members.
 """
 
-from ring.balance import MemberShare, RingBalance, ring_balance, segment_owners
+from ring.balance import MemberShare, RingBalance, ring_balance
 from ring.errors import EmptyRing, RingError, UnknownMember
 from ring.member import MAX_WEIGHT, MIN_WEIGHT, Member
 from ring.plan import Move, plan_moves
@@ -25,5 +25,4 @@ __all__ = [
     "UnknownMember",
     "plan_moves",
     "ring_balance",
-    "segment_owners",
 ]

@@ -13,19 +13,16 @@ load) and the coefficient of variation of the ratios (population standard deviat
 mean; the load-imbalance figure of the consistent-hashing literature, e.g. DeCandia et
 al., "Dynamo", SOSP 2007, section 6.2).
 
-``segment_owners`` samples the circle for drawing it: which member is primary for most of
-each of ``segments`` equal slices. Pure: arithmetic on the ring's points, no I/O.
+Drawing the circle is ``ring.drawing``'s. Pure: arithmetic on the ring's points, no I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ring.continuum import HASH_SPACE, build_continuum
-from ring.errors import EmptyRing
 from ring.ring import Ring
 
-__all__ = ["MemberShare", "RingBalance", "ring_balance", "segment_owners"]
+__all__ = ["MemberShare", "RingBalance", "ring_balance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,31 +74,3 @@ def ring_balance(ring: Ring) -> RingBalance:
     mean = sum(ratios) / len(ratios)
     deviation = (sum((r - mean) ** 2 for r in ratios) / len(ratios)) ** 0.5
     return RingBalance(members, max(ratios), min(ratios), deviation / mean)
-
-
-def segment_owners(ring: Ring, segments: int) -> tuple[str, ...]:
-    """For each of ``segments`` equal slices of the circle, clockwise from 0, the member
-    primary for the largest part of it (ties: the lower id), to draw the ring with.
-
-    Linear in the ring's points plus ``segments``: about 0.4 s for 100 members of the
-    default vnodes, so cache it per ring and keep it off an event loop.
-    Raises ``ValueError`` if ``segments`` < 1 and ``EmptyRing`` if the ring has no members.
-    """
-    if segments < 1:
-        raise ValueError(f"segments must be >= 1, got {segments}")
-    if not ring.members:
-        raise EmptyRing("the ring has no members")
-    ids = [member.id for member in ring.members]
-    continuum = build_continuum([(m.id, m.weight) for m in ring.members], ring.vnodes)
-    points, owners = continuum.points, continuum.owners
-    # Keys in [points[i-1], points[i]) belong to owners[i]; those past the last point wrap
-    # to owners[0]. So the circle is cut at each point, arcs ending there owned by it.
-    covered = [dict[int, int]() for _ in range(segments)]
-    start = 0
-    for end, owner in [*zip(points, owners, strict=True), (HASH_SPACE, owners[0])]:
-        while start < end:
-            segment = start * segments // HASH_SPACE
-            stop = min(end, -(-(segment + 1) * HASH_SPACE // segments))
-            covered[segment][owner] = covered[segment].get(owner, 0) + stop - start
-            start = stop
-    return tuple(ids[max(c, key=lambda owner: (c[owner], -owner))] for c in covered)

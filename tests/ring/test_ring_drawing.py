@@ -54,6 +54,17 @@ def test_sectors_cover_every_slice_in_order() -> None:
     assert sectors(ring_of(1), 12) == sectors(ring_of(1), 12)[:1]
 
 
+def test_sectors_give_a_member_about_its_weights_share_of_the_slices() -> None:
+    ring = Ring([Member(f"peer-{i}", f"http://p{i}", w) for i, w in enumerate([1, 1, 2])], 256)
+    slices: dict[str, int] = {}
+    for sector in sectors(ring, 360):
+        slices[sector.member] = slices.get(sector.member, 0) + sector.end - sector.start
+    # Half the weight, about half the slices (a slice goes whole to its largest owner,
+    # which favours the heavy member a little).
+    assert 150 < slices["peer-2"] < 240
+    assert slices["peer-2"] > max(slices["peer-0"], slices["peer-1"])
+
+
 def test_newcomer_shares_are_what_it_would_own() -> None:
     ring = ring_of(7)
     newcomer = Member("newcomer", "http://new", 1)

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from ring import EmptyRing, Member, Ring, ring_balance, segment_owners
+from ring import EmptyRing, Member, Ring, ring_balance
 from ring.continuum import HASH_SPACE, build_continuum
 
 
@@ -63,37 +63,8 @@ def test_the_default_ring_is_close_to_fair() -> None:
 def test_a_single_member_owns_everything() -> None:
     balance = ring_balance(Ring(members([3])))
     assert (balance.max_ratio, balance.min_ratio, balance.cv) == (1.0, 1.0, 0.0)
-    assert segment_owners(Ring(members([3])), 5) == ("peer-00",) * 5
-
-
-@pytest.mark.parametrize("segments", [1, 7, 360])
-def test_segments_show_each_member_about_its_share(segments: int) -> None:
-    ring = Ring(members([1, 1, 2]), vnodes=256)
-    drawn = segment_owners(ring, segments)
-    assert len(drawn) == segments
-    assert set(drawn) <= {m.id for m in ring.members}
-    if segments == 360:
-        counts = Counter(drawn)
-        # Half the weight, about half the slices (a slice goes whole to its largest owner,
-        # which favours the heavy member a little).
-        assert 150 < counts["peer-02"] < 240
-        assert counts["peer-02"] > max(counts["peer-00"], counts["peer-01"])
-
-
-def test_a_segment_goes_to_who_covers_most_of_it() -> None:
-    ring = Ring(members([1, 1]), vnodes=1)
-    continuum = build_continuum([(m.id, m.weight) for m in ring.members], 1)
-    (a, b), (oa, ob) = continuum.points, continuum.owners
-    ids = [m.id for m in ring.members]
-    # One segment: who owns the longer of the two arcs, (a, b] for owner ob, the rest oa.
-    expected = ids[ob] if b - a > HASH_SPACE - (b - a) else ids[oa]
-    assert segment_owners(ring, 1) == (expected,)
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(EmptyRing):
         ring_balance(Ring([]))
-    with pytest.raises(EmptyRing):
-        segment_owners(Ring([]), 3)
-    with pytest.raises(ValueError, match="segments"):
-        segment_owners(Ring(members([1])), 0)

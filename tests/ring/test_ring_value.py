@@ -47,7 +47,6 @@ def test_public_api_is_reexported() -> None:
         "UnknownMember",
         "plan_moves",
         "ring_balance",
-        "segment_owners",
     }
     assert isinstance(DEFAULT_VNODES, int)
     assert DEFAULT_VNODES >= 1
