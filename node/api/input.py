@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import StreamReader, hdrs, web
 from aiohttp.http import HttpVersion11
 
+from node.api.keys import CONFIG
 from node.api.numbers import decimal
 from node.errors import (
     IncompleteBody,
@@ -136,18 +137,25 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
+async def small_body(request: web.Request, limit: int) -> bytes:
+    """The whole body of a request whose body is a small document (JSON, XML, a form), of
+    at most ``limit`` bytes, however many pieces it arrives in. Bounded in size and time as
+    ``body_pieces`` bounds it (the peer's ``--client-timeout`` without a byte): raises
+    TooLarge, RequestTimeout, IncompleteBody."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"the body is larger than the limit of {limit} bytes")
+    stall = request.app[CONFIG].client_timeout
+    return b"".join([piece async for piece in body_pieces(request, stall, limit)])
+
+
 async def json_body(request: web.Request, kind: type[T]) -> T:
     """The request's JSON body decoded as ``kind`` (an empty body: ``kind()``), at most
     ``MAX_JSON`` bytes. Raises InvalidRequest naming what is wrong, UnsupportedMediaType for
-    a body that is not JSON or has a Content-Encoding."""
-    if request.content_length is not None and request.content_length > MAX_JSON:
-        raise InvalidRequest(f"a JSON body is at most {MAX_JSON} bytes")
+    a body that is not JSON or has a Content-Encoding, and what ``small_body`` raises."""
     if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
         # bodies reach routes undecoded (node.process.wiring); JSON is taken as plain text
         raise UnsupportedMediaType("send a JSON body without Content-Encoding")
-    data = await request.content.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise InvalidRequest(f"a JSON body is at most {MAX_JSON} bytes")
+    data = await small_body(request, MAX_JSON)
     if not data.strip():
         data = b"{}"
     elif request.content_type not in ("application/json", "application/octet-stream"):

@@ -30,8 +30,9 @@ from node.api import forms
 from node.api.access import require_key
 from node.api.browser import CSRF_FIELD, CSRF_HEADER, cookie_name, has_session_cookie
 from node.api.errors import Handler
+from node.api.input import small_body
 from node.api.keys import CONFIG, GATEKEEPER, MEMBERSHIP, SESSION, SESSIONS, principal_of
-from node.errors import Forbidden, InvalidRequest, TooLarge, Unauthenticated, UnsupportedMediaType
+from node.errors import Forbidden, InvalidRequest, Unauthenticated, UnsupportedMediaType
 from ring import Member, Ring
 from ring.drawing import DEFAULT_BINS, newcomer_shares, sectors
 
@@ -162,16 +163,7 @@ async def _form_fields(request: web.Request) -> dict[str, str]:
     TooLarge, InvalidRequest."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("send the form (application/x-www-form-urlencoded)")
-    if request.content_length is not None and request.content_length > MAX_LOGIN_BYTES:
-        raise TooLarge(f"a console form is at most {MAX_LOGIN_BYTES} bytes")
-    data = bytearray()
-    while len(data) <= MAX_LOGIN_BYTES:
-        piece = await request.content.read(MAX_LOGIN_BYTES + 1 - len(data))
-        if not piece:
-            break
-        data += piece
-    if len(data) > MAX_LOGIN_BYTES:
-        raise TooLarge(f"a console form is at most {MAX_LOGIN_BYTES} bytes")
+    data = await small_body(request, MAX_LOGIN_BYTES)
     try:
         return dict(parse_qsl(data.decode("utf-8"), max_num_fields=8))
     except (UnicodeDecodeError, ValueError):

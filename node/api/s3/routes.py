@@ -35,7 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from node.api.access import require
 from node.api.conditions import write_condition
-from node.api.input import body_pieces, defer_continue
+from node.api.input import defer_continue, small_body
 from node.api.integrity import expected_digests
 from node.api.keys import ACCESS, CONFIG, COORDINATOR, principal_of
 from node.api.representation import content_type_of, representation_of
@@ -260,9 +260,7 @@ async def create_bucket(request: web.Request, bucket: str) -> web.Response:
     """CreateBucket: a new namespace. Its configuration body (a LocationConstraint) is read,
     checked against the signature and ignored: a cluster is one region."""
     await require(request, "create")
-    body = await request.content.read(MAX_BUCKET_BODY + 1)
-    if len(body) > MAX_BUCKET_BODY:
-        raise S3Error("InvalidRequest", "a CreateBucket configuration is at most 64 KiB")
+    body = await small_body(request, MAX_BUCKET_BODY)  # however many pieces it comes in
     check_small_payload(request, body)
     await request.app[ACCESS].create_namespace(bucket)
     log.info("S3 CreateBucket %r", bucket)
@@ -519,9 +517,7 @@ async def delete_objects(request: web.Request, bucket: str) -> web.Response:
     checked against the signature and a ``Content-MD5``."""
     await require(request, "write", bucket)
     await _existing_bucket(request, bucket)
-    config = request.app[CONFIG]
-    pieces = [p async for p in body_pieces(request, config.client_timeout, MAX_DELETE_BODY)]
-    document = b"".join(pieces)
+    document = await small_body(request, MAX_DELETE_BODY)
     check_small_payload(request, document)
     for digest in expected_digests(request.headers):
         if hashlib.new(digest.algorithm, document).digest() != digest.digest:

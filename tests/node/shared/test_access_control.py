@@ -8,6 +8,7 @@ log line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +48,7 @@ async def call(
 ) -> tuple[int, Any]:
     """One request with ``key`` (None: anonymous) on ``http``, a session that sends no key of
     its own; returns the status and the JSON body (or None)."""
-    headers = {} if key is None else auth(key)
+    headers = {**kwargs.pop("headers", {}), **({} if key is None else auth(key))}
     async with http.request(method, url, headers=headers, **kwargs) as response:
         body = await response.read()
         try:
@@ -277,3 +278,27 @@ async def test_no_secret_in_any_log_line(
     assert "refused credentials" in text  # the log does say what happened
     for secret in (made["secret_key"], ADMIN[1]):
         assert secret not in text
+
+
+async def test_a_json_body_in_pieces_is_read_whole(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A JSON body that arrives in two pieces is one document: a read of whatever had
+    arrived took the first piece for the whole body (400: not JSON)."""
+    document = b'{"read": ["alpha"], "write": ["alpha"]}'
+
+    async def in_two_pieces() -> AsyncIterator[bytes]:
+        yield document[:10]
+        await asyncio.sleep(0.2)  # pacing: the peer reads the first piece alone
+        yield document[10:]
+
+    status, made = await call(
+        http,
+        "POST",
+        f"{cluster[1].url}/keys",
+        ADMIN,
+        data=in_two_pieces(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 201, made
+    assert made["grants"]["read"] == ["alpha"]
