@@ -178,8 +178,12 @@ class ManifestStore:
         self._count(self._where.pop(name), -1)
 
     def _moved(self, name: str, old: Location, where: Location) -> None:
-        table = self._where if self._where.get(name) == old else self._removed
-        table[name] = where
+        if self._where.get(name) == old:
+            self._where[name] = where
+        elif self._removed.get(name) == old:
+            self._removed[name] = where
+        else:
+            return  # superseded meanwhile (only after a cancelled compaction): a dead copy
         self._count(old, -1)
         self._count(where, +1)
 
@@ -415,7 +419,7 @@ class ManifestStore:
     def _worst_segment(self) -> int | None:
         """The closed segment most worth compacting, if one is due."""
         worst, ratio = None, 0.0
-        for segment, size in self._log.sizes.items():
+        for segment, size in list(self._log.sizes.items()):  # the writer thread adds some
             if segment == self._log.active:
                 continue
             dead = size - self._live.get(segment, 0)
