@@ -195,11 +195,11 @@ def scan(
             continue
         length = window.plausible(offset)
         following: int | None = None
-        if length is not None and (
-            offset + length == window.size or window.record_at(offset + length) is not None
-        ):
+        if length is not None and offset + length == window.size:
+            pass  # a sound header up to the end: the last record is torn or damaged
+        elif length is not None and window.record_at(offset + length) is not None:
             following = offset + length  # the header is sound: only this record is damaged
-        if following is None or following == window.size:
+        else:
             following = window.resync(offset)
         name = window.salvage(offset, length - FRAME.size) if length is not None else None
         if following is None:

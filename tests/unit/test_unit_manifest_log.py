@@ -271,3 +271,17 @@ async def test_a_new_log_is_one_segment_header(tmp_path: Path) -> None:
     await (await opened(tmp_path)).close()
     [segment] = segments(tmp_path)
     assert segment.read_bytes() == SEGMENT_MAGIC
+
+
+async def test_records_after_a_damaged_frame_header_are_found_again(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    [segment] = segments(tmp_path)
+    start = segment.stat().st_size
+    await store.put(manifest("b"))
+    await store.put(manifest("c"))
+    await store.close()
+    flip_byte(segment, start + 5)  # b's length field: where b ends is unknown
+    again = await opened(tmp_path)
+    assert again.names() == ["a", "c"]
+    assert await again.get("c") == manifest("c")
