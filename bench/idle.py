@@ -26,9 +26,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import cpu_seconds, publish, rss_mib
+from node.disk.manifest_log import KEEP, LogRecord, ManifestLog, SegmentIO, frame
+from node.disk.manifest_store import SEGMENT_BYTES
 from node.model.layout import Layout
 from node.model.manifest import Manifest
-from node.model.names import name_key
 from node.model.version import Version
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -37,20 +38,27 @@ PEERS = 3
 
 
 def synthesise(data_dirs: list[Path], count: int) -> None:
-    """``count`` inline 4 KiB files' manifests in every data directory (no fsync: a
-    benchmark's fixture)."""
+    """``count`` inline 4 KiB files' manifests in every data directory's manifest log
+    (appended in batches of 4096, as a peer's group commit would)."""
     body = bytes(4096)
     now_ms = int(time.time() * 1000) - 3_600_000
-    for number in range(count):
-        name = f"idle/{number:08d}"
-        version = Version(now_ms + number, 0, "bench")
-        manifest = Manifest(name, version, Layout(4096, 5, 2), "0" * 32, inline=body)
-        data = manifest.to_bytes()
-        key = name_key(name)
-        for data_dir in data_dirs:
-            shard = data_dir / "manifests" / key[:2]
-            shard.mkdir(parents=True, exist_ok=True)
-            (shard / key).write_bytes(data)
+    logs = []
+    for data_dir in data_dirs:
+        manifest_log = ManifestLog(data_dir / "manifests" / "log", SEGMENT_BYTES, SegmentIO())
+        for _ in manifest_log.replay():
+            pass
+        logs.append(manifest_log)
+    for start in range(0, count, 4096):
+        frames = []
+        for number in range(start, min(count, start + 4096)):
+            name = f"idle/{number:08d}"
+            version = Version(now_ms + number, 0, "bench")
+            manifest = Manifest(name, version, Layout(4096, 5, 2), "0" * 32, inline=body)
+            frames.append(frame(LogRecord(KEEP, name, manifest.to_bytes())))
+        for manifest_log in logs:
+            manifest_log.append(frames)
+    for manifest_log in logs:
+        manifest_log.close()
 
 
 async def pending(session: aiohttp.ClientSession, url: str) -> int:

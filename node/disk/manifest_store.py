@@ -2,48 +2,125 @@
 
 Layout under the data directory::
 
-    manifests/<2 hex>/<name key>   msgpack manifest, replaced only by a newer version
+    manifests/log/<seq>.log   the manifest log (``node.disk.manifest_log``): segments of
+                              checksummed records, each a manifest kept or a name removed
 
 A write is kept only if it takes precedence over the stored one (a newer version, or a newer
 revision of the same version), so replicas converge whatever order writes arrive in; a
-conditional write (If-Match...) only if its condition also holds for the stored one. Files
-are written to a temporary name, fsynced and renamed. An in-memory index of summaries serves
-listings without disk reads.
+conditional write (If-Match...) only if its condition also holds for the stored one. The
+check and the write happen under the name's lock, held until the write is durable.
+
+**Group commit.** Writes of any names queue for one writer: each batch is one write and one
+fdatasync in a worker thread, however many records it holds, and a write is acknowledged
+(``put`` returns) only after its batch's sync. The in-memory index (name -> summary and the
+record's location) changes only then, so no reader ever sees a replica that is not durable.
+A write whose caller is cancelled still completes, with its index change.
+
+**Compaction.** Each segment's live bytes are counted (records still the current one of
+their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
+of it are, its live records are appended again through the same group commit (under their
+names' locks), a bounded slice per pass, then the segment is deleted.
+
+**Recovery** replays the segments at ``open`` (``ManifestLog.replay``): a torn tail of the
+newest segment is cut off (never acknowledged); a damaged record elsewhere is skipped and
+its name, when it still decodes, is written off here with a removal record, so an older
+record of the name cannot come back: read repair puts the replica back, as for any replica
+a peer lacks. A data directory of the previous layout (a file per replica,
+``manifests/<2 hex>/<key>``) is moved into the log at ``open``: the files' manifests are
+appended and synced, then the files deleted; a crash midway repeats it, and precedence
+drops what was already moved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import builtins
+import contextlib
+import errno
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.disk.durable import write_atomically
 from node.disk.locks import KeyedLocks
-from node.errors import CorruptData
+from node.disk.manifest_log import (
+    KEEP,
+    REMOVE,
+    SEGMENT_MAGIC,
+    Damage,
+    Location,
+    LogRecord,
+    ManifestLog,
+    SegmentGone,
+    SegmentIO,
+    frame,
+)
+from node.errors import CorruptData, InsufficientStorage
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
 from node.model.manifest import Manifest, ReplicaWrite
-from node.model.names import name_key
 from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
 log = logging.getLogger(__name__)
 
+SEGMENT_BYTES = 64 << 20  # a new segment past this size
+COMPACT_RATIO = 0.5  # a closed segment this much dead is compacted...
+COMPACT_BYTES = 8 << 20  # ...once this many of its bytes are dead
+COMPACT_SLICE = 1 << 20  # bytes of a segment read per compaction pass
+BATCH_BYTES = 8 << 20  # at most this much written per group commit (one record may exceed)
+MIGRATION_BATCH = 4096  # old-layout files moved per sync
+
+__all__ = ["KeyedLocks", "ManifestStore"]
+
+
+@dataclass
+class _Append:
+    """One record waiting for the group commit; ``apply`` updates the index once durable."""
+
+    frame: bytes
+    apply: Callable[[Location], None]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
 
 class ManifestStore:
     """The manifest replicas on this peer's disk, with an in-memory index for listings."""
 
-    def __init__(self, root: Path, parity: int = DEFAULT_M) -> None:
+    def __init__(
+        self,
+        root: Path,
+        parity: int = DEFAULT_M,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        compact_ratio: float = COMPACT_RATIO,
+        compact_bytes: int = COMPACT_BYTES,
+        io: SegmentIO | None = None,
+    ) -> None:
         self._root = root / "manifests"
+        self._log = ManifestLog(self._root / "log", segment_bytes, io or SegmentIO())
         self._index: dict[str, Manifest] = {}
+        self._where: dict[str, Location] = {}  # name -> its record
+        self._removed: dict[str, Location] = {}  # name -> a removal record still needed
+        self._live: dict[int, int] = {}  # segment -> bytes of its records still current
         self._names: list[str] = []  # sorted names in the index
         self._parity = parity  # the cluster's m: versions with fewer chunks are degraded
         self._degraded: dict[str, int] = {}  # degraded live versions: chunks they have
         self._locks = KeyedLocks()
+        self._queue: list[_Append] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
+        self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
+        self.compacted_segments = 0
 
     def __repr__(self) -> str:
-        return f"ManifestStore({self._root}, names={len(self._index)})"
+        return (
+            f"ManifestStore({self._root}, names={len(self._index)}, "
+            f"segments={len(self._log.sizes)}, live_bytes={sum(self._live.values())}, "
+            f"syncs={self._log.syncs}, batches={self._log.batches})"
+        )
 
     def __len__(self) -> int:
         return len(self._index)
@@ -68,56 +145,194 @@ class ManifestStore:
         else:
             self._degraded.pop(manifest.name, None)
 
-    async def open(self) -> None:
-        await asyncio.to_thread(self._load)
+    # --- the index: changed only by durable records ------------------------------------
 
-    def _load(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
-        for shard in self._root.iterdir():
-            for path in shard.iterdir():
-                if path.suffix == ".corrupt":
-                    continue
-                if path.suffix == ".tmp":
-                    path.unlink()
-                    continue
-                try:
-                    manifest = Manifest.from_bytes(path.read_bytes())
-                except CorruptData as exc:
-                    log.error("unreadable manifest %s: %s", path, exc)
-                    continue
-                self._index[manifest.name] = manifest.without_chunks()
-                self._note_degraded(manifest)
-        self._names = sorted(self._index)
+    def _count(self, where: Location | None, sign: int) -> None:
+        if where is not None:
+            self._live[where.segment] = self._live.get(where.segment, 0) + sign * where.length
 
-    def _path(self, name: str) -> Path:
-        key = name_key(name)
-        return self._root / key[:2] / key
-
-    async def get(self, name: str) -> Manifest | None:
-        """The stored manifest of ``name``, or None.
-
-        A damaged replica is set aside (renamed ``.corrupt``) and forgotten, so that this
-        peer answers "none" and read repair or the next write puts a good copy back.
-        """
+    def _kept(self, manifest: Manifest, where: Location) -> None:
+        name = manifest.name
         if name not in self._index:
-            return None
-        path = self._path(name)
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            return None
-        try:
-            return Manifest.from_bytes(data)
-        except CorruptData as exc:
-            log.error("manifest replica of %r is damaged (%s); set aside for repair", name, exc)
-            await asyncio.to_thread(path.replace, path.with_suffix(".corrupt"))
-            self._forget(name)
-            return None
+            bisect.insort(self._names, name)
+        self._count(self._where.get(name), -1)
+        self._count(self._removed.pop(name, None), -1)
+        self._index[name] = manifest.without_chunks()
+        self._where[name] = where
+        self._count(where, +1)
+        self._note_degraded(manifest)
+
+    def _dropped(self, name: str, where: Location) -> None:
+        """``name`` removed by the record at ``where``: kept while an older record of the
+        name may lie in an older segment."""
+        if name not in self._index:
+            return  # nothing to remove: the record is dead at once
+        self._forget(name)
+        self._removed[name] = where
+        self._count(where, +1)
 
     def _forget(self, name: str) -> None:
         del self._index[name]
         self._names.pop(bisect.bisect_left(self._names, name))
         self._degraded.pop(name, None)
+        self._count(self._where.pop(name), -1)
+
+    def _moved(self, name: str, old: Location, where: Location) -> None:
+        if self._where.get(name) == old:
+            self._where[name] = where
+        elif self._removed.get(name) == old:
+            self._removed[name] = where
+        else:
+            return  # superseded meanwhile (only after a cancelled compaction): a dead copy
+        self._count(old, -1)
+        self._count(where, +1)
+
+    # --- open, close -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        damaged: set[str] = set()
+        for event in self._log.replay():
+            if isinstance(event, Damage):
+                if event.name is not None and not (
+                    event.tail and event.segment == self._log.active
+                ):
+                    damaged.add(event.name)
+                continue
+            where, record = event
+            damaged.discard(record.name)
+            if record.kind == REMOVE:
+                self._dropped(record.name, where)
+                continue
+            try:
+                manifest = Manifest.from_bytes(record.manifest or b"")
+            except CorruptData as exc:  # checksummed twice: a bug, not bit rot
+                log.error("unreadable manifest of %r at %s: %s", record.name, where, exc)
+                damaged.add(record.name)
+                continue
+            self._kept(manifest, where)
+        if damaged:  # written off: their older records must not come back after a restart
+            lost = sorted(damaged & set(self._index))
+            frames = [frame(LogRecord(REMOVE, name)) for name in lost]
+            for name, where in zip(lost, self._log.append(frames) if frames else [], strict=True):
+                self._dropped(name, where)
+            log.error("manifest replicas lost to damage here, left to read repair: %s", lost)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Move replicas of the previous layout (``manifests/<2 hex>/<key>``) into the log."""
+        shards = [p for p in self._root.iterdir() if p.is_dir() and len(p.name) == 2]
+        moved = 0
+        for shard in shards:
+            files = sorted(shard.iterdir())
+            for start in range(0, len(files), MIGRATION_BATCH):
+                batch = files[start : start + MIGRATION_BATCH]
+                manifests = []
+                for path in batch:
+                    if path.suffix in (".tmp", ".corrupt"):
+                        continue
+                    try:
+                        manifest = Manifest.from_bytes(path.read_bytes())
+                    except CorruptData as exc:
+                        log.error("unreadable manifest %s: %s; set aside", path, exc)
+                        path.replace(path.with_suffix(".corrupt"))
+                        continue
+                    current = self._index.get(manifest.name)
+                    if current is None or current.precedence < manifest.precedence:
+                        manifests.append(manifest)
+                frames = [frame(LogRecord(KEEP, m.name, m.to_bytes())) for m in manifests]
+                if frames:
+                    for manifest, where in zip(manifests, self._log.append(frames), strict=True):
+                        self._kept(manifest, where)
+                for path in batch:  # durable in the log: the files can go
+                    if path.suffix != ".corrupt":
+                        path.unlink(missing_ok=True)
+                moved += len(manifests)
+            with contextlib.suppress(OSError):
+                shard.rmdir()  # left if .corrupt files remain
+        if shards:
+            log.info("moved %d manifest replicas of the previous layout into the log", moved)
+
+    async def close(self) -> None:
+        """Finish the writes under way, stop compacting and close the log."""
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
+        while self._writer is not None:
+            await asyncio.wait({self._writer})
+        await asyncio.to_thread(self._log.close)
+
+    # --- group commit ------------------------------------------------------------------
+
+    async def _commit(self, data: bytes, apply: Callable[[Location], None]) -> None:
+        """Append one record in the next batch; returns once it is durable and applied."""
+        pending = _Append(data, apply)
+        self._queue.append(pending)
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_batches())
+        await pending.done
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._queue:
+                size, count = 0, 0
+                for pending in self._queue:
+                    if count and size + len(pending.frame) > BATCH_BYTES:
+                        break
+                    size, count = size + len(pending.frame), count + 1
+                batch, self._queue = self._queue[:count], self._queue[count:]
+                try:
+                    where = await asyncio.to_thread(self._log.append, [p.frame for p in batch])
+                except OSError as exc:
+                    log.error("manifest log write of %d records failed: %s", len(batch), exc)
+                    for pending in batch:
+                        if not pending.done.done():
+                            pending.done.set_exception(_storage_error(exc))
+                    continue
+                for pending, location in zip(batch, where, strict=True):
+                    pending.apply(location)  # whether or not its caller still waits
+                    if not pending.done.done():
+                        pending.done.set_result(None)
+                self._consider_compaction()
+        finally:
+            self._writer = None
+
+    # --- reads and writes --------------------------------------------------------------
+
+    async def get(self, name: str) -> Manifest | None:
+        """The stored manifest of ``name``, or None.
+
+        A damaged replica is written off (a removal record) and forgotten, so that this
+        peer answers "none" and read repair or the next write puts a good copy back.
+        """
+        found = await self._read(name)
+        if isinstance(found, Location):
+            log.error("manifest replica of %r is damaged; written off for repair", name)
+            async with self._locks.hold(name):
+                if self._where.get(name) == found:
+                    await self._commit(
+                        frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at)
+                    )
+            return None
+        return found
+
+    async def _read(self, name: str) -> Manifest | Location | None:
+        """The manifest of ``name``, None, or the location of its damaged record."""
+        for _ in range(3):  # a segment compacted meanwhile: the record moved
+            where = self._where.get(name)
+            if where is None:
+                return None
+            try:
+                return await asyncio.to_thread(_decode, self._log, where, name)
+            except SegmentGone:
+                continue
+            except CorruptData as exc:
+                log.error("manifest record of %r at %s: %s", name, where, exc)
+                return where
+        return None
 
     async def put(
         self,
@@ -134,8 +349,18 @@ class ManifestStore:
         holds for the stored live version (or for none, when there is none or a tombstone):
         checked under the name's lock, so of two writes conditional on the same state each
         replica keeps the first, and only one can reach a quorum. A refusal answers the
-        version held (the offered one when there is none).
+        version held (the offered one when there is none). Returns once the write is
+        durable; raises InsufficientStorage (disk full) or OSError.
         """
+        # Shielded: a cancelled caller must not release the lock before the index changes.
+        return await asyncio.shield(self._put(manifest, expect, condition))
+
+    async def _put(
+        self,
+        manifest: Manifest,
+        expect: tuple[Version, int] | None,
+        condition: Preconditions | None,
+    ) -> ReplicaWrite:
         async with self._locks.hold(manifest.name):
             current = self._index.get(manifest.name)
             if condition is not None and not condition.allows_write(representation(current)):
@@ -146,17 +371,14 @@ class ManifestStore:
                 or (expect is not None and current.precedence != expect)
             ):
                 return ReplicaWrite(False, current.version, None)
-            # A damaged stored replica reads as none (and is forgotten): it is just replaced.
-            replaced = await self.get(manifest.name) if current is not None else None
+            # A damaged stored replica reads as none: it is just replaced.
+            replaced = await self._read(manifest.name) if current is not None else None
             await self._keep(manifest)
-            return ReplicaWrite(True, manifest.version, replaced)
+            return ReplicaWrite(True, manifest.version, _manifest_or_none(replaced))
 
     async def _keep(self, manifest: Manifest) -> None:
-        await asyncio.to_thread(self._write, manifest)
-        if manifest.name not in self._index:
-            bisect.insort(self._names, manifest.name)
-        self._index[manifest.name] = manifest.without_chunks()
-        self._note_degraded(manifest)
+        data = frame(LogRecord(KEEP, manifest.name, manifest.to_bytes()))
+        await self._commit(data, lambda where: self._kept(manifest, where))
 
     async def retract(
         self, name: str, precedence: tuple[Version, int], restore: Manifest | None = None
@@ -164,6 +386,11 @@ class ManifestStore:
         """Take back this replica of ``name`` if it is exactly ``precedence`` (a failed
         write's): put ``restore`` back in its place (what that write replaced here), or
         drop it when there is nothing to restore. True if it was taken back."""
+        return await asyncio.shield(self._retract(name, precedence, restore))
+
+    async def _retract(
+        self, name: str, precedence: tuple[Version, int], restore: Manifest | None
+    ) -> bool:
         async with self._locks.hold(name):
             current = self._index.get(name)
             if current is None or current.precedence != precedence:
@@ -171,14 +398,8 @@ class ManifestStore:
             if restore is not None:
                 await self._keep(restore)
                 return True
-            await asyncio.to_thread(self._path(name).unlink, missing_ok=True)
-            self._forget(name)
+            await self._commit(frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at))
             return True
-
-    def _write(self, manifest: Manifest) -> None:
-        path = self._path(manifest.name)
-        path.parent.mkdir(exist_ok=True)
-        write_atomically(path, manifest.to_bytes())
 
     def list(
         self,
@@ -192,3 +413,96 @@ class ManifestStore:
         at most ``limit``, and whether more remain; with a ``delimiter``, rolled up into
         folders below ``base`` (``node.model.folders.replica_page`` has the rules)."""
         return replica_page(self._names, self._index, prefix, start_after, limit, delimiter, base)
+
+    # --- compaction --------------------------------------------------------------------
+
+    def _worst_segment(self) -> int | None:
+        """The closed segment most worth compacting, if one is due."""
+        worst, ratio = None, 0.0
+        for segment, size in list(self._log.sizes.items()):  # the writer thread adds some
+            if segment == self._log.active:
+                continue
+            dead = size - self._live.get(segment, 0)
+            due = dead >= self._compact_bytes and dead / size >= self._compact_ratio
+            if due and dead / size > ratio:
+                worst, ratio = segment, dead / size
+        return worst
+
+    def _consider_compaction(self) -> None:
+        if self._compactor is None and self._worst_segment() is not None:
+            self._compactor = asyncio.ensure_future(self._compact_due())
+
+    async def _compact_due(self) -> None:
+        try:
+            while (segment := self._worst_segment()) is not None:
+                await self.compact(segment)
+        except Exception:  # the next commit tries again; a bug must not stop writes
+            log.exception("manifest log compaction failed")
+        finally:
+            self._compactor = None
+
+    async def compacted(self) -> None:
+        """Wait until the compaction under way (if any) has nothing more due."""
+        while self._compactor is not None:
+            await asyncio.wait({self._compactor})
+
+    async def compact(self, segment: int) -> None:
+        """Append the live records of closed ``segment`` again, ``COMPACT_SLICE`` bytes of
+        it per pass, then delete it."""
+        start: int | None = len(SEGMENT_MAGIC)
+        while start is not None:
+            records, start = await asyncio.to_thread(
+                self._log.records, segment, start, COMPACT_SLICE
+            )
+            await self._carry(records, oldest=segment == min(self._log.sizes))
+        await asyncio.to_thread(self._log.remove, segment)
+        self._live.pop(segment, None)
+        self.compacted_segments += 1
+        log.info("compacted manifest log segment %d", segment)
+
+    async def _carry(
+        self, records: builtins.list[tuple[Location, LogRecord]], oldest: bool
+    ) -> None:
+        """Append again those of ``records`` still current, under their names' locks."""
+
+        def current(where: Location, record: LogRecord) -> bool:
+            table = self._where if record.kind == KEEP else self._removed
+            return table.get(record.name) == where
+
+        wanted = sorted({r.name for where, r in records if current(where, r)})
+        async with contextlib.AsyncExitStack() as held:
+            for name in wanted:  # in name order: compaction is the only multi-lock holder
+                await held.enter_async_context(self._locks.hold(name))
+            commits = []
+            for where, record in records:
+                if not current(where, record):
+                    continue
+                if record.kind == REMOVE and oldest:  # nothing older left to remove
+                    del self._removed[record.name]
+                    self._count(where, -1)
+                    continue
+                commits.append(self._commit(frame(record), self._mover(record.name, where)))
+            await asyncio.gather(*commits)
+
+    def _mover(self, name: str, old: Location) -> Callable[[Location], None]:
+        return lambda where: self._moved(name, old, where)
+
+
+def _decode(manifest_log: ManifestLog, where: Location, name: str) -> Manifest:
+    record = manifest_log.read(where)
+    if record.kind != KEEP or record.name != name:
+        raise CorruptData(f"the record at {where} is not {name!r}'s manifest")
+    manifest = Manifest.from_bytes(record.manifest or b"")
+    if manifest.name != name:
+        raise CorruptData(f"the record at {where} holds {manifest.name!r}")
+    return manifest
+
+
+def _manifest_or_none(found: Manifest | Location | None) -> Manifest | None:
+    return found if isinstance(found, Manifest) else None
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno == errno.ENOSPC:
+        return InsufficientStorage(f"no room left for manifests: {exc}")
+    return OSError(exc.errno, f"manifest log write failed: {exc.strerror}")

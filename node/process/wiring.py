@@ -336,6 +336,7 @@ async def _lifecycle(
         metrics.registry.unregister(collector)
         await membership.save()
         await replicas.close()
+        await manifests.close()
         deletions.close()
         await session.close()
         log.info("peer %s stopped", peer_id)

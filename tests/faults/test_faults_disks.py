@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.errors import CorruptData
+from node.disk.manifest_log import FRAME
 from node.model.digests import block_digest, chunk_digest
-from node.model.manifest import Manifest
 from tests.harness import (
     ProcessCluster,
     check_files,
@@ -25,7 +24,8 @@ from tests.harness import (
     get_file,
     get_manifest,
     incoming_files_in,
-    manifest_replica_path,
+    manifest_record,
+    manifest_replica,
     own_record,
     peer_id_of,
     put_file,
@@ -177,16 +177,21 @@ async def test_flipped_bytes_in_chunks_are_found_by_scrub_and_repaired(
 
 
 def replicas_of(cluster: ProcessCluster, name: str) -> list[Path]:
-    paths = [manifest_replica_path(p.data_dir, name) for p in cluster.peers]
-    return [p for p in paths if p.exists()]
+    """Data directories of the peers whose manifest log holds a replica of ``name``."""
+    return [p.data_dir for p in cluster.peers if manifest_record(p.data_dir, name)]
 
 
-def decodes(path: Path) -> bool:
-    try:
-        Manifest.from_bytes(path.read_bytes())
-    except CorruptData:
-        return False
-    return True
+def damage(data_dir: Path, name: str, offset: int = FRAME.size) -> None:
+    """Flip a byte of the peer's current record of ``name``, ``offset`` bytes into the
+    record (by default the first byte of its payload: the record no longer decodes)."""
+    where = manifest_record(data_dir, name)
+    assert where is not None
+    path, start, _ = where
+    flip_byte(path, start + offset)
+
+
+def decodes(data_dir: Path, name: str) -> bool:
+    return manifest_record(data_dir, name) is not None
 
 
 async def test_an_undecodable_manifest_replica_is_passed_over_and_replaced_by_a_write(
@@ -196,14 +201,15 @@ async def test_an_undecodable_manifest_replica_is_passed_over_and_replaced_by_a_
     await put_file(http, scrubbed.urls[0], "disks/ledger", data)
     replicas = replicas_of(scrubbed, "disks/ledger")
     assert len(replicas) == 3
-    flip_byte(replicas[0], 0)  # the msgpack map header: the replica no longer decodes
-    assert not decodes(replicas[0])
+    damage(replicas[0], "disks/ledger")
+    assert not decodes(replicas[0], "disks/ledger")
     for url in scrubbed.urls:  # the other two replicas answer for it
         assert await get_file(http, url, "disks/ledger") == data
     newer = random.Random(8).randbytes(7 * BLOCK)
     await put_file(http, scrubbed.urls[1], "disks/ledger", newer)
-    assert decodes(replicas[0])
-    assert Manifest.from_bytes(replicas[0].read_bytes()).size == len(newer)
+    kept = manifest_replica(replicas[0], "disks/ledger")
+    assert kept is not None
+    assert kept.size == len(newer)
     for url in scrubbed.urls:
         assert await get_file(http, url, "disks/ledger") == newer
 
@@ -214,12 +220,12 @@ async def test_an_undecodable_manifest_replica_is_repaired_by_reads(
     data = random.Random(9).randbytes(9 * BLOCK)
     await put_file(http, scrubbed.urls[0], "disks/ledger", data)
     replica = replicas_of(scrubbed, "disks/ledger")[0]
-    flip_byte(replica, 0)
+    damage(replica, "disks/ledger")
 
     async def repaired() -> bool:
         for url in scrubbed.urls:
             assert await get_file(http, url, "disks/ledger") == data
-        return decodes(replica)
+        return decodes(replica, "disks/ledger")
 
     await eventually(repaired, 8, "reads to repair the damaged replica")
 
@@ -237,8 +243,14 @@ async def test_a_manifest_replica_with_a_flipped_version_bit_never_wins(
     data = random.Random(10).randbytes(9 * BLOCK)
     await put_file(http, scrubbed.urls[0], "disks/ledger", data)
     replica = replicas_of(scrubbed, "disks/ledger")[0]
-    flip_byte(replica, version_offset(replica.read_bytes()))
-    assert not decodes(replica)  # the checksum over the record catches the flip
+    where = manifest_record(replica, "disks/ledger")
+    assert where is not None
+    path, start, length = where
+    with path.open("rb") as file:
+        file.seek(start)
+        record = file.read(length)
+    damage(replica, "disks/ledger", version_offset(record))
+    assert not decodes(replica, "disks/ledger")  # the checksum over the record catches the flip
     for url in scrubbed.urls:
         assert await get_file(http, url, "disks/ledger") == data
 

@@ -19,7 +19,8 @@ from tests.harness.disk import (
     chunk_files_in,
     flip_byte,
     incoming_files_in,
-    manifest_replica_path,
+    manifest_record,
+    manifest_replica,
     new_secret_file,
 )
 from tests.harness.files import (
@@ -57,7 +58,8 @@ __all__ = [
     "get_manifest",
     "incoming_files_in",
     "internal",
-    "manifest_replica_path",
+    "manifest_record",
+    "manifest_replica",
     "new_secret_file",
     "own_record",
     "peer_id_of",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
+
 from node.disk.data_dir import save_identity
+from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
 from node.model.identity import ClusterIdentity
-from node.model.names import name_key
+from node.model.manifest import Manifest
 
 
 def chunk_files_in(data_dir: Path) -> list[Path]:
@@ -21,10 +24,41 @@ def incoming_files_in(data_dir: Path) -> list[Path]:
     return sorted(incoming.iterdir()) if incoming.is_dir() else []
 
 
-def manifest_replica_path(data_dir: Path, name: str) -> Path:
-    """Where a peer keeps its replica of ``name``'s manifest (it may not hold one)."""
-    key = name_key(name)
-    return data_dir / "manifests" / key[:2] / key
+def manifest_record(data_dir: Path, name: str) -> tuple[Path, int, int] | None:
+    """Where a peer's manifest log holds its current replica of ``name``: the segment, the
+    record's offset and length; None if it holds none, or the replica's record is damaged.
+    Reads the log as the peer would replay it (a running peer's too: a tail being written
+    reads as torn), without changing it."""
+    found: dict[str, tuple[Path, int, int]] = {}
+    directory = data_dir / "manifests" / "log"
+    for path in sorted(directory.glob("*.log")) if directory.is_dir() else []:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for event in scan(fd, 0):
+                if isinstance(event, Damage):
+                    if event.name is not None and not event.tail:
+                        found.pop(event.name, None)
+                    continue
+                where, record = event
+                if record.kind == KEEP:
+                    found[record.name] = (path, where.offset, where.length)
+                else:
+                    found.pop(record.name, None)
+        finally:
+            os.close(fd)
+    return found.get(name)
+
+
+def manifest_replica(data_dir: Path, name: str) -> Manifest | None:
+    """A peer's replica of ``name``'s manifest as its log holds it (``manifest_record``)."""
+    where = manifest_record(data_dir, name)
+    if where is None:
+        return None
+    path, offset, length = where
+    with path.open("rb") as file:
+        file.seek(offset + FRAME.size)
+        record = msgspec.msgpack.decode(file.read(length - FRAME.size), type=LogRecord)
+    return Manifest.from_bytes(record.manifest or b"")
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:

@@ -300,3 +300,4 @@ class Grid:
             event.set()
         for peer in self.peers:
             await peer.replicas.close()
+            await peer.manifests.close()

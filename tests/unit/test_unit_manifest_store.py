@@ -12,9 +12,9 @@ import pytest
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest
-from node.model.names import name_key
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
+from tests.harness.disk import flip_byte
 
 PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
 
@@ -128,23 +128,11 @@ async def test_manifests_survive_a_reopen(tmp_path: Path, store: ManifestStore) 
     assert [m.name for m in again.list("", "", 10)[0]] == ["a", "b/c", "d"]
 
 
-async def test_files_live_under_the_name_key(tmp_path: Path, store: ManifestStore) -> None:
-    await store.put(manifest("a"))
-    key = name_key("a")
-    path = tmp_path / "manifests" / key[:2] / key
-    assert Manifest.from_bytes(path.read_bytes()) == manifest("a")
-    assert sorted(p.name for p in (tmp_path / "manifests").rglob("*") if p.is_file()) == [key]
-
-
-async def test_tmp_leftovers_are_removed_on_open(tmp_path: Path, store: ManifestStore) -> None:
-    await store.put(manifest("a"))
-    key = name_key("a")
-    shard = tmp_path / "manifests" / key[:2]
-    leftover = shard / f"{key}.0badc0de.tmp"
-    leftover.write_bytes(manifest("a", wall=99).to_bytes())  # a crash before the rename
-    again = await reopen(tmp_path)
-    assert not leftover.exists()
-    assert await again.get("a") == manifest("a")
+async def test_replicas_live_in_one_log_segment(tmp_path: Path, store: ManifestStore) -> None:
+    for name in ["a", "b", "c/d"]:
+        await store.put(manifest(name))
+    files = [p for p in (tmp_path / "manifests").rglob("*") if p.is_file()]
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["manifests/log/000000000001.log"]
 
 
 async def test_an_unreadable_manifest_is_skipped_on_open(
@@ -163,11 +151,12 @@ async def test_a_damaged_stored_manifest_is_replaced_by_a_newer_one(
     tmp_path: Path, store: ManifestStore
 ) -> None:
     await store.put(manifest("a", wall=1))
-    key = name_key("a")
-    (tmp_path / "manifests" / key[:2] / key).write_bytes(b"bit rot")
+    segment = tmp_path / "manifests" / "log" / "000000000001.log"
+    flip_byte(segment, segment.stat().st_size - 40)  # inside the record's payload
     result = await store.put(manifest("a", wall=2))
-    assert result.stored
+    assert (result.stored, result.replaced) == (True, None)  # the damaged one reads as none
     assert await store.get("a") == manifest("a", wall=2)
+    assert await (await reopen(tmp_path)).get("a") == manifest("a", wall=2)
 
 
 async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from node.model.manifest import ChunkMeta
-from tests.harness import LocalCluster, eventually, manifest_replica_path
+from tests.harness import LocalCluster, eventually, manifest_replica
 from tests.harness.access import ADMIN_HEADERS
 from tests.node.shared.test_cluster_files import payload
 
@@ -88,7 +88,7 @@ async def nothing_stored(cluster: LocalCluster, http: aiohttp.ClientSession, nam
     peer is still receiving one."""
     async with http.get(f"{cluster[1].url}/files/{name}") as response:
         assert response.status == 404, await response.text()
-    assert not any(manifest_replica_path(p.data_dir, name).exists() for p in cluster.peers)
+    assert not any(manifest_replica(p.data_dir, name) for p in cluster.peers)
 
     def settled() -> bool:
         owners = [

@@ -1,0 +1,412 @@
+"""The manifest log: append-only segment files of checksummed records, and their recovery.
+
+Layout under ``manifests/log/``::
+
+    <seq, 12 digits>.log   a segment: the 8-byte header ``SEGMENT_MAGIC``, then records
+
+A record is a 16-byte frame header, ``RECORD_MAGIC``, the payload's length (uint32, little
+endian) and the xxh3-64 of the payload seeded with that length (uint64, little endian),
+then the payload: the msgpack array ``[kind, name, manifest]``. ``KEEP`` keeps
+``manifest`` (``Manifest.to_bytes``) as ``name``'s replica; ``REMOVE`` drops ``name``
+(``manifest`` nil). Replaying the segments in sequence order, records in file order, gives
+each name's replica: its last record wins (a retract may put back a lower version).
+
+Only the newest segment is appended to, one batch at a time: one write and one fdatasync
+(which also makes the new file size durable) per batch, however many records it holds. A
+new segment is created with its header, fsynced, and its directory fsynced before it takes
+records. So a crash can only tear the tail of the newest segment, and those records were
+never acknowledged: ``replay`` truncates it back to the last whole record. A record that
+fails its checksum anywhere else is damage: it is reported (``Damage``, with the name when
+the payload still decodes) and skipped; the records after it are found again by their
+frame (the damaged record's own length when its header is sound, else the next magic whose
+record checks out).
+
+Blocking: call from a worker thread, or at start-up before the peer serves. ``read`` may
+run in several threads at once, and alongside one ``append`` or ``remove``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+import xxhash
+
+from node.disk.durable import fsync_dir
+from node.errors import CorruptData
+
+log = logging.getLogger(__name__)
+
+SEGMENT_MAGIC = b"RSMLOG\x00\x01"  # format 1
+RECORD_MAGIC = b"\xa9\x1f\xd4\x5c"
+FRAME = struct.Struct("<4sIQ")  # magic, payload length, xxh3-64 of the payload (seed: length)
+MAX_PAYLOAD = 256 << 20  # a peer accepts no request body larger (node.process.wiring)
+SEGMENT_NAME = re.compile(r"^(\d{12})\.log$")
+WINDOW = 1 << 20  # bytes read at once when scanning
+
+KEEP = 0
+REMOVE = 1
+
+
+class Location(NamedTuple):
+    """Where one record lies: segment number, offset of its frame, frame length in bytes."""
+
+    segment: int
+    offset: int
+    length: int
+
+
+class LogRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One record's payload: ``KEEP`` ``manifest`` (its bytes) as ``name``, or ``REMOVE``."""
+
+    kind: int
+    name: str
+    manifest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes ``[start, end)`` of a segment that hold no whole record: damage, or with
+    ``tail`` the torn end of the segment. ``name``: the damaged record's, if it decodes."""
+
+    segment: int
+    start: int
+    end: int
+    name: str | None
+    tail: bool
+
+
+_decode_record = msgspec.msgpack.Decoder(LogRecord).decode
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def frame(record: LogRecord) -> bytes:
+    """The bytes of ``record`` as appended: frame header and payload."""
+    payload = _encode(record)
+    check = xxhash.xxh3_64_intdigest(payload, seed=len(payload))
+    return FRAME.pack(RECORD_MAGIC, len(payload), check) + payload
+
+
+def _checked(payload: bytes, expected: int) -> LogRecord | None:
+    if xxhash.xxh3_64_intdigest(payload, seed=len(payload)) != expected:
+        return None
+    try:
+        return _decode_record(payload)
+    except msgspec.DecodeError:
+        return None
+
+
+class SegmentIO:
+    """The writes and syncs of the log: tests substitute them to count syncs or to hold a
+    batch half-written (a crash in the middle of a group commit)."""
+
+    def write(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def sync(self, fd: int, metadata: bool) -> None:
+        """Make what was written to ``fd`` durable: its data and size (fdatasync), or all
+        of its metadata (fsync: a new file, a directory)."""
+        if metadata or not hasattr(os, "fdatasync"):
+            os.fsync(fd)
+        else:
+            os.fdatasync(fd)
+
+
+class _Window:
+    """Reads of one segment file by offset, through a window of ``WINDOW`` bytes."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        self._start, self._data = 0, b""
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if not (self._start <= offset and end <= self._start + len(self._data)):
+            self._start = offset
+            self._data = os.pread(self.fd, max(length, WINDOW), offset)
+        return self._data[offset - self._start : end - self._start]
+
+    def record_at(self, offset: int) -> tuple[LogRecord, int] | None:
+        """The whole, checked record at ``offset`` and its frame length, or None."""
+        length = self.plausible(offset)
+        if length is None:
+            return None
+        _, size, check = FRAME.unpack(self.read(offset, FRAME.size))
+        record = _checked(self.read(offset + FRAME.size, size), check)
+        return None if record is None else (record, length)
+
+    def plausible(self, offset: int) -> int | None:
+        """The frame length of a record at ``offset`` if its header looks sound and it
+        fits in the file."""
+        if offset + FRAME.size > self.size:
+            return None
+        magic, size, _ = FRAME.unpack(self.read(offset, FRAME.size))
+        if magic != RECORD_MAGIC or size > MAX_PAYLOAD or offset + FRAME.size + size > self.size:
+            return None
+        return FRAME.size + int(size)
+
+    def salvage(self, offset: int, length: int) -> str | None:
+        """The name in a record that fails its checksum, if its payload still decodes."""
+        try:
+            kind, name, *_ = msgspec.msgpack.decode(self.read(offset + FRAME.size, length))
+        except (msgspec.DecodeError, TypeError, ValueError):
+            return None
+        return name if isinstance(name, str) and kind in (KEEP, REMOVE) else None
+
+    def resync(self, offset: int) -> int | None:
+        """The offset of the next whole record after damage at ``offset``, or None."""
+        at = offset + 1
+        while at < self.size:
+            chunk = os.pread(self.fd, WINDOW + len(RECORD_MAGIC), at)
+            found = chunk.find(RECORD_MAGIC)
+            while found >= 0:
+                if self.record_at(at + found) is not None:
+                    return at + found
+                found = chunk.find(RECORD_MAGIC, found + 1)
+            at += WINDOW
+        return None
+
+
+def scan(
+    fd: int, segment: int, start: int = len(SEGMENT_MAGIC), limit: int | None = None
+) -> Iterator[tuple[Location, LogRecord] | Damage]:
+    """The records of a segment from ``start`` in file order, and the damage between them
+    (a ``Damage`` with ``tail`` last when the segment ends in one). With ``limit``, stops
+    after the record that reaches ``limit`` bytes past ``start``."""
+    window = _Window(fd, os.fstat(fd).st_size)
+    offset = start
+    while offset < window.size and (limit is None or offset < start + limit):
+        found = window.record_at(offset)
+        if found is not None:
+            record, whole = found
+            yield Location(segment, offset, whole), record
+            offset += whole
+            continue
+        length = window.plausible(offset)
+        following: int | None = None
+        if length is not None and offset + length == window.size:
+            pass  # a sound header up to the end: the last record is torn or damaged
+        elif length is not None and window.record_at(offset + length) is not None:
+            following = offset + length  # the header is sound: only this record is damaged
+        else:
+            following = window.resync(offset)
+        name = window.salvage(offset, length - FRAME.size) if length is not None else None
+        if following is None:
+            yield Damage(segment, offset, window.size, name, tail=True)
+            return
+        yield Damage(segment, offset, following, name, tail=False)
+        offset = following
+
+
+class SegmentGone(Exception):
+    """The segment was removed (compacted) after its location was looked up."""
+
+
+class ManifestLog:
+    """The segment files of one peer's manifest log: replay, append, read, remove."""
+
+    def __init__(self, directory: Path, segment_bytes: int, io: SegmentIO) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._io = io
+        self._fds: dict[int, int] = {}
+        self._readers: dict[int, int] = {}  # reads in flight, by segment
+        self._retired: set[int] = set()  # removed, fd closed by the last read
+        self._guard = threading.Lock()
+        self.active = 0
+        self._size = 0  # of the active segment
+        self.sizes: dict[int, int] = {}  # segment -> bytes, every segment
+        self._failed: OSError | None = None
+        self.syncs = 0
+        self.batches = 0
+
+    def __repr__(self) -> str:
+        return f"ManifestLog({self.directory}, segments={len(self.sizes)}, active={self.active})"
+
+    def replay(self) -> Iterator[tuple[Location, LogRecord] | Damage]:
+        """Every record and damage of every segment, in log order; truncates a torn tail
+        of the newest segment (reported as ``Damage`` with ``tail``) and opens the newest
+        segment for appends (creating the first one)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        found = sorted(
+            int(match.group(1))
+            for path in self.directory.iterdir()
+            if (match := SEGMENT_NAME.match(path.name))
+        )
+        if found:
+            self.active = found[-1]  # known while replaying: only its tail may be torn
+        for number in found:
+            path = self._path(number)
+            newest = number == found[-1]
+            fd = os.open(path, os.O_RDWR if newest else os.O_RDONLY)
+            self._fds[number] = fd
+            header = os.pread(fd, len(SEGMENT_MAGIC), 0)
+            if header != SEGMENT_MAGIC:
+                if newest and len(header) < len(SEGMENT_MAGIC):  # torn at its creation
+                    log.warning("manifest log segment %s was torn at creation: reset", path)
+                    os.ftruncate(fd, 0)
+                    self._io.write(fd, SEGMENT_MAGIC, 0)
+                    self._sync(fd, metadata=True)
+                else:
+                    log.error("manifest log segment %s has no segment header", path)
+            size = os.fstat(fd).st_size
+            for event in scan(fd, number):
+                if isinstance(event, Damage) and event.tail and newest:
+                    log.warning(
+                        "manifest log segment %s: torn tail of %d bytes at %d (a write "
+                        "never acknowledged) truncated",
+                        path,
+                        event.end - event.start,
+                        event.start,
+                    )
+                    os.ftruncate(fd, event.start)
+                    self._sync(fd, metadata=False)
+                    size = event.start
+                elif isinstance(event, Damage):
+                    log.error(
+                        "manifest log segment %s: %d damaged bytes at %d (record of %r) skipped",
+                        path,
+                        event.end - event.start,
+                        event.start,
+                        event.name,
+                    )
+                yield event
+            self.sizes[number] = size
+        if found:
+            self.active, self._size = found[-1], self.sizes[found[-1]]
+        else:
+            self._create(1)
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:012d}.log"
+
+    def _sync(self, fd: int, metadata: bool) -> None:
+        self._io.sync(fd, metadata)
+        self.syncs += 1
+
+    def _create(self, number: int) -> None:
+        path = self._path(number)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self._io.write(fd, SEGMENT_MAGIC, 0)
+            self._sync(fd, metadata=True)
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                self._sync(dir_fd, metadata=True)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        with self._guard:
+            self._fds[number] = fd
+        self.sizes[number] = len(SEGMENT_MAGIC)
+        self.active, self._size = number, len(SEGMENT_MAGIC)
+
+    def append(self, frames: Sequence[bytes]) -> list[Location]:
+        """Append ``frames`` (``frame``) with one write and one sync; their locations.
+
+        Raises OSError. A failed write is cut back off the segment; after a failed sync
+        the log refuses every later append (what the kernel kept is unknown), until the
+        peer restarts and replays it.
+        """
+        if self._failed is not None:
+            raise OSError(self._failed.errno, f"manifest log unusable: {self._failed}")
+        total = sum(map(len, frames))
+        if self._size > len(SEGMENT_MAGIC) and self._size + total > self.segment_bytes:
+            self._create(self.active + 1)
+        fd, offset = self._fds[self.active], self._size
+        try:
+            self._io.write(fd, b"".join(frames), offset)
+        except OSError:
+            try:
+                os.ftruncate(fd, offset)
+            except OSError as exc:
+                self._failed = exc
+            raise
+        try:
+            self._sync(fd, metadata=False)
+        except OSError as exc:
+            self._failed = exc
+            raise
+        self.batches += 1
+        locations = []
+        for data in frames:
+            locations.append(Location(self.active, offset, len(data)))
+            offset += len(data)
+        self._size = self.sizes[self.active] = offset
+        return locations
+
+    def read(self, where: Location) -> LogRecord:
+        """The record at ``where``; raises CorruptData if it fails its checksum,
+        SegmentGone if its segment was removed."""
+        with self._guard:
+            fd = self._fds.get(where.segment)
+            if fd is None or where.segment in self._retired:
+                raise SegmentGone(where.segment)
+            self._readers[where.segment] = self._readers.get(where.segment, 0) + 1
+        try:
+            data = os.pread(fd, where.length, where.offset)
+        finally:
+            with self._guard:
+                self._readers[where.segment] -= 1
+                if not self._readers[where.segment]:
+                    del self._readers[where.segment]
+                    if where.segment in self._retired:
+                        self._close(where.segment)
+        if len(data) < FRAME.size:
+            raise CorruptData(f"manifest record at {where} is cut short")
+        magic, size, check = FRAME.unpack_from(data)
+        record = None
+        if magic == RECORD_MAGIC and size == len(data) - FRAME.size:
+            record = _checked(data[FRAME.size :], check)
+        if record is None:
+            raise CorruptData(f"manifest record at {where} fails its checksum")
+        return record
+
+    def records(
+        self, segment: int, start: int, limit: int
+    ) -> tuple[list[tuple[Location, LogRecord]], int | None]:
+        """Records of a closed segment from ``start`` (about ``limit`` bytes of them) and
+        where the next ones start (None at its end); damage is skipped."""
+        found = []
+        end = start
+        for event in scan(self._fds[segment], segment, start, limit):
+            if isinstance(event, Damage):
+                end = event.end
+                continue
+            found.append(event)
+            end = event[0].offset + event[0].length
+        return found, (end if end < self.sizes[segment] else None)
+
+    def remove(self, segment: int) -> None:
+        """Delete a segment whose live records were all appended again elsewhere."""
+        self._path(segment).unlink()
+        fsync_dir(self.directory)
+        with self._guard:
+            self._retired.add(segment)
+            if segment not in self._readers:
+                self._close(segment)
+        self.sizes.pop(segment, None)
+
+    def _close(self, segment: int) -> None:
+        os.close(self._fds.pop(segment))
+        self._retired.discard(segment)
+
+    def close(self) -> None:
+        with self._guard:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

@@ -1,0 +1,287 @@
+"""The manifest log under the store: group commit, torn tails, damage, compaction, and the
+move from the previous layout (a file per replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from node.disk.durable import write_atomically
+from node.disk.manifest_log import SEGMENT_MAGIC, Damage, SegmentIO, scan
+from node.disk.manifest_store import ManifestStore
+from node.errors import InsufficientStorage
+from node.model.layout import Layout
+from node.model.manifest import Manifest
+from node.model.names import name_key
+from node.model.version import Version
+from tests.harness.disk import flip_byte
+
+PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
+
+
+def manifest(name: str, wall: int = 1, size: int = 4096) -> Manifest:
+    body = random.Random(f"{name}/{wall}").randbytes(size)
+    return Manifest(name, Version(wall, 0, PEER), Layout(size, 5, 2), f"etag-{wall}", inline=body)
+
+
+class CountingIO(SegmentIO):
+    """Counts data syncs; with ``hold`` set, the next data sync waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.data_syncs = 0
+        self.hold = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.fail_writes: int | None = None  # errno of the next write
+
+    def write(self, fd: int, data: bytes, offset: int) -> None:
+        if self.fail_writes is not None:
+            code, self.fail_writes = self.fail_writes, None
+            os.pwrite(fd, data[: len(data) // 2], offset)  # half of it lands, then the error
+            raise OSError(code, os.strerror(code))
+        super().write(fd, data, offset)
+
+    def sync(self, fd: int, metadata: bool) -> None:
+        if not metadata:
+            self.data_syncs += 1
+            if self.hold:
+                self.hold = False
+                self.held.set()
+                assert self.release.wait(10), "the test never released the sync"
+        super().sync(fd, metadata)
+
+
+async def opened(tmp_path: Path, io: SegmentIO | None = None, **settings: int) -> ManifestStore:
+    store = ManifestStore(tmp_path, io=io, **settings)  # type: ignore[arg-type]
+    await store.open()
+    return store
+
+
+def segments(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "manifests" / "log").iterdir())
+
+
+async def test_concurrent_puts_share_one_sync_and_are_invisible_until_it(tmp_path: Path) -> None:
+    io = CountingIO()
+    store = await opened(tmp_path, io)
+    io.hold = True
+    first = asyncio.ensure_future(store.put(manifest("first")))
+    await asyncio.to_thread(io.held.wait, 10)  # the first batch is in its sync...
+    others = [asyncio.ensure_future(store.put(manifest(f"n/{i}"))) for i in range(200)]
+    await asyncio.sleep(0)  # ...while 200 more writes queue behind it
+    assert not first.done()
+    assert not any(o.done() for o in others)
+    assert len(store) == 0, "not durable: not visible"
+    assert await store.get("first") is None
+    io.release.set()
+    results = await asyncio.gather(first, *others)
+    assert all(r.stored for r in results)
+    assert io.data_syncs == 2, "one sync for the first write, one for the 200 queued"
+    assert len(store) == 201
+    again = await opened(tmp_path)
+    assert await again.get("n/199") == manifest("n/199")
+    await asyncio.gather(store.close(), again.close())
+
+
+async def test_a_cancelled_put_still_lands_in_the_index_with_its_record(tmp_path: Path) -> None:
+    io = CountingIO()
+    store = await opened(tmp_path, io)
+    io.hold = True
+    put = asyncio.ensure_future(store.put(manifest("a", wall=5)))
+    await asyncio.to_thread(io.held.wait, 10)
+    put.cancel()
+    older = asyncio.ensure_future(store.put(manifest("a", wall=4)))  # waits for the lock
+    io.release.set()
+    assert not (await older).stored, "the cancelled write still took precedence"
+    assert await store.get("a") == manifest("a", wall=5)
+    assert await (await opened(tmp_path)).get("a") == manifest("a", wall=5)
+
+
+async def test_a_torn_tail_is_cut_back_to_the_acknowledged_records(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.put(manifest("b"))
+    [segment] = segments(tmp_path)
+    acknowledged = segment.stat().st_size
+    await store.put(manifest("c"))
+    await store.close()
+    with segment.open("r+b") as file:  # a crash in the middle of c's append
+        file.truncate(acknowledged + (segment.stat().st_size - acknowledged) // 2)
+    again = await opened(tmp_path)
+    assert [await again.get(n) for n in "abc"] == [manifest("a"), manifest("b"), None]
+    assert segment.stat().st_size == acknowledged
+    await again.put(manifest("d"))
+    await again.close()
+    last = await opened(tmp_path)
+    assert last.names() == ["a", "b", "d"]
+
+
+async def test_a_zero_filled_tail_is_cut_too(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.close()
+    [segment] = segments(tmp_path)
+    size = segment.stat().st_size
+    with segment.open("ab") as file:  # size grew, data never reached the disk
+        file.write(bytes(5000))
+    again = await opened(tmp_path)
+    assert again.names() == ["a"]
+    assert segment.stat().st_size == size
+
+
+async def test_a_flipped_bit_in_a_record_is_detected_and_never_brings_back_an_older_version(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("b", wall=1))
+    [segment] = segments(tmp_path)
+    start = segment.stat().st_size
+    await store.put(manifest("b", wall=2))
+    end = segment.stat().st_size
+    await store.put(manifest("c"))
+    await store.close()
+    flip_byte(segment, (start + end) // 2)  # in the middle of b's newest record
+    events = [e for e in scan(os.open(segment, os.O_RDONLY), 1) if isinstance(e, Damage)]
+    assert [(e.start, e.end, e.name, e.tail) for e in events] == [(start, end, "b", False)]
+    again = await opened(tmp_path)
+    assert await again.get("b") is None, "lost here (read repair's job), not wall=1 again"
+    assert await again.get("c") == manifest("c")
+    await again.close()
+    assert await (await opened(tmp_path)).get("b") is None, "written off for good"
+
+
+async def test_a_flipped_bit_found_by_a_read_is_written_off(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a", wall=1))
+    [segment] = segments(tmp_path)
+    start = segment.stat().st_size
+    await store.put(manifest("a", wall=2))
+    end = segment.stat().st_size
+    await store.put(manifest("z"))
+    flip_byte(segment, (start + end) // 2)  # a's newest record
+    assert await store.get("a") is None
+    assert "a" not in store.names()
+    await store.close()
+    again = await opened(tmp_path)
+    assert await again.get("a") is None
+    assert await again.get("z") == manifest("z")
+
+
+async def test_a_failed_write_is_cut_off_and_the_store_goes_on(tmp_path: Path) -> None:
+    io = CountingIO()
+    store = await opened(tmp_path, io)
+    await store.put(manifest("a"))
+    io.fail_writes = errno.ENOSPC
+    with pytest.raises(InsufficientStorage):
+        await store.put(manifest("b"))
+    assert store.names() == ["a"]
+    await store.put(manifest("c"))
+    await store.close()
+    again = await opened(tmp_path)
+    assert again.names() == ["a", "c"]
+
+
+async def test_compaction_under_concurrent_writes_loses_nothing(tmp_path: Path) -> None:
+    settings = {"segment_bytes": 64 << 10, "compact_bytes": 16 << 10}
+    store = await opened(tmp_path, **settings)
+    names = [f"hot/{i}" for i in range(20)]
+
+    async def writer(number: int) -> None:
+        for wall in range(1, 31):
+            for name in names[number::4]:
+                await store.put(manifest(name, wall, size=1000))
+
+    await asyncio.gather(*(writer(n) for n in range(4)), store.put(manifest("cold", size=1000)))
+    await store.compacted()
+    assert store.compacted_segments > 0
+    on_disk = sum(p.stat().st_size for p in segments(tmp_path))
+    assert on_disk < 610 * 1100 / 2, "dead records were dropped"
+    for name in names:
+        assert await store.get(name) == manifest(name, 30, size=1000)
+    await store.close()
+    again = await opened(tmp_path, **settings)
+    assert again.names() == sorted([*names, "cold"])
+    for name in names:
+        assert await again.get(name) == manifest(name, 30, size=1000)
+    assert await again.get("cold") == manifest("cold", size=1000)
+
+
+async def test_a_removal_is_kept_through_compaction(tmp_path: Path) -> None:
+    settings = {"segment_bytes": 16 << 10, "compact_bytes": 4 << 10}
+    store = await opened(tmp_path, **settings)
+    await store.put(manifest("gone", size=1000))
+    await store.put(manifest("x", 1, size=1000))
+    assert await store.retract("gone", manifest("gone").precedence)
+    for wall in range(2, 60):  # x's old versions fill segments, then die
+        await store.put(manifest("x", wall, size=1000))
+    await store.compacted()
+    assert store.compacted_segments > 0
+    await store.close()
+    again = await opened(tmp_path, **settings)
+    assert again.names() == ["x"]
+
+
+def write_previous_layout(data_dir: Path, manifests: list[Manifest]) -> list[Path]:
+    """Replicas as the previous release wrote them: a file per name, atomically."""
+    paths = []
+    for item in manifests:
+        key = name_key(item.name)
+        path = data_dir / "manifests" / key[:2] / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, item.to_bytes())
+        paths.append(path)
+    return paths
+
+
+async def test_the_previous_layout_moves_into_the_log(tmp_path: Path) -> None:
+    old = [manifest(f"old/{i}", wall=i + 1) for i in range(50)]
+    paths = write_previous_layout(tmp_path, old)
+    leftover = paths[0].with_name(f"{paths[0].name}.0badc0de.tmp")  # a crash before a rename
+    leftover.write_bytes(manifest("old/0", wall=99).to_bytes())
+    store = await opened(tmp_path)
+    assert store.names() == sorted(m.name for m in old)
+    for item in old:
+        assert await store.get(item.name) == item
+    files = [p for p in (tmp_path / "manifests").rglob("*") if p.is_file()]
+    assert files == segments(tmp_path), "the old files and their folders are gone"
+    await store.close()
+
+
+async def test_a_move_interrupted_midway_runs_again_and_precedence_settles_it(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a", wall=5))  # moved before the crash (and newer since)
+    await store.put(manifest("b", wall=1))
+    await store.close()
+    write_previous_layout(tmp_path, [manifest("a", wall=3), manifest("b", wall=2)])
+    again = await opened(tmp_path)
+    assert await again.get("a") == manifest("a", wall=5)
+    assert await again.get("b") == manifest("b", wall=2)
+    assert [p.name for p in (tmp_path / "manifests").iterdir()] == ["log"]
+
+
+async def test_a_new_log_is_one_segment_header(tmp_path: Path) -> None:
+    await (await opened(tmp_path)).close()
+    [segment] = segments(tmp_path)
+    assert segment.read_bytes() == SEGMENT_MAGIC
+
+
+async def test_records_after_a_damaged_frame_header_are_found_again(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    [segment] = segments(tmp_path)
+    start = segment.stat().st_size
+    await store.put(manifest("b"))
+    await store.put(manifest("c"))
+    await store.close()
+    flip_byte(segment, start + 5)  # b's length field: where b ends is unknown
+    again = await opened(tmp_path)
+    assert again.names() == ["a", "c"]
+    assert await again.get("c") == manifest("c")
