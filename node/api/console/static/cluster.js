@@ -9,19 +9,33 @@ import { drawRing } from "./ring.js";
 const REFRESH_MS = 2000;
 
 function fill(peer) {
-  const capacity = peer.disk_total_bytes || 0;
+  // capacity: the peer's --max-bytes when it has one, else its disk's size
+  const capacity = peer.capacity_bytes || peer.disk_total_bytes || 0;
   const fraction = capacity ? Math.min(1, peer.used_bytes / capacity) : 0;
   const bar = h("span", { class: "bar" }, h("span", { class: "used" }));
   bar.firstChild.style.width = `${(fraction * 100).toFixed(1)}%`;
   return h("td", { class: "fill" }, bar, ` ${bytes(peer.used_bytes)} of ${bytes(capacity)}`);
 }
 
+// What the peer's background work is doing now (each peer gossips its own figures).
 function activity(peer) {
   const moves = peer.rebalance || {};
+  const scrub = peer.scrub || {};
+  const parts = [];
   if (moves.remaining_bytes > 0 || moves.pending > 0) {
-    return `rebalancing: ${bytes(moves.remaining_bytes)} left, ${moves.pending} queued`;
+    parts.push(`rebalancing: ${bytes(moves.remaining_bytes)} left, ${moves.pending} queued`);
   }
+  if (peer.repair_queued > 0) parts.push(`repair: ${peer.repair_queued} queued`);
+  if (scrub.pass_chunks > 0) parts.push(`scrub: ${scrub.pass_checked}/${scrub.pass_chunks} chunks`);
+  if (peer.deletions_pending > 0) parts.push(`${peer.deletions_pending} deletions pending`);
+  if (parts.length) return parts.join("; ");
   return moves.moves ? `idle (${moves.moves} chunks moved)` : "idle";
+}
+
+function share(peer) {
+  if (peer.token_share == null || !peer.fair_share) return "";
+  const ratio = peer.token_share / peer.fair_share;
+  return `${(peer.token_share * 100).toFixed(1)}% (×${ratio.toFixed(2)})`;
 }
 
 function peersTable(cluster) {
@@ -36,13 +50,14 @@ function peersTable(cluster) {
       h("td", { class: "number" }, peer.weight),
       fill(peer),
       h("td", { class: "number chunks" }, peer.chunks),
-      h("td", {}, activity(peer)),
+      h("td", { class: "number share" }, share(peer)),
+      h("td", { class: "now" }, activity(peer)),
     ),
   );
   return h(
     "table",
     { id: "peers" },
-    h("thead", {}, h("tr", {}, ["peer", "url", "state", "zone", "weight", "fill", "chunks", "now"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["peer", "url", "state", "zone", "weight", "fill", "chunks", "ring share", "now"].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows),
   );
 }
@@ -59,6 +74,14 @@ function upkeep(scrub) {
   );
 }
 
+// The ring's evenness: each member's share of the circle over its weight's fair share
+// (ring.balance; 1.0 is exactly fair), the spread of those ratios.
+function evenness(ring) {
+  const b = ring.balance;
+  if (!b) return "no ring yet";
+  return `ring share per weight ×${b.min_ratio.toFixed(2)}–×${b.max_ratio.toFixed(2)} of fair (cv ${b.cv.toFixed(3)})`;
+}
+
 export async function draw(main) {
   const ringBox = h("section", { id: "ring" }, h("h2", {}, "The ring"), h("p", { class: "muted" }, "Loading…"));
   const peersBox = h("section", {}, h("h2", {}, "Peers"));
@@ -72,7 +95,7 @@ export async function draw(main) {
       const up = cluster.peers.filter((p) => p.state === "up").length;
       peersBox.replaceChildren(
         h("h2", {}, "Peers"),
-        h("p", { id: "summary" }, `${cluster.peers.length} peers, ${up} up; ring evenness ${ring.evenness} (max/mean share per weight; 1.0 is even), ${ring.members} members, ${ring.vnodes} virtual nodes per weight`),
+        h("p", { id: "summary" }, `${cluster.peers.length} peers, ${up} up; ${evenness(ring)}; ${ring.members} members, ${ring.vnodes} virtual nodes per weight`),
         peersTable(cluster),
       );
       upkeepBox.replaceChildren(h("h2", {}, "This peer's upkeep"), upkeep(scrub));
