@@ -2,10 +2,28 @@
 
 An upload is a record (``UploadRecord``) kept inline in the manifest of the reserved name
 ``/uploads/<bucket>/<upload id>``; each part is an ordinary file (chunks on distinct peers,
-or inline when small) under the reserved name ``/parts/<upload id>/<part number, 5 digits>``
-(zero-padded so that names sort in part order). Reserved names start with ``/``, which no
-file name can (``node.model.names``), so no client can write, read or list them, while
-repair, scrub, rebalancing and anti-entropy handle them as any manifest.
+or inline when small) under the reserved name
+``/parts/<upload id>/<part number, 5 digits>.<attempt id, 16 hex digits>`` (zero-padded so
+that names sort in part order). Every UploadPart stores a new *attempt* under a name of its
+own, so an attempt still running when Complete chose another (a client's retry of a part
+that timed out) never replaces what the object names: the part of a number is its newest
+attempt (highest version), and the attempts Complete did not choose are dropped.
+
+The record is a state machine (``UploadState``), changed only by conditional commits (each
+record version has an etag of its own, and a change is committed If-Match the version it
+was decided on: ``node.datapath.uploads``)::
+
+    open --Complete--> completing --object committed--> completed
+      ^                    |
+      +-- rolled back -----+        (a Complete refused, or one that died: after a lease)
+    open --Abort or collection--> aborted
+
+Completed and aborted records are kept for the grace (a Complete sent again is answered
+from it; parts that arrive late are swept when it is collected), then dropped.
+
+Reserved names start with ``/``, which no file name can (``node.model.names``), so no
+client can write, read or list them, while repair, scrub, rebalancing and anti-entropy
+handle them as any manifest.
 
 Completing an upload commits the object's manifest with one ``Segment`` per part (its
 stored name, version, size and etag): the object's bytes are its parts' bytes in order,
@@ -26,7 +44,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -41,7 +59,7 @@ MAX_PART_SIZE = 5 << 30  # S3's bound on one part
 MAX_OBJECT_SIZE = 5 << 40  # S3's bound on a multipart object (5 TiB)
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
-_PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}")
+_PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}\.[0-9a-f]{16}")
 _MAX_TEXT = 1024
 
 
@@ -49,11 +67,20 @@ class InvalidUpload(ValueError):
     """An upload id or part number that cannot be one; the message says why."""
 
 
+OPEN = "open"  # parts may be stored, the upload completed or aborted
+COMPLETING = "completing"  # a Complete holds it: it commits ``object_version`` now
+COMPLETED = "completed"  # the object ``object_version`` was committed from its parts
+ABORTED = "aborted"  # aborted (or collected): its parts are dropped
+UploadState = Literal["open", "completing", "completed", "aborted"]
+IN_PROGRESS: frozenset[str] = frozenset({OPEN, COMPLETING})
+
+
 class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What CreateMultipartUpload was given: the object's bucket and full name, when (wall
     ms), its content type and representation fields (``node.model.representation``:
-    Content-Encoding... and user metadata, as a PUT's), kept for Complete; once completed,
-    the object's version (``completed``)."""
+    Content-Encoding... and user metadata, as a PUT's), kept for Complete; and where the
+    upload stands (``state``; ``object_version``: the object's version a Complete commits
+    or committed; ``since_ms``: wall ms of the last change of state)."""
 
     bucket: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
     name: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
@@ -61,9 +88,11 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     content_type: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = "application/octet-stream"
     representation: dict[str, str] = {}
     metadata: dict[str, str] = {}
-    # the version of the object Complete committed ("" while in progress): a Complete sent
-    # again (its answer lost) is answered from it
-    completed: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
+    state: UploadState = "open"
+    # the version of the object Complete commits (completing) or committed (completed): a
+    # Complete sent again (its answer lost) is answered from it
+    object_version: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
+    since_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     @classmethod
     def of(
@@ -106,6 +135,11 @@ class Segment(msgspec.Struct, frozen=True, array_like=True):
     etag: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
 
 
+def new_attempt_id() -> str:
+    """A fresh part attempt id: 16 hex digits (64 random bits)."""
+    return secrets.token_hex(8)
+
+
 def new_upload_id() -> str:
     """A fresh upload id: 32 hex digits (128 random bits)."""
     return secrets.token_hex(16)
@@ -133,13 +167,20 @@ def part_prefix(upload_id: str) -> str:
     return f"{PART_FILES}{upload_id}/"
 
 
-def part_name(upload_id: str, number: int) -> str:
-    return f"{part_prefix(upload_id)}{number:05d}"
+def part_name(upload_id: str, number: int, attempt: str) -> str:
+    """The stored name of one attempt at part ``number`` (``attempt``: ``new_attempt_id``)."""
+    return f"{part_prefix(upload_id)}{number:05d}.{attempt}"
+
+
+def after_part(upload_id: str, number: int) -> str:
+    """A name after every attempt at part ``number`` and before those of the next (a
+    listing's start), or "" for part 0."""
+    return f"{part_prefix(upload_id)}{number:05d}.~" if number else ""
 
 
 def part_number(name: str) -> int:
     """The part number of a part's stored name (``part_name``)."""
-    return int(name.rpartition("/")[2])
+    return int(name.rpartition("/")[2][:5])
 
 
 def is_part_name(name: str) -> bool:

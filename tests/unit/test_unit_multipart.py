@@ -19,9 +19,12 @@ from node.model.multipart import (
     InvalidUpload,
     Segment,
     UploadRecord,
+    after_part,
     check_part_number,
     check_upload_id,
+    is_part_name,
     multipart_etag,
+    new_attempt_id,
     new_upload_id,
     part_md5,
     part_name,
@@ -36,7 +39,7 @@ V = Version(1_700_000_000_000, 0, "peer-a")
 
 def segment(number: int, size: int) -> Segment:
     data = bytes([number]) * size
-    return Segment(part_name("a" * 32, number), V, size, hashlib.md5(data).hexdigest())
+    return Segment(part_name("a" * 32, number, "0" * 16), V, size, hashlib.md5(data).hexdigest())
 
 
 def test_the_etag_is_the_md5_of_the_parts_md5s_and_their_count() -> None:
@@ -80,7 +83,15 @@ def test_upload_ids_and_part_numbers_are_checked() -> None:
     for bad in ("0", "10001", "-1", "+1", "1_0", "", "\u0661"):
         with pytest.raises(InvalidUpload):
             check_part_number(bad)
-    assert part_name("a" * 32, 7).endswith("/00007")  # names sort in part order
+    assert part_name("a" * 32, 7, "b" * 16).endswith("/00007." + "b" * 16)  # in part order
+    assert (
+        part_name("a" * 32, 7, "f" * 16)
+        < after_part("a" * 32, 7)
+        < part_name("a" * 32, 8, "0" * 16)
+    )
+    assert part_number(part_name("a" * 32, 42, new_attempt_id())) == 42
+    assert is_part_name(part_name("a" * 32, 42, new_attempt_id()))
+    assert not is_part_name("/parts/" + "a" * 32 + "/00042")
 
 
 def test_an_upload_record_keeps_type_and_metadata() -> None:
@@ -134,7 +145,8 @@ def test_segments_that_do_not_add_up_are_refused() -> None:
 
 def test_ten_thousand_segments_fit_a_manifest() -> None:
     segments = tuple(
-        Segment(part_name("f" * 32, n), V, 5 << 30, "0" * 32) for n in range(1, MAX_PARTS + 1)
+        Segment(part_name("f" * 32, n, "0" * 16), V, 5 << 30, "0" * 32)
+        for n in range(1, MAX_PARTS + 1)
     )
     manifest = segmented(segments)
     data = manifest.to_bytes()
