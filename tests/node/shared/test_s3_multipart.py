@@ -327,7 +327,7 @@ async def test_an_abort_after_a_half_failed_complete_keeps_the_object_s_parts(
     got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
     assert await s3(got["Body"].read) == b"".join(parts)
 
-    with mock.patch.object(uploads_of(cluster[3]), "_stale", lambda record: True):
+    with mock.patch.object(uploads_of(cluster[3]), "_stale", return_value=True):
         code = await refused(
             admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
         )
@@ -365,7 +365,7 @@ async def test_a_complete_that_died_before_its_commit_is_rolled_back_after_the_l
         "OperationAborted",
         409,
     )
-    with mock.patch.object(uploads_of(cluster[3]), "_stale", lambda record: True):
+    with mock.patch.object(uploads_of(cluster[3]), "_stale", return_value=True):
         done = await complete(admin[3], bucket, "k", upload_id, listed)
     assert done["ETag"] == md5_of_md5s([p["ETag"] for p in listed])
     got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
