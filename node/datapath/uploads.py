@@ -75,16 +75,22 @@ from node.model.multipart import (
     OPEN,
     UPLOAD_RECORDS,
     Segment,
+    UploadPage,
     UploadRecord,
+    after_every_upload_under,
     after_part,
+    after_uploads_of,
     multipart_etag,
     new_attempt_id,
     new_upload_id,
     part_name,
     part_number,
     part_prefix,
+    upload_id_of,
     upload_record_name,
+    upload_records,
 )
+from node.model.names import validate_stored_name
 from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.representation import Representation
 from node.model.version import HybridClock, Version
@@ -93,7 +99,7 @@ log = logging.getLogger(__name__)
 
 READING_AT_ONCE = 32  # part manifests read at a time by Complete, tombstones written by Abort
 LIST_PAGE = 1000  # names per listing page while walking an upload's parts
-MAX_UPLOADS_LISTED = 10_000  # upload records of one bucket that a listing walks at most
+MAX_WALKED = 10_000  # upload records one ListMultipartUploads walks at most (then truncated)
 # Seconds a Complete holds its upload (completing) before another request may take the
 # record back: a Complete commits within half of it or gives up, and one commit is bounded
 # by the peer timeouts, far below.
@@ -124,6 +130,22 @@ class Upload:
     record: UploadRecord
 
 
+@dataclass(frozen=True)
+class UploadListing:
+    """One page of ListMultipartUploads (``UploadPage``'s entries) and, when truncated,
+    where the next page starts (S3's NextKeyMarker and NextUploadIdMarker)."""
+
+    entries: list[tuple[str, Upload | None]]
+    truncated: bool
+    next_key: str = ""
+    next_upload_id: str = ""
+
+
+def _key(bucket: str, name: str) -> str:
+    """An object's key: its name less the bucket."""
+    return name[len(bucket) + 1 :]
+
+
 class Uploads:
     """Create, fill, complete, abort and list multipart uploads; one per peer."""
 
@@ -147,11 +169,13 @@ class Uploads:
     async def create(self, bucket: str, name: str, content_type: str, given: Representation) -> str:
         """Start an upload of object ``name`` (of ``bucket``); returns its id. Raises
         Unavailable below the write quorum."""
-        upload_id = new_upload_id()
         version = self._clock.now()
+        upload_id = new_upload_id(version.wall_ms)
         record = UploadRecord.of(bucket, name, version.wall_ms, content_type, given)
+        record_name = upload_record_name(bucket, _key(bucket, name), upload_id)
+        validate_stored_name(record_name)  # (a key near the name limit, with spaces, may not fit)
         manifest = Manifest(
-            upload_record_name(bucket, upload_id),
+            record_name,
             version,
             _RECORD_LAYOUT,
             str(version),
@@ -161,10 +185,14 @@ class Uploads:
         log.info("multipart upload %s of %r started", upload_id, name)
         return upload_id
 
-    async def _read(self, bucket: str, upload_id: str) -> tuple[Manifest, UploadRecord] | None:
-        """The record of ``upload_id`` read from a quorum, with its manifest (whose etag
-        the next change is conditional on); None if there is none. Raises Unavailable."""
-        manifest = await self._replicas.read(upload_record_name(bucket, upload_id))
+    async def _read(
+        self, bucket: str, upload_id: str, name: str
+    ) -> tuple[Manifest, UploadRecord] | None:
+        """The record of ``upload_id`` of object ``name`` read from a quorum, with its
+        manifest (whose etag the next change is conditional on); None if there is none.
+        Raises Unavailable."""
+        record_name = upload_record_name(bucket, _key(bucket, name), upload_id)
+        manifest = await self._replicas.read(record_name)
         if manifest is None or manifest.deleted:
             return None
         try:
@@ -176,7 +204,7 @@ class Uploads:
     async def _found(self, bucket: str, upload_id: str, name: str) -> tuple[Manifest, UploadRecord]:
         """``_read``, for object ``name``; raises UploadNotFound (none, or another
         object's), Unavailable."""
-        found = await self._read(bucket, upload_id)
+        found = await self._read(bucket, upload_id, name)
         if found is None or found[1].name != name:
             raise UploadNotFound(_GONE)
         return found
@@ -225,7 +253,7 @@ class Uploads:
         part = await self._coordinator.put(stored_name, body, size, "application/octet-stream")
         # Read after the commit: an Abort or a completed mark this read misses comes after
         # the commit, so that request's own pass over the parts finds this attempt.
-        found = await self._read(bucket, upload_id)
+        found = await self._read(bucket, upload_id, name)
         if found is not None and found[1].name == name and found[1].state in IN_PROGRESS:
             return part
         if await self._named(name, stored_name):
@@ -485,26 +513,60 @@ class Uploads:
         found, truncated = await self._newest(upload_id, after, limit)
         return record, found, truncated
 
-    async def uploads(self, bucket: str) -> list[Upload]:
-        """The uploads in progress of ``bucket`` (``MAX_UPLOADS_LISTED`` at most), by object
-        name then start time. Raises Unavailable."""
-        prefix = f"{UPLOAD_RECORDS}{bucket}/"
-        found: list[Upload] = []
-        after = ""
-        while len(found) < MAX_UPLOADS_LISTED:
-            page, after = await self._coordinator.list(prefix, after, LIST_PAGE)
-            for manifest in page:
+    async def listing(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+    ) -> UploadListing:
+        """One page of ``bucket``'s uploads in progress (ListMultipartUploads): keys with
+        ``prefix`` after ``key_marker`` (and the uploads of ``key_marker`` itself after
+        ``upload_id_marker``), by key then upload id (start time), at most ``limit``
+        entries, rolled up at ``delimiter`` (``UploadPage``).
+
+        Records sort so (``node.model.multipart``), so the walk starts at the markers and
+        skips the rest of a rolled-up prefix; completed and aborted records on the way are
+        passed over. It walks at most ``MAX_WALKED`` records: past that the page is
+        truncated at the last one walked, so the client's next request goes on from there
+        and nothing is skipped. Raises Unavailable."""
+        page: UploadPage[Upload] = UploadPage(prefix, delimiter, key_marker, limit)
+        if key_marker and upload_id_marker:
+            cursor = upload_record_name(bucket, key_marker, upload_id_marker)
+        elif key_marker:
+            cursor = after_uploads_of(bucket, key_marker)
+        else:
+            cursor = ""
+        scope = upload_records(bucket, prefix)
+        walked = 0
+        while True:
+            found, following = await self._coordinator.list(scope, cursor, LIST_PAGE)
+            skip_to = ""
+            for manifest in found:
+                walked += 1
                 try:
                     record = UploadRecord.from_bytes(manifest.inline)
                 except ValueError as exc:
                     log.error("unreadable upload record %r: %s", manifest.name, exc)
                     continue
+                key, upload_id = _key(bucket, record.name), upload_id_of(manifest.name)
                 if record.state in IN_PROGRESS:
-                    found.append(Upload(manifest.name[len(prefix) :], record))
-            if not after:
-                break
-        found.sort(key=lambda upload: (upload.record.name, upload.record.initiated_ms))
-        return found
+                    common = page.feed(key, Upload(upload_id, record))
+                    if page.truncated:
+                        last, shown = page.entries[-1] if page.entries else ("", None)
+                        next_id = shown.upload_id if shown is not None else ""
+                        return UploadListing(page.entries, True, last, next_id)
+                    if common is not None:
+                        skip_to = after_every_upload_under(bucket, common)
+                if walked >= MAX_WALKED:
+                    return UploadListing(page.entries, True, key, upload_id)
+                if skip_to:
+                    break
+            if not skip_to and not following:
+                return UploadListing(page.entries, False)
+            cursor = skip_to or following
 
     async def collect_stale(self, record: Manifest) -> bool:
         """Act on the upload of ``record`` (an upload record's manifest, this peer's
@@ -524,7 +586,7 @@ class Uploads:
         age = time.time() - current.version.wall_ms / 1000
         if age < self._config.multipart_grace:
             return False
-        upload_id = record.name.rpartition("/")[2]
+        upload_id = upload_id_of(record.name)
         try:
             upload = UploadRecord.from_bytes(current.inline)
         except ValueError as exc:

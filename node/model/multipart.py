@@ -1,7 +1,10 @@
 """Multipart uploads: the records, names and arithmetic, without I/O.
 
 An upload is a record (``UploadRecord``) kept inline in the manifest of the reserved name
-``/uploads/<bucket>/<upload id>``; each part is an ordinary file (chunks on distinct peers,
+``/uploads/<bucket>/<key, spaces escaped> <upload id>`` (``upload_record_name``), so that
+records sort as ListMultipartUploads lists uploads: by key, then by upload id, which begins
+with its start time (``new_upload_id``), and a listing pages from a marker without walking
+what comes before it; each part is an ordinary file (chunks on distinct peers,
 or inline when small) under the reserved name
 ``/parts/<upload id>/<part number, 5 digits>.<attempt id, 16 hex digits>`` (zero-padded so
 that names sort in part order). Every UploadPart stores a new *attempt* under a name of its
@@ -44,7 +47,8 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -61,6 +65,8 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}\.[0-9a-f]{16}")
 _MAX_TEXT = 1024
+_AFTER_EVERY_NAME = "\U0010ffff"  # sorts after any character a name can hold
+T = TypeVar("T")
 
 
 class InvalidUpload(ValueError):
@@ -140,9 +146,11 @@ def new_attempt_id() -> str:
     return secrets.token_hex(8)
 
 
-def new_upload_id() -> str:
-    """A fresh upload id: 32 hex digits (128 random bits)."""
-    return secrets.token_hex(16)
+def new_upload_id(now_ms: int) -> str:
+    """A fresh upload id: 32 hex digits, the start time (``now_ms``, wall ms, 12 digits)
+    then 80 random bits, so that ids sort by start time, as ListMultipartUploads lists the
+    uploads of one key (S3 compares upload-id-marker lexicographically)."""
+    return f"{now_ms % (1 << 48):012x}{secrets.token_hex(10)}"
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -159,8 +167,78 @@ def check_part_number(text: str) -> int:
     return int(text)
 
 
-def upload_record_name(bucket: str, upload_id: str) -> str:
-    return f"{UPLOAD_RECORDS}{bucket}/{upload_id}"
+def _sortable(key: str) -> str:
+    """``key`` with each space written as two characters, space and ``~``: a single space
+    then ends a key in a record name (no character a key may hold sorts below a space, since
+    names hold no control characters), so record names sort as their keys do, the uploads
+    of a key before those of any longer key it begins. The mapping keeps prefixes: the
+    escaped ``prefix`` begins the escaped key exactly when ``prefix`` begins the key."""
+    return key.replace(" ", " ~")
+
+
+def upload_records(bucket: str, key_prefix: str = "") -> str:
+    """The prefix of the record names of ``bucket``'s uploads whose key has ``key_prefix``."""
+    return f"{UPLOAD_RECORDS}{bucket}/{_sortable(key_prefix)}"
+
+
+def upload_record_name(bucket: str, key: str, upload_id: str) -> str:
+    """The record name of upload ``upload_id`` of ``key`` (the object's name less its
+    bucket). Raises nothing; a name too long to store is refused where it is committed."""
+    return f"{upload_records(bucket, key)} {upload_id}"
+
+
+def upload_id_of(record_name: str) -> str:
+    """The upload id a record name ends with."""
+    return record_name.rpartition(" ")[2]
+
+
+def after_uploads_of(bucket: str, key: str) -> str:
+    """A name after the records of every upload of ``key`` and before those of any other
+    key that sorts after it (the start of a listing after a key-marker)."""
+    return f"{upload_records(bucket, key)} ~"
+
+
+def after_every_upload_under(bucket: str, key_prefix: str) -> str:
+    """A name after the records of every key that begins with ``key_prefix`` (where a
+    listing goes on once it has rolled those keys up under a delimiter)."""
+    return upload_records(bucket, key_prefix) + _AFTER_EVERY_NAME
+
+
+@dataclass
+class UploadPage(Generic[T]):
+    """One page of ListMultipartUploads, built as a walk feeds it the uploads in progress
+    in key then upload-id order, from where the markers put it (sans I/O).
+
+    An entry is ``(key, upload)`` or, with a ``delimiter``, ``(common prefix, None)`` for
+    the keys after ``prefix`` that hold the delimiter, rolled up into one entry each (a
+    prefix at or before ``key_marker`` was shown on an earlier page). ``truncated`` once an
+    entry past ``limit`` was offered: the page is full. Amazon S3 API reference,
+    ListMultipartUploads."""
+
+    prefix: str
+    delimiter: str
+    key_marker: str
+    limit: int
+    entries: list[tuple[str, T | None]] = field(default_factory=list)
+    truncated: bool = False
+
+    def feed(self, key: str, upload: T) -> str | None:
+        """Take the next upload in progress; returns the common prefix it was rolled up
+        into (the walk may skip every other key under it), else None."""
+        if self.delimiter and (cut := key.find(self.delimiter, len(self.prefix))) >= 0:
+            common = key[: cut + len(self.delimiter)]
+            shown = self.key_marker and common <= self.key_marker
+            if not shown and not (self.entries and self.entries[-1][0] == common):
+                self._add(common, None)
+            return common
+        self._add(key, upload)
+        return None
+
+    def _add(self, key: str, upload: T | None) -> None:
+        if len(self.entries) >= self.limit:
+            self.truncated = True
+        else:
+            self.entries.append((key, upload))
 
 
 def part_prefix(upload_id: str) -> str:

@@ -170,7 +170,9 @@ async def test_upload_file_in_parts_reads_back_whole_and_by_range(
     assert not manifest.chunks  # the parts' chunks are referenced, never copied
 
     # the upload is over: its record says so, and only the object lists
-    record = await cluster[0].replicas.read(upload_record_name(bucket, seen["upload_id"]))
+    record = await cluster[0].replicas.read(
+        upload_record_name(bucket, "big/file.bin", seen["upload_id"])
+    )
     assert record is not None
     done = UploadRecord.from_bytes(record.inline)
     assert (done.state, done.object_version) == (COMPLETED, str(manifest.version))
@@ -276,8 +278,10 @@ async def not_completed(
     )
 
 
-async def record_of(cluster: LocalCluster, bucket: str, upload_id: str) -> UploadRecord | None:
-    found = await cluster[0].replicas.read(upload_record_name(bucket, upload_id))
+async def record_of(
+    cluster: LocalCluster, bucket: str, upload_id: str, key: str = "k"
+) -> UploadRecord | None:
+    found = await cluster[0].replicas.read(upload_record_name(bucket, key, upload_id))
     return None if found is None or found.deleted else UploadRecord.from_bytes(found.inline)
 
 
@@ -478,7 +482,7 @@ async def test_a_part_stored_after_the_abort_s_pass_is_swept_by_the_collection(
     aborted = await record_of(cluster, bucket, upload_id)
     assert aborted is not None
     assert aborted.state == ABORTED
-    record = upload_record_name(bucket, upload_id)
+    record = upload_record_name(bucket, "k", upload_id)
     primary = cluster.holder(cluster[0].membership.replicas(record).primary)
 
     async def swept() -> bool:
@@ -620,6 +624,60 @@ async def test_list_parts_and_uploads_then_abort(
     assert "Uploads" not in await s3(admin[1].list_multipart_uploads, Bucket=bucket)
 
 
+async def test_list_multipart_uploads_pages_by_key_past_completed_uploads_and_the_walk_limit(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """boto3's paginator lists every upload in progress once, by key (bytes) then upload id,
+    past completed uploads (their records stay for the grace) and with the walk limit at 3
+    records a request: a page the limit cut short is truncated where the walk stopped,
+    never silently short."""
+    bucket = await new_bucket(admin[0], "mp-list-pages")
+    keys = ["b", "a b", "a", "a/b", "a!", "b", "c d/e", "c d/f", "a b"]
+    started = []
+    for key in keys:
+        created = await s3(admin[1].create_multipart_upload, Bucket=bucket, Key=key)
+        started.append((key, created["UploadId"]))
+    finished = {started[0][1], started[4][1], started[8][1]}
+    for key, upload_id in started:
+        if upload_id in finished:
+            sent = await s3(
+                admin[2].upload_part,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=1,
+                Body=b"x",
+            )
+            parts = [{"PartNumber": 1, "ETag": sent["ETag"]}]
+            await complete(admin[2], bucket, key, upload_id, parts)
+    expected = sorted(
+        ((k, u) for k, u in started if u not in finished), key=lambda k: (k[0].encode(), k[1])
+    )
+
+    def paginate(**kwargs: Any) -> list[dict[str, Any]]:
+        pages = (
+            admin[3]
+            .get_paginator("list_multipart_uploads")
+            .paginate(Bucket=bucket, PaginationConfig={"PageSize": 2}, **kwargs)
+        )
+        return list(pages)
+
+    with mock.patch("node.datapath.uploads.MAX_WALKED", 3):
+        pages = await s3(paginate)
+        folded = await s3(paginate, Delimiter="/")
+    listed = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+    assert listed == expected
+    assert any(len(page.get("Uploads", [])) < 2 for page in pages[:-1])  # cut by the walk
+    assert all(page["IsTruncated"] for page in pages[:-1])
+    rolled = [p["Prefix"] for page in folded for p in page.get("CommonPrefixes", [])]
+    assert rolled == ["a/", "c d/"]
+    flat = [u["Key"] for page in folded for u in page.get("Uploads", [])]
+    assert flat == [k for k, _ in expected if "/" not in k]
+    for key, upload_id in expected:
+        await s3(admin[4].abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+    assert "Uploads" not in await s3(admin[5].list_multipart_uploads, Bucket=bucket)
+
+
 async def test_upload_part_copy_takes_a_range_of_an_object_even_a_segmented_one(
     cluster: LocalCluster, admin: list[BaseClient]
 ) -> None:
@@ -718,7 +776,7 @@ async def test_an_unfinished_upload_is_collected_after_the_grace(
         pair for part in await part_manifests(cluster, upload_id) for pair in part.placed_chunks()
     }
     assert len(chunks) == 7
-    record = upload_record_name(bucket, upload_id)
+    record = upload_record_name(bucket, "forgotten", upload_id)
     primary = cluster.holder(cluster[0].membership.replicas(record).primary)
     collected = primary.app[UPLOADS].collected if primary.app else 0
 
