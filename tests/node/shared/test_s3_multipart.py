@@ -554,6 +554,11 @@ async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None
     ) == ("NoSuchUpload", 404)
     await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"replaced")
     assert await complete(listed[:1]) == ("NoSuchUpload", 404)  # (its object is gone)
+    long_key = "k" * 1000  # a valid key, with no room left for its upload's record name
+    assert await refused(admin[0].create_multipart_upload, Bucket=bucket, Key=long_key) == (
+        "InvalidArgument",
+        400,
+    )
     assert await refused(admin[0].create_multipart_upload, Bucket="mp-no-such-bucket", Key="k") == (
         "NoSuchBucket",
         404,
