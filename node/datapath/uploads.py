@@ -571,7 +571,7 @@ class Uploads:
     async def collect_stale(self, record: Manifest) -> bool:
         """Act on the upload of ``record`` (an upload record's manifest, this peer's
         replica) if its last change is over ``multipart_grace`` old; True if it did: abort
-        it if open, recover it if completing (its Complete is long dead), drop it if
+        it if open, recover it if completing past the lease (its Complete is dead), drop it if
         completed or aborted, after a last sweep of its parts (which takes an attempt an
         UploadPart stored after an Abort's pass and could not drop itself). What is decided
         on is the record read from a quorum (this replica may have missed a change), and
@@ -608,6 +608,8 @@ class Uploads:
                 )
                 return True
             if upload.state == COMPLETING:
+                if not self._stale(upload):  # (a --multipart-grace below the lease)
+                    return False
                 await self._recover(upload_id, current, upload)
                 return True
             dropped = await self._drop_parts(upload_id, upload.name)

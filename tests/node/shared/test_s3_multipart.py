@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -406,6 +407,20 @@ async def test_an_abort_or_another_complete_while_a_complete_commits_is_refused(
             other = [listed[0], listed[2]]
             code = await not_completed(admin[4], bucket, "k", upload_id, other)
             assert code == ("OperationAborted", 409)
+            # nor does the collection take it back, however short --multipart-grace is
+            name = upload_record_name(bucket, "k", upload_id)
+            record = await cluster[0].replicas.read(name)
+            assert record is not None
+            primary = uploads_of(cluster.holder(cluster[0].membership.replicas(name).primary))
+
+            def past_the_grace() -> bool:
+                return time.time() - record.version.wall_ms / 1000 > GRACE
+
+            await eventually(past_the_grace, timeout=GRACE + 10, what="the record past the grace")
+            assert not await primary.collect_stale(record)
+            held_record = await record_of(cluster, bucket, upload_id)
+            assert held_record is not None
+            assert held_record.state == COMPLETING
         finally:
             release.set()
             done = await first
