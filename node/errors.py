@@ -20,6 +20,9 @@ status and a JSON body in one place, and the client maps them back.
     │       ├── InvalidPartOrder           parts not in ascending order
     │       └── EntityTooSmall             a part but the last below the minimum part size
     ├── PreconditionFailed                 a condition of the request (If-Match...) does not hold
+    ├── Conflict                           the target is in a state that refuses the request
+    │   ├── NamespaceNotEmpty, NamespaceExists
+    │   └── UploadBusy                     an upload a Complete holds (S3: OperationAborted)
     ├── NotFound (KeyError)
     │   ├── FileNotFound
     │   ├── ChunkNotFound
@@ -138,6 +141,13 @@ class NamespaceNotEmpty(Conflict):
 
 class NamespaceExists(Conflict):
     code = "namespace_exists"
+
+
+class UploadBusy(Conflict):
+    """A multipart upload that a Complete is committing: an Abort or another Complete is
+    refused until it is done (S3's OperationAborted, 409: "try again")."""
+
+    code = "upload_busy"
 
 
 class PreconditionFailed(RingstoreError):

@@ -52,7 +52,7 @@ from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.multipart import Segment, segments_covering
 from node.model.preconditions import Preconditions, representation
 from node.model.representation import NO_REPRESENTATION, Representation
-from node.model.version import HybridClock
+from node.model.version import HybridClock, Version
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +241,19 @@ class Coordinator:
         condition: Preconditions | None = None,
         *,
         representation: Representation = NO_REPRESENTATION,
+        version: Version | None = None,
     ) -> Manifest:
         """Commit ``name`` as the concatenation of ``segments`` (parts already stored, each
-        a file of its own): one manifest, no byte read or written. Raises what ``put``'s
-        commit raises (Unavailable, PreconditionFailed)."""
+        a file of its own): one manifest, no byte read or written; of ``version`` when
+        given (a multipart Complete names it in its upload's record first), else a fresh
+        one. Raises what ``put``'s commit raises (Unavailable, PreconditionFailed)."""
         if condition is not None:
             self._check(name, condition, await self._replicas.read(name))
         config = self._config
         size = sum(segment.size for segment in segments)
         manifest = Manifest(
             name,
-            self._clock.now(),
+            version or self._clock.now(),
             Layout(size, config.k, config.m, config.block_size),
             etag,
             content_type,

@@ -1,25 +1,45 @@
 """Multipart uploads (S3's), carried out over files and records: no byte copied at Complete.
 
 An upload's record and parts are manifests of reserved names (``node.model.multipart``): the
-record is a cluster record (inline, no chunks), each part an ordinary file stored by the
-coordinator. Complete reads the parts' manifests (``READING_AT_ONCE`` at a time, keeping
-only a ``Segment`` of each), checks them against the client's list as S3 does, commits the
-object's segmented manifest and marks the record completed with the object's version (a
-Complete sent again, its answer lost, is answered from it: S3 answers such retries); parts
-left out of the list get tombstones. Abort tombstones the parts, then the record (a failed
-Abort can be sent again). Neither, nor the collection, ever drops a part that the object's
-current version names, whatever the record says (``_drop_parts``). The
-parts of a completed object are retired with it (``node.datapath.replicas``: a commit that
-replaces a segmented manifest retires its segments). An upload neither completed nor aborted
-after ``multipart_grace`` is aborted by the primary replica of its record
-(``collect_stale``, called from anti-entropy's pass), which also drops completed records
-after that grace. A part stored while its upload was being aborted is tombstoned as soon as
-the store notices the record is gone (NoSuchUpload).
+record is a cluster record (inline, no chunks), each part attempt an ordinary file stored by
+the coordinator under a name of its own. Complete reads the parts' manifests
+(``READING_AT_ONCE`` at a time, keeping only a ``Segment`` of each), checks them against
+the client's list as S3 does, commits the object's segmented manifest and marks the record
+completed; attempts left out get tombstones. The parts of a completed object are retired
+with it (``node.datapath.replicas``: a commit that replaces a segmented manifest retires its
+segments).
+
+The record's state (``node.model.multipart``) changes only by a commit conditional on the
+record version the change was decided on (If-Match its etag, checked by every replica
+under its lock: ``ManifestReplicas.commit``), so of an Abort and a Complete, or of two
+Completes, exactly one takes an open upload. In order:
+
+* Complete moves ``open -> completing`` (naming the object version it will commit), then
+  reads and checks the parts, commits the object, and moves ``completing -> completed``.
+  A refusal (InvalidPart, PreconditionFailed...) moves it back to open. An Abort or another
+  Complete that finds it completing is refused (``UploadBusy``: S3's OperationAborted),
+  unless the completing is older than ``COMPLETING_LEASE``: then its Complete is dead
+  (a Complete gives up before it commits past half the lease), and whoever finds it
+  recovers it (``_recover``): completed if the object is the version it named, else
+  back to open. Nothing is dropped while a Complete may still commit.
+* Abort moves ``open -> aborted``, then tombstones the parts; the aborted record is kept for
+  ``multipart_grace`` and, as completed ones, dropped by the collection after a last sweep
+  of the parts, which takes whatever an UploadPart stored after the Abort's pass and could
+  not drop itself (its peer stopped).
+* UploadPart stores a new attempt, then reads the record again: an attempt stored while the
+  upload was aborted, or completed without it, is tombstoned at once (NoSuchUpload).
+* ``collect_stale`` (anti-entropy's pass, by the record's primary replica) aborts uploads
+  still open after ``multipart_grace``, recovers stale completing ones, and drops completed
+  and aborted records that old.
+
+Abort, the collection and Complete never drop a part that the object's current version
+names (``_drop_parts``), whatever the record says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -35,33 +55,71 @@ from node.errors import (
     EntityTooSmall,
     InvalidPart,
     InvalidPartOrder,
+    PreconditionFailed,
+    RingstoreError,
     TooLarge,
+    Unavailable,
+    UploadBusy,
     UploadNotFound,
 )
 from node.model.layout import Layout
 from node.model.manifest import Manifest
 from node.model.multipart import (
+    ABORTED,
+    COMPLETED,
+    COMPLETING,
+    IN_PROGRESS,
     MAX_OBJECT_SIZE,
+    MAX_PARTS,
     MIN_PART_SIZE,
+    OPEN,
     UPLOAD_RECORDS,
     Segment,
+    UploadPage,
     UploadRecord,
+    after_every_upload_under,
+    after_part,
+    after_uploads_of,
     multipart_etag,
+    new_attempt_id,
     new_upload_id,
     part_name,
+    part_number,
     part_prefix,
+    upload_id_of,
     upload_record_name,
+    upload_records,
 )
-from node.model.preconditions import Preconditions
+from node.model.names import validate_stored_name
+from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.representation import Representation
-from node.model.version import HybridClock
+from node.model.version import HybridClock, Version
 
 log = logging.getLogger(__name__)
 
 READING_AT_ONCE = 32  # part manifests read at a time by Complete, tombstones written by Abort
 LIST_PAGE = 1000  # names per listing page while walking an upload's parts
-MAX_UPLOADS_LISTED = 10_000  # upload records of one bucket that a listing walks at most
+MAX_WALKED = 10_000  # upload records one ListMultipartUploads walks at most (then truncated)
+# Seconds a Complete holds its upload (completing) before another request may take the
+# record back: a Complete commits within half of it or gives up, and one commit is bounded
+# by the peer timeouts, far below.
+COMPLETING_LEASE = 300.0
+CHANGE_TRIES = 4  # looks at a record that changes under a request before it is refused
 _RECORD_LAYOUT = Layout(0, 1, 0)  # records have no chunks
+_GONE = (
+    "The specified upload does not exist. The upload ID may be invalid, or the upload may "
+    "have been aborted or completed."
+)
+_BUSY = (
+    "A Complete of this upload is in progress; try again once it is done (the upload is "
+    "then completed, or open again if it was refused)."
+)
+
+
+def _unchanged(record: Manifest) -> Preconditions:
+    """The condition that commits a record's change only over the version it was decided on
+    (every record version's etag is its own version)."""
+    return Preconditions(if_match=TagList(False, (EntityTag(record.etag),)))
 
 
 @dataclass(frozen=True)
@@ -70,6 +128,22 @@ class Upload:
 
     upload_id: str
     record: UploadRecord
+
+
+@dataclass(frozen=True)
+class UploadListing:
+    """One page of ListMultipartUploads (``UploadPage``'s entries) and, when truncated,
+    where the next page starts (S3's NextKeyMarker and NextUploadIdMarker)."""
+
+    entries: list[tuple[str, Upload | None]]
+    truncated: bool
+    next_key: str = ""
+    next_upload_id: str = ""
+
+
+def _key(bucket: str, name: str) -> str:
+    """An object's key: its name less the bucket."""
+    return name[len(bucket) + 1 :]
 
 
 class Uploads:
@@ -86,6 +160,7 @@ class Uploads:
         self._coordinator = coordinator
         self._replicas = replicas
         self._clock = clock
+        self.completing_lease = COMPLETING_LEASE
         self.collected = 0  # stale uploads aborted by this peer
 
     def __repr__(self) -> str:
@@ -94,35 +169,69 @@ class Uploads:
     async def create(self, bucket: str, name: str, content_type: str, given: Representation) -> str:
         """Start an upload of object ``name`` (of ``bucket``); returns its id. Raises
         Unavailable below the write quorum."""
-        upload_id = new_upload_id()
         version = self._clock.now()
+        upload_id = new_upload_id(version.wall_ms)
         record = UploadRecord.of(bucket, name, version.wall_ms, content_type, given)
+        record_name = upload_record_name(bucket, _key(bucket, name), upload_id)
+        validate_stored_name(record_name)  # (a key near the name limit, with spaces, may not fit)
         manifest = Manifest(
-            upload_record_name(bucket, upload_id), version, _RECORD_LAYOUT, inline=record.to_bytes()
+            record_name,
+            version,
+            _RECORD_LAYOUT,
+            str(version),
+            inline=record.to_bytes(),
         )
         await self._replicas.commit(manifest)
         log.info("multipart upload %s of %r started", upload_id, name)
         return upload_id
 
-    async def record(
-        self, bucket: str, upload_id: str, name: str, completed: bool = False
-    ) -> UploadRecord:
-        """The record of upload ``upload_id`` of object ``name`` in progress (or also
-        completed, with ``completed``); raises UploadNotFound (none, of another object, or
-        completed), Unavailable."""
-        manifest = await self._replicas.read(upload_record_name(bucket, upload_id))
-        if manifest is not None and not manifest.deleted:
-            try:
-                record = UploadRecord.from_bytes(manifest.inline)
-            except ValueError as exc:
-                log.error("unreadable upload record %r: %s", manifest.name, exc)
-            else:
-                if record.name == name and (completed or not record.completed):
-                    return record
-        raise UploadNotFound(
-            "The specified upload does not exist. The upload ID may be invalid, or the "
-            "upload may have been aborted or completed."
+    async def _read(
+        self, bucket: str, upload_id: str, name: str
+    ) -> tuple[Manifest, UploadRecord] | None:
+        """The record of ``upload_id`` of object ``name`` read from a quorum, with its
+        manifest (whose etag the next change is conditional on); None if there is none.
+        Raises Unavailable."""
+        record_name = upload_record_name(bucket, _key(bucket, name), upload_id)
+        manifest = await self._replicas.read(record_name)
+        if manifest is None or manifest.deleted:
+            return None
+        try:
+            return manifest, UploadRecord.from_bytes(manifest.inline)
+        except ValueError as exc:
+            log.error("unreadable upload record %r: %s", manifest.name, exc)
+            return None
+
+    async def _found(self, bucket: str, upload_id: str, name: str) -> tuple[Manifest, UploadRecord]:
+        """``_read``, for object ``name``; raises UploadNotFound (none, or another
+        object's), Unavailable."""
+        found = await self._read(bucket, upload_id, name)
+        if found is None or found[1].name != name:
+            raise UploadNotFound(_GONE)
+        return found
+
+    async def _change(self, current: Manifest, record: UploadRecord) -> Manifest:
+        """Commit ``record`` over the record version ``current``, only if that is still the
+        current one; returns the new version. Raises PreconditionFailed (it changed since),
+        Unavailable."""
+        version = self._clock.now()
+        changed = Manifest(
+            current.name, version, _RECORD_LAYOUT, str(version), inline=record.to_bytes()
         )
+        await self._replicas.commit(changed, condition=_unchanged(current))
+        return changed
+
+    def _stale(self, record: UploadRecord) -> bool:
+        """Whether a completing record's Complete is dead: held past the lease."""
+        return time.time() * 1000 - record.since_ms > self.completing_lease * 1000
+
+    async def record(self, bucket: str, upload_id: str, name: str) -> UploadRecord:
+        """The record of upload ``upload_id`` of object ``name`` in progress (open, or held
+        by a Complete); raises UploadNotFound (none, of another object, completed or
+        aborted), Unavailable."""
+        _, record = await self._found(bucket, upload_id, name)
+        if record.state not in IN_PROGRESS:
+            raise UploadNotFound(_GONE)
+        return record
 
     async def put_part(
         self,
@@ -133,18 +242,32 @@ class Uploads:
         body: AsyncIterable[bytes],
         size: int | None,
     ) -> Manifest:
-        """Store part ``number`` (replacing one of that number) and return its manifest.
-        Raises UploadNotFound (also when the upload ends while the part is stored: the part
-        is then tombstoned), and what ``Coordinator.put`` raises."""
+        """Store an attempt at part ``number`` (under a name of its own: it becomes the
+        part of that number, as the newest attempt) and return its manifest.
+
+        Raises UploadNotFound, also when the upload was aborted or completed without it
+        while it was stored (it is then tombstoned), and what ``Coordinator.put`` raises.
+        """
         await self.record(bucket, upload_id, name)
-        stored_name = part_name(upload_id, number)
+        stored_name = part_name(upload_id, number, new_attempt_id())
         part = await self._coordinator.put(stored_name, body, size, "application/octet-stream")
-        try:
-            await self.record(bucket, upload_id, name)
-        except UploadNotFound:
-            await self._tombstone(stored_name)
-            raise
-        return part
+        # Read after the commit: an Abort or a completed mark this read misses comes after
+        # the commit, so that request's own pass over the parts finds this attempt.
+        found = await self._read(bucket, upload_id, name)
+        if found is not None and found[1].name == name and found[1].state in IN_PROGRESS:
+            return part
+        if await self._named(name, stored_name):
+            return part  # a Complete that read it after its commit chose it
+        await self._tombstone(stored_name)
+        log.info("part %r stored after its upload ended: dropped", stored_name)
+        raise UploadNotFound(_GONE)
+
+    async def _named(self, object_name: str, stored_name: str) -> bool:
+        """Whether the current version of ``object_name`` (a quorum's) names that part."""
+        current = await self._replicas.read(object_name)
+        if current is None or current.deleted:
+            return False
+        return any(segment.name == stored_name for segment in current.segments)
 
     async def complete(
         self,
@@ -159,51 +282,93 @@ class Uploads:
 
         Raises InvalidPartOrder (numbers not ascending), InvalidPart (a part not stored,
         or of another etag), EntityTooSmall (a part but the last under 5 MiB), TooLarge
-        (past 5 TiB or ``--max-file-size``), UploadNotFound, and what the commit raises
-        (PreconditionFailed, Unavailable): nothing is changed then, and the upload can be
-        completed again.
+        (past 5 TiB or ``--max-file-size``), PreconditionFailed: nothing is changed then,
+        and the upload can be completed again. UploadNotFound (aborted, or completed and its
+        object replaced since), UploadBusy (another Complete holds it), Unavailable (the
+        upload may stay held until the lease, if the object's commit was under way).
         """
-        record = await self.record(bucket, upload_id, name, completed=True)
-        if record.completed:
-            current = await self._replicas.read(name)
-            if current is None or current.deleted or str(current.version) != record.completed:
-                raise UploadNotFound(f"upload {upload_id} was completed, and its object replaced")
-            return current  # a Complete sent again
         numbers = [number for number, _ in parts]
         if any(b <= a for a, b in itertools.pairwise(numbers)):
             raise InvalidPartOrder("The list of parts was not in ascending order.")
-        segments: list[Segment] = []
-        for start in range(0, len(parts), READING_AT_ONCE):
-            batch = parts[start : start + READING_AT_ONCE]
-            read = await asyncio.gather(*(self._segment(upload_id, *given) for given in batch))
-            segments.extend(read)
-        for segment in segments[:-1]:
-            if segment.size < MIN_PART_SIZE:
-                raise EntityTooSmall(
-                    f"Your proposed upload is smaller than the minimum allowed object size: "
-                    f"part {segment.name.rpartition('/')[2].lstrip('0')} has {segment.size} "
-                    f"bytes, every part but the last needs {MIN_PART_SIZE}."
-                )
-        size = sum(segment.size for segment in segments)
-        limit = min(MAX_OBJECT_SIZE, self._config.max_file_size)
-        if size > limit:
-            raise TooLarge(f"an object may be at most {limit} bytes; this is {size}")
+        for _ in range(CHANGE_TRIES):
+            current, record = await self._found(bucket, upload_id, name)
+            if record.state == COMPLETED:
+                return await self._completed(upload_id, record)  # a Complete sent again
+            if record.state == ABORTED:
+                raise UploadNotFound(_GONE)
+            if record.state == COMPLETING:
+                await self._take_back(upload_id, current, record)
+                continue
+            planned = self._clock.now()
+            holding = msgspec.structs.replace(
+                record, state=COMPLETING, object_version=str(planned), since_ms=planned.wall_ms
+            )
+            try:
+                held = await self._change(current, holding)
+            except PreconditionFailed:
+                continue  # an Abort or another Complete changed it first: look again
+            return await self._commit(upload_id, held, holding, parts, planned, condition)
+        raise UploadBusy(_BUSY)
+
+    async def _completed(self, upload_id: str, record: UploadRecord) -> Manifest:
+        """The answer to a Complete of an upload already completed: its object, while it is
+        the version that Complete made; else UploadNotFound."""
+        current = await self._replicas.read(record.name)
+        if current is None or current.deleted or str(current.version) != record.object_version:
+            raise UploadNotFound(f"upload {upload_id} was completed, and its object replaced")
+        return current
+
+    async def _commit(
+        self,
+        upload_id: str,
+        held: Manifest,
+        record: UploadRecord,
+        parts: Sequence[tuple[int, str]],
+        planned: Version,
+        condition: Preconditions | None,
+    ) -> Manifest:
+        """Complete's work once it holds the record (``held``, completing)."""
+        name = record.name
+        try:
+            segments = await self._segments(upload_id, parts)
+            size = sum(segment.size for segment in segments)
+            limit = min(MAX_OBJECT_SIZE, self._config.max_file_size)
+            if size > limit:
+                raise TooLarge(f"an object may be at most {limit} bytes; this is {size}")
+            if time.time() * 1000 - record.since_ms > self.completing_lease * 500:
+                raise Unavailable(f"upload {upload_id}: reading its parts outlasted half the lease")
+        except RingstoreError as refused:
+            await self._release(upload_id, held, record, refused)
+            raise
         etag = multipart_etag(segment.etag for segment in segments)
-        manifest = await self._coordinator.put_segmented(
-            name,
-            tuple(segments),
-            etag,
-            record.content_type,
-            condition,
-            representation=record.given,
-        )
-        done = msgspec.structs.replace(record, completed=str(manifest.version))
-        record_name = upload_record_name(bucket, upload_id)
-        await self._replicas.commit(
-            Manifest(record_name, self._clock.now(), _RECORD_LAYOUT, inline=done.to_bytes())
-        )
-        kept = frozenset(segment.name for segment in segments)
-        dropped = await self._drop_parts(upload_id, name, keep=kept)
+        try:
+            manifest = await self._coordinator.put_segmented(
+                name,
+                tuple(segments),
+                etag,
+                record.content_type,
+                condition,
+                representation=record.given,
+                version=planned,
+            )
+        except PreconditionFailed as refused:
+            await self._release(upload_id, held, record, refused)
+            raise
+        # Unavailable: the commit may have reached a replica, so the record stays held
+        # until the lease, when whoever finds it decides by reading the object (_recover).
+        done = msgspec.structs.replace(record, state=COMPLETED, since_ms=int(time.time() * 1000))
+        try:
+            await self._change(held, done)
+        except RingstoreError as exc:  # the object is committed: the client has it
+            log.warning(
+                "multipart upload %s committed %r but is not marked completed (%s): taken "
+                "back after the lease",
+                upload_id,
+                name,
+                exc,
+            )
+            return manifest
+        dropped = await self._drop_parts(upload_id, name, keep={s.name for s in segments})
         log.info(
             "multipart upload %s completed %r: %d parts, %d bytes (%d parts dropped)",
             upload_id,
@@ -214,66 +379,203 @@ class Uploads:
         )
         return manifest
 
-    async def _segment(self, upload_id: str, number: int, etag: str) -> Segment:
-        """The segment of part ``number`` if it is stored with ``etag`` (quotes aside);
-        raises InvalidPart."""
-        stored_name = part_name(upload_id, number)
-        part = await self._replicas.read(stored_name)
+    async def _release(
+        self, upload_id: str, held: Manifest, record: UploadRecord, reason: Exception
+    ) -> None:
+        """Put a record a refused Complete held back to open (its object was not
+        committed); if that fails, the lease does it later."""
+        opened = msgspec.structs.replace(record, state=OPEN, object_version="", since_ms=0)
+        try:
+            await self._change(held, opened)
+        except RingstoreError as exc:
+            log.warning("multipart upload %s stays held until the lease: %s", upload_id, exc)
+        else:
+            log.info("multipart upload %s not completed, open again: %s", upload_id, reason)
+
+    async def _take_back(self, upload_id: str, current: Manifest, record: UploadRecord) -> None:
+        """A request found the upload completing: UploadBusy while its Complete may still
+        commit, else recover it (``_recover``) for the request to look again."""
+        if not self._stale(record):
+            raise UploadBusy(_BUSY)
+        with contextlib.suppress(PreconditionFailed):  # (someone else took it back first)
+            await self._recover(upload_id, current, record)
+
+    async def _recover(self, upload_id: str, current: Manifest, record: UploadRecord) -> None:
+        """Finish or roll back a completing record whose Complete is dead (past the lease,
+        so it commits nothing any more): completed if the object is the version it named
+        (parts it does not name dropped), else open again. Raises PreconditionFailed (the
+        record changed meanwhile), Unavailable."""
+        found = await self._replicas.read(record.name)
+        if found is not None and not found.deleted and str(found.version) == record.object_version:
+            done = msgspec.structs.replace(
+                record, state=COMPLETED, since_ms=int(time.time() * 1000)
+            )
+            await self._change(current, done)
+            dropped = await self._drop_parts(upload_id, record.name)
+            log.info(
+                "multipart upload %s found committed after its Complete died: marked "
+                "completed (%d parts dropped)",
+                upload_id,
+                dropped,
+            )
+            return
+        opened = msgspec.structs.replace(record, state=OPEN, object_version="", since_ms=0)
+        await self._change(current, opened)
+        log.info("multipart upload %s: its Complete died before its commit, open again", upload_id)
+
+    async def _newest(self, upload_id: str, after: int, limit: int) -> tuple[list[Manifest], bool]:
+        """``(parts, truncated)``: the newest attempt (highest version) at each of at most
+        ``limit`` part numbers after ``after``, in order (listing summaries)."""
+        newest: dict[int, Manifest] = {}
+        start = after_part(upload_id, after)
+        while True:
+            page, start = await self._coordinator.list(part_prefix(upload_id), start, LIST_PAGE)
+            for attempt in page:
+                number = part_number(attempt.name)
+                known = newest.get(number)
+                if known is None or known.precedence < attempt.precedence:
+                    newest[number] = attempt
+            if len(newest) > limit or not start:
+                break
+        numbers = sorted(newest)
+        return [newest[number] for number in numbers[:limit]], len(numbers) > limit
+
+    async def _segments(self, upload_id: str, parts: Sequence[tuple[int, str]]) -> list[Segment]:
+        """The segments of the parts listed: each number's newest attempt, read from a
+        quorum, if it has the etag given (quotes aside). Raises InvalidPart,
+        EntityTooSmall, Unavailable."""
+        stored, _ = await self._newest(upload_id, 0, MAX_PARTS)
+        by_number = {part_number(attempt.name): attempt.name for attempt in stored}
+        segments: list[Segment] = []
+        for start in range(0, len(parts), READING_AT_ONCE):
+            batch = parts[start : start + READING_AT_ONCE]
+            read = await asyncio.gather(*(self._segment(by_number, *given) for given in batch))
+            segments.extend(read)
+        for number, segment in zip((n for n, _ in parts[:-1]), segments[:-1], strict=False):
+            if segment.size < MIN_PART_SIZE:
+                raise EntityTooSmall(
+                    f"Your proposed upload is smaller than the minimum allowed object size: "
+                    f"part {number} has {segment.size} bytes, every part but the last needs "
+                    f"{MIN_PART_SIZE}."
+                )
+        return segments
+
+    async def _segment(self, stored: dict[int, str], number: int, etag: str) -> Segment:
+        """The segment of part ``number`` (its newest attempt: ``stored``) if it is stored
+        with ``etag``; raises InvalidPart."""
+        stored_name = stored.get(number)
+        part = None if stored_name is None else await self._replicas.read(stored_name)
         if part is None or part.deleted or part.etag != etag.strip('"'):
             raise InvalidPart(
                 f"One or more of the specified parts could not be found or its entity tag "
                 f"did not match: part {number}."
             )
-        return Segment(stored_name, part.version, part.size, part.etag)
+        return Segment(part.name, part.version, part.size, part.etag)
 
     async def abort(self, bucket: str, upload_id: str, name: str) -> int:
-        """End an upload and tombstone its parts (those the object ``name`` does not name:
-        ``_drop_parts``), then its record; returns how many parts. Raises UploadNotFound,
-        Unavailable (the record is then kept, and abort can be retried)."""
-        await self.record(bucket, upload_id, name)
-        dropped = await self._drop_parts(upload_id, name)
-        await self._tombstone(upload_record_name(bucket, upload_id))
-        log.info("multipart upload %s of %r aborted: %d parts dropped", upload_id, name, dropped)
-        return dropped
+        """End an upload (``open -> aborted``) and tombstone its parts (those the object
+        ``name`` does not name: ``_drop_parts``); returns how many parts. Raises
+        UploadNotFound (none, completed, or aborted already: its parts are then swept
+        again, as S3 lets an Abort be repeated to free what parts arrived late),
+        UploadBusy (a Complete holds it), Unavailable (the parts left are dropped by an
+        Abort sent again, or by the collection)."""
+        for _ in range(CHANGE_TRIES):
+            current, record = await self._found(bucket, upload_id, name)
+            if record.state == ABORTED:
+                await self._drop_parts(upload_id, name)
+                raise UploadNotFound(_GONE)
+            if record.state == COMPLETED:
+                raise UploadNotFound(_GONE)
+            if record.state == COMPLETING:
+                await self._take_back(upload_id, current, record)
+                continue
+            aborted = msgspec.structs.replace(
+                record, state=ABORTED, since_ms=int(time.time() * 1000)
+            )
+            try:
+                await self._change(current, aborted)
+            except PreconditionFailed:
+                continue
+            dropped = await self._drop_parts(upload_id, name)
+            log.info(
+                "multipart upload %s of %r aborted: %d parts dropped", upload_id, name, dropped
+            )
+            return dropped
+        raise UploadBusy(_BUSY)
 
     async def parts(
         self, bucket: str, upload_id: str, name: str, after: int, limit: int
     ) -> tuple[UploadRecord, list[Manifest], bool]:
-        """``(record, parts, truncated)``: at most ``limit`` stored parts numbered after
-        ``after``, in order (manifests without chunks). Raises UploadNotFound, Unavailable."""
+        """``(record, parts, truncated)``: at most ``limit`` parts numbered after ``after``
+        (each its newest attempt), in order (manifests without chunks). Raises
+        UploadNotFound, Unavailable."""
         record = await self.record(bucket, upload_id, name)
-        start = part_name(upload_id, after) if after else ""
-        found, following = await self._coordinator.list(part_prefix(upload_id), start, limit)
-        return record, found, bool(following)
+        found, truncated = await self._newest(upload_id, after, limit)
+        return record, found, truncated
 
-    async def uploads(self, bucket: str) -> list[Upload]:
-        """The live uploads of ``bucket`` (``MAX_UPLOADS_LISTED`` at most), by object name
-        then start time. Raises Unavailable."""
-        prefix = f"{UPLOAD_RECORDS}{bucket}/"
-        found: list[Upload] = []
-        after = ""
-        while len(found) < MAX_UPLOADS_LISTED:
-            page, after = await self._coordinator.list(prefix, after, LIST_PAGE)
-            for manifest in page:
+    async def listing(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+    ) -> UploadListing:
+        """One page of ``bucket``'s uploads in progress (ListMultipartUploads): keys with
+        ``prefix`` after ``key_marker`` (and the uploads of ``key_marker`` itself after
+        ``upload_id_marker``), by key then upload id (start time), at most ``limit``
+        entries, rolled up at ``delimiter`` (``UploadPage``).
+
+        Records sort so (``node.model.multipart``), so the walk starts at the markers and
+        skips the rest of a rolled-up prefix; completed and aborted records on the way are
+        passed over. It walks at most ``MAX_WALKED`` records: past that the page is
+        truncated at the last one walked, so the client's next request goes on from there
+        and nothing is skipped. Raises Unavailable."""
+        page: UploadPage[Upload] = UploadPage(prefix, delimiter, key_marker, limit)
+        if key_marker and upload_id_marker:
+            cursor = upload_record_name(bucket, key_marker, upload_id_marker)
+        elif key_marker:
+            cursor = after_uploads_of(bucket, key_marker)
+        else:
+            cursor = ""
+        scope = upload_records(bucket, prefix)
+        walked = 0
+        while True:
+            found, following = await self._coordinator.list(scope, cursor, LIST_PAGE)
+            skip_to = ""
+            for manifest in found:
+                walked += 1
                 try:
                     record = UploadRecord.from_bytes(manifest.inline)
                 except ValueError as exc:
                     log.error("unreadable upload record %r: %s", manifest.name, exc)
                     continue
-                if not record.completed:
-                    found.append(Upload(manifest.name[len(prefix) :], record))
-            if not after:
-                break
-        found.sort(key=lambda upload: (upload.record.name, upload.record.initiated_ms))
-        return found
+                key, upload_id = _key(bucket, record.name), upload_id_of(manifest.name)
+                if record.state in IN_PROGRESS:
+                    common = page.feed(key, Upload(upload_id, record))
+                    if page.truncated:
+                        last, shown = page.entries[-1] if page.entries else ("", None)
+                        next_id = shown.upload_id if shown is not None else ""
+                        return UploadListing(page.entries, True, last, next_id)
+                    if common is not None:
+                        skip_to = after_every_upload_under(bucket, common)
+                if walked >= MAX_WALKED:
+                    return UploadListing(page.entries, True, key, upload_id)
+                if skip_to:
+                    break
+            if not skip_to and not following:
+                return UploadListing(page.entries, False)
+            cursor = skip_to or following
 
     async def collect_stale(self, record: Manifest) -> bool:
-        """Abort the upload of ``record`` (an upload record's manifest, this peer's replica)
-        if it started over ``multipart_grace`` ago, or drop it if it was completed that long
-        ago; True if it did. What is decided on is the record read from a quorum (this
-        replica may have missed the Complete), and parts the object names are never
-        dropped (``_drop_parts``). Parts go first, the record last, so a pass that fails
-        midway is taken up again by the next. Raises Unavailable."""
+        """Act on the upload of ``record`` (an upload record's manifest, this peer's
+        replica) if its last change is over ``multipart_grace`` old; True if it did: abort
+        it if open, recover it if completing past the lease (its Complete is dead), drop it if
+        completed or aborted, after a last sweep of its parts (which takes an attempt an
+        UploadPart stored after an Abort's pass and could not drop itself). What is decided
+        on is the record read from a quorum (this replica may have missed a change), and
+        parts the object names are never dropped (``_drop_parts``). Raises Unavailable."""
         if record.deleted or not record.name.startswith(UPLOAD_RECORDS):
             return False
         if time.time() - record.version.wall_ms / 1000 < self._config.multipart_grace:
@@ -284,41 +586,56 @@ class Uploads:
         age = time.time() - current.version.wall_ms / 1000
         if age < self._config.multipart_grace:
             return False
-        upload_id = record.name.rpartition("/")[2]
+        upload_id = upload_id_of(record.name)
         try:
             upload = UploadRecord.from_bytes(current.inline)
         except ValueError as exc:
             log.error("unreadable upload record %r: %s", record.name, exc)
             return False
-        dropped = await self._drop_parts(upload_id, upload.name)
-        await self._tombstone(record.name)
-        if upload.completed:
-            log.info(
-                "record of completed multipart upload %s dropped (%d leftover parts)",
-                upload_id,
-                dropped,
-            )
-            return True
-        self.collected += 1
+        try:
+            if upload.state == OPEN:
+                aborted = msgspec.structs.replace(
+                    upload, state=ABORTED, since_ms=int(time.time() * 1000)
+                )
+                await self._change(current, aborted)
+                dropped = await self._drop_parts(upload_id, upload.name)
+                self.collected += 1
+                log.info(
+                    "multipart upload %s collected after %.0f s unfinished: %d parts dropped",
+                    upload_id,
+                    age,
+                    dropped,
+                )
+                return True
+            if upload.state == COMPLETING:
+                if not self._stale(upload):  # (a --multipart-grace below the lease)
+                    return False
+                await self._recover(upload_id, current, upload)
+                return True
+            dropped = await self._drop_parts(upload_id, upload.name)
+            tombstone = Manifest(record.name, self._clock.now(), _RECORD_LAYOUT, deleted=True)
+            await self._replicas.commit(tombstone, condition=_unchanged(current))
+        except PreconditionFailed:
+            return False  # changed meanwhile: a later pass looks again
         log.info(
-            "multipart upload %s collected after %.0f s unfinished: %d parts dropped",
+            "record of %s multipart upload %s dropped (%d leftover parts)",
+            upload.state,
             upload_id,
-            age,
             dropped,
         )
         return True
 
     async def _drop_parts(
-        self, upload_id: str, object_name: str, keep: frozenset[str] = frozenset()
+        self, upload_id: str, object_name: str, keep: set[str] | frozenset[str] = frozenset()
     ) -> int:
-        """Tombstone every stored part of ``upload_id`` that is not in ``keep`` and that the
-        current version of ``object_name`` (read from a quorum first) does not name; returns
-        how many. Whatever state the upload's record is in (a Complete that committed its
-        object but failed before its record, an Abort or two Completes racing, a stale
-        record replica), a part a committed object reads is never dropped by its upload."""
+        """Tombstone every stored attempt of ``upload_id`` that is not in ``keep`` and that
+        the current version of ``object_name`` (read from a quorum first) does not name;
+        returns how many. Whatever state the upload's record is in (a Complete that committed
+        its object but failed before its record, a stale record replica), a part a
+        committed object reads is never dropped by its upload."""
         current = await self._replicas.read(object_name)
         if current is not None and not current.deleted:
-            keep = keep | {segment.name for segment in current.segments}
+            keep = set(keep) | {segment.name for segment in current.segments}
         dropped = 0
         after = ""
         while True:

@@ -1,11 +1,32 @@
 """Multipart uploads: the records, names and arithmetic, without I/O.
 
 An upload is a record (``UploadRecord``) kept inline in the manifest of the reserved name
-``/uploads/<bucket>/<upload id>``; each part is an ordinary file (chunks on distinct peers,
-or inline when small) under the reserved name ``/parts/<upload id>/<part number, 5 digits>``
-(zero-padded so that names sort in part order). Reserved names start with ``/``, which no
-file name can (``node.model.names``), so no client can write, read or list them, while
-repair, scrub, rebalancing and anti-entropy handle them as any manifest.
+``/uploads/<bucket>/<key, spaces escaped> <upload id>`` (``upload_record_name``), so that
+records sort as ListMultipartUploads lists uploads: by key, then by upload id, which begins
+with its start time (``new_upload_id``), and a listing pages from a marker without walking
+what comes before it; each part is an ordinary file (chunks on distinct peers,
+or inline when small) under the reserved name
+``/parts/<upload id>/<part number, 5 digits>.<attempt id, 16 hex digits>`` (zero-padded so
+that names sort in part order). Every UploadPart stores a new *attempt* under a name of its
+own, so an attempt still running when Complete chose another (a client's retry of a part
+that timed out) never replaces what the object names: the part of a number is its newest
+attempt (highest version), and the attempts Complete did not choose are dropped.
+
+The record is a state machine (``UploadState``), changed only by conditional commits (each
+record version has an etag of its own, and a change is committed If-Match the version it
+was decided on: ``node.datapath.uploads``)::
+
+    open --Complete--> completing --object committed--> completed
+      ^                    |
+      +-- rolled back -----+        (a Complete refused, or one that died: after a lease)
+    open --Abort or collection--> aborted
+
+Completed and aborted records are kept for the grace (a Complete sent again is answered
+from it; parts that arrive late are swept when it is collected), then dropped.
+
+Reserved names start with ``/``, which no file name can (``node.model.names``), so no
+client can write, read or list them, while repair, scrub, rebalancing and anti-entropy
+handle them as any manifest.
 
 Completing an upload commits the object's manifest with one ``Segment`` per part (its
 stored name, version, size and etag): the object's bytes are its parts' bytes in order,
@@ -26,7 +47,8 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -41,19 +63,30 @@ MAX_PART_SIZE = 5 << 30  # S3's bound on one part
 MAX_OBJECT_SIZE = 5 << 40  # S3's bound on a multipart object (5 TiB)
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
-_PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}")
+_PART_NAME = re.compile(r"/parts/[0-9a-f]{32}/[0-9]{5}\.[0-9a-f]{16}")
 _MAX_TEXT = 1024
+_AFTER_EVERY_NAME = "\U0010ffff"  # sorts after any character a name can hold
+T = TypeVar("T")
 
 
 class InvalidUpload(ValueError):
     """An upload id or part number that cannot be one; the message says why."""
 
 
+OPEN = "open"  # parts may be stored, the upload completed or aborted
+COMPLETING = "completing"  # a Complete holds it: it commits ``object_version`` now
+COMPLETED = "completed"  # the object ``object_version`` was committed from its parts
+ABORTED = "aborted"  # aborted (or collected): its parts are dropped
+UploadState = Literal["open", "completing", "completed", "aborted"]
+IN_PROGRESS: frozenset[str] = frozenset({OPEN, COMPLETING})
+
+
 class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What CreateMultipartUpload was given: the object's bucket and full name, when (wall
     ms), its content type and representation fields (``node.model.representation``:
-    Content-Encoding... and user metadata, as a PUT's), kept for Complete; once completed,
-    the object's version (``completed``)."""
+    Content-Encoding... and user metadata, as a PUT's), kept for Complete; and where the
+    upload stands (``state``; ``object_version``: the object's version a Complete commits
+    or committed; ``since_ms``: wall ms of the last change of state)."""
 
     bucket: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
     name: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
@@ -61,9 +94,11 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     content_type: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = "application/octet-stream"
     representation: dict[str, str] = {}
     metadata: dict[str, str] = {}
-    # the version of the object Complete committed ("" while in progress): a Complete sent
-    # again (its answer lost) is answered from it
-    completed: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
+    state: UploadState = "open"
+    # the version of the object Complete commits (completing) or committed (completed): a
+    # Complete sent again (its answer lost) is answered from it
+    object_version: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)] = ""
+    since_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     @classmethod
     def of(
@@ -106,9 +141,16 @@ class Segment(msgspec.Struct, frozen=True, array_like=True):
     etag: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
 
 
-def new_upload_id() -> str:
-    """A fresh upload id: 32 hex digits (128 random bits)."""
-    return secrets.token_hex(16)
+def new_attempt_id() -> str:
+    """A fresh part attempt id: 16 hex digits (64 random bits)."""
+    return secrets.token_hex(8)
+
+
+def new_upload_id(now_ms: int) -> str:
+    """A fresh upload id: 32 hex digits, the start time (``now_ms``, wall ms, 12 digits)
+    then 80 random bits, so that ids sort by start time, as ListMultipartUploads lists the
+    uploads of one key (S3 compares upload-id-marker lexicographically)."""
+    return f"{now_ms % (1 << 48):012x}{secrets.token_hex(10)}"
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -125,21 +167,98 @@ def check_part_number(text: str) -> int:
     return int(text)
 
 
-def upload_record_name(bucket: str, upload_id: str) -> str:
-    return f"{UPLOAD_RECORDS}{bucket}/{upload_id}"
+def _sortable(key: str) -> str:
+    """``key`` with each space written as two characters, space and ``~``: a single space
+    then ends a key in a record name (no character a key may hold sorts below a space, since
+    names hold no control characters), so record names sort as their keys do, the uploads
+    of a key before those of any longer key it begins. The mapping keeps prefixes: the
+    escaped ``prefix`` begins the escaped key exactly when ``prefix`` begins the key."""
+    return key.replace(" ", " ~")
+
+
+def upload_records(bucket: str, key_prefix: str = "") -> str:
+    """The prefix of the record names of ``bucket``'s uploads whose key has ``key_prefix``."""
+    return f"{UPLOAD_RECORDS}{bucket}/{_sortable(key_prefix)}"
+
+
+def upload_record_name(bucket: str, key: str, upload_id: str) -> str:
+    """The record name of upload ``upload_id`` of ``key`` (the object's name less its
+    bucket). Raises nothing; a name too long to store is refused where it is committed."""
+    return f"{upload_records(bucket, key)} {upload_id}"
+
+
+def upload_id_of(record_name: str) -> str:
+    """The upload id a record name ends with."""
+    return record_name.rpartition(" ")[2]
+
+
+def after_uploads_of(bucket: str, key: str) -> str:
+    """A name after the records of every upload of ``key`` and before those of any other
+    key that sorts after it (the start of a listing after a key-marker)."""
+    return f"{upload_records(bucket, key)} ~"
+
+
+def after_every_upload_under(bucket: str, key_prefix: str) -> str:
+    """A name after the records of every key that begins with ``key_prefix`` (where a
+    listing goes on once it has rolled those keys up under a delimiter)."""
+    return upload_records(bucket, key_prefix) + _AFTER_EVERY_NAME
+
+
+@dataclass
+class UploadPage(Generic[T]):
+    """One page of ListMultipartUploads, built as a walk feeds it the uploads in progress
+    in key then upload-id order, from where the markers put it (sans I/O).
+
+    An entry is ``(key, upload)`` or, with a ``delimiter``, ``(common prefix, None)`` for
+    the keys after ``prefix`` that hold the delimiter, rolled up into one entry each (a
+    prefix at or before ``key_marker`` was shown on an earlier page). ``truncated`` once an
+    entry past ``limit`` was offered: the page is full. Amazon S3 API reference,
+    ListMultipartUploads."""
+
+    prefix: str
+    delimiter: str
+    key_marker: str
+    limit: int
+    entries: list[tuple[str, T | None]] = field(default_factory=list)
+    truncated: bool = False
+
+    def feed(self, key: str, upload: T) -> str | None:
+        """Take the next upload in progress; returns the common prefix it was rolled up
+        into (the walk may skip every other key under it), else None."""
+        if self.delimiter and (cut := key.find(self.delimiter, len(self.prefix))) >= 0:
+            common = key[: cut + len(self.delimiter)]
+            shown = self.key_marker and common <= self.key_marker
+            if not shown and not (self.entries and self.entries[-1][0] == common):
+                self._add(common, None)
+            return common
+        self._add(key, upload)
+        return None
+
+    def _add(self, key: str, upload: T | None) -> None:
+        if len(self.entries) >= self.limit:
+            self.truncated = True
+        else:
+            self.entries.append((key, upload))
 
 
 def part_prefix(upload_id: str) -> str:
     return f"{PART_FILES}{upload_id}/"
 
 
-def part_name(upload_id: str, number: int) -> str:
-    return f"{part_prefix(upload_id)}{number:05d}"
+def part_name(upload_id: str, number: int, attempt: str) -> str:
+    """The stored name of one attempt at part ``number`` (``attempt``: ``new_attempt_id``)."""
+    return f"{part_prefix(upload_id)}{number:05d}.{attempt}"
+
+
+def after_part(upload_id: str, number: int) -> str:
+    """A name after every attempt at part ``number`` and before those of the next (a
+    listing's start), or "" for part 0."""
+    return f"{part_prefix(upload_id)}{number:05d}.~" if number else ""
 
 
 def part_number(name: str) -> int:
     """The part number of a part's stored name (``part_name``)."""
-    return int(name.rpartition("/")[2])
+    return int(name.rpartition("/")[2][:5])
 
 
 def is_part_name(name: str) -> bool:

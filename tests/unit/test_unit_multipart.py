@@ -8,8 +8,9 @@ import hashlib
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from node.api.s3.multipart import upload_page
 from node.datapath.uploads import Upload
 from node.errors import CorruptData
 from node.model.layout import Layout
@@ -18,15 +19,24 @@ from node.model.multipart import (
     MAX_PARTS,
     InvalidUpload,
     Segment,
+    UploadPage,
     UploadRecord,
+    after_every_upload_under,
+    after_part,
+    after_uploads_of,
     check_part_number,
     check_upload_id,
+    is_part_name,
     multipart_etag,
+    new_attempt_id,
     new_upload_id,
     part_md5,
     part_name,
     part_number,
     segments_covering,
+    upload_id_of,
+    upload_record_name,
+    upload_records,
 )
 from node.model.representation import Representation
 from node.model.version import Version
@@ -36,7 +46,7 @@ V = Version(1_700_000_000_000, 0, "peer-a")
 
 def segment(number: int, size: int) -> Segment:
     data = bytes([number]) * size
-    return Segment(part_name("a" * 32, number), V, size, hashlib.md5(data).hexdigest())
+    return Segment(part_name("a" * 32, number, "0" * 16), V, size, hashlib.md5(data).hexdigest())
 
 
 def test_the_etag_is_the_md5_of_the_parts_md5s_and_their_count() -> None:
@@ -71,7 +81,7 @@ def test_segments_covering_a_range(
 
 
 def test_upload_ids_and_part_numbers_are_checked() -> None:
-    assert check_upload_id(new_upload_id())
+    assert check_upload_id(new_upload_id(1_700_000_000_000))
     for bad in ("", "A" * 32, "a" * 31, "../" + "a" * 29):
         with pytest.raises(InvalidUpload):
             check_upload_id(bad)
@@ -80,7 +90,15 @@ def test_upload_ids_and_part_numbers_are_checked() -> None:
     for bad in ("0", "10001", "-1", "+1", "1_0", "", "\u0661"):
         with pytest.raises(InvalidUpload):
             check_part_number(bad)
-    assert part_name("a" * 32, 7).endswith("/00007")  # names sort in part order
+    assert part_name("a" * 32, 7, "b" * 16).endswith("/00007." + "b" * 16)  # in part order
+    assert (
+        part_name("a" * 32, 7, "f" * 16)
+        < after_part("a" * 32, 7)
+        < part_name("a" * 32, 8, "0" * 16)
+    )
+    assert part_number(part_name("a" * 32, 42, new_attempt_id())) == 42
+    assert is_part_name(part_name("a" * 32, 42, new_attempt_id()))
+    assert not is_part_name("/parts/" + "a" * 32 + "/00042")
 
 
 def test_an_upload_record_keeps_type_and_metadata() -> None:
@@ -134,7 +152,8 @@ def test_segments_that_do_not_add_up_are_refused() -> None:
 
 def test_ten_thousand_segments_fit_a_manifest() -> None:
     segments = tuple(
-        Segment(part_name("f" * 32, n), V, 5 << 30, "0" * 32) for n in range(1, MAX_PARTS + 1)
+        Segment(part_name("f" * 32, n, "0" * 16), V, 5 << 30, "0" * 32)
+        for n in range(1, MAX_PARTS + 1)
     )
     manifest = segmented(segments)
     data = manifest.to_bytes()
@@ -150,10 +169,68 @@ def uploads_of(*keys: str) -> list[tuple[str, Upload]]:
     ]
 
 
+def upload_page(
+    listed: list[tuple[str, Upload]],
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    id_marker: str,
+    limit: int,
+) -> tuple[list[tuple[str, Upload | None]], bool]:
+    """What ``Uploads.listing`` walks, over records held in a list: from the markers' start
+    name, in record-name order, skipping a rolled-up prefix."""
+    names = sorted((upload_record_name("b", key, u.upload_id), key, u) for key, u in listed)
+    if key_marker and id_marker:
+        cursor = upload_record_name("b", key_marker, id_marker)
+    else:
+        cursor = after_uploads_of("b", key_marker) if key_marker else ""
+    scope = upload_records("b", prefix)
+    made: UploadPage[Upload] = UploadPage(prefix, delimiter, key_marker, limit)
+    for name, key, upload in names:
+        if name <= cursor or not name.startswith(scope):
+            continue
+        common = made.feed(key, upload)
+        if made.truncated:
+            break
+        if common is not None:
+            cursor = after_every_upload_under("b", common)
+    return made.entries, made.truncated
+
+
 def page(entries: list[tuple[str, Upload | None]]) -> list[str]:
     return [
         key if upload is None else f"{key}@{int(upload.upload_id, 16)}" for key, upload in entries
     ]
+
+
+KEY_CHARACTERS = st.sampled_from([" ", "!", "/", "a", "b", "~", "\u00e9", "\U0001f600"])
+
+
+@given(
+    keys=st.lists(st.text(KEY_CHARACTERS, min_size=1, max_size=6), min_size=1, max_size=20),
+    prefix=st.text(KEY_CHARACTERS, max_size=3),
+)
+def test_record_names_sort_as_key_then_upload_id(keys: list[str], prefix: str) -> None:
+    """ListMultipartUploads lists by key, then upload id: the record names sort so, and a
+    key prefix is a record-name prefix, whatever spaces the keys hold."""
+    ids = [f"{n:032x}" for n in range(len(keys))]
+    by_name = sorted(zip(keys, ids, strict=True), key=lambda k: upload_record_name("b", *k))
+    assert by_name == sorted(zip(keys, ids, strict=True), key=lambda k: (k[0].encode(), k[1]))
+    for key, upload_id in by_name:
+        name = upload_record_name("b", key, upload_id)
+        assert name.startswith(upload_records("b", prefix)) == key.startswith(prefix)
+        assert upload_id_of(name) == upload_id
+        for other in keys:
+            after = after_uploads_of("b", other)
+            assert (name > after) == (key.encode() > other.encode())
+            if other and key.startswith(other):
+                assert name < after_every_upload_under("b", other)
+
+
+def test_upload_ids_sort_by_start_time() -> None:
+    ids = [new_upload_id(ms) for ms in (1, 2, 1_700_000_000_000, 1_800_000_000_000)]
+    assert ids == sorted(ids)
+    assert all(check_upload_id(upload_id) for upload_id in ids)
 
 
 def test_an_upload_page_follows_markers_within_a_key() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -34,7 +34,6 @@ from node.api.s3 import bodies
 from node.api.s3.auth import check_small_payload
 from node.api.s3.errors import S3Error
 from node.api.s3.payload import object_body
-from node.datapath.uploads import Upload
 from node.errors import BadDigest, FileNotFound, InvalidRange, NamespaceNotFound
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
@@ -343,48 +342,10 @@ def _part(parent: ElementTree.Element, part: Manifest) -> None:
     _child(element, "Size", str(part.size))
 
 
-def upload_page(
-    uploads: Sequence[tuple[str, Upload]],
-    prefix: str,
-    delimiter: str,
-    key_marker: str,
-    id_marker: str,
-    limit: int,
-) -> tuple[list[tuple[str, Upload | None]], bool]:
-    """One page of ListMultipartUploads from ``(key, upload)`` pairs in key then start
-    order: ``(entries, truncated)``, an entry ``(key, upload)`` or, with a ``delimiter``,
-    ``(common prefix, None)`` for the keys rolled up under it (one entry each).
-
-    Shown: keys with ``prefix`` after ``key_marker``; with ``id_marker``, also the uploads
-    of ``key_marker`` itself that started after that upload (Amazon S3 API reference,
-    ListMultipartUploads)."""
-    entries: list[tuple[str, Upload | None]] = []
-    after_marker = not id_marker  # (within key_marker's own uploads)
-    for key, upload in uploads:
-        if not key.startswith(prefix):
-            continue
-        if key_marker and key <= key_marker:
-            if key != key_marker or not id_marker:
-                continue
-            if not after_marker:
-                after_marker = upload.upload_id == id_marker
-                continue
-        if delimiter and (cut := key.find(delimiter, len(prefix))) >= 0:
-            common = key[: cut + len(delimiter)]
-            if (key_marker and common <= key_marker) or (entries and entries[-1][0] == common):
-                continue
-            entries.append((common, None))
-        else:
-            entries.append((key, upload))
-        if len(entries) > limit:
-            return entries[:limit], True
-    return entries, False
-
-
 async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, str]) -> web.Response:
-    """ListMultipartUploads: uploads in progress by key then start time, with ``prefix``,
-    after ``key-marker`` (and ``upload-id-marker`` within that key), rolled up into
-    CommonPrefixes at a ``delimiter`` (``upload_page``)."""
+    """ListMultipartUploads: uploads in progress by key then upload id (start time), with
+    ``prefix``, after ``key-marker`` (and ``upload-id-marker`` within that key), rolled up
+    into CommonPrefixes at a ``delimiter`` (``Uploads.listing``)."""
     await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
     delimiter = check_delimiter(query.get("delimiter", ""))
@@ -395,9 +356,10 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
     prefix = query.get("prefix", "")
     key_marker = query.get("key-marker", "")
     id_marker = query.get("upload-id-marker", "") if key_marker else ""
-    uploads = await request.app[UPLOADS].uploads(bucket)
-    keyed = [(_key(bucket, upload.record.name), upload) for upload in uploads]
-    shown, truncated = upload_page(keyed, prefix, delimiter, key_marker, id_marker, limit)
+    listing = await request.app[UPLOADS].listing(
+        bucket, prefix, delimiter, key_marker, id_marker, limit
+    )
+    shown = listing.entries
 
     def encoded(text: str) -> str:
         return quote(text, safe="/") if encoding == "url" else text
@@ -407,17 +369,16 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
     _child(root, "Bucket", bucket)
     _child(root, "KeyMarker", encoded(key_marker))
     _child(root, "UploadIdMarker", query.get("upload-id-marker", ""))
-    if truncated and shown:
-        last, last_upload = shown[-1]
-        _child(root, "NextKeyMarker", encoded(last))
-        _child(root, "NextUploadIdMarker", last_upload.upload_id if last_upload else "")
+    if listing.truncated and listing.next_key:
+        _child(root, "NextKeyMarker", encoded(listing.next_key))
+        _child(root, "NextUploadIdMarker", listing.next_upload_id)
     _child(root, "Prefix", encoded(prefix))
     if delimiter:
         _child(root, "Delimiter", encoded(delimiter))
     if encoding:
         _child(root, "EncodingType", encoding)
     _child(root, "MaxUploads", str(limit))
-    _child(root, "IsTruncated", "true" if truncated else "false")
+    _child(root, "IsTruncated", "true" if listing.truncated else "false")
     for key, upload in shown:
         if upload is None:
             continue

@@ -9,9 +9,11 @@ object is deleted, the upload aborted or left unfinished.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,20 @@ from botocore.client import BaseClient
 from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
 from node.api.keys import UPLOADS
-from node.errors import ChunkNotFound, Unavailable
+from node.datapath.uploads import Uploads
+from node.errors import ChunkNotFound, Unavailable, UploadNotFound
 from node.model.manifest import Manifest
 from node.model.multipart import (
+    ABORTED,
+    COMPLETED,
+    COMPLETING,
     MAX_PARTS,
     MIN_PART_SIZE,
     Segment,
     UploadRecord,
+    new_attempt_id,
     part_name,
+    part_number,
     part_prefix,
     upload_record_name,
 )
@@ -158,15 +166,17 @@ async def test_upload_file_in_parts_reads_back_whole_and_by_range(
     )
     assert tail == data[-(boundary + 7) :]
     manifest = await cluster[0].coordinator.stat(f"{bucket}/big/file.bin")
-    assert [s.name for s in manifest.segments] == [
-        part_name(seen["upload_id"], n) for n in range(1, 5)
-    ]
+    assert [part_number(s.name) for s in manifest.segments] == [1, 2, 3, 4]
+    assert all(s.name.startswith(part_prefix(seen["upload_id"])) for s in manifest.segments)
     assert not manifest.chunks  # the parts' chunks are referenced, never copied
 
     # the upload is over: its record says so, and only the object lists
-    record = await cluster[0].replicas.read(upload_record_name(bucket, seen["upload_id"]))
+    record = await cluster[0].replicas.read(
+        upload_record_name(bucket, "big/file.bin", seen["upload_id"])
+    )
     assert record is not None
-    assert UploadRecord.from_bytes(record.inline).completed == str(manifest.version)
+    done = UploadRecord.from_bytes(record.inline)
+    assert (done.state, done.object_version) == (COMPLETED, str(manifest.version))
     listed = await s3(admin[0].list_objects_v2, Bucket=bucket)
     assert sorted(o["Key"] for o in listed["Contents"]) == ["big/file.bin", "part-one"]
     uploads = await s3(admin[0].list_multipart_uploads, Bucket=bucket)
@@ -247,37 +257,255 @@ async def test_a_segmented_object_reads_with_two_peers_stopped(
         await cluster.wait_converged()
 
 
+async def complete(admin: BaseClient, bucket: str, key: str, upload_id: str, parts: Any) -> Any:
+    return await s3(
+        admin.complete_multipart_upload,
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+    )
+
+
+async def not_completed(
+    admin: BaseClient, bucket: str, key: str, upload_id: str, parts: Any
+) -> tuple[str, int]:
+    return await refused(
+        admin.complete_multipart_upload,
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": parts},
+    )
+
+
+async def record_of(
+    cluster: LocalCluster, bucket: str, upload_id: str, key: str = "k"
+) -> UploadRecord | None:
+    found = await cluster[0].replicas.read(upload_record_name(bucket, key, upload_id))
+    return None if found is None or found.deleted else UploadRecord.from_bytes(found.inline)
+
+
+def uploads_of(peer: Any) -> Uploads:
+    assert peer.app is not None
+    uploads: Uploads = peer.app[UPLOADS]
+    return uploads
+
+
+async def held(data: bytes, started: asyncio.Event, release: asyncio.Event) -> AsyncIterator[bytes]:
+    """A part's body that stops after its first bytes until ``release``."""
+    yield data[:100]
+    started.set()
+    await release.wait()
+    yield data[100:]
+
+
 async def test_an_abort_after_a_half_failed_complete_keeps_the_object_s_parts(
     cluster: LocalCluster, admin: list[BaseClient]
 ) -> None:
     """Complete commits the object, then fails to mark its record completed (a peer lost
-    in between): the client sees an error and aborts, as s3transfer does. The upload's
-    parts that the committed object names stay; the object reads whole."""
+    in between): the object is there, so the client is told so; the record stays held
+    (completing), so an Abort is refused (OperationAborted) until the lease, after which it
+    finds the object committed and marks the upload completed. The object reads whole
+    throughout."""
     bucket = await new_bucket(admin[0], "mp-half-complete")
     parts = [os.urandom(MIN_PART_SIZE), b"end" * 1000]
     upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
-    coordinating = cluster[2]
-    assert coordinating.app is not None
-    replicas = coordinating.app[UPLOADS]._replicas
-    commit = replicas.commit
+    coordinating = uploads_of(cluster[2])
+    change = coordinating._change
 
-    async def failing_record(manifest: Manifest, *args: Any, **kwargs: Any) -> Any:
-        if manifest.name == upload_record_name(bucket, upload_id):
+    async def failing_mark(current: Manifest, record: UploadRecord) -> Manifest:
+        if record.state == COMPLETED:
             raise Unavailable("the record's replicas are gone (test)")
-        return await commit(manifest, *args, **kwargs)
+        return await change(current, record)
 
-    with mock.patch.object(replicas, "commit", failing_record):
-        code = await refused(
-            admin[2].complete_multipart_upload,
-            Bucket=bucket,
-            Key="k",
-            UploadId=upload_id,
-            MultipartUpload={"Parts": listed},
-        )
-    assert code == ("ServiceUnavailable", 503)
-    await s3(admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id)
+    with mock.patch.object(coordinating, "_change", failing_mark):
+        done = await complete(admin[2], bucket, "k", upload_id, listed)
+    assert done["ETag"] == md5_of_md5s([p["ETag"] for p in listed])
+    held_record = await record_of(cluster, bucket, upload_id)
+    assert held_record is not None
+    assert held_record.state == COMPLETING
+    code = await refused(
+        admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
+    )
+    assert code == ("OperationAborted", 409)
     got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
     assert await s3(got["Body"].read) == b"".join(parts)
+
+    with mock.patch.object(uploads_of(cluster[3]), "_stale", return_value=True):
+        code = await refused(
+            admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
+        )
+    assert code == ("NoSuchUpload", 404)  # taken back: completed, so not abortable
+    recovered = await record_of(cluster, bucket, upload_id)
+    assert recovered is not None
+    assert recovered.state == COMPLETED
+    again = await complete(admin[5], bucket, "k", upload_id, listed)  # answered as the first
+    assert again["ETag"] == done["ETag"]
+    got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
+
+
+async def test_a_complete_that_died_before_its_commit_is_rolled_back_after_the_lease(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """The object's commit fails (503): the record stays held, since the commit may yet
+    surface; a Complete sent again within the lease is refused (OperationAborted), one
+    after it finds no object, puts the upload back to open and completes it."""
+    bucket = await new_bucket(admin[0], "mp-dead-complete")
+    parts = [os.urandom(MIN_PART_SIZE), b"end" * 1000]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    coordinator = uploads_of(cluster[2])._coordinator
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Manifest:
+        raise Unavailable("manifest replicas lost (test)")
+
+    given = [(p["PartNumber"], p["ETag"]) for p in listed]
+    with (
+        mock.patch.object(coordinator, "put_segmented", unavailable),
+        pytest.raises(Unavailable),
+    ):
+        await uploads_of(cluster[2]).complete(bucket, upload_id, f"{bucket}/k", given)
+    assert await not_completed(admin[3], bucket, "k", upload_id, listed) == (
+        "OperationAborted",
+        409,
+    )
+    with mock.patch.object(uploads_of(cluster[3]), "_stale", return_value=True):
+        done = await complete(admin[3], bucket, "k", upload_id, listed)
+    assert done["ETag"] == md5_of_md5s([p["ETag"] for p in listed])
+    got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
+
+
+async def test_an_abort_or_another_complete_while_a_complete_commits_is_refused(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """A Complete is held between its reading of the parts and its commit: an Abort and a
+    Complete with another part list are refused with S3's OperationAborted (409, "try
+    again") and drop nothing; once the first is done, the object reads whole and the
+    upload is over (NoSuchUpload)."""
+    bucket = await new_bucket(admin[0], "mp-abort-race")
+    parts = [os.urandom(MIN_PART_SIZE), os.urandom(MIN_PART_SIZE), b"end" * 1000]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    coordinator = uploads_of(cluster[2])._coordinator
+    commit = coordinator.put_segmented
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_commit(*args: Any, **kwargs: Any) -> Manifest:
+        entered.set()
+        await release.wait()
+        return await commit(*args, **kwargs)
+
+    with mock.patch.object(coordinator, "put_segmented", held_commit):
+        first = asyncio.create_task(complete(admin[2], bucket, "k", upload_id, listed))
+        try:
+            await asyncio.wait_for(entered.wait(), 30)
+            code = await refused(
+                admin[3].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
+            )
+            assert code == ("OperationAborted", 409)
+            other = [listed[0], listed[2]]
+            code = await not_completed(admin[4], bucket, "k", upload_id, other)
+            assert code == ("OperationAborted", 409)
+            # nor does the collection take it back, however short --multipart-grace is
+            name = upload_record_name(bucket, "k", upload_id)
+            record = await cluster[0].replicas.read(name)
+            assert record is not None
+            primary = uploads_of(cluster.holder(cluster[0].membership.replicas(name).primary))
+
+            def past_the_grace() -> bool:
+                return time.time() - record.version.wall_ms / 1000 > GRACE
+
+            await eventually(past_the_grace, timeout=GRACE + 10, what="the record past the grace")
+            assert not await primary.collect_stale(record)
+            held_record = await record_of(cluster, bucket, upload_id)
+            assert held_record is not None
+            assert held_record.state == COMPLETING
+        finally:
+            release.set()
+            done = await first
+    assert done["ETag"] == md5_of_md5s([p["ETag"] for p in listed])
+    got = await s3(admin[5].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
+    code = await refused(
+        admin[6].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id
+    )
+    assert code == ("NoSuchUpload", 404)
+    got = await s3(admin[0].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
+
+
+async def test_a_part_sent_again_that_ends_after_complete_never_replaces_the_object_s(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """A client's retry of part 2 (the first try timed out) is still being stored when the
+    client completes with the first try's ETag: the retry's attempt has a name of its own,
+    so it replaces nothing the object names, and it is dropped when it finds the upload
+    completed without it (NoSuchUpload)."""
+    bucket = await new_bucket(admin[0], "mp-retry-race")
+    parts = [os.urandom(MIN_PART_SIZE), os.urandom(200_000)]
+    upload_id, listed = await upload_parts(admin[1], bucket, "k", parts)
+    started, release = asyncio.Event(), asyncio.Event()
+    retry = asyncio.create_task(
+        uploads_of(cluster[3]).put_part(
+            bucket, upload_id, f"{bucket}/k", 2, held(parts[1], started, release), len(parts[1])
+        )
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        await complete(admin[2], bucket, "k", upload_id, listed)
+    finally:
+        release.set()
+    with pytest.raises(UploadNotFound):
+        await retry
+    got = await s3(admin[4].get_object, Bucket=bucket, Key="k")
+    assert await s3(got["Body"].read) == b"".join(parts)
+    named = {s.name for s in (await cluster[5].coordinator.stat(f"{bucket}/k")).segments}
+    assert {p.name for p in await part_manifests(cluster, upload_id)} == named
+
+
+async def test_a_part_stored_after_the_abort_s_pass_is_swept_by_the_collection(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """A part is being stored when its upload is aborted: the Abort's pass over the parts
+    misses it, and the peer storing it stops before it can drop it (its look at the record
+    fails). The aborted record is kept for the grace; its collection sweeps the parts
+    again and takes that one."""
+    bucket = await new_bucket(admin[0], "mp-late-part")
+    upload_id, _ = await upload_parts(admin[1], bucket, "k", [b"a" * 1000])
+    storing = uploads_of(cluster[3])
+    started, release = asyncio.Event(), asyncio.Event()
+    data = os.urandom(100_000)
+    late = asyncio.create_task(
+        storing.put_part(
+            bucket, upload_id, f"{bucket}/k", 2, held(data, started, release), len(data)
+        )
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        await s3(admin[4].abort_multipart_upload, Bucket=bucket, Key="k", UploadId=upload_id)
+        stopping = Unavailable("the peer is stopping (test)")
+        with mock.patch.object(storing, "_read", side_effect=stopping):
+            release.set()
+            with pytest.raises(Unavailable):
+                await late
+    finally:
+        release.set()
+    left = await part_manifests(cluster, upload_id)
+    assert [part_number(p.name) for p in left] == [2]
+    chunks = {pair for part in left for pair in part.placed_chunks()}
+    aborted = await record_of(cluster, bucket, upload_id)
+    assert aborted is not None
+    assert aborted.state == ABORTED
+    record = upload_record_name(bucket, "k", upload_id)
+    primary = cluster.holder(cluster[0].membership.replicas(record).primary)
+
+    async def swept() -> bool:
+        await primary.anti_entropy.check_pass()
+        return await record_of(cluster, bucket, upload_id) is None
+
+    await eventually(swept, timeout=30, interval=0.5, what="the aborted upload collected")
+    await parts_gone(cluster, upload_id, chunks)
 
 
 async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None:
@@ -341,6 +569,11 @@ async def test_complete_refuses_what_s3_refuses(admin: list[BaseClient]) -> None
     ) == ("NoSuchUpload", 404)
     await s3(admin[0].put_object, Bucket=bucket, Key="k", Body=b"replaced")
     assert await complete(listed[:1]) == ("NoSuchUpload", 404)  # (its object is gone)
+    long_key = "k" * 1000  # a valid key, with no room left for its upload's record name
+    assert await refused(admin[0].create_multipart_upload, Bucket=bucket, Key=long_key) == (
+        "InvalidArgument",
+        400,
+    )
     assert await refused(admin[0].create_multipart_upload, Bucket="mp-no-such-bucket", Key="k") == (
         "NoSuchBucket",
         404,
@@ -409,6 +642,60 @@ async def test_list_parts_and_uploads_then_abort(
     for key, other in (("dir/two", second), ("other", third)):
         await s3(admin[0].abort_multipart_upload, Bucket=bucket, Key=key, UploadId=other)
     assert "Uploads" not in await s3(admin[1].list_multipart_uploads, Bucket=bucket)
+
+
+async def test_list_multipart_uploads_pages_by_key_past_completed_uploads_and_the_walk_limit(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """boto3's paginator lists every upload in progress once, by key (bytes) then upload id,
+    past completed uploads (their records stay for the grace) and with the walk limit at 3
+    records a request: a page the limit cut short is truncated where the walk stopped,
+    never silently short."""
+    bucket = await new_bucket(admin[0], "mp-list-pages")
+    keys = ["b", "a b", "a", "a/b", "a!", "b", "c d/e", "c d/f", "a b"]
+    started = []
+    for key in keys:
+        created = await s3(admin[1].create_multipart_upload, Bucket=bucket, Key=key)
+        started.append((key, created["UploadId"]))
+    finished = {started[0][1], started[4][1], started[8][1]}
+    for key, upload_id in started:
+        if upload_id in finished:
+            sent = await s3(
+                admin[2].upload_part,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=1,
+                Body=b"x",
+            )
+            parts = [{"PartNumber": 1, "ETag": sent["ETag"]}]
+            await complete(admin[2], bucket, key, upload_id, parts)
+    expected = sorted(
+        ((k, u) for k, u in started if u not in finished), key=lambda k: (k[0].encode(), k[1])
+    )
+
+    def paginate(**kwargs: Any) -> list[dict[str, Any]]:
+        pages = (
+            admin[3]
+            .get_paginator("list_multipart_uploads")
+            .paginate(Bucket=bucket, PaginationConfig={"PageSize": 2}, **kwargs)
+        )
+        return list(pages)
+
+    with mock.patch("node.datapath.uploads.MAX_WALKED", 3):
+        pages = await s3(paginate)
+        folded = await s3(paginate, Delimiter="/")
+    listed = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+    assert listed == expected
+    assert any(len(page.get("Uploads", [])) < 2 for page in pages[:-1])  # cut by the walk
+    assert all(page["IsTruncated"] for page in pages[:-1])
+    rolled = [p["Prefix"] for page in folded for p in page.get("CommonPrefixes", [])]
+    assert rolled == ["a/", "c d/"]
+    flat = [u["Key"] for page in folded for u in page.get("Uploads", [])]
+    assert flat == [k for k, _ in expected if "/" not in k]
+    for key, upload_id in expected:
+        await s3(admin[4].abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+    assert "Uploads" not in await s3(admin[5].list_multipart_uploads, Bucket=bucket)
 
 
 async def test_upload_part_copy_takes_a_range_of_an_object_even_a_segmented_one(
@@ -509,7 +796,7 @@ async def test_an_unfinished_upload_is_collected_after_the_grace(
         pair for part in await part_manifests(cluster, upload_id) for pair in part.placed_chunks()
     }
     assert len(chunks) == 7
-    record = upload_record_name(bucket, upload_id)
+    record = upload_record_name(bucket, "forgotten", upload_id)
     primary = cluster.holder(cluster[0].membership.replicas(record).primary)
     collected = primary.app[UPLOADS].collected if primary.app else 0
 
@@ -538,7 +825,8 @@ async def test_an_object_that_lost_a_part_is_an_error_never_other_bytes(
         UploadId=upload_id,
         MultipartUpload={"Parts": listed},
     )
-    await cluster[0].coordinator.put(part_name(upload_id, 2), _body(b"c"), 1, "text/plain")
+    named = (await cluster[0].coordinator.stat(f"{bucket}/k")).segments[1].name
+    await cluster[0].coordinator.put(named, _body(b"c"), 1, "text/plain")
     # a read that starts in the lost part is an error answer; one that reaches it after the
     # headers went out is cut short (as a file with too few chunks left is)
     lost = f"bytes={MIN_PART_SIZE}-"
@@ -594,7 +882,8 @@ async def test_a_manifest_of_ten_thousand_segments_is_stored_read_and_deleted(
     fetches only the parts it covers. (Built through the coordinator: 10,000 real uploads
     would take too long here; every segment names one 3-byte part.)"""
     bucket = await new_bucket(admin[0], "mp-many")
-    part = await cluster[1].coordinator.put(part_name("e" * 32, 1), _body(b"abc"), 3, "x/y")
+    stored = part_name("e" * 32, 1, new_attempt_id())
+    part = await cluster[1].coordinator.put(stored, _body(b"abc"), 3, "x/y")
     segment = Segment(part.name, part.version, part.size, part.etag)
     made = await cluster[2].coordinator.put_segmented(
         f"{bucket}/many", (segment,) * MAX_PARTS, "etag-10000", "text/plain"
