@@ -142,6 +142,7 @@ async def partitionable(
         "--delete-grace=0.2",
         "--discovery=none",
         "--rebalance-rate=0",
+        "--repair-interval=2",  # a sweep soon after the heal, not up to 30 s later
         "--inline-max=0",  # chunks for every size, as the counts below expect
         f"--block-size={BLOCK}",
     ]
@@ -197,7 +198,9 @@ async def test_a_partitioned_peer_costs_redundancy_not_data_and_the_cluster_heal
     files = {**before, **early, **during}
     names = sorted(files)
     # Chunks written to handoffs move back to P (rebalancing, at once); degraded writes are
-    # completed by the repair sweep (every 30 s: no flag shortens it).
+    # completed by the repair sweep (one when P is seen back, then every 2 s here: at the
+    # default 30 s, a sweep that came too early left the rest to one 30 s later, and 60 s
+    # was not always enough).
     await eventually(lambda: placed_as_the_ring_says(http, cluster, names), 60, "convergence")
     assert await fully_redundant(http, cluster.urls[6], names)
     async with http.get(f"{cluster.urls[6]}/cluster") as response:
