@@ -122,6 +122,13 @@ async def test_the_table_shows_each_peers_own_figures(
 
     # A member gone: shown down, with the figures it last sent and how old they are.
     gone = cluster[6]
+
+    async def figures_current() -> bool:  # the store above may have added a chunk to it
+        view = await cluster_json(http, answering)
+        peer = next(p for p in view["peers"] if p["id"] == gone.id)
+        return bool(peer["chunks"] == gone.chunks.chunk_count)
+
+    await eventually(figures_current, what="the gone peer's last figures to be gossiped")
     await gone.stop()
     await cluster.wait_down(gone)
     text = ok(await ringstore(cluster, "status")).stdout
