@@ -5,8 +5,8 @@ peer processes is started on 127.0.0.1 from that tree, and each scenario runs ag
 
 - ``puts``: N concurrent PUTs of 1 MiB with a Content-Length;
 - ``trickle``: N concurrent chunked PUTs that send 1 KiB every 0.1 s for SECONDS, then end;
-- ``slow-get``: N concurrent GETs of a 64 MiB file that read 64 KiB every 0.1 s for SECONDS,
-  then close;
+- ``slow-get``: N concurrent GETs of a 64 MiB file (put before any scenario) that read 64 KiB
+  every 0.1 s for SECONDS, then close;
 - ``get``: N concurrent GETs of that 64 MiB file read as fast as they come (MB/s: what
   read-ahead is for).
 
@@ -78,9 +78,6 @@ async def trickle(session: aiohttp.ClientSession, url: str, n: int, seconds: flo
 async def slow_get(
     session: aiohttp.ClientSession, url: str, n: int, seconds: float
 ) -> Counter[str]:
-    async with session.put(f"{url}/files/mem/big", data=io.BytesIO(bytes(64 * MIB))) as r:
-        assert r.status == 201, await r.text()
-
     async def one(i: int) -> str:
         deadline = time.monotonic() + seconds
         try:
@@ -98,9 +95,6 @@ async def slow_get(
 
 
 async def get(session: aiohttp.ClientSession, url: str, n: int, seconds: float) -> Counter[str]:
-    async with session.put(f"{url}/files/mem/big", data=io.BytesIO(bytes(64 * MIB))) as r:
-        assert r.status == 201, await r.text()
-
     async def one(i: int) -> str:
         async with session.get(f"{url}/files/mem/big") as response:
             got = 0
@@ -133,6 +127,9 @@ async def run(
                 peer = cluster.processes.peers[0]
                 assert peer.process is not None
                 pid = peer.process.pid
+                big = io.BytesIO(bytes(64 * MIB))  # what the GETs read, put before measuring
+                async with session.put(f"{peer.url}/files/mem/big", data=big) as response:
+                    assert response.status == 201, await response.text()
                 for name in args.scenarios.split(","):
                     before = rss_mib(pid)
                     reset_peak(pid)

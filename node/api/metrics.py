@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from node.cluster.membership import Membership
 from node.config import PeerConfig
+from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage
@@ -175,6 +176,7 @@ class Watched:
     rebalance: Progress
     anti_entropy: AntiEntropy
     deletions: DeletionLog
+    buffers: BlockBudget  # the read-ahead and write-queue budget of its chunk streams
     in_progress: Callable[[], int]  # public requests being served (node.api.limits)
     connections: Callable[[], dict[str, int]]  # open connections by listener
 
@@ -262,6 +264,18 @@ class PeerCollector:
             "chunk_store_used_bytes", "Bytes of chunks this peer holds.", w.chunks.used_bytes
         )
         yield _gauge("chunk_store_chunks", "Chunks this peer holds.", w.chunks.chunk_count)
+        yield _gauge(
+            "block_buffer_bytes",
+            "Bytes of blocks chunk streams hold ahead of their consumer (read-ahead of GETs and "
+            "rebuilds, queued blocks of PUTs), out of --buffer-memory.",
+            w.buffers.held,
+        )
+        yield _gauge("block_buffer_budget_bytes", "--buffer-memory.", w.buffers.budget)
+        yield _counter(
+            "block_buffer_refused",
+            "Times a chunk stream found the budget spent and went block by block.",
+            w.buffers.refused,
+        )
         yield _gauge(
             "quota_bytes",
             "--max-bytes: the most chunk bytes this peer takes (0: no quota, the disk's size).",

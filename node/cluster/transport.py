@@ -65,6 +65,11 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 # A signed body past this is sent from a BytesIO, which aiohttp writes in pieces, not whole
 # (a manifest of 10,000 segments is about 1.3 MB; aiohttp warns past 1 MiB of raw bytes).
 LARGE_BODY = 1 << 20
+# Bytes a chunk stream's reader takes from its socket before it stops reading (aiohttp pauses
+# at twice its read_bufsize, 2 x 256 KiB by default, plus up to one 256 KiB receive): a slow
+# GET keeps 5 streams open: up to 3.75 MiB buffered per GET with the default (bench/memory.py,
+# 64 slow GETs: 215 MiB). With 64 KiB, at most 384 KiB a stream; the rest waits in the kernel.
+CHUNK_STREAM_BUFFER = 1 << 16
 T = TypeVar("T")
 
 
@@ -248,8 +253,10 @@ class HttpTransport:
         data: bytes | AsyncIterable[Buffer] | None = None,
         headers: dict[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        read_bufsize: int | None = None,
     ) -> AsyncIterator[_Reply]:
-        """Make one signed call; yields the answer once its status is a success."""
+        """Make one signed call; yields the answer once its status is a success.
+        ``read_bufsize``: bytes of the answer buffered before reading pauses (aiohttp's)."""
         url = URL(f"{to.url}{path}")
         if params:
             url = url.with_query(params)
@@ -277,6 +284,7 @@ class HttpTransport:
                 headers=headers,
                 timeout=timeout or self._timeout,
                 allow_redirects=False,
+                read_bufsize=read_bufsize,
             ) as response:
                 reply = _Reply(response, nonce, self._auth)
                 if response.status >= 400:
@@ -316,7 +324,11 @@ class HttpTransport:
     ) -> AsyncIterator[ChunkStream]:
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"} if length else {}
         async with self._request(
-            "GET", to, f"/internal/chunks/{chunk_id}", headers=headers
+            "GET",
+            to,
+            f"/internal/chunks/{chunk_id}",
+            headers=headers,
+            read_bufsize=CHUNK_STREAM_BUFFER,
         ) as reply:  # streamed, unsigned: every block is checked against its digest
             yield reply.response.content
 

@@ -20,7 +20,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 
 from node.cluster.membership import Membership
@@ -33,8 +32,8 @@ from node.datapath.stripes import (
     DECODE_REASONS,
     Decoding,
     check_content_md5,
-    read_stripes,
-    trim,
+    read_blocks,
+    trim_block,
     write_stripes,
 )
 from node.errors import (
@@ -300,7 +299,7 @@ class Coordinator:
         broken: set[int] = set()
         decoding = Decoding()
         stripes = manifest.layout.stripes_covering(start, end)
-        reading = read_stripes(
+        reading = read_blocks(
             self._peers,
             manifest,
             stripes,
@@ -312,11 +311,12 @@ class Coordinator:
         )
         try:
             async with contextlib.aclosing(reading) as read:
-                async for stripe, data in read:
-                    pieces = deque(trim(manifest.layout, stripe, data, start, end))
-                    del data
-                    while pieces:  # each block let go once sent, not kept to the stripe end
-                        yield pieces.popleft()
+                async for stripe, index, block in read:
+                    wanted = trim_block(manifest.layout, stripe, index, block, start, end)
+                    del block
+                    if wanted is not None:
+                        yield wanted
+                        del wanted  # let go once sent, not held while the next is read
         finally:
             if decoding.reason is not None:
                 self.decoded_reads[decoding.reason] += 1

@@ -4,8 +4,9 @@ Writing: ``cut_stripes`` regroups a body as it arrives into stripes of k x block
 (a short last one), ``write_stripes`` erasure-codes each in a worker thread and queues block
 *i* on chunk writer *i*; encoding one stripe overlaps with sending the previous one. Reading:
 ``read_stripes`` yields each stripe's k data blocks from chunk readers, verified, switching to
-parity chunks and decoding when a chunk is missing, slow or corrupt. ``trim`` cuts a stripe
-to a byte range of the file. See ``node.model.layout`` for the arithmetic.
+parity chunks and decoding when a chunk is missing, slow or corrupt; ``read_blocks`` yields
+the same block by block, each read when asked for. ``trim`` and ``trim_block`` cut them to a
+byte range of the file. See ``node.model.layout`` for the arithmetic.
 """
 
 from __future__ import annotations
@@ -187,6 +188,109 @@ def check_content_md5(content: ContentHash, expected: bytes) -> None:
         raise BadDigest(f"the body does not match Content-MD5: {shown}: its md5 is {got}")
 
 
+class _Chunks:
+    """The chunk readers of one read of ``manifest``'s ``stripes`` (``read_stripes``,
+    ``read_blocks``): data chunks first, parity as they fail."""
+
+    def __init__(
+        self,
+        peers: Peers,
+        manifest: Manifest,
+        stripes: range,
+        broken: set[int],
+        down: Collection[str],
+        buffers: BlockBudget,
+        timeout: float,
+        decoding: Decoding | None,
+    ) -> None:
+        self.layout = manifest.layout
+        self.decoding = Decoding() if decoding is None else decoding
+        self._peers = peers
+        self._manifest = manifest
+        self._stop = stripes.stop
+        self._broken = broken
+        self._buffers = buffers
+        self._timeout = timeout
+        self._refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
+        self._why: dict[int, str] = {}  # chunk index -> why it was passed over
+        # Data chunks first, then parity; chunks on holders seen down only as a last resort.
+        self._spares = deque(sorted(self._refs, key=lambda i: (self._refs[i].holder in down, i)))
+        self.active: dict[int, ChunkReader] = {}
+        while self._spares and len(self.active) < self.layout.k:
+            self._activate(stripes.start)
+
+    def _reader(self, index: int, stripes: range) -> ChunkReader:
+        ref, chunk_id = self._refs[index], self._manifest.chunk_id(index)
+        return ChunkReader(self._peers, ref, chunk_id, self.layout, stripes, self._buffers)
+
+    def _activate(self, first: int) -> int:
+        index = self._spares.popleft()
+        self.active[index] = self._reader(index, range(first, self._stop))
+        return index
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the k chunks read are the data chunks: no stripe needs decoding."""
+        return all(i in self.active for i in range(self.layout.k))
+
+    async def block(self, index: int, blocks: dict[int, Buffer]) -> None:
+        """Put the next block of active chunk ``index`` in ``blocks``; a chunk that cannot
+        give it is closed and marked broken."""
+        reader = self.active[index]
+        block = await reader.next_block(self._timeout)
+        if block is None:
+            self._why[index] = (reader.failure or "failed") if reader.ended else "slow"
+            self.active.pop(index).close()
+            self._broken.add(index)
+        else:
+            blocks[index] = block
+
+    async def again(self, stripe: int, indexes: range, blocks: dict[int, Buffer]) -> None:
+        """Read chunks ``indexes``' blocks of ``stripe`` once more into ``blocks`` (they were
+        handed out, then a later chunk of the stripe failed); one that fails is left out."""
+        for index in indexes:
+            reader = self._reader(index, range(stripe, stripe + 1))
+            try:
+                if (block := await reader.next_block(self._timeout)) is not None:
+                    blocks[index] = block
+            finally:
+                reader.close()
+
+    async def stripe(
+        self, stripe: int, blocks: dict[int, Buffer], skip: Collection[int] = ()
+    ) -> list[Buffer]:
+        """``stripe``'s k data blocks, with ``blocks`` those already in hand and the active
+        chunks in ``skip`` already past it; decodes around failed chunks."""
+        layout = self.layout
+        wanted = [i for i in self.active if i not in skip and i not in blocks]
+        for index in wanted:
+            self.active[index].want()  # all read at once, even past the read-ahead budget
+        for index in wanted:
+            await self.block(index, blocks)
+        while len(blocks) < layout.k:
+            if not self._spares:
+                raise Unavailable(
+                    f"{self._manifest.name!r}: only {len(blocks)} of the {layout.k} chunks "
+                    f"needed for stripe {stripe} are readable"
+                )
+            await self.block(self._activate(stripe), blocks)
+        if all(i in blocks for i in range(layout.k)):
+            return [blocks.pop(i) for i in range(layout.k)]
+        self.decoding.stripes += 1
+        for index in range(layout.k):
+            if index not in blocks and index not in self.decoding.reasons:
+                self.decoding.reasons[index] = self._why.get(index) or (
+                    "absent" if index not in self._refs else "down"  # left for last
+                )
+        found = dict(blocks)
+        blocks.clear()  # the caller's: held by the decoding only
+        return await asyncio.to_thread(decode_stripe, found, layout.k, layout.m)
+
+    def close(self) -> None:
+        for reader in self.active.values():
+            reader.close()
+
+
 async def read_stripes(
     peers: Peers,
     manifest: Manifest,
@@ -207,80 +311,73 @@ async def read_stripes(
     it sends them holds no more. Raises Unavailable when fewer than k chunks of a stripe
     can be read.
     """
-    layout = manifest.layout
-    decoding = Decoding() if decoding is None else decoding
-    refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
-    why: dict[int, str] = {}  # chunk index -> why it was passed over
-    # Data chunks first, then parity; chunks on holders seen down only as a last resort.
-    spares = deque(sorted(refs, key=lambda i: (refs[i].holder in down, i)))
-    active: dict[int, ChunkReader] = {}
-
-    def activate(first: int) -> ChunkReader:
-        index = spares.popleft()
-        reader = ChunkReader(
-            peers,
-            refs[index],
-            manifest.chunk_id(index),
-            layout,
-            range(first, stripes.stop),
-            buffers,
-        )
-        active[index] = reader
-        return reader
-
-    async def next_block(index: int, blocks: dict[int, Buffer]) -> None:
-        reader = active[index]
-        block = await reader.next_block(timeout)
-        if block is None:
-            why[index] = (reader.failure or "failed") if reader.ended else "slow"
-            active.pop(index).close()
-            broken.add(index)
-        else:
-            blocks[index] = block
-
+    chunks = _Chunks(peers, manifest, stripes, broken, down, buffers, timeout, decoding)
     try:
-        while spares and len(active) < layout.k:
-            activate(stripes.start)
         for stripe in stripes:
-            blocks: dict[int, Buffer] = {}
-            for reader in active.values():
-                reader.want()  # all read at once, even past the read-ahead budget
-            for index in list(active):
-                await next_block(index, blocks)
-            while len(blocks) < layout.k:
-                if not spares:
-                    raise Unavailable(
-                        f"{manifest.name!r}: only {len(blocks)} of the {layout.k} chunks "
-                        f"needed for stripe {stripe} are readable"
-                    )
-                await next_block(activate(stripe).ref.index, blocks)
-            if all(i in blocks for i in range(layout.k)):
-                yield stripe, [blocks.pop(i) for i in range(layout.k)]
-            else:
-                decoding.stripes += 1
-                for index in range(layout.k):
-                    if index not in blocks and index not in decoding.reasons:
-                        decoding.reasons[index] = why.get(index) or (
-                            "absent" if index not in refs else "down"  # left for last
-                        )
-                decoded = asyncio.to_thread(decode_stripe, blocks, layout.k, layout.m)
-                blocks = {}
-                yield stripe, await decoded
+            yield stripe, await chunks.stripe(stripe, {})
     finally:
-        for reader in active.values():
-            reader.close()
+        chunks.close()
+
+
+async def read_blocks(
+    peers: Peers,
+    manifest: Manifest,
+    stripes: range,
+    broken: set[int],
+    down: Collection[str],
+    buffers: BlockBudget,
+    timeout: float,
+    decoding: Decoding | None = None,
+) -> AsyncGenerator[tuple[int, int, Buffer], None]:
+    """Yield ``(stripe, index, block)`` for each data block of ``stripes`` in file order,
+    verified; arguments and errors as ``read_stripes``'s.
+
+    While the data chunks all read, a block is read when the consumer asks for it (or
+    earlier, as ``buffers`` allows read-ahead), so a consumer that is slower than the
+    chunks holds about the block it is sending, not a whole stripe (k blocks: 5 MiB per slow
+    GET client before). When a data chunk fails within a stripe, the blocks of that stripe
+    already handed out are read again to decode it, and only the rest are yielded; from
+    then on the read goes stripe by stripe, as ``read_stripes``.
+    """
+    chunks = _Chunks(peers, manifest, stripes, broken, down, buffers, timeout, decoding)
+    k = chunks.layout.k
+    try:
+        for stripe in stripes:
+            given = 0  # data blocks of this stripe handed out
+            if chunks.healthy:
+                blocks: dict[int, Buffer] = {}
+                while given < k:
+                    await chunks.block(given, blocks)
+                    if given not in blocks:
+                        break
+                    yield stripe, given, blocks.pop(given)
+                    given += 1
+                if given == k:
+                    continue
+                await chunks.again(stripe, range(given), blocks)
+                data = await chunks.stripe(stripe, blocks, skip=range(given))
+            else:
+                data = await chunks.stripe(stripe, {})
+            for index in range(given, k):
+                yield stripe, index, data[index]
+            del data
+    finally:
+        chunks.close()
 
 
 def trim(layout: Layout, stripe: int, data: list[Buffer], start: int, end: int) -> list[Buffer]:
     """The parts of a stripe's data blocks inside ``[start, end)`` and the file."""
-    stripe_start = layout.stripe_start(stripe)
-    stripe_end = stripe_start + layout.stripe_data_length(stripe)
-    block = layout.block_length(stripe)
-    pieces: list[Buffer] = []
-    for index, buffer in enumerate(data):
-        lo = max(start, stripe_start + index * block)
-        hi = min(end, stripe_end, stripe_start + (index + 1) * block)
-        if lo < hi:
-            offset = stripe_start + index * block
-            pieces.append(memoryview(buffer)[lo - offset : hi - offset])
-    return pieces
+    pieces = (trim_block(layout, stripe, i, block, start, end) for i, block in enumerate(data))
+    return [piece for piece in pieces if piece is not None]
+
+
+def trim_block(
+    layout: Layout, stripe: int, index: int, block: Buffer, start: int, end: int
+) -> Buffer | None:
+    """The part of ``stripe``'s data block ``index`` inside ``[start, end)`` and the file
+    (None when there is none)."""
+    length = layout.block_length(stripe)
+    offset = layout.stripe_start(stripe) + index * length  # of the block's first byte
+    stripe_end = layout.stripe_start(stripe) + layout.stripe_data_length(stripe)
+    lo, hi = max(start, offset), min(end, stripe_end, offset + length)
+    return memoryview(block)[lo - offset : hi - offset] if lo < hi else None

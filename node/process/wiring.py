@@ -296,6 +296,7 @@ async def _lifecycle(
             progress,
             anti_entropy,
             deletions,
+            buffers,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )

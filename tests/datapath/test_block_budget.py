@@ -15,6 +15,8 @@ from typing import cast
 import pytest
 
 from node.cluster.peers import Peers
+from node.cluster.transport import ChunkStream
+from node.datapath import chunk_streams
 from node.datapath.chunk_streams import BlockBudget, ChunkWriter
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta
@@ -111,6 +113,37 @@ async def test_with_no_budget_reads_complete_on_demand_even_decoding_around(
         rebuilt = await reader.rebuilder.rebuild(found, {0: spare.id})
         assert rebuilt.holders()[0] == spare.id
         assert reader.buffers.held == 0
+    finally:
+        await grid.close()
+
+
+async def test_past_the_budget_a_slow_client_holds_the_block_it_is_sent_not_a_stripe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no read-ahead credit, a block is read when the client is ready for it: one that
+    took a piece and then stalls has made its peer read one block, not the stripe's five."""
+    grid = await grid_of(tmp_path, 0)
+    try:
+        data = os.urandom(SIZE)
+        await grid[0].coordinator.put("f", _body(data), len(data), "application/octet-stream")
+        read = 0
+        real = chunk_streams.read_block
+
+        async def counted(stream: ChunkStream, size: int) -> bytearray:
+            nonlocal read
+            read += 1
+            return await real(stream, size)
+
+        monkeypatch.setattr(chunk_streams, "read_block", counted)
+        async with contextlib.aclosing(stream(grid[7], "f")) as pieces:
+            got = [bytes(await anext(pieces))]
+            assert got[0] == data[:BLOCK]
+            for _ in range(20):
+                await asyncio.sleep(0)  # readers that would read ahead get every chance to
+            assert read == 1
+            got += [bytes(await anext(pieces)) for _ in range(6)]
+            assert b"".join(got) == data[: 7 * BLOCK]
+            assert read == 7  # into the second stripe, still block by block
     finally:
         await grid.close()
 

@@ -250,6 +250,40 @@ async def test_a_healthy_read_opens_only_the_data_chunks(grid: Grid) -> None:
     assert opened == data_holders, "parity chunks are read only when a data chunk fails"
 
 
+@pytest.mark.parametrize("budget", [0, 1 << 20], ids=["on-demand", "read-ahead"])
+@pytest.mark.parametrize("index", [1, 4])
+async def test_a_data_block_failing_after_earlier_ones_went_out_is_decoded_around(
+    tmp_path: Path, index: int, budget: int
+) -> None:
+    """Blocks are handed out one by one while the data chunks read (a slow client then holds
+    one, not a stripe): when block ``index`` of stripe 6 fails its digest, the blocks of that
+    stripe already handed out are read again to decode it, and every byte comes out once, in
+    order; from there the read decodes stripe by stripe, and reports the chunk."""
+    grid = Grid(tmp_path, 8, block_size=BLOCK, buffer_memory=budget)
+    await grid.start()
+    try:
+        data = os.urandom(BLOCK * 5 * 12 - 100)  # 12 stripes, the last one short
+        manifest = await store(grid[0], "f", data)
+        holder = grid.peer_of(manifest.holders()[index])
+        path = holder.chunks.path(manifest.chunk_id(index))
+        with path.open("r+b") as chunk:
+            chunk.seek(manifest.layout.chunk_offset(6) + 10)
+            chunk.write(b"rot")
+        reader = next(p for p in grid.peers if p is not holder)
+        found = await reader.coordinator.stat("f")
+        assert await read(reader, "f") == data
+        assert reader.coordinator.decoded_stripes == 6  # stripes 6 to 11
+        assert reader.coordinator.decoded_reads["corrupt"] == 1
+        assert reader.broken_reports == [("f", {index})]
+        assert reader.buffers.held == 0
+        assert (
+            await read(reader, "f", BLOCK * 31 + 7, BLOCK * 33) == data[BLOCK * 31 + 7 : BLOCK * 33]
+        )
+        assert found.size == len(data)
+    finally:
+        await grid.close()
+
+
 async def test_a_holder_that_breaks_off_mid_read_is_counted_once_per_read(grid: Grid) -> None:
     """An open stream is not a success: a holder that answers and then breaks off every
     read must reach down_after (2), not bounce between 0 and 1 failures."""

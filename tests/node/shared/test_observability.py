@@ -23,6 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from node.config import DEFAULT_BUFFER_MEMORY
 from node.process.logs import ContextFilter
 from ring import ring_balance
 from tests.harness import LocalCluster, eventually, get_manifest, put_file
@@ -134,6 +135,8 @@ async def test_scrape_time_figures_come_from_the_components(
     assert value(samples, "ringstore_open_connections", listener="public") >= 1
     assert value(samples, "ringstore_open_connections", listener="s3") >= 0
     assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "ringstore_block_buffer_budget_bytes") == DEFAULT_BUFFER_MEMORY
+    assert 0 <= value(samples, "ringstore_block_buffer_bytes") <= DEFAULT_BUFFER_MEMORY
     names = {s.name for s in samples}
     for name in (
         "ringstore_event_loop_lag_seconds",
@@ -144,6 +147,7 @@ async def test_scrape_time_figures_come_from_the_components(
         "ringstore_gc_removed_bytes_total",
         "ringstore_requests_in_progress",
         "ringstore_decoded_stripes_total",
+        "ringstore_block_buffer_refused_total",
         "ringstore_deletions_pending",
         "ringstore_deletions_pending_chunks",
         "ringstore_scrub_pass_chunks",
