@@ -220,6 +220,31 @@ async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid
     assert next(replicas.handoffs()) in {p.id for p in holding}
 
 
+async def test_a_replica_answering_after_the_quorum_is_heard_out_and_repaired(
+    grid: Grid,
+) -> None:
+    """A read is decided by the first 2 of 3 replicas; the third's call is left to finish
+    (cancelling it mid-answer would close its connection) and, found behind, repaired."""
+    old = await store(grid[0], "f", b"old")
+    new = await store(grid[0], "f", b"new")
+    late = grid.peer_of(grid[0].membership.replicas("f").members[2])
+    assert await late.manifests.retract("f", new.precedence, restore=old)  # it missed v2
+    assert (await late.manifests.get("f")) == old
+    grid.hang_peer(late)
+    reader = next(p for p in grid.peers if p is not late)
+    found = await reader.replicas.read("f")
+    assert found is not None
+    assert found.version == new.version
+    assert (await late.manifests.get("f")) == old  # not answered yet
+    grid.unhang_peer(late)
+
+    async def repaired() -> bool:
+        held = await late.manifests.get("f")
+        return held is not None and held.version == new.version
+
+    await eventually(repaired, timeout=10, what="the late replica to be repaired")
+
+
 async def test_delete_leaves_a_tombstone_every_coordinator_sees(grid: Grid) -> None:
     await store(grid[0], "f", b"x" * 100)
     await grid[3].coordinator.delete("f")
