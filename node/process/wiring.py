@@ -62,7 +62,7 @@ from node.cluster.transport import HttpTransport
 from node.config import AUTO_WEIGHT, PeerConfig, auto_weight
 from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
-from node.datapath.holder import Holder
+from node.datapath.holder import Holder, LocalFirst
 from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.uploads import Uploads
@@ -231,7 +231,8 @@ async def _lifecycle(
         )
     )
     transport = HttpTransport(session, config.peer_timeout, auth)
-    peers = Peers(membership, transport)
+    calls = LocalFirst(transport, peer_id)  # manifest calls to itself skip HTTP
+    peers = Peers(membership, calls)
     progress = Progress()
     repair_stats, scrub_stats = RepairStats(), ScrubStats()
     deletions = DeletionLog(config.data_dir)
@@ -271,7 +272,9 @@ async def _lifecycle(
     repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
-    holder = Holder(chunks, manifests, clock, transport, membership, rebalancer.consider)
+    holder = calls.holder = Holder(
+        chunks, manifests, clock, transport, membership, rebalancer.consider
+    )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)
     anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer, uploads)

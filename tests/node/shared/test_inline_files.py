@@ -11,12 +11,14 @@ import asyncio
 import gzip
 import hashlib
 import io
+import logging
 import socket
 from typing import Any
 
 import aiohttp
 import pytest
 
+from node.process.logs import ContextFilter
 from tests.harness import LocalCluster, eventually
 from tests.harness.access import ADMIN_HEADERS
 from tests.harness.local import INLINE
@@ -202,3 +204,41 @@ async def test_an_inline_file_survives_two_of_its_replicas_stopped(
         for peer in stopped:
             await peer.restart()
         await cluster.wait_converged()
+
+
+async def test_a_coordinator_keeps_and_reads_its_own_replica_without_a_peer_call(
+    cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that is one of a name's 3 replicas stores and reads its own straight from its
+    holder (``LocalFirst``), not over HTTP to itself; the other two are called as always.
+    (The peers' access logs, by the request id every peer call carries: a request's other
+    manifest calls, for its namespace's records, go wherever those live.)"""
+    caplog.handler.addFilter(ContextFilter())  # as the process's own handler has
+    caplog.set_level(logging.DEBUG, logger="node.access")
+    coordinator = cluster[3]
+    name = next(
+        f"own/{i}"
+        for i in range(1000)
+        if coordinator.id in coordinator.membership.replicas(f"own/{i}").members
+    )
+    others = set(coordinator.membership.replicas(name).members) - {coordinator.id}
+
+    def called(request_id: str) -> set[str]:
+        """The peers whose manifest routes served the request's peer calls."""
+        return {
+            record.peer  # type: ignore[attr-defined]
+            for record in caplog.records
+            if getattr(record, "request_id", None) == request_id
+            and record.name == "node.access"
+            and "/internal/manifests" in record.getMessage()
+        }
+
+    data = payload(1000, 5)
+    await put(http, coordinator.url, name, data, headers={"X-Request-Id": "own-replica-put"})
+    async with http.get(
+        f"{coordinator.url}/files/{name}", headers={"X-Request-Id": "own-replica-get"}
+    ) as answer:
+        assert await answer.read() == data
+    for request_id in ("own-replica-put", "own-replica-get"):
+        await eventually(lambda r=request_id: others <= called(r), what=f"{request_id} calls")
+        assert coordinator.id not in called(request_id)
