@@ -5,7 +5,7 @@
 first stripe is read before the headers go out, so that a file with too few readable
 chunks is an error answer (503) with the frontend's body, not a 200 with a truncated one.
 Once the headers are gone, a failure can only cut the body short on a closed connection.
-A block is read when the client is ready for it (``read_blocks``; earlier while the peer's
+A block is read when the client is ready for it (``StripeRead.blocks``; earlier while the peer's
 read-ahead budget allows), let go once written, and written in slices of ``SEND_SLICE``, so
 a slow client holds about one block, not a stripe or the file.
 """

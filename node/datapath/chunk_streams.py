@@ -358,7 +358,7 @@ class ChunkReader:
 
     def want(self) -> None:
         """Say that the consumer will ask for the next block: it is read even without credit
-        (``read_stripes`` asks all of a stripe's readers at once, then waits for each)."""
+        (``StripeRead`` asks all of a stripe's readers at once, then waits for each)."""
         self._asked = True
         self._turn.set()
 

@@ -31,8 +31,8 @@ from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import (
     DECODE_REASONS,
     Decoding,
+    StripeRead,
     check_content_md5,
-    read_blocks,
     trim_block,
     write_stripes,
 )
@@ -299,7 +299,7 @@ class Coordinator:
         broken: set[int] = set()
         decoding = Decoding()
         stripes = manifest.layout.stripes_covering(start, end)
-        reading = read_blocks(
+        reading = StripeRead(
             self._peers,
             manifest,
             stripes,
@@ -308,7 +308,7 @@ class Coordinator:
             self._buffers,
             self._config.peer_timeout,
             decoding,
-        )
+        ).blocks()
         try:
             async with contextlib.aclosing(reading) as read:
                 async for stripe, index, block in read:

@@ -1,7 +1,7 @@
 """Rebuilding chunks from the others: the repairer's one data-path operation.
 
 Chunks named as targets (index -> new holder) are recomputed stripe by stripe from any k
-readable chunks of the file version (``read_stripes``, re-encoded with ``codec``), streamed
+readable chunks of the file version (``StripeRead``, re-encoded with ``codec``), streamed
 to their targets, checked against the block digests the manifest recorded, and the manifest
 is committed at the next revision with the new holders (over exactly the manifest it started
 from, so a concurrent move or repair cannot both win).
@@ -18,7 +18,7 @@ from node.cluster.peers import Peers
 from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
 from node.datapath.replicas import ManifestReplicas
-from node.datapath.stripes import encode, read_stripes
+from node.datapath.stripes import StripeRead, encode
 from node.errors import CorruptData, Unavailable
 from node.model.manifest import ChunkRef, Manifest
 
@@ -68,7 +68,7 @@ class Rebuilder:
             for index, holder in targets.items()
         }
         digests = {index: bytearray() for index in targets}
-        reading = read_stripes(
+        reading = StripeRead(
             self._peers,
             manifest,
             range(layout.stripes),
@@ -76,7 +76,7 @@ class Rebuilder:
             self._membership.down_ids(),
             self._buffers,
             config.peer_timeout,
-        )
+        ).stripes()
         async with ChunkWriters(writers) as group:
             async with contextlib.aclosing(reading) as read:
                 async for _, data in read:

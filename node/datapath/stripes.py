@@ -3,9 +3,9 @@
 Writing: ``cut_stripes`` regroups a body as it arrives into stripes of k x block_size bytes
 (a short last one), ``write_stripes`` erasure-codes each in a worker thread and queues block
 *i* on chunk writer *i*; encoding one stripe overlaps with sending the previous one. Reading:
-``read_stripes`` yields each stripe's k data blocks from chunk readers, verified, switching to
-parity chunks and decoding when a chunk is missing, slow or corrupt; ``read_blocks`` yields
-the same block by block, each read when asked for. ``trim`` and ``trim_block`` cut them to a
+``StripeRead`` yields each stripe's k data blocks from chunk readers, verified, switching to
+parity chunks and decoding when a chunk is missing, slow or corrupt, whole or block by block
+(each read when asked for). ``trim`` and ``trim_block`` cut them to a
 byte range of the file. See ``node.model.layout`` for the arithmetic.
 """
 
@@ -38,7 +38,7 @@ block within the peer timeout, or another failure (``chunk_streams.failure_reaso
 
 @dataclass
 class Decoding:
-    """What a read decoded around (filled in by ``read_stripes``): how many stripes it
+    """What a read decoded around (filled in by ``StripeRead``): how many stripes it
     rebuilt from parity, and why each data chunk it could not use was passed over, in the
     order met (chunk index -> one of ``DECODE_REASONS``)."""
 
@@ -188,9 +188,18 @@ def check_content_md5(content: ContentHash, expected: bytes) -> None:
         raise BadDigest(f"the body does not match Content-MD5: {shown}: its md5 is {got}")
 
 
-class _Chunks:
-    """The chunk readers of one read of ``manifest``'s ``stripes`` (``read_stripes``,
-    ``read_blocks``): data chunks first, parity as they fail."""
+class StripeRead:
+    """One read of stripes ``stripes`` of ``manifest`` from its chunks, verified, decoding
+    around failed chunks: ``stripes()`` yields them whole (a rebuild re-encodes them),
+    ``blocks()`` block by block (a GET sends them). Either may be iterated once.
+
+    Chunks in ``broken`` are not read; chunks that fail while reading are added to it.
+    ``decoding``, when given, counts the stripes decoded from parity and why. Data chunks
+    are read first, parity as they fail; chunks on holders in ``down`` only as a last resort.
+    A chunk that gives no block within ``timeout`` counts as failed. Readers read ahead as
+    ``buffers`` allows. Nothing yielded is kept, so a consumer that drops blocks as it sends
+    them holds no more. Raises Unavailable when fewer than k chunks of a stripe can be read.
+    """
 
     def __init__(
         self,
@@ -201,23 +210,71 @@ class _Chunks:
         down: Collection[str],
         buffers: BlockBudget,
         timeout: float,
-        decoding: Decoding | None,
+        decoding: Decoding | None = None,
     ) -> None:
         self.layout = manifest.layout
         self.decoding = Decoding() if decoding is None else decoding
         self._peers = peers
         self._manifest = manifest
-        self._stop = stripes.stop
+        self._stripes = stripes
         self._broken = broken
         self._buffers = buffers
         self._timeout = timeout
         self._refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
         self._why: dict[int, str] = {}  # chunk index -> why it was passed over
-        # Data chunks first, then parity; chunks on holders seen down only as a last resort.
         self._spares = deque(sorted(self._refs, key=lambda i: (self._refs[i].holder in down, i)))
-        self.active: dict[int, ChunkReader] = {}
-        while self._spares and len(self.active) < self.layout.k:
-            self._activate(stripes.start)
+        self._active: dict[int, ChunkReader] = {}
+
+    def __repr__(self) -> str:
+        return f"StripeRead({self._manifest.name!r}, {self._stripes}, reading={list(self._active)})"
+
+    async def stripes(self) -> AsyncGenerator[tuple[int, list[Buffer]], None]:
+        """Yield ``(stripe, its k data blocks)``."""
+        self._start()
+        try:
+            for stripe in self._stripes:
+                yield stripe, await self._stripe(stripe, {})
+        finally:
+            self._close()
+
+    async def blocks(self) -> AsyncGenerator[tuple[int, int, Buffer], None]:
+        """Yield ``(stripe, index, block)`` for each data block, in file order.
+
+        While the data chunks all read, a block is read when the consumer asks for it (or
+        earlier, as the budget allows read-ahead), so a consumer slower than the chunks holds
+        about the block it is sending, not a stripe (k blocks: 5 MiB per slow GET client
+        before). When a data chunk fails within a stripe, the blocks of that stripe already
+        handed out are read again to decode it, and only the rest are yielded; from then on
+        the read goes stripe by stripe.
+        """
+        k = self.layout.k
+        self._start()
+        try:
+            for stripe in self._stripes:
+                given = 0  # data blocks of this stripe handed out
+                if self._healthy:
+                    blocks: dict[int, Buffer] = {}
+                    while given < k:
+                        await self._block(given, blocks)
+                        if given not in blocks:
+                            break
+                        yield stripe, given, blocks.pop(given)
+                        given += 1
+                    if given == k:
+                        continue
+                    await self._again(stripe, range(given), blocks)
+                    data = await self._stripe(stripe, blocks, skip=range(given))
+                else:
+                    data = await self._stripe(stripe, {})
+                for index in range(given, k):
+                    yield stripe, index, data[index]
+                del data
+        finally:
+            self._close()
+
+    def _start(self) -> None:
+        while self._spares and len(self._active) < self.layout.k:
+            self._activate(self._stripes.start)
 
     def _reader(self, index: int, stripes: range) -> ChunkReader:
         ref, chunk_id = self._refs[index], self._manifest.chunk_id(index)
@@ -225,27 +282,27 @@ class _Chunks:
 
     def _activate(self, first: int) -> int:
         index = self._spares.popleft()
-        self.active[index] = self._reader(index, range(first, self._stop))
+        self._active[index] = self._reader(index, range(first, self._stripes.stop))
         return index
 
     @property
-    def healthy(self) -> bool:
+    def _healthy(self) -> bool:
         """Whether the k chunks read are the data chunks: no stripe needs decoding."""
-        return all(i in self.active for i in range(self.layout.k))
+        return all(i in self._active for i in range(self.layout.k))
 
-    async def block(self, index: int, blocks: dict[int, Buffer]) -> None:
+    async def _block(self, index: int, blocks: dict[int, Buffer]) -> None:
         """Put the next block of active chunk ``index`` in ``blocks``; a chunk that cannot
         give it is closed and marked broken."""
-        reader = self.active[index]
+        reader = self._active[index]
         block = await reader.next_block(self._timeout)
         if block is None:
             self._why[index] = (reader.failure or "failed") if reader.ended else "slow"
-            self.active.pop(index).close()
+            self._active.pop(index).close()
             self._broken.add(index)
         else:
             blocks[index] = block
 
-    async def again(self, stripe: int, indexes: range, blocks: dict[int, Buffer]) -> None:
+    async def _again(self, stripe: int, indexes: range, blocks: dict[int, Buffer]) -> None:
         """Read chunks ``indexes``' blocks of ``stripe`` once more into ``blocks`` (they were
         handed out, then a later chunk of the stripe failed); one that fails is left out."""
         for index in indexes:
@@ -256,24 +313,24 @@ class _Chunks:
             finally:
                 reader.close()
 
-    async def stripe(
+    async def _stripe(
         self, stripe: int, blocks: dict[int, Buffer], skip: Collection[int] = ()
     ) -> list[Buffer]:
         """``stripe``'s k data blocks, with ``blocks`` those already in hand and the active
         chunks in ``skip`` already past it; decodes around failed chunks."""
         layout = self.layout
-        wanted = [i for i in self.active if i not in skip and i not in blocks]
+        wanted = [i for i in self._active if i not in skip and i not in blocks]
         for index in wanted:
-            self.active[index].want()  # all read at once, even past the read-ahead budget
+            self._active[index].want()  # all read at once, even past the read-ahead budget
         for index in wanted:
-            await self.block(index, blocks)
+            await self._block(index, blocks)
         while len(blocks) < layout.k:
             if not self._spares:
                 raise Unavailable(
                     f"{self._manifest.name!r}: only {len(blocks)} of the {layout.k} chunks "
                     f"needed for stripe {stripe} are readable"
                 )
-            await self.block(self._activate(stripe), blocks)
+            await self._block(self._activate(stripe), blocks)
         if all(i in blocks for i in range(layout.k)):
             return [blocks.pop(i) for i in range(layout.k)]
         self.decoding.stripes += 1
@@ -286,83 +343,9 @@ class _Chunks:
         blocks.clear()  # the caller's: held by the decoding only
         return await asyncio.to_thread(decode_stripe, found, layout.k, layout.m)
 
-    def close(self) -> None:
-        for reader in self.active.values():
+    def _close(self) -> None:
+        for reader in self._active.values():
             reader.close()
-
-
-async def read_stripes(
-    peers: Peers,
-    manifest: Manifest,
-    stripes: range,
-    broken: set[int],
-    down: Collection[str],
-    buffers: BlockBudget,
-    timeout: float,
-    decoding: Decoding | None = None,
-) -> AsyncGenerator[tuple[int, list[Buffer]], None]:
-    """Yield each stripe's k data blocks, verified, decoding around failed chunks.
-
-    Chunks in ``broken`` are not read; chunks that fail while reading are added to it.
-    ``decoding``, when given, counts the stripes decoded from parity and why.
-    Chunks on holders in ``down`` are read only as a last resort. A chunk that gives no
-    block within ``timeout`` counts as failed. Readers read ahead as ``buffers`` allows. The
-    generator keeps no reference to a stripe it yielded, so a consumer that drops blocks as
-    it sends them holds no more. Raises Unavailable when fewer than k chunks of a stripe
-    can be read.
-    """
-    chunks = _Chunks(peers, manifest, stripes, broken, down, buffers, timeout, decoding)
-    try:
-        for stripe in stripes:
-            yield stripe, await chunks.stripe(stripe, {})
-    finally:
-        chunks.close()
-
-
-async def read_blocks(
-    peers: Peers,
-    manifest: Manifest,
-    stripes: range,
-    broken: set[int],
-    down: Collection[str],
-    buffers: BlockBudget,
-    timeout: float,
-    decoding: Decoding | None = None,
-) -> AsyncGenerator[tuple[int, int, Buffer], None]:
-    """Yield ``(stripe, index, block)`` for each data block of ``stripes`` in file order,
-    verified; arguments and errors as ``read_stripes``'s.
-
-    While the data chunks all read, a block is read when the consumer asks for it (or
-    earlier, as ``buffers`` allows read-ahead), so a consumer that is slower than the
-    chunks holds about the block it is sending, not a whole stripe (k blocks: 5 MiB per slow
-    GET client before). When a data chunk fails within a stripe, the blocks of that stripe
-    already handed out are read again to decode it, and only the rest are yielded; from
-    then on the read goes stripe by stripe, as ``read_stripes``.
-    """
-    chunks = _Chunks(peers, manifest, stripes, broken, down, buffers, timeout, decoding)
-    k = chunks.layout.k
-    try:
-        for stripe in stripes:
-            given = 0  # data blocks of this stripe handed out
-            if chunks.healthy:
-                blocks: dict[int, Buffer] = {}
-                while given < k:
-                    await chunks.block(given, blocks)
-                    if given not in blocks:
-                        break
-                    yield stripe, given, blocks.pop(given)
-                    given += 1
-                if given == k:
-                    continue
-                await chunks.again(stripe, range(given), blocks)
-                data = await chunks.stripe(stripe, blocks, skip=range(given))
-            else:
-                data = await chunks.stripe(stripe, {})
-            for index in range(given, k):
-                yield stripe, index, data[index]
-            del data
-    finally:
-        chunks.close()
 
 
 def trim(layout: Layout, stripe: int, data: list[Buffer], start: int, end: int) -> list[Buffer]:
