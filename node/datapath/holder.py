@@ -13,20 +13,25 @@ only from a member, at the address the membership has for it (never a URL the or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TypeVar
 
 from node.cluster.membership import Membership
 from node.cluster.protocol import GossipMessage, PullOrder
 from node.cluster.transport import Address, ChunkStream, Transport
 from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
-from node.errors import CorruptData, InvalidRequest, PeerUnavailable, Unavailable
+from node.errors import CorruptData, InvalidRequest, PeerUnavailable, RingstoreError, Unavailable
 from node.model.digests import BlockDigests, Buffer, chunk_digest
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.preconditions import Preconditions
 from node.model.version import HybridClock, Version
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Holder:
@@ -183,6 +188,19 @@ class LocalFirst:
     def _local(self, to: Address) -> Holder | None:
         return self.holder if to.peer_id == self._me else None
 
+    @staticmethod
+    async def _answer(to: Address, call: Awaitable[T]) -> T:
+        """``call``'s result, with a failure the holder did not explain (a disk error) raised
+        as PeerUnavailable: what the HTTP route's 500 would have become, so the caller
+        stands in a handoff or counts one replica fewer, as it does for any peer."""
+        try:
+            return await call
+        except RingstoreError:
+            raise
+        except Exception as exc:
+            log.exception("a call of this peer to itself failed")
+            raise PeerUnavailable(to.url, f"failed here: {exc!r}") from exc
+
     async def put_chunk(
         self,
         to: Address,
@@ -209,7 +227,7 @@ class LocalFirst:
 
     async def get_manifest(self, to: Address, name: str) -> Manifest | None:
         if (holder := self._local(to)) is not None:
-            return await holder.get_manifest(name)
+            return await self._answer(to, holder.get_manifest(name))
         return await self._remote.get_manifest(to, name)
 
     async def put_manifest(
@@ -220,14 +238,15 @@ class LocalFirst:
         condition: Preconditions | None = None,
     ) -> ReplicaWrite:
         if (holder := self._local(to)) is not None:
-            return await holder.put_manifest(manifest, expect, condition)
+            return await self._answer(to, holder.put_manifest(manifest, expect, condition))
         return await self._remote.put_manifest(to, manifest, expect, condition)
 
     async def retract_manifest(
         self, to: Address, manifest: Manifest, restore: Manifest | None = None
     ) -> None:
         if (holder := self._local(to)) is not None:
-            await holder.retract_manifest(manifest.name, manifest.precedence, restore)
+            retraction = holder.retract_manifest(manifest.name, manifest.precedence, restore)
+            await self._answer(to, retraction)
         else:
             await self._remote.retract_manifest(to, manifest, restore)
 
@@ -241,7 +260,12 @@ class LocalFirst:
         base: str | None = None,
     ) -> tuple[list[Manifest], bool]:
         if (holder := self._local(to)) is not None:
-            return holder.list_manifests(prefix, start_after, limit, delimiter, base)
+            here = holder
+
+            async def listed() -> tuple[list[Manifest], bool]:
+                return here.list_manifests(prefix, start_after, limit, delimiter, base)
+
+            return await self._answer(to, listed())
         return await self._remote.list_manifests(to, prefix, start_after, limit, delimiter, base)
 
     async def exchange(self, to: Address, gossip: GossipMessage) -> GossipMessage:
