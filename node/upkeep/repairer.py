@@ -11,7 +11,10 @@ stale copy is then unreferenced and garbage-collected, never counted twice.
 
 Reports arrive from reads (read repair) and from the scrubber; every ``repair_interval`` the
 repairer also sweeps the manifests it is primary for, looking for long-down holders and
-missing chunks.
+missing chunks. Names whose repair failed (a holder that stalled, too few chunks readable
+for a moment) are tried again after ``RETRY_FIRST`` seconds, doubling while they keep
+failing, up to ``repair_interval``: a transient failure costs seconds, not a whole interval,
+and a lasting one costs no more than the sweeps did.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from node.upkeep.decisions import repair_targets
 from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST = 2.0  # seconds before failed repairs are tried again, doubling while they fail
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Repairer:
         self._reports: dict[str, set[tuple[int, str]]] = {}  # name -> {(index, holder)}
         self._wake = asyncio.Event()
         self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
+        self._retry_in = RETRY_FIRST  # seconds from a sweep with failures to their retry
+        self._retry_at: float | None = None  # monotonic time of that retry
         self.stats = RepairStats() if stats is None else stats
 
     def __repr__(self) -> str:
@@ -98,18 +105,26 @@ class Repairer:
             self._wake.clear()
             up = membership.up_ids()
             arrived, seen = bool(up - seen) and bool(self._manifests.degraded()), up
-            if not (reported or arrived or time.monotonic() - last >= config.repair_interval):
+            now = time.monotonic()
+            due = now - last >= config.repair_interval
+            retry = self._retry_at is not None and now >= self._retry_at
+            if not (reported or arrived or due or retry):
                 continue
-            last = time.monotonic()
             try:
-                await self.sweep()
+                if reported or arrived or due:
+                    last = now
+                    await self.sweep()
+                else:
+                    await self.sweep(scan=False)  # the failed names only
             except Exception:  # the next sweep retries; a bug must not stop repairs
                 log.exception("repair sweep failed")
 
-    async def sweep(self) -> None:
-        """Repair everything reported, then the primary names with long-down holders."""
+    async def sweep(self, scan: bool = True) -> None:
+        """Repair everything reported, then (``scan``) the primary names with long-down
+        holders or missing chunks. Schedules a retry of the names that failed."""
         reports, self._reports = self._reports, {}
-        names = set(reports) | set(self._primary_names_needing_repair())
+        names = set(reports) | (set(self._primary_names_needing_repair()) if scan else set())
+        failed = False
         for name in sorted(names):
             try:
                 await self.repair(name, reports.get(name, set()))
@@ -120,6 +135,12 @@ class Repairer:
                 else:
                     log.exception("repairing %r failed; will retry", name)
                 self._reports.setdefault(name, set()).update(reports.get(name, set()))
+                failed = True
+        if failed:
+            self._retry_at = time.monotonic() + self._retry_in
+            self._retry_in = min(self._retry_in * 2, self._config.repair_interval)
+        else:
+            self._retry_at, self._retry_in = None, RETRY_FIRST
         self.stats.queued = len(self._reports)
         self.stats.sweeps += 1
 

@@ -7,16 +7,21 @@ checks what the coordinator, the replica quorums, the rebuilder and liveness do 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import xxhash
 
+from node.datapath.rebuild import Rebuilder
 from node.errors import FileNotFound, InsufficientStorage, Unavailable
 from node.model.manifest import Manifest
+from node.upkeep.repairer import Repairer
 from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
 
@@ -207,6 +212,44 @@ async def test_rebuild_moves_a_lost_chunk_to_a_spare_and_commits_it(grid: Grid) 
     assert (await reader.coordinator.stat("f")).holders()[2] == spare.id
     assert await read(reader, "f") == data
     assert reader.broken_reports == [], "nothing left to decode around"
+
+
+async def test_a_repair_that_failed_is_tried_again_in_seconds_not_a_sweep_later(
+    grid: Grid,
+) -> None:
+    """A rebuild that fails for a moment (a holder that stalled) is retried after
+    RETRY_FIRST seconds, not after the next --repair-interval sweep (10 minutes here)."""
+    manifest = await store(grid[0], "f", os.urandom(BLOCK * 7))
+    holder = grid.peer_of(manifest.holders()[2])
+    await holder.holder.delete_chunk(manifest.chunk_id(2))
+    peer = grid[1]
+    attempts = 0
+    rebuild = peer.rebuilder.rebuild
+
+    async def flaky(
+        manifest: Manifest, targets: dict[int, str], base: Manifest | None = None
+    ) -> Manifest:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise Unavailable("the target stalled (test)")
+        return await rebuild(manifest, targets, base)
+
+    config = dataclasses.replace(peer.config, repair_interval=600.0)
+    rebuilder = cast(Rebuilder, SimpleNamespace(rebuild=flaky))
+    repairer = Repairer(config, peer.membership, peer.manifests, peer.replicas, rebuilder)
+    running = asyncio.ensure_future(repairer.run())
+    try:
+        repairer.report(manifest, {2})
+        await eventually(lambda: repairer.stats.chunks_repaired == 1, timeout=20, what="retry")
+        assert attempts == 2
+        assert repairer.stats.failures == 1
+        assert repairer.stats.queued == 0
+        assert await read(grid[3], "f") == await read(grid[4], "f")
+        assert holder.chunks.path(manifest.chunk_id(2)).exists()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid) -> None:
