@@ -5,9 +5,9 @@
 first stripe is read before the headers go out, so that a file with too few readable
 chunks is an error answer (503) with the frontend's body, not a 200 with a truncated one.
 Once the headers are gone, a failure can only cut the body short on a closed connection.
-A block is read when the client is ready for it (``StripeRead.blocks``; earlier while the peer's
-read-ahead budget allows), let go once written, and written in slices of ``SEND_SLICE``, so
-a slow client holds about one block, not a stripe or the file.
+A block is read when the client is ready for it (``StripeRead.blocks``; earlier while the
+peer's read-ahead budget allows), written in slices of ``SEND_SLICE`` and let go once
+written, so a slow client holds about one block, not a stripe or the file.
 """
 
 from __future__ import annotations
@@ -130,8 +130,5 @@ async def write_sliced(response: web.StreamResponse, piece: Buffer) -> None:
     """Write ``piece`` in slices of at most ``SEND_SLICE`` bytes, each once the connection
     has taken the one before (aiohttp drains past 64 KiB buffered)."""
     view = memoryview(piece)
-    if len(view) <= SEND_SLICE:
-        await response.write(view)
-        return
     for at in range(0, len(view), SEND_SLICE):
         await response.write(view[at : at + SEND_SLICE])

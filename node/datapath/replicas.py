@@ -86,6 +86,11 @@ def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tupl
     return unused
 
 
+def _behind(replica: Manifest | None, newest: Manifest) -> bool:
+    """Whether a replica's answer (None: it has none) needs ``newest`` written over it."""
+    return replica is None or replica.precedence < newest.precedence
+
+
 def _referenced(manifest: Manifest) -> set[tuple[str, str]]:
     return manifest.placed_chunks() | manifest.segment_refs()
 
@@ -243,7 +248,7 @@ class ManifestReplicas:
             except InvalidRequest as exc:  # a replica's word: our clock does not follow it
                 log.warning("manifest of %r read from replicas: %s", name, exc)
             for replica, manifest in found.items():
-                if manifest is None or manifest.precedence < newest.precedence:
+                if _behind(manifest, newest):
                     self._spawn(self._repair(replica, newest))
             return newest
         finally:
@@ -259,7 +264,7 @@ class ManifestReplicas:
             manifest = await call
         except RingstoreError:
             return  # counted against the replica's liveness by the call itself
-        if newest is not None and (manifest is None or manifest.precedence < newest.precedence):
+        if newest is not None and _behind(manifest, newest):
             await self._repair(replica, newest)
 
     async def _read_previous(self, name: str, asked: set[str]) -> list[Manifest]:

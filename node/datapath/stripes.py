@@ -5,8 +5,8 @@ Writing: ``cut_stripes`` regroups a body as it arrives into stripes of k x block
 *i* on chunk writer *i*; encoding one stripe overlaps with sending the previous one. Reading:
 ``StripeRead`` yields each stripe's k data blocks from chunk readers, verified, switching to
 parity chunks and decoding when a chunk is missing, slow or corrupt, whole or block by block
-(each read when asked for). ``trim`` and ``trim_block`` cut them to a
-byte range of the file. See ``node.model.layout`` for the arithmetic.
+(each read when asked for). ``trim`` and ``trim_block`` cut them to a byte range of the
+file. See ``node.model.layout`` for the arithmetic.
 """
 
 from __future__ import annotations

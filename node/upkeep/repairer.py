@@ -106,16 +106,13 @@ class Repairer:
             up = membership.up_ids()
             arrived, seen = bool(up - seen) and bool(self._manifests.degraded()), up
             now = time.monotonic()
-            due = now - last >= config.repair_interval
-            retry = self._retry_at is not None and now >= self._retry_at
-            if not (reported or arrived or due or retry):
+            full = reported or arrived or now - last >= config.repair_interval
+            if not (full or (self._retry_at is not None and now >= self._retry_at)):
                 continue
+            if full:
+                last = now
             try:
-                if reported or arrived or due:
-                    last = now
-                    await self.sweep()
-                else:
-                    await self.sweep(scan=False)  # the failed names only
+                await self.sweep(scan=full)  # else a retry: the failed names only
             except Exception:  # the next sweep retries; a bug must not stop repairs
                 log.exception("repair sweep failed")
 

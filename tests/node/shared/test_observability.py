@@ -147,6 +147,7 @@ async def test_scrape_time_figures_come_from_the_components(
         "ringstore_gc_removed_bytes_total",
         "ringstore_requests_in_progress",
         "ringstore_decoded_stripes_total",
+        "ringstore_block_buffer_bytes",
         "ringstore_block_buffer_refused_total",
         "ringstore_deletions_pending",
         "ringstore_deletions_pending_chunks",
