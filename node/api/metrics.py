@@ -35,6 +35,7 @@ from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
+from node.datapath.hedging import HedgeDelay
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage
 from node.disk.deletions import DeletionLog
@@ -177,6 +178,7 @@ class Watched:
     anti_entropy: AntiEntropy
     deletions: DeletionLog
     buffers: BlockBudget  # the read-ahead and write-queue budget of its chunk streams
+    hedge: HedgeDelay  # when manifest reads ask one more replica
     in_progress: Callable[[], int]  # public requests being served (node.api.limits)
     connections: Callable[[], dict[str, int]]  # open connections by listener
 
@@ -205,6 +207,18 @@ class PeerCollector:
             w.coordinator.degraded_writes,
         )
         yield from self._decoding(w.coordinator)
+        yield _counter(
+            "manifest_hedged_reads",
+            "Manifest reads that asked one more replica than the read quorum because those "
+            "asked were slower than the hedge delay (a hung or slow replica).",
+            w.hedge.hedged,
+        )
+        yield _gauge(
+            "manifest_hedge_delay_seconds",
+            "How long a manifest read waits for its replicas before asking one more: the 95th "
+            "percentile of recent replica answers.",
+            w.hedge.seconds,
+        )
         yield from self._upkeep(w)
         connections = GaugeMetricFamily(
             PREFIX + "open_connections",

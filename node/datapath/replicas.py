@@ -1,9 +1,12 @@
 """Manifest replicas and their quorums: read, write, commit, read repair, retire.
 
 A name's manifest lives on the N members of its replica set (``Membership.replicas``). A
-read asks them until R answer (highest ``(version, revision)`` wins) and brings replicas
-found behind up to date in the background (read repair). While replicas move (after a join
-or a member's return), it also asks the name's replicas under the earlier placements
+read asks R of them (this peer first when it is one), one more whenever they are slower than
+most reads (a hedged request, ``node.datapath.hedging``) and another in place of each that
+fails, until R answer (highest ``(version, revision)`` wins); it brings replicas found behind
+up to date in the background (read repair; a handoff that stood in for a replica hands its
+writes over, ``node.upkeep.rebalancer``). While replicas move (after a join or a member's
+return), it also asks the name's replicas under the earlier placements
 (``Membership.previous_replicas``), so a manifest not yet handed over is still found. A
 write goes to all N and succeeds at W; one that misses W is retracted from the replicas that
 took it. A conditional write (a PUT or DELETE with If-Match...) goes to the N home replicas
@@ -22,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
+from node.datapath.hedging import HedgeDelay
 from node.errors import (
     ChunkNotFound,
     InvalidRequest,
@@ -142,6 +147,7 @@ class ManifestReplicas:
         self._clock = clock
         self._journal = journal
         self._background: set[asyncio.Task[None]] = set()
+        self.hedge = HedgeDelay()  # when a read asks one more replica than it needs
 
     def __repr__(self) -> str:
         return (
@@ -167,14 +173,20 @@ class ManifestReplicas:
         wanted: int,
         home_only: bool = False,
         pending: dict[asyncio.Future[T], str] | None = None,
+        hedge: HedgeDelay | None = None,
+        heard: Collection[str] = (),
     ) -> dict[str, T]:
         """Call the replicas of ``name`` until ``wanted`` of them have answered.
 
         Starts with the N members of the name's replica set; each one that fails is replaced
         by the next handoff, so a peer that died a moment ago (not yet seen down) costs an
         extra call, not the request. With ``home_only``, asks the N home replicas, up or
-        down, and no handoff. Returns the answers by member. Calls still out are cancelled,
-        or, given ``pending``, left running in it (by member) for the caller to hear out.
+        down, and no handoff. Given ``hedge``, asks only ``wanted`` of the N at first (this
+        peer first when it is one: no network), the others standing by before the handoffs,
+        and one more each time ``hedge.seconds`` pass without an answer while too few have
+        answered (``node.datapath.hedging``). Returns the answers by member. Calls still
+        out are cancelled, or, given ``pending``, left running in it (by member) for the
+        caller to hear out. Members in ``heard`` (they answered already) are not asked.
         """
         if home_only:
             replicas = self._membership.home_replicas(name)
@@ -182,17 +194,32 @@ class ManifestReplicas:
         else:
             replicas = self._membership.replicas(name)
             standbys = replicas.handoffs()
+        first = [member for member in replicas.members if member not in heard]
+        if hedge is not None:
+            me = self._membership.me.id
+            ordered = sorted(first, key=lambda member: member != me)  # stable: ring order
+            first = ordered[:wanted]
+            standbys = itertools.chain(ordered[wanted:], standbys)
         asking: dict[asyncio.Future[T], str] = {}
 
         def ask(member: str) -> None:
             asking[asyncio.ensure_future(call(member))] = member
 
-        for member in replicas.members:
+        for member in first:
             ask(member)
         answers: dict[str, T] = {}
         try:
             while asking and len(answers) < wanted:
-                done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
+                wait = None if hedge is None else hedge.seconds
+                done, _ = await asyncio.wait(
+                    asking, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done and hedge is not None:  # nothing answered in its time
+                    if (standby := next(standbys, None)) is None:
+                        hedge = None  # nobody left to ask: wait for those asked
+                    else:
+                        hedge.hedged += 1
+                        ask(standby)
                 for task in done:
                     member = asking.pop(task)
                     error = task.exception()
@@ -212,7 +239,7 @@ class ManifestReplicas:
         return answers
 
     async def read(self, name: str, every_replica: bool = False) -> Manifest | None:
-        """The newest manifest of ``name`` among the first R replicas to answer.
+        """The newest manifest of ``name`` among R replicas (``_ask`` with a hedge).
 
         Tombstones included. With ``every_replica``, all N replicas must answer (for
         decisions that destroy data). Raises Unavailable when too few replicas answer.
@@ -220,9 +247,14 @@ class ManifestReplicas:
         """
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
+        me = self._membership.me.id
 
         async def get(member: str) -> Manifest | None:
-            return await self._peers.get_manifest(member, name)
+            started = time.monotonic()
+            manifest = await self._peers.get_manifest(member, name)
+            if member != me:  # this peer's own replica answers without the network
+                self.hedge.observe(time.monotonic() - started)
+            return manifest
 
         # Replicas that answer after the quorum are heard out, not cancelled: a call cancelled
         # mid-answer closes its connection (a new TCP connection for a quarter of the small
@@ -230,14 +262,15 @@ class ManifestReplicas:
         pending: dict[asyncio.Future[Manifest | None], str] = {}
         newest: Manifest | None = None
         try:
-            found = await self._ask(name, get, quorum, pending=pending)
+            found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge)
             if len(found) < quorum:
                 raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
             versions = [m for m in found.values() if m is not None]
             if not versions and quorum < config.manifest_replicas:
                 # The first "none"s may come from stand-ins for replicas that are down, which
                 # answer faster than a surviving replica reading its file: hear all N first.
-                found.update(await self._ask(name, get, config.manifest_replicas))
+                rest = config.manifest_replicas - len(found)
+                found.update(await self._ask(name, get, rest, heard=found))
                 versions = [m for m in found.values() if m is not None]
             versions += await self._read_previous(name, set(found))
             if not versions:

@@ -300,6 +300,7 @@ async def _lifecycle(
             anti_entropy,
             deletions,
             buffers,
+            replicas.hedge,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )

@@ -263,21 +263,42 @@ async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid
     assert next(replicas.handoffs()) in {p.id for p in holding}
 
 
-async def test_a_replica_answering_after_the_quorum_is_heard_out_and_repaired(
-    grid: Grid,
-) -> None:
-    """A read is decided by the first 2 of 3 replicas; the third's call is left to finish
-    (cancelling it mid-answer would close its connection) and, found behind, repaired."""
+async def test_a_read_asks_r_replicas_itself_first_when_it_is_one(grid: Grid) -> None:
+    """R = 2 of the N = 3 replicas are asked, not all three: the third call was a third
+    of a small GET's peer calls. A replica reading asks itself (no network) and the first
+    other one in ring order; any other peer asks the first two."""
+    await store(grid[0], "f", b"hello")
+    members = grid[0].membership.replicas("f").members
+    inside = grid.peer_of(members[2])
+    outside = next(p for p in grid.peers if p.id not in members)
+    for reader, expected in ((inside, {members[2], members[0]}), (outside, set(members[:2]))):
+        grid.transport.calls.clear()
+        found = await reader.replicas.read("f")
+        assert found is not None
+        assert found.size == 5
+        asked = {url for (call, url), n in grid.transport.calls.items() if call == "get_manifest"}
+        replicas = {grid.peer_of(m).url for m in members}  # (not those of earlier placements)
+        assert asked & replicas == {grid.peer_of(m).url for m in expected}
+        assert reader.replicas.hedge.hedged == 0
+
+
+async def test_a_hung_replica_is_hedged_around_then_heard_out_and_repaired(grid: Grid) -> None:
+    """A replica asked first that does not answer (hung, not yet seen down) does not hold
+    the read for the peer timeout: once most reads would have answered, the third replica
+    is asked. The hung call is left to finish (cancelling it mid-answer would close its
+    connection) and, found behind, its replica is repaired."""
     old = await store(grid[0], "f", b"old")
     new = await store(grid[0], "f", b"new")
-    late = grid.peer_of(grid[0].membership.replicas("f").members[2])
+    members = grid[0].membership.replicas("f").members
+    late = grid.peer_of(members[0])
     assert await late.manifests.retract("f", new.precedence, restore=old)  # it missed v2
     assert (await late.manifests.get("f")) == old
+    reader = next(p for p in grid.peers if p.id not in members)  # asks members[0] first
     grid.hang_peer(late)
-    reader = next(p for p in grid.peers if p is not late)
     found = await reader.replicas.read("f")
     assert found is not None
     assert found.version == new.version
+    assert reader.replicas.hedge.hedged == 1
     assert (await late.manifests.get("f")) == old  # not answered yet
     grid.unhang_peer(late)
 

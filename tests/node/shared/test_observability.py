@@ -137,6 +137,9 @@ async def test_scrape_time_figures_come_from_the_components(
     assert value(samples, "process_resident_memory_bytes") > 0
     assert value(samples, "ringstore_block_buffer_budget_bytes") == DEFAULT_BUFFER_MEMORY
     assert 0 <= value(samples, "ringstore_block_buffer_bytes") <= DEFAULT_BUFFER_MEMORY
+    hedge = peer.replicas.hedge
+    assert value(samples, "ringstore_manifest_hedged_reads_total") == hedge.hedged
+    assert value(samples, "ringstore_manifest_hedge_delay_seconds") == hedge.seconds
     names = {s.name for s in samples}
     for name in (
         "ringstore_event_loop_lag_seconds",
