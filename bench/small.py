@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -44,6 +45,7 @@ from tests.harness.access import ADMIN_HEADERS
 
 CLIENTS = 16
 MAX_OPS = 50_000
+HEDGED = "ringstore_manifest_hedged_reads_total"  # reads that asked a third replica
 
 
 def closed_connections(ports: set[int]) -> int:
@@ -138,16 +140,31 @@ async def phase(
 
     coordinator = cluster.processes.peers[0].process.pid  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
+    hedged = await counter(session, url, HEDGED)
     async with profiled([coordinator], profile, f"{method.lower()}-{size}"):
         closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
         wall = time.monotonic() - started
         cpu, closed = cluster.cpu() - cpu, closed_connections(ports) - closed
-    return {
+    figures = {
         "ops_s": round(done / wall, 1),
         "cpu_ms_per_op": round(1000 * cpu / max(done, 1), 2),
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
+    after = await counter(session, url, HEDGED)
+    if hedged is not None and after is not None:  # (a tree from before hedged reads has none)
+        figures["hedged_reads_per_op"] = round((after - hedged) / max(done, 1), 3)
+    return figures
+
+
+async def counter(session: aiohttp.ClientSession, url: str, metric: str) -> float | None:
+    """A counter's value on the peer at ``url`` (its ``/metrics``), or None if it has none."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(metric + " "):
+            return float(line.split()[1])
+    return None
 
 
 async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> dict[str, object]:
@@ -192,8 +209,8 @@ def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| variant | size | PUT ops/s | PUT CPU ms/op | PUT conns closed/op | GET ops/s "
         "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
-        "| idle cores (all peers) | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(str(r["variant"]), int(str(r["size"]))) for r in rows}, key=lambda k: k[1])
     for variant, size in keys:
@@ -214,9 +231,21 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {median('put', 'cpu_ms_per_op')} | {median('put', 'closed_connections_per_op')} "
             f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')} "
             f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
-            f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} |"
+            f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} "
+            f"| {hedging(mine)} |"
         )
     return "\n".join(lines)
+
+
+def hedging(rows: list[dict[str, Any]]) -> str:
+    """Median hedged manifest reads per PUT and per GET, or "-" for a tree without them."""
+    medians = []
+    for method in ("put", "get"):
+        values = [row[method].get("hedged_reads_per_op") for row in rows]
+        if not values or None in values:
+            return "-"
+        medians.append(f"{statistics.median(values):g}")
+    return ", ".join(medians)
 
 
 def variants(spec: str) -> list[tuple[str, Path, list[str]]]:
