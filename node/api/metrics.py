@@ -39,6 +39,7 @@ from node.datapath.hedging import HedgeDelay
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage
 from node.disk.deletions import DeletionLog
+from node.model.manifest import ChunkMeta
 from node.upkeep.anti_entropy import AntiEntropy
 from node.upkeep.rebalancer import Progress
 from node.upkeep.repairer import Repairer
@@ -147,13 +148,15 @@ class Metrics:
         self.latency.labels(listener, route, method).observe(seconds)
         self.received.labels(listener, route, method).inc(received)
         self.sent.labels(listener, route, method).inc(sent)
-        if route == CHUNK_ROUTE and 200 <= status < 300:
-            if method == "PUT":
-                self.chunk_writes.inc()
-                self.chunk_written_bytes.inc(received)
-            elif method == "GET":
-                self.chunk_reads.inc()
-                self.chunk_read_bytes.inc(sent)
+        if route == CHUNK_ROUTE and method == "GET" and 200 <= status < 300:
+            self.chunk_reads.inc()
+            self.chunk_read_bytes.inc(sent)
+
+    def chunk_stored(self, meta: ChunkMeta) -> None:
+        """Count a chunk this peer stored as a holder (sent by a peer, or its own: the
+        holder calls this, so that both count)."""
+        self.chunk_writes.inc()
+        self.chunk_written_bytes.inc(meta.size)
 
     async def sample_loop_lag(self, interval: float = LAG_INTERVAL) -> None:
         """Measure the event loop's lag every ``interval`` seconds, forever."""

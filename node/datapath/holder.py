@@ -45,24 +45,32 @@ class Holder:
         transport: Transport,
         membership: Membership,
         on_replica_stored: Callable[[Manifest], None],
+        on_chunk_stored: Callable[[ChunkMeta], None] = lambda meta: None,
     ) -> None:
+        """``on_replica_stored`` hears of each manifest replica kept (the rebalancer),
+        ``on_chunk_stored`` of each chunk written, over HTTP or by this peer itself (the
+        metrics)."""
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock
         self._transport = transport
         self._membership = membership  # pulls go only to members, at their own address
         self._on_replica_stored = on_replica_stored
+        self._on_chunk_stored = on_chunk_stored
 
     def __repr__(self) -> str:
         return f"Holder({self.chunks!r}, {self.manifests!r})"
 
     async def write_chunk(
-        self, chunk_id: str, pieces: AsyncIterable[bytes], size: int | None, owner: ChunkMeta
+        self, chunk_id: str, pieces: AsyncIterable[Buffer], size: int | None, owner: ChunkMeta
     ) -> ChunkMeta:
         """Store a chunk from a stream; raises InvalidRequest for an owner whose version is
         too far ahead, and see ``ChunkStore.write`` for the rest."""
         self._clock.check(Version.parse(owner.version))
-        return await self.chunks.write(chunk_id, pieces, size, owner)
+        stored = await self.chunks.write(chunk_id, pieces, size, owner)
+        self._on_chunk_stored(stored)
+        log.debug("stored chunk %s (%d bytes) of %r", chunk_id, stored.size, owner.name)
+        return stored
 
     def chunk_path(self, chunk_id: str) -> Path:
         """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
@@ -164,8 +172,8 @@ class Holder:
 
 
 class LocalFirst:
-    """A ``Transport`` whose manifest calls addressed to this peer itself go straight to its
-    ``Holder``, and every other call through ``remote`` (HTTP).
+    """A ``Transport`` whose manifest calls and chunk writes addressed to this peer itself go
+    straight to its ``Holder``, and every other call through ``remote`` (HTTP).
 
     A coordinator is one of a name's 3 manifest replicas for about 3 names in 7: each of
     those calls over loopback cost a full HTTP request on both sides of this one process
@@ -173,7 +181,7 @@ class LocalFirst:
     PUT's or GET's coordinator samples, bench/small.py --profile). The holder is what the
     peer route would have called; the answers and errors are the same, as the in-process
     transport of the tests shows (``tests/datapath/test_transport_contract.py``). Chunk
-    streams and everything else stay on ``remote``. Until ``holder`` is set (the wiring
+    reads and everything else stay on ``remote``. Until ``holder`` is set (the wiring
     builds it after the components that call), all calls go to ``remote``.
     """
 
@@ -209,6 +217,10 @@ class LocalFirst:
         size: int | None,
         owner: ChunkMeta,
     ) -> int:
+        if (holder := self._local(to)) is not None:
+            # The coordinator holds one chunk of every file on a 7-peer cluster: written
+            # here, its blocks (fresh buffers, ``cut_stripes``) skip a loopback stream.
+            return (await self._answer(to, holder.write_chunk(chunk_id, body, size, owner))).size
         return await self._remote.put_chunk(to, chunk_id, body, size, owner)
 
     def open_chunk(

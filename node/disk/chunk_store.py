@@ -34,7 +34,7 @@ import msgspec
 from node.disk.durable import fsync_dir, write_atomically
 from node.disk.locks import KeyedLocks
 from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
-from node.model.digests import BlockDigests
+from node.model.digests import BlockDigests, Buffer
 from node.model.manifest import ChunkMeta
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class ChunkStore:
     async def write(
         self,
         chunk_id: str,
-        pieces: AsyncIterable[bytes],
+        pieces: AsyncIterable[Buffer],
         expected_size: int | None,
         meta: ChunkMeta,
     ) -> ChunkMeta:
@@ -163,7 +163,7 @@ class ChunkStore:
         self,
         chunk_id: str,
         final: Path,
-        pieces: AsyncIterable[bytes],
+        pieces: AsyncIterable[Buffer],
         expected_size: int | None,
         meta: ChunkMeta,
     ) -> ChunkMeta:
@@ -178,7 +178,7 @@ class ChunkStore:
         size = 0
         committing: asyncio.Future[None] | None = None
         try:
-            batch: list[bytes] = []
+            batch: list[Buffer] = []
             batched = 0
             async for piece in pieces:
                 digests.update(piece)
@@ -252,7 +252,7 @@ def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | N
     return replaced
 
 
-def _write_all(file: BinaryIO, pieces: list[bytes]) -> None:
+def _write_all(file: BinaryIO, pieces: list[Buffer]) -> None:
     for piece in pieces:
         file.write(piece)
 

@@ -231,7 +231,7 @@ async def _lifecycle(
         )
     )
     transport = HttpTransport(session, config.peer_timeout, auth)
-    calls = LocalFirst(transport, peer_id)  # manifest calls to itself skip HTTP
+    calls = LocalFirst(transport, peer_id)  # manifest calls and chunk writes to itself skip HTTP
     peers = Peers(membership, calls)
     progress = Progress()
     repair_stats, scrub_stats = RepairStats(), ScrubStats()
@@ -272,8 +272,9 @@ async def _lifecycle(
     repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
+    metrics = app[keys.METRICS]
     holder = calls.holder = Holder(
-        chunks, manifests, clock, transport, membership, rebalancer.consider
+        chunks, manifests, clock, transport, membership, rebalancer.consider, metrics.chunk_stored
     )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)
@@ -287,7 +288,6 @@ async def _lifecycle(
     app[keys.ANTI_ENTROPY] = anti_entropy
     app[keys.UPLOADS] = uploads
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
-    metrics = app[keys.METRICS]
     collector = PeerCollector(
         Watched(
             config,

@@ -4,13 +4,16 @@ HTTP route's 500 would."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, cast
 
+import msgspec
 import pytest
 
 from node.cluster.transport import Address, Transport
 from node.datapath.holder import Holder, LocalFirst
 from node.errors import FileNotFound, PeerUnavailable
+from node.model.manifest import ChunkMeta
 
 ME = Address("http://127.0.0.1:1", "me")
 OTHER = Address("http://127.0.0.1:2", "other")
@@ -26,6 +29,13 @@ class FakeHolder:
         if self.failure is not None:
             raise self.failure
 
+    async def write_chunk(
+        self, chunk_id: str, pieces: AsyncIterable[bytes], size: int | None, owner: ChunkMeta
+    ) -> ChunkMeta:
+        self.asked.append(chunk_id)
+        stored = b"".join([piece async for piece in pieces])
+        return msgspec.structs.replace(owner, size=len(stored))
+
     def list_manifests(self, *args: Any) -> tuple[list[Any], bool]:
         if self.failure is not None:
             raise self.failure
@@ -38,6 +48,10 @@ class FakeRemote:
 
     async def get_manifest(self, to: Address, name: str) -> None:
         self.asked.append((to.peer_id or "", name))
+
+    async def put_chunk(self, to: Address, chunk_id: str, *args: Any) -> int:
+        self.asked.append((to.peer_id or "", chunk_id))
+        return 0
 
 
 def local_first(holder: FakeHolder | None) -> tuple[LocalFirst, FakeRemote]:
@@ -54,6 +68,21 @@ async def test_calls_to_itself_go_to_the_holder_and_others_over_the_transport() 
     assert await calls.get_manifest(OTHER, "b") is None
     assert holder.asked == ["a"]
     assert remote.asked == [("other", "b")]
+
+
+async def test_a_chunk_for_itself_is_written_by_its_holder_and_others_sent() -> None:
+    holder = FakeHolder()
+    calls, remote = local_first(holder)
+    owner = ChunkMeta("a", "v", 0, 1 << 20)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"de"
+
+    assert await calls.put_chunk(ME, "c1", body(), 5, owner) == 5
+    await calls.put_chunk(OTHER, "c2", body(), 5, owner)
+    assert holder.asked == ["c1"]
+    assert remote.asked == [("other", "c2")]
 
 
 async def test_before_the_holder_is_set_every_call_goes_over_the_transport() -> None:

@@ -206,6 +206,39 @@ async def test_an_inline_file_survives_two_of_its_replicas_stopped(
         await cluster.wait_converged()
 
 
+def served(caplog: pytest.LogCaptureFixture, request_id: str, route: str) -> set[str]:
+    """The peers whose routes under ``route`` served peer calls of the request
+    ``request_id`` (their access logs; the test must log ``node.access`` at DEBUG)."""
+    return {
+        record.peer  # type: ignore[attr-defined]
+        for record in caplog.records
+        if getattr(record, "request_id", None) == request_id
+        and record.name == "node.access"
+        and route in record.getMessage()
+    }
+
+
+async def test_a_coordinator_writes_its_own_chunk_without_a_peer_call(
+    cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On 7 peers every file has a chunk on each, its coordinator's included: that one is
+    written straight to its holder (``LocalFirst``), not streamed over HTTP to itself."""
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.DEBUG, logger="node.access")
+    coordinator = cluster[2]
+    chunks_before = coordinator.chunks.chunk_count
+    data = payload(80_003, 9)  # past the inline limit: chunks
+    await put(http, coordinator.url, "own-chunk/a", data, headers={"X-Request-Id": "own-chunk"})
+    everyone = {peer.id for peer in cluster}
+    await eventually(
+        lambda: served(caplog, "own-chunk", "/internal/chunks") == everyone - {coordinator.id},
+        what="the other 6 holders' chunk writes",
+    )
+    assert coordinator.chunks.chunk_count == chunks_before + 1
+    assert await get(http, cluster[5].url, "own-chunk/a") == data
+    # (Counted as a chunk write: test_observability's 7 writes per PUT across the cluster.)
+
+
 async def test_a_coordinator_keeps_and_reads_its_own_replica_without_a_peer_call(
     cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -224,14 +257,7 @@ async def test_a_coordinator_keeps_and_reads_its_own_replica_without_a_peer_call
     others = set(coordinator.membership.replicas(name).members) - {coordinator.id}
 
     def called(request_id: str) -> set[str]:
-        """The peers whose manifest routes served the request's peer calls."""
-        return {
-            record.peer  # type: ignore[attr-defined]
-            for record in caplog.records
-            if getattr(record, "request_id", None) == request_id
-            and record.name == "node.access"
-            and "/internal/manifests" in record.getMessage()
-        }
+        return served(caplog, request_id, "/internal/manifests")
 
     data = payload(1000, 5)
     await put(http, coordinator.url, name, data, headers={"X-Request-Id": "own-replica-put"})

@@ -197,6 +197,7 @@ async def test_a_request_id_reaches_the_logs_of_every_holder(
 ) -> None:
     caplog.handler.addFilter(ContextFilter())  # as the process's own handler has
     caplog.set_level(logging.INFO, logger="node.api.public")
+    caplog.set_level(logging.DEBUG, logger="node.datapath.holder")
     caplog.set_level(logging.DEBUG, logger="node.access")  # (last: the handler's level)
     headers = {"X-Request-Id": "trace-put-0001"}
     async with http.put(
@@ -209,12 +210,19 @@ async def test_a_request_id_reaches_the_logs_of_every_holder(
     assert len(holders) == 7
 
     def traced() -> set[str]:
+        """Holders that logged the PUT's chunk: the route's access log, or, for the
+        coordinator's own chunk (written without HTTP), the holder's own line."""
         return {
             record.peer  # type: ignore[attr-defined]
             for record in caplog.records
             if getattr(record, "request_id", None) == "trace-put-0001"
-            and record.name == "node.access"
-            and CHUNK_ROUTE.split("{", maxsplit=1)[0] in record.getMessage()
+            and (
+                (
+                    record.name == "node.access"
+                    and CHUNK_ROUTE.split("{", maxsplit=1)[0] in record.getMessage()
+                )
+                or (record.name == "node.datapath.holder" and "stored chunk" in record.msg)
+            )
         }
 
     await eventually(lambda: traced() >= holders, what="every holder's log of the PUT")
