@@ -4,7 +4,8 @@ A quorum read asks only as many replicas as it needs; if they have not all answe
 time most such calls have, it asks one more (a *hedged request*: Dean and Barroso, "The Tail
 at Scale", CACM 56(2), 2013, which hedges at the 95th-percentile expected latency; Cassandra's
 ``speculative_retry`` does the same for its reads). This keeps a hung replica, not yet seen
-down, from holding a read for the whole peer timeout, at the cost of about 5% more calls.
+down, from holding a read for the whole peer timeout, at the cost of at most about 5% more
+calls (0.5-1% of 4 KiB and 1 MiB GETs under 16 clients in ``bench/small.py``).
 """
 
 from __future__ import annotations
