@@ -27,6 +27,7 @@ from node.config import DEFAULT_BUFFER_MEMORY
 from node.process.logs import ContextFilter
 from ring import ring_balance
 from tests.harness import LocalCluster, eventually, get_manifest, put_file
+from tests.node.shared.test_inline_files import served
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -212,17 +213,13 @@ async def test_a_request_id_reaches_the_logs_of_every_holder(
     def traced() -> set[str]:
         """Holders that logged the PUT's chunk: the route's access log, or, for the
         coordinator's own chunk (written without HTTP), the holder's own line."""
-        return {
+        over_http = served(caplog, "trace-put-0001", CHUNK_ROUTE.split("{", maxsplit=1)[0])
+        return over_http | {
             record.peer  # type: ignore[attr-defined]
             for record in caplog.records
             if getattr(record, "request_id", None) == "trace-put-0001"
-            and (
-                (
-                    record.name == "node.access"
-                    and CHUNK_ROUTE.split("{", maxsplit=1)[0] in record.getMessage()
-                )
-                or (record.name == "node.datapath.holder" and "stored chunk" in record.msg)
-            )
+            and record.name == "node.datapath.holder"
+            and "stored chunk" in record.msg
         }
 
     await eventually(lambda: traced() >= holders, what="every holder's log of the PUT")
