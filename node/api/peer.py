@@ -12,7 +12,9 @@ hung or crashed one.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -28,15 +30,22 @@ from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
+    MAX_MANIFEST_CALLS,
     MSGPACK,
     PEER_PREFIX,
+    CallFailure,
     ChunkStored,
     ConditionalManifest,
     GossipMessage,
     InventoryCheck,
     KeyCreated,
     KeyOrder,
+    ManifestAnswer,
+    ManifestAnswers,
+    ManifestCalls,
     ManifestList,
+    ManifestOffer,
+    ManifestRead,
     PullOrder,
     ReplicaWriteReply,
     decode,
@@ -44,24 +53,31 @@ from node.cluster.protocol import (
     pack_chunk_ids,
     unpack_chunk_ids,
 )
+from node.datapath.holder import Holder
 from node.errors import (
     CorruptData,
     FileNotFound,
     Forbidden,
     InvalidName,
     InvalidRequest,
+    RingstoreError,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from node.model.folders import check_delimiter
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.version import Version
+from node.tracing import REQUEST_ID as CURRENT_ID
+from node.tracing import sane_request_id
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("node.access")  # each batched call gets a line, as a request
 
 PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
 CONDITIONAL = "/internal/manifests/conditional"
+BATCH = "/internal/manifests/batch"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
 NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
 
@@ -119,6 +135,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
+    router.add_post(BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
@@ -227,9 +244,13 @@ def _manifest(data: bytes) -> Manifest:
         raise InvalidRequest(str(exc)) from exc
 
 
-def _written(written: ReplicaWrite) -> web.Response:
+def _reply(written: ReplicaWrite) -> ReplicaWriteReply:
     replaced = written.replaced.to_bytes() if written.replaced else None
-    return _packed(ReplicaWriteReply(written.stored, written.current, replaced))
+    return ReplicaWriteReply(written.stored, written.current, replaced)
+
+
+def _written(written: ReplicaWrite) -> web.Response:
+    return _packed(_reply(written))
 
 
 async def put_manifest(request: web.Request) -> web.Response:
@@ -249,6 +270,45 @@ async def put_manifest_on_condition(request: web.Request) -> web.Response:
     offer = await _body(request, ConditionalManifest)
     manifest = _manifest(offer.manifest)
     return _written(await request.app[HOLDER].put_manifest(manifest, None, offer.condition))
+
+
+async def manifest_calls(request: web.Request) -> web.Response:
+    """A batch of manifest reads and offers (``ManifestCalls``), each answered on its own as
+    its single route would (its failure in its answer, the others unaffected), all at once:
+    the manifest log commits the offers together."""
+    batch = await _body(request, ManifestCalls)
+    if not 1 <= len(batch.calls) <= MAX_MANIFEST_CALLS:
+        raise InvalidRequest(f"a batch is 1 to {MAX_MANIFEST_CALLS} calls, not {len(batch.calls)}")
+    holder = request.app[HOLDER]
+    answers = await asyncio.gather(*(_answer(holder, call) for call in batch.calls))
+    return _packed(ManifestAnswers(answers))
+
+
+async def _answer(holder: Holder, call: ManifestRead | ManifestOffer) -> ManifestAnswer:
+    """One call of a batch, run (in a task of its own) under its own request's id: its log
+    lines and its access-log line name the public request it serves."""
+    request_id = sane_request_id(call.request_id)
+    if request_id is not None:
+        CURRENT_ID.set(request_id)
+    try:
+        if isinstance(call, ManifestRead):
+            found = await holder.get_manifest(call.name)
+            answer = ManifestAnswer(manifest=None if found is None else found.to_bytes())
+            what = f"read of {call.name!r}: {'found' if found else 'none here'}"
+        else:
+            manifest = _manifest(call.manifest)
+            written = await holder.put_manifest(manifest, call.expect, call.condition)
+            answer = ManifestAnswer(written=_reply(written))
+            kept = "kept" if written.stored else f"not kept (holds {written.current})"
+            what = f"offer of {manifest.name!r} {manifest.version}: {kept}"
+    except RingstoreError as exc:
+        answer, what = ManifestAnswer(failure=CallFailure(exc.code, exc.message)), repr(exc)
+    except Exception as exc:  # what a single call's 500 would be; the batch goes on
+        log.exception("a batched manifest call failed")
+        answer = ManifestAnswer(failure=CallFailure(RingstoreError.code, f"failed: {exc!r}"))
+        what = repr(exc)
+    access_log.debug("peer POST %s: %s", BATCH, what)
+    return answer
 
 
 async def retract_manifest(request: web.Request) -> web.Response:

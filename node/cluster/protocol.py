@@ -15,6 +15,7 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     DELETE /internal/manifests?name=&version=&revision=   [sealed manifest to put back] -> 204
     GET    /internal/manifests/list?prefix=&start_after=&limit=[&delimiter=&base=]
                                            -> ManifestList (folders: node.model.folders)
+    POST   /internal/manifests/batch       ManifestCalls -> ManifestAnswers (one per call)
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
@@ -184,6 +185,57 @@ class ConditionalManifest(msgspec.Struct, frozen=True):
 
     manifest: bytes
     condition: Preconditions
+
+
+MAX_MANIFEST_CALLS = 256  # manifest reads and offers in one batch
+
+
+class ManifestRead(msgspec.Struct, frozen=True, tag="get"):
+    """A batched manifest read: the replica of ``name`` (``GET /internal/manifests``)."""
+
+    name: str
+    request_id: str | None = None  # the public request it serves (its access-log line)
+
+
+class ManifestOffer(msgspec.Struct, frozen=True, tag="put"):
+    """A batched manifest write: sealed bytes offered as ``PUT /internal/manifests`` offers
+    them, kept only over exactly ``expect`` (a move) and only if ``condition`` holds."""
+
+    manifest: bytes
+    expect: tuple[Version, int] | None = None
+    condition: Preconditions | None = None
+    request_id: str | None = None
+
+
+class ManifestCalls(msgspec.Struct, frozen=True):
+    """Manifest reads and offers to one replica in one request: what one peer had queued for
+    another while its earlier calls were out (``node.cluster.coalescing``). Each is answered
+    on its own, in order, as if it came alone; at most ``MAX_MANIFEST_CALLS``."""
+
+    calls: list[ManifestRead | ManifestOffer]
+
+
+class CallFailure(msgspec.Struct, frozen=True):
+    """Why one call of a batch failed: an error code of ``node.errors`` and its message, as
+    the JSON body of a failed single call carries them (``internal``: unexplained)."""
+
+    code: str
+    message: str
+
+
+class ManifestAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The answer to one call of a batch: a read's sealed replica (None: none here), an
+    offer's outcome, or the call's failure."""
+
+    manifest: bytes | None = None
+    written: ReplicaWriteReply | None = None
+    failure: CallFailure | None = None
+
+
+class ManifestAnswers(msgspec.Struct, frozen=True):
+    """The answers to a ``ManifestCalls``, one per call, in its order."""
+
+    answers: list[ManifestAnswer]
 
 
 class ManifestList(msgspec.Struct, frozen=True):

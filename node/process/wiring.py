@@ -301,6 +301,7 @@ async def _lifecycle(
             deletions,
             buffers,
             replicas.hedge,
+            transport.manifest_calls,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )

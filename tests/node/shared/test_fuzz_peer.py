@@ -25,7 +25,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.cluster.protocol import MSGPACK, PullOrder
+from node.cluster.protocol import MSGPACK, ManifestCalls, ManifestOffer, ManifestRead, PullOrder
 from tests.harness import LocalCluster, all_see_all_up, eventually, internal
 from tests.harness.access import ADMIN_HEADERS
 from tests.harness.clients import public_request
@@ -46,6 +46,7 @@ class Samples:
     manifest: bytes  # a sealed manifest replica
     gossip: bytes  # a gossip message
     pull: bytes  # a pull order
+    batch: bytes  # manifest calls: an offer of the manifest and a read
     chunk_id: str
     version: str
 
@@ -73,6 +74,9 @@ async def samples(cluster: LocalCluster) -> Samples:
         manifest=manifest.to_bytes(),
         gossip=msgspec.msgpack.encode(peer.gossip.message()),
         pull=msgspec.msgpack.encode(order),
+        batch=msgspec.msgpack.encode(
+            ManifestCalls([ManifestOffer(manifest.to_bytes()), ManifestRead(SAMPLE, "fuzz")])
+        ),
         chunk_id=manifest.chunk_id(ref.index),
         version=str(manifest.version),
     )
@@ -155,7 +159,7 @@ def calls(draw: st.DrawFn, samples: Samples) -> Call:
             text.map(lambda t: quote(t, safe="")),
         )
     )
-    route = draw(st.sampled_from(["chunk", "pull", "manifest", "list", "gossip"]))
+    route = draw(st.sampled_from(["chunk", "pull", "manifest", "batch", "list", "gossip"]))
     headers: dict[str, str] = {}
     params: dict[str, str] = {}
     body = b""
@@ -191,6 +195,9 @@ def calls(draw: st.DrawFn, samples: Samples) -> Call:
         )
         if method == "PUT":
             headers, body = {"Content-Type": MSGPACK}, draw(bodies(samples.manifest))
+    elif route == "batch":
+        method, path = "POST", "/internal/manifests/batch"
+        headers, body = {"Content-Type": MSGPACK}, draw(bodies(samples.batch))
     elif route == "list":
         method, path = "GET", "/internal/manifests/list"
         params = draw(

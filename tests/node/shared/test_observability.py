@@ -163,6 +163,23 @@ async def test_scrape_time_figures_come_from_the_components(
     assert reasons == {"absent", "down", "unreachable", "not_found", "corrupt", "slow", "failed"}
 
 
+async def test_manifest_batches_count_the_requests_and_the_calls_they_carried(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    def counts(samples: list[Sample]) -> tuple[float, float]:
+        batches = value(samples, "ringstore_manifest_batches_total")
+        calls = value(samples, "ringstore_manifest_batched_calls_total")
+        assert calls >= batches
+        return batches, calls
+
+    batches, calls = counts(await scrape(http, cluster[2].url))
+    await put_file(http, cluster[2].url, "metrics/batched", payload(1000, 3))
+    batches_after, calls_after = counts(await scrape(http, cluster[2].url))
+    # At least the 2 replicas of its manifest that are not the coordinator itself.
+    assert batches_after >= batches + 1
+    assert calls_after >= calls + 2
+
+
 async def test_ring_evenness_is_each_members_share_against_its_weight(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:

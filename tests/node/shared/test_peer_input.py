@@ -11,6 +11,7 @@ member would: input is checked even from an authenticated peer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -27,7 +28,19 @@ import pytest_asyncio
 from aiohttp import web
 
 from node.api.keys import GOSSIP
-from node.cluster.protocol import MSGPACK, GossipMessage, MemberRecord, PullOrder
+from node.cluster.protocol import (
+    MSGPACK,
+    GossipMessage,
+    ManifestAnswer,
+    ManifestAnswers,
+    ManifestCalls,
+    ManifestOffer,
+    ManifestRead,
+    MemberRecord,
+    PullOrder,
+    decode,
+    encode,
+)
 from node.disk.data_dir import MEMBERS_FILE
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, chunk_id, file_id
@@ -330,6 +343,64 @@ async def test_a_malformed_conditional_manifest_is_refused(
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before
     await assert_healthy(http, peer, "conditional")
+
+
+BATCH = "/internal/manifests/batch"
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        b"\x90",
+        msgspec.msgpack.encode({"calls": []}),
+        msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x"}] * 257}),
+        msgspec.msgpack.encode({"calls": [{"type": "drop", "name": "x"}]}),
+        msgspec.msgpack.encode({"calls": [{"type": "put", "manifest": "text, not bytes"}]}),
+    ],
+    ids=["empty", "no-calls", "too-many", "unknown-call", "bad-offer-field"],
+)
+async def test_a_malformed_manifest_batch_is_refused_whole(
+    cluster: LocalCluster, http: aiohttp.ClientSession, calls: bytes
+) -> None:
+    peer = cluster[4]
+    before = state(peer)
+    answer = await internal(
+        http, peer, "POST", BATCH, body=calls, headers={"Content-Type": MSGPACK}
+    )
+    assert_refused(answer, 400, "invalid_request")
+    assert state(peer) == before
+    await assert_healthy(http, peer, "batch")
+
+
+async def test_a_bad_call_in_a_manifest_batch_fails_alone(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Each call of a batch is answered as its single route would answer it: a manifest
+    that does not parse, or from a clock too far ahead, fails that call; the others run."""
+    peer = cluster[4]
+    far_ahead = Version(int(time.time() * 1000) + 10 * MAX_SKEW_MS, 0, "peer")
+    ahead = dataclasses.replace(a_manifest("batch/ahead"), version=far_ahead)
+    calls = ManifestCalls(
+        [
+            ManifestOffer(b"not a manifest", request_id="bad-one"),
+            ManifestOffer(sealed(ahead)),
+            ManifestOffer(sealed(a_manifest("batch/kept"))),
+            ManifestRead("batch/none-here", request_id="two\nlines"),  # ignored: not sane
+        ]
+    )
+    answer = await internal(
+        http, peer, "POST", BATCH, body=encode(calls), headers={"Content-Type": MSGPACK}
+    )
+    assert answer.status == 200, answer
+    answers = decode(answer.body, ManifestAnswers).answers
+    codes = [a.failure.code if a.failure else None for a in answers]
+    assert codes == ["invalid_request", "invalid_request", None, None]
+    assert answers[2].written is not None
+    assert answers[2].written.stored
+    assert answers[3] == ManifestAnswer()  # a read: no replica here
+    assert await peer.holder.get_manifest("batch/kept") is not None
+    assert await peer.holder.get_manifest("batch/ahead") is None
+    await assert_healthy(http, peer, "batch-call")
 
 
 # --- names --------------------------------------------------------------------------------
