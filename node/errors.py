@@ -186,11 +186,17 @@ class Unavailable(RingstoreError):
 
 
 class PeerUnavailable(Unavailable):
+    """A peer call that failed for the peer's sake. ``counted``: whether it counts against
+    the peer's liveness (``Peers``); not when another call already counted the same failed
+    request (a batch's other calls, ``node.cluster.batching``)."""
+
     code = "peer_unavailable"
 
-    def __init__(self, peer: str, reason: str) -> None:
+    def __init__(self, peer: str, reason: str, counted: bool = True) -> None:
         super().__init__(f"peer {peer}: {reason}")
         self.peer = peer
+        self.reason = reason
+        self.counted = counted
 
 
 class WrongPeer(PeerUnavailable):

@@ -45,6 +45,7 @@ from node.errors import (
 )
 
 log = logging.getLogger(__name__)
+INTERNAL_MESSAGE = "internal error; see the peer's log"  # what a 500 tells of its cause
 
 STATUS: dict[type[RingstoreError], int] = {
     InvalidRange: 416,
@@ -75,6 +76,12 @@ def status_of(error: RingstoreError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+def worth_a_warning(error: RingstoreError) -> bool:
+    """Whether a request's failure with ``error`` is logged at WARNING: a failure of this
+    peer (5xx), but not an overload (logged sparingly where it is decided)."""
+    return status_of(error) >= 500 and not isinstance(error, Overloaded)
 
 
 def _body(code: str, message: str) -> bytes:
@@ -153,7 +160,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RingstoreError as error:
         public = not request.path.startswith(PEER_PREFIX)
         response = response_for(error, public)
-        if response.status >= 500 and not isinstance(error, Overloaded):  # (logged sparingly)
+        if worth_a_warning(error):
             log.warning("%s %s: %s", request.method, request.path, error)
         return response
     except web.HTTPException as exc:
@@ -164,9 +171,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         transport = request.transport
         if transport is not None and not transport.is_closing():
             log.exception("%s %s failed", request.method, request.path)  # not the client's
-            return error_response(500, "internal", "internal error; see the peer's log")
+            return error_response(500, "internal", INTERNAL_MESSAGE)
         log.debug("%s %s: the client went away (%r)", request.method, request.path, exc)
         return web.Response(status=499)  # never sent: nobody is left to read it
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal", "internal error; see the peer's log")
+        return error_response(500, "internal", INTERNAL_MESSAGE)

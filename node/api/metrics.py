@@ -25,14 +25,13 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from node.cluster.coalescing import Coalescer
+from node.cluster.batching import BatchCounts
 from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget
@@ -184,7 +183,7 @@ class Watched:
     deletions: DeletionLog
     buffers: BlockBudget  # the read-ahead and write-queue budget of its chunk streams
     hedge: HedgeDelay  # when manifest reads ask one more replica
-    batching: Coalescer[Any, Any, Any]  # manifest calls to other peers, coalesced
+    batches: BatchCounts  # manifest calls to other peers, batched (HttpTransport)
     in_progress: Callable[[], int]  # public requests being served (node.api.limits)
     connections: Callable[[], dict[str, int]]  # open connections by listener
 
@@ -229,12 +228,12 @@ class PeerCollector:
             "manifest_batches",
             "Requests of manifest calls (reads and offers) this peer sent to other peers: one "
             "per call when idle, fewer under load (calls that queue behind one go together).",
-            w.batching.batches,
+            w.batches.requests,
         )
         yield _counter(
             "manifest_batched_calls",
             "Manifest calls those requests carried (calls per request = this / batches).",
-            w.batching.calls,
+            w.batches.calls,
         )
         yield from self._upkeep(w)
         connections = GaugeMetricFamily(

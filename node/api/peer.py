@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import msgspec
 from aiohttp import hdrs, web
 
-from node.api.errors import Handler
+from node.api.errors import INTERNAL_MESSAGE, Handler, worth_a_warning
 from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import ACCESS, AUTH, CONFIG, GOSSIP, HOLDER
 from node.api.numbers import decimal
@@ -30,7 +30,7 @@ from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
-    MAX_MANIFEST_CALLS,
+    MANIFEST_BATCH,
     MSGPACK,
     PEER_PREFIX,
     CallFailure,
@@ -42,9 +42,9 @@ from node.cluster.protocol import (
     KeyOrder,
     ManifestAnswer,
     ManifestAnswers,
+    ManifestCall,
     ManifestCalls,
     ManifestList,
-    ManifestOffer,
     ManifestRead,
     PullOrder,
     ReplicaWriteReply,
@@ -68,7 +68,7 @@ from node.model.folders import check_delimiter
 from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite, chunk_index, chunk_owner
 from node.model.version import Version
 from node.tracing import REQUEST_ID as CURRENT_ID
-from node.tracing import sane_request_id
+from node.tracing import new_request_id, sane_request_id
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -77,7 +77,6 @@ access_log = logging.getLogger("node.access")  # each batched call gets a line, 
 PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
 CONDITIONAL = "/internal/manifests/conditional"
-BATCH = "/internal/manifests/batch"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
 NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
 
@@ -135,7 +134,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
-    router.add_post(BATCH, _guarded(manifest_calls, MSGPACK))
+    router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
@@ -273,23 +272,20 @@ async def put_manifest_on_condition(request: web.Request) -> web.Response:
 
 
 async def manifest_calls(request: web.Request) -> web.Response:
-    """A batch of manifest reads and offers (``ManifestCalls``), each answered on its own as
-    its single route would (its failure in its answer, the others unaffected), all at once:
-    the manifest log commits the offers together."""
+    """A batch of manifest reads and offers (``ManifestCalls``, 1 to ``MAX_MANIFEST_CALLS``),
+    each answered on its own as its single route would (its failure in its answer, the
+    others unaffected), all at once: the manifest log commits the offers together."""
     batch = await _body(request, ManifestCalls)
-    if not 1 <= len(batch.calls) <= MAX_MANIFEST_CALLS:
-        raise InvalidRequest(f"a batch is 1 to {MAX_MANIFEST_CALLS} calls, not {len(batch.calls)}")
     holder = request.app[HOLDER]
     answers = await asyncio.gather(*(_answer(holder, call) for call in batch.calls))
     return _packed(ManifestAnswers(answers))
 
 
-async def _answer(holder: Holder, call: ManifestRead | ManifestOffer) -> ManifestAnswer:
-    """One call of a batch, run (in a task of its own) under its own request's id: its log
-    lines and its access-log line name the public request it serves."""
-    request_id = sane_request_id(call.request_id)
-    if request_id is not None:
-        CURRENT_ID.set(request_id)
+async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
+    """One call of a batch, run in a task of its own under its own request id (a fresh one
+    without: as ``traced`` gives a request), so that its log lines and its access-log line
+    name the request it serves. Failures are logged as ``error_middleware`` logs them."""
+    CURRENT_ID.set(sane_request_id(call.request_id) or new_request_id())
     try:
         if isinstance(call, ManifestRead):
             found = await holder.get_manifest(call.name)
@@ -302,12 +298,14 @@ async def _answer(holder: Holder, call: ManifestRead | ManifestOffer) -> Manifes
             kept = "kept" if written.stored else f"not kept (holds {written.current})"
             what = f"offer of {manifest.name!r} {manifest.version}: {kept}"
     except RingstoreError as exc:
+        if worth_a_warning(exc):
+            log.warning("POST %s: %s", MANIFEST_BATCH, exc)
         answer, what = ManifestAnswer(failure=CallFailure(exc.code, exc.message)), repr(exc)
     except Exception as exc:  # what a single call's 500 would be; the batch goes on
-        log.exception("a batched manifest call failed")
-        answer = ManifestAnswer(failure=CallFailure(RingstoreError.code, f"failed: {exc!r}"))
+        log.exception("POST %s: a call failed", MANIFEST_BATCH)
+        answer = ManifestAnswer(failure=CallFailure(RingstoreError.code, INTERNAL_MESSAGE))
         what = repr(exc)
-    access_log.debug("peer POST %s: %s", BATCH, what)
+    access_log.debug("peer POST %s: %s", MANIFEST_BATCH, what)
     return answer
 
 

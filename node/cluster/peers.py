@@ -49,7 +49,8 @@ class Peers:
         try:
             result = await call(self._membership.address(member))
         except PeerUnavailable as exc:
-            self._membership.report_failure(member, str(exc))
+            if exc.counted:  # one failed request counts once, however many calls it carried
+                self._membership.report_failure(member, str(exc))
             raise
         self._membership.report_success(member)
         return result

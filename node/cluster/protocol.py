@@ -38,9 +38,12 @@ import msgspec
 from node.errors import CorruptData
 from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
+from node.model.manifest import MAX_REVISION
+from node.model.names import MAX_NAME_BYTES
 from node.model.preconditions import Preconditions
 from node.model.version import MAX_WALL_MS, Version
 from node.model.zones import check_zone, default_zone
+from node.tracing import MAX_ID
 from ring import Member
 
 MSGPACK = "application/msgpack"
@@ -187,32 +190,44 @@ class ConditionalManifest(msgspec.Struct, frozen=True):
     condition: Preconditions
 
 
-MAX_MANIFEST_CALLS = 256  # manifest reads and offers in one batch
+MANIFEST_BATCH = "/internal/manifests/batch"
+MAX_MANIFEST_CALLS = 256  # calls a peer takes in one batch (peers send up to 64)
+Revision = Annotated[int, msgspec.Meta(ge=0, le=MAX_REVISION)]
+RequestId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]  # checked for sanity on use
 
 
-class ManifestRead(msgspec.Struct, frozen=True, tag="get"):
+# A call of a batch refuses fields it does not know (the whole batch is a 400), unlike the
+# other records here: ignored, a future field of a write (a new condition) would be dropped,
+# which is why conditional writes got a route of their own. A new field is a new call type.
+class ManifestRead(msgspec.Struct, frozen=True, tag="get", forbid_unknown_fields=True):
     """A batched manifest read: the replica of ``name`` (``GET /internal/manifests``)."""
 
-    name: str
-    request_id: str | None = None  # the public request it serves (its access-log line)
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_BYTES)]
+    request_id: RequestId | None = None  # the public request it serves (its log lines)
 
 
-class ManifestOffer(msgspec.Struct, frozen=True, tag="put"):
+class ManifestOffer(msgspec.Struct, frozen=True, tag="put", forbid_unknown_fields=True):
     """A batched manifest write: sealed bytes offered as ``PUT /internal/manifests`` offers
     them, kept only over exactly ``expect`` (a move) and only if ``condition`` holds."""
 
     manifest: bytes
-    expect: tuple[Version, int] | None = None
+    expect: tuple[Version, Revision] | None = None
     condition: Preconditions | None = None
-    request_id: str | None = None
+    request_id: RequestId | None = None
+
+
+ManifestCall = ManifestRead | ManifestOffer
 
 
 class ManifestCalls(msgspec.Struct, frozen=True):
     """Manifest reads and offers to one replica in one request: what one peer had queued for
-    another while its earlier calls were out (``node.cluster.coalescing``). Each is answered
+    another while its earlier calls were out (``node.cluster.batching``). Each is answered
     on its own, in order, as if it came alone; at most ``MAX_MANIFEST_CALLS``."""
 
-    calls: list[ManifestRead | ManifestOffer]
+    calls: Annotated[
+        list[ManifestCall],
+        msgspec.Meta(min_length=1, max_length=MAX_MANIFEST_CALLS),
+    ]
 
 
 class CallFailure(msgspec.Struct, frozen=True):

@@ -10,7 +10,7 @@ credentials (401) or an unexplained server error is PeerUnavailable (it counts a
 peer's liveness); an error the peer explained (404, 507, a corrupt manifest...) is raised as
 the class it named. Every call made for a public request carries that request's id
 (``node.tracing``). Manifest reads and offers to a peer that already has one request out
-queue and leave together as one batch (``node.cluster.coalescing``). Tests swap in an
+queue and leave together as one batch (``node.cluster.batching``). Tests swap in an
 in-process transport.
 """
 
@@ -30,11 +30,12 @@ import msgspec
 from yarl import URL
 
 from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, Request, content_digest
-from node.cluster.coalescing import Coalescer
+from node.cluster.batching import Batcher
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
+    MANIFEST_BATCH,
     MSGPACK,
     PEER_HEADER,
     ChunkStored,
@@ -45,6 +46,7 @@ from node.cluster.protocol import (
     KeyOrder,
     ManifestAnswer,
     ManifestAnswers,
+    ManifestCall,
     ManifestCalls,
     ManifestList,
     ManifestOffer,
@@ -79,18 +81,20 @@ LARGE_BODY = 1 << 20
 # GET keeps 5 streams open: up to 3.75 MiB buffered per GET with the default (bench/memory.py,
 # 64 slow GETs: 215 MiB). With 64 KiB, at most 384 KiB a stream; the rest waits in the kernel.
 CHUNK_STREAM_BUFFER = 1 << 16
-# Manifest calls to one peer: requests out at once, and calls in one batch at most (a batch
-# of manifests of huge files is still bounded by the Coalescer's 1 MiB unless one is larger).
-# One out batches the most: 4 KiB PUTs x 16 clients, 411/s with 1, 343/s with 2, 332/s with
-# 4, 300/s unbatched (bench/small.py, 2 rounds alternated, medians).
+# Manifest calls to one peer, per kind (reads do not wait on offers' fsyncs): requests out
+# at once, and calls in one batch at most (a peer takes up to MAX_MANIFEST_CALLS). One out
+# batches the most: 4 KiB PUTs x 16 clients, 411/s with 1, 343/s with 2, 332/s with 4,
+# 300/s unbatched (bench/small.py, 2 rounds alternated, medians).
 MANIFEST_CALLS_OUT = 1
 MAX_BATCHED_CALLS = 64
+MAX_BATCH_BYTES = LARGE_BODY  # a single larger call (a huge file's manifest) leaves alone
 RETRY_BATCHES = 300.0  # seconds before calls go batched again to a peer that had no route
 T = TypeVar("T")
-ManifestCall = ManifestRead | ManifestOffer
+Lane = tuple["Address", str]  # a peer, and the kind of call ("get", "put")
 
 
 def _call_size(call: ManifestCall) -> int:
+    """A call's weight in a batch: its manifest's bytes, or its name's characters."""
     return len(call.manifest) if isinstance(call, ManifestOffer) else len(call.name)
 
 
@@ -199,8 +203,28 @@ def replica_write(reply: ReplicaWriteReply) -> ReplicaWrite:
     return ReplicaWrite(reply.stored, reply.current, replaced)
 
 
-class _NoBatches(PeerUnavailable):
-    """The peer has no batch route (a release before batches): send the call alone."""
+class _NoBatches(Exception):
+    """The peer has no batch route (a release before batches): send the call alone. Never
+    leaves this module, so never counts against the peer."""
+
+
+def _echo(exc: Exception) -> Exception:
+    """The failure of a batch's other calls when its request failed with ``exc``: their own
+    exception, and one that does not count against the peer again (``Peers``)."""
+    if isinstance(exc, PeerUnavailable):
+        return PeerUnavailable(exc.peer, f"{exc.reason} (a request of several calls)", False)
+    if isinstance(exc, _NoBatches):
+        return _NoBatches(*exc.args)
+    if isinstance(exc, RingstoreError):
+        return error_from_code(exc.code, exc.message) or exc
+    return exc
+
+
+def _repeats(exc: Exception) -> bool:
+    """Whether a failed batch's calls queued behind it fail with it: when sending them would
+    fail the same way (a timeout: a hung peer, whose next request would time out again; no
+    batch route), not after a failure that may pass (a connection dropped, an overload)."""
+    return isinstance(exc, _NoBatches) or isinstance(exc.__cause__, asyncio.TimeoutError)
 
 
 def _call_outcome(to: Address, answer: ManifestAnswer) -> ManifestAnswer | RingstoreError:
@@ -275,9 +299,14 @@ class HttpTransport:
         self._session = session
         self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-        # Manifest reads and offers to one peer: one request out at a time, the rest batched.
-        self.manifest_calls: Coalescer[Address, ManifestCall, ManifestAnswer] = Coalescer(
-            self._send_manifest_calls, _call_size, MANIFEST_CALLS_OUT, MAX_BATCHED_CALLS
+        self.manifest_calls: Batcher[Lane, ManifestCall, ManifestAnswer] = Batcher(
+            self._send_manifest_calls,
+            _call_size,
+            max_out=MANIFEST_CALLS_OUT,
+            max_calls=MAX_BATCHED_CALLS,
+            max_bytes=MAX_BATCH_BYTES,
+            echo=_echo,
+            fails_queue=_repeats,
         )
         self._unbatched: dict[Address, float] = {}  # peers without batches, and since when
 
@@ -408,7 +437,8 @@ class HttpTransport:
         if not self._batches_to(to):
             return await self._get_manifest_alone(to, name)
         try:
-            answer = await self.manifest_calls.call(to, ManifestRead(name, REQUEST_ID.get()))
+            read = ManifestRead(name, REQUEST_ID.get())
+            answer = await self.manifest_calls.call((to, "get"), read)
         except _NoBatches:
             return await self._get_manifest_alone(to, name)
         return None if answer.manifest is None else Manifest.from_bytes(answer.manifest)
@@ -433,7 +463,7 @@ class HttpTransport:
             return await self._put_manifest_alone(to, manifest, expect, condition)
         offer = ManifestOffer(manifest.to_bytes(), expect, condition, REQUEST_ID.get())
         try:
-            answer = await self.manifest_calls.call(to, offer)
+            answer = await self.manifest_calls.call((to, "put"), offer)
         except _NoBatches:
             return await self._put_manifest_alone(to, manifest, expect, condition)
         if answer.written is None:
@@ -469,24 +499,30 @@ class HttpTransport:
         return True
 
     async def _send_manifest_calls(
-        self, to: Address, calls: list[ManifestCall]
-    ) -> list[ManifestAnswer | BaseException]:
-        """One batch request (``Coalescer``'s send): an answer or a failure per call."""
+        self, lane: Lane, calls: list[ManifestCall]
+    ) -> list[ManifestAnswer | Exception]:
+        """One batch request (``Batcher``'s send): an answer or a failure per call."""
+        to = lane[0]
         try:
             async with self._request(
                 "POST",
                 to,
-                "/internal/manifests/batch",
+                MANIFEST_BATCH,
                 data=encode(ManifestCalls(calls)),
                 headers={"Content-Type": MSGPACK},
             ) as reply:
                 answers = (await reply.decode(ManifestAnswers)).answers
         except NotFound as exc:  # no such route there: a peer of before batches
             self._unbatched[to] = time.monotonic()
-            raise _NoBatches(to.url, str(exc)) from exc
+            raise _NoBatches(str(exc)) from exc
         if len(answers) != len(calls):
             raise PeerUnavailable(to.url, f"{len(answers)} answers to {len(calls)} manifest calls")
         return [_call_outcome(to, answer) for answer in answers]
+
+    async def close(self) -> None:
+        """Fail the manifest calls queued or out (this peer is stopping); before the
+        session closes."""
+        await self.manifest_calls.close(PeerUnavailable("(this one)", "stopping"))
 
     async def retract_manifest(
         self, to: Address, manifest: Manifest, restore: Manifest | None = None

@@ -5,7 +5,9 @@ time most such calls have, it asks one more (a *hedged request*: Dean and Barros
 at Scale", CACM 56(2), 2013, which hedges at the 95th-percentile expected latency; Cassandra's
 ``speculative_retry`` does the same for its reads). This keeps a hung replica, not yet seen
 down, from holding a read for the whole peer timeout, at the cost of at most about 5% more
-calls (0.5-1% of 4 KiB and 1 MiB GETs under 16 clients in ``bench/small.py``).
+calls (0.5-1% of 4 KiB and 1 MiB GETs under 16 clients in ``bench/small.py``). A call's
+time is as its caller sees it: under load, that includes waiting for the batch it leaves
+in (``node.cluster.batching``), which is part of what a slow replica costs a read.
 """
 
 from __future__ import annotations

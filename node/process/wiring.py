@@ -301,7 +301,7 @@ async def _lifecycle(
             deletions,
             buffers,
             replicas.hedge,
-            transport.manifest_calls,
+            transport.manifest_calls.counts,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )
@@ -344,5 +344,6 @@ async def _lifecycle(
         await replicas.close()
         await manifests.close()
         deletions.close()
+        await transport.close()  # its queued manifest calls fail: none is left waiting
         await session.close()
         log.info("peer %s stopped", peer_id)

@@ -1,4 +1,4 @@
-"""Manifest calls from one peer to another coalesce into batches over real HTTP: calls that
+"""Manifest calls from one peer to another go in batches over real HTTP: calls that
 find a request out leave together when it returns, each answered and logged as its own;
 a peer without the batch route (an older release) gets them one by one."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,19 +17,19 @@ import pytest
 from aiohttp import web
 
 from node.api import peer as peer_api
+from node.cluster.protocol import MANIFEST_BATCH
 from node.cluster.transport import Address, HttpTransport
-from node.errors import InvalidRequest
+from node.errors import InvalidRequest, PeerUnavailable
 from node.model.manifest import Manifest, ReplicaWrite
-from node.model.preconditions import Preconditions
-from node.model.version import MAX_SKEW_MS, Version
+from node.model.preconditions import ANY, Preconditions
+from node.model.version import Version
 from node.process.logs import ContextFilter
 from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
 from tests.harness import LocalCluster, LocalPeer, eventually
 from tests.node.shared.test_inline_files import served
-from tests.node.shared.test_peer_input import a_manifest
+from tests.node.shared.test_peer_input import a_manifest, far_ahead
 
 T = TypeVar("T")
-BATCH = "/internal/manifests/batch"
 
 
 @pytest.fixture
@@ -58,8 +58,14 @@ def requests_served(caplog: pytest.LogCaptureFixture, peer: LocalPeer, ids: set[
         and hasattr(record, "duration")  # the access log's line for a request, not a call's
         and getattr(record, "peer", None) == peer.id
         and getattr(record, "request_id", None) in ids
-        and BATCH in record.getMessage()
+        and MANIFEST_BATCH in record.getMessage()
     )
+
+
+def offer(transport: HttpTransport, to: Address, request_id: str | None, name: str) -> Any:
+    """An offer of a fresh manifest of ``name``, made for ``request_id`` (None: for none)."""
+    call = transport.put_manifest(to, a_manifest(name), None)
+    return as_request(request_id, call) if request_id else asyncio.ensure_future(call)
 
 
 def hold_offers(peer: LocalPeer, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, ...]:
@@ -88,64 +94,85 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
     caplog.set_level(logging.DEBUG, logger="node.access")
     target = cluster[1]
     to = Address(target.url, target.id)
-    await target.holder.put_manifest(a_manifest("batched/read-me"), None)
     entered, release = hold_offers(target, monkeypatch)
     async with aiohttp.ClientSession() as session:
         transport = HttpTransport(session, 5.0, cluster[0].auth)
-        first = as_request("call-0", transport.put_manifest(to, a_manifest("batched/0"), None))
+        first = offer(transport, to, "call-0", "batched/0")
         await asyncio.wait_for(entered.wait(), 10)  # out, and held there
-        offers = [
-            as_request(f"call-{i}", transport.put_manifest(to, a_manifest(f"batched/{i}"), None))
-            for i in range(1, 5)
-        ]
-        reads = [
-            as_request(f"call-{i}", transport.get_manifest(to, name))
-            for i, name in ((5, "batched/read-me"), (6, "batched/none-here"))
-        ]
-        await asyncio.sleep(0)  # all queued behind the held request
+        queued = [offer(transport, to, f"call-{i}", f"batched/{i}") for i in range(1, 5)]
+        queued.append(offer(transport, to, None, "batched/no-id"))  # a background call's
+        await eventually(
+            lambda: transport.manifest_calls.queued((to, "put")) == 5, what="5 calls queued"
+        )
         release.set()
-        written = await asyncio.gather(first, *offers)
-        found = await asyncio.gather(*reads)
+        written = await asyncio.gather(first, *queued)
+        found = await transport.get_manifest(to, "batched/3")  # reads: a lane of their own
     assert all(write.stored for write in written)
-    assert found[0] is not None
-    assert found[0].name == "batched/read-me"
-    assert found[1] is None
-    for i in range(5):
-        assert await target.holder.get_manifest(f"batched/{i}") is not None
-    ids = {f"call-{i}" for i in range(7)}
-    # Two requests: the first alone, then the six that queued behind it (a request's line is
-    # logged once its answer is sent)...
-    assert (transport.manifest_calls.batches, transport.manifest_calls.calls) == (2, 7)
+    assert found is not None
+    assert found.name == "batched/3"
+    ids = {f"call-{i}" for i in range(5)}
+    # Two requests: the first alone, then the five that queued behind it (a request's line
+    # is logged once its answer is sent)...
+    assert transport.manifest_calls.counts.requests == 3  # and the read's
+    assert transport.manifest_calls.counts.calls == 7
     await eventually(lambda: requests_served(caplog, target, ids) == 2, what="2 requests")
     # ...and each call in the target's access log under its own request's id (logged before
-    # the batch's answer).
+    # the batch's answer), the one made for no request under an id of its own.
     for request_id in sorted(ids):
-        assert served(caplog, request_id, BATCH) == {target.id}, request_id
+        assert served(caplog, request_id, MANIFEST_BATCH) == {target.id}, request_id
+    no_id = [r for r in caplog.records if "batched/no-id" in r.getMessage()]
+    assert len(no_id) == 1
+    assert no_id[0].request_id not in ids  # type: ignore[attr-defined]
 
 
-async def test_one_calls_failure_is_its_own(cluster: LocalCluster) -> None:
+async def test_one_calls_failure_is_its_own(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = cluster[1]
     to = Address(target.url, target.id)
-    ahead = a_manifest("batched/ahead")
-    ahead = Manifest(
-        ahead.name,
-        Version(int(time.time() * 1000) + 10 * MAX_SKEW_MS, 0, "peer"),
-        ahead.layout,
-        ahead.etag,
-        ahead.content_type,
-        ahead.chunks,
-    )
+    entered, release = hold_offers(target, monkeypatch)
     async with aiohttp.ClientSession() as session:
         transport = HttpTransport(session, 5.0, cluster[0].auth)
-        outcomes = await asyncio.gather(
-            transport.put_manifest(to, a_manifest("batched/fine-1"), None),
-            transport.put_manifest(to, ahead, None),
-            transport.put_manifest(to, a_manifest("batched/fine-2"), None),
-            return_exceptions=True,
-        )
-    assert isinstance(outcomes[1], InvalidRequest)
-    assert all(isinstance(o, ReplicaWrite) and o.stored for o in (outcomes[0], outcomes[2]))
-    assert transport.manifest_calls.batches == 2  # the last two went together
+        first = offer(transport, to, "first", "failing/first")
+        await asyncio.wait_for(entered.wait(), 10)
+        calls = [
+            transport.put_manifest(to, a_manifest("failing/fine-1"), None),
+            transport.put_manifest(to, far_ahead(a_manifest("failing/ahead")), None),
+            transport.put_manifest(to, a_manifest("failing/fine-2"), None),
+        ]
+        batch = [asyncio.ensure_future(call) for call in calls]
+        await eventually(lambda: transport.manifest_calls.queued((to, "put")) == 3, what="3")
+        release.set()
+        outcomes = await asyncio.gather(first, *batch, return_exceptions=True)
+    assert isinstance(outcomes[2], InvalidRequest)
+    for kept in (outcomes[0], outcomes[1], outcomes[3]):
+        assert isinstance(kept, ReplicaWrite)
+        assert kept.stored
+    assert transport.manifest_calls.counts.requests == 2  # the three went together
+
+
+async def test_calls_queued_behind_a_hung_peer_fail_with_its_request(
+    cluster: LocalCluster,
+) -> None:
+    """Not after a second timeout of their own: they never leave. One failure counts against
+    the peer; the calls that shared it do not count it again."""
+    target = cluster[1]
+    to = Address(target.url, target.id)
+    target.hang()
+    try:
+        async with aiohttp.ClientSession() as session:
+            transport = HttpTransport(session, 0.5, cluster[0].auth)
+            first = offer(transport, to, "hung-0", "hung/0")
+            await eventually(lambda: transport.manifest_calls.counts.requests == 1, what="out")
+            queued = [offer(transport, to, f"hung-{i}", f"hung/{i}") for i in (1, 2)]
+            await eventually(lambda: transport.manifest_calls.queued((to, "put")) == 2, what="q")
+            outcomes = await asyncio.gather(first, *queued, return_exceptions=True)
+    finally:
+        target.unhang()
+    assert all(isinstance(outcome, PeerUnavailable) for outcome in outcomes)
+    counted = [outcome.counted for outcome in outcomes if isinstance(outcome, PeerUnavailable)]
+    assert counted == [True, False, False]
+    assert transport.manifest_calls.counts.requests == 1  # the queued calls never left
 
 
 async def test_a_peer_without_batches_gets_each_call_alone(
@@ -167,10 +194,22 @@ async def test_a_peer_without_batches_gets_each_call_alone(
         async with aiohttp.ClientSession() as session:
             transport = HttpTransport(session, 5.0, cluster[0].auth)
             written = await asyncio.gather(
-                as_request("old-peer", transport.put_manifest(to, a_manifest("old/0"), None)),
-                *(transport.put_manifest(to, a_manifest(f"old/{i}"), None) for i in (1, 2)),
+                offer(transport, to, "old-peer", "old/0"),
+                *(offer(transport, to, None, f"old/{i}") for i in (1, 2)),
             )
             assert all(write.stored for write in written)
+            # Offers on a condition and over an expected replica go by their own routes.
+            again = a_manifest("old/0")
+            newer = Version(again.version.wall_ms + 1, 0, again.version.peer)
+            create = Preconditions(if_none_match=ANY)
+            refused = await transport.put_manifest(
+                to, dataclasses.replace(again, version=newer), None, create
+            )
+            assert not refused.stored  # it exists: If-None-Match: * does not hold
+            moved = await transport.put_manifest(
+                to, dataclasses.replace(again, revision=1), (again.version, again.revision)
+            )
+            assert moved.stored
             found = await as_request("old-peer", transport.get_manifest(to, "old/1"))
             assert found is not None
             assert found.name == "old/1"

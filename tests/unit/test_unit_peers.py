@@ -35,6 +35,11 @@ class ScriptedGossip:
         assert isinstance(step, GossipMessage)
         return step
 
+    async def get_manifest(self, to: Address, name: str) -> None:
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+
 
 def setup(tmp_path: Path, *script: GossipMessage | Exception | None) -> tuple[Membership, Peers]:
     membership = Membership(ME, tmp_path, vnodes=8, replicas=3)
@@ -92,3 +97,19 @@ async def test_a_seed_of_unknown_id_counts_for_nobody(tmp_path: Path) -> None:
     with pytest.raises(PeerUnavailable):
         await peers.exchange("http://seed", None, ANSWER, 1.0, lambda reply: None)
     assert membership.liveness(THEM.id).failures == 0
+
+
+async def test_one_failed_request_counts_once_however_many_calls_it_carried(
+    tmp_path: Path,
+) -> None:
+    """A batch of manifest calls that fails fails each call (``node.cluster.batching``): the
+    first one's failure counts against the member, the others' (``counted=False``) do not,
+    so one dropped connection cannot mark a member down (``down_after`` is 2)."""
+    failed = PeerUnavailable("http://them", "connection reset")
+    echoes = [PeerUnavailable("http://them", "reset (a request of several calls)", False)] * 3
+    membership, peers = setup(tmp_path, failed, *echoes)
+    for _ in range(4):
+        with pytest.raises(PeerUnavailable):
+            await peers.get_manifest(THEM.id, "a/name")
+    assert membership.liveness(THEM.id).failures == 1
+    assert THEM.id not in membership.down_ids()

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from node.api.keys import GOSSIP
 from node.cluster.protocol import (
+    MANIFEST_BATCH,
     MSGPACK,
     GossipMessage,
     ManifestAnswer,
@@ -147,6 +148,12 @@ def stranger(url: str = "http://127.0.0.1:9", weight: int = 1) -> MemberRecord:
 
 def sealed(manifest: Manifest) -> bytes:
     return manifest.to_bytes()
+
+
+def far_ahead(manifest: Manifest) -> Manifest:
+    """``manifest`` versioned past the clock skew any peer accepts (a call it refuses)."""
+    version = Version(int(time.time() * 1000) + 10 * MAX_SKEW_MS, 0, manifest.version.peer)
+    return dataclasses.replace(manifest, version=version)
 
 
 def a_manifest(name: str, layout: Layout | None = None) -> Manifest:
@@ -345,9 +352,6 @@ async def test_a_malformed_conditional_manifest_is_refused(
     await assert_healthy(http, peer, "conditional")
 
 
-BATCH = "/internal/manifests/batch"
-
-
 @pytest.mark.parametrize(
     "calls",
     [
@@ -365,7 +369,7 @@ async def test_a_malformed_manifest_batch_is_refused_whole(
     peer = cluster[4]
     before = state(peer)
     answer = await internal(
-        http, peer, "POST", BATCH, body=calls, headers={"Content-Type": MSGPACK}
+        http, peer, "POST", MANIFEST_BATCH, body=calls, headers={"Content-Type": MSGPACK}
     )
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before
@@ -378,8 +382,7 @@ async def test_a_bad_call_in_a_manifest_batch_fails_alone(
     """Each call of a batch is answered as its single route would answer it: a manifest
     that does not parse, or from a clock too far ahead, fails that call; the others run."""
     peer = cluster[4]
-    far_ahead = Version(int(time.time() * 1000) + 10 * MAX_SKEW_MS, 0, "peer")
-    ahead = dataclasses.replace(a_manifest("batch/ahead"), version=far_ahead)
+    ahead = far_ahead(a_manifest("batch/ahead"))
     calls = ManifestCalls(
         [
             ManifestOffer(b"not a manifest", request_id="bad-one"),
@@ -389,7 +392,7 @@ async def test_a_bad_call_in_a_manifest_batch_fails_alone(
         ]
     )
     answer = await internal(
-        http, peer, "POST", BATCH, body=encode(calls), headers={"Content-Type": MSGPACK}
+        http, peer, "POST", MANIFEST_BATCH, body=encode(calls), headers={"Content-Type": MSGPACK}
     )
     assert answer.status == 200, answer
     answers = decode(answer.body, ManifestAnswers).answers

@@ -1,0 +1,213 @@
+"""The Batcher: calls in a lane leave at once while fewer than ``max_out`` requests are out,
+the rest leave together when one comes back; each call gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from node.cluster.batching import Batcher
+from tests.harness.polling import eventually
+
+
+class Echo(Exception):
+    """What the batch's other calls get when its request fails."""
+
+
+class Remote:
+    """A ``send`` that records each request and holds it until the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, list[str]]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def send(self, lane: str, calls: list[str]) -> list[str | Exception]:
+        self.requests.append((lane, list(calls)))
+        await self.release.wait()
+        if "hung" in calls:
+            raise TimeoutError("no answer in time")  # repeats: the queue fails with it
+        if "reset" in calls:
+            raise ConnectionResetError("connection reset")  # may pass: the queue goes next
+        return [ValueError(call) if call.startswith("bad") else call.upper() for call in calls]
+
+
+def batcher(remote: Remote, max_out: int = 1, **limits: Any) -> Batcher[str, str, str]:
+    settings = {"max_calls": 64, "max_bytes": 1 << 20, **limits}
+    return Batcher(
+        remote.send,
+        len,
+        max_out=max_out,
+        echo=lambda exc: Echo(str(exc)),
+        fails_queue=lambda exc: isinstance(exc, TimeoutError),
+        **settings,
+    )
+
+
+async def out_and_queued(
+    remote: Remote, calls: Batcher[str, str, str], out: int, queued: int
+) -> None:
+    await eventually(
+        lambda: len(remote.requests) == out and calls.queued("a") == queued,
+        what=f"{out} requests out, {queued} calls queued",
+    )
+
+
+async def test_a_lone_call_leaves_at_once_and_alone() -> None:
+    remote = Remote()
+    calls = batcher(remote)
+    assert await calls.call("a", "x") == "X"
+    assert await calls.call("a", "y") == "Y"
+    assert remote.requests == [("a", ["x"]), ("a", ["y"])]
+
+
+async def test_calls_that_find_the_requests_out_leave_together_each_with_its_answer() -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote, max_out=2)
+    first = [asyncio.ensure_future(calls.call("a", name)) for name in ("p", "q")]
+    await out_and_queued(remote, calls, 2, 0)
+    queued = [asyncio.ensure_future(calls.call("a", f"c{i}")) for i in range(5)]
+    other = asyncio.ensure_future(calls.call("b", "elsewhere"))  # its own lane: not held back
+    await out_and_queued(remote, calls, 3, 5)
+    assert remote.requests[2] == ("b", ["elsewhere"])
+    remote.release.set()
+    assert await asyncio.gather(*first, *queued, other) == [
+        "P",
+        "Q",
+        *(f"C{i}" for i in range(5)),
+        "ELSEWHERE",
+    ]
+    assert remote.requests[3] == ("a", [f"c{i}" for i in range(5)])
+    assert len(remote.requests) == 4
+    assert (calls.counts.requests, calls.counts.calls) == (4, 8)
+
+
+async def test_a_call_that_fails_fails_alone() -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    held = asyncio.ensure_future(calls.call("a", "first"))
+    await out_and_queued(remote, calls, 1, 0)
+    batch = [asyncio.ensure_future(calls.call("a", name)) for name in ("good", "bad", "fine")]
+    await out_and_queued(remote, calls, 1, 3)
+    remote.release.set()
+    outcomes = await asyncio.gather(held, *batch, return_exceptions=True)
+    assert outcomes[:2] == ["FIRST", "GOOD"]
+    assert outcomes[3] == "FINE"
+    assert isinstance(outcomes[2], ValueError)
+
+
+async def test_a_failed_request_fails_its_calls_the_first_with_its_error_the_rest_an_echo() -> None:
+    """One failed request is one failure (the caller counts it once, ``Peers``): the first
+    call gets the exception raised, each other one an exception of its own."""
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    held = asyncio.ensure_future(calls.call("a", "first"))
+    await out_and_queued(remote, calls, 1, 0)
+    batch = [asyncio.ensure_future(calls.call("a", name)) for name in ("reset", "x", "y")]
+    await out_and_queued(remote, calls, 1, 3)
+    remote.release.set()
+    outcomes = await asyncio.gather(held, *batch, return_exceptions=True)
+    assert outcomes[0] == "FIRST"
+    assert isinstance(outcomes[1], ConnectionResetError)
+    assert all(isinstance(outcome, Echo) for outcome in outcomes[2:])
+    assert outcomes[2] is not outcomes[3]
+
+
+async def test_a_timeout_fails_the_calls_queued_behind_it_at_once() -> None:
+    """They would go to the same hung peer next, and wait out a second timeout there."""
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    hung = asyncio.ensure_future(calls.call("a", "hung"))
+    await out_and_queued(remote, calls, 1, 0)
+    queued = [asyncio.ensure_future(calls.call("a", name)) for name in ("q1", "q2")]
+    await out_and_queued(remote, calls, 1, 2)
+    remote.release.set()
+    outcomes = await asyncio.gather(hung, *queued, return_exceptions=True)
+    assert isinstance(outcomes[0], TimeoutError)
+    assert all(isinstance(outcome, Echo) for outcome in outcomes[1:])
+    assert remote.requests == [("a", ["hung"])]  # the queued calls never left
+    assert await calls.call("a", "later") == "LATER"  # the next call tries again
+
+
+async def test_a_failure_that_may_pass_sends_the_queued_calls_next() -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    reset = asyncio.ensure_future(calls.call("a", "reset"))
+    await out_and_queued(remote, calls, 1, 0)
+    queued = [asyncio.ensure_future(calls.call("a", name)) for name in ("q1", "q2")]
+    await out_and_queued(remote, calls, 1, 2)
+    remote.release.set()
+    with pytest.raises(ConnectionResetError):
+        await reset
+    assert await asyncio.gather(*queued) == ["Q1", "Q2"]
+    assert remote.requests == [("a", ["reset"]), ("a", ["q1", "q2"])]
+
+
+async def test_a_caller_that_goes_away_takes_only_its_own_call() -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    out = asyncio.ensure_future(calls.call("a", "out"))
+    await out_and_queued(remote, calls, 1, 0)
+    gone = asyncio.ensure_future(calls.call("a", "gone"))
+    stays = asyncio.ensure_future(calls.call("a", "stays"))
+    await out_and_queued(remote, calls, 1, 2)
+    gone.cancel()
+    out.cancel()  # its request goes on: the callers queued behind it are not cancelled
+    remote.release.set()
+    assert await stays == "STAYS"
+    assert remote.requests == [("a", ["out"]), ("a", ["stays"])]  # the gone call never left
+    assert gone.cancelled()
+    assert out.cancelled()
+    assert calls.queued("a") == 0
+
+
+async def test_closing_fails_the_calls_out_and_queued_and_refuses_new_ones() -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote)
+    out = asyncio.ensure_future(calls.call("a", "out"))
+    await out_and_queued(remote, calls, 1, 0)
+    queued = asyncio.ensure_future(calls.call("a", "queued"))
+    await out_and_queued(remote, calls, 1, 1)
+    await calls.close(RuntimeError("stopping"))
+    for call in (out, queued):
+        with pytest.raises(Echo, match="stopping"):
+            await call
+    with pytest.raises(Echo, match="stopping"):
+        await calls.call("a", "late")
+    assert len(remote.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({"max_calls": 2}, [["aa", "bb"], ["cc", "dd"], ["eeeeeeee"]]),
+        ({"max_bytes": 5}, [["aa", "bb"], ["cc", "dd"], ["eeeeeeee"]]),
+    ],
+)
+async def test_a_batch_is_bounded_in_calls_and_bytes(
+    limits: dict[str, int], expected: list[list[str]]
+) -> None:
+    remote = Remote()
+    remote.release.clear()
+    calls = batcher(remote, **limits)
+    first = asyncio.ensure_future(calls.call("a", "x"))
+    await out_and_queued(remote, calls, 1, 0)
+    rest = [asyncio.ensure_future(calls.call("a", c)) for c in ("aa", "bb", "cc", "dd", "eeeeeeee")]
+    await out_and_queued(remote, calls, 1, 5)
+    remote.release.set()
+    await asyncio.gather(first, *rest)
+    assert [batch for _, batch in remote.requests[1:]] == expected  # one too large goes alone
+
+
+def test_a_batcher_sends_something() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        batcher(Remote(), max_out=0)
