@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -117,6 +117,14 @@ class ChunkStream(Protocol):
     async def readexactly(self, n: int) -> bytes: ...
 
     def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
+class BlockFile(Protocol):
+    """A chunk stream that fills a whole block in one read: a range of a chunk file of this
+    peer (``node.disk.chunk_store.ChunkRange``), not a socket read piece by piece."""
+
+    async def readinto(self, view: memoryview) -> None: ...
 
 
 class Transport(Protocol):

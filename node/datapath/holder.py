@@ -22,7 +22,7 @@ from typing import TypeVar
 from node.cluster.membership import Membership
 from node.cluster.protocol import GossipMessage, PullOrder
 from node.cluster.transport import Address, ChunkStream, Transport
-from node.disk.chunk_store import ChunkStore
+from node.disk.chunk_store import ChunkRange, ChunkStore
 from node.disk.manifest_store import ManifestStore
 from node.errors import CorruptData, InvalidRequest, PeerUnavailable, RingstoreError, Unavailable
 from node.model.digests import BlockDigests, Buffer, chunk_digest
@@ -71,6 +71,13 @@ class Holder:
         self._on_chunk_stored(stored)
         log.debug("stored chunk %s (%d bytes) of %r", chunk_id, stored.size, owner.name)
         return stored
+
+    def open_chunk(
+        self, chunk_id: str, offset: int, length: int
+    ) -> AbstractAsyncContextManager[ChunkRange]:
+        """Bytes ``[offset, offset+length)`` of a chunk here (0: all of it), as a stream;
+        raises ChunkNotFound."""
+        return self.chunks.open_range(chunk_id, offset, length)
 
     def chunk_path(self, chunk_id: str) -> Path:
         """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
@@ -172,16 +179,17 @@ class Holder:
 
 
 class LocalFirst:
-    """A ``Transport`` whose manifest calls and chunk writes addressed to this peer itself go
-    straight to its ``Holder``, and every other call through ``remote`` (HTTP).
+    """A ``Transport`` whose manifest calls, chunk writes and chunk reads addressed to this
+    peer itself go straight to its ``Holder``, and every other call through ``remote``.
 
     A coordinator is one of a name's 3 manifest replicas for about 3 names in 7: each of
     those calls over loopback cost a full HTTP request on both sides of this one process
     (signing, parsing, a send and a receive: the loopback send alone was 21-28% of a small
     PUT's or GET's coordinator samples, bench/small.py --profile). The holder is what the
     peer route would have called; the answers and errors are the same, as the in-process
-    transport of the tests shows (``tests/datapath/test_transport_contract.py``). Chunk
-    reads and everything else stay on ``remote``. Until ``holder`` is set (the wiring
+    transport of the tests shows (``tests/datapath/test_transport_contract.py``). Its own
+    chunk ranges are read from their files (``ChunkStore.open_range``); chunk copies, deletes
+    and everything else stay on ``remote``. Until ``holder`` is set (the wiring
     builds it after the components that call), all calls go to ``remote``.
     """
 
@@ -226,6 +234,10 @@ class LocalFirst:
     def open_chunk(
         self, to: Address, chunk_id: str, offset: int, length: int
     ) -> AbstractAsyncContextManager[ChunkStream]:
+        if (holder := self._local(to)) is not None:
+            # 5 GETs in 7 on 7 peers read one data chunk from their own coordinator: from
+            # its file, in a worker thread, not through a loopback request and sendfile.
+            return holder.open_chunk(chunk_id, offset, length)
         return self._remote.open_chunk(to, chunk_id, offset, length)
 
     async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:

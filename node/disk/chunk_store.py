@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -121,6 +122,29 @@ class ChunkStore:
         if not path.is_file():
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here")
         return path
+
+    @contextlib.asynccontextmanager
+    async def open_range(
+        self, chunk_id: str, offset: int, length: int
+    ) -> AsyncIterator[ChunkRange]:
+        """Bytes ``[offset, offset+length)`` of a stored chunk (0: to its end) as a stream,
+        read in worker threads; raises ChunkNotFound. The file stays open (and readable,
+        even if the chunk is deleted meanwhile) until the block exits."""
+        path = self.path(chunk_id)
+
+        def opened() -> tuple[io.FileIO, int]:
+            file = path.open("rb", buffering=0)
+            file.seek(offset)
+            return file, os.fstat(file.fileno()).st_size
+
+        try:
+            file, size = await asyncio.to_thread(opened)
+        except FileNotFoundError:  # deleted since ``path`` found it
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+        try:
+            yield ChunkRange(file, min(length, size - offset) if length else size - offset)
+        finally:
+            file.close()
 
     def _path(self, chunk_id: str) -> Path:
         if not CHUNK_ID.fullmatch(chunk_id):
@@ -237,6 +261,59 @@ class ChunkStore:
                 raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
             self.used_bytes -= size
             self.chunk_count -= 1
+
+
+class ChunkRange:
+    """A range of a chunk file being read: a ``ChunkStream`` (``node.cluster.transport``)
+    for a peer that reads its own chunk, without a loopback HTTP request. Each read is one
+    worker-thread hop; ``readinto`` fills a whole block in one."""
+
+    PIECE = 1 << 18  # bytes per piece of ``iter_any``
+
+    def __init__(self, file: io.FileIO, length: int) -> None:
+        self._file = file
+        self._left = max(0, length)
+
+    def __repr__(self) -> str:
+        return f"ChunkRange({self._file.name!r}, {self._left} bytes left)"
+
+    async def readexactly(self, n: int) -> bytes:
+        """The next ``n`` bytes; raises asyncio.IncompleteReadError if the range (or the
+        file) ends first, as a stream's reader does."""
+        data = await asyncio.to_thread(self._file.read, min(n, self._left))
+        self._left -= len(data)
+        if len(data) < n:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
+
+    async def readinto(self, view: memoryview) -> None:
+        """Fill ``view`` with the next bytes; raises asyncio.IncompleteReadError as
+        ``readexactly`` does."""
+        wanted = len(view)
+        got = await asyncio.to_thread(_read_into, self._file, view[: min(wanted, self._left)])
+        self._left -= got
+        if got < wanted:
+            raise asyncio.IncompleteReadError(bytes(view[:got]), wanted)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """The rest of the range, in pieces of up to ``PIECE`` bytes."""
+        while self._left:
+            piece = await asyncio.to_thread(self._file.read, min(self.PIECE, self._left))
+            if not piece:
+                return
+            self._left -= len(piece)
+            yield piece
+
+
+def _read_into(file: io.FileIO, view: memoryview) -> int:
+    """Read into all of ``view`` unless the file ends first; the bytes read."""
+    done = 0
+    while done < len(view):
+        got = file.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
 
 
 def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | None:

@@ -342,3 +342,35 @@ async def test_a_chunk_without_sidecar_is_dropped_on_open(tmp_path: Path) -> Non
     await reopened.open()
     assert (reopened.chunk_count, reopened.used_bytes) == (0, 0)
     assert await reopened.chunk_ids() == []
+
+
+async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) -> None:
+    """What a peer reads of its own chunk instead of a loopback GET: the range asked, by
+    exact reads, a whole block at once, or pieces; past its end a short read, as a socket's
+    stream would give."""
+    data = bytes(range(256)) * 4
+    await write(store, CHUNK, stream([data]), len(data))
+    async with store.open_range(CHUNK, 10, 300) as chunk:
+        assert await chunk.readexactly(90) == data[10:100]
+        block = bytearray(200)
+        await chunk.readinto(memoryview(block))
+        assert block == data[100:300]
+        with pytest.raises(asyncio.IncompleteReadError) as short:
+            await chunk.readexactly(11)  # the range ends 10 bytes on
+        assert short.value.partial == data[300:310]
+    async with store.open_range(CHUNK, 1000, 0) as chunk:  # 0: to the chunk's end
+        assert b"".join([piece async for piece in chunk.iter_any()]) == data[1000:]
+    async with store.open_range(CHUNK, 1000, 50) as chunk:  # past the file's end
+        with pytest.raises(asyncio.IncompleteReadError) as short:
+            await chunk.readinto(memoryview(bytearray(50)))
+        assert short.value.partial == data[1000:]
+
+
+async def test_a_range_open_while_its_chunk_is_deleted_still_reads(store: ChunkStore) -> None:
+    await write(store, CHUNK, stream([b"abcdef"]), 6)
+    async with store.open_range(CHUNK, 0, 0) as chunk:
+        await store.delete(CHUNK)
+        assert await chunk.readexactly(6) == b"abcdef"
+    with pytest.raises(ChunkNotFound):
+        async with store.open_range(CHUNK, 0, 0):
+            pass

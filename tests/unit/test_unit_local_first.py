@@ -4,6 +4,7 @@ HTTP route's 500 would."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, cast
 
@@ -36,6 +37,10 @@ class FakeHolder:
         stored = b"".join([piece async for piece in pieces])
         return msgspec.structs.replace(owner, size=len(stored))
 
+    def open_chunk(self, chunk_id: str, offset: int, length: int) -> Any:
+        self.asked.append(f"{chunk_id}@{offset}+{length}")
+        return contextlib.nullcontext()
+
     def list_manifests(self, *args: Any) -> tuple[list[Any], bool]:
         if self.failure is not None:
             raise self.failure
@@ -53,6 +58,10 @@ class FakeRemote:
         self.asked.append((to.peer_id or "", chunk_id))
         return 0
 
+    def open_chunk(self, to: Address, chunk_id: str, offset: int, length: int) -> Any:
+        self.asked.append((to.peer_id or "", chunk_id))
+        return contextlib.nullcontext()
+
 
 def local_first(holder: FakeHolder | None) -> tuple[LocalFirst, FakeRemote]:
     remote = FakeRemote()
@@ -68,6 +77,15 @@ async def test_calls_to_itself_go_to_the_holder_and_others_over_the_transport() 
     assert await calls.get_manifest(OTHER, "b") is None
     assert holder.asked == ["a"]
     assert remote.asked == [("other", "b")]
+
+
+async def test_a_chunk_of_its_own_is_read_from_its_holder_and_others_over_the_transport() -> None:
+    holder = FakeHolder()
+    calls, remote = local_first(holder)
+    calls.open_chunk(ME, "c-0", 100, 50)
+    calls.open_chunk(OTHER, "c-1", 0, 0)
+    assert holder.asked == ["c-0@100+50"]
+    assert remote.asked == [("other", "c-1")]
 
 
 async def test_a_chunk_for_itself_is_written_by_its_holder_and_others_sent() -> None:

@@ -242,6 +242,30 @@ async def test_a_coordinator_writes_its_own_chunk_without_a_peer_call(
     # (Counted as a chunk write: test_observability's 7 writes per PUT across the cluster.)
 
 
+async def test_a_coordinator_reads_its_own_data_chunk_without_a_peer_call(
+    cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GET through the holder of one of the file's data chunks reads that chunk from its
+    own file (``LocalFirst``), and the other data chunks over HTTP as always."""
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.DEBUG, logger="node.access")
+    data = payload(80_003, 11)  # past the inline limit: chunks
+    await put(http, cluster[0].url, "own-chunk/read", data)
+    manifest = await cluster[0].coordinator.stat("own-chunk/read")
+    holders = manifest.holders()
+    reader = cluster.holder(holders[0])  # holds data chunk 0
+    async with http.get(
+        f"{reader.url}/files/own-chunk/read", headers={"X-Request-Id": "own-chunk-read"}
+    ) as answer:
+        assert await answer.read() == data
+    others = {holders[index] for index in range(1, manifest.layout.k)}
+    await eventually(
+        lambda: others <= served(caplog, "own-chunk-read", "/internal/chunks"),
+        what="the other data chunks read over HTTP",
+    )
+    assert reader.id not in served(caplog, "own-chunk-read", "/internal/chunks")
+
+
 async def test_a_coordinator_keeps_and_reads_its_own_replica_without_a_peer_call(
     cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
