@@ -153,6 +153,12 @@ class Metrics:
             self.chunk_reads.inc()
             self.chunk_read_bytes.inc(sent)
 
+    def chunk_read(self, size: int) -> None:
+        """Count a chunk (or a range of one) this peer read of its own, ``size`` bytes: the
+        chunk route counts the rest."""
+        self.chunk_reads.inc()
+        self.chunk_read_bytes.inc(size)
+
     def chunk_stored(self, meta: ChunkMeta) -> None:
         """Count a chunk this peer stored as a holder (sent by a peer, or its own: the
         holder calls this, so that both count)."""

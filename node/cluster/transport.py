@@ -124,7 +124,10 @@ class BlockFile(Protocol):
     """A chunk stream that fills a whole block in one read: a range of a chunk file of this
     peer (``node.disk.chunk_store.ChunkRange``), not a socket read piece by piece."""
 
-    async def readinto(self, view: memoryview) -> None: ...
+    async def readinto(self, view: memoryview) -> None:
+        """Fill ``view``; raises asyncio.IncompleteReadError if the stream ends first, and
+        OSError for a failed read."""
+        ...
 
 
 class Transport(Protocol):

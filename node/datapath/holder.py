@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,10 +46,12 @@ class Holder:
         membership: Membership,
         on_replica_stored: Callable[[Manifest], None],
         on_chunk_stored: Callable[[ChunkMeta], None] = lambda meta: None,
+        on_chunk_read: Callable[[int], None] = lambda size: None,
     ) -> None:
         """``on_replica_stored`` hears of each manifest replica kept (the rebalancer),
-        ``on_chunk_stored`` of each chunk written, over HTTP or by this peer itself (the
-        metrics)."""
+        ``on_chunk_stored`` of each chunk written, over HTTP or by this peer itself, and
+        ``on_chunk_read`` of the bytes of each chunk this peer read of its own (the metrics;
+        the route counts those read over HTTP)."""
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock
@@ -57,6 +59,7 @@ class Holder:
         self._membership = membership  # pulls go only to members, at their own address
         self._on_replica_stored = on_replica_stored
         self._on_chunk_stored = on_chunk_stored
+        self._on_chunk_read = on_chunk_read
 
     def __repr__(self) -> str:
         return f"Holder({self.chunks!r}, {self.manifests!r})"
@@ -72,12 +75,17 @@ class Holder:
         log.debug("stored chunk %s (%d bytes) of %r", chunk_id, stored.size, owner.name)
         return stored
 
-    def open_chunk(
+    @asynccontextmanager
+    async def open_chunk(
         self, chunk_id: str, offset: int, length: int
-    ) -> AbstractAsyncContextManager[ChunkRange]:
-        """Bytes ``[offset, offset+length)`` of a chunk here (0: all of it), as a stream;
-        raises ChunkNotFound."""
-        return self.chunks.open_range(chunk_id, offset, length)
+    ) -> AsyncIterator[ChunkRange]:
+        """Bytes ``[offset, offset+length)`` of a chunk here (0: all of it), as a stream
+        this peer reads itself; raises what ``ChunkStore.open_range`` raises."""
+        async with self.chunks.open_range(chunk_id, offset, length) as chunk:
+            try:
+                yield chunk
+            finally:
+                self._on_chunk_read(chunk.read_bytes)
 
     def chunk_path(self, chunk_id: str) -> Path:
         """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
@@ -237,8 +245,21 @@ class LocalFirst:
         if (holder := self._local(to)) is not None:
             # 5 GETs in 7 on 7 peers read one data chunk from their own coordinator: from
             # its file, in a worker thread, not through a loopback request and sendfile.
-            return holder.open_chunk(chunk_id, offset, length)
+            return self._own_chunk(holder, to, chunk_id, offset, length)
         return self._remote.open_chunk(to, chunk_id, offset, length)
+
+    @asynccontextmanager
+    async def _own_chunk(
+        self, holder: Holder, to: Address, chunk_id: str, offset: int, length: int
+    ) -> AsyncIterator[ChunkStream]:
+        """A chunk of this peer, read from its file; a disk error while opening or reading
+        it is raised as PeerUnavailable (logged with its traceback), as ``_answer`` does."""
+        try:
+            async with holder.open_chunk(chunk_id, offset, length) as chunk:
+                yield chunk
+        except OSError as exc:
+            log.exception("reading chunk %s of this peer failed", chunk_id)
+            raise PeerUnavailable(to.url, f"failed here: {exc!r}") from exc
 
     async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
         return await self._remote.pull_chunk(to, chunk_id, order)

@@ -127,24 +127,16 @@ class ChunkStore:
     async def open_range(
         self, chunk_id: str, offset: int, length: int
     ) -> AsyncIterator[ChunkRange]:
-        """Bytes ``[offset, offset+length)`` of a stored chunk (0: to its end) as a stream,
-        read in worker threads; raises ChunkNotFound. The file stays open (and readable,
-        even if the chunk is deleted meanwhile) until the block exits."""
-        path = self.path(chunk_id)
-
-        def opened() -> tuple[io.FileIO, int]:
-            file = path.open("rb", buffering=0)
-            file.seek(offset)
-            return file, os.fstat(file.fileno()).st_size
-
+        """Bytes ``[offset, offset+length)`` of a stored chunk as a stream read in worker
+        threads (``length`` 0: all of the chunk, as a peer call's); raises ChunkNotFound,
+        InvalidRequest for a malformed id, OSError for a failed open. The file stays open
+        (and readable, even if the chunk is deleted meanwhile) until the block exits."""
+        chunk = ChunkRange(self._path(chunk_id), offset, length)
         try:
-            file, size = await asyncio.to_thread(opened)
-        except FileNotFoundError:  # deleted since ``path`` found it
-            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
-        try:
-            yield ChunkRange(file, min(length, size - offset) if length else size - offset)
+            await asyncio.to_thread(chunk.open)
+            yield chunk
         finally:
-            file.close()
+            chunk.close()
 
     def _path(self, chunk_id: str) -> Path:
         if not CHUNK_ID.fullmatch(chunk_id):
@@ -266,54 +258,119 @@ class ChunkStore:
 class ChunkRange:
     """A range of a chunk file being read: a ``ChunkStream`` (``node.cluster.transport``)
     for a peer that reads its own chunk, without a loopback HTTP request. Each read is one
-    worker-thread hop; ``readinto`` fills a whole block in one."""
+    worker-thread hop; ``readinto`` fills a whole block in one.
+
+    A reader cancelled on the loop may leave a read running in its worker thread, so the
+    file is closed by whichever comes last, ``close`` (on the loop) or that read (in its
+    thread), never under a read: a descriptor closed there could be reused by the time the
+    read's ``read(2)`` runs, which would then read another file's or socket's bytes. The
+    lock is held only to look at the state, never across a read, so the loop never waits
+    on the disk. Reads raise asyncio.IncompleteReadError where the range or the file ends
+    before the bytes asked (a stream's reader does the same), OSError for a failed read.
+    """
 
     PIECE = 1 << 18  # bytes per piece of ``iter_any``
 
-    def __init__(self, file: io.FileIO, length: int) -> None:
-        self._file = file
-        self._left = max(0, length)
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self._path = path
+        self._offset = offset if length else 0
+        self._length = length
+        self._left = 0  # bytes of the range not yet read
+        self._lock = threading.Lock()
+        self._file: io.FileIO | None = None
+        self._busy = False  # a worker thread is reading
+        self._closing = False
+        self.read_bytes = 0  # bytes read so far (the peer's chunk-read metrics)
 
     def __repr__(self) -> str:
-        return f"ChunkRange({self._file.name!r}, {self._left} bytes left)"
+        return f"ChunkRange({self._path.name}, {self._left} bytes left)"
 
-    async def readexactly(self, n: int) -> bytes:
-        """The next ``n`` bytes; raises asyncio.IncompleteReadError if the range (or the
-        file) ends first, as a stream's reader does."""
-        data = await asyncio.to_thread(self._file.read, min(n, self._left))
-        self._left -= len(data)
-        if len(data) < n:
-            raise asyncio.IncompleteReadError(data, n)
-        return data
+    def open(self) -> None:
+        """Open the file at the range's start (blocking: a worker thread); raises
+        ChunkNotFound, or OSError."""
+        try:
+            file = self._path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
+        try:
+            size = os.fstat(file.fileno()).st_size
+            file.seek(self._offset)
+        except BaseException:
+            file.close()
+            raise
+        with self._lock:
+            if not self._closing:
+                self._file = file
+                ends = size if not self._length else min(size, self._offset + self._length)
+                self._left = max(0, ends - self._offset)
+                return
+        file.close()  # closed while it opened: the reader went away
+
+    def close(self) -> None:
+        """Close the file now, or have the read in flight close it when it returns."""
+        with self._lock:
+            self._closing = True
+            file = None if self._busy else self._file
+            if file is not None:
+                self._file = None
+        if file is not None:
+            file.close()
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view`` (blocking: a worker thread) until it is full or the file
+        ends; the bytes read."""
+        with self._lock:
+            file = self._file
+            if file is None or self._closing:
+                raise ValueError("read of a closed chunk range")
+            self._busy = True
+        try:
+            done = 0
+            while done < len(view):
+                got = file.readinto(view[done:])
+                if not got:
+                    break
+                done += got
+            return done
+        finally:
+            last = self._done_reading()
+            if last is not None:  # ``close`` came while it read: closed here, after it
+                last.close()
+
+    def _done_reading(self) -> io.FileIO | None:
+        """Mark the read done; the file, taken, if ``close`` came meanwhile."""
+        with self._lock:
+            self._busy = False
+            if not self._closing:
+                return None
+            file, self._file = self._file, None
+            return file
 
     async def readinto(self, view: memoryview) -> None:
-        """Fill ``view`` with the next bytes; raises asyncio.IncompleteReadError as
-        ``readexactly`` does."""
+        """Fill ``view`` with the range's next bytes."""
         wanted = len(view)
-        got = await asyncio.to_thread(_read_into, self._file, view[: min(wanted, self._left)])
+        got = await asyncio.to_thread(self._fill, view[: min(wanted, self._left)])
         self._left -= got
+        self.read_bytes += got
         if got < wanted:
             raise asyncio.IncompleteReadError(bytes(view[:got]), wanted)
+
+    async def readexactly(self, n: int) -> bytes:
+        """The range's next ``n`` bytes."""
+        data = bytearray(n)
+        await self.readinto(memoryview(data))
+        return bytes(data)
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The rest of the range, in pieces of up to ``PIECE`` bytes."""
         while self._left:
-            piece = await asyncio.to_thread(self._file.read, min(self.PIECE, self._left))
-            if not piece:
+            piece = bytearray(min(self.PIECE, self._left))
+            got = await asyncio.to_thread(self._fill, memoryview(piece))
+            self._left -= got
+            self.read_bytes += got
+            if not got:
                 return
-            self._left -= len(piece)
-            yield piece
-
-
-def _read_into(file: io.FileIO, view: memoryview) -> int:
-    """Read into all of ``view`` unless the file ends first; the bytes read."""
-    done = 0
-    while done < len(view):
-        got = file.readinto(view[done:])
-        if not got:
-            break
-        done += got
-    return done
+            yield bytes(piece[:got])
 
 
 def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | None:

@@ -274,7 +274,14 @@ async def _lifecycle(
     rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
     metrics = app[keys.METRICS]
     holder = calls.holder = Holder(
-        chunks, manifests, clock, transport, membership, rebalancer.consider, metrics.chunk_stored
+        chunks,
+        manifests,
+        clock,
+        transport,
+        membership,
+        rebalancer.consider,
+        metrics.chunk_stored,
+        metrics.chunk_read,
     )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)

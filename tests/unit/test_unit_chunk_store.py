@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -358,8 +359,8 @@ async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) ->
         with pytest.raises(asyncio.IncompleteReadError) as short:
             await chunk.readexactly(11)  # the range ends 10 bytes on
         assert short.value.partial == data[300:310]
-    async with store.open_range(CHUNK, 1000, 0) as chunk:  # 0: to the chunk's end
-        assert b"".join([piece async for piece in chunk.iter_any()]) == data[1000:]
+    async with store.open_range(CHUNK, 1000, 0) as chunk:  # 0: all of it, as a peer call's
+        assert b"".join([piece async for piece in chunk.iter_any()]) == data
     async with store.open_range(CHUNK, 1000, 50) as chunk:  # past the file's end
         with pytest.raises(asyncio.IncompleteReadError) as short:
             await chunk.readinto(memoryview(bytearray(50)))
@@ -367,6 +368,7 @@ async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) ->
 
 
 async def test_a_range_open_while_its_chunk_is_deleted_still_reads(store: ChunkStore) -> None:
+    """The file is open: a GC of the chunk does not cut a reader short."""
     await write(store, CHUNK, stream([b"abcdef"]), 6)
     async with store.open_range(CHUNK, 0, 0) as chunk:
         await store.delete(CHUNK)
@@ -374,3 +376,25 @@ async def test_a_range_open_while_its_chunk_is_deleted_still_reads(store: ChunkS
     with pytest.raises(ChunkNotFound):
         async with store.open_range(CHUNK, 0, 0):
             pass
+
+
+async def test_a_range_closed_during_a_read_is_closed_by_that_read_after_it() -> None:
+    """A reader cancelled on the loop leaves its read running in a worker thread: closing
+    the file under it would free a descriptor the read's read(2) may then use, after the
+    number went to another file or socket. The read closes it when it returns."""
+    readable, writable = os.pipe()  # a read that blocks until the test writes
+    chunk = chunk_store.ChunkRange(Path("pipe"), 0, 10)
+    file = chunk._file = io.FileIO(readable, "rb")
+    chunk._left = 10
+    try:
+        reading = asyncio.ensure_future(chunk.readinto(memoryview(bytearray(10))))
+        await eventually(lambda: chunk._busy, what="the read in its thread")
+        reading.cancel()
+        chunk.close()
+        assert not file.closed  # the read in flight still uses it
+        os.write(writable, b"0123456789")
+        await eventually(lambda: file.closed, what="closed by the read once done")
+    finally:
+        os.close(writable)
+        if not file.closed:
+            file.close()

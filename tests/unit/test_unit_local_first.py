@@ -37,9 +37,12 @@ class FakeHolder:
         stored = b"".join([piece async for piece in pieces])
         return msgspec.structs.replace(owner, size=len(stored))
 
-    def open_chunk(self, chunk_id: str, offset: int, length: int) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_chunk(self, chunk_id: str, offset: int, length: int) -> AsyncIterator[None]:
         self.asked.append(f"{chunk_id}@{offset}+{length}")
-        return contextlib.nullcontext()
+        if self.failure is not None:
+            raise self.failure
+        yield None
 
     def list_manifests(self, *args: Any) -> tuple[list[Any], bool]:
         if self.failure is not None:
@@ -82,10 +85,18 @@ async def test_calls_to_itself_go_to_the_holder_and_others_over_the_transport() 
 async def test_a_chunk_of_its_own_is_read_from_its_holder_and_others_over_the_transport() -> None:
     holder = FakeHolder()
     calls, remote = local_first(holder)
-    calls.open_chunk(ME, "c-0", 100, 50)
+    async with calls.open_chunk(ME, "c-0", 100, 50):
+        pass
     calls.open_chunk(OTHER, "c-1", 0, 0)
     assert holder.asked == ["c-0@100+50"]
     assert remote.asked == [("other", "c-1")]
+
+
+async def test_a_disk_error_reading_its_own_chunk_reads_as_an_unreachable_peer() -> None:
+    calls, _ = local_first(FakeHolder(OSError(5, "Input/output error")))
+    with pytest.raises(PeerUnavailable, match="Input/output error"):
+        async with calls.open_chunk(ME, "c-0", 0, 0):
+            pass
 
 
 async def test_a_chunk_for_itself_is_written_by_its_holder_and_others_sent() -> None:

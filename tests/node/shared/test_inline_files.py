@@ -263,7 +263,11 @@ async def test_a_coordinator_reads_its_own_data_chunk_without_a_peer_call(
         lambda: others <= served(caplog, "own-chunk-read", "/internal/chunks"),
         what="the other data chunks read over HTTP",
     )
-    assert reader.id not in served(caplog, "own-chunk-read", "/internal/chunks")
+    read_over_http = served(caplog, "own-chunk-read", "/internal/chunks")
+    assert reader.id not in read_over_http
+    # Read, not decoded around: no parity chunk was needed.
+    parity = {holders[index] for index in range(manifest.layout.k, len(holders))}
+    assert not parity & read_over_http
 
 
 async def test_a_coordinator_keeps_and_reads_its_own_replica_without_a_peer_call(
