@@ -8,7 +8,9 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,10 +70,33 @@ def offer(transport: HttpTransport, to: Address, request_id: str | None, name: s
     return as_request(request_id, call) if request_id else asyncio.ensure_future(call)
 
 
-def hold_offers(peer: LocalPeer, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, ...]:
-    """Make ``peer``'s holder hold the first manifest offer until the test releases it."""
+@dataclass
+class HeldOffer:
+    """A transport from peer 0 to peer 1 with one offer out and held on peer 1."""
+
+    transport: HttpTransport
+    to: Address
+    first: asyncio.Future[ReplicaWrite]
+    release: asyncio.Event
+
+    async def queue(self, *calls: Awaitable[Any]) -> list[asyncio.Future[Any]]:
+        """Make ``calls`` (offers): queued behind the one held; their futures."""
+        queued = [asyncio.ensure_future(call) for call in calls]
+        await eventually(
+            lambda: self.transport.manifest_calls.queued((self.to, "put")) == len(queued),
+            what=f"{len(queued)} calls queued",
+        )
+        return queued
+
+
+@asynccontextmanager
+async def one_offer_held(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, request_id: str, name: str
+) -> AsyncIterator[HeldOffer]:
+    """Peer 1's holder holds the first manifest offer until ``release``; peer 0 makes it."""
+    target = cluster[1]
     entered, release = asyncio.Event(), asyncio.Event()
-    offer = peer.holder.put_manifest
+    keep = target.holder.put_manifest
 
     async def held(
         manifest: Manifest,
@@ -81,10 +106,15 @@ def hold_offers(peer: LocalPeer, monkeypatch: pytest.MonkeyPatch) -> tuple[async
         if not entered.is_set():
             entered.set()
             await release.wait()
-        return await offer(manifest, expect, condition)
+        return await keep(manifest, expect, condition)
 
-    monkeypatch.setattr(peer.holder, "put_manifest", held)
-    return entered, release
+    monkeypatch.setattr(target.holder, "put_manifest", held)
+    to = Address(target.url, target.id)
+    async with aiohttp.ClientSession() as session:
+        transport = HttpTransport(session, 5.0, cluster[0].auth)
+        first = offer(transport, to, request_id, name)
+        await asyncio.wait_for(entered.wait(), 10)  # out, and held there
+        yield HeldOffer(transport, to, first, release)
 
 
 async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
@@ -93,19 +123,14 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.DEBUG, logger="node.access")
     target = cluster[1]
-    to = Address(target.url, target.id)
-    entered, release = hold_offers(target, monkeypatch)
-    async with aiohttp.ClientSession() as session:
-        transport = HttpTransport(session, 5.0, cluster[0].auth)
-        first = offer(transport, to, "call-0", "batched/0")
-        await asyncio.wait_for(entered.wait(), 10)  # out, and held there
-        queued = [offer(transport, to, f"call-{i}", f"batched/{i}") for i in range(1, 5)]
-        queued.append(offer(transport, to, None, "batched/no-id"))  # a background call's
-        await eventually(
-            lambda: transport.manifest_calls.queued((to, "put")) == 5, what="5 calls queued"
+    async with one_offer_held(cluster, monkeypatch, "call-0", "batched/0") as held:
+        transport, to = held.transport, held.to
+        queued = await held.queue(
+            *(offer(transport, to, f"call-{i}", f"batched/{i}") for i in range(1, 5)),
+            offer(transport, to, None, "batched/no-id"),  # a background call's
         )
-        release.set()
-        written = await asyncio.gather(first, *queued)
+        held.release.set()
+        written = await asyncio.gather(held.first, *queued)
         found = await transport.get_manifest(to, "batched/3")  # reads: a lane of their own
     assert all(write.stored for write in written)
     assert found is not None
@@ -128,22 +153,15 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
 async def test_one_calls_failure_is_its_own(
     cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = cluster[1]
-    to = Address(target.url, target.id)
-    entered, release = hold_offers(target, monkeypatch)
-    async with aiohttp.ClientSession() as session:
-        transport = HttpTransport(session, 5.0, cluster[0].auth)
-        first = offer(transport, to, "first", "failing/first")
-        await asyncio.wait_for(entered.wait(), 10)
-        calls = [
+    async with one_offer_held(cluster, monkeypatch, "first", "failing/first") as held:
+        transport, to = held.transport, held.to
+        batch = await held.queue(
             transport.put_manifest(to, a_manifest("failing/fine-1"), None),
             transport.put_manifest(to, far_ahead(a_manifest("failing/ahead")), None),
             transport.put_manifest(to, a_manifest("failing/fine-2"), None),
-        ]
-        batch = [asyncio.ensure_future(call) for call in calls]
-        await eventually(lambda: transport.manifest_calls.queued((to, "put")) == 3, what="3")
-        release.set()
-        outcomes = await asyncio.gather(first, *batch, return_exceptions=True)
+        )
+        held.release.set()
+        outcomes = await asyncio.gather(held.first, *batch, return_exceptions=True)
     assert isinstance(outcomes[2], InvalidRequest)
     for kept in (outcomes[0], outcomes[1], outcomes[3]):
         assert isinstance(kept, ReplicaWrite)

@@ -85,16 +85,29 @@ async def test_calls_that_find_the_requests_out_leave_together_each_with_its_ans
     assert (calls.counts.requests, calls.counts.calls) == (4, 8)
 
 
-async def test_a_call_that_fails_fails_alone() -> None:
+def held(**limits: Any) -> tuple[Remote, Batcher[str, str, str]]:
+    """A batcher whose remote holds every request until the test releases it."""
     remote = Remote()
     remote.release.clear()
-    calls = batcher(remote)
-    held = asyncio.ensure_future(calls.call("a", "first"))
+    return remote, batcher(remote, **limits)
+
+
+async def one_out_then(
+    remote: Remote, calls: Batcher[str, str, str], first: str, *queued: str
+) -> list[asyncio.Future[str]]:
+    """Send ``first`` (held out), then queue ``queued`` behind it: their calls, in order."""
+    sent = [asyncio.ensure_future(calls.call("a", first))]
     await out_and_queued(remote, calls, 1, 0)
-    batch = [asyncio.ensure_future(calls.call("a", name)) for name in ("good", "bad", "fine")]
-    await out_and_queued(remote, calls, 1, 3)
+    sent += [asyncio.ensure_future(calls.call("a", name)) for name in queued]
+    await out_and_queued(remote, calls, 1, len(queued))
+    return sent
+
+
+async def test_a_call_that_fails_fails_alone() -> None:
+    remote, calls = held()
+    sent = await one_out_then(remote, calls, "first", "good", "bad", "fine")
     remote.release.set()
-    outcomes = await asyncio.gather(held, *batch, return_exceptions=True)
+    outcomes = await asyncio.gather(*sent, return_exceptions=True)
     assert outcomes[:2] == ["FIRST", "GOOD"]
     assert outcomes[3] == "FINE"
     assert isinstance(outcomes[2], ValueError)
@@ -103,15 +116,10 @@ async def test_a_call_that_fails_fails_alone() -> None:
 async def test_a_failed_request_fails_its_calls_the_first_with_its_error_the_rest_an_echo() -> None:
     """One failed request is one failure (the caller counts it once, ``Peers``): the first
     call gets the exception raised, each other one an exception of its own."""
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote)
-    held = asyncio.ensure_future(calls.call("a", "first"))
-    await out_and_queued(remote, calls, 1, 0)
-    batch = [asyncio.ensure_future(calls.call("a", name)) for name in ("reset", "x", "y")]
-    await out_and_queued(remote, calls, 1, 3)
+    remote, calls = held()
+    sent = await one_out_then(remote, calls, "first", "reset", "x", "y")
     remote.release.set()
-    outcomes = await asyncio.gather(held, *batch, return_exceptions=True)
+    outcomes = await asyncio.gather(*sent, return_exceptions=True)
     assert outcomes[0] == "FIRST"
     assert isinstance(outcomes[1], ConnectionResetError)
     assert all(isinstance(outcome, Echo) for outcome in outcomes[2:])
@@ -120,15 +128,10 @@ async def test_a_failed_request_fails_its_calls_the_first_with_its_error_the_res
 
 async def test_a_timeout_fails_the_calls_queued_behind_it_at_once() -> None:
     """They would go to the same hung peer next, and wait out a second timeout there."""
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote)
-    hung = asyncio.ensure_future(calls.call("a", "hung"))
-    await out_and_queued(remote, calls, 1, 0)
-    queued = [asyncio.ensure_future(calls.call("a", name)) for name in ("q1", "q2")]
-    await out_and_queued(remote, calls, 1, 2)
+    remote, calls = held()
+    sent = await one_out_then(remote, calls, "hung", "q1", "q2")
     remote.release.set()
-    outcomes = await asyncio.gather(hung, *queued, return_exceptions=True)
+    outcomes = await asyncio.gather(*sent, return_exceptions=True)
     assert isinstance(outcomes[0], TimeoutError)
     assert all(isinstance(outcome, Echo) for outcome in outcomes[1:])
     assert remote.requests == [("a", ["hung"])]  # the queued calls never left
@@ -136,13 +139,8 @@ async def test_a_timeout_fails_the_calls_queued_behind_it_at_once() -> None:
 
 
 async def test_a_failure_that_may_pass_sends_the_queued_calls_next() -> None:
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote)
-    reset = asyncio.ensure_future(calls.call("a", "reset"))
-    await out_and_queued(remote, calls, 1, 0)
-    queued = [asyncio.ensure_future(calls.call("a", name)) for name in ("q1", "q2")]
-    await out_and_queued(remote, calls, 1, 2)
+    remote, calls = held()
+    reset, *queued = await one_out_then(remote, calls, "reset", "q1", "q2")
     remote.release.set()
     with pytest.raises(ConnectionResetError):
         await reset
@@ -151,14 +149,8 @@ async def test_a_failure_that_may_pass_sends_the_queued_calls_next() -> None:
 
 
 async def test_a_caller_that_goes_away_takes_only_its_own_call() -> None:
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote)
-    out = asyncio.ensure_future(calls.call("a", "out"))
-    await out_and_queued(remote, calls, 1, 0)
-    gone = asyncio.ensure_future(calls.call("a", "gone"))
-    stays = asyncio.ensure_future(calls.call("a", "stays"))
-    await out_and_queued(remote, calls, 1, 2)
+    remote, calls = held()
+    out, gone, stays = await one_out_then(remote, calls, "out", "gone", "stays")
     gone.cancel()
     out.cancel()  # its request goes on: the callers queued behind it are not cancelled
     remote.release.set()
@@ -170,15 +162,10 @@ async def test_a_caller_that_goes_away_takes_only_its_own_call() -> None:
 
 
 async def test_closing_fails_the_calls_out_and_queued_and_refuses_new_ones() -> None:
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote)
-    out = asyncio.ensure_future(calls.call("a", "out"))
-    await out_and_queued(remote, calls, 1, 0)
-    queued = asyncio.ensure_future(calls.call("a", "queued"))
-    await out_and_queued(remote, calls, 1, 1)
+    remote, calls = held()
+    sent = await one_out_then(remote, calls, "out", "queued")
     await calls.close(RuntimeError("stopping"))
-    for call in (out, queued):
+    for call in sent:
         with pytest.raises(Echo, match="stopping"):
             await call
     with pytest.raises(Echo, match="stopping"):
@@ -196,15 +183,10 @@ async def test_closing_fails_the_calls_out_and_queued_and_refuses_new_ones() -> 
 async def test_a_batch_is_bounded_in_calls_and_bytes(
     limits: dict[str, int], expected: list[list[str]]
 ) -> None:
-    remote = Remote()
-    remote.release.clear()
-    calls = batcher(remote, **limits)
-    first = asyncio.ensure_future(calls.call("a", "x"))
-    await out_and_queued(remote, calls, 1, 0)
-    rest = [asyncio.ensure_future(calls.call("a", c)) for c in ("aa", "bb", "cc", "dd", "eeeeeeee")]
-    await out_and_queued(remote, calls, 1, 5)
+    remote, calls = held(**limits)
+    sent = await one_out_then(remote, calls, "x", "aa", "bb", "cc", "dd", "eeeeeeee")
     remote.release.set()
-    await asyncio.gather(first, *rest)
+    await asyncio.gather(*sent)
     assert [batch for _, batch in remote.requests[1:]] == expected  # one too large goes alone
 
 

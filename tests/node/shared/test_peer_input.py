@@ -323,57 +323,70 @@ async def test_manifest_with_huge_parity_is_refused(
     await assert_healthy(http, peer, "huge-parity")
 
 
-@pytest.mark.parametrize(
-    "offer",
-    [
-        b"\x90",
-        msgspec.msgpack.encode([b"not a manifest", {"if_none_match": [True, []]}]),
-        msgspec.msgpack.encode([sealed(a_manifest("cond-date")), {"if_unmodified_since": 1 << 50}]),
-        msgspec.msgpack.encode([sealed(a_manifest("cond-tags")), {"if_match": [False, "x"]}]),
-        msgspec.msgpack.encode([sealed(a_manifest("cond-none")), None]),
-    ],
-    ids=["empty", "bad-manifest", "far-date", "bad-tags", "no-condition"],
-)
-async def test_a_malformed_conditional_manifest_is_refused(
-    cluster: LocalCluster, http: aiohttp.ClientSession, offer: bytes
-) -> None:
-    peer = cluster[4]
-    before = state(peer)
-    answer = await internal(
-        http,
-        peer,
-        "PUT",
-        "/internal/manifests/conditional",
-        body=offer,
-        headers={"Content-Type": MSGPACK},
-    )
-    assert_refused(answer, 400, "invalid_request")
-    assert state(peer) == before
-    await assert_healthy(http, peer, "conditional")
+CONDITIONAL = "/internal/manifests/conditional"
 
 
 @pytest.mark.parametrize(
-    "calls",
+    ("path", "body"),
     [
-        b"\x90",
-        msgspec.msgpack.encode({"calls": []}),
-        msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x"}] * 257}),
-        msgspec.msgpack.encode({"calls": [{"type": "drop", "name": "x"}]}),
-        msgspec.msgpack.encode({"calls": [{"type": "put", "manifest": "text, not bytes"}]}),
+        pytest.param(CONDITIONAL, b"\x90", id="conditional-empty"),
+        pytest.param(
+            CONDITIONAL,
+            msgspec.msgpack.encode([b"not a manifest", {"if_none_match": [True, []]}]),
+            id="conditional-bad-manifest",
+        ),
+        pytest.param(
+            CONDITIONAL,
+            msgspec.msgpack.encode(
+                [sealed(a_manifest("cond-date")), {"if_unmodified_since": 1 << 50}]
+            ),
+            id="conditional-far-date",
+        ),
+        pytest.param(
+            CONDITIONAL,
+            msgspec.msgpack.encode([sealed(a_manifest("cond-tags")), {"if_match": [False, "x"]}]),
+            id="conditional-bad-tags",
+        ),
+        pytest.param(
+            CONDITIONAL,
+            msgspec.msgpack.encode([sealed(a_manifest("cond-none")), None]),
+            id="conditional-no-condition",
+        ),
+        pytest.param(MANIFEST_BATCH, b"\x90", id="batch-empty"),
+        pytest.param(MANIFEST_BATCH, msgspec.msgpack.encode({"calls": []}), id="batch-no-calls"),
+        pytest.param(
+            MANIFEST_BATCH,
+            msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x"}] * 257}),
+            id="batch-too-many",
+        ),
+        pytest.param(
+            MANIFEST_BATCH,
+            msgspec.msgpack.encode({"calls": [{"type": "drop", "name": "x"}]}),
+            id="batch-unknown-call",
+        ),
+        pytest.param(
+            MANIFEST_BATCH,
+            msgspec.msgpack.encode({"calls": [{"type": "put", "manifest": "text, not bytes"}]}),
+            id="batch-bad-offer-field",
+        ),
+        pytest.param(
+            MANIFEST_BATCH,
+            msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x", "new": 1}]}),
+            id="batch-unknown-field",
+        ),
     ],
-    ids=["empty", "no-calls", "too-many", "unknown-call", "bad-offer-field"],
 )
-async def test_a_malformed_manifest_batch_is_refused_whole(
-    cluster: LocalCluster, http: aiohttp.ClientSession, calls: bytes
+async def test_a_malformed_conditional_manifest_or_batch_is_refused_whole(
+    cluster: LocalCluster, http: aiohttp.ClientSession, path: str, body: bytes
 ) -> None:
     peer = cluster[4]
     before = state(peer)
-    answer = await internal(
-        http, peer, "POST", MANIFEST_BATCH, body=calls, headers={"Content-Type": MSGPACK}
-    )
+    method = "POST" if path == MANIFEST_BATCH else "PUT"
+    headers = {"Content-Type": MSGPACK}
+    answer = await internal(http, peer, method, path, body=body, headers=headers)
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before
-    await assert_healthy(http, peer, "batch")
+    await assert_healthy(http, peer, "malformed-manifest-body")
 
 
 async def test_a_bad_call_in_a_manifest_batch_fails_alone(
