@@ -1,8 +1,9 @@
-"""One contract, two transports: HTTP between real in-process peers, and the in-process grid.
+"""One contract, three transports: HTTP between real in-process peers, the in-process grid,
+and a peer's calls to itself (``LocalFirst``: straight to its holder, the rest over HTTP).
 
-Every peer-to-peer call behaves the same through both (the data-path tests on the grid are
-only worth something if it does): same results, same error classes, nothing stored on a
-refused write.
+Every peer-to-peer call behaves the same through each (the data-path tests on the grid are
+only worth something if it does, and a peer's calls to itself must answer as another peer
+would): same results, same error classes, nothing stored on a refused write.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from node.cluster.protocol import PullOrder
 from node.cluster.transport import Address, HttpTransport, Transport
-from node.datapath.holder import Holder
+from node.datapath.holder import Holder, LocalFirst
 from node.errors import ChunkNotFound, CorruptData, InvalidRequest, PeerUnavailable
 from node.model.digests import BlockDigests, chunk_digest
 from node.model.layout import Layout
@@ -42,7 +43,7 @@ class Pair:
     holder_b: Holder
 
 
-@pytest.fixture(params=["http", "grid"])
+@pytest.fixture(params=["http", "grid", "local"])
 async def pair(
     request: pytest.FixtureRequest, tmp_path: Path, loop_guard: None
 ) -> AsyncIterator[Pair]:
@@ -64,8 +65,13 @@ async def pair(
     try:
         await cluster.start(2)
         async with aiohttp.ClientSession() as session:
+            transport: Transport = HttpTransport(session, 5.0, cluster[0].auth)
+            if request.param == "local":  # peer 0's calls: to itself (a) direct, to b over HTTP
+                local = LocalFirst(transport, cluster[0].id)
+                local.holder = cluster[0].holder
+                transport = local
             yield Pair(
-                HttpTransport(session, 5.0, cluster[0].auth),
+                transport,
                 Address(cluster[0].url, cluster[0].id),
                 Address(cluster[1].url, cluster[1].id),
                 cluster[0].holder,

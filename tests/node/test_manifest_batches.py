@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from node.api import peer as peer_api
+from node.cluster import transport as transport_module
 from node.cluster.protocol import MANIFEST_BATCH
 from node.cluster.transport import Address, HttpTransport
 from node.errors import InvalidRequest, PeerUnavailable
@@ -232,6 +233,11 @@ async def test_a_peer_without_batches_gets_each_call_alone(
             assert found is not None
             assert found.name == "old/1"
             assert await transport.get_manifest(to, "old/none") is None
-        assert tried == ["old-peer"]  # once: later calls went alone at once
+            assert tried == ["old-peer"]  # once: later calls went alone at once
+            # Once RETRY_BATCHES have passed, batches are tried again (it may be upgraded).
+            monkeypatch.setattr(transport_module, "RETRY_BATCHES", 0.0)
+            found = await as_request("old-peer", transport.get_manifest(to, "old/2"))
+            assert found is not None
+            assert tried == ["old-peer", "old-peer"]
     finally:
         await cluster.stop()
