@@ -19,7 +19,6 @@ markdown under bench/results/.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import statistics
@@ -33,6 +32,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from client.credentials import Credentials
 from tests.harness import LocalCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    rows = asyncio.run(run(args.peers, args.requests))
+    rows = run_benchmark(run(args.peers, args.requests))
     table = "\n".join(
         ["| variant | requests | median ms | p90 ms |", "|---|---|---|---|"]
         + [f"| {r['variant']} | {r['requests']} | {r['median_ms']} | {r['p90_ms']} |" for r in rows]

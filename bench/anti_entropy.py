@@ -30,6 +30,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from tests.harness import LocalCluster
 from tests.harness.access import ADMIN_HEADERS
 
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    rows = asyncio.run(run(args.peers, args.files, args.rounds))
+    rows = run_benchmark(run(args.peers, args.files, args.rounds))
     lines = [
         "| variant | chunks | missing | wall s | CPU s | requests | request bytes "
         "| per 1M chunks: wall s / CPU s / MB sent |",

@@ -40,6 +40,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from bench.throughput import MIB, label, parse_size, session_for, start_cluster
 
 VARIANTS = ["none", "content-md5", "repr-sha-256", "repr-sha-512", "md5+sha-256"]
@@ -214,4 +215,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

@@ -18,7 +18,6 @@ both alike. Figures are printed as a markdown table and saved under bench/result
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -32,6 +31,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.digests import cpu_seconds, pieces
+from bench.report import run_benchmark
 from bench.throughput import label, parse_size, peak_rss_mib, session_for, start_cluster
 
 VARIANTS = ["put", "form"]
@@ -140,4 +140,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

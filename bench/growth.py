@@ -14,7 +14,6 @@ same probe before it (same run, same machine). Every file is read back at the en
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import random
 import sys
@@ -28,6 +27,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from bench.throughput import body, label, parse_size
 from tests.harness import ProcessCluster, eventually
 from tests.harness.access import ADMIN_HEADERS
@@ -212,4 +212,4 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

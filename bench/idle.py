@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, publish, rss_mib
+from bench.report import cpu_seconds, publish, rss_mib, run_benchmark
 from node.disk.manifest_log import KEEP, LogRecord, ManifestLog, SegmentIO, frame
 from node.disk.manifest_store import SEGMENT_BYTES
 from node.model.layout import Layout
@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for count in map(int, args.objects.split(",")):
-        row = asyncio.run(measure(count, args.seconds))
+        row = run_benchmark(measure(count, args.seconds))
         print(row, flush=True)
         rows.append(row)
     lines = [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from node.disk.manifest_log import SegmentIO
 from node.disk.manifest_store import ManifestStore
 from node.model.layout import Layout
@@ -73,4 +74,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

@@ -34,7 +34,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import publish, rss_mib
+from bench.report import publish, rss_mib, run_benchmark
 from bench.small import Cluster, variants
 from tests.harness.access import ADMIN_HEADERS
 
@@ -179,4 +179,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

@@ -12,9 +12,11 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -87,6 +89,14 @@ def save(name: str, rows: list[dict[str, object]], table: str, out: Path = RESUL
     markdown = out / f"{name}-{stamp}.md"
     markdown.write_text(f"{machine()}\n\n{table}\n")
     return markdown
+
+
+def run_benchmark(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, with SIGTERM stopping it as Ctrl-C does: the benchmark's
+    ``finally`` blocks run and stop the peer processes it started, by their pids (killed
+    with SIGTERM, a benchmark once left its 7 peers running)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return asyncio.run(main)
 
 
 def publish(name: str, rows: list[dict[str, object]], table: str, note: str = "") -> None:

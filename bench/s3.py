@@ -41,7 +41,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, profiled, publish
+from bench.report import cpu_seconds, profiled, publish, run_benchmark
 from bench.throughput import parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN, ADMIN_HEADERS
@@ -318,4 +318,4 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

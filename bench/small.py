@@ -38,7 +38,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, profiled, publish, rss_mib
+from bench.report import cpu_seconds, profiled, publish, rss_mib, run_benchmark
 from bench.throughput import label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -284,4 +284,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

@@ -38,6 +38,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from bench.throughput import body, label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -474,4 +475,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())

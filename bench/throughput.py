@@ -40,6 +40,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_benchmark
 from node.process.tls import client_context
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -284,4 +285,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_benchmark(main())
