@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
-from node.cluster.transport import BlockFile, ChunkStream
+from node.cluster.transport import ChunkStream, fills_blocks
 from node.errors import (
     CorruptData,
     InsufficientStorage,
@@ -253,7 +253,7 @@ async def read_block(stream: ChunkStream, size: int) -> bytearray:
     """
     block = bytearray(size)
     view = memoryview(block)
-    if isinstance(stream, BlockFile):  # a chunk of this peer: one read from its file
+    if fills_blocks(stream):  # a chunk of this peer: one read from its file
         await stream.readinto(view)
         return block
     for start in range(0, size, READ_PIECE):

@@ -346,12 +346,17 @@ class ChunkRange:
             file, self._file = self._file, None
             return file
 
+    async def _read(self, view: memoryview) -> int:
+        """Read the range's next bytes into ``view`` (up to what is left); the bytes read."""
+        got = await asyncio.to_thread(self._fill, view[: self._left])
+        self._left -= got
+        self.read_bytes += got
+        return got
+
     async def readinto(self, view: memoryview) -> None:
         """Fill ``view`` with the range's next bytes."""
         wanted = len(view)
-        got = await asyncio.to_thread(self._fill, view[: min(wanted, self._left)])
-        self._left -= got
-        self.read_bytes += got
+        got = await self._read(view)
         if got < wanted:
             raise asyncio.IncompleteReadError(bytes(view[:got]), wanted)
 
@@ -365,9 +370,7 @@ class ChunkRange:
         """The rest of the range, in pieces of up to ``PIECE`` bytes."""
         while self._left:
             piece = bytearray(min(self.PIECE, self._left))
-            got = await asyncio.to_thread(self._fill, memoryview(piece))
-            self._left -= got
-            self.read_bytes += got
+            got = await self._read(memoryview(piece))
             if not got:
                 return
             yield bytes(piece[:got])
