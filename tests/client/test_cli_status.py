@@ -62,13 +62,21 @@ async def test_the_table_shows_each_peers_own_figures(
     for i in range(4):
         await store(http, cluster[0].url, f"status/f{i}", seed=i)
 
+    def idle(rebalance: dict[str, int | float]) -> bool:
+        return not rebalance.get("pending") and not rebalance.get("remaining_bytes")
+
     def gossiped() -> bool:
+        """Every peer's chunk count reached the answering peer, from a moment when its
+        rebalancer had nothing queued (each replica a PUT stores is queued for a look until
+        its next pass: figures gossiped just then show "rebalance 1 queued")."""
         view = {m.id: answering.membership.liveness(m.id).figures for m in cluster.peers}
-        return all(
-            view[p.id].chunks == p.chunks.chunk_count for p in cluster.peers if p is not answering
+        return idle(answering.rebalancer.progress.to_json()) and all(
+            view[p.id].chunks == p.chunks.chunk_count and idle(view[p.id].rebalance)
+            for p in cluster.peers
+            if p is not answering
         )
 
-    await eventually(gossiped, what="every peer's chunk count to reach the answering peer")
+    await eventually(gossiped, what="every peer's chunk count, idle, at the answering peer")
     text = ok(await ringstore(cluster, "status")).stdout
     lines = text.splitlines()
     assert lines[0].split() == [
