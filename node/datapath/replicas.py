@@ -183,23 +183,28 @@ class ManifestReplicas:
         extra call, not the request. With ``home_only``, asks the N home replicas, up or
         down, and no handoff. Given ``hedge``, asks only ``wanted`` of the N at first (this
         peer first when it is one: no network), the others standing by before the handoffs,
-        and one more each time ``hedge.seconds`` pass without an answer while too few have
-        answered (``node.datapath.hedging``). Returns the answers by member. Calls still
-        out are cancelled, or, given ``pending``, left running in it (by member) for the
-        caller to hear out. Members in ``heard`` (they answered already) are not asked.
+        and one more of the N each time ``hedge.seconds`` pass without an answer while too
+        few have answered (``node.datapath.hedging``). A hedge never goes to a handoff: a
+        handoff holds only what was written while a replica was down, so its "none" stands
+        in for a replica that failed, never for one that is merely slow. Returns the
+        answers by member (more than ``wanted`` when several come at once). Calls still out
+        are cancelled, or, given ``pending``, left running in it (by member) for the caller
+        to hear out. Members in ``heard`` (they answered already) are not asked.
         """
         if home_only:
             replicas = self._membership.home_replicas(name)
-            standbys: Iterator[str] = iter(())
+            handoffs: Iterator[str] = iter(())
         else:
             replicas = self._membership.replicas(name)
-            standbys = replicas.handoffs()
+            handoffs = (member for member in replicas.handoffs() if member not in heard)
         first = [member for member in replicas.members if member not in heard]
+        spare: Iterator[str] = iter(())  # replicas not asked yet: for a hedge or a failure
         if hedge is not None:
             me = self._membership.me.id
             ordered = sorted(first, key=lambda member: member != me)  # stable: ring order
             first = ordered[:wanted]
-            standbys = itertools.chain(ordered[wanted:], standbys)
+            spare = iter(ordered[wanted:])
+        standbys = itertools.chain(spare, handoffs)
         asking: dict[asyncio.Future[T], str] = {}
 
         def ask(member: str) -> None:
@@ -215,11 +220,11 @@ class ManifestReplicas:
                     asking, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done and hedge is not None:  # nothing answered in its time
-                    if (standby := next(standbys, None)) is None:
-                        hedge = None  # nobody left to ask: wait for those asked
+                    if (replica := next(spare, None)) is None:
+                        hedge = None  # no replica left to ask: wait for those asked
                     else:
                         hedge.hedged += 1
-                        ask(standby)
+                        ask(replica)
                 for task in done:
                     member = asking.pop(task)
                     error = task.exception()

@@ -18,7 +18,7 @@ from typing import cast
 import pytest
 import xxhash
 
-from node.datapath.hedging import CEILING
+from node.datapath.hedging import CEILING, FLOOR
 from node.datapath.rebuild import Rebuilder
 from node.errors import FileNotFound, InsufficientStorage, Unavailable
 from node.model.manifest import Manifest
@@ -309,6 +309,39 @@ async def test_a_hung_replica_is_hedged_around_then_heard_out_and_repaired(grid:
         return held is not None and held.version == new.version
 
     await eventually(repaired, timeout=10, what="the late replica to be repaired")
+
+
+@pytest.mark.parametrize("every_replica", [False, True])
+async def test_slow_replicas_are_waited_for_never_hedged_to_a_handoff(
+    grid: Grid, every_replica: bool
+) -> None:
+    """A hedge asks another of the N replicas, never a handoff: a handoff holds only what
+    was written while a replica was down, so its quick "none" must not decide a read while
+    the replicas that hold the file are only slow. (Hedging to handoffs made a read of a
+    file whose replicas were busy answer 404, and an every-replica read, which decides what
+    to destroy, "none".)"""
+    await store(grid[0], "f", b"hello")
+    members = grid[0].membership.replicas("f").members
+    reader = next(p for p in grid.peers if p.id not in members)
+    reader.replicas.hedge.seconds = FLOOR
+    slow = [grid.peer_of(m) for m in members]
+    for peer in slow:
+        grid.hang_peer(peer)
+    grid.transport.calls.clear()
+    reading = asyncio.ensure_future(reader.replicas.read("f", every_replica=every_replica))
+    try:
+        with pytest.raises(asyncio.TimeoutError):  # 40 hedge delays: it waits for the replicas
+            await asyncio.wait_for(asyncio.shield(reading), 0.2)
+        asked = {url for (call, url), n in grid.transport.calls.items() if call == "get_manifest"}
+        assert asked == {peer.url for peer in slow}, "only the replicas are asked"
+        for peer in slow:
+            grid.unhang_peer(peer)
+        found = await reading
+    finally:
+        reading.cancel()
+    assert found is not None
+    assert found.size == 5
+    assert reader.replicas.hedge.hedged == (0 if every_replica else 1)
 
 
 async def test_delete_leaves_a_tombstone_every_coordinator_sees(grid: Grid) -> None:
