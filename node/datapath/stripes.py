@@ -62,7 +62,7 @@ class Written:
 
 
 async def cut_stripes(
-    body: AsyncIterable[bytes], stripe_size: int, size: int | None = None
+    body: AsyncIterable[bytes], stripe_size: int, size: int | None = None, k: int = 1
 ) -> AsyncIterator[memoryview]:
     """Regroup a byte stream into full stripes and a short last one (if any bytes remain).
 
@@ -70,12 +70,14 @@ async def cut_stripes(
     is allocated at the size the stripe will have when the body's ``size`` is known (a
     4 KiB file takes 4 KiB, not a whole stripe); else it starts empty and doubles as bytes
     come (a slow chunked upload holds about what it sent; each byte is copied at most once
-    more on the way to a full stripe).
+    more on the way to a full stripe). Buffers are zero-filled and their lengths rounded up
+    to a multiple of ``k`` (``stripe_size`` is one): a short stripe's zero-padded blocks
+    are a view of its buffer (``split_stripe``), not a copy.
     """
     left = size
 
     def fresh() -> bytearray:
-        return bytearray(min(stripe_size, left) if left is not None and left > 0 else 0)
+        return bytearray(_round_up(min(stripe_size, left), k) if left and left > 0 else 0)
 
     buffer, filled = fresh(), 0
     async for piece in body:
@@ -83,7 +85,8 @@ async def cut_stripes(
         while piece_view:
             take = min(len(piece_view), stripe_size - filled)
             if filled + take > len(buffer):  # no size, or a short one: double, once copied
-                grown = bytearray(min(stripe_size, max(2 * len(buffer), filled + take)))
+                wanted = min(stripe_size, max(2 * len(buffer), filled + take))
+                grown = bytearray(_round_up(wanted, k))
                 grown[:filled] = memoryview(buffer)[:filled]
                 buffer = grown
             buffer[filled : filled + take] = piece_view[:take]
@@ -97,14 +100,31 @@ async def cut_stripes(
         yield memoryview(buffer)[:filled]
 
 
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
 def split_stripe(stripe: memoryview, k: int) -> list[memoryview]:
-    """The k equal data blocks of a stripe; a short stripe is zero-padded to k x ceil(len/k)."""
+    """The k equal data blocks of a stripe; a short stripe is zero-padded to k x ceil(len/k):
+    in place when the buffer under it already is (``cut_stripes``), else in a copy."""
     block = -(-len(stripe) // k)
     if block * k != len(stripe):
-        padded = bytearray(block * k)
-        padded[: len(stripe)] = stripe
-        stripe = memoryview(padded)
+        stripe = _padded(stripe, block * k)
     return [stripe[i * block : (i + 1) * block] for i in range(k)]
+
+
+def _padded(stripe: memoryview, length: int) -> memoryview:
+    """``stripe`` followed by zeros up to ``length`` bytes: the buffer it is a view of when
+    that buffer starts with it and is zero after it (checked: a few bytes and one compare),
+    else a copy."""
+    under = stripe.obj
+    if isinstance(under, bytearray) and len(under) >= length:
+        view = memoryview(under)[:length]
+        if view[len(stripe) :] == bytes(length - len(stripe)) and view[: len(stripe)] == stripe:
+            return view
+    padded = bytearray(length)
+    padded[: len(stripe)] = stripe
+    return memoryview(padded)
 
 
 def encode(data: Sequence[Buffer], m: int) -> tuple[dict[int, Buffer], dict[int, bytes]]:
@@ -140,7 +160,7 @@ async def write_stripes(
     if content_md5 is not None and etag_hash != "md5":
         raise ValueError("a Content-MD5 is checked against the etag only when it is an MD5")
     digests = {index: bytearray() for index in writers.by_index}
-    size = 0
+    total = 0
 
     async def send(encoded: tuple[dict[int, Buffer], dict[int, bytes]]) -> None:
         blocks, stripe_digests = encoded
@@ -151,8 +171,8 @@ async def write_stripes(
     pending: asyncio.Future[tuple[dict[int, Buffer], dict[int, bytes]]] | None = None
     hashing: asyncio.Future[None] | None = None
     try:
-        async for stripe in cut_stripes(body, k * block_size, size):
-            size += len(stripe)
+        async for stripe in cut_stripes(body, k * block_size, size, k):
+            total += len(stripe)
             if hashing is not None:
                 await hashing
                 hashing = None
@@ -177,7 +197,7 @@ async def write_stripes(
             if running is not None:
                 running.cancel()
                 running.add_done_callback(consume)
-    return Written(size, content.etag(), digests)
+    return Written(total, content.etag(), digests)
 
 
 def check_content_md5(content: ContentHash, expected: bytes) -> None:

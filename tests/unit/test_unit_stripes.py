@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.datapath.chunk_streams import ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
-from node.datapath.stripes import cut_stripes, trim
+from node.datapath.stripes import cut_stripes, split_stripe, trim, write_stripes
 from node.model.digests import Buffer
 from node.model.layout import Layout
 
@@ -151,3 +153,44 @@ def test_trim_skips_blocks_outside_the_range() -> None:
     blocks = [b"abcd", b"efgh", b"ijkl"]
     assert [bytes(p) for p in trim(layout, 0, list(blocks), 5, 7)] == [b"fg"]
     assert [bytes(p) for p in trim(layout, 0, list(blocks), 3, 9)] == [b"d", b"efgh", b"i"]
+
+
+async def test_a_body_of_known_size_is_cut_into_buffers_of_that_size() -> None:
+    """A PUT with a Content-Length fills buffers sized to it at once: not grown by doubling
+    (each byte copied again, twice the memory at the peak) as a chunked body's are; a short
+    stripe's zero-padded blocks are views of that buffer, not a padded copy."""
+    sent: list[dict[int, Buffer]] = []
+
+    class Writers:
+        by_index = dict.fromkeys(range(7))
+
+        async def send(self, blocks: dict[int, Buffer]) -> None:
+            sent.append(blocks)
+
+    data = (bytes(range(250)) * 21)[:5003]  # one short stripe: 5 blocks of 1,001, padded
+    written = await write_stripes(
+        pieces_of(data, list(range(0, len(data), 700))),
+        cast(ChunkWriters, Writers()),
+        5,
+        2,
+        1024,
+        len(data),
+    )
+    assert written.size == 5003
+    (blocks,) = sent
+    stripe = memoryview(blocks[0]).obj
+    assert isinstance(stripe, bytearray)
+    assert len(stripe) == 5005, "one buffer of the body's size, rounded up to k blocks"
+    assert all(memoryview(blocks[i]).obj is stripe for i in range(5)), "no padded copy"
+    assert b"".join(bytes(blocks[i]) for i in range(5)) == data + bytes(2)
+
+
+def test_a_short_stripe_of_another_buffer_is_padded_in_a_copy() -> None:
+    """Padding in place only where the buffer under the stripe starts with it and is zero
+    after it: a stripe cut from the middle of a buffer, or followed by other bytes, is
+    copied."""
+    under = bytearray(b"xxabcdefgyy" + bytes(10))
+    for stripe in (memoryview(under)[2:9], memoryview(bytearray(b"abcdefgzzz"))[:7]):
+        blocks = split_stripe(stripe, 5)
+        assert b"".join(bytes(b) for b in blocks) == b"abcdefg" + bytes(3)
+        assert memoryview(blocks[0]).obj is not stripe.obj
