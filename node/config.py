@@ -219,10 +219,17 @@ class PeerConfig:
     buffer_memory: int = field(
         default=DEFAULT_BUFFER_MEMORY,
         metadata=option(
-            "Bytes of blocks this peer's chunk streams may queue beyond one each (GET "
-            "read-ahead, PUT blocks waiting for a holder); past it, they go block by block.",
+            "Bytes of blocks this peer's GETs and PUTs may hold: each waits until its blocks "
+            "in hand fit, and read-ahead takes what is left (0: no limit, no read-ahead).",
             low=0,
             metavar="BYTES",
+        ),
+    )
+    admission_wait: float = field(
+        default=10.0,
+        metadata=option(
+            "Seconds a GET or PUT may wait for --buffer-memory before it is answered 503.",
+            low=0,
         ),
     )
     delete_grace: float = field(

@@ -302,15 +302,30 @@ class PeerCollector:
         yield _gauge("chunk_store_chunks", "Chunks this peer holds.", w.chunks.chunk_count)
         yield _gauge(
             "block_buffer_bytes",
-            "Bytes of blocks chunk streams hold ahead of their consumer (read-ahead of GETs and "
-            "rebuilds, queued blocks of PUTs), out of --buffer-memory.",
+            "Bytes of --buffer-memory held: blocks in hand of admitted GETs and PUTs, and "
+            "blocks chunk streams hold ahead of their consumer (read-ahead, queued blocks).",
             w.buffers.held,
+        )
+        yield _gauge(
+            "block_buffer_admitted_bytes",
+            "Bytes of block_buffer_bytes that admitted GETs and PUTs hold in hand.",
+            w.buffers.admitted,
         )
         yield _gauge("block_buffer_budget_bytes", "--buffer-memory.", w.buffers.budget)
         yield _counter(
             "block_buffer_refused",
             "Times a chunk stream found the budget spent and went block by block.",
             w.buffers.refused,
+        )
+        yield _counter(
+            "admission_waits",
+            "GETs and PUTs that waited for --buffer-memory before they started.",
+            w.buffers.waited,
+        )
+        yield _counter(
+            "admission_refused",
+            "GETs and PUTs answered 503 after waiting --admission-wait for --buffer-memory.",
+            w.buffers.turned_away,
         )
         yield _gauge(
             "quota_bytes",

@@ -96,11 +96,15 @@ async def send_file(
 ) -> web.StreamResponse:
     """Prepare ``response`` and stream bytes ``[start, end)`` of ``manifest`` into it.
 
-    Raises what the coordinator raises before the first bytes (Unavailable...); after
-    them, errors end the body early and are logged.
+    Raises what the coordinator raises before the first bytes (Unavailable; Overloaded when
+    the peer's buffer memory stays taken, ``Coordinator.admit_read``); after them, errors
+    end the body early and are logged.
     """
     name = manifest.name
-    async with contextlib.aclosing(coordinator.stream(manifest, start, end)) as pieces:
+    async with (
+        coordinator.admit_read(manifest, start, end),
+        contextlib.aclosing(coordinator.stream(manifest, start, end)) as pieces,
+    ):
         first = await anext(pieces, None)
         await response.prepare(request)
         piece: Buffer | None = None

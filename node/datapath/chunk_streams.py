@@ -21,11 +21,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
-from node.cluster.transport import ChunkStream, fills_blocks
+from node.cluster.transport import CHUNK_STREAM_BUFFER, ChunkStream, fills_blocks
 from node.errors import (
     CorruptData,
     InsufficientStorage,
     NotFound,
+    Overloaded,
     PeerUnavailable,
     RingstoreError,
     Unavailable,
@@ -37,36 +38,76 @@ from node.waiting import wait_event, within
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER = 1  # seconds a client turned away is told to wait
+
 READ_PIECE = 1 << 16  # bytes asked of a chunk stream at once: aiohttp's default buffer limit
 
 
-class BlockBudget:
-    """Bytes of blocks a peer's chunk streams may queue beyond the one each works on: blocks
-    its readers read before their consumer asks (GETs, rebuilds), and blocks waiting in its
-    writers' queues (PUTs, rebuilds); at most ``depth`` blocks per stream either way.
+STREAM_BUFFERED = 6 * CHUNK_STREAM_BUFFER  # bytes a chunk stream's reader may buffer (transport)
 
-    A stream queues a block past its first only with credit from here; without it, a reader
-    reads a block when its consumer asks and a writer's sender waits until its queue is
-    empty. So many slow clients or holders cost the blocks in hand, not full queues each (64
-    slow GET clients held ~36 MiB each before, issue 13). Taking credit never waits: a stream
-    waits for its own consumer or holder only, never for other streams, so the budget cannot
-    deadlock them. A peer's block memory is then bounded by what its requests have in hand
-    (``--max-requests`` of them, about 2 stripes each: one being filled or read, one being
-    sent) and its one rebuild at a time (repair goes file by file), plus this budget.
+
+def read_in_hand(layout: Layout, start: int, end: int) -> int:
+    """Bytes a GET of file bytes ``[start, end)`` holds while it runs (``BlockBudget.admit``):
+    the block it sends and the next one read, and what each of its k chunk streams buffers
+    in the peer-call client. 0 for an empty range (nothing is read)."""
+    if end <= start:
+        return 0
+    block = min(layout.block_size, layout.chunk_size)
+    return min(end - start, 2 * block) + layout.k * min(block, STREAM_BUFFERED)
+
+
+def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:
+    """Bytes a PUT of ``size`` bytes (None: not known, a chunked body) holds while it runs:
+    the stripe it fills and the stripe it sends with its ``m`` parity blocks, blocks
+    sized to the body up to ``block_size`` (``node.datapath.stripes``)."""
+    block = block_size if size is None else min(block_size, -(-size // k))
+    return (2 * k + m) * block
+
+
+class BlockBudget:
+    """The peer's memory for blocks (``--buffer-memory``): what the requests it admitted
+    hold in hand, and the blocks its chunk streams queue beyond the one each works on.
+
+    **Admission.** A GET or PUT holds its blocks in hand for as long as it runs (``admit``:
+    a PUT the stripe it fills and the one it sends, a GET the block it sends, the next one
+    and its chunk streams' buffers). It waits, first come first served, until they fit
+    beside what is held, and is refused (Overloaded: 503 with ``Retry-After``) after
+    ``wait`` seconds: MinIO's ``requests_max`` and ``requests_deadline`` (10 s) do the same
+    from a memory estimate. So many slow clients queue or are turned away instead of
+    taking the peer's memory (50 slow readers took a peer to ~390 MiB, issue 13). A request
+    larger than the whole budget waits for all of it and runs alone.
+
+    **Credit.** A stream queues a block past its first (GET and rebuild read-ahead, PUT
+    blocks waiting for a holder) only with credit from what is left, and only while no
+    request waits to be admitted; without it, a reader reads a block when its consumer asks
+    and a writer's sender waits until its queue is empty. Taking credit never waits: a
+    stream waits for its own consumer or holder only, never for other streams, so credit
+    cannot deadlock them. At most ``depth`` blocks per stream either way.
+
+    A budget of 0 admits every request at once and gives no credit.
     """
 
-    def __init__(self, budget: int, depth: int) -> None:
+    def __init__(self, budget: int, depth: int, wait: float = 10.0) -> None:
         self.budget = budget  # bytes
         self.depth = depth  # blocks queued per stream
-        self.held = 0  # bytes of credit out now
+        self.wait = wait  # seconds a request may wait to be admitted
+        self.held = 0  # bytes held now: admitted requests' and queued blocks' credit
+        self.admitted = 0  # bytes of ``held`` that admitted requests hold in hand
         self.refused = 0  # times credit was refused (a stream then went block by block)
+        self.waited = 0  # requests that waited to be admitted
+        self.turned_away = 0  # requests refused after waiting ``wait`` seconds
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def __repr__(self) -> str:
-        return f"BlockBudget({self.held}/{self.budget} bytes, depth={self.depth})"
+        return (
+            f"BlockBudget({self.held}/{self.budget} bytes, admitted={self.admitted}, "
+            f"waiting={len(self._waiting)}, depth={self.depth})"
+        )
 
     def take(self, size: int) -> bool:
-        """Credit for a block of ``size`` bytes queued ahead, if the budget has room."""
-        if self.held + size > self.budget:
+        """Credit for a block of ``size`` bytes queued ahead, if the budget has room and no
+        request waits for it."""
+        if self._waiting or self.held + size > self.budget:
             self.refused += 1
             return False
         self.held += size
@@ -75,6 +116,71 @@ class BlockBudget:
     def give(self, size: int) -> None:
         """Return credit taken for a block, once taken off its queue or dropped."""
         self.held -= size
+        self._admit_waiting()
+
+    @contextlib.asynccontextmanager
+    async def admit(self, size: int) -> AsyncIterator[None]:
+        """Hold ``size`` bytes (at most the whole budget) while the block runs, once they
+        fit; raises Overloaded when they have not within ``wait`` seconds."""
+        size = min(size, self.budget)
+        if size <= 0:
+            yield
+            return
+        if self._waiting or self.held + size > self.budget:
+            await self._wait_for(size)
+        else:
+            self._hold(size)
+        try:
+            yield
+        finally:
+            self.admitted -= size
+            self.give(size)
+
+    async def _wait_for(self, size: int) -> None:
+        """Queue for ``size`` bytes; held once this returns."""
+        self.waited += 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, turn)
+        self._waiting.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.wait)
+            return
+        except asyncio.TimeoutError:
+            if turn.done():  # admitted as the wait ran out
+                return
+            self._leave(entry)
+            self.turned_away += 1
+            raise Overloaded(
+                f"this peer's buffer memory ({self.budget} bytes, --buffer-memory) stayed "
+                f"taken for {self.wait:g} s by the requests in progress; retry shortly",
+                RETRY_AFTER,
+            ) from None
+        except BaseException:  # cancelled (the client went away)
+            if turn.done():  # admitted meanwhile: let go
+                self.admitted -= size
+                self.give(size)
+            else:
+                self._leave(entry)
+            raise
+
+    def _leave(self, entry: tuple[int, asyncio.Future[None]]) -> None:
+        entry[1].cancel()
+        self._waiting.remove(entry)
+        self._admit_waiting()  # one behind it may fit now
+
+    def _hold(self, size: int) -> None:
+        self.held += size
+        self.admitted += size
+
+    def _admit_waiting(self) -> None:
+        """Admit waiting requests in their order while the first fits."""
+        while self._waiting:
+            size, turn = self._waiting[0]
+            if self.held + size > self.budget:
+                return
+            self._waiting.popleft()
+            self._hold(size)
+            turn.set_result(None)
 
 
 class ChunkWriter:

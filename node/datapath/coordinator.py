@@ -25,7 +25,13 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callab
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
-from node.datapath.chunk_streams import BlockBudget, ChunkWriter, ChunkWriters
+from node.datapath.chunk_streams import (
+    BlockBudget,
+    ChunkWriter,
+    ChunkWriters,
+    read_in_hand,
+    write_in_hand,
+)
 from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import (
@@ -146,9 +152,11 @@ class Coordinator:
         the current version (a condition that holds must not lose to an older clock). If
         ``body`` raises, the upload is aborted before its last stripe is sent (stripes go
         out one behind the body), so no chunk of it is complete; the body is read no further
-        once too few chunk streams are left to reach the quorum. Raises Unavailable (too few
-        peers, too few durable chunks, no manifest quorum), InsufficientStorage (peers out
-        of space), IncompleteBody, PreconditionFailed or what ``body`` raises.
+        once too few chunk streams are left to reach the quorum. A body that is not kept
+        inline is read once the PUT is admitted to the peer's buffer memory
+        (``BlockBudget.admit``). Raises Unavailable (too few peers, too few durable chunks,
+        no manifest quorum), Overloaded (not admitted in time), InsufficientStorage (peers
+        out of space), IncompleteBody, PreconditionFailed or what ``body`` raises.
         """
         config = self._config
         if content_md5 is not None and config.etag != "md5":
@@ -199,7 +207,11 @@ class Coordinator:
             )
             for index, holder in enumerate(holders)
         }
-        async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
+        in_hand = write_in_hand(size, config.k, m, config.block_size)
+        async with (
+            self._buffers.admit(in_hand),
+            ChunkWriters(writers, config.chunk_quorum(n)) as group,
+        ):
             pieces = group.while_quorum(body)
             written = await write_stripes(
                 pieces, group, config.k, m, config.block_size, size, config.etag, content_md5
@@ -275,6 +287,16 @@ class Coordinator:
         if part.size != segment.size:
             raise CorruptData(f"segment {segment.name!r} has {part.size} bytes, not {segment.size}")
         return part
+
+    def admit_read(
+        self, manifest: Manifest, start: int, end: int
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Admission of a GET of bytes ``[start, end)`` of ``manifest`` to this peer's buffer
+        memory while it streams (``BlockBudget.admit``: raises Overloaded after waiting
+        ``--admission-wait``); a file kept in its manifest needs none."""
+        if manifest.stored_inline:
+            return contextlib.nullcontext()
+        return self._buffers.admit(read_in_hand(manifest.layout, start, end))
 
     async def stream(
         self, manifest: Manifest, start: int, end: int

@@ -267,7 +267,9 @@ async def _lifecycle(
     pending_deletions = await asyncio.to_thread(deletions.open)
     replicas = ManifestReplicas(config, membership, peers, clock, deletions)
     replicas.resume(pending_deletions)
-    buffers = BlockBudget(config.buffer_memory, config.queue_depth)  # one budget per peer
+    buffers = BlockBudget(
+        config.buffer_memory, config.queue_depth, config.admission_wait
+    )  # one budget per peer
     rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)

@@ -17,8 +17,10 @@ import pytest
 from node.cluster.peers import Peers
 from node.cluster.transport import ChunkStream
 from node.datapath import chunk_streams
-from node.datapath.chunk_streams import BlockBudget, ChunkWriter
+from node.datapath.chunk_streams import BlockBudget, ChunkWriter, read_in_hand, write_in_hand
+from node.errors import Overloaded
 from node.model.digests import Buffer
+from node.model.layout import Layout
 from node.model.manifest import ChunkMeta
 from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
@@ -287,3 +289,104 @@ async def test_a_put_cancelled_while_waiting_for_room_gives_its_credit_back(
 async def _body(data: bytes) -> AsyncGenerator[bytes, None]:
     for start in range(0, len(data), 3000):
         yield data[start : start + 3000]
+
+
+# --- admission: requests' blocks in hand -----------------------------------------------------
+
+
+async def test_requests_are_admitted_first_come_first_served_as_memory_comes_back() -> None:
+    """A request that does not fit waits; one behind it waits too even if it would fit
+    (no starvation of large ones); each is admitted as soon as the memory is back."""
+    buffers = BlockBudget(10, depth=4, wait=30)
+    order: list[str] = []
+    release = {name: asyncio.Event() for name in ("a", "b", "c")}
+
+    async def request(name: str, size: int) -> None:
+        async with buffers.admit(size):
+            order.append(name)
+            await release[name].wait()
+
+    first = asyncio.ensure_future(request("a", 8))
+    await eventually(lambda: order == ["a"], timeout=5, what="a admitted")
+    large = asyncio.ensure_future(request("b", 6))
+    await eventually(lambda: buffers.waited == 1, timeout=5, what="b waiting")
+    small = asyncio.ensure_future(request("c", 1))  # fits beside a, but b came first
+    await eventually(lambda: buffers.waited == 2, timeout=5, what="c waiting")
+    assert not buffers.take(1), "read-ahead yields to requests waiting"
+    assert order == ["a"]
+    release["a"].set()
+    await first
+    await eventually(lambda: order == ["a", "b", "c"], timeout=5, what="b then c admitted")
+    assert (buffers.held, buffers.admitted) == (7, 7)
+    release["b"].set()
+    release["c"].set()
+    await asyncio.gather(large, small)
+    assert (buffers.held, buffers.admitted, buffers.turned_away) == (0, 0, 0)
+
+
+async def test_a_request_not_admitted_in_time_is_refused_and_leaves_the_queue() -> None:
+    buffers = BlockBudget(10, depth=4, wait=0.05)
+    async with buffers.admit(10):
+        with pytest.raises(Overloaded) as refused:
+            async with buffers.admit(4):
+                pytest.fail("admitted beyond the budget")
+        assert refused.value.retry_after >= 1
+        assert "--buffer-memory" in refused.value.message
+        assert buffers.turned_away == 1
+        assert buffers.held == 10
+    assert buffers.take(4), "nobody waits any more: credit is given again"
+    buffers.give(4)
+    assert buffers.held == 0
+
+
+async def test_a_request_cancelled_while_waiting_lets_the_one_behind_it_in() -> None:
+    """A client gone while its request waited: its place is given up, and one behind it
+    that fits now is admitted at once."""
+    buffers = BlockBudget(10, depth=4, wait=30)
+    admitted = asyncio.Event()
+
+    async def request(size: int) -> None:
+        async with buffers.admit(size):
+            admitted.set()
+            await asyncio.Event().wait()
+
+    async with buffers.admit(6):
+        large = asyncio.ensure_future(request(8))
+        await eventually(lambda: buffers.waited == 1, timeout=5, what="large waiting")
+        small = asyncio.ensure_future(request(4))
+        await eventually(lambda: buffers.waited == 2, timeout=5, what="small waiting")
+        large.cancel()
+        await asyncio.gather(large, return_exceptions=True)
+        await asyncio.wait_for(admitted.wait(), 5)
+        assert buffers.held == 10
+        small.cancel()
+        await asyncio.gather(small, return_exceptions=True)
+    assert (buffers.held, buffers.admitted) == (0, 0)
+
+
+async def test_a_request_larger_than_the_budget_runs_alone_and_no_budget_admits_all() -> None:
+    buffers = BlockBudget(10, depth=4, wait=30)
+    async with buffers.admit(1 << 30):
+        assert buffers.held == 10
+    unlimited = BlockBudget(0, depth=4, wait=0)
+    async with unlimited.admit(1 << 30), unlimited.admit(1 << 30):
+        assert unlimited.held == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (0, 0),  # an empty range reads nothing
+        (BLOCK * 5 * 12 + 77, 2 * BLOCK + 5 * BLOCK),  # streams buffer a block each at most
+        (100, 2 * 20 + 5 * 20),  # a small file: 20-byte blocks
+    ],
+)
+def test_a_get_holds_two_blocks_and_its_streams_buffers(size: int, expected: int) -> None:
+    layout = Layout(size, 5, 2, BLOCK)
+    assert read_in_hand(layout, 0, size) == expected
+
+
+def test_a_put_holds_two_stripes_and_parity_of_blocks_sized_to_the_body() -> None:
+    assert write_in_hand(None, 5, 2, BLOCK) == 12 * BLOCK
+    assert write_in_hand(10 * BLOCK, 5, 2, BLOCK) == 12 * BLOCK
+    assert write_in_hand(100, 5, 2, BLOCK) == 12 * 20

@@ -246,7 +246,7 @@ class Grid:
         peers = Peers(membership, self.transport)
         replicas = ManifestReplicas(config, membership, peers, clock)
         reports: list[tuple[str, set[int]]] = []
-        buffers = BlockBudget(config.buffer_memory, config.queue_depth)
+        buffers = BlockBudget(config.buffer_memory, config.queue_depth, config.admission_wait)
         coordinator = Coordinator(
             config,
             membership,
