@@ -314,7 +314,8 @@ class PeerCollector:
         yield _gauge("block_buffer_budget_bytes", "--buffer-memory.", w.buffers.budget)
         yield _counter(
             "block_buffer_refused",
-            "Times a chunk stream found the budget spent and went block by block.",
+            "Times a chunk stream was refused credit (the budget spent, or requests waiting "
+            "to be admitted) and went block by block.",
             w.buffers.refused,
         )
         yield _counter(

@@ -81,6 +81,7 @@ LARGE_BODY = 1 << 20
 # GET keeps 5 streams open: up to 3.75 MiB buffered per GET with the default (bench/memory.py,
 # 64 slow GETs: 215 MiB). With 64 KiB, at most 384 KiB a stream; the rest waits in the kernel.
 CHUNK_STREAM_BUFFER = 1 << 16
+CHUNK_STREAM_BUFFERED = 2 * CHUNK_STREAM_BUFFER + (256 << 10)  # the most one holds: 384 KiB
 # Manifest calls to one peer, per kind (reads do not wait on offers' fsyncs): requests out
 # at once, and calls in one batch at most (a peer takes up to MAX_MANIFEST_CALLS). One out
 # batches the most: 4 KiB PUTs x 16 clients, 411/s with 1, 343/s with 2, 332/s with 4,

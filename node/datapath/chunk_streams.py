@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
-from node.cluster.transport import CHUNK_STREAM_BUFFER, ChunkStream, fills_blocks
+from node.cluster.transport import CHUNK_STREAM_BUFFERED, ChunkStream, fills_blocks
 from node.errors import (
     CorruptData,
     InsufficientStorage,
@@ -38,12 +38,7 @@ from node.waiting import wait_event, within
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = 1  # seconds a client turned away is told to wait
-
 READ_PIECE = 1 << 16  # bytes asked of a chunk stream at once: aiohttp's default buffer limit
-
-
-STREAM_BUFFERED = 6 * CHUNK_STREAM_BUFFER  # bytes a chunk stream's reader may buffer (transport)
 
 
 def read_in_hand(layout: Layout, start: int, end: int) -> int:
@@ -53,7 +48,7 @@ def read_in_hand(layout: Layout, start: int, end: int) -> int:
     if end <= start:
         return 0
     block = min(layout.block_size, layout.chunk_size)
-    return min(end - start, 2 * block) + layout.k * min(block, STREAM_BUFFERED)
+    return min(end - start, 2 * block) + layout.k * min(block, CHUNK_STREAM_BUFFERED)
 
 
 def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:
@@ -137,31 +132,30 @@ class BlockBudget:
             self.give(size)
 
     async def _wait_for(self, size: int) -> None:
-        """Queue for ``size`` bytes; held once this returns."""
+        """Queue for ``size`` bytes; held once this returns. (``asyncio.wait``, not
+        ``wait_for``: before Python 3.12 ``wait_for`` returns a result that came as it was
+        being cancelled, and a cancelled request would keep its memory.)"""
         self.waited += 1
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (size, turn)
         self._waiting.append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(turn), self.wait)
-            return
-        except asyncio.TimeoutError:
-            if turn.done():  # admitted as the wait ran out
-                return
-            self._leave(entry)
-            self.turned_away += 1
-            raise Overloaded(
-                f"this peer's buffer memory ({self.budget} bytes, --buffer-memory) stayed "
-                f"taken for {self.wait:g} s by the requests in progress; retry shortly",
-                RETRY_AFTER,
-            ) from None
-        except BaseException:  # cancelled (the client went away)
+            await asyncio.wait((turn,), timeout=self.wait)
+        except BaseException:  # cancelled: the peer stopping, or a caller's own deadline
             if turn.done():  # admitted meanwhile: let go
                 self.admitted -= size
                 self.give(size)
             else:
                 self._leave(entry)
             raise
+        if turn.done():  # admitted, at the latest as the wait ran out
+            return
+        self._leave(entry)
+        self.turned_away += 1
+        raise Overloaded(
+            f"this peer's buffer memory ({self.budget} bytes, --buffer-memory) stayed "
+            f"taken for {self.wait:g} s by the requests in progress; retry shortly"
+        )
 
     def _leave(self, entry: tuple[int, asyncio.Future[None]]) -> None:
         entry[1].cancel()

@@ -164,7 +164,6 @@ class Coordinator:
         if condition is not None:
             self._check(name, condition, await self._replicas.read(name))
         await self._membership.refresh_ring()
-        version = self._clock.now()
         small, body = await read_small(body, size, config.inline_max)
         if small is not None:
             if size is not None and len(small) != size:
@@ -174,26 +173,51 @@ class Coordinator:
             content.update(small)
             if content_md5 is not None:
                 check_content_md5(content, content_md5)
-            etag = content.etag()
             manifest = Manifest(
                 name,
-                version,
+                self._clock.now(),
                 layout,
-                etag,
+                content.etag(),
                 content_type,
                 inline=small,
                 representation=_given(representation),
             )
             await self._replicas.commit(manifest, condition=condition)
             return manifest
+        # Admitted before the version and the placement are taken: a wait must not leave
+        # a placement with a peer that went down meanwhile.
+        in_hand = write_in_hand(size, config.k, config.m, config.block_size)
+        async with self._buffers.admit(in_hand):
+            manifest = await self._store_chunks(
+                name, body, size, content_type, representation, content_md5
+            )
+        await self._replicas.commit(manifest, condition=condition)
+        if manifest.degraded:
+            self.degraded_writes += 1
+            n = manifest.layout.n
+            log.warning("%r stored degraded: %d of %d chunks", name, len(manifest.chunks), n)
+        return manifest
+
+    async def _store_chunks(
+        self,
+        name: str,
+        body: AsyncIterable[bytes],
+        size: int | None,
+        content_type: str,
+        representation: Representation | Callable[[], Representation],
+        content_md5: bytes | None,
+    ) -> Manifest:
+        """Cut ``body`` into a new version's chunks on their holders (``put``): its
+        manifest, not yet committed. Raises what ``put`` raises before the commit."""
+        config, m = self._config, self._config.m
+        version = self._clock.now()
         file = file_id(name, version)
         # One layout for every file: k + m chunks. With fewer than k + m peers up the
         # chunks past the last up peer are not placed now; repair places them later.
-        holders = self._membership.write_placement(file, config.k + config.m).members
+        holders = self._membership.write_placement(file, config.k + m).members
         n = len(holders)
         if n < config.k:
             raise Unavailable(f"{n} peers are up; a file needs at least {config.k}")
-        m = config.m
         expected = Layout(size, config.k, m, config.block_size) if size is not None else None
         writers = {
             index: ChunkWriter(
@@ -207,11 +231,7 @@ class Coordinator:
             )
             for index, holder in enumerate(holders)
         }
-        in_hand = write_in_hand(size, config.k, m, config.block_size)
-        async with (
-            self._buffers.admit(in_hand),
-            ChunkWriters(writers, config.chunk_quorum(n)) as group,
-        ):
+        async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
             written = await write_stripes(
                 pieces, group, config.k, m, config.block_size, size, config.etag, content_md5
@@ -228,20 +248,10 @@ class Coordinator:
         if len(chunks) < group.quorum:
             self._replicas.delete_later(name, {(w.holder, w.chunk_id) for w in writers.values()}, 0)
             raise group.shortfall(len(chunks))
-        manifest = Manifest(
-            name,
-            version,
-            layout,
-            written.etag,
-            content_type,
-            chunks,
-            representation=_given(representation),
+        given = _given(representation)  # (an S3 trailing checksum is known only now)
+        return Manifest(
+            name, version, layout, written.etag, content_type, chunks, representation=given
         )
-        await self._replicas.commit(manifest, condition=condition)
-        if manifest.degraded:
-            self.degraded_writes += 1
-            log.warning("%r stored degraded: %d of %d chunks", name, len(chunks), layout.n)
-        return manifest
 
     async def put_segmented(
         self,

@@ -390,3 +390,26 @@ def test_a_put_holds_two_stripes_and_parity_of_blocks_sized_to_the_body() -> Non
     assert write_in_hand(None, 5, 2, BLOCK) == 12 * BLOCK
     assert write_in_hand(10 * BLOCK, 5, 2, BLOCK) == 12 * BLOCK
     assert write_in_hand(100, 5, 2, BLOCK) == 12 * 20
+
+
+async def test_a_request_admitted_and_cancelled_in_one_turn_is_cancelled_and_lets_go() -> None:
+    """Memory given back grants a waiting request; the request is cancelled before it
+    runs again (its client or the peer stopping): it must not go on, nor keep the memory.
+    (``asyncio.wait_for`` before Python 3.12 returned the grant and lost the cancel.)"""
+    buffers = BlockBudget(10, depth=4, wait=30)
+    assert buffers.take(10)
+    ran = False
+
+    async def request() -> None:
+        nonlocal ran
+        async with buffers.admit(5):
+            ran = True
+
+    waiting = asyncio.ensure_future(request())
+    await eventually(lambda: buffers.waited == 1, timeout=5, what="the request waiting")
+    buffers.give(10)  # grants it ...
+    waiting.cancel()  # ... and it is cancelled before it resumes
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert not ran
+    assert (buffers.held, buffers.admitted) == (0, 0)
