@@ -29,7 +29,8 @@ BUDGET = write_in_hand(HELD, 5, 2, BLOCK)
 
 @pytest.fixture
 def cluster_overrides() -> dict[str, Any]:
-    return {"buffer_memory": BUDGET, "admission_wait": 1.0, "client_timeout": 60.0, **INLINE}
+    # The wait is long enough for a waiting GET to be let in on a loaded machine (below).
+    return {"buffer_memory": BUDGET, "admission_wait": 3.0, "client_timeout": 60.0, **INLINE}
 
 
 async def admission(http: aiohttp.ClientSession, url: str, name: str) -> float:
