@@ -128,8 +128,7 @@ class BlockBudget:
         try:
             yield
         finally:
-            self.admitted -= size
-            self.give(size)
+            self._release(size)
 
     async def _wait_for(self, size: int) -> None:
         """Queue for ``size`` bytes; held once this returns. (``asyncio.wait``, not
@@ -143,8 +142,7 @@ class BlockBudget:
             await asyncio.wait((turn,), timeout=self.wait)
         except BaseException:  # cancelled: the peer stopping, or a caller's own deadline
             if turn.done():  # admitted meanwhile: let go
-                self.admitted -= size
-                self.give(size)
+                self._release(size)
             else:
                 self._leave(entry)
             raise
@@ -165,6 +163,10 @@ class BlockBudget:
     def _hold(self, size: int) -> None:
         self.held += size
         self.admitted += size
+
+    def _release(self, size: int) -> None:
+        self.admitted -= size
+        self.give(size)
 
     def _admit_waiting(self) -> None:
         """Admit waiting requests in their order while the first fits."""

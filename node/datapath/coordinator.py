@@ -209,7 +209,8 @@ class Coordinator:
     ) -> Manifest:
         """Cut ``body`` into a new version's chunks on their holders (``put``): its
         manifest, not yet committed. Raises what ``put`` raises before the commit."""
-        config, m = self._config, self._config.m
+        config = self._config
+        m = config.m
         version = self._clock.now()
         file = file_id(name, version)
         # One layout for every file: k + m chunks. With fewer than k + m peers up the

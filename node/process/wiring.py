@@ -267,9 +267,8 @@ async def _lifecycle(
     pending_deletions = await asyncio.to_thread(deletions.open)
     replicas = ManifestReplicas(config, membership, peers, clock, deletions)
     replicas.resume(pending_deletions)
-    buffers = BlockBudget(
-        config.buffer_memory, config.queue_depth, config.admission_wait
-    )  # one budget per peer
+    # One budget per peer: its requests' blocks in hand and their read-ahead.
+    buffers = BlockBudget(config.buffer_memory, config.queue_depth, config.admission_wait)
     rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)

@@ -340,8 +340,9 @@ async def test_a_request_not_admitted_in_time_is_refused_and_leaves_the_queue() 
 
 
 async def test_a_request_cancelled_while_waiting_lets_the_one_behind_it_in() -> None:
-    """A client gone while its request waited: its place is given up, and one behind it
-    that fits now is admitted at once."""
+    """A request cancelled while it waited (the peer stopping; aiohttp does not cancel a
+    handler whose client left): its place is given up, and one behind it that fits now is
+    admitted at once."""
     buffers = BlockBudget(10, depth=4, wait=30)
     admitted = asyncio.Event()
 
