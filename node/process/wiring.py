@@ -272,7 +272,9 @@ async def _lifecycle(
     rebuilder = Rebuilder(config, membership, peers, replicas, buffers)
     repairer = Repairer(config, membership, manifests, replicas, rebuilder, repair_stats)
     coordinator = Coordinator(config, membership, peers, clock, replicas, repairer.report, buffers)
-    rebalancer = Rebalancer(config, membership, manifests, replicas, peers, progress)
+    rebalancer = Rebalancer(
+        config, membership, manifests, replicas, peers, progress, repairer.report
+    )
     metrics = app[keys.METRICS]
     holder = calls.holder = Holder(
         chunks,

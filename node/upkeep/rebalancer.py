@@ -7,8 +7,10 @@ newcomer). Per name, exactly one peer acts: the first up member of the name's ma
 replica set, the *primary*. It has the target pull the chunk straight from the source
 (verified against the manifest before it is kept), commits the manifest at the next
 revision, and the old copy is deleted after the delete grace, so GETs already streaming it
-finish. A replica that is no longer in its name's replica set hands the manifest to the
-members that now are, then drops its copy.
+finish. A source that does not have the chunk, or whose copy fails its digest, is reported
+to the repairer (which rebuilds it from the others) and the name is tried again later: a
+move never waits forever on a copy that is gone. A replica that is no longer in its name's
+replica set hands the manifest to the members that now are, then drops its copy.
 
 Everything here is idempotent: a crash at any point leaves the manifest pointing at the old
 copy, and the next pass redoes the move. A pass over every local manifest runs only when the
@@ -32,9 +34,10 @@ from dataclasses import dataclass
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.config import PeerConfig
+from node.datapath.coordinator import BrokenChunks
 from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
-from node.errors import RingstoreError
+from node.errors import ChunkNotFound, CorruptData, RingstoreError
 from node.model.manifest import ChunkRef, Manifest
 from node.waiting import Pacer, wait_event
 from ring import Move, plan_moves
@@ -73,9 +76,13 @@ class Rebalancer:
         replicas: ManifestReplicas,
         peers: Peers,
         progress: Progress,
+        report_broken: BrokenChunks,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``report_broken``: told of chunks a move found missing or corrupt at their
+        source (the repairer's ``report``)."""
         self._config = config
+        self._report_broken = report_broken
         self._membership = membership
         self._manifests = manifests
         self._replicas = replicas
@@ -231,6 +238,8 @@ class Rebalancer:
                 self.progress.failed_moves += 1
                 self.progress.planned_bytes -= layout.chunk_size
                 log.warning("moving %s to %s failed: %s", chunk, move.target, exc)
+                if isinstance(exc, (ChunkNotFound, CorruptData)):  # the source's copy is bad
+                    self._report_broken(manifest, {move.index})
                 raise
             moved[move.index] = move.target
             self.progress.moved_bytes += layout.chunk_size

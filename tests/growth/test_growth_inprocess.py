@@ -111,6 +111,42 @@ async def test_a_join_moves_only_to_the_newcomer_about_its_share(
             assert await response.read() == data, name
 
 
+async def test_a_move_whose_source_lost_its_copy_is_rebuilt_then_made(
+    seven: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A chunk a join moves is gone from its source (a lost file on a peer still up): the
+    move reports it for repair instead of failing on every retry, the repairer rebuilds it,
+    and the move is then made. (Seen once: a rebalance retried a vanished copy for a minute.)"""
+    files = await store_files(http, seven, 60)
+    names = sorted(files)
+    victim = seven[3]
+    lost = {}  # name -> index of the chunk the victim held
+    for name in names:
+        manifest = await seven[0].replicas.read(name)
+        assert manifest is not None
+        for index, holder in manifest.holders().items():
+            if holder == victim.id:
+                lost[name] = index
+                victim.chunks.path(manifest.chunk_id(index)).unlink()
+    assert lost
+
+    newcomer = await seven.add_peer(rebalance_rate=0)
+    await seven.wait_converged()
+    await eventually(lambda: settled(seven, names), timeout=60, what="rebalancing to settle")
+
+    moved_from_victim = 0
+    for name, index in lost.items():
+        manifest = await seven[0].replicas.read(name)
+        assert manifest is not None
+        if manifest.holders()[index] == newcomer.id:
+            moved_from_victim += 1
+            assert newcomer.chunks.path(manifest.chunk_id(index)).exists(), name
+    assert moved_from_victim > 0, "no move had the victim as its source: pick another"
+    for name, data in files.items():
+        async with http.get(f"{newcomer.url}/files/{name}") as response:
+            assert await response.read() == data, name
+
+
 async def test_a_six_peer_cluster_grown_to_seven_places_every_files_seventh_chunk(
     six: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
