@@ -5,9 +5,11 @@ aiohttp serves an app with a ``web.Server`` that makes one ``RequestHandler`` (a
 protocol) per connection, and offers no public hook for what follows. So ``PeerRunner`` (an
 ``AppRunner``) serves the app with a ``PeerServer`` whose connections are
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
-3.14, that overrides its ``handle_error`` and asyncio's protocol callbacks and reads one
-private attribute, ``_waiter`` (set while the connection waits for a request). The tests in
-``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
+3.14, that overrides its ``handle_error`` and asyncio's protocol callbacks, reads one
+private attribute, ``_waiter`` (set while the connection waits for a request), and sets two:
+``_lingering_time`` (``close_after_answer``) and ``_next_keepalive_close_time`` (below).
+The tests in ``tests/node/test_limits_connections.py`` hold every behaviour below to real
+sockets.
 
 * **Errors before the app.** A malformed request line or header, a bad Transfer-Encoding, a
   request target past 8 KiB (414), a header past 8 KiB, more than 100 headers or a head
@@ -17,7 +19,9 @@ private attribute, ``_waiter`` (set while the connection waits for a request). T
 * **Timeouts.** A request head must arrive whole within ``--header-timeout`` of its first
   byte (of the connection's start, for a new connection): else 408 and close, so slow
   heads (slowloris) cannot hold connections. A keep-alive connection waits
-  ``--idle-timeout`` for its next request (aiohttp's keep-alive timer). A client that takes
+  ``--idle-timeout`` for its next request (aiohttp's keep-alive timer); once a head has
+  begun to arrive, only the head timeout applies, so a head slower than the idle timeout
+  but within the head timeout is served, and a slower one still gets its 408. A client that takes
   nothing of an answer for ``--send-timeout`` is dropped. Bodies have ``--client-timeout``
   (``node.api.input``).
 * **Connections.** At most ``--max-connections`` are open. A new one past the limit takes
@@ -183,6 +187,12 @@ class PeerConnection(RequestHandler):
                 self._head_timer = self._event_loop.call_later(
                     self._config.header_timeout, self._head_timed_out
                 )
+            # aiohttp's keep-alive timer would close a connection still receiving a head,
+            # with no answer; put it off past the head timer, which answers.
+            self._next_keepalive_close_time = max(
+                self._next_keepalive_close_time,
+                self._event_loop.time() + self._config.header_timeout + 1.0,
+            )
         super().data_received(data)
         if not self.waiting:  # the head is complete (or the connection is closing)
             self._head_bytes = 0  # (its start stays known for handle_error)

@@ -104,6 +104,36 @@ async def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_with_408(
     assert not errors_logged()
 
 
+async def test_a_head_slower_than_the_idle_timeout_is_served_or_answered_408(
+    start_peer: StartPeer, errors_logged: Callable[[], list[str]]
+) -> None:
+    """Once a head has begun, the head timeout governs, not the shorter idle timeout:
+    aiohttp's keep-alive timer alone would close the connection with no answer."""
+    peer = await start_peer(header_timeout=2.0, idle_timeout=0.3)
+    head = raw_request("GET", "/health")
+    async with await RawClient.connect(peer) as client:
+        sending = asyncio.ensure_future(dribble(client, head, 1.0 / len(head)))  # ~1 s
+        try:
+            status, _, _ = await client.answer(timeout=10)
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        assert status == 200
+    slow = raw_request("GET", "/health", {"X-Padding": "x" * 200})
+    started = time.monotonic()
+    async with await RawClient.connect(peer) as client:
+        sending = asyncio.ensure_future(dribble(client, slow, 0.05))  # ~12 s
+        try:
+            status, headers, body = await client.answer(timeout=10)
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        assert status == 408
+        assert json_error(headers, body)["code"] == "request_timeout"
+        assert 2.0 <= time.monotonic() - started < 2.0 + MARGIN
+    assert not errors_logged()
+
+
 async def test_two_hundred_slow_heads_are_all_closed_and_the_peer_keeps_serving(
     start_peer: StartPeer, http: aiohttp.ClientSession, errors_logged: Callable[[], list[str]]
 ) -> None:
