@@ -100,7 +100,7 @@ async def get(session: aiohttp.ClientSession, url: str, n: int, seconds: float) 
             got = 0
             async for piece in response.content.iter_chunked(1 << 20):
                 got += len(piece)
-            return str(response.status) if got == 64 * MIB else f"short {got}"
+            return str(response.status) if got == 64 * MIB else f"{response.status}: {got} bytes"
 
     started = time.monotonic()
     statuses = Counter(await asyncio.gather(*(one(i) for i in range(n))))

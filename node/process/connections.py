@@ -71,6 +71,14 @@ MAX_HEADER_LINE = 8190  # bytes of one header, name and value (431 past it; aioh
 MAX_HEADERS = 100  # headers of one request (431 past it)
 MAX_HEAD = 64 << 10  # bytes of a whole request head (431 past it)
 LINGER = 2.0  # seconds a connection cut off with an answer stays open, taking nothing in
+# A connection whose handler does not read its body (a request waiting its turn, a slow
+# holder) holds what aiohttp buffered before it stopped reading: twice READ_BUFFER, plus one
+# receive of RECEIVE_SIZE. The defaults (64 KiB, and asyncio's 256 KiB) held 384 KiB; these
+# hold 128 KiB. 200 PUTs of 1 MiB at once, peak RSS (bench/memory.py): 212 MiB, 152 with
+# 64 KiB receives, 140 with both; one 256 MiB PUT (bench/throughput.py, alternated):
+# 133-150 MB/s for all three (noise).
+READ_BUFFER = 32 << 10
+RECEIVE_SIZE = 64 << 10
 HEAD = b"HEAD "
 # aiohttp's LineTooLong says which limit was passed, not which line, so MAX_URL and
 # MAX_HEADER_LINE must differ (tests/unit/test_unit_limits.py tells 414 from 431).
@@ -156,6 +164,8 @@ class PeerConnection(RequestHandler):
             stream.close()
             return
         self._admitted = True
+        if hasattr(transport, "max_size"):  # asyncio's socket transports (not its API); TLS:
+            cast(Any, transport).max_size = RECEIVE_SIZE  # its own 256 KiB buffer stays
         super().connection_made(transport)
         self._head_timer = self._event_loop.call_later(
             self._config.header_timeout, self._head_timed_out
@@ -399,6 +409,7 @@ class PeerRunner(web.AppRunner):
             max_field_size=MAX_HEADER_LINE,
             max_headers=MAX_HEADERS,
             auto_decompress=False,
+            read_bufsize=READ_BUFFER,
         )
         metrics = self.app.get(METRICS)
         if metrics is not None:
