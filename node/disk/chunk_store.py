@@ -9,7 +9,9 @@ Layout under the data directory::
 A chunk is visible only once all of its bytes are durable, so a reader never sees a
 half-written chunk and a crash leaves at worst a stray file in ``incoming/``. The sidecar is
 made durable and renamed first, so every visible chunk has one: it lets the scrubber verify
-the chunk without its manifest and find the manifest from the chunk. All disk work runs in
+the chunk without its manifest and find the manifest from the chunk. One directory fsync
+makes both renames durable; a chunk a crash left without its sidecar was never acknowledged,
+and is removed when the store opens. All disk work runs in
 worker threads; the event loop only keeps the byte and chunk counters.
 """
 
@@ -377,13 +379,19 @@ class ChunkRange:
 
 
 def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | None:
-    """Make a received chunk durable and visible, sidecar first; return a replaced copy's size."""
+    """Make a received chunk durable and visible, sidecar first; return a replaced copy's size.
+
+    Three fsyncs: the chunk's bytes, the sidecar's, and one of the directory for both
+    renames. Until that last one a crash may keep either rename or both: a sidecar alone is
+    what a crash between the renames always left, and a chunk alone (never acknowledged) is
+    removed when the store opens.
+    """
     file.flush()
     os.fsync(file.fileno())
     file.close()
     final.parent.mkdir(exist_ok=True)
     replaced = final.stat().st_size if final.exists() else None
-    write_atomically(final.with_name(final.name + META), meta.to_bytes())
+    write_atomically(final.with_name(final.name + META), meta.to_bytes(), sync_directory=False)
     os.replace(temp, final)
     fsync_dir(final.parent)
     return replaced

@@ -19,11 +19,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomically(
+    path: Path, data: bytes, mode: int = 0o644, sync_directory: bool = True
+) -> None:
     """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the directory.
 
     The file is created with ``mode`` (less the umask), so a secret is never readable by
-    others, not even before a chmod.
+    others, not even before a chmod. Without ``sync_directory`` the rename is not yet
+    durable: the caller fsyncs the directory itself (after a rename of its own there).
     """
     temp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -36,4 +39,5 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_directory:
+        fsync_dir(path.parent)
