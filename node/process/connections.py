@@ -5,11 +5,13 @@ aiohttp serves an app with a ``web.Server`` that makes one ``RequestHandler`` (a
 protocol) per connection, and offers no public hook for what follows. So ``PeerRunner`` (an
 ``AppRunner``) serves the app with a ``PeerServer`` whose connections are
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
-3.14, that overrides its ``handle_error`` and asyncio's protocol callbacks, reads one
-private attribute, ``_waiter`` (set while the connection waits for a request), and sets two:
-``_lingering_time`` (``close_after_answer``) and ``_next_keepalive_close_time`` (below).
-The tests in ``tests/node/test_limits_connections.py`` hold every behaviour below to real
-sockets.
+3.14, that overrides its ``handle_error``, asyncio's protocol callbacks and one private
+method, ``_process_keepalive`` (its idle timer: it clears ``_keepalive_handle`` as aiohttp
+does), reads one private attribute, ``_waiter``
+(set while the connection waits for a request), and sets another, ``_lingering_time``
+(``close_after_answer``); of asyncio it sets a socket transport's ``max_size`` (bytes one
+receive takes). The tests in ``tests/node/test_limits_connections.py`` hold every behaviour
+below to real sockets.
 
 * **Errors before the app.** A malformed request line or header, a bad Transfer-Encoding, a
   request target past 8 KiB (414), a header past 8 KiB, more than 100 headers or a head
@@ -73,10 +75,11 @@ MAX_HEAD = 64 << 10  # bytes of a whole request head (431 past it)
 LINGER = 2.0  # seconds a connection cut off with an answer stays open, taking nothing in
 # A connection whose handler does not read its body (a request waiting its turn, a slow
 # holder) holds what aiohttp buffered before it stopped reading: twice READ_BUFFER, plus one
-# receive of RECEIVE_SIZE. The defaults (64 KiB, and asyncio's 256 KiB) held 384 KiB; these
-# hold 128 KiB. 200 PUTs of 1 MiB at once, peak RSS (bench/memory.py): 212 MiB, 152 with
-# 64 KiB receives, 140 with both; one 256 MiB PUT (bench/throughput.py, alternated):
-# 133-150 MB/s for all three (noise).
+# receive of RECEIVE_SIZE. The defaults (aiohttp's 256 KiB, asyncio's 256 KiB) held 768 KiB;
+# these hold 128 KiB (TLS: asyncio's SSL layer keeps its own 256 KiB buffer, so ~320 KiB).
+# 200 PUTs of 1 MiB at once, peak RSS (bench/memory.py): 212-215 MiB, 152 with 64 KiB
+# receives, 138-140 with both; one 256 MiB PUT (bench/throughput.py, alternated): 133-150
+# MB/s for all three (noise).
 READ_BUFFER = 32 << 10
 RECEIVE_SIZE = 64 << 10
 HEAD = b"HEAD "
@@ -164,8 +167,8 @@ class PeerConnection(RequestHandler):
             stream.close()
             return
         self._admitted = True
-        if hasattr(transport, "max_size"):  # asyncio's socket transports (not its API); TLS:
-            cast(Any, transport).max_size = RECEIVE_SIZE  # its own 256 KiB buffer stays
+        if hasattr(transport, "max_size"):  # a socket transport (TLS's has no such knob)
+            cast(Any, transport).max_size = RECEIVE_SIZE
         super().connection_made(transport)
         self._head_timer = self._event_loop.call_later(
             self._config.header_timeout, self._head_timed_out
@@ -197,18 +200,21 @@ class PeerConnection(RequestHandler):
                 self._head_timer = self._event_loop.call_later(
                     self._config.header_timeout, self._head_timed_out
                 )
-            # aiohttp's keep-alive timer would close a connection still receiving a head,
-            # with no answer; put it off past the head timer, which answers.
-            self._next_keepalive_close_time = max(
-                self._next_keepalive_close_time,
-                self._event_loop.time() + self._config.header_timeout + 1.0,
-            )
         super().data_received(data)
         if not self.waiting:  # the head is complete (or the connection is closing)
             self._head_bytes = 0  # (its start stays known for handle_error)
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+
+    def _process_keepalive(self) -> None:
+        # aiohttp's idle timer would close a connection still receiving a head, with no
+        # answer: the head timer governs it (and answers 408). aiohttp arms a new idle timer
+        # after the answer, as none is pending then.
+        if self._head_bytes:
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
 
     def pause_writing(self) -> None:
         super().pause_writing()

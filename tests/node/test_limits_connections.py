@@ -109,16 +109,19 @@ async def test_a_head_slower_than_the_idle_timeout_is_served_or_answered_408(
 ) -> None:
     """Once a head has begun, the head timeout governs, not the shorter idle timeout:
     aiohttp's keep-alive timer alone would close the connection with no answer."""
-    peer = await start_peer(header_timeout=2.0, idle_timeout=0.3)
+    peer = await start_peer(header_timeout=4.0, idle_timeout=1.0)
     head = raw_request("GET", "/health")
     async with await RawClient.connect(peer) as client:
-        sending = asyncio.ensure_future(dribble(client, head, 1.0 / len(head)))  # ~1 s
+        sending = asyncio.ensure_future(dribble(client, head, 2.0 / len(head)))  # ~2 s
         try:
             status, _, _ = await client.answer(timeout=10)
         finally:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
         assert status == 200
+        idle_since = time.monotonic()  # and after the answer, the idle timeout again
+        assert await client.closed_by_peer(1.0 + MARGIN) == b""
+        assert time.monotonic() - idle_since >= 1.0 - 0.1
     slow = raw_request("GET", "/health", {"X-Padding": "x" * 200})
     started = time.monotonic()
     async with await RawClient.connect(peer) as client:
@@ -130,7 +133,7 @@ async def test_a_head_slower_than_the_idle_timeout_is_served_or_answered_408(
             await asyncio.gather(sending, return_exceptions=True)
         assert status == 408
         assert json_error(headers, body)["code"] == "request_timeout"
-        assert 2.0 <= time.monotonic() - started < 2.0 + MARGIN
+        assert 4.0 <= time.monotonic() - started < 4.0 + MARGIN
     assert not errors_logged()
 
 
