@@ -170,7 +170,9 @@ class Transport(Protocol):
         ...
 
     async def pull_chunk(self, to: Address, chunk_id: str, order: PullOrder) -> int:
-        """Have peer ``to`` copy a chunk as ``order`` says; return the size stored."""
+        """Have peer ``to`` copy a chunk as ``order`` says; return the size stored. Raises
+        ChunkNotFound when the source does not hold the chunk, CorruptData when its copy
+        fails ``order.digest``."""
         ...
 
     async def delete_chunk(self, to: Address, chunk_id: str) -> None:

@@ -80,7 +80,7 @@ class ChunkStore:
         for path in self._chunk_files():
             if path.with_name(path.name + META).exists():
                 sizes.append(path.stat().st_size)
-            else:  # only a crash between the two renames of a pre-sidecar write leaves this
+            else:  # a crash before a write's directory fsync (never acknowledged) left this
                 log.warning("chunk %s has no sidecar; removing it", path.name)
                 path.unlink()
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
@@ -384,7 +384,8 @@ def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | N
     Three fsyncs: the chunk's bytes, the sidecar's, and one of the directory for both
     renames. Until that last one a crash may keep either rename or both: a sidecar alone is
     what a crash between the renames always left, and a chunk alone (never acknowledged) is
-    removed when the store opens.
+    removed when the store opens. A chunk written over its own copy may be left beside its
+    old sidecar: the same chunk id is the same bytes and digests, only ``stored_at`` older.
     """
     file.flush()
     os.fsync(file.fileno())

@@ -125,9 +125,13 @@ async def test_an_inventory_check_names_exactly_the_chunks_not_held(pair: Pair) 
     assert await pair.transport.missing_chunks(pair.a, [CHUNK]) == [CHUNK]
 
 
-async def test_a_pull_keeps_only_a_chunk_that_matches_its_digest(pair: Pair) -> None:
-    await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER)
+async def test_a_pull_keeps_only_a_chunk_its_source_holds_that_matches_its_digest(
+    pair: Pair,
+) -> None:
     order = PullOrder(pair.a.url, pair.a.peer_id, len(DATA), 1000, b"\0" * 16, "ns/file", "5.0.p")
+    with pytest.raises(ChunkNotFound):  # the source has no such chunk (a rebalancer reports it)
+        await pair.transport.pull_chunk(pair.b, CHUNK, order)
+    await pair.transport.put_chunk(pair.a, CHUNK, pieces(DATA), len(DATA), OWNER)
     with pytest.raises(CorruptData):
         await pair.transport.pull_chunk(pair.b, CHUNK, order)
     with pytest.raises(ChunkNotFound):
