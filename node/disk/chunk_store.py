@@ -84,6 +84,11 @@ class ChunkStore:
                 log.warning("chunk %s has no sidecar; removing it", path.name)
                 path.unlink()
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
+        strays = [p for shard in self._chunks.iterdir() for p in shard.iterdir() if _stray(p)]
+        if strays:
+            log.info("removing %d sidecars left without their chunks by a crash", len(strays))
+            for path in strays:
+                path.unlink()
 
     def _chunk_files(self) -> Iterator[Path]:
         for shard in self._chunks.iterdir():
@@ -390,7 +395,9 @@ def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | N
     file.flush()
     os.fsync(file.fileno())
     file.close()
-    final.parent.mkdir(exist_ok=True)
+    if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable too
+        final.parent.mkdir(exist_ok=True)
+        fsync_dir(final.parent.parent)
     replaced = final.stat().st_size if final.exists() else None
     write_atomically(final.with_name(final.name + META), meta.to_bytes(), sync_directory=False)
     os.replace(temp, final)
@@ -450,6 +457,21 @@ class _Opening:
             file, self._file = self._file, None
         if file is not None:
             _discard(file, self._temp)
+
+
+def _stray(path: Path) -> bool:
+    """Whether a file in a shard directory is a crash's leftover: a sidecar being written
+    (``write_atomically``'s temporary file), or one whose chunk is gone (a crash between a
+    write's two renames, or a delete's two unlinks)."""
+    name = path.name
+    if name.endswith(".tmp"):
+        return True
+    chunk = name.removesuffix(META)
+    return (
+        chunk != name
+        and CHUNK_ID.fullmatch(chunk) is not None
+        and not (path.with_name(chunk).exists())
+    )
 
 
 def _unlink(path: Path) -> int:

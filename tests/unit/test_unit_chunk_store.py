@@ -345,6 +345,24 @@ async def test_a_chunk_without_sidecar_is_dropped_on_open(tmp_path: Path) -> Non
     assert await reopened.chunk_ids() == []
 
 
+async def test_sidecars_a_crash_left_alone_are_removed_on_open(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    await store.open()
+    await write(store, CHUNK, stream([b"abc"]), 3)
+    kept = store.path(CHUNK)
+    shard = kept.parent
+    alone = shard / (CHUNK[:-1] + "9.meta")  # a delete's second unlink never ran
+    alone.write_bytes(kept.with_name(kept.name + ".meta").read_bytes())
+    torn = shard / f"{CHUNK}.meta.0badcafe.tmp"  # a sidecar being written
+    torn.write_bytes(b"half")
+    reopened = ChunkStore(tmp_path)
+    await reopened.open()
+    assert not alone.exists()
+    assert not torn.exists()
+    assert await reopened.chunk_ids() == [CHUNK]
+    assert kept.with_name(kept.name + ".meta").exists()
+
+
 async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) -> None:
     """What a peer reads of its own chunk instead of a loopback GET: the range asked, by
     exact reads, a whole block at once, or pieces; past its end a short read, as a socket's
