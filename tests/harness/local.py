@@ -355,12 +355,16 @@ class LocalCluster:
             await wait_admin_key(self.peers[0].data_dir)
 
     async def wait_converged(self, timeout: float = 15.0) -> None:
-        """Wait until every running peer sees every running peer up."""
+        """Wait until every running peer sees every running peer up, and has them all on its
+        ring (rebuilt in the background after members arrive: a test that picks a name by
+        its replicas on a ring of fewer members would pick on the wrong placement)."""
         running = [p for p in self.peers if p.running and not p.hung]
         ids = {p.id for p in running}
 
         def converged() -> bool:
-            return all(ids <= p.membership.up_ids() for p in running)
+            return all(
+                ids <= p.membership.up_ids() and len(p.membership.ring) >= len(ids) for p in running
+            )
 
         await eventually(converged, timeout, "the cluster to converge")
 
