@@ -11,8 +11,8 @@ half-written chunk and a crash leaves at worst a stray file in ``incoming/``. Th
 made durable and renamed first, so every visible chunk has one: it lets the scrubber verify
 the chunk without its manifest and find the manifest from the chunk. One directory fsync
 makes both renames durable; a chunk a crash left without its sidecar was never acknowledged,
-and is removed when the store opens. All disk work runs in
-worker threads; the event loop only keeps the byte and chunk counters.
+and is removed when the store opens. All disk work runs in worker threads; the event loop
+only keeps the byte and chunk counters.
 """
 
 from __future__ import annotations
@@ -76,19 +76,22 @@ class ChunkStore:
                 log.info("removing %d interrupted chunk writes from incoming/", len(leftovers))
             shutil.rmtree(self._incoming)
         self._incoming.mkdir()
-        sizes = []
-        for path in self._chunk_files():
-            if path.with_name(path.name + META).exists():
-                sizes.append(path.stat().st_size)
-            else:  # a crash before a write's directory fsync (never acknowledged) left this
-                log.warning("chunk %s has no sidecar; removing it", path.name)
-                path.unlink()
-        self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
-        strays = [p for shard in self._chunks.iterdir() for p in shard.iterdir() if _stray(p)]
+        sizes, strays = [], 0
+        for shard in self._chunks.iterdir():  # one listing per shard, no stat but the sizes
+            names = set(os.listdir(shard))
+            for name in names:
+                if CHUNK_ID.fullmatch(name):
+                    if name + META in names:
+                        sizes.append((shard / name).stat().st_size)
+                    else:  # a crash before a write's directory fsync (never acknowledged)
+                        log.warning("chunk %s has no sidecar; removing it", name)
+                        (shard / name).unlink()
+                elif _stray(name, names):
+                    strays += 1
+                    (shard / name).unlink()
         if strays:
-            log.info("removing %d sidecars left without their chunks by a crash", len(strays))
-            for path in strays:
-                path.unlink()
+            log.info("removed %d sidecars left without their chunks by a crash", strays)
+        self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
 
     def _chunk_files(self) -> Iterator[Path]:
         for shard in self._chunks.iterdir():
@@ -459,19 +462,14 @@ class _Opening:
             _discard(file, self._temp)
 
 
-def _stray(path: Path) -> bool:
-    """Whether a file in a shard directory is a crash's leftover: a sidecar being written
-    (``write_atomically``'s temporary file), or one whose chunk is gone (a crash between a
-    write's two renames, or a delete's two unlinks)."""
-    name = path.name
+def _stray(name: str, shard: set[str]) -> bool:
+    """Whether ``name``, in a shard directory holding ``shard``, is a crash's leftover: a
+    sidecar being written (``write_atomically``'s temporary file), or one whose chunk is gone
+    (a crash between a write's two renames, or a delete's two unlinks)."""
     if name.endswith(".tmp"):
         return True
     chunk = name.removesuffix(META)
-    return (
-        chunk != name
-        and CHUNK_ID.fullmatch(chunk) is not None
-        and not (path.with_name(chunk).exists())
-    )
+    return chunk != name and CHUNK_ID.fullmatch(chunk) is not None and chunk not in shard
 
 
 def _unlink(path: Path) -> int:

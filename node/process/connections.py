@@ -7,11 +7,10 @@ protocol) per connection, and offers no public hook for what follows. So ``PeerR
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
 3.14, that overrides its ``handle_error``, asyncio's protocol callbacks and one private
 method, ``_process_keepalive`` (its idle timer: it clears ``_keepalive_handle`` as aiohttp
-does), reads one private attribute, ``_waiter``
-(set while the connection waits for a request), and sets another, ``_lingering_time``
-(``close_after_answer``); of asyncio it sets a socket transport's ``max_size`` (bytes one
-receive takes). The tests in ``tests/node/test_limits_connections.py`` hold every behaviour
-below to real sockets.
+does), reads one private attribute, ``_waiter`` (set while the connection waits for a
+request), and sets another, ``_lingering_time`` (``close_after_answer``); of asyncio it sets
+a socket transport's ``max_size`` (bytes one receive takes). The tests in
+``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
 
 * **Errors before the app.** A malformed request line or header, a bad Transfer-Encoding, a
   request target past 8 KiB (414), a header past 8 KiB, more than 100 headers or a head
@@ -23,9 +22,9 @@ below to real sockets.
   heads (slowloris) cannot hold connections. A keep-alive connection waits
   ``--idle-timeout`` for its next request (aiohttp's keep-alive timer); once a head has
   begun to arrive, only the head timeout applies, so a head slower than the idle timeout
-  but within the head timeout is served, and a slower one still gets its 408. A client that takes
-  nothing of an answer for ``--send-timeout`` is dropped. Bodies have ``--client-timeout``
-  (``node.api.input``).
+  but within the head timeout is served, and a slower one still gets its 408. A client
+  that takes nothing of an answer for ``--send-timeout`` is dropped. Bodies have
+  ``--client-timeout`` (``node.api.input``).
 * **Connections.** At most ``--max-connections`` are open. A new one past the limit takes
   the place of the connection that has waited longest for a request (those that served a
   member's call last); when every connection has a request in progress, the newcomer is

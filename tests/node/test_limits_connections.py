@@ -82,6 +82,19 @@ async def dribble(client: RawClient, data: bytes, every: float) -> None:
             await asyncio.sleep(every)
 
 
+async def answer_to_dribble(
+    client: RawClient, data: bytes, every: float
+) -> tuple[int, dict[str, str], bytes]:
+    """The answer to ``data`` sent a byte at a time (``dribble``), whenever it comes (10 s
+    at most); the sending stops then."""
+    sending = asyncio.ensure_future(dribble(client, data, every))
+    try:
+        return await client.answer(timeout=10)
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+
+
 async def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_with_408(
     start_peer: StartPeer, errors_logged: Callable[[], list[str]]
 ) -> None:
@@ -89,12 +102,7 @@ async def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_with_408(
     head = raw_request("GET", "/health", {"X-Padding": "x" * 200})
     started = time.monotonic()  # (before connecting: the timeout runs from the connection)
     async with await RawClient.connect(peer) as client:
-        sending = asyncio.ensure_future(dribble(client, head, 0.01))
-        try:
-            status, headers, body = await client.answer(timeout=10)
-        finally:
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+        status, headers, body = await answer_to_dribble(client, head, 0.01)
         took = time.monotonic() - started
         assert status == 408
         assert json_error(headers, body)["code"] == "request_timeout"
@@ -112,12 +120,7 @@ async def test_a_head_slower_than_the_idle_timeout_is_served_or_answered_408(
     peer = await start_peer(header_timeout=4.0, idle_timeout=1.0)
     head = raw_request("GET", "/health")
     async with await RawClient.connect(peer) as client:
-        sending = asyncio.ensure_future(dribble(client, head, 2.0 / len(head)))  # ~2 s
-        try:
-            status, _, _ = await client.answer(timeout=10)
-        finally:
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+        status, _, _ = await answer_to_dribble(client, head, 2.0 / len(head))  # ~2 s
         assert status == 200
         idle_since = time.monotonic()  # and after the answer, the idle timeout again
         assert await client.closed_by_peer(1.0 + MARGIN) == b""
@@ -125,12 +128,7 @@ async def test_a_head_slower_than_the_idle_timeout_is_served_or_answered_408(
     slow = raw_request("GET", "/health", {"X-Padding": "x" * 200})
     started = time.monotonic()
     async with await RawClient.connect(peer) as client:
-        sending = asyncio.ensure_future(dribble(client, slow, 0.05))  # ~12 s
-        try:
-            status, headers, body = await client.answer(timeout=10)
-        finally:
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+        status, headers, body = await answer_to_dribble(client, slow, 0.05)  # ~12 s to send
         assert status == 408
         assert json_error(headers, body)["code"] == "request_timeout"
         assert 4.0 <= time.monotonic() - started < 4.0 + MARGIN
