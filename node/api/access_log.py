@@ -66,12 +66,21 @@ def route_of(request: BaseRequest) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+class SentFile(web.StreamResponse):
+    """An answer whose body went out with sendfile(2), past aiohttp's writer and so past its
+    byte count: ``file_bytes`` says how many (a chunk read's)."""
+
+    def __init__(self, *, status: int) -> None:
+        super().__init__(status=status)
+        self.file_bytes = 0
+
+
 def sent_bytes(response: web.StreamResponse) -> int:
-    """Bytes of ``response`` sent: what aiohttp's writer counted (head and body), or for a
-    file it sent with sendfile(2), which that count misses, the file's bytes."""
+    """Bytes of ``response`` sent: what aiohttp's writer counted (head and body), and what
+    went out with sendfile(2), which that count misses."""
     written = response.body_length
-    if isinstance(response, web.FileResponse) and response.status < 300:
-        return max(written, response.content_length or 0)
+    if isinstance(response, SentFile):
+        return written + response.file_bytes
     return written
 
 

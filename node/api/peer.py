@@ -21,10 +21,12 @@ from urllib.parse import unquote
 import msgspec
 from aiohttp import hdrs, web
 
+from node.api.access_log import SentFile
 from node.api.errors import INTERNAL_MESSAGE, Handler, worth_a_warning
 from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import ACCESS, AUTH, CONFIG, GOSSIP, HOLDER
 from node.api.numbers import decimal
+from node.api.ranges import parse_range
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
@@ -201,9 +203,32 @@ async def put_chunk(request: web.Request) -> web.Response:
     return _stored(stored)
 
 
-async def get_chunk(request: web.Request) -> web.FileResponse:
-    # FileResponse serves Range requests with sendfile, off the event loop.
-    return web.FileResponse(request.app[HOLDER].chunk_path(request.match_info["chunk_id"]))
+async def get_chunk(request: web.Request) -> SentFile:
+    """A chunk's bytes, or the range of them a ``Range: bytes=`` header asks (``206``; ``416``
+    past the end): with sendfile(2) where the connection allows, else read in worker threads.
+    The sidecar and trailer that end the chunk's file are never sent."""
+    async with request.app[HOLDER].chunk_range(request.match_info["chunk_id"]) as chunk:
+        wanted = parse_range(request.headers.get(hdrs.RANGE), chunk.size)
+        response = SentFile(status=200 if wanted is None else 206)
+        response.headers[hdrs.ACCEPT_RANGES] = "bytes"
+        if wanted is not None:
+            chunk.narrow(*wanted)
+            start, end = wanted
+            response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{chunk.size}"
+        response.content_length = (wanted[1] - wanted[0]) if wanted else chunk.size
+        await response.prepare(request)
+        if request.method == hdrs.METH_HEAD:
+            return response
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the connection closed before the chunk was sent")
+        if await chunk.send(transport):
+            response.file_bytes = chunk.read_bytes
+        else:
+            async for piece in chunk.iter_any():
+                await response.write(piece)
+        await response.write_eof()
+    return response
 
 
 async def pull_chunk(request: web.Request) -> web.Response:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import TypeVar
 
 from node.cluster.membership import Membership
@@ -87,9 +86,10 @@ class Holder:
             finally:
                 self._on_chunk_read(chunk.read_bytes)
 
-    def chunk_path(self, chunk_id: str) -> Path:
-        """The file of a stored chunk, to serve ranges of; raises ChunkNotFound."""
-        return self.chunks.path(chunk_id)
+    def chunk_range(self, chunk_id: str) -> AbstractAsyncContextManager[ChunkRange]:
+        """A whole chunk here, open to be narrowed to a range and sent by the chunk route
+        (which counts what it sends); raises what ``ChunkStore.open_range`` raises."""
+        return self.chunks.open_range(chunk_id, 0, 0)
 
     async def pull_chunk(self, chunk_id: str, order: PullOrder) -> ChunkMeta:
         """Copy a chunk from the peer ``order`` names (a rebalancing move), kept only if its

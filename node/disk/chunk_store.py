@@ -4,15 +4,20 @@ Layout under the data directory::
 
     incoming/<chunk id>.<token>   being received; never served; removed on start
     chunks/<2 hex>/<chunk id>     complete: fsynced, then renamed into place
-    chunks/<2 hex>/<chunk id>.meta   its sidecar: file name, version, index, block digests
 
-A chunk is visible only once all of its bytes are durable, so a reader never sees a
-half-written chunk and a crash leaves at worst a stray file in ``incoming/``. The sidecar is
-made durable and renamed first, so every visible chunk has one: it lets the scrubber verify
-the chunk without its manifest and find the manifest from the chunk. One directory fsync
-makes both renames durable; a chunk a crash left without its sidecar was never acknowledged,
-and is removed when the store opens. All disk work runs in worker threads; the event loop
-only keeps the byte and chunk counters.
+A chunk file is the chunk's bytes, then its sidecar (``ChunkMeta``: file name, version,
+index, block digests), then a 16-byte trailer that finds and checks the sidecar
+(``TRAILER``: magic, the sidecar's length and its xxh3-64 seeded with that length, little
+endian). Byte ``i`` of the chunk is byte ``i`` of the file, so ranges need no lookup. The
+sidecar lets the scrubber verify the chunk without its manifest and find the manifest from
+the chunk; kept in the same file, it is made durable by the same fsync and visible by the
+same rename as the bytes, so no crash can part them: one file, two fsyncs (the file, its
+directory) per chunk. A chunk is visible only once all of it is durable, so a reader never
+sees a half-written chunk and a crash leaves at worst a stray file in ``incoming/``. All
+disk work runs in worker threads; the event loop only keeps the byte and chunk counters.
+
+Data directories of the earlier layout (the sidecar in ``<chunk id>.meta`` beside the chunk)
+are converted when the store opens (``_convert``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import struct
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -33,10 +39,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
+import xxhash
 
-from node.disk.durable import fsync_dir, write_atomically
+from node.disk.durable import fsync_dir
 from node.disk.locks import KeyedLocks
-from node.errors import ChunkNotFound, IncompleteBody, InsufficientStorage, InvalidRequest
+from node.errors import (
+    ChunkNotFound,
+    CorruptData,
+    IncompleteBody,
+    InsufficientStorage,
+    InvalidRequest,
+)
 from node.model.digests import BlockDigests, Buffer
 from node.model.manifest import ChunkMeta
 
@@ -44,7 +57,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
-META = ".meta"
+META = ".meta"  # the earlier layout's sidecar files
+TRAILER = struct.Struct("<4sIQ")  # magic, the sidecar's length, its xxh3-64 (seed: length)
+TRAILER_MAGIC = b"RSC\x01"  # format 1
+TAIL_READ = 4096  # bytes read from a chunk file's end to find its sidecar, most of the time
 
 
 class ChunkStore:
@@ -76,21 +92,12 @@ class ChunkStore:
                 log.info("removing %d interrupted chunk writes from incoming/", len(leftovers))
             shutil.rmtree(self._incoming)
         self._incoming.mkdir()
-        sizes, strays = [], 0
+        sizes: list[int] = []
         for shard in self._chunks.iterdir():  # one listing per shard, no stat but the sizes
-            names = set(os.listdir(shard))
-            for name in names:
-                if CHUNK_ID.fullmatch(name):
-                    if name + META in names:
-                        sizes.append((shard / name).stat().st_size)
-                    else:  # a crash before a write's directory fsync (never acknowledged)
-                        log.warning("chunk %s has no sidecar; removing it", name)
-                        (shard / name).unlink()
-                elif _stray(name, names):
-                    strays += 1
-                    (shard / name).unlink()
-        if strays:
-            log.info("removed %d sidecars left without their chunks by a crash", strays)
+            names = os.listdir(shard)
+            if not all(CHUNK_ID.fullmatch(name) for name in names):
+                names = _convert(shard, names)
+            sizes.extend((shard / name).stat().st_size for name in names)
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
 
     def _chunk_files(self) -> Iterator[Path]:
@@ -106,23 +113,24 @@ class ChunkStore:
     async def meta(self, chunk_id: str) -> ChunkMeta:
         """A chunk's sidecar; raises ChunkNotFound or CorruptData."""
         path = self._path(chunk_id)
-        try:
-            data = await asyncio.to_thread(path.with_name(path.name + META).read_bytes)
-        except FileNotFoundError:
-            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
-        return ChunkMeta.from_bytes(data)
+
+        def read() -> ChunkMeta:
+            try:
+                file = path.open("rb", buffering=0)
+            except FileNotFoundError:
+                raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+            with file:
+                return read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
+
+        return await asyncio.to_thread(read)
 
     async def missing(self, chunk_ids: list[str]) -> list[str]:
-        """The ids of ``chunk_ids`` not stored here whole (chunk and sidecar); one ``stat``
-        pair per id, in a thread. Raises InvalidRequest for a malformed id."""
+        """The ids of ``chunk_ids`` not stored here; one ``stat`` per id, in a thread.
+        Raises InvalidRequest for a malformed id."""
         paths = [(chunk_id, self._path(chunk_id)) for chunk_id in chunk_ids]
 
         def check() -> list[str]:
-            return [
-                chunk_id
-                for chunk_id, path in paths
-                if not (path.is_file() and path.with_name(path.name + META).is_file())
-            ]
+            return [chunk_id for chunk_id, path in paths if not path.is_file()]
 
         return await asyncio.to_thread(check)
 
@@ -246,15 +254,16 @@ class ChunkStore:
         self, chunk_id: str, file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta
     ) -> None:
         async with self._locks.hold(chunk_id):  # two writes of one id count once
-            replaced = await asyncio.to_thread(_commit, file, temp, final, meta)
+            replaced, stored = await asyncio.to_thread(_commit, file, temp, final, meta)
             if replaced is not None:
                 self.used_bytes -= replaced
                 self.chunk_count -= 1
-            self.used_bytes += meta.size
+            self.used_bytes += stored
             self.chunk_count += 1
 
     async def delete(self, chunk_id: str) -> None:
-        """Remove a chunk and its sidecar; raises ChunkNotFound if it is not stored."""
+        """Remove a chunk (its file, sidecar and all); raises ChunkNotFound if it is not
+        stored."""
         path = self._path(chunk_id)
         async with self._locks.hold(chunk_id):
             try:
@@ -286,6 +295,7 @@ class ChunkRange:
         self._offset = offset if length else 0
         self._length = length
         self._left = 0  # bytes of the range not yet read
+        self.size = 0  # the chunk's bytes (its file's, less the sidecar and trailer)
         self._lock = threading.Lock()
         self._file: io.FileIO | None = None
         self._busy = False  # a worker thread is reading
@@ -297,13 +307,13 @@ class ChunkRange:
 
     def open(self) -> None:
         """Open the file at the range's start (blocking: a worker thread); raises
-        ChunkNotFound, or OSError."""
+        ChunkNotFound, CorruptData for a file without a whole trailer, or OSError."""
         try:
             file = self._path.open("rb", buffering=0)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
         try:
-            size = os.fstat(file.fileno()).st_size
+            size = data_size(file.fileno(), os.fstat(file.fileno()).st_size)
             file.seek(self._offset)
         except BaseException:
             file.close()
@@ -311,10 +321,41 @@ class ChunkRange:
         with self._lock:
             if not self._closing:
                 self._file = file
+                self.size = size
                 ends = size if not self._length else min(size, self._offset + self._length)
                 self._left = max(0, ends - self._offset)
                 return
         file.close()  # closed while it opened: the reader went away
+
+    def narrow(self, start: int, end: int) -> None:
+        """Read bytes ``[start, end)`` of the chunk instead (cut at ``size``), before any
+        read: one ``lseek``, on the loop."""
+        with self._lock:
+            if self._file is None or self._busy or self.read_bytes:
+                raise ValueError("a chunk range is narrowed once open, before any read")
+            self._file.seek(start)
+            self._left = max(0, min(end, self.size) - start)
+
+    async def send(self, transport: asyncio.WriteTransport) -> bool:
+        """Send the rest of the range on ``transport`` with sendfile(2), zero-copy, before
+        any read; False, and nothing sent, where the transport cannot (TLS): read the range
+        with ``iter_any`` then. Raises what ``loop.sendfile`` raises (a closed connection)."""
+        with self._lock:
+            file = self._file
+            if file is None or self._busy or self.read_bytes:
+                raise ValueError("a chunk range is sent once open, before any read")
+        if not self._left:
+            return True
+        if transport.get_extra_info("sslcontext") is not None:
+            return False  # asyncio's TLS transports have no sendfile
+        loop = asyncio.get_running_loop()
+        try:
+            sent = await loop.sendfile(transport, file, file.tell(), self._left, fallback=False)
+        except asyncio.SendfileNotAvailableError:
+            return False
+        self._left -= sent
+        self.read_bytes += sent
+        return True
 
     def close(self) -> None:
         """Close the file now, or have the read in flight close it when it returns."""
@@ -386,26 +427,73 @@ class ChunkRange:
             yield bytes(piece[:got])
 
 
-def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> int | None:
-    """Make a received chunk durable and visible, sidecar first; return a replaced copy's size.
+def sealed(meta: ChunkMeta) -> bytes:
+    """What follows a chunk's bytes in its file: the sidecar, then its ``TRAILER``."""
+    sidecar = meta.to_bytes()
+    check = xxhash.xxh3_64_intdigest(sidecar, seed=len(sidecar))
+    return sidecar + TRAILER.pack(TRAILER_MAGIC, len(sidecar), check)
 
-    Three fsyncs: the chunk's bytes, the sidecar's, and one of the directory for both
-    renames. Until that last one a crash may keep either rename or both: a sidecar alone is
-    what a crash between the renames always left, and a chunk alone (never acknowledged) is
-    removed when the store opens. A chunk written over its own copy may be left beside its
-    old sidecar: the same chunk id is the same bytes and digests, only ``stored_at`` older.
+
+def _trailer(fd: int, size: int, tail: bytes = b"") -> tuple[int, int]:
+    """The sidecar's length and checksum from the trailer of a chunk file of ``size`` bytes
+    (the end of ``tail``, the file's last bytes, when given; else read: blocking). Raises
+    CorruptData for a file too short to hold one, or a trailer that is not one."""
+    if size < TRAILER.size:
+        raise CorruptData(f"a chunk file of {size} bytes has no trailer")
+    if not tail:
+        tail = os.pread(fd, TRAILER.size, size - TRAILER.size)
+    if len(tail) < TRAILER.size:  # cut short since its size was taken
+        raise CorruptData(f"a chunk file of {size} bytes ends early")
+    magic, length, check = TRAILER.unpack(tail[-TRAILER.size :])
+    if magic != TRAILER_MAGIC or length > size - TRAILER.size:
+        raise CorruptData(f"a chunk file of {size} bytes ends in no trailer")
+    return length, check
+
+
+def data_size(fd: int, size: int) -> int:
+    """The chunk's bytes in a chunk file of ``size`` bytes, from its trailer alone (one
+    ``pread``, blocking; reads check blocks against their digests). Raises CorruptData."""
+    length, _ = _trailer(fd, size)
+    return size - TRAILER.size - length
+
+
+def read_sidecar(fd: int, size: int) -> ChunkMeta:
+    """The checked sidecar of a chunk file of ``size`` bytes (one ``pread`` for a sidecar of
+    up to ~4 KiB, two for a longer one; blocking). Raises CorruptData for a torn or damaged
+    trailer or sidecar, or one whose size is not the file's."""
+    tail = os.pread(fd, min(size, TAIL_READ), size - min(size, TAIL_READ))
+    length, check = _trailer(fd, size, tail)
+    if length + TRAILER.size > len(tail):
+        tail = os.pread(fd, length + TRAILER.size, size - length - TRAILER.size)
+    sidecar = tail[len(tail) - TRAILER.size - length : len(tail) - TRAILER.size]
+    if xxhash.xxh3_64_intdigest(sidecar, seed=length) != check:
+        raise CorruptData("a chunk's sidecar fails its checksum")
+    meta = ChunkMeta.from_bytes(sidecar)
+    if meta.size != size - TRAILER.size - length:
+        raise CorruptData(f"a chunk's sidecar says {meta.size} bytes; its file holds more or less")
+    return meta
+
+
+def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> tuple[int | None, int]:
+    """Seal a received chunk with its sidecar and make it durable and visible; return a
+    replaced copy's file size (None: there was none) and this one's.
+
+    Two fsyncs: the file's, then its directory's for the rename. A crash before the rename
+    is durable leaves the temporary file in ``incoming/`` (never acknowledged), removed on
+    start; no crash can leave a visible chunk without its sidecar.
     """
+    file.write(sealed(meta))
     file.flush()
     os.fsync(file.fileno())
+    stored = file.tell()
     file.close()
     if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable too
         final.parent.mkdir(exist_ok=True)
         fsync_dir(final.parent.parent)
     replaced = final.stat().st_size if final.exists() else None
-    write_atomically(final.with_name(final.name + META), meta.to_bytes(), sync_directory=False)
     os.replace(temp, final)
     fsync_dir(final.parent)
-    return replaced
+    return replaced, stored
 
 
 def _write_all(file: BinaryIO, pieces: list[Buffer]) -> None:
@@ -462,18 +550,83 @@ class _Opening:
             _discard(file, self._temp)
 
 
-def _stray(name: str, shard: set[str]) -> bool:
-    """Whether ``name``, in a shard directory holding ``shard``, is a crash's leftover: a
-    sidecar being written (``write_atomically``'s temporary file), or one whose chunk is gone
-    (a crash between a write's two renames, or a delete's two unlinks)."""
-    if name.endswith(".tmp"):
-        return True
-    chunk = name.removesuffix(META)
-    return chunk != name and CHUNK_ID.fullmatch(chunk) is not None and chunk not in shard
+def _convert(shard: Path, names: list[str]) -> list[str]:
+    """Bring a shard directory holding ``names`` from the earlier layout (the sidecar in a
+    file of its own, ``<chunk id>.meta``) to this one; the names of the chunks it holds
+    after. Blocking; at open, before anything is served.
+
+    Each sidecar is appended to its chunk (cut back to the sidecar's size first, so a start
+    after a crash midway does it again, alike), the file fsynced, then the sidecar removed,
+    and the directory fsynced once. Removed too, as the earlier layout's start did: a
+    sidecar's temporary file or one left without its chunk, and a chunk left without its
+    sidecar (neither was acknowledged). A chunk shorter than its sidecar says was corrupt:
+    it is removed, and anti-entropy has it rebuilt. Other files are left alone.
+    """
+    present = set(names)
+    chunks, folded, removed = [], 0, 0
+    for name in names:
+        path = shard / name
+        if CHUNK_ID.fullmatch(name):
+            if name + META in present:
+                if _fold(path, shard / (name + META)):
+                    chunks.append(name)
+                    folded += 1
+                else:
+                    removed += 1
+            elif _sealed(path):  # folded by a start that crashed before its directory fsync
+                chunks.append(name)
+            else:  # the earlier layout's crash between a write's renames
+                path.unlink()
+                removed += 1
+        elif name.endswith(".tmp") or (
+            name.endswith(META) and name.removesuffix(META) not in present
+        ):
+            path.unlink()
+            removed += 1
+    fsync_dir(shard)
+    if folded or removed:
+        log.info(
+            "chunks/%s: %d sidecars folded into their chunks, %d leftovers removed",
+            shard.name,
+            folded,
+            removed,
+        )
+    return chunks
+
+
+def _fold(chunk: Path, sidecar: Path) -> bool:
+    """Append an earlier-layout sidecar to its chunk, fsync, remove the sidecar; False (both
+    removed) for an undecodable sidecar or a chunk shorter than it says."""
+    try:
+        meta = ChunkMeta.from_bytes(sidecar.read_bytes())
+        with chunk.open("r+b") as file:
+            if os.fstat(file.fileno()).st_size < meta.size:
+                raise CorruptData(f"shorter than its sidecar's {meta.size} bytes")
+            file.truncate(meta.size)
+            file.seek(meta.size)
+            file.write(sealed(meta))
+            file.flush()
+            os.fsync(file.fileno())
+    except CorruptData as exc:
+        log.error("chunk %s: %s; removing it for repair", chunk.name, exc)
+        chunk.unlink()
+        sidecar.unlink()
+        return False
+    sidecar.unlink()
+    return True
+
+
+def _sealed(path: Path) -> bool:
+    """Whether a chunk file ends in a whole sidecar (blocking)."""
+    with path.open("rb", buffering=0) as file:
+        try:
+            read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
+        except CorruptData:
+            return False
+    return True
 
 
 def _unlink(path: Path) -> int:
     size = path.stat().st_size
     path.unlink()
-    path.with_name(path.name + META).unlink(missing_ok=True)
     return size

@@ -56,14 +56,15 @@ class ScrubStats:
 
 
 def chunk_matches(path: Path, meta: ChunkMeta) -> bool:
-    """Whether a chunk file still has the size and block digests of its sidecar (blocking)."""
+    """Whether a chunk file still holds the ``meta.size`` bytes its sidecar (``meta``, read
+    from the file's end) promises, with their block digests (blocking)."""
     digests = BlockDigests(meta.block_size)
-    size = 0
+    left = meta.size
     with open(path, "rb") as file:
-        while piece := file.read(READ_SIZE):
+        while left and (piece := file.read(min(READ_SIZE, left))):
             digests.update(piece)
-            size += len(piece)
-    return size == meta.size and digests.digests() == meta.block_digests
+            left -= len(piece)
+    return left == 0 and digests.digests() == meta.block_digests
 
 
 class Scrubber:

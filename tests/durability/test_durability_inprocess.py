@@ -16,6 +16,7 @@ from tests.harness import (
     HANG_DETECTION,
     LocalCluster,
     LocalPeer,
+    chunk_bytes,
     eventually,
     get_manifest,
     internal,
@@ -55,7 +56,7 @@ async def chunk_intact(cluster: LocalCluster, chunk: dict[str, Any]) -> bool:
     peer = cluster.holder(chunk["holder"])
     try:
         meta = await peer.chunks.meta(chunk["id"])
-        data = peer.chunks.path(chunk["id"]).read_bytes()
+        data = chunk_bytes(peer.chunks.path(chunk["id"]))
     except (KeyError, FileNotFoundError):
         return False
     digests = b"".join(block_digest(data[i : i + BLOCK]) for i in range(0, len(data), BLOCK))

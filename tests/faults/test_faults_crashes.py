@@ -4,6 +4,7 @@ whole-cluster restart. Every acknowledged file is read back byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -14,7 +15,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.model.manifest import ChunkMeta
 from node.model.names import name_key
 from ring import Member, Ring
 from tests.harness import (
@@ -27,6 +27,7 @@ from tests.harness import (
     own_record,
     peer_id_of,
     put_file,
+    sidecar_of,
 )
 from tests.harness.access import ADMIN_HEADERS
 
@@ -132,6 +133,10 @@ async def test_sigkill_of_two_peers_under_traffic_loses_no_acknowledged_file(
     for victim in victims:
         await seven.restart(victim, http)
     await seven.wait_converged(http)
+    for victim in victims:  # killed mid-commit or not, every chunk kept its whole sidecar
+        for path in chunk_files_in(seven.peers[victim].data_dir):
+            with contextlib.suppress(FileNotFoundError):  # collected meanwhile
+                sidecar_of(path)  # raises CorruptData for a chunk without its whole sidecar
     # With the victims back every replica set is whole again: all files read right through
     # every peer (after manifests written to standbys are handed back).
     late_404s: list[str] = []
@@ -187,7 +192,7 @@ def chunks_of(cluster: ProcessCluster, name: str) -> list[Path]:
     for peer in cluster.peers:
         for path in chunk_files_in(peer.data_dir):
             try:
-                meta = ChunkMeta.from_bytes(path.with_name(path.name + ".meta").read_bytes())
+                meta = sidecar_of(path)
             except FileNotFoundError:
                 continue  # deleted while we looked
             if meta.name == name:

@@ -13,10 +13,12 @@ import aiohttp
 import pytest
 
 from node.disk.manifest_log import FRAME
+from node.errors import CorruptData
 from node.model.digests import block_digest, chunk_digest
 from tests.harness import (
     ProcessCluster,
     check_files,
+    chunk_bytes,
     chunk_files_in,
     eventually,
     flip_byte,
@@ -29,6 +31,7 @@ from tests.harness import (
     own_record,
     peer_id_of,
     put_file,
+    sidecar_of,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -124,8 +127,8 @@ def chunk_path(cluster: ProcessCluster, chunk: dict[str, Any]) -> Path:
 def chunk_matches_manifest(path: Path, chunk: dict[str, Any]) -> bool:
     """The chunk file is whole again: its block digests hash to the manifest's digest."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = chunk_bytes(path)
+    except (FileNotFoundError, CorruptData):
         return False
     blocks = b"".join(block_digest(data[i : i + BLOCK]) for i in range(0, len(data), BLOCK))
     return len(data) == chunk["size"] and chunk_digest(blocks).hex() == chunk["digest"]
@@ -296,9 +299,12 @@ async def test_a_full_disk_is_507_and_leaves_nothing_behind(
 
     async def only_the_first_file() -> bool:
         used = await small.used_bytes(http)
-        on_disk = [len(chunk_files_in(p.data_dir)) for p in small.peers]
+        files = [chunk_files_in(p.data_dir) for p in small.peers]
         leftovers = [incoming_files_in(p.data_dir) for p in small.peers]
-        return used == [40_000] * 7 and on_disk == [1] * 7 and not any(leftovers)
+        if [len(found) for found in files] != [1] * 7 or any(leftovers):
+            return False
+        sizes = [path.stat().st_size for [path] in files]
+        return used == sizes and [sidecar_of(path).size for [path] in files] == [40_000] * 7
 
     await eventually(only_the_first_file, 20, "partial chunks of refused files to go")
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from ring import plan_moves
-from tests.harness import LocalCluster, eventually
+from tests.harness import LocalCluster, LocalPeer, eventually, sidecar_of
 
 BLOCK = 4096
 
@@ -72,7 +73,14 @@ async def settled(cluster: LocalCluster, names: list[str]) -> bool:
 
 
 def used(cluster: LocalCluster) -> list[int]:
-    return [p.chunks.used_bytes for p in cluster.peers]
+    """The chunk bytes each peer holds (``used_bytes`` counts their sidecars too)."""
+    return [sum(chunk_sizes(peer)) for peer in cluster.peers]
+
+
+def chunk_sizes(peer: LocalPeer) -> Iterator[int]:
+    for path in peer.chunk_files():
+        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+            yield sidecar_of(path).size
 
 
 async def test_a_join_moves_only_to_the_newcomer_about_its_share(

@@ -16,12 +16,15 @@ test's.
 """
 
 from tests.harness.disk import (
+    chunk_bytes,
     chunk_files_in,
+    chunk_files_size,
     flip_byte,
     incoming_files_in,
     manifest_record,
     manifest_replica,
     new_secret_file,
+    sidecar_of,
 )
 from tests.harness.files import (
     all_see_all_up,
@@ -47,7 +50,9 @@ __all__ = [
     "Served",
     "all_see_all_up",
     "check_files",
+    "chunk_bytes",
     "chunk_files_in",
+    "chunk_files_size",
     "eventually",
     "flip_byte",
     "free_port",
@@ -64,5 +69,6 @@ __all__ = [
     "own_record",
     "peer_id_of",
     "put_file",
+    "sidecar_of",
     "spin",
 ]

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import msgspec
 
+from node.disk.chunk_store import read_sidecar
 from node.disk.data_dir import save_identity
 from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
 from node.model.identity import ClusterIdentity
-from node.model.manifest import Manifest
+from node.model.manifest import ChunkMeta, Manifest
 
 
 def chunk_files_in(data_dir: Path) -> list[Path]:
-    """Complete chunk files under a peer's data directory (not their sidecars)."""
+    """Complete chunk files under a peer's data directory."""
     return sorted(p for p in (data_dir / "chunks").glob("*/*") if "." not in p.name)
+
+
+def chunk_files_size(data_dir: Path) -> int:
+    """The bytes of a peer's chunk files, sidecars included: what its ``used_bytes`` counts."""
+    total = 0
+    for path in chunk_files_in(data_dir):
+        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+            total += path.stat().st_size
+    return total
+
+
+def sidecar_of(path: Path) -> ChunkMeta:
+    """The sidecar a chunk file ends with; raises FileNotFoundError, CorruptData."""
+    with path.open("rb", buffering=0) as file:
+        return read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
+
+
+def chunk_bytes(path: Path) -> bytes:
+    """The chunk's bytes in a chunk file (without the sidecar and trailer that end it)."""
+    raw = path.read_bytes()
+    return raw[: sidecar_of(path).size]
 
 
 def incoming_files_in(data_dir: Path) -> list[Path]:

@@ -12,7 +12,14 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import HANG_DETECTION, LocalCluster, LocalPeer, eventually, incoming_files_in
+from tests.harness import (
+    HANG_DETECTION,
+    LocalCluster,
+    LocalPeer,
+    eventually,
+    flip_byte,
+    incoming_files_in,
+)
 from tests.harness.access import ADMIN_HEADERS
 from tests.node.shared.test_cluster_files import get, payload, put, stored_chunk_ids
 
@@ -93,10 +100,7 @@ async def test_three_lost_chunks_fail_loudly_never_with_wrong_bytes(
     manifest = await manifest_of(http, cluster[0].url, "faults/fragile")
     # Broken in the last stripe only: found after the headers went out.
     for chunk in manifest["chunks"][:3]:
-        path = chunk_path(cluster, chunk)
-        raw = bytearray(path.read_bytes())
-        raw[-1] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        flip_byte(chunk_path(cluster, chunk), chunk["size"] - 1)  # its last byte
     async with http.get(f"{cluster[1].url}/files/faults/fragile") as response:
         assert response.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):

@@ -1,4 +1,5 @@
-"""The on-disk chunk store: all-or-nothing writes, honest counters, clean restarts."""
+"""The on-disk chunk store: all-or-nothing writes, honest counters, clean restarts, a sidecar
+that no crash parts from its chunk, and the earlier layout converted."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from node.disk import chunk_store
-from node.disk.chunk_store import WRITE_BATCH, ChunkStore
-from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
+from node.disk.chunk_store import TRAILER, WRITE_BATCH, ChunkStore, sealed
+from node.errors import ChunkNotFound, CorruptData, IncompleteBody, InvalidRequest
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
 from tests.harness.polling import eventually
@@ -55,6 +57,17 @@ def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
+async def data(store: ChunkStore, chunk_id: str) -> bytes:
+    """A stored chunk's bytes, read as a peer reads them."""
+    async with store.open_range(chunk_id, 0, 0) as chunk:
+        return b"".join([piece async for piece in chunk.iter_any()])
+
+
+def on_disk(store: ChunkStore, *chunk_ids: str) -> int:
+    """The bytes the files of ``chunk_ids`` take: what ``used_bytes`` counts."""
+    return sum(store.path(chunk_id).stat().st_size for chunk_id in chunk_ids)
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> ChunkStore:
     opened = ChunkStore(tmp_path)
@@ -73,20 +86,23 @@ async def test_written_pieces_are_the_chunk(tmp_path: Path, store: ChunkStore) -
     size = await write(store, CHUNK, stream(pieces), sum(map(len, pieces)))
     assert size == sum(map(len, pieces))
     path = store.path(CHUNK)
-    assert path.read_bytes() == b"".join(pieces)
+    assert await data(store, CHUNK) == b"".join(pieces)
     assert path == tmp_path / "chunks" / CHUNK[:2] / CHUNK
+    meta = await store.meta(CHUNK)
+    assert path.read_bytes() == b"".join(pieces) + sealed(meta)  # bytes, sidecar, trailer
+    assert path.read_bytes()[-TRAILER.size :].startswith(b"RSC\x01")
     assert files_under(tmp_path / "incoming") == []
 
 
 async def test_size_is_optional(store: ChunkStore) -> None:
     assert await write(store, CHUNK, stream([b"abc", b"de"]), None) == 5
-    assert store.path(CHUNK).read_bytes() == b"abcde"
+    assert await data(store, CHUNK) == b"abcde"
 
 
 async def test_an_empty_chunk_is_stored(store: ChunkStore) -> None:
     assert await write(store, CHUNK, stream([]), 0) == 0
-    assert store.path(CHUNK).read_bytes() == b""
-    assert (store.used_bytes, store.chunk_count) == (0, 1)
+    assert await data(store, CHUNK) == b""
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK), 1)
 
 
 async def test_writes_larger_than_a_batch_arrive_whole(store: ChunkStore) -> None:
@@ -94,15 +110,17 @@ async def test_writes_larger_than_a_batch_arrive_whole(store: ChunkStore) -> Non
     count = 2 * WRITE_BATCH // len(piece) + 1
     size = await write(store, CHUNK, stream([piece] * count), len(piece) * count)
     assert size == len(piece) * count
-    assert store.path(CHUNK).read_bytes() == piece * count
+    assert await data(store, CHUNK) == piece * count
 
 
 async def test_counters_follow_writes_and_deletes(store: ChunkStore) -> None:
     await write(store, CHUNK, stream([b"x" * 10]), 10)
     await write(store, OTHER, stream([b"y" * 7]), 7)
-    assert (store.used_bytes, store.chunk_count) == (17, 2)
+    other = on_disk(store, OTHER)
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK) + other, 2)
+    assert other > 7  # the sidecar counts: the chunk's file is what takes the disk
     await store.delete(CHUNK)
-    assert (store.used_bytes, store.chunk_count) == (7, 1)
+    assert (store.used_bytes, store.chunk_count) == (other, 1)
     await store.delete(OTHER)
     assert (store.used_bytes, store.chunk_count) == (0, 0)
 
@@ -110,8 +128,8 @@ async def test_counters_follow_writes_and_deletes(store: ChunkStore) -> None:
 async def test_writing_the_same_chunk_twice_counts_it_once(store: ChunkStore) -> None:
     await write(store, CHUNK, stream([b"x" * 10]), 10)
     await write(store, CHUNK, stream([b"z" * 4]), 4)
-    assert (store.used_bytes, store.chunk_count) == (4, 1)
-    assert store.path(CHUNK).read_bytes() == b"zzzz"
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK), 1)
+    assert await data(store, CHUNK) == b"zzzz"
 
 
 async def test_a_short_body_raises_and_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
@@ -134,8 +152,8 @@ async def test_a_failed_rewrite_keeps_the_stored_copy(store: ChunkStore) -> None
     await write(store, CHUNK, stream([b"good"]), 4)
     with pytest.raises(IncompleteBody):
         await write(store, CHUNK, stream([b"ba"]), 4)
-    assert store.path(CHUNK).read_bytes() == b"good"
-    assert (store.used_bytes, store.chunk_count) == (4, 1)
+    assert await data(store, CHUNK) == b"good"
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK), 1)
 
 
 @pytest.mark.parametrize("pieces", [[], [b"partial"], [b"x" * WRITE_BATCH, b"more"]])
@@ -174,7 +192,7 @@ async def test_a_write_cancelled_while_it_commits_still_commits_whole(
     started, release = threading.Event(), threading.Event()
     commit = chunk_store._commit
 
-    def held_commit(*args: Any) -> int | None:
+    def held_commit(*args: Any) -> tuple[int | None, int]:
         started.set()
         release.wait(10)
         return commit(*args)
@@ -187,8 +205,8 @@ async def test_a_write_cancelled_while_it_commits_still_commits_whole(
         await task
     release.set()
     await eventually(lambda: store.chunk_count == 1, timeout=10, what="the commit to end")
-    assert store.path(CHUNK).read_bytes() == b"whole"
-    assert store.used_bytes == 5
+    assert await data(store, CHUNK) == b"whole"
+    assert store.used_bytes == on_disk(store, CHUNK)
 
 
 async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore) -> None:
@@ -207,7 +225,7 @@ async def test_a_chunk_is_invisible_while_it_is_being_written(store: ChunkStore)
         store.path(CHUNK)
     finish.set()
     assert await task == 11
-    assert store.path(CHUNK).read_bytes() == b"firstsecond"
+    assert await data(store, CHUNK) == b"firstsecond"
 
 
 async def test_reopening_removes_interrupted_writes_and_counts_chunks(tmp_path: Path) -> None:
@@ -222,8 +240,8 @@ async def test_reopening_removes_interrupted_writes_and_counts_chunks(tmp_path: 
     await restarted.open()
     assert not leftover.exists()
     assert (tmp_path / "incoming").is_dir()
-    assert (restarted.used_bytes, restarted.chunk_count) == (8, 2)
-    assert restarted.path(CHUNK).read_bytes() == b"aaaaa"
+    assert (restarted.used_bytes, restarted.chunk_count) == (on_disk(first, CHUNK, OTHER), 2)
+    assert await data(restarted, CHUNK) == b"aaaaa"
 
 
 async def test_open_creates_missing_directories(tmp_path: Path) -> None:
@@ -231,7 +249,7 @@ async def test_open_creates_missing_directories(tmp_path: Path) -> None:
     store = ChunkStore(root)
     await store.open()
     await write(store, CHUNK, stream([b"x"]), 1)
-    assert store.path(CHUNK).read_bytes() == b"x"
+    assert await data(store, CHUNK) == b"x"
 
 
 async def test_missing_chunks_raise_chunk_not_found(store: ChunkStore) -> None:
@@ -306,13 +324,13 @@ async def test_concurrent_writes_of_one_chunk_count_it_once(
         write(store, CHUNK, stream([b"x" * 10]), 10),
         write(store, CHUNK, stream([b"x" * 10]), 10),
     )
-    assert (store.used_bytes, store.chunk_count) == (10, 1)
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK), 1)
 
 
 async def test_repr_shows_the_counters(store: ChunkStore) -> None:
     await write(store, CHUNK, stream([b"abc"]), 3)
     assert "chunks=1" in repr(store)
-    assert "used=3" in repr(store)
+    assert f"used={on_disk(store, CHUNK)}" in repr(store)
 
 
 async def test_every_chunk_has_a_sidecar_with_its_owner_and_block_digests(
@@ -333,34 +351,88 @@ async def test_every_chunk_has_a_sidecar_with_its_owner_and_block_digests(
         await store.meta(CHUNK)
 
 
-async def test_a_chunk_without_sidecar_is_dropped_on_open(tmp_path: Path) -> None:
-    store = ChunkStore(tmp_path)
-    await store.open()
-    await write(store, CHUNK, stream([b"abc"]), 3)
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "trailer", "sidecar", "size"],
+)
+async def test_a_damaged_sidecar_or_trailer_reads_as_corrupt(
+    store: ChunkStore, damage: str
+) -> None:
+    """Whatever breaks the end of a chunk's file, its sidecar is never misread: the scrubber
+    sees CorruptData (and removes the chunk), a reader a failed open (and reads another)."""
+    await write(store, CHUNK, stream([b"0123456789"]), 10)
     path = store.path(CHUNK)
-    path.with_name(path.name + ".meta").unlink()
-    reopened = ChunkStore(tmp_path)
-    await reopened.open()
-    assert (reopened.chunk_count, reopened.used_bytes) == (0, 0)
-    assert await reopened.chunk_ids() == []
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":  # a file cut short (never possible by a crash: a rename)
+        raw = raw[: len(raw) - 3]
+    elif damage == "trailer":
+        raw[-TRAILER.size] ^= 0xFF  # its magic
+    elif damage == "sidecar":
+        raw[-TRAILER.size - 2] ^= 0x01  # a bit of the sidecar: its checksum fails
+    else:  # a byte more of chunk: the sidecar checks, but the sizes disagree
+        raw[10:10] = b"x"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptData):
+        await store.meta(CHUNK)
+    if damage in ("truncated", "trailer"):  # reads need the trailer alone (blocks have digests)
+        with pytest.raises(CorruptData):
+            await data(store, CHUNK)
+    path.write_bytes(b"RSC")  # shorter than any trailer
+    with pytest.raises(CorruptData):
+        await store.meta(CHUNK)
+    with pytest.raises(CorruptData):
+        await data(store, CHUNK)
 
 
-async def test_sidecars_a_crash_left_alone_are_removed_on_open(tmp_path: Path) -> None:
-    store = ChunkStore(tmp_path)
-    await store.open()
-    await write(store, CHUNK, stream([b"abc"]), 3)
-    kept = store.path(CHUNK)
-    shard = kept.parent
-    alone = shard / (CHUNK[:-1] + "9.meta")  # a delete's second unlink never ran
-    alone.write_bytes(kept.with_name(kept.name + ".meta").read_bytes())
+def earlier_layout(path: Path, body: bytes, meta: ChunkMeta) -> Path:
+    """Write a chunk as the earlier layout did: bytes alone, sidecar in ``<id>.meta``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    sidecar = path.with_name(path.name + ".meta")
+    sidecar.write_bytes(meta.to_bytes())
+    return sidecar
+
+
+async def test_the_earlier_layout_is_converted_on_open(tmp_path: Path) -> None:
+    """Sidecars are folded into their chunks, crash leftovers of that layout are removed,
+    and a start that crashed midway (a chunk folded, its sidecar not yet removed) is
+    converted again to the same file."""
+    shard = tmp_path / "chunks" / CHUNK[:2]
+    metas = {
+        chunk_id: ChunkMeta("some/file", "1.0.peer", index, 4, len(body), b"d" * 48, 1.5)
+        for index, (chunk_id, body) in enumerate([(CHUNK, b"a" * 10), (OTHER, b"b" * 9)])
+    }
+    earlier_layout(shard / CHUNK, b"a" * 10, metas[CHUNK])
+    half = earlier_layout(shard / OTHER, b"b" * 9 + sealed(metas[OTHER]), metas[OTHER])
+    orphan = shard / f"{FILE}-2"  # renamed, its sidecar's rename lost: never acknowledged
+    orphan.write_bytes(b"c" * 9)
+    alone = shard / f"{FILE}-3.meta"  # a delete's second unlink never ran
+    alone.write_bytes(metas[CHUNK].to_bytes())
     torn = shard / f"{CHUNK}.meta.0badcafe.tmp"  # a sidecar being written
     torn.write_bytes(b"half")
-    reopened = ChunkStore(tmp_path)
-    await reopened.open()
-    assert not alone.exists()
-    assert not torn.exists()
-    assert await reopened.chunk_ids() == [CHUNK]
-    assert kept.with_name(kept.name + ".meta").exists()
+    short = tmp_path / "chunks" / "ff" / "ffffffffffffffffffffffffffffffff-4"
+    earlier_layout(short, b"d" * 3, msgspec.structs.replace(metas[CHUNK], size=10))  # bit rot
+    foreign = shard / "README"
+    foreign.write_bytes(b"not ours")
+
+    store = ChunkStore(tmp_path)
+    await store.open()
+    assert sorted(p.name for p in files_under(tmp_path / "chunks")) == sorted(
+        [CHUNK, OTHER, "README"]
+    )
+    assert await store.chunk_ids() == [CHUNK, OTHER]
+    assert (await data(store, CHUNK), await data(store, OTHER)) == (b"a" * 10, b"b" * 9)
+    assert (await store.meta(CHUNK), await store.meta(OTHER)) == (metas[CHUNK], metas[OTHER])
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK, OTHER), 2)
+    assert not half.exists()
+    assert foreign.read_bytes() == b"not ours"
+
+    folded = store.path(CHUNK).read_bytes()
+    earlier_layout(shard / CHUNK, folded, metas[CHUNK])  # the crash midway, again
+    again = ChunkStore(tmp_path)
+    await again.open()
+    assert store.path(CHUNK).read_bytes() == folded
+    assert await again.chunk_ids() == [CHUNK, OTHER]
 
 
 async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) -> None:

@@ -14,7 +14,7 @@ import random
 import aiohttp
 import pytest
 
-from tests.harness import LocalCluster, eventually
+from tests.harness import LocalCluster, chunk_bytes, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -95,7 +95,7 @@ async def test_chunks_are_equal_and_on_distinct_peers(
     sizes = set()
     for chunk in chunks:
         path = cluster.holder(chunk["holder"]).chunks.path(chunk["id"])
-        sizes.add(path.stat().st_size)
+        sizes.add(len(chunk_bytes(path)))
     assert sizes == {manifest["chunk_size"]}
     assert 5 * manifest["chunk_size"] - len(data) <= 4 * manifest["stripes"]
 

@@ -187,6 +187,47 @@ async def test_chunk_put_with_a_tiny_block_size_is_refused(
     await assert_healthy(http, peer, f"block-size-{block_size}")
 
 
+async def test_a_chunk_read_sends_its_bytes_and_ranges_of_them_never_its_sidecar(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """The chunk's file ends in its sidecar and trailer: a read of the whole chunk, of a
+    range, of a suffix or a HEAD sees the chunk's bytes alone; past them is a 416."""
+    peer = cluster[1]
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    chunk = chunk_id(file_id("reads", Version(NOW_MS, 0, "p")), 3)
+    path = f"/internal/chunks/{chunk}"
+    owner = {
+        "Content-Type": "application/octet-stream",
+        "X-Ringstore-Name": "reads",
+        "X-Ringstore-Version": f"{NOW_MS}.0.p",
+        "X-Ringstore-Block-Size": str(BLOCK),
+    }
+    assert (await internal(http, peer, "PUT", path, body=data, headers=owner)).status == 201
+    try:
+        assert peer.chunks.path(chunk).stat().st_size > len(data)  # the sidecar follows
+        for wanted, status, expected, content_range in [
+            (None, 200, data, None),
+            ("bytes=100-199", 206, data[100:200], f"bytes 100-199/{len(data)}"),
+            ("bytes=10000-", 206, data[10000:], f"bytes 10000-10239/{len(data)}"),
+            ("bytes=-10", 206, data[-10:], f"bytes 10230-10239/{len(data)}"),
+            ("bytes=10000-99999", 206, data[10000:], f"bytes 10000-10239/{len(data)}"),
+        ]:
+            headers = {"Range": wanted} if wanted else {}
+            async with signed_call(http, peer, "GET", path, headers=headers) as response:
+                assert response.status == status, wanted
+                assert await response.read() == expected, wanted
+                assert response.headers.get("Content-Range") == content_range, wanted
+        answer = await internal(http, peer, "GET", path, headers={"Range": "bytes=10240-"})
+        assert_refused(answer, 416, "invalid_range")
+        async with signed_call(http, peer, "HEAD", path) as response:
+            assert response.status == 200
+            assert response.content_length == len(data)
+            assert await response.read() == b""
+    finally:
+        assert (await internal(http, peer, "DELETE", path)).status == 204
+    await assert_healthy(http, peer, "chunk-reads")
+
+
 # --- clocks -------------------------------------------------------------------------------
 
 

@@ -24,8 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.model.manifest import ChunkMeta
-from tests.harness import LocalCluster, eventually, manifest_replica
+from tests.harness import LocalCluster, eventually, manifest_replica, sidecar_of
 from tests.harness.access import ADMIN_HEADERS
 from tests.node.shared.test_cluster_files import payload
 
@@ -91,11 +90,7 @@ async def nothing_stored(cluster: LocalCluster, http: aiohttp.ClientSession, nam
     assert not any(manifest_replica(p.data_dir, name) for p in cluster.peers)
 
     def settled() -> bool:
-        owners = [
-            ChunkMeta.from_bytes(Path(f"{path}.meta").read_bytes()).name
-            for peer in cluster.peers
-            for path in peer.chunk_files()
-        ]
+        owners = [sidecar_of(path).name for peer in cluster.peers for path in peer.chunk_files()]
         incoming = [f for p in cluster.peers for f in (p.data_dir / "incoming").iterdir()]
         return name not in owners and not incoming
 
