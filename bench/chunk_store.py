@@ -55,16 +55,22 @@ async def one_tree(size: int, writers: int, seconds: float, directory: Path) -> 
     started = time.monotonic()
     await asyncio.gather(*(writer(n) for n in range(writers)))
     wall = time.monotonic() - started
-    files = [p for p in (directory / "chunks").rglob("*") if p.is_file()]
-    allocated = sum(p.stat().st_blocks * 512 for p in files)
+    files, allocated = await asyncio.to_thread(on_disk, directory)
     latencies.sort()
     return {
         "writes_s": len(latencies) / wall,
         "median_ms": 1000 * statistics.median(latencies),
         "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))],
-        "files_per_chunk": len(files) / len(latencies),
+        "files_per_chunk": files / len(latencies),
         "allocated_per_byte": allocated / (len(latencies) * size),
     }
+
+
+def on_disk(directory: Path) -> tuple[int, int]:
+    """The files a store under ``directory`` holds, and the bytes they take on disk (the
+    chunk directory's name differs between trees: all but ``incoming/``)."""
+    files = [p for p in directory.rglob("*") if p.is_file() and "incoming" not in p.parts]
+    return len(files), sum(p.stat().st_blocks * 512 for p in files)
 
 
 def run_tree(tree: Path, size: int, writers: int, seconds: float, under: Path) -> dict[str, float]:

@@ -3,7 +3,7 @@
 Layout under the data directory::
 
     incoming/<chunk id>.<token>   being received; never served; removed on start
-    chunks/<2 hex>/<chunk id>     complete: fsynced, then renamed into place
+    chunks-v2/<2 hex>/<chunk id>  complete: fsynced, then renamed into place
 
 A chunk file is the chunk's bytes, then its sidecar (``ChunkMeta``: file name, version,
 index, block digests), then a 16-byte trailer that finds and checks the sidecar
@@ -12,12 +12,15 @@ endian). Byte ``i`` of the chunk is byte ``i`` of the file, so ranges need no lo
 sidecar lets the scrubber verify the chunk without its manifest and find the manifest from
 the chunk; kept in the same file, it is made durable by the same fsync and visible by the
 same rename as the bytes, so no crash can part them: one file, two fsyncs (the file, its
-directory) per chunk. A chunk is visible only once all of it is durable, so a reader never
-sees a half-written chunk and a crash leaves at worst a stray file in ``incoming/``. All
-disk work runs in worker threads; the event loop only keeps the byte and chunk counters.
+directory; and once per shard, ``chunks-v2/`` for the shard's entry) per chunk. A chunk is
+visible only once all of it is durable, so a reader never sees a half-written chunk and a
+crash leaves at worst a stray file in ``incoming/``. All disk work runs in worker threads;
+the event loop only keeps the byte and chunk counters.
 
-Data directories of the earlier layout (the sidecar in ``<chunk id>.meta`` beside the chunk)
-are converted when the store opens (``_convert``).
+The earlier layout (``chunks/``, the sidecar in ``<chunk id>.meta`` beside the chunk) is
+moved into this one when the store opens (``_convert``). The new directory has a new name so
+that a release of that layout, started on a converted directory, sees no chunks rather than
+deleting them all as chunks without sidecars.
 """
 
 from __future__ import annotations
@@ -50,13 +53,15 @@ from node.errors import (
     InsufficientStorage,
     InvalidRequest,
 )
-from node.model.digests import BlockDigests, Buffer
+from node.model.digests import DIGEST_SIZE, BlockDigests, Buffer
 from node.model.manifest import ChunkMeta
 
 log = logging.getLogger(__name__)
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
+CHUNKS_DIR = "chunks-v2"
+EARLIER_DIR = "chunks"  # the earlier layout's
 META = ".meta"  # the earlier layout's sidecar files
 TRAILER = struct.Struct("<4sIQ")  # magic, the sidecar's length, its xxh3-64 (seed: length)
 TRAILER_MAGIC = b"RSC\x01"  # format 1
@@ -67,7 +72,7 @@ class ChunkStore:
     """The complete chunks of one peer, plus counters of what they use."""
 
     def __init__(self, root: Path, max_bytes: int | None = None) -> None:
-        self._chunks = root / "chunks"
+        self._chunks = root / CHUNKS_DIR
         self._incoming = root / "incoming"
         self._max_bytes = max_bytes
         self._reserved = 0  # bytes of writes in progress, held against max_bytes
@@ -81,7 +86,9 @@ class ChunkStore:
         )
 
     async def open(self) -> None:
-        """Create the directories, drop leftovers of interrupted writes, count what is stored."""
+        """Create the directories, drop leftovers of interrupted writes, move the earlier
+        layout's chunks into this one (``_convert``: a read and a write of each chunk's end,
+        two syncs of the file system), count what is stored."""
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
@@ -92,11 +99,12 @@ class ChunkStore:
                 log.info("removing %d interrupted chunk writes from incoming/", len(leftovers))
             shutil.rmtree(self._incoming)
         self._incoming.mkdir()
+        earlier = self._chunks.parent / EARLIER_DIR
+        if earlier.is_dir():
+            _convert(earlier, self._chunks)
         sizes: list[int] = []
         for shard in self._chunks.iterdir():  # one listing per shard, no stat but the sizes
-            names = os.listdir(shard)
-            if not all(CHUNK_ID.fullmatch(name) for name in names):
-                names = _convert(shard, names)
+            names = [name for name in os.listdir(shard) if CHUNK_ID.fullmatch(name)]
             sizes.extend((shard / name).stat().st_size for name in names)
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
 
@@ -135,7 +143,8 @@ class ChunkStore:
         return await asyncio.to_thread(check)
 
     def path(self, chunk_id: str) -> Path:
-        """Where a complete chunk lives; raises ChunkNotFound if it is not stored."""
+        """Where a complete chunk lives (its file ends in its sidecar and trailer: never serve
+        it whole); raises ChunkNotFound if it is not stored."""
         path = self._path(chunk_id)
         if not path.is_file():
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here")
@@ -147,7 +156,8 @@ class ChunkStore:
     ) -> AsyncIterator[ChunkRange]:
         """Bytes ``[offset, offset+length)`` of a stored chunk as a stream read in worker
         threads (``length`` 0: all of the chunk, as a peer call's); raises ChunkNotFound,
-        InvalidRequest for a malformed id, OSError for a failed open. The file stays open
+        InvalidRequest for a malformed id, CorruptData for a damaged sidecar or trailer,
+        OSError for a failed open. The file stays open
         (and readable, even if the chunk is deleted meanwhile) until the block exits."""
         chunk = ChunkRange(self._path(chunk_id), offset, length)
         try:
@@ -174,11 +184,12 @@ class ChunkStore:
         (when given). Raises IncompleteBody, InsufficientStorage or the stream's own error.
         """
         final = self._path(chunk_id)
-        self._reserve(chunk_id, expected_size or 0)
+        held = file_size(meta, expected_size) if expected_size is not None else 0
+        self._reserve(chunk_id, held)
         try:
             return await self._write(chunk_id, final, pieces, expected_size, meta)
         finally:
-            self._reserved -= expected_size or 0
+            self._reserved -= held
 
     def _reserve(self, chunk_id: str, size: int) -> None:
         """Hold ``size`` bytes for a write; refuse one that would pass ``max_bytes``."""
@@ -277,7 +288,10 @@ class ChunkStore:
 class ChunkRange:
     """A range of a chunk file being read: a ``ChunkStream`` (``node.cluster.transport``)
     for a peer that reads its own chunk, without a loopback HTTP request. Each read is one
-    worker-thread hop; ``readinto`` fills a whole block in one.
+    worker-thread hop; ``readinto`` fills a whole block in one. The chunk route instead
+    ``narrow``s it to the range asked and ``send``s it with sendfile(2), on the event loop
+    (the kernel reads the page cache there, or the disk on a miss, as aiohttp's FileResponse
+    did).
 
     A reader cancelled on the loop may leave a read running in its worker thread, so the
     file is closed by whichever comes last, ``close`` (on the loop) or that read (in its
@@ -307,13 +321,13 @@ class ChunkRange:
 
     def open(self) -> None:
         """Open the file at the range's start (blocking: a worker thread); raises
-        ChunkNotFound, CorruptData for a file without a whole trailer, or OSError."""
+        ChunkNotFound, CorruptData for a damaged sidecar or trailer, or OSError."""
         try:
             file = self._path.open("rb", buffering=0)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
         try:
-            size = data_size(file.fileno(), os.fstat(file.fileno()).st_size)
+            size = read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size).size
             file.seek(self._offset)
         except BaseException:
             file.close()
@@ -348,13 +362,19 @@ class ChunkRange:
             return True
         if transport.get_extra_info("sslcontext") is not None:
             return False  # asyncio's TLS transports have no sendfile
+        if transport.is_closing():  # (loop.sendfile would raise RuntimeError)
+            raise ConnectionResetError("the connection closed before the chunk was sent")
         loop = asyncio.get_running_loop()
+        wanted = self._left
         try:
-            sent = await loop.sendfile(transport, file, file.tell(), self._left, fallback=False)
+            sent = await loop.sendfile(transport, file, file.tell(), wanted, fallback=False)
         except asyncio.SendfileNotAvailableError:
             return False
         self._left -= sent
         self.read_bytes += sent
+        if sent < wanted:  # the file ended early: the answer's length would be a lie
+            transport.close()
+            raise ConnectionResetError(f"{self._path.name} ended {wanted - sent} bytes early")
         return True
 
     def close(self) -> None:
@@ -427,21 +447,19 @@ class ChunkRange:
             yield bytes(piece[:got])
 
 
-def sealed(meta: ChunkMeta) -> bytes:
+def seal(meta: ChunkMeta) -> bytes:
     """What follows a chunk's bytes in its file: the sidecar, then its ``TRAILER``."""
     sidecar = meta.to_bytes()
     check = xxhash.xxh3_64_intdigest(sidecar, seed=len(sidecar))
     return sidecar + TRAILER.pack(TRAILER_MAGIC, len(sidecar), check)
 
 
-def _trailer(fd: int, size: int, tail: bytes = b"") -> tuple[int, int]:
+def _trailer(size: int, tail: bytes) -> tuple[int, int]:
     """The sidecar's length and checksum from the trailer of a chunk file of ``size`` bytes
-    (the end of ``tail``, the file's last bytes, when given; else read: blocking). Raises
-    CorruptData for a file too short to hold one, or a trailer that is not one."""
+    that ends in ``tail``. Raises CorruptData for a file too short to hold one, or a
+    trailer that is not one."""
     if size < TRAILER.size:
         raise CorruptData(f"a chunk file of {size} bytes has no trailer")
-    if not tail:
-        tail = os.pread(fd, TRAILER.size, size - TRAILER.size)
     if len(tail) < TRAILER.size:  # cut short since its size was taken
         raise CorruptData(f"a chunk file of {size} bytes ends early")
     magic, length, check = TRAILER.unpack(tail[-TRAILER.size :])
@@ -450,11 +468,13 @@ def _trailer(fd: int, size: int, tail: bytes = b"") -> tuple[int, int]:
     return length, check
 
 
-def data_size(fd: int, size: int) -> int:
-    """The chunk's bytes in a chunk file of ``size`` bytes, from its trailer alone (one
-    ``pread``, blocking; reads check blocks against their digests). Raises CorruptData."""
-    length, _ = _trailer(fd, size)
-    return size - TRAILER.size - length
+def file_size(meta: ChunkMeta, size: int) -> int:
+    """The bytes a chunk of ``size`` bytes owned by ``meta`` takes as a file (with its
+    sidecar and trailer): what ``used_bytes`` counts for it, and a write reserves."""
+    blocks = -(-size // meta.block_size) if meta.block_size > 0 else 0
+    digests = bytes(DIGEST_SIZE * blocks)
+    probe = msgspec.structs.replace(meta, size=size, block_digests=digests, stored_at=time.time())
+    return size + len(seal(probe))
 
 
 def read_sidecar(fd: int, size: int) -> ChunkMeta:
@@ -462,7 +482,7 @@ def read_sidecar(fd: int, size: int) -> ChunkMeta:
     up to ~4 KiB, two for a longer one; blocking). Raises CorruptData for a torn or damaged
     trailer or sidecar, or one whose size is not the file's."""
     tail = os.pread(fd, min(size, TAIL_READ), size - min(size, TAIL_READ))
-    length, check = _trailer(fd, size, tail)
+    length, check = _trailer(size, tail)
     if length + TRAILER.size > len(tail):
         tail = os.pread(fd, length + TRAILER.size, size - length - TRAILER.size)
     sidecar = tail[len(tail) - TRAILER.size - length : len(tail) - TRAILER.size]
@@ -478,11 +498,12 @@ def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> tuple[i
     """Seal a received chunk with its sidecar and make it durable and visible; return a
     replaced copy's file size (None: there was none) and this one's.
 
-    Two fsyncs: the file's, then its directory's for the rename. A crash before the rename
-    is durable leaves the temporary file in ``incoming/`` (never acknowledged), removed on
-    start; no crash can leave a visible chunk without its sidecar.
+    Two fsyncs: the file's, then its directory's for the rename (and first ``chunks-v2/``'s
+    when the shard directory is new). A crash before the rename is durable leaves the
+    temporary file in ``incoming/`` (never acknowledged), removed on start; no crash can
+    leave a visible chunk without its sidecar.
     """
-    file.write(sealed(meta))
+    file.write(seal(meta))
     file.flush()
     os.fsync(file.fileno())
     stored = file.tell()
@@ -550,53 +571,77 @@ class _Opening:
             _discard(file, self._temp)
 
 
-def _convert(shard: Path, names: list[str]) -> list[str]:
-    """Bring a shard directory holding ``names`` from the earlier layout (the sidecar in a
-    file of its own, ``<chunk id>.meta``) to this one; the names of the chunks it holds
-    after. Blocking; at open, before anything is served.
+def _convert(earlier: Path, chunks: Path) -> None:
+    """Move the chunks of the earlier layout under ``earlier`` (the sidecar in a file of its
+    own) into ``chunks``, each sealed with its sidecar; blocking, at open, before anything
+    is served. A million chunks cost a read and a write of each one's end and two syncs of
+    the file system, not a million fsyncs:
 
-    Each sidecar is appended to its chunk (cut back to the sidecar's size first, so a start
-    after a crash midway does it again, alike), the file fsynced, then the sidecar removed,
-    and the directory fsynced once. Removed too, as the earlier layout's start did: a
-    sidecar's temporary file or one left without its chunk, and a chunk left without its
-    sidecar (neither was acknowledged). A chunk shorter than its sidecar says was corrupt:
-    it is removed, and anti-entropy has it rebuilt. Other files are left alone.
+    1. each chunk beside its sidecar is sealed in place (cut back to the sidecar's size,
+       then the sidecar and trailer appended); a crash's leftovers of that layout go, as
+       its start removed them (a sidecar's temporary file, a sidecar without its chunk);
+    2. ``sync(2)``: every sealed chunk is durable before any sidecar goes;
+    3. each chunk is renamed into ``chunks`` and its sidecar removed;
+    4. ``sync(2)`` again, then ``earlier`` is removed.
+
+    A start after a crash anywhere finds ``earlier`` and goes on: a chunk still beside its
+    sidecar is sealed again, alike; one without it was sealed in a synced step 1 (moved) or
+    is that layout's own crash leftover, never acknowledged (removed). A chunk shorter than
+    its sidecar says, or with a sidecar that does not decode, was corrupt: it is removed
+    (not reported: anti-entropy finds it missing and has it rebuilt). Other files are left.
     """
-    present = set(names)
-    chunks, folded, removed = [], 0, 0
-    for name in names:
-        path = shard / name
-        if CHUNK_ID.fullmatch(name):
-            if name + META in present:
-                if _fold(path, shard / (name + META)):
-                    chunks.append(name)
-                    folded += 1
-                else:
+    started = time.monotonic()
+    shards = [shard for shard in earlier.iterdir() if shard.is_dir()]
+    log.info("moving the chunks of %d shards from %s/ into %s/", len(shards), earlier, chunks)
+    moves: list[tuple[Path, Path | None]] = []
+    removed = 0
+    for shard in shards:
+        names = set(os.listdir(shard))
+        for name in sorted(names):
+            path = shard / name
+            if CHUNK_ID.fullmatch(name):
+                sidecar = shard / (name + META)
+                if name + META in names:
+                    if _seal_in_place(path, sidecar):
+                        moves.append((path, sidecar))
+                    else:
+                        removed += 1
+                elif _is_sealed(path):  # sealed by a start that crashed later
+                    moves.append((path, None))
+                else:  # that layout's crash between a write's renames
+                    path.unlink()
                     removed += 1
-            elif _sealed(path):  # folded by a start that crashed before its directory fsync
-                chunks.append(name)
-            else:  # the earlier layout's crash between a write's renames
+            elif name.endswith(".tmp") or (
+                name.endswith(META) and name.removesuffix(META) not in names
+            ):
                 path.unlink()
                 removed += 1
-        elif name.endswith(".tmp") or (
-            name.endswith(META) and name.removesuffix(META) not in present
-        ):
-            path.unlink()
-            removed += 1
-    fsync_dir(shard)
-    if folded or removed:
-        log.info(
-            "chunks/%s: %d sidecars folded into their chunks, %d leftovers removed",
-            shard.name,
-            folded,
-            removed,
-        )
-    return chunks
+    os.sync()
+    for path, its_sidecar in moves:
+        target = chunks / path.parent.name / path.name
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+        if its_sidecar is not None:
+            its_sidecar.unlink()
+    os.sync()
+    for shard in shards:
+        with contextlib.suppress(OSError):  # a file of someone else's stays, and the shard
+            shard.rmdir()
+    with contextlib.suppress(OSError):
+        earlier.rmdir()
+    log.info(
+        "moved %d chunks into %s/ and removed %d leftovers in %.1f s",
+        len(moves),
+        chunks,
+        removed,
+        time.monotonic() - started,
+    )
 
 
-def _fold(chunk: Path, sidecar: Path) -> bool:
-    """Append an earlier-layout sidecar to its chunk, fsync, remove the sidecar; False (both
-    removed) for an undecodable sidecar or a chunk shorter than it says."""
+def _seal_in_place(chunk: Path, sidecar: Path) -> bool:
+    """Append an earlier-layout sidecar (and a trailer) to its chunk, cut back to the
+    sidecar's size first; not synced. False, both removed, for an undecodable sidecar or a
+    chunk shorter than it says."""
     try:
         meta = ChunkMeta.from_bytes(sidecar.read_bytes())
         with chunk.open("r+b") as file:
@@ -604,19 +649,16 @@ def _fold(chunk: Path, sidecar: Path) -> bool:
                 raise CorruptData(f"shorter than its sidecar's {meta.size} bytes")
             file.truncate(meta.size)
             file.seek(meta.size)
-            file.write(sealed(meta))
-            file.flush()
-            os.fsync(file.fileno())
+            file.write(seal(meta))
     except CorruptData as exc:
         log.error("chunk %s: %s; removing it for repair", chunk.name, exc)
         chunk.unlink()
         sidecar.unlink()
         return False
-    sidecar.unlink()
     return True
 
 
-def _sealed(path: Path) -> bool:
+def _is_sealed(path: Path) -> bool:
     """Whether a chunk file ends in a whole sidecar (blocking)."""
     with path.open("rb", buffering=0) as file:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from node.disk.chunk_store import CHUNKS_DIR
 from node.disk.manifest_log import FRAME
 from node.errors import CorruptData
 from node.model.digests import block_digest, chunk_digest
@@ -121,7 +122,7 @@ async def scrubbed(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator
 
 def chunk_path(cluster: ProcessCluster, chunk: dict[str, Any]) -> Path:
     peer = cluster.peers[cluster.index_of(chunk["holder"])]
-    return peer.data_dir / "chunks" / chunk["id"][:2] / chunk["id"]
+    return peer.data_dir / CHUNKS_DIR / chunk["id"][:2] / chunk["id"]
 
 
 def chunk_matches_manifest(path: Path, chunk: dict[str, Any]) -> bool:

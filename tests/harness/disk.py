@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from node.disk.chunk_store import read_sidecar
+from node.disk.chunk_store import CHUNKS_DIR, read_sidecar
 from node.disk.data_dir import save_identity
 from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
 from node.model.identity import ClusterIdentity
@@ -17,7 +17,7 @@ from node.model.manifest import ChunkMeta, Manifest
 
 def chunk_files_in(data_dir: Path) -> list[Path]:
     """Complete chunk files under a peer's data directory."""
-    return sorted(p for p in (data_dir / "chunks").glob("*/*") if "." not in p.name)
+    return sorted(p for p in (data_dir / CHUNKS_DIR).glob("*/*") if "." not in p.name)
 
 
 def chunk_files_size(data_dir: Path) -> int:

@@ -52,7 +52,7 @@ from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
 from tests.harness.access import seed_admin_key, wait_admin_key
-from tests.harness.disk import new_secret_file
+from tests.harness.disk import chunk_files_in, new_secret_file
 from tests.harness.polling import eventually, spin
 
 # Fast background timings so changes are noticed within a test's patience, but the
@@ -217,8 +217,8 @@ class LocalPeer:
         return self._served.server
 
     def chunk_files(self) -> list[Path]:
-        """The chunk files on this peer's disk (not their sidecars)."""
-        return sorted(p for p in (self.data_dir / "chunks").glob("*/*") if p.suffix != ".meta")
+        """The chunk files on this peer's disk."""
+        return chunk_files_in(self.data_dir)
 
     def _app(self) -> web.Application:
         assert self.app is not None, f"{self} was never started"

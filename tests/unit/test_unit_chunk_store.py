@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from node.disk import chunk_store
-from node.disk.chunk_store import TRAILER, WRITE_BATCH, ChunkStore, sealed
+from node.disk.chunk_store import CHUNKS_DIR, TRAILER, WRITE_BATCH, ChunkStore, seal
 from node.errors import ChunkNotFound, CorruptData, IncompleteBody, InvalidRequest
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
@@ -76,7 +76,7 @@ async def store(tmp_path: Path) -> ChunkStore:
 
 
 async def test_open_creates_an_empty_store(tmp_path: Path, store: ChunkStore) -> None:
-    assert (tmp_path / "chunks").is_dir()
+    assert (tmp_path / CHUNKS_DIR).is_dir()
     assert (tmp_path / "incoming").is_dir()
     assert (store.used_bytes, store.chunk_count) == (0, 0)
 
@@ -87,9 +87,9 @@ async def test_written_pieces_are_the_chunk(tmp_path: Path, store: ChunkStore) -
     assert size == sum(map(len, pieces))
     path = store.path(CHUNK)
     assert await data(store, CHUNK) == b"".join(pieces)
-    assert path == tmp_path / "chunks" / CHUNK[:2] / CHUNK
+    assert path == tmp_path / CHUNKS_DIR / CHUNK[:2] / CHUNK
     meta = await store.meta(CHUNK)
-    assert path.read_bytes() == b"".join(pieces) + sealed(meta)  # bytes, sidecar, trailer
+    assert path.read_bytes() == b"".join(pieces) + seal(meta)  # bytes, sidecar, trailer
     assert path.read_bytes()[-TRAILER.size :].startswith(b"RSC\x01")
     assert files_under(tmp_path / "incoming") == []
 
@@ -384,55 +384,83 @@ async def test_a_damaged_sidecar_or_trailer_reads_as_corrupt(
         await data(store, CHUNK)
 
 
-def earlier_layout(path: Path, body: bytes, meta: ChunkMeta) -> Path:
-    """Write a chunk as the earlier layout did: bytes alone, sidecar in ``<id>.meta``."""
+def earlier_layout(root: Path, chunk_id: str, body: bytes, meta: ChunkMeta | None) -> Path:
+    """Write a chunk as the earlier layout did (``chunks/``: bytes alone, the sidecar in
+    ``<id>.meta``; none when ``meta`` is None); its path."""
+    path = root / "chunks" / chunk_id[:2] / chunk_id
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(body)
-    sidecar = path.with_name(path.name + ".meta")
-    sidecar.write_bytes(meta.to_bytes())
-    return sidecar
+    if meta is not None:
+        path.with_name(path.name + ".meta").write_bytes(meta.to_bytes())
+    return path
 
 
-async def test_the_earlier_layout_is_converted_on_open(tmp_path: Path) -> None:
-    """Sidecars are folded into their chunks, crash leftovers of that layout are removed,
-    and a start that crashed midway (a chunk folded, its sidecar not yet removed) is
-    converted again to the same file."""
-    shard = tmp_path / "chunks" / CHUNK[:2]
-    metas = {
-        chunk_id: ChunkMeta("some/file", "1.0.peer", index, 4, len(body), b"d" * 48, 1.5)
-        for index, (chunk_id, body) in enumerate([(CHUNK, b"a" * 10), (OTHER, b"b" * 9)])
-    }
-    earlier_layout(shard / CHUNK, b"a" * 10, metas[CHUNK])
-    half = earlier_layout(shard / OTHER, b"b" * 9 + sealed(metas[OTHER]), metas[OTHER])
-    orphan = shard / f"{FILE}-2"  # renamed, its sidecar's rename lost: never acknowledged
-    orphan.write_bytes(b"c" * 9)
-    alone = shard / f"{FILE}-3.meta"  # a delete's second unlink never ran
-    alone.write_bytes(metas[CHUNK].to_bytes())
-    torn = shard / f"{CHUNK}.meta.0badcafe.tmp"  # a sidecar being written
-    torn.write_bytes(b"half")
-    short = tmp_path / "chunks" / "ff" / "ffffffffffffffffffffffffffffffff-4"
-    earlier_layout(short, b"d" * 3, msgspec.structs.replace(metas[CHUNK], size=10))  # bit rot
+def owner(index: int, size: int) -> ChunkMeta:
+    return ChunkMeta("some/file", "1.0.peer", index, 4, size, b"d" * 16 * -(-size // 4), 1.5)
+
+
+EARLIER = {f"{FILE}-{i}": bytes([65 + i]) * (9 + i) for i in range(4)}
+
+
+async def test_the_earlier_layout_is_moved_in_and_its_leftovers_removed(tmp_path: Path) -> None:
+    """Each chunk beside its sidecar is sealed with it and moved into the new directory; a
+    chunk already sealed (a start that crashed after its sync) moves as it is; that layout's
+    crash leftovers go as its start removed them; someone else's file stays."""
+    metas = {chunk_id: owner(i, len(body)) for i, (chunk_id, body) in enumerate(EARLIER.items())}
+    first, second, third, fourth = EARLIER
+    earlier_layout(tmp_path, first, EARLIER[first], metas[first])
+    resealed = EARLIER[second] + seal(metas[second])  # sealed, its sidecar not yet removed
+    earlier_layout(tmp_path, second, resealed, metas[second])
+    earlier_layout(tmp_path, third, EARLIER[third] + seal(metas[third]), None)  # sealed, moved
+    orphan = earlier_layout(tmp_path, fourth, EARLIER[fourth], None)  # its sidecar's rename lost
+    shard = orphan.parent
+    (shard / f"{FILE}-9.meta").write_bytes(metas[first].to_bytes())  # a delete's half
+    (shard / f"{first}.meta.0badcafe.tmp").write_bytes(b"half")  # a sidecar being written
+    rotten = f"{'f' * 32}-4"  # shorter than its sidecar says
+    earlier_layout(tmp_path, rotten, b"xyz", msgspec.structs.replace(metas[first], size=10))
     foreign = shard / "README"
     foreign.write_bytes(b"not ours")
 
     store = ChunkStore(tmp_path)
     await store.open()
-    assert sorted(p.name for p in files_under(tmp_path / "chunks")) == sorted(
-        [CHUNK, OTHER, "README"]
+    assert await store.chunk_ids() == [first, second, third]
+    for chunk_id in (first, second, third):
+        assert await data(store, chunk_id) == EARLIER[chunk_id]
+        assert await store.meta(chunk_id) == metas[chunk_id]
+    assert (store.used_bytes, store.chunk_count) == (on_disk(store, first, second, third), 3)
+    assert files_under(tmp_path / "chunks") == [foreign]  # all else of that layout is gone
+    assert files_under(tmp_path / CHUNKS_DIR) == sorted(
+        store.path(c) for c in (first, second, third)
     )
-    assert await store.chunk_ids() == [CHUNK, OTHER]
-    assert (await data(store, CHUNK), await data(store, OTHER)) == (b"a" * 10, b"b" * 9)
-    assert (await store.meta(CHUNK), await store.meta(OTHER)) == (metas[CHUNK], metas[OTHER])
-    assert (store.used_bytes, store.chunk_count) == (on_disk(store, CHUNK, OTHER), 2)
-    assert not half.exists()
-    assert foreign.read_bytes() == b"not ours"
 
-    folded = store.path(CHUNK).read_bytes()
-    earlier_layout(shard / CHUNK, folded, metas[CHUNK])  # the crash midway, again
-    again = ChunkStore(tmp_path)
-    await again.open()
-    assert store.path(CHUNK).read_bytes() == folded
-    assert await again.chunk_ids() == [CHUNK, OTHER]
+
+async def test_a_crash_midway_through_the_move_is_finished_by_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metas = {chunk_id: owner(i, len(body)) for i, (chunk_id, body) in enumerate(EARLIER.items())}
+    for chunk_id, body in EARLIER.items():
+        earlier_layout(tmp_path, chunk_id, body, metas[chunk_id])
+    moved: list[str] = []
+    replace = os.replace
+
+    def crash_after_two(source: Any, target: Any) -> None:
+        if len(moved) == 2:
+            raise SystemExit("killed")  # as kill -9 would stop it, between two moves
+        replace(source, target)
+        moved.append(str(target))
+
+    monkeypatch.setattr(os, "replace", crash_after_two)
+    with pytest.raises(SystemExit):
+        await ChunkStore(tmp_path).open()
+    monkeypatch.setattr(os, "replace", replace)
+    assert len(files_under(tmp_path / CHUNKS_DIR)) == 2
+    store = ChunkStore(tmp_path)
+    await store.open()
+    assert await store.chunk_ids() == sorted(EARLIER)
+    for chunk_id, body in EARLIER.items():
+        assert await data(store, chunk_id) == body
+        assert await store.meta(chunk_id) == metas[chunk_id]
+    assert not (tmp_path / "chunks").exists()
 
 
 async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) -> None:
