@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -147,11 +148,13 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -
             *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
         pids: list[int] = []
+        said: list[str] = []
         try:
             assert up.stdout is not None
             while len(pids) < 5:
                 line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
-                assert line, "ringstore up exited early"
+                assert line, f"ringstore up exited early, saying: {''.join(said)}"
+                said.append(line)
                 if match := re.search(r"pid (\d+)", line):
                     pids.append(int(match.group(1)))
             url = f"http://127.0.0.1:{base + 3}/files/e2e/kept"
@@ -168,8 +171,10 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -
                     async with admin.put(url, data=b"still here") as response:
                         assert response.status == 201, await response.text()
         finally:
-            up.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(up.wait(), 30) == 0
+            with contextlib.suppress(ProcessLookupError):  # exited early: said why above
+                up.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(up.wait(), 30)
+        assert code == 0
         for pid in pids:
             assert _gone(pid), f"peer {pid} still runs"
         return pids
