@@ -121,16 +121,10 @@ class ChunkStore:
     async def meta(self, chunk_id: str) -> ChunkMeta:
         """A chunk's sidecar; raises ChunkNotFound or CorruptData."""
         path = self._path(chunk_id)
-
-        def read() -> ChunkMeta:
-            try:
-                file = path.open("rb", buffering=0)
-            except FileNotFoundError:
-                raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
-            with file:
-                return read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
-
-        return await asyncio.to_thread(read)
+        try:
+            return await asyncio.to_thread(sidecar_of, path)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
 
     async def missing(self, chunk_ids: list[str]) -> list[str]:
         """The ids of ``chunk_ids`` not stored here; one ``stat`` per id, in a thread.
@@ -474,7 +468,7 @@ def file_size(meta: ChunkMeta, size: int) -> int:
     blocks = -(-size // meta.block_size) if meta.block_size > 0 else 0
     digests = bytes(DIGEST_SIZE * blocks)
     probe = msgspec.structs.replace(meta, size=size, block_digests=digests, stored_at=time.time())
-    return size + len(seal(probe))
+    return size + len(probe.to_bytes()) + TRAILER.size
 
 
 def read_sidecar(fd: int, size: int) -> ChunkMeta:
@@ -492,6 +486,13 @@ def read_sidecar(fd: int, size: int) -> ChunkMeta:
     if meta.size != size - TRAILER.size - length:
         raise CorruptData(f"a chunk's sidecar says {meta.size} bytes; its file holds more or less")
     return meta
+
+
+def sidecar_of(path: Path) -> ChunkMeta:
+    """The checked sidecar a chunk file ends with (blocking); raises FileNotFoundError,
+    CorruptData."""
+    with path.open("rb", buffering=0) as file:
+        return read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
 
 
 def _commit(file: BinaryIO, temp: Path, final: Path, meta: ChunkMeta) -> tuple[int | None, int]:
@@ -660,11 +661,10 @@ def _seal_in_place(chunk: Path, sidecar: Path) -> bool:
 
 def _is_sealed(path: Path) -> bool:
     """Whether a chunk file ends in a whole sidecar (blocking)."""
-    with path.open("rb", buffering=0) as file:
-        try:
-            read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
-        except CorruptData:
-            return False
+    try:
+        sidecar_of(path)
+    except CorruptData:
+        return False
     return True
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import msgspec
 
-from node.disk.chunk_store import CHUNKS_DIR, read_sidecar
+from node.disk.chunk_store import CHUNKS_DIR, sidecar_of
 from node.disk.data_dir import save_identity
 from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
 from node.model.identity import ClusterIdentity
-from node.model.manifest import ChunkMeta, Manifest
+from node.model.manifest import Manifest
 
 
 def chunk_files_in(data_dir: Path) -> list[Path]:
@@ -27,12 +27,6 @@ def chunk_files_size(data_dir: Path) -> int:
         with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
             total += path.stat().st_size
     return total
-
-
-def sidecar_of(path: Path) -> ChunkMeta:
-    """The sidecar a chunk file ends with; raises FileNotFoundError, CorruptData."""
-    with path.open("rb", buffering=0) as file:
-        return read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size)
 
 
 def chunk_bytes(path: Path) -> bytes:

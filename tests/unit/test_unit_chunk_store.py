@@ -374,7 +374,7 @@ async def test_a_damaged_sidecar_or_trailer_reads_as_corrupt(
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptData):
         await store.meta(CHUNK)
-    if damage in ("truncated", "trailer"):  # reads need the trailer alone (blocks have digests)
+    if damage in ("truncated", "trailer"):  # (reads check the whole sidecar too)
         with pytest.raises(CorruptData):
             await data(store, CHUNK)
     path.write_bytes(b"RSC")  # shorter than any trailer
