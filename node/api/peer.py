@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -35,6 +36,8 @@ from node.cluster.protocol import (
     MANIFEST_BATCH,
     MSGPACK,
     PEER_PREFIX,
+    PROVISIONAL,
+    SETTLED,
     CallFailure,
     ChunkStored,
     ConditionalManifest,
@@ -135,6 +138,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put("/internal/manifests", _guarded(put_manifest, MSGPACK))
     router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
+    router.add_post(SETTLED, _guarded(settle_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
@@ -255,10 +259,13 @@ async def check_inventory(request: web.Request) -> web.Response:
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = request.query.get("name", "")
-    manifest = await request.app[HOLDER].get_manifest(name)
-    if manifest is None:
+    found = await request.app[HOLDER].get_manifest(name)
+    if found.manifest is None:
         raise FileNotFound(f"no manifest replica of {name!r} here")
-    return web.Response(body=manifest.to_bytes(), content_type=MSGPACK)
+    response = web.Response(body=found.manifest.to_bytes(), content_type=MSGPACK)
+    if found.provisional:
+        response.headers[PROVISIONAL] = "1"
+    return response
 
 
 def _manifest(data: bytes) -> Manifest:
@@ -314,8 +321,11 @@ async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
     try:
         if isinstance(call, ManifestRead):
             found = await holder.get_manifest(call.name)
-            answer = ManifestAnswer(manifest=None if found is None else found.to_bytes())
-            what = f"read of {call.name!r}: {'found' if found else 'none here'}"
+            if found.manifest is None:
+                answer, what = ManifestAnswer(), f"read of {call.name!r}: none here"
+            else:
+                answer = ManifestAnswer(found.manifest.to_bytes(), found.provisional)
+                what = f"read of {call.name!r}: found" + " (provisional)" * found.provisional
         else:
             manifest = _manifest(call.manifest)
             written = await holder.put_manifest(manifest, call.expect, call.condition)
@@ -334,12 +344,23 @@ async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
     return answer
 
 
-async def retract_manifest(request: web.Request) -> web.Response:
-    query = request.query
+def _precedence(query: Mapping[str, str]) -> tuple[Version, int]:
     try:
-        precedence = Version.parse(query["version"]), decimal(query["revision"])
+        return Version.parse(query["version"]), decimal(query["revision"])
     except (KeyError, ValueError):
         raise InvalidRequest("version and revision are required") from None
+
+
+async def settle_manifest(request: web.Request) -> web.Response:
+    """A conditional write this peer kept was committed (``Holder.settle_manifest``)."""
+    query = request.query
+    await request.app[HOLDER].settle_manifest(query.get("name", ""), _precedence(query))
+    return web.Response(status=204)
+
+
+async def retract_manifest(request: web.Request) -> web.Response:
+    query = request.query
+    precedence = _precedence(query)
     body = await request.read()  # the manifest to put back, if any
     restore = None
     if body:

@@ -19,7 +19,7 @@ from node.cluster.protocol import GossipMessage, PullOrder
 from node.cluster.transport import Address, ChunkStream, Transport
 from node.errors import PeerUnavailable, RingstoreError
 from node.model.digests import Buffer
-from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.manifest import ChunkMeta, Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import Preconditions
 from node.model.version import Version
 from node.waiting import within
@@ -113,8 +113,9 @@ class Peers:
         """Which of ``chunk_ids`` ``member`` does not hold (at most ``MAX_INVENTORY``)."""
         return await self._call(member, lambda to: self._transport.missing_chunks(to, chunk_ids))
 
-    async def get_manifest(self, member: str, name: str) -> Manifest | None:
-        """``member``'s replica of ``name``'s manifest, or None if it has none."""
+    async def get_manifest(self, member: str, name: str) -> ReplicaRead:
+        """``member``'s replica of ``name``'s manifest (None if it has none), and whether
+        it is provisional there."""
         return await self._call(member, lambda to: self._transport.get_manifest(to, name))
 
     async def put_manifest(
@@ -136,6 +137,11 @@ class Peers:
         """Take back ``member``'s replica of ``manifest`` if it is still exactly that one,
         putting back ``restore`` (what it replaced there) when given."""
         await self._call(member, lambda to: self._transport.retract_manifest(to, manifest, restore))
+
+    async def settle_manifest(self, member: str, manifest: Manifest) -> None:
+        """Tell ``member``, which kept the conditional write ``manifest``, that it was
+        committed (no longer provisional there)."""
+        await self._call(member, lambda to: self._transport.settle_manifest(to, manifest))
 
     async def list_manifests(
         self,

@@ -38,6 +38,8 @@ from node.cluster.protocol import (
     MANIFEST_BATCH,
     MSGPACK,
     PEER_HEADER,
+    PROVISIONAL,
+    SETTLED,
     ChunkStored,
     ConditionalManifest,
     GossipMessage,
@@ -67,7 +69,7 @@ from node.errors import (
     error_from_code,
 )
 from node.model.digests import Buffer
-from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.manifest import ChunkMeta, Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import Preconditions
 from node.model.version import Version
 from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
@@ -183,8 +185,9 @@ class Transport(Protocol):
         """Which of ``chunk_ids`` (at most ``MAX_INVENTORY``) the peer does not hold."""
         ...
 
-    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
-        """The peer's replica of ``name``'s manifest, or None if it has none."""
+    async def get_manifest(self, to: Address, name: str) -> ReplicaRead:
+        """The peer's replica of ``name``'s manifest (None if it has none), and whether it
+        is provisional there (``ReplicaRead``)."""
         ...
 
     async def put_manifest(
@@ -203,6 +206,11 @@ class Transport(Protocol):
     ) -> None:
         """Take back the peer's replica of ``manifest`` if it is still exactly that one,
         putting back ``restore`` (what it replaced there) when given."""
+        ...
+
+    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
+        """Tell a replica that kept the conditional write ``manifest`` that it was
+        committed: its replica is no longer provisional."""
         ...
 
     async def list_manifests(
@@ -460,7 +468,7 @@ class HttpTransport:
             except ValueError as exc:
                 raise PeerUnavailable(to.url, f"unreadable inventory answer: {exc}") from exc
 
-    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
+    async def get_manifest(self, to: Address, name: str) -> ReplicaRead:
         if not self._batches_to(to):
             return await self._get_manifest_alone(to, name)
         try:
@@ -468,16 +476,19 @@ class HttpTransport:
             answer = await self.manifest_calls.call((to, "get"), read)
         except _NoBatches:
             return await self._get_manifest_alone(to, name)
-        return None if answer.manifest is None else Manifest.from_bytes(answer.manifest)
+        if answer.manifest is None:
+            return ReplicaRead(None)
+        return ReplicaRead(Manifest.from_bytes(answer.manifest), answer.provisional)
 
-    async def _get_manifest_alone(self, to: Address, name: str) -> Manifest | None:
+    async def _get_manifest_alone(self, to: Address, name: str) -> ReplicaRead:
         try:
             async with self._request(
                 "GET", to, "/internal/manifests", params={"name": name}
             ) as reply:
-                return Manifest.from_bytes(await reply.body())
+                manifest = Manifest.from_bytes(await reply.body())
+                return ReplicaRead(manifest, PROVISIONAL in reply.response.headers)
         except NotFound:
-            return None
+            return ReplicaRead(None)
 
     async def put_manifest(
         self,
@@ -565,6 +576,15 @@ class HttpTransport:
         async with self._request(
             "DELETE", to, "/internal/manifests", params=params, data=body, headers=headers
         ) as reply:
+            await reply.body()
+
+    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
+        params = {
+            "name": manifest.name,
+            "version": str(manifest.version),
+            "revision": str(manifest.revision),
+        }
+        async with self._request("POST", to, SETTLED, params=params) as reply:
             await reply.body()
 
     async def list_manifests(

@@ -43,7 +43,13 @@ from node.errors import (
     Unavailable,
 )
 from node.model.layout import Layout
-from node.model.manifest import SEGMENT_HOLDER, Manifest, ReplicaWrite, parse_segment_id
+from node.model.manifest import (
+    SEGMENT_HOLDER,
+    Manifest,
+    ReplicaRead,
+    ReplicaWrite,
+    parse_segment_id,
+)
 from node.model.preconditions import Preconditions
 from node.model.version import HybridClock
 from node.waiting import consume
@@ -94,6 +100,22 @@ def retired_chunks(acks: Iterable[ReplicaWrite], manifest: Manifest) -> set[tupl
 def _behind(replica: Manifest | None, newest: Manifest) -> bool:
     """Whether a replica's answer (None: it has none) needs ``newest`` written over it."""
     return replica is None or replica.precedence < newest.precedence
+
+
+def _newest(reads: Iterable[ReplicaRead]) -> Manifest | None:
+    """The manifest of highest precedence among replicas' answers (None: none has one)."""
+    found = [read.manifest for read in reads if read.manifest is not None]
+    return max(found, key=lambda m: m.precedence) if found else None
+
+
+def _provisional(reads: Iterable[ReplicaRead], newest: Manifest) -> bool:
+    """Whether ``newest`` is provisional on every replica that answered it: a replica that
+    holds it settled heard its commit (or it never was a conditional write)."""
+    return all(
+        read.provisional
+        for read in reads
+        if read.manifest is not None and read.manifest.precedence == newest.precedence
+    )
 
 
 def _referenced(manifest: Manifest) -> set[tuple[str, str]]:
@@ -243,69 +265,84 @@ class ManifestReplicas:
                 task.add_done_callback(consume)
         return answers
 
-    async def read(self, name: str, every_replica: bool = False) -> Manifest | None:
+    async def read(
+        self, name: str, every_replica: bool = False, settled: bool = False
+    ) -> Manifest | None:
         """The newest manifest of ``name`` among R replicas (``_ask`` with a hedge).
 
         Tombstones included. With ``every_replica``, all N replicas must answer (for
-        decisions that destroy data). Raises Unavailable when too few replicas answer.
-        Replicas found behind are brought up to date in the background.
+        decisions that destroy data). Raises Unavailable when too few replicas answer, or,
+        with ``settled`` (for work that copies or destroys on the manifest's word), when
+        the newest is provisional: a conditional write not yet decided, maybe a loser about
+        to be retracted. Replicas found behind are brought up to date in the background,
+        unless the newest is provisional (``ReplicaRead``): copied, a losing write would
+        outlive its retraction and bury the winner.
         """
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
 
-        async def get(member: str) -> Manifest | None:
+        async def get(member: str) -> ReplicaRead:
             started = time.monotonic()
-            manifest = await self._peers.get_manifest(member, name)
+            found = await self._peers.get_manifest(member, name)
             if member != me:  # this peer's own replica answers without the network
                 self.hedge.observe(time.monotonic() - started)
-            return manifest
+            return found
 
         # Replicas that answer after the quorum are heard out, not cancelled: a call cancelled
         # mid-answer closes its connection (a new TCP connection for a quarter of the small
         # GETs, bench/small.py), and a late replica found behind is repaired like the others.
-        pending: dict[asyncio.Future[Manifest | None], str] = {}
-        newest: Manifest | None = None
+        pending: dict[asyncio.Future[ReplicaRead], str] = {}
+        copyable: Manifest | None = None  # what replicas found behind are repaired with
         try:
             found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge)
             if len(found) < quorum:
                 raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
-            versions = [m for m in found.values() if m is not None]
-            if not versions and quorum < config.manifest_replicas:
+            reads = list(found.values())
+            if not any(read.manifest for read in reads) and quorum < config.manifest_replicas:
                 # The first "none"s may come from stand-ins for replicas that are down, which
                 # answer faster than a surviving replica reading its file: hear all N first.
                 rest = config.manifest_replicas - len(found)
                 found.update(await self._ask(name, get, rest, heard=found))
-                versions = [m for m in found.values() if m is not None]
-            versions += await self._read_previous(name, set(found))
-            if not versions:
+                reads = list(found.values())
+            reads += await self._read_previous(name, set(found))
+            newest = _newest(reads)
+            if newest is None:
                 return None
-            newest = max(versions, key=lambda m: m.precedence)
             try:
                 self._clock.observe(newest.version)
             except InvalidRequest as exc:  # a replica's word: our clock does not follow it
                 log.warning("manifest of %r read from replicas: %s", name, exc)
-            for replica, manifest in found.items():
-                if _behind(manifest, newest):
+            if _provisional(reads, newest):
+                if settled:
+                    raise Unavailable(
+                        f"the newest manifest of {name!r} is a conditional write not yet "
+                        "decided; try again"
+                    )
+                return newest
+            copyable = newest
+            for replica, read in found.items():
+                if _behind(read.manifest, newest):
                     self._spawn(self._repair(replica, newest))
             return newest
         finally:
             for call, replica in pending.items():
-                self._spawn(self._hear_out(call, replica, newest))
+                self._spawn(self._hear_out(call, replica, copyable))
 
     async def _hear_out(
-        self, call: asyncio.Future[Manifest | None], replica: str, newest: Manifest | None
+        self, call: asyncio.Future[ReplicaRead], replica: str, newest: Manifest | None
     ) -> None:
         """Wait for a replica's answer that came after the read was decided (bounded by the
-        peer timeout), and repair the replica if it is behind ``newest``."""
+        peer timeout), and repair the replica if it is behind ``newest`` (None: nothing to
+        repair with)."""
         try:
-            manifest = await call
+            found = await call
         except RingstoreError:
             return  # counted against the replica's liveness by the call itself
-        if newest is not None and _behind(manifest, newest):
+        if newest is not None and _behind(found.manifest, newest):
             await self._repair(replica, newest)
 
-    async def _read_previous(self, name: str, asked: set[str]) -> list[Manifest]:
+    async def _read_previous(self, name: str, asked: set[str]) -> list[ReplicaRead]:
         """The manifests of ``name`` held by its replicas under earlier placements (while
         a hand-over after a ring change or a return is under way: ``previous_replicas``);
         those that fail are left out, as a replica that does not answer is."""
@@ -321,7 +358,7 @@ class ManifestReplicas:
             if isinstance(answer, BaseException):
                 if not isinstance(answer, RingstoreError):
                     raise answer
-            elif answer is not None:
+            elif answer.manifest is not None:
                 found.append(answer)
         return found
 
@@ -340,7 +377,7 @@ class ManifestReplicas:
             return False
 
         async def get(member: str) -> Manifest | None:
-            return await self._peers.get_manifest(member, name)
+            return (await self._peers.get_manifest(member, name)).manifest
 
         found = await self._ask(name, get, self._config.manifest_replicas, home_only=True)
         if len(found) < self._config.manifest_replicas:
@@ -394,8 +431,11 @@ class ManifestReplicas:
         Each replica checks under its lock and keeps the first of two writes conditional on
         the same state, so at most one of them reaches W. Only the home replicas count: a
         handoff standing in for a down one has not seen the name's history, and would take
-        ``If-None-Match: *`` for a name that exists. Every one is heard, so that a write
-        that misses W is retracted from each replica that took it (``_retract``). See
+        ``If-None-Match: *`` for a name that exists. A replica holds the write provisional
+        (read, never copied: ``ReplicaRead``) until it hears the verdict: a committed write
+        is settled on each replica that kept it before this returns. Every one is heard,
+        so that a write that misses W is retracted from each replica that took it
+        (``_retract``). See
         ``conditional_verdict`` for when that is a 412 and when a 503. Once every replica
         that took it has let go, its own chunks are deleted; if a retraction failed they
         are left to garbage collection, since that replica may still show the manifest.
@@ -408,6 +448,7 @@ class ManifestReplicas:
         answers = await self._ask(manifest.name, put, config.manifest_replicas, home_only=True)
         verdict = conditional_verdict(answers.values(), config.manifest_write_quorum)
         if verdict is Verdict.STORED:
+            await self._settle(manifest, answers)
             return list(answers.values())
         if await self._retract(manifest, answers) and manifest.chunks:
             self.delete_later(manifest.name, manifest.placed_chunks(), 0)
@@ -422,6 +463,25 @@ class ManifestReplicas:
             f"{config.manifest_replicas} replicas answered and {stored} accepted, with no "
             f"{config.manifest_write_quorum} agreeing; nothing was changed, try again"
         )
+
+    async def _settle(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> None:
+        """Tell each replica that kept a committed conditional write so, before its client
+        hears: from then on reads repair the replicas behind with it. A replica that does
+        not hear it keeps the write provisional until its mark expires
+        (``node.datapath.holder.ProvisionalWrites``), which only delays repairs."""
+        results = await asyncio.gather(
+            *(
+                self._peers.settle_manifest(replica, manifest)
+                for replica, answer in answers.items()
+                if answer.stored
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                if not isinstance(result, RingstoreError):
+                    raise result
+                log.info("settling %r on a replica failed: %s", manifest.name, result)
 
     async def _retract(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> bool:
         """Take a write that missed its quorum back from each replica that stored it,

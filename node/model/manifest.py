@@ -400,6 +400,18 @@ class ReplicaWrite:
     replaced: Manifest | None
 
 
+@dataclass(frozen=True)
+class ReplicaRead:
+    """A replica's answer to a read: its manifest (None: none there), and whether that is
+    provisional: a conditional write the replica kept but whose verdict (committed or
+    retracted, ``node.datapath.replicas``) it has not heard yet. A provisional manifest may
+    be read, never copied to another replica: it may be a losing write about to be taken
+    back, and a copy would outlive the retraction and bury the winner."""
+
+    manifest: Manifest | None
+    provisional: bool = False
+
+
 def _check_record(record: ManifestRecord, layout: Layout) -> None:
     """Raise ValueError unless a decoded record's name, labels and chunks fit its layout."""
     try:

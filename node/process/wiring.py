@@ -285,6 +285,9 @@ async def _lifecycle(
         rebalancer.consider,
         metrics.chunk_stored,
         metrics.chunk_read,
+        # A verdict comes after the offers to all home replicas and one more call, each
+        # bounded by the peer timeout: past three of them, the coordinator is gone.
+        provisional_for=3 * config.peer_timeout,
     )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)

@@ -37,7 +37,7 @@ from node.config import PeerConfig
 from node.datapath.coordinator import BrokenChunks
 from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
-from node.errors import ChunkNotFound, CorruptData, RingstoreError
+from node.errors import ChunkNotFound, CorruptData, RingstoreError, Unavailable
 from node.model.manifest import ChunkRef, Manifest
 from node.waiting import Pacer, wait_event
 from ring import Move, plan_moves
@@ -192,14 +192,20 @@ class Rebalancer:
         self.progress.last_pass = time.time()
 
     async def _rebalance(self, name: str) -> None:
-        local = await self._manifests.get(name)
+        me = self._membership.me.id
+        found = await self._peers.get_manifest(me, name)  # through the holder: provisional?
+        local = found.manifest
         if local is None or not self.needs_work(local):
             return
         replicas = self._membership.replicas(name).members
-        if self._membership.me.id not in replicas:
+        if me not in replicas:
+            if found.provisional:  # a losing write handed over would outlive its retraction
+                raise Unavailable(
+                    f"the replica of {name!r} here is a conditional write not yet decided"
+                )
             await self._hand_over(local, replicas)
             return
-        current = await self._replicas.read(name)
+        current = await self._replicas.read(name, settled=True)
         if current is None:
             return
         moves = self._moves(current)
@@ -209,7 +215,7 @@ class Rebalancer:
     async def _hand_over(self, local: Manifest, replicas: tuple[str, ...]) -> None:
         """Give this replica's manifest to the members now in its replica set, then drop it."""
         for member in replicas:  # any failure raises: the copy stays until all confirm
-            held = await self._peers.get_manifest(member, local.name)
+            held = (await self._peers.get_manifest(member, local.name)).manifest
             if held is None or held.precedence < local.precedence:
                 await self._peers.put_manifest(member, local)
         await self._manifests.retract(local.name, local.precedence)

@@ -10,6 +10,7 @@ in which replicas hear racing writers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -237,6 +238,77 @@ async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Gr
     for replica in homes:
         assert await replica.manifests.get("f") == existing
     assert (await grid[7].coordinator.stat("f")).version == existing.version
+
+
+async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) -> None:
+    """Two writers holding one etag: the winner's write (the older version) is kept by two
+    home replicas, the loser's (newer) by the third, which heard it first. Until the loser
+    is retracted there, that replica holds it provisional: a read meeting it returns it but
+    copies it nowhere (copied over the winner on the other two, it would outlive the
+    retraction as the newest version: an acknowledged write lost), and work that would act
+    on it waits. The winner was settled before its writer heard, so once the loser is
+    gone, reads repair the third replica with the winner."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    winner = bare("f", "writer-a", "etag-a")
+    later = Version(winner.version.wall_ms + 1, 0, "writer-b")  # the loser's is the newer
+    loser = dataclasses.replace(bare("f", "writer-b", "etag-b"), version=later)
+    first_heard = {replica.url: winner.version for replica in homes[1:]}
+    first_heard[homes[0].url] = loser.version
+    heard = {replica.url: asyncio.Event() for replica in homes}
+    retracting, release = asyncio.Event(), asyncio.Event()
+    transport = grid.transport
+    put, retract = transport.put_manifest, transport.retract_manifest
+
+    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+        if manifest.version in (winner.version, loser.version):
+            if first_heard[to.url] != manifest.version:
+                await heard[to.url].wait()
+            written = await put(to, manifest, *args)  # type: ignore[arg-type]
+            heard[to.url].set()
+            return written
+        return await put(to, manifest, *args)  # type: ignore[arg-type]
+
+    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
+        retracting.set()
+        await release.wait()
+        await retract(to, manifest, *args)  # type: ignore[arg-type]
+
+    transport.put_manifest = scripted_put  # type: ignore[method-assign]
+    transport.retract_manifest = scripted_retract  # type: ignore[method-assign]
+    coordinators = [p for p in grid.peers if p not in homes]
+    reader = coordinators[2]
+    try:
+        won = asyncio.ensure_future(
+            coordinators[0].replicas.commit(winner, condition=if_match(existing.etag))
+        )
+        lost = asyncio.ensure_future(
+            coordinators[1].replicas.commit(loser, condition=if_match(existing.etag))
+        )
+        await won  # acknowledged
+        await retracting.wait()  # the loser is refused by two, not yet taken back
+        before = asyncio.all_tasks()
+        assert await reader.replicas.read("f", every_replica=True) == loser  # a dirty read
+        with pytest.raises(Unavailable, match="not yet decided"):
+            await reader.replicas.read("f", settled=True)
+        repairs = asyncio.all_tasks() - before - {asyncio.current_task()}
+        await asyncio.gather(*repairs)  # any a read set off has done its work
+        for replica in homes[1:]:
+            assert await replica.manifests.get("f") == winner
+        release.set()
+        with pytest.raises(PreconditionFailed):
+            await lost
+    finally:
+        del transport.put_manifest, transport.retract_manifest
+    assert await homes[0].manifests.get("f") == existing  # put back where the loser was
+    assert await reader.replicas.read("f", settled=True) == winner
+
+    async def repaired() -> bool:
+        return await homes[0].manifests.get("f") == winner
+
+    await eventually(repaired, what="the read repaired the third replica with the winner")
+    for replica in homes:
+        assert not (await replica.holder.get_manifest("f")).provisional
 
 
 async def test_conditional_deletes(grid: Grid) -> None:

@@ -361,7 +361,7 @@ async def test_liveness_comes_from_every_call(grid: Grid) -> None:
             await watcher.peers.get_manifest(target.id, "anything")
     assert target.id in watcher.membership.down_ids()
     grid.mend_peer(target)
-    assert await watcher.peers.get_manifest(target.id, "anything") is None
+    assert (await watcher.peers.get_manifest(target.id, "anything")).manifest is None
     assert target.id in watcher.membership.up_ids()
 
 

@@ -21,7 +21,7 @@ from node.datapath.holder import Holder, LocalFirst
 from node.errors import ChunkNotFound, CorruptData, InvalidRequest, PeerUnavailable
 from node.model.digests import BlockDigests, chunk_digest
 from node.model.layout import Layout
-from node.model.manifest import ChunkMeta, ChunkRef, Manifest
+from node.model.manifest import ChunkMeta, ChunkRef, Manifest, ReplicaRead
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import LocalCluster
@@ -145,11 +145,11 @@ async def test_a_pull_keeps_only_a_chunk_its_source_holds_that_matches_its_diges
 
 async def test_manifest_replicas_keep_only_what_takes_precedence(pair: Pair) -> None:
     t, a = pair.transport, pair.a
-    assert await t.get_manifest(a, "ns/file") is None
+    assert (await t.get_manifest(a, "ns/file")).manifest is None
     first = manifest(Version(5, 0, "p"))
     written = await t.put_manifest(a, first, None)
     assert (written.stored, written.current, written.replaced) == (True, first.version, None)
-    assert await t.get_manifest(a, "ns/file") == first
+    assert (await t.get_manifest(a, "ns/file")).manifest == first
     older = await t.put_manifest(a, manifest(Version(4, 0, "p")), None)
     assert (older.stored, older.current) == (False, first.version)
     moved = manifest(first.version, revision=1)
@@ -162,9 +162,9 @@ async def test_manifest_replicas_keep_only_what_takes_precedence(pair: Pair) -> 
     assert [(m.name, m.revision, m.chunks) for m in listed] == [("ns/file", 1, ())]
     assert not truncated
     await t.retract_manifest(a, first)  # no longer exactly that one: kept
-    assert await t.get_manifest(a, "ns/file") == moved
+    assert (await t.get_manifest(a, "ns/file")).manifest == moved
     await t.retract_manifest(a, moved)
-    assert await t.get_manifest(a, "ns/file") is None
+    assert (await t.get_manifest(a, "ns/file")).manifest is None
 
 
 async def test_a_conditional_manifest_write_is_kept_only_where_its_condition_holds(
@@ -183,7 +183,31 @@ async def test_a_conditional_manifest_write_is_kept_only_where_its_condition_hol
     tags = (*(EntityTag(f"tag-{i}") for i in range(5000)), EntityTag("e", weak=True))
     long_list = Preconditions(if_none_match=TagList(False, tags))
     assert not (await t.put_manifest(a, third, None, long_list)).stored
-    assert await t.get_manifest(a, "ns/file") == second
+    assert (await t.get_manifest(a, "ns/file")).manifest == second
+
+
+async def test_a_conditional_write_reads_provisional_until_its_verdict(pair: Pair) -> None:
+    t, a = pair.transport, pair.a
+    create = Preconditions(if_none_match=ANY)
+    first, second, third = (manifest(Version(wall, 0, "p")) for wall in (5, 6, 7))
+    await t.put_manifest(a, first, None)  # unconditional: never provisional
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(first, provisional=False)
+    await t.retract_manifest(a, first)
+    assert (await t.put_manifest(a, second, None, create)).stored
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=True)
+    await t.settle_manifest(a, second)
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
+    swap = Preconditions(if_match=TagList(False, (EntityTag("e"),)))
+    written = await t.put_manifest(a, third, None, swap)
+    assert written.stored
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(third, provisional=True)
+    await t.settle_manifest(a, second)  # another write's verdict: no effect on this one
+    assert (await t.get_manifest(a, "ns/file")).provisional
+    await t.retract_manifest(a, third, written.replaced)  # the loser's verdict
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
+    refused = await t.put_manifest(a, third, None, create)  # refused: nothing marked
+    assert not refused.stored
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
 
 
 async def test_a_retraction_puts_back_what_the_write_replaced(pair: Pair) -> None:
@@ -195,9 +219,9 @@ async def test_a_retraction_puts_back_what_the_write_replaced(pair: Pair) -> Non
     with pytest.raises(InvalidRequest):  # only an older manifest of the name goes back
         await t.retract_manifest(a, first, second)
     await t.retract_manifest(a, second, replaced)
-    assert await t.get_manifest(a, "ns/file") == first
+    assert (await t.get_manifest(a, "ns/file")).manifest == first
     await t.retract_manifest(a, second, replaced)  # no longer exactly that one: nothing
-    assert await t.get_manifest(a, "ns/file") == first
+    assert (await t.get_manifest(a, "ns/file")).manifest == first
 
 
 async def test_a_call_meant_for_another_peer_is_refused(pair: Pair) -> None:

@@ -39,7 +39,7 @@ from node.disk.chunk_store import ChunkStore
 from node.disk.manifest_store import ManifestStore
 from node.errors import PeerUnavailable
 from node.model.digests import Buffer
-from node.model.manifest import ChunkMeta, Manifest, ReplicaWrite
+from node.model.manifest import ChunkMeta, Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import Preconditions
 from node.model.version import HybridClock, Version
 from node.waiting import within
@@ -140,9 +140,11 @@ class GridTransport:
     async def missing_chunks(self, to: Address, chunk_ids: list[str]) -> list[str]:
         return await (await self._holder("missing_chunks", to)).missing_chunks(chunk_ids)
 
-    async def get_manifest(self, to: Address, name: str) -> Manifest | None:
+    async def get_manifest(self, to: Address, name: str) -> ReplicaRead:
         found = await (await self._holder("get_manifest", to)).get_manifest(name)
-        return None if found is None else Manifest.from_bytes(found.to_bytes())
+        if found.manifest is None:
+            return found
+        return ReplicaRead(Manifest.from_bytes(found.manifest.to_bytes()), found.provisional)
 
     async def put_manifest(
         self,
@@ -166,6 +168,10 @@ class GridTransport:
         if restore is not None:  # as on the wire
             restore = Manifest.from_bytes(restore.to_bytes())
         await holder.retract_manifest(manifest.name, manifest.precedence, restore)
+
+    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
+        holder = await self._holder("settle_manifest", to)
+        await holder.settle_manifest(manifest.name, manifest.precedence)
 
     async def list_manifests(
         self,

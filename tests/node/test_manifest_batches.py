@@ -23,7 +23,7 @@ from node.cluster import transport as transport_module
 from node.cluster.protocol import MANIFEST_BATCH
 from node.cluster.transport import Address, HttpTransport
 from node.errors import InvalidRequest, PeerUnavailable
-from node.model.manifest import Manifest, ReplicaWrite
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import ANY, Preconditions
 from node.model.version import Version
 from node.process.logs import ContextFilter
@@ -132,7 +132,7 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
         )
         held.release.set()
         written = await asyncio.gather(held.first, *queued)
-        found = await transport.get_manifest(to, "batched/3")  # reads: a lane of their own
+        found = (await transport.get_manifest(to, "batched/3")).manifest  # a lane of its own
     assert all(write.stored for write in written)
     assert found is not None
     assert found.name == "batched/3"
@@ -225,19 +225,26 @@ async def test_a_peer_without_batches_gets_each_call_alone(
                 to, dataclasses.replace(again, version=newer), None, create
             )
             assert not refused.stored  # it exists: If-None-Match: * does not hold
+            created = a_manifest("old/created")
+            assert (await transport.put_manifest(to, created, None, create)).stored
+            provisional = await transport.get_manifest(to, "old/created")
+            assert provisional == ReplicaRead(created, provisional=True)  # told by a header
+            await transport.settle_manifest(to, created)
+            assert not (await transport.get_manifest(to, "old/created")).provisional
             moved = await transport.put_manifest(
                 to, dataclasses.replace(again, revision=1), (again.version, again.revision)
             )
             assert moved.stored
             found = await as_request("old-peer", transport.get_manifest(to, "old/1"))
-            assert found is not None
-            assert found.name == "old/1"
-            assert await transport.get_manifest(to, "old/none") is None
+            assert found.manifest is not None
+            assert found.manifest.name == "old/1"
+            assert not found.provisional
+            assert await transport.get_manifest(to, "old/none") == ReplicaRead(None)
             assert tried == ["old-peer"]  # once: later calls went alone at once
             # Once RETRY_BATCHES have passed, batches are tried again (it may be upgraded).
             monkeypatch.setattr(transport_module, "RETRY_BATCHES", 0.0)
             found = await as_request("old-peer", transport.get_manifest(to, "old/2"))
-            assert found is not None
+            assert found.manifest is not None
             assert tried == ["old-peer", "old-peer"]
     finally:
         await cluster.stop()

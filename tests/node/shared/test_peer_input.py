@@ -31,6 +31,7 @@ from node.api.keys import GOSSIP
 from node.cluster.protocol import (
     MANIFEST_BATCH,
     MSGPACK,
+    SETTLED,
     GossipMessage,
     ManifestAnswer,
     ManifestAnswers,
@@ -360,7 +361,7 @@ async def test_manifest_with_huge_parity_is_refused(
     )
     assert_refused(answer, 400, "invalid_request")
     assert state(peer) == before
-    assert await peer.holder.get_manifest("huge-parity") is None
+    assert (await peer.holder.get_manifest("huge-parity")).manifest is None
     await assert_healthy(http, peer, "huge-parity")
 
 
@@ -455,9 +456,23 @@ async def test_a_bad_call_in_a_manifest_batch_fails_alone(
     assert answers[2].written is not None
     assert answers[2].written.stored
     assert answers[3] == ManifestAnswer()  # a read: no replica here
-    assert await peer.holder.get_manifest("batch/kept") is not None
-    assert await peer.holder.get_manifest("batch/ahead") is None
+    assert (await peer.holder.get_manifest("batch/kept")).manifest is not None
+    assert (await peer.holder.get_manifest("batch/ahead")).manifest is None
     await assert_healthy(http, peer, "batch-call")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"name": "n"}, {"name": "n", "version": "1.0.x", "revision": "-1"}, {"version": "x.y"}],
+    ids=["no-version", "bad-revision", "bad-version"],
+)
+async def test_a_malformed_settlement_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, query: dict[str, str]
+) -> None:
+    peer = cluster[2]
+    answer = await internal(http, peer, "POST", SETTLED, params=query)
+    assert_refused(answer, 400, "invalid_request")
+    await assert_healthy(http, peer, "malformed-settlement")
 
 
 # --- names --------------------------------------------------------------------------------
