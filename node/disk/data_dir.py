@@ -3,6 +3,7 @@
 Layout under the data directory (the stores document their own parts)::
 
     peer-id          this peer's UUID, created on first start, never changed
+    lock             flock(2)ed by the peer process using the directory; its pid inside
     cluster-secret.json   the cluster's id and secrets (``node.model.identity``), mode 0600
     members.msgpack  the member list (``node.cluster.membership``)
     credentials      the admin access key made with the cluster (AWS shared-credentials
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import fcntl
 import io
 import logging
 import os
@@ -33,6 +35,7 @@ from node.model.identity import ClusterIdentity
 log = logging.getLogger(__name__)
 
 PEER_ID_FILE = "peer-id"
+LOCK_FILE = "lock"
 IDENTITY_FILE = "cluster-secret.json"
 MEMBERS_FILE = "members.msgpack"
 CREDENTIALS_FILE = "credentials"
@@ -46,6 +49,33 @@ def prepare_data_dir(data_dir: Path) -> None:
     if stat.S_IMODE(data_dir.stat().st_mode) & 0o077:
         log.warning("%s was readable by others; making it private (0700)", data_dir)
         data_dir.chmod(0o700)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take ``data_dir``'s exclusive lock (``flock(2)`` on ``lock``, which then holds this
+    pid) for as long as the returned descriptor is open; the kernel releases it when the
+    process ends, however it ends. Blocking: at start, before the stores open.
+
+    Raises StartRefused when another process holds it: a second peer on one directory would
+    empty ``incoming/`` under the first one's writes and cut back the tail of the manifest
+    log it is appending to.
+    """
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StartRefused(
+            f"{data_dir} is in use by another peer process (pid {holder}); stop it first, "
+            "or give this peer a --data-dir of its own"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def is_fresh(data_dir: Path) -> bool:

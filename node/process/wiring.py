@@ -1,10 +1,11 @@
 """Wiring one peer together: every component built in one place, in dependency order.
 
 ``create_app`` returns the aiohttp app of a peer (served by ``node.process.connections``,
-which adds the limits on connections); its one ``cleanup_ctx`` generator
-(``_lifecycle``) opens the stores, builds the components (each gets what it needs at
-construction: no callbacks are attached afterwards), sets the app keys, starts the background
-loops and mDNS, and on shutdown stops them in reverse order. A peer in a test stops exactly
+which adds the limits on connections); its ``cleanup_ctx`` generators take the data
+directory's lock (``_data_dir_lock``: one peer process per directory), then
+(``_lifecycle``) open the stores, build the components (each gets what it needs at
+construction: no callbacks are attached afterwards), set the app keys, start the background
+loops and mDNS, and on shutdown stop them in reverse order. A peer in a test stops exactly
 like one in production.
 
 Construction order (each line uses only what is above it)::
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 
@@ -67,7 +69,13 @@ from node.datapath.rebuild import Rebuilder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.uploads import Uploads
 from node.disk.chunk_store import ChunkStore
-from node.disk.data_dir import WriteProbe, disk_usage, load_peer_id, prepare_data_dir
+from node.disk.data_dir import (
+    WriteProbe,
+    disk_usage,
+    load_peer_id,
+    lock_data_dir,
+    prepare_data_dir,
+)
 from node.disk.deletions import DeletionLog
 from node.disk.manifest_store import ManifestStore
 from node.errors import WrongPeer
@@ -119,6 +127,7 @@ def create_app(
     app[forms.FORM_GUARD] = browser.form_guard  # a form sent with one: its CSRF token
     app.on_response_prepare.append(_common_headers)
     app.on_response_prepare.append(request_id_header)
+    app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     public.add_routes(app)
@@ -198,11 +207,22 @@ async def _serve_s3(app: web.Application, limit: RequestLimit) -> PeerRunner:
     return runner
 
 
+async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
+    """Make the data directory and hold its lock (``lock_data_dir``) while the peer runs:
+    before anything else opens, after everything else closed."""
+    data_dir = app[keys.CONFIG].data_dir
+    await asyncio.to_thread(prepare_data_dir, data_dir)
+    lock = await asyncio.to_thread(lock_data_dir, data_dir)
+    try:
+        yield
+    finally:
+        os.close(lock)
+
+
 async def _lifecycle(
     app: web.Application, wall_ms: Callable[[], int], limit: RequestLimit
 ) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    await asyncio.to_thread(prepare_data_dir, config.data_dir)
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
     auth = app[keys.AUTH] = Authenticator(identity, enforced=config.peer_auth == "hmac")
     if not auth.enforced:

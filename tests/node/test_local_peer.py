@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 from pathlib import Path
 
 import pytest
 
+from node.errors import StartRefused
 from tests.harness import LocalPeer
 
 
@@ -35,3 +37,27 @@ async def test_stopping_while_connections_are_being_accepted_leaks_nothing(
             writer.close()
             await writer.wait_closed()
     gc.collect()  # a leaked socket warns here, and -W error makes that a failure
+
+
+async def test_a_second_peer_on_a_running_peers_data_dir_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Started by mistake on a directory in use, a peer must refuse before it opens a store:
+    its start would empty ``incoming/`` under the running peer's writes (and cut back the
+    manifest log it appends to)."""
+    first = LocalPeer(tmp_path, ())
+    await first.start()
+    try:
+        in_flight = tmp_path / "incoming" / "0123456789abcdef0123456789abcdef-0.abc"
+        in_flight.write_bytes(b"a chunk being received")
+        second = LocalPeer(tmp_path, ())
+        with pytest.raises(
+            StartRefused, match=f"in use by another peer process .pid {os.getpid()}"
+        ):
+            await second.start()
+        assert in_flight.read_bytes() == b"a chunk being received"
+        assert not second.running
+    finally:
+        await first.stop()
+    await first.start()  # the lock went with the first peer's stop
+    await first.stop()
