@@ -67,9 +67,11 @@ def lock_data_dir(data_dir: Path) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise StartRefused(
-            f"{data_dir} is in use by another peer process (pid {holder}); stop it first, "
-            "or give this peer a --data-dir of its own"
+            f"{data_dir} is in use by another process (pid {holder}); stop it first, "
+            "or give this one a data directory of its own"
         ) from None
+    except OSError as exc:  # a file system without flock (some NFS and FUSE mounts)
+        log.warning("cannot lock %s (%s): make sure no other peer uses it", data_dir, exc)
     except BaseException:
         os.close(fd)
         raise

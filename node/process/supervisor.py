@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -37,11 +38,12 @@ from node.disk.data_dir import (
     IDENTITY_FILE,
     load_credentials,
     load_identity,
+    lock_data_dir,
     prepare_data_dir,
     save_credentials,
     save_identity,
 )
-from node.errors import RingstoreError
+from node.errors import RingstoreError, StartRefused
 from node.model.access import Grants
 from node.model.identity import ClusterIdentity
 from node.process.admin import create_key_as_cluster
@@ -191,6 +193,7 @@ class Supervisor:
         ]
         self._host = host
         self._stopping = asyncio.Event()
+        self._lock: int | None = None  # DATA's lock, held while supervising
 
     def _tls_files(self, index: int) -> TlsFiles | None:
         """Where peer ``index``'s TLS files are (made in ``run``), or None without TLS."""
@@ -243,10 +246,18 @@ class Supervisor:
             print("stopping peers...", flush=True)
             await asyncio.gather(*(p.stop() for p in self.peers))
             print("all peers stopped", flush=True)
+            if self._lock is not None:
+                os.close(self._lock)
 
     def _identity(self) -> ClusterIdentity:
-        """The cluster's identity: made on the first ``up`` in this data directory."""
+        """The cluster's identity: made on the first ``up`` in this data directory, which
+        this supervisor locks first (a second ``up`` on it would find the first one's peers
+        answering its health checks, and restart its own refused peers forever)."""
         prepare_data_dir(self.data_dir)
+        try:
+            self._lock = lock_data_dir(self.data_dir)
+        except StartRefused as exc:
+            raise RuntimeError(str(exc)) from None
         try:
             identity = load_identity(self.secret_file)
         except ValueError as exc:

@@ -163,6 +163,17 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -
                 if check:
                     async with admin.get(url) as response:
                         assert await response.read() == b"still here"
+                    # A second `up` on the same data directory is refused before it starts
+                    # any peer, and the running cluster goes on serving.
+                    second = await asyncio.create_subprocess_exec(
+                        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+                    )
+                    said, _ = await asyncio.wait_for(second.communicate(), 60)
+                    assert second.returncode == 1, said
+                    assert b"in use by another process (pid " in said, said
+                    assert b"pid " not in said.split(b"in use by")[0], said  # no peer started
+                    async with admin.get(url) as response:
+                        assert await response.read() == b"still here"
                 else:
                     await eventually(
                         lambda: all_see_all_up(admin, urls(base, 5)),

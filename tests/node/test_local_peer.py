@@ -51,9 +51,7 @@ async def test_a_second_peer_on_a_running_peers_data_dir_is_refused_and_changes_
         in_flight = tmp_path / "incoming" / "0123456789abcdef0123456789abcdef-0.abc"
         in_flight.write_bytes(b"a chunk being received")
         second = LocalPeer(tmp_path, ())
-        with pytest.raises(
-            StartRefused, match=f"in use by another peer process .pid {os.getpid()}"
-        ):
+        with pytest.raises(StartRefused, match=f"in use by another process .pid {os.getpid()}"):
             await second.start()
         assert in_flight.read_bytes() == b"a chunk being received"
         assert not second.running

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -29,7 +31,7 @@ def test_the_lock_is_exclusive_names_its_holder_and_goes_with_its_descriptor(
     try:
         assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
         with pytest.raises(
-            StartRefused, match=f"in use by another peer process \\(pid {os.getpid()}\\)"
+            StartRefused, match=f"in use by another process \\(pid {os.getpid()}\\)"
         ):
             lock_data_dir(tmp_path)
     finally:
@@ -55,3 +57,18 @@ def test_a_lock_another_process_holds_is_refused_until_that_process_ends(tmp_pat
     fd = lock_data_dir(tmp_path)
     assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     os.close(fd)
+
+
+def test_a_file_system_without_locks_warns_and_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    fd = lock_data_dir(tmp_path)
+    try:
+        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert "cannot lock" in caplog.text
+    finally:
+        os.close(fd)
