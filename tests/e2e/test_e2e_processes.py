@@ -168,10 +168,10 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -
                     second = await asyncio.create_subprocess_exec(
                         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
                     )
-                    said, _ = await asyncio.wait_for(second.communicate(), 60)
-                    assert second.returncode == 1, said
-                    assert b"in use by another process (pid " in said, said
-                    assert b"pid " not in said.split(b"in use by")[0], said  # no peer started
+                    refused, _ = await asyncio.wait_for(second.communicate(), 60)
+                    assert second.returncode == 1, refused
+                    assert b"in use by another process (pid " in refused, refused
+                    assert b"pid " not in refused.split(b"in use by")[0], refused  # no peer
                     async with admin.get(url) as response:
                         assert await response.read() == b"still here"
                 else:
