@@ -33,11 +33,11 @@ from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
+    CONFIRMED,
     MANIFEST_BATCH,
     MSGPACK,
     PEER_PREFIX,
     PROVISIONAL,
-    SETTLED,
     CallFailure,
     ChunkStored,
     ConditionalManifest,
@@ -138,7 +138,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put("/internal/manifests", _guarded(put_manifest, MSGPACK))
     router.add_put(CONDITIONAL, _guarded(put_manifest_on_condition, MSGPACK))
     router.add_delete("/internal/manifests", _guarded(retract_manifest))
-    router.add_post(SETTLED, _guarded(settle_manifest))
+    router.add_post(CONFIRMED, _guarded(confirm_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
@@ -264,7 +264,7 @@ async def get_manifest(request: web.Request) -> web.Response:
         raise FileNotFound(f"no manifest replica of {name!r} here")
     response = web.Response(body=found.manifest.to_bytes(), content_type=MSGPACK)
     if found.provisional:
-        response.headers[PROVISIONAL] = "1"
+        response.headers[PROVISIONAL] = "overdue" if found.overdue else "pending"
     return response
 
 
@@ -324,7 +324,8 @@ async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
             if found.manifest is None:
                 answer, what = ManifestAnswer(), f"read of {call.name!r}: none here"
             else:
-                answer = ManifestAnswer(found.manifest.to_bytes(), found.provisional)
+                sealed = found.manifest.to_bytes()
+                answer = ManifestAnswer(sealed, found.provisional, found.overdue)
                 what = f"read of {call.name!r}: found" + " (provisional)" * found.provisional
         else:
             manifest = _manifest(call.manifest)
@@ -351,10 +352,13 @@ def _precedence(query: Mapping[str, str]) -> tuple[Version, int]:
         raise InvalidRequest("version and revision are required") from None
 
 
-async def settle_manifest(request: web.Request) -> web.Response:
-    """A conditional write this peer kept was committed (``Holder.settle_manifest``)."""
+async def confirm_manifest(request: web.Request) -> web.Response:
+    """A conditional write this peer kept was committed (``Holder.confirm_manifest``);
+    raises InvalidRequest without a name, version and revision."""
     query = request.query
-    await request.app[HOLDER].settle_manifest(query.get("name", ""), _precedence(query))
+    if not query.get("name"):
+        raise InvalidRequest("a confirmation names its manifest")
+    await request.app[HOLDER].confirm_manifest(query["name"], _precedence(query))
     return web.Response(status=204)
 
 

@@ -138,10 +138,10 @@ class Peers:
         putting back ``restore`` (what it replaced there) when given."""
         await self._call(member, lambda to: self._transport.retract_manifest(to, manifest, restore))
 
-    async def settle_manifest(self, member: str, manifest: Manifest) -> None:
+    async def confirm_manifest(self, member: str, manifest: Manifest) -> None:
         """Tell ``member``, which kept the conditional write ``manifest``, that it was
         committed (no longer provisional there)."""
-        await self._call(member, lambda to: self._transport.settle_manifest(to, manifest))
+        await self._call(member, lambda to: self._transport.confirm_manifest(to, manifest))
 
     async def list_manifests(
         self,

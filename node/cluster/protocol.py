@@ -191,8 +191,8 @@ class ConditionalManifest(msgspec.Struct, frozen=True):
 
 
 MANIFEST_BATCH = "/internal/manifests/batch"
-SETTLED = "/internal/manifests/settled"  # POST: a conditional write kept there was committed
-PROVISIONAL = "Ringstore-Provisional"  # on a replica read: it is a conditional write undecided
+CONFIRMED = "/internal/manifests/confirmed"  # POST: a conditional write kept there committed
+PROVISIONAL = "Ringstore-Provisional"  # on a replica read: "pending" or "overdue" (verdict)
 MAX_MANIFEST_CALLS = 256  # calls a peer takes in one batch (peers send up to 64)
 Revision = Annotated[int, msgspec.Meta(ge=0, le=MAX_REVISION)]
 RequestId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]  # checked for sanity on use
@@ -246,6 +246,7 @@ class ManifestAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
 
     manifest: bytes | None = None
     provisional: bool = False  # the replica read is a conditional write not yet decided
+    overdue: bool = False  # ...whose verdict is overdue
     written: ReplicaWriteReply | None = None
     failure: CallFailure | None = None
 

@@ -35,11 +35,11 @@ from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
     CHUNK_VERSION,
+    CONFIRMED,
     MANIFEST_BATCH,
     MSGPACK,
     PEER_HEADER,
     PROVISIONAL,
-    SETTLED,
     ChunkStored,
     ConditionalManifest,
     GossipMessage,
@@ -208,7 +208,7 @@ class Transport(Protocol):
         putting back ``restore`` (what it replaced there) when given."""
         ...
 
-    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
+    async def confirm_manifest(self, to: Address, manifest: Manifest) -> None:
         """Tell a replica that kept the conditional write ``manifest`` that it was
         committed: its replica is no longer provisional."""
         ...
@@ -260,6 +260,15 @@ def _repeats(exc: Exception) -> bool:
     fail the same way (a timeout: a hung peer, whose next request would time out again; no
     batch route), not after a failure that may pass (a connection dropped, an overload)."""
     return isinstance(exc, _NoBatches) or isinstance(exc.__cause__, asyncio.TimeoutError)
+
+
+def _naming(manifest: Manifest) -> dict[str, str]:
+    """The query that names one manifest replica exactly: name, version, revision."""
+    return {
+        "name": manifest.name,
+        "version": str(manifest.version),
+        "revision": str(manifest.revision),
+    }
 
 
 def _call_outcome(to: Address, answer: ManifestAnswer) -> ManifestAnswer | RingstoreError:
@@ -478,7 +487,8 @@ class HttpTransport:
             return await self._get_manifest_alone(to, name)
         if answer.manifest is None:
             return ReplicaRead(None)
-        return ReplicaRead(Manifest.from_bytes(answer.manifest), answer.provisional)
+        manifest = Manifest.from_bytes(answer.manifest)
+        return ReplicaRead(manifest, answer.provisional, answer.overdue)
 
     async def _get_manifest_alone(self, to: Address, name: str) -> ReplicaRead:
         try:
@@ -486,7 +496,8 @@ class HttpTransport:
                 "GET", to, "/internal/manifests", params={"name": name}
             ) as reply:
                 manifest = Manifest.from_bytes(await reply.body())
-                return ReplicaRead(manifest, PROVISIONAL in reply.response.headers)
+                mark = reply.response.headers.get(PROVISIONAL)
+                return ReplicaRead(manifest, mark is not None, mark == "overdue")
         except NotFound:
             return ReplicaRead(None)
 
@@ -565,11 +576,7 @@ class HttpTransport:
     async def retract_manifest(
         self, to: Address, manifest: Manifest, restore: Manifest | None = None
     ) -> None:
-        params = {
-            "name": manifest.name,
-            "version": str(manifest.version),
-            "revision": str(manifest.revision),
-        }
+        params = _naming(manifest)
         body, headers = None, None
         if restore is not None:
             body, headers = restore.to_bytes(), {"Content-Type": MSGPACK}
@@ -578,13 +585,9 @@ class HttpTransport:
         ) as reply:
             await reply.body()
 
-    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
-        params = {
-            "name": manifest.name,
-            "version": str(manifest.version),
-            "revision": str(manifest.revision),
-        }
-        async with self._request("POST", to, SETTLED, params=params) as reply:
+    async def confirm_manifest(self, to: Address, manifest: Manifest) -> None:
+        params = _naming(manifest)
+        async with self._request("POST", to, CONFIRMED, params=params) as reply:
             await reply.body()
 
     async def list_manifests(

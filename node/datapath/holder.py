@@ -14,7 +14,6 @@ only from a member, at the address the membership has for it (never a URL the or
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
@@ -40,65 +39,6 @@ from node.model.version import HybridClock, Version
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROVISIONAL_FOR = 30.0  # seconds a conditional write stays provisional without a verdict
-SWEEP_AT = 1024  # names marked before expired marks are swept (then twice those left)
-
-
-class ProvisionalWrites:
-    """The conditional writes this peer kept whose verdict it has not heard yet.
-
-    A conditional write's coordinator offers it to the name's home replicas, each keeping
-    it if the condition holds there, and then tells those that kept it the verdict: settled
-    (a write quorum took it) or retracted. Until then the replica's manifest is provisional
-    (``ReplicaRead``): readers see it but never copy it onto other replicas. A verdict that
-    never comes (the coordinator died) is assumed after ``window`` seconds: the write then
-    stands as any other replica's does. Marks live in memory only: a replica restarted
-    before its verdict forgets the mark.
-
-    Without this, a read that meets a losing write on the one replica that took it (a
-    higher version than the winner's) would copy it over the winner on the others before
-    the loser's coordinator retracts it: an acknowledged write lost.
-    """
-
-    def __init__(self, window: float = PROVISIONAL_FOR) -> None:
-        self._window = window
-        self._marks: dict[str, dict[tuple[Version, int], float]] = {}  # name -> deadlines
-        self._sweep_at = SWEEP_AT
-
-    def __len__(self) -> int:
-        return sum(len(marks) for marks in self._marks.values())
-
-    def mark(self, name: str, precedence: tuple[Version, int]) -> None:
-        """Mark a conditional write before it is offered to the store, so that no read
-        meets it kept and unmarked."""
-        now = time.monotonic()
-        if len(self._marks) >= self._sweep_at:  # verdicts that never came: forget expired
-            self._marks = {
-                n: live
-                for n, marks in self._marks.items()
-                if (live := {p: due for p, due in marks.items() if due > now})
-            }
-            self._sweep_at = max(SWEEP_AT, 2 * len(self._marks))  # amortised: O(1) a mark
-        self._marks.setdefault(name, {})[precedence] = now + self._window
-
-    def clear(self, name: str, precedence: tuple[Version, int]) -> None:
-        """The verdict came (or the store refused the write): the mark goes."""
-        marks = self._marks.get(name)
-        if marks is not None:
-            marks.pop(precedence, None)
-            if not marks:
-                del self._marks[name]
-
-    def holds(self, manifest: Manifest) -> bool:
-        """Whether ``manifest`` is provisional here."""
-        due = self._marks.get(manifest.name, {}).get(manifest.precedence)
-        if due is None:
-            return False
-        if due <= time.monotonic():
-            self.clear(manifest.name, manifest.precedence)
-            return False
-        return True
-
 
 class Holder:
     """The chunks and manifest replicas of this peer, as other peers use them."""
@@ -113,13 +53,11 @@ class Holder:
         on_replica_stored: Callable[[Manifest], None],
         on_chunk_stored: Callable[[ChunkMeta], None] = lambda meta: None,
         on_chunk_read: Callable[[int], None] = lambda size: None,
-        provisional_for: float = PROVISIONAL_FOR,
     ) -> None:
         """``on_replica_stored`` hears of each manifest replica kept (the rebalancer),
         ``on_chunk_stored`` of each chunk written, over HTTP or by this peer itself, and
         ``on_chunk_read`` of the bytes of each chunk this peer read of its own (the metrics;
-        the route counts those read over HTTP). A conditional write kept here stays
-        provisional until its verdict comes, or ``provisional_for`` seconds."""
+        the route counts those read over HTTP)."""
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock
@@ -128,7 +66,6 @@ class Holder:
         self._on_replica_stored = on_replica_stored
         self._on_chunk_stored = on_chunk_stored
         self._on_chunk_read = on_chunk_read
-        self.provisional = ProvisionalWrites(provisional_for)
 
     def __repr__(self) -> str:
         return f"Holder({self.chunks!r}, {self.manifests!r})"
@@ -212,9 +149,8 @@ class Holder:
 
     async def get_manifest(self, name: str) -> ReplicaRead:
         """This peer's replica of ``name``'s manifest (a damaged one reads as none), and
-        whether it is provisional (``ProvisionalWrites``)."""
-        manifest = await self.manifests.get(name)
-        return ReplicaRead(manifest, manifest is not None and self.provisional.holds(manifest))
+        whether it is provisional (``ManifestStore.read``)."""
+        return await self.manifests.read(name)
 
     async def put_manifest(
         self,
@@ -225,11 +161,7 @@ class Holder:
         """Keep a replica if it takes precedence and ``condition`` holds for the one here
         (see ``ManifestStore.put``)."""
         self._clock.observe(manifest.version)
-        if condition is not None:
-            self.provisional.mark(manifest.name, manifest.precedence)
         written = await self.manifests.put(manifest, expect, condition)
-        if condition is not None and not written.stored:  # (a failure keeps it: safe)
-            self.provisional.clear(manifest.name, manifest.precedence)
         if written.stored:
             self._on_replica_stored(manifest)
         return written
@@ -245,15 +177,13 @@ class Holder:
                 f"retraction of {name!r}: cannot put back {restore.name!r} at "
                 f"{restore.version}/{restore.revision}"
             )
-        retracted = await self.manifests.retract(name, precedence, restore)
-        self.provisional.clear(name, precedence)
-        if retracted and restore is not None:
+        if await self.manifests.retract(name, precedence, restore) and restore is not None:
             self._on_replica_stored(restore)
 
-    async def settle_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
-        """A conditional write kept here was committed: its replica is no longer
-        provisional (copies of it may now repair other replicas)."""
-        self.provisional.clear(name, precedence)
+    async def confirm_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
+        """The conditional write ``precedence`` of ``name`` kept here was committed: its
+        replica is no longer provisional (``ManifestStore.confirm``)."""
+        self.manifests.confirm(name, precedence)
 
     def list_manifests(
         self,
@@ -378,11 +308,11 @@ class LocalFirst:
         else:
             await self._remote.retract_manifest(to, manifest, restore)
 
-    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
+    async def confirm_manifest(self, to: Address, manifest: Manifest) -> None:
         if (holder := self._local(to)) is not None:
-            await self._answer(to, holder.settle_manifest(manifest.name, manifest.precedence))
+            await self._answer(to, holder.confirm_manifest(manifest.name, manifest.precedence))
         else:
-            await self._remote.settle_manifest(to, manifest)
+            await self._remote.confirm_manifest(to, manifest)
 
     async def list_manifests(
         self,

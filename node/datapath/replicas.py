@@ -38,6 +38,7 @@ from node.datapath.hedging import HedgeDelay
 from node.errors import (
     ChunkNotFound,
     InvalidRequest,
+    NotFound,
     PreconditionFailed,
     RingstoreError,
     Unavailable,
@@ -108,14 +109,18 @@ def _newest(reads: Iterable[ReplicaRead]) -> Manifest | None:
     return max(found, key=lambda m: m.precedence) if found else None
 
 
-def _provisional(reads: Iterable[ReplicaRead], newest: Manifest) -> bool:
-    """Whether ``newest`` is provisional on every replica that answered it: a replica that
-    holds it settled heard its commit (or it never was a conditional write)."""
-    return all(
-        read.provisional
+def _undecided(reads: Iterable[ReplicaRead], newest: Manifest) -> ReplicaRead | None:
+    """How ``newest`` is provisional if it is on every replica that answered it (overdue
+    if on any), else None: a replica that holds it unmarked heard it confirmed (or it never
+    was a conditional write)."""
+    held = [
+        read
         for read in reads
         if read.manifest is not None and read.manifest.precedence == newest.precedence
-    )
+    ]
+    if not all(read.provisional for read in held):
+        return None
+    return ReplicaRead(newest, True, any(read.overdue for read in held))
 
 
 def _referenced(manifest: Manifest) -> set[tuple[str, str]]:
@@ -266,18 +271,32 @@ class ManifestReplicas:
         return answers
 
     async def read(
-        self, name: str, every_replica: bool = False, settled: bool = False
+        self, name: str, every_replica: bool = False, decided: bool = False
     ) -> Manifest | None:
         """The newest manifest of ``name`` among R replicas (``_ask`` with a hedge).
 
         Tombstones included. With ``every_replica``, all N replicas must answer (for
-        decisions that destroy data). Raises Unavailable when too few replicas answer, or,
-        with ``settled`` (for work that copies or destroys on the manifest's word), when
-        the newest is provisional: a conditional write not yet decided, maybe a loser about
-        to be retracted. Replicas found behind are brought up to date in the background,
-        unless the newest is provisional (``ReplicaRead``): copied, a losing write would
-        outlive its retraction and bury the winner.
+        decisions that destroy data). Replicas found behind are brought up to date in the
+        background, unless the newest is provisional (``ReplicaRead``): a conditional write
+        not yet decided, maybe a loser about to be retracted, which copied would outlive its
+        retraction and bury the winner. One whose verdict is overdue is decided here first
+        (``_decide``). Raises Unavailable when too few replicas answer, or, with
+        ``decided`` (for work that copies or destroys on the manifest's word), when the
+        newest is still provisional.
         """
+        newest, undecided = await self._read(name, every_replica)
+        if undecided is not None and undecided.overdue and await self._decide(name, newest):
+            newest, undecided = await self._read(name, every_replica)
+        if undecided is not None and decided:
+            raise Unavailable(
+                f"the newest manifest of {name!r} is a conditional write not yet decided; try again"
+            )
+        return newest
+
+    async def _read(
+        self, name: str, every_replica: bool
+    ) -> tuple[Manifest | None, ReplicaRead | None]:
+        """``read``'s newest manifest, and, when it is provisional, how (else None)."""
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
@@ -308,26 +327,64 @@ class ManifestReplicas:
             reads += await self._read_previous(name, set(found))
             newest = _newest(reads)
             if newest is None:
-                return None
+                return None, None
             try:
                 self._clock.observe(newest.version)
             except InvalidRequest as exc:  # a replica's word: our clock does not follow it
                 log.warning("manifest of %r read from replicas: %s", name, exc)
-            if _provisional(reads, newest):
-                if settled:
-                    raise Unavailable(
-                        f"the newest manifest of {name!r} is a conditional write not yet "
-                        "decided; try again"
-                    )
-                return newest
+            undecided = _undecided(reads, newest)
+            if undecided is not None:
+                return newest, undecided
             copyable = newest
             for replica, read in found.items():
                 if _behind(read.manifest, newest):
                     self._spawn(self._repair(replica, newest))
-            return newest
+            return newest, None
         finally:
             for call, replica in pending.items():
                 self._spawn(self._hear_out(call, replica, copyable))
+
+    async def _decide(self, name: str, newest: Manifest | None) -> bool:
+        """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,
+        or its verdict was lost) as its coordinator would have: from the N home replicas.
+        Held by W of them, it was committed: confirmed on each holder. Held by too few for W
+        even counting those that did not answer, it was not: retracted from each holder,
+        which puts back what it replaced there. Otherwise (too few answered) it stays
+        undecided for a later read. True if a verdict was sent (to at least one holder).
+
+        A committed write a holder lost since (a damaged record written off) would be taken
+        for a loser here; it takes that, and every confirmation lost, at once.
+        """
+        if newest is None:
+            return False
+        config = self._config
+
+        async def get(member: str) -> Manifest | None:
+            return (await self._peers.get_manifest(member, name)).manifest
+
+        found = await self._ask(name, get, config.manifest_replicas, home_only=True)
+        holders = [r for r, m in found.items() if m and m.precedence == newest.precedence]
+        unheard = config.manifest_replicas - len(found)
+        if len(holders) >= config.manifest_write_quorum:
+            verdict, calls = "confirmed", [self._peers.confirm_manifest(r, newest) for r in holders]
+        elif len(holders) + unheard < config.manifest_write_quorum:
+            verdict, calls = "retracted", [self._peers.retract_manifest(r, newest) for r in holders]
+        else:
+            return False
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RingstoreError):
+                raise result
+        log.warning(
+            "the verdict on a conditional write of %r (%s) never came: %s, held by %d of %d "
+            "home replicas",
+            name,
+            newest.version,
+            verdict,
+            len(holders),
+            config.manifest_replicas,
+        )
+        return not all(isinstance(result, BaseException) for result in results)
 
     async def _hear_out(
         self, call: asyncio.Future[ReplicaRead], replica: str, newest: Manifest | None
@@ -433,12 +490,12 @@ class ManifestReplicas:
         handoff standing in for a down one has not seen the name's history, and would take
         ``If-None-Match: *`` for a name that exists. A replica holds the write provisional
         (read, never copied: ``ReplicaRead``) until it hears the verdict: a committed write
-        is settled on each replica that kept it before this returns. Every one is heard,
-        so that a write that misses W is retracted from each replica that took it
-        (``_retract``). See
-        ``conditional_verdict`` for when that is a 412 and when a 503. Once every replica
-        that took it has let go, its own chunks are deleted; if a retraction failed they
-        are left to garbage collection, since that replica may still show the manifest.
+        is confirmed on each replica that kept it before this returns; one that misses W
+        is retracted from each replica that took it or did not answer (its answer may have
+        been lost: the replica puts back what the write replaced, if it kept it). See
+        ``conditional_verdict`` for when that is a 412 and when a 503. Once every one of
+        them has let go, its own chunks are deleted; if a retraction failed they are left
+        to garbage collection, since that replica may still show the manifest.
         """
         config = self._config
 
@@ -448,9 +505,11 @@ class ManifestReplicas:
         answers = await self._ask(manifest.name, put, config.manifest_replicas, home_only=True)
         verdict = conditional_verdict(answers.values(), config.manifest_write_quorum)
         if verdict is Verdict.STORED:
-            await self._settle(manifest, answers)
+            await self._confirm(manifest, answers)
             return list(answers.values())
-        if await self._retract(manifest, answers) and manifest.chunks:
+        homes = self._membership.home_replicas(manifest.name).members
+        unheard = [replica for replica in homes if replica not in answers]
+        if await self._retract(manifest, answers, unheard) and manifest.chunks:
             self.delete_later(manifest.name, manifest.placed_chunks(), 0)
         stored = sum(answer.stored for answer in answers.values())
         if verdict is Verdict.REFUSED:
@@ -464,40 +523,49 @@ class ManifestReplicas:
             f"{config.manifest_write_quorum} agreeing; nothing was changed, try again"
         )
 
-    async def _settle(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> None:
+    async def _confirm(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> None:
         """Tell each replica that kept a committed conditional write so, before its client
-        hears: from then on reads repair the replicas behind with it. A replica that does
-        not hear it keeps the write provisional until its mark expires
-        (``node.datapath.holder.ProvisionalWrites``), which only delays repairs."""
+        hears: from then on reads repair the replicas behind with it. Where that fails the
+        write stays provisional until a read finds its verdict overdue and decides it
+        (``_decide``), which only delays repairs."""
         results = await asyncio.gather(
             *(
-                self._peers.settle_manifest(replica, manifest)
+                self._peers.confirm_manifest(replica, manifest)
                 for replica, answer in answers.items()
                 if answer.stored
             ),
             return_exceptions=True,
         )
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, NotFound):  # a peer of a release before confirmations
+                log.info("%r not confirmed on a replica: %s", manifest.name, result)
+            elif isinstance(result, BaseException):
                 if not isinstance(result, RingstoreError):
                     raise result
-                log.info("settling %r on a replica failed: %s", manifest.name, result)
+                log.warning("confirming %r on a replica failed: %s", manifest.name, result)
 
-    async def _retract(self, manifest: Manifest, answers: dict[str, ReplicaWrite]) -> bool:
+    async def _retract(
+        self, manifest: Manifest, answers: dict[str, ReplicaWrite], unheard: Iterable[str] = ()
+    ) -> bool:
         """Take a write that missed its quorum back from each replica that stored it,
-        putting back what it replaced there; True if every one did.
+        putting back what it replaced there, and from the ``unheard`` (replicas whose
+        answer is unknown: a provisional replica puts back what it replaced itself); True
+        if every one did.
 
         Putting back matters: with several writers each stored on one replica and refused
         by the others, dropping their writes would leave the name without a replica.
         """
+        stored = [(r, a.replaced) for r, a in answers.items() if a.stored]
         results = await asyncio.gather(
             *(
-                self._peers.retract_manifest(replica, manifest, answer.replaced)
-                for replica, answer in answers.items()
-                if answer.stored
+                self._peers.retract_manifest(replica, manifest, replaced)
+                for replica, replaced in [*stored, *((r, None) for r in unheard)]
             ),
             return_exceptions=True,
         )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RingstoreError):
+                raise result
         return not any(isinstance(result, BaseException) for result in results)
 
     async def commit(
@@ -542,7 +610,7 @@ class ManifestReplicas:
         except ValueError:
             log.error("not a segment id in the deletion journal: %r", segment)
             return
-        current = await self.read(name)
+        current = await self.read(name, decided=True)
         if current is None or current.deleted or current.version != version:
             return
         tombstone = Manifest(name, self._clock.now(), Layout(0, current.layout.k, 0), deleted=True)
@@ -571,7 +639,7 @@ class ManifestReplicas:
         # whose holder does not answer are tried again later, DELETE_RETRIES times in all.
         await asyncio.sleep(delay)
         try:
-            current = await self.read(name)
+            current = await self.read(name, decided=True)
         except RingstoreError as exc:
             log.info("not deleting chunks of %r now: %s", name, exc)
             return

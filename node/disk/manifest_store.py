@@ -16,6 +16,13 @@ fdatasync in a worker thread, however many records it holds, and a write is ackn
 record's location) changes only then, so no reader ever sees a replica that is not durable.
 A write whose caller is cancelled still completes, with its index change.
 
+**Provisional replicas.** A conditional write kept here is provisional until its coordinator
+tells the verdict: confirmed (``confirm``) or retracted (``retract``, which then puts back
+what it replaced here, remembered with the mark). Reads say so (``read``: ``ReplicaRead``),
+and ``node.datapath.replicas`` never copies a provisional manifest to other replicas. Past
+``provisional_for`` seconds without a verdict the mark is *overdue* and readers decide it
+from the home replicas. Marks live in memory: a restart forgets them.
+
 **Compaction.** Each segment's live bytes are counted (records still the current one of
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
 of it are, its live records are appended again through the same group commit (under their
@@ -39,6 +46,7 @@ import builtins
 import contextlib
 import errno
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +67,7 @@ from node.disk.manifest_log import (
 from node.errors import CorruptData, InsufficientStorage
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
-from node.model.manifest import Manifest, ReplicaWrite
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
@@ -71,6 +79,7 @@ COMPACT_BYTES = 8 << 20  # ...once this many of its bytes are dead
 COMPACT_SLICE = 1 << 20  # bytes of a segment read per compaction pass
 BATCH_BYTES = 8 << 20  # at most this much written per group commit (one record may exceed)
 MIGRATION_BATCH = 4096  # old-layout files moved per sync
+PROVISIONAL_FOR = 30.0  # seconds before a conditional write's missing verdict is overdue
 
 __all__ = ["KeyedLocks", "ManifestStore"]
 
@@ -86,6 +95,16 @@ class _Append:
     )
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """A conditional write kept here, awaiting its verdict: its precedence, what it replaced
+    (put back if it is retracted) and when it was kept (``clock`` seconds)."""
+
+    precedence: tuple[Version, int]
+    replaced: Manifest | None
+    kept_at: float
+
+
 class ManifestStore:
     """The manifest replicas on this peer's disk, with an in-memory index for listings."""
 
@@ -98,7 +117,11 @@ class ManifestStore:
         compact_ratio: float = COMPACT_RATIO,
         compact_bytes: int = COMPACT_BYTES,
         io: SegmentIO | None = None,
+        provisional_for: float = PROVISIONAL_FOR,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``provisional_for``: seconds after which a provisional replica's verdict is
+        overdue (``clock`` tells them)."""
         self._root = root / "manifests"
         self._log = ManifestLog(self._root / "log", segment_bytes, io or SegmentIO())
         self._index: dict[str, Manifest] = {}
@@ -114,11 +137,15 @@ class ManifestStore:
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
         self.compacted_segments = 0
+        self._marks: dict[str, _Mark] = {}  # provisional replicas (stale ones are harmless)
+        self.provisional_for = provisional_for
+        self._clock = clock
 
     def __repr__(self) -> str:
         return (
             f"ManifestStore({self._root}, names={len(self._index)}, "
             f"segments={len(self._log.sizes)}, live_bytes={sum(self._live.values())}, "
+            f"provisional={len(self._marks)}, "
             f"syncs={self._log.syncs}, batches={self._log.batches})"
         )
 
@@ -303,12 +330,17 @@ class ManifestStore:
     # --- reads and writes --------------------------------------------------------------
 
     async def get(self, name: str) -> Manifest | None:
-        """The stored manifest of ``name``, or None.
+        """The stored manifest of ``name``, or None (``read`` without the mark)."""
+        return (await self.read(name)).manifest
+
+    async def read(self, name: str) -> ReplicaRead:
+        """The stored manifest of ``name`` (None: none), and whether it is provisional here
+        (and overdue), as it stood when its record was looked up.
 
         A damaged replica is written off (a removal record) and forgotten, so that this
         peer answers "none" and read repair or the next write puts a good copy back.
         """
-        found = await self._read(name)
+        found, mark = await self._read(name)
         if isinstance(found, Location):
             log.error("manifest replica of %r is damaged; written off for repair", name)
             async with self._locks.hold(name):
@@ -316,23 +348,29 @@ class ManifestStore:
                     await self._commit(
                         frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at)
                     )
-            return None
-        return found
+            return ReplicaRead(None)
+        if found is None or mark is None or mark.precedence != found.precedence:
+            return ReplicaRead(found)
+        overdue = self._clock() - mark.kept_at >= self.provisional_for
+        return ReplicaRead(found, provisional=True, overdue=overdue)
 
-    async def _read(self, name: str) -> Manifest | Location | None:
-        """The manifest of ``name``, None, or the location of its damaged record."""
+    async def _read(self, name: str) -> tuple[Manifest | Location | None, _Mark | None]:
+        """The manifest of ``name``, None, or the location of its damaged record; with the
+        name's mark as it was when the record was looked up (a verdict may land while the
+        record is read: the answer must not pair the old record with the new mark)."""
         for _ in range(3):  # a segment compacted meanwhile: the record moved
             where = self._where.get(name)
             if where is None:
-                return None
+                return None, None
+            mark = self._marks.get(name)
             try:
-                return await asyncio.to_thread(_decode, self._log, where, name)
+                return await asyncio.to_thread(_decode, self._log, where, name), mark
             except SegmentGone:
                 continue
             except CorruptData as exc:
                 log.error("manifest record of %r at %s: %s", name, where, exc)
-                return where
-        return None
+                return where, None
+        return None, None
 
     async def put(
         self,
@@ -348,9 +386,10 @@ class ManifestStore:
         With ``condition`` (a conditional PUT or DELETE), keep it only if the condition
         holds for the stored live version (or for none, when there is none or a tombstone):
         checked under the name's lock, so of two writes conditional on the same state each
-        replica keeps the first, and only one can reach a quorum. A refusal answers the
-        version held (the offered one when there is none). Returns once the write is
-        durable; raises InsufficientStorage (disk full) or OSError.
+        replica keeps the first, and only one can reach a quorum; kept, it is provisional
+        until ``confirm`` or ``retract``. A refusal answers the version held (the offered
+        one when there is none). Returns once the write is durable; raises
+        InsufficientStorage (disk full) or OSError.
         """
         # Shielded: a cancelled caller must not release the lock before the index changes.
         return await asyncio.shield(self._put(manifest, expect, condition))
@@ -372,9 +411,25 @@ class ManifestStore:
             ):
                 return ReplicaWrite(False, current.version, None)
             # A damaged stored replica reads as none: it is just replaced.
-            replaced = await self._read(manifest.name) if current is not None else None
-            await self._keep(manifest)
-            return ReplicaWrite(True, manifest.version, _manifest_or_none(replaced))
+            found = (await self._read(manifest.name))[0] if current is not None else None
+            replaced = _manifest_or_none(found)
+            name = manifest.name
+            if condition is None:
+                await self._keep(manifest)
+                self._marks.pop(name, None)
+                return ReplicaWrite(True, manifest.version, replaced)
+            # Marked before the index changes, so that no read meets it kept and unmarked.
+            earlier = self._marks.get(name)
+            self._marks[name] = _Mark(manifest.precedence, replaced, self._clock())
+            try:
+                await self._keep(manifest)
+            except BaseException:
+                if earlier is None:
+                    self._marks.pop(name, None)
+                else:
+                    self._marks[name] = earlier
+                raise
+            return ReplicaWrite(True, manifest.version, replaced)
 
     async def _keep(self, manifest: Manifest) -> None:
         data = frame(LogRecord(KEEP, manifest.name, manifest.to_bytes()))
@@ -384,8 +439,9 @@ class ManifestStore:
         self, name: str, precedence: tuple[Version, int], restore: Manifest | None = None
     ) -> bool:
         """Take back this replica of ``name`` if it is exactly ``precedence`` (a failed
-        write's): put ``restore`` back in its place (what that write replaced here), or
-        drop it when there is nothing to restore. True if it was taken back."""
+        write's): put ``restore`` back in its place (what that write replaced here; for a
+        provisional replica, what it replaced by default), or drop it when there is nothing
+        to restore. True if it was taken back."""
         return await asyncio.shield(self._retract(name, precedence, restore))
 
     async def _retract(
@@ -395,11 +451,24 @@ class ManifestStore:
             current = self._index.get(name)
             if current is None or current.precedence != precedence:
                 return False
+            mark = self._marks.get(name)
+            if restore is None and mark is not None and mark.precedence == precedence:
+                restore = mark.replaced
             if restore is not None:
                 await self._keep(restore)
-                return True
-            await self._commit(frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at))
+            else:
+                removal = frame(LogRecord(REMOVE, name))
+                await self._commit(removal, lambda at: self._dropped(name, at))
+            if self._marks.get(name) is mark:  # (a failed commit keeps it: still held)
+                self._marks.pop(name, None)
             return True
+
+    def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
+        """The conditional write ``precedence`` of ``name`` kept here was committed: this
+        replica is no longer provisional (reads may copy it to other replicas)."""
+        mark = self._marks.get(name)
+        if mark is not None and mark.precedence == precedence:
+            del self._marks[name]
 
     def list(
         self,

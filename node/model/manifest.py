@@ -403,13 +403,15 @@ class ReplicaWrite:
 @dataclass(frozen=True)
 class ReplicaRead:
     """A replica's answer to a read: its manifest (None: none there), and whether that is
-    provisional: a conditional write the replica kept but whose verdict (committed or
-    retracted, ``node.datapath.replicas``) it has not heard yet. A provisional manifest may
-    be read, never copied to another replica: it may be a losing write about to be taken
+    provisional: a conditional write the replica kept but whose verdict (confirmed or
+    retracted, ``node.datapath.replicas``) it has not heard yet; ``overdue`` once the
+    verdict is later than it can be, its coordinator gone. A provisional manifest may be
+    read, never copied to another replica: it may be a losing write about to be taken
     back, and a copy would outlive the retraction and bury the winner."""
 
     manifest: Manifest | None
     provisional: bool = False
+    overdue: bool = False
 
 
 def _check_record(record: ManifestRecord, layout: Layout) -> None:

@@ -229,7 +229,9 @@ async def _lifecycle(
         log.warning("peer authentication is OFF: anyone who reaches this port is a member")
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
     chunks = ChunkStore(config.data_dir, config.max_bytes)
-    manifests = ManifestStore(config.data_dir, config.m)
+    # A conditional write's verdict comes after its offers to the home replicas and one more
+    # call, each bounded by the peer timeout: past three of them, it is overdue.
+    manifests = ManifestStore(config.data_dir, config.m, provisional_for=3 * config.peer_timeout)
     await chunks.open()
     await manifests.open()
     clock = app[keys.CLOCK] = HybridClock(peer_id, wall_ms)
@@ -305,9 +307,6 @@ async def _lifecycle(
         rebalancer.consider,
         metrics.chunk_stored,
         metrics.chunk_read,
-        # A verdict comes after the offers to all home replicas and one more call, each
-        # bounded by the peer timeout: past three of them, the coordinator is gone.
-        provisional_for=3 * config.peer_timeout,
     )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)

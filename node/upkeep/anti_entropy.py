@@ -189,7 +189,7 @@ class AntiEntropy:
         ``holder``: a report must not make repair rebuild the same index of a newer version
         that happens to sit on that holder."""
         try:
-            current = await self._replicas.read(name, settled=True)
+            current = await self._replicas.read(name, decided=True)
         except RingstoreError as exc:
             log.info("anti-entropy: %r not rechecked now: %s", name, exc)
             return False

@@ -192,20 +192,19 @@ class Rebalancer:
         self.progress.last_pass = time.time()
 
     async def _rebalance(self, name: str) -> None:
-        me = self._membership.me.id
-        found = await self._peers.get_manifest(me, name)  # through the holder: provisional?
+        found = await self._manifests.read(name)
         local = found.manifest
         if local is None or not self.needs_work(local):
             return
         replicas = self._membership.replicas(name).members
-        if me not in replicas:
+        if self._membership.me.id not in replicas:
             if found.provisional:  # a losing write handed over would outlive its retraction
                 raise Unavailable(
                     f"the replica of {name!r} here is a conditional write not yet decided"
                 )
             await self._hand_over(local, replicas)
             return
-        current = await self._replicas.read(name, settled=True)
+        current = await self._replicas.read(name, decided=True)
         if current is None:
             return
         moves = self._moves(current)

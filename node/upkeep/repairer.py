@@ -160,7 +160,7 @@ class Repairer:
 
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
-        base = await self._replicas.read(name, settled=True)
+        base = await self._replicas.read(name, decided=True)
         if base is None or base.deleted or base.stored_inline:
             return  # gone, or a record carried whole in its manifest: no chunks to rebuild
         manifest = base

@@ -158,7 +158,7 @@ class Scrubber:
         if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
             try:
                 # Every replica must answer: deleting on a partial view could lose data.
-                found = await self._replicas.read(meta.name, every_replica=True, settled=True)
+                found = await self._replicas.read(meta.name, every_replica=True, decided=True)
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return

@@ -10,18 +10,19 @@ in which replicas hear racing writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from node.cluster.transport import Address
 from node.datapath.replicas import Verdict, conditional_verdict
-from node.errors import FileNotFound, PreconditionFailed, Unavailable
+from node.errors import FileNotFound, PeerUnavailable, PreconditionFailed, Unavailable
 from node.model.layout import Layout
-from node.model.manifest import Manifest, ReplicaWrite
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import eventually
@@ -107,6 +108,47 @@ def home(grid: Grid, name: str) -> list[GridPeer]:
 def bare(name: str, writer: str, etag: str) -> Manifest:
     """A manifest without chunks, as a writer named ``writer`` would commit it now."""
     return Manifest(name, Version(int(time.time() * 1000), 0, writer), Layout(0, 5, 0), etag)
+
+
+@contextlib.contextmanager
+def scripted(grid: Grid, **calls: Callable[..., Awaitable[object]]) -> Iterator[None]:
+    """Replace the grid transport's named calls with ``calls`` while the block runs."""
+    for attribute, call in calls.items():
+        setattr(grid.transport, attribute, call)
+    try:
+        yield
+    finally:
+        for attribute in calls:
+            delattr(grid.transport, attribute)
+
+
+class Race:
+    """Two writers holding one etag: the winner's write (the older version) heard first by
+    the second and third home replicas, the loser's (newer) by the first."""
+
+    def __init__(self, homes: list[GridPeer]) -> None:
+        self.winner = bare("f", "writer-a", "etag-a")
+        later = Version(self.winner.version.wall_ms + 1, 0, "writer-b")
+        self.loser = dataclasses.replace(bare("f", "writer-b", "etag-b"), version=later)
+        self._first = {replica.url: self.winner.version for replica in homes[1:]}
+        self._first[homes[0].url] = self.loser.version
+        self._heard = {replica.url: asyncio.Event() for replica in homes}
+
+    async def in_order(
+        self,
+        put: Callable[..., Awaitable[ReplicaWrite]],
+        to: Address,
+        manifest: Manifest,
+        *args: object,
+    ) -> ReplicaWrite:
+        """``put`` the manifest to a replica, a racer only once the other has been heard."""
+        if manifest.version not in (self.winner.version, self.loser.version):
+            return await put(to, manifest, *args)
+        if self._first[to.url] != manifest.version:
+            await self._heard[to.url].wait()
+        written = await put(to, manifest, *args)
+        self._heard[to.url].set()
+        return written
 
 
 async def test_if_none_match_any_creates_once(grid: Grid) -> None:
@@ -215,13 +257,7 @@ async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Gr
         await refusals_done.wait()  # every replica has refused the others' writes by now
         await retract(to, manifest, *args)  # type: ignore[arg-type]
 
-    scripts: dict[str, Callable[..., Awaitable[object]]] = {
-        "put_manifest": scripted_put,
-        "retract_manifest": scripted_retract,
-    }
-    for attribute, script in scripts.items():
-        setattr(transport, attribute, script)
-    try:
+    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
         coordinators = [p for p in grid.peers if p not in homes][:3]
         results = await asyncio.gather(
             *(
@@ -230,9 +266,6 @@ async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Gr
             ),
             return_exceptions=True,
         )
-    finally:
-        for attribute in scripts:
-            delattr(transport, attribute)
     assert refusals == [False] * 6
     assert [type(r) for r in results] == [Unavailable] * 3, results
     for replica in homes:
@@ -246,39 +279,27 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
     is retracted there, that replica holds it provisional: a read meeting it returns it but
     copies it nowhere (copied over the winner on the other two, it would outlive the
     retraction as the newest version: an acknowledged write lost), and work that would act
-    on it waits. The winner was settled before its writer heard, so once the loser is
+    on it waits. The winner was confirmed before its writer heard, so once the loser is
     gone, reads repair the third replica with the winner."""
     existing = await store(grid[0], "f", b"exists")
     homes = home(grid, "f")
-    winner = bare("f", "writer-a", "etag-a")
-    later = Version(winner.version.wall_ms + 1, 0, "writer-b")  # the loser's is the newer
-    loser = dataclasses.replace(bare("f", "writer-b", "etag-b"), version=later)
-    first_heard = {replica.url: winner.version for replica in homes[1:]}
-    first_heard[homes[0].url] = loser.version
-    heard = {replica.url: asyncio.Event() for replica in homes}
+    race = Race(homes)
+    winner, loser = race.winner, race.loser
     retracting, release = asyncio.Event(), asyncio.Event()
     transport = grid.transport
     put, retract = transport.put_manifest, transport.retract_manifest
 
     async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
-        if manifest.version in (winner.version, loser.version):
-            if first_heard[to.url] != manifest.version:
-                await heard[to.url].wait()
-            written = await put(to, manifest, *args)  # type: ignore[arg-type]
-            heard[to.url].set()
-            return written
-        return await put(to, manifest, *args)  # type: ignore[arg-type]
+        return await race.in_order(put, to, manifest, *args)
 
     async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
         retracting.set()
         await release.wait()
         await retract(to, manifest, *args)  # type: ignore[arg-type]
 
-    transport.put_manifest = scripted_put  # type: ignore[method-assign]
-    transport.retract_manifest = scripted_retract  # type: ignore[method-assign]
     coordinators = [p for p in grid.peers if p not in homes]
     reader = coordinators[2]
-    try:
+    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
         won = asyncio.ensure_future(
             coordinators[0].replicas.commit(winner, condition=if_match(existing.etag))
         )
@@ -290,7 +311,7 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         before = asyncio.all_tasks()
         assert await reader.replicas.read("f", every_replica=True) == loser  # a dirty read
         with pytest.raises(Unavailable, match="not yet decided"):
-            await reader.replicas.read("f", settled=True)
+            await reader.replicas.read("f", decided=True)
         repairs = asyncio.all_tasks() - before - {asyncio.current_task()}
         await asyncio.gather(*repairs)  # any a read set off has done its work
         for replica in homes[1:]:
@@ -298,10 +319,8 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         release.set()
         with pytest.raises(PreconditionFailed):
             await lost
-    finally:
-        del transport.put_manifest, transport.retract_manifest
     assert await homes[0].manifests.get("f") == existing  # put back where the loser was
-    assert await reader.replicas.read("f", settled=True) == winner
+    assert await reader.replicas.read("f", decided=True) == winner
 
     async def repaired() -> bool:
         return await homes[0].manifests.get("f") == winner
@@ -309,6 +328,103 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
     await eventually(repaired, what="the read repaired the third replica with the winner")
     for replica in homes:
         assert not (await replica.holder.get_manifest("f")).provisional
+
+
+@pytest.mark.parametrize("retraction", ["heard", "lost"])
+async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retraction: str) -> None:
+    """The replica that kept the loser's write answered, but the answer was lost: the
+    loser's coordinator retracts from it anyway, and the replica puts back what the write
+    replaced (it kept that with its mark). If that retraction is lost too, the replica's
+    write stays provisional (read, never copied) until a read finds its verdict overdue and
+    decides it from the home replicas: held by one of three, it was never committed."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    race = Race(homes)
+    winner, loser = race.winner, race.loser
+    transport = grid.transport
+    put, retract = transport.put_manifest, transport.retract_manifest
+
+    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+        written = await race.in_order(put, to, manifest, *args)
+        if manifest.version == loser.version and written.stored:
+            raise PeerUnavailable(to.url, "connection reset before the answer (scripted)")
+        return written
+
+    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
+        if retraction == "lost" and manifest.version == loser.version:
+            raise PeerUnavailable(to.url, "connection reset (scripted)")
+        await retract(to, manifest, *args)  # type: ignore[arg-type]
+
+    coordinators = [p for p in grid.peers if p not in homes]
+    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
+        results = await asyncio.gather(
+            coordinators[0].replicas.commit(winner, condition=if_match(existing.etag)),
+            coordinators[1].replicas.commit(loser, condition=if_match(existing.etag)),
+            return_exceptions=True,
+        )
+    reader = coordinators[2]
+    assert results[0] is None, results
+    assert isinstance(results[1], PreconditionFailed), results
+    if retraction == "heard":
+        assert await homes[0].manifests.read("f") == ReplicaRead(existing)
+    else:
+        assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
+        assert await reader.replicas.read("f", every_replica=True) == loser  # not copied
+        for replica in homes[1:]:
+            assert await replica.manifests.get("f") == winner
+        homes[0].manifests.provisional_for = 0.0  # its verdict is overdue now
+        assert await reader.replicas.read("f", every_replica=True) == winner
+    assert await reader.replicas.read("f", decided=True) == winner
+
+    async def repaired() -> bool:
+        await reader.replicas.read("f", every_replica=True)  # a read that meets it behind
+        return await homes[0].manifests.read("f") == ReplicaRead(winner)
+
+    await eventually(repaired, what="reads to repair the third replica with the winner")
+
+
+async def test_a_committed_write_whose_confirmations_were_lost_is_decided_by_a_read(
+    grid: Grid,
+) -> None:
+    """A conditional write kept by two home replicas (the third never got it) is committed,
+    but neither hears so: both hold it provisional, so reads do not repair the third with
+    it and work that acts on it waits. Once its verdict is overdue a read decides it from
+    the home replicas (held by two of three: committed), confirms it, and repairs."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    update = bare("f", "writer", "etag-new")
+    transport = grid.transport
+    put = transport.put_manifest
+
+    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+        if manifest.version == update.version and to.url == homes[2].url:
+            raise PeerUnavailable(to.url, "connection refused (scripted)")
+        return await put(to, manifest, *args)  # type: ignore[arg-type]
+
+    async def lost(to: Address, manifest: Manifest) -> None:
+        raise PeerUnavailable(to.url, "connection reset (scripted)")
+
+    coordinator = next(p for p in grid.peers if p not in homes)
+    with scripted(grid, put_manifest=scripted_put, confirm_manifest=lost):
+        await coordinator.replicas.commit(update, condition=if_match(existing.etag))
+    reader = grid.peers[-1] if grid.peers[-1] not in homes else coordinator
+    for replica in homes[:2]:
+        assert await replica.manifests.read("f") == ReplicaRead(update, provisional=True)
+    assert await reader.replicas.read("f", every_replica=True) == update
+    with pytest.raises(Unavailable, match="not yet decided"):
+        await reader.replicas.read("f", decided=True)
+    assert await homes[2].manifests.get("f") == existing, "not repaired with it yet"
+    for replica in homes:
+        replica.manifests.provisional_for = 0.0
+    assert await reader.replicas.read("f", decided=True) == update
+    for replica in homes[:2]:
+        assert await replica.manifests.read("f") == ReplicaRead(update)
+
+    async def repaired() -> bool:
+        await reader.replicas.read("f", every_replica=True)  # a read that meets it behind
+        return await homes[2].manifests.get("f") == update
+
+    await eventually(repaired, what="reads to repair the third replica")
 
 
 async def test_conditional_deletes(grid: Grid) -> None:

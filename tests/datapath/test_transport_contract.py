@@ -195,18 +195,17 @@ async def test_a_conditional_write_reads_provisional_until_its_verdict(pair: Pai
     await t.retract_manifest(a, first)
     assert (await t.put_manifest(a, second, None, create)).stored
     assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=True)
-    await t.settle_manifest(a, second)
+    await t.confirm_manifest(a, second)
     assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
     swap = Preconditions(if_match=TagList(False, (EntityTag("e"),)))
     written = await t.put_manifest(a, third, None, swap)
     assert written.stored
     assert await t.get_manifest(a, "ns/file") == ReplicaRead(third, provisional=True)
-    await t.settle_manifest(a, second)  # another write's verdict: no effect on this one
+    await t.confirm_manifest(a, second)  # another write's verdict: no effect on this one
     assert (await t.get_manifest(a, "ns/file")).provisional
-    await t.retract_manifest(a, third, written.replaced)  # the loser's verdict
-    assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
-    refused = await t.put_manifest(a, third, None, create)  # refused: nothing marked
-    assert not refused.stored
+    assert not (await t.put_manifest(a, third, None, swap)).stored  # the offer, again
+    assert (await t.get_manifest(a, "ns/file")).provisional, "a refused duplicate: still"
+    await t.retract_manifest(a, third)  # the loser's verdict: it puts back what it replaced
     assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
 
 

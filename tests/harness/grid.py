@@ -144,7 +144,8 @@ class GridTransport:
         found = await (await self._holder("get_manifest", to)).get_manifest(name)
         if found.manifest is None:
             return found
-        return ReplicaRead(Manifest.from_bytes(found.manifest.to_bytes()), found.provisional)
+        sent = Manifest.from_bytes(found.manifest.to_bytes())  # as on the wire
+        return dataclasses.replace(found, manifest=sent)
 
     async def put_manifest(
         self,
@@ -169,9 +170,9 @@ class GridTransport:
             restore = Manifest.from_bytes(restore.to_bytes())
         await holder.retract_manifest(manifest.name, manifest.precedence, restore)
 
-    async def settle_manifest(self, to: Address, manifest: Manifest) -> None:
-        holder = await self._holder("settle_manifest", to)
-        await holder.settle_manifest(manifest.name, manifest.precedence)
+    async def confirm_manifest(self, to: Address, manifest: Manifest) -> None:
+        holder = await self._holder("confirm_manifest", to)
+        await holder.confirm_manifest(manifest.name, manifest.precedence)
 
     async def list_manifests(
         self,

@@ -229,7 +229,7 @@ async def test_a_peer_without_batches_gets_each_call_alone(
             assert (await transport.put_manifest(to, created, None, create)).stored
             provisional = await transport.get_manifest(to, "old/created")
             assert provisional == ReplicaRead(created, provisional=True)  # told by a header
-            await transport.settle_manifest(to, created)
+            await transport.confirm_manifest(to, created)
             assert not (await transport.get_manifest(to, "old/created")).provisional
             moved = await transport.put_manifest(
                 to, dataclasses.replace(again, revision=1), (again.version, again.revision)

@@ -20,7 +20,7 @@ from aiohttp import web
 from client.credentials import Credentials
 from node.cluster.auth import Authenticator, Request, content_digest
 from node.cluster.gossip import FOUND_TRIES
-from node.cluster.protocol import MSGPACK, SETTLED, GossipMessage, MemberRecord, PullOrder, encode
+from node.cluster.protocol import CONFIRMED, MSGPACK, GossipMessage, MemberRecord, PullOrder, encode
 from node.cluster.transport import Address, HttpTransport
 from node.errors import PeerUnavailable, StartRefused
 from node.model.access import Grants
@@ -90,7 +90,7 @@ def routes(peer: LocalPeer, chunk: str, name: str) -> list[tuple[str, str, dict[
         ("PUT", "/internal/manifests", {"data": b"\x90", "headers": msgpack}),
         ("PUT", "/internal/manifests/conditional", {"data": b"\x90", "headers": msgpack}),
         ("DELETE", "/internal/manifests", {"params": {"name": name, "version": "1.0.x"}}),
-        ("POST", SETTLED, {"params": {"name": name, "version": "1.0.x", "revision": "0"}}),
+        ("POST", CONFIRMED, {"params": {"name": name, "version": "1.0.x", "revision": "0"}}),
         ("GET", "/internal/manifests/list", {"params": {"prefix": ""}}),
         ("POST", "/internal/gossip", {"data": forged_gossip(peer), "headers": msgpack}),
     ]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node.disk import manifest_store
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
-from node.model.manifest import ChunkRef, Manifest
+from node.model.manifest import ChunkRef, Manifest, ReplicaRead
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness.disk import flip_byte
@@ -322,3 +325,80 @@ async def test_concurrent_conditional_creates_store_exactly_one(store: ManifestS
     assert sum(result.stored for result in results) == 1
     winner = offers[[result.stored for result in results].index(True)]
     assert await store.get("race") == winner
+
+
+# --- provisional replicas: a conditional write kept, its verdict not heard yet ------------
+
+
+async def test_a_conditional_write_is_provisional_until_confirmed_and_overdue_after(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    store = ManifestStore(tmp_path, provisional_for=30.0, clock=lambda: now[0])
+    await store.open()
+    first, second = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(first)  # unconditional: never provisional
+    assert await store.read("a") == ReplicaRead(first)
+    assert (await store.put(second, condition=if_match("etag-10"))).stored
+    assert await store.read("a") == ReplicaRead(second, provisional=True)
+    duplicate = await store.put(second, condition=if_match("etag-10"))  # the offer again
+    assert not duplicate.stored
+    assert (await store.read("a")).provisional, "a refused duplicate keeps the mark"
+    now[0] += 30.0
+    assert await store.read("a") == ReplicaRead(second, provisional=True, overdue=True)
+    store.confirm("a", first.precedence)  # another write's verdict: nothing changes
+    assert (await store.read("a")).provisional
+    assert "provisional=1" in repr(store)
+    store.confirm("a", second.precedence)
+    assert await store.read("a") == ReplicaRead(second)
+    assert "provisional=0" in repr(store)
+
+
+async def test_a_provisional_write_retracted_puts_back_what_it_replaced(
+    store: ManifestStore,
+) -> None:
+    first, second, third = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(first)
+    await store.put(second, condition=if_match("etag-10"))
+    assert await store.retract("a", second.precedence)  # no restore named: the remembered
+    assert await store.read("a") == ReplicaRead(first)
+    await store.put(third)  # unconditional: nothing remembered, retracted means dropped
+    assert await store.retract("a", third.precedence)
+    assert await store.get("a") is None
+
+
+async def test_an_unconditional_write_over_a_provisional_one_is_not_provisional(
+    store: ManifestStore,
+) -> None:
+    await store.put(manifest("a", wall=10), condition=NO_FILE)
+    assert (await store.read("a")).provisional
+    newer = manifest("a", wall=20)
+    await store.put(newer)
+    assert await store.read("a") == ReplicaRead(newer)
+    assert "provisional=0" in repr(store)
+
+
+async def test_a_read_answers_the_mark_its_record_had_when_looked_up(
+    store: ManifestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict landing while the record is read (in a worker thread) must not pair the
+    provisional record with the cleared mark: that would let a read copy a loser."""
+    first, second = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(first)
+    await store.put(second, condition=if_match("etag-10"))
+    reading, release = threading.Event(), threading.Event()
+    decode = manifest_store._decode
+
+    def held(*args: Any) -> Manifest:
+        reading.set()
+        assert release.wait(10), "the test never released the read"
+        return decode(*args)
+
+    monkeypatch.setattr(manifest_store, "_decode", held)
+    pending = asyncio.ensure_future(store.read("a"))
+    assert await asyncio.to_thread(reading.wait, 10)
+    monkeypatch.setattr(manifest_store, "_decode", decode)
+    assert await store.retract("a", second.precedence)  # the loser's verdict, mid-read
+    release.set()
+    assert await pending == ReplicaRead(second, provisional=True)
+    assert await store.read("a") == ReplicaRead(first)

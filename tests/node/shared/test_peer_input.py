@@ -29,9 +29,9 @@ from aiohttp import web
 
 from node.api.keys import GOSSIP
 from node.cluster.protocol import (
+    CONFIRMED,
     MANIFEST_BATCH,
     MSGPACK,
-    SETTLED,
     GossipMessage,
     ManifestAnswer,
     ManifestAnswers,
@@ -463,16 +463,21 @@ async def test_a_bad_call_in_a_manifest_batch_fails_alone(
 
 @pytest.mark.parametrize(
     "query",
-    [{"name": "n"}, {"name": "n", "version": "1.0.x", "revision": "-1"}, {"version": "x.y"}],
-    ids=["no-version", "bad-revision", "bad-version"],
+    [
+        {"name": "n"},
+        {"name": "n", "version": "1.0.x", "revision": "-1"},
+        {"name": "n", "version": "x.y", "revision": "0"},
+        {"version": "1.0.x", "revision": "0"},
+    ],
+    ids=["no-version", "bad-revision", "bad-version", "no-name"],
 )
-async def test_a_malformed_settlement_is_refused(
+async def test_a_malformed_confirmation_is_refused(
     cluster: LocalCluster, http: aiohttp.ClientSession, query: dict[str, str]
 ) -> None:
     peer = cluster[2]
-    answer = await internal(http, peer, "POST", SETTLED, params=query)
+    answer = await internal(http, peer, "POST", CONFIRMED, params=query)
     assert_refused(answer, 400, "invalid_request")
-    await assert_healthy(http, peer, "malformed-settlement")
+    await assert_healthy(http, peer, "malformed-confirmation")
 
 
 # --- names --------------------------------------------------------------------------------
