@@ -269,6 +269,17 @@ class Membership:
                     found.append(member)
         return found
 
+    def home_replicas_since(self, name: str) -> list[str]:
+        """``name``'s home replicas under the current ring and under each ring in the
+        history, up or down, current first: every member a conditional write of ``name``
+        offered since the history began can be on."""
+        key, found = name_key(name), list(self.home_replicas(name).members)
+        for before in self._history:
+            for member in place(before.ring, key, self._replicas).members:
+                if member not in found:
+                    found.append(member)
+        return found
+
     def history(self) -> Iterator[Placement]:
         """The placements kept, newest first."""
         return iter(self._history)

@@ -362,15 +362,18 @@ class Coordinator:
         PreconditionFailed.
 
         Deleting a deleted file succeeds again (a client retrying after a lost answer must
-        not be told the file never existed), unless a condition asks for a live version.
-        ``condition`` is checked by each manifest replica as it takes the tombstone.
+        not be told the file never existed), unless a condition asks for a live version;
+        a tombstone not yet decided (a conditional DELETE's, maybe one about to be
+        retracted) is written over instead. ``condition`` is checked by each manifest
+        replica as it takes the tombstone.
         """
-        current = await self._replicas.read(name)
+        found = await self._replicas.read_state(name)
+        current = found.manifest
         if current is None:
             raise FileNotFound(f"no file named {name!r}")
         if condition is not None:
             self._check(name, condition, current)
-        if current.deleted:
+        if current.deleted and not found.provisional:
             return current
         tombstone = Manifest(name, self._clock.now(), Layout(0, current.layout.k, 0), deleted=True)
         await self._replicas.commit(tombstone, condition=condition)

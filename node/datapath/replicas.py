@@ -174,6 +174,7 @@ class ManifestReplicas:
         self._clock = clock
         self._journal = journal
         self._background: set[asyncio.Task[None]] = set()
+        self._undecidable: dict[str, float] = {}  # name -> when to try deciding it again
         self.hedge = HedgeDelay()  # when a read asks one more replica than it needs
 
     def __repr__(self) -> str:
@@ -276,27 +277,35 @@ class ManifestReplicas:
         """The newest manifest of ``name`` among R replicas (``_ask`` with a hedge).
 
         Tombstones included. With ``every_replica``, all N replicas must answer (for
-        decisions that destroy data). Replicas found behind are brought up to date in the
-        background, unless the newest is provisional (``ReplicaRead``): a conditional write
-        not yet decided, maybe a loser about to be retracted, which copied would outlive its
-        retraction and bury the winner. One whose verdict is overdue is decided here first
-        (``_decide``). Raises Unavailable when too few replicas answer, or, with
-        ``decided`` (for work that copies or destroys on the manifest's word), when the
-        newest is still provisional.
+        decisions that destroy data). A provisional newest (``ReplicaRead``: a conditional
+        write not yet decided, maybe a loser about to be retracted) is passed over for the
+        newest manifest an answer holds decided, and never copied: it would outlive its
+        retraction and bury the winner; one whose verdict is overdue is decided first
+        (``_decide``). Replicas found behind are brought up to date in the background.
+        Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
+        that copies or destroys on the manifest's word), when only a provisional manifest
+        was found.
         """
-        newest, undecided = await self._read(name, every_replica)
-        if undecided is not None and undecided.overdue and await self._decide(name, newest):
-            newest, undecided = await self._read(name, every_replica)
-        if undecided is not None and decided:
+        found = await self.read_state(name, every_replica)
+        if found.provisional and decided:
             raise Unavailable(
                 f"the newest manifest of {name!r} is a conditional write not yet decided; try again"
             )
-        return newest
+        return found.manifest
 
-    async def _read(
-        self, name: str, every_replica: bool
-    ) -> tuple[Manifest | None, ReplicaRead | None]:
-        """``read``'s newest manifest, and, when it is provisional, how (else None)."""
+    async def read_state(self, name: str, every_replica: bool = False) -> ReplicaRead:
+        """``read``'s manifest, and whether it is provisional (then never None)."""
+        found, overdue = await self._read(name, every_replica)
+        if overdue is not None and await self._decide(name, overdue):
+            found, _ = await self._read(name, every_replica)
+        return found
+
+    async def _read(self, name: str, every_replica: bool) -> tuple[ReplicaRead, Manifest | None]:
+        """``read``'s manifest: the newest the replicas that answered hold, unless that is
+        provisional on each of them; then the newest one of them holds decided (a write
+        not yet committed is not read, and a loser never), or, when none holds any, the
+        provisional one, marked. With it, the provisional newest if its verdict is overdue
+        (for ``_decide``), else None."""
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
@@ -327,64 +336,86 @@ class ManifestReplicas:
             reads += await self._read_previous(name, set(found))
             newest = _newest(reads)
             if newest is None:
-                return None, None
+                return ReplicaRead(None), None
             try:
                 self._clock.observe(newest.version)
             except InvalidRequest as exc:  # a replica's word: our clock does not follow it
                 log.warning("manifest of %r read from replicas: %s", name, exc)
+            overdue = None
             undecided = _undecided(reads, newest)
             if undecided is not None:
-                return newest, undecided
+                overdue = newest if undecided.overdue else None
+                decided = _newest(read for read in reads if not read.provisional)
+                if decided is None:
+                    return undecided, overdue
+                newest = decided
             copyable = newest
             for replica, read in found.items():
                 if _behind(read.manifest, newest):
                     self._spawn(self._repair(replica, newest))
-            return newest, None
+            return ReplicaRead(newest), overdue
         finally:
             for call, replica in pending.items():
                 self._spawn(self._hear_out(call, replica, copyable))
 
     async def _decide(self, name: str, newest: Manifest | None) -> bool:
         """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,
-        or its verdict was lost) as its coordinator would have: from the N home replicas.
-        Held by W of them, it was committed: confirmed on each holder. Held by too few for W
-        even counting those that did not answer, it was not: retracted from each holder,
-        which puts back what it replaced there. Otherwise (too few answered) it stays
-        undecided for a later read. True if a verdict was sent (to at least one holder).
+        or its verdict was lost) as its coordinator would have: from every member that was
+        a home replica of ``name`` since the placement history began
+        (``Membership.home_replicas_since``: it may have been offered under an earlier
+        ring). Held by W of them, it was committed: confirmed on each holder. Held by too
+        few for W even counting every one that did not answer, it was not: retracted from
+        each holder, which puts back what it replaced there. Otherwise it stays undecided,
+        and is not tried again for a peer timeout. True if a verdict reached a holder.
 
         A committed write a holder lost since (a damaged record written off) would be taken
         for a loser here; it takes that, and every confirmation lost, at once.
         """
-        if newest is None:
+        now = time.monotonic()
+        if newest is None or self._undecidable.get(name, 0.0) > now:
             return False
         config = self._config
-
-        async def get(member: str) -> Manifest | None:
-            return (await self._peers.get_manifest(member, name)).manifest
-
-        found = await self._ask(name, get, config.manifest_replicas, home_only=True)
-        holders = [r for r, m in found.items() if m and m.precedence == newest.precedence]
-        unheard = config.manifest_replicas - len(found)
+        members = self._membership.home_replicas_since(name)
+        answers = await asyncio.gather(
+            *(self._peers.get_manifest(member, name) for member in members),
+            return_exceptions=True,
+        )
+        holders, silent = [], 0
+        for member, answer in zip(members, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, RingstoreError):
+                    raise answer
+                silent += 1
+            elif answer.manifest is not None and answer.manifest.precedence == newest.precedence:
+                holders.append(member)
         if len(holders) >= config.manifest_write_quorum:
             verdict, calls = "confirmed", [self._peers.confirm_manifest(r, newest) for r in holders]
-        elif len(holders) + unheard < config.manifest_write_quorum:
+        elif len(holders) + silent < config.manifest_write_quorum:
             verdict, calls = "retracted", [self._peers.retract_manifest(r, newest) for r in holders]
         else:
+            self._undecidable[name] = now + config.peer_timeout
             return False
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, RingstoreError):
                 raise result
+        reached = sum(not isinstance(result, BaseException) for result in results)
         log.warning(
-            "the verdict on a conditional write of %r (%s) never came: %s, held by %d of %d "
-            "home replicas",
+            "the verdict on a conditional write of %r (%s) never came: %s on %d of its %d "
+            "holders (of %d replicas asked, %d silent)",
             name,
             newest.version,
             verdict,
+            reached,
             len(holders),
-            config.manifest_replicas,
+            len(members),
+            silent,
         )
-        return not all(isinstance(result, BaseException) for result in results)
+        if not reached:
+            self._undecidable[name] = now + config.peer_timeout
+            return False
+        self._undecidable.pop(name, None)
+        return True
 
     async def _hear_out(
         self, call: asyncio.Future[ReplicaRead], replica: str, newest: Manifest | None

@@ -48,7 +48,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from node.disk.locks import KeyedLocks
@@ -98,11 +98,23 @@ class _Append:
 @dataclass(frozen=True)
 class _Mark:
     """A conditional write kept here, awaiting its verdict: its precedence, what it replaced
-    (put back if it is retracted) and when it was kept (``clock`` seconds)."""
+    (put back if it is retracted), when it was kept (``clock`` seconds), and the mark of
+    what it replaced when that was provisional too (a write conditional on a provisional
+    replica's etag): put back with it, so that a loser under a retracted write stays
+    marked."""
 
     precedence: tuple[Version, int]
     replaced: Manifest | None
     kept_at: float
+    under: _Mark | None = None
+
+    def without(self, precedence: tuple[Version, int]) -> _Mark | None:
+        """This chain of marks less the one of ``precedence`` (confirmed)."""
+        if self.precedence == precedence:
+            return self.under
+        if self.under is None:
+            return self
+        return replace(self, under=self.under.without(precedence))
 
 
 class ManifestStore:
@@ -420,7 +432,9 @@ class ManifestStore:
                 return ReplicaWrite(True, manifest.version, replaced)
             # Marked before the index changes, so that no read meets it kept and unmarked.
             earlier = self._marks.get(name)
-            self._marks[name] = _Mark(manifest.precedence, replaced, self._clock())
+            on_provisional = earlier and current and earlier.precedence == current.precedence
+            under = earlier if on_provisional else None
+            self._marks[name] = _Mark(manifest.precedence, replaced, self._clock(), under)
             try:
                 await self._keep(manifest)
             except BaseException:
@@ -452,14 +466,27 @@ class ManifestStore:
             if current is None or current.precedence != precedence:
                 return False
             mark = self._marks.get(name)
-            if restore is None and mark is not None and mark.precedence == precedence:
+            if mark is not None and mark.precedence != precedence:
+                mark = None  # stale: of a write no longer held
+            if restore is None and mark is not None:
                 restore = mark.replaced
-            if restore is not None:
-                await self._keep(restore)
-            else:
-                removal = frame(LogRecord(REMOVE, name))
-                await self._commit(removal, lambda at: self._dropped(name, at))
-            if self._marks.get(name) is mark:  # (a failed commit keeps it: still held)
+            # What goes back is provisional again if it was when this write replaced it.
+            under = mark.under if mark is not None else None
+            if under is not None and (restore is None or under.precedence != restore.precedence):
+                under = None
+            if under is not None:
+                self._marks[name] = under  # before the index changes, as for any write
+            try:
+                if restore is not None:
+                    await self._keep(restore)
+                else:
+                    removal = frame(LogRecord(REMOVE, name))
+                    await self._commit(removal, lambda at: self._dropped(name, at))
+            except BaseException:
+                if under is not None and mark is not None:
+                    self._marks[name] = mark  # still held, still provisional
+                raise
+            if under is None and self._marks.get(name) is mark:
                 self._marks.pop(name, None)
             return True
 
@@ -467,8 +494,13 @@ class ManifestStore:
         """The conditional write ``precedence`` of ``name`` kept here was committed: this
         replica is no longer provisional (reads may copy it to other replicas)."""
         mark = self._marks.get(name)
-        if mark is not None and mark.precedence == precedence:
+        if mark is None:
+            return
+        rest = mark.without(precedence)
+        if rest is None:
             del self._marks[name]
+        else:
+            self._marks[name] = rest
 
     def list(
         self,

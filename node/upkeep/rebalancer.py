@@ -199,9 +199,11 @@ class Rebalancer:
         replicas = self._membership.replicas(name).members
         if self._membership.me.id not in replicas:
             if found.provisional:  # a losing write handed over would outlive its retraction
-                raise Unavailable(
-                    f"the replica of {name!r} here is a conditional write not yet decided"
-                )
+                await self._replicas.read(name, decided=True)  # decides it once overdue
+                found = await self._manifests.read(name)
+                local = found.manifest
+                if local is None or found.provisional:
+                    raise Unavailable(f"the replica of {name!r} here is not yet decided")
             await self._hand_over(local, replicas)
             return
         current = await self._replicas.read(name, decided=True)

@@ -276,11 +276,10 @@ async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Gr
 async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) -> None:
     """Two writers holding one etag: the winner's write (the older version) is kept by two
     home replicas, the loser's (newer) by the third, which heard it first. Until the loser
-    is retracted there, that replica holds it provisional: a read meeting it returns it but
-    copies it nowhere (copied over the winner on the other two, it would outlive the
-    retraction as the newest version: an acknowledged write lost), and work that would act
-    on it waits. The winner was confirmed before its writer heard, so once the loser is
-    gone, reads repair the third replica with the winner."""
+    is retracted there, that replica holds it provisional: a read meeting it passes it over
+    for the winner (confirmed before its writer heard) and copies it nowhere (copied over
+    the winner on the other two, it would outlive the retraction as the newest version: an
+    acknowledged write lost). Once the loser is gone, reads repair the third replica."""
     existing = await store(grid[0], "f", b"exists")
     homes = home(grid, "f")
     race = Race(homes)
@@ -309,13 +308,13 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         await won  # acknowledged
         await retracting.wait()  # the loser is refused by two, not yet taken back
         before = asyncio.all_tasks()
-        assert await reader.replicas.read("f", every_replica=True) == loser  # a dirty read
-        with pytest.raises(Unavailable, match="not yet decided"):
-            await reader.replicas.read("f", decided=True)
+        assert await reader.replicas.read("f", every_replica=True) == winner  # loser passed over
+        assert await reader.replicas.read("f", decided=True) == winner
         repairs = asyncio.all_tasks() - before - {asyncio.current_task()}
         await asyncio.gather(*repairs)  # any a read set off has done its work
         for replica in homes[1:]:
             assert await replica.manifests.get("f") == winner
+        assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
         release.set()
         with pytest.raises(PreconditionFailed):
             await lost
@@ -330,13 +329,15 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         assert not (await replica.holder.get_manifest("f")).provisional
 
 
-@pytest.mark.parametrize("retraction", ["heard", "lost"])
+@pytest.mark.parametrize("retraction", ["heard", "lost", "lost, a home replica down"])
 async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retraction: str) -> None:
     """The replica that kept the loser's write answered, but the answer was lost: the
     loser's coordinator retracts from it anyway, and the replica puts back what the write
     replaced (it kept that with its mark). If that retraction is lost too, the replica's
     write stays provisional (read, never copied) until a read finds its verdict overdue and
-    decides it from the home replicas: held by one of three, it was never committed."""
+    decides it from the home replicas: held by one of three, it was never committed. With
+    a home replica down it might have been (one holder and one silent make two): it waits,
+    and work that acts on it with it."""
     existing = await store(grid[0], "f", b"exists")
     homes = home(grid, "f")
     race = Race(homes)
@@ -351,7 +352,7 @@ async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retractio
         return written
 
     async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
-        if retraction == "lost" and manifest.version == loser.version:
+        if retraction != "heard" and manifest.version == loser.version:
             raise PeerUnavailable(to.url, "connection reset (scripted)")
         await retract(to, manifest, *args)  # type: ignore[arg-type]
 
@@ -369,10 +370,16 @@ async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retractio
         assert await homes[0].manifests.read("f") == ReplicaRead(existing)
     else:
         assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
-        assert await reader.replicas.read("f", every_replica=True) == loser  # not copied
+        assert await reader.replicas.read("f", every_replica=True) == winner  # passed over
         for replica in homes[1:]:
             assert await replica.manifests.get("f") == winner
         homes[0].manifests.provisional_for = 0.0  # its verdict is overdue now
+        if retraction != "lost":
+            grid.break_peer(homes[1])
+            assert await reader.replicas.read("f", decided=True) == winner
+            assert await homes[0].manifests.read("f") == ReplicaRead(loser, True, overdue=True)
+            grid.mend_peer(homes[1])
+            reader = coordinators[3]  # (the first tries again only a peer timeout later)
         assert await reader.replicas.read("f", every_replica=True) == winner
     assert await reader.replicas.read("f", decided=True) == winner
 
@@ -387,9 +394,10 @@ async def test_a_committed_write_whose_confirmations_were_lost_is_decided_by_a_r
     grid: Grid,
 ) -> None:
     """A conditional write kept by two home replicas (the third never got it) is committed,
-    but neither hears so: both hold it provisional, so reads do not repair the third with
-    it and work that acts on it waits. Once its verdict is overdue a read decides it from
-    the home replicas (held by two of three: committed), confirms it, and repairs."""
+    but neither hears so: both hold it provisional. Reads pass it over for the version
+    before it when a replica answers that one, repair nothing with it, and work that acts
+    on it waits. Once its verdict is overdue a read decides it from the home replicas
+    (held by two of three: committed), confirms it, and repairs the third."""
     existing = await store(grid[0], "f", b"exists")
     homes = home(grid, "f")
     update = bare("f", "writer", "etag-new")
@@ -410,9 +418,11 @@ async def test_a_committed_write_whose_confirmations_were_lost_is_decided_by_a_r
     reader = grid.peers[-1] if grid.peers[-1] not in homes else coordinator
     for replica in homes[:2]:
         assert await replica.manifests.read("f") == ReplicaRead(update, provisional=True)
-    assert await reader.replicas.read("f", every_replica=True) == update
+    assert await reader.replicas.read("f", every_replica=True) == existing
+    # The first home replica reads itself and the next: two provisional answers, nothing else.
+    assert await homes[0].replicas.read("f") == update
     with pytest.raises(Unavailable, match="not yet decided"):
-        await reader.replicas.read("f", decided=True)
+        await homes[0].replicas.read("f", decided=True)
     assert await homes[2].manifests.get("f") == existing, "not repaired with it yet"
     for replica in homes:
         replica.manifests.provisional_for = 0.0
@@ -425,6 +435,23 @@ async def test_a_committed_write_whose_confirmations_were_lost_is_decided_by_a_r
         return await homes[2].manifests.get("f") == update
 
     await eventually(repaired, what="reads to repair the third replica")
+
+
+async def test_a_delete_writes_over_a_tombstone_not_yet_decided(grid: Grid) -> None:
+    """A conditional DELETE's tombstone kept by one home replica, its verdict not heard (it
+    may be a loser): a DELETE that reads it must still write its own tombstone. Taken for
+    "already deleted", its 204 would be a lie once that tombstone is retracted."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    offered = dataclasses.replace(bare("f", "writer", ""), deleted=True)
+    assert (await homes[0].holder.put_manifest(offered, None, if_match(existing.etag))).stored
+    deleted = await homes[0].coordinator.delete("f")  # reads its own replica first
+    assert deleted.deleted
+    assert deleted.precedence > offered.precedence
+    await homes[0].holder.retract_manifest("f", offered.precedence)  # its loser's verdict
+    for peer in grid.peers:
+        with pytest.raises(FileNotFound):
+            await peer.coordinator.stat("f")
 
 
 async def test_conditional_deletes(grid: Grid) -> None:

@@ -205,6 +205,8 @@ async def test_a_conditional_write_reads_provisional_until_its_verdict(pair: Pai
     assert (await t.get_manifest(a, "ns/file")).provisional
     assert not (await t.put_manifest(a, third, None, swap)).stored  # the offer, again
     assert (await t.get_manifest(a, "ns/file")).provisional, "a refused duplicate: still"
+    pair.holder_a.manifests.provisional_for = 0.0  # its verdict is overdue now
+    assert await t.get_manifest(a, "ns/file") == ReplicaRead(third, True, overdue=True)
     await t.retract_manifest(a, third)  # the loser's verdict: it puts back what it replaced
     assert await t.get_manifest(a, "ns/file") == ReplicaRead(second, provisional=False)
 

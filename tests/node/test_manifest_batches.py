@@ -229,6 +229,9 @@ async def test_a_peer_without_batches_gets_each_call_alone(
             assert (await transport.put_manifest(to, created, None, create)).stored
             provisional = await transport.get_manifest(to, "old/created")
             assert provisional == ReplicaRead(created, provisional=True)  # told by a header
+            target.manifests.provisional_for = 0.0
+            overdue = await transport.get_manifest(to, "old/created")
+            assert overdue == ReplicaRead(created, provisional=True, overdue=True)
             await transport.confirm_manifest(to, created)
             assert not (await transport.get_manifest(to, "old/created")).provisional
             moved = await transport.put_manifest(

@@ -402,3 +402,44 @@ async def test_a_read_answers_the_mark_its_record_had_when_looked_up(
     release.set()
     assert await pending == ReplicaRead(second, provisional=True)
     assert await store.read("a") == ReplicaRead(first)
+
+
+async def test_a_write_conditional_on_a_provisional_one_puts_it_back_still_marked(
+    store: ManifestStore,
+) -> None:
+    """Z, conditional on the etag of provisional Y (a read showed Y), is kept over it; Z
+    retracted must put Y back provisional: unmarked, a losing Y would be copied."""
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    assert (await store.put(z, condition=if_match("etag-20"))).stored
+    assert await store.retract("a", z.precedence)
+    assert await store.read("a") == ReplicaRead(y, provisional=True)
+    assert await store.retract("a", y.precedence)  # Y's own verdict: X back
+    assert await store.read("a") == ReplicaRead(x)
+    # Confirmed while under another write, Y comes back settled.
+    await store.put(y, condition=if_match("etag-10"))
+    await store.put(z, condition=if_match("etag-20"))
+    store.confirm("a", y.precedence)
+    assert (await store.read("a")).provisional, "Z itself still waits"
+    assert await store.retract("a", z.precedence)
+    assert await store.read("a") == ReplicaRead(y)
+
+
+async def test_a_write_that_fails_to_land_leaves_the_earlier_mark(
+    store: ManifestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+
+    async def full(manifest: Manifest) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_keep", full)
+    with pytest.raises(OSError, match="No space left"):
+        await store.put(z, condition=if_match("etag-20"))
+    with pytest.raises(OSError, match="No space left"):
+        await store.retract("a", y.precedence)
+    monkeypatch.undo()
+    assert await store.read("a") == ReplicaRead(y, provisional=True)

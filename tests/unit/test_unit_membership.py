@@ -44,3 +44,24 @@ async def test_overlapping_ring_rebuilds_never_leave_a_member_out(
     await asyncio.gather(older, newer)
     assert sorted(m.id for m in membership.ring.members) == ["a", "b", "c"]
     assert builds[-1] == 3
+
+
+async def test_home_replicas_since_a_join_include_the_homes_before_it(tmp_path: Path) -> None:
+    """A conditional write offered before a join sits on the homes of the ring of then:
+    deciding it later must ask those too (``ManifestReplicas._decide``)."""
+    membership = Membership(Member("a", "http://a"), tmp_path, vnodes=8, replicas=3)
+    membership.merge([Member(m, f"http://{m}") for m in "bcd"])
+    await membership.refresh_ring()
+    names = [f"name-{i}" for i in range(200)]
+    before = {name: membership.home_replicas(name).members for name in names}
+    assert all(membership.home_replicas_since(name)[:3] == list(before[name]) for name in names)
+    membership.merge([Member(m, f"http://{m}") for m in "efg"])
+    await membership.refresh_ring()
+    moved = 0
+    for name in names:
+        since = membership.home_replicas_since(name)
+        now = membership.home_replicas(name).members
+        assert since[:3] == list(now), "current homes first"
+        assert set(before[name]) <= set(since)
+        moved += set(before[name]) != set(now)
+    assert moved > 0, "the join moved some names' homes"
