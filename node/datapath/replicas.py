@@ -287,14 +287,15 @@ class ManifestReplicas:
         was found.
         """
         found = await self.read_state(name, every_replica)
-        if found.provisional and decided:
+        if found.provisional and decided:  # (what a decision would act on may not be it)
             raise Unavailable(
                 f"the newest manifest of {name!r} is a conditional write not yet decided; try again"
             )
         return found.manifest
 
     async def read_state(self, name: str, every_replica: bool = False) -> ReplicaRead:
-        """``read``'s manifest, and whether it is provisional (then never None)."""
+        """``read``'s manifest, and whether the newest found is provisional (returned, or
+        passed over for the one returned) and overdue."""
         found, overdue = await self._read(name, every_replica)
         if overdue is not None and await self._decide(name, overdue):
             found, _ = await self._read(name, every_replica)
@@ -304,8 +305,8 @@ class ManifestReplicas:
         """``read``'s manifest: the newest the replicas that answered hold, unless that is
         provisional on each of them; then the newest one of them holds decided (a write
         not yet committed is not read, and a loser never), or, when none holds any, the
-        provisional one, marked. With it, the provisional newest if its verdict is overdue
-        (for ``_decide``), else None."""
+        provisional one; marked provisional either way. With it, the provisional newest if
+        its verdict is overdue (for ``_decide``), else None."""
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
@@ -353,10 +354,17 @@ class ManifestReplicas:
             for replica, read in found.items():
                 if _behind(read.manifest, newest):
                     self._spawn(self._repair(replica, newest))
+            if undecided is not None:
+                return ReplicaRead(newest, True, undecided.overdue), overdue
             return ReplicaRead(newest), overdue
         finally:
             for call, replica in pending.items():
                 self._spawn(self._hear_out(call, replica, copyable))
+
+    async def decide(self, name: str, newest: Manifest) -> bool:
+        """Decide ``newest``, a provisional manifest of ``name`` whose verdict is overdue
+        (``_decide``); True if a verdict reached a holder."""
+        return await self._decide(name, newest)
 
     async def _decide(self, name: str, newest: Manifest | None) -> bool:
         """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,
@@ -386,14 +394,20 @@ class ManifestReplicas:
                 if not isinstance(answer, RingstoreError):
                     raise answer
                 silent += 1
-            elif answer.manifest is not None and answer.manifest.precedence == newest.precedence:
+            elif answer.manifest is None or answer.manifest.precedence < newest.precedence:
+                continue
+            elif answer.manifest.precedence == newest.precedence:
                 holders.append(member)
+            else:
+                silent += 1  # a newer write over it: it may be under, and come back
+        if not holders:
+            return True  # gone meanwhile: nothing to decide, read again
         if len(holders) >= config.manifest_write_quorum:
             verdict, calls = "confirmed", [self._peers.confirm_manifest(r, newest) for r in holders]
         elif len(holders) + silent < config.manifest_write_quorum:
             verdict, calls = "retracted", [self._peers.retract_manifest(r, newest) for r in holders]
         else:
-            self._undecidable[name] = now + config.peer_timeout
+            self._wait_to_decide(name, now + config.peer_timeout)
             return False
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:
@@ -412,10 +426,17 @@ class ManifestReplicas:
             silent,
         )
         if not reached:
-            self._undecidable[name] = now + config.peer_timeout
+            self._wait_to_decide(name, now + config.peer_timeout)
             return False
         self._undecidable.pop(name, None)
         return True
+
+    def _wait_to_decide(self, name: str, until: float) -> None:
+        """Try deciding ``name`` again only after ``until`` (monotonic seconds)."""
+        if len(self._undecidable) >= 1024:  # names long decided by others: forget them
+            now = time.monotonic()
+            self._undecidable = {n: t for n, t in self._undecidable.items() if t > now}
+        self._undecidable[name] = until
 
     async def _hear_out(
         self, call: asyncio.Future[ReplicaRead], replica: str, newest: Manifest | None

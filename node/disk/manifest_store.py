@@ -21,7 +21,10 @@ tells the verdict: confirmed (``confirm``) or retracted (``retract``, which then
 what it replaced here, remembered with the mark). Reads say so (``read``: ``ReplicaRead``),
 and ``node.datapath.replicas`` never copies a provisional manifest to other replicas. Past
 ``provisional_for`` seconds without a verdict the mark is *overdue* and readers decide it
-from the home replicas. Marks live in memory: a restart forgets them.
+from the home replicas. A name's marks cover every undecided write kept, not only the one
+held: a write over it (on its etag, or a repair) may be retracted and put it back, and it
+must come back provisional, or, if its own retraction came meanwhile, not at all. Marks
+live in memory: a restart forgets them.
 
 **Compaction.** Each segment's live bytes are counted (records still the current one of
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
@@ -80,6 +83,7 @@ COMPACT_SLICE = 1 << 20  # bytes of a segment read per compaction pass
 BATCH_BYTES = 8 << 20  # at most this much written per group commit (one record may exceed)
 MIGRATION_BATCH = 4096  # old-layout files moved per sync
 PROVISIONAL_FOR = 30.0  # seconds before a conditional write's missing verdict is overdue
+MARKS_KEPT = 3600.0  # seconds a mark of a write no longer held is kept (in case it comes back)
 
 __all__ = ["KeyedLocks", "ManifestStore"]
 
@@ -98,23 +102,22 @@ class _Append:
 @dataclass(frozen=True)
 class _Mark:
     """A conditional write kept here, awaiting its verdict: its precedence, what it replaced
-    (put back if it is retracted), when it was kept (``clock`` seconds), and the mark of
-    what it replaced when that was provisional too (a write conditional on a provisional
-    replica's etag): put back with it, so that a loser under a retracted write stays
-    marked."""
+    (put back if it is retracted) and when it was kept (``clock`` seconds). ``retracted``:
+    its retraction came while a later write was held over it; should a retraction of that
+    one put it back, what it replaced goes back instead."""
 
     precedence: tuple[Version, int]
     replaced: Manifest | None
     kept_at: float
-    under: _Mark | None = None
+    retracted: bool = False
 
-    def without(self, precedence: tuple[Version, int]) -> _Mark | None:
-        """This chain of marks less the one of ``precedence`` (confirmed)."""
-        if self.precedence == precedence:
-            return self.under
-        if self.under is None:
-            return self
-        return replace(self, under=self.under.without(precedence))
+
+def _without(marks: tuple[_Mark, ...], precedence: tuple[Version, int]) -> tuple[_Mark, ...]:
+    return tuple(mark for mark in marks if mark.precedence != precedence)
+
+
+def _marked(marks: tuple[_Mark, ...], precedence: tuple[Version, int]) -> _Mark | None:
+    return next((mark for mark in marks if mark.precedence == precedence), None)
 
 
 class ManifestStore:
@@ -149,7 +152,9 @@ class ManifestStore:
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
         self.compacted_segments = 0
-        self._marks: dict[str, _Mark] = {}  # provisional replicas (stale ones are harmless)
+        # name -> its conditional writes kept here and not yet decided, newest first: the
+        # held one, and those under it that a retraction may put back (still undecided).
+        self._marks: dict[str, tuple[_Mark, ...]] = {}
         self.provisional_for = provisional_for
         self._clock = clock
 
@@ -157,7 +162,7 @@ class ManifestStore:
         return (
             f"ManifestStore({self._root}, names={len(self._index)}, "
             f"segments={len(self._log.sizes)}, live_bytes={sum(self._live.values())}, "
-            f"provisional={len(self._marks)}, "
+            f"provisional={sum(map(len, self._marks.values()))}, "
             f"syncs={self._log.syncs}, batches={self._log.batches})"
         )
 
@@ -352,7 +357,7 @@ class ManifestStore:
         A damaged replica is written off (a removal record) and forgotten, so that this
         peer answers "none" and read repair or the next write puts a good copy back.
         """
-        found, mark = await self._read(name)
+        found, marks = await self._read(name)
         if isinstance(found, Location):
             log.error("manifest replica of %r is damaged; written off for repair", name)
             async with self._locks.hold(name):
@@ -361,28 +366,29 @@ class ManifestStore:
                         frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at)
                     )
             return ReplicaRead(None)
-        if found is None or mark is None or mark.precedence != found.precedence:
+        mark = None if found is None else _marked(marks, found.precedence)
+        if mark is None:
             return ReplicaRead(found)
         overdue = self._clock() - mark.kept_at >= self.provisional_for
         return ReplicaRead(found, provisional=True, overdue=overdue)
 
-    async def _read(self, name: str) -> tuple[Manifest | Location | None, _Mark | None]:
+    async def _read(self, name: str) -> tuple[Manifest | Location | None, tuple[_Mark, ...]]:
         """The manifest of ``name``, None, or the location of its damaged record; with the
-        name's mark as it was when the record was looked up (a verdict may land while the
-        record is read: the answer must not pair the old record with the new mark)."""
+        name's marks as they were when the record was looked up (a verdict may land while
+        the record is read: the answer must not pair the old record with the new marks)."""
         for _ in range(3):  # a segment compacted meanwhile: the record moved
             where = self._where.get(name)
             if where is None:
-                return None, None
-            mark = self._marks.get(name)
+                return None, ()
+            marks = self._marks.get(name, ())
             try:
-                return await asyncio.to_thread(_decode, self._log, where, name), mark
+                return await asyncio.to_thread(_decode, self._log, where, name), marks
             except SegmentGone:
                 continue
             except CorruptData as exc:
                 log.error("manifest record of %r at %s: %s", name, where, exc)
-                return where, None
-        return None, None
+                return where, ()
+        return None, ()
 
     async def put(
         self,
@@ -425,25 +431,18 @@ class ManifestStore:
             # A damaged stored replica reads as none: it is just replaced.
             found = (await self._read(manifest.name))[0] if current is not None else None
             replaced = _manifest_or_none(found)
-            name = manifest.name
-            if condition is None:
-                await self._keep(manifest)
-                self._marks.pop(name, None)
-                return ReplicaWrite(True, manifest.version, replaced)
-            # Marked before the index changes, so that no read meets it kept and unmarked.
-            earlier = self._marks.get(name)
-            on_provisional = earlier and current and earlier.precedence == current.precedence
-            under = earlier if on_provisional else None
-            self._marks[name] = _Mark(manifest.precedence, replaced, self._clock(), under)
-            try:
-                await self._keep(manifest)
-            except BaseException:
-                if earlier is None:
-                    self._marks.pop(name, None)
-                else:
-                    self._marks[name] = earlier
-                raise
+            if condition is not None:
+                self._mark(manifest.name, _Mark(manifest.precedence, replaced, self._clock()))
+            await self._keep(manifest)  # (failed, its mark stays: it names no held write)
             return ReplicaWrite(True, manifest.version, replaced)
+
+    def _mark(self, name: str, mark: _Mark) -> None:
+        """Add ``mark`` to ``name``'s, before the index changes (so that no read meets the
+        write kept and unmarked); those older than ``MARKS_KEPT`` go (nothing can put
+        their writes back any more: a retraction comes within its write's own calls)."""
+        now = self._clock()
+        kept = (m for m in self._marks.get(name, ()) if now - m.kept_at < MARKS_KEPT)
+        self._marks[name] = (mark, *kept)
 
     async def _keep(self, manifest: Manifest) -> None:
         data = frame(LogRecord(KEEP, manifest.name, manifest.to_bytes()))
@@ -454,8 +453,10 @@ class ManifestStore:
     ) -> bool:
         """Take back this replica of ``name`` if it is exactly ``precedence`` (a failed
         write's): put ``restore`` back in its place (what that write replaced here; for a
-        provisional replica, what it replaced by default), or drop it when there is nothing
-        to restore. True if it was taken back."""
+        provisional replica, what it replaced by default; never a write whose own
+        retraction came meanwhile, but what that one replaced), or drop it when there is
+        nothing to restore. True if it was taken back; a provisional write held under
+        another is marked retracted instead. Raises InsufficientStorage or OSError."""
         return await asyncio.shield(self._retract(name, precedence, restore))
 
     async def _retract(
@@ -463,44 +464,46 @@ class ManifestStore:
     ) -> bool:
         async with self._locks.hold(name):
             current = self._index.get(name)
+            marks = self._marks.get(name, ())
+            mark = _marked(marks, precedence)
             if current is None or current.precedence != precedence:
+                if mark is not None:  # its verdict, held under another write: kept for it
+                    self._marks[name] = tuple(
+                        replace(m, retracted=True) if m is mark else m for m in marks
+                    )
                 return False
-            mark = self._marks.get(name)
-            if mark is not None and mark.precedence != precedence:
-                mark = None  # stale: of a write no longer held
             if restore is None and mark is not None:
                 restore = mark.replaced
-            # What goes back is provisional again if it was when this write replaced it.
-            under = mark.under if mark is not None else None
-            if under is not None and (restore is None or under.precedence != restore.precedence):
-                under = None
-            if under is not None:
-                self._marks[name] = under  # before the index changes, as for any write
-            try:
-                if restore is not None:
-                    await self._keep(restore)
-                else:
-                    removal = frame(LogRecord(REMOVE, name))
-                    await self._commit(removal, lambda at: self._dropped(name, at))
-            except BaseException:
-                if under is not None and mark is not None:
-                    self._marks[name] = mark  # still held, still provisional
-                raise
-            if under is None and self._marks.get(name) is mark:
-                self._marks.pop(name, None)
+            decided = [precedence]
+            while restore is not None:  # never a write retracted meanwhile: what it replaced
+                under = _marked(marks, restore.precedence)
+                if under is None or not under.retracted:
+                    break
+                decided.append(under.precedence)
+                restore = under.replaced
+            # Its mark goes only once the index changed: until then it is still held. What
+            # goes back is provisional if its own mark is still there (a write on its etag).
+            if restore is not None:
+                await self._keep(restore)
+            else:
+                removal = frame(LogRecord(REMOVE, name))
+                await self._commit(removal, lambda at: self._dropped(name, at))
+            for gone in decided:
+                self._decided(name, gone)
             return True
 
     def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: this
         replica is no longer provisional (reads may copy it to other replicas)."""
-        mark = self._marks.get(name)
-        if mark is None:
-            return
-        rest = mark.without(precedence)
-        if rest is None:
-            del self._marks[name]
+        self._decided(name, precedence)
+
+    def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
+        """Drop the mark of ``precedence``: its verdict came."""
+        marks = _without(self._marks.get(name, ()), precedence)
+        if marks:
+            self._marks[name] = marks
         else:
-            self._marks[name] = rest
+            self._marks.pop(name, None)
 
     def list(
         self,

@@ -199,7 +199,8 @@ class Rebalancer:
         replicas = self._membership.replicas(name).members
         if self._membership.me.id not in replicas:
             if found.provisional:  # a losing write handed over would outlive its retraction
-                await self._replicas.read(name, decided=True)  # decides it once overdue
+                if found.overdue:
+                    await self._replicas.decide(name, local)
                 found = await self._manifests.read(name)
                 local = found.manifest
                 if local is None or found.provisional:

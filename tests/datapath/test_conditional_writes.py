@@ -309,7 +309,8 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         await retracting.wait()  # the loser is refused by two, not yet taken back
         before = asyncio.all_tasks()
         assert await reader.replicas.read("f", every_replica=True) == winner  # loser passed over
-        assert await reader.replicas.read("f", decided=True) == winner
+        with pytest.raises(Unavailable, match="not yet decided"):  # work on it waits
+            await reader.replicas.read("f", decided=True)
         repairs = asyncio.all_tasks() - before - {asyncio.current_task()}
         await asyncio.gather(*repairs)  # any a read set off has done its work
         for replica in homes[1:]:
@@ -376,7 +377,8 @@ async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retractio
         homes[0].manifests.provisional_for = 0.0  # its verdict is overdue now
         if retraction != "lost":
             grid.break_peer(homes[1])
-            assert await reader.replicas.read("f", decided=True) == winner
+            with pytest.raises(Unavailable, match="not yet decided"):
+                await reader.replicas.read("f", decided=True)
             assert await homes[0].manifests.read("f") == ReplicaRead(loser, True, overdue=True)
             grid.mend_peer(homes[1])
             reader = coordinators[3]  # (the first tries again only a peer timeout later)
@@ -435,6 +437,25 @@ async def test_a_committed_write_whose_confirmations_were_lost_is_decided_by_a_r
         return await homes[2].manifests.get("f") == update
 
     await eventually(repaired, what="reads to repair the third replica")
+
+
+async def test_a_decision_counts_a_replica_holding_a_newer_write_as_silent(grid: Grid) -> None:
+    """Z was kept by two home replicas (committed, its confirmations lost); on one of them
+    Q, conditional on Z's etag, now sits over it (Q's coordinator gone). Deciding Z must
+    not take that replica for one that lacks Z: Q may be retracted and put Z back there."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    z = bare("f", "writer-z", "etag-z")
+    later = Version(z.version.wall_ms + 1, 0, "writer-q")
+    q = dataclasses.replace(bare("f", "writer-q", "etag-q"), version=later)
+    for replica in homes[:2]:
+        assert (await replica.holder.put_manifest(z, None, if_match(existing.etag))).stored
+    assert (await homes[0].holder.put_manifest(q, None, if_match(z.etag))).stored
+    for replica in homes:
+        replica.manifests.provisional_for = 0.0
+    reader = next(p for p in grid.peers if p not in homes)
+    assert not await reader.replicas.decide("f", z)  # one holder, one silent: undecided
+    assert await homes[1].manifests.read("f") == ReplicaRead(z, True, overdue=True)
 
 
 async def test_a_delete_writes_over_a_tombstone_not_yet_decided(grid: Grid) -> None:

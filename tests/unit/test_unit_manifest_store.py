@@ -367,17 +367,6 @@ async def test_a_provisional_write_retracted_puts_back_what_it_replaced(
     assert await store.get("a") is None
 
 
-async def test_an_unconditional_write_over_a_provisional_one_is_not_provisional(
-    store: ManifestStore,
-) -> None:
-    await store.put(manifest("a", wall=10), condition=NO_FILE)
-    assert (await store.read("a")).provisional
-    newer = manifest("a", wall=20)
-    await store.put(newer)
-    assert await store.read("a") == ReplicaRead(newer)
-    assert "provisional=0" in repr(store)
-
-
 async def test_a_read_answers_the_mark_its_record_had_when_looked_up(
     store: ManifestStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -442,4 +431,35 @@ async def test_a_write_that_fails_to_land_leaves_the_earlier_mark(
     with pytest.raises(OSError, match="No space left"):
         await store.retract("a", y.precedence)
     monkeypatch.undo()
+    assert await store.read("a") == ReplicaRead(y, provisional=True)
+    assert await store.retract("a", y.precedence)
+    assert await store.read("a") == ReplicaRead(x)
+
+
+async def test_a_write_retracted_while_buried_never_comes_back(store: ManifestStore) -> None:
+    """Loser Y's retraction comes while Z (on Y's etag) is held over it: once Z is
+    retracted in turn, X (what Y replaced) goes back, not Y, even when Z's own coordinator
+    names Y as what Z replaced."""
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    replaced = (await store.put(z, condition=if_match("etag-20"))).replaced
+    assert replaced == y
+    assert not await store.retract("a", y.precedence)  # not held: remembered
+    assert await store.retract("a", z.precedence, replaced)
+    assert await store.read("a") == ReplicaRead(x)
+    assert "provisional=0" in repr(store)
+
+
+async def test_an_unconditional_write_over_a_provisional_one_keeps_its_mark_for_it(
+    store: ManifestStore,
+) -> None:
+    """A repair or plain PUT over provisional Y that misses its quorum is retracted with Y
+    named: Y must come back provisional."""
+    x, y, plain = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    assert (await store.put(plain)).replaced == y
+    assert await store.read("a") == ReplicaRead(plain)
+    assert await store.retract("a", plain.precedence, y)
     assert await store.read("a") == ReplicaRead(y, provisional=True)
