@@ -363,9 +363,10 @@ class Coordinator:
 
         Deleting a deleted file succeeds again (a client retrying after a lost answer must
         not be told the file never existed), unless a condition asks for a live version;
-        a tombstone not yet decided (a conditional DELETE's, maybe one about to be
-        retracted) is written over instead. ``condition`` is checked by each manifest
-        replica as it takes the tombstone.
+        while the newest manifest found is not yet decided (a conditional write's, maybe
+        one about to be retracted, maybe a live one about to be confirmed), a tombstone
+        is written over it instead. ``condition`` is checked by each manifest replica as
+        it takes the tombstone.
         """
         found = await self._replicas.read_state(name)
         current = found.manifest

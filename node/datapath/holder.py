@@ -177,8 +177,10 @@ class Holder:
                 f"retraction of {name!r}: cannot put back {restore.name!r} at "
                 f"{restore.version}/{restore.revision}"
             )
-        if await self.manifests.retract(name, precedence, restore) and restore is not None:
-            self._on_replica_stored(restore)
+        if await self.manifests.retract(name, precedence, restore):
+            put_back = await self.manifests.get(name)  # (not always ``restore``: see retract)
+            if put_back is not None:
+                self._on_replica_stored(put_back)
 
     async def confirm_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: its

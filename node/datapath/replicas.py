@@ -175,6 +175,7 @@ class ManifestReplicas:
         self._journal = journal
         self._background: set[asyncio.Task[None]] = set()
         self._undecidable: dict[str, float] = {}  # name -> when to try deciding it again
+        self._undecidable_sweep = 1024  # entries before the expired ones are forgotten
         self.hedge = HedgeDelay()  # when a read asks one more replica than it needs
 
     def __repr__(self) -> str:
@@ -400,8 +401,9 @@ class ManifestReplicas:
                 holders.append(member)
             else:
                 silent += 1  # a newer write over it: it may be under, and come back
-        if not holders:
-            return True  # gone meanwhile: nothing to decide, read again
+        if not holders:  # gone meanwhile, or only where it never was a home replica
+            self._wait_to_decide(name, now + config.peer_timeout)
+            return False
         if len(holders) >= config.manifest_write_quorum:
             verdict, calls = "confirmed", [self._peers.confirm_manifest(r, newest) for r in holders]
         elif len(holders) + silent < config.manifest_write_quorum:
@@ -433,9 +435,10 @@ class ManifestReplicas:
 
     def _wait_to_decide(self, name: str, until: float) -> None:
         """Try deciding ``name`` again only after ``until`` (monotonic seconds)."""
-        if len(self._undecidable) >= 1024:  # names long decided by others: forget them
+        if len(self._undecidable) >= self._undecidable_sweep:  # forget the expired
             now = time.monotonic()
             self._undecidable = {n: t for n, t in self._undecidable.items() if t > now}
+            self._undecidable_sweep = max(1024, 2 * len(self._undecidable))
         self._undecidable[name] = until
 
     async def _hear_out(
@@ -486,7 +489,9 @@ class ManifestReplicas:
             return False
 
         async def get(member: str) -> Manifest | None:
-            return (await self._peers.get_manifest(member, name)).manifest
+            found = await self._peers.get_manifest(member, name)
+            # A provisional tombstone retracted would put back what it deleted: decide first.
+            return None if found.provisional else found.manifest
 
         found = await self._ask(name, get, self._config.manifest_replicas, home_only=True)
         if len(found) < self._config.manifest_replicas:
@@ -686,14 +691,20 @@ class ManifestReplicas:
     ) -> None:
         # What to delete was decided ``delay`` ago; since then a move or repair may have put
         # the same chunk back on the same holder. So the current manifest is read first and
-        # whatever it references stays; if it cannot be read, nothing is deleted now and the
-        # journal keeps it for the next start (garbage collection decides otherwise). Chunks
+        # whatever it references stays; if it cannot be read (or is not yet decided),
+        # nothing is deleted now: it is tried again later, and the journal keeps it for the
+        # next start after the last try (garbage collection decides otherwise). Chunks
         # whose holder does not answer are tried again later, DELETE_RETRIES times in all.
         await asyncio.sleep(delay)
+        retry = max(self._config.delete_grace, RETRY_DELAY) * 2 ** (attempt - 1)
         try:
             current = await self.read(name, decided=True)
         except RingstoreError as exc:
             log.info("not deleting chunks of %r now: %s", name, exc)
+            if attempt < DELETE_RETRIES:
+                if self._journal is not None and entry is not None:
+                    self._journal.done(entry)  # journaled again, with its new time
+                self.delete_later(name, chunks, retry, attempt + 1)
             return
         if current is not None:
             chunks = chunks - _referenced(current)
@@ -712,5 +723,4 @@ class ManifestReplicas:
         if self._journal is not None and entry is not None:
             self._journal.done(entry)
         if unreached and attempt < DELETE_RETRIES:
-            retry = max(self._config.delete_grace, RETRY_DELAY) * 2 ** (attempt - 1)
             self.delete_later(name, unreached, retry, attempt + 1)

@@ -83,7 +83,7 @@ COMPACT_SLICE = 1 << 20  # bytes of a segment read per compaction pass
 BATCH_BYTES = 8 << 20  # at most this much written per group commit (one record may exceed)
 MIGRATION_BATCH = 4096  # old-layout files moved per sync
 PROVISIONAL_FOR = 30.0  # seconds before a conditional write's missing verdict is overdue
-MARKS_KEPT = 3600.0  # seconds a mark of a write no longer held is kept (in case it comes back)
+MARKS_KEPT = 3600.0  # seconds a mark nothing reaches is kept (an unconditional write over it)
 
 __all__ = ["KeyedLocks", "ManifestStore"]
 
@@ -438,11 +438,30 @@ class ManifestStore:
 
     def _mark(self, name: str, mark: _Mark) -> None:
         """Add ``mark`` to ``name``'s, before the index changes (so that no read meets the
-        write kept and unmarked); those older than ``MARKS_KEPT`` go (nothing can put
-        their writes back any more: a retraction comes within its write's own calls)."""
+        write kept and unmarked), and prune the others (``_pruned``)."""
+        self._marks[name] = self._pruned((mark, *self._marks.get(name, ())), mark.precedence)
+
+    def _pruned(
+        self, marks: tuple[_Mark, ...], held: tuple[Version, int] | None
+    ) -> tuple[_Mark, ...]:
+        """``marks`` less those nothing can put back any more: older than ``MARKS_KEPT``
+        and neither the held write's (``held``) nor one a kept mark replaced (a retraction
+        of it, overdue or not, puts that back). An unconditional write over a marked one is
+        retracted, if ever, within its own calls: well inside ``MARKS_KEPT``."""
         now = self._clock()
-        kept = (m for m in self._marks.get(name, ()) if now - m.kept_at < MARKS_KEPT)
-        self._marks[name] = (mark, *kept)
+        kept = {m.precedence for m in marks if now - m.kept_at < MARKS_KEPT}
+        if held is not None:
+            kept.add(held)
+        by_precedence = {m.precedence: m for m in marks}
+        reach = list(kept)
+        while reach:  # what the kept ones replaced, transitively
+            mark = by_precedence.get(reach.pop())
+            if mark is not None and mark.replaced is not None:
+                under = mark.replaced.precedence
+                if under not in kept:
+                    kept.add(under)
+                    reach.append(under)
+        return tuple(m for m in marks if m.precedence in kept)
 
     async def _keep(self, manifest: Manifest) -> None:
         data = frame(LogRecord(KEEP, manifest.name, manifest.to_bytes()))
@@ -498,8 +517,10 @@ class ManifestStore:
         self._decided(name, precedence)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
-        """Drop the mark of ``precedence``: its verdict came."""
-        marks = _without(self._marks.get(name, ()), precedence)
+        """Drop the mark of ``precedence``: its verdict came (and prune the others)."""
+        current = self._index.get(name)
+        held = None if current is None else current.precedence
+        marks = self._pruned(_without(self._marks.get(name, ()), precedence), held)
         if marks:
             self._marks[name] = marks
         else:

@@ -463,3 +463,24 @@ async def test_an_unconditional_write_over_a_provisional_one_keeps_its_mark_for_
     assert await store.read("a") == ReplicaRead(plain)
     assert await store.retract("a", plain.precedence, y)
     assert await store.read("a") == ReplicaRead(y, provisional=True)
+
+
+async def test_old_marks_go_only_once_nothing_can_put_their_writes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marks are pruned after MARKS_KEPT, but never the held write's, nor one a kept mark
+    replaced (its write's retraction puts it back, however late)."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0])
+    await store.open()
+    x, y, v = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))  # undecided for hours (a home down)
+    now[0] += manifest_store.MARKS_KEPT + 1
+    await store.put(v, condition=if_match("etag-20"))
+    assert await store.read("a") == ReplicaRead(v, provisional=True)
+    assert await store.retract("a", v.precedence)  # V's overdue verdict: Y back, still marked
+    assert (await store.read("a")) == ReplicaRead(y, provisional=True, overdue=True)
+    now[0] += manifest_store.MARKS_KEPT + 1
+    await store.put(manifest("b", wall=1), condition=NO_FILE)  # another name: no effect
+    assert (await store.read("a")).provisional, "the held write's mark is never pruned"
