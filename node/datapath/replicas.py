@@ -282,7 +282,7 @@ class ManifestReplicas:
         write not yet decided, maybe a loser about to be retracted) is passed over for the
         newest manifest an answer holds decided, and never copied: it would outlive its
         retraction and bury the winner; one whose verdict is overdue is decided first
-        (``_decide``). Replicas found behind are brought up to date in the background.
+        (``decide``). Replicas found behind are brought up to date in the background.
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
         that copies or destroys on the manifest's word), when only a provisional manifest
         was found.
@@ -298,7 +298,7 @@ class ManifestReplicas:
         """``read``'s manifest, and whether the newest found is provisional (returned, or
         passed over for the one returned) and overdue."""
         found, overdue = await self._read(name, every_replica)
-        if overdue is not None and await self._decide(name, overdue):
+        if overdue is not None and await self.decide(name, overdue):
             found, _ = await self._read(name, every_replica)
         return found
 
@@ -307,7 +307,7 @@ class ManifestReplicas:
         provisional on each of them; then the newest one of them holds decided (a write
         not yet committed is not read, and a loser never), or, when none holds any, the
         provisional one; marked provisional either way. With it, the provisional newest if
-        its verdict is overdue (for ``_decide``), else None."""
+        its verdict is overdue (for ``decide``), else None."""
         config = self._config
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
@@ -363,11 +363,6 @@ class ManifestReplicas:
                 self._spawn(self._hear_out(call, replica, copyable))
 
     async def decide(self, name: str, newest: Manifest) -> bool:
-        """Decide ``newest``, a provisional manifest of ``name`` whose verdict is overdue
-        (``_decide``); True if a verdict reached a holder."""
-        return await self._decide(name, newest)
-
-    async def _decide(self, name: str, newest: Manifest | None) -> bool:
         """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,
         or its verdict was lost) as its coordinator would have: from every member that was
         a home replica of ``name`` since the placement history began
@@ -381,7 +376,7 @@ class ManifestReplicas:
         for a loser here; it takes that, and every confirmation lost, at once.
         """
         now = time.monotonic()
-        if newest is None or self._undecidable.get(name, 0.0) > now:
+        if self._undecidable.get(name, 0.0) > now:
             return False
         config = self._config
         members = self._membership.home_replicas_since(name)
@@ -584,7 +579,7 @@ class ManifestReplicas:
         """Tell each replica that kept a committed conditional write so, before its client
         hears: from then on reads repair the replicas behind with it. Where that fails the
         write stays provisional until a read finds its verdict overdue and decides it
-        (``_decide``), which only delays repairs."""
+        (``decide``), which only delays repairs."""
         results = await asyncio.gather(
             *(
                 self._peers.confirm_manifest(replica, manifest)

@@ -48,7 +48,7 @@ async def test_overlapping_ring_rebuilds_never_leave_a_member_out(
 
 async def test_home_replicas_since_a_join_include_the_homes_before_it(tmp_path: Path) -> None:
     """A conditional write offered before a join sits on the homes of the ring of then:
-    deciding it later must ask those too (``ManifestReplicas._decide``)."""
+    deciding it later must ask those too (``ManifestReplicas.decide``)."""
     membership = Membership(Member("a", "http://a"), tmp_path, vnodes=8, replicas=3)
     membership.merge([Member(m, f"http://{m}") for m in "bcd"])
     await membership.refresh_ring()
