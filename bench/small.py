@@ -11,7 +11,8 @@ phase: disk allocated (st_blocks) and files on disk per object stored, and over 
 bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
-``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 in each phase; summarise
+``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
+peer 1 (a storage peer) in each phase; summarise
 them with ``python bench/stacks.py DIR/*.txt``.
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
@@ -138,10 +139,11 @@ async def phase(
                         raise RuntimeError(f"GET {name}: {response.status}")
             done += 1
 
-    coordinator = cluster.processes.peers[0].process.pid  # type: ignore[union-attr]
+    # peer 0 coordinates every request; peer 1 is one of its storage peers
+    profiled_pids = [p.process.pid for p in cluster.processes.peers[:2]]  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
     hedged = await counter(session, url, HEDGED)
-    async with profiled([coordinator], profile, f"{method.lower()}-{size}"):
+    async with profiled(profiled_pids, profile, f"{method.lower()}-{size}"):
         closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
         wall = time.monotonic() - started
@@ -267,7 +269,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
-    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peer 0 go here")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peers 0 and 1 go here")
     args = parser.parse_args()
     trees = [(name, tree) for name, tree, _ in variants(args.trees)]
     if args.profile:
