@@ -185,7 +185,7 @@ class Holder:
     async def confirm_manifest(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: its
         replica is no longer provisional (``ManifestStore.confirm``)."""
-        self.manifests.confirm(name, precedence)
+        await self.manifests.confirm(name, precedence)
 
     def list_manifests(
         self,

@@ -8,8 +8,12 @@ A record is a 16-byte frame header, ``RECORD_MAGIC``, the payload's length (uint
 endian) and the xxh3-64 of the payload seeded with that length (uint64, little endian),
 then the payload: the msgpack array ``[kind, name, manifest]``. ``KEEP`` keeps
 ``manifest`` (``Manifest.to_bytes``) as ``name``'s replica; ``REMOVE`` drops ``name``
-(``manifest`` nil). Replaying the segments in sequence order, records in file order, gives
-each name's replica: its last record wins (a retract may put back a lower version).
+(``manifest`` nil). A conditional write kept and not yet decided (``node.disk.manifest_store``,
+provisional replicas) is ``[KEEP, name, manifest, true, replaced]``: ``replaced``, the
+manifest it replaced (nil: none), goes back if it is retracted (a release that knows only
+three fields reads such a record as a plain ``KEEP``). Replaying the segments in sequence
+order, records in file order, gives each name's replica: its last record wins (a retract may
+put back a lower version).
 
 Only the newest segment is appended to, one batch at a time: one write and one fdatasync
 (which also makes the new file size durable) per batch, however many records it holds. A
@@ -65,11 +69,14 @@ class Location(NamedTuple):
 
 
 class LogRecord(msgspec.Struct, array_like=True, frozen=True):
-    """One record's payload: ``KEEP`` ``manifest`` (its bytes) as ``name``, or ``REMOVE``."""
+    """One record's payload: ``KEEP`` ``manifest`` (its bytes) as ``name``, or ``REMOVE``;
+    a ``provisional`` keep also holds the manifest it ``replaced`` (its bytes; None: none)."""
 
     kind: int
     name: str
     manifest: bytes | None = None
+    provisional: bool = False
+    replaced: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,9 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 def frame(record: LogRecord) -> bytes:
-    """The bytes of ``record`` as appended: frame header and payload."""
-    payload = _encode(record)
+    """The bytes of ``record`` as appended: frame header and payload (three fields unless
+    the record is provisional)."""
+    payload = _encode(record if record.provisional else (record.kind, record.name, record.manifest))
     check = xxhash.xxh3_64_intdigest(payload, seed=len(payload))
     return FRAME.pack(RECORD_MAGIC, len(payload), check) + payload
 

@@ -23,8 +23,10 @@ and ``node.datapath.replicas`` never copies a provisional manifest to other repl
 ``provisional_for`` seconds without a verdict the mark is *overdue* and readers decide it
 from the home replicas. A name's marks cover every undecided write kept, not only the one
 held: a write over it (on its etag, or a repair) may be retracted and put it back, and it
-must come back provisional, or, if its own retraction came meanwhile, not at all. Marks
-live in memory: a restart forgets them.
+must come back provisional, or, if its own retraction came meanwhile, not at all. The held
+write's mark is in its log record (with what it replaced), and a confirmation appends the
+record again without it, so a restart brings back a mark still undecided (overdue
+``provisional_for`` seconds after the start); the marks under the held one live in memory.
 
 **Compaction.** Each segment's live bytes are counted (records still the current one of
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
@@ -238,6 +240,7 @@ class ManifestStore:
 
     def _load(self) -> None:
         damaged: set[str] = set()
+        undecided: dict[str, LogRecord] = {}  # name -> its record, when that is provisional
         for event in self._log.replay():
             if isinstance(event, Damage):
                 if event.name is not None and not (
@@ -247,6 +250,7 @@ class ManifestStore:
                 continue
             where, record = event
             damaged.discard(record.name)
+            undecided.pop(record.name, None)
             if record.kind == REMOVE:
                 self._dropped(record.name, where)
                 continue
@@ -257,6 +261,9 @@ class ManifestStore:
                 damaged.add(record.name)
                 continue
             self._kept(manifest, where)
+            if record.provisional:
+                undecided[record.name] = record
+        self._restore_marks({n: r for n, r in undecided.items() if n not in damaged})
         if damaged:  # written off: their older records must not come back after a restart
             lost = sorted(damaged & set(self._index))
             frames = [frame(LogRecord(REMOVE, name)) for name in lost]
@@ -264,6 +271,22 @@ class ManifestStore:
                 self._dropped(name, where)
             log.error("manifest replicas lost to damage here, left to read repair: %s", lost)
         self._migrate()
+
+    def _restore_marks(self, undecided: dict[str, LogRecord]) -> None:
+        """Mark again the conditional writes whose record says they await their verdict:
+        kept now, as far as ``provisional_for`` is concerned (their coordinator may still
+        be telling it)."""
+        now = self._clock()
+        for name, record in undecided.items():
+            current = self._index[name]
+            try:
+                replaced = None if record.replaced is None else Manifest.from_bytes(record.replaced)
+            except CorruptData as exc:  # checksummed with the record: a bug, not bit rot
+                log.error("unreadable replaced manifest in %r's record: %s", name, exc)
+                replaced = None
+            self._marks[name] = (_Mark(current.precedence, replaced, now),)
+        if undecided:
+            log.info("%d conditional writes kept here await their verdict", len(undecided))
 
     def _migrate(self) -> None:
         """Move replicas of the previous layout (``manifests/<2 hex>/<key>``) into the log."""
@@ -464,8 +487,16 @@ class ManifestStore:
         return tuple(m for m in marks if m.precedence in kept)
 
     async def _keep(self, manifest: Manifest) -> None:
-        data = frame(LogRecord(KEEP, manifest.name, manifest.to_bytes()))
-        await self._commit(data, lambda where: self._kept(manifest, where))
+        """Append ``manifest`` as its name's replica, marked in its record when it is a
+        write awaiting its verdict (so that a restart does not forget it)."""
+        name = manifest.name
+        mark = _marked(self._marks.get(name, ()), manifest.precedence)
+        if mark is None:
+            record = LogRecord(KEEP, name, manifest.to_bytes())
+        else:
+            replaced = None if mark.replaced is None else mark.replaced.to_bytes()
+            record = LogRecord(KEEP, name, manifest.to_bytes(), True, replaced)
+        await self._commit(frame(record), lambda where: self._kept(manifest, where))
 
     async def retract(
         self, name: str, precedence: tuple[Version, int], restore: Manifest | None = None
@@ -511,10 +542,24 @@ class ManifestStore:
                 self._decided(name, gone)
             return True
 
-    def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
+    async def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: this
-        replica is no longer provisional (reads may copy it to other replicas)."""
-        self._decided(name, precedence)
+        replica is no longer provisional (reads may copy it to other replicas). Held here,
+        its record is appended again without its mark before this returns (a crash before
+        that brings the mark back, and a read decides it again). Raises
+        InsufficientStorage or OSError (the mark is dropped all the same)."""
+        await asyncio.shield(self._confirm(name, precedence))
+
+    async def _confirm(self, name: str, precedence: tuple[Version, int]) -> None:
+        async with self._locks.hold(name):
+            held = _marked(self._marks.get(name, ()), precedence)
+            self._decided(name, precedence)
+            current = self._index.get(name)
+            if held is None or current is None or current.precedence != precedence:
+                return  # not held here: its mark is in no record
+            found = (await self._read(name))[0]
+            if isinstance(found, Manifest) and found.precedence == precedence:
+                await self._keep(found)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""

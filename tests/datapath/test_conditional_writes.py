@@ -20,6 +20,7 @@ import pytest
 
 from node.cluster.transport import Address
 from node.datapath.replicas import Verdict, conditional_verdict
+from node.disk.manifest_store import ManifestStore
 from node.errors import FileNotFound, PeerUnavailable, PreconditionFailed, Unavailable
 from node.model.layout import Layout
 from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
@@ -334,6 +335,79 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
         assert not (await replica.holder.get_manifest("f")).provisional
 
 
+async def restart_manifests(grid: Grid, peer: GridPeer, clock: Callable[[], float]) -> None:
+    """Close ``peer``'s manifest store and open its data again, as a restarted peer does:
+    what it knew only in memory is gone."""
+    await peer.manifests.close()
+    again = ManifestStore(grid.root / f"peer-{grid.peers.index(peer)}", peer.config.m, clock=clock)
+    await again.open()
+    peer.manifests = peer.holder.manifests = again
+
+
+async def test_a_replica_restarted_before_the_losers_retraction_still_never_copies_it(
+    grid: Grid,
+) -> None:
+    """As above, but the replica holding the loser restarts before its retraction and
+    misses it. The mark must survive the restart (it is in the loser's record): forgotten,
+    the loser would be the newest settled replica and reads would copy it over the
+    acknowledged winner. Once overdue, a read decides it (too few holders: retracted) and
+    puts back what it replaced, then repair brings the winner."""
+    existing = await store(grid[0], "f", b"exists")
+    homes = home(grid, "f")
+    race = Race(homes)
+    winner, loser = race.winner, race.loser
+    retracting, release = asyncio.Event(), asyncio.Event()
+    transport = grid.transport
+    put, retract = transport.put_manifest, transport.retract_manifest
+
+    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+        return await race.in_order(put, to, manifest, *args)
+
+    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
+        retracting.set()
+        await release.wait()
+        await retract(to, manifest, *args)  # type: ignore[arg-type]
+
+    now = [time.monotonic()]
+    coordinators = [p for p in grid.peers if p not in homes]
+    reader = coordinators[2]
+    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
+        won = asyncio.ensure_future(
+            coordinators[0].replicas.commit(winner, condition=if_match(existing.etag))
+        )
+        lost = asyncio.ensure_future(
+            coordinators[1].replicas.commit(loser, condition=if_match(existing.etag))
+        )
+        await won
+        await retracting.wait()
+        await restart_manifests(grid, homes[0], lambda: now[0])
+        grid.break_peer(homes[0])  # down while the retraction is sent: it never arrives
+        release.set()
+        with pytest.raises(PreconditionFailed):
+            await lost
+    grid.mend_peer(homes[0])
+    assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
+    before = asyncio.all_tasks()
+    assert await reader.replicas.read("f", every_replica=True) == winner
+    repairs = [
+        task
+        for task in asyncio.all_tasks() - before
+        if task.get_coro().__qualname__.endswith(("._repair", "._hear_out"))  # type: ignore[union-attr]
+    ]
+    await asyncio.gather(*repairs)
+    for replica in homes[1:]:
+        assert await replica.manifests.get("f") == winner, "the loser was copied"
+    now[0] += homes[0].manifests.provisional_for  # overdue: the next read decides it
+
+    async def decided() -> bool:
+        await reader.replicas.read("f", every_replica=True)
+        return await homes[0].manifests.get("f") == winner
+
+    await eventually(decided, what="the loser retracted and the winner repaired in its place")
+    for replica in homes:
+        assert await replica.manifests.read("f") == ReplicaRead(winner)
+
+
 @pytest.mark.parametrize("retraction", ["heard", "lost", "lost, a home replica down"])
 async def test_a_loser_whose_answer_was_lost_is_taken_back(grid: Grid, retraction: str) -> None:
     """The replica that kept the loser's write answered, but the answer was lost: the
@@ -476,7 +550,7 @@ async def test_a_tombstone_not_yet_decided_is_not_purged(
     monkeypatch.setattr(grid[0].membership, "previous_replicas", lambda name: [])
     assert not await grid[0].replicas.purge_tombstone(tombstone)
     for replica in homes:
-        replica.manifests.confirm("f", tombstone.precedence)
+        await replica.manifests.confirm("f", tombstone.precedence)
     assert await grid[0].replicas.purge_tombstone(tombstone)
     for replica in homes:
         assert await replica.manifests.get("f") is None

@@ -9,9 +9,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from node.disk import manifest_store
+from node.disk.manifest_log import FRAME, KEEP, LogRecord, frame
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, ReplicaRead
@@ -346,10 +348,10 @@ async def test_a_conditional_write_is_provisional_until_confirmed_and_overdue_af
     assert (await store.read("a")).provisional, "a refused duplicate keeps the mark"
     now[0] += 30.0
     assert await store.read("a") == ReplicaRead(second, provisional=True, overdue=True)
-    store.confirm("a", first.precedence)  # another write's verdict: nothing changes
+    await store.confirm("a", first.precedence)  # another write's verdict: nothing changes
     assert (await store.read("a")).provisional
     assert "provisional=1" in repr(store)
-    store.confirm("a", second.precedence)
+    await store.confirm("a", second.precedence)
     assert await store.read("a") == ReplicaRead(second)
     assert "provisional=0" in repr(store)
 
@@ -409,7 +411,7 @@ async def test_a_write_conditional_on_a_provisional_one_puts_it_back_still_marke
     # Confirmed while under another write, Y comes back settled.
     await store.put(y, condition=if_match("etag-10"))
     await store.put(z, condition=if_match("etag-20"))
-    store.confirm("a", y.precedence)
+    await store.confirm("a", y.precedence)
     assert (await store.read("a")).provisional, "Z itself still waits"
     assert await store.retract("a", z.precedence)
     assert await store.read("a") == ReplicaRead(y)
@@ -484,3 +486,72 @@ async def test_old_marks_go_only_once_nothing_can_put_their_writes_back(
     now[0] += manifest_store.MARKS_KEPT + 1
     await store.put(manifest("b", wall=1), condition=NO_FILE)  # another name: no effect
     assert (await store.read("a")).provisional, "the held write's mark is never pruned"
+
+
+async def test_an_undecided_conditional_write_is_provisional_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A replica restarted between keeping a losing write and hearing its retraction must
+    not come back with the loser as a settled replica: reads would copy it over the winner.
+    Its record carries the mark and what the write replaced; a decided write's does not."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, provisional_for=30.0, clock=lambda: now[0])
+    await store.open()
+    undecided = manifest("a", wall=10), manifest("a", wall=20)
+    confirmed = manifest("b", wall=10), manifest("b", wall=20)
+    retracted = manifest("c", wall=10), manifest("c", wall=20)
+    for before, after in (undecided, confirmed, retracted):
+        await store.put(before)
+        assert (await store.put(after, condition=if_match("etag-10"))).stored
+    await store.confirm("b", confirmed[1].precedence)
+    assert await store.retract("c", retracted[1].precedence)
+    await store.close()
+
+    now[0] += 3600.0  # a clock that moved on: overdue is counted from the start
+    again = ManifestStore(tmp_path, provisional_for=30.0, clock=lambda: now[0])
+    await again.open()
+    assert await again.read("a") == ReplicaRead(undecided[1], provisional=True)
+    assert await again.read("b") == ReplicaRead(confirmed[1])
+    assert await again.read("c") == ReplicaRead(retracted[0])
+    now[0] += 30.0
+    assert await again.read("a") == ReplicaRead(undecided[1], provisional=True, overdue=True)
+    assert await again.retract("a", undecided[1].precedence)  # no restore named: remembered
+    assert await again.read("a") == ReplicaRead(undecided[0])
+    await again.close()
+    third = await reopen(tmp_path)
+    assert await third.read("a") == ReplicaRead(undecided[0]), "the retraction is durable"
+
+
+async def test_a_provisional_record_keeps_its_mark_through_compaction(tmp_path: Path) -> None:
+    settings = {"segment_bytes": 16 << 10, "compact_bytes": 4 << 10}
+    store = ManifestStore(tmp_path, **settings)  # type: ignore[arg-type]
+    await store.open()
+    await store.put(manifest("a", wall=10))
+    await store.put(manifest("a", wall=20), condition=if_match("etag-10"))
+    for wall in range(1, 200):  # fill and supersede segments until the first is compacted
+        await store.put(manifest("filler", wall=wall))
+    await store.compacted()
+    assert store.compacted_segments > 0
+    await store.close()
+    again = ManifestStore(tmp_path, **settings)  # type: ignore[arg-type]
+    await again.open()
+    assert await again.read("a") == ReplicaRead(manifest("a", wall=20), provisional=True)
+    assert await again.retract("a", manifest("a", wall=20).precedence)
+    assert await again.get("a") == manifest("a", wall=10)
+
+
+def test_records_without_a_mark_are_three_fields_and_older_releases_read_marked_ones() -> None:
+    """The mark is two fields after the three a record always had: unmarked records are the
+    bytes they were, and a release that knows three fields reads a marked one as a keep
+    (a rollback loses the marks, never the replicas)."""
+
+    class Earlier(msgspec.Struct, array_like=True, frozen=True):
+        kind: int
+        name: str
+        manifest: bytes | None = None
+
+    plain = frame(LogRecord(KEEP, "a", b"bytes"))
+    assert plain[FRAME.size :] == msgspec.msgpack.encode((KEEP, "a", b"bytes"))
+    marked = frame(LogRecord(KEEP, "a", b"bytes", True, b"replaced"))
+    decoded = msgspec.msgpack.decode(marked[FRAME.size :], type=Earlier)
+    assert decoded == Earlier(KEEP, "a", b"bytes")
