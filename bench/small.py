@@ -3,17 +3,16 @@
 For each variant (a source tree: ``--trees base=/tmp/base,new=.``) and round, variants
 alternating, a fresh cluster of PEERS real peer processes (production settings) is started
 on 127.0.0.1 from that tree. 16 clients (one keep-alive connection each) PUT files of SIZE
-through peer 0 for SECONDS (new names, at most 50,000), then GET random names of that phase
-for SECONDS, every body compared. Measured per phase: ops/s, the CPU seconds of all peers
-per op (user + system from /proc), and the connections to or from the peers closed per op
-(sockets in TIME_WAIT before and after: a pooled connection is never closed). After the PUT
-phase: disk allocated (st_blocks) and files on disk per object stored, and over the logical
-bytes.
+through peer 0 for SECONDS (new names, at most 50,000; with ``--conditional`` each
+``If-None-Match: *``), then GET random names of that phase for SECONDS, every body compared.
+Measured per phase: ops/s, the CPU seconds of all peers per op (user + system from /proc),
+and the connections to or from the peers closed per op (sockets in TIME_WAIT before and
+after: a pooled connection is never closed). After the PUT phase: disk allocated
+(st_blocks) and files on disk per object stored, and over the logical bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
-peer 1 (a storage peer) in each phase; summarise
-them with ``python bench/stacks.py DIR/*.txt``.
+peer 1 (a storage peer) in each phase; summarise them with ``python bench/stacks.py DIR/*.txt``.
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -112,9 +111,12 @@ async def phase(
     size: int,
     seconds: float,
     profile: Path | None = None,
+    conditional: bool = False,
 ) -> dict[str, float]:
-    """Run one phase; PUT appends the names it stored to ``names``."""
+    """Run one phase; PUT appends the names it stored to ``names`` (``conditional``: each
+    with ``If-None-Match: *``, a create-only write)."""
     url = cluster.processes.peers[0].url
+    create_only = {"If-None-Match": "*"} if conditional else {}
     deadline = time.monotonic() + seconds
     done = 0
     stored = list(names)
@@ -126,7 +128,8 @@ async def phase(
             if method == "PUT":
                 name = f"small/c{number}-{done}"
                 data = name.encode().ljust(size, b".")
-                async with session.put(f"{url}/files/{name}", data=data) as response:
+                put = session.put(f"{url}/files/{name}", data=data, headers=create_only)
+                async with put as response:
                     await response.read()
                     if response.status != 201:
                         raise RuntimeError(f"PUT {name}: {response.status}")
@@ -181,7 +184,16 @@ async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> 
                 await cluster.start(session)
                 empty = disk_usage(Path(tmp))
                 names: list[str] = []
-                put = await phase(session, cluster, "PUT", names, size, args.seconds, args.profile)
+                put = await phase(
+                    session,
+                    cluster,
+                    "PUT",
+                    names,
+                    size,
+                    args.seconds,
+                    args.profile,
+                    args.conditional,
+                )
                 allocated, files = (
                     a - b for a, b in zip(disk_usage(Path(tmp)), empty, strict=True)
                 )
@@ -270,6 +282,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peers 0 and 1 go here")
+    parser.add_argument(
+        "--conditional", action="store_true", help="PUT with If-None-Match: * (create-only)"
+    )
     args = parser.parse_args()
     trees = [(name, tree) for name, tree, _ in variants(args.trees)]
     if args.profile:

@@ -24,9 +24,11 @@ and ``node.datapath.replicas`` never copies a provisional manifest to other repl
 from the home replicas. A name's marks cover every undecided write kept, not only the one
 held: a write over it (on its etag, or a repair) may be retracted and put it back, and it
 must come back provisional, or, if its own retraction came meanwhile, not at all. The held
-write's mark is in its log record (with what it replaced), and a confirmation appends the
-record again without it, so a restart brings back a mark still undecided (overdue
-``provisional_for`` seconds after the start); the marks under the held one live in memory.
+write's mark is in its log record, with what its retraction puts back (appended again when
+a write under it is retracted), and a confirmation appends the record again without it
+(first in the next batch, never synced alone: lost in a crash, the mark comes back), so a
+restart brings back a mark still undecided (overdue ``provisional_for`` seconds after the
+start); the marks under the held one live in memory.
 
 **Compaction.** Each segment's live bytes are counted (records still the current one of
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
@@ -99,6 +101,7 @@ class _Append:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    awaited: bool = True  # False: a record that rides with the next batch, nobody waits
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,17 @@ class _Mark:
     replaced: Manifest | None
     kept_at: float
     retracted: bool = False
+
+
+def _restorable(marks: tuple[_Mark, ...], manifest: Manifest | None) -> Manifest | None:
+    """``manifest``, or, if its write's retraction came while it was held under another,
+    what that write replaced (and so on down)."""
+    while manifest is not None:
+        under = _marked(marks, manifest.precedence)
+        if under is None or not under.retracted:
+            return manifest
+        manifest = under.replaced
+    return None
 
 
 def _without(marks: tuple[_Mark, ...], precedence: tuple[Version, int]) -> tuple[_Mark, ...]:
@@ -150,6 +164,7 @@ class ManifestStore:
         self._degraded: dict[str, int] = {}  # degraded live versions: chunks they have
         self._locks = KeyedLocks()
         self._queue: list[_Append] = []
+        self._riders: list[_Append] = []  # written first in the next batch, never alone
         self._writer: asyncio.Task[None] | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
@@ -328,6 +343,10 @@ class ManifestStore:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
+        if self._riders:  # written now, before anything queued, rather than lost
+            self._queue[:0], self._riders = self._riders, []
+            if self._writer is None:
+                self._writer = asyncio.ensure_future(self._write_batches())
         while self._writer is not None:
             await asyncio.wait({self._writer})
         await asyncio.to_thread(self._log.close)
@@ -351,12 +370,13 @@ class ManifestStore:
                         break
                     size, count = size + len(pending.frame), count + 1
                 batch, self._queue = self._queue[:count], self._queue[count:]
+                batch[:0], self._riders = self._riders, []
                 try:
                     where = await asyncio.to_thread(self._log.append, [p.frame for p in batch])
                 except OSError as exc:
                     log.error("manifest log write of %d records failed: %s", len(batch), exc)
                     for pending in batch:
-                        if not pending.done.done():
+                        if pending.awaited and not pending.done.done():
                             pending.done.set_exception(_storage_error(exc))
                     continue
                 for pending, location in zip(batch, where, strict=True):
@@ -454,9 +474,17 @@ class ManifestStore:
             # A damaged stored replica reads as none: it is just replaced.
             found = (await self._read(manifest.name))[0] if current is not None else None
             replaced = _manifest_or_none(found)
+            marks = self._marks.get(manifest.name)
             if condition is not None:
                 self._mark(manifest.name, _Mark(manifest.precedence, replaced, self._clock()))
-            await self._keep(manifest)  # (failed, its mark stays: it names no held write)
+            try:
+                await self._keep(manifest)
+            except BaseException:  # not kept: its mark must not mark a later copy of it
+                if marks is None:
+                    self._marks.pop(manifest.name, None)
+                else:
+                    self._marks[manifest.name] = marks
+                raise
             return ReplicaWrite(True, manifest.version, replaced)
 
     def _mark(self, name: str, mark: _Mark) -> None:
@@ -490,11 +518,13 @@ class ManifestStore:
         """Append ``manifest`` as its name's replica, marked in its record when it is a
         write awaiting its verdict (so that a restart does not forget it)."""
         name = manifest.name
-        mark = _marked(self._marks.get(name, ()), manifest.precedence)
+        marks = self._marks.get(name, ())
+        mark = _marked(marks, manifest.precedence)
         if mark is None:
             record = LogRecord(KEEP, name, manifest.to_bytes())
-        else:
-            replaced = None if mark.replaced is None else mark.replaced.to_bytes()
+        else:  # what its retraction puts back (never a write whose own came meanwhile)
+            restore = _restorable(marks, mark.replaced)
+            replaced = None if restore is None else restore.to_bytes()
             record = LogRecord(KEEP, name, manifest.to_bytes(), True, replaced)
         await self._commit(frame(record), lambda where: self._kept(manifest, where))
 
@@ -521,8 +551,9 @@ class ManifestStore:
                     self._marks[name] = tuple(
                         replace(m, retracted=True) if m is mark else m for m in marks
                     )
+                    await self._record_restorable(name)
                 return False
-            if restore is None and mark is not None:
+            if mark is not None:  # what it replaced here, as its record says after a restart
                 restore = mark.replaced
             decided = [precedence]
             while restore is not None:  # never a write retracted meanwhile: what it replaced
@@ -542,24 +573,37 @@ class ManifestStore:
                 self._decided(name, gone)
             return True
 
+    async def _record_restorable(self, name: str) -> None:
+        """Append the held write of ``name`` again if it is marked: its record must name
+        what its retraction would put back now that a write under it was retracted (the
+        retracted mark lives in memory only)."""
+        current = self._index.get(name)
+        if current is None or _marked(self._marks.get(name, ()), current.precedence) is None:
+            return
+        found = (await self._read(name))[0]
+        if isinstance(found, Manifest) and found.precedence == current.precedence:
+            await self._keep(found)
+
     async def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: this
         replica is no longer provisional (reads may copy it to other replicas). Held here,
-        its record is appended again without its mark before this returns (a crash before
-        that brings the mark back, and a read decides it again). Raises
-        InsufficientStorage or OSError (the mark is dropped all the same)."""
+        its record is appended again without its mark, first in the next batch of writes
+        (never synced on its own: a crash before it is durable brings the mark back, and a
+        read decides the write again). Queued under the name's lock, it precedes any later
+        record of the name."""
         await asyncio.shield(self._confirm(name, precedence))
 
     async def _confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         async with self._locks.hold(name):
             held = _marked(self._marks.get(name, ()), precedence)
             self._decided(name, precedence)
-            current = self._index.get(name)
+            current, where = self._index.get(name), self._where.get(name)
             if held is None or current is None or current.precedence != precedence:
                 return  # not held here: its mark is in no record
             found = (await self._read(name))[0]
-            if isinstance(found, Manifest) and found.precedence == precedence:
-                await self._keep(found)
+            if isinstance(found, Manifest) and found.precedence == precedence and where:
+                unmarked = frame(LogRecord(KEEP, name, found.to_bytes()))
+                self._riders.append(_Append(unmarked, self._mover(name, where), awaited=False))
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""

@@ -17,8 +17,9 @@ from node.disk.manifest_log import SEGMENT_MAGIC, Damage, SegmentIO, scan
 from node.disk.manifest_store import ManifestStore
 from node.errors import InsufficientStorage
 from node.model.layout import Layout
-from node.model.manifest import Manifest
+from node.model.manifest import Manifest, ReplicaRead
 from node.model.names import name_key
+from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness.disk import flip_byte
 
@@ -65,6 +66,30 @@ async def opened(tmp_path: Path, io: SegmentIO | None = None, **settings: int) -
 
 def segments(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "manifests" / "log").iterdir())
+
+
+async def test_a_confirmation_rides_with_the_next_write_and_never_outlives_a_later_one(
+    tmp_path: Path,
+) -> None:
+    """A conditional write's record carries its mark; its confirmation's unmarked record
+    costs no sync of its own: it goes first in the next batch. Queued under the name's
+    lock, it is before any later record of the name, so a replay never puts the confirmed
+    version back over a newer one."""
+    io = CountingIO()
+    store = await opened(tmp_path, io)
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=Preconditions(if_match=TagList(False, (EntityTag("etag-10"),))))
+    syncs = io.data_syncs
+    await store.confirm("a", y.precedence)
+    assert io.data_syncs == syncs, "a confirmation synced on its own"
+    assert await store.read("a") == ReplicaRead(y)
+    await store.put(z)  # one batch: y unmarked, then z
+    assert io.data_syncs == syncs + 1
+    await store.close()
+    again = await opened(tmp_path)
+    assert await again.read("a") == ReplicaRead(z)
+    await again.close()
 
 
 async def test_concurrent_puts_share_one_sync_and_are_invisible_until_it(tmp_path: Path) -> None:

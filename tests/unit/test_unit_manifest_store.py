@@ -555,3 +555,76 @@ def test_records_without_a_mark_are_three_fields_and_older_releases_read_marked_
     marked = frame(LogRecord(KEEP, "a", b"bytes", True, b"replaced"))
     decoded = msgspec.msgpack.decode(marked[FRAME.size :], type=Earlier)
     assert decoded == Earlier(KEEP, "a", b"bytes")
+
+
+@pytest.mark.parametrize("restore_named", [False, True])
+async def test_a_write_retracted_while_buried_stays_gone_after_a_restart(
+    tmp_path: Path, restore_named: bool
+) -> None:
+    """Y's retraction comes while Z (on Y's etag) is held over it, then the replica
+    restarts: Z's record must name X, not Y, as what Z's retraction puts back (whether a
+    read decides Z, naming nothing, or Z's coordinator names Y as its answer said)."""
+    store = await reopen(tmp_path)
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    replaced = (await store.put(z, condition=if_match("etag-20"))).replaced
+    assert not await store.retract("a", y.precedence)  # held under Z: remembered
+    await store.close()
+    again = await reopen(tmp_path)
+    assert await again.read("a") == ReplicaRead(z, provisional=True)
+    assert await again.retract("a", z.precedence, replaced if restore_named else None)
+    assert await again.read("a") == ReplicaRead(x), "a retracted loser came back"
+
+
+async def test_a_write_that_failed_to_land_leaves_no_mark_for_a_later_copy(
+    store: ManifestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Y's write fails here (disk full) but commits elsewhere, so no verdict comes here;
+    read repair later copies Y in: that copy is settled, not provisional for ever."""
+    x, y = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(x)
+    keep = store._keep
+
+    async def full(manifest: Manifest) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "_keep", full)
+    with pytest.raises(OSError, match="No space left"):
+        await store.put(y, condition=if_match("etag-10"))
+    monkeypatch.setattr(store, "_keep", keep)
+    assert (await store.put(y)).stored  # the repair's copy
+    assert await store.read("a") == ReplicaRead(y)
+
+
+async def test_a_write_during_a_confirmation_lands_after_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirmation reads the confirmed record to append it unmarked; a newer write of the
+    name arriving meanwhile waits for it (the name's lock), else the unmarked copy could
+    follow the newer record in the log and win the replay."""
+    store = await reopen(tmp_path)
+    x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    reading, release = threading.Event(), threading.Event()
+    decode = manifest_store._decode
+
+    def held(*args: Any) -> Manifest:
+        reading.set()
+        assert release.wait(10), "the test never released the read"
+        return decode(*args)
+
+    monkeypatch.setattr(manifest_store, "_decode", held)
+    confirming = asyncio.ensure_future(store.confirm("a", y.precedence))
+    assert await asyncio.to_thread(reading.wait, 10)
+    monkeypatch.setattr(manifest_store, "_decode", decode)
+    writing = asyncio.ensure_future(store.put(z))
+    landed, _ = await asyncio.wait({writing}, timeout=0.5)  # it must not, however long
+    assert not landed, "the newer write did not wait for the confirmation"
+    release.set()
+    await confirming
+    assert (await writing).stored
+    await store.close()
+    again = await reopen(tmp_path)
+    assert await again.read("a") == ReplicaRead(z)
