@@ -101,7 +101,9 @@ class _Append:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    awaited: bool = True  # False: a record that rides with the next batch, nobody waits
+    # A confirmation's unmarked record: the marked record it follows. It rides first in
+    # the next batch, never alone, and nobody waits for it.
+    rider: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ class ManifestStore:
         self._degraded: dict[str, int] = {}  # degraded live versions: chunks they have
         self._locks = KeyedLocks()
         self._queue: list[_Append] = []
-        self._riders: list[_Append] = []  # written first in the next batch, never alone
+        self._riders: dict[Location, _Append] = {}  # by the marked record each follows
+        self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
@@ -343,11 +346,13 @@ class ManifestStore:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
-        if self._riders:  # written now, before anything queued, rather than lost
-            self._queue[:0], self._riders = self._riders, []
-            if self._writer is None:
-                self._writer = asyncio.ensure_future(self._write_batches())
         while self._writer is not None:
+            await asyncio.wait({self._writer})
+        self._closing = True
+        if self._riders:  # written now, once, rather than lost
+            self._queue[:0] = self._riders.values()
+            self._riders = {}
+            self._writer = asyncio.ensure_future(self._write_batches())
             await asyncio.wait({self._writer})
         await asyncio.to_thread(self._log.close)
 
@@ -370,13 +375,17 @@ class ManifestStore:
                         break
                     size, count = size + len(pending.frame), count + 1
                 batch, self._queue = self._queue[:count], self._queue[count:]
-                batch[:0], self._riders = self._riders, []
+                batch[:0] = self._riders.values()
+                self._riders = {}
                 try:
                     where = await asyncio.to_thread(self._log.append, [p.frame for p in batch])
                 except OSError as exc:
                     log.error("manifest log write of %d records failed: %s", len(batch), exc)
                     for pending in batch:
-                        if pending.awaited and not pending.done.done():
+                        if pending.rider is not None:  # with the next batch, if any
+                            if not self._closing:
+                                self._riders[pending.rider] = pending
+                        elif not pending.done.done():
                             pending.done.set_exception(_storage_error(exc))
                     continue
                 for pending, location in zip(batch, where, strict=True):
@@ -479,7 +488,7 @@ class ManifestStore:
                 self._mark(manifest.name, _Mark(manifest.precedence, replaced, self._clock()))
             try:
                 await self._keep(manifest)
-            except BaseException:  # not kept: its mark must not mark a later copy of it
+            except Exception:  # not kept: its mark must not mark a later copy of it
                 if marks is None:
                     self._marks.pop(manifest.name, None)
                 else:
@@ -551,6 +560,8 @@ class ManifestStore:
                     self._marks[name] = tuple(
                         replace(m, retracted=True) if m is mark else m for m in marks
                     )
+                    # (Should that append fail, the retraction fails too, and the record
+                    # still names this write until the name's next record.)
                     await self._record_restorable(name)
                 return False
             if mark is not None:  # what it replaced here, as its record says after a restart
@@ -589,8 +600,9 @@ class ManifestStore:
         replica is no longer provisional (reads may copy it to other replicas). Held here,
         its record is appended again without its mark, first in the next batch of writes
         (never synced on its own: a crash before it is durable brings the mark back, and a
-        read decides the write again). Queued under the name's lock, it precedes any later
-        record of the name."""
+        read decides the write again; a failed batch leaves it for the next). Queued under
+        the name's lock, it precedes any later record of the name, and compaction carries
+        it in place of the marked record."""
         await asyncio.shield(self._confirm(name, precedence))
 
     async def _confirm(self, name: str, precedence: tuple[Version, int]) -> None:
@@ -603,7 +615,7 @@ class ManifestStore:
             found = (await self._read(name))[0]
             if isinstance(found, Manifest) and found.precedence == precedence and where:
                 unmarked = frame(LogRecord(KEEP, name, found.to_bytes()))
-                self._riders.append(_Append(unmarked, self._mover(name, where), awaited=False))
+                self._riders[where] = _Append(unmarked, self._mover(name, where), rider=where)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""
@@ -695,7 +707,11 @@ class ManifestStore:
                     del self._removed[record.name]
                     self._count(where, -1)
                     continue
-                commits.append(self._commit(frame(record), self._mover(record.name, where)))
+                # A confirmation riding on this record goes in its place: carried as it is,
+                # the marked copy would follow the rider and win the next replay.
+                rider = self._riders.pop(where, None)
+                data = frame(record) if rider is None else rider.frame
+                commits.append(self._commit(data, self._mover(record.name, where)))
             await asyncio.gather(*commits)
 
     def _mover(self, name: str, old: Location) -> Callable[[Location], None]:

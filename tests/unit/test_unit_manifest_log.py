@@ -92,6 +92,62 @@ async def test_a_confirmation_rides_with_the_next_write_and_never_outlives_a_lat
     await again.close()
 
 
+IF_ETAG_10 = Preconditions(if_match=TagList(False, (EntityTag("etag-10"),)))
+
+
+async def confirmed_y(store: ManifestStore) -> Manifest:
+    """``a`` written as x, then y on x's etag, y confirmed: y's unmarked record rides."""
+    x, y = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(x)
+    await store.put(y, condition=IF_ETAG_10)
+    await store.confirm("a", y.precedence)
+    return y
+
+
+async def test_a_confirmation_is_written_at_close(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    y = await confirmed_y(store)
+    await store.close()
+    again = await opened(tmp_path)
+    assert await again.read("a") == ReplicaRead(y)
+    await again.close()
+
+
+async def test_a_confirmation_in_a_failed_batch_rides_the_next(tmp_path: Path) -> None:
+    io = CountingIO()
+    store = await opened(tmp_path, io)
+    y = await confirmed_y(store)
+    io.fail_writes = errno.ENOSPC
+    with pytest.raises(InsufficientStorage):
+        await store.put(manifest("b"))  # the batch that carried y's confirmation
+    await store.put(manifest("c"))
+    again = await opened(tmp_path)  # (the first is still open: nothing flushed at close)
+    assert await again.read("a") == ReplicaRead(y)
+    await asyncio.gather(store.close(), again.close())
+
+
+async def test_a_confirmation_pending_when_its_record_is_compacted_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """Compaction carries the live records of a segment; the marked record of a write whose
+    confirmation still waits to ride goes as the confirmation, not as it was (carried
+    marked, it would follow the confirmation and bring the mark back at the next start)."""
+    store = await opened(tmp_path, segment_bytes=16 << 10)
+    x, y = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(x)
+    await store.put(y, condition=IF_ETAG_10)
+    first = int(segments(tmp_path)[0].name.removesuffix(".log"))
+    for wall in range(1, 12):  # y's segment closes behind new ones
+        await store.put(manifest("filler", wall=wall))
+    assert len(segments(tmp_path)) > 1
+    await store.confirm("a", y.precedence)  # rides with the next batch: the compaction's
+    await store.compact(first)
+    await store.close()
+    again = await opened(tmp_path)
+    assert await again.read("a") == ReplicaRead(y)
+    await again.close()
+
+
 async def test_concurrent_puts_share_one_sync_and_are_invisible_until_it(tmp_path: Path) -> None:
     io = CountingIO()
     store = await opened(tmp_path, io)
