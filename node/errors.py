@@ -30,6 +30,7 @@ status and a JSON body in one place, and the client maps them back.
     ├── Unavailable                        not enough healthy peers to serve the request
     │   ├── PeerUnavailable                one peer could not be reached or failed
     │   │   └── WrongPeer                  another peer answers at that peer's address
+    │   ├── Undecided                      the newest manifest awaits its verdict; retry soon
     │   └── Overloaded                     this peer is at its limit of requests; retry soon
     ├── Unauthenticated                    a peer call without valid proof of membership
     │   ├── UnknownAccessKey               no live key of that id (S3: InvalidAccessKeyId)
@@ -201,6 +202,13 @@ class PeerUnavailable(Unavailable):
 
 class WrongPeer(PeerUnavailable):
     code = "wrong_peer"
+
+
+class Undecided(Unavailable):
+    """Work that copies or destroys on a manifest's word met a conditional write not yet
+    decided as the newest (``ManifestReplicas.read(decided=True)``)."""
+
+    code = "undecided"
 
 
 class Overloaded(Unavailable):

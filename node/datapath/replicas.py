@@ -42,6 +42,7 @@ from node.errors import (
     PreconditionFailed,
     RingstoreError,
     Unavailable,
+    Undecided,
 )
 from node.model.layout import Layout
 from node.model.manifest import (
@@ -284,12 +285,12 @@ class ManifestReplicas:
         retraction and bury the winner; one whose verdict is overdue is decided first
         (``decide``). Replicas found behind are brought up to date in the background.
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
-        that copies or destroys on the manifest's word), when only a provisional manifest
-        was found.
+        that copies or destroys on the manifest's word), Undecided when the newest found
+        is provisional.
         """
         found = await self.read_state(name, every_replica)
         if found.provisional and decided:  # (what a decision would act on may not be it)
-            raise Unavailable(
+            raise Undecided(
                 f"the newest manifest of {name!r} is a conditional write not yet decided; try again"
             )
         return found.manifest
@@ -696,6 +697,8 @@ class ManifestReplicas:
             current = await self.read(name, decided=True)
         except RingstoreError as exc:
             log.info("not deleting chunks of %r now: %s", name, exc)
+            if isinstance(exc, Undecided):  # a verdict comes in ms, or is overdue in 3 timeouts
+                retry = self._config.peer_timeout / 8 * 2 ** (attempt - 1)
             if attempt < DELETE_RETRIES:
                 if self._journal is not None and entry is not None:
                     self._journal.done(entry)  # journaled again, with its new time

@@ -598,3 +598,30 @@ async def test_if_unmodified_since_on_put(grid: Grid) -> None:
     assert (await grid[2].coordinator.stat("f")).version == updated.version
     created = await store(grid[1], "new", b"x", Preconditions(if_unmodified_since=second - 1))
     assert created.size == 1, "no version, no date to compare: the condition is ignored"
+
+
+async def test_a_delayed_delete_that_meets_an_undecided_newest_tries_again_soon(
+    grid: Grid,
+) -> None:
+    """An overwrite's old chunks are deleted once a read says which manifest is current; a
+    conditional write still awaiting its verdict makes that read wait. The verdict comes in
+    milliseconds (or is overdue after three peer timeouts): the delete tries again within
+    an eighth of a peer timeout, not after the 5 minutes a holder that does not answer gets."""
+    existing = await store(grid[0], "f", b"old" * 2000)
+    old_chunks = {existing.chunk_id(ref.index) for ref in existing.chunks}
+    homes = home(grid, "f")
+
+    async def lost(to: Address, manifest: Manifest) -> None:
+        raise PeerUnavailable(to.url, "connection reset (scripted)")
+
+    with scripted(grid, confirm_manifest=lost):  # committed, every confirmation lost
+        update = await store(grid[2], "f", b"new" * 2000, if_match(existing.etag))
+    assert (await homes[0].manifests.read("f")).provisional
+    assert old_chunks <= await chunk_ids(grid), "kept while the newest is undecided"
+    for replica in homes:
+        await replica.manifests.confirm("f", update.precedence)
+
+    async def deleted() -> bool:
+        return old_chunks.isdisjoint(await chunk_ids(grid))
+
+    await eventually(deleted, timeout=grid[0].config.peer_timeout, what="the retry deleted them")
