@@ -167,7 +167,6 @@ class ManifestStore:
         self._locks = KeyedLocks()
         self._queue: list[_Append] = []
         self._riders: dict[Location, _Append] = {}  # by the marked record each follows
-        self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
@@ -348,8 +347,7 @@ class ManifestStore:
                 await self._compactor
         while self._writer is not None:
             await asyncio.wait({self._writer})
-        self._closing = True
-        if self._riders:  # written now, once, rather than lost
+        if self._riders:  # written now, once, rather than lost (failing, they are dropped)
             self._queue[:0] = self._riders.values()
             self._riders = {}
             self._writer = asyncio.ensure_future(self._write_batches())
@@ -383,8 +381,7 @@ class ManifestStore:
                     log.error("manifest log write of %d records failed: %s", len(batch), exc)
                     for pending in batch:
                         if pending.rider is not None:  # with the next batch, if any
-                            if not self._closing:
-                                self._riders[pending.rider] = pending
+                            self._riders[pending.rider] = pending
                         elif not pending.done.done():
                             pending.done.set_exception(_storage_error(exc))
                     continue
@@ -591,9 +588,17 @@ class ManifestStore:
         current = self._index.get(name)
         if current is None or _marked(self._marks.get(name, ()), current.precedence) is None:
             return
+        if (held := await self._held(name, current.precedence)) is not None:
+            await self._keep(held)
+
+    async def _held(self, name: str, precedence: tuple[Version, int]) -> Manifest | None:
+        """The whole manifest of ``name`` held here if it is ``precedence`` (under the
+        name's lock: the index summary has no chunks), else None."""
+        current = self._index.get(name)
+        if current is None or current.precedence != precedence:
+            return None
         found = (await self._read(name))[0]
-        if isinstance(found, Manifest) and found.precedence == current.precedence:
-            await self._keep(found)
+        return found if isinstance(found, Manifest) and found.precedence == precedence else None
 
     async def confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         """The conditional write ``precedence`` of ``name`` kept here was committed: this
@@ -607,15 +612,13 @@ class ManifestStore:
 
     async def _confirm(self, name: str, precedence: tuple[Version, int]) -> None:
         async with self._locks.hold(name):
-            held = _marked(self._marks.get(name, ()), precedence)
+            marked = _marked(self._marks.get(name, ()), precedence) is not None
             self._decided(name, precedence)
-            current, where = self._index.get(name), self._where.get(name)
-            if held is None or current is None or current.precedence != precedence:
-                return  # not held here: its mark is in no record
-            found = (await self._read(name))[0]
-            if isinstance(found, Manifest) and found.precedence == precedence and where:
-                unmarked = frame(LogRecord(KEEP, name, found.to_bytes()))
-                self._riders[where] = _Append(unmarked, self._mover(name, where), rider=where)
+            if not marked or (held := await self._held(name, precedence)) is None:
+                return  # not held here, or never marked: its mark is in no record
+            where = self._where[name]
+            unmarked = frame(LogRecord(KEEP, name, held.to_bytes()))
+            self._riders[where] = _Append(unmarked, self._mover(name, where), rider=where)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""

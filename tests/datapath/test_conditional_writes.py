@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,17 @@ def scripted(grid: Grid, **calls: Callable[..., Awaitable[object]]) -> Iterator[
             delattr(grid.transport, attribute)
 
 
+async def repairs_since(before: set[asyncio.Task[Any]]) -> None:
+    """Wait for the replica repairs started since ``before`` (``asyncio.all_tasks()``)."""
+    await asyncio.gather(
+        *(
+            task
+            for task in asyncio.all_tasks() - before
+            if task.get_coro().__qualname__.endswith(("._repair", "._hear_out"))  # type: ignore[union-attr]
+        )
+    )
+
+
 class Race:
     """Two writers holding one etag: the winner's write (the older version) heard first by
     the second and third home replicas, the loser's (newer) by the first."""
@@ -134,6 +146,7 @@ class Race:
         self._first = {replica.url: self.winner.version for replica in homes[1:]}
         self._first[homes[0].url] = self.loser.version
         self._heard = {replica.url: asyncio.Event() for replica in homes}
+        self.retracting, self.release = asyncio.Event(), asyncio.Event()
 
     async def in_order(
         self,
@@ -150,6 +163,35 @@ class Race:
         written = await put(to, manifest, *args)
         self._heard[to.url].set()
         return written
+
+    def commit(
+        self, coordinators: list[GridPeer], condition: Preconditions
+    ) -> tuple[asyncio.Future[None], asyncio.Future[None]]:
+        """The winner's commit through the first coordinator and the loser's through the
+        second, both started."""
+        return (
+            asyncio.ensure_future(
+                coordinators[0].replicas.commit(self.winner, condition=condition)
+            ),
+            asyncio.ensure_future(coordinators[1].replicas.commit(self.loser, condition=condition)),
+        )
+
+    @contextlib.contextmanager
+    def retractions_held(self, grid: Grid) -> Iterator[None]:
+        """While the block runs, replicas hear the racers ``in_order`` and every retraction
+        sets ``retracting``, then waits for ``release``."""
+        put, retract = grid.transport.put_manifest, grid.transport.retract_manifest
+
+        async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
+            return await self.in_order(put, to, manifest, *args)
+
+        async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
+            self.retracting.set()
+            await self.release.wait()
+            await retract(to, manifest, *args)  # type: ignore[arg-type]
+
+        with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
+            yield
 
 
 async def test_if_none_match_any_creates_once(grid: Grid) -> None:
@@ -285,43 +327,21 @@ async def test_a_read_never_copies_a_losing_write_over_the_winner(grid: Grid) ->
     homes = home(grid, "f")
     race = Race(homes)
     winner, loser = race.winner, race.loser
-    retracting, release = asyncio.Event(), asyncio.Event()
-    transport = grid.transport
-    put, retract = transport.put_manifest, transport.retract_manifest
-
-    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
-        return await race.in_order(put, to, manifest, *args)
-
-    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
-        retracting.set()
-        await release.wait()
-        await retract(to, manifest, *args)  # type: ignore[arg-type]
-
     coordinators = [p for p in grid.peers if p not in homes]
     reader = coordinators[2]
-    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
-        won = asyncio.ensure_future(
-            coordinators[0].replicas.commit(winner, condition=if_match(existing.etag))
-        )
-        lost = asyncio.ensure_future(
-            coordinators[1].replicas.commit(loser, condition=if_match(existing.etag))
-        )
+    with race.retractions_held(grid):
+        won, lost = race.commit(coordinators, if_match(existing.etag))
         await won  # acknowledged
-        await retracting.wait()  # the loser is refused by two, not yet taken back
+        await race.retracting.wait()  # the loser is refused by two, not yet taken back
         before = asyncio.all_tasks()
         assert await reader.replicas.read("f", every_replica=True) == winner  # loser passed over
         with pytest.raises(Unavailable, match="not yet decided"):  # work on it waits
             await reader.replicas.read("f", decided=True)
-        repairs = [
-            task
-            for task in asyncio.all_tasks() - before
-            if task.get_coro().__qualname__.endswith(("._repair", "._hear_out"))  # type: ignore[union-attr]
-        ]
-        await asyncio.gather(*repairs)  # any a read set off has done its work
+        await repairs_since(before)  # any a read set off has done its work
         for replica in homes[1:]:
             assert await replica.manifests.get("f") == winner
         assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
-        release.set()
+        race.release.set()
         with pytest.raises(PreconditionFailed):
             await lost
     assert await homes[0].manifests.get("f") == existing  # put back where the loser was
@@ -356,45 +376,23 @@ async def test_a_replica_restarted_before_the_losers_retraction_still_never_copi
     homes = home(grid, "f")
     race = Race(homes)
     winner, loser = race.winner, race.loser
-    retracting, release = asyncio.Event(), asyncio.Event()
-    transport = grid.transport
-    put, retract = transport.put_manifest, transport.retract_manifest
-
-    async def scripted_put(to: Address, manifest: Manifest, *args: object) -> ReplicaWrite:
-        return await race.in_order(put, to, manifest, *args)
-
-    async def scripted_retract(to: Address, manifest: Manifest, *args: object) -> None:
-        retracting.set()
-        await release.wait()
-        await retract(to, manifest, *args)  # type: ignore[arg-type]
-
     now = [time.monotonic()]
     coordinators = [p for p in grid.peers if p not in homes]
     reader = coordinators[2]
-    with scripted(grid, put_manifest=scripted_put, retract_manifest=scripted_retract):
-        won = asyncio.ensure_future(
-            coordinators[0].replicas.commit(winner, condition=if_match(existing.etag))
-        )
-        lost = asyncio.ensure_future(
-            coordinators[1].replicas.commit(loser, condition=if_match(existing.etag))
-        )
+    with race.retractions_held(grid):
+        won, lost = race.commit(coordinators, if_match(existing.etag))
         await won
-        await retracting.wait()
+        await race.retracting.wait()
         await restart_manifests(grid, homes[0], lambda: now[0])
         grid.break_peer(homes[0])  # down while the retraction is sent: it never arrives
-        release.set()
+        race.release.set()
         with pytest.raises(PreconditionFailed):
             await lost
     grid.mend_peer(homes[0])
     assert await homes[0].manifests.read("f") == ReplicaRead(loser, provisional=True)
     before = asyncio.all_tasks()
     assert await reader.replicas.read("f", every_replica=True) == winner
-    repairs = [
-        task
-        for task in asyncio.all_tasks() - before
-        if task.get_coro().__qualname__.endswith(("._repair", "._hear_out"))  # type: ignore[union-attr]
-    ]
-    await asyncio.gather(*repairs)
+    await repairs_since(before)
     for replica in homes[1:]:
         assert await replica.manifests.get("f") == winner, "the loser was copied"
     now[0] += homes[0].manifests.provisional_for  # overdue: the next read decides it

@@ -6,8 +6,9 @@ import asyncio
 import dataclasses
 import random
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -22,6 +23,7 @@ from node.model.version import Version
 from tests.harness.disk import flip_byte
 
 PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
+T = TypeVar("T")
 
 
 def version(wall: int, counter: int = 0, peer: str = PEER) -> Version:
@@ -52,6 +54,26 @@ async def reopen(tmp_path: Path) -> ManifestStore:
     again = ManifestStore(tmp_path)
     await again.open()
     return again
+
+
+async def held_in_a_record_read(
+    monkeypatch: pytest.MonkeyPatch, call: Coroutine[Any, Any, T]
+) -> tuple[asyncio.Future[T], threading.Event]:
+    """``call`` started, and held once it reads a record from the log (in a worker thread)
+    until the event returned is set; later reads are not held."""
+    reading, release = threading.Event(), threading.Event()
+    decode = manifest_store._decode
+
+    def held(*args: Any) -> Manifest:
+        reading.set()
+        assert release.wait(10), "the test never released the read"
+        return decode(*args)
+
+    monkeypatch.setattr(manifest_store, "_decode", held)
+    pending = asyncio.ensure_future(call)
+    assert await asyncio.to_thread(reading.wait, 10)
+    monkeypatch.setattr(manifest_store, "_decode", decode)
+    return pending, release
 
 
 async def test_a_new_name_is_stored(store: ManifestStore) -> None:
@@ -377,18 +399,7 @@ async def test_a_read_answers_the_mark_its_record_had_when_looked_up(
     first, second = manifest("a", wall=10), manifest("a", wall=20)
     await store.put(first)
     await store.put(second, condition=if_match("etag-10"))
-    reading, release = threading.Event(), threading.Event()
-    decode = manifest_store._decode
-
-    def held(*args: Any) -> Manifest:
-        reading.set()
-        assert release.wait(10), "the test never released the read"
-        return decode(*args)
-
-    monkeypatch.setattr(manifest_store, "_decode", held)
-    pending = asyncio.ensure_future(store.read("a"))
-    assert await asyncio.to_thread(reading.wait, 10)
-    monkeypatch.setattr(manifest_store, "_decode", decode)
+    pending, release = await held_in_a_record_read(monkeypatch, store.read("a"))
     assert await store.retract("a", second.precedence)  # the loser's verdict, mid-read
     release.set()
     assert await pending == ReplicaRead(second, provisional=True)
@@ -607,18 +618,7 @@ async def test_a_write_during_a_confirmation_lands_after_its_record(
     x, y, z = (manifest("a", wall=wall) for wall in (10, 20, 30))
     await store.put(x)
     await store.put(y, condition=if_match("etag-10"))
-    reading, release = threading.Event(), threading.Event()
-    decode = manifest_store._decode
-
-    def held(*args: Any) -> Manifest:
-        reading.set()
-        assert release.wait(10), "the test never released the read"
-        return decode(*args)
-
-    monkeypatch.setattr(manifest_store, "_decode", held)
-    confirming = asyncio.ensure_future(store.confirm("a", y.precedence))
-    assert await asyncio.to_thread(reading.wait, 10)
-    monkeypatch.setattr(manifest_store, "_decode", decode)
+    confirming, release = await held_in_a_record_read(monkeypatch, store.confirm("a", y.precedence))
     writing = asyncio.ensure_future(store.put(z))
     landed, _ = await asyncio.wait({writing}, timeout=0.5)  # it must not, however long
     assert not landed, "the newer write did not wait for the confirmation"
