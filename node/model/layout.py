@@ -30,7 +30,7 @@ MAX_CHUNKS = 256  # data plus parity chunks of one file: zfec's limit
 MAX_SIZE = (1 << 63) - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Layout:
     """The striping of one file version."""
 
