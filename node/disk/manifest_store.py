@@ -431,7 +431,12 @@ class ManifestStore:
                 return None, ()
             marks = self._marks.get(name, ())
             try:
-                return await asyncio.to_thread(_decode, self._log, where, name), marks
+                record = self._log.read_cached(where)  # no thread hop when cached
+                if record is None:
+                    record = await asyncio.to_thread(self._log.read, where)
+                else:  # still a suspension point, as the hop was: a pass over every name
+                    await asyncio.sleep(0)  # lets the loop serve between its reads
+                return _decode(record, where, name), marks
             except SegmentGone:
                 continue
             except CorruptData as exc:
@@ -721,8 +726,7 @@ class ManifestStore:
         return lambda where: self._moved(name, old, where)
 
 
-def _decode(manifest_log: ManifestLog, where: Location, name: str) -> Manifest:
-    record = manifest_log.read(where)
+def _decode(record: LogRecord, where: Location, name: str) -> Manifest:
     if record.kind != KEEP or record.name != name:
         raise CorruptData(f"the record at {where} is not {name!r}'s manifest")
     manifest = Manifest.from_bytes(record.manifest or b"")

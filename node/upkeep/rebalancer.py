@@ -43,6 +43,7 @@ from node.waiting import Pacer, wait_event
 from ring import Move, plan_moves
 
 log = logging.getLogger(__name__)
+YIELD_EVERY = 64  # names a pass looks at between two turns of the event loop, at least
 
 
 @dataclass
@@ -177,7 +178,9 @@ class Rebalancer:
         """Work through the queued names once."""
         names, self._pending = sorted(self._pending), set()
         self.progress.pending = len(names)
-        for name in names:
+        for number, name in enumerate(names):
+            if number % YIELD_EVERY == YIELD_EVERY - 1:  # most names need no read, no await
+                await asyncio.sleep(0)
             try:
                 await self._rebalance(name)
             except Exception as exc:  # anything: retry the name after the interval
@@ -191,7 +194,17 @@ class Rebalancer:
         self.progress.passes += 1
         self.progress.last_pass = time.time()
 
+    def _nothing_to_do(self, name: str) -> bool:
+        """Whether this peer has nothing to do for ``name`` whatever its manifest says: it
+        is one of the name's replicas, not the primary (which alone moves chunks). Decided
+        from the name, so a pass reads no manifest of the names it holds as a secondary."""
+        replicas = self._membership.replicas(name)
+        me = self._membership.me.id
+        return me in replicas.members and replicas.primary != me
+
     async def _rebalance(self, name: str) -> None:
+        if self._nothing_to_do(name):
+            return
         found = await self._manifests.read(name)
         local = found.manifest
         if local is None or not self.needs_work(local):

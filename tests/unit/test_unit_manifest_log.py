@@ -8,7 +8,9 @@ import errno
 import os
 import random
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +368,71 @@ async def test_records_after_a_damaged_frame_header_are_found_again(tmp_path: Pa
     again = await opened(tmp_path)
     assert again.names() == ["a", "c"]
     assert await again.get("c") == manifest("c")
+
+
+class ThreadHops:
+    """Counts ``asyncio.to_thread`` calls (a manifest read's worker-thread hop)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = asyncio.to_thread
+
+        async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+
+
+def evict(path: Path) -> None:
+    """Drop a file's pages from the page cache (written back first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")
+async def test_a_cached_record_is_read_on_the_loop_and_a_cold_one_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opened(tmp_path)
+    kept = [manifest(f"n{i}", size=60_000) for i in range(8)]  # records of many pages
+    for each in kept:
+        await store.put(each)
+    hops = ThreadHops(monkeypatch)
+    assert [await store.get(m.name) for m in kept] == kept
+    assert hops.count == 0
+    [segment] = segments(tmp_path)
+    deadline = time.monotonic() + 5
+    while store._log.read_cached(store._where["n3"]) is not None:  # pages under writeback stay
+        if time.monotonic() > deadline:
+            pytest.skip("this file system keeps the pages of a file told to drop them")
+        evict(segment)
+        await asyncio.sleep(0.01)
+    assert [await store.get(m.name) for m in kept] == kept  # the same, from the disk
+    assert hops.count > 0
+    await store.close()
+
+
+async def test_where_the_page_cache_cannot_be_asked_alone_reads_go_to_a_thread_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.put(manifest("b"))
+    asked = []
+
+    def unsupported(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+        asked.append(offset)
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "preadv", unsupported)
+    hops = ThreadHops(monkeypatch)
+    assert await store.get("a") == manifest("a")
+    assert await store.get("b") == manifest("b")
+    assert len(asked) <= 1  # asked once at most (not at all where RWF_NOWAIT is unknown)
+    assert hops.count == 2
+    await store.close()

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from node.disk import manifest_store
-from node.disk.manifest_log import FRAME, KEEP, LogRecord, frame
+from node.disk.manifest_log import FRAME, KEEP, Location, LogRecord, ManifestLog, frame
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, ReplicaRead
@@ -59,20 +59,23 @@ async def reopen(tmp_path: Path) -> ManifestStore:
 async def held_in_a_record_read(
     monkeypatch: pytest.MonkeyPatch, call: Coroutine[Any, Any, T]
 ) -> tuple[asyncio.Future[T], threading.Event]:
-    """``call`` started, and held once it reads a record from the log (in a worker thread)
-    until the event returned is set; later reads are not held."""
+    """``call`` started, and held once it reads a record from the log (in a worker thread,
+    as a record no longer in the page cache is read) until the event returned is set; later
+    reads are not held."""
     reading, release = threading.Event(), threading.Event()
-    decode = manifest_store._decode
+    read, read_cached = ManifestLog.read, ManifestLog.read_cached
 
-    def held(*args: Any) -> Manifest:
+    def held(log: ManifestLog, where: Location) -> LogRecord:
         reading.set()
         assert release.wait(10), "the test never released the read"
-        return decode(*args)
+        return read(log, where)
 
-    monkeypatch.setattr(manifest_store, "_decode", held)
+    monkeypatch.setattr(ManifestLog, "read_cached", lambda log, where: None)
+    monkeypatch.setattr(ManifestLog, "read", held)
     pending = asyncio.ensure_future(call)
     assert await asyncio.to_thread(reading.wait, 10)
-    monkeypatch.setattr(manifest_store, "_decode", decode)
+    monkeypatch.setattr(ManifestLog, "read", read)
+    monkeypatch.setattr(ManifestLog, "read_cached", read_cached)
     return pending, release
 
 
