@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import threading
@@ -17,7 +18,13 @@ import pytest
 
 from node.disk import chunk_store
 from node.disk.chunk_store import CHUNKS_DIR, TRAILER, WRITE_BATCH, ChunkStore, seal
-from node.errors import ChunkNotFound, CorruptData, IncompleteBody, InvalidRequest
+from node.errors import (
+    ChunkNotFound,
+    CorruptData,
+    IncompleteBody,
+    InsufficientStorage,
+    InvalidRequest,
+)
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
 from tests.harness.polling import eventually
@@ -166,6 +173,38 @@ async def test_a_source_error_mid_stream_leaves_nothing(
     assert (store.used_bytes, store.chunk_count) == (0, 0)
 
 
+def open_files() -> list[str]:
+    """What this process's descriptors point at (Linux)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "size", [10, WRITE_BATCH + 10], ids=["created-at-the-seal", "opened-early"]
+)
+async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """The last bytes, the sidecar and the fsync go in one hop; a small chunk's file is even
+    created there. Failing in it leaves no file behind, open or on disk, and no count."""
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(InsufficientStorage):
+        await write(store, CHUNK, stream([b"x" * size]), size)
+    monkeypatch.undo()
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+    assert not [fd for fd in open_files() if fd.startswith(str(tmp_path))]  # none left open
+    await write(store, CHUNK, stream([b"y" * 5]), 5)  # and the store goes on
+    assert await data(store, CHUNK) == b"yyyyy"
+
+
 async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
     proceed = asyncio.Event()
 
@@ -190,14 +229,14 @@ async def test_a_write_cancelled_while_it_commits_still_commits_whole(
     """Once the rename may happen the commit is the write's end: cancelling the write then
     must neither remove the file under the commit nor leave the counters behind it."""
     started, release = threading.Event(), threading.Event()
-    commit = chunk_store._commit
+    commit = chunk_store._Sealing.run
 
-    def held_commit(*args: Any) -> tuple[int | None, int]:
+    def held_commit(sealing: chunk_store._Sealing) -> tuple[int | None, int]:
         started.set()
         release.wait(10)
-        return commit(*args)
+        return commit(sealing)
 
-    monkeypatch.setattr(chunk_store, "_commit", held_commit)
+    monkeypatch.setattr(chunk_store._Sealing, "run", held_commit)
     task = asyncio.ensure_future(write(store, CHUNK, stream([b"whole"]), 5))
     await asyncio.to_thread(started.wait, 10)
     task.cancel()
