@@ -34,6 +34,7 @@ from node.cluster.protocol import (
     CHUNK_NAME,
     CHUNK_VERSION,
     CONFIRMED,
+    CONFIRMED_BATCH,
     MANIFEST_BATCH,
     MSGPACK,
     PEER_PREFIX,
@@ -49,6 +50,8 @@ from node.cluster.protocol import (
     ManifestAnswers,
     ManifestCall,
     ManifestCalls,
+    ManifestConfirm,
+    ManifestConfirms,
     ManifestList,
     ManifestRead,
     PullOrder,
@@ -141,6 +144,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(CONFIRMED, _guarded(confirm_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
+    router.add_post(CONFIRMED_BATCH, _guarded(manifest_confirms, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
@@ -313,7 +317,20 @@ async def manifest_calls(request: web.Request) -> web.Response:
     return _packed(ManifestAnswers(answers))
 
 
-async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
+async def manifest_confirms(request: web.Request) -> web.Response:
+    """Confirmations of conditional writes kept here (``ManifestConfirms``, 1 to
+    ``MAX_MANIFEST_CALLS``), each answered on its own as ``confirm_manifest`` would, all at
+    once (each one's record rides the manifest log's next batch: no sync of its own)."""
+    batch = await _body(request, ManifestConfirms)
+    holder = request.app[HOLDER]
+    confirms = batch.confirms
+    answers = await asyncio.gather(*(_answer(holder, c, CONFIRMED_BATCH) for c in confirms))
+    return _packed(ManifestAnswers(answers))
+
+
+async def _answer(
+    holder: Holder, call: ManifestCall | ManifestConfirm, route: str = MANIFEST_BATCH
+) -> ManifestAnswer:
     """One call of a batch, run in a task of its own under its own request id (a fresh one
     without: as ``traced`` gives a request), so that its log lines and its access-log line
     name the request it serves. Failures are logged as ``error_middleware`` logs them."""
@@ -327,6 +344,9 @@ async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
                 sealed = found.manifest.to_bytes()
                 answer = ManifestAnswer(sealed, found.provisional, found.overdue)
                 what = f"read of {call.name!r}: found" + " (provisional)" * found.provisional
+        elif isinstance(call, ManifestConfirm):
+            await holder.confirm_manifest(call.name, (call.version, call.revision))
+            answer, what = ManifestAnswer(), f"confirmation of {call.name!r} {call.version}"
         else:
             manifest = _manifest(call.manifest)
             written = await holder.put_manifest(manifest, call.expect, call.condition)
@@ -335,13 +355,13 @@ async def _answer(holder: Holder, call: ManifestCall) -> ManifestAnswer:
             what = f"offer of {manifest.name!r} {manifest.version}: {kept}"
     except RingstoreError as exc:
         if worth_a_warning(exc):
-            log.warning("POST %s: %s", MANIFEST_BATCH, exc)
+            log.warning("POST %s: %s", route, exc)
         answer, what = ManifestAnswer(failure=CallFailure(exc.code, exc.message)), repr(exc)
     except Exception as exc:  # what a single call's 500 would be; the batch goes on
-        log.exception("POST %s: a call failed", MANIFEST_BATCH)
+        log.exception("POST %s: a call failed", route)
         answer = ManifestAnswer(failure=CallFailure(RingstoreError.code, INTERNAL_MESSAGE))
         what = repr(exc)
-    access_log.debug("peer POST %s: %s", MANIFEST_BATCH, what)
+    access_log.debug("peer POST %s: %s", route, what)
     return answer
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
+from typing import Protocol, TypeGuard, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -36,6 +36,7 @@ from node.cluster.protocol import (
     CHUNK_NAME,
     CHUNK_VERSION,
     CONFIRMED,
+    CONFIRMED_BATCH,
     MANIFEST_BATCH,
     MSGPACK,
     PEER_HEADER,
@@ -50,6 +51,8 @@ from node.cluster.protocol import (
     ManifestAnswers,
     ManifestCall,
     ManifestCalls,
+    ManifestConfirm,
+    ManifestConfirms,
     ManifestList,
     ManifestOffer,
     ManifestRead,
@@ -93,10 +96,11 @@ MAX_BATCHED_CALLS = 64
 MAX_BATCH_BYTES = LARGE_BODY  # a single larger call (a huge file's manifest) leaves alone
 RETRY_BATCHES = 300.0  # seconds before calls go batched again to a peer that had no route
 T = TypeVar("T")
-Lane = tuple["Address", str]  # a peer, and the kind of call ("get", "put")
+Lane = tuple["Address", str]  # a peer, and the kind of call ("get", "put", "confirm")
+Batched = ManifestCall | ManifestConfirm  # what a lane queues (confirmations: lanes of their own)
 
 
-def _call_size(call: ManifestCall) -> int:
+def _call_size(call: Batched) -> int:
     """A call's weight in a batch: its manifest's bytes, or its name's characters."""
     return len(call.manifest) if isinstance(call, ManifestOffer) else len(call.name)
 
@@ -343,7 +347,7 @@ class HttpTransport:
         self._session = session
         self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-        self.manifest_calls: Batcher[Lane, ManifestCall, ManifestAnswer] = Batcher(
+        self.manifest_calls: Batcher[Lane, Batched, ManifestAnswer] = Batcher(
             self._send_manifest_calls,
             _call_size,
             max_out=MANIFEST_CALLS_OUT,
@@ -352,7 +356,8 @@ class HttpTransport:
             echo=_echo,
             fails_queue=_repeats,
         )
-        self._unbatched: dict[Address, float] = {}  # peers without batches, and since when
+        # Peers without a batch route, and since when: (peer, route) -> monotonic seconds.
+        self._unbatched: dict[tuple[Address, str], float] = {}
 
     def __repr__(self) -> str:
         return f"HttpTransport(timeout={self._timeout.sock_read}s, closed={self._session.closed})"
@@ -536,33 +541,36 @@ class HttpTransport:
         ) as reply:
             return replica_write(await reply.decode(ReplicaWriteReply))
 
-    def _batches_to(self, to: Address) -> bool:
-        """Whether manifest calls to ``to`` go batched: not to a peer that lacked the route
-        (a release before batches) within the last ``RETRY_BATCHES`` seconds."""
-        since = self._unbatched.get(to)
+    def _batches_to(self, to: Address, route: str = MANIFEST_BATCH) -> bool:
+        """Whether calls to ``to`` go batched by ``route``: not to a peer that lacked the
+        route (a release before it) within the last ``RETRY_BATCHES`` seconds."""
+        since = self._unbatched.get((to, route))
         if since is None:
             return True
         if time.monotonic() - since < RETRY_BATCHES:
             return False
-        del self._unbatched[to]
+        del self._unbatched[to, route]
         return True
 
     async def _send_manifest_calls(
-        self, lane: Lane, calls: list[ManifestCall]
+        self, lane: Lane, calls: list[Batched]
     ) -> list[ManifestAnswer | Exception]:
         """One batch request (``Batcher``'s send): an answer or a failure per call."""
-        to = lane[0]
+        to, kind = lane
+        if kind == "confirm":
+            route, body = (
+                CONFIRMED_BATCH,
+                encode(ManifestConfirms(cast(list[ManifestConfirm], calls))),
+            )
+        else:
+            route, body = MANIFEST_BATCH, encode(ManifestCalls(cast(list[ManifestCall], calls)))
         try:
             async with self._request(
-                "POST",
-                to,
-                MANIFEST_BATCH,
-                data=encode(ManifestCalls(calls)),
-                headers={"Content-Type": MSGPACK},
+                "POST", to, route, data=body, headers={"Content-Type": MSGPACK}
             ) as reply:
                 answers = (await reply.decode(ManifestAnswers)).answers
-        except NotFound as exc:  # no such route there: a peer of before batches
-            self._unbatched[to] = time.monotonic()
+        except NotFound as exc:  # no such route there: a peer of a release before it
+            self._unbatched[to, route] = time.monotonic()
             raise _NoBatches(str(exc)) from exc
         if len(answers) != len(calls):
             raise PeerUnavailable(to.url, f"{len(answers)} answers to {len(calls)} manifest calls")
@@ -586,6 +594,15 @@ class HttpTransport:
             await reply.body()
 
     async def confirm_manifest(self, to: Address, manifest: Manifest) -> None:
+        if self._batches_to(to, CONFIRMED_BATCH):
+            confirm = ManifestConfirm(
+                manifest.name, manifest.version, manifest.revision, REQUEST_ID.get()
+            )
+            try:
+                await self.manifest_calls.call((to, "confirm"), confirm)
+                return
+            except _NoBatches:
+                pass
         params = _naming(manifest)
         async with self._request("POST", to, CONFIRMED, params=params) as reply:
             await reply.body()

@@ -251,3 +251,79 @@ async def test_a_peer_without_batches_gets_each_call_alone(
             assert tried == ["old-peer", "old-peer"]
     finally:
         await cluster.stop()
+
+
+async def provisional_replicas(
+    transport: HttpTransport, to: Address, names: list[str]
+) -> list[Manifest]:
+    """Conditional writes (If-None-Match: *) of ``names`` kept on ``to``, not yet confirmed."""
+    created = [a_manifest(name) for name in names]
+    create = Preconditions(if_none_match=ANY)
+    for manifest in created:
+        assert (await transport.put_manifest(to, manifest, None, create)).stored
+        assert (await transport.get_manifest(to, manifest.name)).provisional
+    return created
+
+
+async def test_confirmations_behind_one_out_leave_as_one_request(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = cluster[1]
+    to = Address(target.url, target.id)
+    entered, release = asyncio.Event(), asyncio.Event()
+    confirm = target.holder.confirm_manifest
+
+    async def held(name: str, precedence: tuple[Version, int]) -> None:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        await confirm(name, precedence)
+
+    monkeypatch.setattr(target.holder, "confirm_manifest", held)
+    async with aiohttp.ClientSession() as session:
+        transport = HttpTransport(session, 5.0, cluster[0].auth)
+        created = await provisional_replicas(transport, to, [f"cas/{i}" for i in range(5)])
+        before = transport.manifest_calls.counts.requests
+        first = asyncio.ensure_future(transport.confirm_manifest(to, created[0]))
+        await asyncio.wait_for(entered.wait(), 10)  # out, and held there
+        queued = [asyncio.ensure_future(transport.confirm_manifest(to, m)) for m in created[1:]]
+        await eventually(
+            lambda: transport.manifest_calls.queued((to, "confirm")) == 4, what="4 queued"
+        )
+        release.set()
+        await asyncio.gather(first, *queued)
+        assert transport.manifest_calls.counts.requests - before == 2  # alone, then the four
+        for manifest in created:
+            assert (await transport.get_manifest(to, manifest.name)) == ReplicaRead(manifest)
+
+
+async def test_a_peer_without_confirmation_batches_gets_them_alone_and_the_rest_batched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release before confirmation batches has manifest batches: a 404 on one route
+    does not send the other's calls alone."""
+    tried: list[str] = []
+
+    async def no_such_route(request: web.Request) -> web.Response:
+        tried.append(request.path)
+        raise web.HTTPNotFound()
+
+    monkeypatch.setattr(peer_api, "manifest_confirms", no_such_route)
+    cluster = LocalCluster(tmp_path)
+    try:
+        await cluster.start(2)
+        target = cluster[1]
+        to = Address(target.url, target.id)
+        async with aiohttp.ClientSession() as session:
+            transport = HttpTransport(session, 5.0, cluster[0].auth)
+            created = await provisional_replicas(transport, to, ["old/a", "old/b"])
+            batched = transport.manifest_calls.counts.requests
+            for manifest in created:
+                await transport.confirm_manifest(to, manifest)
+                assert await transport.get_manifest(to, manifest.name) == ReplicaRead(manifest)
+            assert len(tried) == 1  # once: the second went alone at once
+            # Three requests more through the batcher: the refused confirmation and the two
+            # reads (the second confirmation went alone; reads still go batched).
+            assert transport.manifest_calls.counts.requests - batched == 3
+    finally:
+        await cluster.stop()

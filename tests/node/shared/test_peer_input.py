@@ -30,6 +30,7 @@ from aiohttp import web
 from node.api.keys import GOSSIP
 from node.cluster.protocol import (
     CONFIRMED,
+    CONFIRMED_BATCH,
     MANIFEST_BATCH,
     MSGPACK,
     GossipMessage,
@@ -416,6 +417,33 @@ CONDITIONAL = "/internal/manifests/conditional"
             msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x", "new": 1}]}),
             id="batch-unknown-field",
         ),
+        pytest.param(CONFIRMED_BATCH, msgspec.msgpack.encode({"confirms": []}), id="confirms-none"),
+        pytest.param(
+            CONFIRMED_BATCH,
+            msgspec.msgpack.encode({"confirms": [{"name": "x", "version": [1, 0, "p"]}]}),
+            id="confirms-no-revision",
+        ),
+        pytest.param(
+            CONFIRMED_BATCH,
+            msgspec.msgpack.encode(
+                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": -1}]}
+            ),
+            id="confirms-bad-revision",
+        ),
+        pytest.param(
+            CONFIRMED_BATCH,
+            msgspec.msgpack.encode(
+                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": 0, "new": 1}]}
+            ),
+            id="confirms-unknown-field",
+        ),
+        pytest.param(
+            CONFIRMED_BATCH,
+            msgspec.msgpack.encode(
+                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": 0}] * 257}
+            ),
+            id="confirms-too-many",
+        ),
     ],
 )
 async def test_a_malformed_conditional_manifest_or_batch_is_refused_whole(
@@ -423,7 +451,7 @@ async def test_a_malformed_conditional_manifest_or_batch_is_refused_whole(
 ) -> None:
     peer = cluster[4]
     before = state(peer)
-    method = "POST" if path == MANIFEST_BATCH else "PUT"
+    method = "POST" if path in (MANIFEST_BATCH, CONFIRMED_BATCH) else "PUT"
     headers = {"Content-Type": MSGPACK}
     answer = await internal(http, peer, method, path, body=body, headers=headers)
     assert_refused(answer, 400, "invalid_request")
