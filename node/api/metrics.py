@@ -232,8 +232,9 @@ class PeerCollector:
         )
         yield _counter(
             "manifest_batches",
-            "Requests of manifest calls (reads and offers) this peer sent to other peers: one "
-            "per call when idle, fewer under load (calls that queue behind one go together).",
+            "Requests of manifest calls (reads, offers, confirmations) this peer sent to other "
+            "peers: one per call when idle, fewer under load (calls that queue behind one go "
+            "together).",
             w.batches.requests,
         )
         yield _counter(
@@ -300,6 +301,11 @@ class PeerCollector:
             "chunk_store_used_bytes", "Bytes of chunks this peer holds.", w.chunks.used_bytes
         )
         yield _gauge("chunk_store_chunks", "Chunks this peer holds.", w.chunks.chunk_count)
+        yield _gauge(
+            "chunk_writes_in_progress",
+            "Chunks this peer is receiving or writing: begun, not yet stored or failed.",
+            w.chunks.writing,
+        )
         yield _gauge(
             "block_buffer_bytes",
             "Bytes of --buffer-memory held: blocks in hand of admitted GETs and PUTs, and "

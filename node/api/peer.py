@@ -51,7 +51,7 @@ from node.cluster.protocol import (
     ManifestCall,
     ManifestCalls,
     ManifestConfirm,
-    ManifestConfirms,
+    ManifestConfirmations,
     ManifestList,
     ManifestRead,
     PullOrder,
@@ -144,7 +144,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(CONFIRMED, _guarded(confirm_manifest))
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
-    router.add_post(CONFIRMED_BATCH, _guarded(manifest_confirms, MSGPACK))
+    router.add_post(CONFIRMED_BATCH, _guarded(manifest_confirmations, MSGPACK))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
@@ -317,24 +317,22 @@ async def manifest_calls(request: web.Request) -> web.Response:
     return _packed(ManifestAnswers(answers))
 
 
-async def manifest_confirms(request: web.Request) -> web.Response:
-    """Confirmations of conditional writes kept here (``ManifestConfirms``, 1 to
+async def manifest_confirmations(request: web.Request) -> web.Response:
+    """Confirmations of conditional writes kept here (``ManifestConfirmations``, 1 to
     ``MAX_MANIFEST_CALLS``), each answered on its own as ``confirm_manifest`` would, all at
     once (each one's record rides the manifest log's next batch: no sync of its own)."""
-    batch = await _body(request, ManifestConfirms)
+    batch = await _body(request, ManifestConfirmations)
     holder = request.app[HOLDER]
-    confirms = batch.confirms
-    answers = await asyncio.gather(*(_answer(holder, c, CONFIRMED_BATCH) for c in confirms))
+    answers = await asyncio.gather(*(_answer(holder, c) for c in batch.confirmations))
     return _packed(ManifestAnswers(answers))
 
 
-async def _answer(
-    holder: Holder, call: ManifestCall | ManifestConfirm, route: str = MANIFEST_BATCH
-) -> ManifestAnswer:
+async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm) -> ManifestAnswer:
     """One call of a batch, run in a task of its own under its own request id (a fresh one
     without: as ``traced`` gives a request), so that its log lines and its access-log line
     name the request it serves. Failures are logged as ``error_middleware`` logs them."""
     CURRENT_ID.set(sane_request_id(call.request_id) or new_request_id())
+    route = CONFIRMED_BATCH if isinstance(call, ManifestConfirm) else MANIFEST_BATCH
     try:
         if isinstance(call, ManifestRead):
             found = await holder.get_manifest(call.name)

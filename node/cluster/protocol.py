@@ -17,7 +17,7 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
                                            -> ManifestList (folders: node.model.folders)
     POST   /internal/manifests/batch       ManifestCalls -> ManifestAnswers (one per call)
     POST   /internal/manifests/confirmed?name=&version=&revision=   -> 204
-    POST   /internal/manifests/confirmed/batch   ManifestConfirms -> ManifestAnswers
+    POST   /internal/manifests/confirmed/batch   ManifestConfirmations -> ManifestAnswers
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
@@ -194,7 +194,9 @@ class ConditionalManifest(msgspec.Struct, frozen=True):
 
 MANIFEST_BATCH = "/internal/manifests/batch"
 CONFIRMED = "/internal/manifests/confirmed"  # POST: a conditional write kept there committed
-CONFIRMED_BATCH = "/internal/manifests/confirmed/batch"  # POST: several such (ManifestConfirms)
+CONFIRMED_BATCH = (
+    "/internal/manifests/confirmed/batch"  # POST: several such (ManifestConfirmations)
+)
 PROVISIONAL = "Ringstore-Provisional"  # on a replica read: "pending" or "overdue" (verdict)
 MAX_MANIFEST_CALLS = 256  # calls a peer takes in one batch (peers send up to 64)
 Revision = Annotated[int, msgspec.Meta(ge=0, le=MAX_REVISION)]
@@ -231,17 +233,17 @@ class ManifestConfirm(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     before refuses the route (404, then each goes alone), where an unknown call type would
     have failed the whole batch of reads and offers it rode in."""
 
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_BYTES)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_BYTES)]
     version: Version
     revision: Revision
     request_id: RequestId | None = None
 
 
-class ManifestConfirms(msgspec.Struct, frozen=True):
+class ManifestConfirmations(msgspec.Struct, frozen=True):
     """Confirmations to one replica in one request, answered one ``ManifestAnswer`` each
     (empty, or the call's failure), in order; at most ``MAX_MANIFEST_CALLS``."""
 
-    confirms: Annotated[
+    confirmations: Annotated[
         list[ManifestConfirm],
         msgspec.Meta(min_length=1, max_length=MAX_MANIFEST_CALLS),
     ]
@@ -278,7 +280,8 @@ class ManifestAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ManifestAnswers(msgspec.Struct, frozen=True):
-    """The answers to a ``ManifestCalls``, one per call, in its order."""
+    """The answers to a ``ManifestCalls`` or ``ManifestConfirmations``, one per call, in
+    its order."""
 
     answers: list[ManifestAnswer]
 

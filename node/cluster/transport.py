@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard, TypeVar, cast, runtime_checkable
+from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -52,7 +52,7 @@ from node.cluster.protocol import (
     ManifestCall,
     ManifestCalls,
     ManifestConfirm,
-    ManifestConfirms,
+    ManifestConfirmations,
     ManifestList,
     ManifestOffer,
     ManifestRead,
@@ -556,14 +556,15 @@ class HttpTransport:
         self, lane: Lane, calls: list[Batched]
     ) -> list[ManifestAnswer | Exception]:
         """One batch request (``Batcher``'s send): an answer or a failure per call."""
-        to, kind = lane
-        if kind == "confirm":
-            route, body = (
-                CONFIRMED_BATCH,
-                encode(ManifestConfirms(cast(list[ManifestConfirm], calls))),
-            )
+        to = lane[0]
+        confirmations = [call for call in calls if isinstance(call, ManifestConfirm)]
+        others = [call for call in calls if not isinstance(call, ManifestConfirm)]
+        if confirmations and others:  # a lane holds one kind of call
+            raise TypeError(f"a batch to {to.url} mixes confirmations with other calls")
+        if confirmations:
+            route, body = CONFIRMED_BATCH, encode(ManifestConfirmations(confirmations))
         else:
-            route, body = MANIFEST_BATCH, encode(ManifestCalls(cast(list[ManifestCall], calls)))
+            route, body = MANIFEST_BATCH, encode(ManifestCalls(others))
         try:
             async with self._request(
                 "POST", to, route, data=body, headers={"Content-Type": MSGPACK}

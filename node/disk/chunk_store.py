@@ -79,6 +79,9 @@ class ChunkStore:
         self._reserved = 0  # bytes of writes in progress, held against max_bytes
         self.used_bytes = 0
         self.chunk_count = 0
+        # Writes begun and not yet stored or failed. A chunk of up to WRITE_BATCH bytes has
+        # no file before its seal (it is in memory), so this, not incoming/, shows streams.
+        self.writing = 0
         self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -181,9 +184,11 @@ class ChunkStore:
         final = self._path(chunk_id)
         held = file_size(meta, expected_size) if expected_size is not None else 0
         self._reserve(chunk_id, held)
+        self.writing += 1
         try:
             return await self._write(chunk_id, final, pieces, expected_size, meta)
         finally:
+            self.writing -= 1
             self._reserved -= held
 
     def _reserve(self, chunk_id: str, size: int) -> None:
@@ -221,7 +226,9 @@ class ChunkStore:
                 batched += len(piece)
                 if expected_size is None and self._over_limit(size + batched):
                     raise InsufficientStorage(f"no room left for chunk {chunk_id}")
-                if batched >= WRITE_BATCH:
+                if batched >= WRITE_BATCH and (
+                    expected_size is None or size + batched < expected_size  # not the end
+                ):
                     if file is None:
                         file = await _open(temp)
                     await asyncio.to_thread(_write_all, file, batch)
@@ -507,14 +514,15 @@ class _Sealing:
         """Write the rest of the chunk and seal it with its sidecar, then make it durable
         and visible (blocking); return a replaced copy's file size (None: there was none)
         and this one's. A chunk of up to ``WRITE_BATCH`` bytes is created here, so its
-        whole write is this one hop (a hop costs ~0.25 ms of CPU on the VMs of
-        ``shared/FACTS.md``; three of them per chunk did).
+        whole write is this one hop (a hop costs 0.23-0.34 ms of CPU on the VMs of
+        docs/architecture.md, "The manifest log"; three of them per chunk did).
 
         Two fsyncs: the file's, then its directory's for the rename (and first
         ``chunks-v2/``'s when the shard directory is new). A crash before the rename is
         durable leaves the temporary file in ``incoming/`` (never acknowledged), removed on
-        start; no crash can leave a visible chunk without its sidecar. On failure the file
-        is closed here, and the caller removes it.
+        start; no crash can leave a visible chunk without its sidecar. A failure before the
+        rename closes and removes the temporary file here (its write may have stopped
+        waiting: a cancelled one).
         """
         file = _create(self.temp) if self.file is None else self.file
         try:
@@ -523,8 +531,11 @@ class _Sealing:
             file.flush()
             os.fsync(file.fileno())
             stored = file.tell()
-        finally:
+        except BaseException:
             file.close()
+            self.temp.unlink(missing_ok=True)
+            raise
+        file.close()
         final = self.final
         if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable too
             final.parent.mkdir(exist_ok=True)

@@ -106,6 +106,18 @@ def frame(record: LogRecord) -> bytes:
     return FRAME.pack(RECORD_MAGIC, len(payload), check) + payload
 
 
+def _open_segment(path: Path, flags: int) -> int:
+    """A segment's descriptor, without access-time updates where the system allows it
+    (``O_NOATIME``, Linux: only for the file's owner, else EPERM and a plain open)."""
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime, 0o644)
+        except PermissionError:
+            pass
+    return os.open(path, flags, 0o644)
+
+
 def _read_whole(fd: int, where: Location) -> bytes:
     return os.pread(fd, where.length, where.offset)
 
@@ -278,7 +290,7 @@ class ManifestLog:
         for number in found:
             path = self._path(number)
             newest = number == found[-1]
-            fd = os.open(path, os.O_RDWR if newest else os.O_RDONLY)
+            fd = _open_segment(path, os.O_RDWR if newest else os.O_RDONLY)
             self._fds[number] = fd
             header = os.pread(fd, len(SEGMENT_MAGIC), 0)
             if header != SEGMENT_MAGIC:
@@ -326,7 +338,7 @@ class ManifestLog:
 
     def _create(self, number: int) -> None:
         path = self._path(number)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _open_segment(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         try:
             self._io.write(fd, SEGMENT_MAGIC, 0)
             self._sync(fd, metadata=True)
@@ -386,10 +398,13 @@ class ManifestLog:
     def read_cached(self, where: Location) -> LogRecord | None:
         """The record at ``where`` if all of it is in the page cache, read with
         ``preadv2(RWF_NOWAIT)`` (Linux 4.14+, preadv2(2)): it never waits for the disk, so
-        the event loop may call it and spare a worker-thread hop (~0.25 ms of CPU on the
-        2-core VMs of ``shared/FACTS.md``, against ~2 µs for the read). None where some of
-        it is not cached, or the system or file system cannot tell: ``read`` it then, in a
-        worker thread. Raises as ``read``."""
+        the event loop may call it and spare a worker-thread hop (~0.25 ms of CPU on our
+        2-core VMs, docs/architecture.md "The manifest log"; ~2 µs for the read). None
+        where some of it is not cached, or the system or file system cannot tell (tmpfs:
+        EOPNOTSUPP): ``read`` it then, in a worker thread. Raises as ``read``. (A read
+        still marks the file accessed: segments are opened ``O_NOATIME`` where the system
+        allows, so that it is no inode update, which could wait on the file system's
+        journal.)"""
         if not self._nowait:
             return None
         data = self._guarded(where, self._read_cached)
@@ -412,7 +427,10 @@ class ManifestLog:
 
     def _guarded(self, where: Location, read: Callable[[int, Location], T]) -> T:
         """``read(fd, where)`` of ``where``'s segment, which stays open until it returns
-        (``remove`` closes it after the last read); raises SegmentGone if it was removed."""
+        (``remove`` closes it after the last read); raises SegmentGone if it was removed.
+        On the loop (``read_cached``) the last read of a removed segment would close it
+        there; compaction moves every record's place before it removes a segment, so
+        reads through the index never meet one."""
         with self._guard:
             fd = self._fds.get(where.segment)
             if fd is None or where.segment in self._retired:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -265,16 +264,13 @@ class Manifest:
 
     def without_chunks(self) -> Manifest:
         """This manifest without its chunk list, and without a file's inline bytes (a
-        record keeps its own), nor segments: what listings and in-memory indexes keep, so
-        its content type and version's peer id are interned (one string for every name
-        that has the same: ~150 bytes less per name of an index)."""
-        version = self.version
+        record keeps its own), nor segments: what listings and in-memory indexes keep."""
         return Manifest(
             self.name,
-            Version(version.wall_ms, version.counter, sys.intern(version.peer)),
+            self.version,
             self.layout,
             self.etag,
-            sys.intern(self.content_type),
+            self.content_type,
             (),
             self.deleted,
             self.revision,

@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
@@ -43,7 +44,7 @@ from node.waiting import Pacer, wait_event
 from ring import Move, plan_moves
 
 log = logging.getLogger(__name__)
-YIELD_EVERY = 64  # names a pass looks at between two turns of the event loop, at least
+YIELD_EVERY = 64  # names a pass looks at between two turns of the event loop, at most
 
 
 @dataclass
@@ -130,11 +131,18 @@ class Rebalancer:
     def needs_work(self, manifest: Manifest) -> bool:
         """Whether this peer has something to do for ``manifest`` under the current ring:
         hand its replica over (it left the replica set), or move chunks (it is primary)."""
-        replicas = self._membership.replicas(manifest.name)
+        role = self._role(manifest.name)
+        return role == "left" or (role == "primary" and bool(self._moves(manifest)))
+
+    def _role(self, name: str) -> Literal["primary", "secondary", "left"]:
+        """This peer's place in ``name``'s replica set under the current ring: the primary
+        (which alone moves chunks), another replica (nothing to do, whatever the manifest
+        says), or none (it left the set: its copy is handed over)."""
+        replicas = self._membership.replicas(name)
         me = self._membership.me.id
         if me not in replicas.members:
-            return True
-        return replicas.primary == me and bool(self._moves(manifest))
+            return "left"
+        return "primary" if replicas.primary == me else "secondary"
 
     def consider(self, manifest: Manifest) -> None:
         """Queue one name whose manifest just arrived, if it needs work here."""
@@ -194,16 +202,8 @@ class Rebalancer:
         self.progress.passes += 1
         self.progress.last_pass = time.time()
 
-    def _nothing_to_do(self, name: str) -> bool:
-        """Whether this peer has nothing to do for ``name`` whatever its manifest says: it
-        is one of the name's replicas, not the primary (which alone moves chunks). Decided
-        from the name, so a pass reads no manifest of the names it holds as a secondary."""
-        replicas = self._membership.replicas(name)
-        me = self._membership.me.id
-        return me in replicas.members and replicas.primary != me
-
     async def _rebalance(self, name: str) -> None:
-        if self._nothing_to_do(name):
+        if self._role(name) == "secondary":  # decided from the name: no manifest read
             return
         found = await self._manifests.read(name)
         local = found.manifest

@@ -26,7 +26,7 @@ from fsspec.registry import known_implementations
 
 from client import Client
 from client.filesystem import RingstoreFile, RingstoreFileSystem
-from tests.harness import LocalCluster, incoming_files_in
+from tests.harness import LocalCluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -193,7 +193,7 @@ async def test_open_for_writing_streams_and_stores_on_close(
     name = "writes/streamed.csv"
 
     def streaming() -> bool:
-        return any(incoming_files_in(peer.data_dir) for peer in cluster.peers)
+        return any(peer.chunks.writing for peer in cluster.peers)
 
     def write() -> RingstoreFile:
         with Client(cluster.urls[4]) as watcher, fs.open(name, "wb", block_size=64 << 10) as file:

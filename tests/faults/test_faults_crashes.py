@@ -209,7 +209,7 @@ async def test_a_coordinator_killed_mid_put_leaves_no_file_and_no_chunks(
     try:
         await cluster.start(http)
         x = 3
-        size = 2 << 20
+        size = 6 << 20  # chunks of 1.2 MiB: past one write batch (WRITE_BATCH)
         sent = [0]
         url = f"{cluster.urls[x]}/files/cut/short"
 
@@ -220,11 +220,12 @@ async def test_a_coordinator_killed_mid_put_leaves_no_file_and_no_chunks(
 
         put = asyncio.ensure_future(upload())
         try:
-            # Chunk streams are open on every holder (each writes into incoming/)...
+            # Chunk streams are open on every holder, each past its first MiB, so written
+            # into incoming/ (a chunk's first MiB is held in memory)...
             await eventually(
                 lambda: all(incoming_files_in(p.data_dir) for p in cluster.peers),
-                20,
-                "every holder to receive its chunk",
+                60,
+                "every holder to write its chunk",
             )
             assert 0 < sent[0] < size
             await cluster.crash(x)  # ...when the coordinator dies.

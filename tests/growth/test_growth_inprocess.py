@@ -13,6 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.model.layout import Layout
+from node.model.manifest import Manifest, ReplicaRead
+from node.model.version import Version
 from ring import plan_moves
 from tests.harness import LocalCluster, LocalPeer, eventually, sidecar_of
 
@@ -268,5 +271,40 @@ async def test_an_idle_cluster_makes_no_rebalance_pass_however_many_files_it_hol
         passes = [p.rebalancer.progress.passes for p in cluster.peers]
         await asyncio.sleep(1.0)  # a span to observe: 10 intervals, nothing to wait for
         assert [p.rebalancer.progress.passes for p in cluster.peers] == passes
+    finally:
+        await cluster.stop()
+
+
+async def test_a_pass_reads_only_the_manifests_this_peer_is_primary_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
+) -> None:
+    """A secondary replica has nothing to do for a name whatever its manifest says: a pass
+    (after any ring change, over every name) decides that from the name and turns the loop
+    every YIELD_EVERY names, so thousands of names never hold it up."""
+    cluster = LocalCluster(tmp_path, block_size=BLOCK)
+    try:
+        await cluster.start(3)  # 3 replicas on 3 peers: every peer holds every name
+        names = [f"pass/{i:05d}" for i in range(3000)]
+        now = Version(int(time.time() * 1000), 0, "peer")
+        for peer in cluster.peers:
+            await asyncio.gather(
+                *(
+                    peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc"))
+                    for n in names
+                )
+            )
+        peer = cluster[0]
+        read, real = [], peer.manifests.read
+
+        async def counted(name: str) -> ReplicaRead:
+            read.append(name)
+            return await real(name)
+
+        monkeypatch.setattr(peer.manifests, "read", counted)
+        peer.rebalancer._pending.update(names)
+        await peer.rebalancer.rebalance_pass()
+        primary = [n for n in names if peer.membership.replicas(n).primary == peer.id]
+        assert 500 < len(primary) < 2500  # about a third
+        assert sorted(read) == primary
     finally:
         await cluster.stop()

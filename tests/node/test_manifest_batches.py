@@ -308,7 +308,7 @@ async def test_a_peer_without_confirmation_batches_gets_them_alone_and_the_rest_
         tried.append(request.path)
         raise web.HTTPNotFound()
 
-    monkeypatch.setattr(peer_api, "manifest_confirms", no_such_route)
+    monkeypatch.setattr(peer_api, "manifest_confirmations", no_such_route)
     cluster = LocalCluster(tmp_path)
     try:
         await cluster.start(2)

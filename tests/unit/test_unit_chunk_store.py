@@ -205,11 +205,16 @@ async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
     assert await data(store, CHUNK) == b"yyyyy"
 
 
-async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStore) -> None:
+@pytest.mark.parametrize(
+    "first", [b"first part", b"x" * WRITE_BATCH], ids=["in-memory", "file-open"]
+)
+async def test_a_cancelled_write_leaves_nothing(
+    tmp_path: Path, store: ChunkStore, first: bytes
+) -> None:
     proceed = asyncio.Event()
 
     async def stalling() -> AsyncIterator[bytes]:
-        yield b"first part"
+        yield first
         proceed.set()
         await asyncio.Event().wait()  # the client hangs
         yield b"never"
@@ -220,7 +225,56 @@ async def test_a_cancelled_write_leaves_nothing(tmp_path: Path, store: ChunkStor
     with pytest.raises(asyncio.CancelledError):
         await task
     assert files_under(tmp_path) == []
+    assert not [fd for fd in open_files() if fd.startswith(str(tmp_path))]
     assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_write_cancelled_while_its_file_opens_leaves_nothing(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk past WRITE_BATCH opens its file at the first full batch, in a worker thread
+    that a cancellation cannot stop: the file it opens anyway is closed and removed."""
+    opening, release = threading.Event(), threading.Event()
+    create = chunk_store._create
+
+    def held(temp: Path) -> Any:
+        opening.set()
+        assert release.wait(10), "the test never released the open"
+        return create(temp)
+
+    monkeypatch.setattr(chunk_store, "_create", held)
+    size = WRITE_BATCH + 10
+    task = asyncio.ensure_future(write(store, CHUNK, stream([b"x" * WRITE_BATCH, b"y" * 10]), size))
+    assert await asyncio.to_thread(opening.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await eventually(lambda: files_under(tmp_path) == [], what="the opened file to go")
+    await eventually(
+        lambda: not [fd for fd in open_files() if fd.startswith(str(tmp_path))],
+        what="the opened file to close",
+    )
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+async def test_a_chunk_of_exactly_one_batch_is_written_in_one_hop(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops = []
+    real = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    await write(store, CHUNK, stream([b"x" * (WRITE_BATCH // 2)] * 2), WRITE_BATCH)
+    assert len(hops) == 1
+    await write(store, OTHER, stream([b"x" * WRITE_BATCH, b"y"]), WRITE_BATCH + 1)
+    assert len(hops) == 1 + 3  # open at the first full batch, write it, then the seal
+    monkeypatch.undo()
+    assert await data(store, CHUNK) == b"x" * WRITE_BATCH
 
 
 async def test_a_write_cancelled_while_it_commits_still_commits_whole(

@@ -346,20 +346,3 @@ def test_an_index_entry_drops_a_files_bytes_and_keeps_a_records() -> None:
     large = Manifest("ns/l", version, Layout(100_000, 5, 2))
     assert not large.stored_inline
     assert large.degraded  # no chunks yet: all 7 missing
-
-
-def test_index_entries_of_decoded_manifests_share_their_content_type_and_peer_id() -> None:
-    """Each decoded manifest has strings of its own; the index keeps one of each (memory
-    per name held: docs/architecture.md, "Durability loops")."""
-    first, second = (
-        Manifest.from_bytes(sample(f"docs/{n}.pdf", Version(17 + n, 0, PEER)).to_bytes())
-        for n in range(2)
-    )
-    assert first.content_type is not second.content_type
-    assert first.version.peer is not second.version.peer
-    one, other = first.without_chunks(), second.without_chunks()
-    assert one.content_type is other.content_type
-    assert one.version.peer is other.version.peer
-    assert one.version == first.version
-    assert (one.name, one.etag, one.layout) == (first.name, first.etag, first.layout)
-    assert not hasattr(one, "__dict__")  # slotted: no dictionary per entry

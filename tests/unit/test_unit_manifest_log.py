@@ -404,6 +404,8 @@ async def test_a_cached_record_is_read_on_the_loop_and_a_cold_one_in_a_worker_th
         await store.put(each)
     hops = ThreadHops(monkeypatch)
     assert [await store.get(m.name) for m in kept] == kept
+    if not store._log._nowait:
+        pytest.skip("this file system cannot read from the page cache alone (tmpfs)")
     assert hops.count == 0
     [segment] = segments(tmp_path)
     deadline = time.monotonic() + 5
@@ -433,6 +435,6 @@ async def test_where_the_page_cache_cannot_be_asked_alone_reads_go_to_a_thread_f
     hops = ThreadHops(monkeypatch)
     assert await store.get("a") == manifest("a")
     assert await store.get("b") == manifest("b")
-    assert len(asked) <= 1  # asked once at most (not at all where RWF_NOWAIT is unknown)
+    assert len(asked) == (1 if hasattr(os, "RWF_NOWAIT") else 0)  # once, then never again
     assert hops.count == 2
     await store.close()

@@ -222,6 +222,28 @@ async def test_list_entries_are_summaries_without_chunks(store: ManifestStore) -
     )
 
 
+async def test_index_entries_share_content_types_and_peer_ids_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each decoded manifest has strings of its own; the index keeps one copy of each, so a
+    name costs ~150 bytes less (docs/architecture.md, "Durability loops"), but never more
+    than SHARED_STRINGS of them: clients choose content types."""
+    monkeypatch.setattr(manifest_store, "SHARED_STRINGS", 2)  # the peer id and type/0
+    store = await reopen(tmp_path)
+    for n in range(4):
+        await store.put(dataclasses.replace(manifest(f"f{n}"), content_type=f"type/{n // 2}"))
+    await store.close()
+    again = await reopen(tmp_path)  # the index rebuilt from decoded records
+    entries, _ = again.list("", "", 10)
+    assert [e.content_type for e in entries] == ["type/0", "type/0", "type/1", "type/1"]
+    assert entries[0].content_type is entries[1].content_type
+    assert entries[0].version.peer is entries[3].version.peer
+    assert entries[2].content_type is not entries[3].content_type  # past the bound
+    assert [e.version for e in entries] == [manifest(f"f{n}").version for n in range(4)]
+    assert not hasattr(entries[0], "__dict__")  # slotted: no dictionary per entry
+    await again.close()
+
+
 async def test_list_pages_with_start_after_limit_and_truncation(store: ManifestStore) -> None:
     names = [f"f{i:02}" for i in range(7)]
     for name in reversed(names):

@@ -52,10 +52,15 @@ async def listed(http: aiohttp.ClientSession, cluster: LocalCluster, prefix: str
 async def assert_nothing_kept(
     http: aiohttp.ClientSession, cluster: LocalCluster, folder: str, chunks_before: set[Path]
 ) -> None:
-    """No file in ``folder``, no new chunk file, nothing left in incoming/."""
+    """No file in ``folder``, no new chunk file, no chunk write left (in memory or in
+    incoming/)."""
     assert await listed(http, cluster, folder) == []
     await eventually(
-        lambda: not any(incoming_files_in(peer.data_dir) for peer in cluster.peers),
+        lambda: (
+            not any(
+                incoming_files_in(peer.data_dir) or peer.chunks.writing for peer in cluster.peers
+            )
+        ),
         what="partial chunks discarded",
     )
     assert chunk_files(cluster) - chunks_before == set()
@@ -304,7 +309,7 @@ async def test_a_body_cut_mid_part_stores_nothing(
         await client.send(raw_request("POST", f"/files/{folder}", headers, keyed=True))
         await client.send(body[:150_000])  # several stripes of the file, then the end
         await eventually(
-            lambda: any(incoming_files_in(peer.data_dir) for peer in cluster.peers),
+            lambda: any(peer.chunks.writing for peer in cluster.peers),
             what="the file streaming to its holders",
         )
     await assert_nothing_kept(http, cluster, folder, before)

@@ -50,7 +50,10 @@ def chunk_files(cluster: LocalCluster) -> set[Path]:
 
 
 def nothing_incoming(cluster: LocalCluster) -> bool:
-    return not any(incoming_files_in(peer.data_dir) for peer in cluster.peers)
+    """No chunk write left on any peer, in memory or in incoming/."""
+    return not any(
+        incoming_files_in(peer.data_dir) or peer.chunks.writing for peer in cluster.peers
+    )
 
 
 async def status_of(http: aiohttp.ClientSession, method: str, url: str) -> int:

@@ -20,13 +20,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from node.config import DEFAULT_BUFFER_MEMORY
 from node.process.logs import ContextFilter
 from ring import ring_balance
 from tests.harness import LocalCluster, eventually, get_manifest, put_file
+from tests.harness.metrics import scrape, value
 from tests.node.shared.test_inline_files import served
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -50,23 +50,6 @@ async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
 
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-async def scrape(http: aiohttp.ClientSession, url: str) -> list[Sample]:
-    async with http.get(f"{url}/metrics") as answer:
-        assert answer.status == 200, await answer.text()
-        assert answer.content_type == "text/plain"
-        text = await answer.text()
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels`` (0 if none)."""
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 async def total(http: aiohttp.ClientSession, cluster: LocalCluster, name: str) -> float:

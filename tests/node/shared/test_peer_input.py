@@ -417,32 +417,34 @@ CONDITIONAL = "/internal/manifests/conditional"
             msgspec.msgpack.encode({"calls": [{"type": "get", "name": "x", "new": 1}]}),
             id="batch-unknown-field",
         ),
-        pytest.param(CONFIRMED_BATCH, msgspec.msgpack.encode({"confirms": []}), id="confirms-none"),
+        pytest.param(
+            CONFIRMED_BATCH, msgspec.msgpack.encode({"confirmations": []}), id="confirmations-none"
+        ),
         pytest.param(
             CONFIRMED_BATCH,
-            msgspec.msgpack.encode({"confirms": [{"name": "x", "version": [1, 0, "p"]}]}),
-            id="confirms-no-revision",
+            msgspec.msgpack.encode({"confirmations": [{"name": "x", "version": [1, 0, "p"]}]}),
+            id="confirmations-no-revision",
         ),
         pytest.param(
             CONFIRMED_BATCH,
             msgspec.msgpack.encode(
-                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": -1}]}
+                {"confirmations": [{"name": "x", "version": [1, 0, "p"], "revision": -1}]}
             ),
-            id="confirms-bad-revision",
+            id="confirmations-bad-revision",
         ),
         pytest.param(
             CONFIRMED_BATCH,
             msgspec.msgpack.encode(
-                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": 0, "new": 1}]}
+                {"confirmations": [{"name": "x", "version": [1, 0, "p"], "revision": 0, "new": 1}]}
             ),
-            id="confirms-unknown-field",
+            id="confirmations-unknown-field",
         ),
         pytest.param(
             CONFIRMED_BATCH,
             msgspec.msgpack.encode(
-                {"confirms": [{"name": "x", "version": [1, 0, "p"], "revision": 0}] * 257}
+                {"confirmations": [{"name": "x", "version": [1, 0, "p"], "revision": 0}] * 257}
             ),
-            id="confirms-too-many",
+            id="confirmations-too-many",
         ),
     ],
 )
