@@ -408,14 +408,19 @@ async def test_a_cached_record_is_read_on_the_loop_and_a_cold_one_in_a_worker_th
         pytest.skip("this file system cannot read from the page cache alone (tmpfs)")
     assert hops.count == 0
     [segment] = segments(tmp_path)
+    # Evicted, a record is read in a worker thread. (A read that misses may start the
+    # kernel's readahead, so the pages can come back at once: evict before each try.)
     deadline = time.monotonic() + 5
-    while store._log.read_cached(store._where["n3"]) is not None:  # pages under writeback stay
+    while True:
+        evict(segment)
+        before = hops.count
+        assert await store.get("n3") == kept[3]
+        if hops.count > before:
+            break
         if time.monotonic() > deadline:
             pytest.skip("this file system keeps the pages of a file told to drop them")
-        evict(segment)
         await asyncio.sleep(0.01)
-    assert [await store.get(m.name) for m in kept] == kept  # the same, from the disk
-    assert hops.count > 0
+    assert [await store.get(m.name) for m in kept] == kept  # from wherever they are now
     await store.close()
 
 
