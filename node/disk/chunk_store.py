@@ -249,13 +249,12 @@ class ChunkStore:
             if committing is not None and not committing.done():
                 committing.add_done_callback(_report_abandoned)  # it ends on its own
                 raise
-            if file is not None or committing is not None:  # a temp file may exist
+            if file is not None:  # opened early (a seal that opened its own removes it)
                 # Closed here, on the loop (its last buffered piece at most): a worker-thread
                 # job queued while the loop shuts down may never run, and the file would
                 # leak. A temp file left by a job that never ran is removed on the next start.
                 with contextlib.suppress(OSError):
-                    if file is not None:
-                        file.close()
+                    file.close()
                 await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(f"no space left to store chunk {chunk_id}") from exc

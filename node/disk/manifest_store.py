@@ -460,7 +460,7 @@ class ManifestStore:
             try:
                 record = self._log.read_cached(where) if where.length <= READ_ON_LOOP else None
                 if record is None:  # read and decoded in a worker thread
-                    return await asyncio.to_thread(_read, self._log, where, name), marks
+                    return await asyncio.to_thread(_read_and_decode, self._log, where, name), marks
                 await asyncio.sleep(0)  # a suspension point still, as the hop was: a pass
                 return _decode(record, where, name), marks  # over every name lets the loop in
             except SegmentGone:
@@ -752,7 +752,7 @@ class ManifestStore:
         return lambda where: self._moved(name, old, where)
 
 
-def _read(manifest_log: ManifestLog, where: Location, name: str) -> Manifest:
+def _read_and_decode(manifest_log: ManifestLog, where: Location, name: str) -> Manifest:
     return _decode(manifest_log.read(where), where, name)
 
 

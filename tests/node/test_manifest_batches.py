@@ -194,63 +194,76 @@ async def test_calls_queued_behind_a_hung_peer_fail_with_its_request(
     assert transport.manifest_calls.counts.requests == 1  # the queued calls never left
 
 
-async def test_a_peer_without_batches_gets_each_call_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tried: list[str] = []
+@asynccontextmanager
+async def a_peer_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, tried: list[str]
+) -> AsyncIterator[tuple[HttpTransport, Address, LocalPeer]]:
+    """A transport from peer 0 to peer 1 of a fresh 2-peer cluster whose handler ``route``
+    (a function of ``node.api.peer``) answers 404, as a release without it does; the
+    request ids of the calls it refused go into ``tried`` ("" for none)."""
 
     async def no_such_route(request: web.Request) -> web.Response:
-        if request.headers.get(REQUEST_ID_HEADER) == "old-peer":  # not the peers' own calls
-            tried.append("old-peer")
-        raise web.HTTPNotFound()  # as a release before batches answers: no such route
+        tried.append(request.headers.get(REQUEST_ID_HEADER, ""))
+        raise web.HTTPNotFound()  # as a release before it answers: no such route
 
-    monkeypatch.setattr(peer_api, "manifest_calls", no_such_route)
+    monkeypatch.setattr(peer_api, route, no_such_route)
     cluster = LocalCluster(tmp_path)
     try:
         await cluster.start(2)
         target = cluster[1]
-        to = Address(target.url, target.id)
         async with aiohttp.ClientSession() as session:
-            transport = HttpTransport(session, 5.0, cluster[0].auth)
-            written = await asyncio.gather(
-                offer(transport, to, "old-peer", "old/0"),
-                *(offer(transport, to, None, f"old/{i}") for i in (1, 2)),
+            yield (
+                HttpTransport(session, 5.0, cluster[0].auth),
+                Address(target.url, target.id),
+                target,
             )
-            assert all(write.stored for write in written)
-            # Offers on a condition and over an expected replica go by their own routes.
-            again = a_manifest("old/0")
-            newer = Version(again.version.wall_ms + 1, 0, again.version.peer)
-            create = Preconditions(if_none_match=ANY)
-            refused = await transport.put_manifest(
-                to, dataclasses.replace(again, version=newer), None, create
-            )
-            assert not refused.stored  # it exists: If-None-Match: * does not hold
-            created = a_manifest("old/created")
-            assert (await transport.put_manifest(to, created, None, create)).stored
-            provisional = await transport.get_manifest(to, "old/created")
-            assert provisional == ReplicaRead(created, provisional=True)  # told by a header
-            target.manifests.provisional_for = 0.0
-            overdue = await transport.get_manifest(to, "old/created")
-            assert overdue == ReplicaRead(created, provisional=True, overdue=True)
-            await transport.confirm_manifest(to, created)
-            assert not (await transport.get_manifest(to, "old/created")).provisional
-            moved = await transport.put_manifest(
-                to, dataclasses.replace(again, revision=1), (again.version, again.revision)
-            )
-            assert moved.stored
-            found = await as_request("old-peer", transport.get_manifest(to, "old/1"))
-            assert found.manifest is not None
-            assert found.manifest.name == "old/1"
-            assert not found.provisional
-            assert await transport.get_manifest(to, "old/none") == ReplicaRead(None)
-            assert tried == ["old-peer"]  # once: later calls went alone at once
-            # Once RETRY_BATCHES have passed, batches are tried again (it may be upgraded).
-            monkeypatch.setattr(transport_module, "RETRY_BATCHES", 0.0)
-            found = await as_request("old-peer", transport.get_manifest(to, "old/2"))
-            assert found.manifest is not None
-            assert tried == ["old-peer", "old-peer"]
     finally:
         await cluster.stop()
+
+
+async def test_a_peer_without_batches_gets_each_call_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[str] = []
+    async with a_peer_without(tmp_path, monkeypatch, "manifest_calls", tried) as opened:
+        transport, to, target = opened
+        written = await asyncio.gather(
+            offer(transport, to, "old-peer", "old/0"),
+            *(offer(transport, to, None, f"old/{i}") for i in (1, 2)),
+        )
+        assert all(write.stored for write in written)
+        # Offers on a condition and over an expected replica go by their own routes.
+        again = a_manifest("old/0")
+        newer = Version(again.version.wall_ms + 1, 0, again.version.peer)
+        create = Preconditions(if_none_match=ANY)
+        refused = await transport.put_manifest(
+            to, dataclasses.replace(again, version=newer), None, create
+        )
+        assert not refused.stored  # it exists: If-None-Match: * does not hold
+        created = a_manifest("old/created")
+        assert (await transport.put_manifest(to, created, None, create)).stored
+        provisional = await transport.get_manifest(to, "old/created")
+        assert provisional == ReplicaRead(created, provisional=True)  # told by a header
+        target.manifests.provisional_for = 0.0
+        overdue = await transport.get_manifest(to, "old/created")
+        assert overdue == ReplicaRead(created, provisional=True, overdue=True)
+        await transport.confirm_manifest(to, created)
+        assert not (await transport.get_manifest(to, "old/created")).provisional
+        moved = await transport.put_manifest(
+            to, dataclasses.replace(again, revision=1), (again.version, again.revision)
+        )
+        assert moved.stored
+        found = await as_request("old-peer", transport.get_manifest(to, "old/1"))
+        assert found.manifest is not None
+        assert found.manifest.name == "old/1"
+        assert not found.provisional
+        assert await transport.get_manifest(to, "old/none") == ReplicaRead(None)
+        assert [t for t in tried if t == "old-peer"] == ["old-peer"]  # once: later calls alone
+        # Once RETRY_BATCHES have passed, batches are tried again (it may be upgraded).
+        monkeypatch.setattr(transport_module, "RETRY_BATCHES", 0.0)
+        found = await as_request("old-peer", transport.get_manifest(to, "old/2"))
+        assert found.manifest is not None
+        assert [t for t in tried if t == "old-peer"] == ["old-peer", "old-peer"]
 
 
 async def provisional_replicas(
@@ -303,27 +316,14 @@ async def test_a_peer_without_confirmation_batches_gets_them_alone_and_the_rest_
     """The release before confirmation batches has manifest batches: a 404 on one route
     does not send the other's calls alone."""
     tried: list[str] = []
-
-    async def no_such_route(request: web.Request) -> web.Response:
-        tried.append(request.path)
-        raise web.HTTPNotFound()
-
-    monkeypatch.setattr(peer_api, "manifest_confirmations", no_such_route)
-    cluster = LocalCluster(tmp_path)
-    try:
-        await cluster.start(2)
-        target = cluster[1]
-        to = Address(target.url, target.id)
-        async with aiohttp.ClientSession() as session:
-            transport = HttpTransport(session, 5.0, cluster[0].auth)
-            created = await provisional_replicas(transport, to, ["old/a", "old/b"])
-            batched = transport.manifest_calls.counts.requests
-            for manifest in created:
-                await transport.confirm_manifest(to, manifest)
-                assert await transport.get_manifest(to, manifest.name) == ReplicaRead(manifest)
-            assert len(tried) == 1  # once: the second went alone at once
-            # Three requests more through the batcher: the refused confirmation and the two
-            # reads (the second confirmation went alone; reads still go batched).
-            assert transport.manifest_calls.counts.requests - batched == 3
-    finally:
-        await cluster.stop()
+    async with a_peer_without(tmp_path, monkeypatch, "manifest_confirmations", tried) as opened:
+        transport, to, _ = opened
+        created = await provisional_replicas(transport, to, ["old/a", "old/b"])
+        batched = transport.manifest_calls.counts.requests
+        for manifest in created:
+            await transport.confirm_manifest(to, manifest)
+            assert await transport.get_manifest(to, manifest.name) == ReplicaRead(manifest)
+        assert len(tried) == 1  # once: the second went alone at once
+        # Three requests more through the batcher: the refused confirmation and the two
+        # reads (the second confirmation went alone; reads still go batched).
+        assert transport.manifest_calls.counts.requests - batched == 3
