@@ -72,6 +72,23 @@ async def profiled(pids: Iterable[int], out: Path | None, label: str) -> AsyncIt
                 await profiler.wait()
 
 
+def cpu_list(text: str) -> set[int]:
+    """The CPUs of a cpuset list (cpuset(7)'s "List format": ``0``, ``0-1``, ``0,2-3``)."""
+    cpus: set[int] = set()
+    for item in text.split(","):
+        first, _, last = item.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Let every thread of ``pid`` run on ``cpus`` only (``taskset -a -p``); threads it
+    starts later inherit that from the thread that starts them (sched_setaffinity(2) sets one
+    thread's mask)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 def machine() -> str:
     """One line on where the figures were measured."""
     return (

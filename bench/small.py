@@ -11,6 +11,11 @@ after: a pooled connection is never closed). After the PUT phase: disk allocated
 (st_blocks) and files on disk per object stored, and over the logical bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
+``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, peer 0 (the coordinator,
+every thread) pinned to those CPUs and the other peers and the clients free: how a peer's
+throughput scales with the cores it is given. Each phase also says how many cores the
+coordinator used (its CPU seconds over the phase's wall time).
+
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
 peer 1 (a storage peer) in each phase; summarise them with ``python bench/stacks.py DIR/*.txt``.
 
@@ -38,7 +43,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, profiled, publish, rss_mib, run_benchmark
+from bench.report import cpu_list, cpu_seconds, pin, profiled, publish, rss_mib, run_benchmark
 from bench.throughput import label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -98,6 +103,13 @@ class Cluster:
     def cpu(self) -> float:
         return sum(cpu_seconds(p.process.pid) for p in self.processes.peers if p.process)
 
+    @property
+    def coordinator(self) -> int:
+        """Peer 0's pid: every client request goes to it."""
+        process = self.processes.peers[0].process
+        assert process is not None
+        return process.pid
+
     def peak_rss(self) -> float:
         peaks = [rss_mib(p.process.pid, "VmHWM") for p in self.processes.peers if p.process]
         return max(peaks)
@@ -148,12 +160,15 @@ async def phase(
     hedged = await counter(session, url, HEDGED)
     async with profiled(profiled_pids, profile, f"{method.lower()}-{size}"):
         closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
+        coordinating = cpu_seconds(cluster.coordinator)
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
         wall = time.monotonic() - started
         cpu, closed = cluster.cpu() - cpu, closed_connections(ports) - closed
+        coordinating = cpu_seconds(cluster.coordinator) - coordinating
     figures = {
         "ops_s": round(done / wall, 1),
         "cpu_ms_per_op": round(1000 * cpu / max(done, 1), 2),
+        "coordinator_cores": round(coordinating / wall, 2),
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
     after = await counter(session, url, HEDGED)
@@ -172,7 +187,11 @@ async def counter(session: aiohttp.ClientSession, url: str, metric: str) -> floa
     return None
 
 
-async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> dict[str, object]:
+async def run(
+    tree: Path, variant: str, size: int, args: argparse.Namespace, cpus: str | None = None
+) -> dict[str, object]:
+    """One round of ``variant`` (the tree at ``tree``) with files of ``size`` bytes; the
+    coordinator pinned to the CPU list ``cpus`` when given."""
     with tempfile.TemporaryDirectory(prefix="ringstore-small-") as tmp:
         cluster = Cluster(tree, Path(tmp), args.peers)
         connector = aiohttp.TCPConnector(limit=CLIENTS)
@@ -182,6 +201,8 @@ async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> 
         ) as session:
             try:
                 await cluster.start(session)
+                if cpus is not None:
+                    pin(cluster.coordinator, cpu_list(cpus))
                 empty = disk_usage(Path(tmp))
                 names: list[str] = []
                 put = await phase(
@@ -206,7 +227,7 @@ async def run(tree: Path, variant: str, size: int, args: argparse.Namespace) -> 
                 await cluster.processes.stop()
     stored = len(names)
     return {
-        "variant": variant,
+        "variant": variant if cpus is None else f"{variant}, coordinator on CPUs {cpus}",
         "size": size,
         "objects": stored,
         "put": put,
@@ -223,8 +244,9 @@ def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| variant | size | PUT ops/s | PUT CPU ms/op | PUT conns closed/op | GET ops/s "
         "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
-        "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) "
+        "| coordinator cores used (PUT, GET) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(str(r["variant"]), int(str(r["size"]))) for r in rows}, key=lambda k: k[1])
     for variant, size in keys:
@@ -246,7 +268,7 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')} "
             f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
             f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} "
-            f"| {hedging(mine)} |"
+            f"| {hedging(mine)} | {cores(mine)} |"
         )
     return "\n".join(lines)
 
@@ -260,6 +282,14 @@ def hedging(rows: list[dict[str, Any]]) -> str:
             return "-"
         medians.append(f"{statistics.median(values):g}")
     return ", ".join(medians)
+
+
+def cores(rows: list[dict[str, Any]]) -> str:
+    """Median cores the coordinator used in PUT and in GET, or "-" for rows without them."""
+    values = [[row[method].get("coordinator_cores") for row in rows] for method in ("put", "get")]
+    if None in values[0] + values[1]:
+        return "-"
+    return ", ".join(f"{statistics.median(v):g}" for v in values)
 
 
 def variants(spec: str) -> list[tuple[str, Path, list[str]]]:
@@ -285,6 +315,12 @@ async def main() -> None:
     parser.add_argument(
         "--conditional", action="store_true", help="PUT with If-None-Match: * (create-only)"
     )
+    parser.add_argument(
+        "--coordinator-cpus",
+        nargs="+",
+        metavar="CPUS",
+        help="CPU lists (0 0-1): each variant with the coordinator pinned to each",
+    )
     args = parser.parse_args()
     trees = [(name, tree) for name, tree, _ in variants(args.trees)]
     if args.profile:
@@ -293,9 +329,10 @@ async def main() -> None:
     for _ in range(args.rounds):
         for size in map(parse_size, args.sizes.split(",")):
             for variant, tree in trees:  # alternating: the machine's noise hits all alike
-                row = await run(tree, variant, size, args)
-                print(row, flush=True)
-                rows.append(row)
+                for cpus in args.coordinator_cpus or [None]:
+                    row = await run(tree, variant, size, args, cpus)
+                    print(row, flush=True)
+                    rows.append(row)
     text = table(rows)
     publish("small", rows, text, f"medians over {args.rounds} round(s)")
 

@@ -15,6 +15,9 @@ are printed as a markdown table and saved as JSON + markdown under bench/results
 only), on (the default: HMAC-signed peer calls) and on with TLS, side by side; the variant
 ``xxh3`` is the default (HMAC) with ``--etag=xxh3``: what MD5 etags cost. ``--small N``
 adds a small-file run per variant: N files of 4 KiB PUT, then GET, 8 at a time (files/s).
+``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, the two coordinating peers
+(peer 0 for the PUT, peer 1 for the GET; every thread) pinned to those CPUs: how one big
+transfer scales with the cores its coordinator is given.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import run_benchmark
+from bench.report import cpu_list, pin, run_benchmark
 from node.process.tls import client_context
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -165,12 +168,18 @@ async def measure_small(count: int, security: str, files: int) -> dict[str, obje
 
 
 async def measure(
-    count: int, block_size: int, size: int, security: str = "hmac"
+    count: int, block_size: int, size: int, security: str = "hmac", cpus: str | None = None
 ) -> dict[str, object]:
+    """PUT one file of ``size`` bytes through peer 0 and GET it through peer 1 (both pinned
+    to the CPU list ``cpus`` when given): MB/s, the coordinators' CPU and peak RSS."""
     with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
         cluster = await start_cluster(Path(tmp), count, block_size, security)
         peers = cluster.peers
         try:
+            if cpus is not None:
+                for peer in peers[:2]:
+                    assert peer.process is not None
+                    pin(peer.process.pid, cpu_list(cpus))
             timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
             async with session_for(Path(tmp), security, timeout=timeout) as session:
                 sent, sent_md5 = xxhash.xxh3_128(), hashlib.md5()
@@ -189,12 +198,15 @@ async def measure(
 
                 received = xxhash.xxh3_128()
                 got = 0
+                reader = psutil.Process(cluster.peers[1].process.pid)
+                cpu_before = sum(reader.cpu_times()[:2])
                 started = time.perf_counter()
                 async with session.get(f"{peers[1].url}/files/bench/bench.bin") as response:
                     async for piece in response.content.iter_any():
                         received.update(piece)
                         got += len(piece)
                 get_seconds = time.perf_counter() - started
+                get_cpu = sum(reader.cpu_times()[:2]) - cpu_before
             etag = f"xxh3-{sent.hexdigest()}" if security == "xxh3" else sent_md5.hexdigest()
             if got != size or received.hexdigest() != sent.hexdigest():
                 raise RuntimeError("GET returned different bytes")
@@ -204,7 +216,7 @@ async def measure(
         finally:
             await cluster.stop()
     return {
-        "security": security,
+        "security": security if cpus is None else f"{security}, coordinators on CPUs {cpus}",
         "peers": count,
         "block_size": block_size,
         "size": size,
@@ -215,6 +227,9 @@ async def measure(
         "put_mb_s": round(size / put_seconds / 1e6, 1),
         "put_coordinator_cpu_s": round(put_cpu, 2),
         "get_mb_s": round(size / get_seconds / 1e6, 1),
+        "get_coordinator_cpu_s": round(get_cpu, 2),
+        "put_coordinator_cores": round(put_cpu / put_seconds, 2),
+        "get_coordinator_cores": round(get_cpu / get_seconds, 2),
         "peak_rss_mib": [round(r, 1) for r in rss],
         "put_coordinator_rss_mib": round(rss[0], 1),
         "get_coordinator_rss_mib": round(rss[1], 1),
@@ -224,14 +239,14 @@ async def measure(
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = [
         "| variant | block | file | PUT MB/s | PUT coord. CPU s | GET MB/s | peak RSS PUT coord. "
-        "| peak RSS GET coord. | peak RSS max / min (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS GET coord. | peak RSS max / min (MiB) | coord. cores used (PUT, GET) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "small_files" in row:
             lines.append(
                 f"| {row['security']} | | {row['small_files']} files of 4 KiB, 8 at a time "
-                f"| {row['put_files_s']} files/s | | {row['get_files_s']} files/s | | | |"
+                f"| {row['put_files_s']} files/s | | {row['get_files_s']} files/s | | | | |"
             )
             continue
         rss = row["peak_rss_mib"]
@@ -241,7 +256,8 @@ def markdown(rows: list[dict[str, object]]) -> str:
             f"| {label(int(str(row['size'])))} "
             f"| {row['put_mb_s']} | {row['put_coordinator_cpu_s']} | {row['get_mb_s']} "
             f"| {row['put_coordinator_rss_mib']} "
-            f"| {row['get_coordinator_rss_mib']} | {max(rss)} / {min(rss)} |"
+            f"| {row['get_coordinator_rss_mib']} | {max(rss)} / {min(rss)} "
+            f"| {row['put_coordinator_cores']}, {row['get_coordinator_cores']} |"
         )
     return "\n".join(lines)
 
@@ -253,6 +269,12 @@ async def main() -> None:
     parser.add_argument("--peers", type=int, default=7)
     parser.add_argument("--security", default="hmac", help="off,hmac,tls,xxh3: variants to compare")
     parser.add_argument("--small", type=int, default=0, help="small files per variant (0: none)")
+    parser.add_argument(
+        "--coordinator-cpus",
+        nargs="+",
+        metavar="CPUS",
+        help="CPU lists (0 0-1): each variant with its coordinators pinned to each",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     rows = []
@@ -260,9 +282,10 @@ async def main() -> None:
     for block_size in map(parse_size, args.block_sizes.split(",")):
         for size in map(parse_size, args.sizes.split(",")):
             for security in variants:  # side by side, so the machine's noise hits all alike
-                row = await measure(args.peers, block_size, size, security)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                for cpus in args.coordinator_cpus or [None]:
+                    row = await measure(args.peers, block_size, size, security, cpus)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     if args.small:
         for security in variants:
             row = await measure_small(args.peers, security, args.small)
