@@ -7,7 +7,9 @@ chunks is an error answer (503) with the frontend's body, not a 200 with a trunc
 Once the headers are gone, a failure can only cut the body short on a closed connection.
 A block is read when the client is ready for it (``StripeRead.blocks``; earlier while the
 peer's read-ahead budget allows), written in slices of ``SEND_SLICE`` and let go once
-written, so a slow client holds about one block, not a stripe or the file.
+written, so a slow client holds about one block, not a stripe or the file. A body of up to
+``ONE_WRITE`` bytes read in one piece goes out with its headers in one ``send``: one packet,
+not two, for a small file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ SANDBOX = "sandbox; default-src 'none'"
 # transport's buffer, a copy under Python 3.11 (a 1 MiB block: up to 1 MiB more per slow
 # client), until aiohttp's drain lets the next slice go.
 SEND_SLICE = 256 << 10
+
+# Bodies up to this size, read in one piece, are answered as a whole (``web.Response``):
+# aiohttp writes the headers and the body with one ``send``. No larger: a body written after
+# the handler returns is past the read's admission (``Coordinator.admit_read``), and up to
+# 64 KiB (aiohttp's write buffer limit) a write never waits for the client anyway.
+ONE_WRITE = 64 << 10
 
 
 def file_headers(manifest: Manifest, meta_prefix: str = META_PREFIX) -> dict[str, str]:
@@ -94,7 +102,9 @@ async def send_file(
     start: int,
     end: int,
 ) -> web.StreamResponse:
-    """Prepare ``response`` and stream bytes ``[start, end)`` of ``manifest`` into it.
+    """Prepare ``response`` and stream bytes ``[start, end)`` of ``manifest`` into it, or
+    answer a body of up to ``ONE_WRITE`` bytes read in one piece with a ``web.Response`` of
+    the same status and headers (returned instead of ``response``).
 
     Raises what the coordinator raises before the first bytes (Unavailable; Overloaded when
     the peer's buffer memory stays taken, ``Coordinator.admit_read``); after them, errors
@@ -106,6 +116,8 @@ async def send_file(
         contextlib.aclosing(coordinator.stream(manifest, start, end)) as pieces,
     ):
         first = await anext(pieces, None)
+        if first is not None and len(first) == end - start <= ONE_WRITE:
+            return web.Response(body=first, status=response.status, headers=response.headers)
         await response.prepare(request)
         piece: Buffer | None = None
         try:

@@ -100,6 +100,39 @@ async def test_ranges_head_and_conditions_of_an_inline_file(
     assert await get(http, cluster[1].url, "inline/ranged") == data
 
 
+async def test_a_small_files_answer_leaves_in_one_send(
+    cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers and body of a file read in one piece go out in one send(2) (one packet, not
+    headers then body), whole or a range; a HEAD's headers alone in one."""
+    data = payload(3000, seed=11)
+    await put(http, cluster[0].url, "inline/one-send", data)
+    url = f"{cluster[3].url}/files/inline/one-send"
+    port = int(cluster[3].url.rpartition(":")[2])
+    sent: list[int] = []  # bytes of each send on the peer's side of a client's connection
+
+    def counted(method: Any) -> Any:
+        def send(self: socket.socket, data: Any, *args: Any) -> Any:
+            if self.getsockname()[1] == port:
+                sent.append(sum(map(len, data)) if method.__name__ == "sendmsg" else len(data))
+            return method(self, data, *args)
+
+        return send
+
+    for method in (socket.socket.send, socket.socket.sendmsg):
+        monkeypatch.setattr(socket.socket, method.__name__, counted(method))
+    for headers, body in (({}, data), ({"Range": "bytes=100-199"}, data[100:200])):
+        sent.clear()
+        async with http.get(url, headers=headers) as response:
+            assert await response.read() == body
+        assert len(sent) == 1, sent
+        assert sent[0] > len(body)  # (the headers came with it)
+    sent.clear()
+    async with http.head(url) as response:
+        assert response.headers["Content-Length"] == str(len(data))
+    assert len(sent) == 1, sent
+
+
 async def test_a_body_is_kept_as_sent_with_its_representation_fields(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
