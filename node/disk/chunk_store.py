@@ -263,12 +263,14 @@ class ChunkStore:
 
     async def _commit(self, chunk_id: str, sealing: _Sealing) -> None:
         async with self._locks.hold(chunk_id):  # two writes of one id count once
-            replaced, stored = await asyncio.to_thread(sealing.run)
+            replaced, stored, unsynced = await asyncio.to_thread(sealing.run)
             if replaced is not None:
                 self.used_bytes -= replaced
                 self.chunk_count -= 1
             self.used_bytes += stored
             self.chunk_count += 1
+        if unsynced is not None:  # visible, counted as the disk holds it, not acknowledged
+            raise unsynced
 
     async def delete(self, chunk_id: str) -> None:
         """Remove a chunk (its file, sidecar and all); raises ChunkNotFound if it is not
@@ -509,12 +511,14 @@ class _Sealing:
     rest: list[Buffer]
     meta: ChunkMeta
 
-    def run(self) -> tuple[int | None, int]:
+    def run(self) -> tuple[int | None, int, OSError | None]:
         """Write the rest of the chunk and seal it with its sidecar, then make it durable
-        and visible (blocking); return a replaced copy's file size (None: there was none)
-        and this one's. A chunk of up to ``WRITE_BATCH`` bytes is created here, so its
-        whole write is this one hop (a hop costs 0.23-0.34 ms of CPU on the VMs of
-        docs/architecture.md, "The manifest log"; three of them per chunk did).
+        and visible (blocking); return a replaced copy's file size (None: there was none),
+        this one's, and the error of a directory fsync that failed after the rename (the
+        chunk is then visible, maybe not durably: counted, but its write fails). A chunk of
+        up to ``WRITE_BATCH`` bytes is created here, so its whole write is this one hop (a
+        hop costs 0.23-0.34 ms of CPU on the VMs of docs/architecture.md, "The manifest
+        log"; three of them per chunk did).
 
         Two fsyncs: the file's, then its directory's for the rename (and first
         ``chunks-v2/``'s when the shard directory is new). A crash before the rename is
@@ -524,25 +528,27 @@ class _Sealing:
         waiting: a cancelled one).
         """
         file = _create(self.temp) if self.file is None else self.file
+        final = self.final
         try:
-            _write_all(file, self.rest)
-            file.write(seal(self.meta))
-            file.flush()
-            os.fsync(file.fileno())
-            stored = file.tell()
+            with file:
+                _write_all(file, self.rest)
+                file.write(seal(self.meta))
+                file.flush()
+                os.fsync(file.fileno())
+                stored = file.tell()
+            if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable
+                final.parent.mkdir(exist_ok=True)
+                fsync_dir(final.parent.parent)
+            replaced = final.stat().st_size if final.exists() else None
+            os.replace(self.temp, final)
         except BaseException:
-            file.close()
             self.temp.unlink(missing_ok=True)
             raise
-        file.close()
-        final = self.final
-        if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable too
-            final.parent.mkdir(exist_ok=True)
-            fsync_dir(final.parent.parent)
-        replaced = final.stat().st_size if final.exists() else None
-        os.replace(self.temp, final)
-        fsync_dir(final.parent)
-        return replaced, stored
+        try:
+            fsync_dir(final.parent)
+        except OSError as unsynced:
+            return replaced, stored, unsynced
+        return replaced, stored, None
 
 
 def _write_all(file: BinaryIO, pieces: list[Buffer]) -> None:

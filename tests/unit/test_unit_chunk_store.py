@@ -205,6 +205,50 @@ async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
     assert await data(store, CHUNK) == b"yyyyy"
 
 
+async def test_a_failed_shard_directory_sync_before_the_rename_leaves_nothing(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's first in its shard makes the shard's entry durable before its rename: a
+    failure there leaves no temporary file and no chunk."""
+
+    def failing(path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(chunk_store, "fsync_dir", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        await write(store, CHUNK, stream([b"x" * 10]), 10)
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
+
+
+@pytest.mark.parametrize("replacing", [False, True], ids=["new", "rewrite"])
+async def test_a_failed_directory_sync_after_the_rename_fails_the_write_but_counts_the_file(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch, replacing: bool
+) -> None:
+    """Once renamed the chunk is visible whether or not its directory's fsync worked: the
+    write is not acknowledged (the rename may not survive a crash), and the counters say
+    what the disk holds, as a restart's scan finds it."""
+    if replacing:
+        await write(store, CHUNK, stream([b"old"]), 3)
+
+    shard, synced = tmp_path / "chunks-v2" / CHUNK[:2], chunk_store.fsync_dir
+
+    def failing(path: Path) -> None:  # the chunk's own directory only, after the rename
+        if path != shard:
+            return synced(path)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(chunk_store, "fsync_dir", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        await write(store, CHUNK, stream([b"x" * 10]), 10)
+    monkeypatch.undo()
+    assert await data(store, CHUNK) == b"x" * 10
+    restarted = ChunkStore(tmp_path)
+    await restarted.open()
+    counted = (restarted.used_bytes, restarted.chunk_count)
+    assert (store.used_bytes, store.chunk_count) == counted == (on_disk(store, CHUNK), 1)
+
+
 @pytest.mark.parametrize(
     "first", [b"first part", b"x" * WRITE_BATCH], ids=["in-memory", "file-open"]
 )
