@@ -32,7 +32,6 @@ alongside one ``append`` or ``remove``.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from typing import NamedTuple, TypeVar
 import msgspec
 import xxhash
 
+from node.disk.cached import Unsupported, pread_cached
 from node.disk.durable import fsync_dir
 from node.errors import CorruptData
 
@@ -411,19 +411,12 @@ class ManifestLog:
         return None if data is None else _record_in(where, data)
 
     def _read_cached(self, fd: int, where: Location) -> bytes | None:
-        buffer = bytearray(where.length)
-        try:
-            got = os.preadv(fd, [buffer], where.offset, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
+        try:  # (None: not all of it cached, or the file ends early: ``read`` tells which)
+            return pread_cached(fd, where.length, where.offset)
+        except Unsupported as exc:
             log.info("reads from the page cache alone are not supported here: %s", exc)
             self._nowait = False
             return None
-        # Short: not all of it cached, or the file ends early (``read`` tells which).
-        return bytes(buffer) if got == where.length else None
 
     def _guarded(self, where: Location, read: Callable[[int, Location], T]) -> T:
         """``read(fd, where)`` of ``where``'s segment, which stays open until it returns

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import pytest
 
 from node.disk.chunk_store import CHUNKS_DIR, sidecar_of
 from node.disk.data_dir import save_identity
@@ -94,3 +97,27 @@ def new_secret_file(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_identity(path, ClusterIdentity.create())
     return path
+
+
+class ThreadHops:
+    """Counts ``asyncio.to_thread`` calls (a read's worker-thread hop) while a test runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = asyncio.to_thread
+
+        async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+
+
+def evict(path: Path) -> None:
+    """Drop a file's pages from the page cache (written back first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -97,14 +97,16 @@ class ProcessCluster:
     def urls(self) -> list[str]:
         return [p.url for p in self.peers]
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession, healthy_within: float = 30.0) -> None:
         """Start every peer and wait until the harness's admin key (``ADMIN``) is stored and
         they see each other. The key first: seeing each other is asked on ``/cluster``,
         which needs a key the cluster knows. A lone peer can store no key (it takes a write
-        quorum of two) and has no one to see: healthy, it is started."""
+        quorum of two) and has no one to see: healthy, it is started. Each peer must answer
+        within ``healthy_within`` seconds of its start (a peer opening a big data directory
+        answers once it has read its manifest log)."""
         seed_admin_key(self.peers[0].data_dir)
         await asyncio.gather(*(p.start() for p in self.peers))
-        await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
+        await asyncio.gather(*(p.wait_healthy(session, healthy_within) for p in self.peers))
         if len(self.peers) >= 2:
             await wait_admin_key(self.peers[0].data_dir, 30.0)
             await self.wait_converged(session)

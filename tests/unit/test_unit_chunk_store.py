@@ -9,6 +9,7 @@ import errno
 import io
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 import pytest
 
 from node.disk import chunk_store
+from node.disk.cached import Unsupported
 from node.disk.chunk_store import CHUNKS_DIR, TRAILER, WRITE_BATCH, ChunkStore, seal
 from node.errors import (
     ChunkNotFound,
@@ -27,6 +29,7 @@ from node.errors import (
 )
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
+from tests.harness.disk import ThreadHops, evict
 from tests.harness.polling import eventually
 
 FILE = "0123456789abcdef0123456789abcdef"
@@ -620,6 +623,51 @@ async def test_a_range_of_a_stored_chunk_reads_as_a_stream(store: ChunkStore) ->
         with pytest.raises(asyncio.IncompleteReadError) as short:
             await chunk.readinto(memoryview(bytearray(50)))
         assert short.value.partial == data[1000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")
+async def test_a_cached_chunk_is_opened_and_read_on_the_loop_and_a_cold_one_in_a_thread(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(300_000)  # two pieces of iter_any, each read on the loop at once
+    await write(store, CHUNK, stream([body]), len(body))
+    hops = ThreadHops(monkeypatch)
+    assert await data(store, CHUNK) == body
+    if not store._on_loop:
+        pytest.skip("this system cannot open or read from the kernel's caches alone")
+    assert hops.count == 0
+    # Its pages evicted, the sidecar cannot be read without the disk: opened in a thread.
+    # (A read that misses may start readahead, and the pages come back: evict before each.)
+    deadline = time.monotonic() + 5
+    while True:
+        evict(store.path(CHUNK))
+        before = hops.count
+        async with store.open_range(CHUNK, 5, 1000) as chunk:
+            assert await chunk.readexactly(1000) == body[5:1005]
+        if hops.count > before:
+            break
+        if time.monotonic() > deadline:
+            pytest.skip("this file system keeps the pages of a file told to drop them")
+        await asyncio.sleep(0.01)
+    assert store._on_loop  # (a miss is no reason to stop asking)
+
+
+async def test_where_chunks_cannot_be_opened_from_the_caches_alone_threads_open_them(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older kernel (no openat2, or no RESOLVE_CACHED): asked once, never again."""
+    await write(store, CHUNK, stream([b"abc"]), 3)
+    asked = []
+
+    def unsupported(path: Path) -> int:
+        asked.append(path)
+        raise Unsupported(errno.ENOSYS, "no openat2 here")
+
+    monkeypatch.setattr(chunk_store, "open_cached", unsupported)
+    hops = ThreadHops(monkeypatch)
+    assert [await data(store, CHUNK) for _ in range(3)] == [b"abc"] * 3
+    assert len(asked) == 1
+    assert hops.count >= 3  # each open, in a worker thread
 
 
 async def test_a_range_open_while_its_chunk_is_deleted_still_reads(store: ChunkStore) -> None:

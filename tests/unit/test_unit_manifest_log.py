@@ -10,7 +10,6 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from node.model.manifest import Manifest, ReplicaRead
 from node.model.names import name_key
 from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.version import Version
-from tests.harness.disk import flip_byte
+from tests.harness.disk import ThreadHops, evict, flip_byte
 
 PEER = "0f8e9c3a-1b2c-4d5e-8f90-123456789abc"
 
@@ -368,30 +367,6 @@ async def test_records_after_a_damaged_frame_header_are_found_again(tmp_path: Pa
     again = await opened(tmp_path)
     assert again.names() == ["a", "c"]
     assert await again.get("c") == manifest("c")
-
-
-class ThreadHops:
-    """Counts ``asyncio.to_thread`` calls (a manifest read's worker-thread hop)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        real = asyncio.to_thread
-
-        async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return await real(func, *args, **kwargs)
-
-        monkeypatch.setattr(asyncio, "to_thread", counted)
-
-
-def evict(path: Path) -> None:
-    """Drop a file's pages from the page cache (written back first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")

@@ -1,0 +1,104 @@
+"""Opening and reading files only where it needs no disk I/O, so the event loop may do it.
+
+A worker-thread hop (``asyncio.to_thread``) costs 0.23-0.34 ms of CPU on the VMs this
+project measures on (docs/architecture.md, "The manifest log"), as much as the rest of a
+small read's work; opening and reading a file whose directory entries and pages are in
+memory costs a few µs. Both calls here answer "not without the disk" instead of waiting
+for it, and the caller goes to a thread then:
+
+- ``open_cached``: ``openat2(2)`` with ``RESOLVE_CACHED`` (Linux 5.12+, made for io_uring's
+  non-blocking opens): it fails with EAGAIN unless every component of the path is in the
+  kernel's lookup cache.
+- ``pread_cached``: ``preadv2(2)`` with ``RWF_NOWAIT`` (Linux 4.14+): it reads what is in the
+  page cache and fails with EAGAIN, or reads short, where the rest would need the disk.
+
+Both raise ``Unsupported`` where the kernel or the file system cannot tell (an older
+kernel, tmpfs for ``RWF_NOWAIT``, a seccomp filter): the caller stops asking.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+from pathlib import Path
+
+# openat2(2) is 437 on every Linux architecture (added in 5.6, where the tables were unified).
+_SYS_OPENAT2 = 437 if sys.platform == "linux" else None
+_RESOLVE_CACHED = 0x20  # linux/openat2.h
+_AT_FDCWD = -100
+_O_NOATIME = getattr(os, "O_NOATIME", 0)  # a read that updates no inode (its owner only)
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.E2BIG, errno.EOPNOTSUPP)
+
+
+class Unsupported(OSError):
+    """The kernel or file system cannot open or read without possibly waiting for the disk."""
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True) if _SYS_OPENAT2 is not None else None
+if _libc is not None:  # a variadic call: every argument given its full width
+    _libc.syscall.restype = ctypes.c_long
+_NOATIME = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | _O_NOATIME, 0, _RESOLVE_CACHED)
+_PLAIN = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+
+
+def open_cached(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` (``O_NOATIME`` where allowed), or None where its
+    lookup needs the disk, or the open fails for any other reason (ask ``open`` in a thread,
+    which raises the error then). Raises Unsupported without openat2 or RESOLVE_CACHED."""
+    if _libc is None or _SYS_OPENAT2 is None:
+        raise Unsupported(errno.ENOSYS, "openat2 is not available here")
+    name = os.fsencode(path)
+    for how in (_NOATIME, _PLAIN):
+        fd: int = _libc.syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(_AT_FDCWD),
+            ctypes.c_char_p(name),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return fd
+        code = ctypes.get_errno()
+        if code == errno.EPERM and how is _NOATIME:
+            continue  # O_NOATIME on a file this process does not own
+        if code in _UNSUPPORTED or code == errno.EPERM:  # (EPERM: a seccomp filter's answer)
+            raise Unsupported(code, f"openat2 with RESOLVE_CACHED: {os.strerror(code)}")
+        return None
+    return None
+
+
+def pread_cached(fd: int, length: int, offset: int) -> bytes | None:
+    """The ``length`` bytes of ``fd`` at ``offset`` (-1: at its position, which moves past
+    them) if all of them are in the page cache, else None (some are not, or the file ends
+    before them). Raises Unsupported where the system or file system cannot tell, OSError
+    for a failed read."""
+    buffer = bytearray(length)
+    got = preadinto_cached(fd, memoryview(buffer), offset)
+    return bytes(buffer) if got == length else None
+
+
+def preadinto_cached(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` what the page cache holds of ``fd`` from ``offset`` (-1: from its
+    position, which moves past what is read): the bytes read, 0 where the first is not
+    cached, fewer than asked where a later one is not or the file ends. Raises Unsupported,
+    OSError as ``pread_cached``."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        raise Unsupported(errno.ENOSYS, "preadv2 with RWF_NOWAIT is not available here")
+    try:
+        return os.preadv(fd, [view], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            raise Unsupported(exc.errno, f"preadv2 with RWF_NOWAIT: {exc.strerror}") from exc
+        raise
