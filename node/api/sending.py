@@ -117,7 +117,9 @@ async def send_file(
     ):
         first = await anext(pieces, None)
         if first is not None and len(first) == end - start <= ONE_WRITE:
-            return web.Response(body=first, status=response.status, headers=response.headers)
+            # (a copy: a small range of a big file is a view into a whole block)
+            body = bytes(first)
+            return web.Response(body=body, status=response.status, headers=response.headers)
         await response.prepare(request)
         piece: Buffer | None = None
         try:

@@ -11,9 +11,14 @@ for it, and the caller goes to a thread then:
   kernel's lookup cache.
 - ``pread_cached``: ``preadv2(2)`` with ``RWF_NOWAIT`` (Linux 4.14+): it reads what is in the
   page cache and fails with EAGAIN, or reads short, where the rest would need the disk.
+  A miss is not free: the kernel starts readahead for the pages missed before it answers
+  (submitting I/O, which may briefly wait for a full device queue), so a caller stops
+  asking for a file once it missed.
 
 Both raise ``Unsupported`` where the kernel or the file system cannot tell (an older
-kernel, tmpfs for ``RWF_NOWAIT``, a seccomp filter): the caller stops asking.
+kernel, tmpfs for ``RWF_NOWAIT``, a seccomp filter): the caller stops asking. Files are
+opened ``O_NOATIME`` where the system allows it (the file's owner): a read that updated
+the access time would be an inode update, which can wait on the file system's journal.
 """
 
 from __future__ import annotations
@@ -21,14 +26,21 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import sys
 from pathlib import Path
 
-# openat2(2) is 437 on every Linux architecture (added in 5.6, where the tables were unified).
-_SYS_OPENAT2 = 437 if sys.platform == "linux" else None
+# openat2(2)'s number: 437 on these architectures (the unified table of Linux 5.6+; alpha,
+# MIPS and ia64 number it otherwise, and are not looked for).
+_SYS_OPENAT2 = (
+    437
+    if sys.platform == "linux"
+    and platform.machine() in ("x86_64", "aarch64", "riscv64", "ppc64le", "s390x")
+    else None
+)
 _RESOLVE_CACHED = 0x20  # linux/openat2.h
 _AT_FDCWD = -100
-_O_NOATIME = getattr(os, "O_NOATIME", 0)  # a read that updates no inode (its owner only)
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.E2BIG, errno.EOPNOTSUPP)
 
 
@@ -37,6 +49,8 @@ class Unsupported(OSError):
 
 
 class _OpenHow(ctypes.Structure):
+    """``struct open_how`` (linux/openat2.h): openat2's flags, mode and resolve flags."""
+
     _fields_ = [
         ("flags", ctypes.c_uint64),
         ("mode", ctypes.c_uint64),
@@ -47,34 +61,44 @@ class _OpenHow(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True) if _SYS_OPENAT2 is not None else None
 if _libc is not None:  # a variadic call: every argument given its full width
     _libc.syscall.restype = ctypes.c_long
-_NOATIME = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | _O_NOATIME, 0, _RESOLVE_CACHED)
-_PLAIN = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+_HOW_NOATIME = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | _O_NOATIME, 0, _RESOLVE_CACHED)
 
 
 def open_cached(path: Path) -> int | None:
-    """A read-only descriptor of ``path`` (``O_NOATIME`` where allowed), or None where its
-    lookup needs the disk, or the open fails for any other reason (ask ``open`` in a thread,
-    which raises the error then). Raises Unsupported without openat2 or RESOLVE_CACHED."""
-    if _libc is None or _SYS_OPENAT2 is None:
+    """A read-only ``O_NOATIME`` descriptor of ``path``, or None where its lookup needs the
+    disk or the open fails otherwise (not this process's file: EPERM; ask ``open_noatime``
+    in a thread, which raises the error then). Raises FileNotFoundError; Unsupported
+    without openat2 or RESOLVE_CACHED."""
+    if _libc is None or _SYS_OPENAT2 is None or not _O_NOATIME:
         raise Unsupported(errno.ENOSYS, "openat2 is not available here")
-    name = os.fsencode(path)
-    for how in (_NOATIME, _PLAIN):
-        fd: int = _libc.syscall(
-            ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_int(_AT_FDCWD),
-            ctypes.c_char_p(name),
-            ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )
-        if fd >= 0:
-            return fd
-        code = ctypes.get_errno()
-        if code == errno.EPERM and how is _NOATIME:
-            continue  # O_NOATIME on a file this process does not own
-        if code in _UNSUPPORTED or code == errno.EPERM:  # (EPERM: a seccomp filter's answer)
-            raise Unsupported(code, f"openat2 with RESOLVE_CACHED: {os.strerror(code)}")
-        return None
-    return None
+    how = _HOW_NOATIME
+    fd: int = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_long(_AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd >= 0:
+        return fd
+    code = ctypes.get_errno()
+    if code == errno.ENOENT:
+        raise FileNotFoundError(code, os.strerror(code), str(path))
+    if code in _UNSUPPORTED:
+        raise Unsupported(code, f"openat2 with RESOLVE_CACHED: {os.strerror(code)}")
+    return None  # EAGAIN: not all cached; EPERM: not ours (or a seccomp filter), and others
+
+
+def open_noatime(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> tuple[int, bool]:
+    """``os.open(path, flags, mode)`` with ``O_NOATIME`` where the system allows it (blocking);
+    the descriptor and whether it has ``O_NOATIME`` (not for another user's file: EPERM, a
+    plain open then). Raises as ``os.open``."""
+    if _O_NOATIME:
+        try:
+            return os.open(path, flags | os.O_CLOEXEC | _O_NOATIME, mode), True
+        except PermissionError:
+            pass
+    return os.open(path, flags | os.O_CLOEXEC, mode), False
 
 
 def pread_cached(fd: int, length: int, offset: int) -> bytes | None:
@@ -89,9 +113,9 @@ def pread_cached(fd: int, length: int, offset: int) -> bytes | None:
 
 def preadinto_cached(fd: int, view: memoryview, offset: int) -> int:
     """Read into ``view`` what the page cache holds of ``fd`` from ``offset`` (-1: from its
-    position, which moves past what is read): the bytes read, 0 where the first is not
-    cached, fewer than asked where a later one is not or the file ends. Raises Unsupported,
-    OSError as ``pread_cached``."""
+    position, which moves past what is read): the bytes read; fewer than asked where one is
+    not cached or the file ends (0: the first). Raises Unsupported, OSError as
+    ``pread_cached``."""
     if not hasattr(os, "RWF_NOWAIT"):
         raise Unsupported(errno.ENOSYS, "preadv2 with RWF_NOWAIT is not available here")
     try:

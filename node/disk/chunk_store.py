@@ -12,7 +12,8 @@ endian). Byte ``i`` of the chunk is byte ``i`` of the file, so ranges need no lo
 sidecar lets the scrubber verify the chunk without its manifest and find the manifest from
 the chunk; kept in the same file, it is made durable by the same fsync and visible by the
 same rename as the bytes, so no crash can part them: one file, two fsyncs (the file, its
-directory; and once per shard, ``chunks-v2/`` for the shard's entry) per chunk. A chunk is
+shard directory; the 256 shards are made, and ``chunks-v2/`` synced, when the store opens)
+per chunk. A chunk is
 visible only once all of it is durable, so a reader never sees a half-written chunk and a
 crash leaves at worst a stray file in ``incoming/``. Writes run in worker threads, the
 event loop only keeps the byte and chunk counters; a read opens its chunk, and reads up to
@@ -47,7 +48,13 @@ from typing import BinaryIO
 import msgspec
 import xxhash
 
-from node.disk.cached import Unsupported, open_cached, pread_cached, preadinto_cached
+from node.disk.cached import (
+    Unsupported,
+    open_cached,
+    open_noatime,
+    pread_cached,
+    preadinto_cached,
+)
 from node.disk.durable import fsync_dir
 from node.disk.locks import KeyedLocks
 from node.errors import (
@@ -63,6 +70,7 @@ from node.model.manifest import ChunkMeta
 log = logging.getLogger(__name__)
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
+SHARDS = [f"{first:02x}" for first in range(256)]  # a chunk's shard: its id's first 2 digits
 WRITE_BATCH = 1 << 20
 CHUNKS_DIR = "chunks-v2"
 EARLIER_DIR = "chunks"  # the earlier layout's
@@ -105,6 +113,14 @@ class ChunkStore:
 
     def _open(self) -> None:
         self._chunks.mkdir(parents=True, exist_ok=True)
+        # Every shard made durable now, before any write is acknowledged: made by the first
+        # write into it, another write's chunk could be acknowledged in it before its entry
+        # in chunks-v2/ is synced (locks are per chunk), or after that sync failed.
+        missing = [self._chunks / name for name in SHARDS if not (self._chunks / name).is_dir()]
+        for directory in missing:
+            directory.mkdir()
+        if missing:
+            fsync_dir(self._chunks)
         if self._incoming.exists():
             leftovers = list(self._incoming.iterdir())
             if leftovers:
@@ -181,7 +197,7 @@ class ChunkStore:
         try:
             return chunk.open_cached()
         except Unsupported as exc:
-            log.info("chunks cannot be opened from the kernel's caches alone here: %s", exc)
+            log.info("chunks cannot be opened or read from the kernel's caches alone: %s", exc)
             self._on_loop = False
             return False
 
@@ -200,7 +216,10 @@ class ChunkStore:
         """Store a chunk from a stream of pieces; return its sidecar (size, block digests).
 
         Nothing becomes visible unless the stream ends cleanly with ``expected_size`` bytes
-        (when given). Raises IncompleteBody, InsufficientStorage or the stream's own error.
+        (when given). Raises IncompleteBody, InsufficientStorage, OSError or the stream's
+        own error. One failure comes with the chunk visible and counted: its directory's
+        fsync after the rename (OSError; InsufficientStorage for ENOSPC), when the rename
+        may not survive a crash, so the write is not acknowledged.
         """
         final = self._path(chunk_id)
         held = file_size(meta, expected_size) if expected_size is not None else 0
@@ -308,8 +327,10 @@ class ChunkStore:
 
 class ChunkRange:
     """A range of a chunk file being read: a ``ChunkStream`` (``node.cluster.transport``)
-    for a peer that reads its own chunk, without a loopback HTTP request. Each read is one
-    worker-thread hop; ``readinto`` fills a whole block in one. The chunk route instead
+    for a peer that reads its own chunk, without a loopback HTTP request. A read of up to
+    ``READ_ON_LOOP`` bytes takes what the page cache holds on the event loop
+    (``node.disk.cached``; after a miss the range stops trying) and the rest in one
+    worker-thread hop; ``readinto`` fills a whole block at once. The chunk route instead
     ``narrow``s it to the range asked and ``send``s it with sendfile(2), on the event loop
     (the kernel reads the page cache there, or the disk on a miss, as aiohttp's FileResponse
     did).
@@ -319,7 +340,7 @@ class ChunkRange:
     thread), never under a read: a descriptor closed there could be reused by the time the
     read's ``read(2)`` runs, which would then read another file's or socket's bytes. The
     lock is held only to look at the state, never across a read, so the loop never waits
-    on the disk. Reads raise asyncio.IncompleteReadError where the range or the file ends
+    on a thread's read. Reads raise asyncio.IncompleteReadError where the range or the file ends
     before the bytes asked (a stream's reader does the same), OSError for a failed read.
     """
 
@@ -345,9 +366,11 @@ class ChunkRange:
         """Open the file at the range's start (blocking: a worker thread); raises
         ChunkNotFound, CorruptData for a damaged sidecar or trailer, or OSError."""
         try:
-            file = self._path.open("rb", buffering=0)
+            fd, noatime = open_noatime(self._path)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
+        file = io.FileIO(fd, "rb", closefd=True)
+        self._on_loop &= noatime  # a read on the loop must update no inode
         try:
             size = read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size).size
             file.seek(self._offset)
@@ -360,8 +383,12 @@ class ChunkRange:
     def open_cached(self) -> bool:
         """``open`` on the event loop, where neither the path's lookup nor the sidecar's
         read needs the disk (``node.disk.cached``): True if opened, False where ``open``
-        must run in a worker thread. Raises CorruptData as ``open``; Unsupported."""
-        fd = open_cached(self._path)
+        must run in a worker thread. Raises ChunkNotFound, CorruptData as ``open``;
+        Unsupported."""
+        try:
+            fd = open_cached(self._path)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
         if fd is None:
             return False
         try:
@@ -458,16 +485,19 @@ class ChunkRange:
 
     def _fill_cached(self, view: memoryview) -> int:
         """Read into ``view`` what the page cache holds of the range's next bytes, on the
-        loop (``close`` runs there too, so it cannot come meanwhile); the bytes read."""
+        loop (``close`` runs there too, so it cannot come meanwhile); the bytes read. After
+        a miss, which starts the kernel's readahead from the loop, the range stops asking."""
         with self._lock:
             file = self._file
             if file is None or self._closing or self._busy:
                 raise ValueError("read of a closed chunk range")
         try:
-            return preadinto_cached(file.fileno(), view, -1)
+            got = preadinto_cached(file.fileno(), view, -1)
         except Unsupported:
+            got = 0
+        if got < len(view):
             self._on_loop = False
-            return 0
+        return got
 
     def _done_reading(self) -> io.FileIO | None:
         """Mark the read done; the file, taken, if ``close`` came meanwhile."""
@@ -600,8 +630,8 @@ class _Sealing:
         hop costs 0.23-0.34 ms of CPU on the VMs of docs/architecture.md, "The manifest
         log"; three of them per chunk did).
 
-        Two fsyncs: the file's, then its directory's for the rename (and first
-        ``chunks-v2/``'s when the shard directory is new). A crash before the rename is
+        Two fsyncs: the file's, then its shard directory's for the rename (every shard
+        is made, durably, when the store opens). A crash before the rename is
         durable leaves the temporary file in ``incoming/`` (never acknowledged), removed on
         start; no crash can leave a visible chunk without its sidecar. A failure before the
         rename closes and removes the temporary file here (its write may have stopped
@@ -616,9 +646,6 @@ class _Sealing:
                 file.flush()
                 os.fsync(file.fileno())
                 stored = file.tell()
-            if not final.parent.is_dir():  # a new shard: its entry in chunks/ must be durable
-                final.parent.mkdir(exist_ok=True)
-                fsync_dir(final.parent.parent)
             replaced = final.stat().st_size if final.exists() else None
             os.replace(self.temp, final)
         except BaseException:

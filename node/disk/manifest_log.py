@@ -45,7 +45,7 @@ from typing import NamedTuple, TypeVar
 import msgspec
 import xxhash
 
-from node.disk.cached import Unsupported, pread_cached
+from node.disk.cached import Unsupported, open_noatime, pread_cached
 from node.disk.durable import fsync_dir
 from node.errors import CorruptData
 
@@ -104,18 +104,6 @@ def frame(record: LogRecord) -> bytes:
     payload = _encode(record if record.provisional else (record.kind, record.name, record.manifest))
     check = xxhash.xxh3_64_intdigest(payload, seed=len(payload))
     return FRAME.pack(RECORD_MAGIC, len(payload), check) + payload
-
-
-def _open_segment(path: Path, flags: int) -> int:
-    """A segment's descriptor, without access-time updates where the system allows it
-    (``O_NOATIME``, Linux: only for the file's owner, else EPERM and a plain open)."""
-    noatime = getattr(os, "O_NOATIME", 0)
-    if noatime:
-        try:
-            return os.open(path, flags | noatime, 0o644)
-        except PermissionError:
-            pass
-    return os.open(path, flags, 0o644)
 
 
 def _read_whole(fd: int, where: Location) -> bytes:
@@ -290,7 +278,7 @@ class ManifestLog:
         for number in found:
             path = self._path(number)
             newest = number == found[-1]
-            fd = _open_segment(path, os.O_RDWR if newest else os.O_RDONLY)
+            fd = open_noatime(path, os.O_RDWR if newest else os.O_RDONLY)[0]
             self._fds[number] = fd
             header = os.pread(fd, len(SEGMENT_MAGIC), 0)
             if header != SEGMENT_MAGIC:
@@ -338,7 +326,7 @@ class ManifestLog:
 
     def _create(self, number: int) -> None:
         path = self._path(number)
-        fd = _open_segment(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        fd = open_noatime(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)[0]
         try:
             self._io.write(fd, SEGMENT_MAGIC, 0)
             self._sync(fd, metadata=True)

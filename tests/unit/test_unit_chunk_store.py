@@ -208,20 +208,27 @@ async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
     assert await data(store, CHUNK) == b"yyyyy"
 
 
-async def test_a_failed_shard_directory_sync_before_the_rename_leaves_nothing(
-    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+async def test_every_shard_is_made_and_synced_when_the_store_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A chunk's first in its shard makes the shard's entry durable before its rename: a
-    failure there leaves no temporary file and no chunk."""
-
-    def failing(path: Path) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(chunk_store, "fsync_dir", failing)
-    with pytest.raises(OSError, match="Input/output error"):
-        await write(store, CHUNK, stream([b"x" * 10]), 10)
-    assert files_under(tmp_path) == []
-    assert (store.used_bytes, store.chunk_count) == (0, 0)
+    """No write makes a shard, so none can be acknowledged before its shard's entry is
+    durable; one gone is made again at the next start."""
+    synced: list[Path] = []
+    real = chunk_store.fsync_dir
+    monkeypatch.setattr(chunk_store, "fsync_dir", lambda path: (synced.append(path), real(path)))
+    store = ChunkStore(tmp_path)
+    await store.open()
+    shards = tmp_path / CHUNKS_DIR
+    assert sorted(p.name for p in shards.iterdir()) == [f"{i:02x}" for i in range(256)]
+    assert synced == [shards]
+    (shards / CHUNK[:2]).rmdir()
+    synced.clear()
+    await ChunkStore(tmp_path).open()
+    assert (shards / CHUNK[:2]).is_dir()
+    assert synced == [shards]
+    synced.clear()
+    await write(store, CHUNK, stream([b"abc"]), 3)
+    assert synced == [shards / CHUNK[:2]]  # the rename's, and no other
 
 
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "rewrite"])
