@@ -11,13 +11,12 @@ ranges count the stored bytes.
 
 from __future__ import annotations
 
-import unicodedata
-
 from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from node.errors import InvalidRequest
 from node.model.manifest import MAX_LABEL_LENGTH
+from node.model.names import has_control
 from node.model.representation import Representation
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -41,7 +40,7 @@ def content_type_of(value: str | None) -> str:
         return DEFAULT_CONTENT_TYPE
     if len(value) > MAX_LABEL_LENGTH:
         raise InvalidRequest(f"a Content-Type is at most {MAX_LABEL_LENGTH} characters")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+    if has_control(value):
         raise InvalidRequest("the Content-Type has a control character or an undecodable byte")
     return value
 

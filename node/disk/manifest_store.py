@@ -236,11 +236,10 @@ class ManifestStore:
         content type and version's peer id the index's own copies (a decoded manifest has
         strings of its own; ~150 bytes less per name). Not ``sys.intern``: interned
         strings never die on Python 3.12, and clients choose content types."""
-        summary, version = manifest.without_chunks(), manifest.version
-        return replace(
-            summary,
-            version=Version(version.wall_ms, version.counter, self._shared(version.peer)),
-            content_type=self._shared(summary.content_type),
+        version = manifest.version
+        return manifest.without_chunks(
+            Version(version.wall_ms, version.counter, self._shared(version.peer)),
+            self._shared(manifest.content_type),
         )
 
     def _shared(self, text: str) -> str:

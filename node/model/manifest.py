@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -48,7 +47,7 @@ from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
 from node.model.multipart import MAX_PARTS, Segment, is_part_name
-from node.model.names import RESERVED, validate_stored_name
+from node.model.names import RESERVED, has_control, validate_stored_name
 from node.model.representation import (
     MAX_FIELD_LENGTH,
     MAX_METADATA_BYTES,
@@ -262,15 +261,19 @@ class Manifest:
         """
         return dataclasses.replace(self, layout=dataclasses.replace(self.layout, m=parity))
 
-    def without_chunks(self) -> Manifest:
+    def without_chunks(
+        self, version: Version | None = None, content_type: str | None = None
+    ) -> Manifest:
         """This manifest without its chunk list, and without a file's inline bytes (a
-        record keeps its own), nor segments: what listings and in-memory indexes keep."""
+        record keeps its own), nor segments: what listings and in-memory indexes keep;
+        with ``version`` and ``content_type`` instead of its own where given (equal ones:
+        an index's shared copies of their strings)."""
         return Manifest(
             self.name,
-            self.version,
+            self.version if version is None else version,
             self.layout,
             self.etag,
-            self.content_type,
+            self.content_type if content_type is None else content_type,
             (),
             self.deleted,
             self.revision,
@@ -421,7 +424,7 @@ def _check_record(record: ManifestRecord, layout: Layout) -> None:
     except InvalidName as exc:
         raise ValueError(f"invalid name: {exc}") from None
     for label in (record.etag, record.content_type):
-        if any(unicodedata.category(char) == "Cc" for char in label):
+        if has_control(label, surrogates=False):
             raise ValueError(f"control character in etag or content type {label!r}")
     seen: set[int] = set()
     digests = DIGEST_SIZE * layout.stripes

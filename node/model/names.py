@@ -8,6 +8,7 @@ shown, logged and mapped to a path without surprises.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from urllib.parse import unquote_to_bytes
 
@@ -16,17 +17,33 @@ from node.errors import InvalidName
 MAX_NAME_BYTES = 1024
 RESERVED = "/"  # what starts the names of cluster records (never a file's: empty segment)
 
+# Unicode's general categories Cc (controls: C0, DEL, C1) and Cs (surrogates: in a str, an
+# undecodable byte escaped), as one character class. Both sets are immutable under Unicode's
+# stability policy (https://www.unicode.org/policies/stability_policy.html), so this is
+# ``unicodedata.category(char) in ("Cc", "Cs")``, searched in C: 0.4 µs for a 35-character
+# name where a loop over the characters took 7 µs (every manifest decoded checks its name).
+_CONTROL = "\x00-\x1f\x7f-\x9f"
+_CONTROL_OR_SURROGATE = re.compile(f"[{_CONTROL}\ud800-\udfff]")
+_CONTROL_ONLY = re.compile(f"[{_CONTROL}]")
+
+
+def has_control(text: str, surrogates: bool = True) -> bool:
+    """Whether ``text`` has a control character (Unicode category Cc), or, unless
+    ``surrogates`` is False, a surrogate (Cs: an undecodable byte escaped)."""
+    found = (_CONTROL_OR_SURROGATE if surrogates else _CONTROL_ONLY).search(text)
+    return found is not None
+
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid file name; raise InvalidName saying why otherwise."""
     size = len(name.encode("utf-8", errors="surrogatepass"))
     if not 1 <= size <= MAX_NAME_BYTES:
         raise InvalidName(f"a name is 1-{MAX_NAME_BYTES} bytes of UTF-8, this one is {size}")
-    for char in name:
-        if unicodedata.category(char) == "Cc":
-            raise InvalidName(f"names may not contain control characters (found {char!r})")
+    if (found := _CONTROL_OR_SURROGATE.search(name)) is not None:
+        char = found.group()
         if unicodedata.category(char) == "Cs":
             raise InvalidName("names must be valid UTF-8")
+        raise InvalidName(f"names may not contain control characters (found {char!r})")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidName(f"empty, '.' and '..' segments are not allowed: {name!r}")

@@ -20,11 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 from node.errors import InvalidRequest, MetadataTooLarge
+from node.model.names import has_control
 
 MAX_FIELD_LENGTH = 1024  # characters of one standard field
 MAX_METADATA_BYTES = 2048  # UTF-8 bytes of all user metadata names and values together
@@ -143,5 +143,5 @@ def check_checksum(checksum: Checksum) -> None:
 
 
 def _check_text(what: str, value: str) -> None:
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+    if has_control(value):
         raise InvalidRequest(f"{what} has a control character or an undecodable byte")

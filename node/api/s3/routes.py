@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote, unquote_to_bytes
 
@@ -62,7 +61,7 @@ from node.model.access import namespace_of
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
 from node.model.multipart import MAX_PARTS
-from node.model.names import name_from_raw_path
+from node.model.names import has_control, name_from_raw_path
 from node.model.preconditions import Outcome, Preconditions, parse_preconditions
 from node.model.representation import MAX_FIELD_LENGTH
 
@@ -407,9 +406,7 @@ def _overrides(request: web.Request) -> dict[str, str]:
     if principal_of(request).anonymous:
         raise S3Error("InvalidRequest", "response-* parameters need a signed request")
     for header, value in wanted.items():
-        if len(value) > MAX_FIELD_LENGTH or any(
-            unicodedata.category(c) in ("Cc", "Cs") for c in value
-        ):
+        if len(value) > MAX_FIELD_LENGTH or has_control(value):
             raise S3Error("InvalidArgument", f"not a valid {header} value")
     return wanted
 
