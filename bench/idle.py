@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import tempfile
 import time
@@ -39,8 +40,8 @@ PEERS = 3
 
 
 def synthesise(data_dirs: list[Path], count: int) -> None:
-    """``count`` inline 4 KiB files' manifests in every data directory's manifest log
-    (appended in batches of 4096, as a peer's group commit would)."""
+    """``count`` inline 4 KiB files' manifests in every data directory's manifest log, in a
+    shuffled order (appended in batches of 4096, as a peer's group commit would)."""
     body = bytes(4096)
     now_ms = int(time.time() * 1000) - 3_600_000
     logs = []
@@ -49,11 +50,13 @@ def synthesise(data_dirs: list[Path], count: int) -> None:
         for _ in manifest_log.replay():
             pass
         logs.append(manifest_log)
+    order = list(range(count))  # names arrive in no order (a sorted log hid a quadratic load)
+    random.Random(count).shuffle(order)
     for start in range(0, count, 4096):
         frames = []
-        for number in range(start, min(count, start + 4096)):
+        for written, number in enumerate(order[start : start + 4096], start):
             name = f"idle/{number:08d}"
-            version = Version(now_ms + number, 0, "bench")
+            version = Version(now_ms + written, 0, "bench")
             manifest = Manifest(name, version, Layout(4096, 5, 2), "0" * 32, inline=body)
             frames.append(frame(LogRecord(KEEP, name, manifest.to_bytes())))
         for manifest_log in logs:
