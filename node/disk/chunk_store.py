@@ -13,9 +13,8 @@ sidecar lets the scrubber verify the chunk without its manifest and find the man
 the chunk; kept in the same file, it is made durable by the same fsync and visible by the
 same rename as the bytes, so no crash can part them: one file, two fsyncs (the file, its
 shard directory; the 256 shards are made, and ``chunks-v2/`` synced, when the store opens)
-per chunk. A chunk is
-visible only once all of it is durable, so a reader never sees a half-written chunk and a
-crash leaves at worst a stray file in ``incoming/``. Writes run in worker threads, the
+per chunk. A chunk is visible only once all of it is durable, so a reader never sees a
+half-written chunk and a crash leaves at worst a stray file in ``incoming/``. Writes run in worker threads, the
 event loop only keeps the byte and chunk counters; a read opens its chunk, and reads up to
 ``READ_ON_LOOP`` bytes at a time, on the loop where that needs no disk I/O
 (``node.disk.cached``), in a worker thread otherwise.
