@@ -659,6 +659,38 @@ async def test_a_cached_chunk_is_opened_and_read_on_the_loop_and_a_cold_one_in_a
     assert store._on_loop  # (a miss is no reason to stop asking)
 
 
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")
+async def test_a_read_partly_in_the_page_cache_is_finished_in_a_thread(
+    store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop takes the cached start, one thread hop the rest, and the range stops asking."""
+    body = os.urandom(600_000)
+    await write(store, CHUNK, stream([body]), len(body))
+    path = store.path(CHUNK)
+    hops = ThreadHops(monkeypatch)
+    deadline = time.monotonic() + 5
+    while True:
+        evict(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:  # only the first 64 KiB and the sidecar's end back in the cache: no readahead
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            os.pread(fd, 1 << 16, 0)
+            os.pread(fd, 1 << 13, os.fstat(fd).st_size - (1 << 13))
+        finally:
+            os.close(fd)
+        before = hops.count
+        async with store.open_range(CHUNK, 0, 200_000) as chunk:
+            assert await chunk.readexactly(200_000) == body[:200_000]
+            partly = not chunk._on_loop
+        if not store._on_loop:
+            pytest.skip("this system cannot open or read from the kernel's caches alone")
+        if partly and hops.count == before + 1:  # opened on the loop, finished in a thread
+            break
+        if time.monotonic() > deadline:
+            pytest.skip("this file system did not keep the pages read back, or dropped them")
+        await asyncio.sleep(0.01)
+
+
 async def test_where_chunks_cannot_be_opened_from_the_caches_alone_threads_open_them(
     store: ChunkStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
