@@ -12,12 +12,12 @@ endian). Byte ``i`` of the chunk is byte ``i`` of the file, so ranges need no lo
 sidecar lets the scrubber verify the chunk without its manifest and find the manifest from
 the chunk; kept in the same file, it is made durable by the same fsync and visible by the
 same rename as the bytes, so no crash can part them: one file, two fsyncs (the file, its
-shard directory; the 256 shards are made, and ``chunks-v2/`` synced, when the store opens)
+shard directory; and once per shard, ``chunks-v2/`` for the shard's entry: ``_Shards``)
 per chunk. A chunk is visible only once all of it is durable, so a reader never sees a
-half-written chunk and a crash leaves at worst a stray file in ``incoming/``. Writes run in worker threads, the
-event loop only keeps the byte and chunk counters; a read opens its chunk, and reads up to
-``READ_ON_LOOP`` bytes at a time, on the loop where that needs no disk I/O
-(``node.disk.cached``), in a worker thread otherwise.
+half-written chunk and a crash leaves at worst a stray file in ``incoming/``. Writes run in
+worker threads, the event loop only keeps the byte and chunk counters; a read opens its
+chunk, and reads up to ``READ_ON_LOOP`` bytes at a time, on the loop where that needs no
+disk I/O (``node.disk.cached``), in a worker thread otherwise.
 
 The earlier layout (``chunks/``, the sidecar in ``<chunk id>.meta`` beside the chunk) is
 moved into this one when the store opens (``_convert``). The new directory has a new name so
@@ -39,7 +39,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -69,7 +69,6 @@ from node.model.manifest import ChunkMeta
 log = logging.getLogger(__name__)
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
-SHARDS = [f"{first:02x}" for first in range(256)]  # a chunk's shard: its id's first 2 digits
 WRITE_BATCH = 1 << 20
 CHUNKS_DIR = "chunks-v2"
 EARLIER_DIR = "chunks"  # the earlier layout's
@@ -98,6 +97,7 @@ class ChunkStore:
         self.writing = 0
         self._locks = KeyedLocks()
         self._on_loop = True  # open and read cached chunks on the event loop (until Unsupported)
+        self._shards = _Shards()
 
     def __repr__(self) -> str:
         return (
@@ -112,14 +112,6 @@ class ChunkStore:
 
     def _open(self) -> None:
         self._chunks.mkdir(parents=True, exist_ok=True)
-        # Every shard made durable now, before any write is acknowledged: made by the first
-        # write into it, another write's chunk could be acknowledged in it before its entry
-        # in chunks-v2/ is synced (locks are per chunk), or after that sync failed.
-        missing = [self._chunks / name for name in SHARDS if not (self._chunks / name).is_dir()]
-        for directory in missing:
-            directory.mkdir()
-        if missing:
-            fsync_dir(self._chunks)
         if self._incoming.exists():
             leftovers = list(self._incoming.iterdir())
             if leftovers:
@@ -130,10 +122,12 @@ class ChunkStore:
         if earlier.is_dir():
             _convert(earlier, self._chunks)
         sizes: list[int] = []
-        for shard in self._chunks.iterdir():  # one listing per shard, no stat but the sizes
+        shards = list(self._chunks.iterdir())
+        for shard in shards:  # one listing per shard, no stat but the sizes
             names = [name for name in os.listdir(shard) if CHUNK_ID.fullmatch(name)]
             sizes.extend((shard / name).stat().st_size for name in names)
         self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
+        self._shards.found(shards)
 
     def _chunk_files(self) -> Iterator[Path]:
         for shard in self._chunks.iterdir():
@@ -281,7 +275,7 @@ class ChunkStore:
             )
             # Shielded: once the rename may happen, the counters must follow it, and the
             # temp file is the commit's (a cancelled write must not remove it under it).
-            sealing = _Sealing(file, temp, final, batch, meta)
+            sealing = _Sealing(file, temp, final, batch, meta, self._shards)
             committing = asyncio.ensure_future(self._commit(chunk_id, sealing))
             await asyncio.shield(committing)
         except BaseException as exc:
@@ -619,6 +613,7 @@ class _Sealing:
     final: Path
     rest: list[Buffer]
     meta: ChunkMeta
+    shards: _Shards
 
     def run(self) -> tuple[int | None, int, OSError | None]:
         """Write the rest of the chunk and seal it with its sidecar, then make it durable
@@ -629,12 +624,12 @@ class _Sealing:
         hop costs 0.23-0.34 ms of CPU on the VMs of docs/architecture.md, "The manifest
         log"; three of them per chunk did).
 
-        Two fsyncs: the file's, then its shard directory's for the rename (every shard
-        is made, durably, when the store opens). A crash before the rename is
-        durable leaves the temporary file in ``incoming/`` (never acknowledged), removed on
-        start; no crash can leave a visible chunk without its sidecar. A failure before the
-        rename closes and removes the temporary file here (its write may have stopped
-        waiting: a cancelled one).
+        Two fsyncs: the file's, then its shard directory's for the rename (and first
+        ``chunks-v2/``'s when the shard directory is new: ``_Shards.make``). A crash before
+        the rename is durable leaves the temporary file in ``incoming/`` (never
+        acknowledged), removed on start; no crash can leave a visible chunk without its
+        sidecar. A failure before the rename closes and removes the temporary file here (its
+        write may have stopped waiting: a cancelled one).
         """
         file = _create(self.temp) if self.file is None else self.file
         final = self.final
@@ -645,6 +640,7 @@ class _Sealing:
                 file.flush()
                 os.fsync(file.fileno())
                 stored = file.tell()
+            self.shards.make(final.parent)
             replaced = final.stat().st_size if final.exists() else None
             os.replace(self.temp, final)
         except BaseException:
@@ -655,6 +651,37 @@ class _Sealing:
         except OSError as unsynced:
             return replaced, stored, unsynced
         return replaced, stored, None
+
+
+class _Shards:
+    """The shard directories of ``chunks-v2/`` known to be durable.
+
+    A chunk's rename into its shard is made durable by the shard's fsync; a shard's own
+    entry needs ``chunks-v2/``'s. The first write into a new shard makes and syncs it, and
+    writes into it wait for that (whatever their chunk ids: a lock of their own), so none is
+    acknowledged before the shard's entry is durable; a failed sync is tried again by the
+    next write. Shards found at the store's opening survived whatever came before: durable.
+    Not all 256 made at once: each directory is an inode, and tests open thousands of stores.
+    """
+
+    def __init__(self) -> None:
+        self._durable: set[str] = set()
+        self._lock = threading.Lock()
+
+    def found(self, shards: Iterable[Path]) -> None:
+        self._durable.update(shard.name for shard in shards)
+
+    def make(self, shard: Path) -> None:
+        """Make ``shard`` and its entry durable unless known to be (blocking: a worker
+        thread); raises OSError."""
+        if shard.name in self._durable:
+            return
+        with self._lock:
+            if shard.name in self._durable:  # made while this one waited
+                return
+            shard.mkdir(exist_ok=True)
+            fsync_dir(shard.parent)
+            self._durable.add(shard.name)
 
 
 def _write_all(file: BinaryIO, pieces: list[Buffer]) -> None:

@@ -208,27 +208,62 @@ async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
     assert await data(store, CHUNK) == b"yyyyy"
 
 
-async def test_every_shard_is_made_and_synced_when_the_store_opens(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_new_shard_is_made_durable_once_and_again_after_a_failed_sync(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No write makes a shard, so none can be acknowledged before its shard's entry is
-    durable; one gone is made again at the next start."""
+    """A shard's entry in chunks-v2/ is synced by the first write into it, before that write
+    is acknowledged; a failed sync fails the write (nothing left) and the next write syncs
+    again; shards found when a store opens are not synced again."""
+    shards, real = tmp_path / CHUNKS_DIR, chunk_store.fsync_dir
     synced: list[Path] = []
-    real = chunk_store.fsync_dir
-    monkeypatch.setattr(chunk_store, "fsync_dir", lambda path: (synced.append(path), real(path)))
-    store = ChunkStore(tmp_path)
-    await store.open()
-    shards = tmp_path / CHUNKS_DIR
-    assert sorted(p.name for p in shards.iterdir()) == [f"{i:02x}" for i in range(256)]
-    assert synced == [shards]
-    (shards / CHUNK[:2]).rmdir()
-    synced.clear()
-    await ChunkStore(tmp_path).open()
-    assert (shards / CHUNK[:2]).is_dir()
-    assert synced == [shards]
+    failures = [OSError(errno.EIO, os.strerror(errno.EIO))]
+
+    def fsync_dir(path: Path) -> None:
+        synced.append(path)
+        if path == shards and failures:
+            raise failures.pop()
+        real(path)
+
+    monkeypatch.setattr(chunk_store, "fsync_dir", fsync_dir)
+    with pytest.raises(OSError, match="Input/output error"):
+        await write(store, CHUNK, stream([b"abc"]), 3)
+    assert files_under(tmp_path) == []
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
     synced.clear()
     await write(store, CHUNK, stream([b"abc"]), 3)
-    assert synced == [shards / CHUNK[:2]]  # the rename's, and no other
+    assert synced == [shards, shards / CHUNK[:2]]
+    synced.clear()
+    await write(store, OTHER, stream([b"de"]), 2)  # the same shard
+    assert synced == [shards / CHUNK[:2]]
+    reopened = ChunkStore(tmp_path)
+    await reopened.open()
+    synced.clear()
+    await write(reopened, CHUNK, stream([b"xyz"]), 3)
+    assert synced == [shards / CHUNK[:2]]
+
+
+async def test_writes_into_a_new_shard_wait_until_its_entry_is_durable(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two chunks of one new shard (two locks): the second is not acknowledged while the
+    first write's sync of the shard's entry is still under way."""
+    shards, real = tmp_path / CHUNKS_DIR, chunk_store.fsync_dir
+    entered, release = threading.Event(), threading.Event()
+
+    def fsync_dir(path: Path) -> None:
+        if path == shards:
+            entered.set()
+            release.wait(10)
+        real(path)
+
+    monkeypatch.setattr(chunk_store, "fsync_dir", fsync_dir)
+    first = asyncio.ensure_future(write(store, CHUNK, stream([b"abc"]), 3))
+    await eventually(entered.is_set)
+    second = asyncio.ensure_future(write(store, OTHER, stream([b"de"]), 2))
+    done, _ = await asyncio.wait({second}, timeout=0.3)  # (a bounded look: it must wait)
+    assert not done
+    release.set()
+    assert await asyncio.gather(first, second) == [3, 2]
 
 
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "rewrite"])
@@ -665,7 +700,8 @@ async def test_a_read_partly_in_the_page_cache_is_finished_in_a_thread(
 ) -> None:
     """The loop takes the cached start, one thread hop the rest, and the range stops asking."""
     body = os.urandom(600_000)
-    await write(store, CHUNK, stream([body]), len(body))
+    owner = msgspec.structs.replace(OWNER, block_size=1 << 20)  # (a sidecar of one digest)
+    await store.write(CHUNK, stream([body]), len(body), owner)
     path = store.path(CHUNK)
     hops = ThreadHops(monkeypatch)
     deadline = time.monotonic() + 5
