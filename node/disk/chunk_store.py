@@ -362,16 +362,8 @@ class ChunkRange:
             fd, noatime = open_noatime(self._path)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {self._path.name} is not stored here") from None
-        file = io.FileIO(fd, "rb", closefd=True)
         self._on_loop &= noatime  # a read on the loop must update no inode
-        try:
-            size = read_sidecar(file.fileno(), os.fstat(file.fileno()).st_size).size
-            file.seek(self._offset)
-        except BaseException:
-            file.close()
-            raise
-        if not self._opened(file, size):
-            file.close()  # closed while it opened: the reader went away
+        self._take(fd, os.pread)
 
     def open_cached(self) -> bool:
         """``open`` on the event loop, where neither the path's lookup nor the sidecar's
@@ -385,29 +377,30 @@ class ChunkRange:
         if fd is None:
             return False
         try:
-            size = read_sidecar(fd, os.fstat(fd).st_size, _pread_cached).size
-            os.lseek(fd, self._offset, os.SEEK_SET)
+            self._take(fd, _pread_cached)
         except _NotCached:
-            os.close(fd)
             return False
+        return True
+
+    def _take(self, fd: int, pread: Callable[[int, int, int], bytes]) -> None:
+        """Read the sidecar of the chunk open at ``fd`` (with ``pread``), seek to the
+        range's start and keep it; ``fd`` is closed on an error, or when ``close`` came
+        while it opened (the reader went away)."""
+        try:
+            size = read_sidecar(fd, os.fstat(fd).st_size, pread).size
+            os.lseek(fd, self._offset, os.SEEK_SET)
         except BaseException:
             os.close(fd)
             raise
         file = io.FileIO(fd, "rb", closefd=True)
-        if not self._opened(file, size):
-            file.close()
-        return True
-
-    def _opened(self, file: io.FileIO, size: int) -> bool:
-        """Take ``file`` (at the range's start), or False where ``close`` came first."""
         with self._lock:
-            if self._closing:
-                return False
-            self._file = file
-            self.size = size
-            ends = size if not self._length else min(size, self._offset + self._length)
-            self._left = max(0, ends - self._offset)
-            return True
+            if not self._closing:
+                self._file = file
+                self.size = size
+                ends = size if not self._length else min(size, self._offset + self._length)
+                self._left = max(0, ends - self._offset)
+                return
+        file.close()
 
     def narrow(self, start: int, end: int) -> None:
         """Read bytes ``[start, end)`` of the chunk instead (cut at ``size``), before any
@@ -641,7 +634,10 @@ class _Sealing:
                 os.fsync(file.fileno())
                 stored = file.tell()
             self.shards.make(final.parent)
-            replaced = final.stat().st_size if final.exists() else None
+            try:  # (one stat, not exists() then stat())
+                replaced: int | None = final.stat().st_size
+            except FileNotFoundError:
+                replaced = None
             os.replace(self.temp, final)
         except BaseException:
             self.temp.unlink(missing_ok=True)

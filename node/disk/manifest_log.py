@@ -252,7 +252,7 @@ class ManifestLog:
         self._readers: dict[int, int] = {}  # reads in flight, by segment
         self._retired: set[int] = set()  # removed, fd closed by the last read
         self._guard = threading.Lock()
-        self._nowait = hasattr(os, "RWF_NOWAIT")  # read_cached may try the page cache alone
+        self._nowait = True  # read_cached tries the page cache alone (until Unsupported)
         self.active = 0
         self._size = 0  # of the active segment
         self.sizes: dict[int, int] = {}  # segment -> bytes, every segment

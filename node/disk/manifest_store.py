@@ -309,7 +309,7 @@ class ManifestStore:
             if record.provisional:
                 undecided[record.name] = record
         # Sorted once: inserting each name in log order (a random one) moved half the list
-        # per name, quadratic (400,000 names in random order: 33 s of CPU to load, now 13 s).
+        # per name, quadratic (400,000 names in random order: 41 s of CPU to load, now 13 s).
         self._names, self._loaded = sorted(self._index), True
         self._restore_marks({n: r for n, r in undecided.items() if n not in damaged})
         if damaged:  # written off: their older records must not come back after a restart
