@@ -17,7 +17,9 @@ only), on (the default: HMAC-signed peer calls) and on with TLS, side by side; t
 adds a small-file run per variant: N files of 4 KiB PUT, then GET, 8 at a time (files/s).
 ``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, the two coordinating peers
 (peer 0 for the PUT, peer 1 for the GET; every thread) pinned to those CPUs: how one big
-transfer scales with the cores its coordinator is given.
+transfer scales with the cores its coordinator is given. ``--buffer-memory 64M,16M`` runs
+each variant once per peer buffer budget (``--buffer-memory``): what the budget's read-ahead
+and queued blocks buy in MB/s, and cost in peak RSS.
 """
 
 from __future__ import annotations
@@ -104,10 +106,13 @@ def session_for(
 
 
 async def start_cluster(
-    root: Path, count: int, block_size: int, security: str = "hmac"
+    root: Path, count: int, block_size: int, security: str = "hmac", buffers: int | None = None
 ) -> ProcessCluster:
-    """``count`` peers with production timeouts, started and converged (stop it after)."""
+    """``count`` peers with production timeouts (and ``--buffer-memory=buffers`` when given),
+    started and converged (stop it after)."""
     extra = {"off": ["--peer-auth=off"], "xxh3": ["--etag=xxh3"]}.get(security, [])
+    if buffers is not None:
+        extra.append(f"--buffer-memory={buffers}")
     cluster = ProcessCluster(
         root,
         count,
@@ -168,12 +173,18 @@ async def measure_small(count: int, security: str, files: int) -> dict[str, obje
 
 
 async def measure(
-    count: int, block_size: int, size: int, security: str = "hmac", cpus: str | None = None
+    count: int,
+    block_size: int,
+    size: int,
+    security: str = "hmac",
+    cpus: str | None = None,
+    buffers: int | None = None,
 ) -> dict[str, object]:
     """PUT one file of ``size`` bytes through peer 0 and GET it through peer 1 (both pinned
-    to the CPU list ``cpus`` when given): MB/s, the coordinators' CPU and peak RSS."""
+    to the CPU list ``cpus`` when given; every peer's ``--buffer-memory`` ``buffers`` bytes
+    when given): MB/s, the coordinators' CPU and peak RSS."""
     with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
-        cluster = await start_cluster(Path(tmp), count, block_size, security)
+        cluster = await start_cluster(Path(tmp), count, block_size, security, buffers)
         peers = cluster.peers
         try:
             if cpus is not None:
@@ -215,8 +226,11 @@ async def measure(
             rss = [peak_rss_mib(p.process.pid) for p in peers if p.process]
         finally:
             await cluster.stop()
+    variant = security if cpus is None else f"{security}, coordinators on CPUs {cpus}"
+    if buffers is not None:
+        variant += f", --buffer-memory {label(buffers)}"
     return {
-        "security": security if cpus is None else f"{security}, coordinators on CPUs {cpus}",
+        "security": variant,
         "peers": count,
         "block_size": block_size,
         "size": size,
@@ -275,17 +289,24 @@ async def main() -> None:
         metavar="CPUS",
         help="CPU lists (0 0-1): each variant with its coordinators pinned to each",
     )
+    parser.add_argument(
+        "--buffer-memory", help="peer buffer budgets (64M,16M): each variant with each"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    budgets = (
+        [parse_size(b) for b in args.buffer_memory.split(",")] if args.buffer_memory else [None]
+    )
     rows = []
     variants = args.security.split(",")
     for block_size in map(parse_size, args.block_sizes.split(",")):
         for size in map(parse_size, args.sizes.split(",")):
             for security in variants:  # side by side, so the machine's noise hits all alike
                 for cpus in args.coordinator_cpus or [None]:
-                    row = await measure(args.peers, block_size, size, security, cpus)
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+                    for buffers in budgets:
+                        row = await measure(args.peers, block_size, size, security, cpus, buffers)
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
     if args.small:
         for security in variants:
             row = await measure_small(args.peers, security, args.small)

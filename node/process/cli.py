@@ -22,7 +22,33 @@ from node.process.logs import FORMATS, setup_logging
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ``ringstore`` group. The file, key and namespace commands (``client.cli``) are
+    added only when one of them, or the list of all, is asked for: a peer process never
+    imports the client and rich (~4 MiB of each peer's resident set)."""
+
+    _added = False
+
+    def _add_client_commands(self) -> None:
+        if not self._added:
+            self._added = True
+            from client.cli import register
+
+            register(self, _key_as_cluster)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None:
+            self._add_client_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_client_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="ringstore")
 def main() -> None:
     """ringstore: a peer-to-peer file store on a consistent-hash ring."""
@@ -253,10 +279,6 @@ def token(data_dir: Path, urls: tuple[str, ...], create: bool) -> None:
     click.echo(text)
 
 
-# The file commands (put, get, ls, rm, stat, status) belong to the client package.
-from client.cli import register  # noqa: E402
-
-
 def _key_as_cluster(
     data_dir: Path, urls: list[str], name: str, grants: dict[str, Any]
 ) -> tuple[str, str]:
@@ -279,6 +301,3 @@ def _key_as_cluster(
     except RingstoreError as exc:
         raise click.ClickException(str(exc)) from None
     return made.access_key, made.secret_key
-
-
-register(main, _key_as_cluster)

@@ -13,6 +13,7 @@ from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
 from node.errors import StartRefused
 from node.process.connections import PeerRunner
+from node.process.memory import limit_arenas
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -24,6 +25,7 @@ async def serve(config: PeerConfig) -> None:
 
     Raises SystemExit with the reason when the peer must not start (StartRefused).
     """
+    limit_arenas()  # before the worker threads start (node.process.memory)
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
     _open_files_for(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -52,3 +53,51 @@ def test_a_burst_of_freed_buffers_is_given_back_within_moments() -> None:
     assert held - idle >= 64, "the burst was not held: nothing to show"
     assert trims >= 1
     assert after - idle < 32, f"idle {idle} MiB, after the burst {held}, then {after}"
+
+
+THREADS = textwrap.dedent(
+    """
+    import ctypes, sys, threading
+    from node.process.memory import limit_arenas
+
+    limit = int(sys.argv[1])
+    print(limit_arenas(limit) if limit else "-", flush=True)
+    together = threading.Barrier(6)
+
+    def work():
+        kept = [bytearray(1 << 16) for _ in range(8)]  # malloc, each thread in its arena
+        together.wait(10)  # every thread alive at once, none handing its arena on
+        together.wait(10)  # until the arenas are counted
+
+    threads = [threading.Thread(target=work) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    together.wait(10)
+    ctypes.CDLL(None).malloc_stats()  # to standard error: "Arena N:" for each arena
+    together.wait(10)
+    for thread in threads:
+        thread.join()
+    """
+)
+
+
+def arenas_with_threads(limit: int, **env: str) -> tuple[str, int]:
+    """What ``limit_arenas(limit)`` said (``-``: not called), and the arenas malloc used
+    for a main thread and 5 others allocating at once."""
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return done.stdout.strip(), done.stderr.count("Arena ")
+
+
+@pytest.mark.skipif(not release_memory(), reason="glibc's malloc is not here")
+def test_a_peer_keeps_its_threads_to_few_arenas_unless_the_operator_chose() -> None:
+    assert arenas_with_threads(0) == ("-", 6), "without a limit: an arena per thread"
+    assert arenas_with_threads(2) == ("True", 2)
+    chosen = arenas_with_threads(2, MALLOC_ARENA_MAX="4")
+    assert chosen == ("False", 4), "the operator's MALLOC_ARENA_MAX stands"
