@@ -11,9 +11,10 @@ conditional write (If-Match...) only if its condition also holds for the stored 
 check and the write happen under the name's lock, held until the write is durable.
 
 **Group commit.** Writes of any names queue for one writer: each batch is one write and one
-fdatasync in a worker thread, however many records it holds, and a write is acknowledged
-(``put`` returns) only after its batch's sync. The in-memory index (name -> summary and the
-record's location) changes only then, so no reader ever sees a replica that is not durable.
+fdatasync in the store's own thread (``node.disk.serial``), however many records it holds,
+and a write is acknowledged (``put`` returns) only after its batch's sync. The in-memory
+index (name -> summary and the record's location) changes only then, so no reader ever
+sees a replica that is not durable.
 A write whose caller is cancelled still completes, with its index change.
 
 **Provisional replicas.** A conditional write kept here is provisional until its coordinator
@@ -71,6 +72,7 @@ from node.disk.manifest_log import (
     SegmentIO,
     frame,
 )
+from node.disk.serial import SerialThread
 from node.errors import CorruptData, InsufficientStorage
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
@@ -175,6 +177,7 @@ class ManifestStore:
         self._queue: list[_Append] = []
         self._riders: dict[Location, _Append] = {}  # by the marked record each follows
         self._writer: asyncio.Task[None] | None = None
+        self._writes = SerialThread("manifest-log")  # where batches are written and synced
         self._compactor: asyncio.Task[None] | None = None
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
         self.compacted_segments = 0
@@ -383,7 +386,8 @@ class ManifestStore:
             self._riders = {}
             self._writer = asyncio.ensure_future(self._write_batches())
             await asyncio.wait({self._writer})
-        await asyncio.to_thread(self._log.close)
+        await self._writes.run(self._log.close)
+        await self._writes.stop()
 
     # --- group commit ------------------------------------------------------------------
 
@@ -407,7 +411,7 @@ class ManifestStore:
                 batch[:0] = self._riders.values()
                 self._riders = {}
                 try:
-                    where = await asyncio.to_thread(self._log.append, [p.frame for p in batch])
+                    where = await self._writes.run(self._log.append, [p.frame for p in batch])
                 except OSError as exc:
                     log.error("manifest log write of %d records failed: %s", len(batch), exc)
                     for pending in batch:
