@@ -118,6 +118,11 @@ class Metrics:
         )
         self.handler: Handler = make_aiohttp_handler(self.registry)
         self._servers: dict[str, Callable[[], int]] = {}  # listener -> open connections
+        # (listener, route, method, status) -> the request metrics' children for it: a
+        # labels() lookup takes a lock and checks its values (observe: 14.8 -> 3.9 µs)
+        self._children: dict[
+            tuple[str, str, str, int], tuple[Counter, Histogram, Counter, Counter]
+        ] = {}
 
     def serving(self, listener: str, open_connections: Callable[[], int]) -> None:
         """Count ``listener``'s open connections (its server, once it serves) from now on."""
@@ -145,10 +150,20 @@ class Metrics:
         and aiohttp's pure-Python parser takes any token)."""
         if method not in METHODS:
             method = "other"
-        self.requests.labels(listener, route, method, str(status)).inc()
-        self.latency.labels(listener, route, method).observe(seconds)
-        self.received.labels(listener, route, method).inc(received)
-        self.sent.labels(listener, route, method).inc(sent)
+        key = (listener, route, method, status)
+        children = self._children.get(key)
+        if children is None:  # label values are bounded (routes, methods, statuses)
+            children = self._children[key] = (
+                self.requests.labels(listener, route, method, str(status)),
+                self.latency.labels(listener, route, method),
+                self.received.labels(listener, route, method),
+                self.sent.labels(listener, route, method),
+            )
+        requests, latency, received_bytes, sent_bytes = children
+        requests.inc()
+        latency.observe(seconds)
+        received_bytes.inc(received)
+        sent_bytes.inc(sent)
         if route == CHUNK_ROUTE and method == "GET" and 200 <= status < 300:
             self.chunk_reads.inc()
             self.chunk_read_bytes.inc(sent)
