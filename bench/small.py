@@ -7,7 +7,9 @@ through peer 0 for SECONDS (new names, at most 50,000; with ``--conditional`` ea
 ``If-None-Match: *``), then GET random names of that phase for SECONDS, every body compared.
 Measured per phase: ops/s, the CPU seconds of all peers per op (user + system from /proc),
 and the connections to or from the peers closed per op (sockets in TIME_WAIT before and
-after: a pooled connection is never closed). After the PUT phase: disk allocated
+after: a pooled connection is never closed), and from the coordinator's metrics the manifest
+requests it sent to other peers per op and the calls each carried (batching, with hedged
+reads: those that asked a third replica). After the PUT phase: disk allocated
 (st_blocks) and files on disk per object stored, and over the logical bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
@@ -51,6 +53,8 @@ from tests.harness.access import ADMIN_HEADERS
 CLIENTS = 16
 MAX_OPS = 50_000
 HEDGED = "ringstore_manifest_hedged_reads_total"  # reads that asked a third replica
+BATCHES = "ringstore_manifest_batches_total"  # the coordinator's manifest requests to peers
+BATCHED = "ringstore_manifest_batched_calls_total"  # the calls they carried
 
 
 def closed_connections(ports: set[int]) -> int:
@@ -157,7 +161,7 @@ async def phase(
     # peer 0 coordinates every request; peer 1 is one of its storage peers
     profiled_pids = [p.process.pid for p in cluster.processes.peers[:2]]  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
-    hedged = await counter(session, url, HEDGED)
+    before = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
     async with profiled(profiled_pids, profile, f"{method.lower()}-{size}"):
         closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
         coordinating = cpu_seconds(cluster.coordinator)
@@ -171,9 +175,13 @@ async def phase(
         "coordinator_cores": round(coordinating / wall, 2),
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
-    after = await counter(session, url, HEDGED)
-    if hedged is not None and after is not None:  # (a tree from before hedged reads has none)
-        figures["hedged_reads_per_op"] = round((after - hedged) / max(done, 1), 3)
+    after = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
+    grew = {m: after[m] - was for m, was in before.items() if was is not None and after[m]}
+    if HEDGED in grew:  # (a tree from before hedged reads has none)
+        figures["hedged_reads_per_op"] = round(grew[HEDGED] / max(done, 1), 3)
+    if BATCHES in grew and BATCHED in grew:  # nor before batches
+        figures["peer_requests_per_op"] = round(grew[BATCHES] / max(done, 1), 2)
+        figures["calls_per_request"] = round(grew[BATCHED] / max(grew[BATCHES], 1), 2)
     return figures
 
 
@@ -245,8 +253,9 @@ def table(rows: list[dict[str, object]]) -> str:
         "| variant | size | PUT ops/s | PUT CPU ms/op | PUT conns closed/op | GET ops/s "
         "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
         "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) "
-        "| coordinator cores used (PUT, GET) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| coordinator cores used (PUT, GET) | manifest requests to peers per op (PUT, GET) "
+        "| calls per request (PUT, GET) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(str(r["variant"]), int(str(r["size"]))) for r in rows}, key=lambda k: k[1])
     for variant, size in keys:
@@ -268,26 +277,19 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')} "
             f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
             f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} "
-            f"| {hedging(mine)} | {cores(mine)} |"
+            f"| {both_phases(mine, 'hedged_reads_per_op')} "
+            f"| {both_phases(mine, 'coordinator_cores')} "
+            f"| {both_phases(mine, 'peer_requests_per_op')} "
+            f"| {both_phases(mine, 'calls_per_request')} |"
         )
     return "\n".join(lines)
 
 
-def hedging(rows: list[dict[str, Any]]) -> str:
-    """Median hedged manifest reads per PUT and per GET, or "-" for a tree without them."""
-    medians = []
-    for method in ("put", "get"):
-        values = [row[method].get("hedged_reads_per_op") for row in rows]
-        if not values or None in values:
-            return "-"
-        medians.append(f"{statistics.median(values):g}")
-    return ", ".join(medians)
-
-
-def cores(rows: list[dict[str, Any]]) -> str:
-    """Median cores the coordinator used in PUT and in GET, or "-" for rows without them."""
-    values = [[row[method].get("coordinator_cores") for row in rows] for method in ("put", "get")]
-    if None in values[0] + values[1]:
+def both_phases(rows: list[dict[str, Any]], key: str) -> str:
+    """The medians of a phase figure ``key`` in PUT and in GET, or "-" for rows without it
+    (a tree from before it was counted)."""
+    values = [[row[method].get(key) for row in rows] for method in ("put", "get")]
+    if None in values[0] + values[1] or not values[0]:
         return "-"
     return ", ".join(f"{statistics.median(v):g}" for v in values)
 

@@ -13,6 +13,7 @@ with, so the two are compared on one clock.
 from __future__ import annotations
 
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 
 from aiohttp import hdrs, web
 
@@ -22,9 +23,17 @@ from node.model.version import system_wall_ms
 
 def http_date(wall_ms: int) -> str:
     """``wall_ms`` as an HTTP date (RFC 9110 IMF-fixdate, whole seconds, rounded down)."""
-    return formatdate(wall_ms // 1000, usegmt=True)
+    return _date_of(wall_ms // 1000)
 
 
+# Every answer is dated, and most in the same second as the one before; email.utils takes
+# 6 µs to format a date and 8 µs to parse one (timeit), of a peer call's ~1 ms.
+@lru_cache(maxsize=256)
+def _date_of(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
+
+
+@lru_cache(maxsize=1024)
 def _seconds(date: str) -> float | None:
     try:
         return parsedate_to_datetime(date).timestamp()
