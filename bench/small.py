@@ -176,7 +176,7 @@ async def phase(
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
     after = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
-    grew = {m: after[m] - was for m, was in before.items() if was is not None and after[m]}
+    grew = {m: after[m] - was for m, was in before.items() if None not in (was, after[m])}
     if HEDGED in grew:  # (a tree from before hedged reads has none)
         figures["hedged_reads_per_op"] = round(grew[HEDGED] / max(done, 1), 3)
     if BATCHES in grew and BATCHED in grew:  # nor before batches

@@ -50,7 +50,8 @@ class SerialThread:
     its call (a thread cannot be interrupted): the call runs, and its outcome is dropped,
     as with ``asyncio.to_thread``. The thread starts with a call and ends after ``idle``
     seconds without one (a store that is dropped unclosed leaves no thread behind) or at
-    ``stop``, after the calls queued before it.
+    ``stop``, after the calls queued before it. Unlike the loop's pool, nothing joins it
+    when the loop ends: close what uses it first (``ManifestStore.close``).
     """
 
     def __init__(self, name: str, idle: float = IDLE) -> None:
@@ -58,6 +59,7 @@ class SerialThread:
         self._idle = idle
         self._lock = threading.Lock()  # the loop's thread and the worker's both look
         self._worker: _Worker | None = None
+        self._ending: list[_Worker] = []  # told to end by stop, maybe not yet ended
 
     def __repr__(self) -> str:
         return f"SerialThread({self._name!r}, running={self._worker is not None})"
@@ -68,18 +70,26 @@ class SerialThread:
         with self._lock:
             worker = self._worker
             if worker is None:
-                worker = self._worker = _Worker(self._name, self._serve)
-                worker.thread.start()
+                worker = _Worker(self._name, self._serve)
+                worker.thread.start()  # may fail (no threads left): then nothing is queued
+                self._worker = worker
             worker.calls.put((answer, fn, args))
         return await answer
 
     async def stop(self) -> None:
-        """End the thread once the calls queued so far are done (waits for it)."""
+        """End the thread once the calls queued so far are done, and wait for it (and for
+        a thread an earlier ``stop`` is still waiting for). A call made meanwhile starts a
+        new thread, which may run beside the calls queued before ``stop``."""
         with self._lock:
             worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.calls.put(None)
-            await asyncio.to_thread(worker.thread.join)
+            if worker is not None:
+                worker.calls.put(None)
+                self._ending.append(worker)
+        while self._ending:
+            ending = self._ending[0]
+            await asyncio.to_thread(ending.thread.join)
+            if self._ending and self._ending[0] is ending:  # (another stop may have)
+                self._ending.pop(0)
 
     def _serve(self, worker: _Worker) -> None:
         while True:
@@ -94,13 +104,19 @@ class SerialThread:
                 continue
             if call is None:
                 return
-            answer, fn, args = call
-            try:
-                outcome: tuple[Any, BaseException | None] = (fn(*args), None)
-            except BaseException as exc:  # handed to the caller, whatever it is
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                answer.get_loop().call_soon_threadsafe(_settle, answer, *outcome)
+            _run_one(*call)
+            del call  # its arguments and result go now, not with the next call
+
+
+def _run_one(answer: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run one call and hand its outcome to its caller's loop."""
+    try:
+        outcome: tuple[Any, BaseException | None] = (fn(*args), None)
+    except BaseException as exc:  # handed to the caller, whatever it is
+        outcome = (None, exc)
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+        answer.get_loop().call_soon_threadsafe(_settle, answer, *outcome)
+    del outcome  # an exception's traceback holds this frame: no cycle through it
 
 
 def _settle(answer: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

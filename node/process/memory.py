@@ -11,12 +11,13 @@ resident set is more than ``GROWTH`` above the lowest seen, so a peer is back ne
 size within seconds of a burst.
 
 ``limit_arenas`` caps glibc's malloc arenas (``mallopt(M_ARENA_MAX)``): by default a
-process may have 8 per core, and a thread that finds an arena busy takes a new one, so
-each worker thread that codes and hashes stripes keeps its own heap of freed blocks. One
-1 GiB PUT's coordinator (7 peers on 2 cores, ``/tmp`` bench runs of ``bench/throughput.py``
-alternated, 3 each): peak RSS 112-120 MiB with the default, 103-105 with 2 arenas, 100-101
-with 1, at the same MB/s and CPU within the runs' noise. Elsewhere (musl, macOS) there is
-nothing to call and all of these do nothing.
+process may have 8 per core, and each new thread that allocates gets one of its own until
+then, so each worker thread that codes and hashes stripes keeps its own heap of freed
+blocks. One 1 GiB PUT's coordinator (7 peers on 2 cores, ``bench/throughput.py``, 3 runs
+each, alternated): peak RSS 112-120 MiB with the default, 103-105 with 2 arenas, 100-101
+with 1; PUT 81-122 MB/s across all three, GET 315-462 (the machine's spread, no order
+between them). Elsewhere (musl, macOS) there is nothing to call and all of these do
+nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def resident_bytes() -> int:
 def limit_arenas(count: int = ARENAS) -> bool:
     """Let glibc's malloc make at most ``count`` arenas in this process from now on (call
     it before threads start); False where it did not: not glibc, or the operator chose a
-    limit (``MALLOC_ARENA_MAX``, or ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``)."""
+    limit (``MALLOC_ARENA_MAX``, or ``glibc.malloc.arena_max`` in ``GLIBC_TUNABLES``).
+    Raises ValueError for a ``count`` under 1 (glibc would ignore it and say it took it)."""
+    if count < 1:
+        raise ValueError(f"a process needs at least one malloc arena, not {count}")
     chosen = "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")
     if _mallopt is None or chosen:
         return False

@@ -256,3 +256,27 @@ def test_text_from_the_cluster_is_printed_with_controls_escaped() -> None:
     assert _shown("red\x1b[31m\nnext\x85\u202eline\x7f") == (
         "red\\x1b[31m\\nnext\\x85\\u202eline\\x7f"
     )
+
+
+def test_a_peer_process_never_imports_the_client_commands() -> None:
+    """``ringstore peer`` leaves the file commands (the client, rich) unimported: ~4 MiB
+    of every peer's resident set; ``ringstore put`` finds them."""
+    script = (
+        "import sys\n"
+        "from node.process.cli import main\n"
+        "main([sys.argv[1], '--help'], standalone_mode=False)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'client', 'rich'}))\n"
+    )
+
+    def imported(command: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.splitlines()[-1]
+
+    assert imported("peer") == "[]"
+    assert imported("put") == "['client', 'rich']"

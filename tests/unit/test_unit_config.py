@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +77,3 @@ def test_up_shares_the_peer_defaults() -> None:
     assert params["discovery"] == defaults.discovery
     assert params["host"] == defaults.host
     assert params["port"] == defaults.port
-
-
-def test_a_peer_process_never_imports_the_client_commands() -> None:
-    """``ringstore peer`` leaves the file commands (the client, rich) unimported: ~4 MiB
-    of every peer's resident set; ``ringstore put`` finds them."""
-    script = (
-        "import sys\n"
-        "from node.process.cli import main\n"
-        "main([sys.argv[1], '--help'], standalone_mode=False)\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'client', 'rich'}))\n"
-    )
-
-    def imported(command: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", script, command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return done.stdout.splitlines()[-1]
-
-    assert imported("peer") == "[]"
-    assert imported("put") == "['client', 'rich']"

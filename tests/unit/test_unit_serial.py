@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 
 import pytest
 
@@ -98,3 +99,59 @@ async def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
     finally:
         await thread.stop()
     assert len(set(threads)) == 3, "each call after an idle spell ran in a new thread"
+
+
+async def test_a_thread_that_cannot_start_fails_its_call_and_the_next_call_tries_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thread = SerialThread("test")
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        monkeypatch.setattr(threading.Thread, "start", start)  # once
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="can't start"):
+            await thread.run(str, "lost")
+        assert await asyncio.wait_for(thread.run(str, "next"), 10) == "next"
+    finally:
+        await thread.stop()
+
+
+async def test_a_call_and_its_arguments_are_let_go_once_answered() -> None:
+    class Batch:
+        pass
+
+    thread = SerialThread("test", idle=60.0)  # the thread stays, waiting for a next call
+    try:
+        batch = Batch()
+        gone = weakref.ref(batch)
+        await thread.run(id, batch)
+        del batch
+        for _ in range(200):  # bounded: 10 s at most (the worker lets go after answering)
+            if gone() is None:
+                break
+            await asyncio.sleep(0.05)
+        assert gone() is None, "the idle thread still holds its last call"
+    finally:
+        await thread.stop()
+
+
+async def test_every_stop_waits_for_the_thread_to_end() -> None:
+    thread = SerialThread("serial-stops-test")
+    release = threading.Event()
+    try:
+        running = asyncio.ensure_future(thread.run(release.wait, 10))
+        await asyncio.sleep(0)  # queued
+        stops = [asyncio.ensure_future(thread.stop()) for _ in range(2)]
+        await asyncio.sleep(0.05)  # a period for the stops to (wrongly) return early
+        assert not any(stop.done() for stop in stops)
+        release.set()
+        await asyncio.gather(*stops)
+        assert "serial-stops-test" not in {t.name for t in threading.enumerate()}
+        assert await running is True
+    finally:
+        release.set()
+        await thread.stop()
