@@ -20,10 +20,16 @@ T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used so far (proc(5): fields 14 and 15)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds ``pid`` has used so far (proc(5): fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far."""
+    return sum(cpu_times(pid))
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
@@ -35,9 +41,13 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
 
 
 @contextlib.asynccontextmanager
-async def profiled(pids: Iterable[int], out: Path | None, label: str) -> AsyncIterator[None]:
+async def profiled(
+    pids: Iterable[int], out: Path | None, label: str, gil: bool = False
+) -> AsyncIterator[None]:
     """py-spy (raw collapsed stacks, 200 Hz, never pausing the process) on each of ``pids``
     while the block runs, written to ``out/LABEL-PID.txt``; nothing when ``out`` is None.
+    ``gil``: only the thread holding the GIL is sampled (py-spy ``--gil``), so threads
+    waiting on I/O, locks or the GIL drop out and what remains is the Python CPU.
     Summarise them with ``python bench/stacks.py``. Each profiler is stopped by its own pid
     (SIGINT makes py-spy write what it sampled) when the block ends."""
     if out is None:
@@ -48,6 +58,8 @@ async def profiled(pids: Iterable[int], out: Path | None, label: str) -> AsyncIt
     beside = Path(sys.executable).parent / "py-spy"
     spy = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
     record = ["record", "--format", "raw", "--nonblocking", "--rate", "200"]
+    if gil:
+        record.append("--gil")
     profilers = [
         await asyncio.create_subprocess_exec(
             spy,

@@ -5,12 +5,13 @@ alternating, a fresh cluster of PEERS real peer processes (production settings) 
 on 127.0.0.1 from that tree. 16 clients (one keep-alive connection each) PUT files of SIZE
 through peer 0 for SECONDS (new names, at most 50,000; with ``--conditional`` each
 ``If-None-Match: *``), then GET random names of that phase for SECONDS, every body compared.
-Measured per phase: ops/s, the CPU seconds of all peers per op (user + system from /proc),
-and the connections to or from the peers closed per op (sockets in TIME_WAIT before and
-after: a pooled connection is never closed), and from the coordinator's metrics the manifest
-requests it sent to other peers per op and the calls each carried (batching, with hedged
-reads: those that asked a third replica). After the PUT phase: disk allocated
-(st_blocks) and files on disk per object stored, and over the logical bytes.
+Measured per phase: ops/s, the CPU seconds of all peers per op (user + system from /proc;
+the table shows the system part in brackets), the connections to or from the peers closed
+per op (sockets in TIME_WAIT before and after: a pooled connection is never closed), and
+from the coordinator's metrics the manifest requests it sent to other peers per op and the
+calls each carried (batching, with hedged reads: those that asked a third replica). After
+the PUT phase: disk allocated (st_blocks) and files on disk per object stored, and over
+the logical bytes.
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
 ``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, peer 0 (the coordinator,
@@ -19,7 +20,9 @@ throughput scales with the cores it is given. Each phase also says how many core
 coordinator used (its CPU seconds over the phase's wall time).
 
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
-peer 1 (a storage peer) in each phase; summarise them with ``python bench/stacks.py DIR/*.txt``.
+peer 1 (a storage peer) in each phase (``--profile-gil``: only while holding the GIL, which
+leaves out I/O and lock waits that py-spy otherwise counts as busy); summarise them with
+``python bench/stacks.py DIR/*.txt``.
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -45,7 +48,16 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_list, cpu_seconds, pin, profiled, publish, rss_mib, run_benchmark
+from bench.report import (
+    cpu_list,
+    cpu_seconds,
+    cpu_times,
+    pin,
+    profiled,
+    publish,
+    rss_mib,
+    run_benchmark,
+)
 from bench.throughput import label, parse_size
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -105,7 +117,12 @@ class Cluster:
             os.chdir(here)
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(p.process.pid) for p in self.processes.peers if p.process)
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU seconds of all peers so far."""
+        times = [cpu_times(p.process.pid) for p in self.processes.peers if p.process]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
 
     @property
     def coordinator(self) -> int:
@@ -128,9 +145,10 @@ async def phase(
     seconds: float,
     profile: Path | None = None,
     conditional: bool = False,
+    gil: bool = False,
 ) -> dict[str, float]:
     """Run one phase; PUT appends the names it stored to ``names`` (``conditional``: each
-    with ``If-None-Match: *``, a create-only write)."""
+    with ``If-None-Match: *``, a create-only write; ``gil``: profile GIL holders only)."""
     url = cluster.processes.peers[0].url
     create_only = {"If-None-Match": "*"} if conditional else {}
     deadline = time.monotonic() + seconds
@@ -162,16 +180,18 @@ async def phase(
     profiled_pids = [p.process.pid for p in cluster.processes.peers[:2]]  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
     before = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
-    async with profiled(profiled_pids, profile, f"{method.lower()}-{size}"):
-        closed, cpu, started = closed_connections(ports), cluster.cpu(), time.monotonic()
+    async with profiled(profiled_pids, profile, f"{method.lower()}-{size}", gil):
+        closed, times, started = closed_connections(ports), cluster.cpu_times(), time.monotonic()
         coordinating = cpu_seconds(cluster.coordinator)
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
         wall = time.monotonic() - started
-        cpu, closed = cluster.cpu() - cpu, closed_connections(ports) - closed
+        user, system = (b - a for a, b in zip(times, cluster.cpu_times(), strict=True))
+        closed = closed_connections(ports) - closed
         coordinating = cpu_seconds(cluster.coordinator) - coordinating
     figures = {
         "ops_s": round(done / wall, 1),
-        "cpu_ms_per_op": round(1000 * cpu / max(done, 1), 2),
+        "cpu_ms_per_op": round(1000 * (user + system) / max(done, 1), 2),
+        "system_cpu_ms_per_op": round(1000 * system / max(done, 1), 2),
         "coordinator_cores": round(coordinating / wall, 2),
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
@@ -222,11 +242,21 @@ async def run(
                     args.seconds,
                     args.profile,
                     args.conditional,
+                    args.profile_gil,
                 )
                 allocated, files = (
                     a - b for a, b in zip(disk_usage(Path(tmp)), empty, strict=True)
                 )
-                get = await phase(session, cluster, "GET", names, size, args.seconds, args.profile)
+                get = await phase(
+                    session,
+                    cluster,
+                    "GET",
+                    names,
+                    size,
+                    args.seconds,
+                    args.profile,
+                    gil=args.profile_gil,
+                )
                 cpu, started = cluster.cpu(), time.monotonic()
                 await asyncio.sleep(args.idle)  # idle: nothing to wait for, a measured span
                 idle = (cluster.cpu() - cpu) / (time.monotonic() - started)
@@ -273,8 +303,9 @@ def table(rows: list[dict[str, object]]) -> str:
 
         lines.append(
             f"| {variant} | {label(size)} | {median('put', 'ops_s')} "
-            f"| {median('put', 'cpu_ms_per_op')} | {median('put', 'closed_connections_per_op')} "
-            f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')} "
+            f"| {median('put', 'cpu_ms_per_op')}{system(mine, 'put')} "
+            f"| {median('put', 'closed_connections_per_op')} "
+            f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')}{system(mine, 'get')} "
             f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
             f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} "
             f"| {both_phases(mine, 'hedged_reads_per_op')} "
@@ -283,6 +314,14 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {both_phases(mine, 'calls_per_request')} |"
         )
     return "\n".join(lines)
+
+
+def system(rows: list[dict[str, Any]], method: str) -> str:
+    """`` (sys N)``: the median system CPU ms per op of ``method``'s phase, where counted."""
+    values = [row[method].get("system_cpu_ms_per_op") for row in rows]
+    if not values or None in values:
+        return ""
+    return f" (sys {statistics.median(values):g})"
 
 
 def both_phases(rows: list[dict[str, Any]], key: str) -> str:
@@ -314,6 +353,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peers 0 and 1 go here")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="profile only threads holding the GIL"
+    )
     parser.add_argument(
         "--conditional", action="store_true", help="PUT with If-None-Match: * (create-only)"
     )
