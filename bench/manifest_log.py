@@ -3,8 +3,8 @@
 Writes 4 KiB inline manifests (new names) into a fresh store for SECONDS at each level of
 concurrency (writers each awaiting their own put, as a peer's request handlers do) and
 counts the data syncs of the log (group commit: one per batch) and the process's CPU per
-write (its writes' thread hops included). The previous layout made
-two fsyncs per replica write (the file and its directory), whatever the concurrency.
+write (its writes' thread hops included). The previous layout made two fsyncs per replica
+write (the file and its directory), whatever the concurrency.
 
     python bench/manifest_log.py --writers 1,16,64 --seconds 3
 """

@@ -9,6 +9,12 @@ import weakref
 import pytest
 
 from node.disk.serial import SerialThread
+from tests.harness.polling import eventually, spin
+
+
+def alive(name: str) -> bool:
+    """Whether a thread of that name runs in this process."""
+    return name in {t.name for t in threading.enumerate()}
 
 
 async def test_calls_run_in_one_thread_in_their_order_and_answer_their_caller() -> None:
@@ -72,16 +78,16 @@ async def test_stop_finishes_the_calls_queued_and_ends_the_thread() -> None:
     try:
         first = asyncio.ensure_future(thread.run(release.wait, 10))
         second = asyncio.ensure_future(thread.run(str, "queued"))
-        await asyncio.sleep(0)  # both queued
+        await spin()  # both queued
         release.set()
         await thread.stop()
         assert await first is True
         assert await second == "queued"
-        assert "serial-stop-test" not in {t.name for t in threading.enumerate()}
+        assert not alive("serial-stop-test")
         assert await thread.run(str, "again") == "again"  # a new thread
     finally:
         await thread.stop()
-    assert "serial-stop-test" not in {t.name for t in threading.enumerate()}
+    assert not alive("serial-stop-test")
 
 
 async def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
@@ -90,12 +96,7 @@ async def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
     try:
         for _ in range(3):
             threads.append(await thread.run(threading.current_thread))
-            for _ in range(200):  # bounded: 10 s at most
-                if "serial-idle-test" not in {t.name for t in threading.enumerate()}:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the idle thread did not end")
+            await eventually(lambda: not alive("serial-idle-test"), 10, "the idle thread to end")
     finally:
         await thread.stop()
     assert len(set(threads)) == 3, "each call after an idle spell ran in a new thread"
@@ -130,11 +131,7 @@ async def test_a_call_and_its_arguments_are_let_go_once_answered() -> None:
         gone = weakref.ref(batch)
         await thread.run(id, batch)
         del batch
-        for _ in range(200):  # bounded: 10 s at most (the worker lets go after answering)
-            if gone() is None:
-                break
-            await asyncio.sleep(0.05)
-        assert gone() is None, "the idle thread still holds its last call"
+        await eventually(lambda: gone() is None, 10, "the idle thread to let go of its call")
     finally:
         await thread.stop()
 
@@ -144,13 +141,13 @@ async def test_every_stop_waits_for_the_thread_to_end() -> None:
     release = threading.Event()
     try:
         running = asyncio.ensure_future(thread.run(release.wait, 10))
-        await asyncio.sleep(0)  # queued
+        await spin()  # queued
         stops = [asyncio.ensure_future(thread.stop()) for _ in range(2)]
         await asyncio.sleep(0.05)  # a period for the stops to (wrongly) return early
         assert not any(stop.done() for stop in stops)
         release.set()
         await asyncio.gather(*stops)
-        assert "serial-stops-test" not in {t.name for t in threading.enumerate()}
+        assert not alive("serial-stops-test")
         assert await running is True
     finally:
         release.set()
