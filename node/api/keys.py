@@ -13,6 +13,7 @@ from node.access.sessions import Session, Sessions
 from node.access.store import AccessStore
 from node.api.metrics import Metrics
 from node.cluster.auth import Authenticator
+from node.cluster.channel import OpenChannels
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
@@ -32,6 +33,7 @@ from node.upkeep.scrubber import Scrubber
 
 CONFIG = web.AppKey("config", PeerConfig)
 AUTH = web.AppKey("auth", Authenticator)
+CHANNELS = web.AppKey("channels", OpenChannels)  # other peers' channels to this one
 CHUNKS = web.AppKey("chunks", ChunkStore)
 MANIFESTS = web.AppKey("manifests", ManifestStore)
 MEMBERSHIP = web.AppKey("membership", Membership)

@@ -205,6 +205,8 @@ class Watched:
     buffers: BlockBudget  # the read-ahead and write-queue budget of its chunk streams
     hedge: HedgeDelay  # when manifest reads ask one more replica
     batches: BatchCounts  # manifest calls to other peers, batched (HttpTransport)
+    channels_open: Callable[[], int]  # channels to other peers open now (HttpTransport)
+    channels_opened: Callable[[], int]  # and opened since start
     in_progress: Callable[[], int]  # public requests being served (node.api.limits)
     connections: Callable[[], dict[str, int]]  # open connections by listener
 
@@ -256,6 +258,18 @@ class PeerCollector:
             "manifest_batched_calls",
             "Manifest calls those requests carried (calls per request = this / batches).",
             w.batches.calls,
+        )
+        yield _gauge(
+            "peer_channels_open",
+            "Channels (one WebSocket per peer, node.cluster.channel) this peer has open to "
+            "other peers, carrying its batches of manifest calls.",
+            w.channels_open(),
+        )
+        yield _counter(
+            "peer_channels_opened",
+            "Channels this peer opened since it started: one per peer it calls, plus one "
+            "each time a channel broke (a peer restarted, hung or refused a frame).",
+            w.channels_opened(),
         )
         yield from self._upkeep(w)
         connections = GaugeMetricFamily(

@@ -5,9 +5,10 @@ Only other peers call these routes (``node.cluster.protocol`` lists them and the
 any work, and signs every answer read whole. Each route parses its request, calls the
 ``Holder`` or ``Gossip``, and encodes the answer; what a peer *does* lives there, not here.
 Every route is also ``_guarded``: no ``Origin`` header (403), and ``application/msgpack``
-for msgpack bodies (415). Input is bounded as it is parsed (``chunk_owner``, the protocol
-records, ``Manifest.from_bytes``), authenticated peer or not: a buggy peer gets a 400, not a
-hung or crashed one.
+for msgpack bodies (415). Batches of manifest calls mostly come as frames of a channel
+(``manifest_channel``, ``node.cluster.channel``) and are answered by the same code. Input
+is bounded as it is parsed (``chunk_owner``, the protocol records, ``Manifest.from_bytes``),
+authenticated peer or not: a buggy peer gets a 400, not a hung or crashed one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote
@@ -25,9 +27,10 @@ from aiohttp import hdrs, web
 from node.api.access_log import SentFile
 from node.api.errors import INTERNAL_MESSAGE, Handler, worth_a_warning
 from node.api.input import body_pieces, defer_continue, query_int
-from node.api.keys import ACCESS, AUTH, CONFIG, GOSSIP, HOLDER
+from node.api.keys import ACCESS, AUTH, CHANNELS, CONFIG, GOSSIP, HOLDER
 from node.api.numbers import decimal
 from node.api.ranges import parse_range
+from node.cluster import channel
 from node.cluster.auth import AUTH_HEADER, Request
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
@@ -70,6 +73,7 @@ from node.errors import (
     InvalidRequest,
     RingstoreError,
     Unauthenticated,
+    Unavailable,
     UnsupportedMediaType,
 )
 from node.model.folders import check_delimiter
@@ -87,6 +91,7 @@ CHUNK = "/internal/chunks/{chunk_id}"
 CONDITIONAL = "/internal/manifests/conditional"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
 NONCE = web.RequestKey("nonce", str)  # the nonce of an authenticated request
+FRAME_CALL = f"frame on {channel.CHANNEL}"  # how a call that came in a frame is logged
 
 
 @web.middleware
@@ -145,6 +150,7 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/internal/manifests/list", _guarded(list_manifests))
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post(CONFIRMED_BATCH, _guarded(manifest_confirmations, MSGPACK))
+    router.add_get(channel.CHANNEL, _guarded(manifest_channel))
     router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
@@ -312,9 +318,7 @@ async def manifest_calls(request: web.Request) -> web.Response:
     each answered on its own as its single route would (its failure in its answer, the
     others unaffected), all at once: the manifest log commits the offers together."""
     batch = await _body(request, ManifestCalls)
-    holder = request.app[HOLDER]
-    answers = await asyncio.gather(*(_answer(holder, call) for call in batch.calls))
-    return _packed(ManifestAnswers(answers))
+    return _packed(await _answers(request.app[HOLDER], batch.calls, f"POST {MANIFEST_BATCH}"))
 
 
 async def manifest_confirmations(request: web.Request) -> web.Response:
@@ -322,17 +326,80 @@ async def manifest_confirmations(request: web.Request) -> web.Response:
     ``MAX_MANIFEST_CALLS``), each answered on its own as ``confirm_manifest`` would, all at
     once (each one's record rides the manifest log's next batch: no sync of its own)."""
     batch = await _body(request, ManifestConfirmations)
-    holder = request.app[HOLDER]
-    answers = await asyncio.gather(*(_answer(holder, c) for c in batch.confirmations))
-    return _packed(ManifestAnswers(answers))
+    via = f"POST {CONFIRMED_BATCH}"
+    return _packed(await _answers(request.app[HOLDER], batch.confirmations, via))
 
 
-async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm) -> ManifestAnswer:
+async def manifest_channel(request: web.Request) -> web.StreamResponse:
+    """A channel (``node.cluster.channel``): this request, authenticated like any other,
+    upgraded to a WebSocket whose frames are batches of manifest calls and confirmations,
+    each answered as ``manifest_calls`` and ``manifest_confirmations`` answer theirs.
+    Raises InvalidRequest unless the request is a WebSocket upgrade, Unavailable once the
+    peer is stopping."""
+    ws = web.WebSocketResponse(
+        max_msg_size=channel.MAX_FRAME,
+        timeout=channel.CLOSE_TIMEOUT,
+        heartbeat=channel.HEARTBEAT,
+        autoping=True,
+        compress=False,  # frames are small, and a deflated one could inflate past its size
+    )
+    if not ws.can_prepare(request).ok:
+        raise InvalidRequest(f"{channel.CHANNEL} takes a WebSocket upgrade")
+    app = request.app
+    channels, auth, holder = app[CHANNELS], app[AUTH], app[HOLDER]
+    served = channel.ServedChannel(
+        ws,
+        auth.frame_keys(request.get(NONCE, "")),
+        functools.partial(_answer_frame, holder),
+        str(request.remote),
+        auth.note_refusal,
+    )
+    channels.serving[served] = request  # before the upgrade: a stop meanwhile sees it
+    try:
+        if channels.stopping:
+            raise Unavailable("this peer is stopping")
+        await ws.prepare(request)
+        why = await served.run()  # (closes at once if the peer began to stop meanwhile)
+    finally:
+        del channels.serving[served]
+    log.debug("channel from %s closed: %s", request.remote, why)
+    return ws
+
+
+async def _answer_frame(holder: Holder, kind: int, body: memoryview) -> bytes:
+    """The answer to one frame of calls (kind CALLS) or confirmations (CONFIRMATIONS);
+    raises CorruptData if it cannot be read."""
+    started = time.monotonic()
+    calls: list[ManifestCall] | list[ManifestConfirm]
+    if kind == channel.CALLS:
+        calls = decode(body, ManifestCalls).calls
+    else:
+        calls = decode(body, ManifestConfirmations).confirmations
+    answer = encode(await _answers(holder, calls, FRAME_CALL))
+    access_log.debug(
+        "peer frame of %d %s: %d bytes in, %d out, %.3fs",
+        len(calls),
+        "calls" if kind == channel.CALLS else "confirmations",
+        len(body),
+        len(answer),
+        time.monotonic() - started,
+    )
+    return answer
+
+
+async def _answers(
+    holder: Holder, calls: list[ManifestCall] | list[ManifestConfirm], via: str
+) -> ManifestAnswers:
+    """Each call of a batch answered on its own (``_answer``), all at once."""
+    return ManifestAnswers(await asyncio.gather(*(_answer(holder, c, via) for c in calls)))
+
+
+async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm, via: str) -> ManifestAnswer:
     """One call of a batch, run in a task of its own under its own request id (a fresh one
     without: as ``traced`` gives a request), so that its log lines and its access-log line
-    name the request it serves. Failures are logged as ``error_middleware`` logs them."""
+    name the request it serves; ``via`` (how it came: a batch route, or a channel frame)
+    heads those lines. Failures are logged as ``error_middleware`` logs them."""
     CURRENT_ID.set(sane_request_id(call.request_id) or new_request_id())
-    route = CONFIRMED_BATCH if isinstance(call, ManifestConfirm) else MANIFEST_BATCH
     try:
         if isinstance(call, ManifestRead):
             found = await holder.get_manifest(call.name)
@@ -353,13 +420,13 @@ async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm) -> Manif
             what = f"offer of {manifest.name!r} {manifest.version}: {kept}"
     except RingstoreError as exc:
         if worth_a_warning(exc):
-            log.warning("POST %s: %s", route, exc)
+            log.warning("%s: %s", via, exc)
         answer, what = ManifestAnswer(failure=CallFailure(exc.code, exc.message)), repr(exc)
     except Exception as exc:  # what a single call's 500 would be; the batch goes on
-        log.exception("POST %s: a call failed", route)
+        log.exception("%s: a call failed", via)
         answer = ManifestAnswer(failure=CallFailure(RingstoreError.code, INTERNAL_MESSAGE))
         what = repr(exc)
-    access_log.debug("peer POST %s: %s", route, what)
+    access_log.debug("peer %s: %s", via, what)
     return answer
 
 

@@ -34,6 +34,14 @@ streamed chunk carries ``X-Ringstore-Auth: v1 <key id> <signature>`` over the li
 and empty answers included), so a process that is not a member cannot answer in a member's
 place: gossip answers are how members are learned, and a forged "not found" or "deleted"
 could mislead a quorum.
+
+A *channel* (``node.cluster.channel``) is one authenticated request (a WebSocket upgrade)
+followed by many binary frames each way. Every frame carries the key id of its sender's
+secret and ``HMAC-SHA256(secret, "ringstore-frame-v1\n" nonce "\n" head body)``, where
+``nonce`` is the upgrade request's (so a frame of one channel is worthless on another) and
+``head`` the frame's version, kind and sequence number: a frame cannot be altered, moved
+to another channel, or turned from a call into an answer, and the receiver refuses a
+sequence number out of order (a replay within the channel).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import hmac
 import logging
 import re
 import secrets
+import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +81,10 @@ _UNLISTED = {AUTH_HEADER.lower(), CONTENT_HEADER.lower()}  # the digest has its 
 _REQUEST = re.compile(r"v1 ([0-9a-f]{16}) (\d{1,12}) ([0-9a-f]{32}) ([0-9a-f]{64})")
 _ANSWER = re.compile(r"v1 ([0-9a-f]{16}) ([0-9a-f]{64})")
 _DIGEST = re.compile(r"[0-9a-f]{64}|" + UNSIGNED)
+# A channel frame's head: version, kind, sequence number, the sender's key id, the MAC.
+FRAME_HEAD = struct.Struct(">BBQ8s32s")
+FRAME_VERSION = 1
+_SIGNED_HEAD = 10  # bytes of the head the MAC covers: version, kind, sequence number
 
 
 def content_digest(body: bytes) -> str:
@@ -168,6 +181,10 @@ class Authenticator:
         if not hmac.compare_digest(match[2], _mac(secret, _answer(nonce, status, body))):
             raise Unauthenticated("the answer's signature does not match")
 
+    def frame_keys(self, nonce: str) -> FrameKeys:
+        """Seals and opens the frames of the channel opened by the request ``nonce``."""
+        return FrameKeys(self._secret, self._keys, nonce, self.enforced)
+
     # --- the receiver's side --------------------------------------------------------------
 
     def check_request(self, request: Request) -> tuple[str, str]:
@@ -240,3 +257,54 @@ class Authenticator:
         more = f" ({self._unwarned} more refused since the last warning)" if self._unwarned else ""
         log.warning("refused %s: %s%s", what, reason, more)
         self._warned_at, self._unwarned = now, 0
+
+
+class FrameKeys:
+    """The frame MACs of one channel (module docstring): ``seal`` this peer's frames with
+    its signing secret, ``open`` the other side's under any accepted secret."""
+
+    def __init__(
+        self, secret: bytes, accepted: Mapping[str, bytes], nonce: str, enforced: bool
+    ) -> None:
+        self.enforced = enforced
+        label = f"ringstore-frame-v1\n{nonce}\n".encode()
+        self._kid = bytes.fromhex(key_id(secret))
+        self._sealing = hmac.new(secret, label, hashlib.sha256)
+        # One keyed state per accepted secret, copied per frame (no rekeying each time).
+        self._opening = {
+            bytes.fromhex(kid): hmac.new(key, label, hashlib.sha256)
+            for kid, key in accepted.items()
+        }
+
+    def __repr__(self) -> str:
+        return f"FrameKeys(signs with {self._kid.hex()}, enforced={self.enforced})"
+
+    def seal(self, kind: int, seq: int, body: bytes) -> bytes:
+        """The frame of ``body``: its head, then the body."""
+        mac = bytes(32)
+        if self.enforced:
+            state = self._sealing.copy()
+            state.update(struct.pack(">BBQ", FRAME_VERSION, kind, seq))
+            state.update(body)
+            mac = state.digest()
+        return FRAME_HEAD.pack(FRAME_VERSION, kind, seq, self._kid, mac) + body
+
+    def open(self, frame: bytes) -> tuple[int, int, memoryview]:
+        """A frame's kind, sequence number and body; raises Unauthenticated unless a member
+        sealed it for this channel (never saying more of the secret than its key id)."""
+        if len(frame) < FRAME_HEAD.size:
+            raise Unauthenticated(f"a frame of {len(frame)} bytes is shorter than its head")
+        version, kind, seq, kid, mac = FRAME_HEAD.unpack_from(frame)
+        if version != FRAME_VERSION:
+            raise Unauthenticated(f"frame version {version} is not {FRAME_VERSION}")
+        body = memoryview(frame)[FRAME_HEAD.size :]
+        if self.enforced:
+            keyed = self._opening.get(kid)
+            if keyed is None:
+                raise Unauthenticated(f"key {kid.hex()} is not a key of this cluster")
+            state = keyed.copy()
+            state.update(memoryview(frame)[:_SIGNED_HEAD])
+            state.update(body)
+            if not hmac.compare_digest(mac, state.digest()):
+                raise Unauthenticated("a frame's MAC does not match (wrong secret or altered)")
+        return kind, seq, body

@@ -19,6 +19,9 @@ peer can add one. Chunk bytes travel raw, with the chunk's owner in headers.
     POST   /internal/manifests/confirmed?name=&version=&revision=   -> 204
     POST   /internal/manifests/confirmed/batch   ManifestConfirmations -> ManifestAnswers
     POST   /internal/gossip                GossipMessage -> GossipMessage (the receiver's own)
+    GET    /internal/manifests/channel     WebSocket upgrade: frames of ManifestCalls and
+                                           ManifestConfirmations, each answered with
+                                           ManifestAnswers (node.cluster.channel)
 
 What a peer sends is bounded where it is decoded, even from an authenticated peer: a member
 URL is exactly ``http(s)://host:port`` (``check_member_url``; the same rule for gossip,
@@ -353,7 +356,7 @@ def encode(record: Any) -> bytes:
     return msgspec.msgpack.encode(record)
 
 
-def decode(data: bytes, kind: type[T]) -> T:
+def decode(data: bytes | memoryview, kind: type[T]) -> T:
     """Decode a msgpack body as ``kind``; raises CorruptData naming what is wrong."""
     try:
         return msgspec.msgpack.decode(data, type=kind)

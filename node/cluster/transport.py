@@ -10,13 +10,16 @@ credentials (401) or an unexplained server error is PeerUnavailable (it counts a
 peer's liveness); an error the peer explained (404, 507, a corrupt manifest...) is raised as
 the class it named. Every call made for a public request carries that request's id
 (``node.tracing``). Manifest reads and offers to a peer that already has one request out
-queue and leave together as one batch (``node.cluster.batching``). Tests swap in an
+queue and leave together as one batch (``node.cluster.batching``), as one frame of the
+channel to that peer (``node.cluster.channel``: one WebSocket each way, opened on the
+first batch) or, to a peer of a release before channels, as one request. Tests swap in an
 in-process transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -31,6 +34,15 @@ from yarl import URL
 
 from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, Request, content_digest
 from node.cluster.batching import Batcher
+from node.cluster.channel import (
+    CALLS,
+    CHANNEL,
+    CLOSE_TIMEOUT,
+    CONFIRMATIONS,
+    HEARTBEAT,
+    MAX_FRAME,
+    Channel,
+)
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
     CHUNK_NAME,
@@ -358,6 +370,10 @@ class HttpTransport:
         )
         # Peers without a batch route, and since when: (peer, route) -> monotonic seconds.
         self._unbatched: dict[tuple[Address, str], float] = {}
+        self._channels: dict[Address, Channel] = {}  # to each peer: the latest opened
+        self._opening: dict[Address, asyncio.Future[Channel | None]] = {}
+        self._retired: list[Channel] = []  # replaced, maybe still closing
+        self.channels_opened = 0  # since start (one per peer called, and one per break)
 
     def __repr__(self) -> str:
         return f"HttpTransport(timeout={self._timeout.sock_read}s, closed={self._session.closed})"
@@ -379,19 +395,11 @@ class HttpTransport:
         url = URL(f"{to.url}{path}")
         if params:
             url = url.with_query(params)
-        headers = dict(headers or {})
-        if to.peer_id is not None:
-            headers[PEER_HEADER] = to.peer_id
-        request_id = REQUEST_ID.get()
-        if request_id is not None:  # the public request this call serves (unsigned: a label)
-            headers[REQUEST_ID_HEADER] = request_id
         if data is None or isinstance(data, bytes):
             digest = content_digest(data or b"")
         else:
             digest = UNSIGNED  # a streamed chunk: its blocks are checked against the manifest
-        request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, headers)
-        nonce, signed = self._auth.sign(request, digest)
-        headers.update(signed)
+        nonce, headers = self._signed(method, to, url, digest, headers)
         sent: bytes | io.BytesIO | AsyncIterable[Buffer] | None = data
         if isinstance(data, bytes) and len(data) > LARGE_BODY:
             sent = io.BytesIO(data)
@@ -415,6 +423,22 @@ class HttpTransport:
             raise
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
+
+    def _signed(
+        self, method: str, to: Address, url: URL, digest: str, headers: dict[str, str] | None
+    ) -> tuple[str, dict[str, str]]:
+        """The nonce and headers of a call to ``to``: ``headers``, the peer it is meant for,
+        the request id it serves, and the signature over them and a body of ``digest``."""
+        headers = dict(headers or {})
+        if to.peer_id is not None:
+            headers[PEER_HEADER] = to.peer_id
+        request_id = REQUEST_ID.get()
+        if request_id is not None:  # the public request this call serves (unsigned: a label)
+            headers[REQUEST_ID_HEADER] = request_id
+        request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, headers)
+        nonce, signed = self._auth.sign(request, digest)
+        headers.update(signed)
+        return nonce, headers
 
     async def put_chunk(
         self,
@@ -562,9 +586,18 @@ class HttpTransport:
         if confirmations and others:  # a lane holds one kind of call
             raise TypeError(f"a batch to {to.url} mixes confirmations with other calls")
         if confirmations:
-            route, body = CONFIRMED_BATCH, encode(ManifestConfirmations(confirmations))
+            kind, route = CONFIRMATIONS, CONFIRMED_BATCH
+            body = encode(ManifestConfirmations(confirmations))
         else:
-            route, body = MANIFEST_BATCH, encode(ManifestCalls(others))
+            kind, route, body = CALLS, MANIFEST_BATCH, encode(ManifestCalls(others))
+        opened = await self._channel(to)
+        if opened is not None:
+            data = await opened.call(kind, body)
+            try:
+                answers = msgspec.msgpack.decode(data, type=ManifestAnswers).answers
+            except msgspec.DecodeError as exc:
+                raise PeerUnavailable(to.url, f"malformed ManifestAnswers: {exc}") from exc
+            return self._outcomes(to, calls, answers)
         try:
             async with self._request(
                 "POST", to, route, data=body, headers={"Content-Type": MSGPACK}
@@ -573,14 +606,85 @@ class HttpTransport:
         except NotFound as exc:  # no such route there: a peer of a release before it
             self._unbatched[to, route] = time.monotonic()
             raise _NoBatches(str(exc)) from exc
+        return self._outcomes(to, calls, answers)
+
+    @staticmethod
+    def _outcomes(
+        to: Address, calls: list[Batched], answers: list[ManifestAnswer]
+    ) -> list[ManifestAnswer | Exception]:
         if len(answers) != len(calls):
             raise PeerUnavailable(to.url, f"{len(answers)} answers to {len(calls)} manifest calls")
         return [_call_outcome(to, answer) for answer in answers]
 
+    @property
+    def channels_open(self) -> int:
+        """Channels open to other peers now."""
+        return sum(1 for opened in self._channels.values() if opened.open)
+
+    async def _channel(self, to: Address) -> Channel | None:
+        """The open channel to ``to``, opened now if need be (one opening at a time, its
+        outcome shared); None for a peer without the route, whose batches go as requests.
+        Raises PeerUnavailable if it cannot be opened."""
+        found = self._channels.get(to)
+        if found is not None and found.open:
+            return found
+        if not self._batches_to(to, CHANNEL):
+            return None
+        opening = self._opening.get(to)
+        if opening is None:
+            opening = self._opening[to] = asyncio.ensure_future(self._open_channel(to))
+            opening.add_done_callback(functools.partial(self._opened, to))
+        return await asyncio.shield(opening)
+
+    def _opened(self, to: Address, opening: asyncio.Future[Channel | None]) -> None:
+        self._opening.pop(to, None)
+        if not opening.cancelled():
+            opening.exception()  # retrieved here: every caller that waited has it too
+
+    async def _open_channel(self, to: Address) -> Channel | None:
+        url = URL(f"{to.url}{CHANNEL}")
+        nonce, headers = self._signed("GET", to, url, content_digest(b""), None)
+        timeout = self._timeout.sock_read or 10.0
+        try:
+            ws = await asyncio.wait_for(
+                self._session.ws_connect(
+                    url,
+                    headers=headers,
+                    max_msg_size=MAX_FRAME,
+                    heartbeat=HEARTBEAT,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+                ),
+                timeout,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 404:  # a peer of a release before channels
+                self._unbatched[to, CHANNEL] = time.monotonic()
+                return None
+            what = "refused our credentials" if exc.status == 401 else "refused a channel"
+            raise PeerUnavailable(to.url, f"{what}: HTTP {exc.status} {exc.message}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
+        keys = self._auth.frame_keys(nonce)
+        opened = Channel(ws, keys, to.url, timeout, self._auth.note_refusal)
+        replaced = self._channels.get(to)
+        self._channels[to] = opened
+        self._retired = [c for c in self._retired if not c.finished]
+        if replaced is not None and not replaced.finished:  # (closing: awaited by ``close``)
+            self._retired.append(replaced)
+        self.channels_opened += 1
+        return opened
+
     async def close(self) -> None:
-        """Fail the manifest calls queued or out (this peer is stopping); before the
-        session closes."""
+        """Fail the manifest calls queued or out (this peer is stopping) and close the
+        channels; before the session closes."""
         await self.manifest_calls.close(PeerUnavailable("(this one)", "stopping"))
+        for opening in list(self._opening.values()):
+            opening.cancel()
+        await asyncio.gather(*self._opening.values(), return_exceptions=True)
+        channels = [*self._channels.values(), *self._retired]
+        await asyncio.gather(*(opened.close() for opened in channels))
+        self._channels.clear()
+        self._retired.clear()
 
     async def retract_manifest(
         self, to: Address, manifest: Manifest, restore: Manifest | None = None

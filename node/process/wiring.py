@@ -55,6 +55,7 @@ from node.api.s3 import routes as s3_routes
 from node.api.s3.auth import signed_requests
 from node.api.s3.errors import common_headers, s3_errors
 from node.cluster.auth import Authenticator
+from node.cluster.channel import OpenChannels
 from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
@@ -130,6 +131,9 @@ def create_app(
     app.cleanup_ctx.append(_data_dir_lock)
     app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
+    app[keys.CHANNELS] = OpenChannels()
+    # First at shutdown: other peers' channels answer the frames under way, then close.
+    app.on_shutdown.append(lambda app: app[keys.CHANNELS].stop(config.peer_timeout))
     public.add_routes(app)
     monitoring.add_routes(app)
     access.add_routes(app)
@@ -334,6 +338,8 @@ async def _lifecycle(
             buffers,
             replicas.hedge,
             transport.manifest_calls.counts,
+            lambda: transport.channels_open,
+            lambda: transport.channels_opened,
             in_progress=lambda: limit.active,
             connections=metrics.open_connections,
         )

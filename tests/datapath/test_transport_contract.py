@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from node.cluster.protocol import PullOrder
-from node.cluster.transport import Address, HttpTransport, Transport
+from node.cluster.transport import Address, Transport
 from node.datapath.holder import Holder, LocalFirst
 from node.errors import ChunkNotFound, CorruptData, InvalidRequest, PeerUnavailable
 from node.model.digests import BlockDigests, chunk_digest
@@ -26,6 +25,7 @@ from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import LocalCluster
 from tests.harness.grid import Grid
+from tests.harness.peer_api import peer_transport
 
 CHUNK = "0123456789abcdef0123456789abcdef-3"
 OWNER = ChunkMeta("ns/file", "5.0.p", 3, 1000)
@@ -64,8 +64,8 @@ async def pair(
     cluster = LocalCluster(tmp_path)
     try:
         await cluster.start(2)
-        async with aiohttp.ClientSession() as session:
-            transport: Transport = HttpTransport(session, 5.0, cluster[0].auth)
+        async with peer_transport(cluster[0].auth) as http:
+            transport: Transport = http
             if request.param == "local":  # peer 0's calls: to itself (a) direct, to b over HTTP
                 local = LocalFirst(transport, cluster[0].id)
                 local.holder = cluster[0].holder

@@ -18,6 +18,7 @@ from aiohttp import web
 from node.api.keys import (
     ANTI_ENTROPY,
     AUTH,
+    CHANNELS,
     CHUNKS,
     CLOCK,
     CONFIG,
@@ -200,11 +201,23 @@ class LocalPeer:
         await self.start()
 
     def hang(self) -> None:
-        """Accept connections but answer nothing until ``unhang``."""
+        """Accept connections but answer nothing until ``unhang``: new requests wait, and
+        nothing more is read of the channels open now, as from a stopped process."""
         self._running.clear()
+        for transport in self._channels():
+            transport.pause_reading()
 
     def unhang(self) -> None:
         self._running.set()
+        for transport in self._channels():
+            transport.resume_reading()
+
+    def _channels(self) -> list[asyncio.Transport]:
+        """The connections of the channels other peers have open to this one."""
+        if self.app is None or self._served is None:
+            return []
+        found = (request.transport for request in self.app[CHANNELS].serving.values())
+        return [t for t in found if isinstance(t, asyncio.Transport) and not t.is_closing()]
 
     @property
     def running(self) -> bool:

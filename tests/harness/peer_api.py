@@ -9,6 +9,7 @@ import aiohttp
 from yarl import URL
 
 from node.cluster.auth import Authenticator, Request, content_digest
+from node.cluster.transport import HttpTransport
 from tests.harness.local import LocalPeer
 
 
@@ -34,3 +35,15 @@ async def internal(
     _, signed = (auth or peer.auth).sign(request, content_digest(data or b""))
     async with http.request(method, url, data=data, headers={**sent, **signed}) as response:
         yield response
+
+
+@asynccontextmanager
+async def peer_transport(auth: Authenticator, timeout: float = 5.0) -> AsyncIterator[HttpTransport]:
+    """The transport a peer signing with ``auth`` makes its calls with, on a session of its
+    own; closed after (its channels with it)."""
+    async with aiohttp.ClientSession() as session:
+        transport = HttpTransport(session, timeout, auth)
+        try:
+            yield transport
+        finally:
+            await transport.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -35,8 +36,14 @@ UP_OFFSETS = (0, 1000)
 
 def free_port_block(count: int, offsets: tuple[int, ...] = UP_OFFSETS) -> int:
     """A base port with ``count`` consecutive free ports after it, and after base + each
-    of ``offsets`` (for ``ringstore up``: its peers' ports, and their S3 ports)."""
-    for base in range(24000 + os.getpid() % 1000 * 20, 60000, 37):
+    of ``offsets`` (for ``ringstore up``: its peers' ports, and their S3 ports).
+
+    All below the kernel's ephemeral range: there, the outgoing connections of peers that
+    started first (their channels, gossip) may take a port before the peer it was meant for
+    binds it (seen: ``ringstore up``'s fourth peer refused its port, "address in use")."""
+    ceiling = _ephemeral_low() - max(offsets) - count
+    start = 10000 + os.getpid() % 1000 * 20 % max(1, ceiling - 10000)
+    for base in [*range(start, ceiling, 37), *range(10000, start, 37)]:
         sockets: list[socket.socket] = []
         try:
             for port in (b + i for b in (base + o for o in offsets) for i in range(count)):
@@ -50,3 +57,11 @@ def free_port_block(count: int, offsets: tuple[int, ...] = UP_OFFSETS) -> int:
             for sock in sockets:
                 sock.close()
     raise RuntimeError("no free block of ports")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768

@@ -1,6 +1,8 @@
-"""Manifest calls from one peer to another go in batches over real HTTP: calls that
-find a request out leave together when it returns, each answered and logged as its own;
-a peer without the batch route (an older release) gets them one by one."""
+"""Manifest calls from one peer to another go in batches, over real sockets: calls that
+find a batch out leave together when it returns, each answered and logged as its own.
+Batches are frames of a channel (``tests/node/test_channels.py`` holds the channel itself);
+a peer without channels (an older release) gets them as requests, and one without the
+batch routes either gets the calls one by one."""
 
 from __future__ import annotations
 
@@ -14,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from node.api import peer as peer_api
 from node.cluster import transport as transport_module
-from node.cluster.protocol import MANIFEST_BATCH
+from node.cluster.channel import CHANNEL
 from node.cluster.transport import Address, HttpTransport
 from node.errors import InvalidRequest, PeerUnavailable
 from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
@@ -29,20 +30,11 @@ from node.model.version import Version
 from node.process.logs import ContextFilter
 from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
 from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness.peer_api import peer_transport
 from tests.node.shared.test_inline_files import served
 from tests.node.shared.test_peer_input import a_manifest, far_ahead
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    local = LocalCluster(tmp_path)
-    try:
-        await local.start(2)
-        yield local
-    finally:
-        await local.stop()
 
 
 def as_request(request_id: str, call: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
@@ -52,17 +44,15 @@ def as_request(request_id: str, call: Coroutine[Any, Any, T]) -> asyncio.Future[
     return context.run(asyncio.ensure_future, call)
 
 
-def requests_served(caplog: pytest.LogCaptureFixture, peer: LocalPeer, ids: set[str]) -> int:
-    """HTTP requests to the batch route that ``peer`` answered for any of ``ids``."""
-    return sum(
-        1
+def frames_served(caplog: pytest.LogCaptureFixture, peer: LocalPeer) -> list[int]:
+    """The calls in each channel frame ``peer`` answered, in the order answered."""
+    return [
+        int(record.args[0])  # type: ignore[index, arg-type]
         for record in caplog.records
         if record.name == "node.access"
-        and hasattr(record, "duration")  # the access log's line for a request, not a call's
         and getattr(record, "peer", None) == peer.id
-        and getattr(record, "request_id", None) in ids
-        and MANIFEST_BATCH in record.getMessage()
-    )
+        and record.msg.startswith("peer frame of ")
+    ]
 
 
 def offer(transport: HttpTransport, to: Address, request_id: str | None, name: str) -> Any:
@@ -92,10 +82,10 @@ class HeldOffer:
 
 @asynccontextmanager
 async def one_offer_held(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, request_id: str, name: str
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch, request_id: str, name: str
 ) -> AsyncIterator[HeldOffer]:
     """Peer 1's holder holds the first manifest offer until ``release``; peer 0 makes it."""
-    target = cluster[1]
+    target = two_peers[1]
     entered, release = asyncio.Event(), asyncio.Event()
     keep = target.holder.put_manifest
 
@@ -111,20 +101,19 @@ async def one_offer_held(
 
     monkeypatch.setattr(target.holder, "put_manifest", held)
     to = Address(target.url, target.id)
-    async with aiohttp.ClientSession() as session:
-        transport = HttpTransport(session, 5.0, cluster[0].auth)
+    async with peer_transport(two_peers[0].auth, 5.0) as transport:
         first = offer(transport, to, request_id, name)
         await asyncio.wait_for(entered.wait(), 10)  # out, and held there
         yield HeldOffer(transport, to, first, release)
 
 
 async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.DEBUG, logger="node.access")
-    target = cluster[1]
-    async with one_offer_held(cluster, monkeypatch, "call-0", "batched/0") as held:
+    target = two_peers[1]
+    async with one_offer_held(two_peers, monkeypatch, "call-0", "batched/0") as held:
         transport, to = held.transport, held.to
         queued = await held.queue(
             *(offer(transport, to, f"call-{i}", f"batched/{i}") for i in range(1, 5)),
@@ -137,24 +126,23 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
     assert found is not None
     assert found.name == "batched/3"
     ids = {f"call-{i}" for i in range(5)}
-    # Two requests: the first alone, then the five that queued behind it (a request's line
-    # is logged once its answer is sent)...
+    # Two batches: the first alone, then the five that queued behind it...
     assert transport.manifest_calls.counts.requests == 3  # and the read's
     assert transport.manifest_calls.counts.calls == 7
-    await eventually(lambda: requests_served(caplog, target, ids) == 2, what="2 requests")
+    assert frames_served(caplog, target) == [1, 5, 1]
     # ...and each call in the target's access log under its own request's id (logged before
     # the batch's answer), the one made for no request under an id of its own.
     for request_id in sorted(ids):
-        assert served(caplog, request_id, MANIFEST_BATCH) == {target.id}, request_id
+        assert served(caplog, request_id, CHANNEL) == {target.id}, request_id
     no_id = [r for r in caplog.records if "batched/no-id" in r.getMessage()]
     assert len(no_id) == 1
     assert no_id[0].request_id not in ids  # type: ignore[attr-defined]
 
 
 async def test_one_calls_failure_is_its_own(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with one_offer_held(cluster, monkeypatch, "first", "failing/first") as held:
+    async with one_offer_held(two_peers, monkeypatch, "first", "failing/first") as held:
         transport, to = held.transport, held.to
         batch = await held.queue(
             transport.put_manifest(to, a_manifest("failing/fine-1"), None),
@@ -171,16 +159,15 @@ async def test_one_calls_failure_is_its_own(
 
 
 async def test_calls_queued_behind_a_hung_peer_fail_with_its_request(
-    cluster: LocalCluster,
+    two_peers: LocalCluster,
 ) -> None:
     """Not after a second timeout of their own: they never leave. One failure counts against
     the peer; the calls that shared it do not count it again."""
-    target = cluster[1]
+    target = two_peers[1]
     to = Address(target.url, target.id)
     target.hang()
     try:
-        async with aiohttp.ClientSession() as session:
-            transport = HttpTransport(session, 0.5, cluster[0].auth)
+        async with peer_transport(two_peers[0].auth, 0.5) as transport:
             first = offer(transport, to, "hung-0", "hung/0")
             await eventually(lambda: transport.manifest_calls.counts.requests == 1, what="out")
             queued = [offer(transport, to, f"hung-{i}", f"hung/{i}") for i in (1, 2)]
@@ -199,26 +186,32 @@ async def a_peer_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, tried: list[str]
 ) -> AsyncIterator[tuple[HttpTransport, Address, LocalPeer]]:
     """A transport from peer 0 to peer 1 of a fresh 2-peer cluster whose handler ``route``
-    (a function of ``node.api.peer``) answers 404, as a release without it does; the
-    request ids of the calls it refused go into ``tried`` ("" for none)."""
+        (a function of ``node.api.peer``) answers 404, as a release without it does, and which
+        has no channels (a release before them); the request ids of the calls ``route`` refused
+        go into ``tried`` ("" for none), and for each channel it refused ``CHANNELS_REFUSED`` and
+    the request id of the call that opened it."""
 
     async def no_such_route(request: web.Request) -> web.Response:
         tried.append(request.headers.get(REQUEST_ID_HEADER, ""))
         raise web.HTTPNotFound()  # as a release before it answers: no such route
 
+    async def no_channels(request: web.Request) -> web.Response:
+        tried.append(f"{CHANNELS_REFUSED} {request.headers.get(REQUEST_ID_HEADER, '')}")
+        raise web.HTTPNotFound()
+
     monkeypatch.setattr(peer_api, route, no_such_route)
-    cluster = LocalCluster(tmp_path)
+    monkeypatch.setattr(peer_api, "manifest_channel", no_channels)
+    local = LocalCluster(tmp_path)
     try:
-        await cluster.start(2)
-        target = cluster[1]
-        async with aiohttp.ClientSession() as session:
-            yield (
-                HttpTransport(session, 5.0, cluster[0].auth),
-                Address(target.url, target.id),
-                target,
-            )
+        await local.start(2)
+        target = local[1]
+        async with peer_transport(local[0].auth) as transport:
+            yield transport, Address(target.url, target.id), target
     finally:
-        await cluster.stop()
+        await local.stop()
+
+
+CHANNELS_REFUSED = "(a channel)"
 
 
 async def test_a_peer_without_batches_gets_each_call_alone(
@@ -259,11 +252,15 @@ async def test_a_peer_without_batches_gets_each_call_alone(
         assert not found.provisional
         assert await transport.get_manifest(to, "old/none") == ReplicaRead(None)
         assert [t for t in tried if t == "old-peer"] == ["old-peer"]  # once: later calls alone
-        # Once RETRY_BATCHES have passed, batches are tried again (it may be upgraded).
+        opened_for = f"{CHANNELS_REFUSED} old-peer"
+        assert tried.count(opened_for) == 1  # tried once, before the first batch
+        # Once RETRY_BATCHES have passed, channels and batches are tried again (it may be
+        # upgraded).
         monkeypatch.setattr(transport_module, "RETRY_BATCHES", 0.0)
         found = await as_request("old-peer", transport.get_manifest(to, "old/2"))
         assert found.manifest is not None
         assert [t for t in tried if t == "old-peer"] == ["old-peer", "old-peer"]
+        assert tried.count(opened_for) == 2
 
 
 async def provisional_replicas(
@@ -279,9 +276,9 @@ async def provisional_replicas(
 
 
 async def test_confirmations_behind_one_out_leave_as_one_request(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = cluster[1]
+    target = two_peers[1]
     to = Address(target.url, target.id)
     entered, release = asyncio.Event(), asyncio.Event()
     confirm = target.holder.confirm_manifest
@@ -293,8 +290,7 @@ async def test_confirmations_behind_one_out_leave_as_one_request(
         await confirm(name, precedence)
 
     monkeypatch.setattr(target.holder, "confirm_manifest", held)
-    async with aiohttp.ClientSession() as session:
-        transport = HttpTransport(session, 5.0, cluster[0].auth)
+    async with peer_transport(two_peers[0].auth, 5.0) as transport:
         created = await provisional_replicas(transport, to, [f"cas/{i}" for i in range(5)])
         before = transport.manifest_calls.counts.requests
         first = asyncio.ensure_future(transport.confirm_manifest(to, created[0]))
@@ -323,7 +319,8 @@ async def test_a_peer_without_confirmation_batches_gets_them_alone_and_the_rest_
         for manifest in created:
             await transport.confirm_manifest(to, manifest)
             assert await transport.get_manifest(to, manifest.name) == ReplicaRead(manifest)
-        assert len(tried) == 1  # once: the second went alone at once
+        refused = [t for t in tried if not t.startswith(CHANNELS_REFUSED)]
+        assert len(refused) == 1  # once: the second went alone at once
         # Three requests more through the batcher: the refused confirmation and the two
         # reads (the second confirmation went alone; reads still go batched).
         assert transport.manifest_calls.counts.requests - batched == 3

@@ -1,0 +1,279 @@
+"""Manifest calls between two peers over one long-lived WebSocket (RFC 6455): a channel.
+
+A batch of manifest calls as an HTTP request costs both peers far more than the calls: on
+these 2-core VMs a storage peer spent ~2 ms of CPU per batch request of ~2.5 manifest
+writes, of which the writes themselves (log append, group commit) were ~0.5 ms; the rest
+was aiohttp's client and server request paths, the middlewares, a signature each way, and
+the answer's headers. A channel pays for those once, when it opens: the caller makes one
+signed ``GET CHANNEL`` (``node.cluster.auth``: the receiver checks membership, freshness
+and nonce, and answers 421 if it is not the peer meant), the receiver upgrades it, and
+from then on each batch is one binary frame each way::
+
+    head (50 bytes): version (1), kind (1), sequence number (8, big-endian), sender's key
+                     id (8), HMAC-SHA256 (32) keyed by the sender's secret over the
+                     upgrade's nonce, version, kind, sequence number and body
+                     (``node.cluster.auth.FrameKeys``)
+    body:            msgpack ``ManifestCalls`` (kind CALLS), ``ManifestConfirmations``
+                     (CONFIRMATIONS), or the answer's ``ManifestAnswers`` (ANSWERS)
+
+The caller numbers its frames 1, 2, 3...; the receiver refuses any other number (a replay)
+and answers each frame with the same number, in any order, as soon as its calls are done
+(up to ``FRAMES_IN_FLIGHT`` frames at once; it reads no further meanwhile, so TCP holds the
+caller back). A frame that fails its MAC or is out of order closes the channel with code
+1008, one that cannot be read (or a text message) with 1003, after a rate-limited warning
+(``Authenticator.note_refusal``): a member's frames never do that. The calls in flight then
+fail as an HTTP request cut off would (``PeerUnavailable``), and the next call opens a new
+channel. A call not answered within the peer timeout fails the same way and closes the
+channel (a hung peer: the calls behind it would wait out the same timeout). Both ends ping
+every ``HEARTBEAT`` seconds and close a channel whose other end stopped answering pings (a
+vanished host), so no channel outlives its use by more than that.
+
+A receiver that stops reads no new frame, answers those under way (for at most the time
+it is given), then closes with 1001. A peer of a release before channels answers the
+upgrade 404; the caller then sends its batches as HTTP requests (``MANIFEST_BATCH``) and
+tries a channel again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from node.cluster.auth import FrameKeys
+from node.errors import PeerUnavailable, RingstoreError, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "/internal/manifests/channel"  # GET, upgraded to a WebSocket
+CALLS, CONFIRMATIONS, ANSWERS = 1, 2, 3  # frame kinds
+FRAMES_IN_FLIGHT = 8  # frames of one channel a receiver works on at once
+# The largest frame either side takes: a batch of at most MAX_MANIFEST_CALLS calls, one of
+# which may be a huge file's manifest; as large as the app takes an HTTP request body.
+MAX_FRAME = 256 << 20
+CLOSE_TIMEOUT = 2.0  # seconds a closing side waits for the other's close frame
+HEARTBEAT = 30.0  # seconds between pings; no pong within half of it closes the channel
+
+Answer = Callable[[int, memoryview], Awaitable[bytes]]  # (kind, body) -> the answer's body
+Refused = Callable[[str, str], None]  # (what, why): a frame refused, to be logged
+
+
+class Channel:
+    """The caller's end of an open channel: ``call`` sends a frame and returns the body of
+    its answer. Fails every call in flight once the channel closes for any reason."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse[bool],
+        keys: FrameKeys,
+        peer: str,
+        timeout: float,
+        refused: Refused,
+    ) -> None:
+        self._ws = ws
+        self._keys = keys
+        self._peer = peer
+        self._timeout = timeout
+        self._refused = refused
+        self._seq = 0
+        self._waiting: dict[int, asyncio.Future[memoryview]] = {}
+        self._closed: str | None = None  # why, once closed
+        self._reader = asyncio.ensure_future(self._read())
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._closed}" if self._closed else f"{len(self._waiting)} waiting"
+        return f"Channel({self._peer}, sent={self._seq}, {state})"
+
+    @property
+    def open(self) -> bool:
+        return self._closed is None
+
+    @property
+    def finished(self) -> bool:
+        """Closed, and nothing of it left running."""
+        return self._reader.done()
+
+    async def call(self, kind: int, body: bytes) -> memoryview:
+        """Send one frame of ``kind``; the body of its answer. Raises PeerUnavailable if
+        the channel closes first or no answer comes within the timeout (then it closes,
+        and the other calls in flight fail without counting against the peer again)."""
+        try:
+            return await asyncio.wait_for(self._exchange(kind, body), self._timeout)
+        except asyncio.TimeoutError as exc:
+            self._close(f"no answer within {self._timeout}s", counted=False)
+            raise PeerUnavailable(self._peer, f"no answer within {self._timeout}s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            self._close(str(exc) or type(exc).__name__, counted=False)
+            raise PeerUnavailable(self._peer, f"channel: {exc}") from exc
+
+    async def _exchange(self, kind: int, body: bytes) -> memoryview:
+        """Send (waiting while the receiver reads nothing) and wait for the answer.
+
+        Checked, numbered and written in one step of the loop (aiohttp 3.14 writes an
+        uncompressed frame before it first waits: ``WebSocketWriter.send_frame``): a call
+        cancelled before it leaves leaves no gap in the numbers, and none is sent on a
+        channel already closed. One cancelled after it left stays waiting, and its answer
+        is dropped when it comes."""
+        if self._closed is not None:
+            raise PeerUnavailable(self._peer, f"channel closed: {self._closed}")
+        self._seq += 1
+        seq = self._seq
+        answer: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = answer
+        try:
+            await self._ws.send_bytes(self._keys.seal(kind, seq, body))
+        except BaseException:
+            answer.cancel()  # nobody will wait for it (it stays listed: its answer is dropped)
+            raise
+        return await answer
+
+    async def close(self) -> None:
+        """Close the channel (calls in flight fail) and wait until it is closed."""
+        self._close("closed by this peer", counted=False)
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    def _close(self, why: str, counted: bool) -> None:
+        """Close, failing the calls in flight; ``counted``: the first of them counts against
+        the peer (nothing else has)."""
+        if self._closed is None:
+            self._closed = why
+            self._reader.cancel()
+        for answer in self._waiting.values():
+            if not answer.done():
+                answer.set_exception(PeerUnavailable(self._peer, f"channel closed: {why}", counted))
+                counted = False
+        self._waiting.clear()
+
+    async def _read(self) -> None:
+        why = "closed by the other peer"
+        try:
+            async for message in self._ws:
+                if message.type != WSMsgType.BINARY:
+                    why = f"a {message.type.name} message"
+                    break
+                kind, seq, body = self._keys.open(message.data)
+                if kind != ANSWERS or seq not in self._waiting:
+                    raise Unauthenticated(f"a frame of kind {kind} numbered {seq}: no answer due")
+                answer = self._waiting.pop(seq)
+                if not answer.done():  # (its caller went away)
+                    answer.set_result(body)
+            else:
+                why = f"closed by the other peer (code {self._ws.close_code})"
+        except Unauthenticated as exc:
+            why = f"refused an answer: {exc.message}"
+            self._refused(f"a frame from {self._peer}", why)
+        except (aiohttp.ClientError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+        finally:
+            self._close(self._closed or why, counted=True)
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._ws.close(), CLOSE_TIMEOUT)
+
+
+class ServedChannel:
+    """The receiver's end of an upgraded channel: ``run`` answers its frames until it
+    closes; ``stop`` ends it gracefully. ``answer(kind, body)`` is an answer's body, or
+    raises a RingstoreError (the frame is unreadable: the channel closes)."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        keys: FrameKeys,
+        answer: Answer,
+        who: str,
+        refused: Refused,
+    ) -> None:
+        self.ws = ws
+        self._keys = keys
+        self._answer = answer
+        self._who = who
+        self._refused = refused
+        self._slots = asyncio.Semaphore(FRAMES_IN_FLIGHT)
+        self._working: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"ServedChannel({self._who}, {len(self._working)} frames under way)"
+
+    async def run(self) -> str:
+        """Answer frames until the channel closes; why it closed. Frames under way are
+        answered first, as a request's handler finishes when its client goes away."""
+        why = "closed by the caller"
+        expected = 1
+        if self._stopping.is_set():  # told to stop while it was being upgraded
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
+            return "stopping"
+        try:
+            async for message in self.ws:
+                if self._stopping.is_set():  # read, never answered: its calls fail on close
+                    continue
+                if message.type != WSMsgType.BINARY:
+                    why = f"a {message.type.name} message"
+                    self._refused(f"a channel from {self._who}", why)
+                    await self.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary only")
+                    break
+                try:
+                    kind, seq, body = self._keys.open(message.data)
+                    if seq != expected:
+                        raise Unauthenticated(f"frame {seq} where {expected} was due (a replay?)")
+                    if kind not in (CALLS, CONFIRMATIONS):
+                        raise Unauthenticated(f"a frame of kind {kind} is no call")
+                except Unauthenticated as exc:
+                    why = exc.message
+                    self._refused(f"a frame from {self._who}", why)
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"refused")
+                    break
+                expected += 1
+                await self._slots.acquire()
+                task = asyncio.ensure_future(self._work(kind, seq, body))
+                self._working.add(task)
+                task.add_done_callback(self._working.discard)
+        finally:
+            await asyncio.gather(*self._working, return_exceptions=True)
+        return why
+
+    async def stop(self, grace: float) -> None:
+        """Read no new frame, answer those under way (for at most ``grace`` seconds), then
+        close with 1001 (going away)."""
+        self._stopping.set()
+        if not self.ws.prepared:  # not yet upgraded: ``run`` closes it as it starts
+            return
+        if self._working:
+            await asyncio.wait(set(self._working), timeout=grace)
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
+
+    async def _work(self, kind: int, seq: int, body: memoryview) -> None:
+        try:
+            answered = await self._answer(kind, body)
+        except RingstoreError as exc:  # a member's frame we cannot read: a bug there
+            self._refused(f"frame {seq} from {self._who}", exc.message)
+            await self.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"unreadable frame")
+            return
+        except Exception:  # a bug here: the caller's calls fail now, not at their timeout
+            log.exception("closing the channel from %s: frame %d failed", self._who, seq)
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            return
+        finally:
+            self._slots.release()
+        with contextlib.suppress(ConnectionError, RuntimeError):  # closed: nobody waits
+            await self.ws.send_bytes(self._keys.seal(ANSWERS, seq, answered))
+
+
+class OpenChannels:
+    """The channels other peers have open to this one, with their upgraded requests."""
+
+    def __init__(self) -> None:
+        self.serving: dict[ServedChannel, web.BaseRequest] = {}
+        self.stopping = False
+
+    def __repr__(self) -> str:
+        return f"OpenChannels({len(self.serving)}, stopping={self.stopping})"
+
+    async def stop(self, grace: float) -> None:
+        """Stop every channel (``ServedChannel.stop``) and accept no new one."""
+        self.stopping = True
+        await asyncio.gather(*(served.stop(grace) for served in list(self.serving)))

@@ -1,0 +1,362 @@
+"""Channels (``node.cluster.channel``): batches of manifest calls as frames of one WebSocket
+per pair of peers, on real in-process peers. The hard cases first: a frame forged, replayed,
+moved from another channel or unreadable closes the channel; a squatter's answers are
+refused; a hung peer's calls time out and a stopped one's fail at once, and the next call
+opens a new channel; then the ordinary case, many batches over one connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, WSMsgType, web
+from yarl import URL
+
+from node.api.keys import CHANNELS
+from node.cluster import channel as channel_module
+from node.cluster.auth import FRAME_HEAD, Authenticator, FrameKeys, Request, content_digest
+from node.cluster.channel import CALLS, CHANNEL, CONFIRMATIONS, Channel
+from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer, decode, encode
+from node.cluster.transport import Address
+from node.errors import PeerUnavailable, Unauthenticated
+from node.model.identity import ClusterIdentity
+from node.model.manifest import Manifest
+from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness.local import Served
+from tests.harness.peer_api import peer_transport
+from tests.harness.polling import spin
+from tests.node.shared.test_peer_input import a_manifest
+
+
+def serves_channel_from(peer: LocalPeer, port: int) -> bool:
+    """Whether ``peer`` has a channel open from local port ``port``."""
+    assert peer.app is not None
+    return any(
+        request.transport is not None and request.transport.get_extra_info("peername")[1] == port
+        for request in peer.app[CHANNELS].serving.values()
+    )
+
+
+def hold_first_offer(
+    peer: LocalPeer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """``peer``'s holder holds the next manifest offer until the second event is set (the
+    first is set once it is held); later offers pass."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    keep = peer.holder.put_manifest
+
+    async def held(*args: object, **kwargs: object) -> object:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        return await keep(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(peer.holder, "put_manifest", held)
+    return entered, release
+
+
+def offers(names: list[str]) -> bytes:
+    """The body of a frame of offers of fresh manifests of ``names``."""
+    return encode(ManifestCalls([ManifestOffer(a_manifest(n).to_bytes()) for n in names]))
+
+
+@asynccontextmanager
+async def raw_channel(
+    peer: LocalPeer, auth: Authenticator | None = None
+) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, FrameKeys]]:
+    """A channel to ``peer`` opened by hand, signed with ``auth`` (default: as a member);
+    the WebSocket and the keys that seal frames for it. Once it is closed, ``peer`` holds
+    nothing of it (within the default wait)."""
+    auth = auth or peer.auth
+    url = URL(f"{peer.url}{CHANNEL}")
+    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
+    nonce, headers = auth.sign(request, content_digest(b""))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers=headers) as ws,
+    ):
+        port = ws.get_extra_info("sockname")[1]
+        assert serves_channel_from(peer, port)
+        yield ws, auth.frame_keys(nonce)
+    await eventually(lambda: not serves_channel_from(peer, port), what="the channel closed")
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    """Read until the channel closes (within 10 s); its close code (answers before it are
+    dropped)."""
+    for _ in range(100):
+        message = await ws.receive(timeout=10)
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+            return ws.close_code
+    raise AssertionError("the channel answered 100 messages and stayed open")
+
+
+# --- frames the receiver refuses -------------------------------------------------------------
+
+
+async def test_a_frame_sealed_with_another_clusters_secret_closes_the_channel(
+    two_peers: LocalCluster,
+) -> None:
+    target = two_peers[1]
+    async with raw_channel(target) as (ws, _):
+        stranger = Authenticator(ClusterIdentity.create()).frame_keys("0" * 32)
+        await ws.send_bytes(stranger.seal(CALLS, 1, offers(["forged/a"])))
+        assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
+    assert (await target.holder.get_manifest("forged/a")).manifest is None
+
+
+async def test_a_replayed_frame_is_answered_once_and_closes_the_channel(
+    two_peers: LocalCluster,
+) -> None:
+    target = two_peers[1]
+    async with raw_channel(target) as (ws, keys):
+        frame = keys.seal(CALLS, 1, offers(["replayed/a"]))
+        await ws.send_bytes(frame)
+        answer = await asyncio.wait_for(ws.receive(), 10)
+        kind, seq, body = keys.open(answer.data)
+        assert (kind, seq) == (channel_module.ANSWERS, 1)
+        written = decode(body, ManifestAnswers).answers[0].written
+        assert written is not None
+        assert written.stored
+        await ws.send_bytes(frame)  # the same bytes again
+        assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
+
+
+async def test_a_frame_of_another_channel_is_refused(two_peers: LocalCluster) -> None:
+    """Sealed with the members' secret, but for another upgrade's nonce."""
+    target = two_peers[1]
+    async with raw_channel(target) as (first, first_keys):
+        async with raw_channel(target) as (second, _):
+            await second.send_bytes(first_keys.seal(CALLS, 1, offers(["moved/a"])))
+            assert await closed_with(second) == WSCloseCode.POLICY_VIOLATION
+        await first.send_bytes(first_keys.seal(CALLS, 1, offers(["moved/b"])))
+        answer = await asyncio.wait_for(first.receive(), 10)  # the first still serves
+        assert first_keys.open(answer.data)[:2] == (channel_module.ANSWERS, 1)
+    assert (await target.holder.get_manifest("moved/a")).manifest is None
+    assert (await target.holder.get_manifest("moved/b")).manifest is not None
+
+
+REFUSED, UNREADABLE = WSCloseCode.POLICY_VIOLATION, WSCloseCode.UNSUPPORTED_DATA
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param(lambda k: k.seal(CALLS, 1, b"\xc1 not msgpack"), UNREADABLE, id="unreadable"),
+        pytest.param(
+            lambda k: k.seal(CONFIRMATIONS, 1, offers(["x"])), UNREADABLE, id="wrong-kind"
+        ),
+        pytest.param(lambda k: k.seal(CALLS, 2, offers(["x"])), REFUSED, id="out-of-order"),
+        pytest.param(lambda k: k.seal(channel_module.ANSWERS, 1, b""), REFUSED, id="an-answer"),
+        pytest.param(lambda k: k.seal(CALLS, 1, offers(["x"]))[:40], REFUSED, id="short"),
+        pytest.param(lambda k: b"\x02" + k.seal(CALLS, 1, offers(["x"]))[1:], REFUSED, id="v2"),
+    ],
+)
+async def test_a_malformed_frame_closes_the_channel(
+    two_peers: LocalCluster, frame: Callable[[FrameKeys], bytes], code: int
+) -> None:
+    target = two_peers[1]
+    async with raw_channel(target) as (ws, keys):
+        await ws.send_bytes(frame(keys))
+        assert await closed_with(ws) == code
+    assert (await target.holder.get_manifest("x")).manifest is None
+
+
+async def test_a_text_message_closes_the_channel(two_peers: LocalCluster) -> None:
+    async with raw_channel(two_peers[1]) as (ws, _):
+        await ws.send_str("hello")
+        assert await closed_with(ws) == WSCloseCode.UNSUPPORTED_DATA
+
+
+async def test_an_upgrade_without_a_members_signature_is_refused(two_peers: LocalCluster) -> None:
+    stranger = Authenticator(ClusterIdentity.create())
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with raw_channel(two_peers[1], stranger):
+            pass
+    assert refused.value.status == 401
+    async with aiohttp.ClientSession() as session:  # nor unsigned (a browser page's)
+        url = f"{two_peers[1].url}{CHANNEL}"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as unsigned:
+            async with session.ws_connect(url, origin="http://example.test"):
+                pass
+    assert unsigned.value.status == 401
+
+
+# --- the caller's side -----------------------------------------------------------------------
+
+
+async def test_a_squatter_that_upgrades_gets_no_answer_believed(tmp_path: Path) -> None:
+    """A process at a member's address without the secret accepts the channel and answers
+    every frame with a forged "stored": the call fails, as an unsigned answer does."""
+    answered: list[int] = []
+
+    async def squat(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        forger = Authenticator(ClusterIdentity.create()).frame_keys("f" * 32)
+        async for message in ws:
+            seq = FRAME_HEAD.unpack_from(message.data)[2]  # it cannot check the MAC
+            answered.append(seq)
+            await ws.send_bytes(forger.seal(channel_module.ANSWERS, seq, b"\x91\x80"))
+        return ws
+
+    app = web.Application()
+    app.router.add_get(CHANNEL, squat)
+    served = Served()
+    await served.serve(app)
+    try:
+        async with peer_transport(Authenticator(ClusterIdentity.create())) as transport:
+            to = Address(f"http://127.0.0.1:{served.port}", "some-member")
+            with pytest.raises(PeerUnavailable, match="not a key of this cluster"):
+                await transport.put_manifest(to, a_manifest("squatted/a"), None)
+    finally:
+        await served.stop()
+    assert answered == [1]
+
+
+async def test_a_hung_peers_call_times_out_and_the_next_opens_a_new_channel(
+    two_peers: LocalCluster,
+) -> None:
+    target = two_peers[1]
+    to = Address(target.url, target.id)
+    async with peer_transport(two_peers[0].auth, timeout=0.5) as transport:
+        assert (await transport.put_manifest(to, a_manifest("hung/before"), None)).stored
+        assert transport.channels_open == 1
+        target.hang()
+        try:
+            with pytest.raises(PeerUnavailable, match="no answer within") as failed:
+                await transport.put_manifest(to, a_manifest("hung/during"), None)
+            assert isinstance(failed.value.__cause__, asyncio.TimeoutError)  # fails the queue
+        finally:
+            target.unhang()
+        assert (await transport.put_manifest(to, a_manifest("hung/after"), None)).stored
+        assert transport.channels_opened == 2  # the hung one was closed, a new one opened
+    assert (await target.holder.get_manifest("hung/after")).manifest is not None
+
+
+async def test_a_stopping_peer_answers_the_frames_under_way_then_closes_its_channels(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call held on the target when it begins to stop is answered (it was kept), the
+    channel then closes (1001), later calls fail at once, and once the peer is back a new
+    channel reaches it."""
+    target = two_peers[1]
+    to = Address(target.url, target.id)
+    entered, release = hold_first_offer(target, monkeypatch)
+    assert target.app is not None
+    channels = target.app[CHANNELS]
+    async with peer_transport(two_peers[0].auth, timeout=30.0) as transport:
+        call = asyncio.ensure_future(transport.put_manifest(to, a_manifest("stop/a"), None))
+        await asyncio.wait_for(entered.wait(), 10)
+        stopping = asyncio.ensure_future(target.stop())
+        await eventually(lambda: channels.stopping, what="the peer to begin stopping")
+        release.set()
+        written = await asyncio.wait_for(call, 10)  # answered, not cut off
+        assert written.stored
+        await asyncio.wait_for(stopping, 10)
+        with pytest.raises(PeerUnavailable):
+            await asyncio.wait_for(transport.put_manifest(to, a_manifest("stop/b"), None), 10)
+        await target.start()
+        assert (await transport.put_manifest(to, a_manifest("stop/c"), None)).stored
+
+
+async def test_a_receiver_works_on_at_most_eight_frames_of_a_channel_at_once(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ninth waits, unread, until one of the eight is answered; all are answered."""
+    target = two_peers[1]
+    entered: list[str] = []
+    release = asyncio.Event()
+    keep = target.holder.put_manifest
+
+    async def held(manifest: Manifest, *args: object, **kwargs: object) -> object:
+        entered.append(manifest.name)
+        await release.wait()
+        return await keep(manifest, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(target.holder, "put_manifest", held)
+    async with raw_channel(target) as (ws, keys):
+        for seq in range(1, 10):
+            await ws.send_bytes(keys.seal(CALLS, seq, offers([f"slots/{seq}"])))
+        await eventually(lambda: len(entered) == channel_module.FRAMES_IN_FLIGHT, what="8 in")
+        await spin()
+        assert len(entered) == channel_module.FRAMES_IN_FLIGHT  # the ninth is not begun
+        release.set()
+        answered = set()
+        for _ in range(9):
+            kind, seq, _ = keys.open((await ws.receive(timeout=10)).data)
+            assert kind == channel_module.ANSWERS
+            answered.add(seq)
+    assert answered == set(range(1, 10))
+    assert len(entered) == 9
+
+
+async def test_batches_share_one_channel_and_answers_come_back_to_their_calls(
+    two_peers: LocalCluster,
+) -> None:
+    target = two_peers[1]
+    to = Address(target.url, target.id)
+    async with peer_transport(two_peers[0].auth) as transport:
+        names = [f"many/{i}" for i in range(60)]
+        written = await asyncio.gather(
+            *(transport.put_manifest(to, a_manifest(name), None) for name in names)
+        )
+        assert all(write.stored for write in written)
+        found = await asyncio.gather(*(transport.get_manifest(to, name) for name in names))
+        assert [read.manifest.name for read in found if read.manifest] == names
+        counts = transport.manifest_calls.counts
+        assert counts.calls == 120
+        assert counts.requests < counts.calls  # batched
+        assert transport.channels_open == 1  # one channel carried every batch
+
+
+def test_frame_keys_refuse_any_change_and_accept_every_secret_of_a_rotation() -> None:
+    identity = ClusterIdentity.create()
+    nonce = "a" * 32
+    keys = Authenticator(identity).frame_keys(nonce)
+    # Mid-rotation, one peer signs with the new secret and another still with the old one;
+    # both accept both.
+    old, new = identity.signing_secret, ClusterIdentity.create().signing_secret
+    ahead = Authenticator(ClusterIdentity(identity.cluster_id, [new, old])).frame_keys(nonce)
+    behind = Authenticator(ClusterIdentity(identity.cluster_id, [old, new])).frame_keys(nonce)
+    assert behind.open(ahead.seal(CALLS, 1, b"new"))[2] == b"new"
+    assert ahead.open(behind.seal(CALLS, 1, b"old"))[2] == b"old"
+    frame = keys.seal(CALLS, 7, b"body")
+    assert keys.open(frame) == (CALLS, 7, memoryview(b"body"))
+    for at in range(len(frame)):  # the key id's bytes too: no key of this cluster
+        changed = bytearray(frame)
+        changed[at] ^= 0x01
+        with pytest.raises(Unauthenticated):
+            keys.open(bytes(changed))
+    with pytest.raises(Unauthenticated):
+        Authenticator(identity).frame_keys("b" * 32).open(frame)
+    unsafe = Authenticator(identity, enforced=False).frame_keys(nonce)
+    assert unsafe.open(unsafe.seal(CALLS, 1, b"x"))[2] == b"x"
+
+
+async def test_a_call_whose_caller_goes_away_leaves_the_channel_open(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its answer, when it comes, is dropped; calls before and after it are answered."""
+    target = two_peers[1]
+    entered, release = hold_first_offer(target, monkeypatch)
+    async with raw_channel(target) as (ws, keys):
+        opened = Channel(ws, keys, target.url, 10.0, target.auth.note_refusal)
+        gone = asyncio.ensure_future(opened.call(CALLS, offers(["gone/a"])))
+        await asyncio.wait_for(entered.wait(), 10)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        release.set()
+        later = decode(await opened.call(CALLS, offers(["gone/b"])), ManifestAnswers)
+        assert later.answers[0].written is not None
+        assert opened.open
+        await opened.close()
+        assert not opened.open
+        with pytest.raises(PeerUnavailable, match="closed by this peer"):
+            await opened.call(CALLS, offers(["gone/c"]))
+    assert (await target.holder.get_manifest("gone/a")).manifest is not None  # it did run
