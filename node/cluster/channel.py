@@ -18,10 +18,11 @@ from then on each batch is one binary frame each way::
 
 The caller numbers its frames 1, 2, 3...; the receiver refuses any other number (a replay)
 and answers each frame with the same number, in any order, as soon as its calls are done
-(up to ``FRAMES_IN_FLIGHT`` frames at once; it reads no further meanwhile, so TCP holds the
-caller back). A frame that fails its MAC or is out of order closes the channel with code
-1008, one that cannot be read (or a text message) with 1003, after a rate-limited warning
-(``Authenticator.note_refusal``): a member's frames never do that. The calls in flight then
+(up to ``FRAMES_IN_FLIGHT`` frames and ``BYTES_IN_FLIGHT`` bytes of them at once, a larger
+frame alone; it reads no further meanwhile, so TCP holds the caller back). A frame that
+fails its MAC or is out of order closes the channel with code 1008, one that cannot be read
+(or a text message) with 1003, after a rate-limited warning (``Authenticator.note_refusal``):
+a member's frames never do that. The calls in flight then
 fail as an HTTP request cut off would (``PeerUnavailable``), and the next call opens a new
 channel. A call not answered within the peer timeout fails the same way and closes the
 channel (a hung peer: the calls behind it would wait out the same timeout). Both ends ping
@@ -52,8 +53,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "/internal/manifests/channel"  # GET, upgraded to a WebSocket
 CALLS, CONFIRMATIONS, ANSWERS = 1, 2, 3  # frame kinds
 FRAMES_IN_FLIGHT = 8  # frames of one channel a receiver works on at once
-# The largest frame either side takes: a batch of at most MAX_MANIFEST_CALLS calls, one of
-# which may be a huge file's manifest; as large as the app takes an HTTP request body.
+BYTES_IN_FLIGHT = 16 << 20  # and their bytes (a batch is <= 1 MiB but for one huge manifest)
+# The largest frame of calls a receiver takes: a batch of at most MAX_MANIFEST_CALLS calls,
+# one of which may be a huge file's manifest; as large as the app takes an HTTP request
+# body. Answers (whole manifests, up to 64 of them) have no cap, as an HTTP answer had none.
 MAX_FRAME = 256 << 20
 CLOSE_TIMEOUT = 2.0  # seconds a closing side waits for the other's close frame
 HEARTBEAT = 30.0  # seconds between pings; no pong within half of it closes the channel
@@ -109,6 +112,15 @@ class Channel:
         except (aiohttp.ClientError, OSError) as exc:
             self._close(str(exc) or type(exc).__name__, counted=False)
             raise PeerUnavailable(self._peer, f"channel: {exc}") from exc
+        except asyncio.CancelledError:
+            # aiohttp's writers share one drain future: another call's timeout cancels it
+            # under every send waiting on a hung peer. Only a cancel this task was asked
+            # for is passed on (Python 3.11+ can tell; 3.10 passes every one on).
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)
+            if cancelling is None or cancelling():
+                raise
+            self._close("a send was cut short", counted=False)
+            raise PeerUnavailable(self._peer, "channel: a send was cut short") from None
 
     async def _exchange(self, kind: int, body: bytes) -> memoryview:
         """Send (waiting while the receiver reads nothing) and wait for the answer.
@@ -141,7 +153,8 @@ class Channel:
         the peer (nothing else has)."""
         if self._closed is None:
             self._closed = why
-            self._reader.cancel()
+            if asyncio.current_task() is not self._reader:  # (it ends by itself)
+                self._reader.cancel()
         for answer in self._waiting.values():
             if not answer.done():
                 answer.set_exception(PeerUnavailable(self._peer, f"channel closed: {why}", counted))
@@ -192,7 +205,9 @@ class ServedChannel:
         self._answer = answer
         self._who = who
         self._refused = refused
-        self._slots = asyncio.Semaphore(FRAMES_IN_FLIGHT)
+        self._frames_in_work = 0  # frames being worked on (their answers not yet sent)
+        self._bytes_in_work = 0  # and their bytes
+        self._freed = asyncio.Event()  # set when one is done
         self._working: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
@@ -211,6 +226,9 @@ class ServedChannel:
             async for message in self.ws:
                 if self._stopping.is_set():  # read, never answered: its calls fail on close
                     continue
+                if message.type == WSMsgType.ERROR:  # the connection failed (no pong, reset)
+                    why = f"connection lost: {self.ws.exception()}"
+                    break
                 if message.type != WSMsgType.BINARY:
                     why = f"a {message.type.name} message"
                     self._refused(f"a channel from {self._who}", why)
@@ -228,13 +246,28 @@ class ServedChannel:
                     await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"refused")
                     break
                 expected += 1
-                await self._slots.acquire()
-                task = asyncio.ensure_future(self._work(kind, seq, body))
+                size = len(message.data)
+                await self._room_for(size)
+                if self._stopping.is_set():  # told to stop while it waited: not begun
+                    self._done_with(size)
+                    continue
+                task = asyncio.ensure_future(self._work(kind, seq, body, size))
                 self._working.add(task)
                 task.add_done_callback(self._working.discard)
         finally:
             await asyncio.gather(*self._working, return_exceptions=True)
         return why
+
+    async def _room_for(self, size: int) -> None:
+        """Wait until a frame of ``size`` bytes may be worked on (alone if it is larger than
+        ``BYTES_IN_FLIGHT``), and count it in."""
+        while self._frames_in_work and (
+            self._frames_in_work >= FRAMES_IN_FLIGHT or self._bytes_in_work + size > BYTES_IN_FLIGHT
+        ):
+            self._freed.clear()
+            await self._freed.wait()
+        self._frames_in_work += 1
+        self._bytes_in_work += size
 
     async def stop(self, grace: float) -> None:
         """Read no new frame, answer those under way (for at most ``grace`` seconds), then
@@ -244,23 +277,34 @@ class ServedChannel:
             return
         if self._working:
             await asyncio.wait(set(self._working), timeout=grace)
-        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
+        with contextlib.suppress(asyncio.TimeoutError):  # (a hung caller reads nothing)
+            await asyncio.wait_for(
+                self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping"), CLOSE_TIMEOUT
+            )
 
-    async def _work(self, kind: int, seq: int, body: memoryview) -> None:
+    async def _work(self, kind: int, seq: int, body: memoryview, size: int) -> None:
+        """Answer one frame; it counts against the limits until its answer is sent (a
+        caller that reads no answers gets no more frames worked on)."""
         try:
-            answered = await self._answer(kind, body)
-        except RingstoreError as exc:  # a member's frame we cannot read: a bug there
-            self._refused(f"frame {seq} from {self._who}", exc.message)
-            await self.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"unreadable frame")
-            return
-        except Exception:  # a bug here: the caller's calls fail now, not at their timeout
-            log.exception("closing the channel from %s: frame %d failed", self._who, seq)
-            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
-            return
+            try:
+                answered = await self._answer(kind, body)
+            except RingstoreError as exc:  # a member's frame we cannot read: a bug there
+                self._refused(f"frame {seq} from {self._who}", exc.message)
+                await self.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"unreadable")
+                return
+            except Exception:  # a bug here: the caller's calls fail now, not at their timeout
+                log.exception("closing the channel from %s: frame %d failed", self._who, seq)
+                await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+                return
+            with contextlib.suppress(ConnectionError, RuntimeError):  # closed: nobody waits
+                await self.ws.send_bytes(self._keys.seal(ANSWERS, seq, answered))
         finally:
-            self._slots.release()
-        with contextlib.suppress(ConnectionError, RuntimeError):  # closed: nobody waits
-            await self.ws.send_bytes(self._keys.seal(ANSWERS, seq, answered))
+            self._done_with(size)
+
+    def _done_with(self, size: int) -> None:
+        self._frames_in_work -= 1
+        self._bytes_in_work -= size
+        self._freed.set()
 
 
 class OpenChannels:

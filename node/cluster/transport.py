@@ -40,7 +40,6 @@ from node.cluster.channel import (
     CLOSE_TIMEOUT,
     CONFIRMATIONS,
     HEARTBEAT,
-    MAX_FRAME,
     Channel,
 )
 from node.cluster.protocol import (
@@ -650,7 +649,7 @@ class HttpTransport:
                 self._session.ws_connect(
                     url,
                     headers=headers,
-                    max_msg_size=MAX_FRAME,
+                    max_msg_size=0,  # answers: no cap, as an HTTP batch's answer had none
                     heartbeat=HEARTBEAT,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                 ),

@@ -264,35 +264,58 @@ async def test_a_stopping_peer_answers_the_frames_under_way_then_closes_its_chan
         assert (await transport.put_manifest(to, a_manifest("stop/c"), None)).stored
 
 
-async def test_a_receiver_works_on_at_most_eight_frames_of_a_channel_at_once(
-    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The ninth waits, unread, until one of the eight is answered; all are answered."""
-    target = two_peers[1]
+def hold_every_offer(
+    peer: LocalPeer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], asyncio.Event]:
+    """``peer``'s holder holds every manifest offer until the event is set; the names of
+    those that reached it go into the list."""
     entered: list[str] = []
     release = asyncio.Event()
-    keep = target.holder.put_manifest
+    keep = peer.holder.put_manifest
 
     async def held(manifest: Manifest, *args: object, **kwargs: object) -> object:
         entered.append(manifest.name)
         await release.wait()
         return await keep(manifest, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(target.holder, "put_manifest", held)
-    async with raw_channel(target) as (ws, keys):
-        for seq in range(1, 10):
-            await ws.send_bytes(keys.seal(CALLS, seq, offers([f"slots/{seq}"])))
-        await eventually(lambda: len(entered) == channel_module.FRAMES_IN_FLIGHT, what="8 in")
+    monkeypatch.setattr(peer.holder, "put_manifest", held)
+    return entered, release
+
+
+async def frames_begun_then_answered(
+    peer: LocalPeer, monkeypatch: pytest.MonkeyPatch, frames: int, begun: int
+) -> None:
+    """Send ``frames`` frames of one offer each on a new channel to ``peer`` (whose offers
+    are held: ``hold_every_offer``); check that exactly ``begun`` are worked on, then that
+    all are answered once released."""
+    entered, release = hold_every_offer(peer, monkeypatch)
+    async with raw_channel(peer) as (ws, keys):
+        for seq in range(1, frames + 1):
+            await ws.send_bytes(keys.seal(CALLS, seq, offers([f"room/{seq}"])))
+        await eventually(lambda: len(entered) == begun, what=f"{begun} frames begun")
         await spin()
-        assert len(entered) == channel_module.FRAMES_IN_FLIGHT  # the ninth is not begun
+        assert len(entered) == begun  # the rest wait, unread
         release.set()
         answered = set()
-        for _ in range(9):
+        for _ in range(frames):
             kind, seq, _ = keys.open((await ws.receive(timeout=10)).data)
             assert kind == channel_module.ANSWERS
             answered.add(seq)
-    assert answered == set(range(1, 10))
-    assert len(entered) == 9
+    assert answered == set(range(1, frames + 1))
+    assert len(entered) == frames
+
+
+async def test_a_receiver_works_on_at_most_eight_frames_of_a_channel_at_once(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await frames_begun_then_answered(two_peers[1], monkeypatch, 9, channel_module.FRAMES_IN_FLIGHT)
+
+
+async def test_a_frame_past_the_byte_budget_is_worked_on_alone(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channel_module, "BYTES_IN_FLIGHT", 1)  # every frame is past it
+    await frames_begun_then_answered(two_peers[1], monkeypatch, 3, 1)
 
 
 async def test_batches_share_one_channel_and_answers_come_back_to_their_calls(
