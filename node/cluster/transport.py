@@ -341,14 +341,18 @@ class _Reply:
 
     async def decode(self, kind: type[T], json: bool = False) -> T:
         """Decode the signed body (msgpack, or JSON); an unreadable one means a broken peer."""
-        data = await self.body()
-        try:
-            if json:
-                return msgspec.json.decode(data, type=kind)
-            return msgspec.msgpack.decode(data, type=kind)
-        except msgspec.DecodeError as exc:
-            url = str(self.response.url)
-            raise PeerUnavailable(url, f"malformed {kind.__name__}: {exc}") from exc
+        return _decoded(str(self.response.url), await self.body(), kind, json)
+
+
+def _decoded(url: str, data: bytes | memoryview, kind: type[T], json: bool = False) -> T:
+    """An answer's body (msgpack, or JSON) as ``kind``; one that cannot be read means a
+    broken peer: PeerUnavailable."""
+    try:
+        if json:
+            return msgspec.json.decode(data, type=kind)
+        return msgspec.msgpack.decode(data, type=kind)
+    except msgspec.DecodeError as exc:
+        raise PeerUnavailable(url, f"malformed {kind.__name__}: {exc}") from exc
 
 
 class HttpTransport:
@@ -591,12 +595,8 @@ class HttpTransport:
             kind, route, body = CALLS, MANIFEST_BATCH, encode(ManifestCalls(others))
         opened = await self._channel(to)
         if opened is not None:
-            data = await opened.call(kind, body)
-            try:
-                answers = msgspec.msgpack.decode(data, type=ManifestAnswers).answers
-            except msgspec.DecodeError as exc:
-                raise PeerUnavailable(to.url, f"malformed ManifestAnswers: {exc}") from exc
-            return self._outcomes(to, calls, answers)
+            answered = _decoded(to.url, await opened.call(kind, body), ManifestAnswers)
+            return self._outcomes(to, calls, answered.answers)
         try:
             async with self._request(
                 "POST", to, route, data=body, headers={"Content-Type": MSGPACK}
