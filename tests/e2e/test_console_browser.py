@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -91,7 +92,8 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
     """The user's walk through the console at ``url`` (blocking: runs in a thread)."""
     driver = chrome(downloads, profile)
     try:
-        wait = WebDriverWait(driver, WAIT)
+        # A row the page re-renders between finding it and reading it is stale: look again.
+        wait = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
 
         def shot(name: str) -> None:
             if shots is not None:
