@@ -18,6 +18,16 @@ each, alternated): peak RSS 112-120 MiB with the default, 103-105 with 2 arenas,
 with 1; PUT 81-122 MB/s across all three, GET 315-462 (the machine's spread, no order
 between them). Elsewhere (musl, macOS) there is nothing to call and all of these do
 nothing.
+
+``collect_less`` and ``settle_collector`` tune CPython's cyclic garbage collector for a
+long-running server (the ``gc`` module; the idea of Instagram's ``gc.freeze`` after start):
+a young collection every ``YOUNG_COLLECTION`` allocations instead of 700 (a request
+allocates hundreds of short-lived objects, nearly all freed by reference counting), and the
+objects made while starting (modules, the app, its routes: tens of thousands) kept out of
+every later collection. ``bench/small.py --sizes 4K --rounds 2``, 7 peers, 16 clients,
+variants alternated in one run: 4 KiB GETs 1,091 -> 1,318/s at 1.31 -> 1.10 ms of server
+CPU each, PUTs 552 -> 582/s at 2.42 -> 2.29 ms; freezing alone gave 1,260/s at 1.14 ms;
+1 MiB files moved within noise.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 from pathlib import Path
@@ -33,6 +44,9 @@ log = logging.getLogger(__name__)
 
 GROWTH = 32 << 20  # resident bytes above the lowest seen that call for a trim
 INTERVAL = 10.0  # seconds between looks at the resident set
+
+YOUNG_COLLECTION = 10_000  # allocations (less frees) between young collections; CPython: 700
+OLDER_COLLECTIONS = 20  # collections of a generation between those of the next; CPython: 10
 
 ARENAS = 2  # malloc arenas a peer process may have (limit_arenas)
 M_ARENA_MAX = -8  # mallopt(3)'s parameter for it (glibc's malloc.h)
@@ -62,6 +76,19 @@ def limit_arenas(count: int = ARENAS) -> bool:
     if _mallopt is None or chosen:
         return False
     return bool(_mallopt(M_ARENA_MAX, count))
+
+
+def collect_less() -> None:
+    """Collect cyclic garbage less often (``YOUNG_COLLECTION``, ``OLDER_COLLECTIONS``): for
+    a peer process, before it starts."""
+    gc.set_threshold(YOUNG_COLLECTION, OLDER_COLLECTIONS, OLDER_COLLECTIONS)
+
+
+def settle_collector() -> None:
+    """Keep every object alive now out of later collections (``gc.freeze``): call once the
+    peer has started, so that its modules and app are never scanned again."""
+    gc.collect()  # what starting left as garbage is not kept forever
+    gc.freeze()
 
 
 def release_memory() -> bool:

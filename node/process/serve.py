@@ -13,7 +13,7 @@ from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
 from node.errors import StartRefused
 from node.process.connections import PeerRunner
-from node.process.memory import limit_arenas
+from node.process.memory import collect_less, limit_arenas, settle_collector
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -25,6 +25,7 @@ async def serve(config: PeerConfig) -> None:
 
     Raises SystemExit with the reason when the peer must not start (StartRefused).
     """
+    collect_less()
     limit_arenas()  # before the worker threads start (node.process.memory)
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
@@ -44,6 +45,7 @@ async def serve(config: PeerConfig) -> None:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
         log.info("peer %s listening on %s", app[MEMBERSHIP].me.id, config.url)
+        settle_collector()
         await stop.wait()
         log.info("stopping")
     finally:

@@ -112,3 +112,37 @@ def test_a_peer_keeps_its_threads_to_few_arenas_unless_the_operator_chose() -> N
 def test_a_process_keeps_at_least_one_arena() -> None:
     with pytest.raises(ValueError, match="at least one"):
         limit_arenas(0)
+
+
+COLLECTOR = textwrap.dedent(
+    """
+    import gc
+    import weakref
+    from node.process.memory import collect_less, settle_collector
+
+    class Node:
+        pass
+
+    def cycle():
+        node = Node()
+        node.me = node
+        return weakref.ref(node)
+
+    collect_less()
+    young, older, oldest = gc.get_threshold()
+    left = cycle()  # garbage from starting: collected once, not frozen
+    settle_collector()
+    frozen = gc.get_freeze_count()
+    later = cycle()  # garbage made after starting: still collected
+    gc.collect()
+    print(young, older, oldest, left() is None, frozen > 1000, later() is None)
+    """
+)
+
+
+def test_a_peer_collects_garbage_less_often_and_never_rescans_what_it_started_with() -> None:
+    """In a child process: the collector's settings are process-wide."""
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["10000", "20", "20", "True", "True", "True"]
