@@ -169,8 +169,9 @@ class Metrics:
             self.chunk_read_bytes.inc(sent)
 
     def chunk_read(self, size: int) -> None:
-        """Count a chunk (or a range of one) this peer read of its own, ``size`` bytes: the
-        chunk route counts the rest."""
+        """Count a chunk (or a range of one) read through the holder, ``size`` bytes: this
+        peer's own, and those a channel frame asked for; the chunk route counts those it
+        sends over HTTP."""
         self.chunk_reads.inc()
         self.chunk_read_bytes.inc(size)
 

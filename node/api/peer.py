@@ -6,7 +6,8 @@ any work, and signs every answer read whole. Each route parses its request, call
 ``Holder`` or ``Gossip``, and encodes the answer; what a peer *does* lives there, not here.
 Every route is also ``_guarded``: no ``Origin`` header (403), and ``application/msgpack``
 for msgpack bodies (415). Batches of manifest calls mostly come as frames of a channel
-(``manifest_channel``, ``node.cluster.channel``) and are answered by the same code. Input
+(``manifest_channel``, ``node.cluster.channel``) and are answered by the same code, as are
+chunks of up to ``FRAME_CHUNK_MAX`` bytes (``_answer_chunk``). Input
 is bounded as it is parsed (``chunk_owner``, the protocol records, ``Manifest.from_bytes``),
 authenticated peer or not: a buggy peer gets a 400, not a hung or crashed one.
 """
@@ -17,7 +18,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -43,7 +44,10 @@ from node.cluster.protocol import (
     PEER_PREFIX,
     PROVISIONAL,
     CallFailure,
+    ChunkAnswer,
+    ChunkRead,
     ChunkStored,
+    ChunkWrite,
     ConditionalManifest,
     GossipMessage,
     InventoryCheck,
@@ -189,9 +193,18 @@ async def _body(request: web.Request, kind: type[T]) -> T:
 
 
 def _chunk_meta(chunk_id: str, name: str, version: str, block_size: str) -> ChunkMeta:
+    """The owner a chunk request's headers give (a quoted name, a decimal block size)."""
     try:
-        index, size = chunk_index(chunk_id), decimal(block_size)
-        return chunk_owner(unquote(name, errors="strict"), version, index, size)
+        name, size = unquote(name, errors="strict"), decimal(block_size)
+    except ValueError as exc:
+        raise InvalidRequest(f"chunk {chunk_id}: bad owner or block size: {exc}") from exc
+    return _owner(chunk_id, name, version, size)
+
+
+def _owner(chunk_id: str, name: str, version: str, block_size: int) -> ChunkMeta:
+    """A chunk's owner, checked (``chunk_owner``); raises InvalidName, InvalidRequest."""
+    try:
+        return chunk_owner(name, version, chunk_index(chunk_id), block_size)
     except InvalidName:
         raise
     except ValueError as exc:
@@ -333,10 +346,12 @@ async def manifest_confirmations(request: web.Request) -> web.Response:
 async def manifest_channel(request: web.Request) -> web.StreamResponse:
     """A channel (``node.cluster.channel``): this request, authenticated like any other,
     upgraded to a WebSocket whose frames are batches of manifest calls and confirmations,
-    each answered as ``manifest_calls`` and ``manifest_confirmations`` answer theirs.
+    each answered as ``manifest_calls`` and ``manifest_confirmations`` answer theirs, and
+    chunks of up to ``FRAME_CHUNK_MAX`` bytes to write or read (``_answer_chunk``).
     Raises InvalidRequest unless the request is a WebSocket upgrade, Unavailable once the
     peer is stopping."""
     ws = web.WebSocketResponse(
+        protocols=(channel.CHUNK_FRAMES,),  # selected when offered: chunks come as frames
         max_msg_size=channel.MAX_FRAME,
         timeout=channel.CLOSE_TIMEOUT,
         heartbeat=channel.HEARTBEAT,
@@ -367,8 +382,13 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
 
 
 async def _answer_frame(holder: Holder, kind: int, body: memoryview) -> bytes:
-    """The answer to one frame of calls (kind CALLS) or confirmations (CONFIRMATIONS);
-    raises CorruptData if it cannot be read."""
+    """The answer to one frame of calls (kind CALLS), confirmations (CONFIRMATIONS) or a
+    chunk's write or read (CHUNK_WRITE, CHUNK_READ); raises CorruptData if it cannot be
+    read."""
+    if kind == channel.CHUNK_WRITE:
+        return encode(await _answer_chunk(holder, decode(body, ChunkWrite)))
+    if kind == channel.CHUNK_READ:
+        return encode(await _answer_chunk(holder, decode(body, ChunkRead)))
     started = time.monotonic()
     calls: list[ManifestCall] | list[ManifestConfirm]
     if kind == channel.CALLS:
@@ -428,6 +448,40 @@ async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm, via: str
         what = repr(exc)
     access_log.debug("peer %s: %s", via, what)
     return answer
+
+
+async def _answer_chunk(holder: Holder, call: ChunkWrite | ChunkRead) -> ChunkAnswer:
+    """A chunk frame's call, answered as ``put_chunk`` or ``get_chunk`` would answer it as a
+    request (its failure in the answer), logged under the request id it serves."""
+    started = time.monotonic()
+    CURRENT_ID.set(sane_request_id(call.request_id) or new_request_id())
+    try:
+        if isinstance(call, ChunkWrite):
+            owner = _owner(call.chunk_id, call.name, call.version, call.block_size)
+            size = len(call.data)
+            stored = await holder.write_chunk(call.chunk_id, _one(call.data), size, owner)
+            answer, what = ChunkAnswer(size=stored.size), f"PUT chunk {call.chunk_id}: {size} bytes"
+        else:
+            async with holder.open_chunk(call.chunk_id, call.offset, call.length) as chunk:
+                data = bytearray(max(0, min(chunk.size, call.offset + call.length) - call.offset))
+                if data:
+                    await chunk.readinto(memoryview(data))
+            answer = ChunkAnswer(data=memoryview(data))
+            what = f"GET chunk {call.chunk_id} [{call.offset}, +{call.length}): {len(data)} bytes"
+    except RingstoreError as exc:
+        if worth_a_warning(exc):
+            log.warning("%s: chunk %s: %s", FRAME_CALL, call.chunk_id, exc)
+        answer, what = ChunkAnswer(failure=CallFailure(exc.code, exc.message)), repr(exc)
+    except Exception as exc:  # what a chunk request's 500 would be
+        log.exception("%s: chunk %s failed", FRAME_CALL, call.chunk_id)
+        answer = ChunkAnswer(failure=CallFailure(RingstoreError.code, INTERNAL_MESSAGE))
+        what = repr(exc)
+    access_log.debug("peer %s: %s, %.3fs", FRAME_CALL, what, time.monotonic() - started)
+    return answer
+
+
+async def _one(data: memoryview) -> AsyncIterator[memoryview]:
+    yield data
 
 
 def _precedence(query: Mapping[str, str]) -> tuple[Version, int]:

@@ -83,7 +83,8 @@ class Peers:
             async with self._transport.open_chunk(to, chunk_id, offset, length) as stream:
                 yield stream
         except PeerUnavailable as exc:
-            self._membership.report_failure(member, str(exc))
+            if exc.counted:  # a closed channel fails its calls in flight, counted once
+                self._membership.report_failure(member, str(exc))
             raise
 
     async def pull_chunk(

@@ -289,6 +289,42 @@ class ManifestAnswers(msgspec.Struct, frozen=True):
     answers: list[ManifestAnswer]
 
 
+FRAME_CHUNK_MAX = 1 << 20  # bytes of a chunk (or of a range of one) sent as one frame
+
+
+class ChunkWrite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A whole chunk of at most ``FRAME_CHUNK_MAX`` bytes to store, in one channel frame:
+    ``PUT /internal/chunks/<chunk_id>`` with its owner's headers (``CHUNK_NAME``...) and
+    ``data`` as its body. Answered by a ``ChunkAnswer`` with the size stored."""
+
+    chunk_id: Annotated[str, msgspec.Meta(max_length=64)]
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_BYTES)]
+    version: Annotated[str, msgspec.Meta(max_length=64)]
+    block_size: int
+    data: Annotated[memoryview, msgspec.Meta(max_length=FRAME_CHUNK_MAX)]
+    request_id: RequestId | None = None
+
+
+class ChunkRead(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Bytes ``[offset, offset+length)`` of a chunk, in one channel frame: ``GET
+    /internal/chunks/<chunk_id>`` with a ``Range``. Answered by a ``ChunkAnswer`` with the
+    bytes, fewer where the chunk ends first."""
+
+    chunk_id: Annotated[str, msgspec.Meta(max_length=64)]
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+    length: Annotated[int, msgspec.Meta(ge=1, le=FRAME_CHUNK_MAX)]
+    request_id: RequestId | None = None
+
+
+class ChunkAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The answer to a ``ChunkWrite`` (``size`` stored) or a ``ChunkRead`` (``data``), or
+    the call's failure, as a single call's error body carries it."""
+
+    data: memoryview | None = None
+    size: int | None = None
+    failure: CallFailure | None = None
+
+
 class ManifestList(msgspec.Struct, frozen=True):
     """One page of a replica's manifests (sealed, without chunks), and whether more remain."""
 

@@ -12,7 +12,9 @@ the class it named. Every call made for a public request carries that request's 
 (``node.tracing``). Manifest reads and offers to a peer that already has one request out
 queue and leave together as one batch (``node.cluster.batching``), as one frame of the
 channel to that peer (``node.cluster.channel``: one WebSocket each way, opened on the
-first batch) or, to a peer of a release before channels, as one request. Tests swap in an
+first batch) or, to a peer of a release before channels, as one request. A chunk of up to
+``FRAME_CHUNK_MAX`` bytes, or such a range of one, goes as one frame of that channel too
+where the peer takes chunk frames; larger ones stream as requests. Tests swap in an
 in-process transport.
 """
 
@@ -37,6 +39,9 @@ from node.cluster.batching import Batcher
 from node.cluster.channel import (
     CALLS,
     CHANNEL,
+    CHUNK_FRAMES,
+    CHUNK_READ,
+    CHUNK_WRITE,
     CLOSE_TIMEOUT,
     CONFIRMATIONS,
     HEARTBEAT,
@@ -48,11 +53,16 @@ from node.cluster.protocol import (
     CHUNK_VERSION,
     CONFIRMED,
     CONFIRMED_BATCH,
+    FRAME_CHUNK_MAX,
     MANIFEST_BATCH,
     MSGPACK,
     PEER_HEADER,
     PROVISIONAL,
+    CallFailure,
+    ChunkAnswer,
+    ChunkRead,
     ChunkStored,
+    ChunkWrite,
     ConditionalManifest,
     GossipMessage,
     InventoryCheck,
@@ -74,6 +84,7 @@ from node.cluster.protocol import (
     unpack_chunk_ids,
 )
 from node.errors import (
+    IncompleteBody,
     InsufficientStorage,
     InvalidRequest,
     NotFound,
@@ -159,6 +170,39 @@ def fills_blocks(stream: object) -> TypeGuard[BlockFile]:
 
 
 _BLOCK_FILE_TYPES: dict[type, bool] = {}  # stream types seen, and whether each is a BlockFile
+
+
+class FramedChunk:
+    """Bytes of a chunk that came whole in one channel answer: a ``ChunkStream`` and a
+    ``BlockFile``. Lets go of the answer once all of it is read."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._at = 0
+
+    def __repr__(self) -> str:
+        return f"FramedChunk({len(self._data) - self._at} bytes left)"
+
+    def _take(self, n: int) -> memoryview:
+        left = len(self._data) - self._at
+        if n > left:
+            raise asyncio.IncompleteReadError(bytes(self._data[self._at :]), n)
+        piece = self._data[self._at : self._at + n]
+        self._at += n
+        if self._at == len(self._data):
+            self._data, self._at = memoryview(b""), 0
+        return piece
+
+    async def readexactly(self, n: int) -> bytes:
+        return bytes(self._take(n))
+
+    async def readinto(self, view: memoryview) -> None:
+        view[:] = self._take(len(view))
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        left = len(self._data) - self._at
+        if left:
+            yield bytes(self._take(left))
 
 
 class Transport(Protocol):
@@ -287,14 +331,26 @@ def _naming(manifest: Manifest) -> dict[str, str]:
 
 
 def _call_outcome(to: Address, answer: ManifestAnswer) -> ManifestAnswer | RingstoreError:
-    """One call's answer, or the failure it reported (an unexplained one is the peer's:
-    PeerUnavailable, as an HTTP 500 is)."""
-    failure = answer.failure
-    if failure is None:
-        return answer
+    """One call's answer, or the failure it reported."""
+    return answer if answer.failure is None else _failed(to, answer.failure)
+
+
+def _failed(to: Address, failure: CallFailure) -> RingstoreError:
+    """The error a call's failure names (an unexplained one is the peer's: PeerUnavailable,
+    as an HTTP 500 is)."""
     return error_from_code(failure.code, failure.message) or PeerUnavailable(
         to.url, f"{failure.code}: {failure.message}"
     )
+
+
+async def _whole(body: AsyncIterable[Buffer], size: int, chunk_id: str) -> Buffer:
+    """All of a chunk's body of ``size`` bytes in one buffer (its one piece, if so sent);
+    raises IncompleteBody if it has another length."""
+    pieces = [piece async for piece in body]
+    data: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if len(data) != size:
+        raise IncompleteBody(f"chunk {chunk_id}: a body of {len(data)} bytes, not {size}")
+    return data
 
 
 async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
@@ -451,6 +507,18 @@ class HttpTransport:
         size: int | None,
         owner: ChunkMeta,
     ) -> int:
+        if size is not None and 0 < size <= FRAME_CHUNK_MAX:
+            opened = await self._channel(to)
+            if opened is not None and opened.chunks:
+                data = memoryview(await _whole(body, size, chunk_id))
+                named = (chunk_id, owner.name, owner.version, owner.block_size)
+                frame = encode(ChunkWrite(*named, data, REQUEST_ID.get()))
+                sent = self._chunk_call(opened, to, CHUNK_WRITE, frame)
+                del data, frame  # not held past their send, while the holder writes and syncs
+                written = await sent
+                if written.size is None:
+                    raise PeerUnavailable(to.url, f"chunk {chunk_id}: an answer without its size")
+                return written.size
         headers = {
             "Content-Type": "application/octet-stream",
             CHUNK_NAME: quote(owner.name, safe=""),
@@ -468,6 +536,17 @@ class HttpTransport:
     async def open_chunk(
         self, to: Address, chunk_id: str, offset: int, length: int
     ) -> AsyncIterator[ChunkStream]:
+        if 0 < length <= FRAME_CHUNK_MAX:
+            opened = await self._channel(to)
+            if opened is not None and opened.chunks:
+                call = encode(ChunkRead(chunk_id, offset, length, REQUEST_ID.get()))
+                answer = await self._chunk_call(opened, to, CHUNK_READ, call)
+                if answer.data is None:
+                    raise PeerUnavailable(to.url, f"chunk {chunk_id}: an answer without bytes")
+                stream = FramedChunk(answer.data)
+                del answer  # the stream lets go of the answer's bytes once they are read
+                yield stream
+                return
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"} if length else {}
         async with self._request(
             "GET",
@@ -568,6 +647,17 @@ class HttpTransport:
         ) as reply:
             return replica_write(await reply.decode(ReplicaWriteReply))
 
+    async def _chunk_call(
+        self, opened: Channel, to: Address, kind: int, call: bytes
+    ) -> ChunkAnswer:
+        """One chunk frame's answer; raises the failure it reports."""
+        called = opened.call(kind, call)
+        del call  # (``Channel.call`` lets go of it once sent)
+        answer = _decoded(to.url, await called, ChunkAnswer)
+        if answer.failure is not None:
+            raise _failed(to, answer.failure)
+        return answer
+
     def _batches_to(self, to: Address, route: str = MANIFEST_BATCH) -> bool:
         """Whether calls to ``to`` go batched by ``route``: not to a peer that lacked the
         route (a release before it) within the last ``RETRY_BATCHES`` seconds."""
@@ -650,6 +740,7 @@ class HttpTransport:
                     url,
                     headers=headers,
                     max_msg_size=0,  # answers: no cap, as an HTTP batch's answer had none
+                    protocols=(CHUNK_FRAMES,),
                     heartbeat=HEARTBEAT,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                 ),
@@ -664,7 +755,8 @@ class HttpTransport:
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
         keys = self._auth.frame_keys(nonce)
-        opened = Channel(ws, keys, to.url, timeout, self._auth.note_refusal)
+        chunks = ws.protocol == CHUNK_FRAMES  # the receiver takes chunk frames
+        opened = Channel(ws, keys, to.url, timeout, self._auth.note_refusal, chunks)
         replaced = self._channels.get(to)
         self._channels[to] = opened
         self._retired = [c for c in self._retired if not c.finished]

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from node.cluster.peers import Peers
+from node.cluster.protocol import FRAME_CHUNK_MAX
 from node.cluster.transport import CHUNK_STREAM_BUFFERED, ChunkStream, fills_blocks
 from node.errors import (
     CorruptData,
@@ -44,11 +45,17 @@ READ_PIECE = 1 << 16  # bytes asked of a chunk stream at once: aiohttp's default
 def read_in_hand(layout: Layout, start: int, end: int) -> int:
     """Bytes a GET of file bytes ``[start, end)`` holds while it runs (``BlockBudget.admit``):
     the block it sends and the next one read, and what each of its k chunk streams buffers
-    in the peer-call client. 0 for an empty range (nothing is read)."""
+    in the peer-call client: all of its range of the chunk where that is at most
+    ``FRAME_CHUNK_MAX`` (it comes in one channel answer), else what a streamed answer
+    buffers. 0 for an empty range (nothing is read)."""
     if end <= start:
         return 0
     block = min(layout.block_size, layout.chunk_size)
-    return min(end - start, 2 * block) + layout.k * min(block, CHUNK_STREAM_BUFFERED)
+    stripes = layout.stripes_covering(start, end)
+    first, last = stripes[0], stripes[-1]
+    ranged = layout.chunk_offset(last) + layout.block_length(last) - layout.chunk_offset(first)
+    per_stream = ranged if ranged <= FRAME_CHUNK_MAX else min(block, CHUNK_STREAM_BUFFERED)
+    return min(end - start, 2 * block) + layout.k * per_stream
 
 
 def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:

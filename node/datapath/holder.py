@@ -56,8 +56,9 @@ class Holder:
     ) -> None:
         """``on_replica_stored`` hears of each manifest replica kept (the rebalancer),
         ``on_chunk_stored`` of each chunk written, over HTTP or by this peer itself, and
-        ``on_chunk_read`` of the bytes of each chunk this peer read of its own (the metrics;
-        the route counts those read over HTTP)."""
+        ``on_chunk_read`` of the bytes of each chunk read through ``open_chunk``: this peer's
+        own, and those a channel frame asked for (the metrics; the chunk route counts those
+        it sends over HTTP)."""
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock
@@ -86,7 +87,8 @@ class Holder:
         self, chunk_id: str, offset: int, length: int
     ) -> AsyncIterator[ChunkRange]:
         """Bytes ``[offset, offset+length)`` of a chunk here (0: all of it), as a stream
-        this peer reads itself; raises what ``ChunkStore.open_range`` raises."""
+        this peer reads itself (for its own reads, or a channel frame's); raises what
+        ``ChunkStore.open_range`` raises."""
         async with self.chunks.open_range(chunk_id, offset, length) as chunk:
             try:
                 yield chunk

@@ -15,7 +15,7 @@ from typing import cast
 import pytest
 
 from node.cluster.peers import Peers
-from node.cluster.transport import ChunkStream
+from node.cluster.transport import CHUNK_STREAM_BUFFERED, ChunkStream
 from node.datapath import chunk_streams
 from node.datapath.chunk_streams import BlockBudget, ChunkWriter, read_in_hand, write_in_hand
 from node.errors import Overloaded
@@ -26,6 +26,7 @@ from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
 
 BLOCK = 1024  # a stripe is 5 KiB
+MIB = 1 << 20
 SIZE = BLOCK * 5 * 12 + 77  # 13 stripes
 
 
@@ -375,15 +376,22 @@ async def test_a_request_larger_than_the_budget_runs_alone_and_no_budget_admits_
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"),
+    ("size", "block", "expected"),
     [
-        (0, 0),  # an empty range reads nothing
-        (BLOCK * 5 * 12 + 77, 2 * BLOCK + 5 * BLOCK),  # streams buffer a block each at most
-        (100, 2 * 20 + 5 * 20),  # a small file: 20-byte blocks
+        (0, BLOCK, 0),  # an empty range reads nothing
+        (100, BLOCK, 2 * 20 + 5 * 20),  # a small file: 20-byte blocks, one frame a chunk
+        # 12 stripes and a tail block of 16 bytes: each chunk's range comes in one frame
+        (BLOCK * 5 * 12 + 77, BLOCK, 2 * BLOCK + 5 * (12 * BLOCK + 16)),
+        (5 * MIB, MIB, 2 * MIB + 5 * MIB),  # one stripe of 1 MiB blocks: one frame a chunk
+        (5 * MIB + 5, MIB, 2 * MIB + 5 * CHUNK_STREAM_BUFFERED),  # two stripes: streamed
+        (5 * 4 * MIB, 4 * MIB, 2 * 4 * MIB + 5 * CHUNK_STREAM_BUFFERED),  # blocks too big
+        (BLOCK * 5 * 2000, BLOCK, 2 * BLOCK + 5 * BLOCK),  # 2,000 stripes: streams buffer a block
     ],
 )
-def test_a_get_holds_two_blocks_and_its_streams_buffers(size: int, expected: int) -> None:
-    layout = Layout(size, 5, 2, BLOCK)
+def test_a_get_holds_two_blocks_and_its_streams_buffers(
+    size: int, block: int, expected: int
+) -> None:
+    layout = Layout(size, 5, 2, block)
     assert read_in_hand(layout, 0, size) == expected
 
 

@@ -1,5 +1,7 @@
-"""One contract, three transports: HTTP between real in-process peers, the in-process grid,
-and a peer's calls to itself (``LocalFirst``: straight to its holder, the rest over HTTP).
+"""One contract, three transports: HTTP between real in-process peers (small chunks as
+channel frames, or as requests where the peer called takes no chunk frames), the in-process
+grid, and a peer's calls to itself (``LocalFirst``: straight to its holder, the rest over
+HTTP).
 
 Every peer-to-peer call behaves the same through each (the data-path tests on the grid are
 only worth something if it does, and a peer's calls to itself must answer as another peer
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from node.cluster import transport as transport_module
 from node.cluster.protocol import PullOrder
 from node.cluster.transport import Address, Transport
 from node.datapath.holder import Holder, LocalFirst
@@ -43,10 +46,15 @@ class Pair:
     holder_b: Holder
 
 
-@pytest.fixture(params=["http", "grid", "local"])
+@pytest.fixture(params=["http", "http-requests", "grid", "local"])
 async def pair(
-    request: pytest.FixtureRequest, tmp_path: Path, loop_guard: None
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    loop_guard: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Pair]:
+    if request.param == "http-requests":  # the caller asks for a subprotocol none offers
+        monkeypatch.setattr(transport_module, "CHUNK_FRAMES", "ringstore.no-chunk-frames")
     if request.param == "grid":
         grid = Grid(tmp_path, 2)
         await grid.start()

@@ -24,7 +24,7 @@ from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer,
 from node.cluster.transport import Address
 from node.errors import PeerUnavailable, Unauthenticated
 from node.model.identity import ClusterIdentity
-from node.model.manifest import Manifest
+from node.model.manifest import ChunkMeta, Manifest
 from tests.harness import LocalCluster, LocalPeer, eventually
 from tests.harness.local import Served
 from tests.harness.peer_api import peer_transport
@@ -57,6 +57,10 @@ def hold_first_offer(
 
     monkeypatch.setattr(peer.holder, "put_manifest", held)
     return entered, release
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def offers(names: list[str]) -> bytes:
@@ -218,18 +222,29 @@ async def test_a_squatter_that_upgrades_gets_no_answer_believed(tmp_path: Path) 
     assert answered == [1]
 
 
+@pytest.mark.parametrize("hung_call", ["manifest offer", "chunk read"])
 async def test_a_hung_peers_call_times_out_and_the_next_opens_a_new_channel(
-    two_peers: LocalCluster,
+    two_peers: LocalCluster, hung_call: str
 ) -> None:
     target = two_peers[1]
     to = Address(target.url, target.id)
+    chunk, owner = f"{7:032x}-0", ChunkMeta("hung/file", "1.0.peer", 0, 1 << 20)
+
+    async def call() -> None:
+        if hung_call == "manifest offer":
+            await transport.put_manifest(to, a_manifest("hung/during"), None)
+        else:
+            async with transport.open_chunk(to, chunk, 0, 6):
+                pass
+
     async with peer_transport(two_peers[0].auth, timeout=0.5) as transport:
         assert (await transport.put_manifest(to, a_manifest("hung/before"), None)).stored
+        assert await transport.put_chunk(to, chunk, _one(b"before"), 6, owner) == 6
         assert transport.channels_open == 1
         target.hang()
         try:
             with pytest.raises(PeerUnavailable, match="no answer within") as failed:
-                await transport.put_manifest(to, a_manifest("hung/during"), None)
+                await call()
             assert isinstance(failed.value.__cause__, asyncio.TimeoutError)  # fails the queue
         finally:
             target.unhang()

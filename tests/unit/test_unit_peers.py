@@ -4,6 +4,8 @@ what against it (exactly once)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,15 @@ class ScriptedGossip:
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
+
+    @asynccontextmanager
+    async def open_chunk(
+        self, to: Address, chunk_id: str, offset: int, length: int
+    ) -> AsyncIterator[None]:
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        yield None
 
 
 def setup(tmp_path: Path, *script: GossipMessage | Exception | None) -> tuple[Membership, Peers]:
@@ -111,5 +122,19 @@ async def test_one_failed_request_counts_once_however_many_calls_it_carried(
     for _ in range(4):
         with pytest.raises(PeerUnavailable):
             await peers.get_manifest(THEM.id, "a/name")
+    assert membership.liveness(THEM.id).failures == 1
+    assert THEM.id not in membership.down_ids()
+
+
+async def test_reads_failed_by_one_closed_channel_count_once(tmp_path: Path) -> None:
+    """Chunk reads in flight on a channel that closes all fail at once; only the first
+    failure (``counted``) counts against the member, as with a batch."""
+    failed = PeerUnavailable("http://them", "no answer within 10s")
+    echoes = [PeerUnavailable("http://them", "channel closed: no answer within 10s", False)] * 3
+    membership, peers = setup(tmp_path, failed, *echoes)
+    for _ in range(4):
+        with pytest.raises(PeerUnavailable):
+            async with peers.open_chunk(THEM.id, "c-0", 0, 100):
+                pass
     assert membership.liveness(THEM.id).failures == 1
     assert THEM.id not in membership.down_ids()

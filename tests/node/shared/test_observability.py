@@ -88,11 +88,15 @@ async def test_requests_are_counted_by_route_on_the_peer_that_served_them(
         what="7 chunk writes counted",
     )
     assert await total(http, cluster, "ringstore_chunk_reads_total") >= reads_before + 5
-    # sendfile(2) sends chunk bytes past aiohttp's count: they are counted all the same.
+    # Its chunks came as frames of channels, past aiohttp's count: counted all the same.
     chunk_bytes = await total(http, cluster, "ringstore_chunk_read_bytes_total")
     assert chunk_bytes - read_bytes_before >= len(data)
     routes = {s.labels.get("route") for s in after if "route" in s.labels}
     assert not any("counted-file" in route for route in routes if route)  # templates only
+    # A chunk larger than a frame (1 MiB and a byte) is a request, counted by its template;
+    # each of the seven peers holds one of its chunks.
+    await put_file(http, first, "metrics/large-file", payload((5 << 20) + 5, 2))
+    other_after = await scrape(http, other)
     assert CHUNK_ROUTE in {s.labels.get("route") for s in other_after if "route" in s.labels}
 
 
