@@ -460,14 +460,16 @@ async def _answer_chunk(holder: Holder, call: ChunkWrite | ChunkRead) -> ChunkAn
             owner = _owner(call.chunk_id, call.name, call.version, call.block_size)
             size = len(call.data)
             stored = await holder.write_chunk(call.chunk_id, _one(call.data), size, owner)
-            answer, what = ChunkAnswer(size=stored.size), f"PUT chunk {call.chunk_id}: {size} bytes"
+            path = CHUNK.format(chunk_id=call.chunk_id)  # as the request would have been
+            answer, what = ChunkAnswer(size=stored.size), f"PUT {path}: {size} bytes"
         else:
             async with holder.open_chunk(call.chunk_id, call.offset, call.length) as chunk:
                 data = bytearray(max(0, min(chunk.size, call.offset + call.length) - call.offset))
                 if data:
                     await chunk.readinto(memoryview(data))
             answer = ChunkAnswer(data=memoryview(data))
-            what = f"GET chunk {call.chunk_id} [{call.offset}, +{call.length}): {len(data)} bytes"
+            path = CHUNK.format(chunk_id=call.chunk_id)
+            what = f"GET {path} [{call.offset}, +{call.length}): {len(data)} bytes"
     except RingstoreError as exc:
         if worth_a_warning(exc):
             log.warning("%s: chunk %s: %s", FRAME_CALL, call.chunk_id, exc)

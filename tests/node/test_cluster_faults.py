@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.cluster.protocol import FRAME_CHUNK_MAX
 from tests.harness import (
     HANG_DETECTION,
     LocalCluster,
@@ -171,36 +172,44 @@ async def test_fewer_than_five_peers_up_is_503(
         assert response.status == 404
 
 
+@pytest.mark.parametrize(
+    "size",
+    [400_000, 6_000_000],
+    ids=["chunks-as-frames", "chunks-streamed"],  # a chunk over 1 MiB streams as a request
+)
 async def test_put_survives_a_peer_dying_mid_stream(
-    cluster: LocalCluster, http: aiohttp.ClientSession
+    cluster: LocalCluster, http: aiohttp.ClientSession, size: int
 ) -> None:
-    data = payload(400_000, seed=15)
+    data = payload(size, seed=15)
+    piece, half = size // 20, size // 2
     # The namespace first: while a PUT makes it (a record read and written on every
     # replica), the client's body runs ahead into socket buffers and stops the peer before
     # the file is placed, so the file would be laid out for 6 peers (whole, not degraded).
-    await put(http, cluster[0].url, "faults/first", b"x")
+    await put(http, cluster[0].url, f"faults/first-{size}", b"x")
 
     def receiving() -> bool:
         return bool(cluster[6].chunks.writing)  # (under 1 MiB: in memory, not incoming/)
 
     async def body() -> AsyncIterator[bytes]:
-        for start in range(0, len(data), 20_000):
-            if start == 200_000:
-                # Mid-stream for sure: the doomed peer is receiving its chunk (the client's
-                # body can run ahead of a coordinator still checking the key and namespace).
-                await eventually(receiving, 10, "peer 6 to receive its chunk")
+        for start in range(0, len(data), piece):
+            if start == half:
+                # Mid-stream for sure: a streamed chunk's holder is receiving it (the client's
+                # body can run ahead of a coordinator still checking the key and namespace);
+                # a framed chunk leaves once the body is in: the peer is placed, not yet sent.
+                if size > FRAME_CHUNK_MAX * 5:
+                    await eventually(receiving, 10, "peer 6 to receive its chunk")
                 await cluster[6].stop()  # every peer holds a chunk of a 7-peer file
-            yield data[start : start + 20_000]
+            yield data[start : start + piece]
 
     headers = {"Content-Length": str(len(data))}
     async with http.put(
-        f"{cluster[0].url}/files/faults/survivor", data=body(), headers=headers
+        f"{cluster[0].url}/files/faults/survivor-{size}", data=body(), headers=headers
     ) as response:
         assert response.status == 201, await response.text()
         reply = await response.json()
     assert reply["chunks"] == 6
     assert reply["degraded"] is True
-    assert await get(http, cluster[3].url, "faults/survivor") == data
+    assert await get(http, cluster[3].url, f"faults/survivor-{size}") == data
 
 
 async def test_put_drops_a_hung_peer_after_the_stall_timeout(

@@ -266,7 +266,8 @@ async def test_a_coordinator_writes_its_own_chunk_without_a_peer_call(
     cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On 7 peers every file has a chunk on each, its coordinator's included: that one is
-    written straight to its holder (``LocalFirst``), not streamed over HTTP to itself."""
+    written straight to its holder (``LocalFirst``), not sent over the network to itself
+    (the others' access-log lines name the chunk route, by request or channel frame)."""
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.DEBUG, logger="node.access")
     coordinator = cluster[2]
@@ -290,7 +291,7 @@ async def test_a_coordinator_reads_its_own_data_chunk_without_a_peer_call(
     cluster: LocalCluster, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A GET through the holder of one of the file's data chunks reads that chunk from its
-    own file (``LocalFirst``), and the other data chunks over HTTP as always."""
+    own file (``LocalFirst``), and the other data chunks from their holders as always."""
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.DEBUG, logger="node.access")
     data = payload(80_003, 11)  # past the inline limit: chunks
@@ -305,7 +306,7 @@ async def test_a_coordinator_reads_its_own_data_chunk_without_a_peer_call(
     others = {holders[index] for index in range(1, manifest.layout.k)}
     await eventually(
         lambda: others <= served(caplog, "own-chunk-read", "/internal/chunks"),
-        what="the other data chunks read over HTTP",
+        what="the other data chunks read from their holders",
     )
     read_over_http = served(caplog, "own-chunk-read", "/internal/chunks")
     assert reader.id not in read_over_http
