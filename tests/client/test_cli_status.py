@@ -13,9 +13,11 @@ import json
 import os
 import pty
 import random
+import shutil
 import signal
 import sys
 import time
+from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 from typing import Any
 
@@ -209,13 +211,18 @@ async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = Non
 
     async def ended() -> bool:
         read()
-        return process.returncode is not None
+        return process.returncode is not None or exited(process.pid)
 
     try:
         if until is not None:
             await eventually(read, 30, "enough drawn on the terminal")
             process.send_signal(signal.SIGINT)
-        await eventually(ended, 30, "ringstore to stop by itself")  # reading all the while
+        try:
+            await eventually(ended, 30, "ringstore to stop by itself")  # reading all the while
+        except AssertionError as exc:
+            stacks = await stacks_of(process.pid)
+            raise AssertionError(f"{exc}\n{stacks}\n{bytes(seen[-2000:])!r}") from None
+        await asyncio.wait_for(process.wait(), 10)
         read()
         assert process.returncode == 0, bytes(seen).decode(errors="replace")
     finally:
@@ -224,3 +231,32 @@ async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = Non
             await asyncio.wait_for(process.wait(), 10)
         os.close(leader)
     return bytes(seen)
+
+
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` has ended, reaped or not (a zombie): asyncio's child watcher
+    may not have told the loop yet."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:  # reaped, where there is a /proc to tell
+        return Path("/proc/self/stat").exists()
+    return state in ("Z", "X")
+
+
+async def stacks_of(pid: int) -> str:
+    """What every thread of process ``pid`` is doing (py-spy, where installed), for the
+    message of a test that waited for it in vain."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        dump = await asyncio.create_subprocess_exec(
+            spy, "dump", "--pid", str(pid), stdout=PIPE, stderr=STDOUT
+        )
+    except OSError as exc:
+        return f"(no stacks: {exc!r})"
+    try:
+        out, _ = await asyncio.wait_for(dump.communicate(), 20)
+    except asyncio.TimeoutError:
+        dump.kill()
+        await dump.wait()
+        return "(no stacks: py-spy took over 20 s)"
+    return out.decode(errors="replace")
