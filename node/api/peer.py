@@ -351,7 +351,7 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
     Raises InvalidRequest unless the request is a WebSocket upgrade, Unavailable once the
     peer is stopping."""
     ws = web.WebSocketResponse(
-        protocols=(channel.CHUNK_FRAMES,),  # selected when offered: chunks come as frames
+        protocols=channel.SUBPROTOCOLS,  # the first the caller offers: the frames it sends
         max_msg_size=channel.MAX_FRAME,
         timeout=channel.CLOSE_TIMEOUT,
         heartbeat=channel.HEARTBEAT,
@@ -364,7 +364,7 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
     channels, auth, holder = app[CHANNELS], app[AUTH], app[HOLDER]
     served = channel.ServedChannel(
         ws,
-        auth.frame_keys(request.get(NONCE, "")),
+        functools.partial(auth.frame_keys, request.get(NONCE, ""), receiver=True),
         functools.partial(_answer_frame, holder),
         str(request.remote),
         auth.note_refusal,

@@ -46,6 +46,7 @@ sequence number out of order (a replay within the channel).
 
 from __future__ import annotations
 
+import abc
 import collections
 import hashlib
 import hmac
@@ -56,6 +57,12 @@ import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from node.errors import Unauthenticated
 from node.model.identity import ClusterIdentity, key_id
@@ -81,10 +88,12 @@ _UNLISTED = {AUTH_HEADER.lower(), CONTENT_HEADER.lower()}  # the digest has its 
 _REQUEST = re.compile(r"v1 ([0-9a-f]{16}) (\d{1,12}) ([0-9a-f]{32}) ([0-9a-f]{64})")
 _ANSWER = re.compile(r"v1 ([0-9a-f]{16}) ([0-9a-f]{64})")
 _DIGEST = re.compile(r"[0-9a-f]{64}|" + UNSIGNED)
-# A channel frame's head: version, kind, sequence number, the sender's key id, the MAC.
-FRAME_HEAD = struct.Struct(">BBQ8s32s")
-FRAME_VERSION = 1
-_SIGNED_HEAD = 10  # bytes of the head the MAC covers: version, kind, sequence number
+# A channel frame's head (FrameKeys): version, kind, sequence number, key id, then the MAC.
+_KEYED = struct.Struct(">BBQ")  # version, kind, sequence number
+_KEYED_HEAD = _KEYED.size + 8  # and the sender's key id: the head before the MAC
+_SIGNED_HEAD = _KEYED.size  # bytes of the head version 1's MAC covers
+_Key = TypeVar("_Key")  # a keyed MAC state of some frame version
+_GMAC_IV = struct.Struct(">B3xQ")  # version 2's GCM IV: kind, 3 zero bytes, sequence number
 
 
 def content_digest(body: bytes) -> str:
@@ -181,9 +190,15 @@ class Authenticator:
         if not hmac.compare_digest(match[2], _mac(secret, _answer(nonce, status, body))):
             raise Unauthenticated("the answer's signature does not match")
 
-    def frame_keys(self, nonce: str) -> FrameKeys:
-        """Seals and opens the frames of the channel opened by the request ``nonce``."""
-        return FrameKeys(self._secret, self._keys, nonce, self.enforced)
+    def frame_keys(self, nonce: str, version: int = 1, *, receiver: bool = False) -> FrameKeys:
+        """Seals and opens the frames of ``version`` of the channel opened by the request
+        ``nonce``, for its caller or its ``receiver``; raises ValueError for a version that
+        is neither 1 nor 2."""
+        if version == FrameHmac.VERSION:
+            return FrameHmac(self._secret, self._keys, nonce, self.enforced)
+        if version == FrameGmac.VERSION:
+            return FrameGmac(self._secret, self._keys, nonce, self.enforced, receiver)
+        raise ValueError(f"no channel frames of version {version}")
 
     # --- the receiver's side --------------------------------------------------------------
 
@@ -259,16 +274,71 @@ class Authenticator:
         self._warned_at, self._unwarned = now, 0
 
 
-class FrameKeys:
+class FrameKeys(abc.ABC):
     """The frame MACs of one channel (module docstring): ``seal`` this peer's frames with
-    its signing secret, ``open`` the other side's under any accepted secret."""
+    its signing secret, ``open`` the other side's under any accepted secret. A frame is
+    ``head`` (version, kind, sequence number, key id, MAC) then its body; the versions
+    differ in the MAC (``FrameHmac``, ``FrameGmac``), chosen by the channel's subprotocol.
+    """
+
+    VERSION: ClassVar[int]
+    HEAD: ClassVar[struct.Struct]  # >BBQ8s then the MAC's bytes
+
+    def __init__(self, secret: bytes, accepted: Mapping[str, bytes], enforced: bool) -> None:
+        self.enforced = enforced
+        self._kid = bytes.fromhex(key_id(secret))
+        self._no_mac = bytes(self.HEAD.size - _KEYED_HEAD)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(v{self.VERSION}, signs with {self._kid.hex()}, "
+            f"enforced={self.enforced})"
+        )
+
+    def seal(self, kind: int, seq: int, body: bytes) -> bytes:
+        """The frame of ``body``: its head, then the body."""
+        mac = self._mac(kind, seq, body) if self.enforced else self._no_mac
+        return self.HEAD.pack(self.VERSION, kind, seq, self._kid, mac) + body
+
+    def open(self, frame: bytes) -> tuple[int, int, memoryview]:
+        """A frame's kind, sequence number and body; raises Unauthenticated unless a member
+        sealed it for this channel (never saying more of the secret than its key id)."""
+        head = self.HEAD
+        if len(frame) < head.size:
+            raise Unauthenticated(f"a frame of {len(frame)} bytes is shorter than its head")
+        version, kind, seq, kid, mac = head.unpack_from(frame)
+        if version != self.VERSION:
+            raise Unauthenticated(f"frame version {version} is not {self.VERSION}")
+        body = memoryview(frame)[head.size :]
+        if self.enforced and not self._matches(kid, mac, frame, kind, seq, body):
+            raise Unauthenticated("a frame's MAC does not match (wrong secret or altered)")
+        return kind, seq, body
+
+    @abc.abstractmethod
+    def _mac(self, kind: int, seq: int, body: bytes) -> bytes:
+        """The MAC of a frame this peer sends."""
+
+    @abc.abstractmethod
+    def _matches(
+        self, kid: bytes, mac: bytes, frame: bytes, kind: int, seq: int, body: memoryview
+    ) -> bool:
+        """Whether ``mac`` is the frame's under the accepted secret ``kid``; raises
+        Unauthenticated if ``kid`` names none."""
+
+
+class FrameHmac(FrameKeys):
+    """Version 1: ``HMAC-SHA256(secret, "ringstore-frame-v1\n" nonce "\n" version kind
+    sequence body)`` (RFC 2104), the same key both ways. ~0.59 ms per MiB of body here
+    (FACTS.md: SHA-256 ~1.5-1.7 GB/s on one core)."""
+
+    VERSION = 1
+    HEAD = struct.Struct(">BBQ8s32s")
 
     def __init__(
         self, secret: bytes, accepted: Mapping[str, bytes], nonce: str, enforced: bool
     ) -> None:
-        self.enforced = enforced
+        super().__init__(secret, accepted, enforced)
         label = f"ringstore-frame-v1\n{nonce}\n".encode()
-        self._kid = bytes.fromhex(key_id(secret))
         self._sealing = hmac.new(secret, label, hashlib.sha256)
         # One keyed state per accepted secret, copied per frame (no rekeying each time).
         self._opening = {
@@ -276,35 +346,73 @@ class FrameKeys:
             for kid, key in accepted.items()
         }
 
-    def __repr__(self) -> str:
-        return f"FrameKeys(signs with {self._kid.hex()}, enforced={self.enforced})"
+    def _mac(self, kind: int, seq: int, body: bytes) -> bytes:
+        state = self._sealing.copy()
+        state.update(_KEYED.pack(self.VERSION, kind, seq))
+        state.update(body)
+        return state.digest()
 
-    def seal(self, kind: int, seq: int, body: bytes) -> bytes:
-        """The frame of ``body``: its head, then the body."""
-        mac = bytes(32)
-        if self.enforced:
-            state = self._sealing.copy()
-            state.update(struct.pack(">BBQ", FRAME_VERSION, kind, seq))
-            state.update(body)
-            mac = state.digest()
-        return FRAME_HEAD.pack(FRAME_VERSION, kind, seq, self._kid, mac) + body
+    def _matches(
+        self, kid: bytes, mac: bytes, frame: bytes, kind: int, seq: int, body: memoryview
+    ) -> bool:
+        keyed = _accepted(self._opening, kid).copy()
+        keyed.update(memoryview(frame)[:_SIGNED_HEAD])
+        keyed.update(body)
+        return hmac.compare_digest(mac, keyed.digest())
 
-    def open(self, frame: bytes) -> tuple[int, int, memoryview]:
-        """A frame's kind, sequence number and body; raises Unauthenticated unless a member
-        sealed it for this channel (never saying more of the secret than its key id)."""
-        if len(frame) < FRAME_HEAD.size:
-            raise Unauthenticated(f"a frame of {len(frame)} bytes is shorter than its head")
-        version, kind, seq, kid, mac = FRAME_HEAD.unpack_from(frame)
-        if version != FRAME_VERSION:
-            raise Unauthenticated(f"frame version {version} is not {FRAME_VERSION}")
-        body = memoryview(frame)[FRAME_HEAD.size :]
-        if self.enforced:
-            keyed = self._opening.get(kid)
-            if keyed is None:
-                raise Unauthenticated(f"key {kid.hex()} is not a key of this cluster")
-            state = keyed.copy()
-            state.update(memoryview(frame)[:_SIGNED_HEAD])
-            state.update(body)
-            if not hmac.compare_digest(mac, state.digest()):
-                raise Unauthenticated("a frame's MAC does not match (wrong secret or altered)")
-        return kind, seq, body
+
+class FrameGmac(FrameKeys):
+    """Version 2: the 16-byte tag of AES-256-GCM with no plaintext and the body as
+    associated data (GMAC, NIST SP 800-38D), under a key of the channel and direction,
+    ``HKDF-SHA256(secret, info="ringstore-frame-v2\n" nonce "\n" caller|receiver)`` (RFC
+    5869), and the 96-bit IV ``kind, 3 zero bytes, sequence number``.
+
+    Each key seals each IV once: the channel's nonce is fresh per upgrade, the caller
+    numbers its frames 1, 2, 3... and the receiver answers each number once, so no two
+    frames under one key share a kind and number (a repeated IV would give the key away;
+    SP 800-38D 8.2). The version is in the key's label, the kind and number in the IV, so
+    none can be changed without the tag failing. ~0.05 ms per MiB of body here, a twelfth
+    of version 1's HMAC-SHA256 (AES-NI and PCLMULQDQ through OpenSSL), and fewer Python
+    steps per frame (a 4 KiB body: 1.0 against 5.1 µs)."""
+
+    VERSION = 2
+    HEAD = struct.Struct(">BBQ8s16s")
+
+    def __init__(
+        self,
+        secret: bytes,
+        accepted: Mapping[str, bytes],
+        nonce: str,
+        enforced: bool,
+        receiver: bool,
+    ) -> None:
+        super().__init__(secret, accepted, enforced)
+        sender, other = ("receiver", "caller") if receiver else ("caller", "receiver")
+        self._sealing = _gmac_key(secret, nonce, sender)
+        self._opening = {
+            bytes.fromhex(kid): _gmac_key(key, nonce, other) for kid, key in accepted.items()
+        }
+
+    def _mac(self, kind: int, seq: int, body: bytes) -> bytes:
+        return self._sealing.encrypt(_GMAC_IV.pack(kind, seq), b"", body)
+
+    def _matches(
+        self, kid: bytes, mac: bytes, frame: bytes, kind: int, seq: int, body: memoryview
+    ) -> bool:
+        try:
+            _accepted(self._opening, kid).decrypt(_GMAC_IV.pack(kind, seq), mac, body)
+        except InvalidTag:
+            return False
+        return True
+
+
+def _accepted(keys: Mapping[bytes, _Key], kid: bytes) -> _Key:
+    try:
+        return keys[kid]
+    except KeyError:
+        raise Unauthenticated(f"key {kid.hex()} is not a key of this cluster") from None
+
+
+def _gmac_key(secret: bytes, nonce: str, sender: str) -> AESGCM:
+    info = f"ringstore-frame-v2\n{nonce}\n{sender}".encode()
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret))

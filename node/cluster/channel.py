@@ -10,21 +10,31 @@ signed ``GET CHANNEL`` (``node.cluster.auth``: the receiver checks membership, f
 and nonce, and answers 421 if it is not the peer meant), the receiver upgrades it, and
 from then on each batch is one binary frame each way::
 
-    head (50 bytes): version (1), kind (1), sequence number (8, big-endian), sender's key
-                     id (8), HMAC-SHA256 (32) keyed by the sender's secret over the
-                     upgrade's nonce, version, kind, sequence number and body
-                     (``node.cluster.auth.FrameKeys``)
+    head (34 bytes): version (1), kind (1), sequence number (8, big-endian), sender's key
+                     id (8), MAC (16): AES-GMAC under a key of the channel and direction
+                     derived from the sender's secret and the upgrade's nonce, over the
+                     body, with the kind and sequence number in its IV
+                     (``node.cluster.auth.FrameGmac``)
     body:            msgpack ``ManifestCalls`` (kind CALLS), ``ManifestConfirmations``
                      (CONFIRMATIONS), ``ChunkWrite`` (CHUNK_WRITE), ``ChunkRead``
                      (CHUNK_READ), or the answer to one: ``ManifestAnswers`` or
                      ``ChunkAnswer`` (ANSWERS)
 
+The frame format is the WebSocket subprotocol (RFC 6455 section 1.9) the receiver selects
+from those the caller offers, newest first (``SUBPROTOCOLS``): ``ringstore.chunks.2`` is the
+above; ``ringstore.chunks.1`` (a peer of the release before) has a 50-byte head whose MAC is
+HMAC-SHA256 over the nonce, version, kind, sequence number and body, one key both ways
+(``FrameHmac``: twelve times GMAC's CPU per byte, ~0.6 ms per MiB here); no subprotocol
+(two releases before) is version 1 without chunk frames. So peers of three releases
+open channels to one another during an upgrade.
+
 A chunk of up to ``FRAME_CHUNK_MAX`` bytes (a file of up to 5 MiB has no larger one), or a
-range of one, goes as one frame each way where the receiver selected the ``CHUNK_FRAMES``
-subprotocol in its upgrade. Over HTTP, each cost its holder ~1.1 ms of CPU in the request's
-layers (a 1 MiB GET asks 4-5 holders; ``perf record -a`` of one, 2026-12-02: 61% Python,
-its ``sendfile`` 4%), where a frame pays the MAC of its bytes (HMAC-SHA256: ~0.14 ms per
-200 KiB here) and copies (msgpack, the sealed frame, aiohttp's masking of a caller's frame).
+range of one, goes as one frame each way where the receiver selected one of
+``SUBPROTOCOLS`` in its upgrade. Over HTTP, each cost its holder ~1.1 ms of CPU
+in the request's layers (a 1 MiB GET asks 4-5 holders; ``perf record -a`` of one,
+2026-12-02: 61% Python, its ``sendfile`` 4%), where a frame pays the MAC of its bytes (GMAC:
+~0.01 ms per 200 KiB here; HMAC-SHA256 ~0.12 ms) and copies (msgpack, the sealed frame,
+aiohttp's masking of a caller's frame).
 A caller writes one frame at a time, each once the one before has drained to the kernel, so
 concurrent calls do not pile their frames up in the connection's buffer. Larger chunks
 stream as requests, read with sendfile(2).
@@ -67,9 +77,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "/internal/manifests/channel"  # GET, upgraded to a WebSocket
 CALLS, CONFIRMATIONS, ANSWERS, CHUNK_WRITE, CHUNK_READ = 1, 2, 3, 4, 5  # frame kinds
 CALL_KINDS = frozenset({CALLS, CONFIRMATIONS, CHUNK_WRITE, CHUNK_READ})  # a caller sends
-# The WebSocket subprotocol (RFC 6455 section 1.9) a receiver that takes chunk frames
-# selects; a receiver of a release before them selects none, and chunks go as requests.
-CHUNK_FRAMES = "ringstore.chunks.1"
+# The WebSocket subprotocols (RFC 6455 section 1.9) of the frame versions (module
+# docstring), newest first: a caller offers them all, a receiver selects the first it takes.
+# A receiver of a release before chunk frames selects none: version 1, chunks as requests.
+SUBPROTOCOLS = ("ringstore.chunks.2", "ringstore.chunks.1")
+FRAME_VERSIONS = {"ringstore.chunks.2": 2, "ringstore.chunks.1": 1}
 FRAMES_IN_FLIGHT = 8  # frames of one channel a receiver works on at once
 BYTES_IN_FLIGHT = 16 << 20  # and their bytes (a batch is <= 1 MiB but for one huge manifest)
 # The largest frame of calls a receiver takes: a batch of at most MAX_MANIFEST_CALLS calls,
@@ -80,7 +92,13 @@ CLOSE_TIMEOUT = 2.0  # seconds a closing side waits for the other's close frame
 HEARTBEAT = 30.0  # seconds between pings; no pong within half of it closes the channel
 
 Answer = Callable[[int, memoryview], Awaitable[bytes]]  # (kind, body) -> the answer's body
+KeysFor = Callable[[int], FrameKeys]  # a frame version -> the channel's keys of it
 Refused = Callable[[str, str], None]  # (what, why): a frame refused, to be logged
+
+
+def frame_version(protocol: str | None) -> int:
+    """The frame version of a channel whose receiver selected ``protocol`` (None: none)."""
+    return FRAME_VERSIONS.get(protocol or "", 1)
 
 
 class Channel:
@@ -98,10 +116,11 @@ class Channel:
     ) -> None:
         self._ws = ws
         self._keys = keys
+        self.version = keys.VERSION  # of the frames (the subprotocol the receiver selected)
         self._peer = peer
         self._timeout = timeout
         self._refused = refused
-        self.chunks = chunks  # the receiver takes chunk frames (selected CHUNK_FRAMES)
+        self.chunks = chunks  # the receiver takes chunk frames (selected a subprotocol)
         self._sending = asyncio.Lock()
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[memoryview]] = {}
@@ -228,13 +247,14 @@ class ServedChannel:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        keys: FrameKeys,
+        keys: KeysFor,
         answer: Answer,
         who: str,
         refused: Refused,
     ) -> None:
         self.ws = ws
-        self._keys = keys
+        self._keys_for = keys
+        self._keys: FrameKeys | None = None  # once upgraded: of the subprotocol selected
         self._answer = answer
         self._who = who
         self._refused = refused
@@ -255,6 +275,7 @@ class ServedChannel:
         if self._stopping.is_set():  # told to stop while it was being upgraded
             await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
             return "stopping"
+        keys = self._keys = self._keys_for(frame_version(self.ws.ws_protocol))
         try:
             async for message in self.ws:
                 if self._stopping.is_set():  # read, never answered: its calls fail on close
@@ -268,7 +289,7 @@ class ServedChannel:
                     await self.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary only")
                     break
                 try:
-                    kind, seq, body = self._keys.open(message.data)
+                    kind, seq, body = keys.open(message.data)
                     if seq != expected:
                         raise Unauthenticated(f"frame {seq} where {expected} was due (a replay?)")
                     if kind not in CALL_KINDS:
@@ -319,6 +340,8 @@ class ServedChannel:
     async def _work(self, kind: int, seq: int, body: memoryview, size: int) -> None:
         """Answer one frame; it counts against the limits until its answer is sent (a
         caller that reads no answers gets no more frames worked on)."""
+        keys = self._keys
+        assert keys is not None  # (``run`` set them before it took a frame)
         try:
             try:
                 answered = await self._answer(kind, body)
@@ -331,7 +354,7 @@ class ServedChannel:
                 await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
                 return
             with contextlib.suppress(ConnectionError, RuntimeError):  # closed: nobody waits
-                await self.ws.send_bytes(self._keys.seal(ANSWERS, seq, answered))
+                await self.ws.send_bytes(keys.seal(ANSWERS, seq, answered))
         finally:
             self._done_with(size)
 

@@ -39,13 +39,14 @@ from node.cluster.batching import Batcher
 from node.cluster.channel import (
     CALLS,
     CHANNEL,
-    CHUNK_FRAMES,
     CHUNK_READ,
     CHUNK_WRITE,
     CLOSE_TIMEOUT,
     CONFIRMATIONS,
     HEARTBEAT,
+    SUBPROTOCOLS,
     Channel,
+    frame_version,
 )
 from node.cluster.protocol import (
     CHUNK_BLOCK_SIZE,
@@ -710,6 +711,12 @@ class HttpTransport:
         """Channels open to other peers now."""
         return sum(1 for opened in self._channels.values() if opened.open)
 
+    @property
+    def frame_versions(self) -> dict[str, int]:
+        """The frame version (``node.cluster.auth.FrameKeys``) of each open channel, by the
+        URL of the peer it goes to."""
+        return {to.url: opened.version for to, opened in self._channels.items() if opened.open}
+
     async def _channel(self, to: Address) -> Channel | None:
         """The open channel to ``to``, opened now if need be (one opening at a time, its
         outcome shared); None for a peer without the route, whose batches go as requests.
@@ -740,7 +747,7 @@ class HttpTransport:
                     url,
                     headers=headers,
                     max_msg_size=0,  # answers: no cap, as an HTTP batch's answer had none
-                    protocols=(CHUNK_FRAMES,),
+                    protocols=SUBPROTOCOLS,
                     heartbeat=HEARTBEAT,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                 ),
@@ -754,8 +761,8 @@ class HttpTransport:
             raise PeerUnavailable(to.url, f"{what}: HTTP {exc.status} {exc.message}") from exc
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
-        keys = self._auth.frame_keys(nonce)
-        chunks = ws.protocol == CHUNK_FRAMES  # the receiver takes chunk frames
+        keys = self._auth.frame_keys(nonce, frame_version(ws.protocol))
+        chunks = ws.protocol in SUBPROTOCOLS  # the receiver takes chunk frames
         opened = Channel(ws, keys, to.url, timeout, self._auth.note_refusal, chunks)
         replaced = self._channels.get(to)
         self._channels[to] = opened

@@ -46,15 +46,17 @@ class Pair:
     holder_b: Holder
 
 
-@pytest.fixture(params=["http", "http-requests", "grid", "local"])
+@pytest.fixture(params=["http", "http-v1", "http-requests", "grid", "local"])
 async def pair(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     loop_guard: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Pair]:
+    if request.param == "http-v1":  # the caller offers the frames of the release before
+        monkeypatch.setattr(transport_module, "SUBPROTOCOLS", ("ringstore.chunks.1",))
     if request.param == "http-requests":  # the caller asks for a subprotocol none offers
-        monkeypatch.setattr(transport_module, "CHUNK_FRAMES", "ringstore.no-chunk-frames")
+        monkeypatch.setattr(transport_module, "SUBPROTOCOLS", ("ringstore.no-chunk-frames",))
     if request.param == "grid":
         grid = Grid(tmp_path, 2)
         await grid.start()

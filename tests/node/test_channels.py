@@ -18,8 +18,16 @@ from yarl import URL
 
 from node.api.keys import CHANNELS
 from node.cluster import channel as channel_module
-from node.cluster.auth import FRAME_HEAD, Authenticator, FrameKeys, Request, content_digest
-from node.cluster.channel import CALLS, CHANNEL, CONFIRMATIONS, Channel
+from node.cluster.auth import Authenticator, FrameKeys, Request, content_digest
+from node.cluster.channel import (
+    ANSWERS,
+    CALLS,
+    CHANNEL,
+    CONFIRMATIONS,
+    FRAME_VERSIONS,
+    SUBPROTOCOLS,
+    Channel,
+)
 from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer, decode, encode
 from node.cluster.transport import Address
 from node.errors import PeerUnavailable, Unauthenticated
@@ -70,23 +78,31 @@ def offers(names: list[str]) -> bytes:
 
 @asynccontextmanager
 async def raw_channel(
-    peer: LocalPeer, auth: Authenticator | None = None
+    peer: LocalPeer, auth: Authenticator | None = None, version: int = 2
 ) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, FrameKeys]]:
-    """A channel to ``peer`` opened by hand, signed with ``auth`` (default: as a member);
-    the WebSocket and the keys that seal frames for it. Once it is closed, ``peer`` holds
-    nothing of it (within the default wait)."""
+    """A channel to ``peer`` opened by hand, signed with ``auth`` (default: as a member),
+    asking for frames of ``version``; the WebSocket and the keys that seal frames for it.
+    Once it is closed, ``peer`` holds nothing of it (within the default wait)."""
     auth = auth or peer.auth
     url = URL(f"{peer.url}{CHANNEL}")
     request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
     nonce, headers = auth.sign(request, content_digest(b""))
+    protocols = [name for name, v in FRAME_VERSIONS.items() if v == version]
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(url, headers=headers) as ws,
+        session.ws_connect(url, headers=headers, protocols=protocols) as ws,
     ):
+        assert ws.protocol == protocols[0]
         port = ws.get_extra_info("sockname")[1]
         assert serves_channel_from(peer, port)
-        yield ws, auth.frame_keys(nonce)
+        yield ws, auth.frame_keys(nonce, version)
     await eventually(lambda: not serves_channel_from(peer, port), what="the channel closed")
+
+
+@pytest.fixture(params=[2, 1], ids=["gmac", "hmac"])
+def version(request: pytest.FixtureRequest) -> int:
+    """A frame version: this release's, and the one before's (a peer of that release)."""
+    return int(request.param)
 
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
@@ -103,21 +119,21 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
 
 
 async def test_a_frame_sealed_with_another_clusters_secret_closes_the_channel(
-    two_peers: LocalCluster,
+    two_peers: LocalCluster, version: int
 ) -> None:
     target = two_peers[1]
-    async with raw_channel(target) as (ws, _):
-        stranger = Authenticator(ClusterIdentity.create()).frame_keys("0" * 32)
+    async with raw_channel(target, version=version) as (ws, _):
+        stranger = Authenticator(ClusterIdentity.create()).frame_keys("0" * 32, version)
         await ws.send_bytes(stranger.seal(CALLS, 1, offers(["forged/a"])))
         assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
     assert (await target.holder.get_manifest("forged/a")).manifest is None
 
 
 async def test_a_replayed_frame_is_answered_once_and_closes_the_channel(
-    two_peers: LocalCluster,
+    two_peers: LocalCluster, version: int
 ) -> None:
     target = two_peers[1]
-    async with raw_channel(target) as (ws, keys):
+    async with raw_channel(target, version=version) as (ws, keys):
         frame = keys.seal(CALLS, 1, offers(["replayed/a"]))
         await ws.send_bytes(frame)
         answer = await asyncio.wait_for(ws.receive(), 10)
@@ -130,11 +146,11 @@ async def test_a_replayed_frame_is_answered_once_and_closes_the_channel(
         assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
 
 
-async def test_a_frame_of_another_channel_is_refused(two_peers: LocalCluster) -> None:
+async def test_a_frame_of_another_channel_is_refused(two_peers: LocalCluster, version: int) -> None:
     """Sealed with the members' secret, but for another upgrade's nonce."""
     target = two_peers[1]
-    async with raw_channel(target) as (first, first_keys):
-        async with raw_channel(target) as (second, _):
+    async with raw_channel(target, version=version) as (first, first_keys):
+        async with raw_channel(target, version=version) as (second, _):
             await second.send_bytes(first_keys.seal(CALLS, 1, offers(["moved/a"])))
             assert await closed_with(second) == WSCloseCode.POLICY_VIOLATION
         await first.send_bytes(first_keys.seal(CALLS, 1, offers(["moved/b"])))
@@ -156,15 +172,19 @@ REFUSED, UNREADABLE = WSCloseCode.POLICY_VIOLATION, WSCloseCode.UNSUPPORTED_DATA
         ),
         pytest.param(lambda k: k.seal(CALLS, 2, offers(["x"])), REFUSED, id="out-of-order"),
         pytest.param(lambda k: k.seal(channel_module.ANSWERS, 1, b""), REFUSED, id="an-answer"),
-        pytest.param(lambda k: k.seal(CALLS, 1, offers(["x"]))[:40], REFUSED, id="short"),
-        pytest.param(lambda k: b"\x02" + k.seal(CALLS, 1, offers(["x"]))[1:], REFUSED, id="v2"),
+        pytest.param(lambda k: k.seal(CALLS, 1, offers(["x"]))[:30], REFUSED, id="short"),
+        pytest.param(
+            lambda k: bytes([3 - k.VERSION]) + k.seal(CALLS, 1, offers(["x"]))[1:],
+            REFUSED,
+            id="other-version",
+        ),
     ],
 )
 async def test_a_malformed_frame_closes_the_channel(
-    two_peers: LocalCluster, frame: Callable[[FrameKeys], bytes], code: int
+    two_peers: LocalCluster, frame: Callable[[FrameKeys], bytes], code: int, version: int
 ) -> None:
     target = two_peers[1]
-    async with raw_channel(target) as (ws, keys):
+    async with raw_channel(target, version=version) as (ws, keys):
         await ws.send_bytes(frame(keys))
         assert await closed_with(ws) == code
     assert (await target.holder.get_manifest("x")).manifest is None
@@ -193,17 +213,21 @@ async def test_an_upgrade_without_a_members_signature_is_refused(two_peers: Loca
 # --- the caller's side -----------------------------------------------------------------------
 
 
-async def test_a_squatter_that_upgrades_gets_no_answer_believed(tmp_path: Path) -> None:
+async def test_a_squatter_that_upgrades_gets_no_answer_believed(
+    tmp_path: Path, version: int
+) -> None:
     """A process at a member's address without the secret accepts the channel and answers
     every frame with a forged "stored": the call fails, as an unsigned answer does."""
     answered: list[int] = []
 
     async def squat(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
+        # (version 1: it selects no subprotocol, as a peer of two releases before)
+        ws = web.WebSocketResponse(protocols=SUBPROTOCOLS if version == 2 else ())
         await ws.prepare(request)
-        forger = Authenticator(ClusterIdentity.create()).frame_keys("f" * 32)
+        nonce = request.headers["X-Ringstore-Auth"].split()[3]  # the upgrade's, seen
+        forger = Authenticator(ClusterIdentity.create()).frame_keys(nonce, version, receiver=True)
         async for message in ws:
-            seq = FRAME_HEAD.unpack_from(message.data)[2]  # it cannot check the MAC
+            seq = forger.HEAD.unpack_from(message.data)[2]  # it cannot check the MAC
             answered.append(seq)
             await ws.send_bytes(forger.seal(channel_module.ANSWERS, seq, b"\x91\x80"))
         return ws
@@ -352,28 +376,51 @@ async def test_batches_share_one_channel_and_answers_come_back_to_their_calls(
         assert transport.channels_open == 1  # one channel carried every batch
 
 
-def test_frame_keys_refuse_any_change_and_accept_every_secret_of_a_rotation() -> None:
+def test_frame_keys_refuse_any_change_and_accept_every_secret_of_a_rotation(
+    version: int,
+) -> None:
     identity = ClusterIdentity.create()
     nonce = "a" * 32
-    keys = Authenticator(identity).frame_keys(nonce)
+
+    def ends(auth: Authenticator, nonce: str = nonce) -> tuple[FrameKeys, FrameKeys]:
+        """The caller's and the receiver's keys of a channel."""
+        caller = auth.frame_keys(nonce, version)
+        return caller, auth.frame_keys(nonce, version, receiver=True)
+
+    caller, receiver = ends(Authenticator(identity))
     # Mid-rotation, one peer signs with the new secret and another still with the old one;
     # both accept both.
     old, new = identity.signing_secret, ClusterIdentity.create().signing_secret
-    ahead = Authenticator(ClusterIdentity(identity.cluster_id, [new, old])).frame_keys(nonce)
-    behind = Authenticator(ClusterIdentity(identity.cluster_id, [old, new])).frame_keys(nonce)
-    assert behind.open(ahead.seal(CALLS, 1, b"new"))[2] == b"new"
-    assert ahead.open(behind.seal(CALLS, 1, b"old"))[2] == b"old"
-    frame = keys.seal(CALLS, 7, b"body")
-    assert keys.open(frame) == (CALLS, 7, memoryview(b"body"))
+    ahead = ends(Authenticator(ClusterIdentity(identity.cluster_id, [new, old])))
+    behind = ends(Authenticator(ClusterIdentity(identity.cluster_id, [old, new])))
+    assert behind[1].open(ahead[0].seal(CALLS, 1, b"new"))[2] == b"new"
+    assert ahead[1].open(behind[0].seal(CALLS, 1, b"old"))[2] == b"old"
+    assert behind[0].open(ahead[1].seal(ANSWERS, 1, b"answer"))[2] == b"answer"
+    frame = caller.seal(CALLS, 7, b"body")
+    assert receiver.open(frame) == (CALLS, 7, memoryview(b"body"))
     for at in range(len(frame)):  # the key id's bytes too: no key of this cluster
         changed = bytearray(frame)
         changed[at] ^= 0x01
         with pytest.raises(Unauthenticated):
-            keys.open(bytes(changed))
+            receiver.open(bytes(changed))
     with pytest.raises(Unauthenticated):
-        Authenticator(identity).frame_keys("b" * 32).open(frame)
-    unsafe = Authenticator(identity, enforced=False).frame_keys(nonce)
+        ends(Authenticator(identity), "b" * 32)[1].open(frame)
+    for length in range(len(frame)):  # cut anywhere: too short, or the MAC fails
+        with pytest.raises(Unauthenticated):
+            receiver.open(frame[:length])
+    other = 3 - version  # the other version's keys refuse it
+    with pytest.raises(Unauthenticated):
+        Authenticator(identity).frame_keys(nonce, other, receiver=True).open(frame)
+    if version == 2:  # sent back to its sender, it fails: each direction has its own key
+        with pytest.raises(Unauthenticated):
+            caller.open(frame)
+    unsafe = Authenticator(identity, enforced=False).frame_keys(nonce, version)
     assert unsafe.open(unsafe.seal(CALLS, 1, b"x"))[2] == b"x"
+
+
+def test_frame_keys_of_an_unknown_version_are_refused() -> None:
+    with pytest.raises(ValueError, match="version 3"):
+        Authenticator(ClusterIdentity.create()).frame_keys("a" * 32, 3)
 
 
 async def test_a_call_whose_caller_goes_away_leaves_the_channel_open(

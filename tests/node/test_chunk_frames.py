@@ -1,9 +1,9 @@
 """Small chunks as frames of the channel between two peers (``node.cluster.channel``), on
 real in-process peers: the hard cases first (a frame past its limit, a chunk id that names
-a path, a holder's refusal, a short body, a peer of a release before chunk
-frames, a chunk too large for a frame), then the ordinary case: writes and reads of whole
-chunks and ranges without an HTTP request. (Forged, replayed or moved frames of any kind,
-and a hung peer's chunk read: ``test_channels``.)"""
+a path, a holder's refusal, a short body, peers of the two releases before: frames of
+version 1 with and without chunks, a chunk too large for a frame), then the ordinary case:
+writes and reads of whole chunks and ranges without an HTTP request. (Forged, replayed or
+moved frames of any kind, and a hung peer's chunk read: ``test_channels``.)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from aiohttp import WSCloseCode
 
 from node.cluster import channel as channel_module
+from node.cluster import transport as transport_module
 from node.cluster.channel import ANSWERS, CHUNK_WRITE
 from node.cluster.protocol import FRAME_CHUNK_MAX, ChunkAnswer, ChunkWrite, decode, encode
 from node.cluster.transport import Address, FramedChunk, HttpTransport
@@ -96,6 +97,7 @@ async def test_a_holders_refusal_comes_back_as_its_error_and_the_channel_stays(
         await transport.put_chunk(to, "zz-0", body(b"data"), 4, OWNER)
     assert await transport.put_chunk(to, chunk_id(4), body(b"data"), 4, OWNER) == 4
     assert transport.channels_opened == 1  # refusals are answers, not broken channels
+    assert transport.frame_versions == {to.url: 2}  # this release's frames
     assert await two_peers[1].holder.chunks.missing([chunk_id(3)]) == [chunk_id(3)]
 
 
@@ -112,8 +114,8 @@ async def test_a_peer_without_chunk_frames_gets_chunks_as_requests(
     caller: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As a peer of the release before them: its upgrade selects no subprotocol (the
-    receiver offers another; the caller still asks for ``CHUNK_FRAMES``)."""
-    monkeypatch.setattr(channel_module, "CHUNK_FRAMES", "ringstore.something-else")
+    receiver offers another; the caller still asks for ``SUBPROTOCOLS``)."""
+    monkeypatch.setattr(channel_module, "SUBPROTOCOLS", ("ringstore.something-else",))
     transport, to = caller
     paths = requests_of(transport, monkeypatch)
     assert await transport.put_chunk(to, chunk_id(7), body(b"old peer"), 8, OWNER) == 8
@@ -122,6 +124,22 @@ async def test_a_peer_without_chunk_frames_gets_chunks_as_requests(
         assert await stream.readexactly(4) == b"peer"
     assert paths == [f"/internal/chunks/{chunk_id(7)}"] * 2
     assert transport.channels_open == 1  # opened, and kept for manifest calls
+    assert transport.frame_versions == {to.url: 1}
+
+
+async def test_a_caller_of_the_release_before_sends_chunk_frames_of_its_version(
+    caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It offers only ``ringstore.chunks.1`` (HMAC-SHA256 frames); the receiver selects it."""
+    monkeypatch.setattr(transport_module, "SUBPROTOCOLS", ("ringstore.chunks.1",))
+    transport, to = caller
+    paths = requests_of(transport, monkeypatch)
+    assert await transport.put_chunk(to, chunk_id(10), body(b"v1 frames"), 9, OWNER) == 9
+    async with transport.open_chunk(to, chunk_id(10), 3, 6) as stream:
+        assert isinstance(stream, FramedChunk)
+        assert await stream.readexactly(6) == b"frames"
+    assert paths == []
+    assert transport.frame_versions == {to.url: 1}
 
 
 async def test_chunks_larger_than_a_frame_and_whole_chunk_reads_stream_as_requests(
