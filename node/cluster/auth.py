@@ -1,5 +1,5 @@
 """Proof of membership on every peer-to-peer call: HMAC-SHA256 signatures of requests and
-answers, keyed with the cluster secret.
+answers, and MACs of channel frames, keyed with the cluster secret.
 
 A request carries two headers::
 
@@ -37,11 +37,12 @@ could mislead a quorum.
 
 A *channel* (``node.cluster.channel``) is one authenticated request (a WebSocket upgrade)
 followed by many binary frames each way. Every frame carries the key id of its sender's
-secret and ``HMAC-SHA256(secret, "ringstore-frame-v1\n" nonce "\n" head body)``, where
-``nonce`` is the upgrade request's (so a frame of one channel is worthless on another) and
-``head`` the frame's version, kind and sequence number: a frame cannot be altered, moved
-to another channel, or turned from a call into an answer, and the receiver refuses a
-sequence number out of order (a replay within the channel).
+secret and a MAC keyed with that secret and the upgrade request's nonce (so a frame of one
+channel is worthless on another) over the frame's version, kind, sequence number and body
+(``FrameKeys``): version 2, AES-GMAC under a key of the channel and the direction
+(``FrameGmac``); version 1, of the release before, HMAC-SHA256 (``FrameHmac``). A frame
+cannot be altered, moved to another channel, or turned from a call into an answer, and
+the receiver refuses a sequence number out of order (a replay within the channel).
 """
 
 from __future__ import annotations
