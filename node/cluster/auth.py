@@ -38,9 +38,10 @@ could mislead a quorum.
 A *channel* (``node.cluster.channel``) is one authenticated request (a WebSocket upgrade)
 followed by many binary frames each way. Every frame carries the key id of its sender's
 secret and a MAC keyed with that secret and the upgrade request's nonce (so a frame of one
-channel is worthless on another) over the frame's version, kind, sequence number and body
-(``FrameKeys``): version 2, AES-GMAC under a key of the channel and the direction
-(``FrameGmac``); version 1, of the release before, HMAC-SHA256 (``FrameHmac``). A frame
+channel is worthless on another) that binds the frame's version, kind, sequence number and
+body (``FrameKeys``): version 2, AES-GMAC under a key of the channel, the receiver's salt
+and the direction (``FrameGmac``); version 1, of the release before, HMAC-SHA256
+(``FrameHmac``). A frame
 cannot be altered, moved to another channel, or turned from a call into an answer, and
 the receiver refuses a sequence number out of order (a replay within the channel).
 """
@@ -95,6 +96,7 @@ _KEYED_HEAD = _KEYED.size + 8  # and the sender's key id: the head before the MA
 _SIGNED_HEAD = _KEYED.size  # bytes of the head version 1's MAC covers
 _Key = TypeVar("_Key")  # a keyed MAC state of some frame version
 _GMAC_IV = struct.Struct(">B3xQ")  # version 2's GCM IV: kind, 3 zero bytes, sequence number
+SALT_SIZE = 16  # bytes of randomness a channel's receiver adds to its version 2 keys
 
 
 def content_digest(body: bytes) -> str:
@@ -191,14 +193,17 @@ class Authenticator:
         if not hmac.compare_digest(match[2], _mac(secret, _answer(nonce, status, body))):
             raise Unauthenticated("the answer's signature does not match")
 
-    def frame_keys(self, nonce: str, version: int = 1, *, receiver: bool = False) -> FrameKeys:
+    def frame_keys(
+        self, nonce: str, version: int, salt: bytes = b"", *, receiver: bool = False
+    ) -> FrameKeys:
         """Seals and opens the frames of ``version`` of the channel opened by the request
-        ``nonce``, for its caller or its ``receiver``; raises ValueError for a version that
-        is neither 1 nor 2."""
+        ``nonce``, for its caller or its ``receiver``; version 2 takes the receiver's
+        ``salt`` (``SALT_SIZE`` random bytes, its first message). Raises ValueError for a
+        version that is neither 1 nor 2, a salt of another size, or no nonce."""
         if version == FrameHmac.VERSION:
             return FrameHmac(self._secret, self._keys, nonce, self.enforced)
         if version == FrameGmac.VERSION:
-            return FrameGmac(self._secret, self._keys, nonce, self.enforced, receiver)
+            return FrameGmac(self._secret, self._keys, nonce, self.enforced, salt, receiver)
         raise ValueError(f"no channel frames of version {version}")
 
     # --- the receiver's side --------------------------------------------------------------
@@ -285,7 +290,11 @@ class FrameKeys(abc.ABC):
     VERSION: ClassVar[int]
     HEAD: ClassVar[struct.Struct]  # >BBQ8s then the MAC's bytes
 
-    def __init__(self, secret: bytes, accepted: Mapping[str, bytes], enforced: bool) -> None:
+    def __init__(
+        self, secret: bytes, accepted: Mapping[str, bytes], nonce: str, enforced: bool
+    ) -> None:
+        if enforced and not nonce:
+            raise ValueError("a channel's frame keys need its upgrade's nonce")
         self.enforced = enforced
         self._kid = bytes.fromhex(key_id(secret))
         self._no_mac = bytes(self.HEAD.size - _KEYED_HEAD)
@@ -338,7 +347,7 @@ class FrameHmac(FrameKeys):
     def __init__(
         self, secret: bytes, accepted: Mapping[str, bytes], nonce: str, enforced: bool
     ) -> None:
-        super().__init__(secret, accepted, enforced)
+        super().__init__(secret, accepted, nonce, enforced)
         label = f"ringstore-frame-v1\n{nonce}\n".encode()
         self._sealing = hmac.new(secret, label, hashlib.sha256)
         # One keyed state per accepted secret, copied per frame (no rekeying each time).
@@ -364,17 +373,23 @@ class FrameHmac(FrameKeys):
 
 class FrameGmac(FrameKeys):
     """Version 2: the 16-byte tag of AES-256-GCM with no plaintext and the body as
-    associated data (GMAC, NIST SP 800-38D), under a key of the channel and direction,
-    ``HKDF-SHA256(secret, info="ringstore-frame-v2\n" nonce "\n" caller|receiver)`` (RFC
-    5869), and the 96-bit IV ``kind, 3 zero bytes, sequence number``.
+    associated data (GMAC, NIST SP 800-38D), under a key of the channel and the direction,
+    ``HKDF-SHA256(secret, info="ringstore-frame-v2\n" nonce "\n" salt "\n"
+    caller|receiver)`` (RFC 5869), and the 96-bit IV ``kind, 3 zero bytes, sequence
+    number``.
 
-    Each key seals each IV once: the channel's nonce is fresh per upgrade, the caller
-    numbers its frames 1, 2, 3... and the receiver answers each number once, so no two
-    frames under one key share a kind and number (a repeated IV would give the key away;
-    SP 800-38D 8.2). The version is in the key's label, the kind and number in the IV, so
-    none can be changed without the tag failing. ~0.05 ms per MiB of body here, a twelfth
-    of version 1's HMAC-SHA256 (AES-NI and PCLMULQDQ through OpenSSL), and fewer Python
-    steps per frame (a 4 KiB body: 1.0 against 5.1 µs)."""
+    Both ends make the keys fresh: the caller's nonce is new per upgrade, and the receiver's
+    ``salt`` (hex in the label) is ``SALT_SIZE`` random bytes it sends as its first message
+    (``node.cluster.channel``). So no key seals one IV twice: within a channel the caller
+    numbers its frames 1, 2, 3... once and the receiver answers each number once, and an
+    upgrade replayed to a receiver that forgot its nonce (restarted within the window, or
+    its clock stepped back) gets a new salt, new keys both ways, and no recorded frame
+    opens under them. (A repeated IV under one key gives the key's GHASH subkey away and
+    lets frames be forged: Joux, "Authentication failures in NIST version of GCM", 2006;
+    SP 800-38D section 8.) The version is in the key's label,
+    the kind and number in the IV: none can be changed without the tag failing. ~0.05 ms
+    per MiB of body here, a twelfth of version 1's HMAC-SHA256 (AES-NI and PCLMULQDQ through
+    OpenSSL), and fewer Python steps per frame (a 4 KiB body: 1.0 against 5.1 µs)."""
 
     VERSION = 2
     HEAD = struct.Struct(">BBQ8s16s")
@@ -385,13 +400,17 @@ class FrameGmac(FrameKeys):
         accepted: Mapping[str, bytes],
         nonce: str,
         enforced: bool,
+        salt: bytes,
         receiver: bool,
     ) -> None:
-        super().__init__(secret, accepted, enforced)
+        super().__init__(secret, accepted, nonce, enforced)
+        if len(salt) != SALT_SIZE:
+            raise ValueError(f"a receiver's salt is {SALT_SIZE} bytes, not {len(salt)}")
         sender, other = ("receiver", "caller") if receiver else ("caller", "receiver")
-        self._sealing = _gmac_key(secret, nonce, sender)
+        label = f"ringstore-frame-v2\n{nonce}\n{salt.hex()}\n"
+        self._sealing = _gmac_key(secret, label + sender)
         self._opening = {
-            bytes.fromhex(kid): _gmac_key(key, nonce, other) for kid, key in accepted.items()
+            bytes.fromhex(kid): _gmac_key(key, label + other) for kid, key in accepted.items()
         }
 
     def _mac(self, kind: int, seq: int, body: bytes) -> bytes:
@@ -414,6 +433,6 @@ def _accepted(keys: Mapping[bytes, _Key], kid: bytes) -> _Key:
         raise Unauthenticated(f"key {kid.hex()} is not a key of this cluster") from None
 
 
-def _gmac_key(secret: bytes, nonce: str, sender: str) -> AESGCM:
-    info = f"ringstore-frame-v2\n{nonce}\n{sender}".encode()
-    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret))
+def _gmac_key(secret: bytes, info: str) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info.encode())
+    return AESGCM(derived.derive(secret))

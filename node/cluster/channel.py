@@ -12,13 +12,20 @@ from then on each batch is one binary frame each way::
 
     head (34 bytes): version (1), kind (1), sequence number (8, big-endian), sender's key
                      id (8), MAC (16): AES-GMAC under a key of the channel and direction
-                     derived from the sender's secret and the upgrade's nonce, over the
-                     body, with the kind and sequence number in its IV
+                     derived from the sender's secret, the upgrade's nonce and the
+                     receiver's salt, over the body, with the kind and sequence number in
+                     its IV
                      (``node.cluster.auth.FrameGmac``)
     body:            msgpack ``ManifestCalls`` (kind CALLS), ``ManifestConfirmations``
                      (CONFIRMATIONS), ``ChunkWrite`` (CHUNK_WRITE), ``ChunkRead``
                      (CHUNK_READ), or the answer to one: ``ManifestAnswers`` or
                      ``ChunkAnswer`` (ANSWERS)
+
+On a version 2 channel the receiver speaks first: one binary message, ``HELLO``, of 18
+bytes (version 2, kind ``HELLO``, then ``SALT_SIZE`` random bytes that go into both
+directions' keys), before any frame; the caller sends none before it has it. The salt needs
+no MAC: one changed on the way only gives the two ends different keys, and the channel
+closes at the first frame.
 
 The frame format is the WebSocket subprotocol (RFC 6455 section 1.9) the receiver selects
 from those the caller offers, newest first (``SUBPROTOCOLS``): ``ringstore.chunks.2`` is the
@@ -63,12 +70,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.cluster.auth import FrameKeys
+from node.cluster.auth import SALT_SIZE, FrameKeys
 from node.cluster.protocol import FRAME_CHUNK_MAX
 from node.errors import PeerUnavailable, RingstoreError, Unauthenticated
 
@@ -77,6 +85,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "/internal/manifests/channel"  # GET, upgraded to a WebSocket
 CALLS, CONFIRMATIONS, ANSWERS, CHUNK_WRITE, CHUNK_READ = 1, 2, 3, 4, 5  # frame kinds
 CALL_KINDS = frozenset({CALLS, CONFIRMATIONS, CHUNK_WRITE, CHUNK_READ})  # a caller sends
+HELLO = 6  # a version 2 receiver's first message: its salt (module docstring)
 # The WebSocket subprotocols (RFC 6455 section 1.9) of the frame versions (module
 # docstring), newest first: a caller offers them all, a receiver selects the first it takes.
 # A receiver of a release before chunk frames selects none: version 1, chunks as requests.
@@ -92,7 +101,9 @@ CLOSE_TIMEOUT = 2.0  # seconds a closing side waits for the other's close frame
 HEARTBEAT = 30.0  # seconds between pings; no pong within half of it closes the channel
 
 Answer = Callable[[int, memoryview], Awaitable[bytes]]  # (kind, body) -> the answer's body
-KeysFor = Callable[[int], FrameKeys]  # a frame version -> the channel's keys of it
+_ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+KeysFor = Callable[[int, bytes], FrameKeys]  # (version, the receiver's salt) -> the keys
+SaltedKeys = Callable[[bytes], FrameKeys]  # the receiver's salt -> a caller's keys
 Refused = Callable[[str, str], None]  # (what, why): a frame refused, to be logged
 
 
@@ -101,22 +112,43 @@ def frame_version(protocol: str | None) -> int:
     return FRAME_VERSIONS.get(protocol or "", 1)
 
 
+def hello(salt: bytes) -> bytes:
+    """A version 2 receiver's first message."""
+    return bytes((2, HELLO)) + salt
+
+
+def salt_of(kind: WSMsgType, data: object) -> bytes:
+    """The salt of a version 2 receiver's first message (its type and data); raises
+    Unauthenticated if it is no hello."""
+    if kind != WSMsgType.BINARY or not isinstance(data, bytes):
+        raise Unauthenticated(f"the channel began with a {kind.name} message, not a hello")
+    if len(data) != 2 + SALT_SIZE or data[:2] != bytes((2, HELLO)):
+        raise Unauthenticated(f"the channel began with {len(data)} bytes, not a hello")
+    return data[2:]
+
+
 class Channel:
     """The caller's end of an open channel: ``call`` sends a frame and returns the body of
-    its answer. Fails every call in flight once the channel closes for any reason."""
+    its answer. Fails every call in flight once the channel closes for any reason. Frames
+    of ``version`` 2 are sealed once the receiver's hello came (``keys`` of its salt)."""
 
     def __init__(
         self,
         ws: aiohttp.ClientWebSocketResponse[bool],
-        keys: FrameKeys,
+        keys: SaltedKeys,
+        version: int,
         peer: str,
         timeout: float,
         refused: Refused,
         chunks: bool = False,
     ) -> None:
         self._ws = ws
-        self._keys = keys
-        self.version = keys.VERSION  # of the frames (the subprotocol the receiver selected)
+        self._salted = keys
+        self.version = version  # of the frames (the subprotocol the receiver selected)
+        self._keys = None if version >= 2 else keys(b"")  # None: until the hello
+        self._keyed = asyncio.Event()  # set once keyed, or closed
+        if self._keys is not None:
+            self._keyed.set()
         self._peer = peer
         self._timeout = timeout
         self._refused = refused
@@ -177,19 +209,21 @@ class Channel:
         leaves no gap in the numbers, and none is sent on a channel already closed. One
         cancelled after it left stays waiting, and its answer is dropped when it comes."""
         async with self._sending:
+            await self._keyed.wait()
             answer = await self._send(kind, body)
         del body
         return await answer
 
     async def _send(self, kind: int, body: bytes) -> asyncio.Future[memoryview]:
-        if self._closed is not None:
+        keys = self._keys
+        if self._closed is not None or keys is None:
             raise PeerUnavailable(self._peer, f"channel closed: {self._closed}")
         self._seq += 1
         seq = self._seq
         answer: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
         self._waiting[seq] = answer
         try:
-            await self._ws.send_bytes(self._keys.seal(kind, seq, body))
+            await self._ws.send_bytes(keys.seal(kind, seq, body))
         except BaseException:
             answer.cancel()  # nobody will wait for it (it stays listed: its answer is dropped)
             raise
@@ -205,6 +239,7 @@ class Channel:
         the peer (nothing else has)."""
         if self._closed is None:
             self._closed = why
+            self._keyed.set()  # (a call waiting for the hello fails)
             if asyncio.current_task() is not self._reader:  # (it ends by itself)
                 self._reader.cancel()
         for answer in self._waiting.values():
@@ -216,11 +251,19 @@ class Channel:
     async def _read(self) -> None:
         why = "closed by the other peer"
         try:
+            keys = self._keys
+            if keys is None:  # the receiver speaks first
+                first = await self._ws.receive()
+                if first.type in _ENDED:
+                    why = f"closed before its hello (code {self._ws.close_code})"
+                    return
+                keys = self._keys = self._salted(salt_of(first.type, first.data))
+                self._keyed.set()
             async for message in self._ws:
                 if message.type != WSMsgType.BINARY:
                     why = f"a {message.type.name} message"
                     break
-                kind, seq, body = self._keys.open(message.data)
+                kind, seq, body = keys.open(message.data)
                 if kind != ANSWERS or seq not in self._waiting:
                     raise Unauthenticated(f"a frame of kind {kind} numbered {seq}: no answer due")
                 answer = self._waiting.pop(seq)
@@ -275,8 +318,15 @@ class ServedChannel:
         if self._stopping.is_set():  # told to stop while it was being upgraded
             await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
             return "stopping"
-        keys = self._keys = self._keys_for(frame_version(self.ws.ws_protocol))
+        version = frame_version(self.ws.ws_protocol)
+        salt = secrets.token_bytes(SALT_SIZE) if version >= 2 else b""
+        keys = self._keys = self._keys_for(version, salt)
         try:
+            if salt:
+                try:
+                    await self.ws.send_bytes(hello(salt))
+                except (ConnectionError, RuntimeError):
+                    return "closed before its hello was sent"
             async for message in self.ws:
                 if self._stopping.is_set():  # read, never answered: its calls fail on close
                     continue

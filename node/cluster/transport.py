@@ -761,9 +761,10 @@ class HttpTransport:
             raise PeerUnavailable(to.url, f"{what}: HTTP {exc.status} {exc.message}") from exc
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
-        keys = self._auth.frame_keys(nonce, frame_version(ws.protocol))
+        version = frame_version(ws.protocol)
+        keys = functools.partial(self._auth.frame_keys, nonce, version)
         chunks = ws.protocol in SUBPROTOCOLS  # the receiver takes chunk frames
-        opened = Channel(ws, keys, to.url, timeout, self._auth.note_refusal, chunks)
+        opened = Channel(ws, keys, version, to.url, timeout, self._auth.note_refusal, chunks)
         replaced = self._channels.get(to)
         self._channels[to] = opened
         self._retired = [c for c in self._retired if not c.finished]

@@ -7,6 +7,7 @@ opens a new channel; then the ordinary case, many batches over one connection.""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from yarl import URL
 
 from node.api.keys import CHANNELS
@@ -27,17 +31,20 @@ from node.cluster.channel import (
     FRAME_VERSIONS,
     SUBPROTOCOLS,
     Channel,
+    SaltedKeys,
 )
 from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer, decode, encode
 from node.cluster.transport import Address
 from node.errors import PeerUnavailable, Unauthenticated
-from node.model.identity import ClusterIdentity
+from node.model.identity import ClusterIdentity, key_id
 from node.model.manifest import ChunkMeta, Manifest
 from tests.harness import LocalCluster, LocalPeer, eventually
 from tests.harness.local import Served
 from tests.harness.peer_api import peer_transport
 from tests.harness.polling import spin
 from tests.node.shared.test_peer_input import a_manifest
+
+SALT = bytes(range(100, 116))  # a receiver's salt (version 2 keys)
 
 
 def serves_channel_from(peer: LocalPeer, port: int) -> bool:
@@ -77,16 +84,22 @@ def offers(names: list[str]) -> bytes:
 
 
 @asynccontextmanager
-async def raw_channel(
-    peer: LocalPeer, auth: Authenticator | None = None, version: int = 2
-) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, FrameKeys]]:
-    """A channel to ``peer`` opened by hand, signed with ``auth`` (default: as a member),
-    asking for frames of ``version``; the WebSocket and the keys that seal frames for it.
-    Once it is closed, ``peer`` holds nothing of it (within the default wait)."""
+async def upgraded(
+    peer: LocalPeer,
+    auth: Authenticator | None = None,
+    version: int = 2,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, SaltedKeys]]:
+    """A channel to ``peer`` opened by hand with frames of ``version``, signed with ``auth``
+    (default: as a member) or sent with ``headers`` (a recorded upgrade); the WebSocket and
+    the caller's keys of the receiver's salt (nothing read yet). Once it is closed, ``peer``
+    holds nothing of it (within the default wait)."""
     auth = auth or peer.auth
     url = URL(f"{peer.url}{CHANNEL}")
-    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
-    nonce, headers = auth.sign(request, content_digest(b""))
+    if headers is None:
+        request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
+        headers = auth.sign(request, content_digest(b""))[1]
+    nonce = headers["X-Ringstore-Auth"].split()[3]
     protocols = [name for name, v in FRAME_VERSIONS.items() if v == version]
     async with (
         aiohttp.ClientSession() as session,
@@ -95,8 +108,24 @@ async def raw_channel(
         assert ws.protocol == protocols[0]
         port = ws.get_extra_info("sockname")[1]
         assert serves_channel_from(peer, port)
-        yield ws, auth.frame_keys(nonce, version)
+        yield ws, functools.partial(auth.frame_keys, nonce, version)
     await eventually(lambda: not serves_channel_from(peer, port), what="the channel closed")
+
+
+async def salt_from(ws: aiohttp.ClientWebSocketResponse) -> bytes:
+    """The receiver's salt, from its hello (version 2)."""
+    first = await asyncio.wait_for(ws.receive(), 10)
+    return channel_module.salt_of(first.type, first.data)
+
+
+@asynccontextmanager
+async def raw_channel(
+    peer: LocalPeer, auth: Authenticator | None = None, version: int = 2
+) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, FrameKeys]]:
+    """``upgraded``, with the receiver's hello read (version 2): the WebSocket and the keys
+    that seal frames for it."""
+    async with upgraded(peer, auth, version) as (ws, keys):
+        yield ws, keys(await salt_from(ws) if version == 2 else b"")
 
 
 @pytest.fixture(params=[2, 1], ids=["gmac", "hmac"])
@@ -123,7 +152,7 @@ async def test_a_frame_sealed_with_another_clusters_secret_closes_the_channel(
 ) -> None:
     target = two_peers[1]
     async with raw_channel(target, version=version) as (ws, _):
-        stranger = Authenticator(ClusterIdentity.create()).frame_keys("0" * 32, version)
+        stranger = Authenticator(ClusterIdentity.create()).frame_keys("0" * 32, version, SALT)
         await ws.send_bytes(stranger.seal(CALLS, 1, offers(["forged/a"])))
         assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
     assert (await target.holder.get_manifest("forged/a")).manifest is None
@@ -190,6 +219,34 @@ async def test_a_malformed_frame_closes_the_channel(
     assert (await target.holder.get_manifest("x")).manifest is None
 
 
+async def test_an_upgrade_replayed_after_a_restart_gets_new_keys_and_no_frame_answered(
+    two_peers: LocalCluster,
+) -> None:
+    """A receiver forgets the nonces it saw when it restarts, so within the signature's
+    window a recorded upgrade is accepted again; but its hello brings a new salt, and the
+    recorded frames do not open under the keys it makes (nor would its answers repeat an
+    IV under the old ones)."""
+    caller, target = two_peers
+    url = URL(f"{target.url}{CHANNEL}")
+    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
+    headers = caller.auth.sign(request, content_digest(b""))[1]
+    async with upgraded(target, caller.auth, headers=headers) as (ws, keys):
+        salt = await salt_from(ws)
+        recorded = keys(salt).seal(CALLS, 1, offers(["replayed/a"]))
+        await ws.send_bytes(recorded)
+        answer = (await asyncio.wait_for(ws.receive(), 10)).data
+        assert keys(salt).open(answer)[:2] == (ANSWERS, 1)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as remembered:
+        async with upgraded(target, caller.auth, headers=headers):
+            pass
+    assert remembered.value.status == 401
+    await target.restart()
+    async with upgraded(target, caller.auth, headers=headers) as (ws, _):
+        assert await salt_from(ws) != salt
+        await ws.send_bytes(recorded)
+        assert await closed_with(ws) == WSCloseCode.POLICY_VIOLATION
+
+
 async def test_a_text_message_closes_the_channel(two_peers: LocalCluster) -> None:
     async with raw_channel(two_peers[1]) as (ws, _):
         await ws.send_str("hello")
@@ -225,7 +282,11 @@ async def test_a_squatter_that_upgrades_gets_no_answer_believed(
         ws = web.WebSocketResponse(protocols=SUBPROTOCOLS if version == 2 else ())
         await ws.prepare(request)
         nonce = request.headers["X-Ringstore-Auth"].split()[3]  # the upgrade's, seen
-        forger = Authenticator(ClusterIdentity.create()).frame_keys(nonce, version, receiver=True)
+        if version == 2:
+            await ws.send_bytes(channel_module.hello(SALT))
+        forger = Authenticator(ClusterIdentity.create()).frame_keys(
+            nonce, version, SALT, receiver=True
+        )
         async for message in ws:
             seq = forger.HEAD.unpack_from(message.data)[2]  # it cannot check the MAC
             answered.append(seq)
@@ -244,6 +305,31 @@ async def test_a_squatter_that_upgrades_gets_no_answer_believed(
     finally:
         await served.stop()
     assert answered == [1]
+
+
+@pytest.mark.parametrize("first", [b"\x02\x06too short", "a text"], ids=["short", "text"])
+async def test_a_channel_that_does_not_begin_with_a_hello_fails_its_calls(
+    tmp_path: Path, first: bytes | str
+) -> None:
+    async def odd(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=SUBPROTOCOLS)
+        await ws.prepare(request)
+        await (ws.send_bytes(first) if isinstance(first, bytes) else ws.send_str(first))
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get(CHANNEL, odd)
+    served = Served()
+    await served.serve(app)
+    try:
+        async with peer_transport(Authenticator(ClusterIdentity.create())) as transport:
+            to = Address(f"http://127.0.0.1:{served.port}", "some-member")
+            with pytest.raises(PeerUnavailable, match="not a hello"):
+                await transport.put_manifest(to, a_manifest("odd/a"), None)
+    finally:
+        await served.stop()
 
 
 @pytest.mark.parametrize("hung_call", ["manifest offer", "chunk read"])
@@ -382,10 +468,12 @@ def test_frame_keys_refuse_any_change_and_accept_every_secret_of_a_rotation(
     identity = ClusterIdentity.create()
     nonce = "a" * 32
 
-    def ends(auth: Authenticator, nonce: str = nonce) -> tuple[FrameKeys, FrameKeys]:
+    def ends(
+        auth: Authenticator, nonce: str = nonce, salt: bytes = SALT
+    ) -> tuple[FrameKeys, FrameKeys]:
         """The caller's and the receiver's keys of a channel."""
-        caller = auth.frame_keys(nonce, version)
-        return caller, auth.frame_keys(nonce, version, receiver=True)
+        caller = auth.frame_keys(nonce, version, salt)
+        return caller, auth.frame_keys(nonce, version, salt, receiver=True)
 
     caller, receiver = ends(Authenticator(identity))
     # Mid-rotation, one peer signs with the new secret and another still with the old one;
@@ -410,17 +498,44 @@ def test_frame_keys_refuse_any_change_and_accept_every_secret_of_a_rotation(
             receiver.open(frame[:length])
     other = 3 - version  # the other version's keys refuse it
     with pytest.raises(Unauthenticated):
-        Authenticator(identity).frame_keys(nonce, other, receiver=True).open(frame)
-    if version == 2:  # sent back to its sender, it fails: each direction has its own key
-        with pytest.raises(Unauthenticated):
+        Authenticator(identity).frame_keys(nonce, other, SALT, receiver=True).open(frame)
+    if version == 2:
+        with pytest.raises(Unauthenticated):  # sent back to its sender: one key each way
             caller.open(frame)
-    unsafe = Authenticator(identity, enforced=False).frame_keys(nonce, version)
+        with pytest.raises(Unauthenticated):  # another salt (a replayed upgrade's)
+            ends(Authenticator(identity), salt=bytes(16))[1].open(frame)
+    unsafe = Authenticator(identity, enforced=False).frame_keys(nonce, version, SALT)
     assert unsafe.open(unsafe.seal(CALLS, 1, b"x"))[2] == b"x"
 
 
-def test_frame_keys_of_an_unknown_version_are_refused() -> None:
-    with pytest.raises(ValueError, match="version 3"):
-        Authenticator(ClusterIdentity.create()).frame_keys("a" * 32, 3)
+def test_gmac_frames_are_as_specified() -> None:
+    """A known answer, worked out with the primitives named in ``FrameGmac``: the wire
+    format cannot change by accident."""
+    secret = bytes(range(32))
+    auth = Authenticator(ClusterIdentity("c" * 16, [secret]))
+    frame = auth.frame_keys("n" * 32, 2, SALT).seal(CALLS, 5, b"body")
+    info = f"ringstore-frame-v2\n{'n' * 32}\n{SALT.hex()}\ncaller".encode()
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+    iv = bytes([CALLS, 0, 0, 0]) + (5).to_bytes(8, "big")
+    tag = AESGCM(key).encrypt(iv, b"", b"body")
+    kid = bytes.fromhex(key_id(secret))
+    assert frame == bytes([2, CALLS]) + (5).to_bytes(8, "big") + kid + tag + b"body"
+
+
+@pytest.mark.parametrize(
+    ("nonce", "version", "salt", "error"),
+    [
+        ("a" * 32, 3, SALT, "version 3"),
+        ("a" * 32, 2, b"", "salt is 16 bytes, not 0"),
+        ("", 2, SALT, "nonce"),
+        ("", 1, b"", "nonce"),
+    ],
+)
+def test_frame_keys_need_a_known_version_a_salt_and_a_nonce(
+    nonce: str, version: int, salt: bytes, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        Authenticator(ClusterIdentity.create()).frame_keys(nonce, version, salt)
 
 
 async def test_a_call_whose_caller_goes_away_leaves_the_channel_open(
@@ -429,8 +544,8 @@ async def test_a_call_whose_caller_goes_away_leaves_the_channel_open(
     """Its answer, when it comes, is dropped; calls before and after it are answered."""
     target = two_peers[1]
     entered, release = hold_first_offer(target, monkeypatch)
-    async with raw_channel(target) as (ws, keys):
-        opened = Channel(ws, keys, target.url, 10.0, target.auth.note_refusal)
+    async with upgraded(target) as (ws, keys):
+        opened = Channel(ws, keys, 2, target.url, 10.0, target.auth.note_refusal)
         gone = asyncio.ensure_future(opened.call(CALLS, offers(["gone/a"])))
         await asyncio.wait_for(entered.wait(), 10)
         gone.cancel()

@@ -113,7 +113,7 @@ async def test_a_body_shorter_than_its_size_is_not_sent(
 async def test_a_peer_without_chunk_frames_gets_chunks_as_requests(
     caller: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As a peer of the release before them: its upgrade selects no subprotocol (the
+    """As a peer of two releases before: its upgrade selects no subprotocol (the
     receiver offers another; the caller still asks for ``SUBPROTOCOLS``)."""
     monkeypatch.setattr(channel_module, "SUBPROTOCOLS", ("ringstore.something-else",))
     transport, to = caller
@@ -127,11 +127,14 @@ async def test_a_peer_without_chunk_frames_gets_chunks_as_requests(
     assert transport.frame_versions == {to.url: 1}
 
 
-async def test_a_caller_of_the_release_before_sends_chunk_frames_of_its_version(
-    caller: Caller, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("older", ["caller", "receiver"])
+async def test_a_peer_of_the_release_before_gets_chunk_frames_of_its_version(
+    caller: Caller, monkeypatch: pytest.MonkeyPatch, older: str
 ) -> None:
-    """It offers only ``ringstore.chunks.1`` (HMAC-SHA256 frames); the receiver selects it."""
-    monkeypatch.setattr(transport_module, "SUBPROTOCOLS", ("ringstore.chunks.1",))
+    """It offers (as a caller) or takes (as a receiver) only ``ringstore.chunks.1``
+    (HMAC-SHA256 frames, no hello): the channel is of that version, with chunk frames."""
+    side = transport_module if older == "caller" else channel_module
+    monkeypatch.setattr(side, "SUBPROTOCOLS", ("ringstore.chunks.1",))
     transport, to = caller
     paths = requests_of(transport, monkeypatch)
     assert await transport.put_chunk(to, chunk_id(10), body(b"v1 frames"), 9, OWNER) == 9
