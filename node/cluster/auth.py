@@ -199,7 +199,8 @@ class Authenticator:
         """Seals and opens the frames of ``version`` of the channel opened by the request
         ``nonce``, for its caller or its ``receiver``; version 2 takes the receiver's
         ``salt`` (``SALT_SIZE`` random bytes, its first message). Raises ValueError for a
-        version that is neither 1 nor 2, a salt of another size, or no nonce."""
+        version that is neither 1 nor 2, a salt of another size, or no nonce where frames
+        are checked (``enforced``)."""
         if version == FrameHmac.VERSION:
             return FrameHmac(self._secret, self._keys, nonce, self.enforced)
         if version == FrameGmac.VERSION:

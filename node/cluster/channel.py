@@ -52,7 +52,8 @@ and answers each frame with the same number, in any order, as soon as its calls 
 frame alone; it reads no further meanwhile, so TCP holds the caller back). A frame that
 fails its MAC or is out of order closes the channel with code 1008, one that cannot be read
 (or a text message) with 1003, after a rate-limited warning (``Authenticator.note_refusal``):
-a member's frames never do that. The calls in flight then
+a member's frames never do that; a caller refuses an answer that fails its MAC, or a
+first message that is no hello, the same way. The calls in flight then
 fail as an HTTP request cut off would (``PeerUnavailable``), and the next call opens a new
 channel. A call not answered within the peer timeout fails the same way and closes the
 channel (a hung peer: the calls behind it would wait out the same timeout). Both ends ping
@@ -157,6 +158,7 @@ class Channel:
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[memoryview]] = {}
         self._closed: str | None = None  # why, once closed
+        self._counted = False  # a failure of this channel counted against the peer
         self._reader = asyncio.ensure_future(self._read())
 
     def __repr__(self) -> str:
@@ -174,8 +176,9 @@ class Channel:
 
     async def call(self, kind: int, body: bytes) -> memoryview:
         """Send one frame of ``kind``; the body of its answer. Raises PeerUnavailable if
-        the channel closes first or no answer comes within the timeout (then it closes,
-        and the other calls in flight fail without counting against the peer again). The
+        the channel closes first or no answer comes within the timeout (which takes in the
+        wait for a version 2 receiver's hello; then it closes, and the other calls fail
+        without counting against the peer again: one failure of a channel counts once). The
         body is not held once sent (a chunk's, while its holder writes it)."""
         exchange = self._exchange(kind, body)
         del body
@@ -183,10 +186,10 @@ class Channel:
             return await asyncio.wait_for(exchange, self._timeout)
         except asyncio.TimeoutError as exc:
             self._close(f"no answer within {self._timeout}s", counted=False)
-            raise PeerUnavailable(self._peer, f"no answer within {self._timeout}s") from exc
+            raise self._failure(f"no answer within {self._timeout}s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             self._close(str(exc) or type(exc).__name__, counted=False)
-            raise PeerUnavailable(self._peer, f"channel: {exc}") from exc
+            raise self._failure(f"channel: {exc}") from exc
         except asyncio.CancelledError:
             # aiohttp's writers share one drain future: another call's timeout cancels it
             # under every send waiting on a hung peer. Only a cancel this task was asked
@@ -195,7 +198,7 @@ class Channel:
             if cancelling is None or cancelling():
                 raise
             self._close("a send was cut short", counted=False)
-            raise PeerUnavailable(self._peer, "channel: a send was cut short") from None
+            raise self._failure("channel: a send was cut short") from None
 
     async def _exchange(self, kind: int, body: bytes) -> memoryview:
         """Send (waiting while the receiver reads nothing) and wait for the answer.
@@ -216,8 +219,8 @@ class Channel:
 
     async def _send(self, kind: int, body: bytes) -> asyncio.Future[memoryview]:
         keys = self._keys
-        if self._closed is not None or keys is None:
-            raise PeerUnavailable(self._peer, f"channel closed: {self._closed}")
+        if self._closed is not None or keys is None:  # (closed while it waited)
+            raise self._failure(f"channel closed: {self._closed}")
         self._seq += 1
         seq = self._seq
         answer: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
@@ -234,9 +237,16 @@ class Channel:
         self._close("closed by this peer", counted=False)
         await asyncio.gather(self._reader, return_exceptions=True)
 
+    def _failure(self, why: str) -> PeerUnavailable:
+        """The error of a failed call: the channel's first counts against the peer."""
+        failure = PeerUnavailable(self._peer, why, counted=not self._counted)
+        self._counted = True
+        return failure
+
     def _close(self, why: str, counted: bool) -> None:
         """Close, failing the calls in flight; ``counted``: the first of them counts against
-        the peer (nothing else has)."""
+        the peer unless a failure of this channel did (the caller closing it counts its own:
+        ``_failure``)."""
         if self._closed is None:
             self._closed = why
             self._keyed.set()  # (a call waiting for the hello fails)
@@ -244,8 +254,11 @@ class Channel:
                 self._reader.cancel()
         for answer in self._waiting.values():
             if not answer.done():
-                answer.set_exception(PeerUnavailable(self._peer, f"channel closed: {why}", counted))
-                counted = False
+                failure = f"channel closed: {why}"
+                if counted:
+                    answer.set_exception(self._failure(failure))
+                else:
+                    answer.set_exception(PeerUnavailable(self._peer, failure, counted=False))
         self._waiting.clear()
 
     async def _read(self) -> None:
@@ -255,7 +268,8 @@ class Channel:
             if keys is None:  # the receiver speaks first
                 first = await self._ws.receive()
                 if first.type in _ENDED:
-                    why = f"closed before its hello (code {self._ws.close_code})"
+                    cause = self._ws.exception() or f"code {self._ws.close_code}"
+                    why = f"closed before its hello ({cause})"
                     return
                 keys = self._keys = self._salted(salt_of(first.type, first.data))
                 self._keyed.set()
@@ -272,7 +286,8 @@ class Channel:
             else:
                 why = f"closed by the other peer (code {self._ws.close_code})"
         except Unauthenticated as exc:
-            why = f"refused an answer: {exc.message}"
+            what = "its hello" if self._keys is None else "an answer"
+            why = f"refused {what}: {exc.message}"
             self._refused(f"a frame from {self._peer}", why)
         except (aiohttp.ClientError, OSError) as exc:
             why = str(exc) or type(exc).__name__

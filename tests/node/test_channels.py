@@ -332,6 +332,49 @@ async def test_a_channel_that_does_not_begin_with_a_hello_fails_its_calls(
         await served.stop()
 
 
+@pytest.mark.parametrize("receiver", ["closes", "is silent"])
+async def test_calls_waiting_for_a_hello_that_never_comes_fail_and_count_once(
+    tmp_path: Path, receiver: str
+) -> None:
+    """A receiver that closes before its hello (a stopping peer) or sends none: the calls
+    queued behind it fail within the timeout, and one failed channel counts once against
+    the peer (two counted failures mark a member down)."""
+
+    async def no_hello(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=SUBPROTOCOLS)
+        await ws.prepare(request)
+        if receiver == "closes":
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get(CHANNEL, no_hello)
+    served = Served()
+    await served.serve(app)
+    auth = Authenticator(ClusterIdentity.create())
+    refused: list[str] = []
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"http://127.0.0.1:{served.port}{CHANNEL}", protocols=SUBPROTOCOLS
+            ) as ws,
+        ):
+            keys = functools.partial(auth.frame_keys, "c" * 32, 2)
+            opened = Channel(ws, keys, 2, "a-peer", 0.5, lambda *why: refused.append(str(why)))
+            calls = [opened.call(CALLS, offers([f"waiting/{n}"])) for n in range(4)]
+            failures = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(failure, PeerUnavailable) for failure in failures)
+            assert sum(f.counted for f in failures if isinstance(f, PeerUnavailable)) == 1
+            assert not opened.open
+            await opened.close()
+    finally:
+        await served.stop()
+    assert refused == []  # nothing refused: no WARNING for a peer going away
+
+
 @pytest.mark.parametrize("hung_call", ["manifest offer", "chunk read"])
 async def test_a_hung_peers_call_times_out_and_the_next_opens_a_new_channel(
     two_peers: LocalCluster, hung_call: str
@@ -520,6 +563,11 @@ def test_gmac_frames_are_as_specified() -> None:
     tag = AESGCM(key).encrypt(iv, b"", b"body")
     kid = bytes.fromhex(key_id(secret))
     assert frame == bytes([2, CALLS]) + (5).to_bytes(8, "big") + kid + tag + b"body"
+    answer = auth.frame_keys("n" * 32, 2, SALT, receiver=True).seal(ANSWERS, 5, b"done")
+    info = info.replace(b"\ncaller", b"\nreceiver")
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+    tag = AESGCM(key).encrypt(bytes([ANSWERS, 0, 0, 0]) + (5).to_bytes(8, "big"), b"", b"done")
+    assert answer == bytes([2, ANSWERS]) + (5).to_bytes(8, "big") + kid + tag + b"done"
 
 
 @pytest.mark.parametrize(
