@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -270,6 +270,22 @@ async def test_an_upgrade_without_a_members_signature_is_refused(two_peers: Loca
 # --- the caller's side -----------------------------------------------------------------------
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def fake_receiver(handler: Handler) -> AsyncIterator[str]:
+    """A process that is no member serving ``handler`` as the channel route; its URL."""
+    app = web.Application()
+    app.router.add_get(CHANNEL, handler)
+    served = Served()
+    await served.serve(app)
+    try:
+        yield f"http://127.0.0.1:{served.port}"
+    finally:
+        await served.stop()
+
+
 async def test_a_squatter_that_upgrades_gets_no_answer_believed(
     tmp_path: Path, version: int
 ) -> None:
@@ -293,17 +309,14 @@ async def test_a_squatter_that_upgrades_gets_no_answer_believed(
             await ws.send_bytes(forger.seal(channel_module.ANSWERS, seq, b"\x91\x80"))
         return ws
 
-    app = web.Application()
-    app.router.add_get(CHANNEL, squat)
-    served = Served()
-    await served.serve(app)
-    try:
-        async with peer_transport(Authenticator(ClusterIdentity.create())) as transport:
-            to = Address(f"http://127.0.0.1:{served.port}", "some-member")
-            with pytest.raises(PeerUnavailable, match="not a key of this cluster"):
-                await transport.put_manifest(to, a_manifest("squatted/a"), None)
-    finally:
-        await served.stop()
+    async with (
+        fake_receiver(squat) as url,
+        peer_transport(Authenticator(ClusterIdentity.create())) as transport,
+    ):
+        with pytest.raises(PeerUnavailable, match="not a key of this cluster"):
+            await transport.put_manifest(
+                Address(url, "some-member"), a_manifest("squatted/a"), None
+            )
     assert answered == [1]
 
 
@@ -319,17 +332,12 @@ async def test_a_channel_that_does_not_begin_with_a_hello_fails_its_calls(
             pass
         return ws
 
-    app = web.Application()
-    app.router.add_get(CHANNEL, odd)
-    served = Served()
-    await served.serve(app)
-    try:
-        async with peer_transport(Authenticator(ClusterIdentity.create())) as transport:
-            to = Address(f"http://127.0.0.1:{served.port}", "some-member")
-            with pytest.raises(PeerUnavailable, match="not a hello"):
-                await transport.put_manifest(to, a_manifest("odd/a"), None)
-    finally:
-        await served.stop()
+    async with (
+        fake_receiver(odd) as url,
+        peer_transport(Authenticator(ClusterIdentity.create())) as transport,
+    ):
+        with pytest.raises(PeerUnavailable, match="not a hello"):
+            await transport.put_manifest(Address(url, "some-member"), a_manifest("odd/a"), None)
 
 
 @pytest.mark.parametrize("receiver", ["closes", "is silent"])
@@ -349,29 +357,21 @@ async def test_calls_waiting_for_a_hello_that_never_comes_fail_and_count_once(
             pass
         return ws
 
-    app = web.Application()
-    app.router.add_get(CHANNEL, no_hello)
-    served = Served()
-    await served.serve(app)
     auth = Authenticator(ClusterIdentity.create())
     refused: list[str] = []
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(
-                f"http://127.0.0.1:{served.port}{CHANNEL}", protocols=SUBPROTOCOLS
-            ) as ws,
-        ):
-            keys = functools.partial(auth.frame_keys, "c" * 32, 2)
-            opened = Channel(ws, keys, 2, "a-peer", 0.5, lambda *why: refused.append(str(why)))
-            calls = [opened.call(CALLS, offers([f"waiting/{n}"])) for n in range(4)]
-            failures = await asyncio.gather(*calls, return_exceptions=True)
-            assert all(isinstance(failure, PeerUnavailable) for failure in failures)
-            assert sum(f.counted for f in failures if isinstance(f, PeerUnavailable)) == 1
-            assert not opened.open
-            await opened.close()
-    finally:
-        await served.stop()
+    async with (
+        fake_receiver(no_hello) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}{CHANNEL}", protocols=SUBPROTOCOLS) as ws,
+    ):
+        keys = functools.partial(auth.frame_keys, "c" * 32, 2)
+        opened = Channel(ws, keys, 2, "a-peer", 0.5, lambda *why: refused.append(str(why)))
+        calls = [opened.call(CALLS, offers([f"waiting/{n}"])) for n in range(4)]
+        failures = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(failure, PeerUnavailable) for failure in failures)
+        assert sum(f.counted for f in failures if isinstance(f, PeerUnavailable)) == 1
+        assert not opened.open
+        await opened.close()
     assert refused == []  # nothing refused: no WARNING for a peer going away
 
 
