@@ -348,8 +348,9 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
     upgraded to a WebSocket whose frames are batches of manifest calls and confirmations,
     each answered as ``manifest_calls`` and ``manifest_confirmations`` answer theirs, and
     chunks of up to ``FRAME_CHUNK_MAX`` bytes to write or read (``_answer_chunk``).
-    Raises InvalidRequest unless the request is a WebSocket upgrade, Unavailable once the
-    peer is stopping."""
+    Raises InvalidRequest unless the request is a WebSocket upgrade whose subprotocols are
+    those its caller signed (``channel.changed_offer``), Unavailable once the peer is
+    stopping."""
     ws = web.WebSocketResponse(
         protocols=channel.SUBPROTOCOLS,  # the first the caller offers: the frames it sends
         max_msg_size=channel.MAX_FRAME,
@@ -362,6 +363,13 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest(f"{channel.CHANNEL} takes a WebSocket upgrade")
     app = request.app
     channels, auth, holder = app[CHANNELS], app[AUTH], app[HOLDER]
+    headers = request.headers
+    changed = channel.changed_offer(
+        headers.get(channel.OFFERED), headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL)
+    )
+    if changed is not None:  # changed on the way: no channel rather than a weaker one
+        auth.note_refusal(f"a channel from {request.remote}", changed)
+        raise InvalidRequest(f"{channel.CHANNEL}: {changed}")
     served = channel.ServedChannel(
         ws,
         functools.partial(auth.frame_keys, request.get(NONCE, ""), receiver=True),

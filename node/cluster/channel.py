@@ -33,7 +33,10 @@ above; ``ringstore.chunks.1`` (a peer of the release before) has a 50-byte head 
 HMAC-SHA256 over the nonce, version, kind, sequence number and body, one key both ways
 (``FrameHmac``: twelve times GMAC's CPU per byte, ~0.6 ms per MiB here); no subprotocol
 (two releases before) is version 1 without chunk frames. So peers of three releases
-open channels to one another during an upgrade.
+open channels to one another during an upgrade. The caller names its offer again in
+``OFFERED``, which its signature covers, and the receiver refuses an upgrade whose
+``Sec-WebSocket-Protocol`` differs (``changed_offer``): no one on the path can make two
+peers of this release use version 1.
 
 A chunk of up to ``FRAME_CHUNK_MAX`` bytes (a file of up to 5 MiB has no larger one), or a
 range of one, goes as one frame each way where the receiver selected one of
@@ -92,6 +95,9 @@ HELLO = 6  # a version 2 receiver's first message: its salt (module docstring)
 # A receiver of a release before chunk frames selects none: version 1, chunks as requests.
 SUBPROTOCOLS = ("ringstore.chunks.2", "ringstore.chunks.1")
 FRAME_VERSIONS = {"ringstore.chunks.2": 2, "ringstore.chunks.1": 1}
+# The subprotocols a caller offered, again in a header its upgrade's signature covers
+# (``node.cluster.auth``: every X-Ringstore-* header): ``changed_offer``.
+OFFERED = "X-Ringstore-Frames"
 FRAMES_IN_FLIGHT = 8  # frames of one channel a receiver works on at once
 BYTES_IN_FLIGHT = 16 << 20  # and their bytes (a batch is <= 1 MiB but for one huge manifest)
 # The largest frame of calls a receiver takes: a batch of at most MAX_MANIFEST_CALLS calls,
@@ -111,6 +117,23 @@ Refused = Callable[[str, str], None]  # (what, why): a frame refused, to be logg
 def frame_version(protocol: str | None) -> int:
     """The frame version of a channel whose receiver selected ``protocol`` (None: none)."""
     return FRAME_VERSIONS.get(protocol or "", 1)
+
+
+def changed_offer(signed: str | None, sent: str | None) -> str | None:
+    """Why an upgrade's subprotocols (``sent``: its ``Sec-WebSocket-Protocol``, which no
+    signature covers) are not those its caller signed (``signed``: its ``OFFERED``), as
+    when someone on the path strips ``ringstore.chunks.2`` to have two peers of this release
+    use version 1; None if they are the same, or the caller signed none (a release before
+    this header)."""
+    if signed is None:
+        return None
+    if _names(signed) == _names(sent or ""):
+        return None
+    return f"subprotocols {sent!r} where the caller signed {signed!r}"
+
+
+def _names(protocols: str) -> list[str]:
+    return [name.strip() for name in protocols.split(",") if name.strip()]
 
 
 def hello(salt: bytes) -> bytes:

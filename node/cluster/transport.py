@@ -44,6 +44,7 @@ from node.cluster.channel import (
     CLOSE_TIMEOUT,
     CONFIRMATIONS,
     HEARTBEAT,
+    OFFERED,
     SUBPROTOCOLS,
     Channel,
     frame_version,
@@ -739,7 +740,8 @@ class HttpTransport:
 
     async def _open_channel(self, to: Address) -> Channel | None:
         url = URL(f"{to.url}{CHANNEL}")
-        nonce, headers = self._signed("GET", to, url, content_digest(b""), None)
+        offer = {OFFERED: ",".join(SUBPROTOCOLS)}  # signed: see ``changed_offer``
+        nonce, headers = self._signed("GET", to, url, content_digest(b""), offer)
         timeout = self._timeout.sock_read or 10.0
         try:
             ws = await asyncio.wait_for(

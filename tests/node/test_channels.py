@@ -29,9 +29,11 @@ from node.cluster.channel import (
     CHANNEL,
     CONFIRMATIONS,
     FRAME_VERSIONS,
+    OFFERED,
     SUBPROTOCOLS,
     Channel,
     SaltedKeys,
+    changed_offer,
 )
 from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer, decode, encode
 from node.cluster.transport import Address
@@ -251,6 +253,35 @@ async def test_a_text_message_closes_the_channel(two_peers: LocalCluster) -> Non
     async with raw_channel(two_peers[1]) as (ws, _):
         await ws.send_str("hello")
         assert await closed_with(ws) == WSCloseCode.UNSUPPORTED_DATA
+
+
+@pytest.mark.parametrize(
+    "sent", [(), ("ringstore.chunks.1",), ("ringstore.chunks.1", "ringstore.chunks.2")]
+)
+async def test_an_upgrade_whose_subprotocols_were_changed_on_the_way_is_refused(
+    two_peers: LocalCluster, sent: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its caller signed what it offered (``OFFERED``): stripping version 2 from the
+    unsigned ``Sec-WebSocket-Protocol``, or putting version 1 first, gets no channel at
+    all, not a version 1 one."""
+    caller, target = two_peers
+    url = URL(f"{target.url}{CHANNEL}")
+    offer = {OFFERED: ",".join(SUBPROTOCOLS)}
+    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, offer)
+    headers = {**offer, **caller.auth.sign(request, content_digest(b""))[1]}
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with session.ws_connect(url, headers=headers, protocols=sent):
+                pass
+    assert refused.value.status == 400
+    assert "where the caller signed" in caplog.text
+
+
+def test_an_offer_differing_only_in_spaces_is_the_same() -> None:
+    signed = "ringstore.chunks.2,ringstore.chunks.1"
+    assert changed_offer(signed, "ringstore.chunks.2, ringstore.chunks.1") is None
+    assert changed_offer(None, None) is None  # a caller of a release before the header
+    assert changed_offer(signed, None) is not None
 
 
 async def test_an_upgrade_without_a_members_signature_is_refused(two_peers: LocalCluster) -> None:
