@@ -6,6 +6,8 @@ routes read them. Kept apart from the wiring so that routes never import start-u
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from node.access.guard import Gatekeeper, Principal
@@ -14,7 +16,6 @@ from node.access.store import AccessStore
 from node.api.metrics import Metrics
 from node.cluster.auth import Authenticator
 from node.cluster.channel import OpenChannels
-from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
 from node.config import PeerConfig
@@ -31,6 +32,9 @@ from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
 
+if TYPE_CHECKING:  # zeroconf is imported only by peers that use it (node.process.wiring)
+    from node.cluster.discovery import Discovery
+
 CONFIG = web.AppKey("config", PeerConfig)
 AUTH = web.AppKey("auth", Authenticator)
 CHANNELS = web.AppKey("channels", OpenChannels)  # other peers' channels to this one
@@ -45,7 +49,7 @@ REBALANCER = web.AppKey("rebalancer", Rebalancer)
 REPAIRER = web.AppKey("repairer", Repairer)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 ANTI_ENTROPY = web.AppKey("anti_entropy", AntiEntropy)
-DISCOVERY = web.AppKey("discovery", Discovery)
+DISCOVERY: web.AppKey[Discovery] = web.AppKey("discovery")
 ACCESS = web.AppKey("access", AccessStore)
 UPLOADS = web.AppKey("uploads", Uploads)  # multipart uploads (S3)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)

@@ -56,7 +56,6 @@ from node.api.s3.auth import signed_requests
 from node.api.s3.errors import common_headers, s3_errors
 from node.cluster.auth import Authenticator
 from node.cluster.channel import OpenChannels
-from node.cluster.discovery import Discovery
 from node.cluster.gossip import Gossip
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
@@ -355,6 +354,8 @@ async def _lifecycle(
     loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
     discovery = None
     if config.discovery == "zeroconf":
+        from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer without it saves
+
         discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
         app[keys.DISCOVERY] = discovery
         await discovery.start()
