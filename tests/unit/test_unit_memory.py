@@ -146,3 +146,35 @@ def test_a_peer_collects_garbage_less_often_and_never_rescans_what_it_started_wi
         [sys.executable, "-c", COLLECTOR], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["10000", "20", "20", "True", "True", "True"]
+
+
+def test_a_peer_imports_awscrt_and_zeroconf_only_when_it_uses_them() -> None:
+    """A peer's modules leave awscrt (~5 MiB resident) and zeroconf (~3 MiB) unimported:
+    awscrt comes with the first CRC32C or CRC64NVME an S3 client sends, zeroconf with
+    zeroconf discovery (``node.process.wiring``)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import node.process.cli, node.process.wiring
+        from node.api.s3.chunked import Checksum
+
+        def loaded():
+            return sorted({m.split('.')[0] for m in sys.modules} & {'awscrt', 'zeroconf'})
+
+        print(loaded())
+        checksum = Checksum('crc32c')
+        checksum.update(b'123456789')
+        print(checksum.value(), loaded())
+        import node.cluster.discovery
+        print(loaded())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    # 0xE3069283 (base64 4waSgw==): CRC-32C (Castagnoli) of "123456789", its check value
+    assert done.stdout.splitlines() == [
+        "[]",
+        "4waSgw== ['awscrt']",
+        "['awscrt', 'zeroconf']",
+    ]
