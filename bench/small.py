@@ -6,9 +6,10 @@ on 127.0.0.1 from that tree. 16 clients (one keep-alive connection each) PUT fil
 through peer 0 for SECONDS (new names, at most 50,000; with ``--conditional`` each
 ``If-None-Match: *``), then GET random names of that phase for SECONDS, every body compared.
 Measured per phase: ops/s, the CPU seconds of all peers per op (user + system from /proc;
-the table shows the system part in brackets), the connections to or from the peers closed
-per op (sockets in TIME_WAIT before and after: a pooled connection is never closed), and
-from the coordinator's metrics the manifest requests it sent to other peers per op and the
+the table shows the system part in brackets) and of the 16 clients (this process: the load
+generator shares the machine's cores with the peers), the connections to or from the peers
+closed per op (sockets in TIME_WAIT before and after: a pooled connection is never closed),
+and from the coordinator's metrics the manifest requests it sent to other peers per op and the
 calls each carried (batching, with hedged reads: those that asked a third replica). After
 the PUT phase: disk allocated (st_blocks) and files on disk per object stored, and over
 the logical bytes.
@@ -182,9 +183,10 @@ async def phase(
     before = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
     async with profiled(profiled_pids, profile, f"{method.lower()}-{size}", gil):
         closed, times, started = closed_connections(ports), cluster.cpu_times(), time.monotonic()
-        coordinating = cpu_seconds(cluster.coordinator)
+        coordinating, clients = cpu_seconds(cluster.coordinator), sum(os.times()[:2])
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
         wall = time.monotonic() - started
+        clients = sum(os.times()[:2]) - clients
         user, system = (b - a for a, b in zip(times, cluster.cpu_times(), strict=True))
         closed = closed_connections(ports) - closed
         coordinating = cpu_seconds(cluster.coordinator) - coordinating
@@ -193,6 +195,7 @@ async def phase(
         "cpu_ms_per_op": round(1000 * (user + system) / max(done, 1), 2),
         "system_cpu_ms_per_op": round(1000 * system / max(done, 1), 2),
         "coordinator_cores": round(coordinating / wall, 2),
+        "client_cpu_ms_per_op": round(1000 * clients / max(done, 1), 2),
         "closed_connections_per_op": round(closed / max(done, 1), 2),
     }
     after = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
@@ -284,8 +287,8 @@ def table(rows: list[dict[str, object]]) -> str:
         "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
         "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) "
         "| coordinator cores used (PUT, GET) | manifest requests to peers per op (PUT, GET) "
-        "| calls per request (PUT, GET) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| calls per request (PUT, GET) | client CPU ms/op (PUT, GET) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(str(r["variant"]), int(str(r["size"]))) for r in rows}, key=lambda k: k[1])
     for variant, size in keys:
@@ -311,7 +314,8 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {both_phases(mine, 'hedged_reads_per_op')} "
             f"| {both_phases(mine, 'coordinator_cores')} "
             f"| {both_phases(mine, 'peer_requests_per_op')} "
-            f"| {both_phases(mine, 'calls_per_request')} |"
+            f"| {both_phases(mine, 'calls_per_request')} "
+            f"| {both_phases(mine, 'client_cpu_ms_per_op')} |"
         )
     return "\n".join(lines)
 
