@@ -28,6 +28,9 @@ from node.waiting import consume
 
 # Stripes shorter than this are hashed on the loop: a thread hop costs more than their MD5.
 HASH_OFF_LOOP = 64 << 10
+# Buffers of full stripes a write keeps to reuse (cut_stripes): one is filled while one is
+# coded and one is sent; a block queued for a slow holder can hold a fourth.
+SPARE_STRIPES = 3
 
 
 DECODE_REASONS = ("absent", "down", "unreachable", "not_found", "corrupt", "slow", "failed")
@@ -66,18 +69,32 @@ async def cut_stripes(
 ) -> AsyncIterator[memoryview]:
     """Regroup a byte stream into full stripes and a short last one (if any bytes remain).
 
-    Every stripe is a fresh buffer, so blocks handed on stay valid while queued. A buffer
-    is allocated at the size the stripe will have when the body's ``size`` is known (a
-    4 KiB file takes 4 KiB, not a whole stripe); else it starts empty and doubles as bytes
-    come (a slow chunked upload holds about what it sent; each byte is copied at most once
-    more on the way to a full stripe). Buffers are zero-filled and their lengths rounded up
-    to a multiple of ``k`` (``stripe_size`` is one): a short stripe's zero-padded blocks
-    are a view of its buffer (``split_stripe``), not a copy.
+    A buffer is allocated at the size the stripe will have when the body's ``size`` is
+    known (a 4 KiB file takes 4 KiB, not a whole stripe); else it starts empty and doubles
+    as bytes come (a slow chunked upload holds about what it sent; each byte is copied at
+    most once more on the way to a full stripe). New buffers are zero-filled and their
+    lengths rounded up to a multiple of ``k`` (``stripe_size`` is one): a short stripe's
+    zero-padded blocks are a view of its buffer (``split_stripe``), not a copy.
+
+    A full stripe of a body of known size reuses the buffer of an earlier full stripe once
+    nothing holds a view of it any more (``_unshared``: the blocks sent, coded, hashed and
+    written), so a large body cycles through a few buffers instead of allocating, faulting
+    in and zeroing 5 MiB per stripe: freed and reallocated, they left up to ~16 MiB of heap
+    behind after a 1 GiB PUT (docs/operations.md, "Memory"). A buffer still viewed anywhere
+    (queued for a slow holder, in a connection's send buffer) is never written.
     """
     left = size
+    spare: deque[bytearray] = deque(maxlen=SPARE_STRIPES)  # full stripes yielded, oldest first
 
     def fresh() -> bytearray:
-        return bytearray(_round_up(min(stripe_size, left), k) if left and left > 0 else 0)
+        length = _round_up(min(stripe_size, left), k) if left and left > 0 else 0
+        if length == stripe_size:
+            for _ in range(len(spare)):
+                buffer = spare.popleft()
+                if _unshared(buffer):
+                    return buffer  # filled whole before it is yielded again
+                spare.append(buffer)
+        return bytearray(length)
 
     buffer, filled = fresh(), 0
     async for piece in body:
@@ -94,10 +111,24 @@ async def cut_stripes(
             piece_view = piece_view[take:]
             if filled == stripe_size:
                 yield memoryview(buffer)
+                spare.append(buffer)
                 left = None if left is None else left - stripe_size
                 buffer, filled = fresh(), 0
     if filled:
         yield memoryview(buffer)[:filled]
+
+
+def _unshared(buffer: bytearray) -> bool:
+    """Whether no view of ``buffer`` is left anywhere: a bytearray refuses to change size
+    while any buffer export of it (a memoryview, or a C function's hold on it) exists
+    (BufferError; the buffer protocol, PEP 3118). Its length is put back; its last byte is
+    not (the caller overwrites it)."""
+    try:
+        buffer.pop()
+    except BufferError:
+        return False
+    buffer.append(0)
+    return True
 
 
 def _round_up(n: int, k: int) -> int:

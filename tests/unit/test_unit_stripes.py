@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.datapath.chunk_streams import ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
-from node.datapath.stripes import cut_stripes, split_stripe, trim, write_stripes
+from node.datapath.stripes import SPARE_STRIPES, cut_stripes, split_stripe, trim, write_stripes
 from node.model.digests import Buffer
 from node.model.layout import Layout
 
@@ -59,13 +59,15 @@ async def test_stripes_are_full_then_one_short_and_rebuild_the_body(
 
 
 @fast
-@given(body=split_bodies())
+@given(body=split_bodies(), known=st.booleans())
 async def test_a_stripe_stays_unchanged_after_later_stripes_are_read(
-    body: tuple[bytes, list[int], int],
+    body: tuple[bytes, list[int], int], known: bool
 ) -> None:
+    """Held views are never overwritten, though a body of known size reuses buffers."""
     data, cuts, stripe_size = body
     seen: list[tuple[memoryview, bytes]] = []
-    async for stripe in cut_stripes(pieces_of(data, cuts), stripe_size):
+    size = len(data) if known else None
+    async for stripe in cut_stripes(pieces_of(data, cuts), stripe_size, size):
         seen.append((stripe, bytes(stripe)))  # the view itself, and what it held when handed on
     for view, content in seen:
         assert bytes(view) == content
@@ -183,6 +185,44 @@ async def test_a_body_of_known_size_is_cut_into_buffers_of_that_size() -> None:
     assert len(stripe) == 5005, "one buffer of the body's size, rounded up to k blocks"
     assert all(memoryview(blocks[i]).obj is stripe for i in range(5)), "no padded copy"
     assert b"".join(bytes(blocks[i]) for i in range(5)) == data + bytes(2)
+
+
+async def test_a_large_body_cycles_through_a_few_buffers_once_their_views_are_gone() -> None:
+    """A body of known size: a full stripe's buffer is filled again once nothing views
+    it (none allocated, faulted in and zeroed per stripe), and never while something does."""
+    stripe_size, count = 1000, 40
+    data = b"".join(i.to_bytes(2, "big") * (stripe_size // 2) for i in range(count))
+    held = None
+    buffers: set[int] = set()
+    contents: list[bytes] = []
+    async for stripe in cut_stripes(
+        pieces_of(data, list(range(0, len(data), 300))), 1000, len(data)
+    ):
+        buffers.add(id(stripe.obj))
+        contents.append(bytes(stripe))
+        if len(contents) == 5:
+            held = (stripe[10:20], bytes(stripe[10:20]))  # a block still queued somewhere
+        del stripe
+    assert b"".join(contents) == data
+    assert held is not None
+    assert bytes(held[0]) == held[1]
+    assert len(buffers) <= SPARE_STRIPES + 2, "reused: one held view pins one buffer only"
+
+
+async def test_a_body_shorter_than_its_size_pads_its_last_stripe_with_zeros() -> None:
+    """The last stripe of a body that ends early may lie in a reused buffer that still
+    holds an earlier stripe's bytes after it: its blocks are padded in a copy, with zeros."""
+    data = b"a" * 3000 + b"bcdefg"
+    stripes = []
+    async for stripe in cut_stripes(pieces_of(data, []), 1000, len(data) + 3000, 5):
+        stripes.append(bytes(stripe))
+        last = stripe
+    assert stripes[-1] == b"bcdefg"
+    under = last.obj
+    assert isinstance(under, bytearray)
+    assert under[6:10] == b"aaaa", "a reused buffer: an earlier stripe's bytes after it"
+    blocks = split_stripe(last, 5)
+    assert b"".join(bytes(b) for b in blocks) == b"bcdefg" + bytes(4)
 
 
 def test_a_short_stripe_of_another_buffer_is_padded_in_a_copy() -> None:
