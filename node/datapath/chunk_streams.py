@@ -59,11 +59,17 @@ def read_in_hand(layout: Layout, start: int, end: int) -> int:
 
 
 def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:
-    """Bytes a PUT of ``size`` bytes (None: not known, a chunked body) holds while it runs:
-    the stripe it fills and the stripe it sends with its ``m`` parity blocks, blocks
-    sized to the body up to ``block_size`` (``node.datapath.stripes``)."""
-    block = block_size if size is None else min(block_size, -(-size // k))
-    return (2 * k + m) * block
+    """Bytes a PUT of ``size`` bytes (None: not known, a chunked body) holds while it runs,
+    in blocks sized to the body up to ``block_size`` (``node.datapath.stripes``). A body of
+    more stripes than one: up to three stripes of ``k`` blocks (one filled from the body,
+    one coded, one whose blocks are on their way to the holders) and the ``m`` parity
+    blocks of two (tracemalloc in a 1 GiB PUT's coordinator counted exactly these:
+    docs/operations.md, "Memory"). A body of one stripe: that stripe, its parity and a
+    copy of its ``k`` data blocks framed for their holders."""
+    if size is not None and size <= k * block_size:
+        return (2 * k + m) * min(block_size, -(-size // k))
+    stripes = 3 if size is None else min(3, -(-size // (k * block_size)))
+    return (stripes * k + 2 * m) * block_size
 
 
 class BlockBudget:

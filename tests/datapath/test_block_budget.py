@@ -395,9 +395,11 @@ def test_a_get_holds_two_blocks_and_its_streams_buffers(
     assert read_in_hand(layout, 0, size) == expected
 
 
-def test_a_put_holds_two_stripes_and_parity_of_blocks_sized_to_the_body() -> None:
-    assert write_in_hand(None, 5, 2, BLOCK) == 12 * BLOCK
-    assert write_in_hand(10 * BLOCK, 5, 2, BLOCK) == 12 * BLOCK
+def test_a_put_holds_up_to_three_stripes_and_two_parity_sets_of_blocks_sized_to_the_body() -> None:
+    assert write_in_hand(None, 5, 2, BLOCK) == 19 * BLOCK  # a chunked body: as a large one
+    assert write_in_hand(100 * BLOCK, 5, 2, BLOCK) == 19 * BLOCK
+    assert write_in_hand(10 * BLOCK, 5, 2, BLOCK) == 14 * BLOCK  # two stripes, no third
+    assert write_in_hand(5 * BLOCK, 5, 2, BLOCK) == 12 * BLOCK  # one stripe and its frames
     assert write_in_hand(100, 5, 2, BLOCK) == 12 * 20
 
 
