@@ -150,17 +150,20 @@ def test_a_peer_collects_garbage_less_often_and_never_rescans_what_it_started_wi
 
 def test_a_peer_imports_awscrt_and_zeroconf_only_when_it_uses_them() -> None:
     """A peer's modules leave awscrt (~5 MiB resident) and zeroconf (~3 MiB) unimported:
-    awscrt comes with the first CRC32C or CRC64NVME an S3 client sends, zeroconf with
-    zeroconf discovery (``node.process.wiring``)."""
+    awscrt comes with the first CRC32C or CRC64NVME an S3 client sends (``load_crc``, off
+    the event loop), zeroconf with zeroconf discovery (``node.process.wiring``)."""
     script = textwrap.dedent(
         """
-        import sys
+        import asyncio, sys
         import node.process.cli, node.process.wiring
-        from node.api.s3.chunked import Checksum
+        from node.api.s3.chunked import Checksum, load_crc
 
         def loaded():
             return sorted({m.split('.')[0] for m in sys.modules} & {'awscrt', 'zeroconf'})
 
+        asyncio.run(load_crc('crc32'))  # zlib's
+        print(loaded())
+        asyncio.run(load_crc('crc32c'))  # in a worker thread, before the loop computes it
         print(loaded())
         checksum = Checksum('crc32c')
         checksum.update(b'123456789')
@@ -175,6 +178,7 @@ def test_a_peer_imports_awscrt_and_zeroconf_only_when_it_uses_them() -> None:
     # 0xE3069283 (base64 4waSgw==): CRC-32C (Castagnoli) of "123456789", its check value
     assert done.stdout.splitlines() == [
         "[]",
+        "['awscrt']",
         "4waSgw== ['awscrt']",
         "['awscrt', 'zeroconf']",
     ]

@@ -233,6 +233,7 @@ async def decoded(
     """The data of an aws-chunked ``body``; raises (instead of ending) what ``decoder``
     finds wrong, so an upload of it is aborted before its commit. A wrong chunk or trailer
     signature calls ``penalize`` first (``penalty``): it is a bad signature like any."""
+    await chunked.load_crc(decoder.checksum)
     try:
         async for piece in body:
             for part in decoder.feed(piece):
@@ -292,6 +293,7 @@ async def checksum_checked(
         async for piece in verified(body, [check]):
             yield piece
         return
+    await chunked.load_crc(name)
     running = chunked.Checksum(name)
     async for piece in body:
         running.update(piece)

@@ -22,13 +22,16 @@ hashed in place, 64 KiB or so at a time (tens of microseconds each).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from node.api.s3.sigv4 import EMPTY_SHA256
 from node.errors import BadDigest, BadSignature, IncompleteBody, InvalidRequest
@@ -43,16 +46,19 @@ MAX_TRAILER = 16 << 10  # bytes of trailer lines in all
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
 
-def _crc32c(data: Buffer, previous: int) -> int:
-    from awscrt import checksums  # imported when first asked for: see CRCS
+def _checksums() -> Any:
+    """awscrt's checksums module, imported when first asked for (``CRCS``, ``load_crc``)."""
+    from awscrt import checksums
 
-    return int(checksums.crc32c(data, previous))
+    return checksums
+
+
+def _crc32c(data: Buffer, previous: int) -> int:
+    return int(_checksums().crc32c(data, previous))
 
 
 def _crc64nvme(data: Buffer, previous: int) -> int:
-    from awscrt import checksums
-
-    return int(checksums.crc64nvme(data, previous))
+    return int(_checksums().crc64nvme(data, previous))
 
 
 # The CRCs S3 clients send in x-amz-checksum-* ("Checking object integrity", Amazon S3 User
@@ -66,6 +72,15 @@ CRCS: dict[str, tuple[Callable[[Buffer, int], int], int]] = {
     "crc64nvme": (_crc64nvme, 8),
 }
 _CHECKSUMS = (*CRCS, "sha1", "sha256")
+_FROM_AWSCRT = frozenset({"crc32c", "crc64nvme"})
+
+
+async def load_crc(name: str | None) -> None:
+    """Import what the checksum ``name`` needs in a worker thread, the first time: importing
+    awscrt takes ~44 ms, which would stall the event loop at the peer's first CRC32C or
+    CRC64NVME. Call before a ``Checksum(name)`` is updated on the loop."""
+    if name in _FROM_AWSCRT and "awscrt.checksums" not in sys.modules:
+        await asyncio.to_thread(_checksums)
 
 
 @dataclass
@@ -162,6 +177,11 @@ class ChunkedBody:
 
     def __repr__(self) -> str:
         return f"ChunkedBody({self._state.value}, {self._decoded}/{self._size} bytes)"
+
+    @property
+    def checksum(self) -> str | None:
+        """The name of the checksum its trailer carries (``CRCS``, sha1, sha256), or None."""
+        return self._checksum.name if self._checksum else None
 
     @property
     def size(self) -> int:
