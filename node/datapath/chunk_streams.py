@@ -77,9 +77,9 @@ class BlockBudget:
     hold in hand, and the blocks its chunk streams queue beyond the one each works on.
 
     **Admission.** A GET or PUT holds its blocks in hand for as long as it runs (``admit``:
-    a PUT the stripe it fills and the one it sends, a GET the block it sends, the next one
-    and its chunk streams' buffers). It waits, first come first served, until they fit
-    beside what is held, and is refused (Overloaded: 503 with ``Retry-After``) after
+    a PUT the stripes it fills, codes and sends, ``write_in_hand``; a GET the block it
+    sends, the next one and its chunk streams' buffers). It waits, first come first served,
+    until they fit beside what is held, and is refused (Overloaded: 503 with ``Retry-After``) after
     ``wait`` seconds: MinIO's ``requests_max`` and ``requests_deadline`` (10 s) do the same
     from a memory estimate. So many slow clients queue or are turned away instead of
     taking the peer's memory (50 slow readers took a peer to ~390 MiB, issue 13). A request

@@ -252,7 +252,8 @@ class LocalFirst:
     ) -> int:
         if (holder := self._local(to)) is not None:
             # The coordinator holds one chunk of every file on a 7-peer cluster: written
-            # here, its blocks (fresh buffers, ``cut_stripes``) skip a loopback stream.
+            # here, its blocks (views of stripes ``cut_stripes`` never fills again while
+            # viewed) skip a loopback stream.
             return (await self._answer(to, holder.write_chunk(chunk_id, body, size, owner))).size
         return await self._remote.put_chunk(to, chunk_id, body, size, owner)
 

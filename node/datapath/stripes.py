@@ -79,22 +79,24 @@ async def cut_stripes(
     A full stripe of a body of known size reuses the buffer of an earlier full stripe once
     nothing holds a view of it any more (``_unshared``: the blocks sent, coded, hashed and
     written), so a large body cycles through a few buffers instead of allocating, faulting
-    in and zeroing 5 MiB per stripe: freed and reallocated, they left up to ~16 MiB of heap
-    behind after a 1 GiB PUT (docs/operations.md, "Memory"). A buffer still viewed anywhere
-    (queued for a slow holder, in a connection's send buffer) is never written.
+    in and zeroing 5 MiB per stripe and growing glibc's heap with the freed ones
+    (docs/operations.md, "Memory"). A buffer still viewed anywhere (queued for a slow
+    holder, in a connection's send buffer) is never written. That holds because stripes
+    leave only as memoryviews: whoever keeps bytes of one (Python 3.12's transport keeps
+    what the socket did not take) keeps a buffer export, which ``_unshared`` sees; a bare
+    bytearray handed on could be kept without one.
     """
     left = size
     spare: deque[bytearray] = deque(maxlen=SPARE_STRIPES)  # full stripes yielded, oldest first
 
     def fresh() -> bytearray:
-        length = _round_up(min(stripe_size, left), k) if left and left > 0 else 0
-        if length == stripe_size:
+        if left is not None and left >= stripe_size:  # a full stripe comes: reuse
             for _ in range(len(spare)):
                 buffer = spare.popleft()
                 if _unshared(buffer):
                     return buffer  # filled whole before it is yielded again
                 spare.append(buffer)
-        return bytearray(length)
+        return bytearray(_round_up(min(stripe_size, left), k) if left and left > 0 else 0)
 
     buffer, filled = fresh(), 0
     async for piece in body:

@@ -23,7 +23,7 @@ from tests.harness.local import INLINE
 from tests.node.shared.test_observability import scrape, value
 
 BLOCK = 4096  # the cluster fixture's
-HELD = 100_000  # a PUT of this many bytes holds 12 blocks of 4 KiB
+HELD = 100_000  # a PUT of this many bytes (5 stripes) holds 19 blocks of 4 KiB
 BUDGET = write_in_hand(HELD, 5, 2, BLOCK)
 
 
