@@ -61,15 +61,14 @@ def read_in_hand(layout: Layout, start: int, end: int) -> int:
 def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:
     """Bytes a PUT of ``size`` bytes (None: not known, a chunked body) holds while it runs,
     in blocks sized to the body up to ``block_size`` (``node.datapath.stripes``). A body of
-    more stripes than one: up to three stripes of ``k`` blocks (one filled from the body,
-    one coded, one whose blocks are on their way to the holders) and the ``m`` parity
-    blocks of two (tracemalloc in a 1 GiB PUT's coordinator counted exactly these:
-    docs/operations.md, "Memory"). A body of one stripe: that stripe, its parity and a
-    copy of its ``k`` data blocks framed for their holders."""
+    more stripes than one: two stripes of ``k`` blocks (one filled from the body or coded,
+    one whose blocks are on their way to the holders: ``write_stripes`` queues a stripe
+    only once the one before is written out) and the ``m`` parity blocks of both. A body of
+    one stripe: that stripe, its parity and a copy of its ``k`` data blocks framed for
+    their holders."""
     if size is not None and size <= k * block_size:
         return (2 * k + m) * min(block_size, -(-size // k))
-    stripes = 3 if size is None else min(3, -(-size // (k * block_size)))
-    return (stripes * k + 2 * m) * block_size
+    return (2 * k + 2 * m) * block_size
 
 
 class BlockBudget:
@@ -85,8 +84,9 @@ class BlockBudget:
     taking the peer's memory (50 slow readers took a peer to ~390 MiB, issue 13). A request
     larger than the whole budget waits for all of it and runs alone.
 
-    **Credit.** A stream queues a block past its first (GET and rebuild read-ahead, PUT
-    blocks waiting for a holder) only with credit from what is left, and only while no
+    **Credit.** A stream queues a block past its first (GET and rebuild read-ahead, rebuilt
+    blocks waiting for a holder; a PUT never queues more than one) only with credit from
+    what is left, and only while no
     request waits to be admitted; without it, a reader reads a block when its consumer asks
     and a writer's sender waits until its queue is empty. Taking credit never waits: a
     stream waits for its own consumer or holder only, never for other streams, so credit
@@ -216,8 +216,9 @@ class ChunkWriter:
         self._stall_timeout = stall_timeout
         self._buffers = buffers
         self._queue: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
+        self._writing = False  # a block taken off the queue is being written
         self._queued = asyncio.Event()  # a block was queued
-        self._taken = asyncio.Event()  # a block was taken off the queue
+        self._taken = asyncio.Event()  # a block was taken off the queue, or written
         self._task = asyncio.ensure_future(
             peers.put_chunk(holder, chunk_id, self._blocks(), size, owner)
         )
@@ -245,7 +246,10 @@ class ChunkWriter:
                 return
             if left is not None:
                 left -= len(block)
+            self._writing = True
             yield block
+            self._writing = False
+            self._taken.set()
             del block  # not held while waiting for the next
 
     def _on_done(self, task: asyncio.Task[int]) -> None:
@@ -272,15 +276,30 @@ class ChunkWriter:
             if len(self._queue) < self._buffers.depth and self._buffers.take(size):
                 credit = size  # taken with no await before it is queued: never lost
                 break
-            self._taken.clear()
-            if not await wait_event(self._taken, self._stall_timeout):
-                self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
-                log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)
-                self._peers.report_failure(self.holder, str(self.error))
-                self._task.cancel()
+            if not await self._progress():
                 return
         self._queue.append((block, credit))
         self._queued.set()
+
+    async def written(self) -> None:
+        """Wait until every block queued so far has been handed to the holder's connection
+        (or this chunk failed); drop this chunk if its holder takes nothing for
+        stall_timeout."""
+        while not self._task.done() and (self._queue or self._writing):
+            if not await self._progress():
+                return
+
+    async def _progress(self) -> bool:
+        """Wait for the holder to take or finish a block; False (the chunk dropped) if it
+        did neither for stall_timeout."""
+        self._taken.clear()
+        if await wait_event(self._taken, self._stall_timeout):
+            return True
+        self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
+        log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)
+        self._peers.report_failure(self.holder, str(self.error))
+        self._task.cancel()
+        return False
 
     async def finish(self) -> int | None:
         """End the stream; return the stored size, or None if this chunk failed."""
@@ -352,6 +371,11 @@ class ChunkWriters:
         """Queue each writer's block of one stripe (``blocks`` by chunk index)."""
         for index, writer in self.by_index.items():
             await writer.send(blocks[index])
+
+    async def written(self) -> None:
+        """Wait until every writer has handed what it was given to its holder's connection
+        (or failed, or was dropped as stalled)."""
+        await asyncio.gather(*(w.written() for w in self.by_index.values()))
 
     async def finish(self) -> dict[int, int | None]:
         """End every stream; return each chunk's stored size (None: it failed)."""

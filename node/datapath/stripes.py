@@ -2,7 +2,7 @@
 
 Writing: ``cut_stripes`` regroups a body as it arrives into stripes of k x block_size bytes
 (a short last one), ``write_stripes`` erasure-codes each in a worker thread and queues block
-*i* on chunk writer *i*; encoding one stripe overlaps with sending the previous one. Reading:
+*i* on chunk writer *i* once the stripe before is written out (two stripes in hand). Reading:
 ``StripeRead`` yields each stripe's k data blocks from chunk readers, verified, switching to
 parity chunks and decoding when a chunk is missing, slow or corrupt, whole or block by block
 (each read when asked for). ``trim`` and ``trim_block`` cut them to a byte range of the
@@ -29,7 +29,7 @@ from node.waiting import consume
 # Stripes shorter than this are hashed on the loop: a thread hop costs more than their MD5.
 HASH_OFF_LOOP = 64 << 10
 # Buffers of full stripes a write keeps to reuse (cut_stripes): one is filled while one is
-# coded and one is sent; a block queued for a slow holder can hold a fourth.
+# sent; a view held a while longer (a slow connection's send buffer) can keep a third.
 SPARE_STRIPES = 3
 
 
@@ -188,9 +188,15 @@ async def write_stripes(
     Content-MD5): compared with the etag's own digest before the last stripe is sent, so
     that a mismatch (BadDigest) leaves no chunk complete and the body is hashed once.
 
-    Encoding of one stripe (in a thread) overlaps with sending the previous one, and so
-    does an MD5 of it (in another thread: ~7 ms per 5 MiB stripe here, joined before the
-    next stripe's starts, so the content is hashed in order).
+    Two stripes are in hand, not three (``write_in_hand``): a stripe is coded (in a thread)
+    once filled, then queued once the writers have handed every block of the one before
+    to their connections, so the next is filled while this one is sent. Its MD5 (in another
+    thread: ~7 ms per 5 MiB stripe here, joined before the next stripe's starts, so the
+    content is hashed in order) overlaps with the filling of the next. The last stripe of a
+    body of known size is held until the body has ended intact (a body raises at its end
+    when a digest or signature does not match): its chunks are complete with its last
+    byte. Other stripes leave at once: a chunk of unknown size is complete only with its
+    end marker (``ChunkWriters.finish``).
     """
     content = ContentHash(etag_hash)
     if content_md5 is not None and etag_hash != "md5":
@@ -204,8 +210,9 @@ async def write_stripes(
             digests[index] += stripe_digests[index]
         await writers.send(blocks)
 
-    pending: asyncio.Future[tuple[dict[int, Buffer], dict[int, bytes]]] | None = None
+    encoding: asyncio.Future[tuple[dict[int, Buffer], dict[int, bytes]]] | None = None
     hashing: asyncio.Future[None] | None = None
+    held = None  # the last stripe of a body of known size: sent once the body ended intact
     try:
         async for stripe in cut_stripes(body, k * block_size, size, k):
             total += len(stripe)
@@ -217,19 +224,25 @@ async def write_stripes(
             else:
                 content.update(stripe)  # xxh3: ~0.2 ms per 5 MiB stripe, on the loop
             encoding = asyncio.ensure_future(asyncio.to_thread(encode, split_stripe(stripe, k), m))
-            if pending is not None:
-                await send(await pending)
-            pending = encoding
+            encoded = await encoding
+            encoding = None
+            await writers.written()  # the stripe before is out: this one is the second in hand
+            if held is not None:  # a body longer than its size (IncompleteBody follows)
+                await send(held)
+                held = None
+            if size is not None and total >= size:
+                held = encoded  # a chunk of known size is complete with its last byte
+            else:
+                await send(encoded)
         if hashing is not None:
             await hashing
             hashing = None
         if content_md5 is not None:
             check_content_md5(content, content_md5)
-        if pending is not None:
-            await send(await pending)
-            pending = None
+        if held is not None:
+            await send(held)
     finally:
-        for running in (pending, hashing):  # the body failed: a thread cannot be stopped
+        for running in (encoding, hashing):  # the body failed: a thread cannot be stopped
             if running is not None:
                 running.cancel()
                 running.add_done_callback(consume)

@@ -169,6 +169,9 @@ async def test_a_body_of_known_size_is_cut_into_buffers_of_that_size() -> None:
         async def send(self, blocks: dict[int, Buffer]) -> None:
             sent.append(blocks)
 
+        async def written(self) -> None:
+            pass
+
     data = (bytes(range(250)) * 21)[:5003]  # one short stripe: 5 blocks of 1,001, padded
     written = await write_stripes(
         pieces_of(data, list(range(0, len(data), 700))),
