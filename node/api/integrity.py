@@ -12,10 +12,11 @@ peer could not make.
 ``verified`` passes the body through and hashes it on the way, in a worker thread per
 1 MiB batch (hashing must not block the loop: MD5 and SHA-256 take milliseconds per MiB),
 overlapped with reading and storing. After the last piece it compares, and raises BadDigest
-*instead of ending*: the coordinator sends a file's last stripe only once its body has
-ended, so no chunk is ever complete when this raises, and the upload is aborted like a
-cut-off one (no manifest; holders drop what they received). Nothing is hashed unless a
-digest was asked for.
+*instead of ending*: the coordinator completes no chunk before its body has ended (the
+last stripe of a body of known size is held until then; a chunk of unknown size ends with
+a marker sent after it), so no chunk is ever complete when this raises, and the upload
+is aborted like a cut-off one (no manifest; holders drop what they received). Nothing is
+hashed unless a digest was asked for.
 """
 
 from __future__ import annotations

@@ -61,14 +61,16 @@ def read_in_hand(layout: Layout, start: int, end: int) -> int:
 def write_in_hand(size: int | None, k: int, m: int, block_size: int) -> int:
     """Bytes a PUT of ``size`` bytes (None: not known, a chunked body) holds while it runs,
     in blocks sized to the body up to ``block_size`` (``node.datapath.stripes``). A body of
-    more stripes than one: two stripes of ``k`` blocks (one filled from the body or coded,
-    one whose blocks are on their way to the holders: ``write_stripes`` queues a stripe
-    only once the one before is written out) and the ``m`` parity blocks of both. A body of
-    one stripe: that stripe, its parity and a copy of its ``k`` data blocks framed for
-    their holders."""
+    more stripes than one: two stripes of ``k`` blocks at work (one filled or coded, one on
+    its way to the holders: ``write_stripes`` queues a stripe only once the one before is
+    written out) with the ``m`` parity blocks of both, and from the third stripe on the
+    buffer of a third, which a writer's connection may still view when the next is begun
+    (``cut_stripes`` then takes another). A body of one stripe: that stripe, its parity
+    and a copy of its ``k`` data blocks framed for their holders."""
     if size is not None and size <= k * block_size:
         return (2 * k + m) * min(block_size, -(-size // k))
-    return (2 * k + 2 * m) * block_size
+    stripes = 3 if size is None else min(3, -(-size // (k * block_size)))
+    return (stripes * k + 2 * m) * block_size
 
 
 class BlockBudget:
@@ -218,7 +220,8 @@ class ChunkWriter:
         self._queue: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
         self._writing = False  # a block taken off the queue is being written
         self._queued = asyncio.Event()  # a block was queued
-        self._taken = asyncio.Event()  # a block was taken off the queue, or written
+        self._taken = asyncio.Event()  # a block was taken off the queue
+        self._written = asyncio.Event()  # a block was handed to the connection
         self._task = asyncio.ensure_future(
             peers.put_chunk(holder, chunk_id, self._blocks(), size, owner)
         )
@@ -249,7 +252,7 @@ class ChunkWriter:
             self._writing = True
             yield block
             self._writing = False
-            self._taken.set()
+            self._written.set()
             del block  # not held while waiting for the next
 
     def _on_done(self, task: asyncio.Task[int]) -> None:
@@ -261,6 +264,7 @@ class ChunkWriter:
         while self._queue:  # unblock a sender waiting for room
             self._buffers.give(self._queue.popleft()[1])
         self._taken.set()
+        self._written.set()
 
     async def send(self, block: Buffer) -> None:
         """Queue a block: at once into an empty queue, or with credit up to ``depth`` queued,
@@ -276,7 +280,7 @@ class ChunkWriter:
             if len(self._queue) < self._buffers.depth and self._buffers.take(size):
                 credit = size  # taken with no await before it is queued: never lost
                 break
-            if not await self._progress():
+            if not await self._progress(self._taken):
                 return
         self._queue.append((block, credit))
         self._queued.set()
@@ -286,14 +290,14 @@ class ChunkWriter:
         (or this chunk failed); drop this chunk if its holder takes nothing for
         stall_timeout."""
         while not self._task.done() and (self._queue or self._writing):
-            if not await self._progress():
+            if not await self._progress(self._written):
                 return
 
-    async def _progress(self) -> bool:
-        """Wait for the holder to take or finish a block; False (the chunk dropped) if it
-        did neither for stall_timeout."""
-        self._taken.clear()
-        if await wait_event(self._taken, self._stall_timeout):
+    async def _progress(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` (the holder took a block, or finished one); False (the chunk
+        dropped) if it did not come within stall_timeout."""
+        event.clear()
+        if await wait_event(event, self._stall_timeout):
             return True
         self.error = PeerUnavailable(self.holder, f"stalled for {self._stall_timeout}s")
         log.warning("chunk %s to %s dropped: %s", self.chunk_id, self.holder, self.error)

@@ -150,11 +150,12 @@ class Coordinator:
         commit, which makes it atomic; it is also checked against a read before the upload,
         to refuse at once what would be refused anyway and to move this peer's clock past
         the current version (a condition that holds must not lose to an older clock). If
-        ``body`` raises, the upload is aborted before its last stripe is sent (stripes go
-        out one behind the body), so no chunk of it is complete; the body is read no further
-        once too few chunk streams are left to reach the quorum. A body that is not kept
-        inline is read once the PUT is admitted to the peer's buffer memory
-        (``BlockBudget.admit``). Raises Unavailable (too few peers, too few durable chunks,
+        ``body`` raises, the upload is aborted before any chunk of it is complete (a body of
+        known size: its last stripe is held until the body has ended; of unknown size: a
+        chunk is complete only with its end marker, sent after the body ended); the body
+        is read no further once too few chunk streams are left to reach the quorum. A body
+        that is not kept inline is read once the PUT is admitted to the peer's buffer
+        memory (``BlockBudget.admit``). Raises Unavailable (too few peers, too few durable chunks,
         no manifest quorum), Overloaded (not admitted in time), InsufficientStorage (peers
         out of space), IncompleteBody, PreconditionFailed or what ``body`` raises.
         """

@@ -1,6 +1,6 @@
 """Blocks queued on chunk streams under one budget per peer (``BlockBudget``): many slow
-readers hold what they are being sent, not full queues each; many PUTs queue past one block
-per holder only within it; with no budget at all every read and write still completes,
+readers hold what they are being sent, not full queues each; PUTs never queue past one block
+per holder; with no budget at all every read and write still completes,
 decoding around broken holders included; credit always comes back."""
 
 from __future__ import annotations
@@ -400,9 +400,9 @@ def test_a_get_holds_two_blocks_and_its_streams_buffers(
     assert read_in_hand(layout, 0, size) == expected
 
 
-def test_a_put_holds_two_stripes_and_two_parity_sets_of_blocks_sized_to_the_body() -> None:
-    assert write_in_hand(None, 5, 2, BLOCK) == 14 * BLOCK  # a chunked body: as a large one
-    assert write_in_hand(100 * BLOCK, 5, 2, BLOCK) == 14 * BLOCK
+def test_a_put_holds_two_stripes_at_work_and_a_third_buffer_of_blocks_sized_to_the_body() -> None:
+    assert write_in_hand(None, 5, 2, BLOCK) == 19 * BLOCK  # a chunked body: as a large one
+    assert write_in_hand(100 * BLOCK, 5, 2, BLOCK) == 19 * BLOCK  # a third stripe's buffer
     assert write_in_hand(10 * BLOCK, 5, 2, BLOCK) == 14 * BLOCK
     assert write_in_hand(5 * BLOCK, 5, 2, BLOCK) == 12 * BLOCK  # one stripe and its frames
     assert write_in_hand(100, 5, 2, BLOCK) == 12 * 20
