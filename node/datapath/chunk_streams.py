@@ -80,19 +80,20 @@ class BlockBudget:
     **Admission.** A GET or PUT holds its blocks in hand for as long as it runs (``admit``:
     a PUT the stripes it fills, codes and sends, ``write_in_hand``; a GET the block it
     sends, the next one and its chunk streams' buffers). It waits, first come first served,
-    until they fit beside what is held, and is refused (Overloaded: 503 with ``Retry-After``) after
-    ``wait`` seconds: MinIO's ``requests_max`` and ``requests_deadline`` (10 s) do the same
-    from a memory estimate. So many slow clients queue or are turned away instead of
-    taking the peer's memory (50 slow readers took a peer to ~390 MiB, issue 13). A request
-    larger than the whole budget waits for all of it and runs alone.
+    until they fit beside what is held, and is refused (Overloaded: 503 with
+    ``Retry-After``) after ``wait`` seconds: MinIO's ``requests_max`` and
+    ``requests_deadline`` (10 s) do the same from a memory estimate. So many slow clients
+    queue or are turned away instead of taking the peer's memory (50 slow readers took a
+    peer to ~390 MiB, issue 13). A request larger than the whole budget waits for all of it
+    and runs alone.
 
     **Credit.** A stream queues a block past its first (GET and rebuild read-ahead, rebuilt
     blocks waiting for a holder; a PUT never queues more than one) only with credit from
-    what is left, and only while no
-    request waits to be admitted; without it, a reader reads a block when its consumer asks
-    and a writer's sender waits until its queue is empty. Taking credit never waits: a
-    stream waits for its own consumer or holder only, never for other streams, so credit
-    cannot deadlock them. At most ``depth`` blocks per stream either way.
+    what is left, and only while no request waits to be admitted; without it, a reader reads
+    a block when its consumer asks and a writer's sender waits until its queue is empty.
+    Taking credit never waits: a stream waits for its own consumer or holder only, never for
+    other streams, so credit cannot deadlock them. At most ``depth`` blocks per stream
+    either way.
 
     A budget of 0 admits every request at once and gives no credit.
     """
@@ -274,7 +275,7 @@ class ChunkWriter:
         while True:
             if self._task.done():
                 return
-            if not self._queue:
+            if not self._queue or size == 0:  # (the end marker holds no memory)
                 credit = 0
                 break
             if len(self._queue) < self._buffers.depth and self._buffers.take(size):

@@ -2,7 +2,7 @@
 
 Writing: ``cut_stripes`` regroups a body as it arrives into stripes of k x block_size bytes
 (a short last one), ``write_stripes`` erasure-codes each in a worker thread and queues block
-*i* on chunk writer *i* once the stripe before is written out (two stripes in hand). Reading:
+*i* on chunk writer *i* once the stripe before is written out (two stripes at work). Reading:
 ``StripeRead`` yields each stripe's k data blocks from chunk readers, verified, switching to
 parity chunks and decoding when a chunk is missing, slow or corrupt, whole or block by block
 (each read when asked for). ``trim`` and ``trim_block`` cut them to a byte range of the
@@ -29,7 +29,7 @@ from node.waiting import consume
 # Stripes shorter than this are hashed on the loop: a thread hop costs more than their MD5.
 HASH_OFF_LOOP = 64 << 10
 # Buffers of full stripes a write keeps to reuse (cut_stripes): one is filled while one is
-# sent; a view held a while longer (a slow connection's send buffer) can keep a third.
+# sent; a view held a while longer (a connection's last chunk or unsent tail) keeps a third.
 SPARE_STRIPES = 3
 
 
@@ -188,7 +188,7 @@ async def write_stripes(
     Content-MD5): compared with the etag's own digest before the last stripe is sent, so
     that a mismatch (BadDigest) leaves no chunk complete and the body is hashed once.
 
-    Two stripes are in hand, not three (``write_in_hand``): a stripe is coded (in a thread)
+    Two stripes are at work, not three (``write_in_hand``): a stripe is coded (in a thread)
     once filled, then queued once the writers have handed every block of the one before
     to their connections, so the next is filled while this one is sent. Its MD5 (in another
     thread: ~7 ms per 5 MiB stripe here, joined before the next stripe's starts, so the
@@ -210,7 +210,6 @@ async def write_stripes(
             digests[index] += stripe_digests[index]
         await writers.send(blocks)
 
-    encoding: asyncio.Future[tuple[dict[int, Buffer], dict[int, bytes]]] | None = None
     hashing: asyncio.Future[None] | None = None
     held = None  # the last stripe of a body of known size: sent once the body ended intact
     try:
@@ -223,10 +222,8 @@ async def write_stripes(
                 hashing = asyncio.ensure_future(asyncio.to_thread(content.update, stripe))
             else:
                 content.update(stripe)  # xxh3: ~0.2 ms per 5 MiB stripe, on the loop
-            encoding = asyncio.ensure_future(asyncio.to_thread(encode, split_stripe(stripe, k), m))
-            encoded = await encoding
-            encoding = None
-            await writers.written()  # the stripe before is out: this one is the second in hand
+            encoded = await asyncio.to_thread(encode, split_stripe(stripe, k), m)
+            await writers.written()  # the stripe before is out: this one is the second at work
             if held is not None:  # a body longer than its size (IncompleteBody follows)
                 await send(held)
                 held = None
@@ -242,10 +239,9 @@ async def write_stripes(
         if held is not None:
             await send(held)
     finally:
-        for running in (encoding, hashing):  # the body failed: a thread cannot be stopped
-            if running is not None:
-                running.cancel()
-                running.add_done_callback(consume)
+        if hashing is not None:  # the body failed: a thread cannot be stopped
+            hashing.cancel()
+            hashing.add_done_callback(consume)
     return Written(total, content.etag(), digests)
 
 
