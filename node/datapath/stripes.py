@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from node.cluster.peers import Peers
 from node.datapath.chunk_streams import BlockBudget, ChunkReader, ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
-from node.errors import BadDigest, Unavailable
+from node.errors import BadDigest, IncompleteBody, Unavailable
 from node.model.digests import DIGEST_SIZE, Buffer, ContentHash
 from node.model.layout import Layout
 from node.model.manifest import Manifest
@@ -196,7 +196,8 @@ async def write_stripes(
     body of known size is held until the body has ended intact (a body raises at its end
     when a digest or signature does not match): its chunks are complete with its last
     byte. Other stripes leave at once: a chunk of unknown size is complete only with its
-    end marker (``ChunkWriters.finish``).
+    end marker (``ChunkWriters.finish``). A body of known size that runs past it, or ends
+    short, raises IncompleteBody before any chunk is complete.
     """
     content = ContentHash(etag_hash)
     if content_md5 is not None and etag_hash != "md5":
@@ -222,15 +223,17 @@ async def write_stripes(
                 hashing = asyncio.ensure_future(asyncio.to_thread(content.update, stripe))
             else:
                 content.update(stripe)  # xxh3: ~0.2 ms per 5 MiB stripe, on the loop
+            if size is not None and total > size:  # before a byte past it is sent
+                raise IncompleteBody(f"the body runs past its declared {size} bytes")
             encoded = await asyncio.to_thread(encode, split_stripe(stripe, k), m)
             await writers.written()  # the stripe before is out: this one is the second at work
-            if held is not None:  # a body longer than its size (IncompleteBody follows)
-                await send(held)
-                held = None
-            if size is not None and total >= size:
-                held = encoded  # a chunk of known size is complete with its last byte
+            if size is not None and (total == size or len(stripe) < k * block_size):
+                held = encoded  # the last stripe: its chunks are complete with its last byte
             else:
                 await send(encoded)
+        if size is not None and total != size:  # short: no chunk may complete (the last
+            # blocks of a body a few bytes short have their full length)
+            raise IncompleteBody(f"the body ended after {total} of its {size} bytes")
         if hashing is not None:
             await hashing
             hashing = None

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.datapath.chunk_streams import ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
 from node.datapath.stripes import SPARE_STRIPES, cut_stripes, split_stripe, trim, write_stripes
+from node.errors import IncompleteBody
 from node.model.digests import Buffer
 from node.model.layout import Layout
 
@@ -237,3 +239,44 @@ def test_a_short_stripe_of_another_buffer_is_padded_in_a_copy() -> None:
         blocks = split_stripe(stripe, 5)
         assert b"".join(bytes(b) for b in blocks) == b"abcdefg" + bytes(3)
         assert memoryview(blocks[0]).obj is not stripe.obj
+
+
+@fast
+@given(
+    stripes=st.integers(0, 3),
+    tail=st.integers(0, 5 * 64 - 1),
+    off=st.sampled_from([-4, -3, -2, -1, 1, 2, 64]),
+)
+async def test_a_body_off_its_declared_size_completes_no_chunk(
+    stripes: int, tail: int, off: int
+) -> None:
+    """A body a few bytes short of its size (its last blocks can still have their full
+    length) or running past it fails with IncompleteBody before any chunk has every byte
+    of the size's layout: no holder can commit a chunk of a write that failed."""
+    size = stripes * 5 * 64 + tail
+    if size == 0 or size + off < 0:
+        return
+    chunk_size = Layout(size, 5, 2, 64).chunk_size
+    sent = dict.fromkeys(range(7), 0)
+
+    class Writers:
+        by_index = dict.fromkeys(range(7))
+
+        async def send(self, blocks: dict[int, Buffer]) -> None:
+            for index, block in blocks.items():
+                sent[index] += len(memoryview(block))
+
+        async def written(self) -> None:
+            pass
+
+    data = bytes(range(256)) * (-(-(size + off) // 256))
+    with pytest.raises(IncompleteBody):
+        await write_stripes(
+            pieces_of(data[: size + off], [7, 300, 700]),
+            cast(ChunkWriters, Writers()),
+            5,
+            2,
+            64,
+            size,
+        )
+    assert all(count < chunk_size for count in sent.values()), (sent, chunk_size)
