@@ -5,7 +5,8 @@ Each round runs every tree (``--trees base=/tmp/base,new=.``) in turn, in a proc
 with that tree first on ``sys.path``: it opens a fresh store under ``--dir`` and has
 ``--writers`` writers each write chunks of ``--size`` bytes (as a holder does for a peer's
 ``PUT /internal/chunks/<id>``: a stream of pieces, then the commit) for ``--seconds``. The
-figures are medians over the rounds; latency is from the first piece to the commit's end.
+figures are medians over the rounds; latency is from the first piece to the commit's end,
+CPU is the process's (user + system) over the writes.
 
     python bench/chunk_store.py --trees base=/tmp/base,new=. --size 200K --writers 1,16
 """
@@ -52,15 +53,17 @@ async def one_tree(size: int, writers: int, seconds: float, directory: Path) -> 
             latencies.append(time.perf_counter() - started)
             step += 1
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), os.times()
     await asyncio.gather(*(writer(n) for n in range(writers)))
-    wall = time.monotonic() - started
+    wall, ended = time.monotonic() - started, os.times()
+    cpu_s = (ended.user - cpu.user) + (ended.system - cpu.system)
     files, allocated = await asyncio.to_thread(on_disk, directory)
     latencies.sort()
     return {
         "writes_s": len(latencies) / wall,
         "median_ms": 1000 * statistics.median(latencies),
         "p90_ms": 1000 * latencies[int(0.9 * (len(latencies) - 1))],
+        "cpu_ms": 1000 * cpu_s / len(latencies),
         "files_per_chunk": files / len(latencies),
         "allocated_per_byte": allocated / (len(latencies) * size),
     }
@@ -129,12 +132,12 @@ async def main() -> None:
         rows.append(row)
     table = "\n".join(
         [
-            "| variant | chunk bytes | writers | writes/s | median ms | p90 ms "
+            "| variant | chunk bytes | writers | writes/s | median ms | p90 ms | CPU ms per write "
             "| files per chunk | allocated ÷ bytes |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
             *(
                 f"| {r['variant']} | {r['size']} | {r['writers']} | {r['writes_s']} "
-                f"| {r['median_ms']} | {r['p90_ms']} | {r['files_per_chunk']} "
+                f"| {r['median_ms']} | {r['p90_ms']} | {r['cpu_ms']} | {r['files_per_chunk']} "
                 f"| {r['allocated_per_byte']} |"
                 for r in rows
             ),
