@@ -9,6 +9,13 @@ figures are medians over the rounds; latency is from the first piece to the comm
 CPU is the process's (user + system) over the writes.
 
     python bench/chunk_store.py --trees base=/tmp/base,new=. --size 200K --writers 1,16
+
+``--packed`` adds a variant per tree that measures the layout the store does not have yet
+(issue 13: small chunks packed in append-only volumes with group commit): each chunk, its
+block digests taken as the store takes them, appended as one record of a segment log of that
+tree's ``node.disk.manifest_log`` through one writer thread, every write queued meanwhile in
+the same ``write`` and ``fdatasync``, and acknowledged after it. No index, no reads, no
+compaction: the floor such a store could reach, to weigh against file-per-chunk.
 """
 
 from __future__ import annotations
@@ -24,16 +31,69 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 PIECE = 64 << 10  # bytes per piece of a chunk's stream
 
 
-async def one_tree(size: int, writers: int, seconds: float, directory: Path) -> dict[str, float]:
+class PackedStore:
+    """Chunks appended to segment files with group commit (the ``--packed`` variant)."""
+
+    def __init__(self, directory: Path) -> None:
+        from node.disk.manifest_log import ManifestLog, SegmentIO
+        from node.disk.serial import SerialThread
+
+        self._log = ManifestLog(directory / "volumes", 64 << 20, SegmentIO())
+        self._thread = SerialThread("packed-chunks")
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writing: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        await self._thread.run(lambda: list(self._log.replay()))
+
+    async def close(self) -> None:
+        await self._thread.run(self._log.close)
+        await self._thread.stop()
+
+    async def write(
+        self, chunk_id: str, pieces: AsyncIterator[bytes], size: int, meta: Any
+    ) -> None:
+        from node.disk.manifest_log import KEEP, LogRecord, frame
+        from node.model.digests import BlockDigests
+
+        digests, data = BlockDigests(meta.block_size), bytearray()
+        async for piece in pieces:
+            digests.update(piece)
+            data += piece
+        sealed = msgspec.structs.replace(meta, size=size, block_digests=digests.digests())
+        record = frame(LogRecord(KEEP, chunk_id, bytes(data) + msgspec.msgpack.encode(sealed)))
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write_batches())
+        await done
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._thread.run(self._log.append, [record for record, _ in batch])
+                for _, done in batch:
+                    done.set_result(None)
+        finally:
+            self._writing = None
+
+
+async def one_tree(
+    size: int, writers: int, seconds: float, directory: Path, packed: bool = False
+) -> dict[str, float]:
     """Run in the tree's own process: write chunks, measure, count what is on disk."""
     from node.disk.chunk_store import ChunkStore
     from node.model.manifest import ChunkMeta
 
-    store = ChunkStore(directory)
+    store: ChunkStore | PackedStore = PackedStore(directory) if packed else ChunkStore(directory)
     await store.open()
     body = os.urandom(size)
     latencies: list[float] = []
@@ -57,6 +117,8 @@ async def one_tree(size: int, writers: int, seconds: float, directory: Path) -> 
     await asyncio.gather(*(writer(n) for n in range(writers)))
     wall, ended = time.monotonic() - started, os.times()
     cpu_s = (ended.user - cpu.user) + (ended.system - cpu.system)
+    if isinstance(store, PackedStore):
+        await store.close()
     files, allocated = await asyncio.to_thread(on_disk, directory)
     latencies.sort()
     return {
@@ -76,7 +138,9 @@ def on_disk(directory: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_blocks * 512 for p in files)
 
 
-def run_tree(tree: Path, size: int, writers: int, seconds: float, under: Path) -> dict[str, float]:
+def run_tree(
+    tree: Path, size: int, writers: int, seconds: float, under: Path, packed: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ringstore-chunks-", dir=under) as tmp:
         # This file loaded by its path (importing it changes no sys.path), the tree's node.
         code = (
@@ -84,7 +148,7 @@ def run_tree(tree: Path, size: int, writers: int, seconds: float, under: Path) -
             f"spec = importlib.util.spec_from_file_location('chunk_bench', {__file__!r}); "
             "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench); "
             "from pathlib import Path; print(json.dumps(asyncio.run("
-            f"bench.one_tree({size}, {writers}, {seconds}, Path({tmp!r})))))"
+            f"bench.one_tree({size}, {writers}, {seconds}, Path({tmp!r}), {packed}))))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code],
@@ -114,14 +178,19 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--dir", type=Path, default=Path.cwd(), help="where the stores go")
+    parser.add_argument("--packed", action="store_true", help="add a packed variant per tree")
     args = parser.parse_args()
     size = size_of(args.size)
-    trees = [(name, tree) for name, tree, _ in variants(args.trees)]
+    trees = [(name, tree, False) for name, tree, _ in variants(args.trees)]
+    if args.packed:
+        trees += [(f"{name}+packed", tree, True) for name, tree, _ in trees]
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(args.rounds):
         for writers in map(int, args.writers.split(",")):
-            for name, tree in trees:  # alternating: the machine's noise hits all alike
-                got = await asyncio.to_thread(run_tree, tree, size, writers, args.seconds, args.dir)
+            for name, tree, packed in trees:  # alternating: the machine's noise hits all alike
+                got = await asyncio.to_thread(
+                    run_tree, tree, size, writers, args.seconds, args.dir, packed
+                )
                 print(name, writers, got, flush=True)
                 runs.setdefault((name, writers), []).append(got)
     rows: list[dict[str, object]] = []

@@ -318,6 +318,16 @@ class PeerConfig:
         default=86400.0,
         metadata=option("Seconds before a chunk no manifest knows is garbage.", low=0),
     )
+    pack_max: int = field(
+        default=1 << 20,
+        metadata=option(
+            "Chunks of known size up to this many bytes are appended to packed volume files "
+            "with group commit, not stored as files of their own (0: every chunk a file; at "
+            "most 1 MiB).",
+            low=0,
+            high=1 << 20,
+        ),
+    )
     max_bytes: int | None = field(
         default=None,
         metadata=option(

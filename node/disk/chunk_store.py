@@ -54,6 +54,7 @@ from node.disk.cached import (
     pread_cached,
     preadinto_cached,
 )
+from node.disk.chunk_volumes import ChunkVolumes
 from node.disk.durable import fsync_dir
 from node.disk.locks import KeyedLocks
 from node.errors import (
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
 CHUNKS_DIR = "chunks-v2"
+VOLUMES_DIR = "chunk-volumes"  # packed chunks (node.disk.chunk_volumes)
 EARLIER_DIR = "chunks"  # the earlier layout's
 META = ".meta"  # the earlier layout's sidecar files
 TRAILER = struct.Struct("<4sIQ")  # magic, the sidecar's length, its xxh3-64 (seed: length)
@@ -85,9 +87,12 @@ READ_ON_LOOP = 256 << 10
 class ChunkStore:
     """The complete chunks of one peer, plus counters of what they use."""
 
-    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None, pack_max: int = 0) -> None:
+        """``pack_max``: chunks of known size up to this many bytes are packed in volumes
+        (``node.disk.chunk_volumes``; 0: every chunk is a file)."""
         self._chunks = root / CHUNKS_DIR
         self._incoming = root / "incoming"
+        self._pack_max = min(pack_max, WRITE_BATCH)  # (a packed chunk is in memory whole)
         self._max_bytes = max_bytes
         self._reserved = 0  # bytes of writes in progress, held against max_bytes
         self.used_bytes = 0
@@ -96,6 +101,7 @@ class ChunkStore:
         # no file before its seal (it is in memory), so this, not incoming/, shows streams.
         self.writing = 0
         self._locks = KeyedLocks()
+        self.volumes = ChunkVolumes(root / VOLUMES_DIR, self._locks)
         self._on_loop = True  # open and read cached chunks on the event loop (until Unsupported)
         self._shards = _Shards()
 
@@ -121,13 +127,26 @@ class ChunkStore:
         earlier = self._chunks.parent / EARLIER_DIR
         if earlier.is_dir():
             _convert(earlier, self._chunks)
+        volumes = self.volumes.volumes
+        volumes.open()
         sizes: list[int] = []
         shards = list(self._chunks.iterdir())
         for shard in shards:  # one listing per shard, no stat but the sizes
-            names = [name for name in os.listdir(shard) if CHUNK_ID.fullmatch(name)]
-            sizes.extend((shard / name).stat().st_size for name in names)
-        self.used_bytes, self.chunk_count = sum(sizes), len(sizes)
+            for name in os.listdir(shard):
+                if not CHUNK_ID.fullmatch(name):
+                    continue
+                if name in volumes.chunks:  # a crash before its file's removal was durable
+                    (shard / name).unlink()
+                    continue
+                sizes.append((shard / name).stat().st_size)
+        packed = [where.length for where in volumes.chunks.values()]
+        self.used_bytes = sum(sizes) + sum(packed)
+        self.chunk_count = len(sizes) + len(packed)
         self._shards.found(shards)
+
+    async def close(self) -> None:
+        """Finish the packed chunks' writes and close their volumes."""
+        await self.volumes.close()
 
     def _chunk_files(self) -> Iterator[Path]:
         for shard in self._chunks.iterdir():
@@ -137,20 +156,40 @@ class ChunkStore:
 
     async def chunk_ids(self) -> list[str]:
         """The ids of every stored chunk."""
-        return await asyncio.to_thread(lambda: sorted(p.name for p in self._chunk_files()))
+        files = await asyncio.to_thread(lambda: [p.name for p in self._chunk_files()])
+        return sorted({*files, *self.volumes.volumes.chunks})
 
     async def meta(self, chunk_id: str) -> ChunkMeta:
         """A chunk's sidecar; raises ChunkNotFound or CorruptData."""
         path = self._path(chunk_id)
         try:
+            if (packed := await self.volumes.read(chunk_id)) is not None:
+                return _sidecar(packed[1])
             return await asyncio.to_thread(sidecar_of, path)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
 
+    async def matches(self, chunk_id: str, meta: ChunkMeta) -> bool:
+        """Whether the chunk still holds the ``meta.size`` bytes its sidecar (``meta``)
+        promises, with their block digests (read in a worker thread); raises ChunkNotFound."""
+        if (packed := await self.volumes.read(chunk_id)) is not None:
+            return _matches(memoryview(packed[1])[: packed[0].size], meta)
+        path = self.path(chunk_id)
+        try:
+            return await asyncio.to_thread(_file_matches, path, meta)
+        except FileNotFoundError:
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+
     async def missing(self, chunk_ids: list[str]) -> list[str]:
-        """The ids of ``chunk_ids`` not stored here; one ``stat`` per id, in a thread.
-        Raises InvalidRequest for a malformed id."""
-        paths = [(chunk_id, self._path(chunk_id)) for chunk_id in chunk_ids]
+        """The ids of ``chunk_ids`` not stored here; one ``stat`` per id not packed, in a
+        thread. Raises InvalidRequest for a malformed id."""
+        paths = [
+            (chunk_id, self._path(chunk_id))
+            for chunk_id in chunk_ids
+            if self.volumes.find(chunk_id) is None
+        ]
+        if not paths:
+            return []
 
         def check() -> list[str]:
             return [chunk_id for chunk_id, path in paths if not path.is_file()]
@@ -158,11 +197,12 @@ class ChunkStore:
         return await asyncio.to_thread(check)
 
     def path(self, chunk_id: str) -> Path:
-        """Where a complete chunk lives (its file ends in its sidecar and trailer: never serve
-        it whole); raises ChunkNotFound if it is not stored."""
+        """Where a complete chunk stored as a file lives (it ends in its sidecar and
+        trailer: never serve it whole); raises ChunkNotFound if it is not stored as a file
+        (a packed chunk is in a volume: ``volumes.find``)."""
         path = self._path(chunk_id)
         if not path.is_file():
-            raise ChunkNotFound(f"chunk {chunk_id} is not stored here")
+            raise ChunkNotFound(f"chunk {chunk_id} is not stored here as a file")
         return path
 
     @contextlib.asynccontextmanager
@@ -177,11 +217,41 @@ class ChunkStore:
         (and readable, even if the chunk is deleted meanwhile) until the block exits."""
         chunk = ChunkRange(self._path(chunk_id), offset, length, self._on_loop)
         try:
-            if not self._open_cached(chunk):
+            if not await self._open_packed(chunk_id, chunk) and not self._open_cached(chunk):
                 await asyncio.to_thread(chunk.open)
             yield chunk
         finally:
             chunk.close()
+
+    async def _open_packed(self, chunk_id: str, chunk: ChunkRange) -> bool:
+        """Open ``chunk`` on its volume if it is packed: a descriptor of its own (reads
+        move its offset), opened on the loop where the path's lookup needs no disk; False
+        if it is not packed."""
+        for _ in range(3):  # (a compaction may drop its volume meanwhile)
+            packed = self.volumes.find(chunk_id)
+            if packed is None:
+                return False
+            path = self.volumes.volumes.path(packed.volume)
+            try:
+                fd = self._open_volume_cached(path)
+                if fd is None:
+                    fd = (await asyncio.to_thread(open_noatime, path))[0]
+            except FileNotFoundError:
+                continue
+            # Opened, the bytes stay readable even if the volume is compacted and deleted.
+            chunk.adopt(fd, path, packed.offset, packed.size)
+            return True
+        return False
+
+    def _open_volume_cached(self, path: Path) -> int | None:
+        if not self._on_loop:
+            return None
+        try:
+            return open_cached(path)
+        except Unsupported as exc:
+            log.info("chunks cannot be opened or read from the kernel's caches alone: %s", exc)
+            self._on_loop = False
+            return None
 
     def _open_cached(self, chunk: ChunkRange) -> bool:
         """``chunk.open_cached``, or False for good where this system cannot tell."""
@@ -273,10 +343,14 @@ class ChunkStore:
             meta = msgspec.structs.replace(
                 meta, size=size, block_digests=digests.digests(), stored_at=time.time()
             )
-            # Shielded: once the rename may happen, the counters must follow it, and the
-            # temp file is the commit's (a cancelled write must not remove it under it).
-            sealing = _Sealing(file, temp, final, batch, meta, self._shards)
-            committing = asyncio.ensure_future(self._commit(chunk_id, sealing))
+            # Shielded: once the rename (or the append) may happen, the counters must follow
+            # it, and the temp file is the commit's (a cancelled write must not remove it).
+            if self._packs(file, expected_size):
+                image = b"".join([*batch, seal(meta)])
+                committing = asyncio.ensure_future(self._pack(chunk_id, image, size, final))
+            else:
+                sealing = _Sealing(file, temp, final, batch, meta, self._shards)
+                committing = asyncio.ensure_future(self._commit(chunk_id, sealing))
             await asyncio.shield(committing)
         except BaseException as exc:
             if committing is not None and not committing.done():
@@ -305,11 +379,37 @@ class ChunkStore:
         if unsynced is not None:  # visible, counted as the disk holds it, not acknowledged
             raise unsynced
 
+    def _packs(self, file: BinaryIO | None, expected_size: int | None) -> bool:
+        """Whether a write goes into a volume: of known size up to ``pack_max`` bytes (and
+        so still whole in memory, no file opened for it)."""
+        return (
+            self._pack_max > 0
+            and file is None
+            and expected_size is not None
+            and (expected_size <= self._pack_max)
+        )
+
+    async def _pack(self, chunk_id: str, image: bytes, size: int, file: Path) -> None:
+        """Append a chunk's image to the volumes (group commit), replacing any copy of it."""
+        async with self._locks.hold(chunk_id):
+            packed, filed = await self.volumes.keep(chunk_id, image, size, file)
+            for replaced in (packed, filed):
+                if replaced is not None:
+                    self.used_bytes -= replaced
+                    self.chunk_count -= 1
+            self.used_bytes += len(image)
+            self.chunk_count += 1
+
     async def delete(self, chunk_id: str) -> None:
-        """Remove a chunk (its file, sidecar and all); raises ChunkNotFound if it is not
-        stored."""
+        """Remove a chunk (its file, sidecar and all, or its packed record); raises
+        ChunkNotFound if it is not stored."""
         path = self._path(chunk_id)
         async with self._locks.hold(chunk_id):
+            removed = await self.volumes.remove(chunk_id)
+            if removed is not None:
+                self.used_bytes -= removed
+                self.chunk_count -= 1
+                return
             try:
                 size = await asyncio.to_thread(_unlink, path)
             except FileNotFoundError:
@@ -344,6 +444,7 @@ class ChunkRange:
         self._on_loop = on_loop  # reads try the page cache on the event loop first
         self._offset = offset if length else 0
         self._length = length
+        self._base = 0  # of the chunk's first byte in its file (a volume's, when packed)
         self._left = 0  # bytes of the range not yet read
         self.size = 0  # the chunk's bytes (its file's, less the sidecar and trailer)
         self._lock = threading.Lock()
@@ -402,13 +503,24 @@ class ChunkRange:
                 return
         file.close()
 
+    def adopt(self, fd: int, volume: Path, base: int, size: int) -> None:
+        """Read the range from a packed chunk, ``size`` bytes at ``base`` of the volume
+        open at ``fd`` (its own open file, not a ``dup``: reads move its offset; closed with
+        the range), on the loop."""
+        self._path, self._base = volume, base
+        os.lseek(fd, base + self._offset, os.SEEK_SET)
+        self._file = io.FileIO(fd, "rb", closefd=True)
+        self.size = size
+        ends = size if not self._length else min(size, self._offset + self._length)
+        self._left = max(0, ends - self._offset)
+
     def narrow(self, start: int, end: int) -> None:
         """Read bytes ``[start, end)`` of the chunk instead (cut at ``size``), before any
         read: one ``lseek``, on the loop."""
         with self._lock:
             if self._file is None or self._busy or self.read_bytes:
                 raise ValueError("a chunk range is narrowed once open, before any read")
-            self._file.seek(start)
+            self._file.seek(self._base + start)
             self._left = max(0, min(end, self.size) - start)
 
     async def send(self, transport: asyncio.WriteTransport) -> bool:
@@ -588,6 +700,29 @@ def read_sidecar(
     if meta.size != size - TRAILER.size - length:
         raise CorruptData(f"a chunk's sidecar says {meta.size} bytes; its file holds more or less")
     return meta
+
+
+def _sidecar(image: bytes) -> ChunkMeta:
+    """The checked sidecar of a packed chunk's image (what a chunk file holds)."""
+    return read_sidecar(0, len(image), lambda _fd, length, offset: image[offset : offset + length])
+
+
+def _matches(data: Buffer, meta: ChunkMeta) -> bool:
+    digests = BlockDigests(meta.block_size)
+    digests.update(data)
+    return len(memoryview(data)) == meta.size and digests.digests() == meta.block_digests
+
+
+def _file_matches(path: Path, meta: ChunkMeta) -> bool:
+    """Whether a chunk file holds the ``meta.size`` bytes ``meta`` promises, with their
+    block digests (blocking; read ``WRITE_BATCH`` bytes at a time)."""
+    digests = BlockDigests(meta.block_size)
+    left = meta.size
+    with open(path, "rb") as file:
+        while left and (piece := file.read(min(WRITE_BATCH, left))):
+            digests.update(piece)
+            left -= len(piece)
+    return left == 0 and digests.digests() == meta.block_digests
 
 
 def sidecar_of(path: Path) -> ChunkMeta:

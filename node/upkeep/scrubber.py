@@ -18,14 +18,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.errors import ChunkNotFound, CorruptData, RingstoreError
-from node.model.digests import BlockDigests
 from node.model.manifest import ChunkMeta, Manifest
 from node.upkeep.decisions import collection_verdict
 from node.upkeep.repairer import Repairer
@@ -33,7 +31,6 @@ from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 1 << 20
 MANIFEST_TTL = 5.0  # seconds a manifest read serves collection decisions for other chunks
 
 
@@ -53,18 +50,6 @@ class ScrubStats:
 
     def to_json(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
-
-
-def chunk_matches(path: Path, meta: ChunkMeta) -> bool:
-    """Whether a chunk file still holds the ``meta.size`` bytes its sidecar (``meta``, read
-    from the file's end) promises, with their block digests (blocking)."""
-    digests = BlockDigests(meta.block_size)
-    left = meta.size
-    with open(path, "rb") as file:
-        while left and (piece := file.read(min(READ_SIZE, left))):
-            digests.update(piece)
-            left -= len(piece)
-    return left == 0 and digests.digests() == meta.block_digests
 
 
 class Scrubber:
@@ -136,8 +121,7 @@ class Scrubber:
             await self._chunks.delete(chunk_id)
             return
         await self._pacer.pace(meta.size)
-        path = self._chunks.path(chunk_id)
-        intact = await asyncio.to_thread(chunk_matches, path, meta)
+        intact = await self._chunks.matches(chunk_id, meta)
         self.stats.bytes_checked += meta.size
         self.stats.chunks_checked += 1
         if not intact:

@@ -12,14 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.disk.chunk_store import CHUNKS_DIR
 from node.disk.manifest_log import FRAME
-from node.errors import CorruptData
 from node.model.digests import block_digest, chunk_digest
 from tests.harness import (
     ProcessCluster,
     check_files,
-    chunk_bytes,
     chunk_files_in,
     eventually,
     flip_byte,
@@ -34,6 +31,7 @@ from tests.harness import (
     put_file,
     sidecar_of,
 )
+from tests.harness.disk import flip_chunk_byte, stored_chunk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -107,11 +105,14 @@ async def test_a_wiped_data_directory_comes_back_as_a_new_member_and_repair_refi
         await cluster.stop()
 
 
-@pytest.fixture
-async def scrubbed(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
-    """Seven peers that scrub every second at full speed."""
+@pytest.fixture(params=["files", "packed"])
+async def scrubbed(
+    tmp_path: Path, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+) -> AsyncIterator[ProcessCluster]:
+    """Seven peers that scrub every second at full speed, their chunks in files or packed."""
+    layout = ["--pack-max=0"] if request.param == "files" else []
     cluster = ProcessCluster(
-        tmp_path, 7, f"--block-size={BLOCK}", "--scrub-interval=1", "--scrub-rate=0"
+        tmp_path, 7, f"--block-size={BLOCK}", "--scrub-interval=1", "--scrub-rate=0", *layout
     )
     try:
         await cluster.start(http)
@@ -120,16 +121,14 @@ async def scrubbed(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator
         await cluster.stop()
 
 
-def chunk_path(cluster: ProcessCluster, chunk: dict[str, Any]) -> Path:
-    peer = cluster.peers[cluster.index_of(chunk["holder"])]
-    return peer.data_dir / CHUNKS_DIR / chunk["id"][:2] / chunk["id"]
+def holder_dir(cluster: ProcessCluster, chunk: dict[str, Any]) -> Path:
+    return cluster.peers[cluster.index_of(chunk["holder"])].data_dir
 
 
-def chunk_matches_manifest(path: Path, chunk: dict[str, Any]) -> bool:
-    """The chunk file is whole again: its block digests hash to the manifest's digest."""
-    try:
-        data = chunk_bytes(path)
-    except (FileNotFoundError, CorruptData):
+def chunk_matches_manifest(cluster: ProcessCluster, chunk: dict[str, Any]) -> bool:
+    """The chunk is whole again: its block digests hash to the manifest's digest."""
+    data = stored_chunk(holder_dir(cluster, chunk), chunk["id"])
+    if data is None:
         return False
     blocks = b"".join(block_digest(data[i : i + BLOCK]) for i in range(0, len(data), BLOCK))
     return len(data) == chunk["size"] and chunk_digest(blocks).hex() == chunk["digest"]
@@ -149,7 +148,7 @@ async def test_flipped_bytes_in_chunks_are_found_by_scrub_and_repaired(
         damaged = {chunk["holder"] for _, chunk in flipped}
         flipped.append((name, next(c for c in chunks[name] if c["holder"] not in damaged)))
     for _, chunk in flipped:
-        flip_byte(chunk_path(scrubbed, chunk))
+        flip_chunk_byte(holder_dir(scrubbed, chunk), chunk["id"])
     holders = {scrubbed.index_of(chunk["holder"]) for _, chunk in flipped}
     assert len(holders) == 5
 
@@ -162,7 +161,7 @@ async def test_flipped_bytes_in_chunks_are_found_by_scrub_and_repaired(
     async def restored() -> bool:
         for name, chunk in flipped:
             now = (await get_manifest(http, scrubbed.urls[0], name))["chunks"][chunk["index"]]
-            if not chunk_matches_manifest(chunk_path(scrubbed, now), now):
+            if not chunk_matches_manifest(scrubbed, now):
                 return False
         return True
 
@@ -262,7 +261,10 @@ async def test_a_manifest_replica_with_a_flipped_version_bit_never_wins(
 @pytest.fixture
 async def small(tmp_path: Path, http: aiohttp.ClientSession) -> AsyncIterator[ProcessCluster]:
     """Seven peers that may each hold 100,000 bytes of chunks."""
-    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}", "--max-bytes=100000")
+    # Chunk files: the test counts them, and what incoming/ holds, after refused writes.
+    cluster = ProcessCluster(
+        tmp_path, 7, f"--block-size={BLOCK}", "--max-bytes=100000", "--pack-max=0"
+    )
     try:
         await cluster.start(http)
         yield cluster

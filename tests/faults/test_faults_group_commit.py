@@ -1,5 +1,6 @@
-"""A peer process SIGKILLed in the middle of a group commit of its manifest log: every write
-it acknowledged is there after its restart, and the batch it was writing is whole or gone."""
+"""A peer process SIGKILLed in the middle of a group commit of its manifest log or its chunk
+volumes: every write it acknowledged is there after its restart, and the batch it was writing
+is whole or gone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.disk.chunk_store import VOLUMES_DIR
+from node.disk.chunk_volumes import Damage as VolumeDamage
+from node.disk.chunk_volumes import scan as scan_volume
 from node.disk.manifest_log import Damage, scan
 from tests.harness import (
     ProcessCluster,
@@ -20,8 +24,10 @@ from tests.harness import (
     manifest_replica,
     put_file,
 )
-from tests.harness.held_commits import HELD, HOLD, hold_commits
+from tests.harness.held_commits import HELD, HOLD, HOLD_CHUNKS, hold_commits
 from tests.harness.local import INLINE
+
+BLOCK = 4096  # small blocks: every chunk of these files is packed, across stripes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -90,5 +96,76 @@ async def test_a_peer_killed_in_the_middle_of_a_group_commit_keeps_every_acknowl
             return True
 
         await eventually(all_read_right, 20, "every acknowledged file to read right everywhere")
+    finally:
+        await cluster.stop()
+
+
+def volume_records(data_dir: Path) -> tuple[list[str], int]:
+    """The chunk ids of the whole records in a peer's newest chunk volume, and the bytes
+    after them (a torn tail), read without changing it."""
+    newest = sorted((data_dir / VOLUMES_DIR).glob("*.vol"))[-1]
+    ids, torn = [], 0
+    fd = os.open(newest, os.O_RDONLY)
+    try:
+        for event in scan_volume(fd, os.fstat(fd).st_size):
+            if isinstance(event, VolumeDamage):
+                assert event.tail, f"damage before the end of the volume: {event}"
+                torn = event.end - event.start
+            else:
+                ids.append(event.chunk_id)
+    finally:
+        os.close(fd)
+    return ids, torn
+
+
+async def test_a_peer_killed_in_the_middle_of_a_chunk_volume_commit_keeps_every_acknowledged_chunk(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Seven peers packing their chunks (a real peer's default): one is SIGKILLed with a
+    batch of chunk records half written. PUTs through the others still succeed (6 of 7
+    chunks are a write quorum); after its restart the torn record is cut off, every chunk
+    it acknowledged before is in its volume, and every file reads right everywhere."""
+    cluster = ProcessCluster(tmp_path, 7, f"--block-size={BLOCK}")
+    victim = cluster.peers[2]
+    hold_commits(victim)
+    try:
+        await cluster.start(http)
+        rng = random.Random(17)
+        before = {f"packed/before/{i}": rng.randbytes(rng.randint(1, 40 << 10)) for i in range(24)}
+        await asyncio.gather(
+            *(put_file(http, cluster.urls[i % 2], n, d) for i, (n, d) in enumerate(before.items()))
+        )
+        kept_before, _ = volume_records(victim.data_dir)
+        (victim.data_dir / HOLD_CHUNKS).touch()
+        during = {f"packed/during/{i}": rng.randbytes(rng.randint(1, 40 << 10)) for i in range(12)}
+        puts = [
+            asyncio.ensure_future(put_status(http, cluster.urls[i % 2], n, d))
+            for i, (n, d) in enumerate(during.items())
+        ]
+        held = victim.data_dir / HELD
+        await eventually(held.exists, 20, "a chunk volume commit to be held halfway written")
+        report = json.loads(held.read_bytes())
+        await cluster.crash(2)  # SIGKILL inside the batch: half of it is in the volume
+        statuses = await asyncio.gather(*puts)
+        assert statuses == [201] * len(during), "six chunks of seven are a write quorum"
+        kept, torn = volume_records(victim.data_dir)
+        new = set(kept) - set(kept_before)
+        assert kept[: len(kept_before)] == kept_before
+        assert new <= set(report["names"]), "only the held batch was being written"
+        assert torn > 0 or new, "the kill did not land mid-append"
+        print(f"killed with a batch of {len(report['names'])} chunk records half written")
+
+        held.unlink()
+        await cluster.restart(2, http)
+        kept_after, torn_after = volume_records(victim.data_dir)
+        assert torn_after == 0, "the torn tail was cut off"
+        assert set(kept_before) <= set(kept_after), "an acknowledged chunk was lost"
+        await cluster.wait_converged(http)
+
+        async def all_read_right() -> bool:
+            await check_files(http, cluster.urls, {**before, **during})
+            return True
+
+        await eventually(all_read_right, 30, "every acknowledged file to read right everywhere")
     finally:
         await cluster.stop()

@@ -30,8 +30,14 @@ WRITES = 15  # per client
 async def test_concurrent_overwrites_leave_one_whole_version_and_no_old_chunks(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    cluster = ProcessCluster(
-        tmp_path, 7, f"--block-size={BLOCK}", "--gc-grace=1", "--scrub-interval=1", "--scrub-rate=0"
+    cluster = ProcessCluster(  # chunk files: the test finds the losing versions' by theirs
+        tmp_path,
+        7,
+        f"--block-size={BLOCK}",
+        "--gc-grace=1",
+        "--scrub-interval=1",
+        "--scrub-rate=0",
+        "--pack-max=0",
     )
     try:
         await cluster.start(http)

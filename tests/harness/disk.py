@@ -11,9 +11,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from node.disk.chunk_store import CHUNKS_DIR, sidecar_of
+from node.disk.chunk_store import CHUNKS_DIR, VOLUMES_DIR, sidecar_of
+from node.disk.chunk_volumes import KEEP as PACKED_KEEP
+from node.disk.chunk_volumes import Entry as VolumeEntry
+from node.disk.chunk_volumes import scan as scan_volume
 from node.disk.data_dir import save_identity
 from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
+from node.errors import CorruptData
 from node.model.identity import ClusterIdentity
 from node.model.manifest import Manifest
 
@@ -36,6 +40,53 @@ def chunk_bytes(path: Path) -> bytes:
     """The chunk's bytes in a chunk file (without the sidecar and trailer that end it)."""
     raw = path.read_bytes()
     return raw[: sidecar_of(path).size]
+
+
+def packed_chunk(data_dir: Path, chunk_id: str) -> tuple[Path, int, int] | None:
+    """Where a peer's chunk volumes hold ``chunk_id``: the volume, the offset of the
+    chunk's bytes in it and their length; None if it is not packed there. Reads the volumes
+    as the peer would replay them (a running peer's too: a record being written reads as
+    torn), without changing them."""
+    found: dict[str, tuple[Path, int, int]] = {}
+    for path in sorted((data_dir / VOLUMES_DIR).glob("*.vol")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for entry in scan_volume(fd, os.fstat(fd).st_size):
+                if not isinstance(entry, VolumeEntry):
+                    continue  # damage (a flipped byte), or a record being written
+                if entry.kind == PACKED_KEEP:
+                    found[entry.chunk_id] = (path, entry.offset, entry.size)
+                else:
+                    found.pop(entry.chunk_id, None)
+        finally:
+            os.close(fd)
+    return found.get(chunk_id)
+
+
+def stored_chunk(data_dir: Path, chunk_id: str) -> bytes | None:
+    """A chunk's bytes as a peer holds them, in a file or packed; None if it has none (or
+    a damaged sidecar)."""
+    packed = packed_chunk(data_dir, chunk_id)
+    if packed is not None:
+        path, offset, size = packed
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(size)
+    try:
+        return chunk_bytes(data_dir / CHUNKS_DIR / chunk_id[:2] / chunk_id)
+    except (FileNotFoundError, CorruptData):
+        return None
+
+
+def flip_chunk_byte(data_dir: Path, chunk_id: str) -> None:
+    """Invert the middle byte of a chunk's bytes where a peer holds them (file or volume)."""
+    packed = packed_chunk(data_dir, chunk_id)
+    if packed is None:
+        path = data_dir / CHUNKS_DIR / chunk_id[:2] / chunk_id
+        flip_byte(path, sidecar_of(path).size // 2)
+    else:
+        path, offset, size = packed
+        flip_byte(path, offset + size // 2)
 
 
 def incoming_files_in(data_dir: Path) -> list[Path]:

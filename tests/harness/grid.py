@@ -218,7 +218,14 @@ class Grid:
     def __init__(self, root: Path, count: int, **overrides: Any) -> None:
         self.root = root
         self.count = count
-        self.overrides = {"discovery": "none", "delete_grace": 0.0, "inline_max": 0, **overrides}
+        # Chunks as files, every file cut into chunks (as tests.harness.local's FAST).
+        self.overrides = {
+            "discovery": "none",
+            "delete_grace": 0.0,
+            "inline_max": 0,
+            "pack_max": 0,
+            **overrides,
+        }
         timeout = PeerConfig(data_dir=root, **self.overrides).peer_timeout
         self.transport = GridTransport(timeout)
         self.peers: list[GridPeer] = []
@@ -241,7 +248,7 @@ class Grid:
 
     async def _peer(self, me: Member, data_dir: Path) -> GridPeer:
         config = PeerConfig(data_dir=data_dir, vnodes=GRID_VNODES, **self.overrides)
-        chunks = ChunkStore(data_dir, config.max_bytes)
+        chunks = ChunkStore(data_dir, config.max_bytes, config.pack_max)
         manifests = ManifestStore(data_dir, config.m)
         await chunks.open()
         await manifests.open()
@@ -309,3 +316,4 @@ class Grid:
         for peer in self.peers:
             await peer.replicas.close()
             await peer.manifests.close()
+            await peer.chunks.close()

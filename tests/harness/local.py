@@ -72,8 +72,12 @@ FAST = {
     # Files of every size are cut into chunks, as the tests of the chunk path (most of them,
     # with small files for speed) expect; tests of inline files ask for INLINE.
     "inline_max": 0,
+    # Chunks are files, as the tests that lose or damage chunk files by hand expect; tests
+    # of packed chunks ask for PACKED (real peers and ProcessCluster's pack them).
+    "pack_max": 0,
 }
 INLINE = {"inline_max": 16 << 10}  # the default of a real peer
+PACKED = {"pack_max": 1 << 20}  # the default of a real peer
 # For tests that hang a peer on purpose: give up on it quickly (and tolerate less load).
 HANG_DETECTION = {"peer_timeout": 2.0, "stall_timeout": 3.0}
 

@@ -1,0 +1,362 @@
+"""Packed chunks: appended to volumes with group commit, read back by range, removed,
+replayed after a restart (a torn tail cut, a lost index rebuilt, damage contained) and
+compacted, with the store's counters following."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.disk import chunk_volumes
+from node.disk.chunk_store import VOLUMES_DIR, ChunkStore, seal
+from node.disk.chunk_volumes import FRAME, HEAD, VOLUME_MAGIC, Append, Volumes
+from node.errors import ChunkNotFound
+from node.model.digests import block_digest
+from node.model.manifest import ChunkMeta
+
+FILE = "0123456789abcdef0123456789abcdef"
+OWNER = ChunkMeta("some/file", "1.0.peer", 0, 4)
+
+
+def chunk_id(n: int) -> str:
+    return f"{FILE}-{n}"
+
+
+def body(n: int, size: int = 100) -> bytes:
+    return bytes((n + i) % 251 for i in range(size))
+
+
+async def stream(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 64):
+        await asyncio.sleep(0)
+        yield data[start : start + 64]
+
+
+async def put(store: ChunkStore, n: int, size: int = 100) -> None:
+    data = body(n, size)
+    await store.write(chunk_id(n), stream(data), len(data), OWNER)
+
+
+async def read(store: ChunkStore, n: int, offset: int = 0, length: int = 0) -> bytes:
+    async with store.open_range(chunk_id(n), offset, length) as chunk:
+        return b"".join([piece async for piece in chunk.iter_any()])
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    opened = ChunkStore(tmp_path, pack_max=1 << 20)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def reopen(tmp_path: Path, store: ChunkStore) -> ChunkStore:
+    await store.close()
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    return again
+
+
+def volume_files(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / VOLUMES_DIR).iterdir())
+
+
+async def test_concurrent_small_chunks_share_one_volume_and_few_syncs(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    """Twenty writes at once: one file on disk, fewer batches than writes, every chunk
+    read back whole, no chunk file."""
+    await asyncio.gather(*(put(store, n) for n in range(20)))
+    assert volume_files(tmp_path) == ["000000000001.vol"]
+    assert store.volumes.volumes.batches < 20, "writes queued meanwhile share a sync"
+    assert not any((tmp_path / "chunks-v2").rglob(f"{FILE}-*"))
+    assert [await read(store, n) for n in range(20)] == [body(n) for n in range(20)]
+    assert store.chunk_count == 20
+    image = len(body(0)) + len(seal(OWNER)) - len(OWNER.to_bytes())  # (sizes vary: digests)
+    assert store.used_bytes >= 20 * image
+
+
+async def test_interleaved_reads_of_chunks_in_one_volume_each_get_their_own_bytes(
+    store: ChunkStore,
+) -> None:
+    """Each read has the volume open on its own: reads of two chunks, a piece at a time
+    each in turn (on the loop and in threads), never see each other's offset."""
+    await asyncio.gather(put(store, 1, 3000), put(store, 2, 3000))
+    async with (
+        store.open_range(chunk_id(1), 0, 0) as one,
+        store.open_range(chunk_id(2), 0, 0) as two,
+    ):
+        got: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        for _ in range(3):
+            for n, chunk in ((1, one), (2, two)):
+                got[n] += await chunk.readexactly(1000)
+    assert bytes(got[1]) == body(1, 3000)
+    assert bytes(got[2]) == body(2, 3000)
+
+
+async def test_a_range_of_a_packed_chunk_is_exactly_its_bytes(store: ChunkStore) -> None:
+    await put(store, 3, 500)
+    assert await read(store, 3, 10, 20) == body(3, 500)[10:30]
+    assert await read(store, 3, 490, 100) == body(3, 500)[490:]
+    async with store.open_range(chunk_id(3), 0, 0) as chunk:
+        chunk.narrow(100, 110)
+        assert await chunk.readexactly(10) == body(3, 500)[100:110]
+
+
+async def test_meta_and_digest_checks_of_a_packed_chunk(store: ChunkStore) -> None:
+    await put(store, 4, 10)
+    meta = await store.meta(chunk_id(4))
+    assert (meta.name, meta.size) == ("some/file", 10)
+    assert meta.block_digests == b"".join(
+        block_digest(body(4, 10)[i : i + 4]) for i in range(0, 10, 4)
+    )
+    assert await store.matches(chunk_id(4), meta)
+    assert await store.missing([chunk_id(4), chunk_id(5)]) == [chunk_id(5)]
+    assert await store.chunk_ids() == [chunk_id(4)]
+
+
+async def test_a_deleted_packed_chunk_stays_deleted_after_a_restart(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    await asyncio.gather(put(store, 1), put(store, 2))
+    await store.delete(chunk_id(1))
+    with pytest.raises(ChunkNotFound):
+        await store.delete(chunk_id(1))
+    assert (store.chunk_count, await store.chunk_ids()) == (1, [chunk_id(2)])
+    used = store.used_bytes
+    again = await reopen(tmp_path, store)
+    try:
+        assert await again.chunk_ids() == [chunk_id(2)]
+        assert (again.chunk_count, again.used_bytes) == (1, used)
+        assert await read(again, 2) == body(2)
+        with pytest.raises(ChunkNotFound):
+            await read(again, 1)
+    finally:
+        await again.close()
+
+
+async def test_a_rewrite_replaces_a_chunk_file_of_the_same_id_and_counts_once(
+    tmp_path: Path,
+) -> None:
+    """A chunk stored as a file (by a store that did not pack) written again packed: the
+    file goes, the chunk counts once, a restart agrees."""
+    files = ChunkStore(tmp_path)
+    await files.open()
+    await put(files, 7)
+    await files.close()
+    packing = ChunkStore(tmp_path, pack_max=1 << 20)
+    await packing.open()
+    assert packing.chunk_count == 1
+    await put(packing, 7)
+    assert not any((tmp_path / "chunks-v2").rglob(chunk_id(7)))
+    assert packing.chunk_count == 1
+    used = packing.used_bytes
+    again = await reopen(tmp_path, packing)
+    try:
+        assert (again.chunk_count, again.used_bytes) == (1, used)
+        assert await read(again, 7) == body(7)
+    finally:
+        await again.close()
+
+
+async def test_a_torn_tail_is_cut_off_and_the_chunks_before_it_kept(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    """A crash in the middle of a batch: its half-written record is cut off at the next
+    start (never acknowledged), every acknowledged chunk is there."""
+    await asyncio.gather(*(put(store, n) for n in range(5)))
+    await store.close()
+    volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
+    whole = volume.stat().st_size
+    torn = Append(chunk_volumes.KEEP, chunk_id(9), b"x" * 300, 300).frame()
+    with volume.open("ab") as file:
+        file.write(torn[: len(torn) // 2])
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert volume.stat().st_size == whole
+        assert await again.chunk_ids() == [chunk_id(n) for n in range(5)]
+        assert [await read(again, n) for n in range(5)] == [body(n) for n in range(5)]
+        await put(again, 9)  # appends after the cut
+        assert await read(again, 9) == body(9)
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("where", ["body", "frame"])
+async def test_a_flipped_byte_in_the_newest_volume_loses_that_chunk_only(
+    tmp_path: Path, store: ChunkStore, where: str
+) -> None:
+    """Damage is not a torn tail: a flipped byte in a record's body skips that record by
+    its length, one in its frame is passed over to the next record that checks out. The
+    chunks after it are kept at a restart, and appends go on after the last record."""
+    for n in range(6):
+        await put(store, n, 300)
+    where_3 = store.volumes.find(chunk_id(3))
+    assert where_3 is not None
+    await store.close()
+    volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
+    size = volume.stat().st_size
+    at = where_3.offset + 10 if where == "body" else where_3.offset - HEAD.size - FRAME.size + 5
+    with volume.open("r+b") as file:
+        file.seek(at)
+        old = file.read(1)
+        file.seek(at)
+        file.write(bytes([old[0] ^ 0xFF]))
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert volume.stat().st_size == size, "nothing cut off"
+        assert await again.chunk_ids() == [chunk_id(n) for n in (0, 1, 2, 4, 5)]
+        assert [await read(again, n) for n in (0, 1, 2, 4, 5)] == [
+            body(n, 300) for n in (0, 1, 2, 4, 5)
+        ]
+        await put(again, 3, 300)  # repair brings it back
+        assert await read(again, 3) == body(3, 300)
+    finally:
+        await again.close()
+
+
+async def test_sealed_volumes_are_indexed_and_read_by_their_index_or_rescanned(
+    tmp_path: Path,
+) -> None:
+    """Volumes roll over at their size: each sealed one gets an index. A lost or damaged
+    index is rebuilt by a scan, and damage inside a sealed volume scanned again loses only
+    the damaged chunk (missing: repair's), never serves wrong bytes."""
+    volumes = Volumes(tmp_path / "v", volume_bytes=2000)
+    volumes.open()
+    for n in range(12):
+        image = body(n, 300)
+        number, entries, _ = volumes.append([Append(chunk_volumes.KEEP, chunk_id(n), image, 300)])
+        volumes.apply(number, entries)
+    volumes.close()
+    names = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert "000000000001.idx" in names
+    assert "000000000002.vol" in names
+    newest = sorted(n for n in names if n.endswith(".vol"))[-1]
+    assert newest.replace(".vol", ".idx") not in names, "the newest volume has no index"
+
+    (tmp_path / "v" / "000000000001.idx").unlink()  # lost: scanned, and written again
+    with (tmp_path / "v" / "000000000002.idx").open("r+b") as file:
+        file.write(b"\xff")  # damaged: fails its checksum, scanned
+    again = Volumes(tmp_path / "v", volume_bytes=2000)
+    again.open()
+    try:
+        assert sorted(again.chunks) == sorted(chunk_id(n) for n in range(12))
+        assert all(again.read(again.chunks[chunk_id(n)]) == body(n, 300) for n in range(12))
+        assert (tmp_path / "v" / "000000000001.idx").exists()
+        second = [n for n in range(12) if again.chunks[chunk_id(n)].volume == 2]
+    finally:
+        again.close()
+
+    # A flipped byte in the second record of volume 2, whose index is gone again.
+    (tmp_path / "v" / "000000000002.idx").unlink()
+    victim = Volumes(tmp_path / "v", volume_bytes=2000)
+    victim.open()
+    where = victim.chunks[chunk_id(second[1])]
+    victim.close()
+    (tmp_path / "v" / "000000000002.idx").unlink()  # (the scan wrote it again)
+    with (tmp_path / "v" / "000000000002.vol").open("r+b") as file:
+        file.seek(where.offset + 5)
+        file.write(b"\x00" if body(second[1], 300)[5] else b"\x01")
+    damaged = Volumes(tmp_path / "v", volume_bytes=2000)
+    damaged.open()
+    try:
+        assert sorted(damaged.chunks) == sorted(chunk_id(n) for n in range(12) if n != second[1])
+        for kept_id, where in damaged.chunks.items():
+            assert damaged.read(where) == body(int(kept_id.split("-")[1]), 300)
+    finally:
+        damaged.close()
+
+
+async def test_a_mostly_dead_volume_is_compacted_and_its_chunks_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunk_volumes, "COMPACT_MIN", 0)
+    store = ChunkStore(tmp_path, pack_max=1 << 20)
+    store.volumes.volumes.volume_bytes = 4000
+    await store.open()
+    try:
+        for n in range(10):
+            await put(store, n, 600)
+        assert store.volumes.volumes.chunks[chunk_id(0)].volume == 1
+        for n in (0, 1, 2, 4, 5):
+            await store.delete(chunk_id(n))
+        await put(store, 20, 600)  # a batch after the deletes starts the compaction
+        first = store.volumes.volumes
+
+        async def compacted() -> bool:
+            return 1 not in first.sizes
+
+        for _ in range(200):
+            if await compacted():
+                break
+            await asyncio.sleep(0.02)
+        assert await compacted(), "volume 1 was not compacted"
+        assert not (tmp_path / VOLUMES_DIR / "000000000001.vol").exists()
+        live = [n for n in (*range(10), 20) if n not in (0, 1, 2, 4, 5)]
+        assert await store.chunk_ids() == sorted(chunk_id(n) for n in live)
+        assert [await read(store, n) for n in live] == [body(n, 600) for n in live]
+        count, used = store.chunk_count, store.used_bytes
+    finally:
+        await store.close()
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert await again.chunk_ids() == sorted(chunk_id(n) for n in live)
+        assert (again.chunk_count, again.used_bytes) == (count, used)
+    finally:
+        await again.close()
+
+
+async def test_a_read_open_while_its_volume_is_compacted_away_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunk_volumes, "COMPACT_MIN", 0)
+    store = ChunkStore(tmp_path, pack_max=1 << 20)
+    store.volumes.volumes.volume_bytes = 2000
+    await store.open()
+    try:
+        for n in range(6):
+            await put(store, n, 600)
+        async with store.open_range(chunk_id(1), 0, 0) as held:
+            for n in (0, 2):
+                await store.delete(chunk_id(n))
+            await store.volumes.compact(1)
+            assert not (tmp_path / VOLUMES_DIR / "000000000001.vol").exists()
+            assert await held.readexactly(600) == body(1, 600)
+        assert await read(store, 1) == body(1, 600)
+    finally:
+        await store.close()
+
+
+async def test_a_failed_sync_refuses_every_later_write(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed fdatasync what the kernel kept is unknown: the write fails, and so
+    does every later one until a restart scans the volume."""
+    await put(store, 1)
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        await put(store, 2)
+    monkeypatch.setattr(os, "fdatasync", real)
+    with pytest.raises(OSError, match="chunk volumes unusable"):
+        await put(store, 3)
+    assert await store.missing([chunk_id(2), chunk_id(3)]) == [chunk_id(2), chunk_id(3)]
+    assert store.chunk_count == 1
+
+
+def test_a_record_is_its_frame_head_and_image() -> None:
+    record = Append(chunk_volumes.KEEP, chunk_id(1), b"abc", 3).frame()
+    assert len(record) == FRAME.size + HEAD.size + 3
+    assert record.endswith(b"abc")
+    assert len(VOLUME_MAGIC) == 8
