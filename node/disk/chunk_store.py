@@ -173,7 +173,8 @@ class ChunkStore:
         """Whether the chunk still holds the ``meta.size`` bytes its sidecar (``meta``)
         promises, with their block digests (read in a worker thread); raises ChunkNotFound."""
         if (packed := await self.volumes.read(chunk_id)) is not None:
-            return _matches(memoryview(packed[1])[: packed[0].size], meta)
+            data = memoryview(packed[1])[: packed[0].size]
+            return await asyncio.to_thread(_matches, data, meta)
         path = self.path(chunk_id)
         try:
             return await asyncio.to_thread(_file_matches, path, meta)
@@ -232,14 +233,15 @@ class ChunkStore:
             if packed is None:
                 return False
             path = self.volumes.volumes.path(packed.volume)
+            # Opened, the bytes stay readable even if the volume is compacted and deleted.
             try:
                 fd = self._open_volume_cached(path)
                 if fd is None:
-                    fd = (await asyncio.to_thread(open_noatime, path))[0]
+                    await asyncio.to_thread(chunk.open_packed, path, packed.offset, packed.size)
+                else:
+                    chunk.open_packed(path, packed.offset, packed.size, fd)
             except FileNotFoundError:
                 continue
-            # Opened, the bytes stay readable even if the volume is compacted and deleted.
-            chunk.adopt(fd, path, packed.offset, packed.size)
             return True
         return False
 
@@ -376,14 +378,27 @@ class ChunkStore:
                 self.chunk_count -= 1
             self.used_bytes += stored
             self.chunk_count += 1
+            if unsynced is None:  # a packed copy of it (packed before) goes: reads see this
+                await self._unpack(chunk_id)
         if unsynced is not None:  # visible, counted as the disk holds it, not acknowledged
             raise unsynced
+
+    async def _unpack(self, chunk_id: str) -> bool:
+        """Remove a packed copy of ``chunk_id``, counted; whether there was one. The caller
+        holds the id's lock."""
+        removed = await self.volumes.remove(chunk_id)
+        if removed is None:
+            return False
+        self.used_bytes -= removed
+        self.chunk_count -= 1
+        return True
 
     def _packs(self, file: BinaryIO | None, expected_size: int | None) -> bool:
         """Whether a write goes into a volume: of known size up to ``pack_max`` bytes (and
         so still whole in memory, no file opened for it)."""
         return (
             self._pack_max > 0
+            and self.volumes.volumes.usable  # (after a failed sync: files, until a restart)
             and file is None
             and expected_size is not None
             and (expected_size <= self._pack_max)
@@ -405,10 +420,8 @@ class ChunkStore:
         ChunkNotFound if it is not stored."""
         path = self._path(chunk_id)
         async with self._locks.hold(chunk_id):
-            removed = await self.volumes.remove(chunk_id)
-            if removed is not None:
-                self.used_bytes -= removed
-                self.chunk_count -= 1
+            # Shielded: a removal that is written is counted, whether or not its caller waits.
+            if await asyncio.shield(self._unpack(chunk_id)):
                 return
             try:
                 size = await asyncio.to_thread(_unlink, path)
@@ -503,16 +516,28 @@ class ChunkRange:
                 return
         file.close()
 
-    def adopt(self, fd: int, volume: Path, base: int, size: int) -> None:
-        """Read the range from a packed chunk, ``size`` bytes at ``base`` of the volume
-        open at ``fd`` (its own open file, not a ``dup``: reads move its offset; closed with
-        the range), on the loop."""
-        self._path, self._base = volume, base
-        os.lseek(fd, base + self._offset, os.SEEK_SET)
-        self._file = io.FileIO(fd, "rb", closefd=True)
-        self.size = size
-        ends = size if not self._length else min(size, self._offset + self._length)
-        self._left = max(0, ends - self._offset)
+    def open_packed(self, volume: Path, base: int, size: int, fd: int | None = None) -> None:
+        """Read the range from a packed chunk, ``size`` bytes at ``base`` of ``volume``,
+        opened here (blocking: a worker thread) unless ``fd`` is given (opened on the loop
+        with ``O_NOATIME``): its own open file, not a ``dup`` (reads move its offset),
+        closed with the range, or here when ``close`` came while it opened. Raises
+        FileNotFoundError (a volume compacted away meanwhile), OSError."""
+        if fd is None:
+            fd, noatime = open_noatime(volume)
+            self._on_loop &= noatime  # a read on the loop must update no inode
+        try:
+            os.lseek(fd, base + self._offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        file = io.FileIO(fd, "rb", closefd=True)
+        with self._lock:
+            if not self._closing:
+                self._path, self._base, self._file, self.size = volume, base, file, size
+                ends = size if not self._length else min(size, self._offset + self._length)
+                self._left = max(0, ends - self._offset)
+                return
+        file.close()
 
     def narrow(self, start: int, end: int) -> None:
         """Read bytes ``[start, end)`` of the chunk instead (cut at ``size``), before any

@@ -48,6 +48,7 @@ serves), its reads in any thread; ``find`` on the event loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -78,6 +79,7 @@ HEAD = struct.Struct("<B36sQ")  # kind, chunk id (NUL-padded), chunk size
 ID_BYTES = 36
 VOLUME_NAME = re.compile(r"^(\d{12})\.vol$")
 SCAN = 1 << 20  # bytes read at once when scanning a volume
+BATCH_BYTES = 8 << 20  # at most this much of images per group commit (one may exceed it)
 
 KEEP = 0
 REMOVE = 1
@@ -98,7 +100,7 @@ class Entry(msgspec.Struct, array_like=True, frozen=True):
 
     kind: int
     chunk_id: str
-    offset: int  # of the image (of the record's end, for a REMOVE)
+    offset: int  # of the image (for a REMOVE, of where its image would be: its record's end)
     length: int  # of the image (0: a REMOVE)
     size: int
 
@@ -214,9 +216,8 @@ class Volumes:
                 _write(fd, VOLUME_MAGIC, 0)
                 os.fsync(fd)
                 self.sizes[number] = len(VOLUME_MAGIC)
-            else:
-                log.error("chunk volume %d has no volume header: none of it is read", number)
-            return
+                return
+            log.error("chunk volume %d has a damaged header: its records are read anyway", number)
         for event in scan(fd, size):
             if isinstance(event, Entry):
                 yield event
@@ -306,6 +307,11 @@ class Volumes:
         self.sizes[self.active] = size
         return self.active, entries, [_remove_file(record.file) for record in records]
 
+    @property
+    def usable(self) -> bool:
+        """False after a failed sync: appends are refused until the peer restarts."""
+        return self._failed is None
+
     def apply(self, number: int, entries: Sequence[Entry]) -> list[int | None]:
         """Take appended ``entries`` of volume ``number`` into the index (on the loop, which
         alone reads it while serving); for each, the image length of the copy it replaced
@@ -384,7 +390,7 @@ class Volumes:
         ``COMPACT_MIN`` are dead."""
         best, most = None, 0
         for number, size in list(self.sizes.items()):  # (the writer thread may add one)
-            dead = size - len(VOLUME_MAGIC) - self.live[number]
+            dead = size - len(VOLUME_MAGIC) - self.live.get(number, 0)
             if number != self.active and dead >= max(COMPACT_MIN, size // 2) and dead > most:
                 best, most = number, dead
         return best
@@ -399,6 +405,14 @@ class Volumes:
         return self.directory / f"{number:012d}.idx"
 
 
+def _failure(exc: BaseException) -> OSError:
+    """An error of its own for each write of a failed batch (OSError as it was, with
+    ENOSPC for a full disk; anything else as EIO)."""
+    if isinstance(exc, OSError):
+        return OSError(exc.errno, f"chunk volume write failed: {exc.strerror or exc}")
+    return OSError(errno.EIO, f"chunk volume write failed: {exc!r}")
+
+
 def _remove_file(path: Path | None) -> int | None:
     """Remove a chunk file superseded by a packed copy; its size (None: there was none).
     Not synced: a crash may bring it back, and the store's opening removes it again."""
@@ -408,6 +422,9 @@ def _remove_file(path: Path | None) -> int | None:
         size = path.stat().st_size
         path.unlink()
     except FileNotFoundError:
+        return None
+    except OSError as exc:  # the packed copy is durable: the file is the next start's to remove
+        log.error("removing chunk file %s, superseded by its packed copy, failed: %s", path, exc)
         return None
     return size
 
@@ -432,20 +449,25 @@ class Damage:
 def scan(fd: int, size: int) -> Iterator[Entry | Damage]:
     """Every checked record of a volume of ``size`` bytes after its header, and what lies
     between them (blocking). A record whose frame is sound but whose body fails its checksum
-    is damage, skipped by its length; past a frame that is not sound, the scan goes on at
-    the next magic that starts a checked record, and where there is none the rest is the
-    tail. So a flipped bit loses one chunk, never the records after it."""
+    is damage, skipped by its length where a checked record follows it; otherwise the scan
+    goes on at the next magic that starts a checked record, and where there is none the rest
+    is the tail (``manifest_log.scan`` does the same). So a flipped bit loses one chunk,
+    never the records after it."""
     offset = len(VOLUME_MAGIC)
     while offset < size:
         entry, end = _record_at(fd, offset, size)
-        if end is None:  # no frame here
+        if entry is not None and end is not None:
+            yield entry
+            offset = end
+            continue
+        # No record here. A sound frame's length is trusted (damage in its body) only where
+        # a checked record follows it: the length itself may be the flipped part.
+        if end is None or end == size or _record_at(fd, end, size)[0] is None:
             end = _resync(fd, offset + 1, size)
-            if end is None:
-                yield Damage(offset, size, tail=True)
-                return
-            yield Damage(offset, end, tail=False)
-        else:
-            yield Damage(offset, end, tail=False) if entry is None else entry
+        if end is None:
+            yield Damage(offset, size, tail=True)
+            return
+        yield Damage(offset, end, tail=False)
         offset = end
 
 
@@ -504,6 +526,7 @@ class ChunkVolumes:
         self._writer: asyncio.Future[None] | None = None
         self._compacting: asyncio.Future[None] | None = None
         self._compaction = asyncio.Lock()
+        self._closed = False
         self.compactions = 0
 
     def __repr__(self) -> str:
@@ -544,8 +567,9 @@ class ChunkVolumes:
         return None
 
     async def close(self) -> None:
-        """Wait for queued writes and a compaction in progress, close the files, end the
-        thread."""
+        """Refuse new writes, stop a compaction in progress, wait for queued writes, close
+        the files, end the thread."""
+        self._closed = True
         if self._compacting is not None:
             self._compacting.cancel()
             await asyncio.wait({self._compacting})
@@ -555,6 +579,8 @@ class ChunkVolumes:
         await self._thread.stop()
 
     async def _commit(self, record: Append) -> tuple[int | None, int | None]:
+        if self._closed:
+            raise OSError(errno.ESHUTDOWN, "the chunk store is closed")
         done: asyncio.Future[tuple[int | None, int | None]]
         done = asyncio.get_running_loop().create_future()
         self._queue.append((record, done))
@@ -565,22 +591,33 @@ class ChunkVolumes:
     async def _write_batches(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                size, count = 0, 0
+                for record, _ in self._queue:  # bounded batches, as the manifest log's
+                    if count and size + len(record.image) > BATCH_BYTES:
+                        break
+                    size, count = size + len(record.image), count + 1
+                batch, self._queue = self._queue[:count], self._queue[count:]
                 try:
                     number, entries, files = await self._thread.run(
                         self.volumes.append, [record for record, _ in batch]
                     )
-                except OSError as exc:
-                    log.error("chunk volume write of %d records failed: %s", len(batch), exc)
+                except BaseException as exc:
+                    log.error("chunk volume write of %d records failed: %r", len(batch), exc)
                     for _, done in batch:
                         if not done.done():
-                            done.set_exception(exc)
+                            done.set_exception(_failure(exc))
+                    if not isinstance(exc, Exception):
+                        raise
                     continue
                 replaced = self.volumes.apply(number, entries)
                 for (_, done), old, file in zip(batch, replaced, files, strict=True):
                     if not done.done():
                         done.set_result((old, file))
-                if self._compacting is None and self.volumes.compactable() is not None:
+                if (
+                    self._compacting is None
+                    and not self._closed
+                    and self.volumes.compactable() is not None
+                ):
                     self._compacting = asyncio.ensure_future(self._compact_due())
         finally:
             self._writer = None
@@ -589,8 +626,8 @@ class ChunkVolumes:
         try:
             while (number := self.volumes.compactable()) is not None:
                 await self.compact(number)
-        except (OSError, ValueError) as exc:
-            log.error("chunk volume compaction failed: %s", exc)
+        except Exception:  # the next batch tries again
+            log.exception("chunk volume compaction failed")
         finally:
             self._compacting = None
 
