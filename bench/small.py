@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,12 +220,18 @@ async def counter(session: aiohttp.ClientSession, url: str, metric: str) -> floa
 
 
 async def run(
-    tree: Path, variant: str, size: int, args: argparse.Namespace, cpus: str | None = None
+    tree: Path,
+    variant: str,
+    size: int,
+    args: argparse.Namespace,
+    cpus: str | None = None,
+    options: Sequence[str] = (),
 ) -> dict[str, object]:
-    """One round of ``variant`` (the tree at ``tree``) with files of ``size`` bytes; the
-    coordinator pinned to the CPU list ``cpus`` when given."""
+    """One round of ``variant`` (the tree at ``tree``, its peers started with ``options``)
+    with files of ``size`` bytes; the coordinator pinned to the CPU list ``cpus`` when
+    given."""
     with tempfile.TemporaryDirectory(prefix="ringstore-small-") as tmp:
-        cluster = Cluster(tree, Path(tmp), args.peers)
+        cluster = Cluster(tree, Path(tmp), args.peers, *options)
         connector = aiohttp.TCPConnector(limit=CLIENTS)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(
@@ -370,15 +377,15 @@ async def main() -> None:
         help="CPU lists (0 0-1): each variant with the coordinator pinned to each",
     )
     args = parser.parse_args()
-    trees = [(name, tree) for name, tree, _ in variants(args.trees)]
+    trees = variants(args.trees)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     for _ in range(args.rounds):
         for size in map(parse_size, args.sizes.split(",")):
-            for variant, tree in trees:  # alternating: the machine's noise hits all alike
+            for variant, tree, options in trees:  # alternating: noise hits all alike
                 for cpus in args.coordinator_cpus or [None]:
-                    row = await run(tree, variant, size, args, cpus)
+                    row = await run(tree, variant, size, args, cpus, options)
                     print(row, flush=True)
                     rows.append(row)
     text = table(rows)

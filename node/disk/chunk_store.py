@@ -348,7 +348,7 @@ class ChunkStore:
             # Shielded: once the rename (or the append) may happen, the counters must follow
             # it, and the temp file is the commit's (a cancelled write must not remove it).
             if self._packs(file, expected_size):
-                image = b"".join([*batch, seal(meta)])
+                image = [*batch, seal(meta)]
                 committing = asyncio.ensure_future(self._pack(chunk_id, image, size, final))
             else:
                 sealing = _Sealing(file, temp, final, batch, meta, self._shards)
@@ -404,7 +404,7 @@ class ChunkStore:
             and (expected_size <= self._pack_max)
         )
 
-    async def _pack(self, chunk_id: str, image: bytes, size: int, file: Path) -> None:
+    async def _pack(self, chunk_id: str, image: list[Buffer], size: int, file: Path) -> None:
         """Append a chunk's image to the volumes (group commit), replacing any copy of it."""
         async with self._locks.hold(chunk_id):
             packed, filed = await self.volumes.keep(chunk_id, image, size, file)
@@ -412,7 +412,7 @@ class ChunkStore:
                 if replaced is not None:
                     self.used_bytes -= replaced
                     self.chunk_count -= 1
-            self.used_bytes += len(image)
+            self.used_bytes += sum(memoryview(piece).nbytes for piece in image)
             self.chunk_count += 1
 
     async def delete(self, chunk_id: str) -> None:

@@ -66,6 +66,7 @@ from node.disk.durable import fsync_dir, write_atomically
 from node.disk.locks import KeyedLocks
 from node.disk.serial import SerialThread
 from node.errors import CorruptData
+from node.model.digests import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ HEAD = struct.Struct("<B36sQ")  # kind, chunk id (NUL-padded), chunk size
 ID_BYTES = 36
 VOLUME_NAME = re.compile(r"^(\d{12})\.vol$")
 SCAN = 1 << 20  # bytes read at once when scanning a volume
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # pieces per pwritev
 BATCH_BYTES = 8 << 20  # at most this much of images per group commit (one may exceed it)
 
 KEEP = 0
@@ -107,20 +109,30 @@ class Entry(msgspec.Struct, array_like=True, frozen=True):
 
 @dataclass(frozen=True)
 class Append:
-    """A record to append: ``KEEP`` ``image`` (a chunk of ``size`` bytes) as ``chunk_id``,
-    or ``REMOVE``."""
+    """A record to append: ``KEEP`` the image in ``pieces`` (a chunk of ``size`` bytes) as
+    ``chunk_id``, or ``REMOVE``. The pieces are written as they are (``pwritev``), never
+    joined."""
 
     kind: int
     chunk_id: str
-    image: bytes = b""
+    pieces: tuple[Buffer, ...] = ()
     size: int = 0
     file: Path | None = None  # a chunk file of the same id, removed once this is durable
 
-    def frame(self) -> bytes:
-        """The record's bytes as appended (frame header, body)."""
-        body = HEAD.pack(self.kind, self.chunk_id.encode("ascii"), self.size) + self.image
-        check = xxhash.xxh3_64_intdigest(body, seed=len(body))
-        return FRAME.pack(RECORD_MAGIC, len(body), check) + body
+    @property
+    def length(self) -> int:
+        """The image's bytes."""
+        return sum(memoryview(piece).nbytes for piece in self.pieces)
+
+    def frame(self) -> list[Buffer]:
+        """The record's bytes as appended, in pieces: frame header and head, then the
+        image's pieces."""
+        head = HEAD.pack(self.kind, self.chunk_id.encode("ascii"), self.size)
+        length = len(head) + self.length
+        check = xxhash.xxh3_64(head, seed=length)
+        for piece in self.pieces:
+            check.update(piece)
+        return [FRAME.pack(RECORD_MAGIC, length, check.intdigest()) + head, *self.pieces]
 
 
 _encode_index = msgspec.msgpack.Encoder().encode
@@ -273,7 +285,8 @@ class Volumes:
         if self._failed is not None:
             raise OSError(self._failed.errno, f"chunk volumes unusable: {self._failed}")
         frames = [record.frame() for record in records]
-        total = sum(map(len, frames))
+        lengths = [FRAME.size + HEAD.size + record.length for record in records]
+        total = sum(lengths)
         if not self.sizes:
             self._create(1)
         size = self.sizes[self.active]
@@ -283,7 +296,7 @@ class Volumes:
         fd = self._fd
         assert fd is not None
         try:
-            _write(fd, b"".join(frames), size)
+            _writev(fd, [piece for frame in frames for piece in frame], size)
         except OSError:
             try:
                 os.ftruncate(fd, size)
@@ -297,12 +310,18 @@ class Volumes:
             raise
         self.batches += 1
         entries = []
-        for record, data in zip(records, frames, strict=True):
+        for record, length in zip(records, lengths, strict=True):
             image = size + FRAME.size + HEAD.size
             entries.append(
-                Entry(record.kind, record.chunk_id, image, len(record.image), record.size)
+                Entry(
+                    record.kind,
+                    record.chunk_id,
+                    image,
+                    length - FRAME.size - HEAD.size,
+                    record.size,
+                )
             )
-            size += len(data)
+            size += length
         self._entries.extend(entries)
         self.sizes[self.active] = size
         return self.active, entries, [_remove_file(record.file) for record in records]
@@ -430,10 +449,23 @@ def _remove_file(path: Path | None) -> int | None:
 
 
 def _write(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+    _writev(fd, [data], offset)
+
+
+def _writev(fd: int, pieces: Sequence[Buffer], offset: int) -> None:
+    """Write ``pieces`` one after another at ``offset`` (``pwritev``, up to ``IOV_MAX`` at
+    a time, until all of them are written)."""
+    views: list[memoryview] = [memoryview(piece) for piece in pieces]
+    views = [view for view in views if view.nbytes]
+    first = 0
+    while first < len(views):
+        written = os.pwritev(fd, views[first : first + IOV_MAX], offset)
+        offset += written
+        while first < len(views) and written >= views[first].nbytes:
+            written -= views[first].nbytes
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 @dataclass(frozen=True)
@@ -537,13 +569,14 @@ class ChunkVolumes:
         return self.volumes.chunks.get(chunk_id)
 
     async def keep(
-        self, chunk_id: str, image: bytes, size: int, file: Path
+        self, chunk_id: str, image: Sequence[Buffer], size: int, file: Path
     ) -> tuple[int | None, int | None]:
-        """Store a chunk's image (its bytes, sidecar and trailer; ``size`` chunk bytes);
+        """Store a chunk's image (its bytes, sidecar and trailer, in pieces; ``size`` chunk
+        bytes);
         returns once it is durable and indexed: the image length of the packed copy it
         replaced and the size of the chunk ``file`` it replaced (None: none; the file is
         removed after). The caller holds the id's lock. Raises OSError."""
-        return await self._commit(Append(KEEP, chunk_id, image, size, file))
+        return await self._commit(Append(KEEP, chunk_id, tuple(image), size, file))
 
     async def remove(self, chunk_id: str) -> int | None:
         """Drop a packed chunk, durably; the image length it had (None: it was not packed).
@@ -593,9 +626,9 @@ class ChunkVolumes:
             while self._queue:
                 size, count = 0, 0
                 for record, _ in self._queue:  # bounded batches, as the manifest log's
-                    if count and size + len(record.image) > BATCH_BYTES:
+                    if count and size + record.length > BATCH_BYTES:
                         break
-                    size, count = size + len(record.image), count + 1
+                    size, count = size + record.length, count + 1
                 batch, self._queue = self._queue[:count], self._queue[count:]
                 try:
                     number, entries, files = await self._thread.run(
@@ -649,7 +682,7 @@ class ChunkVolumes:
                     if packed is None or (packed.volume, packed.offset) != (number, entry.offset):
                         continue  # replaced or removed since
                     image = await asyncio.to_thread(self.volumes.read, packed)
-                    await self._commit(Append(KEEP, entry.chunk_id, image, packed.size))
+                    await self._commit(Append(KEEP, entry.chunk_id, (image,), packed.size))
                 elif carry_removals and packed is None:
                     await self._commit(Append(REMOVE, entry.chunk_id))
         if any(packed.volume == number for packed in self.volumes.chunks.values()):

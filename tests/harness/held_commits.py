@@ -16,6 +16,7 @@ import errno
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -23,6 +24,7 @@ import msgspec
 from node.disk import chunk_volumes
 from node.disk.durable import write_atomically
 from node.disk.manifest_log import FRAME, LogRecord, SegmentIO
+from node.model.digests import Buffer
 from node.process.supervisor import PeerProcess
 
 HOLD = "hold-commits"
@@ -67,7 +69,7 @@ def stall() -> None:
 def main() -> None:
     data_dir = Path(sys.argv[sys.argv.index("--data-dir") + 1])
     write = SegmentIO.write
-    write_chunks = chunk_volumes._write
+    write_chunks = chunk_volumes._writev
 
     def held_write(self: SegmentIO, fd: int, data: bytes, offset: int) -> None:
         hold = data_dir / HOLD
@@ -81,20 +83,21 @@ def main() -> None:
         write_atomically(data_dir / HELD, json.dumps(report).encode())
         stall()
 
-    def held_chunk_write(fd: int, data: bytes, offset: int) -> None:
+    def held_chunk_write(fd: int, pieces: Sequence[Buffer], offset: int) -> None:
         hold = data_dir / HOLD_CHUNKS
         if offset == 0 or not hold.exists():  # offset 0: a new volume's header
-            write_chunks(fd, data, offset)
+            write_chunks(fd, pieces, offset)
             return
         hold.unlink()
+        data = b"".join(pieces)
         half = len(data) // 2
-        write_chunks(fd, data[:half], offset)
+        write_chunks(fd, [data[:half]], offset)
         report = {"names": chunk_ids_in(data), "offset": offset, "size": len(data), "written": half}
         write_atomically(data_dir / HELD, json.dumps(report).encode())
         stall()
 
     SegmentIO.write = held_write  # type: ignore[method-assign]
-    chunk_volumes._write = held_chunk_write
+    chunk_volumes._writev = held_chunk_write
     from node.process.cli import main as cli
 
     cli()

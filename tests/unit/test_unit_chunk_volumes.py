@@ -200,7 +200,7 @@ async def test_a_torn_tail_is_cut_off_and_the_chunks_before_it_kept(
     await store.close()
     volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
     whole = volume.stat().st_size
-    torn = Append(chunk_volumes.KEEP, chunk_id(9), b"x" * 300, 300).frame()
+    torn = b"".join(Append(chunk_volumes.KEEP, chunk_id(9), (b"x" * 300,), 300).frame())
     with volume.open("ab") as file:
         file.write(torn[: len(torn) // 2])
     again = ChunkStore(tmp_path, pack_max=1 << 20)
@@ -263,7 +263,9 @@ async def test_sealed_volumes_are_indexed_and_read_by_their_index_or_rescanned(
     volumes.open()
     for n in range(12):
         image = body(n, 300)
-        number, entries, _ = volumes.append([Append(chunk_volumes.KEEP, chunk_id(n), image, 300)])
+        number, entries, _ = volumes.append(
+            [Append(chunk_volumes.KEEP, chunk_id(n), (image,), 300)]
+        )
         volumes.apply(number, entries)
     volumes.close()
     names = sorted(p.name for p in (tmp_path / "v").iterdir())
@@ -389,7 +391,29 @@ async def test_after_a_failed_sync_chunks_are_files_until_a_restart(
 
 
 def test_a_record_is_its_frame_head_and_image() -> None:
-    record = Append(chunk_volumes.KEEP, chunk_id(1), b"abc", 3).frame()
+    record = b"".join(Append(chunk_volumes.KEEP, chunk_id(1), (b"a", b"bc"), 3).frame())
     assert len(record) == FRAME.size + HEAD.size + 3
     assert record.endswith(b"abc")
     assert len(VOLUME_MAGIC) == 8
+
+
+def test_a_batch_of_more_pieces_than_one_pwritev_takes_is_written_whole(tmp_path: Path) -> None:
+    """Records go down as pieces (never joined): a batch of more than IOV_MAX of them is
+    written in several calls, every byte once, in order."""
+    volumes = Volumes(tmp_path / "v")
+    volumes.open()
+    records = [
+        Append(chunk_volumes.KEEP, chunk_id(n % 1000), (b"ab", b"", bytes([n % 256]) * 3), 5)
+        for n in range(chunk_volumes.IOV_MAX + 300)
+    ]
+    number, entries, _ = volumes.append(records)
+    volumes.apply(number, entries)
+    volumes.close()
+    again = Volumes(tmp_path / "v")
+    again.open()
+    try:
+        assert len(again.chunks) == 1000
+        last = len(records) - 1
+        assert again.read(again.chunks[chunk_id(last % 1000)]) == b"ab" + bytes([last % 256]) * 3
+    finally:
+        again.close()
