@@ -102,6 +102,7 @@ class ChunkStore:
         self.writing = 0
         self._locks = KeyedLocks()
         self.volumes = ChunkVolumes(root / VOLUMES_DIR, self._locks)
+        self._doubled: set[str] = set()  # ids that are files and packed (a failed removal)
         self._on_loop = True  # open and read cached chunks on the event loop (until Unsupported)
         self._shards = _Shards()
 
@@ -379,7 +380,11 @@ class ChunkStore:
             self.used_bytes += stored
             self.chunk_count += 1
             if unsynced is None:  # a packed copy of it (packed before) goes: reads see this
-                await self._unpack(chunk_id)
+                try:
+                    await self._unpack(chunk_id)
+                except OSError as exc:  # the same bytes twice: the next start keeps one
+                    log.warning("chunk %s is a file and packed (%s)", chunk_id, exc)
+                    self._doubled.add(chunk_id)
         if unsynced is not None:  # visible, counted as the disk holds it, not acknowledged
             raise unsynced
 
@@ -421,11 +426,15 @@ class ChunkStore:
         path = self._path(chunk_id)
         async with self._locks.hold(chunk_id):
             # Shielded: a removal that is written is counted, whether or not its caller waits.
-            if await asyncio.shield(self._unpack(chunk_id)):
+            unpacked = await asyncio.shield(self._unpack(chunk_id))
+            if unpacked and chunk_id not in self._doubled:
                 return
-            try:
+            self._doubled.discard(chunk_id)
+            try:  # (a file of it too, after a packed copy's removal failed once)
                 size = await asyncio.to_thread(_unlink, path)
             except FileNotFoundError:
+                if unpacked:
+                    return
                 raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
             self.used_bytes -= size
             self.chunk_count -= 1

@@ -4,18 +4,19 @@ A chunk of up to ``PACK_MAX`` bytes (every chunk of a file of up to 5 MiB) is no
 its own but a record appended to a volume; larger ones stay files (``node.disk.chunk_store``).
 Layout under ``chunks-v2/volumes/``::
 
-    <seq, 12 digits>.vol   a volume: the 8-byte header ``VOLUME_MAGIC``, then records
+    <seq, 12 digits>.vol   a volume: ``VOLUME_MAGIC`` and 8 random bytes (its salt), then
+                           records
     <seq, 12 digits>.idx   the index of a sealed volume (every volume but the newest)
 
 A record is a 16-byte frame header (``RECORD_MAGIC``, the body's length as uint32 and its
-xxh3-64 seeded with that length as uint64, little endian), then the body: ``HEAD`` (kind,
+xxh3-64 as uint64, little endian), then the body: ``HEAD`` (kind,
 chunk id NUL-padded to 36 bytes, the chunk's size as uint64), then for ``KEEP`` the chunk's
 *image*, the very bytes a chunk file holds (its bytes, sidecar and trailer); ``REMOVE``
 drops the chunk and has no image. Replaying the volumes in order, records in file order,
 gives each chunk id's state: its last record wins.
 
 **Group commit.** Writes queue for one writer thread (``SerialThread``); each batch, however
-many chunks it holds, is one ``pwrite`` and one ``fdatasync`` of the newest volume, and a
+many chunks it holds, is one ``pwritev`` and one ``fdatasync`` of the newest volume, and a
 chunk is acknowledged (and readable) only after its batch's sync. ``bench/chunk_store.py
 --packed`` measured the floor of this against a file per chunk (create, write, fsync,
 rename, fsync of the directory): 200 KiB chunks, 16 writers: 1,460 vs 1,049 writes/s at
@@ -52,6 +53,7 @@ import errno
 import logging
 import os
 import re
+import secrets
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,13 +76,16 @@ PACK_MAX = 1 << 20  # chunks of up to this many bytes (of known size) go into vo
 VOLUME_BYTES = 64 << 20  # a volume is sealed once it holds this much
 COMPACT_MIN = 8 << 20  # a sealed volume is compacted once at least this much, and half, is dead
 VOLUME_MAGIC = b"RSCVOL\x00\x01"  # format 1
+SALT = struct.Struct("<Q")  # after the magic: the volume's salt
+HEADER = len(VOLUME_MAGIC) + SALT.size  # bytes before the first record
 RECORD_MAGIC = b"\x5e\xc7\x0b\x1d"
 FRAME = struct.Struct("<4sIQ")  # magic, body length, xxh3-64 of the body (seed: its length)
 HEAD = struct.Struct("<B36sQ")  # kind, chunk id (NUL-padded), chunk size
 ID_BYTES = 36
+MAX_BODY = HEAD.size + 2 * PACK_MAX  # the longest record body (image: chunk, sidecar, trailer)
 VOLUME_NAME = re.compile(r"^(\d{12})\.vol$")
 SCAN = 1 << 20  # bytes read at once when scanning a volume
-IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # pieces per pwritev
+IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024  # per pwritev
 BATCH_BYTES = 8 << 20  # at most this much of images per group commit (one may exceed it)
 
 KEEP = 0
@@ -124,12 +129,12 @@ class Append:
         """The image's bytes."""
         return sum(memoryview(piece).nbytes for piece in self.pieces)
 
-    def frame(self) -> list[Buffer]:
-        """The record's bytes as appended, in pieces: frame header and head, then the
-        image's pieces."""
+    def frame(self, salt: int, offset: int) -> list[Buffer]:
+        """The record's bytes as appended at ``offset`` of a volume of ``salt``, in pieces:
+        frame header and head, then the image's pieces."""
         head = HEAD.pack(self.kind, self.chunk_id.encode("ascii"), self.size)
         length = len(head) + self.length
-        check = xxhash.xxh3_64(head, seed=length)
+        check = xxhash.xxh3_64(head, seed=_seed(salt, offset, length))
         for piece in self.pieces:
             check.update(piece)
         return [FRAME.pack(RECORD_MAGIC, length, check.intdigest()) + head, *self.pieces]
@@ -152,6 +157,7 @@ class Volumes:
         self.removals: dict[int, int] = {}  # volume -> its REMOVE records
         self.active = 0
         self._fd: int | None = None  # the newest volume's, appended to; others open per read
+        self._salt = 0  # the newest volume's
         self._entries: list[Entry] = []  # the newest volume's, for its index when sealed
         self._failed: OSError | None = None
         self.batches = 0
@@ -221,15 +227,20 @@ class Volumes:
     def _scan(self, number: int, fd: int, newest: bool) -> Iterator[Entry]:
         """Every whole, checked record of a volume; the newest one's torn tail is cut off."""
         size = self.sizes[number]
-        if os.pread(fd, len(VOLUME_MAGIC), 0) != VOLUME_MAGIC:
-            if newest and size <= len(VOLUME_MAGIC):  # torn at its creation
-                log.warning("chunk volume %d was torn at creation: reset", number)
-                os.ftruncate(fd, 0)
-                _write(fd, VOLUME_MAGIC, 0)
-                os.fsync(fd)
-                self.sizes[number] = len(VOLUME_MAGIC)
-                return
+        header = os.pread(fd, HEADER, 0)
+        whole = len(header) == HEADER and header.startswith(VOLUME_MAGIC)
+        if newest and size <= HEADER and not whole:  # torn at its creation
+            log.warning("chunk volume %d was torn at creation: reset", number)
+            os.ftruncate(fd, 0)
+            self._salt = secrets.randbits(64)
+            _write(fd, VOLUME_MAGIC + SALT.pack(self._salt), 0)
+            os.fsync(fd)
+            self.sizes[number] = HEADER
+            return
+        if not whole:
             log.error("chunk volume %d has a damaged header: its records are read anyway", number)
+        if newest and len(header) == HEADER:
+            self._salt = SALT.unpack_from(header, len(VOLUME_MAGIC))[0]
         for event in scan(fd, size):
             if isinstance(event, Entry):
                 yield event
@@ -284,20 +295,24 @@ class Volumes:
         unknown) until the peer restarts and scans it."""
         if self._failed is not None:
             raise OSError(self._failed.errno, f"chunk volumes unusable: {self._failed}")
-        frames = [record.frame() for record in records]
         lengths = [FRAME.size + HEAD.size + record.length for record in records]
         total = sum(lengths)
         if not self.sizes:
             self._create(1)
         size = self.sizes[self.active]
-        if size > len(VOLUME_MAGIC) and size + total > self.volume_bytes:
+        if size > HEADER and size + total > self.volume_bytes:
             self._seal()
             size = self.sizes[self.active]
         fd = self._fd
         assert fd is not None
+        pieces: list[Buffer] = []
+        at = size
+        for record, length in zip(records, lengths, strict=True):
+            pieces += record.frame(self._salt, at)
+            at += length
         try:
-            _writev(fd, [piece for frame in frames for piece in frame], size)
-        except OSError:
+            _writev(fd, pieces, size)
+        except BaseException:
             try:
                 os.ftruncate(fd, size)
             except OSError as exc:
@@ -345,8 +360,9 @@ class Volumes:
     def _create(self, number: int) -> None:
         path = self._path(number)
         fd = open_noatime(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)[0]
+        salt = secrets.randbits(64)
         try:
-            _write(fd, VOLUME_MAGIC, 0)
+            _write(fd, VOLUME_MAGIC + SALT.pack(salt), 0)
             os.fsync(fd)
             fsync_dir(self.directory)
         except BaseException:
@@ -355,8 +371,8 @@ class Volumes:
             raise
         if self._fd is not None:
             os.close(self._fd)
-        self._fd = fd
-        self.sizes[number], self.live[number], self.removals[number] = len(VOLUME_MAGIC), 0, 0
+        self._fd, self._salt = fd, salt
+        self.sizes[number], self.live[number], self.removals[number] = HEADER, 0, 0
         self.active, self._entries = number, []
 
     def read(self, packed: Packed) -> bytes:
@@ -409,7 +425,7 @@ class Volumes:
         ``COMPACT_MIN`` are dead."""
         best, most = None, 0
         for number, size in list(self.sizes.items()):  # (the writer thread may add one)
-            dead = size - len(VOLUME_MAGIC) - self.live.get(number, 0)
+            dead = size - HEADER - self.live.get(number, 0)
             if number != self.active and dead >= max(COMPACT_MIN, size // 2) and dead > most:
                 best, most = number, dead
         return best
@@ -424,12 +440,25 @@ class Volumes:
         return self.directory / f"{number:012d}.idx"
 
 
+def _seed(salt: int, offset: int, length: int) -> int:
+    """A record's checksum seed: its volume's salt, its offset and its length. A record is
+    valid only where it was written, in the volume it was written to: bytes inside a chunk
+    (a stored file that holds a volume, or crafted to look like a record) never check out
+    when a scan looks for records past damage, since the salt is random and never leaves the
+    peer's disk."""
+    return (salt ^ (offset << 20) ^ length) & 0xFFFF_FFFF_FFFF_FFFF
+
+
 def _failure(exc: BaseException) -> OSError:
     """An error of its own for each write of a failed batch (OSError as it was, with
     ENOSPC for a full disk; anything else as EIO)."""
-    if isinstance(exc, OSError):
-        return OSError(exc.errno, f"chunk volume write failed: {exc.strerror or exc}")
-    return OSError(errno.EIO, f"chunk volume write failed: {exc!r}")
+    failure = (
+        OSError(exc.errno, f"chunk volume write failed: {exc.strerror or exc}")
+        if isinstance(exc, OSError)
+        else OSError(errno.EIO, f"chunk volume write failed: {exc!r}")
+    )
+    failure.__cause__ = exc
+    return failure
 
 
 def _remove_file(path: Path | None) -> int | None:
@@ -455,11 +484,13 @@ def _write(fd: int, data: bytes, offset: int) -> None:
 def _writev(fd: int, pieces: Sequence[Buffer], offset: int) -> None:
     """Write ``pieces`` one after another at ``offset`` (``pwritev``, up to ``IOV_MAX`` at
     a time, until all of them are written)."""
-    views: list[memoryview] = [memoryview(piece) for piece in pieces]
+    views: list[memoryview] = [memoryview(piece).cast("B") for piece in pieces]
     views = [view for view in views if view.nbytes]
     first = 0
     while first < len(views):
         written = os.pwritev(fd, views[first : first + IOV_MAX], offset)
+        if not written:
+            raise OSError(errno.EIO, "pwritev wrote nothing")
         offset += written
         while first < len(views) and written >= views[first].nbytes:
             written -= views[first].nbytes
@@ -485,17 +516,21 @@ def scan(fd: int, size: int) -> Iterator[Entry | Damage]:
     goes on at the next magic that starts a checked record, and where there is none the rest
     is the tail (``manifest_log.scan`` does the same). So a flipped bit loses one chunk,
     never the records after it."""
-    offset = len(VOLUME_MAGIC)
+    header = os.pread(fd, HEADER, 0)
+    if len(header) < HEADER:
+        return
+    salt = SALT.unpack_from(header, len(VOLUME_MAGIC))[0]
+    offset = HEADER
     while offset < size:
-        entry, end = _record_at(fd, offset, size)
+        entry, end = _record_at(fd, offset, size, salt)
         if entry is not None and end is not None:
             yield entry
             offset = end
             continue
         # No record here. A sound frame's length is trusted (damage in its body) only where
         # a checked record follows it: the length itself may be the flipped part.
-        if end is None or end == size or _record_at(fd, end, size)[0] is None:
-            end = _resync(fd, offset + 1, size)
+        if end is None or end == size or _record_at(fd, end, size, salt)[0] is None:
+            end = _resync(fd, offset + 1, size, salt)
         if end is None:
             yield Damage(offset, size, tail=True)
             return
@@ -503,16 +538,17 @@ def scan(fd: int, size: int) -> Iterator[Entry | Damage]:
         offset = end
 
 
-def _record_at(fd: int, offset: int, size: int) -> tuple[Entry | None, int | None]:
-    """The checked record at ``offset`` and where it ends; (None, its end) for a sound
-    frame whose body fails its checksum; (None, None) where no frame is."""
+def _record_at(fd: int, offset: int, size: int, salt: int) -> tuple[Entry | None, int | None]:
+    """The checked record at ``offset`` of a volume of ``salt`` and where it ends; (None,
+    its end) for a sound frame whose body fails its checksum; (None, None) where no frame
+    is."""
     if offset + FRAME.size + HEAD.size > size:
         return None, None
     magic, length, check = FRAME.unpack(os.pread(fd, FRAME.size, offset))
     end = offset + FRAME.size + length
-    if magic != RECORD_MAGIC or length < HEAD.size or end > size:
+    if magic != RECORD_MAGIC or not HEAD.size <= length <= MAX_BODY or end > size:
         return None, None
-    digest = xxhash.xxh3_64(seed=length)
+    digest = xxhash.xxh3_64(seed=_seed(salt, offset, length))
     start, left, body_head = offset + FRAME.size, length, b""
     while left:
         piece = os.pread(fd, min(SCAN, left), start)
@@ -530,13 +566,13 @@ def _record_at(fd: int, offset: int, size: int) -> tuple[Entry | None, int | Non
     return Entry(kind, chunk_id, image, length - HEAD.size, chunk_size), end
 
 
-def _resync(fd: int, start: int, size: int) -> int | None:
+def _resync(fd: int, start: int, size: int, salt: int) -> int | None:
     """The offset of the next checked record at or after ``start``, or None."""
     while start < size:
         window = os.pread(fd, SCAN + len(RECORD_MAGIC) - 1, start)
         at = window.find(RECORD_MAGIC)
         while at != -1:
-            if _record_at(fd, start + at, size)[0] is not None:
+            if _record_at(fd, start + at, size, salt)[0] is not None:
                 return start + at
             at = window.find(RECORD_MAGIC, at + 1)
         start += SCAN
@@ -636,6 +672,8 @@ class ChunkVolumes:
                     )
                 except BaseException as exc:
                     log.error("chunk volume write of %d records failed: %r", len(batch), exc)
+                    if not isinstance(exc, Exception):  # the writer ends: so do queued writes
+                        batch, self._queue = batch + self._queue, []
                     for _, done in batch:
                         if not done.done():
                             done.set_exception(_failure(exc))

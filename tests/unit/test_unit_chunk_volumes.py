@@ -191,6 +191,34 @@ async def test_a_chunk_written_as_a_file_supersedes_its_packed_copy(tmp_path: Pa
         await again.close()
 
 
+async def test_a_record_hidden_in_a_chunk_is_never_taken_for_one_after_a_crash(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    """A client's file may hold bytes that look like a record (a volume stored as a file,
+    or crafted): when a crash tears the record of such a chunk, the scan that looks past
+    the damage must not take them for one. Checksums are seeded with the volume's random
+    salt and the record's offset, which no client knows."""
+    await put(store, 1, 64)  # the real chunk 1
+    await store.close()
+    volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
+    end = volume.stat().st_size
+    fake = Append(chunk_volumes.KEEP, chunk_id(1), (b"EVIL" * 16,), 64)
+    inside = end + FRAME.size + HEAD.size + 100  # where the fake lies in chunk 2's image
+    forged = [b"".join(fake.frame(salt, inside)) for salt in (0, 1, 2**63)]  # guesses
+    image = b"\x00" * 100 + b"".join(forged) + b"\x00" * 100
+    torn = b"".join(Append(chunk_volumes.KEEP, chunk_id(2), (image,), len(image)).frame(0, end))
+    with volume.open("ab") as file:
+        file.write(torn[: len(torn) - 50])  # the crash: the end of chunk 2's record is missing
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert await again.chunk_ids() == [chunk_id(1)]
+        assert await read(again, 1) == body(1, 64)
+        assert volume.stat().st_size == end, "the torn record cut off whole"
+    finally:
+        await again.close()
+
+
 async def test_a_torn_tail_is_cut_off_and_the_chunks_before_it_kept(
     tmp_path: Path, store: ChunkStore
 ) -> None:
@@ -200,7 +228,7 @@ async def test_a_torn_tail_is_cut_off_and_the_chunks_before_it_kept(
     await store.close()
     volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
     whole = volume.stat().st_size
-    torn = b"".join(Append(chunk_volumes.KEEP, chunk_id(9), (b"x" * 300,), 300).frame())
+    torn = b"".join(Append(chunk_volumes.KEEP, chunk_id(9), (b"x" * 300,), 300).frame(0, 0))
     with volume.open("ab") as file:
         file.write(torn[: len(torn) // 2])
     again = ChunkStore(tmp_path, pack_max=1 << 20)
@@ -391,7 +419,7 @@ async def test_after_a_failed_sync_chunks_are_files_until_a_restart(
 
 
 def test_a_record_is_its_frame_head_and_image() -> None:
-    record = b"".join(Append(chunk_volumes.KEEP, chunk_id(1), (b"a", b"bc"), 3).frame())
+    record = b"".join(Append(chunk_volumes.KEEP, chunk_id(1), (b"a", b"bc"), 3).frame(7, 16))
     assert len(record) == FRAME.size + HEAD.size + 3
     assert record.endswith(b"abc")
     assert len(VOLUME_MAGIC) == 8
