@@ -10,12 +10,9 @@ CPU is the process's (user + system) over the writes.
 
     python bench/chunk_store.py --trees base=/tmp/base,new=. --size 200K --writers 1,16
 
-``--packed`` adds a variant per tree that measures the layout the store does not have yet
-(issue 13: small chunks packed in append-only volumes with group commit): each chunk, its
-block digests taken as the store takes them, appended as one record of a segment log of that
-tree's ``node.disk.manifest_log`` through one writer thread, every write queued meanwhile in
-the same ``write`` and ``fdatasync``, and acknowledged after it. No index, no reads, no
-compaction: the floor such a store could reach, to weigh against file-per-chunk.
+``--packed`` adds a variant per tree whose store packs chunks of up to 1 MiB in volumes with
+group commit (``node.disk.chunk_volumes``; trees from 2026-12-03 on); the plain variant stores
+every chunk as a file (``pack_max`` 0, a store's default).
 """
 
 from __future__ import annotations
@@ -31,59 +28,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-
-import msgspec
 
 PIECE = 64 << 10  # bytes per piece of a chunk's stream
-
-
-class PackedStore:
-    """Chunks appended to segment files with group commit (the ``--packed`` variant)."""
-
-    def __init__(self, directory: Path) -> None:
-        from node.disk.manifest_log import ManifestLog, SegmentIO
-        from node.disk.serial import SerialThread
-
-        self._log = ManifestLog(directory / "volumes", 64 << 20, SegmentIO())
-        self._thread = SerialThread("packed-chunks")
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writing: asyncio.Future[None] | None = None
-
-    async def open(self) -> None:
-        await self._thread.run(lambda: list(self._log.replay()))
-
-    async def close(self) -> None:
-        await self._thread.run(self._log.close)
-        await self._thread.stop()
-
-    async def write(
-        self, chunk_id: str, pieces: AsyncIterator[bytes], size: int, meta: Any
-    ) -> None:
-        from node.disk.manifest_log import KEEP, LogRecord, frame
-        from node.model.digests import BlockDigests
-
-        digests, data = BlockDigests(meta.block_size), bytearray()
-        async for piece in pieces:
-            digests.update(piece)
-            data += piece
-        sealed = msgspec.structs.replace(meta, size=size, block_digests=digests.digests())
-        record = frame(LogRecord(KEEP, chunk_id, bytes(data) + msgspec.msgpack.encode(sealed)))
-        done = asyncio.get_running_loop().create_future()
-        self._queue.append((record, done))
-        if self._writing is None:
-            self._writing = asyncio.ensure_future(self._write_batches())
-        await done
-
-    async def _write_batches(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._thread.run(self._log.append, [record for record, _ in batch])
-                for _, done in batch:
-                    done.set_result(None)
-        finally:
-            self._writing = None
 
 
 async def one_tree(
@@ -93,7 +39,7 @@ async def one_tree(
     from node.disk.chunk_store import ChunkStore
     from node.model.manifest import ChunkMeta
 
-    store: ChunkStore | PackedStore = PackedStore(directory) if packed else ChunkStore(directory)
+    store = ChunkStore(directory, pack_max=1 << 20) if packed else ChunkStore(directory)
     await store.open()
     body = os.urandom(size)
     latencies: list[float] = []
@@ -117,7 +63,7 @@ async def one_tree(
     await asyncio.gather(*(writer(n) for n in range(writers)))
     wall, ended = time.monotonic() - started, os.times()
     cpu_s = (ended.user - cpu.user) + (ended.system - cpu.system)
-    if isinstance(store, PackedStore):
+    if hasattr(store, "close"):  # (trees before packed chunks have none)
         await store.close()
     files, allocated = await asyncio.to_thread(on_disk, directory)
     latencies.sort()

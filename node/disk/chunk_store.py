@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import msgspec
 import xxhash
@@ -54,7 +54,7 @@ from node.disk.cached import (
     pread_cached,
     preadinto_cached,
 )
-from node.disk.chunk_volumes import ChunkVolumes
+from node.disk.chunk_volumes import ChunkVolumes, Packed
 from node.disk.durable import fsync_dir
 from node.disk.locks import KeyedLocks
 from node.errors import (
@@ -68,6 +68,7 @@ from node.model.digests import DIGEST_SIZE, BlockDigests, Buffer
 from node.model.manifest import ChunkMeta
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
@@ -164,23 +165,42 @@ class ChunkStore:
         """A chunk's sidecar; raises ChunkNotFound or CorruptData."""
         path = self._path(chunk_id)
         try:
-            if (packed := await self.volumes.read(chunk_id)) is not None:
-                return _sidecar(packed[1])
+            found = await self._on_volume(
+                chunk_id, lambda fd, at: read_sidecar(fd, at.length, _shifted(at.offset))
+            )
+            if found is not None:
+                return found
             return await asyncio.to_thread(sidecar_of, path)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
 
     async def matches(self, chunk_id: str, meta: ChunkMeta) -> bool:
         """Whether the chunk still holds the ``meta.size`` bytes its sidecar (``meta``)
-        promises, with their block digests (read in a worker thread); raises ChunkNotFound."""
-        if (packed := await self.volumes.read(chunk_id)) is not None:
-            data = memoryview(packed[1])[: packed[0].size]
-            return await asyncio.to_thread(_matches, data, meta)
+        promises, with their block digests (read in a worker thread, ``WRITE_BATCH`` bytes
+        at a time); raises ChunkNotFound."""
+        found = await self._on_volume(chunk_id, lambda fd, at: _matches(fd, at.offset, meta))
+        if found is not None:
+            return found
         path = self.path(chunk_id)
         try:
-            return await asyncio.to_thread(_file_matches, path, meta)
+            return await asyncio.to_thread(_with_open, path, _matches, 0, meta)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+
+    async def _on_volume(self, chunk_id: str, work: Callable[[int, Packed], T]) -> T | None:
+        """``work(fd, where)`` on the volume of a packed chunk, opened for it in a worker
+        thread (again where a compaction moved the chunk meanwhile); None if it is not
+        packed."""
+        for _ in range(3):
+            where = self.volumes.find(chunk_id)
+            if where is None:
+                return None
+            path = self.volumes.volumes.path(where.volume)
+            try:
+                return await asyncio.to_thread(_with_open, path, work, where)
+            except FileNotFoundError:
+                continue
+        return None
 
     async def missing(self, chunk_ids: list[str]) -> list[str]:
         """The ids of ``chunk_ids`` not stored here; one ``stat`` per id not packed, in a
@@ -247,25 +267,25 @@ class ChunkStore:
         return False
 
     def _open_volume_cached(self, path: Path) -> int | None:
-        if not self._on_loop:
-            return None
-        try:
-            return open_cached(path)
-        except Unsupported as exc:
-            log.info("chunks cannot be opened or read from the kernel's caches alone: %s", exc)
-            self._on_loop = False
-            return None
+        """``open_cached(path)``, or None where it would wait (for good where this system
+        cannot tell)."""
+        return self._from_caches(lambda: open_cached(path), None)
 
     def _open_cached(self, chunk: ChunkRange) -> bool:
         """``chunk.open_cached``, or False for good where this system cannot tell."""
+        return self._from_caches(chunk.open_cached, False)
+
+    def _from_caches(self, open_: Callable[[], T], otherwise: T) -> T:
+        """``open_()`` on the loop, which opens from the kernel's caches alone, or
+        ``otherwise`` where that is off (Unsupported once turns it off for good)."""
         if not self._on_loop:
-            return False
+            return otherwise
         try:
-            return chunk.open_cached()
+            return open_()
         except Unsupported as exc:
             log.info("chunks cannot be opened or read from the kernel's caches alone: %s", exc)
             self._on_loop = False
-            return False
+            return otherwise
 
     def _path(self, chunk_id: str) -> Path:
         if not CHUNK_ID.fullmatch(chunk_id):
@@ -511,15 +531,24 @@ class ChunkRange:
         while it opened (the reader went away)."""
         try:
             size = read_sidecar(fd, os.fstat(fd).st_size, pread).size
-            os.lseek(fd, self._offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._keep(fd, 0, size)
+
+    def _keep(self, fd: int, base: int, size: int) -> None:
+        """Keep the chunk of ``size`` bytes at ``base`` of the file open at ``fd``, at the
+        range's start; ``fd`` is closed on an error, or when ``close`` came while it opened
+        (the reader went away)."""
+        try:
+            os.lseek(fd, base + self._offset, os.SEEK_SET)
         except BaseException:
             os.close(fd)
             raise
         file = io.FileIO(fd, "rb", closefd=True)
         with self._lock:
             if not self._closing:
-                self._file = file
-                self.size = size
+                self._file, self._base, self.size = file, base, size
                 ends = size if not self._length else min(size, self._offset + self._length)
                 self._left = max(0, ends - self._offset)
                 return
@@ -534,19 +563,8 @@ class ChunkRange:
         if fd is None:
             fd, noatime = open_noatime(volume)
             self._on_loop &= noatime  # a read on the loop must update no inode
-        try:
-            os.lseek(fd, base + self._offset, os.SEEK_SET)
-        except BaseException:
-            os.close(fd)
-            raise
-        file = io.FileIO(fd, "rb", closefd=True)
-        with self._lock:
-            if not self._closing:
-                self._path, self._base, self._file, self.size = volume, base, file, size
-                ends = size if not self._length else min(size, self._offset + self._length)
-                self._left = max(0, ends - self._offset)
-                return
-        file.close()
+        self._path = volume
+        self._keep(fd, base, size)
 
     def narrow(self, start: int, end: int) -> None:
         """Read bytes ``[start, end)`` of the chunk instead (cut at ``size``), before any
@@ -736,27 +754,32 @@ def read_sidecar(
     return meta
 
 
-def _sidecar(image: bytes) -> ChunkMeta:
-    """The checked sidecar of a packed chunk's image (what a chunk file holds)."""
-    return read_sidecar(0, len(image), lambda _fd, length, offset: image[offset : offset + length])
+def _with_open(path: Path, work: Callable[..., T], *args: Any) -> T:
+    """``work(fd, *args)`` on ``path`` opened read-only (blocking); raises
+    FileNotFoundError."""
+    fd = open_noatime(path)[0]
+    try:
+        return work(fd, *args)
+    finally:
+        os.close(fd)
 
 
-def _matches(data: Buffer, meta: ChunkMeta) -> bool:
+def _shifted(base: int) -> Callable[[int, int, int], bytes]:
+    """``os.pread`` of a chunk that starts ``base`` bytes into its file (a volume)."""
+    return lambda fd, length, offset: os.pread(fd, length, base + offset)
+
+
+def _matches(fd: int, base: int, meta: ChunkMeta) -> bool:
+    """Whether the ``meta.size`` bytes at ``base`` of the file open at ``fd`` are there,
+    with the block digests ``meta`` promises (blocking; ``WRITE_BATCH`` bytes a read)."""
     digests = BlockDigests(meta.block_size)
-    digests.update(data)
-    return len(memoryview(data)) == meta.size and digests.digests() == meta.block_digests
-
-
-def _file_matches(path: Path, meta: ChunkMeta) -> bool:
-    """Whether a chunk file holds the ``meta.size`` bytes ``meta`` promises, with their
-    block digests (blocking; read ``WRITE_BATCH`` bytes at a time)."""
-    digests = BlockDigests(meta.block_size)
-    left = meta.size
-    with open(path, "rb") as file:
-        while left and (piece := file.read(min(WRITE_BATCH, left))):
-            digests.update(piece)
-            left -= len(piece)
-    return left == 0 and digests.digests() == meta.block_digests
+    done = 0
+    while done < meta.size and (
+        piece := os.pread(fd, min(WRITE_BATCH, meta.size - done), base + done)
+    ):
+        digests.update(piece)
+        done += len(piece)
+    return done == meta.size and digests.digests() == meta.block_digests
 
 
 def sidecar_of(path: Path) -> ChunkMeta:

@@ -18,9 +18,9 @@ gives each chunk id's state: its last record wins.
 **Group commit.** Writes queue for one writer thread (``SerialThread``); each batch, however
 many chunks it holds, is one ``pwritev`` and one ``fdatasync`` of the newest volume, and a
 chunk is acknowledged (and readable) only after its batch's sync. ``bench/chunk_store.py
---packed`` measured the floor of this against a file per chunk (create, write, fsync,
-rename, fsync of the directory): 200 KiB chunks, 16 writers: 1,460 vs 1,049 writes/s at
-0.50 vs 1.34 ms of CPU each (one writer gains nothing: a batch of one).
+--packed`` against a file per chunk (create, write, fsync, rename, fsync of the directory),
+200 KiB chunks, 2 rounds alternated: 16 writers 1,334 vs 937 writes/s at 0.56 vs 1.55 ms of
+CPU each; one writer 1,053 vs 571 at 0.60 vs 1.31 ms (no file made, no rename).
 
 **Sealing.** A volume that reaches ``VOLUME_BYTES`` is sealed: its index (every record's
 kind, id, image offset, image length and chunk size, msgpack, then its xxh3-64) is written
@@ -56,7 +56,7 @@ import re
 import secrets
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,7 +81,6 @@ HEADER = len(VOLUME_MAGIC) + SALT.size  # bytes before the first record
 RECORD_MAGIC = b"\x5e\xc7\x0b\x1d"
 FRAME = struct.Struct("<4sIQ")  # magic, body length, xxh3-64 of the body (seed: its length)
 HEAD = struct.Struct("<B36sQ")  # kind, chunk id (NUL-padded), chunk size
-ID_BYTES = 36
 MAX_BODY = HEAD.size + 2 * PACK_MAX  # the longest record body (image: chunk, sidecar, trailer)
 VOLUME_NAME = re.compile(r"^(\d{12})\.vol$")
 SCAN = 1 << 20  # bytes read at once when scanning a volume
@@ -123,11 +122,10 @@ class Append:
     pieces: tuple[Buffer, ...] = ()
     size: int = 0
     file: Path | None = None  # a chunk file of the same id, removed once this is durable
+    length: int = field(init=False)  # the image's bytes
 
-    @property
-    def length(self) -> int:
-        """The image's bytes."""
-        return sum(memoryview(piece).nbytes for piece in self.pieces)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "length", sum(memoryview(p).nbytes for p in self.pieces))
 
     def frame(self, salt: int, offset: int) -> list[Buffer]:
         """The record's bytes as appended at ``offset`` of a volume of ``salt``, in pieces:
@@ -154,7 +152,6 @@ class Volumes:
         self.chunks: dict[str, Packed] = {}
         self.live: dict[int, int] = {}  # volume -> bytes of its live images
         self.sizes: dict[int, int] = {}  # volume -> bytes of its file
-        self.removals: dict[int, int] = {}  # volume -> its REMOVE records
         self.active = 0
         self._fd: int | None = None  # the newest volume's, appended to; others open per read
         self._salt = 0  # the newest volume's
@@ -185,7 +182,7 @@ class Volumes:
             fd = open_noatime(self._path(number), os.O_RDWR if newest else os.O_RDONLY)[0]
             try:
                 self.sizes[number] = os.fstat(fd).st_size
-                self.live[number], self.removals[number] = 0, 0
+                self.live[number] = 0
                 entries = None if newest else self._read_index(number)
                 if entries is None:
                     entries = list(self._scan(number, fd, newest))
@@ -280,8 +277,6 @@ class Volumes:
         if entry.kind == KEEP:
             self.chunks[entry.chunk_id] = Packed(number, entry.offset, entry.length, entry.size)
             self.live[number] += entry.length
-        else:
-            self.removals[number] += 1
         return None if old is None else old.length
 
     # --- writing (the writer thread) -----------------------------------------------------
@@ -372,7 +367,7 @@ class Volumes:
         if self._fd is not None:
             os.close(self._fd)
         self._fd, self._salt = fd, salt
-        self.sizes[number], self.live[number], self.removals[number] = HEADER, 0, 0
+        self.sizes[number], self.live[number] = HEADER, 0
         self.active, self._entries = number, []
 
     def read(self, packed: Packed) -> bytes:
@@ -407,8 +402,7 @@ class Volumes:
         self._index_path(number).unlink(missing_ok=True)
         self._path(number).unlink(missing_ok=True)
         fsync_dir(self.directory)
-        for table in (self.sizes, self.live, self.removals):
-            del table[number]
+        del self.sizes[number], self.live[number]
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -595,7 +589,6 @@ class ChunkVolumes:
         self._compacting: asyncio.Future[None] | None = None
         self._compaction = asyncio.Lock()
         self._closed = False
-        self.compactions = 0
 
     def __repr__(self) -> str:
         return f"ChunkVolumes({self.volumes!r}, queued={len(self._queue)})"
@@ -608,9 +601,8 @@ class ChunkVolumes:
         self, chunk_id: str, image: Sequence[Buffer], size: int, file: Path
     ) -> tuple[int | None, int | None]:
         """Store a chunk's image (its bytes, sidecar and trailer, in pieces; ``size`` chunk
-        bytes);
-        returns once it is durable and indexed: the image length of the packed copy it
-        replaced and the size of the chunk ``file`` it replaced (None: none; the file is
+        bytes); returns once it is durable and indexed: the image length of the packed copy
+        it replaced and the size of the chunk ``file`` it replaced (None: none; the file is
         removed after). The caller holds the id's lock. Raises OSError."""
         return await self._commit(Append(KEEP, chunk_id, tuple(image), size, file))
 
@@ -620,20 +612,6 @@ class ChunkVolumes:
         if self.find(chunk_id) is None:
             return None
         return (await self._commit(Append(REMOVE, chunk_id)))[0]
-
-    async def read(self, chunk_id: str) -> tuple[Packed, bytes] | None:
-        """Where a packed chunk lies and its image, read in a worker thread (not the
-        writer's: a read from the disk must not hold up commits); None if it is not packed.
-        Raises OSError, CorruptData."""
-        for _ in range(3):  # (a compaction may move it and drop its volume meanwhile)
-            packed = self.find(chunk_id)
-            if packed is None:
-                return None
-            try:
-                return packed, await asyncio.to_thread(self.volumes.read, packed)
-            except FileNotFoundError:
-                continue
-        return None
 
     async def close(self) -> None:
         """Refuse new writes, stop a compaction in progress, wait for queued writes, close
@@ -726,5 +704,4 @@ class ChunkVolumes:
         if any(packed.volume == number for packed in self.volumes.chunks.values()):
             raise ValueError(f"chunk volume {number} still holds chunks after compaction")
         await self._thread.run(self.volumes.drop, number)
-        self.compactions += 1
         log.info("chunk volume %d compacted", number)

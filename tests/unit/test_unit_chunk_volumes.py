@@ -335,13 +335,22 @@ async def test_sealed_volumes_are_indexed_and_read_by_their_index_or_rescanned(
         damaged.close()
 
 
+async def compacting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, volume_bytes: int
+) -> ChunkStore:
+    """An open packing store whose volumes are sealed at ``volume_bytes`` and compacted
+    once half dead, however little that is."""
+    monkeypatch.setattr(chunk_volumes, "COMPACT_MIN", 0)
+    store = ChunkStore(tmp_path, pack_max=1 << 20)
+    store.volumes.volumes.volume_bytes = volume_bytes
+    await store.open()
+    return store
+
+
 async def test_a_mostly_dead_volume_is_compacted_and_its_chunks_still_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chunk_volumes, "COMPACT_MIN", 0)
-    store = ChunkStore(tmp_path, pack_max=1 << 20)
-    store.volumes.volumes.volume_bytes = 4000
-    await store.open()
+    store = await compacting(tmp_path, monkeypatch, 4000)
     try:
         for n in range(10):
             await put(store, n, 600)
@@ -370,10 +379,7 @@ async def test_a_mostly_dead_volume_is_compacted_and_its_chunks_still_read(
 async def test_a_read_open_while_its_volume_is_compacted_away_still_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chunk_volumes, "COMPACT_MIN", 0)
-    store = ChunkStore(tmp_path, pack_max=1 << 20)
-    store.volumes.volumes.volume_bytes = 2000
-    await store.open()
+    store = await compacting(tmp_path, monkeypatch, 2000)
     try:
         for n in range(6):
             await put(store, n, 600)
