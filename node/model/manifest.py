@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -189,6 +189,10 @@ class Manifest:
     inline: bytes = b""
     representation: Representation = NO_REPRESENTATION
     segments: tuple[Segment, ...] = ()
+    # The bytes it was decoded from: a replica answers a read and keeps an offer with the
+    # bytes it has. Not kept when encoding (index summaries are encoded for listings and
+    # live long). Never compared, nor copied by ``dataclasses.replace`` (init=False).
+    _sealed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def precedence(self) -> tuple[Version, int]:
@@ -282,6 +286,10 @@ class Manifest:
         )
 
     def to_bytes(self) -> bytes:
+        """The sealed manifest ``[record, checksum]``: the bytes it was decoded from, or
+        its encoding."""
+        if self._sealed is not None:
+            return self._sealed
         layout = self.layout
         given = self.representation
         record = ManifestRecord(
@@ -320,7 +328,7 @@ class Manifest:
             segments = _segments(record, layout)
         except _DECODE_ERRORS as exc:
             raise CorruptData(f"undecodable manifest: {exc}") from exc
-        return cls(
+        manifest = cls(
             name=record.name,
             version=record.version,
             layout=layout,
@@ -333,6 +341,9 @@ class Manifest:
             representation=representation,
             segments=segments,
         )
+        if type(data) is bytes:  # (a view or bytearray may be a buffer used again)
+            object.__setattr__(manifest, "_sealed", data)
+        return manifest
 
     @property
     def modified(self) -> str:

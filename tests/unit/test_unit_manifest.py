@@ -105,6 +105,21 @@ def test_any_manifest_round_trips(manifest: Manifest) -> None:
     assert again.file_id == manifest.file_id
 
 
+def test_a_decoded_manifest_answers_with_its_own_bytes_and_a_changed_one_is_encoded() -> None:
+    stored = sample().to_bytes()
+    decoded = Manifest.from_bytes(stored)
+    assert decoded.to_bytes() is stored  # a replica's answer: no encoding again
+    moved = dataclasses.replace(decoded, revision=1)  # a move: a new revision of the version
+    assert Manifest.from_bytes(moved.to_bytes()).revision == 1
+    assert moved.to_bytes() != stored
+    assert decoded.with_parity(3).to_bytes() != stored
+    assert decoded.without_chunks().to_bytes() != stored
+    assert decoded == Manifest.from_bytes(stored) == sample()  # the bytes are never compared
+    viewed = Manifest.from_bytes(memoryview(bytearray(stored)))  # type: ignore[arg-type]
+    assert viewed.to_bytes() == stored
+    assert viewed.to_bytes() is not stored
+
+
 def test_tombstone_round_trip_keeps_it_deleted_and_chunkless() -> None:
     again = Manifest.from_bytes(tombstone().to_bytes())
     assert again.deleted
