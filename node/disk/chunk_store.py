@@ -57,6 +57,7 @@ from node.disk.cached import (
 from node.disk.chunk_volumes import ChunkVolumes, Packed
 from node.disk.durable import fsync_dir
 from node.disk.locks import KeyedLocks
+from node.disk.sendfile import sendfile
 from node.errors import (
     ChunkNotFound,
     CorruptData,
@@ -577,8 +578,9 @@ class ChunkRange:
 
     async def send(self, transport: asyncio.WriteTransport) -> bool:
         """Send the rest of the range on ``transport`` with sendfile(2), zero-copy, before
-        any read; False, and nothing sent, where the transport cannot (TLS): read the range
-        with ``iter_any`` then. Raises what ``loop.sendfile`` raises (a closed connection)."""
+        any read; False, and nothing sent, where it cannot (TLS; uvloop with bytes queued:
+        ``node.disk.sendfile``): read the range with ``iter_any`` then. Raises what
+        ``sendfile`` raises (a closed connection)."""
         with self._lock:
             file = self._file
             if file is None or self._busy or self.read_bytes:
@@ -589,10 +591,9 @@ class ChunkRange:
             return False  # asyncio's TLS transports have no sendfile
         if transport.is_closing():  # (loop.sendfile would raise RuntimeError)
             raise ConnectionResetError("the connection closed before the chunk was sent")
-        loop = asyncio.get_running_loop()
         wanted = self._left
         try:
-            sent = await loop.sendfile(transport, file, file.tell(), wanted, fallback=False)
+            sent = await sendfile(transport, file, file.tell(), wanted)
         except asyncio.SendfileNotAvailableError:
             return False
         self._left -= sent

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from node.config import Option, PeerConfig
+from node.process.event_loop import EVENT_LOOPS, chosen, run
 from node.process.logs import FORMATS, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,16 +160,24 @@ log_format_option = click.option(
 @config_options
 @click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, help="Log detail.")
 @log_format_option
-def peer(log_level: str, log_format: str, **options: Any) -> None:
+@click.option(
+    "--event-loop",
+    default="auto",
+    show_default=True,
+    type=click.Choice(EVENT_LOOPS),
+    help="uvloop (auto: where installed) or asyncio's own loop (node/process/event_loop.py).",
+)
+def peer(log_level: str, log_format: str, event_loop: str, **options: Any) -> None:
     """Run one peer."""
     from node.process.serve import serve
 
     try:
         config = config_from_options(options)
+        loop = chosen(event_loop)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging(log_level, f"{config.host}:{config.port}", log_format)
-    asyncio.run(serve(config))
+    run(serve(config), loop)
 
 
 @main.command()

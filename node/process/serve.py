@@ -13,6 +13,7 @@ from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
 from node.errors import StartRefused
 from node.process.connections import PeerRunner
+from node.process.event_loop import running
 from node.process.memory import collect_less, limit_arenas, settle_collector
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
@@ -44,7 +45,8 @@ async def serve(config: PeerConfig) -> None:
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         await site.start()
-        log.info("peer %s listening on %s", app[MEMBERSHIP].me.id, config.url)
+        me, loop_kind = app[MEMBERSHIP].me.id, running()
+        log.info("peer %s listening on %s (event loop: %s)", me, config.url, loop_kind)
         settle_collector()
         await stop.wait()
         log.info("stopping")

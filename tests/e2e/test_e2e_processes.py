@@ -96,6 +96,32 @@ async def test_100_mib_round_trip_then_two_peers_killed(
     )
 
 
+async def test_peers_on_uvloop_and_on_asyncio_serve_one_cluster(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Peers on either event loop (``--event-loop``; the default is uvloop here, where it is
+    installed) in one cluster: files whose chunks go as frames, and one whose chunks stream
+    as requests (read back with sendfile(2) on asyncio's loop, read and written on uvloop's,
+    which has no ``loop.sendfile``), round-trip through a peer of each kind."""
+    loops = ["asyncio" if i % 2 else "uvloop" for i in range(7)]
+    cluster = ProcessCluster(tmp_path, 7, per_peer=[[f"--event-loop={k}"] for k in loops])
+    try:
+        await cluster.start(http)
+        for peer, kind in zip(cluster.peers, loops, strict=True):
+            assert f"(event loop: {kind})" in peer.log_path.read_text()
+        for size in (700_000, 12 * MIB + 5):  # chunks of 140 KB (frames); of 2.4 MiB
+            sent = hashlib.sha256()
+            body = random_body(size, str(size).encode(), sent)
+            url = f"{cluster.urls[0]}/files/loops/{size}"
+            async with http.put(url, data=body, headers={"Content-Length": str(size)}) as put:
+                assert put.status == 201, await put.text()
+            for reader in cluster.urls[:2]:  # uvloop, asyncio: each reads from both kinds
+                got = await fetch_digest(http, f"{reader}/files/loops/{size}")
+                assert got == (size, sent.hexdigest())
+    finally:
+        await cluster.stop()
+
+
 async def test_chunked_upload_between_processes(
     processes: ProcessCluster, http: aiohttp.ClientSession
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class ProcessCluster:
     of a CA made there (``tls_dir/ca.pem``; sessions passed in must trust it). Every peer
     gets the cluster's secret file, ``root/cluster-secret.json``. ``fast=False`` leaves
     the peers' own defaults (benchmarks): no quick background timings, no test settings.
+    ``per_peer[i]``: options of peer ``i`` alone, after the others.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class ProcessCluster:
         seeded: bool = True,
         tls_dir: Path | None = None,
         fast: bool = True,
+        per_peer: Sequence[Sequence[str]] = (),
     ) -> None:
         self._root = root
         self._args = args
@@ -71,7 +74,7 @@ class ProcessCluster:
                 "127.0.0.1",
                 port,
                 [urls[0]] if i and seeded else [],
-                settings + list(args),
+                settings + list(args) + list(per_peer[i] if i < len(per_peer) else ()),
                 tls[i],
             )
             for i, port in enumerate(ports)

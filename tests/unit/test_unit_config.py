@@ -18,10 +18,13 @@ def parse(command: click.Command, *args: str) -> dict[str, Any]:
         return dict(context.params)
 
 
+PROCESS_OPTIONS = {"log_level", "log_format", "event_loop"}  # the process's, not the config's
+
+
 def peer_config(*args: str) -> PeerConfig:
     params = parse(peer, "--data-dir", "d", *args)
-    params.pop("log_level")
-    params.pop("log_format")
+    for name in PROCESS_OPTIONS:
+        params.pop(name)
     return config_from_options(params)
 
 
@@ -31,7 +34,7 @@ def test_no_options_give_exactly_the_config_defaults() -> None:
 
 def test_every_option_field_is_an_option_and_nothing_else_is() -> None:
     with_option = {f.name for f in dataclasses.fields(PeerConfig) if "option" in f.metadata}
-    params = {p.name for p in peer.params} - {"log_level", "log_format"}
+    params = {p.name for p in peer.params} - PROCESS_OPTIONS
     assert params == with_option
     assert {"k", "write_quorum", "manifest_replicas", "vnodes"}.isdisjoint(params)
 

@@ -1,0 +1,76 @@
+"""sendfile(2) of a file range to a connection, on asyncio's event loop and on uvloop's.
+
+asyncio's loop has ``loop.sendfile``: it waits for the transport's buffer to empty, then
+calls ``os.sendfile`` on the event loop, waiting for the socket to take more with
+``add_writer``. uvloop has none (``NotImplementedError``), and refuses ``add_writer`` on a
+descriptor one of its transports owns. ``sendfile`` does the same there on a duplicate of
+the connection's descriptor (dup(2): the same socket under a number libuv does not own;
+it also keeps the socket open while a send is under way, should the transport close),
+once the transport's own buffer is empty; where it is not, nothing is sent and the caller
+reads and writes the range itself.
+
+Why it matters (``node.process.event_loop``; 1 GiB GET through 7 peer processes on this
+2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03): reading
+and writing in Python on uvloop, 235-311 MB/s at 5.2-5.9 CPU-s across the cluster; sendfile
+on asyncio's loop, 387-399 MB/s at 3.3 CPU-s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import BinaryIO
+
+
+async def sendfile(
+    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int
+) -> int:
+    """Send bytes ``[offset, offset + count)`` of ``file`` on ``transport``'s socket with
+    sendfile(2); the bytes sent (fewer where the file ends first), the file's position
+    then after them.
+
+    Raises asyncio.SendfileNotAvailableError, nothing sent, where neither way can (a TLS
+    transport, or uvloop's with bytes still queued), ConnectionResetError (or another
+    OSError) when the connection fails partway.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.sendfile(transport, file, offset, count, fallback=False)
+    except NotImplementedError:  # uvloop: below
+        pass
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        raise asyncio.SendfileNotAvailableError("no plain socket under this transport")
+    if transport.get_write_buffer_size():  # (its bytes would come after ours)
+        raise asyncio.SendfileNotAvailableError("the transport still has bytes to write")
+    fd = os.dup(sock.fileno())
+    sent = 0
+    try:
+        while sent < count:
+            try:
+                done = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
+            except (BlockingIOError, InterruptedError):
+                await _writable(loop, fd)
+                continue
+            if not done:  # the file ended
+                break
+            sent += done
+    finally:
+        os.close(fd)
+        file.seek(offset + sent)
+    return sent
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until socket ``fd`` takes more bytes (or fails: the next send says how)."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)

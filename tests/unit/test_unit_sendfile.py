@@ -1,0 +1,125 @@
+"""sendfile(2) of a file range to a real loopback connection, on both event loops
+(``node.disk.sendfile``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar, cast
+
+import pytest
+
+from node.disk.sendfile import sendfile
+from node.process.event_loop import run
+
+T = TypeVar("T")
+LOOPS = ["asyncio", "uvloop"]
+
+
+class _Accepted(asyncio.Protocol):
+    def __init__(self, accepted: asyncio.Future[asyncio.Transport]) -> None:
+        self._accepted = accepted
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are no asyncio.Transport subclass, but have its methods)
+        self._accepted.set_result(cast(asyncio.Transport, transport))
+
+
+async def _connected(
+    then: Callable[[asyncio.Transport, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[T]],
+) -> T:
+    """``then(server's transport, client's reader, client's writer)`` on a fresh connection."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+    server = await loop.create_server(lambda: _Accepted(accepted), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = await asyncio.wait_for(accepted, 10)
+    try:
+        return await then(transport, reader, writer)
+    finally:
+        transport.close()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_range_follows_what_was_written_before_and_leaves_the_position_after_it(
+    loop: str, tmp_path: Path
+) -> None:
+    data = os.urandom(5 << 20)  # more than a socket buffer: the send waits for the reader
+    path = tmp_path / "chunk"
+    path.write_bytes(data)
+    offset, count = 1234, (4 << 20) + 5
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[int, int, bytes]:
+        transport.write(b"head:")
+        with path.open("rb") as file:
+            sending = asyncio.ensure_future(sendfile(transport, file, offset, count))
+            got = await asyncio.wait_for(reader.readexactly(5 + count), 30)
+            return await sending, file.tell(), got
+
+    sent, position, got = run(_connected(exchange), loop)
+    assert sent == count
+    assert position == offset + count
+    assert got == b"head:" + data[offset : offset + count]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_range_past_the_end_sends_what_the_file_has(loop: str, tmp_path: Path) -> None:
+    path = tmp_path / "chunk"
+    path.write_bytes(b"0123456789")
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[int, bytes]:
+        with path.open("rb") as file:
+            sent = await sendfile(transport, file, 4, 100)
+        return sent, await asyncio.wait_for(reader.readexactly(sent), 10)
+
+    assert run(_connected(exchange), loop) == (6, b"456789")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> None:
+    path = tmp_path / "chunk"
+    path.write_bytes(bytes(64 << 20))
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> BaseException | None:
+        with path.open("rb") as file:
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20))
+            await asyncio.wait_for(reader.readexactly(1 << 20), 10)
+            writer.transport.abort()  # a reset, unread bytes and all
+            try:
+                await asyncio.wait_for(sending, 30)
+            except OSError as exc:
+                return exc
+        return None
+
+    assert isinstance(run(_connected(exchange), loop), OSError)
+
+
+def test_on_uvloop_bytes_still_queued_send_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "chunk"
+    path.write_bytes(b"x" * 1000)
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[bool, int]:
+        while not transport.get_write_buffer_size():  # the reader reads nothing: fill up
+            transport.write(bytes(1 << 20))
+        with path.open("rb") as file:
+            try:
+                await sendfile(transport, file, 0, 1000)
+            except asyncio.SendfileNotAvailableError:
+                return True, file.tell()
+        return False, -1
+
+    assert run(_connected(exchange), "uvloop") == (True, 0)
