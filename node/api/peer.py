@@ -293,7 +293,7 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 def _manifest(data: bytes) -> Manifest:
     try:
-        return Manifest.from_bytes(data)
+        return Manifest.from_bytes(data, keep=True)  # (an offer: stored as it came)
     except CorruptData as exc:
         raise InvalidRequest(str(exc)) from exc
 

@@ -767,7 +767,7 @@ def _read_and_decode(manifest_log: ManifestLog, where: Location, name: str) -> M
 def _decode(record: LogRecord, where: Location, name: str) -> Manifest:
     if record.kind != KEEP or record.name != name:
         raise CorruptData(f"the record at {where} is not {name!r}'s manifest")
-    manifest = Manifest.from_bytes(record.manifest or b"")
+    manifest = Manifest.from_bytes(record.manifest or b"", keep=True)  # (answered as read)
     if manifest.name != name:
         raise CorruptData(f"the record at {where} holds {manifest.name!r}")
     return manifest

@@ -18,8 +18,11 @@ on asyncio's loop, 387-399 MB/s at 3.3 CPU-s.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from typing import BinaryIO
+
+_CONNECTION_LOST = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
 
 
 async def sendfile(
@@ -30,8 +33,9 @@ async def sendfile(
     then after them.
 
     Raises asyncio.SendfileNotAvailableError, nothing sent, where neither way can (a TLS
-    transport, or uvloop's with bytes still queued), ConnectionResetError (or another
-    OSError) when the connection fails partway.
+    transport; on uvloop: bytes still queued, no descriptor left, a file sendfile(2)
+    cannot read), ConnectionResetError or BrokenPipeError (or another OSError) when the
+    connection fails. Cancelled, it stops between sends (the position after what went).
     """
     loop = asyncio.get_running_loop()
     try:
@@ -43,7 +47,10 @@ async def sendfile(
         raise asyncio.SendfileNotAvailableError("no plain socket under this transport")
     if transport.get_write_buffer_size():  # (its bytes would come after ours)
         raise asyncio.SendfileNotAvailableError("the transport still has bytes to write")
-    fd = os.dup(sock.fileno())
+    try:
+        fd = os.dup(sock.fileno())
+    except OSError as exc:  # (out of descriptors: read and write instead)
+        raise asyncio.SendfileNotAvailableError(f"no descriptor to send on: {exc}") from exc
     sent = 0
     try:
         while sent < count:
@@ -52,12 +59,20 @@ async def sendfile(
             except (BlockingIOError, InterruptedError):
                 await _writable(loop, fd)
                 continue
+            except OSError as exc:
+                if sent or exc.errno in _CONNECTION_LOST:
+                    raise
+                # Nothing sent, and not the connection: a file sendfile cannot read from.
+                raise asyncio.SendfileNotAvailableError(f"sendfile(2): {exc}") from exc
             if not done:  # the file ended
                 break
             sent += done
+            if sent < count:  # as asyncio's loop does: let the loop in between sends
+                await _writable(loop, fd)
     finally:
         os.close(fd)
-        file.seek(offset + sent)
+        if sent:
+            file.seek(offset + sent)
     return sent
 
 

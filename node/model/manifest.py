@@ -189,9 +189,9 @@ class Manifest:
     inline: bytes = b""
     representation: Representation = NO_REPRESENTATION
     segments: tuple[Segment, ...] = ()
-    # The bytes it was decoded from: a replica answers a read and keeps an offer with the
-    # bytes it has. Not kept when encoding (index summaries are encoded for listings and
-    # live long). Never compared, nor copied by ``dataclasses.replace`` (init=False).
+    # The bytes it was decoded from, where its decoder asked to keep them (``from_bytes``):
+    # a replica answers a read and keeps an offer with the bytes it has. Never compared,
+    # nor copied by ``dataclasses.replace`` (init=False).
     _sealed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -313,8 +313,12 @@ class Manifest:
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Manifest:
-        """Decode a stored manifest; raises CorruptData if it is not one."""
+    def from_bytes(cls, data: bytes, keep: bool = False) -> Manifest:
+        """Decode a stored manifest; raises CorruptData if it is not one. With ``keep``,
+        ``to_bytes`` answers ``data`` itself (where ``data`` is ``bytes``, not a view of a
+        buffer used again): for a manifest about to be sent or stored as it came, not one
+        held among many (a listing's pages, an index), each of which would hold its bytes
+        twice."""
         try:
             sealed = _sealed_decoder.decode(data)
             if _checksum(sealed.record) != sealed.checksum:
@@ -341,7 +345,7 @@ class Manifest:
             representation=representation,
             segments=segments,
         )
-        if type(data) is bytes:  # (a view or bytearray may be a buffer used again)
+        if keep and type(data) is bytes:
             object.__setattr__(manifest, "_sealed", data)
         return manifest
 

@@ -101,8 +101,9 @@ async def test_peers_on_uvloop_and_on_asyncio_serve_one_cluster(
 ) -> None:
     """Peers on either event loop (``--event-loop``; the default is uvloop here, where it is
     installed) in one cluster: files whose chunks go as frames, and one whose chunks stream
-    as requests (read back with sendfile(2) on asyncio's loop, read and written on uvloop's,
-    which has no ``loop.sendfile``), round-trip through a peer of each kind."""
+    as requests (read back with sendfile(2): ``loop.sendfile`` on asyncio's loop, on a dup
+    of the connection's descriptor on uvloop's, which has none), round-trip through a peer
+    of each kind."""
     loops = ["asyncio" if i % 2 else "uvloop" for i in range(7)]
     cluster = ProcessCluster(tmp_path, 7, per_peer=[[f"--event-loop={k}"] for k in loops])
     try:
