@@ -587,10 +587,6 @@ class ChunkRange:
                 raise ValueError("a chunk range is sent once open, before any read")
         if not self._left:
             return True
-        if transport.get_extra_info("sslcontext") is not None:
-            return False  # asyncio's TLS transports have no sendfile
-        if transport.is_closing():  # (loop.sendfile would raise RuntimeError)
-            raise ConnectionResetError("the connection closed before the chunk was sent")
         wanted = self._left
         try:
             sent = await sendfile(transport, file, file.tell(), wanted)

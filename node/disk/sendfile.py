@@ -35,16 +35,21 @@ async def sendfile(
     Raises asyncio.SendfileNotAvailableError, nothing sent, where neither way can (a TLS
     transport; on uvloop: bytes still queued, no descriptor left, a file sendfile(2)
     cannot read), ConnectionResetError or BrokenPipeError (or another OSError) when the
-    connection fails. Cancelled, it stops between sends (the position after what went).
+    connection is closing or fails. Cancelled, it stops between sends (the position after
+    what went).
     """
+    if transport.get_extra_info("sslcontext") is not None:  # (TLS: the bytes are encrypted)
+        raise asyncio.SendfileNotAvailableError("a TLS connection cannot take sendfile(2)")
+    if transport.is_closing():  # (loop.sendfile would raise RuntimeError)
+        raise ConnectionResetError("the connection closed before the file was sent")
     loop = asyncio.get_running_loop()
     try:
         return await loop.sendfile(transport, file, offset, count, fallback=False)
     except NotImplementedError:  # uvloop: below
         pass
     sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_extra_info("sslcontext") is not None:
-        raise asyncio.SendfileNotAvailableError("no plain socket under this transport")
+    if sock is None:
+        raise asyncio.SendfileNotAvailableError("no socket under this transport")
     if transport.get_write_buffer_size():  # (its bytes would come after ours)
         raise asyncio.SendfileNotAvailableError("the transport still has bytes to write")
     try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +24,7 @@ from tests.harness import (
     manifest_replica,
     put_file,
 )
+from tests.harness.disk import scanned
 from tests.harness.held_commits import HELD, HOLD, HOLD_CHUNKS, hold_commits
 from tests.harness.local import INLINE
 
@@ -34,17 +35,65 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 def newest_segment_damage(data_dir: Path) -> list[Damage]:
     newest = sorted((data_dir / "manifests" / "log").glob("*.log"))[-1]
-    fd = os.open(newest, os.O_RDONLY)
-    try:
-        return [event for event in scan(fd, 0) if isinstance(event, Damage)]
-    finally:
-        os.close(fd)
+    return [
+        event for event in scanned(newest, lambda fd, _: scan(fd, 0)) if isinstance(event, Damage)
+    ]
 
 
 async def put_status(http: aiohttp.ClientSession, url: str, name: str, data: bytes) -> int:
     async with http.put(f"{url}/files/{name}", data=data) as response:
         await response.read()
         return response.status
+
+
+def small_files(rng: random.Random, prefix: str, count: int, largest: int) -> dict[str, bytes]:
+    return {f"{prefix}/{i}": rng.randbytes(rng.randint(1, largest)) for i in range(count)}
+
+
+async def put_through_two(
+    http: aiohttp.ClientSession, cluster: ProcessCluster, files: dict[str, bytes]
+) -> None:
+    """PUT ``files`` at once, alternately through peers 0 and 1 (never the victim, 2)."""
+    await asyncio.gather(
+        *(put_file(http, cluster.urls[i % 2], n, d) for i, (n, d) in enumerate(files.items()))
+    )
+
+
+async def crash_in_held_commit(
+    http: aiohttp.ClientSession,
+    cluster: ProcessCluster,
+    hold: str,
+    during: dict[str, bytes],
+    quorum: str,
+) -> dict[str, Any]:
+    """Hold peer 2's next group commit halfway written (``hold``: ``HOLD`` or
+    ``HOLD_CHUNKS``, ``tests.harness.held_commits``), PUT ``during`` through peers 0 and 1
+    meanwhile, SIGKILL peer 2 inside the batch, and assert every one of those PUTs was
+    still answered 201 (``quorum`` says why); what the held batch was (its report)."""
+    victim = cluster.peers[2]
+    (victim.data_dir / hold).touch()
+    puts = [
+        asyncio.ensure_future(put_status(http, cluster.urls[i % 2], n, d))
+        for i, (n, d) in enumerate(during.items())
+    ]
+    held = victim.data_dir / HELD
+    await eventually(held.exists, 20, "a group commit to be held halfway written")
+    report: dict[str, Any] = json.loads(held.read_bytes())
+    await cluster.crash(2)  # SIGKILL inside the batch: half of it is in the file
+    statuses = await asyncio.gather(*puts)
+    assert statuses == [201] * len(during), quorum
+    held.unlink()
+    return report
+
+
+async def read_right_everywhere(
+    http: aiohttp.ClientSession, cluster: ProcessCluster, files: dict[str, bytes], within: float
+) -> None:
+    async def all_read_right() -> bool:
+        await check_files(http, cluster.urls, files)
+        return True
+
+    await eventually(all_read_right, within, "every acknowledged file to read right everywhere")
 
 
 async def test_a_peer_killed_in_the_middle_of_a_group_commit_keeps_every_acknowledged_write(
@@ -58,27 +107,15 @@ async def test_a_peer_killed_in_the_middle_of_a_group_commit_keeps_every_acknowl
     try:
         await cluster.start(http)
         rng = random.Random(13)
-        before = {f"group/before/{i}": rng.randbytes(rng.randint(1, 16 << 10)) for i in range(30)}
-        await asyncio.gather(
-            *(put_file(http, cluster.urls[i % 2], n, d) for i, (n, d) in enumerate(before.items()))
-        )
-        (victim.data_dir / HOLD).touch()
-        during = {f"group/during/{i}": rng.randbytes(rng.randint(1, 16 << 10)) for i in range(12)}
-        puts = [
-            asyncio.ensure_future(put_status(http, cluster.urls[i % 2], n, d))
-            for i, (n, d) in enumerate(during.items())
-        ]
-        held = victim.data_dir / HELD
-        await eventually(held.exists, 20, "a group commit to be held halfway written")
-        report = json.loads(held.read_bytes())
-        await cluster.crash(2)  # SIGKILL inside the batch: half of it is in the file
-        statuses = await asyncio.gather(*puts)
-        assert statuses == [201] * len(during), "two replicas of three are a write quorum"
+        before = small_files(rng, "group/before", 30, 16 << 10)
+        await put_through_two(http, cluster, before)
+        during = small_files(rng, "group/during", 12, 16 << 10)
+        quorum = "two replicas of three are a write quorum"
+        report = await crash_in_held_commit(http, cluster, HOLD, during, quorum)
         torn = newest_segment_damage(victim.data_dir)
         assert [d.tail for d in torn] == [True], f"the kill did not land mid-append: {torn}"
         print(f"killed with a batch of {len(report['names'])} records half written: {report}")
 
-        held.unlink()
         await cluster.restart(2, http)
         assert newest_segment_damage(victim.data_dir) == [], "the torn tail was cut off"
         for name, data in before.items():  # acknowledged by the victim before the kill
@@ -90,12 +127,7 @@ async def test_a_peer_killed_in_the_middle_of_a_group_commit_keeps_every_acknowl
             if kept is not None and name in during:
                 assert kept.inline == during[name]
         await cluster.wait_converged(http)
-
-        async def all_read_right() -> bool:
-            await check_files(http, cluster.urls, {**before, **during})
-            return True
-
-        await eventually(all_read_right, 20, "every acknowledged file to read right everywhere")
+        await read_right_everywhere(http, cluster, {**before, **during}, 20)
     finally:
         await cluster.stop()
 
@@ -105,16 +137,12 @@ def volume_records(data_dir: Path) -> tuple[list[str], int]:
     after them (a torn tail), read without changing it."""
     newest = sorted((data_dir / VOLUMES_DIR).glob("*.vol"))[-1]
     ids, torn = [], 0
-    fd = os.open(newest, os.O_RDONLY)
-    try:
-        for event in scan_volume(fd, os.fstat(fd).st_size):
-            if isinstance(event, VolumeDamage):
-                assert event.tail, f"damage before the end of the volume: {event}"
-                torn = event.end - event.start
-            else:
-                ids.append(event.chunk_id)
-    finally:
-        os.close(fd)
+    for event in scanned(newest, scan_volume):
+        if isinstance(event, VolumeDamage):
+            assert event.tail, f"damage before the end of the volume: {event}"
+            torn = event.end - event.start
+        else:
+            ids.append(event.chunk_id)
     return ids, torn
 
 
@@ -131,39 +159,22 @@ async def test_a_peer_killed_in_the_middle_of_a_chunk_volume_commit_keeps_every_
     try:
         await cluster.start(http)
         rng = random.Random(17)
-        before = {f"packed/before/{i}": rng.randbytes(rng.randint(1, 40 << 10)) for i in range(24)}
-        await asyncio.gather(
-            *(put_file(http, cluster.urls[i % 2], n, d) for i, (n, d) in enumerate(before.items()))
-        )
+        before = small_files(rng, "packed/before", 24, 40 << 10)
+        await put_through_two(http, cluster, before)
         kept_before, _ = volume_records(victim.data_dir)
-        (victim.data_dir / HOLD_CHUNKS).touch()
-        during = {f"packed/during/{i}": rng.randbytes(rng.randint(1, 40 << 10)) for i in range(12)}
-        puts = [
-            asyncio.ensure_future(put_status(http, cluster.urls[i % 2], n, d))
-            for i, (n, d) in enumerate(during.items())
-        ]
-        held = victim.data_dir / HELD
-        await eventually(held.exists, 20, "a chunk volume commit to be held halfway written")
-        report = json.loads(held.read_bytes())
-        await cluster.crash(2)  # SIGKILL inside the batch: half of it is in the volume
-        statuses = await asyncio.gather(*puts)
-        assert statuses == [201] * len(during), "six chunks of seven are a write quorum"
+        during = small_files(rng, "packed/during", 12, 40 << 10)
+        quorum = "six chunks of seven are a write quorum"
+        report = await crash_in_held_commit(http, cluster, HOLD_CHUNKS, during, quorum)
         kept, torn = volume_records(victim.data_dir)
         assert kept[: len(kept_before)] == kept_before, "appends only"
         assert torn > 0 or len(kept) > len(kept_before), "the kill did not land mid-append"
         print(f"killed with a batch of {len(report['names'])} chunk records half written")
 
-        held.unlink()
         await cluster.restart(2, http)
         kept_after, torn_after = volume_records(victim.data_dir)
         assert torn_after == 0, "the torn tail was cut off"
         assert set(kept_before) <= set(kept_after), "an acknowledged chunk was lost"
         await cluster.wait_converged(http)
-
-        async def all_read_right() -> bool:
-            await check_files(http, cluster.urls, {**before, **during})
-            return True
-
-        await eventually(all_read_right, 30, "every acknowledged file to read right everywhere")
+        await read_right_everywhere(http, cluster, {**before, **during}, 30)
     finally:
         await cluster.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -20,6 +21,19 @@ from node.disk.manifest_log import FRAME, KEEP, Damage, LogRecord, scan
 from node.errors import CorruptData
 from node.model.identity import ClusterIdentity
 from node.model.manifest import Manifest
+
+T = TypeVar("T")
+
+
+def scanned(path: Path, scanner: Callable[[int, int], Iterable[T]]) -> list[T]:
+    """What ``scanner(fd, size)`` finds in the file at ``path`` (a manifest log segment's
+    or a chunk volume's ``scan``), opened read-only and never changed: as the peer would
+    replay it (a running peer's too: a record being written reads as torn)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return list(scanner(fd, os.fstat(fd).st_size))
+    finally:
+        os.close(fd)
 
 
 def chunk_files_in(data_dir: Path) -> list[Path]:
@@ -49,17 +63,13 @@ def packed_chunk(data_dir: Path, chunk_id: str) -> tuple[Path, int, int] | None:
     torn), without changing them."""
     found: dict[str, tuple[Path, int, int]] = {}
     for path in sorted((data_dir / VOLUMES_DIR).glob("*.vol")):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for entry in scan_volume(fd, os.fstat(fd).st_size):
-                if not isinstance(entry, VolumeEntry):
-                    continue  # damage (a flipped byte), or a record being written
-                if entry.kind == PACKED_KEEP:
-                    found[entry.chunk_id] = (path, entry.offset, entry.size)
-                else:
-                    found.pop(entry.chunk_id, None)
-        finally:
-            os.close(fd)
+        for entry in scanned(path, scan_volume):
+            if not isinstance(entry, VolumeEntry):
+                continue  # damage (a flipped byte), or a record being written
+            if entry.kind == PACKED_KEEP:
+                found[entry.chunk_id] = (path, entry.offset, entry.size)
+            else:
+                found.pop(entry.chunk_id, None)
     return found.get(chunk_id)
 
 
@@ -103,20 +113,16 @@ def manifest_record(data_dir: Path, name: str) -> tuple[Path, int, int] | None:
     found: dict[str, tuple[Path, int, int]] = {}
     directory = data_dir / "manifests" / "log"
     for path in sorted(directory.glob("*.log")) if directory.is_dir() else []:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for event in scan(fd, 0):
-                if isinstance(event, Damage):
-                    if event.name is not None and not event.tail:
-                        found.pop(event.name, None)
-                    continue
-                where, record = event
-                if record.kind == KEEP:
-                    found[record.name] = (path, where.offset, where.length)
-                else:
-                    found.pop(record.name, None)
-        finally:
-            os.close(fd)
+        for event in scanned(path, lambda fd, _: scan(fd, 0)):
+            if isinstance(event, Damage):
+                if event.name is not None and not event.tail:
+                    found.pop(event.name, None)
+                continue
+            where, record = event
+            if record.kind == KEEP:
+                found[record.name] = (path, where.offset, where.length)
+            else:
+                found.pop(record.name, None)
     return found.get(name)
 
 
