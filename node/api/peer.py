@@ -29,6 +29,7 @@ from node.api.access_log import SentFile
 from node.api.errors import INTERNAL_MESSAGE, Handler, worth_a_warning
 from node.api.input import body_pieces, defer_continue, query_int
 from node.api.keys import ACCESS, AUTH, CHANNELS, CONFIG, GOSSIP, HOLDER
+from node.api.limits import Refusals
 from node.api.numbers import decimal
 from node.api.ranges import parse_range
 from node.cluster import channel
@@ -89,6 +90,7 @@ from node.tracing import new_request_id, sane_request_id
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("node.access")  # each batched call gets a line, as a request
+stalled_readers = Refusals(log, level=logging.INFO)  # chunk reads cut by --send-timeout
 
 PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
@@ -249,7 +251,14 @@ async def get_chunk(request: web.Request) -> SentFile:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("the connection closed before the chunk was sent")
-        if await chunk.send(transport):
+        stall = request.app[CONFIG].send_timeout
+        try:
+            whole = await chunk.send(transport, stall)
+        except TimeoutError:  # (the stream is cut partway: only closing can tell the reader)
+            transport.abort()
+            stalled_readers.note(f"dropped chunk readers that took nothing for {stall:g}s")
+            raise ConnectionResetError("the reader stopped reading") from None
+        if whole:
             response.file_bytes = chunk.read_bytes
         else:
             async for piece in chunk.iter_any():

@@ -576,11 +576,12 @@ class ChunkRange:
             self._file.seek(self._base + start)
             self._left = max(0, min(end, self.size) - start)
 
-    async def send(self, transport: asyncio.WriteTransport) -> bool:
+    async def send(self, transport: asyncio.WriteTransport, stall: float) -> bool:
         """Send the rest of the range on ``transport`` with sendfile(2), zero-copy, before
-        any read; False, and nothing sent, where it cannot (TLS; uvloop with bytes queued:
+        any read; False, and nothing sent, where it cannot (TLS, bytes still queued:
         ``node.disk.sendfile``): read the range with ``iter_any`` then. Raises what
-        ``sendfile`` raises (a closed connection)."""
+        ``sendfile`` raises (a closed connection; TimeoutError when the reader takes
+        nothing for ``stall`` seconds)."""
         with self._lock:
             file = self._file
             if file is None or self._busy or self.read_bytes:
@@ -589,7 +590,7 @@ class ChunkRange:
             return True
         wanted = self._left
         try:
-            sent = await sendfile(transport, file, file.tell(), wanted)
+            sent = await sendfile(transport, file, file.tell(), wanted, stall)
         except asyncio.SendfileNotAvailableError:
             return False
         self._left -= sent

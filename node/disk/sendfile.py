@@ -1,52 +1,57 @@
-"""sendfile(2) of a file range to a connection, on asyncio's event loop and on uvloop's.
+"""sendfile(2) of a file range to a connection, on asyncio's event loop and on uvloop's,
+given up when the reader takes nothing for a while.
 
-asyncio's loop has ``loop.sendfile``: it waits for the transport's buffer to empty, then
-calls ``os.sendfile`` on the event loop, waiting for the socket to take more with
-``add_writer``. uvloop has none (``NotImplementedError``), and refuses ``add_writer`` on a
-descriptor one of its transports owns. ``sendfile`` does the same there on a duplicate of
-the connection's descriptor (dup(2): the same socket under a number libuv does not own;
-it also keeps the socket open while a send is under way, should the transport close),
-once the transport's own buffer is empty; where it is not, nothing is sent and the caller
-reads and writes the range itself.
+The send goes on a duplicate of the connection's descriptor (dup(2): the same socket under
+a number the loop's transport does not own; it also keeps the socket open while a send is
+under way, should the transport close), once the transport's own buffer is empty; where it
+is not, nothing is sent and the caller reads and writes the range itself. Between sends it
+waits for the socket to take more (``add_writer`` on the duplicate), as asyncio's own
+``loop.sendfile`` does, so the loop serves others meanwhile; once the reader has taken
+nothing for ``stall`` seconds (the bytes the socket holds unacknowledged, ``SIOCOUTQ``, did
+not shrink), the send ends with TimeoutError. ``loop.sendfile`` is not used: uvloop has
+none (``NotImplementedError``, and it refuses ``add_writer`` on a descriptor one of its
+transports owns), and asyncio's can only be bounded as a whole, so a reader that stopped
+held a file, a descriptor and a task for good.
 
-Why it matters (``node.process.event_loop``; 1 GiB GET through 7 peer processes on this
-2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03): reading
-and writing in Python on uvloop, 235-311 MB/s at 5.2-5.9 CPU-s across the cluster; sendfile
-on asyncio's loop, 387-399 MB/s at 3.3 CPU-s.
+Why sendfile at all (``node.process.event_loop``; 1 GiB GET through 7 peer processes on
+this 2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03):
+reading and writing in Python on uvloop, 235-311 MB/s at 5.2-5.9 CPU-s across the
+cluster; sendfile on asyncio's loop, 387-399 MB/s at 3.3 CPU-s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
+import sys
+import termios
 from typing import BinaryIO
 
 _CONNECTION_LOST = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
+_SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # (on Linux, = SIOCOUTQ)
 
 
 async def sendfile(
-    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int
+    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int, stall: float
 ) -> int:
     """Send bytes ``[offset, offset + count)`` of ``file`` on ``transport``'s socket with
     sendfile(2); the bytes sent (fewer where the file ends first), the file's position
     then after them.
 
-    Raises asyncio.SendfileNotAvailableError, nothing sent, where neither way can (a TLS
-    transport; on uvloop: bytes still queued, no descriptor left, a file sendfile(2)
-    cannot read), ConnectionResetError or BrokenPipeError (or another OSError) when the
-    connection is closing or fails. Cancelled, it stops between sends (the position after
-    what went).
+    Raises asyncio.SendfileNotAvailableError, nothing sent, where it cannot (a TLS
+    transport, bytes still queued on the transport, no descriptor left, a file sendfile(2)
+    cannot read), TimeoutError when the socket takes nothing for ``stall`` seconds (the
+    reader stopped reading: the caller drops the connection, whose stream is cut
+    partway), ConnectionResetError or BrokenPipeError (or another OSError) when the
+    connection is closing or fails. Cancelled or timed out, it stops between sends (the
+    position after what went).
     """
     if transport.get_extra_info("sslcontext") is not None:  # (TLS: the bytes are encrypted)
         raise asyncio.SendfileNotAvailableError("a TLS connection cannot take sendfile(2)")
-    if transport.is_closing():  # (loop.sendfile would raise RuntimeError)
+    if transport.is_closing():
         raise ConnectionResetError("the connection closed before the file was sent")
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.sendfile(transport, file, offset, count, fallback=False)
-    except NotImplementedError:  # uvloop: below
-        pass
     sock = transport.get_extra_info("socket")
     if sock is None:
         raise asyncio.SendfileNotAvailableError("no socket under this transport")
@@ -56,13 +61,14 @@ async def sendfile(
         fd = os.dup(sock.fileno())
     except OSError as exc:  # (out of descriptors: read and write instead)
         raise asyncio.SendfileNotAvailableError(f"no descriptor to send on: {exc}") from exc
+    loop = asyncio.get_running_loop()
     sent = 0
     try:
         while sent < count:
             try:
                 done = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
             except (BlockingIOError, InterruptedError):
-                await _writable(loop, fd)
+                await _writable(loop, fd, stall)
                 continue
             except OSError as exc:
                 if sent or exc.errno in _CONNECTION_LOST:
@@ -73,7 +79,7 @@ async def sendfile(
                 break
             sent += done
             if sent < count:  # as asyncio's loop does: let the loop in between sends
-                await _writable(loop, fd)
+                await _writable(loop, fd, stall)
     finally:
         os.close(fd)
         if sent:
@@ -81,16 +87,49 @@ async def sendfile(
     return sent
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    """Wait until socket ``fd`` takes more bytes (or fails: the next send says how)."""
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> None:
+    """Wait until socket ``fd`` takes more bytes (or fails: the next send says how);
+    TimeoutError once the reader has taken nothing for ``stall`` seconds.
+
+    A socket is writable again only once much of its send buffer is free (a third, on
+    Linux), which takes far longer than ``stall`` for a slow reader of a large buffer; so
+    where the kernel says how many bytes the socket still holds (``_unsent``), the wait
+    goes on for as long as that shrinks, each ``stall`` seconds: the reader took some.
+    """
     ready: asyncio.Future[None] = loop.create_future()
+    held = _unsent(fd)
+    timer: asyncio.TimerHandle
 
     def wake() -> None:
         if not ready.done():
             ready.set_result(None)
 
+    def check() -> None:
+        nonlocal held, timer
+        if ready.done():
+            return
+        now = _unsent(fd)
+        if held is not None and now is not None and now < held:  # the reader took some
+            held = now
+            timer = loop.call_later(stall, check)
+            return
+        ready.set_exception(TimeoutError(f"the reader took nothing for {stall:g}s"))
+
     loop.add_writer(fd, wake)
+    timer = loop.call_later(stall, check)
     try:
         await ready
     finally:
+        timer.cancel()
         loop.remove_writer(fd)
+
+
+def _unsent(fd: int) -> int | None:
+    """Bytes socket ``fd`` holds that its reader has not acknowledged (``SIOCOUTQ``, see
+    tcp(7)); None where the kernel does not say (not Linux)."""
+    if _SIOCOUTQ is None:
+        return None
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _SIOCOUTQ, bytes(4)), sys.byteorder, signed=True)
+    except OSError:
+        return None

@@ -20,6 +20,7 @@ UVLOOP = pytest.mark.skipif(
     importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed here"
 )
 LOOPS = ["asyncio", pytest.param("uvloop", marks=UVLOOP)]
+STALL = 30.0  # seconds a send may wait for the reader (more than any test's own wait)
 
 
 class _Accepted(asyncio.Protocol):
@@ -64,7 +65,7 @@ def test_a_range_follows_what_was_written_before_and_leaves_the_position_after_i
     ) -> tuple[int, int, bytes]:
         transport.write(b"head:")
         with path.open("rb") as file:
-            sending = asyncio.ensure_future(sendfile(transport, file, offset, count))
+            sending = asyncio.ensure_future(sendfile(transport, file, offset, count, STALL))
             got = await asyncio.wait_for(reader.readexactly(5 + count), 30)
             return await sending, file.tell(), got
 
@@ -83,7 +84,7 @@ def test_a_range_past_the_end_sends_what_the_file_has(loop: str, tmp_path: Path)
         transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
     ) -> tuple[int, bytes]:
         with path.open("rb") as file:
-            sent = await sendfile(transport, file, 4, 100)
+            sent = await sendfile(transport, file, 4, 100, STALL)
         return sent, await asyncio.wait_for(reader.readexactly(sent), 10)
 
     assert run(_connected(exchange), loop) == (6, b"456789")
@@ -98,7 +99,7 @@ def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> No
         transport: asyncio.Transport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> BaseException | None:
         with path.open("rb") as file:
-            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20))
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20, STALL))
             await asyncio.wait_for(reader.readexactly(1 << 20), 10)
             writer.transport.abort()  # a reset, unread bytes and all
             try:
@@ -110,11 +111,10 @@ def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> No
     assert isinstance(run(_connected(exchange), loop), (BrokenPipeError, ConnectionResetError))
 
 
-@UVLOOP
+@pytest.mark.parametrize("loop", LOOPS)
 def test_a_send_cancelled_partway_leaves_no_descriptor_and_the_position_after_what_went(
-    tmp_path: Path,
+    loop: str, tmp_path: Path
 ) -> None:
-    """(uvloop: our own sends; asyncio's loop.sendfile leaves the position where it was.)"""
     path = tmp_path / "chunk"
     path.write_bytes(bytes(64 << 20))
 
@@ -123,7 +123,7 @@ def test_a_send_cancelled_partway_leaves_no_descriptor_and_the_position_after_wh
     ) -> tuple[int, int, int]:
         descriptors = len(os.listdir("/proc/self/fd"))
         with path.open("rb") as file:
-            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20))
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20, STALL))
             await asyncio.wait_for(reader.readexactly(1 << 20), 10)  # under way, the reader
             sending.cancel()  # reads no more: the send waits for room, and is cancelled
             with pytest.raises(asyncio.CancelledError):
@@ -133,14 +133,14 @@ def test_a_send_cancelled_partway_leaves_no_descriptor_and_the_position_after_wh
         received = (1 << 20) + len(await asyncio.wait_for(reader.read(), 30))
         return position, received, len(os.listdir("/proc/self/fd")) - descriptors
 
-    position, received, more = run(_connected(exchange), "uvloop")
+    position, received, more = run(_connected(exchange), loop)
     assert 1 << 20 <= position < 64 << 20
     assert received == position
     assert more <= 0  # (the server's transport and the file are closed by then too)
 
 
-@UVLOOP
-def test_on_uvloop_bytes_still_queued_send_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_bytes_still_queued_send_nothing(loop: str, tmp_path: Path) -> None:
     path = tmp_path / "chunk"
     path.write_bytes(b"x" * 1000)
 
@@ -151,9 +151,39 @@ def test_on_uvloop_bytes_still_queued_send_nothing(tmp_path: Path) -> None:
             transport.write(bytes(1 << 20))
         with path.open("rb") as file:
             try:
-                await sendfile(transport, file, 0, 1000)
+                await sendfile(transport, file, 0, 1000, STALL)
             except asyncio.SendfileNotAvailableError:
                 return True, file.tell()
         return False, -1
 
-    assert run(_connected(exchange), "uvloop") == (True, 0)
+    assert run(_connected(exchange), loop) == (True, 0)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_reader_that_stops_reading_times_the_send_out_and_a_slow_one_does_not(
+    loop: str, tmp_path: Path
+) -> None:
+    size, stall = 64 << 20, 0.3
+    path = tmp_path / "chunk"
+    path.write_bytes(bytes(size))
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[int, float, int]:
+        clock = asyncio.get_running_loop().time
+        with path.open("rb") as file:
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, size, stall))
+            # slower than the socket would go, but taking something within every ``stall``
+            taken = 0
+            while taken < 8 << 20:
+                taken += len(await asyncio.wait_for(reader.read(1 << 20), 10))
+                await asyncio.sleep(stall / 3)
+            assert not sending.done(), "a reader that takes something now and then is served"
+            stopped = clock()  # then it reads nothing more
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sending, 30)
+            return file.tell(), clock() - stopped, taken
+
+    position, waited, taken = run(_connected(exchange), loop)
+    assert taken <= position < size  # the position after what went
+    assert stall <= waited < stall + 10
