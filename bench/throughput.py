@@ -46,6 +46,7 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import cpu_list, pin, run_benchmark
+from node.model.layout import DEFAULT_BLOCK_SIZE
 from node.process.tls import client_context
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
@@ -279,7 +280,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100M,1G")
-    parser.add_argument("--block-sizes", default="1M")
+    parser.add_argument("--block-sizes", default=f"{DEFAULT_BLOCK_SIZE}")
     parser.add_argument("--peers", type=int, default=7)
     parser.add_argument("--security", default="hmac", help="off,hmac,tls,xxh3: variants to compare")
     parser.add_argument("--small", type=int, default=0, help="small files per variant (0: none)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 DEFAULT_K = 5
 DEFAULT_M = 2
-DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_BLOCK_SIZE = 512 << 10  # (docs/architecture.md, "512 KiB blocks")
 MIN_BLOCK_SIZE = 512
 MAX_BLOCK_SIZE = 64 << 20
 MAX_CHUNKS = 256  # data plus parity chunks of one file: zfec's limit
