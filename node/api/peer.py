@@ -15,8 +15,11 @@ authenticated peer or not: a buggy peer gets a 400, not a hung or crashed one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TypeVar
@@ -70,6 +73,7 @@ from node.cluster.protocol import (
     unpack_chunk_ids,
 )
 from node.datapath.holder import Holder
+from node.disk.sendfile import ReaderStalled
 from node.errors import (
     CorruptData,
     FileNotFound,
@@ -254,8 +258,8 @@ async def get_chunk(request: web.Request) -> SentFile:
         stall = request.app[CONFIG].send_timeout
         try:
             whole = await chunk.send(transport, stall)
-        except TimeoutError:  # (the stream is cut partway: only closing can tell the reader)
-            transport.abort()
+        except ReaderStalled:  # (the stream is cut partway: only a reset tells the reader)
+            reset(transport)
             stalled_readers.note(f"dropped chunk readers that took nothing for {stall:g}s")
             raise ConnectionResetError("the reader stopped reading") from None
         if whole:
@@ -265,6 +269,16 @@ async def get_chunk(request: web.Request) -> SentFile:
                 await response.write(piece)
         await response.write_eof()
     return response
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close the connection with a reset (SO_LINGER 0, as nginx's
+    ``reset_timedout_connection``), not a FIN behind megabytes its reader will not take."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def pull_chunk(request: web.Request) -> web.Response:

@@ -580,7 +580,7 @@ class ChunkRange:
         """Send the rest of the range on ``transport`` with sendfile(2), zero-copy, before
         any read; False, and nothing sent, where it cannot (TLS, bytes still queued:
         ``node.disk.sendfile``): read the range with ``iter_any`` then. Raises what
-        ``sendfile`` raises (a closed connection; TimeoutError when the reader takes
+        ``sendfile`` raises (a closed connection; ReaderStalled when the reader takes
         nothing for ``stall`` seconds)."""
         with self._lock:
             file = self._file

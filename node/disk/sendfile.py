@@ -29,8 +29,15 @@ import sys
 import termios
 from typing import BinaryIO
 
-_CONNECTION_LOST = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
+_CONNECTION_LOST = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH}
+)
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # (on Linux, = SIOCOUTQ)
+
+
+class ReaderStalled(TimeoutError):
+    """The reader took nothing of a send for its ``stall`` seconds (not the connection's
+    own ETIMEDOUT, which is a TimeoutError too)."""
 
 
 async def sendfile(
@@ -42,11 +49,12 @@ async def sendfile(
 
     Raises asyncio.SendfileNotAvailableError, nothing sent, where it cannot (a TLS
     transport, bytes still queued on the transport, no descriptor left, a file sendfile(2)
-    cannot read), TimeoutError when the socket takes nothing for ``stall`` seconds (the
-    reader stopped reading: the caller drops the connection, whose stream is cut
-    partway), ConnectionResetError or BrokenPipeError (or another OSError) when the
-    connection is closing or fails. Cancelled or timed out, it stops between sends (the
-    position after what went).
+    cannot read), ReaderStalled when the reader took nothing for ``stall`` seconds (the
+    caller drops the connection, whose stream is cut partway; where the kernel does not
+    say what the socket still holds, not Linux: when the socket was not writable for that
+    long), ConnectionResetError when the transport closes meanwhile (its protocol saw the
+    connection end), BrokenPipeError or another OSError when the connection fails.
+    Cancelled or stalled, it stops between sends (the position after what went).
     """
     if transport.get_extra_info("sslcontext") is not None:  # (TLS: the bytes are encrypted)
         raise asyncio.SendfileNotAvailableError("a TLS connection cannot take sendfile(2)")
@@ -68,7 +76,7 @@ async def sendfile(
             try:
                 done = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
             except (BlockingIOError, InterruptedError):
-                await _writable(loop, fd, stall)
+                await _writable(loop, transport, fd, stall)
                 continue
             except OSError as exc:
                 if sent or exc.errno in _CONNECTION_LOST:
@@ -79,7 +87,7 @@ async def sendfile(
                 break
             sent += done
             if sent < count:  # as asyncio's loop does: let the loop in between sends
-                await _writable(loop, fd, stall)
+                await _writable(loop, transport, fd, stall)
     finally:
         os.close(fd)
         if sent:
@@ -87,9 +95,12 @@ async def sendfile(
     return sent
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> None:
+async def _writable(
+    loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport, fd: int, stall: float
+) -> None:
     """Wait until socket ``fd`` takes more bytes (or fails: the next send says how);
-    TimeoutError once the reader has taken nothing for ``stall`` seconds.
+    ReaderStalled once the reader has taken nothing for ``stall`` seconds,
+    ConnectionResetError when ``transport`` closed meanwhile.
 
     A socket is writable again only once much of its send buffer is free (a third, on
     Linux), which takes far longer than ``stall`` for a slow reader of a large buffer; so
@@ -113,7 +124,7 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> N
             held = now
             timer = loop.call_later(stall, check)
             return
-        ready.set_exception(TimeoutError(f"the reader took nothing for {stall:g}s"))
+        ready.set_exception(ReaderStalled(f"the reader took nothing for {stall:g}s"))
 
     loop.add_writer(fd, wake)
     timer = loop.call_later(stall, check)
@@ -122,6 +133,8 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall: float) -> N
     finally:
         timer.cancel()
         loop.remove_writer(fd)
+    if transport.is_closing():  # (the duplicate would keep the socket, and the send, going)
+        raise ConnectionResetError("the connection closed while the file was sent")
 
 
 def _unsent(fd: int) -> int | None:

@@ -22,7 +22,19 @@ SEND_TIMEOUT = 0.5
 MARGIN = 10.0  # seconds the drop may be late on a loaded machine
 OWNER = ChunkMeta("stall/file", "1.0.peer", 0, 1 << 20)
 CHUNK = f"{7:032x}-0"
-SIZE = 48 << 20  # well past what the socket buffers and aiohttp's read buffer take
+
+
+def past_the_buffers() -> int:
+    """Bytes well past what loopback's socket buffers at their largest (tcp(7): the third
+    of ``tcp_rmem`` and of ``tcp_wmem``) and the reader's own buffer take."""
+    largest = sum(
+        int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+        for name in ("tcp_rmem", "tcp_wmem")
+    )
+    return max(48 << 20, 2 * largest + (8 << 20))
+
+
+SIZE = past_the_buffers()
 
 
 async def pieces(data: bytes) -> AsyncIterator[bytes]:
