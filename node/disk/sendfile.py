@@ -8,7 +8,7 @@ is not, nothing is sent and the caller reads and writes the range itself. Betwee
 waits for the socket to take more (``add_writer`` on the duplicate), as asyncio's own
 ``loop.sendfile`` does, so the loop serves others meanwhile; once the reader has taken
 nothing for ``stall`` seconds (the bytes the socket holds unacknowledged, ``SIOCOUTQ``, did
-not shrink), the send ends with TimeoutError. ``loop.sendfile`` is not used: uvloop has
+not shrink), the send ends with ReaderStalled. ``loop.sendfile`` is not used: uvloop has
 none (``NotImplementedError``, and it refuses ``add_writer`` on a descriptor one of its
 transports owns), and asyncio's can only be bounded as a whole, so a reader that stopped
 held a file, a descriptor and a task for good.

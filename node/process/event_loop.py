@@ -12,10 +12,10 @@ against the tree before): 4 KiB PUT 532 -> 571 and 574 -> 628/s (server CPU 2.77
 spread, cold or warm (docs/architecture.md).
 
 What it costs: 2-3.5 MiB more resident per peer (libuv and the extension; a 1 GiB PUT's
-coordinator peaks at 85.3-85.5 MiB against 82.2-83.1), and uvloop has no ``loop.sendfile``
-(``node.disk.sendfile`` does it there). ``--event-loop asyncio`` keeps asyncio's loop, and
-the ``auto`` default falls back to it where uvloop is not installed (it has no Windows
-build; ringstore does not ask for it there).
+coordinator peaked at 85.3-85.5 MiB against 82.2-83.1 with 1 MiB blocks), and uvloop has
+no ``loop.sendfile`` (``node.disk.sendfile`` sends files on either loop). ``--event-loop
+asyncio`` keeps asyncio's loop, and the ``auto`` default falls back to it where uvloop is
+not installed (it has no Windows build; ringstore does not ask for it there).
 """
 
 from __future__ import annotations

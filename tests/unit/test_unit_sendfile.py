@@ -90,8 +90,13 @@ def test_a_range_past_the_end_sends_what_the_file_has(loop: str, tmp_path: Path)
     assert run(_connected(exchange), loop) == (6, b"456789")
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> None:
+def _cut_partway(
+    loop: str,
+    tmp_path: Path,
+    cut: Callable[[asyncio.Transport, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> BaseException | None:
+    """The ConnectionError a 64 MiB send ends with when ``cut(server's transport, client's
+    reader, client's writer)`` runs once the reader has 1 MiB of it; None if it ends well."""
     path = tmp_path / "chunk"
     path.write_bytes(bytes(64 << 20))
 
@@ -101,14 +106,25 @@ def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> No
         with path.open("rb") as file:
             sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20, STALL))
             await asyncio.wait_for(reader.readexactly(1 << 20), 10)
-            writer.transport.abort()  # a reset, unread bytes and all
+            await cut(transport, reader, writer)
             try:
                 await asyncio.wait_for(sending, 30)
             except ConnectionError as exc:  # (not a timeout: also an OSError)
                 return exc
         return None
 
-    assert isinstance(run(_connected(exchange), loop), (BrokenPipeError, ConnectionResetError))
+    return run(_connected(exchange), loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_reader_that_goes_away_fails_the_send(loop: str, tmp_path: Path) -> None:
+    async def reset(
+        _: asyncio.Transport, __: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        client.transport.abort()  # a reset, unread bytes and all
+
+    ended = _cut_partway(loop, tmp_path, reset)
+    assert isinstance(ended, (BrokenPipeError, ConnectionResetError))
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -194,21 +210,11 @@ def test_a_reader_that_stops_reading_times_the_send_out_and_a_slow_one_does_not(
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_transport_closed_meanwhile_ends_the_send(loop: str, tmp_path: Path) -> None:
     """(The duplicate descriptor would keep the socket open and the send going.)"""
-    path = tmp_path / "chunk"
-    path.write_bytes(bytes(64 << 20))
 
-    async def exchange(
-        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
-    ) -> BaseException | None:
-        with path.open("rb") as file:
-            sending = asyncio.ensure_future(sendfile(transport, file, 0, 64 << 20, STALL))
-            await asyncio.wait_for(reader.readexactly(1 << 20), 10)
-            transport.close()  # as its protocol does when the connection ends
-            try:
-                await asyncio.wait_for(reader.read(64 << 20), 10)  # take some: a wait ends
-                await asyncio.wait_for(sending, 10)
-            except ConnectionResetError as exc:
-                return exc
-        return None
+    async def close(
+        server: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> None:
+        server.close()  # as its protocol does when the connection ends
+        await asyncio.wait_for(reader.read(64 << 20), 10)  # take some: a wait ends
 
-    assert isinstance(run(_connected(exchange), loop), ConnectionResetError)
+    assert isinstance(_cut_partway(loop, tmp_path, close), ConnectionResetError)
