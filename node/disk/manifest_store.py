@@ -49,7 +49,6 @@ drops what was already moved.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import builtins
 import contextlib
 import errno
@@ -60,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from node.disk.locks import KeyedLocks
+from node.disk.manifest_index import ManifestIndex
 from node.disk.manifest_log import (
     KEEP,
     REMOVE,
@@ -94,7 +94,6 @@ MARKS_KEPT = 3600.0  # seconds a mark nothing reaches is kept (an unconditional 
 # a file's manifest of 7 chunks is ~1 KB, an inline one up to 64 KiB; a multipart upload's of
 # 10,000 parts (~1 MB) takes ~80 ms to decode, which goes to a worker thread.
 READ_ON_LOOP = 80 << 10
-SHARED_STRINGS = 4096  # distinct content types and peer ids the index keeps one copy of
 
 __all__ = ["KeyedLocks", "ManifestStore"]
 
@@ -164,13 +163,9 @@ class ManifestStore:
         overdue (``clock`` tells them)."""
         self._root = root / "manifests"
         self._log = ManifestLog(self._root / "log", segment_bytes, io or SegmentIO())
-        self._index: dict[str, Manifest] = {}
-        self._where: dict[str, Location] = {}  # name -> its record
+        self._index = ManifestIndex()  # name -> its summary and where its record lies
         self._removed: dict[str, Location] = {}  # name -> a removal record still needed
         self._live: dict[int, int] = {}  # segment -> bytes of its records still current
-        self._names: list[str] = []  # sorted names in the index
-        self._loaded = False  # until the log is read, _names is sorted once at its end
-        self._strings: dict[str, str] = {}  # content types and peer ids the index shares
         self._parity = parity  # the cluster's m: versions with fewer chunks are degraded
         self._degraded: dict[str, int] = {}  # degraded live versions: chunks they have
         self._locks = KeyedLocks()
@@ -200,11 +195,11 @@ class ManifestStore:
 
     def names(self) -> list[str]:
         """Every name this peer holds a replica of, in order."""
-        return list(self._names)
+        return list(self._index.names)
 
     def live_names(self) -> list[str]:
         """Names whose replica here is a live version (not a tombstone), in order."""
-        return [name for name in self._names if not self._index[name].deleted]
+        return [name for name in self._index.names if not self._index.deleted(name)]
 
     def degraded(self) -> dict[str, int]:
         """Chunks stored, by name, of the live versions that lack chunks of the cluster's
@@ -225,35 +220,10 @@ class ManifestStore:
             self._live[where.segment] = self._live.get(where.segment, 0) + sign * where.length
 
     def _kept(self, manifest: Manifest, where: Location) -> None:
-        name = manifest.name
-        if self._loaded and name not in self._index:
-            bisect.insort(self._names, name)
-        self._count(self._where.get(name), -1)
-        self._count(self._removed.pop(name, None), -1)
-        self._index[name] = self._summary(manifest)
-        self._where[name] = where
+        self._count(self._index.keep(manifest, where), -1)
+        self._count(self._removed.pop(manifest.name, None), -1)
         self._count(where, +1)
         self._note_degraded(manifest)
-
-    def _summary(self, manifest: Manifest) -> Manifest:
-        """The index's entry for ``manifest``: without its chunks (``without_chunks``), its
-        content type and version's peer id the index's own copies (a decoded manifest has
-        strings of its own; ~150 bytes less per name). Not ``sys.intern``: interned
-        strings never die on Python 3.12, and clients choose content types."""
-        version = manifest.version
-        return manifest.without_chunks(
-            Version(version.wall_ms, version.counter, self._shared(version.peer)),
-            self._shared(manifest.content_type),
-        )
-
-    def _shared(self, text: str) -> str:
-        """The index's copy of ``text`` (``text`` itself past ``SHARED_STRINGS`` copies)."""
-        found = self._strings.get(text)
-        if found is not None:
-            return found
-        if len(self._strings) < SHARED_STRINGS:
-            self._strings[text] = text
-        return text
 
     def _dropped(self, name: str, where: Location) -> None:
         """``name`` removed by the record at ``where``: kept while an older record of the
@@ -265,15 +235,12 @@ class ManifestStore:
         self._count(where, +1)
 
     def _forget(self, name: str) -> None:
-        del self._index[name]
-        if self._loaded:
-            self._names.pop(bisect.bisect_left(self._names, name))
         self._degraded.pop(name, None)
-        self._count(self._where.pop(name), -1)
+        self._count(self._index.forget(name), -1)
 
     def _moved(self, name: str, old: Location, where: Location) -> None:
-        if self._where.get(name) == old:
-            self._where[name] = where
+        if self._index.where(name) == old:
+            self._index.move(name, where)
         elif self._removed.get(name) == old:
             self._removed[name] = where
         else:
@@ -313,7 +280,7 @@ class ManifestStore:
                 undecided[record.name] = record
         # Sorted once: inserting each name in log order (a random one) moved half the list
         # per name, quadratic (400,000 names in random order: 41 s of CPU to load, now 13 s).
-        self._names, self._loaded = sorted(self._index), True
+        self._index.sort()
         self._restore_marks({n: r for n, r in undecided.items() if n not in damaged})
         if damaged:  # written off: their older records must not come back after a restart
             lost = sorted(damaged & set(self._index))
@@ -357,7 +324,7 @@ class ManifestStore:
                         log.error("unreadable manifest %s: %s; set aside", path, exc)
                         path.replace(path.with_suffix(".corrupt"))
                         continue
-                    current = self._index.get(manifest.name)
+                    current = self._index.summary(manifest.name)
                     if current is None or current.precedence < manifest.precedence:
                         manifests.append(manifest)
                 frames = [frame(LogRecord(KEEP, m.name, m.to_bytes())) for m in manifests]
@@ -445,7 +412,7 @@ class ManifestStore:
         if isinstance(found, Location):
             log.error("manifest replica of %r is damaged; written off for repair", name)
             async with self._locks.hold(name):
-                if self._where.get(name) == found:
+                if self._index.where(name) == found:
                     await self._commit(
                         frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at)
                     )
@@ -461,7 +428,7 @@ class ManifestStore:
         name's marks as they were when the record was looked up (a verdict may land while
         the record is read: the answer must not pair the old record with the new marks)."""
         for _ in range(3):  # a segment compacted meanwhile: the record moved
-            where = self._where.get(name)
+            where = self._index.where(name)
             if where is None:
                 return None, ()
             marks = self._marks.get(name, ())
@@ -507,7 +474,7 @@ class ManifestStore:
         condition: Preconditions | None,
     ) -> ReplicaWrite:
         async with self._locks.hold(manifest.name):
-            current = self._index.get(manifest.name)
+            current = self._index.summary(manifest.name)
             if condition is not None and not condition.allows_write(representation(current)):
                 held = manifest.version if current is None else current.version
                 return ReplicaWrite(False, held, None)
@@ -588,7 +555,7 @@ class ManifestStore:
         self, name: str, precedence: tuple[Version, int], restore: Manifest | None
     ) -> bool:
         async with self._locks.hold(name):
-            current = self._index.get(name)
+            current = self._index.summary(name)
             marks = self._marks.get(name, ())
             mark = _marked(marks, precedence)
             if current is None or current.precedence != precedence:
@@ -624,7 +591,7 @@ class ManifestStore:
         """Append the held write of ``name`` again if it is marked: its record must name
         what its retraction would put back now that a write under it was retracted (the
         retracted mark lives in memory only)."""
-        current = self._index.get(name)
+        current = self._index.summary(name)
         if current is None or _marked(self._marks.get(name, ()), current.precedence) is None:
             return
         if (held := await self._held(name, current.precedence)) is not None:
@@ -633,7 +600,7 @@ class ManifestStore:
     async def _held(self, name: str, precedence: tuple[Version, int]) -> Manifest | None:
         """The whole manifest of ``name`` held here if it is ``precedence`` (under the
         name's lock: the index summary has no chunks), else None."""
-        current = self._index.get(name)
+        current = self._index.summary(name)
         if current is None or current.precedence != precedence:
             return None
         found = (await self._read(name))[0]
@@ -655,13 +622,15 @@ class ManifestStore:
             self._decided(name, precedence)
             if not marked or (held := await self._held(name, precedence)) is None:
                 return  # not held here, or never marked: its mark is in no record
-            where = self._where[name]
+            where = self._index.where(name)
+            if where is None:  # (held: never)
+                return
             unmarked = frame(LogRecord(KEEP, name, held.to_bytes()))
             self._riders[where] = _Append(unmarked, self._mover(name, where), rider=where)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""
-        current = self._index.get(name)
+        current = self._index.summary(name)
         held = None if current is None else current.precedence
         marks = self._pruned(_without(self._marks.get(name, ()), precedence), held)
         if marks:
@@ -680,7 +649,9 @@ class ManifestStore:
         """Summaries of names with ``prefix`` after ``start_after``, tombstones included,
         at most ``limit``, and whether more remain; with a ``delimiter``, rolled up into
         folders below ``base`` (``node.model.folders.replica_page`` has the rules)."""
-        return replica_page(self._names, self._index, prefix, start_after, limit, delimiter, base)
+        return replica_page(
+            self._index.names, self._index, prefix, start_after, limit, delimiter, base
+        )
 
     # --- compaction --------------------------------------------------------------------
 
@@ -734,8 +705,9 @@ class ManifestStore:
         """Append again those of ``records`` still current, under their names' locks."""
 
         def current(where: Location, record: LogRecord) -> bool:
-            table = self._where if record.kind == KEEP else self._removed
-            return table.get(record.name) == where
+            if record.kind == KEEP:
+                return self._index.where(record.name) == where
+            return self._removed.get(record.name) == where
 
         wanted = sorted({r.name for where, r in records if current(where, r)})
         async with contextlib.AsyncExitStack() as held:

@@ -265,19 +265,16 @@ class Manifest:
         """
         return dataclasses.replace(self, layout=dataclasses.replace(self.layout, m=parity))
 
-    def without_chunks(
-        self, version: Version | None = None, content_type: str | None = None
-    ) -> Manifest:
+    def without_chunks(self) -> Manifest:
         """This manifest without its chunk list, and without a file's inline bytes (a
-        record keeps its own), nor segments: what listings and in-memory indexes keep;
-        with ``version`` and ``content_type`` instead of its own where given (equal ones:
-        an index's shared copies of their strings)."""
+        record keeps its own), nor segments: what listings and the in-memory index of
+        replicas keep (``node.disk.manifest_index``)."""
         return Manifest(
             self.name,
-            self.version if version is None else version,
+            self.version,
             self.layout,
             self.etag,
-            self.content_type if content_type is None else content_type,
+            self.content_type,
             (),
             self.deleted,
             self.revision,
@@ -306,7 +303,7 @@ class Manifest:
             revision=self.revision,
             chunks=list(self.chunks),
             inline=self.inline or UNSET,
-            representation=_representation_record(given) if given else UNSET,
+            representation=representation_record(given) if given else UNSET,
             segments=list(self.segments) or UNSET,
         )
         packed = msgspec.msgpack.encode(record)
@@ -471,7 +468,8 @@ def _segments(record: ManifestRecord, layout: Layout) -> tuple[Segment, ...]:
     return segments
 
 
-def _representation_record(given: Representation) -> RepresentationRecord:
+def representation_record(given: Representation) -> RepresentationRecord:
+    """``given`` as a manifest stores it."""
     return RepresentationRecord(
         content_encoding=given.content_encoding,
         content_disposition=given.content_disposition,
@@ -493,7 +491,14 @@ def _representation(record: ManifestRecord) -> Representation:
     stored = record.representation
     if isinstance(stored, UnsetType):
         return NO_REPRESENTATION
-    given = Representation(
+    given = representation_of(stored)
+    check_representation(given)
+    return given
+
+
+def representation_of(stored: RepresentationRecord) -> Representation:
+    """The representation ``stored`` holds, unchecked (``representation_record``'s inverse)."""
+    return Representation(
         stored.content_encoding,
         stored.content_disposition,
         stored.cache_control,
@@ -502,8 +507,6 @@ def _representation(record: ManifestRecord) -> Representation:
         tuple(sorted(stored.metadata.items())),
         Checksum(stored.checksum.algorithm, stored.checksum.value) if stored.checksum else None,
     )
-    check_representation(given)
-    return given
 
 
 def chunk_owner(name: str, version: str, index: int, block_size: int) -> ChunkMeta:

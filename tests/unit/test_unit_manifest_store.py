@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 
-from node.disk import manifest_store
+from node.disk import manifest_index, manifest_store
 from node.disk.manifest_log import FRAME, KEEP, Location, LogRecord, ManifestLog, frame
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
@@ -243,10 +243,10 @@ async def test_list_entries_are_summaries_without_chunks(store: ManifestStore) -
 async def test_index_entries_share_content_types_and_peer_ids_up_to_a_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each decoded manifest has strings of its own; the index keeps one copy of each, so a
-    name costs ~150 bytes less (docs/architecture.md, "Durability loops"), but never more
-    than SHARED_STRINGS of them: clients choose content types."""
-    monkeypatch.setattr(manifest_store, "SHARED_STRINGS", 2)  # the peer id and type/0
+    """Each decoded manifest has strings of its own; the index keeps one copy of each (an
+    entry holds its number: ``node.disk.manifest_index``), but never more than
+    SHARED_STRINGS of them: clients choose content types."""
+    monkeypatch.setattr(manifest_index, "SHARED_STRINGS", 2)  # the peer id and type/0
     store = await reopen(tmp_path)
     for n in range(4):
         await store.put(dataclasses.replace(manifest(f"f{n}"), content_type=f"type/{n // 2}"))
