@@ -165,7 +165,7 @@ class ManifestIndex(Mapping[str, Manifest]):
                 layout.block_size,
                 etag,
                 self._shared(manifest.content_type),
-                representation_record(given) if given else None,
+                None if given is NO_REPRESENTATION or not given else representation_record(given),
                 manifest.inline if manifest.name.startswith(RESERVED) else b"",
             )
         )
