@@ -3,14 +3,15 @@ in the manifest log and the summary a listing shows (``Manifest.without_chunks``
 
 A peer holds one entry per name it keeps a replica of, so an entry's size is what a
 million small files cost in memory. Each is one ``bytes`` object: a fixed header
-(``HEADER``: the record's segment, offset and length, and whether it is a tombstone),
-then the summary as a msgpack array (``_Summary``), decoded into a ``Manifest`` when
-asked for. A lowercase hex etag is kept as its bytes, and content types and issuing peer
-ids as numbers into a table of shared strings (at most ``SHARED_STRINGS``: clients
-choose content types; past it, the string itself). Measured with tracemalloc (100,000
-names of 40 characters, inline 4 KiB files, ``docs/architecture.md``): 728 bytes of
-Python objects per name as slotted ``Manifest`` summaries and a ``Location`` each, ~250
-this way.
+(``HEADER``: the record's segment, offset and length, and flags: a tombstone's, a hex
+etag's), then the summary as a msgpack array (``_Summary``), decoded into a ``Manifest``
+on each lookup (~3 us here). A lowercase hex etag is kept as the bytes it spells, issuing
+peer ids and content types as numbers into two tables of shared strings (at most
+``SHARED_STRINGS`` each: clients choose content types; past it, the string itself).
+``bench/manifest_index.py`` (tracemalloc; 100,000 and 1,000,000 inline files named
+``idle/<8 digits>``, 13 characters): 685-700 bytes of Python objects per name as slotted
+``Manifest`` summaries and a ``Location`` each, 196-204 this way; ~230 with names of 40
+characters.
 
 Names are kept sorted for listings; while the log is replayed they are sorted once at the
 end (``sort``), since inserting each name in log order is quadratic.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import msgspec
 
@@ -32,13 +33,12 @@ from node.model.manifest import (
     representation_of,
     representation_record,
 )
-from node.model.names import RESERVED
 from node.model.representation import NO_REPRESENTATION
 from node.model.version import Version
 
-SHARED_STRINGS = 4096  # distinct content types and peer ids the index keeps one copy of
-# segment number, offset of the record's frame, its length, flags (TOMBSTONE)
-HEADER = struct.Struct("<IQIB")
+SHARED_STRINGS = 4096  # distinct peer ids, and content types, the index keeps one copy of
+# segment number, offset of the record's frame, its length, flags (TOMBSTONE, HEX_ETAG)
+HEADER = struct.Struct("<QQIB")
 TOMBSTONE = 1  # flags: a tombstone's entry...
 HEX_ETAG = 2  # ...one whose etag is kept as the bytes its lowercase hex spells
 
@@ -61,11 +61,38 @@ class _Summary(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True)
     etag: bytes
     content_type: int | str
     representation: RepresentationRecord | None = None
-    inline: bytes = b""  # a cluster record's (reserved names): files' bytes stay in the log
+    inline: bytes = b""  # ``Manifest.listed_inline``: a cluster record's
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Summary)
+
+
+class _Strings:
+    """Strings many entries share, each kept once and named by its number: at most
+    ``SHARED_STRINGS`` of them, first come first kept."""
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._numbers: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def number(self, text: str) -> int | str:
+        """The number of ``text``, or ``text`` itself once the table is full."""
+        found = self._numbers.get(text)
+        if found is not None:
+            return found
+        if len(self._texts) >= SHARED_STRINGS:
+            return text
+        self._numbers[text] = len(self._texts)
+        self._texts.append(text)
+        return len(self._texts) - 1
+
+    def text(self, kept: int | str) -> str:
+        """What ``number`` was given."""
+        return self._texts[kept] if isinstance(kept, int) else kept
 
 
 class ManifestIndex(Mapping[str, Manifest]):
@@ -76,8 +103,8 @@ class ManifestIndex(Mapping[str, Manifest]):
         self._entries: dict[str, bytes] = {}
         self._names: list[str] = []  # sorted once ``sort`` ran
         self._sorted = False
-        self._strings: list[str] = []
-        self._string_ids: dict[str, int] = {}
+        self._peers = _Strings()  # issuing peer ids: a cluster's members
+        self._types = _Strings()  # content types: chosen by clients
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -93,14 +120,15 @@ class ManifestIndex(Mapping[str, Manifest]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def summary(self, name: str) -> Manifest | None:
-        """The summary of ``name``'s replica here, or None when there is none."""
-        entry = self._entries.get(name)
-        return None if entry is None else self._decode(name, entry)
+    def __repr__(self) -> str:
+        return (
+            f"ManifestIndex(names={len(self._entries)}, sorted={self._sorted}, "
+            f"peer_ids={len(self._peers)}, content_types={len(self._types)})"
+        )
 
     @property
-    def names(self) -> list[str]:
-        """Every name, in order once ``sort`` ran (the index's own list: do not change it)."""
+    def names(self) -> Sequence[str]:
+        """Every name in order, once ``sort`` ran (empty before: the log is being read)."""
         return self._names
 
     def where(self, name: str) -> Location | None:
@@ -135,7 +163,8 @@ class ManifestIndex(Mapping[str, Manifest]):
         return old
 
     def move(self, name: str, where: Location) -> None:
-        """The record of ``name`` was appended again at ``where`` (compaction, a confirmation)."""
+        """The record of ``name`` was appended again at ``where`` (compaction, a
+        confirmation); KeyError when ``name`` is not here."""
         entry = self._entries[name]
         self._entries[name] = _header(where, _flags(entry)) + entry[HEADER.size :]
 
@@ -157,16 +186,16 @@ class ManifestIndex(Mapping[str, Manifest]):
             _Summary(
                 version.wall_ms,
                 version.counter,
-                self._shared(version.peer),
+                self._peers.number(version.peer),
                 manifest.revision,
                 layout.size,
                 layout.k,
                 layout.m,
                 layout.block_size,
                 etag,
-                self._shared(manifest.content_type),
+                self._types.number(manifest.content_type),
                 None if given is NO_REPRESENTATION or not given else representation_record(given),
-                manifest.inline if manifest.name.startswith(RESERVED) else b"",
+                manifest.listed_inline,
             )
         )
 
@@ -175,30 +204,16 @@ class ManifestIndex(Mapping[str, Manifest]):
         flags, stored = _flags(entry), summary.representation
         return Manifest(
             name,
-            Version(summary.wall_ms, summary.counter, self._string(summary.peer)),
+            Version(summary.wall_ms, summary.counter, self._peers.text(summary.peer)),
             Layout(summary.size, summary.k, summary.m, summary.block_size),
             summary.etag.hex() if flags & HEX_ETAG else summary.etag.decode(),
-            self._string(summary.content_type),
+            self._types.text(summary.content_type),
             (),
             bool(flags & TOMBSTONE),
             summary.revision,
             summary.inline,
             NO_REPRESENTATION if stored is None else representation_of(stored),
         )
-
-    def _shared(self, text: str) -> int | str:
-        """The number of ``text`` among the shared strings, or ``text`` past the bound."""
-        found = self._string_ids.get(text)
-        if found is not None:
-            return found
-        if len(self._strings) >= SHARED_STRINGS:
-            return text
-        self._string_ids[text] = len(self._strings)
-        self._strings.append(text)
-        return len(self._strings) - 1
-
-    def _string(self, kept: int | str) -> str:
-        return self._strings[kept] if isinstance(kept, int) else kept
 
 
 def _header(where: Location, flags: int) -> bytes:

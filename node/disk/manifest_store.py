@@ -324,7 +324,7 @@ class ManifestStore:
                         log.error("unreadable manifest %s: %s; set aside", path, exc)
                         path.replace(path.with_suffix(".corrupt"))
                         continue
-                    current = self._index.summary(manifest.name)
+                    current = self._index.get(manifest.name)
                     if current is None or current.precedence < manifest.precedence:
                         manifests.append(manifest)
                 frames = [frame(LogRecord(KEEP, m.name, m.to_bytes())) for m in manifests]
@@ -474,7 +474,7 @@ class ManifestStore:
         condition: Preconditions | None,
     ) -> ReplicaWrite:
         async with self._locks.hold(manifest.name):
-            current = self._index.summary(manifest.name)
+            current = self._index.get(manifest.name)
             if condition is not None and not condition.allows_write(representation(current)):
                 held = manifest.version if current is None else current.version
                 return ReplicaWrite(False, held, None)
@@ -555,7 +555,7 @@ class ManifestStore:
         self, name: str, precedence: tuple[Version, int], restore: Manifest | None
     ) -> bool:
         async with self._locks.hold(name):
-            current = self._index.summary(name)
+            current = self._index.get(name)
             marks = self._marks.get(name, ())
             mark = _marked(marks, precedence)
             if current is None or current.precedence != precedence:
@@ -591,7 +591,7 @@ class ManifestStore:
         """Append the held write of ``name`` again if it is marked: its record must name
         what its retraction would put back now that a write under it was retracted (the
         retracted mark lives in memory only)."""
-        current = self._index.summary(name)
+        current = self._index.get(name)
         if current is None or _marked(self._marks.get(name, ()), current.precedence) is None:
             return
         if (held := await self._held(name, current.precedence)) is not None:
@@ -600,7 +600,7 @@ class ManifestStore:
     async def _held(self, name: str, precedence: tuple[Version, int]) -> Manifest | None:
         """The whole manifest of ``name`` held here if it is ``precedence`` (under the
         name's lock: the index summary has no chunks), else None."""
-        current = self._index.summary(name)
+        current = self._index.get(name)
         if current is None or current.precedence != precedence:
             return None
         found = (await self._read(name))[0]
@@ -623,14 +623,14 @@ class ManifestStore:
             if not marked or (held := await self._held(name, precedence)) is None:
                 return  # not held here, or never marked: its mark is in no record
             where = self._index.where(name)
-            if where is None:  # (held: never)
+            if where is None:  # cannot be: held under the name's lock, so indexed
                 return
             unmarked = frame(LogRecord(KEEP, name, held.to_bytes()))
             self._riders[where] = _Append(unmarked, self._mover(name, where), rider=where)
 
     def _decided(self, name: str, precedence: tuple[Version, int]) -> None:
         """Drop the mark of ``precedence``: its verdict came (and prune the others)."""
-        current = self._index.summary(name)
+        current = self._index.get(name)
         held = None if current is None else current.precedence
         marks = self._pruned(_without(self._marks.get(name, ()), precedence), held)
         if marks:

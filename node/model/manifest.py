@@ -265,9 +265,18 @@ class Manifest:
         """
         return dataclasses.replace(self, layout=dataclasses.replace(self.layout, m=parity))
 
+    @property
+    def listed_inline(self) -> bytes:
+        """The inline bytes a listing keeps (``without_chunks``): a cluster record's, which
+        listings of records read (access keys, namespaces, uploads); never a file's, nor a
+        part's of a multipart upload (a reserved name too), read whole when needed."""
+        if self.name.startswith(RESERVED) and not is_part_name(self.name):
+            return self.inline
+        return b""
+
     def without_chunks(self) -> Manifest:
-        """This manifest without its chunk list, and without a file's inline bytes (a
-        record keeps its own), nor segments: what listings and the in-memory index of
+        """This manifest without its chunk list, nor segments, its inline bytes only those
+        listings keep (``listed_inline``): what listings and the in-memory index of
         replicas keep (``node.disk.manifest_index``)."""
         return Manifest(
             self.name,
@@ -278,7 +287,7 @@ class Manifest:
             (),
             self.deleted,
             self.revision,
-            self.inline if self.name.startswith(RESERVED) else b"",
+            self.listed_inline,
             self.representation,
         )
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from node.errors import CorruptData
 from node.model.layout import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Layout
 from node.model.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
+from node.model.multipart import new_attempt_id, new_upload_id, part_name
 from node.model.representation import Representation
 from node.model.version import Version
 
@@ -358,6 +359,9 @@ def test_an_index_entry_drops_a_files_bytes_and_keeps_a_records() -> None:
     assert small.without_chunks().inline == b""
     record = Manifest("/keys/k", version, Layout(0, 5, 0), inline=b"record")
     assert record.without_chunks().inline == b"record"
+    name = part_name(new_upload_id(1), 3, new_attempt_id())
+    part = Manifest(name, version, Layout(3, 5, 2), inline=b"abc")
+    assert part.without_chunks().inline == b""  # a part is read whole when needed
     empty = Manifest("ns/e", version, Layout(0, 5, 2))
     assert empty.stored_inline
     assert not empty.degraded

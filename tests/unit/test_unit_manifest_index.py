@@ -6,14 +6,16 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.disk import manifest_index
 from node.disk.manifest_index import ManifestIndex
 from node.disk.manifest_log import Location
 from node.model.layout import Layout
-from node.model.manifest import ChunkRef, Manifest
+from node.model.manifest import MAX_REVISION, ChunkRef, Manifest
 from node.model.representation import Checksum, Representation
-from node.model.version import Version
+from node.model.version import MAX_COUNTER, MAX_PEER_LENGTH, MAX_WALL_MS, Version
 
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 PEER = "7e70de01-1181-4371-8063-fdc591baf1f0"
@@ -47,6 +49,54 @@ def test_an_entry_gives_back_its_summary(etag: str) -> None:
     assert index["a/b"].etag == etag
     assert index.where("a/b") == Location(2, 1 << 40, 70_000)
     assert not index.deleted("a/b")
+
+
+def test_a_hex_etag_is_kept_as_the_bytes_it_spells() -> None:
+    """The saving itself: 16 bytes for an MD5's 32 hex digits."""
+    index = ManifestIndex()
+    index.keep(manifest("hex", etag=MD5), Location(1, 0, 1))
+    index.keep(manifest("text", etag=MD5.upper()), Location(1, 0, 1))
+    assert len(index._entries["text"]) - len(index._entries["hex"]) == 32 - 16  # msgpack bin8
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    wall=st.integers(0, MAX_WALL_MS),
+    counter=st.integers(0, MAX_COUNTER),
+    peer=st.text(max_size=MAX_PEER_LENGTH),
+    revision=st.integers(0, MAX_REVISION),
+    size=st.integers(0, 1 << 42),
+    etag=st.one_of(st.text(max_size=64), st.binary(max_size=32).map(bytes.hex)),
+    content_type=st.text(max_size=64),
+    deleted=st.booleans(),
+    where=st.tuples(
+        st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 32) - 1)
+    ),
+)
+def test_every_summary_comes_back(
+    wall: int,
+    counter: int,
+    peer: str,
+    revision: int,
+    size: int,
+    etag: str,
+    content_type: str,
+    deleted: bool,
+    where: tuple[int, int, int],
+) -> None:
+    index = ManifestIndex()
+    kept = manifest(
+        version=Version(wall, counter, peer),
+        revision=revision,
+        layout=Layout(size, 5, 2, 1 << 20),
+        etag=etag,
+        content_type=content_type,
+        deleted=deleted,
+    )
+    index.keep(kept, Location(*where))
+    assert index["a/b"] == kept.without_chunks()
+    assert index.where("a/b") == Location(*where)
+    assert index.deleted("a/b") == deleted
 
 
 def test_tombstones_representations_and_inline_bytes() -> None:
@@ -83,7 +133,7 @@ def test_moves_keep_the_summary_and_forgetting_gives_the_location() -> None:
     assert not index.deleted("t")
     assert index.forget("t") == Location(6, 0, 10)
     assert "t" not in index
-    assert index.summary("t") is None
+    assert index.get("t") is None
     assert index.where("t") is None
     with pytest.raises(KeyError):
         index.forget("t")
@@ -104,7 +154,7 @@ def test_names_are_sorted_once_then_kept_in_order() -> None:
 def test_shared_strings_stop_at_their_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients choose content types: past SHARED_STRINGS distinct ones, each entry keeps its
     own, and every entry still reads back right."""
-    monkeypatch.setattr(manifest_index, "SHARED_STRINGS", 3)  # the peer id and 2 types
+    monkeypatch.setattr(manifest_index, "SHARED_STRINGS", 3)  # 3 peer ids, 3 content types
     index = ManifestIndex()
     for number in range(6):
         index.keep(manifest(f"f{number}", content_type=f"type/{number}"), Location(1, 0, 1))
@@ -112,3 +162,4 @@ def test_shared_strings_stop_at_their_bound(monkeypatch: pytest.MonkeyPatch) -> 
     assert index["f0"].content_type is index["f0"].content_type  # shared
     assert index["f5"].content_type is not index["f5"].content_type  # its own, decoded
     assert {index[f"f{n}"].version.peer for n in range(6)} == {PEER}
+    assert "peer_ids=1, content_types=3" in repr(index)
