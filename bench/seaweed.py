@@ -82,38 +82,47 @@ def load_harness(path: Path, base: Path, key: tuple[str, str]) -> ModuleType:
             harness.HOST, harness.SYSTEMS["rs"]["port"], timeout=timeout, blocksize=harness.CHUNK
         )
 
-    harness.conn = conn
+    vars(harness)["conn"] = conn
     harness.SYSTEMS["rs"]["prefix"] = "/files/bench/"  # names are NAMESPACE/NAME
     return harness
 
 
-def wait_for(url: str, seconds: float, method: str = "GET") -> None:
-    """Poll ``url`` until it answers below 500, for at most ``seconds``."""
+def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float, method: str) -> None:
+    """Poll ``url`` until it answers below 500, for at most ``seconds``, while ``process``
+    (the one that should answer, not one left on the port) runs."""
+    host, _, path = url.removeprefix("http://").partition("/")
     deadline = time.monotonic() + seconds
     while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"process {process.pid} exited with {process.returncode}")
+        connection = http.client.HTTPConnection(host, timeout=2)
         try:
-            host, _, rest = url.removeprefix("http://").partition("/")
-            connection = http.client.HTTPConnection(host, timeout=2)
-            connection.request(method, "/" + rest, body=b"probe" if method == "PUT" else None)
+            connection.request(method, "/" + path, body=b"probe" if method == "PUT" else None)
             if connection.getresponse().status < 500:
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
+        finally:
+            connection.close()
         if time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not answer within {seconds} s")
+            raise RuntimeError(f"{url} did not answer within {seconds} s")
         time.sleep(0.5)
 
 
 @contextlib.contextmanager
 def systems(base: Path) -> Iterator[tuple[str, str]]:
     """Both systems running under ``base``, their root pids in the files the harness reads;
-    yields ringstore's admin key. Every process started is stopped by its pid."""
+    yields ringstore's admin key. Each process runs in a session of its own, stopped by its
+    pid's process group (``ringstore up`` stops its peers on SIGTERM; SIGKILL reaches them
+    too). On failure the logs' tails are printed: ``base`` is deleted after."""
     weed = weed_binary()
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *command: str) -> subprocess.Popen[bytes]:
-        log = (base / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
+        with (base / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True
+            )
         processes.append(process)
         (base / f"{name}.pid").write_text(str(process.pid))
         return process
@@ -122,11 +131,12 @@ def systems(base: Path) -> Iterator[tuple[str, str]]:
         for sub in ("wdata/m", "wdata/v1", "wdata/v2", "wdata/v3", "rdata"):
             (base / sub).mkdir(parents=True)
         local = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1")
-        start(
+        seaweed = start(
             "ws",
             weed,
             "server",
             *local,
+            "-master.telemetry=false",
             f"-dir={base}/wdata/v1",
             f"-master.dir={base}/wdata/m",
             "-master.port=9333",
@@ -157,14 +167,17 @@ def systems(base: Path) -> Iterator[tuple[str, str]]:
             "7",
             "--data-dir",
             f"{base}/rdata",
+            "--host",
+            "127.0.0.1",
             "--port",
             "8900",
             "--discovery",
             "none",
+            "--no-s3",
             "--log-level",
             "warning",
         )
-        wait_for("http://127.0.0.1:8888/bench/probe", 60, "PUT")
+        wait_for("http://127.0.0.1:8888/bench/probe", seaweed, 60, "PUT")
         configure = "fs.configure -locationPrefix=/benchd/ -replication=002 -fsync "
         configure += "-collection=durable -apply\n"
         subprocess.run(
@@ -174,24 +187,29 @@ def systems(base: Path) -> Iterator[tuple[str, str]]:
             timeout=60,
             check=True,
         )
-        wait_for("http://127.0.0.1:8888/benchd/probe", 60, "PUT")
+        wait_for("http://127.0.0.1:8888/benchd/probe", seaweed, 60, "PUT")
+        wait_for("http://127.0.0.1:8900/health", ringstore, 120, "GET")
         credentials = base / "rdata" / "credentials"
         deadline = time.monotonic() + 120
-        while not credentials.exists() and ringstore.poll() is None:
-            if time.monotonic() > deadline:
-                raise SystemExit("ringstore made no admin key within 120 s")
+        while not credentials.exists():
+            if ringstore.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ringstore made no admin key in {credentials}")
             time.sleep(0.5)
         key = read_credentials(credentials)
         yield key.access_key, key.secret_key
+    except BaseException:
+        for log in sorted(base.glob("*.log")):
+            print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        raise
     finally:
         for process in reversed(processes):
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
