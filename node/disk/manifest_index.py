@@ -10,7 +10,7 @@ peer ids and content types as numbers into two tables of shared strings (at most
 ``SHARED_STRINGS`` each: clients choose content types; past it, the string itself).
 ``bench/manifest_index.py`` (tracemalloc; 100,000 and 1,000,000 inline files named
 ``idle/<8 digits>``, 13 characters): 685-700 bytes of Python objects per name as slotted
-``Manifest`` summaries and a ``Location`` each, 196-204 this way; ~230 with names of 40
+``Manifest`` summaries and a ``Location`` each, 200-208 this way; ~235 with names of 40
 characters.
 
 Names are kept sorted for listings; while the log is replayed they are sorted once at the
