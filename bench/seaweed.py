@@ -21,7 +21,6 @@ saved as JSON + markdown under bench/results/.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import http.client
 import importlib.util
@@ -42,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import publish
-from client.credentials import read_credentials
+from client.credentials import Credentials, read_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT.parent / "shared" / "bench" / "seaweed_bench.py"
@@ -56,7 +55,7 @@ def weed_binary() -> str:
     return found
 
 
-def load_harness(path: Path, base: Path, key: tuple[str, str]) -> ModuleType:
+def load_harness(path: Path, base: Path, key: Credentials) -> ModuleType:
     """The harness module, its ringstore connections carrying ``key``."""
     os.environ["SEAWEED_BENCH_DIR"] = str(base)  # read when it is imported
     sys.dont_write_bytecode = True  # it lies in a read-only tree
@@ -65,7 +64,7 @@ def load_harness(path: Path, base: Path, key: tuple[str, str]) -> ModuleType:
         raise SystemExit(f"cannot load {path}")
     harness = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)
-    authorization = "Basic " + base64.b64encode(":".join(key).encode()).decode()
+    authorization = key.authorization
 
     class Keyed(http.client.HTTPConnection):
         def putrequest(self, *args: Any, **kwargs: Any) -> None:
@@ -110,7 +109,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float, method:
 
 
 @contextlib.contextmanager
-def systems(base: Path) -> Iterator[tuple[str, str]]:
+def systems(base: Path) -> Iterator[Credentials]:
     """Both systems running under ``base``, their root pids in the files the harness reads;
     yields ringstore's admin key. Each process runs in a session of its own, stopped by its
     pid's process group (``ringstore up`` stops its peers on SIGTERM; SIGKILL reaches them
@@ -195,8 +194,7 @@ def systems(base: Path) -> Iterator[tuple[str, str]]:
             if ringstore.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ringstore made no admin key in {credentials}")
             time.sleep(0.5)
-        key = read_credentials(credentials)
-        yield key.access_key, key.secret_key
+        yield read_credentials(credentials)
     except BaseException:
         for log in sorted(base.glob("*.log")):
             print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-15:]))
@@ -236,11 +234,12 @@ def summary(results: dict[str, Any]) -> str:
         ratio = medians.get("rs", 0) / medians["swd"] if medians.get("swd") else float("nan")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio:.2f} |")
 
-    for key, size in (("small", "4 KiB"), ("mib", "1 MiB")):
+    for key, size, rate in (("small", "4 KiB", "ops_s"), ("mib", "1 MiB", "MBps")):
         records = results.get(key, [])
         if records:
-            row(f"{size} PUT ops/s", records, lambda r: r["put"]["ops_s"])
-            row(f"{size} GET ops/s", records, lambda r: r["get"]["ops_s"])
+            unit = "ops/s" if rate == "ops_s" else "MB/s"
+            row(f"{size} PUT {unit}", records, lambda r, rate=rate: r["put"][rate])
+            row(f"{size} GET {unit}", records, lambda r, rate=rate: r["get"][rate])
             row(
                 f"{size} server CPU ms per PUT", records, lambda r: r["put"]["sys_cpu_ms_per_op"], 2
             )

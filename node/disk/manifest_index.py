@@ -194,7 +194,7 @@ class ManifestIndex(Mapping[str, Manifest]):
                 layout.block_size,
                 etag,
                 self._types.number(manifest.content_type),
-                None if given is NO_REPRESENTATION or not given else representation_record(given),
+                representation_record(given) if given else None,
                 manifest.listed_inline,
             )
         )
