@@ -64,7 +64,7 @@ import msgspec
 import xxhash
 
 from node.disk.cached import open_noatime
-from node.disk.durable import fsync_dir, write_atomically
+from node.disk.durable import cut_torn_tail, fsync_dir, write_atomically
 from node.disk.locks import KeyedLocks
 from node.disk.serial import SerialThread
 from node.errors import CorruptData
@@ -250,15 +250,7 @@ class Volumes:
                     event.start,
                 )
             elif newest:
-                log.warning(
-                    "chunk volume %d: torn tail of %d bytes at %d (a write never "
-                    "acknowledged) truncated",
-                    number,
-                    event.end - event.start,
-                    event.start,
-                )
-                os.ftruncate(fd, event.start)
-                os.fdatasync(fd)
+                cut_torn_tail(fd, event.start, event.end, f"chunk volume {number}")
                 self.sizes[number] = event.start
             else:
                 log.error(

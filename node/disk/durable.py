@@ -5,9 +5,13 @@ Blocking: call from a worker thread, or at start-up before the peer serves.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -41,3 +45,19 @@ def write_atomically(
         raise
     if sync_directory:
         fsync_dir(path.parent)
+
+
+def cut_torn_tail(
+    fd: int, start: int, end: int, what: str, sync: Callable[[int], None] = os.fdatasync
+) -> None:
+    """Cut bytes ``[start, end)`` off the end of the newest file of an append-only store
+    (``what`` names it in the warning logged): a write torn by a crash, never acknowledged
+    (acknowledged only after its sync). The cut is synced with ``sync``."""
+    log.warning(
+        "%s: torn tail of %d bytes at %d (a write never acknowledged) truncated",
+        what,
+        end - start,
+        start,
+    )
+    os.ftruncate(fd, start)
+    sync(fd)

@@ -14,7 +14,10 @@ peer ids and content types as numbers into two tables of shared strings (at most
 characters.
 
 Names are kept sorted for listings; while the log is replayed they are sorted once at the
-end (``sort``), since inserting each name in log order is quadratic.
+end (``sort``), since inserting each name in log order is quadratic. A hint file
+(``node.disk.manifest_hints``) carries each record's summary as ``portable`` gives it (peer
+id and content type spelled out: the tables' numbers are one process's), which ``restore``
+indexes without decoding a ``Manifest``.
 """
 
 from __future__ import annotations
@@ -42,13 +45,14 @@ HEADER = struct.Struct("<QQIB")
 TOMBSTONE = 1  # flags: a tombstone's entry...
 HEX_ETAG = 2  # ...one whose etag is kept as the bytes its lowercase hex spells
 
-__all__ = ["SHARED_STRINGS", "ManifestIndex"]
+__all__ = ["SHARED_STRINGS", "ManifestIndex", "portable"]
 
 
 class _Summary(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
     """An entry's summary after its header: a ``Manifest`` without name, chunks and
     segments. ``peer`` and ``content_type``: a number into the shared strings, or the
-    string; ``etag``: the bytes its lowercase hex spells (flag ``HEX_ETAG``), or its UTF-8."""
+    string; ``etag``: the bytes its lowercase hex spells (flag ``HEX_ETAG``), or its UTF-8.
+    Hint files carry it (``portable``): a change to it takes a new ``HINT_MAGIC`` format."""
 
     wall_ms: int
     counter: int
@@ -152,13 +156,30 @@ class ManifestIndex(Mapping[str, Manifest]):
     def keep(self, manifest: Manifest, where: Location) -> Location | None:
         """Index ``manifest`` (its summary) as its name's replica, its record at ``where``;
         returns where the record it replaces lay (None: a new name)."""
-        name = manifest.name
+        flags, etag = _flags_and_etag(manifest)
+        peer, content_type = manifest.version.peer, manifest.content_type
+        summary = _summary(
+            manifest, etag, self._peers.number(peer), self._types.number(content_type)
+        )
+        return self._put(manifest.name, where, flags, _encoder.encode(summary))
+
+    def restore(self, name: str, where: Location, flags: int, portable: bytes) -> Location | None:
+        """``keep`` from what ``portable`` gave for the manifest (a hint file's, written by
+        another process: its strings are not numbers into this one's tables). Raises
+        msgspec.DecodeError where ``portable`` is not such a summary."""
+        summary = _decoder.decode(portable)
+        peer, content_type = summary.peer, summary.content_type
+        if not isinstance(peer, str) or not isinstance(content_type, str):
+            raise msgspec.DecodeError("a portable summary names its peer and content type")
+        numbered = msgspec.structs.replace(
+            summary, peer=self._peers.number(peer), content_type=self._types.number(content_type)
+        )
+        return self._put(name, where, flags, _encoder.encode(numbered))
+
+    def _put(self, name: str, where: Location, flags: int, summary: bytes) -> Location | None:
         old = self.where(name)
         if old is None and self._sorted:
             bisect.insort(self._names, name)
-        etag = _hex_bytes(manifest.etag)
-        flags = (TOMBSTONE if manifest.deleted else 0) | (0 if etag is None else HEX_ETAG)
-        summary = self._encode(manifest, manifest.etag.encode() if etag is None else etag)
         self._entries[name] = _header(where, flags) + summary
         return old
 
@@ -180,25 +201,6 @@ class ManifestIndex(Mapping[str, Manifest]):
 
     # --- an entry's summary ------------------------------------------------------------
 
-    def _encode(self, manifest: Manifest, etag: bytes) -> bytes:
-        version, layout, given = manifest.version, manifest.layout, manifest.representation
-        return _encoder.encode(
-            _Summary(
-                version.wall_ms,
-                version.counter,
-                self._peers.number(version.peer),
-                manifest.revision,
-                layout.size,
-                layout.k,
-                layout.m,
-                layout.block_size,
-                etag,
-                self._types.number(manifest.content_type),
-                representation_record(given) if given else None,
-                manifest.listed_inline,
-            )
-        )
-
     def _decode(self, name: str, entry: bytes) -> Manifest:
         summary = _decoder.decode(memoryview(entry)[HEADER.size :])
         flags, stored = _flags(entry), summary.representation
@@ -214,6 +216,38 @@ class ManifestIndex(Mapping[str, Manifest]):
             summary.inline,
             NO_REPRESENTATION if stored is None else representation_of(stored),
         )
+
+
+def portable(manifest: Manifest) -> tuple[int, bytes]:
+    """``manifest``'s entry flags and summary as ``ManifestIndex.restore`` takes them in any
+    process: its peer id and content type spelled out."""
+    flags, etag = _flags_and_etag(manifest)
+    summary = _summary(manifest, etag, manifest.version.peer, manifest.content_type)
+    return flags, _encoder.encode(summary)
+
+
+def _flags_and_etag(manifest: Manifest) -> tuple[int, bytes]:
+    etag = _hex_bytes(manifest.etag)
+    flags = (TOMBSTONE if manifest.deleted else 0) | (0 if etag is None else HEX_ETAG)
+    return flags, manifest.etag.encode() if etag is None else etag
+
+
+def _summary(manifest: Manifest, etag: bytes, peer: int | str, content_type: int | str) -> _Summary:
+    version, layout, given = manifest.version, manifest.layout, manifest.representation
+    return _Summary(
+        version.wall_ms,
+        version.counter,
+        peer,
+        manifest.revision,
+        layout.size,
+        layout.k,
+        layout.m,
+        layout.block_size,
+        etag,
+        content_type,
+        representation_record(given) if given else None,
+        manifest.listed_inline,
+    )
 
 
 def _header(where: Location, flags: int) -> bytes:

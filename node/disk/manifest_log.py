@@ -4,6 +4,9 @@ Layout under ``manifests/log/``::
 
     <seq, 12 digits>.log   a segment: the 8-byte header ``SEGMENT_MAGIC``, then records
 
+and beside it ``manifests/hints/<seq>.hint``, a closed segment's hint file
+(``node.disk.manifest_hints``), which the log removes with its segment.
+
 A record is a 16-byte frame header, ``RECORD_MAGIC``, the payload's length (uint32, little
 endian) and the xxh3-64 of the payload seeded with that length (uint64, little endian),
 then the payload: the msgpack array ``[kind, name, manifest]``. ``KEEP`` keeps
@@ -46,7 +49,15 @@ import msgspec
 import xxhash
 
 from node.disk.cached import Unsupported, open_noatime, pread_cached
-from node.disk.durable import fsync_dir
+from node.disk.durable import cut_torn_tail, fsync_dir
+from node.disk.manifest_hints import (
+    Hint,
+    HintWriter,
+    hinted_segments,
+    read_hints,
+    remove_hints,
+    tail_digest,
+)
 from node.errors import CorruptData
 
 log = logging.getLogger(__name__)
@@ -246,6 +257,8 @@ class ManifestLog:
 
     def __init__(self, directory: Path, segment_bytes: int, io: SegmentIO) -> None:
         self.directory = directory
+        self.hints = directory.parent / "hints"  # node.disk.manifest_hints
+        self._hinted: set[int] = set()  # segments with a hint file
         self.segment_bytes = segment_bytes
         self._io = io
         self._fds: dict[int, int] = {}
@@ -264,17 +277,29 @@ class ManifestLog:
         return f"ManifestLog({self.directory}, segments={len(self.sizes)}, active={self.active})"
 
     def replay(self) -> Iterator[tuple[Location, LogRecord] | Damage]:
-        """Every record and damage of every segment, in log order; truncates a torn tail
-        of the newest segment (reported as ``Damage`` with ``tail``) and opens the newest
-        segment for appends (creating the first one)."""
+        """Every record and damage of every segment, in log order (``open_segments``, then
+        ``replay_segment`` of each)."""
+        for number in self.open_segments():
+            yield from self.replay_segment(number)
+
+    def open_segments(self) -> list[int]:
+        """Open every segment (creating the first when there is none) and return their
+        numbers in order; the last is the newest, appended to. Hint files of segments that
+        are gone (compacted, a crash between the two removals) are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         found = sorted(
             int(match.group(1))
             for path in self.directory.iterdir()
             if (match := SEGMENT_NAME.match(path.name))
         )
-        if found:
-            self.active = found[-1]  # known while replaying: only its tail may be torn
+        self._hinted = hinted_segments(self.hints)
+        for number in self._hinted - set(found):
+            remove_hints(self.hints, number)
+        self._hinted &= set(found)
+        if not found:
+            self._create(1)
+            return []
+        self.active = found[-1]  # known while replaying: only its tail may be torn
         for number in found:
             path = self._path(number)
             newest = number == found[-1]
@@ -289,33 +314,67 @@ class ManifestLog:
                     self._sync(fd, metadata=True)
                 else:
                     log.error("manifest log segment %s has no segment header", path)
-            size = os.fstat(fd).st_size
-            for event in scan(fd, number):
-                if isinstance(event, Damage) and event.tail and newest:
-                    log.warning(
-                        "manifest log segment %s: torn tail of %d bytes at %d (a write "
-                        "never acknowledged) truncated",
-                        path,
-                        event.end - event.start,
-                        event.start,
-                    )
-                    os.ftruncate(fd, event.start)
-                    self._sync(fd, metadata=False)
-                    size = event.start
-                elif isinstance(event, Damage):
-                    log.error(
-                        "manifest log segment %s: %d damaged bytes at %d (record of %r) skipped",
-                        path,
-                        event.end - event.start,
-                        event.start,
-                        event.name,
-                    )
-                yield event
-            self.sizes[number] = size
-        if found:
-            self.active, self._size = found[-1], self.sizes[found[-1]]
-        else:
-            self._create(1)
+            self.sizes[number] = os.fstat(fd).st_size
+        self._size = self.sizes[self.active]
+        return found
+
+    def replay_segment(self, number: int) -> Iterator[tuple[Location, LogRecord] | Damage]:
+        """The records and damage of segment ``number`` (opened by ``open_segments``); a
+        torn tail of the newest is truncated (reported as ``Damage`` with ``tail``)."""
+        path, fd = self._path(number), self._fds[number]
+        newest = number == self.active
+        for event in scan(fd, number):
+            if isinstance(event, Damage) and event.tail and newest:
+                what = f"manifest log segment {path}"
+                cut_torn_tail(fd, event.start, event.end, what, self._sync_data)
+                self.sizes[number] = self._size = event.start
+            elif isinstance(event, Damage):
+                log.error(
+                    "manifest log segment %s: %d damaged bytes at %d (record of %r) skipped",
+                    path,
+                    event.end - event.start,
+                    event.start,
+                    event.name,
+                )
+            yield event
+
+    # --- hint files (node.disk.manifest_hints) -----------------------------------------
+
+    def read_hints(self, number: int) -> Iterator[Hint] | None:
+        """The hints of closed segment ``number`` when its hint file describes it (None:
+        read the segment; the newest never has one)."""
+        if number == self.active or number not in self._hinted:
+            return None
+        size = self.sizes[number]
+        return read_hints(self.hints, number, size, tail_digest(self._path(number), size))
+
+    def hint_writer(self, number: int) -> HintWriter:
+        """A writer of the hint file of closed segment ``number`` (``HintWriter``: ``add``
+        its records' hints in order, then ``commit``); raises ValueError for the newest."""
+        if number >= self.active:
+            raise ValueError(f"segment {number} is still appended to")
+        size = self.sizes[number]
+        return HintWriter(self.hints, number, size, tail_digest(self._path(number), size))
+
+    def hinted(self, number: int) -> None:
+        """Segment ``number`` has its hint file (committed)."""
+        self._hinted.add(number)
+
+    def unhinted(self) -> list[int]:
+        """Closed segments without a hint file, oldest first (may run while the writer
+        thread adds a segment: only those before the newest count)."""
+        active = self.active
+        return sorted(n for n in list(self.sizes) if n < active and n not in self._hinted)
+
+    def rescan(self, number: int) -> Iterator[tuple[Location, LogRecord] | Damage]:
+        """The records and damage of closed segment ``number``, read through a descriptor
+        of its own (a thread may go on reading after the log was closed); raises
+        FileNotFoundError when the segment is gone."""
+        fd = os.open(self._path(number), os.O_RDONLY)
+        try:
+            yield from scan(fd, number)
+        finally:
+            os.close(fd)
 
     def _path(self, number: int) -> Path:
         return self.directory / f"{number:012d}.log"
@@ -323,6 +382,9 @@ class ManifestLog:
     def _sync(self, fd: int, metadata: bool) -> None:
         self._io.sync(fd, metadata)
         self.syncs += 1
+
+    def _sync_data(self, fd: int) -> None:
+        self._sync(fd, metadata=False)
 
     def _create(self, number: int) -> None:
         path = self._path(number)
@@ -443,7 +505,10 @@ class ManifestLog:
         return found, (end if end < self.sizes[segment] else None)
 
     def remove(self, segment: int) -> None:
-        """Delete a segment whose live records were all appended again elsewhere."""
+        """Delete a segment whose live records were all appended again elsewhere (its hint
+        file first: a hint outliving its segment is removed at the next start anyway)."""
+        remove_hints(self.hints, segment)
+        self._hinted.discard(segment)
         self._path(segment).unlink()
         fsync_dir(self.directory)
         with self._guard:

@@ -36,9 +36,12 @@ their name); when a closed segment is at least ``compact_ratio`` dead and ``comp
 of it are, its live records are appended again through the same group commit (under their
 names' locks), a bounded slice per pass, then the segment is deleted.
 
-**Recovery** replays the segments at ``open`` (``ManifestLog.replay``): a torn tail of the
-newest segment is cut off (never acknowledged); a damaged record elsewhere is skipped and
-its name, when it still decodes, is written off here with a removal record, so an older
+**Recovery** replays the segments at ``open`` (``ManifestLog.replay_segment``), each closed
+one from its hint file where that describes it (``node.disk.manifest_hints``; a closed
+segment read whole gets one then, one closed while the peer runs gets one in the compaction
+task): a torn tail of the newest segment is cut off (never acknowledged); a damaged record
+elsewhere is skipped and its name, when it still decodes, is written off here with a removal
+record, so an older
 record of the name cannot come back: read repair puts the replica back, as for any replica
 a peer lacks. A data directory of the previous layout (a file per replica,
 ``manifests/<2 hex>/<key>``) is moved into the log at ``open``: the files' manifests are
@@ -58,8 +61,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgspec
+
 from node.disk.locks import KeyedLocks
-from node.disk.manifest_index import ManifestIndex
+from node.disk.manifest_hints import Hint, HintWriter
+from node.disk.manifest_index import ManifestIndex, portable
 from node.disk.manifest_log import (
     KEEP,
     REMOVE,
@@ -76,7 +82,7 @@ from node.disk.serial import SerialThread
 from node.errors import CorruptData, InsufficientStorage
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
-from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite, missing_chunks
 from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
@@ -173,7 +179,11 @@ class ManifestStore:
         self._riders: dict[Location, _Append] = {}  # by the marked record each follows
         self._writer: asyncio.Task[None] | None = None
         self._writes = SerialThread("manifest-log")  # where batches are written and synced
-        self._compactor: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None  # compaction, and hint files
+        self._hinting: asyncio.Future[bool] | None = None  # a hint file being written
+        self._unhintable: set[int] = set()  # closed segments that failed to get one
+        self._uncompactable: set[int] = set()  # closed segments with unreadable records
+        self._closing = False
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
         self.compacted_segments = 0
         # name -> its conditional writes kept here and not yet decided, newest first: the
@@ -207,11 +217,11 @@ class ManifestStore:
         wrote fewer parity chunks."""
         return dict(self._degraded)
 
-    def _note_degraded(self, manifest: Manifest) -> None:
-        if manifest.missing(self._parity) > 0:
-            self._degraded[manifest.name] = len(manifest.chunks)
+    def _note_degraded(self, name: str, missing: int, stored: int) -> None:
+        if missing > 0:
+            self._degraded[name] = stored
         else:
-            self._degraded.pop(manifest.name, None)
+            self._degraded.pop(name, None)
 
     # --- the index: changed only by durable records ------------------------------------
 
@@ -220,10 +230,24 @@ class ManifestStore:
             self._live[where.segment] = self._live.get(where.segment, 0) + sign * where.length
 
     def _kept(self, manifest: Manifest, where: Location) -> None:
-        self._count(self._index.keep(manifest, where), -1)
-        self._count(self._removed.pop(manifest.name, None), -1)
+        self._indexed(manifest.name, where, self._index.keep(manifest, where))
+        self._note_degraded(manifest.name, manifest.missing(self._parity), len(manifest.chunks))
+
+    def _restored(self, hint: Hint, where: Location) -> None:
+        """``_kept`` from a hint file (no manifest decoded)."""
+        self._indexed(
+            hint.name, where, self._index.restore(hint.name, where, hint.flags, hint.summary)
+        )
+        if hint.repair is None:
+            self._degraded.pop(hint.name, None)
+        else:
+            k, m, stored = hint.repair
+            self._note_degraded(hint.name, missing_chunks(k, m, stored, self._parity), stored)
+
+    def _indexed(self, name: str, where: Location, replaced: Location | None) -> None:
+        self._count(replaced, -1)
+        self._count(self._removed.pop(name, None), -1)
         self._count(where, +1)
-        self._note_degraded(manifest)
 
     def _dropped(self, name: str, where: Location) -> None:
         """``name`` removed by the record at ``where``: kept while an older record of the
@@ -255,33 +279,14 @@ class ManifestStore:
 
     def _load(self) -> None:
         damaged: set[str] = set()
-        undecided: dict[str, LogRecord] = {}  # name -> its record, when that is provisional
-        for event in self._log.replay():
-            if isinstance(event, Damage):
-                if event.name is not None and not (
-                    event.tail and event.segment == self._log.active
-                ):
-                    damaged.add(event.name)
-                continue
-            where, record = event
-            damaged.discard(record.name)
-            undecided.pop(record.name, None)
-            if record.kind == REMOVE:
-                self._dropped(record.name, where)
-                continue
-            try:
-                manifest = Manifest.from_bytes(record.manifest or b"")
-            except CorruptData as exc:  # checksummed twice: a bug, not bit rot
-                log.error("unreadable manifest of %r at %s: %s", record.name, where, exc)
-                damaged.add(record.name)
-                continue
-            self._kept(manifest, where)
-            if record.provisional:
-                undecided[record.name] = record
+        undecided: dict[str, Location] = {}  # name -> its record, when that is provisional
+        for segment in self._log.open_segments():
+            if not self._load_hinted(segment, damaged, undecided):
+                self._load_segment(segment, damaged, undecided)
         # Sorted once: inserting each name in log order (a random one) moved half the list
         # per name, quadratic (400,000 names in random order: 41 s of CPU to load, now 13 s).
         self._index.sort()
-        self._restore_marks({n: r for n, r in undecided.items() if n not in damaged})
+        damaged |= self._restore_marks({n: w for n, w in undecided.items() if n not in damaged})
         if damaged:  # written off: their older records must not come back after a restart
             lost = sorted(damaged & set(self._index))
             frames = [frame(LogRecord(REMOVE, name)) for name in lost]
@@ -290,21 +295,97 @@ class ManifestStore:
             log.error("manifest replicas lost to damage here, left to read repair: %s", lost)
         self._migrate()
 
-    def _restore_marks(self, undecided: dict[str, LogRecord]) -> None:
+    def _load_hinted(self, segment: int, damaged: set[str], undecided: dict[str, Location]) -> bool:
+        """Apply closed ``segment``'s records from its hint file; False where it has none
+        that describes it, or one that does not apply (then reading the segment applies
+        each of its records again, over those applied: the same state, as each record's
+        change only moves its name's current record)."""
+        hints = self._log.read_hints(segment)
+        if hints is None:
+            return False
+        try:
+            for hint in hints:
+                where = Location(segment, hint.offset, hint.length)
+                damaged.discard(hint.name)
+                undecided.pop(hint.name, None)
+                if hint.kind == REMOVE:
+                    self._dropped(hint.name, where)
+                    continue
+                if hint.kind != KEEP:
+                    raise ValueError(f"a hint of kind {hint.kind}")
+                self._restored(hint, where)
+                if hint.provisional:
+                    undecided[hint.name] = where
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.warning(
+                "hint file of manifest log segment %d does not apply (%s): the segment is read",
+                segment,
+                exc,
+            )
+            return False
+        return True
+
+    def _load_segment(
+        self, segment: int, damaged: set[str], undecided: dict[str, Location]
+    ) -> None:
+        """Apply ``segment``'s records, read whole; a closed one gets its hint file as they
+        are read (unless damaged: then it is read, and its damage reported, at each start)."""
+        writer = self._log.hint_writer(segment) if segment < self._log.active else None
+        for event in self._log.replay_segment(segment):
+            if isinstance(event, Damage):
+                if event.name is not None and not (
+                    event.tail and event.segment == self._log.active
+                ):
+                    damaged.add(event.name)
+                _abandoned(writer)
+                writer = None
+                self._unhintable.add(segment)
+                continue
+            where, record = event
+            damaged.discard(record.name)
+            undecided.pop(record.name, None)
+            if record.kind == REMOVE:
+                self._dropped(record.name, where)
+                if writer is not None:
+                    writer.add(_hint_of(where, record, None))
+                continue
+            try:
+                manifest = Manifest.from_bytes(record.manifest or b"")
+            except CorruptData as exc:  # checksummed twice: a bug, not bit rot
+                log.error("unreadable manifest of %r at %s: %s", record.name, where, exc)
+                damaged.add(record.name)
+                _abandoned(writer)
+                writer = None
+                self._unhintable.add(segment)
+                continue
+            self._kept(manifest, where)
+            if writer is not None:
+                writer.add(_hint_of(where, record, manifest))
+            if record.provisional:
+                undecided[record.name] = where
+        if writer is not None and writer.commit():
+            self._log.hinted(segment)
+
+    def _restore_marks(self, undecided: dict[str, Location]) -> set[str]:
         """Mark again the conditional writes whose record says they await their verdict:
         kept now, as far as ``provisional_for`` is concerned (their coordinator may still
-        be telling it)."""
+        be telling it). Returns the names whose record no longer reads (bit rot since a
+        hint file was written): damaged, to be written off."""
         now = self._clock()
-        for name, record in undecided.items():
+        unreadable = set()
+        for name, where in undecided.items():
             current = self._index[name]
             try:
-                replaced = None if record.replaced is None else Manifest.from_bytes(record.replaced)
-            except CorruptData as exc:  # checksummed with the record: a bug, not bit rot
-                log.error("unreadable replaced manifest in %r's record: %s", name, exc)
-                replaced = None
+                replaced_bytes = self._log.read(where).replaced
+                replaced = None if replaced_bytes is None else Manifest.from_bytes(replaced_bytes)
+            except (CorruptData, OSError) as exc:
+                log.error("conditional write of %r kept here no longer reads: %s", name, exc)
+                unreadable.add(name)
+                continue
             self._marks[name] = (_Mark(current.precedence, replaced, now),)
         if undecided:
             log.info("%d conditional writes kept here await their verdict", len(undecided))
+        return unreadable
 
     def _migrate(self) -> None:
         """Move replicas of the previous layout (``manifests/<2 hex>/<key>``) into the log."""
@@ -342,10 +423,13 @@ class ManifestStore:
 
     async def close(self) -> None:
         """Finish the writes under way, stop compacting and close the log."""
+        self._closing = True  # no compaction, nor hint file, starts from here on
         if self._compactor is not None:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
+        if self._hinting is not None:
+            await asyncio.wait({self._hinting})
         while self._writer is not None:
             await asyncio.wait({self._writer})
         if self._riders:  # written now, once, rather than lost (failing, they are dropped)
@@ -659,7 +743,7 @@ class ManifestStore:
         """The closed segment most worth compacting, if one is due."""
         worst, ratio = None, 0.0
         for segment, size in list(self._log.sizes.items()):  # the writer thread adds some
-            if segment == self._log.active:
+            if segment == self._log.active or segment in self._uncompactable:
                 continue
             dead = size - self._live.get(segment, 0)
             due = dead >= self._compact_bytes and dead / size >= self._compact_ratio
@@ -667,33 +751,87 @@ class ManifestStore:
                 worst, ratio = segment, dead / size
         return worst
 
+    def _unhinted(self) -> builtins.list[int]:
+        return [n for n in self._log.unhinted() if n not in self._unhintable]
+
     def _consider_compaction(self) -> None:
-        if self._compactor is None and self._worst_segment() is not None:
+        if self._compactor is not None or self._closing:
+            return
+        if self._worst_segment() is not None or self._unhinted():
             self._compactor = asyncio.ensure_future(self._compact_due())
 
     async def _compact_due(self) -> None:
+        """Compact the segments due, then write the hint files closed segments lack."""
         try:
-            while (segment := self._worst_segment()) is not None:
-                await self.compact(segment)
+            while True:
+                if (segment := self._worst_segment()) is not None:  # first: no hint for
+                    await self.compact(segment)  # a segment about to go
+                elif unhinted := self._unhinted():
+                    await self._write_hint_file(unhinted[0])
+                else:
+                    break
         except Exception:  # the next commit tries again; a bug must not stop writes
             log.exception("manifest log compaction failed")
         finally:
             self._compactor = None
 
     async def compacted(self) -> None:
-        """Wait until the compaction under way (if any) has nothing more due."""
+        """Wait until the compaction under way (if any) has nothing more due, and every
+        closed segment has its hint file (where it can have one)."""
         while self._compactor is not None:
             await asyncio.wait({self._compactor})
 
+    async def _write_hint_file(self, segment: int) -> None:
+        """Write the hint file of closed ``segment`` from its records, in a worker thread
+        (shielded: ``close`` waits for it rather than leaving it to write into the data
+        directory after). A segment that cannot have one is not tried again."""
+        self._hinting = asyncio.ensure_future(asyncio.to_thread(self._build_hints, segment))
+        if await asyncio.shield(self._hinting):
+            self._log.hinted(segment)
+        else:
+            self._unhintable.add(segment)
+
+    def _build_hints(self, segment: int) -> bool:
+        """(Blocking.) Whether the hint file of ``segment`` was written."""
+        writer = None
+        try:
+            writer = self._log.hint_writer(segment)
+            for event in self._log.rescan(segment):
+                if isinstance(event, Damage):  # reported, and written off, at the next start
+                    log.warning("manifest log segment %d is damaged: no hint file", segment)
+                    writer.abandon()
+                    return False
+                where, record = event
+                manifest = None
+                if record.kind != REMOVE:
+                    manifest = Manifest.from_bytes(record.manifest or b"")
+                writer.add(_hint_of(where, record, manifest))
+            return writer.commit()
+        except Exception as exc:  # an aid only, never a reason to stop compacting
+            log.warning("hint file of manifest log segment %d not written: %r", segment, exc)
+            _abandoned(writer)
+            return False
+
     async def compact(self, segment: int) -> None:
         """Append the live records of closed ``segment`` again, ``COMPACT_SLICE`` bytes of
-        it per pass, then delete it."""
+        it per pass, then delete it (unless a current record there did not read)."""
         start: int | None = len(SEGMENT_MAGIC)
         while start is not None:
             records, start = await asyncio.to_thread(
                 self._log.records, segment, start, COMPACT_SLICE
             )
             await self._carry(records, oldest=segment == min(self._log.sizes))
+        if self._live.get(segment, 0) > 0:  # a current record there did not read (bit rot):
+            # removing the segment would let an older record of its name back at a restart.
+            # Kept until a read writes the name off (then the next start compacts it).
+            log.error(
+                "manifest log segment %d not compacted: %d bytes of current records there "
+                "fail their checksum (their names are written off when read)",
+                segment,
+                self._live[segment],
+            )
+            self._uncompactable.add(segment)
+            return
         await asyncio.to_thread(self._log.remove, segment)
         self._live.pop(segment, None)
         self.compacted_segments += 1
@@ -730,6 +868,25 @@ class ManifestStore:
 
     def _mover(self, name: str, old: Location) -> Callable[[Location], None]:
         return lambda where: self._moved(name, old, where)
+
+
+def _abandoned(writer: HintWriter | None) -> None:
+    """Abandon ``writer``'s file, if any."""
+    if writer is not None:
+        writer.abandon()
+
+
+def _hint_of(where: Location, record: LogRecord, manifest: Manifest | None) -> Hint:
+    """The hint of ``record`` at ``where`` (``manifest``: a KEEP's, decoded)."""
+    if manifest is None:
+        return Hint(record.kind, record.name, where.offset, where.length)
+    flags, summary = portable(manifest)
+    repair = (
+        (manifest.layout.k, manifest.layout.m, len(manifest.chunks)) if manifest.chunked else None
+    )
+    return Hint(
+        KEEP, record.name, where.offset, where.length, record.provisional, flags, summary, repair
+    )
 
 
 def _read_and_decode(manifest_log: ManifestLog, where: Location, name: str) -> Manifest:

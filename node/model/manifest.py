@@ -240,21 +240,22 @@ class Manifest:
         return {(SEGMENT_HOLDER, segment_id(s.name, s.version)) for s in self.segments}
 
     @property
+    def chunked(self) -> bool:
+        """Whether the bytes lie in chunks of this version's own: not a tombstone, nor
+        inline, nor segmented."""
+        return not self.deleted and not self.stored_inline and not self.segmented
+
+    @property
     def degraded(self) -> bool:
         """True when fewer chunks are stored than the layout has (inline files have none)."""
-        return (
-            not self.deleted
-            and not self.stored_inline
-            and not self.segmented
-            and len(self.chunks) < self.layout.n
-        )
+        return self.chunked and len(self.chunks) < self.layout.n
 
     def missing(self, parity: int) -> int:
         """Chunks this file version lacks to hold k data and ``parity`` parity chunks (or
         its own layout's m, where that is more): 0 for tombstones and inline files."""
-        if self.deleted or self.stored_inline or self.segmented:
+        if not self.chunked:
             return 0
-        return self.layout.k + max(self.layout.m, parity) - len(self.chunks)
+        return missing_chunks(self.layout.k, self.layout.m, len(self.chunks), parity)
 
     def with_parity(self, parity: int) -> Manifest:
         """This manifest laid out with ``parity`` parity chunks, its stored chunks kept.
@@ -436,6 +437,12 @@ class ReplicaRead:
     manifest: Manifest | None
     provisional: bool = False
     overdue: bool = False
+
+
+def missing_chunks(k: int, m: int, stored: int, parity: int) -> int:
+    """Chunks a chunked version of layout ``k`` + ``m`` with ``stored`` chunks lacks to hold
+    k data and ``parity`` parity chunks (or its own m, where that is more)."""
+    return k + max(m, parity) - stored
 
 
 def _check_record(record: ManifestRecord, layout: Layout) -> None:
