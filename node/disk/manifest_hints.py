@@ -24,8 +24,9 @@ that matches its segment's size and last ``TAIL_BYTES`` (its last records' ends,
 included) describes it; a segment of the same number and size that holds other records (a
 data directory restored in part from a backup) is told apart by those bytes. A record
 damaged after its hint was written is found when it is read, as it would be for any record
-read after a restart (the read fails its checksum, and the name is written off); compaction
-keeps a segment whose current records do not all read (``node.disk.manifest_store``).
+read after a restart (the read fails its checksum, and the name is written off), or when
+compaction reads it (the name is written off before the segment goes:
+``node.disk.manifest_store``).
 
 Blocking: call from a worker thread, or at start-up before the peer serves.
 """
@@ -142,10 +143,11 @@ class HintWriter:
 
     def abandon(self) -> None:
         """Drop the file being written (the segment is damaged, or the write failed)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            file, self._file = self._file, None
+            if file is not None:
+                file.close()
+            self._temp.unlink(missing_ok=True)
 
     def _flush(self) -> bool:
         """Write the batch in hand; whether the file is still being written."""
@@ -165,8 +167,7 @@ class HintWriter:
 
     def _failed(self, exc: OSError) -> None:
         log.warning("hint file %s not written (the segment is read at starts): %s", self.path, exc)
-        with contextlib.suppress(OSError):
-            self.abandon()
+        self.abandon()
 
 
 def write_hints(directory: Path, segment: int, size: int, end: int, hints: Iterable[Hint]) -> bool:
@@ -233,19 +234,32 @@ def _hints(body: memoryview) -> Iterator[Hint]:
 
 
 def hinted_segments(directory: Path) -> set[int]:
-    """The segment numbers that have a hint file in ``directory`` (none if it is absent);
-    temporary files left by a crash are removed."""
-    if not directory.is_dir():
-        return set()
-    found = set()
-    for path in directory.iterdir():
+    """The segment numbers that have a hint file in ``directory`` (none if it is absent or
+    cannot be listed); temporary files left by a crash are removed."""
+    found: set[int] = set()
+    try:
+        if not directory.is_dir():
+            return found
+        paths = list(directory.iterdir())
+    except OSError as exc:
+        log.warning("hint files in %s unreadable (%s): every segment is read", directory, exc)
+        return found
+    for path in paths:
         if path.name.endswith(".tmp"):
-            path.unlink(missing_ok=True)
+            _remove(path)
         elif match := HINT_NAME.match(path.name):
             found.add(int(match.group(1)))
     return found
 
 
 def remove_hints(directory: Path, segment: int) -> None:
-    """Remove ``segment``'s hint file, if any."""
-    hint_path(directory, segment).unlink(missing_ok=True)
+    """Remove ``segment``'s hint file, if any (a failure is logged: a hint file left over
+    names a segment number never used again, and is removed at a start)."""
+    _remove(hint_path(directory, segment))
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("hint file %s not removed: %s", path, exc)

@@ -300,6 +300,9 @@ class ManifestLog:
             self._create(1)
             return []
         self.active = found[-1]  # known while replaying: only its tail may be torn
+        if self.active in self._hinted:  # (a partial restore): it has no records to hint yet
+            remove_hints(self.hints, self.active)
+            self._hinted.discard(self.active)
         for number in found:
             path = self._path(number)
             newest = number == found[-1]
@@ -359,6 +362,11 @@ class ManifestLog:
     def hinted(self, number: int) -> None:
         """Segment ``number`` has its hint file (committed)."""
         self._hinted.add(number)
+
+    def drop_hints(self, number: int) -> None:
+        """Remove the hint file of segment ``number`` (one that does not apply)."""
+        remove_hints(self.hints, number)
+        self._hinted.discard(number)
 
     def unhinted(self) -> list[int]:
         """Closed segments without a hint file, oldest first (may run while the writer

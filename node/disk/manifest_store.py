@@ -55,6 +55,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -182,7 +183,7 @@ class ManifestStore:
         self._compactor: asyncio.Task[None] | None = None  # compaction, and hint files
         self._hinting: asyncio.Future[bool] | None = None  # a hint file being written
         self._unhintable: set[int] = set()  # closed segments that failed to get one
-        self._uncompactable: set[int] = set()  # closed segments with unreadable records
+        self._uncompactable: set[int] = set()  # closed segments found to keep current records
         self._closing = False
         self._compact_ratio, self._compact_bytes = compact_ratio, compact_bytes
         self.compacted_segments = 0
@@ -322,6 +323,7 @@ class ManifestStore:
                 segment,
                 exc,
             )
+            self._log.drop_hints(segment)
             return False
         return True
 
@@ -339,7 +341,8 @@ class ManifestStore:
                     damaged.add(event.name)
                 _abandoned(writer)
                 writer = None
-                self._unhintable.add(segment)
+                if segment < self._log.active:  # (the newest's torn tail is cut: it is sound)
+                    self._unhintable.add(segment)
                 continue
             where, record = event
             damaged.discard(record.name)
@@ -376,12 +379,16 @@ class ManifestStore:
         for name, where in undecided.items():
             current = self._index[name]
             try:
-                replaced_bytes = self._log.read(where).replaced
-                replaced = None if replaced_bytes is None else Manifest.from_bytes(replaced_bytes)
-            except (CorruptData, OSError) as exc:
+                record = self._log.read(where)
+            except (CorruptData, OSError) as exc:  # rot since its hint file was written
                 log.error("conditional write of %r kept here no longer reads: %s", name, exc)
                 unreadable.add(name)
                 continue
+            try:
+                replaced = None if record.replaced is None else Manifest.from_bytes(record.replaced)
+            except CorruptData as exc:  # checksummed with the record: a bug, not bit rot
+                log.error("unreadable replaced manifest in %r's record: %s", name, exc)
+                replaced = None
             self._marks[name] = (_Mark(current.precedence, replaced, now),)
         if undecided:
             log.info("%d conditional writes kept here await their verdict", len(undecided))
@@ -786,7 +793,12 @@ class ManifestStore:
         (shielded: ``close`` waits for it rather than leaving it to write into the data
         directory after). A segment that cannot have one is not tried again."""
         self._hinting = asyncio.ensure_future(asyncio.to_thread(self._build_hints, segment))
-        if await asyncio.shield(self._hinting):
+        try:
+            written = await asyncio.shield(self._hinting)
+        except Exception:  # (_build_hints catches all: a bug must not loop either)
+            log.exception("hint file of manifest log segment %d", segment)
+            written = False
+        if written:
             self._log.hinted(segment)
         else:
             self._unhintable.add(segment)
@@ -821,14 +833,11 @@ class ManifestStore:
                 self._log.records, segment, start, COMPACT_SLICE
             )
             await self._carry(records, oldest=segment == min(self._log.sizes))
-        if self._live.get(segment, 0) > 0:  # a current record there did not read (bit rot):
-            # removing the segment would let an older record of its name back at a restart.
-            # Kept until a read writes the name off (then the next start compacts it).
+        if self._live.get(segment, 0) > 0:  # current records there did not read (bit rot)
+            await self._write_off_unread(segment)
+        if self._live.get(segment, 0) > 0:  # (a bug): never delete a current record
             log.error(
-                "manifest log segment %d not compacted: %d bytes of current records there "
-                "fail their checksum (their names are written off when read)",
-                segment,
-                self._live[segment],
+                "manifest log segment %d not compacted: it still holds current records", segment
             )
             self._uncompactable.add(segment)
             return
@@ -836,6 +845,30 @@ class ManifestStore:
         self._live.pop(segment, None)
         self.compacted_segments += 1
         log.info("compacted manifest log segment %d", segment)
+
+    async def _write_off_unread(self, segment: int) -> None:
+        """Write off the names whose current record in ``segment`` compaction could not
+        read (bit rot since a hint file spared a start from reading it): removed here, as
+        a read of a damaged replica does, so that deleting the segment cannot let an older
+        record of the name back (read repair puts the replica back). Looks through every
+        name: rare."""
+        names = [n for n in list(self._index) if _in(self._index.where(n), segment)]
+        names += [n for n, where in list(self._removed.items()) if where.segment == segment]
+        log.error(
+            "manifest log segment %d: current records of %d names fail their checksum: "
+            "written off here, left to read repair: %s",
+            segment,
+            len(names),
+            names[:20],
+        )
+        for name in sorted(set(names)):
+            async with self._locks.hold(name):
+                removal = frame(LogRecord(REMOVE, name))
+                if _in(self._index.where(name), segment):
+                    await self._commit(removal, functools.partial(self._dropped, name))
+                elif _in(old := self._removed.get(name), segment):
+                    assert old is not None
+                    await self._commit(removal, self._mover(name, old))
 
     async def _carry(
         self, records: builtins.list[tuple[Location, LogRecord]], oldest: bool
@@ -868,6 +901,10 @@ class ManifestStore:
 
     def _mover(self, name: str, old: Location) -> Callable[[Location], None]:
         return lambda where: self._moved(name, old, where)
+
+
+def _in(where: Location | None, segment: int) -> bool:
+    return where is not None and where.segment == segment
 
 
 def _abandoned(writer: HintWriter | None) -> None:

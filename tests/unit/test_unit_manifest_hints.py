@@ -4,6 +4,7 @@ over for the segment itself."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import xxhash
 
 from node.disk import manifest_hints
-from node.disk.manifest_log import KEEP, ManifestLog
+from node.disk.manifest_log import KEEP, REMOVE, LogRecord, ManifestLog, frame
 from node.disk.manifest_store import ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest
@@ -343,26 +344,64 @@ async def test_a_segment_closed_at_run_time_that_is_damaged_gets_no_hint_and_no_
     await store.close()
 
 
-async def test_compaction_keeps_a_segment_whose_current_record_does_not_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("kind", ["kept", "removed"])
+async def test_compaction_writes_off_a_current_record_that_does_not_read(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rot in a current record found by compaction (a restart from hint files does not read
-    the segment): removing the segment would let an older record of the name back at the
-    next start. The segment stays; a read writes the name off; then it can go."""
-    settings = {"segment_bytes": SEGMENT_BYTES, "compact_bytes": 1 << 10}
-    store = ManifestStore(tmp_path, **settings)  # type: ignore[arg-type]
+    the segment). Deleting the segment as it was would let the name's older record back at
+    the next start: the name is written off first (a removal record), then the segment
+    goes, and the older version stays gone after a restart."""
+    store = ManifestStore(tmp_path, segment_bytes=SEGMENT_BYTES, compact_bytes=1 << 10)
     await store.open()
-    await store.put(chunked("kept", 1))  # an older record of "kept", in segment 1...
+    await store.put(chunked("name", 1))  # an older record of the name, in segment 1...
+    for i in range(8):  # (names never written again: segment 1 stays, not compacted)
+        await store.put(chunked(f"anchor-{i}", 1))
     for wall in range(2, 6):
         await store.put(chunked(f"filler-{wall}", wall))
-    await store.put(chunked("kept", 6))  # ...and the current one, in a later segment
-    where = store._index.where("kept")
+    if kind == "kept":  # ...and its current one, in a later segment
+        await store.put(chunked("name", 6))
+        where = store._index.where("name")
+    else:
+        removal = frame(LogRecord(REMOVE, "name"))
+        await store._commit(removal, functools.partial(store._dropped, "name"))
+        where = store._removed["name"]
     assert where is not None
     assert where.segment > 1
-    log_dir = tmp_path / "manifests" / "log"
-    flip_byte(log_dir / f"{where.segment:012d}.log", where.offset + where.length - 5)
-    for wall in range(7, 40):  # every name written again: every closed segment dead
-        await store.put(chunked("kept" if wall == 39 else f"filler-{wall % 5 + 2}", wall))
+    rotten = tmp_path / "manifests" / "log" / f"{where.segment:012d}.log"
+    flip_byte(rotten, where.offset + where.length - 2)
+    for wall in range(7, 40):  # the fillers again and again: every closed segment dead
+        await store.put(chunked(f"filler-{wall % 4 + 2}", wall))
     await store.compacted()
-    assert (log_dir / f"{where.segment:012d}.log").exists(), "kept"
+    assert not rotten.exists(), "compacted once the name was written off"
+    assert "fail their checksum: written off here" in caplog.text
+    assert (await store.read("name")).manifest is None
     await store.close()
+    again = store_in(tmp_path)
+    await again.open()
+    assert (tmp_path / "manifests" / "log" / "000000000001.log").exists()
+    assert (await again.read("name")).manifest is None, "the older version did not come back"
+    await again.close()
+
+
+async def test_a_hints_path_that_is_no_directory_costs_hint_files_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hint files are an aid: where they cannot be listed, written or removed (here the
+    path is a file), the store opens, writes, compacts and restarts as without them."""
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "hints").write_bytes(b"not a directory")
+    store = ManifestStore(tmp_path, segment_bytes=SEGMENT_BYTES, compact_bytes=1 << 10)
+    await store.open()
+    for wall in range(1, 40):
+        await store.put(chunked(f"name-{wall % 6}", wall))
+    await store.compacted()
+    assert store.compacted_segments > 0
+    await store.close()
+    assert "hint file" in caplog.text
+    damaged = sorted((tmp_path / "manifests" / "log").glob("*.log"))[0]
+    flip_byte(damaged, damaged.stat().st_size - 3)
+    again = store_in(tmp_path)
+    await again.open()
+    assert len(again.live_names()) >= 5
+    await again.close()
