@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -168,15 +168,6 @@ class HintWriter:
     def _failed(self, exc: OSError) -> None:
         log.warning("hint file %s not written (the segment is read at starts): %s", self.path, exc)
         self.abandon()
-
-
-def write_hints(directory: Path, segment: int, size: int, end: int, hints: Iterable[Hint]) -> bool:
-    """Write the hint file of ``segment`` (``size`` bytes, ``tail_digest`` ``end``) from its
-    ``hints``, in order; whether it was written (``HintWriter``)."""
-    writer = HintWriter(directory, segment, size, end)
-    for hint in hints:
-        writer.add(hint)
-    return writer.commit()
 
 
 def read_hints(directory: Path, segment: int, size: int, end: int) -> Iterator[Hint] | None:

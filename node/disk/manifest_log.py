@@ -346,7 +346,7 @@ class ManifestLog:
     def read_hints(self, number: int) -> Iterator[Hint] | None:
         """The hints of closed segment ``number`` when its hint file describes it (None:
         read the segment; the newest never has one)."""
-        if number == self.active or number not in self._hinted:
+        if number >= self.active or number not in self._hinted:
             return None
         size = self.sizes[number]
         return read_hints(self.hints, number, size, tail_digest(self._path(number), size))

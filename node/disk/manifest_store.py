@@ -34,7 +34,8 @@ start); the marks under the held one live in memory.
 **Compaction.** Each segment's live bytes are counted (records still the current one of
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
 of it are, its live records are appended again through the same group commit (under their
-names' locks), a bounded slice per pass, then the segment is deleted.
+names' locks), a bounded slice per pass, then the segment is deleted (a name whose current
+record there does not read is written off first, as a read of a damaged replica does).
 
 **Recovery** replays the segments at ``open`` (``ManifestLog.replay_segment``), each closed
 one from its hint file where that describes it (``node.disk.manifest_hints``; a closed
@@ -332,17 +333,14 @@ class ManifestStore:
     ) -> None:
         """Apply ``segment``'s records, read whole; a closed one gets its hint file as they
         are read (unless damaged: then it is read, and its damage reported, at each start)."""
-        writer = self._log.hint_writer(segment) if segment < self._log.active else None
+        closed = segment < self._log.active  # (the newest's torn tail is cut: it is sound)
+        writer = self._log.hint_writer(segment) if closed else None
         for event in self._log.replay_segment(segment):
             if isinstance(event, Damage):
-                if event.name is not None and not (
-                    event.tail and event.segment == self._log.active
-                ):
+                if event.name is not None and not (event.tail and not closed):
                     damaged.add(event.name)
-                _abandoned(writer)
+                self._unsound(segment, writer)
                 writer = None
-                if segment < self._log.active:  # (the newest's torn tail is cut: it is sound)
-                    self._unhintable.add(segment)
                 continue
             where, record = event
             damaged.discard(record.name)
@@ -357,9 +355,8 @@ class ManifestStore:
             except CorruptData as exc:  # checksummed twice: a bug, not bit rot
                 log.error("unreadable manifest of %r at %s: %s", record.name, where, exc)
                 damaged.add(record.name)
-                _abandoned(writer)
+                self._unsound(segment, writer)
                 writer = None
-                self._unhintable.add(segment)
                 continue
             self._kept(manifest, where)
             if writer is not None:
@@ -368,6 +365,13 @@ class ManifestStore:
                 undecided[record.name] = where
         if writer is not None and writer.commit():
             self._log.hinted(segment)
+
+    def _unsound(self, segment: int, writer: HintWriter | None) -> None:
+        """``segment`` holds damage: no hint file for it (the writer's is abandoned), so
+        that each start reads it and reports the damage."""
+        _abandoned(writer)
+        if segment < self._log.active:
+            self._unhintable.add(segment)
 
     def _restore_marks(self, undecided: dict[str, Location]) -> set[str]:
         """Mark again the conditional writes whose record says they await their verdict:

@@ -198,7 +198,7 @@ async def test_a_hint_file_of_another_segment_of_the_same_number_is_passed_over(
     segment = tmp_path / "here" / "manifests" / "log" / f"{here.stem}.log"
     if other == "size":
         there = tmp_path / "there" / "manifests" / "hints"
-        manifest_hints.write_hints(there, int(here.stem), 8, 0, [])
+        assert manifest_hints.HintWriter(there, int(here.stem), 8, 0).commit()
     else:
         there_segment = tmp_path / "there" / "manifests" / "log" / segment.name
         assert there_segment.stat().st_size == segment.stat().st_size
@@ -280,7 +280,10 @@ async def test_a_whole_hint_file_whose_summaries_do_not_decode_is_passed_over(
     assert len(hints) >= 3
     assert hints[2].kind == KEEP
     hints[2] = msgspec.structs.replace(hints[2], summary=b"\x91\x01")
-    assert manifest_hints.write_hints(first.parent, segment, size, end, hints)
+    writer = manifest_hints.HintWriter(first.parent, segment, size, end)
+    for hint in hints:
+        writer.add(hint)
+    assert writer.commit()
     scanned.clear()
     again = store_in(tmp_path)
     await again.open()
