@@ -179,6 +179,7 @@ class ManifestStore:
         self._locks = KeyedLocks()
         self._queue: list[_Append] = []
         self._riders: dict[Location, _Append] = {}  # by the marked record each follows
+        self._riding: dict[Location, _Append] = {}  # riders in the batch being written
         self._writer: asyncio.Task[None] | None = None
         self._writes = SerialThread("manifest-log")  # where batches are written and synced
         self._compactor: asyncio.Task[None] | None = None  # compaction, and hint files
@@ -471,7 +472,7 @@ class ManifestStore:
                     size, count = size + len(pending.frame), count + 1
                 batch, self._queue = self._queue[:count], self._queue[count:]
                 batch[:0] = self._riders.values()
-                self._riders = {}
+                self._riding, self._riders = self._riders, {}
                 try:
                     where = await self._writes.run(self._log.append, [p.frame for p in batch])
                 except OSError as exc:
@@ -482,6 +483,8 @@ class ManifestStore:
                         elif not pending.done.done():
                             pending.done.set_exception(_storage_error(exc))
                     continue
+                finally:
+                    self._riding = {}
                 for pending, location in zip(batch, where, strict=True):
                     pending.apply(location)  # whether or not its caller still waits
                     if not pending.done.done():
@@ -897,8 +900,9 @@ class ManifestStore:
                     self._count(where, -1)
                     continue
                 # A confirmation riding on this record goes in its place: carried as it is,
-                # the marked copy would follow the rider and win the next replay.
-                rider = self._riders.pop(where, None)
+                # the marked copy would follow the rider and win the next replay. One in
+                # the batch being written is copied (its copy lands after it, and is dead).
+                rider = self._riders.pop(where, None) or self._riding.get(where)
                 data = frame(record) if rider is None else rider.frame
                 commits.append(self._commit(data, self._mover(record.name, where)))
             await asyncio.gather(*commits)

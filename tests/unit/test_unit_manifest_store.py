@@ -593,6 +593,54 @@ async def test_a_provisional_record_keeps_its_mark_through_compaction(tmp_path: 
     assert await again.get("a") == manifest("a", wall=10)
 
 
+async def test_a_confirmation_in_a_batch_being_written_survives_compaction_of_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The confirmation's unmarked record is in the batch being written when compaction
+    carries the marked one it follows: the carried copy must not be the marked record (it
+    would land after the confirmation and bring the mark back at the next start)."""
+    settings = {"segment_bytes": 4 << 10, "compact_bytes": 1 << 40}  # compacted by hand
+    store = ManifestStore(tmp_path, **settings)  # type: ignore[arg-type]
+    await store.open()
+    x, y = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(x)
+    await store.put(y, condition=if_match("etag-10"))
+    marked_in = store._log.active
+    for wall in range(1, 100):  # until the marked record's segment is closed
+        await store.put(manifest("filler", wall=wall))
+        if store._log.active > marked_in:
+            break
+    assert store._log.active > marked_in
+    await store.confirm("a", y.precedence)  # its rider waits for the next batch
+
+    writing, release = threading.Event(), threading.Event()
+    append = ManifestLog.append
+
+    def held(log: ManifestLog, frames: list[bytes]) -> list[Location]:
+        writing.set()
+        assert release.wait(10), "the test never released the write"
+        return append(log, frames)
+
+    monkeypatch.setattr(ManifestLog, "append", held)
+    other = asyncio.ensure_future(store.put(manifest("other")))  # the rider goes with it
+    assert await asyncio.to_thread(writing.wait, 10)
+    monkeypatch.setattr(ManifestLog, "append", append)
+    compacting = asyncio.ensure_future(store.compact(marked_in))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not store._queue:  # the carried copy queued behind the batch being written
+        assert asyncio.get_running_loop().time() < deadline, "compaction carried nothing"
+        await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(other, compacting)
+    assert marked_in not in store._log.sizes
+    assert await store.read("a") == ReplicaRead(y)
+    await store.close()
+    again = ManifestStore(tmp_path, **settings)  # type: ignore[arg-type]
+    await again.open()
+    assert await again.read("a") == ReplicaRead(y), "the confirmed write is provisional again"
+    await again.close()
+
+
 def test_records_without_a_mark_are_three_fields_and_older_releases_read_marked_ones() -> None:
     """The mark is two fields after the three a record always had: unmarked records are the
     bytes they were, and a release that knows three fields reads a marked one as a keep
