@@ -166,6 +166,11 @@ class Membership:
         """The ring of every member; rebuilt off the loop shortly after a member is learned."""
         return self._ring
 
+    @property
+    def ring_stale(self) -> bool:
+        """Whether a member was learned since the ring was built (``refresh_ring`` rebuilds)."""
+        return self._ring_stale
+
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.id)
 

@@ -47,9 +47,10 @@ import xxhash
 
 log = logging.getLogger(__name__)
 
-# Format 1. A change to ``Hint``, or to the summary it carries (``node.disk.manifest_index``,
-# ``_Summary``), takes a new format number: a file of another format is read as none.
-HINT_MAGIC = b"RSMHNT\x00\x01"
+# Format 2 (1 lacked the index's CHUNKS flag). A change to ``Hint``, or to the flags and
+# summary it carries (``node.disk.manifest_index``), takes a new format number: a file of
+# another format is read as none (its segment is read, and the hint file written again).
+HINT_MAGIC = b"RSMHNT\x00\x02"
 HEAD = struct.Struct("<8sQQQ")  # magic, segment number, segment size, xxh3-64 of its end
 TAIL_BYTES = 4096  # of the segment, checked against a hint file's HEAD
 LENGTH = struct.Struct("<I")  # bytes of one batch

@@ -4,10 +4,11 @@ in the manifest log and the summary a listing shows (``Manifest.without_chunks``
 A peer holds one entry per name it keeps a replica of, so an entry's size is what a
 million small files cost in memory. Each is one ``bytes`` object: a fixed header
 (``HEADER``: the record's segment, offset and length, and flags: a tombstone's, a hex
-etag's), then the summary as a msgpack array (``_Summary``), decoded into a ``Manifest``
-on each lookup (~3 us here). A lowercase hex etag is kept as the bytes it spells, issuing
-peer ids and content types as numbers into two tables of shared strings (at most
-``SHARED_STRINGS`` each: clients choose content types; past it, the string itself).
+etag's, one whose manifest names chunks), then the summary as a msgpack array
+(``_Summary``), decoded into a ``Manifest`` on each lookup (~3 us here). A lowercase hex
+etag is kept as the bytes it spells, issuing peer ids and content types as numbers into two
+tables of shared strings (at most ``SHARED_STRINGS`` each: clients choose content types;
+past it, the string itself).
 ``bench/manifest_index.py`` (tracemalloc; 100,000 and 1,000,000 inline files named
 ``idle/<8 digits>``, 13 characters): 685-700 bytes of Python objects per name as slotted
 ``Manifest`` summaries and a ``Location`` each, 200-208 this way; ~235 with names of 40
@@ -40,10 +41,11 @@ from node.model.representation import NO_REPRESENTATION
 from node.model.version import Version
 
 SHARED_STRINGS = 4096  # distinct peer ids, and content types, the index keeps one copy of
-# segment number, offset of the record's frame, its length, flags (TOMBSTONE, HEX_ETAG)
+# segment number, offset of the record's frame, its length, flags (TOMBSTONE, HEX_ETAG, CHUNKS)
 HEADER = struct.Struct("<QQIB")
 TOMBSTONE = 1  # flags: a tombstone's entry...
-HEX_ETAG = 2  # ...one whose etag is kept as the bytes its lowercase hex spells
+HEX_ETAG = 2  # ...one whose etag is kept as the bytes its lowercase hex spells...
+CHUNKS = 4  # ...one whose manifest names chunks on peers (what rebalancing may move)
 
 __all__ = ["SHARED_STRINGS", "ManifestIndex", "portable"]
 
@@ -52,7 +54,8 @@ class _Summary(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True)
     """An entry's summary after its header: a ``Manifest`` without name, chunks and
     segments. ``peer`` and ``content_type``: a number into the shared strings, or the
     string; ``etag``: the bytes its lowercase hex spells (flag ``HEX_ETAG``), or its UTF-8.
-    Hint files carry it (``portable``): a change to it takes a new ``HINT_MAGIC`` format."""
+    Hint files carry it and the flags (``portable``): a change to either takes a new
+    ``HINT_MAGIC`` format."""
 
     wall_ms: int
     counter: int
@@ -147,6 +150,12 @@ class ManifestIndex(Mapping[str, Manifest]):
         """Whether ``name``'s replica is a tombstone (KeyError: none here)."""
         return bool(_flags(self._entries[name]) & TOMBSTONE)
 
+    def has_chunks(self, name: str) -> bool:
+        """Whether ``name``'s replica here names chunks on peers: False for a tombstone,
+        a file whose bytes are in its manifest, and a name not here."""
+        entry = self._entries.get(name)
+        return entry is not None and bool(_flags(entry) & CHUNKS)
+
     # --- changes -----------------------------------------------------------------------
 
     def sort(self) -> None:
@@ -229,6 +238,8 @@ def portable(manifest: Manifest) -> tuple[int, bytes]:
 def _flags_and_etag(manifest: Manifest) -> tuple[int, bytes]:
     etag = _hex_bytes(manifest.etag)
     flags = (TOMBSTONE if manifest.deleted else 0) | (0 if etag is None else HEX_ETAG)
+    if manifest.chunks and not manifest.deleted:
+        flags |= CHUNKS
     return flags, manifest.etag.encode() if etag is None else etag
 
 

@@ -214,6 +214,11 @@ class ManifestStore:
         """Names whose replica here is a live version (not a tombstone), in order."""
         return [name for name in self._index.names if not self._index.deleted(name)]
 
+    def has_chunks(self, name: str) -> bool:
+        """Whether ``name``'s replica here names chunks on peers (from the index: no
+        record read). False for a tombstone, a file kept in its manifest, a name not here."""
+        return self._index.has_chunks(name)
+
     def degraded(self) -> dict[str, int]:
         """Chunks stored, by name, of the live versions that lack chunks of the cluster's
         layout (k + ``parity``; repair's work): written degraded, or by a release that

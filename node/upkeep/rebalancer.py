@@ -15,7 +15,10 @@ replica set hands the manifest to the members that now are, then drops its copy.
 Everything here is idempotent: a crash at any point leaves the manifest pointing at the old
 copy, and the next pass redoes the move. A pass over every local manifest runs only when the
 ring or the set of up members changes (then any name's placement may have); single names
-are queued when their manifest arrives needing work. Every ``rebalance_interval`` the names
+are queued when their manifest arrives needing work. A pass reads a name's manifest only
+where this peer must act on it: where it is the primary of a version with chunks (the index
+says which, so a file kept in its manifest costs a pass no read), or has left the replica
+set (to hand the manifest over). Every ``rebalance_interval`` the names
 left over are queued again: those that failed, and those with a move waiting for a crowded
 target (``Membership.crowded_ids``). So an idle peer's rebalancing costs nothing
 however many files it holds. Moves are paced to ``rebalance_rate`` bytes per second per
@@ -163,7 +166,7 @@ class Rebalancer:
             self._wake.clear()
             try:
                 await self._membership.refresh_ring()
-                state = (self._membership.ring.digest, frozenset(self._membership.up_ids()))
+                state = self._state()
                 if state != seen:
                     self._membership.settle("")  # until this pass is done
                     seen, last_retry = state, self._clock()
@@ -176,19 +179,46 @@ class Rebalancer:
                     self._retry.clear()
                     self._deferred.clear()
                 if self._pending:
-                    await self.rebalance_pass()
+                    state = seen = await self.rebalance_pass(state)
                 if not self._pending and not self._retry:
                     self._membership.settle(state[0])
             except Exception:  # the next pass retries; a bug must not stop rebalancing
                 log.exception("rebalance pass failed")
 
-    async def rebalance_pass(self) -> None:
-        """Work through the queued names once."""
+    def _state(self) -> tuple[str, frozenset[str]]:
+        """What a pass's decisions rest on: the ring, and which members are up."""
+        return self._membership.ring.digest, frozenset(self._membership.up_ids())
+
+    async def rebalance_pass(
+        self, under: tuple[str, frozenset[str]] | None = None
+    ) -> tuple[str, frozenset[str]]:
+        """Work through the queued names once; returns the ``_state`` it ended under.
+
+        Each name is judged under the ring and members up as they are when it comes. When
+        they change during the pass (``under``: the state it started under; a member
+        learned, or one going down or up, as when peers find each other at start), the
+        names already judged are queued again and the pass goes on: so a change costs at
+        most one pass over every name, never the rest of a stale pass and then a whole
+        new one, and a member that keeps going down and up cannot keep a pass from ending.
+        """
         names, self._pending = sorted(self._pending), set()
         self.progress.pending = len(names)
+        state = self._state() if under is None else under
         for number, name in enumerate(names):
             if number % YIELD_EVERY == YIELD_EVERY - 1:  # most names need no read, no await
                 await asyncio.sleep(0)
+                if self._membership.ring_stale or self._state() != state:
+                    await self._membership.refresh_ring()
+                    state = self._state()
+                    self._pending.update(names[:number])  # judged under what was
+                    self.progress.pending = len(names) - number + len(self._pending)
+                    self._wake.set()
+                    log.info(
+                        "rebalance pass: the ring or the members up changed after %d of %d "
+                        "names; those are queued again",
+                        number,
+                        len(names),
+                    )
             try:
                 await self._rebalance(name)
             except Exception as exc:  # anything: retry the name after the interval
@@ -201,10 +231,12 @@ class Rebalancer:
         self.progress.pending = len(self._pending) + len(self._retry)
         self.progress.passes += 1
         self.progress.last_pass = time.time()
+        return state
 
     async def _rebalance(self, name: str) -> None:
-        if self._role(name) == "secondary":  # decided from the name: no manifest read
-            return
+        role = self._role(name)
+        if role == "secondary" or (role == "primary" and not self._manifests.has_chunks(name)):
+            return  # decided from the name and the index (nothing to move): no manifest read
         found = await self._manifests.read(name)
         local = found.manifest
         if local is None or not self.needs_work(local):

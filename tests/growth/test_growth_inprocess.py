@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 
 from node.model.layout import Layout
-from node.model.manifest import Manifest, ReplicaRead
+from node.model.manifest import ChunkRef, Manifest, ReplicaRead
 from node.model.version import Version
+from node.upkeep.rebalancer import YIELD_EVERY, Progress, Rebalancer
 from ring import plan_moves
 from tests.harness import LocalCluster, LocalPeer, eventually, sidecar_of
 
@@ -275,24 +276,33 @@ async def test_an_idle_cluster_makes_no_rebalance_pass_however_many_files_it_hol
         await cluster.stop()
 
 
-async def test_a_pass_reads_only_the_manifests_this_peer_is_primary_for(
+async def test_a_pass_reads_only_the_manifests_with_chunks_this_peer_is_primary_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
 ) -> None:
-    """A secondary replica has nothing to do for a name whatever its manifest says: a pass
-    (after any ring change, over every name) decides that from the name and turns the loop
-    every YIELD_EVERY names, so thousands of names never hold it up."""
+    """A secondary replica has nothing to do for a name whatever its manifest says, nor has
+    the primary of a file kept in its manifest or a tombstone: a pass (after any ring or
+    liveness change, over every name) decides those from the name and the index, and turns
+    the loop every YIELD_EVERY names, so thousands of names never hold it up."""
     cluster = LocalCluster(tmp_path, block_size=BLOCK)
     try:
         await cluster.start(3)  # 3 replicas on 3 peers: every peer holds every name
         names = [f"pass/{i:05d}" for i in range(3000)]
         now = Version(int(time.time() * 1000), 0, "peer")
+        layout = Layout(BLOCK, 1, 1, BLOCK)  # 2 chunks, where the ring places them
+
+        def stored(n: str, i: int) -> Manifest:
+            if i % 3 == 0:
+                return Manifest(n, now, Layout(3, 5, 2), inline=b"abc")
+            if i % 3 == 1:
+                return Manifest(n, now, Layout(0, 5, 0), deleted=True)
+            key = Manifest(n, now, layout).file_id
+            holders = cluster[0].membership.placement(key, layout.n).members
+            digest = bytes(16 * layout.stripes)
+            chunks = tuple(ChunkRef(c, holder, digest) for c, holder in enumerate(holders))
+            return Manifest(n, now, layout, chunks=chunks)
+
         for peer in cluster.peers:
-            await asyncio.gather(
-                *(
-                    peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc"))
-                    for n in names
-                )
-            )
+            await asyncio.gather(*(peer.manifests.put(stored(n, i)) for i, n in enumerate(names)))
         peer = cluster[0]
         read, real = [], peer.manifests.read
 
@@ -303,8 +313,64 @@ async def test_a_pass_reads_only_the_manifests_this_peer_is_primary_for(
         monkeypatch.setattr(peer.manifests, "read", counted)
         peer.rebalancer._pending.update(names)
         await peer.rebalancer.rebalance_pass()
-        primary = [n for n in names if peer.membership.replicas(n).primary == peer.id]
-        assert 500 < len(primary) < 2500  # about a third
+        chunked = names[2::3]
+        primary = [n for n in chunked if peer.membership.replicas(n).primary == peer.id]
+        assert 100 < len(primary) < 900  # about a third
         assert sorted(read) == primary
+        assert peer.rebalancer.progress.moves == 0, "the chunks were where the ring puts them"
+    finally:
+        await cluster.stop()
+
+
+async def test_a_change_during_a_pass_queues_again_only_the_names_already_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
+) -> None:
+    """The ring or the members up change while a pass is under way (as when peers find
+    each other at start): the names judged before are queued again and the pass goes on
+    under the new state, so it costs one pass over every name, not the rest of a stale
+    one and then a whole new one."""
+    cluster = LocalCluster(tmp_path, block_size=BLOCK)
+    try:
+        await cluster.start(3)
+        names = [f"pass/{i:05d}" for i in range(3000)]
+        now = Version(int(time.time() * 1000), 0, "peer")
+        peer = cluster[0]
+        await asyncio.gather(
+            *(peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc")) for n in names)
+        )
+        running = peer.rebalancer  # (its loop, left alone, would react to the change too)
+        rebalancer = Rebalancer(
+            running._config,
+            running._membership,
+            running._manifests,
+            running._replicas,
+            running._peers,
+            Progress(),
+            running._report_broken,
+        )
+        judged: list[str] = []
+        real_rebalance, real_state = rebalancer._rebalance, rebalancer._state
+        changed = ("another ring", frozenset({peer.id}))
+        state = [real_state()]
+
+        async def counted(name: str) -> None:
+            judged.append(name)
+            if len(judged) == 1000:
+                state[0] = changed
+            await real_rebalance(name)
+
+        monkeypatch.setattr(rebalancer, "_rebalance", counted)
+        monkeypatch.setattr(rebalancer, "_state", lambda: state[0])
+        rebalancer._pending.update(names)
+        ended_under = await rebalancer.rebalance_pass(real_state())
+        noticed = next(i for i in range(1000, 3000) if i % YIELD_EVERY == YIELD_EVERY - 1)
+        assert judged == names, "the pass went on to the end"
+        assert ended_under == changed
+        assert sorted(rebalancer._pending) == names[:noticed]
+        assert rebalancer.progress.pending == noticed
+        judged.clear()
+        assert await rebalancer.rebalance_pass(changed) == changed
+        assert judged == names[:noticed]
+        assert not rebalancer._pending
     finally:
         await cluster.stop()

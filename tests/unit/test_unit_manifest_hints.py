@@ -85,8 +85,9 @@ async def populate(path: Path, etag_digit: str = "a") -> None:
 
 async def state(store: ManifestStore) -> dict[str, Any]:
     """What a restart must rebuild: listings (the index's summaries), reads (the records
-    they point to, marks included), the degraded count, and the live bytes per segment and
-    removals that compaction decides on."""
+    they point to, marks included), the degraded count, which names have chunks (what a
+    rebalance pass reads), and the live bytes per segment and removals that compaction
+    decides on."""
     listed, more = store.list("", "", 1000)
     assert not more
     return {
@@ -94,6 +95,7 @@ async def state(store: ManifestStore) -> dict[str, Any]:
         "reads": {name: await store.read(name) for name in store.names()},
         "live_names": store.live_names(),
         "degraded": store.degraded(),
+        "has_chunks": sorted(name for name in store.names() if store.has_chunks(name)),
         "live": store._live,
         "removed": store._removed,
     }
