@@ -85,6 +85,7 @@ def all_settled(progress: list[dict[str, int]]) -> bool:
 
 
 def passes(progress: list[dict[str, int]]) -> int:
+    """Rebalance passes done, all peers together."""
     return sum(int(p.get("passes", 0)) for p in progress)
 
 
@@ -107,10 +108,10 @@ async def measure(count: int, seconds: float) -> dict[str, object]:
                         break
                     await asyncio.sleep(1.0)  # polling the peers' own progress
                 settled = time.monotonic() - started
+                passes_before = passes(await rebalancing(session, url))
                 pids = [p.process.pid for p in cluster.peers if p.process]
                 rss = [rss_mib(pid) for pid in pids]
                 cpu = [cpu_seconds(pid) for pid in pids]
-                passes_before = passes(await rebalancing(session, url))
                 began = time.monotonic()
                 await asyncio.sleep(seconds)  # the idle span measured
                 span = time.monotonic() - began

@@ -168,7 +168,7 @@ class Membership:
 
     @property
     def ring_stale(self) -> bool:
-        """Whether a member was learned since the ring was built (``refresh_ring`` rebuilds)."""
+        """Whether a member was learned that no rebuild (``refresh_ring``) has yet taken up."""
         return self._ring_stale
 
     def members(self) -> list[Member]:

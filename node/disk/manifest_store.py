@@ -904,10 +904,13 @@ class ManifestStore:
                     del self._removed[record.name]
                     self._count(where, -1)
                     continue
-                # A confirmation riding on this record goes in its place: carried as it is,
-                # the marked copy would follow the rider and win the next replay. One in
-                # the batch being written is copied (its copy lands after it, and is dead).
-                rider = self._riders.pop(where, None) or self._riding.get(where)
+                # A confirmation riding on this record is carried in its place: the marked
+                # copy would follow the rider and win the next replay. The rider still goes
+                # (waiting, or in the batch being written; should this copy's batch fail, it
+                # is what stays): whichever lands second is a dead copy of the same record.
+                rider = self._riders.get(where)
+                if rider is None:
+                    rider = self._riding.get(where)
                 data = frame(record) if rider is None else rider.frame
                 commits.append(self._commit(data, self._mover(record.name, where)))
             await asyncio.gather(*commits)

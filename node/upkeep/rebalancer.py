@@ -196,10 +196,12 @@ class Rebalancer:
 
         Each name is judged under the ring and members up as they are when it comes. When
         they change during the pass (``under``: the state it started under; a member
-        learned, or one going down or up, as when peers find each other at start), the
-        names already judged are queued again and the pass goes on: so a change costs at
-        most one pass over every name, never the rest of a stale pass and then a whole
-        new one, and a member that keeps going down and up cannot keep a pass from ending.
+        learned, or one going down or up, as when peers find each other at start), every
+        name held here that the pass will not come to is queued again (those it judged,
+        those it never had: it may be over a few names only) and the pass goes on: so a
+        change costs at most one pass over every name, never the rest of a stale pass and
+        then a whole new one, and a member that keeps going down and up cannot keep a pass
+        from ending. (A change undone within ``YIELD_EVERY`` names goes unseen.)
         """
         names, self._pending = sorted(self._pending), set()
         self.progress.pending = len(names)
@@ -208,16 +210,22 @@ class Rebalancer:
             if number % YIELD_EVERY == YIELD_EVERY - 1:  # most names need no read, no await
                 await asyncio.sleep(0)
                 if self._membership.ring_stale or self._state() != state:
-                    await self._membership.refresh_ring()
+                    try:
+                        await self._membership.refresh_ring()
+                    except BaseException:
+                        self._pending.update(names[number:])  # not judged: not lost either
+                        raise
                     state = self._state()
-                    self._pending.update(names[:number])  # judged under what was
+                    self._pending.update(self._manifests.names())
+                    self._pending.difference_update(names[number:])  # judged from here on
                     self.progress.pending = len(names) - number + len(self._pending)
                     self._wake.set()
                     log.info(
                         "rebalance pass: the ring or the members up changed after %d of %d "
-                        "names; those are queued again",
+                        "names; %d names queued again",
                         number,
                         len(names),
+                        len(self._pending),
                     )
             try:
                 await self._rebalance(name)
@@ -236,7 +244,9 @@ class Rebalancer:
     async def _rebalance(self, name: str) -> None:
         role = self._role(name)
         if role == "secondary" or (role == "primary" and not self._manifests.has_chunks(name)):
-            return  # decided from the name and the index (nothing to move): no manifest read
+            # decided from the name and the index (nothing to move): no manifest read, so
+            # no damage found here either (reads and anti-entropy find it)
+            return
         found = await self._manifests.read(name)
         local = found.manifest
         if local is None or not self.needs_work(local):

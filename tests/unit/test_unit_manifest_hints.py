@@ -137,6 +137,10 @@ async def test_a_restart_from_hint_files_rebuilds_what_reading_every_segment_doe
     expected = await state(read_whole)
     await read_whole.close()
     assert scanned == [int(s.stem) for s in segments]
+    files = [f"files/{i:02d}" for i in range(12) if i != 3]  # files/03: a tombstone
+    assert expected["has_chunks"] == sorted(
+        [*files, "confirmed", "degraded", "undecided", "whole-again"]
+    ), "inline files and tombstones name no chunks"
     written_back = hints_of(tmp_path)
     assert [h.stem for h in written_back] == [h.stem for h in hints], "written back"
     assert [h.read_bytes() for h in written_back] == [h.read_bytes() for h in hints_of(saved)]
@@ -152,7 +156,9 @@ async def test_a_restart_from_hint_files_rebuilds_what_reading_every_segment_doe
     await from_hints.close()
 
 
-@pytest.mark.parametrize("fault", ["torn", "flipped", "another segment's", "emptied", "garbage"])
+@pytest.mark.parametrize(
+    "fault", ["torn", "flipped", "another segment's", "emptied", "garbage", "format 1"]
+)
 async def test_a_hint_file_that_does_not_describe_its_segment_is_passed_over_and_rewritten(
     tmp_path: Path, scanned: list[int], fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -171,6 +177,9 @@ async def test_a_hint_file_that_does_not_describe_its_segment_is_passed_over_and
         first.write_bytes(second.read_bytes())
     elif fault == "emptied":
         first.write_bytes(b"")
+    elif fault == "format 1":  # sound, but without the CHUNKS flag rebalancing relies on
+        body = b"RSMHNT\x00\x01" + good[8 : -manifest_hints.TAIL.size]
+        first.write_bytes(body + manifest_hints.TAIL.pack(xxhash.xxh3_64_intdigest(body)))
     else:  # whole, checksum and all, for the right segment and size: but no hints
         size = (tmp_path / "manifests" / "log" / f"{first.stem}.log").stat().st_size
         end = manifest_hints.tail_digest(first.parent.parent / "log" / f"{first.stem}.log", size)
