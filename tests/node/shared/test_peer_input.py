@@ -28,6 +28,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from node.api.keys import GOSSIP
+from node.api.peer import MAX_LIST_PAGE
 from node.cluster.protocol import (
     CONFIRMED,
     CONFIRMED_BATCH,
@@ -662,3 +663,18 @@ async def test_origin_is_refused_on_every_peer_route(
         headers={"Origin": "https://evil.example"},
     )
     assert_refused(answer, 403, "forbidden")
+
+
+@pytest.mark.parametrize("limit", [MAX_LIST_PAGE + 1, 1_000_000])
+async def test_a_peer_listing_page_past_the_most_it_holds_is_refused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, limit: int
+) -> None:
+    """Each entry of a page is looked up and encoded on the event loop: a fellow member
+    asking for a million at once would hold it for seconds."""
+    peer = cluster[2]
+    path = "/internal/manifests/list"
+    answer = await internal(http, peer, "GET", path, params={"limit": str(limit)})
+    assert_refused(answer, 400, "invalid_request")
+    assert "limit" in str(answer.body)
+    allowed = await internal(http, peer, "GET", path, params={"limit": str(MAX_LIST_PAGE)})
+    assert allowed.status == 200
