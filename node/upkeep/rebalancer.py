@@ -210,23 +210,7 @@ class Rebalancer:
             if number % YIELD_EVERY == YIELD_EVERY - 1:  # most names need no read, no await
                 await asyncio.sleep(0)
                 if self._membership.ring_stale or self._state() != state:
-                    try:
-                        await self._membership.refresh_ring()
-                    except BaseException:
-                        self._pending.update(names[number:])  # not judged: not lost either
-                        raise
-                    state = self._state()
-                    self._pending.update(self._manifests.names())
-                    self._pending.difference_update(names[number:])  # judged from here on
-                    self.progress.pending = len(names) - number + len(self._pending)
-                    self._wake.set()
-                    log.info(
-                        "rebalance pass: the ring or the members up changed after %d of %d "
-                        "names; %d names queued again",
-                        number,
-                        len(names),
-                        len(self._pending),
-                    )
+                    state = await self._changed_during_pass(names, number)
             try:
                 await self._rebalance(name)
             except Exception as exc:  # anything: retry the name after the interval
@@ -240,6 +224,30 @@ class Rebalancer:
         self.progress.passes += 1
         self.progress.last_pass = time.time()
         return state
+
+    async def _changed_during_pass(
+        self, names: list[str], number: int
+    ) -> tuple[str, frozenset[str]]:
+        """The state changed before ``names[number]`` of a pass: rebuild the ring, queue
+        again every name held that the pass will not come to, and return the new state."""
+        ahead = names[number:]
+        try:
+            await self._membership.refresh_ring()
+        except BaseException:
+            self._pending.update(ahead)  # not judged: not lost either
+            raise
+        self._pending.update(self._manifests.names())
+        self._pending.difference_update(ahead)  # judged under the new state, in this pass
+        self.progress.pending = len(ahead) + len(self._pending)
+        self._wake.set()
+        log.info(
+            "rebalance pass: the ring or the members up changed after %d of %d names; "
+            "%d names queued again",
+            number,
+            len(names),
+            len(self._pending),
+        )
+        return self._state()
 
     async def _rebalance(self, name: str) -> None:
         role = self._role(name)
