@@ -20,6 +20,12 @@ every thread) pinned to those CPUs and the other peers and the clients free: how
 throughput scales with the cores it is given. Each phase also says how many cores the
 coordinator used (its CPU seconds over the phase's wall time).
 
+``--memory-limits none,1536`` runs each variant once per limit, the peers in a memory
+cgroup of that many MiB (``bench.report.memory_limited``; root): on a VM whose free memory
+goes back to the host, a PUT phase writing into fresh page cache measures ~5 ms of system
+CPU per MiB written that a server whose memory is full (reusing its own pages) does not
+pay (``bench/page_cache.py``).
+
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
 peer 1 (a storage peer) in each phase (``--profile-gil``: only while holding the GIL, which
 leaves out I/O and lock waits that py-spy otherwise counts as busy); summarise them with
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -54,6 +61,7 @@ from bench.report import (
     cpu_list,
     cpu_seconds,
     cpu_times,
+    memory_limited,
     pin,
     profiled,
     publish,
@@ -123,8 +131,12 @@ class Cluster:
 
     def cpu_times(self) -> tuple[float, float]:
         """User and system CPU seconds of all peers so far."""
-        times = [cpu_times(p.process.pid) for p in self.processes.peers if p.process]
+        times = [cpu_times(pid) for pid in self.pids]
         return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.process.pid for p in self.processes.peers if p.process]
 
     @property
     def coordinator(self) -> int:
@@ -134,7 +146,7 @@ class Cluster:
         return process.pid
 
     def peak_rss(self) -> float:
-        peaks = [rss_mib(p.process.pid, "VmHWM") for p in self.processes.peers if p.process]
+        peaks = [rss_mib(pid, "VmHWM") for pid in self.pids]
         return max(peaks)
 
 
@@ -226,10 +238,11 @@ async def run(
     args: argparse.Namespace,
     cpus: str | None = None,
     options: Sequence[str] = (),
+    memory: int | None = None,
 ) -> dict[str, object]:
     """One round of ``variant`` (the tree at ``tree``, its peers started with ``options``)
     with files of ``size`` bytes; the coordinator pinned to the CPU list ``cpus`` when
-    given."""
+    given, the peers' memory limited to ``memory`` MiB when given (``memory_limited``)."""
     with tempfile.TemporaryDirectory(prefix="ringstore-small-") as tmp:
         cluster = Cluster(tree, Path(tmp), args.peers, *options)
         connector = aiohttp.TCPConnector(limit=CLIENTS)
@@ -237,10 +250,12 @@ async def run(
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=ADMIN_HEADERS
         ) as session:
+            limited = contextlib.ExitStack()
             try:
                 await cluster.start(session)
                 if cpus is not None:
                     pin(cluster.coordinator, cpu_list(cpus))
+                limited.enter_context(memory_limited(cluster.pids, memory))
                 empty = disk_usage(Path(tmp))
                 names: list[str] = []
                 put = await phase(
@@ -273,9 +288,14 @@ async def run(
                 rss = cluster.peak_rss()
             finally:
                 await cluster.processes.stop()
+                limited.close()
     stored = len(names)
+    if cpus is not None:
+        variant += f", coordinator on CPUs {cpus}"
+    if memory is not None:
+        variant += f", peers' memory limited to {memory} MiB"
     return {
-        "variant": variant if cpus is None else f"{variant}, coordinator on CPUs {cpus}",
+        "variant": variant,
         "size": size,
         "objects": stored,
         "put": put,
@@ -376,8 +396,17 @@ async def main() -> None:
         metavar="CPUS",
         help="CPU lists (0 0-1): each variant with the coordinator pinned to each",
     )
+    parser.add_argument(
+        "--memory-limits",
+        help="MiB,... (none: no limit): each variant with its peers' memory, page cache"
+        " included, limited to each (root; see bench/page_cache.py for why)",
+    )
     args = parser.parse_args()
     trees = variants(args.trees)
+    limits = [
+        None if limit == "none" else int(limit)
+        for limit in (args.memory_limits or "none").split(",")
+    ]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
@@ -385,9 +414,10 @@ async def main() -> None:
         for size in map(parse_size, args.sizes.split(",")):
             for variant, tree, options in trees:  # alternating: noise hits all alike
                 for cpus in args.coordinator_cpus or [None]:
-                    row = await run(tree, variant, size, args, cpus, options)
-                    print(row, flush=True)
-                    rows.append(row)
+                    for memory in limits:
+                        row = await run(tree, variant, size, args, cpus, options, memory)
+                        print(row, flush=True)
+                        rows.append(row)
     text = table(rows)
     publish("small", rows, text, f"medians over {args.rounds} round(s)")
 
