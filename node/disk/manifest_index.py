@@ -46,6 +46,7 @@ HEADER = struct.Struct("<QQIB")
 TOMBSTONE = 1  # flags: a tombstone's entry...
 HEX_ETAG = 2  # ...one whose etag is kept as the bytes its lowercase hex spells...
 CHUNKS = 4  # ...one whose manifest names chunks on peers (what rebalancing may move)
+FLAGS = TOMBSTONE | HEX_ETAG | CHUNKS  # every flag there is
 
 __all__ = ["SHARED_STRINGS", "ManifestIndex", "portable"]
 
@@ -175,7 +176,10 @@ class ManifestIndex(Mapping[str, Manifest]):
     def restore(self, name: str, where: Location, flags: int, portable: bytes) -> Location | None:
         """``keep`` from what ``portable`` gave for the manifest (a hint file's, written by
         another process: its strings are not numbers into this one's tables). Raises
-        msgspec.DecodeError where ``portable`` is not such a summary."""
+        msgspec.DecodeError where ``portable`` is not such a summary, or ``flags`` holds one
+        not in ``FLAGS`` (a file written by another release: what it meant is unknown)."""
+        if flags & ~FLAGS:
+            raise msgspec.DecodeError(f"unknown entry flags {flags:#x}")
         summary = _decoder.decode(portable)
         peer, content_type = summary.peer, summary.content_type
         if not isinstance(peer, str) or not isinstance(content_type, str):

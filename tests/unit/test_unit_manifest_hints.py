@@ -157,7 +157,8 @@ async def test_a_restart_from_hint_files_rebuilds_what_reading_every_segment_doe
 
 
 @pytest.mark.parametrize(
-    "fault", ["torn", "flipped", "another segment's", "emptied", "garbage", "format 1"]
+    "fault",
+    ["torn", "flipped", "another segment's", "emptied", "garbage", "format 1", "unknown flags"],
 )
 async def test_a_hint_file_that_does_not_describe_its_segment_is_passed_over_and_rewritten(
     tmp_path: Path, scanned: list[int], fault: str, caplog: pytest.LogCaptureFixture
@@ -180,6 +181,19 @@ async def test_a_hint_file_that_does_not_describe_its_segment_is_passed_over_and
     elif fault == "format 1":  # sound, but without the CHUNKS flag rebalancing relies on
         body = b"RSMHNT\x00\x01" + good[8 : -manifest_hints.TAIL.size]
         first.write_bytes(body + manifest_hints.TAIL.pack(xxhash.xxh3_64_intdigest(body)))
+    elif fault == "unknown flags":  # whole and of this format, but one flag no release has
+        segment = first.parent.parent / "log" / f"{first.stem}.log"
+        size = segment.stat().st_size
+        end = manifest_hints.tail_digest(segment, size)
+        hints = manifest_hints.read_hints(first.parent, int(first.stem), size, end)
+        assert hints is not None
+        writer = manifest_hints.HintWriter(first.parent, int(first.stem), size, end)
+        every = list(hints)
+        odd = [number for number, hint in enumerate(every) if hint.kind == KEEP][-1]
+        every[odd] = msgspec.structs.replace(every[odd], flags=every[odd].flags | 8)
+        for hint in every:
+            writer.add(hint)
+        assert writer.commit()
     else:  # whole, checksum and all, for the right segment and size: but no hints
         size = (tmp_path / "manifests" / "log" / f"{first.stem}.log").stat().st_size
         end = manifest_hints.tail_digest(first.parent.parent / "log" / f"{first.stem}.log", size)
@@ -193,7 +207,10 @@ async def test_a_hint_file_that_does_not_describe_its_segment_is_passed_over_and
     assert await state(again) == expected
     await again.close()
     assert first.read_bytes() == good, "written again from the segment"
-    assert f"hint file {first}" in caplog.text
+    if fault == "unknown flags":  # (found while the hints are applied)
+        assert f"segment {int(first.stem)} does not apply (unknown entry flags" in caplog.text
+    else:
+        assert f"hint file {first}" in caplog.text
 
 
 @pytest.mark.parametrize("other", ["size", "records of the same size"])

@@ -623,14 +623,16 @@ async def test_a_confirmation_in_a_batch_being_written_survives_compaction_of_it
 
     monkeypatch.setattr(ManifestLog, "append", held)
     other = asyncio.ensure_future(store.put(manifest("other")))  # the rider goes with it
-    assert await asyncio.to_thread(writing.wait, 10)
-    monkeypatch.setattr(ManifestLog, "append", append)
-    compacting = asyncio.ensure_future(store.compact(marked_in))
-    deadline = asyncio.get_running_loop().time() + 10
-    while not store._queue:  # the carried copy queued behind the batch being written
-        assert asyncio.get_running_loop().time() < deadline, "compaction carried nothing"
-        await asyncio.sleep(0.01)
-    release.set()
+    try:  # (a failed assertion must not leave the writer thread held)
+        assert await asyncio.to_thread(writing.wait, 10)
+        monkeypatch.setattr(ManifestLog, "append", append)
+        compacting = asyncio.ensure_future(store.compact(marked_in))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not store._queue:  # the carried copy queued behind the batch being written
+            assert asyncio.get_running_loop().time() < deadline, "compaction carried nothing"
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
     await asyncio.gather(other, compacting)
     assert marked_in not in store._log.sizes
     assert await store.read("a") == ReplicaRead(y)
