@@ -88,41 +88,60 @@ CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")  # cgroup v1's memory controlle
 CGROUP_V2 = Path("/sys/fs/cgroup")
 
 
+class MemoryGroup:
+    """A memory cgroup of its own (``memory_group``): ``add`` moves a process into it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.procs = path / "cgroup.procs"  # a pid written here moves that process in
+
+    def add(self, pid: int) -> None:
+        self.procs.write_text(str(pid))
+
+
 @contextlib.contextmanager
-def memory_limited(pids: Iterable[int], limit_mib: int | None) -> Iterator[None]:
-    """Run ``pids`` in a memory cgroup of their own while the block runs, limited to
-    ``limit_mib`` MiB for their resident memory and the page cache they fill together;
-    nothing when ``limit_mib`` is None.
+def memory_group(limit_mib: int) -> Iterator[MemoryGroup]:
+    """A memory cgroup limited to ``limit_mib`` MiB, for the resident memory of the
+    processes added to it (and of their children started after) and the page cache they
+    fill together, while the block runs.
 
     Why: on these VMs a page the guest has not used lately costs ~5 ms of system CPU per
     MiB at its first touch (free page reporting; ``bench/page_cache.py``), so a benchmark
     that writes into a page cache growing into fresh memory measures that more than the
     code. A limit makes the kernel reclaim and reuse the group's own pages, as on a server
     whose memory has long been full. cgroup v1 (``memory.limit_in_bytes``) or v2
-    (``memory.max``, with the memory controller enabled at the root); needs root. The pids
-    still alive at the end go back to the root group, then the group is removed.
+    (``memory.max``, with the memory controller enabled at the root); needs root. The
+    processes still in it at the end go back to the root group, then it is removed.
     """
-    if limit_mib is None:
-        yield
-        return
     if (CGROUP_V1_MEMORY / "memory.limit_in_bytes").exists():
         root, limit_file = CGROUP_V1_MEMORY, "memory.limit_in_bytes"
     elif "memory" in _read(CGROUP_V2 / "cgroup.subtree_control").split():
         root, limit_file = CGROUP_V2, "memory.max"
     else:
         raise SystemExit("a memory limit needs cgroup v1's memory controller or v2's, as root")
-    group = root / f"ringstore-bench-{os.getpid()}-{time.monotonic_ns()}"
-    group.mkdir()
+    path = root / f"ringstore-bench-{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir()
     try:
-        (group / limit_file).write_text(str(limit_mib << 20))
-        for pid in pids:
-            (group / "cgroup.procs").write_text(str(pid))
-        yield
+        (path / limit_file).write_text(str(limit_mib << 20))
+        yield MemoryGroup(path)
     finally:
-        for pid in _read(group / "cgroup.procs").split():
+        for pid in _read(path / "cgroup.procs").split():
             with contextlib.suppress(ProcessLookupError):  # (it ended meanwhile)
                 (root / "cgroup.procs").write_text(pid)
-        group.rmdir()
+        path.rmdir()
+
+
+@contextlib.contextmanager
+def memory_limited(pids: Iterable[int], limit_mib: int | None) -> Iterator[None]:
+    """``pids`` in a ``memory_group`` of ``limit_mib`` MiB while the block runs; nothing
+    when ``limit_mib`` is None."""
+    if limit_mib is None:
+        yield
+        return
+    with memory_group(limit_mib) as group:
+        for pid in pids:
+            group.add(pid)
+        yield
 
 
 def _read(path: Path) -> str:

