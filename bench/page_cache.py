@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import publish
+from bench.throughput import parse_size
 
 BLOCK = 1 << 20
 SYNC_EVERY = 8 << 20  # bytes written between two fdatasyncs
@@ -70,18 +71,13 @@ def write(path: Path, size: int, drop: bool) -> dict[str, float]:
     }
 
 
-def size_bytes(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(text[:-1]) * units[text[-1].upper()] if text[-1].isalpha() else int(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="512M", help="bytes written per round (K, M, G)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", default=".", help="where the files go (its file system)")
     args = parser.parse_args()
-    size = size_bytes(args.size)
+    size = parse_size(args.size)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="ringstore-pagecache-", dir=args.dir) as tmp:
         for round_ in range(args.rounds):

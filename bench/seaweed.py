@@ -123,8 +123,6 @@ def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
     processes: list[subprocess.Popen[bytes]] = []
     groups = contextlib.ExitStack()
     group: dict[str, MemoryGroup | None] = {"ws": None, "rs": None}
-    if memory_mib is not None:
-        group = {system: groups.enter_context(memory_group(memory_mib)) for system in group}
 
     def start(name: str, *command: str) -> subprocess.Popen[bytes]:
         joined = group["rs" if name == "rs" else "ws"]
@@ -139,6 +137,8 @@ def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
         return process
 
     try:
+        if memory_mib is not None:  # (inside: one made before a failure is removed too)
+            group = {system: groups.enter_context(memory_group(memory_mib)) for system in group}
         for sub in ("wdata/m", "wdata/v1", "wdata/v2", "wdata/v3", "rdata"):
             (base / sub).mkdir(parents=True)
         local = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1")
