@@ -10,10 +10,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ring
+import ring.ring
 from ring import Member, Ring
 
 IMPORT_ROOT = Path(ring.__file__).resolve().parent.parent
@@ -129,3 +131,23 @@ def test_placement_is_identical_in_another_process() -> None:
             check=True,
         ).stdout
         assert json.loads(out) == here
+
+
+def test_placements_remembered_by_arc_match_the_walk_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys sharing an arc share a remembered placement; each answer is still the walk's,
+    whatever was asked before it, and the memo forgets past ``PLACEMENTS_KEPT``."""
+    monkeypatch.setattr(ring.ring, "PLACEMENTS_KEPT", 16)
+    built = build(uuid_ids(9), vnodes=4)  # 36 arcs: the 16-entry memo is cleared often
+    ids = [member.id for member in built.members]
+    rng = random.Random(7)
+    asked = [
+        (f"name-{i}", rng.randint(1, 9), frozenset(rng.sample(ids, rng.randint(0, 3))))
+        for i in range(3000)
+    ]
+    for key, n, skip in asked + asked[::-1]:
+        expected = [member_id for member_id in built.successors(key) if member_id not in skip]
+        assert built.placement(key, n, skip) == tuple(expected[:n])
+        assert built.placement(key, n, set(skip)) == tuple(expected[:n])
+        assert len(built._placements) <= 16
