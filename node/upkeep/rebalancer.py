@@ -219,6 +219,8 @@ class Rebalancer:
                 else:
                     log.exception("rebalancing %r failed; will retry", name)
                 self._retry.add(name)
+            else:  # it may have failed earlier and come again with a change of state
+                self._retry.discard(name)
             self.progress.pending -= 1
         self.progress.pending = len(self._pending) + len(self._retry)
         self.progress.passes += 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.errors import Unavailable
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, ReplicaRead
 from node.model.version import Version
@@ -388,5 +389,58 @@ async def test_a_change_during_a_pass_queues_again_only_the_names_already_judged
         noticed = next(i for i in range(1000, 1200) if i % YIELD_EVERY == YIELD_EVERY - 1)
         ahead = (names[:1000] + names[2000:2200])[noticed:]
         assert sorted(rebalancer._pending) == sorted(set(peer.manifests.names()) - set(ahead))
+    finally:
+        await cluster.stop()
+
+
+async def test_a_name_that_failed_and_was_queued_again_is_judged_once_when_it_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
+) -> None:
+    """A name whose rebalancing failed waits for the retry interval; if a change of state
+    queues it again first and it succeeds, it is done: no retry left behind to judge it a
+    second time, and ``pending`` does not count it."""
+    cluster = LocalCluster(tmp_path, block_size=BLOCK)
+    try:
+        await cluster.start(3)
+        names = [f"retry/{i}" for i in range(4)]
+        now = Version(int(time.time() * 1000), 0, "peer")
+        peer = cluster[0]
+        await asyncio.gather(
+            *(peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc")) for n in names)
+        )
+        running = peer.rebalancer
+        rebalancer = Rebalancer(
+            running._config,
+            running._membership,
+            running._manifests,
+            running._replicas,
+            running._peers,
+            Progress(),
+            running._report_broken,
+        )
+        real_rebalance = rebalancer._rebalance
+        failing = {names[1]}
+        judged: list[str] = []
+
+        async def flaky(name: str) -> None:
+            judged.append(name)
+            if name in failing:
+                raise Unavailable(f"{name}: a holder did not answer")
+            await real_rebalance(name)
+
+        monkeypatch.setattr(rebalancer, "_rebalance", flaky)
+        state = rebalancer._state()
+        rebalancer._pending.update(names)
+        await rebalancer.rebalance_pass(state)
+        assert rebalancer._retry == {names[1]}
+        assert rebalancer.progress.pending == 1
+
+        failing.clear()
+        judged.clear()
+        rebalancer._pending.update(names)  # a change of state queues every name again
+        await rebalancer.rebalance_pass(state)
+        assert judged == names
+        assert not rebalancer._retry, "it succeeded: nothing to retry"
+        assert rebalancer.progress.pending == 0
     finally:
         await cluster.stop()
