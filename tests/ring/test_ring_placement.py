@@ -150,4 +150,5 @@ def test_placements_remembered_by_arc_match_the_walk_and_stay_bounded(
         expected = [member_id for member_id in built.successors(key) if member_id not in skip]
         assert built.placement(key, n, skip) == tuple(expected[:n])
         assert built.placement(key, n, set(skip)) == tuple(expected[:n])
-        assert len(built._placements) <= 16
+        assert built._remembered <= 16
+        assert sum(map(len, built._placements.values())) == built._remembered
