@@ -12,7 +12,8 @@ peer processes is started on 127.0.0.1 from that tree, and each scenario runs ag
 
 A variant may give its peers options: ``--trees budget0=.@--buffer-memory=0``.
 
-Measured: peer 0's RSS before, its peak (VmHWM, reset per scenario through
+Measured: peer 0's RSS idle (once the cluster has started, before any file), its RSS
+before each scenario, its peak (VmHWM, reset per scenario through
 /proc/PID/clear_refs) and its RSS AFTER seconds later; the statuses the requests got. Figures
 are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -127,6 +128,7 @@ async def run(
                 peer = cluster.processes.peers[0]
                 assert peer.process is not None
                 pid = peer.process.pid
+                idle = rss_mib(pid)
                 big = io.BytesIO(bytes(64 * MIB))  # what the GETs read, put before measuring
                 async with session.put(f"{peer.url}/files/mem/big", data=big) as response:
                     assert response.status == 201, await response.text()
@@ -138,15 +140,18 @@ async def run(
                     took = time.monotonic() - started
                     peak = rss_mib(pid, "VmHWM")
                     await asyncio.sleep(args.after)  # the span after a burst, measured
+                    after = rss_mib(pid)
                     row = {
                         "variant": variant,
                         "scenario": name,
                         "clients": args.clients,
                         "seconds": round(took, 1),
                         "statuses": dict(statuses),
+                        "rss_idle_mib": round(idle, 1),
                         "rss_before_mib": round(before, 1),
                         "peak_rss_mib": round(peak, 1),
-                        "rss_after_mib": round(rss_mib(pid), 1),
+                        "rss_after_mib": round(after, 1),
+                        "after_per_idle": round(after / idle, 2),
                     }
                     print(row, flush=True)
                     rows.append(row)
@@ -167,13 +172,15 @@ async def main() -> None:
     for variant, tree, options in variants(args.trees):
         rows += await run(tree, variant, options, args)
     lines = [
-        "| variant | scenario | clients | statuses | RSS before | peak | RSS after |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | scenario | clients | statuses | RSS idle | RSS before | peak | RSS after "
+        "| after ÷ idle |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['scenario']} | {r['clients']} | {r['statuses']} "
-            f"| {r['rss_before_mib']} | {r['peak_rss_mib']} | {r['rss_after_mib']} |"
+            f"| {r['rss_idle_mib']} | {r['rss_before_mib']} | {r['peak_rss_mib']} "
+            f"| {r['rss_after_mib']} | {r['after_per_idle']} |"
         )
     publish("memory", rows, "\n".join(lines))
 
