@@ -11,6 +11,9 @@ Owns placement: which members hold a key's chunks or replicas. Invariants:
   skipped ids), so adding a member changes any key's placement set by at most
   one swap: the newcomer in, the last old member out. With several zones it is
   spread over them (``ring.zones``), and still only a newcomer ever enters a set.
+* Without zones, placements are remembered by the gap between ring points a key's hash
+  falls in, for all rings of the process together (``PLACEMENTS_KEPT``, bounded): a
+  remembered answer is always the one the walk gives.
 """
 
 from __future__ import annotations
@@ -39,14 +42,54 @@ Chosen by measurement over equal-weight clusters of 6..100 uuid4 members
 _DIGEST_SCHEME = "ringstore.ring/1"
 
 PLACEMENTS_KEPT = 1 << 15
-"""Placements a ring remembers (by arc, ``n`` and skipped ids) before it forgets them all.
+"""Placements this process remembers, for all its rings together, before it forgets them all.
 
-Without zones a key's placement depends only on the arc its hash falls in, so keys sharing
-an arc share one answer: a pass over a million names walks the ring once per arc, not once
-per name (7 members x 1024 vnodes is 7,168 arcs). An entry is an int and a dict slot, its
-tuple shared with the entries that have the same (tracemalloc, 7 members, n of 3 and 7 over
-300,000 keys: 13,936 entries, 3,647 tuples, 108 bytes an entry in all), so a ring holds at
-most ~3.5 MiB of them however many sets of skipped ids it is asked about."""
+Without zones a key's placement depends only on the gap between ring points its hash falls
+in (7 members x 1024 vnodes: 7,168 gaps), so keys sharing a gap share one answer, and a
+pass over a million names walks the ring once per gap, not once per name. Kept per (ring
+digest, n, skipped ids), so rings kept in a peer's history and the current one share one
+bound: 32,768 entries, each an int and a dict slot, its tuple shared with the entries that
+have the same (tracemalloc, 7 members, n of 3 and 7 over 300,000 keys: 13,936 entries, 3,647
+tuples, 108 bytes an entry in all; more for each other n and set of skipped ids). A ring
+with more points than half of it (17 members or more at 1024 vnodes) is not remembered:
+a pass over it would only fill and clear the memo."""
+
+
+class _Placements:
+    """The placements remembered (``PLACEMENTS_KEPT``): (ring digest, n, skipped ids) ->
+    gap -> member ids, each tuple kept once. An answer is always the walk's (each is
+    computed by walking the ring); from threads, the count may drift a little."""
+
+    __slots__ = ("count", "groups", "tuples")
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, int, frozenset[str]], dict[int, tuple[str, ...]]] = {}
+        self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.count = 0
+
+    def __repr__(self) -> str:
+        return f"_Placements(count={self.count}, groups={len(self.groups)})"
+
+    def get(self, group: tuple[str, int, frozenset[str]], gap: int) -> tuple[str, ...] | None:
+        gaps = self.groups.get(group)
+        return None if gaps is None else gaps.get(gap)
+
+    def keep(
+        self, group: tuple[str, int, frozenset[str]], gap: int, found: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        if self.count >= PLACEMENTS_KEPT:
+            self.groups.clear()
+            self.tuples.clear()
+            self.count = 0
+        gaps = self.groups.get(group)
+        if gaps is None:
+            gaps = self.groups[group] = {}
+        kept = gaps[gap] = self.tuples.setdefault(found, found)
+        self.count += 1
+        return kept
+
+
+_PLACEMENTS = _Placements()
 
 
 class Ring:
@@ -60,12 +103,9 @@ class Ring:
         "_by_id",
         "_digest",
         "_ids",
-        "_interned",
         "_members",
         "_owners",
-        "_placements",
         "_points",
-        "_remembered",
         "_vnodes",
         "_zone_of",
         "_zoned",
@@ -92,10 +132,6 @@ class Ring:
         self._owners = continuum.owners
         self._zone_of = {member.id: member.zone for member in ordered}
         self._zoned = len(set(self._zone_of.values())) > 1
-        # (n, skipped ids) -> arc -> placement; every tuple once in _interned
-        self._placements: dict[tuple[int, frozenset[str]], dict[int, tuple[str, ...]]] = {}
-        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._remembered = 0
         self._digest = _digest(weights, vnodes, [member.zone for member in ordered])
 
     @property
@@ -172,19 +208,13 @@ class Ring:
         skipped = skip if isinstance(skip, frozenset) else frozenset(skip)
         if self._zoned:  # the spread over zones depends on the key, not only its arc
             return self._zoned_placement(self._walk(start), key, n, skipped)
-        arc = start % len(self._points)
-        arcs = self._placements.get((n, skipped))
-        chosen = None if arcs is None else arcs.get(arc)
+        points = len(self._points)
+        if points > PLACEMENTS_KEPT // 2:
+            return self._first(start, n, skipped)
+        group, gap = (self._digest, n, skipped), start % points  # (past the last: the first)
+        chosen = _PLACEMENTS.get(group, gap)
         if chosen is None:
-            if self._remembered >= PLACEMENTS_KEPT:
-                self._placements.clear()
-                self._interned.clear()
-                self._remembered, arcs = 0, None
-            if arcs is None:
-                arcs = self._placements[n, skipped] = {}
-            found = self._first(start, n, skipped)
-            chosen = arcs[arc] = self._interned.setdefault(found, found)
-            self._remembered += 1
+            chosen = _PLACEMENTS.keep(group, gap, self._first(start, n, skipped))
         return chosen
 
     def _first(self, start: int, n: int, skipped: frozenset[str]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import ring
 import ring.ring
 from ring import Member, Ring
+from ring.continuum import hash_point
 
 IMPORT_ROOT = Path(ring.__file__).resolve().parent.parent
 K_PLUS_M = 7
@@ -133,22 +134,67 @@ def test_placement_is_identical_in_another_process() -> None:
         assert json.loads(out) == here
 
 
-def test_placements_remembered_by_arc_match_the_walk_and_stay_bounded(
+def test_placements_remembered_by_gap_match_the_walk_and_stay_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Keys sharing an arc share a remembered placement; each answer is still the walk's,
-    whatever was asked before it, and the memo forgets past ``PLACEMENTS_KEPT``."""
-    monkeypatch.setattr(ring.ring, "PLACEMENTS_KEPT", 16)
-    built = build(uuid_ids(9), vnodes=4)  # 36 arcs: the 16-entry memo is cleared often
-    ids = [member.id for member in built.members]
+    """Keys sharing a gap between ring points share a remembered placement, for every ring
+    of the process; each answer is still the walk's, whatever was asked before it, of this
+    ring or another; the memo forgets everything past ``PLACEMENTS_KEPT``."""
+    remembered = ring.ring._Placements()
+    monkeypatch.setattr(ring.ring, "_PLACEMENTS", remembered)
+    monkeypatch.setattr(ring.ring, "PLACEMENTS_KEPT", 64)
+    ids = uuid_ids(10)
+    rings = [build(ids[:9], vnodes=4), build(ids[1:], vnodes=4)]  # 36 gaps each: cleared often
     rng = random.Random(7)
     asked = [
-        (f"name-{i}", rng.randint(1, 9), frozenset(rng.sample(ids, rng.randint(0, 3))))
+        (
+            rng.choice(rings),
+            f"name-{i}",
+            rng.randint(1, 9),
+            frozenset(rng.sample(ids, rng.randint(0, 3))),
+        )
         for i in range(3000)
     ]
-    for key, n, skip in asked + asked[::-1]:
+    for built, key, n, skip in asked + asked[::-1]:
         expected = [member_id for member_id in built.successors(key) if member_id not in skip]
         assert built.placement(key, n, skip) == tuple(expected[:n])
         assert built.placement(key, n, set(skip)) == tuple(expected[:n])
-        assert built._remembered <= 16
-        assert sum(map(len, built._placements.values())) == built._remembered
+        assert remembered.count <= 64
+        assert sum(map(len, remembered.groups.values())) == remembered.count
+
+
+def test_keys_in_one_gap_get_the_same_remembered_placement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the last point a key's gap is the first one's (the walk starts over at 0)."""
+    remembered = ring.ring._Placements()
+    monkeypatch.setattr(ring.ring, "_PLACEMENTS", remembered)
+    built = build(uuid_ids(5), vnodes=2)
+    points = built._points
+    keys = (f"key-{i}" for i in range(100_000))
+    below = next(key for key in keys if hash_point(key) < points[0])
+    above = next(key for key in keys if hash_point(key) >= points[-1])
+    inside = [
+        key for key in (f"in-{i}" for i in range(2000)) if points[3] <= hash_point(key) < points[4]
+    ]
+    assert len(inside) >= 2
+    assert built.placement(below, 3) is built.placement(above, 3)
+    assert built.placement(inside[0], 3) is built.placement(inside[1], 3)
+    assert remembered.count == 2
+
+
+def test_rings_with_zones_or_many_points_are_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    remembered = ring.ring._Placements()
+    monkeypatch.setattr(ring.ring, "_PLACEMENTS", remembered)
+    zoned = Ring(
+        [
+            Member(member_id, f"http://{member_id}", zone=f"z{i % 3}")
+            for i, member_id in enumerate(uuid_ids(9))
+        ],
+        vnodes=4,
+    )
+    large = build(uuid_ids(3), vnodes=ring.ring.PLACEMENTS_KEPT // 2)  # 1.5x half the memo
+    for i in range(50):
+        zoned.placement(f"name-{i}", 3)
+        large.placement(f"name-{i}", 3)
+    assert remembered.count == 0
