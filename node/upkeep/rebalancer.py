@@ -211,6 +211,7 @@ class Rebalancer:
                 await asyncio.sleep(0)
                 if self._membership.ring_stale or self._state() != state:
                     state = await self._changed_during_pass(names, number)
+            self._deferred.discard(name)  # judged now: _moves defers it again if it must
             try:
                 await self._rebalance(name)
             except Exception as exc:  # anything: retry the name after the interval

@@ -393,12 +393,13 @@ async def test_a_change_during_a_pass_queues_again_only_the_names_already_judged
         await cluster.stop()
 
 
-async def test_a_name_that_failed_and_was_queued_again_is_judged_once_when_it_succeeds(
+async def test_a_name_that_failed_or_waited_and_was_queued_again_is_judged_once_when_it_succeeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
 ) -> None:
-    """A name whose rebalancing failed waits for the retry interval; if a change of state
-    queues it again first and it succeeds, it is done: no retry left behind to judge it a
-    second time, and ``pending`` does not count it."""
+    """A name whose rebalancing failed, or whose move waited for a crowded target, is looked
+    at again after the retry interval; if a change of state queues it again first and it
+    goes through, it is done: nothing left behind to judge it a second time, and
+    ``pending`` does not count it."""
     cluster = LocalCluster(tmp_path, block_size=BLOCK)
     try:
         await cluster.start(3)
@@ -437,10 +438,12 @@ async def test_a_name_that_failed_and_was_queued_again_is_judged_once_when_it_su
 
         failing.clear()
         judged.clear()
+        rebalancer._deferred.add(names[2])  # as if a move of it had waited for a crowded peer
         rebalancer._pending.update(names)  # a change of state queues every name again
         await rebalancer.rebalance_pass(state)
         assert judged == names
         assert not rebalancer._retry, "it succeeded: nothing to retry"
+        assert not rebalancer._deferred, "judged again with nothing deferred: nothing to look at"
         assert rebalancer.progress.pending == 0
     finally:
         await cluster.stop()
