@@ -206,7 +206,7 @@ class Ring:
             return ()
         start = bisect_right(self._points, hash_point(key))
         skipped = skip if isinstance(skip, frozenset) else frozenset(skip)
-        if self._zoned:  # the spread over zones depends on the key, not only its arc
+        if self._zoned:  # the spread over zones depends on the key, not only its gap
             return self._zoned_placement(self._walk(start), key, n, skipped)
         points = len(self._points)
         if points > PLACEMENTS_KEPT // 2:

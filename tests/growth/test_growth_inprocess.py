@@ -326,6 +326,26 @@ async def test_a_pass_reads_only_the_manifests_with_chunks_this_peer_is_primary_
         await cluster.stop()
 
 
+async def own_rebalancer(peer: LocalPeer, names: list[str]) -> Rebalancer:
+    """A rebalancer of ``peer``'s parts, for a test to drive pass by pass (the peer's own
+    loop, left alone, would react to the test's changes too), once ``peer`` holds an inline
+    file's manifest for each of ``names``."""
+    now = Version(int(time.time() * 1000), 0, "peer")
+    await asyncio.gather(
+        *(peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc")) for n in names)
+    )
+    running = peer.rebalancer
+    return Rebalancer(
+        running._config,
+        running._membership,
+        running._manifests,
+        running._replicas,
+        running._peers,
+        Progress(),
+        running._report_broken,
+    )
+
+
 async def test_a_change_during_a_pass_queues_again_only_the_names_already_judged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_guard: None
 ) -> None:
@@ -338,21 +358,8 @@ async def test_a_change_during_a_pass_queues_again_only_the_names_already_judged
     try:
         await cluster.start(3)
         names = [f"pass/{i:05d}" for i in range(3000)]
-        now = Version(int(time.time() * 1000), 0, "peer")
         peer = cluster[0]
-        await asyncio.gather(
-            *(peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc")) for n in names)
-        )
-        running = peer.rebalancer  # (its loop, left alone, would react to the change too)
-        rebalancer = Rebalancer(
-            running._config,
-            running._membership,
-            running._manifests,
-            running._replicas,
-            running._peers,
-            Progress(),
-            running._report_broken,
-        )
+        rebalancer = await own_rebalancer(peer, names)
         judged: list[str] = []
         real_rebalance, real_state = rebalancer._rebalance, rebalancer._state
         changed = ("another ring", frozenset({peer.id}))
@@ -404,21 +411,8 @@ async def test_a_name_that_failed_or_waited_and_was_queued_again_is_judged_once_
     try:
         await cluster.start(3)
         names = [f"retry/{i}" for i in range(4)]
-        now = Version(int(time.time() * 1000), 0, "peer")
         peer = cluster[0]
-        await asyncio.gather(
-            *(peer.manifests.put(Manifest(n, now, Layout(3, 5, 2), inline=b"abc")) for n in names)
-        )
-        running = peer.rebalancer
-        rebalancer = Rebalancer(
-            running._config,
-            running._membership,
-            running._manifests,
-            running._replicas,
-            running._peers,
-            Progress(),
-            running._report_broken,
-        )
+        rebalancer = await own_rebalancer(peer, names)
         real_rebalance = rebalancer._rebalance
         failing = {names[1]}
         judged: list[str] = []
