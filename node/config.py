@@ -101,6 +101,14 @@ class PeerConfig:
             metavar="PORT",
         ),
     )
+    s3_reuse_port: bool = field(
+        default=False,
+        metadata=option(
+            "Bind --s3-port with SO_REUSEPORT, so that the peers of one host (one per core: "
+            "docs/operations.md) all serve S3 on that one port, the kernel spreading "
+            "connections over them; only processes of the same user can share it.",
+        ),
+    )
     s3_domain: str | None = field(
         default=None,
         metadata=option(
@@ -410,10 +418,12 @@ class PeerConfig:
 
     def __post_init__(self) -> None:
         """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP),
-        for peer authentication off on an address other machines can reach, and for a zone
-        that is not a valid label."""
+        for peer authentication off on an address other machines can reach, for a zone
+        that is not a valid label, and for --s3-reuse-port without --s3-port."""
         if self.zone:
             check_zone(self.zone)
+        if self.s3_reuse_port and self.s3_port is None:
+            raise ValueError("--s3-reuse-port shares the port --s3-port names: give one")
         if self.peer_auth == "off" and not _loopback(self.host):
             raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}

@@ -93,13 +93,23 @@ def _int_or_auto(
 
 
 def _option(field: dataclasses.Field[Any], kind: Any, spec: Option) -> Callable[[F], F]:
-    """The click option of one config field (``X | None``: optional; ``tuple``: repeatable)."""
+    """The click option of one config field (``X | None``: optional; ``tuple``: repeatable;
+    ``bool``: a ``--name/--no-name`` switch)."""
     flag = spec.flag or "--" + field.name.replace("_", "-")
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
     multiple = typing.get_origin(kind) is tuple
     if multiple:
         (kind, _) = typing.get_args(kind)
+    if kind is bool:  # a switch: --name / --no-name
+        name = flag.removeprefix("--")
+        return click.option(
+            f"{flag}/--no-{name}",
+            field.name,
+            default=field.default,
+            show_default=True,
+            help=spec.help,
+        )
     required = field.default is dataclasses.MISSING and not multiple
     default = None if required else field.default
     if isinstance(default, float) and spec.scale != 1.0:

@@ -36,6 +36,7 @@ a socket transport's ``max_size`` (bytes one receive takes). The tests in
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -387,6 +388,19 @@ class PeerServer(web.Server):
         if request.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
             request.protocol.member = True
         return response
+
+
+def unbindable(exc: OSError, shared: bool = False) -> str:
+    """What to tell the operator when a listening port cannot be bound (``exc``: the bind's
+    error); ``shared``: the port was bound with SO_REUSEPORT (``--s3-reuse-port``)."""
+    if exc.errno != errno.EADDRINUSE:
+        return str(exc)
+    if shared:
+        return (
+            f"{exc}: another process holds it; peers share it only when each of them binds "
+            "it with --s3-reuse-port, as the same user"
+        )
+    return f"{exc}: another process holds it (stop it, or choose another port)"
 
 
 class PeerRunner(web.AppRunner):

@@ -12,7 +12,7 @@ from aiohttp import web
 from node.api.keys import MEMBERSHIP
 from node.config import PeerConfig
 from node.errors import StartRefused
-from node.process.connections import PeerRunner
+from node.process.connections import PeerRunner, unbindable
 from node.process.event_loop import running
 from node.process.memory import collect_less, limit_arenas, settle_collector
 from node.process.tls import TlsFiles, server_context
@@ -44,7 +44,10 @@ async def serve(config: PeerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # EADDRINUSE, EACCES: the operator's to fix, no traceback
+            raise SystemExit(f"ringstore peer: cannot serve: {unbindable(exc)}") from None
         me, loop_kind = app[MEMBERSHIP].me.id, running()
         log.info("peer %s listening on %s (event loop: %s)", me, config.url, loop_kind)
         settle_collector()

@@ -78,10 +78,10 @@ from node.disk.data_dir import (
 )
 from node.disk.deletions import DeletionLog
 from node.disk.manifest_store import ManifestStore
-from node.errors import WrongPeer
+from node.errors import StartRefused, WrongPeer
 from node.model.version import HybridClock, system_wall_ms
 from node.model.zones import default_zone
-from node.process.connections import PeerRunner
+from node.process.connections import PeerRunner, unbindable
 from node.process.identity import cluster_identity
 from node.process.memory import Trimmer
 from node.process.tls import TlsFiles, client_context, server_context
@@ -192,15 +192,27 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
 
 
 async def _serve_s3(app: web.Application, limit: RequestLimit) -> PeerRunner:
-    """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL."""
+    """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL; with
+    ``--s3-reuse-port`` the port is bound with SO_REUSEPORT (socket(7)): the peers of one host
+    that all bind it share it, the kernel giving each new connection to one of them."""
     config = app[keys.CONFIG]
     runner = PeerRunner(_s3_app(app, limit), shutdown_timeout=2.0)
     await runner.setup()
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None
     try:
-        site = web.TCPSite(runner, config.host, config.s3_port, reuse_address=True, ssl_context=tls)
+        site = web.TCPSite(
+            runner,
+            config.host,
+            config.s3_port,
+            reuse_address=True,
+            reuse_port=config.s3_reuse_port or None,
+            ssl_context=tls,
+        )
         await site.start()
+    except OSError as exc:  # EADDRINUSE, EACCES: the operator's to fix, no traceback
+        await runner.cleanup()
+        raise StartRefused(f"cannot serve S3: {unbindable(exc, config.s3_reuse_port)}") from exc
     except BaseException:
         await runner.cleanup()
         raise
@@ -352,22 +364,23 @@ async def _lifecycle(
     if len(identity.secrets) > 1:  # a rotation is under way: keys move to the new secret
         jobs.append(reseal_keys(access_store, retry))
     loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
-    discovery = None
-    if config.discovery == "zeroconf":
-        from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer without it saves
+    discovery, s3_runner = None, None
+    try:  # a start that fails from here on (S3's port taken) stops what started, as a stop
+        if config.discovery == "zeroconf":
+            from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer saves
 
-        discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
-        app[keys.DISCOVERY] = discovery
-        await discovery.start()
-    s3_runner = await _serve_s3(app, limit) if config.s3_port is not None else None
-    log.info(
-        "peer %s of cluster %s serving %s from %s",
-        peer_id,
-        identity.cluster_id,
-        config.url,
-        config.data_dir,
-    )
-    try:
+            discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
+            app[keys.DISCOVERY] = discovery
+            await discovery.start()
+        if config.s3_port is not None:
+            s3_runner = await _serve_s3(app, limit)
+        log.info(
+            "peer %s of cluster %s serving %s from %s",
+            peer_id,
+            identity.cluster_id,
+            config.url,
+            config.data_dir,
+        )
         yield
     finally:
         if s3_runner is not None:

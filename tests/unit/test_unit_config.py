@@ -49,6 +49,8 @@ def test_every_option_field_is_an_option_and_nothing_else_is() -> None:
         (("--max-bytes", "1000"), "max_bytes", 1000),
         (("--discovery", "none"), "discovery", "none"),
         (("--interface", "127.0.0.2"), "interface", "127.0.0.2"),
+        (("--s3-port", "0", "--s3-reuse-port"), "s3_reuse_port", True),
+        (("--s3-port", "0", "--no-s3-reuse-port"), "s3_reuse_port", False),
     ],
 )
 def test_options_reach_their_field_in_its_unit(
@@ -72,6 +74,11 @@ def test_options_reach_their_field_in_its_unit(
 def test_out_of_range_options_are_refused(args: tuple[str, ...]) -> None:
     with pytest.raises(click.BadParameter):
         peer_config(*args)
+
+
+def test_a_shared_s3_port_needs_an_s3_port() -> None:
+    with pytest.raises(ValueError, match="--s3-port"):
+        peer_config("--s3-reuse-port")
 
 
 def test_up_shares_the_peer_defaults() -> None:

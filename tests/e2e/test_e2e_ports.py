@@ -1,0 +1,129 @@
+"""Listening ports of real peer processes: the peers of one host share one S3 port with
+``--s3-reuse-port`` (SO_REUSEPORT, socket(7): the kernel hands each new connection to one of
+them, and to the survivors once one dies); a port another process holds stops a peer's
+start with one line saying so, not a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import boto3
+import pytest
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from tests.harness import ProcessCluster, free_port
+from tests.harness.access import ADMIN, ADMIN_HEADERS
+from tests.harness.metrics import scrape, value
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+T = TypeVar("T")
+SHARING = 2  # peers 0 and 1 share the S3 port; the cluster's others serve no S3
+WRITES = 24  # each on a new connection: all on one peer by chance has p = 2 * 2**-24
+
+
+def fresh_client(url: str) -> BaseClient:
+    """A boto3 S3 client of its own (its own connection pool: a new TCP connection)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=ADMIN[0],
+        aws_secret_access_key=ADMIN[1],
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+def on_new_connection(url: str, call: Callable[[BaseClient], T]) -> T:
+    client = fresh_client(url)
+    try:
+        return call(client)
+    finally:
+        client.close()
+
+
+async def s3_requests(session: aiohttp.ClientSession, peer_url: str) -> float:
+    """S3 requests the peer at ``peer_url`` answered, from its metrics."""
+    return value(await scrape(session, peer_url), "ringstore_http_requests_total", listener="s3")
+
+
+async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    shared = [f"--s3-port={port}", "--s3-reuse-port"]
+    cluster = ProcessCluster(tmp_path, 7, per_peer=[shared] * SHARING)
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        try:
+            await cluster.start(session)
+            await asyncio.to_thread(
+                on_new_connection, url, lambda c: c.create_bucket(Bucket="shared")
+            )
+            for i in range(WRITES):
+                body = f"object {i}".encode()
+                await asyncio.to_thread(
+                    on_new_connection,
+                    url,
+                    lambda c, i=i, body=body: c.put_object(Bucket="shared", Key=f"k{i}", Body=body),
+                )
+            served = [await s3_requests(session, cluster.urls[i]) for i in range(SHARING)]
+            assert sum(served) == 1 + WRITES, served
+            assert all(count > 0 for count in served), f"one peer took every connection: {served}"
+
+            await cluster.crash(0)  # kill -9: its listening socket leaves the group with it
+            before = await s3_requests(session, cluster.urls[1])
+            for i in range(0, WRITES, 2):
+                got = await asyncio.to_thread(
+                    on_new_connection,
+                    url,
+                    lambda c, i=i: c.get_object(Bucket="shared", Key=f"k{i}")["Body"].read(),
+                )
+                assert got == f"object {i}".encode()
+            assert await s3_requests(session, cluster.urls[1]) == before + WRITES // 2
+        finally:
+            await cluster.stop()
+
+
+async def run_peer(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Run ``ringstore peer`` with ``args`` until it exits (within 60 s): exit code, output."""
+    command = [sys.executable, "-m", "node", "peer", "--data-dir", str(tmp_path / "peer")]
+    process = await asyncio.create_subprocess_exec(
+        *command, "--discovery", "none", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+@pytest.mark.parametrize("listener", ["files", "s3"])
+async def test_a_port_another_process_holds_stops_the_start_with_one_line(
+    tmp_path: Path, listener: str
+) -> None:
+    with socket.socket() as holder:  # SO_REUSEPORT unset: nothing may share it
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = [f"--port={taken}"] if listener == "files" else [f"--port={free_port()}"]
+        if listener == "s3":
+            ports += [f"--s3-port={taken}", "--s3-reuse-port"]
+        code, output = await run_peer(tmp_path, *ports)
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    assert "Unclosed" not in output, output  # what started before the bind was stopped
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("ringstore peer: cannot serve"), last
+    assert "address already in use" in last, last
+    assert ("--s3-reuse-port" in last) == (listener == "s3"), last
