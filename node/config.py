@@ -419,11 +419,11 @@ class PeerConfig:
     def __post_init__(self) -> None:
         """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP),
         for peer authentication off on an address other machines can reach, for a zone
-        that is not a valid label, and for --s3-reuse-port without --s3-port."""
+        that is not a valid label, and for --s3-reuse-port without a --s3-port (0 included)."""
         if self.zone:
             check_zone(self.zone)
-        if self.s3_reuse_port and self.s3_port is None:
-            raise ValueError("--s3-reuse-port shares the port --s3-port names: give one")
+        if self.s3_reuse_port and not self.s3_port:
+            raise ValueError("--s3-reuse-port shares the port --s3-port names: give one (not 0)")
         if self.peer_auth == "off" and not _loopback(self.host):
             raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}

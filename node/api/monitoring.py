@@ -83,6 +83,13 @@ async def get_health(request: web.Request) -> web.Response:
     )
 
 
+async def reasons_not_ready(app: web.Application) -> list[str]:
+    """Why the peer of ``app`` should get no traffic yet ([]: it is ready), as ``/ready``
+    says."""
+    problem = await app[WRITE_PROBE].problem()
+    return not_ready(_facts(app[MEMBERSHIP], app[GOSSIP], problem))
+
+
 async def get_ready(request: web.Request) -> web.Response:
     membership = request.app[MEMBERSHIP]
     problem = await request.app[WRITE_PROBE].problem()

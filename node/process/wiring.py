@@ -35,8 +35,11 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime, timezone
+from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -93,6 +96,7 @@ from node.upkeep.scrubber import Scrubber, ScrubStats
 from ring import Member
 
 log = logging.getLogger(__name__)
+READY_POLL = 0.1  # seconds between readiness checks before a shared S3 port is listened on
 
 
 def create_app(
@@ -191,24 +195,30 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
     return s3
 
 
-async def _serve_s3(app: web.Application, limit: RequestLimit) -> PeerRunner:
-    """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL; with
-    ``--s3-reuse-port`` the port is bound with SO_REUSEPORT (socket(7)): the peers of one host
-    that all bind it share it, the kernel giving each new connection to one of them."""
+async def _serve_s3(
+    app: web.Application, limit: RequestLimit
+) -> tuple[PeerRunner, Coroutine[Any, Any, None] | None]:
+    """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL.
+
+    With ``--s3-reuse-port`` the port is bound with SO_REUSEPORT (socket(7)): the peers of one
+    host that all bind it share it, the kernel giving each new connection to one of the
+    sockets that *listen*. It is bound now (a process holding it without the option stops
+    this start) and listened on by the coroutine returned, once the peer is first ready
+    (``/ready``): a peer still joining takes no connection meant for the ones serving.
+    Raises StartRefused when the port cannot be bound.
+    """
     config = app[keys.CONFIG]
     runner = PeerRunner(_s3_app(app, limit), shutdown_timeout=2.0)
     await runner.setup()
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None
+    scheme = "https" if config.tls else "http"
     try:
-        site = web.TCPSite(
-            runner,
-            config.host,
-            config.s3_port,
-            reuse_address=True,
-            reuse_port=config.s3_reuse_port or None,
-            ssl_context=tls,
-        )
+        if config.s3_reuse_port:
+            assert config.s3_port  # PeerConfig: a shared port is a given one
+            shared = _bound_shared(config.host, config.s3_port)
+            return runner, _listen_when_ready(app, runner, shared, tls)
+        site = web.TCPSite(runner, config.host, config.s3_port, reuse_address=True, ssl_context=tls)
         await site.start()
     except OSError as exc:  # EADDRINUSE, EACCES: the operator's to fix, no traceback
         await runner.cleanup()
@@ -216,10 +226,50 @@ async def _serve_s3(app: web.Application, limit: RequestLimit) -> PeerRunner:
     except BaseException:
         await runner.cleanup()
         raise
-    port = runner.addresses[0][1]
-    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{port}"
+    url = app[keys.S3_URL] = f"{scheme}://{config.host}:{runner.addresses[0][1]}"
     log.info("serving S3 on %s", url)
-    return runner
+    return runner, None
+
+
+def _bound_shared(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` with SO_REUSEPORT, not listening yet; raises
+    OSError when it cannot be bound (a process holds the port without SO_REUSEPORT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _listen_when_ready(
+    app: web.Application, runner: PeerRunner, shared: socket.socket, tls: ssl.SSLContext | None
+) -> None:
+    """Listen on the shared S3 socket once the peer is first ready, then note its URL."""
+    try:
+        # Polled: readiness is derived (members up, ring, a timed disk probe), no event.
+        while True:
+            if not await monitoring.reasons_not_ready(app):
+                break
+            await asyncio.sleep(READY_POLL)
+        await web.SockSite(runner, shared, ssl_context=tls).start()
+    except Exception:  # the peer serves on without S3: say so, once
+        shared.close()
+        log.exception("cannot listen on the shared S3 port; this peer serves no S3")
+        return
+    except BaseException:
+        shared.close()  # never listened on (a stop while joining): nobody else closes it
+        raise
+    config = app[keys.CONFIG]
+    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{config.s3_port}"
+    log.info("serving S3 on %s, a port shared with the host's other peers", url)
 
 
 async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
@@ -364,7 +414,7 @@ async def _lifecycle(
     if len(identity.secrets) > 1:  # a rotation is under way: keys move to the new secret
         jobs.append(reseal_keys(access_store, retry))
     loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
-    discovery, s3_runner = None, None
+    discovery, s3_runner, s3_gate = None, None, None
     try:  # a start that fails from here on (S3's port taken) stops what started, as a stop
         if config.discovery == "zeroconf":
             from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer saves
@@ -373,7 +423,9 @@ async def _lifecycle(
             app[keys.DISCOVERY] = discovery
             await discovery.start()
         if config.s3_port is not None:
-            s3_runner = await _serve_s3(app, limit)
+            s3_runner, listen_later = await _serve_s3(app, limit)
+            if listen_later is not None:
+                s3_gate = start_for_peer(peer_id, [listen_later])[0]
         log.info(
             "peer %s of cluster %s serving %s from %s",
             peer_id,
@@ -383,6 +435,10 @@ async def _lifecycle(
         )
         yield
     finally:
+        if s3_gate is not None:  # before the runner it would start a site on
+            s3_gate.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await s3_gate
         if s3_runner is not None:
             await s3_runner.cleanup()  # first: no S3 request runs on stopped components
         if discovery is not None:

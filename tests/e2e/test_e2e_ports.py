@@ -1,7 +1,7 @@
 """Listening ports of real peer processes: the peers of one host share one S3 port with
 ``--s3-reuse-port`` (SO_REUSEPORT, socket(7): the kernel hands each new connection to one of
-them, and to the survivors once one dies); a port another process holds stops a peer's
-start with one line saying so, not a traceback."""
+them, to none that is not ready yet, and to the survivors once one dies); a port another
+process holds stops a peer's start with one line saying so, not a traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from tests.harness import ProcessCluster, free_port
+from tests.harness import ProcessCluster, eventually, free_port, free_port_block
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 from tests.harness.metrics import scrape, value
 
@@ -53,16 +53,26 @@ async def s3_requests(session: aiohttp.ClientSession, peer_url: str) -> float:
     return value(await scrape(session, peer_url), "ringstore_http_requests_total", listener="s3")
 
 
+async def serves_s3(session: aiohttp.ClientSession, peer_url: str) -> bool:
+    """Whether the peer at ``peer_url`` says it serves S3 (``/cluster``: its ``s3_url``)."""
+    async with session.get(f"{peer_url}/cluster") as answer:
+        view = await answer.json()
+    (mine,) = (p for p in view["peers"] if p["id"] == view["self"])
+    return mine["s3_url"] is not None
+
+
 async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
+    port = free_port_block(1)
     url = f"http://127.0.0.1:{port}"
     shared = [f"--s3-port={port}", "--s3-reuse-port"]
     cluster = ProcessCluster(tmp_path, 7, per_peer=[shared] * SHARING)
     async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
         try:
             await cluster.start(session)
+            for peer_url in cluster.urls[:SHARING]:  # each listens once it is ready
+                await eventually(lambda u=peer_url: serves_s3(session, u), 30, "S3 listening")
             await asyncio.to_thread(
                 on_new_connection, url, lambda c: c.create_bucket(Bucket="shared")
             )
@@ -91,6 +101,29 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
             await cluster.stop()
 
 
+async def test_a_peer_not_ready_yet_takes_no_connection_on_a_shared_port(tmp_path: Path) -> None:
+    port = free_port_block(1)
+    shared = [f"--s3-port={port}", "--s3-reuse-port", "--metrics-auth=public"]
+    cluster = ProcessCluster(tmp_path, 1, *shared)  # a cluster of one: ready at once
+    async with aiohttp.ClientSession() as session:
+        try:
+            await cluster.start(session)
+            # The second never joins (its only seed does not answer), so it is never ready.
+            dead = f"--join=http://127.0.0.1:{free_port()}"
+            joining = await cluster.add_peer(session, dead, seeded=False)
+            async with session.get(f"{joining.url}/ready") as ready:
+                assert ready.status == 503, await ready.text()
+            urls = [cluster.urls[0], joining.url]
+            one_each = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=one_each) as fresh:
+                for _ in range(WRITES):  # unsigned: each a 403, counted like any answer
+                    async with fresh.get(f"http://127.0.0.1:{port}/") as answer:
+                        assert answer.status == 403, await answer.text()
+            assert [await s3_requests(session, u) for u in urls] == [WRITES, 0]
+        finally:
+            await cluster.stop()
+
+
 async def run_peer(tmp_path: Path, *args: str) -> tuple[int, str]:
     """Run ``ringstore peer`` with ``args`` until it exits (within 60 s): exit code, output."""
     command = [sys.executable, "-m", "node", "peer", "--data-dir", str(tmp_path / "peer")]
@@ -108,7 +141,7 @@ async def run_peer(tmp_path: Path, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-@pytest.mark.parametrize("listener", ["files", "s3"])
+@pytest.mark.parametrize("listener", ["files", "s3", "shared s3"])
 async def test_a_port_another_process_holds_stops_the_start_with_one_line(
     tmp_path: Path, listener: str
 ) -> None:
@@ -117,13 +150,15 @@ async def test_a_port_another_process_holds_stops_the_start_with_one_line(
         holder.listen()
         taken = holder.getsockname()[1]
         ports = [f"--port={taken}"] if listener == "files" else [f"--port={free_port()}"]
-        if listener == "s3":
-            ports += [f"--s3-port={taken}", "--s3-reuse-port"]
+        if listener != "files":
+            ports.append(f"--s3-port={taken}")
+        if listener == "shared s3":
+            ports.append("--s3-reuse-port")
         code, output = await run_peer(tmp_path, *ports)
     assert code == 1, output
     assert "Traceback" not in output, output
     assert "Unclosed" not in output, output  # what started before the bind was stopped
     last = output.strip().splitlines()[-1]
     assert last.startswith("ringstore peer: cannot serve"), last
-    assert "address already in use" in last, last
-    assert ("--s3-reuse-port" in last) == (listener == "s3"), last
+    assert "address already in use" in last.lower(), last
+    assert ("--s3-reuse-port" in last) == (listener == "shared s3"), last

@@ -49,8 +49,8 @@ def test_every_option_field_is_an_option_and_nothing_else_is() -> None:
         (("--max-bytes", "1000"), "max_bytes", 1000),
         (("--discovery", "none"), "discovery", "none"),
         (("--interface", "127.0.0.2"), "interface", "127.0.0.2"),
-        (("--s3-port", "0", "--s3-reuse-port"), "s3_reuse_port", True),
-        (("--s3-port", "0", "--no-s3-reuse-port"), "s3_reuse_port", False),
+        (("--s3-port", "9000", "--s3-reuse-port"), "s3_reuse_port", True),
+        (("--s3-port", "9000", "--no-s3-reuse-port"), "s3_reuse_port", False),
     ],
 )
 def test_options_reach_their_field_in_its_unit(
@@ -76,9 +76,10 @@ def test_out_of_range_options_are_refused(args: tuple[str, ...]) -> None:
         peer_config(*args)
 
 
-def test_a_shared_s3_port_needs_an_s3_port() -> None:
+@pytest.mark.parametrize("args", [(), ("--s3-port", "0")])
+def test_a_shared_s3_port_needs_a_given_s3_port(args: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="--s3-port"):
-        peer_config("--s3-reuse-port")
+        peer_config(*args, "--s3-reuse-port")
 
 
 def test_up_shares_the_peer_defaults() -> None:
