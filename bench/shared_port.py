@@ -10,8 +10,10 @@ PEERS real peer processes on 127.0.0.1 where
 - ``one``: each peer serves S3 on a port of its own, and every client uses peer 0's;
 - ``shared``: every peer serves S3 on the same port, which every client uses.
 
-16 clients (aiohttp, one keep-alive connection each, made before the clock starts) PUT
-objects of SIZE for SECONDS, then GET them in random order for SECONDS, every body compared.
+16 clients (aiohttp, one keep-alive connection each, opened before the clock starts by a
+GET of a missing key each, and kept for both phases: in ``shared``, which peer holds each of
+the 16 connections is the kernel's one draw per cluster) PUT objects of SIZE for SECONDS,
+then GET them in random order for SECONDS, every body compared.
 Requests are presigned (Signature V4 in the query, made with botocore before the clock
 starts), so the load generator's CPU per request is aiohttp's, not boto3's. Measured: ops/s,
 the CPU of all peers per op (user + system, /proc), the most cores one peer used, how many
@@ -160,6 +162,7 @@ async def measure(
             connector = aiohttp.TCPConnector(limit=CLIENTS)
             timeout = aiohttp.ClientTimeout(total=120)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+                await open_connections(http, s3_url)
                 put, written = await phase(http, admin, cluster, "PUT", puts, body, seconds)
                 order = random.sample(keys[:written], written)
                 gets = await asyncio.to_thread(presigned, s3_url, "get_object", order)
@@ -167,6 +170,21 @@ async def measure(
         finally:
             await cluster.stop()
     return {"variant": variant, "size": size, "put": put, "get": get}
+
+
+async def open_connections(http: aiohttp.ClientSession, s3_url: str) -> None:
+    """Open ``http``'s CLIENTS connections: a GET of a missing key on each at once."""
+    misses = await asyncio.to_thread(
+        presigned, s3_url, "get_object", [f"none/{i}" for i in range(CLIENTS)]
+    )
+
+    async def miss(url: str) -> None:
+        async with http.get(url) as answer:
+            await answer.read()
+            if answer.status != 404:
+                raise RuntimeError(f"GET of a missing key: {answer.status}")
+
+    await asyncio.gather(*(miss(url) for url in misses))
 
 
 async def own_s3(admin: aiohttp.ClientSession, cluster: ProcessCluster) -> str:
@@ -221,7 +239,10 @@ async def main() -> None:
                     row = await measure(root, variant, args.peers, size, args.seconds)
                     print(row, flush=True)
                     rows.append(row)
-    note = f"{args.peers} peers; {CLIENTS} clients; medians over {args.rounds} round(s)"
+    note = (
+        f"{args.peers} peers; {CLIENTS} clients; medians over {args.rounds} round(s); "
+        f"--sizes {args.sizes} --seconds {args.seconds:g}"
+    )
     publish("shared_port", rows, table(rows), note=note)
 
 
