@@ -1,13 +1,16 @@
 """Listening ports of real peer processes: the peers of one host share one S3 port with
 ``--s3-reuse-port`` (SO_REUSEPORT, socket(7): the kernel hands each new connection to one of
 them, to none that is not ready yet, and to the survivors once one dies); a port another
-process holds stops a peer's start with one line saying so, not a traceback."""
+process holds stops a peer's start with one line saying so, not a traceback. Clients of a
+shared port ride out the kill of one of its peers: their keep-alive connections to it break,
+and boto3's retries go over new connections to the others."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +20,7 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.exceptions import ResponseStreamingError
 
 from tests.harness import ProcessCluster, eventually, free_port, free_port_block
 from tests.harness.access import ADMIN, ADMIN_HEADERS
@@ -26,17 +30,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 T = TypeVar("T")
 SHARING = 2  # peers 0 and 1 share the S3 port; the cluster's others serve no S3
 WRITES = 24  # each on a new connection: all on one peer by chance has p = 2 * 2**-24
+LOADERS = 16  # clients under load when a sharing peer is killed (none on it: p = 2**-16)
 
 
-def fresh_client(url: str) -> BaseClient:
-    """A boto3 S3 client of its own (its own connection pool: a new TCP connection)."""
+def fresh_client(url: str, retries: int = 1) -> BaseClient:
+    """A boto3 S3 client of its own (its own connection pool: a new TCP connection), making
+    at most ``retries`` attempts per request (standard retry mode)."""
     return boto3.client(
         "s3",
         endpoint_url=url,
         aws_access_key_id=ADMIN[0],
         aws_secret_access_key=ADMIN[1],
         region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+        config=Config(
+            retries={"max_attempts": retries, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            max_pool_connections=1,
+        ),
     )
 
 
@@ -46,6 +56,56 @@ def on_new_connection(url: str, call: Callable[[BaseClient], T]) -> T:
         return call(client)
     finally:
         client.close()
+
+
+class Loader:
+    """A client (its own keep-alive connection; boto3's standard retries, and a body cut
+    off read again: ``read_whole``) that PUTs and GETs its own objects in turn until
+    ``stop`` is set (at most 500 pairs), counting the pairs done, and keeps the first
+    failure."""
+
+    def __init__(self, url: str, number: int) -> None:
+        self.url, self.number = url, number
+        self.stop = threading.Event()
+        self.pairs = 0
+        self.failure: str | None = None
+
+    def run(self) -> None:
+        client = fresh_client(self.url, retries=4)
+        try:
+            for i in range(500):
+                if self.stop.is_set():
+                    return
+                key, body = f"load/{self.number}/{i}", f"{self.number} {i}".encode() * 64
+                client.put_object(Bucket="shared", Key=key, Body=body)
+                got = read_whole(client, key)
+                if got != body:
+                    self.failure = f"{key}: other bytes came back"
+                    return
+                self.pairs += 1
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+
+
+def read_whole(client: BaseClient, key: str) -> bytes:
+    """GetObject of ``key``, its body read again once if the connection broke while the body
+    came (retries cover the request, not the body: as s3transfer does, the reader retries)."""
+    for attempt in (1, 2):
+        try:
+            body: bytes = client.get_object(Bucket="shared", Key=key)["Body"].read()
+            return body
+        except ResponseStreamingError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def progressed(loaders: list[Loader], floor: list[int]) -> bool:
+    """Whether every loader has done its ``floor`` of pairs; fails the test on a failure."""
+    assert [ld.failure for ld in loaders] == [None] * len(loaders)
+    return all(ld.pairs >= n for ld, n in zip(loaders, floor, strict=True))
 
 
 async def s3_requests(session: aiohttp.ClientSession, peer_url: str) -> float:
@@ -87,7 +147,24 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
             assert sum(served) == 1 + WRITES, served
             assert all(count > 0 for count in served), f"one peer took every connection: {served}"
 
-            await cluster.crash(0)  # kill -9: its listening socket leaves the group with it
+            # Clients on keep-alive connections to both, one of them killed under their load.
+            loaders = [Loader(url, n) for n in range(LOADERS)]
+            threads = [threading.Thread(target=loader.run) for loader in loaders]
+            for thread in threads:
+                thread.start()
+            try:
+                await eventually(lambda: progressed(loaders, [3] * LOADERS), 60, "load")
+                assert await s3_requests(session, cluster.urls[0]) > served[0]  # it had some
+                await cluster.crash(0)  # kill -9: its listening socket leaves the group with it
+                floor = [loader.pairs + 3 for loader in loaders]
+                await eventually(lambda: progressed(loaders, floor), 60, "load after the kill")
+            finally:
+                for loader in loaders:
+                    loader.stop.set()
+                for thread in threads:
+                    await asyncio.to_thread(thread.join, 60)
+            assert [ld.failure for ld in loaders] == [None] * LOADERS
+
             before = await s3_requests(session, cluster.urls[1])
             for i in range(0, WRITES, 2):
                 got = await asyncio.to_thread(
