@@ -231,42 +231,53 @@ async def _serve_s3(
     return runner, None
 
 
-def _bound_shared(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` with SO_REUSEPORT, not listening yet; raises
-    OSError when it cannot be bound (a process holds the port without SO_REUSEPORT)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+def _bound_shared(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to ``port`` on every address of ``host`` (as ``TCPSite`` binds: a
+    name such as ``localhost`` may have an IPv4 and an IPv6 one), with SO_REUSEPORT, not
+    listening yet. Raises OSError when one cannot be bound (a process holds the port without
+    SO_REUSEPORT), having closed those it made."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.setblocking(False)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: IPv6 only, so an
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # IPv4 one can bind
+            sock.bind(address)
+            sock.setblocking(False)
     except BaseException:
-        sock.close()
+        for sock in bound:
+            sock.close()
         raise
-    return sock
+    return bound
 
 
 async def _listen_when_ready(
-    app: web.Application, runner: PeerRunner, shared: socket.socket, tls: ssl.SSLContext | None
+    app: web.Application,
+    runner: PeerRunner,
+    shared: list[socket.socket],
+    tls: ssl.SSLContext | None,
 ) -> None:
-    """Listen on the shared S3 socket once the peer is first ready, then note its URL."""
+    """Listen on the shared S3 sockets once the peer is first ready, then note its URL."""
+    waiting = list(shared)  # those no site owns yet: this task closes them if it ends early
     try:
         # Polled: readiness is derived (members up, ring, a timed disk probe), no event.
         while True:
             if not await monitoring.reasons_not_ready(app):
                 break
             await asyncio.sleep(READY_POLL)
-        await web.SockSite(runner, shared, ssl_context=tls).start()
-    except Exception:  # the peer serves on without S3: say so, once
-        shared.close()
-        log.exception("cannot listen on the shared S3 port; this peer serves no S3")
+        while waiting:
+            await web.SockSite(runner, waiting[0], ssl_context=tls).start()
+            waiting.pop(0)
+    except Exception:  # the peer serves on without S3 there: say so, once
+        log.exception("cannot listen on the shared S3 port; this peer serves no S3 there")
         return
-    except BaseException:
-        shared.close()  # never listened on (a stop while joining): nobody else closes it
-        raise
+    finally:
+        for sock in waiting:
+            sock.close()
     config = app[keys.CONFIG]
     url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{config.s3_port}"
     log.info("serving S3 on %s, a port shared with the host's other peers", url)
