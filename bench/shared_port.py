@@ -10,19 +10,25 @@ PEERS real peer processes on 127.0.0.1 where
 - ``one``: each peer serves S3 on a port of its own, and every client uses peer 0's;
 - ``shared``: every peer serves S3 on the same port, which every client uses.
 
-16 clients (aiohttp, one keep-alive connection each, opened before the clock starts by a
-GET of a missing key each, and kept for both phases: in ``shared``, which peer holds each of
-the 16 connections is the kernel's one draw per cluster) PUT objects of SIZE for SECONDS,
-then GET them in random order for SECONDS, every body compared.
-Requests are presigned (Signature V4 in the query, made with botocore before the clock
-starts), so the load generator's CPU per request is aiohttp's, not boto3's. Measured: ops/s,
-the CPU of all peers per op (user + system, /proc), the most cores one peer used, how many
-peers coordinated requests (those whose S3 request counter moved), and the manifest
-requests the coordinators sent to other peers per op with the calls each carried (the
-batching that many requests in flight at one coordinator allow).
+16 clients (aiohttp, one keep-alive connection each, in ``--client-processes`` processes so
+that a many-core machine's load generator is not one core either) PUT objects of SIZE for
+SECONDS, then GET them in random order for SECONDS, every body compared. Each phase's
+connections are opened (a GET of a missing key each) before its clock starts; in ``shared``,
+which peer holds each is the kernel's draw. Requests are presigned (Signature V4 in the
+query, made with botocore before the clock starts), so the load generator's CPU per request
+is aiohttp's, not boto3's. Measured: ops/s, the CPU of all peers per op (user + system,
+/proc), the most cores one peer used, how many peers coordinated requests (those whose S3
+request counter moved), and the manifest requests the coordinators sent to other peers per
+op with the calls each carried (the batching that many requests in flight at one
+coordinator allow).
+
+``--peer-cpus 0-7`` pins peer *i* to the *i*-th CPU of the list (one peer per core, as
+docs/operations.md runs a many-core host) and ``--client-cpus 8-15`` the clients to theirs:
 
     python bench/shared_port.py                          # 7 peers, 4 KiB, 10 s phases
     python bench/shared_port.py --sizes 4K,1M --rounds 3 --seconds 8
+    python bench/shared_port.py --peers 8 --peer-cpus 0-7 --client-cpus 8-15 \
+        --client-processes 4 --sizes 4K,1M --rounds 2   # 16 cores: one peer per core
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 """
@@ -31,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +54,9 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, publish, run_benchmark
+from bench.report import cpu_list, cpu_seconds, pin, publish, run_benchmark
 from bench.throughput import label, parse_size
-from tests.harness import ProcessCluster, free_port
+from tests.harness import ProcessCluster, eventually, free_port
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 from tests.harness.metrics import scrape, value
 
@@ -59,6 +67,7 @@ S3_REQUESTS = "ringstore_http_requests_total"  # with listener="s3"
 BATCHES = "ringstore_manifest_batches_total"  # a coordinator's manifest requests to peers
 BATCHED = "ringstore_manifest_batched_calls_total"  # the calls they carried
 VARIANTS = ("one", "shared")
+OPENING = 2.0  # seconds the client processes get to open their connections before the clock
 
 
 def presigned(s3_url: str, method: str, keys: list[str]) -> list[str]:
@@ -93,39 +102,111 @@ async def counters(session: aiohttp.ClientSession, cluster: ProcessCluster) -> l
     ]
 
 
+def load(
+    method: str, urls: list[str], misses: list[str], body: bytes, start_at: float, until: float
+) -> int:
+    """In a client process: open one keep-alive connection per URL of ``misses`` (a GET of
+    a missing key each), then from ``start_at`` to ``until`` (time.time()) send ``method``
+    to ``urls`` in turn over them, every body compared; return how many were made (the
+    first ones of ``urls``)."""
+    return asyncio.run(_load(method, urls, misses, body, start_at, until))
+
+
+async def _load(
+    method: str, urls: list[str], misses: list[str], body: bytes, start_at: float, until: float
+) -> int:
+    connector = aiohttp.TCPConnector(limit=len(misses))
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def miss(url: str) -> None:
+            async with http.get(url) as answer:
+                await answer.read()
+                if answer.status != 404:
+                    raise RuntimeError(f"GET of a missing key: {answer.status}")
+
+        await asyncio.gather(*(miss(url) for url in misses))
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # every process starts at once
+        next_url = iter(range(len(urls)))
+        done = 0
+
+        async def client() -> None:
+            nonlocal done
+            for index in next_url:
+                if time.time() >= until:
+                    return
+                data = body if method == "PUT" else None
+                async with http.request(method, urls[index], data=data) as answer:
+                    got = await answer.read()
+                    if answer.status != 200 or (method == "GET" and got != body):
+                        raise RuntimeError(f"{method}: {answer.status} {got[:200]!r}")
+                done += 1
+
+        await asyncio.gather(*(client() for _ in misses))
+        return done
+
+
+class Load:
+    """The client processes (``--client-processes``): CLIENTS connections spread over them."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    async def run(
+        self, s3_url: str, method: str, slices: list[list[str]], body: bytes, seconds: float
+    ) -> list[int]:
+        """Each process sends ``method`` to its slice of URLs for ``seconds``, all starting
+        at one moment (its connections opened first): how many each made."""
+        loop = asyncio.get_running_loop()
+        share = [
+            CLIENTS // self.processes + (i < CLIENTS % self.processes)
+            for i in range(self.processes)
+        ]
+        misses = await asyncio.to_thread(
+            presigned, s3_url, "get_object", [f"none/{i}" for i in range(CLIENTS)]
+        )
+        start_at = time.time() + OPENING
+        jobs = [
+            loop.run_in_executor(
+                self.pool,
+                load,
+                method,
+                urls,
+                misses[sum(share[:i]) : sum(share[: i + 1])],
+                body,
+                start_at,
+                start_at + seconds,
+            )
+            for i, urls in enumerate(slices)
+        ]
+        return list(await asyncio.gather(*jobs))
+
+
 async def phase(
-    http: aiohttp.ClientSession,
+    clients: Load,
+    s3_url: str,
     admin: aiohttp.ClientSession,
     cluster: ProcessCluster,
     method: str,
-    urls: list[str],
+    slices: list[list[str]],
     body: bytes,
     seconds: float,
-) -> tuple[dict[str, object], int]:
-    """CLIENTS clients send ``method`` to ``urls`` in turn for ``seconds``: the row's figures
-    and how many requests were made (the first ones of ``urls``)."""
+) -> tuple[dict[str, object], list[int]]:
+    """The client processes send ``method`` to their slices of URLs for ``seconds``: the
+    row's figures and how many requests each made (the first ones of its slice)."""
     pids = [p.process.pid for p in cluster.peers if p.process]
     counted = await counters(admin, cluster)
+    running = asyncio.ensure_future(clients.run(s3_url, method, slices, body, seconds))
+    await asyncio.sleep(OPENING)  # the clients open their connections meanwhile
     before = [cpu_seconds(pid) for pid in pids]
     started = time.perf_counter()
-    deadline = started + seconds
-    next_url = iter(range(len(urls)))
-    done = 0
-
-    async def client() -> None:
-        nonlocal done
-        for index in next_url:
-            if time.perf_counter() >= deadline:
-                return
-            data = body if method == "PUT" else None
-            async with http.request(method, urls[index], data=data) as answer:
-                got = await answer.read()
-                if answer.status != 200 or (method == "GET" and got != body):
-                    raise RuntimeError(f"{method}: {answer.status} {got[:200]!r}")
-            done += 1
-
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    made = await running
     wall = time.perf_counter() - started
+    done = sum(made)
     used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
     grew = [
         [a - b for a, b in zip(now, then, strict=True)]
@@ -139,52 +220,58 @@ async def phase(
         "coordinating_peers": sum(peer[0] > 0 for peer in grew),
         "peer_requests_per_op": round(requests / max(done, 1), 2),
         "calls_per_request": round(calls / max(requests, 1), 2),
-    }, done
+    }, made
 
 
 async def measure(
-    root: Path, variant: str, peers: int, size: int, seconds: float
+    root: Path,
+    variant: str,
+    args: argparse.Namespace,
+    size: int,
+    clients: Load,
 ) -> dict[str, object]:
     port = free_port()
     options = [f"--s3-port={port}", "--s3-reuse-port"] if variant == "shared" else ["--s3-port=0"]
-    cluster = ProcessCluster(root, peers, "--log-level=warning", *options, fast=False)
+    cluster = ProcessCluster(root, args.peers, "--log-level=warning", *options, fast=False)
     body = os.urandom(size)
     keys = [f"{variant}/{i:06d}" for i in range(MAX_OPS)]
     async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as admin:
         try:
             await cluster.start(admin)
+            if args.peer_cpus:  # peer i on the i-th CPU of the list (round robin)
+                cpus = sorted(cpu_list(args.peer_cpus))
+                for i, peer in enumerate(cluster.peers):
+                    assert peer.process is not None
+                    pin(peer.process.pid, {cpus[i % len(cpus)]})
             async with admin.put(f"{cluster.urls[0]}/namespaces/{BUCKET}") as made:
                 if made.status != 201:
                     raise RuntimeError(f"namespace: {made.status}")
             shared = f"http://127.0.0.1:{port}"
             s3_url = shared if variant == "shared" else await own_s3(admin, cluster)
+            if variant == "shared":  # each peer listens once ready: wait for all of them
+                await eventually(lambda: all_serve_s3(admin, cluster), 30, "S3 on every peer")
             puts = await asyncio.to_thread(presigned, s3_url, "put_object", keys)
-            connector = aiohttp.TCPConnector(limit=CLIENTS)
-            timeout = aiohttp.ClientTimeout(total=120)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                await open_connections(http, s3_url)
-                put, written = await phase(http, admin, cluster, "PUT", puts, body, seconds)
-                order = random.sample(keys[:written], written)
-                gets = await asyncio.to_thread(presigned, s3_url, "get_object", order)
-                get, _ = await phase(http, admin, cluster, "GET", gets, body, seconds)
+            slices = [puts[i :: clients.processes] for i in range(clients.processes)]
+            put, per_process = await phase(
+                clients, s3_url, admin, cluster, "PUT", slices, body, args.seconds
+            )
+            written = [
+                k for i, n in enumerate(per_process) for k in keys[i :: clients.processes][:n]
+            ]
+            order = random.sample(written, len(written))
+            gets = await asyncio.to_thread(presigned, s3_url, "get_object", order)
+            slices = [gets[i :: clients.processes] for i in range(clients.processes)]
+            get, _ = await phase(clients, s3_url, admin, cluster, "GET", slices, body, args.seconds)
         finally:
             await cluster.stop()
     return {"variant": variant, "size": size, "put": put, "get": get}
 
 
-async def open_connections(http: aiohttp.ClientSession, s3_url: str) -> None:
-    """Open ``http``'s CLIENTS connections: a GET of a missing key on each at once."""
-    misses = await asyncio.to_thread(
-        presigned, s3_url, "get_object", [f"none/{i}" for i in range(CLIENTS)]
-    )
-
-    async def miss(url: str) -> None:
-        async with http.get(url) as answer:
-            await answer.read()
-            if answer.status != 404:
-                raise RuntimeError(f"GET of a missing key: {answer.status}")
-
-    await asyncio.gather(*(miss(url) for url in misses))
+async def all_serve_s3(admin: aiohttp.ClientSession, cluster: ProcessCluster) -> bool:
+    """Whether every peer says it serves S3 (``/cluster``: each member's ``s3_url``)."""
+    async with admin.get(f"{cluster.urls[0]}/cluster") as answer:
+        view = await answer.json()
+    return all(peer["s3_url"] for peer in view["peers"])
 
 
 async def own_s3(admin: aiohttp.ClientSession, cluster: ProcessCluster) -> str:
@@ -228,20 +315,33 @@ async def main() -> None:
     parser.add_argument("--peers", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="processes the 16 clients run in"
+    )
+    parser.add_argument("--peer-cpus", help="CPU list (0-7): peer i pinned to its i-th CPU")
+    parser.add_argument("--client-cpus", help="CPU list (8-15) for the clients (and this)")
     args = parser.parse_args()
+    if args.client_cpus:  # before the client processes start: they inherit it
+        os.sched_setaffinity(0, cpu_list(args.client_cpus))
     rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
-        for round_ in range(args.rounds):
-            for size in map(parse_size, args.sizes.split(",")):
-                order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
-                for variant in order:
-                    root = Path(tmp) / f"{variant}-{round_}-{size}"
-                    row = await measure(root, variant, args.peers, size, args.seconds)
-                    print(row, flush=True)
-                    rows.append(row)
+    clients = Load(args.client_processes)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ringstore-bench-") as tmp:
+            for round_ in range(args.rounds):
+                for size in map(parse_size, args.sizes.split(",")):
+                    order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+                    for variant in order:
+                        root = Path(tmp) / f"{variant}-{round_}-{size}"
+                        row = await measure(root, variant, args, size, clients)
+                        print(row, flush=True)
+                        rows.append(row)
+    finally:
+        clients.close()
     note = (
-        f"{args.peers} peers; {CLIENTS} clients; medians over {args.rounds} round(s); "
-        f"--sizes {args.sizes} --seconds {args.seconds:g}"
+        f"{args.peers} peers; {CLIENTS} clients in {args.client_processes} process(es); "
+        f"medians over {args.rounds} round(s); --sizes {args.sizes} --seconds {args.seconds:g}"
+        + (f" --peer-cpus {args.peer_cpus}" if args.peer_cpus else "")
+        + (f" --client-cpus {args.client_cpus}" if args.client_cpus else "")
     )
     publish("shared_port", rows, table(rows), note=note)
 
