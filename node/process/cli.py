@@ -241,6 +241,12 @@ def peer(log_level: str, log_format: str, event_loop: str, **options: Any) -> No
     show_default=True,
     help="Serve S3 too: peer i on port --port + 1000 + i (docs/s3.md).",
 )
+@click.option(
+    "--s3-shared",
+    is_flag=True,
+    help="All peers serve S3 on port --port + 1000, shared (--s3-reuse-port: one endpoint "
+    "over every peer's core; docs/operations.md).",
+)
 def up(
     count: int,
     data_dir: Path,
@@ -252,13 +258,26 @@ def up(
     log_format: str,
     tls: bool,
     s3: bool,
+    s3_shared: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
     from node.process.supervisor import Supervisor
 
+    if s3_shared and not s3:
+        raise click.UsageError("--s3-shared needs S3 (not --no-s3)")
     setup_logging(log_level, "up", log_format)
     supervisor = Supervisor(
-        count, data_dir, port, host, log_level, discovery, service_type, tls, s3, log_format
+        count,
+        data_dir,
+        port,
+        host,
+        log_level,
+        discovery,
+        service_type,
+        tls,
+        s3,
+        log_format,
+        s3_shared=s3_shared,
     )
     raise SystemExit(asyncio.run(supervisor.run()))
 

@@ -13,7 +13,8 @@ A peer that dies is restarted after a short pause; a peer that dies before it ev
 would only loop.
 
 With ``s3`` (the default) peer *i* also serves S3 on port ``BASE + 1000 + i``, and the
-example printed includes an awscli command against it.
+example printed includes an awscli command against it; with ``s3_shared`` every peer serves
+it on ``BASE + 1000``, bound with ``--s3-reuse-port`` (one endpoint spread over every peer).
 
 With ``tls``, a local CA and one certificate per peer are made (or reused) in ``DIR/tls``
 (``node.process.certificates``), every peer serves HTTPS with its certificate, and the
@@ -168,6 +169,8 @@ class Supervisor:
         tls: bool = False,
         s3: bool = True,
         log_format: str = "text",
+        *,
+        s3_shared: bool = False,
     ):
         self.tls_dir = data_dir / "tls" if tls else None
         scheme = "https" if tls else "http"
@@ -179,6 +182,9 @@ class Supervisor:
         args += ["--cluster-secret-file", str(self.secret_file)]
         if service_type is not None:
             args += ["--service-type", service_type]
+        if s3_shared:
+            args.append("--s3-reuse-port")
+        self.s3_shared = s3_shared
         self.peers = [
             PeerProcess(
                 data_dir / f"peer-{i}",
@@ -187,7 +193,7 @@ class Supervisor:
                 [u for u in urls if u != urls[i]],
                 args,
                 self._tls_files(i),
-                _s3_port(base_port, i) if s3 else None,
+                _s3_port(base_port, 0 if s3_shared else i) if s3 else None,
             )
             for i in range(count)
         ]
@@ -325,7 +331,12 @@ class Supervisor:
             if s3_url is not None:
                 tls_dir = self.tls_dir
                 bundle = f"--ca-bundle {tls_dir / 'ca.pem'} " if tls_dir is not None else ""
-                print(f"S3 (docs/s3.md) on {s3_url} and the next ports; awscli, e.g.:", flush=True)
+                where = (
+                    f"shared by all {len(self.peers)} peers"
+                    if self.s3_shared
+                    else "and the next ports"
+                )
+                print(f"S3 (docs/s3.md) on {s3_url} {where}; awscli, e.g.:", flush=True)
                 print(
                     f"  AWS_SHARED_CREDENTIALS_FILE={data}/credentials aws {bundle}"
                     f"--endpoint-url {s3_url} s3 ls s3://docs/",

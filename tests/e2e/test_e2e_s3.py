@@ -1,6 +1,7 @@
-"""``ringstore up`` serves S3 beside the files API: peer i on --port + 1000 + i, with the
-awscli line it prints, and boto3 reading through one peer what it wrote through another,
-with the credentials file ``up`` writes."""
+"""``ringstore up`` serves S3 beside the files API: peer i on --port + 1000 + i (with
+``--s3-shared``: every peer on --port + 1000), with the awscli line it prints, and boto3
+reading through one peer (or the shared port) what it wrote through another, with the
+credentials file ``up`` writes."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 PEERS = 3
 
 
-def round_trip(data: Path, base: int) -> bytes:
-    """Through boto3: a bucket and an object written via peer 0's S3 port, read via peer 2's."""
+def round_trip(data: Path, base: int, shared: bool = False) -> bytes:
+    """Through boto3: a bucket and an object written via peer 0's S3 port, read via peer 2's
+    (``shared``: both through the one port, each client on a connection of its own)."""
     key = read_credentials(data / CREDENTIALS_FILE)
     config = Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"})
 
@@ -38,7 +40,7 @@ def round_trip(data: Path, base: int) -> bytes:
             config=config,
         )
 
-    writer, reader = client(0), client(PEERS - 1)
+    writer, reader = client(0), client(0 if shared else PEERS - 1)
     try:
         writer.create_bucket(Bucket="e2e-s3")
         writer.put_object(Bucket="e2e-s3", Key="dir/hello.txt", Body=b"hello over S3")
@@ -49,12 +51,13 @@ def round_trip(data: Path, base: int) -> bytes:
         reader.close()
 
 
-async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-ports", "shared-port"])
+async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path, shared: bool) -> None:
     base = free_port_block(PEERS)  # (its S3 ports too)
     data = tmp_path / "data"
     command = [
         sys.executable, "-m", "node", "up", "-n", str(PEERS), "--port", str(base),
-        "--data-dir", str(data), "--discovery", "none",
+        "--data-dir", str(data), "--discovery", "none", *(["--s3-shared"] if shared else []),
     ]  # fmt: skip
     up = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -71,7 +74,8 @@ async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path) -> None:
             rf"--endpoint-url http://127\.0\.0\.1:{base + 1000} s3 ls",
             printed,
         ), printed
-        assert await asyncio.to_thread(round_trip, data, base) == b"hello over S3"
+        assert (f"shared by all {PEERS} peers" in printed) == shared, printed
+        assert await asyncio.to_thread(round_trip, data, base, shared) == b"hello over S3"
     finally:
         up.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(up.wait(), 30) == 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from node.config import PeerConfig
 from node.process.cli import config_from_options, peer, up
@@ -80,6 +81,13 @@ def test_out_of_range_options_are_refused(args: tuple[str, ...]) -> None:
 def test_a_shared_s3_port_needs_a_given_s3_port(args: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="--s3-port"):
         peer_config(*args, "--s3-reuse-port")
+
+
+def test_up_refuses_a_shared_s3_port_without_s3(tmp_path: Path) -> None:
+    result = CliRunner().invoke(up, ["--data-dir", str(tmp_path), "--no-s3", "--s3-shared"])
+    assert result.exit_code == 2, result.output
+    assert "--s3-shared needs S3" in result.output
+    assert not list(tmp_path.iterdir())  # refused before anything was made
 
 
 def test_up_shares_the_peer_defaults() -> None:
