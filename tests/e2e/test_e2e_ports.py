@@ -22,6 +22,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ResponseStreamingError
 
+from node.process.tls import client_context
 from tests.harness import ProcessCluster, eventually, free_port, free_port_block
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 from tests.harness.metrics import scrape, value
@@ -239,3 +240,25 @@ async def test_a_port_another_process_holds_stops_the_start_with_one_line(
     assert last.startswith("ringstore peer: cannot serve"), last
     assert "address already in use" in last.lower(), last
     assert ("--s3-reuse-port" in last) == (listener == "shared s3"), last
+
+
+async def test_a_shared_s3_port_serves_https_with_each_peers_certificate(tmp_path: Path) -> None:
+    port = free_port_block(1)
+    shared = [f"--s3-port={port}", "--s3-reuse-port"]
+    tls_dir = tmp_path / "tls"
+    cluster = ProcessCluster(tmp_path, 2, *shared, tls_dir=tls_dir)
+    trusted = aiohttp.TCPConnector(ssl=client_context(tls_dir / "ca.pem"))
+    async with aiohttp.ClientSession(connector=trusted, headers=ADMIN_HEADERS) as session:
+        try:
+            await cluster.start(session)
+            for peer_url in cluster.urls:
+                await eventually(lambda u=peer_url: serves_s3(session, u), 30, "S3 listening")
+            fresh = aiohttp.TCPConnector(ssl=client_context(tls_dir / "ca.pem"), force_close=True)
+            async with aiohttp.ClientSession(connector=fresh) as anonymous:
+                for _ in range(8):  # new connections, each a TLS handshake the CA must trust
+                    async with anonymous.get(f"https://127.0.0.1:{port}/") as answer:
+                        assert answer.status == 403, await answer.text()  # unsigned: S3's no
+                        assert "<Code>AccessDenied</Code>" in await answer.text()
+            assert sum([await s3_requests(session, u) for u in cluster.urls]) == 8
+        finally:
+            await cluster.stop()
