@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
-from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -197,27 +197,25 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
 
 async def _serve_s3(
     app: web.Application, limit: RequestLimit
-) -> tuple[PeerRunner, Coroutine[Any, Any, None] | None]:
+) -> tuple[PeerRunner, list[socket.socket]]:
     """Serve S3 on ``--s3-port`` (with the peer's TLS, if any) and note its URL.
 
     With ``--s3-reuse-port`` the port is bound with SO_REUSEPORT (socket(7)): the peers of one
     host that all bind it share it, the kernel giving each new connection to one of the
-    sockets that *listen*. It is bound now (a process holding it without the option stops
-    this start) and listened on by the coroutine returned, once the peer is first ready
-    (``/ready``): a peer still joining takes no connection meant for the ones serving.
+    sockets that *listen*. The sockets are bound now (a process holding the port without the
+    option stops this start) and returned, to be listened on by ``_listen_when_ready`` once
+    the peer is first ready: a peer still joining takes no connection meant for the ones
+    serving. The caller closes them when the peer stops (closing twice is harmless).
     Raises StartRefused when the port cannot be bound.
     """
     config = app[keys.CONFIG]
     runner = PeerRunner(_s3_app(app, limit), shutdown_timeout=2.0)
     await runner.setup()
-    files = TlsFiles.of(config)
-    tls = server_context(files) if files is not None else None
-    scheme = "https" if config.tls else "http"
+    tls = _serving_tls(config)
     try:
         if config.s3_reuse_port:
             assert config.s3_port  # PeerConfig: a shared port is a given one
-            shared = _bound_shared(config.host, config.s3_port)
-            return runner, _listen_when_ready(app, runner, shared, tls)
+            return runner, await _bound_shared(config.host, config.s3_port)
         site = web.TCPSite(runner, config.host, config.s3_port, reuse_address=True, ssl_context=tls)
         await site.start()
     except OSError as exc:  # EADDRINUSE, EACCES: the operator's to fix, no traceback
@@ -226,23 +224,41 @@ async def _serve_s3(
     except BaseException:
         await runner.cleanup()
         raise
+    scheme = "https" if config.tls else "http"
     url = app[keys.S3_URL] = f"{scheme}://{config.host}:{runner.addresses[0][1]}"
     log.info("serving S3 on %s", url)
-    return runner, None
+    return runner, []
 
 
-def _bound_shared(host: str, port: int) -> list[socket.socket]:
+def _serving_tls(config: PeerConfig) -> ssl.SSLContext | None:
+    """The server side of the peer's TLS (``--tls-*``), or None when it serves plain HTTP."""
+    files = TlsFiles.of(config)
+    return server_context(files) if files is not None else None
+
+
+async def _bound_shared(host: str, port: int) -> list[socket.socket]:
     """TCP sockets bound to ``port`` on every address of ``host`` (as ``TCPSite`` binds: a
-    name such as ``localhost`` may have an IPv4 and an IPv6 one), with SO_REUSEPORT, not
-    listening yet. Raises OSError when one cannot be bound (a process holds the port without
-    SO_REUSEPORT), having closed those it made."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    name such as ``localhost`` may have an IPv4 and an IPv6 one; a family the system does not
+    support is skipped, as asyncio's create_server does), with SO_REUSEPORT, not listening
+    yet. Raises OSError when one cannot be bound (a process holds the port without
+    SO_REUSEPORT), having closed those it made.
+
+    No SO_REUSEADDR: on Linux a socket bound with it, not listening yet, lets any other
+    socket with SO_REUSEADDR (any user's) bind the port and listen first, and this one's
+    listen would then fail. SO_REUSEPORT alone already binds over connections in TIME_WAIT.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     bound: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT:  # (IPv6 off on this host)
+                    continue
+                raise
             bound.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:  # as asyncio's create_server: IPv6 only, so an
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # IPv4 one can bind
@@ -261,23 +277,22 @@ async def _listen_when_ready(
     shared: list[socket.socket],
     tls: ssl.SSLContext | None,
 ) -> None:
-    """Listen on the shared S3 sockets once the peer is first ready, then note its URL."""
-    waiting = list(shared)  # those no site owns yet: this task closes them if it ends early
-    try:
-        # Polled: readiness is derived (members up, ring, a timed disk probe), no event.
-        while True:
-            if not await monitoring.reasons_not_ready(app):
-                break
-            await asyncio.sleep(READY_POLL)
-        while waiting:
-            await web.SockSite(runner, waiting[0], ssl_context=tls).start()
-            waiting.pop(0)
-    except Exception:  # the peer serves on without S3 there: say so, once
-        log.exception("cannot listen on the shared S3 port; this peer serves no S3 there")
+    """Listen on the shared S3 sockets once the peer is first ready, then note its URL; a
+    listen that fails is logged (the peer serves on, with no S3 on that address)."""
+    # Polled: readiness is derived (members up, ring, a timed disk probe), no event.
+    while True:
+        if not await monitoring.reasons_not_ready(app):
+            break
+        await asyncio.sleep(READY_POLL)
+    listening = 0
+    for sock in shared:
+        try:
+            await web.SockSite(runner, sock, ssl_context=tls).start()
+            listening += 1
+        except OSError:
+            log.exception("cannot listen on the shared S3 port at %s", sock.getsockname())
+    if not listening:
         return
-    finally:
-        for sock in waiting:
-            sock.close()
     config = app[keys.CONFIG]
     url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{config.s3_port}"
     log.info("serving S3 on %s, a port shared with the host's other peers", url)
@@ -426,6 +441,7 @@ async def _lifecycle(
         jobs.append(reseal_keys(access_store, retry))
     loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
     discovery, s3_runner, s3_gate = None, None, None
+    shared: list[socket.socket] = []  # a shared S3 port's sockets, closed at the stop
     try:  # a start that fails from here on (S3's port taken) stops what started, as a stop
         if config.discovery == "zeroconf":
             from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer saves
@@ -434,9 +450,10 @@ async def _lifecycle(
             app[keys.DISCOVERY] = discovery
             await discovery.start()
         if config.s3_port is not None:
-            s3_runner, listen_later = await _serve_s3(app, limit)
-            if listen_later is not None:
-                s3_gate = start_for_peer(peer_id, [listen_later])[0]
+            s3_runner, shared = await _serve_s3(app, limit)
+            if shared:
+                listen = _listen_when_ready(app, s3_runner, shared, _serving_tls(config))
+                s3_gate = start_for_peer(peer_id, [listen])[0]
         log.info(
             "peer %s of cluster %s serving %s from %s",
             peer_id,
@@ -452,6 +469,8 @@ async def _lifecycle(
                 await s3_gate
         if s3_runner is not None:
             await s3_runner.cleanup()  # first: no S3 request runs on stopped components
+        for sock in shared:  # those no site took (a stop while joining); again is harmless
+            sock.close()
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
         for task in loops:

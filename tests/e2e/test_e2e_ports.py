@@ -11,6 +11,7 @@ import asyncio
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -36,7 +37,8 @@ LOADERS = 16  # clients under load when a sharing peer is killed (none on it: p 
 
 def fresh_client(url: str, retries: int = 1) -> BaseClient:
     """A boto3 S3 client of its own (its own connection pool: a new TCP connection), making
-    at most ``retries`` attempts per request (standard retry mode)."""
+    at most ``retries`` attempts per request (standard retry mode), each given 10 s to
+    connect and 30 s to read."""
     return boto3.client(
         "s3",
         endpoint_url=url,
@@ -47,6 +49,8 @@ def fresh_client(url: str, retries: int = 1) -> BaseClient:
             retries={"max_attempts": retries, "mode": "standard"},
             s3={"addressing_style": "path"},
             max_pool_connections=1,
+            connect_timeout=10,
+            read_timeout=30,
         ),
     )
 
@@ -150,7 +154,7 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
 
             # Clients on keep-alive connections to both, one of them killed under their load.
             loaders = [Loader(url, n) for n in range(LOADERS)]
-            threads = [threading.Thread(target=loader.run) for loader in loaders]
+            threads = [threading.Thread(target=loader.run, daemon=True) for loader in loaders]
             for thread in threads:
                 thread.start()
             try:
@@ -162,8 +166,10 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
             finally:
                 for loader in loaders:
                     loader.stop.set()
+                deadline = time.monotonic() + 60  # all of them together
                 for thread in threads:
-                    await asyncio.to_thread(thread.join, 60)
+                    await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+            assert not [thread for thread in threads if thread.is_alive()], "a loader hangs"
             assert [ld.failure for ld in loaders] == [None] * LOADERS
 
             before = await s3_requests(session, cluster.urls[1])
@@ -198,6 +204,27 @@ async def test_a_peer_not_ready_yet_takes_no_connection_on_a_shared_port(tmp_pat
                     async with fresh.get(f"http://127.0.0.1:{port}/") as answer:
                         assert answer.status == 403, await answer.text()
             assert [await s3_requests(session, u) for u in urls] == [WRITES, 0]
+        finally:
+            await cluster.stop()
+
+
+async def test_a_shared_port_not_listened_on_yet_is_still_held(tmp_path: Path) -> None:
+    """A peer waiting to be ready holds its shared port bound: no other socket can take it
+    meanwhile (SO_REUSEADDR on a bound, unlistened socket would let one bind and listen)."""
+    port = free_port_block(1)
+    cluster = ProcessCluster(tmp_path, 1, "--metrics-auth=public")  # serves no S3
+    async with aiohttp.ClientSession() as session:
+        try:
+            await cluster.start(session)
+            dead = f"--join=http://127.0.0.1:{free_port()}"  # never joins: never ready
+            shared = [f"--s3-port={port}", "--s3-reuse-port"]
+            joining = await cluster.add_peer(session, *shared, dead, seeded=False)
+            async with session.get(f"{joining.url}/ready") as ready:
+                assert ready.status == 503, await ready.text()
+            with socket.socket() as intruder:
+                intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                with pytest.raises(OSError, match="in use"):
+                    intruder.bind(("127.0.0.1", port))
         finally:
             await cluster.stop()
 
