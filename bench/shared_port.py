@@ -12,15 +12,16 @@ PEERS real peer processes on 127.0.0.1 where
 
 16 clients (aiohttp, one keep-alive connection each, in ``--client-processes`` processes so
 that a many-core machine's load generator is not one core either) PUT objects of SIZE for
-SECONDS, then GET them in random order for SECONDS, every body compared. Each phase's
-connections are opened (a GET of a missing key each) before its clock starts; in ``shared``,
-which peer holds each is the kernel's draw. Requests are presigned (Signature V4 in the
+SECONDS, then GET them in random order, round after round, for SECONDS, every body compared.
+Each phase's connections are opened (a GET of a missing key each) before its clock starts,
+and all client processes start at one moment (a late one is reported); in ``shared``, which
+peer holds each connection is the kernel's draw. Requests are presigned (Signature V4 in the
 query, made with botocore before the clock starts), so the load generator's CPU per request
 is aiohttp's, not boto3's. Measured: ops/s, the CPU of all peers per op (user + system,
 /proc), the most cores one peer used, how many peers coordinated requests (those whose S3
 request counter moved), and the manifest requests the coordinators sent to other peers per
-op with the calls each carried (the batching that many requests in flight at one
-coordinator allow).
+op with the calls each carried (the batching that many requests in flight at one coordinator
+allow).
 
 ``--peer-cpus 0-7`` pins peer *i* to the *i*-th CPU of the list (one peer per core, as
 docs/operations.md runs a many-core host) and ``--client-cpus 8-15`` the clients to theirs:
@@ -104,17 +105,21 @@ async def counters(session: aiohttp.ClientSession, cluster: ProcessCluster) -> l
 
 def load(
     method: str, urls: list[str], misses: list[str], body: bytes, start_at: float, until: float
-) -> int:
+) -> tuple[int, float]:
     """In a client process: open one keep-alive connection per URL of ``misses`` (a GET of
     a missing key each), then from ``start_at`` to ``until`` (time.time()) send ``method``
     to ``urls`` in turn over them, every body compared; return how many were made (the
-    first ones of ``urls``)."""
+    first ones of ``urls``) and how many seconds after ``start_at`` the first one went."""
     return asyncio.run(_load(method, urls, misses, body, start_at, until))
+
+
+def ready(_: int) -> None:
+    """Nothing: run once in each client process, so they exist before the first phase."""
 
 
 async def _load(
     method: str, urls: list[str], misses: list[str], body: bytes, start_at: float, until: float
-) -> int:
+) -> tuple[int, float]:
     connector = aiohttp.TCPConnector(limit=len(misses))
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -127,6 +132,7 @@ async def _load(
 
         await asyncio.gather(*(miss(url) for url in misses))
         await asyncio.sleep(max(0.0, start_at - time.time()))  # every process starts at once
+        late = time.time() - start_at
         next_url = iter(range(len(urls)))
         done = 0
 
@@ -143,7 +149,7 @@ async def _load(
                 done += 1
 
         await asyncio.gather(*(client() for _ in misses))
-        return done
+        return done, late
 
 
 class Load:
@@ -152,24 +158,28 @@ class Load:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        list(self.pool.map(ready, range(processes)))  # started and imported, outside any clock
 
     def close(self) -> None:
         self.pool.shutdown()
 
     async def run(
-        self, s3_url: str, method: str, slices: list[list[str]], body: bytes, seconds: float
-    ) -> list[int]:
-        """Each process sends ``method`` to its slice of URLs for ``seconds``, all starting
-        at one moment (its connections opened first): how many each made."""
+        self,
+        method: str,
+        slices: list[list[str]],
+        misses: list[str],
+        body: bytes,
+        start_at: float,
+        seconds: float,
+    ) -> list[tuple[int, float]]:
+        """Each process opens its share of the connections (a GET of one of ``misses``
+        each), then sends ``method`` to its slice of URLs from ``start_at`` (time.time())
+        for ``seconds``: how many each made, and how late it started."""
         loop = asyncio.get_running_loop()
         share = [
             CLIENTS // self.processes + (i < CLIENTS % self.processes)
             for i in range(self.processes)
         ]
-        misses = await asyncio.to_thread(
-            presigned, s3_url, "get_object", [f"none/{i}" for i in range(CLIENTS)]
-        )
-        start_at = time.time() + OPENING
         jobs = [
             loop.run_in_executor(
                 self.pool,
@@ -200,12 +210,19 @@ async def phase(
     row's figures and how many requests each made (the first ones of its slice)."""
     pids = [p.process.pid for p in cluster.peers if p.process]
     counted = await counters(admin, cluster)
-    running = asyncio.ensure_future(clients.run(s3_url, method, slices, body, seconds))
-    await asyncio.sleep(OPENING)  # the clients open their connections meanwhile
+    misses = await asyncio.to_thread(
+        presigned, s3_url, "get_object", [f"none/{i}" for i in range(CLIENTS)]
+    )
+    start_at = time.time() + OPENING  # the clients open their connections before it
+    running = asyncio.ensure_future(clients.run(method, slices, misses, body, start_at, seconds))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     before = [cpu_seconds(pid) for pid in pids]
-    started = time.perf_counter()
-    made = await running
-    wall = time.perf_counter() - started
+    results = await running
+    wall = time.time() - start_at
+    made = [count for count, _ in results]
+    late = max(lateness for _, lateness in results)
+    if late > 0.1:  # a client process missed the start: the phase is shorter for it
+        print(f"warning: a client process started {late:.2f} s late", flush=True)
     done = sum(made)
     used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
     grew = [
@@ -220,6 +237,7 @@ async def phase(
         "coordinating_peers": sum(peer[0] > 0 for peer in grew),
         "peer_requests_per_op": round(requests / max(done, 1), 2),
         "calls_per_request": round(calls / max(requests, 1), 2),
+        "late_start_s": round(late, 3),
     }, made
 
 
@@ -258,8 +276,9 @@ async def measure(
             written = [
                 k for i, n in enumerate(per_process) for k in keys[i :: clients.processes][:n]
             ]
-            order = random.sample(written, len(written))
-            gets = await asyncio.to_thread(presigned, s3_url, "get_object", order)
+            order = random.sample(written, len(written))  # then again: GETs last the phase
+            cycled = [order[i % len(order)] for i in range(MAX_OPS)]
+            gets = await asyncio.to_thread(presigned, s3_url, "get_object", cycled)
             slices = [gets[i :: clients.processes] for i in range(clients.processes)]
             get, _ = await phase(clients, s3_url, admin, cluster, "GET", slices, body, args.seconds)
         finally:
