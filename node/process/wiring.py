@@ -25,7 +25,9 @@ an id first thing (``node.api.access_log.traced``).
 The S3 frontend is a second aiohttp app (``_serve_s3``) with S3's middlewares (XML errors,
 Signature V4) that shares the peer's coordinator, access store, Gatekeeper and request
 limit; it is served on its own port from the start of the peer's life to its stop (first
-to stop, so no S3 request runs on stopped components).
+to stop, so no S3 request runs on stopped components). A port shared by the peers of a host
+(``--s3-reuse-port``) is bound at the start but listened on only once the peer is first
+ready (``_listen_when_ready``).
 """
 
 from __future__ import annotations
