@@ -226,10 +226,17 @@ async def _serve_s3(
     except BaseException:
         await runner.cleanup()
         raise
-    scheme = "https" if config.tls else "http"
-    url = app[keys.S3_URL] = f"{scheme}://{config.host}:{runner.addresses[0][1]}"
-    log.info("serving S3 on %s", url)
+    _serving_s3(app, runner.addresses[0][1])
     return runner, []
+
+
+def _serving_s3(app: web.Application, port: int, shared: bool = False) -> None:
+    """Note (``S3_URL``, shown in ``/cluster``) and log where the peer now serves S3."""
+    config = app[keys.CONFIG]
+    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{port}"
+    log.info(
+        "serving S3 on %s%s", url, ", a port shared with the host's other peers" if shared else ""
+    )
 
 
 def _serving_tls(config: PeerConfig) -> ssl.SSLContext | None:
@@ -293,11 +300,8 @@ async def _listen_when_ready(
             listening += 1
         except OSError:
             log.exception("cannot listen on the shared S3 port at %s", sock.getsockname())
-    if not listening:
-        return
-    config = app[keys.CONFIG]
-    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{config.s3_port}"
-    log.info("serving S3 on %s, a port shared with the host's other peers", url)
+    if listening:
+        _serving_s3(app, shared[0].getsockname()[1], shared=True)
 
 
 async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
