@@ -26,6 +26,9 @@ goes back to the host, a PUT phase writing into fresh page cache measures ~5 ms 
 CPU per MiB written that a server whose memory is full (reusing its own pages) does not
 pay (``bench/page_cache.py``).
 
+``--get-range 4K`` has each GET ask for 4 KiB at a random offset of its file (a ranged
+GET, ``206``), as readers of large files that seek do (video, columnar formats, s3fs).
+
 ``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
 peer 1 (a storage peer) in each phase (``--profile-gil``: only while holding the GIL, which
 leaves out I/O and lock waits that py-spy otherwise counts as busy); summarise them with
@@ -160,9 +163,11 @@ async def phase(
     profile: Path | None = None,
     conditional: bool = False,
     gil: bool = False,
+    get_range: int = 0,
 ) -> dict[str, float]:
     """Run one phase; PUT appends the names it stored to ``names`` (``conditional``: each
-    with ``If-None-Match: *``, a create-only write; ``gil``: profile GIL holders only)."""
+    with ``If-None-Match: *``, a create-only write; ``gil``: profile GIL holders only;
+    ``get_range``: each GET asks for that many bytes at a random offset, not the file)."""
     url = cluster.processes.peers[0].url
     create_only = {"If-None-Match": "*"} if conditional else {}
     deadline = time.monotonic() + seconds
@@ -184,9 +189,15 @@ async def phase(
                 names.append(name)
             else:
                 name = rng.choice(stored)
-                async with session.get(f"{url}/files/{name}") as response:
+                first, past, status = 0, size, 200
+                if get_range:
+                    first = rng.randrange(size - get_range + 1)
+                    past, status = first + get_range, 206
+                ranged = {"Range": f"bytes={first}-{past - 1}"} if get_range else {}
+                async with session.get(f"{url}/files/{name}", headers=ranged) as response:
                     body = await response.read()
-                    if response.status != 200 or body != name.encode().ljust(size, b"."):
+                    expected = name.encode().ljust(size, b".")[first:past]
+                    if response.status != status or body != expected:
                         raise RuntimeError(f"GET {name}: {response.status}")
             done += 1
 
@@ -281,6 +292,7 @@ async def run(
                     args.seconds,
                     args.profile,
                     gil=args.profile_gil,
+                    get_range=args.get_range,
                 )
                 cpu, started = cluster.cpu(), time.monotonic()
                 await asyncio.sleep(args.idle)  # idle: nothing to wait for, a measured span
@@ -294,6 +306,8 @@ async def run(
         variant += f", coordinator on CPUs {cpus}"
     if memory is not None:
         variant += f", peers' memory limited to {memory} MiB"
+    if args.get_range:
+        variant += f", GETs of {label(args.get_range)} ranges"
     return {
         "variant": variant,
         "size": size,
@@ -389,6 +403,13 @@ async def main() -> None:
     )
     parser.add_argument(
         "--conditional", action="store_true", help="PUT with If-None-Match: * (create-only)"
+    )
+    parser.add_argument(
+        "--get-range",
+        type=parse_size,
+        default=0,
+        metavar="BYTES",
+        help="each GET asks for BYTES at a random offset of its file (a Range), not all of it",
     )
     parser.add_argument(
         "--coordinator-cpus",

@@ -332,7 +332,10 @@ class Coordinator:
             return
         broken: set[int] = set()
         decoding = Decoding()
-        stripes = manifest.layout.stripes_covering(start, end)
+        layout = manifest.layout
+        stripes = layout.stripes_covering(start, end)
+        # A range inside one stripe reads the blocks it lies in, not the stripe's k.
+        wanted = layout.blocks_covering(stripes[0], start, end) if len(stripes) == 1 else None
         reading = StripeRead(
             self._peers,
             manifest,
@@ -342,15 +345,16 @@ class Coordinator:
             self._buffers,
             self._config.peer_timeout,
             decoding,
+            wanted,
         ).blocks()
         try:
             async with contextlib.aclosing(reading) as read:
                 async for stripe, index, block in read:
-                    wanted = trim_block(manifest.layout, stripe, index, block, start, end)
+                    trimmed = trim_block(layout, stripe, index, block, start, end)
                     del block
-                    if wanted is not None:
-                        yield wanted
-                        del wanted  # let go once sent, not held while the next is read
+                    if trimmed is not None:
+                        yield trimmed
+                        del trimmed  # let go once sent, not held while the next is read
         finally:
             if decoding.reason is not None:
                 self.decoded_reads[decoding.reason] += 1

@@ -267,6 +267,11 @@ class StripeRead:
     A chunk that gives no block within ``timeout`` counts as failed. Readers read ahead as
     ``buffers`` allows. Nothing yielded is kept, so a consumer that drops blocks as it sends
     them holds no more. Raises Unavailable when fewer than k chunks of a stripe can be read.
+
+    ``wanted``, for a read of one stripe, names the data blocks the consumer needs (a range
+    of a file that lies inside one stripe: ``Layout.blocks_covering``): when they are fewer
+    than k, ``blocks()`` reads those alone, each from its own chunk, and the rest of the
+    stripe only if one of them fails, to decode it.
     """
 
     def __init__(
@@ -279,8 +284,12 @@ class StripeRead:
         buffers: BlockBudget,
         timeout: float,
         decoding: Decoding | None = None,
+        wanted: range | None = None,
     ) -> None:
+        if wanted is not None and len(stripes) != 1:
+            raise ValueError(f"blocks are chosen within one stripe, not {stripes}")
         self.layout = manifest.layout
+        self._wanted = wanted if wanted is not None and len(wanted) < self.layout.k else None
         self.decoding = Decoding() if decoding is None else decoding
         self._peers = peers
         self._manifest = manifest
@@ -289,6 +298,7 @@ class StripeRead:
         self._buffers = buffers
         self._timeout = timeout
         self._refs = {ref.index: ref for ref in manifest.chunks if ref.index not in broken}
+        self._down = down
         self._why: dict[int, str] = {}  # chunk index -> why it was passed over
         self._spares = deque(sorted(self._refs, key=lambda i: (self._refs[i].holder in down, i)))
         self._active: dict[int, ChunkReader] = {}
@@ -314,8 +324,15 @@ class StripeRead:
         before). When a data chunk fails within a stripe, the blocks of that stripe already
         handed out are read again to decode it, and only the rest are yielded; from then on
         the read goes stripe by stripe.
+
+        With ``wanted``, only those blocks are yielded: each read alone while they read; from
+        the first that fails, the stripe is read and decoded as above for the rest.
         """
         k = self.layout.k
+        if self._wanted is not None:
+            async for found in self._only_wanted(self._stripes.start, self._wanted):
+                yield found
+            return
         self._start()
         try:
             for stripe in self._stripes:
@@ -339,6 +356,47 @@ class StripeRead:
                 del data
         finally:
             self._close()
+
+    async def _only_wanted(
+        self, stripe: int, wanted: range
+    ) -> AsyncGenerator[tuple[int, int, Buffer], None]:
+        """``blocks()`` for blocks ``wanted`` of ``stripe``: a reader per block while each
+        reads (a read of a few KiB of a large file asks one holder for one block, not k);
+        the stripe's k chunks, decoding, from the first that cannot."""
+        given = wanted.start
+        try:
+            while given < wanted.stop and (block := await self._alone(stripe, given)) is not None:
+                yield stripe, given, block
+                del block
+                given += 1
+            if given == wanted.stop:
+                return
+            self._start()
+            data = await self._stripe(stripe, {})
+            for index in range(given, wanted.stop):
+                yield stripe, index, data[index]
+            del data
+        finally:
+            self._close()
+
+    async def _alone(self, stripe: int, index: int) -> Buffer | None:
+        """Data block ``index`` of ``stripe`` read from its chunk alone; None when the
+        chunk is absent or known broken, its holder is seen down (left for last, as
+        ``_start`` does), or it fails as ``_block`` says (then marked broken, no spare)."""
+        ref = self._refs.get(index)
+        if ref is None or index in self._broken or ref.holder in self._down:
+            return None
+        reader = self._reader(index, range(stripe, stripe + 1))
+        try:
+            reader.want()
+            block = await reader.next_block(self._timeout)
+        finally:
+            reader.close()
+        if block is None:
+            self._why[index] = (reader.failure or "failed") if reader.ended else "slow"
+            self._broken.add(index)
+            self._spares.remove(index)
+        return block
 
     def _start(self) -> None:
         while self._spares and len(self._active) < self.layout.k:

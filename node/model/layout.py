@@ -94,6 +94,17 @@ class Layout:
             return range(0)
         return range(start // self.stripe_size, (end - 1) // self.stripe_size + 1)
 
+    def blocks_covering(self, stripe: int, start: int, end: int) -> range:
+        """The data blocks of ``stripe`` holding file bytes ``[start, end)`` (a stripe's
+        bytes lie in its blocks in order, ``block_length`` each; its padding in none)."""
+        first = self.stripe_start(stripe)
+        lo = max(start, first) - first
+        hi = min(end, first + self.stripe_data_length(stripe)) - first
+        if hi <= lo:
+            return range(0)
+        length = self.block_length(stripe)
+        return range(lo // length, (hi - 1) // length + 1)
+
 
 def check_block_size(block_size: int) -> int:
     """Return ``block_size`` if a peer accepts it; raise ValueError saying why otherwise."""

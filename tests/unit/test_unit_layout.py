@@ -93,6 +93,28 @@ def test_stripes_covering_is_exactly_the_stripes_a_range_touches(
 
 
 @fast
+@given(layout=layouts(), data=st.data())
+def test_blocks_covering_is_exactly_the_blocks_a_range_touches(
+    layout: Layout, data: st.DataObject
+) -> None:
+    """Checked against the bytes themselves: block i of a stripe holds its bytes
+    ``[i * length, (i + 1) * length)``, clipped to the stripe's data (padding is no one's)."""
+    start = data.draw(st.integers(0, layout.size), label="start")
+    end = data.draw(st.integers(start, layout.size), label="end")
+    for stripe in range(layout.stripes):
+        first, past = data_range(layout, stripe)
+        length = layout.block_length(stripe)
+        touched = [
+            index
+            for index in range(layout.k)
+            if max(start, first + index * length) < min(end, past, first + (index + 1) * length)
+        ]
+        covering = layout.blocks_covering(stripe, start, end)
+        assert list(covering) == touched
+        assert covering.step == 1
+
+
+@fast
 @given(layout=layouts())
 def test_the_whole_file_is_covered_by_all_stripes(layout: Layout) -> None:
     assert layout.stripes_covering(0, layout.size) == range(layout.stripes)
