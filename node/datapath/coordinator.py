@@ -333,28 +333,27 @@ class Coordinator:
         broken: set[int] = set()
         decoding = Decoding()
         layout = manifest.layout
-        stripes = layout.stripes_covering(start, end)
-        # A range inside one stripe reads the blocks it lies in, not the stripe's k.
-        wanted = layout.blocks_covering(stripes[0], start, end) if len(stripes) == 1 else None
-        reading = StripeRead(
-            self._peers,
-            manifest,
-            stripes,
-            broken,
-            self._membership.down_ids(),
-            self._buffers,
-            self._config.peer_timeout,
-            decoding,
-            wanted,
-        ).blocks()
         try:
-            async with contextlib.aclosing(reading) as read:
-                async for stripe, index, block in read:
-                    trimmed = trim_block(layout, stripe, index, block, start, end)
-                    del block
-                    if trimmed is not None:
-                        yield trimmed
-                        del trimmed  # let go once sent, not held while the next is read
+            # A first and a last stripe the range holds part of are read in part.
+            for stripes, wanted in layout.read_plan(start, end):
+                reading = StripeRead(
+                    self._peers,
+                    manifest,
+                    stripes,
+                    broken,
+                    self._membership.down_ids(),
+                    self._buffers,
+                    self._config.peer_timeout,
+                    decoding,
+                    wanted,
+                ).blocks()
+                async with contextlib.aclosing(reading) as read:
+                    async for stripe, index, block in read:
+                        trimmed = trim_block(layout, stripe, index, block, start, end)
+                        del block
+                        if trimmed is not None:
+                            yield trimmed
+                            del trimmed  # let go once sent, not held while the next is read
         finally:
             if decoding.reason is not None:
                 self.decoded_reads[decoding.reason] += 1
