@@ -440,7 +440,7 @@ class ChunkReader:
         self.chunk_id = chunk_id
         self._peers = peers
         self._layout = layout
-        self._stripes = stripes
+        self.stripes = stripes  # read in order, each once
         self._buffers = buffers
         self._blocks: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
         self._asked = False  # the consumer waits for (or will soon ask for) a block
@@ -466,7 +466,7 @@ class ChunkReader:
             await self._turn.wait()
 
     async def _run(self) -> None:
-        layout, stripes = self._layout, self._stripes
+        layout, stripes = self._layout, self.stripes
         offset = layout.chunk_offset(stripes.start)
         last = stripes.stop - 1
         length = layout.chunk_offset(last) + layout.block_length(last) - offset

@@ -333,27 +333,25 @@ class Coordinator:
         broken: set[int] = set()
         decoding = Decoding()
         layout = manifest.layout
+        reading = StripeRead(
+            self._peers,
+            manifest,
+            layout.stripes_covering(start, end),
+            broken,
+            self._membership.down_ids(),
+            self._buffers,
+            self._config.peer_timeout,
+            decoding,
+            (start, end),  # of its first and last stripes, only the blocks the range is in
+        ).blocks()
         try:
-            # A first and a last stripe the range holds part of are read in part.
-            for stripes, wanted in layout.read_plan(start, end):
-                reading = StripeRead(
-                    self._peers,
-                    manifest,
-                    stripes,
-                    broken,
-                    self._membership.down_ids(),
-                    self._buffers,
-                    self._config.peer_timeout,
-                    decoding,
-                    wanted,
-                ).blocks()
-                async with contextlib.aclosing(reading) as read:
-                    async for stripe, index, block in read:
-                        trimmed = trim_block(layout, stripe, index, block, start, end)
-                        del block
-                        if trimmed is not None:
-                            yield trimmed
-                            del trimmed  # let go once sent, not held while the next is read
+            async with contextlib.aclosing(reading) as read:
+                async for stripe, index, block in read:
+                    trimmed = trim_block(layout, stripe, index, block, start, end)
+                    del block
+                    if trimmed is not None:
+                        yield trimmed
+                        del trimmed  # let go once sent, not held while the next is read
         finally:
             if decoding.reason is not None:
                 self.decoded_reads[decoding.reason] += 1

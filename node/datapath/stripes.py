@@ -268,10 +268,11 @@ class StripeRead:
     ``buffers`` allows. Nothing yielded is kept, so a consumer that drops blocks as it sends
     them holds no more. Raises Unavailable when fewer than k chunks of a stripe can be read.
 
-    ``wanted``, for a read of one stripe, names the data blocks the consumer needs (a range
-    of a file that lies inside one stripe: ``Layout.blocks_covering``): when they are fewer
-    than k, ``blocks()`` reads those alone, each from its own chunk, and the rest of the
-    stripe only if one of them fails, to decode it.
+    ``wanted``, the file bytes ``[start, end)`` a GET sends, lets ``blocks()`` read only
+    the data blocks holding some of them (``Layout.blocks_covering``): in the first and
+    the last stripe of a range, those alone, each data chunk over the stripes it has
+    wanted blocks in (4 KiB of a large file: one block from one holder, not a stripe's k);
+    decoding reads what else it needs of the stripe at hand.
     """
 
     def __init__(
@@ -284,12 +285,9 @@ class StripeRead:
         buffers: BlockBudget,
         timeout: float,
         decoding: Decoding | None = None,
-        wanted: range | None = None,
+        wanted: tuple[int, int] | None = None,
     ) -> None:
-        if wanted is not None and len(stripes) != 1:
-            raise ValueError(f"blocks are chosen within one stripe, not {stripes}")
-        self.layout = manifest.layout
-        self._wanted = wanted if wanted is not None and len(wanted) < self.layout.k else None
+        self.layout = layout = manifest.layout
         self.decoding = Decoding() if decoding is None else decoding
         self._peers = peers
         self._manifest = manifest
@@ -302,6 +300,12 @@ class StripeRead:
         self._why: dict[int, str] = {}  # chunk index -> why it was passed over
         self._spares = deque(sorted(self._refs, key=lambda i: (self._refs[i].holder in down, i)))
         self._active: dict[int, ChunkReader] = {}
+        # The data blocks wanted of the first and of the last stripe (all k of the others).
+        every = range(layout.k)
+        self._head = self._tail = every
+        if wanted is not None and stripes:
+            self._head = layout.blocks_covering(stripes[0], *wanted)
+            self._tail = layout.blocks_covering(stripes[-1], *wanted)
 
     def __repr__(self) -> str:
         return f"StripeRead({self._manifest.name!r}, {self._stripes}, reading={list(self._active)})"
@@ -325,81 +329,56 @@ class StripeRead:
         handed out are read again to decode it, and only the rest are yielded; from then on
         the read goes stripe by stripe.
 
-        With ``wanted``, only those blocks are yielded: each read alone while they read; from
-        the first that fails, the stripe is read and decoded as above for the rest.
+        With ``wanted``, only the blocks holding wanted bytes are read and yielded.
         """
-        k = self.layout.k
-        if self._wanted is not None:
-            async for found in self._only_wanted(self._stripes.start, self._wanted):
-                yield found
-            return
         self._start()
         try:
             for stripe in self._stripes:
-                given = 0  # data blocks of this stripe handed out
+                wanted = self._wanted_in(stripe)
+                given = wanted.start  # the next data block of this stripe to hand out
                 if self._healthy:
                     blocks: dict[int, Buffer] = {}
-                    while given < k:
+                    while given < wanted.stop:
                         await self._block(given, blocks)
                         if given not in blocks:
                             break
                         yield stripe, given, blocks.pop(given)
                         given += 1
-                    if given == k:
+                    if given == wanted.stop:
                         continue
-                    await self._again(stripe, range(given), blocks)
-                    data = await self._stripe(stripe, blocks, skip=range(given))
+                    data = await self._stripe(stripe, blocks, skip=range(wanted.start, given))
                 else:
                     data = await self._stripe(stripe, {})
-                for index in range(given, k):
+                for index in range(given, wanted.stop):
                     yield stripe, index, data[index]
                 del data
         finally:
             self._close()
 
-    async def _only_wanted(
-        self, stripe: int, wanted: range
-    ) -> AsyncGenerator[tuple[int, int, Buffer], None]:
-        """``blocks()`` for blocks ``wanted`` of ``stripe``: a reader per block while each
-        reads (a read of a few KiB of a large file asks one holder for one block, not k);
-        the stripe's k chunks, decoding, from the first that cannot."""
-        given = wanted.start
-        try:
-            while given < wanted.stop and (block := await self._alone(stripe, given)) is not None:
-                yield stripe, given, block
-                del block
-                given += 1
-            if given == wanted.stop:
-                return
-            self._start()
-            data = await self._stripe(stripe, {})
-            for index in range(given, wanted.stop):
-                yield stripe, index, data[index]
-            del data
-        finally:
-            self._close()
+    def _wanted_in(self, stripe: int) -> range:
+        """The data blocks of ``stripe`` a read yields."""
+        if stripe == self._stripes[0]:
+            return self._head
+        return self._tail if stripe == self._stripes[-1] else range(self.layout.k)
 
-    async def _alone(self, stripe: int, index: int) -> Buffer | None:
-        """Data block ``index`` of ``stripe`` read from its chunk alone; None when the
-        chunk is absent or known broken, its holder is seen down (left for last, as
-        ``_start`` does), or it fails as ``_block`` says (then marked broken, no spare)."""
-        ref = self._refs.get(index)
-        if ref is None or index in self._broken or ref.holder in self._down:
-            return None
-        reader = self._reader(index, range(stripe, stripe + 1))
-        try:
-            reader.want()
-            block = await reader.next_block(self._timeout)
-        finally:
-            reader.close()
-        if block is None:
-            self._why[index] = (reader.failure or "failed") if reader.ended else "slow"
-            self._broken.add(index)
-            self._spares.remove(index)
-        return block
+    def _span(self, index: int) -> range:
+        """The stripes data chunk ``index`` has wanted blocks in (they are consecutive: a
+        range wants a last part of its first stripe and a first part of its last)."""
+        first, stop = self._stripes.start, self._stripes.stop
+        return range(first + (index not in self._head), stop - (index not in self._tail))
 
     def _start(self) -> None:
-        while self._spares and len(self._active) < self.layout.k:
+        """Start the readers: each data chunk over its span while every data chunk with
+        wanted blocks can be read; else (one absent, known broken or on a holder seen
+        down) k chunks over every stripe, data first, down holders last, to decode."""
+        k = self.layout.k
+        needed = [i for i in range(k) if self._span(i)]
+        if all(i in self._refs and self._refs[i].holder not in self._down for i in needed):
+            for index in needed:
+                self._spares.remove(index)
+                self._active[index] = self._reader(index, self._span(index))
+            return
+        while self._spares and len(self._active) < k:
             self._activate(self._stripes.start)
 
     def _reader(self, index: int, stripes: range) -> ChunkReader:
@@ -413,8 +392,8 @@ class StripeRead:
 
     @property
     def _healthy(self) -> bool:
-        """Whether the k chunks read are the data chunks: no stripe needs decoding."""
-        return all(i in self._active for i in range(self.layout.k))
+        """Whether every data chunk with wanted blocks is read: no stripe needs decoding."""
+        return all(i in self._active for i in range(self.layout.k) if self._span(i))
 
     async def _block(self, index: int, blocks: dict[int, Buffer]) -> None:
         """Put the next block of active chunk ``index`` in ``blocks``; a chunk that cannot
@@ -428,9 +407,10 @@ class StripeRead:
         else:
             blocks[index] = block
 
-    async def _again(self, stripe: int, indexes: range, blocks: dict[int, Buffer]) -> None:
-        """Read chunks ``indexes``' blocks of ``stripe`` once more into ``blocks`` (they were
-        handed out, then a later chunk of the stripe failed); one that fails is left out."""
+    async def _again(self, stripe: int, indexes: list[int], blocks: dict[int, Buffer]) -> None:
+        """Read chunks ``indexes``' blocks of ``stripe`` apart into ``blocks`` (their readers
+        are past it or not at it: blocks handed out before a later one failed, blocks no
+        byte of the range is in); one that fails is left out."""
         for index in indexes:
             reader = self._reader(index, range(stripe, stripe + 1))
             try:
@@ -443,13 +423,21 @@ class StripeRead:
         self, stripe: int, blocks: dict[int, Buffer], skip: Collection[int] = ()
     ) -> list[Buffer]:
         """``stripe``'s k data blocks, with ``blocks`` those already in hand and the active
-        chunks in ``skip`` already past it; decodes around failed chunks."""
+        chunks in ``skip`` already past it; decodes around failed chunks. When the readers
+        at ``stripe`` give fewer than k blocks, the active chunks whose reader is not at it
+        (past it, or over other stripes) are read apart before any spare is started."""
         layout = self.layout
-        wanted = [i for i in self._active if i not in skip and i not in blocks]
-        for index in wanted:
+        at = [
+            i
+            for i, reader in self._active.items()
+            if i not in skip and i not in blocks and stripe in reader.stripes
+        ]
+        for index in at:
             self._active[index].want()  # all read at once, even past the read-ahead budget
-        for index in wanted:
+        for index in at:
             await self._block(index, blocks)
+        if len(blocks) < layout.k:
+            await self._again(stripe, [i for i in self._active if i not in blocks], blocks)
         while len(blocks) < layout.k:
             if not self._spares:
                 raise Unavailable(

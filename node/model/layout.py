@@ -94,26 +94,6 @@ class Layout:
             return range(0)
         return range(start // self.stripe_size, (end - 1) // self.stripe_size + 1)
 
-    def read_plan(self, start: int, end: int) -> list[tuple[range, range | None]]:
-        """How to read file bytes ``[start, end)``: ``(stripes, blocks)`` in file order.
-        A range over one or two stripes reads, of each, only the data blocks holding its
-        bytes (``blocks``, when fewer than k; else None: the stripe whole); a longer range
-        reads its stripes whole (None): the blocks of a partial first or last stripe, read
-        apart, are requests of their own, which cost more than the blocks they spare
-        (docs/architecture.md, "GET")."""
-        stripes = self.stripes_covering(start, end)
-        if len(stripes) > 2:
-            return [(stripes, None)]
-        plan: list[tuple[range, range | None]] = []
-        for stripe in stripes:
-            blocks = self.blocks_covering(stripe, start, end)
-            whole = len(blocks) == self.k
-            if whole and plan and plan[-1][1] is None:
-                plan[-1] = (range(plan[-1][0].start, stripe + 1), None)
-            else:
-                plan.append((range(stripe, stripe + 1), None if whole else blocks))
-        return plan
-
     def blocks_covering(self, stripe: int, start: int, end: int) -> range:
         """The data blocks of ``stripe`` holding file bytes ``[start, end)`` (a stripe's
         bytes lie in its blocks in order, ``block_length`` each; its padding in none)."""

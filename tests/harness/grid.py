@@ -81,6 +81,7 @@ class GridTransport:
         self.failing_midway: set[str] = set()
         self.hung: dict[str, asyncio.Event] = {}
         self.calls: Counter[tuple[str, str]] = Counter()  # (call, url)
+        self.chunk_ranges: list[tuple[str, int, int]] = []  # (chunk id, offset, length) read
 
     def __repr__(self) -> str:
         return f"GridTransport(peers={len(self.holders)}, broken={len(self.broken)})"
@@ -123,6 +124,7 @@ class GridTransport:
         self, to: Address, chunk_id: str, offset: int, length: int
     ) -> AsyncIterator[BytesStream]:
         holder = await self._holder("open_chunk", to)
+        self.chunk_ranges.append((chunk_id, offset, length))
         async with holder.chunk_range(chunk_id) as chunk:
             if length:
                 chunk.narrow(offset, offset + length)

@@ -115,27 +115,6 @@ def test_blocks_covering_is_exactly_the_blocks_a_range_touches(
 
 
 @fast
-@given(layout=layouts(), data=st.data())
-def test_a_read_plan_reads_each_stripe_once_and_a_short_range_no_block_it_needs_not(
-    layout: Layout, data: st.DataObject
-) -> None:
-    start = data.draw(st.integers(0, layout.size), label="start")
-    end = data.draw(st.integers(start, layout.size), label="end")
-    plan = layout.read_plan(start, end)
-    covering = layout.stripes_covering(start, end)
-    assert [s for stripes, _ in plan for s in stripes] == list(covering)
-    for stripes, blocks in plan:
-        if blocks is None:  # read whole: every block holds a wanted byte, or the range is long
-            assert len(covering) > 2 or all(
-                len(layout.blocks_covering(s, start, end)) == layout.k for s in stripes
-            )
-        else:
-            assert len(stripes) == 1
-            assert blocks == layout.blocks_covering(stripes[0], start, end)
-            assert 0 < len(blocks) < layout.k
-
-
-@fast
 @given(layout=layouts())
 def test_the_whole_file_is_covered_by_all_stripes(layout: Layout) -> None:
     assert layout.stripes_covering(0, layout.size) == range(layout.stripes)
