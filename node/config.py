@@ -419,11 +419,14 @@ class PeerConfig:
     def __post_init__(self) -> None:
         """Raises ValueError for a half-given TLS set-up (it would silently serve plain HTTP),
         for peer authentication off on an address other machines can reach, for a zone
-        that is not a valid label, and for --s3-reuse-port without a --s3-port (0 included)."""
+        that is not a valid label, for --s3-reuse-port without a --s3-port (0 included), and
+        for an --s3-port that is the --port."""
         if self.zone:
             check_zone(self.zone)
         if self.s3_reuse_port and not self.s3_port:
             raise ValueError("--s3-reuse-port shares the port --s3-port names: give one (not 0)")
+        if self.s3_port and self.s3_port == self.port:
+            raise ValueError(f"--s3-port must differ from --port ({self.port}): S3 has its own")
         if self.peer_auth == "off" and not _loopback(self.host):
             raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}
@@ -441,7 +444,13 @@ class PeerConfig:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+        return self.url_at(self.port)
+
+    def url_at(self, port: int) -> str:
+        """The URL of this peer's host at ``port``, its scheme the peer's (an IPv6 address in
+        brackets, RFC 3986 section 3.2.2)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def zeroconf_address(self) -> str:

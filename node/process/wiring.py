@@ -233,7 +233,7 @@ async def _serve_s3(
 def _serving_s3(app: web.Application, port: int, shared: bool = False) -> None:
     """Note (``S3_URL``, shown in ``/cluster``) and log where the peer now serves S3."""
     config = app[keys.CONFIG]
-    url = app[keys.S3_URL] = f"{'https' if config.tls else 'http'}://{config.host}:{port}"
+    url = app[keys.S3_URL] = config.url_at(port)
     log.info(
         "serving S3 on %s%s", url, ", a port shared with the host's other peers" if shared else ""
     )

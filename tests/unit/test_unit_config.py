@@ -83,6 +83,22 @@ def test_a_shared_s3_port_needs_a_given_s3_port(args: tuple[str, ...]) -> None:
         peer_config(*args, "--s3-reuse-port")
 
 
+def test_the_s3_port_is_not_the_files_port() -> None:
+    """Refused at once, not left to fail binding with 'another process holds it'."""
+    with pytest.raises(ValueError, match="--s3-port must differ from --port"):
+        peer_config("--port", "18311", "--s3-port", "18311", "--s3-reuse-port")
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:9000"), ("::1", "http://[::1]:9000")],
+)
+def test_a_peer_url_brackets_an_ipv6_host(host: str, url: str) -> None:
+    config = PeerConfig(data_dir=Path("d"), host=host, port=9000)
+    assert config.url == url
+    assert config.url_at(9000) == url
+
+
 def test_up_refuses_a_shared_s3_port_without_s3(tmp_path: Path) -> None:
     result = CliRunner().invoke(up, ["--data-dir", str(tmp_path), "--no-s3", "--s3-shared"])
     assert result.exit_code == 2, result.output
