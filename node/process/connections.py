@@ -7,8 +7,9 @@ protocol) per connection, and offers no public hook for what follows. So ``PeerR
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
 3.14, that overrides its ``handle_error``, asyncio's protocol callbacks and one private
 method, ``_process_keepalive`` (its idle timer: it clears ``_keepalive_handle`` as aiohttp
-does), reads one private attribute, ``_waiter`` (set while the connection waits for a
-request), and sets another, ``_lingering_time`` (``close_after_answer``); of asyncio it sets
+does), reads two private attributes, ``_waiter`` (set while the connection waits for a
+request) and ``_request_in_progress``, and sets ``_lingering_time`` (``close_after_answer``)
+and, while the server stops, ``_close`` and ``_force_close`` around a read; of asyncio it sets
 a socket transport's ``max_size`` (bytes one receive takes). The tests in
 ``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
 
@@ -31,6 +32,11 @@ a socket transport's ``max_size`` (bytes one receive takes). The tests in
   answered 503 with ``Retry-After`` and closed. Idle or slow clients cannot exhaust the
   peer's descriptors, and peers keep their pooled connections while public ones go first.
 * **Nothing inflated.** Bodies are never decompressed here (a zip bomb stays small).
+* **Stopping.** The listening sockets close first; a connection waiting for a request
+  closes; one with a request in progress closes once it is answered, within
+  ``SHUTDOWN_GRACE`` (5 s), after which the request is cut. Its body still comes in
+  meanwhile: aiohttp's own shutdown drops what arrives on a connection it closes, so an
+  upload under way at a SIGTERM starved and was cut at the grace.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ MAX_HEADER_LINE = 8190  # bytes of one header, name and value (431 past it; aioh
 MAX_HEADERS = 100  # headers of one request (431 past it)
 MAX_HEAD = 64 << 10  # bytes of a whole request head (431 past it)
 LINGER = 2.0  # seconds a connection cut off with an answer stays open, taking nothing in
+# seconds a stopping peer gives the requests under way on each of its ports before it cuts
+# them (its files port and its S3 port alike; clients retry a cut request)
+SHUTDOWN_GRACE = 5.0
 # A connection whose handler does not read its body (a request waiting its turn, a slow
 # holder) holds what aiohttp buffered before it stopped reading: twice READ_BUFFER, plus one
 # receive of RECEIVE_SIZE. The defaults (aiohttp's 256 KiB, asyncio's 256 KiB) held 768 KiB;
@@ -145,6 +154,7 @@ class PeerConnection(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self.stopping = False  # the server stops: the request in progress may end, no other
 
     def __repr__(self) -> str:
         state = "waiting" if self.waiting else "busy" if self.connected else "closed"
@@ -184,6 +194,17 @@ class PeerConnection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self._event_loop.time()
+        if self.stopping and self._request_in_progress and (self._close or self._force_close):
+            # aiohttp's shutdown closes every connection, and a closed one drops what
+            # arrives: an upload under way would starve until the grace ran out. Its body
+            # is still read; the connection closes once it is answered, as aiohttp's does.
+            closing = self._close, self._force_close
+            self._close = self._force_close = False
+            try:
+                super().data_received(data)
+            finally:
+                self._close, self._force_close = closing
+            return
         if self.waiting:  # these bytes begin or continue a request head
             if not self._head_bytes:
                 self._head_start = b""
@@ -363,6 +384,13 @@ class PeerServer(web.Server):
     def forget(self, connection: PeerConnection) -> None:
         self._open.discard(connection)
 
+    def pre_shutdown(self) -> None:
+        """As aiohttp's (every connection closed once its request in progress is answered),
+        but a request still receiving its body gets it (``PeerConnection.data_received``)."""
+        for connection in self._open:
+            connection.stopping = True
+        super().pre_shutdown()
+
     async def _screened(self, request: BaseRequest) -> web.StreamResponse:
         """The app's handler, behind what must be decided before routing: aiohttp answers an
         unknown Expect in plain text before any middleware runs."""
@@ -405,9 +433,11 @@ def unbindable(exc: OSError, shared: bool = False) -> str:
 
 class PeerRunner(web.AppRunner):
     """Runs a peer's app (``node.process.wiring.create_app``) on a ``PeerServer``, whose
-    access logger (``RequestLog``) counts every answer in the app's metrics and logs it."""
+    access logger (``RequestLog``) counts every answer in the app's metrics and logs it;
+    stopping, it waits ``SHUTDOWN_GRACE`` for requests under way."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("shutdown_timeout", SHUTDOWN_GRACE)
         super().__init__(app, access_log=ACCESS_LOG, access_log_class=RequestLog, **kwargs)
         self._config = app[CONFIG]
 

@@ -32,7 +32,7 @@ async def serve(config: PeerConfig) -> None:
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
     _open_files_for(config)
     app = create_app(config)
-    runner = PeerRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    runner = PeerRunner(app, handle_signals=False)
     try:
         await runner.setup()
     except StartRefused as exc:

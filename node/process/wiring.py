@@ -133,11 +133,15 @@ def create_app(
     app[forms.FORM_GUARD] = browser.form_guard  # a form sent with one: its CSRF token
     app.on_response_prepare.append(_common_headers)
     app.on_response_prepare.append(request_id_header)
+    s3 = _S3Port()
     app.cleanup_ctx.append(_data_dir_lock)
-    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit))
+    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit, s3=s3))
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     app[keys.CHANNELS] = OpenChannels()
-    # First at shutdown: other peers' channels answer the frames under way, then close.
+    # First at shutdown: the S3 port takes no new connection (a shared one: the host's
+    # other peers take them), then other peers' channels answer the frames under way and
+    # close; then the requests under way on either port are waited for.
+    app.on_shutdown.append(s3.stop_taking)
     app.on_shutdown.append(lambda app: app[keys.CHANNELS].stop(config.peer_timeout))
     public.add_routes(app)
     monitoring.add_routes(app)
@@ -211,7 +215,7 @@ async def _serve_s3(
     Raises StartRefused when the port cannot be bound.
     """
     config = app[keys.CONFIG]
-    runner = PeerRunner(_s3_app(app, limit), shutdown_timeout=2.0)
+    runner = PeerRunner(_s3_app(app, limit))
     await runner.setup()
     tls = _serving_tls(config)
     try:
@@ -304,6 +308,36 @@ async def _listen_when_ready(
         _serving_s3(app, shared[0].getsockname()[1], shared=True)
 
 
+class _S3Port:
+    """The S3 frontend of a peer (``_lifecycle`` fills it in): its runner, the task that
+    listens on a shared port once the peer is ready (``_listen_when_ready``) and that
+    port's sockets."""
+
+    def __init__(self) -> None:
+        self.runner: PeerRunner | None = None
+        self.gate: asyncio.Task[None] | None = None
+        self.shared: list[socket.socket] = []
+
+    async def stop_taking(self, app: web.Application) -> None:
+        """Take no new connection (leave a shared port's group), leaving the requests under
+        way to ``close``; again is harmless."""
+        if self.gate is not None:  # before the runner it would start a site on
+            self.gate.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.gate
+        if self.runner is not None:
+            for site in list(self.runner.sites):
+                await site.stop()
+        for sock in self.shared:  # those no site took (a stop while joining)
+            sock.close()
+
+    async def close(self, app: web.Application) -> None:
+        """Stop serving: the requests under way get ``SHUTDOWN_GRACE``."""
+        await self.stop_taking(app)
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
     """Make the data directory and hold its lock (``lock_data_dir``) while the peer runs:
     before anything else opens, after everything else closed."""
@@ -317,7 +351,7 @@ async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _lifecycle(
-    app: web.Application, wall_ms: Callable[[], int], limit: RequestLimit
+    app: web.Application, wall_ms: Callable[[], int], limit: RequestLimit, s3: _S3Port
 ) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
@@ -446,8 +480,7 @@ async def _lifecycle(
     if len(identity.secrets) > 1:  # a rotation is under way: keys move to the new secret
         jobs.append(reseal_keys(access_store, retry))
     loops = start_for_peer(peer_id, jobs)  # their log lines name this peer
-    discovery, s3_runner, s3_gate = None, None, None
-    shared: list[socket.socket] = []  # a shared S3 port's sockets, closed at the stop
+    discovery = None
     try:  # a start that fails from here on (S3's port taken) stops what started, as a stop
         if config.discovery == "zeroconf":
             from node.cluster.discovery import Discovery  # zeroconf: ~3 MiB a peer saves
@@ -456,10 +489,10 @@ async def _lifecycle(
             app[keys.DISCOVERY] = discovery
             await discovery.start()
         if config.s3_port is not None:
-            s3_runner, shared = await _serve_s3(app, limit)
-            if shared:
-                listen = _listen_when_ready(app, s3_runner, shared, _serving_tls(config))
-                s3_gate = start_for_peer(peer_id, [listen])[0]
+            s3.runner, s3.shared = await _serve_s3(app, limit)
+            if s3.shared:
+                listen = _listen_when_ready(app, s3.runner, s3.shared, _serving_tls(config))
+                s3.gate = start_for_peer(peer_id, [listen])[0]
         log.info(
             "peer %s of cluster %s serving %s from %s",
             peer_id,
@@ -469,14 +502,7 @@ async def _lifecycle(
         )
         yield
     finally:
-        if s3_gate is not None:  # before the runner it would start a site on
-            s3_gate.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await s3_gate
-        if s3_runner is not None:
-            await s3_runner.cleanup()  # first: no S3 request runs on stopped components
-        for sock in shared:  # those no site took (a stop while joining); again is harmless
-            sock.close()
+        await s3.close(app)  # first: no S3 request runs on stopped components
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
         for task in loops:

@@ -8,13 +8,14 @@ and boto3's retries go over new connections to the others."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import boto3
@@ -22,6 +23,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ResponseStreamingError
+from yarl import URL
 
 from node.process.tls import client_context
 from tests.harness import ProcessCluster, eventually, free_port, free_port_block
@@ -38,7 +40,7 @@ LOADERS = 16  # clients under load when a sharing peer is killed (none on it: p 
 def fresh_client(url: str, retries: int = 1) -> BaseClient:
     """A boto3 S3 client of its own (its own connection pool: a new TCP connection), making
     at most ``retries`` attempts per request (standard retry mode), each given 10 s to
-    connect and 30 s to read."""
+    connect and 30 s to read; it presigns with Signature V4."""
     return boto3.client(
         "s3",
         endpoint_url=url,
@@ -48,6 +50,7 @@ def fresh_client(url: str, retries: int = 1) -> BaseClient:
         config=Config(
             retries={"max_attempts": retries, "mode": "standard"},
             s3={"addressing_style": "path"},
+            signature_version="s3v4",
             max_pool_connections=1,
             connect_timeout=10,
             read_timeout=30,
@@ -287,5 +290,84 @@ async def test_a_shared_s3_port_serves_https_with_each_peers_certificate(tmp_pat
                         assert answer.status == 403, await answer.text()  # unsigned: S3's no
                         assert "<Code>AccessDenied</Code>" in await answer.text()
             assert sum([await s3_requests(session, u) for u in cluster.urls]) == 8
+        finally:
+            await cluster.stop()
+
+
+async def trickle(
+    session: aiohttp.ClientSession, url: URL, seconds: float, sent: asyncio.Event, **kw: Any
+) -> int:
+    """PUT 16 pieces of 512 bytes to ``url`` over ``seconds`` (a slow client); its status.
+    ``sent`` is set once the first piece has gone out: the request is the server's."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(16):
+            yield bytes([i]) * 512
+            if i == 1:
+                sent.set()
+            await asyncio.sleep(seconds / 16)
+
+    headers = {**kw.pop("headers", {}), "Content-Length": str(16 * 512)}
+    async with session.put(url, data=pieces(), headers=headers, **kw) as answer:
+        await answer.read()
+        return answer.status
+
+
+def refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:``port`` is refused (nothing listens there)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_a_stopping_peer_leaves_the_s3_port_at_once_and_finishes_what_is_under_way(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: the S3 port takes no new connection at once (a shared port's other peers take
+    them), while an upload on the files port (3 s) and one on the S3 port (6 s) go on; each
+    port's requests under way get 5 s (SHUTDOWN_GRACE) and both uploads are stored."""
+    port = free_port_block(1)
+    inline = "--inline-max=16384"  # the uploads are kept in their manifests: 3 peers do
+    cluster = ProcessCluster(tmp_path, 3, inline, per_peer=[[f"--s3-port={port}"], [], []])
+    async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
+        try:
+            await cluster.start(session)
+            await eventually(lambda: serves_s3(session, cluster.urls[0]), 30, "S3 listening")
+            s3_url = f"http://127.0.0.1:{port}"
+            signer = fresh_client(s3_url)
+            try:
+                await asyncio.to_thread(signer.create_bucket, Bucket="stopping")
+                presigned = await asyncio.to_thread(
+                    signer.generate_presigned_url,
+                    "put_object",
+                    Params={"Bucket": "stopping", "Key": "s3"},
+                    ExpiresIn=300,
+                )
+            finally:
+                signer.close()
+            async with aiohttp.ClientSession() as anonymous:  # the URL carries the signature
+                sent = [asyncio.Event(), asyncio.Event()]
+                uploads = [
+                    asyncio.ensure_future(
+                        trickle(session, URL(f"{cluster.urls[0]}/files/stopping/f"), 3.0, sent[0])
+                    ),
+                    asyncio.ensure_future(
+                        trickle(anonymous, URL(presigned, encoded=True), 6.0, sent[1])
+                    ),
+                ]
+                await eventually(lambda: all(e.is_set() for e in sent), 10, "uploads under way")
+                process = cluster.peers[0].process
+                assert process is not None
+                process.send_signal(signal.SIGTERM)
+                await eventually(lambda: refused(port), 2, "the S3 port to take no connection")
+                assert not uploads[0].done(), "the files port's upload was meant to be under way"
+                assert await asyncio.gather(*uploads) == [201, 200]
+                assert await asyncio.wait_for(process.wait(), 30) == 0
+            for name in ("f", "s3"):
+                async with session.get(f"{cluster.urls[1]}/files/stopping/{name}") as answer:
+                    assert answer.status == 200, name
+                    assert await answer.read() == b"".join(bytes([i]) * 512 for i in range(16))
         finally:
             await cluster.stop()
