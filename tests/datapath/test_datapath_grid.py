@@ -494,14 +494,16 @@ async def test_a_range_reads_only_the_blocks_it_lies_in(
     assert reader.buffers.held == 0
 
 
-@pytest.mark.parametrize("failure", ["corrupt", "unreachable", "absent", "slow"])
+@pytest.mark.parametrize("failure", ["corrupt", "unreachable", "absent", "slow", "down"])
 async def test_a_wanted_block_that_fails_is_decoded_around_every_byte_once(
     tmp_path: Path, failure: str
 ) -> None:
     """A range over blocks 1-3 of a stripe whose block 2 cannot be read (after block 1 went
-    out): the stripe is read from k chunks and decoded, and the rest of the range comes out
-    once, in order; the chunk is reported (unless it was never stored)."""
-    grid = Grid(tmp_path, 8, block_size=BLOCK, peer_timeout=1.0)
+    out, or from the start when its holder is seen down): the stripe is read from k chunks
+    and decoded, and the rest of the range comes out once, in order; the chunk is reported
+    (unless it was never stored, or its holder is down: then it was not read)."""
+    short = {"peer_timeout": 1.0} if failure == "slow" else {}  # the production one else
+    grid = Grid(tmp_path, 8, block_size=BLOCK, **short)
     await grid.start()
     try:
         data = os.urandom(BLOCK * 5 * 4)
@@ -518,6 +520,10 @@ async def test_a_wanted_block_that_fails_is_decoded_around_every_byte_once(
         elif failure == "slow":
             grid.transport.timeout = 60.0  # its call hangs on past the read's 1 s wait
             grid.hang_peer(holder)
+        elif failure == "down":
+            grid.break_peer(holder)
+            for _ in range(2):  # down_after
+                reader.membership.report_failure(holder.id)
         else:  # a degraded write: the manifest never had chunk 2
             kept = tuple(ref for ref in found.chunks if ref.index != 2)
             found = dataclasses.replace(found, chunks=kept)
@@ -525,7 +531,7 @@ async def test_a_wanted_block_that_fails_is_decoded_around_every_byte_once(
         assert await read_manifest(reader, found, start, end) == data[start:end]
         assert reader.coordinator.decoded_stripes == 1
         assert reader.coordinator.decoded_reads[failure] == 1
-        assert reader.broken_reports == ([] if failure == "absent" else [("f", {2})])
+        assert reader.broken_reports == ([] if failure in ("absent", "down") else [("f", {2})])
         assert reader.buffers.held == 0
     finally:
         await grid.close()
