@@ -441,6 +441,7 @@ class ChunkReader:
         self._peers = peers
         self._layout = layout
         self.stripes = stripes  # read in order, each once
+        self.next_stripe = stripes.start  # whose block ``next_block`` gives next
         self._buffers = buffers
         self._blocks: deque[tuple[Buffer, int]] = deque()  # (block, credit held for it)
         self._asked = False  # the consumer waits for (or will soon ask for) a block
@@ -523,6 +524,7 @@ class ChunkReader:
             if not self._blocks:  # the time is up, or the reader ended
                 return None
         block, credit = self._blocks.popleft()
+        self.next_stripe += 1
         self._asked = False
         self._buffers.give(credit)
         self._turn.set()  # room in the queue: it may read ahead again

@@ -300,6 +300,7 @@ class StripeRead:
         self._why: dict[int, str] = {}  # chunk index -> why it was passed over
         self._spares = deque(sorted(self._refs, key=lambda i: (self._refs[i].holder in down, i)))
         self._active: dict[int, ChunkReader] = {}
+        self._spanned = False  # readers over their spans (``_start``), not every stripe
         # The data blocks wanted of the first and of the last stripe (all k of the others).
         every = range(layout.k)
         self._head = self._tail = every
@@ -339,14 +340,14 @@ class StripeRead:
                 if self._healthy:
                     blocks: dict[int, Buffer] = {}
                     while given < wanted.stop:
-                        await self._block(given, blocks)
+                        await self._block(given, stripe, blocks)
                         if given not in blocks:
                             break
                         yield stripe, given, blocks.pop(given)
                         given += 1
                     if given == wanted.stop:
                         continue
-                    data = await self._stripe(stripe, blocks, skip=range(wanted.start, given))
+                    data = await self._stripe(stripe, blocks)
                 else:
                     data = await self._stripe(stripe, {})
                 for index in range(given, wanted.stop):
@@ -377,6 +378,7 @@ class StripeRead:
             for index in needed:
                 self._spares.remove(index)
                 self._active[index] = self._reader(index, self._span(index))
+            self._spanned = True
             return
         while self._spares and len(self._active) < k:
             self._activate(self._stripes.start)
@@ -392,13 +394,19 @@ class StripeRead:
 
     @property
     def _healthy(self) -> bool:
-        """Whether every data chunk with wanted blocks is read: no stripe needs decoding."""
-        return all(i in self._active for i in range(self.layout.k) if self._span(i))
+        """Whether every data chunk with wanted blocks is read over its span: no stripe needs
+        decoding. (Readers started over every stripe, to decode, are read stripe by stripe
+        even when they are the data chunks: read by span, one would fall behind.)"""
+        return self._spanned and all(
+            i in self._active for i in range(self.layout.k) if self._span(i)
+        )
 
-    async def _block(self, index: int, blocks: dict[int, Buffer]) -> None:
-        """Put the next block of active chunk ``index`` in ``blocks``; a chunk that cannot
-        give it is closed and marked broken."""
+    async def _block(self, index: int, stripe: int, blocks: dict[int, Buffer]) -> None:
+        """Put active chunk ``index``'s block of ``stripe`` (its next) in ``blocks``; a chunk
+        that cannot give it is closed and marked broken."""
         reader = self._active[index]
+        if reader.next_stripe != stripe:  # another stripe's block would pass for this one's
+            raise RuntimeError(f"{reader!r} is at stripe {reader.next_stripe}, not {stripe}")
         block = await reader.next_block(self._timeout)
         if block is None:
             self._why[index] = (reader.failure or "failed") if reader.ended else "slow"
@@ -419,23 +427,22 @@ class StripeRead:
             finally:
                 reader.close()
 
-    async def _stripe(
-        self, stripe: int, blocks: dict[int, Buffer], skip: Collection[int] = ()
-    ) -> list[Buffer]:
-        """``stripe``'s k data blocks, with ``blocks`` those already in hand and the active
-        chunks in ``skip`` already past it; decodes around failed chunks. When the readers
-        at ``stripe`` give fewer than k blocks, the active chunks whose reader is not at it
-        (past it, or over other stripes) are read apart before any spare is started."""
+    async def _stripe(self, stripe: int, blocks: dict[int, Buffer]) -> list[Buffer]:
+        """``stripe``'s k data blocks, with ``blocks`` those already in hand; decodes
+        around failed chunks. When the active readers at ``stripe`` give fewer than k
+        blocks, the active chunks whose reader is not at it (past it: a block handed out
+        before a later one failed; or over other stripes) are read apart before any spare
+        is started."""
         layout = self.layout
         at = [
             i
             for i, reader in self._active.items()
-            if i not in skip and i not in blocks and stripe in reader.stripes
+            if i not in blocks and reader.next_stripe == stripe and stripe in reader.stripes
         ]
         for index in at:
             self._active[index].want()  # all read at once, even past the read-ahead budget
         for index in at:
-            await self._block(index, blocks)
+            await self._block(index, stripe, blocks)
         if len(blocks) < layout.k:
             await self._again(stripe, [i for i in self._active if i not in blocks], blocks)
         while len(blocks) < layout.k:
@@ -444,7 +451,7 @@ class StripeRead:
                     f"{self._manifest.name!r}: only {len(blocks)} of the {layout.k} chunks "
                     f"needed for stripe {stripe} are readable"
                 )
-            await self._block(self._activate(stripe), blocks)
+            await self._block(self._activate(stripe), stripe, blocks)
         if all(i in blocks for i in range(layout.k)):
             return [blocks.pop(i) for i in range(layout.k)]
         self.decoding.stripes += 1

@@ -546,31 +546,38 @@ def rot(peer: GridPeer, manifest: Manifest, index: int, stripes: range) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rotten", "refusing"),
+    ("rotten", "refusing", "seen_down"),
     [
-        ({1: range(9)}, [2]),  # a data chunk corrupt throughout, another holder refusing
-        ({3: range(4, 5)}, []),  # one block corrupt: decoding begins mid-range
-        ({0: range(2, 3)}, [5]),  # a parity holder refusing: the other parity decodes
+        ({1: range(9)}, [2], []),  # a data chunk corrupt throughout, another holder refusing
+        ({3: range(4, 5)}, [], []),  # one block corrupt: decoding begins mid-range
+        ({0: range(2, 3)}, [5], []),  # a parity holder refusing: the other parity decodes
+        # three holders seen down but serving: the k chunks started to decode are the data
+        # chunks, read stripe by stripe, none falling behind
+        ({}, [], [3, 5, 6]),
     ],
-    ids=["corrupt-and-refused", "one-block", "one-parity-left"],
+    ids=["corrupt-and-refused", "one-block", "one-parity-left", "seen-down-serving"],
 )
 async def test_every_range_comes_out_whole_around_broken_chunks(
-    grid: Grid, rotten: dict[int, range], refusing: list[int]
+    grid: Grid, rotten: dict[int, range], refusing: list[int], seen_down: list[int]
 ) -> None:
     """Ranges of a file (250, seeded: within a block, over stripe boundaries, over up to
     five stripes, empty) read back exact while chunks are corrupt or their holders refuse
-    (and, after two refusals, are seen down): wherever a wanted block fails, the decoding
-    finds what it needs of that stripe, reading apart the blocks no byte of the range is
-    in, and no byte comes out twice or goes missing."""
+    (and, after two refusals, are seen down) or are seen down: wherever a wanted block
+    fails, the decoding finds what it needs of that stripe, reading apart the blocks no
+    byte of the range is in, and no byte comes out twice or goes missing."""
     data = os.urandom(BLOCK * 5 * 8 + 333)
     manifest = await store(grid[0], "f", data)
     for index, stripes in rotten.items():
         rot(grid.peer_of(manifest.holders()[index]), manifest, index, stripes)
-    refused = holders_of(grid, manifest, refusing)
+    refused = holders_of(grid, manifest, refusing + seen_down)
     reader = next(p for p in grid.peers if p not in refused and p is not grid[0])
+    refused = holders_of(grid, manifest, refusing)
     found = await reader.coordinator.stat("f")
     for peer in refused:
         grid.break_peer(peer)
+    for peer in holders_of(grid, manifest, seen_down):
+        for _ in range(2):  # down_after
+            reader.membership.report_failure(peer.id)
     sample = random.Random(13)
     for _ in range(250):
         start = sample.randrange(len(data))
