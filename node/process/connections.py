@@ -7,9 +7,10 @@ protocol) per connection, and offers no public hook for what follows. So ``PeerR
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
 3.14, that overrides its ``handle_error``, asyncio's protocol callbacks and one private
 method, ``_process_keepalive`` (its idle timer: it clears ``_keepalive_handle`` as aiohttp
-does), reads two private attributes, ``_waiter`` (set while the connection waits for a
-request) and ``_request_in_progress``, and sets ``_lingering_time`` (``close_after_answer``)
-and, while the server stops, ``_close`` and ``_force_close`` around a read; of asyncio it sets
+does), reads one private attribute, ``_waiter`` (set while the connection waits for a
+request; its result is set once a head is parsed), and sets ``_lingering_time``
+(``close_after_answer``) and, while the server stops, ``_close`` and ``_force_close`` around
+a read; of asyncio it sets
 a socket transport's ``max_size`` (bytes one receive takes). The tests in
 ``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
 
@@ -155,6 +156,7 @@ class PeerConnection(RequestHandler):
         self._send_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self.stopping = False  # the server stops: the request in progress may end, no other
+        self._dropping = False  # stopping, it dropped a read: it reads nothing more
 
     def __repr__(self) -> str:
         state = "waiting" if self.waiting else "busy" if self.connected else "closed"
@@ -165,6 +167,15 @@ class PeerConnection(RequestHandler):
         """Whether it waits for a request: idle, or receiving a request's head."""
         waiter = self._waiter
         return waiter is not None and not waiter.done()
+
+    @property
+    def _under_way(self) -> bool:
+        """Whether a request's head has been parsed and its answer is not yet done: from
+        the head (aiohttp's wait for a request has its result) through its handler (the
+        wait is over), not while the connection waits for a head (or that wait was
+        cancelled: the connection closed idle)."""
+        waiter = self._waiter
+        return waiter is None or (waiter.done() and not waiter.cancelled())
 
     # asyncio's protocol callbacks
 
@@ -194,10 +205,15 @@ class PeerConnection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self._event_loop.time()
-        if self.stopping and self._request_in_progress and (self._close or self._force_close):
+        if self.stopping and (self._close or self._force_close):
             # aiohttp's shutdown closes every connection, and a closed one drops what
             # arrives: an upload under way would starve until the grace ran out. Its body
             # is still read; the connection closes once it is answered, as aiohttp's does.
+            # A connection with no request under way takes none; once it dropped a read it
+            # takes nothing more, so no body can come through with a piece missing.
+            if self._dropping or not self._under_way:
+                self._dropping = True
+                return
             closing = self._close, self._force_close
             self._close = self._force_close = False
             try:

@@ -320,7 +320,8 @@ class _S3Port:
 
     async def stop_taking(self, app: web.Application) -> None:
         """Take no new connection (leave a shared port's group), leaving the requests under
-        way to ``close``; again is harmless."""
+        way to ``close``; again is harmless. (Open keep-alive connections still take
+        requests until then: closing them here cut uploads under way, not understood yet.)"""
         if self.gate is not None:  # before the runner it would start a site on
             self.gate.cancel()
             with contextlib.suppress(asyncio.CancelledError):
