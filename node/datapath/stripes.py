@@ -307,6 +307,7 @@ class StripeRead:
         if wanted is not None and stripes:
             self._head = layout.blocks_covering(stripes[0], *wanted)
             self._tail = layout.blocks_covering(stripes[-1], *wanted)
+        self._needed = [i for i in every if self._span(i)]  # data chunks with wanted blocks
 
     def __repr__(self) -> str:
         return f"StripeRead({self._manifest.name!r}, {self._stripes}, reading={list(self._active)})"
@@ -372,15 +373,14 @@ class StripeRead:
         """Start the readers: each data chunk over its span while every data chunk with
         wanted blocks can be read; else (one absent, known broken or on a holder seen
         down) k chunks over every stripe, data first, down holders last, to decode."""
-        k = self.layout.k
-        needed = [i for i in range(k) if self._span(i)]
+        needed = self._needed
         if all(i in self._refs and self._refs[i].holder not in self._down for i in needed):
             for index in needed:
                 self._spares.remove(index)
                 self._active[index] = self._reader(index, self._span(index))
             self._spanned = True
             return
-        while self._spares and len(self._active) < k:
+        while self._spares and len(self._active) < self.layout.k:
             self._activate(self._stripes.start)
 
     def _reader(self, index: int, stripes: range) -> ChunkReader:
@@ -397,9 +397,7 @@ class StripeRead:
         """Whether every data chunk with wanted blocks is read over its span: no stripe needs
         decoding. (Readers started over every stripe, to decode, are read stripe by stripe
         even when they are the data chunks: read by span, one would fall behind.)"""
-        return self._spanned and all(
-            i in self._active for i in range(self.layout.k) if self._span(i)
-        )
+        return self._spanned and all(i in self._active for i in self._needed)
 
     async def _block(self, index: int, stripe: int, blocks: dict[int, Buffer]) -> None:
         """Put active chunk ``index``'s block of ``stripe`` (its next) in ``blocks``; a chunk

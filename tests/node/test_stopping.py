@@ -62,6 +62,18 @@ async def open_upload(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     return reader, writer
 
 
+async def finish_upload(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Send the last two CHUNKS and the end of the body; the answer, read to its end."""
+    for piece in CHUNKS[1:]:
+        writer.write(chunk(piece))
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
 async def test_an_upload_under_way_at_the_stop_is_read_whole_and_answered(
     served: tuple[PeerRunner, int, dict[str, bytes]],
 ) -> None:
@@ -70,13 +82,7 @@ async def test_an_upload_under_way_at_the_stop_is_read_whole_and_answered(
     writer.write(chunk(CHUNKS[0]))
     await writer.drain()
     stopping = asyncio.ensure_future(runner.cleanup())  # waits for the request under way
-    for piece in CHUNKS[1:]:
-        writer.write(chunk(piece))
-        await writer.drain()
-    writer.write(b"0\r\n\r\n")
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
+    answer = await finish_upload(reader, writer)
     await asyncio.wait_for(stopping, 10)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert got["body"] == b"".join(CHUNKS)
@@ -104,12 +110,6 @@ async def test_a_body_arriving_before_its_handler_runs_is_read_whole(
     monkeypatch.setattr(PeerConnection, "data_received", stop_in_the_window)
     reader, writer = await open_upload(port)
     await eventually(lambda: bool(in_window), 10, "the stop between head and handler")
-    for piece in CHUNKS[1:]:
-        writer.write(chunk(piece))
-        await writer.drain()
-    writer.write(b"0\r\n\r\n")
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
+    answer = await finish_upload(reader, writer)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert got["body"] == b"".join(CHUNKS)
