@@ -436,6 +436,8 @@ def stat(name: str, as_json: bool, peers: tuple[str, ...], cacert: Path | None) 
             "layout",
             "inline: in the manifest's replicas, no chunks"
             if manifest.inline
+            else "packed: in a pack of small files, erasure-coded"
+            if manifest.packed
             else f"{manifest.k} data + {manifest.m} parity chunks of {manifest.chunk_size} bytes,"
             f" {manifest.stripes} stripes of {manifest.block_size}-byte blocks",
         ),

@@ -221,15 +221,21 @@ class Manifest:
     segments: int = 0
     """Parts of a multipart (S3) object whose bytes this file is, in order (its own
     ``chunks`` are then empty); 0 for other files, and from a peer of before them."""
+    packed: bool = False
+    """The bytes lie in a pack of small files (its one segment names the pack): a small file
+    left unchanged for ``--pack-after``. False from a peer of before packs."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
         """Build from the JSON answer of ``GET /manifests/{name}``."""
         chunks = tuple(ChunkInfo.from_json(chunk) for chunk in record["chunks"])
         given = _representation_from_json(record)
-        inline = bool(record.get("inline", False))  # absent from peers of before
-        segments = int(record.get("segments", 0))  # (likewise)
-        return cls(**_fields(cls, record, chunks=chunks, inline=inline, segments=segments, **given))
+        stored = {  # absent from peers of before each
+            "inline": bool(record.get("inline", False)),
+            "segments": int(record.get("segments", 0)),
+            "packed": bool(record.get("packed", False)),
+        }
+        return cls(**_fields(cls, record, chunks=chunks, **stored, **given))
 
 
 @dataclass(frozen=True)

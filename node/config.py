@@ -307,6 +307,22 @@ class PeerConfig:
             low=1,
         ),
     )
+    pack_after: float = field(
+        default=86400.0,
+        metadata=option(
+            "Seconds a file kept in its manifest (--inline-max) stays unchanged before the "
+            "anti-entropy walk packs it with others into an erasure-coded pack (0: never).",
+            low=0,
+        ),
+    )
+    pack_check_interval: float = field(
+        default=86400.0,
+        metadata=option(
+            "Seconds between checks of each pack for files changed since they were packed "
+            "(a pack none of whose files is left is deleted; one half dead is repacked).",
+            low=1,
+        ),
+    )
     tombstone_grace: float = field(
         default=7 * 86400.0,
         metadata=option(

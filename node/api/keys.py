@@ -28,6 +28,7 @@ from node.disk.data_dir import WriteProbe
 from node.disk.manifest_store import ManifestStore
 from node.model.version import HybridClock
 from node.upkeep.anti_entropy import AntiEntropy
+from node.upkeep.packer import Packer
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -49,6 +50,7 @@ REBALANCER = web.AppKey("rebalancer", Rebalancer)
 REPAIRER = web.AppKey("repairer", Repairer)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 ANTI_ENTROPY = web.AppKey("anti_entropy", AntiEntropy)
+PACKER = web.AppKey("packer", Packer)
 DISCOVERY: web.AppKey[Discovery] = web.AppKey("discovery")
 ACCESS = web.AppKey("access", AccessStore)
 UPLOADS = web.AppKey("uploads", Uploads)  # multipart uploads (S3)

@@ -40,8 +40,10 @@ from node.datapath.hedging import HedgeDelay
 from node.disk.chunk_store import ChunkStore
 from node.disk.data_dir import disk_usage
 from node.disk.deletions import DeletionLog
+from node.disk.manifest_store import ManifestStore
 from node.model.manifest import ChunkMeta
 from node.upkeep.anti_entropy import AntiEntropy
+from node.upkeep.packer import Packer
 from node.upkeep.rebalancer import Progress
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -197,11 +199,13 @@ class Watched:
     config: PeerConfig
     membership: Membership
     chunks: ChunkStore
+    manifests: ManifestStore
     coordinator: Coordinator
     repairer: Repairer
     scrubber: Scrubber
     rebalance: Progress
     anti_entropy: AntiEntropy
+    packer: Packer
     deletions: DeletionLog
     buffers: BlockBudget  # the read-ahead and write-queue budget of its chunk streams
     hedge: HedgeDelay  # when manifest reads ask one more replica
@@ -332,6 +336,16 @@ class PeerCollector:
         )
         yield _gauge("chunk_store_chunks", "Chunks this peer holds.", w.chunks.chunk_count)
         yield _gauge(
+            "manifest_log_bytes",
+            "Bytes of this peer's manifest log, records no longer current included.",
+            w.manifests.log_bytes,
+        )
+        yield _gauge(
+            "manifest_log_live_bytes",
+            "Bytes of the manifest log's current records (the rest goes at compaction).",
+            w.manifests.live_bytes,
+        )
+        yield _gauge(
             "chunk_writes_in_progress",
             "Chunks this peer is receiving or writing: begun, not yet stored or failed.",
             w.chunks.writing,
@@ -439,6 +453,14 @@ class PeerCollector:
             "Chunks those pending deletions name.",
             w.deletions.pending_chunks,
         )
+        packs = w.packer.stats
+        yield _counter("packs_written", "Packs of cold small files this peer stored.", packs.packs)
+        yield _counter(
+            "packed_files",
+            "Small files whose manifest this peer rewrote to name their bytes in a pack.",
+            packs.files_packed,
+        )
+        yield _counter("packed_bytes", "Bytes of those files.", packs.bytes_packed)
         ae = w.anti_entropy.stats
         yield _counter("anti_entropy_passes", "Anti-entropy passes finished.", ae.passes)
         yield _counter(

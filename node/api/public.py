@@ -31,6 +31,7 @@ from node.api.keys import (
     DISCOVERY,
     GOSSIP,
     MEMBERSHIP,
+    PACKER,
     REPAIRER,
     SCRUBBER,
     principal_of,
@@ -368,5 +369,6 @@ async def get_scrub(request: web.Request) -> web.Response:
             "scrub": request.app[SCRUBBER].stats.to_json(),
             "repair": request.app[REPAIRER].stats.to_json(),
             "anti_entropy": request.app[ANTI_ENTROPY].stats.to_json(),
+            "packs": request.app[PACKER].stats.to_json(),
         }
     )

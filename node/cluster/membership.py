@@ -242,6 +242,12 @@ class Membership:
         """The first ``n`` up members clockwise from ``key``, with the handoffs after them."""
         return place(self._ring, key, n, self.down_ids())
 
+    def all_read_packs(self) -> bool:
+        """Whether every member, up or down, last said its release reads packed files
+        (``PeerFigures.reads_packs``); this peer's does."""
+        me = self.me.id
+        return all(live.figures.reads_packs for i, live in self._liveness.items() if i != me)
+
     def full_ids(self) -> set[str]:
         """Members whose last figures say they are out of space (``is_full``)."""
         return {i for i, live in self._liveness.items() if is_full(live.figures)}

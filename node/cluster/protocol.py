@@ -134,6 +134,10 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     scrub_pass_chunks: Annotated[int, msgspec.Meta(ge=0)] = 0
     scrub_pass_checked: Annotated[int, msgspec.Meta(ge=0)] = 0
     deletions_pending: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Whether the peer's release reads packed files (manifest schema 2, node.model.packs):
+    # absent (False) from releases before packs, which refuse those manifests, so no peer
+    # packs a file until every member has said it can read one.
+    reads_packs: bool = False
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):

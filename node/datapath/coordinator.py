@@ -7,7 +7,9 @@ to the *i*-th member of the file version's placement set, one chunk stream each
 from a read quorum and streams the k data chunks in parallel with bounded read-ahead,
 decoding from parity around chunks that are missing, slow or corrupt; what it found broken is
 reported for repair. A segmented manifest (a multipart object) is read segment by segment,
-each through its part's own manifest, checked to be the part version the segment names.
+each through its part's own manifest, checked to be the part version the segment names; a
+packed file (``node.model.packs``) is one segment, a range of its pack, whose manifest a
+coordinator keeps for ``PACK_MANIFEST_TTL`` seconds.
 DELETE commits a tombstone; listings merge every up peer's replicas
 (folder listings: ``node.datapath.listing``).
 A conditional PUT or DELETE (If-Match...) commits only where each manifest replica finds the
@@ -21,6 +23,8 @@ import builtins
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+
+from cachetools import TTLCache
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
@@ -55,11 +59,15 @@ from node.model.folders import Item, Page, merge_flat
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.multipart import Segment, segments_covering
+from node.model.packs import PACK_BLOCK_SIZE, is_pack_name
 from node.model.preconditions import Preconditions, representation
 from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock, Version
 
 log = logging.getLogger(__name__)
+
+PACK_MANIFESTS = 256  # pack manifests a coordinator keeps (~6 KiB each for 4 MiB packs)
+PACK_MANIFEST_TTL = 10.0  # seconds one is kept, at most
 
 
 async def read_small(
@@ -115,6 +123,11 @@ class Coordinator:
         # the stripes so rebuilt.
         self.decoded_reads = dict.fromkeys(DECODE_REASONS, 0)
         self.decoded_stripes = 0
+        # A pack's manifest changes only where its chunks move or are rebuilt: one kept a
+        # few seconds mostly still finds them (old copies go after --delete-grace, or once
+        # scrub reaches them), and a read that fails with it is tried with a fresh one.
+        ttl = min(PACK_MANIFEST_TTL, config.delete_grace / 2)
+        self._packs: TTLCache[str, Manifest] = TTLCache(PACK_MANIFESTS, ttl)
 
     def __repr__(self) -> str:
         return f"Coordinator(peer={self._membership.me.id[:8]}, {self._replicas!r})"
@@ -136,8 +149,12 @@ class Coordinator:
         *,
         representation: Representation | Callable[[], Representation] = NO_REPRESENTATION,
         content_md5: bytes | None = None,
+        block_size: int | None = None,
     ) -> Manifest:
         """Store a file read from ``body`` and return its committed manifest.
+
+        ``block_size``, where given, is the file's instead of ``--block-size``, and the
+        file is cut into chunks however small (a pack: ``node.model.packs``).
 
         ``content_md5`` (only under ``--etag md5``: else ValueError) is the MD5 the body must
         have (a Content-MD5, RFC 1864): checked against the etag's own digest, so the body
@@ -165,7 +182,8 @@ class Coordinator:
         if condition is not None:
             self._check(name, condition, await self._replicas.read(name))
         await self._membership.refresh_ring()
-        small, body = await read_small(body, size, config.inline_max)
+        inline_max = config.inline_max if block_size is None else 0
+        small, body = await read_small(body, size, inline_max)
         if small is not None:
             if size is not None and len(small) != size:
                 raise IncompleteBody(f"body ended after {len(small)} of {size} bytes")
@@ -187,10 +205,11 @@ class Coordinator:
             return manifest
         # Admitted before the version and the placement are taken: a wait must not leave
         # a placement with a peer that went down meanwhile.
-        in_hand = write_in_hand(size, config.k, config.m, config.block_size)
+        block_size = block_size or config.block_size
+        in_hand = write_in_hand(size, config.k, config.m, block_size)
         async with self._buffers.admit(in_hand):
             manifest = await self._store_chunks(
-                name, body, size, content_type, representation, content_md5
+                name, body, size, content_type, representation, content_md5, block_size
             )
         await self._replicas.commit(manifest, condition=condition)
         if manifest.degraded:
@@ -207,6 +226,7 @@ class Coordinator:
         content_type: str,
         representation: Representation | Callable[[], Representation],
         content_md5: bytes | None,
+        block_size: int,
     ) -> Manifest:
         """Cut ``body`` into a new version's chunks on their holders (``put``): its
         manifest, not yet committed. Raises what ``put`` raises before the commit."""
@@ -220,13 +240,13 @@ class Coordinator:
         n = len(holders)
         if n < config.k:
             raise Unavailable(f"{n} peers are up; a file needs at least {config.k}")
-        expected = Layout(size, config.k, m, config.block_size) if size is not None else None
+        expected = Layout(size, config.k, m, block_size) if size is not None else None
         writers = {
             index: ChunkWriter(
                 self._peers,
                 holder,
                 chunk_id(file, index),
-                ChunkMeta(name, str(version), index, config.block_size),
+                ChunkMeta(name, str(version), index, block_size),
                 expected.chunk_size if expected else None,
                 self._buffers,
                 config.stall_timeout,
@@ -236,12 +256,12 @@ class Coordinator:
         async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
             written = await write_stripes(
-                pieces, group, config.k, m, config.block_size, size, config.etag, content_md5
+                pieces, group, config.k, m, block_size, size, config.etag, content_md5
             )
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")
             stored = await group.finish()
-        layout = Layout(written.size, config.k, m, config.block_size)
+        layout = Layout(written.size, config.k, m, block_size)
         chunks = tuple(
             ChunkRef(index, writer.holder, bytes(written.digests[index]))
             for index, writer in writers.items()
@@ -286,18 +306,29 @@ class Coordinator:
         await self._replicas.commit(manifest, condition=condition)
         return manifest
 
-    async def segment(self, segment: Segment) -> Manifest:
-        """The manifest of the part ``segment`` names, checked to be that version of that
-        size. Raises CorruptData when it is gone or another (the object has lost a part),
-        Unavailable when too few of its replicas answer."""
-        part = await self._replicas.read(segment.name)
+    async def segment(self, segment: Segment, cached: bool = False) -> Manifest:
+        """The manifest of the part (or pack) ``segment`` names, checked to be that version
+        and to hold the segment's bytes; with ``cached``, a pack's may come from this peer's
+        cache of them. Raises CorruptData when it is gone or another (the object has lost a
+        part), Unavailable when too few of its replicas answer."""
+        packed = is_pack_name(segment.name)
+        part = self._packs.get(segment.name) if packed and cached else None
+        if part is None or part.version != segment.version:
+            part = await self._replicas.read(segment.name)
+            if packed and part is not None and not part.deleted:
+                self._packs[segment.name] = part
         if part is None or part.deleted or part.version != segment.version:
             raise CorruptData(
                 f"segment {segment.name!r} version {segment.version} is gone: the object "
                 "has lost a part"
             )
-        if part.size != segment.size:
-            raise CorruptData(f"segment {segment.name!r} has {part.size} bytes, not {segment.size}")
+        if not (
+            segment.offset + segment.size <= part.size if packed else part.size == segment.size
+        ):
+            raise CorruptData(
+                f"segment {segment.name!r} has {part.size} bytes, not {segment.size} "
+                f"from byte {segment.offset}"
+            )
         return part
 
     def admit_read(
@@ -308,7 +339,12 @@ class Coordinator:
         ``--admission-wait``); a file kept in its manifest needs none."""
         if manifest.stored_inline:
             return contextlib.nullcontext()
-        return self._buffers.admit(read_in_hand(manifest.layout, start, end))
+        layout = manifest.layout
+        if manifest.packed:  # what is read is the pack's, in its small blocks
+            at = manifest.segments[0].offset
+            start, end = at + start, at + end
+            layout = Layout(end, layout.k, layout.m, PACK_BLOCK_SIZE)
+        return self._buffers.admit(read_in_hand(layout, start, end))
 
     async def stream(
         self, manifest: Manifest, start: int, end: int
@@ -319,10 +355,16 @@ class Coordinator:
         when a segment's part is gone. Chunks found broken on the way are reported for
         repair. A segmented manifest holds one part's manifest at a time.
         """
+        if manifest.packed:
+            async with contextlib.aclosing(self._packed(manifest, start, end)) as read:
+                async for piece in read:
+                    yield piece
+            return
         if manifest.segmented:
             for segment, first, past in segments_covering(manifest.segments, start, end):
                 part = await self.segment(segment)
-                async with contextlib.aclosing(self.stream(part, first, past)) as read:
+                at = segment.offset
+                async with contextlib.aclosing(self.stream(part, at + first, at + past)) as read:
                     async for piece in read:
                         yield piece
             return
@@ -358,6 +400,28 @@ class Coordinator:
                 self.decoded_stripes += decoding.stripes
             if broken:
                 self._report_broken(manifest, broken)
+
+    async def _packed(
+        self, manifest: Manifest, start: int, end: int
+    ) -> AsyncGenerator[Buffer, None]:
+        """``stream`` of a packed file: its bytes' range of its pack, read through the pack's
+        manifest as this peer keeps it; a read that fails before its first byte is tried
+        once more with the pack's manifest read again (its chunks may have moved)."""
+        segment = manifest.segments[0]
+        for cached in (True, False):
+            pack = await self.segment(segment, cached)
+            sent = False
+            try:
+                at = segment.offset
+                async with contextlib.aclosing(self.stream(pack, at + start, at + end)) as read:
+                    async for piece in read:
+                        sent = True
+                        yield piece
+                return
+            except (Unavailable, CorruptData):
+                self._packs.pop(segment.name, None)
+                if sent or not cached:
+                    raise
 
     async def delete(self, name: str, condition: Preconditions | None = None) -> Manifest:
         """Write a tombstone for ``name``; raises FileNotFound, Unavailable or

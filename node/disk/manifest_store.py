@@ -198,7 +198,7 @@ class ManifestStore:
     def __repr__(self) -> str:
         return (
             f"ManifestStore({self._root}, names={len(self._index)}, "
-            f"segments={len(self._log.sizes)}, live_bytes={sum(self._live.values())}, "
+            f"segments={len(self._log.sizes)}, live_bytes={self.live_bytes}, "
             f"provisional={sum(map(len, self._marks.values()))}, "
             f"syncs={self._log.syncs}, batches={self._log.batches})"
         )
@@ -213,6 +213,16 @@ class ManifestStore:
     def live_names(self) -> list[str]:
         """Names whose replica here is a live version (not a tombstone), in order."""
         return [name for name in self._index.names if not self._index.deleted(name)]
+
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the manifest log's segments, dead records included."""
+        return sum(self._log.sizes.values())
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of the records that are current replicas (the rest is compaction's)."""
+        return sum(self._live.values())
 
     def has_chunks(self, name: str) -> bool:
         """Whether ``name``'s replica here names chunks on peers (from the index: no

@@ -14,7 +14,9 @@ other fields given at PUT, user metadata, an S3 checksum) is kept the same way: 
 without it keep their bytes.
 A segmented manifest (a multipart object: ``node.model.multipart``) has no chunks of its own
 but a ``segments`` list naming each part's stored name, version, size and etag, in order
-(left out when empty, same reason); its size is the sum of theirs.
+(left out when empty, same reason); its size is the sum of theirs. A packed file
+(``node.model.packs``) has one segment, its bytes in a pack from an offset: its manifest is
+of schema 2, which releases before packs refuse rather than read the pack from its start.
 
 On the wire and on disk a manifest is the msgpack array ``[record, checksum]``: ``record`` is
 the msgpack map of ``ManifestRecord`` (schema 1) as bytes, ``checksum`` its xxh3-128, so a
@@ -37,7 +39,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import xxhash
@@ -48,6 +50,7 @@ from node.model.digests import DIGEST_SIZE, chunk_digest
 from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
 from node.model.multipart import MAX_PARTS, Segment, is_part_name
 from node.model.names import RESERVED, has_control, validate_stored_name
+from node.model.packs import is_pack_name
 from node.model.representation import (
     MAX_FIELD_LENGTH,
     MAX_METADATA_BYTES,
@@ -59,6 +62,7 @@ from node.model.representation import (
 from node.model.version import Version
 
 SCHEMA = 1
+PACKED_SCHEMA = 2  # a packed file's manifest (node.model.packs)
 MAX_REVISION = (1 << 63) - 1
 MAX_LABEL_LENGTH = 1024  # etag and content type
 MAX_INLINE = 64 << 10  # bytes a manifest carries inline
@@ -231,12 +235,21 @@ class Manifest:
 
     @property
     def segmented(self) -> bool:
-        """Whether the bytes are those of other files' versions (``segments``), in order."""
+        """Whether the bytes are those of other files' versions (``segments``), in order:
+        a multipart object's parts, or a packed file's pack."""
         return bool(self.segments)
 
+    @property
+    def packed(self) -> bool:
+        """Whether the bytes lie in a pack (``node.model.packs``), not in parts."""
+        return len(self.segments) == 1 and is_pack_name(self.segments[0].name)
+
     def segment_refs(self) -> set[tuple[str, str]]:
-        """``(SEGMENT_HOLDER, segment id)`` of every segment: what a commit that replaces
-        this manifest retires with its chunks (``node.datapath.replicas``)."""
+        """``(SEGMENT_HOLDER, segment id)`` of every part: what a commit that replaces this
+        manifest retires with its chunks (``node.datapath.replicas``). Never a pack: other
+        files' bytes are in it."""
+        if self.packed:
+            return set()
         return {(SEGMENT_HOLDER, segment_id(s.name, s.version)) for s in self.segments}
 
     @property
@@ -300,7 +313,7 @@ class Manifest:
         layout = self.layout
         given = self.representation
         record = ManifestRecord(
-            schema=SCHEMA,
+            schema=PACKED_SCHEMA if self.packed else SCHEMA,
             name=self.name,
             version=self.version,
             size=layout.size,
@@ -314,7 +327,8 @@ class Manifest:
             chunks=list(self.chunks),
             inline=self.inline or UNSET,
             representation=representation_record(given) if given else UNSET,
-            segments=list(self.segments) or UNSET,
+            # (msgspec encodes by type: a whole segment goes as the 4 fields it always had)
+            segments=cast("list[Segment]", [s.on_wire() for s in self.segments]) or UNSET,
         )
         packed = msgspec.msgpack.encode(record)
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
@@ -331,7 +345,7 @@ class Manifest:
             if _checksum(sealed.record) != sealed.checksum:
                 raise CorruptData("manifest fails its checksum")
             record = _record_decoder.decode(sealed.record)
-            if record.schema != SCHEMA:
+            if record.schema not in (SCHEMA, PACKED_SCHEMA):
                 raise CorruptData(f"unknown manifest schema {record.schema!r}")
             layout = check_layout(Layout(record.size, record.k, record.m, record.block_size))
             _check_record(record, layout)
@@ -384,6 +398,7 @@ class Manifest:
             "degraded": self.degraded,
             "inline": self.stored_inline,
             "segments": len(self.segments),
+            "packed": self.packed,
             "k": layout.k,
             "m": layout.m,
             "block_size": layout.block_size,
@@ -466,14 +481,25 @@ def _check_record(record: ManifestRecord, layout: Layout) -> None:
 
 def _segments(record: ManifestRecord, layout: Layout) -> tuple[Segment, ...]:
     """A decoded record's segments, checked: stored names, sizes that add up to the
-    layout's, none beside chunks or inline bytes; raises ValueError."""
+    layout's, none beside chunks or inline bytes; one segment in a pack, with an offset
+    where any is, exactly in a manifest of ``PACKED_SCHEMA``; raises ValueError."""
+    packed = record.schema == PACKED_SCHEMA
     if isinstance(record.segments, UnsetType):
+        if packed:
+            raise ValueError("a packed file's manifest names its pack")
         return ()
     segments = tuple(record.segments)
     if record.chunks or record.inline:
         raise ValueError("a segmented manifest has no chunks or inline bytes of its own")
     if sum(s.size for s in segments) != layout.size:
         raise ValueError("the segments' sizes do not add up to the manifest's")
+    packs = sum(is_pack_name(segment.name) for segment in segments)
+    if (packs, len(segments)) != ((1, 1) if packed else (0, len(segments))):
+        raise ValueError(
+            f"schema {record.schema} with {packs} of {len(segments)} segments in packs"
+        )
+    if not packed and any(s.offset for s in segments):
+        raise ValueError("only a packed file's segment starts past its file's first byte")
     for segment in segments:
         if is_part_name(segment.name):
             continue

@@ -132,13 +132,33 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 class Segment(msgspec.Struct, frozen=True, array_like=True):
-    """One part of a segmented (multipart) object: the part's stored name and version, its
-    size in bytes and its etag. The object's bytes are its segments' in order."""
+    """One part of a segmented object: the stored name and version of the file whose bytes
+    it is, their size and etag. The object's bytes are its segments' in order. A multipart
+    object's segments are its parts, whole; a packed file's one segment is ``size`` bytes
+    of its pack from ``offset`` (``node.model.packs``). On the wire a segment at offset 0
+    is the four fields before it (``on_wire``), as releases before packs wrote it."""
 
     name: str
     version: Version
     size: Annotated[int, msgspec.Meta(ge=0)]
     etag: Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    def on_wire(self) -> msgspec.Struct:
+        """What encodes this segment: itself, or where its offset is 0, its first four
+        fields (msgspec writes every field of an array-like struct, defaults too)."""
+        if self.offset:
+            return self
+        return _Whole(self.name, self.version, self.size, self.etag)
+
+
+class _Whole(msgspec.Struct, frozen=True, array_like=True):
+    """A segment's fields as a segment at offset 0 is written (``Segment.on_wire``)."""
+
+    name: str
+    version: Version
+    size: int
+    etag: str
 
 
 def new_attempt_id() -> str:

@@ -92,6 +92,7 @@ from node.process.memory import Trimmer
 from node.process.tls import TlsFiles, client_context, server_context
 from node.tracing import start_for_peer
 from node.upkeep.anti_entropy import AntiEntropy
+from node.upkeep.packer import Packer
 from node.upkeep.rebalancer import Progress, Rebalancer
 from node.upkeep.repairer import Repairer, RepairStats
 from node.upkeep.scrubber import Scrubber, ScrubStats
@@ -406,6 +407,7 @@ async def _lifecycle(
             scrub_pass_chunks=scrub_stats.pass_chunks,
             scrub_pass_checked=scrub_stats.pass_checked,
             deletions_pending=deletions.pending,
+            reads_packs=True,
         )
 
     seeds = [*config.join, *token_seeds]
@@ -442,14 +444,17 @@ async def _lifecycle(
     )
     scrubber = Scrubber(config, membership, chunks, replicas, repairer, scrub_stats)
     uploads = Uploads(config, coordinator, replicas, clock)
-    anti_entropy = AntiEntropy(config, membership, manifests, replicas, peers, repairer, uploads)
+    packer = Packer(config, membership, coordinator, replicas, clock)
+    anti_entropy = AntiEntropy(
+        config, membership, manifests, replicas, peers, repairer, uploads, packer
+    )
     access_store = AccessStore(replicas, coordinator, clock, identity, config.access_cache_ttl)
 
     app[keys.CHUNKS], app[keys.MANIFESTS], app[keys.MEMBERSHIP] = chunks, manifests, membership
     app[keys.GOSSIP], app[keys.REPLICAS], app[keys.COORDINATOR] = gossip, replicas, coordinator
     app[keys.HOLDER], app[keys.REBALANCER] = holder, rebalancer
     app[keys.REPAIRER], app[keys.SCRUBBER] = repairer, scrubber
-    app[keys.ANTI_ENTROPY] = anti_entropy
+    app[keys.ANTI_ENTROPY], app[keys.PACKER] = anti_entropy, packer
     app[keys.UPLOADS] = uploads
     app[keys.ACCESS], app[keys.GATEKEEPER] = access_store, Gatekeeper(access_store)
     collector = PeerCollector(
@@ -457,11 +462,13 @@ async def _lifecycle(
             config,
             membership,
             chunks,
+            manifests,
             coordinator,
             repairer,
             scrubber,
             progress,
             anti_entropy,
+            packer,
             deletions,
             buffers,
             replicas.hedge,

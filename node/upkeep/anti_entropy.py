@@ -10,9 +10,11 @@ every up holder, in batches of at most ``MAX_INVENTORY`` chunk ids packed 17 byt
 reported to the repairer, which rebuilds them where they belong (on the same holder: only
 the copy was lost). A holder down is left to repair's own rules (``--repair-after``).
 
-The same walk purges tombstones older than ``tombstone_grace`` once all N home replicas hold
-exactly that tombstone (``ManifestReplicas.purge_tombstone``); tombstones of cluster records
-(revoked keys, removed namespaces) are kept, so a stale replica can never revive a key.
+The walk offers every manifest it reads to the packer (``node.upkeep.packer``), which packs
+cold small files. It also purges tombstones older than ``tombstone_grace`` once all N home
+replicas hold exactly that tombstone (``ManifestReplicas.purge_tombstone``); tombstones of
+cluster records (revoked keys, removed namespaces) are kept, so a stale replica can never
+revive a key.
 
 Cost of a pass, per million chunks placed (measured: ``bench/anti_entropy.py``): one manifest
 file read per name on its primary, 17 bytes of request per chunk (17 MB, in requests of up
@@ -41,6 +43,8 @@ from node.errors import RingstoreError
 from node.model.manifest import Manifest
 from node.model.multipart import is_multipart_name, is_upload_record
 from node.model.names import RESERVED
+from node.model.packs import is_pack_name
+from node.upkeep.packer import Packer
 from node.upkeep.repairer import Repairer
 from node.waiting import wait_event
 
@@ -78,8 +82,10 @@ class AntiEntropy:
         peers: Peers,
         repairer: Repairer,
         uploads: Uploads | None = None,
+        packer: Packer | None = None,
     ) -> None:
-        """``uploads``: whose unfinished multipart uploads to collect (none: not done)."""
+        """``uploads``: whose unfinished multipart uploads to collect (none: not done);
+        ``packer``: what each manifest read is offered to (none: nothing is packed)."""
         self._config = config
         self._membership = membership
         self._manifests = manifests
@@ -87,6 +93,7 @@ class AntiEntropy:
         self._peers = peers
         self._repairer = repairer
         self._uploads = uploads
+        self._packer = packer
         self._wake = asyncio.Event()
         self.batch = MAX_INVENTORY  # chunk ids per check (benchmarks compare smaller ones)
         self.stats = AntiEntropyStats()
@@ -122,6 +129,8 @@ class AntiEntropy:
                 await self._purge(manifest)  # never a key's or namespace's: no revival
             if manifest is not None and self._uploads is not None and is_upload_record(name):
                 await _collect_upload(self._uploads, manifest)
+            if manifest is not None and self._packer is not None:
+                await self._packer.offer(manifest)
             if manifest is None or manifest.deleted or manifest.stored_inline:
                 continue
             stats.names_checked += 1
@@ -132,6 +141,8 @@ class AntiEntropy:
                 await self._check_all(placed)
                 placed, pending = {}, 0
         await self._check_all(placed)
+        if self._packer is not None:
+            await self._packer.walk_ended()
         stats.passes += 1
         stats.last_pass = time.time()
         stats.last_pass_seconds = time.monotonic() - started
@@ -204,8 +215,9 @@ class AntiEntropy:
 def _purgeable(name: str) -> bool:
     """Whether a tombstone of ``name`` may be purged: a file's, or a multipart upload's
     record or part (one coming back from a stale replica is an unreachable record or part,
-    collected as garbage); never a key's or a namespace's, which would revive it."""
-    return not name.startswith(RESERVED) or is_multipart_name(name)
+    collected as garbage), or a pack's; never a key's or a namespace's, which would revive
+    it."""
+    return not name.startswith(RESERVED) or is_multipart_name(name) or is_pack_name(name)
 
 
 async def _collect_upload(uploads: Uploads, record: Manifest) -> None:

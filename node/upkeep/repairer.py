@@ -161,8 +161,8 @@ class Repairer:
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""
         base = await self._replicas.read(name, decided=True)
-        if base is None or base.deleted or base.stored_inline:
-            return  # gone, or a record carried whole in its manifest: no chunks to rebuild
+        if base is None or not base.chunked:
+            return  # gone, kept in its manifest, or in other files (parts, a pack): no chunks
         manifest = base
         if base.layout.m < self._config.m:  # written with less parity (an older release)
             manifest = base.with_parity(self._config.m)

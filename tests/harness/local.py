@@ -27,6 +27,7 @@ from node.api.keys import (
     HOLDER,
     MANIFESTS,
     MEMBERSHIP,
+    PACKER,
     REBALANCER,
     REPAIRER,
     REPLICAS,
@@ -49,6 +50,7 @@ from node.process.connections import PeerRunner, PeerServer
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 from node.upkeep.anti_entropy import AntiEntropy
+from node.upkeep.packer import Packer
 from node.upkeep.rebalancer import Rebalancer
 from node.upkeep.repairer import Repairer
 from node.upkeep.scrubber import Scrubber
@@ -306,6 +308,10 @@ class LocalPeer:
     @property
     def anti_entropy(self) -> AntiEntropy:
         return self._app()[ANTI_ENTROPY]
+
+    @property
+    def packer(self) -> Packer:
+        return self._app()[PACKER]
 
 
 class LocalCluster:

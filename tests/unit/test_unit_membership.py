@@ -10,6 +10,7 @@ import pytest
 
 from node.cluster import membership as membership_module
 from node.cluster.membership import Membership
+from node.cluster.protocol import PeerFigures
 from ring import Member, Ring
 
 
@@ -65,3 +66,18 @@ async def test_home_replicas_since_a_join_include_the_homes_before_it(tmp_path: 
         assert set(before[name]) <= set(since)
         moved += set(before[name]) != set(now)
     assert moved > 0, "the join moved some names' homes"
+
+
+def test_packing_waits_until_every_member_says_it_reads_packs(tmp_path: Path) -> None:
+    """A release before packs refuses a packed file's manifest: no peer packs while any
+    member (up or down) has not said in gossip that it reads them."""
+    membership = Membership(Member("a", "http://a"), tmp_path, vnodes=8, replicas=3)
+    assert membership.all_read_packs()  # this peer alone: its release does
+    membership.merge([Member(m, f"http://{m}") for m in "bc"])
+    assert not membership.all_read_packs()  # never heard from
+    membership.hear("b", PeerFigures(reads_packs=True))
+    assert not membership.all_read_packs()
+    membership.hear("c", PeerFigures(reads_packs=True))
+    assert membership.all_read_packs()
+    membership.hear("c", PeerFigures())  # gone back to a release before packs
+    assert not membership.all_read_packs()

@@ -339,7 +339,7 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
     span = None
     if number is not None:
         span = _part_span(manifest, number)
-        if manifest.segmented:
+        if manifest.segmented and not manifest.packed:  # (a packed file was one PUT)
             headers[PARTS_COUNT] = str(len(manifest.segments))
     whole = number is None and hdrs.RANGE not in request.headers
     if whole and request.headers.get(CHECKSUM_MODE, "").upper() == "ENABLED":

@@ -135,6 +135,8 @@ async def test_scrape_time_figures_come_from_the_components(
         "ringstore_quota_bytes",
         "ringstore_rebalance_moved_bytes_total",
         "ringstore_anti_entropy_passes_total",
+        "ringstore_packs_written_total",
+        "ringstore_manifest_log_live_bytes",
         "ringstore_gc_removed_bytes_total",
         "ringstore_requests_in_progress",
         "ringstore_decoded_stripes_total",

@@ -1,0 +1,320 @@
+"""The packer: cold small files leave their manifests for erasure-coded packs, and packs
+whose files changed are repacked or deleted.
+
+A file kept inside its manifest (``--inline-max``) costs three replicas of its bytes. The
+anti-entropy walk (``node.upkeep.anti_entropy``) reads every manifest this peer is primary
+for and offers each to the packer, which gathers files kept inline and unchanged for
+``--pack-after`` seconds until ``PACK_BYTES`` of them (or ``MAX_MEMBERS``) are in hand, and
+at the end of the walk whatever is gathered past ``MIN_PACK_BYTES`` (the rest waits for the
+next walk). It then stores them as one pack (``node.model.packs``: members' bytes,
+directory, directory length), cut into k + m chunks of ``PACK_BLOCK_SIZE`` blocks like any
+file, and commits each member's manifest again: same version, next revision, its bytes
+named as a segment of the pack, kept only by replicas that still hold the manifest it was
+read as (``ManifestReplicas.commit`` with ``base``). A member changed meanwhile
+(overwritten, deleted) keeps its change: its bytes in the pack are dead weight, never wrong
+bytes. Rewrites stop ``REWRITE_DEADLINE`` seconds after the pack was stored.
+
+**Reclaim.** A pack is a file whose primary walks it too: once it is ``CHECK_AFTER`` old,
+each ``--pack-check-interval`` (spread over the walks by a hash of its name) the packer
+reads its directory and asks every replica of every member (all N: a rewrite into the pack
+that reached one replica, its coordinator dead before retracting it, may yet win by read
+repair) whether the newest manifest still names the pack. None does: the pack gets a
+tombstone (its chunks go after ``--delete-grace``, as a replaced file's). Half or more of
+its members' bytes are dead: the live members' bytes are read from it and packed again
+with the files this walk gathers (their manifests rewritten from the packed one, next
+revision); at the end of the walk the pack is checked once more and deleted if none is left
+in it. A check that cannot ask every replica (a member's replica down) decides nothing.
+So a pack's space is at most twice its live bytes for longer than a check period, and a
+pack of deleted files goes within one.
+
+Crash safety: a pack is committed before any member points at it, and a member's bytes
+stay where they were (inline replicas, or the old pack, never deleted while a replica of
+the member names it) until a quorum of its replicas took the new revision. A crash
+between leaves a pack that some members (maybe none) use, which its checks reclaim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from node.cluster.membership import Membership
+from node.config import PeerConfig
+from node.datapath.coordinator import Coordinator
+from node.datapath.replicas import ManifestReplicas
+from node.errors import RingstoreError
+from node.model.manifest import Manifest
+from node.model.multipart import Segment
+from node.model.names import RESERVED
+from node.model.packs import (
+    LENGTH_BYTES,
+    MAX_MEMBERS,
+    PACK_BLOCK_SIZE,
+    PACK_BYTES,
+    PackEntry,
+    is_pack_name,
+    pack_name,
+    pack_trailer,
+    read_directory,
+    trailer_length,
+)
+from node.model.version import HybridClock
+
+log = logging.getLogger(__name__)
+
+MIN_PACK_BYTES = 64 << 10  # members' bytes worth a pack at the end of a walk
+PACK_CONTENT_TYPE = "application/vnd.ringstore.pack"
+REWRITE_DEADLINE = 600.0  # seconds a pack's members are rewritten into it, at most
+CHECK_AFTER = 3600.0  # a pack's age before its first check: its rewrites are long over
+DEAD_SHARE = 0.5  # a pack with this share of its members' bytes dead is repacked
+
+
+@dataclass
+class PackStats:
+    packs: int = 0  # packs committed
+    files_packed: int = 0  # files whose manifest now names a pack (repacked ones too)
+    bytes_packed: int = 0  # their bytes
+    files_passed: int = 0  # members changed meanwhile, or whose rewrite missed its quorum
+    failures: int = 0  # packs not stored (too few peers, ...): their members stay
+    packs_checked: int = 0  # packs whose members were asked about
+    packs_deleted: int = 0  # packs none of whose members named them any more
+    files_repacked: int = 0  # live members of half-dead packs, packed again
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Member:
+    manifest: Manifest  # as read: what its rewrite replaces (``base``)
+    data: bytes
+
+
+class Packer:
+    """Packs cold inline files offered by the anti-entropy walk; checks and reclaims the
+    packs this peer is primary for."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        membership: Membership,
+        coordinator: Coordinator,
+        replicas: ManifestReplicas,
+        clock: HybridClock,
+    ) -> None:
+        self._config = config
+        self._membership = membership
+        self._coordinator = coordinator
+        self._replicas = replicas
+        self._clock = clock
+        self._gathered: list[_Member] = []
+        self._bytes = 0
+        self._repacking: dict[str, Manifest] = {}  # packs whose live members are gathered
+        self._walks = 0
+        self.stats = PackStats()
+
+    def __repr__(self) -> str:
+        return f"Packer(gathered={len(self._gathered)}, packs={self.stats.packs})"
+
+    def wants(self, manifest: Manifest, now: float) -> bool:
+        """Whether ``manifest`` is a file kept inline, unchanged ``--pack-after`` seconds
+        at wall-clock time ``now`` (seconds)."""
+        after = self._config.pack_after
+        return (
+            after > 0
+            and bool(manifest.inline)
+            and not manifest.deleted
+            and not manifest.name.startswith(RESERVED)  # cluster records, parts stay
+            and manifest.version.wall_ms / 1000 <= now - after
+        )
+
+    def due(self, pack: Manifest, now: float) -> bool:
+        """Whether this walk checks ``pack`` (a live pack's manifest), at wall-clock ``now``:
+        once it is ``CHECK_AFTER`` old, on one walk in every ``--pack-check-interval``."""
+        config = self._config
+        period = max(1, round(config.pack_check_interval / config.anti_entropy_interval))
+        return (
+            is_pack_name(pack.name)
+            and pack.chunked
+            and pack.version.wall_ms / 1000 <= now - CHECK_AFTER
+            and zlib.crc32(pack.name.encode()) % period == self._walks % period
+        )
+
+    async def offer(self, manifest: Manifest) -> None:
+        """Take ``manifest`` if it is to be packed (pack once enough is gathered); check it
+        if it is a pack due a check."""
+        now = time.time()
+        if self.due(manifest, now):
+            await self._check(manifest, repack=True)
+        elif self.wants(manifest, now):
+            await self._gather(_Member(manifest, manifest.inline))
+
+    async def walk_ended(self) -> None:
+        """Pack what the walk gathered (all of it if it holds a repacked member), then
+        delete the packs emptied by repacking."""
+        await self.flush(at_least=0 if self._repacking else None)
+        repacked, self._repacking = self._repacking, {}
+        for pack in repacked.values():
+            await self._check(pack, repack=False)
+        self._walks += 1
+
+    async def flush(self, at_least: int | None = None) -> None:
+        """Pack what is gathered if it is ``at_least`` bytes (``MIN_PACK_BYTES``); forget
+        it either way (the next walk offers what is still inline)."""
+        members, size = self._gathered, self._bytes
+        self._gathered, self._bytes = [], 0
+        if not members or size < (MIN_PACK_BYTES if at_least is None else at_least):
+            return
+        await self._pack(members)
+
+    async def _gather(self, member: _Member) -> None:
+        self._gathered.append(member)
+        self._bytes += len(member.data)
+        if self._bytes >= PACK_BYTES or len(self._gathered) >= MAX_MEMBERS:
+            await self.flush(at_least=0)
+
+    async def _pack(self, gathered: list[_Member]) -> None:
+        if not self._membership.all_read_packs():
+            self.stats.files_passed += len(gathered)
+            log.info("%d files not packed: a member's release cannot read packs", len(gathered))
+            return
+        members = [member for member in gathered if await self._newest(member.manifest)]
+        self.stats.files_passed += len(gathered) - len(members)
+        if not members:
+            return
+        entries, offset = [], 0
+        for member in members:
+            entries.append(
+                PackEntry(member.manifest.name, member.manifest.version, offset, len(member.data))
+            )
+            offset += len(member.data)
+        body = b"".join(member.data for member in members) + pack_trailer(entries)
+        name = pack_name(self._clock.now())
+        try:
+            pack = await self._coordinator.put(
+                name, _once(body), len(body), PACK_CONTENT_TYPE, block_size=PACK_BLOCK_SIZE
+            )
+        except RingstoreError as exc:
+            self.stats.failures += 1
+            log.warning("pack of %d files not stored: %s", len(members), exc)
+            return
+        del body
+        self.stats.packs += 1
+        deadline = pack.version.wall_ms / 1000 + REWRITE_DEADLINE  # (CHECK_AFTER's clock)
+        packed = passed = 0
+        for member, entry in zip(members, entries, strict=True):
+            base = member.manifest
+            segment = Segment(name, pack.version, entry.size, base.etag, entry.offset)
+            rewritten = dataclasses.replace(
+                base, inline=b"", segments=(segment,), revision=base.revision + 1
+            )
+            try:
+                if time.time() > deadline:
+                    raise TimeoutError("past the rewrite deadline")
+                await self._replicas.commit(rewritten, base=base)
+            except (RingstoreError, TimeoutError) as exc:
+                passed += 1
+                self.stats.files_passed += 1
+                log.debug("%r stays as it is: %s", base.name, exc)
+                continue
+            packed += 1
+            self.stats.files_packed += 1
+            self.stats.bytes_packed += entry.size
+        log.info(
+            "packed %d files (%d bytes) into %s; %d changed meanwhile or not rewritten",
+            packed,
+            offset,
+            name,
+            passed,
+        )
+
+    async def _newest(self, manifest: Manifest) -> bool:
+        """Whether every replica holds ``manifest`` or an older one (``held``): a rewrite
+        from it must not meet one of the same precedence that reached a replica before (an
+        earlier pack's, its coordinator gone)."""
+        try:
+            held = await self._replicas.held(manifest.name)
+        except RingstoreError as exc:
+            log.debug("%r not packed now: %s", manifest.name, exc)
+            return False
+        return manifest in held and all(m.precedence <= manifest.precedence for m in held)
+
+    async def _check(self, pack: Manifest, repack: bool) -> None:
+        """Ask every replica of ``pack``'s members whether it names the pack; delete it if
+        none does, repack its live members (those whose newest manifest names it) if
+        ``repack`` and half its bytes are dead."""
+        try:
+            directory = await self._directory(pack)
+            held = False  # some replica of some member names the pack
+            live: list[tuple[Manifest, PackEntry]] = []  # members whose newest names it
+            for entry in directory:
+                replicas = await self._replicas.held(entry.name)
+                if not any(_names(replica, pack) for replica in replicas):
+                    continue
+                held = True
+                newest = max(replicas, key=lambda replica: replica.precedence)
+                if _names(newest, pack):  # (replicas behind it: ``held`` repairs them)
+                    live.append((newest, entry))
+        except (RingstoreError, ValueError) as exc:
+            log.info("pack %s not checked now: %s", pack.name, exc)
+            return
+        self.stats.packs_checked += 1
+        total = sum(entry.size for entry in directory)
+        alive = sum(entry.size for _, entry in live)
+        if not held:
+            await self._delete(pack, len(directory))
+        elif repack and live and total - alive >= DEAD_SHARE * total:
+            await self._repack(pack, live)
+
+    async def _directory(self, pack: Manifest) -> list[PackEntry]:
+        """The directory at the end of ``pack`` (two ranged reads)."""
+        length = trailer_length(await self._read(pack, pack.size - LENGTH_BYTES, pack.size))
+        return read_directory(await self._read(pack, pack.size - length, pack.size))
+
+    async def _read(self, pack: Manifest, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``pack``; raises ValueError where they are not in it."""
+        if not 0 <= start <= end <= pack.size:
+            raise ValueError(f"bytes {start}-{end} of a {pack.size}-byte pack")
+        return b"".join(
+            [bytes(piece) async for piece in self._coordinator.stream(pack, start, end)]
+        )
+
+    async def _repack(self, pack: Manifest, live: list[tuple[Manifest, PackEntry]]) -> None:
+        first = min(entry.offset for _, entry in live)
+        past = max(entry.offset + entry.size for _, entry in live)
+        try:
+            data = await self._read(pack, first, past)
+        except (RingstoreError, ValueError) as exc:
+            log.info("pack %s not repacked now: %s", pack.name, exc)
+            return
+        log.info("repacking %d live files of %s", len(live), pack.name)
+        self._repacking[pack.name] = pack
+        self.stats.files_repacked += len(live)
+        for current, entry in live:
+            start = entry.offset - first
+            await self._gather(_Member(current, data[start : start + entry.size]))
+
+    async def _delete(self, pack: Manifest, members: int) -> None:
+        try:
+            await self._coordinator.delete(pack.name)
+        except RingstoreError as exc:
+            log.info("pack %s not deleted now: %s", pack.name, exc)
+            return
+        self.stats.packs_deleted += 1
+        log.info("deleted pack %s: none of its %d files is in it any more", pack.name, members)
+
+
+def _names(manifest: Manifest, pack: Manifest) -> bool:
+    """Whether ``manifest`` is a live file whose bytes are in ``pack``."""
+    if manifest.deleted or not manifest.packed:
+        return False
+    segment = manifest.segments[0]
+    return segment.name == pack.name and segment.version == pack.version
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
