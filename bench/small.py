@@ -12,8 +12,14 @@ closed per op (sockets in TIME_WAIT before and after: a pooled connection is nev
 and from the coordinator's metrics the manifest requests it sent to other peers per op and the
 calls each carried (batching, with hedged reads: those that asked a third replica). After
 the PUT phase: disk allocated (st_blocks) and files on disk per object stored, and over
-the logical bytes.
+the logical bytes, and the same less the manifest logs' records no longer current (what
+compaction of their segments reclaims: a bench writes less than a 64 MiB segment).
 Then IDLE seconds with no requests: the peers' CPU, in cores.
+
+A variant whose peers pack (``packed=.@--pack-after=1@--anti-entropy-interval=2``) waits
+after its PUT phase until its peers pack no more files (their
+``ringstore_packed_files_total``; the share packed is in the JSON), then measures the disk:
+its GET phase reads packed files. (Its walks run during the PUT phase too.)
 
 ``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, peer 0 (the coordinator,
 every thread) pinned to those CPUs and the other peers and the clients free: how a peer's
@@ -80,6 +86,9 @@ MAX_OPS = 50_000
 HEDGED = "ringstore_manifest_hedged_reads_total"  # reads that asked a third replica
 BATCHES = "ringstore_manifest_batches_total"  # the coordinator's manifest requests to peers
 BATCHED = "ringstore_manifest_batched_calls_total"  # the calls they carried
+PACKED = "ringstore_packed_files_total"
+PACK_WAIT = 300.0  # seconds a packing variant waits for its files to be packed
+PACK_SETTLED = 8.0  # seconds without one more file packed: packing is over
 
 
 def closed_connections(ports: set[int]) -> int:
@@ -232,6 +241,30 @@ async def phase(
     return figures
 
 
+async def summed(session: aiohttp.ClientSession, cluster: Cluster, metric: str) -> float:
+    """``metric``'s value summed over every peer (0 where a peer has none)."""
+    values = [await counter(session, p.url, metric) for p in cluster.processes.peers]
+    return sum(v or 0.0 for v in values)
+
+
+async def wait_packed(session: aiohttp.ClientSession, cluster: Cluster, files: int) -> float:
+    """The share of ``files`` the peers have packed once that has not grown for
+    ``PACK_SETTLED`` seconds (a primary leaves fewer than ``MIN_PACK_BYTES`` of files for
+    later: the last few written); raises if it is under half after ``PACK_WAIT``."""
+    started = last_change = time.monotonic()
+    packed = -1.0
+    while time.monotonic() - last_change < PACK_SETTLED:
+        now = await summed(session, cluster, PACKED)
+        if now != packed:
+            packed, last_change = now, time.monotonic()
+        if time.monotonic() - started > PACK_WAIT:
+            break
+        await asyncio.sleep(0.5)  # polled: packing ends when the peers' walks get to it
+    if packed < files / 2:
+        raise RuntimeError(f"{packed:.0f} of {files} files packed in {PACK_WAIT:.0f} s")
+    return packed / files
+
+
 async def counter(session: aiohttp.ClientSession, url: str, metric: str) -> float | None:
     """A counter's value on the peer at ``url`` (its ``/metrics``), or None if it has none."""
     async with session.get(f"{url}/metrics") as response:
@@ -280,9 +313,13 @@ async def run(
                     args.conditional,
                     args.profile_gil,
                 )
+                packing = any(o.startswith("--pack-after") for o in options)
+                share = await wait_packed(session, cluster, len(names)) if packing else 0.0
                 allocated, files = (
                     a - b for a, b in zip(disk_usage(Path(tmp)), empty, strict=True)
                 )
+                dead = await summed(session, cluster, "ringstore_manifest_log_bytes")
+                dead -= await summed(session, cluster, "ringstore_manifest_log_live_bytes")
                 get = await phase(
                     session,
                     cluster,
@@ -315,6 +352,8 @@ async def run(
         "put": put,
         "get": get,
         "disk_per_logical": round(allocated / (stored * size), 2),
+        "disk_per_logical_compacted": round((allocated - dead) / (stored * size), 2),
+        "packed_share": round(share, 4),
         "files_per_object": round(files / stored, 2),
         "idle_cores": round(idle, 3),
         "idle_cores_per_peer": round(idle / args.peers, 4),
@@ -325,7 +364,8 @@ async def run(
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| variant | size | PUT ops/s | PUT CPU ms/op | PUT conns closed/op | GET ops/s "
-        "| GET CPU ms/op | GET conns closed/op | disk ÷ logical | files/object "
+        "| GET CPU ms/op | GET conns closed/op | disk ÷ logical (logs compacted) "
+        "| files/object "
         "| idle cores (all peers) | peak RSS MiB | hedged reads/op (PUT, GET) "
         "| coordinator cores used (PUT, GET) | manifest requests to peers per op (PUT, GET) "
         "| calls per request (PUT, GET) | client CPU ms/op (PUT, GET) |",
@@ -351,6 +391,7 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {median('put', 'closed_connections_per_op')} "
             f"| {median('get', 'ops_s')} | {median('get', 'cpu_ms_per_op')}{system(mine, 'get')} "
             f"| {median('get', 'closed_connections_per_op')} | {median('disk_per_logical')} "
+            f"({median('disk_per_logical_compacted')}) "
             f"| {median('files_per_object')} | {median('idle_cores')} | {median('peak_rss_mib')} "
             f"| {both_phases(mine, 'hedged_reads_per_op')} "
             f"| {both_phases(mine, 'coordinator_cores')} "
