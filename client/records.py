@@ -220,7 +220,8 @@ class Manifest:
     most ``--inline-max`` bytes. False from a peer of before inline files."""
     segments: int = 0
     """Parts of a multipart (S3) object whose bytes this file is, in order (its own
-    ``chunks`` are then empty); 0 for other files, and from a peer of before them."""
+    ``chunks`` are then empty); 1 for a packed file (``packed``: its pack); 0 for other
+    files, and from a peer of before them."""
     packed: bool = False
     """The bytes lie in a pack of small files (its one segment names the pack): a small file
     left unchanged for ``--pack-after``. False from a peer of before packs."""

@@ -461,6 +461,16 @@ class PeerCollector:
             packs.files_packed,
         )
         yield _counter("packed_bytes", "Bytes of those files.", packs.bytes_packed)
+        yield _counter(
+            "packs_deleted",
+            "Packs this peer deleted: none of their files was in them any more.",
+            packs.packs_deleted,
+        )
+        yield _counter(
+            "pack_failures",
+            "Packs not stored (too few peers...): their files stay where they were.",
+            packs.failures,
+        )
         ae = w.anti_entropy.stats
         yield _counter("anti_entropy_passes", "Anti-entropy passes finished.", ae.passes)
         yield _counter(

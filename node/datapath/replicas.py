@@ -470,42 +470,6 @@ class ManifestReplicas:
                 found.append(answer)
         return found
 
-    async def held(self, name: str) -> list[Manifest]:
-        """Every manifest the N replicas of ``name`` hold, for decisions that must heed any
-        of them (a write that reached one replica may yet win by read repair; two writes of
-        one precedence never give way to each other). Asked only when nothing can hide
-        one: no hand-over of the name's replicas is under way (its home replicas are the
-        same under every placement kept), none of its home replicas has been down for
-        less than ``--tombstone-grace`` (one down longer must rejoin empty, as for purged
-        tombstones: its stand-in answers for it), and none of the answers is provisional
-        (a conditional write not yet decided, whose retraction would put back what it
-        replaced). Raises Unavailable (Undecided for a provisional answer) otherwise, or
-        unless N replicas answer. Replicas found behind are repaired in the background."""
-        membership, n = self._membership, self._config.manifest_replicas
-        homes = membership.home_replicas_since(name)
-        if len(homes) > n:
-            raise Unavailable(f"the replicas of {name!r} are being handed over")
-        down = membership.down_ids()
-        for member in homes:
-            if member in down and membership.down_for(member) < self._config.tombstone_grace:
-                raise Unavailable(f"home replica {member} of {name!r} is down")
-
-        async def get(member: str) -> ReplicaRead:
-            return await self._peers.get_manifest(member, name)
-
-        found = await self._ask(name, get, n)
-        silent = [m for m in homes if m not in down and m not in found]
-        if len(found) < n or silent:
-            raise Unavailable(f"not every replica of {name!r} answered ({silent} did not)")
-        if any(read.provisional for read in found.values()):
-            raise Undecided(f"a conditional write of {name!r} is not yet decided")
-        newest = _newest(found.values())
-        if newest is not None:  # replicas behind are brought up to date, as reads do
-            for replica, read in found.items():
-                if _behind(read.manifest, newest):
-                    self._spawn(self._repair(replica, newest))
-        return [read.manifest for read in found.values() if read.manifest is not None]
-
     async def purge_tombstone(self, tombstone: Manifest) -> bool:
         """Drop ``tombstone`` from the N *home* replicas if each of them holds exactly it and
         no hand-over is under way for its name; True if it was purged. (A handoff's copy, if

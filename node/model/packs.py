@@ -12,8 +12,9 @@ System", OSDI 2014), and Haystack packs needles into volumes (Beaver et al., OSD
 
 A pack's bytes are its members' bytes in order, then its directory, then the directory's
 length: ``[members][directory][uint64 little-endian length]``. The directory is the msgpack
-array of ``[name, version, offset, size]`` per member (``PackEntry``), so a pack can be
-checked against what points into it without any other record.
+array of ``[name, version, offset, size, revision]`` per member (``PackEntry``; the revision
+its manifest was rewritten at), so a pack can be checked against what points into it
+without any other record.
 
 A member rewritten again (overwritten, deleted) leaves its bytes in the pack: packs are
 never retired by a member (``Manifest.segment_refs`` leaves them out), but by their own
@@ -38,13 +39,14 @@ LENGTH_BYTES = _LENGTH.size  # a pack's last bytes: its directory's length
 
 
 class PackEntry(msgspec.Struct, frozen=True, array_like=True):
-    """One member of a pack: its name and version, where its bytes start in the pack and
-    how many there are."""
+    """One member of a pack: its name and version, where its bytes start in the pack, how
+    many there are, and the revision its manifest was rewritten at to name the pack."""
 
     name: str
     version: Version
     offset: int
     size: int
+    revision: int
 
 
 def pack_name(version: Version) -> str:

@@ -121,6 +121,8 @@ class AntiEntropy:
         membership, me = self._membership, self._membership.me.id
         placed: dict[str, Placed] = {}  # holder -> its chunks to check
         pending = 0
+        if self._packer is not None:
+            self._packer.walk_started()
         for name in self._manifests.names():
             if membership.replicas(name).primary != me:
                 continue

@@ -15,22 +15,26 @@ read as (``ManifestReplicas.commit`` with ``base``). A member changed meanwhile
 bytes. Rewrites stop ``REWRITE_DEADLINE`` seconds after the pack was stored.
 
 **Reclaim.** A pack is a file whose primary walks it too: once it is ``CHECK_AFTER`` old,
-each ``--pack-check-interval`` (spread over the walks by a hash of its name) the packer
-reads its directory and asks every replica of every member (all N: a rewrite into the pack
-that reached one replica, its coordinator dead before retracting it, may yet win by read
-repair) whether the newest manifest still names the pack. None does: the pack gets a
-tombstone (its chunks go after ``--delete-grace``, as a replaced file's). Half or more of
-its members' bytes are dead: the live members' bytes are read from it and packed again
-with the files this walk gathers (their manifests rewritten from the packed one, next
-revision); at the end of the walk the pack is checked once more and deleted if none is left
-in it. A check that cannot ask every replica (a member's replica down) decides nothing.
-So a pack's space is at most twice its live bytes for longer than a check period, and a
-pack of deleted files goes within one.
+once each ``--pack-check-interval`` (at a moment a hash of its name places), the packer
+reads its directory and, for each member, the newest decided manifest (a quorum read).
+A member is in the pack while that names it. Otherwise the rewrite into the pack is beaten
+for good once something above its precedence (recorded in the directory) is committed:
+where nothing is, the newest is committed again one revision above it (a fence), since an
+uncommitted rewrite may sit on a replica no read looks at (a handoff, a peer down; its
+coordinator died before retracting it) and would win over anything lower. None left in
+it: the pack gets a tombstone (its chunks go after ``--delete-grace``, as a replaced
+file's). Half or more of its members' bytes gone: the live members' bytes are read from it
+and packed again with the files this walk gathers (their manifests rewritten from the
+packed one), and at the end of the walk the pack is checked once more and deleted if none
+is left in it. A check that cannot decide (a quorum missing, a conditional write not yet
+decided) is made again at the next walk. So a pack holds at most twice its live bytes for
+longer than a check period, and a pack of deleted files goes within one.
 
 Crash safety: a pack is committed before any member points at it, and a member's bytes
-stay where they were (inline replicas, or the old pack, never deleted while a replica of
-the member names it) until a quorum of its replicas took the new revision. A crash
-between leaves a pack that some members (maybe none) use, which its checks reclaim.
+stay where they were (inline replicas, or the old pack) until a quorum of its replicas took
+the new revision; a pack goes only once each member's newest names another place and
+cannot be beaten by the rewrite into it. A crash between leaves a pack that some members
+(maybe none) use, which its checks reclaim.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ PACK_CONTENT_TYPE = "application/vnd.ringstore.pack"
 REWRITE_DEADLINE = 600.0  # seconds a pack's members are rewritten into it, at most
 CHECK_AFTER = 3600.0  # a pack's age before its first check: its rewrites are long over
 DEAD_SHARE = 0.5  # a pack with this share of its members' bytes dead is repacked
+MAX_UNDECIDED = 4096  # packs whose check could not decide, kept to check at the next walk
 
 
 @dataclass
@@ -83,6 +88,7 @@ class PackStats:
     packs_checked: int = 0  # packs whose members were asked about
     packs_deleted: int = 0  # packs none of whose members named them any more
     files_repacked: int = 0  # live members of half-dead packs, packed again
+    fences: int = 0  # members committed above a rewrite into a pack that never committed
 
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -114,7 +120,8 @@ class Packer:
         self._gathered: list[_Member] = []
         self._bytes = 0
         self._repacking: dict[str, Manifest] = {}  # packs whose live members are gathered
-        self._walks = 0
+        self._walk = self._last_walk = 0.0  # wall-clock starts of this walk and the last
+        self._undecided: set[str] = set()  # packs to check again at the next walk
         self.stats = PackStats()
 
     def __repr__(self) -> str:
@@ -132,25 +139,37 @@ class Packer:
             and manifest.version.wall_ms / 1000 <= now - after
         )
 
-    def due(self, pack: Manifest, now: float) -> bool:
-        """Whether this walk checks ``pack`` (a live pack's manifest), at wall-clock ``now``:
-        once it is ``CHECK_AFTER`` old, on one walk in every ``--pack-check-interval``."""
-        config = self._config
-        period = max(1, round(config.pack_check_interval / config.anti_entropy_interval))
-        return (
-            is_pack_name(pack.name)
-            and pack.chunked
-            and pack.version.wall_ms / 1000 <= now - CHECK_AFTER
-            and zlib.crc32(pack.name.encode()) % period == self._walks % period
-        )
+    def due(self, pack: Manifest) -> bool:
+        """Whether this walk checks ``pack`` (a live pack's manifest): once it is
+        ``CHECK_AFTER`` old, when a moment of its own in every ``--pack-check-interval``
+        (a hash of its name places it) passed since the last walk began, by the wall
+        clock (a restart misses none that passed within an anti-entropy interval before
+        it), or every walk where the interval is no longer than a walk's; or when its last
+        check could not decide."""
+        if not is_pack_name(pack.name) or not pack.chunked:
+            return False
+        if pack.version.wall_ms / 1000 > self._walk - CHECK_AFTER:
+            return False
+        interval = self._config.pack_check_interval
+        if interval <= self._config.anti_entropy_interval or pack.name in self._undecided:
+            return True  # (a period no longer than a walk's: every walk)
+        shift = zlib.crc32(pack.name.encode()) % int(interval)
+        turn = (self._walk + shift) // interval
+        return turn != (self._last_walk + shift) // interval
+
+    def walk_started(self) -> None:
+        """A walk begins: what an earlier walk that did not end gathered is dropped."""
+        now = time.time()
+        self._last_walk = self._walk or now - self._config.anti_entropy_interval
+        self._walk = now
+        self._gathered, self._bytes, self._repacking = [], 0, {}
 
     async def offer(self, manifest: Manifest) -> None:
         """Take ``manifest`` if it is to be packed (pack once enough is gathered); check it
         if it is a pack due a check."""
-        now = time.time()
-        if self.due(manifest, now):
+        if self.due(manifest):
             await self._check(manifest, repack=True)
-        elif self.wants(manifest, now):
+        elif self.wants(manifest, time.time()):
             await self._gather(_Member(manifest, manifest.inline))
 
     async def walk_ended(self) -> None:
@@ -160,7 +179,6 @@ class Packer:
         repacked, self._repacking = self._repacking, {}
         for pack in repacked.values():
             await self._check(pack, repack=False)
-        self._walks += 1
 
     async def flush(self, at_least: int | None = None) -> None:
         """Pack what is gathered if it is ``at_least`` bytes (``MIN_PACK_BYTES``); forget
@@ -188,8 +206,9 @@ class Packer:
             return
         entries, offset = [], 0
         for member in members:
+            base = member.manifest  # rewritten at its next revision, recorded in the pack
             entries.append(
-                PackEntry(member.manifest.name, member.manifest.version, offset, len(member.data))
+                PackEntry(base.name, base.version, offset, len(member.data), base.revision + 1)
             )
             offset += len(member.data)
         body = b"".join(member.data for member in members) + pack_trailer(entries)
@@ -210,7 +229,7 @@ class Packer:
             base = member.manifest
             segment = Segment(name, pack.version, entry.size, base.etag, entry.offset)
             rewritten = dataclasses.replace(
-                base, inline=b"", segments=(segment,), revision=base.revision + 1
+                base, inline=b"", segments=(segment,), revision=entry.revision
             )
             try:
                 if time.time() > deadline:
@@ -233,42 +252,63 @@ class Packer:
         )
 
     async def _newest(self, manifest: Manifest) -> bool:
-        """Whether every replica holds ``manifest`` or an older one (``held``): a rewrite
-        from it must not meet one of the same precedence that reached a replica before (an
-        earlier pack's, its coordinator gone)."""
+        """Whether ``manifest`` is still its name's newest decided manifest (a quorum's)."""
         try:
-            held = await self._replicas.held(manifest.name)
+            newest = await self._replicas.read(manifest.name, decided=True)
         except RingstoreError as exc:
             log.debug("%r not packed now: %s", manifest.name, exc)
             return False
-        return manifest in held and all(m.precedence <= manifest.precedence for m in held)
+        return newest is not None and newest.precedence == manifest.precedence
 
     async def _check(self, pack: Manifest, repack: bool) -> None:
-        """Ask every replica of ``pack``'s members whether it names the pack; delete it if
-        none does, repack its live members (those whose newest manifest names it) if
-        ``repack`` and half its bytes are dead."""
+        """Find which of ``pack``'s members still are in it (``_in_pack``); delete it if
+        none is, repack those that are if ``repack`` and half its bytes are dead. A check
+        that cannot decide a member is made again at the next walk."""
+        self._undecided.discard(pack.name)
         try:
             directory = await self._directory(pack)
-            held = False  # some replica of some member names the pack
-            live: list[tuple[Manifest, PackEntry]] = []  # members whose newest names it
+            live: list[tuple[Manifest, PackEntry]] = []
             for entry in directory:
-                replicas = await self._replicas.held(entry.name)
-                if not any(_names(replica, pack) for replica in replicas):
-                    continue
-                held = True
-                newest = max(replicas, key=lambda replica: replica.precedence)
-                if _names(newest, pack):  # (replicas behind it: ``held`` repairs them)
+                newest = await self._in_pack(entry, pack)
+                if newest is not None:
                     live.append((newest, entry))
         except (RingstoreError, ValueError) as exc:
             log.info("pack %s not checked now: %s", pack.name, exc)
+            if len(self._undecided) < MAX_UNDECIDED:
+                self._undecided.add(pack.name)
             return
         self.stats.packs_checked += 1
         total = sum(entry.size for entry in directory)
         alive = sum(entry.size for _, entry in live)
-        if not held:
+        if not live:
             await self._delete(pack, len(directory))
         elif repack and live and total - alive >= DEAD_SHARE * total:
             await self._repack(pack, live)
+
+    async def _in_pack(self, entry: PackEntry, pack: Manifest) -> Manifest | None:
+        """The newest decided manifest of member ``entry`` (a quorum read) if it names
+        ``pack``, else None once no manifest naming it can ever win.
+
+        The rewrite into the pack had the precedence the pack recorded (``entry.version``,
+        ``entry.revision``); later ones of the same bytes (fences, below) keep naming it.
+        Where it did not commit, it may still sit on some replica (its coordinator died
+        before retracting it) where no read looks (a handoff, a peer down), and it would
+        win over anything of lower precedence. So where the newest neither names the pack
+        nor is above that precedence, it is committed again one revision above it, from
+        the replicas that hold it (``base``): a fence, after which that rewrite never wins.
+        Raises RingstoreError (Undecided: a conditional write not yet decided) when the
+        newest cannot be known or fenced now."""
+        newest = await self._replicas.read(entry.name, decided=True)
+        rewrite = (entry.version, entry.revision)
+        if newest is None:  # purged: as after any purge, a stale replica is the rule's case
+            return None
+        if _names(newest, pack):
+            return newest
+        if newest.precedence <= rewrite:
+            fence = dataclasses.replace(newest, revision=entry.revision + 1)
+            await self._replicas.commit(fence, base=newest)
+            self.stats.fences += 1
+        return None
 
     async def _directory(self, pack: Manifest) -> list[PackEntry]:
         """The directory at the end of ``pack`` (two ranged reads)."""

@@ -17,6 +17,7 @@ from node.model.layout import Layout
 from node.model.manifest import Manifest
 from node.model.packs import is_pack_name, read_directory
 from node.model.preconditions import EntityTag, Preconditions, TagList
+from node.upkeep.packer import Packer
 from tests.harness import LocalCluster, eventually
 from tests.node.shared.test_cluster_files import get, payload, put
 from tests.node.shared.test_s3 import client
@@ -291,8 +292,8 @@ async def test_a_rewrite_that_reached_one_replica_keeps_its_pack(
     cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A member's rewrite into a pack taken by one replica only (its coordinator died before
-    retracting it) wins as soon as a read sees it: the pack must not go while a replica
-    names it, and the member is not packed again from the inline manifest under it."""
+    retracting it) wins as soon as a read sees it: the pack must not go while that can
+    happen."""
     monkeypatch.setattr("node.upkeep.packer.CHECK_AFTER", 0.0)
     files = await stored_and_packed(http, cluster, 40, seed=7)
     coordinator = cluster[0].coordinator
@@ -310,14 +311,23 @@ async def test_a_rewrite_that_reached_one_replica_keeps_its_pack(
             async with http.delete(f"{cluster[1].url}/files/{name}") as response:
                 assert response.status == 204
 
-    await walk(cluster)  # the survivor is repacked (the rest is dead), or its pack kept
+    # The pack's check reads a quorum: the replica with the rewrite (the survivor is then
+    # in the pack, and repacked: the rest is dead), or two without (the survivor is fenced
+    # above the rewrite, and the pack deleted). Either way no replica can bring it back.
+    await walk(cluster)
     await eventually(lambda: _settled(http, cluster), timeout=15, what="retirements done")
     for peer in cluster.peers:
         assert await get(http, peer.url, survivor) == files[survivor]
-    await eventually(lambda: all_packed(cluster, [survivor]), timeout=10, what="read repairs")
+    newest = await coordinator.stat(survivor)
+    stats = [p.packer.stats for p in cluster.peers]
+    assert sum(s.fences + s.files_repacked for s in stats) >= 1
     for replica in await replicas_of(cluster, survivor):
         assert replica is not None
-        assert not (await coordinator.stat(replica.segments[0].name)).deleted
+        assert replica.precedence <= newest.precedence
+        if replica.packed and replica.precedence == newest.precedence:
+            assert not (await coordinator.stat(replica.segments[0].name)).deleted
+    if newest.packed:
+        assert not (await coordinator.stat(newest.segments[0].name)).deleted
 
 
 @pytest.mark.parametrize("cluster_overrides", [{**OVERRIDES, "s3_port": 0}])
@@ -408,3 +418,37 @@ async def test_a_packed_file_has_nothing_to_repair(
         primary = cluster.holder(cluster[0].membership.replicas(name).primary)
         await primary.repairer.repair(name, set())  # raised Unavailable: 0 of 5 chunks
         assert await get(http, primary.url, name) == files[name]
+
+
+async def test_a_rewrite_that_never_committed_is_fenced_before_its_pack_goes(
+    cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite of a file into a pack was retracted from every replica a read sees, but
+    a copy may sit where no read looks (a handoff, a peer down): before the pack goes, the
+    file is committed above it, so that copy, back later, never wins."""
+    monkeypatch.setattr("node.upkeep.packer.CHECK_AFTER", 0.0)
+    files = await stored_and_packed(http, cluster, 20, seed=33)
+    coordinator = cluster[0].coordinator
+    pack, names = max((await packs_of(cluster, list(files))).items(), key=lambda i: len(i[1]))
+    survivor = names[0]
+    rewrite = await coordinator.stat(survivor)
+    inline = dataclasses.replace(
+        rewrite, inline=files[survivor], segments=(), revision=rewrite.revision - 1
+    )
+    homes = [cluster.holder(m) for m in cluster[0].membership.replicas(survivor).members]
+    for home in homes:
+        assert await home.manifests.retract(survivor, rewrite.precedence, inline)
+    for name in names[1:]:
+        async with http.delete(f"{cluster[1].url}/files/{name}") as response:
+            assert response.status == 204
+
+    monkeypatch.setattr(Packer, "wants", lambda *_: False)  # this walk only checks packs
+    await walk(cluster)
+    assert sum(p.packer.stats.fences for p in cluster.peers) == 1
+    with pytest.raises(FileNotFound):
+        await coordinator.stat(pack)
+    await eventually(lambda: _settled(http, cluster), timeout=15, what="retirements done")
+    for home in homes:  # the lost copy comes back: it is behind, kept nowhere
+        assert not (await home.manifests.put(rewrite)).stored
+    for peer in cluster.peers:
+        assert await get(http, peer.url, survivor) == files[survivor]

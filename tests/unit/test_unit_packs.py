@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from node.config import PeerConfig
 from node.errors import CorruptData
 from node.model.layout import Layout
-from node.model.manifest import PACKED_SCHEMA, SCHEMA, Manifest, ManifestRecord, SealedManifest
+from node.model.manifest import (
+    PACKED_SCHEMA,
+    SCHEMA,
+    ChunkRef,
+    Manifest,
+    ManifestRecord,
+    SealedManifest,
+)
 from node.model.multipart import Segment, part_name
 from node.model.packs import PackEntry, is_pack_name, pack_name, pack_trailer, read_directory
 from node.model.version import Version
@@ -105,7 +112,7 @@ def test_pack_names() -> None:
 def test_a_pack_directory_reads_back_from_the_pack_bytes(members: list[bytes]) -> None:
     entries, offset = [], 0
     for n, member in enumerate(members):
-        entries.append(PackEntry(f"f/{n}", V, offset, len(member)))
+        entries.append(PackEntry(f"f/{n}", V, offset, len(member), n % 3))
         offset += len(member)
     pack = b"".join(members) + pack_trailer(entries)
     assert read_directory(pack) == entries
@@ -130,3 +137,30 @@ def test_which_files_are_packed() -> None:
     assert not packer.wants(packed(), 1e12)  # packed already
     never = Packer(PeerConfig(Path("."), pack_after=0), None, None, None, None)  # type: ignore[arg-type]
     assert not never.wants(small, 1e12)
+
+
+def test_each_pack_is_checked_once_a_period_and_a_restart_misses_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = PeerConfig(Path("."), pack_check_interval=86400, anti_entropy_interval=3600)
+    packs = [
+        Manifest(
+            pack_name(Version(1_000_000 + n, 0, "p")),
+            Version(1_000_001 + n, 0, "p"),
+            Layout(1 << 20, 5, 2, 16 << 10),
+            chunks=tuple(ChunkRef(i, "h", bytes(16 * 13)) for i in range(7)),
+        )
+        for n in range(200)
+    ]
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr("node.upkeep.packer.time.time", lambda: clock[0])
+    packer = Packer(config, None, None, None, None)  # type: ignore[arg-type]
+    checks: dict[str, int] = dict.fromkeys((p.name for p in packs), 0)
+    for walk in range(48):  # two days of hourly walks, a restart after the 30th
+        if walk == 30:
+            packer = Packer(config, None, None, None, None)  # type: ignore[arg-type]
+        packer.walk_started()
+        for pack in packs:
+            checks[pack.name] += packer.due(pack)
+        clock[0] += 3600
+    assert set(checks.values()) == {2}
