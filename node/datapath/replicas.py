@@ -470,6 +470,36 @@ class ManifestReplicas:
                 found.append(answer)
         return found
 
+    async def read_committed(self, name: str) -> Manifest | None:
+        """The newest manifest of ``name`` once it is certainly committed: every replica
+        answers (as ``read`` with ``every_replica``) and the newest among them is held by a
+        write quorum of them, none provisional. A newest held by fewer may be a write that
+        reached one replica and was never retracted (its coordinator died), which the next
+        quorum read may or may not see: a decision that destroys data must not rest on it.
+        Replicas found behind are repaired in the background, so asking again later may
+        succeed. Raises Unavailable (Undecided: a conditional write not yet decided)."""
+        n, quorum = self._config.manifest_replicas, self._config.manifest_write_quorum
+
+        async def get(member: str) -> ReplicaRead:
+            return await self._peers.get_manifest(member, name)
+
+        found = await self._ask(name, get, n)
+        if len(found) < n:
+            raise Unavailable(f"only {len(found)} of the {n} replicas of {name!r} answered")
+        reads = list(found.values()) + await self._read_previous(name, set(found))
+        newest = _newest(reads)
+        if newest is None:
+            return None
+        held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
+        if any(read.provisional for read in held):
+            raise Undecided(f"the newest manifest of {name!r} is not yet decided")
+        for replica, read in found.items():
+            if _behind(read.manifest, newest):
+                self._spawn(self._repair(replica, newest))
+        if len(held) < quorum:
+            raise Unavailable(f"the newest manifest of {name!r} is on {len(held)} replicas")
+        return newest
+
     async def purge_tombstone(self, tombstone: Manifest) -> bool:
         """Drop ``tombstone`` from the N *home* replicas if each of them holds exactly it and
         no hand-over is under way for its name; True if it was purged. (A handoff's copy, if

@@ -16,7 +16,8 @@ bytes. Rewrites stop ``REWRITE_DEADLINE`` seconds after the pack was stored.
 
 **Reclaim.** A pack is a file whose primary walks it too: once it is ``CHECK_AFTER`` old,
 once each ``--pack-check-interval`` (at a moment a hash of its name places), the packer
-reads its directory and, for each member, the newest decided manifest (a quorum read).
+reads its directory and, for each member, the newest committed manifest
+(``ManifestReplicas.read_committed``: every replica answers, a write quorum holds it).
 A member is in the pack while that names it. Otherwise the rewrite into the pack is beaten
 for good once something above its precedence (recorded in the directory) is committed:
 where nothing is, the newest is committed again one revision above it (a fence), since an
@@ -26,9 +27,10 @@ it: the pack gets a tombstone (its chunks go after ``--delete-grace``, as a repl
 file's). Half or more of its members' bytes gone: the live members' bytes are read from it
 and packed again with the files this walk gathers (their manifests rewritten from the
 packed one), and at the end of the walk the pack is checked once more and deleted if none
-is left in it. A check that cannot decide (a quorum missing, a conditional write not yet
-decided) is made again at the next walk. So a pack holds at most twice its live bytes for
-longer than a check period, and a pack of deleted files goes within one.
+is left in it. A check that cannot decide (a replica not answering, a newest not yet on a
+quorum, a conditional write not yet decided) is made again at the next walk. So a pack
+holds at most twice its live bytes for longer than a check period, and a pack of deleted
+files goes within one.
 
 Crash safety: a pack is committed before any member points at it, and a member's bytes
 stay where they were (inline replicas, or the old pack) until a quorum of its replicas took
@@ -286,8 +288,8 @@ class Packer:
             await self._repack(pack, live)
 
     async def _in_pack(self, entry: PackEntry, pack: Manifest) -> Manifest | None:
-        """The newest decided manifest of member ``entry`` (a quorum read) if it names
-        ``pack``, else None once no manifest naming it can ever win.
+        """The newest committed manifest of member ``entry`` (``read_committed``) if it
+        names ``pack``, else None once no manifest naming it can ever win.
 
         The rewrite into the pack had the precedence the pack recorded (``entry.version``,
         ``entry.revision``); later ones of the same bytes (fences, below) keep naming it.
@@ -296,9 +298,9 @@ class Packer:
         win over anything of lower precedence. So where the newest neither names the pack
         nor is above that precedence, it is committed again one revision above it, from
         the replicas that hold it (``base``): a fence, after which that rewrite never wins.
-        Raises RingstoreError (Undecided: a conditional write not yet decided) when the
-        newest cannot be known or fenced now."""
-        newest = await self._replicas.read(entry.name, decided=True)
+        Raises RingstoreError (Unavailable, Undecided) when the newest cannot be known or
+        fenced now."""
+        newest = await self._replicas.read_committed(entry.name)
         rewrite = (entry.version, entry.revision)
         if newest is None:  # purged: as after any purge, a stale replica is the rule's case
             return None
