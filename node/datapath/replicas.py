@@ -476,6 +476,8 @@ class ManifestReplicas:
         write quorum of them, none provisional. A newest held by fewer may be a write that
         reached one replica and was never retracted (its coordinator died), which the next
         quorum read may or may not see: a decision that destroys data must not rest on it.
+        None only where every home replica itself answered none and no hand-over is under
+        way (stand-ins answering for homes out of reach hold nothing).
         Replicas found behind are repaired in the background, so asking again later may
         succeed. Raises Unavailable (Undecided: a conditional write not yet decided)."""
         n, quorum = self._config.manifest_replicas, self._config.manifest_write_quorum
@@ -488,7 +490,10 @@ class ManifestReplicas:
             raise Unavailable(f"only {len(found)} of the {n} replicas of {name!r} answered")
         reads = list(found.values()) + await self._read_previous(name, set(found))
         newest = _newest(reads)
-        if newest is None:
+        if newest is None:  # "none" only from the home replicas themselves, nothing moving
+            homes = self._membership.home_replicas(name).members
+            if not set(homes) <= set(found) or self._membership.previous_replicas(name):
+                raise Unavailable(f"not every home replica of {name!r} answered")
             return None
         held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
         if any(read.provisional for read in held):

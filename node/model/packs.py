@@ -3,7 +3,7 @@
 A small file is kept inside its manifest (``--inline-max``): three replicas of its bytes,
 about 3.2 times its size on disk. Once it has not changed for ``--pack-after`` seconds, the
 primary of its name gathers it with other such files into a *pack*: a file of reserved name
-``/packs/<version>``, cut into k + m chunks as any other (5 + 2: 1.4 times its
+``/packs/<random>/<version>``, cut into k + m chunks as any other (5 + 2: 1.4 times its
 size), of block size ``PACK_BLOCK_SIZE`` so that one member's read is one small block. Each
 member's manifest is then rewritten, same version, next revision, to name its bytes in the
 pack (a ``Segment`` with an ``offset``, manifest schema 2): Facebook's f4 keeps warm blobs
@@ -23,6 +23,8 @@ checks (``node.upkeep.packer``).
 
 from __future__ import annotations
 
+import re
+import secrets
 import struct
 from collections.abc import Sequence
 
@@ -36,6 +38,7 @@ PACK_BYTES = 4 << 20  # members' bytes gathered before a pack is written
 MAX_MEMBERS = 2048  # members per pack, however small
 _LENGTH = struct.Struct("<Q")
 LENGTH_BYTES = _LENGTH.size  # a pack's last bytes: its directory's length
+_TOKEN = re.compile(r"[0-9a-f]{16}")
 
 
 class PackEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -50,17 +53,20 @@ class PackEntry(msgspec.Struct, frozen=True, array_like=True):
 
 
 def pack_name(version: Version) -> str:
-    """The stored name of a pack its writer began at ``version`` (a reading of its clock,
-    which names it; the pack's own version is a later one)."""
-    return f"{PACKS}{version}"
+    """A new pack's stored name: ``/packs/<64 random bits, hex>/<version>``, ``version`` a
+    reading of its writer's clock (which names the writer; the pack's own version is a
+    later one). The random part keeps it new even where a restarted peer's clock reads a
+    moment again: a pack written under a taken name would replace another."""
+    return f"{PACKS}{secrets.token_hex(8)}/{version}"
 
 
 def is_pack_name(name: str) -> bool:
     """Whether ``name`` has the form ``pack_name`` gives."""
-    if not name.startswith(PACKS):
+    token, slash, version = name[len(PACKS) :].partition("/")
+    if not name.startswith(PACKS) or not slash or not _TOKEN.fullmatch(token):
         return False
     try:
-        Version.parse(name[len(PACKS) :])
+        Version.parse(version)
     except ValueError:
         return False
     return True

@@ -52,7 +52,7 @@ from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.coordinator import Coordinator
 from node.datapath.replicas import ManifestReplicas
-from node.errors import RingstoreError
+from node.errors import RingstoreError, Unavailable
 from node.model.manifest import Manifest
 from node.model.multipart import Segment
 from node.model.names import RESERVED
@@ -254,13 +254,15 @@ class Packer:
         )
 
     async def _newest(self, manifest: Manifest) -> bool:
-        """Whether ``manifest`` is still its name's newest decided manifest (a quorum's)."""
+        """Whether ``manifest`` is its name's newest committed manifest (``read_committed``):
+        a version that reached one replica must not be packed (the pack's check could not
+        fence above its rewrite)."""
         try:
-            newest = await self._replicas.read(manifest.name, decided=True)
+            newest = await self._replicas.read_committed(manifest.name)
         except RingstoreError as exc:
             log.debug("%r not packed now: %s", manifest.name, exc)
             return False
-        return newest is not None and newest.precedence == manifest.precedence
+        return newest == manifest
 
     async def _check(self, pack: Manifest, repack: bool) -> None:
         """Find which of ``pack``'s members still are in it (``_in_pack``); delete it if
@@ -291,25 +293,31 @@ class Packer:
         """The newest committed manifest of member ``entry`` (``read_committed``) if it
         names ``pack``, else None once no manifest naming it can ever win.
 
-        The rewrite into the pack had the precedence the pack recorded (``entry.version``,
-        ``entry.revision``); later ones of the same bytes (fences, below) keep naming it.
-        Where it did not commit, it may still sit on some replica (its coordinator died
-        before retracting it) where no read looks (a handoff, a peer down), and it would
-        win over anything of lower precedence. So where the newest neither names the pack
-        nor is above that precedence, it is committed again one revision above it, from
-        the replicas that hold it (``base``): a fence, after which that rewrite never wins.
-        Raises RingstoreError (Unavailable, Undecided) when the newest cannot be known or
-        fenced now."""
+        Every manifest naming the pack has the precedence the pack recorded
+        (``entry.version``, ``entry.revision``): its rewrite's (copies keep it; nothing else
+        names a pack). Where that rewrite did not commit, it may still sit on some replica
+        (its coordinator died before retracting it) where no read looks (a handoff, a peer
+        down), and it would win over anything of lower precedence. So where the newest
+        neither names the pack nor is above that precedence, the file's bytes (that
+        version's, read from the pack) are committed inline one revision above it, from the
+        replicas that hold the newest (``base``): a *fence*, after which that rewrite never
+        wins, and which names no pack. Where the newest is an older version, no fence can
+        be above the rewrite: the pack is kept. Raises RingstoreError (Unavailable,
+        Undecided) when the newest cannot be known or fenced now."""
         newest = await self._replicas.read_committed(entry.name)
         rewrite = (entry.version, entry.revision)
         if newest is None:  # purged: as after any purge, a stale replica is the rule's case
             return None
         if _names(newest, pack):
             return newest
-        if newest.precedence <= rewrite:
-            fence = dataclasses.replace(newest, revision=entry.revision + 1)
-            await self._replicas.commit(fence, base=newest)
-            self.stats.fences += 1
+        if newest.precedence > rewrite:
+            return None
+        if newest.version != entry.version or newest.size != entry.size:
+            raise Unavailable(f"{entry.name!r}: version {newest.version} is the newest committed")
+        data = await self._read(pack, entry.offset, entry.offset + entry.size)
+        fence = dataclasses.replace(newest, inline=data, segments=(), revision=entry.revision + 1)
+        await self._replicas.commit(fence, base=newest)
+        self.stats.fences += 1
         return None
 
     async def _directory(self, pack: Manifest) -> list[PackEntry]:
