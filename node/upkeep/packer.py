@@ -20,9 +20,10 @@ reads its directory and, for each member, the newest committed manifest
 (``ManifestReplicas.read_committed``: every replica answers, a write quorum holds it).
 A member is in the pack while that names it. Otherwise the rewrite into the pack is beaten
 for good once something above its precedence (recorded in the directory) is committed:
-where nothing is, the newest is committed again one revision above it (a fence), since an
-uncommitted rewrite may sit on a replica no read looks at (a handoff, a peer down; its
-coordinator died before retracting it) and would win over anything lower. None left in
+where nothing is, the file's bytes are committed inline one revision above it (a fence,
+``_in_pack``), since an uncommitted rewrite may sit on a replica no read looks at (a
+handoff, a peer down; its coordinator died before retracting it) and would win over
+anything lower. None left in
 it: the pack gets a tombstone (its chunks go after ``--delete-grace``, as a replaced
 file's). Half or more of its members' bytes gone: the live members' bytes are read from it
 and packed again with the files this walk gathers (their manifests rewritten from the
