@@ -362,9 +362,8 @@ class Coordinator:
             return
         if manifest.segmented:
             for segment, first, past in segments_covering(manifest.segments, start, end):
-                part = await self.segment(segment)
-                at = segment.offset
-                async with contextlib.aclosing(self.stream(part, at + first, at + past)) as read:
+                part = await self.segment(segment)  # (a part's segment starts at its byte 0)
+                async with contextlib.aclosing(self.stream(part, first, past)) as read:
                     async for piece in read:
                         yield piece
             return

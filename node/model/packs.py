@@ -61,9 +61,12 @@ def pack_name(version: Version) -> str:
 
 
 def is_pack_name(name: str) -> bool:
-    """Whether ``name`` has the form ``pack_name`` gives."""
+    """Whether ``name`` has the form ``pack_name`` gives (checked on every manifest an
+    anti-entropy walk reads, and every segment decoded: most names fail the first test)."""
+    if not name.startswith(PACKS):
+        return False
     token, slash, version = name[len(PACKS) :].partition("/")
-    if not name.startswith(PACKS) or not slash or not _TOKEN.fullmatch(token):
+    if not slash or not _TOKEN.fullmatch(token):
         return False
     try:
         Version.parse(version)
