@@ -40,6 +40,7 @@ import os
 import re
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ FRAME = struct.Struct("<4sIQ")  # magic, payload length, xxh3-64 of the payload 
 MAX_PAYLOAD = 256 << 20  # a peer accepts no request body larger (node.process.wiring)
 SEGMENT_NAME = re.compile(r"^(\d{12})\.log$")
 WINDOW = 1 << 20  # bytes read at once when scanning
+ROLL_RETRY = 60.0  # seconds before a segment is started early again after a failed start
 
 KEEP = 0
 REMOVE = 1
@@ -270,6 +272,7 @@ class ManifestLog:
         self._size = 0  # of the active segment
         self.sizes: dict[int, int] = {}  # segment -> bytes, every segment
         self._failed: OSError | None = None
+        self._roll_after = 0.0  # (monotonic) no early segment before: one failed to start
         self.syncs = 0
         self.batches = 0
 
@@ -414,8 +417,10 @@ class ManifestLog:
         self.sizes[number] = len(SEGMENT_MAGIC)
         self.active, self._size = number, len(SEGMENT_MAGIC)
 
-    def append(self, frames: Sequence[bytes]) -> list[Location]:
-        """Append ``frames`` (``frame``) with one write and one sync; their locations.
+    def append(self, frames: Sequence[bytes], roll: bool = False) -> list[Location]:
+        """Append ``frames`` (``frame``) with one write and one sync; their locations. They
+        start a new segment when the active one would pass ``segment_bytes``, or with
+        ``roll`` (closing one that compaction should reclaim before it fills).
 
         Raises OSError. A failed write is cut back off the segment; after a failed sync
         the log refuses every later append (what the kernel kept is unknown), until the
@@ -424,8 +429,17 @@ class ManifestLog:
         if self._failed is not None:
             raise OSError(self._failed.errno, f"manifest log unusable: {self._failed}")
         total = sum(map(len, frames))
-        if self._size > len(SEGMENT_MAGIC) and self._size + total > self.segment_bytes:
-            self._create(self.active + 1)
+        full = self._size + total > self.segment_bytes
+        if self._size > len(SEGMENT_MAGIC) and (full or (roll and self._may_roll())):
+            try:
+                self._create(self.active + 1)
+            except OSError as exc:
+                if full:
+                    raise
+                # Closing early only frees space sooner: appended to the open segment, the
+                # batch still goes in (no inode, no descriptor left: writes must not stop).
+                self._roll_after = time.monotonic() + ROLL_RETRY
+                log.warning("manifest log segment %d kept open: %s", self.active, exc)
         fd, offset = self._fds[self.active], self._size
         try:
             self._io.write(fd, b"".join(frames), offset)
@@ -447,6 +461,11 @@ class ManifestLog:
             offset += len(data)
         self._size = self.sizes[self.active] = offset
         return locations
+
+    def _may_roll(self) -> bool:
+        """Whether a segment may be started early (not within ``ROLL_RETRY`` seconds of a
+        start that failed)."""
+        return time.monotonic() >= self._roll_after
 
     def read(self, where: Location) -> LogRecord:
         """The record at ``where``; raises CorruptData if it fails its checksum,

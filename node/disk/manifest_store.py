@@ -35,7 +35,8 @@ start); the marks under the held one live in memory.
 their name); when a closed segment is at least ``compact_ratio`` dead and ``compact_bytes``
 of it are, its live records are appended again through the same group commit (under their
 names' locks), a bounded slice per pass, then the segment is deleted (a name whose current
-record there does not read is written off first, as a read of a damaged replica does).
+record there does not read is written off first, as a read of a damaged replica does). The
+active segment is closed early once it is that dead, so that it is compacted too.
 
 **Recovery** replays the segments at ``open`` (``ManifestLog.replay_segment``), each closed
 one from its hint file where that describes it (``node.disk.manifest_hints``; a closed
@@ -81,7 +82,7 @@ from node.disk.manifest_log import (
     frame,
 )
 from node.disk.serial import SerialThread
-from node.errors import CorruptData, InsufficientStorage
+from node.errors import CorruptData, InsufficientStorage, Unavailable
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
 from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite, missing_chunks
@@ -489,7 +490,8 @@ class ManifestStore:
                 batch[:0] = self._riders.values()
                 self._riding, self._riders = self._riders, {}
                 try:
-                    where = await self._writes.run(self._log.append, [p.frame for p in batch])
+                    frames = [p.frame for p in batch]
+                    where = await self._writes.run(self._log.append, frames, self._due(None))
                 except OSError as exc:
                     log.error("manifest log write of %d records failed: %s", len(batch), exc)
                     for pending in batch:
@@ -556,7 +558,9 @@ class ManifestStore:
             except CorruptData as exc:
                 log.error("manifest record of %r at %s: %s", name, where, exc)
                 return where, ()
-        return None, ()
+        # Never "none" for a name the index holds: a decision may rest on it (a pack's
+        # member with no manifest). Three compactions within one read are a bug's doing.
+        raise Unavailable(f"the manifest record of {name!r} moved three times while read")
 
     async def put(
         self,
@@ -768,6 +772,18 @@ class ManifestStore:
 
     # --- compaction --------------------------------------------------------------------
 
+    def _due(self, segment: int | None) -> bool:
+        """Whether ``segment`` (None: the active one) is dead enough to compact: at least
+        ``compact_ratio`` of it and ``compact_bytes``. The active segment is closed then
+        (the next batch starts a new one, ``ManifestLog.append``), so that a store whose
+        writes replace records (packing, overwrites) gets the space back long before its
+        segment fills (64 MiB: most of a small store's log)."""
+        if segment is None:
+            segment = self._log.active
+        size = self._log.sizes.get(segment, 0)
+        dead = size - self._live.get(segment, 0)
+        return dead >= self._compact_bytes and dead >= self._compact_ratio * size
+
     def _worst_segment(self) -> int | None:
         """The closed segment most worth compacting, if one is due."""
         worst, ratio = None, 0.0
@@ -775,8 +791,7 @@ class ManifestStore:
             if segment == self._log.active or segment in self._uncompactable:
                 continue
             dead = size - self._live.get(segment, 0)
-            due = dead >= self._compact_bytes and dead / size >= self._compact_ratio
-            if due and dead / size > ratio:
+            if self._due(segment) and dead / size > ratio:
                 worst, ratio = segment, dead / size
         return worst
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.disk.durable import write_atomically
-from node.disk.manifest_log import SEGMENT_MAGIC, Damage, SegmentIO, scan
+from node.disk.manifest_log import SEGMENT_MAGIC, Damage, ManifestLog, SegmentIO, scan
 from node.disk.manifest_store import ManifestStore
 from node.errors import InsufficientStorage
 from node.model.layout import Layout
@@ -417,4 +417,48 @@ async def test_where_the_page_cache_cannot_be_asked_alone_reads_go_to_a_thread_f
     assert await store.get("b") == manifest("b")
     assert len(asked) == (1 if hasattr(os, "RWF_NOWAIT") else 0)  # once, then never again
     assert hops.count == 2
+    await store.close()
+
+
+async def test_a_dead_active_segment_is_closed_and_compacted_before_it_fills(
+    tmp_path: Path,
+) -> None:
+    """Records replaced in the segment still written to (a small store: packing, overwrites)
+    come back without waiting for it to reach ``segment_bytes``."""
+    settings = {"segment_bytes": 1 << 30, "compact_bytes": 16 << 10}
+    store = await opened(tmp_path, **settings)
+    await store.put(manifest("cold", size=1000))
+    for wall in range(1, 61):  # one live record of "hot", 59 dead ones: ~64 KiB
+        await store.put(manifest("hot", wall, size=1000))
+    await store.compacted()
+    assert store.compacted_segments > 0
+    on_disk = sum(p.stat().st_size for p in segments(tmp_path))
+    assert on_disk < 32 << 10, f"{on_disk} bytes of log for two live records"
+    assert store.log_bytes < 32 << 10
+    await store.close()
+    again = await opened(tmp_path, **settings)
+    assert again.names() == ["cold", "hot"]
+    assert await again.get("hot") == manifest("hot", 60, size=1000)
+    assert await again.get("cold") == manifest("cold", size=1000)
+    await again.close()
+
+
+async def test_a_segment_that_cannot_be_started_early_leaves_writes_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a dead segment early is only for space: when the next one cannot be made
+    (no inode left, no descriptor), the batch goes into the open segment instead."""
+    store = await opened(tmp_path, segment_bytes=1 << 30, compact_bytes=4 << 10)
+    create = ManifestLog._create
+
+    def refused(log: ManifestLog, number: int) -> None:
+        if number > 1:
+            raise OSError(errno.ENOSPC, "No space left on device (no inode)")
+        create(log, number)
+
+    monkeypatch.setattr(ManifestLog, "_create", refused)
+    for wall in range(1, 41):  # dead enough to close early after a few
+        await store.put(manifest("hot", wall, size=1000))
+    assert len(segments(tmp_path)) == 1
+    assert await store.get("hot") == manifest("hot", 40, size=1000)
     await store.close()

@@ -616,10 +616,10 @@ async def test_a_confirmation_in_a_batch_being_written_survives_compaction_of_it
     writing, release = threading.Event(), threading.Event()
     append = ManifestLog.append
 
-    def held(log: ManifestLog, frames: list[bytes]) -> list[Location]:
+    def held(log: ManifestLog, frames: list[bytes], roll: bool = False) -> list[Location]:
         writing.set()
         assert release.wait(10), "the test never released the write"
-        return append(log, frames)
+        return append(log, frames, roll)
 
     monkeypatch.setattr(ManifestLog, "append", held)
     other = asyncio.ensure_future(store.put(manifest("other")))  # the rider goes with it
