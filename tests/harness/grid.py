@@ -27,7 +27,7 @@ import msgspec
 
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
-from node.cluster.protocol import GossipMessage, PullOrder
+from node.cluster.protocol import GossipMessage, PeerFigures, PullOrder
 from node.cluster.transport import Address
 from node.config import PeerConfig
 from node.datapath.chunk_streams import BlockBudget
@@ -288,6 +288,25 @@ class Grid:
             buffers,
             reports,
         )
+
+    def settle(self) -> None:
+        """Each peer forgets the placements it went through while the grid started (every
+        member it saw come up made one), as it does once gossip says every member has
+        handed its replicas over, so reads no longer look for replicas under them. Only for
+        a grid nothing was written to: no rebalancer runs here, so there must be nothing to
+        hand over. The figures each peer hears are the defaults with ``settled_ring`` (a
+        grid hears none otherwise)."""
+        for peer in self.peers:
+            assert not peer.manifests.names(), "settle() is for a grid nothing was written to"
+        for peer in self.peers:
+            membership = peer.membership
+            membership.settle_after(0.0)
+            digest = membership.ring.digest
+            for other in self.peers:
+                if other is not peer:
+                    membership.hear(other.id, PeerFigures(settled_ring=digest))
+            membership.settle(digest)
+            assert not list(membership.history()), "placements kept"
 
     def peer_of(self, member_id: str) -> GridPeer:
         return next(p for p in self.peers if p.id == member_id)
