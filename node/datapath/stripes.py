@@ -416,14 +416,24 @@ class StripeRead:
     async def _again(self, stripe: int, indexes: list[int], blocks: dict[int, Buffer]) -> None:
         """Read chunks ``indexes``' blocks of ``stripe`` apart into ``blocks`` (their readers
         are past it or not at it: blocks handed out before a later one failed, blocks no
-        byte of the range is in); one that fails is left out."""
-        for index in indexes:
+        byte of the range is in), all at once: a stripe to decode waits one round trip, not
+        one per block; one that fails is left out."""
+
+        async def read(index: int) -> None:
             reader = self._reader(index, range(stripe, stripe + 1))
             try:
                 if (block := await reader.next_block(self._timeout)) is not None:
                     blocks[index] = block
             finally:
                 reader.close()
+
+        reads = [asyncio.ensure_future(read(index)) for index in indexes]
+        try:
+            await asyncio.gather(*reads)
+        finally:  # one raised, or the read was cancelled: the others stop too
+            for pending in reads:
+                pending.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
 
     async def _stripe(self, stripe: int, blocks: dict[int, Buffer]) -> list[Buffer]:
         """``stripe``'s k data blocks, with ``blocks`` those already in hand; decodes

@@ -7,6 +7,7 @@ checks what the coordinator, the replica quorums, the rebuilder and liveness do 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -14,11 +15,12 @@ import random
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import xxhash
 
+from node.cluster.transport import Address
 from node.datapath.hedging import CEILING, FLOOR
 from node.datapath.rebuild import Rebuilder
 from node.errors import FileNotFound, InsufficientStorage, Unavailable
@@ -410,6 +412,46 @@ async def test_a_data_block_failing_after_earlier_ones_went_out_is_decoded_aroun
         assert found.size == len(data)
     finally:
         await grid.close()
+
+
+async def test_the_blocks_read_again_to_decode_a_stripe_are_read_at_once(grid: Grid) -> None:
+    """When block 4 of a stripe fails after blocks 0-3 went out, those four are read again
+    to decode it: all four at once (one round trip), not one after another. Each such read
+    waits (up to 2 s) for the others to start: read one by one, none ever sees more than
+    itself in flight."""
+    data = os.urandom(BLOCK * 5 * 3)
+    manifest = await store(grid[0], "f", data)
+    holder = grid.peer_of(manifest.holders()[4])
+    with holder.chunks.path(manifest.chunk_id(4)).open("r+b") as chunk:
+        chunk.seek(manifest.layout.chunk_offset(1) + 10)
+        chunk.write(b"rot")
+    stripe_one = manifest.layout.chunk_offset(1)
+    opened = grid.transport.open_chunk
+    in_flight, most = 0, 0
+    all_in = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def counted(to: Address, chunk_id: str, offset: int, length: int) -> AsyncIterator[Any]:
+        nonlocal in_flight, most
+        again = offset == stripe_one and 0 < length <= BLOCK  # one block, read apart
+        if again:
+            in_flight += 1
+            most = max(most, in_flight)
+            if in_flight == 4:
+                all_in.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(all_in.wait(), 2.0)
+        try:
+            async with opened(to, chunk_id, offset, length) as stream:
+                yield stream
+        finally:
+            in_flight -= again
+
+    grid.transport.open_chunk = counted  # type: ignore[method-assign]
+    reader = next(p for p in grid.peers if p is not holder)
+    assert await read(reader, "f") == data
+    assert reader.coordinator.decoded_reads["corrupt"] == 1
+    assert most == 4, f"at most {most} of the 4 blocks read again were in flight at once"
 
 
 async def test_a_holder_that_breaks_off_mid_read_is_counted_once_per_read(grid: Grid) -> None:
