@@ -18,6 +18,10 @@ system CPU per MiB that such a server does not pay (``bench/page_cache.py``), an
 with 3 copies writes twice the bytes ringstore does. Figures are printed as a markdown table and
 saved as JSON + markdown under bench/results/.
 
+``--files-shared`` starts ringstore with ``ringstore up --files-shared`` and points the
+harness at the files API port every peer shares (8900 + 2000): its 16 connections go to
+the peers the kernel picks, not all to one peer's loop.
+
     python bench/seaweed.py --reps 2 --seconds 15            # ~10 minutes
     python bench/seaweed.py --only small --reps 1            # 4 KiB only
 """
@@ -59,8 +63,12 @@ def weed_binary() -> str:
     return found
 
 
-def load_harness(path: Path, base: Path, key: Credentials) -> ModuleType:
-    """The harness module, its ringstore connections carrying ``key``."""
+RINGSTORE_PORT = 8900
+SHARED_PORT = RINGSTORE_PORT + 2000  # ``ringstore up --files-shared`` (SHARED_PORT_OFFSET)
+
+
+def load_harness(path: Path, base: Path, key: Credentials, port: int) -> ModuleType:
+    """The harness module, its ringstore connections carrying ``key``, to ``port``."""
     os.environ["SEAWEED_BENCH_DIR"] = str(base)  # read when it is imported
     sys.dont_write_bytecode = True  # it lies in a read-only tree
     spec = importlib.util.spec_from_file_location("seaweed_bench", path)
@@ -86,6 +94,7 @@ def load_harness(path: Path, base: Path, key: Credentials) -> ModuleType:
         )
 
     vars(harness)["conn"] = conn
+    harness.SYSTEMS["rs"]["port"] = port
     harness.SYSTEMS["rs"]["prefix"] = "/files/bench/"  # names are NAMESPACE/NAME
     return harness
 
@@ -113,7 +122,9 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float, method:
 
 
 @contextlib.contextmanager
-def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
+def systems(
+    base: Path, memory_mib: int | None = None, files_shared: bool = False
+) -> Iterator[Credentials]:
     """Both systems running under ``base``, their root pids in the files the harness reads;
     yields ringstore's admin key. Each process runs in a session of its own, stopped by its
     pid's process group (``ringstore up`` stops its peers on SIGTERM; SIGKILL reaches them
@@ -181,7 +192,8 @@ def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
             "--host",
             "127.0.0.1",
             "--port",
-            "8900",
+            str(RINGSTORE_PORT),
+            *(["--files-shared"] if files_shared else []),
             "--discovery",
             "none",
             "--no-s3",
@@ -199,7 +211,9 @@ def systems(base: Path, memory_mib: int | None = None) -> Iterator[Credentials]:
             check=True,
         )
         wait_for("http://127.0.0.1:8888/benchd/probe", seaweed, 60, "PUT")
-        wait_for("http://127.0.0.1:8900/health", ringstore, 120, "GET")
+        wait_for(f"http://127.0.0.1:{RINGSTORE_PORT}/health", ringstore, 120, "GET")
+        if files_shared:
+            wait_for(f"http://127.0.0.1:{SHARED_PORT}/health", ringstore, 120, "GET")
         credentials = base / "rdata" / "credentials"
         deadline = time.monotonic() + 120
         while not credentials.exists():
@@ -276,18 +290,23 @@ def main() -> None:
     parser.add_argument(
         "--memory-limit", type=int, help="MiB for each system, page cache included (root)"
     )
+    parser.add_argument(
+        "--files-shared", action="store_true", help="ringstore through its shared files port"
+    )
     args = parser.parse_args()
     os.environ.update(ONLY=args.only, REPS=str(args.reps), DUR=str(args.seconds))
     with tempfile.TemporaryDirectory(prefix="ringstore-seaweed-") as tmp:
         base = Path(tmp)
-        with systems(base, args.memory_limit) as key:
-            harness = load_harness(args.harness, base, key)
+        with systems(base, args.memory_limit, args.files_shared) as key:
+            port = SHARED_PORT if args.files_shared else RINGSTORE_PORT
+            harness = load_harness(args.harness, base, key, port)
             out = base / "results.json"
             sys.argv = [str(args.harness), str(out)]
             harness.main()
             results = json.loads(out.read_text())
     table = summary(results)
     limit = "" if args.memory_limit is None else f"; each system limited to {args.memory_limit} MiB"
+    limit += "; ringstore through its shared files port" if args.files_shared else ""
     publish(
         "seaweed",
         [results],

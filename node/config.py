@@ -109,6 +109,19 @@ class PeerConfig:
             "connections over them; only processes of the same user can share it.",
         ),
     )
+    shared_port: int | None = field(
+        default=None,
+        metadata=option(
+            "Also serve the files API (files, manifests, listings, /cluster, /scrub, keys, "
+            "namespaces, /health, /ready, /metrics) on this port, bound with SO_REUSEPORT and "
+            "shared with the host's other peers (one per core: docs/operations.md), the kernel "
+            "spreading connections over them; not the peer-to-peer API nor the web console "
+            "(on --port only).",
+            low=1,
+            high=65535,
+            metavar="PORT",
+        ),
+    )
     s3_domain: str | None = field(
         default=None,
         metadata=option(
@@ -443,6 +456,8 @@ class PeerConfig:
             raise ValueError("--s3-reuse-port shares the port --s3-port names: give one (not 0)")
         if self.s3_port and self.s3_port == self.port:
             raise ValueError(f"--s3-port must differ from --port ({self.port}): S3 has its own")
+        if self.shared_port is not None and self.shared_port in (self.port, self.s3_port):
+            raise ValueError("--shared-port must differ from --port and --s3-port")
         if self.peer_auth == "off" and not _loopback(self.host):
             raise ValueError("--peer-auth=off is for measurements on a loopback address only")
         given = {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key, "--tls-ca": self.tls_ca}

@@ -126,7 +126,9 @@ async def revoke_key(request: web.Request) -> web.Response:
     await require(request, "admin")
     access_key = request.match_info["access_key"]
     await request.app[ACCESS].revoke_key(access_key)
-    request.app[SESSIONS].close_key(access_key)  # other peers': at their next lookup
+    sessions = request.app.get(SESSIONS)  # none on --shared-port (no console there)
+    if sessions is not None:
+        sessions.close_key(access_key)  # other peers': at their next lookup
     return web.Response(status=204)
 
 

@@ -1,6 +1,6 @@
 """Every request's id, and one log line and one metrics sample per answered request.
 
-``traced`` (the outermost middleware of both listeners, public and S3) gives each request
+``traced`` (the outermost middleware of every listener: public, S3, shared) gives each request
 its id: the client's ``X-Request-Id`` when it is sane (``node.tracing.sane_request_id``),
 else a new one; a peer call carries the id of the public request that caused it, so the
 called peer adopts it. The id is kept on the request (``REQUEST_ID``) and, while the

@@ -57,8 +57,8 @@ UPLOADS = web.AppKey("uploads", Uploads)  # multipart uploads (S3)
 GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
 CLOCK = web.AppKey("clock", HybridClock)  # the peer's clock: versions, and responses' Date
 S3_URL = web.AppKey("s3_url", str)  # where this peer serves S3, once it does (--s3-port)
-METRICS = web.AppKey("metrics", Metrics)  # the peer's registry: shared by its two listeners
-LISTENER = web.AppKey("listener", str)  # which of them an app is: "public" or "s3"
+METRICS = web.AppKey("metrics", Metrics)  # the peer's registry: shared by its listeners
+LISTENER = web.AppKey("listener", str)  # which one an app is: "public", "s3" or "shared"
 WRITE_PROBE = web.AppKey("write_probe", WriteProbe)  # /ready: does the data dir take writes
 SESSIONS = web.AppKey("sessions", Sessions)  # the web console's logins on this peer
 

@@ -71,7 +71,8 @@ class Metrics:
         request = ("listener", "route", "method")
         self.requests = Counter(
             PREFIX + "http_requests",
-            "HTTP requests answered, by listener (public, s3), route template, method and status.",
+            "HTTP requests answered, by listener (public, s3, shared), route template, method "
+            "and status.",
             [*request, "status"],
             registry=self.registry,
         )

@@ -247,6 +247,12 @@ def peer(log_level: str, log_format: str, event_loop: str, **options: Any) -> No
     help="All peers serve S3 on port --port + 1000, shared (--s3-reuse-port: one endpoint "
     "over every peer's core; docs/operations.md).",
 )
+@click.option(
+    "--files-shared",
+    is_flag=True,
+    help="All peers also serve the files API on port --port + 2000, shared (--shared-port: "
+    "one endpoint over every peer's core; docs/operations.md).",
+)
 def up(
     count: int,
     data_dir: Path,
@@ -259,12 +265,16 @@ def up(
     tls: bool,
     s3: bool,
     s3_shared: bool,
+    files_shared: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
-    from node.process.supervisor import Supervisor
+    from node.process.supervisor import SHARED_PORT_OFFSET, Supervisor
 
     if s3_shared and not s3:
         raise click.UsageError("--s3-shared needs S3 (not --no-s3)")
+    if files_shared and port + SHARED_PORT_OFFSET > 65535:
+        shared = port + SHARED_PORT_OFFSET
+        raise click.UsageError(f"--files-shared serves on --port + 2000 ({shared}): past 65535")
     setup_logging(log_level, "up", log_format)
     supervisor = Supervisor(
         count,
@@ -278,6 +288,7 @@ def up(
         s3,
         log_format,
         s3_shared=s3_shared,
+        files_shared=files_shared,
     )
     raise SystemExit(asyncio.run(supervisor.run()))
 

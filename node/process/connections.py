@@ -436,13 +436,14 @@ class PeerServer(web.Server):
 
 def unbindable(exc: OSError, shared: bool = False) -> str:
     """What to tell the operator when a listening port cannot be bound (``exc``: the bind's
-    error); ``shared``: the port was bound with SO_REUSEPORT (``--s3-reuse-port``)."""
+    error); ``shared``: the port was bound with SO_REUSEPORT (``--s3-reuse-port``,
+    ``--shared-port``)."""
     if exc.errno != errno.EADDRINUSE:
         return str(exc)
     if shared:
         return (
             f"{exc}: another process holds it; peers share it only when each of them binds "
-            "it with --s3-reuse-port, as the same user"
+            "it with SO_REUSEPORT (--s3-reuse-port, --shared-port), as the same user"
         )
     return f"{exc}: another process holds it (stop it, or choose another port)"
 

@@ -82,6 +82,8 @@ def _open_files_for(config: PeerConfig) -> None:
 
 
 def descriptors_needed(config: PeerConfig) -> int:
-    """Open files a peer may need at its limits: every connection, one peer call per chunk
-    of every public request it coordinates, and some for stores, logs and mDNS."""
-    return config.max_connections + config.max_requests * (config.k + config.m) + 256
+    """Open files a peer may need at its limits: every connection of each port it serves
+    (``--max-connections`` each), one peer call per chunk of every public request it
+    coordinates, and some for stores, logs and mDNS."""
+    ports = 1 + (config.s3_port is not None) + (config.shared_port is not None)
+    return ports * config.max_connections + config.max_requests * (config.k + config.m) + 256

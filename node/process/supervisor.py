@@ -15,6 +15,8 @@ would only loop.
 With ``s3`` (the default) peer *i* also serves S3 on port ``BASE + 1000 + i``, and the
 example printed includes an awscli command against it; with ``s3_shared`` every peer serves
 it on ``BASE + 1000``, bound with ``--s3-reuse-port`` (one endpoint spread over every peer).
+With ``files_shared`` every peer also serves the files API on ``BASE + 2000``
+(``--shared-port``), and the examples printed use that port.
 
 With ``tls``, a local CA and one certificate per peer are made (or reused) in ``DIR/tls``
 (``node.process.certificates``), every peer serves HTTPS with its certificate, and the
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
 S3_PORT_OFFSET = 1000  # peer i serves S3 on --port + 1000 + i (make up: 9000-9006)
+SHARED_PORT_OFFSET = 2000  # --files-shared: every peer's files API on --port + 2000 too
 KEY_PATIENCE = 60.0  # seconds a new cluster has to become able to store its admin key
 
 
@@ -171,6 +174,7 @@ class Supervisor:
         log_format: str = "text",
         *,
         s3_shared: bool = False,
+        files_shared: bool = False,
     ):
         self.tls_dir = data_dir / "tls" if tls else None
         scheme = "https" if tls else "http"
@@ -184,6 +188,13 @@ class Supervisor:
             args += ["--service-type", service_type]
         if s3_shared:
             args.append("--s3-reuse-port")
+        self.shared_url: str | None = None
+        if files_shared:
+            shared_port = base_port + SHARED_PORT_OFFSET
+            if shared_port > 65535:
+                raise ValueError(f"--files-shared: port {shared_port} is past 65535")
+            args += ["--shared-port", str(shared_port)]
+            self.shared_url = f"{scheme}://{host}:{shared_port}"
         self.s3_shared = s3_shared
         self.peers = [
             PeerProcess(
@@ -314,6 +325,9 @@ class Supervisor:
             flush=True,
         )
         url = self.peers[0].url
+        if self.shared_url is not None:
+            print(f"the files API of every peer: {self.shared_url} (a shared port)", flush=True)
+            url = self.shared_url
         if credentials is not None:
             access_key, secret = credentials
             print(

@@ -27,7 +27,8 @@ Signature V4) that shares the peer's coordinator, access store, Gatekeeper and r
 limit; it is served on its own port from the start of the peer's life to its stop (first
 to stop, so no S3 request runs on stopped components). A port shared by the peers of a host
 (``--s3-reuse-port``) is bound at the start but listened on only once the peer is first
-ready (``_listen_when_ready``).
+ready (``_listen_when_ready``). ``--shared-port`` serves the files API that way too: a third
+app (``_files_app``) with the public routes over the same components, none of the peer API.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ from node.upkeep.scrubber import Scrubber, ScrubStats
 from ring import Member
 
 log = logging.getLogger(__name__)
-READY_POLL = 0.1  # seconds between readiness checks before a shared S3 port is listened on
+READY_POLL = 0.1  # seconds between readiness checks before a shared port is listened on
+# Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
+CLIENT_MAX_SIZE = 256 << 20
 
 
 def create_app(
@@ -110,7 +113,6 @@ def create_app(
     ``wall_ms`` is the clock the peer versions files and dates answers with (tests give a
     skewed one; auth keeps the system's).
     """
-    # Manifests of huge files pass aiohttp's 1 MiB default (16 bytes per chunk per stripe).
     limit = RequestLimit(config.max_requests)  # shared with the S3 frontend
     app = web.Application(
         middlewares=[
@@ -122,27 +124,29 @@ def create_app(
             peer.authenticated,
             _addressed_to_me,
         ],
-        client_max_size=256 << 20,
+        client_max_size=CLIENT_MAX_SIZE,
         # Request bodies are never decoded: a file is stored as the bytes it was sent,
         # with its Content-Encoding kept beside it (node.api.representation).
         handler_args={"auto_decompress": False},
     )
     app[keys.CONFIG] = config
-    app[keys.METRICS], app[keys.LISTENER] = Metrics(), "public"  # the registry: both listeners
+    app[keys.METRICS], app[keys.LISTENER] = Metrics(), "public"  # the registry: every listener
     app[keys.WRITE_PROBE] = WriteProbe(config.data_dir)
     app[keys.SESSIONS] = Sessions()  # the web console's logins (node.api.console)
     app[forms.FORM_GUARD] = browser.form_guard  # a form sent with one: its CSRF token
     app.on_response_prepare.append(_common_headers)
     app.on_response_prepare.append(request_id_header)
-    s3 = _S3Port()
+    s3, shared = _Frontend(), _Frontend()
     app.cleanup_ctx.append(_data_dir_lock)
-    app.cleanup_ctx.append(functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit, s3=s3))
+    lifecycle = functools.partial(_lifecycle, wall_ms=wall_ms, limit=limit, s3=s3, shared=shared)
+    app.cleanup_ctx.append(lifecycle)
     app.on_response_prepare.append(dates.date_response)  # Last-Modified never after Date
     app[keys.CHANNELS] = OpenChannels()
-    # First at shutdown: the S3 port takes no new connection (a shared one: the host's
-    # other peers take them), then other peers' channels answer the frames under way and
-    # close; then the requests under way on either port are waited for.
+    # First at shutdown: the S3 and shared ports take no new connection (a shared one: the
+    # host's other peers take them), then other peers' channels answer the frames under way
+    # and close; then the requests under way on every port are waited for.
     app.on_shutdown.append(s3.stop_taking)
+    app.on_shutdown.append(shared.stop_taking)
     app.on_shutdown.append(lambda app: app[keys.CHANNELS].stop(config.peer_timeout))
     public.add_routes(app)
     monitoring.add_routes(app)
@@ -202,6 +206,51 @@ def _s3_app(app: web.Application, limit: RequestLimit) -> web.Application:
     return s3
 
 
+def _files_app(app: web.Application, limit: RequestLimit) -> web.Application:
+    """The files API's app for ``--shared-port``, over the components of the peer's ``app``
+    (started): the public routes with the peer's port's middlewares, less those of peer
+    calls; no peer-to-peer API (a call meant for one peer could reach another) and no web
+    console (its sessions live in the peer that opened them)."""
+    files = web.Application(
+        middlewares=[traced, error_middleware, limit.middleware(), access.identified],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"auto_decompress": False},
+    )
+    for key, value in app.items():  # the same components: keys set by ``_lifecycle``
+        if key is not keys.SESSIONS:  # a console login is no key here: it lives in one peer
+            files[key] = value
+    files[keys.LISTENER] = "shared"
+    files.on_response_prepare.append(_common_headers)
+    files.on_response_prepare.append(request_id_header)
+    files.on_response_prepare.append(dates.date_response)
+    public.add_routes(files)
+    monitoring.add_routes(files)
+    access.add_routes(files)
+    return files
+
+
+async def _serve_shared(
+    app: web.Application, limit: RequestLimit
+) -> tuple[PeerRunner, list[socket.socket]]:
+    """Bind ``--shared-port`` for the files API (``_files_app``) with SO_REUSEPORT, as
+    ``_serve_s3`` binds a shared S3 port: the sockets are listened on by
+    ``_listen_when_ready`` once the peer is first ready. Raises StartRefused when the port
+    cannot be bound."""
+    config = app[keys.CONFIG]
+    assert config.shared_port is not None
+    runner = PeerRunner(_files_app(app, limit))
+    await runner.setup()
+    try:
+        return runner, await _bound_shared(config.host, config.shared_port)
+    except OSError as exc:
+        await runner.cleanup()
+        why = unbindable(exc, shared=True)
+        raise StartRefused(f"cannot serve the files API on --shared-port: {why}") from exc
+    except BaseException:
+        await runner.cleanup()
+        raise
+
+
 async def _serve_s3(
     app: web.Application, limit: RequestLimit
 ) -> tuple[PeerRunner, list[socket.socket]]:
@@ -242,6 +291,12 @@ def _serving_s3(app: web.Application, port: int, shared: bool = False) -> None:
     log.info(
         "serving S3 on %s%s", url, ", a port shared with the host's other peers" if shared else ""
     )
+
+
+def _serving_shared(app: web.Application, port: int) -> None:
+    """Log that the peer now serves the files API on the shared ``port`` too."""
+    url = app[keys.CONFIG].url_at(port)
+    log.info("serving the files API on %s too, a port shared with the host's other peers", url)
 
 
 def _serving_tls(config: PeerConfig) -> ssl.SSLContext | None:
@@ -290,9 +345,11 @@ async def _listen_when_ready(
     runner: PeerRunner,
     shared: list[socket.socket],
     tls: ssl.SSLContext | None,
+    serving: Callable[[int], None],
 ) -> None:
-    """Listen on the shared S3 sockets once the peer is first ready, then note its URL; a
-    listen that fails is logged (the peer serves on, with no S3 on that address)."""
+    """Listen on the shared sockets once the peer is first ready, then call ``serving``
+    with the port; a listen that fails is logged (the peer serves on, with nothing on that
+    address)."""
     # Polled: readiness is derived (members up, ring, a timed disk probe), no event.
     while True:
         if not await monitoring.reasons_not_ready(app):
@@ -304,15 +361,15 @@ async def _listen_when_ready(
             await web.SockSite(runner, sock, ssl_context=tls).start()
             listening += 1
         except OSError:
-            log.exception("cannot listen on the shared S3 port at %s", sock.getsockname())
+            log.exception("cannot listen on the shared port at %s", sock.getsockname())
     if listening:
-        _serving_s3(app, shared[0].getsockname()[1], shared=True)
+        serving(shared[0].getsockname()[1])
 
 
-class _S3Port:
-    """The S3 frontend of a peer (``_lifecycle`` fills it in): its runner, the task that
-    listens on a shared port once the peer is ready (``_listen_when_ready``) and that
-    port's sockets."""
+class _Frontend:
+    """A frontend of the peer on a port of its own, S3's or the shared files API's
+    (``_lifecycle`` fills it in): its runner, the task that listens on a shared port once
+    the peer is ready (``_listen_when_ready``) and that port's sockets."""
 
     def __init__(self) -> None:
         self.runner: PeerRunner | None = None
@@ -353,7 +410,11 @@ async def _data_dir_lock(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _lifecycle(
-    app: web.Application, wall_ms: Callable[[], int], limit: RequestLimit, s3: _S3Port
+    app: web.Application,
+    wall_ms: Callable[[], int],
+    limit: RequestLimit,
+    s3: _Frontend,
+    shared: _Frontend,
 ) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     identity, token_seeds = await asyncio.to_thread(cluster_identity, config)
@@ -496,11 +557,18 @@ async def _lifecycle(
             discovery = Discovery(config, identity.cluster_id, membership.me, gossip.add_seed)
             app[keys.DISCOVERY] = discovery
             await discovery.start()
+        server_tls = _serving_tls(config)
         if config.s3_port is not None:
             s3.runner, s3.shared = await _serve_s3(app, limit)
             if s3.shared:
-                listen = _listen_when_ready(app, s3.runner, s3.shared, _serving_tls(config))
+                serving = functools.partial(_serving_s3, app, shared=True)
+                listen = _listen_when_ready(app, s3.runner, s3.shared, server_tls, serving)
                 s3.gate = start_for_peer(peer_id, [listen])[0]
+        if config.shared_port is not None:
+            shared.runner, shared.shared = await _serve_shared(app, limit)
+            serving = functools.partial(_serving_shared, app)
+            listen = _listen_when_ready(app, shared.runner, shared.shared, server_tls, serving)
+            shared.gate = start_for_peer(peer_id, [listen])[0]
         log.info(
             "peer %s of cluster %s serving %s from %s",
             peer_id,
@@ -511,6 +579,7 @@ async def _lifecycle(
         yield
     finally:
         await s3.close(app)  # first: no S3 request runs on stopped components
+        await shared.close(app)
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
         for task in loops:

@@ -3,7 +3,8 @@
 them, to none that is not ready yet, and to the survivors once one dies); a port another
 process holds stops a peer's start with one line saying so, not a traceback. Clients of a
 shared port ride out the kill of one of its peers: their keep-alive connections to it break,
-and boto3's retries go over new connections to the others."""
+and boto3's retries go over new connections to the others. ``--shared-port`` does the same
+for the files API (``ringstore up --files-shared``)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from botocore.config import Config
 from botocore.exceptions import ResponseStreamingError
 from yarl import URL
 
+from client import Client
+from node.disk.data_dir import CREDENTIALS_FILE
 from node.process.tls import client_context
 from tests.harness import ProcessCluster, eventually, free_port, free_port_block
 from tests.harness.access import ADMIN, ADMIN_HEADERS
 from tests.harness.metrics import scrape, value
+from tests.harness.up import ringstore_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 T = TypeVar("T")
@@ -116,9 +120,36 @@ def progressed(loaders: list[Loader], floor: list[int]) -> bool:
     return all(ld.pairs >= n for ld, n in zip(loaders, floor, strict=True))
 
 
-async def s3_requests(session: aiohttp.ClientSession, peer_url: str) -> float:
-    """S3 requests the peer at ``peer_url`` answered, from its metrics."""
-    return value(await scrape(session, peer_url), "ringstore_http_requests_total", listener="s3")
+# A shared port of each kind: its flags, an unsigned GET there and its status, its listener.
+KINDS = {
+    "s3": (lambda port: [f"--s3-port={port}", "--s3-reuse-port"], "/", 403, "s3"),
+    "files": (lambda port: [f"--shared-port={port}"], "/health", 200, "shared"),
+}
+
+
+async def answered(session: aiohttp.ClientSession, peer_url: str, listener: str) -> float:
+    """Requests the peer at ``peer_url`` answered on ``listener``, from its metrics."""
+    samples = await scrape(session, peer_url)
+    return value(samples, "ringstore_http_requests_total", listener=listener)
+
+
+async def every_peer_listens(
+    session: aiohttp.ClientSession,
+    fresh: aiohttp.ClientSession,
+    url: str,
+    kind: str,
+    peers: list[str],
+) -> None:
+    """Wait until each of ``peers`` has answered a request on the shared port at ``url``
+    (each listens once it is first ready), asking on new connections (``fresh``)."""
+    _, path, status, listener = KINDS[kind]
+
+    async def all_answered() -> bool:
+        async with fresh.get(f"{url}{path}") as answer:
+            assert answer.status == status, await answer.text()
+        return all([await answered(session, peer, listener) for peer in peers])
+
+    await eventually(all_answered, 30, "every peer to take connections on the shared port")
 
 
 async def serves_s3(session: aiohttp.ClientSession, peer_url: str) -> bool:
@@ -151,7 +182,7 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
                     url,
                     lambda c, i=i, body=body: c.put_object(Bucket="shared", Key=f"k{i}", Body=body),
                 )
-            served = [await s3_requests(session, cluster.urls[i]) for i in range(SHARING)]
+            served = [await answered(session, cluster.urls[i], "s3") for i in range(SHARING)]
             assert sum(served) == 1 + WRITES, served
             assert all(count > 0 for count in served), f"one peer took every connection: {served}"
 
@@ -162,7 +193,7 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
                 thread.start()
             try:
                 await eventually(lambda: progressed(loaders, [3] * LOADERS), 60, "load")
-                assert await s3_requests(session, cluster.urls[0]) > served[0]  # it had some
+                assert await answered(session, cluster.urls[0], "s3") > served[0]  # it had some
                 await cluster.crash(0)  # kill -9: its listening socket leaves the group with it
                 floor = [loader.pairs + 3 for loader in loaders]
                 await eventually(lambda: progressed(loaders, floor), 60, "load after the kill")
@@ -175,7 +206,7 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
             assert not [thread for thread in threads if thread.is_alive()], "a loader hangs"
             assert [ld.failure for ld in loaders] == [None] * LOADERS
 
-            before = await s3_requests(session, cluster.urls[1])
+            before = await answered(session, cluster.urls[1], "s3")
             for i in range(0, WRITES, 2):
                 got = await asyncio.to_thread(
                     on_new_connection,
@@ -183,14 +214,18 @@ async def test_peers_of_one_host_share_an_s3_port_and_the_survivor_keeps_it(
                     lambda c, i=i: c.get_object(Bucket="shared", Key=f"k{i}")["Body"].read(),
                 )
                 assert got == f"object {i}".encode()
-            assert await s3_requests(session, cluster.urls[1]) == before + WRITES // 2
+            assert await answered(session, cluster.urls[1], "s3") == before + WRITES // 2
         finally:
             await cluster.stop()
 
 
-async def test_a_peer_not_ready_yet_takes_no_connection_on_a_shared_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_peer_not_ready_yet_takes_no_connection_on_a_shared_port(
+    tmp_path: Path, kind: str
+) -> None:
     port = free_port_block(1)
-    shared = [f"--s3-port={port}", "--s3-reuse-port", "--metrics-auth=public"]
+    flags, path, status, listener = KINDS[kind]
+    shared = [*flags(port), "--metrics-auth=public"]
     cluster = ProcessCluster(tmp_path, 1, *shared)  # a cluster of one: ready at once
     async with aiohttp.ClientSession() as session:
         try:
@@ -203,10 +238,10 @@ async def test_a_peer_not_ready_yet_takes_no_connection_on_a_shared_port(tmp_pat
             urls = [cluster.urls[0], joining.url]
             one_each = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=one_each) as fresh:
-                for _ in range(WRITES):  # unsigned: each a 403, counted like any answer
-                    async with fresh.get(f"http://127.0.0.1:{port}/") as answer:
-                        assert answer.status == 403, await answer.text()
-            assert [await s3_requests(session, u) for u in urls] == [WRITES, 0]
+                for _ in range(WRITES):  # unsigned: S3's 403, counted like any answer
+                    async with fresh.get(f"http://127.0.0.1:{port}{path}") as answer:
+                        assert answer.status == status, await answer.text()
+            assert [await answered(session, u, listener) for u in urls] == [WRITES, 0]
         finally:
             await cluster.stop()
 
@@ -249,7 +284,7 @@ async def run_peer(tmp_path: Path, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-@pytest.mark.parametrize("listener", ["files", "s3", "shared s3"])
+@pytest.mark.parametrize("listener", ["files", "s3", "shared s3", "shared files"])
 async def test_a_port_another_process_holds_stops_the_start_with_one_line(
     tmp_path: Path, listener: str
 ) -> None:
@@ -258,10 +293,12 @@ async def test_a_port_another_process_holds_stops_the_start_with_one_line(
         holder.listen()
         taken = holder.getsockname()[1]
         ports = [f"--port={taken}"] if listener == "files" else [f"--port={free_port()}"]
-        if listener != "files":
+        if listener in ("s3", "shared s3"):
             ports.append(f"--s3-port={taken}")
         if listener == "shared s3":
             ports.append("--s3-reuse-port")
+        if listener == "shared files":
+            ports.append(f"--shared-port={taken}")
         code, output = await run_peer(tmp_path, *ports)
     assert code == 1, output
     assert "Traceback" not in output, output
@@ -269,27 +306,34 @@ async def test_a_port_another_process_holds_stops_the_start_with_one_line(
     last = output.strip().splitlines()[-1]
     assert last.startswith("ringstore peer: cannot serve"), last
     assert "address already in use" in last.lower(), last
-    assert ("--s3-reuse-port" in last) == (listener == "shared s3"), last
+    assert ("SO_REUSEPORT" in last) == listener.startswith("shared"), last
+    assert ("the files API on --shared-port" in last) == (listener == "shared files"), last
 
 
-async def test_a_shared_s3_port_serves_https_with_each_peers_certificate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_shared_port_serves_https_with_each_peers_certificate(
+    tmp_path: Path, kind: str
+) -> None:
     port = free_port_block(1)
-    shared = [f"--s3-port={port}", "--s3-reuse-port"]
+    flags, path, status, listener = KINDS[kind]
     tls_dir = tmp_path / "tls"
-    cluster = ProcessCluster(tmp_path, 2, *shared, tls_dir=tls_dir)
+    cluster = ProcessCluster(tmp_path, 2, *flags(port), tls_dir=tls_dir)
     trusted = aiohttp.TCPConnector(ssl=client_context(tls_dir / "ca.pem"))
+    url = f"https://127.0.0.1:{port}"
     async with aiohttp.ClientSession(connector=trusted, headers=ADMIN_HEADERS) as session:
         try:
             await cluster.start(session)
-            for peer_url in cluster.urls:
-                await eventually(lambda u=peer_url: serves_s3(session, u), 30, "S3 listening")
             fresh = aiohttp.TCPConnector(ssl=client_context(tls_dir / "ca.pem"), force_close=True)
             async with aiohttp.ClientSession(connector=fresh) as anonymous:
+                await every_peer_listens(session, anonymous, url, kind, cluster.urls)
+                before = sum([await answered(session, u, listener) for u in cluster.urls])
                 for _ in range(8):  # new connections, each a TLS handshake the CA must trust
-                    async with anonymous.get(f"https://127.0.0.1:{port}/") as answer:
-                        assert answer.status == 403, await answer.text()  # unsigned: S3's no
-                        assert "<Code>AccessDenied</Code>" in await answer.text()
-            assert sum([await s3_requests(session, u) for u in cluster.urls]) == 8
+                    async with anonymous.get(f"{url}{path}") as answer:
+                        assert answer.status == status, await answer.text()
+                        if kind == "s3":  # unsigned: S3's no
+                            assert "<Code>AccessDenied</Code>" in await answer.text()
+            after = sum([await answered(session, u, listener) for u in cluster.urls])
+            assert after == before + 8
         finally:
             await cluster.stop()
 
@@ -325,16 +369,19 @@ def refused(port: int) -> bool:
 async def test_a_stopping_peer_leaves_the_s3_port_at_once_and_finishes_what_is_under_way(
     tmp_path: Path,
 ) -> None:
-    """SIGTERM: the S3 port takes no new connection at once (a shared port's other peers take
-    them), while an upload on the files port (3 s) and one on the S3 port (6 s) go on; each
-    port's requests under way get 5 s (SHUTDOWN_GRACE) and both uploads are stored."""
-    port = free_port_block(1)
+    """SIGTERM: the S3 port and the shared files port take no new connection at once (a
+    shared port's other peers take them), while an upload on the files port (3 s) and one
+    on the S3 port (6 s) go on; each port's requests under way get 5 s (SHUTDOWN_GRACE) and
+    both uploads are stored."""
+    port, files_port = free_port_block(1), free_port()
     inline = "--inline-max=16384"  # the uploads are kept in their manifests: 3 peers do
-    cluster = ProcessCluster(tmp_path, 3, inline, per_peer=[[f"--s3-port={port}"], [], []])
+    first = [f"--s3-port={port}", f"--shared-port={files_port}"]
+    cluster = ProcessCluster(tmp_path, 3, inline, per_peer=[first, [], []])
     async with aiohttp.ClientSession(headers=ADMIN_HEADERS) as session:
         try:
             await cluster.start(session)
             await eventually(lambda: serves_s3(session, cluster.urls[0]), 30, "S3 listening")
+            await eventually(lambda: not refused(files_port), 30, "the shared port listening")
             s3_url = f"http://127.0.0.1:{port}"
             signer = fresh_client(s3_url)
             try:
@@ -361,7 +408,9 @@ async def test_a_stopping_peer_leaves_the_s3_port_at_once_and_finishes_what_is_u
                 process = cluster.peers[0].process
                 assert process is not None
                 process.send_signal(signal.SIGTERM)
-                await eventually(lambda: refused(port), 2, "the S3 port to take no connection")
+                await eventually(
+                    lambda: refused(port) and refused(files_port), 2, "no new connection"
+                )
                 assert not uploads[0].done(), "the files port's upload was meant to be under way"
                 assert await asyncio.gather(*uploads) == [201, 200]
                 assert await asyncio.wait_for(process.wait(), 30) == 0
@@ -371,3 +420,29 @@ async def test_a_stopping_peer_leaves_the_s3_port_at_once_and_finishes_what_is_u
                     assert await answer.read() == b"".join(bytes([i]) * 512 for i in range(16))
         finally:
             await cluster.stop()
+
+
+async def test_ringstore_up_files_shared_serves_every_peer_on_one_port(tmp_path: Path) -> None:
+    """``ringstore up --files-shared``: the files API of every peer on --port + 2000 too,
+    printed as the address to use; the Python client writes and reads through it, each
+    request on a new connection the kernel hands to one of the peers."""
+    base = free_port_block(3)
+    data = tmp_path / "data"
+    shared = f"http://127.0.0.1:{base + 2000}"
+    flags = ["--no-s3", "--files-shared"]
+    async with ringstore_up(data, base, 3, *flags, until="ringstore ls") as printed:
+        assert f"the files API of every peer: {shared} (a shared port)" in printed, printed
+        assert f"-T README.md {shared}/files/docs/README.md" in printed, printed
+        credentials = data / CREDENTIALS_FILE
+
+        def round_trips() -> list[bytes]:
+            found = []
+            for i in range(6):
+                with Client([shared], credentials_file=credentials) as store:  # new connection
+                    store.put(f"docs/shared-{i}", f"file {i}".encode())
+                with Client([shared], credentials_file=credentials) as store:
+                    found.append(store.get(f"docs/shared-{i}"))
+            return found
+
+        found = await asyncio.to_thread(round_trips)
+        assert found == [f"file {i}".encode() for i in range(6)]

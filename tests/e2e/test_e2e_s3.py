@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import sys
 from pathlib import Path
 
 import boto3
@@ -19,6 +17,7 @@ from botocore.config import Config
 from client.credentials import read_credentials
 from node.disk.data_dir import CREDENTIALS_FILE
 from tests.harness import free_port_block
+from tests.harness.up import ringstore_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 PEERS = 3
@@ -55,20 +54,8 @@ def round_trip(data: Path, base: int, shared: bool = False) -> bytes:
 async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path, shared: bool) -> None:
     base = free_port_block(PEERS)  # (its S3 ports too)
     data = tmp_path / "data"
-    command = [
-        sys.executable, "-m", "node", "up", "-n", str(PEERS), "--port", str(base),
-        "--data-dir", str(data), "--discovery", "none", *(["--s3-shared"] if shared else []),
-    ]  # fmt: skip
-    up = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        assert up.stdout is not None
-        printed = ""
-        while "--endpoint-url" not in printed:
-            line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
-            assert line, f"ringstore up exited early:\n{printed}"
-            printed += line
+    flags = ["--s3-shared"] if shared else []
+    async with ringstore_up(data, base, PEERS, *flags, until="--endpoint-url") as printed:
         assert re.search(
             rf"AWS_SHARED_CREDENTIALS_FILE=\S+/credentials aws "
             rf"--endpoint-url http://127\.0\.0\.1:{base + 1000} s3 ls",
@@ -76,6 +63,3 @@ async def test_ringstore_up_serves_s3_on_port_plus_1000(tmp_path: Path, shared: 
         ), printed
         assert (f"shared by all {PEERS} peers" in printed) == shared, printed
         assert await asyncio.to_thread(round_trip, data, base, shared) == b"hello over S3"
-    finally:
-        up.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(up.wait(), 30) == 0

@@ -31,7 +31,8 @@ def free_ports(count: int) -> list[int]:
 
 
 # ``ringstore up`` serves S3 on its ports + 1000 (node.process.supervisor.S3_PORT_OFFSET)
-UP_OFFSETS = (0, 1000)
+# and, with --files-shared, the files API on its port + 2000 (SHARED_PORT_OFFSET)
+UP_OFFSETS = (0, 1000, 2000)
 
 
 def free_port_block(count: int, offsets: tuple[int, ...] = UP_OFFSETS) -> int:

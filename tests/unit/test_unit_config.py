@@ -52,6 +52,7 @@ def test_every_option_field_is_an_option_and_nothing_else_is() -> None:
         (("--interface", "127.0.0.2"), "interface", "127.0.0.2"),
         (("--s3-port", "9000", "--s3-reuse-port"), "s3_reuse_port", True),
         (("--s3-port", "9000", "--no-s3-reuse-port"), "s3_reuse_port", False),
+        (("--shared-port", "10000"), "shared_port", 10000),
     ],
 )
 def test_options_reach_their_field_in_its_unit(
@@ -90,6 +91,18 @@ def test_the_s3_port_is_not_the_files_port() -> None:
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ("--port", "18311", "--shared-port", "18311"),
+        ("--s3-port", "9000", "--shared-port", "9000"),
+    ],
+)
+def test_the_shared_port_is_neither_the_peer_port_nor_s3s(args: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="--shared-port must differ"):
+        peer_config(*args)
+
+
+@pytest.mark.parametrize(
     ("host", "url"),
     [("127.0.0.1", "http://127.0.0.1:9000"), ("::1", "http://[::1]:9000")],
 )
@@ -104,6 +117,15 @@ def test_up_refuses_a_shared_s3_port_without_s3(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "--s3-shared needs S3" in result.output
     assert not list(tmp_path.iterdir())  # refused before anything was made
+
+
+def test_up_refuses_a_shared_files_port_past_the_last_port(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        up, ["--data-dir", str(tmp_path), "--port", "64000", "--files-shared"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "past 65535" in result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_up_shares_the_peer_defaults() -> None:

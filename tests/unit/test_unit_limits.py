@@ -114,3 +114,7 @@ def test_the_descriptors_a_peer_may_need_grow_with_its_limits(tmp_path: Path) ->
     big = PeerConfig(data_dir=tmp_path, max_connections=1000, max_requests=100)
     assert descriptors_needed(small) < descriptors_needed(big)
     assert descriptors_needed(big) >= 1000 + 100 * 7
+    three_ports = PeerConfig(
+        data_dir=tmp_path, max_connections=1000, max_requests=100, s3_port=9000, shared_port=10000
+    )
+    assert descriptors_needed(three_ports) >= 3 * 1000 + 100 * 7  # each port its connections
