@@ -578,8 +578,13 @@ async def _lifecycle(
         )
         yield
     finally:
-        await s3.close(app)  # first: no S3 request runs on stopped components
-        await shared.close(app)
+        # First, together: no S3 or shared-port request runs on stopped components, and
+        # neither port's requests wait out the other's grace. A failure is logged: the rest
+        # must still stop.
+        closed = await asyncio.gather(s3.close(app), shared.close(app), return_exceptions=True)
+        for failure in closed:
+            if isinstance(failure, Exception):
+                log.error("stopping a frontend failed: %r", failure)
         if discovery is not None:
             await discovery.stop()  # first: nothing learned while the rest shuts down
         for task in loops:
