@@ -295,6 +295,7 @@ class ManifestStore:
 
     async def open(self) -> None:
         await asyncio.to_thread(self._load)
+        self._consider_compaction()  # what was due at the stop, not at the first write
 
     def _load(self) -> None:
         damaged: set[str] = set()

@@ -550,3 +550,22 @@ async def test_a_crash_under_early_closes_and_compaction_loses_and_revives_nothi
         for name in again.names():
             assert await again.get(name) is not None, f"{copy.name}: {name} unreadable"
         await again.close()
+
+
+async def test_a_segment_due_at_a_restart_is_compacted_without_waiting_for_a_write(
+    tmp_path: Path,
+) -> None:
+    """Compaction starts after a batch is written; a segment already due when the peer
+    starts (here: due only under the settings it restarts with) is compacted at the start,
+    not at the first write, which a quiet peer may not get for long."""
+    store = await opened(tmp_path, segment_bytes=16 << 10, compact_bytes=1 << 40)
+    for wall in range(1, 41):  # segments of dead records, none compacted
+        await store.put(manifest("hot", wall, size=1000))
+    await store.close()
+    before = sum(p.stat().st_size for p in segments(tmp_path))
+    again = await opened(tmp_path, segment_bytes=16 << 10, compact_bytes=4 << 10)
+    await again.compacted()
+    assert again.compacted_segments > 0
+    assert sum(p.stat().st_size for p in segments(tmp_path)) < before / 2
+    assert await again.get("hot") == manifest("hot", 40, size=1000)
+    await again.close()
