@@ -153,6 +153,16 @@ def response_for(error: RingstoreError, public: bool) -> web.Response:
     return response
 
 
+def close_after_503(request: web.Request, response: web.StreamResponse) -> None:
+    """A public 503 closes its connection (``Connection: close``, RFC 9112 section 9.6):
+    behind an address several peers share (``--shared-port``, a shared S3 port, a load
+    balancer) the client's retry then goes out on a new connection, which may reach another
+    peer, where a kept-alive one would reach this one again. Peer calls keep theirs."""
+    if response.status == 503 and not request.path.startswith(PEER_PREFIX):
+        response.force_close()  # (too late for aiohttp to write the header: ours)
+        response.headers[hdrs.CONNECTION] = "close"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:

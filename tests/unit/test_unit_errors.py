@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from node.api.errors import raw_error_response, response_for
+from node.api.errors import close_after_503, raw_error_response, response_for
 from node.errors import (
     InsufficientStorage,
     Overloaded,
@@ -61,3 +63,40 @@ def test_a_raw_answer_is_a_whole_http_message_with_the_json_body() -> None:
     assert headers["Retry-After"] == "1"
     assert headers["Server"] == "ringstore"
     assert json.loads(body) == {"error": {"code": "overloaded", "message": "busy"}}
+
+
+@pytest.mark.parametrize(("path", "closes"), [("/files/a/b", True), ("/internal/manifests", False)])
+async def test_a_public_503_closes_its_connection_a_peer_calls_does_not(
+    path: str, closes: bool
+) -> None:
+    """Behind an address several peers share, a client's retry after a 503 must be able to
+    reach another peer: a new connection. (A real server on 127.0.0.1, two requests with
+    one keep-alive client: they share a connection only when the 503 did not close it.)"""
+    connections: set[tuple[str, int]] = set()  # the client's addresses: one per connection
+
+    async def unavailable(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        connections.add(request.transport.get_extra_info("peername"))
+        return web.json_response({"error": {"code": "unavailable", "message": "no"}}, status=503)
+
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        close_after_503(request, response)
+
+    app = web.Application()
+    app.router.add_get(path, unavailable)
+    app.on_response_prepare.append(hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as client:
+            for _ in range(2):
+                async with client.get(f"http://127.0.0.1:{port}{path}") as answer:
+                    assert answer.status == 503
+                    assert (answer.headers.get("Connection") == "close") == closes
+                    await answer.read()
+        assert len(connections) == (2 if closes else 1)
+    finally:
+        await runner.cleanup()
