@@ -13,7 +13,7 @@ and from the coordinator's metrics the manifest requests it sent to other peers 
 calls each carried (batching, with hedged reads: those that asked a third replica). After
 the PUT phase: disk allocated (st_blocks) and files on disk per object stored, and over
 the logical bytes, and the same less the manifest logs' records no longer current (what
-compaction of their segments reclaims: a bench writes less than a 64 MiB segment).
+compaction of their segments reclaims; a log keeps up to ~8 MiB of them).
 Then IDLE seconds with no requests: the peers' CPU, in cores.
 
 A variant whose peers pack (``packed=.@--pack-after=1@--anti-entropy-interval=2``) waits

@@ -322,9 +322,8 @@ class Coordinator:
                 f"segment {segment.name!r} version {segment.version} is gone: the object "
                 "has lost a part"
             )
-        if not (
-            segment.offset + segment.size <= part.size if packed else part.size == segment.size
-        ):
+        holds = segment.offset + segment.size <= part.size if packed else part.size == segment.size
+        if not holds:
             raise CorruptData(
                 f"segment {segment.name!r} has {part.size} bytes, not {segment.size} "
                 f"from byte {segment.offset}"

@@ -287,7 +287,7 @@ class Packer:
         alive = sum(entry.size for _, entry in live)
         if not live:
             await self._delete(pack, len(directory))
-        elif repack and live and total - alive >= DEAD_SHARE * total:
+        elif repack and total - alive >= DEAD_SHARE * total:
             await self._repack(pack, live)
 
     async def _in_pack(self, entry: PackEntry, pack: Manifest) -> Manifest | None:

@@ -19,6 +19,7 @@ from node.model.packs import is_pack_name, read_directory
 from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.upkeep.packer import Packer
 from tests.harness import LocalCluster, eventually
+from tests.harness.metrics import scrape, value
 from tests.node.shared.test_cluster_files import get, payload, put
 from tests.node.shared.test_s3 import client
 from tests.node.test_cluster_faults import manifest_of
@@ -213,12 +214,7 @@ async def test_changing_packed_files_never_retires_their_pack(
 
 async def _settled(http: aiohttp.ClientSession, cluster: LocalCluster) -> bool:
     for peer in cluster.peers:
-        async with http.get(f"{peer.url}/metrics") as response:
-            text = await response.text()
-        pending = next(
-            line for line in text.splitlines() if line.startswith("ringstore_deletions_pending ")
-        )
-        if float(pending.split()[1]):
+        if value(await scrape(http, peer.url), "ringstore_deletions_pending"):
             return False
     return True
 
