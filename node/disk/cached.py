@@ -14,6 +14,10 @@ for it, and the caller goes to a thread then:
   A miss is not free: the kernel starts readahead for the pages missed before it answers
   (submitting I/O, which may briefly wait for a full device queue), so a caller stops
   asking for a file once it missed.
+- ``in_cache``: whether a range is in the page cache and read: ``preadv2`` with
+  ``RWF_NOWAIT`` of its first and last byte (a page the kernel is still reading from the
+  disk fails it), and ``cachestat(2)`` (Linux 6.5+) counts its pages in the cache. A
+  sendfile(2) of the range then needs no disk (``node.disk.sendfile``).
 
 Both raise ``Unsupported`` where the kernel or the file system cannot tell (an older
 kernel, tmpfs for ``RWF_NOWAIT``, a seccomp filter): the caller stops asking. Files are
@@ -39,6 +43,9 @@ _SYS_OPENAT2 = (
     else None
 )
 _RESOLVE_CACHED = 0x20  # linux/openat2.h
+# cachestat(2)'s number (Linux 6.5+, the unified table as for openat2).
+_SYS_CACHESTAT = 451 if _SYS_OPENAT2 is not None else None
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _AT_FDCWD = -100
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.E2BIG, errno.EOPNOTSUPP)
@@ -55,6 +62,24 @@ class _OpenHow(ctypes.Structure):
         ("flags", ctypes.c_uint64),
         ("mode", ctypes.c_uint64),
         ("resolve", ctypes.c_uint64),
+    ]
+
+
+class _CachestatRange(ctypes.Structure):
+    """``struct cachestat_range`` (linux/mman.h): a byte range of a file."""
+
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    """``struct cachestat`` (linux/mman.h): page counts of the range asked about."""
+
+    _fields_ = [
+        ("nr_cache", ctypes.c_uint64),
+        ("nr_dirty", ctypes.c_uint64),
+        ("nr_writeback", ctypes.c_uint64),
+        ("nr_evicted", ctypes.c_uint64),
+        ("nr_recently_evicted", ctypes.c_uint64),
     ]
 
 
@@ -126,3 +151,43 @@ def preadinto_cached(fd: int, view: memoryview, offset: int) -> int:
         if exc.errno in _UNSUPPORTED:
             raise Unsupported(exc.errno, f"preadv2 with RWF_NOWAIT: {exc.strerror}") from exc
         raise
+
+
+# cachestat(2)'s number while the kernel takes it (None: without, or once refused)
+_cachestat: list[int | None] = [_SYS_CACHESTAT]
+
+
+def in_cache(fd: int, offset: int, length: int) -> bool:
+    """Whether bytes ``[offset, offset + length)`` of ``fd`` are in the page cache and read
+    (a range past the file's end is not), asking without waiting for the disk: its first
+    and last bytes read with ``preadv2`` and ``RWF_NOWAIT`` (which fails for a page still
+    being read from the disk: the kernel adds a page to the cache before its read ends),
+    and ``cachestat(2)``'s count of the range's pages in the cache, where the kernel has it
+    (without it, or where a seccomp filter refuses it, pages between the first and the last
+    may be missing). A page missed starts the kernel's readahead, as ``pread_cached``
+    does. Raises Unsupported where the system or file system cannot tell."""
+    if length <= 0:
+        return True
+    probe = memoryview(bytearray(1))
+    if not all(preadinto_cached(fd, probe, at) == 1 for at in (offset, offset + length - 1)):
+        return False
+    number = _cachestat[0]
+    if number is None or _libc is None:
+        return True
+    span = _CachestatRange(offset, length)
+    counts = _Cachestat()
+    done = _libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_uint(fd),
+        ctypes.byref(span),
+        ctypes.byref(counts),
+        ctypes.c_uint(0),
+    )
+    if done == 0:
+        pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
+        return int(counts.nr_cache) >= pages
+    code = ctypes.get_errno()
+    if code not in (*_UNSUPPORTED, errno.EPERM):
+        raise OSError(code, f"cachestat: {os.strerror(code)}")
+    _cachestat[0] = None
+    return True

@@ -467,17 +467,18 @@ class ChunkRange:
     ``READ_ON_LOOP`` bytes takes what the page cache holds on the event loop
     (``node.disk.cached``; after a miss the range stops trying) and the rest in one
     worker-thread hop; ``readinto`` fills a whole block at once. The chunk route instead
-    ``narrow``s it to the range asked and ``send``s it with sendfile(2), on the event loop
-    (the kernel reads the page cache there, or the disk on a miss, as aiohttp's FileResponse
-    did).
+    ``narrow``s it to the range asked and ``send``s it with sendfile(2): on the event loop
+    what the page cache holds, from a worker thread what needs the disk
+    (``node.disk.sendfile``).
 
-    A reader cancelled on the loop may leave a read running in its worker thread, so the
-    file is closed by whichever comes last, ``close`` (on the loop) or that read (in its
-    thread), never under a read: a descriptor closed there could be reused by the time the
-    read's ``read(2)`` runs, which would then read another file's or socket's bytes. The
-    lock is held only to look at the state, never across a read, so the loop never waits
-    on a thread's read. Reads raise asyncio.IncompleteReadError where the range or the file ends
-    before the bytes asked (a stream's reader does the same), OSError for a failed read.
+    A reader cancelled on the loop may leave a read (or a send) running in its worker
+    thread, so the file is closed by whichever comes last, ``close`` (on the loop) or that
+    read (in its thread), never under a read: a descriptor closed there could be reused by
+    the time the read's ``read(2)`` runs, which would then read another file's or socket's
+    bytes. The lock is held only to look at the state, never across a read, so the loop
+    never waits on a thread's read. Reads raise asyncio.IncompleteReadError where the range
+    or the file ends before the bytes asked (a stream's reader does the same), OSError for a
+    failed read.
     """
 
     PIECE = 1 << 18  # bytes per piece of ``iter_any``
@@ -590,7 +591,7 @@ class ChunkRange:
             return True
         wanted = self._left
         try:
-            sent = await sendfile(transport, file, file.tell(), wanted, stall)
+            sent = await sendfile(transport, file, file.tell(), wanted, stall, self._in_thread)
         except asyncio.SendfileNotAvailableError:
             return False
         self._left -= sent
@@ -610,15 +611,16 @@ class ChunkRange:
         if file is not None:
             file.close()
 
+    async def _in_thread(self, call: Callable[[int], int]) -> int:
+        """``call(the file's descriptor)`` in a worker thread (``node.disk.sendfile``'s
+        InThread): the file stays open until it returns, ``close`` meanwhile or not."""
+        return await asyncio.to_thread(self._with_file, lambda file: call(file.fileno()))
+
     def _fill(self, view: memoryview) -> int:
         """Read into ``view`` (blocking: a worker thread) until it is full or the file
         ends; the bytes read."""
-        with self._lock:
-            file = self._file
-            if file is None or self._closing:
-                raise ValueError("read of a closed chunk range")
-            self._busy = True
-        try:
+
+        def fill(file: io.FileIO) -> int:
             done = 0
             while done < len(view):
                 got = file.readinto(view[done:])
@@ -626,6 +628,19 @@ class ChunkRange:
                     break
                 done += got
             return done
+
+        return self._with_file(fill)
+
+    def _with_file(self, work: Callable[[io.FileIO], T]) -> T:
+        """``work(file)`` (blocking: a worker thread), the file closed after it if ``close``
+        came meanwhile. Raises ValueError if the range is closed already."""
+        with self._lock:
+            file = self._file
+            if file is None or self._closing:
+                raise ValueError("read of a closed chunk range")
+            self._busy = True
+        try:
+            return work(file)
         finally:
             last = self._done_reading()
             if last is not None:  # ``close`` came while it read: closed here, after it

@@ -13,6 +13,14 @@ none (``NotImplementedError``, and it refuses ``add_writer`` on a descriptor one
 transports owns), and asyncio's can only be bounded as a whole, so a reader that stopped
 held a file, a descriptor and a task for good.
 
+A range is sent ``WINDOW`` bytes at a time. Where the caller can run a call in a worker
+thread (``in_thread``), a window not wholly in the page cache (``node.disk.cached.in_cache``)
+is sent from there: sendfile(2) of a cold file waits for the disk as it reads, and on the
+event loop that wait stopped every other request of the peer (a slow or busy disk: tens of
+milliseconds per window). Its thread keeps the file open until it returns; the duplicate
+descriptor, until then too, even when the send is cancelled meanwhile. Pages in the cache
+are sent on the loop: a thread hop costs more than the send of a cached window.
+
 Why sendfile at all (``node.process.event_loop``; 1 GiB GET through 7 peer processes on
 this 2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03):
 reading and writing in Python on uvloop, 235-311 MB/s at 5.2-5.9 CPU-s across the
@@ -24,15 +32,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import os
 import sys
 import termios
+from collections.abc import Awaitable, Callable
 from typing import BinaryIO
+
+from node.disk.cached import Unsupported, in_cache
 
 _CONNECTION_LOST = frozenset(
     {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH}
 )
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # (on Linux, = SIOCOUTQ)
+WINDOW = 1 << 20  # bytes per sendfile(2) call: what one look at the page cache covers
+
+# Runs ``call(descriptor of the file)`` in a worker thread and returns what it returns, the
+# file kept open until it has (``ChunkRange``: ``close`` meanwhile leaves it to the thread).
+InThread = Callable[[Callable[[int], int]], Awaitable[int]]
 
 
 class ReaderStalled(TimeoutError):
@@ -41,11 +58,17 @@ class ReaderStalled(TimeoutError):
 
 
 async def sendfile(
-    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int, stall: float
+    transport: asyncio.WriteTransport,
+    file: BinaryIO,
+    offset: int,
+    count: int,
+    stall: float,
+    in_thread: InThread | None = None,
 ) -> int:
     """Send bytes ``[offset, offset + count)`` of ``file`` on ``transport``'s socket with
     sendfile(2); the bytes sent (fewer where the file ends first), the file's position
-    then after them.
+    then after them. With ``in_thread``, the windows not in the page cache are sent from a
+    worker thread (module docstring); without, all on the loop.
 
     Raises asyncio.SendfileNotAvailableError, nothing sent, where it cannot (a TLS
     transport, bytes still queued on the transport, no descriptor left, a file sendfile(2)
@@ -53,7 +76,8 @@ async def sendfile(
     caller drops the connection, whose stream is cut partway; where the kernel does not
     say what the socket still holds, not Linux: when the socket was not writable for that
     long), ConnectionResetError when the transport closes meanwhile (its protocol saw the
-    connection end), BrokenPipeError or another OSError when the connection fails.
+    connection end), BrokenPipeError or another OSError when the connection fails, and
+    what ``in_thread`` raises.
     Cancelled or stalled, it stops between sends (the position after what went).
     """
     if transport.get_extra_info("sslcontext") is not None:  # (TLS: the bytes are encrypted)
@@ -71,10 +95,16 @@ async def sendfile(
         raise asyncio.SendfileNotAvailableError(f"no descriptor to send on: {exc}") from exc
     loop = asyncio.get_running_loop()
     sent = 0
+    away: asyncio.Future[int] | None = None  # a window being sent from a worker thread
     try:
         while sent < count:
+            at, size = offset + sent, min(count - sent, WINDOW)
             try:
-                done = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
+                if in_thread is not None and not _cached(file.fileno(), at, size):
+                    away = asyncio.ensure_future(in_thread(functools.partial(_send, fd, at, size)))
+                    done = await asyncio.shield(away)
+                else:
+                    done = os.sendfile(fd, file.fileno(), at, size)
             except (BlockingIOError, InterruptedError):
                 await _writable(loop, transport, fd, stall)
                 continue
@@ -89,10 +119,36 @@ async def sendfile(
             if sent < count:  # as asyncio's loop does: let the loop in between sends
                 await _writable(loop, transport, fd, stall)
     finally:
-        os.close(fd)
+        if away is not None and not away.done():  # (cancelled: the thread still sends)
+            away.add_done_callback(functools.partial(_close_after, fd))
+        else:
+            os.close(fd)
         if sent:
             file.seek(offset + sent)
     return sent
+
+
+def _cached(fd: int, offset: int, length: int) -> bool:
+    """Whether sendfile(2) of the range needs no disk; True where that cannot be told (the
+    send then stays on the loop, as it was before this look)."""
+    try:
+        return in_cache(fd, offset, length)
+    except (Unsupported, OSError):
+        return True
+
+
+def _send(sock: int, offset: int, count: int, file: int) -> int:
+    """One sendfile(2) of ``count`` bytes of ``file`` at ``offset`` to ``sock`` (a worker
+    thread's: the reads it waits for are its own)."""
+    return os.sendfile(sock, file, offset, count)
+
+
+def _close_after(fd: int, away: asyncio.Future[int]) -> None:
+    """Close ``fd`` once the thread that sent on it is done; what it raised is dropped (the
+    send was given up)."""
+    os.close(fd)
+    if not away.cancelled():
+        away.exception()
 
 
 async def _writable(

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar, cast
 
 import pytest
 
-from node.disk.sendfile import ReaderStalled, sendfile
+from node.disk import cached
+from node.disk import sendfile as sending_module
+from node.disk.cached import in_cache
+from node.disk.chunk_store import ChunkRange
+from node.disk.sendfile import WINDOW, ReaderStalled, sendfile
 from node.process.event_loop import run
+from tests.harness.disk import evict
+from tests.harness.polling import eventually
 
 T = TypeVar("T")
 UVLOOP = pytest.mark.skipif(
@@ -218,3 +226,201 @@ def test_a_transport_closed_meanwhile_ends_the_send(loop: str, tmp_path: Path) -
         await asyncio.wait_for(reader.read(64 << 20), 10)  # take some: a wait ends
 
     assert isinstance(_cut_partway(loop, tmp_path, close), ConnectionResetError)
+
+
+def _dropped(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` and drop it from the page cache; whether it is out of the
+    cache now (not on a file system whose pages never leave it: tmpfs)."""
+    path.write_bytes(data)
+    evict(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return not in_cache(fd, 0, len(data))
+    finally:
+        os.close(fd)
+
+
+class _Threads:
+    """An ``InThread`` of the file open at ``fd``: runs each call in a worker thread, as
+    ``ChunkRange`` does, and counts them; ``gate``, when given, is waited for by each call
+    before it sends."""
+
+    def __init__(self, fd: int, gate: threading.Event | None = None) -> None:
+        self.calls = 0
+        self.done = 0
+        self._fd = fd
+        self._gate = gate
+
+    async def __call__(self, call: Callable[[int], int]) -> int:
+        self.calls += 1
+
+        def blocking() -> int:
+            try:
+                if self._gate is not None and not self._gate.wait(30):
+                    raise TimeoutError("the gate was never opened")
+                return call(self._fd)
+            finally:
+                self.done += 1
+
+        return await asyncio.to_thread(blocking)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_what_the_page_cache_lacks_is_sent_from_a_thread_and_what_it_holds_on_the_loop(
+    loop: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * WINDOW + 1234)
+    path = tmp_path / "chunk"
+    if not _dropped(path, data):
+        pytest.skip("this file system keeps every page in the cache")
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[int, int, bytes]:
+        counts = []
+        with path.open("rb") as file:
+            for _ in range(2):  # cold, then (read once) in the cache
+                threads = _Threads(file.fileno())
+                sending = sendfile(transport, file, 0, len(data), STALL, threads)
+                got, sent = await asyncio.gather(
+                    asyncio.wait_for(reader.readexactly(len(data)), 30), sending
+                )
+                assert (got, sent) == (data, len(data))
+                counts.append(threads.calls)
+        return counts[0], counts[1], got
+
+    cold, warm, got = run(_connected(exchange), loop)
+    assert cold >= 1  # (readahead may bring later windows in before they are sent)
+    assert warm == 0
+    assert got == data
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_loop_serves_others_while_a_thread_waits_for_the_disk(
+    loop: str, tmp_path: Path
+) -> None:
+    """A slow disk: the thread's send waits until a task on the loop lets it go, which it
+    could not if the send held the loop."""
+    data = os.urandom(WINDOW)
+    path = tmp_path / "chunk"
+    if not _dropped(path, data):
+        pytest.skip("this file system keeps every page in the cache")
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> bytes:
+        disk = threading.Event()
+        with path.open("rb") as file:
+            threads = _Threads(file.fileno(), gate=disk)
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, len(data), STALL, threads))
+            await eventually(lambda: threads.calls == 1)  # the send waits in its thread
+            disk.set()  # from the loop
+            got = await asyncio.wait_for(reader.readexactly(len(data)), 30)
+            await asyncio.wait_for(sending, 30)
+        return got
+
+    assert run(_connected(exchange), loop) == data
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_send_cancelled_while_its_thread_waits_keeps_the_socket_until_the_thread_is_done(
+    loop: str, tmp_path: Path
+) -> None:
+    """(A descriptor closed under the thread's sendfile(2) could be another socket by then.)"""
+    data = os.urandom(WINDOW)
+    path = tmp_path / "chunk"
+    if not _dropped(path, data):
+        pytest.skip("this file system keeps every page in the cache")
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[int, int, bytes]:
+        descriptors = len(os.listdir("/proc/self/fd"))
+        disk = threading.Event()
+        with path.open("rb") as file:
+            threads = _Threads(file.fileno(), gate=disk)
+            sending = asyncio.ensure_future(sendfile(transport, file, 0, len(data), STALL, threads))
+            await eventually(lambda: threads.calls == 1)
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            # beside the file, the socket's duplicate is still open
+            held = len(os.listdir("/proc/self/fd")) - descriptors - 1
+            disk.set()  # the thread sends on it now, then it is closed
+            got = await asyncio.wait_for(reader.readexactly(len(data)), 30)
+            await eventually(lambda: len(os.listdir("/proc/self/fd")) == descriptors + 1)
+        return held, threads.done, got
+
+    held, done, got = run(_connected(exchange), loop)
+    assert held == 1
+    assert done == 1
+    assert got == data
+
+
+def test_the_cache_is_asked_of_the_range_and_past_the_end_nothing_is(tmp_path: Path) -> None:
+    data = os.urandom(4 * WINDOW)
+    path = tmp_path / "chunk"
+    if not _dropped(path, data):
+        pytest.skip("this file system keeps every page in the cache")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert not in_cache(fd, 0, WINDOW)
+        os.pread(fd, WINDOW, 0)  # read: in the cache (and readahead's pages after it)
+        assert in_cache(fd, 0, WINDOW)
+        assert in_cache(fd, 100, 4096)
+        evict(path)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no readahead on this descriptor
+        os.pread(fd, 1, 0)
+        os.pread(fd, 1, WINDOW - 1)  # the first and last pages alone
+        # pages between missing: seen where the kernel counts them (cachestat)
+        assert in_cache(fd, 0, WINDOW) is (cached._cachestat[0] is None)
+        assert not in_cache(fd, len(data) - 10, 20)  # past the end
+        assert in_cache(fd, 0, 0)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_chunk_range_closed_while_its_thread_sends_is_closed_by_that_thread_after(
+    loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The range's file, as the socket's duplicate: a request cancelled (its client gone)
+    closes its range at once, while the thread's sendfile(2) still reads the file."""
+    data = os.urandom(WINDOW)
+    path = tmp_path / "chunk"
+    path.write_bytes(data)
+    disk = threading.Event()  # a slow disk: the thread's send waits for it
+    real = sending_module._send
+
+    def slow(sock: int, offset: int, count: int, file: int) -> int:
+        if not disk.wait(30):
+            raise TimeoutError("the disk was never let go")
+        return real(sock, offset, count, file)
+
+    monkeypatch.setattr(sending_module, "in_cache", lambda fd, offset, length: False)
+    monkeypatch.setattr(sending_module, "_send", slow)
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[bool, bytes]:
+        chunk = ChunkRange(path, 0, len(data))
+        file = chunk._file = io.FileIO(os.open(path, os.O_RDONLY), "rb")
+        chunk._left = chunk.size = len(data)
+        try:
+            sending = asyncio.ensure_future(chunk.send(transport, STALL))
+            await eventually(lambda: chunk._busy, what="the send in its thread")
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            chunk.close()
+            open_meanwhile = not file.closed
+            disk.set()
+            got = await asyncio.wait_for(reader.readexactly(len(data)), 30)
+            await eventually(lambda: file.closed, what="closed by the thread once done")
+            return open_meanwhile, got
+        finally:
+            disk.set()
+            if not file.closed:
+                file.close()
+
+    assert run(_connected(exchange), loop) == (True, data)

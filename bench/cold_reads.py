@@ -1,0 +1,263 @@
+"""A cold large GET on a slow disk, and the small GETs other clients make meanwhile.
+
+Holders send a chunk's bytes with sendfile(2) (``node.disk.sendfile``); a cold chunk's
+sendfile waits for the disk as it reads, and where that ran on the event loop, every other
+request of the peer waited with it. This measures it: for each variant (a source tree,
+``--trees base=/tmp/base,new=.``) and round, variants alternating, a fresh cluster of PEERS
+real peer processes (production settings) is started on 127.0.0.1, its peers' disk reads
+throttled to ``--read-mbps`` MB/s (a blkio cgroup: cgroup v1 ``blkio.throttle.
+read_bps_device`` or v2 ``io.max``; root), as a busy or spinning disk would be. One file of
+``--size`` bytes and ``--small`` files of 4 KiB are PUT, the large file's chunks dropped
+from the page cache (``posix_fadvise(DONTNEED)``, our own files only); then small GETs
+(``--clients`` clients, keep-alive, spread over every peer) run alone for ``--seconds``,
+then again while one client GETs the large file through peer 0. Measured: the large GET's
+MB/s, and the small GETs' latency (median, 99th percentile, the largest) and rate alone
+and during it; every body is compared.
+
+Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
+
+    python bench/cold_reads.py                                   # this tree, 256 MiB, 100 MB/s
+    git worktree add /tmp/base HEAD~1
+    python bench/cold_reads.py --trees base=/tmp/base,new=. --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import publish, run_benchmark
+from bench.small import Cluster, variants
+from tests.harness.access import ADMIN_HEADERS
+
+CGROUP_V1_BLKIO = Path("/sys/fs/cgroup/blkio")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+SMALL = 4096
+
+
+def block_device(path: Path) -> str:
+    """``MAJOR:MINOR`` of the disk holding ``path`` (the whole disk for a partition, which
+    is where the throttle applies)."""
+    dev = os.stat(path).st_dev
+    device = f"{os.major(dev)}:{os.minor(dev)}"
+    parent = Path(f"/sys/dev/block/{device}/..").resolve() / "dev"
+    if Path(f"/sys/dev/block/{device}/partition").exists() and parent.exists():
+        return parent.read_text().strip()
+    return device
+
+
+@contextlib.contextmanager
+def read_throttled(pids: list[int], device: str, mbps: float) -> Iterator[None]:
+    """``pids`` (and the threads and children they start) in a blkio cgroup whose reads of
+    ``device`` are held to ``mbps`` MB/s while the block runs; root."""
+    rate = int(mbps * 1e6)
+    if (CGROUP_V1_BLKIO / "blkio.throttle.read_bps_device").exists():
+        root, limit, line = CGROUP_V1_BLKIO, "blkio.throttle.read_bps_device", f"{device} {rate}"
+    elif "io" in (CGROUP_V2 / "cgroup.subtree_control").read_text().split():
+        root, limit, line = CGROUP_V2, "io.max", f"{device} rbps={rate}"
+    else:
+        raise SystemExit("a read throttle needs cgroup v1's blkio controller or v2's io, as root")
+    group = root / f"ringstore-bench-{os.getpid()}-{time.monotonic_ns()}"
+    group.mkdir()
+    try:
+        (group / limit).write_text(line)
+        for pid in pids:
+            (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        for member in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                (root / "cgroup.procs").write_text(member)
+        group.rmdir()
+
+
+def drop_chunks(root: Path) -> int:
+    """Drop every chunk file and volume under ``root`` from the page cache; how many."""
+    dropped = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or "manifests" in path.parts:
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # (a dirty page stays)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        dropped += 1
+    return dropped
+
+
+async def small_gets(
+    session: aiohttp.ClientSession, urls: list[str], names: list[str], until: asyncio.Event
+) -> list[float]:
+    """GET random small files through the peers at ``urls`` until ``until`` is set (at most
+    100,000 each); each one's latency in seconds."""
+    latencies: list[float] = []
+    rng = random.Random(len(urls))
+    for _ in range(100_000):
+        if until.is_set():
+            break
+        name = rng.choice(names)
+        started = time.perf_counter()
+        async with session.get(f"{rng.choice(urls)}/files/{name}") as response:
+            body = await response.read()
+        latencies.append(time.perf_counter() - started)
+        if response.status != 200 or body != name.encode().ljust(SMALL, b"."):
+            raise SystemExit(f"GET {name}: {response.status}, {len(body)} bytes")
+    return latencies
+
+
+async def with_small_gets(
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    names: list[str],
+    clients: int,
+    work: asyncio.Future[Any],
+) -> tuple[list[float], float]:
+    """Small GETs from ``clients`` clients until ``work`` is done: their latencies and the
+    seconds they ran."""
+    until = asyncio.Event()
+    started = time.perf_counter()
+    runs = [asyncio.ensure_future(small_gets(session, urls, names, until)) for _ in range(clients)]
+    try:
+        await work
+    finally:
+        until.set()
+        results = await asyncio.gather(*runs)
+    return [t for run in results for t in run], time.perf_counter() - started
+
+
+def summary(latencies: list[float], seconds: float) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "gets_s": len(ordered) / seconds,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+async def big_get(session: aiohttp.ClientSession, url: str, size: int, digest: bytes) -> float:
+    """GET the large file through ``url``; MB/s (its bytes checked)."""
+    check = hashlib.blake2b()
+    got = 0
+    started = time.perf_counter()
+    async with session.get(f"{url}/files/bench/big") as response:
+        async for piece in response.content.iter_chunked(1 << 20):
+            check.update(piece)
+            got += len(piece)
+    seconds = time.perf_counter() - started
+    if response.status != 200 or got != size or check.digest() != digest:
+        raise SystemExit(f"GET of the large file: {response.status}, {got} bytes")
+    return size / seconds / 1e6
+
+
+async def round_of(
+    variant: str, tree: Path, options: list[str], args: argparse.Namespace
+) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ringstore-cold-") as tmp:
+        cluster = Cluster(tree, Path(tmp), args.peers, *options)
+        connector = aiohttp.TCPConnector(limit=args.clients + 2)
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=ADMIN_HEADERS
+        ) as session:
+            try:
+                await cluster.start(session)
+                urls = [p.url for p in cluster.processes.peers]
+                big = os.urandom(1 << 20) * (args.size >> 20)
+                async with session.put(f"{urls[0]}/files/bench/big", data=big) as response:
+                    assert response.status == 201, await response.text()
+                digest = hashlib.blake2b(big).digest()
+                del big
+                names = [f"bench/small-{i}" for i in range(args.small)]
+                for name in names:
+                    body = name.encode().ljust(SMALL, b".")
+                    async with session.put(f"{urls[1]}/files/{name}", data=body) as response:
+                        assert response.status == 201, await response.text()
+                dropped = drop_chunks(Path(tmp))
+                with read_throttled(cluster.pids, block_device(Path(tmp)), args.read_mbps):
+                    alone, seconds = await with_small_gets(
+                        session,
+                        urls,
+                        names,
+                        args.clients,
+                        asyncio.ensure_future(asyncio.sleep(args.seconds)),
+                    )
+                    reading = asyncio.ensure_future(big_get(session, urls[0], args.size, digest))
+                    during, spent = await with_small_gets(
+                        session, urls, names, args.clients, reading
+                    )
+                    mbps = reading.result()
+            finally:
+                await cluster.processes.stop()
+    row: dict[str, object] = {
+        "variant": variant,
+        "size": args.size,
+        "read_mbps": args.read_mbps,
+        "cold_get_MBps": mbps,
+        "files_dropped": dropped,
+        "alone": summary(alone, seconds),
+        "during": summary(during, spent),
+    }
+    print(row, flush=True)
+    return row
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| variant | cold GET MB/s | small GETs/s alone / during | p50 ms alone / during "
+        "| p99 ms alone / during | max ms alone / during |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        alone, during = row["alone"], row["during"]
+        assert isinstance(alone, dict)
+        assert isinstance(during, dict)
+        cells = [f"{row['cold_get_MBps']:.0f}"] + [
+            f"{alone[key]:.1f} / {during[key]:.1f}"
+            for key in ("gets_s", "p50_ms", "p99_ms", "max_ms")
+        ]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--trees", default="this=.", help="name=path,... source trees")
+    parser.add_argument("--peers", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256 << 20, help="bytes of the large file")
+    parser.add_argument("--small", type=int, default=200, help="4 KiB files read meanwhile")
+    parser.add_argument("--clients", type=int, default=4, help="clients of the small files")
+    parser.add_argument("--seconds", type=float, default=5.0, help="small GETs alone")
+    parser.add_argument("--read-mbps", type=float, default=100.0, help="the peers' disk reads")
+    args = parser.parse_args()
+    rows = []
+    for _ in range(args.rounds):
+        for variant, tree, options in variants(args.trees):  # alternating: noise hits all
+            rows.append(await round_of(variant, tree, options, args))
+    note = (
+        f"{args.peers} peers, disk reads held to {args.read_mbps:g} MB/s, "
+        f"{args.size >> 20} MiB file, {args.clients} clients of {args.small} 4 KiB files"
+    )
+    publish("cold-reads", rows, table(rows), note)
+
+
+if __name__ == "__main__":
+    run_benchmark(main())
