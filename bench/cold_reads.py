@@ -11,8 +11,8 @@ read_bps_device`` or v2 ``io.max``; root), as a busy or spinning disk would be. 
 from the page cache (``posix_fadvise(DONTNEED)``, our own files only); then small GETs
 (``--clients`` clients, keep-alive, spread over every peer) run alone for ``--seconds``,
 then again while one client GETs the large file through peer 0. Measured: the large GET's
-MB/s, and the small GETs' latency (median, 99th percentile, the largest) and rate alone
-and during it; every body is compared.
+MB/s and the peers' CPU seconds during it, and the small GETs' latency (median, 99th
+percentile, the largest) and rate alone and during it; every body is compared.
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -66,9 +66,10 @@ def read_throttled(pids: list[int], device: str, mbps: float) -> Iterator[None]:
     """``pids`` (and the threads and children they start) in a blkio cgroup whose reads of
     ``device`` are held to ``mbps`` MB/s while the block runs; root."""
     rate = int(mbps * 1e6)
+    v2_controllers = CGROUP_V2 / "cgroup.subtree_control"
     if (CGROUP_V1_BLKIO / "blkio.throttle.read_bps_device").exists():
         root, limit, line = CGROUP_V1_BLKIO, "blkio.throttle.read_bps_device", f"{device} {rate}"
-    elif "io" in (CGROUP_V2 / "cgroup.subtree_control").read_text().split():
+    elif v2_controllers.exists() and "io" in v2_controllers.read_text().split():
         root, limit, line = CGROUP_V2, "io.max", f"{device} rbps={rate}"
     else:
         raise SystemExit("a read throttle needs cgroup v1's blkio controller or v2's io, as root")
@@ -80,19 +81,25 @@ def read_throttled(pids: list[int], device: str, mbps: float) -> Iterator[None]:
             (group / "cgroup.procs").write_text(str(pid))
         yield
     finally:
-        for member in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                (root / "cgroup.procs").write_text(member)
-        group.rmdir()
+        try:
+            for member in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    (root / "cgroup.procs").write_text(member)
+        finally:
+            group.rmdir()
 
 
 def drop_chunks(root: Path) -> int:
-    """Drop every chunk file and volume under ``root`` from the page cache; how many."""
+    """Drop every file under ``root`` but the manifest logs (chunk files, volumes, logs)
+    from the page cache; how many."""
     dropped = 0
     for path in root.rglob("*"):
         if not path.is_file() or "manifests" in path.parts:
             continue
-        fd = os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # (gone meanwhile)
+            continue
         try:
             os.fsync(fd)  # (a dirty page stays)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -110,7 +117,7 @@ async def small_gets(
     latencies: list[float] = []
     rng = random.Random(len(urls))
     for _ in range(100_000):
-        if until.is_set():
+        if until.is_set() or not names:
             break
         name = rng.choice(names)
         started = time.perf_counter()
@@ -118,7 +125,7 @@ async def small_gets(
             body = await response.read()
         latencies.append(time.perf_counter() - started)
         if response.status != 200 or body != name.encode().ljust(SMALL, b"."):
-            raise SystemExit(f"GET {name}: {response.status}, {len(body)} bytes")
+            raise RuntimeError(f"GET {name}: {response.status}, {len(body)} bytes")
     return latencies
 
 
@@ -144,12 +151,20 @@ async def with_small_gets(
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
     ordered = sorted(latencies)
+    if not ordered:  # (--clients 0: the large GET alone)
+        return dict.fromkeys(("gets_s", "p50_ms", "p99_ms", "max_ms"), 0.0)
     return {
         "gets_s": len(ordered) / seconds,
         "p50_ms": 1000 * statistics.median(ordered),
         "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
         "max_ms": 1000 * ordered[-1],
     }
+
+
+async def put(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
+    async with session.put(url, data=body) as response:
+        if response.status != 201:
+            raise RuntimeError(f"PUT {url}: {response.status} {await response.text()}")
 
 
 async def big_get(session: aiohttp.ClientSession, url: str, size: int, digest: bytes) -> float:
@@ -163,7 +178,7 @@ async def big_get(session: aiohttp.ClientSession, url: str, size: int, digest: b
             got += len(piece)
     seconds = time.perf_counter() - started
     if response.status != 200 or got != size or check.digest() != digest:
-        raise SystemExit(f"GET of the large file: {response.status}, {got} bytes")
+        raise RuntimeError(f"GET of the large file: {response.status}, {got} bytes")
     return size / seconds / 1e6
 
 
@@ -180,16 +195,13 @@ async def round_of(
             try:
                 await cluster.start(session)
                 urls = [p.url for p in cluster.processes.peers]
-                big = os.urandom(1 << 20) * (args.size >> 20)
-                async with session.put(f"{urls[0]}/files/bench/big", data=big) as response:
-                    assert response.status == 201, await response.text()
+                big = os.urandom(args.size)
+                await put(session, f"{urls[0]}/files/bench/big", big)
                 digest = hashlib.blake2b(big).digest()
                 del big
                 names = [f"bench/small-{i}" for i in range(args.small)]
                 for name in names:
-                    body = name.encode().ljust(SMALL, b".")
-                    async with session.put(f"{urls[1]}/files/{name}", data=body) as response:
-                        assert response.status == 201, await response.text()
+                    await put(session, f"{urls[1]}/files/{name}", name.encode().ljust(SMALL, b"."))
                 dropped = drop_chunks(Path(tmp))
                 with read_throttled(cluster.pids, block_device(Path(tmp)), args.read_mbps):
                     alone, seconds = await with_small_gets(
@@ -199,10 +211,12 @@ async def round_of(
                         args.clients,
                         asyncio.ensure_future(asyncio.sleep(args.seconds)),
                     )
+                    cpu = cluster.cpu()
                     reading = asyncio.ensure_future(big_get(session, urls[0], args.size, digest))
                     during, spent = await with_small_gets(
                         session, urls, names, args.clients, reading
                     )
+                    cpu = cluster.cpu() - cpu
                     mbps = reading.result()
             finally:
                 await cluster.processes.stop()
@@ -211,6 +225,7 @@ async def round_of(
         "size": args.size,
         "read_mbps": args.read_mbps,
         "cold_get_MBps": mbps,
+        "cpu_s_during": cpu,
         "files_dropped": dropped,
         "alone": summary(alone, seconds),
         "during": summary(during, spent),
@@ -221,15 +236,15 @@ async def round_of(
 
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| variant | cold GET MB/s | small GETs/s alone / during | p50 ms alone / during "
-        "| p99 ms alone / during | max ms alone / during |",
-        "|---|---|---|---|---|---|",
+        "| variant | cold GET MB/s | CPU-s of all peers during it | small GETs/s alone / during "
+        "| p50 ms alone / during | p99 ms alone / during | max ms alone / during |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         alone, during = row["alone"], row["during"]
         assert isinstance(alone, dict)
         assert isinstance(during, dict)
-        cells = [f"{row['cold_get_MBps']:.0f}"] + [
+        cells = [f"{row['cold_get_MBps']:.0f}", f"{row['cpu_s_during']:.1f}"] + [
             f"{alone[key]:.1f} / {during[key]:.1f}"
             for key in ("gets_s", "p50_ms", "p99_ms", "max_ms")
         ]

@@ -14,12 +14,12 @@ for it, and the caller goes to a thread then:
   A miss is not free: the kernel starts readahead for the pages missed before it answers
   (submitting I/O, which may briefly wait for a full device queue), so a caller stops
   asking for a file once it missed.
-- ``in_cache``: whether a range is in the page cache and read: ``preadv2`` with
-  ``RWF_NOWAIT`` of its first and last byte (a page the kernel is still reading from the
-  disk fails it), and ``cachestat(2)`` (Linux 6.5+) counts its pages in the cache. A
-  sendfile(2) of the range then needs no disk (``node.disk.sendfile``).
+- ``in_cache``: whether a range is in the page cache and read: ``cachestat(2)`` (Linux
+  6.5+) counts its pages present, and ``preadv2`` with ``RWF_NOWAIT`` of its first and last
+  byte fails for a page the kernel is still reading in. A sendfile(2) of the range then
+  starts no disk read (``node.disk.sendfile``).
 
-Both raise ``Unsupported`` where the kernel or the file system cannot tell (an older
+Each raises ``Unsupported`` where the kernel or the file system cannot tell (an older
 kernel, tmpfs for ``RWF_NOWAIT``, a seccomp filter): the caller stops asking. Files are
 opened ``O_NOATIME`` where the system allows it (the file's owner): a read that updated
 the access time would be an inode update, which can wait on the file system's journal.
@@ -159,29 +159,44 @@ _cachestat: list[int | None] = [_SYS_CACHESTAT]
 
 def in_cache(fd: int, offset: int, length: int) -> bool:
     """Whether bytes ``[offset, offset + length)`` of ``fd`` are in the page cache and read
-    (a range past the file's end is not), asking without waiting for the disk: its first
-    and last bytes read with ``preadv2`` and ``RWF_NOWAIT`` (which fails for a page still
-    being read from the disk: the kernel adds a page to the cache before its read ends),
-    and ``cachestat(2)``'s count of the range's pages in the cache, where the kernel has it
-    (without it, or where a seccomp filter refuses it, pages between the first and the last
-    may be missing). A page missed starts the kernel's readahead, as ``pread_cached``
-    does. Raises Unsupported where the system or file system cannot tell."""
+    (a range past the file's end is not), asking without waiting for the disk:
+    ``cachestat(2)`` counts the range's pages present (Linux 6.5+; it reads nothing and
+    starts no read), then its first and last bytes are read with ``preadv2`` and
+    ``RWF_NOWAIT``, which fails for a page still being read from the disk (the kernel puts a
+    page in the cache before its read ends, and cachestat counts it). A page between them
+    may still be on its way in (read ahead with the others): a sendfile(2) of the range then
+    waits for a read already under way, not for one it starts. Without cachestat (or where
+    a seccomp filter refuses it) the two bytes alone, whose miss starts the kernel's
+    readahead (as ``pread_cached``'s); without ``RWF_NOWAIT`` (the file system cannot tell)
+    cachestat alone. Raises Unsupported where neither works, OSError for another failure."""
     if length <= 0:
         return True
-    probe = memoryview(bytearray(1))
-    if not all(preadinto_cached(fd, probe, at) == 1 for at in (offset, offset + length - 1)):
+    present = _cachestat_covers(fd, offset, length)
+    if present is False:
         return False
+    probe = memoryview(bytearray(1))
+    try:
+        return all(preadinto_cached(fd, probe, at) == 1 for at in (offset, offset + length - 1))
+    except Unsupported:
+        if present is None:
+            raise
+        return True
+
+
+def _cachestat_covers(fd: int, offset: int, length: int) -> bool | None:
+    """Whether ``cachestat(2)`` counts every page of the range in the cache; None where the
+    kernel has no cachestat or refuses it (then never asked again). Raises OSError."""
     number = _cachestat[0]
     if number is None or _libc is None:
-        return True
+        return None
     span = _CachestatRange(offset, length)
     counts = _Cachestat()
     done = _libc.syscall(
         ctypes.c_long(number),
-        ctypes.c_uint(fd),
+        ctypes.c_long(fd),
         ctypes.byref(span),
         ctypes.byref(counts),
-        ctypes.c_uint(0),
+        ctypes.c_long(0),
     )
     if done == 0:
         pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
@@ -190,4 +205,4 @@ def in_cache(fd: int, offset: int, length: int) -> bool:
     if code not in (*_UNSUPPORTED, errno.EPERM):
         raise OSError(code, f"cachestat: {os.strerror(code)}")
     _cachestat[0] = None
-    return True
+    return None

@@ -28,6 +28,7 @@ deleting them all as chunks without sidecars.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import io
@@ -241,7 +242,7 @@ class ChunkStore:
         chunk = ChunkRange(self._path(chunk_id), offset, length, self._on_loop)
         try:
             if not await self._open_packed(chunk_id, chunk) and not self._open_cached(chunk):
-                await asyncio.to_thread(chunk.open)
+                await reading(chunk.open)
             yield chunk
         finally:
             chunk.close()
@@ -259,7 +260,7 @@ class ChunkStore:
             try:
                 fd = self._open_volume_cached(path)
                 if fd is None:
-                    await asyncio.to_thread(chunk.open_packed, path, packed.offset, packed.size)
+                    await reading(chunk.open_packed, path, packed.offset, packed.size)
                 else:
                     chunk.open_packed(path, packed.offset, packed.size, fd)
             except FileNotFoundError:
@@ -461,6 +462,21 @@ class ChunkStore:
             self.chunk_count -= 1
 
 
+# Threads that open and read chunks for readers (opens whose lookup needs the disk, reads
+# and sends of what the page cache lacks): a pool of their own, not the loop's (min(32,
+# cores + 4) threads), which chunk writes and the data directory's write probe share, so
+# that readers waiting on a slow disk hold neither back (a probe queued behind them took
+# over its 5 s and the peer read as not ready). A read past these waits for one, as the
+# disk would make it; few at once also let each go faster than many sharing the disk.
+READERS = 4
+_readers = concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="chunk-read")
+
+
+async def reading(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` in one of the ``READERS`` threads (blocking work that reads chunks)."""
+    return await asyncio.get_running_loop().run_in_executor(_readers, call, *args)
+
+
 class ChunkRange:
     """A range of a chunk file being read: a ``ChunkStream`` (``node.cluster.transport``)
     for a peer that reads its own chunk, without a loopback HTTP request. A read of up to
@@ -612,9 +628,10 @@ class ChunkRange:
             file.close()
 
     async def _in_thread(self, call: Callable[[int], int]) -> int:
-        """``call(the file's descriptor)`` in a worker thread (``node.disk.sendfile``'s
-        InThread): the file stays open until it returns, ``close`` meanwhile or not."""
-        return await asyncio.to_thread(self._with_file, lambda file: call(file.fileno()))
+        """``call(the file's descriptor)`` in one of the ``READERS`` threads
+        (``node.disk.sendfile``'s InThread): the file stays open until it returns, ``close``
+        meanwhile or not."""
+        return await reading(self._with_file, lambda file: call(file.fileno()))
 
     def _fill(self, view: memoryview) -> int:
         """Read into ``view`` (blocking: a worker thread) until it is full or the file
@@ -677,7 +694,7 @@ class ChunkRange:
         view = view[: self._left]
         got = self._fill_cached(view) if self._on_loop and len(view) <= READ_ON_LOOP else 0
         if got < len(view):
-            got += await asyncio.to_thread(self._fill, view[got:])
+            got += await reading(self._fill, view[got:])
         self._left -= got
         self.read_bytes += got
         return got

@@ -15,11 +15,16 @@ held a file, a descriptor and a task for good.
 
 A range is sent ``WINDOW`` bytes at a time. Where the caller can run a call in a worker
 thread (``in_thread``), a window not wholly in the page cache (``node.disk.cached.in_cache``)
-is sent from there: sendfile(2) of a cold file waits for the disk as it reads, and on the
-event loop that wait stopped every other request of the peer (a slow or busy disk: tens of
-milliseconds per window). Its thread keeps the file open until it returns; the duplicate
-descriptor, until then too, even when the send is cancelled meanwhile. Pages in the cache
-are sent on the loop: a thread hop costs more than the send of a cached window.
+is sent from there (up to ``THREAD_WINDOW`` bytes, as many as the socket takes):
+sendfile(2) of a cold file waits for the disk as it reads, and on the event loop that wait
+stopped every other request of the peer (a slow or busy disk: tens of milliseconds per
+window). The thread sends on a duplicate of its own, which it closes after its send (or
+the loop, if the send was given up before the thread began: ``_Lent``), so no descriptor
+is closed under it, however the send ends (cancelled, or its loop closing); ``in_thread``
+keeps the file open until it returns. Pages in the cache are sent on the loop: a thread
+hop costs more than sending them. A send that finds the connection reset or broken aborts
+its transport before it raises, so the request reads as one whose client went away
+(``node.api.errors``), not as the server's failure.
 
 Why sendfile at all (``node.process.event_loop``; 1 GiB GET through 7 peer processes on
 this 2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03):
@@ -36,16 +41,20 @@ import functools
 import os
 import sys
 import termios
+import threading
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
-from node.disk.cached import Unsupported, in_cache
+from node.disk.cached import in_cache
 
 _CONNECTION_LOST = frozenset(
     {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH}
 )
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # (on Linux, = SIOCOUTQ)
-WINDOW = 1 << 20  # bytes per sendfile(2) call: what one look at the page cache covers
+WINDOW = 1 << 20  # bytes per sendfile(2) call on the loop: what one look at the cache covers
+# Bytes per call in a thread (as many as the socket takes): a hop costs a few hundred µs of
+# CPU on these VMs, so one sends more than a window once there.
+THREAD_WINDOW = 4 << 20
 
 # Runs ``call(descriptor of the file)`` in a worker thread and returns what it returns, the
 # file kept open until it has (``ChunkRange``: ``close`` meanwhile leaves it to the thread).
@@ -78,7 +87,9 @@ async def sendfile(
     long), ConnectionResetError when the transport closes meanwhile (its protocol saw the
     connection end), BrokenPipeError or another OSError when the connection fails, and
     what ``in_thread`` raises.
-    Cancelled or stalled, it stops between sends (the position after what went).
+    Cancelled or stalled, it stops between sends (the position after what went); cancelled
+    while a thread sends, that thread's window may still go after it (the connection is
+    the caller's to drop, as it is once cancelled anyway).
     """
     if transport.get_extra_info("sslcontext") is not None:  # (TLS: the bytes are encrypted)
         raise asyncio.SendfileNotAvailableError("a TLS connection cannot take sendfile(2)")
@@ -95,21 +106,23 @@ async def sendfile(
         raise asyncio.SendfileNotAvailableError(f"no descriptor to send on: {exc}") from exc
     loop = asyncio.get_running_loop()
     sent = 0
-    away: asyncio.Future[int] | None = None  # a window being sent from a worker thread
     try:
         while sent < count:
             at, size = offset + sent, min(count - sent, WINDOW)
             try:
                 if in_thread is not None and not _cached(file.fileno(), at, size):
-                    away = asyncio.ensure_future(in_thread(functools.partial(_send, fd, at, size)))
-                    done = await asyncio.shield(away)
+                    size = min(count - sent, THREAD_WINDOW)
+                    done = await _from_thread(in_thread, fd, at, size)
                 else:
                     done = os.sendfile(fd, file.fileno(), at, size)
             except (BlockingIOError, InterruptedError):
                 await _writable(loop, transport, fd, stall)
                 continue
             except OSError as exc:
-                if sent or exc.errno in _CONNECTION_LOST:
+                if exc.errno in _CONNECTION_LOST:  # this connection's own end: the reader's
+                    transport.abort()  # (as the transport would once it noticed)
+                    raise
+                if sent:
                     raise
                 # Nothing sent, and not the connection: a file sendfile cannot read from.
                 raise asyncio.SendfileNotAvailableError(f"sendfile(2): {exc}") from exc
@@ -119,36 +132,60 @@ async def sendfile(
             if sent < count:  # as asyncio's loop does: let the loop in between sends
                 await _writable(loop, transport, fd, stall)
     finally:
-        if away is not None and not away.done():  # (cancelled: the thread still sends)
-            away.add_done_callback(functools.partial(_close_after, fd))
-        else:
-            os.close(fd)
+        os.close(fd)
         if sent:
             file.seek(offset + sent)
     return sent
 
 
+class _Lent:
+    """A duplicate of a socket's descriptor lent to one worker thread's send: closed by the
+    thread once it has sent, or by the loop (``withdraw``) if the thread has not begun by
+    the time the send is given up; a thread that begins after that sends nothing."""
+
+    def __init__(self, sock: int) -> None:
+        self._fd = os.dup(sock)  # (OSError: out of descriptors)
+        self._lock = threading.Lock()
+        self._state = "lent"  # -> "taken" (by the thread) or "withdrawn" (by the loop)
+
+    def send(self, offset: int, count: int, file: int) -> int:
+        """sendfile(2) of ``count`` bytes of ``file`` at ``offset`` on the duplicate, then
+        close it (blocking: the worker thread, whose reads wait for the disk); 0 if the send
+        was given up before."""
+        with self._lock:
+            if self._state != "lent":
+                return 0
+            self._state = "taken"
+        try:
+            return os.sendfile(self._fd, file, offset, count)
+        finally:
+            os.close(self._fd)
+
+    def withdraw(self) -> None:
+        """Close the duplicate unless a thread has taken it (which closes it itself)."""
+        with self._lock:
+            lent, self._state = self._state == "lent", "withdrawn"
+        if lent:
+            os.close(self._fd)
+
+
+async def _from_thread(in_thread: InThread, sock: int, offset: int, count: int) -> int:
+    """Send ``count`` bytes of the file at ``offset`` on ``sock`` from a worker thread
+    (``in_thread``), on a duplicate of its own; the bytes sent."""
+    lent = _Lent(sock)
+    try:
+        return await in_thread(functools.partial(lent.send, offset, count))
+    finally:
+        lent.withdraw()
+
+
 def _cached(fd: int, offset: int, length: int) -> bool:
-    """Whether sendfile(2) of the range needs no disk; True where that cannot be told (the
-    send then stays on the loop, as it was before this look)."""
+    """Whether sendfile(2) of the range starts no disk read; False where that cannot be
+    told (the send goes to a thread then)."""
     try:
         return in_cache(fd, offset, length)
-    except (Unsupported, OSError):
-        return True
-
-
-def _send(sock: int, offset: int, count: int, file: int) -> int:
-    """One sendfile(2) of ``count`` bytes of ``file`` at ``offset`` to ``sock`` (a worker
-    thread's: the reads it waits for are its own)."""
-    return os.sendfile(sock, file, offset, count)
-
-
-def _close_after(fd: int, away: asyncio.Future[int]) -> None:
-    """Close ``fd`` once the thread that sent on it is done; what it raised is dropped (the
-    send was given up)."""
-    os.close(fd)
-    if not away.cancelled():
-        away.exception()
+    except OSError:  # (Unsupported too)
+        return False
 
 
 async def _writable(

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 
+from node.disk import chunk_store
 from node.disk.chunk_store import CHUNKS_DIR, VOLUMES_DIR, sidecar_of
 from node.disk.chunk_volumes import KEEP as PACKED_KEEP
 from node.disk.chunk_volumes import Entry as VolumeEntry
@@ -157,17 +158,24 @@ def new_secret_file(path: Path) -> Path:
 
 
 class ThreadHops:
-    """Counts ``asyncio.to_thread`` calls (a read's worker-thread hop) while a test runs."""
+    """Counts worker-thread hops while a test runs: ``asyncio.to_thread`` calls and those to
+    the chunk store's readers (``node.disk.chunk_store.reading``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
         real = asyncio.to_thread
+        real_reading = chunk_store.reading
 
         async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
             self.count += 1
             return await real(func, *args, **kwargs)
 
+        async def counted_reading(func: Any, *args: Any) -> Any:
+            self.count += 1
+            return await real_reading(func, *args)
+
         monkeypatch.setattr(asyncio, "to_thread", counted)
+        monkeypatch.setattr(chunk_store, "reading", counted_reading)
 
 
 def evict(path: Path) -> None:
