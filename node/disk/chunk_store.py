@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import errno
+import functools
 import io
 import logging
 import os
@@ -473,8 +475,10 @@ _readers = concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="ch
 
 
 async def reading(call: Callable[..., T], *args: Any) -> T:
-    """``call(*args)`` in one of the ``READERS`` threads (blocking work that reads chunks)."""
-    return await asyncio.get_running_loop().run_in_executor(_readers, call, *args)
+    """``call(*args)`` in one of the ``READERS`` threads (blocking work that reads chunks),
+    in a copy of the caller's context (its request id), as ``asyncio.to_thread`` runs it."""
+    run = functools.partial(contextvars.copy_context().run, call, *args)
+    return await asyncio.get_running_loop().run_in_executor(_readers, run)
 
 
 class ChunkRange:

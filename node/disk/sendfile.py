@@ -23,8 +23,9 @@ the loop, if the send was given up before the thread began: ``_Lent``), so no de
 is closed under it, however the send ends (cancelled, or its loop closing); ``in_thread``
 keeps the file open until it returns. Pages in the cache are sent on the loop: a thread
 hop costs more than sending them. A send that finds the connection reset or broken aborts
-its transport before it raises, so the request reads as one whose client went away
-(``node.api.errors``), not as the server's failure.
+its transport and raises a ConnectionError, so the request reads as one whose client went
+away (``node.api.errors``), not as the server's failure; one that fails otherwise partway
+aborts it too, so that no error answer follows the bytes sent on the same connection.
 
 Why sendfile at all (``node.process.event_loop``; 1 GiB GET through 7 peer processes on
 this 2-core VM, chunk files dropped from the page cache first, 2 runs each, 2026-12-03):
@@ -85,7 +86,9 @@ async def sendfile(
     caller drops the connection, whose stream is cut partway; where the kernel does not
     say what the socket still holds, not Linux: when the socket was not writable for that
     long), ConnectionResetError when the transport closes meanwhile (its protocol saw the
-    connection end), BrokenPipeError or another OSError when the connection fails, and
+    connection end), BrokenPipeError or ConnectionResetError when the connection fails
+    (its transport aborted: a reset, a broken pipe, a timeout), another OSError when the
+    file or the system fails partway (its transport aborted too: the answer is cut), and
     what ``in_thread`` raises.
     Cancelled or stalled, it stops between sends (the position after what went); cancelled
     while a thread sends, that thread's window may still go after it (the connection is
@@ -121,8 +124,11 @@ async def sendfile(
             except OSError as exc:
                 if exc.errno in _CONNECTION_LOST:  # this connection's own end: the reader's
                     transport.abort()  # (as the transport would once it noticed)
-                    raise
-                if sent:
+                    if isinstance(exc, ConnectionError):
+                        raise
+                    raise ConnectionResetError(exc.errno, exc.strerror) from exc
+                if sent:  # partway: the answer can neither be finished nor followed
+                    transport.abort()
                     raise
                 # Nothing sent, and not the connection: a file sendfile cannot read from.
                 raise asyncio.SendfileNotAvailableError(f"sendfile(2): {exc}") from exc

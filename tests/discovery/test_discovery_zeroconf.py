@@ -119,9 +119,11 @@ async def test_three_peers_find_each_other_then_a_fourth(
     assert all(d.state == "stopped" for d in map(discovery, cluster.peers))
     leftover = {t for t in asyncio.all_tasks() if t.get_name() != WATCHDOG}
     assert not leftover - {asyncio.current_task()}, leftover  # neither ours nor zeroconf's
-    # Zeroconf ran on our loop: no thread of its own (the loop's executor threads aside).
+    # Zeroconf ran on our loop: no thread of its own (executors' threads aside: the loop's,
+    # the chunk store's readers).
     new_threads = set(threading.enumerate()) - threads_before
-    assert not [t for t in new_threads if not t.name.startswith(("asyncio_", WATCHDOG))]
+    ours = ("asyncio_", "chunk-read", WATCHDOG)
+    assert not [t for t in new_threads if not t.name.startswith(ours)]
 
 
 async def test_a_peer_of_another_cluster_is_ignored(

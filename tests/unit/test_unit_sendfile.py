@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import importlib.util
 import io
@@ -384,40 +385,52 @@ def test_a_send_given_up_while_its_thread_waits_for_the_disk_closes_nothing_unde
     path = tmp_path / "chunk"
     path.write_bytes(data)
     disk = _SlowDisk(monkeypatch)
-    descriptors = len(os.listdir("/proc/self/fd"))
     received = bytearray()
     file = path.open("rb")
     threads = _Threads(file.fileno())
+    socket_inode = 0
+    counts = []  # descriptors of the server's socket: during the thread's wait, after the cancel
 
     async def exchange(
         transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
-    ) -> int:
+    ) -> None:
+        nonlocal socket_inode
+        socket_inode = os.fstat(transport.get_extra_info("socket").fileno()).st_ino
         sending = asyncio.ensure_future(sendfile(transport, file, 0, len(data), STALL, threads))
         await eventually(lambda: disk.waiting == 1)
-        held = len(os.listdir("/proc/self/fd"))
+        counts.append(_socket_descriptors(socket_inode))
         if ends == "cancelled":
             sending.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await sending
-            # the thread's duplicate still open; the send's own, closed
-            assert len(os.listdir("/proc/self/fd")) == held - 1
+            counts.append(_socket_descriptors(socket_inode))
             disk.ready.set()
             received.extend(await asyncio.wait_for(reader.readexactly(len(data)), 30))
-        return held  # ("loop closed": the send still waits for the disk)
+        # ("loop closed": the send still waits for the disk as the loop ends)
 
     try:
-        held = run(_connected(exchange), loop)
+        run(_connected(exchange), loop)
     finally:
         disk.ready.set()  # (the loop closed: the disk answers now)
         threads.close()  # (once its send is done, as ``ChunkRange`` closes its file)
         file.close()
-    assert held > descriptors + 1  # the file, the send's duplicate, the thread's
+    # the transport's own, the send's duplicate, the thread's; then the send's, closed
+    assert counts == ([3, 2] if ends == "cancelled" else [3])
     assert len(disk.sends) == 1
     assert not (isinstance(disk.sends[0], OSError) and disk.sends[0].errno == errno.EBADF)
-    assert len(os.listdir("/proc/self/fd")) == descriptors  # nothing left open
+    assert _socket_descriptors(socket_inode) == 0  # the thread closed its own when done
     if ends == "cancelled":
         assert disk.sends == [len(data)]
         assert received == data
+
+
+def _socket_descriptors(inode: int) -> int:
+    """How many of this process's descriptors are the socket ``inode``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (closed meanwhile)
+            count += os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]"
+    return count
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -519,3 +532,88 @@ def test_a_chunk_range_closed_while_its_thread_sends_is_closed_by_that_thread_af
                 file.close()
 
     assert run(_connected(exchange), loop) == (True, data)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (OSError(errno.ENOTCONN, "not connected"), ConnectionResetError),  # the reader's end
+        (OSError(errno.EIO, "input/output error"), OSError),  # the disk's: no ConnectionError
+    ],
+)
+def test_a_send_failing_partway_aborts_its_connection(
+    loop: str,
+    failure: OSError,
+    raised: type[OSError],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once bytes went, no error answer may follow them on the same connection; and a
+    failure of the connection itself reads as the client gone (a ConnectionError), not as
+    the server's (``node.api.errors``). The first window on the loop, the second fails in
+    its thread."""
+    data = os.urandom(2 * WINDOW)
+    path = tmp_path / "chunk"
+    path.write_bytes(data)
+    real = os.sendfile
+
+    def failing(out: int, file: int, offset: int | None, count: int) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return real(out, file, offset, count)
+        raise failure
+
+    monkeypatch.setattr(os, "sendfile", failing)
+    monkeypatch.setattr(sending_module, "in_cache", lambda fd, offset, length: offset == 0)
+
+    async def exchange(
+        transport: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
+    ) -> tuple[BaseException, bool, bytes]:
+        with path.open("rb") as file:
+            threads = _Threads(file.fileno())
+            try:
+                with pytest.raises(raised, match=failure.strerror) as caught:
+                    await sendfile(transport, file, 0, len(data), STALL, threads)
+            finally:
+                threads.close()
+            return caught.value, transport.is_closing(), await asyncio.wait_for(reader.read(), 30)
+
+    error, closing, got = run(_connected(exchange), loop)
+    assert type(error) is raised
+    assert error.errno == failure.errno
+    assert closing
+    assert got == data[:WINDOW]  # what went, then the connection's end
+
+
+def test_the_cache_is_asked_without_reading_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cachestat reads nothing and starts no read; a probe's miss starts the kernel's
+    readahead from the caller (the event loop). So where cachestat counts pages missing,
+    no probe is made."""
+    path = tmp_path / "chunk"
+    if not _dropped(path, os.urandom(WINDOW)):
+        pytest.skip("this file system keeps every page in the cache, or cannot tell")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        in_cache(fd, 0, 4096)  # (learns whether cachestat works here)
+        if cached._cachestat[0] is None:
+            pytest.skip("no cachestat here")
+
+        def probed(*_: object) -> int:
+            raise AssertionError("a probe where cachestat said no")
+
+        monkeypatch.setattr(cached, "preadinto_cached", probed)
+        assert not in_cache(fd, 0, WINDOW)
+    finally:
+        os.close(fd)
+
+
+def test_where_the_cache_cannot_be_asked_a_window_goes_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unsupported(fd: int, offset: int, length: int) -> bool:
+        raise Unsupported(errno.EOPNOTSUPP, "no RWF_NOWAIT here")
+
+    monkeypatch.setattr(sending_module, "in_cache", unsupported)
+    assert not sending_module._cached(0, 0, WINDOW)
