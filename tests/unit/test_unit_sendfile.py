@@ -227,11 +227,16 @@ def test_a_reader_that_stops_reading_times_the_send_out_and_a_slow_one_does_not(
 def test_a_transport_closed_meanwhile_ends_the_send(loop: str, tmp_path: Path) -> None:
     """(The duplicate descriptor would keep the socket open and the send going.)"""
 
+    draining: list[asyncio.Future[None]] = []
+
     async def close(
         server: asyncio.Transport, reader: asyncio.StreamReader, _: asyncio.StreamWriter
     ) -> None:
         server.close()  # as its protocol does when the connection ends
-        await asyncio.wait_for(reader.read(64 << 20), 10)  # take some: a wait ends
+        # The reader goes on reading, so the send's waits end (a socket is writable again
+        # only once much of its buffer is free: one read of what had arrived was not always
+        # enough). Ended by the connection's end, or with the loop.
+        draining.append(asyncio.ensure_future(_drain(reader)))
 
     assert isinstance(_cut_partway(loop, tmp_path, close)[0], ConnectionResetError)
 
@@ -422,6 +427,13 @@ def test_a_send_given_up_while_its_thread_waits_for_the_disk_closes_nothing_unde
     if ends == "cancelled":
         assert disk.sends == [len(data)]
         assert received == data
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    """Read until the connection ends (at most 100,000 reads)."""
+    for _ in range(100_000):
+        if not await reader.read(1 << 20):
+            return
 
 
 def _socket_descriptors(inode: int) -> int:
