@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import publish, run_benchmark
 from bench.small import Cluster, variants
 from tests.harness.access import ADMIN_HEADERS
+from tests.harness.disk import evict
 
 CGROUP_V1_BLKIO = Path("/sys/fs/cgroup/blkio")
 CGROUP_V2 = Path("/sys/fs/cgroup")
@@ -96,16 +97,9 @@ def drop_chunks(root: Path) -> int:
     for path in root.rglob("*"):
         if not path.is_file() or "manifests" in path.parts:
             continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # (gone meanwhile)
-            continue
-        try:
-            os.fsync(fd)  # (a dirty page stays)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        dropped += 1
+        with contextlib.suppress(FileNotFoundError):  # (gone meanwhile)
+            evict(path)
+            dropped += 1
     return dropped
 
 
