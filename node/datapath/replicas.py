@@ -284,6 +284,7 @@ class ManifestReplicas:
         newest manifest an answer holds decided, and never copied: it would outlive its
         retraction and bury the winner; one whose verdict is overdue is decided first
         (``decide``). Replicas found behind are brought up to date in the background.
+        None only where enough home replicas themselves hold none (``_check_absent``).
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
         that copies or destroys on the manifest's word), Undecided when the newest found
         is provisional.
@@ -339,6 +340,7 @@ class ManifestReplicas:
             reads += await self._read_previous(name, set(found))
             newest = _newest(reads)
             if newest is None:
+                self._check_absent(name, found)
                 return ReplicaRead(None), None
             try:
                 self._clock.observe(newest.version)
@@ -362,6 +364,26 @@ class ManifestReplicas:
         finally:
             for call, replica in pending.items():
                 self._spawn(self._hear_out(call, replica, copyable))
+
+    def _check_absent(self, name: str, found: Collection[str]) -> None:
+        """Raise Unavailable unless the members in ``found``, which all answered that they
+        hold no manifest of ``name``, include enough of its home replicas to say that it
+        has none: N - W + 1 of them (of fewer homes, all), so that every write quorum
+        meets one of them. Stand-ins for homes out of reach (handoffs) do not count: they
+        hold only what was written while a home was seen down, and a write acknowledged by
+        two homes now out of reach (or merely slow: a peer seen down under load) would read
+        as "no such file", a 404 a client may act on. (A sloppy quorum, as in Dynamo:
+        DeCandia et al., SOSP 2007, section 4.6, gives up that every read quorum meets
+        every write quorum; only the home replicas keep it.)"""
+        homes = self._membership.home_replicas(name).members
+        config = self._config
+        needed = min(len(homes), config.manifest_replicas - config.manifest_write_quorum + 1)
+        answered = sum(member in found for member in homes)
+        if answered < needed:
+            raise Unavailable(
+                f"{answered} of the {len(homes)} home replicas of {name!r} answered (none "
+                f"holds it), too few to say it does not exist; try again"
+            )
 
     async def decide(self, name: str, newest: Manifest) -> bool:
         """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,

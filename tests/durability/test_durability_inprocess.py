@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.harness import (
 from tests.node.shared.test_cluster_files import get, payload, put
 
 BLOCK = 4096
+GRACE = 0.5  # seconds before an unreferenced chunk, and one no manifest knows, is garbage
 
 
 @pytest.fixture
@@ -34,8 +36,8 @@ def cluster_overrides() -> dict[str, Any]:
         "block_size": BLOCK,
         "repair_after": 1.0,
         "repair_interval": 0.3,
-        "gc_grace": 0.5,
-        "orphan_grace": 0.5,
+        "gc_grace": GRACE,
+        "orphan_grace": GRACE,
         "scrub_interval": 3600.0,
         "scrub_rate": 0,
     }
@@ -175,6 +177,37 @@ async def test_unreferenced_chunks_are_collected_after_the_grace(
         lambda: all(p.scrubber.stats.passes >= 2 for p in cluster.peers), what="scrub passes"
     )
     assert await get(http, cluster[5].url, "durability/kept") == payload(20_000, 4)
+
+
+async def test_a_chunk_whose_manifest_homes_are_all_down_is_not_collected(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """The scrubber collects a chunk whose name has no manifest on every replica; with the
+    name's three home replicas down, the handoffs standing in for them hold nothing of it,
+    and their "none" is no proof (``ManifestReplicas._check_absent``): the chunk stays."""
+    data = payload(20_000, 7)
+    await put(http, cluster[0].url, "durability/homeless", data)
+    chunks = (await get_manifest(http, cluster[0].url, "durability/homeless"))["chunks"]
+    homes = set(cluster[0].membership.home_replicas("durability/homeless").members)
+    chunk = next(c for c in chunks if c["holder"] not in homes)
+    holder = cluster.holder(chunk["holder"])
+    for home in homes:
+        await cluster.holder(home).stop()
+    for home in homes:
+        await cluster.wait_down(cluster.holder(home))
+    stored_at = (await holder.chunks.meta(chunk["id"])).stored_at
+    await eventually(
+        lambda: (
+            time.monotonic() - holder.membership.ring_changed_at > GRACE
+            and time.time() - stored_at > GRACE
+        ),
+        what="the ring and the chunk to be older than the graces",
+    )
+    passes = holder.scrubber.stats.passes
+    holder.scrubber.wake()
+    await eventually(lambda: holder.scrubber.stats.passes >= passes + 1, what="a scrub pass")
+    assert holder.scrubber.stats.garbage_removed == 0
+    assert chunk["id"] in await holder.chunks.chunk_ids()
 
 
 async def test_a_full_disk_is_507_with_nothing_half_written(

@@ -168,8 +168,20 @@ async def test_fewer_than_five_peers_up_is_503(
     async with http.put(f"{cluster[0].url}/files/faults/nope", data=b"data") as response:
         assert response.status == 503
         assert (await response.json())["error"]["code"] == "unavailable"
-    async with http.get(f"{cluster[0].url}/files/faults/nope") as response:
+    # A name never stored reads 404 on the word of 2 of its 3 home replicas (N - W + 1);
+    # with 2 of them down, the one left cannot say it was never written to those two: 503.
+    down = {victim.id for victim in cluster.peers[4:]}
+    homes_down = {
+        name: len(down & set(cluster[0].membership.home_replicas(name).members))
+        for name in (f"faults/nope-{i}" for i in range(200))
+    }
+    answerable = next(name for name, count in homes_down.items() if count <= 1)
+    unknowable = next(name for name, count in homes_down.items() if count >= 2)
+    async with http.get(f"{cluster[0].url}/files/{answerable}") as response:
         assert response.status == 404
+    async with http.get(f"{cluster[0].url}/files/{unknowable}") as response:
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "unavailable"
 
 
 @pytest.mark.parametrize(

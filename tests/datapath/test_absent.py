@@ -1,0 +1,93 @@
+"""A quorum read (``ManifestReplicas.read``, what GET, HEAD and DELETE read) says a file does
+not exist only on the word of enough of its home replicas: N - W + 1 (2 of 3), so that any
+write quorum meets one of them. Stand-ins for homes out of reach (failing, or seen down: a
+peer under load is) hold nothing of what was written before, and their "none" made a
+stored file answer 404 while two of its homes were slow (``bench/cold_reads.py --files 24
+--read-mbps 20``: a 4 KiB file read 404 under a disk held to a third of what it was asked)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.errors import FileNotFound, Unavailable
+from node.model.manifest import Manifest
+from tests.harness.grid import Grid, GridPeer
+
+BLOCK = 1024
+
+
+@pytest.fixture
+async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
+    grid = Grid(tmp_path, 8, block_size=BLOCK)
+    await grid.start()
+    grid.settle()
+    try:
+        yield grid
+    finally:
+        await grid.close()
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def store(peer: GridPeer, name: str, data: bytes) -> Manifest:
+    return await peer.coordinator.put(name, body(data), len(data), "text/plain")
+
+
+def home(grid: Grid, name: str) -> list[GridPeer]:
+    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
+
+
+def outside(grid: Grid, name: str) -> GridPeer:
+    """A peer that is not one of ``name``'s home replicas (it coordinates the reads)."""
+    homes = home(grid, name)
+    return next(peer for peer in grid.peers if peer not in homes)
+
+
+async def test_a_stored_file_whose_homes_all_fail_is_unavailable_not_absent(grid: Grid) -> None:
+    written = await store(grid[0], "f", b"small file")
+    reader = outside(grid, "f")
+    for replica in home(grid, "f"):
+        grid.break_peer(replica)  # stand-ins (handoffs) answer for them: none
+    with pytest.raises(Unavailable, match="0 of the 3 home replicas"):
+        await reader.replicas.read("f")
+    with pytest.raises(Unavailable):
+        await reader.coordinator.stat("f")  # a 503, not a 404
+    back = home(grid, "f")[0]
+    grid.mend_peer(back)
+    reader.membership.report_success(back.membership.me.id)  # (as its next heartbeat would)
+    assert await reader.replicas.read("f") == written  # one home holding it is enough
+
+
+async def test_homes_seen_down_are_no_word_either(grid: Grid) -> None:
+    """Homes the reader's membership sees down are not asked at all: the placement has
+    handoffs in their place."""
+    await store(grid[0], "f", b"small file")
+    reader = outside(grid, "f")
+    for replica in home(grid, "f")[1:]:
+        for _ in range(reader.config.down_after):
+            reader.membership.report_failure(replica.membership.me.id, "a test")
+    assert len(reader.membership.down_ids()) == 2
+    grid.break_peer(home(grid, "f")[0])
+    with pytest.raises(Unavailable, match="0 of the 3 home replicas"):
+        await reader.replicas.read("f")
+
+
+async def test_none_on_the_word_of_two_homes_and_not_of_one(grid: Grid) -> None:
+    name = "never-written"
+    reader = outside(grid, name)
+    homes = home(grid, name)
+    assert await reader.replicas.read(name) is None
+    grid.break_peer(homes[0])
+    assert await reader.replicas.read(name) is None  # 2 of 3: every write quorum meets one
+    with pytest.raises(FileNotFound):
+        await reader.coordinator.stat(name)
+    grid.break_peer(homes[2])
+    with pytest.raises(Unavailable, match="1 of the 3 home replicas"):
+        await reader.replicas.read(name)
+    with pytest.raises(Unavailable):
+        await reader.replicas.read(name, every_replica=True)
