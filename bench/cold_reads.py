@@ -14,17 +14,26 @@ then again while one client GETs the large file through peer 0. Measured: the la
 MB/s and the peers' CPU seconds during it, and the small GETs' latency (median, 99th
 percentile, the largest) and rate alone and during it; every body is compared.
 
+With ``--files N`` (N > 1) the disk is overloaded instead: N large files are PUT, dropped
+from the page cache and all GET at once, through the peers in turn, while the small GETs
+run; each large GET either ends with every byte right or counts as failed (an error
+status, a cut body, ``--give-up`` seconds). Measured then too: how many completed, their
+MB/s together (bytes of completed GETs over the time until the last GET ended), and the
+MB the peers read from the disk meanwhile (``/proc/PID/io``), against what they delivered.
+
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
     python bench/cold_reads.py                                   # this tree, 256 MiB, 100 MB/s
     git worktree add /tmp/base HEAD~1
     python bench/cold_reads.py --trees base=/tmp/base,new=. --rounds 2
+    python bench/cold_reads.py --files 24 --size 50M --read-mbps 20   # 3-4x overload
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -43,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import publish, run_benchmark
 from bench.small import Cluster, variants
+from bench.throughput import parse_size
 from tests.harness.access import ADMIN_HEADERS
 from tests.harness.disk import evict
 
@@ -104,10 +114,15 @@ def drop_chunks(root: Path) -> int:
 
 
 async def small_gets(
-    session: aiohttp.ClientSession, urls: list[str], names: list[str], until: asyncio.Event
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    names: list[str],
+    until: asyncio.Event,
+    errors: collections.Counter[int],
 ) -> list[float]:
     """GET random small files through the peers at ``urls`` until ``until`` is set (at most
-    100,000 each); each one's latency in seconds."""
+    100,000 each); each right answer's latency in seconds, the statuses of the others
+    counted in ``errors`` (a 200 with wrong bytes stops the benchmark)."""
     latencies: list[float] = []
     rng = random.Random(len(urls))
     for _ in range(100_000):
@@ -117,9 +132,12 @@ async def small_gets(
         started = time.perf_counter()
         async with session.get(f"{rng.choice(urls)}/files/{name}") as response:
             body = await response.read()
+        if response.status != 200:
+            errors[response.status] += 1
+            continue
         latencies.append(time.perf_counter() - started)
-        if response.status != 200 or body != name.encode().ljust(SMALL, b"."):
-            raise RuntimeError(f"GET {name}: {response.status}, {len(body)} bytes")
+        if body != name.encode().ljust(SMALL, b"."):
+            raise RuntimeError(f"GET {name}: wrong bytes {body[:100]!r}")
     return latencies
 
 
@@ -129,18 +147,23 @@ async def with_small_gets(
     names: list[str],
     clients: int,
     work: asyncio.Future[Any],
-) -> tuple[list[float], float]:
-    """Small GETs from ``clients`` clients until ``work`` is done: their latencies and the
-    seconds they ran."""
+) -> tuple[list[float], float, dict[int, int]]:
+    """Small GETs from ``clients`` clients until ``work`` is done: the latencies of those
+    answered right, the seconds they ran, and how many were answered with each other
+    status."""
     until = asyncio.Event()
+    errors: collections.Counter[int] = collections.Counter()
     started = time.perf_counter()
-    runs = [asyncio.ensure_future(small_gets(session, urls, names, until)) for _ in range(clients)]
+    runs = [
+        asyncio.ensure_future(small_gets(session, urls, names, until, errors))
+        for _ in range(clients)
+    ]
     try:
         await work
     finally:
         until.set()
         results = await asyncio.gather(*runs)
-    return [t for run in results for t in run], time.perf_counter() - started
+    return [t for run in results for t in run], time.perf_counter() - started, dict(errors)
 
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
@@ -161,19 +184,59 @@ async def put(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
             raise RuntimeError(f"PUT {url}: {response.status} {await response.text()}")
 
 
-async def big_get(session: aiohttp.ClientSession, url: str, size: int, digest: bytes) -> float:
-    """GET the large file through ``url``; MB/s (its bytes checked)."""
+async def big_get(
+    session: aiohttp.ClientSession, url: str, size: int, digest: bytes, give_up: float
+) -> str | None:
+    """GET a large file (``url`` names it) within ``give_up`` seconds; None when every byte
+    came and is right, else what went wrong."""
     check = hashlib.blake2b()
     got = 0
     started = time.perf_counter()
-    async with session.get(f"{url}/files/bench/big") as response:
-        async for piece in response.content.iter_chunked(1 << 20):
-            check.update(piece)
-            got += len(piece)
-    seconds = time.perf_counter() - started
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=give_up)) as response:
+            if response.status != 200:
+                text = await response.text()
+                return f"{response.status} after {time.perf_counter() - started:.0f}s: {text}"
+            async for piece in response.content.iter_chunked(1 << 20):
+                check.update(piece)
+                got += len(piece)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return f"{exc!r} after {got} bytes, {time.perf_counter() - started:.0f}s"
     if response.status != 200 or got != size or check.digest() != digest:
-        raise RuntimeError(f"GET of the large file: {response.status}, {got} bytes")
-    return size / seconds / 1e6
+        return f"{response.status}, {got} bytes"
+    return None
+
+
+def disk_read(pids: list[int]) -> int:
+    """Bytes the processes ``pids`` made the disk read so far (``read_bytes``)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def big_gets(
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    names: list[str],
+    size: int,
+    digest: bytes,
+    give_up: float,
+) -> tuple[float, int, list[str]]:
+    """GET every file of ``names`` at once, through ``urls`` in turn: the MB/s of those that
+    completed together, how many did, and what went wrong with the others."""
+    started = time.perf_counter()
+    ends = await asyncio.gather(
+        *(
+            big_get(session, f"{urls[i % len(urls)]}/files/{name}", size, digest, give_up)
+            for i, name in enumerate(names)
+        )
+    )
+    seconds = time.perf_counter() - started
+    completed = sum(end is None for end in ends)
+    return completed * size / seconds / 1e6, completed, [end for end in ends if end]
 
 
 async def round_of(
@@ -181,7 +244,7 @@ async def round_of(
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ringstore-cold-") as tmp:
         cluster = Cluster(tree, Path(tmp), args.peers, *options)
-        connector = aiohttp.TCPConnector(limit=args.clients + 2)
+        connector = aiohttp.TCPConnector(limit=args.clients + args.files + 1)
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=ADMIN_HEADERS
@@ -190,7 +253,9 @@ async def round_of(
                 await cluster.start(session)
                 urls = [p.url for p in cluster.processes.peers]
                 big = os.urandom(args.size)
-                await put(session, f"{urls[0]}/files/bench/big", big)
+                large = [f"bench/big-{i}" for i in range(args.files)]
+                for i, name in enumerate(large):  # (the same bytes: each file its own chunks)
+                    await put(session, f"{urls[i % len(urls)]}/files/{name}", big)
                 digest = hashlib.blake2b(big).digest()
                 del big
                 names = [f"bench/small-{i}" for i in range(args.small)]
@@ -198,31 +263,39 @@ async def round_of(
                     await put(session, f"{urls[1]}/files/{name}", name.encode().ljust(SMALL, b"."))
                 dropped = drop_chunks(Path(tmp))
                 with read_throttled(cluster.pids, block_device(Path(tmp)), args.read_mbps):
-                    alone, seconds = await with_small_gets(
+                    alone, seconds, errors_alone = await with_small_gets(
                         session,
                         urls,
                         names,
                         args.clients,
                         asyncio.ensure_future(asyncio.sleep(args.seconds)),
                     )
-                    cpu = cluster.cpu()
-                    reading = asyncio.ensure_future(big_get(session, urls[0], args.size, digest))
-                    during, spent = await with_small_gets(
+                    cpu, read = cluster.cpu(), disk_read(cluster.pids)
+                    reading = asyncio.ensure_future(
+                        big_gets(session, urls, large, args.size, digest, args.give_up)
+                    )
+                    during, spent, errors = await with_small_gets(
                         session, urls, names, args.clients, reading
                     )
-                    cpu = cluster.cpu() - cpu
-                    mbps = reading.result()
+                    cpu, read = cluster.cpu() - cpu, disk_read(cluster.pids) - read
+                    mbps, completed, failures = reading.result()
             finally:
                 await cluster.processes.stop()
     row: dict[str, object] = {
         "variant": variant,
         "size": args.size,
         "read_mbps": args.read_mbps,
+        "files": args.files,
+        "completed": completed,
+        "failures": failures,
         "cold_get_MBps": mbps,
+        "disk_read_MB": read / 1e6,
         "cpu_s_during": cpu,
         "files_dropped": dropped,
         "alone": summary(alone, seconds),
         "during": summary(during, spent),
+        "small_errors_alone": errors_alone,
+        "small_errors_during": errors,
     }
     print(row, flush=True)
     return row
@@ -230,18 +303,28 @@ async def round_of(
 
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| variant | cold GET MB/s | CPU-s of all peers during it | small GETs/s alone / during "
-        "| p50 ms alone / during | p99 ms alone / during | max ms alone / during |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | cold GETs completed | their MB/s | disk read MB | CPU-s of all peers "
+        "during them | small GETs/s alone / during | p50 ms alone / during "
+        "| p99 ms alone / during | max ms alone / during | small GETs not answered 200 "
+        "(status: count) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         alone, during = row["alone"], row["during"]
         assert isinstance(alone, dict)
         assert isinstance(during, dict)
-        cells = [f"{row['cold_get_MBps']:.0f}", f"{row['cpu_s_during']:.1f}"] + [
+        cells = [
+            f"{row['completed']} of {row['files']}",
+            f"{row['cold_get_MBps']:.0f}",
+            f"{row['disk_read_MB']:.0f}",
+            f"{row['cpu_s_during']:.1f}",
+        ] + [
             f"{alone[key]:.1f} / {during[key]:.1f}"
             for key in ("gets_s", "p50_ms", "p99_ms", "max_ms")
         ]
+        errors = row["small_errors_during"]
+        assert isinstance(errors, dict)
+        cells.append(", ".join(f"{status}: {count}" for status, count in sorted(errors.items())))
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -251,7 +334,11 @@ async def main() -> None:
     parser.add_argument("--trees", default="this=.", help="name=path,... source trees")
     parser.add_argument("--peers", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--size", type=int, default=256 << 20, help="bytes of the large file")
+    parser.add_argument(
+        "--size", type=parse_size, default=256 << 20, help="bytes of each large file (256M)"
+    )
+    parser.add_argument("--files", type=int, default=1, help="large files GET at once")
+    parser.add_argument("--give-up", type=float, default=300.0, help="seconds a large GET may take")
     parser.add_argument("--small", type=int, default=200, help="4 KiB files read meanwhile")
     parser.add_argument("--clients", type=int, default=4, help="clients of the small files")
     parser.add_argument("--seconds", type=float, default=5.0, help="small GETs alone")
@@ -263,7 +350,8 @@ async def main() -> None:
             rows.append(await round_of(variant, tree, options, args))
     note = (
         f"{args.peers} peers, disk reads held to {args.read_mbps:g} MB/s, "
-        f"{args.size >> 20} MiB file, {args.clients} clients of {args.small} 4 KiB files"
+        f"{args.files} files of {args.size >> 20} MiB, "
+        f"{args.clients} clients of {args.small} 4 KiB files"
     )
     publish("cold-reads", rows, table(rows), note)
 
