@@ -389,6 +389,15 @@ class PeerConfig:
             low=0.01,
         ),
     )
+    client_min_rate: float = field(
+        default=500.0,
+        metadata=option(
+            "Bytes a second a request body must come at, on average, once --client-timeout "
+            "has passed; slower, 408 (0: no rate; Apache's mod_reqtimeout MinRate).",
+            low=0,
+            metavar="BYTES",
+        ),
+    )
     header_timeout: float = field(
         default=20.0,
         metadata=option(

@@ -2,7 +2,8 @@
 
 A body is read only by ``body_pieces``, which bounds it twice: in size (``limit``: a body
 past it is cut off with TooLarge) and in time (``stall``: a client that sends nothing for
-that long is cut off with RequestTimeout, 408). ``100 Continue`` goes out at the first
+that long, or that sends the body slower than ``--client-min-rate`` overall, is cut off
+with RequestTimeout, 408). ``100 Continue`` goes out at the first
 read, so a request refused before its body is wanted (too large, a busy peer, bad
 credentials) is answered without the client sending a byte of it.
 """
@@ -10,6 +11,7 @@ credentials) is answered without the client sending a byte of it.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -53,39 +55,67 @@ async def _send_continue(request: web.Request) -> None:
 
 
 class _Stalled(asyncio.TimeoutError):
-    """Set on a body a client stopped sending. A TimeoutError, because that is what ends
-    aiohttp's reading of the rest of a body after the answer ("lingering") quietly."""
+    """Set on a body a client stopped sending, or sends too slowly. A TimeoutError, because
+    that is what ends aiohttp's reading of the rest of a body after the answer
+    ("lingering") quietly."""
 
 
 class _StallWatch:
-    """Fails a body's pending read once it has waited ``timeout`` seconds.
+    """Fails a body's pending read once it has waited ``timeout`` seconds for the client,
+    or once the time spent waiting for the client in all passes ``timeout`` plus a second
+    per ``min_rate`` bytes received (0: no rate), as Apache's ``mod_reqtimeout`` bounds a
+    body (``RequestReadTimeout body=20,MinRate=500``): a body that trickles a byte now and
+    then held its request slot, and its share of the peer's buffer memory, for as long as
+    the client liked.
 
     One timer per body, re-armed only when it fires (not per read: a read is a few µs, a
     task or timer per read would cost more than the read). Time the consumer spends on the
     pieces (a slow holder's backpressure) does not count: only waiting for the client.
     """
 
-    def __init__(self, content: StreamReader, timeout: float) -> None:
+    def __init__(self, content: StreamReader, timeout: float, min_rate: float) -> None:
         self._content = content
         self._timeout = timeout
+        self._min_rate = min_rate
         self._loop = asyncio.get_running_loop()
         self._waiting_since: float | None = None
+        self.waited = 0.0  # seconds spent waiting for the client, reads in flight aside
+        self.received = 0  # bytes
+        self.reason = ""  # why the body was failed
         self._timer = self._loop.call_later(timeout, self._check)
 
     async def read(self) -> bytes:
-        self._waiting_since = self._loop.time()
+        self._waiting_since = since = self._loop.time()
         try:
-            return await self._content.readany()
+            piece = await self._content.readany()
         finally:
             self._waiting_since = None
+            self.waited += self._loop.time() - since
+        self.received += len(piece)
+        return piece
+
+    def _allowance(self) -> float:
+        """Seconds of waiting for the client the body may still take in all."""
+        if not self._min_rate:
+            return math.inf
+        return self._timeout + self.received / self._min_rate - self.waited
 
     def _check(self) -> None:
-        since = self._waiting_since
-        if since is not None and self._loop.time() >= since + self._timeout:
+        since, now = self._waiting_since, self._loop.time()
+        waiting = 0.0 if since is None else now - since
+        if waiting >= self._timeout:
+            self.reason = f"sent no byte of the body for {self._timeout:g}s"
+        elif waiting >= self._allowance():
+            self.reason = (
+                f"sent the body slower than {self._min_rate:g} bytes/s (after "
+                f"{self.waited + waiting:.0f}s waiting for it)"
+            )
+        if self.reason:
             self._content.set_exception(_Stalled())
             return
-        start = self._loop.time() if since is None else since
-        self._timer = self._loop.call_at(start + self._timeout, self._check)
+        # Next look: when this wait (or one starting now) could pass either limit.
+        start = now if since is None else since
+        self._timer = self._loop.call_at(start + min(self._timeout, self._allowance()), self._check)
 
     def stop(self) -> None:
         self._timer.cancel()
@@ -97,26 +127,24 @@ async def body_pieces(
     """Yield the body as it arrives (Content-Length or chunked), without re-joining buffers.
 
     Raises IncompleteBody when the client cuts the body off, RequestTimeout when it sends
-    nothing for ``stall`` seconds, TooLarge as soon as it passes ``limit`` bytes.
+    nothing for ``stall`` seconds or, in all, sends it slower than the peer's
+    ``--client-min-rate`` (``_StallWatch``), TooLarge as soon as it passes ``limit`` bytes.
     """
     await _send_continue(request)
-    watch = _StallWatch(request.content, stall)
-    received = 0
+    watch = _StallWatch(request.content, stall, request.app[CONFIG].client_min_rate)
     try:
         while True:
             try:
                 piece = await watch.read()
             except _Stalled:
                 raise RequestTimeout(
-                    f"the client sent no byte of the body for {stall:g}s "
-                    f"({received} bytes received)"
+                    f"the client {watch.reason} ({watch.received} bytes received)"
                 ) from None
             except Exception as exc:  # aiohttp raises several unrelated types for a cut body
                 raise IncompleteBody(f"the request body was cut off: {exc!r}") from exc
             if not piece:
                 return
-            received += len(piece)
-            if limit is not None and received > limit:
+            if limit is not None and watch.received > limit:
                 raise TooLarge(f"the body is larger than the limit of {limit} bytes")
             yield piece
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import gzip
 import json
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MAX_FILE = 256 << 10
 TIMEOUT = 1.0  # client and send timeouts of the module's peers
+MIN_RATE = 4000  # bytes/s a body must average once TIMEOUT has passed
 MARGIN = 5.0  # seconds a timeout may be late on a loaded machine
 
 # the shared cluster stores the harness's admin key: every raw request sends it
@@ -38,7 +40,12 @@ keyed_request = functools.partial(raw_request, keyed=True)
 
 @pytest.fixture(scope="module")
 def shared_overrides() -> dict[str, Any]:
-    return {"max_file_size": MAX_FILE, "client_timeout": TIMEOUT, "send_timeout": TIMEOUT}
+    return {
+        "max_file_size": MAX_FILE,
+        "client_timeout": TIMEOUT,
+        "client_min_rate": MIN_RATE,
+        "send_timeout": TIMEOUT,
+    }
 
 
 def unique(prefix: str) -> str:
@@ -172,6 +179,62 @@ async def test_a_body_that_stalls_ends_with_408_and_nothing_kept(
         assert asyncio.get_running_loop().time() - started >= TIMEOUT - 0.1
         assert await client.closed_by_peer(MARGIN) == b"", "a broken body ends its connection"
     await assert_nothing_kept(http, cluster, name, before)
+
+
+async def trickled(
+    cluster: LocalCluster, name: str, piece: int, every: float, patience: float
+) -> tuple[int, float]:
+    """PUT 64 KiB to ``name`` in pieces of ``piece`` bytes, one each ``every`` seconds
+    (less than TIMEOUT: never a stall), stopping once answered; the status and the seconds
+    until the answer, waited for up to ``patience`` seconds."""
+    size = 64 << 10
+    head = keyed_request("PUT", f"/files/{name}", {"Content-Length": str(size)})
+    async with await RawClient.connect(cluster[3]) as client:
+        await client.send(head)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def send() -> None:
+            for at in range(0, size, piece):  # (bounded: at most 64 KiB in pieces)
+                await client.send(b"t" * min(piece, size - at))
+                await asyncio.sleep(every)
+
+        sending = asyncio.ensure_future(send())
+        try:
+            status, _, body = await client.answer(timeout=patience)
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sending
+        if status == 408:
+            assert error_of(body)["code"] == "request_timeout"
+            assert b"slower than" in body
+        return status, loop.time() - started
+
+
+async def test_a_body_that_trickles_below_the_min_rate_ends_with_408_and_nothing_kept(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    """A piece every quarter second is no stall, but 400 bytes/s is a tenth of MIN_RATE:
+    the body may take TIMEOUT plus a second per MIN_RATE bytes (about 1.1 s here), not the
+    2.7 minutes its client would."""
+    name, before = unique("trickled"), chunk_files(cluster)
+    status, seconds = await trickled(cluster, name, 100, 0.25, TIMEOUT + MARGIN)
+    assert status == 408
+    assert TIMEOUT - 0.1 <= seconds <= TIMEOUT + MARGIN
+    await assert_nothing_kept(http, cluster, name, before)
+
+
+async def test_a_slow_body_above_the_min_rate_is_stored(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    """16,000 bytes/s, four times MIN_RATE, for four seconds, four times TIMEOUT."""
+    name = unique("slow")
+    status, seconds = await trickled(cluster, name, 4000, 0.25, 4.0 + MARGIN)
+    assert status == 201
+    assert seconds >= 3 * TIMEOUT
+    async with public_request(http, "GET", f"{cluster[1].url}/files/{name}") as response:
+        assert await response.read() == b"t" * (64 << 10)
 
 
 async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(
