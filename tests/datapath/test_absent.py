@@ -63,6 +63,21 @@ async def test_a_stored_file_whose_homes_all_fail_is_unavailable_not_absent(grid
     assert await reader.replicas.read("f") == written  # one home holding it is enough
 
 
+async def test_a_file_on_two_homes_both_out_of_reach_is_unavailable(grid: Grid) -> None:
+    """The case the rule is for: a write quorum of two homes took the file and the third
+    missed it (down then, or its write failed); with those two out of reach, the third's
+    "none" and the handoffs' prove nothing."""
+    written = await store(grid[0], "f", b"small file")
+    homes = home(grid, "f")
+    assert await homes[2].manifests.retract("f", written.precedence)  # it missed the write
+    reader = outside(grid, "f")
+    grid.break_peer(homes[0])
+    assert await reader.replicas.read("f") == written  # one of the two is enough
+    grid.break_peer(homes[1])
+    with pytest.raises(Unavailable, match="1 of the 3 home replicas"):
+        await reader.replicas.read("f")
+
+
 async def test_homes_seen_down_are_no_word_either(grid: Grid) -> None:
     """Homes the reader's membership sees down are not asked at all: the placement has
     handoffs in their place."""
