@@ -392,8 +392,9 @@ class PeerConfig:
     client_min_rate: float = field(
         default=500.0,
         metadata=option(
-            "Bytes a second a request body must come at, on average, once --client-timeout "
-            "has passed; slower, 408 (0: no rate; Apache's mod_reqtimeout MinRate).",
+            "Bytes a second a request body must come at: the time a peer waits for a body in "
+            "all may be --client-timeout plus a second per this many bytes received; past "
+            "it, 408 (0: no rate; Apache's mod_reqtimeout MinRate).",
             low=0,
             metavar="BYTES",
         ),

@@ -9,7 +9,7 @@ status and a JSON body in one place, and the client maps them back.
     │   ├── InvalidRange
     │   ├── IncompleteBody                 the body ended before Content-Length
     │   ├── TooLarge                       a body past its limit (--max-file-size)
-    │   ├── RequestTimeout                 a client sent nothing for --client-timeout
+    │   ├── RequestTimeout                 a body stalled or too slow (--client-timeout, -min-rate)
     │   ├── UnsupportedMediaType           a body not of the type the route takes
     │   ├── MetadataTooLarge               user metadata past its bound
     │   ├── InvalidDigest                  a malformed Content-MD5 or digest field

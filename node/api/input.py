@@ -86,6 +86,10 @@ class _StallWatch:
 
     async def read(self) -> bytes:
         self._waiting_since = since = self._loop.time()
+        deadline = since + self._allowance()
+        if deadline < self._timer.when():  # (near the rate only: sooner than the next look)
+            self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._check)
         try:
             piece = await self._content.readany()
         finally:
@@ -101,8 +105,14 @@ class _StallWatch:
         return self._timeout + self.received / self._min_rate - self.waited
 
     def _check(self) -> None:
+        """Fail the read waiting, if it has waited past either limit; else look again when
+        it could (with none waiting, a stall timeout from now: only a read that waits for
+        the client is judged, and one that starts looks sooner if it must)."""
         since, now = self._waiting_since, self._loop.time()
-        waiting = 0.0 if since is None else now - since
+        if since is None or self._content.is_eof():  # (the body is all here: nothing to judge)
+            self._timer = self._loop.call_at(now + self._timeout, self._check)
+            return
+        waiting = now - since
         if waiting >= self._timeout:
             self.reason = f"sent no byte of the body for {self._timeout:g}s"
         elif waiting >= self._allowance():
@@ -113,25 +123,24 @@ class _StallWatch:
         if self.reason:
             self._content.set_exception(_Stalled())
             return
-        # Next look: when this wait (or one starting now) could pass either limit.
-        start = now if since is None else since
-        self._timer = self._loop.call_at(start + min(self._timeout, self._allowance()), self._check)
+        self._timer = self._loop.call_at(since + min(self._timeout, self._allowance()), self._check)
 
     def stop(self) -> None:
         self._timer.cancel()
 
 
 async def body_pieces(
-    request: web.Request, stall: float, limit: int | None = None
+    request: web.Request, stall: float, limit: int | None = None, *, min_rate: float
 ) -> AsyncIterator[bytes]:
     """Yield the body as it arrives (Content-Length or chunked), without re-joining buffers.
 
     Raises IncompleteBody when the client cuts the body off, RequestTimeout when it sends
-    nothing for ``stall`` seconds or, in all, sends it slower than the peer's
-    ``--client-min-rate`` (``_StallWatch``), TooLarge as soon as it passes ``limit`` bytes.
+    nothing for ``stall`` seconds or, in all, slower than ``min_rate`` bytes a second once
+    ``stall`` has passed (``_StallWatch``; 0: no rate), TooLarge as soon as it passes
+    ``limit`` bytes.
     """
     await _send_continue(request)
-    watch = _StallWatch(request.content, stall, request.app[CONFIG].client_min_rate)
+    watch = _StallWatch(request.content, stall, min_rate)
     try:
         while True:
             try:
@@ -168,12 +177,13 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 async def small_body(request: web.Request, limit: int) -> bytes:
     """The whole body of a request whose body is a small document (JSON, XML, a form), of
     at most ``limit`` bytes, however many pieces it arrives in. Bounded in size and time as
-    ``body_pieces`` bounds it (the peer's ``--client-timeout`` without a byte): raises
-    TooLarge, RequestTimeout, IncompleteBody."""
+    ``body_pieces`` bounds it (the peer's ``--client-timeout`` without a byte, and its
+    ``--client-min-rate``): raises TooLarge, RequestTimeout, IncompleteBody."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the body is larger than the limit of {limit} bytes")
-    stall = request.app[CONFIG].client_timeout
-    return b"".join([piece async for piece in body_pieces(request, stall, limit)])
+    config = request.app[CONFIG]
+    body = body_pieces(request, config.client_timeout, limit, min_rate=config.client_min_rate)
+    return b"".join([piece async for piece in body])
 
 
 async def json_body(request: web.Request, kind: type[T]) -> T:

@@ -85,7 +85,9 @@ async def put_file(request: web.Request) -> web.Response:
         raise TooLarge(f"a file may be at most {config.max_file_size} bytes; this one is {size}")
     content_type = content_type_of(request.headers.get(hdrs.CONTENT_TYPE))
     representation = representation_of(request.headers)
-    body = body_pieces(request, config.client_timeout, config.max_file_size)
+    body = body_pieces(
+        request, config.client_timeout, config.max_file_size, min_rate=config.client_min_rate
+    )
     content_md5, digests = by_etag(expected_digests(request.headers), config.etag)
     if digests:  # hashed only when asked for
         body = verified(body, digests)
@@ -121,7 +123,7 @@ async def post_form(request: web.Request) -> web.Response:
         raise TooLarge(f"a file may be at most {config.max_file_size} bytes")
     condition = write_condition(request)
     started = time.monotonic()
-    body = body_pieces(request, config.client_timeout, limit)
+    body = body_pieces(request, config.client_timeout, limit, min_rate=config.client_min_rate)
     form = forms.FormUpload(body, forms.boundary_of(request), config.max_file_size)
     part = await form.open()
     guard = request.app.get(forms.FORM_GUARD)

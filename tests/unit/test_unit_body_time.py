@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+import pytest
 from aiohttp import StreamReader
 
 from node.api.input import _Stalled, _StallWatch
@@ -35,6 +36,10 @@ class _Trickle:
             return b""
         self._left -= 1
         return b"x" * self._size
+
+    def is_eof(self) -> bool:
+        """Whether the body's end has arrived (all pieces sent): what aiohttp's says."""
+        return self._left == 0
 
     def set_exception(self, exc: BaseException) -> None:
         if not self._failed.done():
@@ -92,3 +97,35 @@ async def test_no_rate_means_only_gaps_count() -> None:
     finally:
         watch.stop()
     assert (watch.received, watch.reason) == (8, "")
+
+
+async def test_a_body_all_here_is_never_failed() -> None:
+    """The end has arrived (the reader's task has yet to run, late on a busy loop): a
+    stalled-looking read of it is no stall."""
+    content = _Trickle(10, TIMEOUT * 2, 0)  # nothing but the end, which "takes" 0.6 s
+    watch = _StallWatch(cast(StreamReader, content), TIMEOUT, RATE)
+    try:
+        assert await watch.read() == b""
+    finally:
+        watch.stop()
+    assert watch.reason == ""
+
+
+async def test_the_timer_does_not_poll_while_the_peer_holds_the_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client below the rate for a while has an allowance of milliseconds left (here
+    0.3 + 30 / 1000 - 3 x 0.095 = 0.045 s after three pieces); while the peer holds a piece
+    (no read waiting) the watch looks once a stall timeout, not once an allowance."""
+    looks = 0
+    real = _StallWatch._check
+
+    def counted(self: _StallWatch) -> None:
+        nonlocal looks
+        looks += 1
+        real(self)
+
+    monkeypatch.setattr(_StallWatch, "_check", counted)
+    received, reason = await _read_all(_Trickle(10, 0.095, 3), hold=1.0)
+    assert (received, reason) == (30, "")
+    assert looks <= 16  # about 3 s held / TIMEOUT, not ~35 (an allowance apart)

@@ -241,7 +241,12 @@ async def complete_upload(
     refused with InvalidPartOrder, InvalidPart, EntityTooSmall as S3 refuses."""
     await require(request, "write", bucket)
     config = request.app[CONFIG]
-    pieces = [p async for p in body_pieces(request, config.client_timeout, MAX_COMPLETE_BODY)]
+    pieces = [
+        p
+        async for p in body_pieces(
+            request, config.client_timeout, MAX_COMPLETE_BODY, min_rate=config.client_min_rate
+        )
+    ]
     document = b"".join(pieces)
     check_small_payload(request, document)
     for digest in expected_digests(request.headers):

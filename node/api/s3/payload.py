@@ -80,9 +80,13 @@ def checked_object_body(
         content_md5, digests = by_etag(digests, etag_hash)
     body: AsyncIterable[bytes]
     if decoder is not None:  # (its size is checked as it is decoded)
-        body = decoded(body_pieces(request, config.client_timeout), decoder, penalty(request))
+        body = decoded(
+            body_pieces(request, config.client_timeout, min_rate=config.client_min_rate),
+            decoder,
+            penalty(request),
+        )
     else:
-        body = body_pieces(request, config.client_timeout, limit)
+        body = body_pieces(request, config.client_timeout, limit, min_rate=config.client_min_rate)
     if sha256 is not None:
         body = payload_checked(body, sha256)
     checksum = expected_checksum(request) if decoder is None else None  # (else: trailer)

@@ -23,15 +23,19 @@ from typing import Any
 import aiohttp
 import pytest
 
+from node.cluster.transport import Address
+from node.model.manifest import ChunkMeta
 from tests.harness import LocalCluster, LocalPeer, eventually, fully_redundant
 from tests.harness.clients import RawClient, public_request, raw_request
 from tests.harness.disk import chunk_files_in, incoming_files_in
+from tests.harness.peer_api import peer_transport
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MAX_FILE = 256 << 10
 TIMEOUT = 1.0  # client and send timeouts of the module's peers
 MIN_RATE = 4000  # bytes/s a body must average once TIMEOUT has passed
+STALL = 3.0  # seconds a coordinator waits for a holder to take a block (HANG_DETECTION's)
 MARGIN = 5.0  # seconds a timeout may be late on a loaded machine
 
 # the shared cluster stores the harness's admin key: every raw request sends it
@@ -45,6 +49,7 @@ def shared_overrides() -> dict[str, Any]:
         "client_timeout": TIMEOUT,
         "client_min_rate": MIN_RATE,
         "send_timeout": TIMEOUT,
+        "stall_timeout": STALL,
     }
 
 
@@ -235,6 +240,24 @@ async def test_a_slow_body_above_the_min_rate_is_stored(
     assert seconds >= 3 * TIMEOUT
     async with public_request(http, "GET", f"{cluster[1].url}/files/{name}") as response:
         assert await response.read() == b"t" * (64 << 10)
+
+
+async def test_a_members_chunk_upload_is_held_to_no_rate(cluster: LocalCluster) -> None:
+    """A coordinator sends each holder 1/k of what its client sends, and holds its client
+    to the rate itself: a chunk upload (here chunked, as an upload of unknown size goes)
+    at a tenth of the rate for longer than a holder's stall limit (TIMEOUT + STALL, which
+    would allow 4.6 s at the rate) is stored."""
+    holder = cluster[5]
+    owner = ChunkMeta("limits/slow-chunk", "1.0.peer", 0, 1 << 20)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(24):  # 400 bytes/s for 6 s
+            yield b"c" * 100
+            await asyncio.sleep(0.25)
+
+    async with peer_transport(cluster[0].auth, timeout=30.0) as transport:
+        to = Address(holder.url, holder.id)
+        assert await transport.put_chunk(to, f"{11:032x}-0", trickle(), None, owner) == 2400
 
 
 async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(
