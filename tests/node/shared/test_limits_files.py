@@ -2,8 +2,8 @@
 
 A body past ``--max-file-size`` is refused before a byte of it is read (Content-Length) or
 cut off when it passes the limit (chunked); a body that stalls ends with 408; a client that
-reads nothing of an answer is dropped; in every case nothing of the file is kept. File
-answers cannot run in a browser, and absurd ranges are a 416.
+reads nothing of an answer, or a trickle, is dropped; in every case nothing of the file is
+kept. File answers cannot run in a browser, and absurd ranges are a 416.
 """
 
 from __future__ import annotations
@@ -278,6 +278,32 @@ async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(
         )
     async with public_request(http, "GET", f"{coordinator.url}/files/{name}") as response:
         assert await response.read() == data, "and the peer serves on"
+
+
+async def test_a_client_that_reads_a_trickle_is_dropped_after_the_send_timeout(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> None:
+    """A download has no min rate of its own, yet one read at 10 KB/s is dropped: the peer's
+    send buffer drains below its low-water mark only after the client takes ~48 KiB
+    (asyncio's and uvloop's 64 and 16 KiB marks), so a client slower than that per
+    ``--send-timeout`` leaves the peer waiting that long."""
+    name, data = unique("trickled"), os.urandom(MAX_FILE)
+    async with public_request(http, "PUT", f"{cluster[4].url}/files/{name}", data=data) as r:
+        assert r.status == 201
+    coordinator: LocalPeer = cluster[5]
+    dropped = coordinator.server.slow.count
+    requests = keyed_request("GET", f"/files/{name}") * 40  # 10 MiB of answers
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 4 * (TIMEOUT + MARGIN)
+    taken = 0
+    async with await RawClient.connect(coordinator, receive_buffer=4096) as client:
+        await client.send(requests)
+        while coordinator.server.slow.count == dropped and loop.time() < deadline:
+            with contextlib.suppress(ConnectionResetError):
+                taken += len(await client.reader.read(1024))
+            await asyncio.sleep(0.1)  # the client's pace: 1 KiB every 0.1 s
+    assert coordinator.server.slow.count > dropped, f"a client that took {taken} bytes is served on"
+    assert taken < 40 * len(data) // 4
 
 
 async def test_absurd_ranges_are_416_not_500(
