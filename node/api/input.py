@@ -2,10 +2,10 @@
 
 A body is read only by ``body_pieces``, which bounds it twice: in size (``limit``: a body
 past it is cut off with TooLarge) and in time (``stall``: a client that sends nothing for
-that long, or that sends the body slower than ``--client-min-rate`` overall, is cut off
-with RequestTimeout, 408). ``100 Continue`` goes out at the first
-read, so a request refused before its body is wanted (too large, a busy peer, bad
-credentials) is answered without the client sending a byte of it.
+that long, or that keeps the peer waiting longer in all than ``stall`` plus a second per
+``--client-min-rate`` bytes sent, is cut off with RequestTimeout, 408). ``100 Continue``
+goes out at the first read, so a request refused before its body is wanted (too large, a
+busy peer, bad credentials) is answered without the client sending a byte of it.
 """
 
 from __future__ import annotations
@@ -107,9 +107,14 @@ class _StallWatch:
     def _check(self) -> None:
         """Fail the read waiting, if it has waited past either limit; else look again when
         it could (with none waiting, a stall timeout from now: only a read that waits for
-        the client is judged, and one that starts looks sooner if it must)."""
+        the client is judged, and one that starts looks sooner if it must). A read whose
+        bytes have arrived waits for the loop, not the client (its task runs later in this
+        step, or after other work on a busy loop): it is not judged, and nothing is once
+        the body's end is here."""
         since, now = self._waiting_since, self._loop.time()
-        if since is None or self._content.is_eof():  # (the body is all here: nothing to judge)
+        if self._content.is_eof():  # the body is all here: nothing left to judge
+            return
+        if since is None or self._content.total_bytes > self.received:
             self._timer = self._loop.call_at(now + self._timeout, self._check)
             return
         waiting = now - since
@@ -135,9 +140,9 @@ async def body_pieces(
     """Yield the body as it arrives (Content-Length or chunked), without re-joining buffers.
 
     Raises IncompleteBody when the client cuts the body off, RequestTimeout when it sends
-    nothing for ``stall`` seconds or, in all, slower than ``min_rate`` bytes a second once
-    ``stall`` has passed (``_StallWatch``; 0: no rate), TooLarge as soon as it passes
-    ``limit`` bytes.
+    nothing for ``stall`` seconds or keeps the peer waiting, in all, longer than ``stall``
+    plus a second per ``min_rate`` bytes received (``_StallWatch``; 0: no rate), TooLarge
+    as soon as it passes ``limit`` bytes.
     """
     await _send_continue(request)
     watch = _StallWatch(request.content, stall, min_rate)

@@ -8,7 +8,9 @@ The same limits through real peers and a raw client: ``tests/node/shared/test_li
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import cast
+from unittest import mock
 
 import pytest
 from aiohttp import StreamReader
@@ -25,6 +27,7 @@ class _Trickle:
     def __init__(self, size: int, every: float, pieces: int) -> None:
         self._size, self._every, self._left = size, every, pieces
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.total_bytes = 0  # bytes arrived (here: each is read as it arrives)
 
     async def readany(self) -> bytes:
         waiting = asyncio.ensure_future(asyncio.sleep(self._every))
@@ -35,6 +38,7 @@ class _Trickle:
         if not self._left:
             return b""
         self._left -= 1
+        self.total_bytes += self._size
         return b"x" * self._size
 
     def is_eof(self) -> bool:
@@ -129,3 +133,33 @@ async def test_the_timer_does_not_poll_while_the_peer_holds_the_pieces(
     received, reason = await _read_all(_Trickle(10, 0.095, 3), hold=1.0)
     assert (received, reason) == (30, "")
     assert looks <= 16  # about 3 s held / TIMEOUT, not ~35 (an allowance apart)
+
+
+async def test_a_piece_that_arrived_in_time_is_not_failed_while_its_reader_runs_late() -> None:
+    """A piece arrives 10 ms before the stall timeout, but the loop is busy 100 ms (another
+    request) and the timer runs in the same step as the read's wake-up: the client sent in
+    time, so neither this read nor the next (the end) fails. aiohttp's own StreamReader."""
+    loop = asyncio.get_running_loop()
+    content = StreamReader(mock.Mock(_reading_paused=False), 1 << 16, loop=loop)
+    watch = _StallWatch(content, TIMEOUT, 0.0)
+    start = loop.time()
+    loop.call_at(start + TIMEOUT - 0.05, time.sleep, 0.1)  # the loop busy past the timeout
+    loop.call_at(start + TIMEOUT - 0.01, content.feed_data, b"in time")
+    loop.call_at(start + TIMEOUT + 0.1, content.feed_eof)
+    try:
+        assert await watch.read() == b"in time"
+        assert await watch.read() == b""
+    finally:
+        watch.stop()
+    assert watch.reason == ""
+
+
+async def test_a_read_that_starts_with_little_allowance_left_is_judged_in_time() -> None:
+    """The peer holds each piece 0.1 s (no read waits, so the watch looks a stall timeout
+    apart); the client sends 10 bytes every 0.03 s, a third of RATE, so before read n it
+    has 0.3 - 0.02 (n - 1) s of allowance left: under the 0.03 s a piece takes at read 15.
+    That read must fail when its allowance ends, before its piece comes, not only if the
+    watch happens to look during it (a read of 0.03 s in every 0.13)."""
+    received, reason = await _read_all(_Trickle(10, 0.03, 20), hold=0.1)
+    assert reason.startswith("sent the body slower than 1000 bytes/s")
+    assert received <= 140
