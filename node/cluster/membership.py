@@ -270,15 +270,27 @@ class Membership:
     def previous_replicas(self, name: str) -> list[str]:
         """Up members that held ``name``'s manifest under the placements kept in the
         history and do not now, newest placement first (empty when no change is under way)."""
+        up = self.up_ids()
+        return [member for member in self._earlier_replicas(name) if member in up]
+
+    def handing_over(self, name: str) -> bool:
+        """Whether a member, up or down, held ``name``'s manifest under a placement kept in
+        the history and does not now: a hand-over of it may be under way, and a replica
+        out of reach may hold what no current one does (a write taken by a handoff while
+        a home was down). The history lasts until every member up has settled."""
+        return next(self._earlier_replicas(name), None) is not None
+
+    def _earlier_replicas(self, name: str) -> Iterator[str]:
+        """``previous_replicas``, up or down (each once)."""
         if not self._history:
-            return []
+            return
         key, now = name_key(name), set(self.replicas(name).members)
-        up, found = self.up_ids(), []
+        seen: set[str] = set()
         for before in self._history:
             for member in place(before.ring, key, self._replicas, before.down).members:
-                if member not in now and member in up and member not in found:
-                    found.append(member)
-        return found
+                if member not in now and member not in seen:
+                    seen.add(member)
+                    yield member
 
     def home_replicas_since(self, name: str) -> list[str]:
         """``name``'s home replicas under the current ring and under each ring in the

@@ -514,8 +514,10 @@ class ManifestReplicas:
         newest = _newest(reads)
         if newest is None:  # "none" only from the home replicas themselves, nothing moving
             homes = self._membership.home_replicas(name).members
-            if not set(homes) <= set(found) or self._membership.previous_replicas(name):
+            if not set(homes) <= set(found):
                 raise Unavailable(f"not every home replica of {name!r} answered")
+            if self._membership.handing_over(name):  # (an earlier replica may be down)
+                raise Unavailable(f"a hand-over of {name!r} may be under way")
             return None
         held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
         if any(read.provisional for read in held):
@@ -538,7 +540,7 @@ class ManifestReplicas:
         the others; a later pass purges it again.
         """
         name = tombstone.name
-        if not tombstone.deleted or self._membership.previous_replicas(name):
+        if not tombstone.deleted or self._membership.handing_over(name):
             return False
 
         async def get(member: str) -> Manifest | None:

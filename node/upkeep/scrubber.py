@@ -137,12 +137,14 @@ class Scrubber:
         self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, tuple[float, Manifest | None]]
     ) -> None:
         """Delete the chunk if its name's manifest proves nothing will ever read it here
-        (``collection_verdict``); the manifest is read from every replica, or not at all."""
+        (``collection_verdict``); the manifest is the newest certainly committed
+        (``read_committed``: every replica answers, a write quorum holds it, no hand-over
+        under way for a "none"), or there is no verdict."""
         cached = manifests.get(meta.name)
         if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
             try:
-                # Every replica must answer: deleting on a partial view could lose data.
-                found = await self._replicas.read(meta.name, every_replica=True, decided=True)
+                # Deleting on a partial view, or on a write one replica took, could lose data.
+                found = await self._replicas.read_committed(meta.name)
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return

@@ -545,7 +545,7 @@ async def test_a_tombstone_not_yet_decided_is_not_purged(
     for replica in homes:  # a conditional DELETE kept by all three, confirmations lost
         assert (await replica.holder.put_manifest(tombstone, None, if_match(existing.etag))).stored
     # (The grid's peers keep the placements of their start: no hand-over is under way.)
-    monkeypatch.setattr(grid[0].membership, "previous_replicas", lambda name: [])
+    monkeypatch.setattr(grid[0].membership, "handing_over", lambda name: False)
     assert not await grid[0].replicas.purge_tombstone(tombstone)
     for replica in homes:
         await replica.manifests.confirm("f", tombstone.precedence)

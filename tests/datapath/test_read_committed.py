@@ -1,5 +1,6 @@
 """``ManifestReplicas.read_committed`` over the in-process grid: the read that decisions
-which destroy data rest on (a pack's space taken back, ``node.upkeep.packer``). It answers a
+which destroy data rest on (a pack's space taken back, ``node.upkeep.packer``; a chunk
+collected, ``node.upkeep.scrubber``). It answers a
 manifest only once a write quorum of the name's replicas holds it, and "none" only when
 every home replica itself said so: a stand-in answering for a home out of reach holds
 nothing, and a pack whose member "has no manifest" is deleted."""
@@ -102,9 +103,42 @@ async def test_none_while_replicas_are_handed_over_is_no_answer(tmp_path: Path) 
     try:
         reader = outside(grid, "never-written")
         assert reader.membership.previous_replicas("never-written")
-        with pytest.raises(Unavailable, match="not every home replica"):
+        with pytest.raises(Unavailable, match="hand-over"):
             await reader.replicas.read_committed("never-written")
         grid.settle()
         assert await reader.replicas.read_committed("never-written") is None
     finally:
         await grid.close()
+
+
+async def test_none_while_a_handoff_that_took_a_write_is_down_is_no_answer(grid: Grid) -> None:
+    """Two homes down: a write goes to the third and to handoffs standing in (a sloppy
+    quorum), and the third loses it (its write failed). The two come back (a placement
+    remembered: a hand-over is due) and the handoffs go down before handing it over. Every
+    home answers "none", and the only replicas that know better are out of reach: a hand-
+    over under way from a member up or down is no answer (the scrubber would delete the
+    file's chunks on that "none")."""
+    homes = home(grid, "f")
+    writer = outside(grid, "f")
+    for down in homes[:2]:
+        grid.break_peer(down)
+        for _ in range(writer.config.down_after):
+            writer.membership.report_failure(down.id, "a test")
+    written = await store(writer, "f", b"small file")
+    stand_ins = [
+        grid.peer_of(m)
+        for m in writer.membership.replicas("f").members
+        if m != homes[2].id and await grid.peer_of(m).manifests.get("f") == written
+    ]
+    assert stand_ins, "the write went to handoffs"
+    assert await homes[2].manifests.retract("f", written.precedence)  # (its write failed)
+    for back in homes[:2]:
+        grid.mend_peer(back)
+        writer.membership.report_success(back.id)
+    for gone in stand_ins:
+        grid.break_peer(gone)
+        for _ in range(writer.config.down_after):
+            writer.membership.report_failure(gone.id, "a test")
+    assert not writer.membership.previous_replicas("f")  # (none up to ask)
+    with pytest.raises(Unavailable, match="hand-over"):
+        await writer.replicas.read_committed("f")
