@@ -153,12 +153,15 @@ def response_for(error: RingstoreError, public: bool) -> web.Response:
     return response
 
 
-def close_after_503(request: web.Request, response: web.StreamResponse) -> None:
-    """A public 503 closes its connection (``Connection: close``, RFC 9112 section 9.6):
-    behind an address several peers share (``--shared-port``, a shared S3 port, a load
-    balancer) the client's retry then goes out on a new connection, which may reach another
-    peer, where a kept-alive one would reach this one again. Peer calls keep theirs."""
-    if response.status == 503 and not request.path.startswith(PEER_PREFIX):
+def close_after_error(request: web.Request, response: web.StreamResponse) -> None:
+    """Answers that close their connection say so (``Connection: close``, RFC 9112 section
+    9.6). A 408 always: the peer gave up waiting for the request (RFC 9110 section 15.5.9:
+    it SHOULD send "close"). A public 503: behind an address several peers share
+    (``--shared-port``, a shared S3 port, a load balancer) the client's retry then goes out
+    on a new connection, which may reach another peer, where a kept-alive one would reach
+    this one again; peer calls keep theirs."""
+    public = not request.path.startswith(PEER_PREFIX)
+    if response.status == 408 or (response.status == 503 and public):
         response.force_close()  # (too late for aiohttp to write the header: ours)
         response.headers[hdrs.CONNECTION] = "close"
 

@@ -123,7 +123,7 @@ class _StallWatch:
         elif waiting >= self._allowance():
             self.reason = (
                 f"sent the body slower than {self._min_rate:g} bytes/s (after "
-                f"{self.waited + waiting:.0f}s waiting for it)"
+                f"{self.waited + waiting:.1f}s waiting for it)"
             )
         if self.reason:
             self._content.set_exception(_Stalled())

@@ -54,7 +54,7 @@ from node.access.store import AccessStore
 from node.api import access, browser, dates, forms, keys, monitoring, peer, public
 from node.api.access_log import request_id_header, traced
 from node.api.console import routes as console
-from node.api.errors import NOSNIFF, SERVER, Handler, close_after_503, error_middleware
+from node.api.errors import NOSNIFF, SERVER, Handler, close_after_error, error_middleware
 from node.api.limits import RequestLimit
 from node.api.metrics import Metrics, PeerCollector, Watched
 from node.api.s3 import routes as s3_routes
@@ -168,10 +168,10 @@ def _weight(config: PeerConfig) -> int:
 
 async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every answer: no version banner (aiohttp's ``Server`` names Python's and its own),
-    and no content sniffing by browsers; a public 503 closes its connection."""
+    and no content sniffing by browsers; a 408 and a public 503 close their connection."""
     response.headers[hdrs.SERVER] = SERVER
     response.headers[NOSNIFF[0]] = NOSNIFF[1]
-    close_after_503(request, response)
+    close_after_error(request, response)
 
 
 @web.middleware

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.api.errors import close_after_503, raw_error_response, response_for
+from node.api.errors import close_after_error, raw_error_response, response_for
 from node.errors import (
     InsufficientStorage,
     Overloaded,
@@ -65,22 +65,32 @@ def test_a_raw_answer_is_a_whole_http_message_with_the_json_body() -> None:
     assert json.loads(body) == {"error": {"code": "overloaded", "message": "busy"}}
 
 
-@pytest.mark.parametrize(("path", "closes"), [("/files/a/b", True), ("/internal/manifests", False)])
-async def test_a_public_503_closes_its_connection_a_peer_calls_does_not(
-    path: str, closes: bool
+@pytest.mark.parametrize(
+    ("path", "status", "closes"),
+    [
+        ("/files/a/b", 503, True),
+        ("/internal/manifests", 503, False),
+        ("/files/a/b", 408, True),
+        ("/internal/manifests", 408, True),
+        ("/files/a/b", 404, False),
+    ],
+)
+async def test_a_public_503_and_every_408_close_their_connection(
+    path: str, status: int, closes: bool
 ) -> None:
     """Behind an address several peers share, a client's retry after a 503 must be able to
-    reach another peer: a new connection. (A real server on 127.0.0.1, two requests with
-    one keep-alive client: they share a connection only when the 503 did not close it.)"""
+    reach another peer: a new connection (a peer call keeps its own). A 408 closes in any
+    case, and says so (RFC 9110 section 15.5.9). (A real server on 127.0.0.1, two requests
+    with one keep-alive client: they share a connection only when the first was kept.)"""
     connections: set[tuple[str, int]] = set()  # the client's addresses: one per connection
 
     async def unavailable(request: web.Request) -> web.Response:
         assert request.transport is not None
         connections.add(request.transport.get_extra_info("peername"))
-        return web.json_response({"error": {"code": "unavailable", "message": "no"}}, status=503)
+        return web.json_response({"error": {"code": "refused", "message": "no"}}, status=status)
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:
-        close_after_503(request, response)
+        close_after_error(request, response)
 
     app = web.Application()
     app.router.add_get(path, unavailable)
@@ -94,7 +104,7 @@ async def test_a_public_503_closes_its_connection_a_peer_calls_does_not(
         async with aiohttp.ClientSession() as client:
             for _ in range(2):
                 async with client.get(f"http://127.0.0.1:{port}{path}") as answer:
-                    assert answer.status == 503
+                    assert answer.status == status
                     assert (answer.headers.get("Connection") == "close") == closes
                     await answer.read()
         assert len(connections) == (2 if closes else 1)

@@ -17,7 +17,7 @@ import secrets
 
 from aiohttp import hdrs, web
 
-from node.api.errors import NOSNIFF, SERVER, Handler, close_after_503
+from node.api.errors import NOSNIFF, SERVER, Handler, close_after_error
 from node.api.keys import REQUEST_ID as TRACED_ID  # node.api.access_log.traced sets it
 from node.api.s3.bodies import XML_TYPE, error_document
 from node.api.s3.sigv4 import SigV4Error
@@ -197,8 +197,8 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
 
 async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every S3 answer: its request id, no version banner, no content sniffing; a 503
-    (SlowDown, ServiceUnavailable) closes its connection (``close_after_503``)."""
+    (SlowDown, ServiceUnavailable) closes its connection (``close_after_error``)."""
     response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID, "")
     response.headers[hdrs.SERVER] = SERVER
     response.headers[NOSNIFF[0]] = NOSNIFF[1]
-    close_after_503(request, response)
+    close_after_error(request, response)

@@ -178,8 +178,9 @@ async def test_a_body_that_stalls_ends_with_408_and_nothing_kept(
     async with await RawClient.connect(cluster[2]) as client:
         await client.send(head + start)
         started = asyncio.get_running_loop().time()
-        status, _, body = await client.answer(timeout=TIMEOUT + MARGIN)
+        status, headers, body = await client.answer(timeout=TIMEOUT + MARGIN)
         assert status == 408
+        assert headers["connection"] == "close"
         assert error_of(body)["code"] == "request_timeout"
         assert asyncio.get_running_loop().time() - started >= TIMEOUT - 0.1
         assert await client.closed_by_peer(MARGIN) == b"", "a broken body ends its connection"
