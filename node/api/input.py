@@ -78,6 +78,7 @@ class _StallWatch:
         self._timeout = timeout
         self._min_rate = min_rate
         self._loop = asyncio.get_running_loop()
+        self._fed_before = content.total_bytes  # (what a read before this watch took)
         self._waiting_since: float | None = None
         self.waited = 0.0  # seconds spent waiting for the client, reads in flight aside
         self.received = 0  # bytes
@@ -114,7 +115,7 @@ class _StallWatch:
         since, now = self._waiting_since, self._loop.time()
         if self._content.is_eof():  # the body is all here: nothing left to judge
             return
-        if since is None or self._content.total_bytes > self.received:
+        if since is None or self._content.total_bytes - self._fed_before > self.received:
             self._timer = self._loop.call_at(now + self._timeout, self._check)
             return
         waiting = now - since

@@ -270,6 +270,8 @@ class Membership:
     def previous_replicas(self, name: str) -> list[str]:
         """Up members that held ``name``'s manifest under the placements kept in the
         history and do not now, newest placement first (empty when no change is under way)."""
+        if not self._history:  # (as on most reads: nothing to compute)
+            return []
         up = self.up_ids()
         return [member for member in self._earlier_replicas(name) if member in up]
 

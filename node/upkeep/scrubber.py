@@ -23,7 +23,7 @@ from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
-from node.errors import ChunkNotFound, CorruptData, RingstoreError
+from node.errors import ChunkNotFound, CorruptData, RingstoreError, Unavailable
 from node.model.manifest import ChunkMeta, Manifest
 from node.upkeep.decisions import collection_verdict
 from node.upkeep.repairer import Repairer
@@ -137,14 +137,17 @@ class Scrubber:
         self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, tuple[float, Manifest | None]]
     ) -> None:
         """Delete the chunk if its name's manifest proves nothing will ever read it here
-        (``collection_verdict``); the manifest is the newest certainly committed
-        (``read_committed``: every replica answers, a write quorum holds it, no hand-over
-        under way for a "none"), or there is no verdict."""
+        (``collection_verdict``); the manifest is read from every replica, or not at all,
+        and "none" is no proof while a hand-over of the name is under way."""
         cached = manifests.get(meta.name)
         if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
             try:
-                # Deleting on a partial view, or on a write one replica took, could lose data.
-                found = await self._replicas.read_committed(meta.name)
+                # Every replica must answer: deleting on a partial view could lose data.
+                found = await self._replicas.read(meta.name, every_replica=True, decided=True)
+                if found is None and self._membership.handing_over(meta.name):
+                    # (a member of an earlier placement, up or down, may hold it: a handoff
+                    # that took a write while a home was down, gone down since)
+                    raise Unavailable(f"a hand-over of {meta.name!r} may be under way")
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return

@@ -1,6 +1,5 @@
 """``ManifestReplicas.read_committed`` over the in-process grid: the read that decisions
-which destroy data rest on (a pack's space taken back, ``node.upkeep.packer``; a chunk
-collected, ``node.upkeep.scrubber``). It answers a
+which destroy data rest on (a pack's space taken back, ``node.upkeep.packer``). It answers a
 manifest only once a write quorum of the name's replicas holds it, and "none" only when
 every home replica itself said so: a stand-in answering for a home out of reach holds
 nothing, and a pack whose member "has no manifest" is deleted."""
@@ -116,8 +115,8 @@ async def test_none_while_a_handoff_that_took_a_write_is_down_is_no_answer(grid:
     quorum), and the third loses it (its write failed). The two come back (a placement
     remembered: a hand-over is due) and the handoffs go down before handing it over. Every
     home answers "none", and the only replicas that know better are out of reach: a hand-
-    over under way from a member up or down is no answer (the scrubber would delete the
-    file's chunks on that "none")."""
+    over under way from a member up or down is no answer (a pack holding the file would
+    give its space back on that "none")."""
     homes = home(grid, "f")
     writer = outside(grid, "f")
     for down in homes[:2]:
@@ -131,6 +130,7 @@ async def test_none_while_a_handoff_that_took_a_write_is_down_is_no_answer(grid:
         if m != homes[2].id and await grid.peer_of(m).manifests.get("f") == written
     ]
     assert stand_ins, "the write went to handoffs"
+    assert writer not in stand_ins  # (it reads on after they go down)
     assert await homes[2].manifests.retract("f", written.precedence)  # (its write failed)
     for back in homes[:2]:
         grid.mend_peer(back)

@@ -210,6 +210,47 @@ async def test_a_chunk_whose_manifest_homes_are_all_down_is_not_collected(
     assert chunk["id"] in await holder.chunks.chunk_ids()
 
 
+async def test_an_orphan_stays_while_a_hand_over_of_its_name_is_under_way(
+    cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica saying "none" is no proof while a member of an earlier placement, up
+    or down, may still hold the name's manifest (``Membership.handing_over``: a handoff
+    that took a write while a home was down, and went down before handing it back). Once
+    the hand-over is done, the orphan goes."""
+    stray = "fedcba9876543210fedcba9876543210-2"
+    headers = {
+        "X-Ringstore-Name": "ghost-moving",
+        "X-Ringstore-Version": "1.0.x",
+        "X-Ringstore-Block-Size": str(BLOCK),
+    }
+    peer = cluster[3]
+    async with internal(
+        http, peer, "PUT", f"/internal/chunks/{stray}", data=b"moving" * 100, headers=headers
+    ) as response:
+        assert response.status == 201
+    monkeypatch.setattr(peer.membership, "handing_over", lambda name: True)
+    stored_at = (await peer.chunks.meta(stray)).stored_at
+    await eventually(
+        lambda: (
+            time.monotonic() - peer.membership.ring_changed_at > GRACE
+            and time.time() - stored_at > GRACE
+        ),
+        what="the ring and the chunk to be older than the graces",
+    )
+    for _ in range(2):  # (the first may have begun before the graces passed)
+        passes = peer.scrubber.stats.passes
+        peer.scrubber.wake()
+        await eventually(lambda p=passes: peer.scrubber.stats.passes > p, what="a scrub pass")
+    assert stray in await peer.chunks.chunk_ids()
+    monkeypatch.undo()
+
+    async def collected() -> bool:
+        peer.scrubber.wake()
+        return stray not in await peer.chunks.chunk_ids()
+
+    await eventually(collected, timeout=20, what="the orphan to be collected after")
+
+
 async def test_a_full_disk_is_507_with_nothing_half_written(
     tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
 ) -> None:
