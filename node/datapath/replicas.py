@@ -495,7 +495,9 @@ class ManifestReplicas:
     async def read_committed(self, name: str) -> Manifest | None:
         """The newest manifest of ``name`` once it is certainly committed: every replica
         answers (as ``read`` with ``every_replica``) and the newest among them is held by a
-        write quorum of them, none provisional. A newest held by fewer may be a write that
+        write quorum of them and decided: unmarked on one holder at least (it heard the
+        verdict; the others' confirmations may have been lost), or, once overdue, decided
+        by ``decide`` here for the next call to find. A newest held by fewer may be a write that
         reached one replica and was never retracted (its coordinator died), which the next
         quorum read may or may not see: a decision that destroys data must not rest on it.
         None only where every home replica itself answered none and no hand-over is under
@@ -520,7 +522,10 @@ class ManifestReplicas:
                 raise Unavailable(f"a hand-over of {name!r} may be under way")
             return None
         held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
-        if any(read.provisional for read in held):
+        undecided = _undecided(reads, newest)  # (one holder unmarked: it was confirmed)
+        if undecided is not None:
+            if undecided.overdue:  # decided here, as a read would, for the next pass
+                await self.decide(name, newest)
             raise Undecided(f"the newest manifest of {name!r} is not yet decided")
         for replica, read in found.items():
             if _behind(read.manifest, newest):

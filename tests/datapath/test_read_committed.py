@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import Unavailable
+from node.errors import Unavailable, Undecided
 from node.model.manifest import Manifest
+from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import eventually
 from tests.harness.grid import Grid, GridPeer
@@ -142,3 +143,44 @@ async def test_none_while_a_handoff_that_took_a_write_is_down_is_no_answer(grid:
     assert not writer.membership.previous_replicas("f")  # (none up to ask)
     with pytest.raises(Unavailable, match="hand-over"):
         await writer.replicas.read_committed("f")
+
+
+def conditional(written: Manifest) -> Manifest:
+    """A conditional write over ``written`` (If-Match its etag), one moment later."""
+    return Manifest(
+        "f", Version(written.version.wall_ms + 1, 0, "cond"), written.layout, "etag-cond"
+    )
+
+
+async def offer(homes: list[GridPeer], written: Manifest, newer: Manifest) -> None:
+    """Each home replica takes ``newer`` as its coordinator offered it: provisional."""
+    condition = Preconditions(if_match=TagList(False, (EntityTag(written.etag),)))
+    for replica in homes:
+        assert (await replica.holder.put_manifest(newer, None, condition)).stored
+
+
+async def test_a_write_whose_confirmation_one_replica_lost_is_committed(grid: Grid) -> None:
+    """Two home replicas heard the verdict, the third's confirmation was lost: the write
+    was confirmed (a holder unmarked says so), and the packer must not wait for a verdict
+    nobody will send (the name's next write would be the first to clear it)."""
+    written = await store(grid[0], "f", b"small file")
+    homes, newer = home(grid, "f"), conditional(written)
+    await offer(homes, written, newer)
+    for replica in homes[:2]:
+        await replica.manifests.confirm("f", newer.precedence)
+    assert await outside(grid, "f").replicas.read_committed("f") == newer
+
+
+async def test_an_overdue_write_nobody_decided_is_decided_for_the_next_call(grid: Grid) -> None:
+    """Every holder has it provisional and its verdict is overdue (its coordinator died):
+    the call decides it as a read would (held by all three: confirmed) and says
+    "undecided"; the next finds it committed."""
+    written = await store(grid[0], "f", b"small file")
+    homes, newer = home(grid, "f"), conditional(written)
+    await offer(homes, written, newer)
+    for replica in homes:
+        replica.manifests.provisional_for = 0.0
+    reader = outside(grid, "f")
+    with pytest.raises(Undecided):
+        await reader.replicas.read_committed("f")
+    assert await reader.replicas.read_committed("f") == newer
