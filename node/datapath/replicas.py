@@ -287,14 +287,25 @@ class ManifestReplicas:
         None only where enough home replicas themselves hold none (``_check_absent``).
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
         that copies or destroys on the manifest's word), Undecided when the newest found
-        is provisional.
+        is provisional, and Unavailable for a "none" while a hand-over of the name is under
+        way (``_check_handing_over``).
         """
         found = await self.read_state(name, every_replica)
         if found.provisional and decided:  # (what a decision would act on may not be it)
             raise Undecided(
                 f"the newest manifest of {name!r} is a conditional write not yet decided; try again"
             )
+        if decided and found.manifest is None:
+            self._check_handing_over(name)
         return found.manifest
+
+    def _check_handing_over(self, name: str) -> None:
+        """Raise Unavailable while a member of an earlier placement, up or down, is not a
+        replica of ``name`` now (``Membership.handing_over``): it may hold what no current
+        replica does (a write a handoff took while a home was down, gone down since), so
+        "none" is no proof for work that destroys data."""
+        if self._membership.handing_over(name):
+            raise Unavailable(f"a hand-over of {name!r} may be under way")
 
     async def read_state(self, name: str, every_replica: bool = False) -> ReplicaRead:
         """``read``'s manifest, and whether the newest found is provisional (returned, or
@@ -518,8 +529,7 @@ class ManifestReplicas:
             homes = self._membership.home_replicas(name).members
             if not set(homes) <= set(found):
                 raise Unavailable(f"not every home replica of {name!r} answered")
-            if self._membership.handing_over(name):  # (an earlier replica may be down)
-                raise Unavailable(f"a hand-over of {name!r} may be under way")
+            self._check_handing_over(name)
             return None
         held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
         undecided = _undecided(reads, newest)  # (one holder unmarked: it was confirmed)

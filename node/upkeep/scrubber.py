@@ -23,7 +23,7 @@ from node.cluster.membership import Membership
 from node.config import PeerConfig
 from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
-from node.errors import ChunkNotFound, CorruptData, RingstoreError, Unavailable
+from node.errors import ChunkNotFound, CorruptData, RingstoreError
 from node.model.manifest import ChunkMeta, Manifest
 from node.upkeep.decisions import collection_verdict
 from node.upkeep.repairer import Repairer
@@ -144,10 +144,6 @@ class Scrubber:
             try:
                 # Every replica must answer: deleting on a partial view could lose data.
                 found = await self._replicas.read(meta.name, every_replica=True, decided=True)
-                if found is None and self._membership.handing_over(meta.name):
-                    # (a member of an earlier placement, up or down, may hold it: a handoff
-                    # that took a write while a home was down, gone down since)
-                    raise Unavailable(f"a hand-over of {meta.name!r} may be under way")
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return

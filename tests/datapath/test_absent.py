@@ -13,39 +13,15 @@ from pathlib import Path
 import pytest
 
 from node.errors import FileNotFound, Unavailable
-from node.model.manifest import Manifest
-from tests.harness.grid import Grid, GridPeer
+from tests.harness.grid import Grid, home, outside, settled_grid, store
 
 BLOCK = 1024
 
 
 @pytest.fixture
 async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
-    grid = Grid(tmp_path, 8, block_size=BLOCK)
-    await grid.start()
-    grid.settle()
-    try:
+    async with settled_grid(tmp_path, block_size=BLOCK) as grid:
         yield grid
-    finally:
-        await grid.close()
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-async def store(peer: GridPeer, name: str, data: bytes) -> Manifest:
-    return await peer.coordinator.put(name, body(data), len(data), "text/plain")
-
-
-def home(grid: Grid, name: str) -> list[GridPeer]:
-    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
-
-
-def outside(grid: Grid, name: str) -> GridPeer:
-    """A peer that is not one of ``name``'s home replicas (it coordinates the reads)."""
-    homes = home(grid, name)
-    return next(peer for peer in grid.peers if peer not in homes)
 
 
 async def test_a_stored_file_whose_homes_all_fail_is_unavailable_not_absent(grid: Grid) -> None:

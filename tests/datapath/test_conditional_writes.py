@@ -28,7 +28,7 @@ from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import eventually
-from tests.harness.grid import Grid, GridPeer
+from tests.harness.grid import Grid, GridPeer, home
 
 BLOCK = 1024
 NO_FILE = Preconditions(if_none_match=ANY)
@@ -101,10 +101,6 @@ async def chunk_ids(grid: Grid) -> set[str]:
     for peer in grid.peers:
         found.update(await peer.chunks.chunk_ids())
     return found
-
-
-def home(grid: Grid, name: str) -> list[GridPeer]:
-    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
 
 
 def bare(name: str, writer: str, etag: str) -> Manifest:

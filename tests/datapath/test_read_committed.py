@@ -16,38 +16,15 @@ from node.model.manifest import Manifest
 from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import eventually
-from tests.harness.grid import Grid, GridPeer
+from tests.harness.grid import Grid, GridPeer, home, outside, settled_grid, store
 
 BLOCK = 1024
 
 
 @pytest.fixture
 async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
-    grid = Grid(tmp_path, 8, block_size=BLOCK)
-    await grid.start()
-    grid.settle()
-    try:
+    async with settled_grid(tmp_path, block_size=BLOCK) as grid:
         yield grid
-    finally:
-        await grid.close()
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-async def store(peer: GridPeer, name: str, data: bytes) -> Manifest:
-    return await peer.coordinator.put(name, body(data), len(data), "text/plain")
-
-
-def home(grid: Grid, name: str) -> list[GridPeer]:
-    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
-
-
-def outside(grid: Grid, name: str) -> GridPeer:
-    """A peer that is not one of ``name``'s home replicas (it coordinates the reads)."""
-    homes = home(grid, name)
-    return next(peer for peer in grid.peers if peer not in homes)
 
 
 async def test_none_only_when_every_home_replica_answers_none(grid: Grid) -> None:

@@ -338,3 +338,36 @@ class Grid:
             await peer.replicas.close()
             await peer.manifests.close()
             await peer.chunks.close()
+
+
+@asynccontextmanager
+async def settled_grid(root: Path, **overrides: Any) -> AsyncIterator[Grid]:
+    """Eight started grid peers (``overrides``: their configuration) that have forgotten the
+    placements of their start (``Grid.settle``): no hand-over under way; closed after."""
+    grid = Grid(root, 8, **overrides)
+    await grid.start()
+    grid.settle()
+    try:
+        yield grid
+    finally:
+        await grid.close()
+
+
+async def store(peer: GridPeer, name: str, data: bytes) -> Manifest:
+    """PUT ``data`` (one piece, text/plain) as ``name`` through ``peer``."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    return await peer.coordinator.put(name, body(), len(data), "text/plain")
+
+
+def home(grid: Grid, name: str) -> list[GridPeer]:
+    """``name``'s home replicas (its placement set, up or down), in ring order."""
+    return [grid.peer_of(m) for m in grid[0].membership.home_replicas(name).members]
+
+
+def outside(grid: Grid, name: str) -> GridPeer:
+    """A peer that is not one of ``name``'s home replicas (it coordinates the reads)."""
+    homes = home(grid, name)
+    return next(peer for peer in grid.peers if peer not in homes)
