@@ -284,7 +284,9 @@ class ManifestReplicas:
         newest manifest an answer holds decided, and never copied: it would outlive its
         retraction and bury the winner; one whose verdict is overdue is decided first
         (``decide``). Replicas found behind are brought up to date in the background.
-        None only where enough home replicas themselves hold none (``_check_absent``).
+        None only where enough home replicas themselves hold none (``_check_absent``):
+        where the replicas asked hold none, homes the membership sees down are asked too,
+        within the peer timeout (gossip's word of a peer under load can be wrong).
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
         that copies or destroys on the manifest's word), Undecided when the newest found
         is provisional, and Unavailable for a "none" while a hand-over of the name is under
@@ -348,6 +350,13 @@ class ManifestReplicas:
                 rest = config.manifest_replicas - len(found)
                 found.update(await self._ask(name, get, rest, heard=found))
                 reads = list(found.values())
+            if not any(read.manifest for read in reads) and (
+                short := self._homes_short(name, found)
+            ):
+                # Homes seen down were not asked (stand-ins were), and gossip's word may be
+                # wrong (a peer under load misses heartbeats): ask them before a 503.
+                found.update(await self._ask(name, get, short, home_only=True, heard=found))
+                reads = list(found.values())
             reads += await self._read_previous(name, set(found))
             newest = _newest(reads)
             if newest is None:
@@ -386,15 +395,21 @@ class ManifestReplicas:
         as "no such file", a 404 a client may act on. (A sloppy quorum, as in Dynamo:
         DeCandia et al., SOSP 2007, section 4.6, gives up that every read quorum meets
         every write quorum; only the home replicas keep it.)"""
-        homes = self._membership.home_replicas(name).members
-        config = self._config
-        needed = min(len(homes), config.manifest_replicas - config.manifest_write_quorum + 1)
-        answered = sum(member in found for member in homes)
-        if answered < needed:
+        if self._homes_short(name, found):
+            homes = self._membership.home_replicas(name).members
+            answered = sum(member in found for member in homes)
             raise Unavailable(
                 f"{answered} of the {len(homes)} home replicas of {name!r} answered (none "
                 f"holds it), too few to say it does not exist; try again"
             )
+
+    def _homes_short(self, name: str, found: Collection[str]) -> int:
+        """How many more home replicas of ``name`` than those in ``found`` must answer for
+        their word to say it does not exist (``_check_absent``); 0 when enough did."""
+        homes = self._membership.home_replicas(name).members
+        config = self._config
+        needed = min(len(homes), config.manifest_replicas - config.manifest_write_quorum + 1)
+        return max(0, needed - sum(member in found for member in homes))
 
     async def decide(self, name: str, newest: Manifest) -> bool:
         """Decide a provisional ``newest`` whose verdict is overdue (its coordinator died,
