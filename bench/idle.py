@@ -12,9 +12,17 @@ idle CPU), and, every peer stopped and started again, the seconds until every pe
 (a restart: closed segments of the log are read from their hint files, written at the
 first start).
 
+``--lost-member`` kills the last peer once the cluster has settled (by its pid; never
+restarted: a member lost for good, which stays a member) with the peers started with
+``--repair-after=1``, waits until the others have swept for repair twice since (the
+first sweep after a loss reads every name the peer is primary for), and measures the
+survivors' idle CPU then: what a cluster pays, for as long as it runs, for a member it
+will never see again (no restart measured).
+
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
     python bench/idle.py --objects 0,10000,100000 --seconds 30
+    python bench/idle.py --objects 100000 --seconds 90 --lost-member
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from node.model.manifest import Manifest
 from node.model.version import Version
 from tests.harness import ProcessCluster
 from tests.harness.access import ADMIN_HEADERS
+from tests.harness.processes import peer_id_of
 
 PEERS = 3
 
@@ -89,9 +98,32 @@ def passes(progress: list[dict[str, int]]) -> int:
     return sum(int(p.get("passes", 0)) for p in progress)
 
 
-async def measure(count: int, seconds: float) -> dict[str, object]:
+async def sweeps(session: aiohttp.ClientSession, cluster: ProcessCluster) -> list[int]:
+    """Repair sweeps finished, per running peer."""
+    return [int(s["repair"]["sweeps"]) for s in await cluster.scrub_stats(session)]
+
+
+async def lose_member(session: aiohttp.ClientSession, cluster: ProcessCluster) -> None:
+    """Kill the last peer for good; return once the others saw it down and swept twice."""
+    lost = cluster.peers[-1]
+    lost_id = peer_id_of(lost.data_dir)
+    await cluster.crash(len(cluster.peers) - 1)
+    await cluster.wait_seen_down(session, {lost_id}, timeout=60)
+    before = await sweeps(session, cluster)
+    for _ in range(2400):  # bounded: 10 minutes at most
+        if all(
+            now >= then + 2
+            for now, then in zip(await sweeps(session, cluster), before, strict=True)
+        ):
+            return
+        await asyncio.sleep(0.25)  # polling the peers' own figures
+    raise TimeoutError("the peers did not sweep for repair twice within 10 minutes")
+
+
+async def measure(count: int, seconds: float, lost_member: bool = False) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ringstore-idle-") as tmp:
-        cluster = ProcessCluster(Path(tmp), PEERS, "--log-level=warning", fast=False)
+        options = ["--log-level=warning", *(["--repair-after=1"] if lost_member else [])]
+        cluster = ProcessCluster(Path(tmp), PEERS, *options, fast=False)
         data_dirs = [p.data_dir for p in cluster.peers]
         for data_dir in data_dirs:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,8 +140,10 @@ async def measure(count: int, seconds: float) -> dict[str, object]:
                         break
                     await asyncio.sleep(0.25)  # polling the peers' own progress
                 settled = time.monotonic() - started
+                if lost_member:
+                    await lose_member(session, cluster)
                 passes_before = passes(await rebalancing(session, url))
-                pids = [p.process.pid for p in cluster.peers if p.process]
+                pids = [p.process.pid for p in cluster.peers if p.process and p.running]
                 rss = [rss_mib(pid) for pid in pids]
                 cpu = [cpu_seconds(pid) for pid in pids]
                 began = time.monotonic()
@@ -117,15 +151,18 @@ async def measure(count: int, seconds: float) -> dict[str, object]:
                 span = time.monotonic() - began
                 cores = [(cpu_seconds(pid) - c) / span for pid, c in zip(pids, cpu, strict=True)]
                 passes_idle = passes(await rebalancing(session, url)) - passes_before
-                await cluster.stop()
-                restarted = time.monotonic()
-                await cluster.start(session, healthy_within=max(30.0, count / 1000))
-                restarted = time.monotonic() - restarted
+                restarted = float("nan")
+                if not lost_member:
+                    await cluster.stop()
+                    restarted = time.monotonic()
+                    await cluster.start(session, healthy_within=max(30.0, count / 1000))
+                    restarted = time.monotonic() - restarted
             finally:
                 await cluster.stop()
     return {
         "objects": count,
         "peers": PEERS,
+        "lost_member": lost_member,
         "healthy_after_s": round(healthy, 1),
         "settled_after_s": round(settled, 1),
         "restart_healthy_after_s": round(restarted, 1),
@@ -139,10 +176,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", default="0,10000,100000")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--lost-member", action="store_true", help="one peer killed for good")
     args = parser.parse_args()
     rows = []
     for count in map(int, args.objects.split(",")):
-        row = run_benchmark(measure(count, args.seconds))
+        row = run_benchmark(measure(count, args.seconds, args.lost_member))
         print(row, flush=True)
         rows.append(row)
     lines = [
@@ -156,7 +194,8 @@ def main() -> None:
         assert isinstance(rss, list)
         assert isinstance(cores, list)
         lines.append(
-            f"| {r['objects']:,} | {r['healthy_after_s']} | {r['settled_after_s']} | {max(rss)} "
+            f"| {r['objects']:,}{' (a member lost)' if r['lost_member'] else ''} "
+            f"| {r['healthy_after_s']} | {r['settled_after_s']} | {max(rss)} "
             f"| {min(cores)}-{max(cores)} | {r['passes_while_idle']} "
             f"| {r['restart_healthy_after_s']} |"
         )

@@ -420,6 +420,7 @@ class PeerCollector:
         yield _counter("repaired_bytes", "Bytes of chunks rebuilt.", repair.bytes_repaired)
         yield _counter("repair_failures", "Repairs that failed (retried later).", repair.failures)
         yield _counter("repair_sweeps", "Repair sweeps finished.", repair.sweeps)
+        yield _counter("repair_checked_names", "Names repair sweeps read.", repair.names_checked)
         yield _gauge(
             "repair_queued", "Files reported broken and waiting for repair.", repair.queued
         )

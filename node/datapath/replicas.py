@@ -219,7 +219,8 @@ class ManifestReplicas:
         in for a replica that failed, never for one that is merely slow. Returns the
         answers by member (more than ``wanted`` when several come at once). Calls still out
         are cancelled, or, given ``pending``, left running in it (by member) for the caller
-        to hear out. Members in ``heard`` (they answered already) are not asked.
+        to hear out. Members in ``heard`` (they answered already, or are not to be asked)
+        are not asked.
         """
         if home_only:
             replicas = self._membership.home_replicas(name)
@@ -285,8 +286,9 @@ class ManifestReplicas:
         retraction and bury the winner; one whose verdict is overdue is decided first
         (``decide``). Replicas found behind are brought up to date in the background.
         None only where enough home replicas themselves hold none (``_check_absent``):
-        where the replicas asked hold none, homes the membership sees down are asked too,
-        within the peer timeout (gossip's word of a peer under load can be wrong).
+        where the replicas asked hold none, homes the membership sees down (for less than
+        ``repair_after``) are asked too, within the peer timeout (gossip's word of a peer
+        under load can be wrong).
         Raises Unavailable when too few replicas answer, or, with ``decided`` (for work
         that copies or destroys on the manifest's word), Undecided when the newest found
         is provisional, and Unavailable for a "none" while a hand-over of the name is under
@@ -327,9 +329,15 @@ class ManifestReplicas:
         quorum = config.manifest_replicas if every_replica else config.manifest_read_quorum
         me = self._membership.me.id
 
+        failed: set[str] = set()  # members whose call failed in this read
+
         async def get(member: str) -> ReplicaRead:
             started = time.monotonic()
-            found = await self._peers.get_manifest(member, name)
+            try:
+                found = await self._peers.get_manifest(member, name)
+            except RingstoreError:
+                failed.add(member)
+                raise
             if member != me:  # this peer's own replica answers without the network
                 self.hedge.observe(time.monotonic() - started)
             return found
@@ -354,8 +362,11 @@ class ManifestReplicas:
                 short := self._homes_short(name, found)
             ):
                 # Homes seen down were not asked (stand-ins were), and gossip's word may be
-                # wrong (a peer under load misses heartbeats): ask them before a 503.
-                found.update(await self._ask(name, get, short, home_only=True, heard=found))
+                # wrong (a peer under load misses heartbeats): ask them before a 503. Not
+                # those that failed in this read, nor those down past --repair-after (lost,
+                # maybe for good: a call to a host gone waits out the connect timeout).
+                skipped = {*found, *failed, *self._membership.long_down_ids(config.repair_after)}
+                found.update(await self._ask(name, get, short, home_only=True, heard=skipped))
                 reads = list(found.values())
             reads += await self._read_previous(name, set(found))
             newest = _newest(reads)

@@ -85,6 +85,7 @@ from node.disk.data_dir import (
 from node.disk.deletions import DeletionLog
 from node.disk.manifest_store import ManifestStore
 from node.errors import StartRefused, WrongPeer
+from node.model.manifest import Manifest
 from node.model.version import HybridClock, system_wall_ms
 from node.model.zones import default_zone
 from node.process.connections import PeerRunner, unbindable
@@ -494,13 +495,18 @@ async def _lifecycle(
         config, membership, manifests, replicas, peers, progress, repairer.report
     )
     metrics = app[keys.METRICS]
+
+    def replica_stored(manifest: Manifest) -> None:
+        rebalancer.consider(manifest)  # it may belong on other members now
+        repairer.consider(manifest)  # it may place a chunk on a member lost for good
+
     holder = calls.holder = Holder(
         chunks,
         manifests,
         clock,
         transport,
         membership,
-        rebalancer.consider,
+        replica_stored,
         metrics.chunk_stored,
         metrics.chunk_read,
     )

@@ -8,7 +8,9 @@ their replica set: one peer per name), reads their manifests from its own disk, 
 every up holder, in batches of at most ``MAX_INVENTORY`` chunk ids packed 17 bytes each
 (``POST /internal/inventory``), which of the chunks placed on it it does not hold. Those are
 reported to the repairer, which rebuilds them where they belong (on the same holder: only
-the copy was lost). A holder down is left to repair's own rules (``--repair-after``).
+the copy was lost). A holder down is left to repair's own rules (``--repair-after``): each
+manifest the walk reads is offered to the repairer (``Repairer.consider``), which queues
+those placing a chunk on a holder down that long.
 
 The walk offers every manifest it reads to the packer (``node.upkeep.packer``), which packs
 cold small files. It also purges tombstones older than ``tombstone_grace`` once all N home
@@ -136,6 +138,7 @@ class AntiEntropy:
             if manifest is None or manifest.deleted or manifest.stored_inline:
                 continue
             stats.names_checked += 1
+            self._repairer.consider(manifest)
             for ref in manifest.chunks:
                 placed.setdefault(ref.holder, {})[manifest.chunk_id(ref.index)] = (name, ref.index)
                 pending += 1

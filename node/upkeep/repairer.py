@@ -9,12 +9,22 @@ only the copy was bad, otherwise onto a handoff: the next up member clockwise th
 chunk of the file. The manifest is committed at the next revision; a returning holder's
 stale copy is then unreferenced and garbage-collected, never counted twice.
 
-Reports arrive from reads (read repair) and from the scrubber; every ``repair_interval`` the
-repairer also sweeps the manifests it is primary for, looking for long-down holders and
-missing chunks. Names whose repair failed (a holder that stalled, too few chunks readable
-for a moment) are tried again after ``RETRY_FIRST`` seconds, doubling while they keep
-failing, up to ``repair_interval``: a transient failure costs seconds, not a whole interval,
-and a lasting one costs no more than the sweeps did.
+Reports arrive from reads (read repair), the scrubber and anti-entropy; every
+``repair_interval`` the repairer also sweeps the manifests it is primary for that were
+written degraded. Every manifest it is primary for is swept (a quorum read each) for holders
+down past ``repair_after`` once per state of the cluster (its ring, who is down, who is down
+that long; a sweep during which a member went down or came up does not count): a member that
+never comes back (members are never removed) costs one such sweep, not one every
+``repair_interval`` for as long as the cluster runs. A manifest that places a chunk on a
+long-down holder and arrives after that sweep (a write that placed it before the holder went
+down, committed after; a replica handed over to a newcomer that is now its primary) is
+queued when this peer stores it, and anti-entropy's walk offers every manifest again
+(``consider``).
+
+Names whose repair failed (a holder that stalled, too few chunks readable for a moment) are
+tried again after ``RETRY_FIRST`` seconds, doubling while they keep failing, up to
+``repair_interval``: a transient failure costs seconds, not a whole interval, and a lasting
+one costs no more than the sweeps did.
 """
 
 from __future__ import annotations
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 2.0  # seconds before failed repairs are tried again, doubling while they fail
 
+# A cluster's state as a long-down sweep sees it: the ring's digest, the members down, and
+# those down past repair_after.
+_State = tuple[str, frozenset[str], frozenset[str]]
+
 
 @dataclass
 class RepairStats:
@@ -48,6 +62,7 @@ class RepairStats:
     last_repair: float = 0.0  # wall-clock time
     queued: int = 0
     sweeps: int = 0  # finished sweeps, woken by reports or every repair_interval
+    names_checked: int = 0  # names the sweeps read (a quorum read each)
 
     def to_json(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -76,6 +91,7 @@ class Repairer:
         self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
         self._retry_in = RETRY_FIRST  # seconds from a sweep with failures to their retry
         self._retry_at: float | None = None  # monotonic time of that retry
+        self._swept: _State | None = None  # the state the last long-down sweep was under
         self.stats = RepairStats() if stats is None else stats
 
     def __repr__(self) -> str:
@@ -86,6 +102,23 @@ class Repairer:
         holders = manifest.holders()
         found = {(i, holders[i]) for i in indexes if i in holders}
         self.report_chunks(manifest.name, found)
+
+    def consider(self, manifest: Manifest) -> None:
+        """Queue ``manifest``'s chunks on holders down past ``repair_after`` where this
+        peer is its primary and the ring has room to rebuild them elsewhere (a member up
+        that holds none of its chunks); for each manifest replica this peer keeps and each
+        one anti-entropy reads."""
+        membership = self._membership
+        if manifest.deleted or not manifest.chunked or not membership.down_ids():
+            return
+        long_down = membership.long_down_ids(self._config.repair_after)
+        lost = {(ref.index, ref.holder) for ref in manifest.chunks if ref.holder in long_down}
+        if (
+            lost
+            and len(membership.ring.members) - len(long_down) >= manifest.layout.n
+            and membership.replicas(manifest.name).primary == membership.me.id
+        ):
+            self.report_chunks(manifest.name, lost)
 
     def report_chunks(self, name: str, chunks: set[tuple[int, str]]) -> None:
         """Queue ``(index, holder)`` chunks of ``name`` found missing or corrupt."""
@@ -120,9 +153,16 @@ class Repairer:
         """Repair everything reported, then (``scan``) the primary names with long-down
         holders or missing chunks. Schedules a retry of the names that failed."""
         reports, self._reports = self._reports, {}
-        names = set(reports) | (set(self._primary_names_needing_repair()) if scan else set())
+        names, swept = set(reports), None
+        membership = self._membership
+        changes = membership.liveness_changes
+        if scan:
+            await membership.refresh_ring()  # (a member learned: the state takes its ring)
+            found, swept = self._primary_names_needing_repair()
+            names.update(found)
         failed = False
         for name in sorted(names):
+            self.stats.names_checked += 1
             try:
                 await self.repair(name, reports.get(name, set()))
             except Exception as exc:  # anything: keep the reports for the next sweep
@@ -138,25 +178,40 @@ class Repairer:
             self._retry_in = min(self._retry_in * 2, self._config.repair_interval)
         else:
             self._retry_at, self._retry_in = None, RETRY_FIRST
+        # Kept only if nothing changed meanwhile: a member that went down and came back
+        # during the sweep may have been the only room for a repair it then passed over.
+        # (Names that failed are retried from the reports either way.)
+        if swept is not None and (
+            membership.liveness_changes == changes and membership.ring.digest == swept[0]
+        ):
+            self._swept = swept
         self.stats.queued = len(self._reports)
         self.stats.sweeps += 1
 
-    def _primary_names_needing_repair(self) -> list[str]:
+    def _primary_names_needing_repair(self) -> tuple[list[str], _State | None]:
         """Names this peer is primary for that may miss chunks: all of them while a member
-        has been down past ``repair_after``, else the degraded ones (short of the cluster's
-        layout) that the ring has room for: more members than chunks stored (so a 6-peer
-        cluster does not re-read every 5+2 file each sweep until a 7th peer joins)."""
+        has been down past ``repair_after`` and no sweep of them all ran under the cluster's
+        state now (returned with it: the sweep keeps it once done), else the degraded ones
+        (short of the cluster's layout) that the ring has room for: more members than
+        chunks stored (so a 6-peer cluster does not re-read every 5+2 file each sweep until
+        a 7th peer joins)."""
         membership = self._membership
-        long_down = any(
-            membership.down_for(m) >= self._config.repair_after for m in membership.down_ids()
-        )
-        if long_down:
-            names = self._manifests.names()
+        long_down = membership.long_down_ids(self._config.repair_after)
+        state = (membership.ring.digest, frozenset(membership.down_ids()), long_down)
+        if long_down and state != self._swept:
+            names, swept = self._manifests.names(), state
+            log.info(
+                "sweeping every primary name for repair: %d member(s) down past "
+                "--repair-after (%s)",
+                len(long_down),
+                ", ".join(sorted(m[:8] for m in long_down)),
+            )
         else:
             members = len(membership.ring.members)
             names = [n for n, stored in self._manifests.degraded().items() if stored < members]
+            swept = None
         me = membership.me.id
-        return [n for n in names if membership.replicas(n).primary == me]
+        return [n for n in names if membership.replicas(n).primary == me], swept
 
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""

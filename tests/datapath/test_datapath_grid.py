@@ -259,6 +259,46 @@ async def test_a_repair_that_failed_is_tried_again_in_seconds_not_a_sweep_later(
         await asyncio.gather(running, return_exceptions=True)
 
 
+async def test_a_sweep_during_which_a_member_went_down_and_up_is_taken_again(
+    grid: Grid,
+) -> None:
+    """The look over every primary name for holders down past --repair-after is taken once
+    per state of the cluster; one during which a member went down and came back (the state
+    is the same at both ends) does not count: that member may have been the only room for
+    a repair it passed over."""
+    for i in range(12):
+        await store(grid[0], f"f{i}", os.urandom(BLOCK * 6))
+    peer = max(grid.peers, key=lambda p: len(primaries(p)))
+    lost, flapping = [p.membership.me.id for p in grid.peers if p is not peer][:2]
+    for _ in range(peer.config.down_after):
+        peer.membership.report_failure(lost, "lost for good (test)")
+    rebuilt: list[str] = []
+
+    async def rebuild(
+        manifest: Manifest, targets: dict[int, str], base: Manifest | None = None
+    ) -> Manifest:
+        rebuilt.append(manifest.name)
+        if len(rebuilt) == 1:  # a member misses heartbeats and is back, mid-sweep
+            for _ in range(peer.config.down_after):
+                peer.membership.report_failure(flapping, "a moment (test)")
+            peer.membership.report_success(flapping)
+        return manifest  # (nothing moves: what is counted is the looks)
+
+    config = dataclasses.replace(peer.config, repair_after=0.0)
+    rebuilder = cast(Rebuilder, SimpleNamespace(rebuild=rebuild))
+    repairer = Repairer(config, peer.membership, peer.manifests, peer.replicas, rebuilder)
+    looked = []
+    for _ in range(3):
+        await repairer.sweep()
+        looked.append(repairer.stats.names_checked - sum(looked))
+    assert looked == [len(primaries(peer))] * 2 + [0]
+
+
+def primaries(peer: GridPeer) -> list[str]:
+    me = peer.membership.me.id
+    return [n for n in peer.manifests.names() if peer.membership.replicas(n).primary == me]
+
+
 async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid) -> None:
     replicas = grid[0].membership.replicas("f")
     first = grid.peer_of(replicas.members[0])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import aiohttp
 import pytest
 
 from node.model.digests import block_digest
+from node.model.manifest import ChunkRef
 from tests.harness import (
     HANG_DETECTION,
     LocalCluster,
@@ -98,31 +101,99 @@ async def test_scrub_finds_flipped_bytes_and_repair_restores_them(
     assert await get(http, cluster[1].url, "durability/rotting") == data
 
 
-async def test_a_lost_disk_is_rebuilt_on_handoffs(
-    cluster: LocalCluster, http: aiohttp.ClientSession
-) -> None:
-    files = {f"lost/{i}": payload(30_000 + i, 10 + i) for i in range(6)}
+async def lose_a_disk(
+    cluster: LocalCluster, http: aiohttp.ClientSession, files: dict[str, bytes]
+) -> str:
+    """Store ``files``, then wipe peer 4's disk and start it again: a new, empty member,
+    the old one down for good. Returns the old one's id."""
     for name, data in files.items():
         await put(http, cluster[0].url, name, data)
     victim = cluster[4]
     old_id = victim.id
     await victim.stop()
     shutil.rmtree(victim.data_dir)
-    await victim.start()  # a new, empty member; the old one stays down for good
+    await victim.start()
     assert victim.id != old_id
     await cluster.wait_converged()
+    return old_id
+
+
+async def on_up_holders(cluster: LocalCluster, http: aiohttp.ClientSession, name: str) -> bool:
+    """Whether ``name`` has all 7 chunks, each on a member up."""
+    up = cluster[0].membership.up_ids()
+    chunks = (await get_manifest(http, cluster[0].url, name))["chunks"]
+    return len(chunks) == 7 and all(c["holder"] in up for c in chunks)
+
+
+async def test_a_lost_disk_is_rebuilt_on_handoffs(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    files = {f"lost/{i}": payload(30_000 + i, 10 + i) for i in range(6)}
+    await lose_a_disk(cluster, http, files)
 
     async def redundant() -> bool:
-        up = cluster[0].membership.up_ids()
-        for name in files:
-            chunks = (await get_manifest(http, cluster[0].url, name))["chunks"]
-            if len(chunks) < 7 or any(c["holder"] not in up for c in chunks):
-                return False
-        return True
+        return all([await on_up_holders(cluster, http, name) for name in files])
 
     await eventually(redundant, timeout=30, what="full redundancy after a lost disk")
     for name, data in files.items():
         assert await get(http, cluster[2].url, name) == data
+
+
+async def test_a_member_lost_for_good_is_swept_for_once_not_every_interval(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Members are never removed: one whose disk is lost stays down forever. Its chunks are
+    rebuilt by one look over every primary name (a quorum read each) per state of the
+    cluster, not one every repair interval for as long as the cluster runs; a manifest
+    that places a chunk on it and arrives after that look is queued by its primary on
+    storing it, or found by the next anti-entropy pass."""
+    files = {f"gone/{i}": payload(20_000 + i, 30 + i) for i in range(6)}
+    dead = await lose_a_disk(cluster, http, files)
+
+    async def redundant() -> bool:
+        return all([await on_up_holders(cluster, http, name) for name in files])
+
+    await eventually(redundant, timeout=30, what="full redundancy after a lost disk")
+
+    def totals() -> tuple[list[int], int]:
+        stats = [peer.repairer.stats for peer in cluster.peers]
+        return [s.sweeps for s in stats], sum(s.names_checked for s in stats)
+
+    names = set().union(*(peer.manifests.names() for peer in cluster.peers))
+    sweeps, checked = totals()
+    await eventually(
+        lambda: all(now >= then + 3 for now, then in zip(totals()[0], sweeps, strict=True)),
+        timeout=30,
+        what="three more sweeps on every peer",
+    )
+    # At most the rest of one sweep of every name (a peer that had not swept them all under
+    # this state yet); one every interval would be three of them at least.
+    assert 0 <= totals()[1] - checked <= len(names)
+
+    # Manifests placing a chunk on the lost member (as a write that placed it before the
+    # member went down and committed after the sweep would). One committed through the
+    # replicas: its primary queues it on storing it. One written into each home replica's
+    # store directly, no peer told: the next anti-entropy pass finds it.
+    for name, committed in (("gone/0", True), ("gone/1", False)):
+        current = await cluster[0].replicas.read(name)
+        assert current is not None
+        chunks = [r if r.index != 6 else ChunkRef(6, dead, r.block_digests) for r in current.chunks]
+        stale = dataclasses.replace(current, chunks=tuple(chunks), revision=current.revision + 1)
+        if committed:
+            await cluster[0].replicas.commit(stale, base=current)
+        else:
+            homes = set(cluster[0].membership.home_replicas(name).members)
+            for peer in cluster.peers:
+                if peer.id in homes:  # (the lost member may be one)
+                    assert (await peer.manifests.put(stale, current.precedence)).stored
+        assert not await on_up_holders(cluster, http, name)
+        if not committed:
+            for peer in cluster.peers:
+                peer.anti_entropy.wake()
+        await eventually(
+            partial(on_up_holders, cluster, http, name), timeout=30, what=f"{name} repaired"
+        )
+        assert await get(http, cluster[2].url, name) == files[name]
 
 
 async def test_a_degraded_write_is_completed_later(
