@@ -355,8 +355,9 @@ class ManifestReplicas:
             if not any(read.manifest for read in reads) and quorum < config.manifest_replicas:
                 # The first "none"s may come from stand-ins for replicas that are down, which
                 # answer faster than a surviving replica reading its file: hear all N first.
+                # (Not those that failed: a hung one would cost a second peer timeout.)
                 rest = config.manifest_replicas - len(found)
-                found.update(await self._ask(name, get, rest, heard=found))
+                found.update(await self._ask(name, get, rest, heard={*found, *failed}))
                 reads = list(found.values())
             if not any(read.manifest for read in reads) and (
                 short := self._homes_short(name, found)

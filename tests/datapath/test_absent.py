@@ -78,6 +78,29 @@ async def test_homes_seen_down_are_asked_before_a_503(grid: Grid) -> None:
             reader.membership.report_success(replica.membership.me.id)
 
 
+async def test_homes_down_past_repair_after_are_not_asked(tmp_path: Path) -> None:
+    """A home down past --repair-after is taken as lost (maybe for good: a call to a host
+    that is gone waits out the connect timeout on every read), and not asked before a 503;
+    and no replica whose call failed is asked again in the same read (a hung one would
+    cost the peer timeout twice)."""
+    async with settled_grid(tmp_path, block_size=BLOCK, repair_after=0.0) as grid:
+        name = "never-written"
+        reader = outside(grid, name)
+        homes = home(grid, name)
+        for replica in homes[1:]:
+            grid.break_peer(replica)
+        _see_down(reader, homes[1:])  # down past --repair-after (0 s here)
+        asked = grid.transport.calls
+        with pytest.raises(Unavailable, match="1 of the 3 home replicas"):
+            await reader.replicas.read(name)
+        assert [asked["get_manifest", r.url] for r in homes] == [1, 0, 0]
+        for replica in homes[1:]:
+            reader.membership.report_success(replica.id)  # (seen up: asked, and they fail)
+        with pytest.raises(Unavailable, match="1 of the 3 home replicas"):
+            await reader.replicas.read(name)
+        assert [asked["get_manifest", r.url] for r in homes] == [2, 1, 1]
+
+
 def _see_down(reader: GridPeer, replicas: list[GridPeer]) -> None:
     """``reader``'s membership sees ``replicas`` down (their calls failed ``down_after``
     times), whatever they are."""
