@@ -114,14 +114,17 @@ def _undecided(reads: Iterable[ReplicaRead], newest: Manifest) -> ReplicaRead | 
     """How ``newest`` is provisional if it is on every replica that answered it (overdue
     if on any), else None: a replica that holds it unmarked heard it confirmed (or it never
     was a conditional write)."""
-    held = [
-        read
-        for read in reads
-        if read.manifest is not None and read.manifest.precedence == newest.precedence
-    ]
+    held = _holding(reads, newest)
     if not all(read.provisional for read in held):
         return None
     return ReplicaRead(newest, True, any(read.overdue for read in held))
+
+
+def _holding(reads: Iterable[ReplicaRead], newest: Manifest) -> list[ReplicaRead]:
+    """The reads that hold ``newest`` itself (its version and revision)."""
+    return [
+        r for r in reads if r.manifest is not None and r.manifest.precedence == newest.precedence
+    ]
 
 
 def _referenced(manifest: Manifest) -> set[tuple[str, str]]:
@@ -558,7 +561,7 @@ class ManifestReplicas:
                 raise Unavailable(f"not every home replica of {name!r} answered")
             self._check_handing_over(name)
             return None
-        held = [r for r in reads if r.manifest and r.manifest.precedence == newest.precedence]
+        held = _holding(reads, newest)
         undecided = _undecided(reads, newest)  # (one holder unmarked: it was confirmed)
         if undecided is not None:
             if undecided.overdue:  # decided here, as a read would, for the next pass

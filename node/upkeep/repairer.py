@@ -108,9 +108,9 @@ class Repairer:
         peer is its primary and the ring has room to rebuild them elsewhere (a member up
         that holds none of its chunks); for each manifest replica this peer keeps and each
         one anti-entropy reads."""
-        membership = self._membership
-        if manifest.deleted or not manifest.chunked or not membership.down_ids():
+        if manifest.deleted or not manifest.chunked:
             return
+        membership = self._membership
         long_down = membership.long_down_ids(self._config.repair_after)
         lost = {(ref.index, ref.holder) for ref in manifest.chunks if ref.holder in long_down}
         if (
