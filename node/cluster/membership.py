@@ -150,7 +150,6 @@ class Membership:
         self._ring_lock = asyncio.Lock()
         self._unsaved = False  # members learned but not yet written to disk
         self.ring_changed_at = time.monotonic()
-        self.liveness_changes = 0  # members seen going down or coming up, counted
         self._learned = asyncio.Event()  # set whenever a member is learned
         self._history: collections.deque[Placement] = collections.deque(maxlen=HISTORY)
         self._digest: str | None = None  # of the member list, while it is unchanged
@@ -238,6 +237,14 @@ class Membership:
     def long_down_ids(self, after: float) -> frozenset[str]:
         """The members down for at least ``after`` seconds (``down_for``)."""
         return frozenset(m for m in self.down_ids() if self.down_for(m) >= after)
+
+    def long_down_spells(self, after: float) -> frozenset[tuple[str, float]]:
+        """``long_down_ids``, each with the monotonic time it went down: one pair per spell
+        down, so that a member that comes back and goes down again makes a new one."""
+        down = self.down_ids()
+        return frozenset(
+            (m, self._liveness[m].down_since) for m in down if self.down_for(m) >= after
+        )
 
     def address(self, member_id: str) -> Address:
         """Where to call ``member_id``, so that only that peer answers."""
@@ -465,7 +472,6 @@ class Membership:
         if not live.up:
             log.info("member %s is up", member_id)
             self._remember_placement()  # placement may move onto it: it may lack manifests
-            self.liveness_changes += 1
         live.up, live.failures, live.last_seen = True, 0, time.monotonic()
 
     def report_failure(self, member_id: str, reason: str = "") -> None:
@@ -476,7 +482,6 @@ class Membership:
         live.failed_at = time.monotonic()
         if live.up and live.failures >= self._down_after:
             live.up, live.down_since = False, time.monotonic()
-            self.liveness_changes += 1
             log.warning("member %s is down: %s", member_id, reason)
 
     def hear(self, member_id: str, figures: PeerFigures) -> None:

@@ -8,7 +8,8 @@ themselves are tested with tables, no sockets involved.
   manifest places its index on another peer. A chunk no manifest knows (a PUT that died
   before its commit) goes only after the orphan grace, on a ring stable that long: after
   joins a manifest mid-hand-over can look absent.
-- ``repair_targets``: which chunks of a file version to rebuild, and onto which members.
+- ``repair_targets``: which chunks of a file version to rebuild, and onto which members;
+  how many had nowhere to go.
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def collection_verdict(
     return KEEP_UNPROVEN
 
 
+@dataclass(frozen=True)
+class RepairPlan:
+    """The chunks of a file to rebuild (index -> member), and how many more need rebuilding
+    but have nowhere to go (no member up that holds no chunk of the file)."""
+
+    targets: dict[int, str]
+    unplaced: int
+
+
 def repair_targets(
     manifest: Manifest,
     reported: set[tuple[int, str]],
@@ -65,8 +75,8 @@ def repair_targets(
     down_for: Mapping[str, float],
     repair_after: float,
     candidates: Iterable[str],
-) -> dict[int, str]:
-    """Which chunks of ``manifest`` to rebuild, and where (index -> member).
+) -> RepairPlan:
+    """Which chunks of ``manifest`` to rebuild, and where (``RepairPlan``).
 
     A chunk is rebuilt when it was reported missing or corrupt (``reported``: index, holder),
     when its holder has been down for ``repair_after`` seconds or more (``down_for``: seconds
@@ -87,11 +97,13 @@ def repair_targets(
             targets[index] = ""  # written degraded: never stored
     taken = {h for i, h in holders.items() if i not in targets} | set(targets.values())
     handoffs = (m for m in candidates if m in up and m not in taken)
+    unplaced = 0
     for index in sorted(targets):
         if not targets[index]:
             handoff = next(handoffs, None)
             if handoff is None:
                 del targets[index]
+                unplaced += 1
             else:
                 targets[index] = handoff
-    return targets
+    return RepairPlan(targets, unplaced)

@@ -12,11 +12,13 @@ stale copy is then unreferenced and garbage-collected, never counted twice.
 Reports arrive from reads (read repair), the scrubber and anti-entropy; every
 ``repair_interval`` the repairer also sweeps the manifests it is primary for that were
 written degraded. Every manifest it is primary for is swept (a quorum read each) for holders
-down past ``repair_after`` once per state of the cluster (its ring, who is down, who is down
-that long; a sweep during which a member went down or came up does not count): a member that
-never comes back (members are never removed) costs one such sweep, not one every
-``repair_interval`` for as long as the cluster runs. A manifest that places a chunk on a
-long-down holder and arrives after that sweep (a write that placed it before the holder went
+down past ``repair_after`` once per spell down of such a member (and again when the ring
+changes): a member that never comes back (members are never removed) costs one such look,
+not one every ``repair_interval`` for as long as the cluster runs, and a member that misses
+heartbeats and is back (a flap) costs none. A look that left chunks with nowhere to go (no
+member up that holds none of the file) is taken again when a member comes up that was not
+up whenever that happened: it may be the room. A manifest that places a chunk on a
+long-down holder and arrives after the look (a write that placed it before the holder went
 down, committed after; a replica handed over to a newcomer that is now its primary) is
 queued when this peer stores it, and anti-entropy's walk offers every manifest again
 (``consider``).
@@ -49,9 +51,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 2.0  # seconds before failed repairs are tried again, doubling while they fail
 
-# A cluster's state as a long-down sweep sees it: the ring's digest, the members down, and
-# those down past repair_after.
-_State = tuple[str, frozenset[str], frozenset[str]]
+# What a long-down look was taken under: the ring's digest, and the members down past
+# repair_after, each with when it went down (``Membership.long_down_spells``).
+_State = tuple[str, frozenset[tuple[str, float]]]
 
 
 @dataclass
@@ -91,7 +93,10 @@ class Repairer:
         self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
         self._retry_in = RETRY_FIRST  # seconds from a sweep with failures to their retry
         self._retry_at: float | None = None  # monotonic time of that retry
-        self._swept: _State | None = None  # the state the last long-down sweep was under
+        self._swept: _State | None = None  # what the last whole long-down look was under
+        # The members up whenever a repair since that look's start had nowhere to put a
+        # chunk (None: none lacked room): one up outside them may be the room it lacked.
+        self._room_wanted: frozenset[str] | None = None
         self.stats = RepairStats() if stats is None else stats
 
     def __repr__(self) -> str:
@@ -137,7 +142,8 @@ class Repairer:
             reported = self._wake.is_set()
             self._wake.clear()
             up = membership.up_ids()
-            arrived, seen = bool(up - seen) and bool(self._manifests.degraded()), up
+            wanted = self._room_wanted is not None or bool(self._manifests.degraded())
+            arrived, seen = bool(up - seen) and wanted, up
             now = time.monotonic()
             full = reported or arrived or now - last >= config.repair_interval
             if not (full or (self._retry_at is not None and now >= self._retry_at)):
@@ -155,7 +161,6 @@ class Repairer:
         reports, self._reports = self._reports, {}
         names, swept = set(reports), None
         membership = self._membership
-        changes = membership.liveness_changes
         if scan:
             await membership.refresh_ring()  # (a member learned: the state takes its ring)
             found, swept = self._primary_names_needing_repair()
@@ -178,33 +183,35 @@ class Repairer:
             self._retry_in = min(self._retry_in * 2, self._config.repair_interval)
         else:
             self._retry_at, self._retry_in = None, RETRY_FIRST
-        # Kept only if nothing changed meanwhile: a member that went down and came back
-        # during the sweep may have been the only room for a repair it then passed over.
-        # (Names that failed are retried from the reports either way.)
-        if swept is not None and (
-            membership.liveness_changes == changes and membership.ring.digest == swept[0]
-        ):
+        # Kept unless the ring changed meanwhile (names this peer is primary for moved).
+        # A member down during the look that was the only room for a repair is in no
+        # ``_room_wanted``: its return takes the look again. (Names that failed are
+        # retried from the reports either way.)
+        if swept is not None and membership.ring.digest == swept[0]:
             self._swept = swept
         self.stats.queued = len(self._reports)
         self.stats.sweeps += 1
 
     def _primary_names_needing_repair(self) -> tuple[list[str], _State | None]:
         """Names this peer is primary for that may miss chunks: all of them while a member
-        has been down past ``repair_after`` and no sweep of them all ran under the cluster's
-        state now (returned with it: the sweep keeps it once done), else the degraded ones
+        has been down past ``repair_after`` and no look at them all was taken since it went
+        down (under this ring), or since a repair lacked the room a member up now may give
+        (returned with the state: the sweep keeps it once done); else the degraded ones
         (short of the cluster's layout) that the ring has room for: more members than
         chunks stored (so a 6-peer cluster does not re-read every 5+2 file each sweep until
         a 7th peer joins)."""
         membership = self._membership
-        long_down = membership.long_down_ids(self._config.repair_after)
-        state = (membership.ring.digest, frozenset(membership.down_ids()), long_down)
-        if long_down and state != self._swept:
-            names, swept = self._manifests.names(), state
+        spells = membership.long_down_spells(self._config.repair_after)
+        state, looked = (membership.ring.digest, spells), self._swept
+        room = self._room_wanted is not None and bool(membership.up_ids() - self._room_wanted)
+        if spells and (room or looked is None or looked[0] != state[0] or spells - looked[1]):
+            names, swept, self._room_wanted = self._manifests.names(), state, None
             log.info(
                 "sweeping every primary name for repair: %d member(s) down past "
-                "--repair-after (%s)",
-                len(long_down),
-                ", ".join(sorted(m[:8] for m in long_down)),
+                "--repair-after (%s)%s",
+                len(spells),
+                ", ".join(sorted(m[:8] for m, _ in spells)),
+                "; a member came up that may give the room a repair lacked" if room else "",
             )
         else:
             members = len(membership.ring.members)
@@ -222,14 +229,19 @@ class Repairer:
         if base.layout.m < self._config.m:  # written with less parity (an older release)
             manifest = base.with_parity(self._config.m)
         membership = self._membership
-        targets = repair_targets(
+        up = membership.up_ids()
+        plan = repair_targets(
             manifest,
             reported,
-            membership.up_ids(),
+            up,
             {m: membership.down_for(m) for m in membership.down_ids()},
             self._config.repair_after,
             membership.write_placement(manifest.file_id, manifest.layout.n).candidates(),
         )
+        if plan.unplaced:
+            wanted = self._room_wanted
+            self._room_wanted = frozenset(up) if wanted is None else wanted & up
+        targets = plan.targets
         if not targets:
             return
         await self._pacer.pace(len(targets) * manifest.layout.chunk_size)

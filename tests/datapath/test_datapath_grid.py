@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -259,39 +259,98 @@ async def test_a_repair_that_failed_is_tried_again_in_seconds_not_a_sweep_later(
         await asyncio.gather(running, return_exceptions=True)
 
 
-async def test_a_sweep_during_which_a_member_went_down_and_up_is_taken_again(
-    grid: Grid,
-) -> None:
-    """The look over every primary name for holders down past --repair-after is taken once
-    per state of the cluster; one during which a member went down and came back (the state
-    is the same at both ends) does not count: that member may have been the only room for
-    a repair it passed over."""
-    for i in range(12):
-        await store(grid[0], f"f{i}", os.urandom(BLOCK * 6))
-    peer = max(grid.peers, key=lambda p: len(primaries(p)))
-    lost, flapping = [p.membership.me.id for p in grid.peers if p is not peer][:2]
-    for _ in range(peer.config.down_after):
-        peer.membership.report_failure(lost, "lost for good (test)")
-    rebuilt: list[str] = []
+REPAIR_AFTER = 60.0
+
+
+def counting_repairer(peer: GridPeer) -> Repairer:
+    """A repairer on ``peer`` (``--repair-after`` a minute) whose rebuilds move nothing:
+    what is counted is the names its looks read."""
 
     async def rebuild(
         manifest: Manifest, targets: dict[int, str], base: Manifest | None = None
     ) -> Manifest:
-        rebuilt.append(manifest.name)
-        if len(rebuilt) == 1:  # a member misses heartbeats and is back, mid-sweep
-            for _ in range(peer.config.down_after):
-                peer.membership.report_failure(flapping, "a moment (test)")
-            peer.membership.report_success(flapping)
-        return manifest  # (nothing moves: what is counted is the looks)
+        return manifest
 
-    config = dataclasses.replace(peer.config, repair_after=0.0)
+    config = dataclasses.replace(peer.config, repair_after=REPAIR_AFTER)
     rebuilder = cast(Rebuilder, SimpleNamespace(rebuild=rebuild))
-    repairer = Repairer(config, peer.membership, peer.manifests, peer.replicas, rebuilder)
-    looked = []
-    for _ in range(3):
+    return Repairer(config, peer.membership, peer.manifests, peer.replicas, rebuilder)
+
+
+async def looks(repairer: Repairer, between: Callable[[int], None] = lambda _: None) -> list[int]:
+    """The names each of four sweeps read, ``between(i)`` run before sweep ``i``."""
+    looked: list[int] = []
+    for i in range(4):
+        between(i)
         await repairer.sweep()
         looked.append(repairer.stats.names_checked - sum(looked))
-    assert looked == [len(primaries(peer))] * 2 + [0]
+    return looked
+
+
+def set_down(peer: GridPeer, member: str, long: bool = False) -> None:
+    """``member`` seen down by ``peer``; ``long``: since twice ``REPAIR_AFTER`` ago."""
+    for _ in range(peer.config.down_after):
+        peer.membership.report_failure(member, "down (test)")
+    if long:
+        peer.membership.liveness(member).down_since -= 2 * REPAIR_AFTER
+
+
+async def test_a_member_that_flaps_costs_no_look_a_new_spell_down_does(grid: Grid) -> None:
+    """The look over every primary name for holders down past --repair-after is taken once
+    per spell down of such a member: a member that misses heartbeats and is back (the
+    look left nothing for want of room) costs none; the lost member back and down again
+    (chunks may have been written to it meanwhile) costs one."""
+    for i in range(12):
+        await store(grid[0], f"f{i}", os.urandom(BLOCK * 6))
+    peer = max(grid.peers, key=lambda p: len(primaries(p)))
+    lost, flapping = [p.membership.me.id for p in grid.peers if p is not peer][:2]
+    set_down(peer, lost, long=True)
+
+    def between(sweep: int) -> None:
+        if sweep == 1:
+            set_down(peer, flapping)
+        elif sweep == 2:
+            peer.membership.report_success(flapping)
+        elif sweep == 3:
+            peer.membership.report_success(lost)
+            set_down(peer, lost, long=True)
+
+    every = len(primaries(peer))
+    assert await looks(counting_repairer(peer), between) == [every, 0, 0, every]
+
+
+async def test_a_look_that_lacked_room_is_taken_again_when_a_member_comes_up(
+    grid: Grid,
+) -> None:
+    """A look during which the only member that could take a lost chunk was down (8
+    members: a file's 7 chunks on 7, the 8th its only room) passes that repair over; the
+    look is taken again when that member is back, not before, and once."""
+    for i in range(12):
+        await store(grid[0], f"f{i}", os.urandom(BLOCK * 6))
+    peer = max(grid.peers, key=lambda p: len(primaries(p)))
+    ids = {p.membership.me.id for p in grid.peers}
+    me = peer.membership.me.id
+    chosen = None
+    for name in primaries(peer):
+        manifest = await peer.manifests.get(name)
+        assert manifest is not None
+        holding = set(manifest.holders().values())
+        (room,) = ids - holding
+        lost = next((h for h in sorted(holding) if h != me), None)
+        if room != me and lost is not None:
+            chosen = lost, room
+            break
+    assert chosen is not None, "a file whose only room is another member"
+    lost, room = chosen
+    set_down(peer, lost, long=True)
+    set_down(peer, room)
+
+    def between(sweep: int) -> None:
+        if sweep == 2:
+            peer.membership.report_success(room)
+
+    every = len(primaries(peer))
+    repairer = counting_repairer(peer)
+    assert await looks(repairer, between) == [every, 0, every, 0]
 
 
 def primaries(peer: GridPeer) -> list[str]:

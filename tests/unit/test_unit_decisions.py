@@ -133,11 +133,30 @@ def test_repair_targets(
     targets: dict[int, str],
     why: str,
 ) -> None:
-    chosen = repair_targets(manifest(holders=holders), reported, up, down, 300.0, RING_ORDER)
+    plan = repair_targets(manifest(holders=holders), reported, up, down, 300.0, RING_ORDER)
+    chosen = plan.targets
     assert chosen == targets, why
     assert len(set(chosen.values()) | {h for i, h in holders.items() if i not in chosen}) == len(
         set(chosen) | set(holders)
     ), "never two chunks of a file on one member"
+
+
+@pytest.mark.parametrize(
+    ("holders", "up", "unplaced"),
+    [
+        ({i: f"p{i}" for i in range(5)}, {f"p{i}" for i in range(5)}, 2),
+        ({i: f"p{i}" for i in range(5)}, {f"p{i}" for i in range(5)} | {"h2"}, 1),
+        ({i: f"p{i}" for i in range(5)}, UP, 0),
+    ],
+)
+def test_chunks_with_nowhere_to_go_are_counted(
+    holders: dict[int, str], up: set[str], unplaced: int
+) -> None:
+    """The repairer takes its look over every name again when a member comes up only if a
+    repair found no room (``Repairer``): the count must say so."""
+    plan = repair_targets(manifest(holders=holders), set(), up, {}, 300.0, RING_ORDER)
+    assert plan.unplaced == unplaced
+    assert len(plan.targets) == 2 - unplaced
 
 
 def ack(stored: bool, current: Version, replaced: Manifest | None = None) -> ReplicaWrite:
