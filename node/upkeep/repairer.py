@@ -109,21 +109,22 @@ class Repairer:
         self.report_chunks(manifest.name, found)
 
     def consider(self, manifest: Manifest) -> None:
-        """Queue ``manifest``'s chunks on holders down past ``repair_after`` where this
-        peer is its primary and the ring has room to rebuild them elsewhere (a member up
-        that holds none of its chunks); for each manifest replica this peer keeps and each
-        one anti-entropy reads."""
+        """Queue ``manifest``'s name where it places a chunk on a holder down past
+        ``repair_after``, this peer is its primary and the ring has room to rebuild it
+        elsewhere (a member up that holds none of its chunks); for each manifest replica
+        this peer keeps and each one anti-entropy reads. The name is queued with no chunk
+        reported missing: the repair judges the holder as it stands then, so one back by
+        then is not rebuilt over in place."""
         if manifest.deleted or not manifest.chunked:
             return
         membership = self._membership
         long_down = membership.long_down_ids(self._config.repair_after)
-        lost = {(ref.index, ref.holder) for ref in manifest.chunks if ref.holder in long_down}
         if (
-            lost
+            any(ref.holder in long_down for ref in manifest.chunks)
             and len(membership.ring.members) - len(long_down) >= manifest.layout.n
             and membership.replicas(manifest.name).primary == membership.me.id
         ):
-            self.report_chunks(manifest.name, lost)
+            self.report_chunks(manifest.name, set())
 
     def report_chunks(self, name: str, chunks: set[tuple[int, str]]) -> None:
         """Queue ``(index, holder)`` chunks of ``name`` found missing or corrupt."""

@@ -262,13 +262,16 @@ async def test_a_repair_that_failed_is_tried_again_in_seconds_not_a_sweep_later(
 REPAIR_AFTER = 60.0
 
 
-def counting_repairer(peer: GridPeer) -> Repairer:
+def counting_repairer(peer: GridPeer, rebuilt: list[dict[int, str]] | None = None) -> Repairer:
     """A repairer on ``peer`` (``--repair-after`` a minute) whose rebuilds move nothing:
-    what is counted is the names its looks read."""
+    what is counted is the names its looks read (and, into ``rebuilt``, the targets of
+    each rebuild)."""
 
     async def rebuild(
         manifest: Manifest, targets: dict[int, str], base: Manifest | None = None
     ) -> Manifest:
+        if rebuilt is not None:
+            rebuilt.append(dict(targets))
         return manifest
 
     config = dataclasses.replace(peer.config, repair_after=REPAIR_AFTER)
@@ -351,6 +354,34 @@ async def test_a_look_that_lacked_room_is_taken_again_when_a_member_comes_up(
     every = len(primaries(peer))
     repairer = counting_repairer(peer)
     assert await looks(repairer, between) == [every, 0, every, 0]
+
+
+async def test_a_name_considered_for_a_lost_holder_is_not_rebuilt_in_place_once_it_is_back(
+    grid: Grid,
+) -> None:
+    """``Repairer.consider`` queues a name whose manifest places a chunk on a holder down
+    past --repair-after. Should the holder be back before the repair runs, nothing is
+    rebuilt (its chunk is there); while it is still down, that chunk is rebuilt elsewhere."""
+    await store(grid[0], "f", os.urandom(BLOCK * 6))
+    peer = grid.peer_of(grid[0].membership.replicas("f").primary)
+    manifest = await peer.manifests.get("f")
+    assert manifest is not None
+    index, holder = next((i, h) for i, h in manifest.holders().items() if h != peer.id)
+    rebuilt: list[dict[int, str]] = []
+    repairer = counting_repairer(peer, rebuilt)
+
+    set_down(peer, holder, long=True)
+    repairer.consider(manifest)
+    peer.membership.report_success(holder)
+    await repairer.sweep(scan=False)
+    assert rebuilt == [], "a holder back holds its chunk"
+
+    set_down(peer, holder, long=True)
+    repairer.consider(manifest)
+    await repairer.sweep(scan=False)
+    assert len(rebuilt) == 1
+    assert set(rebuilt[0]) == {index}
+    assert rebuilt[0][index] not in set(manifest.holders().values())
 
 
 def primaries(peer: GridPeer) -> list[str]:
