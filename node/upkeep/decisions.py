@@ -9,7 +9,8 @@ themselves are tested with tables, no sockets involved.
   before its commit) goes only after the orphan grace, on a ring stable that long: after
   joins a manifest mid-hand-over can look absent.
 - ``repair_targets``: which chunks of a file version to rebuild, and onto which members;
-  how many had nowhere to go.
+  how many lost ones had nowhere to go.
+- ``look_owed``: whether the repairer owes a look over every name for members lost.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def collection_verdict(
 
 @dataclass(frozen=True)
 class RepairPlan:
-    """The chunks of a file to rebuild (index -> member), and how many more need rebuilding
-    but have nowhere to go (no member up that holds no chunk of the file)."""
+    """The chunks of a file to rebuild (index -> member), and how many chunks on holders
+    down past ``repair_after`` need rebuilding but have nowhere to go: no candidate (a
+    member up, not crowded, ``place_roomy``) that holds no chunk of the file. (Chunks never
+    stored, of a degraded write, are not counted: the sweep of degraded files retries them.)"""
 
     targets: dict[int, str]
-    unplaced: int
+    lost_unplaced: int
 
 
 def repair_targets(
@@ -97,13 +100,38 @@ def repair_targets(
             targets[index] = ""  # written degraded: never stored
     taken = {h for i, h in holders.items() if i not in targets} | set(targets.values())
     handoffs = (m for m in candidates if m in up and m not in taken)
-    unplaced = 0
+    lost_unplaced = 0
     for index in sorted(targets):
         if not targets[index]:
             handoff = next(handoffs, None)
             if handoff is None:
                 del targets[index]
-                unplaced += 1
+                was_on = holders.get(index)  # (None: never stored)
+                if was_on is not None and was_on not in up:
+                    lost_unplaced += down_for.get(was_on, 0.0) >= repair_after
             else:
                 targets[index] = handoff
-    return RepairPlan(targets, unplaced)
+    return RepairPlan(targets, lost_unplaced)
+
+
+# What a look over every primary name was taken under: the ring's digest, and the members
+# down past repair_after, each with when it went down (``Membership.long_down_spells``).
+Look = tuple[str, frozenset[tuple[str, float]]]
+
+
+def look_owed(
+    now: Look, last: Look | None, up: set[str], room_wanted: frozenset[str] | None
+) -> bool:
+    """Whether the repairer owes a look over every name it is primary for (a quorum read
+    each) for chunks on members down past ``repair_after``: while any is (``now``'s
+    spells), when no look was taken under this ring since each went down (``last``: the
+    last whole look), or when a repair since that look found no room for such a chunk
+    with the members ``room_wanted`` up (those up at every such repair) and a member is up
+    now that was down at one of them: it may be that room. A member that was down a moment
+    (not past ``repair_after``) and is back owes none."""
+    ring, spells = now
+    if not spells:
+        return False
+    if last is None or last[0] != ring or spells - last[1]:
+        return True
+    return room_wanted is not None and bool(up - room_wanted)

@@ -12,12 +12,13 @@ stale copy is then unreferenced and garbage-collected, never counted twice.
 Reports arrive from reads (read repair), the scrubber and anti-entropy; every
 ``repair_interval`` the repairer also sweeps the manifests it is primary for that were
 written degraded. Every manifest it is primary for is swept (a quorum read each) for holders
-down past ``repair_after`` once per spell down of such a member (and again when the ring
-changes): a member that never comes back (members are never removed) costs one such look,
-not one every ``repair_interval`` for as long as the cluster runs, and a member that misses
-heartbeats and is back (a flap) costs none. A look that left chunks with nowhere to go (no
-member up that holds none of the file) is taken again when a member comes up that was not
-up whenever that happened: it may be the room. A manifest that places a chunk on a
+down past ``repair_after`` once per spell down of such a member and again when the ring
+changes (a member joins) (``look_owed``): a member that never comes back (members are never
+removed) costs one such look, not one every ``repair_interval`` for as long as the cluster
+runs, and a member that misses heartbeats and is back (a flap) costs none. Where a repair
+since the look found no room for a lost chunk (no member up that holds none of the file),
+the look is taken again when a member comes up that was down at one or more such repairs:
+it may be the room. A manifest that places a chunk on a
 long-down holder and arrives after the look (a write that placed it before the holder went
 down, committed after; a replica handed over to a newcomer that is now its primary) is
 queued when this peer stores it, and anti-entropy's walk offers every manifest again
@@ -44,16 +45,12 @@ from node.datapath.replicas import ManifestReplicas
 from node.disk.manifest_store import ManifestStore
 from node.errors import RingstoreError
 from node.model.manifest import Manifest
-from node.upkeep.decisions import repair_targets
+from node.upkeep.decisions import Look, look_owed, repair_targets
 from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
 
 RETRY_FIRST = 2.0  # seconds before failed repairs are tried again, doubling while they fail
-
-# What a long-down look was taken under: the ring's digest, and the members down past
-# repair_after, each with when it went down (``Membership.long_down_spells``).
-_State = tuple[str, frozenset[tuple[str, float]]]
 
 
 @dataclass
@@ -93,14 +90,17 @@ class Repairer:
         self._pacer = Pacer(config.repair_rate)  # rebuilt bytes, like the rebalancer's moves
         self._retry_in = RETRY_FIRST  # seconds from a sweep with failures to their retry
         self._retry_at: float | None = None  # monotonic time of that retry
-        self._swept: _State | None = None  # what the last whole long-down look was under
-        # The members up whenever a repair since that look's start had nowhere to put a
-        # chunk (None: none lacked room): one up outside them may be the room it lacked.
+        self._looked: Look | None = None  # what the last whole look was under
+        # The members up at every repair since that look began that had nowhere to put a
+        # lost chunk (None: none lacked room): one up outside them may be the room lacked.
         self._room_wanted: frozenset[str] | None = None
         self.stats = RepairStats() if stats is None else stats
 
     def __repr__(self) -> str:
-        return f"Repairer(queued={len(self._reports)}, repaired={self.stats.chunks_repaired})"
+        wanting = "" if self._room_wanted is None else ", wanting room"
+        return (
+            f"Repairer(queued={len(self._reports)}, repaired={self.stats.chunks_repaired}{wanting})"
+        )
 
     def report(self, manifest: Manifest, indexes: set[int]) -> None:
         """Queue chunks of ``manifest`` that were found missing or corrupt."""
@@ -110,11 +110,11 @@ class Repairer:
 
     def consider(self, manifest: Manifest) -> None:
         """Queue ``manifest``'s name where it places a chunk on a holder down past
-        ``repair_after``, this peer is its primary and the ring has room to rebuild it
-        elsewhere (a member up that holds none of its chunks); for each manifest replica
-        this peer keeps and each one anti-entropy reads. The name is queued with no chunk
-        reported missing: the repair judges the holder as it stands then, so one back by
-        then is not rebuilt over in place."""
+        ``repair_after``, this peer is its primary and the ring may have room to rebuild it
+        elsewhere (more members not down that long than the file has chunks); for each
+        manifest replica this peer keeps and each one anti-entropy reads. The name is
+        queued with no chunk reported missing: the repair judges the holder as it stands
+        then, so one back by then is not rebuilt over in place."""
         if manifest.deleted or not manifest.chunked:
             return
         membership = self._membership
@@ -189,11 +189,11 @@ class Repairer:
         # ``_room_wanted``: its return takes the look again. (Names that failed are
         # retried from the reports either way.)
         if swept is not None and membership.ring.digest == swept[0]:
-            self._swept = swept
+            self._looked = swept
         self.stats.queued = len(self._reports)
         self.stats.sweeps += 1
 
-    def _primary_names_needing_repair(self) -> tuple[list[str], _State | None]:
+    def _primary_names_needing_repair(self) -> tuple[list[str], Look | None]:
         """Names this peer is primary for that may miss chunks: all of them while a member
         has been down past ``repair_after`` and no look at them all was taken since it went
         down (under this ring), or since a repair lacked the room a member up now may give
@@ -203,17 +203,21 @@ class Repairer:
         a 7th peer joins)."""
         membership = self._membership
         spells = membership.long_down_spells(self._config.repair_after)
-        state, looked = (membership.ring.digest, spells), self._swept
-        room = self._room_wanted is not None and bool(membership.up_ids() - self._room_wanted)
-        if spells and (room or looked is None or looked[0] != state[0] or spells - looked[1]):
-            names, swept, self._room_wanted = self._manifests.names(), state, None
+        if not spells:  # (no member lost: no room wanted for one)
+            self._room_wanted = None
+        now, up = (membership.ring.digest, spells), membership.up_ids()
+        if look_owed(now, self._looked, up, self._room_wanted):
+            names, swept = self._manifests.names(), now
             log.info(
                 "sweeping every primary name for repair: %d member(s) down past "
                 "--repair-after (%s)%s",
                 len(spells),
                 ", ".join(sorted(m[:8] for m, _ in spells)),
-                "; a member came up that may give the room a repair lacked" if room else "",
+                "; a member is up that may give the room a repair lacked"
+                if self._room_wanted is not None
+                else "",
             )
+            self._room_wanted = None
         else:
             members = len(membership.ring.members)
             names = [n for n, stored in self._manifests.degraded().items() if stored < members]
@@ -239,7 +243,7 @@ class Repairer:
             self._config.repair_after,
             membership.write_placement(manifest.file_id, manifest.layout.n).candidates(),
         )
-        if plan.unplaced:
+        if plan.lost_unplaced:
             wanted = self._room_wanted
             self._room_wanted = frozenset(up) if wanted is None else wanted & up
         targets = plan.targets

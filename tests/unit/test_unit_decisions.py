@@ -9,7 +9,7 @@ from node.datapath.replicas import retired_chunks
 from node.model.layout import Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, ReplicaWrite
 from node.model.version import Version
-from node.upkeep.decisions import collection_verdict, repair_targets
+from node.upkeep.decisions import Look, collection_verdict, look_owed, repair_targets
 
 OLD, CURRENT, NEW = Version(1, 0, "a"), Version(2, 0, "a"), Version(3, 0, "a")
 DAY = 86400.0
@@ -141,22 +141,90 @@ def test_repair_targets(
     ), "never two chunks of a file on one member"
 
 
-@pytest.mark.parametrize(
-    ("holders", "up", "unplaced"),
-    [
-        ({i: f"p{i}" for i in range(5)}, {f"p{i}" for i in range(5)}, 2),
-        ({i: f"p{i}" for i in range(5)}, {f"p{i}" for i in range(5)} | {"h2"}, 1),
-        ({i: f"p{i}" for i in range(5)}, UP, 0),
-    ],
-)
-def test_chunks_with_nowhere_to_go_are_counted(
-    holders: dict[int, str], up: set[str], unplaced: int
+NOT_FREE = {f"p{i}" for i in range(7)}  # every member up holds a chunk: no room
+
+
+# (holders, reported, up, seconds down by member, lost chunks with nowhere to go, why)
+UNPLACED = [
+    ({i: f"p{i}" for i in range(5)}, set(), {f"p{i}" for i in range(5)}, {}, 0, "never stored"),
+    (
+        {i: f"p{i}" for i in range(7)},
+        set(),
+        NOT_FREE - {"p4"},
+        {"p4": 300.0},
+        1,
+        "on a member down past repair_after",
+    ),
+    (
+        {i: f"p{i}" for i in range(7)},
+        {(4, "p4")},
+        NOT_FREE - {"p4"},
+        {"p4": 10.0},
+        0,
+        "reported, its holder down a moment",
+    ),
+    ({i: f"p{i}" for i in range(7)}, set(), UP - {"p4"}, {"p4": 300.0}, 0, "room on h1"),
+]
+
+
+@pytest.mark.parametrize(("holders", "reported", "up", "down", "unplaced", "why"), UNPLACED)
+def test_lost_chunks_with_nowhere_to_go_are_counted(
+    holders: dict[int, str],
+    reported: set[tuple[int, str]],
+    up: set[str],
+    down: dict[str, float],
+    unplaced: int,
+    why: str,
 ) -> None:
-    """The repairer takes its look over every name again when a member comes up only if a
-    repair found no room (``Repairer``): the count must say so."""
-    plan = repair_targets(manifest(holders=holders), set(), up, {}, 300.0, RING_ORDER)
-    assert plan.unplaced == unplaced
-    assert len(plan.targets) == 2 - unplaced
+    """The repairer takes its look over every name again when a member comes up only
+    where a repair found no room for a lost chunk (``Repairer``): the count must say so."""
+    plan = repair_targets(manifest(holders=holders), reported, up, down, 300.0, RING_ORDER)
+    assert plan.lost_unplaced == unplaced, why
+
+
+RING, OTHER_RING = "ring-a", "ring-b"
+LOST = frozenset({("p4", 100.0)})
+UP_NOW = {"p0", "p1", "p2"}
+
+# (now, last look, members up, room wanted, owed?, why)
+LOOKS = [
+    ((RING, frozenset()), None, UP_NOW, None, False, "nothing lost"),
+    ((RING, LOST), None, UP_NOW, None, True, "a member lost, no look yet"),
+    ((RING, LOST), (RING, LOST), UP_NOW, None, False, "looked since it went down"),
+    ((OTHER_RING, LOST), (RING, LOST), UP_NOW, None, True, "the ring changed"),
+    ((RING, frozenset({("p4", 200.0)})), (RING, LOST), UP_NOW, None, True, "back, lost again"),
+    (
+        (RING, LOST | {("p5", 150.0)}),
+        (RING, LOST),
+        UP_NOW,
+        None,
+        True,
+        "another lost",
+    ),
+    ((RING, LOST), (RING, LOST | {("p5", 150.0)}), UP_NOW, None, False, "one lost is back"),
+    ((RING, LOST), (RING, LOST), UP_NOW, frozenset(UP_NOW), False, "no room, nobody new up"),
+    (
+        (RING, LOST),
+        (RING, LOST),
+        UP_NOW,
+        frozenset({"p0", "p1"}),
+        True,
+        "no room, and p2 was down then",
+    ),
+    ((RING, frozenset()), (RING, LOST), UP_NOW, frozenset({"p0"}), False, "the lost is back"),
+]
+
+
+@pytest.mark.parametrize(("now", "last", "up", "wanted", "owed", "why"), LOOKS)
+def test_when_a_look_over_every_name_is_owed(
+    now: Look,
+    last: Look | None,
+    up: set[str],
+    wanted: frozenset[str] | None,
+    owed: bool,
+    why: str,
+) -> None:
+    assert look_owed(now, last, up, wanted) is owed, why
 
 
 def ack(stored: bool, current: Version, replaced: Manifest | None = None) -> ReplicaWrite:
