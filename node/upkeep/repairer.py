@@ -160,14 +160,18 @@ class Repairer:
         """Repair everything reported, then (``scan``) the primary names with long-down
         holders or missing chunks. Schedules a retry of the names that failed."""
         reports, self._reports = self._reports, {}
-        names, swept = set(reports), None
+        names, looking, swept = set(reports), set[str](), None
         membership = self._membership
         if scan:
             await membership.refresh_ring()  # (a member learned: the state takes its ring)
-            found, swept = self._primary_names_needing_repair()
+            found, looking, swept = self._primary_names_needing_repair()
             names.update(found)
+            looking -= names
+        lost = membership.long_down_ids(self._config.repair_after)
         failed = False
-        for name in sorted(names):
+        for name in sorted(names | looking):
+            if name in looking and not await self._places_on(name, lost):
+                continue  # (its replica here places no chunk on a member lost)
             self.stats.names_checked += 1
             try:
                 await self.repair(name, reports.get(name, set()))
@@ -193,21 +197,31 @@ class Repairer:
         self.stats.queued = len(self._reports)
         self.stats.sweeps += 1
 
-    def _primary_names_needing_repair(self) -> tuple[list[str], Look | None]:
-        """Names this peer is primary for that may miss chunks: all of them while a member
-        has been down past ``repair_after`` and no look at them all was taken since it went
-        down (under this ring), or since a repair lacked the room a member up now may give
-        (returned with the state: the sweep keeps it once done); else the degraded ones
-        (short of the cluster's layout) that the ring has room for: more members than
-        chunks stored (so a 6-peer cluster does not re-read every 5+2 file each sweep until
-        a 7th peer joins)."""
+    async def _places_on(self, name: str, lost: frozenset[str]) -> bool:
+        """Whether this peer's replica of ``name`` places a chunk on a member in ``lost``. A
+        look reads the other replicas (a quorum read) only then: where the replica here is
+        behind one that does (a write it missed), reads and anti-entropy bring it up to date
+        and ``consider`` queues it as it is stored."""
+        manifest = await self._manifests.get(name)
+        return manifest is not None and any(ref.holder in lost for ref in manifest.chunks)
+
+    def _primary_names_needing_repair(self) -> tuple[list[str], set[str], Look | None]:
+        """Names this peer is primary for that may miss chunks: the degraded ones (short of
+        the cluster's layout) that the ring has room for: more members than chunks stored
+        (so a 6-peer cluster does not re-read every 5+2 file each sweep until a 7th peer
+        joins); and, while a member has been down past ``repair_after`` and a look is owed
+        (``look_owed``), those whose replica here names chunks, for the sweep to look at
+        (``_places_on``), with what the look is under (the sweep keeps it once done)."""
         membership = self._membership
         spells = membership.long_down_spells(self._config.repair_after)
         if not spells:  # (no member lost: no room wanted for one)
             self._room_wanted = None
-        now, up = (membership.ring.digest, spells), membership.up_ids()
+        members, manifests = len(membership.ring.members), self._manifests
+        degraded = [n for n, stored in manifests.degraded().items() if stored < members]
+        looking: list[str] = []
+        now, up, swept = (membership.ring.digest, spells), membership.up_ids(), None
         if look_owed(now, self._looked, up, self._room_wanted):
-            names, swept = self._manifests.names(), now
+            looking, swept = [n for n in manifests.names() if manifests.has_chunks(n)], now
             log.info(
                 "sweeping every primary name for repair: %d member(s) down past "
                 "--repair-after (%s)%s",
@@ -218,12 +232,9 @@ class Repairer:
                 else "",
             )
             self._room_wanted = None
-        else:
-            members = len(membership.ring.members)
-            names = [n for n, stored in self._manifests.degraded().items() if stored < members]
-            swept = None
         me = membership.me.id
-        return [n for n in names if membership.replicas(n).primary == me], swept
+        degraded = [n for n in degraded if membership.replicas(n).primary == me]
+        return degraded, {n for n in looking if membership.replicas(n).primary == me}, swept
 
     async def repair(self, name: str, reported: set[tuple[int, str]]) -> None:
         """Rebuild what ``name`` is missing; raises RingstoreError if it cannot yet."""

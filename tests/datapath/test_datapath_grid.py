@@ -301,14 +301,20 @@ def set_down(peer: GridPeer, member: str, long: bool = False) -> None:
 
 
 async def test_a_member_that_flaps_costs_no_look_a_new_spell_down_does(grid: Grid) -> None:
-    """The look over every primary name for holders down past --repair-after is taken once
-    per spell down of such a member: a member that misses heartbeats and is back (the
-    look left nothing for want of room) costs none; the lost member back and down again
-    (chunks may have been written to it meanwhile) costs one."""
+    """The look for chunks on members down past --repair-after is taken once per spell
+    down of such a member, and reads the other replicas only of the names whose replica
+    here places a chunk on one: a member that misses heartbeats and is back (the look left
+    nothing for want of room) costs none; the lost member back and down again (chunks may
+    have been written to it meanwhile) costs one."""
     for i in range(12):
         await store(grid[0], f"f{i}", os.urandom(BLOCK * 6))
     peer = max(grid.peers, key=lambda p: len(primaries(p)))
-    lost, flapping = [p.membership.me.id for p in grid.peers if p is not peer][:2]
+    me = peer.membership.me.id
+    # lost: a member one of the peer's files has no chunk on (each file misses one of 8)
+    ids = {p.membership.me.id for p in grid.peers}
+    missing = [ids - await holding(peer, name) for name in primaries(peer)]
+    lost = next(m for gap in missing for m in sorted(gap) if m != me)
+    flapping = next(p.membership.me.id for p in grid.peers if p.membership.me.id not in {me, lost})
     set_down(peer, lost, long=True)
 
     def between(sweep: int) -> None:
@@ -320,8 +326,16 @@ async def test_a_member_that_flaps_costs_no_look_a_new_spell_down_does(grid: Gri
             peer.membership.report_success(lost)
             set_down(peer, lost, long=True)
 
-    every = len(primaries(peer))
-    assert await count_looks(counting_repairer(peer), between) == [every, 0, 0, every]
+    on_lost = len([n for n in primaries(peer) if lost in await holding(peer, n)])
+    assert on_lost < len(primaries(peer)), "a name with nothing on the lost member"
+    assert await count_looks(counting_repairer(peer), between) == [on_lost, 0, 0, on_lost]
+
+
+async def holding(peer: GridPeer, name: str) -> set[str]:
+    """The members ``peer``'s replica of ``name`` places its chunks on."""
+    manifest = await peer.manifests.get(name)
+    assert manifest is not None
+    return set(manifest.holders().values())
 
 
 async def test_a_look_that_lacked_room_is_taken_again_when_a_member_comes_up(
@@ -339,9 +353,9 @@ async def test_a_look_that_lacked_room_is_taken_again_when_a_member_comes_up(
     for name in primaries(peer):
         manifest = await peer.manifests.get(name)
         assert manifest is not None
-        holding = set(manifest.holders().values())
-        (room,) = ids - holding
-        lost = next((h for h in sorted(holding) if h != me), None)
+        held = set(manifest.holders().values())
+        (room,) = ids - held
+        lost = next((h for h in sorted(held) if h != me), None)
         if room != me and lost is not None:
             chosen = lost, room
             break
@@ -359,10 +373,12 @@ async def test_a_look_that_lacked_room_is_taken_again_when_a_member_comes_up(
             peer.membership.report_success(room)
             before_return = len(rebuilt)
 
-    while_down = len(primaries(peer))
+    async def on_lost() -> int:  # (the member back may be the primary of some names again)
+        return len([n for n in primaries(peer) if lost in await holding(peer, n)])
+
+    while_down = await on_lost()
     looked = await count_looks(counting_repairer(peer, rebuilt), between)
-    # (the member back may be the primary of some of the names again)
-    assert looked == [while_down, 0, len(primaries(peer)), 0]
+    assert looked == [while_down, 0, await on_lost(), 0]
     assert all(room not in targets.values() for targets in rebuilt[:before_return])
     assert any(room in targets.values() for targets in rebuilt[before_return:])
 
