@@ -15,9 +15,11 @@ first start).
 ``--lost-member`` kills the last peer once the cluster has settled (by its pid; never
 restarted: a member lost for good, which stays a member) with the peers started with
 ``--repair-after=1``, waits until the others have swept for repair twice since (the
-first sweep after a loss reads every name the peer is primary for), and measures the
-survivors' idle CPU then: what a cluster pays, for as long as it runs, for a member it
-will never see again (no restart measured).
+first sweep after a loss looks for chunks on it), and measures the survivors' idle CPU
+then: what a cluster pays, for as long as it runs, for a member it will never see again
+(no restart measured); and what the loss cost until then: the most CPU seconds a
+survivor spent from the kill, and the names the survivors' sweeps read (a quorum read
+each).
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -103,10 +105,19 @@ async def sweeps(session: aiohttp.ClientSession, cluster: ProcessCluster) -> lis
     return [int(s["repair"]["sweeps"]) for s in await cluster.scrub_stats(session)]
 
 
-async def lose_member(session: aiohttp.ClientSession, cluster: ProcessCluster) -> None:
-    """Kill the last peer for good; return once the others saw it down and swept twice."""
+async def checked_names(session: aiohttp.ClientSession, cluster: ProcessCluster) -> int:
+    """Names the running peers' repair sweeps read (a quorum read each), all together."""
+    return sum(int(s["repair"]["names_checked"]) for s in await cluster.scrub_stats(session))
+
+
+async def lose_member(session: aiohttp.ClientSession, cluster: ProcessCluster) -> dict[str, float]:
+    """Kill the last peer for good; return once the others saw it down and swept twice,
+    with what that cost them: CPU seconds per surviving peer from the kill, and the names
+    their sweeps read."""
     lost = cluster.peers[-1]
     lost_id = peer_id_of(lost.data_dir)
+    survivors = [p.process.pid for p in cluster.peers[:-1] if p.process]
+    cpu, checked = [cpu_seconds(pid) for pid in survivors], await checked_names(session, cluster)
     await cluster.crash(len(cluster.peers) - 1)
     await cluster.wait_seen_down(session, {lost_id}, timeout=60)
     before = await sweeps(session, cluster)
@@ -115,7 +126,11 @@ async def lose_member(session: aiohttp.ClientSession, cluster: ProcessCluster) -
             now >= then + 2
             for now, then in zip(await sweeps(session, cluster), before, strict=True)
         ):
-            return
+            spent = [cpu_seconds(pid) - c for pid, c in zip(survivors, cpu, strict=True)]
+            return {
+                "loss_cpu_s_per_peer": round(max(spent), 2),
+                "loss_names_checked": await checked_names(session, cluster) - checked,
+            }
         await asyncio.sleep(0.25)  # polling the peers' own figures
     raise TimeoutError("the peers did not sweep for repair twice within 10 minutes")
 
@@ -140,8 +155,9 @@ async def measure(count: int, seconds: float, lost_member: bool = False) -> dict
                         break
                     await asyncio.sleep(0.25)  # polling the peers' own progress
                 settled = time.monotonic() - started
+                loss: dict[str, float] = {}
                 if lost_member:
-                    await lose_member(session, cluster)
+                    loss = await lose_member(session, cluster)
                 passes_before = passes(await rebalancing(session, url))
                 pids = [p.process.pid for p in cluster.peers if p.process and p.running]
                 rss = [rss_mib(pid) for pid in pids]
@@ -169,6 +185,7 @@ async def measure(count: int, seconds: float, lost_member: bool = False) -> dict
         "rss_mib": [round(r, 1) for r in rss],
         "idle_cores_per_peer": [round(c, 4) for c in cores],
         "passes_while_idle": passes_idle,  # rebalance passes in the idle span, all peers
+        **loss,
     }
 
 
@@ -186,8 +203,8 @@ def main() -> None:
     lines = [
         "| files held per peer | start until all answer (s) | start until settled (s) "
         "| RSS per peer (MiB) | idle CPU per peer (cores) | rebalance passes while idle "
-        "| restart until all answer (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| restart until all answer (s) | loss: CPU s per survivor, names read |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rss, cores = r["rss_mib"], r["idle_cores_per_peer"]
@@ -197,7 +214,8 @@ def main() -> None:
             f"| {r['objects']:,}{' (a member lost)' if r['lost_member'] else ''} "
             f"| {r['healthy_after_s']} | {r['settled_after_s']} | {max(rss)} "
             f"| {min(cores)}-{max(cores)} | {r['passes_while_idle']} "
-            f"| {r['restart_healthy_after_s']} |"
+            f"| {r['restart_healthy_after_s']} "
+            f"| {r.get('loss_cpu_s_per_peer', '-')}, {r.get('loss_names_checked', '-')} |"
         )
     publish("idle", rows, "\n".join(lines))
 
