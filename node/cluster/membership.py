@@ -236,14 +236,14 @@ class Membership:
 
     def long_down_ids(self, after: float) -> frozenset[str]:
         """The members down for at least ``after`` seconds (``down_for``)."""
-        return frozenset(m for m in self.down_ids() if self.down_for(m) >= after)
+        return frozenset(m for m, _ in self.long_down_spells(after))
 
     def long_down_spells(self, after: float) -> frozenset[tuple[str, float]]:
-        """``long_down_ids``, each with the monotonic time it went down: one pair per spell
-        down, so that a member that comes back and goes down again makes a new one."""
-        down = self.down_ids()
+        """The members down for at least ``after`` seconds, each with the monotonic time it
+        went down: one pair per spell down, so that a member that comes back and goes down
+        again makes a new one."""
         return frozenset(
-            (m, self._liveness[m].down_since) for m in down if self.down_for(m) >= after
+            (m, self._liveness[m].down_since) for m in self.down_ids() if self.down_for(m) >= after
         )
 
     def address(self, member_id: str) -> Address:

@@ -10,7 +10,7 @@ themselves are tested with tables, no sockets involved.
   joins a manifest mid-hand-over can look absent.
 - ``repair_targets``: which chunks of a file version to rebuild, and onto which members;
   how many lost ones had nowhere to go.
-- ``look_owed``: whether the repairer owes a look over every name for members lost.
+- ``look_owed``: whether the repairer owes a look for chunks on members lost.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def repair_targets(
     return RepairPlan(targets, lost_unplaced)
 
 
-# What a look over every primary name was taken under: the ring's digest, and the members
+# What a look for chunks on members lost was taken under: the ring's digest, and the members
 # down past repair_after, each with when it went down (``Membership.long_down_spells``).
 Look = tuple[str, frozenset[tuple[str, float]]]
 
@@ -122,13 +122,14 @@ Look = tuple[str, frozenset[tuple[str, float]]]
 def look_owed(
     now: Look, last: Look | None, up: set[str], room_wanted: frozenset[str] | None
 ) -> bool:
-    """Whether the repairer owes a look over every name it is primary for (a quorum read
-    each) for chunks on members down past ``repair_after``: while any is (``now``'s
-    spells), when no look was taken under this ring since each went down (``last``: the
-    last whole look), or when a repair since that look found no room for such a chunk
-    with the members ``room_wanted`` up (those up at every such repair) and a member is up
-    now that was down at one of them: it may be that room. A member that was down a moment
-    (not past ``repair_after``) and is back owes none."""
+    """Whether the repairer owes a look through the names it is primary for (a quorum read
+    of each whose replica places a chunk on one) for chunks on members down past
+    ``repair_after``: while any is (``now``'s spells), when no look was taken under this
+    ring since each went down (``last``: the last whole look), or when a repair since that
+    look found no room for such a chunk with the members ``room_wanted`` up (those up at
+    every such repair) and a member is up now that was down at one of them: it may be
+    that room. A member that was down a moment (not past ``repair_after``) and is back
+    owes none."""
     ring, spells = now
     if not spells:
         return False

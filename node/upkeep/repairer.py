@@ -11,18 +11,19 @@ stale copy is then unreferenced and garbage-collected, never counted twice.
 
 Reports arrive from reads (read repair), the scrubber and anti-entropy; every
 ``repair_interval`` the repairer also sweeps the manifests it is primary for that were
-written degraded. Every manifest it is primary for is swept (a quorum read each) for holders
-down past ``repair_after`` once per spell down of such a member and again when the ring
-changes (a member joins) (``look_owed``): a member that never comes back (members are never
-removed) costs one such look, not one every ``repair_interval`` for as long as the cluster
-runs, and a member that misses heartbeats and is back (a flap) costs none. Where a repair
-since the look found no room for a lost chunk (no member up that holds none of the file),
-the look is taken again when a member comes up that was down at one or more such repairs:
-it may be the room. A manifest that places a chunk on a
-long-down holder and arrives after the look (a write that placed it before the holder went
-down, committed after; a replica handed over to a newcomer that is now its primary) is
-queued when this peer stores it, and anti-entropy's walk offers every manifest again
-(``consider``).
+written degraded. While a member is down past ``repair_after`` it looks for chunks on it:
+every name it is primary for whose replica here places a chunk on such a member is read
+from a quorum and repaired (``_places_on``). That look is taken once per spell down of such
+a member and again when the ring changes (a member joins) (``look_owed``): a member that
+never comes back (members are never removed) costs one look, not one every
+``repair_interval`` for as long as the cluster runs, and a member that misses heartbeats
+and is back (a flap) costs none. Where a repair since the look found no room for a lost
+chunk (no member up that holds none of the file), the look is taken again when a member
+comes up that was down at one or more such repairs: it may be the room. A manifest that
+places a chunk on a long-down holder and arrives after the look (a write that placed it
+before the holder went down, committed after; a replica handed over to a newcomer that is
+now its primary; a write this peer's replica missed) is queued when this peer stores it,
+and anti-entropy's walk offers every manifest again (``consider``).
 
 Names whose repair failed (a holder that stalled, too few chunks readable for a moment) are
 tried again after ``RETRY_FIRST`` seconds, doubling while they keep failing, up to
@@ -223,8 +224,8 @@ class Repairer:
         if look_owed(now, self._looked, up, self._room_wanted):
             looking, swept = [n for n in manifests.names() if manifests.has_chunks(n)], now
             log.info(
-                "sweeping every primary name for repair: %d member(s) down past "
-                "--repair-after (%s)%s",
+                "looking for chunks on %d member(s) down past --repair-after (%s) in every "
+                "primary name%s",
                 len(spells),
                 ", ".join(sorted(m[:8] for m, _ in spells)),
                 "; a member is up that may give the room a repair lacked"
