@@ -22,7 +22,17 @@ saved as JSON + markdown under bench/results/.
 harness at the files API port every peer shares (8900 + 2000): its 16 connections go to
 the peers the kernel picks, not all to one peer's loop.
 
+``--cold`` drops each system's data from the page cache (fdatasync, then
+``posix_fadvise(DONTNEED)`` of every file under its data directory: this run's own files)
+between the harness's PUT of a 1 GiB file and its GET, before the GET's window opens, so
+that both systems' GETs read from the disk (issue 13 compares them cold; the harness alone
+reads what the PUT left in the page cache). (Under ``--memory-limit``, ringstore's first
+repetition, the run's first cold GET, has measured about half the rate of later ones at
+twice the CPU, in the coordinator's socket reads: docs/architecture.md, "Measuring writes on
+these VMs".)
+
     python bench/seaweed.py --reps 2 --seconds 15            # ~10 minutes
+    python bench/seaweed.py --only large --reps 3 --cold --memory-limit 2048
     python bench/seaweed.py --only small --reps 1            # 4 KiB only
 """
 
@@ -67,8 +77,34 @@ RINGSTORE_PORT = 8900
 SHARED_PORT = RINGSTORE_PORT + 2000  # ``ringstore up --files-shared`` (SHARED_PORT_OFFSET)
 
 
-def load_harness(path: Path, base: Path, key: Credentials, port: int) -> ModuleType:
-    """The harness module, its ringstore connections carrying ``key``, to ``port``."""
+def drop_cached(tops: list[str]) -> int:
+    """Write back and drop from the page cache every file under ``tops`` (these runs' own
+    data: fdatasync(2), then ``posix_fadvise(DONTNEED)``), so that the next read of them
+    comes from the disk; the number of files."""
+    files = 0
+    for top in tops:
+        for path in Path(top).rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:  # (gone meanwhile, or a socket)
+                continue
+            try:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                files += 1
+            finally:
+                os.close(fd)
+    return files
+
+
+def load_harness(
+    path: Path, base: Path, key: Credentials, port: int, cold: bool = False
+) -> ModuleType:
+    """The harness module, its ringstore connections carrying ``key``, to ``port``; with
+    ``cold``, each system's data is dropped from the page cache between the PUT of a large
+    file and its GET (before the GET's window opens: outside its time and CPU)."""
     os.environ["SEAWEED_BENCH_DIR"] = str(base)  # read when it is imported
     sys.dont_write_bytecode = True  # it lies in a read-only tree
     spec = importlib.util.spec_from_file_location("seaweed_bench", path)
@@ -77,23 +113,40 @@ def load_harness(path: Path, base: Path, key: Credentials, port: int) -> ModuleT
     harness = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)
     authorization = key.authorization
+    put_large: set[str] = set()  # systems whose large file was PUT, not yet dropped
 
-    class Keyed(http.client.HTTPConnection):
-        def putrequest(self, *args: Any, **kwargs: Any) -> None:
-            super().putrequest(*args, **kwargs)
-            self.putheader("Authorization", authorization)
+    class Connection(http.client.HTTPConnection):
+        """The harness's connection to ``system``: ringstore's carry the admin key."""
 
-    plain = harness.conn
+        def __init__(self, system: str, timeout: float = 120) -> None:
+            port = harness.SYSTEMS[system]["port"]
+            super().__init__(harness.HOST, port, timeout=timeout, blocksize=harness.CHUNK)
+            self.system = system
 
-    def conn(system: str, timeout: float = 120) -> http.client.HTTPConnection:
-        if system != "rs":
-            connection: http.client.HTTPConnection = plain(system, timeout)
-            return connection
-        return Keyed(
-            harness.HOST, harness.SYSTEMS["rs"]["port"], timeout=timeout, blocksize=harness.CHUNK
-        )
+        def putrequest(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+            super().putrequest(method, url, *args, **kwargs)
+            if self.system == "rs":
+                self.putheader("Authorization", authorization)
+            if cold and method == "PUT" and "/large/" in url:
+                put_large.add(self.system)
 
-    vars(harness)["conn"] = conn
+    class ColdWindow(harness.Window):  # type: ignore[name-defined,misc]  # (a module's class)
+        """A measuring window that first drops what a large PUT left in the page cache."""
+
+        def __init__(self) -> None:
+            for system in sorted(put_large):
+                put_large.discard(system)
+                started = time.monotonic()
+                files = drop_cached(harness.SYSTEMS[system]["tops"])
+                harness.log(
+                    f"{system} dropped {files} files from the page cache in "
+                    f"{time.monotonic() - started:.1f} s"
+                )
+            super().__init__()
+
+    vars(harness)["conn"] = Connection
+    if cold:
+        vars(harness)["Window"] = ColdWindow
     harness.SYSTEMS["rs"]["port"] = port
     harness.SYSTEMS["rs"]["prefix"] = "/files/bench/"  # names are NAMESPACE/NAME
     return harness
@@ -293,13 +346,16 @@ def main() -> None:
     parser.add_argument(
         "--files-shared", action="store_true", help="ringstore through its shared files port"
     )
+    parser.add_argument(
+        "--cold", action="store_true", help="large GETs from the disk: caches dropped first"
+    )
     args = parser.parse_args()
     os.environ.update(ONLY=args.only, REPS=str(args.reps), DUR=str(args.seconds))
     with tempfile.TemporaryDirectory(prefix="ringstore-seaweed-") as tmp:
         base = Path(tmp)
         with systems(base, args.memory_limit, args.files_shared) as key:
             port = SHARED_PORT if args.files_shared else RINGSTORE_PORT
-            harness = load_harness(args.harness, base, key, port)
+            harness = load_harness(args.harness, base, key, port, args.cold)
             out = base / "results.json"
             sys.argv = [str(args.harness), str(out)]
             harness.main()
@@ -307,6 +363,7 @@ def main() -> None:
     table = summary(results)
     limit = "" if args.memory_limit is None else f"; each system limited to {args.memory_limit} MiB"
     limit += "; ringstore through its shared files port" if args.files_shared else ""
+    limit += "; large GETs cold (page cache dropped after the PUT)" if args.cold else ""
     publish(
         "seaweed",
         [results],
