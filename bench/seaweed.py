@@ -28,8 +28,8 @@ between the harness's PUT of a 1 GiB file and its GET, before the GET's window o
 that both systems' GETs read from the disk (issue 13 compares them cold; the harness alone
 reads what the PUT left in the page cache). (Under ``--memory-limit``, ringstore's first
 repetition, the run's first cold GET, has measured about half the rate of later ones at
-twice the CPU, in the coordinator's socket reads: docs/architecture.md, "Measuring writes on
-these VMs".)
+twice the CPU, in the coordinator's socket reads, likely this VM's cost of reading into
+memory not used lately: docs/architecture.md, "Measuring writes on these VMs".)
 
     python bench/seaweed.py --reps 2 --seconds 15            # ~10 minutes
     python bench/seaweed.py --only large --reps 3 --cold --memory-limit 2048
