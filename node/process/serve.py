@@ -15,6 +15,7 @@ from node.errors import StartRefused
 from node.process.connections import PeerRunner, unbindable
 from node.process.event_loop import running
 from node.process.memory import collect_less, limit_arenas, settle_collector
+from node.process.parent import stop_with_parent
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -42,6 +43,7 @@ async def serve(config: PeerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stop_with_parent(stop.set)  # started by ``ringstore up``: a SIGTERM once it is gone
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         try:

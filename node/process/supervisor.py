@@ -10,7 +10,8 @@ made on the first start through the peers (signed with the cluster secret,
 ``node.process.admin``) and saved there, and printed with a ready-to-paste example.
 A peer that dies is restarted after a short pause; a peer that dies before it ever answered
 (port taken, bad data dir) stops the whole start-up with its log tail, since restarting it
-would only loop.
+would only loop. A supervisor killed outright (SIGKILL, out of memory) leaves no peer
+running: each stops on the SIGTERM Linux sends it then (``node.process.parent``).
 
 With ``s3`` (the default) peer *i* also serves S3 on port ``BASE + 1000 + i``, and the
 example printed includes an awscli command against it; with ``s3_shared`` every peer serves
@@ -50,6 +51,7 @@ from node.errors import RingstoreError, StartRefused
 from node.model.access import Grants
 from node.model.identity import ClusterIdentity
 from node.process.admin import create_key_as_cluster
+from node.process.parent import tied_to_parent
 from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
@@ -79,8 +81,12 @@ class PeerProcess:
         args: list[str],
         tls: TlsFiles | None = None,
         s3_port: int | None = None,
+        stop_with_parent: bool = False,
     ):
+        """``stop_with_parent``: the peer stops when this process is gone, however it ended
+        (``node.process.parent``)."""
         self.data_dir = data_dir
+        self.stop_with_parent = stop_with_parent
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://{host}:{port}"
         self.s3_url = f"{scheme}://{host}:{s3_port}" if s3_port is not None else None
@@ -120,6 +126,7 @@ class PeerProcess:
                 stdout=log_file,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops peers in order
+                env=tied_to_parent() if self.stop_with_parent else None,
             )
 
     async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float) -> None:
@@ -205,6 +212,7 @@ class Supervisor:
                 args,
                 self._tls_files(i),
                 _s3_port(base_port, 0 if s3_shared else i) if s3 else None,
+                stop_with_parent=True,  # killed outright, this supervisor stops no peer itself
             )
             for i in range(count)
         ]

@@ -304,3 +304,39 @@ async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
     for form in (token, base64.urlsafe_b64encode(identity.signing_secret).decode()[:40]):
         assert form not in logs
     assert identity.signing_secret.hex() not in logs
+
+
+async def test_peers_stop_cleanly_when_ringstore_up_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives ``ringstore up`` no chance to stop its peers: each stops on its own, as
+    on a SIGTERM (``node.process.parent``), and frees its port and data directory."""
+    base = free_port_block(2)
+    data = tmp_path / "data"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node", "up", "-n", "2", "--port", str(base),
+        "--data-dir", str(data), "--discovery", "none", "--no-s3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    pids: list[int] = []
+    try:
+        assert up.stdout is not None
+        printed = ""
+        while "Ctrl-C stops" not in printed:  # after the line of each peer, with its pid
+            line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
+            assert line, f"ringstore up exited early:\n{printed}"
+            printed += line
+        pids = [int(pid) for pid in re.findall(r"\bpid (\d+)", printed)]
+        assert len(pids) == 2, printed
+        up.kill()
+        assert await asyncio.wait_for(up.wait(), 30) == -signal.SIGKILL
+        await eventually(lambda: all(_gone(pid) for pid in pids), 60, "the peers to stop")
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    for peer in range(2):
+        log = (data / f"peer-{peer}" / "peer.log").read_text()
+        assert "is gone" not in log  # the SIGTERM came: it was tied in time
+        assert "stopping" in log, log[-2000:]
