@@ -28,25 +28,37 @@ PR_SET_PDEATHSIG = 1  # prctl(2)'s option (linux/prctl.h)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _prctl = getattr(_libc, "prctl", None)
+if _prctl is not None:  # int prctl(int option, unsigned long arg2, ...): made explicit
+    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _prctl.restype = ctypes.c_int
 
 
-def tied_to_parent() -> dict[str, str]:
-    """The environment for a child that is to stop when this process is gone."""
+def environment_for_tied_child() -> dict[str, str]:
+    """The environment for a child that is to stop when this process is gone. Linux ties a
+    child to the *thread* that started it: start such children from a thread that lives as
+    long as this process (the event loop's), never from a worker thread."""
     return {**os.environ, STOP_WITH_PARENT: str(os.getpid())}
 
 
-def stop_with_parent(stop: Callable[[], None]) -> bool:
-    """Where this process was started ``tied_to_parent``, have a SIGTERM sent to it when its
-    parent ends, and call ``stop`` now if the parent is gone already; whether it is tied
-    (False where it was not started so, or the system cannot: logged)."""
-    named = os.environ.pop(STOP_WITH_PARENT, None)  # (not passed on to what this starts)
+def named_parent() -> int | None:
+    """The pid of the process this one is to stop with, taken out of the environment (so
+    that nothing this process starts inherits it); None where it was started otherwise.
+    Call it before any thread starts: changing the environment is not thread-safe."""
+    named = os.environ.pop(STOP_WITH_PARENT, None)
     if not named:
-        return False
+        return None
     try:
-        parent = int(named)
+        return int(named)
     except ValueError:
         log.warning("%s=%r is no pid: this peer is not tied to its parent", STOP_WITH_PARENT, named)
-        return False
+        return None
+
+
+def stop_with_parent(parent: int, stop: Callable[[], None]) -> bool:
+    """Have Linux send this process a SIGTERM when its parent ends (``prctl(2)``,
+    ``PR_SET_PDEATHSIG``), and call ``stop`` at once if the parent is no longer ``parent``
+    (it ended before the call: no signal will come). True when tied (``stop`` may have been
+    called); False where the system cannot tie it (logged). Raises nothing."""
     if _prctl is None:  # (not Linux: as the module says)
         log.info("this peer will outlive its parent (pid %d) if that is killed", parent)
         return False
@@ -54,7 +66,9 @@ def stop_with_parent(stop: Callable[[], None]) -> bool:
         why = os.strerror(ctypes.get_errno())
         log.warning("this peer will outlive its parent (pid %d) if that is killed: %s", parent, why)
         return False
-    if os.getppid() != parent:  # it ended before the call: no signal will come
+    if os.getppid() != parent:
         log.warning("the process that started this peer (pid %d) is gone: stopping", parent)
         stop()
+    else:
+        log.debug("tied to its parent (pid %d): a SIGTERM comes when that ends", parent)
     return True

@@ -15,7 +15,7 @@ from node.errors import StartRefused
 from node.process.connections import PeerRunner, unbindable
 from node.process.event_loop import running
 from node.process.memory import collect_less, limit_arenas, settle_collector
-from node.process.parent import stop_with_parent
+from node.process.parent import named_parent, stop_with_parent
 from node.process.tls import TlsFiles, server_context
 from node.process.wiring import create_app
 
@@ -29,6 +29,7 @@ async def serve(config: PeerConfig) -> None:
     """
     collect_less()
     limit_arenas()  # before the worker threads start (node.process.memory)
+    parent = named_parent()  # (before any thread: it changes the environment)
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
     _open_files_for(config)
@@ -43,7 +44,8 @@ async def serve(config: PeerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stop_with_parent(stop.set)  # started by ``ringstore up``: a SIGTERM once it is gone
+    if parent is not None:  # started by ``ringstore up``: a SIGTERM once it is gone
+        stop_with_parent(parent, stop.set)
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True, ssl_context=tls)
         try:

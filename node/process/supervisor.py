@@ -51,7 +51,7 @@ from node.errors import RingstoreError, StartRefused
 from node.model.access import Grants
 from node.model.identity import ClusterIdentity
 from node.process.admin import create_key_as_cluster
-from node.process.parent import tied_to_parent
+from node.process.parent import environment_for_tied_child
 from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
@@ -111,7 +111,8 @@ class PeerProcess:
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
-        return f"PeerProcess({self.url}, pid={pid}, running={self.running})"
+        tied = ", tied" if self.stop_with_parent else ""
+        return f"PeerProcess({self.url}, pid={pid}, running={self.running}{tied})"
 
     @property
     def running(self) -> bool:
@@ -126,7 +127,8 @@ class PeerProcess:
                 stdout=log_file,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops peers in order
-                env=tied_to_parent() if self.stop_with_parent else None,
+                # (tied: started from the event loop's thread, which lives as long as we do)
+                env=environment_for_tied_child() if self.stop_with_parent else None,
             )
 
     async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float) -> None:

@@ -16,25 +16,39 @@ from pathlib import Path
 
 import pytest
 
-from node.process.parent import STOP_WITH_PARENT, tied_to_parent
+from node.process.parent import STOP_WITH_PARENT, environment_for_tied_child
+from node.process.supervisor import PeerProcess, Supervisor
 
 TIE = textwrap.dedent(
     """
-    from node.process.parent import stop_with_parent
-    print("tied" if stop_with_parent(lambda: print("stopped", flush=True)) else "not tied")
+    import os
+    from node.process.parent import STOP_WITH_PARENT, named_parent, stop_with_parent
+    parent = named_parent()
+    assert STOP_WITH_PARENT not in os.environ  # taken out: not passed on
+    if parent is None:
+        print("not tied")
+    else:
+        print("tied" if stop_with_parent(parent, lambda: print("stopped", flush=True)) else "no")
     """
 )
 
 # Waits for the SIGTERM a tied process gets once the one that started it is gone.
 WAIT_FOR_TERM = textwrap.dedent(
     """
-    import signal, sys, time
+    import os, signal, sys, time
     from pathlib import Path
-    from node.process.parent import stop_with_parent
+    from node.process.parent import named_parent, stop_with_parent
     marker = Path(sys.argv[1])
-    signal.signal(signal.SIGTERM, lambda *_: (marker.write_text("term"), sys.exit(0)))
-    assert stop_with_parent(lambda: marker.write_text("gone already"))
-    Path(sys.argv[2]).write_text("tied")
+
+    def say(what):  # whole or not at all: the test reads it as soon as it exists
+        Path(sys.argv[1] + ".part").write_text(what)
+        os.replace(sys.argv[1] + ".part", marker)
+
+    signal.signal(signal.SIGTERM, lambda *_: (say("term"), sys.exit(0)))
+    parent = named_parent()
+    assert parent is not None and stop_with_parent(parent, lambda: say("gone already"))
+    Path(sys.argv[2] + ".part").write_text("tied")
+    os.replace(sys.argv[2] + ".part", sys.argv[2])
     time.sleep(60)  # (a bound: the test kills what is left by pid)
     """
 )
@@ -43,9 +57,9 @@ WAIT_FOR_TERM = textwrap.dedent(
 PARENT = textwrap.dedent(
     """
     import subprocess, sys, time
-    from node.process.parent import tied_to_parent
+    from node.process.parent import environment_for_tied_child
     command = [sys.executable, "-c", sys.argv[1], *sys.argv[2:]]
-    child = subprocess.Popen(command, env=tied_to_parent())
+    child = subprocess.Popen(command, env=environment_for_tied_child())
     print(child.pid, flush=True)
     time.sleep(60)
     """
@@ -68,8 +82,15 @@ def run_tie(value: str | None) -> str:
     return done.stdout
 
 
-def test_tied_to_parent_names_this_process() -> None:
-    assert tied_to_parent()[STOP_WITH_PARENT] == str(os.getpid())
+def test_environment_for_tied_child_names_this_process() -> None:
+    assert environment_for_tied_child()[STOP_WITH_PARENT] == str(os.getpid())
+
+
+def test_peers_are_tied_only_where_asked(tmp_path: Path) -> None:
+    """``ringstore up`` ties its peers; the test harness's and a hand-made PeerProcess not."""
+    assert not PeerProcess(tmp_path, "127.0.0.1", 1, [], []).stop_with_parent
+    supervisor = Supervisor(2, tmp_path, 8000, "127.0.0.1", "info", discovery="none")
+    assert all(peer.stop_with_parent for peer in supervisor.peers)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="prctl(2) is Linux's")
@@ -79,7 +100,8 @@ def test_a_child_of_the_process_named_is_tied_and_keeps_running() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="prctl(2) is Linux's")
 def test_a_child_whose_named_parent_is_gone_already_stops_at_once() -> None:
-    assert run_tie("1") == "stopped\ntied\n"  # its parent is this process, not pid 1
+    # It names a process that is not its parent (this one's, alive), as an orphan would.
+    assert run_tie(str(os.getppid())) == "stopped\ntied\n"
 
 
 @pytest.mark.parametrize("value", [None, "", "not a pid"])
