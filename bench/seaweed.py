@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import MemoryGroup, memory_group, publish
 from client.credentials import Credentials, read_credentials
+from tests.harness.disk import evict
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT.parent / "shared" / "bench" / "seaweed_bench.py"
@@ -79,23 +80,15 @@ SHARED_PORT = RINGSTORE_PORT + 2000  # ``ringstore up --files-shared`` (SHARED_P
 
 def drop_cached(tops: list[str]) -> int:
     """Write back and drop from the page cache every file under ``tops`` (these runs' own
-    data: fdatasync(2), then ``posix_fadvise(DONTNEED)``), so that the next read of them
-    comes from the disk; the number of files."""
+    data: ``tests.harness.disk.evict``), so that the next read of them comes from the disk;
+    the number of files."""
     files = 0
     for top in tops:
         for path in Path(top).rglob("*"):
-            if not path.is_file() or path.is_symlink():
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:  # (gone meanwhile, or a socket)
-                continue
-            try:
-                os.fdatasync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                files += 1
-            finally:
-                os.close(fd)
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):  # (gone meanwhile)
+                    evict(path)
+                    files += 1
     return files
 
 
