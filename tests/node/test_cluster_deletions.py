@@ -14,7 +14,7 @@ from tests.node.shared.test_cluster_files import payload, put
 async def test_an_overwrites_old_chunks_are_deleted_after_its_coordinator_restarts(
     tmp_path: Path, http: aiohttp.ClientSession, loop_guard: None
 ) -> None:
-    cluster = LocalCluster(tmp_path, block_size=4096, delete_grace=2.0)
+    cluster = LocalCluster(tmp_path, block_size=4096, delete_grace=5.0)
     try:
         await cluster.start(7)
         coordinator = cluster[0]
