@@ -141,16 +141,17 @@ async def test_repair_keeps_to_its_rate(
             await put(http, cluster[0].url, name, payload(100_000, seed=len(name)))
         primary = cluster[0]
         lost = []
-        started = time.monotonic()  # (the first rebuild may start as soon as it is reported)
         for name in names:
             manifest = await primary.replicas.read(name)
             assert manifest is not None
             assert manifest.layout.chunk_size >= 20_000
             path = cluster.holder(manifest.chunks[6].holder).chunks.path(manifest.chunk_id(6))
             path.unlink()
-            lost.append(path)
+            lost.append((manifest, path))
+        started = time.monotonic()  # both reported at once: the first goes, the second waits
+        for manifest, _ in lost:
             primary.repairer.report(manifest, {6})
-        await eventually(lambda: all(p.is_file() for p in lost), timeout=30, what="rebuilt")
+        await eventually(lambda: all(p.is_file() for _, p in lost), timeout=30, what="rebuilt")
         assert time.monotonic() - started >= 1.0
     finally:
         await cluster.stop()
