@@ -21,7 +21,13 @@ import pytest
 from client.credentials import read_credentials
 from node.disk.data_dir import CREDENTIALS_FILE, load_identity
 from node.process.supervisor import PeerProcess
-from tests.harness import ProcessCluster, all_see_all_up, eventually, free_port_block
+from tests.harness import (
+    ProcessCluster,
+    all_see_all_up,
+    eventually,
+    free_port_block,
+    process_gone,
+)
 from tests.harness.access import ADMIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -214,7 +220,7 @@ async def test_ringstore_up_starts_serves_stops_and_keeps_data(tmp_path: Path) -
             code = await asyncio.wait_for(up.wait(), 30)
         assert code == 0
         for pid in pids:
-            assert _gone(pid), f"peer {pid} still runs"
+            assert process_gone(pid), f"peer {pid} still runs"
         return pids
 
     first = await run_once(check=False)
@@ -232,14 +238,6 @@ def up_admin(data: Path) -> aiohttp.ClientSession:
 def urls(base: int, count: int) -> list[str]:
     """The URLs of ``count`` peers on consecutive ports from ``base``."""
     return [f"http://127.0.0.1:{port}" for port in range(base, base + count)]
-
-
-def _gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
 
 
 async def test_a_peer_joins_an_up_cluster_with_its_token_and_only_with_it(
@@ -328,13 +326,13 @@ async def test_peers_stop_cleanly_when_ringstore_up_is_killed(tmp_path: Path) ->
         assert len(pids) == 2, printed
         up.kill()
         assert await asyncio.wait_for(up.wait(), 30) == -signal.SIGKILL
-        await eventually(lambda: all(_gone(pid) for pid in pids), 60, "the peers to stop")
+        await eventually(lambda: all(process_gone(pid) for pid in pids), 60, "the peers to stop")
     finally:
         if up.returncode is None:
             up.kill()
             await up.wait()
         for pid in pids:
-            if not _gone(pid):
+            if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)
     for peer in range(2):
         log = (data / f"peer-{peer}" / "peer.log").read_text()

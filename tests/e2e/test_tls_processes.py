@@ -17,7 +17,7 @@ import pytest
 from client.credentials import read_credentials
 from node.disk.data_dir import CREDENTIALS_FILE
 from node.process.tls import client_context
-from tests.harness import all_see_all_up, eventually, free_port_block
+from tests.harness import all_see_all_up, eventually, free_port_block, process_gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -90,7 +90,7 @@ async def test_up_tls_makes_a_ca_serves_https_and_reuses_it(tmp_path: Path) -> N
     second_pids, _ = await _run_up(data, base)
     assert {p.name: p.read_bytes() for p in tls.iterdir()} == made
     for pid in first_pids + second_pids:
-        assert _gone(pid), f"peer {pid} still runs"
+        assert process_gone(pid), f"peer {pid} still runs"
 
 
 async def test_a_peer_with_part_of_a_tls_set_up_does_not_start(tmp_path: Path) -> None:
@@ -106,11 +106,3 @@ async def test_a_peer_with_part_of_a_tls_set_up_does_not_start(tmp_path: Path) -
     assert "TLS needs --tls-cert, --tls-key and --tls-ca together" in done.stderr
     assert "missing --tls-key, --tls-ca" in done.stderr
     assert not (tmp_path / "d").exists()
-
-
-def _gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True

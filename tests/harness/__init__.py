@@ -38,7 +38,13 @@ from tests.harness.local import FAST, HANG_DETECTION, LocalCluster, LocalPeer, S
 from tests.harness.peer_api import internal
 from tests.harness.polling import eventually, spin
 from tests.harness.ports import free_port, free_port_block, free_ports
-from tests.harness.processes import NetnsPeerProcess, ProcessCluster, own_record, peer_id_of
+from tests.harness.processes import (
+    NetnsPeerProcess,
+    ProcessCluster,
+    own_record,
+    peer_id_of,
+    process_gone,
+)
 
 __all__ = [
     "FAST",
@@ -68,6 +74,7 @@ __all__ = [
     "new_secret_file",
     "own_record",
     "peer_id_of",
+    "process_gone",
     "put_file",
     "sidecar_of",
     "spin",

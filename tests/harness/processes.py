@@ -225,6 +225,14 @@ class ProcessCluster:
         await eventually(seen, timeout, f"{sorted(peer_ids)} to be seen down")
 
 
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def own_record(view: dict[str, Any]) -> dict[str, Any]:
     """A peer's entry for itself in its ``/cluster`` answer."""
     return next(p for p in view["peers"] if p["id"] == view["self"])

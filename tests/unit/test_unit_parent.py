@@ -18,6 +18,7 @@ import pytest
 
 from node.process.parent import STOP_WITH_PARENT, environment_for_tied_child
 from node.process.supervisor import PeerProcess, Supervisor
+from tests.harness import process_gone
 
 TIE = textwrap.dedent(
     """
@@ -38,17 +39,16 @@ WAIT_FOR_TERM = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
     from node.process.parent import named_parent, stop_with_parent
-    marker = Path(sys.argv[1])
+    marker, ready = sys.argv[1], sys.argv[2]
 
-    def say(what):  # whole or not at all: the test reads it as soon as it exists
-        Path(sys.argv[1] + ".part").write_text(what)
-        os.replace(sys.argv[1] + ".part", marker)
+    def say(path, what):  # whole or not at all: the test reads it as soon as it exists
+        Path(path + ".part").write_text(what)
+        os.replace(path + ".part", path)
 
-    signal.signal(signal.SIGTERM, lambda *_: (say("term"), sys.exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (say(marker, "term"), sys.exit(0)))
     parent = named_parent()
-    assert parent is not None and stop_with_parent(parent, lambda: say("gone already"))
-    Path(sys.argv[2] + ".part").write_text("tied")
-    os.replace(sys.argv[2] + ".part", sys.argv[2])
+    assert parent is not None and stop_with_parent(parent, lambda: say(marker, "gone already"))
+    say(ready, "tied")
     time.sleep(60)  # (a bound: the test kills what is left by pid)
     """
 )
@@ -109,13 +109,6 @@ def test_a_child_started_otherwise_is_not_tied(value: str | None) -> None:
     assert run_tie(value) == "not tied\n"
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="prctl(2) is Linux's")
 def test_a_tied_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     marker, ready = tmp_path / "marker", tmp_path / "ready"
@@ -145,5 +138,5 @@ def test_a_tied_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> 
             parent.wait(timeout=30)
         if parent.stdout is not None:
             parent.stdout.close()
-        if child is not None and not _gone(child):
+        if child is not None and not process_gone(child):
             os.kill(child, signal.SIGKILL)
