@@ -130,7 +130,9 @@ async def test_a_move_whose_source_lost_its_copy_is_rebuilt_then_made(
     """A chunk a join moves is gone from its source (a lost file on a peer still up): the
     move reports it for repair instead of failing on every retry, the repairer rebuilds it,
     and the move is then made. (Seen once: a rebalance retried a vanished copy for a minute.)"""
-    files = await store_files(http, seven, 60)
+    # 120 files: the victim holds a chunk of each (7 chunks on 7 peers), and a join moves it
+    # to the newcomer with chance 1/8, so that none moves (the check below) is ~1e-7 (60: 3e-4)
+    files = await store_files(http, seven, 120)
     names = sorted(files)
     victim = seven[3]
     lost: dict[str, int] = {}  # name -> index of the chunk the victim held
