@@ -470,7 +470,7 @@ class PeerCollector:
         )
         yield _counter(
             "pack_failures",
-            "Packs not stored (too few peers...): their files stay where they were.",
+            "Packs not stored, or stored short and deleted unused: their files stay as they were.",
             packs.failures,
         )
         ae = w.anti_entropy.stats

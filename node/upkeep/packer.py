@@ -33,6 +33,14 @@ quorum, a conditional write not yet decided) is made again at the next walk. So 
 holds at most twice its live bytes for longer than a check period, and a pack of deleted
 files goes within one.
 
+**Whole packs only.** A file kept inline survives the loss of any two peers (three
+copies); a pack survives that only with all its k + m chunks. One stored with chunks
+missing (fewer than k + m peers up, a holder that failed or refused its chunk) would hold
+its members, until repair adds the rest, one or two lost disks from losing them, where they
+were safe: so packing waits until k + m peers are up, and a pack stored short anyway is
+deleted unused, its members left where they were for a later walk. (Found by killing two
+peers while files went cold, then a third once they were back: 27-45 of 150 files lost.)
+
 Crash safety: a pack is committed before any member points at it, and a member's bytes
 stay where they were (inline replicas, or the old pack) until a quorum of its replicas took
 the new revision; a pack goes only once each member's newest names another place and
@@ -203,6 +211,11 @@ class Packer:
             self.stats.files_passed += len(gathered)
             log.info("%d files not packed: a member's release cannot read packs", len(gathered))
             return
+        whole = self._config.k + self._config.m
+        if (up := len(self._membership.up_ids())) < whole:
+            self.stats.files_passed += len(gathered)
+            log.info("%d files not packed: %d peers up, a pack needs %d", len(gathered), up, whole)
+            return
         members = [member for member in gathered if await self._newest(member.manifest)]
         self.stats.files_passed += len(gathered) - len(members)
         if not members:
@@ -225,6 +238,20 @@ class Packer:
             log.warning("pack of %d files not stored: %s", len(members), exc)
             return
         del body
+        if pack.degraded:  # (a holder failed or refused): see the module, "Whole packs only"
+            self.stats.failures += 1
+            log.warning(
+                "pack %s of %d files stored with %d of %d chunks: not used",
+                name,
+                len(members),
+                len(pack.chunks),
+                pack.layout.n,
+            )
+            try:
+                await self._coordinator.delete(name)
+            except RingstoreError as exc:  # its check deletes it: no file names it
+                log.info("pack %s not deleted now: %s", name, exc)
+            return
         self.stats.packs += 1
         deadline = pack.version.wall_ms / 1000 + REWRITE_DEADLINE  # (CHECK_AFTER's clock)
         packed = passed = 0

@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.errors import FileNotFound
+from node.errors import FileNotFound, InsufficientStorage
 from node.model.layout import Layout
 from node.model.manifest import Manifest
-from node.model.packs import is_pack_name, read_directory
+from node.model.packs import PACKS, is_pack_name, read_directory
 from node.model.preconditions import EntityTag, Preconditions, TagList
 from node.upkeep.packer import Packer
 from tests.harness import LocalCluster, eventually
@@ -478,3 +478,74 @@ async def test_a_rewrite_that_never_committed_is_fenced_before_its_pack_goes(
         assert not (await home.manifests.put(rewrite)).stored
     for peer in cluster.peers:
         assert await get(http, peer.url, survivor) == files[survivor]
+
+
+async def only_inline(
+    http: aiohttp.ClientSession, cluster: LocalCluster, files: dict[str, bytes]
+) -> None:
+    """Every file of ``files`` is still kept inline, and reads back whole from every peer up."""
+    for name, data in files.items():
+        assert (await manifest_of(http, cluster[0].url, name))["inline"] is True, name
+        for peer in cluster.peers:
+            if peer.running:
+                assert await get(http, peer.url, name) == data
+
+
+async def test_nothing_is_packed_while_a_peer_is_down(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A pack stored with a chunk missing would hold its files one lost disk or two from
+    losing them, where their three inline copies survive two: with a peer down nothing is
+    packed, and once it is back the files are packed whole. (An attack killed two peers
+    while files went cold, then a third once they were back: 27-45 of 150 files lost.)"""
+    files = await store(http, cluster, 24, seed=41)
+    down = cluster[6]
+    await down.stop()
+    await cluster.wait_down(down)
+    up = [peer for peer in cluster.peers if peer is not down]
+    await asyncio.gather(*(peer.anti_entropy.check_pass() for peer in up))
+    stats = [peer.packer.stats for peer in up]
+    assert sum(s.packs + s.files_packed + s.failures for s in stats) == 0
+    assert sum(s.files_passed for s in stats) > 0  # gathered, then left as they were
+    await only_inline(http, cluster, files)
+
+    await down.start()
+    await cluster.wait_converged()
+    await pack_all(cluster, list(files))
+    for pack in await packs_of(cluster, list(files)):
+        assert len((await cluster[0].coordinator.stat(pack)).chunks) == 7
+
+
+async def test_a_pack_stored_short_is_deleted_unused(
+    cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder up but refusing its chunk (out of space) leaves a pack with 6 of its 7
+    chunks: no file is rewritten into it, it is deleted, and a later walk packs them whole."""
+    files = await store(http, cluster, 24, seed=42)
+    refusing = cluster[6]
+    full = True
+    write_chunk = refusing.holder.write_chunk
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise InsufficientStorage("out of space")
+        return await write_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(refusing.holder, "write_chunk", refuse)
+    await walk(cluster)
+    stats = [peer.packer.stats for peer in cluster.peers]
+    assert sum(s.failures for s in stats) > 0
+    assert sum(s.packs + s.files_packed for s in stats) == 0
+    await only_inline(http, cluster, files)
+    packs = {  # every pack's manifest replicas: each short pack now has a tombstone
+        manifest.name: manifest.deleted
+        for peer in cluster.peers
+        for manifest in peer.manifests.list(PACKS, "", 1000)[0]
+    }
+    assert packs
+    assert all(packs.values()), packs
+
+    full = False
+    await pack_all(cluster, list(files))
+    for pack in await packs_of(cluster, list(files)):
+        assert len((await cluster[0].coordinator.stat(pack)).chunks) == 7
