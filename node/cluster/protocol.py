@@ -258,7 +258,8 @@ class ManifestConfirmations(msgspec.Struct, frozen=True):
 
 class ManifestCalls(msgspec.Struct, frozen=True):
     """Manifest reads and offers to one replica in one request: what one peer had queued for
-    another while its earlier calls were out (``node.cluster.batching``). Each is answered
+    another while its earlier calls were out, or made in one turn of its event loop
+    (``node.cluster.batching``). Each is answered
     on its own, in order, as if it came alone; at most ``MAX_MANIFEST_CALLS``."""
 
     calls: Annotated[

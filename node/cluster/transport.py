@@ -10,7 +10,8 @@ credentials (401) or an unexplained server error is PeerUnavailable (it counts a
 peer's liveness); an error the peer explained (404, 507, a corrupt manifest...) is raised as
 the class it named. Every call made for a public request carries that request's id
 (``node.tracing``). Manifest reads and offers to a peer that already has one request out
-queue and leave together as one batch (``node.cluster.batching``), as one frame of the
+(or made in one turn of the event loop) leave together as one batch
+(``node.cluster.batching``), as one frame of the
 channel to that peer (``node.cluster.channel``: one WebSocket each way, opened on the
 first batch) or, to a peer of a release before channels, as one request. A chunk of up to
 ``FRAME_CHUNK_MAX`` bytes, or such a range of one, goes as one frame of that channel too

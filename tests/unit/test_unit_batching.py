@@ -67,7 +67,9 @@ async def test_calls_that_find_the_requests_out_leave_together_each_with_its_ans
     remote = Remote()
     remote.release.clear()
     calls = batcher(remote, max_out=2)
-    first = [asyncio.ensure_future(calls.call("a", name)) for name in ("p", "q")]
+    first = [asyncio.ensure_future(calls.call("a", "p"))]
+    await out_and_queued(remote, calls, 1, 0)
+    first.append(asyncio.ensure_future(calls.call("a", "q")))  # one out: q leaves too
     await out_and_queued(remote, calls, 2, 0)
     queued = [asyncio.ensure_future(calls.call("a", f"c{i}")) for i in range(5)]
     other = asyncio.ensure_future(calls.call("b", "elsewhere"))  # its own lane: not held back
@@ -83,6 +85,42 @@ async def test_calls_that_find_the_requests_out_leave_together_each_with_its_ans
     assert remote.requests[3] == ("a", [f"c{i}" for i in range(5)])
     assert len(remote.requests) == 4
     assert (calls.counts.requests, calls.counts.calls) == (4, 8)
+
+
+async def test_calls_made_before_a_request_leaves_leave_in_it() -> None:
+    """Calls made in the loop's same turn (requests handled together) are one request, at
+    no cost to the first: its request would not have left before the next turn anyway."""
+    remote = Remote()
+    calls = batcher(remote)
+    together = [asyncio.ensure_future(calls.call("a", name)) for name in ("x", "y", "z")]
+    assert await asyncio.gather(*together) == ["X", "Y", "Z"]
+    assert remote.requests == [("a", ["x", "y", "z"])]
+    assert (calls.counts.requests, calls.counts.calls) == (1, 3)
+
+
+async def test_a_request_whose_callers_all_went_away_sends_nothing() -> None:
+    remote = Remote()
+    calls = batcher(remote)
+    gone = asyncio.ensure_future(calls.call("a", "gone"))
+    await asyncio.sleep(0)  # its call is queued, its request started, not yet run
+    assert (calls.queued("a"), remote.requests) == (1, [])
+    gone.cancel()
+    await eventually(lambda: calls.queued("a") == 0, what="the request to drop the call")
+    assert remote.requests == []
+    assert await calls.call("a", "later") == "LATER"  # the lane works on
+    assert remote.requests == [("a", ["later"])]
+
+
+async def test_closing_before_a_started_request_runs_fails_its_calls() -> None:
+    remote = Remote()
+    calls = batcher(remote)
+    waiting = asyncio.ensure_future(calls.call("a", "x"))
+    await asyncio.sleep(0)  # queued, its request started, not yet run
+    assert (calls.queued("a"), remote.requests) == (1, [])
+    await calls.close(RuntimeError("stopping"))
+    with pytest.raises(Echo, match="stopping"):
+        await asyncio.wait_for(waiting, 5)  # answered, never left waiting
+    assert remote.requests == []
 
 
 def held(**limits: Any) -> tuple[Remote, Batcher[str, str, str]]:
