@@ -324,7 +324,8 @@ class PeerConfig:
         default=86400.0,
         metadata=option(
             "Seconds a file kept in its manifest (--inline-max) stays unchanged before the "
-            "anti-entropy walk packs it with others into an erasure-coded pack (0: never).",
+            "anti-entropy walk packs it with others into an erasure-coded pack, while k + 2 "
+            "peers are up (0: never).",
             low=0,
         ),
     )

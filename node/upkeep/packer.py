@@ -33,13 +33,16 @@ quorum, a conditional write not yet decided) is made again at the next walk. So 
 holds at most twice its live bytes for longer than a check period, and a pack of deleted
 files goes within one.
 
-**Whole packs only.** A file kept inline survives the loss of any two peers (three
-copies); a pack survives that only with all its k + m chunks. One stored with chunks
-missing (fewer than k + m peers up, a holder that failed or refused its chunk) would hold
-its members, until repair adds the rest, one or two lost disks from losing them, where they
-were safe: so packing waits until k + m peers are up, and a pack stored short anyway is
-deleted unused, its members left where they were for a later walk. (Found by killing two
-peers while files went cold, then a third once they were back: 27-45 of 150 files lost.)
+**No pack less redundant than the copies it replaces.** A file kept inline survives the
+loss of any ``manifest_replicas - 1`` peers (two, of three copies); a pack survives as many
+only with ``k`` + that many chunks stored (7 of 5 + 2). One stored short (fewer peers up, a
+holder that failed or refused its chunk) would hold its members, until repair added the
+rest, a lost disk or two from losing them, where they were safe. So nothing is packed or
+repacked while fewer peers are up, nor ever under ``--parity`` below that; a pack stored
+short anyway is deleted before any member names it (again at the walk's end if that
+failed), its members left where they were, and that walk packs nothing more (a member full
+of chunks would refuse every pack). Found by killing two of 7 peers while files went cold,
+then a third once they were back: 27-45 of 150 files lost for good.
 
 Crash safety: a pack is committed before any member points at it, and a member's bytes
 stay where they were (inline replicas, or the old pack) until a quorum of its replicas took
@@ -94,8 +97,8 @@ class PackStats:
     packs: int = 0  # packs committed
     files_packed: int = 0  # files whose manifest now names a pack (repacked ones too)
     bytes_packed: int = 0  # their bytes
-    files_passed: int = 0  # members changed meanwhile, or whose rewrite missed its quorum
-    failures: int = 0  # packs not stored (too few peers, ...): their members stay
+    files_passed: int = 0  # gathered, not packed: changed, rewrite short of quorum, no pack
+    failures: int = 0  # packs not stored, or stored short and deleted unused
     packs_checked: int = 0  # packs whose members were asked about
     packs_deleted: int = 0  # packs none of whose members named them any more
     files_repacked: int = 0  # live members of half-dead packs, packed again
@@ -133,6 +136,8 @@ class Packer:
         self._repacking: dict[str, Manifest] = {}  # packs whose live members are gathered
         self._walk = self._last_walk = 0.0  # wall-clock starts of this walk and the last
         self._undecided: set[str] = set()  # packs to check again at the next walk
+        self._short = False  # a pack of this walk was stored short: no more packs in it
+        self._unused: set[str] = set()  # packs stored short whose deletion is owed
         self.stats = PackStats()
 
     def __repr__(self) -> str:
@@ -174,6 +179,7 @@ class Packer:
         self._last_walk = self._walk or now - self._config.anti_entropy_interval
         self._walk = now
         self._gathered, self._bytes, self._repacking = [], 0, {}
+        self._short = False
 
     async def offer(self, manifest: Manifest) -> None:
         """Take ``manifest`` if it is to be packed (pack once enough is gathered); check it
@@ -190,6 +196,8 @@ class Packer:
         repacked, self._repacking = self._repacking, {}
         for pack in repacked.values():
             await self._check(pack, repack=False)
+        for name in list(self._unused):
+            await self._drop(name)
 
     async def flush(self, at_least: int | None = None) -> None:
         """Pack what is gathered if it is ``at_least`` bytes (``MIN_PACK_BYTES``); forget
@@ -211,10 +219,9 @@ class Packer:
             self.stats.files_passed += len(gathered)
             log.info("%d files not packed: a member's release cannot read packs", len(gathered))
             return
-        whole = self._config.k + self._config.m
-        if (up := len(self._membership.up_ids())) < whole:
+        if (unsafe := self._unsafe()) is not None:
             self.stats.files_passed += len(gathered)
-            log.info("%d files not packed: %d peers up, a pack needs %d", len(gathered), up, whole)
+            log.info("%d files not packed: %s", len(gathered), unsafe)
             return
         members = [member for member in gathered if await self._newest(member.manifest)]
         self.stats.files_passed += len(gathered) - len(members)
@@ -235,22 +242,23 @@ class Packer:
             )
         except RingstoreError as exc:
             self.stats.failures += 1
+            self.stats.files_passed += len(members)
             log.warning("pack of %d files not stored: %s", len(members), exc)
             return
         del body
-        if pack.degraded:  # (a holder failed or refused): see the module, "Whole packs only"
+        if len(pack.chunks) < self._needed:  # (a holder failed or refused: see the module)
             self.stats.failures += 1
+            self.stats.files_passed += len(members)
+            self._short = True
             log.warning(
-                "pack %s of %d files stored with %d of %d chunks: not used",
+                "pack %s of %d files stored with %d of %d chunks, %d needed: not used",
                 name,
                 len(members),
                 len(pack.chunks),
                 pack.layout.n,
+                self._needed,
             )
-            try:
-                await self._coordinator.delete(name)
-            except RingstoreError as exc:  # its check deletes it: no file names it
-                log.info("pack %s not deleted now: %s", name, exc)
+            await self._drop(name)
             return
         self.stats.packs += 1
         deadline = pack.version.wall_ms / 1000 + REWRITE_DEADLINE  # (CHECK_AFTER's clock)
@@ -280,6 +288,36 @@ class Packer:
             name,
             passed,
         )
+
+    @property
+    def _needed(self) -> int:
+        """Chunks a pack must have stored for its members to survive as many lost peers as
+        their inline copies did (see the module)."""
+        return self._config.k + self._config.manifest_replicas - 1
+
+    def _unsafe(self) -> str | None:
+        """Why a pack stored now could hold files less safely than their copies, or None."""
+        config, needed = self._config, self._needed
+        if config.k + config.m < needed:
+            return f"--parity {config.m} survives fewer losses than the files' copies"
+        if self._short:
+            return "a pack of this walk was stored short of chunks"
+        if (up := len(self._membership.up_ids())) < needed:
+            return f"{up} peers up, a pack needs {needed}"
+        return None
+
+    async def _drop(self, name: str) -> None:
+        """Delete pack ``name``, which no file names (stored short); owed again at the walk's
+        end if that fails (until then nothing reads it; its check would fence its members
+        first, an hour on)."""
+        try:
+            await self._coordinator.delete(name)
+        except RingstoreError as exc:
+            if len(self._unused) < MAX_UNDECIDED:
+                self._unused.add(name)
+            log.info("unused pack %s not deleted now: %s", name, exc)
+        else:
+            self._unused.discard(name)
 
     async def _newest(self, manifest: Manifest) -> bool:
         """Whether ``manifest`` is its name's newest committed manifest (``read_committed``):
@@ -315,7 +353,12 @@ class Packer:
         if not live:
             await self._delete(pack, len(directory))
         elif repack and total - alive >= DEAD_SHARE * total:
-            await self._repack(pack, live)
+            if (unsafe := self._unsafe()) is None:
+                await self._repack(pack, live)
+            else:  # its live members stay where they are, safe: the next walk tries again
+                log.info("pack %s not repacked now: %s", pack.name, unsafe)
+                if len(self._undecided) < MAX_UNDECIDED:
+                    self._undecided.add(pack.name)
 
     async def _in_pack(self, entry: PackEntry, pack: Manifest) -> Manifest | None:
         """The newest committed manifest of member ``entry`` (``read_committed``) if it

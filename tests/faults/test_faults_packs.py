@@ -94,12 +94,15 @@ async def test_files_left_cold_while_two_peers_are_down_survive_a_third_lost_aft
         await cluster.crash(5)
         await cluster.crash(6)
 
-        async def every_file_walked_cold() -> bool:
-            packs = [stats["packs"] for stats in await cluster.scrub_stats(http)]
-            offered = sum(p["files_passed"] + p["files_packed"] for p in packs)
-            return offered >= len(files)  # each gathered by its primary among those up
+        cold = time.time() + 4  # --pack-after: the files are cold from then on
+        await eventually(lambda: time.time() > cold, 10, "the files to go cold")
+        walked = [s["anti_entropy"]["passes"] for s in await cluster.scrub_stats(http)]
 
-        await eventually(every_file_walked_cold, 60, "the files gathered cold by their primaries")
+        async def two_walks_since() -> bool:  # the second wholly after they went cold
+            now = [s["anti_entropy"]["passes"] for s in await cluster.scrub_stats(http)]
+            return all(after >= before + 2 for before, after in zip(walked, now, strict=True))
+
+        await eventually(two_walks_since, 30, "two walks of every peer up since")
         packs = [stats["packs"] for stats in await cluster.scrub_stats(http)]
         assert sum(p["packs"] + p["files_packed"] for p in packs) == 0, packs
 

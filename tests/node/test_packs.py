@@ -537,13 +537,9 @@ async def test_a_pack_stored_short_is_deleted_unused(
     assert sum(s.failures for s in stats) > 0
     assert sum(s.packs + s.files_packed for s in stats) == 0
     await only_inline(http, cluster, files)
-    packs = {  # every pack's manifest replicas: each short pack now has a tombstone
-        manifest.name: manifest.deleted
-        for peer in cluster.peers
-        for manifest in peer.manifests.list(PACKS, "", 1000)[0]
-    }
-    assert packs
-    assert all(packs.values()), packs
+    short = [m for peer in cluster.peers for m in peer.manifests.list(PACKS, "", 1000)[0]]
+    assert short  # every replica of every short pack is a tombstone now
+    assert all(manifest.deleted for manifest in short), short
 
     full = False
     await pack_all(cluster, list(files))

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.config import PeerConfig
-from node.errors import CorruptData
+from node.errors import CorruptData, Unavailable
 from node.model.layout import Layout
 from node.model.manifest import (
     PACKED_SCHEMA,
@@ -164,3 +164,46 @@ def test_each_pack_is_checked_once_a_period_and_a_restart_misses_none(
             checks[pack.name] += packer.due(pack)
         clock[0] += 3600
     assert set(checks.values()) == {2}
+
+
+class UpPeers:
+    """The part of a membership the packer asks before it packs: ``up`` peers up."""
+
+    def __init__(self, up: int) -> None:
+        self.up = up
+
+    def up_ids(self) -> set[str]:
+        return {f"peer-{i}" for i in range(self.up)}
+
+    def all_read_packs(self) -> bool:
+        return True
+
+
+class Replicas:
+    """Manifest replicas that record which names the packer asked about, and answer none."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def read_committed(self, name: str) -> Manifest:
+        self.asked.append(name)
+        raise Unavailable("not now")
+
+
+@pytest.mark.parametrize(
+    ("up", "parity", "packs"),
+    [(6, 2, False), (7, 1, False), (7, 2, True), (6, 3, False), (7, 3, True)],
+)
+async def test_nothing_is_packed_where_a_pack_would_be_less_safe_than_three_copies(
+    up: int, parity: int, packs: bool
+) -> None:
+    """A pack must keep k + 2 chunks (the losses three inline copies survive): with fewer
+    peers up, or fewer parity chunks, its files stay inline, and nothing else is asked."""
+    config = PeerConfig(Path("."), pack_after=60, m=parity)
+    replicas = Replicas()
+    packer = Packer(config, UpPeers(up), None, replicas, None)  # type: ignore[arg-type]
+    packer.walk_started()
+    await packer.offer(Manifest("b/k", V, Layout(3, 5, parity), "e", inline=b"abc"))
+    await packer.flush(at_least=0)
+    assert replicas.asked == (["b/k"] if packs else [])  # (asked first whether it is newest)
+    assert packer.stats.files_passed == 1
