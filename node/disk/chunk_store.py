@@ -444,24 +444,29 @@ class ChunkStore:
             self.used_bytes += sum(memoryview(piece).nbytes for piece in image)
             self.chunk_count += 1
 
-    async def delete(self, chunk_id: str) -> None:
+    async def delete(self, chunk_id: str, stored_at: float | None = None) -> bool:
         """Remove a chunk (its file, sidecar and all, or its packed record); raises
-        ChunkNotFound if it is not stored."""
+        ChunkNotFound if it is not stored. Given ``stored_at``, only the copy whose sidecar
+        says it was stored then: a copy written since (a move or a rebuild of the same chunk
+        onto this peer, between a collector's look and its delete) stays. Whether it went."""
         path = self._path(chunk_id)
         async with self._locks.hold(chunk_id):
+            if stored_at is not None and (await self.meta(chunk_id)).stored_at != stored_at:
+                return False
             # Shielded: a removal that is written is counted, whether or not its caller waits.
             unpacked = await asyncio.shield(self._unpack(chunk_id))
             if unpacked and chunk_id not in self._doubled:
-                return
+                return True
             self._doubled.discard(chunk_id)
             try:  # (a file of it too, after a packed copy's removal failed once)
                 size = await asyncio.to_thread(_unlink, path)
             except FileNotFoundError:
                 if unpacked:
-                    return
+                    return True
                 raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
             self.used_bytes -= size
             self.chunk_count -= 1
+            return True
 
 
 # Threads that open and read chunks for readers (opens whose lookup needs the disk, reads

@@ -25,13 +25,16 @@ from node.datapath.replicas import ManifestReplicas
 from node.disk.chunk_store import ChunkStore
 from node.errors import ChunkNotFound, CorruptData, RingstoreError
 from node.model.manifest import ChunkMeta, Manifest
-from node.upkeep.decisions import collection_verdict
+from node.upkeep.decisions import REPLACED, Verdict, collection_verdict
 from node.upkeep.repairer import Repairer
 from node.waiting import Pacer, wait_event
 
 log = logging.getLogger(__name__)
 
-MANIFEST_TTL = 5.0  # seconds a manifest read serves collection decisions for other chunks
+# Seconds a manifest read serves other chunks' collection where a newer version replaced
+# them (final); "placed on another peer" is judged on a fresh read (a move may have just
+# placed the chunk here).
+MANIFEST_TTL = 5.0
 
 
 @dataclass
@@ -133,32 +136,42 @@ class Scrubber:
         if time.time() - meta.stored_at >= self._config.gc_grace:
             await self._collect(chunk_id, meta, manifests)
 
+    def _verdict(self, meta: ChunkMeta, manifest: Manifest | None) -> Verdict:
+        return collection_verdict(
+            meta,
+            manifest,
+            self._membership.me.id,
+            time.time(),
+            time.monotonic() - self._membership.ring_changed_at,
+            self._config.orphan_grace,
+        )
+
     async def _collect(
         self, chunk_id: str, meta: ChunkMeta, manifests: dict[str, tuple[float, Manifest | None]]
     ) -> None:
         """Delete the chunk if its name's manifest proves nothing will ever read it here
         (``collection_verdict``); the manifest is read from every replica, or not at all,
-        and "none" is no proof while a hand-over of the name is under way."""
+        and "none" is no proof while a hand-over of the name is under way. Only a verdict
+        that a newer version replaced the chunk rests on a manifest read for another chunk
+        (``MANIFEST_TTL``); and only the copy judged is deleted (``stored_at``): a move that
+        commits this peer as the chunk's holder pulls it here first, as a new copy."""
         cached = manifests.get(meta.name)
-        if cached is None or time.monotonic() - cached[0] > MANIFEST_TTL:
+        verdict = None
+        if cached is not None and time.monotonic() - cached[0] <= MANIFEST_TTL:
+            verdict = self._verdict(meta, cached[1])
+            if verdict.collect and verdict.reason != REPLACED:
+                verdict = None  # judged again on a fresh read
+        if verdict is None:
             try:
                 # Every replica must answer: deleting on a partial view could lose data.
                 found = await self._replicas.read(meta.name, every_replica=True, decided=True)
             except RingstoreError as exc:
                 log.info("not collecting %s: %s", chunk_id, exc)
                 return
-            manifests[meta.name] = cached = (time.monotonic(), found)
-        verdict = collection_verdict(
-            meta,
-            cached[1],
-            self._membership.me.id,
-            time.time(),
-            time.monotonic() - self._membership.ring_changed_at,
-            self._config.orphan_grace,
-        )
-        if not verdict.collect:
+            manifests[meta.name] = (time.monotonic(), found)
+            verdict = self._verdict(meta, found)
+        if not verdict.collect or not await self._chunks.delete(chunk_id, meta.stored_at):
             return
-        await self._chunks.delete(chunk_id)
         self.stats.garbage_removed += 1
         self.stats.garbage_bytes += meta.size
         log.info("collected %s of %r: %s", chunk_id, meta.name, verdict.reason)

@@ -776,3 +776,23 @@ async def test_a_range_closed_during_a_read_is_closed_by_that_read_after_it() ->
         os.close(writable)
         if not file.closed:
             file.close()
+
+
+@pytest.mark.parametrize("pack_max", [0, 1 << 20], ids=["file", "packed"])
+async def test_a_delete_of_the_copy_judged_spares_one_written_since(
+    tmp_path: Path, pack_max: int
+) -> None:
+    """A collector judges a chunk by its sidecar, then deletes it: a move that brought the
+    same chunk here meanwhile (a new copy) must survive that delete."""
+    store = ChunkStore(tmp_path, pack_max=pack_max)
+    await store.open()
+    await write(store, CHUNK, stream([b"old"]), 3)
+    judged = await store.meta(CHUNK)
+    await write(store, CHUNK, stream([b"new"]), 3)
+    assert (await store.meta(CHUNK)).stored_at > judged.stored_at
+    assert not await store.delete(CHUNK, judged.stored_at)
+    assert await data(store, CHUNK) == b"new"
+    assert await store.delete(CHUNK, (await store.meta(CHUNK)).stored_at)
+    with pytest.raises(ChunkNotFound):
+        await store.meta(CHUNK)
+    assert (store.used_bytes, store.chunk_count) == (0, 0)
