@@ -290,12 +290,15 @@ class Rebalancer:
         log.info("handed the manifest of %r over to %s", local.name, ", ".join(replicas))
 
     async def _move(self, manifest: Manifest, moves: list[Move]) -> None:
-        """Copy each move's chunk to its target, then commit the new holders."""
+        """Copy each move's chunk to its target and commit the new holder, one move at a
+        time: a chunk pulled onto its target is collectable there (``--gc-grace`` after it
+        was stored) until a committed manifest names it there, and paced moves of big
+        chunks can take longer than that apart (a whole file's commit after its last pull
+        let a scrubber collect the first pulled chunk while its source's copy was retired:
+        the chunk was then nowhere)."""
         layout = manifest.layout
-        refs = {ref.index: ref for ref in manifest.chunks}
-        moved: dict[int, str] = {}
         for move in moves:
-            ref = refs[move.index]
+            ref = next(ref for ref in manifest.chunks if ref.index == move.index)
             self.progress.planned_bytes += layout.chunk_size
             await self._pacer.pace(layout.chunk_size)
             chunk = manifest.chunk_id(move.index)
@@ -315,19 +318,21 @@ class Rebalancer:
                 if isinstance(exc, (ChunkNotFound, CorruptData)):  # the source's copy is bad
                     self._report_broken(manifest, {move.index})
                 raise
-            moved[move.index] = move.target
+            chunks = tuple(
+                ChunkRef(ref.index, move.target, ref.block_digests)
+                if ref.index == move.index
+                else ref
+                for ref in manifest.chunks
+            )
+            updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
+            await self._replicas.commit(updated, base=manifest)
+            manifest = updated  # the next move's base
             self.progress.moved_bytes += layout.chunk_size
             self.progress.moves += 1
-        chunks = tuple(
-            ChunkRef(ref.index, moved.get(ref.index, ref.holder), ref.block_digests)
-            for ref in manifest.chunks
-        )
-        updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
-        await self._replicas.commit(updated, base=manifest)
-        log.info(
-            "moved %d chunk(s) of %r (%d bytes each) to %s",
-            len(moved),
-            manifest.name,
-            layout.chunk_size,
-            ", ".join(sorted(set(moved.values()))),
-        )
+            log.info(
+                "moved chunk %d of %r (%d bytes) to %s",
+                move.index,
+                manifest.name,
+                layout.chunk_size,
+                move.target,
+            )
