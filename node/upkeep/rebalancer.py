@@ -318,6 +318,8 @@ class Rebalancer:
                 if isinstance(exc, (ChunkNotFound, CorruptData)):  # the source's copy is bad
                     self._report_broken(manifest, {move.index})
                 raise
+            self.progress.moved_bytes += layout.chunk_size  # (copied, whatever the commit does)
+            self.progress.moves += 1
             chunks = tuple(
                 ChunkRef(ref.index, move.target, ref.block_digests)
                 if ref.index == move.index
@@ -327,8 +329,6 @@ class Rebalancer:
             updated = dataclasses.replace(manifest, chunks=chunks, revision=manifest.revision + 1)
             await self._replicas.commit(updated, base=manifest)
             manifest = updated  # the next move's base
-            self.progress.moved_bytes += layout.chunk_size
-            self.progress.moves += 1
             log.info(
                 "moved chunk %d of %r (%d bytes) to %s",
                 move.index,
