@@ -32,9 +32,7 @@ class Verdict:
 
 KEEP_REFERENCED = Verdict(False, "its manifest places it here")
 KEEP_UNPROVEN = Verdict(False, "no manifest proves it dead yet")
-
-
-REPLACED = "a newer version or a tombstone replaced it"  # final: no later read undoes it
+REPLACED = Verdict(True, "a newer version or a tombstone replaced it")  # final: no read undoes it
 
 
 def collection_verdict(
@@ -53,7 +51,7 @@ def collection_verdict(
     """
     version = Version.parse(chunk.version)
     if manifest is not None and manifest.version > version:
-        return Verdict(True, REPLACED)
+        return REPLACED
     if manifest is not None and manifest.version == version:
         if manifest.holders().get(chunk.index) == me:
             return KEEP_REFERENCED

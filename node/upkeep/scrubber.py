@@ -159,7 +159,7 @@ class Scrubber:
         verdict = None
         if cached is not None and time.monotonic() - cached[0] <= MANIFEST_TTL:
             verdict = self._verdict(meta, cached[1])
-            if verdict.collect and verdict.reason != REPLACED:
+            if verdict.collect and verdict != REPLACED:
                 verdict = None  # judged again on a fresh read
         if verdict is None:
             try:
