@@ -39,7 +39,7 @@ from node.model.access import AccessKey, Grants, NamespaceRecord
 from node.model.identity import ClusterIdentity, key_id
 from node.model.layout import Layout
 from node.model.manifest import Manifest
-from node.model.names import RESERVED
+from node.model.names import RESERVED, is_stored_name
 from node.model.version import HybridClock
 from node.waiting import consume
 
@@ -274,7 +274,8 @@ class AccessStore:
         self, name: str, public_read: bool = False, adopted: bool = False
     ) -> NamespaceRecord:
         """Create namespace ``name``. Raises InvalidNamespace for a name breaking the bucket
-        rules (unless ``adopted``), NamespaceExists when it exists: checked with a quorum
+        rules (unless ``adopted``; then for one too long to name its record), NamespaceExists
+        when it exists: checked with a quorum
         read, not the cache, which may not have seen a namespace made through another peer
         in the last ``ttl`` seconds (its record would be replaced, e.g. made public-read)."""
         if not adopted:
@@ -282,6 +283,8 @@ class AccessStore:
                 access.validate_namespace(name)
             except access.InvalidNamespace as exc:
                 raise InvalidNamespace(str(exc)) from None
+        elif not is_stored_name(access.namespace_record_name(name)):
+            raise InvalidNamespace(f"namespace {name[:80]!r}... is too long to name its record")
         if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")
         record = NamespaceRecord(
@@ -315,6 +318,9 @@ class AccessStore:
             try:
                 await self.create_namespace(namespace, adopted=True)
             except NamespaceExists:
+                continue
+            except InvalidNamespace as exc:  # its files stay readable by admin keys only
+                log.warning("not adopting a namespace: %s", exc)
                 continue
             created += 1
         return created

@@ -20,6 +20,7 @@ from node.cluster.transport import Address, ChunkStream, Transport
 from node.errors import PeerUnavailable, RingstoreError
 from node.model.digests import Buffer
 from node.model.manifest import ChunkMeta, Manifest, ReplicaRead, ReplicaWrite
+from node.model.names import is_stored_name
 from node.model.preconditions import Preconditions
 from node.model.version import Version
 from node.waiting import within
@@ -116,7 +117,11 @@ class Peers:
 
     async def get_manifest(self, member: str, name: str) -> ReplicaRead:
         """``member``'s replica of ``name``'s manifest (None if it has none), and whether
-        it is provisional there."""
+        it is provisional there. A name no manifest may carry (``is_stored_name``: a record
+        name made too long from a caller's input) is on no replica, and is not asked for:
+        the replica would refuse the call, and the channel carrying it."""
+        if not is_stored_name(name):
+            return ReplicaRead(None)
         return await self._call(member, lambda to: self._transport.get_manifest(to, name))
 
     async def put_manifest(

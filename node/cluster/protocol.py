@@ -44,7 +44,7 @@ from node.errors import CorruptData
 from node.model.access import MAX_KEY_NAME, Grants
 from node.model.layout import MAX_BLOCK_SIZE, MAX_SIZE, MIN_BLOCK_SIZE
 from node.model.manifest import MAX_REVISION
-from node.model.names import MAX_NAME_BYTES
+from node.model.names import MAX_STORED_NAME_BYTES  # (in characters here: never more than bytes)
 from node.model.preconditions import Preconditions
 from node.model.version import MAX_WALL_MS, Version
 from node.model.zones import check_zone, default_zone
@@ -216,7 +216,7 @@ RequestId = Annotated[str, msgspec.Meta(max_length=MAX_ID)]  # checked for sanit
 class ManifestRead(msgspec.Struct, frozen=True, tag="get", forbid_unknown_fields=True):
     """A batched manifest read: the replica of ``name`` (``GET /internal/manifests``)."""
 
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_BYTES)]
+    name: Annotated[str, msgspec.Meta(max_length=MAX_STORED_NAME_BYTES)]
     request_id: RequestId | None = None  # the public request it serves (its log lines)
 
 
@@ -240,7 +240,7 @@ class ManifestConfirm(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     before refuses the route (404, then each goes alone), where an unknown call type would
     have failed the whole batch of reads and offers it rode in."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_BYTES)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STORED_NAME_BYTES)]
     version: Version
     revision: Revision
     request_id: RequestId | None = None
@@ -303,7 +303,7 @@ class ChunkWrite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``data`` as its body. Answered by a ``ChunkAnswer`` with the size stored."""
 
     chunk_id: Annotated[str, msgspec.Meta(max_length=64)]
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_BYTES)]
+    name: Annotated[str, msgspec.Meta(max_length=MAX_STORED_NAME_BYTES)]
     version: Annotated[str, msgspec.Meta(max_length=64)]
     block_size: int
     data: Annotated[memoryview, msgspec.Meta(max_length=FRAME_CHUNK_MAX)]

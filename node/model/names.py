@@ -16,6 +16,8 @@ from node.errors import InvalidName
 
 MAX_NAME_BYTES = 1024
 RESERVED = "/"  # what starts the names of cluster records (never a file's: empty segment)
+# The longest name a manifest may carry: a reserved one (``validate_stored_name``).
+MAX_STORED_NAME_BYTES = len(RESERVED) + MAX_NAME_BYTES
 
 # Unicode's general categories Cc (controls: C0, DEL, C1) and Cs (surrogates: in a str, an
 # undecodable byte escaped), as one character class. Both sets are immutable under Unicode's
@@ -55,6 +57,17 @@ def validate_stored_name(name: str) -> str:
     and a valid name: cluster records such as access keys, which no file name can take).
     Raises InvalidName otherwise."""
     return validate_name(name[1:] if name.startswith(RESERVED) else name)
+
+
+def is_stored_name(name: str) -> bool:
+    """Whether a manifest may carry ``name`` (``validate_stored_name`` holds): a record name
+    made from a caller's input (a namespace's, an upload's) may be too long to be one, and
+    then no replica holds it."""
+    try:
+        validate_stored_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 def name_from_raw_path(raw: str) -> str:

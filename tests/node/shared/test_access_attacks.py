@@ -164,3 +164,27 @@ async def test_a_burst_of_failures_slows_the_real_owner_but_never_fails_it(
     status, body = await call(http, "GET", url, ADMIN)
     assert status == 200, body
     assert time.monotonic() - started < CEILING + 5.0, "slowed by the ceiling at most"
+
+
+async def test_a_namespace_too_long_for_a_record_reads_as_absent_and_breaks_no_channel(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A name within the 1,024-byte limit whose first segment is too long to name a
+    namespace record: an anonymous read is refused as for any namespace that does not
+    exist (401), an admin's reads 404 or an empty listing, and no peer call is sent that
+    the replicas refuse (a refused frame closed the channel, so a burst of such requests
+    marked healthy members down: an attack found 45-139 members marked down in 12 s)."""
+    url = cluster[3].url
+    for length in (1010, 1011, 1013, 1015, 1022):
+        name = f"{'a' * length}/x"
+        assert (await call(http, "GET", f"{url}/files/{name}", None))[0] == 401, length
+        assert (await call(http, "GET", f"{url}/manifests/{name}", None))[0] == 401, length
+        status, body = await call(http, "GET", f"{url}/files/{name}", ADMIN)
+        assert status == 404, (length, body)
+        status, body = await call(
+            http, "GET", f"{url}/files", ADMIN, params={"prefix": f"{'a' * length}/"}
+        )
+        assert (status, body["files"]) == (200, []), (length, body)
+    everyone = {peer.id for peer in cluster}
+    for peer in cluster:
+        assert peer.membership.up_ids() == everyone, peer.url
