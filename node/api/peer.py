@@ -45,6 +45,7 @@ from node.cluster.protocol import (
     CONFIRMED_BATCH,
     MANIFEST_BATCH,
     MSGPACK,
+    PEER_HEADER,
     PEER_PREFIX,
     PROVISIONAL,
     CallFailure,
@@ -100,6 +101,11 @@ PREFIX = PEER_PREFIX
 CHUNK = "/internal/chunks/{chunk_id}"
 CONDITIONAL = "/internal/manifests/conditional"
 STREAMED = {("PUT", CHUNK)}  # routes whose body is a stream, signed as UNSIGNED-PAYLOAD
+GOSSIP_ROUTE = "/internal/gossip"
+# The one call that may leave its receiver unnamed (no PEER_HEADER): a joining peer's to a
+# seed whose id it does not know yet. Replayed to another peer it only repeats what its
+# sender told (gossip merges by version), where any other call replayed there would act.
+UNADDRESSED = {("POST", GOSSIP_ROUTE)}
 # Replicas a peer listing page holds at most: callers ask for a page of 1,001 at most (a
 # client's page and one more), and each entry is looked up and encoded on the event loop
 # (~5-10 us), so a page holds the loop ~0.1 s at most.
@@ -139,6 +145,9 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
         if hdrs.CONTENT_ENCODING in request.headers:  # peers never compress; a zip bomb would
             raise Unauthenticated("peer calls take no Content-Encoding")
         nonce, digest = auth.check_request(signed)
+        unaddressed = PEER_HEADER not in request.headers  # (else compared by _addressed_to_me)
+        if auth.enforced and unaddressed and (request.method, canonical) not in UNADDRESSED:
+            raise Unauthenticated(f"a peer call must name its receiver ({PEER_HEADER})")
         # Chunk uploads stream; every other body is small and read whole to check its digest.
         streamed = (request.method, canonical) in STREAMED
         auth.check_body(digest, None if streamed else await request.read())
@@ -165,7 +174,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(MANIFEST_BATCH, _guarded(manifest_calls, MSGPACK))
     router.add_post(CONFIRMED_BATCH, _guarded(manifest_confirmations, MSGPACK))
     router.add_get(channel.CHANNEL, _guarded(manifest_channel))
-    router.add_post("/internal/gossip", _guarded(gossip, MSGPACK))
+    router.add_post(GOSSIP_ROUTE, _guarded(gossip, MSGPACK))
     router.add_post("/internal/keys", _guarded(create_key, MSGPACK))
 
 

@@ -26,14 +26,17 @@ the block digests in the manifest instead, and TLS protects them on the wire.
 Lines are joined with ``\n``; no field can hold one (aiohttp refuses newlines in header
 values and the path is sent raw, percent-encoded). A receiver checks the signature before
 it reads the body, then refuses a request whose timestamp is more than ``WINDOW`` seconds
-from its own clock or whose nonce it has seen within the window (a replay; naming the
-receiver's address stops a replay to another peer), and only then reads the body and
+from its own clock or whose nonce it has seen within the window (a replay), and only then
+reads the body and
 compares it with the signed digest. Every *answer* to an authenticated request but a
 streamed chunk carries ``X-Ringstore-Auth: v1 <key id> <signature>`` over the lines
 ``ringstore-answer-v1``, the request's nonce, the status and the body's SHA-256 (errors
 and empty answers included), so a process that is not a member cannot answer in a member's
 place: gossip answers are how members are learned, and a forged "not found" or "deleted"
-could mislead a quorum.
+could mislead a quorum. The nonces seen are each receiver's own, so a call must also name
+its receiver: every call but gossip signs the receiver's id (``X-Ringstore-Peer``), which
+the receiver compares with its own (``node.api.peer``, ``node.process.wiring``); the Host
+line alone did not stop a replay to another peer, whose Host header can be set to match.
 
 A *channel* (``node.cluster.channel``) is one authenticated request (a WebSocket upgrade)
 followed by many binary frames each way. Every frame carries the key id of its sender's

@@ -5,7 +5,9 @@ An access key is normally made with an admin key (``POST /keys``). The first one
 cluster's secret file: a lost admin key, or a cluster from before access keys) sign a
 peer-API call with the cluster secret instead (``POST /internal/keys``, ``node.cluster.auth``),
 exactly as a peer would. Holding the secret already makes one a member, so this grants
-nothing new.
+nothing new. Like every peer call but gossip, the call names the peer it is meant for (its
+id, from the peer's ``/health``): a copy replayed to another peer within the signature's
+window would otherwise have made a second key there, and answered its secret.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from node.cluster.auth import Authenticator
 from node.cluster.protocol import KeyCreated, KeyOrder
 from node.cluster.transport import Address, HttpTransport
 from node.disk.data_dir import load_identity
-from node.errors import RingstoreError, StartRefused
+from node.errors import PeerUnavailable, RingstoreError, StartRefused
 from node.model.access import Grants
 from node.process.tls import client_context
 
 PEER_TIMEOUT = 10.0
+HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
 
 
 async def create_key_as_cluster(
@@ -56,10 +59,25 @@ async def create_key_as_cluster(
             failure: RingstoreError | None = None
             for url in urls:
                 try:
-                    return await transport.create_key(Address(url), KeyOrder(name, grants))
+                    to = Address(url, await _peer_id(session, url))
+                    return await transport.create_key(to, KeyOrder(name, grants))
                 except RingstoreError as exc:
                     failure = exc
             assert failure is not None, "no URL to ask"
             if time.monotonic() >= deadline:
                 raise failure
             await asyncio.sleep(0.5)
+
+
+async def _peer_id(session: aiohttp.ClientSession, url: str) -> str:
+    """The id of the peer at ``url``, from its ``GET /health`` (no key needed). Raises
+    PeerUnavailable when it cannot say."""
+    try:
+        async with session.get(f"{url}/health", timeout=HEALTH_TIMEOUT) as response:
+            response.raise_for_status()
+            found = (await response.json()).get("id")
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+        raise PeerUnavailable(url, f"no peer id from /health: {exc}") from exc
+    if not isinstance(found, str) or not found:
+        raise PeerUnavailable(url, "its /health names no peer id")
+    return found

@@ -9,6 +9,7 @@ import aiohttp
 from yarl import URL
 
 from node.cluster.auth import Authenticator, Request, content_digest
+from node.cluster.protocol import PEER_HEADER
 from node.cluster.transport import HttpTransport
 from tests.harness.local import LocalPeer
 
@@ -26,11 +27,12 @@ async def internal(
     auth: Authenticator | None = None,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """Make one peer-API call to ``peer``, signed with ``auth`` (default: the peer's own
-    authenticator, i.e. as a fellow member); yields the response."""
+    authenticator, i.e. as a fellow member) and meant for it (unless ``headers`` name
+    another ``PEER_HEADER``); yields the response."""
     url = URL(f"{peer.url}{path}")
     if params:
         url = url.with_query(dict(params))
-    sent = dict(headers or {})
+    sent = {PEER_HEADER: peer.id, **(headers or {})}
     request = Request(method, url.host_port_subcomponent or "", url.raw_path_qs, sent)
     _, signed = (auth or peer.auth).sign(request, content_digest(data or b""))
     async with http.request(method, url, data=data, headers={**sent, **signed}) as response:

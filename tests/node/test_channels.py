@@ -35,7 +35,14 @@ from node.cluster.channel import (
     SaltedKeys,
     changed_offer,
 )
-from node.cluster.protocol import ManifestAnswers, ManifestCalls, ManifestOffer, decode, encode
+from node.cluster.protocol import (
+    PEER_HEADER,
+    ManifestAnswers,
+    ManifestCalls,
+    ManifestOffer,
+    decode,
+    encode,
+)
 from node.cluster.transport import Address
 from node.errors import PeerUnavailable, Unauthenticated
 from node.model.identity import ClusterIdentity, key_id
@@ -99,8 +106,9 @@ async def upgraded(
     auth = auth or peer.auth
     url = URL(f"{peer.url}{CHANNEL}")
     if headers is None:
-        request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
-        headers = auth.sign(request, content_digest(b""))[1]
+        meant = {PEER_HEADER: peer.id}
+        request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, meant)
+        headers = {**meant, **auth.sign(request, content_digest(b""))[1]}
     nonce = headers["X-Ringstore-Auth"].split()[3]
     protocols = [name for name, v in FRAME_VERSIONS.items() if v == version]
     async with (
@@ -230,8 +238,9 @@ async def test_an_upgrade_replayed_after_a_restart_gets_new_keys_and_no_frame_an
     IV under the old ones)."""
     caller, target = two_peers
     url = URL(f"{target.url}{CHANNEL}")
-    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, {})
-    headers = caller.auth.sign(request, content_digest(b""))[1]
+    meant = {PEER_HEADER: target.id}
+    request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, meant)
+    headers = {**meant, **caller.auth.sign(request, content_digest(b""))[1]}
     async with upgraded(target, caller.auth, headers=headers) as (ws, keys):
         salt = await salt_from(ws)
         recorded = keys(salt).seal(CALLS, 1, offers(["replayed/a"]))
@@ -266,7 +275,7 @@ async def test_an_upgrade_whose_subprotocols_were_changed_on_the_way_is_refused(
     all, not a version 1 one."""
     caller, target = two_peers
     url = URL(f"{target.url}{CHANNEL}")
-    offer = {OFFERED: ",".join(SUBPROTOCOLS)}
+    offer = {OFFERED: ",".join(SUBPROTOCOLS), PEER_HEADER: target.id}
     request = Request("GET", url.host_port_subcomponent or "", url.raw_path_qs, offer)
     headers = {**offer, **caller.auth.sign(request, content_digest(b""))[1]}
     async with aiohttp.ClientSession() as session:

@@ -21,7 +21,15 @@ from client.credentials import Credentials
 from node.cluster.auth import Authenticator, Request, content_digest
 from node.cluster.channel import CHANNEL
 from node.cluster.gossip import FOUND_TRIES
-from node.cluster.protocol import CONFIRMED, MSGPACK, GossipMessage, MemberRecord, PullOrder, encode
+from node.cluster.protocol import (
+    CONFIRMED,
+    MSGPACK,
+    PEER_HEADER,
+    GossipMessage,
+    MemberRecord,
+    PullOrder,
+    encode,
+)
 from node.cluster.transport import Address, HttpTransport
 from node.errors import PeerUnavailable, StartRefused
 from node.model.access import Grants
@@ -160,7 +168,7 @@ async def test_a_replayed_request_is_refused_and_changes_nothing(
     chunk, _ = await stored(five, http)
     # Capture a valid signed DELETE, as an eavesdropper on plain HTTP would.
     path = f"/internal/chunks/{chunk}"
-    _, headers = peer.auth.sign(Request("DELETE", host(peer), path, {}), content_digest(b""))
+    headers = addressed(peer, "DELETE", host(peer), path)
     async with http.delete(f"{peer.url}{path}", headers=headers) as response:
         assert response.status == 204
     await put_file(http, five[1].url, "auth/after", b"new data")
@@ -340,13 +348,47 @@ async def test_the_signature_is_checked_before_the_body_is_read(
 async def test_a_request_signed_for_one_peer_is_refused_by_another(
     five: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
+    """A captured call replayed to another peer: with its own Host there, the signature
+    fails; with the Host it was signed for, the peer it names refuses it (421); a call
+    naming no peer is refused, but for gossip (a seed's id is not known yet), which only
+    repeats what it says wherever it is replayed (an attack replayed a call signed
+    without the peer's id to another peer within the window: 200)."""
     chunk, _ = await stored(five, http)
     holder, other = five[0], five[1]
-    path = f"/internal/chunks/{chunk}"
-    _, headers = holder.auth.sign(Request("DELETE", host(holder), path, {}), content_digest(b""))
-    async with http.delete(f"{other.url}{path}", headers=headers) as response:
-        assert response.status == 401
+    chunk_there = (await other.chunks.chunk_ids())[0]
+    for target in (chunk, chunk_there):
+        path = f"/internal/chunks/{target}"
+        signed = addressed(holder, "DELETE", host(holder), path)
+        async with http.delete(f"{other.url}{path}", headers=signed) as response:
+            assert response.status == 401
+        replayed = {**addressed(holder, "DELETE", host(holder), path), "Host": host(holder)}
+        async with http.delete(f"{other.url}{path}", headers=replayed) as response:
+            assert response.status == 421
+        unnamed = peer_call(holder, "DELETE", host(holder), path, {})
+        async with http.delete(f"{holder.url}{path}", headers=unnamed) as response:
+            assert response.status == 401
+            assert "name its receiver" in (await response.json())["error"]["message"]
     assert chunk in await holder.chunks.chunk_ids()
+    assert chunk_there in await other.chunks.chunk_ids()
+    body = encode(holder.gossip.message())
+    unnamed = peer_call(holder, "POST", host(other), "/internal/gossip", {}, body)
+    unnamed["Content-Type"] = MSGPACK
+    async with http.post(f"{other.url}/internal/gossip", data=body, headers=unnamed) as response:
+        assert response.status == 200, await response.text()
+
+
+def peer_call(
+    peer: LocalPeer, method: str, to: str, path: str, signed: dict[str, str], body: bytes = b""
+) -> dict[str, str]:
+    """The headers of a call signed with ``peer``'s secret for address ``to``: ``signed``
+    and the signature over them."""
+    _, headers = peer.auth.sign(Request(method, to, path, signed), content_digest(body))
+    return {**signed, **headers}
+
+
+def addressed(peer: LocalPeer, method: str, to: str, path: str) -> dict[str, str]:
+    """The headers of a call signed for ``peer`` as its members sign them: naming it."""
+    return peer_call(peer, method, to, path, {PEER_HEADER: peer.id})
 
 
 async def test_a_non_member_cannot_answer_in_a_members_place(
