@@ -2,14 +2,23 @@
 
 Layout under ``manifests/log/``::
 
-    <seq, 12 digits>.log   a segment: the 8-byte header ``SEGMENT_MAGIC``, then records
+    <seq, 12 digits>.log   a segment: its header, then records
 
 and beside it ``manifests/hints/<seq>.hint``, a closed segment's hint file
 (``node.disk.manifest_hints``), which the log removes with its segment.
 
-A record is a 16-byte frame header, ``RECORD_MAGIC``, the payload's length (uint32, little
-endian) and the xxh3-64 of the payload seeded with that length (uint64, little endian),
-then the payload: the msgpack array ``[kind, name, manifest]``. ``KEEP`` keeps
+A segment's header is ``SEGMENT_MAGIC`` (8 bytes), then twice its *salt* (8 random bytes)
+and the xxh3-64 of magic and salt (8), 40 bytes: a damaged copy leaves the other. A record
+is a 16-byte frame header, ``RECORD_MAGIC``, the payload's length (uint32, little endian)
+and the xxh3-64 of the payload seeded with the salt XOR that length (uint64, little endian),
+then the payload: the msgpack array ``[kind, name, manifest]``. The salt is what makes a
+frame carried *inside* a payload (an inline file's bytes are a manifest's, and a client
+chooses them) worthless: recovery looks for the next record after damage by its magic, so
+a frame crafted to check out would otherwise have been taken as a record of another name
+(an attack did this: a torn tail, then the forged manifest served from every peer). The
+chunk volumes' records are salted the same way. Segments of format 1 (an 8-byte header,
+``SEGMENT_MAGIC_1``, of releases before) are read with the length alone as the seed, and
+are gone once compacted. ``KEEP`` keeps
 ``manifest`` (``Manifest.to_bytes``) as ``name``'s replica; ``REMOVE`` drops ``name``
 (``manifest`` nil). A conditional write kept and not yet decided (``node.disk.manifest_store``,
 provisional replicas) is ``[KEEP, name, manifest, true, replaced]``: ``replaced``, the
@@ -64,9 +73,12 @@ from node.errors import CorruptData
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SEGMENT_MAGIC = b"RSMLOG\x00\x01"  # format 1
+SEGMENT_MAGIC_1 = b"RSMLOG\x00\x01"  # format 1: no salt
+SEGMENT_MAGIC = b"RSMLOG\x00\x02"  # format 2: the header holds the segment's salt
+SALT_COPY = struct.Struct("<QQ")  # salt, xxh3-64 of SEGMENT_MAGIC and the salt
+HEADER_SIZE = len(SEGMENT_MAGIC) + 2 * SALT_COPY.size
 RECORD_MAGIC = b"\xa9\x1f\xd4\x5c"
-FRAME = struct.Struct("<4sIQ")  # magic, payload length, xxh3-64 of the payload (seed: length)
+FRAME = struct.Struct("<4sIQ")  # magic, payload length, xxh3-64 of the payload (see _seed)
 MAX_PAYLOAD = 256 << 20  # a peer accepts no request body larger (node.process.wiring)
 SEGMENT_NAME = re.compile(r"^(\d{12})\.log$")
 WINDOW = 1 << 20  # bytes read at once when scanning
@@ -74,6 +86,51 @@ ROLL_RETRY = 60.0  # seconds before a segment is started early again after a fai
 
 KEEP = 0
 REMOVE = 1
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a segment's header says: its records' ``salt`` (None: format 1, unsalted) and
+    where they start (``size``)."""
+
+    salt: int | None
+    size: int
+
+    @classmethod
+    def new(cls) -> Header:
+        return cls(int.from_bytes(os.urandom(8), "little"), HEADER_SIZE)
+
+    def to_bytes(self) -> bytes:
+        assert self.salt is not None, "format 1 headers are never written"
+        copy = SALT_COPY.pack(self.salt, _salt_check(self.salt))
+        return SEGMENT_MAGIC + copy + copy
+
+    @classmethod
+    def read(cls, fd: int) -> Header | None:
+        """The header at the start of ``fd``; None when it is missing, cut short or damaged
+        in both copies of its salt."""
+        data = os.pread(fd, HEADER_SIZE, 0)
+        if data[: len(SEGMENT_MAGIC_1)] == SEGMENT_MAGIC_1:
+            return cls(None, len(SEGMENT_MAGIC_1))
+        if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC or len(data) < HEADER_SIZE:
+            return None
+        for at in (len(SEGMENT_MAGIC), len(SEGMENT_MAGIC) + SALT_COPY.size):
+            salt, check = SALT_COPY.unpack_from(data, at)
+            if check == _salt_check(salt):
+                return cls(salt, HEADER_SIZE)
+        return None
+
+
+FORMAT_1 = Header(None, len(SEGMENT_MAGIC_1))
+
+
+def _salt_check(salt: int) -> int:
+    return xxhash.xxh3_64_intdigest(SEGMENT_MAGIC + salt.to_bytes(8, "little"))
+
+
+def _seed(salt: int | None, size: int) -> int:
+    """The seed of the checksum of a payload of ``size`` bytes in a segment of ``salt``."""
+    return size if salt is None else salt ^ size
 
 
 class Location(NamedTuple):
@@ -111,33 +168,44 @@ _decode_record = msgspec.msgpack.Decoder(LogRecord).decode
 _encode = msgspec.msgpack.Encoder().encode
 
 
-def frame(record: LogRecord) -> bytes:
-    """The bytes of ``record`` as appended: frame header and payload (three fields unless
-    the record is provisional)."""
+def frame(record: LogRecord, salt: int | None = None) -> bytes:
+    """The bytes of ``record`` as appended to a segment of ``salt``: frame header and
+    payload (three fields unless the record is provisional). ``ManifestLog.append`` seals
+    frames made without the salt for the segment they go to."""
     payload = _encode(record if record.provisional else (record.kind, record.name, record.manifest))
-    check = xxhash.xxh3_64_intdigest(payload, seed=len(payload))
+    return _framed(payload, salt)
+
+
+def _framed(payload: bytes | memoryview, salt: int | None) -> bytes:
+    check = xxhash.xxh3_64_intdigest(payload, seed=_seed(salt, len(payload)))
     return FRAME.pack(RECORD_MAGIC, len(payload), check) + payload
+
+
+def _sealed(data: bytes, salt: int | None) -> bytes:
+    """Frame ``data`` (``frame``'s, made for any salt) checked for a segment of ``salt``."""
+    return _framed(memoryview(data)[FRAME.size :], salt)
 
 
 def _read_whole(fd: int, where: Location) -> bytes:
     return os.pread(fd, where.length, where.offset)
 
 
-def _record_in(where: Location, data: bytes) -> LogRecord:
-    """The record of the frame ``data`` read at ``where``; raises CorruptData."""
+def _record_in(where: Location, data: bytes, salt: int | None) -> LogRecord:
+    """The record of the frame ``data`` read at ``where`` in a segment of ``salt``; raises
+    CorruptData."""
     if len(data) < FRAME.size:
         raise CorruptData(f"manifest record at {where} is cut short")
     magic, size, check = FRAME.unpack_from(data)
     record = None
     if magic == RECORD_MAGIC and size == len(data) - FRAME.size:
-        record = _checked(data[FRAME.size :], check)
+        record = _checked(data[FRAME.size :], check, salt)
     if record is None:
         raise CorruptData(f"manifest record at {where} fails its checksum")
     return record
 
 
-def _checked(payload: bytes, expected: int) -> LogRecord | None:
-    if xxhash.xxh3_64_intdigest(payload, seed=len(payload)) != expected:
+def _checked(payload: bytes, expected: int, salt: int | None) -> LogRecord | None:
+    if xxhash.xxh3_64_intdigest(payload, seed=_seed(salt, len(payload))) != expected:
         return None
     try:
         return _decode_record(payload)
@@ -165,10 +233,11 @@ class SegmentIO:
 
 
 class _Window:
-    """Reads of one segment file by offset, through a window of ``WINDOW`` bytes."""
+    """Reads of one segment file of ``salt`` by offset, through a window of ``WINDOW``
+    bytes."""
 
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd, self.size = fd, size
+    def __init__(self, fd: int, size: int, salt: int | None) -> None:
+        self.fd, self.size, self.salt = fd, size, salt
         self._start, self._data = 0, b""
 
     def read(self, offset: int, length: int) -> bytes:
@@ -184,7 +253,7 @@ class _Window:
         if length is None:
             return None
         _, size, check = FRAME.unpack(self.read(offset, FRAME.size))
-        record = _checked(self.read(offset + FRAME.size, size), check)
+        record = _checked(self.read(offset + FRAME.size, size), check, self.salt)
         return None if record is None else (record, length)
 
     def plausible(self, offset: int) -> int | None:
@@ -220,14 +289,21 @@ class _Window:
 
 
 def scan(
-    fd: int, segment: int, start: int = len(SEGMENT_MAGIC), limit: int | None = None
+    fd: int,
+    segment: int,
+    start: int | None = None,
+    limit: int | None = None,
+    header: Header | None = None,
 ) -> Iterator[tuple[Location, LogRecord] | Damage]:
-    """The records of a segment from ``start`` in file order, and the damage between them
-    (a ``Damage`` with ``tail`` last when the segment ends in one). With ``limit``, stops
-    after the record that reaches ``limit`` bytes past ``start``."""
-    window = _Window(fd, os.fstat(fd).st_size)
-    offset = start
-    while offset < window.size and (limit is None or offset < start + limit):
+    """The records of a segment from ``start`` (None: its first) in file order, and the
+    damage between them (a ``Damage`` with ``tail`` last when the segment ends in one).
+    With ``limit``, stops after the record that reaches ``limit`` bytes past ``start``.
+    ``header``: the segment's (None: read it; raises CorruptData when it is damaged)."""
+    if header is None and (header := Header.read(fd)) is None:
+        raise CorruptData(f"manifest log segment {segment} has a damaged header")
+    window = _Window(fd, os.fstat(fd).st_size, header.salt)
+    offset = first = header.size if start is None else start
+    while offset < window.size and (limit is None or offset < first + limit):
         found = window.record_at(offset)
         if found is not None:
             record, whole = found
@@ -264,6 +340,7 @@ class ManifestLog:
         self.segment_bytes = segment_bytes
         self._io = io
         self._fds: dict[int, int] = {}
+        self._headers: dict[int, Header] = {}  # of every open segment
         self._readers: dict[int, int] = {}  # reads in flight, by segment
         self._retired: set[int] = set()  # removed, fd closed by the last read
         self._guard = threading.Lock()
@@ -311,15 +388,21 @@ class ManifestLog:
             newest = number == found[-1]
             fd = open_noatime(path, os.O_RDWR if newest else os.O_RDONLY)[0]
             self._fds[number] = fd
-            header = os.pread(fd, len(SEGMENT_MAGIC), 0)
-            if header != SEGMENT_MAGIC:
-                if newest and len(header) < len(SEGMENT_MAGIC):  # torn at its creation
-                    log.warning("manifest log segment %s was torn at creation: reset", path)
-                    os.ftruncate(fd, 0)
-                    self._io.write(fd, SEGMENT_MAGIC, 0)
-                    self._sync(fd, metadata=True)
-                else:
-                    log.error("manifest log segment %s has no segment header", path)
+            header = Header.read(fd)
+            if header is None and newest and os.fstat(fd).st_size < HEADER_SIZE:
+                log.warning("manifest log segment %s was torn at creation: reset", path)
+                header = Header.new()  # (it took no record before its header was synced)
+                os.ftruncate(fd, 0)
+                self._io.write(fd, header.to_bytes(), 0)
+                self._sync(fd, metadata=True)
+            if header is None:
+                log.error(
+                    "manifest log segment %s has a damaged header: none of its records can be "
+                    "checked, so none is read (other replicas have them)",
+                    path,
+                )
+            else:
+                self._headers[number] = header
             self.sizes[number] = os.fstat(fd).st_size
         self._size = self.sizes[self.active]
         return found
@@ -329,7 +412,10 @@ class ManifestLog:
         torn tail of the newest is truncated (reported as ``Damage`` with ``tail``)."""
         path, fd = self._path(number), self._fds[number]
         newest = number == self.active
-        for event in scan(fd, number):
+        if (header := self._headers.get(number)) is None:  # (logged by open_segments)
+            yield Damage(number, 0, self.sizes[number], None, tail=False)
+            return
+        for event in scan(fd, number, header=header):
             if isinstance(event, Damage) and event.tail and newest:
                 what = f"manifest log segment {path}"
                 cut_torn_tail(fd, event.start, event.end, what, self._sync_data)
@@ -399,9 +485,10 @@ class ManifestLog:
 
     def _create(self, number: int) -> None:
         path = self._path(number)
+        header = Header.new()
         fd = open_noatime(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)[0]
         try:
-            self._io.write(fd, SEGMENT_MAGIC, 0)
+            self._io.write(fd, header.to_bytes(), 0)
             self._sync(fd, metadata=True)
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -414,13 +501,15 @@ class ManifestLog:
             raise
         with self._guard:
             self._fds[number] = fd
-        self.sizes[number] = len(SEGMENT_MAGIC)
-        self.active, self._size = number, len(SEGMENT_MAGIC)
+            self._headers[number] = header
+        self.sizes[number] = header.size
+        self.active, self._size = number, header.size
 
     def append(self, frames: Sequence[bytes], roll: bool = False) -> list[Location]:
         """Append ``frames`` (``frame``) with one write and one sync; their locations. They
-        start a new segment when the active one would pass ``segment_bytes``, or with
-        ``roll`` (closing one that compaction should reclaim before it fills).
+        start a new segment when the active one would pass ``segment_bytes``, is of format 1
+        (unsalted: a release before wrote it), or with ``roll`` (closing one that compaction
+        should reclaim before it fills). Each is sealed with the salt of its segment.
 
         Raises OSError. A failed write is cut back off the segment; after a failed sync
         the log refuses every later append (what the kernel kept is unknown), until the
@@ -430,7 +519,9 @@ class ManifestLog:
             raise OSError(self._failed.errno, f"manifest log unusable: {self._failed}")
         total = sum(map(len, frames))
         full = self._size + total > self.segment_bytes
-        if self._size > len(SEGMENT_MAGIC) and (full or (roll and self._may_roll())):
+        header = self._headers.get(self.active, FORMAT_1)
+        roll = roll or header.salt is None
+        if self._size > header.size and (full or (roll and self._may_roll())):
             try:
                 self._create(self.active + 1)
             except OSError as exc:
@@ -441,8 +532,9 @@ class ManifestLog:
                 self._roll_after = time.monotonic() + ROLL_RETRY
                 log.warning("manifest log segment %d kept open: %s", self.active, exc)
         fd, offset = self._fds[self.active], self._size
+        salt = self._headers.get(self.active, FORMAT_1).salt
         try:
-            self._io.write(fd, b"".join(frames), offset)
+            self._io.write(fd, b"".join(_sealed(data, salt) for data in frames), offset)
         except OSError:
             try:
                 os.ftruncate(fd, offset)
@@ -470,7 +562,8 @@ class ManifestLog:
     def read(self, where: Location) -> LogRecord:
         """The record at ``where``; raises CorruptData if it fails its checksum,
         SegmentGone if its segment was removed."""
-        return _record_in(where, self._guarded(where, _read_whole))
+        data, header = self._guarded(where, _read_whole)
+        return _record_in(where, data, header.salt)
 
     def read_cached(self, where: Location) -> LogRecord | None:
         """The record at ``where`` if all of it is in the page cache, read with
@@ -484,8 +577,8 @@ class ManifestLog:
         journal.)"""
         if not self._nowait:
             return None
-        data = self._guarded(where, self._read_cached)
-        return None if data is None else _record_in(where, data)
+        data, header = self._guarded(where, self._read_cached)
+        return None if data is None else _record_in(where, data, header.salt)
 
     def _read_cached(self, fd: int, where: Location) -> bytes | None:
         try:  # (None: not all of it cached, or the file ends early: ``read`` tells which)
@@ -495,9 +588,10 @@ class ManifestLog:
             self._nowait = False
             return None
 
-    def _guarded(self, where: Location, read: Callable[[int, Location], T]) -> T:
+    def _guarded(self, where: Location, read: Callable[[int, Location], T]) -> tuple[T, Header]:
         """``read(fd, where)`` of ``where``'s segment, which stays open until it returns
-        (``remove`` closes it after the last read); raises SegmentGone if it was removed.
+        (``remove`` closes it after the last read), and the segment's header; raises
+        SegmentGone if it was removed, CorruptData if its header is damaged.
         On the loop (``read_cached``) the last read of a removed segment would close it
         there; compaction moves every record's place before it removes a segment, so
         reads through the index never meet one."""
@@ -505,9 +599,12 @@ class ManifestLog:
             fd = self._fds.get(where.segment)
             if fd is None or where.segment in self._retired:
                 raise SegmentGone(where.segment)
+            header = self._headers.get(where.segment)
+            if header is None:
+                raise CorruptData(f"manifest log segment {where.segment} has a damaged header")
             self._readers[where.segment] = self._readers.get(where.segment, 0) + 1
         try:
-            return read(fd, where)
+            return read(fd, where), header
         finally:
             with self._guard:
                 self._readers[where.segment] -= 1
@@ -516,14 +613,21 @@ class ManifestLog:
                     if where.segment in self._retired:
                         self._close(where.segment)
 
+    def first_record(self, segment: int) -> int:
+        """Where the records of ``segment`` start (after its header)."""
+        return self._headers.get(segment, FORMAT_1).size
+
     def records(
         self, segment: int, start: int, limit: int
     ) -> tuple[list[tuple[Location, LogRecord]], int | None]:
         """Records of a closed segment from ``start`` (about ``limit`` bytes of them) and
-        where the next ones start (None at its end); damage is skipped."""
+        where the next ones start (None at its end); damage is skipped, and so is a whole
+        segment whose header is damaged."""
+        if (header := self._headers.get(segment)) is None:
+            return [], None
         found = []
         end = start
-        for event in scan(self._fds[segment], segment, start, limit):
+        for event in scan(self._fds[segment], segment, start, limit, header):
             if isinstance(event, Damage):
                 end = event.end
                 continue
@@ -546,6 +650,7 @@ class ManifestLog:
 
     def _close(self, segment: int) -> None:
         os.close(self._fds.pop(segment))
+        self._headers.pop(segment, None)
         self._retired.discard(segment)
 
     def close(self) -> None:

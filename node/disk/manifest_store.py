@@ -72,7 +72,6 @@ from node.disk.manifest_index import ManifestIndex, portable
 from node.disk.manifest_log import (
     KEEP,
     REMOVE,
-    SEGMENT_MAGIC,
     Damage,
     Location,
     LogRecord,
@@ -865,7 +864,7 @@ class ManifestStore:
     async def compact(self, segment: int) -> None:
         """Append the live records of closed ``segment`` again, ``COMPACT_SLICE`` bytes of
         it per pass, then delete it (unless a current record there did not read)."""
-        start: int | None = len(SEGMENT_MAGIC)
+        start: int | None = self._log.first_record(segment)
         while start is not None:
             records, start = await asyncio.to_thread(
                 self._log.records, segment, start, COMPACT_SLICE

@@ -281,6 +281,68 @@ async def test_a_flipped_byte_in_the_newest_volume_loses_that_chunk_only(
         await again.close()
 
 
+async def test_a_damaged_byte_of_the_newest_volumes_salt_is_put_right(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    """Every record is checked with its volume's salt: one damaged byte of it failed them
+    all, and a restart cut the newest volume back to its header as a torn tail (an attack:
+    64 MB lost). The salt one byte away that checks the first record is taken back."""
+    for n in range(6):
+        await put(store, n, 300)
+    await store.close()
+    volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
+    size, header = volume.stat().st_size, volume.read_bytes()[: len(VOLUME_MAGIC) + 8]
+    flip(volume, len(VOLUME_MAGIC) + 3)
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert volume.stat().st_size == size, "nothing cut off"
+        assert [await read(again, n) for n in range(6)] == [body(n, 300) for n in range(6)]
+        assert volume.read_bytes()[: len(header)] == header, "the salt written back"
+    finally:
+        await again.close()
+
+
+async def test_more_than_a_crash_can_tear_is_never_cut_off(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    """A crash tears at most one group commit (``MAX_TORN``): bytes past the last checked
+    record that are more than that are damage (here a salt wholly overwritten), kept, and
+    the volume takes records after them."""
+    count = chunk_volumes.MAX_TORN // (300 << 10) + 2
+    for n in range(count):
+        await put(store, n, 300 << 10)
+    await store.close()
+    volume = tmp_path / VOLUMES_DIR / "000000000001.vol"
+    size = volume.stat().st_size
+    with volume.open("r+b") as file:
+        file.seek(len(VOLUME_MAGIC))
+        file.write(bytes(8))
+    again = ChunkStore(tmp_path, pack_max=1 << 20)
+    await again.open()
+    try:
+        assert volume.stat().st_size == size, "nothing cut off"
+        assert await again.chunk_ids() == []
+        await put(again, count, 300)
+        assert await read(again, count) == body(count, 300)
+    finally:
+        await again.close()
+    third = ChunkStore(tmp_path, pack_max=1 << 20)
+    await third.open()
+    try:
+        assert await read(third, count) == body(count, 300)
+    finally:
+        await third.close()
+
+
+def flip(path: Path, at: int) -> None:
+    with path.open("r+b") as file:
+        file.seek(at)
+        old = file.read(1)
+        file.seek(at)
+        file.write(bytes([old[0] ^ 0xFF]))
+
+
 async def test_sealed_volumes_are_indexed_and_read_by_their_index_or_rescanned(
     tmp_path: Path,
 ) -> None:

@@ -16,7 +16,18 @@ from pathlib import Path
 import pytest
 
 from node.disk.durable import write_atomically
-from node.disk.manifest_log import SEGMENT_MAGIC, Damage, ManifestLog, SegmentIO, scan
+from node.disk.manifest_log import (
+    HEADER_SIZE,
+    KEEP,
+    SEGMENT_MAGIC,
+    SEGMENT_MAGIC_1,
+    Damage,
+    LogRecord,
+    ManifestLog,
+    SegmentIO,
+    frame,
+    scan,
+)
 from node.disk.manifest_store import ManifestStore
 from node.errors import InsufficientStorage
 from node.model.layout import Layout
@@ -354,7 +365,100 @@ async def test_a_move_interrupted_midway_runs_again_and_precedence_settles_it(
 async def test_a_new_log_is_one_segment_header(tmp_path: Path) -> None:
     await (await opened(tmp_path)).close()
     [segment] = segments(tmp_path)
-    assert segment.read_bytes() == SEGMENT_MAGIC
+    header = segment.read_bytes()
+    assert len(header) == HEADER_SIZE
+    assert header.startswith(SEGMENT_MAGIC)
+    assert header[8:24] == header[24:40], "two copies of the salt and its check"
+
+
+async def test_a_frame_inside_a_payload_is_never_taken_for_a_record(tmp_path: Path) -> None:
+    """A client chooses an inline file's bytes: one that holds a whole frame (a manifest of
+    another name, made to check out) sits in the log inside a record of its own. Recovery
+    looks for records after damage by their magic, so when that record is torn (a crash
+    mid-append) or its header damaged, the frame inside was taken as a record: its name then
+    read the forged manifest (an attack on real peers did this). Frames are checked with
+    the segment's salt, which no client knows."""
+    good, forged = manifest("victim", wall=1), manifest("victim", wall=2)
+    frames = [frame(LogRecord(KEEP, "victim", forged.to_bytes()), salt) for salt in (None, 0)]
+    carrier = Manifest(
+        "carrier", Version(1, 0, PEER), Layout(4096, 5, 2), "e", inline=b"x" * 64 + b"".join(frames)
+    )
+    for damage in ("torn tail", "header"):
+        root = tmp_path / damage.replace(" ", "-")
+        store = await opened(root)
+        await store.put(good)
+        [segment] = segments(root)
+        start = segment.stat().st_size
+        await store.put(carrier)
+        end = segment.stat().st_size
+        if damage == "header":
+            await store.put(manifest("after"))
+        await store.close()
+        if damage == "torn tail":
+            os.truncate(segment, end - 10)  # the carrier's record cut short at its end
+        else:
+            flip_byte(segment, start + 6)  # its payload length
+        again = await opened(root)
+        assert await again.get("victim") == good, damage
+        assert await again.get("carrier") is None, damage
+        if damage == "header":
+            assert await again.get("after") == manifest("after")
+        await again.close()
+
+
+async def test_a_damaged_copy_of_the_salt_leaves_the_other(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.close()
+    [segment] = segments(tmp_path)
+    flip_byte(segment, 10)  # the first copy of the salt
+    again = await opened(tmp_path)
+    assert await again.get("a") == manifest("a")
+    await again.close()
+
+
+async def test_a_segment_with_both_salts_damaged_is_kept_and_not_appended_to(
+    tmp_path: Path,
+) -> None:
+    """Its records cannot be checked, so none is taken (other replicas have them); it is
+    not cut as a torn tail, and writes go to a new segment."""
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.close()
+    [segment] = segments(tmp_path)
+    size = segment.stat().st_size
+    flip_byte(segment, 10)
+    flip_byte(segment, 26)
+    again = await opened(tmp_path)
+    assert await again.get("a") is None
+    await again.put(manifest("b"))
+    assert await again.get("b") == manifest("b")
+    await again.close()
+    assert segment.stat().st_size == size
+    assert len(segments(tmp_path)) == 2
+    third = await opened(tmp_path)
+    assert await third.get("b") == manifest("b")
+    await third.close()
+
+
+async def test_a_segment_of_the_release_before_is_read_and_no_longer_appended_to(
+    tmp_path: Path,
+) -> None:
+    """Format 1: an 8-byte header, checks seeded with the payload's length alone."""
+    log_dir = tmp_path / "manifests" / "log"
+    log_dir.mkdir(parents=True)
+    old = log_dir / f"{1:012d}.log"
+    old.write_bytes(SEGMENT_MAGIC_1 + frame(LogRecord(KEEP, "a", manifest("a").to_bytes())))
+    store = await opened(tmp_path)
+    assert await store.get("a") == manifest("a")
+    await store.put(manifest("b"))
+    await store.close()
+    newer = segments(tmp_path)
+    assert len(newer) == 2
+    assert newer[1].read_bytes().startswith(SEGMENT_MAGIC)
+    again = await opened(tmp_path)
+    assert (await again.get("a"), await again.get("b")) == (manifest("a"), manifest("b"))
+    await again.close()
 
 
 async def test_records_after_a_damaged_frame_header_are_found_again(tmp_path: Path) -> None:
@@ -484,7 +588,11 @@ class CrashSnapshots(SegmentIO):
         self.taken: list[tuple[Path, dict[str, tuple[Version, int]]]] = []
 
     def write(self, fd: int, data: bytes, offset: int) -> None:
-        if self.store is not None and data != SEGMENT_MAGIC and self.rng.random() < 0.05:
+        if (
+            self.store is not None
+            and not data.startswith(SEGMENT_MAGIC)
+            and self.rng.random() < 0.05
+        ):
             copy = self.root.parent / f"crash-{len(self.taken)}"
             for part in ("log", "hints"):
                 source, target = self.root / "manifests" / part, copy / "manifests" / part
