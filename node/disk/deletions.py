@@ -66,8 +66,8 @@ class DeletionLog:
         return sum(len(entry.chunks) for entry in self._pending.values())
 
     def open(self) -> list[PendingDeletion]:
-        """Read the log, compact it, and return what is still pending (blocking: at
-        start-up, before the peer serves)."""
+        """Read the log, compact it (where the disk has room), and return what is still
+        pending (blocking: at start-up, before the peer serves)."""
         try:
             data = self._path.read_bytes()
         except FileNotFoundError:
@@ -81,9 +81,12 @@ class DeletionLog:
             else:
                 self._pending.pop(record.id, None)
         self._next = max(self._pending, default=0) + 1
-        write_atomically(
-            self._path, b"".join(_encode_add(entry) for entry in self._pending.values())
-        )
+        try:
+            write_atomically(
+                self._path, b"".join(_encode_add(entry) for entry in self._pending.values())
+            )
+        except OSError as exc:  # a full disk: appended to as it is (it only saves space)
+            log.warning("cannot compact %s (kept as it is): %s", self._path, exc)
         self._file = open(self._path, "ab")  # noqa: SIM115 (kept open until close())
         return sorted(self._pending.values(), key=lambda entry: entry.due)
 

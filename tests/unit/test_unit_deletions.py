@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
+import pytest
+
+from node.disk import deletions
 from node.disk.deletions import LOG_FILE, DeletionLog, PendingDeletion
 
 
@@ -37,6 +42,29 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
     assert [p.name for p in reopened(tmp_path)] == ["ns/a"]
     log.write_bytes(b"\xc1garbage")  # not msgpack at all: nothing pending, no crash
     assert reopened(tmp_path) == []
+
+
+def test_a_full_disk_leaves_the_journal_uncompacted_and_the_peer_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compacting at open writes a new file: with no room (a full disk, where a peer most
+    needs its deletions to go on) it is kept as it is; a peer failed to start there."""
+    journal = DeletionLog(tmp_path)
+    journal.open()
+    done = journal.add("ns/a", [("peer-1", "c1")], due=1.0)
+    journal.add("ns/b", [("peer-1", "c2")], due=2.0)
+    journal.done(done)
+    journal.close()
+    before = (tmp_path / LOG_FILE).read_bytes()
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(deletions, "write_atomically", full)
+    again = DeletionLog(tmp_path)
+    assert [p.name for p in again.open()] == ["ns/b"]
+    again.close()
+    assert (tmp_path / LOG_FILE).read_bytes() == before
 
 
 def reopened(data_dir: Path) -> list[PendingDeletion]:
