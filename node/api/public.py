@@ -54,15 +54,18 @@ log = logging.getLogger(__name__)
 FILES = "/files/"
 MANIFESTS = "/manifests/"
 MAX_LIST = 1000  # entries per listing page at most (the client's MAX_PAGE_SIZE agrees)
+# A name in a route: any characters, a newline included (``.`` is not one), so that every
+# name reaches validation (400), not a 404 for want of a route.
+NAME = r"{name:[\s\S]*}"
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_put(FILES + "{name:.*}", put_file, expect_handler=defer_continue)
-    app.router.add_post(FILES + "{name:.*}", post_form, expect_handler=defer_continue)
-    app.router.add_get(FILES + "{name:.*}", get_file)  # HEAD too
-    app.router.add_delete(FILES + "{name:.*}", delete_file)
+    app.router.add_put(FILES + NAME, put_file, expect_handler=defer_continue)
+    app.router.add_post(FILES + NAME, post_form, expect_handler=defer_continue)
+    app.router.add_get(FILES + NAME, get_file)  # HEAD too
+    app.router.add_delete(FILES + NAME, delete_file)
     app.router.add_get("/files", list_files)
-    app.router.add_get(MANIFESTS + "{name:.*}", get_manifest)
+    app.router.add_get(MANIFESTS + NAME, get_manifest)
     app.router.add_get("/cluster", get_cluster)
     app.router.add_get("/scrub", get_scrub)
 

@@ -32,11 +32,11 @@ HEADERS: dict[str, str] = {
 
 
 def content_type_of(value: str | None) -> str:
-    """The Content-Type a file is stored with: ``value`` as sent, else
+    """The Content-Type a file is stored with: ``value`` as sent, else (absent or empty)
     ``application/octet-stream``. Raises InvalidRequest past MAX_LABEL_LENGTH characters or
     for a control character (a tab passes HTTP's parsers): a manifest holds neither, so
     replicas would refuse it only after the whole body was stored."""
-    if value is None:
+    if not value:
         return DEFAULT_CONTENT_TYPE
     if len(value) > MAX_LABEL_LENGTH:
         raise InvalidRequest(f"a Content-Type is at most {MAX_LABEL_LENGTH} characters")

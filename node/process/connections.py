@@ -7,13 +7,17 @@ protocol) per connection, and offers no public hook for what follows. So ``PeerR
 ``PeerConnection`` s: a subclass of aiohttp's ``RequestHandler``, written against aiohttp
 3.14, that overrides its ``handle_error``, asyncio's protocol callbacks and one private
 method, ``_process_keepalive`` (its idle timer: it clears ``_keepalive_handle`` as aiohttp
-does), reads one private attribute, ``_waiter`` (set while the connection waits for a
-request; its result is set once a head is parsed), and sets ``_lingering_time``
+does), reads private attributes: ``_waiter`` (set while the connection waits for a
+request; its result is set once a head is parsed), ``_current_request`` (the request whose
+handler runs) and ``_messages`` (requests parsed and queued, with ``_ErrInfo`` for a parse
+error: ``PeerConnection._parse``), and sets ``_lingering_time``
 (``close_after_answer``) and, while the server stops, ``_close`` and ``_force_close`` around
 a read; of asyncio it sets
 a socket transport's ``max_size`` (bytes one receive takes). The tests in
 ``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
 
+* **Errors in a body.** A body found malformed while its handler reads it (a bad chunk
+  size) fails that read: 400, and the connection closes.
 * **Errors before the app.** A malformed request line or header, a bad Transfer-Encoding, a
   request target past 8 KiB (414), a header past 8 KiB, more than 100 headers or a head
   past 64 KiB (431), an ``Expect`` other than ``100-continue`` (417): answered with the
@@ -50,7 +54,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import (
     BadHttpMessage,
     BadHttpMethod,
@@ -61,8 +65,9 @@ from aiohttp.http_exceptions import (
     LineTooLong,
     TransferEncodingError,
 )
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
+from yarl import URL
 
 from node.api.access_log import RequestLog
 from node.api.errors import error_response, http_error_response, raw_error_response
@@ -79,6 +84,7 @@ MAX_URL = 8192  # bytes of a request target (414 past it)
 MAX_HEADER_LINE = 8190  # bytes of one header, name and value (431 past it; aiohttp's default)
 MAX_HEADERS = 100  # headers of one request (431 past it)
 MAX_HEAD = 64 << 10  # bytes of a whole request head (431 past it)
+SERVED_VERSIONS = (HttpVersion10, HttpVersion11)
 LINGER = 2.0  # seconds a connection cut off with an answer stays open, taking nothing in
 # seconds a stopping peer gives the requests under way on each of its ports before it cuts
 # them (its files port and its S3 port alike; clients retry a cut request)
@@ -217,7 +223,7 @@ class PeerConnection(RequestHandler):
             closing = self._close, self._force_close
             self._close = self._force_close = False
             try:
-                super().data_received(data)
+                self._parse(data)
             finally:
                 self._close, self._force_close = closing
             return
@@ -237,12 +243,29 @@ class PeerConnection(RequestHandler):
                 self._head_timer = self._event_loop.call_later(
                     self._config.header_timeout, self._head_timed_out
                 )
-        super().data_received(data)
+        self._parse(data)
         if not self.waiting:  # the head is complete (or the connection is closing)
             self._head_bytes = 0  # (its start stays known for handle_error)
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+
+    def _parse(self, data: bytes) -> None:
+        """aiohttp's parsing of ``data``; where it finds the body of the request being
+        answered malformed (a bad chunk), that request's body fails (its handler answers
+        400) and the connection closes after it. aiohttp's C parser only queues a 400 for
+        after the request (its body reader is told nothing), so the handler waited for
+        the rest of the body until ``--client-timeout`` and answered 408 (an attack)."""
+        queued = len(self._messages)
+        super().data_received(data)
+        request = self._current_request
+        if request is None or len(self._messages) <= queued:
+            return
+        error = self._messages[-1][0]
+        if isinstance(error, _ErrInfo) and not request.content.is_eof():
+            self._messages.pop()
+            request.content.set_exception(BadHttpMessage(error.message))
+            self.close_after_answer()
 
     def _process_keepalive(self) -> None:
         # aiohttp's idle timer would close a connection still receiving a head, with no
@@ -407,29 +430,63 @@ class PeerServer(web.Server):
             connection.stopping = True
         super().pre_shutdown()
 
-    async def _screened(self, request: BaseRequest) -> web.StreamResponse:
-        """The app's handler, behind what must be decided before routing: aiohttp answers an
-        unknown Expect in plain text before any middleware runs."""
+    def _refusal(self, request: BaseRequest) -> web.Response | None:
+        """The answer to a request refused before routing, or None: an unknown Expect
+        (aiohttp answers it in plain text before any middleware runs: 417), an HTTP version
+        other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: aiohttp answers
+        in the request's version, so its message is replaced), a transfer coding other
+        than chunked (aiohttp takes codings that end in chunked and undoes chunked only,
+        so what it stored would still be coded: RFC 9112 section 6.1, 501). The last two
+        close the connection (their body is not read)."""
         expect = request.headers.get(hdrs.EXPECT, "")
         if expect and expect.strip().lower() != "100-continue":
             self.malformed.note("refused requests with an unknown Expect")
             return error_response(
                 417, "expectation_failed", "the only Expect served is 100-continue"
             )
+        if request.version not in SERVED_VERSIONS:
+            self.malformed.note("refused requests of an HTTP version other than 1.0 and 1.1")
+            request._message = request._message._replace(version=HttpVersion11)
+            refused = error_response(
+                505, "http_version_not_supported", "this peer speaks HTTP/1.1 and HTTP/1.0"
+            )
+        elif (codings := request.headers.get(hdrs.TRANSFER_ENCODING)) is not None and [
+            c.strip().lower() for c in codings.split(",")
+        ] != ["chunked"]:
+            self.malformed.note("refused requests with a transfer coding other than chunked")
+            refused = error_response(
+                501, "not_implemented", "the only transfer coding served is chunked"
+            )
+        else:
+            return None
+        refused.force_close()
+        return refused
+
+    async def _screened(self, request: BaseRequest) -> web.StreamResponse:
+        """The app's handler, behind what must be decided before routing (``_refusal``). A
+        request target in absolute form (``GET http://host/files/x``: RFC 9112 section
+        3.2.2, which a server must accept) is routed by its path and query, as the handlers
+        read names from the raw target."""
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        routed = request
+        if not request.raw_path.startswith("/") and request.url.is_absolute():
+            routed = request.clone(rel_url=URL(request.raw_path, encoded=True).relative())
         try:
-            response = await self._app_handler(request)
+            response = await self._app_handler(routed)
         except web.HTTPException as exc:  # raised outside the middlewares (none known)
             if exc.status < 400:
                 raise
             response = http_error_response(exc)
-        if request.body_exists and expects_continue(request) and not request.get(CONTINUED):
+        if routed.body_exists and expects_continue(routed) and not routed.get(CONTINUED):
             # Answered before its body was asked for: the client may send it now or never
             # (RFC 9110 section 10.1.1). Reading on for it (aiohttp's "lingering") would
             # take the client's next request on this connection as body bytes: close.
             response.force_close()
             if isinstance(request.protocol, PeerConnection):
                 request.protocol.close_after_answer()
-        if request.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
+        if routed.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
             request.protocol.member = True
         return response
 

@@ -247,6 +247,13 @@ MALFORMED = [
     pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, id="HTTP/2 preface"),
     pytest.param(raw_request("FOO" + ECHO, "/health"), 400, id="bad method"),
     pytest.param(raw_request("GET", "/health", version="HTTP/9.9"), 400, id="bad version"),
+    pytest.param(raw_request("GET", "/health", version="HTTP/2.0"), 505, id="HTTP/2.0"),
+    pytest.param(raw_request("GET", "/health", version="HTTP/0.9"), 505, id="HTTP/0.9"),
+    pytest.param(
+        raw_request("PUT", "/files/x", {"Transfer-Encoding": "gzip, chunked"}, b"0\r\n\r\n"),
+        501,
+        id="a coding besides chunked",
+    ),
     pytest.param(raw_request("GET", "/health?" + ECHO + "a" * 9000), 414, id="long target"),
     pytest.param(raw_request("GET", "/health", {"X-A": ECHO + "a" * 9000}), 431, id="long header"),
     pytest.param(
@@ -299,6 +306,47 @@ async def test_errors_before_the_app_are_answered_with_the_json_body(
         assert ECHO not in body.decode()
     assert await healthy(http, peer)
     assert not errors_logged()
+
+
+async def test_a_body_found_malformed_while_it_is_read_is_answered_400_at_once(
+    start_peer: StartPeer, errors_logged: Callable[[], list[str]]
+) -> None:
+    """A bad chunk after the handler began to read the body (not in the head's read, which
+    aiohttp refuses before the app): the handler waited for the rest until the client
+    timeout and answered 408 (an attack)."""
+    peer = await start_peer()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    head = raw_request("POST", "/ui/login", {"Transfer-Encoding": "chunked", **form})
+    async with await RawClient.connect(peer) as client:
+        await client.send(head + b"5\r\nuser=\r\n")
+        await eventually(lambda: peer.server.waiting_connections == 0, what="the request read")
+        started = time.monotonic()
+        await client.send(b"zz\r\n")
+        status, headers, body = await client.answer()
+        assert status == 400, body
+        assert json_error(headers, body)["code"] == "incomplete_body"
+        assert time.monotonic() - started < LIMITS["client_timeout"]  # (not its 408)
+        assert await client.closed_by_peer(MARGIN) == b""
+    assert not errors_logged()
+
+
+async def test_a_request_target_in_absolute_form_is_routed_by_its_path(
+    start_peer: StartPeer,
+) -> None:
+    """RFC 9112 section 3.2.2: a server must accept one (handlers read names from the raw
+    target: ``http://host:port/files/ns/a`` was the file ``host:port/files/ns/a``)."""
+    peer = await start_peer()
+    async with await RawClient.connect(peer) as client:
+        await client.send(raw_request("GET", f"http://127.0.0.1:{peer.port}/health?x=1"))
+        status, _, body = await client.answer()
+        assert status == 200, body
+        # The name "x" (no namespace): 400 before any key is looked at, where the name
+        # "127.0.0.1:PORT/files/x" was a namespace's file, refused for want of a key.
+        target = f"http://127.0.0.1:{peer.port}/files/x"
+        await client.send(raw_request("PUT", target, {"Content-Length": "1"}, b"x"))
+        status, _, body = await client.answer()
+        assert status == 400, body
+        assert b"NAMESPACE/NAME, e.g. photos/x" in body
 
 
 async def test_no_answer_carries_a_version_banner(

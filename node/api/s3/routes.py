@@ -108,7 +108,7 @@ UNSERVED = frozenset(
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("*", "/{path:.*}", dispatch, expect_handler=defer_continue)
+    app.router.add_route("*", r"/{path:[\s\S]*}", dispatch, expect_handler=defer_continue)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

@@ -173,15 +173,43 @@ async def test_head_and_metadata_headers(
 
 @pytest.mark.parametrize(
     "raw",
-    ["a//b", "a/./b", "a/../b", "/abs", "trail/", "nul%00byte", "tab%09", "bad%ffutf8", "x" * 1025],
+    [
+        "a//b",
+        "a/./b",
+        "a/../b",
+        "/abs",
+        "trail/",
+        "nul%00byte",
+        "tab%09",
+        "line%0Afeed",  # (was 404: the route's "." matched no newline)
+        "bad%ffutf8",
+        "x" * 1025,
+    ],
 )
 async def test_bad_names_are_400(
     cluster: LocalCluster, http: aiohttp.ClientSession, raw: str
 ) -> None:
-    url = aiohttp.client.URL(f"{cluster[0].url}/files/{raw}", encoded=True)
-    async with http.put(url, data=b"x") as response:
-        assert response.status == 400, await response.text()
-        assert (await response.json())["error"]["code"] == "invalid_name"
+    for method, route in [
+        ("PUT", "files"),
+        ("GET", "files"),
+        ("DELETE", "files"),
+        ("GET", "manifests"),
+    ]:
+        url = aiohttp.client.URL(f"{cluster[0].url}/{route}/{raw}", encoded=True)
+        async with http.request(method, url, data=b"x" if method == "PUT" else None) as response:
+            assert response.status == 400, (method, route, await response.text())
+            assert (await response.json())["error"]["code"] == "invalid_name"
+
+
+async def test_an_empty_content_type_is_stored_as_the_default(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    url = f"{cluster[0].url}/files/types/empty"
+    async with http.put(url, data=b"x", headers={"Content-Type": ""}) as response:
+        assert response.status == 201, await response.text()
+        assert (await response.json())["content_type"] == "application/octet-stream"
+    async with http.get(url) as response:
+        assert response.headers["Content-Type"] == "application/octet-stream"
 
 
 async def test_names_with_unicode_and_spaces(
