@@ -373,6 +373,16 @@ class PeerConfig:
             low=0,
         ),
     )
+    reserve_bytes: int = field(
+        default=64 << 20,
+        metadata=option(
+            "Free bytes kept on the data directory's disk for deletions, manifests and "
+            "compaction: a chunk write that would leave fewer is refused (507), so a full "
+            "disk can still be freed (0: none kept).",
+            low=0,
+            metavar="BYTES",
+        ),
+    )
     # Limits on what clients can take of a peer (docs/security.md, "Limits").
     max_file_size: int = field(
         default=5 << 40,

@@ -35,6 +35,7 @@ import errno
 import functools
 import io
 import logging
+import math
 import os
 import re
 import secrets
@@ -76,6 +77,7 @@ T = TypeVar("T")
 
 CHUNK_ID = re.compile(r"[0-9a-f]{32}-[0-9]{1,3}")
 WRITE_BATCH = 1 << 20
+FREE_TTL = 0.05  # seconds a look at the disk's free bytes is taken as current
 CHUNKS_DIR = "chunks-v2"
 VOLUMES_DIR = "chunk-volumes"  # packed chunks (node.disk.chunk_volumes)
 EARLIER_DIR = "chunks"  # the earlier layout's
@@ -92,13 +94,28 @@ READ_ON_LOOP = 256 << 10
 class ChunkStore:
     """The complete chunks of one peer, plus counters of what they use."""
 
-    def __init__(self, root: Path, max_bytes: int | None = None, pack_max: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int | None = None,
+        pack_max: int = 0,
+        reserve_bytes: int = 0,
+        free_bytes: Callable[[], int] | None = None,
+    ) -> None:
         """``pack_max``: chunks of known size up to this many bytes are packed in volumes
-        (``node.disk.chunk_volumes``; 0: every chunk is a file)."""
+        (``node.disk.chunk_volumes``; 0: every chunk is a file). ``reserve_bytes``: free
+        bytes a chunk write must leave on the disk (``free_bytes``: what is free there now;
+        default: statvfs of ``root``), kept for what frees space: removal records,
+        compaction's copies, tombstones. Without it a full disk stayed full: an attack
+        deleted 80% of a full peer's files and none of its space came back, since a packed
+        chunk's removal is a record appended and compaction copies before it deletes."""
         self._chunks = root / CHUNKS_DIR
         self._incoming = root / "incoming"
         self._pack_max = min(pack_max, WRITE_BATCH)  # (a packed chunk is in memory whole)
         self._max_bytes = max_bytes
+        self._reserve_bytes = reserve_bytes
+        self._free_bytes = free_bytes or (lambda: shutil.disk_usage(root).free)
+        self._free, self._free_at = 0, -math.inf  # the last look at free_bytes, and when
         self._reserved = 0  # bytes of writes in progress, held against max_bytes
         self.used_bytes = 0
         self.chunk_count = 0
@@ -322,17 +339,31 @@ class ChunkStore:
             self._reserved -= held
 
     def _reserve(self, chunk_id: str, size: int) -> None:
-        """Hold ``size`` bytes for a write; refuse one that would pass ``max_bytes``."""
-        if self._over_limit(size):
-            raise InsufficientStorage(
-                f"storing chunk {chunk_id} ({size} bytes) would pass this peer's limit "
-                f"of {self._max_bytes} bytes ({self.used_bytes} used)"
-            )
+        """Hold ``size`` bytes for a write; refuse one that would pass ``max_bytes`` or
+        leave less than ``reserve_bytes`` free."""
+        if (over := self._over_limit(size)) is not None:
+            raise InsufficientStorage(f"storing chunk {chunk_id} ({size} bytes) would {over}")
         self._reserved += size
 
-    def _over_limit(self, more: int) -> bool:
+    def _over_limit(self, more: int) -> str | None:
+        """What writing ``more`` bytes beyond those reserved would break, or None."""
         limit = self._max_bytes
-        return limit is not None and self.used_bytes + self._reserved + more > limit
+        if limit is not None and self.used_bytes + self._reserved + more > limit:
+            return f"pass this peer's limit of {limit} bytes ({self.used_bytes} used)"
+        if self._reserve_bytes and self._free_now() - self._reserved - more < self._reserve_bytes:
+            return (
+                f"leave less than the {self._reserve_bytes} bytes kept free on this peer's "
+                f"disk ({self._free} free)"
+            )
+        return None
+
+    def _free_now(self) -> int:
+        """Free bytes on the disk, looked at most every ``FREE_TTL`` seconds (one statvfs:
+        microseconds, never waiting on the disk)."""
+        now = time.monotonic()
+        if now - self._free_at > FREE_TTL:
+            self._free, self._free_at = self._free_bytes(), now
+        return self._free
 
     async def _write(
         self,
@@ -354,8 +385,8 @@ class ChunkStore:
                 digests.update(piece)
                 batch.append(piece)
                 batched += len(piece)
-                if expected_size is None and self._over_limit(size + batched):
-                    raise InsufficientStorage(f"no room left for chunk {chunk_id}")
+                if expected_size is None and (over := self._over_limit(size + batched)):
+                    raise InsufficientStorage(f"chunk {chunk_id} would {over}")
                 if batched >= WRITE_BATCH and (
                     expected_size is None or size + batched < expected_size  # not the end
                 ):
@@ -414,8 +445,14 @@ class ChunkStore:
 
     async def _unpack(self, chunk_id: str) -> bool:
         """Remove a packed copy of ``chunk_id``, counted; whether there was one. The caller
-        holds the id's lock."""
-        removed = await self.volumes.remove(chunk_id)
+        holds the id's lock. Raises InsufficientStorage where the disk has no room for the
+        removal's record (was an OSError: a 500 to the peer deleting), else OSError."""
+        try:
+            removed = await self.volumes.remove(chunk_id)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"no room to record the removal of {chunk_id}") from exc
+            raise
         if removed is None:
             return False
         self.used_bytes -= removed

@@ -424,7 +424,7 @@ async def _lifecycle(
     if not auth.enforced:
         log.warning("peer authentication is OFF: anyone who reaches this port is a member")
     peer_id = await asyncio.to_thread(load_peer_id, config.data_dir)
-    chunks = ChunkStore(config.data_dir, config.max_bytes, config.pack_max)
+    chunks = ChunkStore(config.data_dir, config.max_bytes, config.pack_max, config.reserve_bytes)
     # A conditional write's verdict comes after its offers to the home replicas and one more
     # call, each bounded by the peer timeout: past three of them, it is overdue.
     manifests = ManifestStore(config.data_dir, config.m, provisional_for=3 * config.peer_timeout)

@@ -250,7 +250,7 @@ class Grid:
 
     async def _peer(self, me: Member, data_dir: Path) -> GridPeer:
         config = PeerConfig(data_dir=data_dir, vnodes=GRID_VNODES, **self.overrides)
-        chunks = ChunkStore(data_dir, config.max_bytes, config.pack_max)
+        chunks = ChunkStore(data_dir, config.max_bytes, config.pack_max, config.reserve_bytes)
         manifests = ManifestStore(data_dir, config.m)
         await chunks.open()
         await manifests.open()

@@ -208,6 +208,41 @@ async def test_a_disk_full_at_the_seal_leaves_nothing_and_says_so(
     assert await data(store, CHUNK) == b"yyyyy"
 
 
+async def test_a_write_that_would_leave_less_than_the_reserve_free_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What frees a full disk needs room itself (a packed chunk's removal is a record, and
+    compaction copies before it deletes): chunk writes leave ``reserve_bytes`` free, and
+    removals may use them."""
+    monkeypatch.setattr(chunk_store, "FREE_TTL", 0.0)
+    free = [10_000_000]  # (a chunk of 50,000 bytes in blocks of 4 takes ~250,000 with digests)
+    store = ChunkStore(
+        tmp_path, pack_max=1 << 20, reserve_bytes=1_000_000, free_bytes=lambda: free[0]
+    )
+    await store.open()
+    try:
+        await write(store, CHUNK, stream([b"x" * 50_000]), 50_000)
+        free[0] = 1_050_000
+        with pytest.raises(InsufficientStorage, match="kept free"):
+            await write(store, OTHER, stream([b"y" * 50_000]), 50_000)  # known size
+        with pytest.raises(InsufficientStorage, match="kept free"):  # chunked: as it comes
+            await write(store, OTHER, stream([b"y" * 20_000] * 3), None)
+        assert await store.chunk_ids() == [CHUNK]
+        free[0] = 0  # past the reserve (another process filled it): removals still go
+        assert await store.delete(CHUNK)
+
+        def no_room(chunk_id: str) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        free[0] = 10_000_000
+        await write(store, CHUNK, stream([b"x" * 50_000]), 50_000)
+        monkeypatch.setattr(store.volumes, "remove", no_room)
+        with pytest.raises(InsufficientStorage, match="no room to record the removal"):
+            await store.delete(CHUNK)  # (was an OSError: a 500 to the peer deleting)
+    finally:
+        await store.close()
+
+
 async def test_a_new_shard_is_made_durable_once_and_again_after_a_failed_sync(
     tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
