@@ -223,15 +223,27 @@ class ChunkWriter:
         self._queued = asyncio.Event()  # a block was queued
         self._taken = asyncio.Event()  # a block was taken off the queue
         self._written = asyncio.Event()  # a block was handed to the connection
-        self._task = asyncio.ensure_future(
-            peers.put_chunk(holder, chunk_id, self._blocks(), size, owner)
-        )
+        self._task = asyncio.ensure_future(self._put(owner))
         self._task.add_done_callback(self._on_done)
 
     def __repr__(self) -> str:
         state = "failed" if self.error else "done" if self._task.done() else "sending"
         queued = len(self._queue)
         return f"ChunkWriter({self.chunk_id} -> {self.holder[:8]}, {state}, queued={queued})"
+
+    async def _put(self, owner: ChunkMeta) -> int:
+        """The chunk's request, made once its first block (or the end) is queued: a request
+        is signed when it is made and its head goes with its first block, so one made at
+        once reached its holder dated as long before as a slow client took to fill a
+        stripe, and past 30 s was refused as a replay (a chunked upload at 8x
+        ``--client-min-rate`` failed with 503 after 40 s in an attack); a pooled
+        connection's holder meanwhile closed it for its head's lateness."""
+        while not self._queue:
+            self._queued.clear()
+            await self._queued.wait()
+        return await self._peers.put_chunk(
+            self.holder, self.chunk_id, self._blocks(), self._size, owner
+        )
 
     async def _blocks(self) -> AsyncIterator[Buffer]:
         """The queued blocks; with a known size the stream ends with its last byte, not at

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -244,6 +245,32 @@ class SlowHolder:
 
     def report_failure(self, member: str, reason: str) -> None:
         self.failures.append(reason)
+
+
+async def test_a_chunk_request_is_made_when_its_first_block_is_there() -> None:
+    """A request is signed when it is made, and checked against the holder's clock when its
+    head arrives, with its first block: made before a slow client filled a stripe, it
+    arrived too old (401 past 30 s; the upload failed with 503)."""
+    holder = SlowHolder(pace=0.0)
+    made: list[float] = []
+    put_chunk = holder.put_chunk
+
+    async def recorded(*args: Any) -> int:
+        made.append(time.monotonic())
+        return await put_chunk(*args)
+
+    holder.put_chunk = recorded  # type: ignore[method-assign]
+    buffers = BlockBudget(3 * BLOCK, depth=4)
+    writer = ChunkWriter(
+        cast(Peers, holder), "h", "c-0", ChunkMeta("f", "1", 0, BLOCK), None, buffers, 5
+    )
+    await asyncio.sleep(0.2)  # a slow client: no stripe yet
+    assert made == []
+    queued = time.monotonic()
+    await writer.send(b"x" * BLOCK)
+    assert await writer.finish() == BLOCK
+    assert len(made) == 1
+    assert made[0] >= queued
 
 
 async def test_a_slow_holder_that_keeps_taking_blocks_is_not_dropped_when_credit_runs_out() -> None:
