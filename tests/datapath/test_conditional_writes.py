@@ -28,7 +28,7 @@ from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness import eventually
-from tests.harness.grid import Grid, GridPeer, home
+from tests.harness.grid import Grid, GridPeer, home, outside
 
 BLOCK = 1024
 NO_FILE = Preconditions(if_none_match=ANY)
@@ -195,6 +195,21 @@ async def test_if_none_match_any_creates_once(grid: Grid) -> None:
     with pytest.raises(PreconditionFailed, match=r"If-None-Match: \*"):
         await store(grid[3], "f", b"b" * 3000, NO_FILE)
     assert (await grid[5].coordinator.stat("f")).version == first.version
+
+
+async def test_a_create_only_write_racing_undecided_ones_is_not_told_the_file_exists(
+    grid: Grid,
+) -> None:
+    """Each home replica holds a different racer's create-only write, none decided (each a
+    loser to be retracted): the name has no version. A create-only PUT then is told to
+    try again (503), not 412, which says a version exists and which a client does not
+    retry (an attack on real peers: 6 of 406 rounds of seven racers left the name unwritten
+    and some clients told 412)."""
+    for i, replica in enumerate(home(grid, "f")):
+        kept = await replica.manifests.put(bare("f", f"racer-{i}", f"e{i}"), condition=NO_FILE)
+        assert kept.stored
+    with pytest.raises(Unavailable):
+        await store(outside(grid, "f"), "f", b"c" * 3000, NO_FILE)
 
 
 async def test_a_condition_broken_during_the_upload_is_refused_at_the_commit(
