@@ -70,7 +70,9 @@ from node.errors import (
     InvalidRequest,
 )
 from node.model.digests import DIGEST_SIZE, BlockDigests, Buffer
-from node.model.manifest import ChunkMeta
+from node.model.manifest import ChunkMeta, file_id
+from node.model.manifest import chunk_id as chunk_id_of
+from node.model.version import Version
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,6 +196,32 @@ class ChunkStore:
             return await asyncio.to_thread(sidecar_of, path)
         except FileNotFoundError:
             raise ChunkNotFound(f"chunk {chunk_id} is not stored here") from None
+
+    async def salvage_owner(self, chunk_id: str) -> ChunkMeta | None:
+        """The sidecar of a chunk whose sidecar fails its checksum, where it still decodes
+        and names the file version and index the chunk's id is made of
+        (``chunk_id(file_id(name, version), index)``: a 128-bit hash, so those fields are
+        as written); else None. Says whose chunk a damaged one was, for its repair."""
+        try:
+            if self.volumes.find(chunk_id) is not None:
+                meta = await self._on_volume(
+                    chunk_id, lambda fd, at: salvage_sidecar(fd, at.length, _shifted(at.offset))
+                )
+            else:
+                meta = await asyncio.to_thread(
+                    _with_open,
+                    self._path(chunk_id),
+                    lambda fd: salvage_sidecar(fd, os.fstat(fd).st_size),
+                )
+        except OSError:  # (gone meanwhile)
+            return None
+        if meta is None:
+            return None
+        try:
+            proven = chunk_id_of(file_id(meta.name, Version.parse(meta.version)), meta.index)
+        except (ValueError, TypeError):
+            return None
+        return meta if proven == chunk_id else None
 
     async def matches(self, chunk_id: str, meta: ChunkMeta) -> bool:
         """Whether the chunk still holds the ``meta.size`` bytes its sidecar (``meta``)
@@ -828,6 +856,23 @@ def read_sidecar(
     if meta.size != size - TRAILER.size - length:
         raise CorruptData(f"a chunk's sidecar says {meta.size} bytes; its file holds more or less")
     return meta
+
+
+def salvage_sidecar(
+    fd: int, size: int, pread: Callable[[int, int, int], bytes] = os.pread
+) -> ChunkMeta | None:
+    """The sidecar of a chunk file of ``size`` bytes decoded whatever its checksum says
+    (``read_sidecar`` checks it), or None where its trailer or it does not decode."""
+    try:
+        tail = pread(fd, min(size, TAIL_READ), size - min(size, TAIL_READ))
+        length, _ = _trailer(size, tail)
+        if length + TRAILER.size > len(tail):
+            tail = pread(fd, length + TRAILER.size, size - length - TRAILER.size)
+        return ChunkMeta.from_bytes(
+            tail[len(tail) - TRAILER.size - length : len(tail) - TRAILER.size]
+        )
+    except CorruptData:
+        return None
 
 
 def _with_open(path: Path, work: Callable[..., T], *args: Any) -> T:

@@ -119,9 +119,19 @@ class Scrubber:
         try:
             meta = await self._chunks.meta(chunk_id)
         except CorruptData as exc:
-            log.error("chunk %s: unreadable sidecar (%s); removing it", chunk_id, exc)
+            # Whose chunk it was, where the sidecar still says (proven by the chunk's id):
+            # else it is found missing by the anti-entropy pass of its file's primary.
+            owner = await self._chunks.salvage_owner(chunk_id)
+            log.error(
+                "chunk %s: unreadable sidecar (%s); removing it%s",
+                chunk_id,
+                exc,
+                f" for repair (of {owner.name!r})" if owner else " (its file is not known)",
+            )
             self.stats.errors_found += 1
             await self._chunks.delete(chunk_id)
+            if owner is not None:
+                self._repairer.report_chunks(owner.name, {(owner.index, self._membership.me.id)})
             return
         await self._pacer.pace(meta.size)
         intact = await self._chunks.matches(chunk_id, meta)

@@ -28,7 +28,9 @@ from node.errors import (
     InvalidRequest,
 )
 from node.model.digests import block_digest
-from node.model.manifest import ChunkMeta
+from node.model.manifest import ChunkMeta, file_id
+from node.model.manifest import chunk_id as chunk_id_of
+from node.model.version import Version
 from tests.harness.disk import ThreadHops, evict
 from tests.harness.polling import eventually
 
@@ -239,6 +241,40 @@ async def test_a_write_that_would_leave_less_than_the_reserve_free_is_refused(
         monkeypatch.setattr(store.volumes, "remove", no_room)
         with pytest.raises(InsufficientStorage, match="no room to record the removal"):
             await store.delete(CHUNK)  # (was an OSError: a 500 to the peer deleting)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("pack_max", [0, 1 << 20], ids=["file", "packed"])
+async def test_a_damaged_sidecar_still_says_whose_chunk_it_was_when_the_id_proves_it(
+    tmp_path: Path, pack_max: int
+) -> None:
+    """``salvage_owner``: what the scrubber reports for repair. The name, version and index
+    are taken only where the chunk's id is their hash."""
+    store = ChunkStore(tmp_path, pack_max=pack_max)
+    await store.open()
+    try:
+        owner = ChunkMeta("ns/f", "1.0.peer", 2, 4)
+        proper = chunk_id_of(file_id(owner.name, Version.parse(owner.version)), owner.index)
+        for chunk_id in (proper, OTHER):
+            await store.write(chunk_id, stream([b"abcd" * 10]), 40, owner)
+            where = store.volumes.find(chunk_id)
+            if where is None:
+                path, end = store.path(chunk_id), 40 + len((await store.meta(chunk_id)).to_bytes())
+            else:
+                path = store.volumes.volumes.path(where.volume)
+                end = where.offset + 40 + len((await store.meta(chunk_id)).to_bytes())
+            with path.open("r+b") as file:  # the last byte of stored_at: it still decodes
+                file.seek(end - 1)
+                old = file.read(1)
+                file.seek(end - 1)
+                file.write(bytes([old[0] ^ 0x01]))
+            with pytest.raises(CorruptData):
+                await store.meta(chunk_id)
+        salvaged = await store.salvage_owner(proper)
+        assert salvaged is not None
+        assert (salvaged.name, salvaged.version, salvaged.index) == ("ns/f", "1.0.peer", 2)
+        assert await store.salvage_owner(OTHER) is None  # its id is not that owner's
     finally:
         await store.close()
 
