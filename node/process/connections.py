@@ -471,8 +471,10 @@ class PeerServer(web.Server):
         if refused is not None:
             return refused
         routed = request
-        if not request.raw_path.startswith("/") and request.url.is_absolute():
-            routed = request.clone(rel_url=URL(request.raw_path, encoded=True).relative())
+        if not request.raw_path.startswith("/"):  # (asterisk form, "*", is routed as it is)
+            target = URL(request.raw_path, encoded=True)
+            if target.is_absolute():
+                routed = request.clone(rel_url=target.relative())
         try:
             response = await self._app_handler(routed)
         except web.HTTPException as exc:  # raised outside the middlewares (none known)

@@ -284,6 +284,7 @@ MALFORMED = [
     ),
     pytest.param(raw_request("GET", "/health", {"Expect": ECHO}), 417, id="unknown Expect"),
     pytest.param(raw_request("GET", "/nowhere/" + ECHO), 404, id="no such route"),
+    pytest.param(raw_request("OPTIONS", "*"), 404, id="asterisk form"),
     pytest.param(raw_request("DELETE", "/health"), 405, id="wrong method"),
 ]
 
