@@ -494,9 +494,10 @@ def copy_source_conditions(request: web.Request) -> Preconditions:
 
 
 def _copy_source(header: str) -> tuple[str, str]:
-    """``(bucket, name)`` of an ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded)."""
+    """``(bucket, name)`` of an ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded;
+    ``?versionId=null`` names the one version an unversioned bucket keeps, as elsewhere)."""
     path, _, query = header.partition("?")
-    if query:
+    if query and query != "versionId=null":
         raise S3Error("NotImplemented", "copying a version (?versionId=) is not served")
     raw_bucket, _, key = path.lstrip("/").partition("/")
     if not raw_bucket or not key:

@@ -730,6 +730,13 @@ async def test_copy_object_within_and_across_buckets(
     assert (head["ContentType"], head["Metadata"]) == ("text/x-orig", {"kept": "yes"})
     got = await s3(admin[4].get_object, Bucket=target, Key="dir/copy")
     assert await s3(got["Body"].read) == data
+    null = {**origin, "VersionId": "null"}  # the one version of an unversioned bucket
+    await s3(admin[1].copy_object, Bucket=target, Key="dir/null", CopySource=null)
+    got = await s3(admin[2].get_object, Bucket=target, Key="dir/null")
+    assert await s3(got["Body"].read) == data
+    versioned = {**origin, "VersionId": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"}
+    code = await refused(admin[3].copy_object, Bucket=target, Key="x", CopySource=versioned)
+    assert code == ("NotImplemented", 501)
     await s3(
         admin[5].copy_object,
         Bucket=source,
