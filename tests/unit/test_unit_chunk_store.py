@@ -245,6 +245,67 @@ async def test_a_write_that_would_leave_less_than_the_reserve_free_is_refused(
         await store.close()
 
 
+async def test_the_reserve_counts_each_byte_once_and_every_write_that_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free bytes as a disk counts them (what the files under the store take): a chunked
+    write's bytes on disk are not counted again (it was refused at half the room), and a
+    write that ended is seen at once, not a cached figure later (writes ended within it
+    were missed: at GB/s, more than the whole reserve)."""
+    monkeypatch.setattr(chunk_store, "FREE_TTL", 3600.0)  # only an ended write refreshes it
+    base, reserve = 40 << 20, 1 << 20
+
+    def free() -> int:
+        return base - sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+
+    store = ChunkStore(tmp_path, reserve_bytes=reserve, free_bytes=free)
+    await store.open()
+    try:
+        owner = ChunkMeta("some/file", "1.0.peer", 0, 1 << 16)
+        big = 24 << 20  # chunked: 16 MiB of room is left after it, 24 taken as it goes
+        await store.write(CHUNK, stream([b"x" * (1 << 20)] * 24), None, owner)
+        assert (await store.meta(CHUNK)).size == big
+        left = free() - reserve  # now: a known-size write of more is refused
+        with pytest.raises(InsufficientStorage, match="kept free"):
+            await store.write(OTHER, stream([b"y" * (left + 1)]), left + 1, owner)
+        half = left // 2
+        await store.write(OTHER, stream([b"y" * half]), half, owner)
+        with pytest.raises(InsufficientStorage, match="kept free"):  # seen once it ended
+            await store.write(f"{FILE}-2", stream([b"z" * (half + 4096)]), half + 4096, owner)
+    finally:
+        await store.close()
+
+
+async def test_a_write_over_a_packed_copy_the_disk_has_no_room_to_remove_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packed copy's removal needs room for its record: where there is none, the new
+    copy (a file) is stored all the same and both are known, so a delete removes both (the
+    write failed as 507 after its commit, and a delete then left the file)."""
+    store = ChunkStore(tmp_path, pack_max=1 << 20)
+    await store.open()
+    try:
+        await write(store, CHUNK, stream([b"a" * 100]), 100)
+        assert store.volumes.find(CHUNK) is not None
+
+        async def no_room(chunk_id: str) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store.volumes, "remove", no_room)
+            # The same chunk again (a repair), of unknown size: a file.
+            await write(store, CHUNK, stream([b"a" * 100]), None)
+            assert store.path(CHUNK).exists()
+            assert await data(store, CHUNK) == b"a" * 100
+            with pytest.raises(InsufficientStorage, match="no room to record the removal"):
+                await store.delete(CHUNK)  # (was an OSError: a 500 to the peer deleting)
+        assert await store.delete(CHUNK)
+        assert await store.chunk_ids() == []
+        assert files_under(tmp_path / CHUNKS_DIR) == []
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("pack_max", [0, 1 << 20], ids=["file", "packed"])
 async def test_a_damaged_sidecar_still_says_whose_chunk_it_was_when_the_id_proves_it(
     tmp_path: Path, pack_max: int
