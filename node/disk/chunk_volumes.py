@@ -29,11 +29,13 @@ created (header, fsync, fsync of the directory). So only the newest volume lacks
 
 **Recovery.** At open, a sealed volume's index is read (no byte of its chunks), the newest
 volume (or one whose index is missing or fails its checksum) is scanned and checked record
-by record. A crash can only tear the tail of the newest volume (never acknowledged): it is
-cut back to the last whole record. Damage met anywhere else ends that volume's scan with an
-error logged: the chunks after it are missing here, and repair rebuilds them from parity,
-as for any chunk a peer lost. A chunk's bytes are checked by their block digests wherever
-they are read (readers, the scrubber), not by the frame.
+by record. A crash can only tear the tail of the newest volume (never acknowledged), at
+most one group commit (``MAX_TORN``): it is cut back to the last whole record. Damage met
+anywhere else, or a "tail" longer than that, is skipped with an error logged: the chunks
+there are missing here, and repair rebuilds them from parity, as for any chunk a peer
+lost. A damaged byte of the salt is found from the first record (``volume_salt``). A
+chunk's bytes are checked by their block digests wherever they are read (readers, the
+scrubber), not by the frame.
 
 **Compaction.** Each volume counts its live bytes. A sealed volume at least half dead (and
 ``COMPACT_MIN`` of it) has its live chunks appended again through the same group commit,
@@ -85,7 +87,7 @@ MAX_BODY = HEAD.size + 2 * PACK_MAX  # the longest record body (image: chunk, si
 VOLUME_NAME = re.compile(r"^(\d{12})\.vol$")
 SCAN = 1 << 20  # bytes read at once when scanning a volume
 IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024  # per pwritev
-BATCH_BYTES = 8 << 20  # at most this much of images per group commit (one may exceed it)
+BATCH_BYTES = 8 << 20  # at most this many bytes written per group commit (one record may exceed)
 MAX_TORN = BATCH_BYTES + FRAME.size + MAX_BODY  # the most one group commit writes
 
 KEEP = 0
@@ -531,7 +533,7 @@ def volume_salt(fd: int, size: int) -> int | None:
             candidate = salt & ~(0xFF << shift) | value << shift
             seed = _seed(candidate, HEADER, length)
             if candidate != salt and xxhash.xxh3_64_intdigest(body, seed=seed) == check:
-                log.error("chunk volume: a damaged byte of its salt found and put right")
+                log.error("chunk volume: a damaged byte of its salt found (the first record's)")
                 return candidate
     return salt
 
@@ -671,9 +673,10 @@ class ChunkVolumes:
             while self._queue:
                 size, count = 0, 0
                 for record, _ in self._queue:  # bounded batches, as the manifest log's
-                    if count and size + record.length > BATCH_BYTES:
+                    written = FRAME.size + HEAD.size + record.length  # (a removal: no image)
+                    if count and size + written > BATCH_BYTES:
                         break
-                    size, count = size + record.length, count + 1
+                    size, count = size + written, count + 1
                 batch, self._queue = self._queue[:count], self._queue[count:]
                 try:
                     number, entries, files = await self._thread.run(

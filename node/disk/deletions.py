@@ -16,7 +16,8 @@ pending, so it stays as long as the deletions still to do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -72,7 +73,8 @@ class DeletionLog:
             data = self._path.read_bytes()
         except FileNotFoundError:
             data = b""
-        for record in _records(data, self._path):
+        records, whole = _records(data, self._path)
+        for record in records:
             if isinstance(record, Added):
                 chunks = frozenset((holder, chunk) for holder, chunk in record.chunks)
                 self._pending[record.id] = PendingDeletion(
@@ -87,6 +89,8 @@ class DeletionLog:
             )
         except OSError as exc:  # a full disk: appended to as it is (it only saves space)
             log.warning("cannot compact %s (kept as it is): %s", self._path, exc)
+            if whole < len(data):  # a torn last record: records after it would be lost
+                os.truncate(self._path, whole)  # (needs no room)
         self._file = open(self._path, "ab")  # noqa: SIM115 (kept open until close())
         return sorted(self._pending.values(), key=lambda entry: entry.due)
 
@@ -138,12 +142,19 @@ def _encode_add(entry: PendingDeletion) -> bytes:
     return msgspec.msgpack.encode(Added(entry.id, entry.name, entry.due, chunks))
 
 
-def _records(data: bytes, path: Path) -> Iterator[Added | Done]:
-    """The records of a log, up to the first that cannot be read (a torn last one)."""
+def _records(data: bytes, path: Path) -> tuple[list[Added | Done], int]:
+    """The records of a log, up to the first that cannot be read (a torn last one), and
+    where the last of them ends."""
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data)
+    records: list[Added | Done] = []
+    whole = 0
     try:
         for raw in unpacker:
-            yield msgspec.convert(raw, Added | Done)
+            records.append(msgspec.convert(raw, Added | Done))
+            whole = unpacker.tell()
     except (msgpack.UnpackException, ValueError, msgspec.ValidationError) as exc:
         log.warning("%s: reading stopped at a damaged record (%s); the rest is dropped", path, exc)
+    if whole < len(data):
+        log.warning("%s: %d bytes after its last whole record dropped", path, len(data) - whole)
+    return records, whole

@@ -108,11 +108,13 @@ class Header:
     @classmethod
     def read(cls, fd: int) -> Header | None:
         """The header at the start of ``fd``; None when it is missing, cut short or damaged
-        in both copies of its salt."""
+        in both copies of its salt. A copy checks out whatever its magic bytes say (the
+        check is of the format's magic, not the bytes read), so one damaged byte there
+        loses nothing."""
         data = os.pread(fd, HEADER_SIZE, 0)
         if data[: len(SEGMENT_MAGIC_1)] == SEGMENT_MAGIC_1:
             return cls(None, len(SEGMENT_MAGIC_1))
-        if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC or len(data) < HEADER_SIZE:
+        if len(data) < HEADER_SIZE:
             return None
         for at in (len(SEGMENT_MAGIC), len(SEGMENT_MAGIC) + SALT_COPY.size):
             salt, check = SALT_COPY.unpack_from(data, at)
@@ -389,9 +391,12 @@ class ManifestLog:
             fd = open_noatime(path, os.O_RDWR if newest else os.O_RDONLY)[0]
             self._fds[number] = fd
             header = Header.read(fd)
-            if header is None and newest and os.fstat(fd).st_size < HEADER_SIZE:
-                log.warning("manifest log segment %s was torn at creation: reset", path)
-                header = Header.new()  # (it took no record before its header was synced)
+            size = os.fstat(fd).st_size
+            torn = header is None and size < HEADER_SIZE  # (no record before its header)
+            if newest and (torn or (header == FORMAT_1 and size == FORMAT_1.size)):
+                if torn:  # (an empty one of format 1 is made format 2: appended to next)
+                    log.warning("manifest log segment %s was torn at creation: reset", path)
+                header = Header.new()
                 os.ftruncate(fd, 0)
                 self._io.write(fd, header.to_bytes(), 0)
                 self._sync(fd, metadata=True)
@@ -518,10 +523,11 @@ class ManifestLog:
         if self._failed is not None:
             raise OSError(self._failed.errno, f"manifest log unusable: {self._failed}")
         total = sum(map(len, frames))
-        full = self._size + total > self.segment_bytes
-        header = self._headers.get(self.active, FORMAT_1)
-        roll = roll or header.salt is None
-        if self._size > header.size and (full or (roll and self._may_roll())):
+        header = self._headers.get(self.active)
+        # A segment whose header is damaged takes no record: none would read back.
+        full = self._size + total > self.segment_bytes or header is None
+        roll = roll or (header is not None and header.salt is None)
+        if header is None or (self._size > header.size and (full or (roll and self._may_roll()))):
             try:
                 self._create(self.active + 1)
             except OSError as exc:
@@ -532,7 +538,7 @@ class ManifestLog:
                 self._roll_after = time.monotonic() + ROLL_RETRY
                 log.warning("manifest log segment %d kept open: %s", self.active, exc)
         fd, offset = self._fds[self.active], self._size
-        salt = self._headers.get(self.active, FORMAT_1).salt
+        salt = self._headers[self.active].salt
         try:
             self._io.write(fd, b"".join(_sealed(data, salt) for data in frames), offset)
         except OSError:

@@ -65,6 +65,15 @@ def test_a_full_disk_leaves_the_journal_uncompacted_and_the_peer_starting(
     assert [p.name for p in again.open()] == ["ns/b"]
     again.close()
     assert (tmp_path / LOG_FILE).read_bytes() == before
+    # A torn last record (what a full disk's short write leaves): cut off, not written
+    # after, where compaction cannot drop it (records after it were lost at the next open).
+    (tmp_path / LOG_FILE).write_bytes(before + b"\x93\x01")
+    third = DeletionLog(tmp_path)
+    third.open()
+    third.add("ns/new", [("peer-1", "c3")], due=3.0)
+    third.close()
+    monkeypatch.undo()
+    assert [p.name for p in reopened(tmp_path)] == ["ns/b", "ns/new"]
 
 
 def reopened(data_dir: Path) -> list[PendingDeletion]:

@@ -406,12 +406,13 @@ async def test_a_frame_inside_a_payload_is_never_taken_for_a_record(tmp_path: Pa
         await again.close()
 
 
-async def test_a_damaged_copy_of_the_salt_leaves_the_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("at", [10, 2], ids=["a copy of the salt", "the magic"])
+async def test_a_damaged_byte_of_the_header_loses_nothing(tmp_path: Path, at: int) -> None:
     store = await opened(tmp_path)
     await store.put(manifest("a"))
     await store.close()
     [segment] = segments(tmp_path)
-    flip_byte(segment, 10)  # the first copy of the salt
+    flip_byte(segment, at)
     again = await opened(tmp_path)
     assert await again.get("a") == manifest("a")
     await again.close()
@@ -439,6 +440,22 @@ async def test_a_segment_with_both_salts_damaged_is_kept_and_not_appended_to(
     third = await opened(tmp_path)
     assert await third.get("b") == manifest("b")
     await third.close()
+
+
+async def test_an_empty_segment_of_the_release_before_is_made_salted(tmp_path: Path) -> None:
+    """A peer of the release before that held no manifests: its only segment is a header
+    of format 1, and records appended to it would be unsalted."""
+    log_dir = tmp_path / "manifests" / "log"
+    log_dir.mkdir(parents=True)
+    (log_dir / f"{1:012d}.log").write_bytes(SEGMENT_MAGIC_1)
+    store = await opened(tmp_path)
+    await store.put(manifest("a"))
+    await store.close()
+    [segment] = segments(tmp_path)
+    assert segment.read_bytes().startswith(SEGMENT_MAGIC)
+    again = await opened(tmp_path)
+    assert await again.get("a") == manifest("a")
+    await again.close()
 
 
 async def test_a_segment_of_the_release_before_is_read_and_no_longer_appended_to(
