@@ -16,6 +16,9 @@ a read; of asyncio it sets
 a socket transport's ``max_size`` (bytes one receive takes). The tests in
 ``tests/node/test_limits_connections.py`` hold every behaviour below to real sockets.
 
+* **Requests as served.** ``PeerServer`` wraps its request factory (``web.Server``'s
+  public ``request_factory``: ``_served``): a target in absolute form is served as its
+  path, and an HTTP version other than 1.0 and 1.1 answered 505 in HTTP/1.1.
 * **Errors in a body.** A body found malformed while its handler reads it (a bad chunk
   size) fails that read: 400, and the connection closes.
 * **Errors before the app.** A malformed request line or header, a bad Transfer-Encoding, a
@@ -54,7 +57,8 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
 
-from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp import HttpVersion, HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import (
     BadHttpMessage,
     BadHttpMethod,
@@ -65,6 +69,8 @@ from aiohttp.http_exceptions import (
     LineTooLong,
     TransferEncodingError,
 )
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 from yarl import URL
@@ -85,6 +91,7 @@ MAX_HEADER_LINE = 8190  # bytes of one header, name and value (431 past it; aioh
 MAX_HEADERS = 100  # headers of one request (431 past it)
 MAX_HEAD = 64 << 10  # bytes of a whole request head (431 past it)
 SERVED_VERSIONS = (HttpVersion10, HttpVersion11)
+ASKED_VERSION = web.RequestKey("asked_version", HttpVersion)  # one not served (505)
 LINGER = 2.0  # seconds a connection cut off with an answer stays open, taking nothing in
 # seconds a stopping peer gives the requests under way on each of its ports before it cuts
 # them (its files port and its S3 port alike; clients retry a cut request)
@@ -376,6 +383,7 @@ class PeerServer(web.Server):
         **kwargs: Any,
     ) -> None:
         super().__init__(self._screened, loop=loop, **kwargs)
+        self.request_factory = _served(self.request_factory)
         self._app_handler = handler
         self._config = config
         self._event_loop = loop
@@ -433,8 +441,8 @@ class PeerServer(web.Server):
     def _refusal(self, request: BaseRequest) -> web.Response | None:
         """The answer to a request refused before routing, or None: an unknown Expect
         (aiohttp answers it in plain text before any middleware runs: 417), an HTTP version
-        other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: aiohttp answers
-        in the request's version, so its message is replaced), a transfer coding other
+        other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: ``_served``), a
+        transfer coding other
         than chunked (aiohttp takes codings that end in chunked and undoes chunked only,
         so what it stored would still be coded: RFC 9112 section 6.1, 501). The last two
         close the connection (their body is not read)."""
@@ -444,9 +452,8 @@ class PeerServer(web.Server):
             return error_response(
                 417, "expectation_failed", "the only Expect served is 100-continue"
             )
-        if request.version not in SERVED_VERSIONS:
+        if request.get(ASKED_VERSION) is not None:
             self.malformed.note("refused requests of an HTTP version other than 1.0 and 1.1")
-            request._message = request._message._replace(version=HttpVersion11)
             refused = error_response(
                 505, "http_version_not_supported", "this peer speaks HTTP/1.1 and HTTP/1.0"
             )
@@ -463,34 +470,59 @@ class PeerServer(web.Server):
         return refused
 
     async def _screened(self, request: BaseRequest) -> web.StreamResponse:
-        """The app's handler, behind what must be decided before routing (``_refusal``). A
-        request target in absolute form (``GET http://host/files/x``: RFC 9112 section
-        3.2.2, which a server must accept) is routed by its path and query, as the handlers
-        read names from the raw target."""
+        """The app's handler, behind what must be decided before routing (``_refusal``)."""
         refused = self._refusal(request)
         if refused is not None:
             return refused
-        routed = request
-        if not request.raw_path.startswith("/"):  # (asterisk form, "*", is routed as it is)
-            target = URL(request.raw_path, encoded=True)
-            if target.is_absolute():
-                routed = request.clone(rel_url=target.relative())
         try:
-            response = await self._app_handler(routed)
+            response = await self._app_handler(request)
         except web.HTTPException as exc:  # raised outside the middlewares (none known)
             if exc.status < 400:
                 raise
             response = http_error_response(exc)
-        if routed.body_exists and expects_continue(routed) and not routed.get(CONTINUED):
+        if request.body_exists and expects_continue(request) and not request.get(CONTINUED):
             # Answered before its body was asked for: the client may send it now or never
             # (RFC 9110 section 10.1.1). Reading on for it (aiohttp's "lingering") would
             # take the client's next request on this connection as body bytes: close.
             response.force_close()
             if isinstance(request.protocol, PeerConnection):
                 request.protocol.close_after_answer()
-        if routed.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
+        if request.get(NONCE) is not None and isinstance(request.protocol, PeerConnection):
             request.protocol.member = True
         return response
+
+
+def _served(make: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
+    """A request factory (``web.Server``'s) that makes requests of messages as this peer
+    serves them, before any request object exists (handlers, middlewares, the answer's
+    hooks and the access log then see one request): a request target in absolute form
+    (``GET http://host/files/x``: RFC 9112 section 3.2.2, which a server must accept) as
+    its path and query, since handlers read names from the raw target (``http://`` was
+    taken for ``/files/``); an HTTP version other than 1.0 and 1.1 as 1.1, the version
+    asked kept as ``ASKED_VERSION`` for ``_refusal`` (aiohttp answers in the request's
+    version: "HTTP/2.0 505")."""
+
+    def served(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> BaseRequest:
+        asked = None
+        if message.version not in SERVED_VERSIONS:
+            asked, message = message.version, message._replace(version=HttpVersion11)
+        if not message.path.startswith("/"):  # (asterisk form, "*", is served as it is)
+            target = URL(message.path, encoded=True)
+            if target.is_absolute():
+                relative = target.relative()
+                message = message._replace(path=str(relative), url=relative)
+        request = make(message, payload, protocol, writer, task)
+        if asked is not None:
+            request[ASKED_VERSION] = asked
+        return request
+
+    return served
 
 
 def unbindable(exc: OSError, shared: bool = False) -> str:

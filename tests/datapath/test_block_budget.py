@@ -264,7 +264,8 @@ async def test_a_chunk_request_is_made_when_its_first_block_is_there() -> None:
     writer = ChunkWriter(
         cast(Peers, holder), "h", "c-0", ChunkMeta("f", "1", 0, BLOCK), None, buffers, 5
     )
-    await asyncio.sleep(0.2)  # a slow client: no stripe yet
+    for _ in range(3):  # turns of the loop for the writer's task (a slow client's stripe)
+        await asyncio.sleep(0)
     assert made == []
     queued = time.monotonic()
     await writer.send(b"x" * BLOCK)
