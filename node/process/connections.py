@@ -271,7 +271,7 @@ class PeerConnection(RequestHandler):
         error = self._messages[-1][0]
         if isinstance(error, _ErrInfo) and not request.content.is_eof():
             self._messages.pop()
-            request.content.set_exception(BadHttpMessage(error.message))
+            request.content.set_exception(BadHttpMessage("a malformed body (its framing)"))
             self.close_after_answer()
 
     def _process_keepalive(self) -> None:

@@ -321,10 +321,11 @@ async def test_a_body_found_malformed_while_it_is_read_is_answered_400_at_once(
     async with await RawClient.connect(peer) as client:
         await client.send(head + b"5\r\nuser=\r\n")
         await eventually(lambda: peer.server.waiting_connections == 0, what="the request read")
-        await client.send(b"zz\r\n")
+        await client.send(b"zz" + ECHO.encode() + b"\r\n")
         status, headers, body = await client.answer()
         assert status == 400, body
         assert json_error(headers, body)["code"] == "incomplete_body"
+        assert ECHO not in body.decode()  # (the parser's message quotes the input)
         assert await client.closed_by_peer(MARGIN) == b""
     assert not errors_logged()
 
