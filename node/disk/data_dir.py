@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 PEER_ID_FILE = "peer-id"
 LOCK_FILE = "lock"
 IDENTITY_FILE = "cluster-secret.json"
+RETIRED_FILE = "retired-secrets.json"  # key ids a rotation retired (node.process.identity)
 MEMBERS_FILE = "members.msgpack"
 CREDENTIALS_FILE = "credentials"
 PENDING_KEY_FILE = "admin-key.pending"

@@ -9,9 +9,10 @@ given                  data directory holds        then
 token or secret file   nothing                     join that cluster; keep its identity
 token                  an identity of its cluster  the stored one (a token is needed only once)
 secret file            an identity of its cluster  take the file's secrets if they include the
-                                                   stored signing secret (a rotation step), else
-                                                   refuse (an old file would revive a retired
-                                                   secret)
+                                                   stored signing secret, none it dropped and
+                                                   not one it stopped signing with to sign (a
+                                                   rotation step: ``Retired``), else refuse (an
+                                                   old file would revive a retired secret)
 token or secret file   another cluster             refuse to start (a data dir has one cluster)
 nothing                an identity                 the cluster it holds
 nothing                nothing, never a peer       a new cluster of one, unless --join is given
@@ -35,6 +36,7 @@ from node.disk.data_dir import (
     CREDENTIALS_FILE,
     MEMBERS_FILE,
     PENDING_KEY_FILE,
+    RETIRED_FILE,
     is_fresh,
     load_identity,
     save_credentials,
@@ -87,6 +89,40 @@ def _given(config: PeerConfig) -> tuple[ClusterIdentity | None, list[str], str]:
     return None, [], ""
 
 
+class Retired(msgspec.Struct, frozen=True):
+    """Key ids (never secrets) of the secrets a data directory's rotations retired:
+    ``dropped`` (no longer accepted) and ``demoted`` (no longer signing), kept in
+    ``RETIRED_FILE`` so that an older secret file cannot bring them back: the stored
+    signing secret alone did not tell (an attack restarted a peer with the step-1 file after
+    step 3; it signed with the dropped secret again and admitted a peer with a token from
+    before the rotation, a member for good)."""
+
+    dropped: frozenset[str] = frozenset()
+    demoted: frozenset[str] = frozenset()
+
+    def after(self, stored: ClusterIdentity, given: ClusterIdentity) -> Retired:
+        """What is retired once ``given`` replaces ``stored``."""
+        dropped = self.dropped | (set(stored.by_key_id) - set(given.by_key_id))
+        demoted = set(self.demoted)
+        if given.signing_secret != stored.signing_secret:
+            demoted.add(key_id(stored.signing_secret))
+        return Retired(frozenset(dropped), frozenset(demoted))
+
+
+def _load_retired(data_dir: Path) -> Retired:
+    try:
+        return msgspec.json.decode((data_dir / RETIRED_FILE).read_bytes(), type=Retired)
+    except FileNotFoundError:
+        return Retired()
+    except (OSError, msgspec.DecodeError) as exc:  # (refusing would need the operator)
+        log.error("%s is unreadable (%s): taken as empty", data_dir / RETIRED_FILE, exc)
+        return Retired()
+
+
+def _save_retired(data_dir: Path, retired: Retired) -> None:
+    write_atomically(data_dir / RETIRED_FILE, msgspec.json.encode(retired))
+
+
 def cluster_identity(config: PeerConfig) -> tuple[ClusterIdentity, list[str]]:
     """This peer's cluster identity and the seeds its token names (blocking: file I/O).
 
@@ -124,6 +160,19 @@ def cluster_identity(config: PeerConfig) -> tuple[ClusterIdentity, list[str]]:
                 f"{key_id(stored.signing_secret)}): an old secret file would bring back a "
                 "retired secret. Rotate in the steps of docs/security.md"
             )
+        retired = _load_retired(data_dir)
+        if back := [kid for kid in given.by_key_id if kid in retired.dropped]:
+            raise StartRefused(
+                f"{source} holds secrets {data_dir} dropped in a rotation (keys "
+                f"{', '.join(back)}): an old secret file would bring them back. Rotate in the "
+                "steps of docs/security.md"
+            )
+        if (signing := key_id(given.signing_secret)) in retired.demoted:
+            raise StartRefused(
+                f"{source} signs with a secret {data_dir} stopped signing with (key "
+                f"{signing}): an old secret file. Rotate in the steps of docs/security.md"
+            )
+        _save_retired(data_dir, retired.after(stored, given))
         save_identity(data_dir, given)
         log.info("new secrets for cluster %s (from %s): %r", given.cluster_id, source, given)
         return given, seeds
