@@ -74,6 +74,7 @@ class Gossip:
         urls = [check_member_url(s.rstrip("/")) for s in seeds]
         self._seeds = [url for url in urls if url != me]
         self._found: dict[str, int] = {}  # address found by mDNS -> failed exchanges so far
+        self._seed_failures: dict[str, int] = {}  # seed -> failed exchanges in a row
         self._figures = figures  # this peer's own storage figures, read at every message
         self._interval = interval
         self._down_after = down_after
@@ -234,11 +235,34 @@ class Gossip:
             await self._peers.exchange(url, member_id, message, timeout, merge)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
+            if member_id is None and url in self._seeds:
+                self._seed_failed(url, exc)
             if url in self._found:
                 self._found[url] += 1
                 if self._found[url] >= FOUND_TRIES:
                     del self._found[url]
                     log.info("mDNS address %s did not answer as a member; dropped", url)
+        else:
+            self._seed_failures.pop(url, None)
+
+    def _seed_failed(self, url: str, exc: PeerUnavailable) -> None:
+        """Drop a seed (``--join``, a token's address) that failed ``FOUND_TRIES`` exchanges
+        in a row once this peer knows another member: a seed that is not a member's address
+        (another cluster's peer, a typo) was introduced to every round for good, and the
+        peer there logged a refusal a second (an attack). Before then it is all there is
+        to join through, and is kept."""
+        failures = self._seed_failures[url] = self._seed_failures.get(url, 0) + 1
+        joined = len(self._membership.members()) > 1
+        if failures >= FOUND_TRIES and joined:
+            self._seeds.remove(url)
+            del self._seed_failures[url]
+            log.warning(
+                "join address %s did not answer as a member of this cluster %d times in a "
+                "row: no longer tried (%s)",
+                url,
+                failures,
+                exc,
+            )
 
     async def round(self) -> None:
         """Beat, exchange gossip with ``fanout(N)`` members picked at random (every member

@@ -432,6 +432,36 @@ async def test_a_non_member_cannot_answer_in_a_members_place(
     assert len(answers) == 4
 
 
+async def test_a_join_address_that_is_no_member_is_dropped_once_the_peer_has_joined(
+    five: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `--join` seed of another cluster (or a typo) was introduced to every gossip round
+    for good, and its peer logged a refusal a second (an attack)."""
+    heard: list[GossipMessage] = []
+
+    async def stranger(request: web.Request) -> web.StreamResponse:
+        heard.append(msgspec.msgpack.decode(await request.read(), type=GossipMessage))
+        raise web.HTTPUnauthorized
+
+    app = web.Application()
+    app.router.add_post("/internal/gossip", stranger)
+    served = Served()
+    await served.serve(app)
+    try:
+        wrong = f"http://127.0.0.1:{served.port}"
+        joiner = await five.add_peer(join=(five[0].url, wrong))
+        await eventually(lambda: "seeds=1" in repr(joiner.gossip), what="the wrong one dropped")
+        tried = len(heard)
+        assert tried >= FOUND_TRIES
+        for _ in range(3):
+            await joiner.gossip.round()
+        assert len(heard) == tried
+        assert "did not answer as a member of this cluster" in caplog.text
+        await eventually(lambda: joiner.id in five[0].membership.up_ids(), what="it joined")
+    finally:
+        await served.stop()
+
+
 async def test_an_address_found_by_mdns_hears_only_an_introduction_and_is_dropped(
     five: LocalCluster,
 ) -> None:
