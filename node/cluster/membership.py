@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ from node.waiting import wait_event
 from ring import Member, Ring
 
 log = logging.getLogger(__name__)
+
+# Seconds within which a member heard back at an address it left is two processes (and
+# the least between two errors saying so, per member).
+TWICE_WITHIN = 60.0
 
 FULL_FILL = 0.98  # a member past this fill of its --max-bytes or its disk takes no new chunks
 FILL_SLACK = 0.01  # a member this far past the cluster's fill takes no new chunks either
@@ -153,6 +158,8 @@ class Membership:
         self._learned = asyncio.Event()  # set whenever a member is learned
         self._history: collections.deque[Placement] = collections.deque(maxlen=HISTORY)
         self._digest: str | None = None  # of the member list, while it is unchanged
+        self._left: dict[str, tuple[str, float]] = {}  # member -> address it left, when
+        self._twice_warned: dict[str, float] = {}  # member -> when two addresses were said
         self.settled_ring = ""  # this peer's own: see PeerFigures.settled_ring
 
     def __repr__(self) -> str:
@@ -402,11 +409,40 @@ class Membership:
         self._ring_stale = False
 
     def learn(self, member: Member) -> None:
-        """Take a member's own record (from its gossip or its mDNS announcement)."""
-        if member.id != self.me.id and self._members.get(member.id) != member:
-            self._members.pop(member.id, None)  # its own record beats hearsay
-            self._digest = None
-            self.merge([member])
+        """Take a member's own record (from its gossip or its mDNS announcement). A member
+        heard at two addresses in turn, or this peer's own id at another address, is two
+        processes of one data directory (a copy): said at ERROR, at most once a minute."""
+        if member.id == self.me.id:
+            if member.url != self.me.url:
+                self._two_addresses(member.id, self.me.url, member.url)
+            return
+        known = self._members.get(member.id)
+        if known == member:
+            return
+        if known is not None and known.url != member.url:
+            now, left = time.monotonic(), self._left.get(member.id)
+            if left is not None and left[0] == member.url and now - left[1] < TWICE_WITHIN:
+                self._two_addresses(member.id, known.url, member.url)
+            self._left[member.id] = (known.url, now)
+        self._members.pop(member.id, None)  # its own record beats hearsay
+        self._digest = None
+        self.merge([member])
+
+    def _two_addresses(self, member_id: str, one: str, other: str) -> None:
+        """Say that ``member_id`` is served at ``one`` and ``other`` at once (rate-limited:
+        an attack's copy made peers log 213 lines of the member's moves in 17 s)."""
+        now = time.monotonic()
+        if now - self._twice_warned.get(member_id, -math.inf) < TWICE_WITHIN:
+            return
+        self._twice_warned[member_id] = now
+        who = "this peer" if member_id == self.me.id else f"member {member_id}"
+        log.error(
+            "%s is served at %s and at %s: two processes with one data directory (a copy)? "
+            "Stop one: chunks each takes are missing from the other, and are lost with it",
+            who,
+            one,
+            other,
+        )
 
     def merge(self, members: Iterable[Member]) -> bool:
         """Add members not yet known (hearsay never changes a known member)."""

@@ -81,3 +81,24 @@ def test_packing_waits_until_every_member_says_it_reads_packs(tmp_path: Path) ->
     assert membership.all_read_packs()
     membership.hear("c", PeerFigures())  # gone back to a release before packs
     assert not membership.all_read_packs()
+
+
+def test_a_member_heard_at_two_addresses_in_turn_is_said_to_be_two_processes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copied data directory run beside its original: both gossip as one member, and
+    chunks each takes are missing from the other. An attack ran one: nothing said so, the
+    member's address flipped at every round (213 INFO lines in 17 s)."""
+    membership = Membership(Member("a", "http://a:1"), tmp_path, vnodes=8, replicas=3)
+    membership.learn(Member("b", "http://b:1"))
+    membership.learn(Member("b", "http://b:2"))  # moved once (restarted elsewhere): fine
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    for _ in range(20):  # and back, again and again
+        membership.learn(Member("b", "http://b:1"))
+        membership.learn(Member("b", "http://b:2"))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors  # at most once a minute
+    assert "member b is served at http://b:2 and at http://b:1" in errors[0]
+    membership.learn(Member("a", "http://a:9"))  # this peer's own id, elsewhere
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[-1].startswith("this peer is served at http://a:1 and at http://a:9")
