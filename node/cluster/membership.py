@@ -411,7 +411,8 @@ class Membership:
     def learn(self, member: Member) -> None:
         """Take a member's own record (from its gossip or its mDNS announcement). A member
         heard at two addresses in turn, or this peer's own id at another address, is two
-        processes of one data directory (a copy): said at ERROR, at most once a minute."""
+        processes of one data directory (a copy): said at WARNING, at most once a minute
+        (not ERROR: a member's gossip says it, and what a member sends never makes one)."""
         if member.id == self.me.id:
             if member.url != self.me.url:
                 self._two_addresses(member.id, self.me.url, member.url)
@@ -436,7 +437,7 @@ class Membership:
             return
         self._twice_warned[member_id] = now
         who = "this peer" if member_id == self.me.id else f"member {member_id}"
-        log.error(
+        log.warning(
             "%s is served at %s and at %s: two processes with one data directory (a copy)? "
             "Stop one: chunks each takes are missing from the other, and are lost with it",
             who,

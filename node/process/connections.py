@@ -73,7 +73,6 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
-from yarl import URL
 
 from node.api.access_log import RequestLog
 from node.api.errors import error_response, http_error_response, raw_error_response
@@ -442,10 +441,9 @@ class PeerServer(web.Server):
         """The answer to a request refused before routing, or None: an unknown Expect
         (aiohttp answers it in plain text before any middleware runs: 417), an HTTP version
         other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: ``_served``), a
-        transfer coding other
-        than chunked (aiohttp takes codings that end in chunked and undoes chunked only,
-        so what it stored would still be coded: RFC 9112 section 6.1, 501). The last two
-        close the connection (their body is not read)."""
+        transfer coding other than chunked (aiohttp takes codings that end in chunked and
+        undoes chunked only, so what it stored would still be coded: RFC 9112 section 6.1,
+        501). The last two close the connection (their body is not read)."""
         expect = request.headers.get(hdrs.EXPECT, "")
         if expect and expect.strip().lower() != "100-continue":
             self.malformed.note("refused requests with an unknown Expect")
@@ -512,11 +510,9 @@ def _served(make: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
         asked = None
         if message.version not in SERVED_VERSIONS:
             asked, message = message.version, message._replace(version=HttpVersion11)
-        if not message.path.startswith("/"):  # (asterisk form, "*", is served as it is)
-            target = URL(message.path, encoded=True)
-            if target.is_absolute():
-                relative = target.relative()
-                message = message._replace(path=str(relative), url=relative)
+        if message.url.is_absolute():  # (aiohttp parsed the target; "*" is not absolute)
+            relative = message.url.relative()
+            message = message._replace(path=str(relative), url=relative)
         request = make(message, payload, protocol, writer, task)
         if asked is not None:
             request[ASKED_VERSION] = asked

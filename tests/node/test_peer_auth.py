@@ -5,6 +5,7 @@ the cluster's token or secret."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import time
@@ -432,23 +433,32 @@ async def test_a_non_member_cannot_answer_in_a_members_place(
     assert len(answers) == 4
 
 
+@contextlib.asynccontextmanager
+async def no_member() -> AsyncIterator[tuple[str, list[GossipMessage]]]:
+    """A server at an address that is no member's: it refuses gossip (401) and keeps what
+    it heard; yields its URL and that list, and stops after the block."""
+    heard: list[GossipMessage] = []
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        heard.append(msgspec.msgpack.decode(await request.read(), type=GossipMessage))
+        raise web.HTTPUnauthorized
+
+    app = web.Application()
+    app.router.add_post("/internal/gossip", refuse)
+    served = Served()
+    await served.serve(app)
+    try:
+        yield f"http://127.0.0.1:{served.port}", heard
+    finally:
+        await served.stop()
+
+
 async def test_a_join_address_that_is_no_member_is_dropped_once_the_peer_has_joined(
     five: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A `--join` seed of another cluster (or a typo) was introduced to every gossip round
     for good, and its peer logged a refusal a second (an attack)."""
-    heard: list[GossipMessage] = []
-
-    async def stranger(request: web.Request) -> web.StreamResponse:
-        heard.append(msgspec.msgpack.decode(await request.read(), type=GossipMessage))
-        raise web.HTTPUnauthorized
-
-    app = web.Application()
-    app.router.add_post("/internal/gossip", stranger)
-    served = Served()
-    await served.serve(app)
-    try:
-        wrong = f"http://127.0.0.1:{served.port}"
+    async with no_member() as (wrong, heard):
         joiner = await five.add_peer(join=(five[0].url, wrong))
         await eventually(lambda: "seeds=1" in repr(joiner.gossip), what="the wrong one dropped")
         tried = len(heard)
@@ -458,26 +468,14 @@ async def test_a_join_address_that_is_no_member_is_dropped_once_the_peer_has_joi
         assert len(heard) == tried
         assert "did not answer as a member of this cluster" in caplog.text
         await eventually(lambda: joiner.id in five[0].membership.up_ids(), what="it joined")
-    finally:
-        await served.stop()
 
 
 async def test_an_address_found_by_mdns_hears_only_an_introduction_and_is_dropped(
     five: LocalCluster,
 ) -> None:
-    heard: list[GossipMessage] = []
-
-    async def stranger(request: web.Request) -> web.StreamResponse:
-        heard.append(msgspec.msgpack.decode(await request.read(), type=GossipMessage))
-        raise web.HTTPUnauthorized
-
-    app = web.Application()
-    app.router.add_post("/internal/gossip", stranger)
-    served = Served()
-    await served.serve(app)
-    try:
+    async with no_member() as (address, heard):
         peer = five[0]
-        peer.gossip.add_seed(f"http://127.0.0.1:{served.port}")
+        peer.gossip.add_seed(address)
         await eventually(lambda: len(heard) >= FOUND_TRIES, what="the address to be tried")
         await eventually(
             lambda: "found=0" in repr(peer.gossip), what="the failing address to be dropped"
@@ -485,8 +483,6 @@ async def test_an_address_found_by_mdns_hears_only_an_introduction_and_is_droppe
         tried = len(heard)
         await peer.gossip.round()  # dropped: not tried again
         assert len(heard) == tried
-    finally:
-        await served.stop()
     for message in heard:  # nothing about the cluster but the sender itself
         assert [m.id for m in message.members] == [five[0].id]
         assert message.used_bytes == 0

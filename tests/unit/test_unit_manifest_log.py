@@ -406,12 +406,25 @@ async def test_a_frame_inside_a_payload_is_never_taken_for_a_record(tmp_path: Pa
         await again.close()
 
 
-@pytest.mark.parametrize("at", [10, 2], ids=["a copy of the salt", "the magic"])
-async def test_a_damaged_byte_of_the_header_loses_nothing(tmp_path: Path, at: int) -> None:
+async def holding_a(tmp_path: Path) -> Path:
+    """The one segment of a log that keeps ``manifest("a")``, closed."""
     store = await opened(tmp_path)
     await store.put(manifest("a"))
     await store.close()
     [segment] = segments(tmp_path)
+    return segment
+
+
+def old_segment(tmp_path: Path, data: bytes) -> None:
+    """A log whose one segment holds ``data``, as the release before wrote it."""
+    log_dir = tmp_path / "manifests" / "log"
+    log_dir.mkdir(parents=True)
+    (log_dir / f"{1:012d}.log").write_bytes(data)
+
+
+@pytest.mark.parametrize("at", [10, 2], ids=["a copy of the salt", "the magic"])
+async def test_a_damaged_byte_of_the_header_loses_nothing(tmp_path: Path, at: int) -> None:
+    segment = await holding_a(tmp_path)
     flip_byte(segment, at)
     again = await opened(tmp_path)
     assert await again.get("a") == manifest("a")
@@ -423,10 +436,7 @@ async def test_a_segment_with_both_salts_damaged_is_kept_and_not_appended_to(
 ) -> None:
     """Its records cannot be checked, so none is taken (other replicas have them); it is
     not cut as a torn tail, and writes go to a new segment."""
-    store = await opened(tmp_path)
-    await store.put(manifest("a"))
-    await store.close()
-    [segment] = segments(tmp_path)
+    segment = await holding_a(tmp_path)
     size = segment.stat().st_size
     flip_byte(segment, 10)
     flip_byte(segment, 26)
@@ -445,9 +455,7 @@ async def test_a_segment_with_both_salts_damaged_is_kept_and_not_appended_to(
 async def test_an_empty_segment_of_the_release_before_is_made_salted(tmp_path: Path) -> None:
     """A peer of the release before that held no manifests: its only segment is a header
     of format 1, and records appended to it would be unsalted."""
-    log_dir = tmp_path / "manifests" / "log"
-    log_dir.mkdir(parents=True)
-    (log_dir / f"{1:012d}.log").write_bytes(SEGMENT_MAGIC_1)
+    old_segment(tmp_path, SEGMENT_MAGIC_1)
     store = await opened(tmp_path)
     await store.put(manifest("a"))
     await store.close()
@@ -462,10 +470,7 @@ async def test_a_segment_of_the_release_before_is_read_and_no_longer_appended_to
     tmp_path: Path,
 ) -> None:
     """Format 1: an 8-byte header, checks seeded with the payload's length alone."""
-    log_dir = tmp_path / "manifests" / "log"
-    log_dir.mkdir(parents=True)
-    old = log_dir / f"{1:012d}.log"
-    old.write_bytes(SEGMENT_MAGIC_1 + frame(LogRecord(KEEP, "a", manifest("a").to_bytes())))
+    old_segment(tmp_path, SEGMENT_MAGIC_1 + frame(LogRecord(KEEP, "a", manifest("a").to_bytes())))
     store = await opened(tmp_path)
     assert await store.get("a") == manifest("a")
     await store.put(manifest("b"))
