@@ -204,6 +204,13 @@ class WrongPeer(PeerUnavailable):
     code = "wrong_peer"
 
 
+class CredentialsRefused(PeerUnavailable):
+    """A peer answered ``401`` to a signed call: to it this peer is no member (its cluster
+    secret is another cluster's, or one that cluster's rotations retired)."""
+
+    code = "credentials_refused"
+
+
 class Undecided(Unavailable):
     """Work that copies or destroys on a manifest's word met a conditional write not yet
     decided as the newest (``ManifestReplicas.read(decided=True)``)."""

@@ -45,6 +45,7 @@ class ReadyFacts:
     others_up: int  # other members up
     ring_current: bool  # the ring holds exactly the members known
     disk_problem: str | None  # why the data directory takes no writes, or None
+    refused: int = 0  # addresses that refused this peer's credentials lately
 
 
 def not_ready(facts: ReadyFacts) -> list[str]:
@@ -57,6 +58,12 @@ def not_ready(facts: ReadyFacts) -> list[str]:
             if known
             else "not joined: no member has answered at the join addresses yet"
         )
+        if facts.refused:  # a count: the probe names no address (docs/security.md)
+            reasons.append(
+                f"credentials refused by {facts.refused} address(es) (named in this peer's "
+                "log): its cluster secret is not theirs (another cluster's, or retired by a "
+                "rotation)"
+            )
     if not facts.ring_current:
         reasons.append("ring not known: it is being rebuilt for members just learned")
     if facts.disk_problem is not None:
@@ -73,6 +80,7 @@ def _facts(membership: Membership, gossip: Gossip, disk_problem: str | None) -> 
         others_up=len(membership.up_ids() - {membership.me.id}),
         ring_current=ring_ids == {m.id for m in members},
         disk_problem=disk_problem,
+        refused=len(gossip.refused_by()),
     )
 
 

@@ -33,6 +33,7 @@ import asyncio
 import functools
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 
 import msgspec
@@ -41,7 +42,7 @@ from node.cluster.epidemic import fanout, newer_beats, pick, silence_limit
 from node.cluster.membership import Membership
 from node.cluster.peers import Peers
 from node.cluster.protocol import GossipMessage, MemberRecord, PeerFigures, check_member_url
-from node.errors import InvalidRequest, PeerUnavailable
+from node.errors import CredentialsRefused, InvalidRequest, PeerUnavailable
 from node.model.version import MAX_OFFSET_MS, MAX_SKEW_MS, ClockOffset, HybridClock
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 # Addresses found by mDNS kept at most, and failed exchanges before one is dropped.
 MAX_FOUND = 256
 FOUND_TRIES = 3
+# Seconds between two warnings that one address refused this peer's credentials.
+REFUSAL_WARN_EVERY = 60.0
 
 
 class Gossip:
@@ -80,6 +83,8 @@ class Gossip:
         self._down_after = down_after
         self._rng = rng or random.Random()
         self._digests: dict[str, str] = {}  # member id -> digest of its member list, as heard
+        # address -> (when it last answered 401, when that was last logged): monotonic s
+        self._refusals: dict[str, tuple[float, float]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -235,6 +240,8 @@ class Gossip:
             await self._peers.exchange(url, member_id, message, timeout, merge)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
+            if isinstance(exc, CredentialsRefused):
+                self._refused(url)
             if member_id is None and url in self._seeds:
                 self._seed_failed(url, exc)
             if url in self._found:
@@ -244,6 +251,32 @@ class Gossip:
                     log.info("mDNS address %s did not answer as a member; dropped", url)
         else:
             self._seed_failures.pop(url, None)
+            self._refusals.pop(url, None)
+
+    def _refused(self, url: str) -> None:
+        """Note that ``url`` answered ``401``; while no other member is up (a joiner, or a
+        peer whose secret was rotated away while it was down), say why at WARNING, once
+        every ``REFUSAL_WARN_EVERY`` s an address: nothing else tells the operator."""
+        now = time.monotonic()
+        _, warned = self._refusals.get(url, (now, -REFUSAL_WARN_EVERY))
+        joined = len(self._membership.up_ids()) > 1  # a refusal then: a rotation under way
+        if not joined and now - warned >= REFUSAL_WARN_EVERY:
+            warned = now
+            log.warning(
+                "%s refused this peer's credentials (HTTP 401): this peer's cluster secret "
+                "is not the one there (another cluster's, or one its rotations retired); "
+                "start this peer with a new join token (docs/security.md)",
+                url,
+            )
+        self._refusals[url] = (now, warned)
+
+    def refused_by(self) -> list[str]:
+        """The addresses whose last answer, within ``silence()``, refused this peer's
+        credentials (``/ready`` names them)."""
+        recent = time.monotonic() - self.silence()
+        for url in [u for u, (at, _) in self._refusals.items() if at < recent]:
+            del self._refusals[url]
+        return sorted(self._refusals)
 
     def _seed_failed(self, url: str, exc: PeerUnavailable) -> None:
         """Drop a seed (``--join``, a token's address) that failed ``FOUND_TRIES`` exchanges

@@ -87,6 +87,7 @@ from node.cluster.protocol import (
     unpack_chunk_ids,
 )
 from node.errors import (
+    CredentialsRefused,
     IncompleteBody,
     InsufficientStorage,
     InvalidRequest,
@@ -365,7 +366,7 @@ async def _raise_for_status(url: str, response: aiohttp.ClientResponse) -> None:
     except (aiohttp.ClientError, ValueError, KeyError, TypeError):
         code, message = "", response.reason or ""
     if response.status == 401:  # we are not (or no longer) a member in its eyes
-        raise PeerUnavailable(url, f"refused our credentials: {message}")
+        raise CredentialsRefused(url, f"refused our credentials: {message}")
     known = error_from_code(code, message)
     if known is not None:
         raise known
@@ -760,8 +761,11 @@ class HttpTransport:
             if exc.status == 404:  # a peer of a release before channels
                 self._unbatched[to, CHANNEL] = time.monotonic()
                 return None
-            what = "refused our credentials" if exc.status == 401 else "refused a channel"
-            raise PeerUnavailable(to.url, f"{what}: HTTP {exc.status} {exc.message}") from exc
+            if exc.status == 401:
+                reason = f"refused our credentials: HTTP 401 {exc.message}"
+                raise CredentialsRefused(to.url, reason) from exc
+            reason = f"refused a channel: HTTP {exc.status} {exc.message}"
+            raise PeerUnavailable(to.url, reason) from exc
         except TRANSPORT_ERRORS as exc:
             raise PeerUnavailable(str(url), str(exc) or type(exc).__name__) from exc
         version = frame_version(ws.protocol)

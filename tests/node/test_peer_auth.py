@@ -217,7 +217,10 @@ async def test_an_encoded_path_does_not_slip_past_the_check(
 
 
 async def test_a_peer_with_another_secret_is_not_admitted_and_gets_no_data(
-    five: LocalCluster, http: aiohttp.ClientSession, tmp_path: Path
+    five: LocalCluster,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # It knows where the cluster is (--join) but not its secret: its own cluster of one.
     others = LocalCluster(tmp_path / "others", block_size=BLOCK)
@@ -227,6 +230,14 @@ async def test_a_peer_with_another_secret_is_not_admitted_and_gets_no_data(
             lambda: all(p.auth.refused >= 3 for p in five.peers[:1]),
             what="the intruder's gossip to be refused a few times",
         )
+        # It says why it is not joined, in its log and in /ready (it once said only that
+        # no member had answered yet, though one answered 401 every second).
+        assert f"{five[0].url} refused this peer's credentials (HTTP 401)" in caplog.text
+        async with http.get(f"{intruder.url}/ready") as response:
+            assert response.status == 503
+            reasons = (await response.json())["reasons"]
+        assert any(r.startswith("credentials refused by 1 address(es)") for r in reasons)
+        assert "127.0.0.1" not in str(reasons)  # the probe names no address
         for i in range(10):
             await put_file(http, five[i % 5].url, f"auth/kept/{i}", os.urandom(2 * BLOCK))
         for peer in five.peers:

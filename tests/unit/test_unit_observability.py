@@ -34,6 +34,15 @@ READY = ReadyFacts(seeded=True, members=3, others_up=2, ring_current=True, disk_
             ReadyFacts(False, 3, 0, True, None),
             ["not joined: none of the 2 other members known is up"],
         ),
+        (  # its secret was rotated away while it was down: the members answer 401
+            ReadyFacts(False, 3, 0, True, None, refused=2),
+            [
+                "not joined: none of the 2 other members known is up",
+                "credentials refused by 2 address(es) (named in this peer's log): its cluster "
+                "secret is not theirs (another cluster's, or retired by a rotation)",
+            ],
+        ),
+        (ReadyFacts(True, 3, 1, True, None, refused=1), []),  # joined: a rotation under way
         (
             ReadyFacts(True, 3, 1, False, "read-only"),
             [
