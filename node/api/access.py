@@ -27,7 +27,7 @@ from aiohttp import hdrs, web
 from node.access.guard import ANONYMOUS, Principal
 from node.api.browser import has_session_cookie, session_principal
 from node.api.errors import Handler
-from node.api.input import json_body
+from node.api.input import json_body, one_header
 from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, SESSIONS, principal_of
 from node.api.paths import PROBES
 from node.cluster.protocol import PEER_PREFIX
@@ -73,7 +73,7 @@ async def identified(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.path.startswith(PEER_PREFIX) or request.path in PROBES:
         request[PRINCIPAL] = ANONYMOUS
         return await handler(request)
-    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    authorization = one_header(request, hdrs.AUTHORIZATION)
     if authorization is None and has_session_cookie(request):  # the web console
         request[PRINCIPAL] = await session_principal(request)
         return await handler(request)

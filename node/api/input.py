@@ -166,6 +166,16 @@ async def body_pieces(
         watch.stop()
 
 
+def one_header(request: web.BaseRequest, name: str) -> str | None:
+    """The value of header ``name``, or None; raises InvalidRequest when it is sent twice (a
+    field that is no list, such as ``Authorization``: RFC 9110 5.3; which one a proxy or
+    client meant cannot be known, so neither is taken)."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"the {name} header is sent {len(values)} times; send it once")
+    return values[0] if values else None
+
+
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter in ``[low, high]``; raises InvalidRequest otherwise."""
     text = request.query.get(name)

@@ -33,6 +33,7 @@ from aiohttp.typedefs import Middleware
 
 from node.access.guard import ANONYMOUS, Principal
 from node.api.errors import Handler
+from node.api.input import one_header
 from node.api.integrity import ExpectedDigest, verified
 from node.api.keys import CONFIG, GATEKEEPER, PRINCIPAL
 from node.api.s3 import chunked, sigv2
@@ -112,7 +113,7 @@ def signed_requests(now: Now = utc_now) -> Middleware:
 
 
 async def _principal(request: web.Request, query: list[tuple[str, str]], now: Now) -> Principal:
-    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    authorization = one_header(request, hdrs.AUTHORIZATION)
     presigned = any(name == "X-Amz-Algorithm" for name, _ in query)
     if authorization is None and not presigned:
         if sigv2.presigned_v2(query):

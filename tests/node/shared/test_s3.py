@@ -29,6 +29,7 @@ import boto3
 import pytest
 import pytest_asyncio
 import yarl
+from aiohttp.typedefs import LooseHeaders
 from botocore import auth as botocore_auth
 from botocore.awsrequest import AWSRequest
 from botocore.client import BaseClient
@@ -36,6 +37,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.crt import auth as botocore_crt_auth
 from botocore.exceptions import ClientError
+from multidict import CIMultiDict
 
 from node.api.keys import GATEKEEPER
 from tests.harness import LocalCluster, eventually
@@ -216,7 +218,7 @@ async def test_a_skewed_clock_is_refused(cluster: LocalCluster, admin: list[Base
 
 
 async def raw(
-    method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b""
+    method: str, url: str, headers: LooseHeaders | None = None, body: bytes = b""
 ) -> tuple[int, bytes]:
     """One request with aiohttp, exactly as given (the URL not normalised: yarl would
     decode ``%62`` to ``b``): the status and the body."""
@@ -297,6 +299,10 @@ async def test_signatures_outside_their_alphabet_are_refused_not_crashed_on(
     status, body = await raw("GET", bad)
     assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True)
     status, body = await raw("GET", url + "&X-Amz-Content-Sha256=zz")
+    assert (status, b"<Code>InvalidArgument</Code>" in body) == (400, True)
+    header = "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/s3/aws4_request, Signature=00"
+    twice = CIMultiDict([("Authorization", header), ("Authorization", header)])
+    status, body = await raw("GET", base, twice)  # one Authorization, not two
     assert (status, b"<Code>InvalidArgument</Code>" in body) == (400, True)
 
 
