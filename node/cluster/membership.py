@@ -267,6 +267,12 @@ class Membership:
         me = self.me.id
         return all(live.figures.reads_packs for i, live in self._liveness.items() if i != me)
 
+    def all_read_cauchy(self) -> bool:
+        """Whether every other member, up or down, last said it codes with ISA-L's Cauchy
+        code (``PeerFigures.reads_cauchy``): the coordinator asks for its own."""
+        me = self.me.id
+        return all(live.figures.reads_cauchy for i, live in self._liveness.items() if i != me)
+
     def full_ids(self) -> set[str]:
         """Members whose last figures say they are out of space (``is_full``)."""
         return {i for i, live in self._liveness.items() if is_full(live.figures)}

@@ -138,6 +138,10 @@ class PeerFigures(msgspec.Struct, frozen=True, kw_only=True):
     # absent (False) from releases before packs, which refuse those manifests, so no peer
     # packs a file until every member has said it can read one.
     reads_packs: bool = False
+    # Whether the peer can code files with ISA-L's Cauchy code (manifest schema 3,
+    # node.datapath.isal): absent (False) from releases before it and from peers without
+    # ISA-L, so files are written with zfec until every member has said it can.
+    reads_cauchy: bool = False
 
 
 class GossipMessage(PeerFigures, frozen=True, kw_only=True, rename={"sender": "from"}):

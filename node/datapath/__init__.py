@@ -7,7 +7,8 @@ Coordinator side (any peer that got a request):
 - ``chunk_streams``: one chunk's writer (bounded queue, stall timeout) and reader;
 - ``replicas``: manifest quorums, read repair, commits and what they retire;
 - ``rebuild``: recomputing lost chunks onto new holders (repair's one operation);
-- ``codec``: Reed-Solomon erasure coding of one stripe (zfec).
+- ``codec``: Reed-Solomon erasure coding of one stripe (ISA-L's Cauchy code, ``isal``; or
+  zfec, for files written before it).
 
 Holder side (the peer that keeps the bytes): ``holder``, the logic behind the peer API.
 

@@ -36,6 +36,7 @@ from node.datapath.chunk_streams import (
     read_in_hand,
     write_in_hand,
 )
+from node.datapath.codec import default_codec
 from node.datapath.listing import list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import (
@@ -56,7 +57,7 @@ from node.errors import (
 )
 from node.model.digests import Buffer, ContentHash
 from node.model.folders import Item, Page, merge_flat
-from node.model.layout import Layout
+from node.model.layout import ZFEC, Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.multipart import Segment, segments_covering
 from node.model.packs import PACK_BLOCK_SIZE, is_pack_name
@@ -255,13 +256,14 @@ class Coordinator:
         }
         async with ChunkWriters(writers, config.chunk_quorum(n)) as group:
             pieces = group.while_quorum(body)
+            codec = self._codec()
             written = await write_stripes(
-                pieces, group, config.k, m, block_size, size, config.etag, content_md5
+                pieces, group, config.k, m, block_size, size, config.etag, content_md5, codec
             )
             if size is not None and written.size != size:
                 raise IncompleteBody(f"body ended after {written.size} of {size} bytes")
             stored = await group.finish()
-        layout = Layout(written.size, config.k, m, block_size)
+        layout = Layout(written.size, config.k, m, block_size, codec)
         chunks = tuple(
             ChunkRef(index, writer.holder, bytes(written.digests[index]))
             for index, writer in writers.items()
@@ -329,6 +331,13 @@ class Coordinator:
                 f"from byte {segment.offset}"
             )
         return part
+
+    def _codec(self) -> str:
+        """The codec of a new file's parity: ISA-L's Cauchy code once every member codes
+        with it (``Membership.all_read_cauchy``), else zfec, which every release reads."""
+        if self._membership.all_read_cauchy():
+            return default_codec()
+        return ZFEC
 
     def admit_read(
         self, manifest: Manifest, start: int, end: int

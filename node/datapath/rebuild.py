@@ -80,7 +80,9 @@ class Rebuilder:
         async with ChunkWriters(writers) as group:
             async with contextlib.aclosing(reading) as read:
                 async for _, data in read:
-                    blocks, stripe_digests = await asyncio.to_thread(encode, data, layout.m)
+                    blocks, stripe_digests = await asyncio.to_thread(
+                        encode, data, layout.m, layout.codec
+                    )
                     for index in digests:
                         digests[index] += stripe_digests[index]
                     await group.send(blocks)

@@ -22,7 +22,7 @@ from node.datapath.chunk_streams import BlockBudget, ChunkReader, ChunkWriters
 from node.datapath.codec import decode_stripe, encode_stripe
 from node.errors import BadDigest, IncompleteBody, Unavailable
 from node.model.digests import DIGEST_SIZE, Buffer, ContentHash
-from node.model.layout import Layout
+from node.model.layout import ZFEC, Layout
 from node.model.manifest import Manifest
 from node.waiting import consume
 
@@ -163,9 +163,11 @@ def _padded(stripe: memoryview, length: int) -> memoryview:
     return memoryview(padded)
 
 
-def encode(data: Sequence[Buffer], m: int) -> tuple[dict[int, Buffer], dict[int, bytes]]:
+def encode(
+    data: Sequence[Buffer], m: int, codec: str
+) -> tuple[dict[int, Buffer], dict[int, bytes]]:
     """All k+m blocks of a stripe and each one's digest, by chunk index (blocking: a thread)."""
-    blocks, digests = encode_stripe(data, m)
+    blocks, digests = encode_stripe(data, m, codec)
     return (
         dict(enumerate(blocks)),
         {i: digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in range(len(blocks))},
@@ -181,6 +183,7 @@ async def write_stripes(
     size: int | None = None,
     etag_hash: str = "md5",
     content_md5: bytes | None = None,
+    codec: str = ZFEC,
 ) -> Written:
     """Cut ``body`` (``size`` bytes, if known) into stripes, encode each and queue its
     blocks on ``writers``; the etag is ``etag_hash`` of the content (``ContentHash``).
@@ -225,7 +228,7 @@ async def write_stripes(
                 content.update(stripe)  # xxh3: ~0.2 ms per 5 MiB stripe, on the loop
             if size is not None and total > size:  # before a byte past it is sent
                 raise IncompleteBody(f"the body runs past its declared {size} bytes")
-            encoded = await asyncio.to_thread(encode, split_stripe(stripe, k), m)
+            encoded = await asyncio.to_thread(encode, split_stripe(stripe, k), m, codec)
             await writers.written()  # the stripe before is out: this one is the second at work
             if size is not None and (total == size or len(stripe) < k * block_size):
                 held = encoded  # the last stripe: its chunks are complete with its last byte
@@ -470,7 +473,7 @@ class StripeRead:
                 )
         found = dict(blocks)
         blocks.clear()  # the caller's: held by the decoding only
-        return await asyncio.to_thread(decode_stripe, found, layout.k, layout.m)
+        return await asyncio.to_thread(decode_stripe, found, layout.k, layout.m, layout.codec)
 
     def _close(self) -> None:
         for reader in self._active.values():

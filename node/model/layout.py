@@ -13,7 +13,10 @@ elsewhere (a manifest, a chunk's owner headers, a pull order, ``--block-size``) 
 - block size ``MIN_BLOCK_SIZE`` (512 B) .. ``MAX_BLOCK_SIZE`` (64 MiB): a block of 0 bytes
   never ends a stripe, and a tiny one makes a sidecar (16 bytes per block) bigger than its
   chunk;
-- ``k >= 1``, ``m >= 0`` and ``k + m <= MAX_CHUNKS`` (256, what zfec can code);
+- ``k >= 1``, ``m >= 0`` and ``k + m <= MAX_CHUNKS`` (256, what both codecs can code);
+- a codec of ``CODECS``: the Reed-Solomon code its parity chunks were computed with
+  (``node.datapath.codec``). Both are systematic (data chunks are the file's bytes), so only
+  parity and what is rebuilt from it depend on it; a file keeps its codec for good.
 - ``0 <= size <= MAX_SIZE`` (what msgpack carries as a signed 64-bit integer).
 """
 
@@ -26,7 +29,12 @@ DEFAULT_M = 2
 DEFAULT_BLOCK_SIZE = 512 << 10  # (docs/architecture.md, "512 KiB blocks")
 MIN_BLOCK_SIZE = 512
 MAX_BLOCK_SIZE = 64 << 20
-MAX_CHUNKS = 256  # data plus parity chunks of one file: zfec's limit
+MAX_CHUNKS = 256  # data plus parity chunks of one file: zfec's limit, and GF(2^8)'s
+# Codecs (node.datapath.codec): zfec's Vandermonde-derived code, which files written before
+# ISA-L keep, and ISA-L's Cauchy matrix (gf_gen_cauchy1_matrix), ~30x faster.
+ZFEC = "zfec"
+ISAL_CAUCHY = "isa-l-cauchy"
+CODECS = (ZFEC, ISAL_CAUCHY)
 MAX_SIZE = (1 << 63) - 1
 
 
@@ -38,6 +46,7 @@ class Layout:
     k: int = DEFAULT_K
     m: int = DEFAULT_M
     block_size: int = DEFAULT_BLOCK_SIZE
+    codec: str = ZFEC
 
     def __post_init__(self) -> None:
         if self.size < 0 or self.k < 1 or self.m < 0 or self.block_size < 1:
@@ -127,4 +136,6 @@ def check_layout(layout: Layout) -> Layout:
             f"(k={layout.k}, m={layout.m})"
         )
     check_block_size(layout.block_size)
+    if layout.codec not in CODECS:
+        raise ValueError(f"unknown codec {layout.codec!r}")
     return layout

@@ -47,7 +47,14 @@ from msgspec import UNSET, UnsetType
 
 from node.errors import CorruptData, InvalidName
 from node.model.digests import DIGEST_SIZE, chunk_digest
-from node.model.layout import MAX_CHUNKS, Layout, check_block_size, check_layout
+from node.model.layout import (
+    ISAL_CAUCHY,
+    MAX_CHUNKS,
+    ZFEC,
+    Layout,
+    check_block_size,
+    check_layout,
+)
 from node.model.multipart import MAX_PARTS, Segment, is_part_name
 from node.model.names import RESERVED, has_control, validate_stored_name
 from node.model.packs import is_pack_name
@@ -63,6 +70,11 @@ from node.model.version import Version
 
 SCHEMA = 1
 PACKED_SCHEMA = 2  # a packed file's manifest (node.model.packs)
+# A manifest whose parity was coded with ISA-L's Cauchy matrix, not zfec's: the schema says
+# so (the record has no room for a field: below), and releases before it refuse it rather
+# than rebuild its chunks with the wrong code.
+CAUCHY_SCHEMA = 3
+_CODEC_OF_SCHEMA = {SCHEMA: ZFEC, PACKED_SCHEMA: ZFEC, CAUCHY_SCHEMA: ISAL_CAUCHY}
 MAX_REVISION = (1 << 63) - 1
 MAX_LABEL_LENGTH = 1024  # etag and content type
 MAX_INLINE = 64 << 10  # bytes a manifest carries inline
@@ -313,7 +325,7 @@ class Manifest:
         layout = self.layout
         given = self.representation
         record = ManifestRecord(
-            schema=PACKED_SCHEMA if self.packed else SCHEMA,
+            schema=self._schema(),
             name=self.name,
             version=self.version,
             size=layout.size,
@@ -333,6 +345,14 @@ class Manifest:
         packed = msgspec.msgpack.encode(record)
         return msgspec.msgpack.encode(SealedManifest(packed, _checksum(packed)))
 
+    def _schema(self) -> int:
+        """The schema this manifest is written with: packed, else its chunks' codec's."""
+        if self.packed:
+            return PACKED_SCHEMA
+        if self.layout.codec == ISAL_CAUCHY:
+            return CAUCHY_SCHEMA
+        return SCHEMA
+
     @classmethod
     def from_bytes(cls, data: bytes, keep: bool = False) -> Manifest:
         """Decode a stored manifest; raises CorruptData if it is not one. With ``keep``,
@@ -345,9 +365,11 @@ class Manifest:
             if _checksum(sealed.record) != sealed.checksum:
                 raise CorruptData("manifest fails its checksum")
             record = _record_decoder.decode(sealed.record)
-            if record.schema not in (SCHEMA, PACKED_SCHEMA):
+            codec = _CODEC_OF_SCHEMA.get(record.schema)
+            if codec is None:
                 raise CorruptData(f"unknown manifest schema {record.schema!r}")
-            layout = check_layout(Layout(record.size, record.k, record.m, record.block_size))
+            layout = Layout(record.size, record.k, record.m, record.block_size, codec)
+            check_layout(layout)
             _check_record(record, layout)
             representation = _representation(record)
             segments = _segments(record, layout)
@@ -402,6 +424,7 @@ class Manifest:
             "k": layout.k,
             "m": layout.m,
             "block_size": layout.block_size,
+            "codec": layout.codec,
             "chunk_size": layout.chunk_size,
             "stripes": layout.stripes,
             "chunks": [

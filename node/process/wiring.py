@@ -68,6 +68,7 @@ from node.cluster.peers import Peers
 from node.cluster.protocol import PEER_HEADER, PeerFigures
 from node.cluster.transport import HttpTransport
 from node.config import AUTO_WEIGHT, PeerConfig, auto_weight
+from node.datapath import isal
 from node.datapath.chunk_streams import BlockBudget
 from node.datapath.coordinator import Coordinator
 from node.datapath.holder import Holder, LocalFirst
@@ -471,6 +472,7 @@ async def _lifecycle(
             scrub_pass_checked=scrub_stats.pass_checked,
             deletions_pending=deletions.pending,
             reads_packs=True,
+            reads_cauchy=isal.available(),
         )
 
     seeds = [*config.join, *token_seeds]

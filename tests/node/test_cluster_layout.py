@@ -192,3 +192,34 @@ async def test_a_crowded_peer_gets_no_new_chunks_while_others_have_room(
             assert await get(http, cluster[3].url, name) == data
     finally:
         await cluster.stop()
+
+
+async def test_files_are_coded_with_isa_l_once_every_member_can_and_keep_their_codec(
+    cluster: LocalCluster, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator codes parity with ISA-L's Cauchy code only when every member said it
+    can (``reads_cauchy``), else with zfec; reads and repairs rebuild a file's chunks with
+    its own codec, whichever peer does it (the codes differ: rebuilt with the other one, a
+    chunk comes back wrong and fails its digests)."""
+    files = {"codec/cauchy": payload(90_000, seed=7), "codec/zfec": payload(90_000, seed=8)}
+    await put(http, cluster[0].url, "codec/cauchy", files["codec/cauchy"])
+    monkeypatch.setattr(cluster[1].membership, "all_read_cauchy", lambda: False)
+    await put(http, cluster[1].url, "codec/zfec", files["codec/zfec"])
+    for name, codec in [("codec/cauchy", "isa-l-cauchy"), ("codec/zfec", "zfec")]:
+        manifest = await manifest_of(http, cluster[2].url, name)
+        assert manifest["codec"] == codec
+        digests = {c["index"]: c["digest"] for c in manifest["chunks"]}
+        for chunk in manifest["chunks"][0::5]:  # a data and a parity chunk gone: rebuilt
+            cluster.holder(chunk["holder"]).chunks.path(chunk["id"]).unlink()
+        assert await get(http, cluster[3].url, name) == files[name]
+
+        async def repaired(name: str = name, revision: int = manifest["revision"]) -> bool:
+            return (await manifest_of(http, cluster[2].url, name))["revision"] > revision
+
+        await eventually(repaired, timeout=30, what=f"{name}'s two chunks rebuilt")
+        manifest = await manifest_of(http, cluster[2].url, name)
+        assert {c["index"]: c["digest"] for c in manifest["chunks"]} == digests
+        assert manifest["codec"] == codec
+        for chunk in manifest["chunks"][1:3]:  # two others gone: the rebuilt ones are read
+            cluster.holder(chunk["holder"]).chunks.path(chunk["id"]).unlink()
+        assert await get(http, cluster[4].url, name) == files[name]

@@ -201,6 +201,7 @@ def test_gossip_of_a_previous_release_peer_is_understood() -> None:
     upkeep = ("repair_queued", "scrub_pass_chunks", "scrub_pass_checked", "deletions_pending")
     assert [again.pop(name) for name in upkeep] == [0, 0, 0, 0]  # not sent before: idle
     assert again.pop("reads_packs") is False  # a release of before cannot read packs
+    assert again.pop("reads_cauchy") is False  # nor code with ISA-L's Cauchy code
     assert again == old
 
 

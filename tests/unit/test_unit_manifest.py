@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import CorruptData
-from node.model.layout import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Layout
+from node.model.layout import CODECS, ISAL_CAUCHY, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Layout
 from node.model.manifest import SCHEMA, ChunkRef, Manifest, chunk_id, file_id
 from node.model.multipart import new_attempt_id, new_upload_id, part_name
 from node.model.representation import Representation
@@ -67,7 +67,8 @@ def manifests(draw: st.DrawFn) -> Manifest:
     k = draw(st.integers(1, 6))
     m = draw(st.integers(0, 3))
     block_size = draw(st.integers(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE))
-    layout = Layout(draw(st.integers(0, 8 * k * block_size)), k, m, block_size)
+    codec = draw(st.sampled_from(CODECS))
+    layout = Layout(draw(st.integers(0, 8 * k * block_size)), k, m, block_size, codec)
     indexes = draw(st.sets(st.integers(0, k + m - 1)))
     digests = DIGEST * layout.stripes  # one per stripe: what a decoded manifest must have
     chunks = tuple(
@@ -229,6 +230,22 @@ def test_to_json_shows_the_representation() -> None:
     assert shown["expires"] == "Thu, 01 Dec 2033 16:00:00 GMT"
     assert shown["content_disposition"] is None
     assert shown["metadata"] == {"a": "1"}
+
+
+def test_a_cauchy_coded_manifest_is_of_schema_3_and_others_keep_theirs() -> None:
+    """The codec rides on the schema (the record has no room for a field): releases before
+    ISA-L refuse schema 3 rather than rebuild a chunk with zfec's matrix (wrong bytes)."""
+    zfec_coded = sample()
+    cauchy = dataclasses.replace(
+        zfec_coded, layout=dataclasses.replace(zfec_coded.layout, codec=ISAL_CAUCHY)
+    )
+    schemas = [
+        msgpack.unpackb(msgpack.unpackb(m.to_bytes())[0])["schema"] for m in (zfec_coded, cauchy)
+    ]
+    assert schemas == [1, 3]
+    assert Manifest.from_bytes(cauchy.to_bytes()).layout.codec == ISAL_CAUCHY
+    assert Manifest.from_bytes(zfec_coded.to_bytes()).layout.codec == "zfec"
+    assert Manifest.from_bytes(cauchy.to_bytes()) == cauchy
 
 
 def test_unknown_schema_says_so() -> None:

@@ -68,19 +68,22 @@ async def test_home_replicas_since_a_join_include_the_homes_before_it(tmp_path: 
     assert moved > 0, "the join moved some names' homes"
 
 
-def test_packing_waits_until_every_member_says_it_reads_packs(tmp_path: Path) -> None:
-    """A release before packs refuses a packed file's manifest: no peer packs while any
-    member (up or down) has not said in gossip that it reads them."""
+@pytest.mark.parametrize("feature", ["reads_packs", "reads_cauchy"])
+def test_a_format_waits_until_every_member_says_it_reads_it(tmp_path: Path, feature: str) -> None:
+    """A release before packs refuses a packed file's manifest, one before ISA-L (or a peer
+    without it) a Cauchy-coded one: neither is written while any member (up or down) has
+    not said in gossip that it reads them."""
     membership = Membership(Member("a", "http://a"), tmp_path, vnodes=8, replicas=3)
-    assert membership.all_read_packs()  # this peer alone: its release does
+    all_read = membership.all_read_packs if feature == "reads_packs" else membership.all_read_cauchy
+    assert all_read()  # this peer alone: it answers for itself
     membership.merge([Member(m, f"http://{m}") for m in "bc"])
-    assert not membership.all_read_packs()  # never heard from
-    membership.hear("b", PeerFigures(reads_packs=True))
-    assert not membership.all_read_packs()
-    membership.hear("c", PeerFigures(reads_packs=True))
-    assert membership.all_read_packs()
-    membership.hear("c", PeerFigures())  # gone back to a release before packs
-    assert not membership.all_read_packs()
+    assert not all_read()  # never heard from
+    membership.hear("b", PeerFigures(**{feature: True}))
+    assert not all_read()
+    membership.hear("c", PeerFigures(**{feature: True}))
+    assert all_read()
+    membership.hear("c", PeerFigures())  # gone back to a release before
+    assert not all_read()
 
 
 def test_a_member_heard_at_two_addresses_in_turn_is_said_to_be_two_processes(
