@@ -4,7 +4,9 @@ A browser that logged in to the console (``node.api.console``) holds a session t
 HttpOnly cookie instead of the key's secret. ``Sessions`` keeps them in this peer's memory
 only: a session is valid on the peer that issued it, until it expires (``ttl`` seconds
 after login, whatever its use), the user logs out, or the peer restarts. At most
-``max_sessions`` are kept (the oldest is dropped first), so logins cannot fill memory.
+``max_sessions`` are kept (the oldest is dropped first), so logins cannot fill memory, and
+at most ``max_per_key`` of one key (its oldest dropped first), so one key's logins cannot
+push out other keys' sessions.
 
 Each session has a second random value, its CSRF token: pages carry it and send it back
 with every state change (a header, or a form field before a form's file), which a page
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 TTL = 8 * 3600.0  # seconds a session lasts after its login
 MAX_SESSIONS = 10_000  # sessions one peer keeps at most (oldest dropped first)
+MAX_PER_KEY = 100  # sessions of one access key kept at most (its oldest dropped first)
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,15 @@ class Sessions:
         ttl: float = TTL,
         max_sessions: int = MAX_SESSIONS,
         now: Callable[[], float] = time.monotonic,
+        max_per_key: int = MAX_PER_KEY,
     ) -> None:
         self.ttl = ttl
         self._max = max_sessions
+        self._max_per_key = max_per_key
         self._now = now
         self._by_token: OrderedDict[str, Session] = OrderedDict()
+        # access key -> its sessions' tokens, oldest first (values unused)
+        self._by_key: dict[str, OrderedDict[str, None]] = {}
 
     def __repr__(self) -> str:
         return f"Sessions(live={len(self._by_token)}, ttl={self.ttl:.0f}s, max={self._max})"
@@ -66,19 +73,33 @@ class Sessions:
         return len(self._by_token)
 
     def open(self, access_key: str) -> Session:
-        """A new session for ``access_key``; drops the oldest past ``max_sessions``."""
+        """A new session for ``access_key``; drops the key's oldest past ``max_per_key``,
+        then the oldest of all past ``max_sessions``."""
         session = Session(
             secrets.token_urlsafe(32), access_key, secrets.token_urlsafe(32), self._now() + self.ttl
         )
         self._by_token[session.token] = session
+        own = self._by_key.setdefault(access_key, OrderedDict())
+        own[session.token] = None
+        while len(own) > self._max_per_key:
+            self._drop(next(iter(own)))
         while self._by_token:  # sessions expire in the order they were opened
             oldest = next(iter(self._by_token.values()))
             if oldest.expires > self._now():
                 break
-            self._by_token.popitem(last=False)
+            self._drop(oldest.token)
         while len(self._by_token) > self._max:
-            self._by_token.popitem(last=False)
+            self._drop(next(iter(self._by_token)))
         return session
+
+    def _drop(self, token: str) -> None:
+        session = self._by_token.pop(token, None)
+        if session is None:
+            return
+        own = self._by_key[session.access_key]
+        del own[token]
+        if not own:
+            del self._by_key[session.access_key]
 
     def get(self, token: str) -> Session | None:
         """The live session of ``token``, or None (unknown, expired: then forgotten)."""
@@ -86,15 +107,15 @@ class Sessions:
         if session is None:
             return None
         if session.expires <= self._now():
-            del self._by_token[token]
+            self._drop(token)
             return None
         return session
 
     def close(self, token: str) -> None:
         """End the session of ``token`` (logout); nothing if there is none."""
-        self._by_token.pop(token, None)
+        self._drop(token)
 
     def close_key(self, access_key: str) -> None:
         """End every session of ``access_key`` (it was revoked)."""
-        for token in [t for t, s in self._by_token.items() if s.access_key == access_key]:
-            del self._by_token[token]
+        for token in list(self._by_key.get(access_key, ())):
+            self._drop(token)

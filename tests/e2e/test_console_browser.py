@@ -78,9 +78,10 @@ def chrome(download_dir: Path, profile: Path) -> Any:
     return webdriver.Chrome(options=options, service=service)
 
 
-def status_of(url: str) -> int:
-    """The status of a GET of ``url`` with the admin key (urllib: this runs in a thread)."""
-    request = urllib.request.Request(url, headers=ADMIN_HEADERS)
+def status_of(url: str, method: str = "GET") -> int:
+    """The status of a request for ``url`` with the admin key (urllib: this runs in a
+    thread)."""
+    request = urllib.request.Request(url, headers=ADMIN_HEADERS, method=method)
     try:
         with urllib.request.urlopen(request, timeout=WAIT) as response:
             return int(response.status)
@@ -88,8 +89,14 @@ def status_of(url: str) -> int:
         return error.code
 
 
-def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | None) -> None:
+def walk(
+    url: str, upload: Path, second: Path, downloads: Path, profile: Path, shots: Path | None
+) -> None:
     """The user's walk through the console at ``url`` (blocking: runs in a thread)."""
+
+    def revoke(access_key: str) -> int:
+        return status_of(f"{url}/keys/{access_key}", "DELETE")
+
     driver = chrome(downloads, profile)
     try:
         # A row the page re-renders between finding it and reading it is stale: look again.
@@ -140,6 +147,24 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
         assert progress.get_attribute("value") == progress.get_attribute("max")
         shot("upload")
 
+        # A second file picked takes its own name (the first's stayed: the second upload
+        # overwrote the first file); a folder with a ".." segment is refused on the page
+        # (the browser would resolve it and store the file elsewhere).
+        driver.get(f"{url}/ui/upload?prefix={FOLDER}")
+        picker = wait.until(seen.presence_of_element_located((By.ID, "file-input")))
+        picker.send_keys(str(upload))
+        picker.send_keys(str(second))
+        assert driver.find_element(By.ID, "name").get_attribute("value") == second.name
+        folder = driver.find_element(By.ID, "folder")
+        folder.clear()
+        folder.send_keys("console/../elsewhere/")
+        driver.find_element(By.ID, "upload").click()
+        refused = wait.until(
+            seen.presence_of_element_located((By.CSS_SELECTOR, "#upload-result .error"))
+        )
+        assert '".." segments are not allowed' in refused.text
+        assert status_of(f"{url}/files/elsewhere/{second.name}") == 404
+
         # The folder lists it with its size; its details show the chunk map.
         driver.get(f"{url}/ui/files?prefix={FOLDER}")
         row = wait.until(
@@ -147,6 +172,10 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
         )
         assert row.find_element(By.CSS_SELECTOR, ".size").text == "30.0 MiB"
         shot("files")
+        assert not driver.execute_script(  # a last page once showed the text "null"
+            "return [...document.getElementById('main').childNodes]"
+            ".some((node) => node.nodeType === 3 && node.textContent === 'null')"
+        )
         row.find_element(By.CSS_SELECTOR, "a.details").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chunk-map tr.chunk")) == 7)
         chunks = driver.find_elements(By.CSS_SELECTOR, "#chunk-map tr.chunk")
@@ -161,6 +190,15 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
         wait.until(lambda _: target.exists() and target.stat().st_size == FILE_SIZE)
         wait.until(lambda _: not list(downloads.glob("*.crdownload")))
         assert _sha256(target) == _sha256(upload)
+
+        # A crafted link with dot segments shows no other file (it showed, and deleted,
+        # the file the browser resolved it to).
+        driver.get(f"{url}/ui/file?name=console%2Fx%2F..%2F{upload.name}")
+        refused = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#main .error")))
+        assert '".." segments are not allowed' in refused.text
+        assert not driver.find_elements(By.ID, "delete")
+        driver.back()
+        wait.until(seen.presence_of_element_located((By.ID, "delete")))
 
         # Delete it, confirming; the listing no longer has it, nor does the API.
         driver.find_element(By.ID, "delete").click()
@@ -191,9 +229,15 @@ def walk(url: str, upload: Path, downloads: Path, profile: Path, shots: Path | N
                 == "read: console; write: console"
             )
         )
+        # Revoked meanwhile elsewhere: the button says so (it failed without a word).
+        assert revoke(made) == 204
         driver.find_element(By.CSS_SELECTOR, f"{row} .revoke").click()
         wait.until(seen.alert_is_present()).accept()
-        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+        refused = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, f"{row} .error")))
+        assert "no access key" in refused.text
+        driver.refresh()
+        wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#keys tbody tr")))
+        assert not driver.find_elements(By.CSS_SELECTOR, row)
 
         # Log out: the session is gone.
         driver.find_element(By.ID, "logout").click()
@@ -218,6 +262,8 @@ async def test_the_console_in_chromium(cluster: LocalCluster, tmp_path: Path) ->
     require_tool("chromedriver")
     upload = tmp_path / "thirty-mib.bin"
     await asyncio.to_thread(upload.write_bytes, os.urandom(FILE_SIZE))
+    second = tmp_path / "second.txt"
+    second.write_bytes(b"the second file")
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     shots_dir = os.environ.get(SCREENSHOTS_ENV)
@@ -225,4 +271,6 @@ async def test_the_console_in_chromium(cluster: LocalCluster, tmp_path: Path) ->
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        await asyncio.to_thread(walk, cluster[0].url, upload, downloads, Path(profile), shots)
+        await asyncio.to_thread(
+            walk, cluster[0].url, upload, second, downloads, Path(profile), shots
+        )

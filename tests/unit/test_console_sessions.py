@@ -32,3 +32,19 @@ def test_sessions_expire_and_are_bounded() -> None:
     now[0] += 61.0
     sessions.open("AK9")  # expired ones go as new ones come
     assert len(sessions) == 1
+
+
+def test_one_key_s_logins_cannot_push_out_another_key_s_sessions() -> None:
+    """An attack logged in 10,050 times with a read-only key and so ended an admin's
+    session: the cap was one for all keys. Each key now drops its own oldest first."""
+    sessions = Sessions(max_sessions=10, max_per_key=3)
+    admin = sessions.open("ADMIN")
+    made = [sessions.open("READER") for _ in range(50)]
+    assert sessions.get(admin.token) == admin
+    assert len(sessions) == 4
+    assert [sessions.get(s.token) is not None for s in made[-4:]] == [False, True, True, True]
+    sessions.close_key("READER")
+    assert len(sessions) == 1
+    for session in made:
+        sessions.close(session.token)  # gone already: nothing happens
+    assert sessions.get(admin.token) == admin

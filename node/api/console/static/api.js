@@ -12,6 +12,11 @@ export class ApiError extends Error {
   }
 }
 
+// Seconds a read may take before the page says the peer does not answer (a hung peer
+// would otherwise leave the page as it was, saying nothing). Writes wait: cut off, one
+// could not say whether it happened.
+const READ_TIMEOUT_S = 10;
+
 export async function call(method, path, body) {
   const headers = { "X-CSRF-Token": csrfToken, Accept: "application/json" };
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
@@ -19,7 +24,14 @@ export async function call(method, path, body) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(path, init);
+  if (method === "GET") init.signal = AbortSignal.timeout(READ_TIMEOUT_S * 1000);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    if (error.name !== "TimeoutError") throw error;
+    throw new ApiError(0, "timeout", `this peer did not answer within ${READ_TIMEOUT_S} s`);
+  }
   if (response.status === 401) {
     window.location.assign("/ui/login");
     throw new ApiError(401, "unauthenticated", "the session ended: log in again");
@@ -40,7 +52,19 @@ export async function call(method, path, body) {
   return response.json();
 }
 
+// Throws for a name (or, with folder, a folder ending in "/") with an empty, "." or ".."
+// segment: the store refuses those, but a browser removes dot segments from a URL (even
+// escaped as %2e) before it is sent, so "a/../b" would reach b instead of being refused.
+export function checkSegments(path, folder = false) {
+  const segments = path.split("/");
+  if (folder && segments.length > 1 && segments[segments.length - 1] === "") segments.pop();
+  if (segments.some((segment) => segment === "" || segment === "." || segment === "..")) {
+    throw new ApiError(400, "invalid_name", `empty, "." and ".." segments are not allowed: ${path}`);
+  }
+  return path;
+}
+
 // A file name as a path: each segment escaped, the slashes kept.
 export function filePath(name) {
-  return "/files/" + name.split("/").map(encodeURIComponent).join("/");
+  return "/files/" + checkSegments(name).split("/").map(encodeURIComponent).join("/");
 }

@@ -86,8 +86,12 @@ export async function draw(main) {
   const ringBox = h("section", { id: "ring" }, h("h2", {}, "The ring"), h("p", { class: "muted" }, "Loading…"));
   const peersBox = h("section", {}, h("h2", {}, "Peers"));
   const upkeepBox = h("section", { id: "upkeep-box" }, h("h2", {}, "This peer's upkeep"));
-  show(main, peersBox, ringBox);
+  // One note while this peer does not answer, above the figures last shown (kept, said
+  // to be of then), replaced at each failed refresh and gone at the next answer.
+  const stale = h("div", { id: "stale" });
+  show(main, stale, peersBox, ringBox);
   let digest = null;
+  let answered = null;
   const refresh = async () => {
     try {
       const [cluster, scrub] = await Promise.all([call("GET", "/cluster"), call("GET", "/scrub")]);
@@ -103,8 +107,11 @@ export async function draw(main) {
         digest = ring.digest;
         drawRing(ringBox, await call("GET", "/ui/ring"), cluster, upkeepBox);
       }
+      answered = Date.now();
+      stale.replaceChildren();
     } catch (error) {
-      peersBox.append(failure(error));
+      const since = answered ? `; the figures below are of ${date(answered)}` : "";
+      stale.replaceChildren(failure(error), h("p", { class: "muted" }, `Retrying every ${REFRESH_MS / 1000} s${since}.`));
     }
     setTimeout(refresh, REFRESH_MS);
   };

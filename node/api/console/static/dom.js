@@ -48,7 +48,28 @@ export function shortId(id) {
 }
 
 export function show(main, ...children) {
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.filter((child) => child !== null && child !== undefined && child !== false));
+}
+
+// Bidirectional controls (U+202A-202E embeddings and overrides, U+2066-2069 isolates) shown
+// as their code points, so "invoice<U+202E>gpj.exe" cannot pass for "invoiceexe.jpg".
+const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+
+export function shownName(name) {
+  return name.replace(BIDI, (char) => `<U+${char.codePointAt(0).toString(16).toUpperCase()}>`);
+}
+
+// What a download saves the file as: its last segment, cut to 200 UTF-8 bytes (browsers
+// save nothing for a name past the file system's 255), its extension kept.
+export function downloadName(name) {
+  const last = name.split("/").pop();
+  const encoder = new TextEncoder();
+  if (encoder.encode(last).length <= 200) return last;
+  const dot = last.lastIndexOf(".");
+  const extension = dot > 0 && last.length - dot <= 16 ? last.slice(dot) : "";
+  let stem = [...last.slice(0, last.length - extension.length)];
+  while (encoder.encode(stem.join("") + extension).length > 200) stem = stem.slice(0, -1);
+  return stem.join("") + extension;
 }
 
 export function failure(error) {

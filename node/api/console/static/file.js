@@ -2,7 +2,7 @@
 // holds which chunk, data or parity, and whether it is there (holder up) or missing.
 
 import { call, filePath } from "./api.js";
-import { bytes, failure, h, show, shortId } from "./dom.js";
+import { bytes, downloadName, failure, h, show, shortId, shownName } from "./dom.js";
 
 function chunkMap(manifest, peers) {
   const byIndex = new Map(manifest.chunks.map((chunk) => [chunk.index, chunk]));
@@ -35,7 +35,7 @@ function chunkMap(manifest, peers) {
 export async function draw(main) {
   const name = new URLSearchParams(window.location.search).get("name") ?? "";
   const folder = name.slice(0, name.lastIndexOf("/") + 1);
-  const back = h("p", {}, h("a", { href: `/ui/files?prefix=${encodeURIComponent(folder)}` }, `back to ${folder}`));
+  const back = h("p", {}, h("a", { href: `/ui/files?prefix=${encodeURIComponent(folder)}` }, `back to ${shownName(folder)}`));
   try {
     const [manifest, cluster] = await Promise.all([call("GET", `/manifests/${filePath(name).slice("/files/".length)}`), call("GET", "/cluster")]);
     const peers = new Map(cluster.peers.map((p) => [p.id, p]));
@@ -49,7 +49,7 @@ export async function draw(main) {
       ["state", manifest.degraded ? "degraded (repair is placing missing chunks)" : "complete"],
     ];
     const remove = async () => {
-      if (!window.confirm(`Delete ${name}? This cannot be undone.`)) return;
+      if (!window.confirm(`Delete ${shownName(name)}? This cannot be undone.`)) return;
       try {
         await call("DELETE", filePath(name));
         window.location.assign(`/ui/files?prefix=${encodeURIComponent(folder)}`);
@@ -59,14 +59,14 @@ export async function draw(main) {
     };
     show(
       main,
-      h("h1", { id: "file-name" }, name),
+      h("h1", { id: "file-name" }, shownName(name)),
       back,
       h("dl", { id: "facts" }, facts.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])),
-      h("p", {}, h("a", { href: filePath(name), download: name.split("/").pop(), id: "download", class: "button" }, "Download"), " ", h("button", { type: "button", id: "delete", onclick: remove }, "Delete")),
+      h("p", {}, h("a", { href: filePath(name), download: downloadName(name), id: "download", class: "button" }, "Download"), " ", h("button", { type: "button", id: "delete", onclick: remove }, "Delete")),
       h("h2", {}, "Chunk map"),
       manifest.inline ? h("p", { id: "inline" }, "Stored inline: a small file's bytes are in its manifest, on its 3 manifest replicas; it has no chunks.") : chunkMap(manifest, peers),
     );
   } catch (error) {
-    show(main, h("h1", {}, name), back, failure(error));
+    show(main, h("h1", {}, shownName(name)), back, failure(error));
   }
 }

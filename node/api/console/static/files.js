@@ -2,12 +2,15 @@
 // download, details and delete (after a confirmation).
 
 import { call, filePath } from "./api.js";
-import { bytes, failure, h, show } from "./dom.js";
+import { bytes, downloadName, failure, h, show, shownName } from "./dom.js";
 
 const PAGE = 200;
 
+// The prefix listed: a bare namespace ("alpha") is its folder ("alpha/"), not a prefix
+// that would list that folder as a row named "/".
 function here() {
-  return new URLSearchParams(window.location.search).get("prefix") ?? "";
+  const prefix = new URLSearchParams(window.location.search).get("prefix") ?? "";
+  return prefix && !prefix.includes("/") ? prefix + "/" : prefix;
 }
 
 function crumbs(prefix) {
@@ -16,7 +19,7 @@ function crumbs(prefix) {
   let path = "";
   for (const part of parts) {
     path += part + "/";
-    links.push(" / ", h("a", { href: `/ui/files?prefix=${encodeURIComponent(path)}` }, part));
+    links.push(" / ", h("a", { href: `/ui/files?prefix=${encodeURIComponent(path)}` }, shownName(part)));
   }
   return h("p", { class: "crumbs", id: "crumbs" }, links);
 }
@@ -37,12 +40,12 @@ async function namespaces(main) {
     crumbs(""),
     found.length
       ? h("table", { id: "listing" }, h("thead", {}, h("tr", {}, h("th", {}, "namespace"), h("th", {}, ""))), h("tbody", {}, rows))
-      : h("p", { class: "muted" }, "No namespace yet: upload a file or create one on the Keys page."),
+      : h("p", { class: "muted" }, "No namespace to show: none exists yet, or this key may read none."),
   );
 }
 
 async function remove(name, row) {
-  if (!window.confirm(`Delete ${name}? This cannot be undone.`)) return;
+  if (!window.confirm(`Delete ${shownName(name)}? This cannot be undone.`)) return;
   try {
     await call("DELETE", filePath(name));
     row.remove();
@@ -55,10 +58,10 @@ function fileRow(file, prefix) {
   const row = h(
     "tr",
     { class: "file", "data-name": file.name },
-    h("td", {}, h("a", { href: `/ui/file?name=${encodeURIComponent(file.name)}`, class: "details" }, file.name.slice(prefix.length))),
+    h("td", {}, h("a", { href: `/ui/file?name=${encodeURIComponent(file.name)}`, class: "details" }, shownName(file.name.slice(prefix.length)))),
     h("td", { class: "number size" }, bytes(file.size)),
     h("td", {}, file.modified.replace("T", " ").replace("Z", " UTC")),
-    h("td", {}, h("a", { href: filePath(file.name), download: file.name.split("/").pop(), class: "download" }, "download")),
+    h("td", {}, h("a", { href: filePath(file.name), download: downloadName(file.name), class: "download" }, "download")),
   );
   row.append(h("td", {}, h("button", { type: "button", class: "delete", onclick: () => remove(file.name, row) }, "delete")));
   return row;
@@ -70,7 +73,7 @@ async function folder(main, prefix, after) {
   const page = await call("GET", `/files?${query}`);
   const rows = [
     ...page.prefixes.map((sub) =>
-      h("tr", { class: "folder" }, h("td", { colspan: 5 }, h("a", { href: `/ui/files?prefix=${encodeURIComponent(sub)}`, class: "folder" }, sub.slice(prefix.length)))),
+      h("tr", { class: "folder" }, h("td", { colspan: 5 }, h("a", { href: `/ui/files?prefix=${encodeURIComponent(sub)}`, class: "folder" }, shownName(sub.slice(prefix.length))))),
     ),
     ...page.files.map((file) => fileRow(file, prefix)),
   ];
@@ -81,7 +84,7 @@ async function folder(main, prefix, after) {
     main,
     h("h1", {}, "Files"),
     crumbs(prefix),
-    h("p", {}, h("a", { href: `/ui/upload?prefix=${encodeURIComponent(prefix)}` }, `Upload to ${prefix}`)),
+    h("p", {}, h("a", { href: `/ui/upload?prefix=${encodeURIComponent(prefix)}` }, `Upload to ${shownName(prefix)}`)),
     rows.length
       ? h("table", { id: "listing" }, h("thead", {}, h("tr", {}, ["name", "size", "modified", "", ""].map((t) => h("th", {}, t)))), h("tbody", {}, rows))
       : h("p", { class: "muted" }, "Nothing here."),

@@ -1,7 +1,7 @@
 // Keys and namespaces (admin keys): create a key with its grants (read, write, create
 // namespaces, admin; its secret is shown once), revoke one; create, list, remove namespaces.
 
-import { call } from "./api.js";
+import { call, checkSegments } from "./api.js";
 import { date, failure, h, show } from "./dom.js";
 
 function list(text) {
@@ -70,10 +70,14 @@ async function keysSection(refresh) {
         h("button", {
           type: "button",
           class: "revoke",
-          onclick: async () => {
+          onclick: async (event) => {
             if (!window.confirm(`Revoke ${key.access_key} (${key.name})? Its holders lose access at once.`)) return;
-            await call("DELETE", `/keys/${encodeURIComponent(key.access_key)}`);
-            refresh();
+            try {
+              await call("DELETE", `/keys/${encodeURIComponent(key.access_key)}`);
+              refresh();
+            } catch (error) {
+              event.target.after(failure(error));
+            }
           },
         }, "revoke"),
       ),
@@ -142,7 +146,8 @@ async function namespacesSection(refresh) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await call("PUT", `/namespaces/${encodeURIComponent(name.value.trim())}`, { public_read: open.checked });
+      const wanted = checkSegments(name.value.trim());
+      await call("PUT", `/namespaces/${encodeURIComponent(wanted)}`, { public_read: open.checked });
       refresh();
     } catch (error) {
       note.replaceChildren(failure(error));

@@ -3,8 +3,8 @@
 // holds the file whole), with a progress bar. The form's fields come before the file, as
 // the peer asks: the name (empty: the peer makes a UUID) and the session's CSRF token.
 
-import { csrfToken } from "./api.js";
-import { bytes, h, show } from "./dom.js";
+import { checkSegments, csrfToken } from "./api.js";
+import { bytes, h, show, shownName } from "./dom.js";
 
 function send(folder, name, file, progress, status) {
   return new Promise((resolve, reject) => {
@@ -42,10 +42,14 @@ export async function draw(main) {
   const button = h("button", { type: "submit", id: "upload" }, "Upload");
   const zone = h("div", { id: "drop-zone", class: "drop-zone" }, "Drop a file here, or pick one: ", input);
   let chosen = null;
+  let typed = false; // a name the user typed stays; else the name follows the file chosen
+  name.addEventListener("input", () => {
+    typed = name.value !== "";
+  });
   const choose = (file) => {
     chosen = file;
-    if (file && !name.value) name.value = file.name;
-    status.textContent = file ? `${file.name}, ${bytes(file.size)}` : "";
+    if (file && !typed) name.value = file.name;
+    status.textContent = file ? `${shownName(file.name)}, ${bytes(file.size)}` : "";
   };
   input.addEventListener("change", () => choose(input.files[0] ?? null));
   zone.addEventListener("dragover", (event) => {
@@ -61,20 +65,27 @@ export async function draw(main) {
   const form = h("form", { id: "upload-form" }, h("label", {}, "Folder ", folder), h("label", {}, "Name ", name), zone, button, progress, status, result);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    let target = folder.value.trim().replace(/^\/+/, "");
+    let target = folder.value.replace(/^\/+/, "");
     if (!target || !chosen) {
       status.textContent = "Choose a folder (at least a namespace) and a file.";
       return;
     }
     if (!target.endsWith("/")) target += "/";
-    button.disabled = true;
-    progress.value = 0;
     result.replaceChildren();
     try {
-      const stored = await send(target, name.value.trim(), chosen, progress, status);
+      checkSegments(target, true);
+      if (name.value) checkSegments(name.value);
+    } catch (error) {
+      result.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+      return;
+    }
+    button.disabled = true;
+    progress.value = 0;
+    try {
+      const stored = await send(target, name.value, chosen, progress, status);
       progress.value = progress.max;
-      status.textContent = `Stored ${stored.name} (${bytes(stored.size)}).`;
-      result.replaceChildren(h("a", { href: `/ui/file?name=${encodeURIComponent(stored.name)}`, id: "stored" }, stored.name), " · ", h("a", { href: `/ui/files?prefix=${encodeURIComponent(target)}` }, `the folder ${target}`));
+      status.textContent = `Stored ${shownName(stored.name)} (${bytes(stored.size)}).`;
+      result.replaceChildren(h("a", { href: `/ui/file?name=${encodeURIComponent(stored.name)}`, id: "stored" }, shownName(stored.name)), " · ", h("a", { href: `/ui/files?prefix=${encodeURIComponent(target)}` }, `the folder ${shownName(target)}`));
     } catch (error) {
       status.textContent = "";
       result.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
