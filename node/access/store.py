@@ -33,6 +33,7 @@ from node.errors import (
     NamespaceExists,
     NamespaceNotEmpty,
     NamespaceNotFound,
+    PreconditionFailed,
 )
 from node.model import access
 from node.model.access import AccessKey, Grants, NamespaceRecord
@@ -40,6 +41,7 @@ from node.model.identity import ClusterIdentity, key_id
 from node.model.layout import Layout
 from node.model.manifest import Manifest
 from node.model.names import RESERVED, is_stored_name
+from node.model.preconditions import Preconditions, TagList
 from node.model.version import HybridClock
 from node.waiting import consume
 
@@ -51,6 +53,7 @@ MAX_CACHED = 10_000  # records cached per peer
 LIST_PAGE = 1000
 MAX_LISTED = 100_000  # records one listing walks at most
 _RECORD_LAYOUT = Layout(0, 1, 0)  # records have no chunks
+_ABSENT = Preconditions(if_none_match=TagList(True))  # If-None-Match: *
 
 
 @dataclass(frozen=True)
@@ -188,13 +191,15 @@ class AccessStore:
 
     # --- writing --------------------------------------------------------------------------
 
-    async def _write(self, name: str, inline: bytes | None) -> None:
-        """Commit a record (``None``: a tombstone) and know it at once on this peer."""
+    async def _write(self, name: str, inline: bytes | None, new: bool = False) -> None:
+        """Commit a record (``None``: a tombstone) and know it at once on this peer;
+        ``new``: only where there is no live record (If-None-Match: * at each replica,
+        so of two writers only one wins: PreconditionFailed for the other)."""
         if inline is None:
             manifest = Manifest(name, self._clock.now(), _RECORD_LAYOUT, deleted=True)
         else:
             manifest = Manifest(name, self._clock.now(), _RECORD_LAYOUT, inline=inline)
-        await self._replicas.commit(manifest)
+        await self._replicas.commit(manifest, condition=_ABSENT if new else None)
         self._remember(name, None if inline is None else manifest)
 
     async def create_key(
@@ -275,9 +280,15 @@ class AccessStore:
     ) -> NamespaceRecord:
         """Create namespace ``name``. Raises InvalidNamespace for a name breaking the bucket
         rules (unless ``adopted``; then for one too long to name its record), NamespaceExists
-        when it exists: checked with a quorum
-        read, not the cache, which may not have seen a namespace made through another peer
-        in the last ``ttl`` seconds (its record would be replaced, e.g. made public-read)."""
+        when it exists: checked with a quorum read, not the cache, which may not have seen
+        a namespace made through another peer in the last ``ttl`` seconds, and by the
+        replicas at the commit (If-None-Match: *), so of two creates racing one wins (the
+        other's flags would have replaced the first's, e.g. made a private one public).
+
+        Raises NamespaceNotEmpty where files are left under ``name/`` from a namespace
+        removed before (written while its removal was under way), unless ``adopted``: a
+        namespace made again over them would show them, to whoever its new grants let in.
+        """
         if not adopted:
             try:
                 access.validate_namespace(name)
@@ -287,13 +298,23 @@ class AccessStore:
             raise InvalidNamespace(f"namespace {name[:80]!r}... is too long to name its record")
         if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")
+        if not adopted and await self._holds_files(name):
+            raise NamespaceNotEmpty(
+                f"files are left under {name!r}/ from a namespace of that name removed "
+                "while they were written: an admin key deletes them (or reads them) first"
+            )
         record = NamespaceRecord(
             name=name,
             created_ms=int(time.time() * 1000),
             public_read=public_read,
             adopted=adopted,
         )
-        await self._write(access.namespace_record_name(name), access.encode_record(record))
+        try:
+            await self._write(
+                access.namespace_record_name(name), access.encode_record(record), new=True
+            )
+        except PreconditionFailed:
+            raise NamespaceExists(f"namespace {name!r} exists (made meanwhile)") from None
         log.info("created namespace %r%s", name, " (adopted)" if adopted else "")
         return record
 
@@ -301,11 +322,21 @@ class AccessStore:
         """Remove an empty namespace; raises NamespaceNotFound or NamespaceNotEmpty."""
         if await self.namespace(name) is None:
             raise NamespaceNotFound(f"no namespace {name!r}")
-        files, _ = await self._coordinator.list(name + "/", "", 1)
-        if files:
+        if await self._holds_files(name):
             raise NamespaceNotEmpty(f"namespace {name!r} holds files; delete them first")
         await self._write(access.namespace_record_name(name), None)
         log.info("removed namespace %r", name)
+
+    async def _holds_files(self, name: str) -> bool:
+        """Whether a live file is named under namespace ``name`` (past any deleted ones:
+        a listing page may end short of one, with where to go on)."""
+        after = ""
+        while True:
+            files, after = await self._coordinator.list(name + "/", after, 1)
+            if files:
+                return True
+            if not after:
+                return False
 
     async def adopt(self, names: Iterable[str]) -> int:
         """Make every first segment of ``names`` a namespace if it is not one yet (data

@@ -37,7 +37,7 @@ from node.datapath.chunk_streams import (
     write_in_hand,
 )
 from node.datapath.codec import default_codec
-from node.datapath.listing import list_folder
+from node.datapath.listing import list_flat, list_folder
 from node.datapath.replicas import ManifestReplicas
 from node.datapath.stripes import (
     DECODE_REASONS,
@@ -56,7 +56,7 @@ from node.errors import (
     Unavailable,
 )
 from node.model.digests import Buffer, ContentHash
-from node.model.folders import Item, Page, merge_flat
+from node.model.folders import Item, Page
 from node.model.layout import ZFEC, Layout
 from node.model.manifest import ChunkMeta, ChunkRef, Manifest, chunk_id, file_id
 from node.model.multipart import Segment, segments_covering
@@ -499,7 +499,7 @@ class Coordinator:
 
         Returns at most ``limit`` summaries and the name to continue after ("" when done).
         """
-        return merge_flat(await self._pages(prefix, start_after, limit), limit)
+        return await list_flat(self._pages, prefix, start_after, limit)
 
     async def list_folder(
         self,

@@ -14,18 +14,50 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from node.model.folders import Item, Page, name_of, walk
+from node.model.folders import Item, Page, merge_flat, name_of, walk
 from node.model.manifest import Manifest
 
 # Rounds one page may take before it is answered short (names left after many deletions
 # cost a round per peer page of them; the page says where to go on).
 MAX_ROUNDS = 16
 MIN_ASK = 16  # replicas asked of each peer per round at least (a page of 1 still scans)
+# Replicas asked of each peer per round at most past what the page wants: each round after
+# the first asks twice the one before, so a run of deleted names (tombstones, kept for
+# --tombstone-grace) costs a few rounds, not one round per MIN_ASK of them.
+MAX_ASK = 1024
 
 # (prefix, start_after, limit, delimiter, base) -> every answering peer's page
 AskPeers = Callable[[str, str, int, str, str], Awaitable[list[Page]]]
 # (prefix, start_after, limit) -> live files in order, and the name to continue after
 ListFlat = Callable[[str, str, int], Awaitable[tuple[list[Manifest], str]]]
+# (prefix, start_after, limit) -> every answering peer's flat page
+AskFlat = Callable[[str, str, int], Awaitable[list[Page]]]
+
+
+def asked(want: int, round_: int) -> int:
+    """Replicas to ask of each peer in round ``round_`` (0, 1, ...) of a page that still
+    wants ``want`` items: at least ``MIN_ASK``, doubling each round up to ``MAX_ASK``."""
+    return max(want, min(MIN_ASK << round_, MAX_ASK))
+
+
+async def list_flat(
+    ask: AskFlat, prefix: str, start_after: str, limit: int
+) -> tuple[list[Manifest], str]:
+    """Up to ``limit`` live files with ``prefix`` after ``start_after`` in name order, and
+    the name to continue after ("" when done). Rounds go on past deleted names until the
+    page is full or the names end (or ``MAX_ROUNDS``: then a short page and where to go on),
+    so a page holds fewer than ``limit`` files only at the end: clients that look for one
+    file with a page of 1 (s3fs's exists) found none behind a deleted name."""
+    files: list[Manifest] = []
+    cursor = start_after
+    for round_ in range(MAX_ROUNDS):
+        want = limit - len(files)
+        live, following = merge_flat(await ask(prefix, cursor, asked(want, round_)), want)
+        files.extend(live)
+        if len(files) >= limit or not following:
+            return files, following
+        cursor = following
+    return files, cursor
 
 
 async def list_folder(
@@ -45,9 +77,9 @@ async def list_folder(
     scope = base if scope is None else scope
     items: list[Item] = []
     cursor = start_after
-    for _ in range(MAX_ROUNDS):
+    for round_ in range(MAX_ROUNDS):
         want = limit - len(items) + 1  # one more than the page: is there a next page?
-        pages = await ask(scope, cursor, max(want, MIN_ASK), delimiter, base)
+        pages = await ask(scope, cursor, asked(want, round_), delimiter, base)
         decided = walk(pages, base, delimiter, cursor, want)
         items.extend(decided.items)
         if len(items) > limit:

@@ -250,6 +250,72 @@ async def test_namespaces_are_made_before_use_and_removed_only_empty(
     assert body["error"]["code"] == "namespace_not_found"
 
 
+async def test_a_namespace_whose_first_name_was_deleted_is_not_empty(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """The emptiness check listed one name: a deleted first name (a tombstone, kept for
+    --tombstone-grace) made an empty page, and a namespace holding files was removed."""
+    url = cluster[1].url
+    assert (await call(http, "PUT", f"{url}/namespaces/holey", ADMIN))[0] == 201
+    for name in ("a", "b"):
+        assert (await call(http, "PUT", f"{url}/files/holey/{name}", ADMIN, data=b"x"))[0] == 201
+    assert (await call(http, "DELETE", f"{url}/files/holey/a", ADMIN))[0] == 204
+    status, body = await call(http, "DELETE", f"{cluster[2].url}/namespaces/holey", ADMIN)
+    assert (status, body["error"]["code"]) == (409, "namespace_not_empty")
+    status, page = await call(http, "GET", f"{url}/files?prefix=holey/&limit=1", ADMIN)
+    assert [f["name"] for f in page["files"]] == ["holey/b"]  # not an empty page
+
+
+async def test_two_creates_of_one_namespace_make_one(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Both answered 201 and the last one's flags won: a bucket made private by one
+    client came out public-read from another's create (an attack: 5 of 20 rounds)."""
+    for round_ in range(6):
+        name = f"raced-{round_}"
+        answers = await asyncio.gather(
+            call(http, "PUT", f"{cluster[0].url}/namespaces/{name}", ADMIN),
+            call(
+                http,
+                "PUT",
+                f"{cluster[4].url}/namespaces/{name}",
+                ADMIN,
+                json={"public_read": True},
+            ),
+        )
+        assert sorted(status for status, _ in answers) == [201, 409], answers
+        winner = next(body for status, body in answers if status == 201)
+        _, listed = await call(http, "GET", f"{cluster[2].url}/namespaces", ADMIN)
+        (record,) = [ns for ns in listed["namespaces"] if ns["name"] == name]
+        assert record["public_read"] == winner["public_read"]
+
+
+async def test_a_namespace_is_not_made_again_over_files_left_from_its_removal(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """A write acknowledged while its namespace's removal was under way (the writing peer's
+    cache still had the namespace) outlives it; made again, by a key that may then make it
+    public-read, the namespace would show that file. Such a file is written here past the
+    namespace check, as that write was."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"private"
+
+    await cluster[0].coordinator.put("leftover/payroll.csv", body(), 7, "text/csv")
+    creator = await new_key(http, cluster[1].url, create=True)
+    url = f"{cluster[1].url}/namespaces/leftover"
+    status, answer = await call(http, "PUT", url, creator, json={"public_read": True})
+    assert (status, answer["error"]["code"]) == (409, "namespace_not_empty")
+    assert "left under 'leftover'/" in answer["error"]["message"]
+    anonymous = await call(http, "GET", f"{cluster[2].url}/files/leftover/payroll.csv", None)
+    assert anonymous[0] == 401
+    # An admin key reads and deletes what was left; then the name is free again.
+    assert (await call(http, "DELETE", f"{cluster[3].url}/files/leftover/payroll.csv", ADMIN))[
+        0
+    ] == 204
+    assert (await call(http, "PUT", url, creator, json={"public_read": True}))[0] == 201
+
+
 async def test_revocation_is_seen_by_every_peer_within_5_seconds(
     cluster: LocalCluster, http: aiohttp.ClientSession
 ) -> None:
