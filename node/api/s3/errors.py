@@ -62,6 +62,7 @@ _URL = re.compile(r"\bhttps?://[^\s'\"]+")
 
 # S3's status of each error code this frontend answers with.
 STATUS: dict[str, int] = {
+    "AccessControlListNotSupported": 400,
     "AccessDenied": 403,
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,

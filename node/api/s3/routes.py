@@ -107,6 +107,32 @@ UNSERVED = frozenset(
 )  # fmt: skip
 
 
+# Request headers asking for what this store does not do: refused (NotImplemented) rather
+# than dropped, which would store in the clear what was to be encrypted, let a delete
+# remove what was to be retained, or forget tags. Prefixes, lower-case.
+UNSERVED_HEADERS = (
+    "x-amz-server-side-encryption",  # SSE-S3, SSE-KMS, SSE-C (-customer-*) and its context
+    "x-amz-object-lock-",
+    "x-amz-tagging",
+    "x-amz-website-redirect-location",
+)
+# Canned ACLs a bucket that allows no ACLs takes (AWS's "bucket owner enforced" object
+# ownership, its default since 2023): others, and x-amz-grant-*, get
+# AccessControlListNotSupported, as there.
+OWNER_ACLS = frozenset({"private", "bucket-owner-full-control"})
+
+
+def refuse_unserved_headers(request: web.BaseRequest) -> None:
+    """Raise S3Error for a request header that asks for what is not served (above)."""
+    for header in request.headers:
+        lower = header.lower()
+        if lower.startswith(UNSERVED_HEADERS):
+            raise S3Error("NotImplemented", f"{header} is not served by this S3 frontend")
+        acl = lower == "x-amz-acl" and request.headers[header].strip() not in OWNER_ACLS
+        if acl or lower.startswith("x-amz-grant-"):
+            raise S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_route("*", r"/{path:[\s\S]*}", dispatch, expect_handler=defer_continue)
 
@@ -118,6 +144,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     query = dict(pairs)
     unserved = sorted(UNSERVED & set(query))
     method = request.method
+    refuse_unserved_headers(request)
     if method == hdrs.METH_POST and bucket and not key and "delete" in query:
         return await delete_objects(request, bucket)
     if bucket and not {"uploads", "uploadId"}.isdisjoint(query):
@@ -560,10 +587,16 @@ def _token(after: str) -> str:
 
 
 def _from_token(token: str) -> str:
+    """The name a continuation token (``_token``) continues after; raises InvalidArgument
+    for one this frontend cannot have made (empty, or a character outside the URL-safe
+    base64 alphabet, which ``urlsafe_b64decode`` would skip: "!!!" read as the start)."""
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        after = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
+        if after:
+            return after.decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
-        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
+        pass
+    raise S3Error("InvalidArgument", "The continuation token provided is incorrect")
 
 
 def _max_keys(query: Mapping[str, str]) -> int:

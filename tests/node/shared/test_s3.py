@@ -616,6 +616,29 @@ async def test_unserved_operations_say_so(admin: list[BaseClient]) -> None:
     assert await s3(got["Body"].read) == b"v"
     location = await s3(admin[2].get_bucket_location, Bucket=bucket)
     assert location["LocationConstraint"] == "us-east-1"
+    # What a PutObject asks for and this store does not do is refused, not dropped (an
+    # SSE-C object was stored in the clear and read back without its key; a COMPLIANCE
+    # lock was deleted at once; tags were lost).
+    retain = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    asks: list[dict[str, Any]] = [
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
+        {"ServerSideEncryption": "aws:kms"},
+        {"ServerSideEncryption": "AES256"},
+        {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain},
+        {"ObjectLockLegalHoldStatus": "ON"},
+        {"Tagging": "a=b"},
+        {"WebsiteRedirectLocation": "/elsewhere"},
+    ]
+    for ask in asks:
+        code = await refused(admin[0].put_object, Bucket=bucket, Key="asked", Body=b"x", **ask)
+        assert code == ("NotImplemented", 501), ask
+    code = await refused(
+        admin[0].put_object, Bucket=bucket, Key="asked", Body=b"x", ACL="public-read"
+    )
+    assert code == ("AccessControlListNotSupported", 400)  # as AWS's "bucket owner enforced"
+    await refused(admin[0].head_object, Bucket=bucket, Key="asked")  # none was stored
+    for acl in ("private", "bucket-owner-full-control"):  # what such a bucket takes
+        await s3(admin[0].put_object, Bucket=bucket, Key="owned", Body=b"x", ACL=acl)
 
 
 async def test_the_cluster_view_names_every_peer_s_s3_url(cluster: LocalCluster) -> None:
@@ -1002,6 +1025,13 @@ async def test_list_buckets_in_pages_and_by_prefix(
         narrow.close()
     code = await refused(admin[5].list_buckets, MaxBuckets=10_001)
     assert code == ("InvalidArgument", 400)
+    # A token this frontend cannot have made: refused, not read as the start (base64's
+    # decoder skipped "!" and an empty result meant no token).
+    for token in ("!", "!!!", "a!b"):
+        code = await refused(admin[5].list_buckets, ContinuationToken=token)
+        assert code == ("InvalidArgument", 400), token
+        code = await refused(admin[5].list_objects_v2, Bucket=names[0], ContinuationToken=token)
+        assert code == ("InvalidArgument", 400), token
 
 
 async def test_copy_source_conditions_are_checked_on_the_source(admin: list[BaseClient]) -> None:
