@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import re
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from client.records import (
     Folder,
     Manifest,
     PutResult,
+    entity_tag,
 )
 from client.transport import PeerList, RetryPolicy, Transport, read_json
 
@@ -195,6 +197,7 @@ class AsyncClient:
         async with await RequestBody.prepare(data, progress) as body:
             headers.update(_conditions(if_match, if_none_match))
             if content_type is not None:
+                _check_field("Content-Type", content_type)
                 headers["Content-Type"] = content_type
             if body.size is not None:
                 headers["Content-Length"] = str(body.size)
@@ -208,15 +211,19 @@ class AsyncClient:
         async with self.open(name) as reader:
             return await reader.read()
 
-    async def get_range(self, name: str, start: int, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` of ``name``, like ``data[start:end]``.
+    async def get_range(
+        self, name: str, start: int, end: int | None = None, *, if_match: str | None = None
+    ) -> bytes:
+        """Bytes ``[start, end)`` of ``name``, like ``data[start:end]``; with ``if_match``
+        (an etag), of that version only.
 
         ``end`` past the end of the file is clipped; ``end=None`` reads to the end; a
         negative ``start`` with no ``end`` gives the last ``-start`` bytes (all of a shorter
         file, ``b""`` of an empty one). Raises InvalidRange when ``start`` is at or past the
-        end of the file, ValueError when ``end <= start``, and FileNotFound.
+        end of the file, ValueError when ``end <= start``, FileNotFound, and
+        PreconditionFailed when ``if_match`` is not the current version's etag.
         """
-        async with self.open(name, start=start, end=end) as reader:
+        async with self.open(name, start=start, end=end, if_match=if_match) as reader:
             return await reader.read()
 
     @asynccontextmanager
@@ -227,6 +234,7 @@ class AsyncClient:
         start: int = 0,
         end: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        if_match: str | None = None,
     ) -> AsyncIterator[AsyncFileReader]:
         """Stream ``name`` (or bytes ``[start, end)`` of it) without holding it in memory.
 
@@ -235,7 +243,13 @@ class AsyncClient:
         mid-way is resumed on the next peer. Raises FileNotFound, InvalidRange, FileChanged.
         """
         reader = await AsyncFileReader.open(
-            self._transport, name, file_path(name), start=start, end=end, chunk_size=chunk_size
+            self._transport,
+            name,
+            file_path(name),
+            start=start,
+            end=end,
+            chunk_size=chunk_size,
+            if_match=if_match,
         )
         try:
             yield reader
@@ -444,14 +458,6 @@ class AsyncClient:
         return _parse(ClusterView.from_json, record, None, "GET /cluster")
 
 
-def entity_tag(etag: str) -> str:
-    """An etag as HTTP conditions carry it: quoted, unless it is ``*`` or already quoted
-    (``"..."`` or weak ``W/"..."``)."""
-    if etag == "*" or etag.startswith(('"', 'W/"')):
-        return etag
-    return f'"{etag}"'
-
-
 def _conditions(if_match: str | None, if_none_match: str | None) -> dict[str, str]:
     headers = {}
     if if_match is not None:
@@ -464,11 +470,28 @@ def _conditions(if_match: str | None, if_none_match: str | None) -> dict[str, st
 def _representation_headers(
     metadata: Mapping[str, str] | None, fields: Mapping[str, str | None]
 ) -> dict[str, str]:
-    """The headers of a PUT that carry its representation fields and user metadata."""
+    """The headers of a PUT that carry its representation fields and user metadata.
+    Raises InvalidRequest for a metadata name that is no HTTP token or a value with a
+    control character (aiohttp would raise a bare ValueError, or send it to be refused)."""
     headers = {header: value for header, value in fields.items() if value is not None}
     for key, value in (metadata or {}).items():
+        if not _TOKEN.fullmatch(key):
+            raise InvalidRequest(f"metadata names are HTTP tokens (RFC 9110 5.6.2), not {key!r}")
         headers[META_PREFIX + key.lower()] = value
+    for header, value in headers.items():
+        _check_field(header, value)
     return headers
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_field(header: str, value: str) -> None:
+    """Raise InvalidRequest for a header value with a control character (CR and LF
+    would end the header)."""
+    if _CONTROL.search(value):
+        raise InvalidRequest(f"{header} has a control character: {value[:80]!r}")
 
 
 def _http_date(moment: str | datetime | None) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
@@ -179,6 +180,10 @@ class RequestBody:
         self._started = False
         self.failure: BaseException | None = None
         """An error raised by the source or the progress callback (not by the network)."""
+        self.handed_at: float | None = None
+        """When (``time.monotonic``) the piece being sent was handed to the connection,
+        while it has not taken it yet (None otherwise): a peer that stops reading leaves it
+        set (``Transport`` gives up on it), a slow source does not."""
 
     def __repr__(self) -> str:
         kind = "rewindable" if self._source.rewindable else "one-shot"
@@ -224,7 +229,9 @@ class RequestBody:
             if self._progress is not None:
                 self._progress(0, self.size)
             async for piece in self._source.pieces():
+                self.handed_at = time.monotonic()
                 yield piece
+                self.handed_at = None
                 sent += len(piece)
                 if self._progress is not None:
                     self._progress(sent, self.size)

@@ -40,11 +40,20 @@ def read_credentials(path: str | os.PathLike[str], profile: str = PROFILE) -> Cr
 
     Raises OSError when the file cannot be read, ValueError when it holds no such key.
     """
-    ini = configparser.ConfigParser()
+    # No interpolation: a "%" is part of a secret, as awscli reads it. An error says where,
+    # never what: configparser quotes the offending line, which may be the secret.
+    ini = configparser.ConfigParser(interpolation=None)
     try:
         ini.read_string(Path(path).read_text())
     except configparser.Error as exc:
-        raise ValueError(f"{path} is not a credentials file: {exc.message}") from None
+        lines = [n for n, _ in getattr(exc, "errors", [])] or [getattr(exc, "lineno", None)]
+        where = f" at line {lines[0]}" if lines[0] is not None else ""
+        what = (
+            "no [section] line first"
+            if isinstance(exc, configparser.MissingSectionHeaderError)
+            else "malformed"
+        )
+        raise ValueError(f"{path} is not a credentials file: {what}{where}") from None
     try:
         section = ini[profile]
         return Credentials(section["aws_access_key_id"], section["aws_secret_access_key"])

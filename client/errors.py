@@ -262,7 +262,7 @@ def error_from_exception(exc: BaseException, *, peer: str) -> PeerUnreachable:
         text = os.strerror(cause.errno) if cause.errno and cause.errno > 0 else cause.strerror
         reason = f"cannot connect ({text or cause})"
     elif isinstance(exc, asyncio.TimeoutError):
-        reason = "timed out"
+        reason = f"timed out: {exc}" if str(exc) else "timed out"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
         reason = "the connection closed before an answer"
     elif isinstance(exc, aiohttp.ClientPayloadError):

@@ -21,6 +21,7 @@ NotImplementedError for what the store does not do (append, transactions).
 from __future__ import annotations
 
 import contextlib
+import errno
 import mimetypes
 import queue
 import threading
@@ -342,8 +343,21 @@ class RingstoreFile(AbstractBufferedFile):
             super().__init__(fs, path, mode, block_size, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        data: bytes = self.fs.cat_file(self.path, start, end)
-        return data
+        """Bytes ``[start, end)`` of the version opened (its etag, from ``info`` at open):
+        each block is a ranged GET of its own, so a file replaced meanwhile would otherwise
+        be read as a splice of two versions, or cut short. Raises OSError (ESTALE) then."""
+        if start >= end:
+            return b""
+        etag = self.details.get("etag")
+        with os_errors(self.path):
+            try:
+                data: bytes = self.fs.client.get_range(self.path, start, end, if_match=etag)
+                return data
+            except InvalidRange:
+                return b""  # at or past the end, as a file's read gives
+            except PreconditionFailed as exc:
+                message = f"{self.path} was replaced while it was open for reading"
+                raise OSError(errno.ESTALE, message, self.path) from exc
 
     def _initiate_upload(self) -> None:
         exclusive = self.mode == "xb"

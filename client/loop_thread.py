@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +23,7 @@ class LoopThread:
 
     def __init__(self, name: str = "ringstore-client") -> None:
         self._loop = asyncio.new_event_loop()
+        self._closing = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -54,6 +55,10 @@ class LoopThread:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
+        except CancelledError:
+            if self._closing:
+                raise RuntimeError("this client was closed during the call") from None
+            raise
         except BaseException:
             future.cancel()  # KeyboardInterrupt in the waiting thread: stop the work too
             raise
@@ -79,11 +84,20 @@ class LoopThread:
                     self.run(_await(aclose()))
 
     def close(self) -> None:
-        """Stop the loop, join its thread and close the loop. Idempotent."""
+        """Stop the loop, join its thread and close the loop. Idempotent. Calls other
+        threads are still waiting on are cancelled first (and raise RuntimeError there):
+        stopped with the loop, they would wait for good."""
         if self.closed:
             return
+        self._closing = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            gathered = asyncio.gather(*pending, return_exceptions=True)
+            self._loop.run_until_complete(gathered)
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.run_until_complete(self._loop.shutdown_default_executor())
         self._loop.close()

@@ -22,7 +22,7 @@ from client.errors import (
     UnexpectedResponse,
     error_from_exception,
 )
-from client.records import FileStat
+from client.records import FileStat, entity_tag
 from client.transport import TRANSPORT_ERRORS, Transport
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
@@ -111,18 +111,21 @@ class AsyncFileReader:
         start: int = 0,
         end: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        if_match: str | None = None,
     ) -> AsyncFileReader:
-        """Start reading ``[start, end)`` of the file at ``path`` (percent-encoded).
+        """Start reading ``[start, end)`` of the file at ``path`` (percent-encoded); with
+        ``if_match`` (an etag), only of that version.
 
-        Raises FileNotFound, InvalidRange (416), ValueError for a malformed range, or what
-        ``Transport.send`` raises.
+        Raises FileNotFound, InvalidRange (416), PreconditionFailed (another version),
+        ValueError for a malformed range, or what ``Transport.send`` raises.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, not {chunk_size}")
         wanted = range_header(start, end)
-        peer, response = await transport.send(
-            "GET", path, headers={"Range": wanted} if wanted else None
-        )
+        headers = {"Range": wanted} if wanted else {}
+        if if_match is not None:
+            headers["If-Match"] = entity_tag(if_match)
+        peer, response = await transport.send("GET", path, headers=headers or None)
         try:
             stat = FileStat.from_headers(name, response.headers)
             if response.status == 206:

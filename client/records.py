@@ -225,6 +225,10 @@ class Manifest:
     packed: bool = False
     """The bytes lie in a pack of small files (its one segment names the pack): a small file
     left unchanged for ``--pack-after``. False from a peer of before packs."""
+    codec: str = "zfec"
+    """The Reed-Solomon code its parity chunks were computed with: ``isa-l-cauchy`` or
+    ``zfec`` (files written before ISA-L, or while a member lacked it; and from a peer of
+    before codecs)."""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Manifest:
@@ -235,6 +239,7 @@ class Manifest:
             "inline": bool(record.get("inline", False)),
             "segments": int(record.get("segments", 0)),
             "packed": bool(record.get("packed", False)),
+            "codec": str(record.get("codec", "zfec")),
         }
         return cls(**_fields(cls, record, chunks=chunks, **stored, **given))
 
@@ -422,3 +427,11 @@ class ClusterView:
     def peer(self, peer_id: str) -> PeerInfo | None:
         """The member with this id, or None if the answering peer does not know it."""
         return next((p for p in self.peers if p.id == peer_id), None)
+
+
+def entity_tag(etag: str) -> str:
+    """An etag as HTTP conditions carry it: quoted, unless it is ``*`` or already quoted
+    (``"..."`` or weak ``W/"..."``)."""
+    if etag == "*" or etag.startswith(('"', 'W/"')):
+        return etag
+    return f'"{etag}"'

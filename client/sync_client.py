@@ -170,9 +170,11 @@ class Client:
         """The whole content of ``name``; see ``AsyncClient.get``."""
         return self._loop.run(self._async.get(name))
 
-    def get_range(self, name: str, start: int, end: int | None = None) -> bytes:
+    def get_range(
+        self, name: str, start: int, end: int | None = None, *, if_match: str | None = None
+    ) -> bytes:
         """Bytes ``[start, end)`` of ``name``; see ``AsyncClient.get_range``."""
-        return self._loop.run(self._async.get_range(name, start, end))
+        return self._loop.run(self._async.get_range(name, start, end, if_match=if_match))
 
     @contextmanager
     def open(

@@ -11,9 +11,11 @@ an exception by ``client.errors`` and raised at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +61,19 @@ class RetryPolicy:
 
 
 def peer_url(url: str) -> str:
-    """Check and normalise a peer's base URL (``http(s)://host[:port]``); raise ValueError."""
-    parsed = URL(url.strip().rstrip("/"))
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    """Check and normalise a peer's base URL (``http(s)://host[:port]``); raise ValueError.
+
+    A user name or password in it is refused without being shown (credentials go in
+    ``credentials``; in a URL they would be shown in every error naming the peer), as are
+    a path, query or fragment (every request's own path would be put after them)."""
+    try:
+        parsed = URL(url.strip().rstrip("/"))
+    except ValueError:
+        parsed = URL()
+    if parsed.user is not None or parsed.password is not None:
+        raise ValueError("a peer URL holds no user name or password: give an access key")
+    extra = parsed.path not in ("", "/") or parsed.query_string or parsed.fragment
+    if parsed.scheme not in ("http", "https") or not parsed.host or extra:
         raise ValueError(f"a peer URL looks like http://host:port, not {url!r}")
     return str(parsed)
 
@@ -166,13 +178,14 @@ class Transport:
             peer = self.peers.current
             url = URL(peer + path, encoded=True)
             try:
-                response = await session.request(
+                request = session.request(
                     method,
                     url,
                     params=params,
                     headers=headers,
                     data=body.pieces() if body is not None else None,
                 )
+                response = await (request if body is None else self._watched(request, body))
             except TRANSPORT_ERRORS as exc:
                 if body is not None and body.failure is not None:
                     raise body.failure from exc
@@ -195,6 +208,31 @@ class Transport:
                 )
                 raise failure
         raise _exhausted(method, path, failures)
+
+    async def _watched(
+        self, request: Awaitable[aiohttp.ClientResponse], body: RequestBody
+    ) -> aiohttp.ClientResponse:
+        """``request``'s response, or asyncio.TimeoutError once the peer has taken no piece
+        of ``body`` for the read timeout: aiohttp bounds the wait for an answer
+        (``sock_read``), not a write, which blocks for good once a peer that stopped
+        reading (hung, SIGSTOPped) has filled the socket's buffers."""
+        limit = self._timeout.sock_read
+        task = asyncio.ensure_future(request)
+        if not limit:
+            return await task
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=limit / 4)
+                if done:
+                    return task.result()
+                handed = body.handed_at
+                if handed is not None and time.monotonic() - handed > limit:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, *TRANSPORT_ERRORS):
+                        (await task).release()
+                    raise asyncio.TimeoutError(f"the peer took no bytes of the body for {limit}s")
+        finally:
+            task.cancel()
 
     async def _error(
         self, response: aiohttp.ClientResponse, peer: str, implied_code: Mapping[int, str]

@@ -9,6 +9,7 @@ while this test's loop serves the in-process cluster). A few fake peers, small a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import random
@@ -495,6 +496,41 @@ async def test_one_shot_body_is_not_resent_after_a_peer_took_it(
     assert error.value.peer == crashing
     assert bodies == [len(data)] * 2
     assert await d.call("exists", "oneshot/lost") is False
+
+
+@contextlib.asynccontextmanager
+async def deaf_peer() -> AsyncIterator[str]:
+    """A process on 127.0.0.1 that accepts connections and never reads from them: a hung
+    or SIGSTOPped peer, once the socket buffers between are full."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_upload_to_a_peer_that_stops_reading_fails_over(
+    connect: Connect, cluster: LocalCluster
+) -> None:
+    """aiohttp's read timeout bounds the wait for an answer, not a write: an upload past the
+    socket buffers (4 MB here) to a peer that stopped reading hung for good (an attack
+    waited 170 s with timeout=10); one below them failed over."""
+    data = payload(16 << 20, seed=11)
+    async with deaf_peer() as deaf:
+        d = await connect([deaf, cluster[1].url], timeout=1.0)
+        started = asyncio.get_running_loop().time()
+        stored = await asyncio.wait_for(d.call("put", "stall/big", data), 60)
+        assert stored.size == len(data)
+        assert asyncio.get_running_loop().time() - started < 30
+    assert await d.call("get", "stall/big") == data
 
 
 async def test_reads_resume_on_the_next_peer(

@@ -34,11 +34,13 @@ from client import (
 )
 from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
+from client.credentials import Credentials, read_credentials
 from client.errors import error_from_exception, error_from_response
 from client.reader import range_header
 from client.records import ClusterView, Manifest, PeerInfo, RingInfo, Upkeep
-from client.transport import PeerList, RetryPolicy
+from client.transport import PeerList, RetryPolicy, peer_url
 from node.api.public import MAX_LIST
+from tests.harness import eventually
 
 
 def error_body(code: str, message: str = "why") -> bytes:
@@ -232,6 +234,79 @@ def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
     assert "closed" in repr(client)
     with pytest.raises(RuntimeError, match="closed"):
         client.get("x")
+
+
+async def test_closing_a_shared_client_ends_another_threads_call() -> None:
+    """The loop stopped under a call another thread waited on, which then waited for good
+    (an attack: a put still blocked 40 s after close)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # connected, never answered
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    client = Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", timeout=300)
+    try:
+        waiting = asyncio.ensure_future(asyncio.to_thread(client.stat, "a/b"))
+        await eventually(lambda: bool(held), what="the call to reach the peer")
+        await asyncio.to_thread(client.close)
+        with pytest.raises(RuntimeError, match="closed during the call"):
+            await asyncio.wait_for(waiting, 10)
+    finally:
+        client.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_credentials_file_s_errors_never_show_its_lines(tmp_path: Path) -> None:
+    """configparser quotes the line it could not parse, which may be the secret; and it
+    read "%" as interpolation (a traceback quoting the secret), where awscli reads it as
+    it is."""
+    secret = "mFYakiRI%LnSDsecret"
+    broken = tmp_path / "broken"
+    broken.write_text(f"[default]\naws_access_key_id = AK\n{secret}\n")
+    with pytest.raises(ValueError, match="not a credentials file") as refused:
+        read_credentials(broken)
+    assert secret not in str(refused.value)
+    assert "line 3" in str(refused.value)
+    headless = tmp_path / "headless"
+    headless.write_text(f"aws_access_key_id = {secret}\n")
+    with pytest.raises(ValueError, match="no \\[section\\] line") as refused:
+        read_credentials(headless)
+    assert secret not in str(refused.value)
+    good = tmp_path / "good"
+    good.write_text(f"[default]\naws_access_key_id = AK\naws_secret_access_key = {secret}\n")
+    assert read_credentials(good) == Credentials("AK", secret)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://AK:topsecret@127.0.0.1:9200",  # credentials: refused, not shown
+        "http://127.0.0.1:9200/files",  # a path every request's would follow
+        "http://127.0.0.1:9200?x=1",
+        "http://127.0.0.1:9200#f",
+    ],
+)
+def test_peer_urls_are_a_scheme_host_and_port_only(url: str) -> None:
+    with pytest.raises(ValueError, match="a peer URL") as refused:
+        peer_url(url)
+    assert "topsecret" not in str(refused.value)
+
+
+async def test_header_values_with_control_characters_are_refused_before_sending() -> None:
+    """aiohttp raised a bare ValueError (a CLI traceback) for CR/LF in a Content-Type."""
+    async with AsyncClient("http://127.0.0.1:9") as client:  # never reached
+        for fields in (
+            {"content_type": "text/plain\r\nX-Evil: 1"},
+            {"cache_control": "\x00"},
+            {"metadata": {"x": "a\nb"}},
+            {"metadata": {"bad name": "v"}},
+        ):
+            with pytest.raises(InvalidRequest):
+                await client.put("a/b", b"x", **fields)
 
 
 MANIFEST = {

@@ -10,6 +10,7 @@ installed copy predates it gets the same declaration registered by ``declared_en
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import random
 import re
@@ -184,6 +185,22 @@ async def test_open_reads_in_ranged_blocks(fs: RingstoreFileSystem) -> None:
     ]
     with pytest.raises(FileNotFoundError):
         await off_loop(fs.open, "reads/missing.bin", "rb")
+
+
+async def test_a_file_replaced_while_open_is_not_read_as_a_splice(fs: RingstoreFileSystem) -> None:
+    """Each block is a ranged GET of its own: a file replaced between two blocks was read as
+    the first version's start and the second's rest (or cut short), without an error."""
+    await off_loop(fs.pipe_file, "reads/replaced.bin", b"A" * 30_000)
+
+    def read_across_a_replacement() -> bytes:
+        with fs.open("reads/replaced.bin", "rb", block_size=10_000) as file:
+            first = file.read(10_000)
+            fs.pipe_file("reads/replaced.bin", b"B" * 30_000)
+            return first + file.read()
+
+    with pytest.raises(OSError, match="replaced while it was open") as raised:
+        await off_loop(read_across_a_replacement)
+    assert raised.value.errno == errno.ESTALE
 
 
 async def test_open_for_writing_streams_and_stores_on_close(
