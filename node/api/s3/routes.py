@@ -587,16 +587,14 @@ def _token(after: str) -> str:
 
 
 def _from_token(token: str) -> str:
-    """The name a continuation token (``_token``) continues after; raises InvalidArgument
-    for one this frontend cannot have made (empty, or a character outside the URL-safe
-    base64 alphabet, which ``urlsafe_b64decode`` would skip: "!!!" read as the start)."""
+    """The name a continuation token (``_token``) continues after ("" for an empty one: the
+    start, as ceph's s3-tests expect); raises InvalidArgument for one this frontend cannot
+    have made (a character outside the URL-safe base64 alphabet, which
+    ``urlsafe_b64decode`` would skip: "!!!" was read as the start)."""
     try:
-        after = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
-        if after:
-            return after.decode("utf-8")
+        return base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeError, ValueError):
-        pass
-    raise S3Error("InvalidArgument", "The continuation token provided is incorrect")
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
 
 
 def _max_keys(query: Mapping[str, str]) -> int:
