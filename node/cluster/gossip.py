@@ -35,6 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -50,8 +51,21 @@ log = logging.getLogger(__name__)
 # Addresses found by mDNS kept at most, and failed exchanges before one is dropped.
 MAX_FOUND = 256
 FOUND_TRIES = 3
-# Seconds between two warnings that one address refused this peer's credentials.
-REFUSAL_WARN_EVERY = 60.0
+# While no other member is up: seconds between two warnings about one address that
+# refuses this peer's credentials or does not answer, and how long one must have failed
+# before it is warned about (peers started together refuse connections for a moment).
+UNJOINED_WARN_EVERY = 60.0
+UNJOINED_WARN_AFTER = 30.0
+
+
+@dataclass
+class _Failing:
+    """An address whose gossip exchanges fail, in a row (monotonic seconds)."""
+
+    since: float
+    last: float
+    warned: float = float("-inf")
+    refused: bool = False  # the last failure was a 401: our credentials are not theirs
 
 
 class Gossip:
@@ -83,8 +97,7 @@ class Gossip:
         self._down_after = down_after
         self._rng = rng or random.Random()
         self._digests: dict[str, str] = {}  # member id -> digest of its member list, as heard
-        # address -> (when it last answered 401, when that was last logged): monotonic s
-        self._refusals: dict[str, tuple[float, float]] = {}
+        self._failing: dict[str, _Failing] = {}  # address -> its exchanges failing
 
     def __repr__(self) -> str:
         return (
@@ -160,10 +173,11 @@ class Gossip:
         record in it cannot be a member or, from a peer of before the wall clock field, its
         hybrid clock is one ``HybridClock.check`` refuses.
         """
-        self._merge(message)
+        self._merge(message, answered=False)
 
-    def _merge(self, message: GossipMessage) -> str | None:
-        """``receive``'s work; returns why the sender is out of step, or None if it is not."""
+    def _merge(self, message: GossipMessage, answered: bool) -> str | None:
+        """``receive``'s work (``answered``: the message is the answer to this peer's own
+        gossip); returns why the sender is out of step, or None if it is not."""
         sender = message.sender.member()
         members = [r.member() for r in message.members]
         out_of_step = None
@@ -193,7 +207,10 @@ class Gossip:
                 self._clock.observe(message.clock)
             except InvalidRequest as exc:  # its own clock is fine; it followed one too far
                 log.debug("not following the clock of %s: %s", sender.id, exc)
-        membership.report_success(sender.id)
+        if answered:
+            membership.report_success(sender.id)
+        else:  # it reaches this peer; whether this peer reaches it, its own calls say
+            membership.report_heard(sender.id, self.silence())
         membership.hear(sender.id, message.figures())
         self._digests[sender.id] = message.digest
         if not self._relayed():  # every member is asked directly: only its own word counts
@@ -209,7 +226,7 @@ class Gossip:
             self._note_offset(
                 member_id, ClockOffset.measure(sent_ms, self._clock.wall_ms(), answer.wall_ms)
             )
-        out_of_step = self._merge(answer)
+        out_of_step = self._merge(answer, answered=True)
         if out_of_step is not None:
             raise InvalidRequest(f"out of step: {out_of_step}")
 
@@ -240,8 +257,7 @@ class Gossip:
             await self._peers.exchange(url, member_id, message, timeout, merge)
         except PeerUnavailable as exc:
             log.debug("gossip with %s failed: %s", url, exc)
-            if isinstance(exc, CredentialsRefused):
-                self._refused(url)
+            self._failed(url, exc)
             if member_id is None and url in self._seeds:
                 self._seed_failed(url, exc)
             if url in self._found:
@@ -251,32 +267,51 @@ class Gossip:
                     log.info("mDNS address %s did not answer as a member; dropped", url)
         else:
             self._seed_failures.pop(url, None)
-            self._refusals.pop(url, None)
+            self._failing.pop(url, None)
 
-    def _refused(self, url: str) -> None:
-        """Note that ``url`` answered ``401``; while no other member is up (a joiner, or a
-        peer whose secret was rotated away while it was down), say why at WARNING, once
-        every ``REFUSAL_WARN_EVERY`` s an address: nothing else tells the operator."""
+    def _failed(self, url: str, exc: PeerUnavailable) -> None:
+        """Note a failed exchange with ``url``. While no other member is up (a joiner, a
+        peer whose secret was rotated away while it was down, one whose TLS trust is not
+        the cluster's), say why at WARNING, once every ``UNJOINED_WARN_EVERY`` s an
+        address: at once for a refusal of its credentials (401), after
+        ``UNJOINED_WARN_AFTER`` s of failures for others. Nothing else tells the operator:
+        the peer runs on as a cluster of one. Once joined, a failing member is the
+        liveness tracker's news (``Membership.report_failure``)."""
         now = time.monotonic()
-        _, warned = self._refusals.get(url, (now, -REFUSAL_WARN_EVERY))
+        failing = self._failing.setdefault(url, _Failing(now, now))
+        failing.last, failing.refused = now, isinstance(exc, CredentialsRefused)
         joined = len(self._membership.up_ids()) > 1  # a refusal then: a rotation under way
-        if not joined and now - warned >= REFUSAL_WARN_EVERY:
-            warned = now
+        due = failing.refused or now - failing.since >= UNJOINED_WARN_AFTER
+        if joined or not due or now - failing.warned < UNJOINED_WARN_EVERY:
+            return
+        failing.warned = now
+        if failing.refused:
             log.warning(
                 "%s refused this peer's credentials (HTTP 401): this peer's cluster secret "
                 "is not the one there (another cluster's, or one its rotations retired); "
                 "start this peer with a new join token (docs/security.md)",
                 url,
             )
-        self._refusals[url] = (now, warned)
+        else:
+            log.warning(
+                "%s has not answered this peer's gossip for %.0fs and no other member is up: %s",
+                url,
+                now - failing.since,
+                exc.reason,
+            )
 
     def refused_by(self) -> list[str]:
         """The addresses whose last answer, within ``silence()``, refused this peer's
-        credentials (``/ready`` names them)."""
+        credentials (``/ready`` counts them)."""
+        self._forget_failing()
+        return sorted(u for u, f in self._failing.items() if f.refused)
+
+    def _forget_failing(self) -> None:
+        """Forget addresses not failed within ``silence()`` (no longer tried, or answered
+        by a process that is no member, which an exchange that succeeds never clears)."""
         recent = time.monotonic() - self.silence()
-        for url in [u for u, (at, _) in self._refusals.items() if at < recent]:
-            del self._refusals[url]
-        return sorted(self._refusals)
+        for url in [u for u, f in self._failing.items() if f.last < recent]:
+            del self._failing[url]
 
     def _seed_failed(self, url: str, exc: PeerUnavailable) -> None:
         """Drop a seed (``--join``, a token's address) that failed ``FOUND_TRIES`` exchanges
@@ -326,6 +361,7 @@ class Gossip:
         membership.settle_after(self.silence())
         await membership.save()
         await membership.refresh_ring()
+        self._forget_failing()
 
     async def run(self) -> None:
         """Gossip every ``interval`` seconds, and at once when a member is learned."""

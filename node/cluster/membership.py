@@ -517,6 +517,17 @@ class Membership:
             self._remember_placement()  # placement may move onto it: it may lack manifests
         live.up, live.failures, live.last_seen = True, 0, time.monotonic()
 
+    def report_heard(self, member_id: str, silence: float) -> None:
+        """``member_id`` sent this peer gossip: a success, unless an exchange this peer
+        started with it failed within ``silence`` seconds. It reaches this peer, but this
+        peer does not reach it (its TLS certificate not valid for its address, a one-way
+        partition): counted up by what it sent, it was down again by this peer's next call,
+        about once a second for good, and rebalancing started over each time."""
+        live = self._liveness.get(member_id)
+        if live is None or time.monotonic() - live.failed_at <= silence:
+            return
+        self.report_success(member_id)
+
     def report_failure(self, member_id: str, reason: str = "") -> None:
         live = self._liveness.get(member_id)
         if live is None or member_id == self.me.id:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from client.credentials import Credentials
+from node.cluster import gossip as gossip_module
 from node.cluster.auth import Authenticator, Request, content_digest
 from node.cluster.channel import CHANNEL
 from node.cluster.gossip import FOUND_TRIES
@@ -479,6 +481,28 @@ async def test_a_join_address_that_is_no_member_is_dropped_once_the_peer_has_joi
         assert len(heard) == tried
         assert "did not answer as a member of this cluster" in caplog.text
         await eventually(lambda: joiner.id in five[0].membership.up_ids(), what="it joined")
+
+
+async def test_a_peer_that_never_joins_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A joiner whose join address does not answer (or whose TLS trust is not the
+    cluster's) ran on as a cluster of one and logged nothing past DEBUG: now a WARNING a
+    minute per address, once it has failed for UNJOINED_WARN_AFTER seconds."""
+    monkeypatch.setattr(gossip_module, "UNJOINED_WARN_AFTER", 0.0)
+    with socket.socket() as closed:  # a port of this host where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    lone = LocalCluster(tmp_path / "lone", block_size=BLOCK)
+    try:
+        await lone.add_peer(join=(nobody,))
+        await eventually(
+            lambda: f"{nobody} has not answered this peer's gossip" in caplog.text,
+            what="the warning",
+        )
+        assert caplog.text.count(f"{nobody} has not answered") == 1  # a minute apart
+    finally:
+        await lone.stop()
 
 
 async def test_an_address_found_by_mdns_hears_only_an_introduction_and_is_dropped(

@@ -105,3 +105,21 @@ def test_a_member_heard_at_two_addresses_in_turn_is_said_to_be_two_processes(
     membership.learn(Member("a", "http://a:9"))  # this peer's own id, elsewhere
     errors = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert errors[-1].startswith("this peer is served at http://a:1 and at http://a:9")
+
+
+def test_gossip_from_a_member_this_peer_cannot_reach_does_not_count_it_up(
+    tmp_path: Path,
+) -> None:
+    """A TLS peer whose certificate names another address reaches the others, which cannot
+    reach it: its gossip counted it up, this peer's next call down, about once a second for
+    good (an attack: 49 up/down changes in 25 s, rebalancing started over each time)."""
+    membership = Membership(Member("a", "http://a"), tmp_path, vnodes=8, replicas=3)
+    membership.merge([Member("b", "http://b")])
+    membership.report_success("b")
+    for _ in range(2):
+        membership.report_failure("b", "certificate verify failed")
+    assert "b" not in membership.up_ids()
+    membership.report_heard("b", silence=60.0)  # it gossips to this peer
+    assert "b" not in membership.up_ids()
+    membership.report_heard("b", silence=0.0)  # no failed call within the silence: up
+    assert "b" in membership.up_ids()
