@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import fcntl
 import io
 import logging
@@ -26,6 +27,7 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from node.disk.durable import write_atomically
@@ -45,11 +47,25 @@ ADOPTED_FILE = "namespaces.adopted"  # namespaces of older files were made (once
 
 
 def prepare_data_dir(data_dir: Path) -> None:
-    """Create the data directory, private to its owner (0700: it holds the cluster secret)."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(data_dir.stat().st_mode) & 0o077:
-        log.warning("%s was readable by others; making it private (0700)", data_dir)
-        data_dir.chmod(0o700)
+    """Create the data directory, private to its owner (0700: it holds the cluster secret).
+    Raises StartRefused saying why the file system refused (read-only, full, no access)."""
+    with _refused_by_the_disk(data_dir):
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(data_dir.stat().st_mode) & 0o077:
+            log.warning("%s was readable by others; making it private (0700)", data_dir)
+            data_dir.chmod(0o700)
+
+
+@contextlib.contextmanager
+def _refused_by_the_disk(data_dir: Path) -> Iterator[None]:
+    """OSError as StartRefused: the operator's to fix (a read-only or full file system, a
+    directory of another user), said in one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StartRefused(f"cannot use {data_dir} as a data directory: {reason}{where}") from None
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -61,7 +77,8 @@ def lock_data_dir(data_dir: Path) -> int:
     empty ``incoming/`` under the first one's writes and cut back the tail of the manifest
     log it is appending to.
     """
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    with _refused_by_the_disk(data_dir):
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -76,8 +93,13 @@ def lock_data_dir(data_dir: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        with _refused_by_the_disk(data_dir):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except StartRefused:
+        os.close(fd)
+        raise
     return fd
 
 

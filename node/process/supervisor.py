@@ -27,12 +27,15 @@ supervisor's own health checks trust only that CA.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -40,6 +43,7 @@ from node.access.startup import ADMIN_KEY_NAME
 from node.disk.data_dir import (
     CREDENTIALS_FILE,
     IDENTITY_FILE,
+    PEER_ID_FILE,
     load_credentials,
     load_identity,
     lock_data_dir,
@@ -56,6 +60,7 @@ from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RESTART_DELAY = 1.0
 S3_PORT_OFFSET = 1000  # peer i serves S3 on --port + 1000 + i (make up: 9000-9006)
@@ -67,6 +72,10 @@ def _s3_port(base_port: int, index: int) -> int | None:
     """The S3 port of peer ``index`` (None past the last port: that peer serves none)."""
     port = base_port + S3_PORT_OFFSET + index
     return port if port <= 65535 else None
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM came while the cluster was starting."""
 
 
 class PeerProcess:
@@ -119,8 +128,15 @@ class PeerProcess:
         return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
+        """Start the process, logging to ``peer.log``; raises RuntimeError when its data
+        directory or log cannot be made (a read-only or full file system)."""
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            log_file = self.log_path.open("ab")
+        except OSError as exc:
+            message = f"cannot start peer {self.url}: {exc.strerror} ({exc.filename})"
+            raise RuntimeError(message) from None
+        with log_file:
             self.process = await asyncio.create_subprocess_exec(
                 *self._command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -132,19 +148,29 @@ class PeerProcess:
             )
 
     async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float) -> None:
-        """Poll ``/health`` until it answers; raises RuntimeError if the peer exits or times out."""
+        """Poll ``/health`` until this peer answers it (the id in the answer is the one in
+        its data directory: another process on the port, a peer of another cluster, is
+        not it); raises RuntimeError if the peer exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
             try:
                 async with session.get(f"{self.url}/health") as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, OSError):
-                pass
+                    answered = (await response.json()).get("id") if response.status == 200 else None
+            except (aiohttp.ClientError, OSError, ValueError, AttributeError):
+                answered = None
+            if answered is not None and answered == await asyncio.to_thread(self._own_id):
+                return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"peer {self.url} did not answer within {timeout}s")
+
+    def _own_id(self) -> str | None:
+        """The peer id in this peer's data directory (None before the peer made it)."""
+        try:
+            return (self.data_dir / PEER_ID_FILE).read_text().strip()
+        except OSError:
+            return None
 
     def signal(self, sig: int) -> None:
         if self.running and self.process is not None:
@@ -253,20 +279,16 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
         try:
-            identity = await asyncio.to_thread(self._identity)
-            log.info("cluster %s", identity.cluster_id)
-            session = await self._health_session()  # makes the certificates first, under TLS
-            await asyncio.gather(*(p.start() for p in self.peers))
-            async with session:
-                await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
-            credentials = await self._admin_key()
+            credentials = await self._until_stopped(self._start())
             self._print_ready(credentials)
             watchers = [asyncio.ensure_future(self._watch(p)) for p in self.peers]
             await self._stopping.wait()
             for watcher in watchers:
                 watcher.cancel()
             return 0
-        except RuntimeError as exc:
+        except _Stopped:
+            return 0
+        except (RuntimeError, StartRefused) as exc:
             log.error("%s", exc)
             return 1
         finally:
@@ -275,6 +297,34 @@ class Supervisor:
             print("all peers stopped", flush=True)
             if self._lock is not None:
                 os.close(self._lock)
+
+    async def _start(self) -> tuple[str, str] | None:
+        """Start every peer and wait for each to answer; the admin key, if there is one."""
+        identity = await asyncio.to_thread(self._identity)
+        log.info("cluster %s", identity.cluster_id)
+        session = await self._health_session()  # makes the certificates first, under TLS
+        await asyncio.gather(*(p.start() for p in self.peers))
+        async with session:
+            await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
+        return await self._admin_key()
+
+    async def _until_stopped(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or _Stopped once SIGINT or SIGTERM came first (start-up
+        waits up to a minute for peers and another for the admin key: a Ctrl-C then was
+        taken only once both were over)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise _Stopped
+        finally:
+            stopping.cancel()
+            task.cancel()
 
     def _identity(self) -> ClusterIdentity:
         """The cluster's identity: made on the first ``up`` in this data directory, which
@@ -291,7 +341,10 @@ class Supervisor:
             raise RuntimeError(str(exc)) from None
         if identity is None:
             identity = ClusterIdentity.create()
-            save_identity(self.secret_file, identity)
+            try:
+                save_identity(self.secret_file, identity)
+            except OSError as exc:
+                raise RuntimeError(f"cannot write {self.secret_file}: {exc.strerror}") from None
         return identity
 
     async def _admin_key(self) -> tuple[str, str] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from client.credentials import read_credentials
 from node.disk.data_dir import CREDENTIALS_FILE, load_identity
@@ -338,3 +339,91 @@ async def test_peers_stop_cleanly_when_ringstore_up_is_killed(tmp_path: Path) ->
         log = (data / f"peer-{peer}" / "peer.log").read_text()
         assert "is gone" not in log  # the SIGTERM came: it was tied in time
         assert re.search(r"node\.process\.serve: stopping$", log, re.MULTILINE), log[-2000:]
+
+
+def up_command(base: int, data: Path, peers: int = 2) -> list[str]:
+    return [
+        sys.executable, "-m", "node", "up", "-n", str(peers), "--port", str(base),
+        "--data-dir", str(data), "--discovery", "none", "--no-s3",
+    ]  # fmt: skip
+
+
+async def test_ringstore_up_on_ports_another_cluster_holds_stops_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """Its peers could not bind and exited, but the other cluster's peers answered /health
+    on their ports: ``up`` said "2 peers up" with dead pids, then restarted them every
+    second. Only an answer with its own peer's id counts now."""
+    base = free_port_block(2)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "id": "a peer of another cluster"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        for port in (base, base + 1):
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        up = await asyncio.create_subprocess_exec(
+            *up_command(base, tmp_path / "data"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            said, _ = await asyncio.wait_for(up.communicate(), 60)
+        finally:
+            if up.returncode is None:
+                up.kill()
+                await up.wait()
+        assert up.returncode == 1, said
+        assert b"peers up" not in said, said
+        assert b"exited" in said, said
+        assert b"address already in use" in said.lower(), said
+    finally:
+        await runner.cleanup()
+
+
+async def test_ringstore_up_stops_at_once_when_asked_while_starting(tmp_path: Path) -> None:
+    """A SIGTERM (or Ctrl-C) during start-up was taken only once every peer had answered
+    and the admin key was made (51 s in one attack), the banner printed first."""
+    up = await asyncio.create_subprocess_exec(
+        *up_command(free_port_block(2), tmp_path / "data"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert up.stdout is not None
+        line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
+        assert "cluster" in line, line  # the identity is made: peers are starting
+        up.send_signal(signal.SIGTERM)
+        said, _ = await asyncio.wait_for(up.communicate(), 30)
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+    assert up.returncode == 0, said
+    assert b"peers up" not in said, said
+    assert b"all peers stopped" in said, said
+
+
+async def test_a_data_directory_that_cannot_be_made_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A read-only or full file system gave a traceback (OSError from mkdir, chmod or the
+    lock's pid); the reason is one line now, from ``up`` and from ``peer``."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for command in (
+        up_command(free_port_block(2), blocker / "data"),
+        [sys.executable, "-m", "node", "peer", "--port", str(free_port_block(1)),
+         "--data-dir", str(blocker / "data"), "--discovery", "none"],
+    ):  # fmt: skip
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, timeout=60, check=False
+        )
+        said = (done.stdout + done.stderr).decode()
+        assert done.returncode == 1, said
+        assert "Traceback" not in said, said
+        assert f"cannot use {blocker / 'data'} as a data directory: Not a directory" in said
