@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -90,13 +91,27 @@ class _FileSource:
         return source
 
     def _measure(self) -> None:
+        """Size and rewind a regular file; anything else (a device, whose end is its
+        start: /dev/urandom was stored as 0 bytes; a pipe; a procfs file, which cannot
+        seek to its end) is streamed, its size unknown."""
+        fileno = getattr(self._file, "fileno", None)
+        try:
+            if fileno is not None and not stat.S_ISREG(os.fstat(fileno()).st_mode):
+                return
+        except (OSError, ValueError):  # no descriptor (io.BytesIO: UnsupportedOperation)
+            pass
         seekable = getattr(self._file, "seekable", None)
         if seekable is None or not seekable():
             return
         file: BinaryIO = self._file  # type: ignore[assignment]  # seekable() said so
         self._start = file.tell()
-        self.size = file.seek(0, os.SEEK_END) - self._start
-        file.seek(self._start)
+        try:
+            self.size = file.seek(0, os.SEEK_END) - self._start
+        except OSError:  # procfs: a regular file that cannot seek to its end
+            self.size = None
+            return
+        finally:
+            file.seek(self._start)
         self.rewindable = True
 
     def _rewind(self) -> None:

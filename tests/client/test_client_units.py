@@ -226,6 +226,19 @@ async def test_bodies_know_their_size_and_whether_they_rewind(tmp_path: Path) ->
         await RequestBody.prepare("some text", None)  # type: ignore[arg-type]
 
 
+async def test_devices_and_procfs_files_are_streamed_not_measured() -> None:
+    """/dev/urandom seeks to its end at 0: it was stored as 0 bytes; /proc files cannot
+    seek to their end (EINVAL, a one-line error naming no file)."""
+    for path in ("/dev/zero", "/proc/self/status"):
+        with await asyncio.to_thread(Path(path).open, "rb") as file:
+            body = await RequestBody.prepare(file, None)
+            assert (body.size, body.can_send) == (None, True)
+            first = await anext(body.pieces())
+            assert first
+            assert not body.can_send  # one-shot, like a pipe
+    assert (await RequestBody.prepare(io.BytesIO(b"abc"), None)).size == 3
+
+
 def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
     client = Client("http://127.0.0.1:9")
     with client:
