@@ -176,9 +176,13 @@ class PeerConnection(RequestHandler):
 
     @property
     def waiting(self) -> bool:
-        """Whether it waits for a request: idle, or receiving a request's head."""
+        """Whether it waits for a request: idle, or receiving a request's head; also before
+        aiohttp's request loop first ran (no wait yet, no request parsed: under uvloop the
+        first bytes of a connection arrive then, and went uncounted by the head timeout)."""
         waiter = self._waiter
-        return waiter is not None and not waiter.done()
+        if waiter is None:  # a request's handler runs, or the loop has not started yet
+            return self._request_count == 0
+        return not waiter.done()
 
     @property
     def _under_way(self) -> bool:
@@ -187,7 +191,9 @@ class PeerConnection(RequestHandler):
         wait is over), not while the connection waits for a head (or that wait was
         cancelled: the connection closed idle)."""
         waiter = self._waiter
-        return waiter is None or (waiter.done() and not waiter.cancelled())
+        if waiter is None:
+            return self._request_count > 0
+        return waiter.done() and not waiter.cancelled()
 
     # asyncio's protocol callbacks
 

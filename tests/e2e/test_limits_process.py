@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -71,6 +73,26 @@ async def test_a_peer_process_answers_bad_and_slow_requests_with_json(
     assert json.loads(body)["error"]["code"] == "bad_request"
 
     answer = await exchange(url, raw_request("GET", "/health", {"X-Pad": "x" * 100}), 0.02)
+    assert answer.split(b" ")[1] == b"408", answer[:100]
+    # A partial head that came with the connection: under uvloop (the peers' default) it
+    # arrived before aiohttp's request loop first ran, went uncounted, and the connection
+    # was closed silently at the 60 s idle timeout, not answered at --header-timeout.
+    # With the peer stopped, the kernel takes the connection and its bytes into the
+    # listen queue: the peer finds both at once when it goes on.
+    process = lone.peers[0].process
+    assert process is not None
+    host, port = url.removeprefix("http://").split(":")
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /hea")
+        await writer.drain()
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    try:
+        answer = await asyncio.wait_for(reader.read(100), 30)
+    finally:
+        writer.close()
     assert answer.split(b" ")[1] == b"408", answer[:100]
 
     async with public_request(http, "GET", f"{url}/health") as response:
