@@ -382,9 +382,9 @@ class Supervisor:
             print(f"  {peer.url}  pid {pid}  data {peer.data_dir}", flush=True)
         data = self.data_dir
         print(f"logs: {data}/peer-*/peer.log; Ctrl-C stops", flush=True)
-        print(
-            f"add a peer: ringstore peer --data-dir DIR --port PORT "
-            f'--join-token "$(ringstore token --data-dir {data})"',
+        print(  # the token in the environment: on the command line, ps shows it to all
+            f'add a peer: RINGSTORE_JOIN_TOKEN="$(ringstore token --data-dir {data})" '
+            "ringstore peer --data-dir DIR --port PORT",
             flush=True,
         )
         url = self.peers[0].url
