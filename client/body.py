@@ -193,6 +193,7 @@ class RequestBody:
         self._source = source
         self._progress = progress
         self._started = False
+        self._attempt = 0  # attempts made: ``pieces`` calls
         self.failure: BaseException | None = None
         """An error raised by the source or the progress callback (not by the network)."""
         self.handed_at: float | None = None
@@ -239,14 +240,20 @@ class RequestBody:
         if not self.can_send:
             raise RuntimeError(f"{self!r} cannot be sent again")
         self._started = True
+        self._attempt += 1
+        attempt = self._attempt
+        self.handed_at = None  # (an abandoned attempt's generator never cleared its own)
         sent = 0
         try:
             if self._progress is not None:
                 self._progress(0, self.size)
             async for piece in self._source.pieces():
                 self.handed_at = time.monotonic()
-                yield piece
-                self.handed_at = None
+                try:
+                    yield piece
+                finally:
+                    if attempt == self._attempt:  # not a later attempt's, when closed late
+                        self.handed_at = None
                 sent += len(piece)
                 if self._progress is not None:
                     self._progress(sent, self.size)

@@ -16,6 +16,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+CANCEL_ROUNDS = 10  # rounds of cancelling what is left on the loop when it closes
 
 
 class LoopThread:
@@ -24,6 +25,8 @@ class LoopThread:
     def __init__(self, name: str = "ringstore-client") -> None:
         self._loop = asyncio.new_event_loop()
         self._closing = False
+        self._lock = threading.Lock()  # ``_closing`` against calls being submitted
+        self._closed_once = threading.Lock()  # one ``close`` at a time
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -49,10 +52,11 @@ class LoopThread:
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("a sync client call cannot be made from its own loop")
-        if self.closed:
-            coroutine.close()
-            raise RuntimeError("this client is closed")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        with self._lock:  # no call is taken once ``close`` has begun
+            if self._closing or self.closed:
+                coroutine.close()
+                raise RuntimeError("this client is closed")
+            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
         except CancelledError:
@@ -87,20 +91,24 @@ class LoopThread:
         """Stop the loop, join its thread and close the loop. Idempotent. Calls other
         threads are still waiting on are cancelled first (and raise RuntimeError there):
         stopped with the loop, they would wait for good."""
-        if self.closed:
-            return
-        self._closing = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            gathered = asyncio.gather(*pending, return_exceptions=True)
-            self._loop.run_until_complete(gathered)
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.run_until_complete(self._loop.shutdown_default_executor())
-        self._loop.close()
+        with self._closed_once:
+            if self.closed:
+                return
+            with self._lock:
+                self._closing = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            for _ in range(CANCEL_ROUNDS):  # (cancelled work may start more: ended in turn)
+                pending = asyncio.all_tasks(self._loop)
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+                gathered = asyncio.gather(*pending, return_exceptions=True)
+                self._loop.run_until_complete(gathered)
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+            self._loop.close()
 
 
 async def _next(items: AsyncIterator[T]) -> T:

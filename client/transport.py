@@ -11,7 +11,6 @@ an exception by ``client.errors`` and raised at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 import time
@@ -227,12 +226,16 @@ class Transport:
                     return task.result()
                 handed = body.handed_at
                 if handed is not None and time.monotonic() - handed > limit:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, *TRANSPORT_ERRORS):
-                        (await task).release()
-                    raise asyncio.TimeoutError(f"the peer took no bytes of the body for {limit}s")
-        finally:
+                    break
+        except asyncio.CancelledError:  # the caller's: the request goes with it
             task.cancel()
+            await asyncio.wait({task})
+            _release(task)
+            raise
+        task.cancel()
+        await asyncio.wait({task})  # (``wait`` raises nothing: a cancellation of ours stays ours)
+        _release(task)
+        raise asyncio.TimeoutError(f"the peer took no bytes of the body for {limit}s")
 
     async def _error(
         self, response: aiohttp.ClientResponse, peer: str, implied_code: Mapping[int, str]
@@ -293,6 +296,12 @@ class Transport:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _release(task: asyncio.Future[aiohttp.ClientResponse]) -> None:
+    """Release the response of a request given up on, had it come after all."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        task.result().release()
 
 
 async def read_json(response: aiohttp.ClientResponse, peer: str, what: str) -> Any:

@@ -98,7 +98,7 @@ def _matrix(k: int, m: int) -> bytes:
     return out.raw
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)  # k * rows * 32 bytes each: 2 KiB for 5+2, 512 KiB at k = m = 128
 def _tables(k: int, rows: bytes) -> ctypes.Array[ctypes.c_char]:
     """ISA-L's multiplication tables for the coefficient ``rows`` (len(rows) // k rows)."""
     tables = ctypes.create_string_buffer(len(rows) * 32)
@@ -126,7 +126,10 @@ def _addresses(buffers: Sequence[Buffer], keep: list[object]) -> ctypes.Array[ct
 
 
 def _apply(k: int, rows: bytes, sources: Sequence[Buffer], length: int) -> list[bytearray]:
-    """The blocks the coefficient ``rows`` make of the k ``sources`` (``length`` bytes each)."""
+    """The blocks the coefficient ``rows`` make of the k ``sources`` (``length`` bytes each).
+    Raises ValueError for a source of another length: ISA-L would read past its end."""
+    if any(memoryview(source).nbytes != length for source in sources):
+        raise ValueError(f"the blocks of a stripe are {length} bytes each, not all are")
     outputs = [bytearray(length) for _ in range(len(rows) // k)]
     if not outputs or length == 0:
         return outputs
@@ -146,7 +149,8 @@ def _apply(k: int, rows: bytes, sources: Sequence[Buffer], length: int) -> list[
 def encode(blocks: Sequence[Buffer], m: int) -> list[bytearray]:
     """The m parity blocks of the k data ``blocks`` (each the same length)."""
     k = len(blocks)
-    return _apply(k, _matrix(k, m)[k * k :], blocks, len(blocks[0]) if blocks else 0)
+    length = memoryview(blocks[0]).nbytes if blocks else 0
+    return _apply(k, _matrix(k, m)[k * k :], blocks, length)
 
 
 def decode(blocks: Mapping[int, Buffer], k: int, m: int) -> list[Buffer]:
@@ -161,7 +165,7 @@ def decode(blocks: Mapping[int, Buffer], k: int, m: int) -> list[Buffer]:
     matrix = _matrix(k, m)
     inverse = _inverse(k, b"".join(matrix[i * k : (i + 1) * k] for i in chosen))
     rows = b"".join(inverse[i * k : (i + 1) * k] for i in missing)
-    length = len(blocks[chosen[0]])
+    length = memoryview(blocks[chosen[0]]).nbytes
     rebuilt = _apply(k, rows, [blocks[i] for i in chosen], length)
     by_index = dict(zip(missing, rebuilt, strict=True))
     return [blocks[i] if i in blocks else by_index[i] for i in range(k)]

@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -167,9 +168,9 @@ class PeerProcess:
 
     def _own_id(self) -> str | None:
         """The peer id in this peer's data directory (None before the peer made it)."""
-        try:
-            return (self.data_dir / PEER_ID_FILE).read_text().strip()
-        except OSError:
+        try:  # as ``load_peer_id`` reads it: any spelling of a UUID, in its canonical form
+            return str(uuid.UUID((self.data_dir / PEER_ID_FILE).read_text().strip()))
+        except (OSError, ValueError):
             return None
 
     def signal(self, sig: int) -> None:

@@ -6,8 +6,11 @@ import asyncio
 import io
 import json
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -36,9 +39,10 @@ from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.credentials import Credentials, read_credentials
 from client.errors import error_from_exception, error_from_response
+from client.loop_thread import LoopThread
 from client.reader import range_header
 from client.records import ClusterView, Manifest, PeerInfo, RingInfo, Upkeep
-from client.transport import PeerList, RetryPolicy, peer_url
+from client.transport import PeerList, RetryPolicy, Transport, peer_url
 from node.api.public import MAX_LIST
 from tests.harness import eventually
 
@@ -271,6 +275,83 @@ async def test_closing_a_shared_client_ends_another_threads_call() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_abandoned_attempt_leaves_no_stall_for_the_next() -> None:
+    """The stall watchdog reads when the piece being sent was handed over; an attempt given
+    up on left its time set, and the retry on the next peer was cut off as stalled before
+    it sent a byte (a review found it)."""
+    body = await RequestBody.prepare(b"x" * 3 * PIECE, None)
+    first = body.pieces()
+    await anext(first)
+    assert body.handed_at is not None
+    await first.aclose()  # the attempt's request is given up on
+    assert body.handed_at is None
+    second = body.pieces()
+    await anext(second)
+    stale = body.handed_at
+    await first.aclose()  # an old attempt closed late clears nothing of the new one's
+    assert body.handed_at == stale
+    await second.aclose()
+
+
+async def test_the_stall_watchdog_keeps_its_callers_cancellation() -> None:
+    """Cancelled while it waited for a stalled request to wind down, the watchdog raised
+    TimeoutError instead: the caller's cancellation (Ctrl-C, close) became a failover."""
+    transport = Transport(
+        PeerList(["http://127.0.0.1:9"]), RetryPolicy(1), aiohttp.ClientTimeout(sock_read=0.2)
+    )
+    body = await RequestBody.prepare(b"x", None)
+    body.handed_at = time.monotonic() - 60  # a piece the peer never took
+
+    async def slow_to_stop() -> aiohttp.ClientResponse:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.5)  # winding down, as a connection being closed
+        raise AssertionError("not reached")
+
+    watched = asyncio.ensure_future(transport._watched(slow_to_stop(), body))
+    await asyncio.sleep(0.2)  # past the first check: the request is being cancelled
+    watched.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watched
+
+
+def test_a_call_made_while_the_client_closes_is_refused_not_left_waiting() -> None:
+    """close() cancelled the calls it found; one submitted while it was closing became a
+    task nobody cancelled on a loop then closed: its caller waited for good."""
+    loop = LoopThread()
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.5)
+
+    results: dict[str, str] = {}
+
+    def call(name: str, coroutine: Any) -> None:
+        try:
+            loop.run(coroutine)
+        except RuntimeError as exc:
+            results[name] = str(exc)
+
+    first = threading.Thread(target=call, args=("first", slow_to_cancel()))
+    first.start()
+    time.sleep(0.2)
+    closing = threading.Thread(target=loop.close)
+    closing.start()
+    time.sleep(0.2)  # close() is waiting for the first call to wind down
+    late = threading.Thread(target=call, args=("late", asyncio.sleep(60)))
+    late.start()
+    for thread in (first, closing, late):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert results == {
+        "first": "this client was closed during the call",
+        "late": "this client is closed",
+    }
 
 
 def test_a_credentials_file_s_errors_never_show_its_lines(tmp_path: Path) -> None:

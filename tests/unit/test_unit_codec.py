@@ -201,3 +201,12 @@ def test_read_only_views_and_the_widest_stripe_code_with_isa_l() -> None:
     present = {i: encoded[i] for i in range(224, 256)}  # parity alone
     decoded = decode_stripe(present, 32, 224, "isa-l-cauchy")
     assert b"".join(bytes(b) for b in decoded) == data
+
+
+def test_blocks_of_unequal_length_are_refused_not_read_past() -> None:
+    """zfec refuses them; ISA-L's C code would read past the shorter block's end."""
+    with pytest.raises(ValueError, match="bytes each"):
+        encode_stripe([b"a" * 64, b"b" * 8, b"c" * 64], 2, "isa-l-cauchy")
+    encoded, _ = encode_stripe([b"a" * 64, b"b" * 64, b"c" * 64], 2, "isa-l-cauchy")
+    with pytest.raises(ValueError, match="bytes each"):
+        decode_stripe({1: encoded[1][:8], 2: encoded[2], 3: encoded[3]}, 3, 2, "isa-l-cauchy")
