@@ -25,13 +25,16 @@ export async function call(method, path, body) {
     init.body = JSON.stringify(body);
   }
   if (method === "GET") init.signal = AbortSignal.timeout(READ_TIMEOUT_S * 1000);
-  let response;
   try {
-    response = await fetch(path, init);
+    return await answer(await fetch(path, init));
   } catch (error) {
-    if (error.name !== "TimeoutError") throw error;
+    if (error.name !== "TimeoutError") throw error; // (the body's read times out too)
     throw new ApiError(0, "timeout", `this peer did not answer within ${READ_TIMEOUT_S} s`);
   }
+}
+
+// The JSON of an answer, or ApiError for an error answer (401: back to the login form).
+async function answer(response) {
   if (response.status === 401) {
     window.location.assign("/ui/login");
     throw new ApiError(401, "unauthenticated", "the session ended: log in again");
