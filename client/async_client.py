@@ -284,7 +284,7 @@ class AsyncClient:
         """
         target = Path(path)
         async with self.open(name) as reader:
-            temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+            temp = target.with_name(_temporary_name(target.name))
             try:
                 file = await asyncio.to_thread(temp.open, "xb")
             except OSError as exc:  # name the file asked for, not the temporary one
@@ -483,6 +483,7 @@ def _representation_headers(
     return headers
 
 
+MAX_NAME_BYTES = 255  # a file name's bytes at most on Linux's file systems (NAME_MAX)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -492,6 +493,16 @@ def _check_field(header: str, value: str) -> None:
     would end the header)."""
     if _CONTROL.search(value):
         raise InvalidRequest(f"{header} has a control character: {value[:80]!r}")
+
+
+def _temporary_name(name: str) -> str:
+    """The name a download is written under before its rename: ``.NAME.RANDOM.part``, the
+    name cut (whole characters) so that it fits a file system's 255 bytes where ``NAME``
+    does (a 250-byte name failed with "File name too long")."""
+    suffix = f".{secrets.token_hex(4)}.part"
+    room = MAX_NAME_BYTES - 1 - len(suffix)
+    stem = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f".{stem}{suffix}"
 
 
 def _http_date(moment: str | datetime | None) -> str | None:

@@ -43,7 +43,7 @@ from rich.text import Text
 
 from client.async_client import default_peers, split_peers
 from client.credentials import ACCESS_KEY_ENV, SECRET_KEY_ENV, find_credentials
-from client.errors import RingstoreError, Unauthenticated
+from client.errors import InvalidRequest, NotFound, RingstoreError, Unauthenticated
 from client.records import ClusterView, FileEntry, Folder, Manifest, PeerInfo
 from client.sync_client import Client
 
@@ -407,10 +407,19 @@ def ls(
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @_peer_option
 def rm(names: tuple[str, ...], peers: tuple[str, ...], cacert: Path | None) -> None:
-    """Delete files (their chunks are freed shortly after)."""
+    """Delete files (their chunks are freed shortly after). A name that cannot be deleted
+    is said on stderr and the others are still deleted; the exit status is then 1."""
+    refused: list[str] = []
     with _client(peers, cacert) as client:
         for name in names:
-            client.delete(name)
+            try:
+                client.delete(name)
+            except (NotFound, InvalidRequest) as exc:  # (403 too) this name's: the next may go
+                refused.append(str(exc))
+        for message in refused[:-1]:
+            click.echo(f"error: {_shown(message)}", err=True)
+        if refused:
+            _fail(refused[-1])
 
 
 @click.command()

@@ -231,13 +231,23 @@ def error_from_response(
     except (ValueError, KeyError, TypeError):
         code = implied_code
         text = body[:200].decode("utf-8", errors="replace").strip()
-        message = f"HTTP {status}" + (f": {text}" if text else "")
+        message = f"HTTP {status}" + (f": {text}" if text else f": {_MEANING.get(status, '')}")
+        message = message.rstrip(": ")
     cls = _class_for(status, code)
     if cls is InvalidRange:
         return InvalidRange(
             message, size=_range_size(content_range), code=code, status=status, peer=peer
         )
     return cls(message, code=code, status=status, peer=peer)
+
+
+# What a body-less error answer (to HEAD) means, said where no message came with it.
+_MEANING = {
+    401: "no access key, or one the cluster refused (wrong, revoked)",
+    403: "the access key has no grant for this",
+    404: "no such file",
+    412: "a precondition failed",
+}
 
 
 def _range_size(content_range: str | None) -> int | None:

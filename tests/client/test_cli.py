@@ -184,6 +184,11 @@ async def test_failures_are_one_line_on_stderr(cluster: LocalCluster, tmp_path: 
     )
     assert not (tmp_path / "m").exists()
     assert failed(await ringstore(cluster, "rm", "cli/missing")) == missing
+    # A missing name among several: said, and the others still deleted (rm stopped there).
+    ok(await ringstore(cluster, "put", "-", "cli/after-missing", stdin=b"x"))
+    assert failed(await ringstore(cluster, "rm", "cli/missing", "cli/after-missing")) == missing
+    gone = "error: no file named 'cli/after-missing'"
+    assert failed(await ringstore(cluster, "stat", "cli/after-missing")) == gone
     assert failed(await ringstore(cluster, "stat", "cli/missing")) == missing
     assert failed(await ringstore(cluster, "put", "-", "a//b", stdin=b"x")).startswith(
         "error: empty, '.' and '..' segments are not allowed"

@@ -246,6 +246,12 @@ async def test_download_open_iter_and_ranges_stream(connect: Connect, tmp_path: 
         await d.call("download", "stream/missing", tmp_path / "out" / "missing")
     assert not (tmp_path / "out" / "missing").exists()
     assert list(target.parent.iterdir()) == [target]
+    # A target name of 250 bytes (of the 255 a name may have): its temporary file's name
+    # added 15 and failed with "File name too long".
+    longest = tmp_path / "out" / ("d" * 250)
+    await d.call("download", "stream/data.bin", longest)
+    assert longest.read_bytes() == data
+    longest.unlink()
 
     stat, parts, rest = await d.read_open("stream/data.bin", [10, 100_000], chunk_size=65_536)
     assert stat.size == len(data)

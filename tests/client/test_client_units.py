@@ -92,7 +92,10 @@ def test_error_answers_without_the_json_body() -> None:
     # HEAD answers carry no body: the caller says what the status stands for.
     head = error_from_response(404, b"", peer="p", implied_code="file_not_found")
     assert type(head) is FileNotFound
-    assert str(head) == "HTTP 404"
+    assert str(head) == "HTTP 404: no such file"
+    refused = error_from_response(401, b"", peer="p")  # it said only "HTTP 401"
+    assert str(refused) == "HTTP 401: no access key, or one the cluster refused (wrong, revoked)"
+    assert str(error_from_response(418, b"", peer="p")) == "HTTP 418"
     assert type(error_from_response(404, b"", peer="p")) is NotFound
     proxy = error_from_response(502, b"<html>Bad Gateway</html>", peer="p")
     assert type(proxy) is ServerError
