@@ -337,7 +337,8 @@ def get(
     """
     if destination is not None and output is not None:
         raise click.UsageError("give PATH or --output, not both")
-    target = output or destination or PurePosixPath(name).name
+    # A name's own last segment is a file's name, even "-" (standard output only when given)
+    target = output or destination or f"./{PurePosixPath(name).name}"
     with _client(peers, cacert) as client, _Progress(f"get {_shown(name)}", quiet) as progress:
         if target == "-":
             stdout = click.open_file("-", "wb")

@@ -77,6 +77,9 @@ async def test_put_and_get_files_and_pipes(
     assert (tmp_path / "down" / "renamed.jpg").read_bytes() == data
     ok(await ringstore(cluster, "get", "pipes/piped.txt"))  # default: its last segment, here
     assert (tmp_path / "piped.txt").read_bytes() == b"from stdin"
+    ok(await ringstore(cluster, "put", "-", "pipes/-", stdin=b"a file named -"))
+    assert ok(await ringstore(cluster, "get", "pipes/-")).stdout_bytes == b""  # not stdout
+    assert (tmp_path / "-").read_bytes() == b"a file named -"
 
     stat = json.loads(ok(await ringstore(cluster, "stat", "photos/photo.jpg", "--json")).stdout)
     assert stat["content_type"] == "image/jpeg"  # guessed from the name
