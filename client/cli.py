@@ -166,8 +166,12 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _fail(message: str) -> NoReturn:
+def _say_error(message: str) -> None:
     click.echo(f"error: {_shown(message)}", err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    _say_error(message)
     sys.exit(1)
 
 
@@ -410,17 +414,16 @@ def ls(
 def rm(names: tuple[str, ...], peers: tuple[str, ...], cacert: Path | None) -> None:
     """Delete files (their chunks are freed shortly after). A name that cannot be deleted
     is said on stderr and the others are still deleted; the exit status is then 1."""
-    refused: list[str] = []
+    failed = False
     with _client(peers, cacert) as client:
         for name in names:
             try:
                 client.delete(name)
             except (NotFound, InvalidRequest) as exc:  # (403 too) this name's: the next may go
-                refused.append(str(exc))
-        for message in refused[:-1]:
-            click.echo(f"error: {_shown(message)}", err=True)
-        if refused:
-            _fail(refused[-1])
+                _say_error(str(exc))
+                failed = True
+    if failed:
+        sys.exit(1)
 
 
 @click.command()

@@ -231,8 +231,8 @@ def error_from_response(
     except (ValueError, KeyError, TypeError):
         code = implied_code
         text = body[:200].decode("utf-8", errors="replace").strip()
-        message = f"HTTP {status}" + (f": {text}" if text else f": {_MEANING.get(status, '')}")
-        message = message.rstrip(": ")
+        detail = text or _MEANING.get(status, "")
+        message = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
     cls = _class_for(status, code)
     if cls is InvalidRange:
         return InvalidRange(

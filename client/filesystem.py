@@ -192,10 +192,16 @@ class RingstoreFileSystem(AbstractFileSystem):
     # --- content -----------------------------------------------------------------------
 
     def cat_file(
-        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+        self,
+        path: str,
+        start: int | None = None,
+        end: int | None = None,
+        if_match: str | None = None,
+        **kwargs: Any,
     ) -> bytes:
         """Bytes ``[start, end)`` of the file (negative: from its end; None: its start or
-        end), in one ranged GET. Raises FileNotFoundError."""
+        end), in one ranged GET; with ``if_match`` (an etag, ``start`` and ``end`` not
+        negative), of that version only. Raises FileNotFoundError, PreconditionFailed."""
         path = self._strip_protocol(path)
         with os_errors(path):
             if start is None and end is None:
@@ -210,7 +216,7 @@ class RingstoreFileSystem(AbstractFileSystem):
             if end is not None and end <= start:
                 return b""
             try:
-                return self.client.get_range(path, start, end)
+                return self.client.get_range(path, start, end, if_match=if_match)
             except InvalidRange:
                 return b""  # at or past the end, as a file's read gives
 
@@ -346,18 +352,12 @@ class RingstoreFile(AbstractBufferedFile):
         """Bytes ``[start, end)`` of the version opened (its etag, from ``info`` at open):
         each block is a ranged GET of its own, so a file replaced meanwhile would otherwise
         be read as a splice of two versions, or cut short. Raises OSError (ESTALE) then."""
-        if start >= end:
-            return b""
-        etag = self.details.get("etag")
-        with os_errors(self.path):
-            try:
-                data: bytes = self.fs.client.get_range(self.path, start, end, if_match=etag)
-                return data
-            except InvalidRange:
-                return b""  # at or past the end, as a file's read gives
-            except PreconditionFailed as exc:
-                message = f"{self.path} was replaced while it was open for reading"
-                raise OSError(errno.ESTALE, message, self.path) from exc
+        try:
+            data: bytes = self.fs.cat_file(self.path, start, end, self.details.get("etag"))
+        except PreconditionFailed as exc:
+            message = f"{self.path} was replaced while it was open for reading"
+            raise OSError(errno.ESTALE, message, self.path) from exc
+        return data
 
     def _initiate_upload(self) -> None:
         exclusive = self.mode == "xb"

@@ -26,6 +26,7 @@ from typing import TypeVar
 import msgspec
 
 from node.datapath.coordinator import Coordinator
+from node.datapath.listing import holds_a_live_file
 from node.datapath.replicas import ManifestReplicas
 from node.errors import (
     AccessKeyNotFound,
@@ -328,15 +329,8 @@ class AccessStore:
         log.info("removed namespace %r", name)
 
     async def _holds_files(self, name: str) -> bool:
-        """Whether a live file is named under namespace ``name`` (past any deleted ones:
-        a listing page may end short of one, with where to go on)."""
-        after = ""
-        while True:
-            files, after = await self._coordinator.list(name + "/", after, 1)
-            if files:
-                return True
-            if not after:
-                return False
+        """Whether a live file is named under namespace ``name`` (past any deleted ones)."""
+        return await holds_a_live_file(self._coordinator.list, name + "/", "", 1)
 
     async def adopt(self, names: Iterable[str]) -> int:
         """Make every first segment of ``names`` a namespace if it is not one yet (data

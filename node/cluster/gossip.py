@@ -64,6 +64,7 @@ class _Failing:
 
     since: float
     last: float
+    count: int = 0  # failed exchanges in a row
     warned: float = float("-inf")
     refused: bool = False  # the last failure was a 401: our credentials are not theirs
 
@@ -90,8 +91,7 @@ class Gossip:
         me = membership.me.url
         urls = [check_member_url(s.rstrip("/")) for s in seeds]
         self._seeds = [url for url in urls if url != me]
-        self._found: dict[str, int] = {}  # address found by mDNS -> failed exchanges so far
-        self._seed_failures: dict[str, int] = {}  # seed -> failed exchanges in a row
+        self._found: set[str] = set()  # addresses found by mDNS (failures: ``_failing``)
         self._figures = figures  # this peer's own storage figures, read at every message
         self._interval = interval
         self._down_after = down_after
@@ -110,7 +110,8 @@ class Gossip:
         known = url == self._membership.me.url or url in self._seeds or url in self._found
         if known or len(self._found) >= MAX_FOUND:
             return
-        self._found[url] = 0
+        self._found.add(url)
+        self._failing.pop(url, None)  # its failures in a row start again
         self._membership.news()
 
     @property
@@ -260,13 +261,10 @@ class Gossip:
             self._failed(url, exc)
             if member_id is None and url in self._seeds:
                 self._seed_failed(url, exc)
-            if url in self._found:
-                self._found[url] += 1
-                if self._found[url] >= FOUND_TRIES:
-                    del self._found[url]
-                    log.info("mDNS address %s did not answer as a member; dropped", url)
+            if url in self._found and self._failing[url].count >= FOUND_TRIES:
+                self._found.discard(url)
+                log.info("mDNS address %s did not answer as a member; dropped", url)
         else:
-            self._seed_failures.pop(url, None)
             self._failing.pop(url, None)
 
     def _failed(self, url: str, exc: PeerUnavailable) -> None:
@@ -280,6 +278,7 @@ class Gossip:
         now = time.monotonic()
         failing = self._failing.setdefault(url, _Failing(now, now))
         failing.last, failing.refused = now, isinstance(exc, CredentialsRefused)
+        failing.count += 1
         joined = len(self._membership.up_ids()) > 1  # a refusal then: a rotation under way
         due = failing.refused or now - failing.since >= UNJOINED_WARN_AFTER
         if joined or not due or now - failing.warned < UNJOINED_WARN_EVERY:
@@ -319,11 +318,10 @@ class Gossip:
         (another cluster's peer, a typo) was introduced to every round for good, and the
         peer there logged a refusal a second (an attack). Before then it is all there is
         to join through, and is kept."""
-        failures = self._seed_failures[url] = self._seed_failures.get(url, 0) + 1
+        failures = self._failing[url].count  # (``_failed`` counted this one)
         joined = len(self._membership.members()) > 1
         if failures >= FOUND_TRIES and joined:
             self._seeds.remove(url)
-            del self._seed_failures[url]
             log.warning(
                 "join address %s did not answer as a member of this cluster %d times in a "
                 "row: no longer tried (%s)",
@@ -338,11 +336,10 @@ class Gossip:
         address, and count as down the members with no news for ``silence()``."""
         membership = self._membership
         known_urls = {m.url for m in membership.members()}
-        for url in known_urls & set(self._found):
-            del self._found[url]
+        self._found -= known_urls
         members = [m for m in membership.members() if m.id != membership.me.id]
         chosen = pick(members, fanout(len(members) + 1), self._rng)
-        seeds = [s for s in self._seeds if s not in known_urls] + list(self._found)
+        seeds = [s for s in self._seeds if s not in known_urls] + sorted(self._found)
         membership.beat(self._clock.wall_ms())
         message = self.message()  # one per round: its figures cost a statvfs
         membership.hear(membership.me.id, message.figures())  # its own fullness, too

@@ -87,7 +87,7 @@ async def list_folder(
         if decided.pending is not None:
             folder, after = decided.pending
             inside = folder if len(folder) > len(scope) else scope  # one is a prefix of the other
-            if await _holds_a_live_file(flat, inside, after, max(want, MIN_ASK)):
+            if await holds_a_live_file(flat, inside, after, max(want, MIN_ASK)):
                 items.append(folder)
                 if len(items) > limit:
                     return items[:limit], name_of(items[limit - 1])
@@ -100,7 +100,7 @@ async def list_folder(
     return items, name_of(items[-1]) if len(items) == limit else cursor
 
 
-async def _holds_a_live_file(flat: ListFlat, prefix: str, after: str, limit: int) -> bool:
+async def holds_a_live_file(flat: ListFlat, prefix: str, after: str, limit: int) -> bool:
     """Whether a live file with ``prefix`` sorts after ``after`` (a flat, merged look)."""
     while True:
         live, following = await flat(prefix, after, limit)

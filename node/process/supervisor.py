@@ -331,11 +331,8 @@ class Supervisor:
         """The cluster's identity: made on the first ``up`` in this data directory, which
         this supervisor locks first (a second ``up`` on it would find the first one's peers
         answering its health checks, and restart its own refused peers forever)."""
-        prepare_data_dir(self.data_dir)
-        try:
-            self._lock = lock_data_dir(self.data_dir)
-        except StartRefused as exc:
-            raise RuntimeError(str(exc)) from None
+        prepare_data_dir(self.data_dir)  # (StartRefused, as lock_data_dir: said by ``run``)
+        self._lock = lock_data_dir(self.data_dir)
         try:
             identity = load_identity(self.secret_file)
         except ValueError as exc:

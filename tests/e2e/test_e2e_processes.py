@@ -348,6 +348,21 @@ def up_command(base: int, data: Path, peers: int = 2) -> list[str]:
     ]  # fmt: skip
 
 
+@contextlib.asynccontextmanager
+async def up_process(base: int, data: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``ringstore up`` of 2 peers (``up_command``), its output piped; killed by its pid at
+    the end if it still runs."""
+    up = await asyncio.create_subprocess_exec(
+        *up_command(base, data), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        yield up
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+
+
 async def test_ringstore_up_on_ports_another_cluster_holds_stops_and_says_why(
     tmp_path: Path,
 ) -> None:
@@ -366,17 +381,8 @@ async def test_ringstore_up_on_ports_another_cluster_holds_stops_and_says_why(
     try:
         for port in (base, base + 1):
             await web.TCPSite(runner, "127.0.0.1", port).start()
-        up = await asyncio.create_subprocess_exec(
-            *up_command(base, tmp_path / "data"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
+        async with up_process(base, tmp_path / "data") as up:
             said, _ = await asyncio.wait_for(up.communicate(), 60)
-        finally:
-            if up.returncode is None:
-                up.kill()
-                await up.wait()
         assert up.returncode == 1, said
         assert b"peers up" not in said, said
         assert b"exited" in said, said
@@ -388,21 +394,12 @@ async def test_ringstore_up_on_ports_another_cluster_holds_stops_and_says_why(
 async def test_ringstore_up_stops_at_once_when_asked_while_starting(tmp_path: Path) -> None:
     """A SIGTERM (or Ctrl-C) during start-up was taken only once every peer had answered
     and the admin key was made (51 s in one attack), the banner printed first."""
-    up = await asyncio.create_subprocess_exec(
-        *up_command(free_port_block(2), tmp_path / "data"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    async with up_process(free_port_block(2), tmp_path / "data") as up:
         assert up.stdout is not None
         line = (await asyncio.wait_for(up.stdout.readline(), 60)).decode()
         assert "cluster" in line, line  # the identity is made: peers are starting
         up.send_signal(signal.SIGTERM)
         said, _ = await asyncio.wait_for(up.communicate(), 30)
-    finally:
-        if up.returncode is None:
-            up.kill()
-            await up.wait()
     assert up.returncode == 0, said
     assert b"peers up" not in said, said
     assert b"all peers stopped" in said, said
