@@ -300,6 +300,11 @@ class AccessStore:
         if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")
         if not adopted and await self._holds_files(name):
+            # A racing create (an admin's first write, through another peer) may have made
+            # the namespace after the read above and written into it since: those files
+            # are its own, not leftovers.
+            if await self.namespace(name, fresh=True) is not None:
+                raise NamespaceExists(f"namespace {name!r} exists (made meanwhile)")
             raise NamespaceNotEmpty(
                 f"files are left under {name!r}/ from a namespace of that name removed "
                 "while they were written: an admin key deletes them (or reads them) first"

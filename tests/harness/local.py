@@ -15,7 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from node.access.store import AccessStore
 from node.api.keys import (
+    ACCESS,
     ANTI_ENTROPY,
     AUTH,
     CHANNELS,
@@ -255,6 +257,11 @@ class LocalPeer:
         """Where this peer serves S3 (started with ``s3_port``: 0 picks a free port, a new
         one at each start)."""
         return self._app()[S3_URL]
+
+    @property
+    def access(self) -> AccessStore:
+        """This peer's keys and namespaces."""
+        return self._app()[ACCESS]
 
     @property
     def gossip(self) -> Gossip:
