@@ -5,6 +5,7 @@ from client.body import BinaryReader, BodySource, ProgressCallback
 from client.credentials import Credentials, find_credentials, read_credentials
 from client.errors import (
     BadDigest,
+    ChecksumMismatch,
     Conflict,
     CorruptData,
     FileChanged,
@@ -46,6 +47,7 @@ __all__ = [
     "BadDigest",
     "BinaryReader",
     "BodySource",
+    "ChecksumMismatch",
     "ChunkInfo",
     "Client",
     "ClusterView",

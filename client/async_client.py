@@ -235,12 +235,15 @@ class AsyncClient:
         end: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         if_match: str | None = None,
+        verify: bool = True,
     ) -> AsyncIterator[AsyncFileReader]:
         """Stream ``name`` (or bytes ``[start, end)`` of it) without holding it in memory.
 
         ``async with client.open(name) as reader:`` then ``async for piece in reader`` or
         ``await reader.read(n)``; ``reader.stat`` describes the file. A connection that dies
-        mid-way is resumed on the next peer. Raises FileNotFound, InvalidRange, FileChanged.
+        mid-way is resumed on the next peer. A whole file is hashed as it arrives and
+        compared with its etag (unless ``verify`` is False): ChecksumMismatch instead of
+        its last piece when they differ. Raises FileNotFound, InvalidRange, FileChanged.
         """
         reader = await AsyncFileReader.open(
             self._transport,
@@ -250,6 +253,7 @@ class AsyncClient:
             end=end,
             chunk_size=chunk_size,
             if_match=if_match,
+            verify=verify,
         )
         try:
             yield reader
@@ -274,16 +278,18 @@ class AsyncClient:
         path: str | os.PathLike[str],
         *,
         progress: ProgressCallback | None = None,
+        verify: bool = True,
     ) -> FileStat:
         """Write ``name`` to the local file ``path`` and return what was downloaded.
 
         Streams into a temporary file in the same directory, fsyncs it and renames it over
-        ``path``, so ``path`` is either untouched or complete. ``progress`` is called with
-        (bytes received, total). Raises FileNotFound, OSError for the local file, and what
-        ``open`` raises.
+        ``path``, so ``path`` is either untouched or complete: with ``verify``, complete
+        only when the bytes hash to the file's etag. ``progress`` is called with (bytes
+        received, total). Raises FileNotFound, ChecksumMismatch, OSError for the local file,
+        and what ``open`` raises.
         """
         target = Path(path)
-        async with self.open(name) as reader:
+        async with self.open(name, verify=verify) as reader:
             temp = target.with_name(_temporary_name(target.name))
             try:
                 file = await asyncio.to_thread(temp.open, "xb")

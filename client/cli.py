@@ -325,19 +325,26 @@ def put(
     metavar="PATH|-",
     help="Where to write (same as the PATH argument). Default: NAME's last segment, here.",
 )
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Do not compare the bytes' MD5 (or xxh3) with the file's etag.",
+)
 @_quiet_option
 @_peer_option
 def get(
     name: str,
     destination: str | None,
     output: str | None,
+    no_verify: bool,
     quiet: bool,
     peers: tuple[str, ...],
     cacert: Path | None,
 ) -> None:
     """Download NAME to PATH; - writes to standard output.
 
-    The file appears whole or not at all: it is written beside PATH and renamed.
+    The file appears whole or not at all: it is written beside PATH and renamed once its
+    bytes hash to its etag. To standard output, a mismatch withholds the last piece (exit 1).
     """
     if destination is not None and output is not None:
         raise click.UsageError("give PATH or --output, not both")
@@ -346,7 +353,7 @@ def get(
     with _client(peers, cacert) as client, _Progress(f"get {_shown(name)}", quiet) as progress:
         if target == "-":
             stdout = click.open_file("-", "wb")
-            with client.open(name) as reader:
+            with client.open(name, verify=not no_verify) as reader:
                 done = 0
                 progress(done, reader.stat.size)
                 for piece in reader:
@@ -358,7 +365,7 @@ def get(
         path = Path(target)
         if path.is_dir():
             path /= PurePosixPath(name).name
-        client.download(name, path, progress=progress)
+        client.download(name, path, progress=progress, verify=not no_verify)
 
 
 @click.command()

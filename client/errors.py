@@ -20,6 +20,7 @@ they read naturally (``except KeyError`` catches a missing file).
     ├── ServerError                      500 internal, any other 5xx
     │   └── CorruptData                  500 corrupt_data
     ├── UnexpectedResponse               an answer the client cannot understand
+    │   └── ChecksumMismatch             a whole file's bytes do not hash to its etag
     └── FileChanged                      a new version replaced the file during a read
 
 ``error_from_response`` builds the exception for an error answer; ``error_from_exception``
@@ -145,6 +146,11 @@ class CorruptData(ServerError):
 
 class UnexpectedResponse(RingstoreError):
     """An answer that is not what the API promises: wrong status, missing header, bad JSON."""
+
+
+class ChecksumMismatch(UnexpectedResponse):
+    """The bytes of a whole file, as received, do not hash to its etag (MD5 or xxh3-128):
+    damaged on their way or on a disk the peer's own digests do not cover."""
 
 
 class FileChanged(RingstoreError):

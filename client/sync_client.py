@@ -184,12 +184,13 @@ class Client:
         start: int = 0,
         end: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        verify: bool = True,
     ) -> Iterator[FileReader]:
         """Stream ``name`` as a file object: ``with client.open(name) as f:``.
 
         See ``AsyncClient.open``.
         """
-        opening = self._async.open(name, start=start, end=end, chunk_size=chunk_size)
+        opening = self._async.open(name, start=start, end=end, chunk_size=chunk_size, verify=verify)
         reader = self._loop.run(_enter(opening))
         try:
             yield FileReader(reader, self._loop)
@@ -210,9 +211,10 @@ class Client:
         path: str | os.PathLike[str],
         *,
         progress: ProgressCallback | None = None,
+        verify: bool = True,
     ) -> FileStat:
         """Write ``name`` to the local file ``path``; see ``AsyncClient.download``."""
-        return self._loop.run(self._async.download(name, path, progress=progress))
+        return self._loop.run(self._async.download(name, path, progress=progress, verify=verify))
 
     def stat(self, name: str) -> FileStat:
         """Size, version, etag, content type and modification time of ``name``."""

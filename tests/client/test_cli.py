@@ -20,7 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from node.process.cli import main
-from tests.harness import LocalCluster, ProcessCluster, free_port
+from tests.harness import LocalCluster, ProcessCluster, Served, free_port
+from tests.harness.clients import damaging_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -288,3 +289,26 @@ def test_a_peer_process_never_imports_the_client_commands() -> None:
 
     assert imported("peer") == "[]"
     assert imported("put") == "['client', 'rich']"
+
+
+async def test_get_refuses_bytes_that_do_not_hash_to_the_etag(
+    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(50_000, seed=4)
+    source = tmp_path / "report.pdf"
+    source.write_bytes(data)
+    ok(await ringstore(cluster, "put", str(source), "checked/report.pdf", "--quiet"))
+    proxy = Served()
+    await proxy.serve(damaging_proxy(cluster[2].url))
+    try:
+        env = {"RINGSTORE_PEERS": f"http://127.0.0.1:{proxy.port}"}
+        down = tmp_path / "down"
+        down.mkdir()
+        monkeypatch.chdir(down)
+        line = failed(await ringstore(cluster, "get", "checked/report.pdf", "--quiet", **env))
+        assert "do not hash to its etag" in line
+        assert list(down.iterdir()) == []
+        ok(await ringstore(cluster, "get", "checked/report.pdf", "--no-verify", "-q", **env))
+        assert (down / "report.pdf").read_bytes() != data
+    finally:
+        await proxy.stop()

@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 from client import (
     MAX_PAGE_SIZE,
     AsyncClient,
+    ChecksumMismatch,
     Client,
     ClusterView,
     FileChanged,
@@ -46,6 +47,7 @@ from client import (
 )
 from tests.harness import LocalCluster, Served
 from tests.harness.access import ADMIN_HEADERS
+from tests.harness.clients import damaging_proxy
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -577,3 +579,32 @@ async def test_reads_resume_on_the_next_peer(
     d = await connect([broken, cluster[3].url])
     with pytest.raises(FileChanged, match="replaced while it was being read"):
         await d.call("get", "resume/file")
+
+
+async def test_a_whole_file_read_is_checked_against_its_etag(
+    connect: Connect,
+    cluster: LocalCluster,
+    fake_peer: Callable[[web.Application], Awaitable[str]],
+    tmp_path: Path,
+) -> None:
+    """Bytes damaged after the peers' digest checks (here by a proxy) are refused: get, iter
+    and download raise ChecksumMismatch, and download leaves no file; verify=False takes
+    them, and a range (with no hash of its own to compare) is not checked."""
+    data = payload(300_000, seed=11)
+    await (await connect()).call("put", "checked/file", data)
+    d = await connect([await fake_peer(damaging_proxy(cluster[2].url))])
+    with pytest.raises(ChecksumMismatch, match="do not hash to its etag"):
+        await d.call("get", "checked/file")
+    with pytest.raises(ChecksumMismatch):
+        await d.collect("iter", "checked/file", chunk_size=100_000)
+    target = tmp_path / "down" / "file"
+    target.parent.mkdir()
+    with pytest.raises(ChecksumMismatch):
+        await d.call("download", "checked/file", target)
+    assert list(target.parent.iterdir()) == []  # neither the file nor its temporary
+    await d.call("download", "checked/file", target, verify=False)
+    damaged = target.read_bytes()
+    assert len(damaged) == len(data)
+    assert damaged != data
+    assert len(await d.call("get_range", "checked/file", 1000, 3000)) == 2000
+    assert await (await connect([cluster[2].url])).call("get", "checked/file") == data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import xxhash
 
 from client import (
     MAX_PAGE_SIZE,
@@ -40,7 +42,7 @@ from client.body import PIECE, ProgressCallback, RequestBody
 from client.credentials import Credentials, read_credentials
 from client.errors import error_from_exception, error_from_response
 from client.loop_thread import LoopThread
-from client.reader import range_header
+from client.reader import HASH_OFF_LOOP, EtagCheck, range_header
 from client.records import ClusterView, Manifest, PeerInfo, RingInfo, Upkeep
 from client.transport import PeerList, RetryPolicy, Transport, peer_url
 from node.api.public import MAX_LIST
@@ -504,3 +506,25 @@ def test_records_refuse_an_answer_missing_a_field_or_of_the_wrong_kind(
 def test_the_client_page_bound_is_the_servers() -> None:
     # One bound, stated twice because client/ may not import node/: this keeps them equal.
     assert MAX_PAGE_SIZE == MAX_LIST
+
+
+@pytest.mark.parametrize("piece", [1000, HASH_OFF_LOOP, 3 * HASH_OFF_LOOP + 7])
+async def test_an_etag_check_knows_each_kind_of_etag(piece: int) -> None:
+    """MD5 (32 hex digits), xxh3-<hex>, and 32 hex digits that are an xxh3-128 (etags of
+    files stored before MD5 etags) are checked; a multipart etag names no hash."""
+    data = os.urandom(5 * HASH_OFF_LOOP + 3)
+    etags = {
+        hashlib.md5(data).hexdigest(): True,
+        xxhash.xxh3_128_hexdigest(data): True,
+        "xxh3-" + xxhash.xxh3_128_hexdigest(data): True,
+        hashlib.md5(data[1:]).hexdigest(): False,
+        "xxh3-" + hashlib.md5(data).hexdigest(): False,
+    }
+    for etag, good in etags.items():
+        check = EtagCheck.for_etag(etag)
+        assert check is not None
+        for start in range(0, len(data), piece):
+            await check.update(data[start : start + piece])
+        assert await check.matches() is good, etag
+    for unchecked in (hashlib.md5(data).hexdigest() + "-2", "xxh3-zz", "", "W/x"):
+        assert EtagCheck.for_etag(unchecked) is None

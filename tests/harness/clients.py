@@ -4,7 +4,8 @@
 how those tests reach public routes, so the credentials they send (the harness's admin key:
 the ``http`` fixture's session, ``keyed=True``) are added here and nowhere else.
 ``RawClient`` is a socket on 127.0.0.1 that sends bytes as a test chooses (a byte at a time,
-a head and no body) and reads what comes back.
+a head and no body) and reads what comes back. ``damaging_proxy`` is a peer whose answers
+are damaged on their way, past every digest the peers check.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from node.waiting import within
 from tests.harness.access import ADMIN_HEADERS
@@ -113,3 +115,30 @@ class RawClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def damaging_proxy(upstream: str) -> web.Application:
+    """An app that forwards GET and HEAD to ``upstream`` (a peer's URL) with the request's
+    credentials, Range and If-Match, and answers with one bit of the body's middle byte
+    flipped: as a link or a disk cache might damage bytes after the peers' digest checks."""
+
+    async def forward(request: web.Request) -> web.Response:
+        wanted = ("Authorization", "Range", "If-Match")
+        headers = {name: request.headers[name] for name in wanted if name in request.headers}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(request.method, upstream + request.path_qs, headers=headers) as got,
+        ):
+            body = bytearray(await got.read())
+        if body:
+            body[len(body) // 2] ^= 1
+        kept = {
+            name: value
+            for name, value in got.headers.items()
+            if name not in ("Date", "Server", "Content-Length", "Transfer-Encoding")
+        }
+        return web.Response(status=got.status, body=bytes(body), headers=kept)
+
+    app = web.Application()
+    app.router.add_route("GET", "/{path:.*}", forward)  # (HEAD too)
+    return app
