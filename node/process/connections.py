@@ -446,7 +446,9 @@ class PeerServer(web.Server):
     def _refusal(self, request: BaseRequest) -> web.Response | None:
         """The answer to a request refused before routing, or None: an unknown Expect
         (aiohttp answers it in plain text before any middleware runs: 417), an HTTP version
-        other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: ``_served``), a
+        other than 1.0 and 1.1 (RFC 9110 section 15.6.6: 505, in HTTP/1.1: ``_served``; but a
+        request line without one, which aiohttp reads as HTTP/0.9, is malformed: RFC 9112
+        section 3, 400), a
         transfer coding other than chunked (aiohttp takes codings that end in chunked and
         undoes chunked only, so what it stored would still be coded: RFC 9112 section 6.1,
         501). The last two close the connection (their body is not read)."""
@@ -456,7 +458,12 @@ class PeerServer(web.Server):
             return error_response(
                 417, "expectation_failed", "the only Expect served is 100-continue"
             )
-        if request.get(ASKED_VERSION) is not None:
+        if request.get(ASKED_VERSION) == HttpVersion(0, 9):  # a request line with no version
+            self.malformed.note("refused request lines without an HTTP version")
+            refused = error_response(
+                400, "invalid_request", "a request line ends with its HTTP version (HTTP/1.1)"
+            )
+        elif request.get(ASKED_VERSION) is not None:
             self.malformed.note("refused requests of an HTTP version other than 1.0 and 1.1")
             refused = error_response(
                 505, "http_version_not_supported", "this peer speaks HTTP/1.1 and HTTP/1.0"
