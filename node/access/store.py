@@ -297,14 +297,15 @@ class AccessStore:
                 raise InvalidNamespace(str(exc)) from None
         elif not is_stored_name(access.namespace_record_name(name)):
             raise InvalidNamespace(f"namespace {name[:80]!r}... is too long to name its record")
+        # Files first, then the record: files of a racing create (an admin's first write
+        # through another peer, whose namespace was made after the listing and filled since)
+        # are then that namespace's, not leftovers; and the listing's time does not widen
+        # the span between the read and the conditional commit, where racing creates split
+        # the replicas (Unavailable).
+        leftovers = not adopted and await self._holds_files(name)
         if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")
-        if not adopted and await self._holds_files(name):
-            # A racing create (an admin's first write, through another peer) may have made
-            # the namespace after the read above and written into it since: those files
-            # are its own, not leftovers.
-            if await self.namespace(name, fresh=True) is not None:
-                raise NamespaceExists(f"namespace {name!r} exists (made meanwhile)")
+        if leftovers:
             raise NamespaceNotEmpty(
                 f"files are left under {name!r}/ from a namespace of that name removed "
                 "while they were written: an admin key deletes them (or reads them) first"

@@ -19,7 +19,8 @@ Routes (JSON in and out; every one but listing namespaces needs an admin key)::
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import random
 
 import msgspec
 from aiohttp import hdrs, web
@@ -31,9 +32,20 @@ from node.api.input import json_body, one_header
 from node.api.keys import ACCESS, GATEKEEPER, PRINCIPAL, SESSIONS, principal_of
 from node.api.paths import PROBES
 from node.cluster.protocol import PEER_PREFIX
-from node.errors import InvalidNamespace, NamespaceExists, NamespaceNotFound, Unauthenticated
+from node.errors import (
+    InvalidNamespace,
+    NamespaceExists,
+    NamespaceNotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from node.model import access
 from node.model.access import Action, Grants
+
+# How often an admin key's first write into a new namespace tries to make it when the
+# commit is Unavailable, a little apart each time (racing first writes may split the
+# namespace record's replicas so that none of them wins).
+IMPLICIT_CREATE_TRIES = 4
 
 
 class KeyOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -181,5 +193,13 @@ async def writable_namespace(request: web.Request, name: str) -> None:
         raise NamespaceNotFound(
             f"no namespace {namespace!r}: create it first (`ringstore ns create {namespace}`)"
         )
-    with contextlib.suppress(NamespaceExists):  # another writer created it meanwhile
-        await store.create_namespace(namespace)
+    for attempt in range(1, IMPLICIT_CREATE_TRIES + 1):
+        try:
+            await store.create_namespace(namespace)
+            return
+        except NamespaceExists:  # another writer created it meanwhile
+            return
+        except Unavailable:  # (e.g. racing first writes split the replicas: none won)
+            if attempt == IMPLICIT_CREATE_TRIES:
+                raise
+        await asyncio.sleep(random.uniform(0.0, 0.02 * 2**attempt))  # apart from the others

@@ -20,6 +20,7 @@ import pytest_asyncio
 from multidict import CIMultiDict
 
 from client.credentials import Credentials
+from node.errors import Unavailable
 from tests.harness import LocalCluster, eventually
 from tests.harness.access import ADMIN
 
@@ -337,6 +338,21 @@ async def test_first_writes_racing_into_a_new_namespace_are_all_stored(
         http, "PUT", f"{cluster[1].url}/files/racing/second", ADMIN, data=b"2"
     )
     assert status == 201, answer
+    monkeypatch.undo()
+    # Racing creates may also split the record's replicas so that none wins (Unavailable):
+    # the first write tries again.
+    creates: list[str] = []
+    create = store.create_namespace
+
+    async def split_once(name: str, **flags: Any) -> Any:
+        creates.append(name)
+        if len(creates) == 1:
+            raise Unavailable("conditional write: 3 answered, 0 accepted, no 2 agreeing")
+        return await create(name, **flags)
+
+    monkeypatch.setattr(store, "create_namespace", split_once)
+    status, answer = await call(http, "PUT", f"{cluster[1].url}/files/split/x", ADMIN, data=b"3")
+    assert (status, creates) == (201, ["split", "split"]), answer
     monkeypatch.undo()
     answers = await asyncio.gather(
         *(
