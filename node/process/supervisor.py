@@ -61,6 +61,10 @@ from node.process.tls import TlsFiles, client_context
 from node.waiting import within
 
 log = logging.getLogger(__name__)
+
+# How long ``up`` waits for its peers to see each other before it says the cluster is ready.
+JOIN_WAIT = 30.0
+
 T = TypeVar("T")
 
 RESTART_DELAY = 1.0
@@ -165,6 +169,15 @@ class PeerProcess:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"peer {self.url} did not answer within {timeout}s")
+
+    async def sees_all_up(self, session: aiohttp.ClientSession, count: int) -> bool:
+        """Whether this peer's ``/ready`` says it is ready and sees ``count`` members up."""
+        try:
+            async with session.get(f"{self.url}/ready") as response:
+                answer = await response.json() if response.status == 200 else {}
+        except (aiohttp.ClientError, OSError, ValueError):
+            return False
+        return isinstance(answer, dict) and int(answer.get("members_up", 0)) >= count
 
     def _own_id(self) -> str | None:
         """The peer id in this peer's data directory (None before the peer made it)."""
@@ -307,7 +320,28 @@ class Supervisor:
         await asyncio.gather(*(p.start() for p in self.peers))
         async with session:
             await asyncio.gather(*(p.wait_healthy(session, 60.0) for p in self.peers))
+            await self._wait_joined(session, JOIN_WAIT)
         return await self._admin_key()
+
+    async def _wait_joined(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """Wait until every peer sees every other up (``/ready``), so that the cluster
+        printed ready serves at once: restarted peers know their members from disk but
+        take them for down until they hear from them, and a read then finds no replica.
+        After ``timeout`` seconds, a warning says which peers do not yet, and ``up`` goes on
+        (the cluster serves what it can; ``ringstore status`` tells more)."""
+        count = len(self.peers)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = await asyncio.gather(*(p.sees_all_up(session, count) for p in self.peers))
+            if all(seen):
+                return
+            if time.monotonic() >= deadline:
+                late = ", ".join(p.url for p, ok in zip(self.peers, seen, strict=True) if not ok)
+                log.warning(
+                    "after %.0fs, these peers do not see every peer up yet: %s", timeout, late
+                )
+                return
+            await asyncio.sleep(0.1)
 
     async def _until_stopped(self, work: Awaitable[T]) -> T:
         """``work``'s result, or _Stopped once SIGINT or SIGTERM came first (start-up
