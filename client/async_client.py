@@ -207,7 +207,8 @@ class AsyncClient:
         return _parse(PutResult.from_json, record, peer, f"PUT {path}")
 
     async def get(self, name: str) -> bytes:
-        """The whole content of ``name``. Raises FileNotFound, InvalidName, Unavailable."""
+        """The whole content of ``name``. Raises FileNotFound, InvalidName, Unavailable,
+        ChecksumMismatch (``open``)."""
         async with self.open(name) as reader:
             return await reader.read()
 
@@ -220,8 +221,10 @@ class AsyncClient:
         ``end`` past the end of the file is clipped; ``end=None`` reads to the end; a
         negative ``start`` with no ``end`` gives the last ``-start`` bytes (all of a shorter
         file, ``b""`` of an empty one). Raises InvalidRange when ``start`` is at or past the
-        end of the file, ValueError when ``end <= start``, FileNotFound, and
-        PreconditionFailed when ``if_match`` is not the current version's etag.
+        end of the file, ValueError when ``end <= start``, FileNotFound,
+        PreconditionFailed when ``if_match`` is not the current version's etag, and
+        ChecksumMismatch when the range is the whole file and its bytes do not hash to the
+        etag (``open``).
         """
         async with self.open(name, start=start, end=end, if_match=if_match) as reader:
             return await reader.read()
@@ -241,9 +244,10 @@ class AsyncClient:
 
         ``async with client.open(name) as reader:`` then ``async for piece in reader`` or
         ``await reader.read(n)``; ``reader.stat`` describes the file. A connection that dies
-        mid-way is resumed on the next peer. A whole file is hashed as it arrives and
-        compared with its etag (unless ``verify`` is False): ChecksumMismatch instead of
-        its last piece when they differ. Raises FileNotFound, InvalidRange, FileChanged.
+        mid-way is resumed on the next peer. A whole file (or a range that is all of it)
+        is hashed as it arrives and compared with its etag, unless ``verify`` is False:
+        ChecksumMismatch instead of its last piece, and at every later read, when they
+        differ. Raises FileNotFound, InvalidRange, FileChanged.
         """
         reader = await AsyncFileReader.open(
             self._transport,

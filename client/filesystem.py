@@ -35,6 +35,7 @@ from typing import Any
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from client.errors import (
+    ChecksumMismatch,
     Conflict,
     FileNotFound,
     Forbidden,
@@ -52,13 +53,16 @@ QUEUED_BLOCKS = 1  # blocks written but not yet taken by the upload: the writer 
 
 @contextlib.contextmanager
 def os_errors(path: str) -> Iterator[None]:
-    """Raise the client's errors as the builtins fsspec's callers catch."""
+    """Raise the client's errors as the builtins fsspec's callers catch: bytes that do
+    not hash to the file's etag are an I/O error (EIO), as a disk's unreadable sector."""
     try:
         yield
     except NotFound as exc:
-        raise FileNotFoundError(2, str(exc), path) from exc
+        raise FileNotFoundError(errno.ENOENT, str(exc), path) from exc
     except (Forbidden, Unauthenticated) as exc:
-        raise PermissionError(13, str(exc), path) from exc
+        raise PermissionError(errno.EACCES, str(exc), path) from exc
+    except ChecksumMismatch as exc:
+        raise OSError(errno.EIO, str(exc), path) from exc
 
 
 class RingstoreFileSystem(AbstractFileSystem):

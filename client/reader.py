@@ -63,8 +63,14 @@ class EtagCheck:
         self._hashes = hashes
         self._pending: asyncio.Future[None] | None = None
 
+    def __repr__(self) -> str:
+        hashing = "hashing" if self._pending is not None else "idle"
+        return f"EtagCheck({self.etag!r}, {len(self._hashes)} hash(es), {hashing})"
+
     @classmethod
     def for_etag(cls, etag: str) -> EtagCheck | None:
+        """The check of the content whose etag is ``etag`` (without quotes), or None for an
+        etag that is no hash of the content."""
         if _HEX128.fullmatch(etag):
             return cls(etag, [hashlib.md5(usedforsecurity=False), xxhash.xxh3_128()])
         if etag.startswith("xxh3-") and _HEX128.fullmatch(etag[5:]):
@@ -75,20 +81,24 @@ class EtagCheck:
         for hashed in self._hashes:
             hashed.update(piece)
 
-    async def update(self, piece: bytes) -> None:
-        """Hash ``piece``, the bytes after those hashed before; a long one in a thread
-        while the caller goes on (the next update or ``matches`` waits for it)."""
-        await self.settle()
+    def update(self, piece: bytes) -> None:
+        """Hash ``piece``, the bytes after those hashed before (``settle`` first): a long one
+        in a thread while the caller goes on. Not a coroutine: a piece taken from the
+        network is always counted, whatever is cancelled afterwards."""
+        if self._pending is not None:
+            raise RuntimeError("update before the piece before was hashed (settle first)")
         if len(piece) >= HASH_OFF_LOOP:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._update, piece))
         else:
             self._update(piece)
 
     async def settle(self) -> None:
-        """Wait for the piece being hashed in a thread, if any."""
+        """Wait for the piece being hashed in a thread, if any. Cancelling the wait leaves
+        the hashing running (shielded) and waited for by the next ``settle``: one thread at
+        a time updates the hashes."""
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+            await asyncio.shield(self._pending)
+            self._pending = None
 
     async def matches(self) -> bool:
         """Whether the bytes hashed so far hash to the etag."""
@@ -165,6 +175,7 @@ class AsyncFileReader:
         self._closed = False
         whole = start == 0 and end == stat.size
         self._check = EtagCheck.for_etag(stat.etag) if verify and whole else None
+        self._failure: RingstoreError | None = None  # raised by every read once set
         if self._offset == self.end:
             self._finish()
 
@@ -233,7 +244,10 @@ class AsyncFileReader:
             yield piece
 
     async def read(self, n: int = -1) -> bytes:
-        """The next ``n`` bytes (all that remain when ``n`` < 0); fewer only at the end."""
+        """The next ``n`` bytes (all that remain when ``n`` < 0); fewer only at the end.
+        Raises ChecksumMismatch (``open``) and what ``Transport.send`` raises."""
+        if self._failure is not None:
+            raise self._failure
         want = self.remaining if n < 0 else min(n, self.remaining)
         parts: list[bytes] = []
         while want > 0:
@@ -246,6 +260,10 @@ class AsyncFileReader:
         """Up to ``limit`` bytes, resuming on the next peer when a connection fails."""
         if self._closed:
             raise ValueError("read from a closed reader")
+        if self._failure is not None:
+            raise self._failure
+        if self._check is not None:
+            await self._check.settle()  # the piece before is hashed before the next is taken
         failures = 0
         while self._offset < self.end:
             response = self._response or await self._resume()
@@ -258,10 +276,11 @@ class AsyncFileReader:
                 if piece:
                     self._offset += len(piece)
                     if self._check is not None:
-                        await self._check.update(piece)
+                        self._check.update(piece)
                     if self._offset == self.end:
                         self._finish()
-                        await self._verify()
+                        if self._check is not None:
+                            await self._verify(self._check)
                     return piece
                 failure = PeerUnreachable(
                     f"peer {self._peer}: the answer ended {self.remaining} bytes early",
@@ -302,14 +321,24 @@ class AsyncFileReader:
         self._response = response
         return response
 
-    async def _verify(self) -> None:
-        """Raise ChecksumMismatch unless the whole file's bytes hash to its etag."""
-        if self._check is not None and not await self._check.matches():
-            raise ChecksumMismatch(
-                f"{self.stat.name!r}: the {self.stat.size} bytes received do not hash to"
-                f" its etag {self.stat.etag}",
-                peer=self._peer,
-            )
+    async def _verify(self, check: EtagCheck) -> None:
+        """Raise ChecksumMismatch, at this read and every later one, unless the whole
+        file's bytes hash to its etag. Until the check is over the reader counts as failed:
+        cancelled then, the last piece was taken but never delivered."""
+        self._failure = RingstoreError(
+            f"{self.stat.name!r}: a read was cancelled after its last piece was received:"
+            " open the file again",
+            peer=self._peer,
+        )
+        if await check.matches():
+            self._failure = None
+            return
+        self._failure = ChecksumMismatch(
+            f"{self.stat.name!r}: the {self.stat.size} bytes received do not hash to its"
+            f" etag {self.stat.etag}",
+            peer=self._peer,
+        )
+        raise self._failure
 
     def _finish(self) -> None:
         if self._response is not None:

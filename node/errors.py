@@ -186,6 +186,11 @@ class Unavailable(RingstoreError):
     code = "unavailable"
 
 
+class WriteContended(Unavailable):
+    """A conditional write that racing writers kept from the write quorum (the replicas
+    split among them, none won): nothing was changed, and trying again may succeed."""
+
+
 class PeerUnavailable(Unavailable):
     """A peer call that failed for the peer's sake. ``counted``: whether it counts against
     the peer's liveness (``Peers``); not when another call already counted the same failed

@@ -37,7 +37,7 @@ from node.errors import (
     NamespaceExists,
     NamespaceNotFound,
     Unauthenticated,
-    Unavailable,
+    WriteContended,
 )
 from node.model import access
 from node.model.access import Action, Grants
@@ -46,6 +46,7 @@ from node.model.access import Action, Grants
 # commit is Unavailable, a little apart each time (racing first writes may split the
 # namespace record's replicas so that none of them wins).
 IMPLICIT_CREATE_TRIES = 4
+_JITTER = random.Random()
 
 
 class KeyOrder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -182,7 +183,10 @@ async def writable_namespace(request: web.Request, name: str) -> None:
     """Check that the request may write file ``name`` and that its namespace exists; an
     admin key's first write into a namespace that does not exist creates it.
 
-    Raises Unauthenticated, AccessDenied, NamespaceNotFound or InvalidNamespace.
+    Raises Unauthenticated, AccessDenied, NamespaceNotFound, InvalidNamespace, and for
+    the create NamespaceNotEmpty (files left from a removed namespace of that name) or
+    Unavailable (tried again up to ``IMPLICIT_CREATE_TRIES`` times when racing creates
+    split the record's replicas: WriteContended).
     """
     namespace = access.namespace_of(name)
     principal = await require(request, "write", namespace)
@@ -199,7 +203,7 @@ async def writable_namespace(request: web.Request, name: str) -> None:
             return
         except NamespaceExists:  # another writer created it meanwhile
             return
-        except Unavailable:  # (e.g. racing first writes split the replicas: none won)
+        except WriteContended:  # racing first writes split the replicas: none won
             if attempt == IMPLICIT_CREATE_TRIES:
                 raise
-        await asyncio.sleep(random.uniform(0.0, 0.02 * 2**attempt))  # apart from the others
+        await asyncio.sleep(_JITTER.uniform(0.0, 0.02 * 2**attempt))  # apart from the others

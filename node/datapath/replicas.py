@@ -43,6 +43,7 @@ from node.errors import (
     RingstoreError,
     Unavailable,
     Undecided,
+    WriteContended,
 )
 from node.model.layout import Layout
 from node.model.manifest import (
@@ -674,7 +675,7 @@ class ManifestReplicas:
                 f"{manifest.name!r}: {condition.describe()} does not hold for its current "
                 "version; nothing was changed"
             )
-        raise Unavailable(
+        raise WriteContended(
             f"conditional write of {manifest.name!r}: {len(answers)} of its "
             f"{config.manifest_replicas} replicas answered and {stored} accepted, with no "
             f"{config.manifest_write_quorum} agreeing; nothing was changed, try again"

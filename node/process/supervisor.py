@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 # How long ``up`` waits for its peers to see each other before it says the cluster is ready.
 JOIN_WAIT = 30.0
+READY_TIMEOUT = aiohttp.ClientTimeout(total=1.0)  # one /ready answer, while waiting for it
 
 T = TypeVar("T")
 
@@ -171,13 +172,18 @@ class PeerProcess:
         raise RuntimeError(f"peer {self.url} did not answer within {timeout}s")
 
     async def sees_all_up(self, session: aiohttp.ClientSession, count: int) -> bool:
-        """Whether this peer's ``/ready`` says it is ready and sees ``count`` members up."""
+        """Whether this peer's ``/ready`` says it is ready and sees ``count`` members up (an
+        answer within a second); raises RuntimeError if the peer exited."""
+        if not self.running:
+            raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
         try:
-            async with session.get(f"{self.url}/ready") as response:
+            async with session.get(f"{self.url}/ready", timeout=READY_TIMEOUT) as response:
                 answer = await response.json() if response.status == 200 else {}
-        except (aiohttp.ClientError, OSError, ValueError):
+            return int(answer.get("members_up", 0)) >= count
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
-        return isinstance(answer, dict) and int(answer.get("members_up", 0)) >= count
+        except (ValueError, TypeError, AttributeError):  # not JSON, not an object, no number
+            return False
 
     def _own_id(self) -> str | None:
         """The peer id in this peer's data directory (None before the peer made it)."""

@@ -597,6 +597,12 @@ async def test_a_whole_file_read_is_checked_against_its_etag(
         await d.call("get", "checked/file")
     with pytest.raises(ChecksumMismatch):
         await d.collect("iter", "checked/file", chunk_size=100_000)
+    if isinstance(d.client, AsyncClient):  # a read after the mismatch is no clean end
+        async with d.client.open("checked/file") as reader:
+            with pytest.raises(ChecksumMismatch):
+                await reader.read()
+            with pytest.raises(ChecksumMismatch):
+                await reader.read(10)
     target = tmp_path / "down" / "file"
     target.parent.mkdir()
     with pytest.raises(ChecksumMismatch):

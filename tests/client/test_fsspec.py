@@ -27,7 +27,8 @@ from fsspec.registry import known_implementations
 
 from client import Client
 from client.filesystem import RingstoreFile, RingstoreFileSystem
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, Served
+from tests.harness.clients import damaging_proxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -328,3 +329,22 @@ async def test_pandas_round_trip(options: dict[str, Any]) -> None:
         return line
 
     assert await off_loop(first_line) == b"peer,chunks\n"
+
+
+async def test_bytes_damaged_on_their_way_are_an_io_error(
+    fs: RingstoreFileSystem, cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A whole file that does not hash to its etag is EIO to fsspec's callers (cat, get)."""
+    data = payload(40_000, seed=8)
+    await off_loop(fs.pipe_file, "damaged/table.bin", data)
+    proxy = Served()
+    await proxy.serve(damaging_proxy(cluster[2].url))
+    try:
+        damaging = RingstoreFileSystem(f"http://127.0.0.1:{proxy.port}", skip_instance_cache=True)
+        for call, args in ((damaging.cat_file, ()), (damaging.get_file, (str(tmp_path / "t"),))):
+            with pytest.raises(OSError, match="do not hash to its etag") as raised:
+                await off_loop(call, "damaged/table.bin", *args)
+            assert raised.value.errno == errno.EIO
+        assert not (tmp_path / "t").exists()
+    finally:
+        await proxy.stop()

@@ -132,13 +132,12 @@ def damaging_proxy(upstream: str) -> web.Application:
             body = bytearray(await got.read())
         if body:
             body[len(body) // 2] ^= 1
-        kept = {
-            name: value
-            for name, value in got.headers.items()
-            if name not in ("Date", "Server", "Content-Length", "Transfer-Encoding")
-        }
+        dropped = {"Date", "Server", "Transfer-Encoding"} | (
+            set() if request.method == "HEAD" else {"Content-Length"}  # (the body's own)
+        )
+        kept = {name: value for name, value in got.headers.items() if name not in dropped}
         return web.Response(status=got.status, body=bytes(body), headers=kept)
 
     app = web.Application()
-    app.router.add_route("GET", "/{path:.*}", forward)  # (HEAD too)
+    app.router.add_get("/{path:.*}", forward)  # (and HEAD)
     return app

@@ -20,7 +20,7 @@ import pytest_asyncio
 from multidict import CIMultiDict
 
 from client.credentials import Credentials
-from node.errors import Unavailable
+from node.errors import WriteContended
 from tests.harness import LocalCluster, eventually
 from tests.harness.access import ADMIN
 
@@ -347,7 +347,7 @@ async def test_first_writes_racing_into_a_new_namespace_are_all_stored(
     async def split_once(name: str, **flags: Any) -> Any:
         creates.append(name)
         if len(creates) == 1:
-            raise Unavailable("conditional write: 3 answered, 0 accepted, no 2 agreeing")
+            raise WriteContended("conditional write: 3 answered, 0 accepted, no 2 agreeing")
         return await create(name, **flags)
 
     monkeypatch.setattr(store, "create_namespace", split_once)
