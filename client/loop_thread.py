@@ -90,25 +90,32 @@ class LoopThread:
     def close(self) -> None:
         """Stop the loop, join its thread and close the loop. Idempotent. Calls other
         threads are still waiting on are cancelled first (and raise RuntimeError there):
-        stopped with the loop, they would wait for good."""
+        stopped with the loop, they would wait for good. The loop's own thread does the
+        ending, so ``close`` works from any other thread, one running a loop of its own too
+        (a client dropped, and so closed by the garbage collector, in async code)."""
         with self._closed_once:
             if self.closed:
                 return
             with self._lock:
                 self._closing = True
+            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
-            for _ in range(CANCEL_ROUNDS):  # (cancelled work may start more: ended in turn)
-                pending = asyncio.all_tasks(self._loop)
-                if not pending:
-                    break
-                for task in pending:
-                    task.cancel()
-                gathered = asyncio.gather(*pending, return_exceptions=True)
-                self._loop.run_until_complete(gathered)
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
+
+    async def _end(self) -> None:
+        """Cancel what is left on the loop (in rounds: cancelled work may start more), then
+        end its async generators and its default executor."""
+        this = asyncio.current_task()
+        for _ in range(CANCEL_ROUNDS):
+            pending = asyncio.all_tasks() - {this}
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()
+        await self._loop.shutdown_default_executor()
 
 
 async def _next(items: AsyncIterator[T]) -> T:

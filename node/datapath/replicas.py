@@ -675,7 +675,9 @@ class ManifestReplicas:
                 f"{manifest.name!r}: {condition.describe()} does not hold for its current "
                 "version; nothing was changed"
             )
-        raise WriteContended(
+        # Enough replicas answered, but held racing writes: contended. Too few: unavailable.
+        undecided = WriteContended if len(answers) >= config.manifest_write_quorum else Unavailable
+        raise undecided(
             f"conditional write of {manifest.name!r}: {len(answers)} of its "
             f"{config.manifest_replicas} replicas answered and {stored} accepted, with no "
             f"{config.manifest_write_quorum} agreeing; nothing was changed, try again"

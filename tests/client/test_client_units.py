@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ from client.async_client import PEERS_ENV, default_peers, entity_tag, file_path
 from client.body import PIECE, ProgressCallback, RequestBody
 from client.credentials import Credentials, read_credentials
 from client.errors import error_from_exception, error_from_response
+from client.filesystem import RingstoreFileSystem
 from client.loop_thread import LoopThread
 from client.reader import HASH_OFF_LOOP, EtagCheck, range_header
 from client.records import ClusterView, Manifest, PeerInfo, RingInfo, Upkeep
@@ -280,6 +282,20 @@ async def test_closing_a_shared_client_ends_another_threads_call() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_sync_client_closes_from_a_thread_running_a_loop() -> None:
+    """close() ended the loop from the caller's thread: in async code (a filesystem dropped
+    and finalized there, as the suite saw) it failed with 'Cannot run the event loop while
+    another loop is running', and the client's thread and loop were left behind."""
+    client = Client("http://127.0.0.1:9")
+    client.close()
+    assert "closed" in repr(client)
+    filesystem = RingstoreFileSystem("http://127.0.0.1:9", skip_instance_cache=True)
+    threads = threading.active_count()
+    del filesystem
+    gc.collect()  # its finalizer closes its client, here, on this test's loop's thread
+    assert threading.active_count() == threads - 1
 
 
 async def test_an_abandoned_attempt_leaves_no_stall_for_the_next() -> None:

@@ -346,5 +346,6 @@ async def test_bytes_damaged_on_their_way_are_an_io_error(
                 await off_loop(call, "damaged/table.bin", *args)
             assert raised.value.errno == errno.EIO
         assert not (tmp_path / "t").exists()
+        await off_loop(damaging.close)
     finally:
         await proxy.stop()

@@ -22,7 +22,13 @@ import pytest
 from node.cluster.transport import Address
 from node.datapath.replicas import Verdict, conditional_verdict
 from node.disk.manifest_store import ManifestStore
-from node.errors import FileNotFound, PeerUnavailable, PreconditionFailed, Unavailable
+from node.errors import (
+    FileNotFound,
+    PeerUnavailable,
+    PreconditionFailed,
+    Unavailable,
+    WriteContended,
+)
 from node.model.layout import Layout
 from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
@@ -257,8 +263,9 @@ async def test_handoffs_are_neither_asked_nor_counted(grid: Grid) -> None:
     coordinator = next(p for p in grid.peers if p not in homes)
     before = grid.transport.calls.copy()
     # A handoff has never seen "f": counted, it would accept a create over an existing file.
-    with pytest.raises(Unavailable, match="1 of its 3 replicas answered and 0 accepted"):
+    with pytest.raises(Unavailable, match="1 of its 3 replicas answered and 0 accepted") as too_few:
         await coordinator.replicas.commit(bare("f", "w", "e"), condition=NO_FILE)
+    assert not isinstance(too_few.value, WriteContended)  # down, not contended: no retry
     # A write whose condition holds, with too few home replicas up, is not stored either.
     with pytest.raises(Unavailable):
         await coordinator.replicas.commit(bare("f", "w", "e2"), condition=if_match(existing.etag))
@@ -321,7 +328,7 @@ async def test_racing_writers_without_a_winner_leave_the_file_as_it_was(grid: Gr
             return_exceptions=True,
         )
     assert refusals == [False] * 6
-    assert [type(r) for r in results] == [Unavailable] * 3, results
+    assert [type(r) for r in results] == [WriteContended] * 3, results
     for replica in homes:
         assert await replica.manifests.get("f") == existing
     assert (await grid[7].coordinator.stat("f")).version == existing.version

@@ -136,9 +136,10 @@ async def test_get_survives_a_hung_data_holder(
     counted = grew(before, await decoded(http, reader))
     assert counted.pop("stripes") >= 1
     # The holder's silence ends the read either at the block timeout or at the peer
-    # call's own read timeout, whichever comes first: both --peer-timeout.
+    # call's own read timeout, whichever comes first: both --peer-timeout; or, on a busy
+    # machine, gossip's probe (as long) saw it down first and the read skipped it.
     assert list(counted.values()) == [1]
-    assert set(counted) <= {"slow", "unreachable"}
+    assert set(counted) <= {"slow", "unreachable", "down"}
 
 
 async def test_corrupt_chunk_bytes_are_detected_and_decoded_around(
