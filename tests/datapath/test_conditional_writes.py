@@ -419,7 +419,12 @@ async def test_a_replica_restarted_before_the_losers_retraction_still_never_copi
         await reader.replicas.read("f", every_replica=True)
         return await homes[0].manifests.get("f") == winner
 
-    await eventually(decided, what="the loser retracted and the winner repaired in its place")
+    try:
+        await eventually(decided, what="the loser retracted and the winner repaired in its place")
+    except AssertionError as exc:  # seen once under tox (py313), not reproduced: say more
+        held = [await replica.manifests.read("f") for replica in homes]
+        undecidable = reader.replicas._undecidable
+        raise AssertionError(f"{exc}; homes hold {held}; waits to decide: {undecidable}") from None
     for replica in homes:
         assert await replica.manifests.read("f") == ReplicaRead(winner)
 
