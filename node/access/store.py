@@ -301,7 +301,7 @@ class AccessStore:
         # through another peer, whose namespace was made after the listing and filled since)
         # are then that namespace's, not leftovers; and the listing's time does not widen
         # the span between the read and the conditional commit, where racing creates split
-        # the replicas (Unavailable).
+        # the replicas (WriteContended).
         leftovers = not adopted and await self._holds_files(name)
         if await self.namespace(name, fresh=True) is not None:
             raise NamespaceExists(f"namespace {name!r} exists")

@@ -43,8 +43,8 @@ from node.model import access
 from node.model.access import Action, Grants
 
 # How often an admin key's first write into a new namespace tries to make it when the
-# commit is Unavailable, a little apart each time (racing first writes may split the
-# namespace record's replicas so that none of them wins).
+# commit is WriteContended (racing first writes split the namespace record's replicas so
+# that none of them won), a little apart each time.
 IMPLICIT_CREATE_TRIES = 4
 _JITTER = random.Random()
 

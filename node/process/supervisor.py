@@ -159,8 +159,7 @@ class PeerProcess:
         not it); raises RuntimeError if the peer exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
+            self._check_running()
             try:
                 async with session.get(f"{self.url}/health") as response:
                     answered = (await response.json()).get("id") if response.status == 200 else None
@@ -174,16 +173,20 @@ class PeerProcess:
     async def sees_all_up(self, session: aiohttp.ClientSession, count: int) -> bool:
         """Whether this peer's ``/ready`` says it is ready and sees ``count`` members up (an
         answer within a second); raises RuntimeError if the peer exited."""
-        if not self.running:
-            raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
+        self._check_running()
         try:
             async with session.get(f"{self.url}/ready", timeout=READY_TIMEOUT) as response:
                 answer = await response.json() if response.status == 200 else {}
             return int(answer.get("members_up", 0)) >= count
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
-        except (ValueError, TypeError, AttributeError):  # not JSON, not an object, no number
+        except (ValueError, TypeError, AttributeError):  # not JSON, an object, a number
             return False
+
+    def _check_running(self) -> None:
+        """Raise RuntimeError, with the end of its log, if the peer exited."""
+        if not self.running:
+            raise RuntimeError(f"peer {self.url} exited; last log lines:\n{self.log_tail()}")
 
     def _own_id(self) -> str | None:
         """The peer id in this peer's data directory (None before the peer made it)."""
