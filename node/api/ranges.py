@@ -1,6 +1,10 @@
 """HTTP ``Range: bytes=...`` parsing (RFC 9110 section 14), pure and single-range.
 
-Multi-range requests are answered with the whole body (the RFC allows ignoring Range). A
+Multi-range requests are answered with the whole body (the RFC allows ignoring Range), and
+so is an invalid one: malformed (``bytes=abc``) or with its last position before its first
+(``bytes=5-3``; RFC 9110 section 14.2 lets a server ignore or reject an invalid
+ranges-specifier). Amazon S3 ignores both (``200``, the whole object), and so do Apache and
+Swift; clients written against S3 expect it. A
 suffix range (``bytes=-N``, N > 0) of an empty file is answered with the whole, empty body
 (``200``), as S3 does: RFC 9110 counts it satisfiable, yet no ``206`` can carry an empty
 range, and ``whole[-N:]`` of empty bytes is empty bytes.
@@ -23,9 +27,10 @@ _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Return the half-open byte range ``(start, end)`` a Range header asks for.
 
-    ``None`` means "send the whole file" (no header, another unit, several ranges, or a
-    suffix range of an empty file).
-    Raises InvalidRange when the range cannot be satisfied (416) or is malformed.
+    ``None`` means "send the whole file" (no header, another unit, several ranges, an
+    invalid range, or a suffix range of an empty file).
+    Raises InvalidRange when the range cannot be satisfied (416): it starts at or past the
+    end, is an empty suffix (``bytes=-0``), or names a position of 2^63 or more.
     """
     if header is None:
         return None
@@ -34,7 +39,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     match = _SPEC.fullmatch(spec.strip())
     if match is None or match.group(1) == match.group(2) == "":
-        raise InvalidRange(f"malformed range {shown(header)}", size)
+        return None  # malformed: ignored
     first, last = match.groups()
     try:
         start = None if first == "" else decimal(first)
@@ -48,7 +53,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if size == 0:
             return None  # the last N bytes of nothing: all of it, which is nothing
         return max(0, size - suffix), size
+    if stop is not None and stop < start:
+        return None  # invalid (RFC 9110 section 14.1.1): ignored
     end = size - 1 if stop is None else min(stop, size - 1)
-    if start >= size or end < start:
+    if start >= size:
         raise InvalidRange(f"range {shown(header)} not satisfiable for {size} bytes", size)
     return start, end + 1

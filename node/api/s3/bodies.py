@@ -198,7 +198,7 @@ def _parse_without_dtd(document: bytes) -> ElementTree.Element:
     for ``<!DOCTYPE`` would miss one in UTF-16: expat sees it after decoding."""
 
     def refuse(*_: object) -> None:
-        raise MalformedXML("a DeleteObjects document has no DTD")
+        raise MalformedXML("an S3 request document has no DTD")
 
     builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator="}")
@@ -241,6 +241,18 @@ def parse_delete(document: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     if not 1 <= len(keys) <= MAX_DELETE_KEYS:
         raise MalformedXML(f"a DeleteObjects request names 1-{MAX_DELETE_KEYS} keys")
     return keys, quiet
+
+
+def check_bucket_configuration(document: bytes) -> None:
+    """Check a CreateBucket body: none, or a ``<CreateBucketConfiguration>`` (its
+    LocationConstraint and the rest are not used: a cluster is one region). Raises
+    MalformedXML for anything else, as Amazon S3 answers a body it cannot read
+    (https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html)."""
+    if not document.strip():
+        return
+    root = _parse_without_dtd(document)
+    if _local(root.tag) != "CreateBucketConfiguration":
+        raise MalformedXML("the document must be <CreateBucketConfiguration>")
 
 
 def delete_result(deleted: Sequence[str], errors: Sequence[tuple[str, str, str]]) -> bytes:

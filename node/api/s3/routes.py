@@ -284,10 +284,15 @@ async def head_bucket(request: web.Request, bucket: str) -> web.Response:
 
 async def create_bucket(request: web.Request, bucket: str) -> web.Response:
     """CreateBucket: a new namespace. Its configuration body (a LocationConstraint) is read,
-    checked against the signature and ignored: a cluster is one region."""
+    checked against the signature, refused (MalformedXML) unless it is none or a
+    CreateBucketConfiguration, and ignored: a cluster is one region."""
     await require(request, "create")
     body = await small_body(request, MAX_BUCKET_BODY)  # however many pieces it comes in
     check_small_payload(request, body)
+    try:
+        bodies.check_bucket_configuration(body)
+    except bodies.MalformedXML as exc:
+        raise S3Error("MalformedXML", str(exc)) from None
     await request.app[ACCESS].create_namespace(bucket)
     log.info("S3 CreateBucket %r", bucket)
     return web.Response(status=200, headers={hdrs.LOCATION: f"/{bucket}"})

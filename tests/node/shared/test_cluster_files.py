@@ -136,6 +136,20 @@ async def test_unsatisfiable_range_is_416(
         assert (await response.json())["error"]["code"] == "invalid_range"
 
 
+@pytest.mark.parametrize("header", ["bytes=abc", "bytes=4-1", "bytes=+1-2", "bytes=1-2,4-"])
+async def test_an_invalid_range_is_ignored(
+    cluster: LocalCluster, http: aiohttp.ClientSession, header: str
+) -> None:
+    # RFC 9110 section 14.2 allows ignoring or refusing it; S3 (and so S3 clients), Apache
+    # and Swift ignore it: the whole file, 200, as if no Range was sent.
+    await put(http, cluster[0].url, "files/invalid-range", b"hello")
+    url = f"{cluster[1].url}/files/files/invalid-range"
+    async with http.get(url, headers={"Range": header}) as response:
+        assert response.status == 200
+        assert "Content-Range" not in response.headers
+        assert await response.read() == b"hello"
+
+
 @pytest.mark.parametrize("header", ["bytes=-5", "bytes=-1"])
 async def test_a_suffix_range_of_an_empty_file_is_the_empty_file(
     cluster: LocalCluster, http: aiohttp.ClientSession, header: str
