@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import itertools
 import logging
@@ -37,6 +38,7 @@ from node.config import PeerConfig
 from node.datapath.hedging import HedgeDelay
 from node.errors import (
     ChunkNotFound,
+    InsufficientStorage,
     InvalidRequest,
     NotFound,
     PreconditionFailed,
@@ -159,6 +161,27 @@ def conditional_verdict(answers: Iterable[ReplicaWrite], quorum: int) -> Verdict
     if held and max(held.values()) >= quorum:
         return Verdict.REFUSED
     return Verdict.UNDECIDED
+
+
+@contextlib.contextmanager
+def _noting_full(member: str, full: set[str]) -> Iterator[None]:
+    """Add ``member`` to ``full`` if the call in the block raises InsufficientStorage."""
+    try:
+        yield
+    except InsufficientStorage:
+        full.add(member)
+        raise
+
+
+def _check_room(reached: int, full: set[str], quorum: int) -> None:
+    """Raise InsufficientStorage (507) when a manifest write that reached ``reached`` of the
+    ``quorum`` replicas it needed would have had them but for the replicas in ``full``,
+    whose disks had no room: the client's remedy is space, not trying again later."""
+    if full and reached + len(full) >= quorum:
+        raise InsufficientStorage(
+            f"{len(full)} manifest replicas have no room left; {reached} of the {quorum} "
+            "needed took the write, which was not committed"
+        )
 
 
 class ManifestReplicas:
@@ -621,15 +644,18 @@ class ManifestReplicas:
         failed PUT or DELETE does not surface later through them (as far as they answer).
         """
         expect = None if base is None else base.precedence
+        full: set[str] = set()
 
         async def put(member: str) -> ReplicaWrite:
-            return await self._peers.put_manifest(member, manifest, expect)
+            with _noting_full(member, full):
+                return await self._peers.put_manifest(member, manifest, expect)
 
         answers = await self._ask(manifest.name, put, self._config.manifest_replicas)
         quorum = self._config.manifest_write_quorum
         counted = answers if base is None else {r: a for r, a in answers.items() if a.stored}
         if len(counted) < quorum:
             await self._retract(manifest, answers)
+            _check_room(len(counted), full, quorum)
             raise Unavailable(
                 f"manifest of {manifest.name!r} reached {len(counted)} of the {quorum} "
                 "replicas needed"
@@ -656,9 +682,11 @@ class ManifestReplicas:
         to garbage collection, since that replica may still show the manifest.
         """
         config = self._config
+        full: set[str] = set()
 
         async def put(member: str) -> ReplicaWrite:
-            return await self._peers.put_manifest(member, manifest, None, condition)
+            with _noting_full(member, full):
+                return await self._peers.put_manifest(member, manifest, None, condition)
 
         answers = await self._ask(manifest.name, put, config.manifest_replicas, home_only=True)
         verdict = conditional_verdict(answers.values(), config.manifest_write_quorum)
@@ -675,7 +703,9 @@ class ManifestReplicas:
                 f"{manifest.name!r}: {condition.describe()} does not hold for its current "
                 "version; nothing was changed"
             )
-        # Enough replicas answered, but held racing writes: contended. Too few: unavailable.
+        # Enough replicas answered, but held racing writes: contended. Too few: unavailable,
+        # or short of room when full disks were what kept them from answering.
+        _check_room(len(answers), full, config.manifest_write_quorum)
         undecided = WriteContended if len(answers) >= config.manifest_write_quorum else Unavailable
         raise undecided(
             f"conditional write of {manifest.name!r}: {len(answers)} of its "

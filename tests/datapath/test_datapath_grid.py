@@ -26,6 +26,7 @@ from node.datapath.hedging import CEILING, FLOOR
 from node.datapath.rebuild import Rebuilder
 from node.errors import FileNotFound, InsufficientStorage, Unavailable
 from node.model.manifest import Manifest
+from node.model.preconditions import ANY, Preconditions
 from node.upkeep.repairer import Repairer
 from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
@@ -205,6 +206,67 @@ async def test_a_put_reads_no_further_once_holders_refuse_it(
             await grid[1].coordinator.stat("f")
     finally:
         await grid.close()
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["plain", "if-none-match"])
+@pytest.mark.parametrize(
+    ("full", "down", "outcome"),
+    [
+        ("all", "none", InsufficientStorage),  # every disk full: 507, not "try again"
+        ("homes", "none", None),  # handoffs with room stand in for full home replicas
+        ("one home", "the rest", Unavailable),  # too few answered, not for want of room
+    ],
+)
+async def test_a_manifest_refused_for_want_of_room_is_507(
+    grid: Grid,
+    monkeypatch: pytest.MonkeyPatch,
+    conditional: bool,
+    full: str,
+    down: str,
+    outcome: type[Exception] | None,
+) -> None:
+    """A small PUT on a full disk once answered 503 (its manifest replicas refused, and the
+    coordinator counted them as unreachable): a client retries that forever. Where full
+    disks are what kept the write from its quorum it is a 507, and nothing is left."""
+    homes = grid[0].membership.home_replicas("f").members
+    if full == "all":
+        refusing = {p.url for p in grid.peers}
+    elif full == "homes":
+        refusing = {grid.peer_of(member).url for member in homes}
+    else:
+        refusing = {grid.peer_of(homes[0]).url}
+    coordinator = next(p for p in grid.peers if p.id not in homes)  # (not a home: not full)
+    if down == "the rest":
+        for peer in grid.peers:
+            if peer.url not in refusing:
+                grid.break_peer(peer)
+    put_manifest = grid.transport.put_manifest
+
+    async def full_disks(to: Address, manifest: Manifest, *args: Any) -> Any:
+        if to.url in refusing:
+            raise InsufficientStorage("no room left for manifests: [Errno 28] (scripted)")
+        return await put_manifest(to, manifest, *args)
+
+    monkeypatch.setattr(grid.transport, "put_manifest", full_disks)
+    condition = Preconditions(if_none_match=ANY) if conditional else None
+    data = b"small!"
+    put = coordinator.coordinator.put("f", body(data), len(data), "text/plain", condition)
+    if outcome is None:
+        if conditional:  # a conditional write asks the home replicas only: none has room
+            with pytest.raises(InsufficientStorage):
+                await put
+            return
+        await put
+        monkeypatch.undo()
+        assert await read(grid[1], "f") == data
+        return
+    with pytest.raises(outcome):
+        await put
+    for peer in grid.peers:
+        grid.mend_peer(peer)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFound):
+        await grid[1].coordinator.stat("f")
 
 
 async def test_rebuild_moves_a_lost_chunk_to_a_spare_and_commits_it(grid: Grid) -> None:
