@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 import signal
@@ -32,7 +33,7 @@ async def serve(config: PeerConfig) -> None:
     parent = named_parent()  # (before any thread: it changes the environment)
     files = TlsFiles.of(config)
     tls = server_context(files) if files is not None else None  # bad files: fail before binding
-    _open_files_for(config)
+    config = _open_files_for(config)
     app = create_app(config)
     runner = PeerRunner(app, handle_signals=False)
     try:
@@ -61,10 +62,19 @@ async def serve(config: PeerConfig) -> None:
         await runner.cleanup()
 
 
-def _open_files_for(config: PeerConfig) -> None:
+FILES_RESERVE = 256
+"""Open files kept for what is not a connection: stores, logs, the event loop, mDNS."""
+
+MIN_CONNECTIONS = 16
+"""The fewest connections per port ``connections_within`` leaves a peer."""
+
+
+def _open_files_for(config: PeerConfig) -> PeerConfig:
     """Raise this process's limit on open files to what ``config`` may need, if the hard
-    limit allows; warn when it stays lower (descriptors would run out before the limits on
-    connections and requests are reached)."""
+    limit allows; return ``config``, its ``max_connections`` lowered to fit where the limit
+    stays lower, with a warning. Past the limit the kernel refuses ``accept`` (EMFILE) and
+    the event loop resets the newcomers unheard and unlogged; held under it, the peer
+    closes idle connections for them or answers 503, and says so."""
     needed = descriptors_needed(config)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -74,15 +84,32 @@ def _open_files_for(config: PeerConfig) -> None:
             soft = wanted
         except (ValueError, OSError) as exc:
             log.debug("cannot raise the open-file limit: %s", exc)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        log.warning(
-            "the open-file limit is %d, and --max-connections %d with --max-requests %d may "
-            "need %d: raise it (ulimit -n) or lower them",
-            soft,
-            config.max_connections,
-            config.max_requests,
-            needed,
-        )
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return config
+    connections = connections_within(config, soft)
+    log.warning(
+        "the open-file limit is %d, and --max-connections %d with --max-requests %d may "
+        "need %d: connections are held to %d per port (raise the limit with ulimit -n, or "
+        "lower them)",
+        soft,
+        config.max_connections,
+        config.max_requests,
+        needed,
+        connections,
+    )
+    return dataclasses.replace(config, max_connections=connections)
+
+
+def connections_within(config: PeerConfig, limit: int) -> int:
+    """``config.max_connections`` lowered to fit an open-file ``limit``: past
+    ``FILES_RESERVE``, the peer calls of ``max_requests`` requests come first, but the
+    connections of all ports keep at least half of what is left, and each port at least
+    ``MIN_CONNECTIONS`` (or fewer, if ``max_connections`` is lower)."""
+    ports = 1 + (config.s3_port is not None) + (config.shared_port is not None)
+    spare = max(0, limit - FILES_RESERVE)
+    calls = config.max_requests * (config.k + config.m)
+    fitting = max(spare - calls, spare // 2) // ports
+    return min(config.max_connections, max(MIN_CONNECTIONS, fitting))
 
 
 def descriptors_needed(config: PeerConfig) -> int:
@@ -90,4 +117,5 @@ def descriptors_needed(config: PeerConfig) -> int:
     (``--max-connections`` each), one peer call per chunk of every public request it
     coordinates, and some for stores, logs and mDNS."""
     ports = 1 + (config.s3_port is not None) + (config.shared_port is not None)
-    return ports * config.max_connections + config.max_requests * (config.k + config.m) + 256
+    calls = config.max_requests * (config.k + config.m)
+    return ports * config.max_connections + calls + FILES_RESERVE

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness import ProcessCluster
+from tests.harness import ProcessCluster, eventually, free_port
 from tests.harness.clients import public_request, raw_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -121,3 +121,57 @@ print(soft, wanted)
     )
     soft, wanted = map(int, done.stdout.split())
     assert soft == wanted
+
+
+async def test_a_peer_under_a_low_open_file_limit_refuses_connections_it_cannot_hold(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Started with ``ulimit -n 256`` (soft and hard: it cannot raise it), a peer once kept
+    accepting up to --max-connections 1024: past 256 descriptors the kernel refused each
+    accept, the event loop reset the newcomers, and nothing was logged. Now it holds its
+    connections under the limit: with 300 idle ones open, a new client is served (the
+    longest idle is closed for it), and the log says why."""
+    port = free_port()
+    log_path = tmp_path / "peer.log"
+    peer = [sys.executable, "-m", "node", "peer", "--host=127.0.0.1", f"--port={port}"]
+    peer += [f"--data-dir={tmp_path / 'data'}", "--discovery=none", "--log-level=info"]
+    limited = (
+        "import os, resource, sys; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+        "os.execv(sys.executable, sys.argv[1:])"
+    )
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", limited, *peer, stderr=log
+        )
+    idle: list[asyncio.StreamWriter] = []
+    try:
+
+        async def healthy() -> bool:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{url}/health") as response:
+                    return response.status == 200
+            return False
+
+        await eventually(healthy, 30, "the peer to answer")
+        for _ in range(300):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            idle.append(writer)
+        async with (
+            aiohttp.ClientSession() as fresh,  # a new connection, not a pooled one
+            fresh.get(f"{url}/health") as response,
+        ):
+            assert response.status == 200
+        said = log_path.read_text()
+        assert "the open-file limit is 256" in said, said[-2000:]
+        assert "connections are held to 16 per port" in said
+    finally:
+        for writer in idle:
+            writer.close()
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
