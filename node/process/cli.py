@@ -272,6 +272,11 @@ def up(
 
     if s3_shared and not s3:
         raise click.UsageError("--s3-shared needs S3 (not --no-s3)")
+    if port + count - 1 > 65535:
+        last = port + count - 1
+        raise click.UsageError(
+            f"peer {count - 1} would serve on --port + {count - 1} ({last}): past 65535"
+        )
     if files_shared and port + SHARED_PORT_OFFSET > 65535:
         shared = port + SHARED_PORT_OFFSET
         raise click.UsageError(f"--files-shared serves on --port + 2000 ({shared}): past 65535")

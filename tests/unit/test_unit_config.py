@@ -134,3 +134,11 @@ def test_up_shares_the_peer_defaults() -> None:
     assert params["discovery"] == defaults.discovery
     assert params["host"] == defaults.host
     assert params["port"] == defaults.port
+
+
+def test_up_refuses_peers_past_the_last_port(tmp_path: Path) -> None:
+    # Once peer 6 failed on its own (a usage error of `ringstore peer`) after 0-5 had started.
+    result = CliRunner().invoke(up, ["--data-dir", str(tmp_path), "--port", "65533", "-n", "7"])
+    assert result.exit_code == 2, result.output
+    assert "peer 6 would serve on --port + 6 (65539): past 65535" in result.output
+    assert not list(tmp_path.iterdir())
