@@ -68,7 +68,8 @@ UNSERVED_WORDS = [
     "tags", "encryption", "sse", "lock", "website", "logging", "cors",
     "post_object", "torrent", "storage_class", "ownership", "append",
     "restore", "object_attributes", "attrs", "bucket_create_naming_dns", "grant",
-    "owner", "public_block", "block_public", "get_obj_attrs",
+    "bucket_owner", "nonowner", "upload_owner", "public_block", "block_public",
+    "get_obj_attrs",
 ]  # fmt: skip
 
 

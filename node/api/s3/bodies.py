@@ -36,6 +36,20 @@ def _child(parent: ElementTree.Element, tag: str, text: str | None = None) -> El
     return element
 
 
+def owner_id(access_key: str | None) -> str:
+    """Who owns the buckets and objects an access key lists: that key (anonymous readers of
+    public-read buckets see the cluster's ``OWNER_ID``). No ACLs are kept, so every key
+    that may read something is shown as its owner, as ListBuckets shows it its buckets."""
+    return access_key or OWNER_ID
+
+
+def owned_by(parent: ElementTree.Element, tag: str, owner: str) -> None:
+    """An owner element (``Owner``, ``Initiator``) naming ``owner`` by ID and DisplayName."""
+    element = _child(parent, tag)
+    _child(element, "ID", owner)
+    _child(element, "DisplayName", owner)
+
+
 def iso_time(ms: int) -> str:
     """S3's timestamp form in XML: ``2026-01-02T03:04:05.000Z``."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
@@ -58,9 +72,7 @@ def bucket_list(
 ) -> bytes:
     """A ListAllMyBucketsResult; ``continuation_token`` when more buckets follow."""
     root = ElementTree.Element("ListAllMyBucketsResult", xmlns=NAMESPACE)
-    owner_element = _child(root, "Owner")
-    _child(owner_element, "ID", owner)
-    _child(owner_element, "DisplayName", owner)
+    owned_by(root, "Owner", owner)
     listed = _child(root, "Buckets")
     for record in buckets:
         bucket = _child(listed, "Bucket")
@@ -103,6 +115,7 @@ class ListingPage:
     # v1
     marker: str | None = None
     next_marker: str | None = None
+    owner: str | None = None  # each object's Owner (v1 always, v2 with fetch-owner)
 
     def shown(self, text: str) -> str:
         """``text`` (a key, prefix, marker or delimiter) as the page shows it."""
@@ -119,11 +132,13 @@ def _page_flags(root: ElementTree.Element, page: ListingPage) -> None:
     _child(root, "IsTruncated", "true" if page.truncated else "false")
 
 
-def _object_fields(entry: ElementTree.Element, manifest: Manifest) -> None:
+def _object_fields(entry: ElementTree.Element, manifest: Manifest, owner: str | None) -> None:
     _child(entry, "LastModified", iso_time(manifest.version.wall_ms))
     _child(entry, "ETag", f'"{manifest.etag}"')
     _child(entry, "Size", str(manifest.size))
     _child(entry, "StorageClass", "STANDARD")
+    if owner is not None:
+        owned_by(entry, "Owner", owner)
 
 
 def _folders(root: ElementTree.Element, page: ListingPage) -> bytes:
@@ -154,7 +169,7 @@ def object_listing(page: ListingPage, version: int) -> bytes:
     for key, manifest in page.objects:
         entry = _child(root, "Contents")
         _child(entry, "Key", shown(key))
-        _object_fields(entry, manifest)
+        _object_fields(entry, manifest, page.owner)
     return _folders(root, page)
 
 
@@ -177,7 +192,7 @@ def version_listing(page: ListingPage) -> bytes:
         _child(entry, "Key", shown(key))
         _child(entry, "VersionId", "null")
         _child(entry, "IsLatest", "true")
-        _object_fields(entry, manifest)
+        _object_fields(entry, manifest, page.owner)
     return _folders(root, page)
 
 

@@ -128,12 +128,6 @@ def _child(parent: ElementTree.Element, tag: str, text: str | None = None) -> El
     return element
 
 
-def _owner(parent: ElementTree.Element, tag: str, owner: str) -> None:
-    element = _child(parent, tag)
-    _child(element, "ID", owner)
-    _child(element, "DisplayName", owner)
-
-
 # --- operations ------------------------------------------------------------------------------
 
 
@@ -321,13 +315,13 @@ async def list_parts(
     )
     if limit == 0:
         parts, truncated = [], bool(parts)
-    owner = principal_of(request).access_key or bodies.OWNER_ID
+    owner = bodies.owner_id(principal_of(request).access_key)
     root = ElementTree.Element("ListPartsResult", xmlns=bodies.NAMESPACE)
     _child(root, "Bucket", bucket)
     _child(root, "Key", _key(bucket, record.name))
     _child(root, "UploadId", upload_id)
-    _owner(root, "Initiator", owner)
-    _owner(root, "Owner", owner)
+    bodies.owned_by(root, "Initiator", owner)
+    bodies.owned_by(root, "Owner", owner)
     _child(root, "StorageClass", STORAGE_CLASS)
     _child(root, "PartNumberMarker", str(marker))
     last = part_number(parts[-1].name) if parts else marker
@@ -369,7 +363,7 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
     def encoded(text: str) -> str:
         return quote(text, safe="/") if encoding == "url" else text
 
-    owner = principal_of(request).access_key or bodies.OWNER_ID
+    owner = bodies.owner_id(principal_of(request).access_key)
     root = ElementTree.Element("ListMultipartUploadsResult", xmlns=bodies.NAMESPACE)
     _child(root, "Bucket", bucket)
     _child(root, "KeyMarker", encoded(key_marker))
@@ -390,8 +384,8 @@ async def list_uploads(request: web.Request, bucket: str, query: Mapping[str, st
         element = _child(root, "Upload")
         _child(element, "Key", encoded(key))
         _child(element, "UploadId", upload.upload_id)
-        _owner(element, "Initiator", owner)
-        _owner(element, "Owner", owner)
+        bodies.owned_by(element, "Initiator", owner)
+        bodies.owned_by(element, "Owner", owner)
         _child(element, "StorageClass", STORAGE_CLASS)
         _child(element, "Initiated", bodies.iso_time(upload.record.initiated_ms))
     for common, upload in shown:

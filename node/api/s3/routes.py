@@ -257,7 +257,7 @@ async def list_buckets(request: web.Request, query: Mapping[str, str]) -> web.Re
         if len(shown) > int(text):
             shown = shown[: int(text)]
             token = _token(shown[-1].name)
-    owner = principal.access_key or bodies.OWNER_ID
+    owner = bodies.owner_id(principal.access_key)
     return _xml(bodies.bucket_list(shown, owner, prefix if "prefix" in query else None, token))
 
 
@@ -617,8 +617,9 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
     object once as version ``null``, as S3 lists a bucket whose versioning was never on."""
     versions = "versions" in query
     version = 2 if query.get("list-type") == "2" and not versions else 1
-    await require(request, "read", bucket)
+    principal = await require(request, "read", bucket)
     await _existing_bucket(request, bucket)
+    fetch_owner = query.get("fetch-owner", "").lower() == "true"
     prefix = query.get("prefix", "")
     delimiter = check_delimiter(query.get("delimiter", ""))
     encoding = query.get("encoding-type")
@@ -663,6 +664,7 @@ async def list_objects(request: web.Request, bucket: str, query: Mapping[str, st
         start_after=start_after,
         marker=marker,
         next_marker=next_key if version == 1 else None,
+        owner=bodies.owner_id(principal.access_key) if version == 1 or fetch_owner else None,
     )
     if versions:
         return _xml(bodies.version_listing(page))

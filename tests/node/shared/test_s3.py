@@ -621,6 +621,23 @@ async def test_listing_with_a_delimiter_across_pages(admin: list[BaseClient]) ->
     assert (none["KeyCount"], none["IsTruncated"]) == (0, False)
 
 
+async def test_listings_name_each_object_s_owner_as_s3_does(admin: list[BaseClient]) -> None:
+    # ListObjects (v1) and ListObjectVersions always; ListObjectsV2 only with FetchOwner.
+    bucket = await new_bucket(admin[0], "s3-owners")
+    await s3(admin[0].put_object, Bucket=bucket, Key="a", Body=b"a")
+    owner = {"ID": ADMIN[0], "DisplayName": ADMIN[0]}  # who lists (no ACLs are kept)
+    v2 = await s3(admin[1].list_objects_v2, Bucket=bucket)
+    assert "Owner" not in v2["Contents"][0]
+    v2 = await s3(admin[2].list_objects_v2, Bucket=bucket, FetchOwner=False)
+    assert "Owner" not in v2["Contents"][0]
+    v2 = await s3(admin[3].list_objects_v2, Bucket=bucket, FetchOwner=True)
+    assert v2["Contents"][0]["Owner"] == owner
+    v1 = await s3(admin[4].list_objects, Bucket=bucket)
+    assert v1["Contents"][0]["Owner"] == owner
+    versions = await s3(admin[5].list_object_versions, Bucket=bucket)
+    assert versions["Versions"][0]["Owner"] == owner
+
+
 async def test_only_an_empty_bucket_is_deleted(admin: list[BaseClient]) -> None:
     bucket = await new_bucket(admin[0], "s3-doomed")
     await s3(admin[1].put_object, Bucket=bucket, Key="one/file", Body=b"1")
