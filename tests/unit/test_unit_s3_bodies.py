@@ -1,4 +1,4 @@
-"""DeleteObjects documents (``node.api.s3.bodies.parse_delete``) without a server."""
+"""S3 request documents (``node.api.s3.bodies``: DeleteObjects, CreateBucket) without a server."""
 
 from __future__ import annotations
 
@@ -37,3 +37,39 @@ def test_a_dtd_is_refused_in_any_encoding(encoding: str) -> None:
 def test_malformed_documents_are_refused(document: bytes) -> None:
     with pytest.raises(bodies.MalformedXML):
         bodies.parse_delete(document)
+
+
+@pytest.mark.parametrize(("flag", "quiet"), [("true", True), ("false", False), (" TRUE ", True)])
+def test_quiet_is_a_boolean(flag: str, quiet: bool) -> None:
+    document = f"<Delete><Quiet>{flag}</Quiet><Object><Key>k</Key></Object></Delete>"
+    assert bodies.parse_delete(document.encode()) == ([("k", None)], quiet)
+
+
+@pytest.mark.parametrize("flag", ["maybe", "1", "yes", ""])
+def test_a_quiet_that_is_not_a_boolean_is_refused(flag: str) -> None:
+    # Once read as false: a client asking for a quiet answer got the whole list.
+    document = f"<Delete><Quiet>{flag}</Quiet><Object><Key>k</Key></Object></Delete>"
+    with pytest.raises(bodies.MalformedXML, match="Quiet"):
+        bodies.parse_delete(document.encode())
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"",
+        b"  \n",
+        b"<CreateBucketConfiguration/>",
+        b"<CreateBucketConfiguration xmlns='x'>"
+        b"<LocationConstraint>eu</LocationConstraint></CreateBucketConfiguration>",
+    ],
+)
+def test_a_bucket_configuration_may_be_empty_or_a_create_bucket_configuration(
+    document: bytes,
+) -> None:
+    bodies.check_bucket_configuration(document)
+
+
+@pytest.mark.parametrize("document", [b"junk", b"<Delete/>", b"<CreateBucketConfiguration>"])
+def test_any_other_bucket_configuration_is_refused(document: bytes) -> None:
+    with pytest.raises(bodies.MalformedXML):
+        bodies.check_bucket_configuration(document)

@@ -246,7 +246,10 @@ def parse_delete(document: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     for child in root:
         tag = _local(child.tag)
         if tag == "Quiet":
-            quiet = (child.text or "").strip().lower() == "true"
+            flag = (child.text or "").strip().lower()
+            if flag not in ("true", "false"):
+                raise MalformedXML("<Quiet> is true or false")
+            quiet = flag == "true"
         elif tag == "Object":
             key = next((c.text for c in child if _local(c.tag) == "Key"), None)
             if not key:
