@@ -163,25 +163,37 @@ def conditional_verdict(answers: Iterable[ReplicaWrite], quorum: int) -> Verdict
     return Verdict.UNDECIDED
 
 
-@contextlib.contextmanager
-def _noting_full(member: str, full: set[str]) -> Iterator[None]:
-    """Add ``member`` to ``full`` if the call in the block raises InsufficientStorage."""
-    try:
-        yield
-    except InsufficientStorage:
-        full.add(member)
-        raise
+class _Refusals:
+    """Why the replicas asked for a manifest write failed: out of room (InsufficientStorage)
+    or otherwise (unreachable, slow, broken)."""
 
+    def __init__(self) -> None:
+        self.full: set[str] = set()
+        self.failed: set[str] = set()
 
-def _check_room(reached: int, full: set[str], quorum: int) -> None:
-    """Raise InsufficientStorage (507) when a manifest write that reached ``reached`` of the
-    ``quorum`` replicas it needed would have had them but for the replicas in ``full``,
-    whose disks had no room: the client's remedy is space, not trying again later."""
-    if full and reached + len(full) >= quorum:
-        raise InsufficientStorage(
-            f"{len(full)} manifest replicas have no room left; {reached} of the {quorum} "
-            "needed took the write, which was not committed"
-        )
+    @contextlib.contextmanager
+    def noting(self, member: str) -> Iterator[None]:
+        """Note ``member``'s failure if the call in the block raises one."""
+        try:
+            yield
+        except InsufficientStorage:
+            self.full.add(member)
+            raise
+        except RingstoreError:
+            self.failed.add(member)
+            raise
+
+    def check_room(self, stored: int, declined: int, quorum: int) -> None:
+        """Raise InsufficientStorage (507) when room is all a manifest write lacked: it was
+        ``stored`` by fewer than ``quorum`` replicas, would have been by enough had the
+        full ones had room, and no replica failed otherwise nor ``declined`` it (a
+        condition, or a base that moved on: its refusal is not for want of room). Where
+        one did, the write is 503 (or a 412, or contended): trying again may succeed."""
+        if self.full and not self.failed and not declined and stored + len(self.full) >= quorum:
+            raise InsufficientStorage(
+                f"{len(self.full)} manifest replicas have no room left and {stored} of the "
+                f"{quorum} needed took the write, which was not committed"
+            )
 
 
 class ManifestReplicas:
@@ -644,10 +656,10 @@ class ManifestReplicas:
         failed PUT or DELETE does not surface later through them (as far as they answer).
         """
         expect = None if base is None else base.precedence
-        full: set[str] = set()
+        refusals = _Refusals()
 
         async def put(member: str) -> ReplicaWrite:
-            with _noting_full(member, full):
+            with refusals.noting(member):
                 return await self._peers.put_manifest(member, manifest, expect)
 
         answers = await self._ask(manifest.name, put, self._config.manifest_replicas)
@@ -655,7 +667,7 @@ class ManifestReplicas:
         counted = answers if base is None else {r: a for r, a in answers.items() if a.stored}
         if len(counted) < quorum:
             await self._retract(manifest, answers)
-            _check_room(len(counted), full, quorum)
+            refusals.check_room(len(counted), len(answers) - len(counted), quorum)
             raise Unavailable(
                 f"manifest of {manifest.name!r} reached {len(counted)} of the {quorum} "
                 "replicas needed"
@@ -682,10 +694,10 @@ class ManifestReplicas:
         to garbage collection, since that replica may still show the manifest.
         """
         config = self._config
-        full: set[str] = set()
+        refusals = _Refusals()
 
         async def put(member: str) -> ReplicaWrite:
-            with _noting_full(member, full):
+            with refusals.noting(member):
                 return await self._peers.put_manifest(member, manifest, None, condition)
 
         answers = await self._ask(manifest.name, put, config.manifest_replicas, home_only=True)
@@ -704,8 +716,8 @@ class ManifestReplicas:
                 "version; nothing was changed"
             )
         # Enough replicas answered, but held racing writes: contended. Too few: unavailable,
-        # or short of room when full disks were what kept them from answering.
-        _check_room(len(answers), full, config.manifest_write_quorum)
+        # or short of room when full disks were all that kept it from its quorum.
+        refusals.check_room(stored, len(answers) - stored, config.manifest_write_quorum)
         undecided = WriteContended if len(answers) >= config.manifest_write_quorum else Unavailable
         raise undecided(
             f"conditional write of {manifest.name!r}: {len(answers)} of its "

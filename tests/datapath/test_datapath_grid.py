@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -24,9 +24,10 @@ import xxhash
 from node.cluster.transport import Address
 from node.datapath.hedging import CEILING, FLOOR
 from node.datapath.rebuild import Rebuilder
-from node.errors import FileNotFound, InsufficientStorage, Unavailable
-from node.model.manifest import Manifest
+from node.errors import FileNotFound, InsufficientStorage, Unavailable, WriteContended
+from node.model.manifest import Manifest, ReplicaWrite
 from node.model.preconditions import ANY, Preconditions
+from node.model.version import Version
 from node.upkeep.repairer import Repairer
 from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
@@ -208,65 +209,102 @@ async def test_a_put_reads_no_further_once_holders_refuse_it(
         await grid.close()
 
 
-@pytest.mark.parametrize("conditional", [False, True], ids=["plain", "if-none-match"])
+Outcome = type[Exception] | None  # what a write raises (None: it is stored)
+
+
+def full_disks(grid: Grid, refusing: set[str]) -> Callable[..., Awaitable[Any]]:
+    """The grid's put_manifest, but peers at the URLs in ``refusing`` have no room."""
+    put_manifest = grid.transport.put_manifest
+
+    async def put(to: Address, manifest: Manifest, *args: Any) -> Any:
+        if to.url in refusing:
+            raise InsufficientStorage("no room left for manifests: [Errno 28] (scripted)")
+        return await put_manifest(to, manifest, *args)
+
+    return put
+
+
 @pytest.mark.parametrize(
-    ("full", "down", "outcome"),
+    ("full", "down", "plain", "conditional"),
     [
-        ("all", "none", InsufficientStorage),  # every disk full: 507, not "try again"
-        ("homes", "none", None),  # handoffs with room stand in for full home replicas
-        ("one home", "the rest", Unavailable),  # too few answered, not for want of room
+        # every disk full: 507, not "try again"
+        ("all", "none", InsufficientStorage, InsufficientStorage),
+        # handoffs with room stand in for full homes; a conditional write asks homes only
+        ("homes", "none", None, InsufficientStorage),
+        # one home full, one down: a handoff stands in; without one, trying again may do
+        ("one home", "one home", None, Unavailable),
+        # too few answered, not for want of room
+        ("one home", "the rest", Unavailable, Unavailable),
     ],
 )
 async def test_a_manifest_refused_for_want_of_room_is_507(
     grid: Grid,
     monkeypatch: pytest.MonkeyPatch,
-    conditional: bool,
     full: str,
     down: str,
-    outcome: type[Exception] | None,
+    plain: Outcome,
+    conditional: Outcome,
 ) -> None:
     """A small PUT on a full disk once answered 503 (its manifest replicas refused, and the
     coordinator counted them as unreachable): a client retries that forever. Where full
-    disks are what kept the write from its quorum it is a 507, and nothing is left."""
-    homes = grid[0].membership.home_replicas("f").members
-    if full == "all":
-        refusing = {p.url for p in grid.peers}
-    elif full == "homes":
-        refusing = {grid.peer_of(member).url for member in homes}
-    else:
-        refusing = {grid.peer_of(homes[0]).url}
-    coordinator = next(p for p in grid.peers if p.id not in homes)  # (not a home: not full)
-    if down == "the rest":
+    disks are all that kept the write from its quorum it is a 507, and nothing is left;
+    where a replica was also out of reach, it stays a 503 (it may succeed when it is back)."""
+    for condition, outcome in [(None, plain), (Preconditions(if_none_match=ANY), conditional)]:
+        name = f"f-{condition is None}"
+        homes = grid[0].membership.home_replicas(name).members
+        if full == "all":
+            refusing = {p.url for p in grid.peers}
+        elif full == "homes":
+            refusing = {grid.peer_of(member).url for member in homes}
+        else:
+            refusing = {grid.peer_of(homes[0]).url}
+        coordinator = next(p for p in grid.peers if p.id not in homes)  # (not a home)
+        if down == "the rest":
+            for peer in grid.peers:
+                if peer.url not in refusing:
+                    grid.break_peer(peer)
+        elif down == "one home":
+            grid.break_peer(grid.peer_of(homes[1]))
+        with monkeypatch.context() as patched:
+            patched.setattr(grid.transport, "put_manifest", full_disks(grid, refusing))
+            data = b"small!"
+            put = coordinator.coordinator.put(name, body(data), len(data), "text/plain", condition)
+            if outcome is None:
+                await put
+            else:
+                with pytest.raises(outcome):
+                    await put
         for peer in grid.peers:
-            if peer.url not in refusing:
-                grid.break_peer(peer)
+            grid.mend_peer(peer)
+        if outcome is None:
+            assert await read(grid[1], name) == data
+        else:
+            with pytest.raises(FileNotFound):
+                await grid[1].coordinator.stat(name)
+
+
+async def test_a_conditional_write_declined_by_a_replica_is_not_507(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One home full, one declining (it holds another version: If-None-Match: * fails
+    there), one taking the write: room is not all it lacked (with room it would still be
+    contended), so no 507 but a contended write, tried again by a client."""
+    homes = grid[0].membership.home_replicas("f").members
+    full, declining = grid.peer_of(homes[0]).url, grid.peer_of(homes[1]).url
     put_manifest = grid.transport.put_manifest
 
-    async def full_disks(to: Address, manifest: Manifest, *args: Any) -> Any:
-        if to.url in refusing:
-            raise InsufficientStorage("no room left for manifests: [Errno 28] (scripted)")
+    async def scripted(to: Address, manifest: Manifest, *args: Any) -> Any:
+        if to.url == full:
+            raise InsufficientStorage("no room left for manifests (scripted)")
+        if to.url == declining:
+            return ReplicaWrite(False, Version(manifest.version.wall_ms + 1, 0, "other"), None)
         return await put_manifest(to, manifest, *args)
 
-    monkeypatch.setattr(grid.transport, "put_manifest", full_disks)
-    condition = Preconditions(if_none_match=ANY) if conditional else None
-    data = b"small!"
-    put = coordinator.coordinator.put("f", body(data), len(data), "text/plain", condition)
-    if outcome is None:
-        if conditional:  # a conditional write asks the home replicas only: none has room
-            with pytest.raises(InsufficientStorage):
-                await put
-            return
-        await put
-        monkeypatch.undo()
-        assert await read(grid[1], "f") == data
-        return
-    with pytest.raises(outcome):
-        await put
-    for peer in grid.peers:
-        grid.mend_peer(peer)
-    monkeypatch.undo()
-    with pytest.raises(FileNotFound):
-        await grid[1].coordinator.stat("f")
+    monkeypatch.setattr(grid.transport, "put_manifest", scripted)
+    coordinator = next(p for p in grid.peers if p.id not in homes)
+    condition = Preconditions(if_none_match=ANY)
+    with pytest.raises(WriteContended):
+        await coordinator.coordinator.put("f", body(b"new"), 3, "text/plain", condition)
 
 
 async def test_rebuild_moves_a_lost_chunk_to_a_spare_and_commits_it(grid: Grid) -> None:
