@@ -268,7 +268,7 @@ def up(
     files_shared: bool,
 ) -> None:
     """Start N peers on this machine and supervise them until Ctrl-C."""
-    from node.process.supervisor import SHARED_PORT_OFFSET, Supervisor
+    from node.process.supervisor import S3_PORT_OFFSET, SHARED_PORT_OFFSET, Supervisor
 
     if s3_shared and not s3:
         raise click.UsageError("--s3-shared needs S3 (not --no-s3)")
@@ -277,6 +277,9 @@ def up(
         raise click.UsageError(
             f"peer {count - 1} would serve on --port + {count - 1} ({last}): past 65535"
         )
+    if s3_shared and port + S3_PORT_OFFSET > 65535:
+        shared = port + S3_PORT_OFFSET
+        raise click.UsageError(f"--s3-shared serves on --port + 1000 ({shared}): past 65535")
     if files_shared and port + SHARED_PORT_OFFSET > 65535:
         shared = port + SHARED_PORT_OFFSET
         raise click.UsageError(f"--files-shared serves on --port + 2000 ({shared}): past 65535")

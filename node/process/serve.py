@@ -63,18 +63,22 @@ async def serve(config: PeerConfig) -> None:
 
 
 FILES_RESERVE = 256
-"""Open files kept for what is not a connection: stores, logs, the event loop, mDNS."""
+"""Open files kept for what is not a connection or a peer call: stores, logs, mDNS."""
 
 MIN_CONNECTIONS = 16
-"""The fewest connections per port ``connections_within`` leaves a peer."""
+"""The fewest connections per port ``fitted_to`` leaves a peer."""
+
+MIN_REQUESTS = 4
+"""The fewest public requests at once ``fitted_to`` leaves a peer."""
 
 
 def _open_files_for(config: PeerConfig) -> PeerConfig:
     """Raise this process's limit on open files to what ``config`` may need, if the hard
-    limit allows; return ``config``, its ``max_connections`` lowered to fit where the limit
-    stays lower, with a warning. Past the limit the kernel refuses ``accept`` (EMFILE) and
-    the event loop resets the newcomers unheard and unlogged; held under it, the peer
-    closes idle connections for them or answers 503, and says so."""
+    limit allows; else return ``config`` fitted to the limit (``fitted_to``), with a
+    warning. Past the limit the kernel refuses ``accept`` (EMFILE) and the event loop
+    resets the newcomer unheard and unlogged, and a peer call's ``connect`` fails, counted
+    against a healthy peer; held under it, the peer closes idle connections for newcomers
+    or answers 503, and says so."""
     needed = descriptors_needed(config)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -86,36 +90,48 @@ def _open_files_for(config: PeerConfig) -> PeerConfig:
             log.debug("cannot raise the open-file limit: %s", exc)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return config
-    connections = connections_within(config, soft)
+    fitted = fitted_to(config, soft)
     log.warning(
         "the open-file limit is %d, and --max-connections %d with --max-requests %d may "
-        "need %d: connections are held to %d per port (raise the limit with ulimit -n, or "
-        "lower them)",
+        "need %d: holding them to %d and %d%s (raise the limit with ulimit -n)",
         soft,
         config.max_connections,
         config.max_requests,
         needed,
-        connections,
+        fitted.max_connections,
+        fitted.max_requests,
+        "" if descriptors_needed(fitted) <= soft else ", and even those may not fit",
     )
-    return dataclasses.replace(config, max_connections=connections)
+    return fitted
 
 
-def connections_within(config: PeerConfig, limit: int) -> int:
-    """``config.max_connections`` lowered to fit an open-file ``limit``: past
-    ``FILES_RESERVE``, the peer calls of ``max_requests`` requests come first, but the
-    connections of all ports keep at least half of what is left, and each port at least
-    ``MIN_CONNECTIONS`` (or fewer, if ``max_connections`` is lower)."""
-    ports = 1 + (config.s3_port is not None) + (config.shared_port is not None)
+def fitted_to(config: PeerConfig, limit: int) -> PeerConfig:
+    """``config`` with ``max_connections`` (each port's) and ``max_requests`` lowered by one
+    factor, so that what they may need (``descriptors_needed``) fits an open-file ``limit``;
+    never below ``MIN_CONNECTIONS`` and ``MIN_REQUESTS`` (nor above what was asked)."""
+    ports, calls = _ports(config), config.k + config.m
+    wanted = ports * config.max_connections + config.max_requests * calls
     spare = max(0, limit - FILES_RESERVE)
-    calls = config.max_requests * (config.k + config.m)
-    fitting = max(spare - calls, spare // 2) // ports
-    return min(config.max_connections, max(MIN_CONNECTIONS, fitting))
+    if wanted <= spare:
+        return config
+    share = spare / wanted
+    connections = max(int(config.max_connections * share), MIN_CONNECTIONS)
+    requests = max(int(config.max_requests * share), MIN_REQUESTS)
+    return dataclasses.replace(
+        config,
+        max_connections=min(config.max_connections, connections),
+        max_requests=min(config.max_requests, requests),
+    )
+
+
+def _ports(config: PeerConfig) -> int:
+    """The ports a peer serves, each with its own connections."""
+    return 1 + (config.s3_port is not None) + (config.shared_port is not None)
 
 
 def descriptors_needed(config: PeerConfig) -> int:
     """Open files a peer may need at its limits: every connection of each port it serves
     (``--max-connections`` each), one peer call per chunk of every public request it
     coordinates, and some for stores, logs and mDNS."""
-    ports = 1 + (config.s3_port is not None) + (config.shared_port is not None)
     calls = config.max_requests * (config.k + config.m)
-    return ports * config.max_connections + calls + FILES_RESERVE
+    return _ports(config) * config.max_connections + calls + FILES_RESERVE

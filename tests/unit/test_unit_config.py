@@ -136,9 +136,23 @@ def test_up_shares_the_peer_defaults() -> None:
     assert params["port"] == defaults.port
 
 
-def test_up_refuses_peers_past_the_last_port(tmp_path: Path) -> None:
-    # Once peer 6 failed on its own (a usage error of `ringstore peer`) after 0-5 had started.
-    result = CliRunner().invoke(up, ["--data-dir", str(tmp_path), "--port", "65533", "-n", "7"])
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        # Once peer 6 failed on its own (a usage error of `ringstore peer`) after 0-5 started.
+        (["--port", "65533", "-n", "7"], "peer 6 would serve on --port + 6 (65539): past 65535"),
+        # Once every peer failed: the shared S3 port was dropped, --s3-reuse-port kept.
+        (["--port", "64600", "--s3-shared"], "--s3-shared serves on --port + 1000 (65600)"),
+    ],
+)
+def test_up_refuses_ports_past_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], said: str
+) -> None:
+    def started(*_: object, **__: object) -> None:
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr("node.process.supervisor.Supervisor", started)
+    result = CliRunner().invoke(up, ["--data-dir", str(tmp_path), *options])
     assert result.exit_code == 2, result.output
-    assert "peer 6 would serve on --port + 6 (65539): past 65535" in result.output
+    assert said in result.output
     assert not list(tmp_path.iterdir())

@@ -25,7 +25,7 @@ from node.api.limits import Refusals, RequestLimit
 from node.config import PeerConfig
 from node.errors import Overloaded
 from node.process.connections import MAX_HEADER_LINE, MAX_HEADERS, MAX_URL, describe
-from node.process.serve import MIN_CONNECTIONS, connections_within, descriptors_needed
+from node.process.serve import MIN_CONNECTIONS, MIN_REQUESTS, descriptors_needed, fitted_to
 
 ECHO = "<script>alert(1)</script>"
 
@@ -120,15 +120,19 @@ def test_the_descriptors_a_peer_may_need_grow_with_its_limits(tmp_path: Path) ->
     assert descriptors_needed(three_ports) >= 3 * 1000 + 100 * 7  # each port its connections
 
 
-def test_connections_are_held_within_an_open_file_limit(tmp_path: Path) -> None:
+def test_connections_and_requests_are_fitted_to_an_open_file_limit(tmp_path: Path) -> None:
     config = PeerConfig(data_dir=tmp_path, max_connections=1024, max_requests=64)
-    assert connections_within(config, descriptors_needed(config)) == 1024  # it all fits
-    assert connections_within(config, 1500) == 1500 - 256 - 64 * 7  # peer calls come first
-    assert connections_within(config, 1024) == (1024 - 256) // 2  # yet connections keep half
-    assert connections_within(config, 512) == 128
-    assert connections_within(config, 256) == MIN_CONNECTIONS  # and never fewer than 16
-    assert connections_within(config, 10) == MIN_CONNECTIONS
-    modest = PeerConfig(data_dir=tmp_path, max_connections=8)
-    assert connections_within(modest, 256) == 8  # never more than asked
+    assert fitted_to(config, descriptors_needed(config)) == config  # it all fits
+    for limit in (1500, 1024, 512, 400):
+        fitted = fitted_to(config, limit)
+        assert descriptors_needed(fitted) <= limit, limit  # connections, calls and the rest
+        assert fitted.max_connections < 1024
+        assert fitted.max_requests < 64
+        share = fitted.max_connections / 1024  # lowered together, by one factor
+        assert abs(fitted.max_requests / 64 - share) < 0.05, limit
+    floor = fitted_to(config, 256)  # nothing to spare: the floors, which may not fit
+    assert (floor.max_connections, floor.max_requests) == (MIN_CONNECTIONS, MIN_REQUESTS)
+    modest = PeerConfig(data_dir=tmp_path, max_connections=8, max_requests=2)
+    assert fitted_to(modest, 256) == modest  # never more than asked
     three_ports = PeerConfig(data_dir=tmp_path, s3_port=9000, shared_port=10000)
-    assert connections_within(three_ports, 1024 + 256) == (1024 - 64 * 7) // 3  # a share each
+    assert descriptors_needed(fitted_to(three_ports, 2048)) <= 2048
