@@ -252,10 +252,11 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 async def get_chunk(request: web.Request) -> SentFile:
     """A chunk's bytes, or the range of them a ``Range: bytes=`` header asks (``206``; ``416``
-    past the end): with sendfile(2) where the connection allows, else read in worker threads.
+    past the end or invalid: peers send none, and the whole chunk would be read as the range
+    asked): with sendfile(2) where the connection allows, else read in worker threads.
     The sidecar and trailer that end the chunk's file are never sent."""
     async with request.app[HOLDER].chunk_range(request.match_info["chunk_id"]) as chunk:
-        wanted = parse_range(request.headers.get(hdrs.RANGE), chunk.size)
+        wanted = parse_range(request.headers.get(hdrs.RANGE), chunk.size, refuse_invalid=True)
         response = SentFile(status=200 if wanted is None else 206)
         response.headers[hdrs.ACCEPT_RANGES] = "bytes"
         if wanted is not None:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
@@ -69,12 +70,15 @@ async def answer_file(
     manifest: Manifest,
     headers: dict[str, str],
     span: tuple[int, int] | None = None,
+    whole_only: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD of ``manifest`` with ``headers``: ``304``/``412`` by its
     preconditions, ``206`` for a satisfiable Range, else ``200``; raises InvalidRange and
     what ``send_file`` raises. ``span`` (bytes ``[start, end)``) is a range the frontend
     chose instead of the request's Range (S3's ``partNumber``): answered ``206`` with its
-    Content-Range, as a Range of those bytes would be."""
+    Content-Range, as a Range of those bytes would be. ``whole_only``: headers only an
+    answer of the whole file carries (a checksum of it), a ``200`` however its Range was
+    passed over (none, invalid, several, or an If-Range that does not match)."""
     conditions = preconditions(request)
     if (not_modified := answer_read(conditions, manifest, headers)) is not None:
         return not_modified
@@ -84,6 +88,8 @@ async def answer_file(
     else:
         wanted = parse_range(wanted_range(request, conditions, manifest), size)
     start, end = wanted if wanted is not None else (0, size)
+    if wanted is None and whole_only:
+        headers = {**headers, **whole_only}
     response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
     if wanted is not None and end > start:  # (an empty span, an empty part, has none)
         response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{size}"

@@ -202,3 +202,19 @@ def test_any_header_is_a_range_the_whole_file_or_invalid_range(header: str) -> N
     if wanted is not None:
         start, end = wanted
         assert 0 <= start < end <= 1000
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=99999999999999999999-5", "bytes=0100-99", "bytes=" + "9" * 5000 + "-1"]
+)
+def test_a_reversed_range_is_ignored_however_large_its_first_position(header: str) -> None:
+    # Decided on the digits, before any is converted: not a 416 for its size.
+    assert parse_range(header, 100) is None
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "bytes=5-3", "bytes=-", "bytes=+1-2"])
+def test_the_peer_api_refuses_invalid_ranges(header: str) -> None:
+    # Its callers send none: one would be a bug, and the whole chunk read as the range.
+    with pytest.raises(InvalidRange, match="invalid range"):
+        parse_range(header, 100, refuse_invalid=True)
+    assert parse_range("bytes=1-2", 100, refuse_invalid=True) == (1, 3)

@@ -373,11 +373,11 @@ async def get_object(request: web.Request, bucket: str, name: str) -> web.Stream
         span = _part_span(manifest, number)
         if manifest.segmented and not manifest.packed:  # (a packed file was one PUT)
             headers[PARTS_COUNT] = str(len(manifest.segments))
-    whole = number is None and hdrs.RANGE not in request.headers
-    if whole and request.headers.get(CHECKSUM_MODE, "").upper() == "ENABLED":
+    checksums = None
+    if number is None and request.headers.get(CHECKSUM_MODE, "").upper() == "ENABLED":
         # (only with the whole object: a client checks the bytes it got against it)
-        headers.update(_checksum_headers(manifest))
-    return await answer_file(request, coordinator, manifest, headers, span)
+        checksums = _checksum_headers(manifest)
+    return await answer_file(request, coordinator, manifest, headers, span, checksums)
 
 
 def _part_number(request: web.Request) -> int | None:

@@ -156,6 +156,12 @@ async def test_a_sent_checksum_is_echoed_kept_and_given_back_when_asked(
     )
     assert await s3(ranged["Body"].read) == A_KIB[:10]
     assert "ChecksumSHA256" not in ranged
+    # an invalid Range is passed over: the whole object, and so its checksum
+    ignored = await s3(
+        admin[1].get_object, Bucket=bucket, Key="sha", Range="bytes=9-0", ChecksumMode="ENABLED"
+    )
+    assert await s3(ignored["Body"].read) == A_KIB
+    assert ignored["ChecksumSHA256"] == A_KIB_SHA256
     one = await s3(
         admin[2].get_object, Bucket=bucket, Key="sha", PartNumber=1, ChecksumMode="ENABLED"
     )
