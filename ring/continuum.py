@@ -100,6 +100,10 @@ class _Runs:
     def __init__(self) -> None:
         self.known: dict[_Key, tuple[int, ...]] = {}
 
+    def __repr__(self) -> str:
+        points = sum(map(len, self.known.values()))
+        return f"_Runs({len(self.known)} runs, {points} points)"
+
     def keep(self, used: dict[_Key, tuple[int, ...]], built: int) -> None:
         """Publish ``used`` (the runs of a ring of ``built`` points) first, then the others
         within the budget, most recently used first."""

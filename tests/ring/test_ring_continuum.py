@@ -37,6 +37,7 @@ def test_kept_runs_build_the_continuum_hashing_gives(members: dict[str, int], vn
 
 
 def test_a_join_hashes_only_the_newcomer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(continuum, "_RUNS", continuum._Runs())  # none kept from other tests
     hashed: list[str] = []
     member_points = continuum._member_points
 
@@ -57,11 +58,15 @@ def test_a_join_hashes_only_the_newcomer(monkeypatch: pytest.MonkeyPatch) -> Non
     assert hashed == [weights[-1][0]]
 
 
-def test_kept_runs_hold_at_most_twice_the_last_ring_past_the_floor() -> None:
+def test_kept_runs_hold_at_most_twice_the_last_ring_past_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(continuum, "_RUNS", continuum._Runs())
     rng = random.Random(5)
     for round_ in range(40):  # rings of members never seen again, as a test process builds
         weights = sorted((f"gone-{round_}-{i}", rng.randint(1, 3)) for i in range(6))
-        build_continuum(weights, 1024)
+        last = build_continuum(weights, 1024)
     held = sum(map(len, continuum._RUNS.known.values()))
-    assert held <= max(continuum._Runs.FLOOR, 2 * len(build_continuum(weights, 1024).points))
+    assert held <= max(continuum._Runs.FLOOR, 2 * len(last.points))
     assert all(key in continuum._RUNS.known for key in ((m, w, 1024) for m, w in weights))
+    assert repr(continuum._RUNS) == f"_Runs({len(continuum._RUNS.known)} runs, {held} points)"

@@ -246,10 +246,10 @@ def parse_delete(document: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     for child in root:
         tag = _local(child.tag)
         if tag == "Quiet":
-            flag = (child.text or "").strip().lower()
-            if flag not in ("true", "false"):
+            flag = (child.text or "").strip().lower()  # an xsd:boolean
+            if flag not in ("true", "false", "1", "0"):
                 raise MalformedXML("<Quiet> is true or false")
-            quiet = flag == "true"
+            quiet = flag in ("true", "1")
         elif tag == "Object":
             key = next((c.text for c in child if _local(c.tag) == "Key"), None)
             if not key:
