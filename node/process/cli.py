@@ -277,12 +277,13 @@ def up(
         raise click.UsageError(
             f"peer {count - 1} would serve on --port + {count - 1} ({last}): past 65535"
         )
-    if s3_shared and port + S3_PORT_OFFSET > 65535:
-        shared = port + S3_PORT_OFFSET
-        raise click.UsageError(f"--s3-shared serves on --port + 1000 ({shared}): past 65535")
-    if files_shared and port + SHARED_PORT_OFFSET > 65535:
-        shared = port + SHARED_PORT_OFFSET
-        raise click.UsageError(f"--files-shared serves on --port + 2000 ({shared}): past 65535")
+    for flag, wanted, offset in [
+        ("--s3-shared", s3_shared, S3_PORT_OFFSET),
+        ("--files-shared", files_shared, SHARED_PORT_OFFSET),
+    ]:
+        if wanted and port + offset > 65535:
+            shared = port + offset
+            raise click.UsageError(f"{flag} serves on --port + {offset} ({shared}): past 65535")
     setup_logging(log_level, "up", log_format)
     supervisor = Supervisor(
         count,

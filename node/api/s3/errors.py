@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 
 from node.api.errors import NOSNIFF, SERVER, Handler, close_after_error
 from node.api.keys import REQUEST_ID as TRACED_ID  # node.api.access_log.traced sets it
-from node.api.s3.bodies import XML_TYPE, error_document
+from node.api.s3.bodies import XML_TYPE, MalformedXML, error_document
 from node.api.s3.sigv4 import SigV4Error
 from node.errors import (
     AccessDenied,
@@ -178,6 +178,8 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
         return error_answer(request, error.code, error.message)
     except SigV4Error as error:
         return error_answer(request, error.code, error.message)
+    except MalformedXML as error:  # a request document (node.api.s3.bodies)
+        return error_answer(request, "MalformedXML", str(error))
     except RingstoreError as error:
         code = s3_code(error)
         if STATUS.get(code, 500) >= 500 and not isinstance(error, Overloaded):

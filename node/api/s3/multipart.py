@@ -263,10 +263,7 @@ async def complete_upload(
 def _parse_complete(document: bytes) -> list[tuple[int, str]]:
     """The ``(PartNumber, ETag)`` pairs of a CompleteMultipartUpload document, in order.
     Raises MalformedXML, InvalidArgument."""
-    try:
-        root = bodies.parse_xml(document)
-    except bodies.MalformedXML as exc:
-        raise S3Error("MalformedXML", str(exc)) from None
+    root = bodies.parse_xml(document)
     if bodies.local_name(root.tag) != "CompleteMultipartUpload":
         raise S3Error("MalformedXML", "the document must be <CompleteMultipartUpload>")
     parts: list[tuple[int, str]] = []

@@ -289,10 +289,7 @@ async def create_bucket(request: web.Request, bucket: str) -> web.Response:
     await require(request, "create")
     body = await small_body(request, MAX_BUCKET_BODY)  # however many pieces it comes in
     check_small_payload(request, body)
-    try:
-        bodies.check_bucket_configuration(body)
-    except bodies.MalformedXML as exc:
-        raise S3Error("MalformedXML", str(exc)) from None
+    bodies.check_bucket_configuration(body)
     await request.app[ACCESS].create_namespace(bucket)
     log.info("S3 CreateBucket %r", bucket)
     return web.Response(status=200, headers={hdrs.LOCATION: f"/{bucket}"})
@@ -552,10 +549,7 @@ async def delete_objects(request: web.Request, bucket: str) -> web.Response:
     for digest in expected_digests(request.headers):
         if hashlib.new(digest.algorithm, document).digest() != digest.digest:
             raise BadDigest("The Content-MD5 you specified did not match what we received.")
-    try:
-        keys, quiet = bodies.parse_delete(document)
-    except bodies.MalformedXML as exc:
-        raise S3Error("MalformedXML", str(exc)) from None
+    keys, quiet = bodies.parse_delete(document)
     coordinator = request.app[COORDINATOR]
     at_once = asyncio.Semaphore(DELETING_AT_ONCE)
 
