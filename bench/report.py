@@ -40,31 +40,55 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+PROFILERS = ("py-spy", "py-spy-gil", "perf")
+
+
+def _profiler_command(profiler: str, pid: int, out: Path, label: str) -> list[str]:
+    """The command that samples ``pid`` with ``profiler`` (one of ``PROFILERS``) into
+    ``out/LABEL-PID.*`` until it gets SIGINT."""
+    if profiler == "perf":
+        # call graphs of every thread at 499 Hz
+        data = out / f"{label}-{pid}.perf.data"
+        return ["perf", "record", "-g", "-F", "499", "-p", str(pid), "-o", str(data)]
+    # py-spy (pip install py-spy) may be in this environment's bin/ without it being on PATH
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+    record = [spy, "record", "--format", "raw", "--nonblocking", "--rate", "200"]
+    if profiler == "py-spy-gil":
+        record.append("--gil")
+    return [*record, "--pid", str(pid), "--output", str(out / f"{label}-{pid}.txt")]
+
+
 @contextlib.asynccontextmanager
 async def profiled(
-    pids: Iterable[int], out: Path | None, label: str, gil: bool = False
+    pids: Iterable[int], out: Path | None, label: str, profiler: str = "py-spy"
 ) -> AsyncIterator[None]:
-    """py-spy (raw collapsed stacks, 200 Hz, never pausing the process) on each of ``pids``
-    while the block runs, written to ``out/LABEL-PID.txt``; nothing when ``out`` is None.
-    ``gil``: only the thread holding the GIL is sampled (py-spy ``--gil``), so threads
-    waiting on I/O, locks or the GIL drop out and what remains is the Python CPU.
-    Summarise them with ``python bench/stacks.py``. Each profiler is stopped by its own pid
-    (SIGINT makes py-spy write what it sampled) when the block ends."""
+    """Sample each of ``pids`` while the block runs, into ``out/LABEL-PID.*``; nothing
+    when ``out`` is None. ``profiler``:
+
+    - ``py-spy``: raw collapsed stacks at 200 Hz, never pausing the process (``.txt``;
+      summarise them with ``python bench/stacks.py``). It counts a thread that is runnable
+      but waiting for a core as busy, at the line it was preempted on: on a machine whose
+      cores are all in use, a ``transport.write`` that wakes the receiving peer shows
+      there as 15-18% "self" time that is not this process's CPU.
+    - ``py-spy-gil``: only the thread holding the GIL (``--gil``): I/O and lock waits drop out.
+    - ``perf``: ``perf record -g`` (``.perf.data``; root or a permissive
+      ``perf_event_paranoid``), CPU time only: how it splits between the interpreter,
+      native libraries (hashing, coding, the event loop, libc's copies) and the kernel.
+      Read it with ``perf report -i FILE --no-children --sort dso,sym``. Which Python
+      functions spend it is py-spy's to say: perf names them (Python 3.12+,
+      ``PYTHONPERFSUPPORT=1``) only where it can walk their callers, and this machine's
+      Python builds have no frame pointers to walk.
+
+    Each profiler is stopped by its own pid (SIGINT makes both write what they sampled)
+    when the block ends."""
     if out is None:
         yield
         return
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-    # py-spy (pip install py-spy) may be in this environment's bin/ without it being on PATH
-    beside = Path(sys.executable).parent / "py-spy"
-    spy = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
-    record = ["record", "--format", "raw", "--nonblocking", "--rate", "200"]
-    if gil:
-        record.append("--gil")
     profilers = [
         await asyncio.create_subprocess_exec(
-            spy,
-            *record,
-            *("--pid", str(pid), "--output", str(out / f"{label}-{pid}.txt")),
+            *_profiler_command(profiler, pid, out, label),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -73,15 +97,15 @@ async def profiled(
     try:
         yield
     finally:
-        for profiler in profilers:
-            if profiler.returncode is None:
-                profiler.send_signal(signal.SIGINT)
-        for profiler in profilers:
+        for process in profilers:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+        for process in profilers:
             try:
-                await asyncio.wait_for(profiler.wait(), 30)
+                await asyncio.wait_for(process.wait(), 30)
             except asyncio.TimeoutError:
-                profiler.kill()
-                await profiler.wait()
+                process.kill()
+                await process.wait()
 
 
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")  # cgroup v1's memory controller

@@ -35,10 +35,12 @@ pay (``bench/page_cache.py``).
 ``--get-range 4K`` has each GET ask for 4 KiB at a random offset of its file (a ranged
 GET, ``206``), as readers of large files that seek do (video, columnar formats, s3fs).
 
-``--profile DIR`` records py-spy (raw collapsed stacks) of peer 0 (the coordinator) and
-peer 1 (a storage peer) in each phase (``--profile-gil``: only while holding the GIL, which
-leaves out I/O and lock waits that py-spy otherwise counts as busy); summarise them with
-``python bench/stacks.py DIR/*.txt``.
+``--profile DIR`` samples peer 0 (the coordinator) and peer 1 (a storage peer) in each
+phase: py-spy's raw collapsed stacks by default (summarise them with ``python
+bench/stacks.py DIR/*.txt``), ``--profiler py-spy-gil`` only while holding the GIL (which
+leaves out I/O and lock waits that py-spy otherwise counts as busy), ``--profiler perf``
+CPU time only, native code and the kernel included (``bench.report.profiled`` says what
+each misleads on).
 
 Figures are printed as a markdown table and saved as JSON + markdown under bench/results/.
 
@@ -67,6 +69,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import (
+    PROFILERS,
     cpu_list,
     cpu_seconds,
     cpu_times,
@@ -171,11 +174,11 @@ async def phase(
     seconds: float,
     profile: Path | None = None,
     conditional: bool = False,
-    gil: bool = False,
+    profiler: str = "py-spy",
     get_range: int = 0,
 ) -> dict[str, float]:
     """Run one phase; PUT appends the names it stored to ``names`` (``conditional``: each
-    with ``If-None-Match: *``, a create-only write; ``gil``: profile GIL holders only;
+    with ``If-None-Match: *``, a create-only write; ``profiler``: as ``profiled``'s;
     ``get_range``: each GET asks for that many bytes at a random offset, not the file)."""
     url = cluster.processes.peers[0].url
     create_only = {"If-None-Match": "*"} if conditional else {}
@@ -214,7 +217,7 @@ async def phase(
     profiled_pids = [p.process.pid for p in cluster.processes.peers[:2]]  # type: ignore[union-attr]
     ports = {int(p.url.rpartition(":")[2]) for p in cluster.processes.peers}
     before = {m: await counter(session, url, m) for m in (HEDGED, BATCHES, BATCHED)}
-    async with profiled(profiled_pids, profile, f"{method.lower()}-{size}", gil):
+    async with profiled(profiled_pids, profile, f"{method.lower()}-{size}", profiler):
         closed, times, started = closed_connections(ports), cluster.cpu_times(), time.monotonic()
         coordinating, clients = cpu_seconds(cluster.coordinator), sum(os.times()[:2])
         await asyncio.gather(*(client(n) for n in range(CLIENTS)))
@@ -311,7 +314,7 @@ async def run(
                     args.seconds,
                     args.profile,
                     args.conditional,
-                    args.profile_gil,
+                    args.profiler,
                 )
                 packing = any(o.startswith("--pack-after") for o in options)
                 share = await wait_packed(session, cluster, len(names)) if packing else 0.0
@@ -328,7 +331,7 @@ async def run(
                     size,
                     args.seconds,
                     args.profile,
-                    gil=args.profile_gil,
+                    profiler=args.profiler,
                     get_range=args.get_range,
                 )
                 cpu, started = cluster.cpu(), time.monotonic()
@@ -438,9 +441,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     parser.add_argument("--idle", type=float, default=10.0, help="idle span measured")
-    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of peers 0 and 1 go here")
+    parser.add_argument("--profile", type=Path, help="samples of peers 0 and 1 go here")
     parser.add_argument(
-        "--profile-gil", action="store_true", help="profile only threads holding the GIL"
+        "--profiler", choices=PROFILERS, default="py-spy", help="what samples (--profile)"
     )
     parser.add_argument(
         "--conditional", action="store_true", help="PUT with If-None-Match: * (create-only)"
