@@ -4,14 +4,20 @@ A body knows its size when it can (so the server gets a Content-Length) and whet
 be sent again after a failed attempt. Bytes, paths and seekable files rewind; a one-shot
 source (an iterator, a pipe) can be sent again only if no piece was taken from it yet, such as
 when the first peer refused the connection. File reads and a sync iterator's ``next`` run in a
-worker thread so a slow disk or a blocking generator never stalls the event loop.
+worker thread so a slow disk or a blocking generator never stalls the event loop. A read of
+an unbuffered stream (a pipe or a terminal opened raw, as ``ringstore put -`` opens its
+standard input) runs in a daemon thread of its own (``_read_detached``): it can block for as
+long as its writer keeps it open, and nothing may wait for it to end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import stat
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -123,7 +129,10 @@ class _FileSource:
         remaining = self.size
         while remaining is None or remaining > 0:
             want = PIECE if remaining is None else min(PIECE, remaining)
-            piece = await asyncio.to_thread(self._file.read, want)
+            if not self.rewindable and isinstance(self._file, io.RawIOBase):
+                piece = await _read_detached(self._file.read, want)  # may never end
+            else:
+                piece = await asyncio.to_thread(self._file.read, want)
             if not piece:
                 if remaining is not None:
                     raise OSError(f"the file ended {remaining} bytes early; did it shrink?")
@@ -135,6 +144,44 @@ class _FileSource:
     async def aclose(self) -> None:
         if self._owned:
             await asyncio.to_thread(self._file.close)  # type: ignore[attr-defined]
+
+
+async def _read_detached(read: Callable[[int], bytes | None], size: int) -> bytes:
+    """``read(size)`` in a daemon thread of its own.
+
+    A read of a pipe or a terminal blocks until its writer writes or closes it, which may
+    be never (a producer that ignores Ctrl-C, a terminal nobody types at). A worker thread
+    of the loop's executor blocked in one holds up the loop's shutdown and the
+    interpreter's exit, which both join those threads: Ctrl-C during ``ringstore put -``
+    left the command hanging for as long as its standard input stayed open. A daemon thread
+    is joined by neither: cancelled, this read is left behind, and what it reads is dropped.
+    Only for unbuffered files (``io.RawIOBase``): a buffered one's read holds its lock,
+    which the interpreter's exit takes to close it, and a daemon thread left holding it
+    stops the exit with a fatal error.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[bytes] = loop.create_future()
+
+    def settle(piece: bytes | None, error: BaseException | None) -> None:
+        if outcome.done():  # cancelled meanwhile
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(piece or b"")
+
+    def run() -> None:
+        piece: bytes | None = None
+        error: BaseException | None = None
+        try:
+            piece = read(size)
+        except Exception as exc:  # handed to the awaiting task, raised there
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, piece, error)
+
+    threading.Thread(target=run, name="ringstore-stream-read", daemon=True).start()
+    return await outcome
 
 
 _END = object()

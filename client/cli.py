@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -308,12 +308,22 @@ def put(
             raise click.UsageError("NAME must be whole when PATH is - (standard input)")
         name += Path(path).name
     content_type = content_type or mimetypes.guess_type(name)[0]
-    data = click.open_file("-", "rb") if path == "-" else Path(path)
+    data = _standard_input() if path == "-" else Path(path)
     with _client(peers, cacert) as client, _Progress(f"put {_shown(name)}", quiet) as progress:
         result = client.put(name, data, content_type=content_type, progress=progress)
     if not quiet:
         note = "  (degraded: a peer was down; fewer chunks stored)" if result.degraded else ""
         click.echo(f"{_shown(result.name)}: {result.size} bytes, version {result.version}{note}")
+
+
+def _standard_input() -> IO[bytes]:
+    """Standard input for ``put -``: unbuffered where it is a descriptor, so that a read of
+    it left blocked when Ctrl-C ends the command holds no lock the interpreter's exit needs
+    (``client.body._read_detached``); else as click gives it (a test runner's)."""
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
+        return click.open_file("-", "rb")
 
 
 @click.command()

@@ -22,6 +22,8 @@ from node.process.logs import FORMATS, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+INTERRUPTED = 128 + 2  # the exit status of a command Ctrl-C ended (128 + SIGINT)
+
 
 class _Commands(click.Group):
     """The ``ringstore`` group. The file, key and namespace commands (``client.cli``) are
@@ -47,6 +49,17 @@ class _Commands(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_client_commands()
         return super().list_commands(ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; Ctrl-C (SIGINT) ends it with status 130, 128 + SIGINT, as a
+        shell reports a process that SIGINT ended, not click's 1: a script can tell an
+        interrupted transfer from a failed one. (Peers and ``up`` stop cleanly on SIGINT
+        and ``status --watch`` ends on it: they exit 0 and never get here.)"""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nAborted!", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=_Commands)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from click.testing import CliRunner, Result
 from node.process.cli import main
 from tests.harness import LocalCluster, ProcessCluster, Served, free_port
 from tests.harness.clients import damaging_proxy
+from tests.harness.processes import sigint_reaches_children
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -256,6 +258,42 @@ async def test_pipes_through_real_processes(tmp_path: Path, http: aiohttp.Client
         assert missing.stderr == b"error: no file named 'piped/nope'\n"
     finally:
         await processes.stop()
+
+
+async def test_ctrl_c_ends_a_transfer_with_status_130_and_stores_nothing(
+    cluster: LocalCluster, http: aiohttp.ClientSession
+) -> None:
+    """Ctrl-C during ``ringstore put -`` (a real process, its standard input a pipe still
+    open) ends it with 130 (128 + SIGINT, as a shell reports), not click's 1 that a
+    failed transfer also gives, and the file half sent is not stored."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RINGSTORE_PEERS": ""}
+    command = [sys.executable, "-m", "node", "put", "-", "cut/short.bin"]
+    with sigint_reaches_children():
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            "--peer",
+            cluster[1].url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    assert process.stdin is not None
+    try:
+        # A pipe holds 64 KiB: once 1 MiB went in, the command has been reading it
+        process.stdin.write(payload(1 << 20))
+        await asyncio.wait_for(process.stdin.drain(), 30)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 130, stderr
+    assert stderr.endswith(b"Aborted!\n")
+    assert stdout == b""
+    async with http.get(f"{cluster[0].url}/files/cut/short.bin") as response:
+        assert response.status == 404
 
 
 def test_text_from_the_cluster_is_printed_with_controls_escaped() -> None:

@@ -27,6 +27,7 @@ import pytest
 from ring import ring_balance
 from tests.client.test_cli import REPO, ok, ringstore
 from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness.processes import sigint_reaches_children
 
 QUOTA = 8 << 20  # every peer's --max-bytes: fill is then exactly used / quota
 FILE_SIZE = 60_000  # 5 data chunks of 3 blocks (4 KiB blocks): 12 KiB a chunk
@@ -190,14 +191,7 @@ async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = Non
     process must exit 0 by itself."""
     leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "200"}
-    # As from an interactive shell: a run started in the background of a shell without job
-    # control ignores SIGINT (POSIX), and a child inherits that through exec, so Ctrl-C
-    # would never reach it (three whole-suite runs started with `(... &)` failed so).
-    # Handled (not ignored) here, it is the default in the child.
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with sigint_reaches_children():  # as from an interactive shell
         process = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "node", *args, "--peer", cluster[1].url],
             stdin=follower,
@@ -205,9 +199,6 @@ async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = Non
             stderr=follower,
             env=env,
         )
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.close(follower)
     os.set_blocking(leader, False)
     seen = bytearray()

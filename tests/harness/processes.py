@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,24 @@ from tests.harness.disk import new_secret_file
 from tests.harness.files import all_see_all_up
 from tests.harness.polling import eventually
 from tests.harness.ports import free_port, free_ports
+
+
+@contextlib.contextmanager
+def sigint_reaches_children() -> Iterator[None]:
+    """Processes started inside get SIGINT (Ctrl-C) as from an interactive shell.
+
+    A run started in the background of a shell without job control ignores SIGINT (POSIX),
+    and a child inherits that through exec, so a SIGINT a test sends would never reach it
+    (three whole-suite runs started with ``(... &)`` failed so). Handled here (not
+    ignored) while children start, it is the default in them."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ProcessCluster:
