@@ -97,6 +97,7 @@ STATUS: dict[str, int] = {
     "ServiceUnavailable": 503,
     "SignatureDoesNotMatch": 403,
     "SlowDown": 503,
+    "UnexpectedContent": 400,
     "XAmzContentSHA256Mismatch": 400,
 }
 

@@ -33,7 +33,7 @@ from node.api.representation import content_type_of, representation_of
 from node.api.s3 import bodies
 from node.api.s3.auth import check_small_payload
 from node.api.s3.errors import S3Error
-from node.api.s3.payload import object_body
+from node.api.s3.payload import object_body, refuse_content
 from node.errors import BadDigest, FileNotFound, InvalidRange, NamespaceNotFound
 from node.model.folders import check_delimiter
 from node.model.manifest import Manifest
@@ -168,8 +168,10 @@ async def upload_part_copy(
     source: tuple[str, str],
 ) -> web.Response:
     """UploadPartCopy: the part is bytes of an existing object (all, or the inclusive
-    ``x-amz-copy-source-range: bytes=first-last``), read and stored by this peer."""
+    ``x-amz-copy-source-range: bytes=first-last``), read and stored by this peer. A
+    request body is refused (UnexpectedContent)."""
     source_bucket, source_name = source
+    await refuse_content(request, "UploadPartCopy")
     if any(h.lower().startswith("x-amz-copy-source-if-") for h in request.headers):
         raise S3Error("NotImplemented", "x-amz-copy-source-if-* conditions are not served yet")
     await require(request, "read", source_bucket)

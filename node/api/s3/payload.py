@@ -43,6 +43,22 @@ def object_body(request: web.Request, limit: int) -> tuple[AsyncIterable[bytes],
     return upload.body, upload.size
 
 
+async def refuse_content(request: web.Request, operation: str) -> None:
+    """Raise S3Error UnexpectedContent (400) when ``request`` carries body bytes, as
+    Amazon S3 answers an operation that takes none (CopyObject, UploadPartCopy: a PUT
+    that names a copy source and sends data too would otherwise store the copy and drop
+    the data without a word). The size is the decoded one for an aws-chunked body (its
+    encoding of nothing is not empty); a body chunked without a size is read for one byte."""
+    if not request.can_read_body:  # no Content-Length above 0, not chunked
+        return
+    decoder = chunked_body(request)
+    size = decoder.size if decoder is not None else request.content_length
+    if size is None and decoder is None:  # Transfer-Encoding: chunked, plain
+        size = len(await request.content.read(1))
+    if size:
+        raise S3Error("UnexpectedContent", f"{operation} takes no request body")
+
+
 @dataclass(frozen=True)
 class ObjectBody:
     """An upload's body as ``object_body`` gives it, and what else a PutObject keeps of it:

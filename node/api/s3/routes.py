@@ -45,7 +45,7 @@ from node.api.s3.auth import (
     resource_path,
 )
 from node.api.s3.errors import S3Error, s3_code
-from node.api.s3.payload import checked_object_body
+from node.api.s3.payload import checked_object_body, refuse_content
 from node.api.sending import answer_file, file_headers
 from node.errors import (
     BadDigest,
@@ -455,8 +455,10 @@ async def copy_object(request: web.Request, bucket: str, name: str) -> web.Respo
     """CopyObject: the peer streams the source's bytes from its chunks into a new object,
     as a PUT of them would store it; nothing passes through the client. The metadata is
     the source's (``x-amz-metadata-directive: COPY``, the default) or the request's
-    (``REPLACE``). Needs read on the source's bucket and write on the target's."""
+    (``REPLACE``). Needs read on the source's bucket and write on the target's. A request
+    body is refused (UnexpectedContent)."""
     source_bucket, source = _copy_source(request.headers[COPY_SOURCE])
+    await refuse_content(request, "CopyObject")
     directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")

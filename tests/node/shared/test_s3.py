@@ -1080,6 +1080,42 @@ async def test_list_buckets_in_pages_and_by_prefix(
         assert code == ("InvalidArgument", 400), token
 
 
+async def test_a_copy_that_sends_a_body_too_is_refused_and_copies_nothing(
+    cluster: LocalCluster, admin: list[BaseClient]
+) -> None:
+    """CopyObject and UploadPartCopy take no body: one that comes signed with the request
+    (a client that meant to upload) is UnexpectedContent (400), as Amazon S3 answers, not
+    a copy that drops it. Without a body, the same calls copy."""
+    bucket = await new_bucket(admin[0], "s3-copy-body")
+    await s3(admin[0].put_object, Bucket=bucket, Key="orig", Body=b"the original")
+    origin = {"Bucket": bucket, "Key": "orig"}
+    sender = await s3(client, cluster[2].s3_url)
+
+    def add_body(request: Any, **_: Any) -> None:  # before signing: the body is signed too
+        request.data = b"meant as the data"
+
+    try:
+        upload = await s3(sender.create_multipart_upload, Bucket=bucket, Key="parts")
+        for operation in ("CopyObject", "UploadPartCopy"):
+            sender.meta.events.register(f"before-sign.s3.{operation}", add_body)
+        code = await refused(sender.copy_object, Bucket=bucket, Key="copy", CopySource=origin)
+        assert code == ("UnexpectedContent", 400)
+        part = {"Bucket": bucket, "Key": "parts", "UploadId": upload["UploadId"]}
+        code = await refused(sender.upload_part_copy, **part, PartNumber=1, CopySource=origin)
+        assert code == ("UnexpectedContent", 400)
+        assert await refused(admin[1].head_object, Bucket=bucket, Key="copy") == ("404", 404)
+        listed = await s3(admin[1].list_parts, **part)
+        assert listed.get("Parts", []) == []
+        await s3(admin[3].copy_object, Bucket=bucket, Key="copy", CopySource=origin)
+        copied = await s3(admin[4].get_object, Bucket=bucket, Key="copy")
+        assert await s3(copied["Body"].read) == b"the original"
+        await s3(admin[3].upload_part_copy, **part, PartNumber=1, CopySource=origin)
+        assert len((await s3(admin[1].list_parts, **part))["Parts"]) == 1
+        await s3(admin[0].abort_multipart_upload, **part)
+    finally:
+        sender.close()
+
+
 async def test_copy_source_conditions_are_checked_on_the_source(admin: list[BaseClient]) -> None:
     """x-amz-copy-source-if-* (ceph/s3-tests' test_copy_object_if*): 412 when one does not
     hold, never 304, and nothing is copied then."""
