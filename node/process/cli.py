@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import signal
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +24,7 @@ from node.process.logs import FORMATS, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-INTERRUPTED = 128 + 2  # the exit status of a command Ctrl-C ended (128 + SIGINT)
+INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command Ctrl-C ended
 
 
 class _Commands(click.Group):
@@ -50,16 +52,32 @@ class _Commands(click.Group):
         self._add_client_commands()
         return super().list_commands(ctx)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _interruptible():  # (reading the options)
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; Ctrl-C (SIGINT) ends it with status 130, 128 + SIGINT, as a
-        shell reports a process that SIGINT ended, not click's 1: a script can tell an
-        interrupted transfer from a failed one. (Peers and ``up`` stop cleanly on SIGINT
-        and ``status --watch`` ends on it: they exit 0 and never get here.)"""
-        try:
+        with _interruptible():
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("\nAborted!", err=True)
-            ctx.exit(INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C (SIGINT) ends the command with status 130, 128 + SIGINT, as a shell reports
+    a process that SIGINT ended, not click's 1: a script can tell an interrupted transfer
+    from a failed one. (A peer, and ``up`` once it started them, stop cleanly on SIGINT
+    and exit 0; so does ``status --watch``, which ends on it.)"""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("\nAborted!", err=True)
+        raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 @click.group(cls=_Commands)

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from ring import ring_balance
-from tests.client.test_cli import REPO, ok, ringstore
+from tests.client.test_cli import cli_env, ok, ringstore, ringstore_command
 from tests.harness import LocalCluster, LocalPeer, eventually
 from tests.harness.processes import sigint_reaches_children
 
@@ -190,10 +190,10 @@ async def on_a_terminal(cluster: LocalCluster, args: list[str], until: Any = Non
     drew; with ``until``, send it SIGINT (Ctrl-C) once ``until(output)`` holds. The
     process must exit 0 by itself."""
     leader, follower = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "200"}
+    env = cli_env(TERM="xterm-256color", COLUMNS="200")
     with sigint_reaches_children():  # as from an interactive shell
         process = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "node", *args, "--peer", cluster[1].url],
+            *ringstore_command(*args, "--peer", cluster[1].url),
             stdin=follower,
             stdout=follower,
             stderr=follower,

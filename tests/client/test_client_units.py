@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -248,6 +249,97 @@ async def test_devices_and_procfs_files_are_streamed_not_measured() -> None:
             assert first
             assert not body.can_send  # one-shot, like a pipe
     assert (await RequestBody.prepare(io.BytesIO(b"abc"), None)).size == 3
+
+
+async def test_a_pipe_is_read_in_whole_pieces_off_the_executor_its_errors_raised() -> None:
+    """An unbuffered pipe (``put -``'s standard input) is read in a daemon thread, each
+    piece filled to PIECE bytes across the pipe's 64 KiB reads, a non-blocking descriptor
+    waited on, not taken as ended; a read that never ends does not hold up the loop's
+    executor, and whatever a read raises reaches the body's reader."""
+    reading, writing = os.pipe()
+    os.set_blocking(reading, False)  # as a shell may leave it: "would block" is no end
+    data = os.urandom(PIECE + 5)
+
+    def produce() -> None:
+        with open(writing, "wb", buffering=0) as out:
+            for start in range(0, len(data), 50_000):  # in bits, with pauses between
+                out.write(data[start : start + 50_000])
+                time.sleep(0.001)
+
+    with io.FileIO(reading, "rb") as stream:  # (unbuffered, as put - opens stdin)
+        producer = threading.Thread(target=produce)
+        producer.start()
+        async with await RequestBody.prepare(stream, None) as body:
+            pieces = [piece async for piece in body.pieces()]
+        producer.join()
+    assert [len(piece) for piece in pieces] == [PIECE, 5]
+    assert b"".join(pieces) == data
+
+    class Stop(BaseException):  # (not an Exception: the thread must hand over any)
+        pass
+
+    class Failing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            raise Stop
+
+    async with await RequestBody.prepare(Failing(), None) as body:
+        with pytest.raises(Stop):
+            await asyncio.wait_for(anext(body.pieces()), 10)
+
+    held_open, _keep = os.pipe()  # a writer that never writes nor closes
+    with io.FileIO(held_open, "rb") as never:
+        async with await RequestBody.prepare(never, None) as body:
+            pending = asyncio.ensure_future(anext(body.pieces()))
+            await asyncio.sleep(0)  # (it is reading)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        # the loop's executor is not held up by the read left behind
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 1), 10) == 1
+    os.close(_keep)
+
+
+def test_the_end_of_standard_input_after_a_ctrl_c_is_not_taken_for_the_file_s() -> None:
+    """``put -`` reads standard input through ``_StandardInput``: an end that comes once a
+    SIGINT came (a producer the same Ctrl-C ended) raises instead of ending the file, so
+    the upload is aborted; ``_SigintSeen`` sees a SIGINT whichever thread asks, as soon as
+    the signal is sent to the process."""
+    from client.cli import _SigintSeen, _StandardInput
+
+    reading, writing = os.pipe()
+    os.write(writing, b"the start of a file")
+    os.close(writing)
+    interrupted = False
+    with _StandardInput(reading, lambda: interrupted) as stream:
+        assert stream.read(100) == b"the start of a file"
+        interrupted = True
+        with pytest.raises(InterruptedError, match="Ctrl-C"):
+            stream.read(100)
+    os.close(reading)
+
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
+    wakeup = signal.set_wakeup_fd(-1)
+    try:
+        seen = _SigintSeen()
+        answers: list[bool] = []
+        asker = threading.Thread(target=lambda: answers.append(seen()))
+        asker.start()
+        asker.join()
+        assert answers == [False]
+        signal.raise_signal(signal.SIGINT)
+        asker = threading.Thread(target=lambda: answers.append(seen()))
+        asker.start()
+        asker.join()
+        assert answers == [False, True]
+        assert caught == [signal.SIGINT]
+        seen.close()
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
