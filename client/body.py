@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import io
 import os
-import select
+import selectors
 import stat
 import threading
 import time
@@ -24,7 +24,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeAlias, cast, runtime_checkable
 
-PIECE = 1 << 20  # bytes per read from a file and per piece handed to aiohttp
+PIECE = 1 << 20  # bytes per read from a file and per piece handed to aiohttp (at most)
+FILL_WAIT = 0.05  # seconds a stream's piece waits for more bytes once it has some
 
 ProgressCallback: TypeAlias = Callable[[int, int | None], None]
 """Called with (bytes done so far, total bytes or None when unknown)."""
@@ -161,9 +162,10 @@ async def _read_detached(file: io.RawIOBase, size: int) -> bytes:
     is joined by neither: cancelled, this read is left behind, and what it reads is dropped.
     Only for unbuffered files (``io.RawIOBase``): a buffered one's read holds its lock,
     which the interpreter's exit takes to close it, and a daemon thread left holding it
-    stops the exit with a fatal error. The piece is filled as a buffered read fills it (a
-    pipe gives at most 64 KiB a read: 16 times the pieces, 1.5 times the time of a 300 MB
-    ``put -``); a descriptor in non-blocking mode is waited on, not taken as ended.
+    stops the exit with a fatal error. The piece is filled with what keeps coming
+    (``_read_full``: a pipe gives at most 64 KiB a read, and 64 KiB pieces took 1.5 times
+    as long for a 300 MB ``put -``); a descriptor in non-blocking mode is waited on, not
+    taken as ended.
     """
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[bytes] = loop.create_future()
@@ -190,18 +192,34 @@ async def _read_detached(file: io.RawIOBase, size: int) -> bytes:
 
 
 def _read_full(file: io.RawIOBase, size: int) -> bytes:
-    """``size`` bytes of ``file``, fewer only at its end (blocking)."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        piece = file.read(wanted)
-        if piece is None:  # non-blocking, nothing there yet: wait until there is
-            select.select([file.fileno()], [], [])
-            continue
-        if not piece:
-            break
-        parts.append(piece)
-        wanted -= len(piece)
+    """Up to ``size`` bytes of ``file`` (blocking): fewer at its end, or once nothing more
+    came within ``FILL_WAIT`` of the last bytes. A slow producer's bytes go on as they
+    come: a piece held until full kept a request's head from the peer past its header
+    timeout (aiohttp sends the head with the first piece), and a terminal's Ctrl-D, which
+    ends input once, would have been asked for twice."""
+    try:
+        descriptor: int | None = file.fileno()
+    except (OSError, ValueError):  # (no descriptor: io.UnsupportedOperation is both)
+        descriptor = None
+    with selectors.DefaultSelector() as selector:
+        if descriptor is not None:
+            selector.register(descriptor, selectors.EVENT_READ)
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            if parts and (descriptor is None or not selector.select(FILL_WAIT)):
+                break  # nothing more for now: what came goes on
+            piece = file.read(wanted)
+            if piece is None:  # non-blocking, nothing there yet: not its end
+                if descriptor is None:
+                    time.sleep(FILL_WAIT)
+                else:
+                    selector.select()
+                continue
+            if not piece:
+                break
+            parts.append(piece)
+            wanted -= len(piece)
     return b"".join(parts)
 
 

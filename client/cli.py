@@ -311,57 +311,76 @@ def put(
             raise click.UsageError("NAME must be whole when PATH is - (standard input)")
         name += Path(path).name
     content_type = content_type or mimetypes.guess_type(name)[0]
-    data = _standard_input() if path == "-" else Path(path)
-    with _client(peers, cacert) as client, _Progress(f"put {_shown(name)}", quiet) as progress:
+    with (
+        _standard_input() if path == "-" else contextlib.nullcontext(Path(path)) as data,
+        _client(peers, cacert) as client,
+        _Progress(f"put {_shown(name)}", quiet) as progress,
+    ):
         result = client.put(name, data, content_type=content_type, progress=progress)
     if not quiet:
         note = "  (degraded: a peer was down; fewer chunks stored)" if result.degraded else ""
         click.echo(f"{_shown(result.name)}: {result.size} bytes, version {result.version}{note}")
 
 
-def _standard_input() -> IO[bytes]:
+@contextmanager
+def _standard_input() -> Iterator[IO[bytes]]:
     """Standard input for ``put -``: unbuffered where it is a descriptor, so that a read of
     it left blocked when Ctrl-C ends the command holds no lock the interpreter's exit needs
     (``client.body._read_detached``), and its end refused when a Ctrl-C came with it
-    (``_StandardInput``); else as click gives it (a test runner's). Raises ClickException
-    when the command was started with standard input closed."""
+    (``_StandardInput``; POSIX: on Windows the client's event loop claims the wakeup
+    descriptor ``_SigintSeen`` needs); else as click gives it (a test runner's). Fails
+    with one line when the command was started with standard input closed."""
     if sys.stdin is None:  # (started with <&-)
-        raise click.ClickException("standard input is closed")
+        _fail("standard input is closed")
     try:
         descriptor = sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both)
-        return click.open_file("-", "rb")
-    return _StandardInput(descriptor, _SigintSeen())
+        yield click.open_file("-", "rb")
+        return
+    if sys.platform == "win32":
+        yield open(descriptor, "rb", buffering=0, closefd=False)  # noqa: SIM115
+        return
+    with _SigintSeen() as seen:
+        yield _StandardInput(descriptor, seen)
 
 
 class _SigintSeen:
-    """Whether a SIGINT came, asked from any thread: still pending on the process (no
-    thread took it yet), or taken (its C-level handler writes the signal's number to the
-    wakeup descriptor, ``signal.set_wakeup_fd``, before Python's handler runs in the main
-    thread). Made in the main thread; the wakeup descriptor is this process's from then on
-    (a CLI command's: nothing else here sets one)."""
+    """Whether a SIGINT came, asked from any thread: the C-level handler of the thread
+    that takes it writes the signal's number to the wakeup descriptor
+    (``signal.set_wakeup_fd``, this object's socket pair while it is entered: made and
+    left in the main thread) before Python's handler runs in the main thread. Asked while
+    a signal is being taken (the kernel has it off the pending list, the handler has yet to
+    write), it waits ``RECHECK`` seconds and looks again: at the end of an input that the
+    same Ctrl-C ended, the first look missed the signal in 1-5 runs of 100."""
 
-    def __init__(self) -> None:
+    RECHECK = 0.02  # seconds
+
+    def __enter__(self) -> _SigintSeen:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         self._seen = False
+        return self
 
-    def close(self) -> None:
-        """Stop watching: the wakeup descriptor unset (where it is still this one's)."""
-        other = signal.set_wakeup_fd(-1)
-        if other != self._writer.fileno():
-            signal.set_wakeup_fd(other)  # (someone else's since: theirs again)
+    def __exit__(self, *_: object) -> None:
+        signal.set_wakeup_fd(self._previous)
         self._reader.close()
         self._writer.close()
 
-    def __call__(self) -> bool:
-        if not self._seen and hasattr(signal, "sigpending"):
-            self._seen = signal.SIGINT in signal.sigpending()
-        with contextlib.suppress(BlockingIOError):  # nothing written: no signal taken
-            self._seen = self._seen or signal.SIGINT in self._reader.recv(256)
+    def _taken(self) -> bool:
+        try:
+            written = self._reader.recv(256)
+        except OSError:  # nothing written (BlockingIOError), or no longer entered
+            return self._seen
+        self._seen = self._seen or signal.SIGINT in written
         return self._seen
+
+    def __call__(self) -> bool:
+        if self._taken():
+            return True
+        time.sleep(self.RECHECK)
+        return self._taken()
 
 
 class _StandardInput(io.FileIO):

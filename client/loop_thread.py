@@ -5,25 +5,29 @@ the loop is its own, this works from plain scripts, from threads, and from code 
 itself called by a running loop (through ``asyncio.to_thread``), where ``asyncio.run`` would
 refuse. Interrupting the waiting thread (Ctrl-C) cancels the call on the loop.
 
-The loop's thread blocks SIGINT and SIGTERM, and so do the threads it starts (its
-executor's, a stream's reader): the kernel hands a signal sent to the process to any thread
-that does not block it, and Python's handler only sets a flag, which the main thread,
-asleep in a wait for the loop's answer, never saw when another thread took the signal
-(Ctrl-C during ``ringstore put -`` was lost in 1 run of 7 on Python 3.11, 1 of 2 on 3.12).
+A waiting thread wakes every ``WAKE_EVERY`` seconds (``_result``): the kernel hands a
+signal sent to the process to any of its threads, the C handler that takes it only sets a
+flag, and Python raises Ctrl-C's KeyboardInterrupt in the main thread when that thread next
+runs; asleep in one long wait for the loop's answer, it never did (Ctrl-C during
+``ringstore put -`` was lost in 1 run of 7 on Python 3.11, 1 of 2 on 3.12). (Blocking the
+signals in the loop's thread did it too, but threads it starts, and the processes they
+start, inherit the mask: a child started from a progress callback ignored Ctrl-C and
+SIGTERM.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 CANCEL_ROUNDS = 10  # rounds of cancelling what is left on the loop when it closes
+WAKE_EVERY = 0.2  # seconds between a waiting thread's looks at the signals that came
 
 
 class LoopThread:
@@ -42,8 +46,6 @@ class LoopThread:
         return f"LoopThread({self._thread.name!r}, {state})"
 
     def _serve(self) -> None:
-        if hasattr(signal, "pthread_sigmask"):  # (not on Windows)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
@@ -67,7 +69,7 @@ class LoopThread:
                 raise RuntimeError("this client is closed")
             future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            return future.result()
+            return _result(future)
         except CancelledError:
             if self._closing:
                 raise RuntimeError("this client was closed during the call") from None
@@ -107,7 +109,7 @@ class LoopThread:
                 return
             with self._lock:
                 self._closing = True
-            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result()
+            _result(asyncio.run_coroutine_threadsafe(self._end(), self._loop))
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
@@ -125,6 +127,17 @@ class LoopThread:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._loop.shutdown_asyncgens()
         await self._loop.shutdown_default_executor()
+
+
+def _result(future: Future[T]) -> T:
+    """``future``'s result, waited for in slices of ``WAKE_EVERY`` seconds (the module
+    docstring: a signal another thread took is acted on within one)."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_EVERY)
+        except FutureTimeout:
+            if future.done():  # the work's own TimeoutError (3.11+: the same class)
+                return future.result()  # (or it ended just now)
 
 
 async def _next(items: AsyncIterator[T]) -> T:

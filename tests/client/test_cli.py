@@ -7,6 +7,7 @@ sync client blocks while this test's loop serves the in-process cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from node.process.cli import main
-from tests.harness import LocalCluster, ProcessCluster, Served, free_port
+from tests.harness import LocalCluster, ProcessCluster, Served, eventually, free_port
 from tests.harness.clients import damaging_proxy
 from tests.harness.processes import sigint_reaches_children
 
@@ -271,6 +272,15 @@ async def test_pipes_through_real_processes(tmp_path: Path, http: aiohttp.Client
         await processes.stop()
 
 
+def reading_a_pipe(pid: int) -> bool:
+    """Whether a thread of process ``pid`` waits in a read of a pipe (Linux's wchan)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # (a thread that ended meanwhile)
+            if "pipe" in (task / "wchan").read_text():
+                return True
+    return False
+
+
 @pytest.mark.parametrize("then", ["input-open", "input-ends"])
 async def test_ctrl_c_ends_a_transfer_with_status_130_and_stores_nothing(
     cluster: LocalCluster, http: aiohttp.ClientSession, then: str
@@ -282,32 +292,38 @@ async def test_ctrl_c_ends_a_transfer_with_status_130_and_stores_nothing(
     after the signal (a producer the same Ctrl-C ended: that end was taken for the file's,
     and a file cut short stored)."""
     name = f"cut/short-{then}.bin"
-    with sigint_reaches_children():
-        process = await asyncio.create_subprocess_exec(
-            *ringstore_command("put", "-", name, "--peer", cluster[1].url),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=cli_env(),
-        )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    assert process.stderr is not None
+    reading, writing = os.pipe()
     try:
-        # A pipe holds 64 KiB: once 1 MiB went in, the command has been reading it
-        process.stdin.write(payload(1 << 20))
-        await asyncio.wait_for(process.stdin.drain(), 30)
-        process.send_signal(signal.SIGINT)
-        if then == "input-ends":
-            process.stdin.close()
-        # (not communicate(): from Python 3.12 it closes standard input)
-        stdout, stderr, _ = await asyncio.wait_for(
-            asyncio.gather(process.stdout.read(), process.stderr.read(), process.wait()), 30
-        )
+        with sigint_reaches_children():
+            process = await asyncio.create_subprocess_exec(
+                *ringstore_command("put", "-", name, "--peer", cluster[1].url),
+                stdin=reading,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=cli_env(),
+            )
+        os.close(reading)
+        assert process.stdout is not None
+        assert process.stderr is not None
+        try:
+            await asyncio.to_thread(os.write, writing, payload(3 << 19))  # 1.5 MiB
+            # then it waits in a read of the pipe for more: the signal comes then
+            await eventually(lambda: reading_a_pipe(process.pid), 30, "a read of the pipe")
+            process.send_signal(signal.SIGINT)
+            if then == "input-ends":
+                os.close(writing)  # at once, as a producer the Ctrl-C ended closes it
+                writing = -1
+            stdout, stderr, _ = await asyncio.wait_for(
+                asyncio.gather(process.stdout.read(), process.stderr.read(), process.wait()),
+                30,
+            )
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        if writing >= 0:
+            os.close(writing)
     assert (process.returncode, stderr, stdout) == (130, b"\nAborted!\n", b"")
     async with http.get(f"{cluster[0].url}/files/{name}") as response:
         assert response.status == 404

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -251,29 +252,51 @@ async def test_devices_and_procfs_files_are_streamed_not_measured() -> None:
     assert (await RequestBody.prepare(io.BytesIO(b"abc"), None)).size == 3
 
 
+class Recorded(io.FileIO):
+    """A pipe's read end that records which thread read it."""
+
+    readers: set[str]
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.readers.add(threading.current_thread().name)
+        return super().read(size)
+
+
 async def test_a_pipe_is_read_in_whole_pieces_off_the_executor_its_errors_raised() -> None:
-    """An unbuffered pipe (``put -``'s standard input) is read in a daemon thread, each
-    piece filled to PIECE bytes across the pipe's 64 KiB reads, a non-blocking descriptor
-    waited on, not taken as ended; a read that never ends does not hold up the loop's
-    executor, and whatever a read raises reaches the body's reader."""
+    """An unbuffered pipe (``put -``'s standard input) is read in a daemon thread of its
+    own, never the loop's executor (a read that never ends would hold up its shutdown);
+    a piece is filled to PIECE bytes across the pipe's 64 KiB reads while bytes keep
+    coming, and goes as it is once they pause (a slow producer's first bytes must not
+    wait for a whole piece); a non-blocking descriptor is waited on, not taken as ended;
+    whatever a read raises reaches the body's reader."""
     reading, writing = os.pipe()
     os.set_blocking(reading, False)  # as a shell may leave it: "would block" is no end
     data = os.urandom(PIECE + 5)
+    go_on = threading.Event()
 
     def produce() -> None:
         with open(writing, "wb", buffering=0) as out:
-            for start in range(0, len(data), 50_000):  # in bits, with pauses between
+            out.write(b"first")
+            go_on.wait(30)  # (a slow producer: its first bytes must go on without the rest)
+            for start in range(0, len(data), 50_000):  # in bits, as a producer writes
                 out.write(data[start : start + 50_000])
-                time.sleep(0.001)
 
-    with io.FileIO(reading, "rb") as stream:  # (unbuffered, as put - opens stdin)
+    with Recorded(reading, "rb") as stream:
+        stream.readers = set()
         producer = threading.Thread(target=produce)
         producer.start()
-        async with await RequestBody.prepare(stream, None) as body:
-            pieces = [piece async for piece in body.pieces()]
-        producer.join()
-    assert [len(piece) for piece in pieces] == [PIECE, 5]
-    assert b"".join(pieces) == data
+        try:
+            async with await RequestBody.prepare(stream, None) as body:
+                pieces = body.pieces()
+                assert await asyncio.wait_for(anext(pieces), 10) == b"first"
+                go_on.set()
+                rest = [piece async for piece in pieces]
+        finally:
+            go_on.set()
+            producer.join()
+        assert stream.readers == {"ringstore-stream-read"}
+    assert b"".join(rest) == data
+    assert len(rest) < 8  # filled across reads (17 pieces of a pipe's 64 KiB reads)
 
     class Stop(BaseException):  # (not an Exception: the thread must hand over any)
         pass
@@ -290,23 +313,23 @@ async def test_a_pipe_is_read_in_whole_pieces_off_the_executor_its_errors_raised
             await asyncio.wait_for(anext(body.pieces()), 10)
 
     held_open, _keep = os.pipe()  # a writer that never writes nor closes
-    with io.FileIO(held_open, "rb") as never:
+    with Recorded(held_open, "rb") as never:
+        never.readers = set()
         async with await RequestBody.prepare(never, None) as body:
             pending = asyncio.ensure_future(anext(body.pieces()))
-            await asyncio.sleep(0)  # (it is reading)
+            await eventually(lambda: bool(never.readers), 10, "the read to start")
             pending.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await pending
-        # the loop's executor is not held up by the read left behind
-        assert await asyncio.wait_for(asyncio.to_thread(lambda: 1), 10) == 1
+        assert never.readers == {"ringstore-stream-read"}  # left behind, not in the pool
     os.close(_keep)
 
 
 def test_the_end_of_standard_input_after_a_ctrl_c_is_not_taken_for_the_file_s() -> None:
     """``put -`` reads standard input through ``_StandardInput``: an end that comes once a
     SIGINT came (a producer the same Ctrl-C ended) raises instead of ending the file, so
-    the upload is aborted; ``_SigintSeen`` sees a SIGINT whichever thread asks, as soon as
-    the signal is sent to the process."""
+    the upload is aborted; ``_SigintSeen`` sees a SIGINT from any thread once its handler
+    ran, and gives the wakeup descriptor back when left."""
     from client.cli import _SigintSeen, _StandardInput
 
     reading, writing = os.pipe()
@@ -322,24 +345,30 @@ def test_the_end_of_standard_input_after_a_ctrl_c_is_not_taken_for_the_file_s() 
 
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
-    wakeup = signal.set_wakeup_fd(-1)
+    before, spare = socket.socketpair()
+    spare.setblocking(False)
+    wakeup = signal.set_wakeup_fd(spare.fileno())
     try:
-        seen = _SigintSeen()
         answers: list[bool] = []
-        asker = threading.Thread(target=lambda: answers.append(seen()))
-        asker.start()
-        asker.join()
-        assert answers == [False]
-        signal.raise_signal(signal.SIGINT)
-        asker = threading.Thread(target=lambda: answers.append(seen()))
-        asker.start()
-        asker.join()
-        assert answers == [False, True]
+
+        def ask() -> None:
+            asker = threading.Thread(target=lambda: answers.append(seen()))
+            asker.start()
+            asker.join()
+
+        with _SigintSeen() as seen:
+            ask()
+            signal.raise_signal(signal.SIGINT)
+            ask()
+            ask()  # (once seen, always)
+        assert answers == [False, True, True]
         assert caught == [signal.SIGINT]
-        seen.close()
+        assert signal.set_wakeup_fd(spare.fileno()) == spare.fileno()  # given back
     finally:
         signal.set_wakeup_fd(wakeup)
         signal.signal(signal.SIGINT, previous)
+        before.close()
+        spare.close()
 
 
 def test_sync_client_closes_its_thread_and_refuses_calls_after() -> None:
