@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeAlias, cast, runtime_checkable
+from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 
 PIECE = 1 << 20  # bytes per read from a file and per piece handed to aiohttp (at most)
 FILL_WAIT = 0.05  # seconds a stream's piece waits for more bytes once it has some
@@ -128,8 +128,8 @@ class _FileSource:
 
     async def pieces(self) -> AsyncIterator[bytes]:
         await asyncio.to_thread(self._rewind)
-        raw = isinstance(self._file, io.RawIOBase) and not self.rewindable
-        stream = cast("io.RawIOBase", self._file) if raw else None  # (_read_detached's)
+        file = self._file
+        stream = file if isinstance(file, io.RawIOBase) and not self.rewindable else None
         remaining = self.size
         while remaining is None or remaining > 0:
             want = PIECE if remaining is None else min(PIECE, remaining)
