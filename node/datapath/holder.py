@@ -154,6 +154,11 @@ class Holder:
         whether it is provisional (``ManifestStore.read``)."""
         return await self.manifests.read(name)
 
+    def get_manifest_now(self, name: str) -> ReplicaRead | None:
+        """``get_manifest``'s answer where it needs no wait, else None
+        (``ManifestStore.read_now``)."""
+        return self.manifests.read_now(name)
+
     async def put_manifest(
         self,
         manifest: Manifest,

@@ -532,6 +532,31 @@ class ManifestStore:
                         frame(LogRecord(REMOVE, name)), lambda at: self._dropped(name, at)
                     )
             return ReplicaRead(None)
+        return self._marked_read(found, marks)
+
+    def read_now(self, name: str) -> ReplicaRead | None:
+        """``read``'s answer where it needs no wait: ``name`` has no record here, or its
+        record is all in the page cache and sound. None otherwise: ``read`` it (a read from
+        the disk in a worker thread, a damaged record to write off, a segment compacted
+        meanwhile, a disk error to report). For a caller that answers one read at a time
+        (a frame of calls from another peer), not a pass over many names: ``read`` lets
+        the event loop in once per read, this does not."""
+        where = self._index.where(name)
+        if where is None:
+            return ReplicaRead(None)
+        if where.length > READ_ON_LOOP:
+            return None
+        marks = self._marks.get(name, ())
+        try:
+            record = self._log.read_cached(where)
+            found = None if record is None else _decode(record, where, name)
+        except (SegmentGone, CorruptData, OSError):
+            return None  # (``read`` tells which, and logs it)
+        return None if found is None else self._marked_read(found, marks)
+
+    def _marked_read(self, found: Manifest | None, marks: tuple[_Mark, ...]) -> ReplicaRead:
+        """A read of ``found`` with the name's ``marks`` as they were when it was looked
+        up: provisional (and maybe overdue) if one marks its precedence."""
         mark = None if found is None else _marked(marks, found.precedence)
         if mark is None:
             return ReplicaRead(found)

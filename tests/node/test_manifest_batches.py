@@ -25,11 +25,12 @@ from node.cluster.channel import CHANNEL
 from node.cluster.transport import Address, HttpTransport
 from node.errors import InvalidRequest, PeerUnavailable
 from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
-from node.model.preconditions import ANY, Preconditions
+from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from node.process.logs import ContextFilter
 from node.tracing import REQUEST_ID, REQUEST_ID_HEADER
 from tests.harness import LocalCluster, LocalPeer, eventually
+from tests.harness.disk import flip_byte, manifest_record
 from tests.harness.peer_api import peer_transport
 from tests.node.shared.test_inline_files import served
 from tests.node.shared.test_peer_input import a_manifest, far_ahead
@@ -137,6 +138,71 @@ async def test_calls_behind_a_request_out_leave_as_one_each_answered_and_logged(
     no_id = [r for r in caplog.records if "batched/no-id" in r.getMessage()]
     assert len(no_id) == 1
     assert no_id[0].request_id not in ids  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["answered-at-once", "logged"])
+async def test_reads_of_one_frame_come_back_in_order_however_each_is_read(
+    two_peers: LocalCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    logged: bool,
+) -> None:
+    """A replica answers the reads it has in its page cache in place, the others (a record
+    out of the cache, a damaged one) as before: every answer in its call's place, the
+    damaged replica written off and answered as none. Where peer calls are logged, each
+    read is logged under its own request's id."""
+    caplog.handler.addFilter(ContextFilter())
+    if logged:
+        caplog.set_level(logging.DEBUG, logger="node.access")
+    target = two_peers[1]
+    store = target.holder.manifests
+    names = [f"reads/{what}" for what in ("cached", "cold", "damaged", "provisional")]
+    for name in names[:3]:
+        assert (await store.put(a_manifest(name))).stored
+    first = a_manifest(names[3])
+    await store.put(first)
+    newer = Version(first.version.wall_ms + 1, 0, first.version.peer)
+    condition = Preconditions(if_match=TagList(False, (EntityTag(first.etag),)))
+    assert (await store.put(dataclasses.replace(first, version=newer), None, condition)).stored
+    found = manifest_record(target.data_dir, names[2])
+    assert found is not None
+    segment, offset, length = found
+    flip_byte(segment, offset + length - 40)  # inside the record's payload
+    cold = store._index.where(names[1])
+    read_cached = store._log.read_cached
+    monkeypatch.setattr(
+        store._log, "read_cached", lambda where: None if where == cold else read_cached(where)
+    )
+    awaited: list[str] = []  # the reads answered in a task of their own
+    get_manifest = target.holder.get_manifest
+
+    async def counted(name: str) -> ReplicaRead:
+        awaited.append(name)
+        return await get_manifest(name)
+
+    monkeypatch.setattr(target.holder, "get_manifest", counted)
+    to = Address(target.url, target.id)
+    asked = [*names, "reads/none"]
+    async with peer_transport(two_peers[0].auth, 5.0) as transport:
+        reads = await asyncio.gather(
+            *(as_request(f"read-{i}", transport.get_manifest(to, n)) for i, n in enumerate(asked))
+        )
+        counts = transport.manifest_calls.counts
+        assert (counts.requests, counts.calls) == (1, 5)  # one frame
+    got = [(r.manifest.name if r.manifest else None, r.provisional) for r in reads]
+    assert got == [
+        (names[0], False),
+        (names[1], False),
+        (None, False),  # damaged: written off
+        (names[3], True),
+        (None, False),
+    ]
+    at_once = not logged and store._log._nowait  # (tmpfs cannot tell what is cached)
+    assert sorted(awaited) == sorted(names[1:3] if at_once else asked)
+    assert store._index.where(names[2]) is None
+    assert "damaged; written off" in caplog.text
+    for i in range(len(asked)):
+        assert served(caplog, f"read-{i}", CHANNEL) == ({target.id} if logged else set())
 
 
 async def test_one_calls_failure_is_its_own(

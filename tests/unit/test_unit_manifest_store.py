@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import random
 import threading
 from collections.abc import Coroutine
@@ -205,6 +206,52 @@ async def test_a_damaged_stored_manifest_is_replaced_by_a_newer_one(
     assert (result.stored, result.replaced) == (True, None)  # the damaged one reads as none
     assert await store.get("a") == manifest("a", wall=2)
     assert await (await reopen(tmp_path)).get("a") == manifest("a", wall=2)
+
+
+async def test_a_read_now_answers_as_a_read_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_now`` answers what ``read`` would (a record, a tombstone, none, a provisional
+    mark) where the record is in the page cache, and None for what ``read`` must handle:
+    a record out of the cache, a damaged one (``read`` writes it off), a disk error."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, provisional_for=30.0, clock=lambda: now[0])
+    await store.open()
+    first, second = manifest("a", wall=10), manifest("a", wall=20)
+    await store.put(first)
+    await store.put(second, condition=if_match("etag-10"))
+    await store.put(tombstone("gone", wall=5))
+    await store.put(manifest("cold"))
+    await store.put(manifest("damaged"))
+    if not store._log._nowait:
+        pytest.skip("this file system cannot read from the page cache alone (tmpfs)")
+    now[0] += 30.0
+    for name in ("a", "gone", "none"):
+        assert store.read_now(name) == await store.read(name), name
+    assert store.read_now("a") == ReplicaRead(second, provisional=True, overdue=True)
+
+    cold = store._index.where("cold")
+    read_cached = store._log.read_cached
+    monkeypatch.setattr(
+        store._log, "read_cached", lambda where: None if where == cold else read_cached(where)
+    )
+    assert store.read_now("cold") is None
+    assert await store.read("cold") == ReplicaRead(manifest("cold"))  # from a worker thread
+
+    damaged = store._index.where("damaged")
+    assert damaged is not None
+    flip_byte(tmp_path / "manifests" / "log" / "000000000001.log", damaged.offset + 60)
+    assert store.read_now("damaged") is None
+    assert await store.read("damaged") == ReplicaRead(None)  # written off
+    assert store.read_now("damaged") == ReplicaRead(None)
+
+    def failing(where: Location) -> LogRecord:
+        raise OSError(errno.EIO, "a disk error")
+
+    monkeypatch.setattr(store._log, "read_cached", failing)
+    assert store.read_now("gone") is None
+    with pytest.raises(OSError, match="a disk error"):
+        await store.read("gone")
 
 
 async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:
