@@ -1,7 +1,8 @@
 """Manifest replicas and their quorums: read, write, commit, read repair, retire.
 
 A name's manifest lives on the N members of its replica set (``Membership.replicas``). A
-read asks R of them (this peer first when it is one), one more whenever they are slower than
+read asks R of them (this peer first when it is one: from its page cache without a call
+where it can, ``ManifestStore.read_now``), one more whenever they are slower than
 most reads (a hedged request, ``node.datapath.hedging``) and another in place of each that
 fails, until R answer (highest ``(version, revision)`` wins); it brings replicas found behind
 up to date in the background (read repair; a handoff that stood in for a replica hands its
@@ -26,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import itertools
 import logging
 import time
@@ -206,13 +208,17 @@ class ManifestReplicas:
         peers: Peers,
         clock: HybridClock,
         journal: DeletionJournal[Any] | None = None,
+        own: Callable[[str], ReplicaRead | None] | None = None,
     ) -> None:
-        """``journal`` keeps pending deletions across restarts (none: memory only)."""
+        """``journal`` keeps pending deletions across restarts (none: memory only). ``own``
+        answers a read of this peer's own replica of a name where it can without waiting
+        (``ManifestStore.read_now``; None: it is asked as any replica is)."""
         self._config = config
         self._membership = membership
         self._peers = peers
         self._clock = clock
         self._journal = journal
+        self._own = own
         self._background: set[asyncio.Task[None]] = set()
         self._undecidable: dict[str, float] = {}  # name -> when to try deciding it again
         self._undecidable_sweep = 1024  # entries before the expired ones are forgotten
@@ -244,6 +250,7 @@ class ManifestReplicas:
         pending: dict[asyncio.Future[T], str] | None = None,
         hedge: HedgeDelay | None = None,
         heard: Collection[str] = (),
+        now: Callable[[], T | None] | None = None,
     ) -> dict[str, T]:
         """Call the replicas of ``name`` until ``wanted`` of them have answered.
 
@@ -259,7 +266,8 @@ class ManifestReplicas:
         answers by member (more than ``wanted`` when several come at once). Calls still out
         are cancelled, or, given ``pending``, left running in it (by member) for the caller
         to hear out. Members in ``heard`` (they answered already, or are not to be asked)
-        are not asked.
+        are not asked. Given ``now``, this peer's own answer is taken from it where it
+        gives one, with no call (None: it is called as the others are).
         """
         if home_only:
             replicas = self._membership.home_replicas(name)
@@ -269,8 +277,8 @@ class ManifestReplicas:
             handoffs = (member for member in replicas.handoffs() if member not in heard)
         first = [member for member in replicas.members if member not in heard]
         spare: Iterator[str] = iter(())  # replicas not asked yet: for a hedge or a failure
+        me = self._membership.me.id
         if hedge is not None:
-            me = self._membership.me.id
             ordered = sorted(first, key=lambda member: member != me)  # stable: ring order
             first = ordered[:wanted]
             spare = iter(ordered[wanted:])
@@ -280,9 +288,12 @@ class ManifestReplicas:
         def ask(member: str) -> None:
             asking[asyncio.ensure_future(call(member))] = member
 
-        for member in first:
-            ask(member)
         answers: dict[str, T] = {}
+        for member in first:
+            if member == me and now is not None and (answer := now()) is not None:
+                answers[member] = answer
+            else:
+                ask(member)
         try:
             while asking and len(answers) < wanted:
                 wait = None if hedge is None else hedge.seconds
@@ -387,7 +398,8 @@ class ManifestReplicas:
         pending: dict[asyncio.Future[ReplicaRead], str] = {}
         copyable: Manifest | None = None  # what replicas found behind are repaired with
         try:
-            found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge)
+            own = None if self._own is None else functools.partial(self._own, name)
+            found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge, now=own)
             if len(found) < quorum:
                 raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
             reads = list(found.values())

@@ -29,6 +29,7 @@ from node.model.manifest import Manifest, ReplicaWrite
 from node.model.preconditions import ANY, Preconditions
 from node.model.version import Version
 from node.upkeep.repairer import Repairer
+from tests.harness.disk import flip_byte
 from tests.harness.grid import Grid, GridPeer
 from tests.harness.polling import eventually
 
@@ -584,13 +585,15 @@ async def test_a_failed_manifest_replica_is_stood_in_for_by_a_handoff(grid: Grid
 
 async def test_a_read_asks_r_replicas_itself_first_when_it_is_one(grid: Grid) -> None:
     """R = 2 of the N = 3 replicas are asked, not all three: the third call was a third
-    of a small GET's peer calls. A replica reading asks itself (no network) and the first
-    other one in ring order; any other peer asks the first two."""
+    of a small GET's peer calls. A replica reading takes its own replica first (from its
+    page cache, with no call at all) and asks the first other one in ring order; any
+    other peer asks the first two."""
     await store(grid[0], "f", b"hello")
     members = grid[0].membership.replicas("f").members
     inside = grid.peer_of(members[2])
     outside = next(p for p in grid.peers if p.id not in members)
-    for reader, expected in ((inside, {members[2], members[0]}), (outside, set(members[:2]))):
+    own = {members[0]} if inside.manifests._log._nowait else {members[2], members[0]}  # (tmpfs)
+    for reader, expected in ((inside, own), (outside, set(members[:2]))):
         reader.replicas.hedge.seconds = CEILING  # a slow thread hop here is not a hung replica
         grid.transport.calls.clear()
         found = await reader.replicas.read("f")
@@ -600,6 +603,32 @@ async def test_a_read_asks_r_replicas_itself_first_when_it_is_one(grid: Grid) ->
         replicas = {grid.peer_of(m).url for m in members}  # (not those of earlier placements)
         assert asked & replicas == {grid.peer_of(m).url for m in expected}
         assert reader.replicas.hedge.hedged == 0
+
+
+async def test_a_reader_whose_own_replica_is_damaged_asks_it_writes_it_off_and_repairs_it(
+    grid: Grid,
+) -> None:
+    """A replica's own record that fails its checksum is not taken from the page cache:
+    it is read as any replica's (which writes it off, answering none), the read is
+    answered from the others, and read repair puts a good copy back."""
+    written = await store(grid[0], "f", b"hello")
+    members = grid[0].membership.replicas("f").members
+    reader = grid.peer_of(members[1])
+    reader.replicas.hedge.seconds = CEILING
+    where = reader.manifests._index.where("f")
+    assert where is not None
+    [segment] = (reader.config.data_dir / "manifests" / "log").glob("*.log")
+    flip_byte(segment, where.offset + where.length - 40)  # inside the record's payload
+    grid.transport.calls.clear()
+    found = await reader.replicas.read("f")
+    assert found is not None
+    assert found.precedence == written.precedence
+    assert grid.transport.calls["get_manifest", reader.url] == 1  # asked: not in place
+
+    async def repaired() -> bool:
+        return (await reader.manifests.get("f")) == found
+
+    await eventually(repaired, timeout=10, what="the damaged replica to be repaired")
 
 
 async def test_a_hung_replica_is_hedged_around_then_heard_out_and_repaired(grid: Grid) -> None:

@@ -261,7 +261,7 @@ class Grid:
         holder = Holder(chunks, manifests, clock, self.transport, membership, lambda manifest: None)
         self.transport.holders[me.url] = (me.id, holder)
         peers = Peers(membership, self.transport)
-        replicas = ManifestReplicas(config, membership, peers, clock)
+        replicas = ManifestReplicas(config, membership, peers, clock, own=manifests.read_now)
         reports: list[tuple[str, set[int]]] = []
         buffers = BlockBudget(config.buffer_memory, config.queue_depth, config.admission_wait)
         coordinator = Coordinator(
