@@ -465,15 +465,12 @@ async def _answers(
 ) -> ManifestAnswers:
     """Each call of a batch answered on its own, all at once: a read the holder answers
     without waiting (``_answer_now``) in place, the others each in a task (``_answer``).
-    (A task and a pass of the event loop per read were ~15% of a replica's CPU per read:
-    ``bench/small.py``, 4 KiB GETs.)"""
-    answers = [_answer_now(holder, call) for call in calls]
-    waiting = [index for index, answer in enumerate(answers) if answer is None]
-    if waiting:
-        late = await asyncio.gather(*(_answer(holder, calls[index], via) for index in waiting))
-        for index, answer in zip(waiting, late, strict=True):
-            answers[index] = answer
-    return ManifestAnswers([answer for answer in answers if answer is not None])
+    (A task and a loop pass per read cost a replica ~0.1 ms of CPU per 4 KiB GET:
+    docs/architecture.md, "The manifest log".)"""
+    in_place = [_answer_now(holder, call) for call in calls]
+    waiting = (call for call, answer in zip(calls, in_place, strict=True) if answer is None)
+    late = iter(await asyncio.gather(*(_answer(holder, call, via) for call in waiting)))
+    return ManifestAnswers([answer if answer is not None else next(late) for answer in in_place])
 
 
 def _answer_now(holder: Holder, call: ManifestCall | ManifestConfirm) -> ManifestAnswer | None:
@@ -483,15 +480,14 @@ def _answer_now(holder: Holder, call: ManifestCall | ManifestConfirm) -> Manifes
     if not isinstance(call, ManifestRead) or access_log.isEnabledFor(logging.DEBUG):
         return None
     found = holder.get_manifest_now(call.name)
-    return None if found is None else _read_answer(call.name, found)[0]
+    return None if found is None else _read_answer(found)
 
 
-def _read_answer(name: str, found: ReplicaRead) -> tuple[ManifestAnswer, str]:
-    """The answer to a read of ``name`` that found ``found``, and what to log of it."""
+def _read_answer(found: ReplicaRead) -> ManifestAnswer:
+    """The answer to a read that found ``found``."""
     if found.manifest is None:
-        return ManifestAnswer(), f"read of {name!r}: none here"
-    answer = ManifestAnswer(found.manifest.to_bytes(), found.provisional, found.overdue)
-    return answer, f"read of {name!r}: found" + " (provisional)" * found.provisional
+        return ManifestAnswer()
+    return ManifestAnswer(found.manifest.to_bytes(), found.provisional, found.overdue)
 
 
 async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm, via: str) -> ManifestAnswer:
@@ -502,7 +498,10 @@ async def _answer(holder: Holder, call: ManifestCall | ManifestConfirm, via: str
     CURRENT_ID.set(sane_request_id(call.request_id) or new_request_id())
     try:
         if isinstance(call, ManifestRead):
-            answer, what = _read_answer(call.name, await holder.get_manifest(call.name))
+            found = await holder.get_manifest(call.name)
+            answer = _read_answer(found)
+            held = "none here" if found.manifest is None else "found"
+            what = f"read of {call.name!r}: {held}" + " (provisional)" * found.provisional
         elif isinstance(call, ManifestConfirm):
             await holder.confirm_manifest(call.name, (call.version, call.revision))
             answer, what = ManifestAnswer(), f"confirmation of {call.name!r} {call.version}"

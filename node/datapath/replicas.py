@@ -250,7 +250,7 @@ class ManifestReplicas:
         pending: dict[asyncio.Future[T], str] | None = None,
         hedge: HedgeDelay | None = None,
         heard: Collection[str] = (),
-        now: Callable[[], T | None] | None = None,
+        own: Callable[[], T | None] | None = None,
     ) -> dict[str, T]:
         """Call the replicas of ``name`` until ``wanted`` of them have answered.
 
@@ -266,8 +266,9 @@ class ManifestReplicas:
         answers by member (more than ``wanted`` when several come at once). Calls still out
         are cancelled, or, given ``pending``, left running in it (by member) for the caller
         to hear out. Members in ``heard`` (they answered already, or are not to be asked)
-        are not asked. Given ``now``, this peer's own answer is taken from it where it
-        gives one, with no call (None: it is called as the others are).
+        are not asked. Given ``own``, this peer, when among those asked first, takes its
+        answer from it where it gives one, with no call (None: it is called as the others
+        are; never as a hedge or a standby, which are called).
         """
         if home_only:
             replicas = self._membership.home_replicas(name)
@@ -289,12 +290,12 @@ class ManifestReplicas:
             asking[asyncio.ensure_future(call(member))] = member
 
         answers: dict[str, T] = {}
-        for member in first:
-            if member == me and now is not None and (answer := now()) is not None:
-                answers[member] = answer
-            else:
-                ask(member)
         try:
+            for member in first:
+                if member == me and own is not None and (answer := own()) is not None:
+                    answers[member] = answer
+                else:
+                    ask(member)
             while asking and len(answers) < wanted:
                 wait = None if hedge is None else hedge.seconds
                 done, _ = await asyncio.wait(
@@ -399,7 +400,7 @@ class ManifestReplicas:
         copyable: Manifest | None = None  # what replicas found behind are repaired with
         try:
             own = None if self._own is None else functools.partial(self._own, name)
-            found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge, now=own)
+            found = await self._ask(name, get, quorum, pending=pending, hedge=self.hedge, own=own)
             if len(found) < quorum:
                 raise Unavailable(f"only {len(found)} of {quorum} manifest replicas answered")
             reads = list(found.values())

@@ -486,7 +486,7 @@ async def _lifecycle(
         config.down_after,
     )
     pending_deletions = await asyncio.to_thread(deletions.open)
-    replicas = ManifestReplicas(config, membership, peers, clock, deletions, manifests.read_now)
+    replicas = ManifestReplicas(config, membership, peers, clock, deletions, own=manifests.read_now)
     replicas.resume(pending_deletions)
     # One budget per peer: its requests' blocks in hand and their read-ahead.
     buffers = BlockBudget(config.buffer_memory, config.queue_depth, config.admission_wait)

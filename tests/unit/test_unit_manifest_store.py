@@ -15,7 +15,15 @@ import msgspec
 import pytest
 
 from node.disk import manifest_index, manifest_store
-from node.disk.manifest_log import FRAME, KEEP, Location, LogRecord, ManifestLog, frame
+from node.disk.manifest_log import (
+    FRAME,
+    KEEP,
+    Location,
+    LogRecord,
+    ManifestLog,
+    SegmentGone,
+    frame,
+)
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
 from node.model.manifest import ChunkRef, Manifest, ReplicaRead
@@ -245,13 +253,20 @@ async def test_a_read_now_answers_as_a_read_or_not_at_all(
     assert await store.read("damaged") == ReplicaRead(None)  # written off
     assert store.read_now("damaged") == ReplicaRead(None)
 
-    def failing(where: Location) -> LogRecord:
-        raise OSError(errno.EIO, "a disk error")
+    for failure in (SegmentGone(), OSError(errno.EIO, "a disk error"), RuntimeError("a bug")):
 
-    monkeypatch.setattr(store._log, "read_cached", failing)
-    assert store.read_now("gone") is None
-    with pytest.raises(OSError, match="a disk error"):
+        def failing(where: Location, failure: Exception = failure) -> LogRecord:
+            raise failure
+
+        monkeypatch.setattr(store._log, "read_cached", failing)
+        assert store.read_now("gone") is None, failure  # read meets it, and reports it
+    with pytest.raises(RuntimeError, match="a bug"):
         await store.read("gone")
+
+    monkeypatch.setattr(store._log, "read_cached", read_cached)
+    monkeypatch.setattr(manifest_store, "READ_ON_LOOP", 16)  # records past it: read in a thread
+    assert store.read_now("gone") is None
+    assert await store.read("gone") == ReplicaRead(tombstone("gone", wall=5))
 
 
 async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:
