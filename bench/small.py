@@ -19,7 +19,10 @@ Then IDLE seconds with no requests: the peers' CPU, in cores.
 A variant whose peers pack (``packed=.@--pack-after=1@--anti-entropy-interval=2``) waits
 after its PUT phase until its peers pack no more files (their
 ``ringstore_packed_files_total``; the share packed is in the JSON), then measures the disk:
-its GET phase reads packed files. (Its walks run during the PUT phase too.)
+then restarts its peers without those two options and GETs for SECONDS unmeasured (as a
+fresh cluster's PUT phase does, this lets the peers' placement history settle), so that
+its GET phase reads packed files without a walk over every file every 2 s (one measured up
+to 70% of a storage peer's CPU there). (Its walks run during the PUT phase.)
 
 ``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, peer 0 (the coordinator,
 every thread) pinned to those CPUs and the other peers and the clients free: how a peer's
@@ -92,6 +95,7 @@ BATCHED = "ringstore_manifest_batched_calls_total"  # the calls they carried
 PACKED = "ringstore_packed_files_total"
 PACK_WAIT = 300.0  # seconds a packing variant waits for its files to be packed
 PACK_SETTLED = 8.0  # seconds without one more file packed: packing is over
+PACKING = ("--pack-after", "--anti-entropy-interval")  # options of a variant that packs
 
 
 def closed_connections(ports: set[int]) -> int:
@@ -133,11 +137,16 @@ class Cluster:
         finally:
             os.chdir(here)
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession, *without: str) -> None:
+        """Start the peers; ``without``: start them again without the options that begin
+        with one of these."""
         here = Path.cwd()
         os.chdir(self.tree)
         try:
-            await self.processes.start(session)
+            if without:
+                await self.processes.restart_without(session, *without)
+            else:
+                await self.processes.start(session)
         finally:
             os.chdir(here)
 
@@ -316,13 +325,16 @@ async def run(
                     args.conditional,
                     args.profiler,
                 )
-                packing = any(o.startswith("--pack-after") for o in options)
+                packing = any(o.startswith(PACKING[0]) for o in options)
                 share = await wait_packed(session, cluster, len(names)) if packing else 0.0
                 allocated, files = (
                     a - b for a, b in zip(disk_usage(Path(tmp)), empty, strict=True)
                 )
                 dead = await summed(session, cluster, "ringstore_manifest_log_bytes")
                 dead -= await summed(session, cluster, "ringstore_manifest_log_live_bytes")
+                if packing:  # read with the peers' own walks, not one every 2 s
+                    await cluster.start(session, *PACKING)
+                    await phase(session, cluster, "GET", names, size, args.seconds)  # warm-up
                 get = await phase(
                     session,
                     cluster,

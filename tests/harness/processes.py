@@ -133,6 +133,17 @@ class ProcessCluster:
             await wait_admin_key(self.peers[0].data_dir, 30.0)
             await self.wait_converged(session)
 
+    async def restart_without(self, session: aiohttp.ClientSession, *prefixes: str) -> None:
+        """Stop every peer and start it again on its port and data directory without the
+        options that start with one of ``prefixes`` (a benchmark's settings that only
+        prepared its data: packing's quick walks); wait until they see each other."""
+        await self.stop()
+        for peer in self.peers:  # (as NetnsPeerProcess and held_commits edit it)
+            peer._command = [arg for arg in peer._command if not arg.startswith(prefixes)]
+        await asyncio.gather(*(p.start() for p in self.peers))
+        await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
+        await self.wait_converged(session)
+
     async def wait_converged(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
         running = [p.url for p in self.peers if p.running]
         await eventually(
