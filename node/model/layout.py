@@ -22,7 +22,7 @@ elsewhere (a manifest, a chunk's owner headers, a pull order, ``--block-size``) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_K = 5
 DEFAULT_M = 2
@@ -40,37 +40,36 @@ MAX_SIZE = (1 << 63) - 1
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The striping of one file version."""
+    """The striping of one file version. The derived figures (``stripe_size``,
+    ``full_stripes``, ``tail_block``) are worked out once, when it is made: a GET asks for
+    them ~100 times per stripe it reads."""
 
     size: int
     k: int = DEFAULT_K
     m: int = DEFAULT_M
     block_size: int = DEFAULT_BLOCK_SIZE
     codec: str = ZFEC
+    stripe_size: int = field(init=False, repr=False, compare=False)
+    """File bytes in one full stripe."""
+    full_stripes: int = field(init=False, repr=False, compare=False)
+    tail_block: int = field(init=False, repr=False, compare=False)
+    """Length of each block of the short last stripe (0 when there is none)."""
 
     def __post_init__(self) -> None:
         if self.size < 0 or self.k < 1 or self.m < 0 or self.block_size < 1:
             raise ValueError(f"invalid layout {self!r}")
+        stripe_size = self.k * self.block_size
+        full_stripes = self.size // stripe_size
+        tail_block = -(-(self.size - full_stripes * stripe_size) // self.k)
+        set_once = object.__setattr__  # (frozen: the derived figures are set here only)
+        set_once(self, "stripe_size", stripe_size)
+        set_once(self, "full_stripes", full_stripes)
+        set_once(self, "tail_block", tail_block)
 
     @property
     def n(self) -> int:
         """Chunks in all: data plus parity."""
         return self.k + self.m
-
-    @property
-    def stripe_size(self) -> int:
-        """File bytes in one full stripe."""
-        return self.k * self.block_size
-
-    @property
-    def full_stripes(self) -> int:
-        return self.size // self.stripe_size
-
-    @property
-    def tail_block(self) -> int:
-        """Length of each block of the short last stripe (0 when there is none)."""
-        rest = self.size - self.full_stripes * self.stripe_size
-        return -(-rest // self.k)
 
     @property
     def stripes(self) -> int:
@@ -113,6 +112,15 @@ class Layout:
             return range(0)
         length = self.block_length(stripe)
         return range(lo // length, (hi - 1) // length + 1)
+
+    def lone_block(self, start: int, end: int) -> tuple[int, int] | None:
+        """``(stripe, data block)`` of the one block that holds all of file bytes ``[start,
+        end)``; None where they lie in more than one, or there are none."""
+        stripes = self.stripes_covering(start, end)
+        if len(stripes) != 1:
+            return None
+        blocks = self.blocks_covering(stripes[0], start, end)
+        return (stripes[0], blocks[0]) if len(blocks) == 1 else None
 
 
 def check_block_size(block_size: int) -> int:

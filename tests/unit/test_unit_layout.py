@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -112,6 +114,38 @@ def test_blocks_covering_is_exactly_the_blocks_a_range_touches(
         covering = layout.blocks_covering(stripe, start, end)
         assert list(covering) == touched
         assert covering.step == 1
+
+
+@fast
+@given(layout=layouts(), data=st.data())
+def test_a_lone_block_is_the_one_block_a_range_touches(layout: Layout, data: st.DataObject) -> None:
+    """``lone_block`` names ``(stripe, block)`` exactly where a range's bytes lie in one
+    block (the reads that need no reader), and None where they lie in more or in none."""
+    start = data.draw(st.integers(0, layout.size), label="start")
+    end = data.draw(st.integers(start, layout.size), label="end")
+    touched = [
+        (stripe, index)
+        for stripe in layout.stripes_covering(start, end)
+        for index in layout.blocks_covering(stripe, start, end)
+    ]
+    assert layout.lone_block(start, end) == (touched[0] if len(touched) == 1 else None)
+
+
+@fast
+@given(layout=layouts(), size=st.integers(0, 10_000))
+def test_the_derived_figures_follow_a_changed_size(layout: Layout, size: int) -> None:
+    """Worked out once when a layout is made, they are worked out again for a copy made
+    with ``dataclasses.replace``, and two layouts are equal by their fields alone."""
+    changed = dataclasses.replace(layout, size=size)
+    fresh = Layout(size, layout.k, layout.m, layout.block_size)
+    assert (changed.stripe_size, changed.full_stripes, changed.tail_block) == (
+        fresh.stripe_size,
+        fresh.full_stripes,
+        fresh.tail_block,
+    )
+    assert changed == fresh
+    assert hash(changed) == hash(fresh)
+    assert changed.chunk_size * layout.k >= size  # (a block of each stripe on each chunk)
 
 
 @fast
