@@ -418,6 +418,27 @@ async def read_block(stream: ChunkStream, size: int) -> bytearray:
     return block
 
 
+async def read_one_block(
+    peers: Peers, ref: ChunkRef, chunk_id: str, layout: Layout, stripe: int
+) -> bytearray:
+    """Chunk ``chunk_id``'s block of ``stripe`` from its holder ``ref.holder``, checked
+    against its digest in ``ref``: a read that wants one block (a few KiB of a large file,
+    a packed file's bytes) has it in one call, where a ``ChunkReader`` takes a task, a
+    read-ahead budget and a queue. Raises what reading raises (``failure_reason`` names
+    it), CorruptData when the block fails its digest."""
+    offset, length = layout.chunk_offset(stripe), layout.block_length(stripe)
+    async with peers.open_chunk(ref.holder, chunk_id, offset, length) as stream:
+        block = await read_block(stream, length)
+    _check_block(block, ref, chunk_id, stripe)
+    return block
+
+
+def _check_block(block: Buffer, ref: ChunkRef, chunk_id: str, stripe: int) -> None:
+    """Raise CorruptData unless ``block`` is chunk ``chunk_id``'s of ``stripe`` by its digest."""
+    if block_digest(block) != ref.block_digest(stripe):
+        raise CorruptData(f"chunk {chunk_id} block {stripe} fails its digest")
+
+
 def failure_reason(exc: BaseException) -> str:
     """Why reading a chunk failed, in the words of the decode-around metric (a bounded set:
     ``corrupt``, ``not_found``, ``unreachable``, ``failed``)."""
@@ -491,8 +512,7 @@ class ChunkReader:
                 for stripe in stripes:
                     credit = await self._may_read(layout.block_length(stripe))
                     block = await read_block(stream, layout.block_length(stripe))
-                    if block_digest(block) != self.ref.block_digest(stripe):
-                        raise CorruptData(f"chunk {self.chunk_id} block {stripe} fails its digest")
+                    _check_block(block, self.ref, self.chunk_id, stripe)
                     self._blocks.append((block, credit))
                     credit = 0
                     del block  # the consumer's once taken: not held while waiting for the next

@@ -33,7 +33,9 @@ from node.datapath.chunk_streams import (
     BlockBudget,
     ChunkWriter,
     ChunkWriters,
+    failure_reason,
     read_in_hand,
+    read_one_block,
     write_in_hand,
 )
 from node.datapath.codec import default_codec
@@ -64,6 +66,7 @@ from node.model.packs import PACK_BLOCK_SIZE, is_pack_name
 from node.model.preconditions import Preconditions, representation
 from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock, Version
+from node.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +385,16 @@ class Coordinator:
         broken: set[int] = set()
         decoding = Decoding()
         layout = manifest.layout
+        lone = layout.lone_block(start, end)
+        if lone is not None:  # read at once; where that fails, decoded around below
+            stripe, index = lone
+            block = await self._read_alone(manifest, stripe, index, broken, decoding)
+            if block is not None:
+                trimmed = trim_block(layout, stripe, index, block, start, end)
+                del block
+                if trimmed is not None:  # (it is: the block holds the range)
+                    yield trimmed
+                return
         reading = StripeRead(
             self._peers,
             manifest,
@@ -407,6 +420,29 @@ class Coordinator:
                 self.decoded_stripes += decoding.stripes
             if broken:
                 self._report_broken(manifest, broken)
+
+    async def _read_alone(
+        self, manifest: Manifest, stripe: int, index: int, broken: set[int], decoding: Decoding
+    ) -> Buffer | None:
+        """Data block ``index`` of ``stripe`` read at once (``read_one_block``) where its
+        chunk is in the manifest on a holder not seen down. None otherwise, or where the
+        read fails or takes past the peer timeout: then the chunk is in ``broken`` and why
+        in ``decoding``, as a ``StripeRead`` leaves them, for one to decode around it."""
+        ref = next((ref for ref in manifest.chunks if ref.index == index), None)
+        if ref is None or ref.holder in self._membership.down_ids():
+            return None
+        chunk_id = manifest.chunk_id(index)
+        read = read_one_block(self._peers, ref, chunk_id, manifest.layout, stripe)
+        try:
+            return await within(read, self._config.peer_timeout)
+        except asyncio.TimeoutError:
+            reason = "slow"
+        except Exception as exc:  # any failure means: decode around it
+            reason = failure_reason(exc)
+            log.warning("reading chunk %s from %s: %r", chunk_id, ref.holder, exc)
+        broken.add(index)
+        decoding.reasons[index] = reason
+        return None
 
     async def _packed(
         self, manifest: Manifest, start: int, end: int

@@ -877,14 +877,21 @@ async def test_a_range_reads_only_the_blocks_it_lies_in(
     assert reader.buffers.held == 0
 
 
+@pytest.mark.parametrize(
+    ("first", "past"),
+    [(BLOCK + 5, BLOCK * 3 + 9), (BLOCK * 2 + 5, BLOCK * 2 + 9)],
+    ids=["three-blocks", "within-one"],
+)
 @pytest.mark.parametrize("failure", ["corrupt", "unreachable", "absent", "slow", "down"])
 async def test_a_wanted_block_that_fails_is_decoded_around_every_byte_once(
-    tmp_path: Path, failure: str
+    tmp_path: Path, failure: str, first: int, past: int
 ) -> None:
     """A range over blocks 1-3 of a stripe whose block 2 cannot be read (after block 1 went
     out, or from the start when its holder is seen down): the stripe is read from k chunks
     and decoded, and the rest of the range comes out once, in order; the chunk is reported
-    (unless it was never stored, or its holder is down: then it was not read)."""
+    (unless it was never stored, or its holder is down: then it was not read). The same
+    for a range within block 2, which is read at once, with no reader
+    (``Coordinator._read_alone``), and decoded around the same way when that fails."""
     short = {"peer_timeout": 1.0} if failure == "slow" else {}  # the production one else
     grid = Grid(tmp_path, 8, block_size=BLOCK, **short)
     await grid.start()
@@ -910,11 +917,14 @@ async def test_a_wanted_block_that_fails_is_decoded_around_every_byte_once(
         else:  # a degraded write: the manifest never had chunk 2
             kept = tuple(ref for ref in found.chunks if ref.index != 2)
             found = dataclasses.replace(found, chunks=kept)
-        start, end = BLOCK * 5 + BLOCK + 5, BLOCK * 5 + BLOCK * 3 + 9
+        start, end = BLOCK * 5 + first, BLOCK * 5 + past
+        grid.transport.calls.clear()
         assert await read_manifest(reader, found, start, end) == data[start:end]
         assert reader.coordinator.decoded_stripes == 1
         assert reader.coordinator.decoded_reads[failure] == 1
-        assert reader.broken_reports == ([] if failure in ("absent", "down") else [("f", {2})])
+        not_read = failure in ("absent", "down")
+        assert reader.broken_reports == ([] if not_read else [("f", {2})])
+        assert grid.transport.calls["open_chunk", holder.url] == (0 if not_read else 1)
         assert reader.buffers.held == 0
     finally:
         await grid.close()
