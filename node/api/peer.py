@@ -437,11 +437,13 @@ async def manifest_channel(request: web.Request) -> web.StreamResponse:
 async def _answer_frame(holder: Holder, kind: int, body: memoryview) -> bytes:
     """The answer to one frame of calls (kind CALLS), confirmations (CONFIRMATIONS) or a
     chunk's write or read (CHUNK_WRITE, CHUNK_READ); raises CorruptData if it cannot be
-    read."""
+    read. A chunk read the page cache holds is answered at once (``_chunk_now``)."""
     if kind == channel.CHUNK_WRITE:
         return encode(await _answer_chunk(holder, decode(body, ChunkWrite)))
     if kind == channel.CHUNK_READ:
-        return encode(await _answer_chunk(holder, decode(body, ChunkRead)))
+        read = decode(body, ChunkRead)
+        now = _chunk_now(holder, read)
+        return encode(now if now is not None else await _answer_chunk(holder, read))
     started = time.monotonic()
     calls: list[ManifestCall] | list[ManifestConfirm]
     if kind == channel.CALLS:
@@ -481,6 +483,16 @@ def _answer_now(holder: Holder, call: ManifestCall | ManifestConfirm) -> Manifes
         return None
     found = holder.get_manifest_now(call.name)
     return None if found is None else _read_answer(found)
+
+
+def _chunk_now(holder: Holder, call: ChunkRead) -> ChunkAnswer | None:
+    """A chunk read's answer where the page cache has its bytes
+    (``Holder.read_chunk_now``), else None (``_answer_chunk`` answers it); never where
+    peer calls are logged (as ``_answer_now``)."""
+    if access_log.isEnabledFor(logging.DEBUG):
+        return None
+    data = holder.read_chunk_now(call.chunk_id, call.offset, call.length)
+    return None if data is None else ChunkAnswer(data=memoryview(data))
 
 
 def _read_answer(found: ReplicaRead) -> ManifestAnswer:

@@ -95,6 +95,14 @@ class Holder:
             finally:
                 self._on_chunk_read(chunk.read_bytes)
 
+    def read_chunk_now(self, chunk_id: str, offset: int, length: int) -> bytearray | None:
+        """``open_chunk``'s bytes where the page cache has them at once
+        (``ChunkStore.read_now``), counted as read; None otherwise. Raises nothing."""
+        data = self.chunks.read_now(chunk_id, offset, length)
+        if data is not None:
+            self._on_chunk_read(len(data))
+        return data
+
     def chunk_range(self, chunk_id: str) -> AbstractAsyncContextManager[ChunkRange]:
         """A whole chunk here, open to be narrowed to a range and sent by the chunk route
         (which counts what it sends); raises what ``ChunkStore.open_range`` raises."""

@@ -294,6 +294,34 @@ class ChunkStore:
         finally:
             chunk.close()
 
+    def read_now(self, chunk_id: str, offset: int, length: int) -> bytearray | None:
+        """``open_range``'s bytes (``[offset, offset+length)`` of the chunk, cut at its end;
+        ``length`` 0: all of it) where they need no wait: at most ``READ_ON_LOOP`` bytes of
+        a packed chunk, whose volume's path and bytes the page cache holds, read on the loop
+        with no stream and no worker thread (a chunk frame answered in place). None
+        otherwise: not packed here, not all cached, a volume compacted meanwhile, any
+        failure (``open_range`` meets it again and reports it). Raises nothing."""
+        packed = self.volumes.find(chunk_id)
+        if packed is None or not self._on_loop or not 0 <= offset <= packed.size:
+            return None
+        if not length:  # all of it, as ``open_range`` reads it
+            offset, length = 0, packed.size
+        end = min(packed.size, offset + length)
+        if end - offset > READ_ON_LOOP:
+            return None
+        try:
+            fd = open_cached(self.volumes.volumes.path(packed.volume))
+            if fd is None:
+                return None
+            try:
+                data = bytearray(end - offset)
+                got = preadinto_cached(fd, memoryview(data), packed.offset + offset) if data else 0
+            finally:
+                os.close(fd)
+        except Exception:  # (Unsupported, FileNotFoundError, OSError: ``open_range``'s to report)
+            return None
+        return data if got == len(data) else None
+
     async def _open_packed(self, chunk_id: str, chunk: ChunkRange) -> bool:
         """Open ``chunk`` on its volume if it is packed: a descriptor of its own (reads
         move its offset), opened on the loop where the path's lookup needs no disk; False

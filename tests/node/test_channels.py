@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from yarl import URL
 
+from node.api import peer as peer_api
 from node.api.keys import CHANNELS
 from node.cluster import channel as channel_module
 from node.cluster.auth import Authenticator, FrameKeys, Request, content_digest
@@ -305,6 +306,23 @@ async def test_an_upgrade_without_a_members_signature_is_refused(two_peers: Loca
             async with session.ws_connect(url, origin="http://example.test"):
                 pass
     assert unsigned.value.status == 401
+
+
+async def test_a_frame_whose_answer_fails_closes_the_channel_and_is_logged(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug answering a frame: the caller's calls fail now, not at their timeout, and the
+    log says which frame."""
+
+    async def failing(holder: object, kind: int, body: memoryview) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(peer_api, "_answer_frame", failing)
+    async with raw_channel(two_peers[1]) as (ws, keys):
+        await ws.send_bytes(keys.seal(CALLS, 1, offers(["bug/a"])))
+        assert await closed_with(ws) == WSCloseCode.INTERNAL_ERROR
+    assert "frame 1 failed" in caplog.text
+    assert "a bug" in caplog.text
 
 
 # --- the caller's side -----------------------------------------------------------------------

@@ -8,7 +8,9 @@ moved frames of any kind, and a hung peer's chunk read: ``test_channels``.)"""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from node.cluster.transport import Address, FramedChunk, HttpTransport
 from node.errors import ChunkNotFound, IncompleteBody, InvalidRequest
 from node.model.manifest import ChunkMeta
 from tests.harness import LocalCluster
+from tests.harness.local import PACKED
+from tests.harness.peer_api import peer_transport
 from tests.node.test_channels import closed_with, raw_channel
 
 OWNER = ChunkMeta("frames/file", "1.0.peer", 0, 1 << 20)
@@ -187,3 +191,46 @@ async def test_small_chunks_and_ranges_travel_as_frames_of_one_channel(
     assert transport.channels_opened == 1
     stored = await two_peers[1].holder.chunks.meta(chunk_id(139))
     assert (stored.name, stored.size) == (OWNER.name, 1039)
+
+
+async def test_a_chunk_range_the_page_cache_holds_is_read_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range of a packed chunk whose volume the page cache holds is read on the loop
+    with no stream (``Holder.read_chunk_now``); a chunk stored as a file is read as before,
+    through ``Holder.open_chunk``. The bytes, and what the holder counts as read, are the
+    same either way."""
+    local = LocalCluster(tmp_path, **PACKED)
+    await local.start(2)
+    try:
+        target = local[1]
+        holder = target.holder
+        async with peer_transport(local[0].auth) as transport:
+            to = Address(target.url, target.id)
+            data = os.urandom(3000)
+            await transport.put_chunk(to, chunk_id(300), body(data), len(data), OWNER)
+            await transport.put_chunk(to, chunk_id(301), body(data), None, OWNER)  # a file
+            if holder.read_chunk_now(chunk_id(300), 0, 1) is None:
+                pytest.skip("this system cannot read from the kernel's caches alone")
+            opened: list[str] = []
+            counted: list[int] = []
+            open_chunk = holder.open_chunk
+
+            def recorded(name: str, offset: int, length: int) -> Any:
+                opened.append(name)
+                return open_chunk(name, offset, length)
+
+            monkeypatch.setattr(holder, "open_chunk", recorded)
+            monkeypatch.setattr(holder, "_on_chunk_read", counted.append)
+
+            async def read(name: str) -> bytes:
+                async with transport.open_chunk(to, name, 10, 2000) as stream:
+                    return await stream.readexactly(2000)
+
+            assert await read(chunk_id(300)) == data[10:2010]
+            assert opened == []
+            assert await read(chunk_id(301)) == data[10:2010]
+            assert opened == [chunk_id(301)]
+            assert counted == [2000, 2000]
+    finally:
+        await local.stop()

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from node.disk import chunk_volumes
-from node.disk.chunk_store import VOLUMES_DIR, ChunkStore, seal
+from node.disk.chunk_store import READ_ON_LOOP, VOLUMES_DIR, ChunkStore, seal
 from node.disk.chunk_volumes import FRAME, HEAD, VOLUME_MAGIC, Append, Volumes
 from node.errors import ChunkNotFound
 from node.model.digests import block_digest
 from node.model.manifest import ChunkMeta
+from tests.harness.disk import evict
 from tests.harness.polling import eventually
 
 FILE = "0123456789abcdef0123456789abcdef"
@@ -106,6 +108,43 @@ async def test_a_range_of_a_packed_chunk_is_exactly_its_bytes(store: ChunkStore)
     async with store.open_range(chunk_id(3), 0, 0) as chunk:
         chunk.narrow(100, 110)
         assert await chunk.readexactly(10) == body(3, 500)[100:110]
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")
+async def test_a_cached_packed_chunk_is_read_at_once_as_a_range_reads_it(
+    tmp_path: Path, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_now`` gives what ``open_range`` gives for the same range (all of it, within
+    it, cut at its end, nothing at its end), or None for ``open_range`` to read or report:
+    past its end, past ``READ_ON_LOOP``, a chunk stored as a file, an unknown id, a volume
+    gone, a volume out of the page cache, a system that cannot tell."""
+    await put(store, 3, 500)
+    await put(store, 4, READ_ON_LOOP + 1)
+    await store.write(chunk_id(5), stream(body(5)), None, OWNER)  # no size: a file
+    if store.read_now(chunk_id(3), 0, 0) is None:
+        pytest.skip("this system cannot read from the kernel's caches alone")
+    for offset, length in [(0, 0), (10, 20), (490, 100), (500, 10), (7, 0)]:
+        now = store.read_now(chunk_id(3), offset, length)
+        assert now == await read(store, 3, offset, length), (offset, length)
+    assert store.read_now(chunk_id(4), 1, READ_ON_LOOP) == body(4, READ_ON_LOOP + 1)[1:]
+    assert store.read_now(chunk_id(3), 501, 1) is None
+    assert store.read_now(chunk_id(4), 0, 0) is None  # past READ_ON_LOOP
+    assert store.read_now(chunk_id(5), 0, 0) is None  # a file
+    assert store.read_now(chunk_id(6), 0, 0) is None  # none
+    volumes = store.volumes.volumes
+    with monkeypatch.context() as patched:
+        patched.setattr(volumes, "path", lambda number: tmp_path / "gone.vol")
+        assert store.read_now(chunk_id(3), 0, 0) is None
+    deadline = time.monotonic() + 5
+    while (now := store.read_now(chunk_id(3), 0, 0)) is not None:
+        assert now == body(3, 500)  # never part of it, nor what it was read into
+        if time.monotonic() > deadline:
+            pytest.skip("this file system keeps the pages of a file told to drop them")
+        evict(volumes.path(volumes.chunks[chunk_id(3)].volume))
+        await asyncio.sleep(0.01)
+    assert await read(store, 3) == body(3, 500)  # read from the disk
+    store._on_loop = False  # (as where openat2 is refused: asked no more)
+    assert store.read_now(chunk_id(3), 0, 0) is None
 
 
 async def test_meta_and_digest_checks_of_a_packed_chunk(store: ChunkStore) -> None:
