@@ -187,7 +187,9 @@ class FramedChunk:
     def __repr__(self) -> str:
         return f"FramedChunk({len(self._data) - self._at} bytes left)"
 
-    def _take(self, n: int) -> memoryview:
+    def take(self, n: int) -> memoryview:
+        """The next ``n`` bytes, a view of the answer's (no copy); raises
+        asyncio.IncompleteReadError where fewer are left."""
         left = len(self._data) - self._at
         if n > left:
             raise asyncio.IncompleteReadError(bytes(self._data[self._at :]), n)
@@ -198,15 +200,15 @@ class FramedChunk:
         return piece
 
     async def readexactly(self, n: int) -> bytes:
-        return bytes(self._take(n))
+        return bytes(self.take(n))
 
     async def readinto(self, view: memoryview) -> None:
-        view[:] = self._take(len(view))
+        view[:] = self.take(len(view))
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         left = len(self._data) - self._at
         if left:
-            yield bytes(self._take(left))
+            yield bytes(self.take(left))
 
 
 class Transport(Protocol):

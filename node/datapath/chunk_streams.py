@@ -22,7 +22,7 @@ from types import TracebackType
 
 from node.cluster.peers import Peers
 from node.cluster.protocol import FRAME_CHUNK_MAX
-from node.cluster.transport import CHUNK_STREAM_BUFFERED, ChunkStream, fills_blocks
+from node.cluster.transport import CHUNK_STREAM_BUFFERED, ChunkStream, FramedChunk, fills_blocks
 from node.errors import (
     CorruptData,
     InsufficientStorage,
@@ -400,13 +400,16 @@ class ChunkWriters:
         return dict(zip(self.by_index, sizes, strict=True))
 
 
-async def read_block(stream: ChunkStream, size: int) -> bytearray:
-    """Read ``size`` bytes of ``stream`` into one buffer, ``READ_PIECE`` bytes at a time.
+async def read_block(stream: ChunkStream, size: int) -> Buffer:
+    """Read ``size`` bytes of ``stream`` into one buffer, ``READ_PIECE`` bytes at a time;
+    of a channel answer's bytes (``FramedChunk``), a view of them, with no copy.
 
     Not ``readexactly(size)``: aiohttp's reader raises its buffer limits to the size asked
     for (2 x 1 MiB per chunk stream) and joins the pieces into a second copy, which made a
     slow GET of 5 chunk streams hold ~20 MiB (tracemalloc, bench/memory.py).
     """
+    if isinstance(stream, FramedChunk):
+        return stream.take(size)
     block = bytearray(size)
     view = memoryview(block)
     if fills_blocks(stream):  # a chunk of this peer: one read from its file
@@ -420,7 +423,7 @@ async def read_block(stream: ChunkStream, size: int) -> bytearray:
 
 async def read_one_block(
     peers: Peers, ref: ChunkRef, chunk_id: str, layout: Layout, stripe: int
-) -> bytearray:
+) -> Buffer:
     """Chunk ``chunk_id``'s block of ``stripe`` from its holder ``ref.holder``, checked
     against its digest in ``ref``: a read that wants one block (a few KiB of a large file,
     a packed file's bytes) has it in one call, where a ``ChunkReader`` takes a task, a

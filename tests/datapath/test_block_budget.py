@@ -133,7 +133,7 @@ async def test_past_the_budget_a_slow_client_holds_the_block_it_is_sent_not_a_st
         read = 0
         real = chunk_streams.read_block
 
-        async def counted(stream: ChunkStream, size: int) -> bytearray:
+        async def counted(stream: ChunkStream, size: int) -> Buffer:
             nonlocal read
             read += 1
             return await real(stream, size)
