@@ -156,16 +156,16 @@ def memory_group(limit_mib: int) -> Iterator[MemoryGroup]:
 
 
 @contextlib.contextmanager
-def memory_limited(pids: Iterable[int], limit_mib: int | None) -> Iterator[None]:
-    """``pids`` in a ``memory_group`` of ``limit_mib`` MiB while the block runs; nothing
-    when ``limit_mib`` is None."""
+def memory_limited(pids: Iterable[int], limit_mib: int | None) -> Iterator[MemoryGroup | None]:
+    """``pids`` in a ``memory_group`` of ``limit_mib`` MiB while the block runs (the group,
+    for processes started later); nothing when ``limit_mib`` is None."""
     if limit_mib is None:
-        yield
+        yield None
         return
     with memory_group(limit_mib) as group:
         for pid in pids:
             group.add(pid)
-        yield
+        yield group
 
 
 def _read(path: Path) -> str:

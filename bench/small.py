@@ -22,7 +22,8 @@ after its PUT phase until its peers pack no more files (their
 then restarts its peers without those two options and GETs for SECONDS unmeasured (as a
 fresh cluster's PUT phase does, this lets the peers' placement history settle), so that
 its GET phase reads packed files without a walk over every file every 2 s (one measured up
-to 70% of a storage peer's CPU there). (Its walks run during the PUT phase.)
+to 70% of a storage peer's CPU there). (Its walks run during the PUT phase; its idle CPU
+is measured without them; its peak RSS is the larger of the two clusters'.)
 
 ``--coordinator-cpus 0 0-1`` runs each variant once per CPU list, peer 0 (the coordinator,
 every thread) pinned to those CPUs and the other peers and the clients free: how a peer's
@@ -137,16 +138,20 @@ class Cluster:
         finally:
             os.chdir(here)
 
-    async def start(self, session: aiohttp.ClientSession, *without: str) -> None:
-        """Start the peers; ``without``: start them again without the options that begin
-        with one of these."""
+    async def start(self, session: aiohttp.ClientSession) -> None:
         here = Path.cwd()
         os.chdir(self.tree)
         try:
-            if without:
-                await self.processes.restart_without(session, *without)
-            else:
-                await self.processes.start(session)
+            await self.processes.start(session)
+        finally:
+            os.chdir(here)
+
+    async def restart_without(self, session: aiohttp.ClientSession, *options: str) -> None:
+        """Start the peers again without the ``--name=value`` options named."""
+        here = Path.cwd()
+        os.chdir(self.tree)
+        try:
+            await self.processes.restart_without(session, *options)
         finally:
             os.chdir(here)
 
@@ -309,9 +314,16 @@ async def run(
             limited = contextlib.ExitStack()
             try:
                 await cluster.start(session)
-                if cpus is not None:
-                    pin(cluster.coordinator, cpu_list(cpus))
-                limited.enter_context(memory_limited(cluster.pids, memory))
+                group = limited.enter_context(memory_limited(cluster.pids, memory))
+
+                def confine() -> None:  # (again once the peers are restarted)
+                    if cpus is not None:
+                        pin(cluster.coordinator, cpu_list(cpus))
+                    if group is not None:
+                        for pid in cluster.pids:
+                            group.add(pid)
+
+                confine()
                 empty = disk_usage(Path(tmp))
                 names: list[str] = []
                 put = await phase(
@@ -332,8 +344,10 @@ async def run(
                 )
                 dead = await summed(session, cluster, "ringstore_manifest_log_bytes")
                 dead -= await summed(session, cluster, "ringstore_manifest_log_live_bytes")
+                rss = cluster.peak_rss()
                 if packing:  # read with the peers' own walks, not one every 2 s
-                    await cluster.start(session, *PACKING)
+                    await cluster.restart_without(session, *PACKING)
+                    confine()
                     await phase(session, cluster, "GET", names, size, args.seconds)  # warm-up
                 get = await phase(
                     session,
@@ -349,7 +363,7 @@ async def run(
                 cpu, started = cluster.cpu(), time.monotonic()
                 await asyncio.sleep(args.idle)  # idle: nothing to wait for, a measured span
                 idle = (cluster.cpu() - cpu) / (time.monotonic() - started)
-                rss = cluster.peak_rss()
+                rss = max(rss, cluster.peak_rss())
             finally:
                 await cluster.processes.stop()
                 limited.close()

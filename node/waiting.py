@@ -16,8 +16,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class Expired(asyncio.TimeoutError):
+    """``within``'s time ran out: not a timeout the awaited work raised itself."""
+
+
 async def within(awaitable: Awaitable[T], timeout: float) -> T:
-    """Await ``awaitable`` for at most ``timeout`` seconds; raises asyncio.TimeoutError."""
+    """Await ``awaitable`` for at most ``timeout`` seconds; raises Expired (an
+    asyncio.TimeoutError) when they pass first."""
     task = asyncio.ensure_future(awaitable)
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
@@ -29,7 +34,7 @@ async def within(awaitable: Awaitable[T], timeout: float) -> T:
         # Not `await task` under suppress(CancelledError): that would also swallow a
         # cancellation of *this* task arriving meanwhile, the very bug this module avoids.
         await asyncio.wait({task})
-        raise asyncio.TimeoutError
+        raise Expired
     return task.result()
 
 

@@ -178,7 +178,8 @@ _BLOCK_FILE_TYPES: dict[type, bool] = {}  # stream types seen, and whether each 
 
 class FramedChunk:
     """Bytes of a chunk that came whole in one channel answer: a ``ChunkStream`` and a
-    ``BlockFile``. Lets go of the answer once all of it is read."""
+    ``BlockFile``. Lets go of the answer once all of it is read (the views ``take`` gave
+    hold it until they are let go)."""
 
     def __init__(self, data: memoryview) -> None:
         self._data = data

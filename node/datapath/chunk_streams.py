@@ -426,9 +426,9 @@ async def read_one_block(
 ) -> Buffer:
     """Chunk ``chunk_id``'s block of ``stripe`` from its holder ``ref.holder``, checked
     against its digest in ``ref``: a read that wants one block (a few KiB of a large file,
-    a packed file's bytes) has it in one call, where a ``ChunkReader`` takes a task, a
-    read-ahead budget and a queue. Raises what reading raises (``failure_reason`` names
-    it), CorruptData when the block fails its digest."""
+    a packed file's bytes) has it in one call, where a ``ChunkReader`` takes read-ahead
+    credit, a queue and two events besides. Raises what reading raises (``failure_reason``
+    names it), CorruptData when the block fails its digest."""
     offset, length = layout.chunk_offset(stripe), layout.block_length(stripe)
     async with peers.open_chunk(ref.holder, chunk_id, offset, length) as stream:
         block = await read_block(stream, length)

@@ -66,7 +66,7 @@ from node.model.packs import PACK_BLOCK_SIZE, is_pack_name
 from node.model.preconditions import Preconditions, representation
 from node.model.representation import NO_REPRESENTATION, Representation
 from node.model.version import HybridClock, Version
-from node.waiting import within
+from node.waiting import Expired, within
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +435,7 @@ class Coordinator:
         read = read_one_block(self._peers, ref, chunk_id, manifest.layout, stripe)
         try:
             return await within(read, self._config.peer_timeout)
-        except asyncio.TimeoutError:
+        except Expired:
             reason = "slow"
         except Exception as exc:  # any failure means: decode around it
             reason = failure_reason(exc)

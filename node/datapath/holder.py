@@ -57,8 +57,8 @@ class Holder:
         """``on_replica_stored`` hears of each manifest replica kept (the rebalancer and the
         repairer), ``on_chunk_stored`` of each chunk written, over HTTP or by this peer
         itself, and ``on_chunk_read`` of the bytes of each chunk read through
-        ``open_chunk``: this peer's own, and those a channel frame asked for (the metrics;
-        the chunk route counts those it sends over HTTP)."""
+        ``open_chunk`` or ``read_chunk_now``: this peer's own, and those a channel frame
+        asked for (the metrics; the chunk route counts those it sends over HTTP)."""
         self.chunks = chunks
         self.manifests = manifests
         self._clock = clock

@@ -302,24 +302,30 @@ class ChunkStore:
         otherwise: not packed here, not all cached, a volume compacted meanwhile, any
         failure (``open_range`` meets it again and reports it). Raises nothing."""
         packed = self.volumes.find(chunk_id)
-        if packed is None or not self._on_loop or not 0 <= offset <= packed.size:
+        if packed is None or not 0 <= offset <= packed.size:
             return None
         if not length:  # all of it, as ``open_range`` reads it
             offset, length = 0, packed.size
         end = min(packed.size, offset + length)
         if end - offset > READ_ON_LOOP:
             return None
+        read = functools.partial(self._read_cached, packed, offset, end)
         try:
-            fd = open_cached(self.volumes.volumes.path(packed.volume))
-            if fd is None:
-                return None
-            try:
-                data = bytearray(end - offset)
-                got = preadinto_cached(fd, memoryview(data), packed.offset + offset) if data else 0
-            finally:
-                os.close(fd)
-        except Exception:  # (Unsupported, FileNotFoundError, OSError: ``open_range``'s to report)
+            return self._from_caches(read, None)
+        except Exception:  # (FileNotFoundError, OSError: ``open_range``'s to report)
             return None
+
+    def _read_cached(self, packed: Packed, offset: int, end: int) -> bytearray | None:
+        """Bytes ``[offset, end)`` of ``packed`` where the page cache holds its volume's path
+        and them, else None; raises Unsupported, OSError."""
+        fd = open_cached(self.volumes.volumes.path(packed.volume))
+        if fd is None:
+            return None
+        try:
+            data = bytearray(end - offset)
+            got = preadinto_cached(fd, memoryview(data), packed.offset + offset) if data else 0
+        finally:
+            os.close(fd)
         return data if got == len(data) else None
 
     async def _open_packed(self, chunk_id: str, chunk: ChunkRange) -> bool:

@@ -22,6 +22,7 @@ import pytest
 import xxhash
 
 from node.cluster.transport import Address
+from node.datapath import coordinator as coordinator_module
 from node.datapath.hedging import CEILING, FLOOR
 from node.datapath.rebuild import Rebuilder
 from node.errors import FileNotFound, InsufficientStorage, Unavailable, WriteContended
@@ -854,16 +855,25 @@ def blocks_read(grid: Grid, manifest: Manifest) -> set[tuple[int, int]]:
     ],
 )
 async def test_a_range_reads_only_the_blocks_it_lies_in(
-    grid: Grid, start: int, end: int, first: tuple[int, int]
+    grid: Grid, monkeypatch: pytest.MonkeyPatch, start: int, end: int, first: tuple[int, int]
 ) -> None:
     """A ranged GET asks each data chunk's holder once, for the blocks of that chunk that
     hold bytes of the range: 4 KiB of a large file is one block from one holder, not the
     stripe's k (5 blocks of 512 KiB); the blocks of its first and last stripes outside the
-    range are never read."""
+    range are never read. A range within one block is read with no ``StripeRead`` (no
+    reader, no read-ahead)."""
     data = os.urandom(BLOCK * 5 * 3 + 700)
     manifest = await store(grid[0], "f", data)
     reader, layout = grid[1], manifest.layout
     grid.transport.chunk_ranges.clear()
+    reads: list[range] = []  # the stripes of each StripeRead made
+
+    class Counted(coordinator_module.StripeRead):
+        def __init__(self, *args: Any) -> None:
+            reads.append(args[2])
+            super().__init__(*args)
+
+    monkeypatch.setattr(coordinator_module, "StripeRead", Counted)
     assert await read(reader, "f", start, end) == data[start:end]
     wanted = {
         (stripe, index)
@@ -871,6 +881,7 @@ async def test_a_range_reads_only_the_blocks_it_lies_in(
         for index in layout.blocks_covering(stripe, start, end)
     }
     assert min(wanted) == first
+    assert len(reads) == (0 if len(wanted) == 1 else 1)
     assert blocks_read(grid, manifest) == wanted
     assert len(grid.transport.chunk_ranges) == len({index for _, index in wanted})
     assert reader.coordinator.decoded_stripes == 0

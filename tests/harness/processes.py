@@ -133,13 +133,17 @@ class ProcessCluster:
             await wait_admin_key(self.peers[0].data_dir, 30.0)
             await self.wait_converged(session)
 
-    async def restart_without(self, session: aiohttp.ClientSession, *prefixes: str) -> None:
+    async def restart_without(self, session: aiohttp.ClientSession, *options: str) -> None:
         """Stop every peer and start it again on its port and data directory without the
-        options that start with one of ``prefixes`` (a benchmark's settings that only
-        prepared its data: packing's quick walks); wait until they see each other."""
+        ``--name=value`` options named in ``options`` (a benchmark's settings that only
+        prepared its data: packing's quick walks); wait until they see each other. Raises
+        ValueError for one given as two words (its value would be left behind)."""
         await self.stop()
         for peer in self.peers:  # (as NetnsPeerProcess and held_commits edit it)
-            peer._command = [arg for arg in peer._command if not arg.startswith(prefixes)]
+            if set(options) & set(peer._command):
+                raise ValueError(f"{options}: give each as --name=value to drop it")
+            named = tuple(f"{option}=" for option in options)
+            peer._command = [arg for arg in peer._command if not arg.startswith(named)]
         await asyncio.gather(*(p.start() for p in self.peers))
         await asyncio.gather(*(p.wait_healthy(session, 30.0) for p in self.peers))
         await self.wait_converged(session)

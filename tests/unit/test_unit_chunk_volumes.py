@@ -5,6 +5,7 @@ compacted, with the store's counters following."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from node.disk import chunk_volumes
+from node.disk import chunk_store, chunk_volumes
+from node.disk.cached import Unsupported
 from node.disk.chunk_store import READ_ON_LOOP, VOLUMES_DIR, ChunkStore, seal
 from node.disk.chunk_volumes import FRAME, HEAD, VOLUME_MAGIC, Append, Volumes
 from node.errors import ChunkNotFound
@@ -117,12 +119,14 @@ async def test_a_cached_packed_chunk_is_read_at_once_as_a_range_reads_it(
     """``read_now`` gives what ``open_range`` gives for the same range (all of it, within
     it, cut at its end, nothing at its end), or None for ``open_range`` to read or report:
     past its end, past ``READ_ON_LOOP``, a chunk stored as a file, an unknown id, a volume
-    gone, a volume out of the page cache, a system that cannot tell."""
+    gone, a volume out of the page cache, a system that cannot tell (asked once). It
+    leaves no descriptor open."""
     await put(store, 3, 500)
     await put(store, 4, READ_ON_LOOP + 1)
     await store.write(chunk_id(5), stream(body(5)), None, OWNER)  # no size: a file
     if store.read_now(chunk_id(3), 0, 0) is None:
         pytest.skip("this system cannot read from the kernel's caches alone")
+    descriptors = open_descriptors()
     for offset, length in [(0, 0), (10, 20), (490, 100), (500, 10), (7, 0)]:
         now = store.read_now(chunk_id(3), offset, length)
         assert now == await read(store, 3, offset, length), (offset, length)
@@ -143,8 +147,22 @@ async def test_a_cached_packed_chunk_is_read_at_once_as_a_range_reads_it(
         evict(volumes.path(volumes.chunks[chunk_id(3)].volume))
         await asyncio.sleep(0.01)
     assert await read(store, 3) == body(3, 500)  # read from the disk
-    store._on_loop = False  # (as where openat2 is refused: asked no more)
-    assert store.read_now(chunk_id(3), 0, 0) is None
+    assert store.read_now(chunk_id(3), 0, 0) == body(3, 500)  # (back in the cache)
+    asked = []
+
+    def unsupported(*args: object) -> int:
+        asked.append(args)
+        raise Unsupported(errno.EOPNOTSUPP, "no RWF_NOWAIT here")
+
+    monkeypatch.setattr(chunk_store, "preadinto_cached", unsupported)
+    assert [store.read_now(chunk_id(3), 0, 0) for _ in range(3)] == [None] * 3
+    assert len(asked) == 1  # asked once, never again
+    assert not store._on_loop
+    assert open_descriptors() == descriptors  # every one it opened, closed
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 async def test_meta_and_digest_checks_of_a_packed_chunk(store: ChunkStore) -> None:
