@@ -177,9 +177,9 @@ _BLOCK_FILE_TYPES: dict[type, bool] = {}  # stream types seen, and whether each 
 
 
 class FramedChunk:
-    """Bytes of a chunk that came whole in one channel answer: a ``ChunkStream`` and a
-    ``BlockFile``. Lets go of the answer once all of it is read (the views ``take`` gave
-    hold it until they are let go)."""
+    """Bytes of a chunk that came whole in one channel answer: a ``ChunkStream`` whose
+    blocks ``take`` gives as views, with no copy (``read_block``). Lets go of the answer
+    once all of it is read (the views hold it until they are let go)."""
 
     def __init__(self, data: memoryview) -> None:
         self._data = data
@@ -202,9 +202,6 @@ class FramedChunk:
 
     async def readexactly(self, n: int) -> bytes:
         return bytes(self.take(n))
-
-    async def readinto(self, view: memoryview) -> None:
-        view[:] = self.take(len(view))
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         left = len(self._data) - self._at
