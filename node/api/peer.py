@@ -482,7 +482,9 @@ def _answer_now(holder: Holder, call: ManifestCall | ManifestConfirm) -> Manifes
     if not isinstance(call, ManifestRead) or access_log.isEnabledFor(logging.DEBUG):
         return None
     found = holder.get_manifest_now(call.name)
-    return None if found is None else _read_answer(found)
+    if found is None:
+        return None
+    return ManifestAnswer(found.sealed, found.provisional, found.overdue)
 
 
 def _chunk_now(holder: Holder, call: ChunkRead) -> ChunkAnswer | None:

@@ -87,6 +87,7 @@ from node.cluster.protocol import (
     unpack_chunk_ids,
 )
 from node.errors import (
+    CorruptData,
     CredentialsRefused,
     IncompleteBody,
     InsufficientStorage,
@@ -404,6 +405,18 @@ class _Reply:
         return _decoded(str(self.response.url), await self.body(), kind, json)
 
 
+def _replica_read(
+    to: Address, name: str, sealed: bytes, provisional: bool, overdue: bool
+) -> ReplicaRead:
+    """``to``'s replica of ``name`` from the sealed manifest it answered (a replica sends
+    what it stored, not decoded: ``ManifestStore.sealed_now``); raises CorruptData where it
+    does not decode or is another name's."""
+    manifest = Manifest.from_bytes(sealed)
+    if manifest.name != name:
+        raise CorruptData(f"{to.url} answered a read of {name!r} with {manifest.name!r}'s")
+    return ReplicaRead(manifest, provisional, overdue)
+
+
 def _decoded(url: str, data: bytes | memoryview, kind: type[T], json: bool = False) -> T:
     """An answer's body (msgpack, or JSON) as ``kind``; one that cannot be read means a
     broken peer: PeerUnavailable."""
@@ -602,17 +615,16 @@ class HttpTransport:
             return await self._get_manifest_alone(to, name)
         if answer.manifest is None:
             return ReplicaRead(None)
-        manifest = Manifest.from_bytes(answer.manifest)
-        return ReplicaRead(manifest, answer.provisional, answer.overdue)
+        return _replica_read(to, name, answer.manifest, answer.provisional, answer.overdue)
 
     async def _get_manifest_alone(self, to: Address, name: str) -> ReplicaRead:
         try:
             async with self._request(
                 "GET", to, "/internal/manifests", params={"name": name}
             ) as reply:
-                manifest = Manifest.from_bytes(await reply.body())
+                sealed = await reply.body()
                 mark = reply.response.headers.get(PROVISIONAL)
-                return ReplicaRead(manifest, mark is not None, mark == "overdue")
+                return _replica_read(to, name, sealed, mark is not None, mark == "overdue")
         except NotFound:
             return ReplicaRead(None)
 

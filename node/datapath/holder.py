@@ -30,6 +30,7 @@ from node.model.manifest import (
     Manifest,
     ReplicaRead,
     ReplicaWrite,
+    SealedRead,
     chunk_index,
     chunk_owner,
 )
@@ -162,10 +163,10 @@ class Holder:
         whether it is provisional (``ManifestStore.read``)."""
         return await self.manifests.read(name)
 
-    def get_manifest_now(self, name: str) -> ReplicaRead | None:
-        """``get_manifest``'s answer where it needs no wait, else None
-        (``ManifestStore.read_now``)."""
-        return self.manifests.read_now(name)
+    def get_manifest_now(self, name: str) -> SealedRead | None:
+        """``get_manifest``'s answer, sealed, where it needs no wait, else None
+        (``ManifestStore.sealed_now``): for another peer's read."""
+        return self.manifests.sealed_now(name)
 
     async def put_manifest(
         self,

@@ -84,7 +84,7 @@ from node.disk.serial import SerialThread
 from node.errors import CorruptData, InsufficientStorage, Unavailable
 from node.model.folders import replica_page
 from node.model.layout import DEFAULT_M
-from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite, missing_chunks
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite, SealedRead, missing_chunks
 from node.model.preconditions import Preconditions, representation
 from node.model.version import Version
 
@@ -540,9 +540,9 @@ class ManifestStore:
         otherwise: ``read`` it (a read from the disk in a worker thread, a damaged record
         to write off, a segment compacted meanwhile, a disk error to report). Raises
         nothing: whatever failed, ``read`` meets it again and reports it. For a peer's own
-        replica in a quorum read, and for the reads of a batch of calls from another peer
-        (at most ``MAX_MANIFEST_CALLS``), not a pass over many names: ``read`` lets the
-        event loop in once per read, this does not (~12 us a 4 KiB file's manifest)."""
+        replica in a quorum read (another peer's reads, at most ``MAX_MANIFEST_CALLS`` a
+        batch: ``sealed_now``), not a pass over many names: ``read`` lets the event loop in
+        once per read, this does not (~12 us a 4 KiB file's manifest)."""
         where = self._index.where(name)
         if where is None:
             return ReplicaRead(None)
@@ -555,6 +555,31 @@ class ManifestStore:
         except Exception:  # (CorruptData, SegmentGone, OSError...: ``read`` handles each)
             return None
         return None if found is None else self._marked_read(found, marks)
+
+    def sealed_now(self, name: str) -> SealedRead | None:
+        """``read_now``'s answer as its manifest's sealed bytes, for the replica's answer to
+        another peer's read: the record's own checksum checks them, and the reader decodes
+        them whole, so they are not decoded here too (19 of 152 us of CPU per read, both
+        peers in one process). A name with marks is read whole (``read_now``): which of them
+        holds is decided by the manifest's precedence. None where ``read_now`` would be."""
+        if self._marks.get(name):
+            found = self.read_now(name)
+            if found is None:
+                return None
+            sealed = None if found.manifest is None else found.manifest.to_bytes()
+            return SealedRead(sealed, found.provisional, found.overdue)
+        where = self._index.where(name)
+        if where is None:
+            return SealedRead(None)
+        if where.length > READ_ON_LOOP:
+            return None
+        try:
+            record = self._log.read_cached(where)
+        except Exception:  # (as ``read_now``: ``read`` meets it again and reports it)
+            return None
+        if record is None or record.kind != KEEP or record.name != name or not record.manifest:
+            return None  # (not its manifest: ``read`` writes the record off)
+        return SealedRead(record.manifest)
 
     def _marked_read(self, found: Manifest | None, marks: tuple[_Mark, ...]) -> ReplicaRead:
         """A read of ``found`` with the name's ``marks`` as they were when it was looked

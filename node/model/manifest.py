@@ -477,6 +477,17 @@ class ReplicaRead:
     overdue: bool = False
 
 
+@dataclass(frozen=True)
+class SealedRead:
+    """A ``ReplicaRead`` as a replica sends it to the peer that asked: the manifest's sealed
+    bytes (``Manifest.to_bytes``; None: none there), not decoded here. The reader decodes
+    and checks them (``Manifest.from_bytes``)."""
+
+    sealed: bytes | None
+    provisional: bool = False
+    overdue: bool = False
+
+
 def missing_chunks(k: int, m: int, stored: int, parity: int) -> int:
     """Chunks a chunked version of layout ``k`` + ``m`` with ``stored`` chunks lacks to hold
     k data and ``parity`` parity chunks (or its own m, where that is more)."""

@@ -23,8 +23,8 @@ from node.api import peer as peer_api
 from node.cluster import transport as transport_module
 from node.cluster.channel import CHANNEL
 from node.cluster.transport import Address, HttpTransport
-from node.errors import InvalidRequest, PeerUnavailable
-from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite
+from node.errors import CorruptData, InvalidRequest, PeerUnavailable
+from node.model.manifest import Manifest, ReplicaRead, ReplicaWrite, SealedRead
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from node.process.logs import ContextFilter
@@ -204,6 +204,26 @@ async def test_reads_of_one_frame_come_back_in_order_however_each_is_read(
     if logged:  # (unlogged, no line names a request: ``awaited`` above tells the ways)
         for i in range(len(asked)):
             assert served(caplog, f"read-{i}", CHANNEL) == {target.id}
+
+
+async def test_a_read_answered_with_another_names_manifest_is_refused(
+    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica sends the manifest it stored without decoding it; the reader checks it is
+    the name asked for, and takes another name's as a failed call, not as its answer."""
+    target = two_peers[1]
+    other = a_manifest("reads/other")
+    assert (await target.holder.manifests.put(a_manifest("reads/mine"))).stored
+    monkeypatch.setattr(
+        target.holder, "get_manifest_now", lambda name: SealedRead(other.to_bytes())
+    )
+    to = Address(target.url, target.id)
+    async with peer_transport(two_peers[0].auth, 5.0) as transport:
+        assert (await transport.get_manifest(to, "reads/other")).manifest == other
+        with pytest.raises(CorruptData, match="'reads/mine' with 'reads/other'"):
+            await transport.get_manifest(to, "reads/mine")
+        monkeypatch.undo()  # (and its own answers it again)
+        assert (await transport.get_manifest(to, "reads/mine")).manifest == a_manifest("reads/mine")
 
 
 async def test_one_calls_failure_is_its_own(

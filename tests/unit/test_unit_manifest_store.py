@@ -7,7 +7,7 @@ import dataclasses
 import errno
 import random
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from node.disk.manifest_log import (
 )
 from node.disk.manifest_store import KeyedLocks, ManifestStore
 from node.model.layout import Layout
-from node.model.manifest import ChunkRef, Manifest, ReplicaRead
+from node.model.manifest import ChunkRef, Manifest, ReplicaRead, SealedRead
 from node.model.preconditions import ANY, EntityTag, Preconditions, TagList
 from node.model.version import Version
 from tests.harness.disk import flip_byte
@@ -216,42 +216,56 @@ async def test_a_damaged_stored_manifest_is_replaced_by_a_newer_one(
     assert await (await reopen(tmp_path)).get("a") == manifest("a", wall=2)
 
 
+def sealed(read: ReplicaRead) -> SealedRead:
+    """``read`` as a replica sends it to another peer."""
+    found = read.manifest
+    return SealedRead(None if found is None else found.to_bytes(), read.provisional, read.overdue)
+
+
+@pytest.mark.parametrize("way", ["read_now", "sealed_now"])
 async def test_a_read_now_answers_as_a_read_or_not_at_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
     """``read_now`` answers what ``read`` would (a record, a tombstone, none, a provisional
     mark) where the record is in the page cache, and None for what ``read`` must handle:
-    a record out of the cache, a damaged one (``read`` writes it off), a disk error."""
+    a record out of the cache, a damaged one (``read`` writes it off), a disk error.
+    ``sealed_now`` answers the same, sealed (the stored bytes), or None where it is None."""
     now = [1000.0]
     store = ManifestStore(tmp_path, provisional_for=30.0, clock=lambda: now[0])
     await store.open()
+    answer_now: Callable[[str], ReplicaRead | SealedRead | None] = getattr(store, way)
+    expect: Callable[[ReplicaRead], ReplicaRead | SealedRead] = (
+        sealed if way == "sealed_now" else lambda read: read
+    )
     first, second = manifest("a", wall=10), manifest("a", wall=20)
     await store.put(first)
     await store.put(second, condition=if_match("etag-10"))
     await store.put(tombstone("gone", wall=5))
     await store.put(manifest("cold"))
     await store.put(manifest("damaged"))
+    await store.put(manifest("b", wall=3))
     if not store._log._nowait:
         pytest.skip("this file system cannot read from the page cache alone (tmpfs)")
     now[0] += 30.0
-    for name in ("a", "gone", "none"):
-        assert store.read_now(name) == await store.read(name), name
-    assert store.read_now("a") == ReplicaRead(second, provisional=True, overdue=True)
+    for name in ("a", "b", "gone", "none"):
+        assert answer_now(name) == expect(await store.read(name)), name
+    assert answer_now("a") == expect(ReplicaRead(second, provisional=True, overdue=True))
+    assert answer_now("b") == expect(ReplicaRead(manifest("b", wall=3)))
 
     cold = store._index.where("cold")
     read_cached = store._log.read_cached
     monkeypatch.setattr(
         store._log, "read_cached", lambda where: None if where == cold else read_cached(where)
     )
-    assert store.read_now("cold") is None
+    assert answer_now("cold") is None
     assert await store.read("cold") == ReplicaRead(manifest("cold"))  # from a worker thread
 
     damaged = store._index.where("damaged")
     assert damaged is not None
     flip_byte(tmp_path / "manifests" / "log" / "000000000001.log", damaged.offset + 60)
-    assert store.read_now("damaged") is None
+    assert answer_now("damaged") is None
     assert await store.read("damaged") == ReplicaRead(None)  # written off
-    assert store.read_now("damaged") == ReplicaRead(None)
+    assert answer_now("damaged") == expect(ReplicaRead(None))
 
     for failure in (SegmentGone(), OSError(errno.EIO, "a disk error"), RuntimeError("a bug")):
 
@@ -259,14 +273,35 @@ async def test_a_read_now_answers_as_a_read_or_not_at_all(
             raise failure
 
         monkeypatch.setattr(store._log, "read_cached", failing)
-        assert store.read_now("gone") is None, failure  # read meets it, and reports it
+        assert answer_now("gone") is None, failure  # read meets it, and reports it
     with pytest.raises(RuntimeError, match="a bug"):
         await store.read("gone")
 
     monkeypatch.setattr(store._log, "read_cached", read_cached)
     monkeypatch.setattr(manifest_store, "READ_ON_LOOP", 16)  # records past it: read in a thread
-    assert store.read_now("gone") is None
+    assert answer_now("gone") is None
     assert await store.read("gone") == ReplicaRead(tombstone("gone", wall=5))
+
+
+async def test_a_sealed_read_is_the_stored_record_not_a_decoded_one(
+    tmp_path: Path, store: ManifestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica passes a name's sealed manifest on as its record holds it: no decode
+    (the reader decodes it), and a record under another name is left to ``read``."""
+    await store.put(manifest("a", wall=4))
+    if not store._log._nowait:
+        pytest.skip("this file system cannot read from the page cache alone (tmpfs)")
+
+    def no_decode(data: bytes, keep: bool = False) -> Manifest:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(Manifest, "from_bytes", no_decode)
+    assert store.sealed_now("a") == SealedRead(manifest("a", wall=4).to_bytes())
+    monkeypatch.undo()
+    where = store._index.where("a")
+    assert where is not None
+    store._index.keep(manifest("b"), where)  # (as a bug could: "b" pointing at "a"'s record)
+    assert store.sealed_now("b") is None
 
 
 async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:
