@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +34,7 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
+from cachetools import TTLCache
 from yarl import URL
 
 from node.cluster.auth import AUTH_HEADER, UNSIGNED, Authenticator, Request, content_digest
@@ -122,7 +124,10 @@ MANIFEST_CALLS_OUT = 1
 MAX_BATCHED_CALLS = 64
 MAX_BATCH_BYTES = LARGE_BODY  # a single larger call (a huge file's manifest) leaves alone
 RETRY_BATCHES = 300.0  # seconds before calls go batched again to a peer that had no route
+REFUSALS_KEPT = 1024  # (replica, name) pairs whose refused manifest was logged lately
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 Lane = tuple["Address", str]  # a peer, and the kind of call ("get", "put", "confirm")
 Batched = ManifestCall | ManifestConfirm  # what a lane queues (confirmations: lanes of their own)
 
@@ -405,18 +410,6 @@ class _Reply:
         return _decoded(str(self.response.url), await self.body(), kind, json)
 
 
-def _replica_read(
-    to: Address, name: str, sealed: bytes, provisional: bool, overdue: bool
-) -> ReplicaRead:
-    """``to``'s replica of ``name`` from the sealed manifest it answered (a replica sends
-    what it stored, not decoded: ``ManifestStore.sealed_now``); raises CorruptData where it
-    does not decode or is another name's."""
-    manifest = Manifest.from_bytes(sealed)
-    if manifest.name != name:
-        raise CorruptData(f"{to.url} answered a read of {name!r} with {manifest.name!r}'s")
-    return ReplicaRead(manifest, provisional, overdue)
-
-
 def _decoded(url: str, data: bytes | memoryview, kind: type[T], json: bool = False) -> T:
     """An answer's body (msgpack, or JSON) as ``kind``; one that cannot be read means a
     broken peer: PeerUnavailable."""
@@ -446,6 +439,9 @@ class HttpTransport:
         )
         # Peers without a batch route, and since when: (peer, route) -> monotonic seconds.
         self._unbatched: dict[tuple[Address, str], float] = {}
+        # Replicas whose manifest of a name was refused lately (``_replica_read``), so that
+        # each is logged once a minute, not on every read of the name.
+        self._refused: TTLCache[tuple[str, str], None] = TTLCache(REFUSALS_KEPT, ttl=60.0)
         self._channels: dict[Address, Channel] = {}  # to each peer: the latest opened
         self._opening: dict[Address, asyncio.Future[Channel | None]] = {}
         self._retired: list[Channel] = []  # replaced, maybe still closing
@@ -615,7 +611,26 @@ class HttpTransport:
             return await self._get_manifest_alone(to, name)
         if answer.manifest is None:
             return ReplicaRead(None)
-        return _replica_read(to, name, answer.manifest, answer.provisional, answer.overdue)
+        return self._replica_read(to, name, answer.manifest, answer.provisional, answer.overdue)
+
+    def _replica_read(
+        self, to: Address, name: str, sealed: bytes, provisional: bool, overdue: bool
+    ) -> ReplicaRead:
+        """``to``'s replica of ``name`` from the sealed manifest it answered: a replica sends
+        what it stored without decoding it (``ManifestStore.sealed_now``). Raises
+        CorruptData where it does not decode or is another name's (logged once a minute per
+        replica and name): the quorum read asks another replica. (Such a record, which its
+        log checksum passed, is written off by the replica's own reads, not by this one.)"""
+        try:
+            manifest = Manifest.from_bytes(sealed)
+            if manifest.name != name:
+                raise CorruptData(f"the manifest of {manifest.name!r}")
+        except CorruptData as exc:
+            if (to.url, name) not in self._refused:
+                self._refused[to.url, name] = None
+                log.warning("manifest replica of %r on %s refused: %s", name, to.url, exc)
+            raise CorruptData(f"{to.url} answered a read of {name!r} with {exc}") from exc
+        return ReplicaRead(manifest, provisional, overdue)
 
     async def _get_manifest_alone(self, to: Address, name: str) -> ReplicaRead:
         try:
@@ -624,7 +639,7 @@ class HttpTransport:
             ) as reply:
                 sealed = await reply.body()
                 mark = reply.response.headers.get(PROVISIONAL)
-                return _replica_read(to, name, sealed, mark is not None, mark == "overdue")
+                return self._replica_read(to, name, sealed, mark is not None, mark == "overdue")
         except NotFound:
             return ReplicaRead(None)
 

@@ -480,8 +480,8 @@ class ReplicaRead:
 @dataclass(frozen=True)
 class SealedRead:
     """A ``ReplicaRead`` as a replica sends it to the peer that asked: the manifest's sealed
-    bytes (``Manifest.to_bytes``; None: none there), not decoded here. The reader decodes
-    and checks them (``Manifest.from_bytes``)."""
+    bytes (``Manifest.to_bytes``; None: none there), not decoded there. The reader decodes
+    and checks them (``Manifest.from_bytes``, and that they are the name's)."""
 
     sealed: bytes | None
     provisional: bool = False

@@ -206,24 +206,42 @@ async def test_reads_of_one_frame_come_back_in_order_however_each_is_read(
             assert served(caplog, f"read-{i}", CHANNEL) == {target.id}
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "alone"])
 async def test_a_read_answered_with_another_names_manifest_is_refused(
-    two_peers: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    two_peers: LocalCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    batched: bool,
 ) -> None:
     """A replica sends the manifest it stored without decoding it; the reader checks it is
-    the name asked for, and takes another name's as a failed call, not as its answer."""
+    the name asked for, and takes another name's as a failed call, not as its answer,
+    logged once (per replica and name, a minute)."""
     target = two_peers[1]
-    other = a_manifest("reads/other")
-    assert (await target.holder.manifests.put(a_manifest("reads/mine"))).stored
-    monkeypatch.setattr(
-        target.holder, "get_manifest_now", lambda name: SealedRead(other.to_bytes())
-    )
+    mine, other = a_manifest("reads/mine"), a_manifest("reads/other")
+    assert (await target.holder.manifests.put(mine)).stored
+
+    async def astray(name: str) -> ReplicaRead:
+        return ReplicaRead(other)
+
+    if batched:
+        monkeypatch.setattr(
+            target.holder, "get_manifest_now", lambda name: SealedRead(other.to_bytes())
+        )
+    else:
+        monkeypatch.setattr(target.holder, "get_manifest", astray)
     to = Address(target.url, target.id)
     async with peer_transport(two_peers[0].auth, 5.0) as transport:
-        assert (await transport.get_manifest(to, "reads/other")).manifest == other
-        with pytest.raises(CorruptData, match="'reads/mine' with 'reads/other'"):
-            await transport.get_manifest(to, "reads/mine")
+        read = transport.get_manifest if batched else transport._get_manifest_alone
+        assert (await read(to, "reads/other")).manifest == other
+        for _ in range(2):
+            with pytest.raises(
+                CorruptData, match="'reads/mine' with the manifest of 'reads/other'"
+            ):
+                await read(to, "reads/mine")
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert [r.levelname for r in refused] == ["WARNING"]
         monkeypatch.undo()  # (and its own answers it again)
-        assert (await transport.get_manifest(to, "reads/mine")).manifest == a_manifest("reads/mine")
+        assert (await read(to, "reads/mine")).manifest == mine
 
 
 async def test_one_calls_failure_is_its_own(

@@ -280,6 +280,7 @@ async def test_a_read_now_answers_as_a_read_or_not_at_all(
     monkeypatch.setattr(store._log, "read_cached", read_cached)
     monkeypatch.setattr(manifest_store, "READ_ON_LOOP", 16)  # records past it: read in a thread
     assert answer_now("gone") is None
+    assert answer_now("a") is None  # (marked: read as read_now reads it)
     assert await store.read("gone") == ReplicaRead(tombstone("gone", wall=5))
 
 
@@ -302,6 +303,16 @@ async def test_a_sealed_read_is_the_stored_record_not_a_decoded_one(
     assert where is not None
     store._index.keep(manifest("b"), where)  # (as a bug could: "b" pointing at "a"'s record)
     assert store.sealed_now("b") is None
+
+    # A record that checks out holding another file's manifest (a writer's bug): sent as
+    # stored (the reader refuses it); this peer's own read writes it off.
+    astray = manifest("c")
+    object.__setattr__(astray, "_sealed", manifest("d").to_bytes())
+    await store.put(astray)
+    assert store.read_now("c") is None
+    assert store.sealed_now("c") == SealedRead(manifest("d").to_bytes())
+    assert await store.read("c") == ReplicaRead(None)
+    assert store._index.where("c") is None
 
 
 async def test_list_in_name_order_with_prefix_and_tombstones(store: ManifestStore) -> None:
