@@ -126,10 +126,10 @@ MAX_BATCH_BYTES = LARGE_BODY  # a single larger call (a huge file's manifest) le
 RETRY_BATCHES = 300.0  # seconds before calls go batched again to a peer that had no route
 REFUSALS_KEPT = 1024  # (replica, name) pairs whose refused manifest was logged lately
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 Lane = tuple["Address", str]  # a peer, and the kind of call ("get", "put", "confirm")
 Batched = ManifestCall | ManifestConfirm  # what a lane queues (confirmations: lanes of their own)
+
+log = logging.getLogger(__name__)
 
 
 def _call_size(call: Batched) -> int:
